@@ -1,0 +1,35 @@
+# `make demo` and `make test` are the README's contract with a fresh machine.
+# torch==2.13.0 is installed first: it is the CPU wheel on this disk; any other torch request
+# would pull a multi-GB CUDA build. The package's own torch requirement is a plain range.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.nnmark-installed
+
+.PHONY: setup demo test lint format bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/nnmark demo
+
+lint: setup
+	$(BIN)/ruff check nnmark tests benchmarks
+	$(BIN)/ruff format --check nnmark tests benchmarks
+	$(BIN)/mypy nnmark
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+format: setup
+	$(BIN)/ruff format nnmark tests benchmarks
+	$(BIN)/ruff check --fix nnmark tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,64 @@
+"""nnmark: watermark PyTorch models, attack them like a thief, verify ownership with a p-value.
+
+Public API (re-exports only)::
+
+    from nnmark import load_data, new_model, embed, verify, attack, TrainConfig
+    data = load_data("digits")
+    marked, key = embed(new_model("cnn", data), data, "uchida", bits=64)
+    print(verify(marked, key).verdict)        # found
+"""
+
+__version__ = "0.1.0"
+
+from nnmark.api import attack, embed, model_info, new_model, train, verify
+from nnmark.attacks import ATTACKS, Attack, build_attack, list_attacks
+from nnmark.data import DATASETS, DataBundle, load_data
+from nnmark.errors import NNMarkError
+from nnmark.io import ModelInfo, load_model, save_model
+from nnmark.keys import Mark, OwnerKey
+from nnmark.models import MODELS, create_model, list_models
+from nnmark.schemes import SCHEMES, Evidence, Scheme, list_schemes, scheme_for
+from nnmark.suspect import FileSuspect, ModuleSuspect, Suspect, as_suspect
+from nnmark.tasks import evaluate, get_task
+from nnmark.train import TrainConfig, fit
+from nnmark.verdict import Verdict
+
+__all__ = [
+    "ATTACKS",
+    "DATASETS",
+    "MODELS",
+    "SCHEMES",
+    "Attack",
+    "DataBundle",
+    "Evidence",
+    "FileSuspect",
+    "Mark",
+    "ModelInfo",
+    "ModuleSuspect",
+    "NNMarkError",
+    "OwnerKey",
+    "Scheme",
+    "Suspect",
+    "TrainConfig",
+    "Verdict",
+    "__version__",
+    "as_suspect",
+    "attack",
+    "build_attack",
+    "create_model",
+    "embed",
+    "evaluate",
+    "fit",
+    "get_task",
+    "list_attacks",
+    "list_models",
+    "list_schemes",
+    "load_data",
+    "load_model",
+    "model_info",
+    "new_model",
+    "save_model",
+    "scheme_for",
+    "train",
+    "verify",
+]

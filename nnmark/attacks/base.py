@@ -1,0 +1,55 @@
+"""The attack protocol: a model in, a new model out; the input is never modified.
+
+The base `__call__` runs the fixed sequence (copy, seed, run, eval mode); a subclass writes
+only `run`. Attacks never see the owner's key. One attack object serves many models: the model
+and the data are passed on each call, the options live in the frozen config.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar, final
+
+import torch
+from torch import nn
+
+from nnmark.config import build_config
+from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
+
+
+class Attack:
+    """Base class of every removal attack; subclasses live one per file in this package."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+    needs_data: ClassVar[bool] = False
+    summary: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None, /, **options: Any) -> None:
+        if config is not None and not isinstance(config, dict):
+            self.config = config
+        else:
+            self.config = build_config(self.Config, config or {}, **options)
+
+    @final
+    def __call__(
+        self, model: nn.Module, data: DataBundle | None = None, *, seed: int = 0
+    ) -> nn.Module:
+        if self.needs_data and data is None:
+            raise NNMarkError(f"attack {self.name} needs data (--data NAME[:PATH])")
+        attacked = copy.deepcopy(model)
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        out = self.run(attacked, data, gen)
+        out.eval()
+        return out
+
+    def run(
+        self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
+    ) -> nn.Module:
+        """Modify `model` (already a private copy) and return it."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"

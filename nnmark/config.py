@@ -1,0 +1,133 @@
+"""Frozen dataclass configs built from `--set key=value` strings or dicts, validated by type."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from nnmark.errors import NNMarkError
+
+C = TypeVar("C")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_sets(items: Iterable[str]) -> dict[str, str]:
+    """Parse `key=value` strings (the CLI's repeated `--set`) into a dict.
+
+    >>> parse_sets(["lam=0.1", "key_type=random"])
+    {'lam': '0.1', 'key_type': 'random'}
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise NNMarkError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in {"none", "null", ""}):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(name, arg, value)
+            except NNMarkError as exc:
+                errors.append(str(exc))
+        raise NNMarkError(errors[0] if errors else f"option {name}: bad value {value!r}")
+    if origin is typing.Literal:
+        for arg in args:
+            if str(arg) == str(value):
+                return arg
+        raise NNMarkError(f"option {name} must be one of {', '.join(map(str, args))}, got {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(";", ",").split(",") if v.strip()]
+        inner = args[0] if args else str
+        return tuple(_coerce(name, inner, v) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in _TRUE:
+            return True
+        if str(value).lower() in _FALSE:
+            return False
+        raise NNMarkError(f"option {name} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise NNMarkError(f"option {name} must be an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise NNMarkError(f"option {name} must be an integer, got {value!r}") from None
+        if not f.is_integer():
+            raise NNMarkError(f"option {name} must be an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise NNMarkError(f"option {name} must be a number, got {value!r}") from None
+    if tp is str:
+        return str(value)
+    return value
+
+
+def build_config(cls: type[C], values: Mapping[str, Any] | None = None, /, **extra: Any) -> C:
+    """Build the frozen dataclass `cls` from loosely typed values; unknown keys are errors.
+
+    Values set to None are dropped so a CLI default never overrides the config's own.
+    """
+    merged = {**(values or {}), **extra}
+    merged = {k: v for k, v in merged.items() if v is not None}
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = sorted(set(merged) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields)) or "none"
+        raise NNMarkError(f"unknown option(s) {', '.join(unknown)} for {_label(cls)} (known: {known})")
+    kwargs = {k: _coerce(k, hints[k], v) for k, v in merged.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise NNMarkError(f"{_label(cls)}: {exc}") from None
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a dataclass config (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def describe_config(cls: type) -> list[tuple[str, str, str]]:
+    """(name, type, default) rows of a config class, for `--list` style help."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else "required"
+        tp = hints[f.name]
+        tname = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+        rows.append((f.name, tname, repr(default)))
+    return rows
+
+
+def _label(cls: type) -> str:
+    return getattr(cls, "label", None) or cls.__name__
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise a ValueError (turned into a one-line NNMarkError by build_config) unless true."""
+    if not condition:
+        raise ValueError(message)

@@ -1,0 +1,87 @@
+"""The in-memory dataset bundle every source returns, and its seeded splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from nnmark.errors import NNMarkError
+
+SPLITS = ("train", "val", "test", "thief")
+SPLIT_SEED = 20170606  # fixed: the same test set for every training seed
+
+
+def split_indices(
+    n: int, fractions: dict[str, float], seed: int = SPLIT_SEED
+) -> dict[str, torch.Tensor]:
+    """Disjoint index sets of a seeded permutation; `train` takes what the others leave."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    out: dict[str, torch.Tensor] = {}
+    start = 0
+    for name in ("test", "thief", "val"):
+        k = int(round(fractions.get(name, 0.0) * n))
+        out[name] = perm[start : start + k]
+        start += k
+    out["train"] = perm[start:]
+    return out
+
+
+@dataclass
+class DataBundle:
+    """Tensors of a whole dataset plus index sets per split.
+
+    x: float (N, C, H, W); y: long class labels (N,) for classification, or float masks
+    (N, 1, H, W) in {0, 1} for segmentation.
+    """
+
+    name: str
+    task: str
+    x: torch.Tensor
+    y: torch.Tensor
+    splits: dict[str, torch.Tensor]
+    num_classes: int
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.x.shape[-1])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.x.shape[1:])
+
+    def tensors(self, split: str, fraction: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (x, y) of a split, optionally a seeded leading fraction of it."""
+        if split not in self.splits:
+            raise NNMarkError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+        if not 0.0 < fraction <= 1.0:
+            raise NNMarkError(f"data fraction must be in (0, 1], got {fraction}")
+        idx = self.splits[split]
+        idx = idx[: max(1, int(round(fraction * len(idx))))]
+        return self.x[idx], self.y[idx]
+
+    def loader(
+        self,
+        split: str,
+        batch_size: int = 64,
+        shuffle: bool = False,
+        seed: int = 0,
+        fraction: float = 1.0,
+    ) -> DataLoader:
+        x, y = self.tensors(split, fraction)
+        gen = torch.Generator().manual_seed(seed)
+        return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=gen)
+
+    def model_kwargs(self) -> dict[str, int]:
+        """What a zoo model needs to fit this data."""
+        return {
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "input_size": self.input_size,
+        }

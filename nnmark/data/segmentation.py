@@ -1,0 +1,83 @@
+"""Binary segmentation pairs `DIR/images/*` + `DIR/masks/<same stem>.png` (BBBC039's layout).
+
+Images are min-max normalised per image, halved in resolution and cut into 128x128 tiles; a
+mask pixel is foreground when its first channel is > 0. Splits are by image, never by tile, so
+no image leaks from train into test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nnmark.data import DATASETS
+from nnmark.data.base import SPLIT_SEED, DataBundle
+from nnmark.errors import NNMarkError
+
+TILE = 128
+DOWNSCALE = 2
+
+
+def _tiles(t: torch.Tensor, tile: int) -> torch.Tensor:
+    c, h, w = t.shape
+    rows, cols = h // tile, w // tile
+    t = t[:, : rows * tile, : cols * tile]
+    t = t.reshape(c, rows, tile, cols, tile).permute(1, 3, 0, 2, 4)
+    return t.reshape(rows * cols, c, tile, tile)
+
+
+@DATASETS.register("seg")
+def load_segmentation(path: str | None) -> DataBundle:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path:
+        raise NNMarkError("seg needs a folder: --data seg:DIR (with images/ and masks/)")
+    root = Path(path)
+    img_dir, mask_dir = root / "images", root / "masks"
+    if not img_dir.is_dir() or not mask_dir.is_dir():
+        raise NNMarkError(f"{root}: expected sub-folders images/ and masks/")
+    images = sorted(p for p in img_dir.iterdir() if p.is_file())
+    if len(images) < 4:
+        raise NNMarkError(f"{img_dir}: need at least 4 images, found {len(images)}")
+    xs, ys, owner = [], [], []
+    for i, p in enumerate(images):
+        mask_path = mask_dir / (p.stem + ".png")
+        if not mask_path.is_file():
+            raise NNMarkError(f"{p.name}: no mask {mask_path.name} in {mask_dir}")
+        try:
+            img = np.asarray(Image.open(p), dtype=np.float32)
+            mask = np.asarray(Image.open(mask_path))
+        except (UnidentifiedImageError, OSError):
+            raise NNMarkError(f"{p.name}: unreadable image or mask") from None
+        if img.ndim == 3:
+            img = img.mean(-1)
+        mask = mask[..., 0] if mask.ndim == 3 else mask
+        if img.shape != mask.shape:
+            raise NNMarkError(f"{p.name}: image {img.shape} and mask {mask.shape} differ in size")
+        img = (img - img.min()) / (img.max() - img.min() + 1e-8)
+        ti = F.avg_pool2d(torch.from_numpy(img)[None, None], DOWNSCALE)[0]
+        tm = F.max_pool2d(torch.from_numpy((mask > 0).astype(np.float32))[None, None], DOWNSCALE)[0]
+        xt, yt = _tiles(ti, TILE), _tiles(tm, TILE)
+        xs.append(xt)
+        ys.append(yt)
+        owner.extend([i] * len(xt))
+    x, y = torch.cat(xs), torch.cat(ys)
+    if len(x) == 0:
+        raise NNMarkError(f"{root}: images smaller than {TILE * DOWNSCALE} pixels")
+    n_img = len(images)
+    perm = torch.randperm(n_img, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
+    n_test, n_thief, n_val = max(1, n_img * 3 // 17), max(1, n_img * 3 // 17), max(1, n_img // 17)
+    groups = {
+        "test": perm[:n_test],
+        "thief": perm[n_test : n_test + n_thief],
+        "val": perm[n_test + n_thief : n_test + n_thief + n_val],
+        "train": perm[n_test + n_thief + n_val :],
+    }
+    owner_t = torch.tensor(owner)
+    splits = {
+        k: torch.nonzero(torch.isin(owner_t, torch.tensor(v))).flatten() for k, v in groups.items()
+    }
+    return DataBundle(f"seg:{root.name}", "segmentation", x.contiguous(), y.contiguous(), splits, 1)

@@ -1,0 +1,210 @@
+"""Model files and atomic writes. Loading never unpickles code.
+
+A model file is safetensors with string metadata (`nnmark.arch`, `nnmark.arch_kwargs`,
+`nnmark.task`, `nnmark.input_shape`, `nnmark.num_classes`, `nnmark.version`) so a verifier can
+rebuild the network from the zoo with no Python pickle. A `.pt`/`.pth` state dict is read with
+`torch.load(weights_only=True)` only: a file that needs code to unpickle is refused, and its code
+never runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnmark.errors import NNMarkError
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    p = Path(path)
+    if p.is_dir():
+        raise NNMarkError(f"output path is a directory: {p}")
+    if not p.parent.exists():
+        raise NNMarkError(f"output folder does not exist: {p.parent}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model file says about the network it holds."""
+
+    arch: str
+    arch_kwargs: dict[str, Any]
+    task: str = "classification"
+    input_shape: tuple[int, ...] = ()
+    num_classes: int = 0
+    version: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, str]:
+        from nnmark import __version__
+
+        meta = {
+            "nnmark.arch": self.arch,
+            "nnmark.arch_kwargs": json.dumps(self.arch_kwargs, sort_keys=True),
+            "nnmark.task": self.task,
+            "nnmark.input_shape": json.dumps(list(self.input_shape)),
+            "nnmark.num_classes": str(self.num_classes),
+            "nnmark.version": self.version or __version__,
+        }
+        meta.update({f"nnmark.extra.{k}": v for k, v in self.extra.items()})
+        return meta
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str] | None, source: str) -> ModelInfo | None:
+        if not meta or "nnmark.arch" not in meta:
+            return None
+        try:
+            return cls(
+                arch=meta["nnmark.arch"],
+                arch_kwargs=json.loads(meta.get("nnmark.arch_kwargs", "{}")),
+                task=meta.get("nnmark.task", "classification"),
+                input_shape=tuple(json.loads(meta.get("nnmark.input_shape", "[]"))),
+                num_classes=int(meta.get("nnmark.num_classes", "0")),
+                version=meta.get("nnmark.version", ""),
+                extra={
+                    k[len("nnmark.extra.") :]: v
+                    for k, v in meta.items()
+                    if k.startswith("nnmark.extra.")
+                },
+            )
+        except (ValueError, TypeError) as exc:
+            raise NNMarkError(f"{source}: malformed nnmark metadata ({exc})") from None
+
+
+def save_model(model: nn.Module, info: ModelInfo, path: str | Path) -> None:
+    """Save weights and buffers as safetensors with nnmark metadata, atomically."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # safetensors refuses tensors that share memory; clone the (rare) aliases.
+    seen: dict[int, str] = {}
+    for k, v in list(state.items()):
+        ptr = v.data_ptr()
+        if ptr in seen and v.numel() > 0:
+            state[k] = v.clone()
+        seen[ptr] = k
+    atomic_write_bytes(path, save(state, metadata=info.to_metadata()))
+
+
+def _check_exists(p: Path) -> None:
+    if not p.exists():
+        raise NNMarkError(f"model file not found: {p}")
+    if not p.is_file():
+        raise NNMarkError(f"not a file: {p}")
+
+
+def read_safetensors_header(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tensor table and metadata of a safetensors file, checking it is complete."""
+    p = Path(path)
+    _check_exists(p)
+    size = p.stat().st_size
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise NNMarkError(f"{p}: truncated or not a safetensors file")
+            (n,) = struct.unpack("<Q", head)
+            if n <= 0 or 8 + n > size or n > 100_000_000:
+                raise NNMarkError(f"{p}: truncated or not a safetensors file")
+            header = json.loads(fh.read(n).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise NNMarkError(f"{p}: corrupted safetensors header") from None
+    except OSError as exc:
+        raise NNMarkError(f"{p}: unreadable ({exc.strerror})") from None
+    if not isinstance(header, dict):
+        raise NNMarkError(f"{p}: corrupted safetensors header")
+    meta = header.pop("__metadata__", None) or {}
+    end = 0
+    for name, entry in header.items():
+        try:
+            end = max(end, int(entry["data_offsets"][1]))
+        except (KeyError, TypeError, IndexError, ValueError):
+            raise NNMarkError(f"{p}: corrupted entry {name!r} in safetensors header") from None
+    if 8 + n + end > size:
+        raise NNMarkError(f"{p}: truncated file ({size} bytes, header promises {8 + n + end})")
+    return header, meta
+
+
+def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelInfo | None]:
+    """All tensors of a model file, and its nnmark metadata if any. Never unpickles code."""
+    p = Path(path)
+    _check_exists(p)
+    if p.suffix in SAFETENSORS_SUFFIXES:
+        from safetensors.torch import load_file
+
+        _, meta = read_safetensors_header(p)
+        try:
+            state = load_file(str(p))
+        except Exception as exc:  # safetensors raises its own error types
+            raise NNMarkError(f"{p}: corrupted safetensors file ({exc})") from None
+        return state, ModelInfo.from_metadata(meta, str(p))
+    if p.suffix in PICKLE_SUFFIXES:
+        return _load_weights_only(p), None
+    raise NNMarkError(f"{p}: unknown model format {p.suffix!r} (use .safetensors, .pt or .pth)")
+
+
+def _load_weights_only(p: Path) -> dict[str, torch.Tensor]:
+    import pickle
+
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise NNMarkError(
+            f"{p}: refused: the file needs code to unpickle, and suspect files are never "
+            f"unpickled ({first[:120]})"
+        ) from None
+    except Exception as exc:
+        raise NNMarkError(f"{p}: unreadable or corrupted checkpoint ({type(exc).__name__})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise NNMarkError(f"{p}: not a state dict of tensors")
+    return {str(k): v for k, v in obj.items()}
+
+
+def load_model(
+    path: str | Path, info: ModelInfo | None = None
+) -> tuple[nn.Module, ModelInfo]:
+    """Rebuild a zoo model from a file: the architecture comes from its metadata (or `info`)."""
+    from nnmark.models import create_model
+
+    state, found = load_state_dict(path)
+    info = info or found
+    if info is None:
+        raise NNMarkError(f"{path}: no nnmark metadata: the architecture is unknown")
+    model = create_model(info.arch, **info.arch_kwargs)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise NNMarkError(f"{path}: weights do not fit architecture {info.arch!r}: {first}") from None
+    model.eval()
+    return model, info

@@ -1,0 +1,42 @@
+"""Finding host layers by name: what white-box schemes, attacks and defenses share."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nnmark.errors import NNMarkError
+
+WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.ConvTranspose2d)
+
+
+def weighted_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Conv and linear layers by qualified name, in definition order."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, WEIGHTED)}
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    layers = weighted_layers(model)
+    if name not in layers:
+        known = ", ".join(layers) or "none"
+        raise NNMarkError(f"model has no conv or linear layer {name!r} (layers: {known})")
+    return layers[name]
+
+
+def default_host_layer(model: nn.Module) -> str:
+    """The convolution with the most filter-averaged weights (the first one on ties).
+
+    Uchida et al. embed in a middle convolution; the largest one gives the most capacity.
+    Models without convolutions fall back to the widest hidden linear layer.
+    """
+    layers = weighted_layers(model)
+    convs = {n: m for n, m in layers.items() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d)}
+    pool = convs or dict(list(layers.items())[:-1]) or layers
+    if not pool:
+        raise NNMarkError("model has no conv or linear layer to host a mark")
+    return max(pool, key=lambda n: pool[n].weight[0].numel())
+
+
+def host_vector(weight: torch.Tensor) -> torch.Tensor:
+    """Uchida's host vector: the weights averaged over the first (output) dimension."""
+    return weight.reshape(weight.shape[0], -1).mean(0)

@@ -1,0 +1,84 @@
+"""CIFAR-style ResNets (He et al. 2016) and WideResNets (Zagoruyko & Komodakis 2016).
+
+Any input size (global average pooling) and any number of input channels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnmark.models import MODELS
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.dropout = dropout
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        if self.dropout:
+            out = F.dropout(out, self.dropout, self.training)
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    def __init__(
+        self,
+        depth: int = 20,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        width: int = 16,
+        widen: int = 1,
+        dropout: float = 0.0,
+        input_size: int = 32,
+    ) -> None:
+        super().__init__()
+        if (depth - 2) % 6:
+            raise TypeError(f"depth must be 6n+2, got {depth}")
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        widths = [width * widen, 2 * width * widen, 4 * width * widen]
+        blocks: list[nn.Module] = []
+        cin = width
+        for stage, cout in enumerate(widths):
+            for i in range(n):
+                blocks.append(BasicBlock(cin, cout, 2 if (i == 0 and stage > 0) else 1, dropout))
+                cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layers(x)
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.fc(x)
+
+
+@MODELS.register("resnet20")
+def resnet20(**kw: int) -> nn.Module:
+    return ResNet(depth=20, **kw)
+
+
+@MODELS.register("resnet32")
+def resnet32(**kw: int) -> nn.Module:
+    return ResNet(depth=32, **kw)
+
+
+@MODELS.register("wrn")
+def wrn(depth: int = 16, widen: int = 4, **kw: int) -> nn.Module:
+    """WideResNet-depth-widen (WRN-16-4 by default; Uchida et al. used WRN-28-10 on CIFAR)."""
+    return ResNet(depth=depth, widen=widen, **kw)

@@ -1,0 +1,42 @@
+"""Watermarking schemes: one file each, registered by name in SCHEMES.
+
+A new scheme is one file here with a `@SCHEMES.register("name")` class; importing this package
+imports every module in it, so the CLI, the benchmark and the tests pick it up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from nnmark.keys import Mark
+from nnmark.registry import Registry
+from nnmark.schemes.base import Evidence, Scheme
+
+SCHEMES: Registry[type[Scheme]] = Registry("scheme")
+
+
+def register(name: str):  # type: ignore[no-untyped-def]
+    """Class decorator: register a Scheme subclass under `name` (and set its `name`)."""
+
+    def deco(cls: type[Scheme]) -> type[Scheme]:
+        cls.name = name
+        return SCHEMES.register(name)(cls)
+
+    return deco
+
+
+def scheme_for(mark: Mark) -> Scheme:
+    """The scheme instance bound to a key's mark."""
+    return SCHEMES.get(mark.scheme)(mark)
+
+
+def list_schemes() -> list[str]:
+    return SCHEMES.names()
+
+
+for _info in pkgutil.iter_modules(__path__):
+    if _info.name not in ("base",) and not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")
+
+__all__ = ["SCHEMES", "Evidence", "Scheme", "list_schemes", "register", "scheme_for"]

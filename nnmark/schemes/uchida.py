@@ -1,0 +1,166 @@
+"""Uchida, Nagai, Sakazawa, Satoh: "Embedding Watermarks into Deep Neural Networks" (ICMR 2017).
+
+Threat model: white-box. The owner reads the suspect's weights.
+
+The host vector w (M values) is a layer's weights averaged over its filters; a secret matrix X
+(T x M) projects it to T bits, b_j = step(sum_i X_ji w_i). Training adds lam * E_R, the binary
+cross-entropy of sigmoid(Xw) against the payload bits (averaged over bits), to the task loss.
+Key types (the paper's three): `direct` (each row picks one weight), `diff` (+1/-1 on two
+weights), `random` (N(0, 1) entries; the paper's choice: lowest loss and an unchanged weight
+histogram). X is re-derived from the owner key, never stored.
+
+Example::
+
+    nnmark train --data digits --model cnn --scheme uchida --bits 64 --set key_type=random \\
+        --out marked.safetensors --key-out acme.nnkey
+    nnmark verify marked.safetensors --key acme.nnkey
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnmark.config import check, config_to_dict
+from nnmark.errors import NNMarkError
+from nnmark.keys import Mark, OwnerKey, payload_bits
+from nnmark.layers import default_host_layer, get_layer, host_vector
+from nnmark.schemes import register
+from nnmark.schemes.base import Batch, Evidence, Scheme, unwrap
+from nnmark.suspect import Suspect
+
+
+@dataclass(frozen=True)
+class UchidaConfig:
+    label = "uchida"
+    key_type: Literal["direct", "diff", "random"] = "random"
+    lam: float = 0.1
+    layer: str | None = None
+
+    def __post_init__(self) -> None:
+        check(self.lam > 0, f"lam must be > 0, got {self.lam}")
+
+
+def projection(mark: Mark, m: int, key_type: str) -> torch.Tensor:
+    """The secret T x M matrix X, re-derived from the key (same key -> same X, bit for bit)."""
+    t = len(mark.bits)
+    g = mark.generator("projection")
+    if key_type == "random":
+        return torch.randn(t, m, generator=g)
+    x = torch.zeros(t, m)
+    rows = torch.arange(t)
+    if key_type == "direct":
+        x[rows, torch.randperm(m, generator=g)[:t]] = 1.0
+        return x
+    # diff: +1 and -1 on two distinct weights per row
+    if 2 * t <= m:
+        perm = torch.randperm(m, generator=g)
+        x[rows, perm[:t]] = 1.0
+        x[rows, perm[t : 2 * t]] = -1.0
+    else:
+        for j in range(t):
+            a, b = torch.randperm(m, generator=g)[:2].tolist()
+            x[j, a], x[j, b] = 1.0, -1.0
+    return x
+
+
+@register("uchida")
+class Uchida(Scheme):
+    Config = UchidaConfig
+    kind = "whitebox"
+    paper = "Uchida et al., Embedding Watermarks into Deep Neural Networks, ICMR 2017"
+
+    config: UchidaConfig
+
+    def __init__(self, mark: Mark) -> None:
+        super().__init__(mark)
+        if mark.layer is None:
+            raise NNMarkError("uchida mark without a host layer in the key")
+        self._x: torch.Tensor | None = None
+        self._target = torch.tensor(mark.bits, dtype=torch.float32)
+
+    @classmethod
+    def plan(
+        cls,
+        model: nn.Module,
+        key: OwnerKey,
+        config: Any,
+        *,
+        bits: int | None = None,
+        payload: tuple[int, ...] | None = None,
+    ) -> Mark:
+        layer = config.layer or default_host_layer(model)
+        weight = get_layer(model, layer).weight
+        capacity = weight[0].numel()
+        n = len(payload) if payload is not None else (bits or 64)
+        if n < 1:
+            raise NNMarkError("a mark needs at least 1 bit")
+        if n > capacity:
+            raise NNMarkError(
+                f"layer {layer} holds at most {capacity} bits (its filter-averaged weights); "
+                f"asked for {n}"
+            )
+        chosen = payload or payload_bits(key.owner, key.nonce, n, len(key.marks))
+        return key.new_mark(
+            cls.name, config_to_dict(config), layer, chosen, data={"shape": list(weight.shape)}
+        )
+
+    def matrix(self, m: int, device: torch.device | None = None) -> torch.Tensor:
+        if self._x is None or self._x.shape[1] != m:
+            self._x = projection(self.mark, m, self.config.key_type)
+        return self._x.to(device) if device is not None else self._x
+
+    def host_weight(self, model: nn.Module) -> torch.Tensor:
+        return get_layer(unwrap(model), self.mark.layer or "").weight
+
+    def logits(self, weight: torch.Tensor) -> torch.Tensor:
+        w = host_vector(weight)
+        return self.matrix(w.numel(), w.device) @ w
+
+    def embed_loss(self, weight: torch.Tensor) -> torch.Tensor:
+        """E_R: binary cross-entropy of sigmoid(Xw) against the payload bits."""
+        y = self.logits(weight)
+        return F.binary_cross_entropy_with_logits(y, self._target.to(y.device))
+
+    def penalty(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return self.config.lam * self.embed_loss(self.host_weight(model))
+
+    def evidence(self, suspect: Suspect) -> Evidence:
+        name = f"{self.mark.layer}.weight"
+        t = suspect.tensor(name)
+        if t is None:
+            return Evidence(reason=f"suspect has no tensor {name}")
+        expected = tuple(self.mark.data.get("shape", []))
+        if expected and tuple(t.shape) != expected:
+            return Evidence(
+                reason=f"tensor {name} has shape {tuple(t.shape)}, the key's layer {expected}"
+            )
+        with torch.no_grad():
+            y = self.logits(t.float())
+        return Evidence(bits=tuple(int(v) for v in (y > 0).tolist()), details={"layer": self.mark.layer})
+
+
+def embed_without_training(
+    model: nn.Module, scheme: Uchida, lam: float, steps: int = 300, lr: float = 1e-2
+) -> nn.Module:
+    """Uchida's Eq. (6): write the bits by editing the host weights alone, no task loss.
+
+    Minimises lam * E_R(w) + ||w - w0||^2 over the host layer; the paper's Table 7 shows this
+    either leaves bit errors (small lam) or costs accuracy (large lam). In place; returns model.
+    """
+    weight = scheme.host_weight(model)
+    w0 = weight.detach().clone()
+    w = w0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = lam * scheme.embed_loss(w) + ((w - w0) ** 2).sum()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        weight.copy_(w)
+    return model

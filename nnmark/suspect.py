@@ -1,0 +1,120 @@
+"""What verification reads: a suspect model, however the owner can reach it.
+
+White-box schemes read named tensors (`tensor`), which a model file serves lazily (only the
+tensors the key names are read from disk); activation schemes need the module; black-box
+schemes only ever call `predict`. A served model (remote) has no tensors at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnmark.errors import NNMarkError
+from nnmark.io import ModelInfo, load_model, load_state_dict, read_safetensors_header
+
+
+class Suspect:
+    """The base: everything unavailable unless a subclass provides it."""
+
+    label: str = "suspect"
+    info: ModelInfo | None = None
+
+    def tensor(self, name: str) -> torch.Tensor | None:
+        """A named parameter or buffer, or None if the suspect has no such tensor."""
+        return None
+
+    def tensor_names(self) -> list[str]:
+        return []
+
+    def module(self) -> nn.Module:
+        raise NNMarkError(f"{self.label}: this scheme needs the model itself (white-box access)")
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's outputs (logits, or whatever the API returns) for a batch of inputs."""
+        return self.module()(x)
+
+    @property
+    def white_box(self) -> bool:
+        return True
+
+
+class ModuleSuspect(Suspect):
+    """A live `nn.Module` (a user's own class works too)."""
+
+    def __init__(self, model: nn.Module, info: ModelInfo | None = None, label: str = "model"):
+        self.model = model
+        self.info = info
+        self.label = label
+        self._state: dict[str, torch.Tensor] | None = None
+
+    def _sd(self) -> dict[str, torch.Tensor]:
+        if self._state is None:
+            inner = getattr(self.model, "module", self.model)  # unwrap DDP
+            self._state = {k: v.detach() for k, v in inner.state_dict().items()}
+        return self._state
+
+    def tensor(self, name: str) -> torch.Tensor | None:
+        return self._sd().get(name)
+
+    def tensor_names(self) -> list[str]:
+        return list(self._sd())
+
+    def module(self) -> nn.Module:
+        self.model.eval()
+        return self.model
+
+
+class FileSuspect(Suspect):
+    """A model file on disk; safetensors tensors are read one at a time, lazily."""
+
+    def __init__(self, path: str | Path, info: ModelInfo | None = None) -> None:
+        self.path = Path(path)
+        self.label = str(self.path)
+        self._module: nn.Module | None = None
+        self._state: dict[str, torch.Tensor] | None = None
+        if self.path.suffix == ".safetensors":
+            self._header, meta = read_safetensors_header(self.path)
+            self.info = info or ModelInfo.from_metadata(meta, self.label)
+        else:
+            self._state, found = load_state_dict(self.path)
+            self._header = {}
+            self.info = info or found
+
+    def tensor(self, name: str) -> torch.Tensor | None:
+        if self._state is not None:
+            return self._state.get(name)
+        if name not in self._header:
+            return None
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.path), framework="pt") as fh:
+                return fh.get_tensor(name)
+        except Exception as exc:
+            raise NNMarkError(f"{self.path}: cannot read tensor {name!r} ({exc})") from None
+
+    def tensor_names(self) -> list[str]:
+        return list(self._state) if self._state is not None else list(self._header)
+
+    def module(self) -> nn.Module:
+        if self._module is None:
+            if self.info is None:
+                raise NNMarkError(f"{self.path}: no nnmark metadata: the architecture is unknown")
+            self._module, _ = load_model(self.path, self.info)
+        return self._module
+
+
+def as_suspect(obj: Any) -> Suspect:
+    """A Suspect from a Suspect, an nn.Module or a path."""
+    if isinstance(obj, Suspect):
+        return obj
+    if isinstance(obj, nn.Module):
+        return ModuleSuspect(obj)
+    if isinstance(obj, str | Path):
+        return FileSuspect(obj)
+    raise TypeError(f"cannot verify a {type(obj).__name__}")

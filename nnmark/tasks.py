@@ -1,0 +1,114 @@
+"""Tasks: the training loss and the fidelity metrics (every number says which metric it is)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnmark.registry import Registry
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task: its loss, its distillation loss, and how fidelity is measured."""
+
+    name: str
+    primary: str  # the headline fidelity metric
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def distill_loss(
+        self, out: torch.Tensor, teacher_out: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """Loss against a teacher's outputs (no labels read): distill-to-embed and extraction."""
+        raise NotImplementedError
+
+    def counts(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        raise NotImplementedError
+
+    def finish(self, counts: dict[str, float]) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class Classification(Task):
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out, y)
+
+    def distill_loss(
+        self, out: torch.Tensor, teacher_out: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
+        t = temperature
+        return F.kl_div(
+            F.log_softmax(out / t, 1), F.softmax(teacher_out / t, 1), reduction="batchmean"
+        ) * (t * t)
+
+    def counts(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        return {"correct": float((out.argmax(1) == y).sum()), "n": float(len(y))}
+
+    def finish(self, counts: dict[str, float]) -> dict[str, float]:
+        return {"accuracy": counts["correct"] / max(counts["n"], 1.0)}
+
+
+class Segmentation(Task):
+    """Binary segmentation: BCE + soft Dice loss; Dice and IoU over all pixels of a split."""
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(out)
+        inter = (p * y).sum()
+        dice = (2 * inter + 1.0) / (p.sum() + y.sum() + 1.0)
+        return F.binary_cross_entropy_with_logits(out, y) + (1 - dice)
+
+    def distill_loss(
+        self, out: torch.Tensor, teacher_out: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
+        return self.loss(out, torch.sigmoid(teacher_out / temperature))
+
+    def counts(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        pred = out > 0
+        truth = y > 0.5
+        return {
+            "tp": float((pred & truth).sum()),
+            "fp": float((pred & ~truth).sum()),
+            "fn": float((~pred & truth).sum()),
+        }
+
+    def finish(self, counts: dict[str, float]) -> dict[str, float]:
+        tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
+        return {
+            "dice": 2 * tp / max(2 * tp + fp + fn, 1.0),
+            "iou": tp / max(tp + fp + fn, 1.0),
+        }
+
+
+TASKS: Registry[Task] = Registry("task")
+TASKS.register("classification")(Classification("classification", "accuracy"))
+TASKS.register("segmentation")(Segmentation("segmentation", "dice"))
+
+
+def get_task(name: str) -> Task:
+    return TASKS.get(name)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], task: Task | str
+) -> dict[str, float]:
+    """Fidelity metrics of `model` over batches (accuracy, or Dice and IoU), in eval mode."""
+    task = get_task(task) if isinstance(task, str) else task
+    was_training = model.training
+    model.eval()
+    totals: dict[str, float] = {}
+    try:
+        for x, y in batches:
+            for k, v in task.counts(model(x), y).items():
+                totals[k] = totals.get(k, 0.0) + v
+    finally:
+        model.train(was_training)
+    if not totals:
+        raise ValueError("no data to evaluate")
+    return task.finish(totals)

@@ -1,0 +1,139 @@
+"""The training loop and the five points where schemes plug in.
+
+The loop calls, per scheme: `prepare` once, `batches` to wrap each epoch's batches, `penalty`
+inside the loss, `step` (at most one scheme may replace the plain step), and `finalize` once at
+the end. A user's own loop calls the same hooks::
+
+    model = scheme.prepare(model)
+    for x, y in scheme.batches(loader):
+        loss = criterion(model(x), y) + scheme.penalty(model, (x, y))
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+    model = scheme.finalize(model)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from nnmark.config import check
+from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
+from nnmark.schemes.base import Batch, LossFn, Scheme, plain_step
+from nnmark.tasks import Task, get_task
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; `seed` fixes initial weights, batch order and scheme randomness."""
+
+    epochs: int = 20
+    lr: float = 1e-3
+    batch_size: int = 64
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+    split: str = "train"
+    fraction: float = 1.0
+    temperature: float = 1.0  # distillation only
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}")
+
+
+def make_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_loss(
+    task: Task, schemes: Sequence[Scheme], teacher: nn.Module | None, temperature: float
+) -> LossFn:
+    """Task loss (or distillation loss against `teacher`) plus every scheme's penalty."""
+
+    def loss_fn(model: nn.Module, batch: Batch) -> torch.Tensor:
+        x, y = batch
+        out = model(x)
+        if teacher is not None:
+            with torch.no_grad():
+                target = teacher(x)
+            loss = task.distill_loss(out, target, temperature)
+        else:
+            loss = task.loss(out, y)
+        for s in schemes:
+            loss = loss + s.penalty(model, batch)
+        return loss
+
+    return loss_fn
+
+
+def pick_step(schemes: Sequence[Scheme]) -> Callable[..., float]:
+    custom = [s for s in schemes if type(s).step is not Scheme.step]
+    if len(custom) > 1:
+        names = ", ".join(s.name for s in custom)
+        raise NNMarkError(f"schemes {names} each replace the training step; combine at most one")
+    return custom[0].step if custom else plain_step
+
+
+def fit(
+    model: nn.Module,
+    data: DataBundle,
+    schemes: Sequence[Scheme] = (),
+    config: TrainConfig | None = None,
+    *,
+    task: Task | str | None = None,
+    teacher: nn.Module | None = None,
+    progress: ProgressFn | None = None,
+) -> nn.Module:
+    """Train `model` in place on `data` with the schemes' hooks and return it (in eval mode).
+
+    With `teacher`, no label is read: the loss is the distillation loss to the teacher's outputs
+    (distill-to-embed, and the thief's extraction attacks).
+    """
+    config = config or TrainConfig()
+    task = get_task(task or data.task) if not isinstance(task, Task) else task
+    torch.manual_seed(config.seed)
+    for s in schemes:
+        model = s.prepare(model)
+    if teacher is not None:
+        teacher.eval()
+    optimizer = make_optimizer(model.parameters(), config)
+    loss_fn = make_loss(task, schemes, teacher, config.temperature)
+    step = pick_step(schemes)
+    loader = data.loader(
+        config.split, config.batch_size, shuffle=True, seed=config.seed, fraction=config.fraction
+    )
+    model.train()
+    for epoch in range(config.epochs):
+        batches: Iterator[Batch] = iter(loader)
+        for s in schemes:
+            batches = s.batches(batches)
+        total, count = 0.0, 0
+        for batch in batches:
+            total += step(model, batch, loss_fn, optimizer)
+            count += 1
+        mean = total / max(count, 1)
+        log.debug("epoch %d/%d loss %.4f", epoch + 1, config.epochs, mean)
+        if progress is not None:
+            progress(epoch + 1, config.epochs, mean)
+    for s in schemes:
+        model = s.finalize(model)
+    model.eval()
+    return model
