@@ -1,0 +1,114 @@
+"""What every command shares: the app, error handling (exit 2, one line), progress, loading."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from nnmark.errors import NNMarkError
+
+app = typer.Typer(
+    name="nnmark",
+    help="Watermark PyTorch models, attack them, and verify ownership with a p-value.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """Register a command whose user errors exit 2 with one line on stderr, no traceback."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+            try:
+                return fn(*args, **kw)
+            except (typer.Exit, typer.Abort):
+                raise
+            except NNMarkError as exc:
+                err.print(f"error: {exc}", markup=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt:
+                err.print("error: interrupted", markup=False)
+                raise typer.Exit(2) from None
+            except Exception as exc:
+                if os.environ.get("NNMARK_DEBUG"):
+                    raise
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                err.print(
+                    f"error: {type(exc).__name__}: {msg} (set NNMARK_DEBUG=1 for a traceback)",
+                    markup=False,
+                    soft_wrap=True,
+                )
+                raise typer.Exit(2) from None
+
+        app.command(name, **kwargs)(wrapper)
+        return fn
+
+    return deco
+
+
+@contextmanager
+def epoch_progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, int, float], None]]:
+    """A rich progress bar fed by the training loop's per-epoch callback."""
+    if not enabled or not sys.stderr.isatty() and os.environ.get("NNMARK_PROGRESS") != "1":
+        yield lambda epoch, total, loss: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(label, total=None, loss=float("nan"))
+
+        def update(epoch: int, total: int, loss: float) -> None:
+            progress.update(task, completed=epoch, total=total, loss=loss)
+
+        yield update
+
+
+def check_output(path: Path, force: bool = True) -> Path:
+    """Fail before any work if an output cannot be written (or must not be overwritten)."""
+    if path.is_dir():
+        raise NNMarkError(f"output path is a directory: {path}")
+    if not path.parent.exists():
+        raise NNMarkError(f"output folder does not exist: {path.parent}")
+    if path.exists() and not force:
+        raise NNMarkError(f"{path} exists; refusing to overwrite it (use --force)")
+    return path
+
+
+def parse_options(sets: list[str] | None) -> dict[str, str]:
+    from nnmark.config import parse_sets
+
+    return parse_sets(sets or [])
+
+
+def print_json(obj: Any) -> None:
+    out.print_json(json.dumps(obj))
+
+
+SetOption = typer.Option(
+    "--set", help="Scheme/attack option as key=value (repeatable); unknown keys exit 2."
+)

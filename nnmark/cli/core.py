@@ -1,0 +1,228 @@
+"""train, embed, verify, evaluate, inspect."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from nnmark.cli.common import SetOption, check_output, command, epoch_progress, out, parse_options
+from nnmark.errors import NNMarkError
+from nnmark.stats import DEFAULT_ALPHA
+from nnmark.verdict import Verdict
+
+DataOpt = Annotated[
+    str, typer.Option("--data", help="NAME[:PATH]: digits, mnist:DIR, fashion-mnist:DIR, folder:DIR, seg:DIR")
+]
+
+
+def _train_config(**kw: object):  # type: ignore[no-untyped-def]
+    from nnmark.config import build_config
+    from nnmark.train import TrainConfig
+
+    return build_config(TrainConfig, kw)
+
+
+def _fidelity_text(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def _save(model, info, path: Path) -> None:  # type: ignore[no-untyped-def]
+    from nnmark.io import save_model
+
+    save_model(model, info, path)
+
+
+@command("train")
+def train_cmd(
+    data: DataOpt = "digits",
+    model: Annotated[str, typer.Option("--model", help="Architecture from the zoo")] = "cnn",
+    scheme: Annotated[str, typer.Option("--scheme", help="Scheme name, or 'none'")] = "none",
+    bits: Annotated[int | None, typer.Option(help="Payload bits (multi-bit schemes)")] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs")] = 20,
+    lr: Annotated[float, typer.Option(help="Learning rate")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="Batch size")] = 64,
+    seed: Annotated[int, typer.Option(help="Training seed")] = 0,
+    owner: Annotated[str, typer.Option(help="Owner string committed in the key")] = "owner",
+    sets: Annotated[list[str] | None, SetOption] = None,
+    out_path: Annotated[Path, typer.Option("--out", help="Output model (.safetensors)")] = Path(
+        "model.safetensors"
+    ),
+    key_out: Annotated[Path | None, typer.Option("--key-out", help="Output key file")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing key file")] = False,
+) -> None:
+    """Train a model from scratch, with a mark (train-to-embed) or without (--scheme none)."""
+    from nnmark.api import embed, model_info, new_model, train
+    from nnmark.data import load_data
+    from nnmark.tasks import evaluate
+
+    check_output(out_path)
+    if scheme != "none":
+        if key_out is None:
+            raise NNMarkError("--key-out is required with a scheme (the key proves ownership)")
+        check_output(key_out, force)
+    elif sets:
+        raise NNMarkError("--set needs a --scheme")
+    bundle = load_data(data)
+    cfg = _train_config(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    net = new_model(model, bundle)
+    with epoch_progress(f"train {model} ({scheme})") as progress:
+        if scheme == "none":
+            trained = train(net, bundle, cfg, progress=progress)
+        else:
+            trained, key = embed(
+                net, bundle, scheme, options=parse_options(sets), owner=owner, bits=bits,
+                config=cfg, progress=progress,
+            )
+    metrics = evaluate(trained, bundle.loader("test", 256), bundle.task)
+    _save(trained, model_info(trained, bundle), out_path)
+    out.print(f"saved {out_path} (test {_fidelity_text(metrics)})")
+    if scheme != "none":
+        assert key_out is not None
+        key.save(key_out)
+        out.print(f"saved key {key_out} (keep it secret: it proves ownership)")
+
+
+@command("embed")
+def embed_cmd(
+    model_path: Annotated[Path, typer.Argument(help="Trained model to mark (fine-tune-to-embed)")],
+    data: DataOpt = "digits",
+    scheme: Annotated[str, typer.Option("--scheme", help="Scheme name")] = "uchida",
+    bits: Annotated[int | None, typer.Option(help="Payload bits (multi-bit schemes)")] = None,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs")] = 5,
+    lr: Annotated[float, typer.Option(help="Learning rate")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="Batch size")] = 64,
+    seed: Annotated[int, typer.Option(help="Training seed")] = 0,
+    owner: Annotated[str, typer.Option(help="Owner string committed in the key")] = "owner",
+    key_in: Annotated[
+        Path | None, typer.Option("--key", help="Add the mark to this existing key")
+    ] = None,
+    sets: Annotated[list[str] | None, SetOption] = None,
+    out_path: Annotated[Path, typer.Option("--out", help="Output model")] = Path("marked.safetensors"),
+    key_out: Annotated[Path, typer.Option("--key-out", help="Output key file")] = Path("owner.nnkey"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing key file")] = False,
+) -> None:
+    """Mark an already trained model by fine-tuning it with the scheme (fine-tune-to-embed)."""
+    from nnmark.api import embed, model_info
+    from nnmark.data import load_data
+    from nnmark.io import load_model
+    from nnmark.keys import OwnerKey
+    from nnmark.tasks import evaluate
+
+    check_output(out_path)
+    check_output(key_out, force or (key_in is not None and key_in.resolve() == key_out.resolve()))
+    key = OwnerKey.load(key_in) if key_in else None
+    net, _ = load_model(model_path)
+    bundle = load_data(data)
+    before = evaluate(net, bundle.loader("test", 256), bundle.task)
+    cfg = _train_config(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    with epoch_progress(f"embed {scheme}") as progress:
+        marked, key = embed(
+            net, bundle, scheme, options=parse_options(sets), key=key, owner=owner, bits=bits,
+            config=cfg, progress=progress,
+        )
+    after = evaluate(marked, bundle.loader("test", 256), bundle.task)
+    _save(marked, model_info(marked, bundle), out_path)
+    key.save(key_out)
+    out.print(f"test before {_fidelity_text(before)} -> after {_fidelity_text(after)}")
+    out.print(f"saved {out_path} and key {key_out}")
+
+
+def verdict_table(v: Verdict) -> Table:
+    table = Table(title=f"verify: {v.scheme}", show_header=True)
+    for col in ("mark", "verdict", "statistic", "p-value", "n", "reason"):
+        table.add_column(col)
+    for part in v.parts or (v,):
+        table.add_row(
+            part.scheme,
+            part.verdict,
+            f"{part.statistic_name} {part.statistic:.4g}",
+            f"{part.p_value:.3g}",
+            str(part.n),
+            part.reason or "",
+        )
+    if v.parts:
+        table.add_row("combined", v.verdict, v.statistic_name, f"{v.p_value:.3g}", str(v.n), "")
+    return table
+
+
+def emit_verdict(v: Verdict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(v.to_dict()))
+    else:
+        out.print(verdict_table(v))
+        out.print(f"null hypothesis: {v.null}; alpha {v.alpha:g}")
+    raise typer.Exit(v.exit_code)
+
+
+@command("verify")
+def verify_cmd(
+    model_path: Annotated[Path, typer.Argument(help="Suspect model file")],
+    key: Annotated[Path, typer.Option("--key", help="Owner key file")],
+    alpha: Annotated[float, typer.Option(help="Significance level")] = DEFAULT_ALPHA,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON")] = False,
+) -> None:
+    """Verify ownership of a suspect model. Exit 0 found/intact, 1 not found/modified, 2 error."""
+    from nnmark.api import verify
+    from nnmark.keys import OwnerKey
+    from nnmark.suspect import FileSuspect
+
+    if not 0 < alpha < 1:
+        raise NNMarkError(f"--alpha must be in (0, 1), got {alpha}")
+    owner_key = OwnerKey.load(key)
+    suspect = FileSuspect(model_path)
+    emit_verdict(verify(suspect, owner_key, alpha), as_json)
+
+
+@command("evaluate")
+def evaluate_cmd(
+    model_path: Annotated[Path, typer.Argument(help="Model file")],
+    data: DataOpt = "digits",
+    split: Annotated[str, typer.Option(help="train, val, test or thief")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Fidelity of a model on a data split (accuracy, or Dice and IoU)."""
+    from nnmark.data import load_data
+    from nnmark.io import load_model
+    from nnmark.tasks import evaluate
+
+    net, info = load_model(model_path)
+    bundle = load_data(data)
+    if info.input_shape and tuple(info.input_shape) != bundle.input_shape:
+        raise NNMarkError(
+            f"model expects inputs {tuple(info.input_shape)}, data {data} has {bundle.input_shape}"
+        )
+    metrics = evaluate(net, bundle.loader(split, 256), info.task)
+    if as_json:
+        print(json.dumps({"split": split, **metrics}))
+    else:
+        out.print(f"{model_path} on {data} [{split}]: {_fidelity_text(metrics)}")
+
+
+@command("inspect")
+def inspect_cmd(
+    model_path: Annotated[Path, typer.Argument(help="Model file")],
+) -> None:
+    """Show a model file's metadata and its tensors (name, shape, dtype)."""
+    from nnmark.suspect import FileSuspect
+
+    s = FileSuspect(model_path)
+    if s.info:
+        out.print(f"architecture {s.info.arch} {json.dumps(s.info.arch_kwargs)}")
+        out.print(
+            f"task {s.info.task}, input {list(s.info.input_shape)}, classes {s.info.num_classes}, "
+            f"nnmark {s.info.version}"
+        )
+    else:
+        out.print("no nnmark metadata (plain state dict)")
+    table = Table(show_header=True)
+    for col in ("tensor", "shape", "dtype", "values"):
+        table.add_column(col)
+    for name in s.tensor_names():
+        t = s.tensor(name)
+        assert t is not None
+        table.add_row(name, str(list(t.shape)), str(t.dtype).replace("torch.", ""), str(t.numel()))
+    out.print(table)
