@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from nnmark.attacks import build_attack
@@ -22,9 +23,17 @@ from nnmark.train import ProgressFn, TrainConfig, fit
 from nnmark.verdict import Verdict
 
 
-def new_model(arch: str, data: DataBundle, **kwargs: Any) -> nn.Module:
-    """A fresh zoo model sized for `data` (channels, classes, input size)."""
-    return create_model(arch, **{**data.model_kwargs(), **kwargs})
+def new_model(arch: str, data: DataBundle, *, seed: int | None = None, **kwargs: Any) -> nn.Module:
+    """A fresh zoo model sized for `data` (channels, classes, input size).
+
+    With `seed`, the initial weights depend on that seed alone (not on the global RNG state).
+    """
+    kwargs = {**data.model_kwargs(), **kwargs}
+    if seed is None:
+        return create_model(arch, **kwargs)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return create_model(arch, **kwargs)
 
 
 def model_info(model: nn.Module, data: DataBundle) -> ModelInfo:
@@ -79,7 +88,7 @@ def embed(
     'found'
     """
     cls = SCHEMES.get(scheme)
-    cfg = build_config(cls.Config, options or {})
+    cfg: Any = build_config(cls.Config, options or {})
     key = key or OwnerKey.new(owner)
     model = copy.deepcopy(model)
     mark = cls.plan(model, key, cfg, bits=bits, payload=tuple(payload) if payload else None)

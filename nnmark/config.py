@@ -52,7 +52,9 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
         for arg in args:
             if str(arg) == str(value):
                 return arg
-        raise NNMarkError(f"option {name} must be one of {', '.join(map(str, args))}, got {value!r}")
+        raise NNMarkError(
+            f"option {name} must be one of {', '.join(map(str, args))}, got {value!r}"
+        )
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.replace(";", ",").split(",") if v.strip()]
@@ -98,7 +100,9 @@ def build_config(cls: type[C], values: Mapping[str, Any] | None = None, /, **ext
     unknown = sorted(set(merged) - set(fields))
     if unknown:
         known = ", ".join(sorted(fields)) or "none"
-        raise NNMarkError(f"unknown option(s) {', '.join(unknown)} for {_label(cls)} (known: {known})")
+        raise NNMarkError(
+            f"unknown option(s) {', '.join(unknown)} for {_label(cls)} (known: {known})"
+        )
     kwargs = {k: _coerce(k, hints[k], v) for k, v in merged.items()}
     try:
         return cls(**kwargs)

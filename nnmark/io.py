@@ -182,7 +182,9 @@ def _load_weights_only(p: Path) -> dict[str, torch.Tensor]:
             f"unpickled ({first[:120]})"
         ) from None
     except Exception as exc:
-        raise NNMarkError(f"{p}: unreadable or corrupted checkpoint ({type(exc).__name__})") from None
+        raise NNMarkError(
+            f"{p}: unreadable or corrupted checkpoint ({type(exc).__name__})"
+        ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -190,9 +192,7 @@ def _load_weights_only(p: Path) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in obj.items()}
 
 
-def load_model(
-    path: str | Path, info: ModelInfo | None = None
-) -> tuple[nn.Module, ModelInfo]:
+def load_model(path: str | Path, info: ModelInfo | None = None) -> tuple[nn.Module, ModelInfo]:
     """Rebuild a zoo model from a file: the architecture comes from its metadata (or `info`)."""
     from nnmark.models import create_model
 
@@ -205,6 +205,8 @@ def load_model(
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise NNMarkError(f"{path}: weights do not fit architecture {info.arch!r}: {first}") from None
+        raise NNMarkError(
+            f"{path}: weights do not fit architecture {info.arch!r}: {first}"
+        ) from None
     model.eval()
     return model, info

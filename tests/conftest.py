@@ -21,13 +21,14 @@ def digits() -> DataBundle:
 @pytest.fixture(scope="session")
 def plain_cnn(digits: DataBundle) -> torch.nn.Module:
     """The digits CNN trained without a mark, seed 0."""
-    return train(new_model("cnn", digits), digits, TrainConfig(epochs=EPOCHS, seed=0))
+    return train(new_model("cnn", digits, seed=0), digits, TrainConfig(epochs=EPOCHS, seed=0))
 
 
 @pytest.fixture(scope="session")
 def uchida_cnn(digits: DataBundle) -> tuple[torch.nn.Module, OwnerKey]:
     """The digits CNN trained with a 64-bit random-key Uchida mark, seed 0, same init as plain."""
-    torch.manual_seed(0)
-    model = new_model("cnn", digits)
+    model = new_model("cnn", digits, seed=0)
     key = OwnerKey.new("test owner", nonce="00" * 16)
-    return embed(model, digits, "uchida", key=key, bits=64, config=TrainConfig(epochs=EPOCHS, seed=0))
+    return embed(
+        model, digits, "uchida", key=key, bits=64, config=TrainConfig(epochs=EPOCHS, seed=0)
+    )

@@ -25,6 +25,7 @@ class Attack:
     Config: ClassVar[type]
     needs_data: ClassVar[bool] = False
     summary: ClassVar[str] = ""
+    config: Any
 
     def __init__(self, config: Any = None, /, **options: Any) -> None:
         if config is not None and not isinstance(config, dict):

@@ -28,7 +28,9 @@ class Chain(Attack):
         self.attacks = list(attacks)
         self.needs_data = any(a.needs_data for a in self.attacks)  # type: ignore[misc]
 
-    def run(self, model: nn.Module, data: DataBundle | None, generator: torch.Generator) -> nn.Module:
+    def run(
+        self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
+    ) -> nn.Module:
         for i, attack in enumerate(self.attacks):
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) + i
             model = attack(model, data, seed=seed)

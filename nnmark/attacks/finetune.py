@@ -5,7 +5,9 @@ domain: the `thief` split by default, which the owner's training never reads. Th
 defaults to the owner's training rate (nnmark's default, 1e-3 with Adam). WRT's variants:
 `last_layer_only` trains the head alone; `reinit_head` draws a fresh head first.
 
-Example: ``nnmark attack finetune marked.safetensors --data digits --set epochs=10 --out ft.safetensors``
+Example::
+
+    nnmark attack finetune marked.safetensors --data digits --set epochs=10 --out ft.safetensors
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ class Finetune(Attack):
     needs_data = True
     summary = "fine-tune on the thief's data (all layers or the head only, optional head reset)"
 
-    def run(self, model: nn.Module, data: DataBundle | None, generator: torch.Generator) -> nn.Module:
+    def run(
+        self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
+    ) -> nn.Module:
         assert data is not None
         c = self.config
         head = list(weighted_layers(model).values())[-1]
@@ -62,8 +66,13 @@ class Finetune(Attack):
                 p.requires_grad_(True)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         cfg = TrainConfig(
-            epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, optimizer=c.optimizer,
-            seed=seed, split=c.split, fraction=c.fraction,
+            epochs=c.epochs,
+            lr=c.lr,
+            batch_size=c.batch_size,
+            optimizer=c.optimizer,
+            seed=seed,
+            split=c.split,
+            fraction=c.fraction,
         )
         fit(model, data, (), cfg)
         for p in model.parameters():

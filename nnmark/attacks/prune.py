@@ -49,7 +49,9 @@ class Prune(Attack):
     config: PruneConfig
     summary = "unstructured magnitude pruning (global or per layer; ascending/descending/random)"
 
-    def run(self, model: nn.Module, data: DataBundle | None, generator: torch.Generator) -> nn.Module:
+    def run(
+        self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
+    ) -> nn.Module:
         weights = [m.weight for m in weighted_layers(model).values()]
         frac, order = self.config.fraction, self.config.order
         with torch.no_grad():

@@ -15,7 +15,10 @@ from nnmark.stats import DEFAULT_ALPHA
 from nnmark.verdict import Verdict
 
 DataOpt = Annotated[
-    str, typer.Option("--data", help="NAME[:PATH]: digits, mnist:DIR, fashion-mnist:DIR, folder:DIR, seg:DIR")
+    str,
+    typer.Option(
+        "--data", help="NAME[:PATH]: digits, mnist:DIR, fashion-mnist:DIR, folder:DIR, seg:DIR"
+    ),
 ]
 
 
@@ -68,14 +71,20 @@ def train_cmd(
         raise NNMarkError("--set needs a --scheme")
     bundle = load_data(data)
     cfg = _train_config(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    net = new_model(model, bundle)
+    net = new_model(model, bundle, seed=seed)
     with epoch_progress(f"train {model} ({scheme})") as progress:
         if scheme == "none":
             trained = train(net, bundle, cfg, progress=progress)
         else:
             trained, key = embed(
-                net, bundle, scheme, options=parse_options(sets), owner=owner, bits=bits,
-                config=cfg, progress=progress,
+                net,
+                bundle,
+                scheme,
+                options=parse_options(sets),
+                owner=owner,
+                bits=bits,
+                config=cfg,
+                progress=progress,
             )
     metrics = evaluate(trained, bundle.loader("test", 256), bundle.task)
     _save(trained, model_info(trained, bundle), out_path)
@@ -101,8 +110,12 @@ def embed_cmd(
         Path | None, typer.Option("--key", help="Add the mark to this existing key")
     ] = None,
     sets: Annotated[list[str] | None, SetOption] = None,
-    out_path: Annotated[Path, typer.Option("--out", help="Output model")] = Path("marked.safetensors"),
-    key_out: Annotated[Path, typer.Option("--key-out", help="Output key file")] = Path("owner.nnkey"),
+    out_path: Annotated[Path, typer.Option("--out", help="Output model")] = Path(
+        "marked.safetensors"
+    ),
+    key_out: Annotated[Path, typer.Option("--key-out", help="Output key file")] = Path(
+        "owner.nnkey"
+    ),
     force: Annotated[bool, typer.Option(help="Overwrite an existing key file")] = False,
 ) -> None:
     """Mark an already trained model by fine-tuning it with the scheme (fine-tune-to-embed)."""
@@ -121,8 +134,15 @@ def embed_cmd(
     cfg = _train_config(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     with epoch_progress(f"embed {scheme}") as progress:
         marked, key = embed(
-            net, bundle, scheme, options=parse_options(sets), key=key, owner=owner, bits=bits,
-            config=cfg, progress=progress,
+            net,
+            bundle,
+            scheme,
+            options=parse_options(sets),
+            key=key,
+            owner=owner,
+            bits=bits,
+            config=cfg,
+            progress=progress,
         )
     after = evaluate(marked, bundle.loader("test", 256), bundle.task)
     _save(marked, model_info(marked, bundle), out_path)

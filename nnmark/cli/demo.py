@@ -35,7 +35,7 @@ def demo_cmd(
         f"digits: {len(data.splits['train'])} train / {len(data.splits['test'])} test images, "
         f"8x8; thief split {len(data.splits['thief'])} (never used by the owner)"
     )
-    net = new_model("cnn", data)
+    net = new_model("cnn", data, seed=seed)
     with epoch_progress("plain cnn      ", enabled=True) as p:
         plain = train(net, data, cfg, progress=p)
     with epoch_progress("marked cnn     ", enabled=True) as p:

@@ -76,7 +76,9 @@ class DataBundle:
     ) -> DataLoader:
         x, y = self.tensors(split, fraction)
         gen = torch.Generator().manual_seed(seed)
-        return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=gen)
+        return DataLoader(
+            TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=gen
+        )
 
     def model_kwargs(self) -> dict[str, int]:
         """What a zoo model needs to fit this data."""

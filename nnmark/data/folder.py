@@ -43,13 +43,21 @@ def load_folder(path: str | None, size: int = 32) -> DataBundle:
             raise NNMarkError(f"{f}: not a readable image") from None
     mode = "RGB" if any(im.mode not in ("L", "1", "I;16", "I") for im in images) else "L"
     arr = np.stack(
-        [np.asarray(im.convert(mode).resize((size, size)), dtype=np.float32) / 255.0 for im in images]
+        [
+            np.asarray(im.convert(mode).resize((size, size)), dtype=np.float32) / 255.0
+            for im in images
+        ]
     )
     x = torch.from_numpy(arr)
     x = x.unsqueeze(1) if mode == "L" else x.permute(0, 3, 1, 2)
     y = torch.tensor([label for _, label in files], dtype=torch.long)
     splits = split_indices(len(y), {"test": 0.2, "thief": 0.15, "val": 0.05})
     return DataBundle(
-        f"folder:{root.name}", "classification", x.contiguous(), y, splits, len(classes),
+        f"folder:{root.name}",
+        "classification",
+        x.contiguous(),
+        y,
+        splits,
+        len(classes),
         meta={"classes": ",".join(classes)},
     )

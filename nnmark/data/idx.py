@@ -41,7 +41,12 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _find(root: Path, stem: str) -> Path:
-    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz", stem.replace("-idx", ".idx")):
+    for name in (
+        stem + ".gz",
+        stem,
+        stem.replace("-idx", ".idx") + ".gz",
+        stem.replace("-idx", ".idx"),
+    ):
         if (root / name).is_file():
             return root / name
     raise NNMarkError(f"{root}: missing {stem}.gz (the standard IDX files are expected)")

@@ -51,7 +51,9 @@ class Evidence:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def plain_step(model: nn.Module, batch: Batch, loss_fn: LossFn, optimizer: torch.optim.Optimizer) -> float:
+def plain_step(
+    model: nn.Module, batch: Batch, loss_fn: LossFn, optimizer: torch.optim.Optimizer
+) -> float:
     """One ordinary optimiser step on loss_fn (task loss plus every scheme's penalty)."""
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(model, batch)
@@ -72,6 +74,7 @@ class Scheme:
     Config: ClassVar[type]
     kind: ClassVar[Literal["whitebox", "blackbox", "integrity"]] = "whitebox"
     paper: ClassVar[str] = ""
+    config: Any
 
     def __init__(self, mark: Mark) -> None:
         self.mark = mark
@@ -94,7 +97,11 @@ class Scheme:
         layer; white-box schemes override it to choose and check their host layer.
         """
         n = len(payload) if payload is not None else (bits or 0)
-        chosen = payload if payload is not None else payload_bits(key.owner, key.nonce, n, len(key.marks))
+        chosen = (
+            payload
+            if payload is not None
+            else payload_bits(key.owner, key.nonce, n, len(key.marks))
+        )
         return key.new_mark(cls.name, config_to_dict(config), None, chosen)
 
     # ---- embedding hooks (all optional) -------------------------------------------------
@@ -130,8 +137,17 @@ def bit_verdict(scheme: str, expected: tuple[int, ...], ev: Evidence, alpha: flo
     n = len(expected)
     if ev.bits is None:
         return Verdict(
-            scheme, "not_found", "ber", 1.0, 1.0, alpha, n, BIT_NULL, ber=1.0,
-            reason=ev.reason, details=ev.details,
+            scheme,
+            "not_found",
+            "ber",
+            1.0,
+            1.0,
+            alpha,
+            n,
+            BIT_NULL,
+            ber=1.0,
+            reason=ev.reason,
+            details=ev.details,
         )
     b = ber(ev.bits, expected)
     matches = n - int(round(b * n))

@@ -141,7 +141,9 @@ class Uchida(Scheme):
             )
         with torch.no_grad():
             y = self.logits(t.float())
-        return Evidence(bits=tuple(int(v) for v in (y > 0).tolist()), details={"layer": self.mark.layer})
+        return Evidence(
+            bits=tuple(int(v) for v in (y > 0).tolist()), details={"layer": self.mark.layer}
+        )
 
 
 def embed_without_training(
