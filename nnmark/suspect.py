@@ -7,6 +7,7 @@ schemes only ever call `predict`. A served model (remote) has no tensors at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ class Suspect:
 
     label: str = "suspect"
     info: ModelInfo | None = None
+    #: Query budget for black-box verification (None: unlimited). Black-box schemes stop
+    #: querying when it is spent and report the queries they used.
+    max_queries: int | None = None
 
     def tensor(self, name: str) -> torch.Tensor | None:
         """A named parameter or buffer, or None if the suspect has no such tensor."""
@@ -109,6 +113,21 @@ class FileSuspect(Suspect):
         return self._module
 
 
+#: Suspect loaders by file suffix; integrations (e.g. ONNX) add theirs here.
+SUSPECT_LOADERS: dict[str, Callable[[Path], Suspect]] = {}
+
+
+def load_suspect(path: str | Path) -> Suspect:
+    """A suspect from a file: safetensors / .pt / .pth natively, other suffixes by loader."""
+    p = Path(path)
+    loader = SUSPECT_LOADERS.get(p.suffix.lower())
+    if loader is not None:
+        if not p.is_file():
+            raise NNMarkError(f"model file not found: {p}")
+        return loader(p)
+    return FileSuspect(p)
+
+
 def as_suspect(obj: Any) -> Suspect:
     """A Suspect from a Suspect, an nn.Module or a path."""
     if isinstance(obj, Suspect):
@@ -116,5 +135,5 @@ def as_suspect(obj: Any) -> Suspect:
     if isinstance(obj, nn.Module):
         return ModuleSuspect(obj)
     if isinstance(obj, str | Path):
-        return FileSuspect(obj)
+        return load_suspect(obj)
     raise TypeError(f"cannot verify a {type(obj).__name__}")

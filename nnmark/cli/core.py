@@ -109,6 +109,17 @@ def embed_cmd(
     key_in: Annotated[
         Path | None, typer.Option("--key", help="Add the mark to this existing key")
     ] = None,
+    distill: Annotated[
+        bool,
+        typer.Option(
+            "--distill",
+            help="Distill-to-embed: train a fresh student of --model from MODEL's outputs "
+            "(no label is read)",
+        ),
+    ] = False,
+    arch: Annotated[
+        str | None, typer.Option("--model", help="Student architecture (with --distill)")
+    ] = None,
     sets: Annotated[list[str] | None, SetOption] = None,
     out_path: Annotated[Path, typer.Option("--out", help="Output model")] = Path(
         "marked.safetensors"
@@ -180,20 +191,51 @@ def emit_verdict(v: Verdict, as_json: bool) -> None:
 
 @command("verify")
 def verify_cmd(
-    model_path: Annotated[Path, typer.Argument(help="Suspect model file")],
     key: Annotated[Path, typer.Option("--key", help="Owner key file")],
+    model_path: Annotated[
+        Path | None, typer.Argument(help="Suspect model file (.safetensors, .pt, .onnx)")
+    ] = None,
     alpha: Annotated[float, typer.Option(help="Significance level")] = DEFAULT_ALPHA,
+    reference: Annotated[
+        Path | None,
+        typer.Option(help="Owner's original model: realign permuted/scaled/widened suspects first"),
+    ] = None,
+    remote: Annotated[
+        str | None, typer.Option(help="URL of a served model (Open Inference Protocol v2)")
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option("--model-name", help="Model name on the server")
+    ] = None,
+    max_queries: Annotated[
+        int | None, typer.Option("--max-queries", help="Query budget (black-box schemes)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON")] = False,
 ) -> None:
     """Verify ownership of a suspect model. Exit 0 found/intact, 1 not found/modified, 2 error."""
     from nnmark.api import verify
     from nnmark.keys import OwnerKey
-    from nnmark.suspect import FileSuspect
+    from nnmark.suspect import Suspect, load_suspect
 
     if not 0 < alpha < 1:
         raise NNMarkError(f"--alpha must be in (0, 1), got {alpha}")
+    if max_queries is not None and max_queries < 1:
+        raise NNMarkError(f"--max-queries must be >= 1, got {max_queries}")
+    if (model_path is None) == (remote is None):
+        raise NNMarkError("give either a suspect MODEL file or --remote URL (exactly one)")
     owner_key = OwnerKey.load(key)
-    suspect = FileSuspect(model_path)
+    suspect: Suspect
+    if remote is not None:
+        from nnmark.remote.client import RemoteSuspect
+
+        suspect = RemoteSuspect(remote, model_name=model_name)
+    else:
+        assert model_path is not None
+        suspect = load_suspect(model_path)
+    if reference is not None:
+        from nnmark.defenses.realign import realign_suspect
+
+        suspect = realign_suspect(suspect, reference)
+    suspect.max_queries = max_queries
     emit_verdict(verify(suspect, owner_key, alpha), as_json)
 
 
