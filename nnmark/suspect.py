@@ -88,6 +88,13 @@ class FileSuspect(Suspect):
             self._state, found = load_state_dict(self.path)
             self._header = {}
             self.info = info or found
+        if self.info is not None:
+            from nnmark.models import MODELS
+
+            if self.info.arch not in MODELS:
+                raise NNMarkError(
+                    f"{self.path}: metadata names an unknown architecture {self.info.arch!r}"
+                )
 
     def tensor(self, name: str) -> torch.Tensor | None:
         if self._state is not None:
@@ -117,8 +124,20 @@ class FileSuspect(Suspect):
 SUSPECT_LOADERS: dict[str, Callable[[Path], Suspect]] = {}
 
 
+def _register_integrations() -> None:
+    """Import nnmark.integrations (if present) so it can register its suspect loaders."""
+    import importlib
+
+    try:
+        importlib.import_module("nnmark.integrations")
+    except ModuleNotFoundError as exc:
+        if exc.name != "nnmark.integrations":
+            raise
+
+
 def load_suspect(path: str | Path) -> Suspect:
     """A suspect from a file: safetensors / .pt / .pth natively, other suffixes by loader."""
+    _register_integrations()
     p = Path(path)
     loader = SUSPECT_LOADERS.get(p.suffix.lower())
     if loader is not None:

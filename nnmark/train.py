@@ -40,6 +40,7 @@ class TrainConfig:
     lr: float = 1e-3
     batch_size: int = 64
     optimizer: Literal["adam", "sgd"] = "adam"
+    schedule: Literal["cosine", "constant"] = "cosine"
     momentum: float = 0.9
     weight_decay: float = 0.0
     seed: int = 0
@@ -117,6 +118,13 @@ def fit(
     optimizer = make_optimizer(model.parameters(), config)
     loss_fn = make_loss(task, schemes, teacher, config.temperature)
     step = pick_step(schemes)
+    # Cosine decay to zero: the last epochs settle instead of jumping, so the final model's
+    # accuracy depends less on where the last step happened to land.
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+        if config.schedule == "cosine"
+        else None
+    )
     loader = data.loader(
         config.split, config.batch_size, shuffle=True, seed=config.seed, fraction=config.fraction
     )
@@ -129,6 +137,8 @@ def fit(
         for batch in batches:
             total += step(model, batch, loss_fn, optimizer)
             count += 1
+        if scheduler is not None:
+            scheduler.step()
         mean = total / max(count, 1)
         log.debug("epoch %d/%d loss %.4f", epoch + 1, config.epochs, mean)
         if progress is not None:

@@ -37,7 +37,7 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     def __init__(
         self,
-        depth: int = 20,
+        blocks: int = 3,
         in_channels: int = 3,
         num_classes: int = 10,
         width: int = 16,
@@ -46,19 +46,17 @@ class ResNet(nn.Module):
         input_size: int = 32,
     ) -> None:
         super().__init__()
-        if (depth - 2) % 6:
-            raise TypeError(f"depth must be 6n+2, got {depth}")
-        n = (depth - 2) // 6
+        n = blocks
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         widths = [width * widen, 2 * width * widen, 4 * width * widen]
-        blocks: list[nn.Module] = []
+        stack: list[nn.Module] = []
         cin = width
         for stage, cout in enumerate(widths):
             for i in range(n):
-                blocks.append(BasicBlock(cin, cout, 2 if (i == 0 and stage > 0) else 1, dropout))
+                stack.append(BasicBlock(cin, cout, 2 if (i == 0 and stage > 0) else 1, dropout))
                 cin = cout
-        self.layers = nn.Sequential(*blocks)
+        self.layers = nn.Sequential(*stack)
         self.fc = nn.Linear(cin, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,15 +68,20 @@ class ResNet(nn.Module):
 
 @MODELS.register("resnet20")
 def resnet20(**kw: int) -> nn.Module:
-    return ResNet(depth=20, **kw)
+    return ResNet(blocks=3, **kw)
 
 
 @MODELS.register("resnet32")
 def resnet32(**kw: int) -> nn.Module:
-    return ResNet(depth=32, **kw)
+    return ResNet(blocks=5, **kw)
 
 
 @MODELS.register("wrn")
 def wrn(depth: int = 16, widen: int = 4, **kw: int) -> nn.Module:
-    """WideResNet-depth-widen (WRN-16-4 by default; Uchida et al. used WRN-28-10 on CIFAR)."""
-    return ResNet(depth=depth, widen=widen, **kw)
+    """WideResNet-depth-widen (WRN-16-4 by default; Uchida et al. used WRN-28-10 on CIFAR).
+
+    Depth counts 6n + 4 layers (n blocks of two convs per stage, as Zagoruyko & Komodakis).
+    """
+    if depth < 10 or (depth - 4) % 6:
+        raise TypeError(f"wrn depth must be 6n+4 (10, 16, 22, 28, ...), got {depth}")
+    return ResNet(blocks=(depth - 4) // 6, widen=widen, **kw)

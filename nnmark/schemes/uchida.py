@@ -38,7 +38,7 @@ from nnmark.suspect import Suspect
 class UchidaConfig:
     label = "uchida"
     key_type: Literal["direct", "diff", "random"] = "random"
-    lam: float = 0.1
+    lam: float = 0.05
     layer: str | None = None
 
     def __post_init__(self) -> None:
@@ -122,9 +122,9 @@ class Uchida(Scheme):
         return self.matrix(w.numel(), w.device) @ w
 
     def embed_loss(self, weight: torch.Tensor) -> torch.Tensor:
-        """E_R: binary cross-entropy of sigmoid(Xw) against the payload bits."""
+        """E_R: binary cross-entropy of sigmoid(Xw) against the payload bits, summed over bits."""
         y = self.logits(weight)
-        return F.binary_cross_entropy_with_logits(y, self._target.to(y.device))
+        return F.binary_cross_entropy_with_logits(y, self._target.to(y.device), reduction="sum")
 
     def penalty(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return self.config.lam * self.embed_loss(self.host_weight(model))

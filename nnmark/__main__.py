@@ -1,0 +1,5 @@
+"""`python -m nnmark`."""
+
+from nnmark.cli import main
+
+main()

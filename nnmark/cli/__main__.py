@@ -1,0 +1,5 @@
+"""`python -m nnmark.cli`."""
+
+from nnmark.cli import main
+
+main()

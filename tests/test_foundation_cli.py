@@ -1,0 +1,273 @@
+"""The CLI contract: exit codes 0 / 1 / 2, one-line errors, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nnmark.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, code: int = 2) -> str:  # type: ignore[no-untyped-def]
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("cli")
+    marked, key, plain = d / "marked.safetensors", d / "acme.nnkey", d / "plain.safetensors"
+    r = run(
+        "train",
+        "--data",
+        "digits",
+        "--model",
+        "cnn",
+        "--scheme",
+        "uchida",
+        "--bits",
+        "64",
+        "--epochs",
+        "8",
+        "--seed",
+        "0",
+        "--owner",
+        "ACME Corp",
+        "--set",
+        "key_type=random",
+        "--set",
+        "lam=0.1",
+        "--out",
+        marked,
+        "--key-out",
+        key,
+    )
+    assert r.exit_code == 0, r.stderr
+    r = run(
+        "train",
+        "--data",
+        "digits",
+        "--model",
+        "cnn",
+        "--scheme",
+        "none",
+        "--epochs",
+        "8",
+        "--out",
+        plain,
+    )
+    assert r.exit_code == 0, r.stderr
+    return {"dir": d, "marked": marked, "key": key, "plain": plain}
+
+
+def test_verify_found_and_json(files: dict[str, Path]) -> None:
+    r = run("verify", files["marked"], "--key", files["key"], "--json")
+    assert r.exit_code == 0, r.stderr
+    v = json.loads(r.stdout)
+    for field in (
+        "scheme",
+        "verdict",
+        "statistic",
+        "statistic_name",
+        "ber",
+        "n",
+        "p_value",
+        "alpha",
+        "null",
+        "message",
+    ):
+        assert field in v
+    assert v["verdict"] == "found" and v["statistic_name"] == "ber" and v["ber"] == 0.0
+    assert v["n"] == 64 and v["p_value"] < 1e-6 and v["alpha"] == 1e-6 and len(v["message"]) == 64
+
+
+def test_verify_plain_is_not_found(files: dict[str, Path]) -> None:
+    r = run("verify", files["plain"], "--key", files["key"], "--json")
+    assert r.exit_code == 1
+    assert json.loads(r.stdout)["verdict"] == "not_found"
+
+
+def test_evaluate_inspect_embed(files: dict[str, Path]) -> None:
+    r = run("evaluate", files["marked"], "--data", "digits", "--split", "test", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["accuracy"] > 0.9
+    r = run("inspect", files["marked"])
+    assert r.exit_code == 0 and "architecture cnn" in r.stdout and "conv3.weight" in r.stdout
+    out, key = files["dir"] / "marked2.safetensors", files["dir"] / "acme2.nnkey"
+    r = run(
+        "embed",
+        files["plain"],
+        "--data",
+        "digits",
+        "--scheme",
+        "uchida",
+        "--bits",
+        "64",
+        "--epochs",
+        "5",
+        "--out",
+        out,
+        "--key-out",
+        key,
+    )
+    assert r.exit_code == 0, r.stderr
+    assert run("verify", out, "--key", key).exit_code == 0
+    assert run("verify", files["plain"], "--key", key).exit_code == 1
+
+
+def test_suspect_without_the_layer_or_with_another_shape_is_not_found(
+    files: dict[str, Path],
+) -> None:
+    d = files["dir"]
+    assert (
+        run("train", "--model", "mlp", "--epochs", "1", "--out", d / "mlp.safetensors").exit_code
+        == 0
+    )
+    r = run("verify", d / "mlp.safetensors", "--key", files["key"], "--json")
+    assert r.exit_code == 1 and "has no tensor conv3.weight" in json.loads(r.stdout)["reason"]
+    from nnmark import create_model, load_data, model_info, save_model
+
+    data = load_data("digits")
+    narrow = create_model("cnn", width=16, **data.model_kwargs())
+    save_model(narrow, model_info(narrow, data), d / "narrow.safetensors")
+    r = run("verify", d / "narrow.safetensors", "--key", files["key"], "--json")
+    assert r.exit_code == 1 and "has shape" in json.loads(r.stdout)["reason"]
+
+
+def test_missing_truncated_and_corrupted_files(files: dict[str, Path]) -> None:
+    d = files["dir"]
+    assert "model file not found" in one_line_error(
+        run("verify", d / "nope.safetensors", "--key", files["key"])
+    )
+    data = files["marked"].read_bytes()
+    (d / "trunc.safetensors").write_bytes(data[: len(data) // 2])
+    assert "truncated" in one_line_error(
+        run("verify", d / "trunc.safetensors", "--key", files["key"])
+    )
+    (d / "garbage.safetensors").write_bytes(struct.pack("<Q", 20) + b"{not json at all....")
+    assert "corrupted" in one_line_error(run("evaluate", d / "garbage.safetensors"))
+    (d / "empty.safetensors").write_bytes(b"")
+    assert "truncated" in one_line_error(run("inspect", d / "empty.safetensors"))
+
+
+def test_unknown_architecture_in_metadata(files: dict[str, Path]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    d = files["dir"]
+    state = load_file(str(files["marked"]))
+    save_file(state, str(d / "alex.safetensors"), metadata={"nnmark.arch": "alexnet"})
+    msg = one_line_error(run("verify", d / "alex.safetensors", "--key", files["key"]))
+    assert "unknown architecture 'alexnet'" in msg
+    assert "alexnet" in one_line_error(run("evaluate", d / "alex.safetensors"))
+
+
+def test_malformed_and_tampered_keys(files: dict[str, Path]) -> None:
+    d = files["dir"]
+    (d / "bad.nnkey").write_text("{ this is not json")
+    assert "unreadable key file" in one_line_error(
+        run("verify", files["marked"], "--key", d / "bad.nnkey")
+    )
+    (d / "other.nnkey").write_text(json.dumps({"format": "something-else"}))
+    assert "not an nnmark key file" in one_line_error(
+        run("verify", files["marked"], "--key", d / "other.nnkey")
+    )
+    doc = json.loads(files["key"].read_text())
+    doc["committed"]["owner"] = "Thief Inc"
+    (d / "tampered.nnkey").write_text(json.dumps(doc))
+    assert "commitment does not match" in one_line_error(
+        run("verify", files["marked"], "--key", d / "tampered.nnkey")
+    )
+
+
+def test_out_of_range_options_and_nothing_overwritten(files: dict[str, Path]) -> None:
+    d = files["dir"]
+    out = d / "keep.safetensors"
+    out.write_bytes(b"precious")
+    msg = one_line_error(
+        run(
+            "train",
+            "--scheme",
+            "uchida",
+            "--bits",
+            "5000",
+            "--epochs",
+            "1",
+            "--out",
+            out,
+            "--key-out",
+            d / "k.nnkey",
+        )
+    )
+    assert "holds at most 576 bits" in msg
+    msg = one_line_error(
+        run(
+            "train",
+            "--scheme",
+            "uchida",
+            "--set",
+            "lamda=1",
+            "--epochs",
+            "1",
+            "--out",
+            out,
+            "--key-out",
+            d / "k.nnkey",
+        )
+    )
+    assert "unknown option(s) lamda" in msg
+    assert "unknown scheme 'nope'" in one_line_error(
+        run("train", "--scheme", "nope", "--out", out, "--key-out", d / "k.nnkey")
+    )
+    assert "exists; refusing to overwrite" in one_line_error(
+        run("train", "--scheme", "uchida", "--out", out, "--key-out", files["key"])
+    )
+    assert "--alpha must be in (0, 1)" in one_line_error(
+        run("verify", files["marked"], "--key", files["key"], "--alpha", "2")
+    )
+    assert out.read_bytes() == b"precious"
+    assert not (d / "k.nnkey").exists()
+    assert not [p for p in d.iterdir() if p.name.endswith(".tmp")]
+
+
+class _Evil:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_pickle_with_code_is_refused_and_never_runs(files: dict[str, Path], tmp_path: Path) -> None:
+    target = tmp_path / "pwned"
+    evil = _Evil()
+    evil.target = target  # type: ignore[attr-defined]
+    path = tmp_path / "evil.pt"
+    torch.save({"conv3.weight": torch.zeros(1), "x": evil}, path)
+    assert not target.exists()
+    proc = subprocess.run(
+        [sys.executable, "-m", "nnmark.cli", "verify", str(path), "--key", str(files["key"])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and "refused" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not target.exists()
+    # A plain weights-only state dict is fine (and carries no architecture).
+    torch.save({"conv3.weight": torch.zeros(64, 64, 3, 3)}, tmp_path / "plain.pt")
+    r = run("verify", tmp_path / "plain.pt", "--key", files["key"], "--json")
+    assert r.exit_code == 1 and json.loads(r.stdout)["verdict"] == "not_found"

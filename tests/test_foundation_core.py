@@ -1,0 +1,163 @@
+"""Keys, statistics, configs, registries, data splits and the model zoo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnmark import NNMarkError, OwnerKey, create_model, list_models, load_data
+from nnmark.config import build_config, parse_sets
+from nnmark.registry import Registry
+from nnmark.schemes.uchida import UchidaConfig, projection
+from nnmark.stats import ber, binomial_pvalue, fisher_combine
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def make_key() -> OwnerKey:
+    key = OwnerKey.new("ACME Corp", nonce="ab" * 16)
+    mark = key.new_mark(
+        "uchida", {"key_type": "random", "lam": 0.1, "layer": None}, "conv3", [1, 0, 1]
+    )
+    return key.with_mark(mark)
+
+
+def test_key_roundtrip_and_commitment(tmp_path: Path) -> None:
+    key = make_key()
+    path = tmp_path / "k.nnkey"
+    key.save(path)
+    loaded = OwnerKey.load(path)
+    assert loaded.commitment == key.commitment
+    assert loaded.marks[0].bits == (1, 0, 1)
+    assert loaded.marks[0].seed("projection") == key.marks[0].seed("projection")
+    doc = json.loads(path.read_text())
+    doc["committed"]["marks"][0]["bits"] = "111"  # a tampered payload
+    path.write_text(json.dumps(doc))
+    with pytest.raises(NNMarkError, match="commitment does not match"):
+        OwnerKey.load(path)
+
+
+def test_derived_data_has_its_own_hash(tmp_path: Path) -> None:
+    key = make_key().with_derived("calibration", {"0": {"rate": 0.1}})
+    path = tmp_path / "k.nnkey"
+    key.save(path)
+    assert OwnerKey.load(path).derived["calibration"]["0"]["rate"] == 0.1
+    doc = json.loads(path.read_text())
+    doc["derived"]["calibration"]["0"]["rate"] = 0.0
+    path.write_text(json.dumps(doc))
+    with pytest.raises(NNMarkError, match="derived data does not match"):
+        OwnerKey.load(path)
+
+
+def test_projection_is_rederived_bit_for_bit_and_depends_on_payload() -> None:
+    key = make_key()
+    a = projection(key.marks[0], 50, "random")
+    b = projection(OwnerKey.from_json(key.to_json()).marks[0], 50, "random")
+    assert torch.equal(a, b)
+    other = key.new_mark("uchida", key.marks[0].config, "conv3", [1, 1, 1])
+    assert not torch.equal(a, projection(other, 50, "random"))
+    direct = projection(key.marks[0], 50, "direct")
+    assert torch.equal(direct.sum(1), torch.ones(3)) and set(direct.unique().tolist()) == {0.0, 1.0}
+    diff = projection(key.marks[0], 50, "diff")
+    assert torch.equal(diff.sum(1), torch.zeros(3)) and torch.equal(
+        diff.abs().sum(1), torch.full((3,), 2.0)
+    )
+
+
+def test_stats_are_exact() -> None:
+    assert ber([1, 0, 1, 1], [1, 1, 1, 1]) == 0.25
+    assert binomial_pvalue(64, 64) == pytest.approx(0.5**64, rel=1e-9)
+    assert binomial_pvalue(32, 64) == pytest.approx(0.5496, abs=1e-3)
+    assert fisher_combine([1e-3, 1e-3]) < 1e-3
+    with pytest.raises(ValueError):
+        ber([1, 0], [1])
+
+
+def test_config_validation() -> None:
+    cfg = build_config(UchidaConfig, parse_sets(["lam=0.5", "key_type=diff"]))
+    assert cfg == UchidaConfig(key_type="diff", lam=0.5)
+    with pytest.raises(NNMarkError, match="unknown option"):
+        build_config(UchidaConfig, {"lamda": "0.1"})
+    with pytest.raises(NNMarkError, match="must be one of"):
+        build_config(UchidaConfig, {"key_type": "sideways"})
+    with pytest.raises(NNMarkError, match="lam must be > 0"):
+        build_config(UchidaConfig, {"lam": "-1"})
+    with pytest.raises(NNMarkError, match="key=value"):
+        parse_sets(["lam"])
+
+
+def test_registry_refuses_duplicates() -> None:
+    reg: Registry[int] = Registry("thing")
+    reg.register("a")(1)
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("a")(2)
+    with pytest.raises(NNMarkError, match="unknown thing 'b'"):
+        reg.get("b")
+
+
+def test_digits_splits_are_disjoint_and_fixed() -> None:
+    d1, d2 = load_data("digits"), load_data("digits")
+    sets = {k: set(v.tolist()) for k, v in d1.splits.items()}
+    assert sum(len(s) for s in sets.values()) == len(d1.y)
+    for a in sets:
+        for b in sets:
+            if a != b:
+                assert not sets[a] & sets[b]
+    assert all(torch.equal(d1.splits[k], d2.splits[k]) for k in d1.splits)
+
+
+def test_mnist_and_seg_loaders_read_the_shared_data() -> None:
+    mnist = load_data(f"mnist:{SHARED / 'mnist'}")
+    assert mnist.x.shape == (70000, 1, 28, 28) and len(mnist.splits["test"]) == 10000
+    assert set(mnist.splits["thief"].tolist()).isdisjoint(mnist.splits["train"].tolist())
+    seg = load_data(f"seg:{SHARED / 'seg-bbbc039'}")
+    assert seg.task == "segmentation" and seg.x.shape[1:] == (1, 128, 128)
+    assert set(seg.y.unique().tolist()) == {0.0, 1.0}
+
+
+def test_folder_loader(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (tmp_path / c).mkdir()
+        for i in range(10):
+            arr = (rng.random((12, 12)) * 255).astype(np.uint8)
+            Image.fromarray(arr).save(tmp_path / c / f"{i}.png")
+    d = load_data(f"folder:{tmp_path}")
+    assert d.num_classes == 2 and d.x.shape == (20, 1, 32, 32) and d.meta["classes"] == "cat,dog"
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("mnist", "needs a folder"),
+        ("mnist:/nonexistent", "folder not found"),
+        ("imagenet", "unknown dataset 'imagenet'"),
+        ("seg:/nonexistent", "expected sub-folders"),
+    ],
+)
+def test_data_errors_are_clear(spec: str, message: str) -> None:
+    with pytest.raises(NNMarkError, match=message):
+        load_data(spec)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_zoo_model_runs(name: str) -> None:
+    if name == "unet":
+        model = create_model(name, in_channels=1, num_classes=1)
+        x = torch.randn(2, 1, 32, 32)
+        assert model(x).shape == (2, 1, 32, 32)
+        return
+    for size, channels in ((8, 1), (28, 1), (32, 3)):
+        model = create_model(name, in_channels=channels, num_classes=10, input_size=size)
+        assert model(torch.randn(2, channels, size, size)).shape == (2, 10)
+
+
+def test_unknown_model_kwargs_are_an_error() -> None:
+    with pytest.raises(NNMarkError, match="model 'cnn'"):
+        create_model("cnn", depth=3)

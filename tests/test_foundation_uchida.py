@@ -1,0 +1,125 @@
+"""Uchida et al. 2017 end to end on digits: the acceptance figures of the foundation issue."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from nnmark import OwnerKey, TrainConfig, embed, evaluate, new_model, train, verify
+from nnmark.data.base import DataBundle
+from nnmark.schemes import scheme_for
+from nnmark.schemes.uchida import embed_without_training
+
+EPOCHS = 20
+SEEDS = (0, 1, 2)
+
+
+def acc(model: torch.nn.Module, data: DataBundle) -> float:
+    return evaluate(model, data.loader("test", 512), data.task)["accuracy"]
+
+
+@pytest.fixture(scope="module")
+def per_seed(digits: DataBundle) -> dict:
+    """For 3 seeds: the plain model and a marked model per key type, from the same init."""
+    out: dict = {}
+    for seed in SEEDS:
+        cfg = TrainConfig(epochs=EPOCHS, seed=seed)
+        init = new_model("cnn", digits, seed=seed)
+        out[seed] = {"plain": train(init, digits, cfg)}
+        for key_type in ("direct", "diff", "random"):
+            key = OwnerKey.new(f"owner-{seed}", nonce=f"{seed:032x}")
+            out[seed][key_type] = embed(
+                init,
+                digits,
+                "uchida",
+                options={"key_type": key_type},
+                bits=64,
+                key=key,
+                config=cfg,
+            )
+    return out
+
+
+@pytest.mark.parametrize("key_type", ["direct", "diff", "random"])
+def test_mark_found_with_fidelity(per_seed: dict, digits: DataBundle, key_type: str) -> None:
+    plain_acc, marked_acc = [], []
+    for seed in SEEDS:
+        model, key = per_seed[seed][key_type]
+        v = verify(model, key)
+        assert v.verdict == "found" and v.ber == 0.0 and v.p_value < 1e-6 and v.n == 64
+        plain_acc.append(acc(per_seed[seed]["plain"], digits))
+        marked_acc.append(acc(model, digits))
+    print(f"{key_type}: marked {marked_acc} plain {plain_acc}")
+    assert np.mean(marked_acc) >= 0.97, marked_acc
+    assert abs(np.mean(marked_acc) - np.mean(plain_acc)) <= 0.01, (marked_acc, plain_acc)
+
+
+def test_unmarked_models_are_not_claimed(per_seed: dict, digits: DataBundle) -> None:
+    """The plain model and 10 plain models with other seeds: not_found with the mark's key."""
+    _, key = per_seed[0]["random"]
+    plains = [per_seed[s]["plain"] for s in SEEDS]
+    plains += [
+        train(new_model("cnn", digits, seed=s), digits, TrainConfig(epochs=EPOCHS, seed=s))
+        for s in range(100, 108)
+    ]
+    assert len(plains) >= 11
+    for model in plains:
+        v = verify(model, key)
+        assert v.verdict == "not_found" and v.p_value >= 1e-6 and 0.2 < v.ber < 0.8
+
+
+def test_other_key_is_not_claimed(per_seed: dict) -> None:
+    model, key = per_seed[0]["random"]
+    other = OwnerKey.new(key.owner)  # fresh nonce: another projection and payload
+    other = other.with_mark(
+        other.new_mark(
+            "uchida",
+            key.marks[0].config,
+            key.marks[0].layer,
+            _bits(other, 64),
+            data=key.marks[0].data,
+        )
+    )
+    assert verify(model, other).verdict == "not_found"
+
+
+def _bits(key: OwnerKey, n: int) -> tuple[int, ...]:
+    from nnmark.keys import payload_bits
+
+    return payload_bits(key.owner, key.nonce, n)
+
+
+def test_same_key_and_seed_give_the_same_mark_bit_for_bit(digits: DataBundle) -> None:
+    key = OwnerKey.new("det", nonce="11" * 16)
+    cfg = TrainConfig(epochs=3, seed=5)
+    a, ka = embed(new_model("cnn", digits, seed=5), digits, "uchida", key=key, bits=32, config=cfg)
+    b, kb = embed(new_model("cnn", digits, seed=5), digits, "uchida", key=key, bits=32, config=cfg)
+    assert ka.commitment == kb.commitment
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_finetune_to_embed_and_table7(per_seed: dict, digits: DataBundle) -> None:
+    """Fine-tune-to-embed keeps accuracy; Eq. (6) (editing weights without training) does not
+    achieve both BER 0 and the same accuracy (Uchida's Table 7)."""
+    plain = per_seed[0]["plain"]
+    base = acc(plain, digits)
+    marked, key = embed(plain, digits, "uchida", bits=64, config=TrainConfig(epochs=5, seed=9))
+    v = verify(marked, key)
+    assert v.ber == 0.0 and v.verdict == "found"
+    assert abs(acc(marked, digits) - base) <= 0.01
+    assert verify(plain, key).verdict == "not_found"  # the input model was not modified
+
+    scheme = scheme_for(key.marks[0])
+    rows = []
+    for lam in (1.0, 10.0, 100.0, 1000.0):
+        edited = embed_without_training(copy.deepcopy(plain), scheme, lam)
+        rows.append((lam, verify(edited, key).ber, acc(edited, digits)))
+    print(
+        "Table 7 on digits (lam, BER, accuracy):", rows, "fine-tune-to-embed:", acc(marked, digits)
+    )
+    # Every lam is worse than fine-tune-to-embed in BER or in accuracy.
+    assert all(b > 0.0 or a < acc(marked, digits) for _, b, a in rows), rows
