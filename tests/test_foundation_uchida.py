@@ -103,23 +103,33 @@ def test_same_key_and_seed_give_the_same_mark_bit_for_bit(digits: DataBundle) ->
 
 
 def test_finetune_to_embed_and_table7(per_seed: dict, digits: DataBundle) -> None:
-    """Fine-tune-to-embed keeps accuracy; Eq. (6) (editing weights without training) does not
-    achieve both BER 0 and the same accuracy (Uchida's Table 7)."""
+    """Fine-tune-to-embed keeps accuracy; Eq. (6) (editing the weights without training) does
+    not reach both BER 0 and that accuracy (Uchida's Table 7, at the paper's 256 bits)."""
     plain = per_seed[0]["plain"]
     base = acc(plain, digits)
-    marked, key = embed(plain, digits, "uchida", bits=64, config=TrainConfig(epochs=5, seed=9))
+    key = OwnerKey.new("fine-tune", nonce="77" * 16)
+    marked, key = embed(
+        plain, digits, "uchida", key=key, bits=64, config=TrainConfig(epochs=5, seed=9)
+    )
     v = verify(marked, key)
     assert v.ber == 0.0 and v.verdict == "found"
     assert abs(acc(marked, digits) - base) <= 0.01
     assert verify(plain, key).verdict == "not_found"  # the input model was not modified
 
+    key = OwnerKey.new("table 7", nonce="78" * 16)
+    tuned, key = embed(
+        plain, digits, "uchida", key=key, bits=256, config=TrainConfig(epochs=20, seed=9)
+    )
+    tuned_ber, tuned_acc = verify(tuned, key).ber, acc(tuned, digits)
     scheme = scheme_for(key.marks[0])
     rows = []
-    for lam in (1.0, 10.0, 100.0, 1000.0):
+    for lam in (0.1, 1.0, 10.0, 100.0):
         edited = embed_without_training(copy.deepcopy(plain), scheme, lam)
         rows.append((lam, verify(edited, key).ber, acc(edited, digits)))
     print(
-        "Table 7 on digits (lam, BER, accuracy):", rows, "fine-tune-to-embed:", acc(marked, digits)
+        f"Table 7 on digits, 256 bits: fine-tune-to-embed BER {tuned_ber} acc {tuned_acc:.4f};"
+        f" Eq. (6) (lam, BER, acc): {rows}"
     )
-    # Every lam is worse than fine-tune-to-embed in BER or in accuracy.
-    assert all(b > 0.0 or a < acc(marked, digits) for _, b, a in rows), rows
+    assert tuned_ber == 0.0 and abs(tuned_acc - base) <= 0.01
+    # Every lam leaves bit errors or costs clearly more accuracy than fine-tune-to-embed.
+    assert all(b > 0.0 or a < tuned_acc - 0.02 for _, b, a in rows), rows
