@@ -1,0 +1,79 @@
+"""`nnmark attack`: run a removal attack (or a chain) on a model file, as a thief would."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from nnmark.cli.common import SetOption, check_output, command, out, parse_options
+from nnmark.errors import NNMarkError
+
+
+def attack_table() -> Table:
+    from nnmark.attacks import ATTACKS
+    from nnmark.config import describe_config
+
+    table = Table(title="registered attacks (options: --set key=value)")
+    for col in ("attack", "needs data", "options (default)", "what it does"):
+        table.add_column(col)
+    for name in ATTACKS.names():
+        cls = ATTACKS.get(name)
+        opts = ", ".join(f"{n}={d}" for n, _, d in describe_config(cls.Config)) or "-"
+        table.add_row(name, "yes" if cls.needs_data else "no", opts, cls.summary)
+    return table
+
+
+@command("attack")
+def attack_cmd(
+    name: Annotated[
+        str | None, typer.Argument(help="Attack name, or a chain: prune:fraction=0.5,finetune")
+    ] = None,
+    model_path: Annotated[Path | None, typer.Argument(help="Model file to attack")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Attacked model file")] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="NAME[:PATH]: the thief's data and the test split")
+    ] = None,
+    sets: Annotated[list[str] | None, SetOption] = None,
+    seed: Annotated[int, typer.Option(help="Attack seed")] = 0,
+    list_: Annotated[bool, typer.Option("--list", help="List attacks and their options")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print fidelity as JSON")] = False,
+) -> None:
+    """Attack a model the way a thief would; prints fidelity before and after."""
+    if list_:
+        out.print(attack_table())
+        return
+    if name is None or model_path is None or out_path is None:
+        raise NNMarkError("usage: nnmark attack NAME MODEL --out OUT (or --list)")
+    from nnmark.api import attack
+    from nnmark.attacks import build_attack
+    from nnmark.data import load_data
+    from nnmark.io import load_model, save_model
+    from nnmark.tasks import evaluate
+
+    built = build_attack(name, parse_options(sets))  # validates before any loading
+    check_output(out_path)
+    model, info = load_model(model_path)
+    bundle = load_data(data) if data else None
+    attacked = attack(model, name, bundle, options=parse_options(sets), seed=seed)
+    extra = dict(info.extra)
+    extra["attack"] = repr(built)
+    save_model(attacked, dataclasses.replace(info, extra=extra), out_path)
+    result: dict[str, object] = {"attack": repr(built), "out": str(out_path)}
+    if bundle is not None:
+        test = bundle.loader("test", 256)
+        result["before"] = evaluate(model, test, info.task)
+        result["after"] = evaluate(attacked, test, info.task)
+    if as_json:
+        print(json.dumps(result))
+        return
+    out.print(f"{built} -> saved {out_path}")
+    if bundle is not None:
+        for when in ("before", "after"):
+            metrics = result[when]
+            assert isinstance(metrics, dict)
+            out.print(f"  test {when}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

@@ -1,0 +1,1 @@
+"""Defenses the owner runs before verification (e.g. undoing permutation and widening)."""
