@@ -1,0 +1,77 @@
+"""The thief's small training loop, shared by the training-based attacks.
+
+Kept apart from nnmark.train.fit because attacks change the loss (label smoothing, adversarial
+examples, gradient ascent on a forget set) and the targets (a suspect's own answers), while the
+owner's trainer is about scheme hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from nnmark.data.base import DataBundle
+from nnmark.tasks import get_task
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def thief_data(data: DataBundle, split: str = "thief", fraction: float = 1.0):  # type: ignore[no-untyped-def]
+    """The thief's (x, y) tensors."""
+    return data.tensors(split, fraction)
+
+
+def train_on(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    task: str,
+    epochs: int,
+    lr: float,
+    generator: torch.Generator,
+    batch_size: int = 64,
+    loss: LossFn | None = None,
+    params: Iterable[nn.Parameter] | None = None,
+    weight_decay: float = 0.0,
+) -> nn.Module:
+    """Adam on (x, y) for `epochs`, batches shuffled by `generator`; returns the model."""
+    t = get_task(task)
+    loss = loss or (lambda m, xb, yb: t.loss(m(xb), yb))
+    chosen = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    opt = torch.optim.Adam(chosen, lr=lr, weight_decay=weight_decay)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for i in range(0, len(x), batch_size):
+            idx = order[i : i + batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss(model, x[idx], y[idx]).backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+def fresh_copy(model: nn.Module, arch: str | None = None) -> nn.Module:
+    """A newly initialised model of the suspect's architecture (or of zoo `arch`)."""
+    from nnmark.models import create_model
+
+    kwargs = dict(getattr(model, "nnmark_kwargs", {}))
+    name = arch or getattr(model, "nnmark_arch", None)
+    if name is None:
+        import copy
+
+        student = copy.deepcopy(model)
+        for m in student.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        return student
+    return create_model(name, **kwargs)
+
+
+def head(model: nn.Module) -> nn.Module:
+    from nnmark.layers import weighted_layers
+
+    return list(weighted_layers(model).values())[-1]
