@@ -16,7 +16,7 @@ from nnmark.data.base import DataBundle
 from nnmark.io import ModelInfo
 from nnmark.keys import OwnerKey
 from nnmark.models import create_model
-from nnmark.schemes import SCHEMES, scheme_for
+from nnmark.schemes import SCHEMES, Scheme, scheme_for
 from nnmark.stats import DEFAULT_ALPHA, decide, fisher_combine
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.train import ProgressFn, TrainConfig, fit
@@ -91,7 +91,9 @@ def embed(
     cfg: Any = build_config(cls.Config, options or {})
     key = key or OwnerKey.new(owner)
     model = copy.deepcopy(model)
-    mark = cls.plan(model, key, cfg, bits=bits, payload=tuple(payload) if payload else None)
+    mark = cls.plan(
+        model, key, cfg, bits=bits, payload=tuple(payload) if payload else None, data=data
+    )
     key = key.with_mark(mark)
     model = fit(model, data, [cls(mark)], config, teacher=teacher, progress=progress)
     return model, key
@@ -107,6 +109,13 @@ def attack(
 ) -> nn.Module:
     """Run an attack or a chain spec (`prune:fraction=0.5,finetune:epochs=3`) on a copy."""
     return build_attack(spec, options)(model, data, seed=seed)
+
+
+def bound_scheme(key: OwnerKey, index: int) -> Scheme:
+    """The scheme of mark `index`, with its calibration (derived data) attached if any."""
+    scheme = scheme_for(key.marks[index])
+    scheme.calibration = key.derived.get("calibration", {}).get(str(index))
+    return scheme
 
 
 COMBINED_NULL = (
@@ -126,7 +135,7 @@ def verify(
     read by white-box schemes) or a `Suspect`.
     """
     s = as_suspect(suspect)
-    verdicts = [scheme_for(m).verify(s, alpha) for m in key.marks]
+    verdicts = [bound_scheme(key, m.index).verify(s, alpha) for m in key.marks]
     if len(verdicts) == 1:
         return verdicts[0]
     p = fisher_combine([v.p_value for v in verdicts])

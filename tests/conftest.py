@@ -32,3 +32,12 @@ def uchida_cnn(digits: DataBundle) -> tuple[torch.nn.Module, OwnerKey]:
     return embed(
         model, digits, "uchida", key=key, bits=64, config=TrainConfig(epochs=EPOCHS, seed=0)
     )
+
+
+@pytest.fixture(scope="session")
+def unmarked_cnns(digits: DataBundle) -> list[torch.nn.Module]:
+    """Ten digits CNNs trained without any mark, seeds 100..109 (the same recipe)."""
+    return [
+        train(new_model("cnn", digits, seed=s), digits, TrainConfig(epochs=EPOCHS, seed=s))
+        for s in range(100, 110)
+    ]

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from nnmark.config import build_config, config_to_dict
+from nnmark.data.base import DataBundle
 from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.stats import DEFAULT_ALPHA, ber, binomial_pvalue, decide
 from nnmark.suspect import Suspect, as_suspect
@@ -75,6 +76,8 @@ class Scheme:
     kind: ClassVar[Literal["whitebox", "blackbox", "integrity"]] = "whitebox"
     paper: ClassVar[str] = ""
     config: Any
+    #: Calibration of this mark on unmarked models (key.derived["calibration"]), set by verify.
+    calibration: dict[str, Any] | None = None
 
     def __init__(self, mark: Mark) -> None:
         self.mark = mark
@@ -90,11 +93,13 @@ class Scheme:
         *,
         bits: int | None = None,
         payload: tuple[int, ...] | None = None,
+        data: DataBundle | None = None,
     ) -> Mark:
         """The key entry of a new mark on `model`: layer, payload and config, validated.
 
         The default carries `bits` pseudo-random payload bits (or the given `payload`) and no
-        layer; white-box schemes override it to choose and check their host layer.
+        layer; white-box schemes override it to choose and check their host layer, trigger-set
+        schemes to draw their triggers (from `data`, the owner's training data).
         """
         n = len(payload) if payload is not None else (bits or 0)
         chosen = (

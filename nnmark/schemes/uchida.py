@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnmark.config import check, config_to_dict
+from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.layers import default_host_layer, get_layer, host_vector
@@ -92,6 +93,7 @@ class Uchida(Scheme):
         *,
         bits: int | None = None,
         payload: tuple[int, ...] | None = None,
+        data: DataBundle | None = None,
     ) -> Mark:
         layer = config.layer or default_host_layer(model)
         weight = get_layer(model, layer).weight

@@ -1,0 +1,67 @@
+"""Calibration: how often do *unmarked* models answer a key's triggers with the key labels?
+
+The chance rate of a trigger-set test is not simply 1/C (triggers are not uniform inputs: an
+unmarked model may well answer a noisy "7" with the key's class). `calibrate` trains (or takes)
+unmarked models, measures their rate on each black-box mark's triggers, and stores it beside the
+key's committed part (`key.derived["calibration"][mark index]`, hashed separately), with its
+upper 95 % Clopper-Pearson bound `ucb`; verification then uses p0 = max(1/C, ucb) and says which.
+For every mark it also records the unmarked models' p-values (for the calibration histogram).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnmark.data.base import DataBundle
+from nnmark.keys import OwnerKey
+from nnmark.schemes import scheme_for
+from nnmark.schemes._trigger import TriggerScheme
+from nnmark.stats import DEFAULT_ALPHA, clopper_pearson
+
+
+def unmarked_models(
+    data: DataBundle,
+    count: int,
+    *,
+    arch: str = "cnn",
+    epochs: int = 5,
+    first_seed: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[nn.Module]:
+    """`count` plain models with seeds first_seed, first_seed + 1, ..."""
+    from nnmark.api import new_model, train
+    from nnmark.train import TrainConfig
+
+    out = []
+    for i in range(count):
+        seed = first_seed + i
+        out.append(
+            train(new_model(arch, data, seed=seed), data, TrainConfig(epochs=epochs, seed=seed))
+        )
+        if progress is not None:
+            progress(i + 1, count)
+    return out
+
+
+def calibrate(key: OwnerKey, models: Sequence[nn.Module], alpha: float = DEFAULT_ALPHA) -> OwnerKey:
+    """The key with a calibration entry per mark, measured on `models` (none of them marked)."""
+    entries: dict[str, Any] = {}
+    for mark in key.marks:
+        scheme = scheme_for(mark)
+        entry: dict[str, Any] = {"models": len(models)}
+        if isinstance(scheme, TriggerScheme):
+            rates = []
+            with torch.no_grad():
+                for m in models:
+                    m.eval()
+                    rates.append(float((m(scheme.x).argmax(1) == scheme.y).float().mean()))
+            k = int(round(sum(r * len(scheme.x) for r in rates)))
+            n = len(scheme.x) * len(models)
+            entry.update({"k": k, "n": n, "rates": rates, "ucb": clopper_pearson(k, n)[1]})
+        entry["p_values"] = [scheme.verify(m, alpha).p_value for m in models]
+        entries[str(mark.index)] = entry
+    return key.with_derived("calibration", entries)

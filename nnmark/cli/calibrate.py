@@ -1,0 +1,57 @@
+"""`nnmark calibrate`: measure unmarked models on a key's marks and store it beside the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nnmark.cli.common import check_output, command, out
+from nnmark.errors import NNMarkError
+
+
+@command("calibrate")
+def calibrate_cmd(
+    key_path: Annotated[
+        Path, typer.Argument(help="Owner key file (updated in place unless --out)")
+    ],
+    data: Annotated[
+        str, typer.Option("--data", help="NAME[:PATH] to train unmarked models on")
+    ] = "digits",
+    models: Annotated[int, typer.Option("--models", help="How many unmarked models")] = 20,
+    arch: Annotated[str, typer.Option("--model", help="Their architecture")] = "cnn",
+    epochs: Annotated[int, typer.Option(help="Training epochs per unmarked model")] = 5,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Write the key here instead")
+    ] = None,
+) -> None:
+    """Train N unmarked models, measure their answers on the key's triggers, store the rate."""
+    from rich.progress import Progress
+
+    from nnmark.calibrate import calibrate, unmarked_models
+    from nnmark.data import load_data
+    from nnmark.keys import OwnerKey
+
+    if models < 1:
+        raise NNMarkError(f"--models must be >= 1, got {models}")
+    key = OwnerKey.load(key_path)
+    target = check_output(out_path or key_path)
+    bundle = load_data(data)
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"training {models} unmarked {arch} models", total=models)
+        nets = unmarked_models(
+            bundle,
+            models,
+            arch=arch,
+            epochs=epochs,
+            progress=lambda i, n: bar.update(task, completed=i),
+        )
+    key = calibrate(key, nets)
+    key.save(target)
+    for idx, entry in key.derived["calibration"].items():
+        mark = key.marks[int(idx)]
+        rate = f", unmarked rate upper bound {entry['ucb']:.4f}" if "ucb" in entry else ""
+        low = min(entry["p_values"])
+        out.print(f"mark {idx} ({mark.scheme}): smallest unmarked p-value {low:.3g}{rate}")
+    out.print(f"saved {target}")

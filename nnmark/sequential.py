@@ -1,0 +1,58 @@
+"""A query-budgeted test for black-box marks that may stop early and stays valid.
+
+The owner queries trigger inputs in fixed-size groups and may stop after any group. Peeking at a
+binomial p-value after every group and stopping "when p dips" inflates the false-positive rate,
+so the number of looks L is fixed before the first query (from the trigger count, the group size
+and the query budget) and each look is tested at alpha / L (Bonferroni alpha spending): by the
+union bound the chance that an unmarked model is ever claimed is at most alpha. The reported
+p-value is the Bonferroni-adjusted min(1, L * p) at the look that decided, so `p < alpha` keeps
+its usual meaning.
+
+The per-look test: k matches in q queries, H0 "each query matches with probability <= p0",
+exact binomial upper tail.
+
+>>> plan = LookPlan.make(n_triggers=100, group=10, budget=None)
+>>> plan.looks, plan.max_queries
+(10, 100)
+>>> round(plan.adjusted(10, 10, 0.1), 12)   # 10 of 10 at chance rate 0.1
+1e-09
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from nnmark.stats import binomial_pvalue
+
+Decision = Literal["found", "not_found", "continue"]
+
+
+@dataclass(frozen=True)
+class LookPlan:
+    """How many queries at most, and how many looks the alpha is split over."""
+
+    group: int
+    max_queries: int
+    looks: int
+
+    @classmethod
+    def make(cls, n_triggers: int, group: int, budget: int | None) -> LookPlan:
+        cap = n_triggers if budget is None else min(n_triggers, budget)
+        cap = max(cap, 0)
+        return cls(group=group, max_queries=cap, looks=max(1, math.ceil(cap / group)))
+
+    def adjusted(self, k: int, q: int, p0: float) -> float:
+        """Bonferroni-adjusted p-value of k matches in q queries."""
+        return min(1.0, self.looks * binomial_pvalue(k, q, p0))
+
+    def decide(self, k: int, q: int, p0: float, alpha: float, n_total: int) -> Decision:
+        """Claim when the adjusted p < alpha; give up when even all remaining queries matching
+        could not get there (futility); otherwise keep querying."""
+        if self.adjusted(k, q, p0) < alpha:
+            return "found"
+        left = self.max_queries - q
+        if left <= 0 or self.adjusted(k + left, q + left, p0) >= alpha:
+            return "not_found"
+        return "continue"
