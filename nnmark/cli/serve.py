@@ -1,0 +1,40 @@
+"""`nnmark serve`: a model behind an Open Inference Protocol v2 server (as a thief deploys it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nnmark.cli.common import command, err
+
+
+@command("serve")
+def serve_cmd(
+    model_path: Annotated[Path, typer.Argument(help="Model file to serve")],
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free port)")] = 8080,
+    model_name: Annotated[str | None, typer.Option("--model-name", help="Name in the API")] = None,
+    defend: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--defend",
+            help="NAME[:k=v,...] (repeatable): label, top1, round, jpeg, "
+            "smooth, median, quantize, noise, flip, occlude, reject",
+        ),
+    ] = None,
+) -> None:
+    """Serve MODEL over OIP v2 REST (/v2/models/NAME/infer) until interrupted."""
+    import uvicorn
+
+    from nnmark.io import load_model
+    from nnmark.remote.defenses import parse_defense
+    from nnmark.remote.server import create_app
+
+    defenses = [parse_defense(s) for s in defend or []]
+    model, info = load_model(model_path)
+    name = model_name or model_path.stem
+    app = create_app(model, info.input_shape, model_name=name, defenses=defenses)
+    err.print(f"serving {model_path} as {name!r} on http://{host}:{port}/v2/models/{name}/infer")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
