@@ -6,13 +6,17 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.nnmark-installed
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test lint format bench clean browser
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
+
+# The report's browser test needs Debian's chromium (installed once, as root, from apt).
+browser:
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
 
 setup: $(STAMP)
 
@@ -24,7 +28,7 @@ lint: setup
 	$(BIN)/ruff format --check nnmark tests benchmarks
 	$(BIN)/mypy nnmark
 
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 format: setup

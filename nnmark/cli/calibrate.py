@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from nnmark.cli.common import check_output, command, out
+from nnmark.cli.common import check_output, command, err, out
 from nnmark.errors import NNMarkError
 
 
@@ -38,7 +38,7 @@ def calibrate_cmd(
     key = OwnerKey.load(key_path)
     target = check_output(out_path or key_path)
     bundle = load_data(data)
-    with Progress(transient=True) as bar:
+    with Progress(console=err, transient=True) as bar:
         task = bar.add_task(f"training {models} unmarked {arch} models", total=models)
         nets = unmarked_models(
             bundle,
