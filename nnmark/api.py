@@ -74,11 +74,14 @@ def embed(
     config: TrainConfig | None = None,
     teacher: nn.Module | None = None,
     progress: ProgressFn | None = None,
+    message: str | None = None,
 ) -> tuple[nn.Module, OwnerKey]:
     """Embed a mark while training `model` (a copy): train-, fine-tune- or distill-to-embed.
 
     A fresh model is train-to-embed; a trained one is fine-tune-to-embed; with `teacher` no label
     is read (distill-to-embed). The mark is added to `key` (a new key for `owner` if None).
+    With `message`, the payload is that text in a BCH codeword of at most `bits` (default 255)
+    bits (nnmark.ecc); `verify` then reports the decoded text.
 
     >>> from nnmark.data import load_data
     >>> data = load_data("digits")
@@ -91,9 +94,16 @@ def embed(
     cfg: Any = build_config(cls.Config, options or {})
     key = key or OwnerKey.new(owner)
     model = copy.deepcopy(model)
+    ecc = None
+    if message is not None:
+        from nnmark.ecc import encode_message
+
+        payload, ecc = encode_message(message, bits or 255)
     mark = cls.plan(
         model, key, cfg, bits=bits, payload=tuple(payload) if payload else None, data=data
     )
+    if ecc is not None:
+        mark = dataclasses.replace(mark, message=message, data={**mark.data, "ecc": ecc})
     key = key.with_mark(mark)
     model = fit(model, data, [cls(mark)], config, teacher=teacher, progress=progress)
     return model, key

@@ -50,6 +50,9 @@ def train_cmd(
     batch_size: Annotated[int, typer.Option(help="Batch size")] = 64,
     seed: Annotated[int, typer.Option(help="Training seed")] = 0,
     owner: Annotated[str, typer.Option(help="Owner string committed in the key")] = "owner",
+    message: Annotated[
+        str | None, typer.Option(help="Payload text, BCH-encoded in --bits (default 255) bits")
+    ] = None,
     sets: Annotated[list[str] | None, SetOption] = None,
     out_path: Annotated[Path, typer.Option("--out", help="Output model (.safetensors)")] = Path(
         "model.safetensors"
@@ -85,6 +88,7 @@ def train_cmd(
                 bits=bits,
                 config=cfg,
                 progress=progress,
+                message=message,
             )
     metrics = evaluate(trained, bundle.loader("test", 256), bundle.task)
     _save(trained, model_info(trained, bundle), out_path)
@@ -106,6 +110,9 @@ def embed_cmd(
     batch_size: Annotated[int, typer.Option(help="Batch size")] = 64,
     seed: Annotated[int, typer.Option(help="Training seed")] = 0,
     owner: Annotated[str, typer.Option(help="Owner string committed in the key")] = "owner",
+    message: Annotated[
+        str | None, typer.Option(help="Payload text, BCH-encoded in --bits (default 255) bits")
+    ] = None,
     key_in: Annotated[
         Path | None, typer.Option("--key", help="Add the mark to this existing key")
     ] = None,
@@ -139,10 +146,17 @@ def embed_cmd(
     check_output(out_path)
     check_output(key_out, force or (key_in is not None and key_in.resolve() == key_out.resolve()))
     key = OwnerKey.load(key_in) if key_in else None
-    net, _ = load_model(model_path)
+    net, info = load_model(model_path)
     bundle = load_data(data)
     before = evaluate(net, bundle.loader("test", 256), bundle.task)
     cfg = _train_config(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    teacher = None
+    if distill:
+        from nnmark.api import new_model
+
+        teacher, net = net, new_model(arch or info.arch, bundle, seed=seed)
+    elif arch is not None:
+        raise NNMarkError("--model applies only with --distill (the student's architecture)")
     with epoch_progress(f"embed {scheme}") as progress:
         marked, key = embed(
             net,
@@ -153,7 +167,9 @@ def embed_cmd(
             owner=owner,
             bits=bits,
             config=cfg,
+            teacher=teacher,
             progress=progress,
+            message=message,
         )
     after = evaluate(marked, bundle.loader("test", 256), bundle.task)
     _save(marked, model_info(marked, bundle), out_path)

@@ -134,11 +134,22 @@ class Scheme:
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
         """Bit-carrying default: BER against the payload, exact binomial p-value."""
         ev = self.evidence(as_suspect(suspect))
-        return bit_verdict(self.name, self.mark.bits, ev, alpha)
+        return bit_verdict(self.name, self.mark.bits, ev, alpha, self.mark.data.get("ecc"))
 
 
-def bit_verdict(scheme: str, expected: tuple[int, ...], ev: Evidence, alpha: float) -> Verdict:
-    """Verdict of a bit-carrying mark; a suspect that cannot carry the mark is not_found."""
+def bit_verdict(
+    scheme: str,
+    expected: tuple[int, ...],
+    ev: Evidence,
+    alpha: float,
+    ecc: dict[str, Any] | None = None,
+) -> Verdict:
+    """Verdict of a bit-carrying mark; a suspect that cannot carry the mark is not_found.
+
+    With an error-correcting payload (`ecc`, see nnmark.ecc) the decoded text becomes the
+    verdict's `message` and `details["ecc"]` says whether decoding succeeded; the p-value still
+    comes from the raw bit agreement.
+    """
     n = len(expected)
     if ev.bits is None:
         return Verdict(
@@ -157,6 +168,14 @@ def bit_verdict(scheme: str, expected: tuple[int, ...], ev: Evidence, alpha: flo
     b = ber(ev.bits, expected)
     matches = n - int(round(b * n))
     p = binomial_pvalue(matches, n)
+    details = dict(ev.details)
+    message: str | None = "".join(map(str, ev.bits))
+    if ecc:
+        from nnmark.ecc import decode_bits
+
+        result = decode_bits(ev.bits, ecc)
+        details["ecc"] = {"decoded": result.ok, "corrected": result.corrected, "t": result.t}
+        message = result.message
     return Verdict(
         scheme,
         "found" if decide(p, alpha) else "not_found",
@@ -167,7 +186,7 @@ def bit_verdict(scheme: str, expected: tuple[int, ...], ev: Evidence, alpha: flo
         n,
         BIT_NULL,
         ber=b,
-        message="".join(map(str, ev.bits)),
+        message=message,
         reason=ev.reason,
-        details=ev.details,
+        details=details,
     )
