@@ -13,6 +13,7 @@ from torch import nn
 from nnmark.attacks import build_attack
 from nnmark.config import build_config
 from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
 from nnmark.io import ModelInfo
 from nnmark.keys import OwnerKey
 from nnmark.models import create_model
@@ -80,7 +81,8 @@ def embed(
 
     A fresh model is train-to-embed; a trained one is fine-tune-to-embed; with `teacher` no label
     is read (distill-to-embed). The mark is added to `key` (a new key for `owner` if None).
-    With `message`, the payload is that text in a BCH codeword of at most `bits` (default 255)
+    `scheme` may name several schemes, "uchida+content": all are embedded in one training (a
+    composite mark, verified together). With `message`, the payload is that text in a BCH codeword of at most `bits` (default 255)
     bits (nnmark.ecc); `verify` then reports the decoded text.
 
     >>> from nnmark.data import load_data
@@ -90,22 +92,28 @@ def embed(
     >>> verify(marked, key).verdict
     'found'
     """
-    cls = SCHEMES.get(scheme)
-    cfg: Any = build_config(cls.Config, options or {})
+    names = [n.strip() for n in scheme.split("+") if n.strip()]
+    if len(names) > 1 and (options and not all(isinstance(v, dict) for v in options.values())):
+        raise NNMarkError("with several schemes ('a+b'), options are {scheme: {option: value}}")
     key = key or OwnerKey.new(owner)
     model = copy.deepcopy(model)
-    ecc = None
-    if message is not None:
-        from nnmark.ecc import encode_message
+    bound = []
+    for name in names:
+        cls = SCHEMES.get(name)
+        opts = (options or {}).get(name, {}) if len(names) > 1 else options or {}
+        cfg: Any = build_config(cls.Config, opts)
+        ecc = None
+        chosen = tuple(payload) if payload else None
+        if message is not None and cls.kind == "whitebox":
+            from nnmark.ecc import encode_message
 
-        payload, ecc = encode_message(message, bits or 255)
-    mark = cls.plan(
-        model, key, cfg, bits=bits, payload=tuple(payload) if payload else None, data=data
-    )
-    if ecc is not None:
-        mark = dataclasses.replace(mark, message=message, data={**mark.data, "ecc": ecc})
-    key = key.with_mark(mark)
-    model = fit(model, data, [cls(mark)], config, teacher=teacher, progress=progress)
+            chosen, ecc = encode_message(message, bits or 255)
+        mark = cls.plan(model, key, cfg, bits=bits, payload=chosen, data=data)
+        if ecc is not None:
+            mark = dataclasses.replace(mark, message=message, data={**mark.data, "ecc": ecc})
+        key = key.with_mark(mark)
+        bound.append(cls(mark))
+    model = fit(model, data, bound, config, teacher=teacher, progress=progress)
     return model, key
 
 

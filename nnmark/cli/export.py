@@ -1,0 +1,29 @@
+"""`nnmark export`: a model file as ONNX, with its marked weights kept readable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nnmark.cli.common import check_output, command, out
+from nnmark.errors import NNMarkError
+
+
+@command("export")
+def export_cmd(
+    model_path: Annotated[Path, typer.Argument(help="Model file (.safetensors)")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output file")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+) -> None:
+    """Export a model (ONNX, without BatchNorm folding, so verify can read the weights)."""
+    from nnmark.integrations.onnx import export_onnx
+    from nnmark.io import load_model
+
+    if fmt != "onnx":
+        raise NNMarkError(f"unknown format {fmt!r} (known: onnx)")
+    check_output(out_path)
+    model, info = load_model(model_path)
+    export_onnx(model, tuple(info.input_shape), out_path)
+    out.print(f"saved {out_path}")
