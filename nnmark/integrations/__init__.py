@@ -17,4 +17,14 @@ def _onnx(path: Path) -> Suspect:
     return OnnxSuspect(path)
 
 
+def _index(path: Path) -> Suspect:
+    from nnmark.errors import NNMarkError
+    from nnmark.integrations.sharded import ShardedSuspect
+
+    if not path.name.endswith(".safetensors.index.json"):
+        raise NNMarkError(f"{path}: a .json suspect must be a *.safetensors.index.json index")
+    return ShardedSuspect(path)
+
+
 SUSPECT_LOADERS.setdefault(".onnx", _onnx)
+SUSPECT_LOADERS.setdefault(".json", _index)
