@@ -36,7 +36,12 @@ def machine() -> dict[str, Any]:
 def write_results(name: str, payload: dict[str, Any], markdown_body: str) -> None:
     """benchmarks/results/<name>.json and .md, with the machine and the command."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    command = "python " + " ".join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script = script.relative_to(RESULTS.parents[1])
+    except ValueError:
+        pass
+    command = "python " + " ".join([str(script), *sys.argv[1:]])
     doc = {"command": command, "machine": machine(), **payload}
     (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     m = doc["machine"]
