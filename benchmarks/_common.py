@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -37,10 +38,8 @@ def write_results(name: str, payload: dict[str, Any], markdown_body: str) -> Non
     """benchmarks/results/<name>.json and .md, with the machine and the command."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     script = Path(sys.argv[0]).resolve()
-    try:
+    with contextlib.suppress(ValueError):
         script = script.relative_to(RESULTS.parents[1])
-    except ValueError:
-        pass
     command = "python " + " ".join([str(script), *sys.argv[1:]])
     doc = {"command": command, "machine": machine(), **payload}
     (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
