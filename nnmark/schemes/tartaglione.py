@@ -3,8 +3,8 @@ watermarks into neural networks" (ICPR 2020), without the (R+1)x memory.
 
 Threat model: white-box. Key-chosen entries of every conv / linear weight (a `fraction` of each)
 are set to key values +-scale (the sign carries a payload bit; scale is twice the layer's initial
-weight std) and stay frozen: their gradients are zeroed and the key values are written back after
-every optimiser step, so neither momentum nor weight decay moves them. The other parameters are
+weight std) and stay frozen: their gradients are zeroed in place before every optimiser step and
+the key values are written back after it, so neither momentum nor weight decay moves them. The other parameters are
 trained so that the loss is low at the model and high at R replicas whose marked entries are
 perturbed by Gaussian noise (sigma x scale): the mark sits in a narrow valley, and moving the
 marked values away costs accuracy.
@@ -58,6 +58,28 @@ class TartaglioneConfig:
         check(self.sigma >= 0 and self.lam >= 0, "sigma and lam must be >= 0")
 
 
+def distinct_positions(numel: int, k: int, gen: torch.Generator) -> torch.Tensor:
+    """k distinct positions in 0..numel-1 with O(k) memory (a randperm of a 9M-entry tensor
+    would cost 72 MB: more than the whole point of in-place replicas)."""
+    if 4 * k >= numel:
+        return torch.randperm(numel, generator=gen)[:k]
+    chosen = torch.empty(0, dtype=torch.long)
+    while len(chosen) < k:
+        draw = torch.randint(0, numel, (2 * k,), generator=gen)
+        merged = torch.cat([chosen, draw])
+        uniq, first = _first_occurrences(merged)
+        chosen = merged[first.sort().values][:k]
+    return chosen
+
+
+def _first_occurrences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unique values of x and the index of each one's first occurrence (order-stable)."""
+    uniq, inverse = torch.unique(x, return_inverse=True)
+    first = torch.full((len(uniq),), len(x), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(len(x)), reduce="amin")
+    return uniq, first
+
+
 @register("tartaglione")
 class Tartaglione(Scheme):
     Config = TartaglioneConfig
@@ -76,7 +98,7 @@ class Tartaglione(Scheme):
         self.values: dict[str, torch.Tensor] = {}
         start = 0
         for layer in self.layers:
-            idx = torch.randperm(layer["numel"], generator=gen)[: layer["k"]]
+            idx = distinct_positions(layer["numel"], layer["k"], gen)
             self.index[layer["name"]] = idx
             self.values[layer["name"]] = bits[start : start + layer["k"]] * layer["scale"]
             start += layer["k"]
@@ -126,16 +148,14 @@ class Tartaglione(Scheme):
 
     def prepare(self, model: nn.Module) -> nn.Module:
         self._write(model)
-        for name, p in self._params(model).items():
-            idx = self.index[name]
-
-            def freeze(g: torch.Tensor, idx: torch.Tensor = idx) -> torch.Tensor:
-                g = g.clone()
-                g.view(-1)[idx] = 0
-                return g
-
-            p.register_hook(freeze)
         return model
+
+    @torch.no_grad()
+    def _freeze_grads(self, model: nn.Module) -> None:
+        """Zero the gradients at the key positions, in place (no gradient copy: memory ~1x)."""
+        for name, p in self._params(model).items():
+            if p.grad is not None:
+                p.grad.view(-1)[self.index[name]] = 0
 
     def step(
         self, model: nn.Module, batch: Batch, loss_fn: LossFn, optimizer: torch.optim.Optimizer
@@ -162,6 +182,7 @@ class Tartaglione(Scheme):
                 with torch.no_grad():
                     for name, values in saved.items():
                         params[name].view(-1)[self.index[name]] = values
+        self._freeze_grads(model)
         optimizer.step()
         self._write(model)  # momentum and weight decay never move the key values
         return float(loss.detach())
