@@ -1,0 +1,168 @@
+"""Fingerprints: a distinct mark per recipient of one model, and naming the one that leaked.
+
+Each recipient gets a copy of the base model fine-tuned with a mark under their own key (owner =
+the recipient's name, a fresh nonce): the payload and every secret (projection, key inputs)
+differ between copies, so a copy carries its own recipient's mark and looks unmarked to every
+other key. `identify` verifies a suspect against every candidate key and names the recipient
+whose mark is found.
+
+Multiple testing: with K candidate keys, the smallest of K p-values is small by chance K times
+as often, so each p-value is Bonferroni-adjusted (min(1, K p)) before it is compared with alpha;
+the family-wise chance of naming anyone for an unmarked model is then at most alpha.
+
+>>> from nnmark import load_data, new_model, train, TrainConfig
+>>> data = load_data("digits")
+>>> base = train(new_model("cnn", data, seed=0), data, TrainConfig(epochs=2))
+>>> copies = fingerprint(base, data, ["alice", "bob"], config=TrainConfig(epochs=1))
+>>> identify(copies[1][0], {"alice": copies[0][1], "bob": copies[1][1]}).named
+'bob'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
+from nnmark.keys import OwnerKey
+from nnmark.stats import DEFAULT_ALPHA
+from nnmark.suspect import Suspect, as_suspect
+from nnmark.train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+CORRECTION = "bonferroni"
+
+
+def fingerprint(
+    model: nn.Module,
+    data: DataBundle,
+    recipients: list[str],
+    scheme: str = "uchida",
+    bits: int | None = 64,
+    config: TrainConfig | None = None,
+    *,
+    options: dict[str, Any] | None = None,
+    nonces: list[str] | None = None,
+) -> list[tuple[nn.Module, OwnerKey]]:
+    """One marked copy of `model` per recipient (fine-tune-to-embed), with its key, in order.
+
+    `nonces` (one per recipient) make the keys reproducible; by default each is random.
+    """
+    from nnmark.api import embed
+
+    if not recipients:
+        raise NNMarkError("fingerprint needs at least one recipient")
+    if len(set(recipients)) != len(recipients):
+        raise NNMarkError("recipient names must be distinct")
+    if nonces is not None and len(nonces) != len(recipients):
+        raise NNMarkError(f"{len(nonces)} nonces for {len(recipients)} recipients")
+    out = []
+    for i, name in enumerate(recipients):
+        key = OwnerKey.new(name, nonce=nonces[i] if nonces else None)
+        log.info("fingerprint %d/%d: %s", i + 1, len(recipients), name)
+        out.append(embed(model, data, scheme, options=options, key=key, bits=bits, config=config))
+    return out
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate key's result: raw and Bonferroni-adjusted p-values."""
+
+    label: str
+    owner: str
+    scheme: str
+    p_value: float
+    p_adjusted: float
+    ber: float | None
+    found: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Identification:
+    """Who leaked: the named recipient (smallest adjusted p below alpha) or None."""
+
+    named: str | None
+    candidates: tuple[Candidate, ...]
+    alpha: float
+    correction: str = CORRECTION
+    also_found: tuple[str, ...] = ()
+    null: str = field(
+        default=(
+            "per candidate, that candidate's null (the suspect was not marked with its key); "
+            "p-values Bonferroni-adjusted over the candidates, so an unmarked suspect names "
+            "anyone with probability at most alpha"
+        )
+    )
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.named is not None else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["candidates"] = [asdict(c) for c in self.candidates]
+        d["also_found"] = list(self.also_found)
+        return d
+
+
+def identify(
+    suspect: Suspect | nn.Module | str | Path,
+    keys: Mapping[str, OwnerKey],
+    alpha: float = DEFAULT_ALPHA,
+) -> Identification:
+    """Verify `suspect` against every candidate key (label -> key) and name the leaker, if any.
+
+    The recipient named is the owner of the key with the smallest Bonferroni-adjusted p-value,
+    provided it is below alpha; any other key also below alpha is listed in `also_found` (a
+    collusion of copies, or keys of one recipient).
+    """
+    if not keys:
+        raise NNMarkError("no candidate keys to identify against")
+    from nnmark.api import verify
+
+    s = as_suspect(suspect)
+    k = len(keys)
+    rows = []
+    for label, key in keys.items():
+        v = verify(s, key, alpha)
+        p = float(v.p_value)
+        adj = min(1.0, p * k)
+        rows.append(
+            Candidate(
+                label=label,
+                owner=key.owner,
+                scheme=v.scheme,
+                p_value=p,
+                p_adjusted=adj,
+                ber=v.ber,
+                found=adj < alpha,
+                reason=v.reason,
+            )
+        )
+    ranked = sorted(rows, key=lambda c: c.p_adjusted)
+    hits = [c for c in ranked if c.found]
+    return Identification(
+        named=hits[0].owner if hits else None,
+        candidates=tuple(rows),
+        alpha=alpha,
+        also_found=tuple(c.owner for c in hits[1:]),
+    )
+
+
+def load_keys(folder: str | Path) -> dict[str, OwnerKey]:
+    """Every *.nnkey in `folder`, by file name, in sorted order (a bad key file is an error)."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise NNMarkError(f"keys folder not found: {d}")
+    files = sorted(d.glob("*.nnkey"))
+    if not files:
+        raise NNMarkError(f"no *.nnkey files in {d}")
+    return {f.name: OwnerKey.load(f) for f in files}

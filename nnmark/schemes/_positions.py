@@ -1,0 +1,281 @@
+"""Key-chosen parameter positions in every layer, frozen at key values: what the loss-landscape
+schemes (tartaglione, watermas) share.
+
+The positions are stored as index tensors into each flattened weight (k entries per tensor, O(k)
+memory), never as boolean masks over whole tensors, so writing, freezing and perturbing the
+marked entries costs memory proportional to the mark, not to the model.
+
+Values: each marked entry holds ``(2 b - 1) * m * scale``, where b is a payload bit, m a
+key-derived random sign and scale twice the layer's initial weight std (inside the weight
+distribution, away from zero so that small drifts do not flip a sign). Because m is a fair coin
+drawn from the key, the extracted bits of any model that did not see the key are fair coins too,
+whatever the payload: the binomial null of the verdict is exact, not an assumption about weight
+signs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnmark.errors import NNMarkError
+from nnmark.keys import Mark
+from nnmark.layers import weighted_layers
+from nnmark.schemes.base import Batch, Evidence, LossFn, unwrap
+from nnmark.suspect import Suspect
+
+POSITION_NULL = (
+    "for a model that never saw the key, each extracted bit (the sign of its value at a key "
+    "position, times a key-derived random sign) is an independent fair coin, whatever the "
+    "payload (exact binomial upper tail of the matching bits)"
+)
+
+Perturbation = dict[str, torch.Tensor]
+
+
+def distinct_positions(numel: int, k: int, gen: torch.Generator) -> torch.Tensor:
+    """k distinct positions in 0..numel-1 with O(k) memory (a randperm of a 9M-entry tensor
+    would cost 72 MB: more than the whole point of in-place replicas)."""
+    if 4 * k >= numel:
+        return torch.randperm(numel, generator=gen)[:k]
+    chosen = torch.empty(0, dtype=torch.long)
+    while len(chosen) < k:
+        draw = torch.randint(0, numel, (2 * k,), generator=gen)
+        merged = torch.cat([chosen, draw])
+        _, first = _first_occurrences(merged)
+        chosen = merged[first.sort().values][:k]
+    return chosen
+
+
+def _first_occurrences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unique values of x and the index of each one's first occurrence (order-stable)."""
+    uniq, inverse = torch.unique(x, return_inverse=True)
+    first = torch.full((len(uniq),), len(x), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(len(x)), reduce="amin")
+    return uniq, first
+
+
+def plan_layers(model: nn.Module, fraction: float) -> list[dict[str, Any]]:
+    """One entry per conv / linear weight (output layer included, as in Tartaglione et al.)."""
+    layers = []
+    for name, m in weighted_layers(model).items():
+        w = m.weight
+        k = max(1, int(round(fraction * w.numel())))
+        std = float(w.detach().float().std()) if w.numel() > 1 else float(w.detach().abs().sum())
+        std = std or 1e-2
+        layers.append(
+            {
+                "name": f"{name}.weight",
+                "numel": w.numel(),
+                "k": k,
+                "shape": list(w.shape),
+                "scale": round(2 * std, 6),
+                "std": round(std, 6),
+            }
+        )
+    if not layers:
+        raise NNMarkError("model has no conv or linear layer to mark")
+    return layers
+
+
+class KeyPositions:
+    """The marked entries of one mark: index tensors, key values, and the in-place operations."""
+
+    def __init__(self, mark: Mark) -> None:
+        self.layers: list[dict[str, Any]] = mark.data["layers"]
+        gen = mark.generator("positions")
+        mask_gen = mark.generator("signs")
+        bits = torch.tensor(mark.bits, dtype=torch.float32) * 2 - 1
+        n = sum(layer["k"] for layer in self.layers)
+        if len(bits) != n:
+            raise NNMarkError(f"key: {mark.scheme} mark has {len(bits)} bits for {n} positions")
+        self.mask = torch.randint(0, 2, (n,), generator=mask_gen).float() * 2 - 1
+        self.index: dict[str, torch.Tensor] = {}
+        self.values: dict[str, torch.Tensor] = {}
+        self.signs: dict[str, torch.Tensor] = {}
+        start = 0
+        for layer in self.layers:
+            k, name = layer["k"], layer["name"]
+            self.index[name] = distinct_positions(layer["numel"], k, gen)
+            self.signs[name] = self.mask[start : start + k]
+            self.values[name] = bits[start : start + k] * self.signs[name] * layer["scale"]
+            start += k
+
+    def params(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        named = dict(unwrap(model).named_parameters())
+        missing = [n for n in self.index if n not in named]
+        if missing:
+            raise NNMarkError(f"model lacks the key's tensors {', '.join(missing[:3])}")
+        return {n: named[n] for n in self.index}
+
+    @torch.no_grad()
+    def write(self, model: nn.Module) -> None:
+        """Set every marked entry to its key value (in place)."""
+        for name, p in self.params(model).items():
+            p.view(-1)[self.index[name]] = self.values[name].to(p.device, p.dtype)
+
+    @torch.no_grad()
+    def freeze_grads(self, model: nn.Module) -> None:
+        """Zero the gradients at the key positions, in place (no gradient copy: memory ~1x)."""
+        for name, p in self.params(model).items():
+            if p.grad is not None:
+                p.grad.view(-1)[self.index[name]] = 0
+
+    def grads(self, model: nn.Module) -> Perturbation:
+        """The gradient at the marked entries of each tensor (zeros where none was computed)."""
+        out = {}
+        for name, p in self.params(model).items():
+            idx = self.index[name]
+            out[name] = (
+                p.grad.detach().view(-1)[idx].clone()
+                if p.grad is not None
+                else torch.zeros(len(idx), device=p.device)
+            )
+        return out
+
+    def gaussian(self, sigma: float, gen: torch.Generator) -> Perturbation:
+        """Noise of std sigma x (the layer's initial weight std) on every marked entry."""
+        return {
+            layer["name"]: torch.randn(layer["k"], generator=gen) * (sigma * layer["std"])
+            for layer in self.layers
+        }
+
+    @contextmanager
+    def perturbed(self, model: nn.Module, delta: Perturbation) -> Iterator[None]:
+        """The model with `delta` added at the marked entries, restored bit for bit afterwards."""
+        params = self.params(model)
+        saved = {}
+        with torch.no_grad():
+            for name, d in delta.items():
+                p, idx = params[name], self.index[name]
+                saved[name] = p.view(-1)[idx].clone()
+                p.view(-1)[idx] += d.to(p.device, p.dtype)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, values in saved.items():
+                    params[name].view(-1)[self.index[name]] = values
+
+    def evidence(self, suspect: Suspect) -> Evidence:
+        """Bits = sign of the suspect's value at each key position times the key's sign mask."""
+        bits: list[int] = []
+        exact = 0
+        num = den_a = den_b = 0.0
+        for layer in self.layers:
+            name = layer["name"]
+            t = suspect.tensor(name)
+            if t is None:
+                return Evidence(reason=f"suspect has no tensor {name}")
+            if list(t.shape) != layer["shape"]:
+                return Evidence(
+                    reason=f"tensor {name} has shape {list(t.shape)}, the key's {layer['shape']}"
+                )
+            v = t.detach().float().flatten()[self.index[name]].cpu()
+            key = self.values[name]
+            bits.extend(int(b) for b in ((v * self.signs[name]) > 0).tolist())
+            exact += int(((v - key).abs() <= 1e-6 * layer["scale"]).sum())
+            num += float((v * key).sum())
+            den_a += float((v * v).sum())
+            den_b += float((key * key).sum())
+        corr = num / max((den_a * den_b) ** 0.5, 1e-30)
+        return Evidence(
+            bits=tuple(bits),
+            details={"positions": len(bits), "exact_values": exact, "value_cosine": corr},
+        )
+
+
+def replica_step(
+    positions: KeyPositions,
+    model: nn.Module,
+    batch: Batch,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    replicas: Callable[[], Iterator[Perturbation]],
+    lam: float,
+    count: int,
+    cap: float,
+) -> float:
+    """One step on (1 + lam) L(w) - (lam / count) sum_r min(L(w + d_r), L(w) + cap), the marked
+    entries frozen.
+
+    That is L(w) + lam * mean_r (L(w) - L(w + d_r)) while a replica's excess loss is below
+    `cap`: it rewards the loss *increase* at the replicas. Maximising L(w + d_r) itself with a
+    weight near 1 cancels the task gradient (the two losses share their first-order term) and
+    the model collapses; the increase isolates the curvature along the marked entries, and the
+    cap keeps the objective bounded below (a replica whose loss already exceeds L(w) + cap gives
+    no gradient).
+
+    Each replica is made in place on the marked entries only (by index), one at a time: forward,
+    backward (gradients accumulate in .grad), restore. Peak memory stays that of plain training.
+    `replicas` is called after the first backward pass, so it may read the gradients (watermas).
+    The marked entries' gradients are zeroed before the optimiser step and their key values are
+    written back after it, so neither momentum nor weight decay can move them.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model, batch)
+    active = lam > 0 and count > 0
+    ((1 + lam) * loss if active else loss).backward()
+    if active:
+        base = float(loss.detach())
+        for delta in replicas():
+            with positions.perturbed(model, delta):
+                replica_loss = loss_fn(model, batch)
+                if float(replica_loss.detach()) < base + cap:
+                    (-(lam / count) * replica_loss).backward()
+    positions.freeze_grads(model)
+    optimizer.step()
+    positions.write(model)
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def perturbation_losses(
+    model: nn.Module,
+    positions: KeyPositions,
+    loss_fn: Callable[[nn.Module], float],
+    sigma: float,
+    trials: int,
+    gen: torch.Generator,
+) -> dict[str, float]:
+    """Mean loss increase when the marked entries get Gaussian noise (sigma x layer std), and
+    when as many *unmarked* entries of each tensor get noise of exactly the same norm.
+
+    The landscape claim of tartaglione / watermas is that the first is much larger. In place,
+    restored afterwards. `loss_fn(model)` evaluates the loss on fixed data.
+    """
+    was_training = model.training
+    model.eval()
+    base = loss_fn(model)
+    params = positions.params(model)
+    up_marked = up_unmarked = 0.0
+    for _ in range(trials):
+        delta = positions.gaussian(sigma, gen)
+        with positions.perturbed(model, delta):
+            up_marked += loss_fn(model) - base
+        saved = {}
+        for layer in positions.layers:
+            name, k = layer["name"], layer["k"]
+            flat = params[name].view(-1)
+            marked = torch.zeros(flat.numel(), dtype=torch.bool)
+            marked[positions.index[name]] = True
+            free = (~marked).nonzero().flatten()
+            pick = free[torch.randperm(len(free), generator=gen)[:k]]
+            noise = torch.randn(len(pick), generator=gen)
+            noise = noise / noise.norm().clamp_min(1e-12) * delta[name].norm()
+            saved[name] = (pick, flat[pick].clone())
+            flat[pick] += noise.to(flat.dtype)
+        up_unmarked += loss_fn(model) - base
+        for name, (pick, values) in saved.items():
+            params[name].view(-1)[pick] = values
+    model.train(was_training)
+    return {
+        "base_loss": base,
+        "marked_increase": up_marked / trials,
+        "unmarked_increase": up_unmarked / trials,
+        "ratio": (up_marked / trials) / max(up_unmarked / trials, 1e-12),
+    }

@@ -1,0 +1,157 @@
+"""Activation signs: the payload in the signs of key-chosen neurons on key inputs (lecture 000,
+"Embed watermark in the sign": enforce the behaviour of a subset of neurons on a specific input).
+
+Threat model: white-box on the activations. The owner runs the suspect's module on the key
+inputs and reads the pre-activations of the host layer, so verification needs the model itself
+(a file or an in-memory module, not an answers-only API); the weights are never read directly.
+
+Key material, all re-derived from the key (nothing but the input shape is stored):
+
+- key inputs: `inputs` images of uniform noise in [0, 1] (no training data needed, so the mark
+  also suits distill-to-embed, where labels are never read);
+- the host layer's key-chosen `neurons` units (flattened output positions; by default as many
+  as there are bits, up to the layer's width, so one key input carries up to `units` bits: signs
+  of different units on one input are far easier to set, and survive fine-tuning far better,
+  than opposite signs of one unit on several noise inputs, which look alike to the network);
+- bit j sits at (input j // neurons, unit j % neurons); its target sign is the payload bit XOR a
+  key-derived mask, so a chosen payload (an ECC codeword) still looks like fair coins to a model
+  that was never trained on this key.
+
+Training adds ``lam * sum_j relu(margin - s_j * a_j)`` (a hinge on the signed pre-activation
+a_j, s_j = +1/-1) to the task loss. Verification reads sign(a_j), undoes the mask and reports
+the BER with the exact binomial p-value (nnmark.schemes.base.bit_verdict) under the null "a
+model never trained with this key matches each bit with probability 1/2": the mask and payload
+are independent of any such model.
+
+Example::
+
+    nnmark train --data digits --scheme actsign --bits 64 --set lam=0.02 \\
+        --out m.safetensors --key-out k.nnkey
+    nnmark verify m.safetensors --key k.nnkey
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnmark.config import check, config_to_dict
+from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
+from nnmark.keys import Mark, OwnerKey, payload_bits
+from nnmark.schemes import register
+from nnmark.schemes._activations import default_activation_layer, layer_output, suspect_output
+from nnmark.schemes.base import Batch, Evidence, Scheme, unwrap
+from nnmark.suspect import Suspect
+
+
+@dataclass(frozen=True)
+class ActSignConfig:
+    label = "actsign"
+    layer: str | None = None  # host layer (default: the last conv/linear before the head)
+    neurons: int | None = None  # key-chosen units read per key input (default: min(bits, units))
+    lam: float = 0.02
+    margin: float = 0.1
+
+    def __post_init__(self) -> None:
+        check(
+            self.neurons is None or self.neurons >= 1, f"neurons must be >= 1, got {self.neurons}"
+        )
+        check(self.lam > 0, f"lam must be > 0, got {self.lam}")
+        check(self.margin >= 0, f"margin must be >= 0, got {self.margin}")
+
+
+@register("actsign")
+class ActSign(Scheme):
+    Config = ActSignConfig
+    kind = "whitebox"
+    paper = "lecture 000: watermark in the sign of neurons' activations on key inputs"
+
+    config: ActSignConfig
+
+    def __init__(self, mark: Mark) -> None:
+        super().__init__(mark)
+        if mark.layer is None or "input_shape" not in mark.data:
+            raise NNMarkError("actsign mark without a host layer or input shape in the key")
+        n = len(mark.bits)
+        per = int(mark.data["neurons"])
+        self.n_inputs = math.ceil(n / per)
+        shape = tuple(int(s) for s in mark.data["input_shape"])
+        self.x = torch.rand((self.n_inputs, *shape), generator=mark.generator("inputs"))
+        units = int(mark.data["units"])
+        self.units = torch.randperm(units, generator=mark.generator("neurons"))[:per]
+        j = torch.arange(n)
+        self.rows, self.cols = j // per, self.units[j % per]
+        mask = torch.randint(0, 2, (n,), generator=mark.generator("mask"))
+        self.mask = mask
+        target = torch.tensor(mark.bits) ^ mask
+        self.sign = target.float() * 2 - 1
+
+    @classmethod
+    def plan(
+        cls,
+        model: nn.Module,
+        key: OwnerKey,
+        config: Any,
+        *,
+        bits: int | None = None,
+        payload: tuple[int, ...] | None = None,
+        data: DataBundle | None = None,
+    ) -> Mark:
+        if data is None:
+            raise NNMarkError("actsign needs the data's input shape: pass data")
+        layer = config.layer or default_activation_layer(model)
+        probe = torch.zeros((1, *data.input_shape))
+        was_training = unwrap(model).training
+        unwrap(model).eval()
+        with torch.no_grad():
+            units = layer_output(unwrap(model), layer, probe).shape[1]
+        unwrap(model).train(was_training)
+        n = len(payload) if payload is not None else (bits or 64)
+        if n < 1:
+            raise NNMarkError("a mark needs at least 1 bit")
+        neurons = config.neurons or min(n, units)
+        if neurons > units:
+            raise NNMarkError(f"layer {layer} has {units} units; asked for neurons={neurons}")
+        chosen = payload or payload_bits(key.owner, key.nonce, n, len(key.marks))
+        return key.new_mark(
+            cls.name,
+            config_to_dict(config),
+            layer,
+            chosen,
+            data={"input_shape": list(data.input_shape), "units": int(units), "neurons": neurons},
+        )
+
+    def activations(self, model: nn.Module) -> torch.Tensor:
+        """The signed-target units' pre-activations, one per payload bit."""
+        out = layer_output(model, self.mark.layer or "", self.x.to(_device(model)))
+        return out[self.rows, self.cols.to(out.device)]
+
+    def penalty(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        a = self.activations(model)
+        s = self.sign.to(a.device)
+        return self.config.lam * torch.relu(self.config.margin - s * a).sum()
+
+    def evidence(self, suspect: Suspect) -> Evidence:
+        out = suspect_output(suspect, self.mark.layer or "", self.x)
+        if isinstance(out, str):
+            return Evidence(reason=out)
+        if out.shape[1] != int(self.mark.data["units"]):
+            return Evidence(
+                reason=f"layer {self.mark.layer} has {out.shape[1]} units, "
+                f"the key's {self.mark.data['units']}"
+            )
+        read = (out[self.rows, self.cols] > 0).long() ^ self.mask
+        return Evidence(
+            bits=tuple(int(b) for b in read.tolist()),
+            details={"layer": self.mark.layer, "inputs": self.n_inputs, "access": "activations"},
+        )
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(unwrap(model).parameters(), None)
+    return p.device if p is not None else torch.device("cpu")

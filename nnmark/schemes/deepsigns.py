@@ -1,0 +1,163 @@
+"""DeepSigns (Rouhani, Chen, Koushanfar, ASPLOS 2019): the payload in the activation statistics
+of a hidden layer for key inputs of one key-chosen class.
+
+Threat model: white-box on the activations. Verification runs the suspect's module on the key
+inputs and reads the host layer's activations (a file or an in-memory module; an answers-only
+API is not enough, and the verdict says so in its reason).
+
+Construction (the paper's white-box variant, simplified as stated):
+
+- a key-chosen target class s and `inputs` key-chosen training images of that class (stored in
+  the key: they depend on the owner's data, which the verifier need not have);
+- mu: the mean of the host layer's (pre-)activations over those images, the empirical centre of
+  class s's Gaussian in that layer (the paper trains a centre per class with a GMM loss over the
+  whole training set; here the centre is the key inputs' mean, and an optional `center` term
+  pulls the key inputs' activations towards it, the part of the GMM loss that matters for them);
+- a secret N(0, 1) matrix A (features x bits) re-derived from the key; bit j = step(mu . a_j).
+
+Training adds ``lam * sum_j BCE(sigmoid(mu . a_j), b_j) / sqrt(bits) + center * mean ||act - mu||^2``
+to the task loss.
+Verification: BER of step(mu A) against the payload, exact binomial p-value
+(nnmark.schemes.base.bit_verdict) under the null "a model never trained with this key matches
+each bit with probability 1/2": A is Gaussian and independent of such a model, so for any fixed
+mu each projected bit is a fair coin, independently of the others.
+
+Distill-to-embed: works, but choosing the key inputs of class s reads their labels (``inputs``
+labels of the training set), which a pure distillation setting does not have.
+
+Example::
+
+    nnmark train --data digits --scheme deepsigns --bits 32 --out m.safetensors --key-out k.nnkey
+    nnmark verify m.safetensors --key k.nnkey
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnmark.config import check, config_to_dict
+from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
+from nnmark.keys import Mark, OwnerKey, payload_bits
+from nnmark.schemes import register
+from nnmark.schemes._activations import default_activation_layer, layer_output, suspect_output
+from nnmark.schemes._trigger import decode_images, encode_images
+from nnmark.schemes.base import Batch, Evidence, Scheme, unwrap
+from nnmark.suspect import Suspect
+
+
+@dataclass(frozen=True)
+class DeepSignsConfig:
+    label = "deepsigns"
+    layer: str | None = None  # host layer (default: the last conv/linear before the head)
+    inputs: int = 20  # key inputs of the target class
+    lam: float = 0.1
+    center: float = 0.01
+
+    def __post_init__(self) -> None:
+        check(self.inputs >= 1, f"inputs must be >= 1, got {self.inputs}")
+        check(self.lam > 0, f"lam must be > 0, got {self.lam}")
+        check(self.center >= 0, f"center must be >= 0, got {self.center}")
+
+
+@register("deepsigns")
+class DeepSigns(Scheme):
+    Config = DeepSignsConfig
+    kind = "whitebox"
+    paper = (
+        "Rouhani et al., DeepSigns: An End-to-End Watermarking Framework for Ownership "
+        "Protection of Deep Neural Networks, ASPLOS 2019"
+    )
+
+    config: DeepSignsConfig
+
+    def __init__(self, mark: Mark) -> None:
+        super().__init__(mark)
+        if mark.layer is None or "inputs" not in mark.data:
+            raise NNMarkError("deepsigns mark without a host layer or key inputs in the key")
+        self.x = decode_images(mark.data["inputs"])
+        self.features = int(mark.data["features"])
+        self.a = torch.randn(self.features, len(mark.bits), generator=mark.generator("projection"))
+        self.target = torch.tensor(mark.bits, dtype=torch.float32)
+
+    @classmethod
+    def plan(
+        cls,
+        model: nn.Module,
+        key: OwnerKey,
+        config: Any,
+        *,
+        bits: int | None = None,
+        payload: tuple[int, ...] | None = None,
+        data: DataBundle | None = None,
+    ) -> Mark:
+        if data is None or data.task != "classification":
+            raise NNMarkError("deepsigns draws key inputs of one class: pass classification data")
+        layer = config.layer or default_activation_layer(model)
+        n = len(payload) if payload is not None else (bits or 32)
+        if n < 1:
+            raise NNMarkError("a mark needs at least 1 bit")
+        cfg = config_to_dict(config)
+        gen = key.new_mark(cls.name, cfg, layer, ()).generator("inputs")
+        x, y = data.tensors("train")
+        target = int(torch.randint(0, data.num_classes, (1,), generator=gen))
+        pool = torch.nonzero(y == target).flatten()
+        if len(pool) < config.inputs:
+            raise NNMarkError(
+                f"class {target} has {len(pool)} training images; asked for inputs={config.inputs}"
+            )
+        chosen_x = x[pool[torch.randperm(len(pool), generator=gen)[: config.inputs]]]
+        was_training = unwrap(model).training
+        unwrap(model).eval()
+        with torch.no_grad():
+            features = layer_output(unwrap(model), layer, chosen_x[:1]).shape[1]
+        unwrap(model).train(was_training)
+        chosen = payload or payload_bits(key.owner, key.nonce, n, len(key.marks))
+        return key.new_mark(
+            cls.name,
+            cfg,
+            layer,
+            chosen,
+            data={"inputs": encode_images(chosen_x), "class": target, "features": int(features)},
+        )
+
+    def logits(self, act: torch.Tensor) -> torch.Tensor:
+        """mu A: the projected class centre, one logit per payload bit."""
+        return act.mean(0) @ self.a.to(act.device)
+
+    def penalty(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        p = next(unwrap(model).parameters())
+        act = layer_output(model, self.mark.layer or "", self.x.to(p.device))
+        y = self.logits(act)
+        loss = (
+            self.config.lam
+            * F.binary_cross_entropy_with_logits(y, self.target.to(y.device), reduction="sum")
+            / len(self.mark.bits) ** 0.5
+        )
+        if self.config.center > 0:
+            loss = loss + self.config.center * ((act - act.mean(0)) ** 2).sum(1).mean()
+        return loss
+
+    def evidence(self, suspect: Suspect) -> Evidence:
+        out = suspect_output(suspect, self.mark.layer or "", self.x)
+        if isinstance(out, str):
+            return Evidence(reason=f"{out} (deepsigns reads activations: white-box access)")
+        if out.shape[1] != self.features:
+            return Evidence(
+                reason=f"layer {self.mark.layer} has {out.shape[1]} features, "
+                f"the key's {self.features}"
+            )
+        bits = (self.logits(out) > 0).long()
+        return Evidence(
+            bits=tuple(int(b) for b in bits.tolist()),
+            details={
+                "layer": self.mark.layer,
+                "class": self.mark.data.get("class"),
+                "access": "activations",
+            },
+        )

@@ -1,0 +1,108 @@
+"""Fingerprints: one mark per recipient; `identify` names the recipient of a leaked, fine-tuned
+copy and nobody for an unmarked model (3 recipients here; 8 in benchmarks/fingerprints.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from torch import nn
+from typer.testing import CliRunner
+
+from nnmark import OwnerKey, TrainConfig, attack, model_info, save_model
+from nnmark.cli import app
+from nnmark.data.base import DataBundle
+from nnmark.fingerprint import fingerprint, identify
+
+RECIPIENTS = ["alice", "bob", "carol"]
+
+
+@pytest.fixture(scope="module")
+def copies(base_cnn: nn.Module, digits: DataBundle) -> list[tuple[nn.Module, OwnerKey]]:
+    return fingerprint(
+        base_cnn,
+        digits,
+        RECIPIENTS,
+        "uchida",
+        bits=64,
+        config=TrainConfig(epochs=2, seed=0),
+        nonces=[f"{i:02x}" * 16 for i in range(len(RECIPIENTS))],
+    )
+
+
+@pytest.fixture(scope="module")
+def leaked(copies, digits) -> list[nn.Module]:  # type: ignore[no-untyped-def]
+    """Each recipient's copy after the thief fine-tunes it (3 epochs on the thief split)."""
+    return [attack(model, "finetune:epochs=3", digits) for model, _ in copies]
+
+
+@pytest.fixture(scope="module")
+def keys_dir(copies, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    d = tmp_path_factory.mktemp("keys")
+    for name, (_, key) in zip(RECIPIENTS, copies):
+        key.save(d / f"{name}.nnkey")
+    return d
+
+
+def test_each_copy_carries_a_distinct_mark(copies) -> None:  # type: ignore[no-untyped-def]
+    assert [k.owner for _, k in copies] == RECIPIENTS
+    assert len({k.marks[0].bits for _, k in copies}) == len(RECIPIENTS)
+
+
+def test_identify_names_the_leaker_after_fine_tuning(copies, leaked) -> None:  # type: ignore[no-untyped-def]
+    keys = {name: key for name, (_, key) in zip(RECIPIENTS, copies)}
+    for name, model in zip(RECIPIENTS, leaked):
+        result = identify(model, keys)
+        assert result.named == name and result.also_found == ()
+        own = next(c for c in result.candidates if c.owner == name)
+        assert own.p_adjusted == pytest.approx(min(1.0, 3 * own.p_value)) and own.found
+        others = [c for c in result.candidates if c.owner != name]
+        assert all(c.p_adjusted > 1e-3 for c in others)
+
+
+def test_identify_names_nobody_for_an_unmarked_model(copies, base_cnn) -> None:  # type: ignore[no-untyped-def]
+    keys = {name: key for name, (_, key) in zip(RECIPIENTS, copies)}
+    result = identify(base_cnn, keys)
+    assert result.named is None and result.exit_code == 1
+    assert all(c.p_adjusted > 1e-3 for c in result.candidates)
+
+
+def test_identify_cli(leaked, base_cnn, keys_dir, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+    suspect = tmp_path / "leak.safetensors"
+    save_model(leaked[1], model_info(leaked[1], digits), suspect)
+    r = runner.invoke(app, ["identify", str(suspect), "--keys", str(keys_dir), "--json"])
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 0 and doc["named"] == "bob" and doc["correction"] == "bonferroni"
+    assert sorted(c["label"] for c in doc["candidates"]) == [f"{n}.nnkey" for n in RECIPIENTS]
+    r = runner.invoke(app, ["identify", str(suspect), "--keys", str(keys_dir)])
+    assert r.exit_code == 0 and "named: bob" in r.stdout and "Bonferroni over 3" in r.stdout
+    plain = tmp_path / "plain.safetensors"
+    save_model(base_cnn, model_info(base_cnn, digits), plain)
+    r = runner.invoke(app, ["identify", str(plain), "--keys", str(keys_dir), "--json"])
+    assert r.exit_code == 1 and json.loads(r.stdout)["named"] is None
+
+
+def test_identify_cli_errors_exit_2_with_one_line(keys_dir, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.nnkey").write_text("{}")
+    cases = [
+        (
+            ["identify", "nope.safetensors", "--keys", str(tmp_path / "none")],
+            "keys folder not found",
+        ),
+        (["identify", "nope.safetensors", "--keys", str(empty)], "no *.nnkey files in"),
+        (
+            ["identify", "nope.safetensors", "--keys", str(tmp_path / "bad")],
+            "not an nnmark key file",
+        ),
+        (["identify", "nope.safetensors", "--keys", str(keys_dir)], "model file not found"),
+    ]
+    for args, text in cases:
+        r = runner.invoke(app, args)
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and text in lines[0], (args, r.stderr)
