@@ -75,3 +75,20 @@ def head(model: nn.Module) -> nn.Module:
     from nnmark.layers import weighted_layers
 
     return list(weighted_layers(model).values())[-1]
+
+
+def seed_of(generator: torch.Generator) -> int:
+    """A seed drawn from the attack's generator, for libraries that take an int."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """The suspect's outputs on `x`, in eval mode and in batches (the thief's queries)."""
+    model.eval()
+    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def stamp(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+    """Apply a trigger: (1 - mask) * x + mask * pattern (mask (1, H, W), pattern (C, H, W))."""
+    return (1 - mask) * x + mask * pattern

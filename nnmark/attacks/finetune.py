@@ -5,9 +5,16 @@ domain: the `thief` split by default, which the owner's training never reads. Th
 defaults to the owner's training rate (nnmark's default, 1e-3 with Adam). WRT's variants:
 `last_layer_only` trains the head alone; `reinit_head` draws a fresh head first.
 
+Cross-domain (`domain=NAME[:PATH]`, e.g. `fashion-mnist:/data/fashion-mnist`): the thief tunes on
+another dataset, loaded and resized (area interpolation; channels averaged or repeated) to the
+input shape of `--data` (the suspect's own task, still used for fidelity), with a re-initialised
+head. The domain must have the suspect's number of classes (the head keeps its shape).
+
 Example::
 
     nnmark attack finetune marked.safetensors --data digits --set epochs=10 --out ft.safetensors
+    nnmark attack finetune marked.safetensors --data digits \
+        --set domain=fashion-mnist:/work/shared/data/fashion-mnist --set fraction=0.2
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from nnmark.attacks import register
 from nnmark.attacks.base import Attack
 from nnmark.config import check
 from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
 from nnmark.layers import weighted_layers
 from nnmark.train import TrainConfig, fit
 
@@ -37,11 +45,46 @@ class FinetuneConfig:
     optimizer: Literal["adam", "sgd"] = "adam"
     last_layer_only: bool = False
     reinit_head: bool = False
+    domain: str | None = None
 
     def __post_init__(self) -> None:
         check(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}")
+
+
+def domain_data(spec: str, like: DataBundle) -> DataBundle:
+    """Dataset `spec` resized to the input shape of `like` (the suspect's own data)."""
+    import torch.nn.functional as F
+
+    from nnmark.data import load_data
+
+    other = load_data(spec)
+    if other.task != like.task or other.num_classes != like.num_classes:
+        raise NNMarkError(
+            f"domain {spec!r}: {other.task} with {other.num_classes} classes; the suspect's data"
+            f" is {like.task} with {like.num_classes}"
+        )
+    x = other.x
+    channels, size = like.in_channels, tuple(like.input_shape[1:])
+    if x.shape[1] != channels:
+        x = (
+            x.mean(1, keepdim=True).expand(-1, channels, -1, -1)
+            if channels > 1
+            else x.mean(1, True)
+        )
+    if tuple(x.shape[2:]) != size:
+        x = torch.cat(
+            [F.interpolate(x[i : i + 4096], size=size, mode="area") for i in range(0, len(x), 4096)]
+        )
+    return DataBundle(
+        f"{other.name}@{'x'.join(map(str, size))}",
+        other.task,
+        x.contiguous(),
+        other.y,
+        other.splits,
+        other.num_classes,
+    )
 
 
 @register("finetune")
@@ -56,8 +99,10 @@ class Finetune(Attack):
     ) -> nn.Module:
         assert data is not None
         c = self.config
+        if c.domain:
+            data = domain_data(c.domain, data)
         head = list(weighted_layers(model).values())[-1]
-        if c.reinit_head:
+        if c.reinit_head or c.domain:
             head.reset_parameters()  # type: ignore[operator]
         if c.last_layer_only:
             for p in model.parameters():

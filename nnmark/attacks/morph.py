@@ -1,10 +1,14 @@
 """Function-preserving network morphism: Net2WiderNet (Chen et al. 2016).
 
 Threat model: the thief has the weights and no data. Seed 002 names network morphism as a severe
-open threat to weight marks. Each hidden layer gets `extra` fraction more units, each a copy of a
-random existing unit; the next layer's input weights of a copied unit are split between the
-copies, so the outputs do not change but every layer changes shape. Realignment
-(`verify --reference`) merges the duplicates back.
+open threat to weight marks. Every hidden channel group gets `extra` fraction more channels,
+each a copy of a random existing one (its weights, bias and BatchNorm entries copied); the
+consumers' input weights of a copied channel are split evenly between the copies, so the outputs
+do not change but every hidden layer changes shape. Residual streams and concatenations are
+widened consistently (nnmark/attacks/_graph.py), so mlp, cnn, resnet, wrn and unet all work.
+A widened file no longer fits the zoo's arch kwargs: `verify` still reads its tensors by name,
+and `verify --reference` rebuilds it from those tensors and merges the duplicates back
+(nnmark/defenses/realign.py).
 
 Example: ``nnmark attack morph marked.safetensors --set extra=0.5 --out wider.safetensors``
 """
@@ -17,11 +21,10 @@ import torch
 from torch import nn
 
 from nnmark.attacks import register
-from nnmark.attacks._units import chain_links, reorder_units
+from nnmark.attacks._graph import Plan, apply_plans, channel_groups
 from nnmark.attacks.base import Attack
 from nnmark.config import check
 from nnmark.data.base import DataBundle
-from nnmark.layers import weighted_layers
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,16 @@ class MorphConfig:
         check(0.0 < self.extra <= 4.0, f"extra must be in (0, 4], got {self.extra}")
 
 
+def widening_plan(n: int, extra: float, generator: torch.Generator) -> Plan:
+    """n channels plus round(extra * n) random copies; outgoing weights split among copies."""
+    k = max(1, int(round(extra * n)))
+    order = torch.cat([torch.arange(n), torch.randint(0, n, (k,), generator=generator)])
+    counts = torch.bincount(order, minlength=n).float()
+    merge = torch.zeros(n, len(order))
+    merge[order, torch.arange(len(order))] = 1.0 / counts[order]
+    return Plan(order, torch.ones(len(order)), merge)
+
+
 @register("morph")
 class Morph(Attack):
     Config = MorphConfig
@@ -42,17 +55,8 @@ class Morph(Attack):
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
     ) -> nn.Module:
-        for link in chain_links(model):
-            n = weighted_layers(model)[link.producer].weight.shape[0]
-            k = max(1, int(round(self.config.extra * n)))
-            copies = torch.randint(0, n, (k,), generator=generator)
-            order = torch.cat([torch.arange(n), copies])
-            counts = torch.bincount(order, minlength=n).float()
-            reorder_units(model, link, order)
-            # Split each copied unit's outgoing weights evenly among its copies.
-            consumer = weighted_layers(model)[link.consumer]
-            share = (1.0 / counts[order]).repeat_interleave(link.group)
-            with torch.no_grad():
-                consumer.weight.mul_(share.reshape((1, -1) + (1,) * (consumer.weight.dim() - 2)))
+        groups = channel_groups(model)
+        plans = {g.root: widening_plan(g.size, self.config.extra, generator) for g in groups}
+        apply_plans(model, groups, plans)
         model.nnmark_morphed = True  # type: ignore[assignment]
         return model

@@ -19,6 +19,7 @@ from nnmark.attacks import register
 from nnmark.attacks.base import Attack
 from nnmark.config import check
 from nnmark.data.base import DataBundle
+from nnmark.keys import OwnerKey
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,13 @@ class OverwriteConfig:
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
 
 
+def thief_key(generator: torch.Generator) -> tuple[OwnerKey, int]:
+    """The thief's fresh key and training seed, both drawn from the attack's generator."""
+    nonce = f"{int(torch.randint(0, 2**62, (1,), generator=generator)):032x}"
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    return OwnerKey.new("thief", nonce=nonce), seed
+
+
 @register("overwrite")
 class Overwrite(Attack):
     Config = OverwriteConfig
@@ -46,18 +54,16 @@ class Overwrite(Attack):
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
     ) -> nn.Module:
         from nnmark.api import embed
-        from nnmark.keys import OwnerKey
         from nnmark.train import TrainConfig
 
         assert data is not None
         c = self.config
-        nonce = f"{int(torch.randint(0, 2**62, (1,), generator=generator)):032x}"
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        key, seed = thief_key(generator)
         marked, _ = embed(
             model,
             data,
             c.scheme,
-            key=OwnerKey.new("thief", nonce=nonce),
+            key=key,
             bits=c.bits,
             config=TrainConfig(epochs=c.epochs, lr=c.lr, seed=seed, split=c.split),
         )

@@ -1,9 +1,13 @@
-"""Output-invariant rescaling of hidden units (ReLU positive homogeneity).
+"""Output-invariant rescaling of hidden units (ReLU positive homogeneity), BatchNorm-aware.
 
-Threat model: the thief has the weights and no data. Unit i of a hidden layer is multiplied by
-a random factor a_i in [1/max_factor, max_factor] and the next layer's inputs by 1/a_i: the
-function is unchanged, the magnitudes are not. Realignment (`verify --reference`) normalises the
-scales back.
+Threat model: the thief has the weights and no data. Each hidden channel c gets a random factor
+a_c in [1/max_factor, max_factor]: its producing layer's weights and bias are multiplied by
+a_c, the inputs it feeds by 1/a_c, so the function is unchanged and the magnitudes are not.
+Where a BatchNorm follows a convolution the conv's own scale would be normalised away, so the
+BatchNorm's weight and bias carry a_c instead; and (`absorb`) the conv's channels get a second,
+independent factor that the BatchNorm's running statistics absorb exactly. Residual streams and
+concatenations are scaled consistently (nnmark/attacks/_graph.py). Realignment
+(`verify --reference`) normalises the scales back.
 
 Example: ``nnmark attack scale marked.safetensors --set max_factor=4 --out scaled.safetensors``
 """
@@ -17,34 +21,53 @@ import torch
 from torch import nn
 
 from nnmark.attacks import register
-from nnmark.attacks._units import chain_links, scale_units
+from nnmark.attacks._graph import (
+    Plan,
+    apply_plans,
+    batchnorm_after,
+    channel_groups,
+    dependency_graph,
+    rescale_before_norm,
+)
 from nnmark.attacks.base import Attack
 from nnmark.config import check
 from nnmark.data.base import DataBundle
-from nnmark.layers import weighted_layers
 
 
 @dataclass(frozen=True)
 class ScaleConfig:
     label = "scale"
     max_factor: float = 4.0
+    absorb: bool = True
 
     def __post_init__(self) -> None:
         check(self.max_factor >= 1.0, f"max_factor must be >= 1, got {self.max_factor}")
+
+
+def _factors(n: int, max_factor: float, generator: torch.Generator) -> torch.Tensor:
+    span = math.log(max_factor)
+    return torch.exp((torch.rand(n, generator=generator) * 2 - 1) * span)
 
 
 @register("scale")
 class Scale(Attack):
     Config = ScaleConfig
     config: ScaleConfig
-    summary = "rescale hidden units by random positive factors (same function)"
+    summary = "rescale hidden channels by random positive factors (same function)"
 
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
     ) -> nn.Module:
-        span = math.log(self.config.max_factor)
-        for link in chain_links(model):
-            n = weighted_layers(model)[link.producer].weight.shape[0]
-            factors = torch.exp((torch.rand(n, generator=generator) * 2 - 1) * span)
-            scale_units(model, link, factors)
+        graph = dependency_graph(model)
+        groups = channel_groups(model, graph)
+        norms = batchnorm_after(model, graph) if self.config.absorb else {}
+        plans = {}
+        for g in groups:
+            a = _factors(g.size, self.config.max_factor, generator)
+            plans[g.root] = Plan(torch.arange(g.size), a, torch.diag(1.0 / a))
+        apply_plans(model, groups, plans)
+        for conv, norm in sorted(norms.items()):
+            layer = model.get_submodule(conv)
+            c = _factors(layer.weight.shape[0], self.config.max_factor, generator)
+            rescale_before_norm(layer, model.get_submodule(norm), c)
         return model

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from nnmark.cli.common import SetOption, check_output, command, out, parse_options
 from nnmark.errors import NNMarkError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def reshaped_layers(before: nn.Module, after: nn.Module) -> dict[str, list[int]]:
+    """Tensors whose shape an attack changed (widening, channel pruning), with new shapes."""
+    old = before.state_dict()
+    return {
+        k: list(v.shape)
+        for k, v in after.state_dict().items()
+        if k in old and tuple(old[k].shape) != tuple(v.shape)
+    }
 
 
 def attack_table() -> Table:
@@ -62,6 +76,18 @@ def attack_cmd(
     attacked = attack(model, name, bundle, options=parse_options(sets), seed=seed)
     extra = dict(info.extra)
     extra["attack"] = repr(built)
+    extra["attack_seed"] = str(seed)
+    changed = reshaped_layers(model, attacked)
+    if changed:
+        # The zoo cannot rebuild these widths from arch_kwargs; the tensors carry them, and
+        # `verify` reads tensors by name (`verify --reference` rebuilds and realigns them).
+        extra["reshaped"] = json.dumps(changed)
+        logging.getLogger(__name__).warning(
+            "%s changes layer shapes (%s): the file does not reload through the zoo; "
+            "verify it with --reference ORIGINAL",
+            built.name or name,
+            ", ".join(sorted(changed)[:3]) + ("..." if len(changed) > 3 else ""),
+        )
     save_model(attacked, dataclasses.replace(info, extra=extra), out_path)
     result: dict[str, object] = {"attack": repr(built), "out": str(out_path)}
     if bundle is not None:

@@ -1,10 +1,12 @@
-"""The attack suite: registry-wide contract, output invariance, Uchida's robustness, realignment,
-forging, and the `nnmark attack` CLI."""
+"""The weight-space attack suite: the registry-wide contract, output invariance on every zoo
+family, Uchida's robustness, realignment, forging, and the `nnmark attack` CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,21 +14,51 @@ from typer.testing import CliRunner
 
 from nnmark import (
     ATTACKS,
-    NNMarkError,
+    TrainConfig,
     attack,
     create_model,
     evaluate,
     list_attacks,
     model_info,
-    save_model,
+    new_model,
+    train,
     verify,
 )
 from nnmark.attacks.forge import forge_key
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
 from nnmark.defenses.realign import realign
+from nnmark.io import save_model
 
-FAST = {"finetune": {"epochs": 1}}  # attacks with training get the smallest honest setting
+#: Cost knobs lowered for every attack that has them (other helpers add attacks at the same
+#: time, so the table is generic): epochs, passes, optimisation steps, queries, members.
+FAST_INTS = {"epochs": 1, "decay_epochs": 1, "steps": 5, "queries": 128, "members": 2}
+#: Attack-specific fast settings on top.
+FAST: dict[str, dict[str, Any]] = {"finetune": {"fraction": 0.5}}
+#: Variants of the weight attacks that have their own code path.
+VARIANTS = [
+    "prune:structured=true,fraction=0.25",
+    "prune:order=random,scope=layer",
+    "quantize:bits=4,per_channel=true",
+    "scale:absorb=false",
+]
+
+
+def fast_options(name: str) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    for f in dataclasses.fields(ATTACKS.get(name).Config):
+        if f.name in FAST_INTS and isinstance(f.default, int) and not isinstance(f.default, bool):
+            low = FAST_INTS[f.name]
+            opts[f.name] = low if f.default == 0 else min(f.default, low)  # 0 queries = all
+    known = {f.name for f in dataclasses.fields(ATTACKS.get(name).Config)}
+    return {**opts, **{k: v for k, v in FAST.get(name, {}).items() if k in known}}
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn(digits: DataBundle) -> torch.nn.Module:
+    """A narrow digits CNN trained for 2 epochs: the contract needs a model, not a good one."""
+    model = new_model("cnn", digits, seed=0, width=4, hidden=16)
+    return train(model, digits, TrainConfig(epochs=2, seed=0))
 
 
 def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -36,75 +68,146 @@ def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     )
 
 
-@pytest.mark.parametrize("name", list_attacks())
-def test_attack_contract(name: str, plain_cnn: torch.nn.Module, digits: DataBundle) -> None:
-    before = {k: v.clone() for k, v in plain_cnn.state_dict().items()}
-    a = ATTACKS.get(name)(FAST.get(name, {}))
-    out1 = a(plain_cnn, digits, seed=3)
-    out2 = a(plain_cnn, digits, seed=3)
-    assert out1 is not plain_cnn
-    assert all(torch.equal(before[k], v) for k, v in plain_cnn.state_dict().items())  # untouched
-    assert states_equal(out1, out2)  # deterministic under a seed
-    assert not states_equal(out1, plain_cnn)  # the weights changed
+def accuracy(model: torch.nn.Module, data: DataBundle) -> float:
+    return evaluate(model, data.loader("test", 512), data.task)["accuracy"]
+
+
+@pytest.mark.parametrize("spec", list_attacks() + VARIANTS)
+def test_attack_contract(spec: str, tiny_cnn: torch.nn.Module, digits: DataBundle) -> None:
+    """A new model, the input bit-identical, the same weights under the same seed, and
+    different weights from the input."""
+    before = {k: v.clone() for k, v in tiny_cnn.state_dict().items()}
+    options = fast_options(spec) if ":" not in spec else None
+    out1 = attack(tiny_cnn, spec, digits, options=options, seed=3)
+    out2 = attack(tiny_cnn, spec, digits, options=options, seed=3)
+    assert out1 is not tiny_cnn
+    assert all(torch.equal(before[k], v) for k, v in tiny_cnn.state_dict().items())
+    assert states_equal(out1, out2)
+    assert not states_equal(out1, tiny_cnn)
     assert not out1.training
 
 
+ARCHS = {
+    "cnn": ({"in_channels": 1, "num_classes": 10, "input_size": 8}, (32, 1, 8, 8)),
+    "mlp": ({"in_channels": 1, "num_classes": 10, "input_size": 8}, (32, 1, 8, 8)),
+    "resnet20": ({"in_channels": 1, "num_classes": 10, "input_size": 8}, (32, 1, 8, 8)),
+    "unet": ({"in_channels": 1, "num_classes": 1, "width": 4, "input_size": 16}, (4, 1, 16, 16)),
+}
+
+
+@pytest.fixture(scope="module")
+def zoo() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
+    """One model per family, BatchNorm statistics moved off their defaults, and a test batch."""
+    models = {}
+    for arch, (kw, shape) in ARCHS.items():
+        torch.manual_seed(0)
+        model = create_model(arch, **kw).train()
+        with torch.no_grad():
+            for _ in range(3):
+                model(torch.randn(*shape) * 2 + 0.5)
+        models[arch] = (model.eval(), torch.randn(*shape))
+    return models
+
+
 @pytest.mark.parametrize("spec", ["permute", "scale", "morph"])
-@pytest.mark.parametrize("arch", ["cnn", "mlp"])
-def test_function_preserving_attacks(spec: str, arch: str, digits: DataBundle) -> None:
-    model = create_model(arch, **digits.model_kwargs()).eval()
-    x = digits.x[:64]
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_function_preserving_attacks(spec: str, arch: str, zoo) -> None:  # type: ignore[no-untyped-def]
+    model, x = zoo[arch]
     attacked = attack(model, spec, seed=1)
-    assert torch.allclose(attacked(x), model(x), atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(attacked(x), model(x), atol=1e-5)
     assert not states_equal(attacked, model)
+    if spec == "morph":  # every hidden layer wider
+        n_before, n_after = (sum(p.numel() for p in m.parameters()) for m in (model, attacked))
+        assert n_after > 1.2 * n_before
 
 
-@pytest.mark.parametrize("arch", ["resnet20", "unet"])
-def test_unit_attacks_refuse_coupled_architectures(arch: str) -> None:
-    model = create_model(arch, in_channels=1, num_classes=10 if arch != "unet" else 1)
-    with pytest.raises(NNMarkError, match="chain models"):
-        attack(model, "permute")
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_realign_undoes_permute_scale_morph_exactly(arch: str, zoo) -> None:  # type: ignore[no-untyped-def]
+    model, _ = zoo[arch]
+    attacked = attack(model, "permute,scale,morph,permute", seed=2)
+    back = realign(attacked, model).state_dict()
+    for name, ref in model.state_dict().items():
+        if ref.is_floating_point():
+            assert torch.allclose(back[name], ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_structured_pruning_shrinks_every_hidden_group(arch: str, zoo) -> None:  # type: ignore[no-untyped-def]
+    model, x = zoo[arch]
+    pruned = attack(model, "prune:structured=true,fraction=0.5", seed=0)
+    with torch.no_grad():
+        assert pruned(x).shape == model(x).shape
+    n_before, n_after = (sum(p.numel() for p in m.parameters()) for m in (model, pruned))
+    assert n_after < 0.4 * n_before
+    assert realign(pruned, model).state_dict().keys() == model.state_dict().keys()
 
 
 @pytest.mark.parametrize(
     "spec",
-    ["prune:fraction=0.5", "finetune:epochs=10", "quantize:bits=8", "noise:sigma=0.1"],
+    ["prune:fraction=0.5", "quantize:bits=8", "noise:sigma=0.1", "finetune:epochs=10"],
 )
-def test_uchida_survives(spec: str, uchida_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
+def test_uchida_survives(spec: str, uchida_cnn, digits: DataBundle, record_property) -> None:  # type: ignore[no-untyped-def]
+    """Issue 4, item 3: BER <= 0.05 after each attack, with the accuracy beside it."""
     model, key = uchida_cnn
     attacked = attack(model, spec, digits, seed=1)
     v = verify(attacked, key)
-    accuracy = evaluate(attacked, digits.loader("test", 512), digits.task)["accuracy"]
-    print(f"{spec}: BER {v.ber:.4f}, p {v.p_value:.2e}, test accuracy {accuracy:.4f}")
+    acc = accuracy(attacked, digits)
+    record_property("ber", v.ber)
+    record_property("accuracy", acc)
+    print(f"{spec}: BER {v.ber:.4f}, p {v.p_value:.2e}, test accuracy {acc:.4f}")
     assert v.ber <= 0.05 and v.verdict == "found"
+    assert acc >= 0.9
 
 
-@pytest.mark.parametrize("spec", ["permute", "morph", "scale", "permute,scale,morph"])
+@pytest.mark.parametrize("spec", ["permute", "scale", "morph", "permute,scale,morph"])
 def test_realignment_restores_the_mark(spec: str, uchida_cnn) -> None:  # type: ignore[no-untyped-def]
     model, key = uchida_cnn
     before = verify(model, key).ber
     attacked = attack(model, spec, seed=2)
     blind = verify(attacked, key)
+    realigned = verify(realign(attacked, model), key)
+    print(f"{spec}: BER {before:.4f} -> blind {blind.ber} -> realigned {realigned.ber:.4f}")
     if spec == "permute":
         assert 0.3 <= blind.ber <= 0.7 and blind.verdict == "not_found"
-    if "morph" in spec:
+    elif spec == "scale":  # positive rescaling alone leaves Uchida's signs mostly intact
+        assert blind.ber is not None
+    else:  # the host layer changed shape: nothing to read without the reference
         assert blind.verdict == "not_found" and "shape" in (blind.reason or "")
-    assert verify(realign(attacked, model), key).ber == before
+    assert realigned.ber == before and realigned.verdict == "found"
 
 
 def test_realignment_after_permute_then_finetune(uchida_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
+    """Fine-tuning a permuted model is fine-tuning the model, permuted (Adam is elementwise):
+    realigned, the BER is that of fine-tuning alone."""
     model, key = uchida_cnn
-    tuned = attack(model, "finetune:epochs=5", digits, seed=4)
-    both = attack(tuned, "permute", seed=5)
-    assert 0.3 <= verify(both, key).ber <= 0.7
-    assert verify(realign(both, model), key).ber == verify(tuned, key).ber
+    alone = verify(attack(model, "finetune:epochs=5", digits, seed=4), key)
+    both = attack(model, "permute,finetune:epochs=5", digits, seed=4)
+    blind = verify(both, key)
+    realigned = verify(realign(both, model), key)
+    print(f"finetune alone BER {alone.ber:.4f}; permute+finetune blind {blind.ber:.4f}, ")
+    print(f"realigned {realigned.ber:.4f}")
+    assert 0.3 <= blind.ber <= 0.7 and blind.verdict == "not_found"
+    assert abs(realigned.ber - alone.ber) <= 2 / 64 and realigned.verdict == "found"
+
+
+def test_realignment_after_channel_pruning(uchida_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
+    """Surviving channels are matched back; pruned ones read as zero."""
+    model, key = uchida_cnn
+    pruned = attack(model, "permute,prune:structured=true,fraction=0.25", seed=5)
+    realigned = verify(realign(pruned, model), key)
+    print(f"channel prune 25 %: accuracy {accuracy(pruned, digits):.4f}, BER {realigned.ber:.4f}")
+    assert verify(pruned, key).verdict == "not_found"
+    assert realigned.verdict == "found" and realigned.ber <= 0.1
 
 
 def test_forged_key_is_rejected_and_the_owner_passes(uchida_cnn) -> None:  # type: ignore[no-untyped-def]
     model, key = uchida_cnn
     forged = forge_key(model, layer=key.marks[0].layer, bits=64, tries=50)
     v = verify(model, forged)
-    assert v.verdict == "not_found" and v.p_value > 1e-6
+    print(f"forged claim: BER {v.ber:.3f}, p {v.p_value:.3f}")
+    assert v.verdict == "not_found" and v.p_value > 1e-3
+    assert forged.owner == "thief" and forged.marks[0].layer == key.marks[0].layer
     assert verify(model, key).verdict == "found"
 
 
@@ -116,48 +219,33 @@ def test_attack_cli(tmp_path: Path, uchida_cnn, digits: DataBundle) -> None:  # 
     src, wide, ref = tmp_path / "m.safetensors", tmp_path / "w.safetensors", tmp_path / "k.nnkey"
     save_model(model, model_info(model, digits), src)
     key.save(ref)
-    r = runner.invoke(app, ["attack", "--list"])
+    r = runner.invoke(app, ["attack", "--list"], env={"COLUMNS": "250"})
     assert r.exit_code == 0 and all(n in r.stdout for n in list_attacks())
+    assert "structured=False" in r.stdout and "max_factor=4.0" in r.stdout
+    pruned = tmp_path / "p.safetensors"
+    chain = "prune:fraction=0.3,quantize:bits=8"
     r = runner.invoke(
-        app,
-        [
-            "attack",
-            "prune:fraction=0.3,quantize:bits=8",
-            str(src),
-            "--out",
-            str(tmp_path / "p.safetensors"),
-            "--data",
-            "digits",
-            "--json",
-        ],
+        app, ["attack", chain, str(src), "--out", str(pruned), "--data", "digits", "--json"]
     )
     assert r.exit_code == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["after"]["accuracy"] > 0.9 and res["before"]["accuracy"] > 0.9
-    assert (
-        runner.invoke(app, ["verify", str(tmp_path / "p.safetensors"), "--key", str(ref)]).exit_code
-        == 0
-    )
-    r = runner.invoke(app, ["attack", "morph", str(src), "--out", str(wide)])
-    assert r.exit_code == 0, r.stderr
-    assert runner.invoke(app, ["verify", str(wide), "--key", str(ref)]).exit_code == 1
-    r = runner.invoke(
-        app, ["verify", str(wide), "--key", str(ref), "--reference", str(src), "--json"]
-    )
-    assert r.exit_code == 0 and json.loads(r.stdout)["ber"] == 0.0
+    assert runner.invoke(app, ["verify", str(pruned), "--key", str(ref)]).exit_code == 0
+    for spec in ("morph", "prune:structured=true,fraction=0.25"):
+        r = runner.invoke(app, ["attack", spec, str(src), "--out", str(wide), "--seed", "3"])
+        assert r.exit_code == 0, r.stderr
+        assert runner.invoke(app, ["verify", str(wide), "--key", str(ref)]).exit_code == 1
+        args = ["verify", str(wide), "--key", str(ref), "--reference", str(src), "--json"]
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.stderr
+        assert json.loads(r.stdout)["ber"] <= (0.0 if spec == "morph" else 0.1)
     for args, msg in [
         (["attack", "nope", str(src), "--out", str(wide)], "unknown attack 'nope'"),
-        (
-            ["attack", "prune", str(src), "--out", str(wide), "--set", "fraction=2"],
-            "fraction must be in",
-        ),
-        (
-            ["attack", "prune", str(tmp_path / "missing.safetensors"), "--out", str(wide)],
-            "not found",
-        ),
+        (["attack", "prune", str(src), "--out", str(wide), "--set", "fraction=2"], "fraction"),
+        (["attack", "prune", str(src), "--out", str(wide), "--set", "nope=1"], "unknown option"),
+        (["attack", "prune", str(tmp_path / "no.safetensors"), "--out", str(wide)], "not found"),
         (["attack", "finetune", str(src), "--out", str(wide)], "needs data"),
     ]:
         r = runner.invoke(app, args)
-        assert r.exit_code == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (
-            r.stderr
-        )
+        assert r.exit_code == 2 and msg in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr

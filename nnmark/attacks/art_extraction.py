@@ -1,0 +1,179 @@
+"""Off-the-shelf extraction: the Adversarial Robustness Toolbox's KnockoffNets and CopycatCNN.
+
+Threat model: black-box query access and the thief's own inputs (the thief split), as a thief
+who takes a published toolbox rather than writing a loop. The suspect is wrapped in ART's
+`PyTorchClassifier`; a fresh student (the suspect's architecture, or zoo `arch`) is wrapped the
+same way and handed to the attack's `extract`; the trained student comes back as a plain
+`nn.Module`.
+
+- `knockoff` (Orekondy, Schiele, Fritz, CVPR 2019): `sampling=random` queries a random subset
+  of the thief inputs; `sampling=adaptive` picks queries by a bandit over the thief's classes
+  (it reads the thief's own labels) with `reward` (`cert`, `div`, `loss` or `all`).
+- `copycat` (Correia-Silva et al., IJCNN 2018): label the thief's (possibly non-problem-domain)
+  inputs with the suspect's top-1 answers and train the copy on them.
+
+`queries` is ART's `nb_stolen` (0: every thief input). ART shuffles with numpy's global RNG: it is
+seeded from the attack's generator and restored afterwards. Classification only.
+
+Example: ``nnmark attack knockoff marked.safetensors --data digits --set queries=200``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnmark.attacks import register
+from nnmark.attacks._training import fresh_copy, seed_of
+from nnmark.attacks.base import Attack
+from nnmark.config import check
+from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
+
+
+def _classifier(model: nn.Module, data: DataBundle, lr: float | None) -> Any:
+    from art.estimators.classification import PyTorchClassifier
+
+    return PyTorchClassifier(
+        model=model,
+        loss=nn.CrossEntropyLoss(),
+        optimizer=torch.optim.Adam(model.parameters(), lr=lr) if lr else None,
+        input_shape=data.input_shape,
+        nb_classes=data.num_classes,
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
+
+
+def steal(
+    model: nn.Module,
+    data: DataBundle,
+    generator: torch.Generator,
+    make: Any,
+    *,
+    arch: str | None,
+    lr: float,
+    with_labels: bool,
+) -> nn.Module:
+    """Run an ART extraction attack (built by `make(victim)`) and return the student module."""
+    if data.task != "classification":
+        raise NNMarkError("ART extraction attacks need a classification model")
+    x, y = data.tensors("thief")
+    student = fresh_copy(model, arch)
+    victim = _classifier(model, data, None)
+    thieved = _classifier(student, data, lr)
+    state = np.random.get_state()
+    np.random.seed(seed_of(generator))
+    try:
+        labels = np.eye(data.num_classes, dtype=np.float32)[y.numpy()] if with_labels else None
+        make(victim).extract(x.numpy(), labels, thieved_classifier=thieved)
+    finally:
+        np.random.set_state(state)
+    return student
+
+
+@dataclass(frozen=True)
+class KnockoffConfig:
+    label = "knockoff"
+    queries: int = 0
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 1e-3
+    sampling: Literal["random", "adaptive"] = "random"
+    reward: Literal["cert", "div", "loss", "all"] = "all"
+    use_probability: bool = False
+    arch: str | None = None
+
+    def __post_init__(self) -> None:
+        check(self.queries >= 0, f"queries must be >= 0, got {self.queries}")
+        check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+
+
+@register("knockoff")
+class Knockoff(Attack):
+    Config = KnockoffConfig
+    config: KnockoffConfig
+    needs_data = True
+    summary = "ART KnockoffNets: train a copy on the suspect's answers (random / adaptive)"
+
+    def run(
+        self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
+    ) -> nn.Module:
+        from art.attacks.extraction import KnockoffNets
+
+        assert data is not None
+        c = self.config
+        n = c.queries or len(data.splits["thief"])
+
+        def make(victim: Any) -> Any:
+            return KnockoffNets(
+                classifier=victim,
+                batch_size_fit=c.batch_size,
+                batch_size_query=c.batch_size,
+                nb_epochs=c.epochs,
+                nb_stolen=n,
+                sampling_strategy=c.sampling,
+                reward=c.reward,
+                verbose=False,
+                use_probability=c.use_probability,
+            )
+
+        return steal(
+            model,
+            data,
+            generator,
+            make,
+            arch=c.arch,
+            lr=c.lr,
+            with_labels=c.sampling == "adaptive",
+        )
+
+
+@dataclass(frozen=True)
+class CopycatConfig:
+    label = "copycat"
+    queries: int = 0
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 1e-3
+    use_probability: bool = False
+    arch: str | None = None
+
+    def __post_init__(self) -> None:
+        check(self.queries >= 0, f"queries must be >= 0, got {self.queries}")
+        check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+
+
+@register("copycat")
+class Copycat(Attack):
+    Config = CopycatConfig
+    config: CopycatConfig
+    needs_data = True
+    summary = "ART CopycatCNN: label the thief's inputs with the suspect's answers, train a copy"
+
+    def run(
+        self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
+    ) -> nn.Module:
+        from art.attacks.extraction import CopycatCNN
+
+        assert data is not None
+        c = self.config
+        n = c.queries or len(data.splits["thief"])
+
+        def make(victim: Any) -> Any:
+            return CopycatCNN(
+                classifier=victim,
+                batch_size_fit=c.batch_size,
+                batch_size_query=c.batch_size,
+                nb_epochs=c.epochs,
+                nb_stolen=n,
+                use_probability=c.use_probability,
+            )
+
+        return steal(model, data, generator, make, arch=c.arch, lr=c.lr, with_labels=False)
