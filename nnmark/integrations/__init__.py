@@ -1,7 +1,15 @@
-"""Where users already are: ONNX files (and, later, distributed and framework trainers).
+"""Where users already are: DDP, Lightning, Hugging Face, ONNX files, sharded checkpoints.
 
-Importing this package registers suspect loaders by file suffix (nnmark.suspect.load_suspect);
-the heavy imports (onnx, onnxruntime) happen only when such a file is opened.
+- `nnmark.integrations.ddp`: the schemes' hooks under DistributedDataParallel (`fit_ddp`,
+  `SchemeHooks` for a loop of your own).
+- `nnmark.integrations.lightning`: `Watermarked`, a wrapper for a LightningModule.
+- `nnmark.integrations.hf`: `WatermarkTrainer`, a `transformers.Trainer` subclass.
+- `nnmark.integrations.onnx`: ONNX export keeping the marked weights; ONNX files as suspects.
+- `nnmark.integrations.sharded`: `model.safetensors.index.json` checkpoints read lazily.
+
+Importing this package only registers suspect loaders by file suffix (for
+nnmark.suspect.load_suspect); the heavy imports (onnx, onnxruntime, lightning, transformers)
+happen only when such a file is opened or such a module is imported. See docs/integrations.md.
 """
 
 from __future__ import annotations

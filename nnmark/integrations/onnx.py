@@ -4,8 +4,11 @@ torch's ONNX export with constant folding in eval mode may fold BatchNorm into t
 convolution and keep the convolution's name: a white-box reader would then silently see other
 values. `export_onnx` exports with `do_constant_folding=False` and the model's own mode
 preserved, so every initializer keeps its state-dict name and its exact values (checked after
-export: a mismatch is an error, not a silent difference). `OnnxSuspect` reads initializers by
-name (white-box) and runs the graph with onnxruntime (black-box).
+export: a mismatch is an error, not a silent difference). The exporter stores identical tensors
+once and names the copies through `Identity` nodes (e.g. the BatchNorm weights of a fresh model,
+all ones): `initializer_names` follows those, so every state-dict name still resolves.
+`OnnxSuspect` reads initializers by name (white-box) and runs the graph with onnxruntime
+(black-box).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +25,24 @@ from torch import nn
 from nnmark.errors import NNMarkError
 from nnmark.io import atomic_write_bytes
 from nnmark.suspect import Suspect
+
+
+def initializer_names(graph: Any) -> dict[str, str]:
+    """Every name under which an initializer is reachable -> the initializer's own name.
+
+    Identity nodes fed by an initializer (or by another such alias) give it extra names.
+    """
+    names = {i.name: i.name for i in graph.initializer}
+    changed = True
+    while changed:
+        changed = False
+        for node in graph.node:
+            if node.op_type == "Identity" and node.input and node.input[0] in names:
+                for out in node.output:
+                    if out not in names:
+                        names[out] = names[node.input[0]]
+                        changed = True
+    return names
 
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> None:
@@ -45,9 +67,14 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
         )
         data = out.read_bytes()
     graph = onnx.load_from_string(data).graph
-    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    names = initializer_names(graph)
     for name, tensor in model.state_dict().items():
-        if name in init and not np.array_equal(init[name], tensor.detach().cpu().numpy()):
+        if name not in names:
+            if name.endswith("num_batches_tracked"):
+                continue  # not used by an eval-mode graph; no scheme reads it
+            raise NNMarkError(f"ONNX export renamed or dropped {name}; refusing to write it")
+        if not np.array_equal(arrays[names[name]], tensor.detach().cpu().numpy()):
             raise NNMarkError(f"ONNX export changed the values of {name}; refusing to write it")
     atomic_write_bytes(path, data)
 
@@ -68,15 +95,17 @@ class OnnxSuspect(Suspect):
                 f"{self.path}: not a readable ONNX file ({type(exc).__name__})"
             ) from None
         self._init = {i.name: i for i in model.graph.initializer}
+        self._names = initializer_names(model.graph)
         self._array = numpy_helper.to_array
         self._session = None
 
     def tensor(self, name: str) -> torch.Tensor | None:
-        proto = self._init.get(name)
-        return None if proto is None else torch.from_numpy(np.array(self._array(proto)))
+        if name not in self._names:
+            return None
+        return torch.from_numpy(np.array(self._array(self._init[self._names[name]])))
 
     def tensor_names(self) -> list[str]:
-        return list(self._init)
+        return list(self._names)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         if self._session is None:

@@ -1,0 +1,232 @@
+"""Marks embedded under torch.distributed: DistributedDataParallel (DDP) training.
+
+Every scheme hook works under DDP:
+
+- ``prepare`` runs on the plain module *before* it is wrapped (newlabel grows the head, and DDP
+  registers its parameters at construction), on every rank with the same key, so every rank makes
+  the same change; DDP then broadcasts rank 0's weights.
+- ``penalty`` (uchida, ...) reads the wrapped module's parameters through
+  `nnmark.schemes.base.unwrap`; its gradient flows through the same backward pass as the task
+  loss, so DDP all-reduces it with the rest (every rank computes the same penalty).
+- ``batches`` (trigger sets): the trigger set is sharded like the data, rank r keeping triggers
+  r, r + W, r + 2W, ... (as DistributedSampler does), so the global batch mixes distinct triggers
+  in the single-process proportion.
+- ``step`` (tartaglione): a custom step calls ``loss_fn(model, batch)`` on the DDP module and may
+  run several forward/backward passes before the optimiser step; each backward all-reduces the
+  accumulated gradients, so every rank takes the same step (checked by the DDP test: identical
+  weights on every rank).
+- ``finalize`` runs on every rank on the unwrapped module (deterministic).
+
+FSDP is not supported: sharded parameters are not whole tensors on any rank, so a penalty on a
+layer's weight or in-place writes at key positions would see only a shard. See
+docs/integrations.md.
+
+Example (``torchrun --nproc_per_node=2 examples/ddp_embed.py``)::
+
+    dist.init_process_group("gloo")
+    model = fit_ddp(new_model("cnn", data, seed=0), data, [Uchida(mark)], TrainConfig(epochs=5))
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data.distributed import DistributedSampler
+
+from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
+from nnmark.schemes.base import Batch, LossFn, Scheme, plain_step, unwrap
+from nnmark.tasks import Task, get_task
+from nnmark.train import TrainConfig, make_loss, make_optimizer, pick_step
+
+log = logging.getLogger(__name__)
+
+
+def overrides(scheme: Scheme | type[Scheme], hook: str) -> bool:
+    """Whether a scheme (class) fills `hook` itself instead of the base's no-op."""
+    cls = scheme if isinstance(scheme, type) else type(scheme)
+    return getattr(cls, hook) is not getattr(Scheme, hook)
+
+
+def shard_scheme(scheme: Scheme, rank: int, world_size: int) -> Scheme:
+    """A copy of a trigger-set scheme keeping this rank's share of the triggers.
+
+    Schemes without a trigger set (`x`, `y` tensors) are returned as they are; a set smaller than
+    the world is kept whole on every rank rather than leaving a rank without triggers.
+    """
+    x, y = getattr(scheme, "x", None), getattr(scheme, "y", None)
+    if world_size <= 1 or not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        return scheme
+    if len(x) < world_size:
+        return scheme
+    shard = copy.copy(scheme)
+    shard.x, shard.y = x[rank::world_size], y[rank::world_size]  # type: ignore[attr-defined]
+    return shard
+
+
+class SchemeHooks:
+    """The schemes' hooks bundled for a training loop nnmark does not own (DDP, Lightning, HF).
+
+    `prepare` and `finalize` chain over the schemes; `penalty` sums them; `step` is the one custom
+    step (at most one scheme may replace it) or the plain one; `batches` wraps an epoch's batches
+    and `mix` mixes a single batch (for frameworks that hand over one batch at a time).
+    """
+
+    def __init__(self, schemes: Sequence[Scheme], *, rank: int = 0, world_size: int = 1) -> None:
+        self.schemes = [shard_scheme(s, rank, world_size) for s in schemes]
+        self._step = pick_step(self.schemes)
+        self._feed: list[Batch] = []
+        self._mixed: Iterator[Batch] | None = None
+
+    @property
+    def custom_step(self) -> Scheme | None:
+        """The scheme that replaces the optimiser step, if any."""
+        return next((s for s in self.schemes if overrides(s, "step")), None)
+
+    @property
+    def mixes_batches(self) -> bool:
+        return any(overrides(s, "batches") for s in self.schemes)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        for s in self.schemes:
+            model = s.prepare(model)
+        return model
+
+    def batches(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        for s in self.schemes:
+            batches = s.batches(batches)
+        return batches
+
+    def mix(self, batch: Batch) -> Batch:
+        """One batch through every scheme's `batches`, keeping their generators across calls."""
+        if not self.mixes_batches:
+            return batch
+        if self._mixed is None:
+            self._mixed = self.batches(_Endless(self._feed))
+        self._feed.append(batch)
+        out = next(self._mixed)
+        if self._feed:
+            raise NNMarkError(
+                "a scheme's batches hook buffers batches; it cannot mix one at a time"
+            )
+        return out
+
+    def penalty(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        total: torch.Tensor | None = None
+        for s in self.schemes:
+            p = s.penalty(model, batch)
+            total = p if total is None else total + p
+        return total if total is not None else torch.zeros(())
+
+    def loss_fn(self, task_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> LossFn:
+        """task_loss(model(x), y) plus every scheme's penalty: the `loss_fn` of `step`."""
+
+        def loss_fn(model: nn.Module, batch: Batch) -> torch.Tensor:
+            x, y = batch
+            return task_loss(model(x), y) + self.penalty(model, batch)
+
+        return loss_fn
+
+    def step(
+        self, model: nn.Module, batch: Batch, loss_fn: LossFn, optimizer: torch.optim.Optimizer
+    ) -> float:
+        return self._step(model, batch, loss_fn, optimizer)
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        inner = unwrap(model)
+        for s in self.schemes:
+            inner = s.finalize(inner)
+        return inner
+
+
+class _Endless:
+    """An iterator over a list that never raises StopIteration while the caller feeds it."""
+
+    def __init__(self, feed: list[Batch]) -> None:
+        self.feed = feed
+
+    def __iter__(self) -> _Endless:
+        return self
+
+    def __next__(self) -> Batch:
+        if not self.feed:
+            raise NNMarkError("internal: a scheme asked for a batch that was not fed")
+        return self.feed.pop()
+
+
+def fit_ddp(
+    model: nn.Module,
+    data: DataBundle,
+    schemes: Sequence[Scheme] = (),
+    config: TrainConfig | None = None,
+    *,
+    task: Task | str | None = None,
+    device: torch.device | str | None = None,
+    **ddp_kwargs: Any,
+) -> nn.Module:
+    """`nnmark.train.fit` under DistributedDataParallel; returns the unwrapped module (eval).
+
+    Call it on every rank after `torch.distributed.init_process_group`, with the same model
+    seed, key and config. Each rank trains on its DistributedSampler shard of the split
+    (`config.batch_size` per rank) and its shard of every trigger set.
+    """
+    if not dist.is_available() or not dist.is_initialized():
+        raise NNMarkError("fit_ddp needs torch.distributed initialised (init_process_group)")
+    config = config or TrainConfig()
+    task = get_task(task or data.task) if not isinstance(task, Task) else task
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(config.seed)
+    hooks = SchemeHooks(schemes, rank=rank, world_size=world)
+    model = hooks.prepare(model)
+    if device is not None:
+        model = model.to(device)
+    ddp = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+    optimizer = make_optimizer(ddp.parameters(), config)
+    loss_fn = make_loss(task, hooks.schemes, None, config.temperature)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+        if config.schedule == "cosine"
+        else None
+    )
+    x, y = data.tensors(config.split, config.fraction)
+    sampler = DistributedSampler(
+        TensorDataset(x, y), num_replicas=world, rank=rank, shuffle=True, seed=config.seed
+    )
+    loader = DataLoader(TensorDataset(x, y), batch_size=config.batch_size, sampler=sampler)
+    ddp.train()
+    for epoch in range(config.epochs):
+        sampler.set_epoch(epoch)
+        total, count = 0.0, 0
+        for xb, yb in hooks.batches(iter(loader)):
+            if device is not None:
+                xb, yb = xb.to(device), yb.to(device)
+            total += hooks.step(ddp, (xb, yb), loss_fn, optimizer)
+            count += 1
+        if scheduler is not None:
+            scheduler.step()
+        log.debug("rank %d epoch %d loss %.4f", rank, epoch + 1, total / max(count, 1))
+    model = hooks.finalize(ddp)
+    model.eval()
+    return model
+
+
+def state_hash(model: nn.Module) -> str:
+    """SHA-256 over a module's state dict (names, dtypes, shapes, bytes): equal on every rank."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in unwrap(model).state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+__all__ = ["SchemeHooks", "fit_ddp", "overrides", "plain_step", "shard_scheme", "state_hash"]

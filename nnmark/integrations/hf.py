@@ -1,0 +1,120 @@
+"""Marks embedded while training with Hugging Face `transformers.Trainer`.
+
+`WatermarkTrainer` is a `Trainer` subclass for any PyTorch model the Trainer accepts
+(`PreTrainedModel` included): `compute_loss` adds every scheme's penalty to the model's own loss;
+for image batches (`pixel_values`, `labels`) trigger-set schemes mix their triggers in first.
+Schemes are bound to `target`, the module the key was planned on (the model by default), and
+prepared before the optimizer is built. Under the Trainer's own distributed launch (accelerate,
+DDP) the penalty is part of the loss, so its gradient is all-reduced with the rest.
+
+Schemes that replace the optimiser step (`step` overridden, e.g. tartaglione) are refused: the
+Trainer owns the optimiser step (gradient accumulation, scaling, clipping), so a scheme's own
+step cannot run inside it; train those with `nnmark.train.fit`, `nnmark.integrations.ddp.fit_ddp`
+or the Lightning wrapper. `supported_schemes()` lists them from the registry.
+
+Example::
+
+    model = ViTForImageClassification(ViTConfig(image_size=8, patch_size=2, num_channels=1, ...))
+    layer = "vit.layers.0.attention.q_proj"  # a query projection
+    mark = Uchida.plan(model, key, UchidaConfig(layer=layer), bits=32)
+    trainer = WatermarkTrainer(model=model, args=args, train_dataset=ds, schemes=[Uchida(mark)])
+    trainer.train()
+    nnmark.verify(model, key.with_mark(mark))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+
+from nnmark.errors import NNMarkError
+from nnmark.integrations.ddp import SchemeHooks, overrides
+from nnmark.schemes.base import Scheme
+
+
+def supported_schemes() -> dict[str, str]:
+    """Every registered scheme: how `WatermarkTrainer` runs it, or why it cannot."""
+    from nnmark.schemes import SCHEMES
+
+    out: dict[str, str] = {}
+    for name in SCHEMES.names():
+        cls = SCHEMES.get(name)
+        if overrides(cls, "step"):
+            out[name] = "unsupported: replaces the optimiser step, which the Trainer owns"
+            continue
+        how = [
+            text
+            for hook, text in (
+                ("prepare", "prepared before the optimizer"),
+                ("batches", "triggers mixed into image batches (pixel_values, labels)"),
+                ("penalty", "penalty added in compute_loss"),
+                ("finalize", "finalized after train()"),
+            )
+            if overrides(cls, hook)
+        ]
+        out[name] = "supported: " + ("; ".join(how) or "no training hook")
+    return out
+
+
+class WatermarkTrainer(transformers.Trainer):
+    """A `transformers.Trainer` that embeds nnmark schemes while it trains."""
+
+    def __init__(
+        self, *args: Any, schemes: Sequence[Scheme], target: nn.Module | None = None, **kw: Any
+    ) -> None:
+        hooks = SchemeHooks(schemes)
+        custom = hooks.custom_step
+        if custom is not None:
+            raise NNMarkError(
+                f"{custom.name} replaces the optimiser step, which transformers.Trainer owns; "
+                "train it with nnmark.train.fit, fit_ddp or the Lightning wrapper"
+            )
+        model = kw.get("model", args[0] if args else None)
+        if target is None and model is None:
+            raise NNMarkError("WatermarkTrainer needs a model (or target)")
+        self.nnmark_hooks = hooks
+        # prepare before the Trainer builds its optimizer (newlabel grows the head)
+        self._mark_target = [hooks.prepare(target if target is not None else model)]
+        super().__init__(*args, **kw)
+
+    @property
+    def mark_target(self) -> nn.Module:
+        return self._mark_target[0]
+
+    def _mix(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        if not self.nnmark_hooks.mixes_batches:
+            return inputs
+        if "pixel_values" not in inputs or "labels" not in inputs:
+            raise NNMarkError("trigger-set schemes need image batches (pixel_values, labels)")
+        x, y = inputs["pixel_values"], inputs["labels"]
+        mx, my = self.nnmark_hooks.mix((x, y))
+        return {**inputs, "pixel_values": mx.to(x.device, x.dtype), "labels": my.to(y.device)}
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        if model.training:
+            inputs = self._mix(inputs)
+        loss, outputs = super().compute_loss(
+            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        if model.training:
+            x = inputs.get("pixel_values", inputs.get("input_ids"))
+            loss = loss + self.nnmark_hooks.penalty(self.mark_target, (x, inputs.get("labels")))
+        return (loss, outputs) if return_outputs else loss
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        out = super().train(*args, **kwargs)
+        self._mark_target[0] = self.nnmark_hooks.finalize(self.mark_target)
+        return out
+
+
+__all__ = ["WatermarkTrainer", "supported_schemes"]
