@@ -1,15 +1,26 @@
-"""The benchmark: schemes x attacks x strengths on one task, rows in JSON lines, a report.
+"""The benchmark: tasks x schemes (and composites) x attacks at three strengths, then a report.
 
-Row schema (one JSON object per line in RESULTS/results.jsonl, one per cell):
-  cell (str, unique id), data, arch, scheme, attack (spec), ladder_value (float | null: the
-  strength on the attack's ladder), fidelity_metric ("accuracy" | "dice"), fidelity_before,
-  fidelity_after, verdict, statistic_name, statistic, p_value, queries, seconds, peak_rss_mib,
-  error (str | null: the sweep never stops on one failed cell).
-Unmarked-model rows (scheme "none") verify the plain model against every scheme's key: their
-p-values are the calibration evidence (false claims).
+`run_bench(spec, out)` writes one JSON row per cell into out/results.jsonl (schema:
+`nnmark.bench.store.ROW_SCHEMA`, documented in docs/bench.md), resumable, failures recorded;
+`write_report(out, "report.html")` turns the rows into one self-contained HTML page.
 """
 
-from nnmark.bench.grid import PRESETS, BenchSpec
-from nnmark.bench.runner import run_bench
+from nnmark.bench.grid import LADDERS, PRESETS, BenchSpec, Task, load_spec
+from nnmark.bench.report import succeeded, write_report
+from nnmark.bench.runner import BenchSummary, run_bench
+from nnmark.bench.store import ROW_SCHEMA, ResultStore, read_rows
 
-__all__ = ["PRESETS", "BenchSpec", "run_bench"]
+__all__ = [
+    "LADDERS",
+    "PRESETS",
+    "ROW_SCHEMA",
+    "BenchSpec",
+    "BenchSummary",
+    "ResultStore",
+    "Task",
+    "load_spec",
+    "read_rows",
+    "run_bench",
+    "succeeded",
+    "write_report",
+]

@@ -1,74 +1,247 @@
-"""What a benchmark sweeps: a dataclass spec, strength ladders per attack, presets."""
+"""What a benchmark sweeps: tasks x (schemes, composites, none) x attacks at three strengths.
+
+A grid is a frozen `BenchSpec`; `PRESETS` names the two shipped ones and `load_spec` reads a
+YAML (or JSON) file of the same fields. Schemes and attacks default to *every registered one*,
+so a new scheme or attack file is benchmarked with no edit here.
+
+>>> spec = BenchSpec.from_dict({"schemes": ["uchida"], "attacks": ["prune"], "chains": []})
+>>> [c.spec for c in spec.attack_cells()]
+['prune:fraction=0.3', 'prune:fraction=0.6', 'prune:fraction=0.9']
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-#: Three strengths for attacks with an obvious strength knob: (option, values).
+from nnmark.errors import NNMarkError
+
+#: Three strengths (weak, medium, strong) for the attacks with an obvious strength option.
+#: Attacks not listed run once with their defaults (`{}`); a grid's `ladders` overrides these.
 LADDERS: dict[str, tuple[str, tuple[float, ...]]] = {
     "prune": ("fraction", (0.3, 0.6, 0.9)),
     "noise": ("sigma", (0.1, 0.5, 1.0)),
     "finetune": ("epochs", (1, 5, 10)),
-    "quantize": ("bits", (8, 6, 4)),
-    "distill": ("epochs", (5, 10, 15)),
-    "overwrite": ("bits", (64, 128, 256)),
+    "quantize": ("bits", (8, 4, 2)),
+    "fineprune": ("fraction", (0.3, 0.6, 0.9)),
+    "distill": ("epochs", (2, 5, 10)),
     "labelnoise": ("fraction", (0.1, 0.3, 0.5)),
     "scale": ("max_factor", (2.0, 4.0, 8.0)),
-    "morph": ("extra", (0.25, 0.5, 1.0)),
 }
+INTEGER_OPTIONS = ("epochs", "bits")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One data set and architecture, and the CPU protocol its models are trained under."""
+
+    data: str = "digits"
+    arch: str = "cnn"
+    epochs: int = 10
+    fraction: float = 1.0  # share of the training split used (a stated data subset)
+    batch_size: int = 64
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or not 0 < self.fraction <= 1 or self.batch_size < 1:
+            raise NNMarkError(f"bad task {self}: epochs >= 0, 0 < fraction <= 1, batch_size >= 1")
+
+    @property
+    def label(self) -> str:
+        frac = "" if self.fraction == 1 else f",fraction={self.fraction}"
+        return f"{self.data}/{self.arch}(epochs={self.epochs}{frac})"
+
+
+@dataclass(frozen=True)
+class AttackCell:
+    """One attack spec of the grid and where it sits on its ladder."""
+
+    family: str  # attack name, or "a+b" for a chain
+    spec: str  # what nnmark.api.attack receives
+    option: str | None = None
+    strength: float | None = None
+    level: int | None = None
 
 
 @dataclass(frozen=True)
 class BenchSpec:
-    """One task/data/model, the schemes to embed, the attacks to run."""
+    """A grid: tasks, schemes (empty: all registered), attacks (empty: all), chains, composites.
 
-    data: str = "digits"
-    arch: str = "cnn"
-    schemes: tuple[str, ...] = ()  # empty: every registered scheme
-    attacks: tuple[str, ...] = ()  # empty: every registered attack
-    chains: tuple[str, ...] = ("prune:fraction=0.5,finetune:epochs=3",)
-    epochs: int = 10
+    `chains` are attack names joined by '+': each runs at the three ladder levels of its parts.
+    `composites` are scheme names joined by '+' (one key, several marks, one Fisher verdict);
+    "auto" pairs one white-box with one black-box scheme from the registry.
+    """
+
+    tasks: tuple[Task, ...] = (Task(),)
+    schemes: tuple[str, ...] = ()
+    attacks: tuple[str, ...] = ()
+    chains: tuple[str, ...] = ("prune+finetune",)
+    composites: tuple[str, ...] = ("auto",)
     seed: int = 0
-    budget: float = 0.05  # fidelity drop an attacker accepts (WRT's success criterion)
+    budget: float = 0.05  # fidelity an attacker may lose (WRT's success criterion), 0.05 = 5 pts
+    calibration_models: int = 4  # unmarked models per task verified with every key
+    calibration_epochs: int | None = None  # default: the task's epochs
+    ladders: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     scheme_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    exclude_schemes: tuple[str, ...] = ()
+    exclude_attacks: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise NNMarkError("a bench grid needs at least one task")
+        if not 0 <= self.budget <= 1:
+            raise NNMarkError(f"budget must be in [0, 1] (a fidelity fraction), got {self.budget}")
+        if self.calibration_models < 0:
+            raise NNMarkError(f"calibration_models must be >= 0, got {self.calibration_models}")
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> BenchSpec:
+        """A spec from a YAML/JSON mapping; `data`/`arch`/`epochs` at the top make one task."""
+        doc = dict(doc or {})
+        task_keys = {f.name for f in dataclasses.fields(Task)}
+        top = {k: doc.pop(k) for k in list(doc) if k in task_keys}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise NNMarkError(
+                f"unknown bench option(s) {', '.join(unknown)} (known: "
+                f"{', '.join(sorted(known | task_keys))})"
+            )
+        tasks = doc.pop("tasks", None)
+        if tasks is not None and top:
+            raise NNMarkError("give either 'tasks' or top-level data/arch/epochs, not both")
+        try:
+            task_list = [Task(**t) for t in tasks] if tasks is not None else [Task(**top)]
+        except TypeError as exc:
+            raise NNMarkError(f"bad task: {exc}") from None
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
+        try:
+            return cls(tasks=tuple(task_list), **fields)
+        except TypeError as exc:
+            raise NNMarkError(f"bad bench config: {exc}") from None
 
     def resolved_schemes(self) -> list[str]:
+        """The single-mark schemes of the grid: the given ones, or every registered one."""
         from nnmark.schemes import SCHEMES
 
-        return list(self.schemes) or [n for n in SCHEMES.names() if n != "unrelated"]
+        names = list(self.schemes) or SCHEMES.names()
+        for n in names:
+            SCHEMES.get(n)  # unknown names fail here, before anything is trained
+        return [n for n in names if n not in self.exclude_schemes]
+
+    def resolved_composites(self) -> list[str]:
+        """The composite marks: 'auto' becomes one white-box + one black-box scheme."""
+        from nnmark.schemes import SCHEMES
+
+        out = []
+        for c in self.composites:
+            if c == "auto":
+                pool = self.resolved_schemes()
+                white = [n for n in pool if SCHEMES.get(n).kind == "whitebox"]
+                black = [n for n in pool if SCHEMES.get(n).kind == "blackbox"]
+                if white and black:
+                    # Uchida and content are the seeds' reference marks; otherwise the first.
+                    w = "uchida" if "uchida" in white else white[0]
+                    b = "content" if "content" in black else black[0]
+                    out.append(f"{w}+{b}")
+                continue
+            for part in c.split("+"):
+                SCHEMES.get(part)
+            out.append(c)
+        return list(dict.fromkeys(out))
 
     def resolved_attacks(self) -> list[str]:
         from nnmark.attacks import ATTACKS
 
-        return list(self.attacks) or ATTACKS.names()
+        names = list(self.attacks) or ATTACKS.names()
+        for n in names:
+            ATTACKS.get(n)
+        return [n for n in names if n not in self.exclude_attacks]
 
-    def attack_specs(self) -> list[tuple[str, float | None]]:
-        """(spec string, ladder value) for every attack at its strengths, plus the chains."""
-        out: list[tuple[str, float | None]] = []
+    def ladder(self, name: str) -> tuple[str, tuple[float, ...]] | None:
+        """(option, three values) for attack `name`, or None when it has no strength ladder."""
+        if name in self.ladders:
+            ((opt, values),) = self.ladders[name].items()
+            return opt, tuple(values)
+        return LADDERS.get(name)
+
+    def _step(self, name: str, level: int | None) -> tuple[str, str | None, float | None]:
+        opts = dict(self.attack_options.get(name, {}))
+        lad = self.ladder(name)
+        option = value = None
+        if lad is not None and level is not None:
+            option, values = lad
+            value = values[min(level, len(values) - 1)]
+            opts[option] = int(value) if option in INTEGER_OPTIONS else value
+        body = ",".join(f"{k}={v}" for k, v in opts.items())
+        return name + (f":{body}" if body else ""), option, value
+
+    def attack_cells(self) -> list[AttackCell]:
+        """Every attack at each of its ladder's strengths (or once), then the chains."""
+        cells = []
         for name in self.resolved_attacks():
-            base = ",".join(f"{k}={v}" for k, v in self.attack_options.get(name, {}).items())
-            if name in LADDERS:
-                opt, values = LADDERS[name]
-                for v in values:
-                    value = int(v) if float(v).is_integer() and opt in ("epochs", "bits") else v
-                    out.append((f"{name}:{opt}={value}" + (f",{base}" if base else ""), float(v)))
-            else:
-                out.append((name + (f":{base}" if base else ""), None))
-        out.extend((c, None) for c in self.chains)
-        return out
+            lad = self.ladder(name)
+            if lad is None:
+                cells.append(AttackCell(name, self._step(name, None)[0]))
+                continue
+            for level in range(len(lad[1])):
+                spec, option, value = self._step(name, level)
+                cells.append(AttackCell(name, spec, option, value, level))
+        for chain in self.chains:
+            parts = [p.strip() for p in chain.split("+") if p.strip()]
+            for level in range(3):
+                steps = [self._step(p, level) for p in parts]
+                first = steps[0]
+                cells.append(
+                    AttackCell(chain, ",".join(s for s, _, _ in steps), first[1], first[2], level)
+                )
+        return cells
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
+def load_spec(path: Path) -> BenchSpec:
+    """Read a grid from a YAML (or JSON) file; a bad file raises one NNMarkError line."""
+    try:
+        import yaml
+    except ImportError:
+        raise NNMarkError("--config needs pyyaml: pip install 'nnmark[report]'") from None
+    if not path.is_file():
+        raise NNMarkError(f"config file not found: {path}")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise NNMarkError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if doc is not None and not isinstance(doc, dict):
+        raise NNMarkError(f"{path}: a bench config is a mapping of options")
+    return BenchSpec.from_dict(doc or {})
+
+
+#: `quick`: every registered scheme x every registered attack on digits, tiny CNNs; a few
+#: minutes on 2 cores. `seeds`: the seeds' settings (MNIST CNN, BBBC039 U-Net) on a stated CPU
+#: protocol: a subset of the training split and few epochs; run on a GPU machine for full data.
 PRESETS: dict[str, BenchSpec] = {
     "quick": BenchSpec(
-        epochs=10,
-        attack_options={
-            "finetune": {},
-            "distill": {},
-            "overwrite": {"epochs": 2},
-            "advtrain": {"epochs": 1},
-            "regularize": {"decay_epochs": 1, "epochs": 1},
-        },
+        tasks=(Task(data="digits", arch="cnn", epochs=10),),
+        calibration_models=8,  # same recipe as the marked models, seeds 1000..1007
+        # unrelated's trigger images come from another data set (resized to the task's).
+        scheme_options={"unrelated": {"source": "fashion-mnist:/work/shared/data/fashion-mnist"}},
+    ),
+    "seeds": BenchSpec(
+        tasks=(
+            Task(data="mnist:/work/shared/data/mnist", arch="cnn", epochs=5, fraction=0.2),
+            Task(data="seg:/work/shared/data/seg-bbbc039", arch="unet", epochs=5, batch_size=8),
+        ),
+        schemes=("uchida", "tartaglione", "newlabel", "content", "fragile"),
+        attacks=("finetune", "prune", "noise", "quantize"),
+        chains=("prune+finetune",),
+        composites=("uchida+content",),
+        ladders={"prune": {"fraction": [0.6, 0.8, 0.92]}, "finetune": {"epochs": [3, 6, 12]}},
+        calibration_models=4,
+        calibration_epochs=2,
     ),
 }

@@ -1,7 +1,9 @@
 """`nnmark report`: one self-contained HTML file (PNG plots embedded) and a Markdown summary.
 
-Attack success, as WRT (Lukas et al., S&P 2022) defines it: the verdict turns not_found (or
-modified) while the fidelity drops by less than the budget (default 5 points).
+Attack success, as WRT defines it (Lukas et al., "SoK: How Robust is Image Classification Deep
+Neural Network Watermarking?", S&P 2022): the verdict turns not_found (or modified) while the
+fidelity drops by less than a budget (default 5 points). For a composite mark the attack must
+remove every part: the combined (Fisher) verdict and each mark's own verdict are negative.
 """
 
 from __future__ import annotations
@@ -9,213 +11,610 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from nnmark.bench.runner import read_rows
+from nnmark.bench.store import ResultStore
 from nnmark.errors import NNMarkError
+from nnmark.stats import DEFAULT_ALPHA
 
 POSITIVE = ("found", "intact")
+P_CAP = 40.0  # -log10 p is drawn up to this: a p of 1e-271 would flatten every other curve
+
+
+def _attacked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of a marked model under a real attack."""
+    return [
+        r
+        for r in rows
+        if r.get("kind", "attack") == "attack" and r["scheme"] != "none" and r["attack"] != "none"
+    ]
 
 
 def succeeded(row: dict[str, Any], budget: float) -> bool:
-    """The attack removed the mark while costing less than `budget` fidelity."""
-    return (
-        not row.get("error")
-        and row.get("verdict") not in POSITIVE
-        and row["fidelity_before"] - row["fidelity_after"] < budget
-    )
+    """The attack removed the mark (every part of a composite) at a fidelity cost < `budget`.
+
+    A mark the unattacked model did not show (row["embedded"] False, set by `annotate`) cannot
+    be removed: such rows never count as a success.
+    """
+    if row.get("error") or row.get("verdict") is None or row.get("verdict") in POSITIVE:
+        return False
+    if not row.get("embedded", True):
+        return False
+    if any(p.get("verdict") in POSITIVE for p in row.get("parts") or []):
+        return False
+    return bool(row["fidelity_before"] - row["fidelity_after"] < budget)
+
+
+def annotate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of the rows with `label` (the scheme, plus the task when there are several) and
+    `embedded` (did the same model, unattacked, verify positive?)."""
+    tasks = {(r.get("data"), r.get("arch")) for r in rows}
+    out = []
+    for r in rows:
+        r = dict(r)
+        task = f" [{str(r.get('data')).split(':')[0]}/{r.get('arch')}]" if len(tasks) > 1 else ""
+        r["label"] = f"{r['scheme']}{task}"
+        out.append(r)
+    positive = {
+        r["label"]
+        for r in out
+        if r.get("kind") == "attack" and r["attack"] == "none" and r.get("verdict") in POSITIVE
+    }
+    for r in out:
+        r["embedded"] = r["label"] in positive
+    return out
+
+
+def _labelled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return rows if not rows or "label" in rows[0] else annotate(rows)
+
+
+def evidence(p: float | None) -> float:
+    """-log10 p, capped at P_CAP (0 for a missing p)."""
+    if p is None:
+        return 0.0
+    return min(P_CAP, -math.log10(max(p, 1e-300)))
+
+
+def _order(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    schemes = sorted({r["label"] for r in rows if r["scheme"] != "none"}, key=_scheme_key)
+    families = sorted({r["attack"] for r in _attacked(rows)}, key=lambda a: ("+" in a, a))
+    return schemes, families
+
+
+def _scheme_key(name: str) -> tuple[bool, str]:
+    return ("+" in name, name)
 
 
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _figures(rows: list[dict[str, Any]], budget: float) -> dict[str, str]:
-    import matplotlib
+def _alpha(rows: list[dict[str, Any]]) -> float:
+    alphas = [r["alpha"] for r in rows if r.get("alpha")]
+    return float(alphas[0]) if alphas else DEFAULT_ALPHA
+
+
+def figures(rows: list[dict[str, Any]], budget: float) -> dict[str, str]:
+    """The report's plots as base64 PNGs (matplotlib, Agg backend: no display needed)."""
+    rows = _labelled(rows)
+    try:
+        import matplotlib
+    except ImportError:
+        raise NNMarkError(
+            "the report's plots need matplotlib: pip install 'nnmark[report]'"
+        ) from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    attacked = [
-        r for r in rows if not r.get("calibration") and r["scheme"] != "none" and not r.get("error")
-    ]
-    schemes = sorted({r["scheme"] for r in attacked})
-    attacks = sorted({r["attack"].split(":")[0] for r in attacked if r["attack"] != "none"})
+    attacked = [r for r in _attacked(rows) if not r.get("error")]
+    schemes, families = _order(rows)
+    alpha_line = -math.log10(_alpha(rows))
+    cmap = plt.get_cmap("tab20")
+    hues = [*range(0, 20, 2), *range(1, 20, 2)]  # the saturated colours first, then the pale
+    colour = {s: cmap(hues[i % 20]) for i, s in enumerate(schemes)}
     figs: dict[str, str] = {}
 
-    # Success-within-budget matrix: fraction of an attack's strengths that removed the mark.
-    grid = np.full((len(schemes), len(attacks)), np.nan)
-    for i, s in enumerate(schemes):
-        for j, a in enumerate(attacks):
-            cells = [r for r in attacked if r["scheme"] == s and r["attack"].split(":")[0] == a]
-            if cells:
-                grid[i, j] = np.mean([succeeded(r, budget) for r in cells])
-    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(attacks) + 2), 0.5 * len(schemes) + 1.8))
-    im = ax.imshow(grid, cmap="RdYlGn_r", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(attacks)), attacks, rotation=60, ha="right")
-    ax.set_yticks(range(len(schemes)), schemes)
-    for i in range(len(schemes)):
-        for j in range(len(attacks)):
-            if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.0%}", ha="center", va="center", fontsize=7)
-    ax.set_title(f"Attack success within a {budget:.0%} fidelity budget (share of strengths)")
-    fig.colorbar(im, ax=ax, fraction=0.03)
-    figs["matrix"] = _png(fig)
-    plt.close(fig)
+    # 1. Success-within-budget matrix: the share of an attack's strengths that removed the mark.
+    if schemes and families:
+        grid = np.full((len(schemes), len(families)), np.nan)
+        label = [["" for _ in families] for _ in schemes]
+        for i, s in enumerate(schemes):
+            for j, a in enumerate(families):
+                cells = [r for r in attacked if r["label"] == s and r["attack"] == a]
+                if cells and not cells[0]["embedded"]:
+                    label[i][j] = "no mark"  # not found before the attack: grey, no verdict
+                elif cells:
+                    wins = sum(succeeded(r, budget) for r in cells)
+                    grid[i, j] = wins / len(cells)
+                    label[i][j] = f"{wins}/{len(cells)}"
+        fig, ax = plt.subplots(
+            figsize=(max(7.0, 0.52 * len(families) + 2.5), 0.42 * len(schemes) + 2.2)
+        )
+        shown = np.ma.masked_invalid(grid)
+        im = ax.imshow(shown, cmap="RdYlGn_r", vmin=0, vmax=1, aspect="auto")
+        ax.set_facecolor("#dddddd")  # grey: no result (failed or not run)
+        ax.set_xticks(range(len(families)), families, rotation=55, ha="right", fontsize=8)
+        ax.set_yticks(range(len(schemes)), schemes, fontsize=8)
+        for i in range(len(schemes)):
+            for j in range(len(families)):
+                if label[i][j]:
+                    dark = abs(grid[i, j] - 0.5) > 0.3
+                    ax.text(
+                        j,
+                        i,
+                        label[i][j],
+                        ha="center",
+                        va="center",
+                        fontsize=7.5,
+                        color="white" if dark else "black",
+                    )
+        ax.set_title(
+            f"Attacks that remove the mark within a {budget * 100:g}-point fidelity budget\n"
+            "(successful strengths / strengths run; red: removed, green: the mark survives)",
+            fontsize=10,
+        )
+        fig.colorbar(im, ax=ax, fraction=0.025, label="share of strengths that succeed")
+        figs["matrix"] = _png(fig)
+        plt.close(fig)
 
-    # Statistic vs strength, one panel per laddered attack.
-    laddered = sorted(
-        {r["attack"].split(":")[0] for r in attacked if r.get("ladder_value") is not None}
-    )
+    # 2. Evidence vs attack strength, one panel per attack with a strength ladder.
+    laddered = [
+        a
+        for a in families
+        if any(r["attack"] == a and r.get("level") is not None for r in attacked)
+    ]
     if laddered:
-        fig, axes = plt.subplots(1, len(laddered), figsize=(3.2 * len(laddered), 3), squeeze=False)
-        for ax, a in zip(axes[0], laddered):
+        cols = min(4, len(laddered))
+        nrows = math.ceil(len(laddered) / cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.9 * nrows), squeeze=False)
+        for ax, a in zip(axes.flat, laddered, strict=False):
+            chain = "+" in a
+            option = None
             for s in schemes:
                 pts = sorted(
-                    (r["ladder_value"], -np.log10(max(r["p_value"], 1e-300)))
+                    ((r["level"] + 1) if chain else r["strength"], evidence(r.get("p_value")))
                     for r in attacked
-                    if r["scheme"] == s
-                    and r["attack"].split(":")[0] == a
-                    and r.get("ladder_value") is not None
+                    if r["label"] == s and r["attack"] == a and r.get("level") is not None
+                )
+                option = option or next(
+                    (r["strength_option"] for r in attacked if r["attack"] == a), None
                 )
                 if pts:
-                    ax.plot(*zip(*pts), marker="o", label=s)
-            ax.axhline(6, color="grey", lw=0.8, ls="--")
-            ax.set_title(a)
-            ax.set_xlabel("strength")
-            ax.set_ylabel("-log10 p")
-        axes[0][0].legend(fontsize=7)
-        fig.suptitle("Evidence left after each attack (dashed: alpha = 1e-6)")
+                    ax.plot(*zip(*pts, strict=True), marker="o", ms=3, color=colour[s], label=s)
+            ax.axhline(alpha_line, color="grey", lw=0.8, ls="--")
+            ax.set_ylim(bottom=0)
+            if chain:
+                ax.set_xticks([1, 2, 3])
+            ax.set_title(a, fontsize=9)
+            ax.set_xlabel("level (weak to strong)" if chain else str(option), fontsize=8)
+            ax.set_ylabel("-log10 p", fontsize=8)
+            ax.tick_params(labelsize=7)
+        for ax in list(axes.flat)[len(laddered) :]:
+            ax.axis("off")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(
+            handles,
+            labels,
+            loc="lower center",
+            ncol=min(7, len(labels)),
+            fontsize=7,
+            bbox_to_anchor=(0.5, -0.02 - 0.02 * math.ceil(len(labels) / 7)),
+        )
+        fig.suptitle(
+            f"Evidence left after each attack vs its strength (dashed: alpha, -log10 p capped "
+            f"at {P_CAP:g}); below the line the verdict is not_found",
+            fontsize=10,
+        )
+        fig.tight_layout()
         figs["strength"] = _png(fig)
         plt.close(fig)
 
-    # Fidelity vs robustness.
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for s in schemes:
-        pts = [
-            (r["fidelity_before"] - r["fidelity_after"], -np.log10(max(r["p_value"], 1e-300)))
-            for r in attacked
-            if r["scheme"] == s
-        ]
-        if pts:
-            ax.scatter([a for a, _ in pts], [b for _, b in pts], s=14, label=s, alpha=0.7)
-    ax.axvline(budget, color="grey", ls="--", lw=0.8)
-    ax.axhline(6, color="grey", ls="--", lw=0.8)
-    ax.set_xlabel("fidelity lost to the attack")
-    ax.set_ylabel("-log10 p after the attack")
-    ax.set_title("Fidelity vs robustness (bottom-left: attack succeeded)")
-    ax.legend(fontsize=7)
-    figs["tradeoff"] = _png(fig)
-    plt.close(fig)
-
-    # Calibration: unmarked models' p-values.
-    cal = [r["p_value"] for r in rows if r.get("calibration") and r.get("p_value") is not None]
-    if cal:
-        fig, ax = plt.subplots(figsize=(6, 3))
-        ax.hist(cal, bins=[i / 20 for i in range(21)], color="steelblue")
-        ax.set_xlabel("p-value of an unmarked model under each scheme's key")
+    # 3. Fidelity vs robustness: every attacked cell; bottom-left of the lines = attack succeeded.
+    if attacked:
+        fig, ax = plt.subplots(figsize=(7.5, 4.5))
+        for s in schemes:
+            pts = [
+                (100 * (r["fidelity_before"] - r["fidelity_after"]), evidence(r.get("p_value")))
+                for r in attacked
+                if r["label"] == s
+            ]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.scatter(
+                    xs,
+                    ys,
+                    s=16,
+                    alpha=0.75,
+                    color=colour[s],
+                    label=s,
+                    marker="s" if "+" in s else "o",
+                )
+        ax.axvline(budget * 100, color="grey", ls="--", lw=0.8)
+        ax.axhline(alpha_line, color="grey", ls="--", lw=0.8)
+        drops = [100 * (r["fidelity_before"] - r["fidelity_after"]) for r in attacked]
+        left = min(-2.0, min(drops) - 1)
+        ax.set_xlim(left, max(budget * 100 + 5, max(drops) + 2))
+        ax.set_ylim(bottom=-1)
+        ax.fill_between([left, budget * 100], -1, alpha_line, color="#fde0dd", zorder=0)
+        ax.set_xlabel("fidelity lost to the attack (points)")
+        ax.set_ylabel("-log10 p after the attack")
         ax.set_title(
-            f"Calibration: {len(cal)} unmarked verifications, {sum(p < 1e-6 for p in cal)} false claims"
+            "Fidelity vs robustness: a point in the pink band below the dashed line is an "
+            "attack\nthat removed the mark within the budget",
+            fontsize=10,
         )
+        ax.legend(fontsize=7, ncol=2, loc="upper right")
+        figs["tradeoff"] = _png(fig)
+        plt.close(fig)
+
+    # 4. Calibration: p-values of unmarked models verified with every key.
+    cal = [r for r in rows if r.get("kind") == "calibration" and r.get("p_value") is not None]
+    if cal:
+        fig, (ax1, ax2) = plt.subplots(
+            1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.4]}
+        )
+        ax1.hist([r["p_value"] for r in cal], bins=np.linspace(0, 1, 21), color="steelblue")
+        ax1.set_xlabel("p-value of an unmarked model")
+        ax1.set_ylabel("verifications")
+        ax1.set_title("all schemes together", fontsize=9)
+        names = sorted({r["label"] for r in cal}, key=_scheme_key)
+        for i, s in enumerate(names):
+            evs = [evidence(r["p_value"]) for r in cal if r["label"] == s]
+            ax2.scatter([i] * len(evs), evs, s=14, color=colour.get(s, "k"), alpha=0.8)
+        ax2.axhline(alpha_line, color="red", lw=0.8, ls="--")
+        ax2.set_xticks(range(len(names)), names, rotation=50, ha="right", fontsize=8)
+        ax2.set_ylabel("-log10 p")
+        ax2.set_title("per scheme (red: alpha; a point above it is a false claim)", fontsize=9)
+        false = sum(1 for r in cal if r.get("verdict") in POSITIVE)
+        fig.suptitle(
+            f"Calibration: {len(cal)} verifications of unmarked models with the schemes' keys, "
+            f"{false} false claims at alpha = {_alpha(rows):g}",
+            fontsize=10,
+        )
+        fig.tight_layout()
         figs["calibration"] = _png(fig)
         plt.close(fig)
     return figs
 
 
 def headline(rows: list[dict[str, Any]], budget: float) -> dict[str, list[str]]:
-    """Per scheme, the attacks that succeed within the budget at some strength."""
-    out: dict[str, list[str]] = defaultdict(list)
-    for r in rows:
-        if r.get("calibration") or r["scheme"] == "none" or r["attack"] == "none":
-            continue
-        out.setdefault(r["scheme"], [])
-        if succeeded(r, budget) and r["attack"] not in out[r["scheme"]]:
-            out[r["scheme"]].append(r["attack"])
-    return dict(out)
+    """Per scheme (and composite), the attacks that succeed within the budget at some strength,
+    each with the weakest successful spec."""
+    rows = _labelled(rows)
+    out: dict[str, list[str]] = {}
+    for s in _order(rows)[0]:
+        wins: dict[str, str] = {}
+        for r in sorted(
+            (r for r in _attacked(rows) if r["label"] == s),
+            key=lambda r: (r["attack"], r.get("level") or 0),
+        ):
+            if r["attack"] not in wins and succeeded(r, budget):
+                wins[r["attack"]] = r["attack_spec"]
+        out[s] = list(wins.values())
+    return out
+
+
+def _fmt(x: Any, spec: str = ".4f") -> str:
+    if x is None:
+        return ""
+    if isinstance(x, float):
+        return format(x, spec)
+    return str(x)
+
+
+def tables(rows: list[dict[str, Any]], budget: float) -> dict[str, list[list[str]]]:
+    """The report's tables as lists of rows (first row: header), shared by HTML and Markdown."""
+    rows = _labelled(rows)
+    head = headline(rows, budget)
+    clean = {
+        r["label"]: r
+        for r in rows
+        if r.get("kind", "attack") == "attack" and r["attack"] == "none" and not r.get("error")
+    }
+    attacked = _attacked(rows)
+    families = _order(rows)[1]
+    out: dict[str, list[list[str]]] = {}
+    t = [
+        [
+            "scheme",
+            "kind",
+            "fidelity marked (plain)",
+            "p unattacked",
+            "attacks that remove it within the budget (weakest strength)",
+            "robust to",
+        ]
+    ]
+    for s, wins in head.items():
+        c = clean.get(s)
+        plain = clean.get(s.replace(s.split(" [")[0], "none", 1))
+        kinds = {str(r["scheme_kind"]) for r in rows if r["label"] == s and r.get("scheme_kind")}
+        fams = {r["attack"] for r in attacked if r["label"] == s and not r.get("error")}
+        if c is None:
+            removed, robust = "unattacked model failed", ""
+        elif c.get("verdict") not in POSITIVE:
+            removed, robust = "mark not found before any attack", ""
+        else:
+            removed = ", ".join(wins) or "none: survives every attack"
+            robust = f"{len(fams) - len(wins)}/{len(fams)} attacks"
+        fid = _fmt(c["fidelity_after"]) if c else "failed"
+        t.append(
+            [
+                s,
+                ", ".join(sorted(kinds)),
+                fid + (f" ({_fmt(plain['fidelity_after'])})" if plain else ""),
+                _fmt(c.get("p_value"), ".2e") if c else "",
+                removed,
+                robust,
+            ]
+        )
+    out["headline"] = t
+
+    comps = [s for s in head if "+" in s]
+    if comps:
+        t = [
+            [
+                "composite",
+                "attack",
+                "strongest level run",
+                "combined verdict",
+                "parts (verdict, p)",
+                "fidelity lost",
+                "all marks removed within budget",
+            ]
+        ]
+        for s in comps:
+            for a in families:
+                cells = [
+                    r
+                    for r in attacked
+                    if r["label"] == s and r["attack"] == a and not r.get("error")
+                ]
+                if not cells:
+                    continue
+                r = max(cells, key=lambda r: r.get("level") or 0)
+                win = [c for c in cells if succeeded(c, budget)]
+                shown = win[0] if win else r
+                parts = "; ".join(
+                    f"{p['scheme']} {p['verdict']} {p['p_value']:.1e}"
+                    for p in shown.get("parts") or []
+                )
+                t.append(
+                    [
+                        s,
+                        shown["attack_spec"],
+                        _fmt(r.get("level")),
+                        str(shown.get("verdict")),
+                        parts,
+                        f"{100 * (shown['fidelity_before'] - shown['fidelity_after']):.1f} pts",
+                        "YES" if win else "no",
+                    ]
+                )
+        out["composite"] = t
+
+    cal = [r for r in rows if r.get("kind") == "calibration"]
+    if cal:
+        t = [
+            [
+                "scheme",
+                "unmarked models",
+                "false claims (at alpha)",
+                "p < 0.05",
+                "smallest p",
+                "errors",
+            ]
+        ]
+        for s in sorted({r["label"] for r in cal}, key=_scheme_key):
+            ps = [r["p_value"] for r in cal if r["label"] == s and r.get("p_value") is not None]
+            t.append(
+                [
+                    s,
+                    str(len(ps)),
+                    str(sum(1 for r in cal if r["label"] == s and r.get("verdict") in POSITIVE)),
+                    str(sum(1 for p in ps if p < 0.05)),
+                    _fmt(min(ps), ".2e") if ps else "",
+                    str(sum(1 for r in cal if r["label"] == s and r.get("error"))),
+                ]
+            )
+        out["calibration"] = t
+
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        t = [["scheme", "attack", "error"]]
+        t += [[r["label"], r.get("attack_spec", ""), r["error"]] for r in failed]
+        out["failed"] = t
+    return out
+
+
+def _html_table(t: list[list[str]], cls: str = "") -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in t[0])
+    body = []
+    for row in t[1:]:
+        tds = []
+        for v in row:
+            c = " class='bad'" if v == "YES" or v.startswith("Error") else ""
+            if v.startswith("none: survives"):
+                c = " class='ok'"
+            tds.append(f"<td{c}>{esc(v)}</td>")
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    return f"<table class='{cls}'><tr>{head}</tr>" + "".join(body) + "</table>"
+
+
+def _md_table(t: list[list[str]]) -> str:
+    def cell(v: str) -> str:
+        return v.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(v) for v in t[0]) + " |", "|" + "---|" * len(t[0])]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in t[1:]]
+    return "\n".join(lines)
+
+
+def _machine_lines(meta: dict[str, Any]) -> list[str]:
+    out = []
+    for run in meta.get("runs", []):
+        m = run.get("machine", {})
+        out.append(
+            f"`{run.get('command') or 'run_bench(...)'}` started {run.get('started', '?')}, "
+            f"{run.get('seconds', '?')} s wall"
+            + (f" ({run['cpu_seconds']} s CPU)" if run.get("cpu_seconds") is not None else "")
+            + f", jobs={run.get('jobs')}, ray={run.get('ray')} on "
+            f"{m.get('platform')}, {m.get('cpu_count')} CPUs, torch {m.get('torch')}, "
+            f"load average at start {m.get('load_average')}"
+        )
+    return out
 
 
 def write_report(
     results: Path,
     html_out: Path,
     md_out: Path | None = None,
-    budget: float = 0.05,
-    command: str = "",
+    budget: float | None = None,
 ) -> None:
+    """Render RESULTS/results.jsonl into one HTML file (plots embedded) and a Markdown summary."""
     from nnmark.io import atomic_write_text
 
-    rows = read_rows(results)
+    store = ResultStore(results)
+    rows = annotate(store.rows())
     if not rows:
         raise NNMarkError(f"{results}: no results.jsonl rows to report")
-    figs = _figures(rows, budget)
-    head = headline(rows, budget)
-    failed = [r for r in rows if r.get("error")]
-    esc = html.escape
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>nnmark benchmark</title>",
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-        "th{background:#eef}.bad{color:#b00}.ok{color:#080}img{max-width:100%}</style></head><body>",
-        f"<h1>nnmark benchmark</h1><p>{len(rows)} rows, {len(failed)} failed cells. {esc(command)}</p>",
-        f"<p>Attack success (WRT): the verdict turns not_found / modified while fidelity drops by less "
-        f"than {budget:.0%}.</p><h2>Which attacks remove each mark within the budget</h2><table>"
-        "<tr><th>scheme</th><th>successful attacks</th></tr>",
-    ]
-    for s, attacks in sorted(head.items()):
-        cls, text = (
-            ("bad", ", ".join(attacks)) if attacks else ("ok", "none: survives every attack")
+    meta, spec = store.read_json("meta.json"), store.read_json("spec.json")
+    if budget is None:
+        budget = float(spec.get("budget", 0.05))
+    figs = figures(rows, budget)
+    tabs = tables(rows, budget)
+    n_failed = sum(1 for r in rows if r.get("error"))
+    n_cal = sum(1 for r in rows if r.get("kind") == "calibration")
+    tasks = ", ".join(
+        f"{t['data']} / {t['arch']} ({t['epochs']} epochs, "
+        + (
+            "the whole training split)"
+            if t["fraction"] == 1
+            else f"{t['fraction']:.0%} of the training split)"
         )
-        parts.append(f"<tr><td>{esc(s)}</td><td class='{cls}'>{esc(text)}</td></tr>")
-    parts.append("</table>")
-    titles = {
-        "matrix": "Success matrix",
-        "strength": "Statistic vs attack strength",
-        "tradeoff": "Fidelity vs robustness",
-        "calibration": "Calibration of unmarked models",
-    }
-    for k, title in titles.items():
-        if k in figs:
-            parts.append(
-                f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{figs[k]}'>"
-            )
-    parts.append(
-        "<h2>All cells</h2><table><tr><th>scheme</th><th>attack</th><th>fidelity before"
-        "</th><th>after</th><th>verdict</th><th>p-value</th><th>s</th><th>error</th></tr>"
+        for t in spec.get("tasks", [])
     )
-    for r in rows:
-        if r.get("calibration"):
-            continue
-        fb, fa = r.get("fidelity_before"), r.get("fidelity_after")
-        p = r.get("p_value")
-        parts.append(
-            f"<tr><td>{esc(r['scheme'])}</td><td>{esc(r['attack'])}</td>"
-            f"<td>{'' if fb is None else f'{fb:.4f}'}</td><td>{'' if fa is None else f'{fa:.4f}'}</td>"
-            f"<td>{esc(str(r.get('verdict', '')))}</td><td>{'' if p is None else f'{p:.2e}'}</td>"
-            f"<td>{r.get('seconds', '')}</td><td class='bad'>{esc(r.get('error') or '')}</td></tr>"
-        )
-    parts.append("</table></body></html>")
-    atomic_write_text(html_out, "\n".join(parts))
-    if md_out is not None:
-        lines = [
-            f"# nnmark benchmark summary\n\n{command}\n",
-            f"Attack success: verdict not_found while fidelity drops < {budget:.0%}.\n",
-            "| scheme | attacks that succeed within the budget |",
-            "|---|---|",
+    definition = (
+        f"Attack success as WRT (Lukas et al., S&P 2022) defines it: the verdict turns not_found "
+        f"(or modified) while the fidelity drops by less than {budget * 100:g} points. A composite "
+        f"mark counts as removed only when its combined Fisher verdict and every part are negative."
+    )
+    calib_note = (
+        "Calibration: unmarked models trained with the same recipe and other seeds, verified with "
+        "every key as issued (the uncalibrated null each scheme states); a p-value below alpha is "
+        "a false claim."
+    )
+    esc = html.escape
+    sections = {
+        "matrix": ("Which attacks remove each mark", None),
+        "strength": ("Evidence vs attack strength", None),
+        "tradeoff": ("Fidelity vs robustness", None),
+        "calibration": ("Calibration: unmarked models", "calibration"),
+    }
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>nnmark benchmark</title><style>"
+        "body{font-family:system-ui,sans-serif;max-width:1250px;margin:1.5em auto;color:#222;"
+        "padding:0 1em}h1{margin-bottom:.2em}h2{border-bottom:2px solid #cde;padding-bottom:.2em;"
+        "margin-top:1.6em}table{border-collapse:collapse;font-size:12.5px;margin:.6em 0}"
+        "td,th{border:1px solid #ccd;padding:3px 7px;vertical-align:top}th{background:#e8eefc}"
+        "tr:nth-child(even) td{background:#f7f9fd}.bad{color:#b00020;font-weight:600}"
+        ".ok{color:#087f23;font-weight:600}img{max-width:100%;border:1px solid #eee}"
+        ".note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em .8em}"
+        "code{background:#f2f2f2;padding:0 3px}</style></head><body>",
+        "<h1>nnmark benchmark</h1>",
+        f"<p>{esc(tasks)}. {len(rows)} cells ({n_cal} calibration), <b>{n_failed} failed</b>.</p>",
+        f"<p class='note'>{esc(definition)}</p>",
+        "<h2>Headline: per scheme, the attacks that succeed within the budget</h2>",
+        _html_table(tabs["headline"]),
+    ]
+    for key, (title, table) in sections.items():
+        if key in figs:
+            parts.append(
+                f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{figs[key]}'>"
+            )
+        if table and table in tabs:
+            parts.append(f"<p>{esc(calib_note)}</p>" + _html_table(tabs[table]))
+        if key == "matrix" and "composite" in tabs:
+            parts.append(
+                "<h2>Composite marks: does any attack remove them all?</h2>"
+                + _html_table(tabs["composite"])
+            )
+    if "failed" in tabs:
+        parts.append("<h2>Failed cells</h2>" + _html_table(tabs["failed"]))
+    all_rows = [
+        [
+            "scheme",
+            "attack",
+            "fidelity before",
+            "after",
+            "verdict",
+            "statistic",
+            "p-value",
+            "s",
+            "RSS MiB",
         ]
-        lines += [f"| {s} | {', '.join(a) or 'none'} |" for s, a in sorted(head.items())]
-        cal = [r for r in rows if r.get("calibration")]
-        lines.append(
-            f"\nCalibration: {len(cal)} unmarked verifications, "
-            f"{sum(1 for r in cal if r.get('verdict') in POSITIVE)} false claims."
+    ]
+    for r in rows:
+        if r.get("kind") == "calibration" or r.get("error"):
+            continue
+        all_rows.append(
+            [
+                r["label"],
+                r["attack_spec"],
+                _fmt(r.get("fidelity_before")),
+                _fmt(r.get("fidelity_after")),
+                str(r.get("verdict") or ""),
+                f"{r.get('statistic_name') or ''} {_fmt(r.get('statistic'), '.4g')}".strip(),
+                _fmt(r.get("p_value"), ".2e"),
+                _fmt(r.get("seconds"), ".2f"),
+                _fmt(r.get("peak_rss_mib"), ".0f"),
+            ]
         )
-        lines.append(f"\nCells: {len(rows)} rows, {len(failed)} failed.")
-        atomic_write_text(md_out, "\n".join(lines) + "\n")
+    parts.append(
+        f"<h2>All cells</h2><details><summary>{len(all_rows) - 1} rows</summary>"
+        + _html_table(all_rows)
+        + "</details>"
+    )
+    parts.append(
+        "<h2>Machine and command</h2><ul>"
+        + "".join(f"<li>{esc(x)}</li>" for x in _machine_lines(meta))
+        + f"<li>report: <code>nnmark report {esc(str(results))}</code></li></ul></body></html>"
+    )
+    atomic_write_text(html_out, "\n".join(parts))
+
+    if md_out is not None:
+        md = [
+            "# nnmark benchmark summary",
+            "",
+            f"{tasks}. {len(rows)} cells ({n_cal} calibration), {n_failed} failed.",
+            "",
+            definition,
+            "",
+            "## Headline: attacks that remove each mark within the budget",
+            "",
+            _md_table(tabs["headline"]),
+        ]
+        if "composite" in tabs:
+            md += ["", "## Composite marks", "", _md_table(tabs["composite"])]
+        if "calibration" in tabs:
+            md += ["", "## Calibration", "", calib_note, "", _md_table(tabs["calibration"])]
+        if "failed" in tabs:
+            md += ["", "## Failed cells", "", _md_table(tabs["failed"])]
+        md += ["", "## Machine and command", ""] + [f"- {x}" for x in _machine_lines(meta)]
+        md += [f"- report: `nnmark report {results}`"]
+        atomic_write_text(md_out, "\n".join(md) + "\n")
 
 
-def rows_json(results: Path) -> str:
-    return json.dumps(read_rows(results))
+def by_scheme(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows grouped by scheme (a helper for notebooks)."""
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        out[r["scheme"]].append(r)
+    return dict(out)

@@ -1,157 +1,356 @@
-"""Runs a BenchSpec: trains each (scheme, model) once, then every attack cell, in parallel.
+"""Runs a BenchSpec: trains each (task, scheme) model once, then every cell, in parallel.
 
-Models are cached in RESULTS/models/ by a hash of what produced them; rows are appended to
-RESULTS/results.jsonl as cells finish, so a rerun skips finished cells. A failed cell records its
-error and the sweep goes on (as timm's benchmark.py does).
+Two phases, each spread over a local process pool (`jobs`) or a Ray cluster (`ray`):
+1. models: the plain model, one per scheme and composite, and the unmarked calibration models,
+   each cached in RESULTS/models/ under a content hash of what produced it;
+2. cells: every (model, attack at a strength) and every (unmarked model, key) verification.
+Rows are appended to RESULTS/results.jsonl as cells finish, so a rerun skips finished cells. A
+failed cell (or a model that failed to train) records its error and the sweep goes on, as
+timm's benchmark.py does.
+
+With Ray the results directory must be on a file system every node sees (the workers read and
+write the model cache there); `ray="local"` starts a private local instance.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
+import os
+import platform
 import resource
+import sys
 import time
 import traceback
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from nnmark.bench.grid import BenchSpec
-from nnmark.io import atomic_write_text
+from nnmark.bench.grid import AttackCell, BenchSpec, Task
+from nnmark.bench.store import ROW_SCHEMA, ResultStore, content_id, read_rows
+from nnmark.errors import NNMarkError
 
 log = logging.getLogger(__name__)
 
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+__all__ = ["BenchSummary", "machine", "read_rows", "run_bench"]
 
 
-def _model_paths(out: Path, spec: BenchSpec, scheme: str) -> tuple[Path, Path, str]:
-    ident = _hash(
-        [spec.data, spec.arch, scheme, spec.scheme_options.get(scheme, {}), spec.epochs, spec.seed]
+@dataclass(frozen=True)
+class ModelJob:
+    """A model the grid needs: marked with `scheme` ('none': plain), trained with `seed`."""
+
+    task: Task
+    scheme: str
+    seed: int
+    options: dict[str, Any]
+    epochs: int | None = None  # None: the task's epochs
+
+    @property
+    def ident(self) -> str:
+        from nnmark import __version__
+
+        what = [asdict(self.task), self.scheme, self.options, self.seed, self.epochs, __version__]
+        return f"{self.scheme.replace('+', '_')}-{content_id(what)}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of the results: a model, an attack (or none), verified with the model's key."""
+
+    job: ModelJob
+    attack: AttackCell | None  # None: a calibration cell (unmarked model, `key_job`'s key)
+    key_job: ModelJob | None = None
+
+    @property
+    def ident(self) -> str:
+        t = self.job.task
+        head = f"{t.data}|{t.arch}|e{t.epochs}|f{t.fraction}|b{t.batch_size}|lr{t.lr}"
+        if self.attack is None:
+            assert self.key_job is not None
+            return f"{head}|calibration|{self.key_job.scheme}|s{self.key_job.seed}|u{self.job.seed}"
+        return f"{head}|{self.job.scheme}|{self.attack.spec}|s{self.job.seed}"
+
+
+@dataclass(frozen=True)
+class BenchSummary:
+    cells: int
+    run: int
+    skipped: int
+    failed: int
+    seconds: float
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers come from: platform, CPUs, torch, and the load when the sweep began."""
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _cpu_seconds() -> float:
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
     )
-    folder = out / "models"
-    return folder / f"{scheme}-{ident}.safetensors", folder / f"{scheme}-{ident}.nnkey", ident
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def train_one(out: Path, spec: BenchSpec, scheme: str) -> str:
-    """Train (or find in the cache) the model of one scheme; returns its cache id."""
+def _reset_peak_rss() -> None:
+    # Linux resets VmHWM on "5" (since 4.0): the peak is then this cell's, not the worker's life.
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mib() -> float:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _train_config(task: Task, seed: int, epochs: int | None = None) -> Any:
+    from nnmark.train import TrainConfig
+
+    return TrainConfig(
+        epochs=task.epochs if epochs is None else epochs,
+        seed=seed,
+        fraction=task.fraction,
+        batch_size=task.batch_size,
+        lr=task.lr,
+    )
+
+
+def train_model(root: Path, job: ModelJob) -> str:
+    """Train (or find in the cache) one model and its key; returns the cache id."""
+    import torch
+
     from nnmark.api import embed, model_info, new_model, train
     from nnmark.data import load_data
     from nnmark.io import save_model
     from nnmark.keys import OwnerKey
-    from nnmark.train import TrainConfig
 
     torch.set_num_threads(1)
-    model_path, key_path, ident = _model_paths(out, spec, scheme)
-    if model_path.exists() and (scheme == "none" or key_path.exists()):
+    store = ResultStore(root)
+    ident = job.ident
+    model_path, key_path = store.model_path(ident), store.key_path(ident)
+    if model_path.exists() and (job.scheme == "none" or key_path.exists()):
         return ident
-    data = load_data(spec.data)
-    cfg = TrainConfig(epochs=spec.epochs, seed=spec.seed)
-    init = new_model(spec.arch, data, seed=spec.seed)
-    if scheme == "none":
+    data = load_data(job.task.data)
+    init = new_model(job.task.arch, data, seed=job.seed)
+    cfg = _train_config(job.task, job.seed, job.epochs)
+    if job.scheme == "none":
         model = train(init, data, cfg)
     else:
-        key = OwnerKey.new("nnmark bench", nonce=_hash([scheme, spec.seed]) * 2)
-        model, key = embed(
-            init, data, scheme, options=spec.scheme_options.get(scheme), key=key, config=cfg
-        )
+        # A fixed nonce per model: the key (and so every cell) is reproducible from the grid.
+        key = OwnerKey.new("nnmark bench", nonce=content_id(ident) * 2)
+        options = job.options or None
+        model, key = embed(init, data, job.scheme, options=options, key=key, config=cfg)
         key.save(key_path)
     save_model(model, model_info(model, data), model_path)
     return ident
 
 
-def run_cell(
-    out: Path, spec: BenchSpec, scheme: str, attack_spec: str, ladder: float | None
-) -> dict[str, Any]:
-    """One cell: attack the scheme's model, measure fidelity, verify. Never raises."""
+def run_cell(root: Path, cell: Cell) -> dict[str, Any]:
+    """Attack a cached model, measure fidelity, verify with its key. Never raises."""
+    import torch
+
     from nnmark.api import attack, verify
     from nnmark.data import load_data
     from nnmark.io import load_model
     from nnmark.keys import OwnerKey
+    from nnmark.schemes import SCHEMES
     from nnmark.tasks import evaluate, get_task
 
     torch.set_num_threads(1)
-    row: dict[str, Any] = {
-        "cell": cell_id(spec, scheme, attack_spec),
-        "data": spec.data,
-        "arch": spec.arch,
+    _reset_peak_rss()
+    store = ResultStore(root)
+    task = cell.job.task
+    a = cell.attack
+    key_job = cell.key_job if a is None else cell.job
+    assert key_job is not None
+    scheme = key_job.scheme
+    kind: str | None = None
+    if "+" in scheme:
+        kind = "composite"
+    elif scheme != "none" and scheme in SCHEMES:
+        kind = SCHEMES.get(scheme).kind
+    row: dict[str, Any] = dict.fromkeys(ROW_SCHEMA)  # every field, always (None if unknown)
+    row |= {
+        "cell": cell.ident,
+        "kind": "calibration" if a is None else "attack",
+        "data": task.data,
+        "arch": task.arch,
+        "task": None,
+        "seed": cell.job.seed,
         "scheme": scheme,
-        "attack": attack_spec,
-        "ladder_value": ladder,
+        "scheme_kind": kind,
+        "attack": "unmarked" if a is None else a.family,
+        "attack_spec": "none" if a is None else a.spec,
+        "strength_option": None if a is None else a.option,
+        "strength": None if a is None else a.strength,
+        "level": None if a is None else a.level,
+        "verdict": None,
+        "statistic_name": None,
+        "statistic": None,
+        "p_value": None,
+        "parts": None,
+        "queries": None,
         "error": None,
     }
     start = time.perf_counter()
     try:
-        model_path, key_path, _ = _model_paths(out, spec, scheme)
-        model, info = load_model(model_path)
-        data = load_data(spec.data)
+        model, info = load_model(store.model_path(cell.job.ident))
+        data = load_data(task.data)
         metric = get_task(info.task).primary
-        test = data.loader("test", 512)
+        test = data.loader("test", 256)
+        row["task"] = info.task
         row["fidelity_metric"] = metric
         row["fidelity_before"] = evaluate(model, test, info.task)[metric]
-        attacked = (
-            model if attack_spec == "none" else attack(model, attack_spec, data, seed=spec.seed + 1)
-        )
-        row["fidelity_after"] = evaluate(attacked, test, info.task)[metric]
+        if a is not None and a.spec != "none":
+            model = attack(model, a.spec, data, seed=cell.job.seed + 1)
+            row["fidelity_after"] = evaluate(model, test, info.task)[metric]
+        else:
+            row["fidelity_after"] = row["fidelity_before"]
         if scheme != "none":
-            v = verify(attacked, OwnerKey.load(key_path))
+            v = verify(model, OwnerKey.load(store.key_path(key_job.ident)))
             row.update(
-                {
-                    "verdict": v.verdict,
-                    "statistic_name": v.statistic_name,
-                    "statistic": v.statistic,
-                    "p_value": v.p_value,
-                    "queries": v.queries,
-                }
+                verdict=v.verdict,
+                statistic_name=v.statistic_name,
+                statistic=v.statistic,
+                p_value=v.p_value,
+                alpha=v.alpha,
+                queries=v.queries,
+                parts=[
+                    {
+                        "scheme": p.scheme,
+                        "verdict": p.verdict,
+                        "statistic_name": p.statistic_name,
+                        "statistic": p.statistic,
+                        "p_value": p.p_value,
+                    }
+                    for p in v.parts
+                ]
+                or None,
             )
     except Exception as exc:  # noqa: BLE001 - the sweep records the failure and goes on
-        row["error"] = f"{type(exc).__name__}: {exc}"
+        row["error"] = f"{type(exc).__name__}: {str(exc).strip()}"
         log.debug("cell %s failed:\n%s", row["cell"], traceback.format_exc())
     row["seconds"] = round(time.perf_counter() - start, 3)
-    row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row["peak_rss_mib"] = _peak_rss_mib()
     return row
 
 
-def calibration_rows(out: Path, spec: BenchSpec, schemes: list[str]) -> list[dict[str, Any]]:
-    """The unmarked model verified with every scheme's key: p-values under the null."""
-    from nnmark.api import verify
-    from nnmark.io import load_model
-    from nnmark.keys import OwnerKey
-
-    plain, _ = load_model(_model_paths(out, spec, "none")[0])
-    rows = []
-    for s in schemes:
-        row: dict[str, Any] = {
-            "cell": f"calibration|{spec.data}|{spec.arch}|{s}",
-            "scheme": s,
-            "attack": "unmarked model",
-            "calibration": True,
-            "error": None,
-        }
-        try:
-            v = verify(plain, OwnerKey.load(_model_paths(out, spec, s)[1]))
-            row.update({"verdict": v.verdict, "p_value": v.p_value, "statistic": v.statistic})
-        except Exception as exc:  # noqa: BLE001
-            row["error"] = f"{type(exc).__name__}: {exc}"
-        rows.append(row)
-    return rows
-
-
-def cell_id(spec: BenchSpec, scheme: str, attack_spec: str) -> str:
-    return f"{spec.data}|{spec.arch}|{spec.epochs}|{spec.seed}|{scheme}|{attack_spec}"
+def plan(spec: BenchSpec) -> tuple[list[ModelJob], list[ModelJob], list[Cell]]:
+    """(marked/plain models, unmarked calibration models, cells) of a grid."""
+    schemes = spec.resolved_schemes()
+    composites = spec.resolved_composites()
+    attacks = [AttackCell("none", "none"), *spec.attack_cells()]
+    models: list[ModelJob] = []
+    calib: list[ModelJob] = []
+    cells: list[Cell] = []
+    for task in spec.tasks:
+        jobs = [ModelJob(task, "none", spec.seed, {})]
+        for s in schemes:
+            jobs.append(ModelJob(task, s, spec.seed, dict(spec.scheme_options.get(s, {}))))
+        for c in composites:
+            opts = {p: dict(spec.scheme_options.get(p, {})) for p in c.split("+")}
+            jobs.append(ModelJob(task, c, spec.seed, opts))
+        unmarked = [
+            ModelJob(task, "none", spec.seed + 1000 + i, {}, spec.calibration_epochs)
+            for i in range(spec.calibration_models)
+        ]
+        models += jobs
+        calib += unmarked
+        cells += [Cell(j, a) for j in jobs for a in attacks]
+        cells += [Cell(u, None, j) for j in jobs if j.scheme != "none" for u in unmarked]
+    return models, calib, cells
 
 
-def read_rows(out: Path) -> list[dict[str, Any]]:
-    path = out / "results.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+class _Workers:
+    """Runs calls in parallel and yields them as they finish: inline, a process pool, or Ray.
+
+    One pool serves both phases, so worker start-up (importing torch) is paid once.
+    """
+
+    def __init__(self, jobs: int, ray: str | None) -> None:
+        self.jobs, self.ray = jobs, ray
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def map_unordered(
+        self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]
+    ) -> Iterator[tuple[int, Any, BaseException | None]]:
+        """Yield (index, result, error) as each fn(*args) finishes."""
+        if not calls:
+            return
+        if self.ray is not None:
+            import ray as ray_mod
+
+            remote = ray_mod.remote(num_cpus=1)(fn)
+            refs = {remote.remote(*args): i for i, args in enumerate(calls)}
+            pending = list(refs)
+            while pending:
+                ready, pending = ray_mod.wait(pending, num_returns=1)
+                for ref in ready:
+                    try:
+                        yield refs[ref], ray_mod.get(ref), None
+                    except Exception as exc:  # noqa: BLE001 - a task's failure is its row
+                        yield refs[ref], None, exc
+            return
+        if self.pool is None and self.jobs > 1 and len(calls) > 1:
+            # Started on first need (a resumed sweep with nothing left starts none). spawn: a
+            # forked child of a process that already ran torch may hang in OpenMP.
+            self.pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=get_context("spawn"))
+        if self.pool is None:
+            for i, args in enumerate(calls):
+                try:
+                    yield i, fn(*args), None
+                except Exception as exc:  # noqa: BLE001
+                    yield i, None, exc
+            return
+        futures = {self.pool.submit(fn, *args): i for i, args in enumerate(calls)}
+        pending_f = set(futures)
+        while pending_f:
+            done, pending_f = wait(pending_f, return_when=FIRST_COMPLETED)
+            for f in done:
+                failure = f.exception()
+                yield futures[f], None if failure else f.result(), failure
+
+
+def _init_ray(address: str, jobs: int) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise NNMarkError("--ray needs the ray package: pip install 'nnmark[ray]'") from None
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address == "local":
+        ray.init(num_cpus=max(1, jobs), **kwargs)
+    else:
+        ray.init(address=address, **kwargs)
 
 
 def run_bench(
@@ -159,59 +358,103 @@ def run_bench(
     out: Path,
     *,
     jobs: int = 1,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, int]:
-    """Run (or resume) the sweep; returns counts of cells done now, skipped, failed."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "models").mkdir(exist_ok=True)
-    atomic_write_text(out / "spec.json", json.dumps(asdict(spec), indent=2, default=list))
-    schemes = spec.resolved_schemes()
-    done = {r["cell"] for r in read_rows(out)}
-    cells = [
-        (s, a, lv) for s in ["none", *schemes] for a, lv in [("none", None), *spec.attack_specs()]
-    ]
-    todo = [c for c in cells if cell_id(spec, c[0], c[1]) not in done]
+    ray: str | None = None,
+    retry_failed: bool = False,
+    command: str = "",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> BenchSummary:
+    """Run (or resume) the sweep into `out`; returns counts of cells run, skipped and failed.
+
+    `ray`: None for the local process pool, "local" for a private Ray instance, "auto" or an
+    address ("ray://host:10001") to join a cluster. `retry_failed`: run failed cells again
+    (their new row replaces the old one).
+    """
+    start, cpu0 = time.perf_counter(), _cpu_seconds()
+    store = ResultStore(out).create()
+    _, _, cells = plan(spec)
+    done = store.done(retry_failed)
+    todo = [c for c in cells if c.ident not in done]
+    meta = store.read_json("meta.json")
+    runs = meta.get("runs", [])
+    runs.append(
+        {
+            "command": command,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine(),
+            "jobs": jobs,
+            "ray": ray,
+        }
+    )
+    store.write_json("meta.json", {**meta, "runs": runs})
+    store.write_json("spec.json", spec.to_dict())
+    if ray is not None:
+        _init_ray(ray, jobs)
+
+    # Phase 1: the models the unfinished cells need (cached ones return at once).
+    needed = {c.job.ident: c.job for c in todo} | {
+        c.key_job.ident: c.key_job for c in todo if c.key_job is not None
+    }
+    calls = [(out, job) for job in needed.values()]
     failed_models: dict[str, str] = {}
-    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(train_one, out, spec, s): s for s in ["none", *schemes]}
-        for f in as_completed(futures):
-            try:
-                f.result()
-            except Exception as exc:  # noqa: BLE001
-                failed_models[futures[f]] = f"{type(exc).__name__}: {exc}"
-        results = []
-        work = {}
-        for s, a, lv in todo:
-            if s in failed_models:
-                results.append(
-                    {
-                        "cell": cell_id(spec, s, a),
-                        "scheme": s,
-                        "attack": a,
-                        "ladder_value": lv,
-                        "error": f"training failed: {failed_models[s]}",
-                    }
-                )
+    with _Workers(jobs, ray) as workers:
+        for n, (i, _, error) in enumerate(workers.map_unordered(train_model, calls), 1):
+            if error is not None:
+                job = calls[i][1]
+                failed_models[job.ident] = f"{type(error).__name__}: {str(error).strip()}"
+                log.warning("training %s failed: %s", job.scheme, failed_models[job.ident])
+            if progress is not None:
+                progress("models", n, len(calls))
+
+        # Phase 2: the cells. A cell whose model failed records that error without running.
+        runnable = []
+        for c in todo:
+            bad = [j for j in (c.job, c.key_job) if j is not None and j.ident in failed_models]
+            if bad:
+                store.append([run_cell_stub(c, f"training failed: {failed_models[bad[0].ident]}")])
             else:
-                work[pool.submit(run_cell, out, spec, s, a, lv)] = (s, a)
-        with (out / "results.jsonl").open("a") as fh:
-            for row in results:
-                fh.write(json.dumps(row) + "\n")
-            for i, done_cell in enumerate(as_completed(work)):
-                fh.write(json.dumps(done_cell.result()) + "\n")
-                fh.flush()
-                if progress is not None:
-                    progress(i + 1, len(work))
-    cal_done = any(r.get("calibration") for r in read_rows(out))
-    if not cal_done and "none" not in failed_models:
-        with (out / "results.jsonl").open("a") as fh:
-            ok = [s for s in schemes if s not in failed_models]
-            for row in calibration_rows(out, spec, ok):
-                fh.write(json.dumps(row) + "\n")
-    failed = sum(1 for r in read_rows(out) if r.get("error"))
-    return {
-        "cells": len(cells),
-        "run": len(todo),
-        "skipped": len(cells) - len(todo),
-        "failed": failed,
+                runnable.append(c)
+        calls2 = [(out, c) for c in runnable]
+        for n, (i, row, error) in enumerate(workers.map_unordered(run_cell, calls2), 1):
+            if error is not None:  # a worker died (out of memory, killed): still one row
+                row = run_cell_stub(runnable[i], f"worker failed: {type(error).__name__}: {error}")
+            store.append([row])
+            if progress is not None:
+                progress("cells", n, len(calls2))
+
+    rows = {r["cell"]: r for r in store.rows()}
+    current = [rows[c.ident] for c in cells if c.ident in rows]
+    seconds = round(time.perf_counter() - start, 1)
+    runs[-1]["seconds"] = seconds
+    # Driver + pool workers (reaped by now); on a shared machine wall time says little.
+    runs[-1]["cpu_seconds"] = round(_cpu_seconds() - cpu0, 1)
+    runs[-1]["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    store.write_json("meta.json", {**meta, "runs": runs})
+    return BenchSummary(
+        cells=len(cells),
+        run=len(todo),
+        skipped=len(cells) - len(todo),
+        failed=sum(1 for r in current if r.get("error")),
+        seconds=seconds,
+    )
+
+
+def run_cell_stub(cell: Cell, error: str) -> dict[str, Any]:
+    """The row of a cell that could not run (its model failed to train, its worker died)."""
+    a = cell.attack
+    key_job = cell.key_job if a is None else cell.job
+    assert key_job is not None
+    return dict.fromkeys(ROW_SCHEMA) | {
+        "cell": cell.ident,
+        "kind": "calibration" if a is None else "attack",
+        "data": cell.job.task.data,
+        "arch": cell.job.task.arch,
+        "seed": cell.job.seed,
+        "scheme": key_job.scheme,
+        "attack": "unmarked" if a is None else a.family,
+        "attack_spec": "none" if a is None else a.spec,
+        "strength_option": None if a is None else a.option,
+        "strength": None if a is None else a.strength,
+        "level": None if a is None else a.level,
+        "error": error,
+        "seconds": 0.0,
     }

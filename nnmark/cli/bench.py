@@ -1,10 +1,11 @@
-"""`nnmark bench` and `nnmark report`."""
+"""`nnmark bench` (a resumable grid, failures recorded) and `nnmark report` (HTML + Markdown)."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -14,72 +15,110 @@ from nnmark.errors import NNMarkError
 
 @command("bench")
 def bench_cmd(
-    preset: Annotated[str | None, typer.Option(help="quick")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML or JSON BenchSpec")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Results directory (resumable)")] = Path(
-        "bench-results"
-    ),
-    jobs: Annotated[int, typer.Option(help="Parallel worker processes")] = 2,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="A shipped grid: quick (digits, every scheme x attack) "
+            "or seeds (MNIST + BBBC039, the seeds' settings)"
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A YAML grid (fields: docs/bench.md)")
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Results directory; rerunning into it resumes")
+    ] = Path("bench-results"),
+    jobs: Annotated[int, typer.Option(help="Parallel worker processes (or Ray CPUs)")] = 2,
+    ray: Annotated[
+        str | None,
+        typer.Option(help="Run on Ray: 'auto' joins a cluster, ADDRESS one, 'local' starts one"),
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Rerun the cells that failed last time")
+    ] = False,
     schemes: Annotated[
-        list[str] | None, typer.Option("--scheme", help="Only these schemes")
+        list[str] | None, typer.Option("--scheme", help="Only this scheme (repeatable)")
     ] = None,
     attacks: Annotated[
-        list[str] | None, typer.Option("--attack", help="Only these attacks")
+        list[str] | None, typer.Option("--attack", help="Only this attack (repeatable)")
     ] = None,
 ) -> None:
-    """Run schemes x attacks x strengths; a failed cell is recorded, never fatal."""
-    import dataclasses
+    """Run tasks x schemes x attacks x strengths; a failed cell is recorded, never fatal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from rich.progress import Progress
-
-    from nnmark.bench import PRESETS, BenchSpec, run_bench
+    from nnmark.bench import PRESETS, load_spec, run_bench
 
     if (preset is None) == (config is None):
         raise NNMarkError("give exactly one of --preset NAME or --config FILE")
+    if jobs < 1:
+        raise NNMarkError(f"--jobs must be >= 1, got {jobs}")
     if preset is not None:
         if preset not in PRESETS:
             raise NNMarkError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
         spec = PRESETS[preset]
     else:
         assert config is not None
-        if not config.is_file():
-            raise NNMarkError(f"config file not found: {config}")
-        import yaml
-
-        try:
-            doc = yaml.safe_load(config.read_text())
-            fields: dict[str, Any] = {
-                k: tuple(v) if isinstance(v, list) else v for k, v in (doc or {}).items()
-            }
-            spec = BenchSpec(**fields)
-        except (yaml.YAMLError, TypeError) as exc:
-            raise NNMarkError(f"{config}: bad bench config ({exc})") from None
+        spec = load_spec(config)
     if schemes:
         spec = dataclasses.replace(spec, schemes=tuple(schemes))
     if attacks:
         spec = dataclasses.replace(spec, attacks=tuple(attacks))
-    if jobs < 1:
-        raise NNMarkError(f"--jobs must be >= 1, got {jobs}")
-    with Progress(console=err, transient=True) as bar:
-        task = bar.add_task("cells", total=None)
+    spec.resolved_schemes(), spec.resolved_attacks(), spec.resolved_composites()  # fail early
+    # The command as parsed (not sys.argv: the same under a test runner or `python -m`).
+    words = ["nnmark", "bench"]
+    words += ["--preset", preset] if preset else ["--config", str(config)]
+    words += ["--out", str(out_dir), "--jobs", str(jobs)] + (["--ray", ray] if ray else [])
+    words += ["--retry-failed"] if retry_failed else []
+    words += [w for s in schemes or [] for w in ("--scheme", s)]
+    words += [w for a in attacks or [] for w in ("--attack", a)]
+    cmd = " ".join(shlex.quote(w) for w in words)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, object] = {}
+
+        def progress(phase: str, i: int, n: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=n)
+            bar.update(tasks[phase], completed=i, total=n)  # type: ignore[arg-type]
+
         summary = run_bench(
-            spec, out_dir, jobs=jobs, progress=lambda i, n: bar.update(task, completed=i, total=n)
+            spec,
+            out_dir,
+            jobs=jobs,
+            ray=ray,
+            retry_failed=retry_failed,
+            command=cmd,
+            progress=progress,
         )
-    out.print(json.dumps(summary))
-    out.print(f"{summary['failed']} failed cells; results in {out_dir / 'results.jsonl'}")
+    out.print(
+        f"{summary.cells} cells: {summary.run} run, {summary.skipped} skipped (done before), "
+        f"{summary.failed} failed; {summary.seconds:.0f} s; rows in {out_dir / 'results.jsonl'}"
+    )
 
 
 @command("report")
 def report_cmd(
-    results: Annotated[Path, typer.Argument(help="Results directory of nnmark bench")],
-    out_path: Annotated[Path, typer.Option("--out", help="HTML report")] = Path("report.html"),
-    md: Annotated[Path | None, typer.Option("--md", help="Also a Markdown summary")] = None,
-    budget: Annotated[float, typer.Option(help="Fidelity budget of a successful attack")] = 0.05,
+    results: Annotated[Path, typer.Argument(help="Results directory written by nnmark bench")],
+    out_path: Annotated[
+        Path, typer.Option("--out", help="The HTML report (one self-contained file)")
+    ] = Path("report.html"),
+    md: Annotated[Path | None, typer.Option("--md", help="Also a Markdown summary here")] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(help="Fidelity an attacker may lose (0.05 = 5 points); default: the grid's"),
+    ] = None,
 ) -> None:
-    """One self-contained HTML report (plots embedded) of a benchmark directory."""
+    """One self-contained HTML report (PNG plots embedded) of a benchmark directory."""
     from nnmark.bench.report import write_report
 
     if not results.is_dir():
         raise NNMarkError(f"results directory not found: {results}")
-    write_report(results, out_path, md, budget, command=f"nnmark report {results}")
+    if budget is not None and not 0 <= budget <= 1:
+        raise NNMarkError(f"--budget must be in [0, 1], got {budget}")
+    write_report(results, out_path, md, budget)
     out.print(f"saved {out_path}" + (f" and {md}" if md else ""))

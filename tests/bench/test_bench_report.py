@@ -1,4 +1,4 @@
-"""`nnmark bench` (resumable, failures recorded) and `nnmark report` seen in a real browser."""
+"""`nnmark bench` (schema, failures recorded, resumable, Ray) and `nnmark report` in a browser."""
 
 from __future__ import annotations
 
@@ -8,67 +8,115 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from nnmark.bench.runner import read_rows
+from nnmark.attacks import ATTACKS
+from nnmark.bench import PRESETS, ROW_SCHEMA, BenchSpec, read_rows
 from nnmark.cli import app
+from nnmark.schemes import SCHEMES
 
 runner = CliRunner()
 
+# 1 scheme x 2 attacks on digits; prune's third strength is invalid: that cell must fail alone.
+TINY = {
+    "data": "digits",
+    "epochs": 2,
+    "schemes": ["uchida"],
+    "attacks": ["prune", "permute"],
+    "chains": [],
+    "composites": [],
+    "calibration_models": 1,
+    "ladders": {"prune": {"fraction": [0.3, 0.6, 1.5]}},
+}
 
-def test_bench_resume_failures_and_report(tmp_path: Path) -> None:
-    config = tmp_path / "bench.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "schemes": ["uchida"],
-                "attacks": ["prune", "quantize"],
-                "epochs": 3,
-                "chains": ["noise:sigma=-1"],  # an invalid cell: recorded, not fatal
-            }
-        )
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The tiny grid run once through the CLI: (config file, results directory)."""
+    root = tmp_path_factory.mktemp("bench")
+    config = root / "bench.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    out = root / "res"
+    r = runner.invoke(app, ["bench", "--config", str(config), "--out", str(out), "--jobs", "1"])
+    assert r.exit_code == 0, r.output
+    assert "11 cells: 11 run, 0 skipped (done before), 2 failed" in r.stdout
+    return config, out
+
+
+def test_rows_follow_the_schema(tiny: tuple[Path, Path]) -> None:
+    rows = read_rows(tiny[1])
+    # (none, uchida) x (no attack, prune x 3, permute) + the unmarked model under uchida's key.
+    assert len(rows) == 11 and len({r["cell"] for r in rows}) == 11
+    assert all(set(r) == set(ROW_SCHEMA) for r in rows)
+    by = {(r["scheme"], r["attack_spec"]): r for r in rows if r["kind"] == "attack"}
+    clean = by[("uchida", "none")]
+    assert clean["verdict"] == "found" and clean["p_value"] < 1e-6
+    assert clean["statistic_name"] == "ber" and clean["statistic"] == 0.0
+    assert clean["fidelity_metric"] == "accuracy" and 0.5 < clean["fidelity_before"] <= 1
+    weak = by[("uchida", "prune:fraction=0.3")]
+    assert (weak["strength_option"], weak["strength"], weak["level"]) == ("fraction", 0.3, 0)
+    assert weak["seconds"] > 0 and weak["peak_rss_mib"] > 50
+    assert by[("none", "prune:fraction=0.6")]["verdict"] is None  # the plain model has no key
+    # Permuting hidden units moves Uchida's projected weights: the mark is lost at no cost.
+    perm = by[("uchida", "permute")]
+    assert perm["verdict"] == "not_found"
+    assert perm["fidelity_after"] == pytest.approx(perm["fidelity_before"], abs=1e-9)
+    (cal,) = [r for r in rows if r["kind"] == "calibration"]
+    assert cal["scheme"] == "uchida" and cal["verdict"] == "not_found" and cal["p_value"] > 1e-6
+
+
+def test_a_failing_cell_records_its_error_and_the_sweep_goes_on(tiny: tuple[Path, Path]) -> None:
+    rows = read_rows(tiny[1])
+    failed = [r for r in rows if r["error"]]
+    assert {r["attack_spec"] for r in failed} == {"prune:fraction=1.5"}
+    assert all(
+        r["error"] == "NNMarkError: prune: fraction must be in [0, 1], got 1.5" for r in failed
     )
-    out = tmp_path / "res"
-    r = runner.invoke(app, ["bench", "--config", str(config), "--out", str(out), "--jobs", "2"])
-    assert r.exit_code == 0, r.stderr
-    rows = read_rows(out)
-    cells = [r for r in rows if not r.get("calibration")]
-    assert len(cells) == 2 * (
-        1 + 3 + 3 + 1
-    )  # (none, uchida) x (no attack, 3 prune, 3 quantize, chain)
-    failed = [r for r in cells if r["error"]]
-    assert len(failed) == 2 and all("sigma must be >= 0" in r["error"] for r in failed)
-    ok = [r for r in cells if r["scheme"] == "uchida" and not r["error"]]
-    for key in (
-        "fidelity_before",
-        "fidelity_after",
-        "verdict",
-        "statistic",
-        "p_value",
-        "seconds",
-        "peak_rss_mib",
-        "fidelity_metric",
-    ):
-        assert all(key in r for r in ok)
-    weak = next(r for r in ok if r["attack"] == "prune:fraction=0.3")
-    assert weak["verdict"] == "found" and weak["fidelity_metric"] == "accuracy"
-    assert any(r.get("calibration") and r["verdict"] == "not_found" for r in rows)
-    # A rerun skips every finished cell.
-    r = runner.invoke(app, ["bench", "--config", str(config), "--out", str(out)])
-    assert r.exit_code == 0 and json.loads(r.stdout.splitlines()[0])["run"] == 0
-    assert len(read_rows(out)) == len(rows)
+    assert sum(1 for r in rows if not r["error"]) == 9
 
-    html, md = tmp_path / "report.html", tmp_path / "summary.md"
-    r = runner.invoke(app, ["report", str(out), "--out", str(html), "--md", str(md)])
-    assert r.exit_code == 0, r.stderr
-    text = html.read_text()
-    assert text.count("data:image/png;base64,") >= 3 and "sigma must be &gt;= 0" in text
-    assert "| uchida |" in md.read_text()
+
+def test_rerun_skips_finished_cells_and_redoes_a_lost_one(tiny: tuple[Path, Path]) -> None:
+    config, out = tiny
+    before = (out / "results.jsonl").read_text()
+    r = runner.invoke(app, ["bench", "--config", str(config), "--out", str(out), "--jobs", "1"])
+    assert r.exit_code == 0 and "11 cells: 0 run, 11 skipped" in r.stdout
+    assert (out / "results.jsonl").read_text() == before
+    # A sweep killed mid-write leaves a torn last line: that cell alone is run again.
+    lines = before.splitlines()
+    lost = json.loads(lines[3])
+    (out / "results.jsonl").write_text("\n".join(lines[:3] + lines[4:]) + "\n" + lines[3][:40])
+    r = runner.invoke(app, ["bench", "--config", str(config), "--out", str(out), "--jobs", "1"])
+    assert r.exit_code == 0 and "11 cells: 1 run, 10 skipped" in r.stdout
+    rows = read_rows(out)
+    assert len(rows) == 11  # the torn line was cut, not kept beside its rerun
+    again = next(x for x in rows if x["cell"] == lost["cell"])
+    same = ("verdict", "p_value", "fidelity_after", "error")
+    assert {k: again[k] for k in same} == {k: lost[k] for k in same}  # deterministic
+    # --retry-failed reruns the failed cells; each new row replaces its old one.
+    args = ["bench", "--config", str(config), "--out", str(out), "--jobs", "1"]
+    r = runner.invoke(app, [*args, "--retry-failed"])
+    assert r.exit_code == 0 and "11 cells: 2 run, 9 skipped (done before), 2 failed" in r.stdout
+    assert len(read_rows(out)) == 11
+
+
+def test_report_renders_in_a_real_browser(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    out = tiny[1]
+    page, md = tmp_path / "report.html", tmp_path / "summary.md"
+    r = runner.invoke(app, ["report", str(out), "--out", str(page), "--md", str(md)])
+    assert r.exit_code == 0, r.output
+    text = page.read_text()
+    assert text.count("data:image/png;base64,") == 4  # matrix, strength, trade-off, calibration
+    assert "src='http" not in text and "<script" not in text  # self-contained
+    assert "fraction must be in [0, 1], got 1.5" in text
+    summary = md.read_text()
+    assert "| uchida | whitebox |" in summary and "| permute | 1/2 attacks |" in summary
+    assert "drops by less than 5 points" in summary and "nnmark bench --config" in summary
 
     chromium = shutil.which("chromium")
-    assert chromium, "chromium is installed by the make test set-up"
+    assert chromium, "Debian's chromium is installed by `make browser` (part of make test)"
     shot = tmp_path / "shot.png"
     subprocess.run(
         [
@@ -82,22 +130,75 @@ def test_bench_resume_failures_and_report(tmp_path: Path) -> None:
             "--no-first-run",
             f"--user-data-dir={tmp_path / 'profile'}",
             f"--screenshot={shot}",
-            "--window-size=1200,1800",
-            html.as_uri(),
+            "--window-size=1280,2000",
+            page.as_uri(),
         ],
         capture_output=True,
         timeout=120,
         check=False,
     )
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
-    assert pixels.std() > 20  # not blank
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # plots, not a flat page
+    assert pixels.shape == (2000, 1280, 3)
+    assert pixels.std() > 20  # not a blank page
+    colours = np.unique(pixels.reshape(-1, 3).astype(np.uint8), axis=0)
+    assert len(colours) > 200  # plots (heatmap, lines, anti-aliased text), not a flat page
+
+
+def test_ray_runs_the_cells_like_the_local_pool(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    import ray
+
+    config = tmp_path / "ray.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "attacks": ["permute"], "calibration_models": 0}))
+    out = tmp_path / "ray"
+    # Models are cached by a content hash of their recipe: the tiny grid's are reused here.
+    shutil.copytree(tiny[1] / "models", out / "models")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        r = runner.invoke(
+            app,
+            ["bench", "--config", str(config), "--out", str(out), "--ray", "local", "--jobs", "2"],
+        )
+    finally:
+        ray.shutdown()
+    assert r.exit_code == 0, r.output
+    assert "4 cells: 4 run, 0 skipped (done before), 0 failed" in r.stdout
+    local = {x["cell"]: x for x in read_rows(tiny[1])}
+    for row in read_rows(out):
+        ref = local[row["cell"]]
+        for k in ("verdict", "p_value", "fidelity_before", "fidelity_after"):
+            assert row[k] == ref[k], k
+    assert json.loads((out / "meta.json").read_text())["runs"][0]["ray"] == "local"
+
+
+def test_presets_enumerate_the_registries() -> None:
+    quick = PRESETS["quick"]
+    assert quick.resolved_schemes() == SCHEMES.names()
+    families = {c.family for c in quick.attack_cells()}
+    assert families == set(ATTACKS.names()) | set(quick.chains)
+    (composite,) = quick.resolved_composites()
+    kinds = {SCHEMES.get(p).kind for p in composite.split("+")}
+    assert kinds == {"whitebox", "blackbox"}
+    ladder = [c.spec for c in quick.attack_cells() if c.family == "quantize"]
+    assert ladder == ["quantize:bits=8", "quantize:bits=4", "quantize:bits=2"]
+    spec = BenchSpec.from_dict({"attacks": ["prune+finetune"], "chains": []})
+    with pytest.raises(Exception, match="unknown attack 'prune\\+finetune'"):
+        spec.attack_cells()
 
 
 def test_bench_and_report_errors(tmp_path: Path) -> None:
     r = runner.invoke(app, ["bench"])
-    assert r.exit_code == 2 and "exactly one of --preset" in r.stderr
+    assert r.exit_code == 2 and "exactly one of --preset NAME or --config FILE" in r.stderr
     r = runner.invoke(app, ["bench", "--preset", "huge"])
-    assert r.exit_code == 2 and "unknown preset 'huge'" in r.stderr
+    assert r.exit_code == 2 and "unknown preset 'huge' (known: quick, seeds)" in r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochz: 3\n")
+    r = runner.invoke(app, ["bench", "--config", str(bad)])
+    assert r.exit_code == 2 and "unknown bench option(s) epochz" in r.stderr
+    bad.write_text("schemes: [nosuch]\n")
+    r = runner.invoke(app, ["bench", "--config", str(bad), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "unknown scheme 'nosuch'" in r.stderr
     r = runner.invoke(app, ["report", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "results directory not found" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = runner.invoke(app, ["report", str(tmp_path / "empty")])
+    assert r.exit_code == 2 and "no results.jsonl rows to report" in r.stderr

@@ -1,0 +1,142 @@
+"""The results directory of a benchmark: JSON lines (one row per cell), a model cache, metadata.
+
+Layout of RESULTS/:
+  results.jsonl   one JSON object per finished cell (schema: `ROW_SCHEMA`), appended as cells
+                  finish, so an interrupted sweep loses at most the cells in flight; a rerun
+                  skips every cell whose `cell` id is already there.
+  models/         trained models (`<id>.safetensors`) and their keys (`<id>.nnkey`), named by a
+                  content hash of what produced them (task, scheme, options, seed, nnmark
+                  version): a rerun, or another grid sharing a model, trains it once.
+  spec.json       the grid that was run; meta.json: machine, command, times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from nnmark.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+#: Every field of a results.jsonl row, with its meaning (docs/bench.md repeats this table).
+ROW_SCHEMA: dict[str, str] = {
+    "cell": "str: unique id of the cell (task|scheme|attack spec|seed); reruns skip known ids",
+    "kind": "str: 'attack' (a model under attack) or 'calibration' (an unmarked model "
+    "verified with a scheme's key)",
+    "data": "str: data spec, e.g. 'digits' or 'mnist:/path'",
+    "arch": "str: zoo architecture",
+    "task": "str: 'classification' | 'segmentation' (null if the cell failed early)",
+    "seed": "int: seed of the marked model's training",
+    "scheme": "str: scheme name, 'a+b' for a composite mark, 'none' for the plain model",
+    "scheme_kind": "str | null: 'whitebox' | 'blackbox' | 'integrity' | 'composite' | null",
+    "attack": "str: attack family: a registered name, 'a+b' for a chain, 'none', or 'unmarked'",
+    "attack_spec": "str: the exact spec given to nnmark.api.attack",
+    "strength_option": "str | null: the option the ladder varies (fraction, sigma, epochs, bits)",
+    "strength": "float | null: its value in this cell",
+    "level": "int | null: 0, 1, 2 = weak, medium, strong on the ladder",
+    "fidelity_metric": "str: 'accuracy' or 'dice'",
+    "fidelity_before": "float: fidelity of the model before the attack (test split)",
+    "fidelity_after": "float: fidelity after the attack",
+    "verdict": "str | null: found / not_found / intact / modified (null for scheme 'none')",
+    "statistic_name": "str | null: the scheme's statistic (ber, trigger_accuracy, ...)",
+    "statistic": "float | null: its value",
+    "p_value": "float | null: p-value of the verification (combined by Fisher for composites)",
+    "alpha": "float | null: the significance level of the verdict (p < alpha: found)",
+    "parts": "list | null: composite marks: one {scheme, verdict, statistic, p_value} per mark",
+    "queries": "int | null: queries a black-box verification spent",
+    "seconds": "float: wall time of the cell (attack + evaluation + verification)",
+    "peak_rss_mib": "float: peak resident memory of the worker during the cell (MiB)",
+    "error": "str | null: 'Type: message' if the cell failed; the sweep goes on",
+}
+
+
+def content_id(obj: Any) -> str:
+    """A short, stable hash of a JSON-able object: the cache name of what it produces."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class ResultStore:
+    """One results directory: rows appended as JSON lines, models cached by content hash."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.rows_path = self.root / "results.jsonl"
+        self.models = self.root / "models"
+
+    def create(self) -> ResultStore:
+        self.models.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per cell (the latest, if a cell was retried); a torn last line is skipped."""
+        return read_rows(self.root)
+
+    def done(self, retry_failed: bool = False) -> set[str]:
+        """Cells a rerun skips: all recorded ones, or only the successful ones."""
+        return {r["cell"] for r in self.rows() if not (retry_failed and r.get("error"))}
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        # Only the driver writes, one whole line at a time, flushed: resumable after a kill.
+        self._drop_torn_tail()
+        with self.rows_path.open("a") as fh:
+            for row in rows:
+                fh.write(json.dumps(_finite(row), default=str) + "\n")
+                fh.flush()
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a half-written last line (a sweep killed mid-write); its cell is simply rerun."""
+        if not self.rows_path.exists():
+            return
+        data = self.rows_path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with self.rows_path.open("r+b") as fh:
+                fh.truncate(data.rfind(b"\n") + 1)
+
+    def model_path(self, ident: str) -> Path:
+        return self.models / f"{ident}.safetensors"
+
+    def key_path(self, ident: str) -> Path:
+        return self.models / f"{ident}.nnkey"
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_text(self.root / name, json.dumps(obj, indent=2, default=str) + "\n")
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        path = self.root / name
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _finite(obj: Any) -> Any:
+    """NaN / inf become null: the rows stay strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def read_rows(root: Path) -> list[dict[str, Any]]:
+    """The rows of RESULTS/results.jsonl, one per cell (a retried cell's latest row)."""
+    path = Path(root) / "results.jsonl"
+    if not path.exists():
+        return []
+    latest: dict[Any, dict[str, Any]] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s:%d: torn row skipped (its cell will be rerun)", path, n)
+            continue
+        latest.pop(row.get("cell"), None)  # a retried cell moves to its new place
+        latest[row.get("cell")] = row
+    return list(latest.values())
