@@ -82,8 +82,9 @@ def embed(
     A fresh model is train-to-embed; a trained one is fine-tune-to-embed; with `teacher` no label
     is read (distill-to-embed). The mark is added to `key` (a new key for `owner` if None).
     `scheme` may name several schemes, "uchida+content": all are embedded in one training (a
-    composite mark, verified together). With `message`, the payload is that text in a BCH codeword of at most `bits` (default 255)
-    bits (nnmark.ecc); `verify` then reports the decoded text.
+    composite mark, verified together). With `message`, the payload is that text as a BCH
+    codeword repeated to fill the mark's bits (`bits`, default 255; tartaglione / watermas: one
+    per marked entry; Scheme.encode_payload, nnmark.ecc); `verify` reports the decoded text.
 
     >>> from nnmark.data import load_data
     >>> data = load_data("digits")
@@ -105,9 +106,7 @@ def embed(
         ecc = None
         chosen = tuple(payload) if payload else None
         if message is not None and cls.kind == "whitebox":
-            from nnmark.ecc import encode_message
-
-            chosen, ecc = encode_message(message, bits or 255)
+            chosen, ecc = cls.encode_payload(message, model, cfg, bits=bits, data=data)
         mark = cls.plan(model, key, cfg, bits=bits, payload=chosen, data=data)
         if ecc is not None:
             mark = dataclasses.replace(mark, message=message, data={**mark.data, "ecc": ecc})

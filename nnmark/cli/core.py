@@ -51,7 +51,12 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="Training seed")] = 0,
     owner: Annotated[str, typer.Option(help="Owner string committed in the key")] = "owner",
     message: Annotated[
-        str | None, typer.Option(help="Payload text, BCH-encoded in --bits (default 255) bits")
+        str | None,
+        typer.Option(
+            help="Payload text, BCH-encoded and repeated to fill the mark: --bits bits (default "
+            "255, or the host layer's capacity if smaller); tartaglione / watermas: one bit per "
+            "marked entry"
+        ),
     ] = None,
     sets: Annotated[list[str] | None, SetOption] = None,
     out_path: Annotated[Path, typer.Option("--out", help="Output model (.safetensors)")] = Path(
@@ -111,7 +116,12 @@ def embed_cmd(
     seed: Annotated[int, typer.Option(help="Training seed")] = 0,
     owner: Annotated[str, typer.Option(help="Owner string committed in the key")] = "owner",
     message: Annotated[
-        str | None, typer.Option(help="Payload text, BCH-encoded in --bits (default 255) bits")
+        str | None,
+        typer.Option(
+            help="Payload text, BCH-encoded and repeated to fill the mark: --bits bits (default "
+            "255, or the host layer's capacity if smaller); tartaglione / watermas: one bit per "
+            "marked entry"
+        ),
     ] = None,
     key_in: Annotated[
         Path | None, typer.Option("--key", help="Add the mark to this existing key")
@@ -196,11 +206,43 @@ def verdict_table(v: Verdict) -> Table:
     return table
 
 
+def evidence_lines(v: Verdict) -> list[str]:
+    """What a table cannot hold, per mark: the changed tensors of an integrity mark and the
+    decoded payload of an error-corrected one."""
+    lines = []
+    for part in v.parts or (v,):
+        d = part.details
+        if "changed" in d and part.verdict == "modified":
+            changed = d["changed"]
+            names = ", ".join(changed) if changed else "none localised"
+            lines.append(f"{part.scheme}: changed tensors ({len(changed)}): {names}")
+        if d.get("unverified"):
+            lines.append(
+                f"{part.scheme}: could not be checked (every tensor holding their digests "
+                f"changed): {', '.join(d['unverified'])}"
+            )
+        ecc = d.get("ecc")
+        if ecc is not None:
+            if ecc.get("decoded"):
+                lines.append(
+                    f"{part.scheme}: payload {part.message!r} (BCH decoded, {ecc['corrected']} "
+                    f"of at most {ecc['t']} bit errors corrected, {ecc.get('copies', 1)} copies)"
+                )
+            else:
+                lines.append(
+                    f"{part.scheme}: payload not decoded (more bit errors than the code "
+                    "corrects; the verdict rests on the raw bits)"
+                )
+    return lines
+
+
 def emit_verdict(v: Verdict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(v.to_dict()))
     else:
         out.print(verdict_table(v))
+        for line in evidence_lines(v):
+            out.print(line, markup=False, soft_wrap=True)
         out.print(f"null hypothesis: {v.null}; alpha {v.alpha:g}")
     raise typer.Exit(v.exit_code)
 

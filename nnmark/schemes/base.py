@@ -8,6 +8,7 @@ points, so every hook has a no-op default and a scheme fills only what it needs:
 hook               called                                     filled by (e.g.)
 =================  =========================================  ==============================
 ``plan``           once, to create the key entry              every scheme (layer, payload)
+``encode_payload`` a text payload (``--message``), before plan  bit-carrying white-box schemes
 ``prepare``        before training                            freeze params, grow the head
 ``batches``        wraps each epoch's batches                 trigger sets, key samples
 ``penalty``        added to each batch's loss                 uchida, stdm, deepsigns
@@ -29,6 +30,7 @@ from torch import nn
 
 from nnmark.config import build_config, config_to_dict
 from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.stats import DEFAULT_ALPHA, ber, binomial_pvalue, decide
 from nnmark.suspect import Suspect, as_suspect
@@ -36,6 +38,9 @@ from nnmark.verdict import Verdict
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+
+#: Payload bits of a text message when neither --bits nor the host fixes them.
+DEFAULT_MESSAGE_BITS = 255
 
 BIT_NULL = (
     "an unmarked model matches each key bit independently with probability 1/2 "
@@ -109,6 +114,44 @@ class Scheme:
         )
         return key.new_mark(cls.name, config_to_dict(config), None, chosen)
 
+    #: True when the host fixes the payload length (one bit per marked entry: tartaglione,
+    #: watermas); False when the owner chooses it (`bits`), up to `capacity`.
+    fixed_length: ClassVar[bool] = False
+
+    @classmethod
+    def capacity(cls, model: nn.Module, config: Any, data: DataBundle | None = None) -> int | None:
+        """The most payload bits this mark can carry on `model` (None: no host limit)."""
+        return None
+
+    @classmethod
+    def encode_payload(
+        cls,
+        message: str,
+        model: nn.Module,
+        config: Any,
+        *,
+        bits: int | None = None,
+        data: DataBundle | None = None,
+    ) -> tuple[tuple[int, ...], dict[str, Any]]:
+        """`message` as payload bits (a BCH codeword repeated to fill them; nnmark.ecc) and the
+        code's parameters, sized to what the host carries.
+
+        A host that fixes the length (`fixed_length`) is filled exactly; otherwise the mark
+        carries `bits` bits, by default DEFAULT_MESSAGE_BITS or the host's capacity if smaller.
+        """
+        from nnmark.ecc import encode_message
+
+        cap = cls.capacity(model, config, data)
+        if cls.fixed_length:
+            if cap is None:
+                raise NNMarkError(f"{cls.name}: the host's payload length is unknown")
+            size = cap
+        else:
+            size = (
+                bits if bits is not None else min(DEFAULT_MESSAGE_BITS, cap or DEFAULT_MESSAGE_BITS)
+            )
+        return encode_message(message, size)
+
     # ---- embedding hooks (all optional) -------------------------------------------------
     def prepare(self, model: nn.Module) -> nn.Module:
         return model
@@ -174,7 +217,12 @@ def bit_verdict(
         from nnmark.ecc import decode_bits
 
         result = decode_bits(ev.bits, ecc)
-        details["ecc"] = {"decoded": result.ok, "corrected": result.corrected, "t": result.t}
+        details["ecc"] = {
+            "decoded": result.ok,
+            "corrected": result.corrected,
+            "t": result.t,
+            "copies": int(ecc.get("copies", 1)),
+        }
         message = result.message
     return Verdict(
         scheme,

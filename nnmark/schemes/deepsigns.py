@@ -86,6 +86,14 @@ class DeepSigns(Scheme):
         self.target = torch.tensor(mark.bits, dtype=torch.float32)
 
     @classmethod
+    def capacity(cls, model: nn.Module, config: Any, data: DataBundle | None = None) -> int | None:
+        """The host layer's features: mu A takes any sign pattern only for at most that many
+        independent projections (A is features x bits)."""
+        if data is None:
+            return None
+        return _features(model, config.layer or default_activation_layer(model), data)
+
+    @classmethod
     def plan(
         cls,
         model: nn.Module,
@@ -112,11 +120,12 @@ class DeepSigns(Scheme):
                 f"class {target} has {len(pool)} training images; asked for inputs={config.inputs}"
             )
         chosen_x = x[pool[torch.randperm(len(pool), generator=gen)[: config.inputs]]]
-        was_training = unwrap(model).training
-        unwrap(model).eval()
-        with torch.no_grad():
-            features = layer_output(unwrap(model), layer, chosen_x[:1]).shape[1]
-        unwrap(model).train(was_training)
+        features = _features(model, layer, data)
+        if n > features:
+            raise NNMarkError(
+                f"layer {layer} has {features} features: deepsigns holds at most that many bits "
+                f"(independent projections of the class centre); asked for {n}"
+            )
         chosen = payload or payload_bits(key.owner, key.nonce, n, len(key.marks))
         return key.new_mark(
             cls.name,
@@ -161,3 +170,14 @@ class DeepSigns(Scheme):
                 "access": "activations",
             },
         )
+
+
+def _features(model: nn.Module, layer: str, data: DataBundle) -> int:
+    """Width of `layer`'s flattened output on one input of the data's shape (eval mode)."""
+    inner = unwrap(model)
+    was_training = inner.training
+    inner.eval()
+    with torch.no_grad():
+        features = layer_output(inner, layer, torch.zeros((1, *data.input_shape))).shape[1]
+    inner.train(was_training)
+    return int(features)

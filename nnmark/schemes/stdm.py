@@ -74,6 +74,11 @@ class STDM(Scheme):
         self.bits = torch.tensor(mark.bits, dtype=torch.float32)
 
     @classmethod
+    def capacity(cls, model: nn.Module, config: Any, data: DataBundle | None = None) -> int:
+        """One bit per raw weight of the host layer (segments of one entry at the limit)."""
+        return get_layer(model, config.layer or default_host_layer(model)).weight.numel()
+
+    @classmethod
     def plan(
         cls,
         model: nn.Module,

@@ -101,6 +101,11 @@ class PositionScheme(Scheme):
     """Shared by the landscape schemes: frozen key values at key positions, verified by sign."""
 
     config: Any
+    fixed_length = True  # one payload bit per marked entry
+
+    @classmethod
+    def capacity(cls, model: nn.Module, config: Any, data: DataBundle | None = None) -> int:
+        return sum(layer["k"] for layer in plan_layers(model, config.fraction))
 
     def __init__(self, mark: Mark) -> None:
         super().__init__(mark)

@@ -85,6 +85,12 @@ class Uchida(Scheme):
         self._target = torch.tensor(mark.bits, dtype=torch.float32)
 
     @classmethod
+    def capacity(cls, model: nn.Module, config: Any, data: DataBundle | None = None) -> int:
+        """M, the host layer's filter-averaged weights: X w must be able to take any sign
+        pattern, so at most M bits (Uchida et al. embed far fewer, T << M)."""
+        return get_layer(model, config.layer or default_host_layer(model)).weight[0].numel()
+
+    @classmethod
     def plan(
         cls,
         model: nn.Module,
@@ -97,7 +103,7 @@ class Uchida(Scheme):
     ) -> Mark:
         layer = config.layer or default_host_layer(model)
         weight = get_layer(model, layer).weight
-        capacity = weight[0].numel()
+        capacity = cls.capacity(model, config)
         n = len(payload) if payload is not None else (bits or 64)
         if n < 1:
             raise NNMarkError("a mark needs at least 1 bit")
