@@ -5,23 +5,31 @@ Threat model: white-box; the question is not "whose model?" but "was it changed 
 The mark lives in the model itself, so verification needs only the key and the suspect.
 
 Written after training (`finalize`), in the least significant mantissa bit (LSB) of key-chosen
-float32 weights ("slots", drawn from the key over every float32 parameter of >= 16 values):
+entries ("slots") of the *carriers*: every float32 tensor of >= 32 values, parameters and buffers
+(BatchNorm statistics) alike. Every other tensor (a small bias, `num_batches_tracked`) is a
+*guest*.
 
 1. every slot is cleared;
-2. each tensor (every parameter and buffer: BatchNorm statistics included) gets a 16-bit digest
-   (SHA-256 of its dtype, shape and bytes, slots cleared), written into its 16 digest slots;
-3. a SHA-256 of the whole model (names, dtypes, shapes, bytes in key order; only the 256 hash
-   slots cleared, so the digest bits are covered) is written into the 256 hash slots.
+2. each carrier gets a 16-bit digest of itself (SHA-256 of its name, dtype, shape and bytes,
+   its own slots cleared) in 16 of its *own* slots;
+3. each guest's digest is written into 16 slots in each of 7 key-chosen carriers (its hosts);
+4. a SHA-256 of the whole model (names, dtypes, shapes, bytes in key order; only the 256 hash
+   slots cleared, so every digest bit is covered) is written into 256 slots over the carriers.
 
 Any change, even one flipped bit anywhere (a slot included), breaks the whole hash: "modified".
-Localisation: a tensor whose recomputed digest differs from its stored one changed. When the
-mismatches could be slot bits alone (a flipped LSB that carries a digest or hash bit), that
-hypothesis is checked against the whole hash: undo the flips; if the hash then agrees (up to the
-flipped hash bits), exactly the tensors holding those slots are named. Missing, added, reshaped
-or re-typed tensors are named too. A changed tensor escapes localisation with probability 2^-16.
+Localisation names exactly the changed tensors, because a tensor's evidence never sits in a
+tensor that may have changed independently of it: a carrier carries its own digest (its check
+cannot be spoiled by a change elsewhere); a guest is read from its hosts whose own digests still
+match, by bitwise majority (an odd number of them), so a flipped slot in one host is outvoted and
+names that host. A guest none of whose hosts is intact cannot be checked: it is listed in
+`details["unverified"]`, never guessed. When no digest disagrees but the whole hash does, only
+hash slots changed (at most 32 of 256 stored bits differ: a real content change differs in about
+128, so the chance of a wrong call is below 2^-80) and the tensors holding them are named.
+Missing, added, reshaped or re-typed tensors are named too. A changed tensor escapes its 16-bit
+digest with probability 2^-16.
 
-Cost: each slot's weight changes by at most one unit in the last place (relative 2^-23); the
-test suite measures the largest output change on the digits test set.
+Cost: each slot's weight changes by at most one unit in the last place (relative 2^-23);
+`benchmarks/fragile_output.py` measures the largest output change on the test set.
 
 Verdict: "intact" when the stored and recomputed whole hashes agree, "modified" otherwise, with
 `details["changed"]` (key order). Statistic: hash match (1 or 0). p-value: under H0 "the suspect
@@ -56,15 +64,19 @@ from nnmark.verdict import Verdict
 
 HASH_BITS = 256
 DIGEST_BITS = 16
-MIN_CARRIER = 16
-#: Hash bits that may differ when only slot LSBs were flipped: a real mismatch differs in about
-#: 128 of 256 bits, so at most 32 differing bits (chance below 2^-80) means "slots only".
+MIN_CARRIER = 32
+GUEST_HOSTS = 7
+LAYOUT = 2
+#: Hash bits that may differ when only hash slots were flipped: a real mismatch differs in about
+#: 128 of 256 bits, so at most 32 differing bits (chance below 2^-80) means "hash slots only".
 SLOT_ONLY_HASH_DIFF = 32
 NULL = (
     "H0: the suspect differs from the marked model; it then matches the stored 256-bit SHA-256 "
     "only by a collision, probability 2^-256 (the p-value when intact); per-tensor 16-bit "
     "digests localise a change"
 )
+
+Slot = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,11 @@ def _raw(t: torch.Tensor) -> bytes:
     return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
+def _majority(copies: list[list[int]]) -> list[int]:
+    """Bitwise majority of an odd number of equal-length bit lists."""
+    return [int(2 * sum(col) > len(col)) for col in zip(*copies)]
+
+
 @register("fragile")
 class Fragile(Scheme):
     Config = FragileConfig
@@ -95,6 +112,11 @@ class Fragile(Scheme):
 
     def __init__(self, mark: Mark) -> None:
         super().__init__(mark)
+        if mark.data.get("layout") != LAYOUT:
+            raise NNMarkError(
+                "fragile key of an older layout (its digests could not localise every change); "
+                "mark the model again"
+            )
         try:
             self.tensors: list[dict[str, Any]] = list(mark.data["tensors"])
             self.carriers: list[str] = list(mark.data["carriers"])
@@ -102,35 +124,55 @@ class Fragile(Scheme):
             raise NNMarkError("fragile mark without its tensor list in the key") from None
         self.names = [t["name"] for t in self.tensors]
         sizes = {t["name"]: int(t["numel"]) for t in self.tensors}
-        total = HASH_BITS + DIGEST_BITS * len(self.tensors)
+        if not self.carriers or any(sizes.get(c, 0) < MIN_CARRIER for c in self.carriers):
+            raise NNMarkError("fragile key: bad carrier list")
+        floats = [t["name"] for t in self.tensors if t["dtype"] == "float32"]
+        # a tensor's own digest bits: 16, or one per value of a smaller float32 tensor
+        self.own_bits = {n: min(DIGEST_BITS, sizes[n]) for n in floats}
+        self.guests = [n for n in self.names if self.own_bits.get(n, 0) < DIGEST_BITS]
+        gen = mark.generator("carriers")
+        used: dict[str, set[int]] = {n: set() for n in floats}
+
+        def draw(name: str, k: int) -> list[Slot]:
+            """k positions of `name` no other slot uses (rejection sampling, O(k) memory)."""
+            out: list[Slot] = []
+            while len(out) < k:
+                for v in torch.randint(0, sizes[name], (2 * k,), generator=gen).tolist():
+                    if v not in used[name] and len(out) < k:
+                        used[name].add(v)
+                        out.append((name, v))
+            return out
+
+        self.own = {n: draw(n, self.own_bits[n]) for n in floats}
         ends: list[int] = []
         acc = 0
-        for name in self.carriers:
-            acc += sizes[name]
+        for c in self.carriers:
+            acc += sizes[c]
             ends.append(acc)
-        if acc < total:
-            raise NNMarkError(f"fragile needs {total} float32 weights to carry its hashes")
-        # Distinct global positions drawn from the key (no O(parameters) permutation).
-        gen = mark.generator("carriers")
-        seen: set[int] = set()
-        order: list[int] = []
-        while len(order) < total:
-            for v in torch.randint(0, acc, (2 * total,), generator=gen).tolist():
-                if v not in seen and len(order) < total:
-                    seen.add(v)
-                    order.append(v)
-        self.slots: list[tuple[str, int]] = []
-        for g in order:
-            i = bisect.bisect_right(ends, g)
-            self.slots.append((self.carriers[i], g - (ends[i - 1] if i else 0)))
-        self.hash_slots = self.slots[:HASH_BITS]
-        self.digest_slots = {
-            name: self.slots[HASH_BITS + DIGEST_BITS * k : HASH_BITS + DIGEST_BITS * (k + 1)]
-            for k, name in enumerate(self.names)
-        }
-        self.held: dict[str, list[tuple[str, int]]] = {}
-        for slot in self.slots:
-            self.held.setdefault(slot[0], []).append(slot)
+        if acc - DIGEST_BITS * len(self.carriers) < HASH_BITS + DIGEST_BITS * len(self.guests):
+            raise NNMarkError("fragile: the model has too few float32 values for its hashes")
+        self.hash_slots: list[Slot] = []
+        while len(self.hash_slots) < HASH_BITS:  # spread over the carriers by size
+            for g in torch.randint(0, acc, (2 * HASH_BITS,), generator=gen).tolist():
+                i = bisect.bisect_right(ends, g)
+                name, pos = self.carriers[i], g - (ends[i - 1] if i else 0)
+                if pos not in used[name] and len(self.hash_slots) < HASH_BITS:
+                    used[name].add(pos)
+                    self.hash_slots.append((name, pos))
+        self.guest_slots: dict[str, list[list[Slot]]] = {}
+        self.hosts: dict[str, list[str]] = {}
+        for g in self.guests:
+            room = [c for c in self.carriers if sizes[c] - len(used[c]) >= 2 * DIGEST_BITS]
+            room = room or [c for c in self.carriers if sizes[c] - len(used[c]) >= DIGEST_BITS]
+            if not room:
+                raise NNMarkError("fragile: no carrier has room left for a guest's digest")
+            pick = torch.randperm(len(room), generator=gen)[:GUEST_HOSTS].tolist()
+            hosts = [room[i] for i in sorted(pick)]
+            if len(hosts) % 2 == 0 and len(hosts) > 1:  # an odd number of copies: no tie
+                hosts = hosts[:-1]
+            self.hosts[g] = hosts
+            self.guest_slots[g] = [draw(h, DIGEST_BITS) for h in hosts]
+        self.held: dict[str, list[Slot]] = {n: [(n, p) for p in used[n]] for n in floats}
 
     @classmethod
     def plan(
@@ -143,9 +185,7 @@ class Fragile(Scheme):
         payload: tuple[int, ...] | None = None,
         data: DataBundle | None = None,
     ) -> Mark:
-        inner = unwrap(model)
-        state = inner.state_dict()
-        params = dict(inner.named_parameters())
+        state = unwrap(model).state_dict()
         tensors = [
             {
                 "name": n,
@@ -156,24 +196,23 @@ class Fragile(Scheme):
             for n, t in state.items()
         ]
         carriers = [
-            n
-            for n, t in state.items()
-            if n in params and t.dtype == torch.float32 and t.numel() >= MIN_CARRIER
+            n for n, t in state.items() if t.dtype == torch.float32 and t.numel() >= MIN_CARRIER
         ]
-        needed = HASH_BITS + DIGEST_BITS * len(tensors)
-        if sum(state[n].numel() for n in carriers) < needed:
-            raise NNMarkError(f"fragile needs {needed} float32 weights to carry its hashes")
-        return key.new_mark(
+        if not carriers:
+            raise NNMarkError(f"fragile needs a float32 tensor of >= {MIN_CARRIER} values")
+        mark = key.new_mark(
             cls.name,
             config_to_dict(config),
             None,
             (),
-            data={"tensors": tensors, "carriers": carriers},
+            data={"layout": LAYOUT, "tensors": tensors, "carriers": carriers},
         )
+        cls(mark)  # fails now, not after training, if the slots do not fit
+        return mark
 
     # ---- hashing ------------------------------------------------------------------------
     @staticmethod
-    def _set(tensors: dict[str, torch.Tensor], slots: list[tuple[str, int]], bits: Any) -> None:
+    def _set(tensors: dict[str, torch.Tensor], slots: list[Slot], bits: Any) -> None:
         """Write bits (a sequence of 0/1) into the slots' LSBs, in place."""
         groups: dict[str, tuple[list[int], list[int]]] = {}
         for (name, pos), bit in zip(slots, bits):
@@ -186,7 +225,7 @@ class Fragile(Scheme):
             ints[idx] = (ints[idx] & ~1) | torch.tensor(vals, dtype=torch.int32)
 
     @staticmethod
-    def _read(tensors: dict[str, torch.Tensor], slots: list[tuple[str, int]]) -> list[int]:
+    def _read(tensors: dict[str, torch.Tensor], slots: list[Slot]) -> list[int]:
         """The slots' LSBs, in slot order."""
         cache: dict[str, list[int]] = {}
         out = []
@@ -198,9 +237,9 @@ class Fragile(Scheme):
 
     def _digest(self, name: str, t: torch.Tensor) -> list[int]:
         """16-bit digest of one tensor with every slot it holds cleared."""
-        t = t.clone()
         mine = self.held.get(name, [])
         if mine:
+            t = t.clone()
             self._set({name: t}, mine, [0] * len(mine))
         return _bits_of(hashlib.sha256(_header(name, t) + _raw(t)).digest(), DIGEST_BITS)
 
@@ -221,9 +260,14 @@ class Fragile(Scheme):
         for t in self.tensors:
             if t["name"] not in state:
                 raise NNMarkError(f"fragile: the model lost tensor {t['name']} during training")
-        self._set(state, self.slots, [0] * len(self.slots))
-        for name in self.names:
-            self._set(state, self.digest_slots[name], self._digest(name, state[name]))
+        for slots in self.held.values():
+            self._set(state, slots, [0] * len(slots))
+        for n, slots in self.own.items():
+            self._set(state, slots, self._digest(n, state[n])[: len(slots)])
+        for g in self.guests:
+            digest = self._digest(g, state[g])
+            for slots in self.guest_slots[g]:
+                self._set(state, slots, digest)
         self._set(state, self.hash_slots, self._whole(state))
         return model
 
@@ -247,54 +291,69 @@ class Fragile(Scheme):
             got[t["name"]] = v.detach().cpu().contiguous().clone()
         added = sorted(set(s.tensor_names()) - set(self.names))
         if structural or added:
-            content = [
-                n
-                for n in self.names
-                if n in got
-                and all(c in got for c, _ in self.digest_slots[n])
-                and self._read(got, self.digest_slots[n]) != self._digest(n, got[n])
-            ]
-            changed = [n for n in self.names if n in structural or n in content]
+            changed, unverified = self._localise(got, structural)
             return self._verdict(
                 False,
                 alpha,
                 changed,
+                unverified,
                 reason="tensors missing, added, reshaped or re-typed",
                 extra={"structural": structural, "added": added},
             )
         stored = self._read(got, self.hash_slots)
         if stored == self._whole(got):
-            return self._verdict(True, alpha, [])
-        return self._verdict(False, alpha, self._localise(got, stored))
+            return self._verdict(True, alpha, [], [])
+        changed, unverified = self._localise(got, {}, stored)
+        return self._verdict(False, alpha, changed, unverified)
 
-    def _localise(self, got: dict[str, torch.Tensor], stored: list[int]) -> list[str]:
-        digests = {n: self._digest(n, got[n]) for n in self.names}
-        flipped: list[tuple[str, int]] = []  # digest slots whose bit disagrees with the content
-        for n in self.names:
-            read = self._read(got, self.digest_slots[n])
-            flipped += [s for s, a, b in zip(self.digest_slots[n], read, digests[n]) if a != b]
-        restored = {n: got[n].clone() for n in {n for n, _ in flipped}}
-        restored = {**got, **restored}
-        for slot in flipped:  # hypothesis: only these LSBs were flipped; undo them
-            self._set(restored, [slot], [1 - self._read(restored, [slot])[0]])
-        whole = self._whole(restored)
-        differ = [slot for slot, a, b in zip(self.hash_slots, stored, whole) if a != b]
-        if len(differ) <= SLOT_ONLY_HASH_DIFF:  # confirmed: slot bits alone changed
-            touched = {n for n, _ in flipped + differ}
-        else:  # the content changed: the tensors whose digest disagrees
-            touched = {n for n in self.names if self._read(got, self.digest_slots[n]) != digests[n]}
-        return [n for n in self.names if n in touched]
+    def _localise(
+        self,
+        got: dict[str, torch.Tensor],
+        structural: dict[str, str],
+        stored_hash: list[int] | None = None,
+    ) -> tuple[list[str], list[str]]:
+        """(changed tensors, guests that could not be checked), both in key order."""
+        changed = set(structural)
+        for n, slots in self.own.items():  # a tensor's own bits: only it can spoil them
+            if n in got and self._read(got, slots) != self._digest(n, got[n])[: len(slots)]:
+                changed.add(n)
+        intact = {c for c in self.carriers if c in got and c not in changed}
+        unverified = []
+        for g in self.guests:
+            if g not in got or g in changed:
+                continue
+            readable = [(h, sl) for h, sl in zip(self.hosts[g], self.guest_slots[g]) if h in intact]
+            if not readable:  # its own bits (fewer than 16, maybe none) are all there is
+                if not self.own_bits.get(g):
+                    unverified.append(g)
+                continue
+            copies = [self._read(got, sl) for _, sl in readable]
+            votes = copies if len(copies) % 2 else copies[:-1]
+            stored = _majority(votes)
+            if stored != self._digest(g, got[g]):
+                changed.add(g)
+            else:  # the guest is intact: a host whose copy disagrees had a slot changed
+                changed.update(h for (h, _), cp in zip(readable, copies) if cp != stored)
+        if stored_hash is not None and not changed:  # only hash slots can differ now
+            whole = self._whole(got)
+            differ = [slot for slot, a, b in zip(self.hash_slots, stored_hash, whole) if a != b]
+            if len(differ) <= SLOT_ONLY_HASH_DIFF:
+                changed.update(n for n, _ in differ)
+        return [n for n in self.names if n in changed], [n for n in self.names if n in unverified]
 
     def _verdict(
         self,
         intact: bool,
         alpha: float,
         changed: list[str],
+        unverified: list[str],
         reason: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> Verdict:
         if not intact and not changed and reason is None:
-            reason = "the whole hash differs but no tensor could be localised (chance 2^-16)"
+            reason = "the whole hash differs but no tensor could be localised" + (
+                f" (unverifiable: {', '.join(unverified)})" if unverified else " (chance 2^-16)"
+            )
         return Verdict(
             self.name,
             "intact" if intact else "modified",
@@ -305,5 +364,5 @@ class Fragile(Scheme):
             HASH_BITS,
             NULL,
             reason=reason,
-            details={"changed": changed, **(extra or {})},
+            details={"changed": changed, "unverified": unverified, **(extra or {})},
         )
