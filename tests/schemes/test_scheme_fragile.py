@@ -1,5 +1,6 @@
-"""fragile: any change is detected and localised to exactly the changed tensors; the untouched
-model (also after a file round trip) is intact; every registered attack is detected."""
+"""fragile: any change is detected and localised to exactly the changed tensors (buffers
+included); the untouched model (also after a file round trip) is intact; every registered attack
+is detected and localised; `nnmark verify` prints the changed tensors."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
 from nnmark import OwnerKey, TrainConfig, attack, embed, model_info, new_model, verify
 from nnmark.attacks import ATTACKS, list_attacks
+from nnmark.cli import app
 from nnmark.data.base import DataBundle
 from nnmark.io import load_model, save_model
 from nnmark.schemes import scheme_for
@@ -21,9 +24,8 @@ from nnmark.schemes.fragile import Fragile
 
 
 @pytest.fixture(scope="module")
-def fragile_cnn(base_cnn: nn.Module, digits: DataBundle) -> tuple[nn.Module, OwnerKey]:
-    key = OwnerKey.new("integrity", nonce="fa" * 16)
-    return embed(base_cnn, digits, "fragile", key=key, config=TrainConfig(epochs=0))
+def fragile_cnn(marked) -> tuple[nn.Module, OwnerKey]:  # type: ignore[no-untyped-def]
+    return marked("fragile")  # the contract fixture: finalize only, on the base CNN
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +43,29 @@ def _flip(model: nn.Module, name: str, index: int, bit: int) -> nn.Module:
     return bad
 
 
+def _differing(a: nn.Module, b: nn.Module) -> set[str]:
+    """The tensors of `a` that `b` lacks or holds with other shape, dtype or bytes."""
+    sa, sb = a.state_dict(), b.state_dict()
+    out = set()
+    for name, t in sa.items():
+        u = sb.get(name)
+        if (
+            u is None
+            or u.shape != t.shape
+            or u.dtype != t.dtype
+            or not torch.equal(u.contiguous().view(torch.uint8), t.contiguous().view(torch.uint8))
+        ):
+            out.add(name)
+    return out
+
+
 def test_output_change_caused_by_the_mark_is_tiny(fragile_cnn, base_cnn, digits) -> None:  # type: ignore[no-untyped-def]
+    """The recorded figure is in benchmarks/results/fragile_output.md; here: bounded by LSBs."""
     model, key = fragile_cnn
     x = digits.tensors("test")[0]
     with torch.no_grad():
         diff = (model(x) - base_cnn(x)).abs().max().item()
         scale = base_cnn(x).abs().max().item()
-    print(
-        f"fragile on the digits cnn: max |output change| on the test set {diff:.3g} "
-        f"(largest |logit| {scale:.3g}); {len(scheme_for(key.marks[0]).slots)} LSBs written"
-    )
     assert 0 < diff < 1e-5 * scale
 
 
@@ -60,7 +75,7 @@ def test_output_change_caused_by_the_mark_is_tiny(fragile_cnn, base_cnn, digits)
         ("conv1.weight", 5, 7),  # a low mantissa bit
         ("conv2.bias", 0, 22),  # the top mantissa bit of a bias
         ("fc1.weight", 1000, 31),  # a sign bit
-        ("fc2.bias", 9, 0),  # an LSB of a small bias (not a carrier)
+        ("fc2.bias", 9, 0),  # an LSB of a 10-value bias (a guest: its digest lives elsewhere)
         ("conv3.weight", 123, 26),  # an exponent bit
     ],
 )
@@ -71,13 +86,14 @@ def test_one_flipped_bit_is_detected_and_localised(name, index, bit, fragile_cnn
     assert v.p_value == 1.0 and v.statistic == 0.0
 
 
-def test_a_flipped_carrier_lsb_is_detected_and_localised(fragile_cnn) -> None:  # type: ignore[no-untyped-def]
+def test_a_flipped_slot_lsb_names_the_tensor_holding_it(fragile_cnn) -> None:  # type: ignore[no-untyped-def]
     model, key = fragile_cnn
     scheme = Fragile(key.marks[0])
-    digest_slot = scheme.digest_slots["fc2.bias"][3]  # held by some carrier, not by fc2.bias
-    for name, pos in (digest_slot, scheme.hash_slots[17]):
+    guest_copy = scheme.guest_slots["fc2.bias"][0][3]  # a copy of fc2.bias's digest, in a host
+    own = scheme.own["fc1.weight"][2]
+    for name, pos in (guest_copy, own, scheme.hash_slots[17]):
         v = verify(_flip(model, name, pos, 0), key)
-        assert v.verdict == "modified" and v.details["changed"] == [name]
+        assert v.verdict == "modified" and v.details["changed"] == [name], (name, pos)
 
 
 def test_two_tensors_changed_are_both_named(fragile_cnn) -> None:  # type: ignore[no-untyped-def]
@@ -109,30 +125,62 @@ def test_untouched_model_is_intact_after_a_file_round_trip(
         save_model(model, model_info(model, digits), path)
         v = verify(path, key)
         assert v.verdict == "intact" and v.exit_code == 0 and v.p_value == 2.0**-256
+        assert v.details["changed"] == [] and v.details["unverified"] == []
         loaded, _ = load_model(path)
         assert verify(loaded, key).verdict == "intact"
 
 
-def test_a_missing_or_retyped_tensor_is_named(fragile_cnn) -> None:  # type: ignore[no-untyped-def]
+def test_a_retyped_model_names_every_tensor(fragile_cnn) -> None:  # type: ignore[no-untyped-def]
     model, key = fragile_cnn
-    half = copy.deepcopy(model).double()
-    v = verify(half, key)
+    v = verify(copy.deepcopy(model).double(), key)
     assert v.verdict == "modified" and len(v.details["changed"]) == len(model.state_dict())
 
 
 def tiny(name: str) -> dict[str, Any]:
-    """The smallest run of each attack: every *epochs option set to 1, forget sets to 32."""
+    """The smallest run of each attack: every *epochs option 1, search steps 10, forget 32."""
     fields = {f.name for f in dataclasses.fields(ATTACKS.get(name).Config)}
     opts: dict[str, Any] = {f: 1 for f in fields if f.endswith("epochs")}
-    if "forget" in fields:
-        opts["forget"] = 32
+    opts.update({k: v for k, v in (("steps", 10), ("forget", 32), ("classes", 1)) if k in fields})
     return opts
 
 
 @pytest.mark.parametrize("name", list_attacks())
-def test_every_registered_attack_is_detected(name: str, fragile_cnn, digits) -> None:
+def test_every_registered_attack_is_detected_and_localised(name: str, fragile_cnn, digits) -> None:
     model, key = fragile_cnn
     attacked = attack(model, name, digits, options=tiny(name), seed=0)
     v = verify(attacked, key)
     assert v.verdict == "modified" and v.exit_code == 1
-    assert v.details["changed"], f"{name}: no tensor named"
+    actual = _differing(model, attacked)
+    changed, unverified = set(v.details["changed"]), set(v.details["unverified"])
+    assert actual and changed <= actual, f"{name}: named unchanged {sorted(changed - actual)}"
+    assert actual - changed <= unverified, f"{name}: missed {sorted(actual - changed)}"
+    assert len(unverified) <= 1  # at most a guest whose every host changed
+
+
+def test_cli_verify_prints_the_changed_tensors(fragile_cnn, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model, key = fragile_cnn
+    key_path, good, bad = (
+        tmp_path / "k.nnkey",
+        tmp_path / "m.safetensors",
+        tmp_path / "b.safetensors",
+    )
+    key.save(key_path)
+    save_model(model, model_info(model, digits), good)
+    tampered = _flip(_flip(model, "conv1.bias", 2, 20), "fc1.weight", 7, 12)
+    save_model(tampered, model_info(tampered, digits), bad)
+    runner = CliRunner()
+    r = runner.invoke(app, ["verify", str(bad), "--key", str(key_path)])
+    assert r.exit_code == 1 and "modified" in r.stdout
+    assert "fragile: changed tensors (2): conv1.bias, fc1.weight" in r.stdout
+    r = runner.invoke(app, ["verify", str(good), "--key", str(key_path)])
+    assert r.exit_code == 0 and "intact" in r.stdout and "changed tensors" not in r.stdout
+
+
+def test_slot_count_matches_the_documented_layout(fragile_cnn) -> None:  # type: ignore[no-untyped-def]
+    _, key = fragile_cnn
+    s = scheme_for(key.marks[0])
+    assert isinstance(s, Fragile)
+    own = sum(len(v) for v in s.own.values())
+    guests = sum(len(c) for copies in s.guest_slots.values() for c in copies)
+    assert sum(len(v) for v in s.held.values()) == own + guests + 256
+    assert all(len(h) % 2 == 1 for h in s.hosts.values())  # an odd number of copies: no tie

@@ -1,0 +1,158 @@
+"""The loss-landscape marks (every PositionScheme: tartaglione, watermas): truly frozen key
+values, a step that follows the stated objective exactly, replicas that leave BatchNorm
+statistics alone; ST-DM's capacity limit; bad options exit 2 with one line."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from scheme_recipes import POSITION_SCHEMES, owner_key
+from torch import nn
+from torch.func import functional_call
+from typer.testing import CliRunner
+
+from nnmark import TrainConfig, embed, new_model, verify
+from nnmark.cli import app
+from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
+from nnmark.schemes import SCHEMES, scheme_for
+from nnmark.schemes._positions import POSITION_NULL, replica_step
+from nnmark.schemes.tartaglione import Tartaglione, TartaglioneConfig
+
+
+@pytest.mark.parametrize("name", POSITION_SCHEMES)
+def test_key_values_frozen_bit_identical_under_weight_decay(name: str, marked) -> None:  # type: ignore[no-untyped-def]
+    model, key = marked(name)  # trained with Adam and weight decay
+    scheme = scheme_for(key.marks[0])
+    params = dict(model.named_parameters())
+    for tensor, idx in scheme.index.items():
+        assert torch.equal(params[tensor].detach().view(-1)[idx], scheme.values[tensor])
+    v = verify(model, key)
+    assert v.details["exact_values"] == v.n and v.null == POSITION_NULL
+    # every layer carries marked entries, the output layer included (Tartaglione et al.)
+    assert len(scheme.index) == 5 and "fc2.weight" in scheme.index
+
+
+def _batch(digits: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = digits.tensors("train")
+    return x[:64], y[:64]
+
+
+def _task_loss(m: nn.Module, b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    return F.cross_entropy(m(b[0]), b[1])
+
+
+@pytest.mark.parametrize("capped", [False, True])  # every replica counted; some over the cap
+def test_replica_step_follows_the_stated_objective(capped: bool, digits: DataBundle) -> None:
+    """One SGD step (lr 1) of replica_step moves the unmarked entries by exactly the gradient of
+    (1 + lam) L(w) - (lam / R) sum_r min(L(w + d_r), L(w) + cap), computed here on explicit
+    perturbed copies of the weights (the reference construction), and the marked ones not at
+    all. The landscape effect itself is measured in benchmarks/landscape_robustness.py."""
+    lam, count = 0.5, 3
+    model = new_model("cnn", digits, seed=0)
+    scheme = Tartaglione(Tartaglione.plan(model, owner_key("t"), TartaglioneConfig(R=count)))
+    model = scheme.prepare(model)
+    batch = _batch(digits)
+    gen = torch.Generator().manual_seed(0)
+    deltas = [scheme.positions.gaussian(3.0, gen) for _ in range(count)]
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+
+    def loss_at(delta: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        p = dict(params)
+        for name, d in (delta or {}).items():
+            flat = torch.zeros(p[name].numel()).index_add(0, scheme.index[name], d)
+            p[name] = p[name] + flat.view_as(p[name])
+        return F.cross_entropy(functional_call(model, p, (batch[0],)), batch[1])
+
+    base = loss_at(None)
+    replicas = [loss_at(d) for d in deltas]
+    rise = sorted(float(r.detach() - base.detach()) for r in replicas)
+    cap = (rise[0] + rise[-1]) / 2 if capped else 5.0
+    total, counted = (1 + lam) * base, 0
+    for replica in replicas:
+        if float(replica.detach()) < float(base.detach()) + cap:
+            total, counted = total - lam / count * replica, counted + 1
+    assert 0 < counted < count if capped else counted == count
+    total.backward()
+    before = {n: p.detach().clone() for n, p in params.items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    replica_step(
+        scheme.positions, model, batch, _task_loss, optimizer, lambda: iter(deltas), lam, count, cap
+    )
+    for name, p in model.named_parameters():
+        expected = before[name] - params[name].grad
+        if name in scheme.index:  # frozen: the key values, not moved
+            expected.view(-1)[scheme.index[name]] = scheme.values[name]
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_watermas_adversarial_point_is_rho_stds_down_the_gradient(digits: DataBundle) -> None:
+    """Step 2 of WaterMAS: per tensor, eps = -rho * std * sqrt(k) * g_M / |g_M|."""
+    model = new_model("cnn", digits, seed=0)
+    cls = SCHEMES.get("watermas")
+    scheme = cls(cls.plan(model, owner_key("w"), cls.Config(rho=0.7)))
+    model = scheme.prepare(model)
+    _task_loss(model, _batch(digits)).backward()
+    grads = scheme.positions.grads(model)
+    (eps,) = list(scheme._adversarial(model))
+    for layer in scheme.layers:
+        e, g = eps[layer["name"]], grads[layer["name"]]
+        assert float(e.norm()) == pytest.approx(0.7 * layer["std"] * layer["k"] ** 0.5, rel=1e-5)
+        assert float(F.cosine_similarity(e, -g, dim=0)) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", POSITION_SCHEMES)
+def test_replicas_leave_batchnorm_running_statistics_alone(name: str, digits: DataBundle) -> None:
+    """After one step, the running statistics are those of the model's own forward pass only (as
+    in the reference code, whose replicas are separate models), not also the replicas'."""
+    model = new_model("resnet20", digits, seed=0)
+    cls = SCHEMES.get(name)
+    options = {"R": 3} if name == "tartaglione" else {}
+    key = owner_key(name)
+    scheme = cls(cls.plan(model, key, cls.Config(**options)))
+    model = scheme.prepare(model).train()
+    reference = copy.deepcopy(model)
+    x, y = digits.tensors("train")
+    batch = (x[:32], y[:32])
+    with torch.no_grad():
+        reference(batch[0])  # one train-mode forward: what the statistics should see
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: only the buffers may move
+    scheme.step(model, batch, lambda m, b: F.cross_entropy(m(b[0]), b[1]), optimizer)
+    buffers, expected = dict(model.named_buffers()), dict(reference.named_buffers())
+    assert buffers and all(torch.equal(buffers[n], expected[n]) for n in expected)
+    assert all(m.track_running_stats for m in model.modules() if hasattr(m, "track_running_stats"))
+
+
+def test_stdm_capacity_error_names_the_limit(digits: DataBundle) -> None:
+    with pytest.raises(NNMarkError, match="holds at most 36864 bits"):
+        embed(
+            new_model("cnn", digits, seed=0),
+            digits,
+            "stdm",
+            bits=40000,
+            key=owner_key("stdm", "d8"),
+            config=TrainConfig(epochs=0),
+        )
+
+
+@pytest.mark.parametrize(
+    ("scheme", "option", "text"),
+    [
+        ("tartaglione", "R=-1", "R must be >= 0"),
+        ("watermas", "fraction=0.9", "fraction must be in (0, 0.5]"),
+        ("stdm", "delta=0", "delta must be > 0"),
+        ("uchida", "nope=1", "nope"),
+    ],
+)
+def test_cli_rejects_bad_options_with_one_line(
+    scheme: str, option: str, text: str, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    args = ["train", "--scheme", scheme, "--set", option, "--epochs", "0"]
+    args += ["--out", str(tmp_path / "m.safetensors"), "--key-out", str(tmp_path / "k.nnkey")]
+    r = CliRunner().invoke(app, args)
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and text in lines[0], r.stderr
+    assert not list(tmp_path.iterdir())
