@@ -22,6 +22,18 @@ from nnmark.stats import DEFAULT_ALPHA
 
 POSITIVE = ("found", "intact")
 P_CAP = 40.0  # -log10 p is drawn up to this: a p of 1e-271 would flatten every other curve
+#: The strength plot's panels of the schemes' statistics: title -> (statistics drawn there,
+#: axis label, y range, a reference line). A statistic not listed gets a panel of its own.
+PANELS: dict[str, tuple[tuple[str, ...], str, float, float, tuple[float, str] | None]] = {
+    "BER": (("ber",), "bit error rate (0: intact)", -0.02, 0.62, (0.5, "chance")),
+    "trigger accuracy, hash match": (
+        ("trigger_accuracy", "hash_match", "mask_agreement"),
+        "share intact (1: intact)",
+        -0.04,
+        1.08,
+        None,
+    ),
+}
 
 
 def _attacked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -165,55 +177,111 @@ def figures(rows: list[dict[str, Any]], budget: float) -> dict[str, str]:
         figs["matrix"] = _png(fig)
         plt.close(fig)
 
-    # 2. Evidence vs attack strength, one panel per attack with a strength ladder.
+    # 2. The scheme's statistic vs attack strength: one row per attack with a ladder, one
+    #    column per statistic (BER, trigger accuracy, hash match, ...), then -log10 p.
     laddered = [
         a
         for a in families
         if any(r["attack"] == a and r.get("level") is not None for r in attacked)
     ]
+    present = {r["statistic_name"] for r in attacked if r.get("statistic_name")}
+    present.discard("fisher_chi2_p")  # a composite's statistic is its p: the last panel
+    panels = {t: v[0] for t, v in PANELS.items() if present & set(v[0])}
+    panels |= {n: (n,) for n in sorted(present - {x for v in PANELS.values() for x in v[0]})}
     if laddered:
-        cols = min(4, len(laddered))
-        nrows = math.ceil(len(laddered) / cols)
-        fig, axes = plt.subplots(nrows, cols, figsize=(3.4 * cols, 2.9 * nrows), squeeze=False)
-        for ax, a in zip(axes.flat, laddered, strict=False):
+        columns = [*panels, "p"]
+        fig, axes = plt.subplots(
+            len(laddered),
+            len(columns),
+            figsize=(3.3 * len(columns), 2.25 * len(laddered) + 0.9),
+            squeeze=False,
+        )
+        for row_axes, a in zip(axes, laddered, strict=True):
             chain = "+" in a
-            option = None
-            for s in schemes:
-                pts = sorted(
-                    ((r["level"] + 1) if chain else r["strength"], evidence(r.get("p_value")))
-                    for r in attacked
-                    if r["label"] == s and r["attack"] == a and r.get("level") is not None
-                )
-                option = option or next(
-                    (r["strength_option"] for r in attacked if r["attack"] == a), None
-                )
-                if pts:
-                    ax.plot(*zip(*pts, strict=True), marker="o", ms=3, color=colour[s], label=s)
-            ax.axhline(alpha_line, color="grey", lw=0.8, ls="--")
-            ax.set_ylim(bottom=0)
-            if chain:
-                ax.set_xticks([1, 2, 3])
-            ax.set_title(a, fontsize=9)
-            ax.set_xlabel("level (weak to strong)" if chain else str(option), fontsize=8)
-            ax.set_ylabel("-log10 p", fontsize=8)
-            ax.tick_params(labelsize=7)
-        for ax in list(axes.flat)[len(laddered) :]:
-            ax.axis("off")
-        handles, labels = axes.flat[0].get_legend_handles_labels()
+            cells = [r for r in attacked if r["attack"] == a and r.get("level") is not None]
+            option = next((r["strength_option"] for r in cells), None)
+            ladder = dict(sorted((r["level"], r["strength"]) for r in cells))
+            # Weak to strong reads left to right, also where strength falls (quantization bits).
+            falling = not chain and len(ladder) > 1 and ladder[min(ladder)] > ladder[max(ladder)]
+            for ax, stat in zip(row_axes, columns, strict=True):
+                for s in schemes:
+                    mine = [r for r in cells if r["label"] == s]
+                    if stat != "p":
+                        mine = [r for r in mine if r.get("statistic_name") in panels[stat]]
+                    pts = sorted(
+                        (
+                            (r["level"] + 1) if chain else r["strength"],
+                            evidence(r.get("p_value")) if stat == "p" else r.get("statistic"),
+                        )
+                        for r in mine
+                        if stat == "p" or r.get("statistic") is not None
+                    )
+                    if pts:
+                        ax.plot(
+                            *zip(*pts, strict=True),
+                            marker="o",
+                            ms=3,
+                            lw=1.2,
+                            color=colour[s],
+                            label=s,
+                            ls="--" if "+" in s else "-",
+                        )
+                if stat == "p":
+                    ax.axhline(alpha_line, color="grey", lw=0.8, ls="--")
+                    ax.set_ylim(bottom=0)
+                    ax.set_ylabel("-log10 p (dashed: alpha)", fontsize=7)
+                elif stat not in PANELS:
+                    ax.set_ylabel(stat, fontsize=7)  # a statistic this report does not know yet
+                else:
+                    _, axis, lo, hi, ref = PANELS[stat]
+                    ax.set_ylim(lo, hi)
+                    ax.set_ylabel(axis, fontsize=7)
+                    if ref is not None:
+                        ax.axhline(ref[0], color="grey", lw=0.8, ls=":")
+                        ax.text(  # at the left edge, whichever way the x axis runs
+                            0.02,
+                            ref[0],
+                            ref[1],
+                            transform=ax.get_yaxis_transform(),
+                            fontsize=6,
+                            va="bottom",
+                            color="grey",
+                        )
+                if chain:
+                    ax.set_xticks([1, 2, 3])
+                if falling:
+                    ax.invert_xaxis()
+                ax.set_title(f"{a}: {'-log10 p' if stat == 'p' else stat}", fontsize=8.5)
+                ax.set_xlabel("level (weak to strong)" if chain else str(option), fontsize=7)
+                ax.tick_params(labelsize=7)
+                ax.grid(alpha=0.25)
+        handles: dict[str, Any] = {}
+        for ax in axes.flat:
+            for h, lb in zip(*ax.get_legend_handles_labels(), strict=True):
+                handles.setdefault(lb, h)
+        names = sorted(handles, key=_scheme_key)
         fig.legend(
-            handles,
-            labels,
-            loc="lower center",
-            ncol=min(7, len(labels)),
-            fontsize=7,
-            bbox_to_anchor=(0.5, -0.02 - 0.02 * math.ceil(len(labels) / 7)),
+            [handles[n] for n in names],
+            names,
+            loc="upper center",
+            ncol=min(8, len(names)),
+            fontsize=7.5,
+            bbox_to_anchor=(0.5, 1.0),
         )
         fig.suptitle(
-            f"Evidence left after each attack vs its strength (dashed: alpha, -log10 p capped "
-            f"at {P_CAP:g}); below the line the verdict is not_found",
+            "What is left of each mark vs the attack's strength: the scheme's statistic, then the "
+            f"evidence (-log10 p, capped at {P_CAP:g})",
             fontsize=10,
+            y=1.0 + 0.35 / (2.25 * len(laddered) + 0.9),
         )
-        fig.tight_layout()
+        fig.tight_layout(
+            rect=(
+                0,
+                0,
+                1,
+                1 - (0.25 + 0.15 * math.ceil(len(names) / 8)) / (2.25 * len(laddered) + 0.9),
+            )
+        )
         figs["strength"] = _png(fig)
         plt.close(fig)
 
@@ -468,6 +536,12 @@ def _machine_lines(meta: dict[str, Any]) -> list[str]:
             + f", jobs={run.get('jobs')}, ray={run.get('ray')} on "
             f"{m.get('platform')}, {m.get('cpu_count')} CPUs, torch {m.get('torch')}, "
             f"load average at start {m.get('load_average')}"
+            + "".join(
+                f"; {name}: {ph.get('seconds')} s wall, {ph.get('cpu_seconds')} s CPU"
+                + (f", {ph['count']} calls" if "count" in ph else "")
+                + (f", {ph['trained']} trained" if "trained" in ph else "")
+                for name, ph in (run.get("phases") or {}).items()
+            )
         )
     return out
 
@@ -485,6 +559,13 @@ def write_report(
     rows = annotate(store.rows())
     if not rows:
         raise NNMarkError(f"{results}: no results.jsonl rows to report")
+    skipped = [r for r in rows if r.get("skipped")]
+    rows = [r for r in rows if not r.get("skipped")]
+    skip_table = [["scheme", "cells skipped", "why (the scheme's own plan() refuses the task)"]]
+    reasons: dict[tuple[str, str], int] = defaultdict(int)
+    for r in skipped:
+        reasons[(r["label"], r["skipped"])] += 1
+    skip_table += [[lb, str(n), why] for (lb, why), n in sorted(reasons.items())]
     meta, spec = store.read_json("meta.json"), store.read_json("spec.json")
     if budget is None:
         budget = float(spec.get("budget", 0.05))
@@ -509,12 +590,13 @@ def write_report(
     calib_note = (
         "Calibration: unmarked models trained with the same recipe and other seeds, verified with "
         "every key as issued (the uncalibrated null each scheme states); a p-value below alpha is "
-        "a false claim."
+        "a false claim. A few models show little: benchmarks/calibration.py verifies >= 100 "
+        "unmarked models against every scheme's key, with and without `nnmark calibrate`."
     )
     esc = html.escape
     sections = {
         "matrix": ("Which attacks remove each mark", None),
-        "strength": ("Evidence vs attack strength", None),
+        "strength": ("The mark's statistic vs attack strength", None),
         "tradeoff": ("Fidelity vs robustness", None),
         "calibration": ("Calibration: unmarked models", "calibration"),
     }
@@ -529,7 +611,9 @@ def write_report(
         ".note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em .8em}"
         "code{background:#f2f2f2;padding:0 3px}</style></head><body>",
         "<h1>nnmark benchmark</h1>",
-        f"<p>{esc(tasks)}. {len(rows)} cells ({n_cal} calibration), <b>{n_failed} failed</b>.</p>",
+        f"<p>{esc(tasks)}. {len(rows)} cells ({n_cal} calibration), <b>{n_failed} failed</b>"
+        + (f", {len(skipped)} skipped (scheme does not support the task)" if skipped else "")
+        + ".</p>",
         f"<p class='note'>{esc(definition)}</p>",
         "<h2>Headline: per scheme, the attacks that succeed within the budget</h2>",
         _html_table(tabs["headline"]),
@@ -548,6 +632,8 @@ def write_report(
             )
     if "failed" in tabs:
         parts.append("<h2>Failed cells</h2>" + _html_table(tabs["failed"]))
+    if skipped:
+        parts.append("<h2>Skipped: schemes that cannot mark a task</h2>" + _html_table(skip_table))
     all_rows = [
         [
             "scheme",
@@ -558,6 +644,7 @@ def write_report(
             "statistic",
             "p-value",
             "s",
+            "CPU s",
             "RSS MiB",
         ]
     ]
@@ -574,6 +661,7 @@ def write_report(
                 f"{r.get('statistic_name') or ''} {_fmt(r.get('statistic'), '.4g')}".strip(),
                 _fmt(r.get("p_value"), ".2e"),
                 _fmt(r.get("seconds"), ".2f"),
+                _fmt(r.get("cpu_seconds"), ".2f"),
                 _fmt(r.get("peak_rss_mib"), ".0f"),
             ]
         )
@@ -593,7 +681,9 @@ def write_report(
         md = [
             "# nnmark benchmark summary",
             "",
-            f"{tasks}. {len(rows)} cells ({n_cal} calibration), {n_failed} failed.",
+            f"{tasks}. {len(rows)} cells ({n_cal} calibration), {n_failed} failed"
+            + (f", {len(skipped)} skipped (scheme does not support the task)" if skipped else "")
+            + ".",
             "",
             definition,
             "",
@@ -607,6 +697,8 @@ def write_report(
             md += ["", "## Calibration", "", calib_note, "", _md_table(tabs["calibration"])]
         if "failed" in tabs:
             md += ["", "## Failed cells", "", _md_table(tabs["failed"])]
+        if skipped:
+            md += ["", "## Skipped: schemes that cannot mark a task", "", _md_table(skip_table)]
         md += ["", "## Machine and command", ""] + [f"- {x}" for x in _machine_lines(meta)]
         md += [f"- report: `nnmark report {results}`"]
         atomic_write_text(md_out, "\n".join(md) + "\n")

@@ -6,7 +6,9 @@ Two phases, each spread over a local process pool (`jobs`) or a Ray cluster (`ra
 2. cells: every (model, attack at a strength) and every (unmarked model, key) verification.
 Rows are appended to RESULTS/results.jsonl as cells finish, so a rerun skips finished cells. A
 failed cell (or a model that failed to train) records its error and the sweep goes on, as
-timm's benchmark.py does.
+timm's benchmark.py does. A scheme that cannot mark a task's model (its own `plan()` refuses it,
+e.g. a trigger-set scheme on a segmentation U-Net) is asked before anything trains; its cells
+are recorded as skipped, with the scheme's reason, not as failures.
 
 With Ray the results directory must be on a file system every node sees (the workers read and
 write the model cache there); `ray="local"` starts a private local instance.
@@ -14,6 +16,10 @@ write the model cache there); `ray="local"` starts a private local instance.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
+import json
 import logging
 import os
 import platform
@@ -32,10 +38,19 @@ from typing import Any
 from nnmark.bench.grid import AttackCell, BenchSpec, Task
 from nnmark.bench.store import ROW_SCHEMA, ResultStore, content_id, read_rows
 from nnmark.errors import NNMarkError
+from nnmark.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BenchSummary", "machine", "read_rows", "run_bench"]
+__all__ = [
+    "BenchSummary",
+    "Workers",
+    "machine",
+    "read_rows",
+    "run_bench",
+    "train_model",
+    "unsupported",
+]
 
 
 @dataclass(frozen=True)
@@ -52,8 +67,32 @@ class ModelJob:
     def ident(self) -> str:
         from nnmark import __version__
 
-        what = [asdict(self.task), self.scheme, self.options, self.seed, self.epochs, __version__]
+        task = asdict(self.task)
+        task.pop("test_fraction")  # where fidelity is measured does not change the model
+        code = code_id(self.scheme)
+        what = [task, self.scheme, self.options, self.seed, self.epochs, __version__, code]
         return f"{self.scheme.replace('+', '_')}-{content_id(what)}"
+
+
+@functools.cache
+def code_id(scheme: str) -> str:
+    """A hash of the source that trains a `scheme` model: the trainer and, per mark, every
+    nnmark class of the scheme's lineage. A scheme file edited since a model was cached (a new
+    key layout, say) then trains a new model instead of reusing one its verify cannot read."""
+    import nnmark.train
+    from nnmark.schemes import SCHEMES
+
+    files = {inspect.getsourcefile(nnmark.train)}
+    for part in scheme.split("+"):
+        if part != "none":
+            lineage = SCHEMES.get(part).__mro__
+            files |= {
+                inspect.getsourcefile(c) for c in lineage if c.__module__.startswith("nnmark")
+            }
+    digest = hashlib.sha256()
+    for f in sorted(str(f) for f in files if f):
+        digest.update(Path(f).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -68,6 +107,7 @@ class Cell:
     def ident(self) -> str:
         t = self.job.task
         head = f"{t.data}|{t.arch}|e{t.epochs}|f{t.fraction}|b{t.batch_size}|lr{t.lr}"
+        head += "" if t.test_fraction == 1 else f"|t{t.test_fraction}"
         if self.attack is None:
             assert self.key_job is not None
             return f"{head}|calibration|{self.key_job.scheme}|s{self.key_job.seed}|u{self.job.seed}"
@@ -81,6 +121,7 @@ class BenchSummary:
     skipped: int
     failed: int
     seconds: float
+    unsupported: int = 0  # cells skipped because their scheme cannot mark the task's model
 
 
 def machine() -> dict[str, Any]:
@@ -138,6 +179,19 @@ def _train_config(task: Task, seed: int, epochs: int | None = None) -> Any:
 
 def train_model(root: Path, job: ModelJob) -> str:
     """Train (or find in the cache) one model and its key; returns the cache id."""
+    return train_model_timed(root, job)[0]
+
+
+def train_model_timed(root: Path, job: ModelJob) -> tuple[str, bool, float]:
+    """(cache id, whether it was trained now, CPU seconds this call took in its process)."""
+    cpu0 = time.process_time()
+    ident = _train(root, job)
+    trained = ident.endswith("*")
+    return ident.rstrip("*"), trained, round(time.process_time() - cpu0, 3)
+
+
+def _train(root: Path, job: ModelJob) -> str:
+    """train_model's body; a '*' after the id says the model was trained (not cached)."""
     import torch
 
     from nnmark.api import embed, model_info, new_model, train
@@ -163,7 +217,52 @@ def train_model(root: Path, job: ModelJob) -> str:
         model, key = embed(init, data, job.scheme, options=options, key=key, config=cfg)
         key.save(key_path)
     save_model(model, model_info(model, data), model_path)
-    return ident
+    return ident + "*"
+
+
+def unsupported(task: Task, scheme: str, options: dict[str, Any], data: Any = None) -> str | None:
+    """Why `scheme` (or a part of composite 'a+b') cannot mark `task`'s model, or None.
+
+    Each scheme states what it supports in one place, its `plan()`: it is asked here on a fresh
+    model of the task, and a refusal (NNMarkError) is the reason. Anything that fails before
+    the question (a bad option, unreadable data) is not a refusal: None, so training fails and
+    its cells record the error, as any failure. `data`: the task's DataBundle, if loaded.
+    """
+    from nnmark.api import new_model
+    from nnmark.config import build_config
+    from nnmark.data import load_data
+    from nnmark.keys import OwnerKey
+    from nnmark.schemes import SCHEMES
+
+    if scheme == "none":
+        return None
+    names = scheme.split("+")
+    try:
+        configs: list[tuple[str, Any, Any]] = []
+        for name in names:
+            cls = SCHEMES.get(name)
+            opts = options.get(name, {}) if len(names) > 1 else options
+            configs.append((name, cls, build_config(cls.Config, opts)))
+        data = data if data is not None else load_data(task.data)
+        model = new_model(task.arch, data, seed=0)
+    except Exception:  # noqa: BLE001 - reported by the training of the job instead
+        return None
+    key = OwnerKey.new("nnmark bench support check", nonce="00" * 16)
+    for name, cls, cfg in configs:
+        try:
+            cls.plan(model, key, cfg, data=data)
+        except NNMarkError as exc:
+            return f"{name} does not support {task.data.split(':')[0]}/{task.arch}: {exc}"
+    return None
+
+
+def scheme_kind(scheme: str) -> str | None:
+    """'whitebox' | 'blackbox' | 'integrity' of a registered scheme, 'composite', or None."""
+    from nnmark.schemes import SCHEMES
+
+    if "+" in scheme:
+        return "composite"
+    return SCHEMES.get(scheme).kind if scheme != "none" and scheme in SCHEMES else None
 
 
 def run_cell(root: Path, cell: Cell) -> dict[str, Any]:
@@ -174,22 +273,18 @@ def run_cell(root: Path, cell: Cell) -> dict[str, Any]:
     from nnmark.data import load_data
     from nnmark.io import load_model
     from nnmark.keys import OwnerKey
-    from nnmark.schemes import SCHEMES
     from nnmark.tasks import evaluate, get_task
 
     torch.set_num_threads(1)
     _reset_peak_rss()
+    cpu0 = time.process_time()
     store = ResultStore(root)
     task = cell.job.task
     a = cell.attack
     key_job = cell.key_job if a is None else cell.job
     assert key_job is not None
     scheme = key_job.scheme
-    kind: str | None = None
-    if "+" in scheme:
-        kind = "composite"
-    elif scheme != "none" and scheme in SCHEMES:
-        kind = SCHEMES.get(scheme).kind
+    kind = scheme_kind(scheme)
     row: dict[str, Any] = dict.fromkeys(ROW_SCHEMA)  # every field, always (None if unknown)
     row |= {
         "cell": cell.ident,
@@ -212,16 +307,24 @@ def run_cell(root: Path, cell: Cell) -> dict[str, Any]:
         "parts": None,
         "queries": None,
         "error": None,
+        "skipped": None,
     }
     start = time.perf_counter()
     try:
         model, info = load_model(store.model_path(cell.job.ident))
         data = load_data(task.data)
         metric = get_task(info.task).primary
-        test = data.loader("test", 256)
+        test = data.loader("test", 256, fraction=task.test_fraction)
         row["task"] = info.task
         row["fidelity_metric"] = metric
-        row["fidelity_before"] = evaluate(model, test, info.task)[metric]
+        # The same for every cell of a model: measured once, kept beside the cached model.
+        memo = store.models / f"{cell.job.ident}.fidelity.json"
+        seen = json.loads(memo.read_text()) if memo.exists() else {}
+        where = f"{metric}@test:{task.test_fraction}"
+        if where not in seen:
+            seen[where] = evaluate(model, test, info.task)[metric]
+            atomic_write_text(memo, json.dumps(seen))
+        row["fidelity_before"] = seen[where]
         if a is not None and a.spec != "none":
             model = attack(model, a.spec, data, seed=cell.job.seed + 1)
             row["fidelity_after"] = evaluate(model, test, info.task)[metric]
@@ -252,6 +355,7 @@ def run_cell(root: Path, cell: Cell) -> dict[str, Any]:
         row["error"] = f"{type(exc).__name__}: {str(exc).strip()}"
         log.debug("cell %s failed:\n%s", row["cell"], traceback.format_exc())
     row["seconds"] = round(time.perf_counter() - start, 3)
+    row["cpu_seconds"] = round(time.process_time() - cpu0, 3)
     row["peak_rss_mib"] = _peak_rss_mib()
     return row
 
@@ -282,7 +386,7 @@ def plan(spec: BenchSpec) -> tuple[list[ModelJob], list[ModelJob], list[Cell]]:
     return models, calib, cells
 
 
-class _Workers:
+class Workers:
     """Runs calls in parallel and yields them as they finish: inline, a process pool, or Ray.
 
     One pool serves both phases, so worker start-up (importing torch) is paid once.
@@ -292,7 +396,12 @@ class _Workers:
         self.jobs, self.ray = jobs, ray
         self.pool: ProcessPoolExecutor | None = None
 
-    def __enter__(self) -> _Workers:
+    @property
+    def in_process(self) -> bool:
+        """Calls so far ran in this process (their CPU time is this process's own)."""
+        return self.pool is None and self.ray is None
+
+    def __enter__(self) -> Workers:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -374,6 +483,7 @@ def run_bench(
     _, _, cells = plan(spec)
     done = store.done(retry_failed)
     todo = [c for c in cells if c.ident not in done]
+    phases: dict[str, dict[str, float]] = {}
     meta = store.read_json("meta.json")
     runs = meta.get("runs", [])
     runs.append(
@@ -390,22 +500,52 @@ def run_bench(
     if ray is not None:
         _init_ray(ray, jobs)
 
+    # Phase 0: schemes that cannot mark a task's model (asked once per job; a cached model was
+    # trained, so it is supported). Their cells become skip rows; nothing of theirs trains.
+    t0, c0 = time.perf_counter(), time.process_time()
+    reasons: dict[str, str | None] = {}
+    loaded: dict[str, Any] = {}
+    for c in todo:
+        for j in (c.job, c.key_job):
+            if j is None or j.ident in reasons:
+                continue
+            reasons[j.ident] = None
+            if j.scheme != "none" and not store.model_path(j.ident).exists():
+                if j.task.data not in loaded:
+                    loaded[j.task.data] = _try_load(j.task.data)
+                reasons[j.ident] = unsupported(j.task, j.scheme, j.options, loaded[j.task.data])
+    skip = [c for c in todo if reasons[c.job.ident] or (c.key_job and reasons[c.key_job.ident])]
+    for c in skip:
+        why = reasons[c.job.ident] or reasons[c.key_job.ident]  # type: ignore[union-attr]
+        store.append([run_cell_stub(c, None, skipped=why)])
+    todo = [c for c in todo if c not in skip]
+    phases["support"] = _phase(t0, c0)
+
     # Phase 1: the models the unfinished cells need (cached ones return at once).
+    t0, c0 = time.perf_counter(), time.process_time()
     needed = {c.job.ident: c.job for c in todo} | {
         c.key_job.ident: c.key_job for c in todo if c.key_job is not None
     }
     calls = [(out, job) for job in needed.values()]
     failed_models: dict[str, str] = {}
-    with _Workers(jobs, ray) as workers:
-        for n, (i, _, error) in enumerate(workers.map_unordered(train_model, calls), 1):
+    trained = 0
+    worker_cpu = 0.0
+    with Workers(jobs, ray) as workers:
+        for n, (i, res, error) in enumerate(workers.map_unordered(train_model_timed, calls), 1):
             if error is not None:
                 job = calls[i][1]
                 failed_models[job.ident] = f"{type(error).__name__}: {str(error).strip()}"
                 log.warning("training %s failed: %s", job.scheme, failed_models[job.ident])
+            else:
+                trained += res[1]
+                worker_cpu += res[2]
             if progress is not None:
                 progress("models", n, len(calls))
+        phases["models"] = _phase(t0, c0, worker_cpu, workers.in_process)
+        phases["models"] |= {"count": len(calls), "trained": trained}
 
         # Phase 2: the cells. A cell whose model failed records that error without running.
+        t0, c0 = time.perf_counter(), time.process_time()
         runnable = []
         for c in todo:
             bad = [j for j in (c.job, c.key_job) if j is not None and j.ident in failed_models]
@@ -414,12 +554,15 @@ def run_bench(
             else:
                 runnable.append(c)
         calls2 = [(out, c) for c in runnable]
+        worker_cpu = 0.0
         for n, (i, row, error) in enumerate(workers.map_unordered(run_cell, calls2), 1):
             if error is not None:  # a worker died (out of memory, killed): still one row
                 row = run_cell_stub(runnable[i], f"worker failed: {type(error).__name__}: {error}")
+            worker_cpu += row.get("cpu_seconds") or 0.0
             store.append([row])
             if progress is not None:
                 progress("cells", n, len(calls2))
+        phases["cells"] = _phase(t0, c0, worker_cpu, workers.in_process) | {"count": len(calls2)}
 
     rows = {r["cell"]: r for r in store.rows()}
     current = [rows[c.ident] for c in cells if c.ident in rows]
@@ -428,18 +571,43 @@ def run_bench(
     # Driver + pool workers (reaped by now); on a shared machine wall time says little.
     runs[-1]["cpu_seconds"] = round(_cpu_seconds() - cpu0, 1)
     runs[-1]["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    runs[-1]["phases"] = phases
     store.write_json("meta.json", {**meta, "runs": runs})
     return BenchSummary(
         cells=len(cells),
         run=len(todo),
-        skipped=len(cells) - len(todo),
+        skipped=len(cells) - len(todo) - len(skip),
         failed=sum(1 for r in current if r.get("error")),
         seconds=seconds,
+        unsupported=sum(1 for r in current if r.get("skipped")),
     )
 
 
-def run_cell_stub(cell: Cell, error: str) -> dict[str, Any]:
-    """The row of a cell that could not run (its model failed to train, its worker died)."""
+def _try_load(spec: str) -> Any:
+    """The task's data, or None if it cannot be read (its training then records why)."""
+    from nnmark.data import load_data
+
+    try:
+        return load_data(spec)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _phase(
+    t0: float, c0: float, worker_cpu: float = 0.0, in_process: bool = True
+) -> dict[str, float]:
+    """Wall and CPU seconds of a phase: the driver's own CPU plus what each worker reported for
+    its calls (pool workers are only reaped at the end, so getrusage alone cannot split them)."""
+    own = time.process_time() - c0
+    return {
+        "seconds": round(time.perf_counter() - t0, 1),
+        "cpu_seconds": round(own + (0.0 if in_process else worker_cpu), 1),
+    }
+
+
+def run_cell_stub(cell: Cell, error: str | None, skipped: str | None = None) -> dict[str, Any]:
+    """The row of a cell that did not run: its model failed to train, its worker died (`error`),
+    or its scheme cannot mark the task's model (`skipped`, the scheme's reason)."""
     a = cell.attack
     key_job = cell.key_job if a is None else cell.job
     assert key_job is not None
@@ -450,11 +618,14 @@ def run_cell_stub(cell: Cell, error: str) -> dict[str, Any]:
         "arch": cell.job.task.arch,
         "seed": cell.job.seed,
         "scheme": key_job.scheme,
+        "scheme_kind": scheme_kind(key_job.scheme),
         "attack": "unmarked" if a is None else a.family,
         "attack_spec": "none" if a is None else a.spec,
         "strength_option": None if a is None else a.option,
         "strength": None if a is None else a.strength,
         "level": None if a is None else a.level,
         "error": error,
+        "skipped": skipped,
         "seconds": 0.0,
+        "cpu_seconds": 0.0,
     }

@@ -6,7 +6,8 @@ Layout of RESULTS/:
                   skips every cell whose `cell` id is already there.
   models/         trained models (`<id>.safetensors`) and their keys (`<id>.nnkey`), named by a
                   content hash of what produced them (task, scheme, options, seed, nnmark
-                  version): a rerun, or another grid sharing a model, trains it once.
+                  version, the trainer's and the scheme's source): a rerun, or another grid
+                  sharing a model, trains it once; `<id>.fidelity.json` keeps its fidelity.
   spec.json       the grid that was run; meta.json: machine, command, times.
 """
 
@@ -51,8 +52,12 @@ ROW_SCHEMA: dict[str, str] = {
     "parts": "list | null: composite marks: one {scheme, verdict, statistic, p_value} per mark",
     "queries": "int | null: queries a black-box verification spent",
     "seconds": "float: wall time of the cell (attack + evaluation + verification)",
+    "cpu_seconds": "float: CPU time of the cell in its worker (one torch thread): on a shared "
+    "machine the figure to budget with",
     "peak_rss_mib": "float: peak resident memory of the worker during the cell (MiB)",
     "error": "str | null: 'Type: message' if the cell failed; the sweep goes on",
+    "skipped": "str | null: why the cell did not run: its scheme cannot mark this task's model "
+    "(the reason its plan() gave); not a failure",
 }
 
 

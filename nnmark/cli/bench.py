@@ -97,7 +97,9 @@ def bench_cmd(
         )
     out.print(
         f"{summary.cells} cells: {summary.run} run, {summary.skipped} skipped (done before), "
-        f"{summary.failed} failed; {summary.seconds:.0f} s; rows in {out_dir / 'results.jsonl'}"
+        f"{summary.failed} failed"
+        + (f", {summary.unsupported} skipped as unsupported" if summary.unsupported else "")
+        + f"; {summary.seconds:.0f} s; rows in {out_dir / 'results.jsonl'}"
     )
 
 

@@ -59,6 +59,7 @@ def test_rows_follow_the_schema(tiny: tuple[Path, Path]) -> None:
     weak = by[("uchida", "prune:fraction=0.3")]
     assert (weak["strength_option"], weak["strength"], weak["level"]) == ("fraction", 0.3, 0)
     assert weak["seconds"] > 0 and weak["peak_rss_mib"] > 50
+    assert weak["cpu_seconds"] > 0 and weak["skipped"] is None
     assert by[("none", "prune:fraction=0.6")]["verdict"] is None  # the plain model has no key
     # Permuting hidden units moves Uchida's projected weights: the mark is lost at no cost.
     perm = by[("uchida", "permute")]
@@ -100,6 +101,71 @@ def test_rerun_skips_finished_cells_and_redoes_a_lost_one(tiny: tuple[Path, Path
     r = runner.invoke(app, [*args, "--retry-failed"])
     assert r.exit_code == 0 and "11 cells: 2 run, 9 skipped (done before), 2 failed" in r.stdout
     assert len(read_rows(out)) == 11
+
+
+def test_rerun_with_more_attacks_retrains_no_model(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    """Models are cached by content hash: new cells on the same models train nothing."""
+    out = tmp_path / "res"
+    shutil.copytree(tiny[1], out)
+
+    def stamps() -> dict[str, int]:
+        files = (out / "models").glob("*")
+        return {m.name: m.stat().st_mtime_ns for m in files if m.suffix != ".json"}
+
+    before = stamps()
+    assert len(before) == 4  # plain, uchida (+ its key), one unmarked model
+    config = tmp_path / "more.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "attacks": ["prune", "permute", "scale"]}))
+    r = runner.invoke(app, ["bench", "--config", str(config), "--out", str(out), "--jobs", "1"])
+    assert r.exit_code == 0 and "17 cells: 6 run, 11 skipped" in r.stdout, r.output
+    phases = json.loads((out / "meta.json").read_text())["runs"][-1]["phases"]
+    assert phases["models"]["count"] == 2 and phases["models"]["trained"] == 0
+    assert phases["cells"]["count"] == 6 and phases["cells"]["cpu_seconds"] > 0
+    assert stamps() == before
+    first = json.loads((tiny[1] / "meta.json").read_text())["runs"][0]["phases"]
+    assert first["models"]["trained"] == 3  # the same count from scratch, for contrast
+
+
+def test_a_scheme_that_cannot_mark_the_task_is_skipped_not_failed(tmp_path: Path) -> None:
+    """content is for classification: on the BBBC039 U-Net its plan() refuses, so its cells
+    (and the calibration cells under its key) are recorded as skipped with that reason."""
+    config = tmp_path / "seg.yaml"
+    grid = {
+        "data": "seg:/work/shared/data/seg-bbbc039",
+        "arch": "unet",
+        "epochs": 0,  # the plain U-Net need not learn: only the bookkeeping is under test
+        "schemes": ["content"],
+        "attacks": ["permute"],
+        "chains": [],
+        "composites": [],
+        "calibration_models": 1,
+    }
+    config.write_text(yaml.safe_dump(grid))
+    out = tmp_path / "res"
+    r = runner.invoke(app, ["bench", "--config", str(config), "--out", str(out), "--jobs", "1"])
+    assert r.exit_code == 0, r.output
+    assert "5 cells: 2 run, 0 skipped (done before), 0 failed, 3 skipped as unsupported" in (
+        r.stdout
+    )
+    rows = read_rows(out)
+    skipped = [x for x in rows if x["skipped"]]
+    # content's own cells (unattacked, permuted) and the unmarked U-Net under content's key
+    assert sorted((x["kind"], x["attack_spec"]) for x in skipped) == [
+        ("attack", "none"),
+        ("attack", "permute"),
+        ("calibration", "none"),
+    ]
+    assert {x["scheme"] for x in skipped} == {"content"}
+    assert all(x["error"] is None for x in skipped)
+    assert all("content is for classification" in x["skipped"] for x in skipped)
+    assert all(x["error"] is None and x["scheme"] == "none" for x in rows if not x["skipped"])
+    assert not any("content" in m.name for m in (out / "models").iterdir())  # never trained
+    page = tmp_path / "r.html"
+    r = runner.invoke(app, ["report", str(out), "--out", str(page)])
+    assert r.exit_code == 0, r.output
+    assert "3 skipped (scheme does not support the task)" in page.read_text()
+    r = runner.invoke(app, ["bench", "--config", str(config), "--out", str(out), "--jobs", "1"])
+    assert "5 cells: 0 run, 5 skipped (done before)" in r.stdout  # skip rows are resumable
 
 
 def test_report_renders_in_a_real_browser(tiny: tuple[Path, Path], tmp_path: Path) -> None:
@@ -202,3 +268,12 @@ def test_bench_and_report_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     r = runner.invoke(app, ["report", str(tmp_path / "empty")])
     assert r.exit_code == 2 and "no results.jsonl rows to report" in r.stderr
+
+
+def test_docs_list_every_row_field() -> None:
+    """docs/bench.md repeats ROW_SCHEMA: a field added to one must be added to the other."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "bench.md").read_text()
+    table = doc.split("## Row schema", 1)[1].split("\n## ", 1)[0]
+    assert set(re.findall(r"^\| `(\w+)` \|", table, flags=re.M)) == set(ROW_SCHEMA)
