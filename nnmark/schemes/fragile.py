@@ -5,28 +5,31 @@ Threat model: white-box; the question is not "whose model?" but "was it changed 
 The mark lives in the model itself, so verification needs only the key and the suspect.
 
 Written after training (`finalize`), in the least significant mantissa bit (LSB) of key-chosen
-entries ("slots") of the *carriers*: every float32 tensor of >= 32 values, parameters and buffers
-(BatchNorm statistics) alike. Every other tensor (a small bias, `num_batches_tracked`) is a
-*guest*.
+entries ("slots") of float32 tensors. *Carriers* are the float32 tensors of >= 32 values,
+parameters and buffers (BatchNorm statistics) alike; every other tensor (a 10-value bias,
+`num_batches_tracked`) is a *guest*.
 
 1. every slot is cleared;
-2. each carrier gets a 16-bit digest of itself (SHA-256 of its name, dtype, shape and bytes,
-   its own slots cleared) in 16 of its *own* slots;
-3. each guest's digest is written into 16 slots in each of 7 key-chosen carriers (its hosts);
+2. each float32 tensor gets a digest of itself (the first 16 bits of a SHA-256 of its name,
+   dtype, shape and bytes, its own slots cleared) in its *own* LSBs: 16 of them, or one per
+   value of a smaller tensor;
+3. each guest's full 16-bit digest is also written into 16 slots in each of 7 key-chosen
+   carriers (its hosts);
 4. a SHA-256 of the whole model (names, dtypes, shapes, bytes in key order; only the 256 hash
    slots cleared, so every digest bit is covered) is written into 256 slots over the carriers.
 
 Any change, even one flipped bit anywhere (a slot included), breaks the whole hash: "modified".
-Localisation names exactly the changed tensors, because a tensor's evidence never sits in a
-tensor that may have changed independently of it: a carrier carries its own digest (its check
-cannot be spoiled by a change elsewhere); a guest is read from its hosts whose own digests still
-match, by bitwise majority (an odd number of them), so a flipped slot in one host is outvoted and
-names that host. A guest none of whose hosts is intact cannot be checked: it is listed in
-`details["unverified"]`, never guessed. When no digest disagrees but the whole hash does, only
-hash slots changed (at most 32 of 256 stored bits differ: a real content change differs in about
-128, so the chance of a wrong call is below 2^-80) and the tensors holding them are named.
-Missing, added, reshaped or re-typed tensors are named too. A changed tensor escapes its 16-bit
-digest with probability 2^-16.
+Localisation names exactly the changed tensors, because a tensor's evidence never sits only in
+tensors that may have changed independently of it: a tensor's own digest bits are spoiled only
+by a change to that tensor; a guest is also read from those of its hosts whose own digests
+still match, by bitwise majority (an odd number of them), so a flipped slot in one host is
+outvoted and names that host. A guest without float32 values (num_batches_tracked) whose hosts
+all changed cannot be checked: it is listed in `details["unverified"]`, never guessed. When no
+digest disagrees but the whole hash does, only hash slots changed (at most 32 of 256 stored
+bits differ: a real content change differs in about 128, so the chance of a wrong call is below
+2^-80) and the tensors holding them are named. Missing, added, reshaped or re-typed tensors are
+named too. A changed tensor escapes its digest with probability 2^-16 (2^-b for a b-value
+tensor whose hosts all changed too).
 
 Cost: each slot's weight changes by at most one unit in the last place (relative 2^-23);
 `benchmarks/fragile_output.py` measures the largest output change on the test set.
