@@ -7,8 +7,11 @@ the digits thief split (270 images, disjoint from train and test), and the owner
 the key. Per attack: the owner's BER, p-value and verdict, digits test accuracy before / after,
 and the attack's wall time. A failed cell records its error and the sweep goes on.
 
-For `ensemble` the owner's layer name is absent from the averaged module (its tensors are
-`members.<i>.*`), so the row also gives each member's BER read under the key.
+A suspect with no tensor under the key's layer name (`ensemble`: its tensors are
+`members.<i>.*`) has no BER: the row shows "-" and the verifier's reason, and gives each member's
+BER read under the key. What an attack noted about the model (`nnmark.attacks.base.findings`)
+goes in the notes: Neural Cleanse's flagged class; the overwriting thief's own BER and the epochs
+they trained (rounds of 5 until their own mark is in; `rounds=1` is a fixed 5-epoch budget).
 
     python benchmarks/train_attacks.py
 """
@@ -23,6 +26,7 @@ from typing import Any
 import torch
 
 from nnmark import OwnerKey, TrainConfig, attack, embed, evaluate, load_data, new_model, verify
+from nnmark.attacks.base import findings
 
 from _common import write_results
 
@@ -31,9 +35,10 @@ FASHION = "fashion-mnist:/work/shared/data/fashion-mnist"
 SPECS = [
     "finetune",
     f"finetune:domain={FASHION},fraction=0.2",
+    "overwrite:bits=64,rounds=1",
     "overwrite:bits=64",
     "overwrite:bits=256",
-    "overwrite:bits=256,epochs=20",
+    "overwrite:bits=64,lr=0.01",
     "overwrite:bits=256,lr=0.01",
     "distill",
     "distill:labels_only=true",
@@ -103,11 +108,16 @@ def main() -> None:
             row["acc_after"] = evaluate(out, test, data.task)["accuracy"]
             if hasattr(out, "members"):
                 row["member_ber"] = [verify(m, key).ber for m in out.members]
-            if getattr(out, "nnmark_flagged_class", "-") != "-":
-                row["flagged_class"] = out.nnmark_flagged_class
+            row["findings"] = {
+                k: v for k, v in findings(out).items() if k not in ("mask_norms", "anomaly")
+            }
             try:
                 v = verify(out, key)
-                row.update(ber=v.ber, p_value=v.p_value, verdict=v.verdict)
+                row.update(p_value=v.p_value, verdict=v.verdict)
+                # no bits were read (e.g. the layer is absent): no BER, the reason instead
+                row["ber"] = v.ber if v.reason is None else None
+                if v.reason is not None:
+                    row["reason"] = v.reason
             except Exception as exc:  # noqa: BLE001 - the cell records it, the sweep goes on
                 row["verify_error"] = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # noqa: BLE001
@@ -132,9 +142,10 @@ def main() -> None:
         notes = []
         if "member_ber" in r:
             notes.append("member BER " + ", ".join(f"{b:.3f}" for b in r["member_ber"]))
-        if "flagged_class" in r:
-            notes.append(f"flagged class {r['flagged_class']}")
-        for k in ("verify_error", "error"):
+        for k, v in r.get("findings", {}).items():
+            shown = format(v, ".3f") if isinstance(v, float) else ("none" if v is None else v)
+            notes.append(f"{k.replace('_', ' ')} {shown}")
+        for k in ("reason", "verify_error", "error"):
             if k in r:
                 notes.append(r[k])
         lines.append(

@@ -13,13 +13,15 @@ same way and handed to the attack's `extract`; the trained student comes back as
   inputs with the suspect's top-1 answers and train the copy on them.
 
 `queries` is ART's `nb_stolen` (0: every thief input). ART shuffles with numpy's global RNG: it is
-seeded from the attack's generator and restored afterwards. Classification only.
+seeded from the attack's generator and restored afterwards. Classification only. ART is an optional extra (`pip install 'nnmark[art]'`); without it both attacks
+stop with a one-line error naming it.
 
 Example: ``nnmark attack knockoff marked.safetensors --data digits --set queries=200``
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,8 +37,20 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 
 
+def art(module: str, attack: str) -> Any:
+    """An ART module (`art.attacks.extraction`, ...), or a clear error naming the extra."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "art":
+            raise
+        raise NNMarkError(
+            f"{attack} needs the Adversarial Robustness Toolbox: pip install 'nnmark[art]'"
+        ) from None
+
+
 def _classifier(model: nn.Module, data: DataBundle, lr: float | None) -> Any:
-    from art.estimators.classification import PyTorchClassifier
+    PyTorchClassifier = art("art.estimators.classification", "ART extraction").PyTorchClassifier
 
     return PyTorchClassifier(
         model=model,
@@ -104,8 +118,7 @@ class Knockoff(Attack):
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
     ) -> nn.Module:
-        from art.attacks.extraction import KnockoffNets
-
+        KnockoffNets = art("art.attacks.extraction", self.name).KnockoffNets
         assert data is not None
         c = self.config
         n = c.queries or len(data.splits["thief"])
@@ -160,8 +173,7 @@ class Copycat(Attack):
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
     ) -> nn.Module:
-        from art.attacks.extraction import CopycatCNN
-
+        CopycatCNN = art("art.attacks.extraction", self.name).CopycatCNN
         assert data is not None
         c = self.config
         n = c.queries or len(data.splits["thief"])

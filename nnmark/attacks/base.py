@@ -3,6 +3,10 @@
 The base `__call__` runs the fixed sequence (copy, seed, run, eval mode); a subclass writes
 only `run`. Attacks never see the owner's key. One attack object serves many models: the model
 and the data are passed on each call, the options live in the frozen config.
+
+What an attack learns about the model on its way (Neural Cleanse's flagged class) goes on the
+returned module with `note(model, name=value)`, and `findings(model)` reads it back: the CLI
+prints it and keeps it in the output file's metadata; a chain keeps every step's findings.
 """
 
 from __future__ import annotations
@@ -16,6 +20,18 @@ from torch import nn
 from nnmark.config import build_config
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
+
+FINDINGS = "nnmark_findings"
+
+
+def note(model: nn.Module, **found: Any) -> None:
+    """Record what an attack found about `model` (JSON-serialisable values) on the module."""
+    setattr(model, FINDINGS, {**findings(model), **found})
+
+
+def findings(model: nn.Module) -> dict[str, Any]:
+    """What the attacks that produced `model` found (empty when none noted anything)."""
+    return dict(getattr(model, FINDINGS, {}))
 
 
 class Attack:

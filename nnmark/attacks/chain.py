@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nnmark.attacks.base import Attack
+from nnmark.attacks.base import Attack, findings, note
 from nnmark.data.base import DataBundle
 
 
@@ -31,9 +31,13 @@ class Chain(Attack):
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
     ) -> nn.Module:
+        found: dict = {}
         for i, attack in enumerate(self.attacks):
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) + i
             model = attack(model, data, seed=seed)
+            found.update(findings(model))  # a later step may build a fresh module
+        if found:
+            note(model, **found)
         return model
 
     def __repr__(self) -> str:

@@ -2,8 +2,12 @@
 
 Threat model: the thief has the weights and some labelled data from the same (or another)
 domain: the `thief` split by default, which the owner's training never reads. The learning rate
-defaults to the owner's training rate (nnmark's default, 1e-3 with Adam). WRT's variants:
-`last_layer_only` trains the head alone; `reinit_head` draws a fresh head first.
+`lr` defaults to 1e-3 with Adam, nnmark's own training default, so it is the owner's rate only
+when the owner trained with nnmark's defaults: model files do not record the training rate, so
+set `lr` to the owner's rate when it is known (the issue's "training learning rate"). WRT's
+variants: `last_layer_only` trains the head alone on frozen features (every other tensor,
+BatchNorm statistics included, stays bit-identical: those modules stay in eval mode);
+`reinit_head` draws a fresh head first.
 
 Cross-domain (`domain=NAME[:PATH]`, e.g. `fashion-mnist:/data/fashion-mnist`): the thief tunes on
 another dataset, loaded and resized (area interpolation; channels averaged or repeated) to the
@@ -19,6 +23,8 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -87,6 +93,22 @@ def domain_data(spec: str, like: DataBundle) -> DataBundle:
     )
 
 
+@contextmanager
+def held_in_eval(model: nn.Module, keep: nn.Module) -> Iterator[None]:
+    """Every leaf module outside `keep` in eval mode while a trainer calls `model.train()`:
+    frozen features, BatchNorm running statistics untouched, no dropout."""
+    inside = {id(m) for m in keep.modules()}
+    held = [m for m in model.modules() if id(m) not in inside and not any(m.children())]
+    for m in held:
+        m.eval()
+        m.train = lambda mode=True, _m=m: _m  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for m in held:
+            del m.train
+
+
 @register("finetune")
 class Finetune(Attack):
     Config = FinetuneConfig
@@ -119,7 +141,11 @@ class Finetune(Attack):
             split=c.split,
             fraction=c.fraction,
         )
-        fit(model, data, (), cfg)
+        if c.last_layer_only:
+            with held_in_eval(model, head):
+                fit(model, data, (), cfg)
+        else:
+            fit(model, data, (), cfg)
         for p in model.parameters():
             p.requires_grad_(True)
         return model

@@ -6,7 +6,8 @@ Cleanse and keeps those of the `classes` most anomalous (smallest-mask) classes,
 hidden units (channels of each conv, neurons of each hidden linear layer) whose mean activation
 rises most when clean thief inputs carry those triggers: a `reset` fraction per layer, their
 incoming weights redrawn at the layer's scale and their biases zeroed, and (3) fine-tunes on
-thief data, a fraction of it stamped with the triggers and kept at its true labels.
+thief data, a fraction of it stamped with the triggers and kept at its true labels. The classes
+laundered and Neural Cleanse's flagged class are noted on the result (`findings`).
 
 Example: ``nnmark attack launder marked.safetensors --data digits --set reset=0.1``
 """
@@ -20,7 +21,7 @@ from torch import nn
 
 from nnmark.attacks import register
 from nnmark.attacks._training import predict, stamp, train_on
-from nnmark.attacks.base import Attack
+from nnmark.attacks.base import Attack, note
 from nnmark.attacks.neuralcleanse import detect, stamped_loss
 from nnmark.config import check
 from nnmark.data.base import DataBundle
@@ -105,6 +106,8 @@ class Launder(Attack):
             if k:
                 reset_units(layer, torch.argsort(rise, descending=True)[:k], generator)
         loss = stamped_loss(masks, patterns, c.stamped, generator)
-        return train_on(
+        train_on(
             model, x, y, task=data.task, epochs=c.epochs, lr=c.lr, generator=generator, loss=loss
         )
+        note(model, laundered_classes=chosen.tolist(), flagged_class=report.flagged)
+        return model

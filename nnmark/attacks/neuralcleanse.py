@@ -9,8 +9,10 @@ median absolute deviations below the median is flagged. The attack then unlearns
 fine-tuning on thief images, a fraction of them stamped with the reversed trigger, with their
 true labels. With no class flagged the fine-tune runs on clean data only.
 
-The flagged class is logged, stored on the returned model as `nnmark_flagged_class` (None when
-no class is flagged), and available from the model alone with `detect(model, x).flagged`.
+The flagged class (None when no class is flagged) is logged, noted on the returned model
+(`nnmark.attacks.base.findings(model)["flagged_class"]`, also `model.nnmark_flagged_class`),
+printed by `nnmark attack` and kept in the output file's metadata; from the model alone it is
+`detect(model, x).flagged`.
 
 Example: ``nnmark attack neuralcleanse marked.safetensors --data digits --set steps=150``
 """
@@ -26,7 +28,7 @@ from torch import nn
 
 from nnmark.attacks import register
 from nnmark.attacks._training import stamp, train_on
-from nnmark.attacks.base import Attack
+from nnmark.attacks.base import Attack, note
 from nnmark.config import check
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
@@ -242,4 +244,10 @@ class NeuralCleanse(Attack):
             loss=loss,
         )
         model.nnmark_flagged_class = report.flagged  # type: ignore[assignment]
+        note(
+            model,
+            flagged_class=report.flagged,
+            mask_norms=[round(v, 3) for v in report.norms],
+            anomaly=[round(v, 3) for v in report.anomaly],
+        )
         return model

@@ -65,6 +65,7 @@ def attack_cmd(
         raise NNMarkError("usage: nnmark attack NAME MODEL --out OUT (or --list)")
     from nnmark.api import attack
     from nnmark.attacks import build_attack
+    from nnmark.attacks.base import findings
     from nnmark.data import load_data
     from nnmark.io import load_model, save_model
     from nnmark.tasks import evaluate
@@ -77,6 +78,10 @@ def attack_cmd(
     extra = dict(info.extra)
     extra["attack"] = repr(built)
     extra["attack_seed"] = str(seed)
+    extra.pop("attack_findings", None)  # an earlier attack's, on the input file
+    found = findings(attacked)
+    if found:  # e.g. Neural Cleanse's flagged class
+        extra["attack_findings"] = json.dumps(found, sort_keys=True)
     changed = reshaped_layers(model, attacked)
     if changed:
         # The zoo cannot rebuild these widths from arch_kwargs; the tensors carry them, and
@@ -90,6 +95,8 @@ def attack_cmd(
         )
     save_model(attacked, dataclasses.replace(info, extra=extra), out_path)
     result: dict[str, object] = {"attack": repr(built), "out": str(out_path)}
+    if found:
+        result["findings"] = found
     if bundle is not None:
         test = bundle.loader("test", 256)
         result["before"] = evaluate(model, test, info.task)
@@ -98,8 +105,37 @@ def attack_cmd(
         print(json.dumps(result))
         return
     out.print(f"{built} -> saved {out_path}")
+    for k, v in found.items():
+        out.print(f"  {k.replace('_', ' ')}: {'none' if v is None else v}", markup=False)
     if bundle is not None:
         for when in ("before", "after"):
             metrics = result[when]
             assert isinstance(metrics, dict)
             out.print(f"  test {when}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+
+@command("forge")
+def forge_cmd(
+    model_path: Annotated[Path, typer.Argument(help="A marked model file the thief holds")],
+    out_path: Annotated[Path, typer.Option("--out", help="The forged key file")],
+    bits: Annotated[int, typer.Option(help="Payload bits of the forged claim")] = 64,
+    tries: Annotated[int, typer.Option(help="Forging attempts; the best is kept")] = 200,
+    layer: Annotated[str | None, typer.Option(help="Host layer (default: the scheme's)")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the attempts' nonces")] = 0,
+) -> None:
+    """The ambiguity attack (nnmark.attacks.forge): fabricate an Uchida key for a model you did
+    not mark. Keys commit to their payload before the projection exists, so the claim fails."""
+    from nnmark.api import verify
+    from nnmark.attacks.forge import forge_key
+    from nnmark.io import load_model
+
+    check_output(out_path)
+    model, _ = load_model(model_path)
+    key = forge_key(model, layer=layer, bits=bits, tries=tries, seed=seed)
+    key.save(out_path)
+    v = verify(model, key)
+    out.print(
+        f"forged key (best of {tries} tries) -> saved {out_path}; verified on {model_path}: "
+        f"{v.verdict}, BER {v.ber:.3f}, p {v.p_value:.2e}",
+        markup=False,
+    )

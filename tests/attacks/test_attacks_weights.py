@@ -32,7 +32,14 @@ from nnmark.io import save_model
 
 #: Cost knobs lowered for every attack that has them (other helpers add attacks at the same
 #: time, so the table is generic): epochs, passes, optimisation steps, queries, members.
-FAST_INTS = {"epochs": 1, "decay_epochs": 1, "steps": 5, "queries": 128, "members": 2}
+FAST_INTS = {
+    "epochs": 1,
+    "decay_epochs": 1,
+    "steps": 5,
+    "queries": 128,
+    "members": 2,
+    "rounds": 2,
+}
 #: Attack-specific fast settings on top.
 FAST: dict[str, dict[str, Any]] = {"finetune": {"fraction": 0.5}}
 #: Variants of the weight attacks that have their own code path.
@@ -161,44 +168,98 @@ def test_uchida_survives(spec: str, uchida_cnn, digits: DataBundle, record_prope
 
 
 @pytest.mark.parametrize("spec", ["permute", "scale", "morph", "permute,scale,morph"])
-def test_realignment_restores_the_mark(spec: str, uchida_cnn) -> None:  # type: ignore[no-untyped-def]
+def test_realignment_restores_the_mark(spec: str, uchida_cnn, record_property) -> None:  # type: ignore[no-untyped-def]
+    """Blind and realigned BER after each function-preserving attack. `scale` does not remove
+    Uchida's mark at all (blind BER 0, test below): realignment matters for permutation and
+    widening, which break the host layer's order or shape."""
     model, key = uchida_cnn
     before = verify(model, key).ber
     attacked = attack(model, spec, seed=2)
     blind = verify(attacked, key)
     realigned = verify(realign(attacked, model), key)
+    record_property("blind_ber", blind.ber)
+    record_property("realigned_ber", realigned.ber)
     print(f"{spec}: BER {before:.4f} -> blind {blind.ber} -> realigned {realigned.ber:.4f}")
     if spec == "permute":
         assert 0.3 <= blind.ber <= 0.7 and blind.verdict == "not_found"
-    elif spec == "scale":  # positive rescaling alone leaves Uchida's signs mostly intact
-        assert blind.ber is not None
+    elif spec == "scale":
+        assert blind.verdict == "found" and blind.ber == before
     else:  # the host layer changed shape: nothing to read without the reference
         assert blind.verdict == "not_found" and "shape" in (blind.reason or "")
     assert realigned.ber == before and realigned.verdict == "found"
 
 
+def test_scaling_leaves_uchida_readable_because_every_filter_carries_the_bits(uchida_cnn) -> None:  # type: ignore[no-untyped-def]
+    """Why `scale` is no threat to Uchida (measured: blind BER 0 at the default factors up to
+    4). The mark is read as the signs of a projection of the mean of the host layer's filters;
+    the penalty's gradient reaches every filter equally, so after training each filter alone
+    projects to (nearly) the payload. Positive factors on the host's filters (its output
+    channels) only reweight that mean, so a bit can flip only where some filter alone has it
+    wrong; factors on its input channels (from rescaling the layer before) reweight positions
+    inside each filter, which flips bits of small margin only at extreme factors (up to 16x:
+    printed). A threat to marks that read raw values at positions, not to this one."""
+    from nnmark.schemes.uchida import Uchida
+
+    model, key = uchida_cnn
+    scheme = Uchida(key.marks[0])
+    weight = scheme.host_weight(model).detach()
+    payload = torch.tensor(key.marks[0].bits)
+
+    def wrong_bits(w: torch.Tensor) -> set[int]:
+        return set(torch.nonzero((scheme.logits(w) > 0).long() != payload).flatten().tolist())
+
+    per_filter = [wrong_bits(weight[k : k + 1]) for k in range(weight.shape[0])]
+    can_flip = set().union(*per_filter)
+    g = torch.Generator().manual_seed(7)
+    factors = 16 ** (torch.rand(weight.shape[0], generator=g) * 2 - 1)  # in [1/16, 16]
+    flipped = wrong_bits(weight * factors.view(-1, 1, 1, 1))
+    extreme = verify(attack(model, "scale:max_factor=16", seed=7), key)
+    print(
+        f"filters with a wrong bit: {sum(bool(w) for w in per_filter)} of {len(per_filter)} "
+        f"({len(can_flip)} bits in all); host filters rescaled up to 16x: {len(flipped)} bits "
+        f"flipped; scale attack up to 16x: BER {extreme.ber:.4f}, {extreme.verdict}"
+    )
+    assert sorted(len(w) for w in per_filter)[len(per_filter) // 2] == 0
+    assert flipped <= can_flip
+    assert extreme.verdict == "found"
+
+
 def test_realignment_after_permute_then_finetune(uchida_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
     """Fine-tuning a permuted model is fine-tuning the model, permuted (Adam is elementwise):
-    realigned, the BER is that of fine-tuning alone."""
+    realigned, the BER is that of fine-tuning alone, and both are 0 (measured: blind 0.5)."""
     model, key = uchida_cnn
     alone = verify(attack(model, "finetune:epochs=5", digits, seed=4), key)
     both = attack(model, "permute,finetune:epochs=5", digits, seed=4)
     blind = verify(both, key)
     realigned = verify(realign(both, model), key)
-    print(f"finetune alone BER {alone.ber:.4f}; permute+finetune blind {blind.ber:.4f}, ")
-    print(f"realigned {realigned.ber:.4f}")
+    print(
+        f"finetune alone BER {alone.ber:.4f}; permute+finetune blind {blind.ber:.4f}, "
+        f"realigned {realigned.ber:.4f}"
+    )
     assert 0.3 <= blind.ber <= 0.7 and blind.verdict == "not_found"
-    assert abs(realigned.ber - alone.ber) <= 2 / 64 and realigned.verdict == "found"
+    assert alone.ber == 0.0 and realigned.ber == 0.0 and realigned.verdict == "found"
 
 
-def test_realignment_after_channel_pruning(uchida_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
-    """Surviving channels are matched back; pruned ones read as zero."""
+@pytest.mark.parametrize("fraction", [0.25, 0.5])
+def test_realignment_after_channel_pruning(  # type: ignore[no-untyped-def]
+    fraction: float, uchida_cnn, digits: DataBundle, record_property
+) -> None:
+    """Surviving channels are matched back; pruned ones read as zero. Measured: BER 0 after
+    permuting and removing 25 % of every hidden layer's channels (accuracy 97.2 %), and the
+    BER and accuracy at 50 % are printed and recorded."""
     model, key = uchida_cnn
-    pruned = attack(model, "permute,prune:structured=true,fraction=0.25", seed=5)
+    pruned = attack(model, f"permute,prune:structured=true,fraction={fraction}", seed=5)
     realigned = verify(realign(pruned, model), key)
-    print(f"channel prune 25 %: accuracy {accuracy(pruned, digits):.4f}, BER {realigned.ber:.4f}")
+    acc = accuracy(pruned, digits)
+    record_property("ber", realigned.ber)
+    record_property("accuracy", acc)
+    print(
+        f"permute + channel prune {fraction:.0%}: accuracy {acc:.4f}, realigned BER {realigned.ber:.4f}"
+    )
     assert verify(pruned, key).verdict == "not_found"
-    assert realigned.verdict == "found" and realigned.ber <= 0.1
+    assert realigned.verdict == "found"
+    if fraction == 0.25:
+        assert realigned.ber == 0.0
 
 
 def test_forged_key_is_rejected_and_the_owner_passes(uchida_cnn) -> None:  # type: ignore[no-untyped-def]
@@ -212,6 +273,20 @@ def test_forged_key_is_rejected_and_the_owner_passes(uchida_cnn) -> None:  # typ
 
 
 runner = CliRunner()
+
+
+def test_forge_cli(tmp_path: Path, uchida_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
+    model, key = uchida_cnn
+    src, forged, owner = tmp_path / "m.safetensors", tmp_path / "f.nnkey", tmp_path / "o.nnkey"
+    save_model(model, model_info(model, digits), src)
+    key.save(owner)
+    r = runner.invoke(app, ["forge", str(src), "--out", str(forged), "--tries", "20"])
+    assert r.exit_code == 0, r.stderr
+    assert "not_found" in r.stdout
+    assert runner.invoke(app, ["verify", str(src), "--key", str(forged)]).exit_code == 1
+    assert runner.invoke(app, ["verify", str(src), "--key", str(owner)]).exit_code == 0
+    r = runner.invoke(app, ["forge", str(src), "--out", str(forged), "--tries", "0"])
+    assert r.exit_code == 2 and "tries must be >= 1" in r.stderr
 
 
 def test_attack_cli(tmp_path: Path, uchida_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
