@@ -7,10 +7,19 @@ Schemes are bound to `target`, the module the key was planned on (the model by d
 prepared before the optimizer is built. Under the Trainer's own distributed launch (accelerate,
 DDP) the penalty is part of the loss, so its gradient is all-reduced with the rest.
 
-Schemes that replace the optimiser step (`step` overridden, e.g. tartaglione) are refused: the
-Trainer owns the optimiser step (gradient accumulation, scaling, clipping), so a scheme's own
+`newlabel` grows the head by one class in `prepare`; a transformers model's own loss reads
+`config.num_labels`, so the trainer raises it to match. Verify with `HFSuspect(model)`: white-box
+tensors by the model's own names, black-box answers read from the output's `logits` (a
+transformers model returns a `ModelOutput`, not a tensor).
+
+Schemes that replace the optimiser step (`step` overridden: tartaglione, watermas) are refused:
+the Trainer owns the optimiser step (gradient accumulation, scaling, clipping), so a scheme's own
 step cannot run inside it; train those with `nnmark.train.fit`, `nnmark.integrations.ddp.fit_ddp`
-or the Lightning wrapper. `supported_schemes()` lists them from the registry.
+or the Lightning wrapper. Segmentation trigger sets (segtrigger) are refused too: their targets
+are float masks at the input's resolution, while transformers' segmentation models take
+class-index label maps and answer at a lower resolution. `supported_schemes()` lists them from
+the registry. A scheme whose `plan` runs the model (frontier crafts adversaries on its scores)
+is planned on `Logits(model)`, which returns the output's logits as a tensor.
 
 Example::
 
@@ -19,7 +28,7 @@ Example::
     mark = Uchida.plan(model, key, UchidaConfig(layer=layer), bits=32)
     trainer = WatermarkTrainer(model=model, args=args, train_dataset=ds, schemes=[Uchida(mark)])
     trainer.train()
-    nnmark.verify(model, key.with_mark(mark))
+    nnmark.verify(HFSuspect(model), key.with_mark(mark))
 """
 
 from __future__ import annotations
@@ -33,7 +42,9 @@ from torch import nn
 
 from nnmark.errors import NNMarkError
 from nnmark.integrations.ddp import SchemeHooks, overrides
+from nnmark.layers import weighted_layers
 from nnmark.schemes.base import Scheme
+from nnmark.suspect import ModuleSuspect
 
 
 def supported_schemes() -> dict[str, str]:
@@ -45,6 +56,9 @@ def supported_schemes() -> dict[str, str]:
         cls = SCHEMES.get(name)
         if overrides(cls, "step"):
             out[name] = "unsupported: replaces the optimiser step, which the Trainer owns"
+            continue
+        if getattr(cls, "task", "classification") != "classification":
+            out[name] = "unsupported: a segmentation trigger set (float masks as labels)"
             continue
         how = [
             text
@@ -60,6 +74,41 @@ def supported_schemes() -> dict[str, str]:
     return out
 
 
+class Logits(nn.Module):
+    """`model(x).logits` as a module returning a tensor, for code that needs the scores."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return getattr(out, "logits", out)
+
+
+class HFSuspect(ModuleSuspect):
+    """A transformers model as a suspect: its tensors by name, its answers from `.logits`."""
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return Logits(self.module())(x)
+
+
+def _head_width(model: nn.Module) -> int | None:
+    layers = list(weighted_layers(model).values())
+    return layers[-1].out_features if layers and isinstance(layers[-1], nn.Linear) else None
+
+
+def _sync_num_labels(model: nn.Module, before: int | None) -> None:
+    """A head grown by `prepare` (newlabel): raise `config.num_labels`, which the loss reads."""
+    config = getattr(model, "config", None)
+    after = _head_width(model)
+    if config is None or before is None or after is None or after == before:
+        return
+    if getattr(config, "num_labels", None) == before:
+        config.num_labels = after
+
+
 class WatermarkTrainer(transformers.Trainer):
     """A `transformers.Trainer` that embeds nnmark schemes while it trains."""
 
@@ -73,12 +122,22 @@ class WatermarkTrainer(transformers.Trainer):
                 f"{custom.name} replaces the optimiser step, which transformers.Trainer owns; "
                 "train it with nnmark.train.fit, fit_ddp or the Lightning wrapper"
             )
+        for s in schemes:
+            if getattr(s, "task", "classification") != "classification":
+                raise NNMarkError(
+                    f"{s.name} marks segmentation models with float masks; WatermarkTrainer "
+                    "supports classification trigger sets only"
+                )
         model = kw.get("model", args[0] if args else None)
         if target is None and model is None:
             raise NNMarkError("WatermarkTrainer needs a model (or target)")
         self.nnmark_hooks = hooks
         # prepare before the Trainer builds its optimizer (newlabel grows the head)
+        owners = [m for m in (model, target) if m is not None]
+        widths = [_head_width(m) for m in owners]
         self._mark_target = [hooks.prepare(target if target is not None else model)]
+        for m, width in zip(owners, widths, strict=True):
+            _sync_num_labels(m, width)
         super().__init__(*args, **kw)
 
     @property
@@ -117,4 +176,4 @@ class WatermarkTrainer(transformers.Trainer):
         return out
 
 
-__all__ = ["WatermarkTrainer", "supported_schemes"]
+__all__ = ["HFSuspect", "Logits", "WatermarkTrainer", "supported_schemes"]

@@ -48,6 +48,8 @@ def supported_schemes() -> dict[str, str]:
     for name in SCHEMES.names():
         cls = SCHEMES.get(name)
         mode = "manual optimization" if overrides(cls, "step") else "automatic optimization"
+        if overrides(cls, "prepare"):
+            mode += ", prepared before configure_optimizers"
         if overrides(cls, "batches"):
             mode += ", trigger inputs mixed into (x, y) batches"
         if overrides(cls, "finalize"):
