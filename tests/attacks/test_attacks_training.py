@@ -184,11 +184,13 @@ def test_neuralcleanse_flags_the_backdoor_class_and_the_cli_reports_it(  # type:
     model, target = backdoored
     src, out = tmp_path / "m.safetensors", tmp_path / "o.safetensors"
     save_model(model, model_info(model, digits), src)
-    r = CliRunner().invoke(
-        app,
-        ["attack", "neuralcleanse", str(src), "--out", str(out), "--data", "digits"]
-        + ["--set", "steps=30", "--set", "epochs=1"],
-    )
+    args = ["attack", "neuralcleanse", str(src), "--out", str(out), "--data", "digits"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 300 tiny steps: two contended threads were 18x slower here
+    try:
+        r = CliRunner().invoke(app, [*args, "--set", "steps=30", "--set", "epochs=1"])
+    finally:
+        torch.set_num_threads(threads)
     assert r.exit_code == 0, r.stderr
     print(r.stdout)
     assert f"flagged class: {target}" in r.stdout
