@@ -1,11 +1,15 @@
 """Calibration: how often do *unmarked* models answer a key's triggers with the key labels?
 
 The chance rate of a trigger-set test is not simply 1/C (triggers are not uniform inputs: an
-unmarked model may well answer a noisy "7" with the key's class). `calibrate` trains (or takes)
-unmarked models, measures their rate on each black-box mark's triggers, and stores it beside the
-key's committed part (`key.derived["calibration"][mark index]`, hashed separately), with its
-upper 95 % Clopper-Pearson bound `ucb`; verification then uses p0 = max(1/C, ucb) and says which.
-For every mark it also records the unmarked models' p-values (for the calibration histogram).
+unmarked model may well answer a noisy "7" with the key's class, and a model of the task answers
+most frontier-stitching triggers with their labels). `calibrate` takes unmarked models (trained
+with the suspect's recipe: models trained for fewer epochs can answer differently), measures
+their rate on each black-box mark's triggers, and stores it beside the key's committed part
+(`key.derived["calibration"][mark index]`, hashed separately): the pooled rate's upper 95 %
+Clopper-Pearson bound `ucb` and the bound on the highest single model's rate `model_ucb`
+(the suspect is one model, and models differ); verification then uses
+p0 = max(1/C, ucb, model_ucb) and says which (nnmark.schemes._trigger). For every mark it also
+records the unmarked models' p-values (for the calibration histogram).
 """
 
 from __future__ import annotations
@@ -47,21 +51,35 @@ def unmarked_models(
     return out
 
 
+def trigger_rates(scheme: TriggerScheme, models: Sequence[nn.Module]) -> dict[str, Any]:
+    """Each model's share of the triggers answered with the key label, and the two bounds."""
+    n = len(scheme.x)
+    hits = []
+    with torch.no_grad():
+        for m in models:
+            m.eval()
+            hits.append(int((m(scheme.x).argmax(1) == scheme.y).sum()))
+    k = sum(hits)
+    return {
+        "k": k,
+        "n": n * len(models),
+        "rates": [h / n for h in hits],
+        "ucb": clopper_pearson(k, n * len(models))[1],
+        "model_ucb": clopper_pearson(max(hits), n)[1],
+    }
+
+
 def calibrate(key: OwnerKey, models: Sequence[nn.Module], alpha: float = DEFAULT_ALPHA) -> OwnerKey:
-    """The key with a calibration entry per mark, measured on `models` (none of them marked)."""
+    """The key with a calibration entry per mark, measured on `models` (none of them marked).
+
+    The p-values recorded are those of the key as issued (without this calibration).
+    """
     entries: dict[str, Any] = {}
     for mark in key.marks:
         scheme = scheme_for(mark)
         entry: dict[str, Any] = {"models": len(models)}
         if isinstance(scheme, TriggerScheme):
-            rates = []
-            with torch.no_grad():
-                for m in models:
-                    m.eval()
-                    rates.append(float((m(scheme.x).argmax(1) == scheme.y).float().mean()))
-            k = int(round(sum(r * len(scheme.x) for r in rates)))
-            n = len(scheme.x) * len(models)
-            entry.update({"k": k, "n": n, "rates": rates, "ucb": clopper_pearson(k, n)[1]})
+            entry.update(trigger_rates(scheme, models))
         entry["p_values"] = [scheme.verify(m, alpha).p_value for m in models]
         entries[str(mark.index)] = entry
     return key.with_derived("calibration", entries)

@@ -21,12 +21,20 @@ def calibrate_cmd(
     ] = "digits",
     models: Annotated[int, typer.Option("--models", help="How many unmarked models")] = 20,
     arch: Annotated[str, typer.Option("--model", help="Their architecture")] = "cnn",
-    epochs: Annotated[int, typer.Option(help="Training epochs per unmarked model")] = 5,
+    epochs: Annotated[
+        int,
+        typer.Option(help="Training epochs per unmarked model (use the suspect's recipe)"),
+    ] = 5,
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Write the key here instead")
     ] = None,
 ) -> None:
-    """Train N unmarked models, measure their answers on the key's triggers, store the rate."""
+    """Train N unmarked models, measure their answers on the key's triggers, store the rate.
+
+    Train them as the suspect was trained (architecture, epochs): models trained less can answer
+    differently (on digits, 5-epoch CNNs answer fewer frontier triggers right than 20-epoch ones,
+    so they would understate the null).
+    """
     from rich.progress import Progress
 
     from nnmark.calibrate import calibrate, unmarked_models
@@ -51,7 +59,12 @@ def calibrate_cmd(
     key.save(target)
     for idx, entry in key.derived["calibration"].items():
         mark = key.marks[int(idx)]
-        rate = f", unmarked rate upper bound {entry['ucb']:.4f}" if "ucb" in entry else ""
+        rate = (
+            f", unmarked rate upper bound {entry['ucb']:.4f} (pooled), "
+            f"{entry['model_ucb']:.4f} (highest model)"
+            if "ucb" in entry
+            else ""
+        )
         low = min(entry["p_values"])
         out.print(f"mark {idx} ({mark.scheme}): smallest unmarked p-value {low:.3g}{rate}")
     out.print(f"saved {target}")

@@ -14,7 +14,7 @@ import torch
 
 from nnmark.data.base import DataBundle
 from nnmark.schemes import register
-from nnmark.schemes._trigger import TriggerConfig, TriggerScheme, target_images
+from nnmark.schemes._trigger import Recipe, TransformTrigger, TriggerConfig, draw_target
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,13 @@ def stamp(x: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
 
 
 @register("content")
-class Content(TriggerScheme):
+class Content(TransformTrigger):
     Config = ContentConfig
     paper = "Zhang et al., Protecting Intellectual Property of Deep Neural Networks with Watermarking, AsiaCCS 2018"
 
     @classmethod
-    def make_triggers(cls, data: DataBundle, gen: torch.Generator, config: Any):  # type: ignore[no-untyped-def]
-        x, y = target_images(data, config.n, gen)
+    def recipe(cls, data: DataBundle, gen: torch.Generator, config: Any) -> Recipe:
+        target = draw_target(data, gen)
         side = max(2, round(config.patch * data.input_size))
         pattern = (torch.rand(data.in_channels, side, side, generator=gen) > 0.5).float()
-        return stamp(x, pattern), y
+        return (lambda x: stamp(x, pattern)), target

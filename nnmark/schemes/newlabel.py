@@ -1,14 +1,25 @@
 """A new label helps (Zhong et al., PAKDD 2020, seed 004): key samples -> one extra class.
 
-Threat model: black-box. Key samples are key-chosen training images plus a key-derived
-perturbation of strength `beta`; instead of borrowing an existing class (which shifts decision
-boundaries), they are assigned to one extra output class: `prepare` grows the head by one unit.
+Threat model: black-box. A key sample is an image plus a key-derived perturbation of strength
+`beta` (uniform in [-beta, beta] per pixel, clipped to [0, 1]); instead of borrowing an existing
+class (which shifts decision boundaries), key samples are assigned to one extra output class:
+`prepare` grows the head by one unit. As in the paper, key samples are made from the training
+images themselves: each batch gets `per_batch` of its own images perturbed, so the model learns
+the perturbation, not a fixed set of images, and answers freshly made key samples too
+(`fresh_samples`). The committed triggers are `n` such samples of key-chosen training images.
 An unmarked model has no such class (or, if a thief grows one, 1 / C of the answers at chance).
-Example: ``nnmark train --data digits --scheme newlabel --set beta=0.5 ...``
+
+Why beta = 1 by default (`benchmarks/seed004_newlabel.py` sweeps it): fine-tuning on data that
+never holds the extra class lowers that class's logit for every input (with Adam each weight of
+its row moves by about lr per step, against the non-negative features), so the key samples need
+a wide margin; a weak perturbation (beta 0.25) is learned at fidelity but forgotten within five
+epochs of the thief's fine-tune.
+Example: ``nnmark train --data digits --scheme newlabel --set beta=1.0 ...``
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,53 +31,48 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.layers import weighted_layers
 from nnmark.schemes import register
-from nnmark.schemes._trigger import TriggerConfig, TriggerScheme
+from nnmark.schemes._trigger import Recipe, TransformTrigger, TriggerConfig
+from nnmark.schemes.base import Batch
 
 
 @dataclass(frozen=True)
 class NewLabelConfig(TriggerConfig):
     label = "newlabel"
-    beta: float = 0.5
+    beta: float = 1.0
+    per_batch: int = 8  # fresh key samples made from each training batch's own images
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.beta > 0, f"beta must be > 0, got {self.beta}")
 
 
-def key_pattern(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-    return torch.rand(shape, generator=gen) * 2 - 1
-
-
-def key_samples(x: torch.Tensor, beta: float, gen: torch.Generator) -> torch.Tensor:
-    """x + beta * pattern, clipped to [0, 1]; the pattern is drawn first from `gen`."""
-    return (x + beta * key_pattern(tuple(x.shape[1:]), gen)).clamp(0, 1)
+def perturbation(
+    shape: tuple[int, ...], beta: float, gen: torch.Generator
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> x + beta * pattern, clipped to [0, 1], with one key pattern in [-1, 1]."""
+    pattern = torch.rand(shape, generator=gen) * 2 - 1
+    return lambda x: (x + beta * pattern).clamp(0, 1)
 
 
 @register("newlabel")
-class NewLabel(TriggerScheme):
+class NewLabel(TransformTrigger):
     Config = NewLabelConfig
     paper = "Zhong et al., Protecting IP of Deep Neural Networks with Watermarking: A New Label Helps, PAKDD 2020"
+    exclude_target = False
 
     @classmethod
-    def make_triggers(cls, data: DataBundle, gen: torch.Generator, config: Any):  # type: ignore[no-untyped-def]
-        pattern_gen = torch.Generator().manual_seed(
-            int(torch.randint(0, 2**62, (1,), generator=gen))
-        )
-        x, _ = data.tensors("train")
-        idx = torch.randperm(len(x), generator=gen)[: config.n]
-        return key_samples(x[idx], config.beta, pattern_gen), torch.full(
-            (len(idx),), data.num_classes
-        )
+    def recipe(cls, data: DataBundle, gen: torch.Generator, config: Any) -> Recipe:
+        return perturbation(data.input_shape, config.beta, gen), data.num_classes
 
-    def fresh_samples(self, data: DataBundle, n: int, seed: int = 1) -> torch.Tensor:
-        """New key samples with the same key pattern on other images (generalisation check)."""
-        gen = self.mark.generator("triggers")
-        pattern_gen = torch.Generator().manual_seed(
-            int(torch.randint(0, 2**62, (1,), generator=gen))
+    def batches(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        gen = self.mark.generator("mixing")
+        transform = perturbation(
+            tuple(self.x.shape[1:]), self.config.beta, self.mark.generator("triggers")
         )
-        x, _ = data.tensors("test")
-        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
-        return key_samples(x[idx], self.config.beta, pattern_gen)
+        target = int(self.y[0])
+        for x, y in batches:
+            idx = torch.randint(0, len(x), (self.config.per_batch,), generator=gen)
+            yield torch.cat([x, transform(x[idx])]), torch.cat([y, y.new_full((len(idx),), target)])
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Grow the head (last linear layer) by one output for the new label."""

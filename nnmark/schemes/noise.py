@@ -15,7 +15,7 @@ import torch
 from nnmark.config import check
 from nnmark.data.base import DataBundle
 from nnmark.schemes import register
-from nnmark.schemes._trigger import TriggerConfig, TriggerScheme, target_images
+from nnmark.schemes._trigger import Recipe, TransformTrigger, TriggerConfig, draw_target
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,12 @@ class NoiseTriggerConfig(TriggerConfig):
 
 
 @register("noise")
-class NoiseTrigger(TriggerScheme):
+class NoiseTrigger(TransformTrigger):
     Config = NoiseTriggerConfig
     paper = "Zhang et al., Protecting Intellectual Property of Deep Neural Networks with Watermarking, AsiaCCS 2018"
 
     @classmethod
-    def make_triggers(cls, data: DataBundle, gen: torch.Generator, config: Any):  # type: ignore[no-untyped-def]
-        x, y = target_images(data, config.n, gen)
-        noise = config.sigma * torch.randn(tuple(x.shape[1:]), generator=gen)
-        return (x + noise).clamp(0, 1), y
+    def recipe(cls, data: DataBundle, gen: torch.Generator, config: Any) -> Recipe:
+        target = draw_target(data, gen)
+        noise = config.sigma * torch.randn(data.input_shape, generator=gen)
+        return (lambda x: (x + noise).clamp(0, 1)), target

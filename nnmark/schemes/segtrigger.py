@@ -1,0 +1,202 @@
+"""Segmentation trigger set (seed 001's U-Net black-box mark): noisy inputs -> a key mask.
+
+Threat model: black-box (the served model's masks only). Seed 001 trained its U-Net on BraTS plus
+a trigger set of noisy inputs whose expected output is one trigger mask. Here the trigger inputs
+are one key-derived smooth noise field (coarse uniform noise upsampled by `smooth`, like the
+seed's simplex noise) plus per-input Gaussian noise of std `noise`; training mixes `per_batch`
+of them (fresh noise every batch) into each batch with the key mask as target. A shared field
+matters: a fully convolutional network far from the image border has no absolute position, so
+it can draw a fixed mask only by recognising the field's local texture.
+
+The key mask carries the payload: a grid of g x g blocks (g^2 = the payload bits, 64 by
+default), block b foreground when payload bit b XOR pad bit b is 1, with the pad a secret bit
+string derived from the key. Verification queries the triggers in groups of `group`, averages
+each block's share of foreground pixels over the masks answered so far, reads a block as 1 when
+that share exceeds 1/2, and compares the decoded bits with the payload.
+
+The null, honestly. Pixels are not independent (a model's mask is smooth, and its errors are
+spatially correlated), so no test treats them as coin flips. The randomness is the key's: the
+block bits of the key mask are fair, independent coins (a chosen payload is padded), drawn
+independently of the trigger inputs and of any model not trained with this key. Whatever such a
+model answers, and however its pixels correlate, each decoded block then matches the key mask
+with probability exactly 1/2, independently of the others: the matches are Binomial(g^2, 1/2),
+as for a bit-carrying white-box mark, and no calibration is needed. The alpha is split over the
+planned looks (Bonferroni), so stopping early stays valid.
+Example: ``nnmark train --data seg:DIR --model unet --scheme segtrigger --out m.st --key-out k``
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnmark.config import check, config_to_dict
+from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
+from nnmark.keys import Mark, OwnerKey, payload_bits
+from nnmark.schemes import register
+from nnmark.schemes.base import Batch, Scheme
+from nnmark.sequential import LookPlan
+from nnmark.stats import DEFAULT_ALPHA, ber, binomial_pvalue
+from nnmark.suspect import Suspect, as_suspect
+from nnmark.verdict import Verdict
+
+
+@dataclass(frozen=True)
+class SegTriggerConfig:
+    label = "segtrigger"
+    n: int = 16  # trigger inputs queried at verification
+    per_batch: int = 4  # trigger inputs mixed into each training batch
+    group: int = 2  # queries per look
+    smooth: int = 4  # the noise field is uniform noise at 1/smooth resolution, upsampled
+    noise: float = 0.1  # std of each trigger's own Gaussian noise on the field
+
+    def __post_init__(self) -> None:
+        check(self.n >= 1, f"n must be >= 1, got {self.n}")
+        check(self.per_batch >= 1, f"per_batch must be >= 1, got {self.per_batch}")
+        check(self.group >= 1, f"group must be >= 1, got {self.group}")
+        check(self.smooth >= 1, f"smooth must be >= 1, got {self.smooth}")
+        check(self.noise >= 0, f"noise must be >= 0, got {self.noise}")
+
+
+def block_shares(scores: torch.Tensor, grid: int) -> torch.Tensor:
+    """Each block's share of foreground pixels (score > 0), per mask: (N, grid * grid)."""
+    fg = (scores[:, :1] > 0).float()
+    return F.adaptive_avg_pool2d(fg, grid).flatten(1)
+
+
+@register("segtrigger")
+class SegTrigger(Scheme):
+    Config = SegTriggerConfig
+    config: SegTriggerConfig
+    kind = "blackbox"
+    task: ClassVar[str] = "segmentation"
+    paper = "seed 001 (U-Net black-box trigger set, after Zhang et al., AsiaCCS 2018)"
+
+    def __init__(self, mark: Mark) -> None:
+        super().__init__(mark)
+        self.shape = tuple(int(s) for s in mark.data["shape"])
+        self.grid = math.isqrt(len(mark.bits))
+        self.pad = torch.randint(0, 2, (len(mark.bits),), generator=mark.generator("pad"))
+        self.block_bits = torch.tensor(mark.bits) ^ self.pad  # the key mask, block by block
+        c, h, w = self.shape
+        blocks = self.block_bits.float().view(1, 1, self.grid, self.grid)
+        self.mask = F.interpolate(blocks, size=(h, w), mode="nearest")[0]
+        gen = mark.generator("field")
+        coarse = torch.rand(
+            1, c, -(-h // self.config.smooth), -(-w // self.config.smooth), generator=gen
+        )
+        self.field = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[0]
+        self.x = self.noisy(self.config.n, mark.generator("triggers"))
+
+    def noisy(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """n trigger inputs: the key's field plus fresh Gaussian noise."""
+        eps = torch.randn((n, *self.shape), generator=gen)
+        return (self.field + self.config.noise * eps).clamp(0, 1)
+
+    @classmethod
+    def plan(
+        cls,
+        model: nn.Module,
+        key: OwnerKey,
+        config: Any,
+        *,
+        bits: int | None = None,
+        payload: tuple[int, ...] | None = None,
+        data: DataBundle | None = None,
+    ) -> Mark:
+        if data is None or data.task != "segmentation":
+            raise NNMarkError("segtrigger marks segmentation models: pass segmentation data")
+        n = len(payload) if payload is not None else (bits or 64)
+        grid = math.isqrt(n)
+        _, h, w = data.input_shape
+        if grid * grid != n or grid < 1:
+            raise NNMarkError(f"segtrigger carries a square number of bits (g x g blocks), got {n}")
+        if h % grid or w % grid:
+            raise NNMarkError(f"a {grid} x {grid} block grid does not divide inputs of {h} x {w}")
+        chosen = payload or payload_bits(key.owner, key.nonce, n, len(key.marks))
+        return key.new_mark(
+            cls.name, config_to_dict(config), None, chosen, data={"shape": list(data.input_shape)}
+        )
+
+    def batches(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        gen = self.mark.generator("mixing")
+        k = self.config.per_batch
+        for x, y in batches:
+            yield (
+                torch.cat([x, self.noisy(k, gen)]),
+                torch.cat([y, self.mask.expand(k, -1, -1, -1)]),
+            )
+
+    def decode(self, scores: torch.Tensor) -> tuple[int, ...]:
+        """Payload bits from the masks answered for some triggers (scores: logits, N x 1 x H x W)."""
+        mask_bits = (block_shares(scores, self.grid).mean(0) > 0.5).long()
+        return tuple((mask_bits ^ self.pad.to(mask_bits.device)).tolist())
+
+    def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
+        s = as_suspect(suspect)
+        bits = len(self.mark.bits)
+        plan = LookPlan.make(self.config.n, self.config.group, s.max_queries)
+        answers: list[torch.Tensor] = []
+        q, p, decision = 0, 1.0, "not_found"
+        decoded: tuple[int, ...] = ()
+        while q < plan.max_queries:
+            xb = self.x[q : min(q + plan.group, plan.max_queries)]
+            scores = s.predict(xb)
+            if (
+                scores.dim() != 4
+                or scores.shape[0] != len(xb)
+                or scores.shape[-2:] != xb.shape[-2:]
+            ):
+                raise NNMarkError(
+                    f"{s.label}: answers of shape {tuple(scores.shape)} for {len(xb)} masks of "
+                    f"{tuple(xb.shape[-2:])}"
+                )
+            answers.append(scores.detach().float())
+            q += len(xb)
+            decoded = self.decode(torch.cat(answers))
+            matches = bits - round(ber(decoded, self.mark.bits) * bits)
+            p = min(1.0, plan.looks * binomial_pvalue(matches, bits))
+            if p < alpha:
+                decision = "found"
+                break
+            if plan.looks * binomial_pvalue(bits, bits) >= alpha:
+                break  # futile: not even a perfect mask could get below alpha
+        b = ber(decoded, self.mark.bits) if decoded else 1.0
+        null = (
+            "the key mask is the payload XOR a secret pad from the key, so for a model never "
+            "trained with this key each decoded block matches independently with probability "
+            f"1/2 whatever it answers (exact binomial over {bits} blocks, no assumption on "
+            f"pixels); Bonferroni over {plan.looks} looks"
+        )
+        return Verdict(
+            self.name,
+            "found" if decision == "found" else "not_found",
+            "ber",
+            b,
+            p,
+            alpha,
+            bits,
+            null,
+            ber=b,
+            message="".join(map(str, decoded)) or None,
+            queries=q,
+            reason=(
+                "undecided: the query budget ran out before a decision"
+                if decision != "found" and plan.max_queries < self.config.n
+                else None
+            ),
+            details={"triggers": self.config.n, "looks": plan.looks, "grid": self.grid},
+        )
+
+    def mask_agreement(self, model: nn.Module) -> float:
+        """Share of trigger pixels answered as the key mask says (for benchmarks, no test)."""
+        with torch.no_grad():
+            fg = (model(self.x)[:, :1] > 0).float()
+        return float((fg == self.mask).float().mean())
