@@ -20,21 +20,43 @@ def serve_cmd(
         list[str] | None,
         typer.Option(
             "--defend",
-            help="NAME[:k=v,...] (repeatable): label, top1, round, jpeg, "
-            "smooth, median, quantize, noise, flip, occlude, reject",
+            help="NAME[:k=v,...] (repeatable): label, top1, round, jpeg, smooth, gauss, median, "
+            "squeeze, quantize, noise, flip, occlude, autoencoder, reject "
+            "(see nnmark.remote.defenses)",
         ),
     ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", help="NAME[:PATH] whose thief split trains autoencoder / reject defenses"
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the defenses' randomness and training")] = 0,
 ) -> None:
     """Serve MODEL over OIP v2 REST (/v2/models/NAME/infer) until interrupted."""
     import uvicorn
 
+    from nnmark.data import load_data
     from nnmark.io import load_model
-    from nnmark.remote.defenses import parse_defense
+    from nnmark.remote.defenses import fit_defenses, parse_defense
     from nnmark.remote.server import create_app
 
     defenses = [parse_defense(s) for s in defend or []]
     model, info = load_model(model_path)
+    if any(d.needs_data for d in defenses):
+        from nnmark.errors import NNMarkError
+
+        if data is None:
+            raise NNMarkError("defenses autoencoder and reject:by=recon|feature need --data")
+        bundle = load_data(data)
+        if tuple(info.input_shape) != bundle.input_shape:
+            raise NNMarkError(
+                f"model expects inputs {tuple(info.input_shape)}, data {data} has "
+                f"{bundle.input_shape}"
+            )
+        err.print(f"fitting defenses on the thief split of {data}")
+        fit_defenses(defenses, model, bundle, seed=seed)
     name = model_name or model_path.stem
-    app = create_app(model, info.input_shape, model_name=name, defenses=defenses)
+    app = create_app(model, info.input_shape, model_name=name, defenses=defenses, seed=seed)
     err.print(f"serving {model_path} as {name!r} on http://{host}:{port}/v2/models/{name}/infer")
     uvicorn.run(app, host=host, port=port, log_level="warning")

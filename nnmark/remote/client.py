@@ -2,7 +2,9 @@
 
 `predict(x)` returns class scores (N, C): the probabilities the server returns, or one-hot rows
 when it returns labels only (C from the model metadata), so black-box schemes read `argmax`
-either way. Every input sent counts as a query (`queries`); more than `max_queries` are never
+either way. For a segmentation model it returns per-pixel logits (N, 1, H, W), the logit of the
+served probability or of the served 0/1 mask (clipped at 1e-6), so a positive score is a
+foreground pixel, as for a local model. Every input sent counts as a query (`queries`); more than `max_queries` are never
 sent. A server that refuses queries (a query-rejection defense) raises `QueriesRefused`, so the
 verdict never turns into a silent not_found.
 """
@@ -100,6 +102,9 @@ class RemoteSuspect(Suspect):
             )
         out = r.json()["outputs"][0]
         data = torch.tensor(out["data"])
+        if len(out["shape"]) == 4:
+            p = data.float().reshape(out["shape"])
+            return torch.logit(p.clamp(1e-6, 1 - 1e-6))
         if self.label_only:
             return torch.nn.functional.one_hot(data.long().flatten(), self.classes).float()
         return data.float().reshape(out["shape"])

@@ -4,7 +4,13 @@ Endpoints: GET /v2, /v2/health/live, /v2/health/ready, /v2/models/{name},
 /v2/models/{name}/ready; POST /v2/models/{name}/infer (typed JSON tensors) and POST
 /v2/repository/index (Triton's model-repository extension, so a client can find the name).
 Every bad request gets a 4xx with {"error": "..."}; the model is loaded with nnmark.io (no
-pickle). Defenses (nnmark.remote.defenses) wrap the model as a thief would.
+pickle). Defenses (nnmark.remote.defenses) wrap the model as a thief would; a request with an
+input a rejection defense refuses gets HTTP 403 with the count.
+
+Outputs: a classifier answers softmax probabilities (FP32, shape [N, C]) or, label-only, INT64
+labels [N] (the class count in the output metadata's `parameters.classes`); a segmentation model
+(one logit per pixel) answers per-pixel foreground probabilities (FP32, [N, 1, H, W]) or,
+label-only, the INT64 0/1 mask of the same shape.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -21,7 +28,7 @@ from fastapi.responses import JSONResponse
 from torch import nn
 
 from nnmark import __version__
-from nnmark.remote.defenses import Defense, apply_input, apply_output
+from nnmark.remote.defenses import Defended, Defense
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +61,20 @@ def create_app(
     model.eval()
     shape = [int(s) for s in input_shape]
     with torch.no_grad():
-        classes = int(model(torch.zeros(1, *shape)).shape[1])
-    label_only = any(d.name == "label" for d in defenses)
-    gen = torch.Generator().manual_seed(seed)
+        probe = model(torch.zeros(1, *shape))
+    segmentation = probe.dim() == 4
+    classes = int(probe.shape[1])
+    defended = Defended(model, list(defenses), seed=seed)
+    label_only = defended.label_only
     app = FastAPI(title="nnmark OIP v2 server", version=__version__)
-    out_meta = (
-        {"name": "output", "datatype": "INT64", "shape": [-1], "parameters": {"classes": classes}}
-        if label_only
-        else {"name": "output", "datatype": "FP32", "shape": [-1, classes]}
-    )
+    out_shape = [-1, *probe.shape[1:]] if segmentation else ([-1] if label_only else [-1, classes])
+    out_meta: dict[str, Any] = {
+        "name": "output",
+        "datatype": "INT64" if label_only else "FP32",
+        "shape": out_shape,
+    }
+    if label_only and not segmentation:
+        out_meta["parameters"] = {"classes": classes}
 
     def check_name(name: str) -> None:
         if name != model_name:
@@ -153,37 +165,20 @@ def create_app(
             raise BadRequest(413, f"request body of {declared} bytes exceeds {max_body}")
         body = await request.body()
         x = parse(body)
-        for d in defenses:
-            if d.kind == "input":
-                x = apply_input(d, x, gen)
-        with torch.no_grad():
-            probs = model(x).softmax(1)
-        for d in defenses:
-            if d.kind == "reject":
-                low = probs.max(1).values < d.opt("threshold", 0.9)
-                if bool(low.any()):
-                    raise BadRequest(
-                        403,
-                        f"query rejected: {int(low.sum())} of {len(x)} inputs look out of distribution",
-                    )
-        for d in defenses:
-            if d.kind == "output" and d.name != "label":
-                probs = apply_output(d, probs)
-        if label_only:
-            labels = probs.argmax(1)
-            output = {
-                "name": "output",
-                "datatype": "INT64",
-                "shape": [len(labels)],
-                "data": labels.tolist(),
-            }
-        else:
-            output = {
-                "name": "output",
-                "datatype": "FP32",
-                "shape": list(probs.shape),
-                "data": probs.flatten().tolist(),
-            }
+        answer = defended(x)
+        if bool(answer.refused.any()):
+            raise BadRequest(
+                403,
+                f"query rejected: {int(answer.refused.sum())} of {len(x)} inputs look out of "
+                "distribution",
+            )
+        result = answer.labels if answer.labels is not None else answer.probs
+        output = {
+            "name": "output",
+            "datatype": "INT64" if answer.labels is not None else "FP32",
+            "shape": list(result.shape),
+            "data": result.flatten().tolist(),
+        }
         doc: dict[str, Any] = {"model_name": model_name, "model_version": "1", "outputs": [output]}
         try:
             req_id = json.loads(body).get("id")
@@ -194,3 +189,42 @@ def create_app(
         return JSONResponse(doc)
 
     return app
+
+
+@contextmanager
+def serving(app: FastAPI, host: str = "127.0.0.1", timeout: float = 30.0) -> Iterator[str]:
+    """Run `app` under uvicorn in a thread on a free port of `host`; yields its base URL.
+
+    Readiness is polled (uvicorn's `started`, then /v2/health/ready), never slept; the server
+    stops when the block ends. Tests and benchmarks verify against a real server this way.
+
+    >>> import torch
+    >>> with serving(create_app(torch.nn.Flatten(), (2,))) as url:
+    ...     import httpx; httpx.get(url + "/v2/health/live").json()
+    {'live': True}
+    """
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        url = f"http://{host}:{port}"
+        while httpx.get(f"{url}/v2/health/ready").status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not become ready")
+            time.sleep(0.01)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
