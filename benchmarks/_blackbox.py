@@ -1,0 +1,137 @@
+"""Shared by the black-box benchmarks: the digits suite (a plain CNN, unmarked CNNs of other
+seeds, one marked CNN per black-box scheme) and the small segmentation pair, cached on disk so
+the scripts train each model once.
+
+Recipe (the tests' recipe, tests/conftest.py): digits CNN, 20 epochs, Adam 1e-3, seed 0; the
+frontier mark is fine-tuned into the plain model instead (the paper's setting) and its
+key calibrated on the unmarked CNNs (it has no usable null otherwise). Segmentation: BBBC039
+tiles averaged down to 32 x 32, a width-8 U-Net, 20 epochs, lr 3e-3, batch 16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnmark import OwnerKey, TrainConfig, embed, load_data, new_model, train
+from nnmark.api import model_info
+from nnmark.calibrate import calibrate
+from nnmark.data.base import DataBundle
+from nnmark.io import load_model, save_model
+from nnmark.schemes import SCHEMES
+from nnmark.schemes._trigger import black_box_schemes
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+RECIPE = TrainConfig(epochs=20, seed=0)
+SEG_RECIPE = TrainConfig(epochs=20, seed=0, lr=3e-3, batch_size=16)
+OPTIONS = {"unrelated": {"source": f"fashion-mnist:{SHARED / 'fashion-mnist'}"}}
+DEFAULT_CACHE = Path("/tmp/nnmark-blackbox-bench")
+
+
+@dataclass
+class Suite:
+    data: DataBundle
+    plain: nn.Module
+    unmarked: list[nn.Module]
+    marked: dict[str, tuple[nn.Module, OwnerKey]]
+
+
+def cached(cache: Path, name: str, data: DataBundle, build: Callable[[], nn.Module]) -> nn.Module:
+    path = cache / f"{name}.safetensors"
+    if path.is_file():
+        return load_model(path)[0].eval()
+    model = build()
+    cache.mkdir(parents=True, exist_ok=True)
+    save_model(model, model_info(model, data), path)
+    return model.eval()
+
+
+def cached_mark(
+    cache: Path, name: str, data: DataBundle, build: Callable[[], tuple[nn.Module, OwnerKey]]
+) -> tuple[nn.Module, OwnerKey]:
+    key_path = cache / f"{name}.nnkey"
+    if key_path.is_file() and (cache / f"{name}.safetensors").is_file():
+        return load_model(cache / f"{name}.safetensors")[0].eval(), OwnerKey.load(key_path)
+    model, key = build()
+    cache.mkdir(parents=True, exist_ok=True)
+    save_model(model, model_info(model, data), cache / f"{name}.safetensors")
+    key.save(key_path)
+    return model.eval(), key
+
+
+def digits_suite(cache: Path = DEFAULT_CACHE, unmarked: int = 10) -> Suite:
+    data = load_data("digits")
+    plain = cached(
+        cache, "plain", data, lambda: train(new_model("cnn", data, seed=0), data, RECIPE)
+    )
+    others = [
+        cached(
+            cache,
+            f"unmarked{s}",
+            data,
+            lambda s=s: train(  # type: ignore[misc]
+                new_model("cnn", data, seed=s), data, TrainConfig(epochs=20, seed=s)
+            ),
+        )
+        for s in range(100, 100 + unmarked)
+    ]
+    marked = {}
+    for name in black_box_schemes("classification"):
+        stitch = SCHEMES.get(name).needs_trained  # type: ignore[attr-defined]
+
+        def build(name: str = name, stitch: bool = stitch) -> tuple[nn.Module, OwnerKey]:
+            key = OwnerKey.new(f"owner {name}", nonce=f"{len(name):032x}")
+            start = plain if stitch else new_model("cnn", data, seed=0)
+            model, key = embed(
+                start,
+                data,
+                name,
+                options=OPTIONS.get(name),
+                key=key,
+                config=RECIPE,
+            )
+            return model, calibrate(key, others) if stitch else key
+
+        marked[name] = cached_mark(cache, name, data, build)
+    return Suite(data, plain, others, marked)
+
+
+def seg32() -> DataBundle:
+    full = load_data(f"seg:{SHARED / 'seg-bbbc039'}")
+    x = F.avg_pool2d(full.x, 4)
+    y = (F.avg_pool2d(full.y, 4) > 0.5).float()
+    return DataBundle("seg32", "segmentation", x, y, full.splits, 1)
+
+
+def seg_pair(cache: Path = DEFAULT_CACHE) -> tuple[DataBundle, nn.Module, nn.Module, OwnerKey]:
+    """(seg32 data, plain U-Net, segtrigger-marked U-Net, key), as in the tests."""
+    data = seg32()
+    plain = cached(
+        cache,
+        "seg_plain",
+        data,
+        lambda: train(new_model("unet", data, seed=0, width=8), data, SEG_RECIPE),
+    )
+
+    def build() -> tuple[nn.Module, OwnerKey]:
+        key = OwnerKey.new("seg owner", nonce="5e" * 16)
+        return embed(
+            new_model("unet", data, seed=0, width=8),
+            data,
+            "segtrigger",
+            key=key,
+            config=SEG_RECIPE,
+        )
+
+    marked, key = cached_mark(cache, "seg_segtrigger", data, build)
+    return data, plain, marked, key
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((model(x).argmax(1) == y).float().mean())
