@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -41,3 +43,64 @@ def unmarked_cnns(digits: DataBundle) -> list[torch.nn.Module]:
         train(new_model("cnn", digits, seed=s), digits, TrainConfig(epochs=EPOCHS, seed=s))
         for s in range(100, 110)
     ]
+
+
+FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
+
+
+@pytest.fixture(scope="session")
+def blackbox_options() -> dict[str, dict[str, str]]:
+    """Options the black-box schemes need on digits (unrelated draws Fashion-MNIST items)."""
+    return {"unrelated": {"source": f"fashion-mnist:{FASHION}"}}
+
+
+@pytest.fixture(scope="session")
+def blackbox_marked(
+    digits: DataBundle, plain_cnn: torch.nn.Module, blackbox_options: dict[str, dict[str, str]]
+) -> dict[str, tuple[torch.nn.Module, OwnerKey]]:
+    """Every classification black-box scheme in the digits CNN (same init and seed as plain);
+    schemes that stitch a trained model (frontier) are fine-tuned into `plain_cnn` instead.
+    Keys as issued (frontier's still needs a calibration before it can be tested)."""
+    from nnmark import SCHEMES
+    from nnmark.schemes._trigger import black_box_schemes
+
+    out = {}
+    for name in black_box_schemes("classification"):
+        key = OwnerKey.new(f"owner {name}", nonce=f"{len(name):032x}")
+        stitch = getattr(SCHEMES.get(name), "needs_trained", False)
+        out[name] = embed(
+            plain_cnn if stitch else new_model("cnn", digits, seed=0),
+            digits,
+            name,
+            options=blackbox_options.get(name),
+            key=key,
+            config=TrainConfig(epochs=EPOCHS, seed=0),
+        )
+    return out
+
+
+SEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "seg-bbbc039"
+#: The small segmentation recipe: 32 x 32 tiles, a width-8 U-Net, 20 epochs (seconds each).
+SEG_RECIPE = TrainConfig(epochs=20, seed=0, lr=3e-3, batch_size=16)
+
+
+@pytest.fixture(scope="session")
+def seg32() -> DataBundle:
+    """BBBC039 tiles (128 x 128) averaged down to 32 x 32, masks by majority; same splits."""
+    import torch.nn.functional as F
+
+    full = load_data(f"seg:{SEG}")
+    x = F.avg_pool2d(full.x, 4)
+    y = (F.avg_pool2d(full.y, 4) > 0.5).float()
+    return DataBundle("seg32", "segmentation", x, y, full.splits, 1)
+
+
+@pytest.fixture(scope="session")
+def seg_models(seg32: DataBundle) -> tuple[torch.nn.Module, torch.nn.Module, OwnerKey]:
+    """(plain, segtrigger-marked, key): width-8 U-Nets on seg32, same init and seed."""
+    plain = train(new_model("unet", seg32, seed=0, width=8), seg32, SEG_RECIPE)
+    key = OwnerKey.new("seg owner", nonce="5e" * 16)
+    marked, key = embed(
+        new_model("unet", seg32, seed=0, width=8), seg32, "segtrigger", key=key, config=SEG_RECIPE
+    )
+    return plain, marked, key

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,61 +11,63 @@ import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
 from typer.testing import CliRunner
 
-from nnmark import OwnerKey, TrainConfig, embed, new_model
+from nnmark import verify
+from nnmark.calibrate import calibrate
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
 from nnmark.remote.client import RemoteSuspect
-from nnmark.remote.defenses import parse_defense
+from nnmark.remote.defenses import Defense, fit_defenses, parse_defense
 from nnmark.remote.server import create_app
+from nnmark.remote.server import serving as serve_in_thread
+from nnmark.schemes._trigger import black_box_schemes
 
 runner = CliRunner()
+BLACKBOX = black_box_schemes("classification")
+OUTPUTS = [(), ("top1",), ("round:decimals=1",), ("label",)]
 
 
 @contextmanager
 def serving(
-    model: torch.nn.Module, defenses: tuple[str, ...] = (), name: str = "m"
+    model: torch.nn.Module,
+    defenses: Sequence[str | Defense] = (),
+    name: str = "m",
+    shape: tuple[int, ...] = (1, 8, 8),
+    max_batch: int = 256,
 ) -> Iterator[str]:
-    """Start uvicorn in a thread on 127.0.0.1, port chosen by the OS; poll readiness."""
+    """`model` served on a free loopback port (readiness polled, not slept)."""
     asgi = create_app(
         model,
-        (1, 8, 8),
+        shape,
         model_name=name,
-        defenses=[parse_defense(d) for d in defenses],
+        defenses=[parse_defense(d) if isinstance(d, str) else d for d in defenses],
         max_body=200_000,
+        max_batch=max_batch,
     )
-    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=0, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    assert httpx.get(f"{url}/v2/health/ready").json() == {"ready": True}
-    try:
+    with serve_in_thread(asgi) as url:
+        assert httpx.get(f"{url}/v2/health/ready").json() == {"ready": True}
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
-def content_marked(digits: DataBundle, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    key = OwnerKey.new("remote owner", nonce="ab" * 16)
-    model, key = embed(
-        new_model("cnn", digits, seed=0),
-        digits,
-        "content",
-        key=key,
-        config=TrainConfig(epochs=20, seed=0),
-    )
-    path = tmp_path_factory.mktemp("remote") / "owner.nnkey"
-    key.save(path)
-    return model, key, path
+def owner_keys(blackbox_marked, unmarked_cnns, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Each black-box mark's key file as the owner verifies with it (frontier's calibrated on
+    the ten unmarked CNNs: it has no usable null otherwise)."""
+    folder = tmp_path_factory.mktemp("remote")
+    out = {}
+    for name, (_, key) in blackbox_marked.items():
+        if name == "frontier":
+            key = calibrate(key, unmarked_cnns)
+        path = folder / f"{name}.nnkey"
+        key.save(path)
+        out[name] = path
+    return out
+
+
+def remote_verify(url: str, key: Path, *extra: str):  # type: ignore[no-untyped-def]
+    r = runner.invoke(app, ["verify", "--remote", url, "--key", str(key), "--json", *extra])
+    return r, (json.loads(r.stdout) if r.stdout.strip().startswith("{") else None)
 
 
 def test_predictions_match_the_local_model(plain_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
@@ -79,37 +79,81 @@ def test_predictions_match_the_local_model(plain_cnn, digits: DataBundle) -> Non
         assert remote.queries == 16
 
 
-@pytest.mark.parametrize("defense", [(), ("top1",), ("round:decimals=1",), ("label",)])
-def test_remote_verification_through_the_cli(defense, content_marked, plain_cnn) -> None:  # type: ignore[no-untyped-def]
-    model, _, key_path = content_marked
+@pytest.mark.parametrize("defense", OUTPUTS, ids=lambda d: d[0] if d else "full")
+@pytest.mark.parametrize("name", BLACKBOX)
+def test_remote_verification_of_every_black_box_scheme(
+    name: str, defense, blackbox_marked, owner_keys, plain_cnn
+) -> None:  # type: ignore[no-untyped-def]
+    """Full, top-1, rounded and label-only answers: found on the marked model, not on the plain
+    one, through `nnmark verify --remote` (queries printed; the committed table is
+    benchmarks/results/blackbox_defenses.md)."""
+    model, _ = blackbox_marked[name]
     with serving(model, defense) as url:
-        r = runner.invoke(app, ["verify", "--remote", url, "--key", str(key_path), "--json"])
+        r, v = remote_verify(url, owner_keys[name])
         assert r.exit_code == 0, r.stderr
-        v = json.loads(r.stdout)
         print(
-            f"defense {defense or 'none'}: {v['verdict']} with {v['queries']} queries, p {v['p_value']:.2e}"
+            f"{name} {defense or 'full'}: {v['verdict']} in {v['queries']} queries, p {v['p_value']:.2e}"
         )
-        assert v["verdict"] == "found" and v["queries"] <= 30 and v["p_value"] < 1e-6
+        assert v["verdict"] == "found" and v["p_value"] < 1e-6
+        assert v["queries"] <= 30
     with serving(plain_cnn, defense) as url:
-        r = runner.invoke(app, ["verify", "--remote", url, "--key", str(key_path), "--json"])
-        assert r.exit_code == 1 and json.loads(r.stdout)["verdict"] == "not_found"
+        r, v = remote_verify(url, owner_keys[name])
+        assert r.exit_code == 1 and v["verdict"] == "not_found"
 
 
-def test_budget_and_refusals_are_reported(content_marked) -> None:  # type: ignore[no-untyped-def]
-    model, key, key_path = content_marked
-    with serving(model) as url:
-        r = runner.invoke(
-            app, ["verify", "--remote", url, "--key", str(key_path), "--json", "--max-queries", "5"]
+@pytest.mark.parametrize("defense", OUTPUTS, ids=lambda d: d[0] if d else "full")
+def test_remote_segmentation_mark(defense, seg_models) -> None:  # type: ignore[no-untyped-def]
+    """A U-Net served with per-pixel probabilities or a 0/1 mask: the client turns both back into
+    logits, so the local and the remote verdicts agree."""
+    plain, marked, key = seg_models
+    with serving(marked, defense, shape=(1, 32, 32)) as url:
+        remote = RemoteSuspect(url)
+        x = torch.rand(2, 1, 32, 32)
+        if defense != ("round:decimals=1",):  # rounding may leave exactly 1/2: no sign
+            assert torch.equal(remote.predict(x) > 0, marked(x) > 0)
+        before = remote.queries
+        v = verify(remote, key)
+        print(
+            f"segtrigger {defense or 'full'}: {v.verdict} in {v.queries} queries, p {v.p_value:.1e}"
         )
-        v = json.loads(r.stdout)
+        assert v.verdict == "found" and v.queries == remote.queries - before <= 4
+    with serving(plain, defense, shape=(1, 32, 32)) as url:
+        assert verify(RemoteSuspect(url), key).verdict == "not_found"
+
+
+def test_budget_and_refusals_are_reported(blackbox_marked, owner_keys, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
+    model, _ = blackbox_marked["content"]
+    key_path = owner_keys["content"]
+    with serving(model) as url:
+        r, v = remote_verify(url, key_path, "--max-queries", "5")
         assert r.exit_code == 1 and v["queries"] == 5 and "undecided" in v["reason"]
-    with serving(model, ("reject:threshold=0.999999",)) as url:
-        r = runner.invoke(app, ["verify", "--remote", url, "--key", str(key_path)])
+    with serving(model, ("reject:by=confidence,threshold=0.999999",)) as url:
+        r, _ = remote_verify(url, key_path)
         assert r.exit_code == 2 and "refused queries" in r.stderr
+    # the OOD filter: an autoencoder trained on the thief split flags the stamped triggers
+    (reject,) = fit_defenses([parse_defense("reject:by=recon,epochs=10")], model, digits, seed=0)
+    with serving(model, (reject,)) as url:
+        r, _ = remote_verify(url, key_path)
+        assert r.exit_code == 2 and "refused queries" in r.stderr
+        x, _ = digits.tensors("test")
+        ok = httpx.post(
+            f"{url}/v2/models/m/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, 1, 8, 8],
+                        "datatype": "FP32",
+                        "data": x[0].flatten().tolist(),
+                    }
+                ]
+            },
+        )
+        assert ok.status_code in (200, 403)  # an ordinary input passes unless in the 1 % tail
 
 
-def test_unreachable_and_unknown_model(content_marked, plain_cnn) -> None:  # type: ignore[no-untyped-def]
-    _, _, key_path = content_marked
+def test_unreachable_and_unknown_model(owner_keys, plain_cnn) -> None:  # type: ignore[no-untyped-def]
+    key_path = owner_keys["content"]
     with serving(plain_cnn) as url:
         r = runner.invoke(
             app, ["verify", "--remote", url, "--model-name", "other", "--key", str(key_path)]
@@ -119,6 +163,11 @@ def test_unreachable_and_unknown_model(content_marked, plain_cnn) -> None:  # ty
     assert r.exit_code == 2 and "not reachable" in r.stderr
 
 
+def _body(data: list[float] | str, shape: list[int] | None = None) -> bytes:
+    tensor = {"name": "input", "shape": shape or [1, 1, 8, 8], "datatype": "FP32", "data": data}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
 def test_bad_payloads_get_4xx_with_a_message(plain_cnn) -> None:  # type: ignore[no-untyped-def]
     good = {
         "inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]
@@ -126,29 +175,24 @@ def test_bad_payloads_get_4xx_with_a_message(plain_cnn) -> None:  # type: ignore
     cases = [
         (b"{not json", 400, "malformed JSON"),
         (json.dumps({"inputs": []}).encode(), 400, "exactly 1 input"),
-        (
-            json.dumps({**good, "inputs": [{**good["inputs"][0], "shape": [1, 1, 9, 9]}]}).encode(),
-            400,
-            "does not match",
-        ),
+        (_body([0.0] * 81, [1, 1, 9, 9]), 400, "does not match"),
         (
             json.dumps({**good, "inputs": [{**good["inputs"][0], "datatype": "BYTES"}]}).encode(),
             400,
             "not supported",
         ),
-        (
-            json.dumps({**good, "inputs": [{**good["inputs"][0], "data": [0.0] * 10}]}).encode(),
-            400,
-            "needs 64",
-        ),
-        (
-            json.dumps({**good, "inputs": [{**good["inputs"][0], "data": ["a"] * 64}]}).encode(),
-            400,
-            "only numbers",
-        ),
+        (_body([0.0] * 10), 400, "needs 64"),
+        (_body(["a"] * 64), 400, "only numbers"),
         (b"[" + b"0.0," * 100_000 + b"0.0]", 413, "exceeds"),
+        # NaN and infinity: Python's json writes and reads them (NaN, Infinity, 1e999)
+        (_body([float("nan")] + [0.0] * 63), 400, "NaN or infinite"),
+        (_body([float("inf")] + [0.0] * 63), 400, "NaN or infinite"),
+        (_body([0.0] * 63).replace(b"]}]}", b", 1e999]}]}"), 400, "NaN or infinite"),
+        # batch size limits (this server allows 4)
+        (_body([0.0] * 320, [5, 1, 8, 8]), 400, "batch size 5 outside 1..4"),
+        (_body([], [0, 1, 8, 8]), 400, "batch size 0 outside 1..4"),
     ]
-    with serving(plain_cnn) as url:
+    with serving(plain_cnn, max_batch=4) as url:
         for body, status, msg in cases:
             r = httpx.post(
                 f"{url}/v2/models/m/infer",
@@ -157,7 +201,21 @@ def test_bad_payloads_get_4xx_with_a_message(plain_cnn) -> None:  # type: ignore
             )
             assert r.status_code == status and msg in r.json()["error"], (r.status_code, r.text)
         assert httpx.post(f"{url}/v2/models/nope/infer", json=good).status_code == 404
-        assert httpx.post(f"{url}/v2/models/m/infer", json=good).status_code == 200  # still alive
+        four = {"inputs": [{**good["inputs"][0], "shape": [4, 1, 8, 8], "data": [0.0] * 256}]}
+        assert httpx.post(f"{url}/v2/models/m/infer", json=four).status_code == 200  # alive
+
+
+def test_defended_server_answers_like_the_library(plain_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
+    """The server answers through nnmark.remote.defenses.Defended: the same seeded defenses in
+    process give the same answers (what benchmarks/blackbox_defenses.py relies on)."""
+    from nnmark.remote.defenses import Defended
+
+    specs = ["squeeze:bits=3,size=3", "gauss:sigma=1", "noise:sigma=0.1", "round:decimals=2"]
+    x = digits.x[:8]
+    local = Defended(plain_cnn, [parse_defense(s) for s in specs], seed=0)(x).probs
+    with serving(plain_cnn, specs) as url:
+        got = RemoteSuspect(url).predict(x)
+    assert torch.allclose(got, local, atol=1e-6)
 
 
 def test_official_tritonclient_conformance(plain_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
@@ -182,7 +240,41 @@ def test_official_tritonclient_conformance(plain_cnn, digits: DataBundle) -> Non
 def test_serve_command_rejects_bad_input(tmp_path: Path) -> None:
     r = runner.invoke(app, ["serve", str(tmp_path / "missing.safetensors")])
     assert r.exit_code == 2 and "model file not found" in r.stderr
-    assert (
-        "unknown defense"
-        in runner.invoke(app, ["serve", "x.safetensors", "--defend", "magic"]).stderr
-    )
+    r = runner.invoke(app, ["serve", "x.safetensors", "--defend", "magic"])
+    assert r.exit_code == 2 and "unknown defense" in r.stderr
+    r = runner.invoke(app, ["serve", "x.safetensors", "--defend", "median:size=2"])
+    assert r.exit_code == 2 and "odd integer" in r.stderr
+    r = runner.invoke(app, ["serve", "x.safetensors", "--defend", "gauss:radius=2"])
+    assert r.exit_code == 2 and "has no option 'radius'" in r.stderr
+    r = runner.invoke(app, ["serve", "x.safetensors", "--defend", "reject:by=magic"])
+    assert r.exit_code == 2 and "by must be one of" in r.stderr
+    r = runner.invoke(app, ["serve", "x.safetensors", "--defend", "reject:threshold=0.5"])
+    assert r.exit_code == 2 and "threshold applies to by=confidence" in r.stderr
+
+
+def test_serve_needs_data_for_learned_defenses(
+    plain_cnn, digits: DataBundle, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from nnmark.api import model_info
+    from nnmark.io import save_model
+
+    path = tmp_path / "plain.safetensors"
+    save_model(plain_cnn, model_info(plain_cnn, digits), path)
+    r = runner.invoke(app, ["serve", str(path), "--defend", "autoencoder"])
+    assert r.exit_code == 2 and "need --data" in r.stderr
+
+
+def test_learned_defenses_are_seeded(plain_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
+    from nnmark.remote.defenses import Defended
+
+    def answers(seed: int) -> torch.Tensor:
+        ds = fit_defenses(
+            [parse_defense("autoencoder:epochs=2"), parse_defense("reject:by=feature")],
+            plain_cnn,
+            digits,
+            seed=seed,
+        )
+        return Defended(plain_cnn, ds, seed=seed)(digits.x[:16]).probs
+
+    assert torch.equal(answers(0), answers(0))
+    assert not torch.equal(answers(0), answers(1))

@@ -1,0 +1,121 @@
+"""The segmentation trigger set (seed 001's U-Net black-box mark) on BBBC039 nuclei, shrunk to
+32 x 32 tiles and a width-8 U-Net so a training takes seconds (fixtures seg32, seg_models)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nnmark import (
+    OwnerKey,
+    TrainConfig,
+    attack,
+    evaluate,
+    load_data,
+    new_model,
+    train,
+    verify,
+)
+from nnmark.calibrate import calibrate
+from nnmark.data.base import DataBundle
+from nnmark.schemes.segtrigger import SegTrigger, SegTriggerConfig
+from nnmark.suspect import ModuleSuspect
+
+
+def unet(data: DataBundle, seed: int) -> nn.Module:
+    return new_model("unet", data, seed=seed, width=8)
+
+
+def dice(model: nn.Module, data: DataBundle) -> float:
+    return evaluate(model, data.loader("test", 64), "segmentation")["dice"]
+
+
+def test_found_not_found_and_fidelity(seg32: DataBundle, seg_models) -> None:  # type: ignore[no-untyped-def]
+    plain, marked, key = seg_models
+    v = verify(marked, key)
+    print(f"segtrigger: {v.verdict}, BER {v.ber}, p {v.p_value:.1e}, {v.queries} queries")
+    assert v.verdict == "found" and v.p_value < 1e-6 and v.queries is not None and v.queries <= 4
+    assert "no assumption on pixels" in v.null
+    # ten models never trained with this key: the plain one, two trained with other seeds
+    # (fewer epochs), seven untrained
+    others = [plain] + [
+        train(unet(seg32, s), seg32, TrainConfig(epochs=3, seed=s, lr=3e-3, batch_size=16))
+        for s in (11, 12)
+    ]
+    others += [unet(seg32, s) for s in range(21, 28)]
+    for m in others:
+        u = verify(m, key)
+        assert u.verdict == "not_found" and u.p_value >= 1e-6 and u.queries == 16
+    wrong = OwnerKey.new("someone else", nonce="ee" * 16)
+    wrong = wrong.with_mark(SegTrigger.plan(marked, wrong, SegTriggerConfig(), data=seg32))
+    assert verify(marked, wrong).verdict == "not_found"
+    print(f"segtrigger: Dice marked {dice(marked, seg32):.4f}, plain {dice(plain, seg32):.4f}")
+    assert dice(marked, seg32) >= dice(plain, seg32) - 0.01
+
+
+def test_the_null_holds_over_keys(seg_models) -> None:  # type: ignore[no-untyped-def]
+    """The unmarked model against 200 random keys: claims at alpha = 0.05 stay at or below the
+    rate the exact binomial allows (checked against its 99 % upper bound)."""
+    from scipy import stats
+
+    plain, _, _ = seg_models
+    p = []
+    for i in range(200):
+        key = OwnerKey.new("o", nonce=f"{i:032x}")
+        key = key.with_mark(
+            SegTrigger.plan(
+                plain,
+                key,
+                SegTriggerConfig(n=2, group=2),
+                data=DataBundle(
+                    "s",
+                    "segmentation",
+                    torch.zeros(1, 1, 32, 32),
+                    torch.zeros(1, 1, 32, 32),
+                    {"train": torch.zeros(1, dtype=torch.long)},
+                    1,
+                ),
+            ),
+        )
+        p.append(verify(plain, key, alpha=0.05).p_value)
+    claims = int(np.sum(np.array(p) < 0.05))
+    print(f"segtrigger null: {claims} of 200 keys claimed at alpha 0.05")
+    assert claims <= stats.binom.ppf(0.99, 200, 0.05)
+
+
+def test_budget_attacks_and_calibration(seg32: DataBundle, seg_models) -> None:  # type: ignore[no-untyped-def]
+    plain, marked, key = seg_models
+    s = ModuleSuspect(marked)
+    s.max_queries = 1
+    v = verify(s, key)
+    assert v.queries == 1 and v.verdict == "found"  # one noisy input answers 64 blocks
+    s = ModuleSuspect(plain)
+    s.max_queries = 3
+    v = verify(s, key)
+    assert v.queries == 3 and v.verdict == "not_found" and "undecided" in (v.reason or "")
+    stolen = attack(marked, "finetune:epochs=5", seg32)
+    v = verify(stolen, key)
+    print(f"segtrigger after 5 epochs of fine-tuning: {v.verdict}, BER {v.ber}, p {v.p_value:.1e}")
+    assert v.ber is not None and v.ber < 0.5
+    cal = calibrate(key, [plain]).derived["calibration"]["0"]
+    assert cal["models"] == 1 and cal["p_values"][0] >= 1e-6
+
+
+def test_bad_plans() -> None:
+    seg = DataBundle(
+        "s",
+        "segmentation",
+        torch.zeros(2, 1, 30, 30),
+        torch.zeros(2, 1, 30, 30),
+        {"train": torch.arange(2)},
+        1,
+    )
+    key = OwnerKey.new("o", nonce="01" * 16)
+    with pytest.raises(Exception, match="does not divide"):
+        SegTrigger.plan(nn.Identity(), key, SegTriggerConfig(), data=seg)
+    with pytest.raises(Exception, match="square number"):
+        SegTrigger.plan(nn.Identity(), key, SegTriggerConfig(), bits=10, data=seg)
+    with pytest.raises(Exception, match="segmentation"):
+        SegTrigger.plan(nn.Identity(), key, SegTriggerConfig(), data=load_data("digits"))
