@@ -10,7 +10,8 @@ filter of `size`), `gauss` (Gaussian blur of std `sigma`), `median` (median filt
 filter of `size`), `flip` (horizontal), `jpeg` (re-encoding at `quality` via Pillow), `occlude`
 (a random square of side `size` x the image side set to 0), `autoencoder` (every query replaced
 by its reconstruction through a small convolutional autoencoder trained on the thief's data at
-server start, `epochs`, seeded: MagNet-style purification, Meng & Chen 2017).
+server start, `epochs` (100: a thief split of a few hundred images needs many passes), seeded:
+MagNet-style purification, Meng & Chen 2017).
 
 Query rejection (Hitaj & Mancini 2018, "Have you stolen my model?"): trigger queries look out of
 distribution, so a thief refuses (or answers randomly) queries that do not look like the data the
@@ -72,7 +73,7 @@ SPECS: dict[str, DefenseSpec] = {
     "flip": DefenseSpec("input"),
     "jpeg": DefenseSpec("input", {"quality": 75}),
     "occlude": DefenseSpec("input", {"size": 0.25}),
-    "autoencoder": DefenseSpec("input", {"epochs": 20, "width": 16}, needs_data=True),
+    "autoencoder": DefenseSpec("input", {"epochs": 100, "width": 16}, needs_data=True),
     "reject": DefenseSpec(
         "reject",
         {
@@ -80,7 +81,7 @@ SPECS: dict[str, DefenseSpec] = {
             "quantile": 0.99,
             "threshold": 0.9,
             "action": "refuse",
-            "epochs": 20,
+            "epochs": 100,
             "width": 16,
         },
     ),
