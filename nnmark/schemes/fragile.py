@@ -229,13 +229,16 @@ class Fragile(Scheme):
 
     @staticmethod
     def _read(tensors: dict[str, torch.Tensor], slots: list[Slot]) -> list[int]:
-        """The slots' LSBs, in slot order."""
-        cache: dict[str, list[int]] = {}
-        out = []
-        for name, pos in slots:
-            if name not in cache:
-                cache[name] = (tensors[name].view(torch.int32).view(-1) & 1).tolist()
-            out.append(cache[name][pos])
+        """The slots' LSBs, in slot order (only the slots are gathered, not whole tensors)."""
+        groups: dict[str, list[int]] = {}
+        for i, (name, _) in enumerate(slots):
+            groups.setdefault(name, []).append(i)
+        out = [0] * len(slots)
+        for name, where in groups.items():
+            idx = torch.tensor([slots[i][1] for i in where], dtype=torch.long)
+            bits = (tensors[name].view(torch.int32).view(-1)[idx] & 1).tolist()
+            for i, b in zip(where, bits):
+                out[i] = b
         return out
 
     def _digest(self, name: str, t: torch.Tensor) -> list[int]:
