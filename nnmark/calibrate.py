@@ -9,7 +9,9 @@ their rate on each black-box mark's triggers, and stores it beside the key's com
 Clopper-Pearson bound `ucb` and the bound on the highest single model's rate `model_ucb`
 (the suspect is one model, and models differ); verification then uses
 p0 = max(1/C, ucb, model_ucb) and says which (nnmark.schemes._trigger). For every mark it also
-records the unmarked models' p-values (for the calibration histogram).
+records the unmarked models' p-values (for the calibration histogram). A scheme whose null
+must also cover models marked with *other* keys (frontier: stitching makes a model robust to
+adversarial examples in general) adds such reference models when `data` is given.
 """
 
 from __future__ import annotations
@@ -69,17 +71,31 @@ def trigger_rates(scheme: TriggerScheme, models: Sequence[nn.Module]) -> dict[st
     }
 
 
-def calibrate(key: OwnerKey, models: Sequence[nn.Module], alpha: float = DEFAULT_ALPHA) -> OwnerKey:
+def calibrate(
+    key: OwnerKey,
+    models: Sequence[nn.Module],
+    alpha: float = DEFAULT_ALPHA,
+    *,
+    data: DataBundle | None = None,
+    epochs: int = 20,
+) -> OwnerKey:
     """The key with a calibration entry per mark, measured on `models` (none of them marked).
 
+    With `data`, a scheme may add reference models its null must cover
+    (`TriggerScheme.references`: frontier stitches fresh keys into a few of `models`, trained
+    `epochs`); they are measured with the plain ones and counted in the entry's `references`.
     The p-values recorded are those of the key as issued (without this calibration).
     """
     entries: dict[str, Any] = {}
     for mark in key.marks:
         scheme = scheme_for(mark)
-        entry: dict[str, Any] = {"models": len(models)}
+        refs: list[nn.Module] = []
+        if data is not None and isinstance(scheme, TriggerScheme):
+            refs = scheme.references(models, data, epochs)
+        judged = [*models, *refs]
+        entry: dict[str, Any] = {"models": len(judged), "references": len(refs)}
         if isinstance(scheme, TriggerScheme):
-            entry.update(trigger_rates(scheme, models))
-        entry["p_values"] = [scheme.verify(m, alpha).p_value for m in models]
+            entry.update(trigger_rates(scheme, judged))
+        entry["p_values"] = [scheme.verify(m, alpha).p_value for m in judged]
         entries[str(mark.index)] = entry
     return key.with_derived("calibration", entries)

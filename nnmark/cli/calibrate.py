@@ -55,7 +55,8 @@ def calibrate_cmd(
             epochs=epochs,
             progress=lambda i, n: bar.update(task, completed=i),
         )
-    key = calibrate(key, nets)
+    with err.status("measuring the marks (frontier: stitching reference models first)"):
+        key = calibrate(key, nets, data=bundle, epochs=epochs)
     key.save(target)
     for idx, entry in key.derived["calibration"].items():
         mark = key.marks[int(idx)]
@@ -66,5 +67,8 @@ def calibrate_cmd(
             else ""
         )
         low = min(entry["p_values"])
-        out.print(f"mark {idx} ({mark.scheme}): smallest unmarked p-value {low:.3g}{rate}")
+        refs = (
+            f" (incl. {entry['references']} stitched references)" if entry.get("references") else ""
+        )
+        out.print(f"mark {idx} ({mark.scheme}): smallest unmarked p-value {low:.3g}{rate}{refs}")
     out.print(f"saved {target}")

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import base64
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -174,6 +174,17 @@ class TriggerScheme(Scheme):
     def unusable(self) -> str | None:
         """Why this key cannot be tested at all as it stands (None: it can)."""
         return None
+
+    def references(
+        self, plain: Sequence[nn.Module], data: DataBundle, epochs: int
+    ) -> list[nn.Module]:
+        """Models the null must cover beyond plain ones, made from `plain` for calibration.
+
+        None by default: a trigger set's answers come from training on the key itself. Frontier
+        overrides it: a model stitched with *another* key is robust to adversarial examples in
+        general and answers many of ours right, so its null must include such models.
+        """
+        return []
 
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
         s = as_suspect(suspect)
