@@ -2,16 +2,21 @@
 training and against the reference construction (R full model replicas, as the authors' code).
 
 Each configuration runs in its own process (peak RSS from resource.getrusage; tracemalloc cannot
-see torch's allocations) for a fixed number of training steps on random data of the model's input
-shape; ratios are to plain training measured in the same run. Time is the process CPU time per
-step (user + system, one intra-op thread): on a machine shared with other jobs, wall time measures
-the neighbours more than the code, CPU time of a single-threaded process does not. Wall time is
-recorded beside it. WaterMAS (two passes per step) is timed in the same run.
+see torch's allocations), `--repeats` times (medians reported), for a fixed number of training
+steps on random data of the model's input shape; ratios are to plain training measured in the
+same run. Time is the process CPU time per step (user + system, one intra-op thread): on a
+machine shared with other jobs, wall time measures the neighbours more than the code, CPU time of
+a single-threaded process does not. Wall time is recorded beside it. WaterMAS (two passes per step) is timed in the same run.
 
 Models: an MLP of 784 -> 3000 -> 3000 -> 3000 -> 10 (~20.4M parameters, memory mostly
 parameters and Adam state) and resnet20 on 1x28x28 inputs.
 
-    python benchmarks/tartaglione_memory.py [--steps 20]
+nnmark's replica step accumulates the gradients of its passes in one contiguous buffer
+(nnmark.schemes._positions.GradBuffer): with per-tensor gradients, alive across the replica
+passes and scattered over the heap where the first pass's activations were, glibc's heap
+fragmented and resnet20 showed +35-50 MiB (1.10x) from one replica on.
+
+    python benchmarks/tartaglione_memory.py [--steps 20] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import copy
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -39,7 +45,8 @@ MODELS = {
 
 
 def child(model_key: str, mode: str, replicas: int, steps: int) -> dict:
-    """One configuration: mode is plain | nnmark | nnmark1 (one replica per step) | reference."""
+    """One configuration: mode is plain | nnmark | nnmark1 (one replica per step) | watermas |
+    reference."""
     import torch.nn.functional as F
 
     from nnmark.keys import OwnerKey
@@ -121,8 +128,10 @@ def child(model_key: str, mode: str, replicas: int, steps: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3, help="processes per configuration")
     ap.add_argument("--child", nargs=4)
     args = ap.parse_args()
+    torch.set_num_threads(1)  # as in every child (the machine line of the results says so)
     if args.child:
         m, mode, r, steps = args.child
         print(json.dumps(child(m, mode, int(r), int(steps))))
@@ -135,16 +144,24 @@ def main() -> None:
         configs.append((m, "nnmark1", 8))
         configs.append((m, "watermas", 0))
         configs.append((m, "reference", 8))
+    runs: dict[tuple[str, str, int], list[dict]] = {c: [] for c in configs}
+    for rep in range(args.repeats):  # interleaved, so a drift of the machine hits every config
+        for m, mode, r in configs:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", m, mode, str(r), str(args.steps)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs[(m, mode, r)].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(rep, runs[(m, mode, r)][-1], flush=True)
     rows = []
-    for m, mode, r in configs:
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", m, mode, str(r), str(args.steps)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(rows[-1], flush=True)
+    for got in runs.values():
+        row = dict(got[0])
+        for field in ("peak_rss_mib", "seconds_per_step", "wall_seconds_per_step"):
+            row[field] = statistics.median(g[field] for g in got)
+            row[f"{field}_runs"] = [g[field] for g in got]
+        rows.append(row)
     base = {r["model"]: r for r in rows if r["mode"] == "plain"}
     for r in rows:
         r["memory_ratio"] = r["peak_rss_mib"] / base[r["model"]]["peak_rss_mib"]
@@ -164,14 +181,20 @@ def main() -> None:
     for r in rows:
         lines.append(
             f"| {r['model']} | {names[r['mode']]} | {r['R']} | {r['params']:,} | "
-            f"{r['peak_rss_mib']:.0f} | {r['memory_ratio']:.2f}x | {r['seconds_per_step']:.3f} | "
-            f"{r['time_ratio']:.2f}x | {r['wall_seconds_per_step']:.3f} |"
+            f"{r['peak_rss_mib']:.1f} | {r['memory_ratio']:.3f}x | {r['seconds_per_step']:.3f} | "
+            f"{r['time_ratio']:.3f}x | {r['wall_seconds_per_step']:.3f} |"
         )
     lines.append(
-        "\nRequired (issue 5): <= 1.1x memory at R = 8 on both models; <= 2.2x time with one "
-        "replica per step; watermas <= 2.1x time. Time = process CPU time, 1 thread."
+        f"\nMedians of {args.repeats} processes per configuration (every run in the JSON: a "
+        "single peak RSS varies by up to 40 MiB between identical processes). Required (issue "
+        "5): <= 1.1x memory at R = 8 on both models; <= 2.2x time with one replica per step; "
+        "watermas <= 2.1x time. Time = process CPU time, 1 thread."
     )
-    write_results("tartaglione_memory", {"steps": args.steps, "rows": rows}, "\n".join(lines))
+    write_results(
+        "tartaglione_memory",
+        {"steps": args.steps, "repeats": args.repeats, "rows": rows},
+        "\n".join(lines),
+    )
     print("\n".join(lines))
 
 

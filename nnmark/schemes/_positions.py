@@ -15,9 +15,6 @@ signs.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -192,32 +189,56 @@ class KeyPositions:
         )
 
 
-@functools.lru_cache(maxsize=1)
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None on another C library."""
-    name = ctypes.util.find_library("c")
-    try:
-        fn = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-    except OSError:
-        return None
-    return fn  # type: ignore[no-any-return]
+class GradBuffer:
+    """A model's gradients in one contiguous buffer per device and dtype, zeroed and reused by
+    every replica step instead of `zero_grad(set_to_none=True)`.
 
-
-def release_freed_heap(model: nn.Module) -> None:
-    """Return the heap pages freed by the last pass to the OS (CPU models on glibc only).
-
-    Why: between the passes of one step the accumulated gradients stay allocated, scattered over
-    the heap where the previous pass's activations were, so the next forward's activation blocks
-    cannot reuse those holes and glibc grows the heap instead. On resnet20 (batch 64, 28x28) that
-    was +35-50 MiB peak RSS at R >= 2 (1.10x plain), while plain training, whose gradients are
-    freed before each forward, never fragments that way; one trim per step after the first
-    backward removes it (benchmarks/tartaglione_memory.py), for about 2 % of the step time.
-    Tensors on an accelerator live in its own caching allocator and need nothing.
+    Why: between the passes of one step the accumulated gradients stay allocated. Allocated one
+    tensor at a time by the first backward, they sit scattered over the heap where that pass's
+    activations were, so the next forward's activation blocks cannot reuse those holes and the
+    allocator grows the heap: on resnet20 (batch 64, 28x28) +35-50 MiB peak RSS from R = 1 on
+    (1.10x plain), while plain training, whose gradients are freed before each forward, never
+    fragments that way. One buffer, allocated before any activation and kept, leaves the
+    activations' space whole (benchmarks/tartaglione_memory.py), at no cost in time. Each pass
+    accumulates into it in place (autograd adds into an existing .grad), so the gradients are
+    bit for bit those of the per-tensor version. Peak memory is unchanged (all gradients are
+    alive at the end of a backward pass anyway); between steps the buffer stays allocated.
     """
-    p = next(unwrap(model).parameters(), None)
-    trim = _malloc_trim()
-    if trim is not None and p is not None and p.device.type == "cpu":
-        trim(0)
+
+    def __init__(self) -> None:
+        self._flat: list[torch.Tensor] = []
+        self._views: list[tuple[nn.Parameter, int]] = []
+
+    def zero(self, model: nn.Module) -> None:
+        params = [p for p in unwrap(model).parameters() if p.requires_grad]
+        if not self._attached(params):
+            self._attach(params)
+        for flat in self._flat:
+            flat.zero_()
+
+    def _attached(self, params: list[nn.Parameter]) -> bool:
+        return len(params) == len(self._views) and all(
+            p is q and p.grad is not None and p.grad.data_ptr() == ptr
+            for p, (q, ptr) in zip(params, self._views)
+        )
+
+    def _attach(self, params: list[nn.Parameter]) -> None:
+        for p in params:  # free the old gradients before the buffer is allocated
+            p.grad = None
+        self._flat, self._views = [], []
+        groups: dict[tuple[torch.device, torch.dtype], list[nn.Parameter]] = {}
+        for p in params:
+            groups.setdefault((p.device, p.dtype), []).append(p)
+        views: dict[int, int] = {}
+        for (device, dtype), group in groups.items():
+            flat = torch.zeros(sum(p.numel() for p in group), device=device, dtype=dtype)
+            offset = 0
+            for p in group:
+                p.grad = flat[offset : offset + p.numel()].view_as(p)
+                views[id(p)] = p.grad.data_ptr()
+                offset += p.numel()
+            self._flat.append(flat)
+        self._views = [(p, views[id(p)]) for p in params]
 
 
 @contextmanager
@@ -255,6 +276,7 @@ def replica_step(
     lam: float,
     count: int,
     cap: float,
+    grads: GradBuffer | None = None,
 ) -> float:
     """One step on (1 + lam) L(w) - (lam / count) sum_r min(L(w + d_r), L(w) + cap), the marked
     entries frozen.
@@ -269,19 +291,22 @@ def replica_step(
     Each replica is made in place on the marked entries only (by index), one at a time: forward,
     backward (gradients accumulate in .grad), restore; its graph is freed before the next one is
     built, also when its loss is over the cap and no backward runs. Peak memory stays that of
-    plain training (see release_freed_heap). The replicas use batch statistics and leave the
+    plain training when the gradients accumulate in one `grads` buffer (GradBuffer; without
+    one they are zeroed with set_to_none as usual). The replicas use batch statistics and leave the
     BatchNorm running statistics alone (frozen_running_stats). `replicas` is called after the
     first backward pass, so it may read the gradients (watermas). The marked entries' gradients
     are zeroed before the optimiser step and their key values are written back after it, so
     neither momentum nor weight decay can move them.
     """
-    optimizer.zero_grad(set_to_none=True)
+    if grads is not None:
+        grads.zero(model)
+    else:
+        optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(model, batch)
     active = lam > 0 and count > 0
     ((1 + lam) * loss if active else loss).backward()
     if active:
         base = float(loss.detach())
-        release_freed_heap(model)
         with frozen_running_stats(model):
             for delta in replicas():
                 with positions.perturbed(model, delta):

@@ -116,4 +116,5 @@ class WaterMAS(PositionScheme):
             c.lam if c.rho > 0 else 0.0,
             1,
             c.cap,
+            self.grad_buffer,
         )
