@@ -47,6 +47,8 @@ class TrainConfig:
     split: str = "train"
     fraction: float = 1.0
     temperature: float = 1.0  # distillation only
+    #: recompute BatchNorm running statistics at the final weights (see recalibrate_batchnorm)
+    recalibrate_bn: bool = True
 
     def __post_init__(self) -> None:
         check(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
@@ -143,7 +145,42 @@ def fit(
         log.debug("epoch %d/%d loss %.4f", epoch + 1, config.epochs, mean)
         if progress is not None:
             progress(epoch + 1, config.epochs, mean)
-    for s in schemes:
+    if config.recalibrate_bn and config.epochs > 0:
+        # over the batches training saw (trigger inputs mixed in): the statistics the weights
+        # were fitted under
+        batches = iter(loader)
+        for s in schemes:
+            batches = s.batches(batches)
+        recalibrate_batchnorm(model, batches)
+    for s in schemes:  # after the recalibration: the fragile mark hashes the final buffers
         model = s.finalize(model)
     model.eval()
     return model
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader: Iterable[Batch]) -> None:
+    """Set the running statistics of every BatchNorm layer in training mode to the plain average
+    over one pass of `loader` at the final weights (as torch.optim.swa_utils.update_bn).
+
+    Why: the running statistics are an exponential average (momentum 0.1) over the last steps'
+    *moving* weights. After a short training they lag the final model: the seeds preset's U-Net
+    on BBBC039 (5 epochs, 50 steps) had test Dice 0.62-0.74 with them and 0.91-0.94 after this
+    pass, and Tartaglione's replica term, which moves the weights fast, 0.05 -> 0.80. Layers in
+    eval mode (a frozen backbone) keep their statistics; no weight changes.
+    """
+    norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+    ]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the pass
+    for x, _ in loader:
+        model(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum

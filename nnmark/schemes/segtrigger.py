@@ -52,7 +52,9 @@ from nnmark.verdict import Verdict
 class SegTriggerConfig:
     label = "segtrigger"
     n: int = 16  # trigger inputs queried at verification
-    per_batch: int = 4  # trigger inputs mixed into each training batch
+    #: trigger inputs mixed into each training batch (4 did not embed in 5 epochs on 128 x 128
+    #: BBBC039 tiles at batch 8, the seeds preset: BER 0.52; 8 gave BER 0 and Dice 0.85)
+    per_batch: int = 8
     group: int = 2  # queries per look
     smooth: int = 4  # the noise field is uniform noise at 1/smooth resolution, upsampled
     noise: float = 0.1  # std of each trigger's own Gaussian noise on the field
