@@ -215,9 +215,37 @@ def _train(root: Path, job: ModelJob) -> str:
         key = OwnerKey.new("nnmark bench", nonce=content_id(ident) * 2)
         options = job.options or None
         model, key = embed(init, data, job.scheme, options=options, key=key, config=cfg)
+        key = calibrate_if_needed(key, job, data, cfg)
         key.save(key_path)
     save_model(model, model_info(model, data), model_path)
     return ident + "*"
+
+
+#: Unmarked models a key is calibrated on when its scheme has no usable null without one
+#: (frontier: unmarked models answer many stitched adversaries right), as `nnmark calibrate`
+#: would; seeds apart from the grid's, so the calibration cells judge models it never saw.
+KEY_CALIBRATION_MODELS = 4
+KEY_CALIBRATION_SEED = 7000
+
+
+def calibrate_if_needed(key: Any, job: ModelJob, data: Any, cfg: Any) -> Any:
+    """`key` calibrated (nnmark.calibrate.calibrate, with the data: a scheme may add stitched
+    references) on KEY_CALIBRATION_MODELS unmarked models of the job's recipe, when one of its
+    marks cannot be verified without; otherwise `key` unchanged."""
+    import dataclasses
+
+    from nnmark.api import new_model, train
+    from nnmark.calibrate import calibrate
+    from nnmark.schemes import scheme_for
+
+    if not any(getattr(scheme_for(m), "unusable", lambda: None)() for m in key.marks):
+        return key
+    models = []
+    for i in range(KEY_CALIBRATION_MODELS):
+        seed = KEY_CALIBRATION_SEED + job.seed * KEY_CALIBRATION_MODELS + i
+        init = new_model(job.task.arch, data, seed=seed)
+        models.append(train(init, data, dataclasses.replace(cfg, seed=seed)))
+    return calibrate(key, models, data=data, epochs=cfg.epochs)
 
 
 def unsupported(task: Task, scheme: str, options: dict[str, Any], data: Any = None) -> str | None:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from nnmark.attacks import ATTACKS
 from nnmark.bench import PRESETS, ROW_SCHEMA, BenchSpec, read_rows
+from nnmark.bench.grid import SHARED_DATA
 from nnmark.cli import app
 from nnmark.schemes import SCHEMES
 
@@ -131,7 +132,7 @@ def test_a_scheme_that_cannot_mark_the_task_is_skipped_not_failed(tmp_path: Path
     (and the calibration cells under its key) are recorded as skipped with that reason."""
     config = tmp_path / "seg.yaml"
     grid = {
-        "data": "seg:/work/shared/data/seg-bbbc039",
+        "data": f"seg:{SHARED_DATA / 'seg-bbbc039'}",
         "arch": "unet",
         "epochs": 0,  # the plain U-Net need not learn: only the bookkeeping is under test
         "schemes": ["content"],
@@ -166,6 +167,38 @@ def test_a_scheme_that_cannot_mark_the_task_is_skipped_not_failed(tmp_path: Path
     assert "3 skipped (scheme does not support the task)" in page.read_text()
     r = runner.invoke(app, ["bench", "--config", str(config), "--out", str(out), "--jobs", "1"])
     assert "5 cells: 0 run, 5 skipped (done before)" in r.stdout  # skip rows are resumable
+
+
+def test_a_key_that_needs_a_calibration_is_calibrated_before_its_cells(tmp_path: Path) -> None:
+    """frontier has no usable null until calibrated: the grid calibrates its key on unmarked
+    models of the same recipe (KEY_CALIBRATION_MODELS, other seeds) before any cell, so the
+    unattacked cell is a real test (queries spent, the calibrated null named), not a refusal."""
+    from nnmark import OwnerKey
+    from nnmark.bench.runner import KEY_CALIBRATION_MODELS
+
+    config = tmp_path / "frontier.yaml"
+    grid = {
+        "data": "digits",
+        "epochs": 3,
+        "schemes": ["frontier"],
+        "attacks": ["permute"],
+        "chains": [],
+        "composites": [],
+        "calibration_models": 0,
+        "scheme_options": {"frontier": {"n": 40, "references": 0}},
+    }
+    config.write_text(yaml.safe_dump(grid))
+    out = tmp_path / "res"
+    r = runner.invoke(app, ["bench", "--config", str(config), "--out", str(out), "--jobs", "1"])
+    assert r.exit_code == 0, r.output
+    (key_file,) = (out / "models").glob("frontier-*.nnkey")
+    entry = OwnerKey.load(key_file).derived["calibration"]["0"]
+    assert entry["models"] == KEY_CALIBRATION_MODELS and entry["references"] == 0
+    (row,) = [x for x in read_rows(out) if x["scheme"] == "frontier" and x["attack"] == "none"]
+    print(
+        f"bench frontier unattacked: {row['verdict']}, p {row['p_value']:.1e}, {row['queries']} q"
+    )
+    assert row["error"] is None and row["queries"] > 0
 
 
 def test_report_renders_in_a_real_browser(tiny: tuple[Path, Path], tmp_path: Path) -> None:
