@@ -21,11 +21,11 @@ import argparse
 import time
 
 import torch
+from _blackbox import seg_pair
 
 from nnmark import TrainConfig, new_model, train, verify
 from nnmark.stats import DEFAULT_ALPHA, clopper_pearson
 
-from _blackbox import seg_pair
 from _common import write_results
 
 SEED0 = 5000
