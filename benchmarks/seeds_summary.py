@@ -1,0 +1,317 @@
+"""The seeds' tables side by side with ours, in one page: benchmarks/seeds_summary.md.
+
+Reads the JSON each seed's benchmark wrote (benchmarks/results/) and the `--preset seeds` grid
+(benchmarks/seeds/results.jsonl); a result that is not there yet is listed as pending, and a
+JSON whose layout this script does not know is shown through its own Markdown table (never
+guessed). The seeds' figures are quoted from /work/shared/seeds/ (see each section).
+
+    .venv/bin/python benchmarks/seeds_summary.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+OUT = HERE / "seeds_summary.md"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def own_tables(name: str) -> list[str]:
+    """The tables of a result's own Markdown (when its JSON layout is not one we read)."""
+    path = RESULTS / f"{name}.md"
+    if not path.exists():
+        return []
+    out: list[str] = []
+    for block in path.read_text().split("\n\n"):
+        rows = [ln for ln in block.splitlines() if ln.startswith("|")]
+        if rows:
+            out += [*rows, ""]  # one blank line between tables, or Markdown merges them
+    return out
+
+
+def section(title: str, seed: str, name: str) -> tuple[list[str], dict[str, Any] | None]:
+    """A section's heading and the seed's figures, and our JSON (None: pending, said so)."""
+    doc = load(name)
+    head = [title, "", seed, ""]
+    if doc is None:
+        head.append(f"*Pending: no `benchmarks/results/{name}.json` yet.*")
+    return head, doc
+
+
+def provenance(doc: dict[str, Any], name: str) -> str:
+    """Where our figures come from: the file, its command and machine, and its own protocol
+    sentence (the first paragraph of its Markdown after the header)."""
+    m = doc.get("machine", {})
+    note = ""
+    md = RESULTS / f"{name}.md"
+    if md.exists():
+        paras = [p.strip() for p in md.read_text().split("\n\n")]
+        body = [p for p in paras if p and not p.startswith(("#", "Command:", "Machine:", "|"))]
+        note = f" From its Markdown: {body[0]}" if body else ""
+    return (
+        f"Ours: `benchmarks/results/{name}.json`, command `{doc.get('command', '?')}`, on "
+        f"{m.get('cpu', '?')} ({m.get('cpu_count', '?')} cores, torch {m.get('torch', '?')})."
+        + note
+    )
+
+
+def seed001() -> tuple[list[str], str | None]:
+    name = "seed001_uchida_mnist"
+    head, doc = section(
+        "## Seed 001: Uchida on MNIST, 128 bits (student project)",
+        (
+            "Seed: BER 0 after 6 extra fine-tuning epochs, 0.031 after 12; pruning BER 0 up to 60 %, "
+            "0.078 at 80 %, 0.094 at 92 % (order not stated); 98 % accuracy with and without the "
+            "mark. U-Net (BraTS 2020): Dice 0.841 -> 0.816 with the white-box mark."
+        ),
+        name,
+    )
+    if doc is None:
+        return head, name
+    rows = doc.get("rows")
+    if not rows or not all({"attack", "ber"} <= set(r) for r in rows):
+        return head + [provenance(doc, name), "", *own_tables(name)], None
+    out = head + [
+        provenance(doc, name),
+        "",
+        "| attack | seed 001 BER | ours BER | ours p-value | ours verdict | ours test accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        seed = r.get("seed001_ber")
+        out.append(
+            f"| {r['attack']} | {'' if seed is None else f'{seed:.3f}'} | {r['ber']:.3f} | "
+            f"{_p(r.get('p_value'))} | {r.get('verdict', '')} | {_f(r.get('accuracy'))} |"
+        )
+    return out, None
+
+
+def seed002() -> tuple[list[str], str | None]:
+    name = "seed002_uchida"
+    head, doc = section(
+        "## Seed 002: Uchida et al., ICMR 2017",
+        (
+            "Seed (WRN on CIFAR-10, 256 bits in conv 2): test error 8.04 % plain, 8.21 / 8.37 / "
+            "7.97 % with direct / diff / random keys; BER 0 after 65 % and 80 % of the host layer "
+            "is pruned; capacity limited to bits < host weights; direct and diff keys reshape the "
+            "weight histogram, random does not. CIFAR-10 is not on this machine: MNIST, "
+            "Fashion-MNIST and digits instead."
+        ),
+        name,
+    )
+    if doc is None:
+        return head, name
+    out = head + [provenance(doc, name), ""]
+    ds = doc["datasets"]
+    out += [
+        "| key | seed test error % (CIFAR-10) | ours MNIST test error % | ours MNIST BER | ours "
+        "MNIST BER at 65 % / 80 % pruned | KS D vs plain (MNIST) |",
+        "|---|---|---|---|---|---|",
+    ]
+    mn = ds.get("mnist", {})
+    for kt, seed in doc["seed002"]["table4_test_error_pct"].items():
+        r = mn.get("models", {}).get(kt, {})
+        pr = mn.get("pruning", {}).get(kt, {}).get("host_layer", {}).get("ascending", [])
+        at = {x["rate"]: x["ber"] for x in pr}
+        ks = mn.get("ks", {}).get(kt, {})
+        out.append(
+            f"| {kt} | {seed} | {_f(r.get('test_error_pct'), '.2f')} | {_f(r.get('ber'), '.3f')} "
+            f"| {_f(at.get(0.65), '.3f')} / {_f(at.get(0.8), '.3f')} | "
+            f"{_f(ks.get('statistic'), '.4f')} |"
+        )
+    base = mn.get("ks", {}).get("plain (seed 1)", {})
+    if base:
+        out += ["", f"KS D of a second plain model against the first: {base['statistic']:.4f}."]
+    cap = doc.get("capacity") or []
+    if cap:
+        worst = defaultdict(list)
+        for r in cap:
+            worst[r["host_weights"]].append(r)
+        out += [
+            "",
+            "Capacity (digits, random key): the largest bit count with BER 0, per host size:",
+        ]
+        for m, rs in sorted(worst.items()):
+            ok = [r["bits"] for r in rs if r["ber"] == 0]
+            bad = [r["bits"] for r in rs if r["ber"] > 0]
+            out.append(
+                f"- M = {m}: BER 0 up to {max(ok) if ok else 'none'} bits"
+                + (f"; BER > 0 from {min(bad)} bits" if bad else "; never above 0 in the range")
+            )
+    out += ["", f"Full tables and plots: `benchmarks/results/{name}.md`."]
+    return out, None
+
+
+def seed003() -> tuple[list[str], str | None]:
+    name = "landscape_robustness"
+    seed = {0: 7.14, 2: 7.08, 4: 7.29}
+    head, doc = section(
+        "## Seed 003: Tartaglione et al., ICPR 2020 (loss-landscape mark)",
+        (
+            "Seed (ResNet-32 on CIFAR-10): test error 7.14 % (R = 0), 7.08 % (R = 2), 7.29 % "
+            "(R = 4). CIFAR-10 is not on this machine: ours is on the data named below."
+        ),
+        name,
+    )
+    if doc is None:
+        return head, name
+    rows = doc.get("rows")
+    by: dict[int, list[float]] = defaultdict(list)
+    for r in rows or []:
+        m = re.fullmatch(r"tartaglione R=(\d+)", str(r.get("config", "")))
+        if m and r.get("accuracy") is not None:
+            by[int(m.group(1))].append(r["accuracy"])
+    plain = [r["accuracy"] for r in rows or [] if r.get("config") == "plain" and "accuracy" in r]
+    if not by:
+        return head + [provenance(doc, name), "", *own_tables(name)], None
+    out = head + [
+        provenance(doc, name),
+        "",
+        "| R | seed test error % (CIFAR-10) | ours test error % (mean over seeds) | seeds |",
+        "|---|---|---|---|",
+    ]
+    if plain:
+        out.append(f"| plain | | {100 * (1 - mean(plain)):.2f} | {len(plain)} |")
+    for r_ in sorted(set(seed) | set(by)):
+        accs = by.get(r_)
+        out.append(
+            f"| {r_} | {seed.get(r_, '')} | "
+            f"{'not run' if not accs else f'{100 * (1 - mean(accs)):.2f}'} | "
+            f"{len(accs or [])} |"
+        )
+    missing = sorted(set(seed) - set(by))
+    pending = f"{name} (R = {', '.join(map(str, missing))})" if missing else None
+    return out, pending
+
+
+def seed004() -> tuple[list[str], str | None]:
+    name = "seed004_newlabel"
+    head, doc = section(
+        "## Seed 004: Zhong et al., PAKDD 2020 (a new label) vs Zhang et al. 2018",
+        (
+            "Seed (MNIST, fine-tuning attack): key-sample accuracy 99.92 % (new label) vs 99.88 % "
+            "(Zhang), normal accuracy 99.09 vs 99.07 % (before fine-tuning: key 99.89 / 99.61 %)."
+        ),
+        name,
+    )
+    if doc is None:
+        return head, name
+    return head + [provenance(doc, name), "", *own_tables(name)], None
+
+
+def seeds_grid() -> tuple[list[str], str | None]:
+    root = HERE / "seeds"
+    path = root / "results.jsonl"
+    head = ["## `nnmark bench --preset seeds` (MNIST CNN and BBBC039 U-Net, CPU protocol)", ""]
+    if not path.exists():
+        return head + ["*Pending: no `benchmarks/seeds/results.jsonl` yet.*"], "seeds preset"
+    latest = {}
+    for ln in path.read_text().splitlines():
+        if ln.strip():
+            r = json.loads(ln)
+            latest[r["cell"]] = r
+    rows = [r for r in latest.values() if r.get("kind") == "attack" and r["scheme"] != "none"]
+    specs = list(dict.fromkeys(_label(r) for r in sorted(rows, key=_attack_order)))
+    options = sorted(
+        {
+            f"{r['attack']}: {r['strength_option']}"
+            for r in rows
+            if "+" not in r["attack"] and r.get("strength_option")
+        }
+    )
+    out = head + [
+        "Each cell: the scheme's statistic after the attack (BER for bit marks: 0 intact, 0.5 "
+        "chance; trigger accuracy; hash match for fragile; Fisher p for the composite) and the "
+        "verdict (+ found / intact, - not found / modified), then the fidelity after it "
+        "(accuracy on MNIST, Dice on the U-Net). Report: `benchmarks/seeds/report.html`; "
+        "protocol, machine and command: `benchmarks/seeds/summary.md`.",
+        "",
+        "Columns: the attack at its strength (" + "; ".join(options) + "); a chain at its "
+        "level (weak to strong), each part at that level; exact specs in `benchmarks/seeds/results.jsonl`.",
+        "",
+        "| task | scheme | " + " | ".join(specs) + " |",
+        "|---|---|" + "---|" * len(specs),
+    ]
+    groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        groups[(f"{r['data'].split(':')[0]}/{r['arch']}", r["scheme"])][_label(r)] = r
+    for (task, scheme), cells in sorted(groups.items()):
+        reason = next((c["skipped"] for c in cells.values() if c.get("skipped")), None)
+        if reason:
+            out.append(f"| {task} | {scheme} | skipped: {reason} |" + " |" * (len(specs) - 1))
+            continue
+        vals = []
+        for spec in specs:
+            c = cells.get(spec)
+            if c is None:
+                vals.append("")
+            elif c.get("error"):
+                vals.append("failed")
+            else:
+                sign = "+" if c.get("verdict") in ("found", "intact") else "-"
+                stat = c.get("statistic")
+                shown = _p(stat) if c.get("statistic_name") == "fisher_chi2_p" else _f(stat, ".3f")
+                vals.append(f"{shown} {sign} ({_f(c.get('fidelity_after'), '.3f')})")
+        out.append(f"| {task} | {scheme} | " + " | ".join(vals) + " |")
+    return out, None
+
+
+def _label(r: dict[str, Any]) -> str:
+    if r.get("level") is None:
+        return str(r["attack"])
+    if "+" in r["attack"]:
+        return f"{r['attack']} L{r['level'] + 1}"
+    return f"{r['attack']} {r['strength']:g}"
+
+
+def _attack_order(r: dict[str, Any]) -> tuple[bool, bool, str, int]:
+    return (r["attack"] != "none", "+" in r["attack"], r["attack"], r.get("level") or 0)
+
+
+def _f(x: Any, spec: str = ".4f") -> str:
+    return "" if x is None else format(x, spec)
+
+
+def _p(x: Any) -> str:
+    return "" if x is None else f"{x:.2e}"
+
+
+def main() -> None:
+    parts: list[str] = [
+        "# The seeds' experiments, side by side with ours",
+        "",
+        "Each section quotes the seed (/work/shared/seeds/, indexed in its README) and shows "
+        "our figures from the JSON the named benchmark wrote; regenerate with "
+        "`.venv/bin/python benchmarks/seeds_summary.py`. Data on disk: digits, MNIST, "
+        "Fashion-MNIST, a 34-image BBBC039 subset; CIFAR-10 and BraTS are not available, so "
+        "no row here is on the seeds' own data unless it says MNIST.",
+        "",
+    ]
+    pending = []
+    for section in (seed001, seed002, seed003, seed004, seeds_grid):
+        lines, missing = section()
+        parts += [*lines, ""]
+        if missing:
+            pending.append(missing)
+    parts += [
+        "## Pending",
+        "",
+        ("none" if not pending else "; ".join(pending)),
+    ]
+    OUT.write_text("\n".join(parts).rstrip() + "\n")
+    print(f"wrote {OUT}; pending: {pending or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
