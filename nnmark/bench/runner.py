@@ -74,23 +74,33 @@ class ModelJob:
         return f"{self.scheme.replace('+', '_')}-{content_id(what)}"
 
 
-@functools.cache
-def code_id(scheme: str) -> str:
-    """A hash of the source that trains a `scheme` model: the trainer and, per mark, every
-    nnmark class of the scheme's lineage. A scheme file edited since a model was cached (a new
-    key layout, say) then trains a new model instead of reusing one its verify cannot read."""
-    import nnmark.train
+def code_files(scheme: str) -> list[str]:
+    """The source files that train a `scheme` model: the trainer (nnmark/train.py and the
+    api's embed / train) and, per mark, every nnmark class of the scheme's lineage."""
+    import importlib
+
     from nnmark.schemes import SCHEMES
 
-    files = {inspect.getsourcefile(nnmark.train)}
+    # modules by name: the attribute `nnmark.train` is the re-exported function, not the module
+    files = {
+        inspect.getsourcefile(importlib.import_module(m)) for m in ("nnmark.train", "nnmark.api")
+    }
     for part in scheme.split("+"):
         if part != "none":
             lineage = SCHEMES.get(part).__mro__
             files |= {
                 inspect.getsourcefile(c) for c in lineage if c.__module__.startswith("nnmark")
             }
+    return sorted(str(f) for f in files if f)
+
+
+@functools.cache
+def code_id(scheme: str) -> str:
+    """A hash of code_files(scheme). A trainer or scheme file edited since a model was cached (a
+    new key layout, the BatchNorm recalibration) then trains a new model instead of reusing
+    one trained by other code."""
     digest = hashlib.sha256()
-    for f in sorted(str(f) for f in files if f):
+    for f in code_files(scheme):
         digest.update(Path(f).read_bytes())
     return digest.hexdigest()[:16]
 

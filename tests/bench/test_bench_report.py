@@ -310,3 +310,12 @@ def test_docs_list_every_row_field() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "bench.md").read_text()
     table = doc.split("## Row schema", 1)[1].split("\n## ", 1)[0]
     assert set(re.findall(r"^\| `(\w+)` \|", table, flags=re.M)) == set(ROW_SCHEMA)
+
+
+def test_cached_models_are_keyed_by_the_trainer_and_the_schemes_source() -> None:
+    from nnmark.bench.runner import code_files
+
+    names = {Path(f).relative_to(Path(f).parents[1]).as_posix() for f in code_files("none")}
+    assert names == {"nnmark/train.py", "nnmark/api.py"}
+    marked = {Path(f).name for f in code_files("uchida+content")}
+    assert {"train.py", "api.py", "uchida.py", "content.py", "base.py"} <= marked
