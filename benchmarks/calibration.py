@@ -24,8 +24,8 @@ Protocol (digits, the `cnn` of the zoo, the quick preset's recipe and scheme opt
   holds when there are 0 false claims at 1e-6 and the interval's lower end is <= 0.05.
 
 A scheme that cannot mark the digits CNN (a segmentation scheme such as `segtrigger`) is
-skipped with its own plan()'s reason (`nnmark.bench.runner.unsupported`): calibrating it needs
->= 100 unmarked U-Nets, out of reach on 2 CPU cores. Models are cached under `--cache` (default
+skipped with its own plan()'s reason (`nnmark.bench.runner.unsupported`): its unmarked
+population is U-Nets, judged by benchmarks/calibration_seg.py. Models are cached under `--cache` (default
 runs/calibration, ignored by git) by content hash: a rerun trains only what is new, such as the
 model of a scheme registered since.
 
