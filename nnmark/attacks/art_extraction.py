@@ -91,21 +91,27 @@ def steal(
 
 
 @dataclass(frozen=True)
-class KnockoffConfig:
-    label = "knockoff"
-    queries: int = 0
+class StealConfig:
+    """What both ART extraction attacks take: the query budget and the copy's training."""
+
+    queries: int = 0  # 0: the whole thief split
     epochs: int = 15
     batch_size: int = 32
     lr: float = 1e-3
-    sampling: Literal["random", "adaptive"] = "random"
-    reward: Literal["cert", "div", "loss", "all"] = "all"
     use_probability: bool = False
-    arch: str | None = None
+    arch: str | None = None  # the copy's architecture; None: the suspect's
 
     def __post_init__(self) -> None:
         check(self.queries >= 0, f"queries must be >= 0, got {self.queries}")
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class KnockoffConfig(StealConfig):
+    label = "knockoff"
+    sampling: Literal["random", "adaptive"] = "random"
+    reward: Literal["cert", "div", "loss", "all"] = "all"
 
 
 @register("knockoff")
@@ -148,19 +154,8 @@ class Knockoff(Attack):
 
 
 @dataclass(frozen=True)
-class CopycatConfig:
+class CopycatConfig(StealConfig):
     label = "copycat"
-    queries: int = 0
-    epochs: int = 15
-    batch_size: int = 32
-    lr: float = 1e-3
-    use_probability: bool = False
-    arch: str | None = None
-
-    def __post_init__(self) -> None:
-        check(self.queries >= 0, f"queries must be >= 0, got {self.queries}")
-        check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
 
 
 @register("copycat")
