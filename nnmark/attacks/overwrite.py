@@ -71,7 +71,10 @@ class Overwrite(Attack):
         key, seed = thief_key(generator)
 
         def config(r: int) -> TrainConfig:
-            return TrainConfig(epochs=c.epochs, lr=c.lr, seed=seed + r, split=c.split)
+            # on the thief split, as finetune: running statistics kept, not recomputed
+            return TrainConfig(
+                epochs=c.epochs, lr=c.lr, seed=seed + r, split=c.split, recalibrate_bn=False
+            )
 
         marked, thief = embed(model, data, c.scheme, key=key, bits=c.bits, config=config(0))
         own = verify(marked, thief)
