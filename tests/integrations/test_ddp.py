@@ -1,7 +1,8 @@
 """DistributedDataParallel: two CPU processes (torchrun, gloo) embed a penalty mark (uchida), a
 custom-step mark (tartaglione) and a trigger-set mark (content, its triggers sharded per rank) in
 one training; all are found (the bit marks with BER 0) on every rank, and every rank ends with
-identical weights."""
+identical weights. A second run does the same for the activation marks (deepsigns, actsign) and
+the integrity mark written after training (fragile)."""
 
 from __future__ import annotations
 
@@ -23,19 +24,41 @@ from nnmark.schemes.base import Scheme
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ddp")
+def torchrun(out: Path, *args: str) -> Path:
+    """examples/ddp_embed.py in two gloo processes; its per-rank reports land in `out`."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"),
         str(ROOT / "examples" / "ddp_embed.py"),
-        *("--scheme", "uchida+tartaglione+content", "--set", "tartaglione.R=1", "--epochs", "3"),
+        *args,
         *("--out", str(out)),
     ]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return torchrun(
+        tmp_path_factory.mktemp("ddp"),
+        *("--scheme", "uchida+tartaglione+content", "--set", "tartaglione.R=1", "--epochs", "3"),
+    )
+
+
+def test_activation_marks_and_the_integrity_mark_under_ddp(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    out = torchrun(
+        tmp_path_factory.mktemp("ddp-act"), "--scheme", "deepsigns+actsign+fragile", "--epochs", "5"
+    )
+    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r in reports:
+        assert r["verdict"] == "found"
+        for scheme in ("deepsigns", "actsign"):
+            assert r["parts"][scheme]["verdict"] == "found" and r["parts"][scheme]["ber"] == 0.0
+        assert r["parts"]["fragile"]["verdict"] == "intact"  # written once training ended
+    assert reports[0]["sha256"] == reports[1]["sha256"]
 
 
 def test_two_ranks_embed_the_same_mark_with_identical_weights(ddp_run: Path) -> None:
