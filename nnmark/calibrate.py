@@ -16,6 +16,7 @@ adversarial examples in general) adds such reference models when `data` is given
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ from nnmark.keys import OwnerKey
 from nnmark.schemes import scheme_for
 from nnmark.schemes._trigger import TriggerScheme
 from nnmark.stats import DEFAULT_ALPHA, clopper_pearson
+from nnmark.train import TrainConfig
 
 
 def unmarked_models(
@@ -37,17 +39,19 @@ def unmarked_models(
     epochs: int = 5,
     first_seed: int = 1000,
     progress: Callable[[int, int], None] | None = None,
+    recipe: TrainConfig | None = None,
 ) -> list[nn.Module]:
-    """`count` plain models with seeds first_seed, first_seed + 1, ..."""
+    """`count` plain models with seeds first_seed, first_seed + 1, ...; trained `epochs` epochs
+    with the defaults, or with `recipe` (the suspect's training: lr, batch, fraction), its seed
+    replaced by each model's."""
     from nnmark.api import new_model, train
-    from nnmark.train import TrainConfig
 
+    base = recipe or TrainConfig(epochs=epochs)
     out = []
     for i in range(count):
         seed = first_seed + i
-        out.append(
-            train(new_model(arch, data, seed=seed), data, TrainConfig(epochs=epochs, seed=seed))
-        )
+        cfg = dataclasses.replace(base, seed=seed)
+        out.append(train(new_model(arch, data, seed=seed), data, cfg))
         if progress is not None:
             progress(i + 1, count)
     return out

@@ -242,19 +242,17 @@ def calibrate_if_needed(key: Any, job: ModelJob, data: Any, cfg: Any) -> Any:
     """`key` calibrated (nnmark.calibrate.calibrate, with the data: a scheme may add stitched
     references) on KEY_CALIBRATION_MODELS unmarked models of the job's recipe, when one of its
     marks cannot be verified without; otherwise `key` unchanged."""
-    import dataclasses
-
-    from nnmark.api import new_model, train
-    from nnmark.calibrate import calibrate
+    from nnmark.calibrate import calibrate, unmarked_models
     from nnmark.schemes import scheme_for
+    from nnmark.schemes._trigger import TriggerScheme
 
-    if not any(getattr(scheme_for(m), "unusable", lambda: None)() for m in key.marks):
+    schemes = [scheme_for(m) for m in key.marks]
+    if not any(isinstance(s, TriggerScheme) and s.unusable() for s in schemes):
         return key
-    models = []
-    for i in range(KEY_CALIBRATION_MODELS):
-        seed = KEY_CALIBRATION_SEED + job.seed * KEY_CALIBRATION_MODELS + i
-        init = new_model(job.task.arch, data, seed=seed)
-        models.append(train(init, data, dataclasses.replace(cfg, seed=seed)))
+    first = KEY_CALIBRATION_SEED + job.seed * KEY_CALIBRATION_MODELS
+    models = unmarked_models(
+        data, KEY_CALIBRATION_MODELS, arch=job.task.arch, first_seed=first, recipe=cfg
+    )
     return calibrate(key, models, data=data, epochs=cfg.epochs)
 
 
