@@ -66,8 +66,15 @@ def main() -> None:
     torch.set_num_threads(2)
     reused = None
     if args.reuse:
-        old = json.loads((RESULTS / "foundation_uchida.json").read_text())["rows"]
-        reused = next(r for r in old if r["data"] == "mnist" and r["epochs"] == args.mnist_epochs)
+        path = RESULTS / "foundation_uchida.json"
+        old = json.loads(path.read_text())["rows"] if path.is_file() else []
+        reused = next(
+            (r for r in old if r["data"] == "mnist" and r["epochs"] == args.mnist_epochs), None
+        )
+        if reused is None:
+            raise SystemExit(
+                f"--reuse mnist: {path} has no MNIST row of {args.mnist_epochs} epochs"
+            )
     rows = [
         reused or run(f"mnist:{SHARED / 'mnist'}", "cnn", 128, args.mnist_epochs, 128),
         run(f"seg:{SHARED / 'seg-bbbc039'}", "unet", 64, args.unet_epochs, 8),
