@@ -73,9 +73,9 @@ def main() -> None:
             (r for r in old if r["data"] == "mnist" and r["epochs"] == args.mnist_epochs), None
         )
         if reused is None:
-            raise SystemExit(
-                f"--reuse mnist: {path} has no MNIST row of {args.mnist_epochs} epochs"
-            )
+            msg = f"--reuse mnist: {path} has no MNIST row of {args.mnist_epochs} epochs"
+            print(msg, file=sys.stderr)
+            raise SystemExit(2)
     rows = [
         reused or run(f"mnist:{SHARED / 'mnist'}", "cnn", 128, args.mnist_epochs, 128),
         run(f"seg:{SHARED / 'seg-bbbc039'}", "unet", 64, args.unet_epochs, 8),
