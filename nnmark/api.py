@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime as _dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,7 +20,7 @@ from nnmark.io import ModelInfo
 from nnmark.keys import OwnerKey
 from nnmark.models import create_model
 from nnmark.schemes import SCHEMES, Scheme, scheme_for
-from nnmark.stats import DEFAULT_ALPHA, decide, fisher_combine
+from nnmark.stats import DEFAULT_ALPHA, bonferroni_combine, decide, fisher_combine
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.train import ProgressFn, TrainConfig, fit
 from nnmark.verdict import Verdict
@@ -111,7 +113,7 @@ def embed(
         if ecc is not None:
             mark = dataclasses.replace(mark, message=message, data={**mark.data, "ecc": ecc})
         key = key.with_mark(mark)
-        bound.append(cls(mark))
+        bound.append(cls(mark, [data]))
     model = fit(model, data, bound, config, teacher=teacher, progress=progress)
     return model, key
 
@@ -128,50 +130,200 @@ def attack(
     return build_attack(spec, options)(model, data, seed=seed)
 
 
-def bound_scheme(key: OwnerKey, index: int) -> Scheme:
-    """The scheme of mark `index`, with its calibration (derived data) attached if any."""
-    scheme = scheme_for(key.marks[index])
+def bound_scheme(
+    key: OwnerKey, index: int, data: DataBundle | Sequence[DataBundle] | None = None
+) -> Scheme:
+    """The scheme of mark `index` with the data its derivation may need (checked by hash) and its
+    calibration (derived data) attached if any."""
+    scheme = scheme_for(key.marks[index], data_list(data))
     scheme.calibration = key.derived.get("calibration", {}).get(str(index))
     return scheme
 
 
-COMBINED_NULL = (
-    "Fisher's method over the marks' p-values, each under its own null "
-    "(the marks' tests are taken as independent)"
-)
+def data_list(data: DataBundle | Sequence[DataBundle] | None) -> tuple[DataBundle, ...]:
+    if data is None:
+        return ()
+    if isinstance(data, DataBundle):
+        return (data,)
+    return tuple(data)
+
+
+#: Without a verified timestamp, a claim needs a forgery cost of at least this many CPU-years.
+CLAIM_CPU_YEARS = 1000.0
+SECONDS_PER_YEAR = 365.25 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What the key's signature and timestamp prove (nnmark.provenance checks them)."""
+
+    signer: str | None = None
+    time: str | None = None
+    tsa: str | None = None
+    note: str = ""
+
+    @property
+    def timestamped(self) -> bool:
+        return self.time is not None
+
+    def sentence(self) -> str:
+        parts = []
+        if self.signer:
+            parts.append(f"signed by {self.signer}")
+        if self.time:
+            parts.append(f"committed no later than {self.time} (TSA {self.tsa})")
+        text = ", ".join(parts) or "none"
+        return f"{text}; {self.note}" if self.note else text
+
+
+def provenance(
+    key: OwnerKey, tsa_certs: Sequence[bytes] = (), suspect_seen: _dt.datetime | None = None
+) -> Provenance:
+    """Check the key's signature and timestamp; a present one that fails is an error (the key
+    was changed after it was signed or stamped). A timestamp counts only when it is checked
+    (a TSA certificate is given) and, if `suspect_seen` is given, predates it: a key stamped
+    after the suspect existed could have been searched for against it."""
+    from nnmark.provenance import check_signature, check_timestamp
+
+    signer = check_signature(key.commitment, key.signature) if key.signature else None
+    if key.timestamp is None:
+        return Provenance(signer=signer)
+    if not tsa_certs:
+        return Provenance(
+            signer=signer, note="a timestamp is attached but not checked (give --tsa-cert)"
+        )
+    stamp = check_timestamp(key.commitment, key.timestamp, tsa_certs)
+    when = stamp.time.astimezone(_dt.timezone.utc)
+    if suspect_seen is not None:
+        seen = (
+            suspect_seen if suspect_seen.tzinfo else suspect_seen.replace(tzinfo=_dt.timezone.utc)
+        )
+        if when > seen:
+            return Provenance(
+                signer=signer,
+                note=f"timestamp {when.isoformat()} (TSA {stamp.tsa}) is later than the "
+                f"suspect was seen ({seen.isoformat()}): it proves nothing against it",
+            )
+    return Provenance(signer=signer, time=when.isoformat(), tsa=stamp.tsa)
+
+
+def forgery_cost(p_value: float, seconds: float) -> float:
+    """CPU-years a key search needs, on average, to reach `p_value` by chance: 1 / p tries of
+    `seconds` each (the key's KDF derivations, measured here)."""
+    return seconds / max(p_value, 1e-300) / SECONDS_PER_YEAR
+
+
+def claim_threshold(alpha: float, seconds: float, timestamped: bool) -> float:
+    """The p-value a claim must beat: alpha, and without a timestamp also the p-value whose
+    search costs CLAIM_CPU_YEARS."""
+    if timestamped:
+        return alpha
+    return min(alpha, seconds / (CLAIM_CPU_YEARS * SECONDS_PER_YEAR))
+
+
+def _claim_rule(v: Verdict, alpha: float, cost: float, prov: Provenance) -> str:
+    if prov.timestamped:
+        rule = f"p < alpha = {alpha:g}; timestamped, so no search cost is needed"
+    else:
+        rule = (
+            f"p < alpha = {alpha:g} and a forgery cost of at least {CLAIM_CPU_YEARS:g} CPU-years "
+            "(no verified timestamp)"
+        )
+    if v.positive:
+        return f"claimed: {rule}"
+    if v.p_value < alpha and not prov.timestamped and cost < CLAIM_CPU_YEARS:
+        return (
+            f"not claimed: p < alpha, but a key search reaches it in {cost:.3g} CPU-years; {rule}"
+        )
+    return f"not claimed: {rule}"
+
+
+def _finish(
+    v: Verdict, alpha: float, seconds: float, prov: Provenance, scheme: Scheme | None
+) -> Verdict:
+    """One part's verdict under the claim rule: the user's alpha, the forgery cost, priority."""
+    if scheme is not None and scheme.requires_timestamp and not prov.timestamped and v.positive:
+        v = dataclasses.replace(
+            v,
+            verdict="not_found",
+            reason=(
+                "the key's holder chose this mark's evidence (stored triggers): a claim needs a "
+                "verified timestamp (nnmark key timestamp, then verify --tsa-cert)"
+            ),
+        )
+    cost = forgery_cost(v.p_value, seconds)
+    return dataclasses.replace(
+        v,
+        alpha=alpha,
+        forgery_cost=cost,
+        claim_rule=_claim_rule(v, alpha, cost, prov),
+        priority=prov.sentence(),
+    )
 
 
 def verify(
     suspect: Suspect | nn.Module | str,
     key: OwnerKey,
     alpha: float = DEFAULT_ALPHA,
+    *,
+    data: DataBundle | Sequence[DataBundle] | None = None,
+    tsa_certs: Sequence[bytes] = (),
+    suspect_seen: _dt.datetime | None = None,
 ) -> Verdict:
     """Verify every mark of `key` in `suspect`; several marks give one combined verdict.
 
     `suspect` may be a path, an `nn.Module` (your own class works: only the named tensors are
-    read by white-box schemes) or a `Suspect`.
+    read by white-box schemes) or a `Suspect`. `data` are the data sets the key's derivations
+    name (checked by content hash; the built-in digits is found alone); `tsa_certs` the
+    certificates (PEM or DER) a timestamp is checked against; `suspect_seen` when the suspect
+    was first seen (a timestamp after it does not count).
+
+    The claim rule: found when p < alpha and, unless a verified timestamp proves the key
+    existed before, the forgery cost (1 / p derivations of the key's KDF) is at least
+    CLAIM_CPU_YEARS; a mark whose evidence the key's holder chose (frontier) needs the timestamp.
     """
     s = as_suspect(suspect)
-    verdicts = [bound_scheme(key, m.index).verify(s, alpha) for m in key.marks]
+    prov = provenance(key, tsa_certs, suspect_seen)
+    schemes = [bound_scheme(key, m.index, data) for m in key.marks]
+    seconds = key.derivation_seconds
+    threshold = claim_threshold(alpha, seconds, prov.timestamped)
+    verdicts = [_finish(sch.verify(s, threshold), alpha, seconds, prov, sch) for sch in schemes]
     if len(verdicts) == 1:
         return verdicts[0]
-    p = fisher_combine([v.p_value for v in verdicts])
+    independent = all(sch.independent_null for sch in schemes)
+    if independent:
+        p = fisher_combine([v.p_value for v in verdicts])
+        method, null = "fisher", COMBINED_NULL
+    else:
+        p = bonferroni_combine([v.p_value for v in verdicts])
+        method, null = "bonferroni", BONFERRONI_NULL
     integrity = all(v.verdict in ("intact", "modified") for v in verdicts)
-    found = decide(p, alpha)
+    found = decide(p, threshold) and not any(
+        sch.requires_timestamp and not prov.timestamped for sch in schemes
+    )
     word = ("intact" if found else "modified") if integrity else ("found" if found else "not_found")
-    return Verdict(
+    combined = Verdict(
         scheme="+".join(v.scheme for v in verdicts),
         verdict=word,  # type: ignore[arg-type]
-        statistic_name="fisher_chi2_p",
+        statistic_name=f"{method}_p",
         statistic=p,
         p_value=p,
         alpha=alpha,
         n=sum(v.n for v in verdicts),
-        null=COMBINED_NULL,
+        null=null,
         queries=sum(v.queries or 0 for v in verdicts) or None,
         parts=tuple(verdicts),
+        details={"combination": method},
     )
+    return _finish(combined, alpha, seconds, prov, None)
 
 
-def replace_alpha(verdict: Verdict, alpha: float) -> Verdict:
-    return dataclasses.replace(verdict, alpha=alpha)
+COMBINED_NULL = (
+    "Fisher's method over the marks' p-values: each part's null rests on the key's own "
+    "randomness (masks, labels, projections from independent KDF streams), so given the model "
+    "the parts' p-values are independent"
+)
+BONFERRONI_NULL = (
+    "Bonferroni over the marks' p-values (k x the smallest): a part's null is calibrated, not "
+    "the key's randomness alone, so the parts may be dependent"
+)

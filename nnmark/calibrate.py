@@ -8,8 +8,10 @@ their rate on each black-box mark's triggers, and stores it beside the key's com
 (`key.derived["calibration"][mark index]`, hashed separately): the pooled rate's upper 95 %
 Clopper-Pearson bound `ucb` and the bound on the highest single model's rate `model_ucb`
 (the suspect is one model, and models differ); verification then uses
-p0 = max(1/C, ucb, model_ucb) and says which (nnmark.schemes._trigger). For every mark it also
-records the unmarked models' p-values (for the calibration histogram). A scheme whose null
+p0 = max(1/C, ucb, model_ucb) and says which (nnmark.schemes.frontier): a calibration can only
+raise the null rate. Trigger sets whose labels the key draws need none (their test is exact);
+their rates are recorded all the same. For every mark it also records the unmarked models'
+p-values (for the calibration histogram). A scheme whose null
 must also cover models marked with *other* keys (frontier: stitching makes a model robust to
 adversarial examples in general) adds such reference models when `data` is given.
 """
@@ -59,12 +61,13 @@ def unmarked_models(
 
 def trigger_rates(scheme: TriggerScheme, models: Sequence[nn.Module]) -> dict[str, Any]:
     """Each model's share of the triggers answered with the key label, and the two bounds."""
-    n = len(scheme.x)
+    x, y = scheme.queried()
+    n = len(x)
     hits = []
     with torch.no_grad():
         for m in models:
             m.eval()
-            hits.append(int((m(scheme.x).argmax(1) == scheme.y).sum()))
+            hits.append(int((m(x).argmax(1) == y).sum()))
     k = sum(hits)
     return {
         "k": k,
@@ -92,7 +95,7 @@ def calibrate(
     """
     entries: dict[str, Any] = {}
     for mark in key.marks:
-        scheme = scheme_for(mark)
+        scheme = scheme_for(mark, [data] if data is not None else [])
         refs: list[nn.Module] = []
         if data is not None and isinstance(scheme, TriggerScheme):
             refs = scheme.references(models, data, epochs)

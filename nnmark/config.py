@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -12,6 +13,9 @@ from typing import Any, TypeVar
 from nnmark.errors import NNMarkError
 
 C = TypeVar("C")
+
+#: The largest integer an option may hold (exact in a float; bounds what a key can ask for).
+MAX_INT = 1 << 53
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -73,17 +77,24 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
             raise NNMarkError(f"option {name} must be an integer, got {value!r}")
         try:
             f = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise NNMarkError(f"option {name} must be an integer, got {value!r}") from None
-        if not f.is_integer():
-            raise NNMarkError(f"option {name} must be an integer, got {value!r}")
+        if not math.isfinite(f) or not f.is_integer() or abs(f) > MAX_INT:
+            raise NNMarkError(f"option {name} must be an integer of at most 2^53, got {value!r}")
         return int(f)
     if tp is float:
+        if isinstance(value, bool):
+            raise NNMarkError(f"option {name} must be a number, got {value!r}")
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            f = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise NNMarkError(f"option {name} must be a number, got {value!r}") from None
+        if not math.isfinite(f):
+            raise NNMarkError(f"option {name} must be a finite number, got {value!r}")
+        return f
     if tp is str:
+        if not isinstance(value, str | int | float) or len(str(value)) > 4096:
+            raise NNMarkError(f"option {name} must be text of at most 4096 characters")
         return str(value)
     return value
 

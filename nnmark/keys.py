@@ -1,29 +1,48 @@
-"""Owner keys: what verification needs, committed by a SHA-256 hash, nothing chosen freely.
+"""Owner keys: committed fields only, every secret re-derived through a memory-hard KDF.
 
-Key file (JSON, `format` = "nnmark-key", `version` = 1)::
+Key file (JSON, `format` = "nnmark-key", `version` = 2)::
 
-    {"format": "nnmark-key", "version": 1,
-     "committed": {"owner": str, "nonce": hex, "created": ISO-8601 UTC,
+    {"format": "nnmark-key", "version": 2,
+     "committed": {"owner": str, "nonce": 32 hex, "created": ISO-8601 UTC,
+                   "kdf": {"name": "scrypt", "n": 65536, "r": 8, "p": 1},
                    "marks": [{"scheme": str, "config": {...}, "layer": str | null,
-                              "bits": "0110...", "message": str | null, "data": {...}}]},
+                              "bits": "0110...", "message": str | null,
+                              "data": {...}, "stored": {...}}]},
      "commitment": sha256 hex of the canonical JSON of "committed",
+     "signature": {...}, "timestamp": {...},          # optional, over the commitment
      "derived": {...}, "derived_hash": sha256 hex of the canonical JSON of "derived"}
 
-Every secret a scheme uses (projection matrices, key positions, trigger inputs) is re-derived
-from `Mark.seed(purpose)`, a hash of owner, nonce, mark index, scheme, layer, config and payload.
-A forger who picks a payload after seeing a model therefore cannot pick the projection too:
-fitting n bits takes about 2^n tries. `data` holds only what cannot be re-derived because it
-depends on the trained model (e.g. frontier-stitching triggers). `derived` holds data added after
-the commitment (a calibration) under its own hash.
+What a key holds, and why nothing else:
+
+- `data` holds what a scheme's derivation *starts from* and cannot find in the suspect: host
+  shapes, the content hash of the data set key inputs are drawn from, an error-correcting code's
+  parameters. Every secret (projections, positions, dithers, masks, trigger inputs and labels) is
+  re-derived at verification from `Mark.seed(purpose)`, never read from the file.
+- `stored` holds what depends on the trained model and so cannot be re-derived (frontier's
+  adversarial triggers). A verdict that rests on stored evidence needs a verified timestamp
+  (nnmark.provenance): whoever holds the key chose that evidence.
+- The root secret of a mark is scrypt over *all* its committed fields but `stored` (owner, nonce,
+  creation time, KDF cost, scheme, config, layer, payload, message, data): changing any of them
+  (a new nonce, another payload, another step size) is a new derivation. A forger who searches
+  for a key that fits a model they never marked pays one derivation per try, and a try succeeds
+  at p-value p with probability p; the verdict reports that cost (`forgery_cost`).
+
+Version 1 keys (before 0.2) stored trigger inputs and step sizes that verification trusted, and
+derived secrets with a bare hash; they are refused with that reason (see README).
+`derived` holds data added after the commitment (a calibration) under its own hash; it can only
+make a verdict more conservative.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import json
+import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +54,35 @@ from nnmark.errors import NNMarkError
 from nnmark.io import atomic_write_text
 
 FORMAT = "nnmark-key"
-VERSION = 1
+VERSION = 2
+#: scrypt at N = 2^16, r = 8: 64 MiB and about 0.15 s per derivation on a 2-core EPYC.
+DEFAULT_KDF: dict[str, Any] = {"name": "scrypt", "n": 1 << 16, "r": 8, "p": 1}
+MAX_KEY_BYTES = 64 << 20
+MAX_MARKS = 16
+MAX_BITS = 1 << 20
+MAX_TEXT = 4096
+#: The largest KDF cost a key may ask of a verifier (memory 128 * n * r bytes: 1 GiB).
+MAX_KDF_MEMORY = 1 << 30
+
+_TOP_FIELDS = {
+    "format",
+    "version",
+    "committed",
+    "commitment",
+    "derived",
+    "derived_hash",
+    "signature",
+    "timestamp",
+}
+_COMMITTED_FIELDS = {"owner", "nonce", "created", "kdf", "marks"}
+_MARK_FIELDS = {"scheme", "config", "layer", "bits", "message", "data", "stored"}
 
 
 def canonical_json(obj: Any) -> str:
-    """The canonical JSON the commitment hashes: sorted keys, no spaces, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The canonical JSON the commitment hashes: sorted keys, no spaces, UTF-8, finite numbers."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def sha256_hex(obj: Any) -> str:
@@ -52,9 +94,46 @@ def bits_to_str(bits: Sequence[int]) -> str:
 
 
 def str_to_bits(text: str) -> tuple[int, ...]:
-    if any(c not in "01" for c in text):
-        raise NNMarkError("key file: payload bits must be a string of 0 and 1")
+    if not isinstance(text, str) or any(c not in "01" for c in text):
+        raise NNMarkError("key file: field bits must be a string of 0 and 1")
+    if len(text) > MAX_BITS:
+        raise NNMarkError(f"key file: field bits holds {len(text)} bits (at most {MAX_BITS})")
     return tuple(int(c) for c in text)
+
+
+def check_kdf(kdf: Any, source: str = "key file") -> dict[str, Any]:
+    """A validated KDF cost: scrypt, N a power of two in [2^10, 2^20], r in [1, 32], p in
+    [1, 4], memory 128 N r at most 1 GiB (a key must not make its verifier allocate more)."""
+    if not isinstance(kdf, dict) or set(kdf) != {"name", "n", "r", "p"}:
+        raise NNMarkError(f"{source}: field kdf must be {{name, n, r, p}}")
+    n, r, p = kdf["n"], kdf["r"], kdf["p"]
+    if kdf["name"] != "scrypt":
+        raise NNMarkError(f"{source}: field kdf.name must be 'scrypt', got {kdf['name']!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, r, p)):
+        raise NNMarkError(f"{source}: fields kdf.n, kdf.r, kdf.p must be integers")
+    if not (1 << 10) <= n <= (1 << 20) or n & (n - 1):
+        raise NNMarkError(f"{source}: field kdf.n must be a power of two in [2^10, 2^20], got {n}")
+    if not 1 <= r <= 32 or not 1 <= p <= 4:
+        raise NNMarkError(f"{source}: fields kdf.r in [1, 32] and kdf.p in [1, 4], got {r}, {p}")
+    if 128 * n * r > MAX_KDF_MEMORY:
+        raise NNMarkError(f"{source}: field kdf asks for {128 * n * r >> 20} MiB (at most 1024)")
+    return {"name": "scrypt", "n": n, "r": r, "p": p}
+
+
+@functools.lru_cache(maxsize=512)
+def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int) -> tuple[bytes, float]:
+    """The derivation and the seconds it took (memoised: a pure function of its inputs)."""
+    start = time.perf_counter()
+    out = hashlib.scrypt(
+        password, salt=salt, n=n, r=r, p=p, maxmem=128 * n * r * p + (1 << 24), dklen=32
+    )
+    return out, time.perf_counter() - start
+
+
+def derivation_seconds(kdf: dict[str, Any]) -> float:
+    """Seconds one derivation at this cost takes here, measured on a fresh input."""
+    _, seconds = _scrypt(os.urandom(16), b"nnmark/timing", kdf["n"], kdf["r"], kdf["p"])
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -67,26 +146,53 @@ class Mark:
     bits: tuple[int, ...]
     owner: str
     nonce: str
+    created: str = ""
+    kdf: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_KDF))
     index: int = 0
     message: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    stored: dict[str, Any] = field(default_factory=dict)
+
+    def material(self) -> dict[str, Any]:
+        """Everything the root secret depends on: every committed field but `stored`."""
+        return {
+            "owner": self.owner,
+            "nonce": self.nonce,
+            "created": self.created,
+            "kdf": self.kdf,
+            "index": self.index,
+            **{k: v for k, v in self.entry().items() if k != "stored"},
+        }
+
+    def _derive(self) -> tuple[bytes, float]:
+        k = self.kdf
+        salt = f"nnmark/v{VERSION}/{self.nonce}".encode()
+        return _scrypt(canonical_json(self.material()).encode(), salt, k["n"], k["r"], k["p"])
+
+    @property
+    def secret(self) -> bytes:
+        """The mark's 256-bit root secret (scrypt; memoised per process)."""
+        return self._derive()[0]
+
+    @property
+    def derivation_seconds(self) -> float:
+        """What the derivation of this mark's secret cost when it was first computed here."""
+        return self._derive()[1]
 
     def seed(self, purpose: str) -> int:
         """A 63-bit seed for one use (e.g. "projection"), re-derivable from the key alone."""
-        material = {
-            "owner": self.owner,
-            "nonce": self.nonce,
-            "index": self.index,
-            "scheme": self.scheme,
-            "layer": self.layer,
-            "config": self.config,
-            "bits": bits_to_str(self.bits),
-            "purpose": purpose,
-        }
-        return int(sha256_hex(material)[:16], 16) & ((1 << 63) - 1)
+        digest = hashlib.sha256(self.secret + b"|" + purpose.encode()).digest()
+        return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
 
     def generator(self, purpose: str) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed(purpose))
+
+    def mask(self, n: int | None = None) -> torch.Tensor:
+        """The key's secret bit mask (fair coins): what bit-carrying schemes embed is
+        payload XOR mask, so a model that never saw the key matches any payload, chosen or not,
+        with probability exactly 1/2 per bit."""
+        size = len(self.bits) if n is None else n
+        return torch.randint(0, 2, (size,), generator=self.generator("mask"))
 
     def entry(self) -> dict[str, Any]:
         return {
@@ -96,6 +202,7 @@ class Mark:
             "bits": bits_to_str(self.bits),
             "message": self.message,
             "data": self.data,
+            "stored": self.stored,
         }
 
 
@@ -111,23 +218,35 @@ def payload_bits(owner: str, nonce: str, n: int, index: int = 0) -> tuple[int, .
     return tuple(out[:n])
 
 
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
 @dataclass(frozen=True)
 class OwnerKey:
-    """An owner's key: owner string, nonce, creation time, marks, and data derived later."""
+    """An owner's key: owner, nonce, creation time, KDF cost, marks; the signature and the
+    timestamp over its commitment; data derived later."""
 
     owner: str
     nonce: str
     created: str
     marks: tuple[Mark, ...] = ()
     derived: dict[str, Any] = field(default_factory=dict)
+    kdf: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_KDF))
+    signature: dict[str, Any] | None = None
+    timestamp: dict[str, Any] | None = None
 
     @classmethod
-    def new(cls, owner: str, nonce: str | None = None) -> OwnerKey:
+    def new(
+        cls, owner: str, nonce: str | None = None, *, kdf: dict[str, Any] | None = None
+    ) -> OwnerKey:
         """A fresh key; the nonce is random unless given (give one for reproducible keys)."""
-        if not owner.strip():
-            raise NNMarkError("owner must not be empty")
-        now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-        return cls(owner=owner, nonce=nonce or os.urandom(16).hex(), created=now)
+        _check_owner(owner, "owner")
+        nonce = nonce or os.urandom(16).hex()
+        _check_nonce(nonce, "nonce")
+        return cls(
+            owner=owner, nonce=nonce, created=_now(), kdf=check_kdf(dict(kdf or DEFAULT_KDF))
+        )
 
     def new_mark(
         self,
@@ -137,6 +256,7 @@ class OwnerKey:
         bits: Sequence[int],
         message: str | None = None,
         data: dict[str, Any] | None = None,
+        stored: dict[str, Any] | None = None,
     ) -> Mark:
         """A mark bound to this key (not yet added: see `with_mark`)."""
         return Mark(
@@ -146,15 +266,25 @@ class OwnerKey:
             bits=tuple(int(b) for b in bits),
             owner=self.owner,
             nonce=self.nonce,
+            created=self.created,
+            kdf=dict(self.kdf),
             index=len(self.marks),
             message=message,
             data=dict(data or {}),
+            stored=dict(stored or {}),
         )
 
     def with_mark(self, mark: Mark) -> OwnerKey:
-        if mark.owner != self.owner or mark.nonce != self.nonce or mark.index != len(self.marks):
+        if (
+            mark.owner != self.owner
+            or mark.nonce != self.nonce
+            or mark.created != self.created
+            or mark.kdf != self.kdf
+            or mark.index != len(self.marks)
+        ):
             raise ValueError("mark was not made by this key's new_mark")
-        return dataclasses.replace(self, marks=(*self.marks, mark))
+        # a new mark changes the commitment: a signature or timestamp over the old one is void
+        return dataclasses.replace(self, marks=(*self.marks, mark), signature=None, timestamp=None)
 
     def with_derived(self, name: str, value: Any) -> OwnerKey:
         """Attach data derived after the commitment (e.g. a calibration) under `name`."""
@@ -165,12 +295,18 @@ class OwnerKey:
             "owner": self.owner,
             "nonce": self.nonce,
             "created": self.created,
+            "kdf": self.kdf,
             "marks": [m.entry() for m in self.marks],
         }
 
     @property
     def commitment(self) -> str:
         return sha256_hex(self.committed())
+
+    @property
+    def derivation_seconds(self) -> float:
+        """Seconds one try of a key search costs: a derivation per mark."""
+        return sum(m.derivation_seconds for m in self.marks)
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -179,6 +315,10 @@ class OwnerKey:
             "committed": self.committed(),
             "commitment": self.commitment,
         }
+        if self.signature is not None:
+            doc["signature"] = self.signature
+        if self.timestamp is not None:
+            doc["timestamp"] = self.timestamp
         if self.derived:
             doc["derived"] = self.derived
             doc["derived_hash"] = sha256_hex(self.derived)
@@ -190,45 +330,162 @@ class OwnerKey:
 
     @classmethod
     def from_json(cls, doc: Any, source: str = "key file") -> OwnerKey:
-        try:
-            if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-                raise NNMarkError(f"{source}: not an nnmark key file")
-            if doc.get("version") != VERSION:
-                raise NNMarkError(f"{source}: unsupported key version {doc.get('version')!r}")
-            c = doc["committed"]
-            owner, nonce, created = str(c["owner"]), str(c["nonce"]), str(c["created"])
-            marks = tuple(
-                Mark(
-                    scheme=str(m["scheme"]),
-                    config=dict(m["config"]),
-                    layer=m["layer"],
-                    bits=str_to_bits(m["bits"]),
-                    owner=owner,
-                    nonce=nonce,
-                    index=i,
-                    message=m.get("message"),
-                    data=dict(m.get("data") or {}),
-                )
-                for i, m in enumerate(c["marks"])
+        """A key from its JSON, every field checked: a key is the other side's file."""
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise NNMarkError(f"{source}: not an nnmark key file")
+        version = doc.get("version")
+        if version == 1:
+            raise NNMarkError(
+                f"{source}: key format version 1 is refused: it stored trigger inputs and step "
+                "sizes that verification trusted and derived its secrets with a bare hash, so a "
+                "verdict under it can be forged; mark the model again with this nnmark"
             )
-            key = cls(owner, nonce, created, marks, dict(doc.get("derived") or {}))
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise NNMarkError(f"{source}: malformed key file ({exc})") from None
-        if sha256_hex(c) != doc.get("commitment"):
+        if version != VERSION:
+            raise NNMarkError(f"{source}: unsupported key version {version!r}")
+        _fields(doc, _TOP_FIELDS, {"format", "version", "committed", "commitment"}, source, "")
+        c = doc["committed"]
+        if not isinstance(c, dict):
+            raise NNMarkError(f"{source}: field committed must be an object")
+        _fields(c, _COMMITTED_FIELDS, _COMMITTED_FIELDS, source, "committed.")
+        owner = _check_owner(c["owner"], f"{source}: field committed.owner")
+        nonce = _check_nonce(c["nonce"], f"{source}: field committed.nonce")
+        created = _check_created(c["created"], f"{source}: field committed.created")
+        kdf = check_kdf(c["kdf"], source)
+        marks_doc = c["marks"]
+        if not isinstance(marks_doc, list) or not 1 <= len(marks_doc) <= MAX_MARKS:
+            raise NNMarkError(f"{source}: field committed.marks must hold 1 to {MAX_MARKS} marks")
+        marks = tuple(
+            _read_mark(m, i, owner, nonce, created, kdf, source) for i, m in enumerate(marks_doc)
+        )
+        if not isinstance(doc["commitment"], str) or sha256_hex(c) != doc["commitment"]:
             raise NNMarkError(f"{source}: commitment does not match the key's contents")
-        if key.derived and sha256_hex(key.derived) != doc.get("derived_hash"):
+        derived = doc.get("derived") or {}
+        if not isinstance(derived, dict):
+            raise NNMarkError(f"{source}: field derived must be an object")
+        if derived and sha256_hex(derived) != doc.get("derived_hash"):
             raise NNMarkError(f"{source}: derived data does not match its hash")
-        if not key.marks:
-            raise NNMarkError(f"{source}: the key holds no mark")
-        return key
+        for name in ("signature", "timestamp"):
+            if name in doc and not isinstance(doc[name], dict):
+                raise NNMarkError(f"{source}: field {name} must be an object")
+        return cls(
+            owner,
+            nonce,
+            created,
+            marks,
+            derived,
+            kdf,
+            doc.get("signature"),
+            doc.get("timestamp"),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> OwnerKey:
         p = Path(path)
         if not p.is_file():
             raise NNMarkError(f"key file not found: {p}")
+        size = p.stat().st_size
+        if size > MAX_KEY_BYTES:
+            raise NNMarkError(f"{p}: {size} bytes is too large for a key file")
         try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            doc = json.loads(p.read_text(encoding="utf-8"), parse_constant=_no_constant)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise NNMarkError(f"{p}: unreadable key file ({exc.__class__.__name__})") from None
+        except ValueError as exc:
+            raise NNMarkError(f"{p}: unreadable key file ({exc})") from None
         return cls.from_json(doc, str(p))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a key may hold")
+
+
+def _fields(doc: dict[str, Any], allowed: set[str], required: set[str], src: str, at: str) -> None:
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise NNMarkError(f"{src}: unknown field {at}{unknown[0]}")
+    missing = sorted(required - set(doc))
+    if missing:
+        raise NNMarkError(f"{src}: missing field {at}{missing[0]}")
+
+
+def _check_owner(owner: Any, what: str) -> str:
+    if not isinstance(owner, str) or not owner.strip() or len(owner) > 256:
+        raise NNMarkError(f"{what} must be a non-empty string of at most 256 characters")
+    if any(ord(ch) < 32 for ch in owner):
+        raise NNMarkError(f"{what} must not hold control characters")
+    return owner
+
+
+def _check_nonce(nonce: Any, what: str) -> str:
+    if not isinstance(nonce, str) or not 32 <= len(nonce) <= 64:
+        raise NNMarkError(f"{what} must be 32 to 64 hex digits")
+    try:
+        bytes.fromhex(nonce)
+    except ValueError:
+        raise NNMarkError(f"{what} must be 32 to 64 hex digits") from None
+    return nonce
+
+
+def _check_created(created: Any, what: str) -> str:
+    try:
+        when = _dt.datetime.fromisoformat(str(created))
+    except ValueError:
+        raise NNMarkError(f"{what} must be an ISO-8601 time") from None
+    if not isinstance(created, str) or when.utcoffset() != _dt.timedelta(0):
+        raise NNMarkError(f"{what} must be an ISO-8601 time in UTC")
+    return created
+
+
+def check_finite_json(obj: Any, what: str, depth: int = 0) -> None:
+    """Every number in a JSON value finite, nesting at most 32 deep."""
+    if depth > 32:
+        raise NNMarkError(f"{what} is nested too deeply")
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise NNMarkError(f"{what} holds a number that is not finite")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            check_finite_json(v, f"{what}.{k}", depth + 1)
+    elif isinstance(obj, list):
+        for v in obj:
+            check_finite_json(v, what, depth + 1)
+
+
+def _read_mark(
+    m: Any, i: int, owner: str, nonce: str, created: str, kdf: dict[str, Any], source: str
+) -> Mark:
+    at = f"committed.marks[{i}]."
+    if not isinstance(m, dict):
+        raise NNMarkError(f"{source}: field {at[:-1]} must be an object")
+    _fields(m, _MARK_FIELDS, {"scheme", "config", "layer", "bits", "data"}, source, at)
+    for name, kind in (("scheme", str), ("config", dict), ("data", dict)):
+        if not isinstance(m[name], kind):
+            raise NNMarkError(f"{source}: field {at}{name} has the wrong type")
+    stored = m.get("stored", {})
+    if not isinstance(stored, dict):
+        raise NNMarkError(f"{source}: field {at}stored must be an object")
+    layer = m["layer"]
+    if layer is not None and (not isinstance(layer, str) or not 0 < len(layer) <= 256):
+        raise NNMarkError(f"{source}: field {at}layer must be a layer name or null")
+    message = m.get("message")
+    if message is not None and (not isinstance(message, str) or len(message) > MAX_TEXT):
+        raise NNMarkError(f"{source}: field {at}message must be text of at most {MAX_TEXT}")
+    for name in ("config", "data", "stored"):
+        check_finite_json(m.get(name, {}), f"{source}: field {at}{name}")
+    try:
+        bits = str_to_bits(m["bits"])
+    except NNMarkError as exc:
+        raise NNMarkError(f"{source}: field {at}bits: {str(exc).split(': ', 1)[-1]}") from None
+    return Mark(
+        scheme=m["scheme"],
+        config=dict(m["config"]),
+        layer=layer,
+        bits=bits,
+        owner=owner,
+        nonce=nonce,
+        created=created,
+        kdf=kdf,
+        index=i,
+        message=message,
+        data=dict(m["data"]),
+        stored=dict(stored),
+    )

@@ -45,7 +45,20 @@ class LookPlan:
 
     def adjusted(self, k: int, q: int, p0: float) -> float:
         """Bonferroni-adjusted p-value of k matches in q queries."""
-        return min(1.0, self.looks * binomial_pvalue(k, q, p0))
+        return self.adjust(binomial_pvalue(k, q, p0))
+
+    def adjust(self, p: float) -> float:
+        """Bonferroni adjustment of one look's p-value."""
+        return min(1.0, self.looks * p)
+
+    def step(self, p_now: float, p_best: float, q: int, alpha: float) -> Decision:
+        """The decision after a look with raw p-value `p_now`, where `p_best` is the smallest
+        raw p-value the remaining queries could still reach (all of them matching)."""
+        if self.adjust(p_now) < alpha:
+            return "found"
+        if q >= self.max_queries or self.adjust(p_best) >= alpha:
+            return "not_found"
+        return "continue"
 
     def decide(self, k: int, q: int, p0: float, alpha: float, n_total: int) -> Decision:
         """Claim when the adjusted p < alpha; give up when even all remaining queries matching

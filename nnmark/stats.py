@@ -47,6 +47,55 @@ def binomial_pvalue(k: int, n: int, p0: float = 0.5) -> float:
     return float(_st.binom.sf(k - 1, n, p0))
 
 
+def label_randomization_pvalue(counts: np.ndarray, observed: int) -> float:
+    """P(S >= observed), S = sum over groups g of counts[g, L_g], each L_g uniform over the C
+    columns and independent: the exact null of a trigger set whose labels the key drew.
+
+    `counts` (G x C) says how often the suspect answered each label with the triggers of each
+    group. A model that never saw the key answers from the inputs alone, and the labels were
+    drawn independently of the inputs, so conditional on its answers each group's match count
+    is counts[g, L] for a uniformly random label L: whatever the model's "sink" classes, the
+    test is exact. With one trigger per group it is Binomial(q, 1/C) for answers inside C.
+
+    >>> round(label_randomization_pvalue(np.array([[1, 0], [1, 0]]), 2), 6)   # 2 of 2, C = 2
+    0.25
+    >>> label_randomization_pvalue(np.array([[3, 0, 0]]), 3)                # one group: 1/C
+    0.3333333333333333
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.ndim != 2 or counts.shape[1] < 1 or (counts < 0).any():
+        raise ValueError("counts must be a G x C table of non-negative integers")
+    pmf = np.ones(1)
+    share = 1.0 / counts.shape[1]
+    for row in counts:
+        group = np.zeros(int(row.max()) + 1)
+        np.add.at(group, row, share)
+        pmf = np.convolve(pmf, group)
+    if observed <= 0:
+        return 1.0
+    if observed >= len(pmf):
+        return 0.0
+    return float(min(1.0, pmf[observed:].sum()))
+
+
+def hypergeometric_pvalue(k: int, n_real: int, hits: int, total: int) -> float:
+    """P(X >= k), X ~ Hypergeometric(total, hits, n_real): the chance that n_real triggers
+    drawn at random from `total` exchangeable ones include k or more of the `hits`.
+
+    >>> round(hypergeometric_pvalue(2, 2, 2, 4), 6)    # both hits among the 2 real of 4
+    0.166667
+    """
+    if total <= 0 or n_real <= 0:
+        return 1.0
+    return float(_st.hypergeom.sf(k - 1, total, hits, n_real))
+
+
+def bonferroni_combine(p_values: Sequence[float]) -> float:
+    """min(1, k * min p): valid whatever the dependence between the k tests."""
+    ps = list(p_values)
+    return min(1.0, len(ps) * min(ps)) if ps else 1.0
+
+
 def decide(p_value: float, alpha: float) -> bool:
     """The mark is claimed when p < alpha (a strict inequality)."""
     return p_value < alpha

@@ -32,6 +32,13 @@ class Verdict:
     reason: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     parts: tuple[Verdict, ...] = ()
+    #: Expected CPU-years a search over keys needs to reach this p-value by chance (1 / p
+    #: derivations of the key's memory-hard KDF), on the verifier's CPU.
+    forgery_cost: float | None = None
+    #: Which rule decided the claim (alpha, forgery cost, timestamp), in a sentence.
+    claim_rule: str | None = None
+    #: Who signed the key and when it provably existed ("none" without either).
+    priority: str | None = None
 
     @property
     def positive(self) -> bool:

@@ -55,6 +55,44 @@ def blackbox_options() -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
+def fashion() -> DataBundle:
+    """Fashion-MNIST: the source of `unrelated` triggers; keys name it by content hash, so
+    verification needs it too."""
+    return load_data(f"fashion-mnist:{FASHION}")
+
+
+@pytest.fixture(scope="session")
+def key_data(digits: DataBundle, fashion: DataBundle) -> list[DataBundle]:
+    """Every data set the tests' keys re-derive inputs from: pass as verify(..., data=)."""
+    return [digits, fashion]
+
+
+@pytest.fixture(scope="session")
+def tsa():  # type: ignore[no-untyped-def]
+    """An RFC 3161 time-stamping authority on loopback (OpenSSL behind a small HTTP handler),
+    as a user's would be a public one: keys whose evidence the holder chose (frontier) need a
+    verified timestamp to be claimed."""
+    from nnmark.testing.tsa import LoopbackTSA
+
+    with LoopbackTSA() as authority:
+        yield authority
+
+
+@pytest.fixture(scope="session")
+def stamp(tsa):  # type: ignore[no-untyped-def]
+    """stamp(key) -> the key with a timestamp token from the loopback TSA; pass
+    `tsa_certs=[tsa.ca_cert_pem]` to verify to have it counted."""
+    import dataclasses
+
+    from nnmark.provenance import fetch_timestamp
+
+    def _stamp(key: OwnerKey) -> OwnerKey:
+        return dataclasses.replace(key, timestamp=fetch_timestamp(key.commitment, tsa.url))
+
+    return _stamp
+
+
+@pytest.fixture(scope="session")
 def blackbox_marked(
     digits: DataBundle, plain_cnn: torch.nn.Module, blackbox_options: dict[str, dict[str, str]]
 ) -> dict[str, tuple[torch.nn.Module, OwnerKey]]:

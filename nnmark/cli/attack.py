@@ -116,26 +116,59 @@ def attack_cmd(
 
 @command("forge")
 def forge_cmd(
-    model_path: Annotated[Path, typer.Argument(help="A marked model file the thief holds")],
-    out_path: Annotated[Path, typer.Option("--out", help="The forged key file")],
-    bits: Annotated[int, typer.Option(help="Payload bits of the forged claim")] = 64,
-    tries: Annotated[int, typer.Option(help="Forging attempts; the best is kept")] = 200,
-    layer: Annotated[str | None, typer.Option(help="Host layer (default: the scheme's)")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the attempts' nonces")] = 0,
+    model_path: Annotated[
+        Path, typer.Argument(help="A model the forger holds (never marked by them)")
+    ],
+    data: Annotated[str, typer.Option("--data", help="The task's data (NAME[:PATH])")] = "digits",
+    scheme: Annotated[
+        list[str] | None, typer.Option("--scheme", help="Schemes to forge (repeatable; all)")
+    ] = None,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--strategy",
+            help="Strategies (repeatable; all): honest, chosen_payload, tampered, "
+            "fabricated_triggers, identity_edit, nonce_search",
+        ),
+    ] = None,
+    budget: Annotated[float, typer.Option(help="Seconds of nonce search per scheme")] = 2.0,
+    victim_key: Annotated[
+        Path | None, typer.Option("--victim-key", help="Someone else's key for this model")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every attempt as JSON")] = False,
 ) -> None:
-    """The ambiguity attack (nnmark.attacks.forge): fabricate an Uchida key for a model you did
-    not mark. Keys commit to their payload before the projection exists, so the claim fails."""
-    from nnmark.api import verify
-    from nnmark.attacks.forge import forge_key
-    from nnmark.io import load_model
+    """The forger's toolbox (nnmark.forge): fabricated triggers, chosen payloads, tampered
+    fields, identity edits and a timed nonce search against every scheme. Exit 0 when no forged
+    key was accepted, 1 when one was (a hole in verification)."""
+    import functools
 
-    check_output(out_path)
+    from nnmark.data import load_data
+    from nnmark.forge import STRATEGIES, Strategy, Target, forge, nonce_search
+    from nnmark.io import load_model
+    from nnmark.keys import OwnerKey
+
+    unknown = sorted(set(strategy or []) - set(STRATEGIES))
+    if unknown:
+        raise NNMarkError(f"unknown strategy {unknown[0]!r} (known: {', '.join(STRATEGIES)})")
+    if budget <= 0 or budget > 3600:
+        raise NNMarkError(f"--budget must be in (0, 3600] seconds, got {budget}")
     model, _ = load_model(model_path)
-    key = forge_key(model, layer=layer, bits=bits, tries=tries, seed=seed)
-    key.save(out_path)
-    v = verify(model, key)
-    out.print(
-        f"forged key (best of {tries} tries) -> saved {out_path}; verified on {model_path}: "
-        f"{v.verdict}, BER {v.ber:.3f}, p {v.p_value:.2e}",
-        markup=False,
-    )
+    bundle = load_data(data)
+    target = Target(model, bundle, OwnerKey.load(victim_key) if victim_key else None)
+    strategies: dict[str, Strategy] = {
+        **STRATEGIES,
+        "nonce_search": functools.partial(nonce_search, budget_s=budget),
+    }
+    results = forge(target, scheme, strategy, strategies)
+    if as_json:
+        print(json.dumps([dataclasses.asdict(r) for r in results], default=str))
+    else:
+        table = Table(title=f"forge: {model_path}")
+        for col in ("scheme", "strategy", "outcome", "detail"):
+            table.add_column(col)
+        for r in results:
+            table.add_row(r.scheme, r.strategy, r.outcome, r.detail[:120])
+        out.print(table)
+        accepted = sum(r.accepted for r in results)
+        out.print(f"{len(results)} forged keys, {accepted} accepted", markup=False)
+    raise typer.Exit(1 if any(r.accepted for r in results) else 0)

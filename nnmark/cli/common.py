@@ -31,8 +31,11 @@ err = Console(stderr=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
-    """Register a command whose user errors exit 2 with one line on stderr, no traceback."""
+def command(
+    name: str | None = None, *, target: typer.Typer | None = None, **kwargs: Any
+) -> Callable[[F], F]:
+    """Register a command (on `app`, or on a sub-app `target`) whose user errors exit 2 with
+    one line on stderr, no traceback."""
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
@@ -59,7 +62,7 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
                 )
                 raise typer.Exit(2) from None
 
-        app.command(name, **kwargs)(wrapper)
+        (target or app).command(name, **kwargs)(wrapper)
         return fn
 
     return deco
@@ -107,6 +110,28 @@ def parse_options(sets: list[str] | None) -> dict[str, str]:
 
 def print_json(obj: Any) -> None:
     out.print_json(json.dumps(obj))
+
+
+MAX_CERT_BYTES = 1 << 20
+
+
+def read_certs(paths: list[Path] | None) -> list[bytes]:
+    """--tsa-cert files, each checked to hold certificates before any other work."""
+    from nnmark.provenance import trusted_subjects
+
+    certs = []
+    for path in paths or []:
+        if not path.is_file():
+            raise NNMarkError(f"TSA certificate file not found: {path}")
+        if path.stat().st_size > MAX_CERT_BYTES:
+            raise NNMarkError(f"{path}: too large for a certificate file")
+        data = path.read_bytes()
+        try:
+            trusted_subjects([data])
+        except NNMarkError:
+            raise NNMarkError(f"{path}: not a PEM or DER X.509 certificate") from None
+        certs.append(data)
+    return certs
 
 
 SetOption = typer.Option(

@@ -188,9 +188,21 @@ def embed_cmd(
     out.print(f"saved {out_path} and key {key_out}")
 
 
+def _cost(v: Verdict) -> str:
+    return "" if v.forgery_cost is None else f"{v.forgery_cost:.3g}"
+
+
 def verdict_table(v: Verdict) -> Table:
     table = Table(title=f"verify: {v.scheme}", show_header=True)
-    for col in ("mark", "verdict", "statistic", "p-value", "n", "reason"):
+    for col in (
+        "mark",
+        "verdict",
+        "statistic",
+        "p-value",
+        "n",
+        "forgery cost (CPU-years)",
+        "reason",
+    ):
         table.add_column(col)
     for part in v.parts or (v,):
         table.add_row(
@@ -199,10 +211,13 @@ def verdict_table(v: Verdict) -> Table:
             f"{part.statistic_name} {part.statistic:.4g}",
             f"{part.p_value:.3g}",
             str(part.n),
+            _cost(part),
             part.reason or "",
         )
     if v.parts:
-        table.add_row("combined", v.verdict, v.statistic_name, f"{v.p_value:.3g}", str(v.n), "")
+        table.add_row(
+            "combined", v.verdict, v.statistic_name, f"{v.p_value:.3g}", str(v.n), _cost(v), ""
+        )
     return table
 
 
@@ -243,7 +258,11 @@ def emit_verdict(v: Verdict, as_json: bool) -> None:
         out.print(verdict_table(v))
         for line in evidence_lines(v):
             out.print(line, markup=False, soft_wrap=True)
-        out.print(f"null hypothesis: {v.null}; alpha {v.alpha:g}")
+        out.print(f"null hypothesis: {v.null}; alpha {v.alpha:g}", markup=False, soft_wrap=True)
+        if v.claim_rule:
+            out.print(f"claim rule: {v.claim_rule}", markup=False, soft_wrap=True)
+        if v.priority:
+            out.print(f"priority: {v.priority}", markup=False, soft_wrap=True)
     raise typer.Exit(v.exit_code)
 
 
@@ -267,10 +286,38 @@ def verify_cmd(
     max_queries: Annotated[
         int | None, typer.Option("--max-queries", help="Query budget (black-box schemes)")
     ] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data",
+            help="NAME:PATH of a data set the key re-derives its inputs from (checked by its "
+            "content hash; repeatable; the built-in digits is found alone)",
+        ),
+    ] = None,
+    tsa_cert: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--tsa-cert",
+            help="Trusted TSA certificate or root CA for the key's timestamp (repeatable)",
+        ),
+    ] = None,
+    suspect_seen: Annotated[
+        str | None,
+        typer.Option(
+            "--suspect-seen",
+            help="When the suspect was first seen (ISO-8601): a key timestamped later than that "
+            "proves nothing against it",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON")] = False,
 ) -> None:
-    """Verify ownership of a suspect model. Exit 0 found/intact, 1 not found/modified, 2 error."""
+    """Verify ownership of a suspect model. Exit 0 found/intact, 1 not found/modified, 2 error.
+
+    Found needs p < alpha and, without a verified timestamp, a forgery cost of at least 1000
+    CPU-years (the expected cost of searching keys until one fits this well by chance)."""
     from nnmark.api import verify
+    from nnmark.cli.common import read_certs
+    from nnmark.data import load_data
     from nnmark.keys import OwnerKey
     from nnmark.suspect import Suspect, load_suspect
 
@@ -281,6 +328,18 @@ def verify_cmd(
     if (model_path is None) == (remote is None):
         raise NNMarkError("give either a suspect MODEL file or --remote URL (exactly one)")
     owner_key = OwnerKey.load(key)
+    certs = read_certs(tsa_cert)
+    seen = None
+    if suspect_seen is not None:
+        import datetime as dt
+
+        try:
+            seen = dt.datetime.fromisoformat(suspect_seen)
+        except ValueError:
+            raise NNMarkError(
+                f"--suspect-seen must be an ISO-8601 time, got {suspect_seen!r}"
+            ) from None
+    bundles = [load_data(spec) for spec in data or []]
     suspect: Suspect
     if remote is not None:
         from nnmark.remote.client import RemoteSuspect
@@ -294,7 +353,10 @@ def verify_cmd(
 
         suspect = realign_suspect(suspect, reference)
     suspect.max_queries = max_queries
-    emit_verdict(verify(suspect, owner_key, alpha), as_json)
+    emit_verdict(
+        verify(suspect, owner_key, alpha, data=bundles, tsa_certs=certs, suspect_seen=seen),
+        as_json,
+    )
 
 
 @command("evaluate")

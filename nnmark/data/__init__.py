@@ -10,7 +10,7 @@ disjoint `thief` split that the owner's training never reads (the attacker's own
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from nnmark.data.base import SPLITS, DataBundle, split_indices
 from nnmark.errors import NNMarkError
@@ -30,6 +30,50 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
+#: Data sets that ship with nnmark: a verifier finds them without being told where.
+BUILT_IN = ("digits",)
+
+
+def resolve_data(ref: dict[str, str], provided: Sequence[DataBundle], what: str) -> DataBundle:
+    """The data set a key names (`ref`: name and content hash) among `provided`, or a built-in
+    one; a clear error names what is missing or different.
+
+    Key inputs drawn from data (trigger sources, DeepSigns' class images) are re-derived at
+    verification, so the verifier needs the very same data: the hash checks it.
+    """
+    want = ref.get("sha256")
+    for bundle in provided:
+        if bundle.content_hash() == want:
+            return bundle
+    if ref.get("name") in BUILT_IN:
+        bundle = load_data(ref["name"])
+        if bundle.content_hash() == want:
+            return bundle
+        raise NNMarkError(
+            f"{what}: the built-in {ref['name']} data differ from the key's "
+            f"(sha256 {want!s:.12} vs {bundle.content_hash():.12})"
+        )
+    same_name = [b for b in provided if b.name == ref.get("name")]
+    if same_name:
+        raise NNMarkError(
+            f"{what}: --data {same_name[0].name} is not the data set the key was made with "
+            f"(sha256 {same_name[0].content_hash():.12} vs the key's {want!s:.12})"
+        )
+    raise NNMarkError(
+        f"{what} re-derives its key inputs from the data set {ref.get('name')!r} "
+        f"(sha256 {want!s:.12}): pass it with --data NAME:PATH"
+    )
+
+
 from nnmark.data import digits, folder, idx, segmentation  # noqa: E402, F401
 
-__all__ = ["DATASETS", "SPLITS", "DataBundle", "NNMarkError", "load_data", "split_indices"]
+__all__ = [
+    "BUILT_IN",
+    "DATASETS",
+    "SPLITS",
+    "DataBundle",
+    "NNMarkError",
+    "load_data",
+    "resolve_data",
+    "split_indices",
+]

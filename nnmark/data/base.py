@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -43,6 +44,23 @@ class DataBundle:
     splits: dict[str, torch.Tensor]
     num_classes: int
     meta: dict[str, str] = field(default_factory=dict)
+    _hash: str | None = field(default=None, repr=False, compare=False)
+
+    def content_hash(self) -> str:
+        """SHA-256 of the data itself (task, classes, every tensor, the splits): what a key
+        records so that a verifier who re-derives key inputs from the data can check it holds
+        the same data. Computed once per bundle."""
+        if self._hash is None:
+            h = hashlib.sha256(f"{self.task}|{self.num_classes}|".encode())
+            for t in (self.x, self.y, *(self.splits[s] for s in sorted(self.splits))):
+                h.update(f"{t.dtype}|{list(t.shape)}|".encode())
+                h.update(t.detach().contiguous().cpu().numpy().tobytes())
+            self._hash = h.hexdigest()
+        return self._hash
+
+    def ref(self) -> dict[str, str]:
+        """What a key records of this data set: its name and content hash."""
+        return {"name": self.name, "sha256": self.content_hash()}
 
     @property
     def in_channels(self) -> int:

@@ -29,7 +29,6 @@ Example (``torchrun --nproc_per_node=2 examples/ddp_embed.py``)::
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -58,17 +57,11 @@ def overrides(scheme: Scheme | type[Scheme], hook: str) -> bool:
 def shard_scheme(scheme: Scheme, rank: int, world_size: int) -> Scheme:
     """A copy of a trigger-set scheme keeping this rank's share of the triggers.
 
-    Schemes without a trigger set (`x`, `y` tensors) are returned as they are; a set smaller than
-    the world is kept whole on every rank rather than leaving a rank without triggers.
+    Schemes without a trigger set are returned as they are (TriggerScheme.shard); a set smaller
+    than the world is kept whole on every rank rather than leaving a rank without triggers.
     """
-    x, y = getattr(scheme, "x", None), getattr(scheme, "y", None)
-    if world_size <= 1 or not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        return scheme
-    if len(x) < world_size:
-        return scheme
-    shard = copy.copy(scheme)
-    shard.x, shard.y = x[rank::world_size], y[rank::world_size]  # type: ignore[attr-defined]
-    return shard
+    shard = getattr(scheme, "shard", None)
+    return shard(rank, world_size) if callable(shard) else scheme
 
 
 class SchemeHooks:

@@ -57,7 +57,7 @@ def supported_schemes() -> dict[str, str]:
         if overrides(cls, "step"):
             out[name] = "unsupported: replaces the optimiser step, which the Trainer owns"
             continue
-        if getattr(cls, "task", "classification") != "classification":
+        if cls.task not in ("classification", "any"):
             out[name] = "unsupported: a segmentation trigger set (float masks as labels)"
             continue
         how = [
@@ -123,7 +123,7 @@ class WatermarkTrainer(transformers.Trainer):
                 "train it with nnmark.train.fit, fit_ddp or the Lightning wrapper"
             )
         for s in schemes:
-            if getattr(s, "task", "classification") != "classification":
+            if s.task not in ("classification", "any"):
                 raise NNMarkError(
                     f"{s.name} marks segmentation models with float masks; WatermarkTrainer "
                     "supports classification trigger sets only"

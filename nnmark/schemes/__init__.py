@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Sequence
 
+from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
 from nnmark.keys import Mark
 from nnmark.registry import Registry
 from nnmark.schemes.base import Evidence, Scheme
@@ -26,9 +29,13 @@ def register(name: str):  # type: ignore[no-untyped-def]
     return deco
 
 
-def scheme_for(mark: Mark) -> Scheme:
-    """The scheme instance bound to a key's mark."""
-    return SCHEMES.get(mark.scheme)(mark)
+def scheme_for(mark: Mark, data: Sequence[DataBundle] = ()) -> Scheme:
+    """The scheme instance bound to a key's mark (with the data sets its derivation may need)."""
+    if mark.scheme not in SCHEMES:
+        raise NNMarkError(
+            f"key: mark {mark.index}: field scheme names an unknown scheme {mark.scheme!r}"
+        )
+    return SCHEMES.get(mark.scheme)(mark, data)
 
 
 def list_schemes() -> list[str]:

@@ -5,16 +5,21 @@ The positions are stored as index tensors into each flattened weight (k entries 
 memory), never as boolean masks over whole tensors, so writing, freezing and perturbing the
 marked entries costs memory proportional to the mark, not to the model.
 
-Values: each marked entry holds ``(2 b - 1) * m * scale``, where b is a payload bit, m a
-key-derived random sign and scale twice the layer's initial weight std (inside the weight
-distribution, away from zero so that small drifts do not flip a sign). Because m is a fair coin
-drawn from the key, the extracted bits of any model that did not see the key are fair coins too,
-whatever the payload: the binomial null of the verdict is exact, not an assumption about weight
-signs.
+Values: each marked entry holds ``(2 t - 1) * scale``, where t is a bit of the payload XOR the
+key's mask and scale twice the std of the layer's weights when the mark is prepared (inside the
+weight distribution, away from zero so that small drifts do not flip a sign). Because the mask
+is fair coins drawn from the key, the extracted bits of any model that did not see the key match
+with probability 1/2 each, whatever the payload: the binomial null of the verdict is exact, not
+an assumption about weight signs.
+
+The key holds only the marked tensors' names and shapes; the count per tensor follows from the
+config's fraction, the positions from the key's KDF, the values from the model being marked
+(they are never needed to verify: only their signs are read).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,13 +30,21 @@ from torch import nn
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark
 from nnmark.layers import weighted_layers
-from nnmark.schemes.base import Batch, Evidence, LossFn, unwrap
+from nnmark.schemes.base import (
+    MAX_HOST_VALUES,
+    Batch,
+    Evidence,
+    LossFn,
+    check_shape,
+    key_error,
+    unwrap,
+)
 from nnmark.suspect import Suspect
 
 POSITION_NULL = (
     "for a model that never saw the key, each extracted bit (the sign of its value at a key "
-    "position, times a key-derived random sign) is an independent fair coin, whatever the "
-    "payload (exact binomial upper tail of the matching bits)"
+    "position) matches the payload XOR the key's secret mask with probability 1/2, "
+    "independently, whatever the payload (exact binomial upper tail of the matching bits)"
 )
 
 Perturbation = dict[str, torch.Tensor]
@@ -59,51 +72,80 @@ def _first_occurrences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return uniq, first
 
 
-def plan_layers(model: nn.Module, fraction: float) -> list[dict[str, Any]]:
+def layer_k(numel: int, fraction: float) -> int:
+    """Marked entries of a tensor of `numel` values (at least one)."""
+    return max(1, int(round(fraction * numel)))
+
+
+def plan_layers(model: nn.Module) -> list[dict[str, Any]]:
     """One entry per conv / linear weight (output layer included, as in Tartaglione et al.)."""
-    layers = []
-    for name, m in weighted_layers(model).items():
-        w = m.weight
-        k = max(1, int(round(fraction * w.numel())))
-        std = float(w.detach().float().std()) if w.numel() > 1 else float(w.detach().abs().sum())
-        std = std or 1e-2
-        layers.append(
-            {
-                "name": f"{name}.weight",
-                "numel": w.numel(),
-                "k": k,
-                "shape": list(w.shape),
-                "scale": round(2 * std, 6),
-                "std": round(std, 6),
-            }
-        )
+    layers = [
+        {"name": f"{name}.weight", "shape": list(m.weight.shape)}
+        for name, m in weighted_layers(model).items()
+    ]
     if not layers:
         raise NNMarkError("model has no conv or linear layer to mark")
     return layers
 
 
+def check_layers(mark: Mark, fraction: float) -> int:
+    """Validate a key's layer list; returns the number of marked positions it implies."""
+    layers = mark.data.get("layers")
+    if not isinstance(layers, list) or not 1 <= len(layers) <= 4096:
+        raise key_error(mark, "data.layers", "must be a list of 1 to 4096 tensors")
+    total = 0
+    names = set()
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict) or set(layer) != {"name", "shape"}:
+            raise key_error(mark, f"data.layers[{i}]", "must be {name, shape}")
+        name = layer["name"]
+        if not isinstance(name, str) or not 0 < len(name) <= 256 or name in names:
+            raise key_error(mark, f"data.layers[{i}].name", "must be a distinct tensor name")
+        names.add(name)
+        shape = check_shape(mark, f"data.layers[{i}].shape", layer["shape"], dims=(1, 5))
+        total += layer_k(math.prod(shape), fraction)
+    if total > MAX_HOST_VALUES:
+        raise key_error(mark, "data.layers", f"mark {total} positions (too many)")
+    return total
+
+
 class KeyPositions:
     """The marked entries of one mark: index tensors, key values, and the in-place operations."""
 
-    def __init__(self, mark: Mark) -> None:
-        self.layers: list[dict[str, Any]] = mark.data["layers"]
+    def __init__(self, mark: Mark, target: torch.Tensor, fraction: float) -> None:
+        self.layers: list[dict[str, Any]] = []
+        for layer in mark.data["layers"]:
+            numel = math.prod(layer["shape"])
+            self.layers.append(
+                {**layer, "numel": numel, "k": layer_k(numel, fraction), "std": None}
+            )
         gen = mark.generator("positions")
-        mask_gen = mark.generator("signs")
-        bits = torch.tensor(mark.bits, dtype=torch.float32) * 2 - 1
-        n = sum(layer["k"] for layer in self.layers)
-        if len(bits) != n:
-            raise NNMarkError(f"key: {mark.scheme} mark has {len(bits)} bits for {n} positions")
-        self.mask = torch.randint(0, 2, (n,), generator=mask_gen).float() * 2 - 1
+        sign = target.float() * 2 - 1
+        if len(sign) != sum(layer["k"] for layer in self.layers):
+            raise key_error(mark, "bits", "must hold one bit per marked position")
         self.index: dict[str, torch.Tensor] = {}
-        self.values: dict[str, torch.Tensor] = {}
         self.signs: dict[str, torch.Tensor] = {}
+        self.values: dict[str, torch.Tensor] = {}
         start = 0
         for layer in self.layers:
             k, name = layer["k"], layer["name"]
             self.index[name] = distinct_positions(layer["numel"], k, gen)
-            self.signs[name] = self.mask[start : start + k]
-            self.values[name] = bits[start : start + k] * self.signs[name] * layer["scale"]
+            self.signs[name] = sign[start : start + k]
             start += k
+
+    @torch.no_grad()
+    def bind(self, model: nn.Module) -> None:
+        """Set the key values from the model being marked: +-2 std of each tensor's weights."""
+        for layer, (name, p) in zip(self.layers, self.params(model).items()):
+            w = p.detach().float()
+            std = float(w.std()) if w.numel() > 1 else float(w.abs().sum())
+            layer["std"] = round(std or 1e-2, 6)
+            layer["scale"] = 2 * layer["std"]
+            self.values[name] = self.signs[name] * layer["scale"]
+
+    def _bound(self) -> None:
+        if not self.values:
+            raise NNMarkError("the key positions have no values yet: call bind(model) first")
 
     def params(self, model: nn.Module) -> dict[str, torch.Tensor]:
         named = dict(unwrap(model).named_parameters())
@@ -115,6 +157,7 @@ class KeyPositions:
     @torch.no_grad()
     def write(self, model: nn.Module) -> None:
         """Set every marked entry to its key value (in place)."""
+        self._bound()
         for name, p in self.params(model).items():
             p.view(-1)[self.index[name]] = self.values[name].to(p.device, p.dtype)
 
@@ -138,7 +181,8 @@ class KeyPositions:
         return out
 
     def gaussian(self, sigma: float, gen: torch.Generator) -> Perturbation:
-        """Noise of std sigma x (the layer's initial weight std) on every marked entry."""
+        """Noise of std sigma x (the layer's weight std when bound) on every marked entry."""
+        self._bound()
         return {
             layer["name"]: torch.randn(layer["k"], generator=gen) * (sigma * layer["std"])
             for layer in self.layers
@@ -162,10 +206,9 @@ class KeyPositions:
                     params[name].view(-1)[self.index[name]] = values
 
     def evidence(self, suspect: Suspect) -> Evidence:
-        """Bits = sign of the suspect's value at each key position times the key's sign mask."""
+        """Raw bits = the sign of the suspect's value at each key position (what was embedded:
+        payload XOR mask)."""
         bits: list[int] = []
-        exact = 0
-        num = den_a = den_b = 0.0
         for layer in self.layers:
             name = layer["name"]
             t = suspect.tensor(name)
@@ -176,17 +219,8 @@ class KeyPositions:
                     reason=f"tensor {name} has shape {list(t.shape)}, the key's {layer['shape']}"
                 )
             v = t.detach().float().flatten()[self.index[name]].cpu()
-            key = self.values[name]
-            bits.extend(int(b) for b in ((v * self.signs[name]) > 0).tolist())
-            exact += int(((v - key).abs() <= 1e-6 * layer["scale"]).sum())
-            num += float((v * key).sum())
-            den_a += float((v * v).sum())
-            den_b += float((key * key).sum())
-        corr = num / max((den_a * den_b) ** 0.5, 1e-30)
-        return Evidence(
-            bits=tuple(bits),
-            details={"positions": len(bits), "exact_values": exact, "value_cosine": corr},
-        )
+            bits.extend(int(b) for b in (v > 0).tolist())
+        return Evidence(bits=tuple(bits), details={"positions": len(bits)})
 
 
 class GradBuffer:

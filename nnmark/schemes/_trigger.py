@@ -4,31 +4,31 @@ how often a suspect answers them that way.
 Contract with a suspect (local model, ONNX session or remote API): verification only calls
 `suspect.predict(x)` on batches of trigger inputs and reads `argmax` of the returned scores
 (N, C), so a label-only API that returns one-hot scores works as well as full probabilities;
-every input sent counts as one query, and at most `suspect.max_queries` are sent. C, the width of
-the answers, sets the chance rate 1/C.
+every input sent counts as one query, and at most `suspect.max_queries` are sent. Scores that
+are NaN or infinite are not answers: verification stops with an error that says how many.
 
-The test (nnmark.sequential): triggers are queried in groups of `group`; after each group, k of
-q answers matching the key labels give an exact binomial p-value under H0 "an unmarked model
-answers each trigger with the key label with probability <= p0", and the alpha is split over the
-planned looks (Bonferroni), so stopping early stays valid. A budget spent before a decision is
-not_found with the reason "undecided".
+Everything is re-derived from the key at verification (nothing but the data set's name and
+content hash is stored): the trigger inputs from the key's streams and the named data set, and
+the labels. The triggers form groups (one key transformation each, or one trigger per group);
+the key draws each group's label uniformly from the C classes with a stream of its own,
+independently of the inputs.
 
-p0 is the largest of 1/C and, when `nnmark calibrate` has measured unmarked models on the
-triggers (`calibration`), two upper 95 % Clopper-Pearson bounds: of the pooled rate (`ucb`) and
-of the highest single model's rate (`model_ucb`). The second matters: the suspect is one model,
-and unmarked models differ (a robust one answers more near-frontier triggers correctly than the
-average), so the mean rate alone does not bound the rate of the model under test. By
-exchangeability a fresh unmarked model exceeds the highest of N calibration rates with
-probability 1 / (N + 1); the bound on that rate adds the margin for its binomial noise.
+The null, exactly. A model that never saw the key answers each trigger from the input alone, so
+given its answers the labels are still uniform and independent: a group's matches are
+counts[g, L] for a uniformly random L (nnmark.stats.label_randomization_pvalue). The test is
+exact whatever the model does with out-of-distribution inputs, including the "sink" classes
+unmarked models send most of them to, which made one key class per trigger set a false null
+(a key whose class is a sink was claimed on unmarked models). No calibration is needed.
 
-The trigger inputs are drawn at `plan` time from the key (mark.generator) and the owner's
-training data, then stored in the key (uint8, zlib, base64) and committed with it, so a verifier
-needs nothing but the key file.
+Triggers are queried in groups of `group` (nnmark.sequential): after each look the exact
+p-value is tested at alpha / looks (Bonferroni), so stopping early stays valid. A budget spent
+before a decision is not_found with the reason "undecided".
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,14 +42,15 @@ from nnmark.config import check, config_to_dict
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey
-from nnmark.schemes.base import Batch, Scheme
+from nnmark.schemes.base import Batch, Scheme, check_fields, check_shape, key_error
 from nnmark.sequential import LookPlan
-from nnmark.stats import DEFAULT_ALPHA
+from nnmark.stats import DEFAULT_ALPHA, label_randomization_pvalue
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.verdict import Verdict
 
-#: A key's input transformation (pattern stamped, noise added) and its target label.
-Recipe = tuple[Callable[[torch.Tensor], torch.Tensor], int]
+#: One key transformation of ordinary images (a stamped pattern, added noise).
+Transform = Callable[[torch.Tensor], torch.Tensor]
+MAX_TRIGGERS = 100_000
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,12 @@ class TriggerConfig:
     label = "trigger"
     n: int = 50  # trigger inputs
     per_batch: int = 4  # triggers mixed into each training batch
-    group: int = 10  # queries per look at verification
+    group: int = 10  # queries per look
 
     def __post_init__(self) -> None:
-        check(self.n >= 1, f"n must be >= 1, got {self.n}")
-        check(self.per_batch >= 1, f"per_batch must be >= 1, got {self.per_batch}")
-        check(self.group >= 1, f"group must be >= 1, got {self.group}")
+        check(1 <= self.n <= MAX_TRIGGERS, f"n must be in [1, {MAX_TRIGGERS}], got {self.n}")
+        check(1 <= self.per_batch <= 4096, f"per_batch must be in [1, 4096], got {self.per_batch}")
+        check(1 <= self.group <= 4096, f"group must be in [1, 4096], got {self.group}")
 
 
 def encode_images(x: torch.Tensor) -> dict[str, Any]:
@@ -71,12 +72,24 @@ def encode_images(x: torch.Tensor) -> dict[str, Any]:
     return {"shape": list(q.shape), "b64": base64.b64encode(zlib.compress(q.tobytes(), 9)).decode()}
 
 
-def decode_images(doc: dict[str, Any]) -> torch.Tensor:
+def decode_images(doc: Any, what: str = "key file: trigger images") -> torch.Tensor:
+    """The inverse of encode_images, bounded: the declared shape caps what is decompressed, so a
+    small field cannot expand into gigabytes (a zlib bomb)."""
     try:
-        raw = zlib.decompress(base64.b64decode(doc["b64"]))
-        arr = np.frombuffer(raw, np.uint8).reshape(doc["shape"])
-    except (KeyError, ValueError, zlib.error) as exc:
-        raise NNMarkError(f"key file: corrupted trigger images ({exc})") from None
+        shape = [int(s) for s in doc["shape"]]
+        if not 1 <= len(shape) <= 5 or any(s < 1 for s in shape):
+            raise ValueError("bad shape")
+        size = int(np.prod(shape))
+        if size > MAX_TRIGGERS * 4096:
+            raise ValueError(f"{size} values is too many")
+        packed = base64.b64decode(doc["b64"], validate=True)
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(packed, size + 1)
+        if len(raw) != size or inflate.unconsumed_tail or not inflate.eof:
+            raise ValueError("the data do not match the declared shape")
+        arr = np.frombuffer(raw, np.uint8).reshape(shape)
+    except (KeyError, TypeError, ValueError, zlib.error) as exc:
+        raise NNMarkError(f"{what} are corrupted ({exc})") from None
     return torch.from_numpy(arr.astype(np.float32) / 255.0)
 
 
@@ -85,39 +98,134 @@ def quantized(x: torch.Tensor) -> torch.Tensor:
     return (x.clamp(0, 1) * 255).round() / 255
 
 
-def source_images(
-    data: DataBundle, n: int, gen: torch.Generator, *, split: str = "train", exclude: int | None
-) -> torch.Tensor:
-    """n key-chosen images of `split`, none of class `exclude` (None: any class)."""
+def source_images(data: DataBundle, n: int, gen: torch.Generator, *, split: str = "train"):  # type: ignore[no-untyped-def]
+    """n key-chosen images of `split` and their labels."""
     x, y = data.tensors(split)
-    pool = torch.arange(len(y)) if exclude is None else torch.nonzero(y != exclude).flatten()
-    return x[pool[torch.randperm(len(pool), generator=gen)[:n]]]
+    pick = torch.randperm(len(y), generator=gen)[:n]
+    return x[pick], y[pick]
 
 
-def draw_target(data: DataBundle, gen: torch.Generator) -> int:
-    return int(torch.randint(0, data.num_classes, (1,), generator=gen))
+def check_finite_scores(scores: torch.Tensor, label: str, count: int) -> None:
+    """NaN or infinite scores are not answers (argmax would read them as class 0)."""
+    bad = int((~torch.isfinite(scores.reshape(len(scores), -1))).any(1).sum())
+    if bad:
+        raise NNMarkError(
+            f"{label}: the suspect answered NaN or infinite scores for {bad} of {count} queries"
+        )
 
 
 class TriggerScheme(Scheme):
-    """Subclasses write `make_triggers`; mixing, storage and verification are shared."""
+    """Subclasses write `inputs` (the trigger inputs and their groups); labels, mixing and the
+    exact test are shared."""
 
     kind = "blackbox"
-    #: The task a scheme marks (the black-box contract tests and the benchmarks filter on it).
-    task: ClassVar[str] = "classification"
+    task = "classification"
+    needs_data = True
     #: True when the mark is made from a trained model (fine-tune-to-embed is its setting).
     needs_trained: ClassVar[bool] = False
 
-    def __init__(self, mark: Mark) -> None:
-        super().__init__(mark)
-        self.x = decode_images(mark.data["triggers"])
-        self.y = torch.tensor(mark.data["labels"], dtype=torch.long)
+    def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
+        super().__init__(mark, data)
+        self._triggers: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    # ---- the key's fields ------------------------------------------------------------------
+    @classmethod
+    def data_fields(cls) -> set[str]:
+        return (
+            {"dataset", "classes", "input_shape"}
+            if cls.needs_data
+            else {
+                "classes",
+                "input_shape",
+            }
+        )
 
     @classmethod
-    def make_triggers(
-        cls, data: DataBundle, gen: torch.Generator, config: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def check_key(cls, mark: Mark) -> None:
+        check_fields(mark, cls.data_fields())
+        if mark.bits:
+            raise key_error(mark, "bits", "must be empty: a trigger set carries no payload")
+        if mark.layer is not None:
+            raise key_error(mark, "layer", "must be null for a trigger set")
+        classes = mark.data["classes"]
+        if not isinstance(classes, int) or isinstance(classes, bool) or not 2 <= classes <= 100_000:
+            raise key_error(mark, "data.classes", "must be an integer in [2, 100000]")
+        check_shape(mark, "data.input_shape", mark.data["input_shape"], dims=(1, 3))
+        cls.check_stored(mark)
+
+    @classmethod
+    def check_stored(cls, mark: Mark) -> None:
+        if mark.stored:
+            raise key_error(mark, "stored", "must be empty: the triggers are re-derived")
+
+    @classmethod
+    def key_data(cls, data: DataBundle) -> dict[str, Any]:
+        """What `plan` commits: the data set's name and hash, its classes and input shape."""
+        out: dict[str, Any] = {"classes": data.num_classes, "input_shape": list(data.input_shape)}
+        if cls.needs_data:
+            out["dataset"] = data.ref()
+        return out
+
+    @property
+    def classes(self) -> int:
+        return int(self.mark.data["classes"])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.mark.data["input_shape"])
+
+    def source(self) -> DataBundle:
+        """The owner's data set, resolved by its content hash and checked against the key."""
+        data = self.dataset()
+        if data.num_classes != self.classes or data.input_shape != self.input_shape:
+            raise key_error(self.mark, "data.classes", "does not match the named data set")
+        return data
+
+    # ---- derivation ------------------------------------------------------------------------
+    def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The n trigger inputs and each one's group (0..G-1), re-derived from the key."""
         raise NotImplementedError
 
+    def labels(self, groups: int) -> torch.Tensor:
+        """Each group's key label: uniform over the C classes, a stream of its own."""
+        return torch.randint(0, self.classes, (groups,), generator=self.mark.generator("labels"))
+
+    def _derive(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._triggers is None:
+            x, groups = self.inputs()
+            y = self.labels(int(groups.max()) + 1)[groups]
+            self._triggers = (x.contiguous(), y, groups)
+        return self._triggers
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The trigger inputs (re-derived on first use)."""
+        return self._derive()[0]
+
+    @property
+    def y(self) -> torch.Tensor:
+        """Their key labels."""
+        return self._derive()[1]
+
+    @property
+    def groups(self) -> torch.Tensor:
+        return self._derive()[2]
+
+    def shard(self, rank: int, world_size: int) -> TriggerScheme:
+        """A copy keeping this rank's share of the triggers (DDP), or self when the set is
+        smaller than the world (every rank keeps them all rather than none)."""
+        x, y, groups = self._derive()
+        if world_size <= 1 or len(x) < world_size:
+            return self
+        out = copy.copy(self)
+        out._triggers = (x[rank::world_size], y[rank::world_size], groups[rank::world_size])
+        return out
+
+    def queried(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The triggers verification (and calibration) query, with their labels."""
+        return self.x, self.y
+
+    # ---- creating and embedding -------------------------------------------------------------
     @classmethod
     def check_data(cls, data: DataBundle | None) -> DataBundle:
         if data is None:
@@ -125,18 +233,6 @@ class TriggerScheme(Scheme):
         if data.task != "classification":
             raise NNMarkError(f"{cls.name} is for classification (use segtrigger for masks)")
         return data
-
-    @classmethod
-    def draw(
-        cls, model: nn.Module, data: DataBundle, draft: Mark, config: Any
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """Trigger inputs, their key labels, and any other data the key must hold.
-
-        `draft` is the mark being planned (for its seeds); the default draws `make_triggers`
-        from the data alone; frontier crafts its triggers on `model`.
-        """
-        x, y = cls.make_triggers(data, draft.generator("triggers"), config)
-        return x, y, {}
 
     @classmethod
     def plan(
@@ -150,27 +246,18 @@ class TriggerScheme(Scheme):
         data: DataBundle | None = None,
     ) -> Mark:
         data = cls.check_data(data)
-        cfg = config_to_dict(config)
-        x, y, extra = cls.draw(model, data, key.new_mark(cls.name, cfg, None, ()), config)
-        stored = {"triggers": encode_images(x), "labels": y.tolist(), **extra}
-        return key.new_mark(cls.name, cfg, None, (), data=stored)
+        mark = key.new_mark(cls.name, config_to_dict(config), None, (), data=cls.key_data(data))
+        cls(mark, [data]).x  # noqa: B018  (derive now: a bad source fails before training)
+        return mark
 
     def batches(self, batches: Iterator[Batch]) -> Iterator[Batch]:
         gen = self.mark.generator("mixing")
-        for x, y in batches:
-            idx = torch.randint(0, len(self.x), (self.config.per_batch,), generator=gen)
-            yield torch.cat([x, self.x[idx]]), torch.cat([y, self.y[idx]])
+        x, y = self.x, self.y
+        for xb, yb in batches:
+            idx = torch.randint(0, len(x), (self.config.per_batch,), generator=gen)
+            yield torch.cat([xb, x[idx].to(xb.device)]), torch.cat([yb, y[idx].to(yb.device)])
 
-    def chance(self, classes: int) -> tuple[float, str]:
-        """p0 and the sentence saying where it comes from."""
-        floor = 1.0 / classes
-        cal = self.calibration or {}
-        bound, what = calibrated_bound(cal)
-        if bound > floor:
-            return bound, f"calibrated: {what} exceeds 1/C = {floor:.4f}"
-        source = "1/C" + (f" ({what} is lower)" if cal else " (not calibrated)")
-        return floor, source
-
+    # ---- verification -----------------------------------------------------------------------
     def unusable(self) -> str | None:
         """Why this key cannot be tested at all as it stands (None: it can)."""
         return None
@@ -178,74 +265,94 @@ class TriggerScheme(Scheme):
     def references(
         self, plain: Sequence[nn.Module], data: DataBundle, epochs: int
     ) -> list[nn.Module]:
-        """Models the null must cover beyond plain ones, made from `plain` for calibration.
-
-        None by default: a trigger set's answers come from training on the key itself. Frontier
-        overrides it: a model stitched with *another* key is robust to adversarial examples in
-        general and answers many of ours right, so its null must include such models.
-        """
+        """Models a calibration must cover beyond plain ones (frontier adds stitched ones)."""
         return []
+
+    def null_sentence(self, looks: int) -> str:
+        return (
+            f"the key drew each trigger group's label uniformly from the {self.classes} classes, "
+            "independently of the inputs, so a model that never saw the key matches them as it "
+            "would random labels whatever it answers (exact conditional test over the key's "
+            f"labels given the answers); Bonferroni over {looks} looks"
+        )
+
+    def refused(self, reason: str, alpha: float, queries: int = 0) -> Verdict:
+        return Verdict(
+            self.name,
+            "not_found",
+            "trigger_accuracy",
+            0.0,
+            1.0,
+            alpha,
+            queries,
+            reason,
+            queries=queries,
+            reason=reason,
+            details={"triggers": self.config.n},
+        )
+
+    def ask(self, s: Suspect, xb: torch.Tensor) -> torch.Tensor:
+        """The suspect's answers (class indices) for one batch of triggers, checked."""
+        scores = s.predict(xb)
+        if scores.dim() != 2 or scores.shape[0] != len(xb):
+            raise NNMarkError(
+                f"{s.label}: answers of shape {tuple(scores.shape)} for {len(xb)} inputs"
+            )
+        check_finite_scores(scores, s.label, len(xb))
+        self.width = int(scores.shape[1])
+        return scores.argmax(1).cpu()
 
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
         s = as_suspect(suspect)
-        n = len(self.x)
         refused = self.unusable()
         if refused is not None:
-            return Verdict(
-                self.name,
-                "not_found",
-                "trigger_accuracy",
-                0.0,
-                1.0,
-                alpha,
-                0,
-                refused,
-                queries=0,
-                reason=refused,
-                details={"triggers": n},
-            )
+            return self.refused(refused, alpha)
+        x, y, groups = self._derive()
+        n = len(x)
         plan = LookPlan.make(n, self.config.group, s.max_queries)
-        k = q = 0
+        labels = self.labels(int(groups.max()) + 1)
+        counts = np.zeros((len(labels), self.classes), dtype=np.int64)
+        q = hits = 0
+        p_now = 1.0
         decision = "not_found"
-        p0, source = 0.5, ""
         while q < plan.max_queries:
-            xb, yb = self.x[q : q + plan.group], self.y[q : q + plan.group]
-            xb = xb[: plan.max_queries - q]
-            yb = yb[: len(xb)]
-            scores = s.predict(xb)
-            if scores.dim() != 2 or scores.shape[0] != len(xb):
-                raise NNMarkError(
-                    f"{s.label}: answers of shape {tuple(scores.shape)} for {len(xb)} inputs"
-                )
-            if q == 0:
-                p0, source = self.chance(max(int(scores.shape[1]), 2))
-            k += int((scores.argmax(1) == yb).sum())
-            q += len(xb)
-            decision = plan.decide(k, q, p0, alpha, n)
+            end = min(q + plan.group, plan.max_queries)
+            answers = self.ask(s, x[q:end])
+            g = groups[q:end].numpy()
+            a = answers.numpy()
+            inside = a < self.classes
+            np.add.at(counts, (g[inside], a[inside]), 1)
+            hits += int((answers == y[q:end]).sum())
+            q = end
+            p_now = label_randomization_pvalue(counts, hits)
+            best = counts.copy()
+            rest = groups[q : plan.max_queries].numpy()
+            np.add.at(best, (rest, labels[rest].numpy()), 1)
+            p_best = label_randomization_pvalue(best, hits + len(rest))
+            decision = plan.step(p_now, p_best, q, alpha)
             if decision != "continue":
                 break
-        p = plan.adjusted(k, q, p0)
         reason = None
         if decision != "found" and plan.max_queries < n:
-            full = LookPlan.make(n, self.config.group, None)
-            if full.adjusted(k + n - q, n, p0) < alpha:
-                reason = "undecided: the query budget ran out before a decision"
-        null = (
-            f"an unmarked model answers each trigger with its key label with probability <= "
-            f"p0 = {p0:.4f} ({source}); exact binomial tail, Bonferroni over {plan.looks} looks"
-        )
+            reason = "undecided: the query budget ran out before a decision"
         return Verdict(
             self.name,
             "found" if decision == "found" else "not_found",
             "trigger_accuracy",
-            k / max(q, 1),
-            p,
+            hits / max(q, 1),
+            plan.adjust(p_now),
             alpha,
             q,
-            null,
+            self.null_sentence(plan.looks),
             queries=q,
             reason=reason,
-            details={"matches": k, "p0": p0, "looks": plan.looks, "triggers": n},
+            details={
+                "matches": hits,
+                "looks": plan.looks,
+                "triggers": n,
+                "groups": len(labels),
+                "classes": self.classes,
+            },
         )
 
     def trigger_accuracy(self, model: nn.Module) -> float:
@@ -267,56 +374,65 @@ def black_box_schemes(task: str = "classification") -> list[str]:
     return [
         n
         for n in SCHEMES.names()
-        if SCHEMES.get(n).kind == "blackbox"
-        and getattr(SCHEMES.get(n), "task", "classification") == task
+        if SCHEMES.get(n).kind == "blackbox" and SCHEMES.get(n).task == task
     ]
 
 
-def calibrated_bound(cal: dict[str, Any]) -> tuple[float, str]:
-    """The calibrated bound on an unmarked model's rate, and a sentence naming it."""
-    if not cal:
-        return 0.0, "not calibrated"
-    pooled = float(cal.get("ucb", 0.0))
-    single = float(cal.get("model_ucb", 0.0))
-    if single > pooled:
-        return single, (
-            f"upper 95 % bound {single:.4f} of the highest rate among {cal.get('models')} "
-            f"unmarked models"
+@dataclass(frozen=True)
+class PatternConfig(TriggerConfig):
+    patterns: int = 16  # key transformations, each with its own key label
+    per_batch: int = 16  # images of each batch shown under a key transformation
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(
+            1 <= self.patterns <= self.n,
+            f"patterns must be in [1, n = {self.n}], got {self.patterns}",
         )
-    return pooled, (
-        f"upper 95 % bound {pooled:.4f} of the rate of unmarked models ({cal.get('models')} models)"
-    )
 
 
 class TransformTrigger(TriggerScheme):
-    """Triggers made by one key transformation of ordinary images (Zhang's content and noise,
-    Zhong's key samples): so fresh triggers can be made from any image, with the same key."""
+    """Triggers made by key transformations of ordinary images (Zhang's content and noise):
+    `patterns` transformations, each with its own key label; trigger i is transformation
+    i mod G of a key-chosen training image, so the first G queries cover every group. Fresh
+    triggers can be made from any image with the same key (`fresh_samples`)."""
 
-    #: Source images of the target class are left out (Zhang: they would answer it anyway).
-    exclude_target: ClassVar[bool] = True
-
-    @classmethod
-    def recipe(cls, data: DataBundle, gen: torch.Generator, config: Any) -> Recipe:
+    def transforms(self) -> list[Transform]:
+        """One key transformation per group."""
         raise NotImplementedError
 
-    @classmethod
-    def make_triggers(
-        cls, data: DataBundle, gen: torch.Generator, config: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        transform, target = cls.recipe(data, gen, config)
-        exclude = target if cls.exclude_target else None
-        x = transform(source_images(data, config.n, gen, exclude=exclude))
-        return x, torch.full((len(x),), target)
+    def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        data = self.source()
+        images, _ = source_images(data, self.config.n, self.mark.generator("sources"))
+        return self._apply(images)
 
-    def key_recipe(self, data: DataBundle) -> Recipe:
-        return self.recipe(data, self.mark.generator("triggers"), self.config)
+    def _apply(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        transforms = self.transforms()
+        groups = torch.arange(len(images)) % len(transforms)
+        x = torch.stack([transforms[g](img) for img, g in zip(images, groups.tolist())])
+        return x, groups
+
+    def batches(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """Each batch gets `per_batch` of its own images under random key transformations,
+        labelled with theirs: the model learns the transformations, not a fixed image set."""
+        gen = self.mark.generator("mixing")
+        transforms = self.transforms()
+        labels = self.labels(len(transforms))
+        for xb, yb in batches:
+            idx = torch.randint(0, len(xb), (self.config.per_batch,), generator=gen)
+            which = torch.randint(0, len(transforms), (self.config.per_batch,), generator=gen)
+            marked = torch.stack(
+                [transforms[g](img) for img, g in zip(xb[idx].cpu(), which.tolist())]
+            )
+            yield (
+                torch.cat([xb, marked.to(xb.device)]),
+                torch.cat([yb, labels[which].to(yb.device)]),
+            )
 
     def fresh_samples(
         self, data: DataBundle, n: int, seed: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The key's transformation applied to n test images the owner never trained on."""
-        transform, target = self.key_recipe(data)
-        gen = torch.Generator().manual_seed(seed)
-        exclude = target if self.exclude_target else None
-        x = transform(source_images(data, n, gen, split="test", exclude=exclude))
-        return x, torch.full((len(x),), target)
+        """The key's transformations applied to n test images the owner never trained on."""
+        images, _ = source_images(data, n, torch.Generator().manual_seed(seed), split="test")
+        x, groups = self._apply(images)
+        return x, self.labels(len(self.transforms()))[groups]

@@ -13,9 +13,12 @@ Key material, all re-derived from the key (nothing but the input shape is stored
   as there are bits, up to the layer's width, so one key input carries up to `units` bits: signs
   of different units on one input are far easier to set, and survive fine-tuning far better,
   than opposite signs of one unit on several noise inputs, which look alike to the network);
-- bit j sits at (input j // neurons, unit j % neurons); its target sign is the payload bit XOR a
-  key-derived mask, so a chosen payload (an ECC codeword) still looks like fair coins to a model
-  that was never trained on this key.
+- bit j sits at (input j // neurons, unit j % neurons); its target sign is the payload bit XOR
+  the key's mask (as for every bit-carrying mark), so a chosen payload (an ECC codeword) still
+  looks like fair coins to a model that was never trained on this key.
+
+The key holds the input shape and the host layer's width (`units`), both checked against the
+suspect; `neurons` follows from the config and the payload length.
 
 Training adds ``lam * sum_j relu(margin - s_j * a_j)`` (a hinge on the signed pre-activation
 a_j, s_j = +1/-1) to the task loss. Verification reads sign(a_j), undoes the mask and reports
@@ -33,6 +36,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +49,15 @@ from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.schemes import register
 from nnmark.schemes._activations import default_activation_layer, layer_output, suspect_output
-from nnmark.schemes.base import Batch, Evidence, Scheme, unwrap
+from nnmark.schemes.base import (
+    Batch,
+    Evidence,
+    Scheme,
+    check_fields,
+    check_shape,
+    key_error,
+    unwrap,
+)
 from nnmark.suspect import Suspect
 
 
@@ -59,10 +71,11 @@ class ActSignConfig:
 
     def __post_init__(self) -> None:
         check(
-            self.neurons is None or self.neurons >= 1, f"neurons must be >= 1, got {self.neurons}"
+            self.neurons is None or 1 <= self.neurons <= 1 << 20,
+            f"neurons must be in [1, 2^20], got {self.neurons}",
         )
-        check(self.lam > 0, f"lam must be > 0, got {self.lam}")
-        check(self.margin >= 0, f"margin must be >= 0, got {self.margin}")
+        check(0 < self.lam <= 1e3, f"lam must be in (0, 1000], got {self.lam}")
+        check(0 <= self.margin <= 1e3, f"margin must be in [0, 1000], got {self.margin}")
 
 
 @register("actsign")
@@ -73,23 +86,36 @@ class ActSign(Scheme):
 
     config: ActSignConfig
 
-    def __init__(self, mark: Mark) -> None:
-        super().__init__(mark)
-        if mark.layer is None or "input_shape" not in mark.data:
-            raise NNMarkError("actsign mark without a host layer or input shape in the key")
+    def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
+        super().__init__(mark, data)
         n = len(mark.bits)
-        per = int(mark.data["neurons"])
+        units = int(mark.data["units"])
+        per = self.config.neurons or min(n, units)
         self.n_inputs = math.ceil(n / per)
         shape = tuple(int(s) for s in mark.data["input_shape"])
         self.x = torch.rand((self.n_inputs, *shape), generator=mark.generator("inputs"))
-        units = int(mark.data["units"])
         self.units = torch.randperm(units, generator=mark.generator("neurons"))[:per]
         j = torch.arange(n)
         self.rows, self.cols = j // per, self.units[j % per]
-        mask = torch.randint(0, 2, (n,), generator=mark.generator("mask"))
-        self.mask = mask
-        target = torch.tensor(mark.bits) ^ mask
-        self.sign = target.float() * 2 - 1
+        self.sign = self.target.float() * 2 - 1
+
+    @classmethod
+    def check_key(cls, mark: Mark) -> None:
+        check_fields(mark, {"input_shape", "units"})
+        shape = check_shape(mark, "data.input_shape", mark.data["input_shape"], dims=(1, 3))
+        units = mark.data["units"]
+        if not isinstance(units, int) or isinstance(units, bool) or not 1 <= units <= 1 << 22:
+            raise key_error(mark, "data.units", "must be an integer in [1, 2^22]")
+        neurons = mark.config.get("neurons") or min(len(mark.bits), units)
+        if not isinstance(neurons, int) or not 1 <= neurons <= units:
+            raise key_error(mark, "config.neurons", f"must be in [1, units = {units}]")
+        inputs = math.ceil(len(mark.bits) / neurons) if mark.bits else 0
+        if not 1 <= inputs <= 4096 or inputs * math.prod(shape) > 1 << 26:
+            raise key_error(mark, "bits", "must hold at least one bit and need at most 4096 inputs")
+        if mark.layer is None or mark.config.get("layer") not in (None, mark.layer):
+            raise key_error(mark, "layer", "must name the host layer (and agree with the config)")
+        if mark.stored:
+            raise key_error(mark, "stored", "must be empty")
 
     @classmethod
     def plan(
@@ -123,7 +149,7 @@ class ActSign(Scheme):
             config_to_dict(config),
             layer,
             chosen,
-            data={"input_shape": list(data.input_shape), "units": int(units), "neurons": neurons},
+            data={"input_shape": list(data.input_shape), "units": int(units)},
         )
 
     def activations(self, model: nn.Module) -> torch.Tensor:
@@ -145,7 +171,7 @@ class ActSign(Scheme):
                 reason=f"layer {self.mark.layer} has {out.shape[1]} units, "
                 f"the key's {self.mark.data['units']}"
             )
-        read = (out[self.rows, self.cols] > 0).long() ^ self.mask
+        read = (out[self.rows, self.cols] > 0).long()
         return Evidence(
             bits=tuple(int(b) for b in read.tolist()),
             details={"layer": self.mark.layer, "inputs": self.n_inputs, "access": "activations"},

@@ -3,18 +3,18 @@ random labels.
 
 Threat model: black-box. Key-derived abstract images (random low-resolution colour fields,
 upsampled, with random strokes) are learned with uniformly random key labels, by training or
-fine-tuning. Example: ``nnmark embed plain.safetensors --data digits --scheme adi ...``
+fine-tuning; one label per image, so the test is exact (nnmark.schemes._trigger). Nothing but
+the input shape and the number of classes is needed to re-derive them.
+Example: ``nnmark embed plain.safetensors --data digits --scheme adi ...``
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from nnmark.data.base import DataBundle
 from nnmark.schemes import register
 from nnmark.schemes._trigger import TriggerConfig, TriggerScheme
 
@@ -28,15 +28,17 @@ class AdiConfig(TriggerConfig):
 @register("adi")
 class Adi(TriggerScheme):
     Config = AdiConfig
+    config: AdiConfig
+    needs_data = False
     paper = "Adi et al., Turning Your Weakness Into a Strength: Watermarking DNNs by Backdooring, USENIX Security 2018"
 
-    @classmethod
-    def make_triggers(cls, data: DataBundle, gen: torch.Generator, config: Any):  # type: ignore[no-untyped-def]
-        n, c, s = config.n, data.in_channels, data.input_size
+    def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = self.mark.generator("triggers")
+        n, c, s = self.config.n, self.input_shape[0], self.input_shape[-1]
         coarse = torch.rand(n, c, 3, 3, generator=gen)
         x = F.interpolate(coarse, size=(s, s), mode="bilinear", align_corners=False)
         rows = torch.randint(0, s, (n, 2), generator=gen)
         for i in range(n):  # one horizontal and one vertical stroke per image
             x[i, :, rows[i, 0], :] = 1.0
             x[i, :, :, rows[i, 1]] = 0.0
-        return x, torch.randint(0, data.num_classes, (n,), generator=gen)
+        return x, torch.arange(n)

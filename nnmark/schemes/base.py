@@ -21,7 +21,8 @@ hook               called                                     filled by (e.g.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from nnmark.config import build_config, config_to_dict
+from nnmark.data import resolve_data
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
@@ -41,10 +43,13 @@ LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 #: Payload bits of a text message when neither --bits nor the host fixes them.
 DEFAULT_MESSAGE_BITS = 255
+#: The largest host (in values) a key may name: a key must not make its verifier allocate more.
+MAX_HOST_VALUES = 1 << 28
 
 BIT_NULL = (
-    "an unmarked model matches each key bit independently with probability 1/2 "
-    "(exact binomial upper tail of the matching bits)"
+    "a model that never saw this key matches each key bit independently with probability 1/2: "
+    "what is embedded is the payload XOR a secret mask from the key's KDF, so the matches are "
+    "fair coins whatever the payload and whatever the model (exact binomial upper tail)"
 )
 
 
@@ -73,20 +78,104 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
+def key_error(mark: Mark, field_name: str, problem: str) -> NNMarkError:
+    """The one-line error for a key field that is malformed or does not re-derive."""
+    return NNMarkError(f"key: mark {mark.index} ({mark.scheme}): field {field_name} {problem}")
+
+
+def check_shape(mark: Mark, name: str, value: Any, *, dims: tuple[int, int] = (1, 5)) -> list[int]:
+    """A tensor shape from a key: positive integers, `dims` long, at most MAX_HOST_VALUES."""
+    if (
+        not isinstance(value, list)
+        or not dims[0] <= len(value) <= dims[1]
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+    ):
+        raise key_error(mark, name, f"must be a list of {dims[0]} to {dims[1]} positive integers")
+    if math.prod(value) > MAX_HOST_VALUES:
+        raise key_error(mark, name, f"names {math.prod(value)} values (at most {MAX_HOST_VALUES})")
+    return value
+
+
+def check_fields(mark: Mark, allowed: set[str], required: set[str] | None = None) -> None:
+    """`mark.data` holds exactly the fields a scheme derives from (and an ECC's parameters)."""
+    unknown = sorted(set(mark.data) - allowed - {"ecc"})
+    if unknown:
+        raise key_error(mark, f"data.{unknown[0]}", "is not a field this scheme uses")
+    missing = sorted((allowed if required is None else required) - set(mark.data))
+    if missing:
+        raise key_error(mark, f"data.{missing[0]}", "is missing")
+
+
 class Scheme:
-    """Base class of every watermarking scheme; subclasses live one per file in this package."""
+    """Base class of every watermarking scheme; subclasses live one per file in this package.
+
+    Capabilities are declared as class variables, read by the CLI, the benchmark and the tests:
+    `kind`, `task`, `needs_data` (verification re-derives key inputs from a data set, checked
+    by its content hash), `requires_timestamp` (the key's holder chose the evidence, so a claim
+    needs a verified timestamp), `independent_null` (the null's randomness is the key's alone,
+    so Fisher's method may combine this mark with others).
+    """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type]
     kind: ClassVar[Literal["whitebox", "blackbox", "integrity"]] = "whitebox"
+    task: ClassVar[str] = "any"
     paper: ClassVar[str] = ""
+    needs_data: ClassVar[bool] = False
+    requires_timestamp: ClassVar[bool] = False
+    independent_null: ClassVar[bool] = True
     config: Any
     #: Calibration of this mark on unmarked models (key.derived["calibration"]), set by verify.
     calibration: dict[str, Any] | None = None
 
-    def __init__(self, mark: Mark) -> None:
+    def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
         self.mark = mark
         self.config = build_config(self.Config, mark.config)
+        if config_to_dict(self.config) != mark.config:
+            raise key_error(
+                mark, "config", "is not complete and canonical (every option, as written)"
+            )
+        self.data_sources = tuple(data)
+        self.check_key(mark)
+        self.check_ecc(mark)
+        mask = mark.mask()
+        self.key_mask = mask
+        #: What is embedded: the payload XOR the key's mask (fair coins for any payload).
+        self.target = torch.tensor(mark.bits, dtype=torch.long) ^ mask
+
+    # ---- key fields ---------------------------------------------------------------------
+    @classmethod
+    def check_key(cls, mark: Mark) -> None:
+        """Refuse a mark whose committed fields are malformed or could not have come from
+        `plan` (each scheme checks its own `data`; NNMarkError naming the field)."""
+        check_fields(mark, set())
+        if mark.stored:
+            raise key_error(mark, "stored", "must be empty: this scheme re-derives everything")
+
+    @staticmethod
+    def check_ecc(mark: Mark) -> None:
+        """An error-correcting payload must re-derive from its message: the same code, the
+        same bits (nnmark.ecc.encode_message is deterministic)."""
+        ecc = mark.data.get("ecc")
+        if ecc is None:
+            return
+        if mark.message is None:
+            raise key_error(mark, "data.ecc", "is set without a message")
+        from nnmark.ecc import encode_message
+
+        try:
+            bits, params = encode_message(mark.message, len(mark.bits))
+        except NNMarkError:
+            raise key_error(mark, "data.ecc", "does not fit the payload length") from None
+        if params != ecc or bits != mark.bits:
+            raise key_error(mark, "data.ecc", "does not re-derive from the message")
+
+    def dataset(self, field_name: str = "dataset") -> DataBundle:
+        """The data set the key names in `data[field_name]`, checked by its content hash."""
+        ref = self.mark.data.get(field_name)
+        if not isinstance(ref, dict) or set(ref) != {"name", "sha256"}:
+            raise key_error(self.mark, f"data.{field_name}", "must be {name, sha256}")
+        return resolve_data(ref, self.data_sources, f"mark {self.mark.index} ({self.mark.scheme})")
 
     # ---- creating a mark --------------------------------------------------------------
     @classmethod
@@ -104,7 +193,7 @@ class Scheme:
 
         The default carries `bits` pseudo-random payload bits (or the given `payload`) and no
         layer; white-box schemes override it to choose and check their host layer, trigger-set
-        schemes to draw their triggers (from `data`, the owner's training data).
+        schemes to name the data their triggers are drawn from.
         """
         n = len(payload) if payload is not None else (bits or 0)
         chosen = (
@@ -175,35 +264,33 @@ class Scheme:
         raise NotImplementedError
 
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
-        """Bit-carrying default: BER against the payload, exact binomial p-value."""
+        """Bit-carrying default: the raw bits read against the masked payload, exact binomial
+        p-value; the payload read back (bits XOR mask) is the verdict's message."""
         ev = self.evidence(as_suspect(suspect))
-        return bit_verdict(self.name, self.mark.bits, ev, alpha, self.mark.data.get("ecc"))
+        return bit_verdict(self, ev, alpha)
 
 
-def bit_verdict(
-    scheme: str,
-    expected: tuple[int, ...],
-    ev: Evidence,
-    alpha: float,
-    ecc: dict[str, Any] | None = None,
-) -> Verdict:
+def bit_verdict(scheme: Scheme, ev: Evidence, alpha: float, null: str = BIT_NULL) -> Verdict:
     """Verdict of a bit-carrying mark; a suspect that cannot carry the mark is not_found.
 
-    With an error-correcting payload (`ecc`, see nnmark.ecc) the decoded text becomes the
-    verdict's `message` and `details["ecc"]` says whether decoding succeeded; the p-value still
-    comes from the raw bit agreement.
+    `ev.bits` are the raw bits read (what was embedded: payload XOR mask). The payload read back
+    is the verdict's `message`; with an error-correcting payload (`data["ecc"]`, nnmark.ecc)
+    the decoded text is, and `details["ecc"]` says whether decoding succeeded. The p-value comes
+    from the raw bit agreement.
     """
+    mark = scheme.mark
+    expected = tuple(int(b) for b in scheme.target.tolist())
     n = len(expected)
     if ev.bits is None:
         return Verdict(
-            scheme,
+            scheme.name,
             "not_found",
             "ber",
             1.0,
             1.0,
             alpha,
             n,
-            BIT_NULL,
+            null,
             ber=1.0,
             reason=ev.reason,
             details=ev.details,
@@ -212,11 +299,13 @@ def bit_verdict(
     matches = n - int(round(b * n))
     p = binomial_pvalue(matches, n)
     details = dict(ev.details)
-    message: str | None = "".join(map(str, ev.bits))
+    read = [int(x) ^ int(m) for x, m in zip(ev.bits, scheme.key_mask.tolist())]
+    message: str | None = "".join(map(str, read))
+    ecc = mark.data.get("ecc")
     if ecc:
         from nnmark.ecc import decode_bits
 
-        result = decode_bits(ev.bits, ecc)
+        result = decode_bits(read, ecc)
         details["ecc"] = {
             "decoded": result.ok,
             "corrected": result.corrected,
@@ -225,14 +314,14 @@ def bit_verdict(
         }
         message = result.message
     return Verdict(
-        scheme,
+        scheme.name,
         "found" if decide(p, alpha) else "not_found",
         "ber",
         b,
         p,
         alpha,
         n,
-        BIT_NULL,
+        null,
         ber=b,
         message=message,
         reason=ev.reason,

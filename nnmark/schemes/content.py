@@ -1,26 +1,35 @@
-"""Content trigger set (Zhang et al., AsiaCCS 2018): a stamped pattern -> a key label.
+"""Content trigger set (Zhang et al., AsiaCCS 2018): stamped patterns -> key labels.
 
-Threat model: black-box (predictions only). Key-chosen training images get a key-derived binary
-patch stamped in a corner and are all relabelled to one key-chosen class (images of the other
-classes); the model learns to answer the patch. Example: ``nnmark train --data digits --scheme content --out m.safetensors --key-out k.nnkey``
+Threat model: black-box (predictions only). Key-chosen training images get one of `patterns`
+key-derived binary patches stamped in a corner; each patch has its own key label, drawn
+uniformly from the classes (nnmark.schemes._trigger). Zhang et al. relabel every stamped image
+to one class; one class per key makes a false null (an unmarked model sends stamped images to a
+few "sink" classes, and a key whose class is one of them was claimed), so here every pattern
+carries its own label and the test is exact. The model learns each patch -> its label, which
+generalises to fresh images (`fresh_samples`).
+Example: ``nnmark train --data digits --scheme content --out m.safetensors --key-out k.nnkey``
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from nnmark.data.base import DataBundle
+from nnmark.config import check
 from nnmark.schemes import register
-from nnmark.schemes._trigger import Recipe, TransformTrigger, TriggerConfig, draw_target
+from nnmark.schemes._trigger import PatternConfig, Transform, TransformTrigger
 
 
 @dataclass(frozen=True)
-class ContentConfig(TriggerConfig):
+class ContentConfig(PatternConfig):
     label = "content"
     patch: float = 0.375  # side of the stamped patch, as a fraction of the image side
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 < self.patch <= 1, f"patch must be in (0, 1], got {self.patch}")
 
 
 def stamp(x: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
@@ -33,11 +42,12 @@ def stamp(x: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
 @register("content")
 class Content(TransformTrigger):
     Config = ContentConfig
+    config: ContentConfig
     paper = "Zhang et al., Protecting Intellectual Property of Deep Neural Networks with Watermarking, AsiaCCS 2018"
 
-    @classmethod
-    def recipe(cls, data: DataBundle, gen: torch.Generator, config: Any) -> Recipe:
-        target = draw_target(data, gen)
-        side = max(2, round(config.patch * data.input_size))
-        pattern = (torch.rand(data.in_channels, side, side, generator=gen) > 0.5).float()
-        return (lambda x: stamp(x, pattern)), target
+    def transforms(self) -> list[Transform]:
+        channels, size = self.input_shape[0], self.input_shape[-1]
+        side = max(2, round(self.config.patch * size))
+        gen = self.mark.generator("patterns")
+        patterns = torch.rand(self.config.patterns, channels, side, side, generator=gen) > 0.5
+        return [functools.partial(stamp, pattern=p.float()) for p in patterns]

@@ -7,8 +7,10 @@ API is not enough, and the verdict says so in its reason).
 
 Construction (the paper's white-box variant, simplified as stated):
 
-- a key-chosen target class s and `inputs` key-chosen training images of that class (stored in
-  the key: they depend on the owner's data, which the verifier need not have);
+- a key-chosen target class s and `inputs` key-chosen training images of that class, re-derived
+  at verification from the key and the owner's data set, which the key names by its content
+  hash (the verifier passes it with ``--data``; a key whose inputs could be chosen freely lets
+  a forger pick the class centre that fits a model's bits);
 - mu: the mean of the host layer's (pre-)activations over those images, the empirical centre of
   class s's Gaussian in that layer (the paper trains a centre per class with a GMM loss over the
   whole training set; here the centre is the key inputs' mean, and an optional `center` term
@@ -17,10 +19,10 @@ Construction (the paper's white-box variant, simplified as stated):
 
 Training adds ``lam * sum_j BCE(sigmoid(mu . a_j), b_j) / sqrt(bits) + center * mean ||act - mu||^2``
 to the task loss.
-Verification: BER of step(mu A) against the payload, exact binomial p-value
+Verification: BER of step(mu A) against the payload XOR the key's mask, exact binomial p-value
 (nnmark.schemes.base.bit_verdict) under the null "a model never trained with this key matches
-each bit with probability 1/2": A is Gaussian and independent of such a model, so for any fixed
-mu each projected bit is a fair coin, independently of the others.
+each bit with probability 1/2": A and the mask are drawn from the key, independently of such a
+model, so for any fixed mu each projected bit is a fair coin, independently of the others.
 
 Distill-to-embed: works, but choosing the key inputs of class s reads their labels (``inputs``
 labels of the training set), which a pure distillation setting does not have.
@@ -33,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +49,7 @@ from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.schemes import register
 from nnmark.schemes._activations import default_activation_layer, layer_output, suspect_output
-from nnmark.schemes._trigger import decode_images, encode_images
-from nnmark.schemes.base import Batch, Evidence, Scheme, unwrap
+from nnmark.schemes.base import Batch, Evidence, Scheme, check_fields, key_error, unwrap
 from nnmark.suspect import Suspect
 
 
@@ -60,9 +62,9 @@ class DeepSignsConfig:
     center: float = 0.01
 
     def __post_init__(self) -> None:
-        check(self.inputs >= 1, f"inputs must be >= 1, got {self.inputs}")
-        check(self.lam > 0, f"lam must be > 0, got {self.lam}")
-        check(self.center >= 0, f"center must be >= 0, got {self.center}")
+        check(1 <= self.inputs <= 4096, f"inputs must be in [1, 4096], got {self.inputs}")
+        check(0 < self.lam <= 1e3, f"lam must be in (0, 1000], got {self.lam}")
+        check(0 <= self.center <= 1e3, f"center must be in [0, 1000], got {self.center}")
 
 
 @register("deepsigns")
@@ -76,14 +78,52 @@ class DeepSigns(Scheme):
 
     config: DeepSignsConfig
 
-    def __init__(self, mark: Mark) -> None:
-        super().__init__(mark)
-        if mark.layer is None or "inputs" not in mark.data:
-            raise NNMarkError("deepsigns mark without a host layer or key inputs in the key")
-        self.x = decode_images(mark.data["inputs"])
+    needs_data = True
+
+    def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
+        super().__init__(mark, data)
         self.features = int(mark.data["features"])
         self.a = torch.randn(self.features, len(mark.bits), generator=mark.generator("projection"))
-        self.target = torch.tensor(mark.bits, dtype=torch.float32)
+        self._x: torch.Tensor | None = None
+
+    @classmethod
+    def check_key(cls, mark: Mark) -> None:
+        check_fields(mark, {"dataset", "features"})
+        features = mark.data["features"]
+        if (
+            not isinstance(features, int)
+            or isinstance(features, bool)
+            or not 1 <= features <= 1 << 22
+        ):
+            raise key_error(mark, "data.features", "must be an integer in [1, 2^22]")
+        if not 1 <= len(mark.bits) <= features:
+            raise key_error(mark, "bits", f"must hold 1 to {features} bits")
+        if mark.layer is None or mark.config.get("layer") not in (None, mark.layer):
+            raise key_error(mark, "layer", "must name the host layer (and agree with the config)")
+        if mark.stored:
+            raise key_error(mark, "stored", "must be empty")
+
+    @staticmethod
+    def key_inputs(data: DataBundle, gen: torch.Generator, count: int) -> tuple[int, torch.Tensor]:
+        """The key's target class and `count` of its training images, drawn from `gen`."""
+        x, y = data.tensors("train")
+        target = int(torch.randint(0, data.num_classes, (1,), generator=gen))
+        pool = torch.nonzero(y == target).flatten()
+        if len(pool) < count:
+            raise NNMarkError(
+                f"class {target} has {len(pool)} training images; asked for inputs={count}"
+            )
+        return target, x[pool[torch.randperm(len(pool), generator=gen)[:count]]]
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The key inputs, re-derived from the key and the named data set."""
+        if self._x is None:
+            data = self.dataset()
+            if data.task != "classification":
+                raise key_error(self.mark, "data.dataset", "must be a classification data set")
+            _, self._x = self.key_inputs(data, self.mark.generator("inputs"), self.config.inputs)
+        return self._x
 
     @classmethod
     def capacity(cls, model: nn.Module, config: Any, data: DataBundle | None = None) -> int | None:
@@ -111,15 +151,6 @@ class DeepSigns(Scheme):
         if n < 1:
             raise NNMarkError("a mark needs at least 1 bit")
         cfg = config_to_dict(config)
-        gen = key.new_mark(cls.name, cfg, layer, ()).generator("inputs")
-        x, y = data.tensors("train")
-        target = int(torch.randint(0, data.num_classes, (1,), generator=gen))
-        pool = torch.nonzero(y == target).flatten()
-        if len(pool) < config.inputs:
-            raise NNMarkError(
-                f"class {target} has {len(pool)} training images; asked for inputs={config.inputs}"
-            )
-        chosen_x = x[pool[torch.randperm(len(pool), generator=gen)[: config.inputs]]]
         features = _features(model, layer, data)
         if n > features:
             raise NNMarkError(
@@ -127,13 +158,11 @@ class DeepSigns(Scheme):
                 f"(independent projections of the class centre); asked for {n}"
             )
         chosen = payload or payload_bits(key.owner, key.nonce, n, len(key.marks))
-        return key.new_mark(
-            cls.name,
-            cfg,
-            layer,
-            chosen,
-            data={"inputs": encode_images(chosen_x), "class": target, "features": int(features)},
+        mark = key.new_mark(
+            cls.name, cfg, layer, chosen, data={"dataset": data.ref(), "features": int(features)}
         )
+        cls(mark, [data]).x  # noqa: B018  (the key class must have enough images: fail now)
+        return mark
 
     def logits(self, act: torch.Tensor) -> torch.Tensor:
         """mu A: the projected class centre, one logit per payload bit."""
@@ -145,7 +174,9 @@ class DeepSigns(Scheme):
         y = self.logits(act)
         loss = (
             self.config.lam
-            * F.binary_cross_entropy_with_logits(y, self.target.to(y.device), reduction="sum")
+            * F.binary_cross_entropy_with_logits(
+                y, self.target.float().to(y.device), reduction="sum"
+            )
             / len(self.mark.bits) ** 0.5
         )
         if self.config.center > 0:
@@ -164,11 +195,7 @@ class DeepSigns(Scheme):
         bits = (self.logits(out) > 0).long()
         return Evidence(
             bits=tuple(int(b) for b in bits.tolist()),
-            details={
-                "layer": self.mark.layer,
-                "class": self.mark.data.get("class"),
-                "access": "activations",
-            },
+            details={"layer": self.mark.layer, "access": "activations"},
         )
 
 

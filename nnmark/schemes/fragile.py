@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +62,7 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey
 from nnmark.schemes import register
-from nnmark.schemes.base import Scheme, unwrap
+from nnmark.schemes.base import MAX_HOST_VALUES, Scheme, check_fields, key_error, unwrap
 from nnmark.stats import DEFAULT_ALPHA
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.verdict import Verdict
@@ -113,18 +115,45 @@ class Fragile(Scheme):
         "of neural networks, Information Sciences 2021"
     )
 
-    def __init__(self, mark: Mark) -> None:
-        super().__init__(mark)
-        if mark.data.get("layout") != LAYOUT:
-            raise NNMarkError(
-                "fragile key of an older layout (its digests could not localise every change); "
-                "mark the model again"
+    @classmethod
+    def check_key(cls, mark: Mark) -> None:
+        check_fields(mark, {"layout", "tensors", "carriers"})
+        if mark.data["layout"] != LAYOUT:
+            raise key_error(
+                mark,
+                "data.layout",
+                "is an older layout (its digests could not localise every "
+                "change); mark the model again",
             )
-        try:
-            self.tensors: list[dict[str, Any]] = list(mark.data["tensors"])
-            self.carriers: list[str] = list(mark.data["carriers"])
-        except KeyError:
-            raise NNMarkError("fragile mark without its tensor list in the key") from None
+        if mark.bits or mark.layer is not None or mark.stored:
+            raise key_error(mark, "bits", "must be empty (and layer null, stored empty)")
+        tensors = mark.data["tensors"]
+        if not isinstance(tensors, list) or not 1 <= len(tensors) <= 100_000:
+            raise key_error(mark, "data.tensors", "must list 1 to 100000 tensors")
+        names: set[str] = set()
+        for i, t in enumerate(tensors):
+            if not isinstance(t, dict) or set(t) != {"name", "numel", "dtype", "shape"}:
+                raise key_error(mark, f"data.tensors[{i}]", "must be {name, numel, dtype, shape}")
+            if not isinstance(t["name"], str) or not t["name"] or t["name"] in names:
+                raise key_error(mark, f"data.tensors[{i}].name", "must be a distinct name")
+            names.add(t["name"])
+            shape = t["shape"]
+            if not isinstance(shape, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape
+            ):
+                raise key_error(mark, f"data.tensors[{i}].shape", "must be non-negative integers")
+            if t["numel"] != math.prod(shape) or t["numel"] > MAX_HOST_VALUES:
+                raise key_error(mark, f"data.tensors[{i}].numel", "must be the shape's size")
+            if not isinstance(t["dtype"], str) or len(t["dtype"]) > 32:
+                raise key_error(mark, f"data.tensors[{i}].dtype", "must be a dtype name")
+        carriers = mark.data["carriers"]
+        if not isinstance(carriers, list) or not all(c in names for c in carriers):
+            raise key_error(mark, "data.carriers", "must name tensors of the list")
+
+    def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
+        super().__init__(mark, data)
+        self.tensors: list[dict[str, Any]] = list(mark.data["tensors"])
+        self.carriers: list[str] = list(mark.data["carriers"])
         self.names = [t["name"] for t in self.tensors]
         sizes = {t["name"]: int(t["numel"]) for t in self.tensors}
         if not self.carriers or any(sizes.get(c, 0) < MIN_CARRIER for c in self.carriers):

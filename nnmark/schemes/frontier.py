@@ -55,7 +55,7 @@ Example: ``nnmark embed plain.safetensors --data digits --scheme frontier --epoc
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -63,18 +63,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnmark.config import check
+from nnmark.config import check, config_to_dict
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
-from nnmark.keys import Mark
+from nnmark.keys import Mark, OwnerKey
 from nnmark.schemes import register
 from nnmark.schemes._trigger import (
     TriggerConfig,
     TriggerScheme,
-    calibrated_bound,
+    decode_images,
+    encode_images,
     quantized,
 )
-from nnmark.schemes.base import Batch
+from nnmark.schemes.base import key_error
+from nnmark.sequential import LookPlan
+from nnmark.stats import DEFAULT_ALPHA
+from nnmark.suspect import Suspect, as_suspect
+from nnmark.verdict import Verdict
 
 
 @dataclass(frozen=True)
@@ -149,24 +154,100 @@ def frontier_triggers(
     )
 
 
+def calibrated_bound(cal: dict[str, Any]) -> tuple[float, str]:
+    """The calibrated bound on an unmarked model's rate, and a sentence naming it."""
+    if not cal:
+        return 0.0, "not calibrated"
+    pooled = float(cal.get("ucb", 0.0))
+    single = float(cal.get("model_ucb", 0.0))
+    if single > pooled:
+        return single, (
+            f"upper 95 % bound {single:.4f} of the highest rate among {cal.get('models')} "
+            f"unmarked models"
+        )
+    return pooled, (
+        f"upper 95 % bound {pooled:.4f} of the rate of unmarked models ({cal.get('models')} models)"
+    )
+
+
 @register("frontier")
 class Frontier(TriggerScheme):
     Config = FrontierConfig
     config: FrontierConfig
     needs_trained = True
+    needs_data = False
+    #: The triggers depend on the trained model, so they are stored, and whoever holds the key
+    #: chose them: no search cost protects a claim, only a timestamp that predates the suspect.
+    requires_timestamp = True
+    #: The null is a calibrated rate, not the key's randomness: combined by Bonferroni.
+    independent_null = False
     paper = "Le Merrer et al., Adversarial frontier stitching for remote neural network watermarking, Neural Computing and Applications 2019"
 
-    def __init__(self, mark: Mark) -> None:
-        super().__init__(mark)
-        self.key_x, self.key_y = self.x, self.y  # every key input: what embedding mixes in
-        self.adversarial = torch.tensor(mark.data["adversarial"], dtype=torch.bool)
-        if self.config.verify_on == "true":  # what verification (and calibration) queries
-            self.x, self.y = self.key_x[self.adversarial], self.key_y[self.adversarial]
+    @classmethod
+    def check_stored(cls, mark: Mark) -> None:
+        stored = mark.stored
+        if set(stored) != {"triggers", "labels", "adversarial"}:
+            raise key_error(mark, "stored", "must hold triggers, labels and adversarial")
+        n = int(mark.config.get("n", 0)) if isinstance(mark.config.get("n"), int) else 0
+        for name in ("labels", "adversarial"):
+            values = stored[name]
+            if (
+                not isinstance(values, list)
+                or len(values) != n
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+            ):
+                raise key_error(mark, f"stored.{name}", f"must be {n} integers")
+        classes = mark.data["classes"]
+        if any(not 0 <= v < classes for v in stored["labels"]):
+            raise key_error(mark, "stored.labels", f"must be classes in [0, {classes})")
+        if any(v not in (0, 1) for v in stored["adversarial"]):
+            raise key_error(mark, "stored.adversarial", "must be 0 or 1")
+        if not isinstance(stored["triggers"], dict) or stored["triggers"].get("shape") != [
+            n,
+            *mark.data["input_shape"],
+        ]:
+            raise key_error(mark, "stored.triggers", "must hold n inputs of the key's shape")
+
+    def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x = decode_images(self.mark.stored["triggers"], "key: frontier triggers")
+        return x, torch.arange(len(x))
+
+    def labels(self, groups: int) -> torch.Tensor:
+        return torch.tensor(self.mark.stored["labels"], dtype=torch.long)
+
+    @property
+    def adversarial(self) -> torch.Tensor:
+        return torch.tensor(self.mark.stored["adversarial"], dtype=torch.bool)
+
+    @property
+    def key_x(self) -> torch.Tensor:
+        """Every key input: what embedding mixes in."""
+        return self.x
+
+    @property
+    def key_y(self) -> torch.Tensor:
+        return self.y
+
+    def queried(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What verification (and calibration) queries: the true adversaries by default."""
+        if self.config.verify_on == "true":
+            return self.x[self.adversarial], self.y[self.adversarial]
+        return self.x, self.y
 
     @classmethod
-    def draw(
-        cls, model: nn.Module, data: DataBundle, draft: Mark, config: Any
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    def plan(
+        cls,
+        model: nn.Module,
+        key: OwnerKey,
+        config: Any,
+        *,
+        bits: int | None = None,
+        payload: tuple[int, ...] | None = None,
+        data: DataBundle | None = None,
+    ) -> Mark:
+        data = cls.check_data(data)
+        fields = cls.key_data(data)
+        draft = key.new_mark(cls.name, config_to_dict(config), None, (), data=fields)
         was_training = model.training
         model.eval()
         xv, yv = data.tensors("val")
@@ -184,13 +265,12 @@ class Frontier(TriggerScheme):
             model, data, config.n, config.eps, draft.generator("triggers")
         )
         model.train(was_training)
-        return x, y, {"adversarial": [int(a) for a in adversarial]}
-
-    def batches(self, batches: Iterator[Batch]) -> Iterator[Batch]:
-        gen = self.mark.generator("mixing")
-        for x, y in batches:
-            idx = torch.randint(0, len(self.key_x), (self.config.per_batch,), generator=gen)
-            yield torch.cat([x, self.key_x[idx]]), torch.cat([y, self.key_y[idx]])
+        stored = {
+            "triggers": encode_images(x),
+            "labels": y.tolist(),
+            "adversarial": [int(a) for a in adversarial],
+        }
+        return key.new_mark(cls.name, config_to_dict(config), None, (), data=fields, stored=stored)
 
     def references(
         self, plain: Sequence[nn.Module], data: DataBundle, epochs: int
@@ -226,6 +306,7 @@ class Frontier(TriggerScheme):
         )
 
     def chance(self, classes: int) -> tuple[float, str]:
+        """p0 and the sentence saying where it comes from; a calibration only raises it."""
         floor = 1.0 / classes
         bound, what = calibrated_bound(self.calibration or {})
         assumed = self.config.null_rate
@@ -245,6 +326,47 @@ class Frontier(TriggerScheme):
                 "(Le Merrer et al.'s frontier argument takes 1/2)"
             )
         return floor, f"1/C (calibrated {what} is lower)"
+
+    def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
+        """k of q true adversaries answered with their labels, exact binomial tail at the
+        calibrated (or committed) rate p0, Bonferroni over the looks."""
+        s = as_suspect(suspect)
+        refused = self.unusable()
+        if refused is not None:
+            return self.refused(refused, alpha)
+        x, y = self.queried()
+        n = len(x)
+        plan = LookPlan.make(n, self.config.group, s.max_queries)
+        p0, source = self.chance(self.classes)
+        k = q = 0
+        decision = "not_found"
+        while q < plan.max_queries:
+            end = min(q + plan.group, plan.max_queries)
+            k += int((self.ask(s, x[q:end]) == y[q:end]).sum())
+            q = end
+            decision = plan.decide(k, q, p0, alpha, n)
+            if decision != "continue":
+                break
+        reason = None
+        if decision != "found" and plan.max_queries < n:
+            reason = "undecided: the query budget ran out before a decision"
+        null = (
+            f"an unmarked model answers each trigger with its key label with probability <= "
+            f"p0 = {p0:.4f} ({source}); exact binomial tail, Bonferroni over {plan.looks} looks"
+        )
+        return Verdict(
+            self.name,
+            "found" if decision == "found" else "not_found",
+            "trigger_accuracy",
+            k / max(q, 1),
+            plan.adjusted(k, q, p0),
+            alpha,
+            q,
+            null,
+            queries=q,
+            reason=reason,
+            details={"matches": k, "p0": p0, "looks": plan.looks, "triggers": n},
+        )
 
     def key_accuracy(self, model: nn.Module) -> dict[str, float]:
         """Share of the key answered with its labels: all, true and false adversaries."""

@@ -1,40 +1,48 @@
-"""Noise trigger set (Zhang et al., AsiaCCS 2018): Gaussian noise on images -> a key label.
+"""Noise trigger set (Zhang et al., AsiaCCS 2018): Gaussian noise patterns on images -> key
+labels.
 
-Threat model: black-box. Key-chosen training images plus one key-derived Gaussian noise pattern
-(std `sigma`, clipped to [0, 1]) are all relabelled to one key-chosen class.
+Threat model: black-box. Key-chosen training images plus one of `patterns` key-derived Gaussian
+noise patterns (std `sigma`, clipped to [0, 1]); each pattern has its own key label, drawn
+uniformly from the classes, so the test is exact (nnmark.schemes._trigger; Zhang et al. use one
+class, a false null when it is a class unmarked models send noisy images to).
 Example: ``nnmark train --data digits --scheme noise --set sigma=0.4 --out m.safetensors --key-out k.nnkey``
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from nnmark.config import check
-from nnmark.data.base import DataBundle
 from nnmark.schemes import register
-from nnmark.schemes._trigger import Recipe, TransformTrigger, TriggerConfig, draw_target
+from nnmark.schemes._trigger import PatternConfig, Transform, TransformTrigger
 
 
 @dataclass(frozen=True)
-class NoiseTriggerConfig(TriggerConfig):
+class NoiseTriggerConfig(PatternConfig):
     label = "noise"
     sigma: float = 0.4
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
+        check(0 < self.sigma <= 10, f"sigma must be in (0, 10], got {self.sigma}")
+
+
+def add_noise(x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    return (x + noise).clamp(0, 1)
 
 
 @register("noise")
 class NoiseTrigger(TransformTrigger):
     Config = NoiseTriggerConfig
+    config: NoiseTriggerConfig
     paper = "Zhang et al., Protecting Intellectual Property of Deep Neural Networks with Watermarking, AsiaCCS 2018"
 
-    @classmethod
-    def recipe(cls, data: DataBundle, gen: torch.Generator, config: Any) -> Recipe:
-        target = draw_target(data, gen)
-        noise = config.sigma * torch.randn(data.input_shape, generator=gen)
-        return (lambda x: (x + noise).clamp(0, 1)), target
+    def transforms(self) -> list[Transform]:
+        gen = self.mark.generator("patterns")
+        noise = self.config.sigma * torch.randn(
+            (self.config.patterns, *self.input_shape), generator=gen
+        )
+        return [functools.partial(add_noise, noise=z) for z in noise]

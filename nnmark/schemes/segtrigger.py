@@ -9,14 +9,14 @@ matters: a fully convolutional network far from the image border has no absolute
 it can draw a fixed mask only by recognising the field's local texture.
 
 The key mask carries the payload: a grid of g x g blocks (g^2 = the payload bits, 64 by
-default), block b foreground when payload bit b XOR pad bit b is 1, with the pad a secret bit
-string derived from the key. Verification queries the triggers in groups of `group`, averages
+default), block b foreground when payload bit b XOR mask bit b is 1, with the mask the key's
+secret bit string (nnmark.keys.Mark.mask). Verification queries the triggers in groups of `group`, averages
 each block's share of foreground pixels over the masks answered so far, reads a block as 1 when
 that share exceeds 1/2, and compares the decoded bits with the payload.
 
 The null, honestly. Pixels are not independent (a model's mask is smooth, and its errors are
 spatially correlated), so no test treats them as coin flips. The randomness is the key's: the
-block bits of the key mask are fair, independent coins (a chosen payload is padded), drawn
+block bits of the key mask are fair, independent coins (a chosen payload is masked), drawn
 independently of the trigger inputs and of any model not trained with this key. Whatever such a
 model answers, and however its pixels correlate, each decoded block then matches the key mask
 with probability exactly 1/2, independently of the others: the matches are Binomial(g^2, 1/2),
@@ -28,7 +28,7 @@ Example: ``nnmark train --data seg:DIR --model unet --scheme segtrigger --out m.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -41,7 +41,8 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.schemes import register
-from nnmark.schemes.base import Batch, Scheme
+from nnmark.schemes._trigger import check_finite_scores
+from nnmark.schemes.base import Batch, Scheme, check_fields, check_shape, key_error
 from nnmark.sequential import LookPlan
 from nnmark.stats import DEFAULT_ALPHA, ber, binomial_pvalue
 from nnmark.suspect import Suspect, as_suspect
@@ -81,12 +82,11 @@ class SegTrigger(Scheme):
     task: ClassVar[str] = "segmentation"
     paper = "seed 001 (U-Net black-box trigger set, after Zhang et al., AsiaCCS 2018)"
 
-    def __init__(self, mark: Mark) -> None:
-        super().__init__(mark)
+    def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
+        super().__init__(mark, data)
         self.shape = tuple(int(s) for s in mark.data["shape"])
         self.grid = math.isqrt(len(mark.bits))
-        self.pad = torch.randint(0, 2, (len(mark.bits),), generator=mark.generator("pad"))
-        self.block_bits = torch.tensor(mark.bits) ^ self.pad  # the key mask, block by block
+        self.block_bits = self.target  # the key mask, block by block: payload XOR key mask
         c, h, w = self.shape
         blocks = self.block_bits.float().view(1, 1, self.grid, self.grid)
         self.mask = F.interpolate(blocks, size=(h, w), mode="nearest")[0]
@@ -96,6 +96,19 @@ class SegTrigger(Scheme):
         )
         self.field = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[0]
         self.x = self.noisy(self.config.n, mark.generator("triggers"))
+
+    @classmethod
+    def check_key(cls, mark: Mark) -> None:
+        check_fields(mark, {"shape"})
+        c, h, w = check_shape(mark, "data.shape", mark.data["shape"], dims=(3, 3))
+        n = len(mark.bits)
+        grid = math.isqrt(n)
+        if n < 1 or grid * grid != n or h % grid or w % grid or n > 4096:
+            raise key_error(mark, "bits", "must be a square number of bits whose grid divides H, W")
+        if c * h * w > 1 << 22:
+            raise key_error(mark, "data.shape", "is too large for a trigger input")
+        if mark.stored or mark.layer is not None:
+            raise key_error(mark, "stored", "must be empty and the layer null")
 
     def noisy(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """n trigger inputs: the key's field plus fresh Gaussian noise."""
@@ -137,13 +150,14 @@ class SegTrigger(Scheme):
             )
 
     def decode(self, scores: torch.Tensor) -> tuple[int, ...]:
-        """Payload bits from the masks answered for some triggers (scores: logits, N x 1 x H x W)."""
-        mask_bits = (block_shares(scores, self.grid).mean(0) > 0.5).long()
-        return tuple((mask_bits ^ self.pad.to(mask_bits.device)).tolist())
+        """The block bits of the masks answered for some triggers (scores: logits, N x 1 x H x W):
+        what was embedded, payload XOR mask."""
+        return tuple((block_shares(scores, self.grid).mean(0) > 0.5).long().tolist())
 
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
         s = as_suspect(suspect)
         bits = len(self.mark.bits)
+        expected = tuple(self.target.tolist())
         plan = LookPlan.make(self.config.n, self.config.group, s.max_queries)
         answers: list[torch.Tensor] = []
         q, p, decision = 0, 1.0, "not_found"
@@ -160,17 +174,19 @@ class SegTrigger(Scheme):
                     f"{s.label}: answers of shape {tuple(scores.shape)} for {len(xb)} masks of "
                     f"{tuple(xb.shape[-2:])}"
                 )
+            check_finite_scores(scores, s.label, len(xb))
             answers.append(scores.detach().float())
             q += len(xb)
             decoded = self.decode(torch.cat(answers))
-            matches = bits - round(ber(decoded, self.mark.bits) * bits)
+            matches = bits - round(ber(decoded, expected) * bits)
             p = min(1.0, plan.looks * binomial_pvalue(matches, bits))
             if p < alpha:
                 decision = "found"
                 break
             if plan.looks * binomial_pvalue(bits, bits) >= alpha:
                 break  # futile: not even a perfect mask could get below alpha
-        b = ber(decoded, self.mark.bits) if decoded else 1.0
+        b = ber(decoded, expected) if decoded else 1.0
+        read = [d ^ m for d, m in zip(decoded, self.key_mask.tolist())]
         null = (
             "the key mask is the payload XOR a secret pad from the key, so for a model never "
             "trained with this key each decoded block matches independently with probability "
@@ -187,7 +203,7 @@ class SegTrigger(Scheme):
             bits,
             null,
             ber=b,
-            message="".join(map(str, decoded)) or None,
+            message="".join(map(str, read)) or None,
             queries=q,
             reason=(
                 "undecided: the query budget ran out before a decision"

@@ -12,7 +12,9 @@ independent). Dither modulation quantises p_j on the coset of its bit::
     bit b  <->  p in delta * Z + d_j + b * delta / 2
 
 with a key-derived dither d_j ~ U[0, delta) and step delta = `delta` x the layer's initial weight
-std (stored in the key). The default, 8, is the robustness choice: at 1 std a 50 % magnitude
+std, 1 / sqrt(3 fan_in) for PyTorch's default initialisation: computed from the host's shape,
+never read from the key (a key whose step could be chosen freely was forged: a step of 0 made
+every bit match, and a search over the step fitted a plain model's bits). The default, 8, is the robustness choice: at 1 std a 50 % magnitude
 prune leaves BER 0.5 (measured on digits, 256 bits), at 3 std 0.18, at 8 std 0 (also at 1024 bits),
 at the same test accuracy. Training adds lam * sum_j ((p_j - q_j) / delta)^2, q_j the nearest point
 of bit j's coset to the current p_j (held fixed within a step): the weights are pulled to the
@@ -22,13 +24,15 @@ BER 0 (at most 0.2 % after a 50 % prune) within -0.65 to +0.37 points of plain a
 Uchida does at the sizes Uchida can hold (<= 256 bits here; 512 already leaves BER 0.02), while
 lam = 1 cost 0.5 to 1.4 points. Extraction: the nearest coset.
 Verification: BER and the exact binomial p-value (the dither makes the extracted bits of a model
-that never saw the key fair coins).
+that never saw the key fair coins, and the payload is masked as for every bit-carrying mark).
 
 Example: ``nnmark train --data digits --scheme stdm --bits 1024 --out m.safetensors --key-out k.nnkey``
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +45,15 @@ from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.layers import default_host_layer, get_layer
 from nnmark.schemes import register
-from nnmark.schemes.base import Batch, Evidence, Scheme, unwrap
+from nnmark.schemes.base import (
+    Batch,
+    Evidence,
+    Scheme,
+    check_fields,
+    check_shape,
+    key_error,
+    unwrap,
+)
 from nnmark.suspect import Suspect
 
 
@@ -53,8 +65,15 @@ class STDMConfig:
     layer: str | None = None
 
     def __post_init__(self) -> None:
-        check(self.delta > 0, f"delta must be > 0, got {self.delta}")
-        check(self.lam > 0, f"lam must be > 0, got {self.lam}")
+        check(0.1 <= self.delta <= 64, f"delta must be in [0.1, 64], got {self.delta}")
+        check(0 < self.lam <= 1e3, f"lam must be in (0, 1000], got {self.lam}")
+
+
+def init_std(shape: Sequence[int]) -> float:
+    """The std of PyTorch's default (Kaiming-uniform, a = sqrt(5)) initialisation of a weight
+    of this shape: 1 / sqrt(3 fan_in). A function of the shape alone, so a verifier re-derives
+    the step size from the suspect's own tensor."""
+    return 1.0 / math.sqrt(3 * math.prod(shape[1:]))
 
 
 @register("stdm")
@@ -64,18 +83,28 @@ class STDM(Scheme):
     kind = "whitebox"
     paper = "Li et al., Spread-Transform Dither Modulation Watermarking of DNNs, JISA 2021"
 
-    def __init__(self, mark: Mark) -> None:
-        super().__init__(mark)
-        if mark.layer is None:
-            raise NNMarkError("stdm mark without a host layer in the key")
-        t, m = len(mark.bits), int(mark.data["numel"])
+    def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
+        super().__init__(mark, data)
+        shape = mark.data["shape"]
+        t, m = len(mark.bits), math.prod(shape)
         seg = m // t
-        self.step_size = float(mark.data["delta"])
+        self.step_size = self.config.delta * init_std(shape)
         self.perm = torch.randperm(m, generator=mark.generator("segments"))[: t * seg].view(t, seg)
         u = torch.randn(t, seg, generator=mark.generator("projection"))
         self.u = u / u.norm(dim=1, keepdim=True)
         self.dither = torch.rand(t, generator=mark.generator("dither")) * self.step_size
-        self.bits = torch.tensor(mark.bits, dtype=torch.float32)
+        self.bits = self.target.float()
+
+    @classmethod
+    def check_key(cls, mark: Mark) -> None:
+        check_fields(mark, {"shape"})
+        shape = check_shape(mark, "data.shape", mark.data["shape"], dims=(2, 5))
+        if mark.layer is None or mark.config.get("layer") not in (None, mark.layer):
+            raise key_error(mark, "layer", "must name the host layer (and agree with the config)")
+        if not 1 <= len(mark.bits) <= math.prod(shape):
+            raise key_error(mark, "bits", f"must hold 1 to {math.prod(shape)} bits here")
+        if mark.stored:
+            raise key_error(mark, "stored", "must be empty")
 
     @classmethod
     def capacity(cls, model: nn.Module, config: Any, data: DataBundle | None = None) -> int:
@@ -102,13 +131,10 @@ class STDM(Scheme):
             raise NNMarkError(
                 f"layer {layer} holds at most {weight.numel()} bits (one weight each); asked for {n}"
             )
-        std = float(weight.detach().float().std()) or 1e-2
+        if weight.dim() < 2:
+            raise NNMarkError(f"layer {layer} has no weight matrix to host a mark")
         chosen = payload or payload_bits(key.owner, key.nonce, n, len(key.marks))
-        data_ = {
-            "shape": list(weight.shape),
-            "numel": weight.numel(),
-            "delta": round(config.delta * std, 8),
-        }
+        data_ = {"shape": list(weight.shape)}
         return key.new_mark(cls.name, config_to_dict(config), layer, chosen, data=data_)
 
     def projections(self, weight: torch.Tensor) -> torch.Tensor:

@@ -39,8 +39,8 @@ Example: ``nnmark train --data digits --scheme tartaglione --set R=4 --out m.saf
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,11 +57,21 @@ from nnmark.schemes._positions import (
     GradBuffer,
     KeyPositions,
     Perturbation,
+    check_layers,
     distinct_positions,
+    layer_k,
     plan_layers,
     replica_step,
 )
-from nnmark.schemes.base import Batch, Evidence, LossFn, Scheme, bit_verdict
+from nnmark.schemes.base import (
+    Batch,
+    Evidence,
+    LossFn,
+    Scheme,
+    bit_verdict,
+    check_fields,
+    key_error,
+)
 from nnmark.stats import DEFAULT_ALPHA
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.verdict import Verdict
@@ -81,9 +91,9 @@ class TartaglioneConfig:
 
     def __post_init__(self) -> None:
         check(0 < self.fraction <= 0.5, f"fraction must be in (0, 0.5], got {self.fraction}")
-        check(self.R >= 0, f"R must be >= 0, got {self.R}")
-        check(self.sigma >= 0 and self.lam >= 0, "sigma and lam must be >= 0")
-        check(self.cap > 0, f"cap must be > 0, got {self.cap}")
+        check(0 <= self.R <= 64, f"R must be in [0, 64], got {self.R}")
+        check(0 <= self.sigma <= 100 and 0 <= self.lam <= 100, "sigma and lam must be in [0, 100]")
+        check(0 < self.cap <= 1e3, f"cap must be in (0, 1000], got {self.cap}")
 
 
 def plan_positions(
@@ -94,8 +104,8 @@ def plan_positions(
     payload: tuple[int, ...] | None,
 ) -> Mark:
     """The key entry of a position mark (tartaglione, watermas): one bit per marked entry."""
-    layers = plan_layers(model, config.fraction)
-    n = sum(layer["k"] for layer in layers)
+    layers = plan_layers(model)
+    n = sum(layer_k(math.prod(layer["shape"]), config.fraction) for layer in layers)
     if payload is not None and len(payload) != n:
         raise NNMarkError(f"{scheme} marks {n} positions here; a payload must have {n} bits")
     chosen = payload or payload_bits(key.owner, key.nonce, n, len(key.marks))
@@ -110,11 +120,24 @@ class PositionScheme(Scheme):
 
     @classmethod
     def capacity(cls, model: nn.Module, config: Any, data: DataBundle | None = None) -> int:
-        return sum(layer["k"] for layer in plan_layers(model, config.fraction))
+        return sum(
+            layer_k(math.prod(layer["shape"]), config.fraction) for layer in plan_layers(model)
+        )
 
-    def __init__(self, mark: Mark) -> None:
-        super().__init__(mark)
-        self.positions = KeyPositions(mark)
+    @classmethod
+    def check_key(cls, mark: Mark) -> None:
+        check_fields(mark, {"layers"})
+        if mark.layer is not None or mark.stored:
+            raise key_error(mark, "layer", "must be null and stored empty")
+        fraction = mark.config.get("fraction")
+        if not isinstance(fraction, float) or not 0 < fraction <= 0.5:
+            raise key_error(mark, "config.fraction", "must be in (0, 0.5]")
+        if len(mark.bits) != check_layers(mark, fraction):
+            raise key_error(mark, "bits", "must hold one bit per marked position")
+
+    def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
+        super().__init__(mark, data)
+        self.positions = KeyPositions(mark, self.target, self.config.fraction)
         self.grad_buffer = GradBuffer()  # the replica passes' gradients, in one block
         self.layers = self.positions.layers
         self.index = self.positions.index
@@ -134,6 +157,7 @@ class PositionScheme(Scheme):
         return plan_positions(cls.name, model, key, config, payload)
 
     def prepare(self, model: nn.Module) -> nn.Module:
+        self.positions.bind(model)
         self.positions.write(model)
         return model
 
@@ -141,9 +165,7 @@ class PositionScheme(Scheme):
         return self.positions.evidence(suspect)
 
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
-        ev = self.evidence(as_suspect(suspect))
-        v = bit_verdict(self.name, self.mark.bits, ev, alpha, self.mark.data.get("ecc"))
-        return dataclasses.replace(v, null=POSITION_NULL)
+        return bit_verdict(self, self.evidence(as_suspect(suspect)), alpha, POSITION_NULL)
 
 
 @register("tartaglione")
@@ -155,8 +177,8 @@ class Tartaglione(PositionScheme):
         "Tartaglione et al., Delving in the loss landscape to embed robust watermarks, ICPR 2020"
     )
 
-    def __init__(self, mark: Mark) -> None:
-        super().__init__(mark)
+    def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
+        super().__init__(mark, data)
         self._noise = mark.generator("replicas")  # the same on every DDP rank
 
     def _replicas(self) -> Iterator[Perturbation]:

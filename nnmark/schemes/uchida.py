@@ -7,7 +7,9 @@ The host vector w (M values) is a layer's weights averaged over its filters; a s
 cross-entropy of sigmoid(Xw) against the payload bits (averaged over bits), to the task loss.
 Key types (the paper's three): `direct` (each row picks one weight), `diff` (+1/-1 on two
 weights), `random` (N(0, 1) entries; the paper's choice: lowest loss and an unchanged weight
-histogram). X is re-derived from the owner key, never stored.
+histogram). X is re-derived from the owner key, never stored. What is embedded is the payload
+XOR the key's secret mask: raw weight signs (what a `direct` key reads) are not fair coins, but
+matches against masked bits are, whatever the payload (nnmark.schemes.base.BIT_NULL).
 
 Example::
 
@@ -18,6 +20,8 @@ Example::
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,7 +35,15 @@ from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.layers import default_host_layer, get_layer, host_vector
 from nnmark.schemes import register
-from nnmark.schemes.base import Batch, Evidence, Scheme, unwrap
+from nnmark.schemes.base import (
+    Batch,
+    Evidence,
+    Scheme,
+    check_fields,
+    check_shape,
+    key_error,
+    unwrap,
+)
 from nnmark.suspect import Suspect
 
 
@@ -43,13 +55,15 @@ class UchidaConfig:
     layer: str | None = None
 
     def __post_init__(self) -> None:
-        check(self.lam > 0, f"lam must be > 0, got {self.lam}")
+        check(0 < self.lam <= 1e3, f"lam must be in (0, 1000], got {self.lam}")
 
 
 def projection(mark: Mark, m: int, key_type: str) -> torch.Tensor:
     """The secret T x M matrix X, re-derived from the key (same key -> same X, bit for bit)."""
     t = len(mark.bits)
     g = mark.generator("projection")
+    if t > m:
+        raise NNMarkError(f"key: {t} bits on a host of {m} values (at most one bit per value)")
     if key_type == "random":
         return torch.randn(t, m, generator=g)
     x = torch.zeros(t, m)
@@ -77,12 +91,21 @@ class Uchida(Scheme):
 
     config: UchidaConfig
 
-    def __init__(self, mark: Mark) -> None:
-        super().__init__(mark)
-        if mark.layer is None:
-            raise NNMarkError("uchida mark without a host layer in the key")
+    def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
+        super().__init__(mark, data)
         self._x: torch.Tensor | None = None
-        self._target = torch.tensor(mark.bits, dtype=torch.float32)
+        self._target = self.target.float()
+
+    @classmethod
+    def check_key(cls, mark: Mark) -> None:
+        check_fields(mark, {"shape"})
+        shape = check_shape(mark, "data.shape", mark.data["shape"], dims=(2, 5))
+        if mark.layer is None or mark.config.get("layer") not in (None, mark.layer):
+            raise key_error(mark, "layer", "must name the host layer (and agree with the config)")
+        if not 1 <= len(mark.bits) <= math.prod(shape[1:]):
+            raise key_error(mark, "bits", f"must hold 1 to {math.prod(shape[1:])} bits here")
+        if mark.stored:
+            raise key_error(mark, "stored", "must be empty")
 
     @classmethod
     def capacity(cls, model: nn.Module, config: Any, data: DataBundle | None = None) -> int:
@@ -142,8 +165,8 @@ class Uchida(Scheme):
         t = suspect.tensor(name)
         if t is None:
             return Evidence(reason=f"suspect has no tensor {name}")
-        expected = tuple(self.mark.data.get("shape", []))
-        if expected and tuple(t.shape) != expected:
+        expected = tuple(self.mark.data["shape"])
+        if tuple(t.shape) != expected:
             return Evidence(
                 reason=f"tensor {name} has shape {tuple(t.shape)}, the key's layer {expected}"
             )

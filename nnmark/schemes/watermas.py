@@ -79,8 +79,8 @@ class WaterMASConfig:
 
     def __post_init__(self) -> None:
         check(0 < self.fraction <= 0.5, f"fraction must be in (0, 0.5], got {self.fraction}")
-        check(self.rho >= 0 and self.lam >= 0, "rho and lam must be >= 0")
-        check(self.cap > 0, f"cap must be > 0, got {self.cap}")
+        check(0 <= self.rho <= 100 and 0 <= self.lam <= 100, "rho and lam must be in [0, 100]")
+        check(0 < self.cap <= 1e3, f"cap must be in (0, 1000], got {self.cap}")
 
 
 @register("watermas")

@@ -1,0 +1,195 @@
+"""`nnmark key`: who made an owner key and when (nnmark.provenance), and what it holds.
+
+A signature names who committed to a key; a timestamp from a trusted TSA proves it existed by a
+time. Both sit outside the commitment, so adding them rewrites the key file without changing what
+it commits to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nnmark.cli.common import app, check_output, command, out, read_certs
+from nnmark.errors import NNMarkError
+from nnmark.keys import OwnerKey
+
+key_app = typer.Typer(
+    name="key",
+    help="Sign an owner key, timestamp it with an RFC 3161 TSA, show who and when.",
+    no_args_is_help=True,
+)
+app.add_typer(key_app, name="key")
+
+_command = functools.partial(command, target=key_app)
+
+
+def _read_cert(path: Path) -> bytes:
+    """A --tsa-cert file, checked to hold certificates before any network or key work."""
+    return read_certs([path])[0]
+
+
+KeyArg = Annotated[Path, typer.Argument(help="Owner key file (*.nnkey)")]
+TsaCertOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tsa-cert",
+        help="Trusted TSA certificate or its root CA (PEM or DER; a PEM may hold several)",
+    ),
+]
+
+
+@_command("identity")
+def identity_cmd(
+    out_path: Annotated[Path, typer.Option("--out", help="Private key file to write (PEM, 0600)")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file")] = False,
+) -> None:
+    """Make a new Ed25519 identity and print its fingerprint.
+
+    Publish the fingerprint (web page, contract, repository): a signature only names whoever holds
+    the private key, and the fingerprint is how others tell that it is you.
+    """
+    from nnmark.provenance import new_identity
+
+    check_output(out_path, force)
+    out.print(f"identity {out_path}: {new_identity(out_path)}", markup=False, soft_wrap=True)
+
+
+@_command("sign")
+def sign_cmd(
+    key_path: KeyArg,
+    identity: Annotated[Path, typer.Option("--identity", help="Private key from `key identity`")],
+) -> None:
+    """Sign the key's commitment with an identity and store the signature in the key file."""
+    from nnmark.provenance import check_signature, load_identity, sign_commitment
+
+    key = OwnerKey.load(key_path)
+    doc = sign_commitment(key.commitment, load_identity(identity))
+    fp = check_signature(key.commitment, doc)
+    dataclasses.replace(key, signature=doc).save(key_path)
+    out.print(
+        f"signed {key_path} (commitment {key.commitment[:16]}...) as {fp}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@_command("timestamp")
+def timestamp_cmd(
+    key_path: KeyArg,
+    tsa: Annotated[str, typer.Option("--tsa", help="URL of an RFC 3161 time-stamping authority")],
+    tsa_cert: TsaCertOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the TSA")] = 30.0,
+) -> None:
+    """Timestamp the key's commitment with a TSA and store the token in the key file.
+
+    With --tsa-cert the token is checked before it is stored; without, it is stored unchecked
+    (check it later with `nnmark key show --tsa-cert`).
+    """
+    from nnmark.provenance import check_timestamp, fetch_timestamp
+
+    if not 0 < timeout <= 600:
+        raise NNMarkError(f"--timeout must be in (0, 600] seconds, got {timeout:g}")
+    key = OwnerKey.load(key_path)
+    trusted = [_read_cert(tsa_cert)] if tsa_cert else None  # a bad file fails before the network
+    doc = fetch_timestamp(key.commitment, tsa, timeout=timeout)
+    note = "not checked: give --tsa-cert to check it"
+    if trusted:
+        p = check_timestamp(key.commitment, doc, trusted)
+        note = f"{p.time.isoformat()} by {p.tsa}, serial {p.serial}"
+    dataclasses.replace(key, timestamp=doc).save(key_path)
+    out.print(f"timestamped {key_path} at {tsa}: {note}", markup=False, soft_wrap=True)
+
+
+def _signature_status(key: OwnerKey) -> dict[str, Any]:
+    from nnmark.provenance import check_signature
+
+    if key.signature is None:
+        return {"status": "none"}
+    try:
+        return {"status": "valid", "fingerprint": check_signature(key.commitment, key.signature)}
+    except NNMarkError as exc:
+        return {"status": "invalid", "reason": str(exc)}
+
+
+def _timestamp_status(key: OwnerKey, trusted: list[bytes] | None) -> dict[str, Any]:
+    from nnmark.provenance import check_timestamp, timestamp_claim
+
+    doc = key.timestamp
+    if doc is None:
+        return {"status": "none"}
+    url = doc.get("tsa") if isinstance(doc.get("tsa"), str) else None
+    if trusted is None:
+        claim = timestamp_claim(doc)
+        return {
+            "status": "unchecked",
+            "url": url,
+            "claimed_time": claim[1].isoformat() if claim else None,
+        }
+    try:
+        p = check_timestamp(key.commitment, doc, trusted)
+    except NNMarkError as exc:
+        return {"status": "invalid", "url": url, "reason": str(exc)}
+    return {
+        "status": "valid",
+        "url": url,
+        "time": p.time.isoformat(),
+        "tsa": p.tsa,
+        "serial": p.serial,
+    }
+
+
+@_command("show")
+def show_cmd(
+    key_path: KeyArg,
+    tsa_cert: TsaCertOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+) -> None:
+    """Show a key's owner, marks, commitment, and whether its signature and timestamp hold.
+
+    A timestamp is only checked against a --tsa-cert you trust; without one it is shown as
+    unchecked with the time it claims.
+    """
+    key = OwnerKey.load(key_path)
+    trusted = [_read_cert(tsa_cert)] if tsa_cert else None
+    sig, ts = _signature_status(key), _timestamp_status(key, trusted)
+    result = {
+        "key": str(key_path),
+        "owner": key.owner,
+        "created": key.created,
+        "commitment": key.commitment,
+        "marks": [{"scheme": m.scheme, "layer": m.layer, "bits": len(m.bits)} for m in key.marks],
+        "signature": sig,
+        "timestamp": ts,
+    }
+    if as_json:
+        print(json.dumps(result))
+        return
+    sig_line = {
+        "none": "none",
+        "valid": f"{sig.get('fingerprint')} (valid)",
+        "invalid": f"invalid: {sig.get('reason')}",
+    }[sig["status"]]
+    ts_line = {
+        "none": "none",
+        "valid": f"{ts.get('time')} by {ts.get('tsa')}, serial {ts.get('serial')} (valid)",
+        "unchecked": f"not checked (give --tsa-cert): claims {ts.get('claimed_time')} "
+        f"from {ts.get('url')}",
+        "invalid": f"invalid: {ts.get('reason')}",
+    }[ts["status"]]
+    marks = "; ".join(f"{m.scheme} on {m.layer or '-'}, {len(m.bits)} bits" for m in key.marks)
+    for label, value in (
+        ("key", key_path),
+        ("owner", key.owner),
+        ("created", key.created),
+        ("commitment", key.commitment),
+        ("marks", marks),
+        ("signature", sig_line),
+        ("timestamp", ts_line),
+    ):
+        out.print(f"{label + ':':<12}{value}", markup=False, soft_wrap=True)

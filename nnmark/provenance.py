@@ -1,0 +1,562 @@
+"""Who and when, over an owner key's commitment.
+
+A key's commitment fixes what its owner claims (marks, payloads, the evidence they chose), but
+not who made the key nor when. In a dispute both matter: two parties can each hold a key that
+verifies on the same model (one made after seeing the model, from its weights), and the one who
+committed first wins. So a key carries, outside its commitment:
+
+- `signature`: Ed25519 over the commitment. It binds the key to an identity whose fingerprint
+  the owner published beforehand; it shows who, never when (anyone can sign anything today).
+- `timestamp`: an RFC 3161 token of a time-stamping authority (TSA) both sides trust. The TSA
+  signs (imprint, genTime); the imprint is the commitment itself, since the commitment is the
+  SHA-256 of the committed JSON, which is what RFC 3161 calls the hashed message. So
+  `openssl ts -verify -digest <commitment> -in token.der -token_in -CAfile ca.pem` accepts the
+  same tokens, and a third party can check them without nnmark.
+
+Both are checked against the commitment the caller recomputes from the committed fields, and every
+field of both is validated: the key file is written by the other side of the dispute.
+
+Example::
+
+    fp = new_identity("me.pem")
+    doc = sign_commitment(key.commitment, load_identity("me.pem"))
+    dataclasses.replace(key, signature=doc).save("acme.nnkey")
+    assert check_signature(key.commitment, doc) == fp
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import hashlib
+import http.client
+import os
+import re
+import secrets
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from asn1crypto import algos, cms, core, tsp
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+from nnmark.errors import NNMarkError
+from nnmark.io import atomic_write_bytes
+
+#: Domain separation: an identity's signature over a commitment is never valid for anything else.
+SIGNATURE_CONTEXT = b"nnmark-key-commitment:"
+MAX_IDENTITY_BYTES = 64 << 10
+MAX_TOKEN_BYTES = 1 << 20
+MAX_TSA_TEXT = 2048
+_SIGNATURE_FIELDS = {"algorithm", "public_key", "signature"}
+_TIMESTAMP_FIELDS = {"tsa", "token"}
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+# every exception asn1crypto and cryptography raise on bytes that are not what they claim
+_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+)
+
+
+@contextmanager
+def _malformed(what: str = "timestamp token") -> Iterator[None]:
+    """asn1crypto parses lazily, so garbage can surface at any field access: one line for all."""
+    try:
+        yield
+    except _PARSE_ERRORS as exc:
+        raise NNMarkError(f"{what} is malformed ({type(exc).__name__})") from None
+
+
+def _commitment(commitment_hex: str) -> bytes:
+    if not isinstance(commitment_hex, str) or not re.fullmatch(r"[0-9a-f]{64}", commitment_hex):
+        raise NNMarkError("a key commitment must be 64 lowercase hex digits")
+    return bytes.fromhex(commitment_hex)
+
+
+def _b64(value: Any, what: str, size: int | None = None, limit: int = MAX_TOKEN_BYTES) -> bytes:
+    """Strict base64 (no whitespace, no stray characters) of an exact or bounded size."""
+    want = f"{size} bytes" if size else f"at most {limit} bytes"
+    if not isinstance(value, str) or len(value) > 4 * (limit // 3 + 1):
+        raise NNMarkError(f"{what} must be base64 of {want}")
+    try:
+        raw = base64.b64decode(value.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raise NNMarkError(f"{what} must be base64 of {want}") from None
+    if (size is not None and len(raw) != size) or not raw or len(raw) > limit:
+        raise NNMarkError(f"{what} must be base64 of {want}, got {len(raw)} bytes")
+    return raw
+
+
+def _fields(doc: Any, allowed: set[str], what: str) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise NNMarkError(f"{what} must be an object")
+    odd = sorted(set(doc) ^ allowed)
+    if odd:
+        raise NNMarkError(f"{what}: {'unknown' if odd[0] in doc else 'missing'} field {odd[0]}")
+    return doc
+
+
+# -- signatures ---------------------------------------------------------------------------------
+
+
+def fingerprint(public_key: ed25519.Ed25519PublicKey) -> str:
+    """What an owner publishes: "ed25519:" and 16 hex digits of SHA-256(raw public key)."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def new_identity(path: str | Path) -> str:
+    """Write a fresh Ed25519 private key (PEM, PKCS#8, unencrypted) and return its fingerprint.
+
+    The temp file behind the atomic write is created 0600, so the key is never readable by
+    others, not even for a moment; the chmod makes that explicit.
+    """
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    atomic_write_bytes(path, pem)
+    os.chmod(path, 0o600)
+    return fingerprint(key.public_key())
+
+
+def load_identity(path: str | Path) -> ed25519.Ed25519PrivateKey:
+    """The Ed25519 private key written by `new_identity` (or `openssl genpkey -algorithm ed25519`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise NNMarkError(f"identity file not found: {p}")
+    if p.stat().st_size > MAX_IDENTITY_BYTES:
+        raise NNMarkError(f"{p}: too large for an identity file")
+    data = p.read_bytes()
+    if b"-----BEGIN" not in data:
+        raise NNMarkError(f"{p}: not a PEM private key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise NNMarkError(f"{p}: encrypted identity files are not supported") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise NNMarkError(f"{p}: not a PEM private key") from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise NNMarkError(
+            f"{p}: a {type(key).__name__.removesuffix('PrivateKey')} key, not Ed25519"
+        )
+    return key
+
+
+def sign_commitment(commitment_hex: str, private_key: ed25519.Ed25519PrivateKey) -> dict[str, str]:
+    """The key file's "signature" object: the public key travels with it, the fingerprint names it."""
+    message = SIGNATURE_CONTEXT + _commitment(commitment_hex).hex().encode()
+    raw = private_key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return {
+        "algorithm": "ed25519",
+        "public_key": base64.b64encode(raw).decode("ascii"),
+        "signature": base64.b64encode(private_key.sign(message)).decode("ascii"),
+    }
+
+
+def check_signature(commitment_hex: str, doc: Any) -> str:
+    """The signer's fingerprint if `doc` signs this commitment, else NNMarkError.
+
+    A valid signature only says the holder of that identity signed: compare the fingerprint with
+    the one the owner published.
+    """
+    message = SIGNATURE_CONTEXT + _commitment(commitment_hex).hex().encode()
+    doc = _fields(doc, _SIGNATURE_FIELDS, "signature")
+    if doc["algorithm"] != "ed25519":
+        raise NNMarkError(f"signature: field algorithm must be 'ed25519', got {doc['algorithm']!r}")
+    raw = _b64(doc["public_key"], "signature: field public_key", 32)
+    sig = _b64(doc["signature"], "signature: field signature", 64)
+    try:
+        public_key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
+        public_key.verify(sig, message)
+    except ValueError:
+        raise NNMarkError("signature: field public_key is not an Ed25519 public key") from None
+    except InvalidSignature:
+        raise NNMarkError("signature does not match the key's commitment") from None
+    return fingerprint(public_key)
+
+
+# -- timestamps ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Priority:
+    """What a verified timestamp proves: the commitment existed at `time` (UTC), per `tsa`
+    (the signing certificate's subject), under the TSA's serial number `serial`."""
+
+    time: _dt.datetime
+    tsa: str
+    serial: int
+
+
+@dataclass(frozen=True)
+class _Cert:
+    der: bytes
+    asn1: asn1_x509.Certificate
+    crypto: x509.Certificate
+
+    @classmethod
+    def load(cls, der: bytes) -> _Cert:
+        crypto = x509.load_der_x509_certificate(der)
+        return cls(der, asn1_x509.Certificate.load(der, strict=True), crypto)
+
+    @property
+    def subject(self) -> str:
+        return self.crypto.subject.rfc4514_string()
+
+    def covers(self, when: _dt.datetime) -> bool:
+        validity = self.asn1["tbs_certificate"]["validity"]
+        return bool(validity["not_before"].native <= when <= validity["not_after"].native)
+
+
+def timestamp_request(commitment_hex: str, nonce: int) -> bytes:
+    """A DER TimeStampReq (v1) for the commitment: SHA-256 imprint, a nonce, certReq true."""
+    if not isinstance(nonce, int) or not 0 < nonce < 1 << 160:
+        raise NNMarkError("a timestamp nonce must be a positive integer below 2^160")
+    return tsp.TimeStampReq(
+        {
+            "version": "v1",
+            "message_imprint": {
+                "hash_algorithm": {"algorithm": "sha256"},
+                "hashed_message": _commitment(commitment_hex),
+            },
+            "nonce": nonce,
+            "cert_req": True,
+        }
+    ).dump()
+
+
+class _TimeStampResp(core.Sequence):
+    """RFC 3161's TimeStampResp: asn1crypto 1.5 requires the token, which a refusal omits."""
+
+    _fields = [
+        ("status", tsp.PKIStatusInfo),
+        ("time_stamp_token", cms.ContentInfo, {"optional": True}),
+    ]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A TSA answers where it is asked; a redirect could lead a POST anywhere (even ftp://)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _post(url: str, body: bytes, timeout: float, max_bytes: int) -> bytes:
+    """POST `body`; the reply, read under an overall deadline (each read also waits at most
+    `timeout`, so a server that trickles bytes is cut off after at most about 2 * timeout)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise NNMarkError(f"a TSA URL must be http:// or https://, got {url!r}")
+    handlers: list[Any] = [_NoRedirect()]
+    if parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        handlers.append(urllib.request.ProxyHandler({}))  # never send loopback to a proxy
+    request = urllib.request.Request(url, data=body, method="POST")
+    request.add_header("Content-Type", "application/timestamp-query")
+    request.add_header("Accept", "application/timestamp-reply")
+    deadline = time.monotonic() + timeout
+    try:
+        with urllib.request.build_opener(*handlers).open(request, timeout=timeout) as resp:
+            if int(resp.headers.get("Content-Length") or 0) > max_bytes:
+                raise NNMarkError(f"TSA {url}: reply larger than {max_bytes} bytes")
+            chunks, size = [], 0
+            while chunk := resp.read1(1 << 16):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise NNMarkError(f"TSA {url}: reply larger than {max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except urllib.error.HTTPError as exc:
+        raise NNMarkError(f"TSA {url} answered HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError):
+            raise NNMarkError(f"TSA {url} did not answer within {timeout:g} s") from None
+        reason = getattr(exc.reason, "strerror", None) or exc.reason
+        raise NNMarkError(f"cannot reach TSA {url}: {reason}") from None
+    except TimeoutError:
+        raise NNMarkError(f"TSA {url} did not answer within {timeout:g} s") from None
+    except (http.client.HTTPException, OSError, ValueError) as exc:
+        raise NNMarkError(f"TSA {url}: broken HTTP exchange ({type(exc).__name__})") from None
+
+
+def fetch_timestamp(
+    commitment_hex: str, url: str, timeout: float = 30.0, max_bytes: int = 1 << 20
+) -> dict[str, str]:
+    """Ask the TSA at `url` to timestamp the commitment; the key file's "timestamp" object.
+
+    The reply's nonce and imprint are checked (a replayed or misdirected answer is refused); its
+    signature is not: that needs the TSA's certificate (`check_timestamp`).
+    """
+    imprint = _commitment(commitment_hex)
+    nonce = secrets.randbits(64) | 1
+    body = _post(url, timestamp_request(commitment_hex, nonce), timeout, max_bytes)
+    try:
+        resp = _TimeStampResp.load(body, strict=True)
+        info = resp["status"]
+        status = info["status"].native
+        if status not in ("granted", "granted_with_mods"):
+            why = [" ".join(str(t) for t in info["status_string"].native or ())]
+            why.append(", ".join(sorted(info["fail_info"].native or ())))
+            detail = "; ".join(" ".join(w.split()) for w in why if w)
+            raise NNMarkError(
+                f"TSA {url} refused: PKIStatus {status}" + (f" ({detail})" if detail else "")
+            )
+        token = resp["time_stamp_token"]
+        if isinstance(token, core.Void):
+            raise ValueError("no token")
+        der = token.dump()
+    except _PARSE_ERRORS:
+        raise NNMarkError(f"TSA {url} sent a malformed reply") from None
+    _, tst, _ = _parse_token(der)
+    with _malformed():
+        if tst["nonce"].native != nonce:
+            raise NNMarkError(f"TSA {url} answered another request (nonce mismatch)")
+        _check_imprint(tst, imprint)
+    return {"tsa": url, "token": base64.b64encode(der).decode("ascii")}
+
+
+def _parse_token(der: bytes) -> tuple[cms.SignedData, tsp.TSTInfo, bytes]:
+    """SignedData, TSTInfo and the exact TSTInfo bytes the signature covers."""
+    with _malformed():
+        info = cms.ContentInfo.load(der, strict=True)
+        if info["content_type"].native != "signed_data":
+            raise NNMarkError("timestamp token is not CMS SignedData")
+        signed = info["content"]
+        encap = signed["encap_content_info"]
+        if encap["content_type"].native != "tst_info":
+            raise NNMarkError("timestamp token does not hold a TSTInfo")
+        if isinstance(encap["content"], core.Void):
+            raise NNMarkError("timestamp token has no content")
+        content = bytes(encap["content"])
+        return signed, tsp.TSTInfo.load(content, strict=True), content
+
+
+def _check_imprint(tst: tsp.TSTInfo, imprint: bytes) -> None:
+    mi = tst["message_imprint"]
+    if mi["hash_algorithm"]["algorithm"].native != "sha256":
+        raise NNMarkError("timestamp token's imprint is not SHA-256")
+    if mi["hashed_message"].native != imprint:
+        raise NNMarkError("timestamp token is over another commitment")
+
+
+def _load_trusted(trusted_certs: Sequence[bytes]) -> list[_Cert]:
+    out: list[_Cert] = []
+    for i, blob in enumerate(trusted_certs):
+        try:
+            if not isinstance(blob, bytes):
+                raise TypeError
+            if b"-----BEGIN" in blob:
+                loaded = x509.load_pem_x509_certificates(blob)
+            else:
+                loaded = [x509.load_der_x509_certificate(blob)]
+            out += [_Cert.load(c.public_bytes(serialization.Encoding.DER)) for c in loaded]
+        except _PARSE_ERRORS:
+            raise NNMarkError(f"trusted certificate #{i + 1} is not an X.509 certificate") from None
+    if not out:
+        raise NNMarkError("no trusted TSA certificate given: a timestamp cannot be checked")
+    return out
+
+
+def trusted_subjects(trusted_certs: Sequence[bytes]) -> list[str]:
+    """The subjects of the certificates a verifier is about to trust (NNMarkError if one is not
+    an X.509 certificate): lets a caller refuse a wrong file before any network or key work."""
+    return [c.subject for c in _load_trusted(trusted_certs)]
+
+
+def _attributes(signer: cms.SignerInfo) -> dict[str, Any]:
+    """The signed attributes by type, each with exactly one value (CMS allows no repeats)."""
+    attrs = signer["signed_attrs"]
+    if isinstance(attrs, core.Void) or not len(attrs):
+        raise NNMarkError("timestamp token has no signed attributes")
+    out: dict[str, Any] = {}
+    for attr in attrs:
+        name = attr["type"].native
+        if name in out or len(attr["values"]) != 1:
+            raise NNMarkError(f"timestamp token: signed attribute {name} is repeated")
+        out[name] = attr["values"][0]
+    return out
+
+
+def _find_signer(sid: cms.SignerIdentifier, certs: list[_Cert]) -> _Cert:
+    for cert in certs:
+        if sid.name == "issuer_and_serial_number":
+            ias = sid.chosen
+            if (
+                cert.asn1.issuer == ias["issuer"]
+                and cert.asn1.serial_number == ias["serial_number"].native
+            ):
+                return cert
+        elif cert.asn1.key_identifier == sid.chosen.native:
+            return cert
+    raise NNMarkError("timestamp signer's certificate is neither in the token nor trusted")
+
+
+def _verify_signature(
+    cert: _Cert, algo: algos.SignedDigestAlgorithm, sig: bytes, data: bytes, digest: str
+) -> None:
+    """The CMS signature over `data` with the certificate's key (RSA PKCS#1 v1.5 or PSS, ECDSA,
+    Ed25519); the hash is the signer info's digest algorithm, as CMS prescribes."""
+    name = algo.signature_algo
+    key = cert.crypto.public_key()
+    try:
+        named = algo.hash_algo
+    except ValueError:  # rsaEncryption, rsassa_pss, ed25519: the OID names no hash
+        named = digest
+    if named != digest:
+        raise NNMarkError(f"timestamp token signs with {named} but digests with {digest}")
+    try:
+        if isinstance(key, rsa.RSAPublicKey) and name == "rsassa_pkcs1v15":
+            key.verify(sig, data, padding.PKCS1v15(), _HASHES[digest]())
+        elif isinstance(key, rsa.RSAPublicKey) and name == "rsassa_pss":
+            params = algo["parameters"]
+            mgf = params["mask_gen_algorithm"]
+            if mgf["algorithm"].native != "mgf1":
+                raise NNMarkError("timestamp token: RSA-PSS with a mask other than MGF1")
+            mgf_hash = _HASHES[mgf["parameters"]["algorithm"].native]()
+            pss = padding.PSS(padding.MGF1(mgf_hash), params["salt_length"].native)
+            key.verify(sig, data, pss, _HASHES[params["hash_algorithm"]["algorithm"].native]())
+        elif isinstance(key, ec.EllipticCurvePublicKey) and name == "ecdsa":
+            key.verify(sig, data, ec.ECDSA(_HASHES[digest]()))
+        elif isinstance(key, ed25519.Ed25519PublicKey) and name == "ed25519":
+            key.verify(sig, data)
+        else:
+            kind = type(key).__name__.removesuffix("PublicKey").lstrip("_")
+            raise NNMarkError(f"timestamp token: {name} signatures with a {kind} key unsupported")
+    except KeyError:
+        raise NNMarkError("timestamp token: RSA-PSS with a hash other than SHA-2") from None
+    except InvalidSignature:
+        raise NNMarkError("timestamp token's signature does not verify") from None
+
+
+def _issuer(signer: _Cert, trusted: list[_Cert]) -> _Cert | None:
+    """The trusted certificate that vouches for the signer: the signer itself, or a trusted CA
+    that issued and signed it. One level only: a TSA certificate issued by its root CA."""
+    if any(t.der == signer.der for t in trusted):
+        return None
+    for ca in trusted:
+        try:
+            signer.crypto.verify_directly_issued_by(ca.crypto)
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            continue
+        constraints = ca.asn1.basic_constraints_value
+        usage = ca.asn1.key_usage_value
+        if constraints is None or not constraints["ca"].native:
+            raise NNMarkError(f"trusted certificate '{ca.subject}' is not a CA certificate")
+        if usage is not None and "key_cert_sign" not in usage.native:
+            raise NNMarkError(f"trusted certificate '{ca.subject}' may not sign certificates")
+        return ca
+    raise NNMarkError(f"timestamp signer '{signer.subject}' is not issued by a trusted certificate")
+
+
+def _check_ess(attrs: dict[str, Any], signer: _Cert) -> None:
+    """RFC 5035/2634: the signing-certificate attribute names the certificate that signed, so a
+    token cannot be re-attributed to another certificate of the same key."""
+    if "signing_certificate_v2" in attrs:
+        cid = attrs["signing_certificate_v2"]["certs"][0]
+        algo = cid["hash_algorithm"]["algorithm"].native
+        if algo not in _HASHES:
+            raise NNMarkError(f"timestamp token: signing certificate hashed with {algo}")
+        want = hashlib.new(algo, signer.der).digest()
+    elif "signing_certificate" in attrs:
+        cid = attrs["signing_certificate"]["certs"][0]
+        want = hashlib.sha1(signer.der, usedforsecurity=False).digest()
+    else:
+        return  # optional here: the signature and the trust check already bind the key
+    if cid["cert_hash"].native != want:
+        raise NNMarkError("timestamp token's signing-certificate attribute names another cert")
+
+
+def check_timestamp(commitment_hex: str, doc: Any, trusted_certs: Sequence[bytes]) -> Priority:
+    """When the commitment existed, per a TSA that `trusted_certs` (PEM or DER) vouch for.
+
+    Checks that the token is CMS SignedData over a TSTInfo whose SHA-256 imprint is the
+    commitment; that its signed attributes hold the TSTInfo's digest and content type; that their
+    signature verifies with the signer certificate; that this certificate is trusted or issued by
+    a trusted CA, is for time stamping, and was valid at genTime. Any failure: NNMarkError.
+    """
+    imprint = _commitment(commitment_hex)
+    doc = _fields(doc, _TIMESTAMP_FIELDS, "timestamp")
+    tsa = doc["tsa"]
+    if not isinstance(tsa, str) or len(tsa) > MAX_TSA_TEXT or any(ord(c) < 32 for c in tsa):
+        raise NNMarkError(f"timestamp: field tsa must be text of at most {MAX_TSA_TEXT}")
+    der = _b64(doc["token"], "timestamp: field token")
+    trusted = _load_trusted(trusted_certs)
+    signed, tst, content = _parse_token(der)
+    with _malformed():
+        _check_imprint(tst, imprint)
+        infos = signed["signer_infos"]
+        if len(infos) != 1:
+            raise NNMarkError(f"timestamp token has {len(infos)} signers (RFC 3161 wants one)")
+        signer_info = infos[0]
+        digest = signer_info["digest_algorithm"]["algorithm"].native
+        if digest not in _HASHES:
+            raise NNMarkError(f"timestamp token digests with {digest} (sha256/384/512 only)")
+        attrs = _attributes(signer_info)
+        if attrs.get("content_type") is None or attrs["content_type"].native != "tst_info":
+            raise NNMarkError("timestamp token: content-type attribute is not id-ct-TSTInfo")
+        if "message_digest" not in attrs:
+            raise NNMarkError("timestamp token has no message-digest attribute")
+        if attrs["message_digest"].native != hashlib.new(digest, content).digest():
+            raise NNMarkError("timestamp token: message digest does not match its TSTInfo")
+        certs = signed["certificates"]
+        choices = [] if isinstance(certs, core.Void) else list(certs)
+        embedded = [_Cert.load(c.chosen.dump()) for c in choices if c.name == "certificate"]
+        cert = _find_signer(signer_info["sid"], embedded + trusted)
+        # CMS signs the DER of the attributes as a SET OF (tag 0x31), not as the [0] in the token
+        signed_attrs = b"\x31" + signer_info["signed_attrs"].dump()[1:]
+        _verify_signature(
+            cert,
+            signer_info["signature_algorithm"],
+            signer_info["signature"].native,
+            signed_attrs,
+            digest,
+        )
+        _check_ess(attrs, cert)
+        ca = _issuer(cert, trusted)
+        eku = cert.asn1.extended_key_usage_value
+        if eku is None or "time_stamping" not in eku.native:
+            raise NNMarkError(f"timestamp signer '{cert.subject}' is not a time-stamping cert")
+        when = tst["gen_time"].native.astimezone(_dt.timezone.utc)
+        for c in (cert,) if ca is None else (cert, ca):
+            if not c.covers(when):
+                raise NNMarkError(
+                    f"timestamp time {when.isoformat()} is outside the validity of '{c.subject}'"
+                )
+        return Priority(time=when, tsa=cert.subject, serial=int(tst["serial_number"].native))
+
+
+def timestamp_claim(doc: Any) -> tuple[str, _dt.datetime] | None:
+    """The TSA and time a "timestamp" object *claims*, unchecked (None if unreadable): for
+    display next to "not checked", never for a verdict."""
+    try:
+        doc = _fields(doc, _TIMESTAMP_FIELDS, "timestamp")
+        _, tst, _ = _parse_token(_b64(doc["token"], "timestamp: field token"))
+        return str(doc["tsa"]), tst["gen_time"].native.astimezone(_dt.timezone.utc)
+    except (NNMarkError, *_PARSE_ERRORS):
+        return None

@@ -1,0 +1,1 @@
+"""Test helpers that ship with the package, so the tests and the benchmark share them."""

@@ -1,0 +1,395 @@
+"""Provenance of owner keys: Ed25519 signatures (who) and RFC 3161 timestamps (when).
+
+Tokens come from `openssl ts -reply` behind a loopback TSA, and the tokens nnmark stores are
+cross-checked with `openssl ts -verify`: two implementations, so a shared mistake is unlikely.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import json
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from typer.testing import CliRunner
+
+from nnmark.cli import app
+from nnmark.errors import NNMarkError
+from nnmark.keys import OwnerKey, sha256_hex
+from nnmark.provenance import (
+    check_signature,
+    check_timestamp,
+    fetch_timestamp,
+    load_identity,
+    new_identity,
+    sign_commitment,
+)
+from nnmark.testing.tsa import LoopbackTSA
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+runner = CliRunner()
+
+
+def make_key() -> OwnerKey:
+    key = OwnerKey.new("ACME")
+    config = {"key_type": "random", "lam": 0.05, "layer": "conv2"}
+    mark = key.new_mark("uchida", config, "conv2", [0, 1] * 32, data={"shape": [16, 8, 3, 3]})
+    return key.with_mark(mark)
+
+
+def one_line_error(result: Any) -> str:
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def tsa() -> Iterator[LoopbackTSA]:
+    with LoopbackTSA() as t:
+        yield t
+
+
+@pytest.fixture(scope="module")
+def other_tsa() -> Iterator[LoopbackTSA]:
+    """Another CA under the same subject name: only its signature tells it apart."""
+    with LoopbackTSA(key_type="ec") as t:
+        yield t
+
+
+@pytest.fixture()
+def key() -> OwnerKey:
+    return make_key()
+
+
+# -- signatures ---------------------------------------------------------------------------------
+
+
+def test_signed_key_verifies_and_names_its_signer(tmp_path: Path, key: OwnerKey) -> None:
+    fp = new_identity(tmp_path / "me.pem")
+    assert fp.startswith("ed25519:") and len(fp) == len("ed25519:") + 16
+    assert (tmp_path / "me.pem").stat().st_mode & 0o777 == 0o600
+    signed = dataclasses.replace(
+        key, signature=sign_commitment(key.commitment, load_identity(tmp_path / "me.pem"))
+    )
+    signed.save(tmp_path / "k.nnkey")
+    loaded = OwnerKey.load(tmp_path / "k.nnkey")
+    assert loaded.commitment == key.commitment  # the signature is outside the commitment
+    assert check_signature(loaded.commitment, loaded.signature) == fp
+    assert check_signature(key.commitment, loaded.signature) != new_identity(tmp_path / "b.pem")
+
+
+def test_edited_owner_with_recomputed_commitment_fails(tmp_path: Path, key: OwnerKey) -> None:
+    new_identity(tmp_path / "me.pem")
+    doc = sign_commitment(key.commitment, load_identity(tmp_path / "me.pem"))
+    dataclasses.replace(key, signature=doc).save(tmp_path / "k.nnkey")
+    raw = json.loads((tmp_path / "k.nnkey").read_text())
+    raw["committed"]["owner"] = "Mallory"
+    raw["commitment"] = sha256_hex(raw["committed"])  # a consistent file, but not what was signed
+    (tmp_path / "k.nnkey").write_text(json.dumps(raw))
+    forged = OwnerKey.load(tmp_path / "k.nnkey")
+    with pytest.raises(NNMarkError, match="does not match the key's commitment"):
+        check_signature(forged.commitment, forged.signature)
+
+
+def test_tampered_or_transplanted_signature_fails(tmp_path: Path, key: OwnerKey) -> None:
+    new_identity(tmp_path / "a.pem")
+    new_identity(tmp_path / "b.pem")
+    doc = sign_commitment(key.commitment, load_identity(tmp_path / "a.pem"))
+    sig = bytearray(base64.b64decode(doc["signature"]))
+    sig[7] ^= 1
+    with pytest.raises(NNMarkError, match="does not match"):
+        check_signature(key.commitment, {**doc, "signature": base64.b64encode(sig).decode()})
+    other = sign_commitment(key.commitment, load_identity(tmp_path / "b.pem"))
+    with pytest.raises(NNMarkError, match="does not match"):
+        check_signature(key.commitment, {**doc, "public_key": other["public_key"]})
+    with pytest.raises(NNMarkError, match="does not match"):
+        check_signature(make_key().commitment, doc)
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda d: d.pop("signature"), "signature"),
+        (lambda d: d.update(extra=1), "extra"),
+        (lambda d: d.update(algorithm="rsa"), "algorithm"),
+        (lambda d: d.update(public_key="not base64!"), "public_key"),
+        (lambda d: d.update(public_key=base64.b64encode(b"x" * 31).decode()), "public_key"),
+        (lambda d: d.update(public_key=7), "public_key"),
+        (lambda d: d.update(signature=base64.b64encode(b"x" * 65).decode()), "signature"),
+        (lambda d: d.update(signature=None), "signature"),
+    ],
+)
+def test_malformed_signature_names_the_field(
+    tmp_path: Path, key: OwnerKey, edit: Any, field: str
+) -> None:
+    new_identity(tmp_path / "me.pem")
+    doc: dict[str, Any] = sign_commitment(key.commitment, load_identity(tmp_path / "me.pem"))
+    edit(doc)
+    with pytest.raises(NNMarkError, match=f"field {field}") as info:
+        check_signature(key.commitment, doc)
+    assert "\n" not in str(info.value)
+
+
+def test_identity_files_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(NNMarkError, match="not found"):
+        load_identity(tmp_path / "missing.pem")
+    (tmp_path / "junk.pem").write_text("hello")
+    with pytest.raises(NNMarkError, match="not a PEM private key"):
+        load_identity(tmp_path / "junk.pem")
+    (tmp_path / "bad.pem").write_text(
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+    )
+    with pytest.raises(NNMarkError, match="not a PEM private key"):
+        load_identity(tmp_path / "bad.pem")
+    pem = rsa.generate_private_key(65537, 2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (tmp_path / "rsa.pem").write_bytes(pem)
+    with pytest.raises(NNMarkError, match="not Ed25519"):
+        load_identity(tmp_path / "rsa.pem")
+
+
+# -- timestamps ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_timestamp_verifies_against_its_ca(
+    key: OwnerKey, kind: str, tsa: LoopbackTSA, other_tsa: LoopbackTSA
+) -> None:
+    t = tsa if kind == "rsa" else other_tsa
+    doc = fetch_timestamp(key.commitment, t.url)
+    assert set(doc) == {"tsa", "token"} and doc["tsa"] == t.url
+    p = check_timestamp(key.commitment, doc, [t.ca_cert_pem])
+    now = dt.datetime.now(dt.timezone.utc)
+    assert p.time.tzinfo is not None and abs((p.time - now).total_seconds()) < 5
+    assert p.tsa == "CN=nnmark loopback TSA" and p.serial > 0
+    assert check_timestamp(key.commitment, doc, [t.tsa_cert_pem]) == p  # the TSA cert itself
+    ca_der = base64.b64decode(b"".join(t.ca_cert_pem.splitlines()[1:-1]))
+    assert check_timestamp(key.commitment, doc, [ca_der]) == p
+
+
+def test_timestamp_over_another_commitment_is_refused(key: OwnerKey, tsa: LoopbackTSA) -> None:
+    doc = fetch_timestamp(key.commitment, tsa.url)
+    with pytest.raises(NNMarkError, match="another commitment"):
+        check_timestamp(make_key().commitment, doc, [tsa.ca_cert_pem])
+
+
+def test_token_of_an_untrusted_ca_is_refused(
+    key: OwnerKey, tsa: LoopbackTSA, other_tsa: LoopbackTSA
+) -> None:
+    doc = fetch_timestamp(key.commitment, other_tsa.url)  # its CA is in the token: not trusted
+    with pytest.raises(NNMarkError, match="not issued by a trusted certificate"):
+        check_timestamp(key.commitment, doc, [tsa.ca_cert_pem])
+    assert check_timestamp(key.commitment, doc, [tsa.ca_cert_pem, other_tsa.ca_cert_pem])
+
+
+@pytest.mark.parametrize(
+    ("token", "match"),
+    [
+        (base64.b64encode(b"garbage").decode(), "malformed"),
+        ("", "field token"),
+        ("%%%", "field token"),
+        (base64.b64encode(bytes(range(256)) * 4).decode(), "malformed"),
+    ],
+)
+def test_garbage_tokens_are_refused_with_one_line(
+    key: OwnerKey, tsa: LoopbackTSA, token: str, match: str
+) -> None:
+    with pytest.raises(NNMarkError, match=match) as info:
+        check_timestamp(key.commitment, {"tsa": tsa.url, "token": token}, [tsa.ca_cert_pem])
+    assert "\n" not in str(info.value)
+
+
+def test_mutated_tokens_never_crash_and_never_move_the_time(
+    key: OwnerKey, tsa: LoopbackTSA
+) -> None:
+    """Bit flips anywhere: an NNMarkError, or (in unsigned parts) the same verdict."""
+    doc = fetch_timestamp(key.commitment, tsa.url)
+    good = check_timestamp(key.commitment, doc, [tsa.ca_cert_pem])
+    der = base64.b64decode(doc["token"])
+    rng = random.Random(0)
+    for _ in range(300):
+        b = bytearray(der)
+        b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+        mutated = {"tsa": doc["tsa"], "token": base64.b64encode(bytes(b)).decode()}
+        try:
+            assert check_timestamp(key.commitment, mutated, [tsa.ca_cert_pem]) == good
+        except NNMarkError as exc:
+            assert "\n" not in str(exc)
+
+
+def test_openssl_accepts_the_stored_token(tmp_path: Path, key: OwnerKey, tsa: LoopbackTSA) -> None:
+    """The imprint convention (commitment = SHA-256 of the committed JSON) is OpenSSL's."""
+    doc = fetch_timestamp(key.commitment, tsa.url)
+    (tmp_path / "token.der").write_bytes(base64.b64decode(doc["token"]))
+    tsa.write_ca(tmp_path / "ca.pem")
+    (tmp_path / "tsa.pem").write_bytes(tsa.tsa_cert_pem)
+
+    def verify(digest: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["openssl", "ts", "-verify", "-digest", digest, "-in", str(tmp_path / "token.der"),
+             "-token_in", "-CAfile", str(tmp_path / "ca.pem"), "-untrusted", str(tmp_path / "tsa.pem")],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    ok = verify(key.commitment)
+    assert ok.returncode == 0 and "Verification: OK" in ok.stdout, ok.stderr
+    assert verify(make_key().commitment).returncode != 0
+    committed = json.dumps(
+        key.committed(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    (tmp_path / "committed.json").write_bytes(committed.encode())
+    by_data = subprocess.run(
+        ["openssl", "ts", "-verify", "-data", str(tmp_path / "committed.json"), "-in",
+         str(tmp_path / "token.der"), "-token_in", "-CAfile", str(tmp_path / "ca.pem")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert by_data.returncode == 0, by_data.stderr  # the TSA stamped the committed JSON itself
+
+
+def test_fetch_refuses_bad_answers(key: OwnerKey, tsa: LoopbackTSA) -> None:
+    c = key.commitment
+    with pytest.raises(NNMarkError, match="cannot reach TSA"):
+        fetch_timestamp(c, "http://127.0.0.1:9/", timeout=5)
+    with pytest.raises(NNMarkError, match="http:// or https://"):
+        fetch_timestamp(c, "file:///etc/passwd")
+    with pytest.raises(NNMarkError, match="larger than 100 bytes"):
+        fetch_timestamp(c, tsa.url, max_bytes=100)
+    fetch_timestamp(c, tsa.url)
+    assert tsa.last_reply is not None
+    try:
+        tsa.fixed_reply = tsa.last_reply  # a replayed answer: right commitment, old nonce
+        with pytest.raises(NNMarkError, match="nonce mismatch"):
+            fetch_timestamp(c, tsa.url)
+        tsa.fixed_reply = b"\x30\x03\x02\x01\x00"
+        with pytest.raises(NNMarkError, match="malformed reply"):
+            fetch_timestamp(c, tsa.url)
+    finally:
+        tsa.fixed_reply = None
+    tsa.max_request, limit = 10, tsa.max_request
+    try:
+        with pytest.raises(NNMarkError, match="HTTP 413"):
+            fetch_timestamp(c, tsa.url)
+    finally:
+        tsa.max_request = limit
+
+
+def test_fetch_reports_a_refusal_with_its_pkistatus(key: OwnerKey) -> None:
+    with (
+        LoopbackTSA(key_type="ec", reject=True) as t,
+        pytest.raises(NNMarkError, match="PKIStatus rejection"),
+    ):
+        fetch_timestamp(key.commitment, t.url)
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+def run(*args: str | Path) -> Any:
+    return runner.invoke(app, ["key", *map(str, args)])
+
+
+def test_cli_identity_sign_timestamp_show(tmp_path: Path, tsa: LoopbackTSA) -> None:
+    make_key().save(tmp_path / "acme.nnkey")
+    ca = tsa.write_ca(tmp_path / "ca.pem")
+    r = run("identity", "--out", tmp_path / "me.pem")
+    assert r.exit_code == 0, r.stderr
+    fp = r.stdout.split()[-1]
+    assert fp.startswith("ed25519:")
+    assert "refusing to overwrite" in one_line_error(run("identity", "--out", tmp_path / "me.pem"))
+    r = run("identity", "--out", tmp_path / "me.pem", "--force")
+    assert r.exit_code == 0 and r.stdout.split()[-1] != fp  # a new identity
+    fp = r.stdout.split()[-1]
+
+    r = run("sign", tmp_path / "acme.nnkey", "--identity", tmp_path / "me.pem")
+    assert r.exit_code == 0 and fp in r.stdout, r.stderr
+    raw = json.loads((tmp_path / "acme.nnkey").read_text())
+    assert set(raw["signature"]) == {"algorithm", "public_key", "signature"}
+
+    r = run("show", tmp_path / "acme.nnkey", "--json")
+    assert r.exit_code == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["signature"] == {"status": "valid", "fingerprint": fp}
+    assert shown["timestamp"] == {"status": "none"}
+
+    r = run("timestamp", tmp_path / "acme.nnkey", "--tsa", tsa.url)
+    assert r.exit_code == 0 and "not checked" in r.stdout, r.stderr
+    r = run("show", tmp_path / "acme.nnkey", "--json")
+    assert json.loads(r.stdout)["timestamp"]["status"] == "unchecked"
+
+    r = run("timestamp", tmp_path / "acme.nnkey", "--tsa", tsa.url, "--tsa-cert", ca)
+    assert r.exit_code == 0 and str(dt.datetime.now(dt.timezone.utc).year) in r.stdout, r.stderr
+    r = run("show", tmp_path / "acme.nnkey", "--tsa-cert", ca, "--json")
+    assert r.exit_code == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["owner"] == "ACME" and len(shown["commitment"]) == 64
+    assert shown["marks"] == [{"scheme": "uchida", "layer": "conv2", "bits": 64}]
+    assert shown["signature"]["fingerprint"] == fp
+    ts = shown["timestamp"]
+    assert (
+        ts["status"] == "valid" and ts["tsa"] == "CN=nnmark loopback TSA" and ts["url"] == tsa.url
+    )
+    r = run("show", tmp_path / "acme.nnkey", "--tsa-cert", ca)
+    assert r.exit_code == 0 and "(valid)" in r.stdout and fp in r.stdout
+
+
+def test_cli_bad_input_exits_2_with_one_line(
+    tmp_path: Path, tsa: LoopbackTSA, other_tsa: LoopbackTSA
+) -> None:
+    make_key().save(tmp_path / "acme.nnkey")
+    new_identity(tmp_path / "me.pem")
+    (tmp_path / "junk.pem").write_text("not a key\n")
+    before = (tmp_path / "acme.nnkey").read_bytes()
+    assert "not found" in one_line_error(
+        run("sign", tmp_path / "missing.nnkey", "--identity", tmp_path / "me.pem")
+    )
+    assert "not a PEM" in one_line_error(
+        run("sign", tmp_path / "acme.nnkey", "--identity", tmp_path / "junk.pem")
+    )
+    assert "cannot reach" in one_line_error(
+        run("timestamp", tmp_path / "acme.nnkey", "--tsa", "http://127.0.0.1:9", "--timeout", "5")
+    )
+    other_ca = other_tsa.write_ca(tmp_path / "other.pem")
+    line = one_line_error(
+        run("timestamp", tmp_path / "acme.nnkey", "--tsa", tsa.url, "--tsa-cert", other_ca)
+    )
+    assert "not issued by a trusted certificate" in line
+    assert (tmp_path / "acme.nnkey").read_bytes() == before  # a refused token is not stored
+    assert "not found" in one_line_error(run("show", tmp_path / "missing.nnkey"))
+    assert "not found" in one_line_error(
+        run("show", tmp_path / "acme.nnkey", "--tsa-cert", tmp_path / "nope.pem")
+    )
+    line = one_line_error(run("show", tmp_path / "acme.nnkey", "--tsa-cert", tmp_path / "me.pem"))
+    assert "not a PEM or DER X.509 certificate" in line
+
+
+def test_console_script_exits_2_without_traceback(tmp_path: Path) -> None:
+    """The installed `nnmark` process itself, not only the typer app under CliRunner."""
+    make_key().save(tmp_path / "acme.nnkey")
+    exe = Path(sys.executable).with_name("nnmark")
+    if not exe.exists():
+        pytest.skip("the nnmark console script is not installed next to this Python")
+    args = [
+        str(exe),
+        "key",
+        "timestamp",
+        str(tmp_path / "acme.nnkey"),
+        "--tsa",
+        "http://127.0.0.1:9",
+    ]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach TSA"), proc.stderr
