@@ -238,15 +238,20 @@ class OwnerKey:
 
     @classmethod
     def new(
-        cls, owner: str, nonce: str | None = None, *, kdf: dict[str, Any] | None = None
+        cls,
+        owner: str,
+        nonce: str | None = None,
+        *,
+        created: str | None = None,
+        kdf: dict[str, Any] | None = None,
     ) -> OwnerKey:
-        """A fresh key; the nonce is random unless given (give one for reproducible keys)."""
+        """A fresh key; the nonce is random and the creation time now unless given (give both
+        for a reproducible key: every secret depends on them)."""
         _check_owner(owner, "owner")
         nonce = nonce or os.urandom(16).hex()
         _check_nonce(nonce, "nonce")
-        return cls(
-            owner=owner, nonce=nonce, created=_now(), kdf=check_kdf(dict(kdf or DEFAULT_KDF))
-        )
+        created = _check_created(created or _now(), "created")
+        return cls(owner=owner, nonce=nonce, created=created, kdf=check_kdf(dict(kdf or DEFAULT_KDF)))
 
     def new_mark(
         self,

@@ -13,6 +13,19 @@ from nnmark.data.base import DataBundle
 torch.set_num_threads(2)
 
 EPOCHS = 20
+#: Every key the tests create carries this creation time (it is committed and enters the KDF,
+#: so a key made twice with one nonce is the same key only if its time is too).
+CREATED = "2026-01-01T00:00:00+00:00"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fixed_key_time():  # type: ignore[no-untyped-def]
+    """Keys made in tests are reproducible: OwnerKey.new's clock reads CREATED."""
+    import nnmark.keys
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nnmark.keys, "_now", lambda: CREATED)
+        yield
 
 
 @pytest.fixture(scope="session")

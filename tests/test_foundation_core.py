@@ -12,6 +12,7 @@ import torch
 from nnmark import NNMarkError, OwnerKey, create_model, list_models, load_data
 from nnmark.config import build_config, parse_sets
 from nnmark.registry import Registry
+from nnmark.schemes._trigger import TriggerConfig
 from nnmark.schemes.uchida import UchidaConfig, projection
 from nnmark.stats import ber, binomial_pvalue, fisher_combine
 
@@ -84,8 +85,13 @@ def test_config_validation() -> None:
         build_config(UchidaConfig, {"lamda": "0.1"})
     with pytest.raises(NNMarkError, match="must be one of"):
         build_config(UchidaConfig, {"key_type": "sideways"})
-    with pytest.raises(NNMarkError, match="lam must be > 0"):
+    with pytest.raises(NNMarkError, match=r"lam must be in \(0, 1000\]"):
         build_config(UchidaConfig, {"lam": "-1"})
+    for bad in ("inf", "nan", "1e400"):  # one shared validator: every number finite
+        with pytest.raises(NNMarkError, match="option lam must be a finite number"):
+            build_config(UchidaConfig, {"lam": bad})
+    with pytest.raises(NNMarkError, match="option n must be an integer"):
+        build_config(TriggerConfig, {"n": 10**400})
     with pytest.raises(NNMarkError, match="key=value"):
         parse_sets(["lam"])
 

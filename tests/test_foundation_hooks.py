@@ -119,7 +119,7 @@ def test_users_own_loop_with_three_lines(digits: DataBundle) -> None:
     torch.manual_seed(0)
     model = new_model("cnn", digits, seed=0)
     key = OwnerKey.new("own loop", nonce="44" * 16)
-    mark = Uchida.plan(model, key, UchidaConfig(), bits=32)
+    mark = Uchida.plan(model, key, UchidaConfig(), bits=64)
     scheme = Uchida(mark)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     criterion = nn.CrossEntropyLoss()

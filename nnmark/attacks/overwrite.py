@@ -50,7 +50,8 @@ def thief_key(generator: torch.Generator) -> tuple[OwnerKey, int]:
     """The thief's fresh key and training seed, both drawn from the attack's generator."""
     nonce = f"{int(torch.randint(0, 2**62, (1,), generator=generator)):032x}"
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    return OwnerKey.new("thief", nonce=nonce), seed
+    # a fixed creation time: the attack must depend on its seed alone
+    return OwnerKey.new("thief", nonce=nonce, created="2000-01-01T00:00:00+00:00"), seed
 
 
 @register("overwrite")

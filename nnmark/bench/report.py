@@ -630,6 +630,18 @@ def write_report(
                 "<h2>Composite marks: does any attack remove them all?</h2>"
                 + _html_table(tabs["composite"])
             )
+    claims = false_claim_table(results)
+    if claims is not None:
+        parts.append(
+            "<h2>False claims over keys, architectures and recipes</h2>"
+            f"<p>{esc(FALSE_CLAIM_NOTE)}</p>" + _html_table(claims)
+        )
+        png = results / "false_claims.png"
+        if png.is_file():
+            b64 = base64.b64encode(png.read_bytes()).decode()
+            parts.append(
+                f"<img alt='p-values of never-marked models' src='data:image/png;base64,{b64}'>"
+            )
     if "failed" in tabs:
         parts.append("<h2>Failed cells</h2>" + _html_table(tabs["failed"]))
     if skipped:
@@ -695,6 +707,17 @@ def write_report(
             md += ["", "## Composite marks", "", _md_table(tabs["composite"])]
         if "calibration" in tabs:
             md += ["", "## Calibration", "", calib_note, "", _md_table(tabs["calibration"])]
+        if claims is not None:
+            md += [
+                "",
+                "## False claims over keys, architectures and recipes",
+                "",
+                FALSE_CLAIM_NOTE,
+                "",
+                _md_table(claims),
+                "",
+                "![p-values](false_claims.png)",
+            ]
         if "failed" in tabs:
             md += ["", "## Failed cells", "", _md_table(tabs["failed"])]
         if skipped:
@@ -702,6 +725,45 @@ def write_report(
         md += ["", "## Machine and command", ""] + [f"- {x}" for x in _machine_lines(meta)]
         md += [f"- report: `nnmark report {results}`"]
         atomic_write_text(md_out, "\n".join(md) + "\n")
+
+
+FALSE_CLAIM_NOTE = (
+    "Never-marked models (3 architectures x 2 training recipes) against many keys per scheme, "
+    "as issued and realigned to the key's own marked model (--reference): claims at alpha 1e-6 "
+    "under the claim rule and at p < 1e-6, and the rate at alpha 0.05 with its exact 95 % "
+    "interval (nnmark bench --false-claims; nnmark/bench/false_claims.py)."
+)
+
+
+def false_claim_table(results: Path) -> list[list[str]] | None:
+    """The false-claim section's table from RESULTS/false_claims.json (None when absent or not
+    a summary of the expected form)."""
+    import json
+
+    path = results / "false_claims.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())["summary"]
+        table = [
+            ["scheme", "mode", "pairs", "rule 1e-6", "p < 1e-6", "FPR 0.05 [95 % CI]", "meets"]
+        ]
+        for row in summary.values():
+            lo, hi = row["fpr_0.05_ci95"]
+            table.append(
+                [
+                    str(row["scheme"]),
+                    str(row["mode"]),
+                    str(row["pairs"]),
+                    str(row["claims_rule_1e-6"]),
+                    str(row["claims_p_1e-6"]),
+                    f"{row['fpr_0.05']:.3f} [{lo:.3f}, {hi:.3f}]",
+                    "yes" if row["meets"] else "NO",
+                ]
+            )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return table
 
 
 def by_scheme(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

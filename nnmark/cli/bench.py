@@ -42,6 +42,14 @@ def bench_cmd(
     attacks: Annotated[
         list[str] | None, typer.Option("--attack", help="Only this attack (repeatable)")
     ] = None,
+    false_claims: Annotated[
+        bool,
+        typer.Option(
+            "--false-claims",
+            help="Also run the key-marginal false-claim check (many keys x 30 never-marked "
+            "models of 3 architectures and 2 recipes; nnmark.bench.false_claims) into --out",
+        ),
+    ] = False,
 ) -> None:
     """Run tasks x schemes x attacks x strengths; a failed cell is recorded, never fatal."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -71,6 +79,7 @@ def bench_cmd(
     words += ["--retry-failed"] if retry_failed else []
     words += [w for s in schemes or [] for w in ("--scheme", s)]
     words += [w for a in attacks or [] for w in ("--attack", a)]
+    words += ["--false-claims"] if false_claims else []
     cmd = " ".join(shlex.quote(w) for w in words)
     with Progress(
         TextColumn("{task.description}"),
@@ -100,6 +109,41 @@ def bench_cmd(
         f"{summary.failed} failed"
         + (f", {summary.unsupported} skipped as unsupported" if summary.unsupported else "")
         + f"; {summary.seconds:.0f} s; rows in {out_dir / 'results.jsonl'}"
+    )
+    if false_claims:
+        run_false_claim_section(out_dir, schemes, jobs, cmd)
+
+
+def run_false_claim_section(out_dir: Path, schemes: list[str] | None, jobs: int, cmd: str) -> None:
+    """The false-claim check into out_dir (models cached under out_dir/false_claims)."""
+    from nnmark.bench.false_claims import FalseClaimSpec, run_false_claims, write_outputs
+    from nnmark.bench.grid import SHARED_DATA
+    from nnmark.bench.runner import machine
+
+    fashion = SHARED_DATA / "fashion-mnist"
+    seg = SHARED_DATA / "seg-bbbc039"
+    source = f"fashion-mnist:{fashion}" if fashion.is_dir() else None
+    chosen = tuple(schemes) if schemes else None
+    if source is None and (chosen is None or "unrelated" in chosen):
+        from nnmark.schemes import SCHEMES
+
+        chosen = tuple(n for n in (chosen or SCHEMES.names()) if n != "unrelated")
+        err.print("false claims: no Fashion-MNIST beside the checkout, unrelated left out")
+    spec = FalseClaimSpec(
+        schemes=chosen,
+        seg_data=f"seg:{seg}" if seg.is_dir() else None,
+        extra_data=(source,) if source else (),
+        unrelated_source=source,
+    )
+    report = run_false_claims(
+        spec, out_dir / "false_claims", jobs=jobs, progress=lambda m: err.print(m, markup=False)
+    )
+    write_outputs(report, out_dir, cmd, machine())
+    bad = [k for k, v in report.summary().items() if not v["meets"]]
+    out.print(
+        f"false claims: {len(report.outcomes)} key-model pairs in {report.seconds:.0f} s; "
+        f"rows failing the requirement: {', '.join(bad) or 'none'} "
+        f"({out_dir / 'false_claims.md'})"
     )
 
 

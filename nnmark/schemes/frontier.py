@@ -207,6 +207,7 @@ class Frontier(TriggerScheme):
             *mark.data["input_shape"],
         ]:
             raise key_error(mark, "stored.triggers", "must hold n inputs of the key's shape")
+        decode_images(stored["triggers"], "key: frontier triggers")  # bounded: no zlib bomb
 
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         x = decode_images(self.mark.stored["triggers"], "key: frontier triggers")

@@ -202,7 +202,7 @@ def test_scaling_leaves_uchida_readable_because_every_filter_carries_the_bits(uc
     model, key = uchida_cnn
     scheme = Uchida(key.marks[0])
     weight = scheme.host_weight(model).detach()
-    payload = torch.tensor(key.marks[0].bits)
+    payload = scheme.target  # what is embedded: the payload XOR the key's mask
 
     def wrong_bits(w: torch.Tensor) -> set[int]:
         return set(torch.nonzero((scheme.logits(w) > 0).long() != payload).flatten().tolist())

@@ -1,0 +1,303 @@
+"""Ownership proofs that cannot be forged (issue 12): tampered keys are refused naming the
+field, identities cannot be edited, chosen payloads get no advantage, the claim rule needs a
+forgery cost or a timestamp that predates the suspect, and version 1 keys are refused."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nnmark import OwnerKey, TrainConfig, embed, new_model, train, verify
+from nnmark.api import model_info
+from nnmark.cli import app
+from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
+from nnmark.forge import Target, forge, honest_key
+from nnmark.io import save_model
+from nnmark.keys import sha256_hex
+from nnmark.schemes.uchida import Uchida, UchidaConfig
+
+runner = CliRunner()
+
+
+def edited(key: OwnerKey, edit: Any) -> dict[str, Any]:
+    """The key's JSON with `edit` applied to its committed part and the hash recomputed: what a
+    forger who knows the format writes."""
+    doc = key.to_json()
+    edit(doc["committed"])
+    doc["commitment"] = sha256_hex(doc["committed"])
+    return doc
+
+
+def write(tmp_path: Path, doc: dict[str, Any], name: str = "k.nnkey") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, uchida_cnn, plain_cnn, digits: DataBundle):  # type: ignore[no-untyped-def]
+    d = tmp_path_factory.mktemp("unforgeable")
+    model, key = uchida_cnn
+    save_model(model, model_info(model, digits), d / "marked.safetensors")
+    save_model(plain_cnn, model_info(plain_cnn, digits), d / "plain.safetensors")
+    key.save(d / "owner.nnkey")
+    return d
+
+
+def _set(section: str, name: str, value: Any) -> Any:
+    def edit(c: dict[str, Any]) -> None:
+        c["marks"][0][section][name] = value
+
+    return edit
+
+
+def _as_stdm(c: dict[str, Any]) -> None:
+    """An stdm key whose step a forger set to 0 (every bit matched on v1 keys)."""
+    c["marks"][0].update(scheme="stdm", config={"delta": 0, "lam": 0.1, "layer": None})
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_as_stdm, "delta must be in [0.1, 64]"),
+        (_set("data", "shape", [10**9, 10**9]), "field data.shape"),
+        (_set("data", "delta", 0.0), "field data.delta"),
+        (_set("stored", "triggers", {"shape": [1], "b64": ""}), "field stored"),
+        (lambda c: c["marks"][0]["config"].pop("lam"), "field config"),
+        (_set("config", "lam", "0.05"), "field config"),
+        (_set("config", "lam", 1e300), "lam must be in (0, 1000]"),
+        (lambda c: c["marks"][0].update(bits="012"), "field committed.marks[0].bits"),
+        (lambda c: c["kdf"].update(n=1 << 30), "field kdf.n"),
+        (lambda c: c.update(owner=""), "field committed.owner"),
+        (lambda c: c["marks"][0].update(projection=[1, 2]), "unknown field"),
+        (lambda c: c["marks"][0].update(scheme="nope"), "field scheme"),
+    ],
+)
+def test_tampered_fields_are_refused_naming_the_field(
+    edit: Any, message: str, files: Path, tmp_path: Path
+) -> None:
+    doc = edited(OwnerKey.load(files / "owner.nnkey"), edit)
+    r = runner.invoke(
+        app, ["verify", str(files / "plain.safetensors"), "--key", str(write(tmp_path, doc))]
+    )
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_nan_and_infinity_in_a_key_are_refused(files: Path, tmp_path: Path) -> None:
+    """NaN is not JSON, but a forger writes it by hand (json.loads would accept it)."""
+    text = json.dumps(edited(OwnerKey.load(files / "owner.nnkey"), _set("config", "lam", 0.5)))
+    for bad in ("NaN", "Infinity", "1e400"):
+        path = tmp_path / "k.nnkey"
+        path.write_text(text.replace('"lam": 0.5', f'"lam": {bad}'))
+        r = runner.invoke(app, ["verify", str(files / "plain.safetensors"), "--key", str(path)])
+        assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_previous_key_format_is_refused_with_the_reason(files: Path, tmp_path: Path) -> None:
+    doc = json.loads((files / "owner.nnkey").read_text())
+    doc["version"] = 1
+    r = runner.invoke(
+        app, ["verify", str(files / "marked.safetensors"), "--key", str(write(tmp_path, doc))]
+    )
+    assert r.exit_code == 2 and "key format version 1 is refused" in r.stderr
+    assert "mark the model again" in r.stderr
+
+
+def test_an_edited_identity_no_longer_derives_its_secrets(files: Path, tmp_path: Path) -> None:
+    """Owner or date changed and the hash recomputed: the KDF's input changed, so the
+    projection and mask are other ones and the mark is not found on the owner's own model."""
+    key = OwnerKey.load(files / "owner.nnkey")
+    assert verify(files / "marked.safetensors", key).verdict == "found"
+    for edit in (
+        lambda c: c.update(owner="thief"),
+        lambda c: c.update(created="2020-01-01T00:00:00+00:00"),
+    ):
+        forged = OwnerKey.from_json(edited(key, edit))
+        v = verify(str(files / "marked.safetensors"), forged)
+        assert v.verdict == "not_found" and v.p_value > 1e-3, v
+
+
+def test_a_signed_key_whose_identity_is_edited_is_refused(files: Path, tmp_path: Path) -> None:
+    ident = tmp_path / "id.pem"
+    r = runner.invoke(app, ["key", "identity", "--out", str(ident)])
+    assert r.exit_code == 0, r.stderr
+    signed = tmp_path / "signed.nnkey"
+    signed.write_text((files / "owner.nnkey").read_text())
+    assert runner.invoke(app, ["key", "sign", str(signed), "--identity", str(ident)]).exit_code == 0
+    r = runner.invoke(
+        app, ["verify", str(files / "marked.safetensors"), "--key", str(signed), "--json"]
+    )
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["priority"].startswith("signed by ed25519:")
+    doc = json.loads(signed.read_text())
+    doc["committed"]["owner"] = "thief"
+    doc["commitment"] = sha256_hex(doc["committed"])
+    r = runner.invoke(
+        app, ["verify", str(files / "marked.safetensors"), "--key", str(write(tmp_path, doc))]
+    )
+    assert r.exit_code == 2 and "signature does not match" in r.stderr
+
+
+def test_chosen_payloads_get_no_advantage(digits: DataBundle, unmarked_cnns) -> None:  # type: ignore[no-untyped-def]
+    """An all-ones payload on a `direct` key (raw weight signs are not fair coins): the mask
+    makes the matches fair, over 20 keys and 5 unmarked models."""
+    ps = []
+    for i in range(20):
+        key = OwnerKey.new("chooser", nonce=f"{i:032x}")
+        mark = Uchida.plan(
+            unmarked_cnns[0], key, UchidaConfig(key_type="direct"), payload=(1,) * 256
+        )
+        key = key.with_mark(mark)
+        ps += [verify(m, key).p_value for m in unmarked_cnns[:5]]
+    small = sum(p < 0.05 for p in ps)
+    print(f"all-ones direct payloads: {small} of {len(ps)} p < 0.05, smallest {min(ps):.2e}")
+    assert min(ps) > 1e-4 and small <= 12  # P(Binomial(100, 0.05) > 12) < 0.001
+
+
+def test_the_claim_rule_needs_a_forgery_cost_or_a_timestamp(  # type: ignore[no-untyped-def]
+    digits: DataBundle, stamp, tsa
+) -> None:
+    """32 matching bits: p 2.3e-10 < alpha, but a key search reaches it in a few CPU-years, so
+    not claimed; a timestamp that predates the suspect makes it a claim; one that comes after
+    the suspect was seen does not."""
+    key = OwnerKey.new("short", nonce="3c" * 16)
+    model, key = embed(
+        new_model("cnn", digits, seed=0),
+        digits,
+        "uchida",
+        key=key,
+        bits=32,
+        config=TrainConfig(epochs=10, seed=0),
+    )
+    v = verify(model, key)
+    assert v.p_value < 1e-6 and v.verdict == "not_found"
+    assert v.forgery_cost is not None and v.forgery_cost < 1000
+    assert "a key search reaches it" in (v.claim_rule or "")
+    stamped = stamp(key)
+    certs = [tsa.ca_cert_pem]
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    v = verify(model, stamped, tsa_certs=certs, suspect_seen=later)
+    assert v.verdict == "found" and "timestamped" in (v.claim_rule or "")
+    assert "committed no later than" in (v.priority or "")
+    earlier = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    v = verify(model, stamped, tsa_certs=certs, suspect_seen=earlier)
+    assert v.verdict == "not_found" and "proves nothing" in (v.priority or "")
+    v = verify(model, stamped)  # no certificate: the token is not checked, not counted
+    assert v.verdict == "not_found" and "not checked" in (v.priority or "")
+
+
+def test_a_timestamp_over_another_commitment_is_refused(
+    files: Path, stamp, tsa, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    key = OwnerKey.load(files / "owner.nnkey")
+    mine = key.marks[0]
+    other = OwnerKey.new("other", nonce="99" * 16)
+    other = stamp(
+        other.with_mark(
+            other.new_mark(mine.scheme, mine.config, mine.layer, mine.bits, data=mine.data)
+        )
+    )
+    swapped = dataclasses.replace(key, timestamp=other.timestamp)
+    swapped.save(tmp_path / "k.nnkey")
+    (tmp_path / "ca.pem").write_bytes(tsa.ca_cert_pem)
+    r = runner.invoke(
+        app,
+        [
+            "verify",
+            str(files / "marked.safetensors"),
+            "--key",
+            str(tmp_path / "k.nnkey"),
+            "--tsa-cert",
+            str(tmp_path / "ca.pem"),
+        ],
+    )
+    assert r.exit_code == 2 and "another commitment" in r.stderr
+
+
+def test_a_zlib_bomb_in_stored_triggers_is_refused_quickly(digits: DataBundle, plain_cnn) -> None:  # type: ignore[no-untyped-def]
+    key = honest_key("frontier", plain_cnn, digits)
+    bomb = base64.b64encode(zlib.compress(b"\0" * (64 << 20), 9)).decode()
+    doc = edited(key, lambda c: c["marks"][0]["stored"]["triggers"].update(b64=bomb))
+    with pytest.raises(NNMarkError, match="corrupted"):
+        verify(plain_cnn, OwnerKey.from_json(doc))
+
+
+def test_the_forgers_toolbox_gets_nothing_accepted(
+    digits: DataBundle, plain_cnn, uchida_cnn
+) -> None:  # type: ignore[no-untyped-def]
+    """Every strategy against three schemes on a model the forger never marked and on one
+    someone else marked (benchmarks/forgery.py runs them all)."""
+    import functools
+
+    from nnmark.forge import STRATEGIES, nonce_search
+
+    table = {**STRATEGIES, "nonce_search": functools.partial(nonce_search, budget_s=0.5)}
+    for model, victim in ((plain_cnn, None), uchida_cnn):
+        results = forge(Target(model, digits, victim), ["uchida", "content", "adi"], None, table)
+        outcomes = {r.outcome for r in results}
+        print({s: sum(r.outcome == s for r in results) for s in outcomes})
+        assert not [r for r in results if r.accepted]
+        assert {"refused", "not_found"} <= outcomes
+    search = next(r for r in results if r.strategy == "nonce_search" and r.scheme == "uchida")
+    assert search.extra["cost_cpu_years_at_this_rate"] > 1000
+
+
+def test_forge_cli(files: Path) -> None:
+    r = runner.invoke(
+        app,
+        [
+            "forge",
+            str(files / "plain.safetensors"),
+            "--scheme",
+            "stdm",
+            "--strategy",
+            "tampered",
+            "--strategy",
+            "chosen_payload",
+        ],
+    )
+    assert r.exit_code == 0, r.stderr
+    assert "0 accepted" in r.stdout
+    r = runner.invoke(app, ["forge", str(files / "plain.safetensors"), "--strategy", "guess"])
+    assert r.exit_code == 2 and "unknown strategy" in r.stderr
+
+
+def test_same_key_same_secrets_and_the_kdf_is_memory_hard() -> None:
+    a = OwnerKey.new("o", nonce="ab" * 16, created="2026-01-01T00:00:00+00:00")
+    b = OwnerKey.new("o", nonce="ab" * 16, created="2026-01-01T00:00:00+00:00")
+    ma = a.new_mark("uchida", {"x": 1}, "l", (0, 1))
+    mb = b.new_mark("uchida", {"x": 1}, "l", (0, 1))
+    assert ma.seed("projection") == mb.seed("projection")
+    assert ma.seed("projection") != a.new_mark("uchida", {"x": 1}, "l", (1, 1)).seed("projection")
+    assert a.kdf == {"name": "scrypt", "n": 1 << 16, "r": 8, "p": 1}  # 64 MiB per derivation
+    assert torch.equal(ma.mask(), mb.mask())
+
+
+def test_new_and_plain_models_through_the_cli(files: Path, digits: DataBundle) -> None:
+    """The CLI shows the forgery cost and the rule; a never-marked model is not claimed."""
+    r = runner.invoke(
+        app, ["verify", str(files / "marked.safetensors"), "--key", str(files / "owner.nnkey")]
+    )
+    assert r.exit_code == 0 and "claim rule: claimed" in r.stdout and "forgery cost" in r.stdout
+    r = runner.invoke(
+        app, ["verify", str(files / "plain.safetensors"), "--key", str(files / "owner.nnkey")]
+    )
+    assert r.exit_code == 1
+
+
+def test_unmarked_models_of_other_recipes_are_not_claimed(digits: DataBundle, uchida_cnn) -> None:  # type: ignore[no-untyped-def]
+    _, key = uchida_cnn
+    for seed, cfg in ((5, TrainConfig(epochs=3, seed=5, optimizer="sgd", lr=0.05)),):
+        plain = train(new_model("cnn", digits, seed=seed), digits, cfg)
+        assert verify(plain, key).verdict == "not_found"
