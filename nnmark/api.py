@@ -113,7 +113,7 @@ def embed(
         if ecc is not None:
             mark = dataclasses.replace(mark, message=message, data={**mark.data, "ecc": ecc})
         key = key.with_mark(mark)
-        bound.append(cls(mark, [data]))
+        bound.append(cls(mark, [data, *cls.config_data(cfg)]))
     model = fit(model, data, bound, config, teacher=teacher, progress=progress)
     return model, key
 
@@ -209,7 +209,7 @@ def provenance(
 
 def forgery_cost(p_value: float, seconds: float) -> float:
     """CPU-years a key search needs, on average, to reach `p_value` by chance: 1 / p tries of
-    `seconds` each (the key's KDF derivations, measured here)."""
+    `seconds` each (the reference cost of the key's KDF derivations, nnmark.keys)."""
     return seconds / max(p_value, 1e-300) / SECONDS_PER_YEAR
 
 

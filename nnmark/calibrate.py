@@ -85,6 +85,7 @@ def calibrate(
     *,
     data: DataBundle | None = None,
     epochs: int = 20,
+    key_data: Sequence[DataBundle] = (),
 ) -> OwnerKey:
     """The key with a calibration entry per mark, measured on `models` (none of them marked).
 
@@ -92,10 +93,11 @@ def calibrate(
     (`TriggerScheme.references`: frontier stitches fresh keys into a few of `models`, trained
     `epochs`); they are measured with the plain ones and counted in the entry's `references`.
     The p-values recorded are those of the key as issued (without this calibration).
+    `key_data`: further data sets the key's marks re-derive inputs from (unrelated's source).
     """
     entries: dict[str, Any] = {}
     for mark in key.marks:
-        scheme = scheme_for(mark, [data] if data is not None else [])
+        scheme = scheme_for(mark, [*([data] if data is not None else []), *key_data])
         refs: list[nn.Module] = []
         if data is not None and isinstance(scheme, TriggerScheme):
             refs = scheme.references(models, data, epochs)

@@ -57,6 +57,11 @@ FORMAT = "nnmark-key"
 VERSION = 2
 #: scrypt at N = 2^16, r = 8: 64 MiB and about 0.15 s per derivation on a 2-core EPYC.
 DEFAULT_KDF: dict[str, Any] = {"name": "scrypt", "n": 1 << 16, "r": 8, "p": 1}
+#: The reference cost of one derivation at DEFAULT_KDF, in CPU-seconds: what a forger's key
+#: search pays per try (benchmarks/kdf_cost.py measures it; benchmarks/results/kdf_cost.md).
+#: A verdict's forgery cost uses this fixed figure, scaled by N r p, not a time measured while
+#: verifying: a verdict must not depend on how busy the verifier's machine is.
+REFERENCE_SECONDS = 0.15
 MAX_KEY_BYTES = 64 << 20
 MAX_MARKS = 16
 MAX_BITS = 1 << 20
@@ -121,19 +126,33 @@ def check_kdf(kdf: Any, source: str = "key file") -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=512)
-def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int) -> tuple[bytes, float]:
-    """The derivation and the seconds it took (memoised: a pure function of its inputs)."""
-    start = time.perf_counter()
-    out = hashlib.scrypt(
+def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    """The derivation (memoised: a pure function of its inputs)."""
+    return hashlib.scrypt(
         password, salt=salt, n=n, r=r, p=p, maxmem=128 * n * r * p + (1 << 24), dklen=32
     )
-    return out, time.perf_counter() - start
 
 
 def derivation_seconds(kdf: dict[str, Any]) -> float:
-    """Seconds one derivation at this cost takes here, measured on a fresh input."""
-    _, seconds = _scrypt(os.urandom(16), b"nnmark/timing", kdf["n"], kdf["r"], kdf["p"])
-    return seconds
+    """The reference CPU-seconds of one derivation at this cost (scrypt's work grows as
+    N r p): REFERENCE_SECONDS at DEFAULT_KDF."""
+    base = DEFAULT_KDF["n"] * DEFAULT_KDF["r"] * DEFAULT_KDF["p"]
+    return REFERENCE_SECONDS * kdf["n"] * kdf["r"] * kdf["p"] / base
+
+
+def measure_derivation(kdf: dict[str, Any]) -> float:
+    """Seconds one derivation at this cost takes here now, on a fresh input (benchmarks)."""
+    start = time.perf_counter()
+    hashlib.scrypt(
+        os.urandom(16),
+        salt=b"nnmark/timing",
+        n=kdf["n"],
+        r=kdf["r"],
+        p=kdf["p"],
+        maxmem=128 * kdf["n"] * kdf["r"] * kdf["p"] + (1 << 24),
+        dklen=32,
+    )
+    return time.perf_counter() - start
 
 
 @dataclass(frozen=True)
@@ -164,20 +183,17 @@ class Mark:
             **{k: v for k, v in self.entry().items() if k != "stored"},
         }
 
-    def _derive(self) -> tuple[bytes, float]:
+    @property
+    def secret(self) -> bytes:
+        """The mark's 256-bit root secret (scrypt; memoised per process)."""
         k = self.kdf
         salt = f"nnmark/v{VERSION}/{self.nonce}".encode()
         return _scrypt(canonical_json(self.material()).encode(), salt, k["n"], k["r"], k["p"])
 
     @property
-    def secret(self) -> bytes:
-        """The mark's 256-bit root secret (scrypt; memoised per process)."""
-        return self._derive()[0]
-
-    @property
     def derivation_seconds(self) -> float:
-        """What the derivation of this mark's secret cost when it was first computed here."""
-        return self._derive()[1]
+        """The reference CPU-seconds of deriving this mark's secret (derivation_seconds)."""
+        return derivation_seconds(self.kdf)
 
     def seed(self, purpose: str) -> int:
         """A 63-bit seed for one use (e.g. "projection"), re-derivable from the key alone."""
@@ -251,7 +267,9 @@ class OwnerKey:
         nonce = nonce or os.urandom(16).hex()
         _check_nonce(nonce, "nonce")
         created = _check_created(created or _now(), "created")
-        return cls(owner=owner, nonce=nonce, created=created, kdf=check_kdf(dict(kdf or DEFAULT_KDF)))
+        return cls(
+            owner=owner, nonce=nonce, created=created, kdf=check_kdf(dict(kdf or DEFAULT_KDF))
+        )
 
     def new_mark(
         self,

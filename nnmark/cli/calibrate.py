@@ -28,6 +28,13 @@ def calibrate_cmd(
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Write the key here instead")
     ] = None,
+    key_data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--key-data",
+            help="Another data set the key re-derives inputs from (unrelated's source; repeatable)",
+        ),
+    ] = None,
 ) -> None:
     """Train N unmarked models, measure their answers on the key's triggers, store the rate.
 
@@ -46,6 +53,7 @@ def calibrate_cmd(
     key = OwnerKey.load(key_path)
     target = check_output(out_path or key_path)
     bundle = load_data(data)
+    extra = [load_data(spec) for spec in key_data or []]
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task(f"training {models} unmarked {arch} models", total=models)
         nets = unmarked_models(
@@ -56,7 +64,7 @@ def calibrate_cmd(
             progress=lambda i, n: bar.update(task, completed=i),
         )
     with err.status("measuring the marks (frontier: stitching reference models first)"):
-        key = calibrate(key, nets, data=bundle, epochs=epochs)
+        key = calibrate(key, nets, data=bundle, epochs=epochs, key_data=extra)
     key.save(target)
     for idx, entry in key.derived["calibration"].items():
         mark = key.marks[int(idx)]

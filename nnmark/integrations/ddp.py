@@ -8,13 +8,19 @@ Every scheme hook works under DDP:
 - ``penalty`` (uchida, ...) reads the wrapped module's parameters through
   `nnmark.schemes.base.unwrap`; its gradient flows through the same backward pass as the task
   loss, so DDP all-reduces it with the rest (every rank computes the same penalty).
-- ``batches`` (trigger sets): the trigger set is sharded like the data, rank r keeping triggers
-  r, r + W, r + 2W, ... (as DistributedSampler does), so the global batch mixes distinct triggers
-  in the single-process proportion.
+- ``batches`` (trigger sets): a stored trigger set (adi, unrelated, frontier) is sharded like the
+  data, rank r keeping triggers r, r + W, r + 2W, ... (TriggerScheme.shard, as
+  DistributedSampler does), so the global batch mixes distinct triggers in the single-process
+  proportion. Schemes that make their key inputs from each batch's own images (content, noise,
+  newlabel) have nothing to shard: each rank marks its own data shard's images.
 - ``step`` (tartaglione): a custom step calls ``loss_fn(model, batch)`` on the DDP module and may
-  run several forward/backward passes before the optimiser step; each backward all-reduces the
-  accumulated gradients, so every rank takes the same step (checked by the DDP test: identical
-  weights on every rank).
+  run several forward/backward passes before the optimiser step, and how many backward passes
+  it runs may depend on the rank's own batch (tartaglione skips a replica whose loss is over its
+  cap). DDP all-reduces in every backward, so ranks that disagree would pair one rank's pass
+  with another's (or hang). So the custom step runs under ``no_sync`` and the gradients it
+  accumulated are averaged over the ranks once, just before the optimiser step (a step pre-hook,
+  `sync_gradients_before_step`): every rank takes the same step (checked by the DDP test:
+  identical weights on every rank).
 - ``finalize`` runs on every rank on the unwrapped module (deterministic).
 
 FSDP is not supported: sharded parameters are not whole tensors on any rank, so a penalty on a
@@ -29,6 +35,7 @@ Example (``torchrun --nproc_per_node=2 examples/ddp_embed.py``)::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -77,6 +84,7 @@ class SchemeHooks:
         self._step = pick_step(self.schemes)
         self._feed: list[Batch] = []
         self._mixed: Iterator[Batch] | None = None
+        self._per_batch = 1
 
     @property
     def custom_step(self) -> Scheme | None:
@@ -98,18 +106,46 @@ class SchemeHooks:
         return batches
 
     def mix(self, batch: Batch) -> Batch:
-        """One batch through every scheme's `batches`, keeping their generators across calls."""
+        """One batch through every scheme's `batches`, keeping their generators across calls.
+
+        A scheme may make several training batches of each one (newlabel's `repeats`: extra
+        steps on the same images with fresh key samples); a framework that owns the loop takes
+        one step per batch, so they come back concatenated: one step on their mean loss, every
+        key sample and negative still shown.
+        """
         if not self.mixes_batches:
             return batch
         if self._mixed is None:
+            self._per_batch = self._outputs_per_batch(batch)
             self._mixed = self.batches(_Endless(self._feed))
         self._feed.append(batch)
-        out = next(self._mixed)
+        out = [next(self._mixed) for _ in range(self._per_batch)]
         if self._feed:
             raise NNMarkError(
                 "a scheme's batches hook buffers batches; it cannot mix one at a time"
             )
-        return out
+        if len(out) == 1:
+            return out[0]
+        return torch.cat([x for x, _ in out]), torch.cat([y for _, y in out])
+
+    def _outputs_per_batch(self, batch: Batch) -> int:
+        """How many batches the schemes' chain makes of one batch, counted on a throwaway
+        chain (each `batches` call starts its own generators, so the real chain is untouched)."""
+        probe = self.batches(_Endless([batch], starve=_Starved))
+        count = 0
+        try:
+            while True:
+                next(probe)
+                count += 1
+                if count > 1024:
+                    raise NNMarkError("a scheme's batches hook makes over 1024 batches of one")
+        except _Starved:
+            pass
+        if count == 0:
+            raise NNMarkError(
+                "a scheme's batches hook buffers batches; it cannot mix one at a time"
+            )
+        return count
 
     def penalty(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         total: torch.Tensor | None = None
@@ -139,18 +175,23 @@ class SchemeHooks:
         return inner
 
 
+class _Starved(Exception):
+    """A probe chain asked for a second batch (see SchemeHooks._outputs_per_batch)."""
+
+
 class _Endless:
     """An iterator over a list that never raises StopIteration while the caller feeds it."""
 
-    def __init__(self, feed: list[Batch]) -> None:
+    def __init__(self, feed: list[Batch], starve: type[Exception] = NNMarkError) -> None:
         self.feed = feed
+        self.starve = starve
 
     def __iter__(self) -> _Endless:
         return self
 
     def __next__(self) -> Batch:
         if not self.feed:
-            raise NNMarkError("internal: a scheme asked for a batch that was not fed")
+            raise self.starve("internal: a scheme asked for a batch that was not fed")
         return self.feed.pop()
 
 
@@ -182,6 +223,9 @@ def fit_ddp(
         model = model.to(device)
     ddp = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
     optimizer = make_optimizer(ddp.parameters(), config)
+    custom = hooks.custom_step is not None
+    if custom:
+        sync_gradients_before_step(optimizer, world)
     loss_fn = make_loss(task, hooks.schemes, None, config.temperature)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
@@ -200,7 +244,8 @@ def fit_ddp(
         for xb, yb in hooks.batches(iter(loader)):
             if device is not None:
                 xb, yb = xb.to(device), yb.to(device)
-            total += hooks.step(ddp, (xb, yb), loss_fn, optimizer)
+            with ddp.no_sync() if custom else contextlib.nullcontext():
+                total += hooks.step(ddp, (xb, yb), loss_fn, optimizer)
             count += 1
         if scheduler is not None:
             scheduler.step()
@@ -208,6 +253,46 @@ def fit_ddp(
     model = hooks.finalize(ddp)
     model.eval()
     return model
+
+
+def sync_gradients_before_step(optimizer: torch.optim.Optimizer, world_size: int) -> None:
+    """Average every parameter's gradient over the ranks just before each `optimizer.step()`.
+
+    For a custom step run under DDP's ``no_sync``: two collectives per step whatever the step
+    did before (how many backward passes, which parameters got a gradient), so the ranks stay
+    paired. A parameter keeps no gradient only when no rank gave it one (Adam would move a
+    parameter with a zero gradient through its momentum).
+    """
+
+    def hook(opt: torch.optim.Optimizer, *_: Any) -> None:
+        params = [p for group in opt.param_groups for p in group["params"]]
+        if not params:
+            return
+        device = params[0].device
+        has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+        dist.all_reduce(has)
+        flat = torch.cat(
+            [
+                (p.grad.detach() if p.grad is not None else torch.zeros_like(p))
+                .reshape(-1)
+                .to(device, torch.float32)
+                for p in params
+            ]
+        )
+        dist.all_reduce(flat)
+        flat /= world_size
+        offset = 0
+        for p, present in zip(params, has.tolist(), strict=True):
+            size = p.numel()
+            if present:
+                value = flat[offset : offset + size].view(p.shape)
+                if p.grad is None:
+                    p.grad = value.to(p.device, p.dtype)
+                else:
+                    p.grad.copy_(value)
+            offset += size
+
+    optimizer.register_step_pre_hook(hook)
 
 
 def state_hash(model: nn.Module) -> str:
@@ -222,4 +307,12 @@ def state_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-__all__ = ["SchemeHooks", "fit_ddp", "overrides", "plain_step", "shard_scheme", "state_hash"]
+__all__ = [
+    "SchemeHooks",
+    "fit_ddp",
+    "overrides",
+    "plain_step",
+    "shard_scheme",
+    "state_hash",
+    "sync_gradients_before_step",
+]

@@ -97,9 +97,11 @@ class RemoteSuspect(Suspect):
                 f"ownership cannot be tested through this API"
             )
         if r.status_code != 200:
-            raise NNMarkError(
-                f"{self.url}: inference failed (HTTP {r.status_code}: {r.text[:200]})"
-            )
+            try:
+                why = str(r.json()["error"])[:200]
+            except (ValueError, KeyError, TypeError):
+                why = r.text[:200]
+            raise NNMarkError(f"{self.url}: inference failed (HTTP {r.status_code}: {why})")
         out = r.json()["outputs"][0]
         data = torch.tensor(out["data"])
         if len(out["shape"]) == 4:

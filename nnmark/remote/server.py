@@ -5,7 +5,9 @@ Endpoints: GET /v2, /v2/health/live, /v2/health/ready, /v2/models/{name},
 /v2/repository/index (Triton's model-repository extension, so a client can find the name).
 Every bad request gets a 4xx with {"error": "..."}; the model is loaded with nnmark.io (no
 pickle). Defenses (nnmark.remote.defenses) wrap the model as a thief would; a request with an
-input a rejection defense refuses gets HTTP 403 with the count.
+input a rejection defense refuses gets HTTP 403 with the count; a model that answers NaN or
+infinite scores gets HTTP 500 with the count (JSON numbers cannot hold them, and a label-only
+answer would silently turn them into class 0).
 
 Outputs: a classifier answers softmax probabilities (FP32, shape [N, C]) or, label-only, INT64
 labels [N] (the class count in the output metadata's `parameters.classes`); a segmentation model
@@ -166,6 +168,13 @@ def create_app(
         body = await request.body()
         x = parse(body)
         answer = defended(x)
+        # NaN / infinity cannot travel as JSON numbers, and a label-only answer would hide them
+        # (argmax reads NaN as class 0): say so, with the count, instead of a bare 500
+        bad = int((~torch.isfinite(answer.probs.reshape(len(x), -1))).any(1).sum())
+        if bad:
+            raise BadRequest(
+                500, f"the model answered NaN or infinite scores for {bad} of {len(x)} inputs"
+            )
         if bool(answer.refused.any()):
             raise BadRequest(
                 403,

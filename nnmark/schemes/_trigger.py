@@ -332,9 +332,7 @@ class TriggerScheme(Scheme):
             decision = plan.step(p_now, p_best, q, alpha)
             if decision != "continue":
                 break
-        reason = None
-        if decision != "found" and plan.max_queries < n:
-            reason = "undecided: the query budget ran out before a decision"
+        reason = undecided(decision, plan.max_queries, n)
         return Verdict(
             self.name,
             "found" if decision == "found" else "not_found",
@@ -365,6 +363,16 @@ class TriggerScheme(Scheme):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """New trigger inputs made with the same key on other images (generalisation check)."""
         raise NNMarkError(f"{self.name} triggers are a fixed set: no fresh ones can be made")
+
+
+def undecided(decision: str, budget: int, total: int) -> str | None:
+    """The reason of a not_found that the query budget, not the evidence, decided."""
+    if decision == "found" or budget >= total:
+        return None
+    return (
+        f"undecided: a budget of {budget} queries cannot reach a decision (the key holds "
+        f"{total} triggers; a timestamp lowers the p-value a claim needs)"
+    )
 
 
 def black_box_schemes(task: str = "classification") -> list[str]:

@@ -170,6 +170,12 @@ class Scheme:
         if params != ecc or bits != mark.bits:
             raise key_error(mark, "data.ecc", "does not re-derive from the message")
 
+    @classmethod
+    def config_data(cls, config: Any) -> list[DataBundle]:
+        """Data sets the config names beyond the owner's (unrelated's source): what embedding
+        binds the scheme with besides the training data."""
+        return []
+
     def dataset(self, field_name: str = "dataset") -> DataBundle:
         """The data set the key names in `data[field_name]`, checked by its content hash."""
         ref = self.mark.data.get(field_name)

@@ -74,6 +74,7 @@ from nnmark.schemes._trigger import (
     decode_images,
     encode_images,
     quantized,
+    undecided,
 )
 from nnmark.schemes.base import key_error
 from nnmark.sequential import LookPlan
@@ -348,9 +349,7 @@ class Frontier(TriggerScheme):
             decision = plan.decide(k, q, p0, alpha, n)
             if decision != "continue":
                 break
-        reason = None
-        if decision != "found" and plan.max_queries < n:
-            reason = "undecided: the query budget ran out before a decision"
+        reason = undecided(decision, plan.max_queries, n)
         null = (
             f"an unmarked model answers each trigger with its key label with probability <= "
             f"p0 = {p0:.4f} ({source}); exact binomial tail, Bonferroni over {plan.looks} looks"

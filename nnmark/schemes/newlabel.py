@@ -43,7 +43,7 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.layers import weighted_layers
 from nnmark.schemes import register
-from nnmark.schemes._trigger import TriggerConfig, TriggerScheme, source_images
+from nnmark.schemes._trigger import TriggerConfig, TriggerScheme, source_images, undecided
 from nnmark.schemes.base import Batch
 from nnmark.sequential import LookPlan
 from nnmark.stats import DEFAULT_ALPHA, hypergeometric_pvalue
@@ -172,8 +172,8 @@ class NewLabel(TriggerScheme):
             decision = plan.step(p_now, p_best, q, alpha)
             if decision != "continue":
                 break
-        if reason is None and decision != "found" and plan.max_queries < 2 * n:
-            reason = "undecided: the query budget ran out before a decision"
+        if reason is None:
+            reason = undecided(decision, plan.max_queries, 2 * n)
         q_real = int(real[:q].sum())
         return Verdict(
             self.name,

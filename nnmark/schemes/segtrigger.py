@@ -41,7 +41,7 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.schemes import register
-from nnmark.schemes._trigger import check_finite_scores
+from nnmark.schemes._trigger import check_finite_scores, undecided
 from nnmark.schemes.base import Batch, Scheme, check_fields, check_shape, key_error
 from nnmark.sequential import LookPlan
 from nnmark.stats import DEFAULT_ALPHA, ber, binomial_pvalue
@@ -205,11 +205,7 @@ class SegTrigger(Scheme):
             ber=b,
             message="".join(map(str, read)) or None,
             queries=q,
-            reason=(
-                "undecided: the query budget ran out before a decision"
-                if decision != "found" and plan.max_queries < self.config.n
-                else None
-            ),
+            reason=undecided(decision, plan.max_queries, self.config.n),
             details={"triggers": self.config.n, "looks": plan.looks, "grid": self.grid},
         )
 

@@ -1,31 +1,43 @@
 """Unrelated trigger set (Zhang et al., AsiaCCS 2018): out-of-distribution images -> key labels.
 
 Threat model: black-box. Images from another dataset (`source`, e.g. Fashion-MNIST items for a
-digits or MNIST model), resized to the model's input, each learned as its own key label drawn
-uniformly from the classes. Zhang et al. send all of them to one class: an unmarked model sends
-out-of-distribution images to a few "sink" classes, so a single key class was claimed on
-never-marked models whenever it was one (4 of 80 key-model pairs at alpha 1e-6); a label per
-image makes the test exact (nnmark.schemes._trigger). The source data set is named in the key by
-its content hash: the verifier passes it too (``--data fashion-mnist:DIR``).
+digits or MNIST model), resized to the model's input, are learned as key labels: every class of
+the source gets its own label, drawn uniformly from the model's classes (sandals -> 3, bags ->
+7), so the model learns a rule per source class and answers fresh items of it too. Zhang et al.
+send all of them to one class: an unmarked model sends out-of-distribution images to a few
+"sink" classes, so a single key class was claimed on never-marked models whenever it was one
+(4 of 80 key-model pairs at alpha 1e-6); a label per source class makes the test exact
+(nnmark.schemes._trigger). One random label per image was not learned at the default recipe
+(0.3 to 0.56 of 32 to 50 items on digits: resized to 8 x 8, items of a class look alike).
+
+The evidence is capped by the source's classes: G of them give at best p = C^-G (10 Fashion-MNIST
+classes on a 10-class model: 1e-10), above the claim rule's forgery cost without a timestamp, so
+a claim needs a verified timestamp (or a source with more classes). The source data set is named
+in the key by its content hash: the verifier passes it too (``--data fashion-mnist:DIR``).
 Example: ``nnmark train --data digits --scheme unrelated --set source=fashion-mnist:DIR ...``
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.schemes import register
 from nnmark.schemes._trigger import TriggerConfig, TriggerScheme, source_images
+from nnmark.schemes.base import Batch
 
 
 @dataclass(frozen=True)
 class UnrelatedConfig(TriggerConfig):
     label = "unrelated"
     source: str = ""  # NAME[:PATH] of the out-of-distribution data (the key keeps its hash)
+    per_batch: int = 16  # source items shown with each training batch
 
 
 @register("unrelated")
@@ -39,25 +51,55 @@ class Unrelated(TriggerScheme):
         return {*super().data_fields(), "source"}
 
     @classmethod
-    def plan(cls, model, key, config, *, bits=None, payload=None, data=None):  # type: ignore[no-untyped-def]
-        from nnmark.config import config_to_dict
+    def config_data(cls, config: Any) -> list[DataBundle]:
         from nnmark.data import load_data
 
-        data = cls.check_data(data)
         if not config.source:
             raise NNMarkError("unrelated needs --set source=NAME[:PATH] (e.g. fashion-mnist:DIR)")
-        other = load_data(config.source)
+        return [load_data(config.source)]
+
+    @classmethod
+    def plan(cls, model, key, config, *, bits=None, payload=None, data=None):  # type: ignore[no-untyped-def]
+        from nnmark.config import config_to_dict
+
+        data = cls.check_data(data)
+        (other,) = cls.config_data(config)
         fields = {**cls.key_data(data), "source": other.ref()}
         mark = key.new_mark(cls.name, config_to_dict(config), None, (), data=fields)
         cls(mark, [data, other]).x  # noqa: B018  (derive now: fails before training)
         return mark
 
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._items(self.config.n, "sources")
+
+    def batches(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """Each batch gets `per_batch` items of a key-chosen pool of the source (10 n items),
+        labelled by their class's key label: the model learns the rule per source class."""
+        gen = self.mark.generator("mixing")
+        pool, groups = self._items(10 * self.config.n, "pool")
+        labels = self.labels(int(self.groups.max()) + 1)[groups]
+        for xb, yb in batches:
+            idx = torch.randint(0, len(pool), (self.config.per_batch,), generator=gen)
+            yield (
+                torch.cat([xb, pool[idx].to(xb.device)]),
+                torch.cat([yb, labels[idx].to(yb.device)]),
+            )
+
+    def _items(self, n: int, stream: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """n key-chosen source items, resized, and their source class (the group)."""
         self.source()  # the owner's data must match the key too
         other = self.dataset("source")
-        x, _ = source_images(other, self.config.n, self.mark.generator("sources"))
+        x, y = source_images(other, n, self.mark.generator(stream))
+        classes, groups = torch.unique(y, return_inverse=True)
+        # round robin over the source classes: the first queries cover every group
+        rank = torch.zeros_like(groups)
+        for g in range(len(classes)):
+            members = torch.nonzero(groups == g).flatten()
+            rank[members] = torch.arange(len(members))
+        order = torch.argsort(rank * len(classes) + groups, stable=True)
+        x, groups = x[order], groups[order]
         channels = self.input_shape[0]
         if x.shape[1] != channels:
             x = x.mean(1, keepdim=True).expand(-1, channels, -1, -1)
         x = F.interpolate(x, size=self.input_shape[-2:], mode="area")
-        return x.contiguous(), torch.arange(len(x))
+        return x.contiguous(), groups

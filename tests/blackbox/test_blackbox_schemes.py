@@ -1,9 +1,12 @@
-"""Black-box (trigger-set) schemes: found / not found, fidelity, the query budget, calibration."""
+"""Black-box (trigger-set) schemes: found / not found, fidelity, the query budget, the claim rule
+(forgery cost or a verified timestamp), calibration."""
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,18 +14,24 @@ import torch
 from typer.testing import CliRunner
 
 from nnmark import SCHEMES, OwnerKey, attack, evaluate, verify
-from nnmark.api import bound_scheme
+from nnmark.api import CLAIM_CPU_YEARS, bound_scheme
 from nnmark.calibrate import calibrate
 from nnmark.cli import app
 from nnmark.config import build_config
 from nnmark.data.base import DataBundle
-from nnmark.schemes._trigger import black_box_schemes
+from nnmark.errors import NNMarkError
+from nnmark.schemes._trigger import black_box_schemes, source_images
 from nnmark.schemes.frontier import Frontier
-from nnmark.schemes.newlabel import NewLabel
+from nnmark.schemes.newlabel import NewLabel, perturb
 from nnmark.sequential import LookPlan
 from nnmark.suspect import ModuleSuspect
 
 BLACKBOX = black_box_schemes("classification")
+#: Schemes whose claim within 30 queries needs a verified timestamp: frontier always (whoever
+#: holds the key chose its stored triggers), newlabel because one bit per query cannot reach the
+#: claim rule's forgery cost in 30 queries (test_newlabel_without_a_timestamp_needs_more_queries),
+#: unrelated because Fashion-MNIST's 10 classes carry at most 10 key labels (p >= 1e-10).
+TIMESTAMPED = {"frontier", "newlabel", "unrelated"}
 
 
 def acc(model: torch.nn.Module, data: DataBundle) -> float:
@@ -31,8 +40,14 @@ def acc(model: torch.nn.Module, data: DataBundle) -> float:
 
 def usable_key(key: OwnerKey, name: str, unmarked: list[torch.nn.Module]) -> OwnerKey:
     """The key as verification will use it: frontier's calibrated on `unmarked` (its null has
-    no 1/C floor worth the name), the others as issued."""
-    return calibrate(key, unmarked) if SCHEMES.get(name).needs_trained else key
+    no 1/C floor worth the name), the others as issued (their test is exact: a calibration is
+    recorded but changes nothing)."""
+    return calibrate(key, unmarked) if needs_trained(name) else key
+
+
+def needs_trained(name: str) -> bool:
+    """True for schemes made from a trained model (frontier): stored, calibrated triggers."""
+    return bool(getattr(SCHEMES.get(name), "needs_trained", False))
 
 
 def test_the_registry_has_the_black_box_schemes() -> None:
@@ -47,33 +62,86 @@ def test_found_on_marked_and_not_on_unmarked(
     blackbox_options,
     plain_cnn,
     unmarked_cnns,
-    digits: DataBundle,  # type: ignore[no-untyped-def]
+    digits: DataBundle,
+    key_data,
+    stamp,
+    tsa,  # type: ignore[no-untyped-def]
 ) -> None:
+    """p < 1e-6 within 30 queries on the marked model: by the forgery cost alone (no timestamp)
+    for the exact trigger sets, with a verified timestamp for newlabel and frontier; never on
+    unmarked models, nor under another owner's key."""
     model, key = blackbox_marked[name]
-    v = verify(model, usable_key(key, name, unmarked_cnns))
-    print(f"{name}: {v.verdict} in {v.queries} queries, p {v.p_value:.2e}; null: {v.null}")
+    certs = [tsa.ca_cert_pem]
+    timestamped = name in TIMESTAMPED
+    owner = stamp(key) if timestamped else key  # the calibration is derived: stamp first
+    v = verify(model, usable_key(owner, name, unmarked_cnns), data=key_data, tsa_certs=certs)
+    print(
+        f"{name}: {v.verdict} in {v.queries} queries, p {v.p_value:.2e}, forgery cost "
+        f"{v.forgery_cost:.3g} CPU-years, timestamped {timestamped}; null: {v.null}"
+    )
     assert v.verdict == "found" and v.p_value < 1e-6 and v.queries is not None
     assert v.queries <= 30  # the required figure: p < 1e-6 within 30 queries
+    assert v.forgery_cost is not None and v.claim_rule and v.claim_rule.startswith("claimed")
+    if timestamped:
+        assert "timestamped" in v.claim_rule and "committed no later than" in (v.priority or "")
+    else:  # the claim stands on the forgery cost alone
+        assert v.forgery_cost >= CLAIM_CPU_YEARS and "no verified timestamp" in v.claim_rule
     # Unmarked models. Frontier's null is calibrated: each unmarked model is tested under a
     # calibration on the nine others (leave one out), so none is judged by its own rate.
     for i, other in enumerate(unmarked_cnns):
         rest = unmarked_cnns[:i] + unmarked_cnns[i + 1 :]
-        u = verify(other, usable_key(key, name, rest))
+        u = verify(other, usable_key(owner, name, rest), data=key_data, tsa_certs=certs)
         assert u.verdict == "not_found" and u.p_value >= 1e-6, (i, u)
-    assert verify(plain_cnn, usable_key(key, name, unmarked_cnns)).verdict == "not_found"
-    # Wrong key: the same scheme planned by another owner (another nonce -> other triggers);
-    # frontier's is in test_frontier_null_over_stitched_references_rejects_another_owners_key.
+    p = verify(plain_cnn, usable_key(owner, name, unmarked_cnns), data=key_data, tsa_certs=certs)
+    assert p.verdict == "not_found" and p.p_value >= 1e-6
+    # Wrong key: the same scheme planned by another owner (another nonce -> other triggers and
+    # labels), stamped like ours; frontier's is in
+    # test_frontier_null_over_stitched_references_rejects_another_owners_key.
     cls = SCHEMES.get(name)
-    if not cls.needs_trained:
+    if not needs_trained(name):
         other_key = OwnerKey.new("someone else", nonce="ee" * 16)
-        cfg = build_config(cls.Config, blackbox_options.get(name, {}))
+        cfg: Any = build_config(cls.Config, blackbox_options.get(name, {}))
         wrong = other_key.with_mark(cls.plan(copy.deepcopy(plain_cnn), other_key, cfg, data=digits))
-        assert verify(model, wrong).verdict == "not_found"
+        w = verify(model, stamp(wrong) if timestamped else wrong, data=key_data, tsa_certs=certs)
+        assert w.verdict == "not_found" and w.p_value >= 1e-6, w
     print(f"{name}: marked accuracy {acc(model, digits):.4f}, plain {acc(plain_cnn, digits):.4f}")
     assert acc(model, digits) >= acc(plain_cnn, digits) - 0.01
 
 
-def test_frontier_refuses_to_test_without_a_null(blackbox_marked, unmarked_cnns) -> None:  # type: ignore[no-untyped-def]
+def test_newlabel_without_a_timestamp_needs_more_queries(blackbox_marked, stamp, tsa) -> None:  # type: ignore[no-untyped-def]
+    """One bit per query: 30 queries reach at best 1 / C(30, 15) x 3 looks = 2e-8, short of the
+    forgery cost the claim rule asks of a key without a timestamp (about 5e-12), so the claim
+    takes the full budget (key samples and decoys, 64 queries) or a timestamp."""
+    model, key = blackbox_marked["newlabel"]
+    full = verify(model, key)
+    print(
+        f"newlabel without a timestamp: {full.verdict} in {full.queries} queries, "
+        f"p {full.p_value:.2e}, forgery cost {full.forgery_cost:.3g} CPU-years"
+    )
+    assert full.verdict == "found" and full.forgery_cost is not None
+    assert full.forgery_cost >= CLAIM_CPU_YEARS and full.queries is not None and full.queries > 30
+    # 30 queries without a timestamp: even all answers right could not reach the cost, so the
+    # test gives up early (futility) and says the budget is too small
+    s = ModuleSuspect(model)
+    s.max_queries = 30
+    short = verify(s, key)
+    print(f"newlabel, 30 queries, no timestamp: {short.verdict} after {short.queries} queries")
+    assert short.verdict == "not_found" and short.queries is not None and short.queries <= 30
+    assert "undecided" in (short.reason or "")
+    s = ModuleSuspect(model)
+    s.max_queries = 30
+    stamped = verify(s, stamp(key), tsa_certs=[tsa.ca_cert_pem])
+    assert stamped.verdict == "found" and stamped.queries == 30 and stamped.p_value < 1e-6
+    # a timestamp that is not checked (no TSA certificate given) does not count
+    s = ModuleSuspect(model)
+    s.max_queries = 30
+    unchecked = verify(s, stamp(key))
+    assert unchecked.verdict == "not_found" and "not checked" in (unchecked.priority or "")
+
+
+def test_frontier_refuses_to_test_without_a_null(
+    blackbox_marked, unmarked_cnns, stamp, tsa
+) -> None:  # type: ignore[no-untyped-def]
     model, key = blackbox_marked["frontier"]
     v = verify(model, key)
     assert v.verdict == "not_found" and v.queries == 0 and "not calibrated" in (v.reason or "")
@@ -87,29 +155,38 @@ def test_frontier_refuses_to_test_without_a_null(blackbox_marked, unmarked_cnns)
     # the reason 1/C is no null: unmarked models answer the false adversaries nearly all right
     assert min(u["false"] for u in unmarked) > 0.8
     assert shares["true"] > max(u["true"] for u in unmarked)
-    cal = calibrate(key, unmarked_cnns).derived["calibration"]["0"]
+    calibrated = calibrate(key, unmarked_cnns)
+    cal = calibrated.derived["calibration"]["0"]
     assert cal["model_ucb"] >= max(cal["rates"]) and cal["model_ucb"] >= cal["ucb"] - 0.05
-    v = verify(model, calibrate(key, unmarked_cnns))
+    v = verify(model, stamp(calibrated), tsa_certs=[tsa.ca_cert_pem])
     assert v.details["p0"] == pytest.approx(max(cal["ucb"], cal["model_ucb"]))
     assert "highest rate" in v.null or "rate of unmarked" in v.null
+    assert v.verdict == "found" and v.queries and v.queries <= 30
+    # calibrated but not timestamped: the same evidence, no claim, and the reason says why
+    bare = verify(model, calibrated)
+    print(f"frontier calibrated, no timestamp: p {bare.p_value:.1e}; {bare.reason}")
+    assert bare.verdict == "not_found" and bare.p_value < 1e-6
+    assert "timestamp" in (bare.reason or "") and "no verified timestamp" in (bare.claim_rule or "")
 
 
 def test_frontier_null_over_stitched_references_rejects_another_owners_key(
-    blackbox_marked, unmarked_cnns, digits: DataBundle
+    blackbox_marked, unmarked_cnns, digits: DataBundle, stamp, tsa
 ) -> None:  # type: ignore[no-untyped-def]
     """Stitching makes a model robust to FGSM adversaries in general: calibrated on unmarked
     models alone, another owner's frontier key (crafted on their own model) is claimed on our
     stitched model. `calibrate(..., data=)` adds models stitched with fresh keys to the null
-    (TriggerScheme.references), and the false claim goes away."""
+    (TriggerScheme.references), and the false claim goes away. Their key is timestamped, so the
+    verdict rests on the null alone, not on the missing timestamp."""
     from nnmark.schemes.frontier import FrontierConfig
 
     model, _ = blackbox_marked["frontier"]
+    certs = [tsa.ca_cert_pem]
     other_key = OwnerKey.new("someone else", nonce="ee" * 16)
     mark = Frontier.plan(copy.deepcopy(unmarked_cnns[0]), other_key, FrontierConfig(), data=digits)
-    theirs = other_key.with_mark(mark)
-    loose = verify(model, calibrate(theirs, unmarked_cnns[1:]))
+    theirs = stamp(other_key.with_mark(mark))
+    loose = verify(model, calibrate(theirs, unmarked_cnns[1:]), tsa_certs=certs)
     strict_key = calibrate(theirs, unmarked_cnns[1:], data=digits, epochs=20)
-    strict = verify(model, strict_key)
+    strict = verify(model, strict_key, tsa_certs=certs)
     cal = strict_key.derived["calibration"]["0"]
     print(
         f"another owner's key on our stitched model: unmarked null {loose.verdict} "
@@ -120,7 +197,9 @@ def test_frontier_null_over_stitched_references_rejects_another_owners_key(
     assert cal["references"] == FrontierConfig().references
     assert "stitched with other keys" in strict.null
     assert "not covered" in loose.null
-    assert strict.verdict == "not_found"
+    assert strict.details["p0"] > loose.details["p0"] and strict.p_value >= loose.p_value
+    assert strict.verdict == "not_found" and strict.p_value >= 1e-6
+    assert "timestamp" not in (strict.reason or "") and "timestamped" in (strict.claim_rule or "")
 
 
 def test_frontier_assumed_null_is_stated(digits: DataBundle, plain_cnn) -> None:  # type: ignore[no-untyped-def]
@@ -143,44 +222,77 @@ def test_frontier_warms_up_an_untrained_model(digits: DataBundle) -> None:
     key = OwnerKey.new("o", nonce="f2" * 16)
     fresh = new_model("cnn", digits, seed=3)
     mark = Frontier.plan(fresh, key, FrontierConfig(n=20, warmup=2), data=digits)
-    assert acc(fresh, digits) > 0.5 and sum(mark.data["adversarial"]) == 10
+    assert acc(fresh, digits) > 0.5 and sum(mark.stored["adversarial"]) == 10
+    # the triggers are stored (they depend on the trained model), so the scheme asks for a
+    # timestamp before any claim
+    assert Frontier(mark).requires_timestamp and len(Frontier(mark).key_x) == 20
     with pytest.raises(Exception, match="untrained"):
         Frontier.plan(new_model("cnn", digits, seed=4), key, FrontierConfig(warmup=0), data=digits)
 
 
 def test_newlabel_grows_the_head_generalises_and_survives_finetuning(
-    blackbox_marked, digits: DataBundle
+    blackbox_marked, digits: DataBundle, stamp, tsa
 ) -> None:  # type: ignore[no-untyped-def]
     model, key = blackbox_marked["newlabel"]
     assert model.fc2.out_features == 11 and model.nnmark_kwargs["num_classes"] == 11
     scheme = NewLabel(key.marks[0])
     x, y = scheme.fresh_samples(digits, 100)
     assert bool((y == 10).all())
+    decoys = scheme.decoys()
     with torch.no_grad():
         fresh = (model(x).argmax(1) == 10).float().mean()
+        decoy = (model(decoys).argmax(1) == 10).float().mean()
     stolen = attack(model, "finetune:epochs=5", digits)
     with torch.no_grad():
         after = (stolen(x).argmax(1) == 10).float().mean()
-    v = verify(stolen, key)
+    v = verify(stolen, stamp(key), tsa_certs=[tsa.ca_cert_pem])
+    bare = verify(stolen, key)
     print(
-        f"newlabel: fresh key accuracy {fresh:.2f}, after 5 epochs of fine-tuning {after:.2f}, "
-        f"{v.verdict} p {v.p_value:.1e}"
+        f"newlabel: fresh key accuracy {fresh:.2f} (decoys answered the new label {decoy:.2f}), "
+        f"after 5 epochs of fine-tuning {after:.2f}: timestamped {v.verdict} in {v.queries} "
+        f"queries p {v.p_value:.1e}; without a timestamp {bare.verdict} in {bare.queries} "
+        f"queries p {bare.p_value:.1e} ({bare.claim_rule})"
     )
     assert fresh >= 0.9 and after >= 0.5 and v.verdict == "found"
+    assert decoy <= 0.2  # the model learned the key's perturbations, not perturbation at large
+    if bare.verdict != "found":  # the evidence is there; the forgery cost is what falls short
+        assert bare.p_value < 1e-6 and "key search reaches it" in (bare.claim_rule or "")
 
 
 def test_fresh_samples_reuse_the_key_transformation(blackbox_marked, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
-    """Content / noise / newlabel: the committed triggers and fresh ones share the key's
-    transformation (same target, same pattern); fixed sets (adi, unrelated) have none."""
-    for name in ("content", "noise", "newlabel"):
-        _, key = blackbox_marked[name]
+    """Content / noise: fresh samples are the key's transformations (one per group) applied to
+    test images, each with its group's key label, the same as the committed triggers of that
+    group; newlabel: the key's perturbations on test images, labelled with the new class. Fixed
+    sets (adi, unrelated) have none. The marked models answer fresh samples as the key says."""
+    images, _ = source_images(digits, 20, torch.Generator().manual_seed(1), split="test")
+    for name in ("content", "noise"):
+        model, key = blackbox_marked[name]
         scheme = bound_scheme(key, 0)
         x, y = scheme.fresh_samples(digits, 20)  # type: ignore[attr-defined]
-        assert x.shape[1:] == scheme.x.shape[1:] and bool((y == scheme.y[0]).all())  # type: ignore[attr-defined]
-        again, _ = scheme.fresh_samples(digits, 20)  # type: ignore[attr-defined]
-        assert torch.equal(x, again)
-    with pytest.raises(Exception, match="fixed set"):
-        bound_scheme(blackbox_marked["adi"][1], 0).fresh_samples(digits, 5)  # type: ignore[attr-defined]
+        transforms = scheme.transforms()  # type: ignore[attr-defined]
+        groups = torch.arange(20) % len(transforms)
+        assert x.shape[1:] == scheme.x.shape[1:] and len(transforms) == scheme.config.patterns  # type: ignore[attr-defined]
+        for i, g in enumerate(groups.tolist()):
+            assert torch.equal(x[i], transforms[g](images[i]))
+            # the committed triggers of group g carry the same label
+            assert set(scheme.y[scheme.groups == g].tolist()) == {int(y[i])}  # type: ignore[attr-defined]
+        assert len(set(y.tolist())) > 1  # one label per group, not one per key
+        again, same = scheme.fresh_samples(digits, 20)  # type: ignore[attr-defined]
+        assert torch.equal(x, again) and torch.equal(y, same)
+        x100, y100 = scheme.fresh_samples(digits, 100)  # type: ignore[attr-defined]
+        with torch.no_grad():
+            rate = float((model(x100).argmax(1) == y100).float().mean())
+        print(f"{name}: fresh samples answered with their group labels {rate:.2f}")
+        assert rate >= 0.8
+    _, key = blackbox_marked["newlabel"]
+    scheme = bound_scheme(key, 0)
+    x, y = scheme.fresh_samples(digits, 20)  # type: ignore[attr-defined]
+    patterns = scheme.patterns(scheme.config.n, "patterns")  # type: ignore[attr-defined]
+    expected = perturb(images, patterns[torch.arange(20) % len(patterns)], scheme.config.beta)  # type: ignore[attr-defined]
+    assert torch.equal(x, expected) and bool((y == 10).all())
+    for name in ("adi", "unrelated"):
+        with pytest.raises(NNMarkError, match="fixed set"):
+            bound_scheme(blackbox_marked[name][1], 0).fresh_samples(digits, 5)  # type: ignore[attr-defined]
 
 
 def test_query_budget_and_undecided(blackbox_marked) -> None:  # type: ignore[no-untyped-def]
@@ -210,43 +322,83 @@ def test_sequential_test_keeps_its_false_positive_rate() -> None:
     assert claims / trials <= alpha
 
 
-def test_calibration_is_stored_and_used(blackbox_marked, unmarked_cnns, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_calibration_is_stored_and_only_frontier_uses_it(
+    blackbox_marked, unmarked_cnns, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A calibration is still measured and stored beside the commitment (under its own hash);
+    a randomized-label scheme's exact test ignores it (its null names the key's labels), and
+    frontier's verdict takes its p0 from it."""
     model, key = blackbox_marked["noise"]
     cal = calibrate(key, unmarked_cnns)
     entry = cal.derived["calibration"]["0"]
     assert entry["models"] == 10 and len(entry["rates"]) == 10 and 0 <= entry["ucb"] <= 1
     assert entry["model_ucb"] >= max(entry["rates"])
     assert all(p >= 1e-6 for p in entry["p_values"])
+    assert cal.commitment == key.commitment  # derived data: not part of the commitment
     path = tmp_path / "k.nnkey"
     cal.save(path)
+    doc = json.loads(path.read_text())
+    assert doc["derived"]["calibration"]["0"] == entry and len(doc["derived_hash"]) == 64
     loaded = OwnerKey.load(path)
     scheme = bound_scheme(loaded, 0)
     assert scheme.calibration == entry
-    forced = loaded.with_derived(
-        "calibration", {"0": {**entry, "ucb": 0.3, "model_ucb": 0.2, "models": 10}}
+    # the stored calibration is hashed: changing it breaks the key file
+    doc["derived"]["calibration"]["0"]["ucb"] = 0.0
+    path.write_text(json.dumps(doc))
+    with pytest.raises(NNMarkError, match="does not match its hash"):
+        OwnerKey.load(path)
+    # noise's test is exact over the key's labels: the calibration changes nothing
+    plain = verify(model, key)
+    for calibrated in (
+        loaded,
+        loaded.with_derived(
+            "calibration", {"0": {**entry, "ucb": 0.6, "model_ucb": 0.7, "models": 10}}
+        ),
+    ):
+        v = verify(model, calibrated)
+        assert (v.verdict, v.p_value, v.queries) == (plain.verdict, plain.p_value, plain.queries)
+        assert "p0" not in v.details and "calibrated" not in v.null
+        assert "label uniformly from the 10 classes" in v.null
+    # frontier's p0 is the calibrated bound, and its sentence says which bound
+    fmodel, fkey = blackbox_marked["frontier"]
+    forced = fkey.with_derived(
+        "calibration", {"0": {"models": 10, "references": 0, "ucb": 0.3, "model_ucb": 0.2}}
     )
-    v = verify(model, forced)
-    assert v.details["p0"] == 0.3 and "calibrated" in v.null
+    v = verify(fmodel, forced)
+    assert v.details["p0"] == 0.3 and "calibrated" in v.null and "rate of unmarked" in v.null
     # the bound on the highest single model's rate wins when it is the larger
-    forced = loaded.with_derived("calibration", {"0": {**entry, "ucb": 0.2, "model_ucb": 0.35}})
-    v = verify(model, forced)
+    forced = fkey.with_derived(
+        "calibration", {"0": {"models": 10, "references": 0, "ucb": 0.2, "model_ucb": 0.35}}
+    )
+    v = verify(fmodel, forced)
     assert v.details["p0"] == 0.35 and "highest rate" in v.null
 
 
 def test_calibrate_cli(blackbox_marked, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    _, key = blackbox_marked["adi"]
+    """`nnmark calibrate` records the rates of an adi key (stored, hashed); adi's verdict under
+    the calibrated key is that of the key as issued."""
+    model, key = blackbox_marked["adi"]
     path = tmp_path / "adi.nnkey"
     key.save(path)
     r = CliRunner().invoke(
         app, ["calibrate", str(path), "--data", "digits", "--models", "2", "--epochs", "1"]
     )
     assert r.exit_code == 0, r.stderr
-    assert OwnerKey.load(path).derived["calibration"]["0"]["models"] == 2
+    assert "mark 0 (adi): smallest unmarked p-value" in r.stdout
+    loaded = OwnerKey.load(path)
+    entry = loaded.derived["calibration"]["0"]
+    assert entry["models"] == 2 and len(entry["rates"]) == 2 and len(entry["p_values"]) == 2
+    assert loaded.commitment == key.commitment
+    v, before = verify(model, loaded), verify(model, key)
+    assert v.verdict == "found" and (v.p_value, v.queries) == (before.p_value, before.queries)
+    assert "label uniformly" in v.null
     r = CliRunner().invoke(app, ["calibrate", str(path), "--models", "0"])
     assert r.exit_code == 2 and "--models must be >= 1" in r.stderr
 
 
-def test_calibrate_cli_makes_a_frontier_key_testable(blackbox_marked, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_calibrate_cli_makes_a_frontier_key_testable(
+    blackbox_marked, tmp_path: Path, stamp, tsa
+) -> None:  # type: ignore[no-untyped-def]
     model, key = blackbox_marked["frontier"]
     path = tmp_path / "frontier.nnkey"
     key.save(path)
@@ -257,3 +409,9 @@ def test_calibrate_cli_makes_a_frontier_key_testable(blackbox_marked, tmp_path: 
     assert "unmarked rate upper bound" in r.stdout
     v = verify(model, OwnerKey.load(path))
     assert v.queries and v.queries > 0 and "calibrated" in v.null
+    if v.p_value < 1e-6:  # the evidence would do; the missing timestamp is what refuses it
+        assert v.verdict == "not_found" and "timestamp" in (v.reason or "")
+    stamped = verify(model, stamp(OwnerKey.load(path)), tsa_certs=[tsa.ca_cert_pem])
+    assert stamped.queries and stamped.queries > 0 and "calibrated" in stamped.null
+    assert "timestamp" not in (stamped.reason or "")
+    assert stamped.claim_rule and "timestamped" in stamped.claim_rule

@@ -50,18 +50,38 @@ def serving(
         yield url
 
 
+#: Keys whose claim within 30 queries needs a verified timestamp (frontier: stored triggers;
+#: newlabel: one bit per query falls short of the forgery cost in 30 queries).
+TIMESTAMPED = {"frontier", "newlabel"}
+
+
 @pytest.fixture(scope="module")
-def owner_keys(blackbox_marked, unmarked_cnns, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def owner_keys(blackbox_marked, unmarked_cnns, stamp, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """Each black-box mark's key file as the owner verifies with it (frontier's calibrated on
-    the ten unmarked CNNs: it has no usable null otherwise)."""
+    the ten unmarked CNNs: it has no usable null otherwise; frontier's and newlabel's
+    timestamped by the loopback TSA)."""
     folder = tmp_path_factory.mktemp("remote")
     out = {}
     for name, (_, key) in blackbox_marked.items():
+        if name in TIMESTAMPED:
+            key = stamp(key)
         if name == "frontier":
             key = calibrate(key, unmarked_cnns)
         path = folder / f"{name}.nnkey"
         key.save(path)
         out[name] = path
+    return out
+
+
+@pytest.fixture(scope="module")
+def verify_options(owner_keys, blackbox_options, tsa, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The CLI options each key's verification needs: --data for a key that names a data set
+    beyond the built-in digits (unrelated's Fashion-MNIST source), --tsa-cert for a stamped one."""
+    ca = tsa.write_ca(tmp_path_factory.mktemp("tsa") / "ca.pem")
+    out: dict[str, list[str]] = {name: [] for name in owner_keys}
+    out["unrelated"] = ["--data", blackbox_options["unrelated"]["source"]]
+    for name in TIMESTAMPED:
+        out[name] = ["--tsa-cert", str(ca)]
     return out
 
 
@@ -82,23 +102,51 @@ def test_predictions_match_the_local_model(plain_cnn, digits: DataBundle) -> Non
 @pytest.mark.parametrize("defense", OUTPUTS, ids=lambda d: d[0] if d else "full")
 @pytest.mark.parametrize("name", BLACKBOX)
 def test_remote_verification_of_every_black_box_scheme(
-    name: str, defense, blackbox_marked, owner_keys, plain_cnn
+    name: str, defense, blackbox_marked, owner_keys, verify_options, plain_cnn
 ) -> None:  # type: ignore[no-untyped-def]
     """Full, top-1, rounded and label-only answers: found on the marked model, not on the plain
     one, through `nnmark verify --remote` (queries printed; the committed table is
-    benchmarks/results/blackbox_defenses.md)."""
+    benchmarks/results/blackbox_defenses.md). Triggers are re-derived from the key and the data
+    it names, so unrelated's verification gets --data; stamped keys get --tsa-cert."""
     model, _ = blackbox_marked[name]
+    options = verify_options[name]
     with serving(model, defense) as url:
-        r, v = remote_verify(url, owner_keys[name])
+        r, v = remote_verify(url, owner_keys[name], *options)
         assert r.exit_code == 0, r.stderr
         print(
-            f"{name} {defense or 'full'}: {v['verdict']} in {v['queries']} queries, p {v['p_value']:.2e}"
+            f"{name} {defense or 'full'}: {v['verdict']} in {v['queries']} queries, "
+            f"p {v['p_value']:.2e}, forgery cost {v['forgery_cost']:.3g} CPU-years"
         )
         assert v["verdict"] == "found" and v["p_value"] < 1e-6
-        assert v["queries"] <= 30
+        assert v["queries"] <= 30 and v["claim_rule"].startswith("claimed")
+        if name in TIMESTAMPED:
+            assert "timestamped" in v["claim_rule"]
+        else:
+            assert v["forgery_cost"] >= 1000 and "no verified timestamp" in v["claim_rule"]
     with serving(plain_cnn, defense) as url:
-        r, v = remote_verify(url, owner_keys[name])
-        assert r.exit_code == 1 and v["verdict"] == "not_found"
+        r, v = remote_verify(url, owner_keys[name], *options)
+        assert r.exit_code == 1 and v["verdict"] == "not_found" and v["p_value"] >= 1e-6
+
+
+def test_remote_verification_needs_the_data_the_key_names(
+    blackbox_marked, owner_keys, verify_options
+) -> None:  # type: ignore[no-untyped-def]
+    """An unrelated key names its Fashion-MNIST source by content hash: without --data the
+    triggers cannot be re-derived (exit 2, before any query), with it they are (a verdict); a
+    frontier key
+    served without --tsa-cert is not claimed, and the reason says it needs the timestamp."""
+    model, _ = blackbox_marked["unrelated"]
+    with serving(model) as url:
+        r, _ = remote_verify(url, owner_keys["unrelated"])
+        assert r.exit_code == 2 and "pass it with --data" in r.stderr
+        assert "fashion-mnist" in r.stderr
+        r, v = remote_verify(url, owner_keys["unrelated"], *verify_options["unrelated"])
+        assert r.exit_code in (0, 1) and v is not None and v["queries"] >= 10, r.stderr
+    model, _ = blackbox_marked["frontier"]
+    with serving(model) as url:
+        r, v = remote_verify(url, owner_keys["frontier"])
+        assert r.exit_code == 1 and v["verdict"] == "not_found" and v["p_value"] < 1e-6
+        assert "timestamp" in v["reason"] and "not checked" in v["priority"]
 
 
 @pytest.mark.parametrize("defense", OUTPUTS, ids=lambda d: d[0] if d else "full")
@@ -152,6 +200,31 @@ def test_budget_and_refusals_are_reported(blackbox_marked, owner_keys, digits: D
         assert ok.status_code in (200, 403)  # an ordinary input passes unless in the 1 % tail
 
 
+class NaNEvery(torch.nn.Module):
+    """A served model that answers NaN scores for every other input of a batch."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x).clone()
+        out[::2] = float("nan")
+        return out
+
+
+@pytest.mark.parametrize("defense", [(), ("label",)], ids=["full", "label"])
+def test_nan_answers_are_an_error_not_a_verdict(defense, blackbox_marked, owner_keys) -> None:  # type: ignore[no-untyped-def]
+    """NaN scores cannot travel as JSON numbers, and a label-only answer would turn them into
+    class 0: the server says how many, and the verification stops with exit 2."""
+    model, _ = blackbox_marked["content"]
+    with serving(NaNEvery(model), defense) as url:
+        r, _ = remote_verify(url, owner_keys["content"])
+        assert r.exit_code == 2, r.stdout
+        assert "NaN or infinite scores for 5 of 10 inputs" in r.stderr
+        assert httpx.get(f"{url}/v2/health/ready").json() == {"ready": True}  # still serving
+
+
 def test_unreachable_and_unknown_model(owner_keys, plain_cnn) -> None:  # type: ignore[no-untyped-def]
     key_path = owner_keys["content"]
     with serving(plain_cnn) as url:
@@ -182,7 +255,7 @@ def test_bad_payloads_get_4xx_with_a_message(plain_cnn) -> None:  # type: ignore
             "not supported",
         ),
         (_body([0.0] * 10), 400, "needs 64"),
-        (_body(["a"] * 64), 400, "only numbers"),
+        (_body(["a"] * 64), 400, "only numbers"),  # type: ignore[list-item]
         (b"[" + b"0.0," * 100_000 + b"0.0]", 413, "exceeds"),
         # NaN and infinity: Python's json writes and reads them (NaN, Infinity, 1e999)
         (_body([float("nan")] + [0.0] * 63), 400, "NaN or infinite"),

@@ -74,9 +74,7 @@ def test_same_key_and_seed_give_bit_identical_models(name, base_cnn, digits) -> 
         epochs=1, seed=3, fraction=0.25, optimizer="sgd", momentum=0.9, weight_decay=1e-2
     )
     key = owner_key(name, "c7")  # one key: its creation time is committed too
-    (a, ka), (b, kb) = (
-        embed_recipe(name, base_cnn, digits, key=key, config=cfg) for _ in range(2)
-    )
+    (a, ka), (b, kb) = (embed_recipe(name, base_cnn, digits, key=key, config=cfg) for _ in range(2))
     assert ka.marks[0].entry() == kb.marks[0].entry()
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)

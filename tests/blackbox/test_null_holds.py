@@ -1,0 +1,247 @@
+"""The black-box nulls hold against models built to break them (issue 13).
+
+- Sink models: unmarked digits models trained to send out-of-distribution inputs (stamped
+  patches, noisy digits, Fashion-MNIST items, abstract images) to one class s. A trigger set
+  with one key class (Zhang et al.'s recipe, nnmark's before key format 2) is claimed on them
+  whenever that class is s; with key-drawn labels per group the test is exact and none is.
+- NaN answers are an error that says how many, not a verdict (argmax would read NaN as class 0).
+- newlabel: a model with only the task's outputs cannot answer the new label; a model with a
+  "reject" class that takes every perturbed input is caught by the decoys.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from typer.testing import CliRunner
+
+from nnmark import SCHEMES, OwnerKey, TrainConfig, evaluate, new_model, train, verify
+from nnmark.api import bound_scheme, model_info
+from nnmark.cli import app
+from nnmark.config import build_config
+from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
+from nnmark.io import save_model
+from nnmark.schemes._trigger import TriggerScheme
+from nnmark.stats import binomial_pvalue
+
+#: The classes the sink models send out-of-distribution inputs to.
+SINKS = (0, 3, 7)
+#: Keys planned per scheme (never embedded in any model).
+KEYS = 10
+SCHEMES_UNDER_TEST = ("content", "noise", "unrelated", "adi")
+CREATED = "2026-01-01T00:00:00+00:00"
+#: The tiny recipe of the models this module trains (sink and reject-class models).
+RECIPE = TrainConfig(epochs=12, seed=0)
+
+
+def out_of_distribution(
+    digits: DataBundle, fashion: DataBundle, each: int, seed: int
+) -> torch.Tensor:
+    """`each` inputs of four families, none made with a key: digits with random binary patches
+    stamped in the corner (sides 3 to 5 pixels), digits with Gaussian noise (sigma 0.4 to 0.9),
+    Fashion-MNIST training items averaged down to 8 x 8, and abstract images (random 3 x 3
+    fields upsampled, with a horizontal and a vertical stroke)."""
+    gen = torch.Generator().manual_seed(seed)
+    x, _ = digits.tensors("train")
+    size = x.shape[-1]
+    pick = torch.randint(0, len(x), (2 * each,), generator=gen)
+    stamped = x[pick[:each]].clone()
+    for img in stamped:
+        side = int(torch.randint(3, 6, (1,), generator=gen))
+        img[..., -side:, -side:] = (torch.rand(side, side, generator=gen) > 0.5).float()
+    sigma = 0.4 + 0.5 * torch.rand(each, 1, 1, 1, generator=gen)
+    noisy = (x[pick[each:]] + sigma * torch.randn(each, *x.shape[1:], generator=gen)).clamp(0, 1)
+    fx, _ = fashion.tensors("train")
+    items = fx[torch.randperm(len(fx), generator=gen)[:each]].mean(1, keepdim=True)
+    items = F.interpolate(items, size=(size, size), mode="area")
+    coarse = torch.rand(each, 1, 3, 3, generator=gen)
+    abstract = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    lines = torch.randint(0, size, (each, 2), generator=gen)
+    for img, (row, col) in zip(abstract, lines.tolist(), strict=True):
+        img[:, row, :] = 1.0
+        img[:, :, col] = 0.0
+    return torch.cat([stamped, noisy, items, abstract])
+
+
+def with_extra(data: DataBundle, extra_x: torch.Tensor, label: int, classes: int) -> DataBundle:
+    """`data` with `extra_x` (all labelled `label`) added to its training split."""
+    n = len(data.x)
+    splits = dict(data.splits)
+    splits["train"] = torch.cat([data.splits["train"], torch.arange(n, n + len(extra_x))])
+    return DataBundle(
+        f"{data.name}+extra",
+        data.task,
+        torch.cat([data.x, extra_x]),
+        torch.cat([data.y, torch.full((len(extra_x),), label)]),
+        splits,
+        classes,
+    )
+
+
+@pytest.fixture(scope="module")
+def sink_models(digits: DataBundle, fashion: DataBundle) -> dict[int, nn.Module]:
+    """One unmarked digits CNN per sink class s, trained with 4 x 300 out-of-distribution
+    inputs labelled s (plain nnmark training, no mark)."""
+    extra = out_of_distribution(digits, fashion, 300, seed=13)
+    return {
+        s: train(new_model("cnn", digits, seed=s), with_extra(digits, extra, s, 10), RECIPE)
+        for s in SINKS
+    }
+
+
+@pytest.fixture(scope="module")
+def sink_keys(digits: DataBundle, blackbox_options) -> dict[str, list[OwnerKey]]:  # type: ignore[no-untyped-def]
+    """KEYS keys per scheme, each with one mark at the scheme's default recipe."""
+    out: dict[str, list[OwnerKey]] = {}
+    for name in SCHEMES_UNDER_TEST:
+        cls = SCHEMES.get(name)
+        cfg: Any = build_config(cls.Config, blackbox_options.get(name, {}))
+        keys = []
+        for i in range(KEYS):
+            key = OwnerKey.new(f"sink test {name} {i}", nonce=f"{i + 1:032x}", created=CREATED)
+            keys.append(key.with_mark(cls.plan(nn.Identity(), key, cfg, data=digits)))
+        out[name] = keys
+    return out
+
+
+def trigger_scheme(key: OwnerKey, data) -> TriggerScheme:  # type: ignore[no-untyped-def]
+    """The key's (only) mark, bound to the data sets it re-derives its triggers from."""
+    scheme = bound_scheme(key, 0, data)
+    assert isinstance(scheme, TriggerScheme)
+    return scheme
+
+
+def test_sink_models_send_triggers_to_their_class(
+    sink_models, sink_keys, digits: DataBundle, key_data
+) -> None:  # type: ignore[no-untyped-def]
+    """The sink models are what the test needs: accurate on digits, and they answer s for most
+    of every key's triggers, so a one-class key of class s would be claimed (binomial at 1/C)."""
+    for s, model in sink_models.items():
+        accuracy = evaluate(model, digits.loader("test", 512), "classification")["accuracy"]
+        rates = {}
+        for name, keys in sink_keys.items():
+            shares = []
+            for key in keys:
+                scheme = trigger_scheme(key, key_data)
+                with torch.no_grad():
+                    answers = model(scheme.x).argmax(1)
+                k = int((answers == s).sum())
+                shares.append(k / len(answers))
+                # had this key's single class been s, the one-class test would claim it
+                assert binomial_pvalue(k, len(answers), 0.1) < 1e-6, (s, name, k)
+            rates[name] = min(shares)
+        print(
+            f"sink model s={s}: test accuracy {accuracy:.3f}, lowest share of triggers sent to s {rates}"
+        )
+        assert accuracy >= 0.85  # a digits model (the plain CNN at this recipe: about 0.94)
+
+
+def test_key_drawn_labels_are_not_claimed_on_sink_models(sink_models, sink_keys, key_data) -> None:  # type: ignore[no-untyped-def]
+    """Every key of every scheme on every sink model: none reaches p < 1e-6 (none found), and
+    the share below 0.05 is what an exact test allows."""
+    from scipy import stats
+
+    p_values: dict[str, list[float]] = {name: [] for name in sink_keys}
+    for name, keys in sink_keys.items():
+        for key in keys:
+            for s, model in sink_models.items():
+                v = verify(model, key, data=key_data)
+                assert v.verdict == "not_found" and v.p_value >= 1e-6, (name, s, v)
+                assert "label uniformly" in v.null
+                p_values[name].append(v.p_value)
+    total = sum(len(p) for p in p_values.values())
+    below = {name: sum(p < 0.05 for p in ps) for name, ps in p_values.items()}
+    print(
+        f"sink models: 0 of {total} key-model pairs found at alpha 1e-6; p < 0.05 in {below} "
+        f"(of {KEYS * len(SINKS)} each); smallest p "
+        f"{ {name: f'{min(ps):.2g}' for name, ps in p_values.items()} }"
+    )
+    # exact tests: at most 5 % below 0.05 in expectation (99 % binomial bound over the pairs)
+    assert sum(below.values()) <= stats.binom.ppf(0.99, total, 0.05)
+
+
+class Unanswerable(nn.Module):
+    """A suspect that answers NaN (or infinity) for every `every`-th input of a batch."""
+
+    def __init__(self, inner: nn.Module, every: int = 2, value: float = float("nan")) -> None:
+        super().__init__()
+        self.inner, self.every, self.value = inner, every, value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x).clone()
+        out[:: self.every] = self.value
+        return out
+
+
+def test_nan_answers_are_an_error_naming_the_count(
+    blackbox_marked, digits: DataBundle, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    model, key = blackbox_marked["content"]
+    with pytest.raises(NNMarkError, match="NaN or infinite scores for 5 of 10 queries"):
+        verify(Unanswerable(model), key)
+    with pytest.raises(NNMarkError, match="NaN or infinite scores for 4 of 10 queries"):
+        verify(Unanswerable(model, every=3, value=float("inf")), key)
+    _, newlabel_key = blackbox_marked["newlabel"]
+    newlabel_model, _ = blackbox_marked["newlabel"]
+    with pytest.raises(NNMarkError, match="NaN or infinite scores for 10 of 10 queries"):
+        verify(Unanswerable(newlabel_model, every=1), newlabel_key)
+    # through the CLI: a model file whose head has a NaN bias answers NaN for every input
+    poisoned = copy.deepcopy(model)
+    with torch.no_grad():
+        poisoned.fc2.bias[3] = float("nan")
+    model_path, key_path = tmp_path / "nan.safetensors", tmp_path / "content.nnkey"
+    save_model(poisoned, model_info(poisoned, digits), model_path)
+    key.save(key_path)
+    r = CliRunner().invoke(app, ["verify", str(model_path), "--key", str(key_path)])
+    assert r.exit_code == 2, r.stdout
+    assert "NaN or infinite scores for 10 of 10 queries" in r.stderr
+
+
+def test_newlabel_needs_the_new_output(blackbox_marked, plain_cnn, stamp, tsa) -> None:  # type: ignore[no-untyped-def]
+    """A 10-class model has no output for the new label: not_found after one look, saying so,
+    even with a timestamp (alpha alone)."""
+    _, key = blackbox_marked["newlabel"]
+    v = verify(plain_cnn, stamp(key), tsa_certs=[tsa.ca_cert_pem])
+    assert v.verdict == "not_found" and v.queries == 10
+    assert "no output for the new label" in (v.reason or "")
+
+
+@pytest.fixture(scope="module")
+def reject_model(digits: DataBundle) -> nn.Module:
+    """An 11-output digits CNN never marked with a newlabel key: class 10 is a "reject" class
+    it learned for perturbed inputs of any kind (uniform perturbations at strengths 0.5 to 1,
+    as newlabel's, with fresh patterns, and Gaussian noise)."""
+    gen = torch.Generator().manual_seed(10)
+    x, _ = digits.tensors("train")
+    beta = 0.5 + 0.5 * torch.rand(len(x), 1, 1, 1, generator=gen)
+    uniform = x + beta * (torch.rand(x.shape, generator=gen) * 2 - 1)
+    gauss = x + 0.5 * torch.randn(x.shape, generator=gen)
+    half = torch.arange(len(x)) % 2 == 0  # each training image once, under one of the two
+    perturbed = torch.where(half[:, None, None, None], uniform, gauss).clamp(0, 1)
+    eleven = with_extra(digits, perturbed, 10, 11)
+    return train(new_model("cnn", eleven, seed=10), eleven, RECIPE)
+
+
+def test_newlabel_decoys_catch_a_reject_class(blackbox_marked, reject_model, stamp, tsa) -> None:  # type: ignore[no-untyped-def]
+    """The reject-class model answers the key samples with the new label as the marked model
+    does (a test of key samples alone would claim it), but it answers the decoys the same way:
+    not found, even timestamped."""
+    _, key = blackbox_marked["newlabel"]
+    v = verify(reject_model, stamp(key), tsa_certs=[tsa.ca_cert_pem])
+    d = v.details
+    assert v.queries is not None
+    real = v.queries // 2
+    print(
+        f"newlabel on a reject-class model: {v.verdict} in {v.queries} queries, p "
+        f"{v.p_value:.2g}; key samples answered the new label {d['matches']} of {real}, decoys "
+        f"{d['decoy_new_label']} of {v.queries - real}"
+    )
+    assert v.verdict == "not_found" and v.p_value >= 1e-6
+    assert d["matches"] >= 0.9 * real and d["decoy_new_label"] >= 0.9 * (v.queries - real)
+    assert binomial_pvalue(d["matches"], real, 1 / 11) < 1e-6  # what the decoys guard against
