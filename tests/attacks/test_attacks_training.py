@@ -10,8 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nnmark.api import bound_scheme
 from nnmark import OwnerKey, TrainConfig, attack, embed, evaluate, model_info, new_model, verify
+from nnmark.api import bound_scheme
 from nnmark.attacks.base import findings
 from nnmark.attacks.fineprune import last_conv
 from nnmark.attacks.finetune import domain_data
