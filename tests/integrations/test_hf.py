@@ -60,8 +60,12 @@ BIT_SLACK = {"actsign": 1}
 #: decoys (nnmark.schemes.newlabel) ends near alpha even with a timestamp: p 8.5e-7 to 2.1e-5 at
 #: 60 queries after 20 epochs. Not strict: it passes at times.
 #: test_newlabel_head_grows_and_learns_the_key_samples checks what the trainer does for it.
+#: unrelated's labels per Fashion-MNIST class (10 groups, 8 x 8 items that look alike) are
+#: learned by the ViT only in part: p 3.2e-5 after 40 queries with a timestamp (its hooks are
+#: the same as content's and adi's, which are claimed here).
 NOT_CLAIMED = {
-    "newlabel": "the tiny ViT answers newlabel's decoys with the new label too (0.25 to 0.84)"
+    "newlabel": "the tiny ViT answers newlabel's decoys with the new label too (0.25 to 0.84)",
+    "unrelated": "the tiny ViT learns unrelated's 10 per-class labels only in part (p 3.2e-5)",
 }
 SUPPORTED = sorted(n for n, how in supported_schemes().items() if how.startswith("supported"))
 CASES = [

@@ -44,7 +44,7 @@ TRIGGER_EPOCHS = TrainConfig().epochs
 #: 44+ queries to reach the forgery cost without one, and under a framework's loop its repeats
 #: are one larger step, not extra steps (SchemeHooks.mix): decoys answered the new label at 0.12
 #: to 0.25 here (0.03 to 0.19 with nnmark.train.fit).
-STAMPED = {"frontier", "newlabel"}
+STAMPED = {"frontier", "newlabel", "unrelated"}
 
 
 def epochs(cls: type[Scheme]) -> int:
