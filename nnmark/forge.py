@@ -31,6 +31,7 @@ import datetime as _dt
 import functools
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -253,7 +254,7 @@ def nonce_search(scheme: str, target: Target, budget_s: float = 2.0) -> Iterator
     tries = 0
     kdf_seconds = 0.0
     while time.perf_counter() - start < budget_s or tries == 0:
-        nonce = hashlib.sha256(f"forge|{scheme}|{tries}".encode()).hexdigest()[:32]
+        nonce = secrets.token_hex(16)  # fresh: a search never meets a memoised derivation
         key = honest_key(scheme, target.model, target.data, nonce=nonce)
         try:
             v = verify(target.model, key, target.alpha, data=target.data)

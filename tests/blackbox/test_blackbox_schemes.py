@@ -114,7 +114,7 @@ def test_found_on_marked_and_not_on_unmarked(
 
 def test_newlabel_without_a_timestamp_needs_more_queries(blackbox_marked, stamp, tsa) -> None:  # type: ignore[no-untyped-def]
     """One bit per query: 30 queries reach at best 1 / C(30, 15) x 3 looks = 2e-8, short of the
-    forgery cost the claim rule asks of a key without a timestamp (about 5e-12), so the claim
+    forgery cost the claim rule asks of a key without a timestamp (about 1.6e-12), so the claim
     takes the full budget (key samples and decoys, 64 queries) or a timestamp."""
     model, key = blackbox_marked["newlabel"]
     full = verify(model, key)
