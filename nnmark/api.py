@@ -287,7 +287,14 @@ def verify(
     schemes = [bound_scheme(key, m.index, data) for m in key.marks]
     seconds = key.derivation_seconds
     threshold = claim_threshold(alpha, seconds, prov.timestamped)
-    verdicts = [_finish(sch.verify(s, threshold), alpha, seconds, prov, sch) for sch in schemes]
+    verdicts = []
+    for sch in schemes:
+        view = s.for_mark(sch.mark)
+        if view.unreadable is not None:  # e.g. not realignable: not_found, with the reason
+            v = sch.unreadable_verdict(view.unreadable, threshold)
+        else:
+            v = sch.verify(view, threshold)
+        verdicts.append(_finish(v, alpha, seconds, prov, sch))
     if len(verdicts) == 1:
         return verdicts[0]
     independent = all(sch.independent_null for sch in schemes)

@@ -29,7 +29,6 @@ import copy
 import dataclasses
 import datetime as _dt
 import functools
-import hashlib
 import json
 import secrets
 import time

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from nnmark.errors import NNMarkError
 from nnmark.io import ModelInfo, load_model, load_state_dict, read_safetensors_header
+
+if TYPE_CHECKING:
+    from nnmark.keys import Mark
 
 
 class Suspect:
@@ -26,6 +29,15 @@ class Suspect:
     #: Query budget for black-box verification (None: unlimited). Black-box schemes stop
     #: querying when it is spent and report the queries they used.
     max_queries: int | None = None
+
+    #: Why no mark can be read from this suspect at all (e.g. it could not be realigned to the
+    #: owner's reference); nnmark.api.verify then gives not_found with it, without the scheme.
+    unreadable: str | None = None
+
+    def for_mark(self, mark: Mark) -> Suspect:
+        """What `mark` reads: this suspect, or a view of it (a realigned suspect gives white-box
+        marks its realigned model and black-box ones the suspect as given)."""
+        return self
 
     def tensor(self, name: str) -> torch.Tensor | None:
         """A named parameter or buffer, or None if the suspect has no such tensor."""

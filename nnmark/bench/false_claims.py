@@ -11,9 +11,12 @@ it could meet, not only for the one key a test drew (issue 13). Protocol:
   crafted on a trained model of the owner's recipe and calibrated on `calibration` further
   unmarked models (its verdict needs that calibration and a timestamp; the timestamp waives
   the cost rule, so its claims are counted at p < alpha);
-* every key is verified on every unmarked model it can meet; for the realignable schemes also
-  realigned to the key's own marked model (`--reference`, same architecture): each such key is
-  embedded once with the scheme's default recipe;
+* every key is verified on every unmarked model it can meet; for the schemes that realign to
+  the marked model (`Scheme.realigns_to_marked`: stdm) also realigned to the key's own marked
+  model (`--reference`, same architecture; each such key is embedded once with the scheme's
+  default recipe), and for every white-box scheme realigned to the owner's model before the
+  mark (`--reference-unmarked`: the first unmarked model of the architecture, on which the keys
+  are planned);
 * segmentation keys (segtrigger) on `seg_models` unmarked U-Nets, when segmentation data is given.
 
 Counts: claims at alpha 1e-6 under the full claim rule (`nnmark.api.verify`), claims at p < 1e-6
@@ -202,6 +205,10 @@ def judge(
     from nnmark.api import bound_scheme, verify
 
     scheme = bound_scheme(key, 0, data)
+    view = suspect.for_mark(key.marks[0])  # a realigned suspect: the view this mark reads
+    if view.unreadable is not None:  # refused or not alignable: not_found, with the reason
+        return 1.0, False, False, False, view.unreadable
+    suspect = view
     strict = scheme.verify(suspect, DEFAULT_ALPHA)
     loose = scheme.verify(suspect, LOOSE_ALPHA)
     if tsa_waived:  # the timestamp waives the cost rule: a claim is p < alpha
@@ -219,9 +226,10 @@ def run_false_claims(
     progress: Callable[[str], None] | None = None,
 ) -> Report:
     """The whole check into `root` (models cached under root/models); returns the outcomes."""
+    from nnmark.api import bound_scheme
     from nnmark.calibrate import calibrate
     from nnmark.data import load_data
-    from nnmark.defenses.realign import realign
+    from nnmark.defenses.realign import realign_suspect
     from nnmark.schemes import SCHEMES
     from nnmark.suspect import ModuleSuspect
 
@@ -262,18 +270,33 @@ def run_false_claims(
                     out = judge(key, ModuleSuspect(model, label=name), sources, needs_trained)
                     report.outcomes.append(Outcome(scheme, "issued", i, name, *out))
             say(f"{scheme} on {arch}: {sum(o.scheme == scheme for o in report.outcomes)} pairs")
-        if cls.kind == "whitebox" and getattr(cls, "realignable", True):
+        if cls.kind == "whitebox" and cls.realigns_to_marked:
             for arch in spec.reference_archs:
                 for i in range(spec.reference_keys):
                     reference, key = _reference(root, spec, scheme, arch, i, data)
+                    bound = [bound_scheme(key, 0, sources)]
                     for name, model in models[arch]:
-                        try:
-                            aligned = ModuleSuspect(realign(model, reference), label=name)
-                            out = judge(key, aligned, sources, False)
-                        except NNMarkError as exc:  # cannot be aligned: not claimed
-                            out = (1.0, False, False, False, str(exc))
+                        s = ModuleSuspect(model, label=name)
+                        aligned = realign_suspect(s, reference, bound)
+                        out = judge(key, aligned, sources, False)
                         report.outcomes.append(Outcome(scheme, "reference", i, name, *out))
                 say(f"{scheme} --reference on {arch}: done")
+        if cls.kind == "whitebox":  # --reference-unmarked: the owner's model before the mark
+            for arch in spec.reference_archs:
+                twin_name, twin = models[arch][0]
+                keys = [
+                    plan_key(scheme, twin, data, spec, "twin", arch, i) for i in range(spec.keys)
+                ]
+                for name, model in models[arch][1:]:
+                    s = ModuleSuspect(model, label=name)
+                    # the alignment does not depend on the key: one realignment serves every key
+                    aligned = realign_suspect(
+                        s, twin, [bound_scheme(keys[0], 0, sources)], unmarked=True
+                    )
+                    for i, key in enumerate(keys):
+                        out = judge(key, aligned, sources, False)
+                        report.outcomes.append(Outcome(scheme, "reference-unmarked", i, name, *out))
+                say(f"{scheme} --reference-unmarked on {arch} ({twin_name}): done")
     if spec.seg_data:
         report.outcomes += _segmentation(spec, root)
     report.seconds = round(time.time() - start, 1)

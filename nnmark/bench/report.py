@@ -729,7 +729,8 @@ def write_report(
 
 FALSE_CLAIM_NOTE = (
     "Never-marked models (3 architectures x 2 training recipes) against many keys per scheme, "
-    "as issued and realigned to the key's own marked model (--reference): claims at alpha 1e-6 "
+    "as issued, realigned to the key's own marked model (--reference, schemes that support it) "
+    "and to the owner's model before the mark (--reference-unmarked): claims at alpha 1e-6 "
     "under the claim rule and at p < 1e-6, and the rate at alpha 0.05 with its exact 95 % "
     "interval (nnmark bench --false-claims; nnmark/bench/false_claims.py)."
 )

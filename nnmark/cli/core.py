@@ -275,7 +275,18 @@ def verify_cmd(
     alpha: Annotated[float, typer.Option(help="Significance level")] = DEFAULT_ALPHA,
     reference: Annotated[
         Path | None,
-        typer.Option(help="Owner's original model: realign permuted/scaled/widened suspects first"),
+        typer.Option(
+            help="Owner's marked model: realign permuted/scaled/widened suspects to it first "
+            "(stdm; other white-box marks are not_found, with why: use --reference-unmarked)"
+        ),
+    ] = None,
+    reference_unmarked: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference-unmarked",
+            help="A model that never saw the key (the owner's model before embedding, or the "
+            "same init and recipe trained without the mark): realign to it, every white-box mark",
+        ),
     ] = None,
     remote: Annotated[
         str | None, typer.Option(help="URL of a served model (Open Inference Protocol v2)")
@@ -348,11 +359,17 @@ def verify_cmd(
     else:
         assert model_path is not None
         suspect = load_suspect(model_path)
-    if reference is not None:
+    suspect.max_queries = max_queries
+    if reference is not None or reference_unmarked is not None:
+        from nnmark.api import bound_scheme
         from nnmark.defenses.realign import realign_suspect
 
-        suspect = realign_suspect(suspect, reference)
-    suspect.max_queries = max_queries
+        if reference is not None and reference_unmarked is not None:
+            raise NNMarkError("give --reference or --reference-unmarked, not both")
+        schemes = [bound_scheme(owner_key, m.index, bundles) for m in owner_key.marks]
+        ref = reference if reference is not None else reference_unmarked
+        assert ref is not None
+        suspect = realign_suspect(suspect, ref, schemes, unmarked=reference is None)
     emit_verdict(
         verify(suspect, owner_key, alpha, data=bundles, tsa_certs=certs, suspect_seen=seen),
         as_json,

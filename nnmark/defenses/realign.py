@@ -21,6 +21,37 @@ channel, and the shapes.
 
     realigned = realign(suspect_model, reference_model)
     verify(realigned, key)
+
+Realignment must not manufacture evidence. The matching makes the suspect resemble the
+reference; if the reference carries the mark, matching to it can pull any model towards the
+mark: matched to the owner's marked model as it is, digits models that never saw the key were
+"found" (actsign p = 3.5e-18; before / after in benchmarks/results/realign_null.md). So
+`verify` (realign_suspect) realigns in one of two ways:
+
+- `--reference-unmarked MODEL`: a model that never saw the key (the owner's model before the
+  mark was embedded, or the same initialisation and recipe trained without it). Nothing in it
+  depends on the key's secrets, so the matching is independent of every mark's statistic and
+  the binomial null stays exact; every white-box mark reads the realigned suspect. A reference
+  that shows a mark of the key is refused.
+- `--reference MARKED`: the owner's marked model. Each mark first erases, in a copy of it, what
+  its statistic reads (`Scheme.blind_reference`; stdm removes the key's projections from the
+  host weights) and the suspect is matched to that blinded copy; a scheme for which erasing is
+  not enough refuses (`NotRealignable`: uchida, tartaglione, watermas, actsign, deepsigns, whose
+  marks also shape the channel order or the very units a matching has to identify) and its
+  verdict is not_found with that reason.
+
+What realignment recovers: uchida, stdm, tartaglione and watermas copies (permuted, scaled,
+morphed, permuted and fine-tuned) are found again; actsign and deepsigns copies are not (a
+permuted copy realigned to the owner's model before the mark reads at BER 0.30 and 0.53:
+the matching reads the host units' answers, which are what those marks changed), so a
+permuted copy of an activation mark is not_found, never wrongly found
+(tests/schemes/test_scheme_realign.py).
+
+A suspect that cannot be matched at all (another architecture, other layer names) is not_found
+with the reason, not an error. Black-box and integrity marks read the suspect as given:
+realignment only changes how weights and hidden units are read. `realign` itself matches to
+whatever reference it is given: never verify a mark on a suspect realigned to a model that
+carries that mark unblinded.
 """
 
 from __future__ import annotations
@@ -46,6 +77,8 @@ from nnmark.attacks._graph import (
 )
 from nnmark.errors import NNMarkError
 from nnmark.io import load_model
+from nnmark.keys import Mark
+from nnmark.schemes.base import NotRealignable, Scheme
 from nnmark.suspect import ModuleSuspect, Suspect
 
 #: A suspect channel correlating less than this with every reference channel is dropped
@@ -216,12 +249,128 @@ def rebuild_like(reference: nn.Module, suspect: Suspect) -> nn.Module:
     return model.eval()
 
 
-def realign_suspect(suspect: Suspect, reference_path: str | Path) -> Suspect:
-    """`nnmark verify --reference`: realign the suspect against the owner's original model."""
-    reference, info = load_model(reference_path)
+def blind(reference: nn.Module, schemes: list[Scheme]) -> tuple[nn.Module, dict[int, str]]:
+    """A copy of the reference with every realignable white-box mark's read quantities erased,
+    and the marks (by key index) that refuse realignment, with the reason."""
+    model = copy.deepcopy(reference).eval()
+    refused: dict[int, str] = {}
+    for scheme in schemes:
+        if scheme.kind != "whitebox":
+            continue
+        try:
+            model = scheme.blind_reference(model)
+        except NotRealignable as exc:
+            refused[scheme.mark.index] = str(exc)
+        except NNMarkError as exc:  # e.g. the reference lacks the mark's layer
+            refused[scheme.mark.index] = (
+                f"{scheme.name}: the reference does not fit the key ({exc})"
+            )
+    return model, refused
+
+
+class _Unreadable(Suspect):
+    """Nothing to read, and why (nnmark.api.verify turns it into not_found with the reason)."""
+
+    def __init__(self, label: str, reason: str) -> None:
+        self.label = label
+        self.unreadable = reason
+
+
+class RealignedSuspect(Suspect):
+    """A suspect realigned to the owner's blinded reference. White-box marks read the realigned
+    model; black-box and integrity marks the suspect as given; a white-box mark that cannot be
+    read (the suspect could not be matched, or its scheme refuses) is not_found, with why."""
+
+    def __init__(
+        self,
+        original: Suspect,
+        realigned: nn.Module | None,
+        label: str,
+        refused: dict[int, str] | None = None,
+        failure: str | None = None,
+    ) -> None:
+        self.original = original
+        self.info = original.info
+        self.label = label
+        self.refused = dict(refused or {})
+        self.failure = failure
+        self.realigned = ModuleSuspect(realigned, original.info, label) if realigned else None
+
+    def for_mark(self, mark: Mark) -> Suspect:
+        from nnmark.schemes import SCHEMES
+
+        if SCHEMES.get(mark.scheme).kind != "whitebox":
+            return self.original
+        if mark.index in self.refused:
+            return _Unreadable(self.label, self.refused[mark.index])
+        if self.realigned is None:
+            return _Unreadable(self.label, f"cannot realign to the reference: {self.failure}")
+        return self.realigned
+
+    def tensor(self, name: str) -> torch.Tensor | None:
+        return self.realigned.tensor(name) if self.realigned else None
+
+    def tensor_names(self) -> list[str]:
+        return self.realigned.tensor_names() if self.realigned else []
+
+    def module(self) -> nn.Module:
+        if self.realigned is None:
+            raise NNMarkError(f"{self.label}: cannot realign to the reference: {self.failure}")
+        return self.realigned.module()
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.original.predict(x)
+
+
+def realign_suspect(
+    suspect: Suspect,
+    reference: str | Path | nn.Module,
+    schemes: list[Scheme],
+    *,
+    unmarked: bool = False,
+) -> RealignedSuspect:
+    """`nnmark verify --reference / --reference-unmarked`: the suspect realigned to the owner's
+    model (a path or a module). `schemes`: the key's marks bound to their schemes
+    (nnmark.api.bound_scheme). `unmarked=False`: the reference is the marked model, blinded per
+    mark or refused (`blind`); `unmarked=True`: the reference never saw the key and is used as
+    it is, unless it shows a mark of the key. A suspect that cannot be matched does not raise:
+    its white-box marks read as not_found with the reason (RealignedSuspect.for_mark)."""
+    if isinstance(reference, nn.Module):
+        label = f"{suspect.label} (realigned to the reference)"
+    else:
+        label = f"{suspect.label} (realigned to {reference})"
+        reference, _ = load_model(reference)
+    refused: dict[int, str] = {}
+    if unmarked:
+        shown = [s.name for s in schemes if s.kind == "whitebox" and _shows(s, reference)]
+        if shown:
+            why = (
+                f"the reference declared unmarked shows the key's mark ({', '.join(shown)} "
+                "found in it): pass it as --reference"
+            )
+            refused = {s.mark.index: why for s in schemes if s.kind == "whitebox"}
+        reference = copy.deepcopy(reference).eval()
+    else:
+        reference, refused = blind(reference, schemes)
+    if not any(s.kind == "whitebox" and s.mark.index not in refused for s in schemes):
+        return RealignedSuspect(suspect, None, label, refused, "no white-box mark to realign")
     try:
-        module = suspect.module()
-    except NNMarkError:
-        module = rebuild_like(reference, suspect)  # reshaped by morph or channel pruning
-    label = f"{suspect.label} (realigned to {reference_path})"
-    return ModuleSuspect(realign(module, reference), info, label=label)
+        try:
+            module = suspect.module()
+        except NNMarkError:
+            module = rebuild_like(reference, suspect)  # reshaped by morph or channel pruning
+        realigned = realign(module, reference)
+    except NNMarkError as exc:
+        return RealignedSuspect(suspect, None, label, refused, str(exc))
+    except (RuntimeError, ValueError, IndexError, KeyError) as exc:  # surgery on a misfit
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        failure = f"it does not fit the reference ({first})"
+        return RealignedSuspect(suspect, None, label, refused, failure)
+    return RealignedSuspect(suspect, realigned, label, refused)
+
+
+def _shows(scheme: Scheme, reference: nn.Module) -> bool:
+    """Whether a reference declared unmarked carries `scheme`'s mark (found at the default
+    alpha; a reference that cannot even be read does not)."""
+    return scheme.verify(ModuleSuspect(copy.deepcopy(reference).eval())).verdict == "found"

@@ -52,6 +52,7 @@ from nnmark.schemes._activations import default_activation_layer, layer_output, 
 from nnmark.schemes.base import (
     Batch,
     Evidence,
+    NotRealignable,
     Scheme,
     check_fields,
     check_shape,
@@ -175,6 +176,24 @@ class ActSign(Scheme):
         return Evidence(
             bits=tuple(int(b) for b in read.tolist()),
             details={"layer": self.mark.layer, "inputs": self.n_inputs, "access": "activations"},
+        )
+
+    # ---- realignment (verify --reference) ----------------------------------------------
+    def blind_reference(self, reference: nn.Module) -> nn.Module:
+        """Refused. The statistic is the host units' own answers to the key inputs; reading it
+        after realignment needs to know which suspect unit is which reference unit, and every
+        trace that could tell (their answers, their incoming or outgoing weights) belongs to
+        units that training shaped around those answers. Measured on unmarked digits models
+        (benchmarks/results/realign_null.md): matched to the marked reference, 80 of 80 pairs
+        were false claims; with the host layer erased and its units matched by the next
+        layer's weights, still a pull of about 3.5 % per bit towards the key (9 of 10 keys),
+        which inflates false claims at alpha 1e-6 about 13-fold at 64 bits and grows with
+        the bits."""
+        raise NotRealignable(
+            "actsign: realignment to the marked reference refused: it reads the host units' "
+            "own answers, and matching suspect units to the reference's uses units trained "
+            "around those answers, which pulls an unmarked model towards the key; realign to "
+            "a model that never saw the key instead (--reference-unmarked)"
         )
 
 

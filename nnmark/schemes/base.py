@@ -53,6 +53,10 @@ BIT_NULL = (
 )
 
 
+class NotRealignable(NNMarkError):
+    """A mark that `verify --reference` cannot realign validly (the message says why)."""
+
+
 @dataclass(frozen=True)
 class Evidence:
     """What a scheme reads from a suspect: bits, answers or hashes, or why it could not."""
@@ -113,7 +117,10 @@ class Scheme:
     `kind`, `task`, `needs_data` (verification re-derives key inputs from a data set, checked
     by its content hash), `requires_timestamp` (the key's holder chose the evidence, so a claim
     needs a verified timestamp), `independent_null` (the null's randomness is the key's alone,
-    so Fisher's method may combine this mark with others).
+    so Fisher's method may combine this mark with others), `realigns_to_marked` (`verify
+    --reference MARKED` can match a suspect to the owner's marked model with what the mark's
+    statistic reads erased, `blind_reference`; the others refuse, and realign only to a model
+    that never saw the key).
     """
 
     name: ClassVar[str] = ""
@@ -124,6 +131,7 @@ class Scheme:
     needs_data: ClassVar[bool] = False
     requires_timestamp: ClassVar[bool] = False
     independent_null: ClassVar[bool] = True
+    realigns_to_marked: ClassVar[bool] = False
     config: Any
     #: Calibration of this mark on unmarked models (key.derived["calibration"]), set by verify.
     calibration: dict[str, Any] | None = None
@@ -268,6 +276,25 @@ class Scheme:
     # ---- verification -------------------------------------------------------------------
     def evidence(self, suspect: Suspect) -> Evidence:
         raise NotImplementedError
+
+    def unreadable_verdict(self, reason: str, alpha: float = DEFAULT_ALPHA) -> Verdict:
+        """not_found with `reason`, when the suspect cannot be read at all (bit-carrying shape;
+        a scheme with another statistic overrides it)."""
+        return bit_verdict(self, Evidence(reason=reason), alpha)
+
+    # ---- realignment (verify --reference, nnmark/defenses/realign.py) ---------------------
+    def blind_reference(self, reference: nn.Module) -> nn.Module:
+        """`verify --reference MARKED`: the owner's marked reference (a copy: change it in
+        place and return it) with everything this mark's statistic reads erased, so that
+        matching a suspect to it cannot move the suspect towards the mark. Raise
+        NotRealignable (one line: why) when no such copy exists; that is the default for a
+        white-box scheme. (A reference that never saw the key, `--reference-unmarked`, needs
+        no blinding: nothing in it depends on the key.)"""
+        raise NotRealignable(
+            f"{self.name}: realignment to the marked reference is not supported (no way to "
+            "match a suspect to it without the mark's own evidence is known); realign to a "
+            "model that never saw the key instead (--reference-unmarked)"
+        )
 
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
         """Bit-carrying default: the raw bits read against the masked payload, exact binomial

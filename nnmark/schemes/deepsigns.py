@@ -49,7 +49,15 @@ from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.schemes import register
 from nnmark.schemes._activations import default_activation_layer, layer_output, suspect_output
-from nnmark.schemes.base import Batch, Evidence, Scheme, check_fields, key_error, unwrap
+from nnmark.schemes.base import (
+    Batch,
+    Evidence,
+    NotRealignable,
+    Scheme,
+    check_fields,
+    key_error,
+    unwrap,
+)
 from nnmark.suspect import Suspect
 
 
@@ -199,6 +207,21 @@ class DeepSigns(Scheme):
         return Evidence(
             bits=tuple(int(b) for b in bits.tolist()),
             details={"layer": self.mark.layer, "access": "activations"},
+        )
+
+    # ---- realignment (verify --reference) ----------------------------------------------
+    def blind_reference(self, reference: nn.Module) -> nn.Module:
+        """Refused, as for actsign: the statistic is the host units' mean answer to the key
+        images (training images of one class), so which suspect unit is which reference unit
+        can only be told from units that training shaped around it. Measured on unmarked
+        digits models (benchmarks/results/realign_null.md): matched to the marked reference,
+        most pairs were false claims; with the host layer erased and its units matched by the
+        next layer's weights, still a pull of about 3.5 % per bit towards the key."""
+        raise NotRealignable(
+            "deepsigns: realignment to the marked reference refused: it reads the host units' "
+            "mean answer to one class, and matching suspect units to the reference's uses "
+            "units trained around it, which pulls an unmarked model towards the key; realign "
+            "to a model that never saw the key instead (--reference-unmarked)"
         )
 
 

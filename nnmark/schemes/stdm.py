@@ -81,6 +81,7 @@ class STDM(Scheme):
     Config = STDMConfig
     config: STDMConfig
     kind = "whitebox"
+    realigns_to_marked = True
     paper = "Li et al., Spread-Transform Dither Modulation Watermarking of DNNs, JISA 2021"
 
     def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
@@ -167,3 +168,18 @@ class STDM(Scheme):
             r = torch.remainder(p - self.dither, self.step_size) / self.step_size  # in [0, 1)
             bits = ((r > 0.25) & (r <= 0.75)).long()
         return Evidence(bits=tuple(bits.tolist()), details={"layer": self.mark.layer})
+
+    # ---- realignment (verify --reference) ----------------------------------------------
+    def blind_reference(self, reference: nn.Module) -> nn.Module:
+        """Erase the key's projections: each segment loses its component along u_j, so every
+        p_j is 0 in the copy (the penalty only ever moved the weights along the u_j)."""
+        weight = get_layer(unwrap(reference), self.mark.layer or "").weight
+        if list(weight.shape) != self.mark.data["shape"]:
+            raise NNMarkError(f"reference layer {self.mark.layer} is not the key's shape")
+        with torch.no_grad():
+            p = self.projections(weight.detach().float().cpu())
+            flat = weight.view(-1)
+            flat[self.perm.flatten().to(flat.device)] -= (
+                (p[:, None] * self.u).flatten().to(flat.device, flat.dtype)
+            )
+        return reference

@@ -67,6 +67,7 @@ from nnmark.schemes.base import (
     Batch,
     Evidence,
     LossFn,
+    NotRealignable,
     Scheme,
     bit_verdict,
     check_fields,
@@ -166,6 +167,24 @@ class PositionScheme(Scheme):
 
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
         return bit_verdict(self, self.evidence(as_suspect(suspect)), alpha, POSITION_NULL)
+
+    # ---- realignment (verify --reference) ----------------------------------------------
+    def blind_reference(self, reference: nn.Module) -> nn.Module:
+        """Refused. Each key value is a connection between two units, fixed in every layer
+        (output layer included) from the first training step, and the network grows its
+        features around it: a unit forced to vote for a class becomes a detector of that class.
+        Matching a suspect's units to the reference's by function -- even with every key value
+        erased -- therefore picks units whose connections agree with the key (measured on
+        unmarked digits models, benchmarks/results/realign_null.md: 78 % agreement at the
+        output layer's key positions of mlps, pooled z +5.5 / +7.6, false positives 19 % /
+        29 % at alpha 0.05 with the key values zeroed), so no realignment has a valid null."""
+        raise NotRealignable(
+            f"{self.name}: realignment to the marked reference refused: its key values are "
+            "connections fixed in every layer during training, so the reference's units grow "
+            "around them and matching a suspect to them (even erased) pulls an unmarked model "
+            "towards the key; realign to a model that never saw the key instead "
+            "(--reference-unmarked)"
+        )
 
 
 @register("tartaglione")

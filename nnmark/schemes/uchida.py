@@ -38,6 +38,7 @@ from nnmark.schemes import register
 from nnmark.schemes.base import (
     Batch,
     Evidence,
+    NotRealignable,
     Scheme,
     check_fields,
     check_shape,
@@ -174,6 +175,25 @@ class Uchida(Scheme):
             y = self.logits(t.float())
         return Evidence(
             bits=tuple(int(v) for v in (y > 0).tolist()), details={"layer": self.mark.layer}
+        )
+
+    # ---- realignment (verify --reference) ----------------------------------------------
+    def blind_reference(self, reference: nn.Module) -> nn.Module:
+        """Refused for the marked reference. The host vector is indexed by the host's input
+        channels, so reading it after realignment needs the reference's channel order, and
+        training places features in the channels that favour the mark (the channels are
+        interchangeable at initialisation, and the penalty pulls the filters' mean towards the
+        key's signs). Measured on unmarked digits CNNs (benchmarks/results/realign_null.md):
+        matched to the marked reference, 2.6 % more bits agree with the key (10 keys, 9
+        positive), and as much with the key's projections erased from the host first (the
+        permutation alone: 4.4 %), about a 10-fold inflation of false claims at alpha 1e-6 at
+        64 bits. A reference that never saw the key (`verify --reference-unmarked`) realigns
+        uchida with an exact null and loses nothing (benchmarks/results/realign_null.md)."""
+        raise NotRealignable(
+            "uchida: realignment to the marked reference refused: training places its features "
+            "in the channels that favour the mark, so matching a suspect to that channel order "
+            "pulls an unmarked model towards the key; realign to a model that never saw the "
+            "key instead (--reference-unmarked)"
         )
 
 

@@ -264,10 +264,12 @@ def test_realignment_after_channel_pruning(  # type: ignore[no-untyped-def]
 runner = CliRunner()
 
 
-def test_attack_cli(tmp_path: Path, uchida_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
+def test_attack_cli(tmp_path: Path, uchida_cnn, plain_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
     model, key = uchida_cnn
     src, wide, ref = tmp_path / "m.safetensors", tmp_path / "w.safetensors", tmp_path / "k.nnkey"
+    twin = tmp_path / "twin.safetensors"  # uchida_cnn's init and recipe without the mark
     save_model(model, model_info(model, digits), src)
+    save_model(plain_cnn, model_info(plain_cnn, digits), twin)
     key.save(ref)
     r = runner.invoke(app, ["attack", "--list"], env={"COLUMNS": "250"})
     assert r.exit_code == 0 and all(n in r.stdout for n in list_attacks())
@@ -285,10 +287,16 @@ def test_attack_cli(tmp_path: Path, uchida_cnn, digits: DataBundle) -> None:  # 
         r = runner.invoke(app, ["attack", spec, str(src), "--out", str(wide), "--seed", "3"])
         assert r.exit_code == 0, r.stderr
         assert runner.invoke(app, ["verify", str(wide), "--key", str(ref)]).exit_code == 1
+        # uchida refuses realignment to its marked model (tests/defenses/test_realign_null.py)
         args = ["verify", str(wide), "--key", str(ref), "--reference", str(src), "--json"]
         r = runner.invoke(app, args)
+        assert r.exit_code == 1 and "reference refused" in json.loads(r.stdout)["reason"]
+        args = ["verify", str(wide), "--key", str(ref), "--reference-unmarked", str(twin)]
+        r = runner.invoke(app, [*args, "--json"])
         assert r.exit_code == 0, r.stderr
-        assert json.loads(r.stdout)["ber"] <= (0.0 if spec == "morph" else 0.1)
+        print(spec, "realigned to the unmarked twin: BER", json.loads(r.stdout)["ber"])
+        # matched to the twin, not the marked model itself: not bit-exact (morph: 1 of 64 bits)
+        assert json.loads(r.stdout)["ber"] <= (0.05 if spec == "morph" else 0.1)
     for args, msg in [
         (["attack", "nope", str(src), "--out", str(wide)], "unknown attack 'nope'"),
         (["attack", "prune", str(src), "--out", str(wide), "--set", "fraction=2"], "fraction"),
