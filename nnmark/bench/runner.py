@@ -16,6 +16,7 @@ write the model cache there); `ray="local"` starts a private local instance.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -301,8 +302,53 @@ def scheme_kind(scheme: str) -> str | None:
     return SCHEMES.get(scheme).kind if scheme != "none" and scheme in SCHEMES else None
 
 
-def run_cell(root: Path, cell: Cell) -> dict[str, Any]:
-    """Attack a cached model, measure fidelity, verify with its key. Never raises."""
+@dataclass(frozen=True)
+class Notary:
+    """A time-stamping authority the bench stamps its keys with, as an owner would at creation
+    (`nnmark key timestamp`): keys whose claim needs a verified timestamp (frontier; newlabel and
+    unrelated within 30 queries) are then judged as their owner's would be. `ca_pem`: the
+    certificate verification trusts."""
+
+    url: str
+    ca_pem: bytes
+
+
+def stamp_keys(store: ResultStore, jobs: Sequence[ModelJob], notary: Notary) -> int:
+    """Give every cached key of `jobs` a timestamp `notary` vouches for (an older token under
+    another authority is replaced); returns how many were stamped."""
+    from nnmark.keys import OwnerKey
+    from nnmark.provenance import check_timestamp, fetch_timestamp
+
+    stamped = 0
+    for job in jobs:
+        path = store.key_path(job.ident)
+        if job.scheme == "none" or not path.exists():
+            continue
+        key = OwnerKey.load(path)
+        if key.timestamp is not None:
+            try:
+                check_timestamp(key.commitment, key.timestamp, [notary.ca_pem])
+                continue
+            except NNMarkError:
+                pass
+        key = dataclasses.replace(key, timestamp=fetch_timestamp(key.commitment, notary.url))
+        key.save(path)
+        stamped += 1
+    return stamped
+
+
+def _verify_data(data: Any, options: dict[str, Any]) -> list[Any]:
+    """The task's data and every data set the key's options name (unrelated's `source`): what
+    its derivation re-reads, checked by hash."""
+    from nnmark.data import load_data
+
+    extra = [v for k, v in options.items() if k.split(".")[-1] == "source" and v]
+    return [data, *(load_data(str(v)) for v in extra)]
+
+
+def run_cell(root: Path, cell: Cell, tsa_certs: tuple[bytes, ...] = ()) -> dict[str, Any]:
+    """Attack a cached model, measure fidelity, verify with its key (a timestamp on it counted
+    when `tsa_certs` vouch for it). Never raises."""
     import torch
 
     from nnmark.api import attack, verify
@@ -367,7 +413,9 @@ def run_cell(root: Path, cell: Cell) -> dict[str, Any]:
         else:
             row["fidelity_after"] = row["fidelity_before"]
         if scheme != "none":
-            v = verify(model, OwnerKey.load(store.key_path(key_job.ident)))
+            key = OwnerKey.load(store.key_path(key_job.ident))
+            sources = _verify_data(data, key_job.options)
+            v = verify(model, key, data=sources, tsa_certs=tsa_certs)
             row.update(
                 verdict=v.verdict,
                 statistic_name=v.statistic_name,
@@ -507,12 +555,14 @@ def run_bench(
     retry_failed: bool = False,
     command: str = "",
     progress: Callable[[str, int, int], None] | None = None,
+    notary: Notary | None = None,
 ) -> BenchSummary:
     """Run (or resume) the sweep into `out`; returns counts of cells run, skipped and failed.
 
     `ray`: None for the local process pool, "local" for a private Ray instance, "auto" or an
     address ("ray://host:10001") to join a cluster. `retry_failed`: run failed cells again
-    (their new row replaces the old one).
+    (their new row replaces the old one). `notary`: stamp every key with this TSA before the
+    cells run, and count the timestamps when verifying.
     """
     start, cpu0 = time.perf_counter(), _cpu_seconds()
     store = ResultStore(out).create()
@@ -589,7 +639,16 @@ def run_bench(
                 store.append([run_cell_stub(c, f"training failed: {failed_models[bad[0].ident]}")])
             else:
                 runnable.append(c)
-        calls2 = [(out, c) for c in runnable]
+        certs: tuple[bytes, ...] = ()
+        if notary is not None:
+            t1 = time.perf_counter()
+            n_stamped = stamp_keys(store, list(needed.values()), notary)
+            phases["timestamps"] = {
+                "seconds": round(time.perf_counter() - t1, 1),
+                "count": n_stamped,
+            }
+            certs = (notary.ca_pem,)
+        calls2 = [(out, c, certs) for c in runnable]
         worker_cpu = 0.0
         for n, (i, row, error) in enumerate(workers.map_unordered(run_cell, calls2), 1):
             if error is not None:  # a worker died (out of memory, killed): still one row

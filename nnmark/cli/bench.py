@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nnmark.cli.common import command, err, out
+from nnmark.cli.common import command, err, out, read_certs
 from nnmark.errors import NNMarkError
+
+if TYPE_CHECKING:
+    from nnmark.bench.runner import Notary
+
+
+@contextlib.contextmanager
+def _notary(url: str | None, cert: Path | None) -> Iterator[Notary | None]:
+    """The bench's TSA: none, a URL with its CA certificate, or a loopback one for the run."""
+    from nnmark.bench.runner import Notary
+
+    if url is None:
+        if cert is not None:
+            raise NNMarkError("--tsa-cert needs --tsa URL")
+        yield None
+    elif url == "loopback":
+        from nnmark.testing.tsa import LoopbackTSA
+
+        with LoopbackTSA() as authority:
+            yield Notary(authority.url, authority.ca_cert_pem)
+    else:
+        if cert is None:
+            raise NNMarkError("--tsa URL needs --tsa-cert CA.pem (the certificate to trust)")
+        yield Notary(url, read_certs([cert])[0])
 
 
 @command("bench")
@@ -50,6 +75,16 @@ def bench_cmd(
             "models of 3 architectures and 2 recipes; nnmark.bench.false_claims) into --out",
         ),
     ] = False,
+    tsa: Annotated[
+        str | None,
+        typer.Option(
+            help="Timestamp every key with this RFC 3161 TSA (URL; with --tsa-cert) before "
+            "verifying, as owners would; 'loopback' starts a local one (needs openssl)",
+        ),
+    ] = None,
+    tsa_cert: Annotated[
+        Path | None, typer.Option("--tsa-cert", help="The CA certificate (PEM) of --tsa URL")
+    ] = None,
 ) -> None:
     """Run tasks x schemes x attacks x strengths; a failed cell is recorded, never fatal."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -80,6 +115,8 @@ def bench_cmd(
     words += [w for s in schemes or [] for w in ("--scheme", s)]
     words += [w for a in attacks or [] for w in ("--attack", a)]
     words += ["--false-claims"] if false_claims else []
+    words += ["--tsa", tsa] if tsa else []
+    words += ["--tsa-cert", str(tsa_cert)] if tsa_cert else []
     cmd = " ".join(shlex.quote(w) for w in words)
     with Progress(
         TextColumn("{task.description}"),
@@ -95,15 +132,17 @@ def bench_cmd(
                 tasks[phase] = bar.add_task(phase, total=n)
             bar.update(tasks[phase], completed=i, total=n)  # type: ignore[arg-type]
 
-        summary = run_bench(
-            spec,
-            out_dir,
-            jobs=jobs,
-            ray=ray,
-            retry_failed=retry_failed,
-            command=cmd,
-            progress=progress,
-        )
+        with _notary(tsa, tsa_cert) as notary:
+            summary = run_bench(
+                spec,
+                out_dir,
+                jobs=jobs,
+                ray=ray,
+                retry_failed=retry_failed,
+                command=cmd,
+                progress=progress,
+                notary=notary,
+            )
     out.print(
         f"{summary.cells} cells: {summary.run} run, {summary.skipped} skipped (done before), "
         f"{summary.failed} failed"

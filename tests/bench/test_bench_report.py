@@ -189,9 +189,11 @@ def test_a_key_that_needs_a_calibration_is_calibrated_before_its_cells(tmp_path:
     }
     config.write_text(yaml.safe_dump(grid))
     out = tmp_path / "res"
-    r = runner.invoke(app, ["bench", "--config", str(config), "--out", str(out), "--jobs", "1"])
+    args = ["bench", "--config", str(config), "--out", str(out), "--jobs", "1"]
+    r = runner.invoke(app, [*args, "--tsa", "loopback"])  # frontier is claimed only stamped
     assert r.exit_code == 0, r.output
     (key_file,) = (out / "models").glob("frontier-*.nnkey")
+    assert OwnerKey.load(key_file).timestamp is not None
     entry = OwnerKey.load(key_file).derived["calibration"]["0"]
     assert entry["models"] == KEY_CALIBRATION_MODELS and entry["references"] == 0
     (row,) = [x for x in read_rows(out) if x["scheme"] == "frontier" and x["attack"] == "none"]

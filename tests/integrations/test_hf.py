@@ -42,7 +42,7 @@ BITS = {"uchida": 32}
 EPOCHS = {"frontier": 10}
 DEFAULT_EPOCHS = TrainConfig().epochs
 #: Marks claimed with a verified timestamp on the key (the claim threshold is then alpha, not the
-#: p-value of a 1000 CPU-year key search, ~1e-11): frontier's evidence was chosen by the key's
+#: p-value of a 1000 CPU-year key search, ~1.6e-12): frontier's evidence was chosen by the key's
 #: holder (requires_timestamp); newlabel's test gives about one bit per query; 32 Uchida bits
 #: can reach p 2^-32 = 2.3e-10 at best; unrelated's 50 out-of-distribution triggers each carry
 #: a key label the ViT learns one by one: after 20 epochs p 3.6e-10, 4.4e-15 and 5.3e-14 over 3
