@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as _dt
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from nnmark.config import build_config
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.io import ModelInfo
-from nnmark.keys import OwnerKey
+from nnmark.keys import MAX_BITS, OwnerKey
 from nnmark.models import create_model
 from nnmark.schemes import SCHEMES, Scheme, scheme_for
 from nnmark.stats import DEFAULT_ALPHA, bonferroni_combine, decide, fisher_combine
@@ -95,6 +96,8 @@ def embed(
     >>> verify(marked, key).verdict
     'found'
     """
+    if bits is not None and not (isinstance(bits, int) and 1 <= bits <= MAX_BITS):
+        raise NNMarkError(f"bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
     names = [n.strip() for n in scheme.split("+") if n.strip()]
     if len(names) > 1 and (options and not all(isinstance(v, dict) for v in options.values())):
         raise NNMarkError("with several schemes ('a+b'), options are {scheme: {option: value}}")
@@ -112,6 +115,7 @@ def embed(
         mark = cls.plan(model, key, cfg, bits=bits, payload=chosen, data=data)
         if ecc is not None:
             mark = dataclasses.replace(mark, message=message, data={**mark.data, "ecc": ecc})
+        check_reachable(mark, cls)
         key = key.with_mark(mark)
         bound.append(cls(mark, [data, *cls.config_data(cfg)]))
     model = fit(model, data, bound, config, teacher=teacher, progress=progress)
@@ -128,6 +132,19 @@ def attack(
 ) -> nn.Module:
     """Run an attack or a chain spec (`prune:fraction=0.5,finetune:epochs=3`) on a copy."""
     return build_attack(spec, options)(model, data, seed=seed)
+
+
+def check_reachable(mark: Any, cls: type[Scheme], alpha: float = DEFAULT_ALPHA) -> None:
+    """Refuse, before any training, a bit mark too short to ever be found: n bits reach at best
+    p = 2^-n (all bits right), which must be below alpha."""
+    n = len(mark.bits)
+    if cls.kind != "whitebox" or n == 0 or 2.0**-n < alpha:
+        return
+    need = math.floor(-math.log2(alpha)) + 1
+    raise NNMarkError(
+        f"{mark.scheme}: {n} bits reach at best p = {2.0**-n:.2g}, never alpha = {alpha:g}; "
+        f"use at least {need} bits (40 for a claim without a timestamp)"
+    )
 
 
 def bound_scheme(

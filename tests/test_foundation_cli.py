@@ -240,6 +240,18 @@ def test_out_of_range_options_and_nothing_overwritten(files: dict[str, Path]) ->
     assert "--alpha must be in (0, 1)" in one_line_error(
         run("verify", files["marked"], "--key", files["key"], "--alpha", "2")
     )
+    train = ("train", "--scheme", "uchida", "--epochs", "1", "--out", d / "n.safetensors")
+    for extra, expected in [
+        (("--bits", "0"), "bits must be an integer from 1"),
+        (
+            ("--bits", "16"),
+            "16 bits reach at best p = 1.5e-05, never alpha = 1e-06; use at least 20",
+        ),
+        (("--lr", "inf"), "lr must be a finite number"),
+        (("--set", "lam=inf"), "lam must be a finite number"),
+    ]:
+        assert expected in one_line_error(run(*train, "--key-out", d / "k.nnkey", *extra))
+    assert not (d / "n.safetensors").exists()
     assert out.read_bytes() == b"precious"
     assert not (d / "k.nnkey").exists()
     assert not [p for p in d.iterdir() if p.name.endswith(".tmp")]

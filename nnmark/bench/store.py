@@ -130,18 +130,28 @@ def _finite(obj: Any) -> Any:
 
 def read_rows(root: Path) -> list[dict[str, Any]]:
     """The rows of RESULTS/results.jsonl, one per cell (a retried cell's latest row)."""
+    return scan_rows(root)[0]
+
+
+def scan_rows(root: Path) -> tuple[list[dict[str, Any]], int]:
+    """(rows, lines skipped): a line that is not a JSON object naming its cell (a torn write,
+    `null`, `42`, `[1]`, `{}`) is skipped and counted, never fatal; its cell is rerun."""
     path = Path(root) / "results.jsonl"
     if not path.exists():
-        return []
+        return [], 0
     latest: dict[Any, dict[str, Any]] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    skipped = 0
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("%s:%d: torn row skipped (its cell will be rerun)", path, n)
+        except (json.JSONDecodeError, RecursionError):
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("cell"), str):
+            log.warning("%s:%d: not a result row, skipped (its cell will be rerun)", path, n)
+            skipped += 1
             continue
-        latest.pop(row.get("cell"), None)  # a retried cell moves to its new place
-        latest[row.get("cell")] = row
-    return list(latest.values())
+        latest.pop(row["cell"], None)  # a retried cell moves to its new place
+        latest[row["cell"]] = row
+    return list(latest.values()), skipped

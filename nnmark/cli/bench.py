@@ -143,6 +143,7 @@ def bench_cmd(
                 progress=progress,
                 notary=notary,
             )
+    _say_skipped(out_dir)
     out.print(
         f"{summary.cells} cells: {summary.run} run, {summary.skipped} skipped (done before), "
         f"{summary.failed} failed"
@@ -206,4 +207,13 @@ def report_cmd(
     if budget is not None and not 0 <= budget <= 1:
         raise NNMarkError(f"--budget must be in [0, 1], got {budget}")
     write_report(results, out_path, md, budget)
+    _say_skipped(results)
     out.print(f"saved {out_path}" + (f" and {md}" if md else ""))
+
+
+def _say_skipped(results: Path) -> None:
+    from nnmark.bench.store import scan_rows
+
+    _, bad = scan_rows(results)
+    if bad:
+        err.print(f"{bad} line(s) of {results / 'results.jsonl'} are not result rows: skipped")

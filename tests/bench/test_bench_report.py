@@ -104,6 +104,26 @@ def test_rerun_skips_finished_cells_and_redoes_a_lost_one(tiny: tuple[Path, Path
     assert len(read_rows(out)) == 11
 
 
+def test_result_lines_that_are_not_rows_are_skipped_and_counted(  # type: ignore[no-untyped-def]
+    tiny: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A results.jsonl ending in `null`, `42`, `[1]` or `{}` (hand edits, another tool) stops
+    neither the bench nor the report: the lines are skipped and counted."""
+    import shutil
+
+    config, src = tiny
+    out = tmp_path / "res"
+    shutil.copytree(src, out)
+    with (out / "results.jsonl").open("a") as fh:
+        fh.write("null\n42\n[1]\n{}\n")
+    r = runner.invoke(app, ["bench", "--config", str(config), "--out", str(out), "--jobs", "1"])
+    assert r.exit_code == 0 and "11 cells: 0 run, 11 skipped" in r.stdout, r.output
+    assert "4 line(s)" in r.stderr and "not result rows" in r.stderr
+    r = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "r.html")])
+    assert r.exit_code == 0 and "4 line(s)" in r.stderr, r.output
+    assert len(read_rows(out)) == 11
+
+
 def test_rerun_with_more_attacks_retrains_no_model(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     """Models are cached by content hash: new cells on the same models train nothing."""
     out = tmp_path / "res"
