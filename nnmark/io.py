@@ -46,6 +46,64 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_all(files: list[tuple[str | Path, bytes]]) -> None:
+    """Write several files as one transaction: all of them or none. Each goes to a temp file
+    beside its target first; then the targets are replaced one by one, and if any step fails the
+    ones already replaced are put back as they were (a marked model is never left without its
+    key, nor a key without its model)."""
+    staged: list[tuple[Path, str]] = []
+    done: list[tuple[Path, str | None]] = []  # (target, backup of what it replaced)
+    try:
+        for path, data in files:
+            p = Path(path)
+            if p.is_dir():
+                raise NNMarkError(f"output path is a directory: {p}")
+            if not p.parent.exists():
+                raise NNMarkError(f"output folder does not exist: {p.parent}")
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+            staged.append((p, tmp))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for p, tmp in staged:
+            backup = None
+            if p.exists():
+                fd, backup = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".old", dir=p.parent)
+                os.close(fd)
+                os.replace(p, backup)
+            done.append((p, backup))
+            os.replace(tmp, p)
+    except BaseException:
+        for p, backup in reversed(done):
+            if backup is not None:
+                os.replace(backup, p)
+            elif p.exists():
+                os.unlink(p)
+        for _, tmp in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        raise
+    for _, backup in done:
+        if backup is not None and os.path.exists(backup):
+            os.unlink(backup)
+
+
+def model_bytes(model: nn.Module, info: ModelInfo) -> bytes:
+    """The safetensors file of a model, with nnmark metadata."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # safetensors refuses tensors that share memory; clone the (rare) aliases.
+    seen: dict[int, str] = {}
+    for k, v in list(state.items()):
+        ptr = v.data_ptr()
+        if ptr in seen and v.numel() > 0:
+            state[k] = v.clone()
+        seen[ptr] = k
+    return save(state, metadata=info.to_metadata())
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -100,17 +158,7 @@ class ModelInfo:
 
 def save_model(model: nn.Module, info: ModelInfo, path: str | Path) -> None:
     """Save weights and buffers as safetensors with nnmark metadata, atomically."""
-    from safetensors.torch import save
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    # safetensors refuses tensors that share memory; clone the (rare) aliases.
-    seen: dict[int, str] = {}
-    for k, v in list(state.items()):
-        ptr = v.data_ptr()
-        if ptr in seen and v.numel() > 0:
-            state[k] = v.clone()
-        seen[ptr] = k
-    atomic_write_bytes(path, save(state, metadata=info.to_metadata()))
+    atomic_write_bytes(path, model_bytes(model, info))
 
 
 def _check_exists(p: Path) -> None:

@@ -283,3 +283,47 @@ def test_pickle_with_code_is_refused_and_never_runs(files: dict[str, Path], tmp_
     torch.save({"conv3.weight": torch.zeros(64, 64, 3, 3)}, tmp_path / "plain.pt")
     r = run("verify", tmp_path / "plain.pt", "--key", files["key"], "--json")
     assert r.exit_code == 1 and json.loads(r.stdout)["verdict"] == "not_found"
+
+
+def test_outputs_are_checked_before_training_and_written_as_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An output folder that cannot be written fails before any training; a marked model and
+    its key are written together or not at all (a failure writing the key leaves the old
+    files as they were, and no temp file)."""
+    import time
+
+    from nnmark.io import atomic_write_all
+
+    start = time.perf_counter()
+    r = run(
+        "train",
+        "--scheme",
+        "uchida",
+        "--out",
+        "/proc/self/m.safetensors",
+        "--key-out",
+        tmp_path / "k.nnkey",
+    )
+    assert "cannot write in /proc/self" in one_line_error(r)
+    assert time.perf_counter() - start < 30  # refused before the 20 training epochs
+    model, key = tmp_path / "m.safetensors", tmp_path / "k.nnkey"
+    model.write_bytes(b"old model")
+    real = os.replace
+    calls = []
+
+    def failing(src: str, dst: str) -> None:
+        calls.append(dst)
+        if str(dst) == str(key):
+            raise OSError(28, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OSError):
+        atomic_write_all([(model, b"new model"), (key, b"new key")])
+    monkeypatch.setattr(os, "replace", real)
+    assert model.read_bytes() == b"old model" and not key.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+    atomic_write_all([(model, b"new model"), (key, b"new key")])
+    assert model.read_bytes() == b"new model" and key.read_bytes() == b"new key"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.nnkey", "m.safetensors"]

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,6 +100,11 @@ def check_output(path: Path, force: bool = True) -> Path:
         raise NNMarkError(f"output folder does not exist: {path.parent}")
     if path.exists() and not force:
         raise NNMarkError(f"{path} exists; refusing to overwrite it (use --force)")
+    try:  # a real probe: permissions, read-only mounts and full quotas all show here
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise NNMarkError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
     return path
 
 

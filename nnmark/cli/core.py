@@ -39,6 +39,13 @@ def _save(model, info, path: Path) -> None:  # type: ignore[no-untyped-def]
     save_model(model, info, path)
 
 
+def _save_marked(model, info, path: Path, key, key_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The marked model and its key as one transaction: both are written or neither."""
+    from nnmark.io import atomic_write_all, model_bytes
+
+    atomic_write_all([(path, model_bytes(model, info)), (key_path, key.text().encode())])
+
+
 @command("train")
 def train_cmd(
     data: DataOpt = "digits",
@@ -96,11 +103,13 @@ def train_cmd(
                 message=message,
             )
     metrics = evaluate(trained, bundle.loader("test", 256), bundle.task)
-    _save(trained, model_info(trained, bundle), out_path)
+    if scheme == "none":
+        _save(trained, model_info(trained, bundle), out_path)
+    else:
+        assert key_out is not None
+        _save_marked(trained, model_info(trained, bundle), out_path, key, key_out)
     out.print(f"saved {out_path} (test {_fidelity_text(metrics)})")
     if scheme != "none":
-        assert key_out is not None
-        key.save(key_out)
         out.print(f"saved key {key_out} (keep it secret: it proves ownership)")
 
 
@@ -182,8 +191,7 @@ def embed_cmd(
             message=message,
         )
     after = evaluate(marked, bundle.loader("test", 256), bundle.task)
-    _save(marked, model_info(marked, bundle), out_path)
-    key.save(key_out)
+    _save_marked(marked, model_info(marked, bundle), out_path, key, key_out)
     out.print(f"test before {_fidelity_text(before)} -> after {_fidelity_text(after)}")
     out.print(f"saved {out_path} and key {key_out}")
 
