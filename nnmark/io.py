@@ -240,15 +240,25 @@ def _load_weights_only(p: Path) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in obj.items()}
 
 
-def load_model(path: str | Path, info: ModelInfo | None = None) -> tuple[nn.Module, ModelInfo]:
-    """Rebuild a zoo model from a file: the architecture comes from its metadata (or `info`)."""
-    from nnmark.models import create_model
+def load_model(
+    path: str | Path, info: ModelInfo | None = None, max_params: int | None = None
+) -> tuple[nn.Module, ModelInfo]:
+    """Rebuild a zoo model from a file: the architecture comes from its metadata (or `info`),
+    its size checked against `max_params` (default nnmark.models.MAX_PARAMS) before anything
+    is allocated."""
+    from nnmark.models import MAX_PARAMS, count_values, create_model
 
+    limit = MAX_PARAMS if max_params is None else max_params
+    if info is None and Path(path).suffix == ".safetensors":
+        _, meta = read_safetensors_header(path)  # the metadata first: no tensor read yet
+        info = ModelInfo.from_metadata(meta, str(path))
+    if info is not None:
+        count_values(info.arch, limit, **info.arch_kwargs)
     state, found = load_state_dict(path)
     info = info or found
     if info is None:
         raise NNMarkError(f"{path}: no nnmark metadata: the architecture is unknown")
-    model = create_model(info.arch, **info.arch_kwargs)
+    model = create_model(info.arch, limit, **info.arch_kwargs)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -88,8 +88,11 @@ class ModuleSuspect(Suspect):
 class FileSuspect(Suspect):
     """A model file on disk; safetensors tensors are read one at a time, lazily."""
 
-    def __init__(self, path: str | Path, info: ModelInfo | None = None) -> None:
+    def __init__(
+        self, path: str | Path, info: ModelInfo | None = None, max_params: int | None = None
+    ) -> None:
         self.path = Path(path)
+        self.max_params = max_params
         self.label = str(self.path)
         self._module: nn.Module | None = None
         self._state: dict[str, torch.Tensor] | None = None
@@ -128,7 +131,7 @@ class FileSuspect(Suspect):
         if self._module is None:
             if self.info is None:
                 raise NNMarkError(f"{self.path}: no nnmark metadata: the architecture is unknown")
-            self._module, _ = load_model(self.path, self.info)
+            self._module, _ = load_model(self.path, self.info, self.max_params)
         return self._module
 
 
@@ -147,8 +150,9 @@ def _register_integrations() -> None:
             raise
 
 
-def load_suspect(path: str | Path) -> Suspect:
-    """A suspect from a file: safetensors / .pt / .pth natively, other suffixes by loader."""
+def load_suspect(path: str | Path, max_params: int | None = None) -> Suspect:
+    """A suspect from a file: safetensors / .pt / .pth natively, other suffixes by loader.
+    `max_params`: the largest zoo model its metadata may ask to build (nnmark.models)."""
     _register_integrations()
     p = Path(path)
     loader = SUSPECT_LOADERS.get(p.suffix.lower())
@@ -156,7 +160,7 @@ def load_suspect(path: str | Path) -> Suspect:
         if not p.is_file():
             raise NNMarkError(f"model file not found: {p}")
         return loader(p)
-    return FileSuspect(p)
+    return FileSuspect(p, max_params=max_params)
 
 
 def as_suspect(obj: Any) -> Suspect:

@@ -327,3 +327,45 @@ def test_outputs_are_checked_before_training_and_written_as_one_transaction(
     atomic_write_all([(model, b"new model"), (key, b"new key")])
     assert model.read_bytes() == b"new model" and key.read_bytes() == b"new key"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.nnkey", "m.safetensors"]
+
+
+def test_metadata_asking_for_a_huge_model_is_refused_before_allocating(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A 360 KB file whose metadata says width=6000 (5.2 GB of weights): exit 2 with one line,
+    under a 2 GiB address-space limit and within 60 s; --max-params lets a user raise it."""
+    import resource
+
+    from safetensors.torch import load_file, save_file
+
+    header_meta = json.loads(
+        files["plain"].read_bytes()[8 : 8 + struct.unpack("<Q", files["plain"].read_bytes()[:8])[0]]
+    )
+    meta = dict(header_meta["__metadata__"])
+    meta["nnmark.arch_kwargs"] = json.dumps(
+        {**json.loads(meta["nnmark.arch_kwargs"]), "width": 6000}
+    )
+    bomb = tmp_path / "bomb.safetensors"
+    save_file(load_file(str(files["plain"])), str(bomb), metadata=meta)
+    assert bomb.stat().st_size < 1 << 20
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    for args in (
+        ["evaluate", str(bomb)],
+        ["attack", "prune", str(bomb), "--out", str(tmp_path / "o.safetensors")],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "nnmark", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=limited,
+        )
+        assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "above the limit of 268,435,456" in lines[0], r.stderr
+        assert "--max-params" in lines[0]
+    r = run("evaluate", files["plain"], "--max-params", "1000")
+    assert "above the limit of 1,000" in one_line_error(r)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from nnmark.cli.common import SetOption, check_output, command, out, parse_options
+from nnmark.cli.common import MaxParamsOpt, SetOption, check_output, command, out, parse_options
 from nnmark.errors import NNMarkError
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ def attack_cmd(
     seed: Annotated[int, typer.Option(help="Attack seed")] = 0,
     list_: Annotated[bool, typer.Option("--list", help="List attacks and their options")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print fidelity as JSON")] = False,
+    max_params: MaxParamsOpt = None,
 ) -> None:
     """Attack a model the way a thief would; prints fidelity before and after."""
     if list_:
@@ -72,7 +73,7 @@ def attack_cmd(
 
     built = build_attack(name, parse_options(sets))  # validates before any loading
     check_output(out_path)
-    model, info = load_model(model_path)
+    model, info = load_model(model_path, max_params=max_params)
     bundle = load_data(data) if data else None
     attacked = attack(model, name, bundle, options=parse_options(sets), seed=seed)
     extra = dict(info.extra)
@@ -136,6 +137,7 @@ def forge_cmd(
         Path | None, typer.Option("--victim-key", help="Someone else's key for this model")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print every attempt as JSON")] = False,
+    max_params: MaxParamsOpt = None,
 ) -> None:
     """The forger's toolbox (nnmark.forge): fabricated triggers, chosen payloads, tampered
     fields, identity edits and a timed nonce search against every scheme. Exit 0 when no forged
@@ -152,7 +154,7 @@ def forge_cmd(
         raise NNMarkError(f"unknown strategy {unknown[0]!r} (known: {', '.join(STRATEGIES)})")
     if budget <= 0 or budget > 3600:
         raise NNMarkError(f"--budget must be in (0, 3600] seconds, got {budget}")
-    model, _ = load_model(model_path)
+    model, _ = load_model(model_path, max_params=max_params)
     bundle = load_data(data)
     target = Target(model, bundle, OwnerKey.load(victim_key) if victim_key else None)
     strategies: dict[str, Strategy] = {

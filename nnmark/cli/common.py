@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -139,6 +139,17 @@ def read_certs(paths: list[Path] | None) -> list[bytes]:
         certs.append(data)
     return certs
 
+
+#: --max-params: the largest model a file's metadata may ask nnmark to build.
+MaxParamsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-params",
+        help="Largest model (parameters + buffers) a file's metadata may make nnmark build "
+        "[default: 268435456, 1 GiB of float32]",
+        min=1,
+    ),
+]
 
 SetOption = typer.Option(
     "--set", help="Scheme/attack option as key=value (repeatable); unknown keys exit 2."

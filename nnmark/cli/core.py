@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nnmark.cli.common import SetOption, check_output, command, epoch_progress, out, parse_options
+from nnmark.cli.common import (
+    MaxParamsOpt,
+    SetOption,
+    check_output,
+    command,
+    epoch_progress,
+    out,
+    parse_options,
+)
 from nnmark.errors import NNMarkError
 from nnmark.stats import DEFAULT_ALPHA
 from nnmark.verdict import Verdict
@@ -154,6 +162,7 @@ def embed_cmd(
         "owner.nnkey"
     ),
     force: Annotated[bool, typer.Option(help="Overwrite an existing key file")] = False,
+    max_params: MaxParamsOpt = None,
 ) -> None:
     """Mark an already trained model by fine-tuning it with the scheme (fine-tune-to-embed)."""
     from nnmark.api import embed, model_info
@@ -165,7 +174,7 @@ def embed_cmd(
     check_output(out_path)
     check_output(key_out, force or (key_in is not None and key_in.resolve() == key_out.resolve()))
     key = OwnerKey.load(key_in) if key_in else None
-    net, info = load_model(model_path)
+    net, info = load_model(model_path, max_params=max_params)
     bundle = load_data(data)
     before = evaluate(net, bundle.loader("test", 256), bundle.task)
     cfg = _train_config(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
@@ -329,6 +338,7 @@ def verify_cmd(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON")] = False,
+    max_params: MaxParamsOpt = None,
 ) -> None:
     """Verify ownership of a suspect model. Exit 0 found/intact, 1 not found/modified, 2 error.
 
@@ -366,7 +376,7 @@ def verify_cmd(
         suspect = RemoteSuspect(remote, model_name=model_name)
     else:
         assert model_path is not None
-        suspect = load_suspect(model_path)
+        suspect = load_suspect(model_path, max_params)
     suspect.max_queries = max_queries
     if reference is not None or reference_unmarked is not None:
         from nnmark.api import bound_scheme
@@ -390,13 +400,14 @@ def evaluate_cmd(
     data: DataOpt = "digits",
     split: Annotated[str, typer.Option(help="train, val, test or thief")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    max_params: MaxParamsOpt = None,
 ) -> None:
     """Fidelity of a model on a data split (accuracy, or Dice and IoU)."""
     from nnmark.data import load_data
     from nnmark.io import load_model
     from nnmark.tasks import evaluate
 
-    net, info = load_model(model_path)
+    net, info = load_model(model_path, max_params=max_params)
     bundle = load_data(data)
     if info.input_shape and tuple(info.input_shape) != bundle.input_shape:
         raise NNMarkError(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from nnmark.cli.common import check_output, command, out
+from nnmark.cli.common import MaxParamsOpt, check_output, command, out
 from nnmark.errors import NNMarkError
 
 
@@ -16,6 +16,7 @@ def export_cmd(
     model_path: Annotated[Path, typer.Argument(help="Model file (.safetensors)")],
     out_path: Annotated[Path, typer.Option("--out", help="Output file")],
     fmt: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    max_params: MaxParamsOpt = None,
 ) -> None:
     """Export a model (ONNX, without BatchNorm folding, so verify can read the weights)."""
     from nnmark.integrations.onnx import export_onnx
@@ -24,6 +25,6 @@ def export_cmd(
     if fmt != "onnx":
         raise NNMarkError(f"unknown format {fmt!r} (known: onnx)")
     check_output(out_path)
-    model, info = load_model(model_path)
+    model, info = load_model(model_path, max_params=max_params)
     export_onnx(model, tuple(info.input_shape), out_path)
     out.print(f"saved {out_path}")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nnmark.cli.common import command, out
+from nnmark.cli.common import MaxParamsOpt, command, out
 from nnmark.errors import NNMarkError
 from nnmark.stats import DEFAULT_ALPHA
 
@@ -20,6 +20,7 @@ def identify_cmd(
     keys: Annotated[Path, typer.Option("--keys", help="Folder of candidate *.nnkey files")],
     alpha: Annotated[float, typer.Option(help="Family-wise significance level")] = DEFAULT_ALPHA,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+    max_params: MaxParamsOpt = None,
 ) -> None:
     """Verify a suspect against every key in a folder and name the recipient whose mark is in it.
 
@@ -32,7 +33,7 @@ def identify_cmd(
     if not 0 < alpha < 1:
         raise NNMarkError(f"--alpha must be in (0, 1), got {alpha}")
     candidates = load_keys(keys)
-    result = identify(load_suspect(model_path), candidates, alpha)
+    result = identify(load_suspect(model_path, max_params), candidates, alpha)
     if as_json:
         print(json.dumps(result.to_dict()))
     else:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from nnmark.cli.common import command, err
+from nnmark.cli.common import MaxParamsOpt, command, err
 
 
 @command("serve")
@@ -32,6 +32,7 @@ def serve_cmd(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the defenses' randomness and training")] = 0,
+    max_params: MaxParamsOpt = None,
 ) -> None:
     """Serve MODEL over OIP v2 REST (/v2/models/NAME/infer) until interrupted."""
     import uvicorn
@@ -42,7 +43,7 @@ def serve_cmd(
     from nnmark.remote.server import create_app
 
     defenses = [parse_defense(s) for s in defend or []]
-    model, info = load_model(model_path)
+    model, info = load_model(model_path, max_params=max_params)
     if any(d.needs_data for d in defenses):
         from nnmark.errors import NNMarkError
 

@@ -18,14 +18,45 @@ from nnmark.registry import Registry
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+#: Parameters and buffers a model may have unless the caller allows more (1 GiB of float32):
+#: model files and their metadata are the other side's, so the size is checked before any
+#: memory is allocated (`--max-params` raises it).
+MAX_PARAMS = 1 << 28
+
+
+def count_values(name: str, max_params: int | None = MAX_PARAMS, **kwargs: Any) -> int:
+    """Parameters and buffers of `name` built with kwargs, counted on the meta device (nothing
+    is allocated); above `max_params`, a one-line error."""
+    import torch
+
+    factory = MODELS.get(name)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    try:
+        with torch.device("meta"):
+            probe = factory(**kwargs)
+    except TypeError as exc:
+        raise NNMarkError(f"model {name!r}: {exc}") from None
+    except (ValueError, RuntimeError, OverflowError) as exc:
+        raise NNMarkError(f"model {name!r}: cannot be built with {kwargs} ({exc})") from None
+    count = sum(t.numel() for t in probe.state_dict().values())
+    if max_params is not None and count > max_params:
+        raise NNMarkError(
+            f"model {name!r} with {kwargs} has {count:,} parameters, above the limit of "
+            f"{max_params:,} (raise it with --max-params)"
+        )
+    return count
+
+
+def create_model(name: str, max_params: int | None = MAX_PARAMS, **kwargs: Any) -> nn.Module:
     """Build a registered architecture; kwargs set to None are dropped (the model's defaults win).
+    Its size is checked first (count_values): nothing is allocated above `max_params`.
 
     The returned module remembers its name and kwargs (`nnmark_arch`, `nnmark_kwargs`) so a model
     file can record how to rebuild it.
     """
     factory = MODELS.get(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    count_values(name, max_params, **kwargs)
     try:
         model = factory(**kwargs)
     except TypeError as exc:
