@@ -264,8 +264,11 @@ def test_newlabel_grows_the_head_generalises_and_survives_finetuning(
     )
     assert fresh >= 0.9 and after >= 0.5 and v.verdict == "found"
     assert decoy <= 0.2  # the model learned the key's perturbations, not perturbation at large
-    if bare.verdict != "found":  # the evidence is there; the forgery cost is what falls short
-        assert bare.p_value < 1e-6 and "key search reaches it" in (bare.claim_rule or "")
+    if bare.verdict != "found":  # the forgery cost is what falls short: either the evidence
+        # reaches alpha but not the cost rule's p (about 1.6e-12), or the test stopped early
+        # because the rest of the key could not reach it (futility, before the whole budget)
+        short = bare.p_value < 1e-6 and "key search reaches it" in (bare.claim_rule or "")
+        assert short or (bare.queries or 0) < 2 * scheme.config.n, bare
 
 
 def test_fresh_samples_reuse_the_key_transformation(blackbox_marked, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
