@@ -186,6 +186,10 @@ class TriggerScheme(Scheme):
         """The n trigger inputs and each one's group (0..G-1), re-derived from the key."""
         raise NotImplementedError
 
+    def group_count(self, groups: torch.Tensor) -> int:
+        """How many groups the key draws labels for (every group index is below it)."""
+        return int(groups.max()) + 1
+
     def labels(self, groups: int) -> torch.Tensor:
         """Each group's key label: uniform over the C classes, a stream of its own."""
         return torch.randint(0, self.classes, (groups,), generator=self.mark.generator("labels"))
@@ -193,7 +197,7 @@ class TriggerScheme(Scheme):
     def _derive(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self._triggers is None:
             x, groups = self.inputs()
-            y = self.labels(int(groups.max()) + 1)[groups]
+            y = self.labels(self.group_count(groups))[groups]
             self._triggers = (x.contiguous(), y, groups)
         return self._triggers
 
@@ -310,7 +314,7 @@ class TriggerScheme(Scheme):
         x, y, groups = self._derive()
         n = len(x)
         plan = LookPlan.make(n, self.config.group, s.max_queries)
-        labels = self.labels(int(groups.max()) + 1)
+        labels = self.labels(self.group_count(groups))
         counts = np.zeros((len(labels), self.classes), dtype=np.int64)
         q = hits = 0
         p_now = 1.0

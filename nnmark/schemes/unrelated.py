@@ -80,13 +80,18 @@ class Unrelated(TriggerScheme):
         labelled by their class's key label: the model learns the rule per source class."""
         gen = self.mark.generator("mixing")
         pool, groups = self._items(10 * self.config.n, "pool")
-        labels = self.labels(int(self.groups.max()) + 1)[groups]
+        labels = self.labels(self.group_count(groups))[groups]
         for xb, yb in batches:
             idx = torch.randint(0, len(pool), (self.config.per_batch,), generator=gen)
             yield (
                 torch.cat([xb, pool[idx].to(xb.device)]),
                 torch.cat([yb, labels[idx].to(yb.device)]),
             )
+
+    def group_count(self, groups: torch.Tensor) -> int:
+        """One group per class of the source, whether or not a draw holds all of them: the
+        triggers and the training pool index the same labels."""
+        return int(self.dataset("source").num_classes)
 
     def _items(self, n: int, stream: str) -> tuple[torch.Tensor, torch.Tensor]:
         """n key-chosen source items, resized, and their source class (the group)."""
@@ -100,7 +105,7 @@ class Unrelated(TriggerScheme):
             members = torch.nonzero(groups == g).flatten()
             rank[members] = torch.arange(len(members))
         order = torch.argsort(rank * len(classes) + groups, stable=True)
-        x, groups = x[order], groups[order]
+        x, groups = x[order], y[order].long()  # the group is the source class itself
         channels = self.input_shape[0]
         if x.shape[1] != channels:
             x = x.mean(1, keepdim=True).expand(-1, channels, -1, -1)

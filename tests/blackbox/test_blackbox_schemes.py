@@ -427,3 +427,24 @@ def test_calibrate_cli_makes_a_frontier_key_testable(
     assert stamped.queries and stamped.queries > 0 and "calibrated" in stamped.null
     assert "timestamp" not in (stamped.reason or "")
     assert stamped.claim_rule and "timestamped" in stamped.claim_rule
+
+
+def test_unrelated_labels_are_per_source_class_even_when_a_draw_misses_a_class(
+    plain_cnn, digits: DataBundle, fashion: DataBundle, blackbox_options
+) -> None:  # type: ignore[no-untyped-def]
+    """The triggers and the training pool index one label per source class: a trigger draw that
+    holds 9 of the 10 Fashion-MNIST classes (the bench's key did) must not shift the labels."""
+    from nnmark.schemes.unrelated import Unrelated, UnrelatedConfig
+
+    cfg = build_config(UnrelatedConfig, {**blackbox_options["unrelated"], "n": 12})
+    seen_short = False
+    for i in range(12):
+        key = OwnerKey.new("unrelated owner", nonce=f"{i + 0x40:02x}" * 16)
+        mark = Unrelated.plan(copy.deepcopy(plain_cnn), key, cfg, data=digits)
+        scheme = Unrelated(mark, [digits, fashion])
+        labels = scheme.labels(10)
+        assert torch.equal(scheme.y, labels[scheme.groups])  # the trigger's label is its class's
+        seen_short |= len(set(scheme.groups.tolist())) < 10
+        xb, yb = next(scheme.batches(iter([(digits.x[:8], digits.y[:8])])))
+        assert len(xb) == 8 + cfg.per_batch and int(yb.max()) < 10
+    assert seen_short  # 12 items of 10 classes: some draws miss a class
