@@ -249,7 +249,10 @@ def load_spec(path: Path) -> BenchSpec:
 #: MNIST CNN) are skipped there, with their reason.
 PRESETS: dict[str, BenchSpec] = {
     "quick": BenchSpec(
-        tasks=(Task(data="digits", arch="cnn", epochs=10),),
+        # the library's default recipe (TrainConfig().epochs, 20), which the tests hold every
+        # mark to: at 10 epochs the v2 trigger sets (a key label per pattern) were not all
+        # learned (content p 3e-4, unrelated 2e-5, 3 points of accuracy lost)
+        tasks=(Task(data="digits", arch="cnn", epochs=20),),
         calibration_models=8,  # same recipe as the marked models, seeds 1000..1007
         # unrelated's trigger images come from another data set (resized to the task's).
         # frontier: its key is calibrated on unmarked models only (references 0): with stitched
@@ -258,9 +261,6 @@ PRESETS: dict[str, BenchSpec] = {
         scheme_options={
             "unrelated": {"source": f"fashion-mnist:{SHARED_DATA / 'fashion-mnist'}"},
             "frontier": {"references": 0},
-            # adi's random labels are memorised one by one: in 10 epochs 8 per batch gave
-            # p 9e-5 (not found), 16 gave trigger accuracy 0.48, p 8e-9 (CLI, seed 0)
-            "adi": {"per_batch": 16},
         },
         attack_options={"neuralcleanse": {"steps": 50}, "launder": {"steps": 40}},
     ),
