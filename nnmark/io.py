@@ -218,9 +218,31 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelInf
     raise NNMarkError(f"{p}: unknown model format {p.suffix!r} (use .safetensors, .pt or .pth)")
 
 
+def check_expansion(p: Path) -> None:
+    """A `.pt` file is a ZIP archive whose tensors torch stores uncompressed: refuse, before
+    loading, one whose entries would expand far beyond the file (a deflate bomb: 1 MB -> 1 GB)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(p):
+        return
+    size = p.stat().st_size
+    limit = 2 * size + (64 << 20)
+    try:
+        with zipfile.ZipFile(p) as zf:
+            total = sum(i.file_size for i in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise NNMarkError(f"{p}: unreadable or corrupted checkpoint ({exc})") from None
+    if total > limit:
+        raise NNMarkError(
+            f"{p}: refused: its entries expand to {total:,} bytes from a {size:,}-byte file "
+            f"(at most {limit:,}): a compressed checkpoint is not one torch writes"
+        )
+
+
 def _load_weights_only(p: Path) -> dict[str, torch.Tensor]:
     import pickle
 
+    check_expansion(p)
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

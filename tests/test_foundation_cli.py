@@ -369,3 +369,41 @@ def test_metadata_asking_for_a_huge_model_is_refused_before_allocating(
         assert "--max-params" in lines[0]
     r = run("evaluate", files["plain"], "--max-params", "1000")
     assert "above the limit of 1,000" in one_line_error(r)
+
+
+def test_a_deflate_bomb_checkpoint_is_refused_before_loading(tmp_path: Path) -> None:
+    """A .pt whose tensor entry is deflated zeros (1 MB on disk, 1 GiB expanded): exit 2 with
+    one line under a 2 GiB address-space limit, within 60 s."""
+    import io
+    import resource
+    import zipfile
+
+    small = io.BytesIO()
+    torch.save({"w": torch.zeros(4)}, small)
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(io.BytesIO(small.getvalue())) as src, zipfile.ZipFile(bomb, "w") as dst:
+        for info in src.infolist():
+            if info.filename.endswith("/data/0"):
+                entry = zipfile.ZipInfo(info.filename)
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                with dst.open(entry, "w", force_zip64=True) as fh:
+                    chunk = bytes(1 << 20)
+                    for _ in range(1024):
+                        fh.write(chunk)
+            else:
+                dst.writestr(info, src.read(info.filename))
+    assert bomb.stat().st_size < 8 << 20
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    r = subprocess.run(
+        [sys.executable, "-m", "nnmark", "inspect", str(bomb)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limited,
+    )
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert "refused: its entries expand to 1,073,7" in lines[0]  # 1 GiB + the small entries
