@@ -7,10 +7,19 @@ served probability or of the served 0/1 mask (clipped at 1e-6), so a positive sc
 foreground pixel, as for a local model. Every input sent counts as a query (`queries`); more than `max_queries` are never
 sent. A server that refuses queries (a query-rejection defense) raises `QueriesRefused`, so the
 verdict never turns into a silent not_found.
+
+The server is the other side's: every exchange has an overall deadline (a server that drips
+one header line every few seconds never resets it), every answer a size limit read while
+streaming, and the metadata and answers are validated (classes, shapes, counts) before anything
+is allocated from them.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import threading
+import time
 from typing import Any
 
 import httpx
@@ -28,18 +37,49 @@ class QueryBudgetExceeded(NNMarkError):
     """More queries were asked for than the budget allows."""
 
 
+#: The most classes a served model may claim (scores are N x C floats).
+MAX_CLASSES = 1 << 16
+#: The most values one input may hold (a query's tensor is built from the metadata's shape).
+MAX_INPUT_VALUES = 1 << 24
+#: Bytes of one answer beyond what its expected content needs (JSON numbers are long).
+ANSWER_SLACK = 1 << 20
+
+
+class Reply:
+    """A finished HTTP exchange: the status and the (size-bounded) body."""
+
+    def __init__(self, status: int, body: bytes, url: str) -> None:
+        self.status_code, self.body, self._url = status, body, url
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except (ValueError, RecursionError):
+            raise NNMarkError(f"{self._url}: the server's answer is not JSON") from None
+
+    def error(self) -> str:
+        try:
+            doc = json.loads(self.body)
+            return str(doc.get("error", "") if isinstance(doc, dict) else "")[:200]
+        except (ValueError, RecursionError):
+            return self.body[:200].decode("utf-8", "replace")
+
+
 class RemoteSuspect(Suspect):
-    def __init__(self, url: str, model_name: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        model_name: str | None = None,
+        timeout: float = 30.0,
+        deadline: float = 120.0,
+        max_answer: int = 64 << 20,
+    ) -> None:
         self.url = url.rstrip("/")
         self.label = self.url
         self.queries = 0
+        self.deadline, self.max_answer = deadline, max_answer
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
-        try:
-            ready = self._http.get("/v2/health/ready")
-        except httpx.HTTPError as exc:
-            raise NNMarkError(
-                f"server not reachable at {self.url} ({type(exc).__name__})"
-            ) from None
+        ready = self._request("GET", "/v2/health/ready", limit=ANSWER_SLACK)
         if ready.status_code != 200:
             raise NNMarkError(f"server at {self.url} is not ready (HTTP {ready.status_code})")
         self.model_name = model_name or self._only_model()
@@ -47,24 +87,84 @@ class RemoteSuspect(Suspect):
         try:
             self.input_shape = [int(d) for d in meta["inputs"][0]["shape"][1:]]
             out = meta["outputs"][0]
-            self.label_only = out["datatype"].startswith("INT")
+            self.label_only = str(out["datatype"]).startswith("INT")
             self.classes = int(out.get("parameters", {}).get("classes", 0) or out["shape"][-1])
-        except (KeyError, IndexError, TypeError, ValueError):
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
             raise NNMarkError(f"{self.url}: unexpected model metadata") from None
+        if not 1 <= self.classes <= MAX_CLASSES:
+            raise NNMarkError(
+                f"{self.url}: the metadata claims {self.classes} classes (at most {MAX_CLASSES})"
+            )
+        if any(d < 1 for d in self.input_shape) or math.prod(self.input_shape) > MAX_INPUT_VALUES:
+            raise NNMarkError(
+                f"{self.url}: the metadata's input shape {self.input_shape} is invalid"
+            )
+
+    def _request(self, method: str, path: str, body: Any = None, limit: int | None = None) -> Reply:
+        """One exchange, finished within `deadline` seconds in all (headers included: a read
+        timeout restarts on every byte) and at most `limit` bytes of body, read while
+        streaming: a slow or endless server is an error, never a hang."""
+        limit = self.max_answer if limit is None else limit
+        done: dict[str, Any] = {}
+
+        def exchange() -> None:
+            try:
+                with self._http.stream(method, path, json=body) as r:
+                    size = int(r.headers.get("content-length") or 0)
+                    if size > limit:
+                        raise NNMarkError(
+                            f"{self.url}: the answer would be {size:,} bytes (at most {limit:,})"
+                        )
+                    chunks, got = [], 0
+                    for chunk in r.iter_bytes():
+                        got += len(chunk)
+                        if got > limit:
+                            raise NNMarkError(
+                                f"{self.url}: the answer exceeds {limit:,} bytes; refused"
+                            )
+                        chunks.append(chunk)
+                        if "closed" in done:
+                            return
+                    done["reply"] = Reply(r.status_code, b"".join(chunks), self.url)
+            except NNMarkError as exc:
+                done["error"] = exc
+            except httpx.HTTPError as exc:
+                done["error"] = NNMarkError(
+                    f"server not reachable at {self.url} ({type(exc).__name__})"
+                )
+
+        worker = threading.Thread(target=exchange, daemon=True, name="nnmark-remote")
+        start = time.monotonic()
+        worker.start()
+        worker.join(self.deadline)
+        if worker.is_alive():
+            done["closed"] = True
+            self._http.close()  # abandon the exchange; the daemon thread ends with the socket
+            raise NNMarkError(
+                f"{self.url}: no complete answer to {method} {path} within {self.deadline:g} s "
+                f"(waited {time.monotonic() - start:.0f} s)"
+            )
+        if "error" in done:
+            raise done["error"]
+        reply: Reply = done["reply"]
+        return reply
 
     def _get(self, path: str) -> Any:
-        r = self._http.get(path)
+        r = self._request("GET", path, limit=ANSWER_SLACK)
         if r.status_code == 404:
-            raise NNMarkError(f"{self.url}: {r.json().get('error', 'not found')}")
+            raise NNMarkError(f"{self.url}: {r.error() or 'not found'}")
         if r.status_code != 200:
             raise NNMarkError(f"{self.url}{path}: HTTP {r.status_code}")
         return r.json()
 
     def _only_model(self) -> str:
-        r = self._http.post("/v2/repository/index", json={})
+        r = self._request("POST", "/v2/repository/index", {}, limit=ANSWER_SLACK)
         if r.status_code != 200:
             raise NNMarkError(f"{self.url}: cannot list models; pass --model-name")
-        names = [m.get("name") for m in r.json()]
+        index = r.json()
+        if not isinstance(index, list):
+            raise NNMarkError(f"{self.url}: unexpected model index")
+        names = [m.get("name") for m in index if isinstance(m, dict)]
         if len(names) != 1:
             raise NNMarkError(f"{self.url} serves {len(names)} models; pass --model-name")
         return str(names[0])
@@ -89,24 +189,48 @@ class RemoteSuspect(Suspect):
                 }
             ]
         }
-        r = self._http.post(f"/v2/models/{self.model_name}/infer", json=body)
+        # what a right answer can hold: n x C scores or n x H x W pixels, ~32 bytes per number
+        expected = n * max(self.classes, math.prod(x.shape[2:]) if x.dim() == 4 else 1)
+        limit = min(self.max_answer, 32 * expected + ANSWER_SLACK)
+        r = self._request("POST", f"/v2/models/{self.model_name}/infer", body, limit=limit)
         self.queries += n
         if r.status_code in (403, 429):
             raise QueriesRefused(
-                f"the server refused queries (HTTP {r.status_code}: {r.json().get('error', '')}); "
+                f"the server refused queries (HTTP {r.status_code}: {r.error()}); "
                 f"ownership cannot be tested through this API"
             )
         if r.status_code != 200:
-            try:
-                why = str(r.json()["error"])[:200]
-            except (ValueError, KeyError, TypeError):
-                why = r.text[:200]
+            why = r.error()
             raise NNMarkError(f"{self.url}: inference failed (HTTP {r.status_code}: {why})")
-        out = r.json()["outputs"][0]
-        data = torch.tensor(out["data"])
-        if len(out["shape"]) == 4:
-            p = data.float().reshape(out["shape"])
+        return self._scores(r.json(), n)
+
+    def _scores(self, doc: Any, n: int) -> torch.Tensor:
+        """The answer as scores, every field checked against the query."""
+        try:
+            out = doc["outputs"][0]
+            shape = [int(d) for d in out["shape"]]
+            values = out["data"]
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise NNMarkError(f"{self.url}: unexpected inference answer") from None
+        if not isinstance(values, list) or not shape or shape[0] != n or any(d < 1 for d in shape):
+            raise NNMarkError(f"{self.url}: the answer's shape {shape} does not fit {n} queries")
+        if len(values) != math.prod(shape):
+            raise NNMarkError(
+                f"{self.url}: the answer holds {len(values)} values for shape {shape}"
+            )
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            raise NNMarkError(f"{self.url}: the answer holds values that are not numbers")
+        data = torch.tensor(values, dtype=torch.float64)
+        if len(shape) == 4:
+            p = data.float().reshape(shape)
             return torch.logit(p.clamp(1e-6, 1 - 1e-6))
         if self.label_only:
-            return torch.nn.functional.one_hot(data.long().flatten(), self.classes).float()
-        return data.float().reshape(out["shape"])
+            labels = data.long().flatten()
+            if len(labels) != n or (labels < 0).any() or (labels >= self.classes).any():
+                raise NNMarkError(f"{self.url}: label answers outside [0, {self.classes})")
+            return torch.nn.functional.one_hot(labels, self.classes).float()
+        if len(shape) != 2 or shape[1] != self.classes:
+            raise NNMarkError(
+                f"{self.url}: the answer's shape {shape} is not {n} x {self.classes} scores"
+            )
+        return data.float().reshape(shape)
