@@ -314,6 +314,15 @@ def verify_cmd(
     max_queries: Annotated[
         int | None, typer.Option("--max-queries", help="Query budget (black-box schemes)")
     ] = None,
+    deadline: Annotated[
+        float,
+        typer.Option(
+            help="--remote: seconds one exchange with the server may take in all (a server "
+            "that answers slowly or never is an error, exit 2)",
+            min=0.1,
+            max=3600,
+        ),
+    ] = 120.0,
     data: Annotated[
         list[str] | None,
         typer.Option(
@@ -373,7 +382,7 @@ def verify_cmd(
     if remote is not None:
         from nnmark.remote.client import RemoteSuspect
 
-        suspect = RemoteSuspect(remote, model_name=model_name)
+        suspect = RemoteSuspect(remote, model_name=model_name, deadline=deadline)
     else:
         assert model_path is not None
         suspect = load_suspect(model_path, max_params)

@@ -1,0 +1,176 @@
+"""Servers that belong to the other side of a dispute, on real loopback sockets: one that drips
+a header line every second, one whose answer never ends, one whose metadata claims 10^9
+classes. `nnmark verify --remote` ends each with exit 2 and one line, under a 2 GiB
+address-space limit, within 60 s."""
+
+from __future__ import annotations
+
+import json
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from nnmark import OwnerKey
+from nnmark.schemes.adi import Adi, AdiConfig
+
+Handler = Callable[[socket.socket, bytes], None]
+
+
+@contextmanager
+def raw_server(handler: Handler) -> Iterator[str]:
+    """A TCP server on loopback; `handler(conn, request_head)` writes whatever it likes."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    stop = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            threading.Thread(target=_one, args=(conn,), daemon=True).start()
+
+    def _one(conn: socket.socket) -> None:
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            handler(conn, head)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    finally:
+        stop.set()
+        t.join(2)
+        srv.close()
+
+
+def _json(conn: socket.socket, doc: object) -> None:
+    body = json.dumps(doc).encode()
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: close\r\n\r\n"
+        + body
+    )
+
+
+def _meta(classes: int) -> dict[str, object]:
+    return {
+        "name": "m",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}],
+        "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, classes]}],
+    }
+
+
+def _oip(infer: Handler, classes: int = 10) -> Handler:
+    """A plausible OIP v2 server whose inference endpoint is `infer`."""
+
+    def handle(conn: socket.socket, head: bytes) -> None:
+        path = head.split(b" ")[1]
+        if path == b"/v2/health/ready":
+            _json(conn, {})
+        elif path == b"/v2/repository/index":
+            _json(conn, [{"name": "m"}])
+        elif path == b"/v2/models/m":
+            _json(conn, _meta(classes))
+        else:
+            infer(conn, head)
+
+    return handle
+
+
+def drip(conn: socket.socket, head: bytes) -> None:
+    """A status line, then one header line a second, forever (the read timeout never fires)."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+    for i in range(600):
+        time.sleep(1)
+        conn.sendall(f"X-Drip-{i}: 1\r\n".encode())
+
+
+def endless(conn: socket.socket, head: bytes) -> None:
+    """A 3 GB answer, announced and streamed as fast as the client reads."""
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"1" * (1 << 20)
+    frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    for _ in range(3000):
+        conn.sendall(frame)
+
+
+@pytest.fixture(scope="module")
+def key_file(tmp_path_factory: pytest.TempPathFactory, plain_cnn, digits) -> Path:  # type: ignore[no-untyped-def]
+    key = OwnerKey.new("hostile servers", nonce="ab" * 16)
+    key = key.with_mark(Adi.plan(plain_cnn, key, AdiConfig(), data=digits))
+    path = tmp_path_factory.mktemp("hostile") / "k.nnkey"
+    key.save(path)
+    return path
+
+
+def _verify(url: str, key: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    start = time.monotonic()
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nnmark",
+            "verify",
+            "--remote",
+            url,
+            "--key",
+            str(key),
+            "--deadline",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limited,
+    )
+    return r, time.monotonic() - start
+
+
+@pytest.mark.parametrize(
+    "name, handler, expected",
+    [
+        ("slow drip", _oip(drip), "no complete answer to POST /v2/models/m/infer within 5 s"),
+        ("endless answer", _oip(endless), "the answer exceeds"),
+        ("10^9 classes", _oip(drip, classes=10**9), "claims 1000000000 classes"),
+        ("drip at health", drip, "no complete answer to GET /v2/health/ready within 5 s"),
+    ],
+)
+def test_a_hostile_server_is_an_error_not_a_hang(
+    name: str, handler: Handler, expected: str, key_file: Path
+) -> None:
+    with raw_server(handler) as url:
+        r, seconds = _verify(url, key_file)
+    lines = r.stderr.strip().splitlines()
+    print(f"{name}: exit {r.returncode} in {seconds:.1f} s: {lines[-1] if lines else ''}")
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert expected in lines[0]
+    assert seconds < 60
