@@ -140,6 +140,19 @@ def read_certs(paths: list[Path] | None) -> list[bytes]:
     return certs
 
 
+def read_token(path: Path) -> str:
+    """A bearer token from a file (its first line): printable, 16 to 4096 characters."""
+    if not path.is_file():
+        raise NNMarkError(f"token file not found: {path}")
+    if path.stat().st_size > 8192:
+        raise NNMarkError(f"{path}: too large for a token file")
+    lines = path.read_text(errors="replace").strip().splitlines()
+    token = lines[0].strip() if lines else ""
+    if not 16 <= len(token) <= 4096 or not token.isprintable() or " " in token:
+        raise NNMarkError(f"{path}: a token is one line of 16 to 4096 printable characters")
+    return token
+
+
 #: --max-params: the largest model a file's metadata may ask nnmark to build.
 MaxParamsOpt = Annotated[
     int | None,

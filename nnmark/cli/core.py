@@ -323,6 +323,10 @@ def verify_cmd(
             max=3600,
         ),
     ] = 120.0,
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", help="--remote: a file holding the server's bearer token"),
+    ] = None,
     data: Annotated[
         list[str] | None,
         typer.Option(
@@ -380,9 +384,11 @@ def verify_cmd(
     bundles = [load_data(spec) for spec in data or []]
     suspect: Suspect
     if remote is not None:
+        from nnmark.cli.common import read_token
         from nnmark.remote.client import RemoteSuspect
 
-        suspect = RemoteSuspect(remote, model_name=model_name, deadline=deadline)
+        token = read_token(token_file) if token_file is not None else None
+        suspect = RemoteSuspect(remote, model_name=model_name, deadline=deadline, token=token)
     else:
         assert model_path is not None
         suspect = load_suspect(model_path, max_params)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from nnmark.cli.common import MaxParamsOpt, command, err
+from nnmark.cli.common import MaxParamsOpt, command, err, read_token
 
 
 @command("serve")
@@ -33,6 +33,20 @@ def serve_cmd(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the defenses' randomness and training")] = 0,
     max_params: MaxParamsOpt = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help="A file holding a bearer token every request but the health probes must "
+            "send (Authorization: Bearer TOKEN), for deployments without an ingress",
+        ),
+    ] = None,
+    max_pending: Annotated[
+        int,
+        typer.Option(
+            "--max-pending", help="Inference requests in progress at once; more get 503", min=1
+        ),
+    ] = 64,
 ) -> None:
     """Serve MODEL over OIP v2 REST (/v2/models/NAME/infer) until interrupted."""
     import uvicorn
@@ -43,6 +57,7 @@ def serve_cmd(
     from nnmark.remote.server import create_app
 
     defenses = [parse_defense(s) for s in defend or []]
+    token = read_token(token_file) if token_file is not None else None
     model, info = load_model(model_path, max_params=max_params)
     if any(d.needs_data for d in defenses):
         from nnmark.errors import NNMarkError
@@ -58,6 +73,14 @@ def serve_cmd(
         err.print(f"fitting defenses on the thief split of {data}")
         fit_defenses(defenses, model, bundle, seed=seed)
     name = model_name or model_path.stem
-    app = create_app(model, info.input_shape, model_name=name, defenses=defenses, seed=seed)
+    app = create_app(
+        model,
+        info.input_shape,
+        model_name=name,
+        defenses=defenses,
+        seed=seed,
+        token=token,
+        max_pending=max_pending,
+    )
     err.print(f"serving {model_path} as {name!r} on http://{host}:{port}/v2/models/{name}/infer")
     uvicorn.run(app, host=host, port=port, log_level="warning")

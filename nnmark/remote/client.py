@@ -73,15 +73,21 @@ class RemoteSuspect(Suspect):
         timeout: float = 30.0,
         deadline: float = 120.0,
         max_answer: int = 64 << 20,
+        token: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.label = self.url
         self.queries = 0
         self.deadline, self.max_answer = deadline, max_answer
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
         ready = self._request("GET", "/v2/health/ready", limit=ANSWER_SLACK)
         if ready.status_code != 200:
             raise NNMarkError(f"server at {self.url} is not ready (HTTP {ready.status_code})")
+        if token is None:
+            probe = self._request("GET", "/v2", limit=ANSWER_SLACK)
+            if probe.status_code == 401:
+                raise NNMarkError(f"{self.url} needs a bearer token: pass --token-file")
         self.model_name = model_name or self._only_model()
         meta = self._get(f"/v2/models/{self.model_name}")
         try:
@@ -151,6 +157,8 @@ class RemoteSuspect(Suspect):
 
     def _get(self, path: str) -> Any:
         r = self._request("GET", path, limit=ANSWER_SLACK)
+        if r.status_code == 401:
+            raise NNMarkError(f"{self.url}: the bearer token was refused (HTTP 401)")
         if r.status_code == 404:
             raise NNMarkError(f"{self.url}: {r.error() or 'not found'}")
         if r.status_code != 200:

@@ -137,6 +137,8 @@ def parse_defense(spec: str) -> Defense:
             values[k] = float(v)
         except ValueError:
             raise NNMarkError(f"defense {spec!r}: option {k} must be a number") from None
+        if not math.isfinite(float(values[k])):
+            raise NNMarkError(f"defense {spec!r}: option {k} must be a finite number, got {v}")
     if name == "reject" and "threshold" in opts and values["by"] != "confidence":
         raise NNMarkError("defense 'reject': threshold applies to by=confidence (else quantile)")
     d = Defense(name, values, s.kind)
@@ -160,6 +162,18 @@ def _check(d: Defense) -> None:
         need(d.opt("epochs") >= 1 and d.opt("width") >= 1, "epochs and width must be >= 1")
     if d.name == "jpeg":
         need(1 <= d.opt("quality") <= 95, "quality must be in 1..95")
+    if d.name == "noise":
+        need(0 < d.opt("sigma") <= 10, f"sigma must be in (0, 10], got {d.opt('sigma'):g}")
+    if d.name == "gauss":  # a blur's std: 0 divides by zero, a huge one a huge kernel
+        need(0.1 <= d.opt("sigma") <= 16, f"sigma must be in [0.1, 16], got {d.opt('sigma'):g}")
+    if d.name in ("median", "smooth", "squeeze"):
+        need(d.opt("size") <= 31, f"size must be at most 31, got {d.opt('size'):g}")
+    if d.name == "round":
+        need(0 <= d.opt("decimals") <= 8 and d.opt("decimals") % 1 == 0, "decimals must be 0..8")
+    if d.name == "occlude":
+        need(0 < d.opt("size") < 1, f"size must be in (0, 1), got {d.opt('size'):g}")
+    if d.name == "reject" and d.word("by") == "confidence":
+        need(0 < d.opt("threshold") < 1, "threshold must be in (0, 1)")
 
 
 # ---- input transformations ---------------------------------------------------------------

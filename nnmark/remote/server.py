@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 8 * 1024 * 1024
 MAX_BATCH = 256
+#: Inference runs in worker threads, off the event loop (health and metadata answer at once);
+#: at most this many requests wait or run at a time, the next get 503 with Retry-After.
+WORKERS = 1
+MAX_PENDING = 64
 DATATYPES = {"FP32": torch.float32, "FP64": torch.float64, "FP16": torch.float16}
 
 
@@ -46,7 +50,9 @@ class BadRequest(Exception):
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    # a body too large is not read to its end: the connection is closed after the answer
+    headers = {"Connection": "close"} if status == 413 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def create_app(
@@ -58,8 +64,18 @@ def create_app(
     max_body: int = MAX_BODY,
     max_batch: int = MAX_BATCH,
     seed: int = 0,
+    workers: int = WORKERS,
+    max_pending: int = MAX_PENDING,
+    token: str | None = None,
 ) -> FastAPI:
-    """The ASGI app serving `model` (inputs of shape (N, *input_shape), class scores out)."""
+    """The ASGI app serving `model` (inputs of shape (N, *input_shape), class scores out).
+
+    Request bodies are read while streaming and cut at `max_body` (chunked ones too); parsing
+    and inference run in `workers` threads, at most `max_pending` requests at a time (503 with
+    Retry-After beyond); with `token`, every endpoint but the health probes needs
+    `Authorization: Bearer TOKEN`."""
+    import anyio
+
     model.eval()
     shape = [int(s) for s in input_shape]
     with torch.no_grad():
@@ -69,6 +85,22 @@ def create_app(
     defended = Defended(model, list(defenses), seed=seed)
     label_only = defended.label_only
     app = FastAPI(title="nnmark OIP v2 server", version=__version__)
+    limiter = anyio.CapacityLimiter(max(1, workers))
+    pending = {"n": 0}  # requests admitted and not yet answered (the event loop's own count)
+
+    if token is not None:
+        import hmac
+
+        expected = f"Bearer {token}".encode()
+
+        @app.middleware("http")
+        async def bearer(request: Request, call_next: Any) -> Any:
+            if request.url.path not in ("/v2/health/live", "/v2/health/ready"):
+                given = request.headers.get("authorization", "").encode()
+                if not hmac.compare_digest(given, expected):
+                    return _error(401, "missing or wrong bearer token")
+            return await call_next(request)
+
     out_shape = [-1, *probe.shape[1:]] if segmentation else ([-1] if label_only else [-1, classes])
     out_meta: dict[str, Any] = {
         "name": "output",
@@ -89,6 +121,8 @@ def create_app(
             doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BadRequest(400, "malformed JSON") from None
+        except RecursionError:
+            raise BadRequest(400, "JSON nested too deeply") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
             raise BadRequest(400, "expected an object with an 'inputs' list")
         if len(doc["inputs"]) != 1:
@@ -100,7 +134,9 @@ def create_app(
         if dtype is None:
             raise BadRequest(400, f"datatype {t.get('datatype')!r} not supported (use FP32)")
         dims = t.get("shape")
-        if not isinstance(dims, list) or not all(isinstance(d, int) and d >= 0 for d in dims):
+        if not isinstance(dims, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 1 << 30 for d in dims
+        ):
             raise BadRequest(400, "'shape' must be a list of non-negative integers")
         if len(dims) != len(shape) + 1 or dims[1:] != shape:
             raise BadRequest(
@@ -111,10 +147,16 @@ def create_app(
         data = t.get("data")
         if not isinstance(data, list):
             raise BadRequest(400, "'data' must be a list of numbers")
+        if len(data) != math.prod(dims):
+            raise BadRequest(
+                400, f"'data' holds {len(data)} values, shape {dims} needs {math.prod(dims)}"
+            )
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in data):
+            raise BadRequest(400, "'data' must hold only numbers")
         try:
             x = torch.tensor(data, dtype=dtype).flatten()
-        except (TypeError, ValueError, RuntimeError):
-            raise BadRequest(400, "'data' must hold only numbers") from None
+        except (TypeError, ValueError, RuntimeError, OverflowError):
+            raise BadRequest(400, "'data' must hold only finite numbers") from None
         if x.numel() != math.prod(dims):
             raise BadRequest(
                 400, f"'data' holds {x.numel()} values, shape {dims} needs {math.prod(dims)}"
@@ -128,23 +170,23 @@ def create_app(
         return _error(exc.status, str(exc))
 
     @app.get("/v2")
-    def server_meta() -> dict[str, Any]:
+    async def server_meta() -> dict[str, Any]:
         return {"name": "nnmark", "version": __version__, "extensions": ["model_repository"]}
 
     @app.get("/v2/health/live")
-    def live() -> dict[str, bool]:
+    async def live() -> dict[str, bool]:
         return {"live": True}
 
     @app.get("/v2/health/ready")
-    def ready() -> dict[str, bool]:
+    async def ready() -> dict[str, bool]:
         return {"ready": True}
 
     @app.post("/v2/repository/index")
-    def index() -> list[dict[str, str]]:
+    async def index() -> list[dict[str, str]]:
         return [{"name": model_name, "version": "1", "state": "READY"}]
 
     @app.get("/v2/models/{name}")
-    def model_meta(name: str) -> dict[str, Any]:
+    async def model_meta(name: str) -> dict[str, Any]:
         check_name(name)
         return {
             "name": model_name,
@@ -155,7 +197,7 @@ def create_app(
         }
 
     @app.get("/v2/models/{name}/ready")
-    def model_ready(name: str) -> dict[str, Any]:
+    async def model_ready(name: str) -> dict[str, Any]:
         check_name(name)
         return {"name": model_name, "ready": True}
 
@@ -165,7 +207,29 @@ def create_app(
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body:
             raise BadRequest(413, f"request body of {declared} bytes exceeds {max_body}")
-        body = await request.body()
+        if pending["n"] >= max_pending:
+            return JSONResponse(
+                {"error": f"busy: {pending['n']} requests in progress; retry"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        pending["n"] += 1
+        try:
+            chunks, size = [], 0
+            async for chunk in request.stream():  # chunked bodies are cut here too
+                size += len(chunk)
+                if size > max_body:
+                    raise BadRequest(413, f"request body exceeds {max_body} bytes")
+                chunks.append(chunk)
+            body = b"".join(chunks)
+            del chunks
+            doc = await anyio.to_thread.run_sync(answer_body, body, limiter=limiter)
+        finally:
+            pending["n"] -= 1
+        return JSONResponse(doc)
+
+    def answer_body(body: bytes) -> dict[str, Any]:
+        """Parse, run the model and build the answer (in a worker thread)."""
         x = parse(body)
         answer = defended(x)
         # NaN / infinity cannot travel as JSON numbers, and a label-only answer would hide them
@@ -191,11 +255,11 @@ def create_app(
         doc: dict[str, Any] = {"model_name": model_name, "model_version": "1", "outputs": [output]}
         try:
             req_id = json.loads(body).get("id")
-        except (json.JSONDecodeError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             req_id = None
-        if req_id is not None:
+        if isinstance(req_id, str | int) and not isinstance(req_id, bool):
             doc["id"] = req_id
-        return JSONResponse(doc)
+        return doc
 
     return app
 

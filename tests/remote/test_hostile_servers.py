@@ -91,6 +91,8 @@ def _oip(infer: Handler, classes: int = 10) -> Handler:
         path = head.split(b" ")[1]
         if path == b"/v2/health/ready":
             _json(conn, {})
+        elif path == b"/v2":
+            _json(conn, {"name": "plausible", "version": "1"})
         elif path == b"/v2/repository/index":
             _json(conn, [{"name": "m"}])
         elif path == b"/v2/models/m":

@@ -1,0 +1,177 @@
+"""Clients that belong to the other side: a chunked body of 1 GB, booleans as dimensions, huge
+integers, deeply nested JSON, a flood of concurrent requests, requests without the bearer
+token; and defenses with invalid options. Against a real server on loopback sockets."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nnmark.cli import app
+from nnmark.remote.server import create_app, serving
+
+runner = CliRunner()
+
+
+class Slow(torch.nn.Module):
+    """A model that takes `seconds` per batch: inference that would block an event loop."""
+
+    def __init__(self, inner: torch.nn.Module, seconds: float) -> None:
+        super().__init__()
+        self.inner, self.seconds = inner, seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return self.inner(x)
+
+
+def _good(n: int = 1) -> dict[str, object]:
+    return {
+        "inputs": [
+            {"name": "input", "shape": [n, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64 * n}
+        ]
+    }
+
+
+def test_a_chunked_body_is_cut_while_streaming(plain_cnn) -> None:  # type: ignore[no-untyped-def]
+    """1 GB sent chunked (no Content-Length): 413 after max_body and the connection closed, so
+    the rest is never read, and the server holds no more memory than before."""
+
+    def rss() -> int:
+        status = Path("/proc/self/status").read_text()
+        return int(next(x for x in status.splitlines() if x.startswith("VmRSS")).split()[1]) << 10
+
+    before = rss()
+    with serving(create_app(plain_cnn, (1, 8, 8), model_name="m", max_body=1 << 20)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(
+            b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"[" + b"0," * ((1 << 20) // 2 - 1)
+        frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        sent = 0
+        sock.settimeout(10)
+        try:
+            while sent < 1 << 30:
+                sock.sendall(frame)
+                sent += len(chunk)
+        except OSError:  # the server answered and closed: the rest is never sent
+            pass
+        answer = sock.recv(65536).decode(errors="replace")
+        sock.close()
+        print(f"chunked: stopped after {sent / 2**20:.0f} MiB sent; {answer.splitlines()[0]}")
+        assert answer.startswith("HTTP/1.1 413") and "exceeds 1048576 bytes" in answer
+        grown = rss() - before
+        print(f"chunked: resident memory grew {grown / 2**20:.0f} MiB")
+        assert sent < 1 << 30 and grown < 200 << 20
+        assert httpx.post(f"{url}/v2/models/m/infer", json=_good()).status_code == 200
+
+
+def test_malformed_values_get_400_never_500(plain_cnn) -> None:  # type: ignore[no-untyped-def]
+    tensor = _good()["inputs"][0]  # type: ignore[index]
+    cases = [
+        ({"inputs": [{**tensor, "shape": [True, 1, 8, 8]}]}, "'shape' must be a list"),
+        ({"inputs": [{**tensor, "data": [10**400] + [0.0] * 63}]}, "finite numbers"),
+        ({"inputs": [{**tensor, "data": [True] * 64}]}, "only numbers"),
+        ({"inputs": [{**tensor, "data": [[0.0]] * 64}]}, "only numbers"),
+    ]
+    with serving(create_app(plain_cnn, (1, 8, 8), model_name="m")) as url:
+        for doc, msg in cases:
+            r = httpx.post(f"{url}/v2/models/m/infer", content=json.dumps(doc).encode())
+            assert r.status_code == 400 and msg in r.json()["error"], r.text
+        nested = b"[" * 100_000 + b"]" * 100_000
+        r = httpx.post(f"{url}/v2/models/m/infer", content=nested)
+        assert r.status_code in (400, 413) and "error" in r.json(), r.text
+
+
+def test_a_flood_gets_503_and_health_stays_fast(plain_cnn) -> None:  # type: ignore[no-untyped-def]
+    """Inference runs off the event loop: while a slow inference runs, health answers at once;
+    beyond max_pending requests the server answers 503 with Retry-After."""
+    asgi = create_app(Slow(plain_cnn, 1.0), (1, 8, 8), model_name="m", max_pending=2)
+    with serving(asgi) as url:
+        answers: list[httpx.Response] = []
+
+        def call() -> None:
+            answers.append(httpx.post(f"{url}/v2/models/m/infer", json=_good(), timeout=30))
+
+        threads = [threading.Thread(target=call) for _ in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        start = time.perf_counter()
+        health = httpx.get(f"{url}/v2/health/ready")
+        waited = time.perf_counter() - start
+        for t in threads:
+            t.join()
+        codes = sorted(r.status_code for r in answers)
+        print(f"flood: {codes}, health answered in {waited * 1000:.0f} ms during inference")
+        assert health.status_code == 200 and waited < 0.5
+        assert codes.count(200) >= 2 and set(codes) <= {200, 503} and 503 in codes
+        busy = next(r for r in answers if r.status_code == 503)
+        assert busy.headers["retry-after"] == "1" and "busy" in busy.json()["error"]
+
+
+def test_a_bearer_token_guards_every_endpoint_but_health(plain_cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    token = "s3cret-token-0123456789"
+    with serving(create_app(plain_cnn, (1, 8, 8), model_name="m", token=token)) as url:
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+        assert httpx.get(f"{url}/v2/models/m").status_code == 401
+        assert httpx.post(f"{url}/v2/models/m/infer", json=_good()).status_code == 401
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.post(f"{url}/v2/models/m/infer", json=_good(), headers=auth).status_code == 200
+        key = tmp_path / "k.nnkey"
+        from nnmark import OwnerKey
+        from nnmark.data import load_data
+        from nnmark.schemes.adi import Adi, AdiConfig
+
+        owner = OwnerKey.new("token", nonce="cd" * 16)
+        # the client: without the token a clear error; with it, the verdict
+        k = owner.with_mark(Adi.plan(plain_cnn, owner, AdiConfig(), data=load_data("digits")))
+        k.save(key)
+        r = runner.invoke(app, ["verify", "--remote", url, "--key", str(key)])
+        assert r.exit_code == 2 and "needs a bearer token" in r.stderr
+        (tmp_path / "token").write_text(token + "\n")
+        args = [
+            "verify",
+            "--remote",
+            url,
+            "--key",
+            str(key),
+            "--token-file",
+            str(tmp_path / "token"),
+        ]
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1, r.output  # a plain model: not found, through the token
+
+
+@pytest.mark.parametrize(
+    "spec", ["gauss:sigma=0", "noise:sigma=nan", "noise:sigma=-1", "occlude:size=2"]
+)
+def test_invalid_defense_options_stop_the_server_at_start(
+    spec: str, tmp_path: Path, plain_cnn, digits
+) -> None:  # type: ignore[no-untyped-def]
+    from nnmark import model_info
+    from nnmark.io import save_model
+
+    model = tmp_path / "m.safetensors"
+    save_model(plain_cnn, model_info(plain_cnn, digits), model)
+    r = subprocess.run(
+        [sys.executable, "-m", "nnmark", "serve", str(model), "--port", "0", "--defend", spec],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: defense"), r.stderr
