@@ -301,3 +301,46 @@ def test_unmarked_models_of_other_recipes_are_not_claimed(digits: DataBundle, uc
     for seed, cfg in ((5, TrainConfig(epochs=3, seed=5, optimizer="sgd", lr=0.05)),):
         plain = train(new_model("cnn", digits, seed=seed), digits, cfg)
         assert verify(plain, key).verdict == "not_found"
+
+
+@pytest.mark.parametrize(
+    "scheme, edit",
+    [
+        # the largest host a key may name (2^28 values): a 2 GiB permutation if derived eagerly
+        ("stdm", lambda m: m["data"].update(shape=[16384, 16384])),
+        # a million bits over a 2^27-value host: a projection of 10^14 values
+        ("uchida", lambda m: m.update(bits="1" * 10**6) or m["data"].update(shape=[1, 1 << 27])),
+    ],
+)
+def test_key_fields_that_would_allocate_gigabytes_are_checked_against_the_suspect_first(  # type: ignore[no-untyped-def]
+    scheme: str, edit: Any, digits: DataBundle, plain_cnn, tmp_path: Path
+) -> None:
+    """A forger's key naming a huge host: nothing is derived before the suspect's tensor is
+    found with the key's shape, so verification ends in seconds with not_found, under a 2 GiB
+    address-space limit."""
+    import resource
+    import subprocess
+    import sys
+    import time
+
+    key = honest_key(scheme, plain_cnn, digits)
+    doc = edited(key, lambda c: edit(c["marks"][0]))
+    path = write(tmp_path, doc)
+    model = tmp_path / "plain.safetensors"
+    save_model(plain_cnn, model_info(plain_cnn, digits), model)
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    start = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "nnmark", "verify", str(model), "--key", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limited,
+    )
+    print(f"{scheme}: exit {r.returncode} in {time.monotonic() - start:.1f} s", r.stderr[-300:])
+    assert r.returncode == 1, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["verdict"] == "not_found" and "shape" in out["reason"]

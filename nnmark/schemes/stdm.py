@@ -31,6 +31,7 @@ Example: ``nnmark train --data digits --scheme stdm --bits 1024 --out m.safetens
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,15 +87,25 @@ class STDM(Scheme):
 
     def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
         super().__init__(mark, data)
-        shape = mark.data["shape"]
-        t, m = len(mark.bits), math.prod(shape)
-        seg = m // t
-        self.step_size = self.config.delta * init_std(shape)
-        self.perm = torch.randperm(m, generator=mark.generator("segments"))[: t * seg].view(t, seg)
-        u = torch.randn(t, seg, generator=mark.generator("projection"))
-        self.u = u / u.norm(dim=1, keepdim=True)
-        self.dither = torch.rand(t, generator=mark.generator("dither")) * self.step_size
+        self.step_size = self.config.delta * init_std(mark.data["shape"])
+        self.dither = (
+            torch.rand(len(mark.bits), generator=mark.generator("dither")) * self.step_size
+        )
         self.bits = self.target.float()
+
+    # The segments and projections are as large as the host layer: derived on first use, after
+    # the suspect's tensor was found with the key's shape (a key alone allocates nothing big).
+    @functools.cached_property
+    def perm(self) -> torch.Tensor:
+        t, m = len(self.mark.bits), math.prod(self.mark.data["shape"])
+        seg = m // t
+        return torch.randperm(m, generator=self.mark.generator("segments"))[: t * seg].view(t, seg)
+
+    @functools.cached_property
+    def u(self) -> torch.Tensor:
+        t, seg = self.perm.shape
+        u = torch.randn(t, seg, generator=self.mark.generator("projection"))
+        return u / u.norm(dim=1, keepdim=True)
 
     @classmethod
     def check_key(cls, mark: Mark) -> None:
