@@ -103,6 +103,17 @@ def _oip(infer: Handler, classes: int = 10) -> Handler:
     return handle
 
 
+def not_oip(conn: socket.socket, head: bytes) -> None:
+    """A web server that is not an inference server: HTML for everything."""
+    body = b"<html><body>welcome</body></html>"
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: close\r\n\r\n"
+        + body
+    )
+
+
 def drip(conn: socket.socket, head: bytes) -> None:
     """A status line, then one header line a second, forever (the read timeout never fires)."""
     conn.sendall(b"HTTP/1.1 200 OK\r\n")
@@ -164,6 +175,7 @@ def _verify(url: str, key: Path) -> tuple[subprocess.CompletedProcess[str], floa
         ("endless answer", _oip(endless), "the answer exceeds"),
         ("10^9 classes", _oip(drip, classes=10**9), "claims 1000000000 classes"),
         ("drip at health", drip, "no complete answer to GET /v2/health/ready within 5 s"),
+        ("not an inference server", not_oip, "the server's answer is not JSON"),
     ],
 )
 def test_a_hostile_server_is_an_error_not_a_hang(
