@@ -4,23 +4,30 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-STAMP   = $(VENV)/.nnmark-installed
+# The demo needs the core package alone; the tests add every extra and the dev tools.
+CORE    = $(VENV)/.nnmark-core
+DEV     = $(VENV)/.nnmark-dev
+PIP     = $(BIN)/python -m pip install -q --disable-pip-version-check
 
 .PHONY: setup demo test lint format bench clean browser
 
-$(STAMP): pyproject.toml Makefile
+$(CORE): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
-	touch $(STAMP)
+	$(PIP) torch==2.13.0
+	$(PIP) -e .
+	touch $(CORE)
+
+$(DEV): $(CORE)
+	$(PIP) -e '.[dev]'
+	touch $(DEV)
 
 # The report's browser test needs Debian's chromium (installed once, as root, from apt).
 browser:
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
 
-setup: $(STAMP)
+setup: $(DEV)
 
-demo: setup
+demo: $(CORE)
 	$(BIN)/nnmark demo
 
 lint: setup

@@ -60,7 +60,7 @@ def main() -> None:
     for arch, spec, cfg in cases:
         try:
             rows.append(measure(arch, spec, cfg))
-        except Exception as exc:  # one failed case does not stop the others
+        except Exception as exc:  # noqa: BLE001 - one failed case does not stop the others
             rows.append({"model": arch, "data": spec, "error": f"{type(exc).__name__}: {exc}"})
         print(rows[-1], flush=True)
     lines = [

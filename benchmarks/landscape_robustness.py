@@ -110,7 +110,7 @@ def main() -> None:
                                 "accuracy"
                             ],
                         }
-            except Exception as exc:  # the sweep never stops on one failed cell
+            except Exception as exc:  # noqa: BLE001 - the sweep never stops on one failed cell
                 row["error"] = f"{type(exc).__name__}: {exc}"
             rows.append(row)
             print(row, flush=True)

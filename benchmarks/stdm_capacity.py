@@ -85,7 +85,7 @@ def main() -> None:
                     row["gap"] = row["accuracy"] - plain[seed]
                     for spec in ATTACKS:
                         row[spec] = verify(attack(model, spec, data, seed=seed), key).ber
-                except Exception as exc:  # the sweep never stops on one failed cell
+                except Exception as exc:  # noqa: BLE001 - the sweep never stops on one failed cell
                     row["error"] = f"{type(exc).__name__}: {exc}"
                 rows.append(row)
                 print(row, flush=True)

@@ -80,7 +80,7 @@ def main() -> None:
                     seconds=time.perf_counter() - t0,
                 )
                 row["gap"] = row["accuracy"] - plain[seed]
-            except Exception as exc:  # the sweep never stops on one failed cell
+            except Exception as exc:  # noqa: BLE001 - the sweep never stops on one failed cell
                 row["error"] = f"{type(exc).__name__}: {exc}"
             rows.append(row)
             print(row, flush=True)

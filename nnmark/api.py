@@ -47,10 +47,10 @@ def model_info(model: nn.Module, data: DataBundle) -> ModelInfo:
         raise ValueError("model was not built by nnmark.models.create_model")
     return ModelInfo(
         arch=arch,
-        arch_kwargs=dict(model.nnmark_kwargs),  # type: ignore[arg-type]
+        arch_kwargs=dict(model.nnmark_kwargs),
         task=data.task,
         input_shape=data.input_shape,
-        num_classes=int(model.nnmark_kwargs.get("num_classes", data.num_classes)),  # type: ignore[union-attr]
+        num_classes=int(model.nnmark_kwargs.get("num_classes", data.num_classes)),
     )
 
 

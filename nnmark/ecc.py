@@ -70,7 +70,7 @@ def _bytes(bits: Sequence[int], nbytes: int) -> bytearray:
     return out
 
 
-def _code(m: int, t: int):  # type: ignore[no-untyped-def]
+def _code(m: int, t: int):
     import bchlib
 
     return bchlib.BCH(t=t, m=m)

@@ -281,14 +281,14 @@ def nonce_search(scheme: str, target: Target, budget_s: float = 2.0) -> Iterator
     extra["claim_p"] = needed
     extra["cost_cpu_years_at_this_rate"] = 1.0 / needed / rate / SECONDS_PER_YEAR
     extra["best_p"] = best[0]
-    found = _judge("nonce_search", scheme, lambda: best[1], target, **extra)  # type: ignore[index]
+    found = _judge("nonce_search", scheme, lambda: best[1], target, **extra)
     yield found
     url = target.tsa_url
     if url:
         from nnmark.provenance import fetch_timestamp
 
         def stamped() -> OwnerKey:
-            key = best[1]  # type: ignore[index]
+            key = best[1]
             return dataclasses.replace(key, timestamp=fetch_timestamp(key.commitment, url))
 
         yield _judge("late_timestamp", scheme, stamped, target)

@@ -210,7 +210,7 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelInf
         _, meta = read_safetensors_header(p)
         try:
             state = load_file(str(p))
-        except Exception as exc:  # safetensors raises its own error types
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise NNMarkError(f"{p}: corrupted safetensors file ({exc})") from None
         return state, ModelInfo.from_metadata(meta, str(p))
     if p.suffix in PICKLE_SUFFIXES:
@@ -251,7 +251,7 @@ def _load_weights_only(p: Path) -> dict[str, torch.Tensor]:
             f"{p}: refused: the file needs code to unpickle, and suspect files are never "
             f"unpickled ({first[:120]})"
         ) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a third-party reader's errors, as one line
         raise NNMarkError(
             f"{p}: unreadable or corrupted checkpoint ({type(exc).__name__})"
         ) from None

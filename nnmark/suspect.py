@@ -121,7 +121,7 @@ class FileSuspect(Suspect):
         try:
             with safe_open(str(self.path), framework="pt") as fh:
                 return fh.get_tensor(name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise NNMarkError(f"{self.path}: cannot read tensor {name!r} ({exc})") from None
 
     def tensor_names(self) -> list[str]:

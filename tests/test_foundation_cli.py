@@ -407,3 +407,12 @@ def test_a_deflate_bomb_checkpoint_is_refused_before_loading(tmp_path: Path) -> 
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
     assert "refused: its entries expand to 1,073,7" in lines[0]  # 1 GiB + the small entries
+
+
+def test_a_missing_extra_is_named_in_one_line(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo` installs the core package alone: a command that needs an extra says which."""
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ModuleNotFoundError
+    msg = one_line_error(run("serve", files["plain"]))
+    assert "needs the optional 'uvicorn' package: pip install 'nnmark[serve]'" in msg

@@ -18,7 +18,7 @@ from nnmark.registry import Registry
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
-def register(name: str):  # type: ignore[no-untyped-def]
+def register(name: str):
     """Class decorator: register an Attack subclass under `name` (and set its `name`)."""
 
     def deco(cls: type[Attack]) -> type[Attack]:

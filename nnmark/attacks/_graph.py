@@ -91,7 +91,7 @@ def dependency_graph(model: nn.Module, example: torch.Tensor | None = None) -> A
             return tp.DependencyGraph().build_dependency(model, example_inputs=example)
     except NNMarkError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch-pruning's tracer raises anything: one line instead
         raise NNMarkError(f"cannot trace the model's channel dependencies ({exc})") from None
     finally:
         model.train(was_training)
@@ -150,10 +150,6 @@ def batchnorm_after(model: nn.Module, graph: Any) -> dict[str, str]:
             if len(outs) == 1 and isinstance(outs[0], BATCHNORMS) and outs[0] in names:
                 pairs[names[module]] = names[outs[0]]
     return pairs
-
-
-def identity_plan(n: int) -> Plan:
-    return Plan(torch.arange(n), torch.ones(n), torch.eye(n))
 
 
 def _dims(module: nn.Module) -> tuple[int, int]:
@@ -251,15 +247,15 @@ def sync_shape_attributes(module: nn.Module) -> None:
         module.out_features, module.in_features = module.weight.shape[:2]
     elif isinstance(module, CHANNEL_LAYERS):
         d_out, d_in = _dims(module)
-        module.out_channels = module.weight.shape[d_out]  # type: ignore[assignment]
-        module.in_channels = module.weight.shape[d_in]  # type: ignore[assignment]
+        module.out_channels = module.weight.shape[d_out]
+        module.in_channels = module.weight.shape[d_in]
 
 
 @torch.no_grad()
 def rescale_before_norm(conv: nn.Module, norm: nn.Module, factors: torch.Tensor) -> None:
     """Multiply a conv's output channels by `factors` and let the BatchNorm after it absorb
     them exactly (eval statistics: mean * c, var chosen so sqrt(var + eps) grows by c)."""
-    eps = float(norm.eps)  # type: ignore[arg-type]
+    eps = float(norm.eps)
     var = norm.running_var
     mean = norm.running_mean
     assert isinstance(var, torch.Tensor) and isinstance(mean, torch.Tensor)
@@ -268,6 +264,6 @@ def rescale_before_norm(conv: nn.Module, norm: nn.Module, factors: torch.Tensor)
     shape = (-1,) + (1,) * (conv.weight.dim() - 1)
     conv.weight.mul_(c.reshape(shape).to(conv.weight.dtype))
     if getattr(conv, "bias", None) is not None:
-        conv.bias.mul_(c)  # type: ignore[union-attr]
+        conv.bias.mul_(c)
     mean.mul_(c)
     var.copy_(c**2 * (var + eps) - eps)

@@ -12,15 +12,9 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from nnmark.data.base import DataBundle
 from nnmark.tasks import get_task
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def thief_data(data: DataBundle, split: str = "thief", fraction: float = 1.0):  # type: ignore[no-untyped-def]
-    """The thief's (x, y) tensors."""
-    return data.tensors(split, fraction)
 
 
 def train_on(

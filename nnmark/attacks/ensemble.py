@@ -110,7 +110,7 @@ class EnsembleAttack(Attack):
                 return task.distill_loss(m(xb), tb, c.temperature)
 
         for member, part in zip(
-            ens.members,  # type: ignore[arg-type]
+            ens.members,
             torch.arange(len(x)).chunk(c.members),
             strict=False,
         ):

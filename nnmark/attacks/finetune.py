@@ -106,7 +106,7 @@ def held_in_eval(model: nn.Module, keep: nn.Module) -> Iterator[None]:
     held = [m for m in model.modules() if id(m) not in inside and not any(m.children())]
     for m in held:
         m.eval()
-        m.train = lambda mode=True, _m=m: _m  # type: ignore[method-assign]
+        m.train = lambda mode=True, _m=m: _m
     try:
         yield
     finally:
@@ -130,7 +130,7 @@ class Finetune(Attack):
             data = domain_data(c.domain, data)
         head = list(weighted_layers(model).values())[-1]
         if c.reinit_head or c.domain:
-            head.reset_parameters()  # type: ignore[operator]
+            head.reset_parameters()
         if c.last_layer_only:
             for p in model.parameters():
                 p.requires_grad_(False)

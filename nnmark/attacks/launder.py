@@ -46,11 +46,11 @@ class LaunderConfig:
         check(0 <= self.stamped <= 1, f"stamped must be in [0, 1], got {self.stamped}")
 
 
-def unit_activity(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor):  # type: ignore[no-untyped-def]
+def unit_activity(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor):
     """Mean positive activation per unit (channel or neuron) of each layer on `x`."""
     sums: dict[str, torch.Tensor] = {}
 
-    def hook(name: str):  # type: ignore[no-untyped-def]
+    def hook(name: str):
         def fn(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
             a = out.detach().relu()
             a = a.mean(tuple(range(2, a.dim()))) if a.dim() > 2 else a
@@ -70,7 +70,7 @@ def unit_activity(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tenso
 @torch.no_grad()
 def reset_units(layer: nn.Module, units: torch.Tensor, generator: torch.Generator) -> None:
     """Redraw the incoming weights of `units` at the layer's own scale; zero their biases."""
-    w = layer.weight  # type: ignore[union-attr]
+    w = layer.weight
     std = float(w.std())
     w[units] = torch.randn((len(units), *w.shape[1:]), generator=generator) * std
     bias = getattr(layer, "bias", None)

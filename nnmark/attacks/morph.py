@@ -58,5 +58,5 @@ class Morph(Attack):
         groups = channel_groups(model)
         plans = {g.root: widening_plan(g.size, self.config.extra, generator) for g in groups}
         apply_plans(model, groups, plans)
-        model.nnmark_morphed = True  # type: ignore[assignment]
+        model.nnmark_morphed = True
         return model

@@ -192,7 +192,7 @@ def flagged_class(
 
 def stamped_loss(
     masks: torch.Tensor, patterns: torch.Tensor, share: float, generator: torch.Generator
-):  # type: ignore[no-untyped-def]
+):
     """Cross-entropy where a `share` of each batch carries one of the triggers, labels kept."""
 
     def loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
@@ -243,7 +243,7 @@ class NeuralCleanse(Attack):
             batch_size=c.batch_size,
             loss=loss,
         )
-        model.nnmark_flagged_class = report.flagged  # type: ignore[assignment]
+        model.nnmark_flagged_class = report.flagged
         note(
             model,
             flagged_class=report.flagged,

@@ -117,5 +117,5 @@ def prune_channels(
         picks.append((group, sorted(torch.argsort(score)[:k].tolist())))
     for group, idxs in picks:
         graph.get_pruning_group(model.get_submodule(group.root), group.handler, idxs=idxs).prune()
-    model.nnmark_pruned_channels = True  # type: ignore[assignment]
+    model.nnmark_pruned_channels = True
     return model

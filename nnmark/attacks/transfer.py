@@ -42,7 +42,7 @@ class Transfer(Attack):
     ) -> nn.Module:
         assert data is not None
         last = head(model)
-        last.reset_parameters()  # type: ignore[operator]
+        last.reset_parameters()
         x, y = data.tensors("thief")
         train_on(
             model,

@@ -765,11 +765,3 @@ def false_claim_table(results: Path) -> list[list[str]] | None:
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return table
-
-
-def by_scheme(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Rows grouped by scheme (a helper for notebooks)."""
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        out[r["scheme"]].append(r)
-    return dict(out)

@@ -31,6 +31,26 @@ err = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Optional packages and the extra that installs them (pyproject.toml): a command that needs
+#: one that is missing says which extra to install, in one line.
+EXTRAS = {
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "httpx": "serve",
+    "matplotlib": "report",
+    "yaml": "report",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "onnxscript": "onnx",
+    "ray": "ray",
+    "lightning": "lightning",
+    "transformers": "hf",
+    "accelerate": "hf",
+    "art": "art",
+    "galois": "ecc",
+    "bchlib": "ecc",
+}
+
 
 def command(
     name: str | None = None, *, target: typer.Typer | None = None, **kwargs: Any
@@ -51,6 +71,17 @@ def command(
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:
                 err.print("error: interrupted", markup=False)
+                raise typer.Exit(2) from None
+            except ModuleNotFoundError as exc:
+                extra = EXTRAS.get((exc.name or "").split(".")[0])
+                if extra is None or os.environ.get("NNMARK_DEBUG"):
+                    raise
+                err.print(
+                    f"error: this needs the optional {exc.name!r} package: "
+                    f"pip install 'nnmark[{extra}]'",
+                    markup=False,
+                    soft_wrap=True,
+                )
                 raise typer.Exit(2) from None
             except Exception as exc:
                 if os.environ.get("NNMARK_DEBUG"):

@@ -30,7 +30,7 @@ DataOpt = Annotated[
 ]
 
 
-def _train_config(**kw: object):  # type: ignore[no-untyped-def]
+def _train_config(**kw: object):
     from nnmark.config import build_config
     from nnmark.train import TrainConfig
 
@@ -41,13 +41,13 @@ def _fidelity_text(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
-def _save(model, info, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _save(model, info, path: Path) -> None:
     from nnmark.io import save_model
 
     save_model(model, info, path)
 
 
-def _save_marked(model, info, path: Path, key, key_path: Path) -> None:  # type: ignore[no-untyped-def]
+def _save_marked(model, info, path: Path, key, key_path: Path) -> None:
     """The marked model and its key as one transaction: both are written or neither."""
     from nnmark.io import atomic_write_all, model_bytes
 

@@ -240,7 +240,7 @@ def rebuild_like(reference: nn.Module, suspect: Suspect) -> nn.Module:
     if missing:
         raise NNMarkError(f"{suspect.label}: lacks tensors {', '.join(missing[:3])}")
     try:
-        model.load_state_dict(state)  # type: ignore[arg-type]
+        model.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1].strip()
         raise NNMarkError(

@@ -132,7 +132,7 @@ class Watermarked(L.LightningModule):
         optimizer = self.optimizers()
         if isinstance(optimizer, list):
             raise NNMarkError("a custom-step scheme needs exactly one optimizer")
-        loss = self.nnmark_hooks.step(self.target, batch, loss_fn, optimizer)  # type: ignore[arg-type]
+        loss = self.nnmark_hooks.step(self.target, batch, loss_fn, optimizer)
         self.log("train_loss", loss)
         return None
 
@@ -143,7 +143,7 @@ class Watermarked(L.LightningModule):
             schedulers = self.lr_schedulers()
             for s in schedulers if isinstance(schedulers, list) else [schedulers]:
                 if s is not None:
-                    s.step()  # type: ignore[call-arg]
+                    s.step()
 
     def validation_step(self, *args: Any, **kwargs: Any) -> Any:
         self._enter()

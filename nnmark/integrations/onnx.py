@@ -90,7 +90,7 @@ class OnnxSuspect(Suspect):
         self.label = str(self.path)
         try:
             model = onnx.load(str(self.path))
-        except Exception as exc:  # onnx raises protobuf DecodeError and others
+        except Exception as exc:  # noqa: BLE001 - onnx raises protobuf DecodeError and others
             raise NNMarkError(
                 f"{self.path}: not a readable ONNX file ({type(exc).__name__})"
             ) from None

@@ -43,7 +43,7 @@ class ShardedSuspect(Suspect):
         try:
             with safe_open(str(path), framework="pt") as fh:
                 return fh.get_tensor(name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise NNMarkError(f"{path}: cannot read tensor {name!r} ({exc})") from None
 
     def tensor_names(self) -> list[str]:

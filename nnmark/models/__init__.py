@@ -61,8 +61,8 @@ def create_model(name: str, max_params: int | None = MAX_PARAMS, **kwargs: Any) 
         model = factory(**kwargs)
     except TypeError as exc:
         raise NNMarkError(f"model {name!r}: {exc}") from None
-    model.nnmark_arch = name  # type: ignore[assignment]
-    model.nnmark_kwargs = dict(kwargs)  # type: ignore[assignment]
+    model.nnmark_arch = name
+    model.nnmark_kwargs = dict(kwargs)
     return model
 
 

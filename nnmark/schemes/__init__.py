@@ -19,7 +19,7 @@ from nnmark.schemes.base import Evidence, Scheme
 SCHEMES: Registry[type[Scheme]] = Registry("scheme")
 
 
-def register(name: str):  # type: ignore[no-untyped-def]
+def register(name: str):
     """Class decorator: register a Scheme subclass under `name` (and set its `name`)."""
 
     def deco(cls: type[Scheme]) -> type[Scheme]:

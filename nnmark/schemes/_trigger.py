@@ -98,7 +98,7 @@ def quantized(x: torch.Tensor) -> torch.Tensor:
     return (x.clamp(0, 1) * 255).round() / 255
 
 
-def source_images(data: DataBundle, n: int, gen: torch.Generator, *, split: str = "train"):  # type: ignore[no-untyped-def]
+def source_images(data: DataBundle, n: int, gen: torch.Generator, *, split: str = "train"):
     """n key-chosen images of `split` and their labels."""
     x, y = data.tensors(split)
     pick = torch.randperm(len(y), generator=gen)[:n]

@@ -62,7 +62,7 @@ class Unrelated(TriggerScheme):
         return [load_data(config.source)]
 
     @classmethod
-    def plan(cls, model, key, config, *, bits=None, payload=None, data=None):  # type: ignore[no-untyped-def]
+    def plan(cls, model, key, config, *, bits=None, payload=None, data=None):
         from nnmark.config import config_to_dict
 
         data = cls.check_data(data)

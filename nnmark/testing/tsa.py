@@ -160,7 +160,7 @@ class LoopbackTSA:
         tsa = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the http.server name)
+            def do_POST(self) -> None:  # the http.server name
                 try:
                     size = int(self.headers.get("Content-Length", ""))
                 except ValueError:
