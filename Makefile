@@ -9,7 +9,7 @@ CORE    = $(VENV)/.nnmark-core
 DEV     = $(VENV)/.nnmark-dev
 PIP     = $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: setup demo test lint format bench clean browser
+.PHONY: setup demo test test-fast lint format bench clean browser
 
 $(CORE): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ lint: setup
 
 test: lint browser
 	$(BIN)/python -m pytest -q
+
+# Everyday work: the tests that train nothing, serve nothing and drive no browser (tiers in
+# tests/conftest.py); `make test` (CI) runs everything.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not distributed and not server"
 
 format: setup
 	$(BIN)/ruff format nnmark tests benchmarks

@@ -18,6 +18,45 @@ EPOCHS = 20
 CREATED = "2026-01-01T00:00:00+00:00"
 
 
+#: Fixtures that cost nothing to build: a test using only these (and pytest's own) is in the
+#: fast tier unless its folder or an explicit marker says otherwise. Any other fixture of the
+#: suite trains or serves something.
+LIGHT_FIXTURES = {
+    "digits",
+    "fashion",
+    "key_data",
+    "blackbox_options",
+    "scheme_options",
+    "fixed_key_time",
+    "one_thread",
+    "tsa",
+    "stamp",
+    "request",
+    "tmp_path",
+    "tmp_path_factory",
+    "monkeypatch",
+    "capsys",
+    "capfd",
+    "caplog",
+    "record_property",
+    "pytestconfig",
+    "recwarn",
+}
+#: Folders whose tests are a tier of their own.
+FOLDER_TIERS = {"integrations": "distributed", "remote": "server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Assign the tiers of pyproject.toml: `slow` for a test that needs a fixture outside
+    LIGHT_FIXTURES, the folder's tier for integrations and remote tests."""
+    for item in items:
+        if set(getattr(item, "fixturenames", ())) - LIGHT_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        tier = FOLDER_TIERS.get(Path(str(item.fspath)).parent.name)
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def fixed_key_time():  # type: ignore[no-untyped-def]
     """Keys made in tests are reproducible: OwnerKey.new's clock reads CREATED."""

@@ -223,6 +223,7 @@ def test_a_key_that_needs_a_calibration_is_calibrated_before_its_cells(tmp_path:
     assert row["error"] is None and row["queries"] > 0
 
 
+@pytest.mark.browser
 def test_report_renders_in_a_real_browser(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     out = tiny[1]
     page, md = tmp_path / "report.html", tmp_path / "summary.md"
