@@ -8,8 +8,7 @@ Public API (re-exports only)::
     print(verify(marked, key).verdict)        # found
 """
 
-__version__ = "0.1.0"
-
+from nnmark._version import __version__
 from nnmark.api import attack, embed, model_info, new_model, train, verify
 from nnmark.attacks import ATTACKS, Attack, build_attack, list_attacks
 from nnmark.data import DATASETS, DataBundle, load_data

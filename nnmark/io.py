@@ -121,7 +121,7 @@ class ModelInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, str]:
-        from nnmark import __version__
+        from nnmark._version import __version__
 
         meta = {
             "nnmark.arch": self.arch,

@@ -66,7 +66,7 @@ class ModelJob:
 
     @property
     def ident(self) -> str:
-        from nnmark import __version__
+        from nnmark._version import __version__
 
         task = asdict(self.task)
         task.pop("test_fraction")  # where fidelity is measured does not change the model

@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from torch import nn
 
-from nnmark import __version__
+from nnmark._version import __version__
 from nnmark.remote.defenses import Defended, Defense
 
 log = logging.getLogger(__name__)
