@@ -28,52 +28,48 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    p = Path(path)
+    atomic_write_all([(path, data)])
+
+
+def _stage(p: Path, data: bytes) -> str:
+    """`data` in a synced temp file beside `p` (checked to be a writable file path)."""
     if p.is_dir():
         raise NNMarkError(f"output path is a directory: {p}")
     if not p.parent.exists():
         raise NNMarkError(f"output folder does not exist: {p.parent}")
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return tmp
 
 
 def atomic_write_all(files: list[tuple[str | Path, bytes]]) -> None:
     """Write several files as one transaction: all of them or none. Each goes to a temp file
-    beside its target first; then the targets are replaced one by one, and if any step fails the
-    ones already replaced are put back as they were (a marked model is never left without its
-    key, nor a key without its model)."""
+    beside its target first; then the targets are replaced one by one (each replacement atomic:
+    a reader sees the old file or the new one), and if any step fails the ones already replaced
+    are put back as they were (a marked model is never left without its key, nor a key without
+    its model)."""
     staged: list[tuple[Path, str]] = []
-    done: list[tuple[Path, str | None]] = []  # (target, backup of what it replaced)
+    done: list[tuple[Path, str | None]] = []  # (replaced target, a hard link to its old file)
     try:
         for path, data in files:
             p = Path(path)
-            if p.is_dir():
-                raise NNMarkError(f"output path is a directory: {p}")
-            if not p.parent.exists():
-                raise NNMarkError(f"output folder does not exist: {p.parent}")
-            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-            staged.append((p, tmp))
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            staged.append((p, ""))
+            staged[-1] = (p, _stage(p, data))
         for p, tmp in staged:
             backup = None
-            if p.exists():
-                fd, backup = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".old", dir=p.parent)
-                os.close(fd)
-                os.replace(p, backup)
+            if p.exists() and len(staged) > 1:
+                backup = f"{tmp}.old"
+                os.link(p, backup)  # the old file stays in place until the rename below
+            try:
+                os.replace(tmp, p)  # atomic: done, or the old file untouched
+            except BaseException:
+                if backup is not None:
+                    os.unlink(backup)
+                raise
             done.append((p, backup))
-            os.replace(tmp, p)
     except BaseException:
         for p, backup in reversed(done):
             if backup is not None:
@@ -81,7 +77,7 @@ def atomic_write_all(files: list[tuple[str | Path, bytes]]) -> None:
             elif p.exists():
                 os.unlink(p)
         for _, tmp in staged:
-            if os.path.exists(tmp):
+            if tmp and os.path.exists(tmp):
                 os.unlink(tmp)
         raise
     for _, backup in done:

@@ -321,6 +321,11 @@ def test_outputs_are_checked_before_training_and_written_as_one_transaction(
     monkeypatch.setattr(os, "replace", failing)
     with pytest.raises(OSError):
         atomic_write_all([(model, b"new model"), (key, b"new key")])
+    key.write_bytes(b"old key")  # one file whose replacement fails keeps its old content
+    with pytest.raises(OSError):
+        atomic_write_all([(key, b"new key")])
+    assert key.read_bytes() == b"old key"
+    key.unlink()
     monkeypatch.setattr(os, "replace", real)
     assert model.read_bytes() == b"old model" and not key.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
