@@ -34,6 +34,7 @@ lint: setup
 	$(BIN)/ruff check nnmark tests benchmarks
 	$(BIN)/ruff format --check nnmark tests benchmarks
 	$(BIN)/mypy nnmark
+	$(BIN)/lint-imports
 
 test: lint browser
 	$(BIN)/python -m pytest -q

@@ -24,7 +24,7 @@ from torch import nn
 from nnmark.config import check
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
-from nnmark.schemes.base import Batch, LossFn, Scheme, plain_step
+from nnmark.hooks import Batch, Hooks, LossFn, has_custom_step, plain_step
 from nnmark.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def make_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torch
 
 
 def make_loss(
-    task: Task, schemes: Sequence[Scheme], teacher: nn.Module | None, temperature: float
+    task: Task, schemes: Sequence[Hooks], teacher: nn.Module | None, temperature: float
 ) -> LossFn:
     """Task loss (or distillation loss against `teacher`) plus every scheme's penalty."""
 
@@ -87,10 +87,10 @@ def make_loss(
     return loss_fn
 
 
-def pick_step(schemes: Sequence[Scheme]) -> Callable[..., float]:
-    custom = [s for s in schemes if type(s).step is not Scheme.step]
+def pick_step(schemes: Sequence[Hooks]) -> Callable[..., float]:
+    custom = [s for s in schemes if has_custom_step(s)]
     if len(custom) > 1:
-        names = ", ".join(s.name for s in custom)
+        names = ", ".join(getattr(s, "name", type(s).__name__) for s in custom)
         raise NNMarkError(f"schemes {names} each replace the training step; combine at most one")
     return custom[0].step if custom else plain_step
 
@@ -98,7 +98,7 @@ def pick_step(schemes: Sequence[Scheme]) -> Callable[..., float]:
 def fit(
     model: nn.Module,
     data: DataBundle,
-    schemes: Sequence[Scheme] = (),
+    schemes: Sequence[Hooks] = (),
     config: TrainConfig | None = None,
     *,
     task: Task | str | None = None,

@@ -18,6 +18,7 @@ Example: ``nnmark attack overwrite marked.safetensors --data digits --set bits=2
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,7 +65,9 @@ class Overwrite(Attack):
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
     ) -> nn.Module:
-        from nnmark.api import bound_scheme, embed, verify
+        from nnmark.config import build_config
+        from nnmark.schemes import SCHEMES
+        from nnmark.schemes._embed import embed_one
         from nnmark.train import TrainConfig, fit
 
         assert data is not None
@@ -77,13 +80,14 @@ class Overwrite(Attack):
                 epochs=c.epochs, lr=c.lr, seed=seed + r, split=c.split, recalibrate_bn=False
             )
 
-        marked, thief = embed(model, data, c.scheme, key=key, bits=c.bits, config=config(0))
-        own = verify(marked, thief)
+        cls = SCHEMES.get(c.scheme)
+        cfg: Any = build_config(cls.Config, {})
+        marked, thief, scheme = embed_one(model, data, cls, key, cfg, config(0), bits=c.bits)
+        own = scheme.verify(marked)
         rounds = 1
         while not embedded(own) and rounds < c.rounds:
-            schemes = [bound_scheme(thief, m.index) for m in thief.marks]
-            marked = fit(marked, data, schemes, config(rounds))
-            own = verify(marked, thief)
+            marked = fit(marked, data, [scheme], config(rounds))
+            own = scheme.verify(marked)
             rounds += 1
         note(
             marked,

@@ -22,7 +22,7 @@ hook               called                                     filled by (e.g.)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -33,13 +33,11 @@ from nnmark.config import build_config, config_to_dict
 from nnmark.data import resolve_data
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
+from nnmark.hooks import Batch, Hooks, LossFn, plain_step  # noqa: F401 (re-exported)
 from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.stats import DEFAULT_ALPHA, ber, binomial_pvalue, decide
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.verdict import Verdict
-
-Batch = tuple[torch.Tensor, torch.Tensor]
-LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 #: Payload bits of a text message when neither --bits nor the host fixes them.
 DEFAULT_MESSAGE_BITS = 255
@@ -64,17 +62,6 @@ class Evidence:
     bits: tuple[int, ...] | None = None
     reason: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
-
-
-def plain_step(
-    model: nn.Module, batch: Batch, loss_fn: LossFn, optimizer: torch.optim.Optimizer
-) -> float:
-    """One ordinary optimiser step on loss_fn (task loss plus every scheme's penalty)."""
-    optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model, batch)
-    loss.backward()
-    optimizer.step()
-    return float(loss.detach())
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -110,7 +97,7 @@ def check_fields(mark: Mark, allowed: set[str], required: set[str] | None = None
         raise key_error(mark, f"data.{missing[0]}", "is missing")
 
 
-class Scheme:
+class Scheme(Hooks):
     """Base class of every watermarking scheme; subclasses live one per file in this package.
 
     Capabilities are declared as class variables, read by the CLI, the benchmark and the tests:
@@ -255,23 +242,7 @@ class Scheme:
             )
         return encode_message(message, size)
 
-    # ---- embedding hooks (all optional) -------------------------------------------------
-    def prepare(self, model: nn.Module) -> nn.Module:
-        return model
-
-    def batches(self, batches: Iterator[Batch]) -> Iterator[Batch]:
-        return batches
-
-    def penalty(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return torch.zeros(())
-
-    def step(
-        self, model: nn.Module, batch: Batch, loss_fn: LossFn, optimizer: torch.optim.Optimizer
-    ) -> float:
-        return plain_step(model, batch, loss_fn, optimizer)
-
-    def finalize(self, model: nn.Module) -> nn.Module:
-        return model
+    # ---- embedding hooks: the defaults of nnmark.hooks.Hooks (all optional) ----------------
 
     # ---- verification -------------------------------------------------------------------
     def evidence(self, suspect: Suspect) -> Evidence:

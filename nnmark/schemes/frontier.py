@@ -285,22 +285,18 @@ class Frontier(TriggerScheme):
         """The first `config.references` plain models, each stitched with a fresh key of this
         config (crafted on that model, `epochs` of fine-tuning): the robust models a claim must
         rise above. Seeded from this mark, so a calibration is reproducible."""
-        from nnmark.api import embed
+        from nnmark.config import build_config
         from nnmark.keys import OwnerKey
+        from nnmark.schemes._embed import embed_one
         from nnmark.train import TrainConfig
 
+        config = build_config(type(self).Config, self.mark.config)
         out = []
         for i, model in enumerate(plain[: self.config.references]):
             seed = self.mark.seed(f"reference {i}")
             other = OwnerKey.new(f"calibration reference {i}", nonce=f"{seed:032x}")
-            stitched, _ = embed(
-                model,
-                data,
-                self.name,
-                options=self.mark.config,
-                key=other,
-                config=TrainConfig(epochs=epochs, seed=seed % (2**31)),
-            )
+            train = TrainConfig(epochs=epochs, seed=seed % (2**31))
+            stitched, _, _ = embed_one(model, data, type(self), other, config, train)
             out.append(stitched.eval())
         return out
 
