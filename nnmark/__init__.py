@@ -8,6 +8,7 @@ Public API (re-exports only)::
     print(verify(marked, key).verdict)        # found
 """
 
+import nnmark.integrations  # noqa: F401 (registers suspect loaders: .onnx, sharded indexes)
 from nnmark._version import __version__
 from nnmark.api import attack, embed, model_info, new_model, train, verify
 from nnmark.attacks import ATTACKS, Attack, build_attack, list_attacks

@@ -135,25 +135,14 @@ class FileSuspect(Suspect):
         return self._module
 
 
-#: Suspect loaders by file suffix; integrations (e.g. ONNX) add theirs here.
+#: Suspect loaders by file suffix; integrations (e.g. ONNX) add theirs here when the package
+#: root imports nnmark.integrations (an upper layer registering down, never the reverse).
 SUSPECT_LOADERS: dict[str, Callable[[Path], Suspect]] = {}
-
-
-def _register_integrations() -> None:
-    """Import nnmark.integrations (if present) so it can register its suspect loaders."""
-    import importlib
-
-    try:
-        importlib.import_module("nnmark.integrations")
-    except ModuleNotFoundError as exc:
-        if exc.name != "nnmark.integrations":
-            raise
 
 
 def load_suspect(path: str | Path, max_params: int | None = None) -> Suspect:
     """A suspect from a file: safetensors / .pt / .pth natively, other suffixes by loader.
     `max_params`: the largest zoo model its metadata may ask to build (nnmark.models)."""
-    _register_integrations()
     p = Path(path)
     loader = SUSPECT_LOADERS.get(p.suffix.lower())
     if loader is not None:
