@@ -82,7 +82,7 @@ def digits_suite(cache: Path = DEFAULT_CACHE, unmarked: int = 10) -> Suite:
     ]
     marked = {}
     for name in black_box_schemes("classification"):
-        stitch = SCHEMES.get(name).needs_trained  # type: ignore[attr-defined]
+        stitch = SCHEMES.get(name).needs_trained
 
         def build(name: str = name, stitch: bool = stitch) -> tuple[nn.Module, OwnerKey]:
             key = OwnerKey.new(f"owner {name}", nonce=f"{len(name):032x}")

@@ -58,7 +58,7 @@ def cached(name: str, make: Any) -> tuple[torch.nn.Module, OwnerKey | None]:
 def victim(scheme: str, data: Any) -> tuple[torch.nn.Module, OwnerKey, Any]:
     """The victim's model, marked with the scheme's default recipe."""
     net = new_model("cnn", data, seed=7)
-    if getattr(SCHEMES.get(scheme), "needs_trained", False):
+    if SCHEMES.get(scheme).needs_trained:
         net = train(net, data, TrainConfig(epochs=10, seed=7))
     options = {"unrelated": {"source": data.name}}.get(scheme)
     model, key = embed(

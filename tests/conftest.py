@@ -157,7 +157,7 @@ def blackbox_marked(
     out = {}
     for name in black_box_schemes("classification"):
         key = OwnerKey.new(f"owner {name}", nonce=f"{len(name):032x}")
-        stitch = getattr(SCHEMES.get(name), "needs_trained", False)
+        stitch = SCHEMES.get(name).needs_trained
         out[name] = embed(
             plain_cnn if stitch else new_model("cnn", digits, seed=0),
             digits,

@@ -246,7 +246,7 @@ def run_false_claims(
         cls = SCHEMES.get(scheme)
         if cls.task == "segmentation":
             continue
-        needs_trained = getattr(cls, "needs_trained", False)
+        needs_trained = cls.needs_trained
         per_arch = cls.kind != "blackbox"
         archs = spec.archs if per_arch else (spec.archs[0],)
         for arch in archs:

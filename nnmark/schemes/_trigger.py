@@ -32,7 +32,7 @@ import copy
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,7 +122,6 @@ class TriggerScheme(Scheme):
     task = "classification"
     needs_data = True
     #: True when the mark is made from a trained model (fine-tune-to-embed is its setting).
-    needs_trained: ClassVar[bool] = False
 
     def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
         super().__init__(mark, data)

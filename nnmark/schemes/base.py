@@ -107,7 +107,8 @@ class Scheme(Hooks):
     so Fisher's method may combine this mark with others), `realigns_to_marked` (`verify
     --reference MARKED` can match a suspect to the owner's marked model with what the mark's
     statistic reads erased, `blind_reference`; the others refuse, and realign only to a model
-    that never saw the key).
+    that never saw the key), `needs_trained` (the mark is made from a trained model's own
+    behaviour, so it is fine-tuned in: frontier).
     """
 
     name: ClassVar[str] = ""
@@ -119,6 +120,7 @@ class Scheme(Hooks):
     requires_timestamp: ClassVar[bool] = False
     independent_null: ClassVar[bool] = True
     realigns_to_marked: ClassVar[bool] = False
+    needs_trained: ClassVar[bool] = False
     config: Any
     #: Calibration of this mark on unmarked models (key.derived["calibration"]), set by verify.
     calibration: dict[str, Any] | None = None

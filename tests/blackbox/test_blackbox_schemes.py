@@ -56,7 +56,7 @@ def usable_key(key: OwnerKey, name: str, unmarked: list[torch.nn.Module]) -> Own
 
 def needs_trained(name: str) -> bool:
     """True for schemes made from a trained model (frontier): stored, calibrated triggers."""
-    return bool(getattr(SCHEMES.get(name), "needs_trained", False))
+    return SCHEMES.get(name).needs_trained
 
 
 def test_the_registry_has_the_black_box_schemes() -> None:
