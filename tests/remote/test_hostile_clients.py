@@ -175,3 +175,68 @@ def test_invalid_defense_options_stop_the_server_at_start(
     )
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: defense"), r.stderr
+
+
+def test_nnmark_serve_under_a_memory_limit_cuts_a_chunked_gigabyte(  # type: ignore[no-untyped-def]
+    plain_cnn, digits, tmp_path: Path
+) -> None:
+    """The real `nnmark serve` process under a 2 GiB address-space limit: a 1 GB chunked body
+    gets 413 within 60 s, and the server goes on answering."""
+    import resource
+
+    from nnmark import model_info
+    from nnmark.io import save_model
+
+    model = tmp_path / "m.safetensors"
+    save_model(plain_cnn, model_info(plain_cnn, digits), model)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    cmd = [sys.executable, "-m", "nnmark", "serve", str(model), "--port", str(port)]
+    server = subprocess.Popen(
+        [*cmd, "--model-name", "m"], stderr=subprocess.PIPE, text=True, preexec_fn=limited
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/v2/health/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "server did not start"
+            time.sleep(0.1)
+        start = time.monotonic()
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(
+            b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"[" + b"0," * ((1 << 20) // 2 - 1)
+        frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        sent = 0
+        sock.settimeout(10)
+        try:
+            while sent < 1 << 30:
+                sock.sendall(frame)
+                sent += len(chunk)
+        except OSError:
+            pass
+        answer = sock.recv(65536).decode(errors="replace")
+        sock.close()
+        seconds = time.monotonic() - start
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        peak = int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1]) >> 10
+        print(
+            f"nnmark serve: {answer.splitlines()[0]} after {sent >> 20} MiB, {seconds:.1f} s, peak {peak} MiB"
+        )
+        assert answer.startswith("HTTP/1.1 413") and seconds < 60 and sent < 1 << 30
+        assert httpx.post(f"{url}/v2/models/m/infer", json=_good()).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(10)
