@@ -223,7 +223,7 @@ def _train(root: Path, job: ModelJob) -> str:
         model = train(init, data, cfg)
     else:
         # A fixed nonce per model: the key (and so every cell) is reproducible from the grid.
-        key = OwnerKey.new("nnmark bench", nonce=content_id(ident) * 2)
+        key = OwnerKey.new("nnmark bench", nonce=content_id(ident) * 2, created=BENCH_CREATED)
         options = job.options or None
         model, key = embed(init, data, job.scheme, options=options, key=key, config=cfg)
         key = calibrate_if_needed(key, job, data, cfg)
@@ -231,6 +231,10 @@ def _train(root: Path, job: ModelJob) -> str:
     save_model(model, model_info(model, data), model_path)
     return ident + "*"
 
+
+#: The creation time of every bench key: a key's secrets depend on it, so a fixed time (with
+#: the nonce from the job's content id) makes a rerun of the grid mark the same models.
+BENCH_CREATED = "2026-01-01T00:00:00+00:00"
 
 #: Unmarked models a key is calibrated on when its scheme has no usable null without one
 #: (frontier: unmarked models answer many stitched adversaries right), as `nnmark calibrate`
@@ -284,7 +288,7 @@ def unsupported(task: Task, scheme: str, options: dict[str, Any], data: Any = No
         model = new_model(task.arch, data, seed=0)
     except Exception:  # noqa: BLE001 - reported by the training of the job instead
         return None
-    key = OwnerKey.new("nnmark bench support check", nonce="00" * 16)
+    key = OwnerKey.new("nnmark bench support check", nonce="00" * 16, created=BENCH_CREATED)
     for name, cls, cfg in configs:
         try:
             cls.plan(model, key, cfg, data=data)

@@ -294,7 +294,9 @@ class Frontier(TriggerScheme):
         out = []
         for i, model in enumerate(plain[: self.config.references]):
             seed = self.mark.seed(f"reference {i}")
-            other = OwnerKey.new(f"calibration reference {i}", nonce=f"{seed:032x}")
+            other = OwnerKey.new(
+                f"calibration reference {i}", nonce=f"{seed:032x}", created=self.mark.created
+            )
             train = TrainConfig(epochs=epochs, seed=seed % (2**31))
             stitched, _, _ = embed_one(model, data, type(self), other, config, train)
             out.append(stitched.eval())
