@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,25 +28,14 @@ import httpx
 
 from nnmark import TrainConfig, load_data, model_info, new_model, train
 from nnmark.io import save_model
+from nnmark.testing.serve import peak_rss_mib, serve_process
 
 from _common import write_results
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def peak_rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    line = next(x for x in status.splitlines() if x.startswith("VmHWM"))
-    return int(line.split()[1]) / 1024
 
 
 async def load(url: str, args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
@@ -126,26 +112,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.safetensors"
         save_model(model, model_info(model, data), path)
-        port = free_port()
-        cmd = [sys.executable, "-m", "nnmark", "serve", str(path), "--port", str(port)]
-        server = subprocess.Popen([*cmd, "--model-name", "m"], stderr=subprocess.PIPE, text=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{url}/v2/health/ready").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.1)
+        with serve_process(path) as (url, server):
             out = asyncio.run(load(url, args, body))
             peak = peak_rss_mib(server.pid)
-        finally:
-            server.terminate()
-            server.wait(10)
     lat, health = out["latency"], out["health"]
     row = {
         "requests": args.requests,

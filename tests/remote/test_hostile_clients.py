@@ -43,6 +43,30 @@ def _good(n: int = 1) -> dict[str, object]:
     }
 
 
+def send_chunked(url: str, total: int = 1 << 30) -> tuple[int, str]:
+    """POST up to `total` bytes of JSON-ish body in 1 MiB chunks (no Content-Length) to the
+    infer endpoint over a raw socket; (bytes sent before the server closed, its answer)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"[" + b"0," * ((1 << 20) // 2 - 1)
+    frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    sent = 0
+    sock.settimeout(10)
+    try:
+        while sent < total:
+            sock.sendall(frame)
+            sent += len(chunk)
+    except OSError:  # the server answered and closed: the rest is never sent
+        pass
+    answer = sock.recv(65536).decode(errors="replace")
+    sock.close()
+    return sent, answer
+
+
 def test_a_chunked_body_is_cut_while_streaming(plain_cnn) -> None:  # type: ignore[no-untyped-def]
     """1 GB sent chunked (no Content-Length): 413 after max_body and the connection closed, so
     the rest is never read, and the server holds no more memory than before."""
@@ -53,24 +77,7 @@ def test_a_chunked_body_is_cut_while_streaming(plain_cnn) -> None:  # type: igno
 
     before = rss()
     with serving(create_app(plain_cnn, (1, 8, 8), model_name="m", max_body=1 << 20)) as url:
-        host, port = url.removeprefix("http://").split(":")
-        sock = socket.create_connection((host, int(port)))
-        sock.sendall(
-            b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
-        )
-        chunk = b"[" + b"0," * ((1 << 20) // 2 - 1)
-        frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
-        sent = 0
-        sock.settimeout(10)
-        try:
-            while sent < 1 << 30:
-                sock.sendall(frame)
-                sent += len(chunk)
-        except OSError:  # the server answered and closed: the rest is never sent
-            pass
-        answer = sock.recv(65536).decode(errors="replace")
-        sock.close()
+        sent, answer = send_chunked(url)
         print(f"chunked: stopped after {sent / 2**20:.0f} MiB sent; {answer.splitlines()[0]}")
         assert answer.startswith("HTTP/1.1 413") and "exceeds 1048576 bytes" in answer
         grown = rss() - before
@@ -186,57 +193,22 @@ def test_nnmark_serve_under_a_memory_limit_cuts_a_chunked_gigabyte(  # type: ign
 
     from nnmark import model_info
     from nnmark.io import save_model
+    from nnmark.testing.serve import peak_rss_mib, serve_process
 
     model = tmp_path / "m.safetensors"
     save_model(plain_cnn, model_info(plain_cnn, digits), model)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
 
     def limited() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
-    cmd = [sys.executable, "-m", "nnmark", "serve", str(model), "--port", str(port)]
-    server = subprocess.Popen(
-        [*cmd, "--model-name", "m"], stderr=subprocess.PIPE, text=True, preexec_fn=limited
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/v2/health/ready").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, "server did not start"
-            time.sleep(0.1)
+    with serve_process(model, preexec_fn=limited) as (url, server):
         start = time.monotonic()
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.sendall(
-            b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
-        )
-        chunk = b"[" + b"0," * ((1 << 20) // 2 - 1)
-        frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
-        sent = 0
-        sock.settimeout(10)
-        try:
-            while sent < 1 << 30:
-                sock.sendall(frame)
-                sent += len(chunk)
-        except OSError:
-            pass
-        answer = sock.recv(65536).decode(errors="replace")
-        sock.close()
+        sent, answer = send_chunked(url)
         seconds = time.monotonic() - start
-        status = Path(f"/proc/{server.pid}/status").read_text()
-        peak = int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1]) >> 10
+        peak = peak_rss_mib(server.pid)
         print(
-            f"nnmark serve: {answer.splitlines()[0]} after {sent >> 20} MiB, {seconds:.1f} s, peak {peak} MiB"
+            f"nnmark serve: {answer.splitlines()[0]} after {sent >> 20} MiB, {seconds:.1f} s, "
+            f"peak {peak:.0f} MiB"
         )
         assert answer.startswith("HTTP/1.1 413") and seconds < 60 and sent < 1 << 30
         assert httpx.post(f"{url}/v2/models/m/infer", json=_good()).status_code == 200
-    finally:
-        server.terminate()
-        server.wait(10)
