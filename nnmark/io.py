@@ -270,13 +270,14 @@ def load_model(
     if info is None and Path(path).suffix == ".safetensors":
         _, meta = read_safetensors_header(path)  # the metadata first: no tensor read yet
         info = ModelInfo.from_metadata(meta, str(path))
+    checked = info is not None  # then counted before the tensors are read, and only once
     if info is not None:
         count_values(info.arch, limit, **info.arch_kwargs)
     state, found = load_state_dict(path)
     info = info or found
     if info is None:
         raise NNMarkError(f"{path}: no nnmark metadata: the architecture is unknown")
-    model = create_model(info.arch, limit, **info.arch_kwargs)
+    model = create_model(info.arch, None if checked else limit, **info.arch_kwargs)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

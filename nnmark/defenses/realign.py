@@ -343,6 +343,7 @@ def realign_suspect(
         reference, _ = load_model(reference)
     refused: dict[int, str] = {}
     if unmarked:
+        reference = copy.deepcopy(reference).eval()  # one copy: read for the mark, then matched
         shown = [s.name for s in schemes if s.kind == "whitebox" and _shows(s, reference)]
         if shown:
             why = (
@@ -350,7 +351,6 @@ def realign_suspect(
                 "found in it): pass it as --reference"
             )
             refused = {s.mark.index: why for s in schemes if s.kind == "whitebox"}
-        reference = copy.deepcopy(reference).eval()
     else:
         reference, refused = blind(reference, schemes)
     if not any(s.kind == "whitebox" and s.mark.index not in refused for s in schemes):
@@ -373,4 +373,4 @@ def realign_suspect(
 def _shows(scheme: Scheme, reference: nn.Module) -> bool:
     """Whether a reference declared unmarked carries `scheme`'s mark (found at the default
     alpha; a reference that cannot even be read does not)."""
-    return scheme.verify(ModuleSuspect(copy.deepcopy(reference).eval())).verdict == "found"
+    return scheme.verify(ModuleSuspect(reference)).verdict == "found"
