@@ -344,10 +344,17 @@ def stamp_keys(store: ResultStore, jobs: Sequence[ModelJob], notary: Notary) -> 
 def _verify_data(data: Any, options: dict[str, Any]) -> list[Any]:
     """The task's data and every data set the key's options name (unrelated's `source`): what
     its derivation re-reads, checked by hash."""
+    extra = [v for k, v in options.items() if k.split(".")[-1] == "source" and v]
+    return [data, *(_source_data(str(v)) for v in extra)]
+
+
+@functools.lru_cache(maxsize=4)
+def _source_data(spec: str) -> Any:
+    """A key's source data set, read once per worker process (Fashion-MNIST takes about a
+    second to decode, and every cell of an unrelated key needs it)."""
     from nnmark.data import load_data
 
-    extra = [v for k, v in options.items() if k.split(".")[-1] == "source" and v]
-    return [data, *(load_data(str(v)) for v in extra)]
+    return load_data(spec)
 
 
 def run_cell(root: Path, cell: Cell, tsa_certs: tuple[bytes, ...] = ()) -> dict[str, Any]:
