@@ -36,8 +36,12 @@ lint: setup
 	$(BIN)/mypy nnmark
 	$(BIN)/lint-imports
 
+# Two pytest-xdist workers (the machine's two cores), a file per worker at a time: a module's
+# fixtures are built once; models shared across files are trained once (tests/conftest.py `once`).
+WORKERS ?= 2
+
 test: lint browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
 
 # Everyday work: the tests that train nothing, serve nothing and drive no browser (tiers in
 # tests/conftest.py); `make test` (CI) runs everything.

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import torch
+from filelock import FileLock
 
 from nnmark import OwnerKey, TrainConfig, embed, load_data, new_model, train
 from nnmark.data.base import DataBundle
 
-torch.set_num_threads(2)
+#: Under pytest-xdist (`make test` runs two workers on the two cores) each worker trains on one
+#: intra-op thread: tiny models gain nothing from a second, contended one.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+T = TypeVar("T")
 
 EPOCHS = 20
 #: Every key the tests create carries this creation time (it is committed and enters the KDF,
@@ -28,6 +35,8 @@ LIGHT_FIXTURES = {
     "blackbox_options",
     "scheme_options",
     "fixed_key_time",
+    "once",
+    "worker_id",
     "one_thread",
     "tsa",
     "stamp",
@@ -68,31 +77,66 @@ def fixed_key_time():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def once(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Callable[..., Any]:
+    """once(name, build) -> build(), computed once per test run. Under pytest-xdist the first
+    worker to ask builds it and saves it (torch.save: the suite's own objects) in the run's
+    shared temporary folder; the others wait on a lock and load that copy, so a model is
+    trained once however many workers use it."""
+    if worker_id == "master":
+        return lambda name, build: build()
+    root = tmp_path_factory.getbasetemp().parent / "built-once"
+    root.mkdir(exist_ok=True)
+
+    def get(name: str, build: Callable[[], T]) -> T:
+        path = root / f"{name}.pt"
+        with FileLock(f"{path}.lock"):
+            if path.is_file():
+                return torch.load(path, weights_only=False)  # type: ignore[no-any-return]
+            value = build()
+            torch.save(value, f"{path}.part")
+            os.replace(f"{path}.part", path)
+            return value
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def digits() -> DataBundle:
     return load_data("digits")
 
 
 @pytest.fixture(scope="session")
-def plain_cnn(digits: DataBundle) -> torch.nn.Module:
+def plain_cnn(digits: DataBundle, once: Callable[..., Any]) -> torch.nn.Module:
     """The digits CNN trained without a mark, seed 0."""
-    return train(new_model("cnn", digits, seed=0), digits, TrainConfig(epochs=EPOCHS, seed=0))
-
-
-@pytest.fixture(scope="session")
-def uchida_cnn(digits: DataBundle) -> tuple[torch.nn.Module, OwnerKey]:
-    """The digits CNN trained with a 64-bit random-key Uchida mark, seed 0, same init as plain."""
-    model = new_model("cnn", digits, seed=0)
-    key = OwnerKey.new("test owner", nonce="00" * 16)
-    return embed(
-        model, digits, "uchida", key=key, bits=64, config=TrainConfig(epochs=EPOCHS, seed=0)
+    return once(  # type: ignore[no-any-return]
+        "plain_cnn",
+        lambda: train(new_model("cnn", digits, seed=0), digits, TrainConfig(epochs=EPOCHS, seed=0)),
     )
 
 
 @pytest.fixture(scope="session")
-def unmarked_cnns(digits: DataBundle) -> list[torch.nn.Module]:
+def uchida_cnn(digits: DataBundle, once: Callable[..., Any]) -> tuple[torch.nn.Module, OwnerKey]:
+    """The digits CNN trained with a 64-bit random-key Uchida mark, seed 0, same init as plain."""
+
+    def build() -> tuple[torch.nn.Module, OwnerKey]:
+        model = new_model("cnn", digits, seed=0)
+        key = OwnerKey.new("test owner", nonce="00" * 16)
+        config = TrainConfig(epochs=EPOCHS, seed=0)
+        return embed(model, digits, "uchida", key=key, bits=64, config=config)
+
+    return once("uchida_cnn", build)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def unmarked_cnns(digits: DataBundle, once: Callable[..., Any]) -> list[torch.nn.Module]:
     """Ten digits CNNs trained without any mark, seeds 100..109 (the same recipe)."""
     return [
-        train(new_model("cnn", digits, seed=s), digits, TrainConfig(epochs=EPOCHS, seed=s))
+        once(
+            f"unmarked_cnn_{s}",
+            lambda s=s: train(
+                new_model("cnn", digits, seed=s), digits, TrainConfig(epochs=EPOCHS, seed=s)
+            ),
+        )
         for s in range(100, 110)
     ]
 
@@ -144,21 +188,46 @@ def stamp(tsa):  # type: ignore[no-untyped-def]
     return _stamp
 
 
+class BlackboxMarked(Mapping[str, tuple[torch.nn.Module, OwnerKey]]):
+    """Every classification black-box scheme embedded in the digits CNN, each trained the first
+    time a test asks for it (so two workers can train two schemes at once)."""
+
+    def __init__(self, build: Callable[[str], tuple[torch.nn.Module, OwnerKey]]) -> None:
+        from nnmark.schemes._trigger import black_box_schemes
+
+        self._names = black_box_schemes("classification")
+        self._build = build
+
+    def __getitem__(self, name: str) -> tuple[torch.nn.Module, OwnerKey]:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._build(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 @pytest.fixture(scope="session")
 def blackbox_marked(
-    digits: DataBundle, plain_cnn: torch.nn.Module, blackbox_options: dict[str, dict[str, str]]
-) -> dict[str, tuple[torch.nn.Module, OwnerKey]]:
+    digits: DataBundle,
+    plain_cnn: torch.nn.Module,
+    blackbox_options: dict[str, dict[str, str]],
+    once: Callable[..., Any],
+) -> BlackboxMarked:
     """Every classification black-box scheme in the digits CNN (same init and seed as plain);
     schemes that stitch a trained model (frontier) are fine-tuned into `plain_cnn` instead.
     Keys as issued (frontier's still needs a calibration before it can be tested)."""
     from nnmark import SCHEMES
-    from nnmark.schemes._trigger import black_box_schemes
 
-    out = {}
-    for name in black_box_schemes("classification"):
+    built: dict[str, tuple[torch.nn.Module, OwnerKey]] = {}
+
+    def build(name: str) -> tuple[torch.nn.Module, OwnerKey]:
         key = OwnerKey.new(f"owner {name}", nonce=f"{len(name):032x}")
         stitch = SCHEMES.get(name).needs_trained
-        out[name] = embed(
+        return embed(
             plain_cnn if stitch else new_model("cnn", digits, seed=0),
             digits,
             name,
@@ -166,7 +235,13 @@ def blackbox_marked(
             key=key,
             config=TrainConfig(epochs=EPOCHS, seed=0),
         )
-    return out
+
+    def get(name: str) -> tuple[torch.nn.Module, OwnerKey]:
+        if name not in built:
+            built[name] = once(f"blackbox_{name}", lambda: build(name))
+        return built[name]
+
+    return BlackboxMarked(get)
 
 
 SEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "seg-bbbc039"
@@ -186,11 +261,21 @@ def seg32() -> DataBundle:
 
 
 @pytest.fixture(scope="session")
-def seg_models(seg32: DataBundle) -> tuple[torch.nn.Module, torch.nn.Module, OwnerKey]:
+def seg_models(
+    seg32: DataBundle, once: Callable[..., Any]
+) -> tuple[torch.nn.Module, torch.nn.Module, OwnerKey]:
     """(plain, segtrigger-marked, key): width-8 U-Nets on seg32, same init and seed."""
-    plain = train(new_model("unet", seg32, seed=0, width=8), seg32, SEG_RECIPE)
-    key = OwnerKey.new("seg owner", nonce="5e" * 16)
-    marked, key = embed(
-        new_model("unet", seg32, seed=0, width=8), seg32, "segtrigger", key=key, config=SEG_RECIPE
-    )
-    return plain, marked, key
+
+    def build() -> tuple[torch.nn.Module, torch.nn.Module, OwnerKey]:
+        plain = train(new_model("unet", seg32, seed=0, width=8), seg32, SEG_RECIPE)
+        key = OwnerKey.new("seg owner", nonce="5e" * 16)
+        marked, key = embed(
+            new_model("unet", seg32, seed=0, width=8),
+            seg32,
+            "segtrigger",
+            key=key,
+            config=SEG_RECIPE,
+        )
+        return plain, marked, key
+
+    return once("seg_models", build)  # type: ignore[no-any-return]

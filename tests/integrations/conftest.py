@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,10 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def plain_unet(seg32: DataBundle) -> torch.nn.Module:
+def plain_unet(seg32: DataBundle, once: Callable[..., Any]) -> torch.nn.Module:
     """A width-8 U-Net trained without a mark on seg32 (tests/conftest.py), 10 epochs: marks are
     fine-tuned into it."""
-    net = new_model("unet", seg32, seed=0, width=8)
-    return train(net, seg32, TrainConfig(epochs=10, seed=0, lr=3e-3, batch_size=16))
+    recipe = TrainConfig(epochs=10, seed=0, lr=3e-3, batch_size=16)
+    return once(  # type: ignore[no-any-return]
+        "plain_unet", lambda: train(new_model("unet", seg32, seed=0, width=8), seg32, recipe)
+    )

@@ -4,6 +4,7 @@ such scheme of the registry embedded once (recipes in scheme_recipes.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -24,19 +25,24 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="package")
-def base_cnn(digits: DataBundle) -> nn.Module:
+def base_cnn(digits: DataBundle, once: Callable[..., Any]) -> nn.Module:
     """An unmarked digits CNN (8 epochs, seed 0): the base every mark here is fine-tuned into."""
-    return train(new_model("cnn", digits, seed=0), digits, TrainConfig(epochs=8, seed=0))
+    return once(  # type: ignore[no-any-return]
+        "base_cnn",
+        lambda: train(new_model("cnn", digits, seed=0), digits, TrainConfig(epochs=8, seed=0)),
+    )
 
 
 @pytest.fixture(scope="package")
-def marked(base_cnn: nn.Module, digits: DataBundle) -> Callable[[str], tuple[nn.Module, OwnerKey]]:
+def marked(
+    base_cnn: nn.Module, digits: DataBundle, once: Callable[..., Any]
+) -> Callable[[str], tuple[nn.Module, OwnerKey]]:
     """marked(name): the scheme embedded by its recipe, once per test session."""
     cache: dict[str, tuple[nn.Module, OwnerKey]] = {}
 
     def get(name: str) -> tuple[nn.Module, OwnerKey]:
         if name not in cache:
-            cache[name] = embed_recipe(name, base_cnn, digits)
+            cache[name] = once(f"scheme_{name}", lambda: embed_recipe(name, base_cnn, digits))
         return cache[name]
 
     return get
