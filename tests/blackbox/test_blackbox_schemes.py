@@ -32,14 +32,9 @@ BLACKBOX = black_box_schemes("classification")
 #: claim rule's forgery cost in 30 queries (test_newlabel_without_a_timestamp_needs_more_queries),
 #: unrelated because Fashion-MNIST's 10 classes carry at most 10 key labels (p >= 1e-10).
 TIMESTAMPED = {"frontier", "newlabel", "unrelated"}
-#: The query budget each scheme's claim is held to: 30 (issue 6), but unrelated on digits
-#: (Fashion-MNIST items at 8 x 8, 0.6 to 0.7 of them learned) needs its whole set of 50: found
-#: in 40 queries (p 7.9e-7). Measured, and reported in the issue note, not hidden.
-QUERIES = {"unrelated": 50}
-#: The accuracy a mark may cost on digits: one point, but unrelated costs 1.5 to 3.4 on 8 x 8
-#: digits (its Fashion-MNIST items, resized, look like digits and carry other labels; measured
-#: at seeds 0 and 1 with 8 and 16 items per batch: 97.5 / 97.2 / 96.9 / 95.5 % against 98.9 %
-#: plain). Stated in the scheme's docstring; a fidelity figure belongs to the benchmarks.
+#: The accuracy a mark may cost on digits: one point, but unrelated costs 1.1 (median) to 3.1
+#: points on 8 x 8 digits over 20 keys (its Fashion-MNIST items, resized, look like digits and
+#: carry other labels; benchmarks/unrelated_keys.py). Stated in the scheme's docstring.
 FIDELITY = {"unrelated": 0.035}
 
 
@@ -89,7 +84,7 @@ def test_found_on_marked_and_not_on_unmarked(
         f"{v.forgery_cost:.3g} CPU-years, timestamped {timestamped}; null: {v.null}"
     )
     assert v.verdict == "found" and v.p_value < 1e-6 and v.queries is not None
-    assert v.queries <= QUERIES.get(name, 30)  # the required figure: within 30 queries
+    assert v.queries <= 30  # the required figure: within 30 queries
     assert v.forgery_cost is not None and v.claim_rule and v.claim_rule.startswith("claimed")
     if timestamped:
         assert "timestamped" in v.claim_rule and "committed no later than" in (v.priority or "")

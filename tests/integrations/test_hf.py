@@ -45,8 +45,8 @@ DEFAULT_EPOCHS = TrainConfig().epochs
 #: p-value of a 1000 CPU-year key search, ~1.6e-12): frontier's evidence was chosen by the key's
 #: holder (requires_timestamp); newlabel's test gives about one bit per query; 32 Uchida bits
 #: can reach p 2^-32 = 2.3e-10 at best; unrelated's 50 out-of-distribution triggers each carry
-#: a key label the ViT learns one by one: after 20 epochs p 3.6e-10, 4.4e-15 and 5.3e-14 over 3
-#: keys (this key's the first; it was claimed without a timestamp from 30 epochs on).
+#: one of 10 per-class key labels, so p >= 1e-10 (found over 4 keys within 20 queries: p 1.9e-7,
+#: 4.6e-8, 4.6e-8, 5e-10, since three quarters of its training items are the queried triggers).
 STAMPED = {"frontier", "newlabel", "uchida", "unrelated"}
 #: Bits an activation-sign mark may have wrong: its hinge stops pulling a unit once its signed
 #: activation clears the margin (0.1), and one Adam step at lr 1e-2 moves it further than that,
@@ -60,12 +60,8 @@ BIT_SLACK = {"actsign": 1}
 #: decoys (nnmark.schemes.newlabel) ends near alpha even with a timestamp: p 8.5e-7 to 2.1e-5 at
 #: 60 queries after 20 epochs. Not strict: it passes at times.
 #: test_newlabel_head_grows_and_learns_the_key_samples checks what the trainer does for it.
-#: unrelated's labels per Fashion-MNIST class (10 groups, 8 x 8 items that look alike) are
-#: learned by the ViT only in part: p 3.2e-5 after 40 queries with a timestamp (its hooks are
-#: the same as content's and adi's, which are claimed here).
 NOT_CLAIMED = {
     "newlabel": "the tiny ViT answers newlabel's decoys with the new label too (0.25 to 0.84)",
-    "unrelated": "the tiny ViT learns unrelated's 10 per-class labels only in part (p 3.2e-5)",
 }
 SUPPORTED = sorted(n for n, how in supported_schemes().items() if how.startswith("supported"))
 CASES = [
