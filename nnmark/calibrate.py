@@ -2,18 +2,16 @@
 
 The chance rate of a trigger-set test is not simply 1/C (triggers are not uniform inputs: an
 unmarked model may well answer a noisy "7" with the key's class, and a model of the task answers
-most frontier-stitching triggers with their labels). `calibrate` takes unmarked models (trained
+most adversarial examples with their source labels). `calibrate` takes unmarked models (trained
 with the suspect's recipe: models trained for fewer epochs can answer differently), measures
 their rate on each black-box mark's triggers, and stores it beside the key's committed part
 (`key.derived["calibration"][mark index]`, hashed separately): the pooled rate's upper 95 %
 Clopper-Pearson bound `ucb` and the bound on the highest single model's rate `model_ucb`
-(the suspect is one model, and models differ); verification then uses
-p0 = max(1/C, ucb, model_ucb) and says which (nnmark.schemes.frontier): a calibration can only
-raise the null rate. Trigger sets whose labels the key draws need none (their test is exact);
-their rates are recorded all the same. For every mark it also records the unmarked models'
-p-values (for the calibration histogram). A scheme whose null
-must also cover models marked with *other* keys (frontier: stitching makes a model robust to
-adversarial examples in general) adds such reference models when `data` is given.
+(the suspect is one model, and models differ), and for every mark the unmarked models'
+p-values (for the calibration histogram). No verdict depends on it: every trigger set's key
+draws its labels (frontier: a coin per adversary), so its test is exact without one. It is a
+measurement of how unmarked models of the owner's recipe meet the key, and a check that the
+p-values the key gives them are spread as a null's should be.
 """
 
 from __future__ import annotations
@@ -84,27 +82,19 @@ def calibrate(
     alpha: float = DEFAULT_ALPHA,
     *,
     data: DataBundle | None = None,
-    epochs: int = 20,
     key_data: Sequence[DataBundle] = (),
 ) -> OwnerKey:
     """The key with a calibration entry per mark, measured on `models` (none of them marked).
 
-    With `data`, a scheme may add reference models its null must cover
-    (`TriggerScheme.references`: frontier stitches fresh keys into a few of `models`, trained
-    `epochs`); they are measured with the plain ones and counted in the entry's `references`.
-    The p-values recorded are those of the key as issued (without this calibration).
-    `key_data`: further data sets the key's marks re-derive inputs from (unrelated's source).
+    The p-values recorded are those of the key as issued. `data` and `key_data`: the data sets
+    the key's marks re-derive inputs from (the task's, unrelated's source).
     """
     entries: dict[str, Any] = {}
     for mark in key.marks:
         scheme = scheme_for(mark, [*([data] if data is not None else []), *key_data])
-        refs: list[nn.Module] = []
-        if data is not None and isinstance(scheme, TriggerScheme):
-            refs = scheme.references(models, data, epochs)
-        judged = [*models, *refs]
-        entry: dict[str, Any] = {"models": len(judged), "references": len(refs)}
+        entry: dict[str, Any] = {"models": len(models)}
         if isinstance(scheme, TriggerScheme):
-            entry.update(trigger_rates(scheme, judged))
-        entry["p_values"] = [scheme.verify(m, alpha).p_value for m in judged]
+            entry.update(trigger_rates(scheme, models))
+        entry["p_values"] = [scheme.verify(m, alpha).p_value for m in models]
         entries[str(mark.index)] = entry
     return key.with_derived("calibration", entries)

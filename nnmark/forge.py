@@ -10,7 +10,7 @@ JSON (recomputing its commitment) and has a large but finite compute budget. Str
 - `tampered`: edit every config and data field of an honest key to extremes and garbage (zero,
   negative, NaN-like, huge, wrong types, unknown fields), recomputing the commitment;
 - `fabricated_triggers`: store ordinary images with the model's own answers as the key's
-  triggers (and, for frontier, a calibration that makes any answer look rare);
+  triggers (frontier's fitted to its coins, a calibration that makes any answer look rare);
 - `identity_edit`: take someone else's key for a model they marked, change owner and date,
   recompute the commitment (and keep their signature, which then fails);
 - `nonce_search`: try nonces until a time budget is spent, keep the best p-value, and report
@@ -203,20 +203,20 @@ def fabricated_triggers(scheme: str, target: Target) -> Iterator[Forgery]:
     from nnmark.schemes._trigger import encode_images
 
     x, _ = target.data.tensors("test")
-    x = x[:50]
-    with torch.no_grad():
-        answers = target.model.eval()(x).argmax(1).tolist()
     base = honest_key(scheme, target.model, target.data)
     n = int(base.marks[0].config.get("n", 50))
-    x, answers = x[: min(n, 50)], answers[: min(n, 50)]
+    if "answers" in base.marks[0].stored:  # frontier: fit its per-adversary coins
+        yield from _fabricated_frontier(scheme, base, x, n, target)
+        return
+    x = x[: min(n, 50)]
+    with torch.no_grad():
+        answers = target.model.eval()(x).argmax(1).tolist()
     stored = {"triggers": encode_images(x), "labels": answers, "adversarial": [1] * len(answers)}
 
     def fabricate(c: dict[str, Any]) -> None:
         m = c["marks"][0]
         m["stored"] = stored
         m["config"]["n"] = len(answers)
-        if "null_rate" in m["config"]:
-            m["config"]["null_rate"] = 0.1
 
     def with_calibration() -> OwnerKey:
         key = _edited(base, fabricate)
@@ -224,6 +224,36 @@ def fabricated_triggers(scheme: str, target: Target) -> Iterator[Forgery]:
 
     yield _judge("fabricated_triggers", scheme, lambda: _edited(base, fabricate), target)
     yield _judge("fabricated_triggers", scheme, with_calibration, target, variant="+calibration")
+
+
+def _fabricated_frontier(
+    scheme: str, base: OwnerKey, x: torch.Tensor, n: int, target: Target
+) -> Iterator[Forgery]:
+    """The strongest fabrication of a frontier key: its coins are derived from committed fields
+    the forger wrote, so each stored (label, answer) pair is chosen to put the model's own answer
+    on the side its coin picks; every query matches. Only the timestamp rule stands in the way."""
+    from nnmark.schemes._trigger import encode_images
+
+    if len(x) < n:
+        yield Forgery("fabricated_triggers", scheme, "not_applicable", "too few test images")
+        return
+    x = x[:n]
+    classes = int(base.marks[0].data["classes"])
+    with torch.no_grad():
+        answers = target.model.eval()(x).argmax(1)
+    keep = torch.randint(0, 2, (n,), generator=base.marks[0].generator("coins")).bool()
+    other = (answers + 1) % classes
+    stored = {
+        "triggers": encode_images(x),
+        "labels": torch.where(keep, other, answers).tolist(),
+        "answers": torch.where(keep, answers, other).tolist(),
+        "adversarial": [1] * n,
+    }
+
+    def fabricate(c: dict[str, Any]) -> None:
+        c["marks"][0]["stored"] = stored
+
+    yield _judge("fabricated_triggers", scheme, lambda: _edited(base, fabricate), target)
 
 
 def identity_edit(scheme: str, target: Target) -> Iterator[Forgery]:

@@ -8,9 +8,8 @@ it could meet, not only for the one key a test drew (issue 13). Protocol:
   Adam at lr 1e-3 for 10 epochs, SGD with momentum at lr 0.05 for 20), trained once and cached;
 * keys: `keys` per scheme, planned with nnmark's own classes and never embedded (white-box keys
   per architecture, since they name a host layer; trigger-set keys once). Frontier's keys are
-  crafted on a trained model of the owner's recipe and calibrated on `calibration` further
-  unmarked models (its verdict needs that calibration and a timestamp; the timestamp waives
-  the cost rule, so its claims are counted at p < alpha);
+  crafted on a trained CNN of the owner's recipe (its claims need a timestamp, which waives the
+  cost rule, so they are counted at p < alpha);
 * every key is verified on every unmarked model it can meet; for the schemes that realign to
   the marked model (`Scheme.realigns_to_marked`: stdm) also realigned to the key's own marked
   model (`--reference`, same architecture; each such key is embedded once with the scheme's
@@ -62,7 +61,6 @@ class FalseClaimSpec:
     keys: int = 10  # per scheme (and per architecture for white-box keys)
     reference_keys: int = 5  # keys per realignable scheme and architecture with --reference
     reference_archs: tuple[str, ...] = ("cnn", "mlp")
-    calibration: int = 4  # frontier's calibration models (the owner's recipe, own seeds)
     schemes: tuple[str, ...] | None = None  # None: every registered scheme
     seg_data: str | None = None  # e.g. seg:DIR (32 x 32 tiles of it are used)
     seg_models: int = 6
@@ -227,7 +225,6 @@ def run_false_claims(
 ) -> Report:
     """The whole check into `root` (models cached under root/models); returns the outcomes."""
     from nnmark.api import bound_scheme
-    from nnmark.calibrate import calibrate
     from nnmark.data import load_data
     from nnmark.defenses.realign import realign_suspect
     from nnmark.schemes import SCHEMES
@@ -258,12 +255,6 @@ def run_false_claims(
                     report.notes.append(f"{scheme} on {arch}: cannot plan ({exc})")
                     break
                 meets = [m for a in spec.archs if not per_arch or a == arch for m in models[a]]
-                if needs_trained:  # frontier: calibrated on models of the owner's recipe
-                    cal = [
-                        _cache(root, f"calibration_{arch}_{c}", _calibration_model(arch, c, data))
-                        for c in range(spec.calibration)
-                    ]
-                    key = calibrate(key, cal)
                 for name, model in meets:
                     if needs_trained and model is owner_model:
                         continue  # the key was crafted on it
@@ -301,21 +292,6 @@ def run_false_claims(
         report.outcomes += _segmentation(spec, root)
     report.seconds = round(time.time() - start, 1)
     return report
-
-
-def _calibration_model(arch: str, seed: int, data: Any) -> Callable[[], tuple[nn.Module, Any]]:
-    """A calibration model of the owner's recipe (the first recipe), its own seed."""
-
-    def make() -> tuple[nn.Module, Any]:
-        from nnmark.api import model_info, new_model, train
-        from nnmark.train import TrainConfig
-
-        opts = {k: v for k, v in RECIPES[0].items() if k != "name"}
-        net = new_model(arch, data, seed=5000 + seed)
-        model = train(net, data, TrainConfig(seed=5000 + seed, **opts))
-        return model, model_info(model, data)
-
-    return make
 
 
 def _reference(

@@ -255,12 +255,8 @@ PRESETS: dict[str, BenchSpec] = {
         tasks=(Task(data="digits", arch="cnn", epochs=20),),
         calibration_models=8,  # same recipe as the marked models, seeds 1000..1007
         # unrelated's trigger images come from another data set (resized to the task's).
-        # frontier: its key is calibrated on unmarked models only (references 0): with stitched
-        # references in the null, digits frontier keys are claimed on no model, ours included
-        # (benchmarks/results/frontier_specificity.md), and there would be nothing to attack.
         scheme_options={
             "unrelated": {"source": f"fashion-mnist:{SHARED_DATA / 'fashion-mnist'}"},
-            "frontier": {"references": 0},
         },
         attack_options={"neuralcleanse": {"steps": 50}, "launder": {"steps": 40}},
     ),

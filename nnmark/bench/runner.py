@@ -226,7 +226,6 @@ def _train(root: Path, job: ModelJob) -> str:
         key = OwnerKey.new("nnmark bench", nonce=content_id(ident) * 2, created=BENCH_CREATED)
         options = job.options or None
         model, key = embed(init, data, job.scheme, options=options, key=key, config=cfg)
-        key = calibrate_if_needed(key, job, data, cfg)
         key.save(key_path)
     save_model(model, model_info(model, data), model_path)
     return ident + "*"
@@ -235,30 +234,6 @@ def _train(root: Path, job: ModelJob) -> str:
 #: The creation time of every bench key: a key's secrets depend on it, so a fixed time (with
 #: the nonce from the job's content id) makes a rerun of the grid mark the same models.
 BENCH_CREATED = "2026-01-01T00:00:00+00:00"
-
-#: Unmarked models a key is calibrated on when its scheme has no usable null without one
-#: (frontier: unmarked models answer many stitched adversaries right), as `nnmark calibrate`
-#: would; seeds apart from the grid's, so the calibration cells judge models it never saw.
-KEY_CALIBRATION_MODELS = 4
-KEY_CALIBRATION_SEED = 7000
-
-
-def calibrate_if_needed(key: Any, job: ModelJob, data: Any, cfg: Any) -> Any:
-    """`key` calibrated (nnmark.calibrate.calibrate, with the data: a scheme may add stitched
-    references) on KEY_CALIBRATION_MODELS unmarked models of the job's recipe, when one of its
-    marks cannot be verified without; otherwise `key` unchanged."""
-    from nnmark.calibrate import calibrate, unmarked_models
-    from nnmark.schemes import scheme_for
-    from nnmark.schemes._trigger import TriggerScheme
-
-    schemes = [scheme_for(m) for m in key.marks]
-    if not any(isinstance(s, TriggerScheme) and s.unusable() for s in schemes):
-        return key
-    first = KEY_CALIBRATION_SEED + job.seed * KEY_CALIBRATION_MODELS
-    models = unmarked_models(
-        data, KEY_CALIBRATION_MODELS, arch=job.task.arch, first_seed=first, recipe=cfg
-    )
-    return calibrate(key, models, data=data, epochs=cfg.epochs)
 
 
 def unsupported(task: Task, scheme: str, options: dict[str, Any], data: Any = None) -> str | None:

@@ -38,9 +38,9 @@ def calibrate_cmd(
 ) -> None:
     """Train N unmarked models, measure their answers on the key's triggers, store the rate.
 
-    Train them as the suspect was trained (architecture, epochs): models trained less can answer
-    differently (on digits, 5-epoch CNNs answer fewer frontier triggers right than 20-epoch ones,
-    so they would understate the null).
+    Train them as the suspect was trained (architecture, epochs): models trained less answer
+    differently. No verdict depends on the result (every trigger set's test is exact); it shows
+    how unmarked models meet the key and the p-values it gives them.
     """
     from rich.progress import Progress
 
@@ -63,8 +63,8 @@ def calibrate_cmd(
             epochs=epochs,
             progress=lambda i, n: bar.update(task, completed=i),
         )
-    with err.status("measuring the marks (frontier: stitching reference models first)"):
-        key = calibrate(key, nets, data=bundle, epochs=epochs, key_data=extra)
+    with err.status("measuring the marks"):
+        key = calibrate(key, nets, data=bundle, key_data=extra)
     key.save(target)
     for idx, entry in key.derived["calibration"].items():
         mark = key.marks[int(idx)]
@@ -75,8 +75,5 @@ def calibrate_cmd(
             else ""
         )
         low = min(entry["p_values"])
-        refs = (
-            f" (incl. {entry['references']} stitched references)" if entry.get("references") else ""
-        )
-        out.print(f"mark {idx} ({mark.scheme}): smallest unmarked p-value {low:.3g}{rate}{refs}")
+        out.print(f"mark {idx} ({mark.scheme}): smallest unmarked p-value {low:.3g}{rate}")
     out.print(f"saved {target}")

@@ -261,37 +261,12 @@ class TriggerScheme(Scheme):
             yield torch.cat([xb, x[idx].to(xb.device)]), torch.cat([yb, y[idx].to(yb.device)])
 
     # ---- verification -----------------------------------------------------------------------
-    def unusable(self) -> str | None:
-        """Why this key cannot be tested at all as it stands (None: it can)."""
-        return None
-
-    def references(
-        self, plain: Sequence[nn.Module], data: DataBundle, epochs: int
-    ) -> list[nn.Module]:
-        """Models a calibration must cover beyond plain ones (frontier adds stitched ones)."""
-        return []
-
     def null_sentence(self, looks: int) -> str:
         return (
             f"the key drew each trigger group's label uniformly from the {self.classes} classes, "
             "independently of the inputs, so a model that never saw the key matches them as it "
             "would random labels whatever it answers (exact conditional test over the key's "
             f"labels given the answers); Bonferroni over {looks} looks"
-        )
-
-    def refused(self, reason: str, alpha: float, queries: int = 0) -> Verdict:
-        return Verdict(
-            self.name,
-            "not_found",
-            "trigger_accuracy",
-            0.0,
-            1.0,
-            alpha,
-            queries,
-            reason,
-            queries=queries,
-            reason=reason,
-            details={"triggers": self.config.n},
         )
 
     def ask(self, s: Suspect, xb: torch.Tensor) -> torch.Tensor:
@@ -307,9 +282,6 @@ class TriggerScheme(Scheme):
 
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
         s = as_suspect(suspect)
-        refused = self.unusable()
-        if refused is not None:
-            return self.refused(refused, alpha)
         x, y, groups = self._derive()
         n = len(x)
         plan = LookPlan.make(n, self.config.group, s.max_queries)

@@ -189,12 +189,11 @@ def test_a_scheme_that_cannot_mark_the_task_is_skipped_not_failed(tmp_path: Path
     assert "5 cells: 0 run, 5 skipped (done before)" in r.stdout  # skip rows are resumable
 
 
-def test_a_key_that_needs_a_calibration_is_calibrated_before_its_cells(tmp_path: Path) -> None:
-    """frontier has no usable null until calibrated: the grid calibrates its key on unmarked
-    models of the same recipe (KEY_CALIBRATION_MODELS, other seeds) before any cell, so the
-    unattacked cell is a real test (queries spent, the calibrated null named), not a refusal."""
+def test_a_frontier_key_is_tested_without_a_calibration(tmp_path: Path) -> None:
+    """frontier's key labels are key coins, so its test is exact as issued: the grid stamps its
+    key (a claim needs a timestamp) and calibrates nothing; the unattacked cell is a real test
+    (queries spent, the coins' null named), not a refusal."""
     from nnmark import OwnerKey
-    from nnmark.bench.runner import KEY_CALIBRATION_MODELS
 
     config = tmp_path / "frontier.yaml"
     grid = {
@@ -205,7 +204,7 @@ def test_a_key_that_needs_a_calibration_is_calibrated_before_its_cells(tmp_path:
         "chains": [],
         "composites": [],
         "calibration_models": 0,
-        "scheme_options": {"frontier": {"n": 40, "references": 0}},
+        "scheme_options": {"frontier": {"n": 40}},
     }
     config.write_text(yaml.safe_dump(grid))
     out = tmp_path / "res"
@@ -214,8 +213,7 @@ def test_a_key_that_needs_a_calibration_is_calibrated_before_its_cells(tmp_path:
     assert r.exit_code == 0, r.output
     (key_file,) = (out / "models").glob("frontier-*.nnkey")
     assert OwnerKey.load(key_file).timestamp is not None
-    entry = OwnerKey.load(key_file).derived["calibration"]["0"]
-    assert entry["models"] == KEY_CALIBRATION_MODELS and entry["references"] == 0
+    assert "calibration" not in OwnerKey.load(key_file).derived
     (row,) = [x for x in read_rows(out) if x["scheme"] == "frontier" and x["attack"] == "none"]
     print(
         f"bench frontier unattacked: {row['verdict']}, p {row['p_value']:.1e}, {row['queries']} q"

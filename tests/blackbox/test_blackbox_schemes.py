@@ -42,15 +42,8 @@ def acc(model: torch.nn.Module, data: DataBundle) -> float:
     return evaluate(model, data.loader("test", 512), data.task)["accuracy"]
 
 
-def usable_key(key: OwnerKey, name: str, unmarked: list[torch.nn.Module]) -> OwnerKey:
-    """The key as verification will use it: frontier's calibrated on `unmarked` (its null has
-    no 1/C floor worth the name), the others as issued (their test is exact: a calibration is
-    recorded but changes nothing)."""
-    return calibrate(key, unmarked) if needs_trained(name) else key
-
-
 def needs_trained(name: str) -> bool:
-    """True for schemes made from a trained model (frontier): stored, calibrated triggers."""
+    """True for schemes made from a trained model (frontier): stored triggers."""
     return SCHEMES.get(name).needs_trained
 
 
@@ -77,8 +70,8 @@ def test_found_on_marked_and_not_on_unmarked(
     model, key = blackbox_marked[name]
     certs = [tsa.ca_cert_pem]
     timestamped = name in TIMESTAMPED
-    owner = stamp(key) if timestamped else key  # the calibration is derived: stamp first
-    v = verify(model, usable_key(owner, name, unmarked_cnns), data=key_data, tsa_certs=certs)
+    owner = stamp(key) if timestamped else key
+    v = verify(model, owner, data=key_data, tsa_certs=certs)
     print(
         f"{name}: {v.verdict} in {v.queries} queries, p {v.p_value:.2e}, forgery cost "
         f"{v.forgery_cost:.3g} CPU-years, timestamped {timestamped}; null: {v.null}"
@@ -90,17 +83,14 @@ def test_found_on_marked_and_not_on_unmarked(
         assert "timestamped" in v.claim_rule and "committed no later than" in (v.priority or "")
     else:  # the claim stands on the forgery cost alone
         assert v.forgery_cost >= CLAIM_CPU_YEARS and "no verified timestamp" in v.claim_rule
-    # Unmarked models. Frontier's null is calibrated: each unmarked model is tested under a
-    # calibration on the nine others (leave one out), so none is judged by its own rate.
     for i, other in enumerate(unmarked_cnns):
-        rest = unmarked_cnns[:i] + unmarked_cnns[i + 1 :]
-        u = verify(other, usable_key(owner, name, rest), data=key_data, tsa_certs=certs)
+        u = verify(other, owner, data=key_data, tsa_certs=certs)
         assert u.verdict == "not_found" and u.p_value >= 1e-6, (i, u)
-    p = verify(plain_cnn, usable_key(owner, name, unmarked_cnns), data=key_data, tsa_certs=certs)
+    p = verify(plain_cnn, owner, data=key_data, tsa_certs=certs)
     assert p.verdict == "not_found" and p.p_value >= 1e-6
     # Wrong key: the same scheme planned by another owner (another nonce -> other triggers and
     # labels), stamped like ours; frontier's is in
-    # test_frontier_null_over_stitched_references_rejects_another_owners_key.
+    # test_another_owners_frontier_key_is_not_claimed_on_a_stitched_model.
     cls = SCHEMES.get(name)
     if not needs_trained(name):
         other_key = OwnerKey.new("someone else", nonce="ee" * 16)
@@ -143,80 +133,71 @@ def test_newlabel_without_a_timestamp_needs_more_queries(blackbox_marked, stamp,
     assert unchecked.verdict == "not_found" and "not checked" in (unchecked.priority or "")
 
 
-def test_frontier_refuses_to_test_without_a_null(
-    blackbox_marked, unmarked_cnns, stamp, tsa
+def test_frontier_coins_make_its_null_exact(
+    blackbox_marked, unmarked_cnns, plain_cnn, stamp, tsa
 ) -> None:  # type: ignore[no-untyped-def]
+    """Each true adversary's key label is a key coin between its source class and the owner's
+    model's answer: about half of each, false adversaries keep their source label; the marked
+    model is claimed (timestamped) within 30 queries with no calibration; the model it was
+    stitched from, which answers every true adversary with the owner's answer, and unmarked
+    models meet the labels about half the time and are not claimed."""
     model, key = blackbox_marked["frontier"]
-    v = verify(model, key)
-    assert v.verdict == "not_found" and v.queries == 0 and "not calibrated" in (v.reason or "")
     scheme = Frontier(key.marks[0])
+    source = torch.tensor(key.marks[0].stored["labels"])
+    answers = torch.tensor(key.marks[0].stored["answers"])
+    adv = scheme.adversarial
+    kept = int((scheme.y[adv] == answers[adv]).sum())
+    assert 0.3 < kept / int(adv.sum()) < 0.7  # fair coins over 100 adversaries
+    assert bool((scheme.y[adv] != answers[adv]).eq(scheme.y[adv] == source[adv]).all())
+    assert bool((scheme.y[~adv] == source[~adv]).all())
     shares = scheme.key_accuracy(model)
-    unmarked = [Frontier(key.marks[0]).key_accuracy(m) for m in unmarked_cnns]
-    print(
-        f"frontier key accuracy marked {shares}, unmarked true-adversary rates "
-        f"{[round(u['true'], 2) for u in unmarked]}"
-    )
-    # the reason 1/C is no null: unmarked models answer the false adversaries nearly all right
-    assert min(u["false"] for u in unmarked) > 0.8
-    assert shares["true"] > max(u["true"] for u in unmarked)
-    calibrated = calibrate(key, unmarked_cnns)
-    cal = calibrated.derived["calibration"]["0"]
-    assert cal["model_ucb"] >= max(cal["rates"]) and cal["model_ucb"] >= cal["ucb"] - 0.05
-    v = verify(model, stamp(calibrated), tsa_certs=[tsa.ca_cert_pem])
-    assert v.details["p0"] == pytest.approx(max(cal["ucb"], cal["model_ucb"]))
-    assert "highest rate" in v.null or "rate of unmarked" in v.null
-    assert v.verdict == "found" and v.queries and v.queries <= 30
-    # calibrated but not timestamped: the same evidence, no claim, and the reason says why
-    bare = verify(model, calibrated)
-    print(f"frontier calibrated, no timestamp: p {bare.p_value:.1e}; {bare.reason}")
+    stamped = stamp(key)
+    v = verify(model, stamped, tsa_certs=[tsa.ca_cert_pem])
+    print(f"frontier key accuracy {shares}: {v.verdict}, p {v.p_value:.1e}, {v.queries} queries")
+    assert v.verdict == "found" and v.queries == 30 and v.details["p0"] == 0.5
+    assert "fair coin" in v.null and "calibrat" not in v.null
+    rates = [Frontier(key.marks[0]).key_accuracy(m)["true"] for m in [plain_cnn, *unmarked_cnns]]
+    print(f"frontier true-adversary matches of unmarked models: {[round(r, 2) for r in rates]}")
+    assert all(0.25 < r < 0.75 for r in rates)
+    for m in [plain_cnn, *unmarked_cnns]:
+        assert verify(m, stamped, tsa_certs=[tsa.ca_cert_pem]).verdict == "not_found"
+    # the same evidence without a timestamp: no claim, and the reason says why
+    bare = verify(model, key)
     assert bare.verdict == "not_found" and bare.p_value < 1e-6
     assert "timestamp" in (bare.reason or "") and "no verified timestamp" in (bare.claim_rule or "")
 
 
-def test_frontier_null_over_stitched_references_rejects_another_owners_key(
+def test_another_owners_frontier_key_is_not_claimed_on_a_stitched_model(
     blackbox_marked, unmarked_cnns, digits: DataBundle, stamp, tsa
 ) -> None:  # type: ignore[no-untyped-def]
-    """Stitching makes a model robust to FGSM adversaries in general: calibrated on unmarked
-    models alone, another owner's frontier key (crafted on their own model) is claimed on our
-    stitched model. `calibrate(..., data=)` adds models stitched with fresh keys to the null
-    (TriggerScheme.references), and the false claim goes away. Their key is timestamped, so the
-    verdict rests on the null alone, not on the missing timestamp."""
+    """Stitching makes a model robust to FGSM adversaries in general, so under the paper's
+    labels (every adversary stitched back) another owner's key was claimed on our stitched
+    model. Under key coins it cannot be: our model's answers do not know their coins. Their key
+    is timestamped, so the verdict rests on the null alone."""
     from nnmark.schemes.frontier import FrontierConfig
 
     model, _ = blackbox_marked["frontier"]
-    certs = [tsa.ca_cert_pem]
     other_key = OwnerKey.new("someone else", nonce="ee" * 16)
     mark = Frontier.plan(copy.deepcopy(unmarked_cnns[0]), other_key, FrontierConfig(), data=digits)
     theirs = stamp(other_key.with_mark(mark))
-    loose = verify(model, calibrate(theirs, unmarked_cnns[1:]), tsa_certs=certs)
-    strict_key = calibrate(theirs, unmarked_cnns[1:], data=digits, epochs=20)
-    strict = verify(model, strict_key, tsa_certs=certs)
-    cal = strict_key.derived["calibration"]["0"]
-    print(
-        f"another owner's key on our stitched model: unmarked null {loose.verdict} "
-        f"(p {loose.p_value:.1e}, p0 {loose.details['p0']:.2f}); with {cal['references']} "
-        f"stitched references {strict.verdict} (p {strict.p_value:.1e}, p0 "
-        f"{strict.details['p0']:.2f}); reference rates {cal['rates'][-cal['references'] :]}"
-    )
-    assert cal["references"] == FrontierConfig().references
-    assert "stitched with other keys" in strict.null
-    assert "not covered" in loose.null
-    assert strict.details["p0"] > loose.details["p0"] and strict.p_value >= loose.p_value
-    assert strict.verdict == "not_found" and strict.p_value >= 1e-6
-    assert "timestamp" not in (strict.reason or "") and "timestamped" in (strict.claim_rule or "")
+    v = verify(model, theirs, tsa_certs=[tsa.ca_cert_pem])
+    print(f"another owner's frontier key on our stitched model: {v.verdict}, p {v.p_value:.1e}")
+    assert v.verdict == "not_found" and v.p_value >= 1e-6
+    assert "timestamp" not in (v.reason or "") and "timestamped" in (v.claim_rule or "")
 
 
-def test_frontier_assumed_null_is_stated(digits: DataBundle, plain_cnn) -> None:  # type: ignore[no-untyped-def]
-    from nnmark.schemes.frontier import FrontierConfig
+def test_a_frontier_key_of_the_previous_format_is_refused_with_the_reason(
+    blackbox_marked,
+) -> None:  # type: ignore[no-untyped-def]
+    """Keys made when every adversary was stitched back hold no `answers`: refused, naming it."""
+    from nnmark.keys import sha256_hex
 
-    key = OwnerKey.new("o", nonce="f1" * 16)
-    mark = Frontier.plan(
-        copy.deepcopy(plain_cnn), key, FrontierConfig(n=20, null_rate=0.5), data=digits
-    )
-    v = verify(plain_cnn, key.with_mark(mark))
-    assert v.details["p0"] == 0.5 and "assumed, not calibrated" in v.null
-    # the plain model misclassifies every true adversary by construction
-    assert v.statistic == 0.0 and v.verdict == "not_found"
+    model, key = blackbox_marked["frontier"]
+    doc = key.to_json()
+    del doc["committed"]["marks"][0]["stored"]["answers"]
+    doc["commitment"] = sha256_hex(doc["committed"])  # as an old nnmark would have written it
+    with pytest.raises(NNMarkError, match="stored.*answers.*embed again"):
+        verify(model, OwnerKey.from_json(doc))
 
 
 def test_frontier_warms_up_an_untrained_model(digits: DataBundle) -> None:
@@ -329,12 +310,11 @@ def test_sequential_test_keeps_its_false_positive_rate() -> None:
     assert claims / trials <= alpha
 
 
-def test_calibration_is_stored_and_only_frontier_uses_it(
+def test_calibration_is_stored_and_no_verdict_uses_it(
     blackbox_marked, unmarked_cnns, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     """A calibration is still measured and stored beside the commitment (under its own hash);
-    a randomized-label scheme's exact test ignores it (its null names the key's labels), and
-    frontier's verdict takes its p0 from it."""
+    the exact tests ignore it (their nulls name the key's labels)."""
     model, key = blackbox_marked["noise"]
     cal = calibrate(key, unmarked_cnns)
     entry = cal.derived["calibration"]["0"]
@@ -366,19 +346,6 @@ def test_calibration_is_stored_and_only_frontier_uses_it(
         assert (v.verdict, v.p_value, v.queries) == (plain.verdict, plain.p_value, plain.queries)
         assert "p0" not in v.details and "calibrated" not in v.null
         assert "label uniformly from the 10 classes" in v.null
-    # frontier's p0 is the calibrated bound, and its sentence says which bound
-    fmodel, fkey = blackbox_marked["frontier"]
-    forced = fkey.with_derived(
-        "calibration", {"0": {"models": 10, "references": 0, "ucb": 0.3, "model_ucb": 0.2}}
-    )
-    v = verify(fmodel, forced)
-    assert v.details["p0"] == 0.3 and "calibrated" in v.null and "rate of unmarked" in v.null
-    # the bound on the highest single model's rate wins when it is the larger
-    forced = fkey.with_derived(
-        "calibration", {"0": {"models": 10, "references": 0, "ucb": 0.2, "model_ucb": 0.35}}
-    )
-    v = verify(fmodel, forced)
-    assert v.details["p0"] == 0.35 and "highest rate" in v.null
 
 
 def test_calibrate_cli(blackbox_marked, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -401,27 +368,6 @@ def test_calibrate_cli(blackbox_marked, tmp_path: Path) -> None:  # type: ignore
     assert "label uniformly" in v.null
     r = CliRunner().invoke(app, ["calibrate", str(path), "--models", "0"])
     assert r.exit_code == 2 and "--models must be >= 1" in r.stderr
-
-
-def test_calibrate_cli_makes_a_frontier_key_testable(
-    blackbox_marked, tmp_path: Path, stamp, tsa
-) -> None:  # type: ignore[no-untyped-def]
-    model, key = blackbox_marked["frontier"]
-    path = tmp_path / "frontier.nnkey"
-    key.save(path)
-    r = CliRunner().invoke(
-        app, ["calibrate", str(path), "--data", "digits", "--models", "1", "--epochs", "1"]
-    )
-    assert r.exit_code == 0, r.stderr
-    assert "unmarked rate upper bound" in r.stdout
-    v = verify(model, OwnerKey.load(path))
-    assert v.queries and v.queries > 0 and "calibrated" in v.null
-    if v.p_value < 1e-6:  # the evidence would do; the missing timestamp is what refuses it
-        assert v.verdict == "not_found" and "timestamp" in (v.reason or "")
-    stamped = verify(model, stamp(OwnerKey.load(path)), tsa_certs=[tsa.ca_cert_pem])
-    assert stamped.queries and stamped.queries > 0 and "calibrated" in stamped.null
-    assert "timestamp" not in (stamped.reason or "")
-    assert stamped.claim_rule and "timestamped" in stamped.claim_rule
 
 
 def test_unrelated_labels_are_per_source_class_even_when_a_draw_misses_a_class(

@@ -14,7 +14,6 @@ import torch
 from typer.testing import CliRunner
 
 from nnmark import verify
-from nnmark.calibrate import calibrate
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
 from nnmark.remote.client import RemoteSuspect
@@ -57,17 +56,14 @@ TIMESTAMPED = {"frontier", "newlabel", "unrelated"}
 
 
 @pytest.fixture(scope="module")
-def owner_keys(blackbox_marked, unmarked_cnns, stamp, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """Each black-box mark's key file as the owner verifies with it (frontier's calibrated on
-    the ten unmarked CNNs: it has no usable null otherwise; frontier's and newlabel's
-    timestamped by the loopback TSA)."""
+def owner_keys(blackbox_marked, stamp, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Each black-box mark's key file as the owner verifies with it (frontier's, newlabel's and
+    unrelated's timestamped by the loopback TSA)."""
     folder = tmp_path_factory.mktemp("remote")
     out = {}
     for name, (_, key) in blackbox_marked.items():
         if name in TIMESTAMPED:
             key = stamp(key)
-        if name == "frontier":
-            key = calibrate(key, unmarked_cnns)
         path = folder / f"{name}.nnkey"
         key.save(path)
         out[name] = path
