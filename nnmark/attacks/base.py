@@ -41,6 +41,9 @@ class Attack:
     Config: ClassVar[type]
     needs_data: ClassVar[bool] = False
     summary: ClassVar[str] = ""
+    #: (option, weak / medium / strong values) that the bench sweeps, or None (run once with the
+    #: defaults): the attack states how its strength is turned up.
+    ladder: ClassVar[tuple[str, tuple[float, ...]] | None] = None
     config: Any
 
     def __init__(self, config: Any = None, /, **options: Any) -> None:

@@ -46,6 +46,7 @@ class Distill(Attack):
     config: DistillConfig
     needs_data = True
     summary = "train a fresh student on the suspect's soft outputs or labels (extraction)"
+    ladder = ("epochs", (2, 5, 10))
 
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator

@@ -46,6 +46,7 @@ class FinePrune(Attack):
     config: FinePruneConfig
     needs_data = True
     summary = "prune the last conv's channels least active on clean data, then fine-tune"
+    ladder = ("fraction", (0.3, 0.6, 0.9))
 
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator

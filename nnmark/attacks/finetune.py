@@ -120,6 +120,7 @@ class Finetune(Attack):
     config: FinetuneConfig
     needs_data = True
     summary = "fine-tune on the thief's data (all layers or the head only, optional head reset)"
+    ladder = ("epochs", (1, 5, 10))
 
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator

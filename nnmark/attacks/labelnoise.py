@@ -37,6 +37,7 @@ class LabelNoise(Attack):
     config: LabelNoiseConfig
     needs_data = True
     summary = "fine-tune with a fraction of random labels"
+    ladder = ("fraction", (0.1, 0.3, 0.5))
 
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator

@@ -35,6 +35,7 @@ class Noise(Attack):
     Config = NoiseConfig
     config: NoiseConfig
     summary = "Gaussian noise on weights, sigma relative to each tensor's std"
+    ladder = ("sigma", (0.1, 0.5, 1.0))
 
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator

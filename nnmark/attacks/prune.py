@@ -58,6 +58,7 @@ class Prune(Attack):
     Config = PruneConfig
     config: PruneConfig
     summary = "magnitude pruning: weights (global / per layer) or whole channels (structured)"
+    ladder = ("fraction", (0.3, 0.6, 0.9))
 
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator

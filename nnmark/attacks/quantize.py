@@ -48,6 +48,7 @@ class Quantize(Attack):
     Config = QuantizeConfig
     config: QuantizeConfig
     summary = "post-training int8/int4 weight quantization (per tensor or per channel)"
+    ladder = ("bits", (8, 4, 2))
 
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator

@@ -54,6 +54,7 @@ class Scale(Attack):
     Config = ScaleConfig
     config: ScaleConfig
     summary = "rescale hidden channels by random positive factors (same function)"
+    ladder = ("max_factor", (2.0, 4.0, 8.0))
 
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator

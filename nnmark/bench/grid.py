@@ -16,23 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nnmark.attacks import ATTACKS
 from nnmark.errors import NNMarkError
 
 #: The presets' data beyond digits: the shared data folder beside the checkout (its README
 #: names the files); a bench config (`--config`) points at any other copy.
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
-#: Three strengths (weak, medium, strong) for the attacks with an obvious strength option.
-#: Attacks not listed run once with their defaults (`{}`); a grid's `ladders` overrides these.
+#: Three strengths (weak, medium, strong) for the attacks that declare a ladder
+#: (`Attack.ladder`); the others run once with their defaults (`{}`); a grid's `ladders`
+#: overrides these.
 LADDERS: dict[str, tuple[str, tuple[float, ...]]] = {
-    "prune": ("fraction", (0.3, 0.6, 0.9)),
-    "noise": ("sigma", (0.1, 0.5, 1.0)),
-    "finetune": ("epochs", (1, 5, 10)),
-    "quantize": ("bits", (8, 4, 2)),
-    "fineprune": ("fraction", (0.3, 0.6, 0.9)),
-    "distill": ("epochs", (2, 5, 10)),
-    "labelnoise": ("fraction", (0.1, 0.3, 0.5)),
-    "scale": ("max_factor", (2.0, 4.0, 8.0)),
+    name: ladder for name in ATTACKS if (ladder := ATTACKS.get(name).ladder) is not None
 }
 INTEGER_OPTIONS = ("epochs", "bits")
 
