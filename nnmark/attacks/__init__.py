@@ -19,10 +19,11 @@ ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
 def register(name: str):
-    """Class decorator: register an Attack subclass under `name` (and set its `name`)."""
+    """Class decorator: register an Attack subclass under `name` (and set its `name` and its config's label)."""
 
     def deco(cls: type[Attack]) -> type[Attack]:
         cls.name = name
+        setattr(cls.Config, "label", name)  # noqa: B010  (what its option errors are named by)
         return ATTACKS.register(name)(cls)
 
     return deco

@@ -23,7 +23,6 @@ from nnmark.data.base import DataBundle
 
 @dataclass(frozen=True)
 class AdvTrainConfig:
-    label = "advtrain"
     eps: float = 0.1
     steps: int = 1  # 1 = FGSM, more = PGD
     epochs: int = 3

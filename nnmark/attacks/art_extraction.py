@@ -109,7 +109,6 @@ class StealConfig:
 
 @dataclass(frozen=True)
 class KnockoffConfig(StealConfig):
-    label = "knockoff"
     sampling: Literal["random", "adaptive"] = "random"
     reward: Literal["cert", "div", "loss", "all"] = "all"
 
@@ -155,7 +154,7 @@ class Knockoff(Attack):
 
 @dataclass(frozen=True)
 class CopycatConfig(StealConfig):
-    label = "copycat"
+    """Knockoff's options (the sampling is Copycat's own: no labels)."""
 
 
 @register("copycat")

@@ -26,7 +26,6 @@ from nnmark.tasks import get_task
 
 @dataclass(frozen=True)
 class DistillConfig:
-    label = "distill"
     epochs: int = 15
     lr: float = 1e-3
     queries: int = 0

@@ -56,7 +56,6 @@ def ensemble(arch: str = "cnn", members: int = 3, **kwargs: Any) -> nn.Module:
 
 @dataclass(frozen=True)
 class EnsembleConfig:
-    label = "ensemble"
     members: int = 3
     epochs: int = 20
     lr: float = 1e-3

@@ -24,7 +24,6 @@ from nnmark.errors import NNMarkError
 
 @dataclass(frozen=True)
 class FinePruneConfig:
-    label = "fineprune"
     fraction: float = 0.3
     epochs: int = 3
     lr: float = 1e-3

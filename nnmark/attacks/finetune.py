@@ -42,7 +42,6 @@ from nnmark.train import TrainConfig, fit
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    label = "finetune"
     epochs: int = 5
     lr: float = 1e-3
     split: str = "thief"

@@ -22,7 +22,6 @@ from nnmark.data.base import DataBundle
 
 @dataclass(frozen=True)
 class LabelNoiseConfig:
-    label = "labelnoise"
     fraction: float = 0.2
     epochs: int = 5
     lr: float = 1e-3

@@ -23,7 +23,6 @@ from nnmark.data.base import DataBundle
 
 @dataclass(frozen=True)
 class LabelSmoothConfig:
-    label = "labelsmooth"
     smoothing: float = 0.2
     epochs: int = 5
     lr: float = 1e-3

@@ -31,7 +31,6 @@ from nnmark.layers import weighted_layers
 
 @dataclass(frozen=True)
 class LaunderConfig:
-    label = "launder"
     steps: int = 100
     classes: int = 3
     reset: float = 0.1

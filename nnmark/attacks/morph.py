@@ -29,7 +29,6 @@ from nnmark.data.base import DataBundle
 
 @dataclass(frozen=True)
 class MorphConfig:
-    label = "morph"
     extra: float = 0.25
 
     def __post_init__(self) -> None:

@@ -52,7 +52,6 @@ class CleanseReport:
 
 @dataclass(frozen=True)
 class NeuralCleanseConfig:
-    label = "neuralcleanse"
     steps: int = 150
     lam: float = 1e-2
     threshold: float = 2.0

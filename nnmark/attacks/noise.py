@@ -22,7 +22,6 @@ from nnmark.layers import weighted_layers
 
 @dataclass(frozen=True)
 class NoiseConfig:
-    label = "noise"
     sigma: float = 0.1
     biases: bool = False
 

@@ -33,7 +33,6 @@ from nnmark.verdict import Verdict
 
 @dataclass(frozen=True)
 class OverwriteConfig:
-    label = "overwrite"
     scheme: str = "uchida"
     bits: int = 64
     epochs: int = 5  # per round

@@ -26,7 +26,7 @@ from nnmark.data.base import DataBundle
 
 @dataclass(frozen=True)
 class PermuteConfig:
-    label = "permute"
+    """No options: every hidden layer is permuted."""
 
 
 def permutation_plan(n: int, generator: torch.Generator) -> Plan:

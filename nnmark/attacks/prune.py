@@ -34,7 +34,6 @@ from nnmark.layers import weighted_layers
 
 @dataclass(frozen=True)
 class PruneConfig:
-    label = "prune"
     fraction: float = 0.5
     order: Literal["ascending", "descending", "random"] = "ascending"
     scope: Literal["global", "layer"] = "global"

@@ -24,7 +24,6 @@ from nnmark.layers import weighted_layers
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    label = "quantize"
     bits: int = 8
     per_channel: bool = False
 

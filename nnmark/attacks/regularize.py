@@ -23,7 +23,6 @@ from nnmark.data.base import DataBundle
 
 @dataclass(frozen=True)
 class RegularizeConfig:
-    label = "regularize"
     weight_decay: float = 0.05
     decay_epochs: int = 3
     epochs: int = 3

@@ -36,7 +36,6 @@ from nnmark.data.base import DataBundle
 
 @dataclass(frozen=True)
 class ScaleConfig:
-    label = "scale"
     max_factor: float = 4.0
     absorb: bool = True
 

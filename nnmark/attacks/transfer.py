@@ -22,7 +22,6 @@ from nnmark.data.base import DataBundle
 
 @dataclass(frozen=True)
 class TransferConfig:
-    label = "transfer"
     epochs: int = 10
     lr: float = 1e-2
 

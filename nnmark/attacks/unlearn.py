@@ -28,7 +28,6 @@ from nnmark.data.base import DataBundle
 
 @dataclass(frozen=True)
 class UnlearnConfig:
-    label = "unlearn"
     guess: Literal["noise", "ood", "pattern"] = "noise"
     forget: int = 256
     weight: float = 1.0

@@ -23,7 +23,6 @@ from nnmark.data.base import DataBundle
 
 @dataclass(frozen=True)
 class WeightShiftConfig:
-    label = "weightshift"
     shift: float = 0.2
     sigma: float = 0.05
     epochs: int = 5

@@ -20,10 +20,11 @@ SCHEMES: Registry[type[Scheme]] = Registry("scheme")
 
 
 def register(name: str):
-    """Class decorator: register a Scheme subclass under `name` (and set its `name`)."""
+    """Class decorator: register a Scheme subclass under `name` (and set its `name` and its config's label)."""
 
     def deco(cls: type[Scheme]) -> type[Scheme]:
         cls.name = name
+        setattr(cls.Config, "label", name)  # noqa: B010  (what its option errors are named by)
         return SCHEMES.register(name)(cls)
 
     return deco

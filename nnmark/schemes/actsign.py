@@ -64,7 +64,6 @@ from nnmark.suspect import Suspect
 
 @dataclass(frozen=True)
 class ActSignConfig:
-    label = "actsign"
     layer: str | None = None  # host layer (default: the last conv/linear before the head)
     neurons: int | None = None  # key-chosen units read per key input (default: min(bits, units))
     lam: float = 0.02

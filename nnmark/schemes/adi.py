@@ -21,7 +21,6 @@ from nnmark.schemes._trigger import TriggerConfig, TriggerScheme
 
 @dataclass(frozen=True)
 class AdiConfig(TriggerConfig):
-    label = "adi"
     per_batch: int = 16  # random labels are memorised one by one: more repetitions
 
 

@@ -24,7 +24,6 @@ from nnmark.schemes._trigger import PatternConfig, Transform, TransformTrigger
 
 @dataclass(frozen=True)
 class ContentConfig(PatternConfig):
-    label = "content"
     #: side of the stamped patch, as a fraction of the image side: 0.5 (4 x 4 on digits) is
     #: learned at the default recipe (0.96 of the triggers, 20 epochs); 0.375 (3 x 3) only 0.6
     patch: float = 0.5

@@ -63,7 +63,6 @@ from nnmark.suspect import Suspect
 
 @dataclass(frozen=True)
 class DeepSignsConfig:
-    label = "deepsigns"
     layer: str | None = None  # host layer (default: the last conv/linear before the head)
     inputs: int = 20  # key inputs of the target class
     #: 0.05 at the default 64 bits (the 38 a claim needs and a margin): on digits (8-epoch

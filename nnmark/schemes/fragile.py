@@ -86,7 +86,7 @@ Slot = tuple[str, int]
 
 @dataclass(frozen=True)
 class FragileConfig:
-    label = "fragile"
+    """No options: the slots and the digest are the key's and the model's."""
 
 
 def _bits_of(digest: bytes, n: int) -> list[int]:

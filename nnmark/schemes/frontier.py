@@ -69,7 +69,6 @@ from nnmark.verdict import Verdict
 
 @dataclass(frozen=True)
 class FrontierConfig(TriggerConfig):
-    label = "frontier"
     n: int = 200  # key inputs, half true and half false adversaries
     eps: float = 0.15  # FGSM step (inputs in [0, 1])
     per_batch: int = 64  # stitching takes many passes over the key: a large share per batch

@@ -53,7 +53,6 @@ from nnmark.verdict import Verdict
 
 @dataclass(frozen=True)
 class NewLabelConfig(TriggerConfig):
-    label = "newlabel"
     n: int = 32  # key samples (each its own perturbation) and as many decoys at verification
     beta: float = 1.0
     per_batch: int = 16  # key samples made from each training batch's own images

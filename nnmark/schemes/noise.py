@@ -22,7 +22,6 @@ from nnmark.schemes._trigger import PatternConfig, Transform, TransformTrigger
 
 @dataclass(frozen=True)
 class NoiseTriggerConfig(PatternConfig):
-    label = "noise"
     sigma: float = 0.6  # 16 patterns at 0.4: 0.64 of the triggers learned in 20 epochs; 0.6: 0.9
 
     def __post_init__(self) -> None:

@@ -51,7 +51,6 @@ from nnmark.verdict import Verdict
 
 @dataclass(frozen=True)
 class SegTriggerConfig:
-    label = "segtrigger"
     n: int = 16  # trigger inputs queried at verification
     #: trigger inputs mixed into each training batch (4 did not embed in 5 epochs on 128 x 128
     #: BBBC039 tiles at batch 8, the seeds preset: BER 0.52; 8 gave BER 0 and Dice 0.85)

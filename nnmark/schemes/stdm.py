@@ -60,7 +60,6 @@ from nnmark.suspect import Suspect
 
 @dataclass(frozen=True)
 class STDMConfig:
-    label = "stdm"
     delta: float = 8.0
     lam: float = 0.1
     layer: str | None = None

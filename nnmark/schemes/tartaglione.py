@@ -82,7 +82,6 @@ __all__ = ["Tartaglione", "TartaglioneConfig", "distinct_positions", "plan_posit
 
 @dataclass(frozen=True)
 class TartaglioneConfig:
-    label = "tartaglione"
     fraction: float = 0.01
     R: int = 4
     sigma: float = 1.5

@@ -50,7 +50,6 @@ from nnmark.suspect import Suspect
 
 @dataclass(frozen=True)
 class UchidaConfig:
-    label = "uchida"
     key_type: Literal["direct", "diff", "random"] = "random"
     lam: float = 0.05
     layer: str | None = None

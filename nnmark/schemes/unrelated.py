@@ -41,7 +41,6 @@ from nnmark.schemes.base import Batch
 
 @dataclass(frozen=True)
 class UnrelatedConfig(TriggerConfig):
-    label = "unrelated"
     source: str = ""  # NAME[:PATH] of the out-of-distribution data (the key keeps its hash)
     per_batch: int = 16  # source items shown with each training batch
 

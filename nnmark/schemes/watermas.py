@@ -70,7 +70,6 @@ from nnmark.schemes.tartaglione import PositionScheme
 
 @dataclass(frozen=True)
 class WaterMASConfig:
-    label = "watermas"
     fraction: float = 0.01
     rho: float = 1.0
     lam: float = 0.3
