@@ -123,7 +123,8 @@ def build_config(cls: type[C], values: Mapping[str, Any] | None = None, /, **ext
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict of a dataclass config (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    out: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(config)))
+    return out
 
 
 def describe_config(cls: type) -> list[tuple[str, str, str]]:

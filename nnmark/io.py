@@ -97,7 +97,8 @@ def model_bytes(model: nn.Module, info: ModelInfo) -> bytes:
         if ptr in seen and v.numel() > 0:
             state[k] = v.clone()
         seen[ptr] = k
-    return save(state, metadata=info.to_metadata())
+    data: bytes = save(state, metadata=info.to_metadata())
+    return data
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

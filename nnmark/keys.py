@@ -141,7 +141,7 @@ def derivation_seconds(kdf: dict[str, Any]) -> float:
     """The reference CPU-seconds of one derivation at this cost (scrypt's work grows as
     N r p): REFERENCE_SECONDS at DEFAULT_KDF."""
     base = DEFAULT_KDF["n"] * DEFAULT_KDF["r"] * DEFAULT_KDF["p"]
-    return REFERENCE_SECONDS * kdf["n"] * kdf["r"] * kdf["p"] / base
+    return float(REFERENCE_SECONDS * kdf["n"] * kdf["r"] * kdf["p"] / base)
 
 
 def measure_derivation(kdf: dict[str, Any]) -> float:

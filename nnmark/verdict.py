@@ -53,7 +53,8 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["parts"] = [p.to_dict() for p in self.parts]
-        return _json_safe(d)
+        out: dict[str, Any] = _json_safe(d)
+        return out
 
 
 def _json_safe(obj: Any) -> Any:
