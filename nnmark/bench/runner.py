@@ -65,14 +65,27 @@ class ModelJob:
     epochs: int | None = None  # None: the task's epochs
 
     @property
-    def ident(self) -> str:
-        from nnmark._version import __version__
-
+    def recipe(self) -> list[Any]:
+        """What makes the model: the task (less where fidelity is measured), the scheme and its
+        options, the seed and the epochs."""
         task = asdict(self.task)
         task.pop("test_fraction")  # where fidelity is measured does not change the model
-        code = code_id(self.scheme)
-        what = [task, self.scheme, self.options, self.seed, self.epochs, __version__, code]
+        return [task, self.scheme, self.options, self.seed, self.epochs]
+
+    @property
+    def ident(self) -> str:
+        """The cache name: the recipe and the code that trains it (a cached model is stale once
+        either changes)."""
+        from nnmark._version import __version__
+
+        what = [*self.recipe, __version__, code_id(self.scheme)]
         return f"{self.scheme.replace('+', '_')}-{content_id(what)}"
+
+    @property
+    def nonce(self) -> str:
+        """The key's nonce: from the recipe alone, so an edit to the code marks the same model
+        with the same key and a rerun's verdicts can be compared cell by cell."""
+        return content_id(self.recipe) * 2
 
 
 def code_files(scheme: str) -> list[str]:
@@ -223,7 +236,7 @@ def _train(root: Path, job: ModelJob) -> str:
         model = train(init, data, cfg)
     else:
         # A fixed nonce per model: the key (and so every cell) is reproducible from the grid.
-        key = OwnerKey.new("nnmark bench", nonce=content_id(ident) * 2, created=BENCH_CREATED)
+        key = OwnerKey.new("nnmark bench", nonce=job.nonce, created=BENCH_CREATED)
         options = job.options or None
         model, key = embed(init, data, job.scheme, options=options, key=key, config=cfg)
         key.save(key_path)
