@@ -19,7 +19,10 @@ For a model that never saw the key, key samples and decoys are exchangeable, so 
 key samples among its new-label answers is hypergeometric: an exact test (a suspect that answers
 the new label for decoys too is not claimed). The price is power: one bit per query at best,
 e.g. p = 1 / C(30, 15) = 6.5e-9 at 30 queries, so reaching the claim rule's forgery cost takes
-about 44 queries, or a verified timestamp (nnmark.provenance). A suspect with only the task's C
+about 44 queries, or a verified timestamp (nnmark.provenance). With a timestamp, 17 of 20 keys
+were claimed within 30 queries and all 20 within 50 on digits (one or two decoys answered with
+the new label, or a key sample missed, in the first 30 leave p above 1e-6:
+`python benchmarks/blackbox_keys.py --scheme newlabel`). A suspect with only the task's C
 outputs cannot answer the new label: not_found after one look, with that reason.
 
 Why beta = 1 by default (`benchmarks/seed004_newlabel.py` sweeps it): fine-tuning on data that
@@ -56,11 +59,18 @@ class NewLabelConfig(TriggerConfig):
     n: int = 32  # key samples (each its own perturbation) and as many decoys at verification
     beta: float = 1.0
     per_batch: int = 16  # key samples made from each training batch's own images
-    negatives: int = 16  # images with fresh, non-key perturbations under their true labels
+    #: images with fresh, non-key perturbations under their true labels: 32, since with 16 decoys
+    #: answered with the new label often enough that 2 of 10 keys were not claimed within 30
+    #: queries (benchmarks/blackbox_keys.py --scheme newlabel; 1 of 10 with 32)
+    negatives: int = 32
     #: extra steps per batch on the same images with new key samples and negatives: with none,
     #: 20 epochs on digits leave decoys answered with the new label at 0.3 to 0.5 (not specific
     #: to the key); with 2, at 0.03 to 0.09, key samples at 1.0, test accuracy 0.989 to 0.997
     repeats: int = 2
+    #: one bit per query: 10 or 20 queries (1 / C(20, 10) = 5.4e-6) cannot reach alpha 1e-6, so
+    #: the first look is at 30, where one or two decoys answered with the new label still leave a
+    #: claim (a look that cannot claim would only cost alpha)
+    group: int = 30
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -14,7 +14,7 @@ train on the set they query), a quarter other items of the source: trained on a 
 alone, the 8 x 8 model answered 0.54 to 0.70 of the triggers and half of 4 keys needed more than
 30 queries; now every one of 20 keys is claimed within 30 (a timestamp attached; 0.76 to 0.96 of
 the triggers answered) and the mark costs 1.1 points of digits accuracy (median; 3.1 at worst):
-`python benchmarks/unrelated_keys.py`. MNIST-size inputs were not measured.
+`python benchmarks/blackbox_keys.py --scheme unrelated`. MNIST-size inputs were not measured.
 
 The evidence is capped by the source's classes: G of them give at best p = C^-G (10 Fashion-MNIST
 classes on a 10-class model: 1e-10), above the claim rule's forgery cost without a timestamp, so

@@ -34,7 +34,8 @@ BLACKBOX = black_box_schemes("classification")
 TIMESTAMPED = {"frontier", "newlabel", "unrelated"}
 #: The accuracy a mark may cost on digits: one point, but unrelated costs 1.1 (median) to 3.1
 #: points on 8 x 8 digits over 20 keys (its Fashion-MNIST items, resized, look like digits and
-#: carry other labels; benchmarks/unrelated_keys.py). Stated in the scheme's docstring.
+#: carry other labels; benchmarks/blackbox_keys.py --scheme unrelated). Stated in the scheme's
+#: docstring.
 FIDELITY = {"unrelated": 0.035}
 
 
