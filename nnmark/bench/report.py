@@ -60,6 +60,24 @@ def succeeded(row: dict[str, Any], budget: float) -> bool:
     return bool(row["fidelity_before"] - row["fidelity_after"] < budget)
 
 
+def usable(row: dict[str, Any], budget: float) -> bool:
+    """The attack left a model within the fidelity budget (whatever the verdict)."""
+    if row.get("error") or row.get("verdict") is None or row.get("fidelity_after") is None:
+        return False
+    return bool(row["fidelity_before"] - row["fidelity_after"] < budget)
+
+
+def too_weak(rows: list[dict[str, Any]], label: str, budget: float) -> list[str]:
+    """Attack families that never left a usable model at any strength (and so never removed
+    the mark within the budget either): the mark did not survive them, the attack was too weak
+    here to say; the headline does not count them as survived (issue 18)."""
+    fams: dict[str, bool] = {}
+    for r in _attacked(rows):
+        if r["label"] == label and not r.get("error"):
+            fams[r["attack"]] = fams.get(r["attack"], False) or usable(r, budget)
+    return sorted(a for a, ok in fams.items() if not ok)
+
+
 def annotate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Copies of the rows with `label` (the scheme, plus the task when there are several) and
     `embedded` (did the same model, unattacked, verify positive?)."""
@@ -398,6 +416,7 @@ def tables(rows: list[dict[str, Any]], budget: float) -> dict[str, list[list[str
             "p unattacked",
             "attacks that remove it within the budget (weakest strength)",
             "robust to",
+            "attack too weak here (no strength within the budget)",
         ]
     ]
     for s, wins in head.items():
@@ -405,13 +424,17 @@ def tables(rows: list[dict[str, Any]], budget: float) -> dict[str, list[list[str
         plain = clean.get(s.replace(s.split(" [")[0], "none", 1))
         kinds = {str(r["scheme_kind"]) for r in rows if r["label"] == s and r.get("scheme_kind")}
         fams = {r["attack"] for r in attacked if r["label"] == s and not r.get("error")}
+        weak: list[str] = []
         if c is None:
             removed, robust = "unattacked model failed", ""
         elif c.get("verdict") not in POSITIVE:
             removed, robust = "mark not found before any attack", ""
         else:
-            removed = ", ".join(wins) or "none: survives every attack"
-            robust = f"{len(fams) - len(wins)}/{len(fams)} attacks"
+            weak = too_weak(rows, s, budget)
+            removed = ", ".join(wins) or (
+                "none: survives every attack" if not weak else "none within the budget"
+            )
+            robust = f"{len(fams) - len(wins) - len(weak)}/{len(fams)} attacks"
         fid = _fmt(c["fidelity_after"]) if c else "failed"
         t.append(
             [
@@ -421,6 +444,7 @@ def tables(rows: list[dict[str, Any]], budget: float) -> dict[str, list[list[str
                 _fmt(c.get("p_value"), ".2e") if c else "",
                 removed,
                 robust,
+                ", ".join(weak),
             ]
         )
     out["headline"] = t

@@ -340,3 +340,42 @@ def test_cached_models_are_keyed_by_the_trainer_and_the_schemes_source() -> None
     assert names == {"nnmark/train.py", "nnmark/api.py"}
     marked = {Path(f).name for f in code_files("uchida+content")}
     assert {"train.py", "api.py", "uchida.py", "content.py", "base.py"} <= marked
+
+
+def test_the_headline_counts_an_attack_that_ruined_the_model_as_too_weak_not_survived() -> None:
+    """Issue 18: "survives" counts only attacks that left a model within the fidelity budget at
+    some strength; one that never did is listed as too weak here."""
+    from nnmark.bench.report import tables
+
+    def row(attack: str, level: int, verdict: str, after: float) -> dict:
+        return {
+            "kind": "attack",
+            "data": "digits",
+            "arch": "cnn",
+            "scheme": "x",
+            "scheme_kind": "whitebox",
+            "attack": attack,
+            "attack_spec": f"{attack}:{level}" if attack != "none" else "none",
+            "level": level,
+            "verdict": verdict,
+            "p_value": 1e-9 if verdict == "found" else 0.5,
+            "fidelity_before": 0.98,
+            "fidelity_after": after,
+            "error": None,
+            "parts": None,
+        }
+
+    rows = [
+        row("none", 0, "found", 0.98),
+        row("removes", 0, "found", 0.97),
+        row("removes", 1, "not_found", 0.96),  # removed within the 5-point budget
+        row("survived", 0, "found", 0.97),  # within the budget, mark still found
+        row("survived", 1, "found", 0.50),
+        row("ruins", 0, "found", 0.70),  # never within the budget: no evidence either way
+        row("ruins", 1, "not_found", 0.30),
+    ]
+    (header, line) = tables(rows, 0.05)["headline"]
+    got = dict(zip(header, line, strict=True))
+    assert got["attacks that remove it within the budget (weakest strength)"] == "removes:1"
+    assert got["robust to"] == "1/3 attacks"
+    assert got["attack too weak here (no strength within the budget)"] == "ruins"
