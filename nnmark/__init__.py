@@ -6,21 +6,27 @@ Public API (re-exports only)::
     data = load_data("digits")
     marked, key = embed(new_model("cnn", data), data, "uchida", bits=64)
     print(verify(marked, key).verdict)        # found
+
+One documented way each: `new_model` builds a zoo model for a data set, `train` trains it,
+`embed` marks it, `attack(model, "prune:fraction=0.5", data)` or an Attack object
+(`ATTACKS.get("prune")(fraction=0.5)(model)`) attacks it, `verify` judges it. The lower layers
+(`nnmark.models.create_model`, `nnmark.train.fit`, `nnmark.attacks.build_attack`) are not
+re-exported here.
 """
 
 import nnmark.integrations  # noqa: F401 (registers suspect loaders: .onnx, sharded indexes)
 from nnmark._version import __version__
 from nnmark.api import attack, embed, model_info, new_model, train, verify
-from nnmark.attacks import ATTACKS, Attack, build_attack, list_attacks
+from nnmark.attacks import ATTACKS, Attack, list_attacks
 from nnmark.data import DATASETS, DataBundle, load_data
 from nnmark.errors import NNMarkError
 from nnmark.io import ModelInfo, load_model, save_model
 from nnmark.keys import Mark, OwnerKey
-from nnmark.models import MODELS, create_model, list_models
+from nnmark.models import MODELS, list_models
 from nnmark.schemes import SCHEMES, Evidence, Scheme, list_schemes, scheme_for
 from nnmark.suspect import FileSuspect, ModuleSuspect, Suspect, as_suspect
 from nnmark.tasks import evaluate, get_task
-from nnmark.train import TrainConfig, fit
+from nnmark.train import TrainConfig
 from nnmark.verdict import Verdict
 
 __all__ = [
@@ -44,11 +50,8 @@ __all__ = [
     "__version__",
     "as_suspect",
     "attack",
-    "build_attack",
-    "create_model",
     "embed",
     "evaluate",
-    "fit",
     "get_task",
     "list_attacks",
     "list_models",

@@ -141,7 +141,8 @@ def test_suspect_without_the_layer_or_with_another_shape_is_not_found(
     )
     r = run("verify", d / "mlp.safetensors", "--key", files["key"], "--json")
     assert r.exit_code == 1 and "has no tensor conv3.weight" in json.loads(r.stdout)["reason"]
-    from nnmark import create_model, load_data, model_info, save_model
+    from nnmark import load_data, model_info, save_model
+    from nnmark.models import create_model
 
     data = load_data("digits")
     narrow = create_model("cnn", width=16, **data.model_kwargs())

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from nnmark import NNMarkError, OwnerKey, create_model, list_models, load_data
+from nnmark import NNMarkError, OwnerKey, list_models, load_data
 from nnmark.config import build_config, parse_sets
+from nnmark.models import create_model
 from nnmark.registry import Registry
 from nnmark.schemes._trigger import TriggerConfig
 from nnmark.schemes.uchida import UchidaConfig, projection

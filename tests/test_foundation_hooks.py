@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from nnmark import NNMarkError, OwnerKey, TrainConfig, fit, new_model, verify
+from nnmark import NNMarkError, OwnerKey, TrainConfig, new_model, verify
 from nnmark.data.base import DataBundle
 from nnmark.schemes.base import Batch, LossFn, Scheme
 from nnmark.schemes.uchida import Uchida, UchidaConfig
+from nnmark.train import fit
 
 
 @dataclass(frozen=True)
