@@ -545,7 +545,7 @@ def _init_ray(address: str, jobs: int) -> None:
         ray.init(address=address, **kwargs)
 
 
-def run_bench(
+def run_bench(  # noqa: C901 (split pending, issue 17)
     spec: BenchSpec,
     out: Path,
     *,
