@@ -8,7 +8,7 @@ protocol only (RemoteSuspect + nnmark.verify, what `nnmark verify --remote` runs
 p-value and the queries used; a server that refuses queries is reported as "refused". The plain
 model, served with the same defense, is verified with every key (a claim there is a false
 positive). The clean accuracy of each defended server is measured in process with the same
-`Defended` pipeline the server runs (tests/remote checks they answer alike), a refused input
+`Evading` pipeline the server runs (tests/remote checks they answer alike), a refused input
 counting as wrong. The segmentation mark (segtrigger, a U-Net on 32 x 32 BBBC039 tiles) gets
 the same treatment, with Dice as the fidelity.
 
@@ -30,7 +30,7 @@ from nnmark import verify
 from nnmark.data.base import DataBundle
 from nnmark.keys import OwnerKey
 from nnmark.remote.client import QueriesRefused, RemoteSuspect
-from nnmark.remote.defenses import Defended, fit_defenses, parse_defense
+from nnmark.remote.evasions import Evading, fit_evasions, parse_evasion
 from nnmark.remote.server import create_app, serving
 from nnmark.tasks import get_task
 
@@ -61,13 +61,13 @@ DEFENSES = [
 def defended(spec: str, model: nn.Module, data: DataBundle) -> list[Any]:
     if spec == "none":
         return []
-    return fit_defenses([parse_defense(spec)], model, data, seed=0)
+    return fit_evasions([parse_evasion(spec)], model, data, seed=0)
 
 
 def fidelity(model: nn.Module, defenses: list[Any], data: DataBundle) -> tuple[float, float]:
     """(accuracy or Dice of the defended server on the test split, share of inputs refused)."""
     x, y = data.tensors("test")
-    ans = Defended(model, defenses, seed=0)(x)
+    ans = Evading(model, defenses, seed=0)(x)
     task = get_task(data.task)
     if data.task == "classification":
         right = (ans.probs.argmax(1) == y) & ~ans.refused
@@ -177,7 +177,7 @@ port with one defense at a time, and verified through the protocol only (`Remote
 Bonferroni-adjusted p); "refused" is a server answering HTTP 403, which `verify --remote`
 reports with exit 2. Accuracy: the defended server's test accuracy (359 digits, a refused input
 counted wrong) for the plain model, and the mean over the marked models with its drop from the
-undefended marked models; measured in process with the same `Defended` pipeline the server
+undefended marked models; measured in process with the same `Evading` pipeline the server
 runs. False claims: the plain model served with the same defense, verified with each key.
 {len(rows)} defenses x {len(names)} schemes, {seconds:.0f} s wall (models cached in {cache}).
 

@@ -22,7 +22,7 @@ def serve_cmd(
             "--defend",
             help="NAME[:k=v,...] (repeatable): label, top1, round, jpeg, smooth, gauss, median, "
             "squeeze, quantize, noise, flip, occlude, autoencoder, reject "
-            "(see nnmark.remote.defenses)",
+            "(see nnmark.remote.evasions)",
         ),
     ] = None,
     data: Annotated[
@@ -53,10 +53,10 @@ def serve_cmd(
 
     from nnmark.data import load_data
     from nnmark.io import load_model
-    from nnmark.remote.defenses import fit_defenses, parse_defense
+    from nnmark.remote.evasions import fit_evasions, parse_evasion
     from nnmark.remote.server import create_app
 
-    defenses = [parse_defense(s) for s in defend or []]
+    defenses = [parse_evasion(s) for s in defend or []]
     token = read_token(token_file) if token_file is not None else None
     model, info = load_model(model_path, max_params=max_params)
     if any(d.needs_data for d in defenses):
@@ -71,7 +71,7 @@ def serve_cmd(
                 f"{bundle.input_shape}"
             )
         err.print(f"fitting defenses on the thief split of {data}")
-        fit_defenses(defenses, model, bundle, seed=seed)
+        fit_evasions(defenses, model, bundle, seed=seed)
     name = model_name or model_path.stem
     app = create_app(
         model,

@@ -4,7 +4,7 @@ Endpoints: GET /v2, /v2/health/live, /v2/health/ready, /v2/models/{name},
 /v2/models/{name}/ready; POST /v2/models/{name}/infer (typed JSON tensors) and POST
 /v2/repository/index (Triton's model-repository extension, so a client can find the name).
 Every bad request gets a 4xx with {"error": "..."}; the model is loaded with nnmark.io (no
-pickle). Defenses (nnmark.remote.defenses) wrap the model as a thief would; a request with an
+pickle). Defenses (nnmark.remote.evasions) wrap the model as a thief would; a request with an
 input a rejection defense refuses gets HTTP 403 with the count; a model that answers NaN or
 infinite scores gets HTTP 500 with the count (JSON numbers cannot hold them, and a label-only
 answer would silently turn them into class 0).
@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse
 from torch import nn
 
 from nnmark._version import __version__
-from nnmark.remote.defenses import Defended, Defense
+from nnmark.remote.evasions import Evading, Evasion
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def create_app(  # noqa: C901 (split pending, issue 17)
     input_shape: Sequence[int],
     *,
     model_name: str = "model",
-    defenses: Sequence[Defense] = (),
+    defenses: Sequence[Evasion] = (),
     max_body: int = MAX_BODY,
     max_batch: int = MAX_BATCH,
     seed: int = 0,
@@ -82,7 +82,7 @@ def create_app(  # noqa: C901 (split pending, issue 17)
         probe = model(torch.zeros(1, *shape))
     segmentation = probe.dim() == 4
     classes = int(probe.shape[1])
-    defended = Defended(model, list(defenses), seed=seed)
+    defended = Evading(model, list(defenses), seed=seed)
     label_only = defended.label_only
     app = FastAPI(title="nnmark OIP v2 server", version=__version__)
     limiter = anyio.CapacityLimiter(max(1, workers))

@@ -17,7 +17,7 @@ from nnmark import verify
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
 from nnmark.remote.client import RemoteSuspect
-from nnmark.remote.defenses import Defense, fit_defenses, parse_defense
+from nnmark.remote.evasions import Evasion, fit_evasions, parse_evasion
 from nnmark.remote.server import create_app
 from nnmark.remote.server import serving as serve_in_thread
 from nnmark.schemes._trigger import black_box_schemes
@@ -30,7 +30,7 @@ OUTPUTS = [(), ("top1",), ("round:decimals=1",), ("label",)]
 @contextmanager
 def serving(
     model: torch.nn.Module,
-    defenses: Sequence[str | Defense] = (),
+    defenses: Sequence[str | Evasion] = (),
     name: str = "m",
     shape: tuple[int, ...] = (1, 8, 8),
     max_batch: int = 256,
@@ -40,7 +40,7 @@ def serving(
         model,
         shape,
         model_name=name,
-        defenses=[parse_defense(d) if isinstance(d, str) else d for d in defenses],
+        defenses=[parse_evasion(d) if isinstance(d, str) else d for d in defenses],
         max_body=200_000,
         max_batch=max_batch,
     )
@@ -176,7 +176,7 @@ def test_budget_and_refusals_are_reported(blackbox_marked, owner_keys, digits: D
         r, _ = remote_verify(url, key_path)
         assert r.exit_code == 2 and "refused queries" in r.stderr
     # the OOD filter: an autoencoder trained on the thief split flags the stamped triggers
-    (reject,) = fit_defenses([parse_defense("reject:by=recon,epochs=10")], model, digits, seed=0)
+    (reject,) = fit_evasions([parse_evasion("reject:by=recon,epochs=10")], model, digits, seed=0)
     with serving(model, (reject,)) as url:
         r, _ = remote_verify(url, key_path)
         assert r.exit_code == 2 and "refused queries" in r.stderr
@@ -276,13 +276,13 @@ def test_bad_payloads_get_4xx_with_a_message(plain_cnn) -> None:  # type: ignore
 
 
 def test_defended_server_answers_like_the_library(plain_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
-    """The server answers through nnmark.remote.defenses.Defended: the same seeded defenses in
+    """The server answers through nnmark.remote.evasions.Evading: the same seeded defenses in
     process give the same answers (what benchmarks/blackbox_defenses.py relies on)."""
-    from nnmark.remote.defenses import Defended
+    from nnmark.remote.evasions import Evading
 
     specs = ["squeeze:bits=3,size=3", "gauss:sigma=1", "noise:sigma=0.1", "round:decimals=2"]
     x = digits.x[:8]
-    local = Defended(plain_cnn, [parse_defense(s) for s in specs], seed=0)(x).probs
+    local = Evading(plain_cnn, [parse_evasion(s) for s in specs], seed=0)(x).probs
     with serving(plain_cnn, specs) as url:
         got = RemoteSuspect(url).predict(x)
     assert torch.allclose(got, local, atol=1e-6)
@@ -335,16 +335,16 @@ def test_serve_needs_data_for_learned_defenses(
 
 
 def test_learned_defenses_are_seeded(plain_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
-    from nnmark.remote.defenses import Defended
+    from nnmark.remote.evasions import Evading
 
     def answers(seed: int) -> torch.Tensor:
-        ds = fit_defenses(
-            [parse_defense("autoencoder:epochs=2"), parse_defense("reject:by=feature")],
+        ds = fit_evasions(
+            [parse_evasion("autoencoder:epochs=2"), parse_evasion("reject:by=feature")],
             plain_cnn,
             digits,
             seed=seed,
         )
-        return Defended(plain_cnn, ds, seed=seed)(digits.x[:16]).probs
+        return Evading(plain_cnn, ds, seed=seed)(digits.x[:16]).probs
 
     assert torch.equal(answers(0), answers(0))
     assert not torch.equal(answers(0), answers(1))

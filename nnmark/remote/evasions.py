@@ -1,4 +1,7 @@
-"""Defenses a thief adds in front of a served model (`nnmark serve --defend NAME[:k=v,...]`).
+"""Evasions: the defenses a thief adds in front of a served model (`nnmark serve --defend
+NAME[:k=v,...]`), to keep an owner's trigger queries from being answered as the stolen model
+would. (Not to be confused with `nnmark.defenses`, the owner's realignment.) Registered by name
+in EVASIONS.
 
 Output side: `label` (labels only), `top1` (only the top probability survives), `round` (scores
 rounded to `decimals`).
@@ -26,7 +29,7 @@ HTTP 403, which the verifying client reports (exit 2), never as a silent not_fou
 suggest, so the owner sees only wrong answers.
 
 Defenses that need the thief's data (`autoencoder`, `reject:by=recon|feature`) are fitted by
-`fit_defenses` on the `thief` split of `--data`, seeded: the same server seed gives the same
+`fit_evasions` on the `thief` split of `--data`, seeded: the same server seed gives the same
 autoencoder and the same threshold.
 """
 
@@ -47,12 +50,13 @@ from nnmark.config import parse_sets
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.layers import weighted_layers
+from nnmark.registry import Registry
 
 Kind = Literal["input", "output", "reject"]
 
 
 @dataclass(frozen=True)
-class DefenseSpec:
+class EvasionSpec:
     """What a defense is: its side, its options with defaults, whether it needs thief data."""
 
     kind: Kind
@@ -60,21 +64,21 @@ class DefenseSpec:
     needs_data: bool = False
 
 
-SPECS: dict[str, DefenseSpec] = {
-    "label": DefenseSpec("output"),
-    "top1": DefenseSpec("output"),
-    "round": DefenseSpec("output", {"decimals": 1}),
-    "quantize": DefenseSpec("input", {"bits": 4}),
-    "noise": DefenseSpec("input", {"sigma": 0.05}),
-    "smooth": DefenseSpec("input", {"size": 3}),
-    "gauss": DefenseSpec("input", {"sigma": 1.0}),
-    "median": DefenseSpec("input", {"size": 3}),
-    "squeeze": DefenseSpec("input", {"bits": 3, "size": 3}),
-    "flip": DefenseSpec("input"),
-    "jpeg": DefenseSpec("input", {"quality": 75}),
-    "occlude": DefenseSpec("input", {"size": 0.25}),
-    "autoencoder": DefenseSpec("input", {"epochs": 100, "width": 16}, needs_data=True),
-    "reject": DefenseSpec(
+_SPECS: dict[str, EvasionSpec] = {
+    "label": EvasionSpec("output"),
+    "top1": EvasionSpec("output"),
+    "round": EvasionSpec("output", {"decimals": 1}),
+    "quantize": EvasionSpec("input", {"bits": 4}),
+    "noise": EvasionSpec("input", {"sigma": 0.05}),
+    "smooth": EvasionSpec("input", {"size": 3}),
+    "gauss": EvasionSpec("input", {"sigma": 1.0}),
+    "median": EvasionSpec("input", {"size": 3}),
+    "squeeze": EvasionSpec("input", {"bits": 3, "size": 3}),
+    "flip": EvasionSpec("input"),
+    "jpeg": EvasionSpec("input", {"quality": 75}),
+    "occlude": EvasionSpec("input", {"size": 0.25}),
+    "autoencoder": EvasionSpec("input", {"epochs": 100, "width": 16}, needs_data=True),
+    "reject": EvasionSpec(
         "reject",
         {
             "by": "recon",
@@ -86,6 +90,10 @@ SPECS: dict[str, DefenseSpec] = {
         },
     ),
 }
+EVASIONS: Registry[EvasionSpec] = Registry("defense")
+for _name, _spec in _SPECS.items():
+    EVASIONS.register(_name)(_spec)
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "by": ("recon", "feature", "confidence"),
     "action": ("refuse", "random"),
@@ -93,8 +101,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 
 @dataclass
-class Defense:
-    """One parsed defense; `state` holds what `fit_defenses` fitted (autoencoder, threshold)."""
+class Evasion:
+    """One parsed defense; `state` holds what `fit_evasions` fitted (autoencoder, threshold)."""
 
     name: str
     options: dict[str, float | str] = field(default_factory=dict)
@@ -110,18 +118,16 @@ class Defense:
 
     @property
     def needs_data(self) -> bool:
-        return SPECS[self.name].needs_data or (
+        return EVASIONS.get(self.name).needs_data or (
             self.name == "reject" and self.word("by") in ("recon", "feature")
         )
 
 
-def parse_defense(spec: str) -> Defense:
-    """`NAME[:k=v,k=v]` -> Defense with defaults filled; one-line errors for bad names/options."""
+def parse_evasion(spec: str) -> Evasion:
+    """`NAME[:k=v,k=v]` -> Evasion with defaults filled; one-line errors for bad names/options."""
     name, _, rest = spec.partition(":")
     name = name.strip()
-    if name not in SPECS:
-        raise NNMarkError(f"unknown defense {name!r} (known: {', '.join(sorted(SPECS))})")
-    s = SPECS[name]
+    s = EVASIONS.get(name)  # one line naming the known ones when unknown
     opts = parse_sets([t for t in rest.split(",") if t.strip()])
     values: dict[str, float | str] = dict(s.defaults)
     for k, v in opts.items():
@@ -141,12 +147,12 @@ def parse_defense(spec: str) -> Defense:
             raise NNMarkError(f"defense {spec!r}: option {k} must be a finite number, got {v}")
     if name == "reject" and "threshold" in opts and values["by"] != "confidence":
         raise NNMarkError("defense 'reject': threshold applies to by=confidence (else quantile)")
-    d = Defense(name, values, s.kind)
+    d = Evasion(name, values, s.kind)
     _check(d)
     return d
 
 
-def _check(d: Defense) -> None:
+def _check(d: Evasion) -> None:
     def need(ok: bool, msg: str) -> None:
         if not ok:
             raise NNMarkError(f"defense {d.name!r}: {msg}")
@@ -177,7 +183,7 @@ def _check(d: Defense) -> None:
 
 
 # ---- input transformations ---------------------------------------------------------------
-def _jpeg(x: torch.Tensor, d: Defense, gen: torch.Generator) -> torch.Tensor:
+def _jpeg(x: torch.Tensor, d: Evasion, gen: torch.Generator) -> torch.Tensor:
     from PIL import Image
 
     quality = int(d.opt("quality"))
@@ -224,7 +230,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     )
 
 
-def _occlude(x: torch.Tensor, d: Defense, gen: torch.Generator) -> torch.Tensor:
+def _occlude(x: torch.Tensor, d: Evasion, gen: torch.Generator) -> torch.Tensor:
     side = max(1, int(d.opt("size") * x.shape[-1]))
     out = x.clone()
     for i in range(len(out)):
@@ -233,12 +239,12 @@ def _occlude(x: torch.Tensor, d: Defense, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-def _autoencode(x: torch.Tensor, d: Defense, gen: torch.Generator) -> torch.Tensor:
+def _autoencode(x: torch.Tensor, d: Evasion, gen: torch.Generator) -> torch.Tensor:
     with torch.no_grad():
         return d.state["autoencoder"](x)
 
 
-InputFn = Callable[[torch.Tensor, Defense, torch.Generator], torch.Tensor]
+InputFn = Callable[[torch.Tensor, Evasion, torch.Generator], torch.Tensor]
 INPUTS: dict[str, InputFn] = {
     "quantize": lambda x, d, g: quantize_bits(x, int(d.opt("bits"))),
     "noise": lambda x, d, g: x + d.opt("sigma") * torch.randn(x.shape, generator=g),
@@ -257,12 +263,12 @@ INPUTS: dict[str, InputFn] = {
 }
 
 
-def apply_input(d: Defense, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def apply_input(d: Evasion, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return INPUTS[d.name](x, d, gen)
 
 
 # ---- output transformations --------------------------------------------------------------
-def apply_output(d: Defense, probs: torch.Tensor) -> torch.Tensor:
+def apply_output(d: Evasion, probs: torch.Tensor) -> torch.Tensor:
     """top1 / round on class probabilities (N, C); for a binary mask's per-pixel probability
     (N, 1, H, W), the top-1 answer is the whole answer, so top1 leaves it as it is."""
     if d.name == "top1":
@@ -343,9 +349,9 @@ def nearest_distance(feats: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     return torch.cdist(feats, bank).min(1).values
 
 
-def fit_defenses(
-    defenses: list[Defense], model: nn.Module, data: DataBundle | None, seed: int = 0
-) -> list[Defense]:
+def fit_evasions(
+    defenses: list[Evasion], model: nn.Module, data: DataBundle | None, seed: int = 0
+) -> list[Evasion]:
     """Fit the defenses that learn from the thief's data (the `thief` split of `data`).
 
     80 % of the thief split trains (autoencoder) or forms the reference bank (features); the
@@ -383,7 +389,7 @@ def fit_defenses(
     return defenses
 
 
-def flagged(d: Defense, model: nn.Module, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+def flagged(d: Evasion, model: nn.Module, x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """Which inputs a rejection defense flags as out of distribution (bool, N)."""
     by = d.word("by")
     if by == "confidence":
@@ -408,20 +414,20 @@ class Answer:
     refused: torch.Tensor
 
 
-class Defended:
+class Evading:
     """A model behind a thief's defenses, answering batches exactly as `nnmark serve` does.
 
     The server and in-process benchmarks both call it, so they measure the same thing.
     """
 
-    def __init__(self, model: nn.Module, defenses: list[Defense], seed: int = 0) -> None:
+    def __init__(self, model: nn.Module, defenses: list[Evasion], seed: int = 0) -> None:
         self.model = model.eval()
         self.defenses = list(defenses)
         self.gen = torch.Generator().manual_seed(seed)
         self.label_only = any(d.name == "label" for d in defenses)
         for d in self.defenses:
             if d.needs_data and not d.state:
-                raise NNMarkError(f"defense {d.name!r} was not fitted (fit_defenses)")
+                raise NNMarkError(f"defense {d.name!r} was not fitted (fit_evasions)")
 
     def __call__(self, x: torch.Tensor) -> Answer:
         original = x
