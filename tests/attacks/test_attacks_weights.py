@@ -16,7 +16,6 @@ from nnmark import (
     ATTACKS,
     TrainConfig,
     attack,
-    create_model,
     evaluate,
     list_attacks,
     model_info,
@@ -28,6 +27,7 @@ from nnmark.cli import app
 from nnmark.data.base import DataBundle
 from nnmark.defenses.realign import realign
 from nnmark.io import save_model
+from nnmark.models import create_model
 
 #: Cost knobs lowered for every attack that has them (other helpers add attacks at the same
 #: time, so the table is generic): epochs, passes, optimisation steps, queries, members.

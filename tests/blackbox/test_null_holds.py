@@ -28,6 +28,7 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.io import save_model
 from nnmark.schemes._trigger import TriggerScheme
+from nnmark.schemes.newlabel import NewLabelConfig
 from nnmark.stats import binomial_pvalue
 
 #: The classes the sink models send out-of-distribution inputs to.
@@ -189,7 +190,8 @@ def test_nan_answers_are_an_error_naming_the_count(
         verify(Unanswerable(model, every=3, value=float("inf")), key)
     _, newlabel_key = blackbox_marked["newlabel"]
     newlabel_model, _ = blackbox_marked["newlabel"]
-    with pytest.raises(NNMarkError, match="NaN or infinite scores for 10 of 10 queries"):
+    looked = NewLabelConfig().group  # its first look
+    with pytest.raises(NNMarkError, match=f"NaN or infinite scores for {looked} of {looked} "):
         verify(Unanswerable(newlabel_model, every=1), newlabel_key)
     # through the CLI: a model file whose head has a NaN bias answers NaN for every input
     poisoned = copy.deepcopy(model)
@@ -208,7 +210,7 @@ def test_newlabel_needs_the_new_output(blackbox_marked, plain_cnn, stamp, tsa) -
     even with a timestamp (alpha alone)."""
     _, key = blackbox_marked["newlabel"]
     v = verify(plain_cnn, stamp(key), tsa_certs=[tsa.ca_cert_pem])
-    assert v.verdict == "not_found" and v.queries == 10
+    assert v.verdict == "not_found" and v.queries == NewLabelConfig().group  # one look
     assert "no output for the new label" in (v.reason or "")
 
 
