@@ -7,7 +7,9 @@ BIN     = $(VENV)/bin
 # The demo needs the core package alone; the tests add every extra and the dev tools.
 CORE    = $(VENV)/.nnmark-core
 DEV     = $(VENV)/.nnmark-dev
-PIP     = $(BIN)/python -m pip install -q --disable-pip-version-check
+# --no-compile: byte-compiling every installed module (ray, transformers, ...) took about a
+# minute of a fresh `make test`; Python compiles the few modules it imports on first use.
+PIP     = $(BIN)/python -m pip install -q --disable-pip-version-check --no-compile
 
 .PHONY: setup demo test test-fast lint format bench clean browser
 
