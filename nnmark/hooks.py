@@ -1,7 +1,7 @@
 """The embedding hooks as the training loop sees them: a batch, a loss, one optimiser step, and
 `Hooks`, the defaults every scheme inherits (nnmark.schemes.base.Scheme) and overrides where it
 needs to. They live below both the schemes and the loop (nnmark.train), so the loop never
-imports a scheme and a scheme may call the loop (frontier's warm-up, stitched references).
+imports a scheme and a scheme may call the loop (frontier's warm-up).
 """
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ def blackbox_marked(
 ) -> BlackboxMarked:
     """Every classification black-box scheme in the digits CNN (same init and seed as plain);
     schemes that stitch a trained model (frontier) are fine-tuned into `plain_cnn` instead.
-    Keys as issued (frontier's still needs a calibration before it can be tested)."""
+    Keys as issued (frontier's, newlabel's and unrelated's claims need a timestamp: `stamp`)."""
     from nnmark import SCHEMES
 
     built: dict[str, tuple[torch.nn.Module, OwnerKey]] = {}

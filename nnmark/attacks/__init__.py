@@ -19,7 +19,8 @@ ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
 def register(name: str):
-    """Class decorator: register an Attack subclass under `name` (and set its `name` and its config's label)."""
+    """Class decorator: register an Attack subclass under `name` (and set its `name` and its
+    config's label)."""
 
     def deco(cls: type[Attack]) -> type[Attack]:
         cls.name = name

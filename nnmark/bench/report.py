@@ -57,7 +57,7 @@ def succeeded(row: dict[str, Any], budget: float) -> bool:
         return False
     if any(p.get("verdict") in POSITIVE for p in row.get("parts") or []):
         return False
-    return bool(row["fidelity_before"] - row["fidelity_after"] < budget)
+    return usable(row, budget)
 
 
 def usable(row: dict[str, Any], budget: float) -> bool:

@@ -245,7 +245,7 @@ def _train(root: Path, job: ModelJob) -> str:
 
 
 #: The creation time of every bench key: a key's secrets depend on it, so a fixed time (with
-#: the nonce from the job's content id) makes a rerun of the grid mark the same models.
+#: the nonce from the job's recipe, `ModelJob.nonce`) makes a rerun of the grid mark the same models.
 BENCH_CREATED = "2026-01-01T00:00:00+00:00"
 
 

@@ -64,7 +64,8 @@ class EvasionSpec:
     needs_data: bool = False
 
 
-_SPECS: dict[str, EvasionSpec] = {
+EVASIONS: Registry[EvasionSpec] = Registry("defense")
+for _name, _spec in {
     "label": EvasionSpec("output"),
     "top1": EvasionSpec("output"),
     "round": EvasionSpec("output", {"decimals": 1}),
@@ -89,9 +90,7 @@ _SPECS: dict[str, EvasionSpec] = {
             "width": 16,
         },
     ),
-}
-EVASIONS: Registry[EvasionSpec] = Registry("defense")
-for _name, _spec in _SPECS.items():
+}.items():
     EVASIONS.register(_name)(_spec)
 
 CHOICES: dict[str, tuple[str, ...]] = {

@@ -1,5 +1,5 @@
 """One mark trained into a model: the marking pipeline a scheme or an attack calls from inside
-(frontier's stitched references, the thief's overwrite), below nnmark.api, whose `embed` is the
+(the thief's overwrite), below nnmark.api, whose `embed` is the
 public and composite one ("uchida+content", messages, the reach check)."""
 
 from __future__ import annotations

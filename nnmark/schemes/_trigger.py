@@ -121,7 +121,6 @@ class TriggerScheme(Scheme):
     kind = "blackbox"
     task = "classification"
     needs_data = True
-    #: True when the mark is made from a trained model (fine-tune-to-embed is its setting).
 
     def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
         super().__init__(mark, data)
@@ -329,9 +328,11 @@ class TriggerScheme(Scheme):
         )
 
     def trigger_accuracy(self, model: nn.Module) -> float:
-        """Share of all triggers answered with the key label (for benchmarks, no test)."""
+        """Share of the queried triggers answered with their key labels (for benchmarks and
+        tests, no test statistic)."""
+        x, y = self.queried()
         with torch.no_grad():
-            return float((model(self.x).argmax(1) == self.y).float().mean())
+            return float((model(x).argmax(1) == y).float().mean())
 
     def fresh_samples(
         self, data: DataBundle, n: int, seed: int = 1

@@ -78,9 +78,10 @@ class Unrelated(TriggerScheme):
         return self._items(self.config.n, "sources")
 
     def batches(self, batches: Iterator[Batch]) -> Iterator[Batch]:
-        """Each batch gets `per_batch` source items labelled by their class's key label: half are
-        the key's own triggers (Zhang et al. train on the set they query), half a key-chosen pool
-        of the source (10 n items), so the model learns the rule per source class as well."""
+        """Each batch gets `per_batch` source items labelled by their class's key label: three
+        quarters are the key's own triggers (Zhang et al. train on the set they query), the rest
+        drawn from those and a key-chosen pool of the source (10 n items), so the model learns
+        the rule per source class as well."""
         gen = self.mark.generator("mixing")
         pool, groups = self._items(10 * self.config.n, "pool")
         labels = self.labels(self.group_count(groups))[groups]
@@ -89,7 +90,7 @@ class Unrelated(TriggerScheme):
         for xb, yb in batches:
             idx = torch.cat(
                 [
-                    torch.randint(0, self.config.n, (own,), generator=gen),
+                    torch.randint(0, len(self.x), (own,), generator=gen),
                     torch.randint(0, len(pool), (self.config.per_batch - own,), generator=gen),
                 ]
             )
