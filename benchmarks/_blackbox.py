@@ -19,10 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnmark import OwnerKey, TrainConfig, embed, load_data, new_model, train
-from nnmark.api import model_info
+from nnmark.bench.cache import ModelCache
 from nnmark.calibrate import calibrate
 from nnmark.data.base import DataBundle
-from nnmark.io import load_model, save_model
 from nnmark.schemes import SCHEMES
 from nnmark.schemes._trigger import black_box_schemes
 
@@ -42,26 +41,18 @@ class Suite:
 
 
 def cached(cache: Path, name: str, data: DataBundle, build: Callable[[], nn.Module]) -> nn.Module:
-    path = cache / f"{name}.safetensors"
-    if path.is_file():
-        return load_model(path)[0].eval()
-    model = build()
-    cache.mkdir(parents=True, exist_ok=True)
-    save_model(model, model_info(model, data), path)
-    return model.eval()
+    """The model `name` from the bench's model cache (named by `name` and the nnmark version,
+    `nnmark.bench.cache`), or built and stored there."""
+    return ModelCache(cache).get(name, name, lambda: (build(), None, data))[0]
 
 
 def cached_mark(
     cache: Path, name: str, data: DataBundle, build: Callable[[], tuple[nn.Module, OwnerKey]]
 ) -> tuple[nn.Module, OwnerKey]:
-    key_path = cache / f"{name}.nnkey"
-    if key_path.is_file() and (cache / f"{name}.safetensors").is_file():
-        return load_model(cache / f"{name}.safetensors")[0].eval(), OwnerKey.load(key_path)
-    model, key = build()
-    cache.mkdir(parents=True, exist_ok=True)
-    save_model(model, model_info(model, data), cache / f"{name}.safetensors")
-    key.save(key_path)
-    return model.eval(), key
+    """A marked model and its key, cached as `cached` does."""
+    model, key = ModelCache(cache).get(name, name, lambda: (*build(), data), keyed=True)
+    assert key is not None
+    return model, key
 
 
 def digits_suite(cache: Path = DEFAULT_CACHE, unmarked: int = 10) -> Suite:

@@ -1,37 +1,17 @@
-"""Shared by benchmark scripts: the machine description and result writing (JSON + Markdown)."""
+"""Shared by benchmark scripts: result writing (JSON + Markdown) with the machine named as the
+bench names it (`nnmark.bench.metrics.machine`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
+from nnmark.bench.metrics import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
 
 
 def write_results(name: str, payload: dict[str, Any], markdown_body: str) -> None:

@@ -9,7 +9,7 @@ not 1/C.
 Protocol (digits, the `cnn` of the zoo, the quick preset's recipe and scheme options):
 
 * one marked model per registered scheme, and the quick preset's composite, trained with
-  seed 0 by the benchmark's own cached trainer (`nnmark.bench.runner.train_model`): its key is
+  seed 0 by the benchmark's own cached trainer (`nnmark.bench.models.train_model`): its key is
   the key under test (trigger-set keys hold triggers drawn from the owner's data);
 * `--models` unmarked models, the same recipe, seeds 2000, 2001, ...: the false claims are
   counted on these;
@@ -24,7 +24,7 @@ Protocol (digits, the `cnn` of the zoo, the quick preset's recipe and scheme opt
   holds when there are 0 false claims at 1e-6 and the interval's lower end is <= 0.05.
 
 A scheme that cannot mark the digits CNN (a segmentation scheme such as `segtrigger`) is
-skipped with its own plan()'s reason (`nnmark.bench.runner.unsupported`): its unmarked
+skipped with its own plan()'s reason (`nnmark.bench.jobs.unsupported`): its unmarked
 population is U-Nets, judged by benchmarks/calibration_seg.py. Models are cached under `--cache` (default
 runs/calibration, ignored by git) by content hash: a rerun trains only what is new, such as the
 model of a scheme registered since.
@@ -46,7 +46,9 @@ from typing import Any
 import torch
 
 from nnmark.bench import PRESETS, Task
-from nnmark.bench.runner import ModelJob, Workers, train_model_timed, unsupported
+from nnmark.bench.executors import Workers
+from nnmark.bench.jobs import ModelJob, unsupported
+from nnmark.bench.models import train_model_timed
 from nnmark.bench.store import ResultStore
 from nnmark.schemes import SCHEMES
 from nnmark.stats import DEFAULT_ALPHA, clopper_pearson

@@ -29,9 +29,8 @@ from typing import Any
 import torch
 
 from nnmark import TrainConfig, embed, load_data, new_model, train
-from nnmark.api import model_info
+from nnmark.bench.cache import ModelCache
 from nnmark.forge import STRATEGIES, Target, forge, nonce_search
-from nnmark.io import load_model, save_model
 from nnmark.keys import OwnerKey
 from nnmark.schemes import SCHEMES
 from nnmark.testing.tsa import LoopbackTSA
@@ -42,17 +41,9 @@ CACHE = Path("runs/forgery")
 
 
 def cached(name: str, make: Any) -> tuple[torch.nn.Module, OwnerKey | None]:
-    """A model (and key) from the cache, or made and stored."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path, key_path = CACHE / f"{name}.safetensors", CACHE / f"{name}.nnkey"
-    if path.exists():
-        model, _ = load_model(path)
-        return model, OwnerKey.load(key_path) if key_path.exists() else None
-    model, key, data = make()
-    save_model(model, model_info(model, data), path)
-    if key is not None:
-        key.save(key_path)
-    return model, key
+    """A model (and key) from the bench's model cache (`nnmark.bench.cache`), or made and
+    stored; `make` returns (model, key or None, data)."""
+    return ModelCache(CACHE).get(name, name, make)
 
 
 def victim(scheme: str, data: Any) -> tuple[torch.nn.Module, OwnerKey, Any]:

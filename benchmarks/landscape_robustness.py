@@ -60,60 +60,76 @@ ATTACKS = ["prune:fraction=0.5", "finetune:epochs=5"]
 SEED_003_ERROR = {0: 7.14, 2: 7.08, 4: 7.29}
 
 
-def main() -> None:  # noqa: C901 (split pending, issue 17)
+def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=20)
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = load_data("digits")
+    rows = []
+    for seed in range(args.seeds):
+        cfg = TrainConfig(epochs=args.epochs, seed=seed)
+        for label, scheme, options in CONFIGS:
+            row: dict[str, Any] = {"config": label, "seed": seed}
+            try:
+                row |= measure(data, scheme, options, seed, cfg)
+            except Exception as exc:  # noqa: BLE001 - the sweep never stops on one failed cell
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            rows.append(row)
+            print(row, flush=True)
+    summary = summarise(rows)
+    lines = render(rows, summary, args.seeds, args.epochs)
+    write_results(
+        "landscape_robustness",
+        {"epochs": args.epochs, "seeds": args.seeds, "rows": rows, "summary": summary},
+        "\n".join(lines),
+    )
+    print("\n".join(lines))
+
+
+def measure(
+    data: Any, scheme: str, options: dict[str, Any], seed: int, cfg: TrainConfig
+) -> dict[str, Any]:
+    """One model: its accuracy, and for a mark the landscape, BER and each attack's effect."""
     x, y = data.tensors("test")
 
     def test_loss(m: torch.nn.Module) -> float:
         with torch.no_grad():
             return float(F.cross_entropy(m(x), y))
 
-    rows = []
-    for seed in range(args.seeds):
-        cfg = TrainConfig(epochs=args.epochs, seed=seed)
-        for label, scheme, options in CONFIGS:
-            t0 = time.perf_counter()
-            model0 = new_model("cnn", data, seed=seed)
-            row: dict[str, Any] = {"config": label, "seed": seed}
-            try:
-                if scheme == "none":
-                    model, key = train(model0, data, cfg), None
-                else:
-                    key = OwnerKey.new("bench", nonce=f"{seed:02d}" * 16)
-                    model, key = embed(
-                        model0, data, scheme, options=options, key=key, bits=64, config=cfg
-                    )
-                row["seconds"] = time.perf_counter() - t0
-                row["accuracy"] = evaluate(model, data.loader("test"), data.task)["accuracy"]
-                if key is not None:
-                    s = scheme_for(key.marks[0])
-                    if scheme in ("tartaglione", "watermas"):
-                        sigma = getattr(s.config, "sigma", getattr(s.config, "rho", 1.0))
-                        gen = torch.Generator().manual_seed(1000 + seed)
-                        row["landscape"] = perturbation_losses(
-                            model, s.positions, test_loss, sigma, 20, gen
-                        )
-                    row["ber"] = verify(model, key).ber
-                    for spec in ATTACKS:
-                        attacked = attack(model, spec, data, seed=seed)
-                        v = verify(attacked, key)
-                        row[spec] = {
-                            "ber": v.ber,
-                            "verdict": v.verdict,
-                            "p_value": v.p_value,
-                            "accuracy": evaluate(attacked, data.loader("test"), data.task)[
-                                "accuracy"
-                            ],
-                        }
-            except Exception as exc:  # noqa: BLE001 - the sweep never stops on one failed cell
-                row["error"] = f"{type(exc).__name__}: {exc}"
-            rows.append(row)
-            print(row, flush=True)
+    t0 = time.perf_counter()
+    model0 = new_model("cnn", data, seed=seed)
+    row: dict[str, Any] = {}
+    if scheme == "none":
+        model, key = train(model0, data, cfg), None
+    else:
+        key = OwnerKey.new("bench", nonce=f"{seed:02d}" * 16)
+        model, key = embed(model0, data, scheme, options=options, key=key, bits=64, config=cfg)
+    row["seconds"] = time.perf_counter() - t0
+    row["accuracy"] = evaluate(model, data.loader("test"), data.task)["accuracy"]
+    if key is None:
+        return row
+    s = scheme_for(key.marks[0])
+    if scheme in ("tartaglione", "watermas"):
+        sigma = getattr(s.config, "sigma", getattr(s.config, "rho", 1.0))
+        gen = torch.Generator().manual_seed(1000 + seed)
+        row["landscape"] = perturbation_losses(model, s.positions, test_loss, sigma, 20, gen)
+    row["ber"] = verify(model, key).ber
+    for spec in ATTACKS:
+        attacked = attack(model, spec, data, seed=seed)
+        v = verify(attacked, key)
+        row[spec] = {
+            "ber": v.ber,
+            "verdict": v.verdict,
+            "p_value": v.p_value,
+            "accuracy": evaluate(attacked, data.loader("test"), data.task)["accuracy"],
+        }
+    return row
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Means over seeds per config."""
 
     def mean(label: str, get: Any) -> float | None:
         vals = [get(r) for r in rows if r["config"] == label and "error" not in r]
@@ -134,13 +150,19 @@ def main() -> None:  # noqa: C901 (split pending, issue 17)
             s[f"{spec} acc"] = mean(label, lambda r, sp=spec: r.get(sp, {}).get("accuracy"))
         s["seconds"] = mean(label, lambda r: r.get("seconds"))
         summary.append(s)
+    return summary
 
-    def f(v: Any, fmt: str = ".4f") -> str:
-        return "-" if v is None else format(v, fmt)
 
-    seeds = range(args.seeds)
+def _f(v: Any, fmt: str = ".4f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def render(
+    rows: list[dict[str, Any]], summary: list[dict[str, Any]], n_seeds: int, epochs: int
+) -> list[str]:
+    """The Markdown: means, per-seed ratios and accuracies, the seed-003 comparison."""
     lines = [
-        f"digits CNN, {args.epochs} epochs, means over seeds 0..{args.seeds - 1}; loss increases "
+        f"digits CNN, {epochs} epochs, means over seeds 0..{n_seeds - 1}; loss increases "
         "on the test set (20 Gaussian draws, std = the scheme's sigma (tartaglione 1.5) or rho "
         "(watermas 1) x the layer's initial std).",
         "",
@@ -150,18 +172,29 @@ def main() -> None:  # noqa: C901 (split pending, issue 17)
     ]
     for s in summary:
         lines.append(
-            f"| {s['config']} | {f(s['accuracy'])} | {f(s.get('marked_increase'))} | "
-            f"{f(s.get('unmarked_increase'))} | {f(s.get('ratio_of_means'), '.2f')} | "
-            f"{f(s.get('mean_ratio'), '.2f')} | {f(s['prune:fraction=0.5 ber'])} | "
-            f"{f(s['prune:fraction=0.5 acc'])} | {f(s['finetune:epochs=5 ber'])} | "
-            f"{f(s['finetune:epochs=5 acc'])} | {f(s['seconds'], '.1f')} |"
+            f"| {s['config']} | {_f(s['accuracy'])} | {_f(s.get('marked_increase'))} | "
+            f"{_f(s.get('unmarked_increase'))} | {_f(s.get('ratio_of_means'), '.2f')} | "
+            f"{_f(s.get('mean_ratio'), '.2f')} | {_f(s['prune:fraction=0.5 ber'])} | "
+            f"{_f(s['prune:fraction=0.5 acc'])} | {_f(s['finetune:epochs=5 ber'])} | "
+            f"{_f(s['finetune:epochs=5 acc'])} | {_f(s['seconds'], '.1f')} |"
         )
+    lines += _per_seed(rows, n_seeds) + _seed003(summary)
+    errors = [r for r in rows if "error" in r]
+    if errors:
+        lines.append(
+            "\nFailed cells: "
+            + "; ".join(f"{r['config']} seed {r['seed']}: {r['error']}" for r in errors)
+        )
+    return lines
 
+
+def _per_seed(rows: list[dict[str, Any]], n_seeds: int) -> list[str]:
     def cell(label: str, seed: int, get: Any, fmt: str) -> str:
         r = next((r for r in rows if r["config"] == label and r["seed"] == seed), None)
         return "-" if r is None or "error" in r else format(get(r), fmt)
 
-    lines += [
+    seeds = range(n_seeds)
+    lines = [
         "",
         "Per seed: landscape ratio (marked / unmarked increase) and test accuracy.",
         "",
@@ -170,7 +203,7 @@ def main() -> None:  # noqa: C901 (split pending, issue 17)
         + " | "
         + " | ".join(f"acc seed {i}" for i in seeds)
         + " |",
-        "|---|" + "---|" * (2 * args.seeds),
+        "|---|" + "---|" * (2 * n_seeds),
     ]
     for label, scheme, _ in CONFIGS:
         ratios = [
@@ -181,6 +214,11 @@ def main() -> None:  # noqa: C901 (split pending, issue 17)
         ]
         accs = [cell(label, i, lambda r: r["accuracy"], ".4f") for i in seeds]
         lines.append(f"| {label} | " + " | ".join(ratios + accs) + " |")
+    return lines
+
+
+def _seed003(summary: list[dict[str, Any]]) -> list[str]:
+    lines = []
     plain_acc = next(s["accuracy"] for s in summary if s["config"] == "plain")
     wm_acc = next(s["accuracy"] for s in summary if s["config"] == "watermas")
     if plain_acc is not None and wm_acc is not None:
@@ -200,25 +238,13 @@ def main() -> None:  # noqa: C901 (split pending, issue 17)
         acc = next(
             (s["accuracy"] for s in summary if s["config"] == f"tartaglione R={r_value}"), None
         )
-        lines.append(
-            f"| {r_value} | {theirs:.2f} | {'-' if acc is None else format(100 * (1 - acc), '.2f')} |"
-        )
+        ours = "-" if acc is None else format(100 * (1 - acc), ".2f")
+        lines.append(f"| {r_value} | {theirs:.2f} | {ours} |")
     lines.append(
         "\nRequired (issue 5): ratio >= 2 at R = 4 and larger at R = 4 than at R = 0 (tartaglione "
         "and watermas); watermas accuracy within 1 point of plain. BER 0.5 = chance."
     )
-    errors = [r for r in rows if "error" in r]
-    if errors:
-        lines.append(
-            "\nFailed cells: "
-            + "; ".join(f"{r['config']} seed {r['seed']}: {r['error']}" for r in errors)
-        )
-    write_results(
-        "landscape_robustness",
-        {"epochs": args.epochs, "seeds": args.seeds, "rows": rows, "summary": summary},
-        "\n".join(lines),
-    )
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

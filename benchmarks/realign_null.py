@@ -54,8 +54,9 @@ from scipy import stats as _st
 from scipy.optimize import linear_sum_assignment
 
 from nnmark import OwnerKey, TrainConfig, attack, embed, load_data, new_model, train, verify
-from nnmark.api import bound_scheme, model_info
+from nnmark.api import bound_scheme
 from nnmark.attacks._graph import Plan, apply_plans, channel_groups, dependency_graph, out_dim
+from nnmark.bench.cache import ModelCache
 from nnmark.defenses.realign import (
     _activations,
     _pair_groups,
@@ -65,7 +66,6 @@ from nnmark.defenses.realign import (
     realign,
     realign_suspect,
 )
-from nnmark.io import load_model, save_model
 from nnmark.stats import clopper_pearson
 from nnmark.suspect import ModuleSuspect
 
@@ -81,18 +81,16 @@ STRICT, LOOSE = 1e-6, 0.05
 
 
 def cached(path: Path, make: Any, data: Any) -> Any:
-    """A trained model (and key) from the cache, or made and saved there."""
-    model_file, key_file = path.with_suffix(".safetensors"), path.with_suffix(".nnkey")
-    if model_file.exists():
-        model, _ = load_model(model_file)
-        return (model.eval(), OwnerKey.load(key_file)) if key_file.exists() else model.eval()
-    out = make()
-    model, key = out if isinstance(out, tuple) else (out, None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(model, model_info(model, data), model_file)
-    if key is not None:
-        key.save(key_file)
-    return cached(path, make, data)
+    """A trained model (and key) from the bench's model cache (`nnmark.bench.cache`), or made
+    and stored there; `make` returns a model or (model, key)."""
+
+    def build() -> Any:
+        out = make()
+        model, key = out if isinstance(out, tuple) else (out, None)
+        return model, key, data
+
+    model, key = ModelCache(path.parent).get(path.name, path.name, build)
+    return (model, key) if key is not None else model
 
 
 def unmarked_models(arch: str, n: int, data: Any, cache: Path) -> list[tuple[str, torch.nn.Module]]:

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnmark.bench.cache import ModelCache, model_id
 from nnmark.errors import NNMarkError
 from nnmark.stats import DEFAULT_ALPHA, clopper_pearson
 
@@ -117,42 +118,37 @@ class Report:
 # ---- models ---------------------------------------------------------------------------------
 
 
-def _cache(root: Path, name: str, make: Callable[[], tuple[nn.Module, Any]]) -> nn.Module:
-    from nnmark.io import load_model, save_model
-
-    path = root / "models" / f"{name}.safetensors"
-    if path.exists():
-        return load_model(path)[0].eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model, info = make()
-    save_model(model, info, path)
-    return model.eval()
+def _cache(root: Path, name: str, recipe: Any, make: Callable[[], tuple[nn.Module, Any]]) -> str:
+    """Train `make()` (model, data) into root/models unless its recipe is cached; its id."""
+    cache = ModelCache(root / "models")
+    ident = model_id(name, recipe)
+    if not cache.has(ident, keyed=False):
+        model, data = make()
+        cache.put(ident, model, data, None)
+    return ident
 
 
 def _train_plain(args: tuple[str, str, dict[str, Any], int, str]) -> str:
-    """One unmarked model (a worker process): returns its cache name."""
+    """One unmarked model (a worker process): returns its cache id."""
     root, arch, recipe, seed, data_spec = args
-    from nnmark.api import model_info, new_model, train
+    from nnmark.api import new_model, train
     from nnmark.data import load_data
     from nnmark.train import TrainConfig
 
     torch.set_num_threads(1)
-    data = load_data(data_spec)
-    name = f"plain_{arch}_{recipe['name']}_{seed}"
     opts = {k: v for k, v in recipe.items() if k != "name"}
 
     def make() -> tuple[nn.Module, Any]:
+        data = load_data(data_spec)
         model = train(new_model(arch, data, seed=seed), data, TrainConfig(seed=seed, **opts))
-        return model, model_info(model, data)
+        return model, data
 
-    _cache(Path(root), name, make)
-    return name
+    name = f"plain_{arch}_{recipe['name']}_{seed}"
+    return _cache(Path(root), name, [arch, recipe, seed, data_spec], make)
 
 
 def unmarked(spec: FalseClaimSpec, root: Path, jobs: int) -> dict[str, list[tuple[str, nn.Module]]]:
     """Every unmarked model, by architecture: (name, model)."""
-    from nnmark.io import load_model
-
     todo = [
         (str(root), arch, recipe, 1000 * (i + 1) + j, spec.data)
         for arch in spec.archs
@@ -161,12 +157,13 @@ def unmarked(spec: FalseClaimSpec, root: Path, jobs: int) -> dict[str, list[tupl
     ]
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
-            names = list(pool.map(_train_plain, todo))
+            idents = list(pool.map(_train_plain, todo))
     else:
-        names = [_train_plain(t) for t in todo]
+        idents = [_train_plain(t) for t in todo]
+    cache = ModelCache(root / "models")
     out: dict[str, list[tuple[str, nn.Module]]] = {a: [] for a in spec.archs}
-    for (_, arch, *_rest), name in zip(todo, names):
-        out[arch].append((name, load_model(root / "models" / f"{name}.safetensors")[0].eval()))
+    for (_, arch, recipe, seed, _data), ident in zip(todo, idents, strict=True):
+        out[arch].append((f"plain_{arch}_{recipe['name']}_{seed}", cache.load(ident)[0]))
     return out
 
 
@@ -216,7 +213,7 @@ def judge(
     return strict.p_value, rule, strict.positive, loose.positive, strict.reason
 
 
-def run_false_claims(  # noqa: C901 (split pending, issue 17)
+def run_false_claims(
     spec: FalseClaimSpec,
     root: Path,
     *,
@@ -224,103 +221,136 @@ def run_false_claims(  # noqa: C901 (split pending, issue 17)
     progress: Callable[[str], None] | None = None,
 ) -> Report:
     """The whole check into `root` (models cached under root/models); returns the outcomes."""
-    from nnmark.api import bound_scheme
     from nnmark.data import load_data
-    from nnmark.defenses.realign import realign_suspect
     from nnmark.schemes import SCHEMES
-    from nnmark.suspect import ModuleSuspect
 
     say = progress or (lambda _msg: None)
     start = time.time()
     root.mkdir(parents=True, exist_ok=True)
     data = load_data(spec.data)
-    sources = [data, *(load_data(s) for s in spec.extra_data)]
+    ctx = _Context(spec, root, data, [data, *(load_data(s) for s in spec.extra_data)], say)
     models = unmarked(spec, root, jobs)
     say(f"{sum(len(v) for v in models.values())} unmarked models ready")
     report = Report()
-    names = list(spec.schemes or SCHEMES.names())
-    for scheme in names:
+    for scheme in spec.schemes or SCHEMES.names():
         cls = SCHEMES.get(scheme)
         if cls.task == "segmentation":
             continue
-        needs_trained = cls.needs_trained
-        per_arch = cls.kind != "blackbox"
-        archs = spec.archs if per_arch else (spec.archs[0],)
-        for arch in archs:
-            owner_model = models[arch][0][1]
-            for i in range(spec.keys):
-                try:
-                    key = plan_key(scheme, owner_model, data, spec, arch, i)
-                except NNMarkError as exc:
-                    report.notes.append(f"{scheme} on {arch}: cannot plan ({exc})")
-                    break
-                meets = [m for a in spec.archs if not per_arch or a == arch for m in models[a]]
-                for name, model in meets:
-                    if needs_trained and model is owner_model:
-                        continue  # the key was crafted on it
-                    out = judge(key, ModuleSuspect(model, label=name), sources, needs_trained)
-                    report.outcomes.append(Outcome(scheme, "issued", i, name, *out))
-            say(f"{scheme} on {arch}: {sum(o.scheme == scheme for o in report.outcomes)} pairs")
+        _issued(ctx, report, scheme, models)
         if cls.kind == "whitebox" and cls.realigns_to_marked:
-            for arch in spec.reference_archs:
-                for i in range(spec.reference_keys):
-                    reference, key = _reference(root, spec, scheme, arch, i, data)
-                    bound = [bound_scheme(key, 0, sources)]
-                    for name, model in models[arch]:
-                        s = ModuleSuspect(model, label=name)
-                        aligned = realign_suspect(s, reference, bound)
-                        out = judge(key, aligned, sources, False)
-                        report.outcomes.append(Outcome(scheme, "reference", i, name, *out))
-                say(f"{scheme} --reference on {arch}: done")
-        if cls.kind == "whitebox":  # --reference-unmarked: the owner's model before the mark
-            for arch in spec.reference_archs:
-                twin_name, twin = models[arch][0]
-                keys = [
-                    plan_key(scheme, twin, data, spec, "twin", arch, i) for i in range(spec.keys)
-                ]
-                for name, model in models[arch][1:]:
-                    s = ModuleSuspect(model, label=name)
-                    # the alignment does not depend on the key: one realignment serves every key
-                    aligned = realign_suspect(
-                        s, twin, [bound_scheme(keys[0], 0, sources)], unmarked=True
-                    )
-                    for i, key in enumerate(keys):
-                        out = judge(key, aligned, sources, False)
-                        report.outcomes.append(Outcome(scheme, "reference-unmarked", i, name, *out))
-                say(f"{scheme} --reference-unmarked on {arch} ({twin_name}): done")
+            _against_reference(ctx, report, scheme, models)
+        if cls.kind == "whitebox":
+            _against_twin(ctx, report, scheme, models)
     if spec.seg_data:
         report.outcomes += _segmentation(spec, root)
     report.seconds = round(time.time() - start, 1)
     return report
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What every part of one check reads: the spec, the cache, the data, a progress line."""
+
+    spec: FalseClaimSpec
+    root: Path
+    data: Any
+    sources: list[Any]
+    say: Callable[[str], None]
+
+
+Models = dict[str, list[tuple[str, nn.Module]]]
+
+
+def _issued(ctx: _Context, report: Report, scheme: str, models: Models) -> None:
+    """Keys as issued against every never-marked model (of the key's architecture, for a mark
+    in the weights); a stitched key is not judged on the model it was crafted on."""
+    from nnmark.schemes import SCHEMES
+    from nnmark.suspect import ModuleSuspect
+
+    spec = ctx.spec
+    cls = SCHEMES.get(scheme)
+    per_arch = cls.kind != "blackbox"
+    for arch in spec.archs if per_arch else (spec.archs[0],):
+        owner_model = models[arch][0][1]
+        for i in range(spec.keys):
+            try:
+                key = plan_key(scheme, owner_model, ctx.data, spec, arch, i)
+            except NNMarkError as exc:
+                report.notes.append(f"{scheme} on {arch}: cannot plan ({exc})")
+                break
+            meets = [m for a in spec.archs if not per_arch or a == arch for m in models[a]]
+            for name, model in meets:
+                if cls.needs_trained and model is owner_model:
+                    continue  # the key was crafted on it
+                suspect = ModuleSuspect(model, label=name)
+                out = judge(key, suspect, ctx.sources, cls.needs_trained)
+                report.outcomes.append(Outcome(scheme, "issued", i, name, *out))
+        ctx.say(f"{scheme} on {arch}: {sum(o.scheme == scheme for o in report.outcomes)} pairs")
+
+
+def _against_reference(ctx: _Context, report: Report, scheme: str, models: Models) -> None:
+    """`verify --reference`: each never-marked model realigned to the key's own marked model."""
+    from nnmark.api import bound_scheme
+    from nnmark.defenses.realign import realign_suspect
+    from nnmark.suspect import ModuleSuspect
+
+    for arch in ctx.spec.reference_archs:
+        for i in range(ctx.spec.reference_keys):
+            reference, key = _reference(ctx.root, ctx.spec, scheme, arch, i, ctx.data)
+            bound = [bound_scheme(key, 0, ctx.sources)]
+            for name, model in models[arch]:
+                aligned = realign_suspect(ModuleSuspect(model, label=name), reference, bound)
+                out = judge(key, aligned, ctx.sources, False)
+                report.outcomes.append(Outcome(scheme, "reference", i, name, *out))
+        ctx.say(f"{scheme} --reference on {arch}: done")
+
+
+def _against_twin(ctx: _Context, report: Report, scheme: str, models: Models) -> None:
+    """`verify --reference-unmarked`: keys planned on the owner's model before the mark (the
+    first never-marked model), every other model realigned to it."""
+    from nnmark.api import bound_scheme
+    from nnmark.defenses.realign import realign_suspect
+    from nnmark.suspect import ModuleSuspect
+
+    spec = ctx.spec
+    for arch in spec.reference_archs:
+        twin_name, twin = models[arch][0]
+        keys = [plan_key(scheme, twin, ctx.data, spec, "twin", arch, i) for i in range(spec.keys)]
+        bound = [bound_scheme(keys[0], 0, ctx.sources)]
+        for name, model in models[arch][1:]:
+            # the alignment does not depend on the key: one realignment serves every key
+            s = ModuleSuspect(model, label=name)
+            aligned = realign_suspect(s, twin, bound, unmarked=True)
+            for i, key in enumerate(keys):
+                out = judge(key, aligned, ctx.sources, False)
+                report.outcomes.append(Outcome(scheme, "reference-unmarked", i, name, *out))
+        ctx.say(f"{scheme} --reference-unmarked on {arch} ({twin_name}): done")
+
+
 def _reference(
     root: Path, spec: FalseClaimSpec, scheme: str, arch: str, i: int, data: Any
 ) -> tuple[nn.Module, Any]:
     """The key's own marked model (the scheme's default recipe) and its key, cached."""
-    from nnmark.api import embed, model_info, new_model
-    from nnmark.io import load_model, save_model
+    from nnmark.api import embed, new_model
     from nnmark.keys import OwnerKey
     from nnmark.train import TrainConfig
 
-    stem = root / "models" / f"reference_{scheme}_{arch}_{i}"
-    model_path, key_path = stem.with_suffix(".safetensors"), stem.with_suffix(".nnkey")
-    if model_path.exists() and key_path.exists():
-        return load_model(model_path)[0].eval(), OwnerKey.load(key_path)
-    model_path.parent.mkdir(parents=True, exist_ok=True)
     nonce = spec.key_nonce("reference", scheme, arch, i)
-    key = OwnerKey.new("reference owner", nonce=nonce, created=CREATED)
-    net = new_model(arch, data, seed=7 + i)
-    marked, key = embed(net, data, scheme, key=key, config=TrainConfig(seed=7 + i))
-    save_model(marked, model_info(marked, data), model_path)
-    key.save(key_path)
-    return marked.eval(), key
+
+    def make() -> tuple[nn.Module, Any, Any]:
+        key = OwnerKey.new("reference owner", nonce=nonce, created=CREATED)
+        net = new_model(arch, data, seed=7 + i)
+        marked, key = embed(net, data, scheme, key=key, config=TrainConfig(seed=7 + i))
+        return marked, key, data
+
+    recipe = [scheme, arch, i, nonce, data.name]
+    return ModelCache(root / "models").get(f"reference_{scheme}_{arch}_{i}", recipe, make, True)
 
 
 def _segmentation(spec: FalseClaimSpec, root: Path) -> list[Outcome]:
     import torch.nn.functional as F
 
-    from nnmark.api import model_info, new_model, train
+    from nnmark.api import new_model, train
     from nnmark.data import load_data
     from nnmark.data.base import DataBundle
     from nnmark.suspect import ModuleSuspect
@@ -339,13 +369,13 @@ def _segmentation(spec: FalseClaimSpec, root: Path) -> list[Outcome]:
     out: list[Outcome] = []
     nets = []
     for s in range(spec.seg_models):
+        cfg = TrainConfig(epochs=20, seed=s, lr=3e-3, batch_size=16)
 
-        def make(s: int = s) -> tuple[nn.Module, Any]:
-            cfg = TrainConfig(epochs=20, seed=s, lr=3e-3, batch_size=16)
-            model = train(new_model("unet", seg, seed=s, width=8), seg, cfg)
-            return model, model_info(model, seg)
+        def make(s: int = s, cfg: TrainConfig = cfg) -> tuple[nn.Module, Any]:
+            return train(new_model("unet", seg, seed=s, width=8), seg, cfg), seg
 
-        nets.append((f"unet_{s}", _cache(root, f"unet_{s}", make)))
+        ident = _cache(root, f"unet_{s}", [spec.seg_data, "unet8", s, repr(cfg)], make)
+        nets.append((f"unet_{s}", ModelCache(root / "models").load(ident)[0]))
     for i in range(spec.keys):
         key = plan_key("segtrigger", nets[0][1], seg, spec, "seg", i)
         for name, model in nets:

@@ -1,7 +1,7 @@
 """What a benchmark sweeps: tasks x (schemes, composites, none) x attacks at three strengths.
 
-A grid is a frozen `BenchSpec`; `PRESETS` names the two shipped ones and `load_spec` reads a
-YAML (or JSON) file of the same fields. Schemes and attacks default to *every registered one*,
+A grid is a frozen `BenchSpec`; `PRESETS` reads the shipped ones from presets/*.json and
+`load_spec` reads a YAML (or JSON) file of the same fields. Schemes and attacks default to *every registered one*,
 so a new scheme or attack file is benchmarked with no edit here.
 
 >>> spec = BenchSpec.from_dict({"schemes": ["uchida"], "attacks": ["prune"], "chains": []})
@@ -99,6 +99,7 @@ class BenchSpec:
     attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     exclude_schemes: tuple[str, ...] = ()
     exclude_attacks: tuple[str, ...] = ()
+    about: tuple[str, ...] = ()  # why the grid is what it is, in words (shown in the report)
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -232,49 +233,18 @@ def load_spec(path: Path) -> BenchSpec:
     return BenchSpec.from_dict(doc or {})
 
 
-#: `quick`: every registered scheme x every registered attack on digits, tiny CNNs: under 10
-#: minutes on 2 idle cores (the CPU seconds of each phase are in meta.json, so the budget can be
-#: argued on a loaded machine). The two attacks that reverse-engineer triggers class by class
-#: (neuralcleanse, launder) run with fewer optimisation steps than their defaults: they cost
-#: about three quarters of the sweep otherwise.
-#: `seeds`: the seeds' settings (MNIST CNN, BBBC039 U-Net) on a stated CPU protocol: a fifth of
-#: MNIST's training split for 5 epochs, fidelity on a fifth of its test split, the thief's
-#: fine-tuning on a fifth of the thief split; run on a GPU machine for full data. Schemes that
-#: cannot mark a task's model (classification trigger sets on the U-Net, segtrigger on the
-#: MNIST CNN) are skipped there, with their reason.
-PRESETS: dict[str, BenchSpec] = {
-    "quick": BenchSpec(
-        # the library's default recipe (TrainConfig().epochs, 20), which the tests hold every
-        # mark to: at 10 epochs the v2 trigger sets (a key label per pattern) were not all
-        # learned (content p 3e-4, unrelated 2e-5, 3 points of accuracy lost)
-        tasks=(Task(data="digits", arch="cnn", epochs=20),),
-        calibration_models=8,  # same recipe as the marked models, seeds 1000..1007
-        # unrelated's trigger images come from another data set (resized to the task's).
-        scheme_options={
-            "unrelated": {"source": f"fashion-mnist:{SHARED_DATA / 'fashion-mnist'}"},
-        },
-        attack_options={"neuralcleanse": {"steps": 50}, "launder": {"steps": 40}},
-    ),
-    "seeds": BenchSpec(
-        tasks=(
-            Task(
-                data=f"mnist:{SHARED_DATA / 'mnist'}",
-                arch="cnn",
-                epochs=5,
-                fraction=0.2,
-                test_fraction=0.2,
-            ),
-            Task(data=f"seg:{SHARED_DATA / 'seg-bbbc039'}", arch="unet", epochs=5, batch_size=8),
-        ),
-        # seed 001 (uchida; its U-Net trigger set: segtrigger), 003 (tartaglione), 004
-        # (newlabel vs Zhang's content), and the fragile integrity mark.
-        schemes=("uchida", "tartaglione", "newlabel", "content", "segtrigger", "fragile"),
-        attacks=("finetune", "prune", "noise", "quantize"),
-        chains=("prune+finetune",),
-        composites=("uchida+content", "uchida+segtrigger"),
-        ladders={"prune": {"fraction": [0.6, 0.8, 0.92]}, "finetune": {"epochs": [3, 6, 12]}},
-        attack_options={"finetune": {"fraction": 0.2}},
-        calibration_models=4,
-        calibration_epochs=2,
-    ),
-}
+#: The shipped grids: one spec file per preset in nnmark/bench/presets/ (`<name>.json`, the same
+#: fields as a `--config` file, with `about` saying why each choice), read once at import;
+#: `{shared_data}` in a string stands for SHARED_DATA.
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def load_preset(path: Path) -> BenchSpec:
+    """A preset's spec file (JSON: read without the report extra's YAML parser)."""
+    import json
+
+    text = path.read_text().replace("{shared_data}", SHARED_DATA.as_posix())
+    return BenchSpec.from_dict(json.loads(text))
+
+
+PRESETS: dict[str, BenchSpec] = {p.stem: load_preset(p) for p in sorted(PRESET_DIR.glob("*.json"))}

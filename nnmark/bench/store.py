@@ -5,9 +5,9 @@ Layout of RESULTS/:
                   finish, so an interrupted sweep loses at most the cells in flight; a rerun
                   skips every cell whose `cell` id is already there.
   models/         trained models (`<id>.safetensors`) and their keys (`<id>.nnkey`), named by a
-                  content hash of what produced them (task, scheme, options, seed, nnmark
-                  version, the trainer's and the scheme's source): a rerun, or another grid
-                  sharing a model, trains it once; `<id>.fidelity.json` keeps its fidelity.
+                  hash of their recipe (task, scheme, options, seed, epochs) and the nnmark
+                  version (`bench.cache`): a rerun, or another grid sharing a model, trains it
+                  once; `<id>.fidelity.json` keeps its fidelity.
   spec.json       the grid that was run; meta.json: machine, command, times.
 """
 

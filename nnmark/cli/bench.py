@@ -15,13 +15,13 @@ from nnmark.cli.common import command, err, out, read_certs
 from nnmark.errors import NNMarkError
 
 if TYPE_CHECKING:
-    from nnmark.bench.runner import Notary
+    from nnmark.bench.models import Notary
 
 
 @contextlib.contextmanager
 def _notary(url: str | None, cert: Path | None) -> Iterator[Notary | None]:
     """The bench's TSA: none, a URL with its CA certificate, or a loopback one for the run."""
-    from nnmark.bench.runner import Notary
+    from nnmark.bench.models import Notary
 
     if url is None:
         if cert is not None:
@@ -158,7 +158,7 @@ def run_false_claim_section(out_dir: Path, schemes: list[str] | None, jobs: int,
     """The false-claim check into out_dir (models cached under out_dir/false_claims)."""
     from nnmark.bench.false_claims import FalseClaimSpec, run_false_claims, write_outputs
     from nnmark.bench.grid import SHARED_DATA
-    from nnmark.bench.runner import machine
+    from nnmark.bench.metrics import machine
 
     fashion = SHARED_DATA / "fashion-mnist"
     seg = SHARED_DATA / "seg-bbbc039"

@@ -333,13 +333,30 @@ def test_docs_list_every_row_field() -> None:
     assert set(re.findall(r"^\| `(\w+)` \|", table, flags=re.M)) == set(ROW_SCHEMA)
 
 
-def test_cached_models_are_keyed_by_the_trainer_and_the_schemes_source() -> None:
-    from nnmark.bench.runner import code_files
+def test_cached_models_are_keyed_by_the_recipe_and_the_version_not_source_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 17: a bench model's cache name changes with what makes it (task, scheme, options,
+    seed, epochs) and with the package version; where fidelity is measured does not change it."""
+    import nnmark._version
+    from nnmark.bench.grid import Task
+    from nnmark.bench.jobs import ModelJob
 
-    names = {Path(f).relative_to(Path(f).parents[1]).as_posix() for f in code_files("none")}
-    assert names == {"nnmark/train.py", "nnmark/api.py"}
-    marked = {Path(f).name for f in code_files("uchida+content")}
-    assert {"train.py", "api.py", "uchida.py", "content.py", "base.py"} <= marked
+    job = ModelJob(Task(), "uchida", 0, {})
+    same = ModelJob(Task(test_fraction=0.5), "uchida", 0, {})
+    assert job.ident == same.ident and job.ident.startswith("uchida-")
+    others = [
+        ModelJob(Task(epochs=3), "uchida", 0, {}),
+        ModelJob(Task(), "stdm", 0, {}),
+        ModelJob(Task(), "uchida", 1, {}),
+        ModelJob(Task(), "uchida", 0, {"bits": 32}),
+        ModelJob(Task(), "uchida", 0, {}, epochs=2),
+    ]
+    assert len({job.ident, *(o.ident for o in others)}) == 1 + len(others)
+    ident, nonce = job.ident, job.nonce  # properties: read again after the version changes
+    monkeypatch.setattr(nnmark._version, "__version__", "999.0")
+    assert job.ident != ident
+    assert job.nonce == nonce  # a key's nonce: the recipe alone
 
 
 def test_the_headline_counts_an_attack_that_ruined_the_model_as_too_weak_not_survived() -> None:

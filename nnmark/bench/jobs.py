@@ -1,0 +1,139 @@
+"""The plan of a sweep: the models a grid needs (`ModelJob`), its cells (`Cell`), and which
+schemes cannot mark a task's model (asked of the schemes themselves, before anything trains)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nnmark.bench.cache import model_id
+from nnmark.bench.grid import AttackCell, BenchSpec, Task
+from nnmark.bench.store import content_id
+from nnmark.errors import NNMarkError
+
+__all__ = ["BENCH_CREATED", "Cell", "ModelJob", "plan", "scheme_kind", "unsupported"]
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    """A model the grid needs: marked with `scheme` ('none': plain), trained with `seed`."""
+
+    task: Task
+    scheme: str
+    seed: int
+    options: dict[str, Any]
+    epochs: int | None = None  # None: the task's epochs
+
+    @property
+    def recipe(self) -> list[Any]:
+        """What makes the model: the task (less where fidelity is measured), the scheme and its
+        options, the seed and the epochs."""
+        task = asdict(self.task)
+        task.pop("test_fraction")  # where fidelity is measured does not change the model
+        return [task, self.scheme, self.options, self.seed, self.epochs]
+
+    @property
+    def ident(self) -> str:
+        """The cache name: the recipe and the package version (`nnmark.bench.cache`)."""
+        return model_id(self.scheme, self.recipe)
+
+    @property
+    def nonce(self) -> str:
+        """The key's nonce: from the recipe alone, so an edit to the code marks the same model
+        with the same key and a rerun's verdicts can be compared cell by cell."""
+        return content_id(self.recipe) * 2
+
+
+#: The creation time of every bench key: a key's secrets depend on it, so a fixed time (with
+#: the nonce from the job's recipe, `ModelJob.nonce`) makes a rerun of the grid mark the same models.
+BENCH_CREATED = "2026-01-01T00:00:00+00:00"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of the results: a model, an attack (or none), verified with the model's key."""
+
+    job: ModelJob
+    attack: AttackCell | None  # None: a calibration cell (unmarked model, `key_job`'s key)
+    key_job: ModelJob | None = None
+
+    @property
+    def ident(self) -> str:
+        t = self.job.task
+        head = f"{t.data}|{t.arch}|e{t.epochs}|f{t.fraction}|b{t.batch_size}|lr{t.lr}"
+        head += "" if t.test_fraction == 1 else f"|t{t.test_fraction}"
+        if self.attack is None:
+            assert self.key_job is not None
+            return f"{head}|calibration|{self.key_job.scheme}|s{self.key_job.seed}|u{self.job.seed}"
+        return f"{head}|{self.job.scheme}|{self.attack.spec}|s{self.job.seed}"
+
+
+def plan(spec: BenchSpec) -> tuple[list[ModelJob], list[ModelJob], list[Cell]]:
+    """(marked/plain models, unmarked calibration models, cells) of a grid."""
+    schemes = spec.resolved_schemes()
+    composites = spec.resolved_composites()
+    attacks = [AttackCell("none", "none"), *spec.attack_cells()]
+    models: list[ModelJob] = []
+    calib: list[ModelJob] = []
+    cells: list[Cell] = []
+    for task in spec.tasks:
+        jobs = [ModelJob(task, "none", spec.seed, {})]
+        for s in schemes:
+            jobs.append(ModelJob(task, s, spec.seed, dict(spec.scheme_options.get(s, {}))))
+        for c in composites:
+            opts = {p: dict(spec.scheme_options.get(p, {})) for p in c.split("+")}
+            jobs.append(ModelJob(task, c, spec.seed, opts))
+        unmarked = [
+            ModelJob(task, "none", spec.seed + 1000 + i, {}, spec.calibration_epochs)
+            for i in range(spec.calibration_models)
+        ]
+        models += jobs
+        calib += unmarked
+        cells += [Cell(j, a) for j in jobs for a in attacks]
+        cells += [Cell(u, None, j) for j in jobs if j.scheme != "none" for u in unmarked]
+    return models, calib, cells
+
+
+def unsupported(task: Task, scheme: str, options: dict[str, Any], data: Any = None) -> str | None:
+    """Why `scheme` (or a part of composite 'a+b') cannot mark `task`'s model, or None.
+
+    Each scheme states what it supports in one place, its `plan()`: it is asked here on a fresh
+    model of the task, and a refusal (NNMarkError) is the reason. Anything that fails before
+    the question (a bad option, unreadable data) is not a refusal: None, so training fails and
+    its cells record the error, as any failure. `data`: the task's DataBundle, if loaded.
+    """
+    from nnmark.api import new_model
+    from nnmark.config import build_config
+    from nnmark.data import load_data
+    from nnmark.keys import OwnerKey
+    from nnmark.schemes import SCHEMES
+
+    if scheme == "none":
+        return None
+    names = scheme.split("+")
+    try:
+        configs: list[tuple[str, Any, Any]] = []
+        for name in names:
+            cls = SCHEMES.get(name)
+            opts = options.get(name, {}) if len(names) > 1 else options
+            configs.append((name, cls, build_config(cls.Config, opts)))
+        data = data if data is not None else load_data(task.data)
+        model = new_model(task.arch, data, seed=0)
+    except Exception:  # noqa: BLE001 - reported by the training of the job instead
+        return None
+    key = OwnerKey.new("nnmark bench support check", nonce="00" * 16, created=BENCH_CREATED)
+    for name, cls, cfg in configs:
+        try:
+            cls.plan(model, key, cfg, data=data)
+        except NNMarkError as exc:
+            return f"{name} does not support {task.data.split(':')[0]}/{task.arch}: {exc}"
+    return None
+
+
+def scheme_kind(scheme: str) -> str | None:
+    """'whitebox' | 'blackbox' | 'integrity' of a registered scheme, 'composite', or None."""
+    from nnmark.schemes import SCHEMES
+
+    if "+" in scheme:
+        return "composite"
+    return SCHEMES.get(scheme).kind if scheme != "none" and scheme in SCHEMES else None

@@ -1,0 +1,105 @@
+"""The models phase of a sweep: train each model the grid needs once (or find it in the cache),
+and stamp the keys with a time-stamping authority, as an owner would at creation."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nnmark.bench.cache import ModelCache
+from nnmark.bench.grid import Task
+from nnmark.bench.jobs import BENCH_CREATED, ModelJob
+from nnmark.bench.store import ResultStore
+from nnmark.errors import NNMarkError
+
+__all__ = ["Notary", "stamp_keys", "train_model", "train_model_timed"]
+
+
+def _train_config(task: Task, seed: int, epochs: int | None = None) -> Any:
+    from nnmark.train import TrainConfig
+
+    return TrainConfig(
+        epochs=task.epochs if epochs is None else epochs,
+        seed=seed,
+        fraction=task.fraction,
+        batch_size=task.batch_size,
+        lr=task.lr,
+    )
+
+
+def train_model(root: Path, job: ModelJob) -> str:
+    """Train (or find in the cache) one model and its key; returns the cache id."""
+    return train_model_timed(root, job)[0]
+
+
+def train_model_timed(root: Path, job: ModelJob) -> tuple[str, bool, float]:
+    """(cache id, whether it was trained now, CPU seconds this call took in its process)."""
+    cpu0 = time.process_time()
+    trained = _train(root, job)
+    return job.ident, trained, round(time.process_time() - cpu0, 3)
+
+
+def _train(root: Path, job: ModelJob) -> bool:
+    """Train `job`'s model (and key) into the cache unless it is there; True if trained now."""
+    import torch
+
+    from nnmark.api import embed, new_model, train
+    from nnmark.data import load_data
+    from nnmark.keys import OwnerKey
+
+    torch.set_num_threads(1)
+    cache = ModelCache(ResultStore(root).models)
+    if cache.has(job.ident, keyed=job.scheme != "none"):
+        return False
+    data = load_data(job.task.data)
+    init = new_model(job.task.arch, data, seed=job.seed)
+    cfg = _train_config(job.task, job.seed, job.epochs)
+    key = None
+    if job.scheme == "none":
+        model = train(init, data, cfg)
+    else:
+        # A fixed nonce per model: the key (and so every cell) is reproducible from the grid.
+        key = OwnerKey.new("nnmark bench", nonce=job.nonce, created=BENCH_CREATED)
+        options = job.options or None
+        model, key = embed(init, data, job.scheme, options=options, key=key, config=cfg)
+    cache.put(job.ident, model, data, key)
+    return True
+
+
+@dataclass(frozen=True)
+class Notary:
+    """A time-stamping authority the bench stamps its keys with, as an owner would at creation
+    (`nnmark key timestamp`): keys whose claim needs a verified timestamp (frontier; newlabel and
+    unrelated within 30 queries) are then judged as their owner's would be. `ca_pem`: the
+    certificate verification trusts."""
+
+    url: str
+    ca_pem: bytes
+
+
+def stamp_keys(store: ResultStore, jobs: Sequence[ModelJob], notary: Notary) -> int:
+    """Give every cached key of `jobs` a timestamp `notary` vouches for (an older token under
+    another authority is replaced); returns how many were stamped."""
+    from nnmark.keys import OwnerKey
+    from nnmark.provenance import check_timestamp, fetch_timestamp
+
+    stamped = 0
+    for job in jobs:
+        path = store.key_path(job.ident)
+        if job.scheme == "none" or not path.exists():
+            continue
+        key = OwnerKey.load(path)
+        if key.timestamp is not None:
+            try:
+                check_timestamp(key.commitment, key.timestamp, [notary.ca_pem])
+                continue
+            except NNMarkError:
+                pass
+        key = dataclasses.replace(key, timestamp=fetch_timestamp(key.commitment, notary.url))
+        key.save(path)
+        stamped += 1
+    return stamped

@@ -1,0 +1,139 @@
+"""What the rows say: did an attack remove a mark within the fidelity budget, which attacks a
+mark survives, and the evidence (-log10 p) the plots draw.
+
+Attack success, as WRT defines it (Lukas et al., "SoK: How Robust is Image Classification Deep
+Neural Network Watermarking?", S&P 2022): the verdict turns not_found (or modified) while the
+fidelity drops by less than a budget (default 5 points). For a composite mark the attack must
+remove every part: the combined (Fisher) verdict and each mark's own verdict are negative.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from nnmark.stats import DEFAULT_ALPHA
+
+POSITIVE = ("found", "intact")
+P_CAP = 40.0  # -log10 p is drawn up to this: a p of 1e-271 would flatten every other curve
+
+__all__ = [
+    "P_CAP",
+    "POSITIVE",
+    "alpha_of",
+    "annotate",
+    "attacked",
+    "evidence",
+    "headline",
+    "labelled",
+    "order",
+    "scheme_key",
+    "succeeded",
+    "too_weak",
+    "usable",
+]
+
+
+def attacked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of a marked model under a real attack."""
+    return [
+        r
+        for r in rows
+        if r.get("kind", "attack") == "attack" and r["scheme"] != "none" and r["attack"] != "none"
+    ]
+
+
+def succeeded(row: dict[str, Any], budget: float) -> bool:
+    """The attack removed the mark (every part of a composite) at a fidelity cost < `budget`.
+
+    A mark the unattacked model did not show (row["embedded"] False, set by `annotate`) cannot
+    be removed: such rows never count as a success.
+    """
+    if row.get("error") or row.get("verdict") is None or row.get("verdict") in POSITIVE:
+        return False
+    if not row.get("embedded", True):
+        return False
+    if any(p.get("verdict") in POSITIVE for p in row.get("parts") or []):
+        return False
+    return usable(row, budget)
+
+
+def usable(row: dict[str, Any], budget: float) -> bool:
+    """The attack left a model within the fidelity budget (whatever the verdict)."""
+    if row.get("error") or row.get("verdict") is None or row.get("fidelity_after") is None:
+        return False
+    return bool(row["fidelity_before"] - row["fidelity_after"] < budget)
+
+
+def too_weak(rows: list[dict[str, Any]], label: str, budget: float) -> list[str]:
+    """Attack families that never left a usable model at any strength (and so never removed
+    the mark within the budget either): the mark did not survive them, the attack was too weak
+    here to say; the headline does not count them as survived (issue 18)."""
+    fams: dict[str, bool] = {}
+    for r in attacked(rows):
+        if r["label"] == label and not r.get("error"):
+            fams[r["attack"]] = fams.get(r["attack"], False) or usable(r, budget)
+    return sorted(a for a, ok in fams.items() if not ok)
+
+
+def annotate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of the rows with `label` (the scheme, plus the task when there are several) and
+    `embedded` (did the same model, unattacked, verify positive?)."""
+    tasks = {(r.get("data"), r.get("arch")) for r in rows}
+    out = []
+    for r in rows:
+        r = dict(r)
+        task = f" [{str(r.get('data')).split(':')[0]}/{r.get('arch')}]" if len(tasks) > 1 else ""
+        r["label"] = f"{r['scheme']}{task}"
+        out.append(r)
+    positive = {
+        r["label"]
+        for r in out
+        if r.get("kind") == "attack" and r["attack"] == "none" and r.get("verdict") in POSITIVE
+    }
+    for r in out:
+        r["embedded"] = r["label"] in positive
+    return out
+
+
+def labelled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return rows if not rows or "label" in rows[0] else annotate(rows)
+
+
+def evidence(p: float | None) -> float:
+    """-log10 p, capped at P_CAP (0 for a missing p)."""
+    if p is None:
+        return 0.0
+    return min(P_CAP, -math.log10(max(p, 1e-300)))
+
+
+def order(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    schemes = sorted({r["label"] for r in rows if r["scheme"] != "none"}, key=scheme_key)
+    families = sorted({r["attack"] for r in attacked(rows)}, key=lambda a: ("+" in a, a))
+    return schemes, families
+
+
+def scheme_key(name: str) -> tuple[bool, str]:
+    return ("+" in name, name)
+
+
+def alpha_of(rows: list[dict[str, Any]]) -> float:
+    alphas = [r["alpha"] for r in rows if r.get("alpha")]
+    return float(alphas[0]) if alphas else DEFAULT_ALPHA
+
+
+def headline(rows: list[dict[str, Any]], budget: float) -> dict[str, list[str]]:
+    """Per scheme (and composite), the attacks that succeed within the budget at some strength,
+    each with the weakest successful spec."""
+    rows = labelled(rows)
+    out: dict[str, list[str]] = {}
+    for s in order(rows)[0]:
+        wins: dict[str, str] = {}
+        for r in sorted(
+            (r for r in attacked(rows) if r["label"] == s),
+            key=lambda r: (r["attack"], r.get("level") or 0),
+        ):
+            if r["attack"] not in wins and succeeded(r, budget):
+                wins[r["attack"]] = r["attack_spec"]
+        out[s] = list(wins.values())
+    return out
