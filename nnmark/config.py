@@ -7,7 +7,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from nnmark.errors import NNMarkError
@@ -36,67 +36,92 @@ def parse_sets(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _coerce(name: str, tp: Any, value: Any) -> Any:  # noqa: C901 (split pending, issue 17)
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """`value` as the annotation `tp` says, or one NNMarkError line naming option `name`."""
     origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in {"none", "null", ""}):
-            if type(None) in args:
-                return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(name, arg, value)
-            except NNMarkError as exc:
-                errors.append(str(exc))
-        raise NNMarkError(errors[0] if errors else f"option {name}: bad value {value!r}")
+        return _coerce_union(name, typing.get_args(tp), value)
     if origin is typing.Literal:
-        for arg in args:
-            if str(arg) == str(value):
-                return arg
-        raise NNMarkError(
-            f"option {name} must be one of {', '.join(map(str, args))}, got {value!r}"
-        )
+        return _coerce_literal(name, typing.get_args(tp), value)
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.replace(";", ",").split(",") if v.strip()]
-        inner = args[0] if args else str
+        inner = (typing.get_args(tp) or (str,))[0]
         return tuple(_coerce(name, inner, v) for v in value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in _TRUE:
-            return True
-        if str(value).lower() in _FALSE:
-            return False
-        raise NNMarkError(f"option {name} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise NNMarkError(f"option {name} must be an integer, got {value!r}")
+    scalar = _SCALARS.get(tp)
+    return value if scalar is None else scalar(name, value)
+
+
+def _coerce_union(name: str, args: tuple[Any, ...], value: Any) -> Any:
+    """The first member of an `A | B | None` that takes the value; 'none' / '' is None."""
+    if value is None or (isinstance(value, str) and value.lower() in {"none", "null", ""}):
+        if type(None) in args:
+            return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
         try:
-            f = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise NNMarkError(f"option {name} must be an integer, got {value!r}") from None
-        if not math.isfinite(f) or not f.is_integer() or abs(f) > MAX_INT:
-            raise NNMarkError(f"option {name} must be an integer of at most 2^53, got {value!r}")
-        return int(f)
-    if tp is float:
-        if isinstance(value, bool):
-            raise NNMarkError(f"option {name} must be a number, got {value!r}")
-        try:
-            f = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise NNMarkError(f"option {name} must be a number, got {value!r}") from None
-        if not math.isfinite(f):
-            raise NNMarkError(f"option {name} must be a finite number, got {value!r}")
-        return f
-    if tp is str:
-        if not isinstance(value, str | int | float) or len(str(value)) > 4096:
-            raise NNMarkError(f"option {name} must be text of at most 4096 characters")
-        return str(value)
-    return value
+            return _coerce(name, arg, value)
+        except NNMarkError as exc:
+            errors.append(str(exc))
+    raise NNMarkError(errors[0] if errors else f"option {name}: bad value {value!r}")
+
+
+def _coerce_literal(name: str, args: tuple[Any, ...], value: Any) -> Any:
+    for arg in args:
+        if str(arg) == str(value):
+            return arg
+    raise NNMarkError(f"option {name} must be one of {', '.join(map(str, args))}, got {value!r}")
+
+
+def _to_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in _TRUE:
+        return True
+    if str(value).lower() in _FALSE:
+        return False
+    raise NNMarkError(f"option {name} must be true or false, got {value!r}")
+
+
+def _to_number(name: str, value: Any, what: str) -> float:
+    """A finite float from text or a number; a bool is not a number here."""
+    if isinstance(value, bool):
+        raise NNMarkError(f"option {name} must be {what}, got {value!r}")
+    try:
+        f = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise NNMarkError(f"option {name} must be {what}, got {value!r}") from None
+    if not math.isfinite(f):
+        raise NNMarkError(f"option {name} must be a finite number, got {value!r}")
+    return f
+
+
+def _to_int(name: str, value: Any) -> int:
+    f = _to_number(name, value, "an integer")
+    if not f.is_integer() or abs(f) > MAX_INT:
+        raise NNMarkError(f"option {name} must be an integer of at most 2^53, got {value!r}")
+    return int(f)
+
+
+def _to_float(name: str, value: Any) -> float:
+    return _to_number(name, value, "a number")
+
+
+def _to_str(name: str, value: Any) -> str:
+    if not isinstance(value, str | int | float) or len(str(value)) > 4096:
+        raise NNMarkError(f"option {name} must be text of at most 4096 characters")
+    return str(value)
+
+
+#: How each scalar annotation reads a loosely typed value (anything else passes through).
+_SCALARS: dict[Any, Callable[[str, Any], Any]] = {
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_float,
+    str: _to_str,
+}
 
 
 def build_config(cls: type[C], values: Mapping[str, Any] | None = None, /, **extra: Any) -> C:

@@ -55,183 +55,122 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def create_app(  # noqa: C901 (split pending, issue 17)
-    model: nn.Module,
-    input_shape: Sequence[int],
-    *,
-    model_name: str = "model",
-    defenses: Sequence[Evasion] = (),
-    max_body: int = MAX_BODY,
-    max_batch: int = MAX_BATCH,
-    seed: int = 0,
-    workers: int = WORKERS,
-    max_pending: int = MAX_PENDING,
-    token: str | None = None,
-) -> FastAPI:
-    """The ASGI app serving `model` (inputs of shape (N, *input_shape), class scores out).
+def parse_request(body: bytes, shape: Sequence[int], max_body: int, max_batch: int) -> torch.Tensor:
+    """The one input tensor of an OIP v2 infer request, checked before anything is allocated:
+    size, JSON, one tensor, a known datatype, the served shape, the batch bound, the count and
+    finiteness of its numbers. Anything else: BadRequest with a 4xx status."""
+    t = _input_tensor(body, max_body)
+    dtype = DATATYPES.get(t.get("datatype", ""))
+    if dtype is None:
+        raise BadRequest(400, f"datatype {t.get('datatype')!r} not supported (use FP32)")
+    dims = _dims(t.get("shape"), list(shape), max_batch)
+    data = t.get("data")
+    if not isinstance(data, list):
+        raise BadRequest(400, "'data' must be a list of numbers")
+    _check_count(len(data), dims)
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in data):
+        raise BadRequest(400, "'data' must hold only numbers")
+    try:
+        x = torch.tensor(data, dtype=dtype).flatten()
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise BadRequest(400, "'data' must hold only finite numbers") from None
+    _check_count(x.numel(), dims)
+    if not torch.isfinite(x).all():
+        raise BadRequest(400, "'data' holds NaN or infinite values")
+    return x.float().reshape(dims)
 
-    Request bodies are read while streaming and cut at `max_body` (chunked ones too); parsing
-    and inference run in `workers` threads, at most `max_pending` requests at a time (503 with
-    Retry-After beyond); with `token`, every endpoint but the health probes needs
-    `Authorization: Bearer TOKEN`."""
-    import anyio
 
-    model.eval()
-    shape = [int(s) for s in input_shape]
-    with torch.no_grad():
-        probe = model(torch.zeros(1, *shape))
-    segmentation = probe.dim() == 4
-    classes = int(probe.shape[1])
-    defended = Evading(model, list(defenses), seed=seed)
-    label_only = defended.label_only
-    app = FastAPI(title="nnmark OIP v2 server", version=__version__)
-    limiter = anyio.CapacityLimiter(max(1, workers))
-    pending = {"n": 0}  # requests admitted and not yet answered (the event loop's own count)
+def _input_tensor(body: bytes, max_body: int) -> dict[str, Any]:
+    """The request's single input tensor object."""
+    if len(body) > max_body:
+        raise BadRequest(413, f"request body of {len(body)} bytes exceeds {max_body}")
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest(400, "malformed JSON") from None
+    except RecursionError:
+        raise BadRequest(400, "JSON nested too deeply") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
+        raise BadRequest(400, "expected an object with an 'inputs' list")
+    if len(doc["inputs"]) != 1:
+        raise BadRequest(400, f"expected exactly 1 input tensor, got {len(doc['inputs'])}")
+    t = doc["inputs"][0]
+    if not isinstance(t, dict):
+        raise BadRequest(400, "an input tensor must be an object")
+    return t
 
-    if token is not None:
-        import hmac
 
-        expected = f"Bearer {token}".encode()
+def _dims(dims: Any, shape: list[int], max_batch: int) -> list[int]:
+    """The declared shape: non-negative integers, [N, *shape], 1 <= N <= max_batch."""
+    if not isinstance(dims, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 1 << 30 for d in dims
+    ):
+        raise BadRequest(400, "'shape' must be a list of non-negative integers")
+    if len(dims) != len(shape) + 1 or dims[1:] != shape:
+        raise BadRequest(
+            400, f"input shape {dims} does not match [N, {', '.join(map(str, shape))}]"
+        )
+    if not 1 <= dims[0] <= max_batch:
+        raise BadRequest(400, f"batch size {dims[0]} outside 1..{max_batch}")
+    return dims
 
-        @app.middleware("http")
-        async def bearer(request: Request, call_next: Any) -> Any:
-            if request.url.path not in ("/v2/health/live", "/v2/health/ready"):
-                given = request.headers.get("authorization", "").encode()
-                if not hmac.compare_digest(given, expected):
-                    return _error(401, "missing or wrong bearer token")
-            return await call_next(request)
 
-    out_shape = [-1, *probe.shape[1:]] if segmentation else ([-1] if label_only else [-1, classes])
-    out_meta: dict[str, Any] = {
-        "name": "output",
-        "datatype": "INT64" if label_only else "FP32",
-        "shape": out_shape,
-    }
-    if label_only and not segmentation:
-        out_meta["parameters"] = {"classes": classes}
+def _check_count(n: int, dims: list[int]) -> None:
+    if n != math.prod(dims):
+        raise BadRequest(400, f"'data' holds {n} values, shape {dims} needs {math.prod(dims)}")
 
-    def check_name(name: str) -> None:
-        if name != model_name:
-            raise BadRequest(404, f"unknown model {name!r} (this server serves {model_name!r})")
 
-    def parse(body: bytes) -> torch.Tensor:  # noqa: C901 (split pending, issue 17)
-        if len(body) > max_body:
-            raise BadRequest(413, f"request body of {len(body)} bytes exceeds {max_body}")
-        try:
-            doc = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadRequest(400, "malformed JSON") from None
-        except RecursionError:
-            raise BadRequest(400, "JSON nested too deeply") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
-            raise BadRequest(400, "expected an object with an 'inputs' list")
-        if len(doc["inputs"]) != 1:
-            raise BadRequest(400, f"expected exactly 1 input tensor, got {len(doc['inputs'])}")
-        t = doc["inputs"][0]
-        if not isinstance(t, dict):
-            raise BadRequest(400, "an input tensor must be an object")
-        dtype = DATATYPES.get(t.get("datatype", ""))
-        if dtype is None:
-            raise BadRequest(400, f"datatype {t.get('datatype')!r} not supported (use FP32)")
-        dims = t.get("shape")
-        if not isinstance(dims, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 1 << 30 for d in dims
-        ):
-            raise BadRequest(400, "'shape' must be a list of non-negative integers")
-        if len(dims) != len(shape) + 1 or dims[1:] != shape:
-            raise BadRequest(
-                400, f"input shape {dims} does not match [N, {', '.join(map(str, shape))}]"
-            )
-        if not 1 <= dims[0] <= max_batch:
-            raise BadRequest(400, f"batch size {dims[0]} outside 1..{max_batch}")
-        data = t.get("data")
-        if not isinstance(data, list):
-            raise BadRequest(400, "'data' must be a list of numbers")
-        if len(data) != math.prod(dims):
-            raise BadRequest(
-                400, f"'data' holds {len(data)} values, shape {dims} needs {math.prod(dims)}"
-            )
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in data):
-            raise BadRequest(400, "'data' must hold only numbers")
-        try:
-            x = torch.tensor(data, dtype=dtype).flatten()
-        except (TypeError, ValueError, RuntimeError, OverflowError):
-            raise BadRequest(400, "'data' must hold only finite numbers") from None
-        if x.numel() != math.prod(dims):
-            raise BadRequest(
-                400, f"'data' holds {x.numel()} values, shape {dims} needs {math.prod(dims)}"
-            )
-        if not torch.isfinite(x).all():
-            raise BadRequest(400, "'data' holds NaN or infinite values")
-        return x.float().reshape(dims)
+class _Service:
+    """The served model behind the routes: its metadata and the answer to one infer body."""
 
-    @app.exception_handler(BadRequest)
-    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
-        return _error(exc.status, str(exc))
+    def __init__(
+        self,
+        model: nn.Module,
+        input_shape: Sequence[int],
+        name: str,
+        defenses: Sequence[Evasion],
+        max_body: int,
+        max_batch: int,
+        seed: int,
+    ) -> None:
+        model.eval()
+        self.name, self.max_body, self.max_batch = name, max_body, max_batch
+        self.shape = [int(s) for s in input_shape]
+        with torch.no_grad():
+            probe = model(torch.zeros(1, *self.shape))
+        segmentation = probe.dim() == 4
+        classes = int(probe.shape[1])
+        self.defended = Evading(model, list(defenses), seed=seed)
+        label_only = self.defended.label_only
+        if segmentation:
+            out_shape = [-1, *probe.shape[1:]]
+        else:
+            out_shape = [-1] if label_only else [-1, classes]
+        self.out_meta: dict[str, Any] = {
+            "name": "output",
+            "datatype": "INT64" if label_only else "FP32",
+            "shape": out_shape,
+        }
+        if label_only and not segmentation:
+            self.out_meta["parameters"] = {"classes": classes}
 
-    @app.get("/v2")
-    async def server_meta() -> dict[str, Any]:
-        return {"name": "nnmark", "version": __version__, "extensions": ["model_repository"]}
+    def check_name(self, name: str) -> None:
+        if name != self.name:
+            raise BadRequest(404, f"unknown model {name!r} (this server serves {self.name!r})")
 
-    @app.get("/v2/health/live")
-    async def live() -> dict[str, bool]:
-        return {"live": True}
-
-    @app.get("/v2/health/ready")
-    async def ready() -> dict[str, bool]:
-        return {"ready": True}
-
-    @app.post("/v2/repository/index")
-    async def index() -> list[dict[str, str]]:
-        return [{"name": model_name, "version": "1", "state": "READY"}]
-
-    @app.get("/v2/models/{name}")
-    async def model_meta(name: str) -> dict[str, Any]:
-        check_name(name)
+    def metadata(self) -> dict[str, Any]:
         return {
-            "name": model_name,
+            "name": self.name,
             "versions": ["1"],
             "platform": "pytorch_nnmark",
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *shape]}],
-            "outputs": [out_meta],
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *self.shape]}],
+            "outputs": [self.out_meta],
         }
 
-    @app.get("/v2/models/{name}/ready")
-    async def model_ready(name: str) -> dict[str, Any]:
-        check_name(name)
-        return {"name": model_name, "ready": True}
-
-    @app.post("/v2/models/{name}/infer")
-    async def infer(name: str, request: Request) -> JSONResponse:
-        check_name(name)
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body:
-            raise BadRequest(413, f"request body of {declared} bytes exceeds {max_body}")
-        if pending["n"] >= max_pending:
-            return JSONResponse(
-                {"error": f"busy: {pending['n']} requests in progress; retry"},
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
-        pending["n"] += 1
-        try:
-            chunks, size = [], 0
-            async for chunk in request.stream():  # chunked bodies are cut here too
-                size += len(chunk)
-                if size > max_body:
-                    raise BadRequest(413, f"request body exceeds {max_body} bytes")
-                chunks.append(chunk)
-            body = b"".join(chunks)
-            del chunks
-            doc = await anyio.to_thread.run_sync(answer_body, body, limiter=limiter)
-        finally:
-            pending["n"] -= 1
-        return JSONResponse(doc)
-
-    def answer_body(body: bytes) -> dict[str, Any]:
+    def answer(self, body: bytes) -> dict[str, Any]:
         """Parse, run the model and build the answer (in a worker thread)."""
-        x = parse(body)
-        answer = defended(x)
+        x = parse_request(body, self.shape, self.max_body, self.max_batch)
+        answer = self.defended(x)
         # NaN / infinity cannot travel as JSON numbers, and a label-only answer would hide them
         # (argmax reads NaN as class 0): say so, with the count, instead of a bare 500
         bad = int((~torch.isfinite(answer.probs.reshape(len(x), -1))).any(1).sum())
@@ -252,7 +191,7 @@ def create_app(  # noqa: C901 (split pending, issue 17)
             "shape": list(result.shape),
             "data": result.flatten().tolist(),
         }
-        doc: dict[str, Any] = {"model_name": model_name, "model_version": "1", "outputs": [output]}
+        doc: dict[str, Any] = {"model_name": self.name, "model_version": "1", "outputs": [output]}
         try:
             req_id = json.loads(body).get("id")
         except (ValueError, AttributeError, RecursionError):
@@ -261,7 +200,117 @@ def create_app(  # noqa: C901 (split pending, issue 17)
             doc["id"] = req_id
         return doc
 
+
+def create_app(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    model_name: str = "model",
+    defenses: Sequence[Evasion] = (),
+    max_body: int = MAX_BODY,
+    max_batch: int = MAX_BATCH,
+    seed: int = 0,
+    workers: int = WORKERS,
+    max_pending: int = MAX_PENDING,
+    token: str | None = None,
+) -> FastAPI:
+    """The ASGI app serving `model` (inputs of shape (N, *input_shape), class scores out).
+
+    Request bodies are read while streaming and cut at `max_body` (chunked ones too); parsing
+    and inference run in `workers` threads, at most `max_pending` requests at a time (503 with
+    Retry-After beyond); with `token`, every endpoint but the health probes needs
+    `Authorization: Bearer TOKEN`. `defenses`: the thief's serving evasions."""
+    service = _Service(model, input_shape, model_name, defenses, max_body, max_batch, seed)
+    app = FastAPI(title="nnmark OIP v2 server", version=__version__)
+    if token is not None:
+        _require_bearer(app, token)
+    _metadata_routes(app, service)
+    _infer_route(app, service, max(1, workers), max_pending)
     return app
+
+
+def _require_bearer(app: FastAPI, token: str) -> None:
+    """Every endpoint but the health probes needs `Authorization: Bearer TOKEN`."""
+    import hmac
+
+    expected = f"Bearer {token}".encode()
+
+    @app.middleware("http")
+    async def bearer(request: Request, call_next: Any) -> Any:
+        if request.url.path not in ("/v2/health/live", "/v2/health/ready"):
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return _error(401, "missing or wrong bearer token")
+        return await call_next(request)
+
+
+def _metadata_routes(app: FastAPI, service: _Service) -> None:
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    @app.get("/v2")
+    async def server_meta() -> dict[str, Any]:
+        return {"name": "nnmark", "version": __version__, "extensions": ["model_repository"]}
+
+    @app.get("/v2/health/live")
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready() -> dict[str, bool]:
+        return {"ready": True}
+
+    @app.post("/v2/repository/index")
+    async def index() -> list[dict[str, str]]:
+        return [{"name": service.name, "version": "1", "state": "READY"}]
+
+    @app.get("/v2/models/{name}")
+    async def model_meta(name: str) -> dict[str, Any]:
+        service.check_name(name)
+        return service.metadata()
+
+    @app.get("/v2/models/{name}/ready")
+    async def model_ready(name: str) -> dict[str, Any]:
+        service.check_name(name)
+        return {"name": service.name, "ready": True}
+
+
+def _infer_route(app: FastAPI, service: _Service, workers: int, max_pending: int) -> None:
+    """POST infer: the body streamed and cut at max_body, parsed and answered in one of
+    `workers` threads, at most `max_pending` requests admitted (503 with Retry-After beyond)."""
+    import anyio
+
+    limiter = anyio.CapacityLimiter(workers)
+    pending = {"n": 0}  # requests admitted and not yet answered (the event loop's own count)
+    max_body = service.max_body
+
+    @app.post("/v2/models/{name}/infer")
+    async def infer(name: str, request: Request) -> JSONResponse:
+        service.check_name(name)
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body:
+            raise BadRequest(413, f"request body of {declared} bytes exceeds {max_body}")
+        if pending["n"] >= max_pending:
+            return JSONResponse(
+                {"error": f"busy: {pending['n']} requests in progress; retry"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        pending["n"] += 1
+        try:
+            chunks, size = [], 0
+            async for chunk in request.stream():  # chunked bodies are cut here too
+                size += len(chunk)
+                if size > max_body:
+                    raise BadRequest(413, f"request body exceeds {max_body} bytes")
+                chunks.append(chunk)
+            body = b"".join(chunks)
+            del chunks
+            doc = await anyio.to_thread.run_sync(service.answer, body, limiter=limiter)
+        finally:
+            pending["n"] -= 1
+        return JSONResponse(doc)
 
 
 @contextmanager
