@@ -10,9 +10,9 @@ count.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from scipy import stats as _st
 
 DEFAULT_ALPHA = 1e-6
 
@@ -44,7 +44,7 @@ def binomial_pvalue(k: int, n: int, p0: float = 0.5) -> float:
         return 1.0
     if not 0 <= k <= n:
         raise ValueError(f"k={k} outside 0..{n}")
-    return float(_st.binom.sf(k - 1, n, p0))
+    return float(_scipy_stats().binom.sf(k - 1, n, p0))
 
 
 def label_randomization_pvalue(counts: np.ndarray, observed: int) -> float:
@@ -87,7 +87,7 @@ def hypergeometric_pvalue(k: int, n_real: int, hits: int, total: int) -> float:
     """
     if total <= 0 or n_real <= 0:
         return 1.0
-    return float(_st.hypergeom.sf(k - 1, total, hits, n_real))
+    return float(_scipy_stats().hypergeom.sf(k - 1, total, hits, n_real))
 
 
 def bonferroni_combine(p_values: Sequence[float]) -> float:
@@ -110,12 +110,20 @@ def fisher_combine(p_values: Sequence[float]) -> float:
     ps = np.clip(np.asarray(p_values, dtype=np.float64), 1e-300, 1.0)
     if ps.size == 0:
         return 1.0
-    return float(_st.combine_pvalues(ps, method="fisher").pvalue)
+    return float(_scipy_stats().combine_pvalues(ps, method="fisher").pvalue)
 
 
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Exact two-sided confidence interval of a binomial rate k/n."""
     if n <= 0:
         return 0.0, 1.0
-    res = _st.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
+    res = _scipy_stats().binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
     return float(res.low), float(res.high)
+
+
+def _scipy_stats() -> Any:
+    """scipy.stats, imported on first use: it costs about half a second, which every CLI
+    command (and every `nnmark verify` a test runs in a subprocess) paid at start-up."""
+    from scipy import stats
+
+    return stats

@@ -14,7 +14,9 @@ from nnmark.schemes import scheme_for
 from nnmark.schemes.uchida import embed_without_training
 
 EPOCHS = 20
-SEEDS = (0, 1, 2)
+#: One seed here; the mean over 3 seeds (the foundation issue's figure) is measured by
+#: benchmarks/uchida_key_types.py (benchmarks/results/uchida_key_types.md).
+SEEDS = (0,)
 
 
 def acc(model: torch.nn.Module, data: DataBundle) -> float:
@@ -22,13 +24,14 @@ def acc(model: torch.nn.Module, data: DataBundle) -> float:
 
 
 @pytest.fixture(scope="module")
-def per_seed(digits: DataBundle) -> dict:
-    """For 3 seeds: the plain model and a marked model per key type, from the same init."""
+def per_seed(digits: DataBundle, plain_cnn: torch.nn.Module) -> dict:
+    """Per seed: the plain model and a marked model per key type, from the same init."""
     out: dict = {}
     for seed in SEEDS:
         cfg = TrainConfig(epochs=EPOCHS, seed=seed)
         init = new_model("cnn", digits, seed=seed)
-        out[seed] = {"plain": train(init, digits, cfg)}
+        # seed 0's plain model is the session's (the same init, recipe and batches)
+        out[seed] = {"plain": plain_cnn if seed == 0 else train(init, digits, cfg)}
         for key_type in ("direct", "diff", "random"):
             key = OwnerKey.new(f"owner-{seed}", nonce=f"{seed:032x}")
             out[seed][key_type] = embed(

@@ -158,7 +158,7 @@ def _verify(url: str, key: Path) -> tuple[subprocess.CompletedProcess[str], floa
             "--key",
             str(key),
             "--deadline",
-            "5",
+            "2",
         ],
         capture_output=True,
         text=True,
@@ -171,10 +171,10 @@ def _verify(url: str, key: Path) -> tuple[subprocess.CompletedProcess[str], floa
 @pytest.mark.parametrize(
     "name, handler, expected",
     [
-        ("slow drip", _oip(drip), "no complete answer to POST /v2/models/m/infer within 5 s"),
+        ("slow drip", _oip(drip), "no complete answer to POST /v2/models/m/infer within 2 s"),
         ("endless answer", _oip(endless), "the answer exceeds"),
         ("10^9 classes", _oip(drip, classes=10**9), "claims 1000000000 classes"),
-        ("drip at health", drip, "no complete answer to GET /v2/health/ready within 5 s"),
+        ("drip at health", drip, "no complete answer to GET /v2/health/ready within 2 s"),
         ("not an inference server", not_oip, "the server's answer is not JSON"),
     ],
 )
