@@ -7,6 +7,7 @@ owner's trainer is about scheme hooks.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 
 import torch
@@ -30,22 +31,64 @@ def train_on(
     loss: LossFn | None = None,
     params: Iterable[nn.Parameter] | None = None,
     weight_decay: float = 0.0,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    patience: int = 0,
 ) -> nn.Module:
-    """Adam on (x, y) for `epochs`, batches shuffled by `generator`; returns the model."""
+    """Adam on (x, y) for `epochs`, batches shuffled by `generator`; returns the model.
+
+    With `val` (the thief's own held-out inputs and targets), training stops once the loss
+    there has not improved for `patience` epochs and the model of the best epoch is returned:
+    trained to convergence, as a competent thief would, rather than for a guessed length.
+    """
     t = get_task(task)
     loss = loss or (lambda m, xb, yb: t.loss(m(xb), yb))
     chosen = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     opt = torch.optim.Adam(chosen, lr=lr, weight_decay=weight_decay)
-    model.train()
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    stale = 0
     for _ in range(epochs):
+        model.train()
         order = torch.randperm(len(x), generator=generator)
         for i in range(0, len(x), batch_size):
             idx = order[i : i + batch_size]
             opt.zero_grad(set_to_none=True)
             loss(model, x[idx], y[idx]).backward()
             opt.step()
+        if val is None:
+            continue
+        score = held_out_loss(model, loss, *val)
+        if best is None or score < best[0]:
+            best, stale = (score, copy.deepcopy(model.state_dict())), 0
+        else:
+            stale += 1
+            if patience and stale >= patience:
+                break
+    if best is not None:
+        model.load_state_dict(best[1])
     model.eval()
     return model
+
+
+@torch.no_grad()
+def held_out_loss(
+    model: nn.Module, loss: LossFn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
+) -> float:
+    """The mean loss on held-out data, in eval mode."""
+    model.eval()
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        total += float(loss(model, xb, yb)) * len(xb)
+    return total / max(1, len(x))
+
+
+def hold_out(
+    n: int, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) indices of n items: a `fraction` (at least one item) held out."""
+    order = torch.randperm(n, generator=generator)
+    k = max(1, round(n * fraction)) if fraction > 0 and n > 1 else 0
+    return order[k:], order[:k]
 
 
 def fresh_copy(model: nn.Module, arch: str | None = None) -> nn.Module:

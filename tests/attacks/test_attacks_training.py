@@ -30,9 +30,10 @@ def acc(model: torch.nn.Module, data: DataBundle) -> float:
 
 
 def test_distilled_student_keeps_accuracy_but_not_the_weight_mark(uchida_cnn, digits) -> None:  # type: ignore[no-untyped-def]
-    """The student learns the task from the suspect's answers about as well as the thief would
-    from true labels on the same number of inputs (the ceiling of a 270-image thief split), while
-    its fresh weights carry none of the owner's bits."""
+    """The student learns the task from the suspect's answers: with the defaults (soft labels,
+    trained to convergence on 270 thief images, issue 18) within 2 points of the teacher;
+    labels-only on 200 queries about as well as the thief would from true labels on the same
+    inputs. Its fresh weights carry none of the owner's bits."""
     from nnmark import new_model
     from nnmark.attacks._training import train_on
 
@@ -58,6 +59,8 @@ def test_distilled_student_keeps_accuracy_but_not_the_weight_mark(uchida_cnn, di
         )
         assert v.verdict == "not_found" and 0.25 <= v.ber <= 0.75
         assert acc(student, digits) >= acc(own, digits) - 0.05
+        if spec == "distill":
+            assert acc(student, digits) >= acc(model, digits) - 0.02
 
 
 def test_overwrite_with_a_fresh_key(uchida_cnn, digits) -> None:  # type: ignore[no-untyped-def]
