@@ -56,7 +56,12 @@ def _train(root: Path, job: ModelJob) -> bool:
     if cache.has(job.ident, keyed=job.scheme != "none"):
         return False
     data = load_data(job.task.data)
-    init = new_model(job.task.arch, data, seed=job.seed)
+    if fine_tuned(job.scheme):  # the scheme's paper marks a trained model: the task's plain one
+        plain = ModelJob(job.task, "none", job.seed, {}, job.epochs)
+        _train(root, plain)
+        init = cache.load(plain.ident)[0]
+    else:
+        init = new_model(job.task.arch, data, seed=job.seed)
     cfg = _train_config(job.task, job.seed, job.epochs)
     key = None
     if job.scheme == "none":
@@ -68,6 +73,15 @@ def _train(root: Path, job: ModelJob) -> bool:
         model, key = embed(init, data, job.scheme, options=options, key=key, config=cfg)
     cache.put(job.ident, model, data, key)
     return True
+
+
+def fine_tuned(scheme: str) -> bool:
+    """Whether the bench marks `scheme` ('a+b': any part) into the trained plain model of the
+    task (the scheme's `situation` is "finetune") rather than training it from scratch."""
+    from nnmark.schemes import SCHEMES
+
+    parts = [p for p in scheme.split("+") if p != "none"]
+    return any(SCHEMES.get(p).situation == "finetune" for p in parts)
 
 
 @dataclass(frozen=True)

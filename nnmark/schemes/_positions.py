@@ -109,6 +109,16 @@ def check_layers(mark: Mark, fraction: float) -> int:
     return total
 
 
+def magnitude_band(w: torch.Tensor, low: float = 0.5, high: float = 0.99) -> torch.Tensor:
+    """The sorted weight magnitudes of `w` between its `low` and `high` quantiles (at least one
+    value; a tensor of zeros gives a small positive magnitude)."""
+    mags = w.abs().sort().values
+    n = len(mags)
+    lo, hi = min(int(low * n), n - 1), max(int(high * n), int(low * n) + 1)
+    band = mags[lo:hi]
+    return band if bool((band > 0).any()) else torch.full((1,), 1e-2)
+
+
 class KeyPositions:
     """The marked entries of one mark: index tensors, key values, and the in-place operations."""
 
@@ -134,14 +144,22 @@ class KeyPositions:
             start += k
 
     @torch.no_grad()
-    def bind(self, model: nn.Module) -> None:
-        """Set the key values from the model being marked: +-2 std of each tensor's weights."""
+    def bind(self, model: nn.Module, draw: torch.Generator | None = None) -> None:
+        """Set the key values from the model being marked. With `draw`, each value's magnitude
+        is one of the tensor's own weight magnitudes, drawn between its median and its 99th
+        percentile: the marked values follow the layer's distribution (no outliers, nothing
+        near zero whose sign a nudge flips), not one magnitude per layer. Without, +-2 std."""
         for layer, (name, p) in zip(self.layers, self.params(model).items()):
-            w = p.detach().float()
+            w = p.detach().float().flatten()
             std = float(w.std()) if w.numel() > 1 else float(w.abs().sum())
             layer["std"] = round(std or 1e-2, 6)
             layer["scale"] = 2 * layer["std"]
-            self.values[name] = self.signs[name] * layer["scale"]
+            if draw is None or w.numel() < 2:
+                self.values[name] = self.signs[name] * layer["scale"]
+                continue
+            band = magnitude_band(w)
+            pick = torch.randint(len(band), (len(self.signs[name]),), generator=draw)
+            self.values[name] = self.signs[name] * band[pick]
 
     def _bound(self) -> None:
         if not self.values:

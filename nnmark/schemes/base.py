@@ -108,7 +108,9 @@ class Scheme(Hooks):
     --reference MARKED` can match a suspect to the owner's marked model with what the mark's
     statistic reads erased, `blind_reference`; the others refuse, and realign only to a model
     that never saw the key), `needs_trained` (the mark is made from a trained model's own
-    behaviour, so it is fine-tuned in: frontier).
+    behaviour, so it is fine-tuned in: frontier), `situation` (how the scheme's paper embeds
+    it, the default of the bench and the docs: "train" from scratch, or "finetune" a trained
+    model; every scheme can be embedded either way through `embed`).
     """
 
     name: ClassVar[str] = ""
@@ -121,6 +123,7 @@ class Scheme(Hooks):
     independent_null: ClassVar[bool] = True
     realigns_to_marked: ClassVar[bool] = False
     needs_trained: ClassVar[bool] = False
+    situation: ClassVar[Literal["train", "finetune"]] = "train"
     config: Any
     #: Calibration of this mark on unmarked models (key.derived["calibration"]), set by verify.
     calibration: dict[str, Any] | None = None

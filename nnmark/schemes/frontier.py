@@ -144,6 +144,7 @@ class Frontier(TriggerScheme):
     Config = FrontierConfig
     config: FrontierConfig
     needs_trained = True
+    situation = "finetune"
     needs_data = False
     #: The triggers depend on the trained model, so they are stored, and whoever holds the key
     #: chose them: no search cost protects a claim, only a timestamp that predates the suspect.

@@ -1,10 +1,16 @@
 """Tartaglione, Grangetto, Cavagnino, Botta: "Delving in the loss landscape to embed robust
 watermarks into neural networks" (ICPR 2020), without the (R+1)x memory.
 
-Threat model: white-box. Key-chosen entries of every conv / linear weight (a `fraction` of each,
-output layer included) are set to key values and stay frozen: their gradients are zeroed in place
-before every optimiser step and the key values are written back after it, so neither momentum
-nor weight decay moves them (bit-identical after training). The other parameters are trained so
+Threat model: white-box. As the seed describes it, the mark is applied *after* the model is
+trained (fine-tune-to-embed is the scheme's `situation`; train-to-embed works too, from a fresh
+model). Key-chosen entries of every conv / linear weight (a `fraction` of each, output layer
+included) are set to key values and stay frozen: their gradients are zeroed in place before
+every optimiser step and the key values are written back after it, so neither momentum nor weight
+decay moves them (bit-identical after training). A key value's sign carries the bit; its
+magnitude is one of the layer's own weight magnitudes, drawn by the key between the layer's median
+and 99th percentile (the seed's "we will not choose outliers in the parameters' distribution"):
+the marked entries look like the layer's other weights, where +-2 std (one magnitude per layer,
+this scheme's first version) made them easy to spot. The other parameters are trained so
 that the loss is low at the model and high at R replicas whose marked entries are perturbed by
 Gaussian noise (std `sigma` x the layer's initial weight std): the mark sits in a narrow valley,
 and moving the marked values away costs accuracy.
@@ -34,7 +40,8 @@ Verification: the signs of the suspect's values at the key positions, times a ke
 sign, against the payload bits (see nnmark.schemes._positions for why the binomial null is
 exact); the details also give how many values equal the key values and their cosine.
 
-Example: ``nnmark train --data digits --scheme tartaglione --set R=4 --out m.safetensors --key-out k.nnkey``
+Example (fine-tune-to-embed, the seed's situation):
+``nnmark embed plain.safetensors --data digits --scheme tartaglione --set R=4 --out m.safetensors --key-out k.nnkey``
 """
 
 from __future__ import annotations
@@ -156,8 +163,13 @@ class PositionScheme(Scheme):
     ) -> Mark:
         return plan_positions(cls.name, model, key, config, payload)
 
+    #: How the key values are set at bind time: magnitudes drawn from the layer's own weights
+    #: (Tartaglione) or +-2 std (WaterMAS, which moves its marked values itself).
+    draws_magnitudes: bool = False
+
     def prepare(self, model: nn.Module) -> nn.Module:
-        self.positions.bind(model)
+        draw = self.mark.generator("magnitudes") if self.draws_magnitudes else None
+        self.positions.bind(model, draw)
         self.positions.write(model)
         return model
 
@@ -191,6 +203,8 @@ class Tartaglione(PositionScheme):
     Config = TartaglioneConfig
     config: TartaglioneConfig
     kind = "whitebox"
+    situation = "finetune"
+    draws_magnitudes = True
     paper = (
         "Tartaglione et al., Delving in the loss landscape to embed robust watermarks, ICPR 2020"
     )

@@ -24,20 +24,49 @@ from nnmark.schemes.tartaglione import Tartaglione, TartaglioneConfig
 
 
 @pytest.mark.parametrize("name", POSITION_SCHEMES)
-def test_key_values_frozen_bit_identical_under_weight_decay(name: str, marked) -> None:  # type: ignore[no-untyped-def]
-    model, key = marked(name)  # trained with Adam and weight decay
+def test_key_values_frozen_bit_identical_under_weight_decay(name: str, marked, base_cnn) -> None:  # type: ignore[no-untyped-def]
+    model, key = marked(name)  # fine-tuned into base_cnn with Adam and weight decay
     scheme = scheme_for(key.marks[0])
+    scheme.prepare(copy.deepcopy(base_cnn))  # the key values, as set when it was embedded
     params = dict(model.named_parameters())
     for tensor, idx in scheme.index.items():
-        # the values written at prepare: +-2 std of the tensor, one magnitude per tensor, with
-        # the signs of payload XOR mask; bit for bit after training
+        # the values written at prepare, bit for bit after training, with the signs of payload
+        # XOR mask
         values = params[tensor].detach().view(-1)[idx]
-        assert torch.equal(values.abs(), values.abs()[0].expand_as(values))
+        assert torch.equal(values, scheme.positions.values[tensor].to(values.dtype))
         assert torch.equal(values > 0, scheme.positions.signs[tensor] > 0)
+        if scheme.draws_magnitudes:
+            continue  # tartaglione: below
+        # watermas: +-2 std of the tensor, one magnitude per tensor
+        assert torch.equal(values.abs(), values.abs()[0].expand_as(values))
     v = verify(model, key)
     assert v.ber == 0.0 and v.null == POSITION_NULL
     # every layer carries marked entries, the output layer included (Tartaglione et al.)
     assert len(scheme.index) == 5 and "fc2.weight" in scheme.index
+
+
+def test_tartaglione_values_are_drawn_from_the_layers_own_magnitudes(
+    base_cnn: nn.Module, digits: DataBundle
+) -> None:
+    """Issue 16: not one magnitude per layer (+-2 std, easy to spot) but magnitudes of the
+    trained layer itself, between its median and 99th percentile (the seed's "no outliers");
+    the same key gives the same values."""
+    key = owner_key("tartaglione")
+    config = TartaglioneConfig()
+    mark = Tartaglione.plan(base_cnn, key, config, data=digits)
+    scheme, again = Tartaglione(mark), Tartaglione(mark)
+    model = scheme.prepare(copy.deepcopy(base_cnn))
+    again.prepare(copy.deepcopy(base_cnn))
+    trained = dict(base_cnn.named_parameters())
+    for tensor, values in scheme.positions.values.items():
+        assert torch.equal(values, again.positions.values[tensor])
+        mags = trained[tensor].detach().abs().flatten()
+        lo, hi = mags.quantile(0.5), mags.quantile(0.99)
+        assert bool(((values.abs() >= lo - 1e-7) & (values.abs() <= hi + 1e-7)).all()), tensor
+        assert len(values.abs().unique()) > len(values) // 2, tensor  # not one magnitude
+        assert torch.equal(
+            dict(model.named_parameters())[tensor].detach().flatten()[scheme.index[tensor]], values
+        )
 
 
 def _batch(digits: DataBundle) -> tuple[torch.Tensor, torch.Tensor]:
