@@ -19,9 +19,14 @@ $(CORE): pyproject.toml Makefile
 	$(PIP) -e .
 	touch $(CORE)
 
-$(DEV): $(CORE)
+# The dev set-up installs the package with its extras in one step (not the core first, then
+# again with the extras: each editable install builds the package, about 10 s), and so also
+# stands for the core one.
+$(DEV): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
 	$(PIP) -e '.[dev]'
-	touch $(DEV)
+	touch $(CORE) $(DEV)
 
 # The report's browser test needs Debian's chromium (installed once, as root, from apt).
 browser:
