@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -174,14 +172,11 @@ def test_invalid_defense_options_stop_the_server_at_start(
 
     model = tmp_path / "m.safetensors"
     save_model(plain_cnn, model_info(plain_cnn, digits), model)
-    r = subprocess.run(
-        [sys.executable, "-m", "nnmark", "serve", str(model), "--port", "0", "--defend", spec],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # in process (the CLI's own code path; a subprocess only added Python's start-up): refused
+    # before the server starts, or this call would block
+    r = runner.invoke(app, ["serve", str(model), "--port", "0", "--defend", spec])
     lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: defense"), r.stderr
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: defense"), r.stderr
 
 
 def test_nnmark_serve_under_a_memory_limit_cuts_a_chunked_gigabyte(  # type: ignore[no-untyped-def]
