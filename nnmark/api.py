@@ -65,10 +65,16 @@ def train(
     return fit(copy.deepcopy(model), data, (), config, progress=progress)
 
 
+#: What `embed` takes as the scheme: a registered name ("uchida", "uchida+content"), a scheme
+#: class (`Uchida`), a config instance (`UchidaConfig(lam=0.1)`: the scheme its type belongs to,
+#: with those options), or a list of them (a composite mark).
+SchemeSpec = str | type[Scheme] | Any
+
+
 def embed(
     model: nn.Module,
     data: DataBundle,
-    scheme: str,
+    scheme: SchemeSpec,
     *,
     options: dict[str, Any] | None = None,
     key: OwnerKey | None = None,
@@ -98,16 +104,10 @@ def embed(
     """
     if bits is not None and not (isinstance(bits, int) and 1 <= bits <= MAX_BITS):
         raise NNMarkError(f"bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
-    names = [n.strip() for n in scheme.split("+") if n.strip()]
-    if len(names) > 1 and (options and not all(isinstance(v, dict) for v in options.values())):
-        raise NNMarkError("with several schemes ('a+b'), options are {scheme: {option: value}}")
     key = key or OwnerKey.new(owner)
     model = copy.deepcopy(model)
     bound = []
-    for name in names:
-        cls = SCHEMES.get(name)
-        opts = (options or {}).get(name, {}) if len(names) > 1 else options or {}
-        cfg: Any = build_config(cls.Config, opts)
+    for cls, cfg in resolve_schemes(scheme, options):
         ecc = None
         chosen = tuple(payload) if payload else None
         if message is not None and cls.kind == "whitebox":
@@ -120,6 +120,43 @@ def embed(
         bound.append(cls(mark, [data, *cls.config_data(cfg)]))
     model = fit(model, data, bound, config, teacher=teacher, progress=progress)
     return model, key
+
+
+def resolve_schemes(
+    scheme: SchemeSpec, options: dict[str, Any] | None = None
+) -> list[tuple[type[Scheme], Any]]:
+    """(scheme class, built config) per mark of `scheme` (see SchemeSpec). `options` apply to a
+    name or a class ({scheme: {option: value}} for several); a config instance is complete."""
+    if isinstance(scheme, str):
+        parts: list[Any] = [n.strip() for n in scheme.split("+") if n.strip()]
+    elif isinstance(scheme, list | tuple):
+        parts = list(scheme)
+    else:
+        parts = [scheme]
+    if not parts:
+        raise NNMarkError("no scheme given")
+    several = len(parts) > 1
+    if several and options and not all(isinstance(v, dict) for v in options.values()):
+        raise NNMarkError("with several schemes ('a+b'), options are {scheme: {option: value}}")
+    out: list[tuple[type[Scheme], Any]] = []
+    for part in parts:
+        if isinstance(part, str):
+            cls = SCHEMES.get(part)
+        elif isinstance(part, type) and issubclass(part, Scheme):
+            cls = SCHEMES.get(part.name)
+        else:
+            owners = [
+                SCHEMES.get(n) for n in SCHEMES.names() if SCHEMES.get(n).Config is type(part)
+            ]
+            if len(owners) != 1:
+                raise NNMarkError(
+                    f"embed: {type(part).__name__} is not a scheme name, class or config"
+                )
+            out.append((owners[0], part))
+            continue
+        opts = (options or {}).get(cls.name, {}) if several else options or {}
+        out.append((cls, build_config(cls.Config, opts)))
+    return out
 
 
 def attack(

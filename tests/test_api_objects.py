@@ -1,0 +1,57 @@
+"""The object-first API (issue 17): a scheme given as its class or a config instance embeds the
+same mark as its registry name with the same options; attacks are objects called on a model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nnmark import OwnerKey, TrainConfig, embed, verify
+from nnmark.api import resolve_schemes
+from nnmark.attacks.prune import Prune
+from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
+from nnmark.schemes.content import Content, ContentConfig
+from nnmark.schemes.uchida import Uchida, UchidaConfig
+
+#: The white-box tests' recipe (tests/schemes/scheme_recipes.py): 3 epochs of fine-tune-to-embed.
+CFG = TrainConfig(epochs=3, seed=0)
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_config_instance_or_a_class_embeds_what_the_name_does(
+    digits: DataBundle, plain_cnn: torch.nn.Module
+) -> None:
+    key = OwnerKey.new("objects", nonce="0b" * 16)
+    opts = {"lam": 0.1}
+    by_name, k1 = embed(plain_cnn, digits, "uchida", options=opts, key=key, bits=64, config=CFG)
+    by_config, k2 = embed(plain_cnn, digits, UchidaConfig(**opts), key=key, bits=64, config=CFG)
+    by_class, k3 = embed(plain_cnn, digits, Uchida, options=opts, key=key, bits=64, config=CFG)
+    assert k1.commitment == k2.commitment == k3.commitment
+    assert _same(by_name, by_config) and _same(by_name, by_class)
+    assert verify(by_config, k2).verdict == "found"
+
+
+def test_a_list_is_a_composite_and_a_foreign_object_is_refused() -> None:
+    parts = resolve_schemes([Uchida, ContentConfig()], {"uchida": {"lam": 0.2}})
+    assert [(cls, type(cfg)) for cls, cfg in parts] == [
+        (Uchida, UchidaConfig),
+        (Content, ContentConfig),
+    ]
+    assert parts[0][1].lam == 0.2
+    assert [c for c, _ in resolve_schemes("uchida+content")] == [Uchida, Content]
+    for bad in (42, object(), TrainConfig(), []):
+        with pytest.raises(NNMarkError):
+            resolve_schemes(bad)
+
+
+def test_an_attack_object_is_called_on_a_model(plain_cnn: torch.nn.Module) -> None:
+    pruned = Prune(fraction=0.5)(plain_cnn)
+    w = dict(pruned.named_parameters())["conv3.weight"]
+    assert float((w == 0).float().mean()) > 0.3
+    assert not _same(pruned, plain_cnn)  # a copy: the input is left as it was
+    assert float((dict(plain_cnn.named_parameters())["conv3.weight"] == 0).float().mean()) < 0.01
