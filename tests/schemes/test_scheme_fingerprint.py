@@ -106,3 +106,42 @@ def test_identify_cli_errors_exit_2_with_one_line(keys_dir, tmp_path: Path) -> N
         r = runner.invoke(app, args)
         lines = r.stderr.strip().splitlines()
         assert r.exit_code == 2 and len(lines) == 1 and text in lines[0], (args, r.stderr)
+
+
+@pytest.mark.parametrize("how", ["mean", "median"])
+def test_two_colluders_pooling_their_copies_are_named_and_the_third_is_not(  # type: ignore[no-untyped-def]
+    copies, how: str
+) -> None:
+    """Issue 18: alice and bob average (or take the median of) their copies' weights; identify
+    names a colluder and never carol (3 recipients, every pair; 8 recipients and k = 2, 4, 8 in
+    benchmarks/collusion.py)."""
+    from nnmark.attacks.collusion import collude
+
+    keys = {name: key for name, (_, key) in zip(RECIPIENTS, copies)}
+    models = dict(zip(RECIPIENTS, (m for m, _ in copies)))
+    for innocent in RECIPIENTS:
+        pair = [n for n in RECIPIENTS if n != innocent]
+        result = identify(collude([models[n] for n in pair], how), keys)  # type: ignore[arg-type]
+        named = {result.named, *result.also_found} - {None}
+        assert named and named <= set(pair), (pair, named)
+
+
+def test_collusion_pools_every_tensor_and_refuses_mismatched_copies(copies) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from nnmark.attacks.collusion import collude
+    from nnmark.errors import NNMarkError
+
+    a, b, c = (m for m, _ in copies)
+    mean, median = collude([a, b]), collude([a, b, c], "median")
+    for name, t in mean.state_dict().items():
+        ta, tb, tc = a.state_dict()[name], b.state_dict()[name], c.state_dict()[name]
+        if t.is_floating_point():
+            assert torch.allclose(t, (ta + tb) / 2)
+            assert torch.equal(
+                median.state_dict()[name], torch.stack([ta, tb, tc]).median(0).values
+            )
+    with pytest.raises(NNMarkError, match="at least 2"):
+        collude([a])
+    with pytest.raises(NNMarkError, match="one architecture"):
+        collude([a, nn.Linear(2, 2)])
