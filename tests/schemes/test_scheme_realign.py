@@ -33,7 +33,16 @@ from nnmark.suspect import ModuleSuspect
 
 REALIGNABLE = [n for n in BIT_SCHEMES if SCHEMES.get(n).realigns_to_marked]
 REFUSING = [n for n in BIT_SCHEMES if n not in REALIGNABLE]
-LEGIT = ["permute", "scale", "morph", "permute,finetune:epochs=3"]
+#: Function-preserving rewrites (and one fine-tune) that realignment must undo; obfuscate: dummy
+#: unit pairs that cancel (issue 18), alone and with permutation and scaling.
+LEGIT = [
+    "permute",
+    "scale",
+    "morph",
+    "permute,finetune:epochs=3",
+    "obfuscate",
+    "obfuscate:extra=1.0,permute,scale",
+]
 KEYS = 8  # planned keys per scheme and architecture (never embedded)
 #: Activation marks are valid after realignment but not recovered: their host units' answers,
 #: which the matching reads, are what embedding changed (a permuted copy realigned to the
