@@ -25,7 +25,8 @@ from nnmark.verdict import Verdict
 DataOpt = Annotated[
     str,
     typer.Option(
-        "--data", help="NAME[:PATH]: digits, mnist:DIR, fashion-mnist:DIR, folder:DIR, seg:DIR"
+        "--data",
+        help="NAME[:PATH]: digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, cifar100:DIR, folder:DIR, seg:DIR",
     ),
 ]
 

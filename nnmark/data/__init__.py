@@ -65,7 +65,7 @@ def resolve_data(ref: dict[str, str], provided: Sequence[DataBundle], what: str)
     )
 
 
-from nnmark.data import digits, folder, idx, segmentation  # noqa: E402, F401
+from nnmark.data import cifar, digits, folder, idx, segmentation  # noqa: E402, F401
 
 __all__ = [
     "BUILT_IN",

@@ -1,0 +1,110 @@
+"""CIFAR-10 and CIFAR-100 from their standard "python version" batches (the seeds' data).
+
+`--data cifar10:DIR` reads DIR/data_batch_1..5 and DIR/test_batch (the folder
+`cifar-10-batches-py` of the official archive); `cifar100:DIR` reads DIR/train and DIR/test
+(`cifar-100-python`, fine labels). The official test set is `test`; the 50,000 training images
+are split into `train` (37,500), `val` (4,167) and `thief` (8,333), as MNIST's are.
+
+The batches are pickles. A pickle can name any callable to run while loading, and a data folder
+may come from anywhere, so they are read with an unpickler that builds only plain containers and
+numpy arrays of numbers; anything else is refused with one line, never run.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nnmark.data import DATASETS
+from nnmark.data.base import SPLIT_SEED, DataBundle
+from nnmark.errors import NNMarkError
+
+#: What a CIFAR batch pickle may construct: numpy's array reconstruction and the text-to-bytes
+#: codec a protocol-2 pickle written by Python 3 stores an array's raw bytes with; nothing else.
+ALLOWED = {
+    ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+}
+MAX_BATCH_BYTES = 1 << 30  # a CIFAR-100 train file is 155 MB; nothing legitimate is near 1 GiB
+
+
+class _DataOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to construct {module}.{name}")
+
+
+def read_batch(path: Path) -> dict[bytes, Any]:
+    """One batch file as its dict (keys are bytes, as Python 2 wrote them)."""
+    if not path.is_file():
+        raise NNMarkError(f"{path}: missing (the CIFAR python batches are expected)")
+    if path.stat().st_size > MAX_BATCH_BYTES:
+        raise NNMarkError(f"{path}: {path.stat().st_size} bytes, more than any CIFAR batch")
+    try:
+        doc = _DataOnly(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise NNMarkError(f"{path}: not a CIFAR batch ({exc})") from None
+    if not isinstance(doc, dict) or b"data" not in doc:
+        raise NNMarkError(f"{path}: not a CIFAR batch (no data array)")
+    return doc
+
+
+def _images_labels(doc: dict[bytes, Any], label_key: bytes, path: Path) -> tuple[Any, Any]:
+    data = doc[b"data"]
+    labels = doc.get(label_key)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+        raise NNMarkError(f"{path}: data must be a uint8 array of N x 3072")
+    if data.shape[1] != 3 * 32 * 32:
+        raise NNMarkError(f"{path}: {data.shape[1]} values per image, CIFAR has 3072")
+    if not isinstance(labels, list | np.ndarray) or len(labels) != len(data):
+        raise NNMarkError(f"{path}: {label_key.decode()} must hold one label per image")
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+
+
+def _load(
+    name: str, path: str | None, train: list[str], test: str, key: bytes, classes: int
+) -> DataBundle:
+    if not path:
+        raise NNMarkError(f"{name} needs a folder: --data {name}:DIR (the python batches)")
+    root = Path(path)
+    if not root.is_dir():
+        raise NNMarkError(f"{name}: folder not found: {root}")
+    parts = [_images_labels(read_batch(root / f), key, root / f) for f in [*train, test]]
+    x = np.concatenate([p[0] for p in parts]).astype(np.float32) / 255.0
+    y = np.concatenate([p[1] for p in parts])
+    if len(y) and (y.min() < 0 or y.max() >= classes):
+        raise NNMarkError(f"{name}: labels outside 0..{classes - 1}")
+    n_train = sum(len(p[1]) for p in parts[:-1])
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    n_thief, n_val = n_train // 6, n_train // 12
+    splits = {
+        "thief": perm[:n_thief],
+        "val": perm[n_thief : n_thief + n_val],
+        "train": perm[n_thief + n_val :],
+        "test": torch.arange(n_train, len(y)),
+    }
+    return DataBundle(
+        name, "classification", torch.from_numpy(x), torch.from_numpy(y), splits, classes
+    )
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(path: str | None) -> DataBundle:
+    batches = [f"data_batch_{i}" for i in range(1, 6)]
+    return _load("cifar10", path, batches, "test_batch", b"labels", 10)
+
+
+@DATASETS.register("cifar100")
+def load_cifar100(path: str | None) -> DataBundle:
+    return _load("cifar100", path, ["train"], "test", b"fine_labels", 100)

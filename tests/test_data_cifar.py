@@ -1,0 +1,80 @@
+"""The CIFAR-10 / CIFAR-100 python-batches reader (issue 15), on small files the test writes in
+that exact format (the pickled dicts of the official archive, bytes keys, protocol 2)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnmark import load_data, new_model
+from nnmark.errors import NNMarkError
+
+
+def _batch(path: Path, n: int, seed: int, label_key: bytes, classes: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    labels = [int(v) for v in rng.integers(0, classes, size=n)]
+    doc = {
+        b"batch_label": b"testing batch",
+        label_key: labels,
+        b"data": data,
+        b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+    }
+    path.write_bytes(pickle.dumps(doc, protocol=2))
+    return data
+
+
+def cifar10(root: Path, per_batch: int = 12) -> list[np.ndarray]:
+    root.mkdir(parents=True, exist_ok=True)
+    out = [_batch(root / f"data_batch_{i}", per_batch, i, b"labels", 10) for i in range(1, 6)]
+    return [*out, _batch(root / "test_batch", 10, 9, b"labels", 10)]
+
+
+def test_cifar10_batches_read_as_images_labels_and_splits(tmp_path: Path) -> None:
+    arrays = cifar10(tmp_path / "cifar-10-batches-py")
+    data = load_data(f"cifar10:{tmp_path / 'cifar-10-batches-py'}")
+    assert data.num_classes == 10 and tuple(data.x.shape) == (70, 3, 32, 32)
+    # pixel (channel, row, col) of the first image: the row-major 1024-value planes, / 255
+    first = torch.from_numpy(arrays[0][0].reshape(3, 32, 32).astype(np.float32) / 255)
+    assert torch.equal(data.x[0], first)
+    assert len(data.splits["test"]) == 10 and int(data.splits["test"][0]) == 60
+    train_side = torch.cat([data.splits[s] for s in ("train", "val", "thief")])
+    assert sorted(train_side.tolist()) == list(range(60))  # disjoint, all 60 training images
+    model = new_model("resnet20", data, seed=0)
+    assert model(data.x[:2]).shape == (2, 10)
+
+
+def test_cifar100_reads_the_fine_labels(tmp_path: Path) -> None:
+    root = tmp_path / "cifar-100-python"
+    root.mkdir()
+    _batch(root / "train", 20, 1, b"fine_labels", 100)
+    _batch(root / "test", 5, 2, b"fine_labels", 100)
+    data = load_data(f"cifar100:{root}")
+    assert data.num_classes == 100 and len(data.x) == 25 and int(data.y.max()) < 100
+
+
+class _Evil:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, ("touch pwned",))
+
+
+def test_a_batch_that_would_run_code_is_refused_and_bad_folders_say_why(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    cifar10(root)
+    (root / "data_batch_3").write_bytes(pickle.dumps({b"data": _Evil()}, protocol=2))
+    with pytest.raises(NNMarkError, match="refused to construct"):
+        load_data(f"cifar10:{root}")
+    assert not Path("pwned").exists()
+    cifar10(root)
+    (root / "test_batch").unlink()
+    with pytest.raises(NNMarkError, match="test_batch: missing"):
+        load_data(f"cifar10:{root}")
+    with pytest.raises(NNMarkError, match="needs a folder"):
+        load_data("cifar10")
+    with pytest.raises(NNMarkError, match="folder not found"):
+        load_data(f"cifar10:{tmp_path / 'nothing'}")
