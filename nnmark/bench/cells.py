@@ -57,31 +57,7 @@ def run_cell(root: Path, cell: Cell, tsa_certs: tuple[bytes, ...] = ()) -> dict[
     key_job = cell.key_job if a is None else cell.job
     assert key_job is not None
     scheme = key_job.scheme
-    kind = scheme_kind(scheme)
-    row: dict[str, Any] = dict.fromkeys(ROW_SCHEMA)  # every field, always (None if unknown)
-    row |= {
-        "cell": cell.ident,
-        "kind": "calibration" if a is None else "attack",
-        "data": task.data,
-        "arch": task.arch,
-        "task": None,
-        "seed": cell.job.seed,
-        "scheme": scheme,
-        "scheme_kind": kind,
-        "attack": "unmarked" if a is None else a.family,
-        "attack_spec": "none" if a is None else a.spec,
-        "strength_option": None if a is None else a.option,
-        "strength": None if a is None else a.strength,
-        "level": None if a is None else a.level,
-        "verdict": None,
-        "statistic_name": None,
-        "statistic": None,
-        "p_value": None,
-        "parts": None,
-        "queries": None,
-        "error": None,
-        "skipped": None,
-    }
+    row = _row_head(cell)  # every field, always (None if unknown)
     start = time.perf_counter()
     try:
         model, info = load_model(store.model_path(cell.job.ident))
@@ -138,6 +114,16 @@ def run_cell(root: Path, cell: Cell, tsa_certs: tuple[bytes, ...] = ()) -> dict[
 def run_cell_stub(cell: Cell, error: str | None, skipped: str | None = None) -> dict[str, Any]:
     """The row of a cell that did not run: its model failed to train, its worker died (`error`),
     or its scheme cannot mark the task's model (`skipped`, the scheme's reason)."""
+    return _row_head(cell) | {
+        "error": error,
+        "skipped": skipped,
+        "seconds": 0.0,
+        "cpu_seconds": 0.0,
+    }
+
+
+def _row_head(cell: Cell) -> dict[str, Any]:
+    """A row with every ROW_SCHEMA field (None where unknown) and what the cell itself says."""
     a = cell.attack
     key_job = cell.key_job if a is None else cell.job
     assert key_job is not None
@@ -154,8 +140,4 @@ def run_cell_stub(cell: Cell, error: str | None, skipped: str | None = None) -> 
         "strength_option": None if a is None else a.option,
         "strength": None if a is None else a.strength,
         "level": None if a is None else a.level,
-        "error": error,
-        "skipped": skipped,
-        "seconds": 0.0,
-        "cpu_seconds": 0.0,
     }

@@ -29,6 +29,20 @@ def split_indices(
     return out
 
 
+def official_splits(n_train: int, n_total: int, seed: int = SPLIT_SEED) -> dict[str, torch.Tensor]:
+    """Splits of a data set that ships a training and a test set (MNIST, CIFAR): the official
+    test set is `test`; of the n_train training items, a seeded sixth is the `thief` split, a
+    twelfth `val`, and the rest `train`."""
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
+    n_thief, n_val = n_train // 6, n_train // 12
+    return {
+        "thief": perm[:n_thief],
+        "val": perm[n_thief : n_thief + n_val],
+        "train": perm[n_thief + n_val :],
+        "test": torch.arange(n_train, n_total),
+    }
+
+
 @dataclass
 class DataBundle:
     """Tensors of a whole dataset plus index sets per split.

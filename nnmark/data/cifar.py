@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from nnmark.data import DATASETS
-from nnmark.data.base import SPLIT_SEED, DataBundle
+from nnmark.data.base import DataBundle, official_splits
 from nnmark.errors import NNMarkError
 
 #: What a CIFAR batch pickle may construct: numpy's array reconstruction and the text-to-bytes
@@ -86,14 +86,7 @@ def _load(
     if len(y) and (y.min() < 0 or y.max() >= classes):
         raise NNMarkError(f"{name}: labels outside 0..{classes - 1}")
     n_train = sum(len(p[1]) for p in parts[:-1])
-    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(SPLIT_SEED))
-    n_thief, n_val = n_train // 6, n_train // 12
-    splits = {
-        "thief": perm[:n_thief],
-        "val": perm[n_thief : n_thief + n_val],
-        "train": perm[n_thief + n_val :],
-        "test": torch.arange(n_train, len(y)),
-    }
+    splits = official_splits(n_train, len(y))
     return DataBundle(
         name, "classification", torch.from_numpy(x), torch.from_numpy(y), splits, classes
     )

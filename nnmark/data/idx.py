@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from nnmark.data import DATASETS
-from nnmark.data.base import SPLIT_SEED, DataBundle
+from nnmark.data.base import DataBundle, official_splits
 from nnmark.errors import NNMarkError
 
 FILES = {
@@ -62,14 +62,7 @@ def _load(name: str, path: str | None) -> DataBundle:
     x = np.concatenate([arr["train_x"], arr["test_x"]]).astype(np.float32) / 255.0
     y = np.concatenate([arr["train_y"], arr["test_y"]]).astype(np.int64)
     n_train = len(arr["train_y"])
-    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(SPLIT_SEED))
-    n_thief, n_val = n_train // 6, n_train // 12
-    splits = {
-        "thief": perm[:n_thief],
-        "val": perm[n_thief : n_thief + n_val],
-        "train": perm[n_thief + n_val :],
-        "test": torch.arange(n_train, len(y)),
-    }
+    splits = official_splits(n_train, len(y))
     return DataBundle(
         name, "classification", torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y), splits, 10
     )
