@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--plain-epochs", type=int, default=5)
     ap.add_argument("--mark-epochs", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path("runs/seed003"))
+    ap.add_argument("--set", action="append", default=[], help="scheme option k=v (R=4 always)")
     args = ap.parse_args()
     data = load_data(f"mnist:{SHARED / 'mnist'}")
     start = time.time()
@@ -92,7 +93,8 @@ def run(data: Any, arch: str, seed: int, args: argparse.Namespace) -> dict[str, 
     )[0]
     t0 = time.time()
     key = OwnerKey.new(f"seed003 {arch} {seed}", nonce=f"{seed:02x}" * 16)
-    marked, key = embed(plain, data, "tartaglione", options=OPTIONS, key=key, config=more)
+    options = {**dict(kv.split("=", 1) for kv in args.set), **OPTIONS}
+    marked, key = embed(plain, data, "tartaglione", options=options, key=key, config=more)
     seconds = time.time() - t0
     test = data.loader("test", 512, fraction=args.test_fraction)
     x, y = next(iter(data.loader("test", 2000, fraction=args.test_fraction)))
@@ -127,6 +129,7 @@ def run(data: Any, arch: str, seed: int, args: argparse.Namespace) -> dict[str, 
 
 def render(rows: list[dict[str, Any]], args: argparse.Namespace, seconds: float) -> list[str]:
     lines = [
+        f"Options: R = 4{''.join(f', {kv}' for kv in args.set)}. "
         f"MNIST, {args.fraction:.0%} of the 45,000 training images; plain {args.plain_epochs} "
         f"epochs, then {args.mark_epochs} epochs of fine-tune-to-embed at R = 4 (the control: "
         f"{args.mark_epochs} more epochs without the mark); accuracy on {args.test_fraction:.0%} "
