@@ -8,8 +8,13 @@ BIN     = $(VENV)/bin
 CORE    = $(VENV)/.nnmark-core
 DEV     = $(VENV)/.nnmark-dev
 # --no-compile: byte-compiling every installed module (ray, transformers, ...) took about a
-# minute of a fresh `make test`; Python compiles the few modules it imports on first use.
+# minute of a fresh `make test`; Python compiles the few modules it imports on first use, and
+# keeps them: PYTHONDONTWRITEBYTECODE (set on some machines) is dropped for these recipes, or
+# every process the tests start (xdist workers, CLI subprocesses, DDP ranks, Ray workers)
+# compiles torch again (~3 s each: `import torch, numpy, scipy.stats` takes 5.1 s without
+# bytecode, 2.2 s with).
 PIP     = $(BIN)/python -m pip install -q --disable-pip-version-check --no-compile
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup demo test test-fast lint format bench clean browser
 
