@@ -21,11 +21,12 @@ from torch import nn
 from nnmark import OwnerKey, TrainConfig, embed, load_data, new_model, train
 from nnmark.bench.cache import ModelCache
 from nnmark.calibrate import calibrate
+from nnmark.data import SHARED_DATA
 from nnmark.data.base import DataBundle
 from nnmark.schemes import SCHEMES
 from nnmark.schemes._trigger import black_box_schemes
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 RECIPE = TrainConfig(epochs=20, seed=0)
 SEG_RECIPE = TrainConfig(epochs=20, seed=0, lr=3e-3, batch_size=16)
 OPTIONS = {"unrelated": {"source": f"fashion-mnist:{SHARED / 'fashion-mnist'}"}}

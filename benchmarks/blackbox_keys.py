@@ -22,13 +22,14 @@ import torch
 from nnmark import OwnerKey, TrainConfig, embed, evaluate, load_data, new_model, train
 from nnmark.api import bound_scheme
 from nnmark.config import parse_sets
+from nnmark.data import SHARED_DATA
 from nnmark.schemes import SCHEMES
 from nnmark.schemes._trigger import black_box_schemes
 from nnmark.suspect import ModuleSuspect
 
 from _common import write_results
 
-FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
+FASHION = SHARED_DATA / "fashion-mnist"
 CREATED = "2026-01-01T00:00:00+00:00"  # fixed: a rerun marks the same models
 ALPHA = 1e-6
 

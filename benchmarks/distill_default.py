@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 from nnmark import OwnerKey, TrainConfig, attack, embed, evaluate, load_data, new_model, verify
+from nnmark.data import SHARED_DATA
 
 from _common import write_results
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 OPTIONS = {"unrelated": {"source": f"fashion-mnist:{SHARED / 'fashion-mnist'}"}}
 
 

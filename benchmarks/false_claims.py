@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 
 from nnmark.bench.false_claims import FalseClaimSpec, run_false_claims, write_outputs
+from nnmark.data import SHARED_DATA
 
 from _common import RESULTS, machine
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 
 
 def main() -> None:

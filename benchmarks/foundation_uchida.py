@@ -18,15 +18,15 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from nnmark import OwnerKey, TrainConfig, embed, evaluate, load_data, new_model, train, verify
+from nnmark.data import SHARED_DATA
 
 from _common import RESULTS, write_results
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 
 
 def run(data_spec: str, arch: str, bits: int, epochs: int, batch: int) -> dict:

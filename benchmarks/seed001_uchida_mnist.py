@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
 from nnmark import OwnerKey, TrainConfig, attack, embed, evaluate, load_data, new_model, verify
+from nnmark.data import SHARED_DATA
 
 from _common import write_results
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 # BER after each attack as seed 001 gives it; its accuracy (98 %, with and without the mark) is
 # stated before the attacks only.
 SEED_BER = {

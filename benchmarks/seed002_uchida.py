@@ -48,7 +48,6 @@ import argparse
 import copy
 import dataclasses
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,6 +55,7 @@ import torch
 from scipy.stats import ks_2samp
 
 from nnmark import OwnerKey, TrainConfig, attack, embed, evaluate, load_data, new_model, train
+from nnmark.data import SHARED_DATA
 from nnmark.layers import get_layer
 from nnmark.schemes.uchida import Uchida, UchidaConfig
 from nnmark.stats import ber as bit_error_rate
@@ -63,7 +63,7 @@ from nnmark.train import fit
 
 from _common import RESULTS, write_results
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 BITS = 256
 HOST = "conv3"
 RATES = (0.0, 0.3, 0.5, 0.6, 0.65, 0.8, 0.9, 0.95)

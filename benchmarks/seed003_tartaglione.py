@@ -40,12 +40,13 @@ from nnmark import (
     verify,
 )
 from nnmark.bench.cache import ModelCache
+from nnmark.data import SHARED_DATA
 from nnmark.schemes import scheme_for
 from nnmark.schemes._positions import perturbation_losses
 
 from _common import write_results
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 OPTIONS = {"R": 4}
 
 

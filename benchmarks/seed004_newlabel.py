@@ -30,6 +30,7 @@ from torch import nn
 
 from nnmark import OwnerKey, TrainConfig, attack, embed, load_data, new_model, train, verify
 from nnmark.api import bound_scheme
+from nnmark.data import SHARED_DATA
 from nnmark.data.base import DataBundle
 from nnmark.schemes._trigger import TriggerScheme
 from nnmark.schemes.newlabel import NewLabel, NewLabelConfig
@@ -37,7 +38,7 @@ from nnmark.train import fit
 
 from _common import write_results
 
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+MNIST = SHARED_DATA / "mnist"
 ATTACKS = {
     "adam": "finetune:epochs=5,fraction=0.1",
     "sgd": "finetune:epochs=5,fraction=0.1,optimizer=sgd,lr=0.01",

@@ -12,6 +12,7 @@ import torch
 from filelock import FileLock
 
 from nnmark import OwnerKey, TrainConfig, embed, load_data, new_model, train
+from nnmark.data import SHARED_DATA
 from nnmark.data.base import DataBundle
 
 #: Under pytest-xdist (`make test` runs two workers on the two cores) each worker trains on one
@@ -53,6 +54,16 @@ LIGHT_FIXTURES = {
 }
 #: Folders whose tests are a tier of their own.
 FOLDER_TIERS = {"integrations": "distributed", "remote": "server"}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The real data sets live in one place (`nnmark.data.SHARED_DATA`, ../shared/data): without
+    it the run stops here with one line, rather than skipping or failing test by test."""
+    if not SHARED_DATA.is_dir():
+        raise pytest.UsageError(
+            f"the tests need the shared data folder {SHARED_DATA} (MNIST, Fashion-MNIST, BBBC039; "
+            "its README names the files) beside the checkout"
+        )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -141,7 +152,7 @@ def unmarked_cnns(digits: DataBundle, once: Callable[..., Any]) -> list[torch.nn
     ]
 
 
-FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
+FASHION = SHARED_DATA / "fashion-mnist"
 
 
 @pytest.fixture(scope="session")
@@ -244,7 +255,7 @@ def blackbox_marked(
     return BlackboxMarked(get)
 
 
-SEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "seg-bbbc039"
+SEG = SHARED_DATA / "seg-bbbc039"
 #: The small segmentation recipe: 32 x 32 tiles, a width-8 U-Net, 20 epochs (seconds each).
 SEG_RECIPE = TrainConfig(epochs=20, seed=0, lr=3e-3, batch_size=16)
 

@@ -11,13 +11,14 @@ import torch
 
 from nnmark import NNMarkError, OwnerKey, list_models, load_data
 from nnmark.config import build_config, parse_sets
+from nnmark.data import SHARED_DATA
 from nnmark.models import create_model
 from nnmark.registry import Registry
 from nnmark.schemes._trigger import TriggerConfig
 from nnmark.schemes.uchida import UchidaConfig, projection
 from nnmark.stats import ber, binomial_pvalue, fisher_combine
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 
 
 def make_key() -> OwnerKey:

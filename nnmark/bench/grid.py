@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from nnmark.attacks import ATTACKS
+from nnmark.data import SHARED_DATA as _SHARED_DATA
 from nnmark.errors import NNMarkError
 
-#: The presets' data beyond digits: the shared data folder beside the checkout (its README
-#: names the files); a bench config (`--config`) points at any other copy.
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+#: The presets' data beyond digits (`nnmark.data.SHARED_DATA`); a bench config (`--config`)
+#: points at any other copy.
+SHARED_DATA = _SHARED_DATA
 
 #: Three strengths (weak, medium, strong) for the attacks that declare a ladder
 #: (`Attack.ladder`); the others run once with their defaults (`{}`); a grid's `ladders`

@@ -11,6 +11,7 @@ disjoint `thief` split that the owner's training never reads (the attacker's own
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from nnmark.data.base import SPLITS, DataBundle, split_indices
 from nnmark.errors import NNMarkError
@@ -32,6 +33,11 @@ def list_datasets() -> list[str]:
 
 #: Data sets that ship with nnmark: a verifier finds them without being told where.
 BUILT_IN = ("digits",)
+
+#: The shared data folder beside a checkout (`../shared/data`: MNIST, Fashion-MNIST, BBBC039;
+#: its README names the files), where the presets, the tests and the benchmarks find the real
+#: data sets; a user points `--data NAME:DIR` at any other copy.
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def resolve_data(ref: dict[str, str], provided: Sequence[DataBundle], what: str) -> DataBundle:

@@ -17,12 +17,13 @@ from nnmark.attacks.fineprune import last_conv
 from nnmark.attacks.finetune import domain_data
 from nnmark.attacks.unlearn import guessed_inputs
 from nnmark.cli import app
+from nnmark.data import SHARED_DATA
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.io import load_model, save_model
 from nnmark.layers import weighted_layers
 
-FASHION = Path(__file__).resolve().parents[3] / "shared" / "data" / "fashion-mnist"
+FASHION = SHARED_DATA / "fashion-mnist"
 
 
 def acc(model: torch.nn.Module, data: DataBundle) -> float:

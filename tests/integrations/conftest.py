@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
 from nnmark import TrainConfig, new_model, train
+from nnmark.data import SHARED_DATA
 from nnmark.data.base import DataBundle
 
-FASHION = Path(__file__).resolve().parents[3] / "shared" / "data" / "fashion-mnist"
+FASHION = SHARED_DATA / "fashion-mnist"
 #: Options a scheme cannot do without on digits: `unrelated` draws Fashion-MNIST items;
 #: `frontier` takes 60 key inputs (30 true adversaries, all queried) instead of 200, to stitch in
 #: a few epochs.
