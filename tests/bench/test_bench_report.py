@@ -24,7 +24,7 @@ runner = CliRunner()
 # 1 scheme x 2 attacks on digits; prune's third strength is invalid: that cell must fail alone.
 TINY = {
     "data": "digits",
-    "epochs": 5,  # at 2 the accuracy (~0.5) hinged on the key, which hashes the source
+    "epochs": 5,  # a model that learns the task (at 2 its accuracy was about 0.5)
     "schemes": ["uchida"],
     "attacks": ["prune", "permute"],
     "chains": [],
