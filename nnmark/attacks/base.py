@@ -44,6 +44,10 @@ class Attack:
     #: (option, weak / medium / strong values) that the bench sweeps, or None (run once with the
     #: defaults): the attack states how its strength is turned up.
     ladder: ClassVar[tuple[str, tuple[float, ...]] | None] = None
+    #: The attack knows how marks are read and targets that (structural obfuscation against
+    #: the layer shapes white-box keys name), where a generic attack does not look for the mark;
+    #: the report's headline counts these apart ("robust to adaptive attacks", issue 18).
+    adaptive: ClassVar[bool] = False
     config: Any
 
     def __init__(self, config: Any = None, /, **options: Any) -> None:

@@ -68,6 +68,7 @@ class Obfuscate(Attack):
     config: ObfuscateConfig
     summary = "dummy unit pairs that cancel, shuffled in (structural obfuscation; same function)"
     ladder = ("extra", (0.25, 0.5, 1.0))
+    adaptive = True
 
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator

@@ -20,6 +20,7 @@ P_CAP = 40.0  # -log10 p is drawn up to this: a p of 1e-271 would flatten every 
 __all__ = [
     "P_CAP",
     "POSITIVE",
+    "adaptive",
     "alpha_of",
     "annotate",
     "attacked",
@@ -74,6 +75,14 @@ def too_weak(rows: list[dict[str, Any]], label: str, budget: float) -> list[str]
         if r["label"] == label and not r.get("error"):
             fams[r["attack"]] = fams.get(r["attack"], False) or usable(r, budget)
     return sorted(a for a, ok in fams.items() if not ok)
+
+
+def adaptive(family: str) -> bool:
+    """An attack family (or chain 'a+b') any part of which knows how marks are read
+    (`Attack.adaptive`); an unknown name (a row from another version) is not."""
+    from nnmark.attacks import ATTACKS
+
+    return any(p in ATTACKS and ATTACKS.get(p).adaptive for p in family.split("+"))
 
 
 def annotate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from nnmark.bench.report.outcomes import (
     POSITIVE,
+    adaptive,
     attacked,
     headline,
     labelled,
@@ -59,6 +60,7 @@ def headline_table(rows: Rows, budget: float) -> Table:
             "attacks that remove it within the budget (weakest strength)",
             "robust to",
             "attack too weak here (no strength within the budget)",
+            "robust to adaptive attacks",
         ]
     ]
     for s, wins in headline(rows, budget).items():
@@ -87,9 +89,28 @@ def headline_table(rows: Rows, budget: float) -> Table:
                 removed,
                 robust,
                 ", ".join(weak),
+                _adaptive_cell(hit, s, budget, weak) if robust else "",
             ]
         )
     return t
+
+
+def _adaptive_cell(hit: Rows, label: str, budget: float, weak: list[str]) -> str:
+    """k/n of the adaptive attack families run on `label` that the mark survived (within the
+    budget at some strength and never removed), with those that removed it, or 'none run'."""
+    mine = sorted({r["attack"] for r in hit if r["label"] == label and adaptive(r["attack"])})
+    if not mine:
+        return "none run"
+    removed = sorted(
+        {
+            r["attack"]
+            for r in hit
+            if r["label"] == label and r["attack"] in mine and succeeded(r, budget)
+        }
+    )
+    survived = [f for f in mine if f not in removed and f not in weak]
+    note = f" (removed by {', '.join(removed)})" if removed else ""
+    return f"{len(survived)}/{len(mine)}{note}"
 
 
 def composite_table(rows: Rows, budget: float) -> Table:
