@@ -17,6 +17,7 @@ import time
 import torch
 
 from nnmark import OwnerKey, TrainConfig, attack, embed, evaluate, load_data, new_model, verify
+from nnmark.bench.jobs import BENCH_CREATED
 from nnmark.data import SHARED_DATA
 
 from _common import write_results
@@ -40,7 +41,9 @@ def main() -> None:
     rows = []
     for scheme in args.schemes.split(","):
         for seed in range(args.seeds):
-            key = OwnerKey.new(f"owner {scheme} {seed}", nonce=f"{seed:02x}" * 16)
+            key = OwnerKey.new(
+                f"owner {scheme} {seed}", nonce=f"{seed:02x}" * 16, created=BENCH_CREATED
+            )
             net = new_model("cnn", data, seed=seed)
             opts = OPTIONS.get(scheme)
             teacher, key = embed(
@@ -81,16 +84,23 @@ def main() -> None:
             f"({r['p_teacher']:.1e}) | {r['verdict_student']} ({r['p_student']:.1e}) | "
             f"{r['seconds']} |"
         )
-    lines += ["", "| scheme | mean gap (points) | worst gap | marks removed |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "| scheme | mean gap (points) | worst gap | marks removed (of those found on the teacher) |",
+        "|---|---|---|---|",
+    ]
     summary = {}
     for scheme in args.schemes.split(","):
         mine = [r for r in rows if r["scheme"] == scheme]
         gaps = [100 * (r["student"] - r["teacher"]) for r in mine]
-        removed = sum(r["verdict_student"] != "found" for r in mine)
+        # removed: found on the teacher, not on the student (an unstamped newlabel key may not
+        # reach its claim on the teacher within 30 queries: nothing to remove there)
+        shown = [r for r in mine if r["verdict_teacher"] == "found"]
+        removed = sum(r["verdict_student"] != "found" for r in shown)
         summary[scheme] = {"mean_gap": statistics.fmean(gaps), "worst_gap": min(gaps)}
         lines.append(
             f"| {scheme} | {statistics.fmean(gaps):+.2f} | {min(gaps):+.2f} | "
-            f"{removed}/{len(mine)} |"
+            f"{removed}/{len(shown)} |"
         )
     lines.append(
         "\nRequired (issue 18): content's student within 2 points of its teacher (3 seeds)."
