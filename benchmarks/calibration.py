@@ -9,7 +9,7 @@ not 1/C.
 Protocol (digits, the `cnn` of the zoo, the quick preset's recipe and scheme options):
 
 * one marked model per registered scheme, and the quick preset's composite, trained with
-  seed 0 by the benchmark's own cached trainer (`nnmark.bench.models.train_model`): its key is
+  seed 0 by the benchmark's own cached trainer (`nnmark.bench.models.train_model_timed`): its key is
   the key under test (trigger-set keys hold triggers drawn from the owner's data);
 * `--models` unmarked models, the same recipe, seeds 2000, 2001, ...: the false claims are
   counted on these;
@@ -71,7 +71,7 @@ def verify_key(
     torch.set_num_threads(1)
     cpu0 = time.process_time()
     store = ResultStore(root)
-    key = OwnerKey.load(store.key_path(key_ident))
+    key = OwnerKey.load(store.cache.key_path(key_ident))
     marked, _ = load_model(store.model_path(key_ident))
     models = [load_model(store.model_path(i))[0] for i in unmarked]
     keys = {"issued": key}

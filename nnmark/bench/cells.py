@@ -60,7 +60,7 @@ def run_cell(root: Path, cell: Cell, tsa_certs: tuple[bytes, ...] = ()) -> dict[
     row = _row_head(cell)  # every field, always (None if unknown)
     start = time.perf_counter()
     try:
-        model, info = load_model(store.model_path(cell.job.ident))
+        model, info = load_model(store.cache.model_path(cell.job.ident))
         data = load_data(task.data)
         metric = get_task(info.task).primary
         test = data.loader("test", 256, fraction=task.test_fraction)
@@ -80,7 +80,7 @@ def run_cell(root: Path, cell: Cell, tsa_certs: tuple[bytes, ...] = ()) -> dict[
         else:
             row["fidelity_after"] = row["fidelity_before"]
         if scheme != "none":
-            key = OwnerKey.load(store.key_path(key_job.ident))
+            key = OwnerKey.load(store.cache.key_path(key_job.ident))
             sources = _verify_data(data, key_job.options)
             v = verify(model, key, data=sources, tsa_certs=tsa_certs)
             row.update(

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnmark.bench.cache import ModelCache
 from nnmark.bench.grid import Task
 from nnmark.bench.jobs import BENCH_CREATED, ModelJob
 from nnmark.bench.store import ResultStore
 from nnmark.errors import NNMarkError
 
-__all__ = ["Notary", "stamp_keys", "train_model", "train_model_timed"]
+__all__ = ["Notary", "stamp_keys", "train_model_timed"]
 
 
 def _train_config(task: Task, seed: int, epochs: int | None = None) -> Any:
@@ -29,11 +28,6 @@ def _train_config(task: Task, seed: int, epochs: int | None = None) -> Any:
         batch_size=task.batch_size,
         lr=task.lr,
     )
-
-
-def train_model(root: Path, job: ModelJob) -> str:
-    """Train (or find in the cache) one model and its key; returns the cache id."""
-    return train_model_timed(root, job)[0]
 
 
 def train_model_timed(root: Path, job: ModelJob) -> tuple[str, bool, float]:
@@ -52,7 +46,7 @@ def _train(root: Path, job: ModelJob) -> bool:
     from nnmark.keys import OwnerKey
 
     torch.set_num_threads(1)
-    cache = ModelCache(ResultStore(root).models)
+    cache = ResultStore(root).cache
     if cache.has(job.ident, keyed=job.scheme != "none"):
         return False
     data = load_data(job.task.data)
@@ -103,7 +97,7 @@ def stamp_keys(store: ResultStore, jobs: Sequence[ModelJob], notary: Notary) -> 
 
     stamped = 0
     for job in jobs:
-        path = store.key_path(job.ident)
+        path = store.cache.key_path(job.ident)
         if job.scheme == "none" or not path.exists():
             continue
         key = OwnerKey.load(path)

@@ -147,7 +147,7 @@ def _skip_unsupported(store: ResultStore, todo: list[Cell]) -> list[Cell]:
             if j is None or j.ident in reasons:
                 continue
             reasons[j.ident] = None
-            if j.scheme != "none" and not store.model_path(j.ident).exists():
+            if j.scheme != "none" and not store.cache.model_path(j.ident).exists():
                 if j.task.data not in loaded:
                     loaded[j.task.data] = _try_load(j.task.data)
                 reasons[j.ident] = unsupported(j.task, j.scheme, j.options, loaded[j.task.data])

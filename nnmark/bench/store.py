@@ -19,9 +19,12 @@ import logging
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nnmark.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from nnmark.bench.cache import ModelCache
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +106,12 @@ class ResultStore:
             with self.rows_path.open("r+b") as fh:
                 fh.truncate(data.rfind(b"\n") + 1)
 
-    def model_path(self, ident: str) -> Path:
-        return self.models / f"{ident}.safetensors"
+    @property
+    def cache(self) -> ModelCache:
+        """The model cache in RESULTS/models (`nnmark.bench.cache`: how its files are named)."""
+        from nnmark.bench.cache import ModelCache
 
-    def key_path(self, ident: str) -> Path:
-        return self.models / f"{ident}.nnkey"
+        return ModelCache(self.models)
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_text(self.root / name, json.dumps(obj, indent=2, default=str) + "\n")
