@@ -238,6 +238,16 @@ def apply_plans(model: nn.Module, groups: list[Group], plans: dict[str, Plan]) -
     return model
 
 
+def rewrite_groups(model: nn.Module, make_plan: Callable[[int], Plan]) -> nn.Module:
+    """Apply `make_plan(group size)` to every channel group of `model`, in place: the shared
+    step of the function-preserving rewrites that change widths (morph, obfuscate). The zoo's
+    arch kwargs then no longer describe the model: it is flagged `nnmark_morphed`."""
+    groups = channel_groups(model)
+    apply_plans(model, groups, {g.root: make_plan(g.size) for g in groups})
+    model.nnmark_morphed = True
+    return model
+
+
 def sync_shape_attributes(module: nn.Module) -> None:
     """Make a layer's size attributes agree with its (replaced) tensors."""
     if isinstance(module, BATCHNORMS):

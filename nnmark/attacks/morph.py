@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from nnmark.attacks import register
-from nnmark.attacks._graph import Plan, apply_plans, channel_groups
+from nnmark.attacks._graph import Plan, rewrite_groups
 from nnmark.attacks.base import Attack
 from nnmark.config import check
 from nnmark.data.base import DataBundle
@@ -54,8 +54,4 @@ class Morph(Attack):
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
     ) -> nn.Module:
-        groups = channel_groups(model)
-        plans = {g.root: widening_plan(g.size, self.config.extra, generator) for g in groups}
-        apply_plans(model, groups, plans)
-        model.nnmark_morphed = True
-        return model
+        return rewrite_groups(model, lambda n: widening_plan(n, self.config.extra, generator))

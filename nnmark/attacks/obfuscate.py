@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from nnmark.attacks import register
-from nnmark.attacks._graph import Plan, apply_plans, channel_groups
+from nnmark.attacks._graph import Plan, rewrite_groups
 from nnmark.attacks.base import Attack
 from nnmark.config import check
 from nnmark.data.base import DataBundle
@@ -73,8 +73,4 @@ class Obfuscate(Attack):
     def run(
         self, model: nn.Module, data: DataBundle | None, generator: torch.Generator
     ) -> nn.Module:
-        groups = channel_groups(model)
-        plans = {g.root: dummy_plan(g.size, self.config.extra, generator) for g in groups}
-        apply_plans(model, groups, plans)
-        model.nnmark_morphed = True  # the zoo's arch kwargs no longer describe its widths
-        return model
+        return rewrite_groups(model, lambda n: dummy_plan(n, self.config.extra, generator))
