@@ -12,7 +12,6 @@ numpy arrays of numbers; anything else is refused with one line, never run.
 
 from __future__ import annotations
 
-import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -52,8 +51,16 @@ def read_batch(path: Path) -> dict[bytes, Any]:
     if path.stat().st_size > MAX_BATCH_BYTES:
         raise NNMarkError(f"{path}: {path.stat().st_size} bytes, more than any CIFAR batch")
     try:
-        doc = _DataOnly(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        with path.open("rb") as fh:
+            doc = _DataOnly(fh, encoding="bytes").load()
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        RecursionError,
+    ) as exc:
         raise NNMarkError(f"{path}: not a CIFAR batch ({exc})") from None
     if not isinstance(doc, dict) or b"data" not in doc:
         raise NNMarkError(f"{path}: not a CIFAR batch (no data array)")
