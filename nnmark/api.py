@@ -16,6 +16,7 @@ from torch import nn
 from nnmark.attacks import build_attack
 from nnmark.config import build_config
 from nnmark.data.base import DataBundle
+from nnmark.device import resolve_device
 from nnmark.errors import NNMarkError
 from nnmark.io import ModelInfo
 from nnmark.keys import MAX_BITS, OwnerKey
@@ -60,9 +61,11 @@ def train(
     config: TrainConfig | None = None,
     *,
     progress: ProgressFn | None = None,
+    device: torch.device | str | None = None,
 ) -> nn.Module:
-    """Train without a mark (the plain reference model). Returns a trained copy."""
-    return fit(copy.deepcopy(model), data, (), config, progress=progress)
+    """Train without a mark (the plain reference model). Returns a trained copy, on `device`
+    (default: where `model` is; "auto": a GPU when present)."""
+    return fit(copy.deepcopy(model), data, (), config, progress=progress, device=device)
 
 
 #: What `embed` takes as the scheme: a registered name ("uchida", "uchida+content"), a scheme
@@ -85,6 +88,7 @@ def embed(
     teacher: nn.Module | None = None,
     progress: ProgressFn | None = None,
     message: str | None = None,
+    device: torch.device | str | None = None,
 ) -> tuple[nn.Module, OwnerKey]:
     """Embed a mark while training `model` (a copy): train-, fine-tune- or distill-to-embed.
 
@@ -94,6 +98,8 @@ def embed(
     composite mark, verified together). With `message`, the payload is that text as a BCH
     codeword repeated to fill the mark's bits (`bits`, default 255; tartaglione / watermas: one
     per marked entry; Scheme.encode_payload, nnmark.ecc); `verify` reports the decoded text.
+    It trains on `device` (default: where `model` is); the key does not depend on the device
+    (a model marked on a GPU verifies on a CPU).
 
     >>> from nnmark.data import load_data
     >>> data = load_data("digits")
@@ -118,7 +124,7 @@ def embed(
         check_reachable(mark, cls)
         key = key.with_mark(mark)
         bound.append(cls(mark, [data, *cls.config_data(cfg)]))
-    model = fit(model, data, bound, config, teacher=teacher, progress=progress)
+    model = fit(model, data, bound, config, teacher=teacher, progress=progress, device=device)
     return model, key
 
 
@@ -166,8 +172,12 @@ def attack(
     *,
     options: dict[str, Any] | None = None,
     seed: int = 0,
+    device: torch.device | str | None = None,
 ) -> nn.Module:
-    """Run an attack or a chain spec (`prune:fraction=0.5,finetune:epochs=3`) on a copy."""
+    """Run an attack or a chain spec (`prune:fraction=0.5,finetune:epochs=3`) on a copy, on
+    `device` (default: where `model` is; its training runs there)."""
+    if device is not None:
+        model = copy.deepcopy(model).to(resolve_device(device))
     return build_attack(spec, options)(model, data, seed=seed)
 
 

@@ -40,10 +40,11 @@ def unmarked_models(
     first_seed: int = 1000,
     progress: Callable[[int, int], None] | None = None,
     recipe: TrainConfig | None = None,
+    device: torch.device | str | None = None,
 ) -> list[nn.Module]:
     """`count` plain models with seeds first_seed, first_seed + 1, ...; trained `epochs` epochs
     with the defaults, or with `recipe` (the suspect's training: lr, batch, fraction), its seed
-    replaced by each model's."""
+    replaced by each model's; on `device` (default: the CPU)."""
     from nnmark.api import new_model, train
 
     base = recipe or TrainConfig(epochs=epochs)
@@ -51,7 +52,7 @@ def unmarked_models(
     for i in range(count):
         seed = first_seed + i
         cfg = dataclasses.replace(base, seed=seed)
-        out.append(train(new_model(arch, data, seed=seed), data, cfg))
+        out.append(train(new_model(arch, data, seed=seed), data, cfg, device=device))
         if progress is not None:
             progress(i + 1, count)
     return out

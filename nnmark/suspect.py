@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from nnmark.device import device_of
 from nnmark.errors import NNMarkError
 from nnmark.io import ModelInfo, load_model, load_state_dict, read_safetensors_header
 
@@ -51,8 +52,10 @@ class Suspect:
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's outputs (logits, or whatever the API returns) for a batch of inputs."""
-        return self.module()(x)
+        """The model's outputs (logits, or whatever the API returns) for a batch of inputs,
+        run where the model is and returned on the CPU (verdicts do not depend on the device)."""
+        model = self.module()
+        return model(x.to(device_of(model))).cpu()
 
     @property
     def white_box(self) -> bool:
@@ -71,7 +74,8 @@ class ModuleSuspect(Suspect):
     def _sd(self) -> dict[str, torch.Tensor]:
         if self._state is None:
             inner = getattr(self.model, "module", self.model)  # unwrap DDP
-            self._state = {k: v.detach() for k, v in inner.state_dict().items()}
+            # white-box evidence is read from CPU copies: the same bits whatever the device
+            self._state = {k: v.detach().cpu() for k, v in inner.state_dict().items()}
         return self._state
 
     def tensor(self, name: str) -> torch.Tensor | None:
@@ -89,10 +93,15 @@ class FileSuspect(Suspect):
     """A model file on disk; safetensors tensors are read one at a time, lazily."""
 
     def __init__(
-        self, path: str | Path, info: ModelInfo | None = None, max_params: int | None = None
+        self,
+        path: str | Path,
+        info: ModelInfo | None = None,
+        max_params: int | None = None,
+        device: torch.device | None = None,
     ) -> None:
         self.path = Path(path)
         self.max_params = max_params
+        self.device = device or torch.device("cpu")  # where queries to the model run
         self.label = str(self.path)
         self._module: nn.Module | None = None
         self._state: dict[str, torch.Tensor] | None = None
@@ -131,7 +140,8 @@ class FileSuspect(Suspect):
         if self._module is None:
             if self.info is None:
                 raise NNMarkError(f"{self.path}: no nnmark metadata: the architecture is unknown")
-            self._module, _ = load_model(self.path, self.info, self.max_params)
+            module, _ = load_model(self.path, self.info, self.max_params)
+            self._module = module.to(self.device)
         return self._module
 
 
@@ -140,16 +150,19 @@ class FileSuspect(Suspect):
 SUSPECT_LOADERS: dict[str, Callable[[Path], Suspect]] = {}
 
 
-def load_suspect(path: str | Path, max_params: int | None = None) -> Suspect:
+def load_suspect(
+    path: str | Path, max_params: int | None = None, device: torch.device | None = None
+) -> Suspect:
     """A suspect from a file: safetensors / .pt / .pth natively, other suffixes by loader.
-    `max_params`: the largest zoo model its metadata may ask to build (nnmark.models)."""
+    `max_params`: the largest zoo model its metadata may ask to build (nnmark.models);
+    `device`: where its forward passes run (white-box reads stay on the CPU)."""
     p = Path(path)
     loader = SUSPECT_LOADERS.get(p.suffix.lower())
     if loader is not None:
         if not p.is_file():
             raise NNMarkError(f"model file not found: {p}")
         return loader(p)
-    return FileSuspect(p, max_params=max_params)
+    return FileSuspect(p, max_params=max_params, device=device)
 
 
 def as_suspect(obj: Any) -> Suspect:

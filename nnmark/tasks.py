@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnmark.device import device_of
 from nnmark.registry import Registry
 
 
@@ -102,10 +103,11 @@ def evaluate(
     task = get_task(task) if isinstance(task, str) else task
     was_training = model.training
     model.eval()
+    device = device_of(model)
     totals: dict[str, float] = {}
     try:
         for x, y in batches:
-            for k, v in task.counts(model(x), y).items():
+            for k, v in task.counts(model(x.to(device)), y.to(device)).items():
                 totals[k] = totals.get(k, 0.0) + v
     finally:
         model.train(was_training)

@@ -13,16 +13,20 @@ the end. A user's own loop calls the same hooks::
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar, cast
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
 
 from nnmark.config import check
 from nnmark.data.base import DataBundle
+from nnmark.device import device_of, resolve_device
 from nnmark.errors import NNMarkError
 from nnmark.hooks import Batch, Hooks, LossFn, has_custom_step, plain_step
 from nnmark.tasks import Task, get_task
@@ -30,6 +34,8 @@ from nnmark.tasks import Task, get_task
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, float], None]
+H = TypeVar("H", bound=Hooks)
+StepFn = Callable[[nn.Module, Batch, LossFn, torch.optim.Optimizer], float]
 
 
 @dataclass(frozen=True)
@@ -87,12 +93,132 @@ def make_loss(
     return loss_fn
 
 
-def pick_step(schemes: Sequence[Hooks]) -> Callable[..., float]:
+def pick_step(schemes: Sequence[Hooks]) -> StepFn:
     custom = [s for s in schemes if has_custom_step(s)]
     if len(custom) > 1:
         names = ", ".join(getattr(s, "name", type(s).__name__) for s in custom)
         raise NNMarkError(f"schemes {names} each replace the training step; combine at most one")
     return custom[0].step if custom else plain_step
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of a distributed run: rank `rank` of `world` processes.
+
+    `wrap` makes the module that trains (DistributedDataParallel) from the prepared one;
+    `average` averages a tensor over the ranks in place (an all-reduce), used for the gradients
+    of a custom step and for the BatchNorm statistics. nnmark.integrations.ddp fills it.
+    """
+
+    rank: int = 0
+    world: int = 1
+    wrap: Callable[[nn.Module], nn.Module] | None = None
+    average: Callable[[torch.Tensor], None] | None = None
+
+
+class ShardSampler(Sampler[int]):
+    """The single-process shuffled order (a RandomSampler on the seeded generator), padded by
+    wrapping to a multiple of the world and dealt out rank r, r + W, r + 2W, ... (as
+    DistributedSampler deals). Every rank draws the same order from the same seed; with one
+    process it is exactly the local order, so the distributed path reproduces the local one."""
+
+    def __init__(self, n: int, generator: torch.Generator, rank: int, world: int) -> None:
+        self.inner = RandomSampler(range(n), generator=generator)
+        self.n, self.rank, self.world = n, rank, world
+
+    def __len__(self) -> int:
+        return -(-self.n // self.world)
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(self.inner)
+        order += order[: len(self) * self.world - len(order)]
+        yield from order[self.rank :: self.world]
+
+
+def make_loader(
+    data: DataBundle,
+    config: TrainConfig,
+    *,
+    shard: Shard = Shard(),
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """The training batches of `config.split`: shuffled from `config.seed`, this rank's shard."""
+    x, y = data.tensors(config.split, config.fraction)
+    gen = torch.Generator().manual_seed(config.seed)
+    sampler = (
+        RandomSampler(range(len(x)), generator=gen)
+        if shard.world == 1
+        else ShardSampler(len(x), gen, shard.rank, shard.world)
+    )
+    return DataLoader(
+        TensorDataset(x, y),
+        batch_size=config.batch_size,
+        sampler=sampler,
+        generator=gen,  # as DataLoader(shuffle=True, generator=gen): worker seeds drawn from it
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+    )
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    x, y = batch
+    if x.device == device and y.device == device:
+        return batch
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def run_epochs(
+    model: nn.Module,
+    epoch_batches: Callable[[], Iterable[Batch]],
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    *,
+    step: StepFn = plain_step,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    validate: Callable[[nn.Module], float] | None = None,
+    patience: int = 0,
+    context: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    progress: ProgressFn | None = None,
+) -> nn.Module:
+    """The one training loop: owners, thieves, calibration and DDP all run it.
+
+    Each epoch trains on `epoch_batches()` (moved to the model's device) with `step`, then steps
+    the schedule. With `validate` (a held-out score, lower is better) training stops once it has
+    not improved for `patience` epochs and the weights of the best epoch are restored.
+    `context` wraps each step (DDP's no_sync for a custom step).
+    """
+    device = device_of(model)
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    stale = 0
+    for epoch in range(epochs):
+        model.train()
+        total, count = 0.0, 0
+        for batch in epoch_batches():
+            batch = to_device(batch, device)
+            with context() if context is not None else contextlib.nullcontext():
+                total += step(model, batch, loss_fn, optimizer)
+            count += 1
+        if scheduler is not None:
+            scheduler.step()
+        mean = total / max(count, 1)
+        log.debug("epoch %d/%d loss %.4f", epoch + 1, epochs, mean)
+        if progress is not None:
+            progress(epoch + 1, epochs, mean)
+        if validate is None:
+            continue
+        score = validate(model)
+        if best is None or score < best[0]:
+            best, stale = (score, copy.deepcopy(model.state_dict())), 0
+        else:
+            stale += 1
+            if patience and stale >= patience:
+                break
+    if best is not None:
+        model.load_state_dict(best[1])
+    return model
 
 
 def fit(
@@ -104,22 +230,39 @@ def fit(
     task: Task | str | None = None,
     teacher: nn.Module | None = None,
     progress: ProgressFn | None = None,
+    device: torch.device | str | None = None,
+    workers: int = 0,
+    shard: Shard = Shard(),
 ) -> nn.Module:
     """Train `model` in place on `data` with the schemes' hooks and return it (in eval mode).
 
     With `teacher`, no label is read: the loss is the distillation loss to the teacher's outputs
-    (distill-to-embed, and the thief's extraction attacks).
+    (distill-to-embed, and the thief's extraction attacks). It runs on `device` (default: where
+    the model is; "auto" picks a GPU when present); `workers` DataLoader processes feed it.
+    Under `shard` (nnmark.integrations.ddp.fit_ddp) it trains this rank's shard of the data and
+    of every trigger set through the wrapped (DDP) module: the same loop, not a copy.
     """
     config = config or TrainConfig()
     task = get_task(task or data.task) if not isinstance(task, Task) else task
+    where = device_of(model) if device is None else resolve_device(device)
     torch.manual_seed(config.seed)
+    if shard.world > 1:
+        schemes = [shard_scheme(s, shard.rank, shard.world) for s in schemes]
     for s in schemes:
         model = s.prepare(model)
+    model = model.to(where)
     if teacher is not None:
-        teacher.eval()
-    optimizer = make_optimizer(model.parameters(), config)
+        teacher = teacher.to(where).eval()
+    trained = shard.wrap(model) if shard.wrap is not None else model
+    optimizer = make_optimizer(trained.parameters(), config)
     loss_fn = make_loss(task, schemes, teacher, config.temperature)
     step = pick_step(schemes)
+    context = None
+    if step is not plain_step and shard.world > 1:
+        # a custom step may run a rank-dependent number of backward passes: its gradients are
+        # averaged once before the optimiser step, outside DDP's per-backward all-reduce
+        sync_gradients_before_step(optimizer, shard)
+        context = trained.no_sync
     # Cosine decay to zero: the last epochs settle instead of jumping, so the final model's
     # accuracy depends less on where the last step happened to land.
     scheduler = (
@@ -127,35 +270,101 @@ def fit(
         if config.schedule == "cosine"
         else None
     )
-    loader = data.loader(
-        config.split, config.batch_size, shuffle=True, seed=config.seed, fraction=config.fraction
+    loader = make_loader(
+        data, config, shard=shard, workers=workers, pin_memory=where.type == "cuda"
     )
-    model.train()
-    for epoch in range(config.epochs):
+
+    def epoch_batches() -> Iterator[Batch]:
         batches: Iterator[Batch] = iter(loader)
         for s in schemes:
             batches = s.batches(batches)
-        total, count = 0.0, 0
-        for batch in batches:
-            total += step(model, batch, loss_fn, optimizer)
-            count += 1
-        if scheduler is not None:
-            scheduler.step()
-        mean = total / max(count, 1)
-        log.debug("epoch %d/%d loss %.4f", epoch + 1, config.epochs, mean)
-        if progress is not None:
-            progress(epoch + 1, config.epochs, mean)
+        return batches
+
+    run_epochs(
+        trained,
+        epoch_batches,
+        loss_fn,
+        optimizer,
+        config.epochs,
+        step=step,
+        scheduler=scheduler,
+        context=context,
+        progress=progress,
+    )
     if config.recalibrate_bn and config.epochs > 0:
         # over the batches training saw (trigger inputs mixed in): the statistics the weights
         # were fitted under
-        batches = iter(loader)
-        for s in schemes:
-            batches = s.batches(batches)
-        recalibrate_batchnorm(model, batches)
+        recalibrate_batchnorm(model, (to_device(b, where) for b in epoch_batches()))
+        if shard.average is not None:
+            for buf in batchnorm_statistics(model):
+                shard.average(buf)
     for s in schemes:  # after the recalibration: the fragile mark hashes the final buffers
         model = s.finalize(model)
     model.eval()
     return model
+
+
+def shard_scheme(scheme: H, rank: int, world_size: int) -> H:
+    """A copy of a trigger-set scheme keeping this rank's share of the triggers.
+
+    Schemes without a trigger set are returned as they are (TriggerScheme.shard); a set smaller
+    than the world is kept whole on every rank rather than leaving a rank without triggers.
+    """
+    split = getattr(scheme, "shard", None)
+    return cast(H, split(rank, world_size)) if callable(split) else scheme
+
+
+def sync_gradients_before_step(optimizer: torch.optim.Optimizer, shard: Shard) -> None:
+    """Average every parameter's gradient over the ranks just before each `optimizer.step()`.
+
+    For a custom step run under DDP's ``no_sync``: two collectives per step whatever the step
+    did before (how many backward passes, which parameters got a gradient), so the ranks stay
+    paired. A parameter keeps no gradient only when no rank gave it one (Adam would move a
+    parameter with a zero gradient through its momentum).
+    """
+    average = shard.average
+    if average is None:
+        raise NNMarkError("internal: a distributed custom step needs Shard.average")
+
+    def hook(opt: torch.optim.Optimizer, *_: Any) -> None:
+        params = [p for group in opt.param_groups for p in group["params"]]
+        if not params:
+            return
+        device = params[0].device
+        has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+        average(has)  # > 0 where any rank has a gradient
+        flat = torch.cat(
+            [
+                (p.grad.detach() if p.grad is not None else torch.zeros_like(p))
+                .reshape(-1)
+                .to(device, torch.float32)
+                for p in params
+            ]
+        )
+        average(flat)
+        offset = 0
+        for p, present in zip(params, has.tolist(), strict=True):
+            size = p.numel()
+            if present:
+                value = flat[offset : offset + size].view(p.shape)
+                if p.grad is None:
+                    p.grad = value.to(p.device, p.dtype)
+                else:
+                    p.grad.copy_(value)
+            offset += size
+
+    optimizer.register_step_pre_hook(hook)
+
+
+def batchnorm_statistics(model: nn.Module) -> list[torch.Tensor]:
+    """The running means and variances of a model's BatchNorm layers (averaged over ranks)."""
+    return [
+        t
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        for t in (m.running_mean, m.running_var)
+        if t is not None
+    ]
 
 
 @torch.no_grad()

@@ -1,19 +1,22 @@
-"""The thief's small training loop, shared by the training-based attacks.
+"""The thief's training recipe, shared by the training-based attacks.
 
-Kept apart from nnmark.train.fit because attacks change the loss (label smoothing, adversarial
-examples, gradient ascent on a forget set) and the targets (a suspect's own answers), while the
-owner's trainer is about scheme hooks.
+A configuration of nnmark's one loop (`nnmark.train.run_epochs`): the attacks change the loss
+(label smoothing, adversarial examples, gradient ascent on a forget set) and the targets (a
+suspect's own answers) and train on tensors the thief holds, with a constant-rate Adam and
+optional early stopping on the thief's own validation data; no scheme hooks.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
+from nnmark.device import device_of
+from nnmark.hooks import Batch
 from nnmark.tasks import get_task
+from nnmark.train import run_epochs
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -36,35 +39,32 @@ def train_on(
 ) -> nn.Module:
     """Adam on (x, y) for `epochs`, batches shuffled by `generator`; returns the model.
 
-    With `val` (the thief's own held-out inputs and targets), training stops once the loss
-    there has not improved for `patience` epochs and the model of the best epoch is returned:
-    trained to convergence, as a competent thief would, rather than for a guessed length.
+    The thief's recipe as a configuration of nnmark's one training loop (`run_epochs`), on the
+    model's device. With `val` (the thief's own held-out inputs and targets), training stops
+    once the loss there has not improved for `patience` epochs and the model of the best epoch
+    is returned: trained to convergence, as a competent thief would, rather than for a guessed
+    length.
     """
     t = get_task(task)
-    loss = loss or (lambda m, xb, yb: t.loss(m(xb), yb))
+    per_batch = loss or (lambda m, xb, yb: t.loss(m(xb), yb))
     chosen = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     opt = torch.optim.Adam(chosen, lr=lr, weight_decay=weight_decay)
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
-    stale = 0
-    for _ in range(epochs):
-        model.train()
+
+    def epoch_batches() -> Iterator[Batch]:
         order = torch.randperm(len(x), generator=generator)
         for i in range(0, len(x), batch_size):
             idx = order[i : i + batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss(model, x[idx], y[idx]).backward()
-            opt.step()
-        if val is None:
-            continue
-        score = held_out_loss(model, loss, *val)
-        if best is None or score < best[0]:
-            best, stale = (score, copy.deepcopy(model.state_dict())), 0
-        else:
-            stale += 1
-            if patience and stale >= patience:
-                break
-    if best is not None:
-        model.load_state_dict(best[1])
+            yield x[idx], y[idx]
+
+    run_epochs(
+        model,
+        epoch_batches,
+        lambda m, batch: per_batch(m, *batch),
+        opt,
+        epochs,
+        validate=None if val is None else (lambda m: held_out_loss(m, per_batch, *val)),
+        patience=patience,
+    )
     model.eval()
     return model
 
@@ -75,9 +75,10 @@ def held_out_loss(
 ) -> float:
     """The mean loss on held-out data, in eval mode."""
     model.eval()
+    device = device_of(model)
     total = 0.0
     for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
         total += float(loss(model, xb, yb)) * len(xb)
     return total / max(1, len(x))
 
@@ -123,7 +124,10 @@ def seed_of(generator: torch.Generator) -> int:
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """The suspect's outputs on `x`, in eval mode and in batches (the thief's queries)."""
     model.eval()
-    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    device = device_of(model)
+    return torch.cat(
+        [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    )
 
 
 def stamp(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:

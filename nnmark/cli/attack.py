@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from nnmark.cli.common import MaxParamsOpt, SetOption, check_output, command, out, parse_options
+from nnmark.cli.common import (
+    DeviceOpt,
+    MaxParamsOpt,
+    SetOption,
+    check_output,
+    command,
+    out,
+    parse_options,
+    pick_device,
+)
 from nnmark.errors import NNMarkError
 
 if TYPE_CHECKING:
@@ -57,6 +66,7 @@ def attack_cmd(
     list_: Annotated[bool, typer.Option("--list", help="List attacks and their options")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print fidelity as JSON")] = False,
     max_params: MaxParamsOpt = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Attack a model the way a thief would; prints fidelity before and after."""
     if list_:
@@ -72,10 +82,11 @@ def attack_cmd(
     from nnmark.tasks import evaluate
 
     built = build_attack(name, parse_options(sets))  # validates before any loading
+    dev = pick_device(device)
     check_output(out_path)
     model, info = load_model(model_path, max_params=max_params)
     bundle = load_data(data) if data else None
-    attacked = attack(model, name, bundle, options=parse_options(sets), seed=seed)
+    attacked = attack(model, name, bundle, options=parse_options(sets), seed=seed, device=dev)
     extra = dict(info.extra)
     extra["attack"] = repr(built)
     extra["attack_seed"] = str(seed)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from nnmark.cli.common import check_output, command, err, out
+from nnmark.cli.common import DeviceOpt, check_output, command, err, out, pick_device
 from nnmark.errors import NNMarkError
 
 
@@ -35,6 +35,7 @@ def calibrate_cmd(
             help="Another data set the key re-derives inputs from (unrelated's source; repeatable)",
         ),
     ] = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Train N unmarked models, measure their answers on the key's triggers, store the rate.
 
@@ -48,6 +49,7 @@ def calibrate_cmd(
     from nnmark.data import load_data
     from nnmark.keys import OwnerKey
 
+    dev = pick_device(device)
     if models < 1:
         raise NNMarkError(f"--models must be >= 1, got {models}")
     key = OwnerKey.load(key_path)
@@ -62,6 +64,7 @@ def calibrate_cmd(
             arch=arch,
             epochs=epochs,
             progress=lambda i, n: bar.update(task, completed=i),
+            device=dev,
         )
     with err.status("measuring the marks"):
         key = calibrate(key, nets, data=bundle, key_data=extra)

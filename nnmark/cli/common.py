@@ -195,6 +195,24 @@ MaxParamsOpt = Annotated[
     ),
 ]
 
+#: --device on every command that runs a model.
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where models run: auto (a GPU when present), cpu, cuda, cuda:N or mps; "
+        "keys and verdicts do not depend on it",
+    ),
+]
+
+
+def pick_device(spec: str) -> Any:
+    """The torch device of --device, or exit 2 with one line when this machine lacks it."""
+    from nnmark.device import resolve_device
+
+    return resolve_device(spec)
+
+
 SetOption = typer.Option(
     "--set", help="Scheme/attack option as key=value (repeatable); unknown keys exit 2."
 )

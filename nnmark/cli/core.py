@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from nnmark.cli.common import (
+    DeviceOpt,
     MaxParamsOpt,
     SetOption,
     check_output,
@@ -17,6 +18,7 @@ from nnmark.cli.common import (
     epoch_progress,
     out,
     parse_options,
+    pick_device,
 )
 from nnmark.errors import NNMarkError
 from nnmark.stats import DEFAULT_ALPHA
@@ -80,12 +82,14 @@ def train_cmd(
     ),
     key_out: Annotated[Path | None, typer.Option("--key-out", help="Output key file")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing key file")] = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Train a model from scratch, with a mark (train-to-embed) or without (--scheme none)."""
     from nnmark.api import embed, model_info, new_model, train
     from nnmark.data import load_data
     from nnmark.tasks import evaluate
 
+    dev = pick_device(device)
     check_output(out_path)
     if scheme != "none":
         if key_out is None:
@@ -98,7 +102,7 @@ def train_cmd(
     net = new_model(model, bundle, seed=seed)
     with epoch_progress(f"train {model} ({scheme})") as progress:
         if scheme == "none":
-            trained = train(net, bundle, cfg, progress=progress)
+            trained = train(net, bundle, cfg, progress=progress, device=dev)
         else:
             trained, key = embed(
                 net,
@@ -110,6 +114,7 @@ def train_cmd(
                 config=cfg,
                 progress=progress,
                 message=message,
+                device=dev,
             )
     metrics = evaluate(trained, bundle.loader("test", 256), bundle.task)
     if scheme == "none":
@@ -163,6 +168,7 @@ def embed_cmd(
         "owner.nnkey"
     ),
     force: Annotated[bool, typer.Option(help="Overwrite an existing key file")] = False,
+    device: DeviceOpt = "auto",
     max_params: MaxParamsOpt = None,
 ) -> None:
     """Mark an already trained model by fine-tuning it with the scheme (fine-tune-to-embed)."""
@@ -172,6 +178,7 @@ def embed_cmd(
     from nnmark.keys import OwnerKey
     from nnmark.tasks import evaluate
 
+    dev = pick_device(device)
     check_output(out_path)
     check_output(key_out, force or (key_in is not None and key_in.resolve() == key_out.resolve()))
     key = OwnerKey.load(key_in) if key_in else None
@@ -199,6 +206,7 @@ def embed_cmd(
             teacher=teacher,
             progress=progress,
             message=message,
+            device=dev,
         )
     after = evaluate(marked, bundle.loader("test", 256), bundle.task)
     _save_marked(marked, model_info(marked, bundle), out_path, key, key_out)
@@ -353,6 +361,7 @@ def verify_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON")] = False,
     max_params: MaxParamsOpt = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Verify ownership of a suspect model. Exit 0 found/intact, 1 not found/modified, 2 error.
 
@@ -364,6 +373,7 @@ def verify_cmd(
     from nnmark.keys import OwnerKey
     from nnmark.suspect import Suspect, load_suspect
 
+    dev = pick_device(device)  # a suspect file's queries run there (remote ones: on its server)
     if not 0 < alpha < 1:
         raise NNMarkError(f"--alpha must be in (0, 1), got {alpha}")
     if max_queries is not None and max_queries < 1:
@@ -392,7 +402,7 @@ def verify_cmd(
         suspect = RemoteSuspect(remote, model_name=model_name, deadline=deadline, token=token)
     else:
         assert model_path is not None
-        suspect = load_suspect(model_path, max_params)
+        suspect = load_suspect(model_path, max_params, device=dev)
     suspect.max_queries = max_queries
     if reference is not None or reference_unmarked is not None:
         from nnmark.api import bound_scheme
@@ -417,13 +427,16 @@ def evaluate_cmd(
     split: Annotated[str, typer.Option(help="train, val, test or thief")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
     max_params: MaxParamsOpt = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Fidelity of a model on a data split (accuracy, or Dice and IoU)."""
     from nnmark.data import load_data
     from nnmark.io import load_model
     from nnmark.tasks import evaluate
 
+    dev = pick_device(device)
     net, info = load_model(model_path, max_params=max_params)
+    net = net.to(dev)
     bundle = load_data(data)
     if info.input_shape and tuple(info.input_shape) != bundle.input_shape:
         raise NNMarkError(

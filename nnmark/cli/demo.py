@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nnmark.cli.common import command, epoch_progress, out
+from nnmark.cli.common import DeviceOpt, command, epoch_progress, out, pick_device
 
 
 @command("demo")
@@ -20,6 +20,7 @@ def demo_cmd(
     out_dir: Annotated[
         Path | None, typer.Option("--out-dir", help="Also save the models and key here")
     ] = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Train a plain and an Uchida-marked CNN on digits, verify, attack, verify again."""
     from nnmark.api import attack, embed, model_info, new_model, train, verify
@@ -28,6 +29,7 @@ def demo_cmd(
     from nnmark.tasks import evaluate
     from nnmark.train import TrainConfig
 
+    dev = pick_device(device)
     start = time.perf_counter()
     data = load_data("digits")
     cfg = TrainConfig(epochs=epochs, seed=seed)
@@ -35,7 +37,7 @@ def demo_cmd(
         f"digits: {len(data.splits['train'])} train / {len(data.splits['test'])} test images, "
         f"8x8; thief split {len(data.splits['thief'])} (never used by the owner)"
     )
-    net = new_model("cnn", data, seed=seed)
+    net = new_model("cnn", data, seed=seed).to(dev)
     with epoch_progress("plain cnn      ", enabled=True) as p:
         plain = train(net, data, cfg, progress=p)
     with epoch_progress("marked cnn     ", enabled=True) as p:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from nnmark.cli.common import MaxParamsOpt, command, err, read_token
+from nnmark.cli.common import DeviceOpt, MaxParamsOpt, command, err, pick_device, read_token
 
 
 @command("serve")
@@ -47,6 +47,7 @@ def serve_cmd(
             "--max-pending", help="Inference requests in progress at once; more get 503", min=1
         ),
     ] = 64,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Serve MODEL over OIP v2 REST (/v2/models/NAME/infer) until interrupted."""
     import uvicorn
@@ -58,7 +59,12 @@ def serve_cmd(
 
     defenses = [parse_evasion(s) for s in defend or []]
     token = read_token(token_file) if token_file is not None else None
+    dev = pick_device(device)
     model, info = load_model(model_path, max_params=max_params)
+    if dev.type != "cpu":
+        from nnmark.device import OnDevice
+
+        model = OnDevice(model.to(dev))  # requests arrive as CPU tensors
     if any(d.needs_data for d in defenses):
         from nnmark.errors import NNMarkError
 

@@ -75,6 +75,7 @@ from nnmark.attacks._graph import (
     rescale_before_norm,
     sync_shape_attributes,
 )
+from nnmark.device import on_cpu
 from nnmark.errors import NNMarkError
 from nnmark.io import load_model
 from nnmark.keys import Mark
@@ -357,7 +358,7 @@ def realign_suspect(
         return RealignedSuspect(suspect, None, label, refused, "no white-box mark to realign")
     try:
         try:
-            module = suspect.module()
+            module = on_cpu(suspect.module())  # surgery beside the CPU reference
         except NNMarkError:
             module = rebuild_like(reference, suspect)  # reshaped by morph or channel pruning
         realigned = realign(module, reference)

@@ -35,40 +35,32 @@ Example (``torchrun --nproc_per_node=2 examples/ddp_embed.py``)::
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-from torch.utils.data.distributed import DistributedSampler
 
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.schemes.base import Batch, LossFn, Scheme, plain_step, unwrap
-from nnmark.tasks import Task, get_task
-from nnmark.train import TrainConfig, make_loss, make_optimizer, pick_step
-
-log = logging.getLogger(__name__)
+from nnmark.tasks import Task
+from nnmark.train import (
+    ProgressFn,
+    Shard,
+    TrainConfig,
+    fit,
+    pick_step,
+    shard_scheme,
+    sync_gradients_before_step,
+)
 
 
 def overrides(scheme: Scheme | type[Scheme], hook: str) -> bool:
     """Whether a scheme (class) fills `hook` itself instead of the base's no-op."""
     cls = scheme if isinstance(scheme, type) else type(scheme)
     return getattr(cls, hook) is not getattr(Scheme, hook)
-
-
-def shard_scheme(scheme: Scheme, rank: int, world_size: int) -> Scheme:
-    """A copy of a trigger-set scheme keeping this rank's share of the triggers.
-
-    Schemes without a trigger set are returned as they are (TriggerScheme.shard); a set smaller
-    than the world is kept whole on every rank rather than leaving a rank without triggers.
-    """
-    shard = getattr(scheme, "shard", None)
-    return shard(rank, world_size) if callable(shard) else scheme
 
 
 class SchemeHooks:
@@ -202,97 +194,44 @@ def fit_ddp(
     config: TrainConfig | None = None,
     *,
     task: Task | str | None = None,
+    teacher: nn.Module | None = None,
     device: torch.device | str | None = None,
+    progress: ProgressFn | None = None,
     **ddp_kwargs: Any,
 ) -> nn.Module:
     """`nnmark.train.fit` under DistributedDataParallel; returns the unwrapped module (eval).
 
     Call it on every rank after `torch.distributed.init_process_group`, with the same model
-    seed, key and config. Each rank trains on its DistributedSampler shard of the split
-    (`config.batch_size` per rank) and its shard of every trigger set.
+    seed, key and config. Each rank trains on its shard of the split (`config.batch_size` per
+    rank; the local order dealt out as DistributedSampler deals) and its shard of every trigger
+    set. It is the same loop as `fit` (teacher, schedule, BatchNorm recalibration, whose
+    statistics are then averaged over the ranks); on one process it gives `fit`'s weights.
     """
     if not dist.is_available() or not dist.is_initialized():
         raise NNMarkError("fit_ddp needs torch.distributed initialised (init_process_group)")
-    config = config or TrainConfig()
-    task = get_task(task or data.task) if not isinstance(task, Task) else task
-    rank, world = dist.get_rank(), dist.get_world_size()
-    torch.manual_seed(config.seed)
-    hooks = SchemeHooks(schemes, rank=rank, world_size=world)
-    model = hooks.prepare(model)
-    if device is not None:
-        model = model.to(device)
-    ddp = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
-    optimizer = make_optimizer(ddp.parameters(), config)
-    custom = hooks.custom_step is not None
-    if custom:
-        sync_gradients_before_step(optimizer, world)
-    loss_fn = make_loss(task, hooks.schemes, None, config.temperature)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
-        if config.schedule == "cosine"
-        else None
+    world = dist.get_world_size()
+
+    def average(t: torch.Tensor) -> None:
+        dist.all_reduce(t)
+        t /= world
+
+    shard = Shard(
+        rank=dist.get_rank(),
+        world=world,
+        wrap=lambda m: nn.parallel.DistributedDataParallel(m, **ddp_kwargs),
+        average=average,
     )
-    x, y = data.tensors(config.split, config.fraction)
-    sampler = DistributedSampler(
-        TensorDataset(x, y), num_replicas=world, rank=rank, shuffle=True, seed=config.seed
+    return fit(
+        model,
+        data,
+        schemes,
+        config,
+        task=task,
+        teacher=teacher,
+        device=device,
+        progress=progress,
+        shard=shard,
     )
-    loader = DataLoader(TensorDataset(x, y), batch_size=config.batch_size, sampler=sampler)
-    ddp.train()
-    for epoch in range(config.epochs):
-        sampler.set_epoch(epoch)
-        total, count = 0.0, 0
-        for xb, yb in hooks.batches(iter(loader)):
-            if device is not None:
-                xb, yb = xb.to(device), yb.to(device)
-            with ddp.no_sync() if custom else contextlib.nullcontext():
-                total += hooks.step(ddp, (xb, yb), loss_fn, optimizer)
-            count += 1
-        if scheduler is not None:
-            scheduler.step()
-        log.debug("rank %d epoch %d loss %.4f", rank, epoch + 1, total / max(count, 1))
-    model = hooks.finalize(ddp)
-    model.eval()
-    return model
-
-
-def sync_gradients_before_step(optimizer: torch.optim.Optimizer, world_size: int) -> None:
-    """Average every parameter's gradient over the ranks just before each `optimizer.step()`.
-
-    For a custom step run under DDP's ``no_sync``: two collectives per step whatever the step
-    did before (how many backward passes, which parameters got a gradient), so the ranks stay
-    paired. A parameter keeps no gradient only when no rank gave it one (Adam would move a
-    parameter with a zero gradient through its momentum).
-    """
-
-    def hook(opt: torch.optim.Optimizer, *_: Any) -> None:
-        params = [p for group in opt.param_groups for p in group["params"]]
-        if not params:
-            return
-        device = params[0].device
-        has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
-        dist.all_reduce(has)
-        flat = torch.cat(
-            [
-                (p.grad.detach() if p.grad is not None else torch.zeros_like(p))
-                .reshape(-1)
-                .to(device, torch.float32)
-                for p in params
-            ]
-        )
-        dist.all_reduce(flat)
-        flat /= world_size
-        offset = 0
-        for p, present in zip(params, has.tolist(), strict=True):
-            size = p.numel()
-            if present:
-                value = flat[offset : offset + size].view(p.shape)
-                if p.grad is None:
-                    p.grad = value.to(p.device, p.dtype)
-                else:
-                    p.grad.copy_(value)
-            offset += size
-
-    optimizer.register_step_pre_hook(hook)
 
 
 def state_hash(model: nn.Module) -> str:

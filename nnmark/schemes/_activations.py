@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnmark.device import device_of
 from nnmark.errors import NNMarkError
 from nnmark.layers import weighted_layers
 from nnmark.schemes.base import unwrap
@@ -49,12 +50,12 @@ def layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
 
     handle = find_module(model, layer).register_forward_hook(hook)
     try:
-        model(x)
+        model(x.to(device_of(model)))
     finally:
         handle.remove()
     if not captured:
         raise NNMarkError(f"layer {layer!r} was not called in the forward pass")
-    return captured[0].flatten(1)
+    return captured[0].flatten(1).cpu()
 
 
 def suspect_output(suspect: Suspect, layer: str, x: torch.Tensor) -> torch.Tensor | str:

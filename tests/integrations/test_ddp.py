@@ -154,3 +154,37 @@ def test_several_batches_of_one_come_back_as_one_batch(digits) -> None:  # type:
 def test_custom_step_schemes_are_found_from_the_registry() -> None:
     custom = {n for n in SCHEMES.names() if SCHEMES.get(n).step is not Scheme.step}
     assert "tartaglione" in custom and "uchida" not in custom
+
+
+def test_one_process_ddp_gives_the_local_weights(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """fit_ddp is nnmark's one training loop with a DDP wrapper and a sharded sampler, not a
+    copy: on one process it takes the steps `fit` takes, bit for bit, for a penalty mark, a
+    custom-step mark and a trigger set together (and the BatchNorm recalibration both do).
+    Two epochs: this compares two paths through the loop, it does not judge the marks."""
+    import torch.distributed as dist
+
+    from nnmark import OwnerKey, new_model
+    from nnmark.api import resolve_schemes
+    from nnmark.integrations.ddp import fit_ddp, state_hash
+    from nnmark.train import fit
+
+    config = TrainConfig(epochs=2, seed=3)
+    key = OwnerKey.new("o", nonce="11" * 16)
+
+    def bound() -> list[Scheme]:
+        init = new_model("cnn", digits, seed=3)
+        out = []
+        for cls, cfg in resolve_schemes("uchida+tartaglione+adi", {"tartaglione": {"R": 1}}):
+            mark = cls.plan(init, key, cfg, data=digits)
+            out.append(cls(mark, [digits, *cls.config_data(cfg)]))
+        return out
+
+    local = fit(new_model("cnn", digits, seed=3), digits, bound(), config)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        ddp = fit_ddp(new_model("cnn", digits, seed=3), digits, bound(), config)
+    finally:
+        dist.destroy_process_group()
+    assert state_hash(ddp) == state_hash(local)

@@ -1,0 +1,127 @@
+"""--device: every command that runs a model takes it, a device this machine lacks is one line
+and exit 2 before any work, and keys, verdicts and model files do not depend on the device.
+
+On a CPU-only machine the device-independence test runs its CPU leg (the code path: model moved
+to the device, white-box reads from CPU copies, queries on the device, outputs back on the
+CPU); the legs that need a GPU run where one exists and are reported as skipped, with the
+reason, elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nnmark import OwnerKey, TrainConfig, embed, load_model, verify
+from nnmark.api import model_info
+from nnmark.cli import app
+from nnmark.device import OnDevice, device_of, resolve_device
+from nnmark.errors import NNMarkError
+from nnmark.io import save_model
+
+runner = CliRunner()
+HAS_CUDA = torch.cuda.is_available()
+NO_GPU = "no CUDA GPU on this machine: the GPU leg runs where one exists"
+
+#: Every command that runs a model, with the arguments it needs besides --device.
+COMMANDS = {
+    "train": ["train", "--epochs", "1", "--out", "{tmp}/m.safetensors"],
+    "embed": ["embed", "{plain}", "--epochs", "1", "--out", "{tmp}/e.safetensors",
+              "--key-out", "{tmp}/e.nnkey"],
+    "attack": ["attack", "noise", "{plain}", "--out", "{tmp}/a.safetensors"],
+    "verify": ["verify", "{plain}", "--key", "{key}"],
+    "evaluate": ["evaluate", "{plain}"],
+    "calibrate": ["calibrate", "{key}", "--models", "1", "--epochs", "1",
+                  "--out", "{tmp}/c.nnkey"],
+    "serve": ["serve", "{plain}"],
+    "demo": ["demo", "--epochs", "1"],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def files(digits, uchida_cnn, plain_cnn, tmp_path_factory) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    d = tmp_path_factory.mktemp("device")
+    plain = d / "plain.safetensors"
+    save_model(plain_cnn, model_info(plain_cnn, digits), plain)
+    key = d / "owner.nnkey"
+    uchida_cnn[1].save(key)
+    return {"plain": str(plain), "key": str(key)}
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(" CPU ") == torch.device("cpu")
+    expected = "cuda" if HAS_CUDA else "cpu"
+    if not HAS_CUDA and resolve_device("auto").type == "mps":  # a Mac
+        expected = "mps"
+    assert resolve_device("auto").type == expected
+    assert resolve_device(None).type == expected
+    for bad in ("tpu", "cuda:x", "cpu:3", "auto:0", "", "cuda:-1"):
+        with pytest.raises(NNMarkError, match="unknown device|available"):
+            resolve_device(bad)
+    with pytest.raises(NNMarkError, match="not available"):
+        resolve_device("cuda:99")  # no machine here has 100 GPUs
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_missing_device_is_one_line_and_exit_2(
+    name: str, files: dict[str, str], tmp_path: Path
+) -> None:
+    args = [a.format(tmp=tmp_path, **files) for a in COMMANDS[name]]
+    r = runner.invoke(app, [*args, "--device", "cuda:99"])
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "device 'cuda:99' is not available" in lines[0], r.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before any work: nothing written
+
+
+def test_commands_run_with_device_cpu(files: dict[str, str], tmp_path: Path) -> None:
+    for name in ("train", "embed", "attack", "evaluate"):
+        args = [a.format(tmp=tmp_path, **files) for a in COMMANDS[name]]
+        r = runner.invoke(app, [*args, "--device", "cpu"])
+        assert r.exit_code == 0, (name, r.stdout, r.stderr)
+    r = runner.invoke(app, ["verify", str(tmp_path / "e.safetensors"), "--key",
+                            str(tmp_path / "e.nnkey"), "--device", "cpu", "--json"])  # fmt: skip
+    assert r.exit_code in (0, 1), r.stderr  # a verdict, on the CPU
+
+
+LEGS = [
+    pytest.param("cpu", "cpu", id="cpu->cpu"),
+    pytest.param("cuda", "cpu", id="cuda->cpu", marks=pytest.mark.skipif(not HAS_CUDA, reason=NO_GPU)),
+    pytest.param("cpu", "cuda", id="cpu->cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason=NO_GPU)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("mark_on", "verify_on"), LEGS)
+def test_keys_and_verdicts_do_not_depend_on_the_device(
+    digits, plain_cnn, tmp_path: Path, mark_on: str, verify_on: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Mark on one device (fine-tune-to-embed, a white-box and a black-box mark together), save,
+    verify the file and the live model on another: the same verdict and p-value; the file's
+    tensors are CPU tensors."""
+    key = OwnerKey.new("o", nonce="12" * 16)
+    marked, key = embed(
+        plain_cnn, digits, "uchida+content", key=key, config=TrainConfig(epochs=5),
+        device=mark_on,
+    )  # fmt: skip
+    assert device_of(marked).type == mark_on
+    path = tmp_path / "m.safetensors"
+    save_model(marked, model_info(marked, digits), path)
+    loaded, _ = load_model(path)
+    assert device_of(loaded).type == "cpu"
+    here = verify(marked, key, data=[digits])
+    there = verify(loaded.to(verify_on), key, data=[digits])
+    assert here.verdict == there.verdict == "found"
+    assert len(here.parts) == 2
+    for a, b in zip(here.parts, there.parts, strict=True):
+        assert (a.verdict, a.ber, a.p_value) == (b.verdict, b.ber, b.p_value)
+
+
+def test_on_device_wrapper_answers_on_the_cpu(plain_cnn, digits) -> None:  # type: ignore[no-untyped-def]
+    x = digits.x[:4]
+    wrapped = OnDevice(plain_cnn)
+    with torch.no_grad():
+        assert torch.equal(wrapped(x), plain_cnn(x))
+    assert wrapped(x).device.type == "cpu"
