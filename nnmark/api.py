@@ -24,7 +24,7 @@ from nnmark.models import create_model
 from nnmark.schemes import SCHEMES, Scheme, scheme_for
 from nnmark.stats import DEFAULT_ALPHA, bonferroni_combine, decide, fisher_combine
 from nnmark.suspect import Suspect, as_suspect
-from nnmark.train import ProgressFn, TrainConfig, fit
+from nnmark.train import Precision, ProgressFn, TrainConfig, fit
 from nnmark.verdict import Verdict
 
 
@@ -62,10 +62,11 @@ def train(
     *,
     progress: ProgressFn | None = None,
     device: torch.device | str | None = None,
+    amp: Precision | None = None,
 ) -> nn.Module:
     """Train without a mark (the plain reference model). Returns a trained copy, on `device`
-    (default: where `model` is; "auto": a GPU when present)."""
-    return fit(copy.deepcopy(model), data, (), config, progress=progress, device=device)
+    (default: where `model` is; "auto": a GPU when present), in mixed precision with `amp`."""
+    return fit(copy.deepcopy(model), data, (), config, progress=progress, device=device, amp=amp)
 
 
 #: What `embed` takes as the scheme: a registered name ("uchida", "uchida+content"), a scheme
@@ -89,6 +90,7 @@ def embed(
     progress: ProgressFn | None = None,
     message: str | None = None,
     device: torch.device | str | None = None,
+    amp: Precision | None = None,
 ) -> tuple[nn.Module, OwnerKey]:
     """Embed a mark while training `model` (a copy): train-, fine-tune- or distill-to-embed.
 
@@ -98,8 +100,9 @@ def embed(
     composite mark, verified together). With `message`, the payload is that text as a BCH
     codeword repeated to fill the mark's bits (`bits`, default 255; tartaglione / watermas: one
     per marked entry; Scheme.encode_payload, nnmark.ecc); `verify` reports the decoded text.
-    It trains on `device` (default: where `model` is); the key does not depend on the device
-    (a model marked on a GPU verifies on a CPU).
+    It trains on `device` (default: where `model` is), in mixed precision with `amp` ("bf16",
+    "fp16"; the penalties stay fp32); the key does not depend on the device (a model marked on a
+    GPU verifies on a CPU).
 
     >>> from nnmark.data import load_data
     >>> data = load_data("digits")
@@ -124,7 +127,9 @@ def embed(
         check_reachable(mark, cls)
         key = key.with_mark(mark)
         bound.append(cls(mark, [data, *cls.config_data(cfg)]))
-    model = fit(model, data, bound, config, teacher=teacher, progress=progress, device=device)
+    model = fit(
+        model, data, bound, config, teacher=teacher, progress=progress, device=device, amp=amp
+    )
     return model, key
 
 

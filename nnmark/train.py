@@ -72,25 +72,61 @@ def make_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torch
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
+#: Mixed precision: the autocast dtype of each `amp` choice.
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+Precision = Literal["bf16", "fp16"]
+
+
 def make_loss(
-    task: Task, schemes: Sequence[Hooks], teacher: nn.Module | None, temperature: float
+    task: Task,
+    schemes: Sequence[Hooks],
+    teacher: nn.Module | None,
+    temperature: float,
+    *,
+    amp: Precision | None = None,
+    device_type: str = "cpu",
 ) -> LossFn:
-    """Task loss (or distillation loss against `teacher`) plus every scheme's penalty."""
+    """Task loss (or distillation loss against `teacher`) plus every scheme's penalty.
+
+    With `amp`, the forward passes and the task loss run under autocast in that precision; the
+    schemes' penalties always run in fp32, outside autocast: a projection sums hundreds of
+    weights into each bit's logit and a hinge compares activations with a small margin, where
+    half precision's 8 (bf16) or 11 (fp16) bits of mantissa would decide bits by rounding.
+    """
 
     def loss_fn(model: nn.Module, batch: Batch) -> torch.Tensor:
         x, y = batch
-        out = model(x)
-        if teacher is not None:
-            with torch.no_grad():
-                target = teacher(x)
-            loss = task.distill_loss(out, target, temperature)
-        else:
-            loss = task.loss(out, y)
+        with torch.autocast(device_type, AMP_DTYPES[amp or "bf16"], enabled=amp is not None):
+            out = model(x)
+            if teacher is not None:
+                with torch.no_grad():
+                    target = teacher(x)
+                loss = task.distill_loss(out, target, temperature)
+            else:
+                loss = task.loss(out, y)
+        if amp is not None:
+            loss = loss.float()
         for s in schemes:
             loss = loss + s.penalty(model, batch)
         return loss
 
     return loss_fn
+
+
+def scaled_step(scaler: torch.amp.GradScaler) -> StepFn:
+    """The plain step with fp16's loss scaling (small gradients would underflow to zero)."""
+
+    def step(
+        model: nn.Module, batch: Batch, loss_fn: LossFn, optimizer: torch.optim.Optimizer
+    ) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model, batch)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return float(loss.detach())
+
+    return step
 
 
 def pick_step(schemes: Sequence[Hooks]) -> StepFn:
@@ -232,13 +268,15 @@ def fit(
     progress: ProgressFn | None = None,
     device: torch.device | str | None = None,
     workers: int = 0,
+    amp: Precision | None = None,
     shard: Shard = Shard(),
 ) -> nn.Module:
     """Train `model` in place on `data` with the schemes' hooks and return it (in eval mode).
 
     With `teacher`, no label is read: the loss is the distillation loss to the teacher's outputs
     (distill-to-embed, and the thief's extraction attacks). It runs on `device` (default: where
-    the model is; "auto" picks a GPU when present); `workers` DataLoader processes feed it.
+    the model is; "auto" picks a GPU when present); `workers` DataLoader processes feed it;
+    `amp` ("bf16" / "fp16") runs the forward passes in mixed precision (make_loss).
     Under `shard` (nnmark.integrations.ddp.fit_ddp) it trains this rank's shard of the data and
     of every trigger set through the wrapped (DDP) module: the same loop, not a copy.
     """
@@ -255,10 +293,20 @@ def fit(
         teacher = teacher.to(where).eval()
     trained = shard.wrap(model) if shard.wrap is not None else model
     optimizer = make_optimizer(trained.parameters(), config)
-    loss_fn = make_loss(task, schemes, teacher, config.temperature)
+    if amp is not None and amp not in AMP_DTYPES:
+        raise NNMarkError(f"amp must be bf16 or fp16, got {amp!r}")
+    loss_fn = make_loss(task, schemes, teacher, config.temperature, amp=amp, device_type=where.type)
     step = pick_step(schemes)
+    has_custom = step is not plain_step
+    if amp == "fp16":
+        if has_custom:
+            raise NNMarkError(
+                "fp16 needs loss scaling, which a scheme's own training step does not do: "
+                "use amp bf16 with it"
+            )
+        step = scaled_step(torch.amp.GradScaler(where.type))
     context = None
-    if step is not plain_step and shard.world > 1:
+    if has_custom and shard.world > 1:
         # a custom step may run a rank-dependent number of backward passes: its gradients are
         # averaged once before the optimiser step, outside DDP's per-backward all-reduce
         sync_gradients_before_step(optimizer, shard)

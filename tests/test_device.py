@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nnmark import OwnerKey, TrainConfig, embed, load_model, verify
+from nnmark import OwnerKey, TrainConfig, embed, load_model, new_model, verify
 from nnmark.api import model_info
 from nnmark.cli import app
 from nnmark.device import OnDevice, device_of, resolve_device
@@ -125,3 +125,31 @@ def test_on_device_wrapper_answers_on_the_cpu(plain_cnn, digits) -> None:  # typ
     with torch.no_grad():
         assert torch.equal(wrapped(x), plain_cnn(x))
     assert wrapped(x).device.type == "cpu"
+
+
+def test_bf16_autocast_embeds_marks_found_at_the_default_recipe(digits) -> None:  # type: ignore[no-untyped-def]
+    """--amp bf16: the forward passes in bfloat16, the penalties in fp32; a white-box and a
+    black-box mark embedded with the default recipe are both found."""
+    key = OwnerKey.new("o", nonce="13" * 16)
+    init = new_model("cnn", digits, seed=0)
+    marked, key = embed(init, digits, "uchida+content", key=key, amp="bf16")
+    v = verify(marked, key, data=[digits])
+    assert v.verdict == "found" and all(p.verdict == "found" for p in v.parts)
+    assert all(p.dtype == torch.float32 for p in marked.parameters())  # weights stay fp32
+
+
+def test_fp16_scales_the_loss_and_refuses_a_custom_step(digits) -> None:  # type: ignore[no-untyped-def]
+    """fp16 trains through a GradScaler (one epoch: the path, not a mark), and a scheme that
+    runs its own step (tartaglione), which no scaler reaches, is refused in one line."""
+    from nnmark import train
+
+    init = new_model("cnn", digits, seed=0, width=4, hidden=16)
+    out = train(init, digits, TrainConfig(epochs=1), amp="fp16")
+    assert all(torch.isfinite(p).all() for p in out.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(init.parameters(), out.parameters()))
+    with pytest.raises(NNMarkError, match="fp16 needs loss scaling"):
+        embed(new_model("cnn", digits, seed=0), digits, "tartaglione", amp="fp16")
+    with pytest.raises(NNMarkError, match="amp must be bf16 or fp16"):
+        train(init, digits, TrainConfig(epochs=1), amp="fp8")  # type: ignore[arg-type]
+    r = runner.invoke(app, ["train", "--epochs", "1", "--amp", "fp8", "--out", "/tmp/x.st"])
+    assert r.exit_code == 2 and "--amp must be bf16 or fp16" in r.stderr

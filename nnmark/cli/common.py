@@ -206,6 +206,23 @@ DeviceOpt = Annotated[
 ]
 
 
+#: --amp on the commands that train.
+AmpOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--amp",
+        help="Mixed precision for the forward passes: bf16 or fp16 (fp16 needs a GPU to pay "
+        "off; the marks' penalties always run in fp32)",
+    ),
+]
+
+
+def pick_amp(amp: str | None) -> Any:
+    if amp is not None and amp not in ("bf16", "fp16"):
+        raise NNMarkError(f"--amp must be bf16 or fp16, got {amp!r}")
+    return amp
+
+
 def pick_device(spec: str) -> Any:
     """The torch device of --device, or exit 2 with one line when this machine lacks it."""
     from nnmark.device import resolve_device

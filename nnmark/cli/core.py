@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from nnmark.cli.common import (
+    AmpOpt,
     DeviceOpt,
     MaxParamsOpt,
     SetOption,
@@ -18,6 +19,7 @@ from nnmark.cli.common import (
     epoch_progress,
     out,
     parse_options,
+    pick_amp,
     pick_device,
 )
 from nnmark.errors import NNMarkError
@@ -83,13 +85,14 @@ def train_cmd(
     key_out: Annotated[Path | None, typer.Option("--key-out", help="Output key file")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing key file")] = False,
     device: DeviceOpt = "auto",
+    amp: AmpOpt = None,
 ) -> None:
     """Train a model from scratch, with a mark (train-to-embed) or without (--scheme none)."""
     from nnmark.api import embed, model_info, new_model, train
     from nnmark.data import load_data
     from nnmark.tasks import evaluate
 
-    dev = pick_device(device)
+    dev, precision = pick_device(device), pick_amp(amp)
     check_output(out_path)
     if scheme != "none":
         if key_out is None:
@@ -102,7 +105,7 @@ def train_cmd(
     net = new_model(model, bundle, seed=seed)
     with epoch_progress(f"train {model} ({scheme})") as progress:
         if scheme == "none":
-            trained = train(net, bundle, cfg, progress=progress, device=dev)
+            trained = train(net, bundle, cfg, progress=progress, device=dev, amp=precision)
         else:
             trained, key = embed(
                 net,
@@ -115,6 +118,7 @@ def train_cmd(
                 progress=progress,
                 message=message,
                 device=dev,
+                amp=precision,
             )
     metrics = evaluate(trained, bundle.loader("test", 256), bundle.task)
     if scheme == "none":
@@ -169,6 +173,7 @@ def embed_cmd(
     ),
     force: Annotated[bool, typer.Option(help="Overwrite an existing key file")] = False,
     device: DeviceOpt = "auto",
+    amp: AmpOpt = None,
     max_params: MaxParamsOpt = None,
 ) -> None:
     """Mark an already trained model by fine-tuning it with the scheme (fine-tune-to-embed)."""
@@ -178,7 +183,7 @@ def embed_cmd(
     from nnmark.keys import OwnerKey
     from nnmark.tasks import evaluate
 
-    dev = pick_device(device)
+    dev, precision = pick_device(device), pick_amp(amp)
     check_output(out_path)
     check_output(key_out, force or (key_in is not None and key_in.resolve() == key_out.resolve()))
     key = OwnerKey.load(key_in) if key_in else None
@@ -207,6 +212,7 @@ def embed_cmd(
             progress=progress,
             message=message,
             device=dev,
+            amp=precision,
         )
     after = evaluate(marked, bundle.loader("test", 256), bundle.task)
     _save_marked(marked, model_info(marked, bundle), out_path, key, key_out)

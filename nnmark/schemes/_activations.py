@@ -55,7 +55,7 @@ def layer_output(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
         handle.remove()
     if not captured:
         raise NNMarkError(f"layer {layer!r} was not called in the forward pass")
-    return captured[0].flatten(1).cpu()
+    return captured[0].flatten(1).float().cpu()  # fp32 on the CPU, as the key tensors are
 
 
 def suspect_output(suspect: Suspect, layer: str, x: torch.Tensor) -> torch.Tensor | str:
