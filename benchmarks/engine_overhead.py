@@ -14,6 +14,7 @@ Two comparisons, each as a ratio of per-epoch times measured in the same run, in
 * marked vs plain: `fit` with each scheme's default recipe against `fit` with none, on digits
   `cnn`, and Uchida on MNIST `cnn` and `resnet20`. Trigger-set schemes train on extra inputs
   per batch, so their ratio is the price of those inputs, not overhead.
+* mixed precision: Uchida's default recipe on digits with `amp` bf16 and fp16 against fp32.
 
     python benchmarks/engine_overhead.py [--device cpu] [--epochs 4] [--repeats 3]
         [--fraction 0.2] [--threads 2]
@@ -87,6 +88,7 @@ def engine_epochs(
     cfg: TrainConfig,
     device: torch.device,
     schemes: list[Any] | None = None,
+    amp: Any = None,
 ) -> tuple[list[float], float]:
     """`fit`: per-epoch wall times (between epoch ends) and the rest of the fit (set-up,
     BatchNorm recalibration, finalize)."""
@@ -98,7 +100,7 @@ def engine_epochs(
 
     sync(device)
     start = time.perf_counter()
-    fit(model, data, schemes or [], cfg, progress=progress, device=device)
+    fit(model, data, schemes or [], cfg, progress=progress, device=device, amp=amp)
     sync(device)
     end = time.perf_counter()
     times = [b - a for a, b in zip([start, *marks[:-1]], marks, strict=True)]
@@ -130,11 +132,12 @@ def run_engine(
     scheme: str | None,
     rest: list[float],
     seed: int,
+    amp: Any = None,
 ) -> list[float]:
     """One fit (with `scheme`'s mark, or plain): its epoch times; the rest of it into `rest`."""
     model = new_model(arch, data, seed=seed)
     schemes = bound(scheme, model, data, seed) if scheme else None
-    times, extra = engine_epochs(model, data, cfg, device, schemes)
+    times, extra = engine_epochs(model, data, cfg, device, schemes, amp)
     rest.append(extra)
     return times
 
@@ -214,6 +217,14 @@ def main() -> None:
         marked = functools.partial(run_engine, arch, data, cfg, device, scheme, [])
         row = compare(f"{label}: {scheme} / plain", plain, marked, args.repeats, n)
         scheme_rows.append(row | {"scheme": scheme})
+    amp_rows = []
+    cfg = TrainConfig(epochs=args.epochs)
+    n = len(digits.tensors(cfg.split)[0])
+    fp32 = functools.partial(run_engine, "cnn", digits, cfg, device, "uchida", [])
+    for amp in ("bf16", "fp16"):
+        mixed = functools.partial(run_engine, "cnn", digits, cfg, device, "uchida", [], amp=amp)
+        row = compare(f"digits cnn uchida: {amp} / fp32", fp32, mixed, args.repeats, n)
+        amp_rows.append(row | {"amp": amp})
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
         gpu = torch.cuda.get_device_name(device)
@@ -248,6 +259,18 @@ def main() -> None:
         f"{r['ratio']:.3f} |"
         for r in scheme_rows
     ]
+    lines += [
+        "",
+        "## Mixed precision (`amp`) vs fp32, Uchida's default recipe",
+        "",
+        "| setting | fp32 s/epoch | mixed s/epoch | ratio |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['setting']} | {r['reference_epoch_s']:.3f} | {r['measured_epoch_s']:.3f} | "
+        f"{r['ratio']:.3f} |"
+        for r in amp_rows
+    ]
     if peak is not None:
         lines += ["", f"Peak GPU memory: {peak:.0f} MiB."]
     name = "engine_overhead" if device.type == "cpu" else f"engine_overhead_{device.type}"
@@ -260,6 +283,7 @@ def main() -> None:
             "peak_gpu_mib": peak,
             "engine": engine_rows,
             "schemes": scheme_rows,
+            "amp": amp_rows,
         },
         "\n".join(lines),
     )
