@@ -63,10 +63,13 @@ def train(
     progress: ProgressFn | None = None,
     device: torch.device | str | None = None,
     amp: Precision | None = None,
+    workers: int = 0,
 ) -> nn.Module:
     """Train without a mark (the plain reference model). Returns a trained copy, on `device`
-    (default: where `model` is; "auto": a GPU when present), in mixed precision with `amp`."""
-    return fit(copy.deepcopy(model), data, (), config, progress=progress, device=device, amp=amp)
+    (default: where `model` is; "auto": a GPU when present), in mixed precision with `amp`,
+    fed by `workers` DataLoader processes."""
+    model = copy.deepcopy(model)
+    return fit(model, data, (), config, progress=progress, device=device, amp=amp, workers=workers)
 
 
 #: What `embed` takes as the scheme: a registered name ("uchida", "uchida+content"), a scheme

@@ -16,6 +16,14 @@ def weighted_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The conv / linear layer `name`; found by attribute path (a penalty asks every step, and
+    walking every module of a deep network each time cost Uchida 5-10 % of a step)."""
+    try:
+        found = model.get_submodule(name)
+    except AttributeError:
+        found = None
+    if isinstance(found, WEIGHTED):
+        return found
     layers = weighted_layers(model)
     if name not in layers:
         known = ", ".join(layers) or "none"

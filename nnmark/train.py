@@ -171,6 +171,21 @@ class ShardSampler(Sampler[int]):
         yield from order[self.rank :: self.world]
 
 
+class BatchTensors(TensorDataset):
+    """A TensorDataset that hands a whole batch over in one indexing operation (the DataLoader
+    calls `__getitems__` when a dataset has it): the same values as stacking one sample at a
+    time, without 2 x batch-size small copies per step (5 % of a step on digits)."""
+
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return [t[idx] for t in self.tensors]
+
+
+def _as_batch(items: list[torch.Tensor]) -> Batch:
+    x, y = items
+    return x, y
+
+
 def make_loader(
     data: DataBundle,
     config: TrainConfig,
@@ -188,13 +203,16 @@ def make_loader(
         else ShardSampler(len(x), gen, shard.rank, shard.world)
     )
     return DataLoader(
-        TensorDataset(x, y),
+        BatchTensors(x, y),
         batch_size=config.batch_size,
         sampler=sampler,
+        collate_fn=_as_batch,
         generator=gen,  # as DataLoader(shuffle=True, generator=gen): worker seeds drawn from it
         num_workers=workers,
         pin_memory=pin_memory,
-        persistent_workers=workers > 0,
+        # not persistent: each epoch's iterator draws its worker seed from `gen`, as the
+        # single-process one does, so workers change nothing but speed
+        persistent_workers=False,
     )
 
 
