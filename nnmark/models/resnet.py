@@ -1,6 +1,20 @@
 """CIFAR-style ResNets (He et al. 2016) and WideResNets (Zagoruyko & Komodakis 2016).
 
 Any input size (global average pooling) and any number of input channels.
+
+Where they follow the papers, and where not (yet):
+- ResNet-20 / -32 (He et al., "Deep Residual Learning", CVPR 2016, section 4.2): a 3x3 conv
+  with 16 filters, three stages of n basic blocks (16, 32, 64 filters; stride 2 at each new
+  stage), global average pooling and a linear layer: 6n + 2 layers (n = 3: 20, n = 5: 32), as
+  the paper. Not as the paper: its CIFAR shortcut where the shape changes is option A (identity
+  with zero-padded channels, no parameters); here it is a 1x1 convolution with BatchNorm
+  (option B): 2,752 of ResNet-20's 272,474 parameters on CIFAR-10 (1.0 %).
+- WRN-d-k (Zagoruyko & Komodakis, BMVC 2016): the same stages widened k times, dropout between
+  the two convolutions of a block, 6n + 4 layers. Not as the paper: its blocks are
+  pre-activation (BatchNorm, ReLU, conv) and its first stage starts from a 16-filter conv into
+  16k; here the blocks are post-activation like ResNet's.
+Changing either would change every model the tests and benchmarks have trained on them; it is
+left for the CIFAR work (issue 15).
 """
 
 from __future__ import annotations
