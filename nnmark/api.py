@@ -94,6 +94,7 @@ def embed(
     message: str | None = None,
     device: torch.device | str | None = None,
     amp: Precision | None = None,
+    workers: int = 0,
 ) -> tuple[nn.Module, OwnerKey]:
     """Embed a mark while training `model` (a copy): train-, fine-tune- or distill-to-embed.
 
@@ -131,7 +132,15 @@ def embed(
         key = key.with_mark(mark)
         bound.append(cls(mark, [data, *cls.config_data(cfg)]))
     model = fit(
-        model, data, bound, config, teacher=teacher, progress=progress, device=device, amp=amp
+        model,
+        data,
+        bound,
+        config,
+        teacher=teacher,
+        progress=progress,
+        device=device,
+        amp=amp,
+        workers=workers,
     )
     return model, key
 

@@ -168,3 +168,18 @@ def test_dataloader_workers_feed_the_same_batches(digits) -> None:  # type: igno
     assert all(
         torch.equal(a, b) for a, b in zip(here.state_dict().values(), fed.state_dict().values())
     )
+
+
+def test_workers_on_the_cli_give_the_same_model(tmp_path: Path) -> None:
+    """`nnmark train --workers 2`: the same weights as the main process alone (2 epochs)."""
+    from safetensors.torch import load_file
+
+    for w in ("0", "2"):
+        r = runner.invoke(
+            app, ["train", "--epochs", "2", "--workers", w, "--out", str(tmp_path / f"{w}.st")]
+        )
+        assert r.exit_code == 0, r.stderr
+    a, b = load_file(str(tmp_path / "0.st")), load_file(str(tmp_path / "2.st"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    r = runner.invoke(app, ["train", "--workers", "-1", "--out", str(tmp_path / "x.st")])
+    assert r.exit_code == 2

@@ -217,6 +217,19 @@ AmpOpt = Annotated[
 ]
 
 
+#: --workers on the commands that train.
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=0,
+        max=64,
+        help="DataLoader worker processes feeding the training (0: the main process; the "
+        "batches and the result are the same either way)",
+    ),
+]
+
+
 def pick_amp(amp: str | None) -> Any:
     if amp is not None and amp not in ("bf16", "fp16"):
         raise NNMarkError(f"--amp must be bf16 or fp16, got {amp!r}")

@@ -14,6 +14,7 @@ from nnmark.cli.common import (
     DeviceOpt,
     MaxParamsOpt,
     SetOption,
+    WorkersOpt,
     check_output,
     command,
     epoch_progress,
@@ -86,6 +87,7 @@ def train_cmd(
     force: Annotated[bool, typer.Option(help="Overwrite an existing key file")] = False,
     device: DeviceOpt = "auto",
     amp: AmpOpt = None,
+    workers: WorkersOpt = 0,
 ) -> None:
     """Train a model from scratch, with a mark (train-to-embed) or without (--scheme none)."""
     from nnmark.api import embed, model_info, new_model, train
@@ -105,7 +107,9 @@ def train_cmd(
     net = new_model(model, bundle, seed=seed)
     with epoch_progress(f"train {model} ({scheme})") as progress:
         if scheme == "none":
-            trained = train(net, bundle, cfg, progress=progress, device=dev, amp=precision)
+            trained = train(
+                net, bundle, cfg, progress=progress, device=dev, amp=precision, workers=workers
+            )
         else:
             trained, key = embed(
                 net,
@@ -119,6 +123,7 @@ def train_cmd(
                 message=message,
                 device=dev,
                 amp=precision,
+                workers=workers,
             )
     metrics = evaluate(trained, bundle.loader("test", 256), bundle.task)
     if scheme == "none":
@@ -174,6 +179,7 @@ def embed_cmd(
     force: Annotated[bool, typer.Option(help="Overwrite an existing key file")] = False,
     device: DeviceOpt = "auto",
     amp: AmpOpt = None,
+    workers: WorkersOpt = 0,
     max_params: MaxParamsOpt = None,
 ) -> None:
     """Mark an already trained model by fine-tuning it with the scheme (fine-tune-to-embed)."""
@@ -213,6 +219,7 @@ def embed_cmd(
             message=message,
             device=dev,
             amp=precision,
+            workers=workers,
         )
     after = evaluate(marked, bundle.loader("test", 256), bundle.task)
     _save_marked(marked, model_info(marked, bundle), out_path, key, key_out)
