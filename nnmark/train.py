@@ -301,19 +301,10 @@ def fit(
     config = config or TrainConfig()
     task = get_task(task or data.task) if not isinstance(task, Task) else task
     where = device_of(model) if device is None else resolve_device(device)
-    torch.manual_seed(config.seed)
-    if shard.world > 1:
-        schemes = [shard_scheme(s, shard.rank, shard.world) for s in schemes]
-    for s in schemes:
-        model = s.prepare(model)
-    model = model.to(where)
-    if teacher is not None:
-        teacher = teacher.to(where).eval()
-    trained = shard.wrap(model) if shard.wrap is not None else model
-    optimizer = make_optimizer(trained.parameters(), config)
     if amp is not None and amp not in AMP_DTYPES:
         raise NNMarkError(f"amp must be bf16 or fp16, got {amp!r}")
-    loss_fn = make_loss(task, schemes, teacher, config.temperature, amp=amp, device_type=where.type)
+    if shard.world > 1:
+        schemes = [shard_scheme(s, shard.rank, shard.world) for s in schemes]
     step = pick_step(schemes)
     has_custom = step is not plain_step
     if amp == "fp16":
@@ -323,6 +314,15 @@ def fit(
                 "use amp bf16 with it"
             )
         step = scaled_step(torch.amp.GradScaler(where.type))
+    torch.manual_seed(config.seed)
+    for s in schemes:
+        model = s.prepare(model)
+    model = model.to(where)
+    if teacher is not None:
+        teacher = teacher.to(where).eval()
+    trained = shard.wrap(model) if shard.wrap is not None else model
+    optimizer = make_optimizer(trained.parameters(), config)
+    loss_fn = make_loss(task, schemes, teacher, config.temperature, amp=amp, device_type=where.type)
     context = None
     if has_custom and shard.world > 1:
         # a custom step may run a rank-dependent number of backward passes: its gradients are
