@@ -16,7 +16,7 @@ from torch import nn
 from nnmark.attacks import build_attack
 from nnmark.config import build_config
 from nnmark.data.base import DataBundle
-from nnmark.device import resolve_device
+from nnmark.device import device_of, resolve_device
 from nnmark.errors import NNMarkError
 from nnmark.io import ModelInfo
 from nnmark.keys import MAX_BITS, OwnerKey
@@ -193,8 +193,8 @@ def attack(
 ) -> nn.Module:
     """Run an attack or a chain spec (`prune:fraction=0.5,finetune:epochs=3`) on a copy, on
     `device` (default: where `model` is; its training runs there)."""
-    if device is not None:
-        model = copy.deepcopy(model).to(resolve_device(device))
+    if device is not None and (where := resolve_device(device)) != device_of(model):
+        model = copy.deepcopy(model).to(where)  # the attack copies it again only on its device
     return build_attack(spec, options)(model, data, seed=seed)
 
 
