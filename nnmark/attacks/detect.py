@@ -89,10 +89,14 @@ def outlier_z(values: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def layer_scores(model: nn.Module) -> dict[str, dict[str, float]]:
-    """Per layer, the leave-one-out z-score of each statistic among the model's layers."""
+def all_statistics(model: nn.Module) -> dict[str, dict[str, float]]:
+    """layer_statistics of every conv / linear layer that has them."""
     stats = {name: layer_statistics(m.weight) for name, m in weighted_layers(model).items()}
-    stats = {n: s for n, s in stats.items() if s}
+    return {n: s for n, s in stats.items() if s}
+
+
+def layer_scores(stats: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per layer, the leave-one-out z-score of each statistic among the model's layers."""
     scores: dict[str, dict[str, float]] = {}
     for stat in STATISTICS:
         for name, z in outlier_z({n: s[stat] for n, s in stats.items()}).items():
@@ -100,13 +104,17 @@ def layer_scores(model: nn.Module) -> dict[str, dict[str, float]]:
     return scores
 
 
+def flagged_by(
+    scores: dict[str, dict[str, float]], threshold: float
+) -> dict[str, dict[str, float]]:
+    """The layers with a score over `threshold`, with the scores that flagged them."""
+    flagged = {n: {stat: z for stat, z in zs.items() if z > threshold} for n, zs in scores.items()}
+    return {name: zs for name, zs in flagged.items() if zs}
+
+
 def detect_layers(model: nn.Module, threshold: float = 5.0) -> dict[str, dict[str, float]]:
     """The layers that stand apart, with the z-score of each statistic that flagged them."""
-    flagged = {
-        name: {stat: z for stat, z in zs.items() if z > threshold}
-        for name, zs in layer_scores(model).items()
-    }
-    return {name: zs for name, zs in flagged.items() if zs}
+    return flagged_by(layer_scores(all_statistics(model)), threshold)
 
 
 @torch.no_grad()
@@ -136,19 +144,16 @@ class Detect(Attack):
     ) -> nn.Module:
         assert data is not None
         c = self.config
-        flagged = detect_layers(model, c.threshold)
+        stats = all_statistics(model)
+        scores = layer_scores(stats)
+        flagged = flagged_by(scores, c.threshold)
         note(model, detected_layers=sorted(flagged))
         if not flagged:  # a thief who expects a mark attacks the likeliest host all the same
-            scores = layer_scores(model)
             if not scores:
                 return model
             flagged = {max(scores, key=lambda n: max(scores[n].values())): {}}
         layers = weighted_layers(model)
-        ratios = sorted(
-            s["mean_ratio"]
-            for n, m in layers.items()
-            if n not in flagged and (s := layer_statistics(m.weight))
-        )
+        ratios = sorted(s["mean_ratio"] for n, s in stats.items() if n not in flagged)
         target = ratios[len(ratios) // 2] if ratios else 1.0
         params = []
         for name in flagged:
