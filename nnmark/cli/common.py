@@ -231,8 +231,11 @@ WorkersOpt = Annotated[
 
 
 def pick_amp(amp: str | None) -> Any:
-    if amp is not None and amp not in ("bf16", "fp16"):
-        raise NNMarkError(f"--amp must be bf16 or fp16, got {amp!r}")
+    """--amp checked before any work (the precisions nnmark.train knows)."""
+    from nnmark.train import AMP_DTYPES
+
+    if amp is not None and amp not in AMP_DTYPES:
+        raise NNMarkError(f"--amp must be {' or '.join(AMP_DTYPES)}, got {amp!r}")
     return amp
 
 
