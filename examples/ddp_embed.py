@@ -4,9 +4,10 @@
         --out /tmp/ddp-mark
 
 Every rank builds the same model (same seed) and the same key (rank 0 draws the nonce and
-broadcasts the key), trains on its DistributedSampler shard with `nnmark.integrations.ddp.fit_ddp`,
-and writes rank<r>.json (its BER and a SHA-256 of its weights: equal on every rank). Rank 0 also
-writes the marked model and the key, which `nnmark verify` reads as usual:
+broadcasts the key), trains on its shard of the data (the single-process order dealt out rank by
+rank) with `nnmark.integrations.ddp.fit_ddp`, and writes rank<r>.json (its BER and a SHA-256 of
+its weights: equal on every rank). Rank 0 also writes the marked model and the key, which
+`nnmark verify` reads as usual:
 
     nnmark verify /tmp/ddp-mark/marked.safetensors --key /tmp/ddp-mark/owner.nnkey
 """

@@ -19,8 +19,8 @@ Every scheme hook works under DDP:
   cap). DDP all-reduces in every backward, so ranks that disagree would pair one rank's pass
   with another's (or hang). So the custom step runs under ``no_sync`` and the gradients it
   accumulated are averaged over the ranks once, just before the optimiser step (a step pre-hook,
-  `sync_gradients_before_step`): every rank takes the same step (checked by the DDP test:
-  identical weights on every rank).
+  `nnmark.train.sync_gradients_before_step`): every rank takes the same step (checked by the
+  DDP test: identical weights on every rank).
 - ``finalize`` runs on every rank on the unwrapped module (deterministic).
 
 FSDP is not supported: sharded parameters are not whole tensors on any rank, so a penalty on a
@@ -53,7 +53,6 @@ from nnmark.train import (
     fit,
     pick_step,
     shard_scheme,
-    sync_gradients_before_step,
 )
 
 
@@ -253,5 +252,4 @@ __all__ = [
     "plain_step",
     "shard_scheme",
     "state_hash",
-    "sync_gradients_before_step",
 ]
