@@ -8,6 +8,7 @@ reason, elsewhere."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,13 @@ def test_commands_run_with_device_cpu(files: dict[str, str], tmp_path: Path) -> 
         assert r.exit_code == 0, (name, r.stdout, r.stderr)
     r = runner.invoke(app, ["verify", str(tmp_path / "e.safetensors"), "--key",
                             str(tmp_path / "e.nnkey"), "--device", "cpu", "--json"])  # fmt: skip
-    assert r.exit_code in (0, 1), r.stderr  # a verdict, on the CPU
+    # the verdict the API gives on the same file, and the exit code that says it
+    expected = verify(
+        load_model(tmp_path / "e.safetensors")[0], OwnerKey.load(tmp_path / "e.nnkey")
+    )
+    got = json.loads(r.stdout)
+    assert (got["verdict"], got["p_value"]) == (expected.verdict, expected.p_value)
+    assert r.exit_code == (0 if expected.verdict == "found" else 1), r.stderr
 
 
 LEGS = [
