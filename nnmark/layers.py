@@ -16,8 +16,8 @@ def weighted_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The conv / linear layer `name`; found by attribute path (a penalty asks every step, and
-    walking every module of a deep network each time cost Uchida 5-10 % of a step)."""
+    """The conv / linear layer `name`, found by its attribute path (a penalty asks every step;
+    walking every module of the model is left for the error message)."""
     try:
         found = model.get_submodule(name)
     except AttributeError:

@@ -174,7 +174,7 @@ class ShardSampler(Sampler[int]):
 class BatchTensors(TensorDataset):
     """A TensorDataset that hands a whole batch over in one indexing operation (the DataLoader
     calls `__getitems__` when a dataset has it): the same values as stacking one sample at a
-    time, without 2 x batch-size small copies per step (5 % of a step on digits)."""
+    time, without 2 x batch-size small copies per step."""
 
     def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)

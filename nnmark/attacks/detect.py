@@ -14,17 +14,18 @@ embedding regularisers move and training alone does not:
   initialisation scale (a regulariser that pushes projections outwards inflates it).
 
 A layer is flagged when its log-statistic lies more than `threshold` standard deviations above
-the mean of the other layers' (leave one out). The threshold, 5, was set after looking at ten
-unmarked digits CNNs (seeds 100-109), whose largest score was 4.4 (their conv2's filters are
-more alike than the other layers'); Uchida's host scored 6.9. The benchmark measures false
-alarms on other seeds and architectures.
-With no layer over the threshold, the layer with the highest score is taken (the thief attacks
-the likeliest host anyway). Each flagged layer's filter-averaged component is replaced by random values of the median
+the mean of the other layers' (leave one out). The threshold, 5, was set after looking at the
+scores of ten unmarked digits CNNs (seeds 100-109, the tests' `unmarked_cnns`; their conv2, whose
+filters are more alike than the other layers', scores highest, below 5 on all ten), so
+`benchmarks/mark_detection.py` measures false alarms on other seeds and architectures (and the
+scores of the marked hosts). With no layer over the threshold, the layer with the highest score
+is taken (the thief attacks the likeliest host anyway).
+
+Each flagged layer's filter-averaged component is replaced by random values of the median
 layer's size (erasing what a projection of the mean reads), then only the flagged layers are
-fine-tuned on the thief split so that accuracy recovers. Marks spread over every layer (tartaglione, watermas) and
-activation marks leave no layer apart: the detector is meant to miss them, and the benchmark
-(`benchmarks/mark_detection.py`) measures how often it finds host layers and how often it fires
-on unmarked models.
+fine-tuned on the thief split so that accuracy recovers. Marks spread over every layer
+(tartaglione, watermas) and activation marks leave no layer apart: the detector is meant to
+miss them.
 
 Example: ``nnmark attack detect marked.safetensors --data digits --out cleaned.safetensors``
 """
