@@ -48,3 +48,15 @@ def default_host_layer(model: nn.Module) -> str:
 def host_vector(weight: torch.Tensor) -> torch.Tensor:
     """Uchida's host vector: the weights averaged over the first (output) dimension."""
     return weight.reshape(weight.shape[0], -1).mean(0)
+
+
+def unit_kernel_vector(weight: torch.Tensor) -> torch.Tensor:
+    """The mean over output units of unit-length kernels (each unit's weights on one input
+    channel; a linear layer's or a 1x1 convolution's whole row): unchanged when the layer's
+    output units, or a convolution's input channels, are rescaled by positive factors, which
+    a ReLU network absorbs in the next or previous layer without changing its function."""
+    n = weight.shape[0]
+    per_channel = weight.dim() > 2 and weight[0, 0].numel() > 1
+    kernels = weight.reshape(n, weight.shape[1], -1) if per_channel else weight.reshape(n, 1, -1)
+    unit = kernels / kernels.norm(dim=2, keepdim=True).clamp_min(1e-12)
+    return unit.mean(0).flatten()

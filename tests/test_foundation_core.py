@@ -92,6 +92,14 @@ def test_config_validation() -> None:
     for bad in ("inf", "nan", "1e400"):  # one shared validator: every number finite
         with pytest.raises(NNMarkError, match="option lam must be a finite number"):
             build_config(UchidaConfig, {"lam": bad})
+    # lam left unset takes the loss's own default; the hinge's margin is checked like lam
+    assert UchidaConfig().penalty_weight == 0.05
+    assert UchidaConfig(loss="hinge").penalty_weight == 0.002
+    assert build_config(UchidaConfig, {"loss": "hinge", "lam": "0.01"}).penalty_weight == 0.01
+    with pytest.raises(NNMarkError, match="must be one of"):
+        build_config(UchidaConfig, {"loss": "l2"})
+    with pytest.raises(NNMarkError, match=r"margin must be in \(0, 10\]"):
+        build_config(UchidaConfig, {"margin": "0"})
     with pytest.raises(NNMarkError, match="option n must be an integer"):
         build_config(TriggerConfig, {"n": 10**400})
     with pytest.raises(NNMarkError, match="key=value"):

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from nnmark import OwnerKey, TrainConfig, embed, evaluate, new_model, train, verify
+from nnmark import OwnerKey, TrainConfig, attack, embed, evaluate, new_model, train, verify
+from nnmark.attacks.detect import detect_layers
 from nnmark.data.base import DataBundle
+from nnmark.layers import get_layer, host_vector, unit_kernel_vector
 from nnmark.schemes import scheme_for
 from nnmark.schemes.uchida import embed_without_training
 
@@ -58,6 +60,58 @@ def test_mark_found_with_fidelity(per_seed: dict, digits: DataBundle, key_type: 
     print(f"{key_type}: marked {marked_acc} plain {plain_acc}")
     assert np.mean(marked_acc) >= 0.97, marked_acc
     assert abs(np.mean(marked_acc) - np.mean(plain_acc)) <= 0.01, (marked_acc, plain_acc)
+
+
+def test_unit_kernel_vector_ignores_positive_channel_rescaling() -> None:
+    """What `vector=unit_kernels` reads does not change when a conv layer's output units or
+    input channels are rescaled by positive factors (the `scale` attack's transform)."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 8, 3, 3, generator=g)
+    out_f = torch.rand(16, generator=g) * 15 + 0.1
+    in_f = torch.rand(8, generator=g) * 15 + 0.1
+    scaled = w * out_f.view(-1, 1, 1, 1) * in_f.view(1, -1, 1, 1)
+    assert torch.allclose(unit_kernel_vector(scaled), unit_kernel_vector(w), atol=1e-6)
+    assert not torch.allclose(host_vector(scaled), host_vector(w), atol=1e-3)
+    lin = torch.randn(10, 32, generator=g)  # a linear layer: its rows (output units) only
+    assert torch.allclose(
+        unit_kernel_vector(lin * out_f[:10].view(-1, 1)), unit_kernel_vector(lin), atol=1e-6
+    )
+
+
+def test_hinge_loss_leaves_the_host_histogram_as_the_plain_models(
+    per_seed: dict, digits: DataBundle
+) -> None:
+    """`loss=hinge` moves the host weights only as far as the bits need: the mark is found
+    (BER 0) and the host layer's weights keep their plain twin's spread (same initial weights
+    and batches), where the paper's cross-entropy inflates them; the detector that finds the
+    bce mark's layer does not flag the hinge's, and read from unit-length kernels
+    (`vector=unit_kernels`) the small-margin bits survive any rescaling of channels. Over 3
+    seeds, with what each loss buys and costs: benchmarks/results/uchida_loss_tradeoff.md."""
+    plain = per_seed[0]["plain"]
+    bce, _ = per_seed[0]["random"]
+    key = OwnerKey.new("owner-0", nonce=f"{0:032x}")
+    hinge, key = embed(
+        new_model("cnn", digits, seed=0),
+        digits,
+        "uchida",
+        options={"loss": "hinge", "vector": "unit_kernels"},
+        bits=64,
+        key=key,
+        config=TrainConfig(epochs=EPOCHS, seed=0),
+    )
+    v = verify(hinge, key)
+    assert v.verdict == "found" and v.ber == 0.0
+    layer = key.marks[0].layer or ""
+
+    def std(m: torch.nn.Module) -> float:
+        return float(get_layer(m, layer).weight.detach().std())
+
+    print(f"host std / plain: hinge {std(hinge) / std(plain):.3f}, bce {std(bce) / std(plain):.3f}")
+    assert abs(std(hinge) / std(plain) - 1) < 0.1
+    assert std(bce) / std(plain) > 1.3
+    assert layer in detect_layers(bce) and layer not in detect_layers(hinge)
+    rescaled = verify(attack(hinge, "scale:max_factor=16", seed=7), key)
+    assert rescaled.verdict == "found" and rescaled.ber == 0.0
 
 
 def test_unmarked_models_are_not_claimed(

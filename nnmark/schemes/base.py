@@ -128,10 +128,16 @@ class Scheme(Hooks):
     #: Calibration of this mark on unmarked models (key.derived["calibration"]), set by verify.
     calibration: dict[str, Any] | None = None
 
+    @classmethod
+    def canonical_config(cls, config: Any) -> dict[str, Any]:
+        """The config as a key holds it, every option as written (every secret is derived from
+        it, and a key that spells it otherwise is refused)."""
+        return config_to_dict(config)
+
     def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
         self.mark = mark
         self.config = build_config(self.Config, mark.config)
-        if config_to_dict(self.config) != mark.config:
+        if self.canonical_config(self.config) != mark.config:
             raise key_error(
                 mark, "config", "is not complete and canonical (every option, as written)"
             )
