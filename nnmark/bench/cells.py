@@ -37,9 +37,11 @@ def _source_data(spec: str) -> Any:
     return load_data(spec)
 
 
-def run_cell(root: Path, cell: Cell, tsa_certs: tuple[bytes, ...] = ()) -> dict[str, Any]:
+def run_cell(
+    root: Path, cell: Cell, tsa_certs: tuple[bytes, ...] = (), device: str = "cpu"
+) -> dict[str, Any]:
     """Attack a cached model, measure fidelity, verify with its key (a timestamp on it counted
-    when `tsa_certs` vouch for it). Never raises."""
+    when `tsa_certs` vouch for it), all on `device`. Never raises."""
     import torch
 
     from nnmark.api import attack, verify
@@ -58,9 +60,11 @@ def run_cell(root: Path, cell: Cell, tsa_certs: tuple[bytes, ...] = ()) -> dict[
     assert key_job is not None
     scheme = key_job.scheme
     row = _row_head(cell)  # every field, always (None if unknown)
+    row["device"] = device
     start = time.perf_counter()
     try:
         model, info = load_model(store.cache.model_path(cell.job.ident))
+        model = model.to(device)  # evaluate, attack and verify run where the model is
         data = load_data(task.data)
         metric = get_task(info.task).primary
         test = data.loader("test", 256, fraction=task.test_fraction)
@@ -75,7 +79,7 @@ def run_cell(root: Path, cell: Cell, tsa_certs: tuple[bytes, ...] = ()) -> dict[
             atomic_write_text(memo, json.dumps(seen))
         row["fidelity_before"] = seen[where]
         if a is not None and a.spec != "none":
-            model = attack(model, a.spec, data, seed=cell.job.seed + 1)
+            model = attack(model, a.spec, data, seed=cell.job.seed + 1, device=device)
             row["fidelity_after"] = evaluate(model, test, info.task)[metric]
         else:
             row["fidelity_after"] = row["fidelity_before"]

@@ -1,4 +1,11 @@
-"""Where a sweep's calls run: in this process, a local process pool, or a Ray cluster."""
+"""Where a sweep's calls run: in this process, a local process pool, or a Ray cluster, and on
+which device (`--device`): each call gets `device=` from its executor.
+
+With a CUDA device, a local pool's worker process owns one GPU for its whole life (worker k:
+`cuda:(k mod G)`, `worker_devices`), so at most `jobs` calls run at once, spread over the G GPUs.
+Under Ray each task asks Ray for one GPU (`ray_options`); Ray sets CUDA_VISIBLE_DEVICES, so inside
+the task the device is plain `cuda`.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +16,82 @@ from typing import Any
 
 from nnmark.errors import NNMarkError
 
-__all__ = ["Workers", "init_ray"]
+__all__ = ["Workers", "init_ray", "ray_options", "worker_devices"]
+
+#: The device of this worker process, set once by the pool's initializer (`_init_worker`). Which
+#: GPU a worker owns is per-process state: a submitted call is pickled before any process is
+#: chosen to run it, so only the process itself can know. None outside a pool.
+_WORKER_DEVICE: str | None = None
+
+
+def worker_devices(device: str, jobs: int, gpu_count: int) -> list[str]:
+    """The device of each of `jobs` workers: plain `cuda` deals the GPUs out in turn (worker k
+    gets cuda:(k mod gpu_count)); `cuda:N`, `cpu` or `mps` is every worker's."""
+    if jobs < 1:
+        raise NNMarkError(f"jobs must be >= 1, got {jobs}")
+    if device != "cuda":
+        return [device] * jobs
+    if gpu_count < 1:
+        raise NNMarkError("device 'cuda' is not available: no CUDA GPU on this machine")
+    return [f"cuda:{k % gpu_count}" for k in range(jobs)]
+
+
+def ray_options(device: str) -> tuple[dict[str, int], str]:
+    """(ray.remote options, the device inside the task) for a sweep on `device`: a CUDA device
+    asks Ray for one GPU per task and, since Ray sets CUDA_VISIBLE_DEVICES to it, names it plain
+    `cuda`; any other device asks for none."""
+    if device == "cuda" or device.startswith("cuda:"):
+        return {"num_cpus": 1, "num_gpus": 1}, "cuda"
+    return {"num_cpus": 1, "num_gpus": 0}, device
+
+
+def _init_worker(devices: Sequence[str], counter: Any) -> None:
+    """Pool initializer: take the next device of `devices` (a shared counter, so a replaced
+    worker takes the next one in turn rather than failing)."""
+    global _WORKER_DEVICE
+    with counter.get_lock():
+        k = counter.value
+        counter.value = k + 1
+    _WORKER_DEVICE = devices[k % len(devices)]
+
+
+def _on_device(fn: Callable[..., Any], device: str, *args: Any) -> Any:
+    """fn(*args, device=device); a `cuda:N` device is made the current one, so code that says
+    plain "cuda" lands on that GPU too."""
+    if device.startswith("cuda:"):
+        import torch
+
+        torch.cuda.set_device(device)
+    return fn(*args, device=device)
+
+
+def _on_worker_device(fn: Callable[..., Any], *args: Any) -> Any:
+    """A pool's call: fn on the device this worker process took when it started."""
+    if _WORKER_DEVICE is None:
+        raise RuntimeError("a pool call with a device ran in a process the pool did not start")
+    return _on_device(fn, _WORKER_DEVICE, *args)
 
 
 class Workers:
     """Runs calls in parallel and yields them as they finish: inline, a process pool, or Ray.
 
-    One pool serves both phases, so worker start-up (importing torch) is paid once.
+    One pool serves both phases, so worker start-up (importing torch) is paid once. `device`:
+    a resolved device (`nnmark.device.resolve_device`), given to every call as `device=`; None:
+    calls get no device argument (callers written before `--device`, benchmarks/calibration.py).
     """
 
-    def __init__(self, jobs: int, ray: str | None) -> None:
-        self.jobs, self.ray = jobs, ray
+    def __init__(self, jobs: int, ray: str | None, device: str | None = None) -> None:
+        self.jobs, self.ray, self.device = jobs, ray, device
         self.pool: ProcessPoolExecutor | None = None
+        # Locally, worker k runs on devices[k] (inline: devices[0]); Ray places its tasks itself.
+        self.devices: list[str] = []
+        if device is not None and ray is None:
+            gpus = 0
+            if device == "cuda":
+                import torch
+
+                gpus = torch.cuda.device_count()
+            self.devices = worker_devices(device, jobs, gpus)
 
     @property
     def in_process(self) -> bool:
@@ -37,41 +108,64 @@ class Workers:
     def map_unordered(
         self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]
     ) -> Iterator[tuple[int, Any, BaseException | None]]:
-        """Yield (index, result, error) as each fn(*args) finishes."""
+        """Yield (index, result, error) as each fn(*args) (with device=, if set) finishes."""
         if not calls:
             return
         if self.ray is not None:
-            import ray as ray_mod
-
-            remote = ray_mod.remote(num_cpus=1)(fn)
-            refs = {remote.remote(*args): i for i, args in enumerate(calls)}
-            pending = list(refs)
-            while pending:
-                ready, pending = ray_mod.wait(pending, num_returns=1)
-                for ref in ready:
-                    try:
-                        yield refs[ref], ray_mod.get(ref), None
-                    except Exception as exc:  # noqa: BLE001 - a task's failure is its row
-                        yield refs[ref], None, exc
+            yield from self._map_ray(fn, calls)
             return
         if self.pool is None and self.jobs > 1 and len(calls) > 1:
             # Started on first need (a resumed sweep with nothing left starts none). spawn: a
-            # forked child of a process that already ran torch may hang in OpenMP.
-            self.pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=get_context("spawn"))
+            # forked child of a process that already ran torch (or CUDA) may hang.
+            ctx = get_context("spawn")
+            init: dict[str, Any] = {}
+            if self.device is not None:
+                init = {"initializer": _init_worker, "initargs": (self.devices, ctx.Value("i", 0))}
+            self.pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, **init)
         if self.pool is None:
             for i, args in enumerate(calls):
                 try:
-                    yield i, fn(*args), None
+                    if self.device is None:
+                        yield i, fn(*args), None
+                    else:
+                        yield i, _on_device(fn, self.devices[0], *args), None
                 except Exception as exc:  # noqa: BLE001
                     yield i, None, exc
             return
-        futures = {self.pool.submit(fn, *args): i for i, args in enumerate(calls)}
+        if self.device is None:
+            futures = {self.pool.submit(fn, *args): i for i, args in enumerate(calls)}
+        else:
+            futures = {
+                self.pool.submit(_on_worker_device, fn, *args): i for i, args in enumerate(calls)
+            }
         pending_f = set(futures)
         while pending_f:
             done, pending_f = wait(pending_f, return_when=FIRST_COMPLETED)
             for f in done:
                 failure = f.exception()
                 yield futures[f], None if failure else f.result(), failure
+
+    def _map_ray(
+        self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]
+    ) -> Iterator[tuple[int, Any, BaseException | None]]:
+        """map_unordered on Ray: one task per call (one CPU; one GPU on a CUDA device)."""
+        import ray as ray_mod
+
+        if self.device is None:
+            remote = ray_mod.remote(num_cpus=1)(fn)
+            refs = {remote.remote(*args): i for i, args in enumerate(calls)}
+        else:
+            options, inside = ray_options(self.device)
+            remote = ray_mod.remote(**options)(_on_device)
+            refs = {remote.remote(fn, inside, *args): i for i, args in enumerate(calls)}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray_mod.wait(pending, num_returns=1)
+            for ref in ready:
+                try:
+                    yield refs[ref], ray_mod.get(ref), None
+                except Exception as exc:  # noqa: BLE001 - a task's failure is its row
+                    yield refs[ref], None, exc
 
 
 def init_ray(address: str, jobs: int) -> None:
@@ -86,3 +180,10 @@ def init_ray(address: str, jobs: int) -> None:
         ray.init(num_cpus=max(1, jobs), **kwargs)
     else:
         ray.init(address=address, **kwargs)
+
+
+def ray_gpus() -> float:
+    """The GPUs of the Ray cluster this process joined (its nodes', not this machine's)."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0))

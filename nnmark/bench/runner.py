@@ -15,6 +15,12 @@ e.g. a trigger-set scheme on a segmentation U-Net) is asked before anything trai
 With Ray the results directory must be on a file system every node sees (the workers read and
 write the model cache there); `ray="local"` starts a private local instance.
 
+`device` (`--device`) is resolved once, here, before anything is written: a device this machine
+(or, under Ray, the cluster) lacks, or a task whose data folder is not there, is one NNMarkError
+line. On `cuda` each local worker process owns one GPU (`executors.worker_devices`). The device
+is not part of a model's cache name (`nnmark.device`: a run's device is not its recipe); rows
+and meta.json's run record say where each cell and run ran.
+
 The other parts of the bench: `grid` (what a sweep covers, the presets), `executors` (pool,
 Ray), `metrics` (CPU, memory, machine), `store` (the results folder), `report` (plots, tables,
 HTML and Markdown).
@@ -23,20 +29,23 @@ HTML and Markdown).
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from nnmark.bench.cells import run_cell, run_cell_stub
-from nnmark.bench.executors import Workers, init_ray
-from nnmark.bench.grid import BenchSpec
+from nnmark.bench.executors import Workers, init_ray, ray_gpus
+from nnmark.bench.grid import BenchSpec, Task
 from nnmark.bench.jobs import Cell, ModelJob, plan, unsupported
 from nnmark.bench.metrics import cpu_seconds, machine, phase
-from nnmark.bench.models import Notary, stamp_keys, train_model_timed
+from nnmark.bench.models import Notary, bits_refusal, split_bits, stamp_keys, train_model_timed
 from nnmark.bench.store import ResultStore
+from nnmark.device import resolve_device
+from nnmark.errors import NNMarkError
 
 log = logging.getLogger(__name__)
 
@@ -65,32 +74,40 @@ def run_bench(
     command: str = "",
     progress: Progress = None,
     notary: Notary | None = None,
+    device: str = "cpu",
 ) -> BenchSummary:
     """Run (or resume) the sweep into `out`; returns counts of cells run, skipped and failed.
 
     `ray`: None for the local process pool, "local" for a private Ray instance, "auto" or an
     address ("ray://host:10001") to join a cluster. `retry_failed`: run failed cells again
     (their new row replaces the old one). `notary`: stamp every key with this TSA before the
-    cells run, and count the timestamps when verifying.
+    cells run, and count the timestamps when verifying. `device`: where models train and cells
+    run (auto, cpu, cuda, cuda:N, mps); with `cuda`, worker k of the local pool owns GPU k mod G.
     """
     start, cpu0 = time.perf_counter(), cpu_seconds()
-    store = ResultStore(out).create()
+    if ray is not None:
+        init_ray(ray, jobs)
+    where = bench_device(device, ray)
+    store = ResultStore(out)
     _, _, cells = plan(spec)
     done = store.done(retry_failed)
     todo = [c for c in cells if c.ident not in done]
+    check_data(c.job.task for c in todo)
+    for j in _needed(todo).values():  # a composite's parts that disagree on `bits`, likewise
+        split_bits(j.scheme, j.options)
+    workers = Workers(jobs, ray, where)
+    store.create()  # nothing is written before the device and the data are known to be there
     meta = store.read_json("meta.json")
-    runs = [*meta.get("runs", []), _run_record(command, jobs, ray)]
+    runs = [*meta.get("runs", []), _run_record(command, jobs, ray, workers)]
     store.write_json("meta.json", {**meta, "runs": runs})
     store.write_json("spec.json", spec.to_dict())
-    if ray is not None:
-        init_ray(ray, jobs)
 
     phases: dict[str, dict[str, float]] = {}
     t0, c0 = time.perf_counter(), time.process_time()
     runnable = _skip_unsupported(store, todo)
     n_unsupported = len(todo) - len(runnable)
     phases["support"] = phase(t0, c0)
-    with Workers(jobs, ray) as workers:
+    with workers:
         needed = _needed(runnable)
         failed_models = _train_models(workers, out, needed, phases, progress)
         runnable = _drop_failed(store, runnable, failed_models)
@@ -126,14 +143,56 @@ def run_bench(
     )
 
 
-def _run_record(command: str, jobs: int, ray: str | None) -> dict[str, Any]:
-    return {
+def bench_device(device: str, ray: str | None) -> str:
+    """The sweep's device, checked before any work (one NNMarkError line if it is not there).
+
+    Locally: this machine's (`nnmark.device.resolve_device`; `auto` picks a GPU when present).
+    Under Ray the tasks run on the cluster's nodes, so `cuda` (or `auto`) asks whether the
+    cluster has a GPU, not this driver; Ray picks each task's GPU, so an index is refused.
+    """
+    if ray is None:
+        return str(resolve_device(device))
+    text = device.strip().lower()
+    if re.fullmatch(r"cuda:\d{1,3}", text):
+        raise NNMarkError(f"--device {text} with --ray: Ray gives each task its GPU; use cuda")
+    if text in ("cuda", "auto"):
+        if ray_gpus() >= 1:
+            return "cuda"
+        if text == "cuda":
+            raise NNMarkError("device 'cuda' is not available: the Ray cluster has no GPU")
+    return str(resolve_device(text))
+
+
+def check_data(tasks: Iterable[Task]) -> None:
+    """Refuse, before any work, a task whose data set is not registered or whose folder is not
+    there: one line naming it, where otherwise every model of the task would fail to train
+    (CIFAR-10, for one, is not in the shared data folder). What the folder holds is read, and
+    judged, by training."""
+    from nnmark.data import DATASETS
+
+    for spec in dict.fromkeys(t.data for t in tasks):
+        name, sep, path = (p.strip() for p in spec.partition(":"))
+        DATASETS.get(name)
+        if sep and path and not Path(path).exists():
+            raise NNMarkError(f"{name}: data folder not found: {path}")
+
+
+def _run_record(command: str, jobs: int, ray: str | None, workers: Workers) -> dict[str, Any]:
+    record: dict[str, Any] = {
         "command": command,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "jobs": jobs,
         "ray": ray,
+        "device": workers.device,
     }
+    if ray is None and workers.device is not None and workers.device.startswith("cuda"):
+        import torch
+
+        # which GPU each local worker owns, and what those GPUs are (timings depend on them)
+        record["worker_devices"] = workers.devices
+        record["gpus"] = {d: torch.cuda.get_device_name(d) for d in dict.fromkeys(workers.devices)}
+    return record
 
 
 def _skip_unsupported(store: ResultStore, todo: list[Cell]) -> list[Cell]:
@@ -150,7 +209,11 @@ def _skip_unsupported(store: ResultStore, todo: list[Cell]) -> list[Cell]:
             if j.scheme != "none" and not store.cache.model_path(j.ident).exists():
                 if j.task.data not in loaded:
                     loaded[j.task.data] = _try_load(j.task.data)
-                reasons[j.ident] = unsupported(j.task, j.scheme, j.options, loaded[j.task.data])
+                data = loaded[j.task.data]
+                options, _ = split_bits(j.scheme, j.options)
+                reasons[j.ident] = unsupported(j.task, j.scheme, options, data) or bits_refusal(
+                    j.task, j.scheme, j.options, data
+                )
     keep = []
     for c in todo:
         why = reasons[c.job.ident] or (reasons[c.key_job.ident] if c.key_job else None)

@@ -58,6 +58,8 @@ ROW_SCHEMA: dict[str, str] = {
     "cpu_seconds": "float: CPU time of the cell in its worker (one torch thread): on a shared "
     "machine the figure to budget with",
     "peak_rss_mib": "float: peak resident memory of the worker during the cell (MiB)",
+    "device": "str | null: where the cell ran (`--device`: cpu, cuda:0, ...; plain cuda under "
+    "Ray, which picks the GPU); null if it did not run; rows written before the field lack it",
     "error": "str | null: 'Type: message' if the cell failed; the sweep goes on",
     "skipped": "str | null: why the cell did not run: its scheme cannot mark this task's model "
     "(the reason its plan() gave); not a failure",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nnmark.cli.common import command, err, out, read_certs
+from nnmark.cli.common import command, err, out, pick_device, read_certs
 from nnmark.errors import NNMarkError
 
 if TYPE_CHECKING:
@@ -43,8 +43,9 @@ def bench_cmd(
     preset: Annotated[
         str | None,
         typer.Option(
-            help="A shipped grid: quick (digits, every scheme x attack) "
-            "or seeds (MNIST + BBBC039, the seeds' settings)"
+            help="A shipped grid: quick (digits, every scheme x attack), "
+            "seeds (MNIST + BBBC039, the seeds' settings) or cifar (CIFAR-10 WRN + ResNet-32, "
+            "seeds 002 and 003; needs the data, best on GPUs)"
         ),
     ] = None,
     config: Annotated[
@@ -85,6 +86,14 @@ def bench_cmd(
     tsa_cert: Annotated[
         Path | None, typer.Option("--tsa-cert", help="The CA certificate (PEM) of --tsa URL")
     ] = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device",
+            help="Where models train and cells run: cpu (the default, as the committed "
+            "results), auto, cuda (each worker process owns one GPU, in turn), cuda:N or mps",
+        ),
+    ] = "cpu",
 ) -> None:
     """Run tasks x schemes x attacks x strengths; a failed cell is recorded, never fatal."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -95,6 +104,8 @@ def bench_cmd(
         raise NNMarkError("give exactly one of --preset NAME or --config FILE")
     if jobs < 1:
         raise NNMarkError(f"--jobs must be >= 1, got {jobs}")
+    if ray is None:
+        pick_device(device)  # run_bench checks it again; here before a loopback TSA starts
     if preset is not None:
         if preset not in PRESETS:
             raise NNMarkError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
@@ -117,6 +128,7 @@ def bench_cmd(
     words += ["--false-claims"] if false_claims else []
     words += ["--tsa", tsa] if tsa else []
     words += ["--tsa-cert", str(tsa_cert)] if tsa_cert else []
+    words += ["--device", device] if device != "cpu" else []
     cmd = " ".join(shlex.quote(w) for w in words)
     with Progress(
         TextColumn("{task.description}"),
@@ -142,6 +154,7 @@ def bench_cmd(
                 command=cmd,
                 progress=progress,
                 notary=notary,
+                device=device,
             )
     _say_skipped(out_dir)
     out.print(

@@ -309,7 +309,7 @@ def test_bench_and_report_errors(tmp_path: Path) -> None:
     r = runner.invoke(app, ["bench"])
     assert r.exit_code == 2 and "exactly one of --preset NAME or --config FILE" in r.stderr
     r = runner.invoke(app, ["bench", "--preset", "huge"])
-    assert r.exit_code == 2 and "unknown preset 'huge' (known: quick, seeds)" in r.stderr
+    assert r.exit_code == 2 and "unknown preset 'huge' (known: cifar, quick, seeds)" in r.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochz: 3\n")
     r = runner.invoke(app, ["bench", "--config", str(bad)])
