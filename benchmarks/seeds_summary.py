@@ -168,6 +168,16 @@ def seed002() -> tuple[list[str], str | None]:
     return out, None
 
 
+def histogram_kept(r: dict[str, Any]) -> bool:
+    """Issue 16's tolerance for a recipe of uchida_paper_settings: KS within 2x plain-vs-plain
+    on every seed, BER 0, mean accuracy within 0.3 points."""
+    return (
+        r["worst_ks_ratio"] <= 2
+        and r["worst_ber"] == 0
+        and abs(r["mean_accuracy_change_points"]) <= 0.3
+    )
+
+
 def paper_settings() -> list[str]:
     """The random key at the paper's lam and optimiser (benchmarks/uchida_paper_settings.py)."""
     doc = load("uchida_paper_settings")
@@ -185,17 +195,28 @@ def paper_settings() -> list[str]:
             f"{r['mean_accuracy_change_points']:+.2f} | {r['mean_ks_marked_vs_plain']:.4f} | "
             f"{r['mean_ks_plain_vs_plain']:.4f} | {r['std_ratio']:.2f} |"
         )
-    paper = next(iter(doc["summary"].values()))
+
     out += [
         "",
-        "Still **not reproduced** at the paper's lam 0.01 with SGD: the host weights grow "
-        f"{paper['std_ratio']:.1f}x and the KS distance is "
-        f"{paper['mean_ks_marked_vs_plain'] / paper['mean_ks_plain_vs_plain']:.0f}x the "
-        "plain-vs-plain one (issue 16 asks for at most 2x). Likely cause (not yet tested): the "
-        "summed binary cross-entropy reaches 0 only at infinite margins, so it pushes the "
-        "projected logits, and with them the host weights, outwards for as long as training "
-        "runs; the paper's 200-epoch step schedule and Nesterov momentum are not reproduced "
-        "here either.",
+        "Against issue 16's tolerance (KS within 2x plain-vs-plain on every seed, BER 0, "
+        "accuracy within 0.3 points):",
+        "",
+    ]
+    for name, r in doc["summary"].items():
+        out.append(
+            f"- {name}: **{'met' if histogram_kept(r) else 'not met'}** (worst KS ratio "
+            f"{r['worst_ks_ratio']:.1f}, worst BER {r['worst_ber']:.3f}, "
+            f"{r['mean_accuracy_change_points']:+.2f} points)"
+        )
+    out += [
+        "",
+        "The paper's loss, the summed binary cross-entropy, reaches 0 only at infinite logits and "
+        "keeps pushing the host weights outwards while training runs; nnmark's `loss=hinge` stops "
+        "once each bit is half a standard deviation past zero, and with `vector=unit_kernels` "
+        "reads the bits where no rescaling of channels reaches. What the hinge gives up (90 % "
+        "pruning with recovery removes it within the fidelity budget on digits): "
+        "`benchmarks/results/uchida_loss_tradeoff.md`. The paper's 200-epoch step schedule and "
+        "Nesterov momentum are not reproduced here.",
     ]
     return out
 
@@ -271,6 +292,221 @@ def seed004() -> tuple[list[str], str | None]:
         else []
     )
     return head + [provenance(doc, name), "", *note, *own_tables(name)], None
+
+
+Row = tuple[str, str, str, str, str, str]  # seed, figure, seed's value, ours, verdict, why
+
+
+def _rows_001() -> list[Row]:
+    doc = load("seed001_uchida_mnist")
+    if doc is None:
+        return [("001", "all", "", "pending", "pending", "no seed001_uchida_mnist.json")]
+    by = {r["attack"]: r for r in doc["rows"]}
+    proto = "owner's 4 epochs, fine-tune on a separate thief split (the seed continues training)"
+    out: list[Row] = []
+    for attack, figure in (
+        ("finetune 6 epochs", "BER after 6 fine-tuning epochs"),
+        ("finetune 12 epochs", "BER after 12 fine-tuning epochs"),
+        ("prune 60% (ascending)", "BER at 60 % pruned"),
+        ("prune 80% (ascending)", "BER at 80 % pruned"),
+        ("prune 92% (ascending)", "BER at 92 % pruned"),
+    ):
+        r = by.get(attack)
+        if r is None:
+            continue
+        seed = r["seed001_ber"]
+        ok = r["ber"] <= seed  # the seed reports a degradation: ours must be no worse
+        out.append(
+            (
+                "001",
+                figure,
+                f"{seed:.3f}",
+                f"{r['ber']:.3f}",
+                "yes" if ok else f"no (+{r['ber'] - seed:.3f})",
+                f"ours no worse than the seed's; {proto}; global magnitude pruning (the seed "
+                "does not say global or per layer)",
+            )
+        )
+    acc = by.get("none", {}).get("accuracy")
+    if acc is not None:
+        out.append(
+            (
+                "001",
+                "accuracy with the mark",
+                "98 %",
+                f"{100 * acc:.2f} %",
+                "yes" if acc >= 0.975 else "no",
+                "tolerance 0.5 points below the seed's; one seed",
+            )
+        )
+    out.append(
+        (
+            "001",
+            "U-Net Dice 0.841 -> 0.816 with the mark",
+            "BraTS 2020",
+            "BBBC039 subset (seeds preset)",
+            "not comparable",
+            "BraTS is not on this machine; the U-Net mark here is 64 bits on 34 images, one seed",
+        )
+    )
+    return out
+
+
+def _rows_002() -> list[Row]:
+    out: list[Row] = []
+    doc = load("seed002_uchida")
+    if doc is not None:
+        mn = doc["datasets"].get("mnist", {})
+        models = mn.get("models", {})
+        plain = models.get("plain", {}).get("test_error_pct")
+        table4 = doc["seed002"]["table4_test_error_pct"]
+        for kt, seed in table4.items():
+            r = models.get(kt, {})
+            if kt == "plain" or plain is None or "test_error_pct" not in r:
+                continue
+            gap = r["test_error_pct"] - plain
+            out.append(
+                (
+                    "002",
+                    f"test error, {kt} key, minus plain",
+                    f"{seed - table4['plain']:+.2f} points (CIFAR-10)",
+                    f"{gap:+.2f} points (MNIST)",
+                    "not comparable (data); pattern yes" if gap <= 0.5 else "no",
+                    "CIFAR-10 and a WRN are not here; pattern: the mark costs at most 0.5 "
+                    "points (the seed's largest gap is +0.33); one seed",
+                )
+            )
+        at = {
+            x["rate"]: x["ber"]
+            for x in mn.get("pruning", {})
+            .get("random", {})
+            .get("host_layer", {})
+            .get("ascending", [])
+        }
+        if 0.65 in at and 0.8 in at:
+            ok = at[0.65] == 0 and at[0.8] == 0
+            out.append(
+                (
+                    "002",
+                    "BER after 65 % / 80 % of the host pruned (random key)",
+                    "0 / 0",
+                    f"{at[0.65]:.3f} / {at[0.8]:.3f}",
+                    "yes" if ok else "no",
+                    "MNIST cnn, lam 0.05 with Adam (nnmark's recipe); cause of the gap not "
+                    "established (the host here has 576 values for 256 bits, as the paper's)",
+                )
+            )
+    ps = load("uchida_paper_settings")
+    if ps is not None:
+        for name, r in ps["summary"].items():
+            n = len(ps["results"][name])
+            ok = histogram_kept(r)
+            out.append(
+                (
+                    "002",
+                    f"random key leaves the histogram unchanged: {name}",
+                    "unchanged (Fig. 3)",
+                    f"KS {r['worst_ks_ratio']:.1f}x plain-vs-plain (worst of {n}), worst BER "
+                    f"{r['worst_ber']:.3f}, {r['mean_accuracy_change_points']:+.2f} points",
+                    "yes" if ok else "no",
+                    "tolerance (issue 16): KS within 2x the plain-vs-plain distance on every "
+                    "seed, BER 0, accuracy within 0.3 points; MNIST cnn, 4 epochs"
+                    + ("; nnmark's hinge loss, not the paper's" if "hinge" in name else ""),
+                )
+            )
+    return out
+
+
+def _rows_003() -> list[Row]:
+    doc = load("landscape_robustness")
+    if doc is None:
+        return []
+    rows = doc.get("rows") or []
+
+    def accuracies(config: str) -> list[float]:
+        return [r["accuracy"] for r in rows if r.get("config") == config and "accuracy" in r]
+
+    base = accuracies("tartaglione R=0")
+    out: list[Row] = []
+    for r_, seed in ((2, 7.08 - 7.14), (4, 7.29 - 7.14)):
+        accs = accuracies(f"tartaglione R={r_}")
+        if not accs or not base:
+            continue
+        gap = 100 * (mean(base) - mean(accs))
+        out.append(
+            (
+                "003",
+                f"test error at R = {r_} minus R = 0",
+                f"{seed:+.2f} points (CIFAR-10)",
+                f"{gap:+.2f} points (digits, {len(accs)} seeds)",
+                "yes" if gap <= 0.5 else f"no ({gap:.1f} points)",
+                "tolerance 0.5 points; marked from scratch on digits (the seed marks a trained model); the "
+                "fine-tune-to-embed runs on MNIST are not yet a committed table",
+            )
+        )
+    return out
+
+
+def _rows_004() -> list[Row]:
+    doc = load("seed004_newlabel")
+    if doc is None:
+        return []
+    runs = doc["mnist"]["runs"]
+    why = (
+        "owner on 10 % of MNIST for 3 epochs (normal accuracy ~94 %), uniform-noise key "
+        "samples, nnmark's thief fine-tune; not the paper's construction or data size"
+    )
+    out: list[Row] = []
+    for run, label, seed in (
+        ("newlabel_beta1.0", "new-label key samples after fine-tuning", 99.92),
+        ("content", "Zhang key samples after fine-tuning", 99.88),
+    ):
+        r = runs.get(run)
+        if r is None:
+            continue
+        fresh = 100 * r["adam"]["fresh"]
+        out.append(
+            (
+                "004",
+                label,
+                f"{seed:.2f} %",
+                f"{fresh:.2f} % (Adam)",
+                "yes" if fresh >= seed - 1 else f"no ({seed - fresh:.1f} points)",
+                why,
+            )
+        )
+    r = runs.get("newlabel_beta1.0")
+    if r is not None:
+        normal = 100 * r["adam"]["normal"]
+        out.append(
+            (
+                "004",
+                "normal accuracy after fine-tuning (new label)",
+                "99.09 %",
+                f"{normal:.2f} %",
+                "yes" if normal >= 98.09 else f"no ({99.09 - normal:.1f} points)",
+                why,
+            )
+        )
+    return out
+
+
+def reproduced() -> list[str]:
+    """One row per seed figure: reproduced (within the stated tolerance), not, or not
+    comparable; every value read from a committed result."""
+    rows = [*_rows_001(), *_rows_002(), *_rows_003(), *_rows_004()]
+    out = [
+        "## Reproduced?",
+        "",
+        "Per seed figure: **yes** (within the tolerance in the last column), **no** (with the "
+        "measured gap), or **not comparable** (the seed's data or model is not on this "
+        "machine); the protocol differences in words. Details in each seed's section below.",
+        "",
+        "| seed | figure | seed's value | ours | reproduced? | tolerance, protocol differences |",
+        "|---|---|---|---|---|---|",
+    ]
+    out += [f"| {' | '.join(r)} |" for r in rows]
+    return out
 
 
 def seeds_grid() -> tuple[list[str], str | None]:
@@ -361,6 +597,7 @@ def main() -> None:
         "no row here is on the seeds' own data unless it says MNIST.",
         "",
     ]
+    parts += [*reproduced(), ""]
     pending = []
     for section in (seed001, seed002, seed003, seed004, seeds_grid):
         lines, missing = section()
