@@ -13,30 +13,11 @@ import torch
 
 from nnmark import load_data, new_model
 from nnmark.errors import NNMarkError
-
-
-def _batch(path: Path, n: int, seed: int, label_key: bytes, classes: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-    labels = [int(v) for v in rng.integers(0, classes, size=n)]
-    doc = {
-        b"batch_label": b"testing batch",
-        label_key: labels,
-        b"data": data,
-        b"filenames": [f"img_{i}.png".encode() for i in range(n)],
-    }
-    path.write_bytes(pickle.dumps(doc, protocol=2))
-    return data
-
-
-def cifar10(root: Path, per_batch: int = 12) -> list[np.ndarray]:
-    root.mkdir(parents=True, exist_ok=True)
-    out = [_batch(root / f"data_batch_{i}", per_batch, i, b"labels", 10) for i in range(1, 6)]
-    return [*out, _batch(root / "test_batch", 10, 9, b"labels", 10)]
+from nnmark.testing.cifar import write_batch, write_cifar10
 
 
 def test_cifar10_batches_read_as_images_labels_and_splits(tmp_path: Path) -> None:
-    arrays = cifar10(tmp_path / "cifar-10-batches-py")
+    arrays = write_cifar10(tmp_path / "cifar-10-batches-py")
     data = load_data(f"cifar10:{tmp_path / 'cifar-10-batches-py'}")
     assert data.num_classes == 10 and tuple(data.x.shape) == (70, 3, 32, 32)
     # pixel (channel, row, col) of the first image: the row-major 1024-value planes, / 255
@@ -52,8 +33,8 @@ def test_cifar10_batches_read_as_images_labels_and_splits(tmp_path: Path) -> Non
 def test_cifar100_reads_the_fine_labels(tmp_path: Path) -> None:
     root = tmp_path / "cifar-100-python"
     root.mkdir()
-    _batch(root / "train", 20, 1, b"fine_labels", 100)
-    _batch(root / "test", 5, 2, b"fine_labels", 100)
+    write_batch(root / "train", 20, 1, b"fine_labels", 100)
+    write_batch(root / "test", 5, 2, b"fine_labels", 100)
     data = load_data(f"cifar100:{root}")
     assert data.num_classes == 100 and len(data.x) == 25 and int(data.y.max()) < 100
 
@@ -65,12 +46,12 @@ class _Evil:
 
 def test_a_batch_that_would_run_code_is_refused_and_bad_folders_say_why(tmp_path: Path) -> None:
     root = tmp_path / "c"
-    cifar10(root)
+    write_cifar10(root)
     (root / "data_batch_3").write_bytes(pickle.dumps({b"data": _Evil()}, protocol=2))
     with pytest.raises(NNMarkError, match="refused to construct"):
         load_data(f"cifar10:{root}")
     assert not Path("pwned").exists()
-    cifar10(root)
+    write_cifar10(root)
     (root / "test_batch").unlink()
     with pytest.raises(NNMarkError, match="test_batch: missing"):
         load_data(f"cifar10:{root}")

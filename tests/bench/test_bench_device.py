@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -24,6 +22,7 @@ from nnmark.bench.runner import bench_device, check_data
 from nnmark.cli import app
 from nnmark.data import load_data
 from nnmark.errors import NNMarkError
+from nnmark.testing.cifar import write_cifar10
 
 runner = CliRunner()
 
@@ -142,27 +141,6 @@ def test_rows_and_the_run_record_say_where_the_cells_ran(tmp_path: Path) -> None
     assert runs[1]["command"].endswith("--retry-failed --device auto")
 
 
-# The python-batches writer of tests/test_data_cifar.py (the official archive's pickled dicts).
-def _batch(path: Path, n: int, seed: int, label_key: bytes, classes: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-    labels = [int(v) for v in rng.integers(0, classes, size=n)]
-    doc = {
-        b"batch_label": b"testing batch",
-        label_key: labels,
-        b"data": data,
-        b"filenames": [f"img_{i}.png".encode() for i in range(n)],
-    }
-    path.write_bytes(pickle.dumps(doc, protocol=2))
-    return data
-
-
-def cifar10(root: Path, per_batch: int = 12) -> list[np.ndarray]:
-    root.mkdir(parents=True, exist_ok=True)
-    out = [_batch(root / f"data_batch_{i}", per_batch, i, b"labels", 10) for i in range(1, 6)]
-    return [*out, _batch(root / "test_batch", 10, 9, b"labels", 10)]
-
-
 def _cifar_preset(shared: Path) -> BenchSpec:
     """The shipped cifar preset with `{shared_data}` standing for `shared`."""
     text = (PRESET_DIR / "cifar.json").read_text().replace("{shared_data}", shared.as_posix())
@@ -175,7 +153,7 @@ def test_the_cifar_preset_plans_seed_002_and_003(tmp_path: Path) -> None:
     ResNet-32 (144 weights), which is a skip with uchida's own reason, not a failure."""
     shipped = PRESETS["cifar"]
     assert {t.data for t in shipped.tasks} == {f"cifar10:{(SHARED_DATA / 'cifar10').as_posix()}"}
-    cifar10(tmp_path / "cifar10")
+    write_cifar10(tmp_path / "cifar10")
     spec = _cifar_preset(tmp_path)
     assert [(t.arch, t.batch_size) for t in spec.tasks] == [("wrn", 64), ("resnet32", 128)]
     check_data(spec.tasks)  # the folder is there
