@@ -395,7 +395,8 @@ def test_the_headline_counts_an_attack_that_ruined_the_model_as_too_weak_not_sur
     got = dict(zip(header, line, strict=True))
     assert got["attacks that remove it within the budget (weakest strength)"] == "removes:1"
     assert got["robust to"] == "1/3 attacks"
-    assert got["attack too weak here (no strength within the budget)"] == "ruins"
+    too_weak = "attack too weak here (no strength within the budget; its least fidelity cost)"
+    assert got[too_weak] == "ruins (28.0 pts)"
     assert got["robust to adaptive attacks"] == "none run"
     # an attack that knows how marks are read (Attack.adaptive: obfuscate) is counted apart
     (header, line) = tables([*rows, row("obfuscate", 0, "not_found", 0.98)], 0.05)["headline"]

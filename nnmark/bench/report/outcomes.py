@@ -31,6 +31,7 @@ __all__ = [
     "scheme_key",
     "succeeded",
     "too_weak",
+    "least_cost",
     "usable",
 ]
 
@@ -75,6 +76,21 @@ def too_weak(rows: list[dict[str, Any]], label: str, budget: float) -> list[str]
         if r["label"] == label and not r.get("error"):
             fams[r["attack"]] = fams.get(r["attack"], False) or usable(r, budget)
     return sorted(a for a, ok in fams.items() if not ok)
+
+
+def least_cost(rows: list[dict[str, Any]], label: str, family: str) -> float | None:
+    """The smallest fidelity loss `family` cost `label`'s model at any strength: why an attack
+    too weak here is (by how far it missed the budget)."""
+    costs = [
+        r["fidelity_before"] - r["fidelity_after"]
+        for r in attacked(rows)
+        if r["label"] == label
+        and r["attack"] == family
+        and not r.get("error")
+        and r.get("fidelity_after") is not None
+        and r.get("fidelity_before") is not None
+    ]
+    return min(costs) if costs else None
 
 
 def adaptive(family: str) -> bool:

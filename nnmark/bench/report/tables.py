@@ -12,6 +12,7 @@ from nnmark.bench.report.outcomes import (
     attacked,
     headline,
     labelled,
+    least_cost,
     order,
     scheme_key,
     succeeded,
@@ -59,7 +60,7 @@ def headline_table(rows: Rows, budget: float) -> Table:
             "p unattacked",
             "attacks that remove it within the budget (weakest strength)",
             "robust to",
-            "attack too weak here (no strength within the budget)",
+            "attack too weak here (no strength within the budget; its least fidelity cost)",
             "robust to adaptive attacks",
         ]
     ]
@@ -88,11 +89,17 @@ def headline_table(rows: Rows, budget: float) -> Table:
                 _fmt(c.get("p_value"), ".2e") if c else "",
                 removed,
                 robust,
-                ", ".join(weak),
+                ", ".join(_with_cost(rows, s, a) for a in weak),
                 _adaptive_cell(hit, s, budget, weak) if robust else "",
             ]
         )
     return t
+
+
+def _with_cost(rows: Rows, label: str, family: str) -> str:
+    """'family (6.1 pts)': by how much the attack missed the budget at its mildest."""
+    cost = least_cost(rows, label, family)
+    return family if cost is None else f"{family} ({100 * cost:.1f} pts)"
 
 
 def _adaptive_cell(hit: Rows, label: str, budget: float, weak: list[str]) -> str:
