@@ -7,7 +7,8 @@ The host vector w (M values) is a layer's weights averaged over its filters; a s
 loss. The paper's E_R (`loss=bce`, the default) is the binary cross-entropy of sigmoid(Xw)
 against the bits, summed over bits; `loss=hinge` stops pushing a bit once it is `margin` past
 zero in units of its natural spread: the histogram stays the plain model's, at a cost in
-robustness (UchidaConfig says which).
+robustness (UchidaConfig says which); `vector=unit_kernels` reads the bits from unit-length
+kernels instead of the filter mean, so no rescaling of channels reaches them.
 Key types (the paper's three): `direct` (each row picks one weight), `diff` (+1/-1 on two
 weights), `random` (N(0, 1) entries; the paper's choice: lowest loss and an unchanged weight
 histogram). X is re-derived from the owner key, never stored. What is embedded is the payload
@@ -18,6 +19,8 @@ Example::
 
     nnmark train --data digits --model cnn --scheme uchida --bits 64 --set key_type=random \\
         --out marked.safetensors --key-out acme.nnkey
+    # a mark the host layer's histogram does not show:
+    nnmark train ... --scheme uchida --set loss=hinge --set vector=unit_kernels ...
     nnmark verify marked.safetensors --key acme.nnkey
 """
 
@@ -69,7 +72,7 @@ class UchidaConfig:
     lam overshoots the margin and inflates the weights again.
 
     Measured on digits, 3 seeds (benchmarks/results/uchida_loss_tradeoff.md): hinge leaves the
-    host's histogram as its plain twin's (host std 0.96x, against bce's 1.65x) and `detect`
+    host's histogram as its plain twin's (host std 0.96x, against bce's 1.66x) and `detect`
     neither flags its layer nor removes it; on the filter mean, `scale` (free for the thief)
     flips its small-margin bits, which `unit_kernels` prevents. What bce's inflated weights buy:
     they survive 90 % magnitude pruning with recovery fine-tuning, which removes the hinge mark
