@@ -19,9 +19,9 @@ Example::
 
     nnmark train --data digits --model cnn --scheme uchida --bits 64 --set key_type=random \\
         --out marked.safetensors --key-out acme.nnkey
-    # a mark the host layer's histogram does not show:
-    nnmark train ... --scheme uchida --set loss=hinge --set vector=unit_kernels ...
     nnmark verify marked.safetensors --key acme.nnkey
+    # a mark the host layer's histogram does not show: add
+    #   --set loss=hinge --set vector=unit_kernels
 """
 
 from __future__ import annotations
