@@ -94,13 +94,34 @@ def plan(spec: BenchSpec) -> tuple[list[ModelJob], list[ModelJob], list[Cell]]:
     return models, calib, cells
 
 
+def split_bits(scheme: str, options: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+    """(the scheme's options less `bits`, `bits`): a grid may give a mark's length as a scheme
+    option (`scheme_options: {uchida: {bits: 256}}`), but `nnmark.api.embed` takes it apart from
+    the scheme's config. A composite's options are per part; `embed` gives one `bits` to every
+    part, so the parts that set it must agree."""
+    if "+" not in scheme:
+        rest = {k: v for k, v in options.items() if k != "bits"}
+        return rest, options.get("bits")
+    parts: dict[str, Any] = {}
+    given: set[Any] = set()
+    for name, opts in options.items():
+        if isinstance(opts, dict) and "bits" in opts:
+            given.add(opts["bits"])
+            opts = {k: v for k, v in opts.items() if k != "bits"}
+        parts[name] = opts
+    if len(given) > 1:
+        raise NNMarkError(f"{scheme}: its parts give different bits {sorted(given)}; give one")
+    return parts, given.pop() if given else None
+
+
 def unsupported(task: Task, scheme: str, options: dict[str, Any], data: Any = None) -> str | None:
     """Why `scheme` (or a part of composite 'a+b') cannot mark `task`'s model, or None.
 
     Each scheme states what it supports in one place, its `plan()`: it is asked here on a fresh
     model of the task, and a refusal (NNMarkError) is the reason. Anything that fails before
     the question (a bad option, unreadable data) is not a refusal: None, so training fails and
-    its cells record the error, as any failure. `data`: the task's DataBundle, if loaded.
+    its cells record the error, as any failure. `data`: the task's DataBundle, if loaded. A
+    grid's `bits` option is asked at that length (a host layer too small for it is a refusal).
     """
     from nnmark.api import new_model
     from nnmark.config import build_config
@@ -111,6 +132,8 @@ def unsupported(task: Task, scheme: str, options: dict[str, Any], data: Any = No
     if scheme == "none":
         return None
     names = scheme.split("+")
+    options, bits = split_bits(scheme, options)
+    length = {} if bits is None else {"bits": bits}
     try:
         configs: list[tuple[str, Any, Any]] = []
         for name in names:
@@ -124,7 +147,7 @@ def unsupported(task: Task, scheme: str, options: dict[str, Any], data: Any = No
     key = OwnerKey.new("nnmark bench support check", nonce="00" * 16, created=BENCH_CREATED)
     for name, cls, cfg in configs:
         try:
-            cls.plan(model, key, cfg, data=data)
+            cls.plan(model, key, cfg, data=data, **length)
         except NNMarkError as exc:
             return f"{name} does not support {task.data.split(':')[0]}/{task.arch}: {exc}"
     return None

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from nnmark.bench.grid import Task
-from nnmark.bench.jobs import BENCH_CREATED, ModelJob
+from nnmark.bench.jobs import BENCH_CREATED, ModelJob, split_bits
 from nnmark.bench.store import ResultStore
 from nnmark.errors import NNMarkError
 
-__all__ = ["Notary", "bits_refusal", "split_bits", "stamp_keys", "train_model_timed"]
+__all__ = ["Notary", "stamp_keys", "train_model_timed"]
 
 
 def _train_config(task: Task, seed: int, epochs: int | None = None) -> Any:
@@ -28,54 +28,6 @@ def _train_config(task: Task, seed: int, epochs: int | None = None) -> Any:
         batch_size=task.batch_size,
         lr=task.lr,
     )
-
-
-def split_bits(scheme: str, options: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
-    """(the scheme's options less `bits`, `bits`): a grid may give a mark's length as a scheme
-    option (`scheme_options: {uchida: {bits: 256}}`), but `nnmark.api.embed` takes it apart from
-    the scheme's config. A composite's options are per part; `embed` gives one `bits` to every
-    part, so the parts that set it must agree."""
-    if "+" not in scheme:
-        rest = {k: v for k, v in options.items() if k != "bits"}
-        return rest, options.get("bits")
-    parts: dict[str, Any] = {}
-    given: set[Any] = set()
-    for name, opts in options.items():
-        if isinstance(opts, dict) and "bits" in opts:
-            given.add(opts["bits"])
-            opts = {k: v for k, v in opts.items() if k != "bits"}
-        parts[name] = opts
-    if len(given) > 1:
-        raise NNMarkError(f"{scheme}: its parts give different bits {sorted(given)}; give one")
-    return parts, given.pop() if given else None
-
-
-def bits_refusal(task: Task, scheme: str, options: dict[str, Any], data: Any) -> str | None:
-    """Why `scheme` cannot carry the `bits` its options ask for on `task`'s model (its own
-    `plan()` refuses, e.g. a host layer with fewer weights than bits), or None.
-
-    `jobs.unsupported` asks `plan()` at the default length; a grid that sets `bits` is asked
-    here at that length, so a host too small for it is skipped with the scheme's reason, not
-    failed. Anything else that goes wrong is left to training (None), as `unsupported` does.
-    """
-    from nnmark.api import new_model, resolve_schemes
-    from nnmark.keys import OwnerKey
-
-    options, bits = split_bits(scheme, options)
-    if bits is None or scheme == "none":
-        return None
-    try:
-        schemes = resolve_schemes(scheme, options or None)
-        model = new_model(task.arch, data, seed=0)
-    except Exception:  # noqa: BLE001 - reported by the training of the job instead
-        return None
-    key = OwnerKey.new("nnmark bench support check", nonce="00" * 16, created=BENCH_CREATED)
-    for cls, cfg in schemes:
-        try:
-            cls.plan(model, key, cfg, bits=bits, data=data)
-        except NNMarkError as exc:
-            return f"{cls.name} does not support {task.data.split(':')[0]}/{task.arch}: {exc}"
-    return None
 
 
 def train_model_timed(root: Path, job: ModelJob, device: str = "cpu") -> tuple[str, bool, float]:

@@ -40,9 +40,9 @@ from typing import Any
 from nnmark.bench.cells import run_cell, run_cell_stub
 from nnmark.bench.executors import Workers, init_ray, ray_gpus
 from nnmark.bench.grid import BenchSpec, Task
-from nnmark.bench.jobs import Cell, ModelJob, plan, unsupported
+from nnmark.bench.jobs import Cell, ModelJob, plan, split_bits, unsupported
 from nnmark.bench.metrics import cpu_seconds, machine, phase
-from nnmark.bench.models import Notary, bits_refusal, split_bits, stamp_keys, train_model_timed
+from nnmark.bench.models import Notary, stamp_keys, train_model_timed
 from nnmark.bench.store import ResultStore
 from nnmark.device import resolve_device
 from nnmark.errors import NNMarkError
@@ -210,10 +210,7 @@ def _skip_unsupported(store: ResultStore, todo: list[Cell]) -> list[Cell]:
                 if j.task.data not in loaded:
                     loaded[j.task.data] = _try_load(j.task.data)
                 data = loaded[j.task.data]
-                options, _ = split_bits(j.scheme, j.options)
-                reasons[j.ident] = unsupported(j.task, j.scheme, options, data) or bits_refusal(
-                    j.task, j.scheme, j.options, data
-                )
+                reasons[j.ident] = unsupported(j.task, j.scheme, j.options, data)
     keep = []
     for c in todo:
         why = reasons[c.job.ident] or (reasons[c.key_job.ident] if c.key_job else None)

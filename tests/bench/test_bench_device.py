@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 from nnmark.bench import PRESETS, BenchSpec, read_rows, run_bench
 from nnmark.bench.executors import Workers, ray_options, worker_devices
 from nnmark.bench.grid import PRESET_DIR, SHARED_DATA
-from nnmark.bench.jobs import plan, unsupported
-from nnmark.bench.models import bits_refusal, split_bits
+from nnmark.bench.jobs import plan, split_bits, unsupported
 from nnmark.bench.runner import bench_device, check_data
 from nnmark.cli import app
 from nnmark.data import load_data
@@ -164,14 +163,10 @@ def test_the_cifar_preset_plans_seed_002_and_003(tmp_path: Path) -> None:
     assert data.num_classes == 10 and tuple(data.x.shape[1:]) == (3, 32, 32)
     wrn, resnet = models[1], models[4]
     assert split_bits(wrn.scheme, wrn.options) == ({"layer": "layers.0.conv2"}, 256)
-    for job in (wrn, resnet, models[2], models[5]):
-        assert (
-            unsupported(job.task, job.scheme, split_bits(job.scheme, job.options)[0], data) is None
-        )
-    assert bits_refusal(wrn.task, wrn.scheme, wrn.options, data) is None  # 576 weights
-    why = bits_refusal(resnet.task, resnet.scheme, resnet.options, data)
+    for job in (wrn, models[2], models[5]):  # wrn's host: 576 weights for 256 bits
+        assert unsupported(job.task, job.scheme, job.options, data) is None
+    why = unsupported(resnet.task, resnet.scheme, resnet.options, data)  # asked at 256 bits
     assert why is not None and "holds at most 144 bits" in why and "asked for 256" in why
-    assert bits_refusal(models[2].task, "tartaglione", {}, data) is None
 
 
 def test_a_composite_whose_parts_disagree_on_bits_is_refused() -> None:
