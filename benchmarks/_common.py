@@ -6,10 +6,15 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from nnmark import evaluate
 from nnmark.bench.metrics import machine
+from nnmark.data.base import DataBundle
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -29,3 +34,16 @@ def write_results(name: str, payload: dict[str, Any], markdown_body: str) -> Non
         f"torch {m['torch']} ({m['torch_threads']} threads), {m['platform']}\n\n"
     )
     (RESULTS / f"{name}.md").write_text(header + markdown_body.rstrip() + "\n")
+
+
+def accuracy_on_test(
+    data: DataBundle, fraction: float | None = None
+) -> Callable[[torch.nn.Module], float]:
+    """model -> its accuracy on `data`'s test split (or a `fraction` of it)."""
+    kwargs = {} if fraction is None else {"fraction": fraction}
+    test = data.loader("test", 512, **kwargs)
+
+    def accuracy(model: torch.nn.Module) -> float:
+        return float(evaluate(model, test, data.task)["accuracy"])
+
+    return accuracy

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from nnmark import OwnerKey, TrainConfig, attack, embed, evaluate, load_data, new_model, train
+from nnmark import OwnerKey, TrainConfig, attack, embed, load_data, new_model, train
 from nnmark.api import bound_scheme, verify
 from nnmark.bench.jobs import BENCH_CREATED
 from nnmark.data import SHARED_DATA
@@ -40,7 +40,7 @@ from nnmark.defenses.realign import realign_suspect
 from nnmark.schemes import SCHEMES
 from nnmark.suspect import ModuleSuspect
 
-from _common import write_results
+from _common import accuracy_on_test, write_results
 
 #: The obfuscations, and as a baseline the generic rewrites the same answer undoes (permute,
 #: morph): what obfuscation adds is the difference between the two.
@@ -63,10 +63,8 @@ def recipe(args: argparse.Namespace, seed: int) -> TrainConfig:
 def run_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     data = load_data(f"mnist:{SHARED_DATA / 'mnist'}" if args.data == "mnist" else "digits")
-    test = data.loader("test", 512)
 
-    def acc(m: torch.nn.Module) -> float:
-        return float(evaluate(m, test, data.task)["accuracy"])
+    acc = accuracy_on_test(data)
 
     schemes = [n for n in SCHEMES.names() if SCHEMES.get(n).kind == "whitebox"]
     rows: list[dict[str, Any]] = []

@@ -16,11 +16,11 @@ import time
 
 import torch
 
-from nnmark import OwnerKey, TrainConfig, attack, embed, evaluate, load_data, new_model, verify
+from nnmark import OwnerKey, TrainConfig, attack, embed, load_data, new_model, verify
 from nnmark.bench.jobs import BENCH_CREATED
 from nnmark.data import SHARED_DATA
 
-from _common import write_results
+from _common import accuracy_on_test, write_results
 
 SHARED = SHARED_DATA
 OPTIONS = {"unrelated": {"source": f"fashion-mnist:{SHARED / 'fashion-mnist'}"}}
@@ -35,8 +35,7 @@ def main() -> None:
     data = load_data("digits")
     start = time.time()
 
-    def acc(m: torch.nn.Module) -> float:
-        return float(evaluate(m, data.loader("test", 512), data.task)["accuracy"])
+    acc = accuracy_on_test(data)
 
     rows = []
     for scheme in args.schemes.split(","):

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from nnmark import TrainConfig, attack, evaluate, load_data, new_model, train
+from nnmark import TrainConfig, attack, load_data, new_model, train
 
-from _common import write_results
+from _common import accuracy_on_test, write_results
 
 SPECS = (
     "knockoff:epochs=15",
@@ -42,11 +42,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = load_data("digits")
-    test = data.loader("test", 512)
     start = time.time()
 
-    def acc(m: torch.nn.Module) -> float:
-        return float(evaluate(m, test, data.task)["accuracy"])
+    acc = accuracy_on_test(data)
 
     rows: list[dict[str, Any]] = []
     for seed in range(args.seeds):

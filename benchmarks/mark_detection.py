@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from nnmark import OwnerKey, TrainConfig, attack, embed, evaluate, load_data, new_model, train
+from nnmark import OwnerKey, TrainConfig, attack, embed, load_data, new_model, train
 from nnmark.api import verify
 from nnmark.attacks.base import findings
 from nnmark.attacks.detect import DetectConfig, detect_layers
@@ -36,7 +36,7 @@ from nnmark.bench.jobs import BENCH_CREATED
 from nnmark.layers import weighted_layers
 from nnmark.schemes import SCHEMES
 
-from _common import write_results
+from _common import accuracy_on_test, write_results
 
 
 def host_layers(key: OwnerKey, model: torch.nn.Module) -> set[str]:
@@ -51,12 +51,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = load_data("digits")
-    test = data.loader("test", 512)
     threshold = DetectConfig().threshold
     start = time.time()
 
-    def acc(m: torch.nn.Module) -> float:
-        return float(evaluate(m, test, data.task)["accuracy"])
+    acc = accuracy_on_test(data)
 
     alarms = []
     # seeds 200+: the threshold was set looking at unmarked cnns of seeds 100-109

@@ -33,7 +33,6 @@ from nnmark import (
     TrainConfig,
     attack,
     embed,
-    evaluate,
     load_data,
     new_model,
     train,
@@ -44,7 +43,7 @@ from nnmark.data import SHARED_DATA
 from nnmark.schemes import scheme_for
 from nnmark.schemes._positions import perturbation_losses
 
-from _common import write_results
+from _common import accuracy_on_test, write_results
 
 SHARED = SHARED_DATA
 OPTIONS = {"R": 4}
@@ -97,11 +96,9 @@ def run(data: Any, arch: str, seed: int, args: argparse.Namespace) -> dict[str, 
     options = {**dict(kv.split("=", 1) for kv in args.set), **OPTIONS}
     marked, key = embed(plain, data, "tartaglione", options=options, key=key, config=more)
     seconds = time.time() - t0
-    test = data.loader("test", 512, fraction=args.test_fraction)
     x, y = next(iter(data.loader("test", 2000, fraction=args.test_fraction)))
 
-    def acc(m: torch.nn.Module) -> float:
-        return float(evaluate(m, test, data.task)["accuracy"])
+    acc = accuracy_on_test(data, args.test_fraction)
 
     def loss(m: torch.nn.Module) -> float:
         with torch.no_grad():

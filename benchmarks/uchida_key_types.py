@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from nnmark import OwnerKey, TrainConfig, embed, evaluate, load_data, new_model, train, verify
+from nnmark import OwnerKey, TrainConfig, embed, load_data, new_model, train, verify
 
-from _common import write_results
+from _common import accuracy_on_test, write_results
 
 KEY_TYPES = ("direct", "diff", "random")
 
@@ -31,8 +31,7 @@ def main() -> None:
     data = load_data("digits")
     start = time.time()
 
-    def acc(m: torch.nn.Module) -> float:
-        return float(evaluate(m, data.loader("test", 512), data.task)["accuracy"])
+    acc = accuracy_on_test(data)
 
     rows = []
     for seed in range(args.seeds):

@@ -29,14 +29,14 @@ import numpy as np
 import torch
 from scipy.stats import ks_2samp
 
-from nnmark import OwnerKey, TrainConfig, attack, embed, evaluate, load_data, new_model, train
+from nnmark import OwnerKey, TrainConfig, attack, embed, load_data, new_model, train
 from nnmark.api import verify
 from nnmark.attacks.detect import DetectConfig, detect_layers
 from nnmark.bench.jobs import BENCH_CREATED
 from nnmark.layers import get_layer
 from nnmark.schemes.uchida import DEFAULT_LAM
 
-from _common import write_results
+from _common import accuracy_on_test, write_results
 
 #: variant -> the scheme's options
 VARIANTS: dict[str, dict[str, str]] = {
@@ -58,10 +58,8 @@ ATTACKS = (
 def run_seed(seed: int) -> dict[str, Any]:
     torch.set_num_threads(1)
     data = load_data("digits")
-    test = data.loader("test", 512)
 
-    def acc(m: torch.nn.Module) -> float:
-        return float(evaluate(m, test, data.task)["accuracy"])
+    acc = accuracy_on_test(data)
 
     cfg = TrainConfig(seed=seed)
     init = new_model("cnn", data, seed=seed)

@@ -44,12 +44,12 @@ import numpy as np
 import torch
 from scipy.stats import ks_2samp
 
-from nnmark import OwnerKey, TrainConfig, embed, evaluate, load_data, new_model, train, verify
+from nnmark import OwnerKey, TrainConfig, embed, load_data, new_model, train, verify
 from nnmark.bench.jobs import BENCH_CREATED
 from nnmark.data import SHARED_DATA
 from nnmark.layers import get_layer
 
-from _common import write_results
+from _common import accuracy_on_test, write_results
 
 HOST = "conv3"
 BITS = 256
@@ -72,10 +72,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Every recipe on one seed: a plain twin per optimiser, a marked model per recipe."""
     torch.set_num_threads(1)
     data = load_data(f"mnist:{SHARED_DATA / 'mnist'}")
-    test = data.loader("test", 1000)
 
-    def acc(m: torch.nn.Module) -> float:
-        return float(evaluate(m, test, data.task)["accuracy"])
+    acc = accuracy_on_test(data)
 
     init = new_model("cnn", data, seed=seed)
     plains: dict[str, tuple[float, np.ndarray]] = {}
