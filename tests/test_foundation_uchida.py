@@ -11,9 +11,10 @@ import torch
 from nnmark import OwnerKey, TrainConfig, attack, embed, evaluate, new_model, train, verify
 from nnmark.attacks.detect import detect_layers
 from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
 from nnmark.layers import get_layer, host_vector, unit_kernel_vector
 from nnmark.schemes import scheme_for
-from nnmark.schemes.uchida import embed_without_training
+from nnmark.schemes.uchida import Uchida, UchidaConfig, embed_without_training
 
 EPOCHS = 20
 #: One seed here; the mean over 3 seeds (the foundation issue's figure) is measured by
@@ -76,6 +77,53 @@ def test_unit_kernel_vector_ignores_positive_channel_rescaling() -> None:
     assert torch.allclose(
         unit_kernel_vector(lin * out_f[:10].view(-1, 1)), unit_kernel_vector(lin), atol=1e-6
     )
+
+
+@pytest.mark.parametrize("vector", ["mean", "unit_kernels"])
+def test_no_reader_claims_unmarked_models_over_many_keys(
+    vector: str, digits: DataBundle, unmarked_cnns: list[torch.nn.Module]
+) -> None:
+    """Either host vector, 10 keys per architecture never used to mark anything: no claim on
+    the ten unmarked trained CNNs nor on freshly initialised resnet20s and MLPs, and bits that
+    read as coins (mean BER near 1/2), since the key's mask is independent of any such model."""
+    models = {
+        "cnn": unmarked_cnns,
+        "resnet20": [new_model("resnet20", digits, seed=s) for s in (1, 2)],
+        "mlp": [new_model("mlp", digits, seed=s) for s in (1, 2)],
+    }
+    bers = []
+    for arch, group in models.items():
+        for i in range(10):
+            owner = OwnerKey.new(f"null {arch} {i}", nonce=f"{i:032x}")
+            config = UchidaConfig(vector=vector, loss="hinge")  # how it was embedded: irrelevant
+            key = owner.with_mark(Uchida.plan(group[0], owner, config, bits=64))
+            for model in group:
+                v = verify(model, key)
+                assert v.verdict == "not_found" and v.p_value >= 1e-6, (arch, i, v.ber)
+                bers.append(v.ber)
+    assert 0.45 < float(np.mean(bers)) < 0.55, np.mean(bers)
+
+
+def test_keys_written_before_the_new_options_stay_canonical(digits: DataBundle) -> None:
+    """A default mark's key holds exactly the options it held before `loss`, `margin` and
+    `vector` existed (every secret is derived from them), and spelling a default out is refused
+    like any non-canonical config."""
+    owner = OwnerKey.new("canonical", nonce="ab" * 16)
+    model = new_model("cnn", digits, seed=0)
+    mark = Uchida.plan(model, owner, UchidaConfig(), bits=16)
+    assert mark.config == {"key_type": "random", "lam": 0.05, "layer": None}
+    hinge = Uchida.plan(model, owner, UchidaConfig(loss="hinge", vector="unit_kernels"), bits=16)
+    assert hinge.config == {
+        "key_type": "random",
+        "lam": 0.002,
+        "layer": None,
+        "loss": "hinge",
+        "vector": "unit_kernels",
+    }
+    spelled = owner.new_mark("uchida", {**mark.config, "vector": "mean"}, mark.layer, mark.bits,
+                             data=mark.data)  # fmt: skip
+    with pytest.raises(NNMarkError, match="not complete and canonical"):
+        Uchida(spelled)
 
 
 def test_hinge_loss_leaves_the_host_histogram_as_the_plain_models(
