@@ -53,6 +53,9 @@ from nnmark.schemes.base import (
 )
 from nnmark.suspect import Suspect
 
+#: What the bits are read from (`vector`): the paper's filter mean, or the mean of unit-length
+#: kernels, which no positive rescaling of channels changes.
+HOST_VECTORS = {"mean": host_vector, "unit_kernels": unit_kernel_vector}
 #: lam when the config leaves it unset, per loss.
 DEFAULT_LAM = {"bce": 0.05, "hinge": 0.002}
 
@@ -202,11 +205,8 @@ class Uchida(Scheme):
         return get_layer(unwrap(model), self.mark.layer or "").weight
 
     def host(self, weight: torch.Tensor) -> torch.Tensor:
-        """The M values the bits are read from (`vector`: the paper's filter mean, or the
-        mean of unit-length kernels, which no positive rescaling of channels changes)."""
-        if self.config.vector == "unit_kernels":
-            return unit_kernel_vector(weight)
-        return host_vector(weight)
+        """The M values the bits are read from (HOST_VECTORS[vector])."""
+        return HOST_VECTORS[self.config.vector](weight)
 
     def logits(self, weight: torch.Tensor) -> torch.Tensor:
         w = self.host(weight)
