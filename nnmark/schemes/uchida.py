@@ -223,7 +223,7 @@ class Uchida(Scheme):
         return sign * (x @ w) / (x.norm(dim=1) * rms)
 
     def embed_loss(self, weight: torch.Tensor) -> torch.Tensor:
-        """E_R summed over bits: hinge on `margins` (default) or the paper's cross-entropy."""
+        """E_R summed over bits: the paper's cross-entropy (default) or the hinge on `margins`."""
         if self.config.loss == "hinge":
             return F.relu(self.config.margin - self.margins(weight)).sum()
         y = self.logits(weight)
