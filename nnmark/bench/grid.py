@@ -32,6 +32,16 @@ LADDERS: dict[str, tuple[str, tuple[float, ...]]] = {
 }
 INTEGER_OPTIONS = ("epochs", "bits")
 
+#: More ladders for one attack than its single strength option: a family name -> (the registered
+#: attack, its fixed options, the option its ladder varies and three values). Fine-tuning is the
+#: removal every paper measures, and a thief picks the optimiser and the rate: the attack's own
+#: ladder varies epochs (Adam 1e-3); these sweep the rate with SGD (momentum 0.9) and with Adam
+#: (1e-3 is the attack's own ladder).
+VARIANTS: dict[str, tuple[str, dict[str, Any], str, tuple[float, ...]]] = {
+    "finetune-sgd": ("finetune", {"optimizer": "sgd", "epochs": 10}, "lr", (0.001, 0.01, 0.05)),
+    "finetune-lr": ("finetune", {"epochs": 10}, "lr", (1e-4, 3e-3, 1e-2)),
+}
+
 
 @dataclass(frozen=True)
 class Task:
@@ -82,6 +92,7 @@ class BenchSpec:
     """A grid: tasks, schemes (empty: all registered), attacks (empty: all), chains, composites.
 
     `chains` are attack names joined by '+': each runs at the three ladder levels of its parts.
+    `variants` are more ladders of one attack (`VARIANTS`), run when that attack is in the grid.
     `composites` are scheme names joined by '+' (one key, several marks, one Fisher verdict);
     "auto" pairs one white-box with one black-box scheme from the registry.
     """
@@ -96,6 +107,7 @@ class BenchSpec:
     calibration_models: int = 4  # unmarked models per task verified with every key
     calibration_epochs: int | None = None  # default: the task's epochs
     ladders: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    variants: tuple[str, ...] = tuple(VARIANTS)
     scheme_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     exclude_schemes: tuple[str, ...] = ()
@@ -109,6 +121,11 @@ class BenchSpec:
             raise NNMarkError(f"budget must be in [0, 1] (a fidelity fraction), got {self.budget}")
         if self.calibration_models < 0:
             raise NNMarkError(f"calibration_models must be >= 0, got {self.calibration_models}")
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise NNMarkError(
+                f"unknown attack variant(s) {', '.join(unknown)} (known: {', '.join(VARIANTS)})"
+            )
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> BenchSpec:
@@ -174,15 +191,23 @@ class BenchSpec:
             ATTACKS.get(n)
         return [n for n in names if n not in self.exclude_attacks]
 
+    def resolved_variants(self) -> list[str]:
+        """The grid's variants whose attack is in the grid."""
+        attacks = set(self.resolved_attacks())
+        return [v for v in self.variants if VARIANTS[v][0] in attacks]
+
     def ladder(self, name: str) -> tuple[str, tuple[float, ...]] | None:
         """(option, three values) for attack `name`, or None when it has no strength ladder."""
         if name in self.ladders:
             ((opt, values),) = self.ladders[name].items()
             return opt, tuple(values)
+        if name in VARIANTS:
+            return VARIANTS[name][2], VARIANTS[name][3]
         return LADDERS.get(name)
 
     def _step(self, name: str, level: int | None) -> tuple[str, str | None, float | None]:
-        opts = dict(self.attack_options.get(name, {}))
+        base, fixed = (VARIANTS[name][0], VARIANTS[name][1]) if name in VARIANTS else (name, {})
+        opts = {**self.attack_options.get(base, {}), **fixed, **self.attack_options.get(name, {})}
         lad = self.ladder(name)
         option = value = None
         if lad is not None and level is not None:
@@ -190,12 +215,12 @@ class BenchSpec:
             value = values[min(level, len(values) - 1)]
             opts[option] = int(value) if option in INTEGER_OPTIONS else value
         body = ",".join(f"{k}={v}" for k, v in opts.items())
-        return name + (f":{body}" if body else ""), option, value
+        return base + (f":{body}" if body else ""), option, value
 
     def attack_cells(self) -> list[AttackCell]:
-        """Every attack at each of its ladder's strengths (or once), then the chains."""
+        """Every attack at each of its ladder's strengths (or once), the variants, the chains."""
         cells = []
-        for name in self.resolved_attacks():
+        for name in [*self.resolved_attacks(), *self.resolved_variants()]:
             lad = self.ladder(name)
             if lad is None:
                 cells.append(AttackCell(name, self._step(name, None)[0]))

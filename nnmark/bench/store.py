@@ -39,7 +39,8 @@ ROW_SCHEMA: dict[str, str] = {
     "seed": "int: seed of the marked model's training",
     "scheme": "str: scheme name, 'a+b' for a composite mark, 'none' for the plain model",
     "scheme_kind": "str | null: 'whitebox' | 'blackbox' | 'integrity' | 'composite' | null",
-    "attack": "str: attack family: a registered name, 'a+b' for a chain, 'none', or 'unmarked'",
+    "attack": "str: attack family: a registered name, a variant of one (grid.VARIANTS), 'a+b' "
+    "for a chain, 'none', or 'unmarked'",
     "attack_spec": "str: the exact spec given to nnmark.api.attack",
     "strength_option": "str | null: the option the ladder varies (fraction, sigma, epochs, bits)",
     "strength": "float | null: its value in this cell",

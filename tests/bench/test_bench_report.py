@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from nnmark.attacks import ATTACKS
 from nnmark.bench import PRESETS, ROW_SCHEMA, BenchSpec, read_rows
-from nnmark.bench.grid import SHARED_DATA
+from nnmark.bench.grid import SHARED_DATA, VARIANTS
 from nnmark.cli import app
+from nnmark.errors import NNMarkError
 from nnmark.schemes import SCHEMES
 
 runner = CliRunner()
@@ -294,7 +295,12 @@ def test_presets_enumerate_the_registries() -> None:
     quick = PRESETS["quick"]
     assert quick.resolved_schemes() == SCHEMES.names()
     families = {c.family for c in quick.attack_cells()}
-    assert families == set(ATTACKS.names()) | set(quick.chains)
+    assert families == set(ATTACKS.names()) | set(quick.chains) | set(VARIANTS)
+    sgd = [c.spec for c in quick.attack_cells() if c.family == "finetune-sgd"]
+    assert sgd == [f"finetune:optimizer=sgd,epochs=10,lr={lr}" for lr in (0.001, 0.01, 0.05)]
+    assert not BenchSpec.from_dict({"attacks": ["prune"], "chains": []}).resolved_variants()
+    with pytest.raises(NNMarkError, match="unknown attack variant"):
+        BenchSpec.from_dict({"variants": ["finetune-rmsprop"]})
     (composite,) = quick.resolved_composites()
     kinds = {SCHEMES.get(p).kind for p in composite.split("+")}
     assert kinds == {"whitebox", "blackbox"}
