@@ -47,3 +47,16 @@ def accuracy_on_test(
         return float(evaluate(model, test, data.task)["accuracy"])
 
     return accuracy
+
+
+def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t interval (0 for a single value)."""
+    import statistics
+
+    from scipy import stats
+
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, 0.0
+    half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * statistics.stdev(values)
+    return m, half / len(values) ** 0.5
