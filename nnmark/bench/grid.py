@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from nnmark.attacks import ATTACKS
 from nnmark.data import SHARED_DATA as _SHARED_DATA
@@ -56,6 +56,11 @@ class Task:
     # share of the test split fidelity is measured on (a seeded leading subset): on a CPU,
     # evaluating 10,000 MNIST images costs more than most attacks; the models do not change.
     test_fraction: float = 1.0
+    # the owner's optimiser (TrainConfig's; the papers' CIFAR models train with SGD); a task
+    # that keeps these defaults has the recipe, cache names and cells it had before they existed
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if (
@@ -63,17 +68,36 @@ class Task:
             or not 0 < self.fraction <= 1
             or not 0 < self.test_fraction <= 1
             or self.batch_size < 1
+            or self.lr <= 0
+            or self.optimizer not in ("adam", "sgd")
+            or not 0 <= self.momentum < 1
+            or not 0 <= self.weight_decay < 1
         ):
             raise NNMarkError(
                 f"bad task {self}: epochs >= 0, 0 < fraction <= 1, 0 < test_fraction <= 1, "
-                "batch_size >= 1"
+                "batch_size >= 1, lr > 0, optimizer adam or sgd, 0 <= momentum < 1, "
+                "0 <= weight_decay < 1"
             )
+
+    def optimiser_changes(self) -> dict[str, Any]:
+        """The optimiser fields set away from their defaults (only these enter recipes, cache
+        names and cell names, so adding the fields renamed no earlier model or cell)."""
+        defaults = Task()
+        return {
+            k: getattr(self, k)
+            for k in OPTIMISER_FIELDS
+            if getattr(self, k) != getattr(defaults, k)
+        }
 
     @property
     def label(self) -> str:
         frac = "" if self.fraction == 1 else f",fraction={self.fraction}"
         frac += "" if self.test_fraction == 1 else f",test_fraction={self.test_fraction}"
+        frac += "".join(f",{k}={v}" for k, v in self.optimiser_changes().items())
         return f"{self.data}/{self.arch}(epochs={self.epochs}{frac})"
+
+
+OPTIMISER_FIELDS = ("optimizer", "momentum", "weight_decay")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nnmark.bench.cache import model_id
-from nnmark.bench.grid import AttackCell, BenchSpec, Task
+from nnmark.bench.grid import OPTIMISER_FIELDS, AttackCell, BenchSpec, Task
 from nnmark.bench.store import content_id
 from nnmark.errors import NNMarkError
 
@@ -30,6 +30,9 @@ class ModelJob:
         options, the seed and the epochs."""
         task = asdict(self.task)
         task.pop("test_fraction")  # where fidelity is measured does not change the model
+        for k in OPTIMISER_FIELDS:  # only where set: the recipes of earlier grids stand
+            task.pop(k)
+        task.update(self.task.optimiser_changes())
         return [task, self.scheme, self.options, self.seed, self.epochs]
 
     @property
@@ -62,6 +65,7 @@ class Cell:
         t = self.job.task
         head = f"{t.data}|{t.arch}|e{t.epochs}|f{t.fraction}|b{t.batch_size}|lr{t.lr}"
         head += "" if t.test_fraction == 1 else f"|t{t.test_fraction}"
+        head += "".join(f"|{k}={v}" for k, v in t.optimiser_changes().items())
         if self.attack is None:
             assert self.key_job is not None
             return f"{head}|calibration|{self.key_job.scheme}|s{self.key_job.seed}|u{self.job.seed}"

@@ -27,6 +27,9 @@ def _train_config(task: Task, seed: int, epochs: int | None = None) -> Any:
         fraction=task.fraction,
         batch_size=task.batch_size,
         lr=task.lr,
+        optimizer=task.optimizer,
+        momentum=task.momentum,
+        weight_decay=task.weight_decay,
     )
 
 

@@ -158,7 +158,12 @@ def test_the_cifar_preset_plans_seed_002_and_003(tmp_path: Path) -> None:
     check_data(spec.tasks)  # the folder is there
     models, calibration, cells = plan(spec)
     assert [m.scheme for m in models] == ["none", "uchida", "tartaglione"] * 2
-    assert len(calibration) == 8 and len(cells) == 112
+    # 6 models x (none, 3 x 4 ladders, 2 x 3 fine-tuning variants, 3 chain levels) + calibration
+    assert len(calibration) == 8 and len(cells) == 148
+    sgd = [(t.optimizer, t.lr, t.momentum, t.weight_decay) for t in spec.tasks]
+    assert sgd == [("sgd", 0.1, 0.9, 5e-4), ("sgd", 0.1, 0.9, 1e-4)]  # the papers' optimisers
+    assert "|optimizer=sgd|momentum" not in cells[0].ident  # momentum 0.9 is the default
+    assert cells[0].ident.endswith("|optimizer=sgd|weight_decay=0.0005|none|none|s0")
     data = load_data(spec.tasks[0].data)
     assert data.num_classes == 10 and tuple(data.x.shape[1:]) == (3, 32, 32)
     wrn, resnet = models[1], models[4]

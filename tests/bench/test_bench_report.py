@@ -233,7 +233,7 @@ def test_report_renders_in_a_real_browser(tiny: tuple[Path, Path], tmp_path: Pat
     assert "src='http" not in text and "<script" not in text  # self-contained
     assert "fraction must be in [0, 1], got 1.5" in text
     summary = md.read_text()
-    assert "| uchida | whitebox |" in summary and "| permute | 1/2 attacks |" in summary
+    assert "| uchida | whitebox |" in summary and "| permute (0.0 pts) | 1/2 attacks |" in summary
     assert "drops by less than 5 points" in summary and "nnmark bench --config" in summary
 
     chromium = shutil.which("chromium")
@@ -399,7 +399,8 @@ def test_the_headline_counts_an_attack_that_ruined_the_model_as_too_weak_not_sur
     ]
     (header, line) = tables(rows, 0.05)["headline"]
     got = dict(zip(header, line, strict=True))
-    assert got["attacks that remove it within the budget (weakest strength)"] == "removes:1"
+    removed = "attacks that remove it within the budget (the removal that cost least; its cost)"
+    assert got[removed] == "removes:1 (2.0 pts)"
     assert got["robust to"] == "1/3 attacks"
     too_weak = "attack too weak here (no strength within the budget; its least fidelity cost)"
     assert got[too_weak] == "ruins (28.0 pts)"
@@ -409,3 +410,24 @@ def test_the_headline_counts_an_attack_that_ruined_the_model_as_too_weak_not_sur
     got = dict(zip(header, line, strict=True))
     assert got["robust to adaptive attacks"] == "0/1 (removed by obfuscate)"
     assert got["robust to"] == "1/4 attacks"
+
+
+def test_a_task_names_only_the_optimiser_fields_it_changes() -> None:
+    """Tasks gained the owner's optimiser (issue 15: the papers' CIFAR models train with SGD);
+    a task at the defaults keeps the recipe, and so the cache names, nonces and cells, it had
+    before the fields existed."""
+    from nnmark.bench.grid import Task
+    from nnmark.bench.jobs import ModelJob
+    from nnmark.bench.models import _train_config
+
+    plain = ModelJob(Task(), "none", 0, {})
+    assert set(plain.recipe[0]) == {"data", "arch", "epochs", "fraction", "batch_size", "lr"}
+    sgd = Task(optimizer="sgd", lr=0.1, weight_decay=1e-4)
+    assert sgd.optimiser_changes() == {"optimizer": "sgd", "weight_decay": 1e-4}
+    assert sgd.label.endswith(",optimizer=sgd,weight_decay=0.0001)")
+    job = ModelJob(sgd, "none", 0, {})
+    assert job.recipe[0]["optimizer"] == "sgd" and job.ident != plain.ident
+    cfg = _train_config(sgd, 0)
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
+    with pytest.raises(NNMarkError, match="optimizer adam or sgd"):
+        BenchSpec.from_dict({"tasks": [{"optimizer": "rmsprop"}]})

@@ -149,16 +149,23 @@ def alpha_of(rows: list[dict[str, Any]]) -> float:
 
 def headline(rows: list[dict[str, Any]], budget: float) -> dict[str, list[str]]:
     """Per scheme (and composite), the attacks that succeed within the budget at some strength,
-    each with the weakest successful spec."""
+    each as its best removal for the thief: the successful spec that cost least fidelity, with
+    that cost ("finetune:epochs=5 (0.8 pts)"; the weaker strength on a tie)."""
     rows = labelled(rows)
     out: dict[str, list[str]] = {}
     for s in order(rows)[0]:
-        wins: dict[str, str] = {}
+        wins: dict[str, dict[str, Any]] = {}
         for r in sorted(
             (r for r in attacked(rows) if r["label"] == s),
             key=lambda r: (r["attack"], r.get("level") or 0),
         ):
-            if r["attack"] not in wins and succeeded(r, budget):
-                wins[r["attack"]] = r["attack_spec"]
-        out[s] = list(wins.values())
+            best = wins.get(r["attack"])
+            if succeeded(r, budget) and (best is None or cost(r) < cost(best)):
+                wins[r["attack"]] = r
+        out[s] = [f"{r['attack_spec']} ({100 * cost(r):.1f} pts)" for r in wins.values()]
     return out
+
+
+def cost(row: dict[str, Any]) -> float:
+    """The fidelity an attack cost (before - after)."""
+    return float(row["fidelity_before"] - row["fidelity_after"])

@@ -58,7 +58,7 @@ def headline_table(rows: Rows, budget: float) -> Table:
             "kind",
             "fidelity marked (plain)",
             "p unattacked",
-            "attacks that remove it within the budget (weakest strength)",
+            "attacks that remove it within the budget (the removal that cost least; its cost)",
             "robust to",
             "attack too weak here (no strength within the budget; its least fidelity cost)",
             "robust to adaptive attacks",
