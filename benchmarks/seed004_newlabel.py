@@ -55,10 +55,10 @@ def share(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def measure(
     model: nn.Module, key: OwnerKey, data: DataBundle, test: tuple[torch.Tensor, torch.Tensor]
 ) -> dict[str, Any]:
-    scheme = bound_scheme(key, 0)
+    scheme = bound_scheme(key, 0, data)
     assert isinstance(scheme, TriggerScheme)
     fx, fy = scheme.fresh_samples(data, 500, seed=7)
-    v = verify(model, key)
+    v = verify(model, key, data=data)
     return {
         "normal": share(model, *test),
         "key": share(model, scheme.x, scheme.y),
