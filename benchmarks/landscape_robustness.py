@@ -41,6 +41,7 @@ from nnmark import (
     train,
     verify,
 )
+from nnmark.bench.jobs import BENCH_CREATED
 from nnmark.schemes import scheme_for
 from nnmark.schemes._positions import perturbation_losses
 
@@ -104,7 +105,7 @@ def measure(
     if scheme == "none":
         model, key = train(model0, data, cfg), None
     else:
-        key = OwnerKey.new("bench", nonce=f"{seed:02d}" * 16)
+        key = OwnerKey.new("bench", nonce=f"{seed:02d}" * 16, created=BENCH_CREATED)
         model, key = embed(model0, data, scheme, options=options, key=key, bits=64, config=cfg)
     row["seconds"] = time.perf_counter() - t0
     row["accuracy"] = evaluate(model, data.loader("test"), data.task)["accuracy"]
@@ -114,6 +115,7 @@ def measure(
     if scheme in ("tartaglione", "watermas"):
         sigma = getattr(s.config, "sigma", getattr(s.config, "rho", 1.0))
         gen = torch.Generator().manual_seed(1000 + seed)
+        s.positions.bind(model)  # the layers' std (the noise unit), from the marked model
         row["landscape"] = perturbation_losses(model, s.positions, test_loss, sigma, 20, gen)
     row["ber"] = verify(model, key).ber
     for spec in ATTACKS:

@@ -71,6 +71,7 @@ def main() -> None:
                     config=cfg,
                 )
                 s = scheme_for(key.marks[0])
+                s.positions.bind(model)  # the layers' std (the noise unit)
                 gen = torch.Generator().manual_seed(1000 + seed)
                 land = perturbation_losses(model, s.positions, test_loss, s.config.rho, 20, gen)
                 row.update(

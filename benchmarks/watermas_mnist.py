@@ -63,6 +63,7 @@ def main() -> None:
         )
         marked_s = time.perf_counter() - t0
         s = scheme_for(key.marks[0])
+        s.positions.bind(marked)  # the layers' std (the noise unit)
         gen = torch.Generator().manual_seed(1000 + seed)
         land = perturbation_losses(marked, s.positions, test_loss, s.config.rho, 20, gen)
         row = {

@@ -109,7 +109,7 @@ def check_layers(mark: Mark, fraction: float) -> int:
     return total
 
 
-def magnitude_band(w: torch.Tensor, low: float = 0.5, high: float = 0.99) -> torch.Tensor:
+def magnitude_band(w: torch.Tensor, low: float = 0.75, high: float = 0.99) -> torch.Tensor:
     """The sorted weight magnitudes of `w` between its `low` and `high` quantiles (at least one
     value; a tensor of zeros gives a small positive magnitude)."""
     mags = w.abs().sort().values
@@ -146,7 +146,7 @@ class KeyPositions:
     @torch.no_grad()
     def bind(self, model: nn.Module, draw: torch.Generator | None = None) -> None:
         """Set the key values from the model being marked. With `draw`, each value's magnitude
-        is one of the tensor's own weight magnitudes, drawn between its median and its 99th
+        is one of the tensor's own weight magnitudes, drawn between its 75th and its 99th
         percentile: the marked values follow the layer's distribution (no outliers, nothing
         near zero whose sign a nudge flips), not one magnitude per layer. Without, +-2 std."""
         for layer, (name, p) in zip(self.layers, self.params(model).items()):

@@ -49,8 +49,8 @@ def test_tartaglione_values_are_drawn_from_the_layers_own_magnitudes(
     base_cnn: nn.Module, digits: DataBundle
 ) -> None:
     """Issue 16: not one magnitude per layer (+-2 std, easy to spot) but magnitudes of the
-    trained layer itself, between its median and 99th percentile (the seed's "no outliers");
-    the same key gives the same values."""
+    trained layer itself, between its 75th and 99th percentiles (the seed's "no outliers"; none
+    near zero, where a fine-tune flips signs); the same key gives the same values."""
     key = owner_key("tartaglione")
     config = TartaglioneConfig()
     mark = Tartaglione.plan(base_cnn, key, config, data=digits)
@@ -61,7 +61,7 @@ def test_tartaglione_values_are_drawn_from_the_layers_own_magnitudes(
     for tensor, values in scheme.positions.values.items():
         assert torch.equal(values, again.positions.values[tensor])
         mags = trained[tensor].detach().abs().flatten()
-        lo, hi = mags.quantile(0.5), mags.quantile(0.99)
+        lo, hi = mags.quantile(0.75), mags.quantile(0.99)
         assert bool(((values.abs() >= lo - 1e-7) & (values.abs() <= hi + 1e-7)).all()), tensor
         assert len(values.abs().unique()) > len(values) // 2, tensor  # not one magnitude
         assert torch.equal(
