@@ -481,7 +481,7 @@ def _rows_003() -> list[Row]:
                 "test error marked at R = 4 after training minus before",
                 f"{7.29 - 7.14:+.2f} points (CIFAR-10, R = 4 vs 0)",
                 f"{gap:+.2f} points (MNIST {arch}, {len(mine)} seeds)",
-                "yes" if gap <= 0.5 else f"no ({gap:.1f} points)",
+                "yes" if gap <= 0.5 else f"no ({gap:.2f} points)",
                 "tolerance 0.5 points; fine-tune-to-embed from the trained plain model, on a "
                 "fraction of MNIST (benchmarks/results/seed003_tartaglione*.md)",
             )
