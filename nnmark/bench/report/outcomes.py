@@ -64,7 +64,7 @@ def usable(row: dict[str, Any], budget: float) -> bool:
     """The attack left a model within the fidelity budget (whatever the verdict)."""
     if row.get("error") or row.get("verdict") is None or row.get("fidelity_after") is None:
         return False
-    return bool(row["fidelity_before"] - row["fidelity_after"] < budget)
+    return cost(row) < budget
 
 
 def too_weak(rows: list[dict[str, Any]], label: str, budget: float) -> list[str]:
@@ -82,7 +82,7 @@ def least_cost(rows: list[dict[str, Any]], label: str, family: str) -> float | N
     """The smallest fidelity loss `family` cost `label`'s model at any strength: why an attack
     too weak here is (by how far it missed the budget)."""
     costs = [
-        r["fidelity_before"] - r["fidelity_after"]
+        cost(r)
         for r in attacked(rows)
         if r["label"] == label
         and r["attack"] == family
