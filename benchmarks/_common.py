@@ -60,3 +60,9 @@ def mean_ci(values: list[float], confidence: float = 0.95) -> tuple[float, float
         return m, 0.0
     half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * statistics.stdev(values)
     return m, half / len(values) ** 0.5
+
+
+def interval(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    """'mean +- half-width' of `values` x `scale` (mean_ci), for a results table."""
+    m, h = mean_ci([scale * v for v in values])
+    return f"{m:.{digits}f} +- {h:.{digits}f}"

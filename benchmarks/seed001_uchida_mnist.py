@@ -48,7 +48,7 @@ from nnmark import (
 from nnmark.bench.jobs import BENCH_CREATED
 from nnmark.data import SHARED_DATA
 
-from _common import mean_ci, write_results
+from _common import interval, write_results
 
 SHARED = SHARED_DATA
 # BER after each attack as seed 001 gives it; its accuracy (98 %, with and without the mark) is
@@ -128,11 +128,6 @@ def main() -> None:
         "\n".join(lines),
     )
     print("\n".join(lines))
-
-
-def interval(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    m, h = mean_ci([scale * v for v in values])
-    return f"{m:.{digits}f} +- {h:.{digits}f}"
 
 
 def render(

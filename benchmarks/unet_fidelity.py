@@ -23,7 +23,7 @@ from nnmark import OwnerKey, TrainConfig, embed, evaluate, load_data, new_model,
 from nnmark.bench.jobs import BENCH_CREATED
 from nnmark.data import SHARED_DATA
 
-from _common import mean_ci, write_results
+from _common import interval, write_results
 
 SEED001 = {"plain": 0.841, "marked": 0.816}
 
@@ -66,10 +66,6 @@ def main() -> None:
 
 
 def render(rows: list[dict[str, Any]], args: argparse.Namespace, n: int, secs: float) -> list[str]:
-    def interval(values: list[float]) -> str:
-        m, h = mean_ci(values)
-        return f"{m:.3f} +- {h:.3f}"
-
     lines = [
         f"U-Net on the BBBC039 subset ({n} training tiles), {args.epochs} epochs, batch 8; "
         f"{args.bits}-bit Uchida mark in {rows[0]['host']}; {len(rows)} seeds (plain and marked "
@@ -84,8 +80,8 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace, n: int, secs: f
         marked = [r["marked"][metric] for r in rows]
         seed = f"{SEED001['plain']} -> {SEED001['marked']}" if metric == "dice" else ""
         lines.append(
-            f"| {metric} | {interval(plain)} | {interval(marked)} | "
-            f"{interval([m - p for m, p in zip(marked, plain, strict=True)])} | {seed} |"
+            f"| {metric} | {interval(plain, digits=3)} | {interval(marked, digits=3)} | "
+            f"{interval([m - p for m, p in zip(marked, plain, strict=True)], digits=3)} | {seed} |"
         )
     lines += [
         "",
