@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nnmark import SCHEMES, OwnerKey, attack, evaluate, verify
+from nnmark import SCHEMES, OwnerKey, attack, evaluate, new_model, verify
 from nnmark.api import CLAIM_CPU_YEARS, bound_scheme
 from nnmark.calibrate import calibrate
 from nnmark.cli import app
@@ -202,7 +203,6 @@ def test_a_frontier_key_of_the_previous_format_is_refused_with_the_reason(
 
 
 def test_frontier_warms_up_an_untrained_model(digits: DataBundle) -> None:
-    from nnmark import new_model
     from nnmark.schemes.frontier import FrontierConfig
 
     key = OwnerKey.new("o", nonce="f2" * 16)
@@ -246,6 +246,40 @@ def test_newlabel_grows_the_head_generalises_and_survives_finetuning(
         # because the rest of the key could not reach it (futility, before the whole budget)
         short = bare.p_value < 1e-6 and "key search reaches it" in (bare.claim_rule or "")
         assert short or (bare.queries or 0) < 2 * scheme.config.n, bare
+
+
+def test_newlabel_margin_holds_key_samples_above_the_other_classes(
+    blackbox_marked, digits: DataBundle
+) -> None:  # type: ignore[no-untyped-def]
+    """The margin hinge sees only a batch's key samples, in eval mode: zero without key samples
+    or once they clear the margin, a gradient otherwise; training mode and BatchNorm's running
+    statistics are left as they were (a resnet here)."""
+    model, key = blackbox_marked["newlabel"]
+    scheme = NewLabel(key.marks[0])
+    x, _ = scheme.fresh_samples(digits, 16)
+    normal, labels = digits.tensors("test")
+    assert float(scheme.penalty(model, (normal[:16], labels[:16])).detach()) == 0.0
+    keys = (x, torch.full((16,), 10))
+    with torch.no_grad():
+        z = model(x)
+        gap = z[:, 10] - z[:, :10].max(1).values
+    for margin in (float(gap.max()) + 1, float(gap.min()) - 1):  # every key sample short / clear
+        scheme.config = dataclasses.replace(scheme.config, margin=margin)
+        expected = scheme.config.margin_weight * torch.relu(margin - gap).mean()
+        assert float(scheme.penalty(model, keys).detach()) == pytest.approx(
+            float(expected), rel=1e-5
+        )
+        assert (float(expected) > 0) == (margin > float(gap.max()))
+
+    scheme = NewLabel(key.marks[0])
+    net = scheme.prepare(new_model("resnet20", digits, seed=0))
+    net.train()
+    stats = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    loss = scheme.penalty(net, keys)
+    loss.backward()
+    assert float(loss) > 0 and net.training and all(m.training for m in net.modules())
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in stats.items())
+    assert net.conv1.weight.grad is not None and float(net.conv1.weight.grad.abs().sum()) > 0
 
 
 def test_fresh_samples_reuse_the_key_transformation(blackbox_marked, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
