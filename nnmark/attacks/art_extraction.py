@@ -53,7 +53,7 @@ def art(module: str, attack: str) -> Any:
         ) from None
 
 
-def _classifier(model: nn.Module, data: DataBundle, lr: float | None) -> Any:
+def _classifier(model: nn.Module, data: DataBundle, classes: int, lr: float | None) -> Any:
     PyTorchClassifier = art("art.estimators.classification", "ART extraction").PyTorchClassifier
 
     return PyTorchClassifier(
@@ -61,7 +61,7 @@ def _classifier(model: nn.Module, data: DataBundle, lr: float | None) -> Any:
         loss=nn.CrossEntropyLoss(),
         optimizer=torch.optim.Adam(model.parameters(), lr=lr) if lr else None,
         input_shape=data.input_shape,
-        nb_classes=data.num_classes,
+        nb_classes=classes,
         clip_values=(0.0, 1.0),
         device_type="cpu",
     )
@@ -82,12 +82,18 @@ def steal(
         raise NNMarkError("ART extraction attacks need a classification model")
     x, y = data.tensors("thief")
     student = fresh_copy(model, arch)
-    victim = _classifier(model, data, None)
-    thieved = _classifier(student, data, lr)
+    # As many classes as the suspect answers: a new-label mark adds one past the task's, and a
+    # victim declared with the task's count would fail on the first input answered with it.
+    training = model.training
+    with torch.no_grad():
+        classes = int(model.eval()(x[:1]).shape[1])
+    model.train(training)
+    victim = _classifier(model, data, classes, None)
+    thieved = _classifier(student, data, classes, lr)
     state = np.random.get_state()
     np.random.seed(seed_of(generator))
     try:
-        labels = np.eye(data.num_classes, dtype=np.float32)[y.numpy()] if with_labels else None
+        labels = np.eye(classes, dtype=np.float32)[y.numpy()] if with_labels else None
         make(victim).extract(x.numpy(), labels, thieved_classifier=thieved)
     finally:
         np.random.set_state(state)

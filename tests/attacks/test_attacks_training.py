@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -222,3 +223,23 @@ def test_art_attacks_without_the_extra_say_so(plain_cnn, digits, tmp_path, monke
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "knockoff needs the Adversarial Robustness Toolbox" in r.stderr
     assert not (tmp_path / "o.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", ["knockoff", "copycat"])
+def test_art_extraction_copies_every_class_the_suspect_answers(
+    name: str, plain_cnn, digits
+) -> None:  # type: ignore[no-untyped-def]
+    """A new-label mark answers a class past the task's: the thief's copy learns it too (a
+    victim declared with the task's 10 classes failed on the first such answer)."""
+    from nnmark.schemes.newlabel import NewLabel, NewLabelConfig
+
+    key = OwnerKey.new("o", nonce="c1" * 16)
+    mark = NewLabel.plan(plain_cnn, key, NewLabelConfig(), data=digits)
+    model = NewLabel(mark).prepare(copy.deepcopy(plain_cnn))
+    with torch.no_grad():
+        model.fc2.bias[10] = model.fc2.bias[:10].max() + 5  # answers the new label for a share
+        model.fc2.weight[10] = model.fc2.weight[:10].mean(0)  # ... of the thief's inputs
+    answers = model(digits.tensors("thief")[0]).argmax(1)
+    assert 0 < int((answers == 10).sum()) < len(answers)
+    stolen = attack(model, f"{name}:epochs=1,queries=200", digits, seed=1)
+    assert stolen.fc2.out_features == 11
