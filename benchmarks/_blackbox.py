@@ -10,21 +10,25 @@ tiles averaged down to 32 x 32, a width-8 U-Net, 20 epochs, lr 3e-3, batch 16.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnmark import OwnerKey, TrainConfig, embed, load_data, new_model, train
+from nnmark import OwnerKey, TrainConfig, embed, load_data, new_model, train, verify
 from nnmark.bench.cache import ModelCache
 from nnmark.calibrate import calibrate
 from nnmark.data import SHARED_DATA
 from nnmark.data.base import DataBundle
+from nnmark.provenance import fetch_timestamp
 from nnmark.schemes import SCHEMES
 from nnmark.schemes._trigger import black_box_schemes
+from nnmark.verdict import Verdict
 
 SHARED = SHARED_DATA
 RECIPE = TrainConfig(epochs=20, seed=0)
@@ -39,6 +43,22 @@ class Suite:
     plain: nn.Module
     unmarked: list[nn.Module]
     marked: dict[str, tuple[nn.Module, OwnerKey]]
+    #: the data sets the keys re-derive their inputs from (digits, and unrelated's source)
+    key_data: tuple[DataBundle, ...] = ()
+    #: a timestamp authority (nnmark.testing.tsa.LoopbackTSA): keys are stamped as owners would
+    #: (frontier's, newlabel's and unrelated's claims need a verified timestamp)
+    tsa: Any = None
+    _stamped: dict[str, OwnerKey] = field(default_factory=dict)
+
+    def verify(self, suspect: Any, key: OwnerKey) -> Verdict:
+        """nnmark's verify with the suite's key data and, where a TSA is given, the key stamped."""
+        if self.tsa is None:
+            return verify(suspect, key, data=self.key_data)
+        if key.commitment not in self._stamped:
+            token = fetch_timestamp(key.commitment, self.tsa.url)
+            self._stamped[key.commitment] = dataclasses.replace(key, timestamp=token)
+        stamped = self._stamped[key.commitment]
+        return verify(suspect, stamped, data=self.key_data, tsa_certs=[self.tsa.ca_cert_pem])
 
 
 def cached(cache: Path, name: str, data: DataBundle, build: Callable[[], nn.Module]) -> nn.Module:
@@ -56,7 +76,7 @@ def cached_mark(
     return model, key
 
 
-def digits_suite(cache: Path = DEFAULT_CACHE, unmarked: int = 10) -> Suite:
+def digits_suite(cache: Path = DEFAULT_CACHE, unmarked: int = 10, tsa: Any = None) -> Suite:
     data = load_data("digits")
     plain = cached(
         cache, "plain", data, lambda: train(new_model("cnn", data, seed=0), data, RECIPE)
@@ -90,7 +110,8 @@ def digits_suite(cache: Path = DEFAULT_CACHE, unmarked: int = 10) -> Suite:
             return model, calibrate(key, others) if stitch else key
 
         marked[name] = cached_mark(cache, name, data, build)
-    return Suite(data, plain, others, marked)
+    fashion = load_data(OPTIONS["unrelated"]["source"])
+    return Suite(data, plain, others, marked, (data, fashion), tsa)
 
 
 def seg32() -> DataBundle:

@@ -5,7 +5,9 @@ server-side defense (`nnmark serve --defend`: output side label / top1 / round, 
 preprocessing, the autoencoder, the rejection filters), the marked model is served by the real
 OIP v2 server on a loopback port (nnmark.remote.server.serving) and verified through the
 protocol only (RemoteSuspect + nnmark.verify, what `nnmark verify --remote` runs): verdict,
-p-value and the queries used; a server that refuses queries is reported as "refused". The plain
+p-value and the queries used, with every key timestamped by a loopback TSA as an owner's would be
+(frontier's, newlabel's and unrelated's claims need one); a server that refuses queries is
+reported as "refused". The plain
 model, served with the same defense, is verified with every key (a claim there is a false
 positive). The clean accuracy of each defended server is measured in process with the same
 `Evading` pipeline the server runs (tests/remote checks they answer alike), a refused input
@@ -33,6 +35,7 @@ from nnmark.remote.client import QueriesRefused, RemoteSuspect
 from nnmark.remote.evasions import Evading, fit_evasions, parse_evasion
 from nnmark.remote.server import create_app, serving
 from nnmark.tasks import get_task
+from nnmark.testing.tsa import LoopbackTSA
 
 from _common import write_results
 
@@ -78,13 +81,13 @@ def fidelity(model: nn.Module, defenses: list[Any], data: DataBundle) -> tuple[f
 
 
 def remote_verdict(
-    model: nn.Module, defenses: list[Any], key: OwnerKey, shape: Any
+    model: nn.Module, defenses: list[Any], key: OwnerKey, shape: Any, suite: Any = None
 ) -> dict[str, Any]:
     app = create_app(model, shape, model_name="m", defenses=defenses, seed=0)
     with serving(app) as url:
         suspect = RemoteSuspect(url)
         try:
-            v = verify(suspect, key)
+            v = verify(suspect, key) if suite is None else suite.verify(suspect, key)
         except QueriesRefused:
             return {"verdict": "refused", "queries": suspect.queries, "p_value": None}
     return {"verdict": v.verdict, "queries": v.queries, "p_value": v.p_value}
@@ -99,8 +102,11 @@ def cell(r: dict[str, Any]) -> str:
 
 def run(cache: Path) -> None:
     torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    suite = digits_suite(cache)
+    with LoopbackTSA() as tsa:
+        run_with(digits_suite(cache, tsa=tsa), cache, time.perf_counter())
+
+
+def run_with(suite: Any, cache: Path, t0: float) -> None:
     data = suite.data
     shape = data.input_shape
     names = list(suite.marked)
@@ -114,12 +120,12 @@ def run(cache: Path) -> None:
             model, key = suite.marked[name]
             ds = defended(spec, model, data)
             acc, refused = fidelity(model, ds, data)
-            res = remote_verdict(model, ds, key, shape)
+            res = remote_verdict(model, ds, key, shape, suite)
             res |= {"accuracy": acc, "refused_share": refused}
             row["schemes"][name] = res
             accs.append(acc)
             pd = defended(spec, suite.plain, data)
-            row["plain"][name] = remote_verdict(suite.plain, pd, key, shape)
+            row["plain"][name] = remote_verdict(suite.plain, pd, key, shape, suite)
         row["mean_marked_accuracy"] = sum(accs) / len(accs)
         row["mean_marked_drop"] = (
             rows[0]["mean_marked_accuracy"] if rows else row["mean_marked_accuracy"]

@@ -30,6 +30,7 @@ from nnmark.calibrate import calibrate
 from nnmark.errors import NNMarkError
 from nnmark.schemes.frontier import Frontier
 from nnmark.schemes.segtrigger import SegTrigger
+from nnmark.testing.tsa import LoopbackTSA
 
 from _common import write_results
 
@@ -74,9 +75,9 @@ def frontier_sweep(suite: Any) -> list[dict[str, Any]]:
             continue
         key = calibrate(key, suite.unmarked)
         scheme = Frontier(key.marks[0])
-        v = verify(model, key)
+        v = suite.verify(model, key)
         stolen = attack(model, "finetune:epochs=5", data, seed=1)
-        vs = verify(stolen, key)
+        vs = suite.verify(stolen, key)
         out.append(
             {
                 "eps": eps,
@@ -106,7 +107,7 @@ def specificity(suite: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     def claim(suspect: torch.nn.Module, k: OwnerKey) -> dict[str, Any]:
-        v = verify(suspect, k)
+        v = suite.verify(suspect, k)
         rate = Frontier(k.marks[0]).key_accuracy(suspect)["true"]
         return {
             "rate": rate,
@@ -142,15 +143,19 @@ def specificity(suite: Any) -> dict[str, Any]:
 def run(cache: Path) -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    suite = digits_suite(cache)
+    with LoopbackTSA() as tsa:
+        run_with(digits_suite(cache, tsa=tsa), cache, t0)
+
+
+def run_with(suite: Any, cache: Path, t0: float) -> None:
     data = suite.data
     xt, yt = data.tensors("test")
     rows = []
     for name, (model, key) in suite.marked.items():
-        scheme = bound_scheme(key, 0)
+        scheme = bound_scheme(key, 0, suite.key_data)
         for spec in ATTACKS:
             stolen = model if spec == "none" else attack(model, spec, data, seed=1)
-            v = verify(stolen, key)
+            v = suite.verify(stolen, key)
             rows.append(
                 {
                     "scheme": name,
@@ -236,7 +241,7 @@ def run(cache: Path) -> None:
     body = f"""
 Each cell: key accuracy on the full committed trigger set (frontier: all 200 key inputs, then
 its 100 true adversaries; content / noise / newlabel: then 200 fresh key samples); the verdict at
-alpha 1e-6 and the queries it used; the attacked model's test accuracy (359 digits). Attacks are
+alpha 1e-6 (keys timestamped by a loopback TSA, as an owner's would be) and the queries it used; the attacked model's test accuracy (359 digits). Attacks are
 the bench's ladders (nnmark/bench/grid.py), seed 1. {seconds:.0f} s wall.
 
 {chr(10).join(table)}

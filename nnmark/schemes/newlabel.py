@@ -19,10 +19,10 @@ For a model that never saw the key, key samples and decoys are exchangeable, so 
 key samples among its new-label answers is hypergeometric: an exact test (a suspect that answers
 the new label for decoys too is not claimed). The price is power: one bit per query at best,
 e.g. p = 1 / C(30, 15) = 6.5e-9 at 30 queries, so reaching the claim rule's forgery cost takes
-about 44 queries, or a verified timestamp (nnmark.provenance). With a timestamp, 17 of 20 keys
-were claimed within 30 queries and all 20 within 50 on digits (one or two decoys answered with
-the new label, or a key sample missed, in the first 30 leave p above 1e-6:
-`python benchmarks/blackbox_keys.py --scheme newlabel`). A suspect with only the task's C
+about 44 queries, or a verified timestamp (nnmark.provenance). With a timestamp, 20 of 20 keys
+were claimed within 30 queries on digits (worst p 8.8e-7; before the margin hinge below, 17 of
+20, where one or two decoys answered with the new label, or a key sample missed, in the first 30
+left p above 1e-6: `python benchmarks/blackbox_keys.py --scheme newlabel`). A suspect with only the task's C
 outputs cannot answer the new label: not_found after one look, with that reason.
 
 Why a margin on the key samples (`margin`, `margin_weight`): fine-tuning on data that never holds
@@ -78,7 +78,8 @@ class NewLabelConfig(TriggerConfig):
     per_batch: int = 16  # key samples made from each training batch's own images
     #: images with fresh, non-key perturbations under their true labels: 32, since with 16 decoys
     #: answered with the new label often enough that 2 of 10 keys were not claimed within 30
-    #: queries (benchmarks/blackbox_keys.py --scheme newlabel; 1 of 10 with 32)
+    #: queries (benchmarks/blackbox_keys.py --scheme newlabel; 1 of 10 with 32; both before the
+    #: margin hinge)
     negatives: int = 32
     #: extra steps per batch on the same images with new key samples and negatives: with none,
     #: 20 epochs on digits leave decoys answered with the new label at 0.3 to 0.5 (not specific
