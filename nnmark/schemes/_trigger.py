@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnmark.config import check, config_to_dict
+from nnmark.config import check
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey
@@ -248,7 +248,9 @@ class TriggerScheme(Scheme):
         data: DataBundle | None = None,
     ) -> Mark:
         data = cls.check_data(data)
-        mark = key.new_mark(cls.name, config_to_dict(config), None, (), data=cls.key_data(data))
+        mark = key.new_mark(
+            cls.name, cls.canonical_config(config), None, (), data=cls.key_data(data)
+        )
         cls(mark, [data]).x  # noqa: B018  (derive now: a bad source fails before training)
         return mark
 

@@ -124,6 +124,10 @@ class Scheme(Hooks):
     realigns_to_marked: ClassVar[bool] = False
     needs_trained: ClassVar[bool] = False
     situation: ClassVar[Literal["train", "finetune"]] = "train"
+    #: Options added after keys of this scheme were first issued: left out of a key while at
+    #: their defaults, so keys written before them stay canonical and a default mark's key (every
+    #: secret is derived from it) stays what it was.
+    later_options: ClassVar[tuple[str, ...]] = ()
     config: Any
     #: Calibration of this mark on unmarked models (key.derived["calibration"]), set by verify.
     calibration: dict[str, Any] | None = None
@@ -131,8 +135,14 @@ class Scheme(Hooks):
     @classmethod
     def canonical_config(cls, config: Any) -> dict[str, Any]:
         """The config as a key holds it, every option as written (every secret is derived from
-        it, and a key that spells it otherwise is refused)."""
-        return config_to_dict(config)
+        it, and a key that spells it otherwise is refused); `later_options` only where set."""
+        out = config_to_dict(config)
+        if not cls.later_options:
+            return out
+        default = cls.Config()
+        return {
+            k: v for k, v in out.items() if k not in cls.later_options or getattr(default, k) != v
+        }
 
     def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
         self.mark = mark
@@ -213,7 +223,7 @@ class Scheme(Hooks):
             if payload is not None
             else payload_bits(key.owner, key.nonce, n, len(key.marks))
         )
-        return key.new_mark(cls.name, config_to_dict(config), None, chosen)
+        return key.new_mark(cls.name, cls.canonical_config(config), None, chosen)
 
     #: True when the host fixes the payload length (one bit per marked entry: tartaglione,
     #: watermas); False when the owner chooses it (`bits`), up to `capacity`.

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnmark.config import check, config_to_dict
+from nnmark.config import check
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
@@ -98,12 +98,6 @@ class UchidaConfig:
         return self.lam if self.lam is not None else DEFAULT_LAM[self.loss]
 
 
-#: options added after key format v2, left out of a key while at these values: every secret is
-#: derived from the key's config, so a default mark's key (and its bits) stays what it was, and
-#: keys written before them stay canonical.
-LATER_DEFAULTS = {name: getattr(UchidaConfig(), name) for name in ("loss", "margin", "vector")}
-
-
 def projection(mark: Mark, m: int, key_type: str) -> torch.Tensor:
     """The secret T x M matrix X, re-derived from the key (same key -> same X, bit for bit)."""
     t = len(mark.bits)
@@ -133,6 +127,8 @@ def projection(mark: Mark, m: int, key_type: str) -> torch.Tensor:
 class Uchida(Scheme):
     Config = UchidaConfig
     kind = "whitebox"
+    #: added after key format v2 (a default mark's key and bits stay what they were)
+    later_options = ("loss", "margin", "vector")
     paper = "Uchida et al., Embedding Watermarks into Deep Neural Networks, ICMR 2017"
 
     config: UchidaConfig
@@ -193,8 +189,7 @@ class Uchida(Scheme):
     @classmethod
     def canonical_config(cls, config: Any) -> dict[str, Any]:
         """lam resolved (its default depends on the loss); later options only where set."""
-        out = config_to_dict(config) | {"lam": config.penalty_weight}
-        return {k: v for k, v in out.items() if k not in LATER_DEFAULTS or LATER_DEFAULTS[k] != v}
+        return super().canonical_config(config) | {"lam": config.penalty_weight}
 
     def matrix(self, m: int, device: torch.device | None = None) -> torch.Tensor:
         if self._x is None or self._x.shape[1] != m:
