@@ -1,6 +1,10 @@
-"""Finding host layers by name: what white-box schemes, attacks and defenses share."""
+"""Finding host layers by name, and running a model in eval mode: what white-box schemes,
+attacks and defenses share."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -60,3 +64,16 @@ def unit_kernel_vector(weight: torch.Tensor) -> torch.Tensor:
     kernels = weight.reshape(n, weight.shape[1], -1) if per_channel else weight.reshape(n, 1, -1)
     unit = kernels / kernels.norm(dim=2, keepdim=True).clamp_min(1e-12)
     return unit.mean(0).flatten()
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode inside the block (BatchNorm's running statistics untouched, no
+    dropout), then every module back in its own mode (a trainer may hold some in eval)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode

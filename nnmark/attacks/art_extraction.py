@@ -39,6 +39,7 @@ from nnmark.attacks.base import Attack
 from nnmark.config import check
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
+from nnmark.layers import evaluating
 
 
 def art(module: str, attack: str) -> Any:
@@ -84,10 +85,8 @@ def steal(
     student = fresh_copy(model, arch)
     # As many classes as the suspect answers: a new-label mark adds one past the task's, and a
     # victim declared with the task's count would fail on the first input answered with it.
-    training = model.training
-    with torch.no_grad():
-        classes = int(model.eval()(x[:1]).shape[1])
-    model.train(training)
+    with torch.no_grad(), evaluating(model):
+        classes = int(model(x[:1]).shape[1])
     victim = _classifier(model, data, classes, None)
     thieved = _classifier(student, data, classes, lr)
     state = np.random.get_state()

@@ -61,7 +61,7 @@ from torch import nn
 from nnmark.config import check
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
-from nnmark.layers import weighted_layers
+from nnmark.layers import evaluating, weighted_layers
 from nnmark.schemes import register
 from nnmark.schemes._trigger import TriggerConfig, TriggerScheme, source_images, undecided
 from nnmark.schemes.base import Batch
@@ -172,14 +172,9 @@ class NewLabel(TriggerScheme):
         keys = y == self.classes
         if c.margin_weight == 0 or not bool(keys.any()):
             return torch.zeros((), device=x.device)
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
-        try:
+        with evaluating(model):
             out = model(x[keys])
-            z = getattr(out, "logits", out).float()  # a transformers model returns an output object
-        finally:
-            for m, mode in modes:
-                m.training = mode
+        z = getattr(out, "logits", out).float()  # a transformers model returns an output object
         gap = z[:, self.classes] - z[:, : self.classes].max(1).values
         return c.margin_weight * F.relu(c.margin - gap).mean()
 
