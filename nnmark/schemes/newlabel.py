@@ -119,8 +119,6 @@ class NewLabel(TriggerScheme):
     Config = NewLabelConfig
     config: NewLabelConfig
     independent_null = True
-    #: the margin hinge came later: keys issued before it stay canonical
-    later_options = ("margin", "margin_weight")
     paper = "Zhong et al., Protecting IP of Deep Neural Networks with Watermarking: A New Label Helps, PAKDD 2020"
 
     def draw_patterns(self, n: int, gen: torch.Generator) -> torch.Tensor:

@@ -23,7 +23,7 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.schemes._trigger import black_box_schemes, source_images
 from nnmark.schemes.frontier import Frontier
-from nnmark.schemes.newlabel import NewLabel, NewLabelConfig, perturb
+from nnmark.schemes.newlabel import NewLabel, perturb
 from nnmark.sequential import LookPlan
 from nnmark.suspect import ModuleSuspect
 
@@ -280,22 +280,6 @@ def test_newlabel_margin_holds_key_samples_above_the_other_classes(
     assert float(loss) > 0 and net.training and all(m.training for m in net.modules())
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in stats.items())
     assert net.conv1.weight.grad is not None and float(net.conv1.weight.grad.abs().sum()) > 0
-
-
-def test_newlabel_keys_written_before_the_margin_stay_canonical(digits: DataBundle) -> None:
-    """A default new-label key holds exactly the options it held before `margin` and
-    `margin_weight` existed (an owner's key issued then still verifies); set ones are written;
-    spelling a default out is refused like any non-canonical config."""
-    owner = OwnerKey.new("canonical", nonce="ab" * 16)
-    model = new_model("cnn", digits, seed=0)
-    mark = NewLabel.plan(model, owner, NewLabelConfig(), data=digits)
-    assert not {"margin", "margin_weight"} & set(mark.config)
-    NewLabel(mark, [digits])  # canonical as written
-    set_ = NewLabel.plan(model, owner, NewLabelConfig(margin_weight=0.0), data=digits)
-    assert set_.config["margin_weight"] == 0.0 and "margin" not in set_.config
-    spelled = owner.new_mark("newlabel", {**mark.config, "margin": 30.0}, None, (), data=mark.data)
-    with pytest.raises(NNMarkError, match="not complete and canonical"):
-        NewLabel(spelled, [digits])
 
 
 def test_fresh_samples_reuse_the_key_transformation(blackbox_marked, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
