@@ -128,6 +128,10 @@ class Scheme(Hooks):
     #: their defaults, so keys written before them stay canonical and a default mark's key (every
     #: secret is derived from it) stays what it was.
     later_options: ClassVar[tuple[str, ...]] = ()
+    #: Options added later whose default is not what the keys issued before them did: a key
+    #: that holds none of them was embedded without them and reads them as these values (and
+    #: stays canonical); a key that holds one must hold all, and new keys write every one.
+    legacy_options: ClassVar[dict[str, Any]] = {}
     config: Any
     #: Calibration of this mark on unmarked models (key.derived["calibration"]), set by verify.
     calibration: dict[str, Any] | None = None
@@ -146,8 +150,11 @@ class Scheme(Hooks):
 
     def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
         self.mark = mark
-        self.config = build_config(self.Config, mark.config)
-        if self.canonical_config(self.config) != mark.config:
+        written = dict(mark.config)
+        if self.legacy_options and not any(k in written for k in self.legacy_options):
+            written |= self.legacy_options  # a key from before them: what it was embedded with
+        self.config = build_config(self.Config, written)
+        if self.canonical_config(self.config) != written:
             raise key_error(
                 mark, "config", "is not complete and canonical (every option, as written)"
             )

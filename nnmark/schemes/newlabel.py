@@ -120,6 +120,8 @@ class NewLabel(TriggerScheme):
     config: NewLabelConfig
     independent_null = True
     paper = "Zhong et al., Protecting IP of Deep Neural Networks with Watermarking: A New Label Helps, PAKDD 2020"
+    #: keys issued before the margin hinge hold neither option: they were embedded without it
+    legacy_options = {"margin": 30.0, "margin_weight": 0.0}
 
     def draw_patterns(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """n perturbation patterns in [-1, 1] (key samples, decoys and negatives alike)."""

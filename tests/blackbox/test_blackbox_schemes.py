@@ -277,9 +277,25 @@ def test_newlabel_margin_holds_key_samples_above_the_other_classes(
     stats = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
     loss = scheme.penalty(net, keys)
     loss.backward()
-    assert float(loss) > 0 and net.training and all(m.training for m in net.modules())
+    assert float(loss.detach()) > 0 and net.training and all(m.training for m in net.modules())
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in stats.items())
     assert net.conv1.weight.grad is not None and float(net.conv1.weight.grad.abs().sum()) > 0
+
+
+def test_newlabel_keys_from_before_the_margin_hinge_are_accepted(blackbox_marked) -> None:  # type: ignore[no-untyped-def]
+    """A key written before `margin` / `margin_weight` existed holds neither: it is accepted as
+    what it was (the hinge off), while one holding only one of them is refused, and new keys
+    write both (so the keys issued since keep their secrets)."""
+    _, key = blackbox_marked["newlabel"]
+    mark = key.marks[0]
+    assert {"margin", "margin_weight"} <= set(mark.config)
+    old = {k: v for k, v in mark.config.items() if k not in ("margin", "margin_weight")}
+    fields = {"data": mark.data, "stored": mark.stored}
+    before = key.new_mark("newlabel", old, mark.layer, mark.bits, **fields)
+    assert NewLabel(before).config.margin_weight == 0.0
+    half = key.new_mark("newlabel", {**old, "margin": 30.0}, mark.layer, mark.bits, **fields)
+    with pytest.raises(NNMarkError, match="not complete and canonical"):
+        NewLabel(half)
 
 
 def test_fresh_samples_reuse_the_key_transformation(blackbox_marked, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
