@@ -109,7 +109,7 @@ def check_layers(mark: Mark, fraction: float) -> int:
     return total
 
 
-def magnitude_band(w: torch.Tensor, low: float = 0.75, high: float = 0.99) -> torch.Tensor:
+def magnitude_band(w: torch.Tensor, low: float = 0.95, high: float = 0.995) -> torch.Tensor:
     """The sorted weight magnitudes of `w` between its `low` and `high` quantiles (at least one
     value; a tensor of zeros gives a small positive magnitude)."""
     mags = w.abs().sort().values
@@ -146,9 +146,14 @@ class KeyPositions:
     @torch.no_grad()
     def bind(self, model: nn.Module, draw: torch.Generator | None = None) -> None:
         """Set the key values from the model being marked. With `draw`, each value's magnitude
-        is one of the tensor's own weight magnitudes, drawn between its 75th and its 99th
-        percentile: the marked values follow the layer's distribution (no outliers, nothing
-        near zero whose sign a nudge flips), not one magnitude per layer. Without, +-2 std."""
+        is one of the tensor's own weight magnitudes, drawn between its 95th and its 99.5th
+        percentile: the marked values follow the layer's distribution (no outliers beyond its
+        largest weights, nothing near zero whose sign a nudge flips), not one magnitude per
+        layer. Why that high: a thief's Adam fine-tune moves a few weights of a wide layer by
+        0.02-0.035 (MNIST cnn's fc1, whose 75th percentile is 0.019): from the 75th
+        percentile up 4-9 of its 4,014 key values changed sign, from the 90th one, from the
+        95th none on 3 seeds (Adam and SGD thieves; benchmarks/seed003_tartaglione.py).
+        Without `draw`, +-2 std."""
         for layer, (name, p) in zip(self.layers, self.params(model).items()):
             w = p.detach().float().flatten()
             std = float(w.std()) if w.numel() > 1 else float(w.abs().sum())
@@ -185,6 +190,20 @@ class KeyPositions:
         for name, p in self.params(model).items():
             if p.grad is not None:
                 p.grad.view(-1)[self.index[name]] = 0
+
+    def inward_gradient(self, model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
+        """Mean over the marked entries of relu(dL/dv * sign(v)), differentiable (a double
+        backward): the part of the loss gradient at each key value that a thief's descent would
+        follow towards zero, i.e. towards flipping the sign that carries the bit."""
+        params = self.params(model)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        total = loss.new_zeros(())
+        count = 0
+        for (name, p), g in zip(params.items(), grads):
+            inward = g.reshape(-1)[self.index[name].to(p.device)] * self.signs[name].to(g)
+            total = total + torch.relu(inward).sum()
+            count += len(inward)
+        return total / max(count, 1)
 
     def grads(self, model: nn.Module) -> Perturbation:
         """The gradient at the marked entries of each tensor (zeros where none was computed)."""
@@ -329,9 +348,10 @@ def replica_step(
     count: int,
     cap: float,
     grads: GradBuffer | None = None,
+    anchor: float = 0.0,
 ) -> float:
-    """One step on (1 + lam) L(w) - (lam / count) sum_r min(L(w + d_r), L(w) + cap), the marked
-    entries frozen.
+    """One step on (1 + lam) L(w) - (lam / count) sum_r min(L(w + d_r), L(w) + cap)
+    + anchor * mean_i relu(dL/dv_i * sign(v_i)), the marked entries frozen.
 
     That is L(w) + lam * mean_r (L(w) - L(w + d_r)) while a replica's excess loss is below
     `cap`: it rewards the loss *increase* at the replicas. Maximising L(w + d_r) itself with a
@@ -349,6 +369,13 @@ def replica_step(
     first backward pass, so it may read the gradients (watermas). The marked entries' gradients
     are zeroed before the optimiser step and their key values are written back after it, so
     neither momentum nor weight decay can move them.
+
+    `anchor` (KeyPositions.inward_gradient; tartaglione's option, off by default) trains the
+    other weights so that the loss no longer pulls any key value towards zero. The replicas make
+    the valley steep on average, but a key value whose gradient still points inwards when the
+    owner stops is where a thief's fine-tune starts walking, and Adam walks a consistent
+    gradient at its full rate however small it is. It costs a double backward (1.45x the
+    marking time of the MNIST cnn at R = 4: 121 -> 175 s in one pair of runs).
     """
     if grads is not None:
         grads.zero(model)
@@ -356,7 +383,10 @@ def replica_step(
         optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(model, batch)
     active = lam > 0 and count > 0
-    ((1 + lam) * loss if active else loss).backward()
+    total = (1 + lam) * loss if active else loss
+    if anchor > 0:
+        total = total + anchor * positions.inward_gradient(model, loss)
+    total.backward()
     if active:
         base = float(loss.detach())
         with frozen_running_stats(model):
