@@ -35,7 +35,7 @@ term is an option, off by default (`anchor`; not in the paper): the seed's "fine
 will naturally change values for the unmarked parameters, but not the marked ones" holds only if
 the loss does not pull a key value v_i towards zero, where the thief's descent would walk it to
 the other sign; the term asks for that (a double backward), but it also lets the network make
-the key values matter less, which flattens the valley on resnet20 (see the option).
+the key values matter less, and on resnet20 it did not help (see the option).
 
 Memory: the reference code keeps R full model replicas ((R+1) x parameters). Here each replica is
 made *in place* on the marked entries only (stored index tensors, never boolean masks), one at a
@@ -116,9 +116,9 @@ class TartaglioneConfig:
     one_replica: bool = False
     #: weight of a term that keeps the loss from pulling any key value towards zero (see
     #: nnmark.schemes._positions.replica_step). Off by default: on the MNIST cnn at 30 it
-    #: halved the signs a thief's Adam fine-tune flipped (4 -> 2 of 4,583, one seed) but on
-    #: resnet20 it undid the valley (landscape ratio 0.77 against 4.2 without it, seed 0) and at
-    #: 5 cost 1.35 points (benchmarks/seed003_tartaglione.py --set anchor=...).
+    #: halved the signs a thief's Adam fine-tune flipped (4 -> 2 of 4,583, one seed), but on
+    #: resnet20 (seed 0 of benchmarks/seed003_tartaglione.py) it left the landscape ratio at
+    #: 0.77 (1.21 without it, same key) and at 5 cost 1.35 points (another key).
     anchor: float = 0.0
 
     def __post_init__(self) -> None:
