@@ -22,8 +22,8 @@ e.g. p = 1 / C(30, 15) = 6.5e-9 at 30 queries, so reaching the claim rule's forg
 about 44 queries, or a verified timestamp (nnmark.provenance). With a timestamp, 20 of 20 keys
 were claimed within 30 queries on digits (worst p 8.8e-7; before the margin hinge below, 17 of
 20, where one or two decoys answered with the new label, or a key sample missed, in the first 30
-left p above 1e-6: `python benchmarks/blackbox_keys.py --scheme newlabel`). A suspect with only the task's C
-outputs cannot answer the new label: not_found after one look, with that reason.
+left p above 1e-6: `python benchmarks/blackbox_keys.py --scheme newlabel`). A suspect with only
+the task's C outputs cannot answer the new label: not_found after one look, with that reason.
 
 Why a margin on the key samples (`margin`, `margin_weight`): fine-tuning on data that never holds
 the extra class lowers that class's logit for every input, and with Adam each weight of its row

@@ -14,10 +14,10 @@ magnitude per layer, this scheme's first version) made them easy to spot. Not fr
 thief's Adam fine-tune moves every weight by about the same absolute amount, marked or not, and
 a few of a wide layer's by 0.02-0.035 (the MNIST cnn's fc1, whose 75th percentile is 0.019), so
 the smallest key values are the ones whose signs flip (4-9 of 4,583 from the 75th percentile
-up, 1 from the 90th, none from the 95th on 3 seeds; benchmarks/seed003_tartaglione.py). The other parameters are trained so
-that the loss is low at the model and high at R replicas whose marked entries are perturbed by
-Gaussian noise (std `sigma` x the layer's initial weight std): the mark sits in a narrow valley,
-and moving the marked values away costs accuracy.
+up, 1 from the 90th, none from the 95th on 3 seeds; benchmarks/seed003_tartaglione.py). The
+other parameters are trained so that the loss is low at the model and high at R replicas whose
+marked entries are perturbed by Gaussian noise (std `sigma` x the layer's initial weight std):
+the mark sits in a narrow valley, and moving the marked values away costs accuracy.
 
 Objective of one step (the exact form nnmark uses)::
 
@@ -41,11 +41,12 @@ Memory: the reference code keeps R full model replicas ((R+1) x parameters). Her
 made *in place* on the marked entries only (stored index tensors, never boolean masks), one at a
 time: forward, backward (gradients accumulate in .grad), restore. No replica of the parameters
 is ever made (benchmarks/results/tartaglione_memory.md gives the peak against plain training;
-the anchor's double backward keeps the first backward's graph, activation-sized); time grows as R + 1 passes (`one_replica=true` samples
-one fresh replica per step, weighted lam: an unbiased estimate of the R-replica average at about
-2x plain time). The replica passes normalise with their batch's statistics, as the reference
-code's replicas (separate models in train mode) do, but leave the model's BatchNorm running
-statistics to its own forward pass: the reference never copies its replicas' buffers back.
+the anchor's double backward keeps the first backward's graph, activation-sized); time grows
+as R + 1 passes (`one_replica=true` samples one fresh replica per step, weighted lam: an
+unbiased estimate of the R-replica average at about 2x plain time). The replica passes
+normalise with their batch's statistics, as the reference code's replicas (separate models in
+train mode) do, but leave the model's BatchNorm running statistics to its own forward pass: the
+reference never copies its replicas' buffers back.
 
 Verification: the signs of the suspect's values at the key positions, times a key-derived random
 sign, against the payload bits (see nnmark.schemes._positions for why the binomial null is
@@ -105,8 +106,8 @@ class TartaglioneConfig:
     sigma: float = 1.5
     #: lam 1, cap 0.05 (nats above the model's loss): the cap is a target, a hinge. Each
     #: replica is pushed up until its loss is `cap` above the model's, then left alone: on the
-    #: MNIST cnn every seed gets a valley and none overshoots. Session 6's lam 0.3 / cap 1 did both: on
-    #: the MNIST cnn (benchmarks/seed003_tartaglione.py) one seed's landscape ratio was 0.71
+    #: MNIST cnn every seed gets a valley and none overshoots. Session 6's lam 0.3 / cap 1 did
+    #: both: on the MNIST cnn (benchmarks/seed003_tartaglione.py) one seed's ratio was 0.71
     #: (no valley) and another's 65 at -1.05 points of accuracy; at cap 0.25 the ratio was 11
     #: but the cnn lost 1.25 points. These defaults (3 seeds): cnn ratio 15.2 / 7.0 / 8.3 at
     #: -0.10 / -1.40 / -0.20 points; resnet20 1.21 / 9.35 / 0.26 at -0.45 / -0.90 / -0.30:

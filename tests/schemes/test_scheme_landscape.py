@@ -209,6 +209,7 @@ def test_stdm_capacity_error_names_the_limit(digits: DataBundle) -> None:
     ("scheme", "option", "text"),
     [
         ("tartaglione", "R=-1", "R must be in [0, 64]"),
+        ("tartaglione", "anchor=-1", "anchor must be in [0, 10000]"),
         ("watermas", "fraction=0.9", "fraction must be in (0, 0.5]"),
         ("stdm", "delta=0", "delta must be in [0.1, 64]"),
         ("uchida", "nope=1", "nope"),
