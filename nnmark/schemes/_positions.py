@@ -29,7 +29,7 @@ from torch import nn
 
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark
-from nnmark.layers import weighted_layers
+from nnmark.layers import evaluating, weighted_layers
 from nnmark.schemes.base import (
     MAX_HOST_VALUES,
     Batch,
@@ -48,6 +48,8 @@ POSITION_NULL = (
 )
 
 Perturbation = dict[str, torch.Tensor]
+#: A move made elsewhere: (the entries of each tensor, the values added there).
+Placed = tuple[dict[str, torch.Tensor], Perturbation]
 
 
 def distinct_positions(numel: int, k: int, gen: torch.Generator) -> torch.Tensor:
@@ -225,14 +227,33 @@ class KeyPositions:
             for layer in self.layers
         }
 
+    def unmarked_like(self, delta: Perturbation, gen: torch.Generator) -> Placed:
+        """As many *unmarked* entries of each tensor as `delta` moves, drawn afresh, and
+        Gaussian noise on them of exactly `delta`'s norm per tensor: the same move made
+        anywhere but the mark (the reference of benchmarks' landscape ratio)."""
+        index, noise = {}, {}
+        for layer in self.layers:
+            name, numel = layer["name"], math.prod(layer["shape"])
+            k = len(delta[name])
+            # 2k distinct draws hold at least k unmarked ones, as k <= numel / 2
+            draw = distinct_positions(numel, min(2 * k, numel), gen)
+            index[name] = draw[~torch.isin(draw, self.index[name])][:k]
+            n = torch.randn(len(index[name]), generator=gen)
+            noise[name] = n / n.norm().clamp_min(1e-12) * delta[name].norm()
+        return index, noise
+
     @contextmanager
-    def perturbed(self, model: nn.Module, delta: Perturbation) -> Iterator[None]:
-        """The model with `delta` added at the marked entries, restored bit for bit afterwards."""
+    def perturbed(
+        self, model: nn.Module, delta: Perturbation, at: dict[str, torch.Tensor] | None = None
+    ) -> Iterator[None]:
+        """The model with `delta` added at the marked entries (or at the entries `at`),
+        restored bit for bit afterwards."""
         params = self.params(model)
+        index = self.index if at is None else at
         saved = {}
         with torch.no_grad():
             for name, d in delta.items():
-                p, idx = params[name], self.index[name]
+                p, idx = params[name], index[name]
                 saved[name] = p.view(-1)[idx].clone()
                 p.view(-1)[idx] += d.to(p.device, p.dtype)
         try:
@@ -240,7 +261,7 @@ class KeyPositions:
         finally:
             with torch.no_grad():
                 for name, values in saved.items():
-                    params[name].view(-1)[self.index[name]] = values
+                    params[name].view(-1)[index[name]] = values
 
     def evidence(self, suspect: Suspect) -> Evidence:
         """Raw bits = the sign of the suspect's value at each key position (what was embedded:
@@ -312,6 +333,10 @@ class GradBuffer:
         self._views = [(p, views[id(p)]) for p in params]
 
 
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in unwrap(model).modules())
+
+
 @contextmanager
 def frozen_running_stats(model: nn.Module) -> Iterator[None]:
     """Replica passes normalise with their batch's statistics but leave the model's BatchNorm
@@ -349,6 +374,8 @@ def replica_step(
     cap: float,
     grads: GradBuffer | None = None,
     anchor: float = 0.0,
+    running_norm: bool = False,
+    contrast: Callable[[Perturbation], Placed] | None = None,
 ) -> float:
     """One step on (1 + lam) L(w) - (lam / count) sum_r min(L(w + d_r), L(w) + cap)
     + anchor * mean_i relu(dL/dv_i * sign(v_i)), the marked entries frozen.
@@ -370,6 +397,13 @@ def replica_step(
     are zeroed before the optimiser step and their key values are written back after it, so
     neither momentum nor weight decay can move them.
 
+    `running_norm` (on a model with BatchNorm): the replicas and their reference run in eval
+    mode, with the running statistics the model is verified and deployed with: the objective
+    becomes L_train(w) + lam * L_eval(w) - (lam / count) sum_r min(L_eval(w + d_r),
+    L_eval(w) + cap). `contrast(d_r)` gives (entries, move): the same move made elsewhere
+    (u_r); each replica's reference is then L(w + u_r), pushed down, in place of L(w):
+    L(w) + (lam / count) sum_r [L(w + u_r) - min(L(w + d_r), L(w + u_r) + cap)].
+
     `anchor` (KeyPositions.inward_gradient; tartaglione's option, off by default) trains the
     other weights so that the loss no longer pulls any key value towards zero. The replicas make
     the valley steep on average, but a key value whose gradient still points inwards when the
@@ -383,17 +417,32 @@ def replica_step(
         optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(model, batch)
     active = lam > 0 and count > 0
-    total = (1 + lam) * loss if active else loss
+    running = active and running_norm and has_batchnorm(model)
+    plain_reference = active and not running and contrast is None
+    total = (1 + lam) * loss if plain_reference else loss
     if anchor > 0:
         total = total + anchor * positions.inward_gradient(model, loss)
     total.backward()
     if active:
-        base = float(loss.detach())
-        with frozen_running_stats(model):
+        with evaluating(model) if running else frozen_running_stats(model):
+            base = float(loss.detach())
+            if running and contrast is None:  # the landscape's reference: the model in eval mode
+                reference = loss_fn(model, batch)
+                (lam * reference).backward()
+                base = float(reference.detach())
+                del reference
             for delta in replicas():
+                ceiling = base + cap
+                if contrast is not None:  # the reference: the same move made elsewhere
+                    at, move = contrast(delta)
+                    with positions.perturbed(model, move, at):
+                        elsewhere = loss_fn(model, batch)
+                        ((lam / count) * elsewhere).backward()
+                        ceiling = float(elsewhere.detach()) + cap
+                        del elsewhere
                 with positions.perturbed(model, delta):
                     replica_loss = loss_fn(model, batch)
-                    if float(replica_loss.detach()) < base + cap:
+                    if float(replica_loss.detach()) < ceiling:
                         (-(lam / count) * replica_loss).backward()
                     del replica_loss  # no graph outlives its replica
     positions.freeze_grads(model)

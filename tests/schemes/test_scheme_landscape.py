@@ -144,16 +144,152 @@ def test_replica_step_follows_the_stated_objective(
         torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_tartaglione_keys_from_before_the_anchor_stay_canonical(base_cnn: nn.Module) -> None:
-    """`anchor` came later: a key leaves it out while at its default (so keys written before it
-    are still complete and canonical, and a default key draws what it drew), and holds it when
-    set."""
+@pytest.mark.parametrize("capped", [False, True])
+def test_replica_step_with_running_norm_follows_the_stated_objective(
+    capped: bool, digits: DataBundle
+) -> None:
+    """replica_norm="running" on a BatchNorm model: one SGD step (lr 1) moves the unmarked
+    entries by the gradient of L_train(w) + lam * L_eval(w)
+    - (lam / R) sum_r min(L_eval(w + d_r), L_eval(w) + cap), where L_train normalises with the
+    batch's statistics (and updates the running ones, once) and every L_eval with the running
+    statistics that update left: the landscape is shaped in the mode the model is verified and
+    deployed in. Computed here on explicit perturbed copies of the weights."""
+    lam, count = 0.5, 3
+    model = new_model("resnet20", digits, seed=0)
+    config = TartaglioneConfig(R=count, replica_norm="running")
+    scheme = Tartaglione(Tartaglione.plan(model, owner_key("t"), config))
+    model = scheme.prepare(model).train()
+    reference = copy.deepcopy(model)
+    batch = _batch(digits)
+    gen = torch.Generator().manual_seed(0)
+    deltas = [scheme.positions.gaussian(3.0, gen) for _ in range(count)]
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in reference.named_parameters()}
+
+    def loss_at(delta: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        p = dict(params)
+        for name, d in (delta or {}).items():
+            flat = torch.zeros(p[name].numel()).index_add(0, scheme.index[name], d)
+            p[name] = p[name] + flat.view_as(p[name])
+        return F.cross_entropy(functional_call(reference, p, (batch[0],)), batch[1])
+
+    train_loss = loss_at(None)  # train mode: updates the reference's running statistics
+    reference.eval()
+    base = loss_at(None)
+    replicas = [loss_at(d) for d in deltas]
+    rise = sorted(float(r.detach() - base.detach()) for r in replicas)
+    cap = (rise[0] + rise[-1]) / 2 if capped else 50.0
+    total, counted = train_loss + lam * base, 0
+    for replica in replicas:
+        if float(replica.detach()) < float(base.detach()) + cap:
+            total, counted = total - lam / count * replica, counted + 1
+    assert 0 < counted < count if capped else counted == count
+    total.backward()
+    before = {n: p.detach().clone() for n, p in params.items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    replica_step(
+        scheme.positions,
+        model,
+        batch,
+        _task_loss,
+        optimizer,
+        lambda: iter(deltas),
+        lam,
+        count,
+        cap,
+        running_norm=True,
+    )
+    assert model.training  # back in train mode after the eval-mode passes
+    for name, p in model.named_parameters():
+        expected = before[name] - params[name].grad
+        if name in scheme.index:  # frozen: the key values, not moved
+            expected.view(-1)[scheme.index[name]] = scheme.values[name]
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-4, atol=1e-5)
+    buffers, expected_buffers = dict(model.named_buffers()), dict(reference.named_buffers())
+    assert all(torch.equal(buffers[n], expected_buffers[n]) for n in expected_buffers)
+
+
+@pytest.mark.parametrize("capped", [False, True])
+def test_replica_step_with_contrast_follows_the_stated_objective(
+    capped: bool, digits: DataBundle
+) -> None:
+    """contrast=true: each replica's reference is the same move made on unmarked entries, so one
+    SGD step (lr 1) moves the unmarked entries by the gradient of L(w)
+    + (lam / R) sum_r [L(w + u_r) - min(L(w + d_r), L(w + u_r) + cap)], computed here on
+    explicit perturbed copies; u_r moves as many entries as d_r, none of them marked, by the
+    same norm per tensor."""
+    lam, count = 0.5, 3
+    model = new_model("cnn", digits, seed=0)
+    config = TartaglioneConfig(R=count, contrast=True)
+    scheme = Tartaglione(Tartaglione.plan(model, owner_key("t"), config))
+    model = scheme.prepare(model)
+    batch = _batch(digits)
+    gen = torch.Generator().manual_seed(0)
+    deltas = [scheme.positions.gaussian(3.0, gen) for _ in range(count)]
+    elsewhere = [scheme.positions.unmarked_like(d, gen) for d in deltas]
+    for delta, (at, move) in zip(deltas, elsewhere):
+        for name, idx in at.items():
+            assert len(idx) == len(delta[name]) == len(idx.unique())
+            assert not torch.isin(idx, scheme.index[name]).any()
+            assert float(move[name].norm()) == pytest.approx(float(delta[name].norm()), rel=1e-5)
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+
+    def loss_at(delta: dict[str, torch.Tensor], at: dict[str, torch.Tensor]) -> torch.Tensor:
+        p = dict(params)
+        for name, d in delta.items():
+            flat = torch.zeros(p[name].numel()).index_add(0, at[name], d)
+            p[name] = p[name] + flat.view_as(p[name])
+        return F.cross_entropy(functional_call(model, p, (batch[0],)), batch[1])
+
+    total, counted = loss_at({}, {}), 0
+    rises = []
+    for delta, (at, move) in zip(deltas, elsewhere):
+        reference, replica = loss_at(move, at), loss_at(delta, scheme.index)
+        rises.append(float(replica.detach() - reference.detach()))
+    cap = sorted(rises)[1] if capped else 50.0
+    for delta, (at, move), rise in zip(deltas, elsewhere, rises):
+        total = total + lam / count * loss_at(move, at)
+        if rise < cap:
+            total, counted = total - lam / count * loss_at(delta, scheme.index), counted + 1
+    assert 0 < counted < count if capped else counted == count
+    total.backward()
+    before = {n: p.detach().clone() for n, p in params.items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    moves = iter(elsewhere)
+    replica_step(
+        scheme.positions,
+        model,
+        batch,
+        _task_loss,
+        optimizer,
+        lambda: iter(deltas),
+        lam,
+        count,
+        cap,
+        contrast=lambda delta: next(moves),
+    )
+    for name, p in model.named_parameters():
+        expected = before[name] - params[name].grad
+        if name in scheme.index:  # frozen: the key values, not moved
+            expected.view(-1)[scheme.index[name]] = scheme.values[name]
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("anchor", 30.0), ("replica_norm", "running"), ("contrast", True)]
+)
+def test_tartaglione_keys_from_before_later_options_stay_canonical(
+    option: str, value: object, base_cnn: nn.Module
+) -> None:
+    """`anchor`, `replica_norm` and `contrast` came later: a key leaves each out while at its
+    default (so keys written before it are still complete and canonical, and a default key
+    draws what it drew), and holds it when set."""
     key = owner_key("tartaglione")
     default = Tartaglione.plan(base_cnn, key, TartaglioneConfig())
-    assert "anchor" not in default.config
-    assert Tartaglione(default).config.anchor == TartaglioneConfig().anchor
-    anchored = Tartaglione.plan(base_cnn, key, TartaglioneConfig(anchor=30.0))
-    assert anchored.config["anchor"] == 30.0 and Tartaglione(anchored).config.anchor == 30.0
+    assert option not in default.config
+    assert getattr(Tartaglione(default).config, option) == getattr(TartaglioneConfig(), option)
+    changed = Tartaglione.plan(base_cnn, key, TartaglioneConfig(**{option: value}))
+    assert changed.config[option] == value
+    assert getattr(Tartaglione(changed).config, option) == value
 
 
 def test_watermas_adversarial_point_is_rho_stds_down_the_gradient(digits: DataBundle) -> None:
@@ -210,6 +346,8 @@ def test_stdm_capacity_error_names_the_limit(digits: DataBundle) -> None:
     [
         ("tartaglione", "R=-1", "R must be in [0, 64]"),
         ("tartaglione", "anchor=-1", "anchor must be in [0, 10000]"),
+        ("tartaglione", "replica_norm=eval", "replica_norm must be one of batch, running"),
+        ("tartaglione", "contrast=maybe", "contrast must be true or false"),
         ("watermas", "fraction=0.9", "fraction must be in (0, 0.5]"),
         ("stdm", "delta=0", "delta must be in [0.1, 64]"),
         ("uchida", "nope=1", "nope"),
