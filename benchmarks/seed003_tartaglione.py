@@ -11,8 +11,12 @@ many unmarked entries with noise of the same norm, 20 draws); BER after the thie
 
 Issue 16 requires, for the cnn and resnet20: marked accuracy within 0.5 points of the plain model
 it started from (mean over 3 seeds), ratio >= 2, BER 0 after the fine-tune. CPU protocol (2
-cores): a `--fraction` of MNIST's 45,000 training images, fidelity on a `--test-fraction` of the
-10,000 test images; on a GPU machine run it with both at 1.
+cores): a `--fraction` of MNIST's 45,000 training images (on a GPU machine run it at 1), fidelity
+on all 10,000 test images (`--test-fraction`; at 0.2 the same marked model scored 0.5 points
+apart across two machines, a 2,000-image sample's noise). Marking runs 4 epochs (the control as
+many): at 2, the cnn of seed 1 lost 0.30 points and a thief's Adam fine-tune flipped 1 of its
+4,583 key signs; at 4 it gained 0.18 points and none flipped (same key, this machine: the mark
+needs steps to settle, as the seed says "the more the iterations ... the best the robustness").
 
     python benchmarks/seed003_tartaglione.py [--archs cnn,resnet20] [--seeds 3] [--fraction 0.2]
 
@@ -58,9 +62,9 @@ def main() -> None:
     ap.add_argument("--archs", default="cnn,resnet20")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--fraction", type=float, default=0.2)
-    ap.add_argument("--test-fraction", type=float, default=0.2)
+    ap.add_argument("--test-fraction", type=float, default=1.0)
     ap.add_argument("--plain-epochs", type=int, default=5)
-    ap.add_argument("--mark-epochs", type=int, default=2)
+    ap.add_argument("--mark-epochs", type=int, default=4)
     ap.add_argument("--cache", type=Path, default=Path("runs/seed003"))
     ap.add_argument("--set", action="append", default=[], help="scheme option k=v (R=4 always)")
     args = ap.parse_args()
