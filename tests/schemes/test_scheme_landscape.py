@@ -5,6 +5,8 @@ statistics alone; ST-DM's capacity limit; bad options exit 2 with one line."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -79,6 +81,60 @@ def _task_loss(m: nn.Module, b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tens
     return F.cross_entropy(m(b[0]), b[1])
 
 
+Params = dict[str, torch.Tensor]
+
+
+def _explicit_loss(
+    model: nn.Module, params: Params, batch: tuple[torch.Tensor, torch.Tensor]
+) -> Callable[..., torch.Tensor]:
+    """The loss at `params` + `delta` placed at the entries `at` of each tensor, on an explicit
+    functional copy (the reference construction: nothing moved in place)."""
+
+    def loss_at(delta: Params, at: Params) -> torch.Tensor:
+        p = dict(params)
+        for name, d in delta.items():
+            flat = torch.zeros(p[name].numel()).index_add(0, at[name], d)
+            p[name] = p[name] + flat.view_as(p[name])
+        return F.cross_entropy(functional_call(model, p, (batch[0],)), batch[1])
+
+    return loss_at
+
+
+def _step_and_compare(
+    scheme: Tartaglione,
+    model: nn.Module,
+    params: Params,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    deltas: list[Params],
+    lam: float,
+    cap: float,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    **options: Any,
+) -> None:
+    """One SGD step (lr 1) of replica_step moves every unmarked entry by minus the gradient
+    already accumulated in `params` (the explicit objective's), and no marked one."""
+    before = {n: p.detach().clone() for n, p in params.items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    replica_step(
+        scheme.positions,
+        model,
+        batch,
+        _task_loss,
+        optimizer,
+        lambda: iter(deltas),
+        lam,
+        len(deltas),
+        cap,
+        **options,
+    )
+    for name, p in model.named_parameters():
+        expected = before[name] - params[name].grad
+        if name in scheme.index:  # frozen: the key values, not moved
+            expected.view(-1)[scheme.index[name]] = scheme.values[name]
+        torch.testing.assert_close(p.detach(), expected, rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("anchor", [0.0, 20.0])
 @pytest.mark.parametrize("capped", [False, True])  # every replica counted; some over the cap
 def test_replica_step_follows_the_stated_objective(
@@ -97,16 +153,9 @@ def test_replica_step_follows_the_stated_objective(
     gen = torch.Generator().manual_seed(0)
     deltas = [scheme.positions.gaussian(3.0, gen) for _ in range(count)]
     params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
-
-    def loss_at(delta: dict[str, torch.Tensor] | None) -> torch.Tensor:
-        p = dict(params)
-        for name, d in (delta or {}).items():
-            flat = torch.zeros(p[name].numel()).index_add(0, scheme.index[name], d)
-            p[name] = p[name] + flat.view_as(p[name])
-        return F.cross_entropy(functional_call(model, p, (batch[0],)), batch[1])
-
-    base = loss_at(None)
-    replicas = [loss_at(d) for d in deltas]
+    loss_at = _explicit_loss(model, params, batch)
+    base = loss_at({}, {})
+    replicas = [loss_at(d, scheme.index) for d in deltas]
     rise = sorted(float(r.detach() - base.detach()) for r in replicas)
     cap = (rise[0] + rise[-1]) / 2 if capped else 5.0
     total, counted = (1 + lam) * base, 0
@@ -123,25 +172,7 @@ def test_replica_step_follows_the_stated_objective(
         assert 0 < int((inward > 0).sum()) < len(inward)  # the hinge is active on some entries
         total = total + anchor * torch.relu(inward).mean()
     total.backward()
-    before = {n: p.detach().clone() for n, p in params.items()}
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    replica_step(
-        scheme.positions,
-        model,
-        batch,
-        _task_loss,
-        optimizer,
-        lambda: iter(deltas),
-        lam,
-        count,
-        cap,
-        anchor=anchor,
-    )
-    for name, p in model.named_parameters():
-        expected = before[name] - params[name].grad
-        if name in scheme.index:  # frozen: the key values, not moved
-            expected.view(-1)[scheme.index[name]] = scheme.values[name]
-        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
+    _step_and_compare(scheme, model, params, batch, deltas, lam, cap, anchor=anchor)
 
 
 @pytest.mark.parametrize("capped", [False, True])
@@ -164,18 +195,11 @@ def test_replica_step_with_running_norm_follows_the_stated_objective(
     gen = torch.Generator().manual_seed(0)
     deltas = [scheme.positions.gaussian(3.0, gen) for _ in range(count)]
     params = {n: p.detach().clone().requires_grad_(True) for n, p in reference.named_parameters()}
-
-    def loss_at(delta: dict[str, torch.Tensor] | None) -> torch.Tensor:
-        p = dict(params)
-        for name, d in (delta or {}).items():
-            flat = torch.zeros(p[name].numel()).index_add(0, scheme.index[name], d)
-            p[name] = p[name] + flat.view_as(p[name])
-        return F.cross_entropy(functional_call(reference, p, (batch[0],)), batch[1])
-
-    train_loss = loss_at(None)  # train mode: updates the reference's running statistics
+    loss_at = _explicit_loss(reference, params, batch)
+    train_loss = loss_at({}, {})  # train mode: updates the reference's running statistics
     reference.eval()
-    base = loss_at(None)
-    replicas = [loss_at(d) for d in deltas]
+    base = loss_at({}, {})
+    replicas = [loss_at(d, scheme.index) for d in deltas]
     rise = sorted(float(r.detach() - base.detach()) for r in replicas)
     cap = (rise[0] + rise[-1]) / 2 if capped else 50.0
     total, counted = train_loss + lam * base, 0
@@ -184,26 +208,8 @@ def test_replica_step_with_running_norm_follows_the_stated_objective(
             total, counted = total - lam / count * replica, counted + 1
     assert 0 < counted < count if capped else counted == count
     total.backward()
-    before = {n: p.detach().clone() for n, p in params.items()}
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    replica_step(
-        scheme.positions,
-        model,
-        batch,
-        _task_loss,
-        optimizer,
-        lambda: iter(deltas),
-        lam,
-        count,
-        cap,
-        running_norm=True,
-    )
+    _step_and_compare(scheme, model, params, batch, deltas, lam, cap, 1e-4, 1e-5, running_norm=True)
     assert model.training  # back in train mode after the eval-mode passes
-    for name, p in model.named_parameters():
-        expected = before[name] - params[name].grad
-        if name in scheme.index:  # frozen: the key values, not moved
-            expected.view(-1)[scheme.index[name]] = scheme.values[name]
-        torch.testing.assert_close(p.detach(), expected, rtol=1e-4, atol=1e-5)
     buffers, expected_buffers = dict(model.named_buffers()), dict(reference.named_buffers())
     assert all(torch.equal(buffers[n], expected_buffers[n]) for n in expected_buffers)
 
@@ -232,13 +238,7 @@ def test_replica_step_with_contrast_follows_the_stated_objective(
             assert not torch.isin(idx, scheme.index[name]).any()
             assert float(move[name].norm()) == pytest.approx(float(delta[name].norm()), rel=1e-5)
     params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
-
-    def loss_at(delta: dict[str, torch.Tensor], at: dict[str, torch.Tensor]) -> torch.Tensor:
-        p = dict(params)
-        for name, d in delta.items():
-            flat = torch.zeros(p[name].numel()).index_add(0, at[name], d)
-            p[name] = p[name] + flat.view_as(p[name])
-        return F.cross_entropy(functional_call(model, p, (batch[0],)), batch[1])
+    loss_at = _explicit_loss(model, params, batch)
 
     total, counted = loss_at({}, {}), 0
     rises = []
@@ -252,26 +252,10 @@ def test_replica_step_with_contrast_follows_the_stated_objective(
             total, counted = total - lam / count * loss_at(delta, scheme.index), counted + 1
     assert 0 < counted < count if capped else counted == count
     total.backward()
-    before = {n: p.detach().clone() for n, p in params.items()}
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     moves = iter(elsewhere)
-    replica_step(
-        scheme.positions,
-        model,
-        batch,
-        _task_loss,
-        optimizer,
-        lambda: iter(deltas),
-        lam,
-        count,
-        cap,
-        contrast=lambda delta: next(moves),
+    _step_and_compare(
+        scheme, model, params, batch, deltas, lam, cap, contrast=lambda delta: next(moves)
     )
-    for name, p in model.named_parameters():
-        expected = before[name] - params[name].grad
-        if name in scheme.index:  # frozen: the key values, not moved
-            expected.view(-1)[scheme.index[name]] = scheme.values[name]
-        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
