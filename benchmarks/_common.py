@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,13 +28,20 @@ def write_results(name: str, payload: dict[str, Any], markdown_body: str) -> Non
         script = script.relative_to(RESULTS.parents[1])
     command = "python " + " ".join([str(script), *sys.argv[1:]])
     doc = {"command": command, "machine": machine(), **payload}
-    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    _replace(RESULTS / f"{name}.json", json.dumps(doc, indent=2) + "\n")
     m = doc["machine"]
     header = (
         f"# {name}\n\nCommand: `{command}`\n\nMachine: {m['cpu']}, {m['cpu_count']} cores, "
         f"torch {m['torch']} ({m['torch_threads']} threads), {m['platform']}\n\n"
     )
-    (RESULTS / f"{name}.md").write_text(header + markdown_body.rstrip() + "\n")
+    _replace(RESULTS / f"{name}.md", header + markdown_body.rstrip() + "\n")
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: never a half-written result."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def accuracy_on_test(
