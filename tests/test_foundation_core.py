@@ -174,6 +174,31 @@ def test_every_zoo_model_runs(name: str) -> None:
         assert model(torch.randn(2, channels, size, size)).shape == (2, 10)
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs", "count"),
+    [
+        ("resnet20", {"shortcut": "A"}, 269_722),  # He et al. Table 6: 0.27M
+        ("resnet20", {}, 272_474),  # option B: 1x1-conv shortcuts (nnmark's historic resnet20)
+        ("resnet32", {}, 464_154),  # 0.46M: option A, as the paper's CIFAR nets
+        ("wrn", {"depth": 16, "widen": 4}, 2_748_890),  # Zagoruyko & Komodakis: 2.7M
+        ("wrn", {"depth": 28, "widen": 10}, 36_479_194),  # 36.5M, seed 002's host network
+    ],
+)
+def test_cifar_zoo_has_the_papers_parameter_counts(
+    name: str, kwargs: dict[str, int], count: int
+) -> None:
+    """The CIFAR-10 nets as the papers define them (nnmark/models/resnet.py says where from):
+    the counts pin the shortcut type and the pre-activation blocks (built on the meta device)."""
+    with torch.device("meta"):
+        model = create_model(name, in_channels=3, num_classes=10, max_params=None, **kwargs)
+    assert sum(p.numel() for p in model.parameters()) == count
+
+
+def test_resnet_shortcut_must_be_a_or_b() -> None:
+    with pytest.raises(NNMarkError, match="shortcut must be 'A' or 'B'"):
+        create_model("resnet32", shortcut="C")
+
+
 def test_unknown_model_kwargs_are_an_error() -> None:
     with pytest.raises(NNMarkError, match="model 'cnn'"):
         create_model("cnn", depth=3)

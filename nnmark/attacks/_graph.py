@@ -83,6 +83,13 @@ def dependency_graph(model: nn.Module, example: torch.Tensor | None = None) -> A
         raise NNMarkError("channel surgery supports BatchNorm but not LayerNorm / GroupNorm")
     if any(getattr(m, "groups", 1) != 1 for m in model.modules() if isinstance(m, nn.Conv2d)):
         raise NNMarkError("channel surgery does not support grouped convolutions")
+    if any(type(m).__name__ == "PadShortcut" for m in model.modules()):
+        # a stage's channels continue as the first ones of the next, whose others start at
+        # zero: a coupling torch_pruning does not trace (it leaves channels out of every group)
+        raise NNMarkError(
+            "channel surgery does not support zero-padded (option A) shortcuts, as in the zoo's "
+            "resnet32; resnet20 and shortcut=B models have 1x1-conv shortcuts it supports"
+        )
     was_training = model.training
     model.eval()
     try:

@@ -2,19 +2,20 @@
 
 Any input size (global average pooling) and any number of input channels.
 
-Where they follow the papers, and where not (yet):
 - ResNet-20 / -32 (He et al., "Deep Residual Learning", CVPR 2016, section 4.2): a 3x3 conv
   with 16 filters, three stages of n basic blocks (16, 32, 64 filters; stride 2 at each new
-  stage), global average pooling and a linear layer: 6n + 2 layers (n = 3: 20, n = 5: 32), as
-  the paper. Not as the paper: its CIFAR shortcut where the shape changes is option A (identity
-  with zero-padded channels, no parameters); here it is a 1x1 convolution with BatchNorm
-  (option B): 2,752 of ResNet-20's 272,474 parameters on CIFAR-10 (1.0 %).
-- WRN-d-k (Zagoruyko & Komodakis, BMVC 2016): the same stages widened k times, dropout between
-  the two convolutions of a block, 6n + 4 layers. Not as the paper: its blocks are
-  pre-activation (BatchNorm, ReLU, conv) and its first stage starts from a 16-filter conv into
-  16k; here the blocks are post-activation like ResNet's.
-Changing either would change every model the tests and benchmarks have trained on them; it is
-left for the CIFAR work (issue 15).
+  stage), global average pooling and a linear layer: 6n + 2 layers (n = 3: 20, n = 5: 32).
+  Where a stage widens, the paper's CIFAR shortcut is option A: the input subsampled by 2 and
+  its channels zero-padded (no parameters); `resnet32` is that, 464,154 parameters on CIFAR-10
+  (the paper's Table 6: 0.46M), the net seed 003 marks. `resnet20` keeps a 1x1 convolution with
+  BatchNorm there (option B, `shortcut="B"`; 272,474 parameters, 2,752 more than option A's
+  269,722): every resnet20 the tests and benchmarks trained has it, and either is a kwarg.
+- WRN-d-k (Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016, and their code,
+  github.com/szagoruyko/wide-residual-networks): a 16-filter 3x3 conv, three stages of
+  pre-activation blocks (BatchNorm, ReLU, conv; dropout between the two convs) of 16k, 32k, 64k
+  filters, a final BatchNorm and ReLU, pooling, linear: 6n + 4 layers. Where a block changes
+  the shape, its shortcut is a 1x1 convolution of the pre-activated input. WRN-28-10 (seed 002,
+  Uchida et al.) has 36,479,194 parameters on CIFAR-10 (the paper's Table: 36.5M).
 """
 
 from __future__ import annotations
@@ -26,8 +27,22 @@ from torch import nn
 from nnmark.models import MODELS
 
 
+class PadShortcut(nn.Module):
+    """He et al.'s option A: the input subsampled by `stride`, zero channels appended."""
+
+    def __init__(self, extra: int, stride: int) -> None:
+        super().__init__()
+        self.extra, self.stride = extra, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, cin: int, cout: int, stride: int, dropout: float = 0.0, shortcut: str = "B"
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
@@ -35,7 +50,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.dropout = dropout
         self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or cin != cout:
+        if (stride != 1 or cin != cout) and shortcut == "A":
+            self.shortcut = PadShortcut(cout - cin, stride)
+        elif stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
             )
@@ -58,8 +75,11 @@ class ResNet(nn.Module):
         widen: int = 1,
         dropout: float = 0.0,
         input_size: int = 32,
+        shortcut: str = "B",
     ) -> None:
         super().__init__()
+        if shortcut not in ("A", "B"):
+            raise TypeError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
         n = blocks
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -68,7 +88,8 @@ class ResNet(nn.Module):
         cin = width
         for stage, cout in enumerate(widths):
             for i in range(n):
-                stack.append(BasicBlock(cin, cout, 2 if (i == 0 and stage > 0) else 1, dropout))
+                stride = 2 if (i == 0 and stage > 0) else 1
+                stack.append(BasicBlock(cin, cout, stride, dropout, shortcut))
                 cin = cout
         self.layers = nn.Sequential(*stack)
         self.fc = nn.Linear(cin, num_classes)
@@ -80,14 +101,64 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
+class PreActBlock(nn.Module):
+    """Zagoruyko & Komodakis's block: BN-ReLU-conv, dropout, BN-ReLU-conv, plus the input (or a
+    1x1 conv of the pre-activated input where the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, dropout: float) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.dropout = dropout
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = F.relu(self.bn1(x))
+        y = F.relu(self.bn2(self.conv1(o)))
+        if self.dropout:
+            y = F.dropout(y, self.dropout, self.training)
+        return self.conv2(y) + (x if self.shortcut is None else self.shortcut(o))
+
+
+class WideResNet(nn.Module):
+    def __init__(
+        self,
+        blocks: int,
+        widen: int,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        dropout: float = 0.0,
+        input_size: int = 32,
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        stack: list[nn.Module] = []
+        cin = 16
+        for stage, cout in enumerate((16 * widen, 32 * widen, 64 * widen)):
+            for i in range(blocks):
+                stack.append(PreActBlock(cin, cout, 2 if (i == 0 and stage > 0) else 1, dropout))
+                cin = cout
+        self.layers = nn.Sequential(*stack)
+        self.bn = nn.BatchNorm2d(cin)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.layers(self.conv1(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
 @MODELS.register("resnet20")
-def resnet20(**kw: int) -> nn.Module:
-    return ResNet(blocks=3, **kw)
+def resnet20(shortcut: str = "B", **kw: int) -> nn.Module:
+    return ResNet(blocks=3, shortcut=shortcut, **kw)
 
 
 @MODELS.register("resnet32")
-def resnet32(**kw: int) -> nn.Module:
-    return ResNet(blocks=5, **kw)
+def resnet32(shortcut: str = "A", **kw: int) -> nn.Module:
+    return ResNet(blocks=5, shortcut=shortcut, **kw)
 
 
 @MODELS.register("wrn")
@@ -98,4 +169,4 @@ def wrn(depth: int = 16, widen: int = 4, **kw: int) -> nn.Module:
     """
     if depth < 10 or (depth - 4) % 6:
         raise TypeError(f"wrn depth must be 6n+4 (10, 16, 22, 28, ...), got {depth}")
-    return ResNet(blocks=(depth - 4) // 6, widen=widen, **kw)
+    return WideResNet(blocks=(depth - 4) // 6, widen=widen, **kw)
