@@ -28,6 +28,7 @@ one architecture is given (so two can run side by side).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -73,11 +74,22 @@ def main() -> None:
     ap.add_argument("--mark-epochs", type=int, default=4)
     ap.add_argument("--cache", type=Path, default=Path("runs/seed003"))
     ap.add_argument("--set", action="append", default=[], help="scheme option k=v (R=4 always)")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="write one result from these runs' JSON results (seeds split across processes; "
+        "each must have been run with the same options), running nothing",
+    )
     args = ap.parse_args()
+    archs = args.archs.split(",")
+    name = "seed003_tartaglione" + (f"_{archs[0]}" if len(archs) == 1 else "")
+    if args.merge:
+        merge(args, archs, name)
+        return
     data = load_data(f"mnist:{SHARED / 'mnist'}")
     start = time.time()
     rows: list[dict[str, Any]] = []
-    archs = args.archs.split(",")
     for arch in archs:
         for seed in args.seeds:
             rows.append(run(data, arch, seed, args))
@@ -86,10 +98,48 @@ def main() -> None:
             rows.sort(key=lambda r: (archs.index(r["arch"]), r["seed"]))
             lines = render(rows, args, time.time() - start)
             write_results(
-                "seed003_tartaglione" + (f"_{archs[0]}" if len(archs) == 1 else ""),
-                {"args": vars(args) | {"cache": str(args.cache)}, "rows": rows},
+                name,
+                {
+                    "args": vars(args) | {"cache": str(args.cache)},
+                    "seconds": round(time.time() - start, 1),
+                    "rows": rows,
+                },
                 "\n".join(lines),
             )
+    print("\n".join(lines))
+
+
+#: what must agree between runs whose rows are merged (the seeds may differ)
+RECIPE_ARGS = ("fraction", "test_fraction", "plain_epochs", "mark_epochs", "set")
+
+
+def merge(args: argparse.Namespace, archs: list[str], name: str) -> None:
+    """One result from runs that split the seeds between processes: their rows, the sum of
+    their times, and the command of each."""
+    rows: list[dict[str, Any]] = []
+    seconds: float | None = 0.0
+    commands = []
+    for path in args.merge:
+        doc = json.loads(path.read_text())
+        theirs = doc["args"]
+        mismatch = [k for k in RECIPE_ARGS if theirs[k] != getattr(args, k)]
+        if mismatch:
+            raise SystemExit(f"{path}: run with other {', '.join(mismatch)} than asked for")
+        rows += [r for r in doc["rows"] if r["arch"] in archs]
+        took = doc.get("seconds")  # not recorded by runs before --merge existed
+        seconds = None if seconds is None or took is None else seconds + took
+        commands.append(f"`{doc['command']}` ({doc['machine']['torch_threads']} threads)")
+    keys = [(r["arch"], r["seed"]) for r in rows]
+    if len(set(keys)) != len(keys):
+        raise SystemExit(f"the same arch and seed in more than one run: {sorted(keys)}")
+    rows.sort(key=lambda r: (archs.index(r["arch"]), r["seed"]))
+    args.seeds = sorted({r["seed"] for r in rows})
+    lines = render(rows, args, seconds)
+    lines[0] += " Merged from: " + "; ".join(commands) + "."
+    payload = {
+        "args": vars(args) | {"cache": str(args.cache), "merge": [str(p) for p in args.merge]}
+    }
+    write_results(name, payload | {"seconds": seconds, "rows": rows}, "\n".join(lines))
     print("\n".join(lines))
 
 
@@ -182,13 +232,16 @@ def movement(
     return {"marked": marked / n_marked, "unmarked": unmarked / n_unmarked}
 
 
-def render(rows: list[dict[str, Any]], args: argparse.Namespace, seconds: float) -> list[str]:
+def render(
+    rows: list[dict[str, Any]], args: argparse.Namespace, seconds: float | None
+) -> list[str]:
     lines = [
         f"Options: R = 4{''.join(f', {kv}' for kv in args.set)}. "
         f"MNIST, {args.fraction:.0%} of the 45,000 training images; plain {args.plain_epochs} "
         f"epochs, then {args.mark_epochs} epochs of fine-tune-to-embed at R = 4 (the control: "
         f"{args.mark_epochs} more epochs without the mark); accuracy on {args.test_fraction:.0%} "
-        f"of the test split. {seconds:.0f} s in all. Rows: {len(rows)} of "
+        f"of the test split. {'Total time not recorded' if seconds is None else f'{seconds:.0f} s in all'}"
+        f". Rows: {len(rows)} of "
         f"{len(args.seeds) * len(args.archs.split(','))} asked for.",
         "",
         "| arch | seed | plain | control | marked | marked - plain (pts) | BER | ratio | "
