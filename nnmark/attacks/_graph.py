@@ -21,9 +21,21 @@ import torch
 from torch import nn
 
 from nnmark.errors import NNMarkError
+from nnmark.models.resnet import PadShortcut
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-CHANNEL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.ConvTranspose2d, *BATCHNORMS)
+#: Fixed linear maps between channel groups (a buffer `weight`, out x in x ...): rewritten with
+#: the groups they join, scaled with their output group, never trained.
+FIXED_MAPS = (PadShortcut,)
+CHANNEL_LAYERS = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.Linear,
+    nn.ConvTranspose2d,
+    *BATCHNORMS,
+    *FIXED_MAPS,
+)
 _OTHER_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm2d)
 
 
@@ -83,19 +95,14 @@ def dependency_graph(model: nn.Module, example: torch.Tensor | None = None) -> A
         raise NNMarkError("channel surgery supports BatchNorm but not LayerNorm / GroupNorm")
     if any(getattr(m, "groups", 1) != 1 for m in model.modules() if isinstance(m, nn.Conv2d)):
         raise NNMarkError("channel surgery does not support grouped convolutions")
-    if any(type(m).__name__ == "PadShortcut" for m in model.modules()):
-        # a stage's channels continue as the first ones of the next, whose others start at
-        # zero: a coupling torch_pruning does not trace (it leaves channels out of every group)
-        raise NNMarkError(
-            "channel surgery does not support zero-padded (option A) shortcuts, as in the zoo's "
-            "resnet32; resnet20 and shortcut=B models have 1x1-conv shortcuts it supports"
-        )
     was_training = model.training
     model.eval()
     try:
         example = example_input(model) if example is None else example
         with torch.enable_grad():  # torch_pruning traces through autograd
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+            return tp.DependencyGraph().build_dependency(
+                model, example_inputs=example, customized_pruners={PadShortcut: _FixedMapPruner()}
+            )
     except NNMarkError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch-pruning's tracer raises anything: one line instead
@@ -134,6 +141,8 @@ def channel_groups(model: nn.Module, graph: Any = None) -> list[Group]:
             continue  # the output layer: its channels are the model's outputs
         norms = [m.name for m in members if isinstance(model.get_submodule(m.name), BATCHNORMS)]
         outs = [m.name for m in members if m.side == "out"]
+        # a fixed map has no norm after it to absorb a channel's scale: it carries it itself
+        fixed = {n for n in outs if isinstance(model.get_submodule(n), FIXED_MAPS)}
         groups.append(
             Group(
                 root=names[root_dep.target.module],
@@ -141,7 +150,7 @@ def channel_groups(model: nn.Module, graph: Any = None) -> list[Group]:
                 members=members,
                 handler=root_dep.handler,
                 probe=norms[0] if norms else outs[0],
-                scaled=set(norms) if norms else set(outs),
+                scaled=set(norms) | fixed if norms else set(outs),
             )
         )
     return groups
@@ -238,7 +247,11 @@ def apply_plans(model: nn.Module, groups: list[Group], plans: dict[str, Plan]) -
         w = module.weight
         t_out = _transform(sides["out"], w.shape[d_out], name)
         t_in = _transform(sides["in"], w.shape[d_in], name)
-        module.weight = nn.Parameter(_along(_along(w, t_out, d_out), t_in, d_in))
+        moved = _along(_along(w, t_out, d_out), t_in, d_in)
+        if isinstance(module, FIXED_MAPS):
+            module.weight = moved  # stays a buffer
+            continue
+        module.weight = nn.Parameter(moved)
         if module.bias is not None:
             module.bias = nn.Parameter(_along(module.bias, t_out, 0))
         sync_shape_attributes(module)
@@ -262,7 +275,7 @@ def sync_shape_attributes(module: nn.Module) -> None:
         module.num_features = module.running_mean.numel()
     elif isinstance(module, nn.Linear):
         module.out_features, module.in_features = module.weight.shape[:2]
-    elif isinstance(module, CHANNEL_LAYERS):
+    elif isinstance(module, CHANNEL_LAYERS) and not isinstance(module, FIXED_MAPS):
         d_out, d_in = _dims(module)
         module.out_channels = module.weight.shape[d_out]
         module.in_channels = module.weight.shape[d_in]
@@ -284,3 +297,29 @@ def rescale_before_norm(conv: nn.Module, norm: nn.Module, factors: torch.Tensor)
         conv.bias.mul_(c)
     mean.mul_(c)
     var.copy_(c**2 * (var + eps) - eps)
+
+
+class _FixedMapPruner:
+    """torch_pruning's interface for a fixed map: its rows are output channels, its columns
+    input channels, with no coupling between the two (like a convolution's)."""
+
+    TARGET_MODULES = None
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Any) -> nn.Module:
+        return self._keep(layer, idxs, 0)
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Any) -> nn.Module:
+        return self._keep(layer, idxs, 1)
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return int(layer.weight.shape[0])
+
+    def get_in_channels(self, layer: nn.Module) -> int:
+        return int(layer.weight.shape[1])
+
+    @staticmethod
+    def _keep(layer: nn.Module, idxs: Any, dim: int) -> nn.Module:
+        drop = set(int(i) for i in idxs)
+        keep = [i for i in range(layer.weight.shape[dim]) if i not in drop]
+        layer.weight = layer.weight.index_select(dim, torch.tensor(keep, dtype=torch.long))
+        return layer

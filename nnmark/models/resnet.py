@@ -6,7 +6,7 @@ Any input size (global average pooling) and any number of input channels.
   with 16 filters, three stages of n basic blocks (16, 32, 64 filters; stride 2 at each new
   stage), global average pooling and a linear layer: 6n + 2 layers (n = 3: 20, n = 5: 32).
   Where a stage widens, the paper's CIFAR shortcut is option A: the input subsampled by 2 and
-  its channels zero-padded (no parameters); `resnet32` is that, 464,154 parameters on CIFAR-10
+  its channels zero-padded (no parameters; PadShortcut); `resnet32` is that, 464,154 parameters on CIFAR-10
   (the paper's Table 6: 0.46M), the net seed 003 marks. `resnet20` keeps a 1x1 convolution with
   BatchNorm there (option B, `shortcut="B"`; 272,474 parameters, 2,752 more than option A's
   269,722): every resnet20 the tests and benchmarks trained has it, and either is a kwarg.
@@ -28,15 +28,20 @@ from nnmark.models import MODELS
 
 
 class PadShortcut(nn.Module):
-    """He et al.'s option A: the input subsampled by `stride`, zero channels appended."""
+    """He et al.'s option A: the input subsampled by `stride`, zero channels appended.
 
-    def __init__(self, extra: int, stride: int) -> None:
+    Held as a fixed 0/1 matrix [I; 0] (a buffer, never trained, no parameter), applied as a
+    strided 1x1 convolution: the same function as slicing and padding, but one that channel
+    surgery (nnmark/attacks/_graph.py) can permute, rescale and widen like any layer, so a
+    thief's function-preserving rewrite of the network keeps the shortcut exact."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.extra, self.stride = extra, stride
+        self.stride = stride
+        self.register_buffer("weight", torch.eye(cout, cin).reshape(cout, cin, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra))
+        return F.conv2d(x, self.weight, stride=self.stride)
 
 
 class BasicBlock(nn.Module):
@@ -51,7 +56,7 @@ class BasicBlock(nn.Module):
         self.dropout = dropout
         self.shortcut: nn.Module = nn.Identity()
         if (stride != 1 or cin != cout) and shortcut == "A":
-            self.shortcut = PadShortcut(cout - cin, stride)
+            self.shortcut = PadShortcut(cin, cout, stride)
         elif stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
