@@ -22,13 +22,15 @@ key, this machine: the mark needs steps to settle, as the seed says "the more th
     python benchmarks/seed003_tartaglione.py [--archs cnn,resnet20] [--seeds 3 | 2,0,1] [--fraction 0.2]
 
 Results: benchmarks/results/seed003_tartaglione.{json,md}, or seed003_tartaglione_<arch> when
-one architecture is given (so two can run side by side).
+one architecture is given (so two can run side by side), with `_<option>-<value>` for each
+`--set` (e.g. seed003_tartaglione_resnet20_contrast-true_replica-norm-running).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -83,7 +85,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     archs = args.archs.split(",")
-    name = "seed003_tartaglione" + (f"_{archs[0]}" if len(archs) == 1 else "")
+    name = result_name(archs, args.set)
     if args.merge:
         merge(args, archs, name)
         return
@@ -141,6 +143,15 @@ def merge(args: argparse.Namespace, archs: list[str], name: str) -> None:
     }
     write_results(name, payload | {"seconds": seconds, "rows": rows}, "\n".join(lines))
     print("\n".join(lines))
+
+
+def result_name(archs: list[str], options: list[str]) -> str:
+    """seed003_tartaglione[_<arch>][_<option>-<value>...]: runs of one architecture or with other
+    scheme options write their own files, so two can run side by side and none overwrites the
+    defaults' result."""
+    parts = [archs[0]] if len(archs) == 1 else []
+    parts += [re.sub(r"[^A-Za-z0-9.]+", "-", kv.replace("=", "-", 1)) for kv in sorted(options)]
+    return "_".join(["seed003_tartaglione", *parts])
 
 
 def seed_list(text: str) -> list[int]:

@@ -145,8 +145,12 @@ class TartaglioneConfig:
     #: the key entries' increase 0.044), -0.03 points, 2.9x the marking time (1,458 s against
     #: 498 s, each beside another job); at 4 mark epochs (the benchmark's default now) the
     #: ratio was 4.79 (0.162 / 0.034), +0.06 points, BER 0 after the Adam and SGD thieves;
-    #: seed 0: 8.47, +0.00 points, BER 0 after both (771 s of marking, 2 threads alone). The
-    #: default waits for the third seed and for the cnn rerun with it.
+    #: seed 0: 8.47, +0.00 points, BER 0 after both (771 s of marking, 2 threads alone; that
+    #: run is not committed). Not the default: rerun at this version on one thread
+    #: (benchmarks/results/seed003_tartaglione_resnet20_contrast-true_replica-norm-running.md),
+    #: seed 0's ratio was 1.54 (0.028 / 0.018), -0.01 points, and seed 1's 10.76, -0.15
+    #: points, BER 0 after both thieves on both: the valley along the mark is better on average
+    #: than without contrast but still not there on every run.
     contrast: bool = False
 
     def __post_init__(self) -> None:
