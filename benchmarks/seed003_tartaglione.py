@@ -19,7 +19,7 @@ fine-tune flipped 1 of its 4,583 key signs; at 4 it gained 0.18 points and none 
 key, this machine: the mark needs steps to settle, as the seed says "the more the iterations
 ... the best the robustness").
 
-    python benchmarks/seed003_tartaglione.py [--archs cnn,resnet20] [--seeds 3 | 2,0,1] [--fraction 0.2]
+    python benchmarks/seed003_tartaglione.py [--archs cnn,resnet20] [--seeds 3 | 2,0,1 | 1,] [--fraction 0.2]
 
 Results: benchmarks/results/seed003_tartaglione.{json,md}, or seed003_tartaglione_<arch> when
 one architecture is given (so two can run side by side), with `_<option>-<value>` for each
@@ -68,7 +68,7 @@ def main() -> None:
         "--seeds",
         type=seed_list,
         default="3",
-        help="a count (0..N-1) or a list run in order: 2,0,1",
+        help="a count (0..N-1) or a list run in order: 2,0,1 (one seed: 1,)",
     )
     ap.add_argument("--fraction", type=float, default=0.2)
     ap.add_argument("--test-fraction", type=float, default=1.0)
@@ -155,12 +155,13 @@ def result_name(archs: list[str], options: list[str]) -> str:
 
 
 def seed_list(text: str) -> list[int]:
-    """`3` -> [0, 1, 2]; `2,0,1` -> [2, 0, 1] (the order they run in)."""
+    """`3` -> [0, 1, 2]; `2,0,1` -> [2, 0, 1] (the order they run in); `1,` -> [1] (one seed:
+    a lone number is a count)."""
     try:
-        seeds = [int(s) for s in text.split(",")]
+        seeds = [int(s) for s in text.removesuffix(",").split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a count or a list of seeds: {text!r}") from None
-    seeds = list(range(seeds[0])) if len(seeds) == 1 else seeds
+    seeds = list(range(seeds[0])) if len(seeds) == 1 and "," not in text else seeds
     if not seeds or min(seeds) < 0:
         raise argparse.ArgumentTypeError(f"no seed to run, or a negative one: {text!r}")
     return seeds
