@@ -308,13 +308,29 @@ Row = tuple[str, str, str, str, str, str]  # seed, figure, seed's value, ours, v
 
 def seed003_results() -> dict[str, str]:
     """seed003_tartaglione.py's results (both architectures in one run, one file per
-    architecture, or with scheme options: the file name says which) -> the options they ran
-    with, as recorded in the JSON ("the scheme's defaults" when none)."""
+    architecture, or with scheme options: the file name says which) -> the objective's options
+    they ran with: the config their rows record (UNRECORDED for runs before rows recorded it)
+    under the `--set` recorded in the JSON."""
     out = {}
     for path in sorted(RESULTS.glob("seed003_tartaglione*.json")):
-        options = json.loads(path.read_text()).get("args", {}).get("set") or []
-        out[path.stem] = ", ".join(sorted(options)) or "the scheme's defaults"
+        doc = json.loads(path.read_text())
+        recorded = [r["scheme_config"] for r in doc.get("rows", []) if "scheme_config" in r]
+        options = {k: _option(v) for k, v in (recorded or [UNRECORDED])[0].items()}
+        options |= dict(kv.split("=", 1) for kv in doc.get("args", {}).get("set") or [])
+        out[path.stem] = ", ".join(f"{k}={options[k]}" for k in sorted(UNRECORDED))
     return out
+
+
+#: the objective's options of every seed003 run before its rows recorded the scheme's config
+#: (2026-12-04): the defaults then, left out of the JSON
+UNRECORDED: dict[str, Any] = {"lam": 1.0, "replica_norm": "batch", "contrast": False, "anchor": 0.0}
+
+
+def _option(value: Any) -> str:
+    """A value as --set spells it (true / false, 3 for 3.0)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 SEED001_BER = {"finetune 6": 0.0, "finetune 12": 0.031, "prune 60": 0.0, "prune 80": 0.078}
@@ -504,7 +520,8 @@ def _rows_003() -> list[Row]:
                 "003",
                 "test error marked at R = 4 after training minus before",
                 f"{7.29 - 7.14:+.2f} points (CIFAR-10, R = 4 vs 0)",
-                f"{gap:+.2f} points (MNIST {arch}, {objective}, {len(mine)} seeds); min "
+                f"{gap:+.2f} points (MNIST {arch}, {objective}, {len(mine)} seed"
+                f"{'s' if len(mine) > 1 else ''}); min "
                 f"landscape ratio {ratio:.2f}, worst BER after Adam / SGD fine-tunes {ber:.4f}",
                 f"no ({'; '.join(short)})" if short else "yes",
                 "tolerance (issue 16): 0.5 points, ratio >= 2 and BER 0 on every seed, 3 seeds; "
