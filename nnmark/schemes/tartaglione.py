@@ -121,8 +121,9 @@ class TartaglioneConfig:
     #: made on unmarked entries, so a larger lam asks for a steeper valley along the mark without
     #: making the network sharp) and running statistics, lam 3 (4 mark epochs,
     #: benchmarks/results/seed003_tartaglione_*_contrast-true_lam-3_replica-norm-running.md):
-    #: resnet20 seed 0 ratio 9.99 at -0.11 points (1.54 at lam 1), BER 0 after both thieves;
-    #: cnn seed 2 ratio 16.09 at +0.39 points, but 1 of 4,583 signs flipped by the SGD thief.
+    #: resnet20 seed 0 ratio 9.99 at -0.11 points (1.54 at lam 1), seed 1 5.60 at -0.25, BER 0
+    #: after both thieves on both (seed 2 not run yet); cnn seed 2 ratio 16.09 at +0.39 points,
+    #: but 1 of 4,583 signs flipped by the SGD thief.
     lam: float = 1.0
     cap: float = 0.05
     one_replica: bool = False
