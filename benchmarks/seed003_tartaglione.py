@@ -51,6 +51,7 @@ from nnmark import (
 )
 from nnmark.bench.cache import ModelCache
 from nnmark.bench.jobs import BENCH_CREATED
+from nnmark.config import config_to_dict
 from nnmark.data import SHARED_DATA
 from nnmark.schemes import scheme_for
 from nnmark.schemes._positions import perturbation_losses
@@ -222,7 +223,8 @@ def run(data: Any, arch: str, seed: int, args: argparse.Namespace) -> dict[str, 
         "ber_after_sgd_finetune": verify(sgd, key).ber,
         "accuracy_after_sgd_finetune": acc(sgd),
         "mark_seconds": round(seconds, 1),
-        "scheme_config": dict(key.marks[0].config),  # every option, defaults included
+        # every option, defaults included (a key leaves later options out at their defaults)
+        "scheme_config": config_to_dict(scheme.config),
     }
 
 

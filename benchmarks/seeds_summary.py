@@ -247,14 +247,15 @@ def seed003() -> tuple[list[str], str | None]:
         )
     missing = sorted(set(seed) - set(by))
     pending = f"{name} (R = {', '.join(map(str, missing))})" if missing else None
-    found = list(seed003_results())
+    results = seed003_results()
+    found = list(results)
     if not found:
         return out + ["", "*Pending: no `benchmarks/results/seed003_tartaglione.json` yet.*"], (
             pending or "seed003_tartaglione"
         )
     out += ["", "As the seed describes it (the mark applied to a trained model, R = 4, on MNIST):"]
     for n in found:
-        out += ["", f"With {seed003_results()[n]}:", "", provenance(load(n) or {}, n)]
+        out += ["", f"With {results[n]}:", "", provenance(load(n) or {}, n)]
         out += ["", *own_tables(n)]
     return out, pending
 
