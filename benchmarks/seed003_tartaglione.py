@@ -206,6 +206,10 @@ def run(data: Any, arch: str, seed: int, args: argparse.Namespace) -> dict[str, 
     after = verify(attacked, key)
     return {
         "movement": movement(marked, attacked, scheme.positions.index),
+        "sign_margin": {
+            "adam": sign_margin(marked, attacked, scheme.positions),
+            "sgd": sign_margin(marked, sgd, scheme.positions),
+        },
         "arch": arch,
         "seed": seed,
         "plain": acc(plain),
@@ -247,6 +251,26 @@ def movement(
     return {"marked": marked / n_marked, "unmarked": unmarked / n_unmarked}
 
 
+@torch.no_grad()
+def sign_margin(before: torch.nn.Module, after: torch.nn.Module, positions: Any) -> float:
+    """Over the marked tensors, the least of (smallest key magnitude - largest move of *any*
+    entry towards zero): how much room the key's signs had against this thief. The thief moves
+    marked and unmarked entries alike (`movement`), so every entry's move is a sample of what a
+    key value could have suffered; negative: some entry moved inwards farther than the smallest
+    key value's magnitude, a sign that could have flipped (whether one did is the BER)."""
+    b, a = dict(before.named_parameters()), dict(after.named_parameters())
+    margins = []
+    for name, values in positions.values.items():
+        inward = -(a[name] - b[name]).flatten() * torch.sign(b[name].flatten())
+        margins.append(float(values.abs().min()) - float(inward.max()))
+    return min(margins)
+
+
+def margin_text(row: dict[str, Any]) -> str:
+    m = row.get("sign_margin")
+    return "not measured" if m is None else f"{m['adam']:+.4f} / {m['sgd']:+.4f}"
+
+
 def render(
     rows: list[dict[str, Any]], args: argparse.Namespace, seconds: float | None
 ) -> list[str]:
@@ -261,8 +285,8 @@ def render(
         "",
         "| arch | seed | plain | control | marked | marked - plain (pts) | BER | ratio | "
         "Adam FT 5 ep: BER (flipped / positions) | p | acc after | SGD FT 5 ep: BER | acc after "
-        "| mark s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| sign margin Adam / SGD | mark s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -271,7 +295,7 @@ def render(
             f"{r['ratio']:.2f} | {r['ber_after_finetune']:.4f} ({r['flips_after_finetune']} / "
             f"{r['positions']}) | {r['p_after_finetune']:.0e} | "
             f"{r['accuracy_after_finetune']:.4f} | {r['ber_after_sgd_finetune']:.4f} | "
-            f"{r['accuracy_after_sgd_finetune']:.4f} | {r['mark_seconds']} |"
+            f"{r['accuracy_after_sgd_finetune']:.4f} | {margin_text(r)} | {r['mark_seconds']} |"
         )
     lines += [
         "",

@@ -111,7 +111,7 @@ def check_layers(mark: Mark, fraction: float) -> int:
     return total
 
 
-def magnitude_band(w: torch.Tensor, low: float = 0.95, high: float = 0.995) -> torch.Tensor:
+def magnitude_band(w: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """The sorted weight magnitudes of `w` between its `low` and `high` quantiles (at least one
     value; a tensor of zeros gives a small positive magnitude)."""
     mags = w.abs().sort().values
@@ -146,7 +146,12 @@ class KeyPositions:
             start += k
 
     @torch.no_grad()
-    def bind(self, model: nn.Module, draw: torch.Generator | None = None) -> None:
+    def bind(
+        self,
+        model: nn.Module,
+        draw: torch.Generator | None = None,
+        band: tuple[float, float] = (0.98, 0.999),
+    ) -> None:
         """Set the key values from the model being marked. With `draw`, each value's magnitude
         is one of the tensor's own weight magnitudes, drawn between its 95th and its 99.5th
         percentile: the marked values follow the layer's distribution (no outliers beyond its
@@ -167,9 +172,9 @@ class KeyPositions:
             if draw is None or w.numel() < 2:
                 self.values[name] = self.signs[name] * layer["scale"]
                 continue
-            band = magnitude_band(w)
-            pick = torch.randint(len(band), (len(self.signs[name]),), generator=draw)
-            self.values[name] = self.signs[name] * band[pick]
+            mags = magnitude_band(w, *band)
+            pick = torch.randint(len(mags), (len(self.signs[name]),), generator=draw)
+            self.values[name] = self.signs[name] * mags[pick]
 
     def _bound(self) -> None:
         if not self.values:

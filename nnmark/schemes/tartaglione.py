@@ -165,6 +165,12 @@ class TartaglioneConfig:
     #: than without contrast but still not there on every run (at lam 3, seed 0's was 9.99:
     #: see lam; the defaults stay until one set of options meets issue 16 on 3 seeds of both).
     contrast: bool = False
+    #: The quantiles of the layer's own weight magnitudes between which the key values' are
+    #: drawn (see nnmark.schemes._positions.KeyPositions.bind for why this high). Keys issued
+    #: before these options were embedded at 0.95 / 0.995 (`legacy_options`); only embedding
+    #: reads them (verification reads signs).
+    magnitude_low: float = 0.98
+    magnitude_high: float = 0.999
 
     def __post_init__(self) -> None:
         check(0 < self.fraction <= 0.5, f"fraction must be in (0, 0.5], got {self.fraction}")
@@ -172,6 +178,11 @@ class TartaglioneConfig:
         check(0 <= self.sigma <= 100 and 0 <= self.lam <= 100, "sigma and lam must be in [0, 100]")
         check(0 < self.cap <= 1e3, f"cap must be in (0, 1000], got {self.cap}")
         check(0 <= self.anchor <= 1e4, f"anchor must be in [0, 10000], got {self.anchor}")
+        check(
+            0.5 <= self.magnitude_low < self.magnitude_high <= 1,
+            "need 0.5 <= magnitude_low < magnitude_high <= 1, got "
+            f"{self.magnitude_low} and {self.magnitude_high}",
+        )
 
 
 def plan_positions(
@@ -240,8 +251,12 @@ class PositionScheme(Scheme):
     draws_magnitudes: bool = False
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        draw = self.mark.generator("magnitudes") if self.draws_magnitudes else None
-        self.positions.bind(model, draw)
+        if self.draws_magnitudes:
+            c = self.config
+            band = (c.magnitude_low, c.magnitude_high)
+            self.positions.bind(model, self.mark.generator("magnitudes"), band)
+        else:
+            self.positions.bind(model)
         self.positions.write(model)
         return model
 
@@ -278,6 +293,7 @@ class Tartaglione(PositionScheme):
     situation = "finetune"
     draws_magnitudes = True
     later_options = ("anchor", "replica_norm", "contrast")
+    legacy_options = {"magnitude_low": 0.95, "magnitude_high": 0.995}
     paper = (
         "Tartaglione et al., Delving in the loss landscape to embed robust watermarks, ICPR 2020"
     )
