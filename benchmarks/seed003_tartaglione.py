@@ -7,7 +7,10 @@ for as many epochs without the mark (what the extra epochs alone do). Reported: 
 the plain model, the control and the marked model; the landscape ratio (mean test-loss increase
 when the marked entries get Gaussian noise of sigma x the layer's std, over the increase for as
 many unmarked entries with noise of the same norm, 20 draws); BER after the thief's fine-tuning
-(`finetune:epochs=5` on the same `--fraction` of the thief split).
+(`finetune:epochs=5` on the same `--fraction` of the thief split), an Adam and an SGD thief, and
+each thief's sign margin (the smallest key magnitude minus the largest move of any entry towards
+zero, over the marked tensors: negative where some entry moved farther inwards than a key value
+could afford, whether or not a key value was the one that did).
 
 Issue 16 requires, for the cnn and resnet20: marked accuracy within 0.5 points of the plain model
 it started from (mean over 3 seeds), ratio >= 2, BER 0 after the fine-tune. CPU protocol (2

@@ -323,8 +323,16 @@ def seed003_results() -> dict[str, str]:
 
 
 #: the objective's options of every seed003 run before its rows recorded the scheme's config
-#: (2026-12-04): the defaults then, left out of the JSON
-UNRECORDED: dict[str, Any] = {"lam": 1.0, "replica_norm": "batch", "contrast": False, "anchor": 0.0}
+#: (2026-12-04): the defaults then, left out of the JSON; and the band the key magnitudes were
+#: drawn from (an option since)
+UNRECORDED: dict[str, Any] = {
+    "lam": 1.0,
+    "replica_norm": "batch",
+    "contrast": False,
+    "anchor": 0.0,
+    "magnitude_low": 0.95,
+    "magnitude_high": 0.995,
+}
 
 
 def _option(value: Any) -> str:

@@ -153,14 +153,19 @@ class KeyPositions:
         band: tuple[float, float] = (0.98, 0.999),
     ) -> None:
         """Set the key values from the model being marked. With `draw`, each value's magnitude
-        is one of the tensor's own weight magnitudes, drawn between its 95th and its 99.5th
-        percentile: the marked values follow the layer's distribution (no outliers beyond its
-        largest weights, nothing near zero whose sign a nudge flips), not one magnitude per
-        layer. Why that high: a thief's Adam fine-tune moves a few weights of a wide layer by
-        0.02-0.035 (MNIST cnn's fc1, whose 75th percentile is 0.019): from the 75th
-        percentile up 4-9 of its 4,014 key values changed sign, from the 90th one, from the
-        95th none on 3 seeds (Adam and SGD thieves; benchmarks/seed003_tartaglione.py).
-        The output layer is where this band is not enough: with 4 mark epochs, the SGD thief
+        is one of the tensor's own weight magnitudes, drawn between its `band` quantiles
+        (tartaglione's magnitude_low / magnitude_high, 0.98 and 0.999): the marked values
+        follow the layer's distribution (no outliers beyond its top 0.1 %, nothing near zero
+        whose sign a nudge flips), not one magnitude per layer. Why that high: a thief's
+        fine-tune moves a wide layer's entries by about the same absolute amount, marked or
+        not, a few of them by 0.03-0.05 (MNIST cnn's fc1, whose 95th percentile is 0.030 and
+        98th 0.039), so the smallest key values are the ones whose signs flip: from the 75th
+        percentile up 4-9 of its 4,014 key values changed sign, from the 90th one; from the
+        95th (the band until 2026-12-04) one on the cnn's seed 2 (0.0305 -> -0.0033, SGD
+        thief) and one on seed 0 with the anchor (Adam thief) in
+        benchmarks/seed003_tartaglione.py, whose rows now give each thief's sign margin (the
+        smallest key magnitude minus the largest move of any entry towards zero). The
+        output layer was once where a band was not enough: with 4 mark epochs, the SGD thief
         (lr 0.01, momentum 0.9) of the cnn's seed 2 moved one of its 13 key values by 0.197,
         -0.096 to +0.101 (its layer's 95th percentile: 0.10), while no other key value moved
         by more than 0.031. Without `draw`, +-2 std."""

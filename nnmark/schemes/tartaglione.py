@@ -7,14 +7,14 @@ model). Key-chosen entries of every conv / linear weight (a `fraction` of each, 
 included) are set to key values and stay frozen: their gradients are zeroed in place before
 every optimiser step and the key values are written back after it, so neither momentum nor weight
 decay moves them (bit-identical after training). A key value's sign carries the bit; its
-magnitude is one of the layer's own weight magnitudes, drawn by the key between the layer's 95th
-and 99.5th percentiles (the seed's "we will not choose outliers in the parameters'
+magnitude is one of the layer's own weight magnitudes, drawn by the key between the layer's 98th
+and 99.9th percentiles (the seed's "we will not choose outliers in the parameters'
 distribution"): the marked entries look like the layer's large weights, where +-2 std (one
 magnitude per layer, this scheme's first version) made them easy to spot. Not from the median: a
-thief's Adam fine-tune moves every weight by about the same absolute amount, marked or not, and
-a few of a wide layer's by 0.02-0.035 (the MNIST cnn's fc1, whose 75th percentile is 0.019), so
+thief's fine-tune moves every weight by about the same absolute amount, marked or not, and a
+few of a wide layer's by 0.03-0.05 (the MNIST cnn's fc1, whose 95th percentile is 0.030), so
 the smallest key values are the ones whose signs flip (4-9 of 4,583 from the 75th percentile
-up, 1 from the 90th, none from the 95th on 3 seeds; benchmarks/seed003_tartaglione.py). The
+up, 1 from the 90th, 1 on one seed of 3 from the 95th; see KeyPositions.bind). The
 other parameters are trained so that the loss is low at the model and high at R replicas whose
 marked entries are perturbed by Gaussian noise (std `sigma` x the layer's initial weight std):
 the mark sits in a narrow valley, and moving the marked values away costs accuracy.

@@ -279,6 +279,29 @@ def test_tartaglione_keys_from_before_later_options_stay_canonical(
     assert getattr(Tartaglione(changed).config, option) == value
 
 
+def test_tartaglione_keys_from_before_the_magnitude_band_read_the_band_they_were_made_with(
+    base_cnn: nn.Module,
+) -> None:
+    """Keys issued before `magnitude_low` / `magnitude_high` hold neither: they were embedded at
+    0.95 / 0.995 and read as such (and stay canonical); new keys write both; a key holding one
+    is refused, as is a band outside [0.5, 1] or upside down."""
+    key = owner_key("tartaglione")
+    mark = Tartaglione.plan(base_cnn, key, TartaglioneConfig())
+    assert (mark.config["magnitude_low"], mark.config["magnitude_high"]) == (0.98, 0.999)
+    old = {k: v for k, v in mark.config.items() if not k.startswith("magnitude_")}
+    before = key.new_mark("tartaglione", old, None, mark.bits, data=mark.data)
+    config = Tartaglione(before).config
+    assert (config.magnitude_low, config.magnitude_high) == (0.95, 0.995)
+    half = key.new_mark(
+        "tartaglione", {**old, "magnitude_low": 0.98}, None, mark.bits, data=mark.data
+    )
+    with pytest.raises(NNMarkError, match="not complete and canonical"):
+        Tartaglione(half)
+    for low, high in [(0.99, 0.98), (0.3, 0.9), (0.98, 1.5)]:
+        with pytest.raises(ValueError, match="magnitude_low"):
+            TartaglioneConfig(magnitude_low=low, magnitude_high=high)
+
+
 def test_watermas_adversarial_point_is_rho_stds_down_the_gradient(digits: DataBundle) -> None:
     """Step 2 of WaterMAS: per tensor, eps = -rho * std * sqrt(k) * g_M / |g_M|."""
     model = new_model("cnn", digits, seed=0)
