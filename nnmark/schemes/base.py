@@ -132,6 +132,10 @@ class Scheme(Hooks):
     #: that holds none of them was embedded without them and reads them as these values (and
     #: stays canonical); a key that holds one must hold all, and new keys write every one.
     legacy_options: ClassVar[dict[str, Any]] = {}
+    #: Former `later_options` whose default has changed: each was left out of the keys issued
+    #: while it sat at its old default, so an absent one reads as that old value, one by one;
+    #: new keys write every one (absence keeps meaning what it meant).
+    former_defaults: ClassVar[dict[str, Any]] = {}
     config: Any
     #: Calibration of this mark on unmarked models (key.derived["calibration"]), set by verify.
     calibration: dict[str, Any] | None = None
@@ -150,7 +154,7 @@ class Scheme(Hooks):
 
     def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
         self.mark = mark
-        written = dict(mark.config)
+        written = {**self.former_defaults, **mark.config}
         if self.legacy_options and not any(k in written for k in self.legacy_options):
             written |= self.legacy_options  # a key from before them: what it was embedded with
         self.config = build_config(self.Config, written)

@@ -5,6 +5,7 @@ statistics alone; ST-DM's capacity limit; bad options exit 2 with one line."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.schemes import SCHEMES, scheme_for
 from nnmark.schemes._positions import POSITION_NULL, replica_step
-from nnmark.schemes.tartaglione import Tartaglione, TartaglioneConfig
+from nnmark.schemes.tartaglione import PAPER_OBJECTIVE, Tartaglione, TartaglioneConfig
 
 
 @pytest.mark.parametrize("name", POSITION_SCHEMES)
@@ -261,22 +262,87 @@ def test_replica_step_with_contrast_follows_the_stated_objective(
     )
 
 
+def test_default_replica_step_follows_the_stated_objective(digits: DataBundle) -> None:
+    """The default objective (contrast, replica_norm=running, lam 3) on a BatchNorm model: one
+    SGD step (lr 1) moves the unmarked entries by the gradient of L_train(w)
+    + (lam / R) sum_r [L_eval(w + u_r) - min(L_eval(w + d_r), L_eval(w + u_r) + cap)], where
+    L_train normalises with the batch's statistics (updating the running ones, once) and every
+    L_eval with the running statistics that update left; computed on explicit copies."""
+    config = TartaglioneConfig(R=3)
+    defaults = {k: getattr(config, k) for k in PAPER_OBJECTIVE}
+    assert defaults == {"lam": 3.0, "replica_norm": "running", "contrast": True}
+    assert config.anchor == 0
+    lam, count = config.lam, config.R
+    model = new_model("resnet20", digits, seed=0)
+    scheme = Tartaglione(Tartaglione.plan(model, owner_key("t"), config))
+    model = scheme.prepare(model).train()
+    reference = copy.deepcopy(model)
+    batch = _batch(digits)
+    gen = torch.Generator().manual_seed(0)
+    deltas = [scheme.positions.gaussian(3.0, gen) for _ in range(count)]
+    elsewhere = [scheme.positions.unmarked_like(d, gen) for d in deltas]
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in reference.named_parameters()}
+    loss_at = _explicit_loss(reference, params, batch)
+    total = loss_at({}, {})  # train mode: updates the reference's running statistics
+    reference.eval()
+    pairs = [
+        (loss_at(move, at), loss_at(d, scheme.index)) for d, (at, move) in zip(deltas, elsewhere)
+    ]
+    rises = sorted(float(r.detach() - e.detach()) for e, r in pairs)
+    cap, counted = (rises[0] + rises[-1]) / 2, 0
+    for there, replica in pairs:
+        total = total + lam / count * there
+        if float(replica.detach()) < float(there.detach()) + cap:
+            total, counted = total - lam / count * replica, counted + 1
+    assert 0 < counted < count
+    total.backward()
+    moves = iter(elsewhere)
+    _step_and_compare(
+        scheme,
+        model,
+        params,
+        batch,
+        deltas,
+        lam,
+        cap,
+        1e-4,
+        1e-5,
+        running_norm=True,
+        contrast=lambda delta: next(moves),
+    )
+    buffers, expected_buffers = dict(model.named_buffers()), dict(reference.named_buffers())
+    assert all(torch.equal(buffers[n], expected_buffers[n]) for n in expected_buffers)
+
+
 @pytest.mark.parametrize(
-    ("option", "value"), [("anchor", 30.0), ("replica_norm", "running"), ("contrast", True)]
+    "held",
+    [
+        {},
+        {"contrast": True},
+        {"replica_norm": "running"},
+        {"contrast": True, "replica_norm": "running"},
+    ],
 )
-def test_tartaglione_keys_from_before_later_options_stay_canonical(
-    option: str, value: object, base_cnn: nn.Module
+def test_tartaglione_keys_read_an_absent_former_option_as_its_former_default(
+    held: dict[str, Any], base_cnn: nn.Module
 ) -> None:
-    """`anchor`, `replica_norm` and `contrast` came later: a key leaves each out while at its
-    default (so keys written before it are still complete and canonical, and a default key
-    draws what it drew), and holds it when set."""
+    """`replica_norm` and `contrast` were left out of a key while at their former defaults
+    (batch, false), each could be set on its own: a key issued then that lacks one was embedded
+    with its former default, reads as that, and stays canonical. New keys write both (absence
+    keeps that meaning); `anchor`, still off by default, is left out of a key until set."""
     key = owner_key("tartaglione")
-    default = Tartaglione.plan(base_cnn, key, TartaglioneConfig())
-    assert option not in default.config
-    assert getattr(Tartaglione(default).config, option) == getattr(TartaglioneConfig(), option)
-    changed = Tartaglione.plan(base_cnn, key, TartaglioneConfig(**{option: value}))
-    assert changed.config[option] == value
-    assert getattr(Tartaglione(changed).config, option) == value
+    new = Tartaglione.plan(base_cnn, key, TartaglioneConfig())
+    former = Tartaglione.former_defaults
+    assert former == {"replica_norm": "batch", "contrast": False}
+    assert {k: new.config[k] for k in former} == {"replica_norm": "running", "contrast": True}
+    old_config = {k: v for k, v in new.config.items() if k not in former} | held
+    config = Tartaglione(dataclasses.replace(new, config=old_config)).config
+    assert {k: getattr(config, k) for k in former} == former | held
+    paper = Tartaglione.plan(base_cnn, key, TartaglioneConfig(**PAPER_OBJECTIVE))
+    assert {k: paper.config[k] for k in PAPER_OBJECTIVE} == PAPER_OBJECTIVE
+    assert "anchor" not in new.config
+    anchored = Tartaglione.plan(base_cnn, key, TartaglioneConfig(anchor=30.0))
+    assert Tartaglione(anchored).config.anchor == anchored.config["anchor"] == 30.0
 
 
 def test_tartaglione_keys_from_before_the_magnitude_band_read_the_band_they_were_made_with(
