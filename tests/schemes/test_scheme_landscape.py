@@ -139,6 +139,19 @@ def _step_and_compare(
         torch.testing.assert_close(p.detach(), expected, rtol=rtol, atol=atol)
 
 
+def _on_resnet20(
+    digits: DataBundle, config: TartaglioneConfig
+) -> tuple[Tartaglione, nn.Module, nn.Module, Any, torch.Generator, list[Params]]:
+    """A marked resnet20 (BatchNorm) in train mode, an explicit copy of it, a batch and R
+    replicas' perturbations (sigma 3) from a seeded generator."""
+    model = new_model("resnet20", digits, seed=0)
+    scheme = Tartaglione(Tartaglione.plan(model, owner_key("t"), config))
+    model = scheme.prepare(model).train()
+    gen = torch.Generator().manual_seed(0)
+    deltas = [scheme.positions.gaussian(3.0, gen) for _ in range(config.R)]
+    return scheme, model, copy.deepcopy(model), _batch(digits), gen, deltas
+
+
 @pytest.mark.parametrize("anchor", [0.0, 20.0])
 @pytest.mark.parametrize("capped", [False, True])  # every replica counted; some over the cap
 def test_replica_step_follows_the_stated_objective(
@@ -190,14 +203,8 @@ def test_replica_step_with_running_norm_follows_the_stated_objective(
     statistics that update left: the landscape is shaped in the mode the model is verified and
     deployed in. Computed here on explicit perturbed copies of the weights."""
     lam, count = 0.5, 3
-    model = new_model("resnet20", digits, seed=0)
     config = TartaglioneConfig(R=count, replica_norm="running")
-    scheme = Tartaglione(Tartaglione.plan(model, owner_key("t"), config))
-    model = scheme.prepare(model).train()
-    reference = copy.deepcopy(model)
-    batch = _batch(digits)
-    gen = torch.Generator().manual_seed(0)
-    deltas = [scheme.positions.gaussian(3.0, gen) for _ in range(count)]
+    scheme, model, reference, batch, gen, deltas = _on_resnet20(digits, config)
     params = {n: p.detach().clone().requires_grad_(True) for n, p in reference.named_parameters()}
     loss_at = _explicit_loss(reference, params, batch)
     train_loss = loss_at({}, {})  # train mode: updates the reference's running statistics
@@ -273,13 +280,7 @@ def test_default_replica_step_follows_the_stated_objective(digits: DataBundle) -
     assert defaults == {"lam": 3.0, "replica_norm": "running", "contrast": True}
     assert config.anchor == 0
     lam, count = config.lam, config.R
-    model = new_model("resnet20", digits, seed=0)
-    scheme = Tartaglione(Tartaglione.plan(model, owner_key("t"), config))
-    model = scheme.prepare(model).train()
-    reference = copy.deepcopy(model)
-    batch = _batch(digits)
-    gen = torch.Generator().manual_seed(0)
-    deltas = [scheme.positions.gaussian(3.0, gen) for _ in range(count)]
+    scheme, model, reference, batch, gen, deltas = _on_resnet20(digits, config)
     elsewhere = [scheme.positions.unmarked_like(d, gen) for d in deltas]
     params = {n: p.detach().clone().requires_grad_(True) for n, p in reference.named_parameters()}
     loss_at = _explicit_loss(reference, params, batch)
