@@ -36,6 +36,9 @@ few percent per bit inflates the false claims at 1e-6 about tenfold at 64 bits (
 bits), although 0.05-level rates over a few hundred pairs barely show it.
 
 Trained models are cached (`--cache`, default /tmp/realign_cache): a rerun only verifies.
+Every scheme is embedded at its defaults of the run's day: the committed results (2026-12-01)
+predate tartaglione's present objective and key-magnitude band (2026-12-04), which a rerun
+measures; the refusal to realign tartaglione does not depend on either.
 
     python benchmarks/realign_null.py [--keys 5] [--unmarked 16] [--archs cnn,mlp,resnet20]
 """

@@ -210,8 +210,8 @@ def run(data: Any, arch: str, seed: int, args: argparse.Namespace) -> dict[str, 
     return {
         "movement": movement(marked, attacked, scheme.positions.index),
         "sign_margin": {
-            "adam": sign_margin(marked, attacked, scheme.positions),
-            "sgd": sign_margin(marked, sgd, scheme.positions),
+            "adam": sign_margin(marked, attacked, scheme.positions.index),
+            "sgd": sign_margin(marked, sgd, scheme.positions.index),
         },
         "arch": arch,
         "seed": seed,
@@ -255,17 +255,21 @@ def movement(
 
 
 @torch.no_grad()
-def sign_margin(before: torch.nn.Module, after: torch.nn.Module, positions: Any) -> float:
+def sign_margin(
+    before: torch.nn.Module, after: torch.nn.Module, index: dict[str, torch.Tensor]
+) -> float:
     """Over the marked tensors, the least of (smallest key magnitude - largest move of *any*
     entry towards zero): how much room the key's signs had against this thief. The thief moves
     marked and unmarked entries alike (`movement`), so every entry's move is a sample of what a
     key value could have suffered; negative: some entry moved inwards farther than the smallest
-    key value's magnitude, a sign that could have flipped (whether one did is the BER)."""
+    key value's magnitude, a sign that could have flipped (whether one did is the BER). The key
+    values are read from the marked model (a bare `bind` sets +-2 std, not them)."""
     b, a = dict(before.named_parameters()), dict(after.named_parameters())
     margins = []
-    for name, values in positions.values.items():
-        inward = -(a[name] - b[name]).flatten() * torch.sign(b[name].flatten())
-        margins.append(float(values.abs().min()) - float(inward.max()))
+    for name, idx in index.items():
+        w = b[name].flatten()
+        inward = -(a[name].flatten() - w) * torch.sign(w)
+        margins.append(float(w[idx].abs().min()) - float(inward.max()))
     return min(margins)
 
 

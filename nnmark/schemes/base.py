@@ -132,9 +132,10 @@ class Scheme(Hooks):
     #: that holds none of them was embedded without them and reads them as these values (and
     #: stays canonical); a key that holds one must hold all, and new keys write every one.
     legacy_options: ClassVar[dict[str, Any]] = {}
-    #: Former `later_options` whose default has changed: each was left out of the keys issued
-    #: while it sat at its old default, so an absent one reads as that old value, one by one;
-    #: new keys write every one (absence keeps meaning what it meant).
+    #: Options a key left out while they sat at a value that is no longer the default (former
+    #: `later_options`, or ones that did not exist yet): an absent one reads as that value, one
+    #: by one, and a key holds one only where it differs from it, so each config has one
+    #: spelling (every secret is derived from it).
     former_defaults: ClassVar[dict[str, Any]] = {}
     config: Any
     #: Calibration of this mark on unmarked models (key.derived["calibration"]), set by verify.
@@ -143,21 +144,24 @@ class Scheme(Hooks):
     @classmethod
     def canonical_config(cls, config: Any) -> dict[str, Any]:
         """The config as a key holds it, every option as written (every secret is derived from
-        it, and a key that spells it otherwise is refused); `later_options` only where set."""
+        it, and a key that spells it otherwise is refused); `later_options` only where set,
+        `former_defaults` only where they differ from their former value."""
         out = config_to_dict(config)
-        if not cls.later_options:
-            return out
-        default = cls.Config()
+        default = cls.Config() if cls.later_options else None
+        former = cls.former_defaults
         return {
-            k: v for k, v in out.items() if k not in cls.later_options or getattr(default, k) != v
+            k: v
+            for k, v in out.items()
+            if not (k in cls.later_options and getattr(default, k) == v)
+            and not (k in former and former[k] == v)
         }
 
     def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
         self.mark = mark
-        written = {**self.former_defaults, **mark.config}
+        written = dict(mark.config)
         if self.legacy_options and not any(k in written for k in self.legacy_options):
             written |= self.legacy_options  # a key from before them: what it was embedded with
-        self.config = build_config(self.Config, written)
+        self.config = build_config(self.Config, {**self.former_defaults, **written})
         if self.canonical_config(self.config) != written:
             raise key_error(
                 mark, "config", "is not complete and canonical (every option, as written)"

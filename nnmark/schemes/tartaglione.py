@@ -172,9 +172,11 @@ class TartaglioneConfig:
     #: entries' loss increase from 0.38 to 0.035 (2 mark epochs).
     contrast: bool = True
     #: The quantiles of the layer's own weight magnitudes between which the key values are
-    #: drawn (see nnmark.schemes._positions.KeyPositions.bind for why this high). Keys issued
-    #: before these options were embedded at 0.95 / 0.995 (`legacy_options`); only embedding
-    #: reads them (verification reads signs).
+    #: drawn (see nnmark.schemes._positions.KeyPositions.bind for why this high; below 1, so
+    #: the layer's largest weights stay out). A key without them reads 0.95 / 0.995, the band
+    #: of 2026-12-02 to 12-04 (earlier keys were embedded with other bands, or +-2 std); only
+    #: embedding reads them, verification reads signs. On a layer of 50 weights or fewer the
+    #: band holds one magnitude.
     magnitude_low: float = 0.98
     magnitude_high: float = 0.999
 
@@ -185,8 +187,8 @@ class TartaglioneConfig:
         check(0 < self.cap <= 1e3, f"cap must be in (0, 1000], got {self.cap}")
         check(0 <= self.anchor <= 1e4, f"anchor must be in [0, 10000], got {self.anchor}")
         check(
-            0.5 <= self.magnitude_low < self.magnitude_high <= 1,
-            "need 0.5 <= magnitude_low < magnitude_high <= 1, got "
+            0.5 <= self.magnitude_low < self.magnitude_high < 1,
+            "need 0.5 <= magnitude_low < magnitude_high < 1, got "
             f"{self.magnitude_low} and {self.magnitude_high}",
         )
 
@@ -299,9 +301,13 @@ class Tartaglione(PositionScheme):
     situation = "finetune"
     draws_magnitudes = True
     later_options = ("anchor",)
-    # keys issued before 2026-12-04 leave these out at their defaults of the time
-    former_defaults = {"replica_norm": "batch", "contrast": False}
-    legacy_options = {"magnitude_low": 0.95, "magnitude_high": 0.995}
+    # keys issued before 2026-12-04 leave these out at their values of the time
+    former_defaults = {
+        "replica_norm": "batch",
+        "contrast": False,
+        "magnitude_low": 0.95,
+        "magnitude_high": 0.995,
+    }
     paper = (
         "Tartaglione et al., Delving in the loss landscape to embed robust watermarks, ICPR 2020"
     )

@@ -315,6 +315,14 @@ def test_default_replica_step_follows_the_stated_objective(digits: DataBundle) -
     assert all(torch.equal(buffers[n], expected_buffers[n]) for n in expected_buffers)
 
 
+FORMER = {
+    "replica_norm": "batch",
+    "contrast": False,
+    "magnitude_low": 0.95,
+    "magnitude_high": 0.995,
+}
+
+
 @pytest.mark.parametrize(
     "held",
     [
@@ -322,49 +330,60 @@ def test_default_replica_step_follows_the_stated_objective(digits: DataBundle) -
         {"contrast": True},
         {"replica_norm": "running"},
         {"contrast": True, "replica_norm": "running"},
+        {"magnitude_low": 0.98},
+        {"contrast": True, "magnitude_low": 0.98, "magnitude_high": 0.999},
     ],
 )
 def test_tartaglione_keys_read_an_absent_former_option_as_its_former_default(
     held: dict[str, Any], base_cnn: nn.Module
 ) -> None:
     """`replica_norm` and `contrast` were left out of a key while at their former defaults
-    (batch, false), each could be set on its own: a key issued then that lacks one was embedded
-    with its former default, reads as that, and stays canonical. New keys write both (absence
-    keeps that meaning); `anchor`, still off by default, is left out of a key until set."""
+    (batch, false), each could be set on its own, and the magnitude band did not exist (keys
+    were embedded at 0.95 / 0.995): a key issued then lacks them, was embedded with those
+    values, reads as them and stays canonical. Each option is read on its own. New keys write
+    each one that differs from its former value (the defaults all do); `anchor`, still off
+    by default, is left out until set."""
     key = owner_key("tartaglione")
     new = Tartaglione.plan(base_cnn, key, TartaglioneConfig())
-    former = Tartaglione.former_defaults
-    assert former == {"replica_norm": "batch", "contrast": False}
-    assert {k: new.config[k] for k in former} == {"replica_norm": "running", "contrast": True}
-    old_config = {k: v for k, v in new.config.items() if k not in former} | held
+    assert Tartaglione.former_defaults == FORMER
+    assert {k: new.config[k] for k in FORMER} == {
+        "replica_norm": "running",
+        "contrast": True,
+        "magnitude_low": 0.98,
+        "magnitude_high": 0.999,
+    }
+    # a key as issued before: none of them, lam 1 (the seed's form), plus what it held
+    old_config = {k: v for k, v in new.config.items() if k not in FORMER} | {"lam": 1.0} | held
     config = Tartaglione(dataclasses.replace(new, config=old_config)).config
-    assert {k: getattr(config, k) for k in former} == former | held
+    assert {k: getattr(config, k) for k in FORMER} == FORMER | held
+    assert config.lam == 1.0
     paper = Tartaglione.plan(base_cnn, key, TartaglioneConfig(**PAPER_OBJECTIVE))
-    assert {k: paper.config[k] for k in PAPER_OBJECTIVE} == PAPER_OBJECTIVE
+    assert {k: v for k, v in PAPER_OBJECTIVE.items() if k in paper.config} == {"lam": 1.0}
+    assert {k: getattr(Tartaglione(paper).config, k) for k in PAPER_OBJECTIVE} == PAPER_OBJECTIVE
     assert "anchor" not in new.config
     anchored = Tartaglione.plan(base_cnn, key, TartaglioneConfig(anchor=30.0))
     assert Tartaglione(anchored).config.anchor == anchored.config["anchor"] == 30.0
 
 
-def test_tartaglione_keys_from_before_the_magnitude_band_read_the_band_they_were_made_with(
-    base_cnn: nn.Module,
+@pytest.mark.parametrize("spelled", [{"contrast": False}, {"magnitude_low": 0.95}])
+def test_tartaglione_refuses_a_former_value_spelled_out(
+    spelled: dict[str, Any], base_cnn: nn.Module
 ) -> None:
-    """Keys issued before `magnitude_low` / `magnitude_high` hold neither: they were embedded at
-    0.95 / 0.995 and read as such (and stay canonical); new keys write both; a key holding one
-    is refused, as is a band outside [0.5, 1] or upside down."""
+    """A former value has one spelling, its absence: a key that writes it out is another key
+    for the same config (every secret is derived from the key), so it is refused."""
     key = owner_key("tartaglione")
-    mark = Tartaglione.plan(base_cnn, key, TartaglioneConfig())
-    assert (mark.config["magnitude_low"], mark.config["magnitude_high"]) == (0.98, 0.999)
-    old = {k: v for k, v in mark.config.items() if not k.startswith("magnitude_")}
-    before = key.new_mark("tartaglione", old, None, mark.bits, data=mark.data)
-    config = Tartaglione(before).config
-    assert (config.magnitude_low, config.magnitude_high) == (0.95, 0.995)
-    half = key.new_mark(
-        "tartaglione", {**old, "magnitude_low": 0.98}, None, mark.bits, data=mark.data
-    )
+    new = Tartaglione.plan(base_cnn, key, TartaglioneConfig())
+    old_config = {k: v for k, v in new.config.items() if k not in FORMER} | spelled
     with pytest.raises(NNMarkError, match="not complete and canonical"):
-        Tartaglione(half)
-    for low, high in [(0.99, 0.98), (0.3, 0.9), (0.98, 1.5)]:
+        Tartaglione(dataclasses.replace(new, config=old_config))
+
+
+def test_tartaglione_draws_its_band_and_refuses_a_band_out_of_range(base_cnn: nn.Module) -> None:
+    """The band's quantiles: new keys hold them; 0.5 <= low < high < 1 (the largest weights,
+    outliers, stay out)."""
+    mark = Tartaglione.plan(base_cnn, owner_key("tartaglione"), TartaglioneConfig())
+    assert (mark.config["magnitude_low"], mark.config["magnitude_high"]) == (0.98, 0.999)
+    for low, high in [(0.99, 0.98), (0.3, 0.9), (0.98, 1.0)]:
         with pytest.raises(ValueError, match="magnitude_low"):
             TartaglioneConfig(magnitude_low=low, magnitude_high=high)
 
