@@ -404,9 +404,9 @@ def replica_step(
     backward (gradients accumulate in .grad), restore; its graph is freed before the next one is
     built, also when its loss is over the cap and no backward runs. Peak memory stays that of
     plain training when the gradients accumulate in one `grads` buffer (GradBuffer; without
-    one they are zeroed with set_to_none as usual). Without `running_norm` the replicas use batch
-    statistics; either way they leave the BatchNorm running statistics alone. `replicas` is called after the
-    first backward pass, so it may read the gradients (watermas). The marked entries' gradients
+    one they are zeroed with set_to_none as usual). Without `running_norm` the replicas use
+    batch statistics; either way they leave the BatchNorm running statistics alone. `replicas`
+    is called after the first backward pass, so it may read the gradients (watermas). The marked entries' gradients
     are zeroed before the optimiser step and their key values are written back after it, so
     neither momentum nor weight decay can move them.
 

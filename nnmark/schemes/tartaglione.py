@@ -301,10 +301,10 @@ class Tartaglione(PositionScheme):
     situation = "finetune"
     draws_magnitudes = True
     later_options = ("anchor",)
-    # keys issued before 2026-12-04 leave these out at their values of the time
+    # keys issued before 2026-12-04 leave these out at their values of the time: the seed's
+    # objective (lam was always written) and the band of 2026-12-02 to 12-04
     former_defaults = {
-        "replica_norm": "batch",
-        "contrast": False,
+        **{k: v for k, v in PAPER_OBJECTIVE.items() if k != "lam"},
         "magnitude_low": 0.95,
         "magnitude_high": 0.995,
     }

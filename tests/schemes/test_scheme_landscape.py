@@ -444,6 +444,7 @@ def test_stdm_capacity_error_names_the_limit(digits: DataBundle) -> None:
         ("tartaglione", "anchor=-1", "anchor must be in [0, 10000]"),
         ("tartaglione", "replica_norm=eval", "replica_norm must be one of batch, running"),
         ("tartaglione", "contrast=maybe", "contrast must be true or false"),
+        ("tartaglione", "magnitude_high=1", "need 0.5 <= magnitude_low < magnitude_high < 1"),
         ("watermas", "fraction=0.9", "fraction must be in (0, 0.5]"),
         ("stdm", "delta=0", "delta must be in [0.1, 64]"),
         ("uchida", "nope=1", "nope"),
