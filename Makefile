@@ -50,10 +50,11 @@ lint: setup
 
 # Two pytest-xdist workers (the machine's two cores), a file per worker at a time: a module's
 # fixtures are built once; models shared across files are trained once (tests/conftest.py `once`).
+# The 20 slowest tests are listed at the end: the suite must stay well under 10 minutes.
 WORKERS ?= 2
 
 test: lint browser
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile --durations=20
 
 # Everyday work: the tests that train nothing, serve nothing and drive no browser (tiers in
 # tests/conftest.py); `make test` (CI) runs everything.

@@ -165,47 +165,65 @@ def histogram_kept(r: dict[str, Any]) -> bool:
     )
 
 
+#: uchida_paper_settings.py's results, one per host: (file, the host in words)
+PAPER_SETTINGS = {
+    "uchida_paper_settings": "MNIST cnn (no BatchNorm)",
+    "uchida_paper_settings_resnet20": "MNIST resnet20 (BatchNorm after the host, as the WRN's)",
+}
+
+
+#: The recipe of uchida_paper_settings.py that is the paper's own (loss, lam and optimiser).
+PAPER_RECIPE = "paper (bce, lam 0.01, SGD)"
+
+
 def paper_settings() -> list[str]:
     """The random key at the paper's lam and optimiser (benchmarks/uchida_paper_settings.py)."""
-    doc = load("uchida_paper_settings")
-    if doc is None:
+    out: list[str] = []
+    for name, where in PAPER_SETTINGS.items():
+        doc = load(name)
+        if doc is None:
+            continue
+        out += ["", f"At the paper's settings, {where}: {provenance(doc, name)}", ""]
+        out += [
+            "| recipe | found | worst BER | marked - plain (points) | KS marked vs plain | KS "
+            "plain vs plain | host std marked / plain | std ratio the logits need |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for recipe, r in doc["summary"].items():
+            out.append(
+                f"| {recipe} | {r['found']}/{len(doc['results'][recipe])} | "
+                f"{r['worst_ber']:.3f} | {r['mean_accuracy_change_points']:+.2f} | "
+                f"{r['mean_ks_marked_vs_plain']:.4f} | {r['mean_ks_plain_vs_plain']:.4f} | "
+                f"{r['std_ratio']:.2f} | {r.get('floor_std_ratio', float('nan')):.2f} |"
+            )
+        out += [
+            "",
+            "Against issue 16's tolerance (KS within 2x plain-vs-plain on every seed, BER 0, "
+            "accuracy within 0.3 points):",
+            "",
+        ]
+        for recipe, r in doc["summary"].items():
+            out.append(
+                f"- {recipe}: **{'met' if histogram_kept(r) else 'not met'}** (worst KS ratio "
+                f"{r['worst_ks_ratio']:.1f}, worst BER {r['worst_ber']:.3f}, "
+                f"{r['mean_accuracy_change_points']:+.2f} points)"
+            )
+    if not out:
         return []
-    out = ["", f"At the paper's settings: {provenance(doc, 'uchida_paper_settings')}", ""]
-    out += [
-        "| recipe | found | worst BER | marked - plain (points) | KS marked vs plain | KS plain "
-        "vs plain | host std marked / plain |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, r in doc["summary"].items():
-        out.append(
-            f"| {name} | {r['found']}/{len(doc['results'][name])} | {r['worst_ber']:.3f} | "
-            f"{r['mean_accuracy_change_points']:+.2f} | {r['mean_ks_marked_vs_plain']:.4f} | "
-            f"{r['mean_ks_plain_vs_plain']:.4f} | {r['std_ratio']:.2f} |"
-        )
-
-    out += [
-        "",
-        "Against issue 16's tolerance (KS within 2x plain-vs-plain on every seed, BER 0, "
-        "accuracy within 0.3 points):",
-        "",
-    ]
-    for name, r in doc["summary"].items():
-        out.append(
-            f"- {name}: **{'met' if histogram_kept(r) else 'not met'}** (worst KS ratio "
-            f"{r['worst_ks_ratio']:.1f}, worst BER {r['worst_ber']:.3f}, "
-            f"{r['mean_accuracy_change_points']:+.2f} points)"
-        )
-    out += [
+    return out + [
         "",
         "The paper's loss, the summed binary cross-entropy, reaches 0 only at infinite logits and "
-        "keeps pushing the host weights outwards while training runs; nnmark's `loss=hinge` stops "
-        "once each bit is half a standard deviation past zero, and with `vector=unit_kernels` "
-        "reads the bits where no rescaling of channels reaches. What the hinge gives up (90 % "
-        "pruning with recovery removes it within the fidelity budget on digits): "
-        "`benchmarks/results/uchida_loss_tradeoff.md`. The paper's 200-epoch step schedule and "
-        "Nesterov momentum are not reproduced here.",
+        'keeps pushing the host weights outwards while training runs. "Std ratio the logits '
+        "need\" is the host's growth if its weights moved only as far as the marked logits "
+        "require (the same least-norm change in every filter; uchida_paper_settings.py): where "
+        "it is close to the measured growth, no optimiser reaches those logits with less, and "
+        "the histogram moves with the logits. nnmark's `loss=hinge` stops once each bit is half "
+        "a standard deviation past zero, and with `vector=unit_kernels` reads the bits where no "
+        "rescaling of channels reaches. What the hinge gives up (90 % pruning with recovery "
+        "removes it within the fidelity budget on digits): "
+        "`benchmarks/results/uchida_loss_tradeoff.md`. The paper's 200-epoch step schedule is "
+        "replaced by a cosine schedule over 4 epochs.",
     ]
-    return out
 
 
 def seed003() -> tuple[list[str], str | None]:
@@ -458,26 +476,44 @@ def _rows_002() -> list[Row]:
                     "0 / 0",
                     f"{at[0.65]:.3f} / {at[0.8]:.3f}",
                     "yes" if ok else "no",
-                    "MNIST cnn, lam 0.05 with Adam (nnmark's recipe); cause of the gap not "
-                    "established (the host here has 576 values for 256 bits, as the paper's)",
+                    "MNIST cnn, lam 0.05 with Adam (nnmark's recipe); at the paper's lam and "
+                    "optimiser the gap stays (next rows): not the recipe; cause not established",
                 )
             )
-    ps = load("uchida_paper_settings")
-    if ps is not None:
-        for name, r in ps["summary"].items():
-            n = len(ps["results"][name])
-            ok = histogram_kept(r)
+    for name, where in PAPER_SETTINGS.items():
+        ps = load(name)
+        r = (ps or {}).get("summary", {}).get(PAPER_RECIPE)
+        if r is None or "worst_ber_pruned_0.65" not in r:
+            continue
+        pruned = (r["worst_ber_pruned_0.65"], r["worst_ber_pruned_0.8"])
+        out.append(
+            (
+                "002",
+                "BER after 65 % / 80 % of the host pruned (random key), paper's lam and optimiser",
+                "0 / 0",
+                f"{pruned[0]:.3f} / {pruned[1]:.3f} (worst of {len(ps['results'][PAPER_RECIPE])})",
+                "yes" if pruned == (0, 0) else "no",
+                f"{where}, lam 0.01, SGD (uchida_paper_settings); the host's smallest weights "
+                "zeroed, as the paper's Figure 5b; 4 epochs on MNIST, not 200 on CIFAR-10",
+            )
+        )
+    for name, where in PAPER_SETTINGS.items():
+        ps = load(name)
+        if ps is None:
+            continue
+        for recipe, r in ps["summary"].items():
+            n = len(ps["results"][recipe])
             out.append(
                 (
                     "002",
-                    f"random key leaves the histogram unchanged: {name}",
+                    f"random key leaves the histogram unchanged: {recipe}",
                     "unchanged (Fig. 3)",
                     f"KS {r['worst_ks_ratio']:.1f}x plain-vs-plain (worst of {n}), worst BER "
                     f"{r['worst_ber']:.3f}, {r['mean_accuracy_change_points']:+.2f} points",
-                    "yes" if ok else "no",
+                    "yes" if histogram_kept(r) else "no",
                     "tolerance (issue 16): KS within 2x the plain-vs-plain distance on every "
-                    "seed, BER 0, accuracy within 0.3 points; MNIST cnn, 4 epochs"
-                    + ("; nnmark's hinge loss, not the paper's" if "hinge" in name else ""),
+                    f"seed, BER 0, accuracy within 0.3 points; {where}, 4 epochs"
+                    + ("; nnmark's hinge loss, not the paper's" if "hinge" in recipe else ""),
                 )
             )
     return out

@@ -48,6 +48,8 @@ class TrainConfig:
     optimizer: Literal["adam", "sgd"] = "adam"
     schedule: Literal["cosine", "constant"] = "cosine"
     momentum: float = 0.9
+    #: Nesterov momentum (SGD only; Uchida et al.'s recipe uses it)
+    nesterov: bool = False
     weight_decay: float = 0.0
     seed: int = 0
     split: str = "train"
@@ -61,13 +63,21 @@ class TrainConfig:
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}")
+        check(
+            not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0),
+            "nesterov needs optimizer sgd with momentum > 0",
+        )
 
 
 def make_optimizer(params: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
         )
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
 

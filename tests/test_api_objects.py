@@ -13,6 +13,7 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.schemes.content import Content, ContentConfig
 from nnmark.schemes.uchida import Uchida, UchidaConfig
+from nnmark.train import make_optimizer
 
 #: The white-box tests' recipe (tests/schemes/scheme_recipes.py): 3 epochs of fine-tune-to-embed.
 CFG = TrainConfig(epochs=3, seed=0)
@@ -55,3 +56,15 @@ def test_an_attack_object_is_called_on_a_model(plain_cnn: torch.nn.Module) -> No
     assert float((w == 0).float().mean()) > 0.3
     assert not _same(pruned, plain_cnn)  # a copy: the input is left as it was
     assert float((dict(plain_cnn.named_parameters())["conv3.weight"] == 0).float().mean()) < 0.01
+
+
+def test_nesterov_reaches_sgd_and_needs_sgd_with_momentum() -> None:
+    """Uchida et al.'s recipe is SGD with Nesterov momentum: the option reaches the optimiser,
+    and where it would be ignored (Adam, no momentum) the config says so instead."""
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    sgd = make_optimizer(params, TrainConfig(optimizer="sgd", lr=0.1, nesterov=True))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] is True
+    assert make_optimizer(params, TrainConfig(optimizer="sgd")).defaults["nesterov"] is False
+    for bad in ({"optimizer": "adam"}, {"optimizer": "sgd", "momentum": 0.0}):
+        with pytest.raises(ValueError, match="nesterov needs optimizer sgd with momentum > 0"):
+            TrainConfig(nesterov=True, **bad)  # type: ignore[arg-type]

@@ -64,9 +64,10 @@ DEFAULT_LAM = {"bce": 0.05, "hinge": 0.002}
 class UchidaConfig:
     """`loss=bce` (default) is the paper's. It reaches 0 only at infinite logits, so it pushes
     the host weights outwards for as long as training lasts, and the host layer's histogram
-    shows it (MNIST cnn at the paper's lam 0.01 with SGD: host std 1.8x its plain twin's, KS
-    distance 19x the plain-vs-plain one; benchmarks/results/uchida_paper_settings.md), which is
-    what the `detect` attack finds. `loss=hinge` reads each bit's logit in units of its spread
+    shows it (MNIST at the paper's lam 0.01 with SGD: host std 1.8x its plain twin's on the
+    cnn, 3.5x on resnet20, as much as the logits it reaches need; KS distance 30x / 38x the
+    plain-vs-plain one; benchmarks/results/uchida_paper_settings*.md), which is what the
+    `detect` attack finds. `loss=hinge` reads each bit's logit in units of its spread
     on the current weights, z_j = x_j.v / (|x_j| rms(v)) (a standard normal for a random v),
     and pushes only while z_j is short of `margin`: the weights move as far as the bits need
     and no further. `vector=unit_kernels` reads the bits from the mean of unit-length kernels
