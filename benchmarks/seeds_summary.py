@@ -216,8 +216,8 @@ def paper_settings() -> list[str]:
         'keeps pushing the host weights outwards while training runs. "Std ratio the logits '
         "need\" is the host's growth if its weights moved only as far as the marked logits "
         "require (the same least-norm change in every filter; uchida_paper_settings.py): where "
-        "it is close to the measured growth, no optimiser reaches those logits with less, and "
-        "the histogram moves with the logits. nnmark's `loss=hinge` stops once each bit is half "
+        "it is close to the measured growth, the plain twin's host cannot carry those logits "
+        "with a smaller change, and the histogram moves with the logits. nnmark's `loss=hinge` stops once each bit is half "
         "a standard deviation past zero, and with `vector=unit_kernels` reads the bits where no "
         "rescaling of channels reaches. What the hinge gives up (90 % pruning with recovery "
         "removes it within the fidelity budget on digits): "

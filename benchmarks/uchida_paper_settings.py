@@ -15,7 +15,8 @@ script measures both recipes under one protocol, per seed s:
   weights that carries them: Dw = pinv(X) (X w_marked - X w_plain), the same Dw in every
   filter (the smallest change of the whole layer whose filter mean moves by Dw), reported as
   rms(Dw) / std(plain host) ("floor"). If the host's growth is about sqrt(1 + floor^2), the
-  histogram moves because the logits the loss reaches need it to, whatever the optimiser;
+  histogram moves because of the logits the loss reaches, not because the optimiser
+  overshoots: the plain twin's host cannot carry those logits with a smaller change;
 * the mark: bit error rate (BER) and the verdict, also after the smallest 65 % and 80 % of the
   host layer's weights are zeroed (the paper's Figure 5b: BER 0 at both); fidelity: marked
   minus plain test accuracy.
