@@ -194,7 +194,7 @@ def paper_settings() -> list[str]:
                 f"| {recipe} | {r['found']}/{len(doc['results'][recipe])} | "
                 f"{r['worst_ber']:.3f} | {r['mean_accuracy_change_points']:+.2f} | "
                 f"{r['mean_ks_marked_vs_plain']:.4f} | {r['mean_ks_plain_vs_plain']:.4f} | "
-                f"{r['std_ratio']:.2f} | {r.get('floor_std_ratio', float('nan')):.2f} |"
+                f"{r['std_ratio']:.2f} | {r['floor_std_ratio']:.2f} |"
             )
         out += [
             "",
@@ -217,12 +217,12 @@ def paper_settings() -> list[str]:
         "need\" is the host's growth if its weights moved only as far as the marked logits "
         "require (the same least-norm change in every filter; uchida_paper_settings.py): where "
         "it is close to the measured growth, the plain twin's host cannot carry those logits "
-        "with a smaller change, and the histogram moves with the logits. nnmark's `loss=hinge` stops once each bit is half "
-        "a standard deviation past zero, and with `vector=unit_kernels` reads the bits where no "
-        "rescaling of channels reaches. What the hinge gives up (90 % pruning with recovery "
-        "removes it within the fidelity budget on digits): "
-        "`benchmarks/results/uchida_loss_tradeoff.md`. The paper's 200-epoch step schedule is "
-        "replaced by a cosine schedule over 4 epochs.",
+        "with a smaller change, and the histogram moves with the logits. nnmark's `loss=hinge` "
+        "stops once each bit is half a standard deviation past zero, and with "
+        "`vector=unit_kernels` reads the bits where no rescaling of channels reaches. What the "
+        "hinge gives up (90 % pruning with recovery removes it within the fidelity budget on "
+        "digits): `benchmarks/results/uchida_loss_tradeoff.md`. The paper's 200-epoch step "
+        "schedule is replaced by a cosine schedule over 4 epochs.",
     ]
 
 
@@ -480,11 +480,9 @@ def _rows_002() -> list[Row]:
                     "optimiser the gap stays (next rows): not the recipe; cause not established",
                 )
             )
-    for name, where in PAPER_SETTINGS.items():
-        ps = load(name)
-        r = (ps or {}).get("summary", {}).get(PAPER_RECIPE)
-        if r is None or "worst_ber_pruned_0.65" not in r:
-            continue
+    docs = {name: doc for name in PAPER_SETTINGS if (doc := load(name)) is not None}
+    for name, ps in docs.items():
+        r = ps["summary"][PAPER_RECIPE]
         pruned = (r["worst_ber_pruned_0.65"], r["worst_ber_pruned_0.8"])
         out.append(
             (
@@ -493,14 +491,12 @@ def _rows_002() -> list[Row]:
                 "0 / 0",
                 f"{pruned[0]:.3f} / {pruned[1]:.3f} (worst of {len(ps['results'][PAPER_RECIPE])})",
                 "yes" if pruned == (0, 0) else "no",
-                f"{where}, lam 0.01, SGD (uchida_paper_settings); the host's smallest weights "
-                "zeroed, as the paper's Figure 5b; 4 epochs on MNIST, not 200 on CIFAR-10",
+                f"{PAPER_SETTINGS[name]}, lam 0.01, SGD (uchida_paper_settings); the host's "
+                "smallest weights zeroed, as the paper's Figure 5b; 4 epochs on MNIST, not 200 "
+                "on CIFAR-10",
             )
         )
-    for name, where in PAPER_SETTINGS.items():
-        ps = load(name)
-        if ps is None:
-            continue
+    for name, ps in docs.items():
         for recipe, r in ps["summary"].items():
             n = len(ps["results"][recipe])
             out.append(
@@ -512,7 +508,7 @@ def _rows_002() -> list[Row]:
                     f"{r['worst_ber']:.3f}, {r['mean_accuracy_change_points']:+.2f} points",
                     "yes" if histogram_kept(r) else "no",
                     "tolerance (issue 16): KS within 2x the plain-vs-plain distance on every "
-                    f"seed, BER 0, accuracy within 0.3 points; {where}, 4 epochs"
+                    f"seed, BER 0, accuracy within 0.3 points; {PAPER_SETTINGS[name]}, 4 epochs"
                     + ("; nnmark's hinge loss, not the paper's" if "hinge" in recipe else ""),
                 )
             )

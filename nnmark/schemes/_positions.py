@@ -406,9 +406,9 @@ def replica_step(
     plain training when the gradients accumulate in one `grads` buffer (GradBuffer; without
     one they are zeroed with set_to_none as usual). Without `running_norm` the replicas use
     batch statistics; either way they leave the BatchNorm running statistics alone. `replicas`
-    is called after the first backward pass, so it may read the gradients (watermas). The marked entries' gradients
-    are zeroed before the optimiser step and their key values are written back after it, so
-    neither momentum nor weight decay can move them.
+    is called after the first backward pass, so it may read the gradients (watermas). The marked
+    entries' gradients are zeroed before the optimiser step and their key values are written
+    back after it, so neither momentum nor weight decay can move them.
 
     `running_norm` (on a model with BatchNorm): the replicas and their reference run in eval
     mode, with the running statistics the model is verified and deployed with: the objective
