@@ -31,10 +31,17 @@ def write_results(name: str, payload: dict[str, Any], markdown_body: str) -> Non
     _replace(RESULTS / f"{name}.json", json.dumps(doc, indent=2) + "\n")
     m = doc["machine"]
     header = (
-        f"# {name}\n\nCommand: `{command}`\n\nMachine: {m['cpu']}, {m['cpu_count']} cores, "
+        f"# {name}\n\nCommand: `{command}`\n\nMachine: {m['cpu']} ({cpu_features(m)}), "
+        f"{m['cpu_count']} cores, "
         f"torch {m['torch']} ({m['torch_threads']} threads), {m['platform']}\n\n"
     )
     _replace(RESULTS / f"{name}.md", header + markdown_body.rstrip() + "\n")
+
+
+def cpu_features(m: dict[str, Any]) -> str:
+    """The CPU's vector level and which half precisions it runs natively."""
+    native = " and ".join(t for t in ("bf16", "fp16") if m.get(f"native_{t}")) or "fp32 only"
+    return f"{m.get('cpu_capability', '?')}, native {native}"
 
 
 def _replace(path: Path, text: str) -> None:

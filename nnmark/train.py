@@ -87,6 +87,20 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 Precision = Literal["bf16", "fp16"]
 
 
+def native_half_precision(amp: Precision, device: torch.device) -> bool:
+    """Whether `device` has fast kernels for `amp`: a GPU does; a CPU only with the oneDNN
+    instructions for that type (AVX-512 BF16 / FP16, AMX). Without them PyTorch runs half
+    precision convolutions through its reference kernels, many times slower than fp32
+    (benchmarks/engine_overhead.py, its mixed-precision rows, with the machine's features)."""
+    if device.type != "cpu":
+        return True
+    check_native = {
+        "bf16": torch.ops.mkldnn._is_mkldnn_bf16_supported,
+        "fp16": torch.ops.mkldnn._is_mkldnn_fp16_supported,
+    }[amp]
+    return bool(check_native())
+
+
 def make_loss(
     task: Task,
     schemes: Sequence[Hooks],
@@ -324,6 +338,14 @@ def fit(
                 "use amp bf16 with it"
             )
         step = scaled_step(torch.amp.GradScaler(where.type))
+    if amp is not None and not native_half_precision(amp, where):
+        log.warning(
+            "--amp %s: this CPU has no native %s kernels, so training runs slower than in fp32, "
+            "not faster (drop --amp here; it pays on a GPU or a CPU with AVX-512 %s or AMX)",
+            amp,
+            amp,
+            amp.upper(),
+        )
     torch.manual_seed(config.seed)
     for s in schemes:
         model = s.prepare(model)

@@ -18,8 +18,8 @@ __all__ = ["cpu_seconds", "machine", "peak_rss_mib", "phase", "reset_peak_rss"]
 
 
 def machine() -> dict[str, Any]:
-    """Where the numbers come from: platform, CPU model and count, torch and its threads, and
-    the load when the measurement began (on a shared machine wall time says little without it)."""
+    """Where the numbers come from: platform, CPU model, count and vector features (one "AMD
+    EPYC" has native bfloat16, another not), torch and its threads, and the load when the measurement began (on a shared machine wall time says little without it)."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -37,6 +37,10 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        # what decides whether half precision is fast on this CPU (nnmark.train.native_half_precision)
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "native_fp16": bool(torch.ops.mkldnn._is_mkldnn_fp16_supported()),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
