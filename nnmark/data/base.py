@@ -88,14 +88,18 @@ class DataBundle:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.x.shape[1:])
 
-    def tensors(self, split: str, fraction: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (x, y) of a split, optionally a seeded leading fraction of it."""
+    def indices(self, split: str, fraction: float = 1.0) -> torch.Tensor:
+        """The items of a split (indices into x and y), optionally a seeded leading fraction."""
         if split not in self.splits:
             raise NNMarkError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
         if not 0.0 < fraction <= 1.0:
             raise NNMarkError(f"data fraction must be in (0, 1], got {fraction}")
         idx = self.splits[split]
-        idx = idx[: max(1, int(round(fraction * len(idx))))]
+        return idx[: max(1, int(round(fraction * len(idx))))]
+
+    def tensors(self, split: str, fraction: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (x, y) of a split, optionally a seeded leading fraction of it (a copy)."""
+        idx = self.indices(split, fraction)
         return self.x[idx], self.y[idx]
 
     def loader(
