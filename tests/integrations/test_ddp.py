@@ -1,8 +1,9 @@
 """DistributedDataParallel: two CPU processes (torchrun, gloo) embed a penalty mark (uchida), a
-custom-step mark (tartaglione) and a trigger-set mark (adi, its triggers sharded per rank) in
-one training; all are found (the bit marks with BER 0) on every rank, and every rank ends with
-identical weights. A second run does the same for the activation marks (deepsigns, actsign) and
-the integrity mark written after training (fragile)."""
+custom-step mark (tartaglione), a trigger-set mark (adi, its triggers sharded per rank), the
+activation marks (deepsigns, actsign) and the integrity mark written after training (fragile)
+in one training; all are found (the bit marks with BER 0, fragile intact) on every rank, and
+every rank ends with identical weights. (Two runs, the activation and integrity marks apart at 5
+epochs, took 73 s of the suite; one run of all six, 42 s.)"""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def torchrun(out: Path, *args: str) -> Path:
         *args,
         *("--out", str(out)),
     ]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -49,22 +50,21 @@ TRIGGER_SET = "adi"
 EPOCHS = str(TrainConfig().epochs)
 
 
+#: The activation marks and the integrity mark, written once training ended.
+ACTIVATION_AND_INTEGRITY = "deepsigns+actsign+fragile"
+
+
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return torchrun(
         tmp_path_factory.mktemp("ddp"),
-        *("--scheme", f"uchida+tartaglione+{TRIGGER_SET}", "--set", "tartaglione.R=1"),
-        *("--epochs", EPOCHS),
+        *("--scheme", f"uchida+tartaglione+{TRIGGER_SET}+{ACTIVATION_AND_INTEGRITY}"),
+        *("--set", "tartaglione.R=1", "--epochs", EPOCHS),
     )
 
 
-def test_activation_marks_and_the_integrity_mark_under_ddp(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    out = torchrun(
-        tmp_path_factory.mktemp("ddp-act"), "--scheme", "deepsigns+actsign+fragile", "--epochs", "5"
-    )
-    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+def test_activation_marks_and_the_integrity_mark_under_ddp(ddp_run: Path) -> None:
+    reports = [json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1)]
     for r in reports:
         assert r["verdict"] == "found"
         for scheme in ("deepsigns", "actsign"):
