@@ -41,37 +41,15 @@ import transformers
 from torch import nn
 
 from nnmark.errors import NNMarkError
-from nnmark.integrations.ddp import SchemeHooks, overrides
+from nnmark.integrations.ddp import SchemeHooks
+from nnmark.integrations.support import hf_support
 from nnmark.layers import weighted_layers
 from nnmark.schemes.base import Scheme
 from nnmark.suspect import ModuleSuspect
 
-
-def supported_schemes() -> dict[str, str]:
-    """Every registered scheme: how `WatermarkTrainer` runs it, or why it cannot."""
-    from nnmark.schemes import SCHEMES
-
-    out: dict[str, str] = {}
-    for name in SCHEMES.names():
-        cls = SCHEMES.get(name)
-        if overrides(cls, "step"):
-            out[name] = "unsupported: replaces the optimiser step, which the Trainer owns"
-            continue
-        if cls.task not in ("classification", "any"):
-            out[name] = "unsupported: a segmentation trigger set (float masks as labels)"
-            continue
-        how = [
-            text
-            for hook, text in (
-                ("prepare", "prepared before the optimizer"),
-                ("batches", "triggers mixed into image batches (pixel_values, labels)"),
-                ("penalty", "penalty added in compute_loss"),
-                ("finalize", "finalized after train()"),
-            )
-            if overrides(cls, hook)
-        ]
-        out[name] = "supported: " + ("; ".join(how) or "no training hook")
-    return out
+#: How `WatermarkTrainer` runs each registered scheme, or why it cannot (importable without
+#: transformers: support.py).
+supported_schemes = hf_support
 
 
 class Logits(nn.Module):

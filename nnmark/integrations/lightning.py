@@ -36,26 +36,12 @@ import torch
 from torch import nn
 
 from nnmark.errors import NNMarkError
-from nnmark.integrations.ddp import SchemeHooks, overrides
+from nnmark.integrations.ddp import SchemeHooks
+from nnmark.integrations.support import lightning_support
 from nnmark.schemes.base import Batch, Scheme
 
-
-def supported_schemes() -> dict[str, str]:
-    """Every registered scheme and how `Watermarked` runs it (determined from its hooks)."""
-    from nnmark.schemes import SCHEMES
-
-    out: dict[str, str] = {}
-    for name in SCHEMES.names():
-        cls = SCHEMES.get(name)
-        mode = "manual optimization" if overrides(cls, "step") else "automatic optimization"
-        if overrides(cls, "prepare"):
-            mode += ", prepared before configure_optimizers"
-        if overrides(cls, "batches"):
-            mode += ", trigger inputs mixed into (x, y) batches"
-        if overrides(cls, "finalize"):
-            mode += ", finalized at the end of fit"
-        out[name] = mode
-    return out
+#: How `Watermarked` runs each registered scheme (importable without lightning: support.py).
+supported_schemes = lightning_support
 
 
 def _loss_of(out: Any) -> torch.Tensor:

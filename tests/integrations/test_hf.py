@@ -7,21 +7,18 @@ are refused with a clear message."""
 from __future__ import annotations
 
 import copy
-import logging
 import warnings
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
-import transformers
-from torch.utils.data import Dataset
-from transformers import TrainingArguments, ViTConfig, ViTForImageClassification
 
 from nnmark import SCHEMES, OwnerKey, TrainConfig, verify
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.integrations.ddp import overrides
-from nnmark.integrations.hf import HFSuspect, Logits, WatermarkTrainer, supported_schemes
+from nnmark.integrations.support import hf_support
 from nnmark.schemes.newlabel import NewLabel, NewLabelConfig
 from nnmark.schemes.tartaglione import Tartaglione, TartaglioneConfig
 from nnmark.schemes.uchida import Uchida, UchidaConfig
@@ -60,76 +57,38 @@ BIT_SLACK = {"actsign": 1}
 NOT_CLAIMED = {
     "newlabel": "the tiny ViT answers newlabel's decoys with the new label too (0.25 to 0.84)",
 }
-SUPPORTED = sorted(n for n, how in supported_schemes().items() if how.startswith("supported"))
+SUPPORTED = sorted(n for n, how in hf_support().items() if how.startswith("supported"))
 CASES = [
     pytest.param(n, marks=[pytest.mark.xfail(reason=NOT_CLAIMED[n])] if n in NOT_CLAIMED else [])
     for n in SUPPORTED
 ]
 
 
-class Images(Dataset):
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
+@pytest.fixture(scope="module")
+def hf() -> ModuleType:
+    """The transformers side (hf_user.py), imported by the process that runs these tests."""
+    import hf_user
 
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"pixel_values": self.x[i], "labels": self.y[i]}
-
-
-def tiny_vit() -> ViTForImageClassification:
-    torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=8,
-        patch_size=4,
-        num_channels=1,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=10,
-    )
-    return ViTForImageClassification(config)
-
-
-def args(tmp: Path, epochs: int) -> TrainingArguments:
-    return TrainingArguments(
-        output_dir=str(tmp),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=32,
-        learning_rate=1e-2,
-        lr_scheduler_type="constant",
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-        dataloader_num_workers=0,
-    )
-
-
-def quiet() -> None:
-    transformers.logging.set_verbosity_error()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    return hf_user
 
 
 @pytest.fixture(scope="module")
 def plain_vit(
-    digits: DataBundle, tmp_path_factory: pytest.TempPathFactory
-) -> ViTForImageClassification:
+    digits: DataBundle, tmp_path_factory: pytest.TempPathFactory, hf: ModuleType
+) -> torch.nn.Module:
     """The tiny ViT trained without a mark, 5 epochs of the plain `transformers.Trainer`."""
-    model = tiny_vit()
+    model = hf.tiny_vit()
     x, y = digits.tensors("train")
-    quiet()
+    hf.quiet()
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = tmp_path_factory.mktemp("plain-vit")
-            transformers.Trainer(model=model, args=args(out, 5), train_dataset=Images(x, y)).train()
+            hf.transformers.Trainer(
+                model=model, args=hf.args(out, 5), train_dataset=hf.Images(x, y)
+            ).train()
     finally:
         torch.set_num_threads(before)
     return model.eval()
@@ -138,7 +97,14 @@ def plain_vit(
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.usefixtures("one_thread")
 def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
-    name: str, digits: DataBundle, plain_vit, scheme_options, key_data, request, tmp_path: Path
+    name: str,
+    digits: DataBundle,
+    plain_vit,
+    scheme_options,
+    key_data,
+    request,
+    tmp_path: Path,
+    hf: ModuleType,
 ) -> None:
     cls = SCHEMES.get(name)
     model = copy.deepcopy(plain_vit)
@@ -146,7 +112,7 @@ def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
     config = cls.Config(**{**scheme_options.get(name, {}), **VIT_OPTIONS.get(name, {})})
     bits = BITS.get(name, 64) if cls.kind == "whitebox" else None
     # black-box marks are planned on the logits (frontier runs the model) and name no layer
-    planned_on = Logits(model) if cls.kind == "blackbox" else model
+    planned_on = hf.Logits(model) if cls.kind == "blackbox" else model
     key = key.with_mark(cls.plan(planned_on, key, config, bits=bits, data=digits))
     certs: list[bytes] = []
     if name in STAMPED:
@@ -154,20 +120,20 @@ def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
             request.getfixturevalue("stamp")(key),
             [request.getfixturevalue("tsa").ca_cert_pem],
         )
-    before = verify(HFSuspect(model), key, data=key_data, tsa_certs=certs)
+    before = verify(hf.HFSuspect(model), key, data=key_data, tsa_certs=certs)
     x, y = digits.tensors("train")
-    quiet()
-    trainer = WatermarkTrainer(
+    hf.quiet()
+    trainer = hf.WatermarkTrainer(
         model=model,
-        args=args(tmp_path, DEFAULT_EPOCHS),
-        train_dataset=Images(x, y),
+        args=hf.args(tmp_path, DEFAULT_EPOCHS),
+        train_dataset=hf.Images(x, y),
         schemes=[cls(key.marks[0], key_data)],
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.train()
     assert trainer.mark_target is model
-    v = verify(HFSuspect(model), key, data=key_data, tsa_certs=certs)
+    v = verify(hf.HFSuspect(model), key, data=key_data, tsa_certs=certs)
     print(
         f"hf {name}: before {before.verdict}, after {v.verdict}, BER {v.ber}, "
         f"p {v.p_value:.1e}, queries {v.queries}"
@@ -179,22 +145,22 @@ def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
 
 @pytest.mark.usefixtures("one_thread")
 def test_newlabel_head_grows_and_learns_the_key_samples(  # type: ignore[no-untyped-def]
-    digits: DataBundle, plain_vit, tmp_path: Path
+    digits: DataBundle, plain_vit, tmp_path: Path, hf: ModuleType
 ) -> None:
     """What WatermarkTrainer does for newlabel, claimed or not: the head and `num_labels` grow by
     one before the optimizer is built, the key samples (mixed in as 1 + repeats batches of each
     one) are answered with the new label, more often than the decoys, and the task is kept."""
     model = copy.deepcopy(plain_vit)
     key = OwnerKey.new("hf owner", nonce="4f" * 16)
-    mark = NewLabel.plan(Logits(model), key, NewLabelConfig(), data=digits)
+    mark = NewLabel.plan(hf.Logits(model), key, NewLabelConfig(), data=digits)
     scheme = NewLabel(mark, [digits])
     classes = digits.num_classes
     x, y = digits.tensors("train")
-    quiet()
-    trainer = WatermarkTrainer(
+    hf.quiet()
+    trainer = hf.WatermarkTrainer(
         model=model,
-        args=args(tmp_path, DEFAULT_EPOCHS),
-        train_dataset=Images(x, y),
+        args=hf.args(tmp_path, DEFAULT_EPOCHS),
+        train_dataset=hf.Images(x, y),
         schemes=[scheme],
     )
     assert model.config.num_labels == classes + 1
@@ -202,7 +168,7 @@ def test_newlabel_head_grows_and_learns_the_key_samples(  # type: ignore[no-unty
         warnings.simplefilter("ignore")
         trainer.train()
     model.eval()
-    logits = Logits(model)
+    logits = hf.Logits(model)
     xt, yt = digits.tensors("test")
     with torch.no_grad():
         assert logits(xt[:1]).shape[1] == classes + 1
@@ -215,18 +181,21 @@ def test_newlabel_head_grows_and_learns_the_key_samples(  # type: ignore[no-unty
 
 @pytest.mark.usefixtures("one_thread")
 def test_vit_trained_with_watermark_trainer_carries_the_mark(  # type: ignore[no-untyped-def]
-    digits: DataBundle, tmp_path: Path, stamp, tsa
+    digits: DataBundle, tmp_path: Path, stamp, tsa, hf: ModuleType
 ) -> None:
-    model = tiny_vit()
+    model = hf.tiny_vit()
     key = OwnerKey.new("hf owner", nonce="4f" * 16)
     mark = Uchida.plan(model, key, UchidaConfig(layer=LAYER, lam=0.5), bits=32)
     # 32 bits: p 2.3e-10 at best, claimed with a verified timestamp (STAMPED)
     key, certs = stamp(key.with_mark(mark)), [tsa.ca_cert_pem]
     assert verify(model, key, tsa_certs=certs).ber > 0.2  # not there before training
     x, y = digits.tensors("train")
-    quiet()
-    trainer = WatermarkTrainer(
-        model=model, args=args(tmp_path, 3), train_dataset=Images(x, y), schemes=[Uchida(mark)]
+    hf.quiet()
+    trainer = hf.WatermarkTrainer(
+        model=model,
+        args=hf.args(tmp_path, 3),
+        train_dataset=hf.Images(x, y),
+        schemes=[Uchida(mark)],
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -241,14 +210,15 @@ def test_vit_trained_with_watermark_trainer_carries_the_mark(  # type: ignore[no
 
 
 def test_custom_step_and_segmentation_schemes_are_refused_with_a_clear_message(
-    tmp_path: Path, request: pytest.FixtureRequest
+    tmp_path: Path, request: pytest.FixtureRequest, hf: ModuleType
 ) -> None:
-    model = tiny_vit()
+    model = hf.tiny_vit()
     key = OwnerKey.new("o", nonce="50" * 16)
     mark = Tartaglione.plan(model, key, TartaglioneConfig(), bits=0)
     with pytest.raises(NNMarkError, match="tartaglione replaces the optimiser step"):
-        WatermarkTrainer(model=model, args=args(tmp_path, 1), schemes=[Tartaglione(mark)])
-    table = supported_schemes()
+        hf.WatermarkTrainer(model=model, args=hf.args(tmp_path, 1), schemes=[Tartaglione(mark)])
+    assert hf.supported_schemes is hf_support
+    table = hf_support()
     assert set(table) == set(SCHEMES.names())
     for name, how in table.items():
         cls = SCHEMES.get(name)
@@ -262,4 +232,4 @@ def test_custom_step_and_segmentation_schemes_are_refused_with_a_clear_message(
         key = OwnerKey.new("o", nonce="51" * 16)
         scheme = cls(cls.plan(model, key, cls.Config(), data=request.getfixturevalue("seg32")))
         with pytest.raises(NNMarkError, match="segmentation"):
-            WatermarkTrainer(model=model, args=args(tmp_path, 1), schemes=[scheme])
+            hf.WatermarkTrainer(model=model, args=hf.args(tmp_path, 1), schemes=[scheme])

@@ -6,20 +6,15 @@ trains every tensor."""
 from __future__ import annotations
 
 import copy
-import logging
-import warnings
+from types import ModuleType
 
-import lightning as L
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from nnmark import SCHEMES, OwnerKey, TrainConfig, new_model, verify
 from nnmark.data.base import DataBundle
 from nnmark.integrations.ddp import overrides
-from nnmark.integrations.lightning import Watermarked, supported_schemes
+from nnmark.integrations.support import lightning_support
 from nnmark.schemes.base import Scheme
 from nnmark.schemes.tartaglione import Tartaglione, TartaglioneConfig
 from nnmark.schemes.uchida import Uchida, UchidaConfig
@@ -51,73 +46,26 @@ def epochs(cls: type[Scheme]) -> int:
     return TRIGGER_EPOCHS if cls.kind == "blackbox" else WHITEBOX_EPOCHS
 
 
-class LitClassifier(L.LightningModule):
-    """What a user already has: a classifier with its own training step and optimizer."""
+@pytest.fixture(scope="module")
+def lit() -> ModuleType:
+    """The Lightning side (lightning_user.py), imported by the process that runs these tests."""
+    import lightning_user
 
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        x, y = batch
-        loss = F.cross_entropy(self.net(x), y)
-        self.log("task_loss", loss)  # the user's own logging keeps working through the wrapper
-        return loss
-
-    def configure_optimizers(self):  # type: ignore[no-untyped-def]
-        return torch.optim.Adam(self.parameters(), lr=1e-3)
+    return lightning_user
 
 
-class LitSegmenter(LitClassifier):
-    """A user's binary segmentation module (one logit per pixel)."""
-
-    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        x, y = batch
-        return F.binary_cross_entropy_with_logits(self.net(x), y)
-
-    def configure_optimizers(self):  # type: ignore[no-untyped-def]
-        return torch.optim.Adam(self.parameters(), lr=3e-3)
-
-
-def fit(lit: L.LightningModule, data: DataBundle, epochs: int, batch_size: int = 64) -> L.Trainer:
-    x, y = data.tensors("train")
-    loader = DataLoader(
-        TensorDataset(x, y),
-        batch_size=batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(0),
-    )
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(lit, loader)
-    return trainer
-
-
-@pytest.mark.parametrize("name", sorted(supported_schemes()))
+@pytest.mark.parametrize("name", sorted(lightning_support()))
 @pytest.mark.usefixtures("one_thread")
 def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
-    name: str, digits: DataBundle, plain_cnn, scheme_options, key_data, request
+    name: str, digits: DataBundle, plain_cnn, scheme_options, key_data, request, lit
 ) -> None:
     """Fine-tune-to-embed through the wrapper: digits CNN (U-Net for segmentation schemes)."""
     cls = SCHEMES.get(name)
     if cls.task == "segmentation":
         data, net = request.getfixturevalue("seg32"), request.getfixturevalue("plain_unet")
-        lit, batch, sources = LitSegmenter, 16, [data]
+        user, batch, sources = lit.LitSegmenter, 16, [data]
     else:
-        data, net, lit, batch, sources = digits, plain_cnn, LitClassifier, 64, key_data
+        data, net, user, batch, sources = digits, plain_cnn, lit.LitClassifier, 64, key_data
     net = copy.deepcopy(net)
     key = OwnerKey.new("lightning owner", nonce="1c" * 16)
     bits = 64 if cls.kind == "whitebox" else None
@@ -128,9 +76,9 @@ def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
         tsa = request.getfixturevalue("tsa")
         key, certs = request.getfixturevalue("stamp")(key), [tsa.ca_cert_pem]
     before = verify(net, key, data=sources, tsa_certs=certs)
-    wrapped = Watermarked(lit(net), [cls(mark, sources)], target=net)
+    wrapped = lit.Watermarked(user(net), [cls(mark, sources)], target=net)
     assert wrapped.automatic_optimization == (not overrides(cls, "step"))
-    fit(wrapped, data, epochs(cls), batch)
+    lit.fit(wrapped, data, epochs(cls), batch)
     assert wrapped.target is net  # every hook worked on the user's own module
     v = verify(net, key, data=sources, tsa_certs=certs)
     print(
@@ -149,7 +97,7 @@ def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
 )
 @pytest.mark.usefixtures("one_thread")
 def test_lightning_module_carries_the_mark_from_scratch(
-    cls, config, epochs, digits: DataBundle
+    cls, config, epochs, digits: DataBundle, lit
 ) -> None:  # type: ignore[no-untyped-def]
     net = new_model("cnn", digits, seed=0)
     key = OwnerKey.new("lightning owner", nonce="1c" * 16)
@@ -157,9 +105,9 @@ def test_lightning_module_carries_the_mark_from_scratch(
     key = key.with_mark(mark)
     before = verify(net, key)
     init = {k: v.clone() for k, v in net.state_dict().items()}
-    wrapped = Watermarked(LitClassifier(net), [cls(mark)], target=net)
+    wrapped = lit.Watermarked(lit.LitClassifier(net), [cls(mark)], target=net)
     assert wrapped.automatic_optimization == (cls is Uchida)
-    trainer = fit(wrapped, digits, epochs)
+    trainer = lit.fit(wrapped, digits, epochs)
     assert "task_loss" in trainer.callback_metrics
     v = verify(net, key)
     assert v.verdict == "found" and v.ber == 0.0
@@ -173,7 +121,10 @@ def test_lightning_module_carries_the_mark_from_scratch(
 
 
 def test_supported_schemes_follow_the_registry() -> None:
-    table = supported_schemes()
+    from nnmark.integrations import lightning
+
+    assert lightning.supported_schemes is lightning_support
+    table = lightning_support()
     assert set(table) == set(SCHEMES.names())
     assert table["uchida"] == "automatic optimization"
     assert table["tartaglione"] == "manual optimization, prepared before configure_optimizers"

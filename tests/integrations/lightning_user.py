@@ -1,0 +1,75 @@
+"""What a Lightning user already has (a LightningModule with its own step and optimiser) and the
+Trainer run, for tests/integrations/test_lightning.py. Apart from the test module so that
+`import lightning` (10.3 s: docs/integrations.md) happens only in the process that runs those
+tests, not in every pytest-xdist worker at collection."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from nnmark.data.base import DataBundle
+from nnmark.integrations.lightning import Watermarked
+
+__all__ = ["LitClassifier", "LitSegmenter", "Watermarked", "fit"]
+
+
+class LitClassifier(L.LightningModule):
+    """What a user already has: a classifier with its own training step and optimizer."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        x, y = batch
+        loss = F.cross_entropy(self.net(x), y)
+        self.log("task_loss", loss)  # the user's own logging keeps working through the wrapper
+        return loss
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+class LitSegmenter(LitClassifier):
+    """A user's binary segmentation module (one logit per pixel)."""
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        x, y = batch
+        return F.binary_cross_entropy_with_logits(self.net(x), y)
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        return torch.optim.Adam(self.parameters(), lr=3e-3)
+
+
+def fit(lit: L.LightningModule, data: DataBundle, epochs: int, batch_size: int = 64) -> L.Trainer:
+    x, y = data.tensors("train")
+    loader = DataLoader(
+        TensorDataset(x, y),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(lit, loader)
+    return trainer
