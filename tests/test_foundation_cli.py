@@ -13,6 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from nnmark import TrainConfig
 from nnmark.cli import app
 
 runner = CliRunner()
@@ -127,8 +128,31 @@ def test_evaluate_inspect_embed(files: dict[str, Path]) -> None:
         key,
     )
     assert r.exit_code == 0, r.stderr
+    assert "check: uchida: found in the saved model" in r.stdout
     assert run("verify", out, "--key", key).exit_code == 0
     assert run("verify", files["plain"], "--key", key).exit_code == 1
+
+
+def test_a_mark_that_did_not_take_is_said_when_it_is_made(files: dict[str, Path]) -> None:
+    """train / embed verify the new marks in the model they save: one epoch of a content trigger
+    set is not learned (the files are still written, exit 0), and a frontier mark needs a
+    verified timestamp before it can be claimed; both are one warning line on stderr."""
+    d = files["dir"]
+    r = run("train", "--scheme", "content", "--epochs", "1", "--out", d / "c.safetensors",
+            "--key-out", d / "c.nnkey")  # fmt: skip
+    assert r.exit_code == 0 and (d / "c.safetensors").is_file(), r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("warning: content: not_found in the saved model (p ")
+    assert line.endswith("train longer (--epochs)")
+    # frontier at its default recipe (the library's 20 epochs: 20 of 20 keys reach p < 1e-6,
+    # benchmarks/results/blackbox_keys_frontier.md), claimable only with a timestamp
+    epochs = str(TrainConfig().epochs)
+    r = run("embed", files["plain"], "--scheme", "frontier", "--epochs", epochs,
+            "--out", d / "f.safetensors", "--key-out", d / "f.nnkey")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("warning: frontier: not_found in the saved model (p ")
+    assert line.endswith("a verified timestamp (nnmark key timestamp) claims it")
 
 
 def test_suspect_without_the_layer_or_with_another_shape_is_not_found(

@@ -18,6 +18,7 @@ from nnmark.cli.common import (
     check_output,
     command,
     epoch_progress,
+    err,
     out,
     parse_options,
     pick_amp,
@@ -58,6 +59,28 @@ def _save_marked(model, info, path: Path, key, key_path: Path) -> None:
     from nnmark.io import atomic_write_all, model_bytes
 
     atomic_write_all([(path, model_bytes(model, info)), (key_path, key.text().encode())])
+
+
+def _check_marks(model, key, bundle, scheme: str, options: dict | None) -> None:
+    """Verify the new marks in the model just saved, as a verifier would with this key: a mark
+    that did not take (too few epochs, a model too small for the scheme) or that cannot be
+    claimed yet (a key that needs a verified timestamp) is said now, not found out in a dispute.
+    The files are written either way (more training can start from them)."""
+    from nnmark.api import resolve_schemes, verify
+
+    resolved = resolve_schemes(scheme, options)
+    extra = [d for cls, cfg in resolved for d in cls.config_data(cfg)]
+    v = verify(model, key, data=[bundle, *extra])
+    for part in (v.parts or (v,))[-len(resolved) :]:
+        text = f"{part.scheme}: {part.verdict} in the saved model (p {part.p_value:.2g})"
+        if part.positive:
+            out.print(f"check: {text}", markup=False, soft_wrap=True)
+            continue
+        if part.p_value < part.alpha:  # the evidence is there; the claim rule wants more
+            todo = f"{part.claim_rule}; a verified timestamp (nnmark key timestamp) claims it"
+        else:
+            todo = f"{part.reason or 'the mark did not take'}; train longer (--epochs)"
+        err.print(f"warning: {text}: {todo}", markup=False, soft_wrap=True)
 
 
 @command("train")
@@ -134,6 +157,7 @@ def train_cmd(
     out.print(f"saved {out_path} (test {_fidelity_text(metrics)})")
     if scheme != "none":
         out.print(f"saved key {key_out} (keep it secret: it proves ownership)")
+        _check_marks(trained, key, bundle, scheme, parse_options(sets))
 
 
 @command("embed")
@@ -225,6 +249,7 @@ def embed_cmd(
     _save_marked(marked, model_info(marked, bundle), out_path, key, key_out)
     out.print(f"test before {_fidelity_text(before)} -> after {_fidelity_text(after)}")
     out.print(f"saved {out_path} and key {key_out}")
+    _check_marks(marked, key, bundle, scheme, parse_options(sets))
 
 
 def _cost(v: Verdict) -> str:
