@@ -70,7 +70,11 @@ def _check_marks(model, key, bundle, scheme: str, options: dict | None) -> None:
 
     resolved = resolve_schemes(scheme, options)
     extra = [d for cls, cfg in resolved for d in cls.config_data(cfg)]
-    v = verify(model, key, data=[bundle, *extra])
+    try:
+        v = verify(model, key, data=[bundle, *extra])
+    except NNMarkError as e:  # e.g. an earlier mark of --key that names data not given here
+        err.print(f"warning: the new marks were not checked: {e}", markup=False, soft_wrap=True)
+        return
     for part in (v.parts or (v,))[-len(resolved) :]:
         text = f"{part.scheme}: {part.verdict} in the saved model (p {part.p_value:.2g})"
         if part.positive:
