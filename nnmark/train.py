@@ -94,11 +94,15 @@ def native_half_precision(amp: Precision, device: torch.device) -> bool:
     (benchmarks/engine_overhead.py, its mixed-precision rows, with the machine's features)."""
     if device.type != "cpu":
         return True
-    check_native = {
-        "bf16": torch.ops.mkldnn._is_mkldnn_bf16_supported,
-        "fp16": torch.ops.mkldnn._is_mkldnn_fp16_supported,
-    }[amp]
-    return bool(check_native())
+    try:
+        mkldnn = torch.ops.mkldnn
+        check = {
+            "bf16": mkldnn._is_mkldnn_bf16_supported,
+            "fp16": mkldnn._is_mkldnn_fp16_supported,
+        }[amp]
+        return bool(check())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN: reference kernels
+        return False
 
 
 def make_loss(

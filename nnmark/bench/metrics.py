@@ -22,6 +22,8 @@ def machine() -> dict[str, Any]:
     EPYC" has native bfloat16, another not), torch and its threads, and the load when the measurement began (on a shared machine wall time says little without it)."""
     import torch
 
+    from nnmark.train import native_half_precision
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -39,8 +41,8 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         # what decides whether half precision is fast on this CPU (nnmark.train.native_half_precision)
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-        "native_fp16": bool(torch.ops.mkldnn._is_mkldnn_fp16_supported()),
+        "native_bf16": native_half_precision("bf16", torch.device("cpu")),
+        "native_fp16": native_half_precision("fp16", torch.device("cpu")),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
