@@ -153,6 +153,15 @@ def test_a_mark_that_did_not_take_is_said_when_it_is_made(files: dict[str, Path]
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith("warning: frontier: not_found in the saved model (p ")
     assert line.endswith("a verified timestamp (nnmark key timestamp) claims it")
+    # a new mark added to that key is checked alone and with the key's other mark, as verify
+    # decides: the combination still waits on the frontier mark's timestamp
+    r = run("embed", d / "f.safetensors", "--key", d / "f.nnkey", "--scheme", "uchida",
+            "--out", d / "fu.safetensors", "--key-out", d / "fu.nnkey")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert "check: uchida: found in the saved model" in r.stdout
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("warning: the key's 2 marks together: not_found in the saved model")
+    assert run("verify", d / "fu.safetensors", "--key", d / "fu.nnkey").exit_code == 1
 
 
 def test_suspect_without_the_layer_or_with_another_shape_is_not_found(

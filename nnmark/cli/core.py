@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -27,6 +27,12 @@ from nnmark.cli.common import (
 from nnmark.errors import NNMarkError
 from nnmark.stats import DEFAULT_ALPHA
 from nnmark.verdict import Verdict
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from nnmark.data.base import DataBundle
+    from nnmark.keys import OwnerKey
 
 DataOpt = Annotated[
     str,
@@ -61,27 +67,33 @@ def _save_marked(model, info, path: Path, key, key_path: Path) -> None:
     atomic_write_all([(path, model_bytes(model, info)), (key_path, key.text().encode())])
 
 
-def _check_marks(model, key, bundle, scheme: str, options: dict | None) -> None:
-    """Verify the new marks in the model just saved, as a verifier would with this key: a mark
-    that did not take (too few epochs, a model too small for the scheme) or that cannot be
-    claimed yet (a key that needs a verified timestamp) is said now, not found out in a dispute.
-    The files are written either way (more training can start from them)."""
+def _check_marks(
+    model: nn.Module, key: OwnerKey, bundle: DataBundle, scheme: str, options: dict[str, Any] | None
+) -> None:
+    """Verify the model just saved as a verifier would with this key: each new mark, and the
+    combined verdict of a key with several marks (that is what `nnmark verify` decides). A mark that did not take (too few epochs, a model too small for the scheme) or
+    that cannot be claimed yet (a key that needs a verified timestamp) is said now, not found
+    out in a dispute. The files are written either way, so the check only ever warns."""
     from nnmark.api import resolve_schemes, verify
 
-    resolved = resolve_schemes(scheme, options)
-    extra = [d for cls, cfg in resolved for d in cls.config_data(cfg)]
     try:
+        resolved = resolve_schemes(scheme, options)
+        extra = [d for cls, cfg in resolved for d in cls.config_data(cfg)]
         v = verify(model, key, data=[bundle, *extra])
-    except Exception as e:  # noqa: BLE001 (files are written: the check only ever warns)
+    except Exception as e:  # noqa: BLE001 (e.g. an earlier --key mark made for another input)
         err.print(f"warning: the new marks were not checked: {e}", markup=False, soft_wrap=True)
         return
-    for part in (v.parts or (v,))[-len(resolved) :]:
-        text = f"{part.scheme}: {part.verdict} in the saved model (p {part.p_value:.2g})"
+    checked = [(f"{p.scheme}:", p) for p in (v.parts or (v,))[-len(resolved) :]]
+    if v.parts:  # several marks: verify decides on their combination
+        checked.append((f"the key's {len(v.parts)} marks together:", v))
+    for what, part in checked:
+        text = f"{what} {part.verdict} in the saved model (p {part.p_value:.2g})"
         if part.positive:
             out.print(f"check: {text}", markup=False, soft_wrap=True)
             continue
         if part.p_value < part.alpha:  # the evidence is there; the claim rule wants more
-            todo = f"{part.claim_rule}; a verified timestamp (nnmark key timestamp) claims it"
+            why = part.reason or part.claim_rule
+            todo = f"{why}; a verified timestamp (nnmark key timestamp) claims it"
         else:
             todo = f"{part.reason or 'the mark did not take'}; train longer (--epochs)"
         err.print(f"warning: {text}: {todo}", markup=False, soft_wrap=True)
