@@ -202,3 +202,17 @@ def test_resnet_shortcut_must_be_a_or_b() -> None:
 def test_unknown_model_kwargs_are_an_error() -> None:
     with pytest.raises(NNMarkError, match="model 'cnn'"):
         create_model("cnn", depth=3)
+
+
+def test_source_images_pick_what_the_copied_split_would(fashion) -> None:  # type: ignore[no-untyped-def]
+    """Key inputs drawn through a split's indices are the images indexing a copy of the split
+    gave (keys issued before re-derive the same triggers), on every split, and `indices` is
+    the split `tensors` reads."""
+    from nnmark.schemes._trigger import source_images
+
+    for split in ("train", "thief", "test"):
+        x, y = fashion.tensors(split)
+        pick = torch.randperm(len(y), generator=torch.Generator().manual_seed(7))[:50]
+        got_x, got_y = source_images(fashion, 50, torch.Generator().manual_seed(7), split=split)
+        assert torch.equal(got_x, x[pick]) and torch.equal(got_y, y[pick])
+        assert torch.equal(fashion.x[fashion.indices(split, 0.5)], fashion.tensors(split, 0.5)[0])
