@@ -88,10 +88,11 @@ Precision = Literal["bf16", "fp16"]
 
 
 def native_half_precision(amp: Precision, device: torch.device) -> bool:
-    """Whether `device` has fast kernels for `amp`: a GPU does; a CPU only with the oneDNN
-    instructions for that type (AVX-512 BF16 / FP16, AMX). Without them PyTorch runs half
-    precision convolutions through its reference kernels, many times slower than fp32
-    (benchmarks/engine_overhead.py, its mixed-precision rows, with the machine's features)."""
+    """Whether `device` has fast kernels for `amp`: a GPU is taken to (pre-Ampere GPUs emulate
+    bf16); a CPU only where oneDNN says so (its bf16 kernels need AVX-512, its fp16 kernels
+    AVX-512 FP16 or AMX). Without them PyTorch runs half precision convolutions through its
+    reference kernels, many times slower than fp32 (benchmarks/engine_overhead.py, its
+    mixed-precision rows, with the machine's features)."""
     if device.type != "cpu":
         return True
     try:
@@ -344,11 +345,10 @@ def fit(
         step = scaled_step(torch.amp.GradScaler(where.type))
     if amp is not None and not native_half_precision(amp, where):
         log.warning(
-            "--amp %s: this CPU has no native %s kernels, so training runs slower than in fp32, "
-            "not faster (drop --amp here; it pays on a GPU or a CPU with AVX-512 %s or AMX)",
+            "amp %s: this CPU has no native %s kernels, so training runs slower than in fp32, "
+            "not faster (train without amp here; it pays on a GPU or a CPU whose oneDNN has them)",
             amp,
             amp,
-            amp.upper(),
         )
     torch.manual_seed(config.seed)
     for s in schemes:

@@ -19,7 +19,8 @@ __all__ = ["cpu_seconds", "machine", "peak_rss_mib", "phase", "reset_peak_rss"]
 
 def machine() -> dict[str, Any]:
     """Where the numbers come from: platform, CPU model, count and vector features (one "AMD
-    EPYC" has native bfloat16, another not), torch and its threads, and the load when the measurement began (on a shared machine wall time says little without it)."""
+    EPYC" has native bfloat16, another not), torch and its threads, and the load when the
+    measurement began (on a shared machine wall time says little without it)."""
     import torch
 
     from nnmark.train import native_half_precision
@@ -39,7 +40,7 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        # what decides whether half precision is fast on this CPU (nnmark.train.native_half_precision)
+        # whether half precision is fast on this CPU (nnmark.train.native_half_precision)
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": native_half_precision("bf16", torch.device("cpu")),
         "native_fp16": native_half_precision("fp16", torch.device("cpu")),

@@ -71,9 +71,10 @@ def _check_marks(
     model: nn.Module, key: OwnerKey, bundle: DataBundle, scheme: str, options: dict[str, Any] | None
 ) -> None:
     """Verify the model just saved as a verifier would with this key: each new mark, and the
-    combined verdict of a key with several marks (that is what `nnmark verify` decides). A mark that did not take (too few epochs, a model too small for the scheme) or
-    that cannot be claimed yet (a key that needs a verified timestamp) is said now, not found
-    out in a dispute. The files are written either way, so the check only ever warns."""
+    combined verdict of a key with several marks (that is what `nnmark verify` decides). A
+    mark that did not take (too few epochs, a model too small for the scheme) or that cannot
+    be claimed yet (a key that needs a verified timestamp) is said now, not found out in a
+    dispute. The files are written either way, so the check only ever warns."""
     from nnmark.api import resolve_schemes, verify
 
     try:

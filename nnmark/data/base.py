@@ -89,7 +89,8 @@ class DataBundle:
         return tuple(int(s) for s in self.x.shape[1:])
 
     def indices(self, split: str, fraction: float = 1.0) -> torch.Tensor:
-        """The items of a split (indices into x and y), optionally a seeded leading fraction."""
+        """The items of a split (indices into x and y), optionally a seeded leading fraction: a
+        view of the bundle's own index set, to read, not to modify."""
         if split not in self.splits:
             raise NNMarkError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
         if not 0.0 < fraction <= 1.0:

@@ -6,6 +6,7 @@
 - `nnmark.integrations.hf`: `WatermarkTrainer`, a `transformers.Trainer` subclass.
 - `nnmark.integrations.onnx`: ONNX export keeping the marked weights; ONNX files as suspects.
 - `nnmark.integrations.sharded`: `model.safetensors.index.json` checkpoints read lazily.
+- `nnmark.integrations.support`: which schemes Lightning and the HF Trainer run, without them.
 
 Importing this package only registers suspect loaders by file suffix (for
 nnmark.suspect.load_suspect); the heavy imports (onnx, onnxruntime, lightning, transformers)

@@ -2,13 +2,16 @@
 
 Importable without the frameworks themselves (lightning and transformers take 10.3 and 9.2 s
 to import after torch: docs/integrations.md): what a user reads before choosing one, and what
-the tests parametrize over without importing both in every process. `nnmark.integrations.lightning.supported_schemes` and
-`nnmark.integrations.hf.supported_schemes` are these functions.
+the tests parametrize over without importing both in every process.
+`nnmark.integrations.lightning.supported_schemes` and `nnmark.integrations.hf.supported_schemes`
+are these functions.
 """
 
 from __future__ import annotations
 
 from nnmark.integrations.ddp import overrides
+
+__all__ = ["hf_support", "lightning_support"]
 
 
 def lightning_support() -> dict[str, str]:

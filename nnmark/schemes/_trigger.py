@@ -100,8 +100,8 @@ def quantized(x: torch.Tensor) -> torch.Tensor:
 
 def source_images(data: DataBundle, n: int, gen: torch.Generator, *, split: str = "train"):
     """n key-chosen images of `split` and their labels: the same images as indexing
-    `data.tensors(split)`, without first copying the whole split (60,000 Fashion-MNIST items for
-    every unrelated key bound)."""
+    `data.tensors(split)`, without first copying the whole split (the 45,000 Fashion-MNIST
+    training items, for every unrelated key bound)."""
     idx = data.indices(split)
     pick = idx[torch.randperm(len(idx), generator=gen)[:n]]
     return data.x[pick], data.y[pick]

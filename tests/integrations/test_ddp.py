@@ -3,7 +3,7 @@ custom-step mark (tartaglione), a trigger-set mark (adi, its triggers sharded pe
 activation marks (deepsigns, actsign) and the integrity mark written after training (fragile)
 in one training; all are found (the bit marks with BER 0, fragile intact) on every rank, and
 every rank ends with identical weights. (Two runs, the activation and integrity marks apart at 5
-epochs, took 73 s of the suite; one run of all six, 42 s.)"""
+epochs, took 73 s when run alone; one run of all six, 42 s.)"""
 
 from __future__ import annotations
 
@@ -42,15 +42,16 @@ def torchrun(out: Path, *args: str) -> Path:
 
 #: The trigger set of the first run: adi trains on its stored trigger set, which fit_ddp shards
 #: per rank (content and noise stamp each batch's own images, so no set of theirs is sharded).
-#: The library's default training length (TrainConfig().epochs): measured, adi p 1.3e-15 in 30
-#: queries next to uchida and tartaglione. Before fit_ddp synchronised custom steps once per
+#: The library's default training length (TrainConfig().epochs): adi was measured at p 1.3e-15 in
+#: 30 queries next to uchida and tartaglione alone (before the activation and integrity marks
+#: joined this run). Before fit_ddp synchronised custom steps once per
 #: optimiser step, this run hung: tartaglione skips a replica's backward pass on a rank whose
 #: replica loss is over its cap, and DDP's per-backward all-reduce lost its pairing.
 TRIGGER_SET = "adi"
 EPOCHS = str(TrainConfig().epochs)
 
 
-#: The activation marks and the integrity mark, written once training ended.
+#: The activation marks, and the integrity mark (fragile: written once training ended).
 ACTIVATION_AND_INTEGRITY = "deepsigns+actsign+fragile"
 
 
