@@ -455,3 +455,17 @@ def test_a_missing_extra_is_named_in_one_line(
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ModuleNotFoundError
     msg = one_line_error(run("serve", files["plain"]))
     assert "needs the optional 'uvicorn' package: pip install 'nnmark[serve]'" in msg
+
+
+def test_train_and_embed_default_to_the_librarys_recipe() -> None:
+    """`nnmark train` and `nnmark embed` (fine-tune- and distill-to-embed) train at the
+    library's default recipe, the one every scheme is tested at (embed's former 5 epochs were
+    too few for the trigger sets on digits)."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    recipe = TrainConfig()
+    for name in ("train", "embed"):
+        defaults = {p.name: p.default for p in commands[name].params}
+        got = {f: defaults[f] for f in ("epochs", "lr", "batch_size", "seed")}
+        assert got == {f: getattr(recipe, f) for f in got}, name

@@ -183,7 +183,13 @@ def embed_cmd(
     data: DataOpt = "digits",
     scheme: Annotated[str, typer.Option("--scheme", help="Scheme name")] = "uchida",
     bits: Annotated[int | None, typer.Option(help="Payload bits (multi-bit schemes)")] = None,
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs")] = 5,
+    epochs: Annotated[
+        int,
+        typer.Option(
+            help="Fine-tuning epochs (with --distill: the student's training epochs); the "
+            "library's default recipe, the one every scheme is tested at"
+        ),
+    ] = 20,
     lr: Annotated[float, typer.Option(help="Learning rate")] = 1e-3,
     batch_size: Annotated[int, typer.Option(help="Batch size")] = 64,
     seed: Annotated[int, typer.Option(help="Training seed")] = 0,
