@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as _dt
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from nnmark.stats import DEFAULT_ALPHA, bonferroni_combine, decide, fisher_combi
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.train import Precision, ProgressFn, TrainConfig, fit
 from nnmark.verdict import Verdict
+
+log = logging.getLogger(__name__)
 
 
 def new_model(arch: str, data: DataBundle, *, seed: int | None = None, **kwargs: Any) -> nn.Module:
@@ -131,6 +134,7 @@ def embed(
         check_reachable(mark, cls)
         key = key.with_mark(mark)
         bound.append(cls(mark, [data, *cls.config_data(cfg)]))
+        warn_unreachable(bound[-1])
     model = fit(
         model,
         data,
@@ -209,6 +213,22 @@ def check_reachable(mark: Any, cls: type[Scheme], alpha: float = DEFAULT_ALPHA) 
         f"{mark.scheme}: {n} bits reach at best p = {2.0**-n:.2g}, never alpha = {alpha:g}; "
         f"use at least {need} bits (40 for a claim without a timestamp)"
     )
+
+
+def warn_unreachable(scheme: Scheme, alpha: float = DEFAULT_ALPHA) -> None:
+    """Say, before any training, that a mark can never be claimed: its best p-value (all the
+    evidence right) is not below alpha, e.g. a trigger set with one key label (one group: at
+    best 1 / C). Not refused, as short bit marks are: researchers train such marks on purpose
+    (Zhang's one-class content trigger, benchmarks/seed004_full.py)."""
+    best = scheme.best_p_value()
+    if best is not None and best >= alpha:
+        log.warning(
+            "%s: every trigger answered right gives at best p = %.2g, never alpha = %g: this "
+            "mark can never be claimed (it needs more trigger groups with labels of their own)",
+            scheme.name,
+            best,
+            alpha,
+        )
 
 
 def bound_scheme(

@@ -331,6 +331,15 @@ class TriggerScheme(Scheme):
             },
         )
 
+    def best_p_value(self) -> float | None:
+        """`verify`'s p-value when every trigger is answered with its key label: the exact test
+        over the key's labels at the last look (one group can never go below 1 / C)."""
+        x, y, groups = self._derive()
+        counts = np.zeros((self.group_count(groups), self.classes), dtype=np.int64)
+        np.add.at(counts, (groups.numpy(), y.numpy()), 1)
+        plan = LookPlan.make(len(x), self.config.group, None)
+        return plan.adjust(label_randomization_pvalue(counts, len(x)))
+
     def trigger_accuracy(self, model: nn.Module) -> float:
         """Share of the queried triggers answered with their key labels (for benchmarks and
         tests, no test statistic)."""

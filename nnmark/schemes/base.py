@@ -303,6 +303,12 @@ class Scheme(Hooks):
             "model that never saw the key instead (--reference-unmarked)"
         )
 
+    def best_p_value(self) -> float | None:
+        """The smallest p-value `verify` can report for this mark (every piece of evidence
+        right), or None where it is not computed here: a mark whose best is not below alpha
+        can never be claimed, however well it is learned."""
+        return None
+
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
         """Bit-carrying default: the raw bits read against the masked payload, exact binomial
         p-value; the payload read back (bits XOR mask) is the verdict's message."""

@@ -440,3 +440,55 @@ def test_unrelated_labels_are_per_source_class_even_when_a_draw_misses_a_class(
         xb, yb = next(scheme.batches(iter([(digits.x[:8], digits.y[:8])])))
         assert len(xb) == 8 + cfg.per_batch and int(yb.max()) < 10
     assert seen_short  # 12 items of 10 classes: some draws miss a class
+
+
+class _Oracle(torch.nn.Module):
+    """Answers each of a scheme's triggers with its key label (the best any model can do)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, classes: int) -> None:
+        super().__init__()
+        self.x, self.y, self.classes = x.flatten(1), y, classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        which = (x.flatten(1)[:, None] == self.x[None]).all(-1).float().argmax(1)
+        return torch.nn.functional.one_hot(self.y[which], self.classes).float()
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("content", {}),
+        ("noise", {}),
+        ("adi", {}),
+        ("unrelated", None),
+        ("content", {"patterns": 1}),
+    ],
+)
+def test_best_p_value_is_what_a_perfect_answer_gets(  # type: ignore[no-untyped-def]
+    name: str, options: dict[str, Any] | None, digits: DataBundle, fashion, blackbox_options, caplog
+) -> None:
+    """best_p_value is verify's p for a suspect answering every trigger with its key label; at
+    the defaults it is below alpha (unrelated at most 5e-10: 10 key labels, one per Fashion-MNIST
+    class, over 5 looks), with one pattern (one key label, Zhang's form) it never is, and embed
+    says so before training."""
+    import logging
+
+    from nnmark import TrainConfig, embed
+    from nnmark.stats import DEFAULT_ALPHA
+
+    opts = blackbox_options.get(name) if options is None else options
+    key = OwnerKey.new("best p", nonce="0b" * 16, created="2026-01-01T00:00:00+00:00")
+    with caplog.at_level(logging.WARNING, logger="nnmark.api"):
+        _, key = embed(
+            new_model("mlp", digits, seed=0), digits, name, options=opts, key=key,
+            config=TrainConfig(epochs=1),
+        )  # fmt: skip
+    data = [digits, fashion] if name == "unrelated" else [digits]
+    scheme = bound_scheme(key, 0, data)
+    best = scheme.best_p_value()
+    oracle = _Oracle(scheme.x, scheme.y, scheme.classes)
+    assert best is not None and verify(oracle, key, data=data).p_value == pytest.approx(best)
+    never = "can never be claimed" in caplog.text
+    assert never == (best >= DEFAULT_ALPHA) == (options == {"patterns": 1})
+    if never:
+        assert best == pytest.approx(5 / 10)  # 1 / C, over 50 / 10 looks
