@@ -38,6 +38,12 @@ def write_results(name: str, payload: dict[str, Any], markdown_body: str) -> Non
     _replace(RESULTS / f"{name}.md", header + markdown_body.rstrip() + "\n")
 
 
+def mark_label(spec: str) -> str:
+    """A file-name-safe form of a mark spec `scheme:option=value,...` (a bare scheme name is
+    itself): seed004_full names its results with it, seeds_summary finds them by it."""
+    return spec.replace(":", "_").replace("=", "-").replace(",", "_")
+
+
 def cpu_features(m: dict[str, Any]) -> str:
     """The CPU's vector level and which half precisions it runs natively."""
     native = " and ".join(t for t in ("bf16", "fp16") if m.get(f"native_{t}")) or "fp32 only"

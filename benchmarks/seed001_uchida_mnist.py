@@ -9,8 +9,8 @@ figure per rate; neither the order nor global vs per layer is stated).
 
 Protocol here (CPU, one thread per run): the zoo `cnn` (width 32, hidden 128) on a seeded
 `--fraction` of the 45,000-image MNIST train split (all of it by default, as the seed trains on
-all of MNIST: 5,229 s for 3 seeds on one thread; `--fraction 0.2` takes about 3,000 s); per seed a plain model and a model with a
-128-bit Uchida mark in its default host layer, same initial weights and batches, `--epochs`
+all of MNIST: 5,229 s for 3 seeds on one thread; `--fraction 0.2` takes about 3,000 s); per
+seed a plain model and a model with a 128-bit Uchida mark in its default host layer, same initial weights and batches, `--epochs`
 epochs (4 as in the seed; Adam 1e-3, cosine, batch 128); then
 
 * fine-tuning of all layers without the mark's loss, at the owner's rate (Adam 1e-3, cosine,

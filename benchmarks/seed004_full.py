@@ -7,9 +7,10 @@ epochs with nnmark's default recipe (Adam 1e-3, cosine, batch 64) and each schem
 options (newlabel: uniform-noise key samples of strength beta 1.0 made from each batch's own
 images, 16 per batch, with 32 images under fresh non-key perturbations and 2 repeats, and the
 key samples held 30 logits above the other classes by a hinge of weight 0.03; content:
-16 key-drawn patches, each with its own key label, so that the test is exact; Zhang's form, one
-patch relabelled to one class, is `--marks content:patterns=1`); a plain twin from the same initial weights and batches; `--seeds`
-seeds (initial weights, batches and key differ by seed), run `--jobs` at a time. The thief
+16 key-drawn patches, each with its own key label, so that the exact test can reach a claim;
+Zhang's form, one patch relabelled to one class, is `--marks content:patterns=1`); a plain
+twin from the same initial weights and batches; `--seeds` seeds (initial weights, batches and
+key differ by seed), run `--jobs` at a time. The thief
 fine-tunes every layer for 5 epochs on 1,000 or 5,000 images of the thief split (never seen by
 the owner) with Adam 1e-3 (the attack suite's default) or SGD (lr 0.01, momentum 0.9). Reported:
 normal accuracy on the 10,000 test images, key accuracy on the committed key inputs and on 500
@@ -39,7 +40,7 @@ from nnmark import OwnerKey, TrainConfig, attack, embed, load_data, new_model, t
 from nnmark.bench.jobs import BENCH_CREATED
 from nnmark.config import parse_sets
 
-from _common import interval, write_results
+from _common import interval, mark_label, write_results
 
 THIEVES = {
     "Adam, 1,000 images": "finetune:epochs=5,fraction=0.1",
@@ -55,11 +56,6 @@ def mark_spec(spec: str) -> tuple[str, dict[str, str]]:
     """`content:patterns=1` -> ("content", {"patterns": "1"})."""
     scheme, _, opts = spec.partition(":")
     return scheme, parse_sets(o for o in opts.split(",") if o)
-
-
-def label(spec: str) -> str:
-    """A file-name-safe form of a mark spec (the plain scheme name for a bare scheme)."""
-    return spec.replace(":", "_").replace("=", "-").replace(",", "_")
 
 
 def one_seed(seed: int, epochs: int, cache: Path, marks: tuple[str, ...]) -> dict[str, Any]:
@@ -82,7 +78,7 @@ def one_seed(seed: int, epochs: int, cache: Path, marks: tuple[str, ...]) -> dic
             model = new_model("cnn", data, seed=seed)
             return embed(model, data, scheme, key=key, options=options, config=recipe)
 
-        model, key = cached_mark(cache, f"{tag}_{label(mark)}", data, build)
+        model, key = cached_mark(cache, f"{tag}_{mark_label(mark)}", data, build)
         row: dict[str, Any] = {"before": measure(model, key, data, test)}
         for thief, spec in THIEVES.items():
             row[thief] = measure(attack(model, spec, data, seed=1), key, data, test)
@@ -113,7 +109,7 @@ def main() -> None:
         done = list(pool.map(one_seed, seeds, [args.epochs] * n, [args.cache] * n, [marks] * n))
     by_seed = {str(s): d for s, d in zip(seeds, done)}
     lines = render(by_seed, args.epochs, marks, time.time() - start)
-    name = "seed004_full" + ("" if marks == MARKS else "_" + "_".join(map(label, marks)))
+    name = "seed004_full" + ("" if marks == MARKS else "_" + "_".join(map(mark_label, marks)))
     write_results(
         name,
         {"epochs": args.epochs, "marks": list(marks), "seeds": by_seed, "seed004": SEED},

@@ -17,7 +17,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from _common import mean_ci
+from _common import mark_label, mean_ci
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -533,6 +533,11 @@ def _by_length() -> dict[int, list[dict[str, Any]]]:
     return dict(sorted(out.items()))
 
 
+def pruned_rates(rows: list[dict[str, Any]]) -> list[float]:
+    """The host fractions a uchida_training_length row was pruned at (its `ber_pruned_*`)."""
+    return sorted(float(k.removeprefix("ber_pruned_")) for k in rows[0] if "ber_pruned_" in k)
+
+
 def length_cause() -> str:
     """What training longer does to the pruning gap, in words, from uchida_training_length."""
     runs = _by_length()
@@ -540,7 +545,7 @@ def length_cause() -> str:
         return "cause not established"
     first, last = next(iter(runs.values())), list(runs.values())[-1]
     words = []
-    for p in PRUNE_RATES:
+    for p in pruned_rates(first):
         before, after = (max(r[f"ber_pruned_{p}"] for r in rows) for rows in (first, last))
         what = (
             "closes"
@@ -556,14 +561,10 @@ def length_cause() -> str:
     )
 
 
-#: the host fractions pruned in uchida_paper_settings and uchida_training_length
-PRUNE_RATES = (0.65, 0.8)
-
-
 def _rows_002_length() -> list[Row]:
     out: list[Row] = []
     for epochs, rows in _by_length().items():
-        pruned = [max(r[f"ber_pruned_{p}"] for r in rows) for p in PRUNE_RATES]
+        pruned = [max(r[f"ber_pruned_{p}"] for r in rows) for p in pruned_rates(rows)]
         out.append(
             (
                 "002",
@@ -667,7 +668,7 @@ def _rows_004() -> list[Row]:
             if t != "before"
         )
 
-    zhang = load(f"seed004_full_{ZHANG_FORM.replace(':', '_').replace('=', '-')}")
+    zhang = load(f"seed004_full_{mark_label(ZHANG_FORM)}")
     zhang_worst = None if zhang is None else after(ZHANG_FORM, "fresh", zhang["seeds"])
     for scheme, label, seed in (
         ("newlabel", "new-label key samples after fine-tuning", 99.92),
@@ -691,7 +692,7 @@ def _rows_004() -> list[Row]:
                 why + form,
             )
         )
-        if scheme == "content" and zhang is not None and zhang_worst is not None:
+        if scheme == "content" and zhang_worst is not None:
             out.append(
                 (
                     "004",
