@@ -333,7 +333,10 @@ class TriggerScheme(Scheme):
 
     def best_p_value(self) -> float | None:
         """`verify`'s p-value when every trigger is answered with its key label: the exact test
-        over the key's labels at the last look (one group can never go below 1 / C)."""
+        over the key's labels at the last look (one group can never go below 1 / C). None for a
+        subclass with a test of its own (frontier, newlabel): this bound is the label test's."""
+        if type(self).verify is not TriggerScheme.verify:
+            return None
         x, y, groups = self._derive()
         counts = np.zeros((self.group_count(groups), self.classes), dtype=np.int64)
         np.add.at(counts, (groups.numpy(), y.numpy()), 1)

@@ -260,10 +260,6 @@ class Frontier(TriggerScheme):
         }
         return key.new_mark(cls.name, config_to_dict(config), None, (), data=fields, stored=stored)
 
-    def best_p_value(self) -> float | None:
-        """Not computed: this scheme's test is its own, not the trigger sets' label test."""
-        return None
-
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
         """k of q true adversaries answered with their key labels, exact binomial tail at 1/2,
         Bonferroni over the looks."""

@@ -196,10 +196,6 @@ class NewLabel(TriggerScheme):
             kwargs["num_classes"] = head.out_features + 1
         return model
 
-    def best_p_value(self) -> float | None:
-        """Not computed: this scheme's test is its own, not the trigger sets' label test."""
-        return None
-
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
         """Key samples and decoys interleaved; exact hypergeometric test of the key samples'
         share of the new-label answers (see the module docstring)."""

@@ -492,3 +492,24 @@ def test_best_p_value_is_what_a_perfect_answer_gets(  # type: ignore[no-untyped-
     assert never == (best >= DEFAULT_ALPHA) == (options == {"patterns": 1})
     if never:
         assert best == pytest.approx(5 / 10)  # 1 / C, over 50 / 10 looks
+
+
+def test_best_p_value_is_none_for_a_test_of_its_own(digits: DataBundle) -> None:
+    """The label test's bound is not claimed for a scheme whose verify is another test:
+    frontier's, newlabel's, or a future subclass's (it would otherwise inherit a wrong bound)."""
+    from nnmark.schemes import scheme_for
+    from nnmark.schemes.noise import NoiseTrigger
+
+    key = OwnerKey.new("own test", nonce="0c" * 16, created="2026-01-01T00:00:00+00:00")
+    mark = NoiseTrigger.plan(
+        new_model("mlp", digits, seed=0), key, NoiseTrigger.Config(), data=digits
+    )
+    assert scheme_for(mark, [digits]).best_p_value() is not None
+
+    class OwnTest(NoiseTrigger):
+        def verify(self, suspect, alpha=0.01):  # type: ignore[no-untyped-def]
+            raise AssertionError("not called")
+
+    assert OwnTest(mark, [digits]).best_p_value() is None
+    for cls in (Frontier, NewLabel):  # decided by the class alone, before any derivation
+        assert cls.__new__(cls).best_p_value() is None
