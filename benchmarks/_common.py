@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ def write_results(name: str, payload: dict[str, Any], markdown_body: str) -> Non
     script = Path(sys.argv[0]).resolve()
     with contextlib.suppress(ValueError):
         script = script.relative_to(RESULTS.parents[1])
-    command = "python " + " ".join([str(script), *sys.argv[1:]])
+    command = "python " + shlex.join([str(script), *sys.argv[1:]])  # as a shell would take it
     doc = {"command": command, "machine": machine(), **payload}
     _replace(RESULTS / f"{name}.json", json.dumps(doc, indent=2) + "\n")
     m = doc["machine"]

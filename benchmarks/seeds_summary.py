@@ -90,8 +90,11 @@ def seed002() -> tuple[list[str], str | None]:
         "## Seed 002: Uchida et al., ICMR 2017",
         (
             "Seed (WRN on CIFAR-10, 256 bits in conv 2): test error 8.04 % plain, 8.21 / 8.37 / "
-            "7.97 % with direct / diff / random keys; BER 0 after 65 % and 80 % of the host layer "
-            "is pruned; capacity limited to bits < host weights; direct and diff keys reshape the "
+            "7.97 % with direct / diff / random keys; BER 0 after 65 % of the host layer is "
+            "pruned, and after 80 % a bit error rate whose value the text on disk lost (the seed: "
+            '"this degree of bit error can be easily corrected by an error correction code"; its '
+            "abstract and conclusion claim 65 %); capacity limited to bits < host weights; "
+            "direct and diff keys reshape the "
             "weight histogram, random does not. CIFAR-10 is not on this machine: MNIST, "
             "Fashion-MNIST and digits instead."
         ),
@@ -169,11 +172,20 @@ def histogram_kept(r: dict[str, Any]) -> bool:
 PAPER_SETTINGS = {
     "uchida_paper_settings": "MNIST cnn (no BatchNorm)",
     "uchida_paper_settings_resnet20": "MNIST resnet20 (BatchNorm after the host, as the WRN's)",
+    "uchida_paper_settings_resnet20_paper_code": (
+        "MNIST resnet20, as the authors' code trains (no weight decay)"
+    ),
 }
 
 
-#: The recipe of uchida_paper_settings.py that is the paper's own (loss, lam and optimiser).
-PAPER_RECIPE = "paper (bce, lam 0.01, SGD)"
+#: The recipes of uchida_paper_settings.py that are the paper's own (loss, lam and optimiser):
+#: as its text states them, and as the authors' reference code runs them (no weight decay).
+PAPER_RECIPES = ("paper (bce, lam 0.01, SGD)", "paper code (bce, lam 0.01, SGD, no weight decay)")
+
+
+def paper_recipe(doc: dict[str, Any]) -> str:
+    """The paper's recipe among those a result of uchida_paper_settings.py ran."""
+    return next(r for r in PAPER_RECIPES if r in doc["summary"])
 
 
 def paper_settings() -> list[str]:
@@ -210,20 +222,57 @@ def paper_settings() -> list[str]:
             )
     if not out:
         return []
-    return out + [
+    return (
+        out
+        + code_vs_text()
+        + [
+            "",
+            "The paper's loss, the summed binary cross-entropy, reaches 0 only at infinite logits and "
+            'keeps pushing the host weights outwards while training runs. "Std ratio the logits '
+            "need\" is the host's growth if its weights moved only as far as the marked logits "
+            "require (the same least-norm change in every filter; uchida_paper_settings.py): where "
+            "it is close to the measured growth, the plain twin's host cannot carry those logits "
+            "with a smaller change, and the histogram moves with the logits. nnmark's `loss=hinge` "
+            "stops once each bit is half a standard deviation past zero, and with "
+            "`vector=unit_kernels` reads the bits where no rescaling of channels reaches. What the "
+            "hinge gives up (90 % pruning with recovery removes it within the fidelity budget on "
+            "digits): `benchmarks/results/uchida_loss_tradeoff.md`. The paper's 200-epoch step "
+            "schedule is replaced by a cosine schedule over 4 epochs.",
+        ]
+    )
+
+
+def code_vs_text() -> list[str]:
+    """The paper's recipe as its text states it against its authors' code, on resnet20."""
+    text, code = (load(n) for n in ("uchida_paper_settings_resnet20", CODE_RESULT))
+    if text is None or code is None:
+        return []
+
+    def stds(doc: dict[str, Any]) -> tuple[float, float, float]:
+        rows = doc["results"][paper_recipe(doc)]
+        return (
+            mean(r["std_plain"] for r in rows),
+            mean(r["std_marked"] for r in rows),
+            doc["summary"][paper_recipe(doc)]["worst_ks_ratio"],
+        )
+
+    (tp, tm, tk), (cp, cm, ck) = stds(text), stds(code)
+    return [
         "",
-        "The paper's loss, the summed binary cross-entropy, reaches 0 only at infinite logits and "
-        'keeps pushing the host weights outwards while training runs. "Std ratio the logits '
-        "need\" is the host's growth if its weights moved only as far as the marked logits "
-        "require (the same least-norm change in every filter; uchida_paper_settings.py): where "
-        "it is close to the measured growth, the plain twin's host cannot carry those logits "
-        "with a smaller change, and the histogram moves with the logits. nnmark's `loss=hinge` "
-        "stops once each bit is half a standard deviation past zero, and with "
-        "`vector=unit_kernels` reads the bits where no rescaling of channels reaches. What the "
-        "hinge gives up (90 % pruning with recovery removes it within the fidelity budget on "
-        "digits): `benchmarks/results/uchida_loss_tradeoff.md`. The paper's 200-epoch step "
-        "schedule is replaced by a cosine schedule over 4 epochs.",
+        "The paper's text trains with weight decay 5e-4; its authors' reference code "
+        "(yu4u/dnn-watermark: `train_wrn.py`, `wide_residual_network.py`) with none, on any layer. "
+        "Without it, the weights of a conv that BatchNorm follows are free to grow (the loss does "
+        "not depend on their scale), and a larger plain host would make the same mark a smaller "
+        f"part of it. On resnet20 after 4 epochs: plain host std {cp:.4f} without weight decay "
+        f"against {tp:.4f} with it, marked {cm:.4f} against {tm:.4f}; worst KS ratio {ck:.1f}x "
+        f"against {tk:.1f}x: half the distance, still far from 2x. Whether the paper's 200 "
+        "epochs (about 156,000 steps) of that recipe would close the rest was not run: resnet20 "
+        "takes about 0.1 s a step on one core here, some 4 hours a model at the paper's length.",
     ]
+
+
+#: uchida_paper_settings.py with the authors' code's recipe, on resnet20
+CODE_RESULT = "uchida_paper_settings_resnet20_paper_code"
 
 
 def seed003() -> tuple[list[str], str | None]:
@@ -476,29 +525,29 @@ def _rows_002() -> list[Row]:
             .get("ascending", [])
         }
         if 0.65 in at and 0.8 in at:
-            ok = at[0.65] == 0 and at[0.8] == 0
             out.append(
                 (
                     "002",
                     "BER after 65 % / 80 % of the host pruned (random key)",
-                    "0 / 0",
+                    SEED_002_PRUNED,
                     f"{at[0.65]:.3f} / {at[0.8]:.3f}",
-                    "yes" if ok else "no",
+                    pruned_verdict(at[0.65]),
                     "MNIST cnn, lam 0.05 with Adam (nnmark's recipe); at the paper's lam and "
                     f"optimiser the gap stays (next rows): not the recipe; {length_cause()}",
                 )
             )
     docs = {name: doc for name in PAPER_SETTINGS if (doc := load(name)) is not None}
     for name, ps in docs.items():
-        r = ps["summary"][PAPER_RECIPE]
+        recipe = paper_recipe(ps)
+        r = ps["summary"][recipe]
         pruned = (r["worst_ber_pruned_0.65"], r["worst_ber_pruned_0.8"])
         out.append(
             (
                 "002",
                 "BER after 65 % / 80 % of the host pruned (random key), paper's lam and optimiser",
-                "0 / 0",
-                f"{pruned[0]:.3f} / {pruned[1]:.3f} (worst of {len(ps['results'][PAPER_RECIPE])})",
-                "yes" if pruned == (0, 0) else "no",
+                SEED_002_PRUNED,
+                f"{pruned[0]:.3f} / {pruned[1]:.3f} (worst of {len(ps['results'][recipe])})",
+                pruned_verdict(pruned[0]),
                 f"{PAPER_SETTINGS[name]}, lam 0.01, SGD (uchida_paper_settings); the host's "
                 "smallest weights zeroed, as the paper's Figure 5b; 4 epochs on MNIST, not 200 "
                 "on CIFAR-10",
@@ -531,6 +580,19 @@ def _by_length() -> dict[int, list[dict[str, Any]]]:
     for r in [] if doc is None else doc["rows"]:
         out.setdefault(r["epochs"], []).append(r)
     return dict(sorted(out.items()))
+
+
+#: Seed 002's Figure 5b in its text: BER 0 at 65 % pruned; at 80 % "this degree of bit error",
+#: its value lost from the text on disk (as its lam and weight decay are).
+SEED_002_PRUNED = "0 / lost (> 0)"
+
+
+def pruned_verdict(ber_65: float) -> str:
+    """The 65 % figure is the seed's; the 80 % one cannot be compared (its value is lost)."""
+    return (
+        f"{'yes' if ber_65 == 0 else 'no'} at 65 %; not comparable at 80 % (the seed's value "
+        "is lost)"
+    )
 
 
 def pruned_rates(rows: list[dict[str, Any]]) -> list[float]:
@@ -570,9 +632,9 @@ def _rows_002_length() -> list[Row]:
                 "002",
                 "BER after 65 % / 80 % of the host pruned (random key), paper's lam and "
                 f"optimiser, {rows[0]['steps']} steps",
-                "0 / 0",
+                SEED_002_PRUNED,
                 f"{pruned[0]:.3f} / {pruned[1]:.3f} (worst of {len(rows)})",
-                "yes" if not any(pruned) else "no",
+                pruned_verdict(pruned[0]),
                 f"digits cnn, {epochs} epochs (uchida_training_length): the MNIST cnn's host "
                 "(576 filter means, 64 filters), the MNIST rows take about 960 steps; median "
                 f"|logit| {mean(r['median_abs_logit'] for r in rows):.2f}, host std "

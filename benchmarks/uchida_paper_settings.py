@@ -45,7 +45,7 @@ hinge at the paper's lam 0.01 too (the paper's lam and optimiser, nnmark's loss)
   only one on the host), where the paper's text says weight decay 5e-4. Without weight decay the
   weights of a conv that BatchNorm follows grow during training (the loss does not depend on
   their scale), so the host the mark is written into is larger. Not in the default set:
-  `--recipes "paper's code (bce, lam 0.01, SGD, no weight decay)" --tag paper_code`.
+  `--recipes "paper code (bce, lam 0.01, SGD, no weight decay)" --tag paper_code`.
 
 Seeds run in `--jobs` processes (one torch thread each).
 
@@ -89,7 +89,7 @@ RECIPES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "hinge, unit kernels, paper's lam 0.01, SGD": ("sgd", SGD, HINGE | {"lam": 0.01}),
     "nnmark default (bce, lam 0.05), Adam": ("adam", {}, {"loss": "bce", "lam": 0.05}),
     "hinge, unit kernels (lam 0.002), Adam": ("adam", {}, HINGE),
-    "paper's code (bce, lam 0.01, SGD, no weight decay)": (
+    "paper code (bce, lam 0.01, SGD, no weight decay)": (
         "sgd, no weight decay",
         SGD_CODE,
         {"loss": "bce", "lam": 0.01},
