@@ -22,9 +22,9 @@ script measures both recipes under one protocol, per seed s:
   minus plain test accuracy.
 
 Hosts (`--arch`), 256 bits of a random key in a 3x3 conv with 64 input channels (576
-filter-averaged weights and 64 filters, as the paper's host in its WRN-16-4): the `cnn`'s conv3,
-or the first 64-channel block's second conv in `resnet20` (`layers.6.conv2`, followed by
-BatchNorm as the paper's). `--epochs` on `--fraction` of the 45,000-image train split.
+filter-averaged weights and 64 filters, as the paper's host; its authors' code trains a WRN with
+N = 1, k = 4): the `cnn`'s conv3, or the first 64-channel block's second conv in `resnet20`
+(`layers.6.conv2`, followed by BatchNorm as the paper's). `--epochs` on `--fraction` of the 45,000-image train split.
 
 Recipes, each optimiser with the paper's loss (`loss=bce`, summed binary cross-entropy) and
 nnmark's hinge on unit-length kernels (`loss=hinge`, `vector=unit_kernels`: margin 0.5 in units

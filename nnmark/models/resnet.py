@@ -168,7 +168,8 @@ def resnet32(shortcut: str = "A", **kw: int) -> nn.Module:
 
 @MODELS.register("wrn")
 def wrn(depth: int = 16, widen: int = 4, **kw: int) -> nn.Module:
-    """WideResNet-depth-widen (WRN-16-4 by default; Uchida et al. used WRN-28-10 on CIFAR).
+    """WideResNet-depth-widen (WRN-16-4 by default; Uchida et al.'s code trains N = 1, k = 4 on
+    CIFAR-10, i.e. WRN-10-4: yu4u/dnn-watermark, config/train_random.json).
 
     Depth counts 6n + 4 layers (n blocks of two convs per stage, as Zagoruyko & Komodakis).
     """
