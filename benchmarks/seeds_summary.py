@@ -223,24 +223,22 @@ def paper_settings() -> list[str]:
             )
     if not out:
         return []
-    return (
-        out
-        + code_vs_text()
-        + [
-            "",
-            "The paper's loss, the summed binary cross-entropy, reaches 0 only at infinite logits and "
-            'keeps pushing the host weights outwards while training runs. "Std ratio the logits '
-            "need\" is the host's growth if its weights moved only as far as the marked logits "
-            "require (the same least-norm change in every filter; uchida_paper_settings.py): where "
-            "it is close to the measured growth, the plain twin's host cannot carry those logits "
-            "with a smaller change, and the histogram moves with the logits. nnmark's `loss=hinge` "
-            "stops once each bit is half a standard deviation past zero, and with "
-            "`vector=unit_kernels` reads the bits where no rescaling of channels reaches. What the "
-            "hinge gives up (90 % pruning with recovery removes it within the fidelity budget on "
-            "digits): `benchmarks/results/uchida_loss_tradeoff.md`. The paper's 200-epoch step "
-            "schedule is replaced by a cosine schedule over 4 epochs.",
-        ]
-    )
+    return [
+        *out,
+        *code_vs_text(),
+        "",
+        "The paper's loss, the summed binary cross-entropy, reaches 0 only at infinite logits and "
+        'keeps pushing the host weights outwards while training runs. "Std ratio the logits '
+        "need\" is the host's growth if its weights moved only as far as the marked logits "
+        "require (the same least-norm change in every filter; uchida_paper_settings.py): where "
+        "it is close to the measured growth, the plain twin's host cannot carry those logits "
+        "with a smaller change, and the histogram moves with the logits. nnmark's `loss=hinge` "
+        "stops once each bit is half a standard deviation past zero, and with "
+        "`vector=unit_kernels` reads the bits where no rescaling of channels reaches. What the "
+        "hinge gives up (90 % pruning with recovery removes it within the fidelity budget on "
+        "digits): `benchmarks/results/uchida_loss_tradeoff.md`. The paper's 200-epoch step "
+        "schedule is replaced by a cosine schedule over 4 epochs.",
+    ]
 
 
 def code_vs_text() -> list[str]:
@@ -260,7 +258,6 @@ def code_vs_text() -> list[str]:
     (tp, tm, tk), (cp, cm, ck) = stds(text), stds(code)
     args = code["args"]
     steps = args["epochs"] * math.ceil(args["fraction"] * 45_000 / 64)
-    took = re.search(r"(\d+) s \(\d+ processes\)", (RESULTS / f"{CODE_RESULT}.md").read_text())
     return [
         "",
         "The paper's text trains with weight decay 5e-4; its authors' reference code "
@@ -274,7 +271,7 @@ def code_vs_text() -> list[str]:
         f"{'within' if ck <= 2 else 'still outside'} issue 16's 2x. Whether the paper's 200 "
         f"epochs of CIFAR-10 ({PAPER_STEPS:,} steps of 64) of that recipe would close the rest was "
         f"not run: {PAPER_STEPS / steps:.0f}x the {steps} steps of each model here, where this "
-        f"run took {took.group(1) if took else '?'} s on this machine's 2 cores.",
+        f"run took {code['seconds']} s on this machine's 2 cores.",
     ]
 
 

@@ -12,8 +12,8 @@ filter-averaged weights, 64 filters, as the paper's host), and `--epochs 56` on 
 training images is about the same 952 steps. The recipe is `uchida_paper_settings.py`'s
 "paper" one on the cnn: the paper's loss (summed binary cross-entropy) at its lam 0.01, SGD
 with Nesterov momentum 0.9 and weight decay 5e-4 at rate 0.01 (the cnn's stable rate there),
-batch 64, cosine schedule over the run; 256 bits (`--bits`). Per seed and length: a plain twin from the
-same initial weights and batches; BER; median |logit| (x_j.w on the filter mean); host std
+batch 64, cosine schedule over the run; 256 bits (`--bits`). Per seed and length: a plain twin
+from the same initial weights and batches; BER; median |logit| (x_j.w on the filter mean); host std
 marked / plain and the growth the logits need (`logit_floor`); KS distance to the twin's host;
 BER after the smallest 65 % / 80 % of the host are zeroed.
 
@@ -41,12 +41,20 @@ from typing import Any
 
 import torch
 from scipy.stats import ks_2samp
-from uchida_paper_settings import BITS, PRUNE, RECIPES, SGD, host, logit_floor, pruned_ber
+from uchida_paper_settings import (
+    BITS,
+    PRUNE,
+    RECIPES,
+    SGD,
+    host,
+    least_change,
+    logit_floor,
+    pruned_ber,
+)
 
 from nnmark import OwnerKey, TrainConfig, embed, load_data, new_model, train, verify
 from nnmark.bench.jobs import BENCH_CREATED
-from nnmark.layers import get_layer, host_vector
-from nnmark.schemes.uchida import projection
+from nnmark.layers import get_layer
 
 from _common import RESULTS, write_results
 
@@ -58,10 +66,8 @@ def least_change_host(
     marked: torch.nn.Module, plain: torch.nn.Module, key: OwnerKey
 ) -> torch.nn.Module:
     """The plain twin with its host's filters all moved by the least change of their mean
-    that gives the marked model's logits X w (X has full row rank: bits < filter means)."""
-    wm, wp = (host_vector(get_layer(m, LAYER).weight.detach()) for m in (marked, plain))
-    x = projection(key.marks[0], wm.numel(), "random")
-    dw = torch.linalg.pinv(x) @ (x @ wm - x @ wp)
+    that gives the marked model's logits X w (`least_change`)."""
+    _, dw = least_change(marked, plain, LAYER, key)
     model = copy.deepcopy(plain)
     weight = get_layer(model, LAYER).weight
     with torch.no_grad():
