@@ -27,15 +27,20 @@ def acc(model: torch.nn.Module, data: DataBundle) -> float:
 
 
 @pytest.fixture(scope="module")
-def per_seed(digits: DataBundle, plain_cnn: torch.nn.Module) -> dict:
+def per_seed(digits: DataBundle, plain_cnn: torch.nn.Module, uchida_cnn) -> dict:  # type: ignore[no-untyped-def]
     """Per seed: the plain model and a marked model per key type, from the same init."""
     out: dict = {}
     for seed in SEEDS:
         cfg = TrainConfig(epochs=EPOCHS, seed=seed)
         init = new_model("cnn", digits, seed=seed)
-        # seed 0's plain model is the session's (the same init, recipe and batches)
+        # seed 0's plain and random-key models are the session's (the same init, recipe,
+        # batches and bits; the default key type is random)
         out[seed] = {"plain": plain_cnn if seed == 0 else train(init, digits, cfg)}
+        if seed == 0:
+            out[seed]["random"] = uchida_cnn
         for key_type in ("direct", "diff", "random"):
+            if key_type in out[seed]:
+                continue
             key = OwnerKey.new(f"owner-{seed}", nonce=f"{seed:032x}")
             out[seed][key_type] = embed(
                 init,

@@ -1,8 +1,8 @@
 """Hugging Face: a tiny randomly initialised ViT (8x8 digits, no hub download) trained with
 `WatermarkTrainer` carries an Uchida mark on an attention projection with BER 0 (train-to-embed),
 and every scheme `supported_schemes()` claims is found when fine-tuned into a plainly trained ViT
-(newlabel trains but is not reliably claimed on this ViT: NOT_CLAIMED); the schemes it refuses
-are refused with a clear message."""
+(newlabel trains, and its key samples are learnt, but it is not reliably claimed on this ViT:
+NOT_CLAIMED); the schemes it refuses are refused with a clear message."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import copy
 import warnings
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -19,9 +20,11 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.integrations.ddp import overrides
 from nnmark.integrations.support import hf_support
+from nnmark.schemes.base import Scheme
 from nnmark.schemes.newlabel import NewLabel, NewLabelConfig
 from nnmark.schemes.tartaglione import Tartaglione, TartaglioneConfig
 from nnmark.schemes.uchida import Uchida, UchidaConfig
+from nnmark.verdict import Verdict
 
 LAYER = "vit.layers.0.attention.q_proj"  # the query projection (transformers 5 names)
 #: Options on the ViT: the bit marks go in the query projection (its 32 filter-averaged values
@@ -52,16 +55,24 @@ BIT_SLACK = {"actsign": 1}
 #: the new label (0.84 to 1.0) but the decoys too (0.25 to 0.84 over 20 epochs, 3 keys), as much
 #: with nnmark.train.fit on the same ViT (decoys 0.28 to 0.44), so the exact test against the
 #: decoys (nnmark.schemes.newlabel) ends near alpha even with a timestamp: p 8.5e-7 to 2.1e-5 at
-#: 60 queries after 20 epochs. Not strict: it passes at times.
+#: 60 queries after 20 epochs (at times it clears the claim threshold, at times not).
 #: test_newlabel_head_grows_and_learns_the_key_samples checks what the trainer does for it.
 NOT_CLAIMED = {
     "newlabel": "the tiny ViT answers newlabel's decoys with the new label too (0.25 to 0.84)",
 }
 SUPPORTED = sorted(n for n, how in hf_support().items() if how.startswith("supported"))
-CASES = [
-    pytest.param(n, marks=[pytest.mark.xfail(reason=NOT_CLAIMED[n])] if n in NOT_CLAIMED else [])
-    for n in SUPPORTED
-]
+#: Schemes fine-tuned together, a group per run of DEFAULT_EPOCHS: the Trainer's hooks chain
+#: every trigger set's `batches` into each batch and add every penalty, and each mark, under its
+#: own key, is verified alone. stdm shares uchida's layer (LAYER) and trains in a run of its own;
+#: so does frontier. Alone, each of the grouped schemes was a run of 7 to 12 s on 2 cores
+#: (`--durations`; a group, about 13 s). Grouped over 5 keys (this one and 4 more nonces): every
+#: mark found, adi p <= 4.2e-14, content <= 2.7e-13, noise <= 2.3e-13, unrelated (stamped) 5e-10
+#: to 5e-7, deepsigns and uchida BER 0, actsign 0 or 1 wrong bit (BIT_SLACK), fragile intact.
+GROUPS = (("adi", "content", "noise", "unrelated"), ("actsign", "deepsigns", "fragile", "uchida"))
+GROUP_OF = {name: group for group in GROUPS for name in group}
+#: newlabel is supported but not claimed: test_newlabel_head_grows_and_learns_the_key_samples
+#: runs it through the Trainer and checks what is achieved.
+CASES = sorted(set(SUPPORTED) - set(NOT_CLAIMED))
 
 
 @pytest.fixture(scope="module")
@@ -94,52 +105,91 @@ def plain_vit(
     return model.eval()
 
 
-@pytest.mark.parametrize("name", CASES)
-@pytest.mark.usefixtures("one_thread")
-def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
-    name: str,
-    digits: DataBundle,
-    plain_vit,
-    scheme_options,
-    key_data,
-    request,
-    tmp_path: Path,
-    hf: ModuleType,
-) -> None:
+class Planned(NamedTuple):
+    """A scheme planned on the plain ViT: its key (stamped where STAMPED), the TSA certificates
+    that verify needs, and its verdict before any training."""
+
+    cls: type[Scheme]
+    key: OwnerKey
+    certs: list[bytes]
+    before: Verdict
+
+
+def plan(name: str, model: torch.nn.Module, digits: DataBundle, request, hf) -> Planned:  # type: ignore[no-untyped-def]
     cls = SCHEMES.get(name)
-    model = copy.deepcopy(plain_vit)
     key = OwnerKey.new("hf owner", nonce="4f" * 16)
-    config = cls.Config(**{**scheme_options.get(name, {}), **VIT_OPTIONS.get(name, {})})
+    options = request.getfixturevalue("scheme_options").get(name, {})
+    config = cls.Config(**{**options, **VIT_OPTIONS.get(name, {})})
     bits = BITS.get(name, 64) if cls.kind == "whitebox" else None
     # black-box marks are planned on the logits (frontier runs the model) and name no layer
     planned_on = hf.Logits(model) if cls.kind == "blackbox" else model
     key = key.with_mark(cls.plan(planned_on, key, config, bits=bits, data=digits))
     certs: list[bytes] = []
     if name in STAMPED:
-        key, certs = (
-            request.getfixturevalue("stamp")(key),
-            [request.getfixturevalue("tsa").ca_cert_pem],
-        )
-    before = verify(hf.HFSuspect(model), key, data=key_data, tsa_certs=certs)
+        tsa = request.getfixturevalue("tsa")
+        key, certs = request.getfixturevalue("stamp")(key), [tsa.ca_cert_pem]
+    key_data = request.getfixturevalue("key_data")
+    return Planned(
+        cls, key, certs, verify(hf.HFSuspect(model), key, data=key_data, tsa_certs=certs)
+    )
+
+
+def fine_tune(model, planned, digits: DataBundle, key_data, out: Path, hf) -> None:  # type: ignore[no-untyped-def]
+    """DEFAULT_EPOCHS of WatermarkTrainer with every planned scheme, on one intra-op thread."""
     x, y = digits.tensors("train")
     hf.quiet()
     trainer = hf.WatermarkTrainer(
         model=model,
-        args=hf.args(tmp_path, DEFAULT_EPOCHS),
+        args=hf.args(out, DEFAULT_EPOCHS),
         train_dataset=hf.Images(x, y),
-        schemes=[cls(key.marks[0], key_data)],
+        schemes=[p.cls(p.key.marks[0], key_data) for p in planned],
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.train()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.train()
+    finally:
+        torch.set_num_threads(before)
     assert trainer.mark_target is model
-    v = verify(hf.HFSuspect(model), key, data=key_data, tsa_certs=certs)
+
+
+@pytest.fixture(scope="module")
+def grouped(digits: DataBundle, plain_vit, key_data, request, hf, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """group -> (the plain ViT fine-tuned with the group's schemes, name -> Planned), each
+    group trained the first time a test asks for it."""
+    done: dict[tuple[str, ...], tuple[torch.nn.Module, dict[str, Planned]]] = {}
+
+    def get(group: tuple[str, ...]) -> tuple[torch.nn.Module, dict[str, Planned]]:
+        if group not in done:
+            model = copy.deepcopy(plain_vit)
+            planned = {name: plan(name, model, digits, request, hf) for name in group}
+            fine_tune(model, planned.values(), digits, key_data, tmp_path_factory.mktemp("hf"), hf)
+            done[group] = model, planned
+        return done[group]
+
+    return get
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
+    name: str, digits: DataBundle, plain_vit, key_data, request, tmp_path: Path, hf: ModuleType
+) -> None:
+    if name in GROUP_OF:
+        model, planned = request.getfixturevalue("grouped")(GROUP_OF[name])
+        p = planned[name]
+    else:
+        model = copy.deepcopy(plain_vit)
+        p = plan(name, model, digits, request, hf)
+        fine_tune(model, [p], digits, key_data, tmp_path, hf)
+    v = verify(hf.HFSuspect(model), p.key, data=key_data, tsa_certs=p.certs)
     print(
-        f"hf {name}: before {before.verdict}, after {v.verdict}, BER {v.ber}, "
+        f"hf {name}: before {p.before.verdict}, after {v.verdict}, BER {v.ber}, "
         f"p {v.p_value:.1e}, queries {v.queries}"
     )
-    assert not before.positive and v.positive
-    if cls.kind == "whitebox":
+    assert not p.before.positive and v.positive
+    if p.cls.kind == "whitebox":
         assert v.ber is not None and round(v.ber * v.n) <= BIT_SLACK.get(name, 0)
 
 
