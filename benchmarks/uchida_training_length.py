@@ -15,7 +15,13 @@ with Nesterov momentum 0.9 and weight decay 5e-4 at rate 0.01 (the cnn's stable 
 batch 64, cosine schedule over the run; 256 bits (`--bits`). Per seed and length: a plain twin
 from the same initial weights and batches; BER; median |logit| (x_j.w on the filter mean); host std
 marked / plain and the growth the logits need (`logit_floor`); KS distance to the twin's host;
-BER after the smallest 65 % / 80 % of the host are zeroed.
+BER after the smallest 65 % / 80 % of the host are zeroed; the noise floor, KS between the
+plain twins of seeds s and s + 1.
+
+`--recipe code` trains without weight decay, as the authors' code does (yu4u/dnn-watermark;
+`uchida_paper_settings.py`'s CODE_RECIPE): with BatchNorm-free convs and no decay, does the
+plain host grow with training as fast as the mark's logits need, so that the histogram's gap
+closes with length (results named `..._code`)?
 
 The same pruning of a stand-in host tests a cause of the 80 % figure: the plain twin's weights
 plus, in every filter, the least change of the filter mean that carries the marked logits
@@ -25,7 +31,7 @@ magnitude pruning does to a host that must carry those logits on those weights; 
 depends on the bits per host weight, which `--bits` changes (results named `..._bits<n>`).
 
     python benchmarks/uchida_training_length.py [--epochs 56 224 896] [--seeds 3] [--bits 256]
-        [--jobs 1]
+        [--jobs 1] [--recipe text|code]
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from uchida_paper_settings import (
     PRUNE,
     RECIPES,
     SGD,
+    SGD_CODE,
     host,
     least_change,
     logit_floor,
@@ -60,6 +67,8 @@ from _common import RESULTS, write_results
 
 LAYER = "conv3"
 OPTIONS = {"key_type": "random", "layer": LAYER, "loss": "bce", "lam": 0.01}
+#: --recipe: the paper's text (weight decay 5e-4) or its authors' code (none); the rest the same
+OPTIMISERS = {"text": SGD, "code": SGD_CODE}
 
 
 def least_change_host(
@@ -75,11 +84,11 @@ def least_change_host(
     return model
 
 
-def run(seed: int, epochs: int, bits: int = BITS) -> dict[str, Any]:
+def run(seed: int, epochs: int, bits: int = BITS, recipe: str = "text") -> dict[str, Any]:
     torch.set_num_threads(1)
     start = time.time()
     data = load_data("digits")
-    cfg = dataclasses.replace(TrainConfig(epochs=epochs, seed=seed, lr=0.01), **SGD)
+    cfg = dataclasses.replace(TrainConfig(epochs=epochs, seed=seed, lr=0.01), **OPTIMISERS[recipe])
     init = new_model("cnn", data, seed=seed)
     plain = train(init, data, cfg)
     key = OwnerKey.new(f"uchida length {seed}", nonce=f"{seed:032x}", created=BENCH_CREATED)
@@ -98,6 +107,7 @@ def run(seed: int, epochs: int, bits: int = BITS) -> dict[str, Any]:
         "std_ratio": float(hm.std() / hp.std()),
         "std_ratio_needed": float((1 + floor**2) ** 0.5),
         "ks_marked_vs_plain": float(ks_2samp(hm, hp).statistic),
+        "plain_host": hp,  # for the plain-vs-plain distance (main), not written
         **{f"ber_pruned_{p}": pruned_ber(marked, LAYER, key, p) for p in PRUNE},
         "ber_least_change": verify(stand_in, key).ber,
         **{f"ber_least_change_pruned_{p}": pruned_ber(stand_in, LAYER, key, p) for p in PRUNE},
@@ -111,25 +121,39 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--bits", type=int, default=BITS)
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--recipe", choices=list(OPTIMISERS), default="text")
     args = ap.parse_args()
+    if args.seeds < 2:
+        ap.error("--seeds must be at least 2 (plain seed s is compared with plain seed s + 1)")
     start = time.time()
     cells = [(s, e) for e in args.epochs for s in range(args.seeds)]
     with ProcessPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(run, *zip(*cells), [args.bits] * len(cells)))
+        rows = list(
+            pool.map(run, *zip(*cells), [args.bits] * len(cells), [args.recipe] * len(cells))
+        )
+    for epochs in args.epochs:  # plain seed s against plain seed s + 1, the same length
+        mine = [r for r in rows if r["epochs"] == epochs]
+        for i, row in enumerate(mine):
+            other = mine[(i + 1) % len(mine)]["plain_host"]
+            row["ks_plain_vs_plain"] = float(ks_2samp(row["plain_host"], other).statistic)
+    for row in rows:
+        del row["plain_host"]
+    decay = OPTIMISERS[args.recipe]["weight_decay"]
     lines = [
         f"digits `cnn`, {args.bits}-bit random key in {LAYER} (576 filter-averaged weights, 64 "
-        "filters); the paper's loss and lam 0.01, Nesterov SGD 0.01 with weight decay 5e-4, "
-        f"batch 64, cosine; seeds 0..{args.seeds - 1}; {time.time() - start:.0f} s "
-        f"({args.jobs} processes).",
+        f"filters); the paper's loss and lam 0.01, Nesterov SGD 0.01 with weight decay {decay:g} "
+        f"(the paper's {args.recipe}), batch 64, cosine; seeds 0..{args.seeds - 1}; "
+        f"{time.time() - start:.0f} s ({args.jobs} processes).",
         "",
         "| epochs | steps | worst BER | median abs logit | host std marked / plain | growth "
-        "the logits need | KS marked vs plain twin (mean) | BER, host 65 % pruned (each seed) "
-        "| BER, host 80 % pruned (each seed) | the same, plain twin + least change (65 % / 80 "
-        "%, each seed) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "the logits need | KS marked vs plain twin (mean) | KS plain vs plain (mean) | worst KS "
+        "ratio | BER, host 65 % pruned (each seed) | BER, host 80 % pruned (each seed) | the "
+        "same, plain twin + least change (65 % / 80 %, each seed) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for epochs in args.epochs:
         mine = [r for r in rows if r["epochs"] == epochs]
+        ratio = max(r["ks_marked_vs_plain"] / r["ks_plain_vs_plain"] for r in mine)
 
         def avg(field: str, rows: list[dict[str, Any]] = mine) -> float:
             return statistics.mean(r[field] for r in rows)
@@ -141,6 +165,7 @@ def main() -> None:
             f"| {epochs} | {mine[0]['steps']} | {max(r['ber'] for r in mine):.3f} | "
             f"{avg('median_abs_logit'):.2f} | {avg('std_ratio'):.2f} | "
             f"{avg('std_ratio_needed'):.2f} | {avg('ks_marked_vs_plain'):.3f} | "
+            f"{avg('ks_plain_vs_plain'):.3f} | {ratio:.1f} | "
             f"{each('ber_pruned_0.65')} | {each('ber_pruned_0.8')} | "
             f"{each('ber_least_change_pruned_0.65')}; {each('ber_least_change_pruned_0.8')} |"
         )
@@ -150,7 +175,7 @@ def main() -> None:
         "rate whose value the seed's text lost, which it says an error-correcting code corrects.",
     ]
     mnist = RESULTS / "uchida_paper_settings.json"
-    if mnist.exists():
+    if mnist.exists() and args.recipe == "text":
         paper = json.loads(mnist.read_text())["summary"][next(iter(RECIPES))]
         lines[-1] += (
             " `uchida_paper_settings.py` on MNIST (the same recipe, about 960 steps): "
@@ -158,6 +183,7 @@ def main() -> None:
             + " at worst."
         )
     name = "uchida_training_length" + ("" if args.bits == BITS else f"_bits{args.bits}")
+    name += "" if args.recipe == "text" else f"_{args.recipe}"
     write_results(name, {"args": vars(args), "rows": rows}, "\n".join(lines))
     print("\n".join(lines))
 
