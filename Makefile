@@ -51,8 +51,9 @@ lint: setup
 # Two pytest-xdist workers (the machine's two cores), a file per worker at a time: a module's
 # fixtures are built once; models shared across files are trained once (tests/conftest.py `once`).
 # The 20 slowest tests are listed at the end: the suite must stay well under 10 minutes.
-# A third worker on two cores was slower (2026-12-04, one machine, the same commit: 627 s
-# against 561 s, 1219 against 1078 CPU seconds): the CPU is already busy, and Ray's start crawls.
+# A third worker on two cores was slower (2026-12-04, one machine, the same commit, pytest
+# `-n 3` against `-n 2` under /usr/bin/time: 627 s against 561 s, 1219 against 1078 CPU
+# seconds): the CPU is already busy, and Ray's start crawls.
 WORKERS ?= 2
 
 test: lint browser

@@ -286,12 +286,12 @@ def histogram_by_length() -> list[str]:
     def each(runs: dict[int, list[dict[str, Any]]], field: str, fmt: str = ".3f") -> str:
         return " / ".join(format(mean(r[field] for r in rows), fmt) for rows in runs.values())
 
+    runs = list(code.values())
     ratios = " / ".join(
         f"{max(r['ks_marked_vs_plain'] / r['ks_plain_vs_plain'] for r in rows):.1f}"
-        for rows in code.values()
+        for rows in runs
     )
-    steps = " / ".join(str(rows[0]["steps"]) for rows in code.values())
-    runs = list(code.values())
+    steps = " / ".join(str(rows[0]["steps"]) for rows in runs)
     first, last = (mean(r["ks_marked_vs_plain"] for r in rows) for rows in (runs[0], runs[-1]))
     return [
         "",
@@ -299,9 +299,9 @@ def histogram_by_length() -> list[str]:
         f"{len(runs[0])} seeds; uchida_training_length): KS marked vs plain twin "
         f"{each(code, 'ks_marked_vs_plain')} with the code's recipe (worst ratio to plain vs plain "
         f"{ratios}x) and {each(text, 'ks_marked_vs_plain')} with the text's. The median |logit| "
-        f"grows ({each(code, 'median_abs_logit', '.2f')}) and the host with it "
-        f"({each(code, 'std_ratio', '.2f')}x the plain twin's std), while the plain host's own "
-        f"std stays near where it was ({each(code, 'plain_std', '.4f')} without weight decay): "
+        f"is {each(code, 'median_abs_logit', '.2f')}, the host's std "
+        f"{each(code, 'std_ratio', '.2f')}x the plain twin's; the plain host's own std "
+        f"is {each(code, 'plain_std', '.4f')} without weight decay: "
         + (
             "the gap widens with length, so more of the paper's steps would not close it here"
             if last > first
