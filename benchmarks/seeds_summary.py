@@ -227,6 +227,7 @@ def paper_settings() -> list[str]:
         *out,
         *code_vs_text(),
         *histogram_by_length(),
+        *figure3(),
         "",
         "The paper's loss, the summed binary cross-entropy, reaches 0 only at infinite logits and "
         'keeps pushing the host weights outwards while training runs. "Std ratio the logits '
@@ -307,13 +308,144 @@ def histogram_by_length() -> list[str]:
             if last > first
             else "the gap narrows with length"
         )
-        + ". The same lengths on resnet20 (BatchNorm after the host, where the plain host may "
-        "grow without weight decay) were not run.",
+        + f". {length_resnet20()}",
     ]
+
+
+def length_resnet20() -> str:
+    """The same lengths on resnet20 with the code's recipe (BatchNorm after the host, no weight
+    decay: the plain host free to grow), in words, from uchida_training_length."""
+    runs = list(_by_length(RESNET_LENGTH).values())
+    if len(runs) < 2:
+        return (
+            "The same lengths on resnet20 (BatchNorm after the host, where the plain host may "
+            "grow without weight decay) were not run."
+        )
+
+    def each(field: str, fmt: str = ".3f") -> str:
+        return " / ".join(format(mean(r[field] for r in rows), fmt) for rows in runs)
+
+    ratios = [max(r["ks_marked_vs_plain"] / r["ks_plain_vs_plain"] for r in rows) for rows in runs]
+    first, last = (mean(r["ks_marked_vs_plain"] for r in rows) for rows in (runs[0], runs[-1]))
+    logits = [mean(r["median_abs_logit"] for r in rows) for rows in runs]
+    growth = [
+        f"{(b - a) / math.log(rb[0]['steps'] / ra[0]['steps']):.2f}"
+        for a, b, ra, rb in zip(logits, logits[1:], runs, runs[1:], strict=False)
+    ]
+    return (
+        "On resnet20's layers.6.conv2 (BatchNorm after the host, as the WRN's; rate 0.1, the "
+        f"code's recipe; {' / '.join(str(rows[0]['steps']) for rows in runs)} steps, "
+        f"{len(runs[0])} seeds, `--arch resnet20 --recipe code`): the plain host's std is "
+        f"{each('plain_std', '.4f')}, the marked host's {each('std_ratio', '.2f')}x it, the median "
+        f"|logit| {each('median_abs_logit', '.2f')} (it grows by {' / '.join(growth)} per unit "
+        "of log steps: as the margin of gradient descent on a logistic loss grows, about the "
+        "log of the steps, without bound); KS marked vs plain twin "
+        f"{each('ks_marked_vs_plain')} (worst ratio {' / '.join(f'{x:.1f}' for x in ratios)}x): "
+        + (
+            "the gap widens with length there too"
+            if last > first
+            else "the gap narrows with length"
+            + (", inside issue 16's 2x at the longest" if ratios[-1] <= 2 else "")
+        )
+        + "."
+    )
+
+
+def figure3() -> list[str]:
+    """Figure 3 as its authors drew it (uchida_figure3): all three key types, the authors'
+    bins, initialisation and recipe."""
+    out, verdicts = [], []
+    for name in FIGURE3:
+        doc = load(name)
+        if doc is None:
+            continue
+        s, epochs = doc["summary"], doc["args"]["epochs"]
+        rnd = s["random"]
+        rows = [r for r in doc["rows"] if r["key_type"] == "random"]
+        out.append(
+            f"{epochs} epochs{digits_steps(epochs)}: TV random {rnd['tv_mean']:.3f}, direct "
+            f"{s['direct']['tv_mean']:.3f}, diff {s['diff']['tv_mean']:.3f}, plain vs plain "
+            f"{s['plain']['tv_mean']:.3f}; KS random {rnd['ks_mean']:.3f} (worst ratio "
+            f"{rnd['ks_ratio_worst']:.1f}x), its host std "
+            f"{mean(r['std_ratio'] for r in rows):.2f}x the plain twin's"
+        )
+        marked = sorted(("direct", "diff", "random"), key=lambda k: s[k]["tv_mean"])
+        verdicts.append(
+            f"at {epochs} epochs the random key "
+            + (
+                "reshapes the binned histogram"
+                if rnd["tv_mean"] > 2 * s["plain"]["tv_mean"]
+                else "leaves the binned histogram within 2x plain vs plain"
+            )
+            + f" (keys by TV, least first: {', '.join(marked)})"
+        )
+    if not out:
+        return []
+    return [
+        "",
+        "Figure 3 as its authors drew it (uchida_figure3): their plotting script "
+        "(yu4u/dnn-watermark, `utility/draw_histogram_lparam.py`) bins the host's weights in 200 "
+        "bins over [-7, 7], 0.07 wide, so a change smaller than a bin would not show. The "
+        "authors' recipe (no weight decay, rate 0.1), their Keras initialisation (glorot_uniform: "
+        f"host std {math.sqrt(2 / (2 * HOST_FAN)):.3f} where PyTorch's is "
+        f"{1 / math.sqrt(3 * HOST_FAN):.3f}), direct, diff and random keys, digits resnet20's "
+        "layers.6.conv2, 3 seeds; TV is the total variation distance of the binned histogram "
+        "from the plain twin's (the share of weights in other bins): "
+        + "; ".join(out)
+        + ". So "
+        + "; ".join(verdicts)
+        + ".",
+    ]
+
+
+def digits_steps(epochs: int) -> str:
+    """' (N steps)' for `epochs` on digits in batches of 64, as uchida_training_length counted
+    them; '' where that result is not there."""
+    runs = list(_by_length(CODE_LENGTH).values())
+    if not runs:
+        return ""
+    per_epoch = runs[0][0]["steps"] // runs[0][0]["epochs"]
+    return f" ({epochs * per_epoch} steps)"
+
+
+#: the host's fan-in and fan-out: 64 channels of 3 x 3 (glorot's std is sqrt(2 / (in + out)),
+#: PyTorch's default conv init 1 / sqrt(3 in))
+HOST_FAN = 64 * 3 * 3
+#: uchida_figure3.py's results: the default length, then 4x as long
+FIGURE3 = ("uchida_figure3", "uchida_figure3_896_epochs")
+
+
+def _rows_002_figure3() -> list[Row]:
+    out: list[Row] = []
+    for name in FIGURE3:
+        doc = load(name)
+        if doc is None:
+            continue
+        s, epochs = doc["summary"], doc["args"]["epochs"]
+        floor = 2 * s["plain"]["tv_mean"]
+        kept = s["random"]["tv_worst"] <= floor < min(s["direct"]["tv_mean"], s["diff"]["tv_mean"])
+        out.append(
+            (
+                "002",
+                "random key leaves the histogram unchanged where direct and diff reshape it, "
+                "at the authors' bins",
+                "unchanged (Fig. 3)",
+                f"TV random {s['random']['tv_worst']:.3f} (worst of 3), direct "
+                f"{s['direct']['tv_mean']:.3f}, diff {s['diff']['tv_mean']:.3f}, plain vs plain "
+                f"{s['plain']['tv_mean']:.3f}",
+                "yes" if kept else "no",
+                "tolerance: random's TV (binned as the authors' plot, 200 bins over [-7, 7]) "
+                "within 2x plain-vs-plain, direct's and diff's beyond it; digits resnet20, the "
+                f"authors' recipe and initialisation, {epochs} epochs (uchida_figure3)",
+            )
+        )
+    return out
 
 
 #: uchida_training_length.py with the authors' code's recipe (`--recipe code`)
 CODE_LENGTH = "uchida_training_length_code"
+#: the same with `--arch resnet20` (BatchNorm after the host)
+RESNET_LENGTH = "uchida_training_length_resnet20_code"
 #: the paper's training length: 200 epochs of CIFAR-10's 50,000 images in batches of 64
 PAPER_STEPS = 200 * math.ceil(50_000 / 64)
 #: uchida_paper_settings.py with the authors' code's recipe, on resnet20
@@ -599,6 +731,7 @@ def _rows_002() -> list[Row]:
             )
         )
     out += _rows_002_length()
+    out += _rows_002_figure3()
     for name, ps in docs.items():
         for recipe, r in ps["summary"].items():
             n = len(ps["results"][recipe])
