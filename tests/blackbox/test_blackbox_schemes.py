@@ -422,13 +422,16 @@ def test_calibrate_cli(blackbox_marked, tmp_path: Path) -> None:  # type: ignore
 
 
 def test_unrelated_labels_are_per_source_class_even_when_a_draw_misses_a_class(
-    plain_cnn, digits: DataBundle, fashion: DataBundle, blackbox_options
+    plain_cnn, digits: DataBundle, fashion: DataBundle, blackbox_options, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     """The triggers and the training pool index one label per source class: a trigger draw that
     holds 9 of the 10 Fashion-MNIST classes (the bench's key did) must not shift the labels."""
     from nnmark.schemes.unrelated import Unrelated, UnrelatedConfig
 
     cfg = build_config(UnrelatedConfig, {**blackbox_options["unrelated"], "n": 12})
+    # the source the config names, loaded once (the fixture) rather than once per key
+    assert Unrelated.config_data(cfg)[0].ref() == fashion.ref()
+    monkeypatch.setattr(Unrelated, "config_data", classmethod(lambda cls, config: [fashion]))
     seen_short = False
     for i in range(12):
         key = OwnerKey.new("unrelated owner", nonce=f"{i + 0x40:02x}" * 16)
