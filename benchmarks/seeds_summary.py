@@ -14,6 +14,7 @@ import json
 import math
 import re
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -277,6 +278,16 @@ def code_vs_text() -> list[str]:
     ]
 
 
+def _per_length(runs: list[list[dict[str, Any]]], field: str, fmt: str = ".3f") -> str:
+    """The mean of `field` at each training length, "a / b / c"."""
+    return " / ".join(format(mean(r[field] for r in rows), fmt) for rows in runs)
+
+
+def _worst_ks_ratios(runs: list[list[dict[str, Any]]]) -> list[float]:
+    """At each training length, the worst seed's KS marked-vs-plain over plain-vs-plain."""
+    return [max(r["ks_marked_vs_plain"] / r["ks_plain_vs_plain"] for r in rows) for rows in runs]
+
+
 def histogram_by_length() -> list[str]:
     """The histogram gap against training length, the text's and the code's recipe, on the
     digits cnn (uchida_training_length; `--recipe code` for the code's)."""
@@ -285,13 +296,10 @@ def histogram_by_length() -> list[str]:
         return []
 
     def each(runs: dict[int, list[dict[str, Any]]], field: str, fmt: str = ".3f") -> str:
-        return " / ".join(format(mean(r[field] for r in rows), fmt) for rows in runs.values())
+        return _per_length(list(runs.values()), field, fmt)
 
     runs = list(code.values())
-    ratios = " / ".join(
-        f"{max(r['ks_marked_vs_plain'] / r['ks_plain_vs_plain'] for r in rows):.1f}"
-        for rows in runs
-    )
+    ratios = " / ".join(f"{x:.1f}" for x in _worst_ks_ratios(runs))
     steps = " / ".join(str(rows[0]["steps"]) for rows in runs)
     first, last = (mean(r["ks_marked_vs_plain"] for r in rows) for rows in (runs[0], runs[-1]))
     return [
@@ -323,15 +331,12 @@ def length_resnet20() -> str:
         )
 
     def each(field: str, fmt: str = ".3f") -> str:
-        return " / ".join(format(mean(r[field] for r in rows), fmt) for rows in runs)
+        return _per_length(runs, field, fmt)
 
-    ratios = [max(r["ks_marked_vs_plain"] / r["ks_plain_vs_plain"] for r in rows) for rows in runs]
+    ratios = _worst_ks_ratios(runs)
     first, last = (mean(r["ks_marked_vs_plain"] for r in rows) for rows in (runs[0], runs[-1]))
-    logits = [mean(r["median_abs_logit"] for r in rows) for rows in runs]
-    growth = [
-        f"{(b - a) / math.log(rb[0]['steps'] / ra[0]['steps']):.2f}"
-        for a, b, ra, rb in zip(logits, logits[1:], runs, runs[1:], strict=False)
-    ]
+    logits = [(mean(r["median_abs_logit"] for r in rows), rows[0]["steps"]) for rows in runs]
+    growth = [f"{(b - a) / math.log(sb / sa):.2f}" for (a, sa), (b, sb) in pairwise(logits)]
     return (
         "On resnet20's layers.6.conv2 (BatchNorm after the host, as the WRN's; rate 0.1, the "
         f"code's recipe; {' / '.join(str(rows[0]['steps']) for rows in runs)} steps, "

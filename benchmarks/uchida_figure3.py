@@ -196,7 +196,7 @@ def main() -> None:
     for r in rows:
         del r["host"]
     arch = ARCHS[args.arch]
-    steps = args.epochs * -(-len(load_data("digits").splits["train"]) // 64)
+    steps = args.epochs * -(-len(load_data("digits").splits["train"]) // TrainConfig().batch_size)
     lines = [
         f"digits `{args.arch}`, {BITS}-bit marks in {arch.layer} (576 filter-averaged weights, "
         f"64 filters); the authors' code's recipe: summed BCE at lam 0.01, Nesterov SGD "
