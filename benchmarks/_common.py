@@ -88,3 +88,21 @@ def interval(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     """'mean +- half-width' of `values` x `scale` (mean_ci), for a results table."""
     m, h = mean_ci([scale * v for v in values])
     return f"{m:.{digits}f} +- {h:.{digits}f}"
+
+
+@contextlib.contextmanager
+def loopback_stamps() -> Any:
+    """(stamp, certs): stamp(key) is the key with an RFC 3161 token from a loopback TSA, certs
+    what verify(..., tsa_certs=) counts it with. A realignment to the marked reference is
+    claimed only with a verified timestamp (nnmark/defenses/realign.py): the owner's case."""
+    import dataclasses
+
+    from nnmark.provenance import fetch_timestamp
+    from nnmark.testing.tsa import LoopbackTSA
+
+    with LoopbackTSA() as tsa:
+
+        def stamp(key: Any) -> Any:
+            return dataclasses.replace(key, timestamp=fetch_timestamp(key.commitment, tsa.url))
+
+        yield stamp, [tsa.ca_cert_pem]

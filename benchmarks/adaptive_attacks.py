@@ -26,6 +26,7 @@ of the 45,000-image train split, the thief's split as usual; results go to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -40,7 +41,7 @@ from nnmark.defenses.realign import realign_suspect
 from nnmark.schemes import SCHEMES
 from nnmark.suspect import ModuleSuspect
 
-from _common import accuracy_on_test, write_results
+from _common import accuracy_on_test, loopback_stamps, write_results
 
 #: The obfuscations, and as a baseline the generic rewrites the same answer undoes (permute,
 #: morph): what obfuscation adds is the difference between the two.
@@ -71,6 +72,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     cfg = recipe(args, seed)
     init = new_model("cnn", data, seed=seed)
     plain = train(init, data, cfg)
+    stack = contextlib.ExitStack()  # the loopback TSA, closed at the end
+    stamp, certs = stack.enter_context(loopback_stamps())
     for name in schemes:
         start_from = plain if SCHEMES.get(name).situation == "finetune" else init
         # the owner's model before the mark (what --reference-unmarked is given): the plain
@@ -79,8 +82,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
         key = OwnerKey.new(
             f"adaptive {name} {seed}", nonce=f"{seed:02x}" * 16, created=BENCH_CREATED
         )
-        marked, key = embed(start_from, data, name, key=key, config=cfg)
+        marked, key = embed(start_from, data, name, key=key, config=cfg, reference=before)
         bound = [bound_scheme(key, m.index, data) for m in key.marks]
+        owner = stamp(key)  # --reference MARKED claims only with a verified timestamp
         for spec in ATTACKS:
             hit = attack(marked, spec, data, seed=seed + 1)
             plainly = verify(hit, key, data=data)
@@ -89,7 +93,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
                 aligned = realign_suspect(suspect, marked, bound)
             else:  # --reference-unmarked
                 aligned = realign_suspect(suspect, before, bound, unmarked=True)
-            defended = verify(aligned, key, data=data)
+            defended = verify(aligned, owner, data=data, tsa_certs=certs)
             rows.append(
                 {
                     "scheme": name,
@@ -112,6 +116,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
                 },
                 flush=True,
             )
+    stack.close()
     return rows
 
 

@@ -14,6 +14,7 @@ colluder named in 20 of 20 trials and no innocent recipient named in any trial.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import statistics
 import time
@@ -24,7 +25,7 @@ from nnmark import TrainConfig, evaluate, load_data, new_model, train
 from nnmark.attacks.collusion import collude
 from nnmark.fingerprint import fingerprint, identify
 
-from _common import write_results
+from _common import loopback_stamps, write_results
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]
 
@@ -51,7 +52,10 @@ def main() -> None:
         config=TrainConfig(epochs=args.embed_epochs, seed=0),
         nonces=[f"{i:02x}" * 16 for i in range(len(names))],
     )
-    keys = {name: key for name, (_, key) in zip(names, copies, strict=True)}
+    # the copies' keys are timestamped when they go out: identify holds each to verify's rule
+    stack = contextlib.ExitStack()
+    stamp, certs = stack.enter_context(loopback_stamps())
+    keys = {name: stamp(key) for name, (_, key) in zip(names, copies, strict=True)}
     models = dict(zip(names, (m for m, _ in copies), strict=True))
     base_acc = evaluate(base, test, data.task)["accuracy"]
     rng = random.Random(0)
@@ -61,7 +65,7 @@ def main() -> None:
             for trial in range(args.trials):
                 colluders = sorted(rng.sample(names, k))
                 pooled = collude([models[n] for n in colluders], how)  # type: ignore[arg-type]
-                r = identify(pooled, keys)
+                r = identify(pooled, keys, tsa_certs=certs)
                 named = [n for n in (r.named, *r.also_found) if n is not None]
                 own = [c.p_adjusted for c in r.candidates if c.owner in colluders]
                 rows.append(
@@ -108,6 +112,7 @@ def main() -> None:
         "named in any trial. (At k = 8 every recipient colludes, so the 20 trials are one set "
         "and no innocent exists: those rows show only that the pooled mark is still read.)"
     )
+    stack.close()
     write_results("collusion", {"rows": rows, "summary": summary}, "\n".join(lines))
     print("\n".join(lines))
 

@@ -14,6 +14,7 @@ suspects: the base itself and `--unmarked` digits cnns trained from other seeds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from nnmark import TrainConfig, attack, evaluate, load_data, new_model, train
 from nnmark.fingerprint import fingerprint, identify, load_keys
 
-from _common import write_results
+from _common import loopback_stamps, write_results
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"]
 ATTACKS = ["finetune:epochs=3", "finetune:epochs=10,lr=0.003"]
@@ -54,13 +55,16 @@ def main() -> None:
     )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        # the copies' keys are timestamped when they go out: identify holds each to verify's rule
+        stack = contextlib.ExitStack()
+        stamp, certs = stack.enter_context(loopback_stamps())
         for name, (_, key) in zip(names, copies):
-            key.save(Path(tmp) / f"{name}.nnkey")
+            stamp(key).save(Path(tmp) / f"{name}.nnkey")
         keys = load_keys(tmp)
         for name, (model, _) in zip(names, copies):
             for spec in ATTACKS:
                 leaked = attack(model, spec, data)
-                r = identify(leaked, keys)
+                r = identify(leaked, keys, tsa_certs=certs)
                 own = next(c for c in r.candidates if c.owner == name)
                 others = [c.p_adjusted for c in r.candidates if c.owner != name]
                 rows.append(
@@ -87,7 +91,7 @@ def main() -> None:
             for s in range(100, 100 + args.unmarked)
         ]
         for label, model in unmarked:
-            r = identify(model, keys)
+            r = identify(model, keys, tsa_certs=certs)
             rows.append(
                 {
                     "suspect": label,
@@ -121,6 +125,7 @@ def main() -> None:
             f"| {fmt(r['own_p_adjusted'], '.2g')} | {fmt(r['min_other_p_adjusted'], '.2g')} |"
         )
     lines += ["", f"Total time {seconds:.0f} s (1 torch thread)."]
+    stack.close()
     write_results(
         "fingerprints",
         {"args": vars(args), "rows": rows, "correct": ok, "total": len(rows), "seconds": seconds},

@@ -46,6 +46,7 @@ measures; the refusal to realign tartaglione does not depend on either.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import time
 from pathlib import Path
@@ -72,7 +73,7 @@ from nnmark.defenses.realign import (
 from nnmark.stats import clopper_pearson
 from nnmark.suspect import ModuleSuspect
 
-from _common import write_results
+from _common import loopback_stamps, write_results
 
 SCHEMES = ["uchida", "stdm", "tartaglione", "watermas", "actsign", "deepsigns"]
 RECIPES = {
@@ -112,20 +113,23 @@ def unmarked_models(arch: str, n: int, data: Any, cache: Path) -> list[tuple[str
 
 
 def marked_models(
-    scheme: str, arch: str, n: int, data: Any, cache: Path
+    scheme: str, arch: str, n: int, data: Any, cache: Path, twins: list[torch.nn.Module]
 ) -> list[tuple[torch.nn.Module, OwnerKey]]:
+    """Key k marks a fresh model of seed 100 + k and commits to twins[k] (its unmarked twin:
+    the one model `verify --reference-unmarked` accepts)."""
     out = []
     for k in range(n):
         seed = 100 + k
         key = OwnerKey.new(f"owner {scheme} {arch} {k}", nonce=f"{k:02x}" * 16)
         model, key = cached(
-            cache / f"{scheme}-{arch}-{seed}",
-            lambda seed=seed, key=key: embed(
+            cache / f"{scheme}-{arch}-{seed}-committed",
+            lambda seed=seed, key=key, twin=twins[k]: embed(
                 new_model(arch, data, seed=seed),
                 data,
                 scheme,
                 key=key,
                 config=TrainConfig(epochs=10, seed=seed),
+                reference=twin,
             ),
             data,
         )
@@ -316,13 +320,16 @@ def legit_rows(
     arch: str,
     ki: int,
     tried: Any,
+    stamps: tuple[OwnerKey, list[bytes]],
 ) -> list[dict[str, Any]]:
     rows = []
     own = verify(marked, key)
+    stamped, certs = stamps
     for spec in ATTACKS:
         attacked = attack(marked, spec, data, seed=ki)
         blind_v = verify(attacked, key)
-        v = verify(realign_suspect(ModuleSuspect(attacked), marked, bound), key)
+        aligned = realign_suspect(ModuleSuspect(attacked), marked, bound)
+        v = verify(aligned, stamped, tsa_certs=certs)
         w = verify(realign_suspect(ModuleSuspect(attacked), twin, bound, unmarked=True), key)
         row = {
             "arch": arch,
@@ -371,6 +378,8 @@ def main() -> None:
     t_plain = time.perf_counter() - t0
     to_twin: dict[tuple[str, int, int], torch.nn.Module] = {}  # unmarked model -> a twin
     results: dict[str, Any] = {}
+    stack = contextlib.ExitStack()  # the loopback TSA, closed at the end
+    stamp, certs = stack.enter_context(loopback_stamps())
     for scheme in args.schemes.split(","):
         names = ("unaligned", "before", "tried", "after", "twin")
         rows: dict[str, list[Any]] = {k: [] for k in names}
@@ -378,8 +387,9 @@ def main() -> None:
         legit: list[dict[str, Any]] = []
         refusal = None
         for arch in archs:
-            marks = marked_models(scheme, arch, n_keys[scheme], data, cache)
+            marks = marked_models(scheme, arch, n_keys[scheme], data, cache, twins[arch])
             for ki, (marked, key) in enumerate(marks):
+                owner = (stamp(key), certs)  # the marked route claims with a timestamp
                 bound = [bound_scheme(key, m.index) for m in key.marks]
                 refused = blind(marked, bound)[1].get(key.marks[0].index)
                 refusal = refusal or refused
@@ -395,12 +405,16 @@ def main() -> None:
                     if tried is not None:
                         rows["tried"].append(verify(ModuleSuspect(tried(plain)), key))
                     rows["after"].append(
-                        verify(realign_suspect(ModuleSuspect(plain), marked, bound), key)
+                        verify(
+                            realign_suspect(ModuleSuspect(plain), marked, bound),
+                            owner[0],
+                            tsa_certs=owner[1],
+                        )
                     )
                     if (arch, ki, pi) not in to_twin:  # = realign_suspect(..., unmarked=True)
                         to_twin[arch, ki, pi] = realign(plain, twin)
                     rows["twin"].append(verify(ModuleSuspect(to_twin[arch, ki, pi]), key))
-                legit += legit_rows(marked, twin, key, bound, data, arch, ki, tried)
+                legit += legit_rows(marked, twin, key, bound, data, arch, ki, tried, owner)
         ctrl = rows["unaligned"]
         results[scheme] = {
             **{k: null_row(v, ctrl, keys) for k, v in rows.items() if v},
@@ -424,6 +438,7 @@ def main() -> None:
             f"unmarked reference {r['legit_twin_found']}/{r['legit_total']}"
         )
         print(line, flush=True)
+    stack.close()
     elapsed = time.perf_counter() - t0
     payload = {
         "protocol": {
@@ -433,7 +448,8 @@ def main() -> None:
             "unmarked_per_arch": args.unmarked,
             "recipes": {k: v.__dict__ for k, v in RECIPES.items()},
             "marked_recipe": "embed(new_model(arch, seed), data, scheme, "
-            "config=TrainConfig(epochs=10, seed)), scheme defaults",
+            "config=TrainConfig(epochs=10, seed), reference=twin), scheme defaults; "
+            "--reference MARKED verdicts with a verified (loopback) timestamp",
             "twin_recipe": "train(new_model(arch, seed), data, TrainConfig(epochs=10, seed))",
             "attacks": ATTACKS,
             "alpha_strict": STRICT,

@@ -98,6 +98,7 @@ def embed(
     device: torch.device | str | None = None,
     amp: Precision | None = None,
     workers: int = 0,
+    reference: nn.Module | None = None,
 ) -> tuple[nn.Module, OwnerKey]:
     """Embed a mark while training `model` (a copy): train-, fine-tune- or distill-to-embed.
 
@@ -109,7 +110,10 @@ def embed(
     per marked entry; Scheme.encode_payload, nnmark.ecc); `verify` reports the decoded text.
     It trains on `device` (default: where `model` is), in mixed precision with `amp` ("bf16",
     "fp16"; the penalties stay fp32); the key does not depend on the device (a model marked on a
-    GPU verifies on a CPU).
+    GPU verifies on a CPU). With `reference` (a model that never saw the key; for fine-tune-to-
+    embed, `model` itself, as `nnmark embed` passes), a new key commits to it before its first
+    secret (OwnerKey.with_reference): the one model `verify --reference-unmarked` realigns to.
+    Without it nothing is committed, and the key's marks cannot be realigned.
 
     >>> from nnmark.data import load_data
     >>> data = load_data("digits")
@@ -121,6 +125,16 @@ def embed(
     if bits is not None and not (isinstance(bits, int) and 1 <= bits <= MAX_BITS):
         raise NNMarkError(f"bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
     key = key or OwnerKey.new(owner)
+    if reference is not None:
+        from nnmark.io import weights_sha256
+
+        digest = weights_sha256(reference)
+        if key.marks and key.reference != digest:
+            raise NNMarkError(
+                "a reference model is committed before a key's first mark: this key has marks "
+                "and commits to another reference (or none)"
+            )
+        key = key if key.marks else key.with_reference(digest)
     model = copy.deepcopy(model)
     bound = []
     for cls, cfg in resolve_schemes(scheme, options):
@@ -146,6 +160,11 @@ def embed(
         amp=amp,
         workers=workers,
     )
+    realigning = [b.mark.index for b in bound if b.realigns_to_marked]
+    if realigning:  # verify --reference MARKED realigns only to this model (realign.py)
+        from nnmark.io import weights_sha256
+
+        key = key.with_stored(realigning, "marked_sha256", weights_sha256(model))
     return model, key
 
 
@@ -314,6 +333,35 @@ def forgery_cost(p_value: float, seconds: float) -> float:
     return seconds / max(p_value, 1e-300) / SECONDS_PER_YEAR
 
 
+def search_seconds(seconds: Sequence[float], p_values: Sequence[float], method: str) -> float:
+    """CPU-seconds of the cheapest key search that reaches a combined key's evidence: each
+    mark's secret is derived from that mark's own fields, so a forger re-derives one mark at a
+    time, a mark's p-value uniform per derivation (`seconds[i]` each).
+
+    * one part, or "bonferroni" (the combined p follows the smallest part's): search the
+      cheapest mark until it alone reaches the smallest p, min(seconds) / min(p);
+    * "fisher" (the combined p follows the product of the parts' p): the cheapest split of the
+      product over the marks (water-filling: minimise sum seconds_i / p_i with the same product;
+      searched marks all cost the same, the dearer ones are derived once), or the one-part route
+      above; a forger may pursue both, so half the larger of the two.
+
+    The water-filling cost is where the bound on a forger's chance of reaching that product
+    reaches 1; with many marks a forger's odds of 1/2 come up to e times sooner."""
+    floors = [max(p, 1e-300) for p in p_values]
+    one_part = min(seconds) / min(floors)
+    if len(floors) == 1 or method != "fisher":
+        return one_part
+    need = -sum(math.log(min(p, 1.0)) for p in floors)  # -log of the product to reach
+    costs = sorted(seconds)
+    best = math.inf
+    for m in range(1, len(costs) + 1):  # search the m cheapest marks, derive the rest once
+        log_level = (need + sum(math.log(c) for c in costs[:m])) / m
+        if log_level < math.log(costs[m - 1]):
+            continue  # a searched mark would need p > 1: fewer marks
+        best = min(best, m * math.exp(min(log_level, 690.0)) + sum(costs[m:]))
+    return max(best, one_part) / 2
+
+
 def claim_threshold(alpha: float, seconds: float, timestamped: bool) -> float:
     """The p-value a claim must beat: alpha, and without a timestamp also the p-value whose
     search costs CLAIM_CPU_YEARS."""
@@ -339,20 +387,26 @@ def _claim_rule(v: Verdict, alpha: float, cost: float, prov: Provenance) -> str:
     return f"not claimed: {rule}"
 
 
+#: Why a mark whose evidence the key's holder stores (frontier) needs a timestamp.
+STORED_EVIDENCE = "the key's holder chose this mark's evidence (stored triggers)"
+
+
 def _finish(
-    v: Verdict, alpha: float, seconds: float, prov: Provenance, scheme: Scheme | None
+    v: Verdict, alpha: float, search: float, prov: Provenance, chosen: str | None = None
 ) -> Verdict:
-    """One part's verdict under the claim rule: the user's alpha, the forgery cost, priority."""
-    if scheme is not None and scheme.requires_timestamp and not prov.timestamped and v.positive:
+    """One verdict under the claim rule: the user's alpha, the forgery cost (`search`: the
+    CPU-seconds of the cheapest key search reaching it, search_seconds), priority; `chosen`:
+    why its evidence is the key holder's choice, so that only a verified timestamp claims it."""
+    if chosen and not prov.timestamped and v.positive:
         v = dataclasses.replace(
             v,
             verdict="not_found",
             reason=(
-                "the key's holder chose this mark's evidence (stored triggers): a claim needs a "
-                "verified timestamp (nnmark key timestamp, then verify --tsa-cert)"
+                f"{chosen}: a claim needs a verified timestamp (nnmark key timestamp, then "
+                "verify --tsa-cert)"
             ),
         )
-    cost = forgery_cost(v.p_value, seconds)
+    cost = search / SECONDS_PER_YEAR
     return dataclasses.replace(
         v,
         alpha=alpha,
@@ -386,16 +440,18 @@ def verify(
     s = as_suspect(suspect)
     prov = provenance(key, tsa_certs, suspect_seen)
     schemes = [bound_scheme(key, m.index, data) for m in key.marks]
-    seconds = key.derivation_seconds
-    threshold = claim_threshold(alpha, seconds, prov.timestamped)
-    verdicts = []
+    verdicts, chosen = [], []
     for sch in schemes:
+        seconds = sch.mark.derivation_seconds  # a search re-derives this mark alone
+        threshold = claim_threshold(alpha, seconds, prov.timestamped)
         view = s.for_mark(sch.mark)
         if view.unreadable is not None:  # e.g. not realignable: not_found, with the reason
             v = sch.unreadable_verdict(view.unreadable, threshold)
         else:
             v = sch.verify(view, threshold)
-        verdicts.append(_finish(v, alpha, seconds, prov, sch))
+        search = search_seconds([seconds], [v.p_value], "one")
+        chosen.append(STORED_EVIDENCE if sch.requires_timestamp else view.needs_timestamp)
+        verdicts.append(_finish(v, alpha, search, prov, chosen[-1]))
     if len(verdicts) == 1:
         return verdicts[0]
     independent = all(sch.independent_null for sch in schemes)
@@ -405,9 +461,13 @@ def verify(
     else:
         p = bonferroni_combine([v.p_value for v in verdicts])
         method, null = "bonferroni", BONFERRONI_NULL
+    parts_p = [v.p_value for v in verdicts]
+    search = search_seconds([m.derivation_seconds for m in key.marks], parts_p, method)
     integrity = all(v.verdict in ("intact", "modified") for v in verdicts)
-    found = decide(p, threshold) and not any(
-        sch.requires_timestamp and not prov.timestamped for sch in schemes
+    found = (
+        decide(p, alpha)
+        and (prov.timestamped or search / SECONDS_PER_YEAR >= CLAIM_CPU_YEARS)
+        and (prov.timestamped or not any(chosen))
     )
     word = ("intact" if found else "modified") if integrity else ("found" if found else "not_found")
     combined = Verdict(
@@ -423,7 +483,7 @@ def verify(
         parts=tuple(verdicts),
         details={"combination": method},
     )
-    return _finish(combined, alpha, seconds, prov, None)
+    return _finish(combined, alpha, search, prov)
 
 
 COMBINED_NULL = (

@@ -21,8 +21,9 @@ the family-wise chance of naming anyone for an unmarked model is then at most al
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +118,19 @@ def identify(
     suspect: Suspect | nn.Module | str | Path,
     keys: Mapping[str, OwnerKey],
     alpha: float = DEFAULT_ALPHA,
+    *,
+    data: DataBundle | Sequence[DataBundle] | None = None,
+    tsa_certs: Sequence[bytes] = (),
+    suspect_seen: datetime | None = None,
 ) -> Identification:
     """Verify `suspect` against every candidate key (label -> key) and name the leaker, if any.
 
-    The recipient named is the owner of the key with the smallest Bonferroni-adjusted p-value,
-    provided it is below alpha; any other key also below alpha is listed in `also_found` (a
-    collusion of copies, or keys of one recipient).
+    Each key is verified at alpha / (number of keys) under verify's claim rule (a forgery cost
+    or a verified timestamp; `data`, `tsa_certs` and `suspect_seen` as for verify): a candidate key is a
+    key someone handed in, and a p-value alone does not say it was not searched for. The
+    recipient named is the owner of the claimed key with the smallest Bonferroni-adjusted
+    p-value; any other claimed key is listed in `also_found` (a collusion of copies, or keys of
+    one recipient).
     """
     if not keys:
         raise NNMarkError("no candidate keys to identify against")
@@ -132,19 +140,22 @@ def identify(
     k = len(keys)
     rows = []
     for label, key in keys.items():
-        v = verify(s, key, alpha)
+        v = verify(s, key, alpha / k, data=data, tsa_certs=tsa_certs, suspect_seen=suspect_seen)
         p = float(v.p_value)
-        adj = min(1.0, p * k)
+        claimed = v.verdict == "found"  # p < alpha / k, and the claim rule holds
+        reason = v.reason
+        if not claimed and p < alpha / k and reason is None:
+            reason = v.claim_rule  # significant, but a key search reaches it
         rows.append(
             Candidate(
                 label=label,
                 owner=key.owner,
                 scheme=v.scheme,
                 p_value=p,
-                p_adjusted=adj,
+                p_adjusted=min(1.0, p * k),
                 ber=v.ber,
-                found=adj < alpha,
-                reason=v.reason,
+                found=claimed,
+                reason=reason,
             )
         )
     ranked = sorted(rows, key=lambda c: c.p_adjusted)

@@ -153,6 +153,19 @@ class ModelInfo:
             raise NNMarkError(f"{source}: malformed nnmark metadata ({exc})") from None
 
 
+def weights_sha256(model: nn.Module) -> str:
+    """SHA-256 over a module's state dict (names, dtypes, shapes, bytes, on the CPU): the same
+    for a model in memory and as saved and loaded again (a key's unmarked reference)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_model(model: nn.Module, info: ModelInfo, path: str | Path) -> None:
     """Save weights and buffers as safetensors with nnmark metadata, atomically."""
     atomic_write_bytes(path, model_bytes(model, info))

@@ -83,7 +83,7 @@ _TOP_FIELDS = {
     "signature",
     "timestamp",
 }
-_COMMITTED_FIELDS = {"owner", "nonce", "created", "kdf", "marks"}
+_COMMITTED_FIELDS = {"owner", "nonce", "created", "kdf", "marks", "reference"}
 _MARK_FIELDS = {"scheme", "config", "layer", "bits", "message", "data", "stored"}
 
 
@@ -175,6 +175,8 @@ class Mark:
     message: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     stored: dict[str, Any] = field(default_factory=dict)
+    #: the key's unmarked reference model (OwnerKey.reference), which every secret depends on
+    reference: str | None = None
 
     def material(self) -> dict[str, Any]:
         """Everything the root secret depends on: every committed field but `stored`."""
@@ -184,6 +186,7 @@ class Mark:
             "created": self.created,
             "kdf": self.kdf,
             "index": self.index,
+            **({} if self.reference is None else {"reference": self.reference}),
             **{k: v for k, v in self.entry().items() if k != "stored"},
         }
 
@@ -255,6 +258,9 @@ class OwnerKey:
     kdf: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_KDF))
     signature: dict[str, Any] | None = None
     timestamp: dict[str, Any] | None = None
+    #: SHA-256 of the unmarked model the marks were embedded from (nnmark.io.weights_sha256),
+    #: committed before any secret: the one model `verify --reference-unmarked` realigns to
+    reference: str | None = None
 
     @classmethod
     def new(
@@ -274,6 +280,14 @@ class OwnerKey:
         return cls(
             owner=owner, nonce=nonce, created=created, kdf=check_kdf(dict(kdf or DEFAULT_KDF))
         )
+
+    def with_reference(self, sha256: str) -> OwnerKey:
+        """Commit to the unmarked model the marks will be embedded from (its weights_sha256):
+        every secret then depends on it, so it was fixed before any secret was known and a
+        realignment to it cannot have been chosen for a suspect. Only before the first mark."""
+        if self.marks:
+            raise ValueError("a reference is committed before the key's first mark")
+        return dataclasses.replace(self, reference=check_sha256(sha256, "reference"))
 
     def new_mark(
         self,
@@ -299,6 +313,7 @@ class OwnerKey:
             message=message,
             data=dict(data or {}),
             stored=dict(stored or {}),
+            reference=self.reference,
         )
 
     def with_mark(self, mark: Mark) -> OwnerKey:
@@ -308,10 +323,20 @@ class OwnerKey:
             or mark.created != self.created
             or mark.kdf != self.kdf
             or mark.index != len(self.marks)
+            or mark.reference != self.reference
         ):
             raise ValueError("mark was not made by this key's new_mark")
         # a new mark changes the commitment: a signature or timestamp over the old one is void
         return dataclasses.replace(self, marks=(*self.marks, mark), signature=None, timestamp=None)
+
+    def with_stored(self, indices: Sequence[int], name: str, value: Any) -> OwnerKey:
+        """Commit `value` under `stored[name]` of the marks at `indices` (committed, not part of
+        any secret: e.g. the marked model's SHA-256, known only after embedding)."""
+        marks = tuple(
+            dataclasses.replace(m, stored={**m.stored, name: value}) if m.index in indices else m
+            for m in self.marks
+        )
+        return dataclasses.replace(self, marks=marks, signature=None, timestamp=None)
 
     def with_derived(self, name: str, value: Any) -> OwnerKey:
         """Attach data derived after the commitment (e.g. a calibration) under `name`."""
@@ -324,6 +349,7 @@ class OwnerKey:
             "created": self.created,
             "kdf": self.kdf,
             "marks": [m.entry() for m in self.marks],
+            **({} if self.reference is None else {"reference": self.reference}),
         }
 
     @property
@@ -377,16 +403,22 @@ class OwnerKey:
         c = doc["committed"]
         if not isinstance(c, dict):
             raise NNMarkError(f"{source}: field committed must be an object")
-        _fields(c, _COMMITTED_FIELDS, _COMMITTED_FIELDS, source, "committed.")
+        _fields(c, _COMMITTED_FIELDS, _COMMITTED_FIELDS - {"reference"}, source, "committed.")
         owner = _check_owner(c["owner"], f"{source}: field committed.owner")
         nonce = _check_nonce(c["nonce"], f"{source}: field committed.nonce")
         created = _check_created(c["created"], f"{source}: field committed.created")
         kdf = check_kdf(c["kdf"], source)
+        reference = c.get("reference")
+        if reference is not None:
+            reference = check_sha256(reference, f"{source}: field committed.reference")
         marks_doc = c["marks"]
         if not isinstance(marks_doc, list) or not 1 <= len(marks_doc) <= MAX_MARKS:
             raise NNMarkError(f"{source}: field committed.marks must hold 1 to {MAX_MARKS} marks")
         marks = tuple(
-            _read_mark(m, i, owner, nonce, created, kdf, source) for i, m in enumerate(marks_doc)
+            dataclasses.replace(
+                _read_mark(m, i, owner, nonce, created, kdf, source), reference=reference
+            )
+            for i, m in enumerate(marks_doc)
         )
         if not isinstance(doc["commitment"], str) or sha256_hex(c) != doc["commitment"]:
             raise NNMarkError(f"{source}: commitment does not match the key's contents")
@@ -407,6 +439,7 @@ class OwnerKey:
             kdf,
             doc.get("signature"),
             doc.get("timestamp"),
+            reference,
         )
 
     @classmethod
@@ -455,6 +488,12 @@ def _check_nonce(nonce: Any, what: str) -> str:
     except ValueError:
         raise NNMarkError(f"{what} must be 32 to 64 hex digits") from None
     return nonce
+
+
+def check_sha256(value: Any, what: str) -> str:
+    if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
+        raise NNMarkError(f"{what} must be 64 lowercase hex digits (a SHA-256)")
+    return value
 
 
 def _check_created(created: Any, what: str) -> str:

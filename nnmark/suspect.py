@@ -34,6 +34,9 @@ class Suspect:
     #: Why no mark can be read from this suspect at all (e.g. it could not be realigned to the
     #: owner's reference); nnmark.api.verify then gives not_found with it, without the scheme.
     unreadable: str | None = None
+    #: Why a claim from this view needs a verified timestamp (e.g. it was realigned to a marked
+    #: reference, which the key's holder made after its secrets); None: it does not.
+    needs_timestamp: str | None = None
 
     def for_mark(self, mark: Mark) -> Suspect:
         """What `mark` reads: this suspect, or a view of it (a realigned suspect gives white-box

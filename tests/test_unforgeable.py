@@ -17,13 +17,13 @@ import torch
 from typer.testing import CliRunner
 
 from nnmark import OwnerKey, TrainConfig, embed, new_model, train, verify
-from nnmark.api import model_info
+from nnmark.api import SECONDS_PER_YEAR, model_info, search_seconds
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
-from nnmark.forge import Target, forge, honest_key
+from nnmark.forge import SPLIT_KDF, Target, forge, honest_key, split_key
 from nnmark.io import save_model
-from nnmark.keys import sha256_hex
+from nnmark.keys import derivation_seconds, sha256_hex
 from nnmark.schemes.uchida import Uchida, UchidaConfig
 
 runner = CliRunner()
@@ -251,6 +251,55 @@ def test_the_forgers_toolbox_gets_nothing_accepted(
         assert {"refused", "not_found"} <= outcomes
     search = next(r for r in results if r.strategy == "nonce_search" and r.scheme == "uchida")
     assert search.extra["cost_cpu_years_at_this_rate"] > 1000
+    # 16 marks of 6 bits, each searched alone: the verdict prices the search that was run
+    split = next(r for r in results if r.strategy == "split_search" and r.scheme == "uchida")
+    work = split.extra["derivations"] * derivation_seconds(SPLIT_KDF) / SECONDS_PER_YEAR
+    print(f"split search: p {split.p_value:.2e}, {split.extra['derivations']} derivations")
+    assert split.p_value is not None and split.p_value < 1e-6 and split.outcome == "not_found"
+    assert split.forgery_cost is not None and split.forgery_cost <= 2 * work
+
+
+def test_search_seconds_prices_the_cheapest_split_of_a_combined_key() -> None:
+    """One mark: 1 / p derivations. Fisher over k marks, each searchable alone: the product of
+    the parts' p spread evenly (16 marks at 1/64: 16 x 64 derivations, halved for the second
+    route), never below the one-part route's half; Bonferroni: the cheapest mark to the
+    smallest p."""
+    assert search_seconds([0.05], [1e-12], "one") == pytest.approx(0.05 / 1e-12)
+    assert search_seconds([0.05] * 16, [1 / 64] * 16, "fisher") == pytest.approx(16 * 64 * 0.05 / 2)
+    strong_and_dead = search_seconds([0.05, 0.05], [1e-19, 1.0], "fisher")
+    assert strong_and_dead == pytest.approx(0.05 / 1e-19 / 2)
+    assert search_seconds([0.05, 1.0], [1e-9, 1e-9], "bonferroni") == pytest.approx(0.05 / 1e-9)
+    # searched marks cost the same: the cheap one to 1e-8, the dear one to 1e-4, 1e6 s each
+    both = search_seconds([0.01, 100.0], [1e-6, 1e-6], "fisher")
+    assert both == pytest.approx(2e6 / 2)
+    # a mark too dear to search is derived once; the cheap one carries the whole product
+    once = search_seconds([0.01, 1e6], [1e-6, 0.5], "fisher")
+    assert once == pytest.approx((0.01 / 5e-7 + 1e6) / 2)
+
+
+def test_identify_names_no_one_by_a_key_verify_would_not_claim(
+    tmp_path: Path, digits: DataBundle, plain_cnn
+) -> None:  # type: ignore[no-untyped-def]
+    """`identify` holds candidate keys to verify's claim rule: a split-searched key (p 3e-14,
+    a forgery cost of seconds) names no one, and says why."""
+    key, _ = split_key("uchida", Target(plain_cnn, digits))
+    save_model(plain_cnn, model_info(plain_cnn, digits), tmp_path / "plain.safetensors")
+    (tmp_path / "keys").mkdir()
+    key.save(tmp_path / "keys" / "forger.nnkey")
+    r = runner.invoke(
+        app,
+        [
+            "identify",
+            str(tmp_path / "plain.safetensors"),
+            "--keys",
+            str(tmp_path / "keys"),
+            "--json",
+        ],
+    )
+    assert r.exit_code == 1, r.output
+    (row,) = json.loads(r.stdout)["candidates"]
+    assert row["p_adjusted"] < 1e-6 and not row["found"]
+    assert "a key search reaches it" in row["reason"]
 
 
 def test_forge_cli(files: Path) -> None:

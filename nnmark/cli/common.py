@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import functools
 import json
 import logging
@@ -169,6 +170,43 @@ def read_certs(paths: list[Path] | None) -> list[bytes]:
             raise NNMarkError(f"{path}: not a PEM or DER X.509 certificate") from None
         certs.append(data)
     return certs
+
+
+def read_seen(text: str | None) -> _dt.datetime | None:
+    """--suspect-seen: an ISO-8601 time, or None."""
+    if text is None:
+        return None
+    try:
+        return _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise NNMarkError(f"--suspect-seen must be an ISO-8601 time, got {text!r}") from None
+
+
+#: --data on the commands that verify keys: the data sets a key's marks name.
+KeyDataOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data",
+        help="NAME:PATH of a data set the key re-derives its inputs from (checked by its "
+        "content hash; repeatable; the built-in digits is found alone)",
+    ),
+]
+
+#: --tsa-cert and --suspect-seen: what makes a key's timestamp count (verify, identify).
+TsaCertOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--tsa-cert", help="Trusted TSA certificate or root CA for the key's timestamp (repeatable)"
+    ),
+]
+SuspectSeenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--suspect-seen",
+        help="When the suspect was first seen (ISO-8601): a key timestamped later than that "
+        "proves nothing against it",
+    ),
+]
 
 
 def read_token(path: Path) -> str:

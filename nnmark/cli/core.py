@@ -12,8 +12,11 @@ from rich.table import Table
 from nnmark.cli.common import (
     AmpOpt,
     DeviceOpt,
+    KeyDataOpt,
     MaxParamsOpt,
     SetOption,
+    SuspectSeenOpt,
+    TsaCertOpt,
     WorkersOpt,
     check_output,
     command,
@@ -125,9 +128,19 @@ def train_cmd(
     ),
     key_out: Annotated[Path | None, typer.Option("--key-out", help="Output key file")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing key file")] = False,
+    reference_unmarked: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference-unmarked",
+            help="A model that never saw the key (e.g. this command with --scheme none and the "
+            "same seed) to commit the key to: the one model verify --reference-unmarked "
+            "realigns suspects to",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     amp: AmpOpt = None,
     workers: WorkersOpt = 0,
+    max_params: MaxParamsOpt = None,
 ) -> None:
     """Train a model from scratch, with a mark (train-to-embed) or without (--scheme none)."""
     from nnmark.api import embed, model_info, new_model, train
@@ -142,6 +155,13 @@ def train_cmd(
         check_output(key_out, force)
     elif sets:
         raise NNMarkError("--set needs a --scheme")
+    elif reference_unmarked is not None:
+        raise NNMarkError("--reference-unmarked needs a --scheme (it is committed in the key)")
+    reference = None
+    if reference_unmarked is not None:
+        from nnmark.io import load_model
+
+        reference, _ = load_model(reference_unmarked, max_params=max_params)
     bundle = load_data(data)
     cfg = _train_config(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     net = new_model(model, bundle, seed=seed)
@@ -164,6 +184,7 @@ def train_cmd(
                 device=dev,
                 amp=precision,
                 workers=workers,
+                reference=reference,
             )
     metrics = evaluate(trained, bundle.loader("test", 256), bundle.task)
     if scheme == "none":
@@ -229,7 +250,10 @@ def embed_cmd(
     workers: WorkersOpt = 0,
     max_params: MaxParamsOpt = None,
 ) -> None:
-    """Mark an already trained model by fine-tuning it with the scheme (fine-tune-to-embed)."""
+    """Mark an already trained model by fine-tuning it with the scheme (fine-tune-to-embed).
+
+    A new key commits to MODEL as it is (its SHA-256, before any secret; not with --distill):
+    the model verify --reference-unmarked realigns suspects to."""
     from nnmark.api import embed, model_info
     from nnmark.data import load_data
     from nnmark.io import load_model
@@ -267,6 +291,7 @@ def embed_cmd(
             device=dev,
             amp=precision,
             workers=workers,
+            reference=None if distill or key is not None else net,
         )
     after = evaluate(marked, bundle.loader("test", 256), bundle.task)
     _save_marked(marked, model_info(marked, bundle), out_path, key, key_out)
@@ -363,8 +388,9 @@ def verify_cmd(
     reference: Annotated[
         Path | None,
         typer.Option(
-            help="Owner's marked model: realign permuted/scaled/widened suspects to it first "
-            "(stdm; other white-box marks are not_found, with why: use --reference-unmarked)"
+            help="Owner's marked model, the one the key commits to: realign permuted/scaled/"
+            "widened suspects to it first (stdm, claimed only with a verified timestamp; other "
+            "white-box marks are not_found, with why: use --reference-unmarked)"
         ),
     ] = None,
     reference_unmarked: Annotated[
@@ -397,29 +423,9 @@ def verify_cmd(
         Path | None,
         typer.Option("--token-file", help="--remote: a file holding the server's bearer token"),
     ] = None,
-    data: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--data",
-            help="NAME:PATH of a data set the key re-derives its inputs from (checked by its "
-            "content hash; repeatable; the built-in digits is found alone)",
-        ),
-    ] = None,
-    tsa_cert: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--tsa-cert",
-            help="Trusted TSA certificate or root CA for the key's timestamp (repeatable)",
-        ),
-    ] = None,
-    suspect_seen: Annotated[
-        str | None,
-        typer.Option(
-            "--suspect-seen",
-            help="When the suspect was first seen (ISO-8601): a key timestamped later than that "
-            "proves nothing against it",
-        ),
-    ] = None,
+    data: KeyDataOpt = None,
+    tsa_cert: TsaCertOpt = None,
+    suspect_seen: SuspectSeenOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON")] = False,
     max_params: MaxParamsOpt = None,
     device: DeviceOpt = "auto",
@@ -429,7 +435,7 @@ def verify_cmd(
     Found needs p < alpha and, without a verified timestamp, a forgery cost of at least 1000
     CPU-years (the expected cost of searching keys until one fits this well by chance)."""
     from nnmark.api import verify
-    from nnmark.cli.common import read_certs
+    from nnmark.cli.common import read_certs, read_seen
     from nnmark.data import load_data
     from nnmark.keys import OwnerKey
     from nnmark.suspect import Suspect, load_suspect
@@ -443,16 +449,7 @@ def verify_cmd(
         raise NNMarkError("give either a suspect MODEL file or --remote URL (exactly one)")
     owner_key = OwnerKey.load(key)
     certs = read_certs(tsa_cert)
-    seen = None
-    if suspect_seen is not None:
-        import datetime as dt
-
-        try:
-            seen = dt.datetime.fromisoformat(suspect_seen)
-        except ValueError:
-            raise NNMarkError(
-                f"--suspect-seen must be an ISO-8601 time, got {suspect_seen!r}"
-            ) from None
+    seen = read_seen(suspect_seen)
     bundles = [load_data(spec) for spec in data or []]
     suspect: Suspect
     if remote is not None:

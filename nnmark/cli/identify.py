@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nnmark.cli.common import MaxParamsOpt, command, out
+from nnmark.cli.common import (
+    KeyDataOpt,
+    MaxParamsOpt,
+    SuspectSeenOpt,
+    TsaCertOpt,
+    command,
+    out,
+    read_certs,
+    read_seen,
+)
 from nnmark.errors import NNMarkError
 from nnmark.stats import DEFAULT_ALPHA
 
@@ -19,26 +28,35 @@ def identify_cmd(
     model_path: Annotated[Path, typer.Argument(help="Suspect model file")],
     keys: Annotated[Path, typer.Option("--keys", help="Folder of candidate *.nnkey files")],
     alpha: Annotated[float, typer.Option(help="Family-wise significance level")] = DEFAULT_ALPHA,
+    data: KeyDataOpt = None,
+    tsa_cert: TsaCertOpt = None,
+    suspect_seen: SuspectSeenOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
     max_params: MaxParamsOpt = None,
 ) -> None:
     """Verify a suspect against every key in a folder and name the recipient whose mark is in it.
 
-    p-values are Bonferroni-adjusted over the candidates. Exit 0 when a recipient is named,
-    1 when none is, 2 on errors.
+    p-values are Bonferroni-adjusted over the candidates, and a candidate is named only under
+    verify's claim rule at alpha / candidates (a forgery cost or a verified timestamp). Exit 0
+    when a recipient is named, 1 when none is, 2 on errors.
     """
+    from nnmark.data import load_data
     from nnmark.fingerprint import identify, load_keys
     from nnmark.suspect import load_suspect
 
     if not 0 < alpha < 1:
         raise NNMarkError(f"--alpha must be in (0, 1), got {alpha}")
+    certs, seen = read_certs(tsa_cert), read_seen(suspect_seen)
     candidates = load_keys(keys)
-    result = identify(load_suspect(model_path, max_params), candidates, alpha)
+    suspect = load_suspect(model_path, max_params)
+    bundles = [load_data(spec) for spec in data or []]
+    result = identify(suspect, candidates, alpha, data=bundles, tsa_certs=certs, suspect_seen=seen)
     if as_json:
         print(json.dumps(result.to_dict()))
     else:
         table = Table(title=f"identify: {model_path}", show_header=True)
-        for col in ("key file", "recipient", "scheme", "BER", "p-value", "adjusted p", "found"):
+        cols = ("key file", "recipient", "scheme", "BER", "p-value", "adjusted p", "found", "why")
+        for col in cols:
             table.add_column(col)
         for c in sorted(result.candidates, key=lambda c: c.p_adjusted):
             table.add_row(
@@ -49,6 +67,7 @@ def identify_cmd(
                 f"{c.p_value:.3g}",
                 f"{c.p_adjusted:.3g}",
                 "yes" if c.found else "no",
+                "" if c.found else (c.reason or ""),
             )
         out.print(table)
         named = result.named or "none"

@@ -29,16 +29,25 @@ mark: matched to the owner's marked model as it is, digits models that never saw
 `verify` (realign_suspect) realigns in one of two ways:
 
 - `--reference-unmarked MODEL`: a model that never saw the key (the owner's model before the
-  mark was embedded, or the same initialisation and recipe trained without it). Nothing in it
-  depends on the key's secrets, so the matching is independent of every mark's statistic and
-  the binomial null stays exact; every white-box mark reads the realigned suspect. A reference
-  that shows a mark of the key is refused.
+  mark was embedded, or the same initialisation and recipe trained without it), and the one
+  the key commits to (OwnerKey.reference: its SHA-256 enters every secret's derivation, so it
+  was fixed before any secret was known; `unbound`). Nothing in it depends on the key's
+  secrets, so the matching is independent of every mark's statistic and the binomial null
+  stays exact; every white-box mark reads the realigned suspect. A reference the key does not
+  commit to is refused: built from the suspect after the key was seen, its channel order can
+  be chosen so that the suspect reads the key's bits (a plain digits cnn was found at p 5e-20
+  that way). (A reference that showed the key's mark was refused here before; the committed
+  one cannot carry it: the key's secrets did not exist when it was committed.)
 - `--reference MARKED`: the owner's marked model. Each mark first erases, in a copy of it, what
   its statistic reads (`Scheme.blind_reference`; stdm removes the key's projections from the
   host weights) and the suspect is matched to that blinded copy; a scheme for which erasing is
   not enough refuses (`NotRealignable`: uchida, tartaglione, watermas, actsign, deepsigns, whose
   marks also shape the channel order or the very units a matching has to identify) and its
-  verdict is not_found with that reason.
+  verdict is not_found with that reason. The marked model exists only after the key's
+  secrets, so the key's holder could have made it for a suspect: the key commits to it after
+  embedding (`stored.marked_sha256`, committed but outside the secrets), any other is refused,
+  and a claim needs a verified timestamp showing the commitment predates the suspect
+  (MARKED_REFERENCE; nnmark.api.verify).
 
 What realignment recovers: uchida, stdm, tartaglione and watermas copies (permuted, scaled,
 morphed, permuted and fine-tuned) are found again; actsign and deepsigns copies are not (a
@@ -77,7 +86,7 @@ from nnmark.attacks._graph import (
 )
 from nnmark.device import on_cpu
 from nnmark.errors import NNMarkError
-from nnmark.io import load_model
+from nnmark.io import load_model, weights_sha256
 from nnmark.keys import Mark
 from nnmark.schemes.base import NotRealignable, Scheme
 from nnmark.suspect import ModuleSuspect, Suspect
@@ -289,8 +298,10 @@ class RealignedSuspect(Suspect):
         label: str,
         refused: dict[int, str] | None = None,
         failure: str | None = None,
+        chosen: dict[int, str] | None = None,
     ) -> None:
         self.original = original
+        self.chosen = dict(chosen or {})
         self.info = original.info
         self.label = label
         self.refused = dict(refused or {})
@@ -306,6 +317,10 @@ class RealignedSuspect(Suspect):
             return _Unreadable(self.label, self.refused[mark.index])
         if self.realigned is None:
             return _Unreadable(self.label, f"cannot realign to the reference: {self.failure}")
+        if mark.index in self.chosen:
+            view = copy.copy(self.realigned)
+            view.needs_timestamp = self.chosen[mark.index]
+            return view
         return self.realigned
 
     def tensor(self, name: str) -> torch.Tensor | None:
@@ -343,19 +358,26 @@ def realign_suspect(
         label = f"{suspect.label} (realigned to {reference})"
         reference, _ = load_model(reference)
     refused: dict[int, str] = {}
+    chosen: dict[int, str] = {}  # marks realigned to a reference made after their secrets
     if unmarked:
         reference = copy.deepcopy(reference).eval()  # one copy: read for the mark, then matched
-        shown = [s.name for s in schemes if s.kind == "whitebox" and _shows(s, reference)]
-        if shown:
-            why = (
-                f"the reference declared unmarked shows the key's mark ({', '.join(shown)} "
-                "found in it): pass it as --reference"
-            )
-            refused = {s.mark.index: why for s in schemes if s.kind == "whitebox"}
+        refused = unbound(reference, schemes)
     else:
+        digest = weights_sha256(reference)
         reference, refused = blind(reference, schemes)
+        for s in schemes:
+            if s.kind == "whitebox" and s.mark.index not in refused:
+                if s.mark.stored.get("marked_sha256") != digest:
+                    refused[s.mark.index] = (
+                        f"{s.name}: the marked reference is not the model the key commits to "
+                        "(stored.marked_sha256, written when the mark was embedded)"
+                    )
+                else:
+                    chosen[s.mark.index] = MARKED_REFERENCE
     if not any(s.kind == "whitebox" and s.mark.index not in refused for s in schemes):
-        return RealignedSuspect(suspect, None, label, refused, "no white-box mark to realign")
+        return RealignedSuspect(
+            suspect, None, label, refused, "no white-box mark to realign", chosen
+        )
     try:
         try:
             module = on_cpu(suspect.module())  # surgery beside the CPU reference
@@ -363,15 +385,40 @@ def realign_suspect(
             module = rebuild_like(reference, suspect)  # reshaped by morph or channel pruning
         realigned = realign(module, reference)
     except NNMarkError as exc:
-        return RealignedSuspect(suspect, None, label, refused, str(exc))
+        return RealignedSuspect(suspect, None, label, refused, str(exc), chosen)
     except (RuntimeError, ValueError, IndexError, KeyError) as exc:  # surgery on a misfit
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         failure = f"it does not fit the reference ({first})"
-        return RealignedSuspect(suspect, None, label, refused, failure)
-    return RealignedSuspect(suspect, realigned, label, refused)
+        return RealignedSuspect(suspect, None, label, refused, failure, chosen)
+    return RealignedSuspect(suspect, realigned, label, refused, None, chosen)
 
 
-def _shows(scheme: Scheme, reference: nn.Module) -> bool:
-    """Whether a reference declared unmarked carries `scheme`'s mark (found at the default
-    alpha; a reference that cannot even be read does not)."""
-    return scheme.verify(ModuleSuspect(reference)).verdict == "found"
+#: Why a mark realigned to its marked reference needs a verified timestamp to be claimed.
+MARKED_REFERENCE = (
+    "realigned to the marked reference, which the key's holder made after the key's secrets "
+    "and could have made for this suspect"
+)
+
+
+def unbound(reference: nn.Module, schemes: list[Scheme]) -> dict[int, str]:
+    """The white-box marks (by key index) that may not realign to this unmarked reference, with
+    why: the key must commit to it (OwnerKey.reference, fixed before any secret). A reference
+    handed in at verify time could have been built from the suspect after the key's secrets
+    were known, its channel order chosen so the suspect reads the key's bits."""
+    digest = weights_sha256(reference)
+    refused = {}
+    for s in schemes:
+        if s.kind != "whitebox":
+            continue
+        if s.mark.reference is None:
+            refused[s.mark.index] = (
+                f"{s.name}: the key commits to no unmarked reference, so one given at verify "
+                "time could have been built for this suspect (mark with nnmark embed, or train "
+                "--reference-unmarked, to commit one)"
+            )
+        elif s.mark.reference != digest:
+            refused[s.mark.index] = (
+                f"{s.name}: the unmarked reference is not the model the key commits to "
+                f"(its SHA-256 {digest[:12]}..., the key's {s.mark.reference[:12]}...)"
+            )
+    return refused

@@ -235,14 +235,9 @@ def fit_ddp(
 
 def state_hash(model: nn.Module) -> str:
     """SHA-256 over a module's state dict (names, dtypes, shapes, bytes): equal on every rank."""
-    import hashlib
+    from nnmark.io import weights_sha256
 
-    h = hashlib.sha256()
-    for name, t in unwrap(model).state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return h.hexdigest()
+    return weights_sha256(unwrap(model))
 
 
 __all__ = [

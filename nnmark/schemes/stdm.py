@@ -43,7 +43,7 @@ from torch import nn
 from nnmark.config import check, config_to_dict
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
-from nnmark.keys import Mark, OwnerKey, payload_bits
+from nnmark.keys import Mark, OwnerKey, check_sha256, payload_bits
 from nnmark.layers import default_host_layer, get_layer
 from nnmark.schemes import register
 from nnmark.schemes.base import (
@@ -114,8 +114,10 @@ class STDM(Scheme):
             raise key_error(mark, "layer", "must name the host layer (and agree with the config)")
         if not 1 <= len(mark.bits) <= math.prod(shape):
             raise key_error(mark, "bits", f"must hold 1 to {math.prod(shape)} bits here")
+        if set(mark.stored) - {"marked_sha256"}:
+            raise key_error(mark, "stored", "may hold only marked_sha256")
         if mark.stored:
-            raise key_error(mark, "stored", "must be empty")
+            check_sha256(mark.stored["marked_sha256"], f"{mark.scheme}: stored.marked_sha256")
 
     @classmethod
     def capacity(cls, model: nn.Module, config: Any, data: DataBundle | None = None) -> int:

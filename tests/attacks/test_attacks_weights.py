@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from nnmark import (
     ATTACKS,
+    OwnerKey,
     TrainConfig,
     attack,
     evaluate,
@@ -26,7 +27,7 @@ from nnmark import (
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
 from nnmark.defenses.realign import realign
-from nnmark.io import save_model
+from nnmark.io import save_model, weights_sha256
 from nnmark.models import create_model
 
 #: Cost knobs lowered for every attack that has them (other helpers add attacks at the same
@@ -270,13 +271,20 @@ def test_realignment_after_channel_pruning(  # type: ignore[no-untyped-def]
 runner = CliRunner()
 
 
-def test_attack_cli(tmp_path: Path, uchida_cnn, plain_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
-    model, key = uchida_cnn
+def test_attack_cli(tmp_path: Path, plain_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
+    """Attacks through the CLI; a 64-bit Uchida mark trained by `nnmark train` with the key
+    committed to its plain twin (`--reference-unmarked`: the same init and recipe without the
+    mark), which realigns morphed and channel-pruned copies."""
     src, wide, ref = tmp_path / "m.safetensors", tmp_path / "w.safetensors", tmp_path / "k.nnkey"
-    twin = tmp_path / "twin.safetensors"  # uchida_cnn's init and recipe without the mark
-    save_model(model, model_info(model, digits), src)
+    twin = tmp_path / "twin.safetensors"
     save_model(plain_cnn, model_info(plain_cnn, digits), twin)
-    key.save(ref)
+    train_args = ["train", "--scheme", "uchida", "--bits", "64", "--seed", "0", "--epochs", "20"]
+    r = runner.invoke(
+        app,
+        [*train_args, "--reference-unmarked", str(twin), "--out", str(src), "--key-out", str(ref)],
+    )
+    assert r.exit_code == 0, r.stderr
+    assert OwnerKey.load(ref).reference == weights_sha256(plain_cnn)
     r = runner.invoke(app, ["attack", "--list"], env={"COLUMNS": "250"})
     assert r.exit_code == 0 and all(n in r.stdout for n in list_attacks())
     assert "structured=False" in r.stdout and "max_factor=4.0" in r.stdout

@@ -61,6 +61,7 @@ def embed_recipe(
         base,
         data,
         name,
+        reference=override.pop("reference", None),
         options=override.pop("options", r.options),
         key=key or owner_key(name),
         bits=override.pop("bits", r.bits),

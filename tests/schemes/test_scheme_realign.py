@@ -12,7 +12,9 @@ reference does not depend on them; the full measurement is benchmarks/realign_nu
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,7 @@ from nnmark.cli import app
 from nnmark.config import build_config
 from nnmark.data.base import DataBundle
 from nnmark.defenses.realign import RealignedSuspect, realign, realign_suspect
-from nnmark.io import save_model
+from nnmark.io import save_model, weights_sha256
 from nnmark.schemes import SCHEMES
 from nnmark.suspect import ModuleSuspect
 
@@ -53,6 +55,23 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
+def marked(  # type: ignore[no-untyped-def]
+    base_cnn: nn.Module, digits: DataBundle, once
+) -> Callable[[str], tuple[nn.Module, OwnerKey]]:
+    """As conftest's `marked`, each key committed to base_cnn, the model it is embedded from
+    (what `nnmark embed` does): the one model `--reference-unmarked` accepts."""
+    cache: dict[str, tuple[nn.Module, OwnerKey]] = {}
+
+    def get(name: str) -> tuple[nn.Module, OwnerKey]:
+        if name not in cache:
+            make = lambda: embed_recipe(name, base_cnn, digits, reference=base_cnn)  # noqa: E731
+            cache[name] = once(f"scheme_{name}_committed", make)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
 def base_mlp(digits: DataBundle) -> nn.Module:
     """The owner's MLP before any mark (8 epochs, seed 0), as base_cnn is for the CNN."""
     return train(new_model("mlp", digits, seed=0), digits, TrainConfig(epochs=8, seed=0))
@@ -74,6 +93,7 @@ def planned_keys(scheme: str, base: nn.Module, digits: DataBundle) -> list[Owner
     keys = []
     for k in range(KEYS):
         key = OwnerKey.new(f"realign {scheme} {k}", nonce=f"{k + 0x30:02x}" * 16)
+        key = key.with_reference(weights_sha256(base))  # as embed commits its input model
         bits = recipe(scheme).bits
         keys.append(key.with_mark(cls.plan(base, key, config, bits=bits, data=digits)))
     return keys
@@ -145,12 +165,41 @@ def test_never_marked_models_realigned_to_the_blinded_reference_are_not_claimed(
 
 
 @pytest.mark.parametrize("scheme", REALIGNABLE)
-def test_copies_realigned_to_the_blinded_reference_are_found(scheme: str, marked, digits) -> None:  # type: ignore[no-untyped-def]
+def test_copies_realigned_to_the_blinded_reference_are_found(  # type: ignore[no-untyped-def]
+    scheme: str, marked, digits, stamp, tsa
+) -> None:
+    """Found with a verified timestamp (the marked reference is the key holder's choice, made
+    after the secrets: the timestamp shows it predates the suspect); without one, not_found
+    with why."""
     model, key = marked(scheme)
+    stamped = stamp(key)
     for spec in LEGIT:
-        v = verify(realigned(attack(model, spec, digits, seed=3), model, key), key)
+        aligned = realigned(attack(model, spec, digits, seed=3), model, key)
+        v = verify(aligned, stamped, tsa_certs=[tsa.ca_cert_pem])
         print(f"{scheme} {spec}: BER {v.ber:.3f}, p {v.p_value:.1e}")
         assert v.verdict == "found" and (v.ber or 0) <= 0.05
+        v = verify(aligned, key)
+        assert v.verdict == "not_found" and "needs a verified timestamp" in (v.reason or "")
+
+
+def test_a_reference_the_key_does_not_commit_to_is_refused(  # type: ignore[no-untyped-def]
+    marked, base_cnn, unmarked, digits
+) -> None:
+    """A twin built after the key was seen (any model but the one the key commits to), a key
+    that commits to none (hand-written), and a marked reference that is not the key's marked
+    model are refused, each with why: the alignment would be the key holder's choice."""
+    model, key = marked("uchida")
+    copy = attack(model, "permute", seed=1)
+    v = verify(realigned(copy, unmarked["cnn"][0], key, unmarked=True), key)
+    assert v.verdict == "not_found" and "not the model the key commits to" in (v.reason or "")
+    bare = dataclasses.replace(
+        key, reference=None, marks=tuple(dataclasses.replace(m, reference=None) for m in key.marks)
+    )
+    v = verify(realigned(copy, base_cnn, bare, unmarked=True), bare)
+    assert v.verdict == "not_found" and "commits to no unmarked reference" in (v.reason or "")
+    stdm, stdm_key = marked("stdm")
+    v = verify(realigned(attack(stdm, "permute", seed=1), unmarked["cnn"][0], stdm_key), stdm_key)
+    assert v.verdict == "not_found" and "not the model the key commits to" in (v.reason or "")
 
 
 @pytest.mark.parametrize("scheme", RECOVERED)
@@ -177,7 +226,7 @@ def test_refusing_schemes_say_why(scheme: str, marked) -> None:  # type: ignore[
 def test_a_marked_model_passed_as_unmarked_is_refused(marked) -> None:  # type: ignore[no-untyped-def]
     model, key = marked("uchida")
     v = verify(realigned(attack(model, "permute", seed=1), model, key, unmarked=True), key)
-    assert v.verdict == "not_found" and "declared unmarked shows the key's mark" in (v.reason or "")
+    assert v.verdict == "not_found" and "not the model the key commits to" in (v.reason or "")
 
 
 class Renamed(nn.Module):
@@ -237,7 +286,8 @@ def test_cli_reference(
     stdm, stdm_key = marked("stdm")
     uchida, uchida_key = marked("uchida")
     _, newlabel_key = blackbox_marked["newlabel"]
-    stdm_key.save(tmp_path / "s.nnkey")
+    stamp(stdm_key).save(tmp_path / "s.nnkey")
+    stdm_key.save(tmp_path / "s0.nnkey")
     uchida_key.save(tmp_path / "u.nnkey")
     stamp(newlabel_key).save(tmp_path / "n.nnkey")
     ref, twin, uref = save(stdm, "ref"), save(base_cnn, "twin"), save(uchida, "uref")
@@ -248,6 +298,8 @@ def test_cli_reference(
         (plain, "s.nnkey", "--reference", ref, 1, None),
         (other, "s.nnkey", "--reference", ref, 1, "cannot realign"),
         (s_copy, "s.nnkey", "--reference", ref, 0, None),
+        (s_copy, "s0.nnkey", "--reference", ref, 1, "needs a verified timestamp"),
+        (u_copy, "u.nnkey", "--reference-unmarked", plain, 1, "not the model the key commits"),
         (plain, "u.nnkey", "--reference", uref, 1, "reference refused"),
         (plain, "u.nnkey", "--reference-unmarked", twin, 1, None),
         (other, "u.nnkey", "--reference-unmarked", twin, 1, "cannot realign"),
