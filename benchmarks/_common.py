@@ -90,19 +90,21 @@ def interval(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     return f"{m:.{digits}f} +- {h:.{digits}f}"
 
 
-@contextlib.contextmanager
-def loopback_stamps() -> Any:
-    """(stamp, certs): stamp(key) is the key with an RFC 3161 token from a loopback TSA, certs
-    what verify(..., tsa_certs=) counts it with. A realignment to the marked reference is
-    claimed only with a verified timestamp (nnmark/defenses/realign.py): the owner's case."""
+def loopback_stamps() -> tuple[Callable[[Any], Any], list[bytes]]:
+    """(stamp, certs): stamp(key) is the key with an RFC 3161 token from a loopback TSA that
+    runs until the process exits, certs what verify(..., tsa_certs=) counts it with. A
+    realignment to the marked reference, and identify's keys without a search cost, are
+    claimed only with a verified timestamp: the owner's case, who stamps keys as they go out."""
+    import atexit
     import dataclasses
 
     from nnmark.provenance import fetch_timestamp
     from nnmark.testing.tsa import LoopbackTSA
 
-    with LoopbackTSA() as tsa:
+    tsa = LoopbackTSA().__enter__()
+    atexit.register(tsa.__exit__, None, None, None)  # before the interpreter stops its thread
 
-        def stamp(key: Any) -> Any:
-            return dataclasses.replace(key, timestamp=fetch_timestamp(key.commitment, tsa.url))
+    def stamp(key: Any) -> Any:
+        return dataclasses.replace(key, timestamp=fetch_timestamp(key.commitment, tsa.url))
 
-        yield stamp, [tsa.ca_cert_pem]
+    return stamp, [tsa.ca_cert_pem]

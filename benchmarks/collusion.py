@@ -14,7 +14,6 @@ colluder named in 20 of 20 trials and no innocent recipient named in any trial.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import random
 import statistics
 import time
@@ -53,8 +52,7 @@ def main() -> None:
         nonces=[f"{i:02x}" * 16 for i in range(len(names))],
     )
     # the copies' keys are timestamped when they go out: identify holds each to verify's rule
-    stack = contextlib.ExitStack()
-    stamp, certs = stack.enter_context(loopback_stamps())
+    stamp, certs = loopback_stamps()
     keys = {name: stamp(key) for name, (_, key) in zip(names, copies, strict=True)}
     models = dict(zip(names, (m for m, _ in copies), strict=True))
     base_acc = evaluate(base, test, data.task)["accuracy"]
@@ -112,7 +110,6 @@ def main() -> None:
         "named in any trial. (At k = 8 every recipient colludes, so the 20 trials are one set "
         "and no innocent exists: those rows show only that the pooled mark is still read.)"
     )
-    stack.close()
     write_results("collusion", {"rows": rows, "summary": summary}, "\n".join(lines))
     print("\n".join(lines))
 

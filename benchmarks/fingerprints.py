@@ -14,7 +14,6 @@ suspects: the base itself and `--unmarked` digits cnns trained from other seeds.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -56,8 +55,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         # the copies' keys are timestamped when they go out: identify holds each to verify's rule
-        stack = contextlib.ExitStack()
-        stamp, certs = stack.enter_context(loopback_stamps())
+        stamp, certs = loopback_stamps()
         for name, (_, key) in zip(names, copies):
             stamp(key).save(Path(tmp) / f"{name}.nnkey")
         keys = load_keys(tmp)
@@ -125,7 +123,6 @@ def main() -> None:
             f"| {fmt(r['own_p_adjusted'], '.2g')} | {fmt(r['min_other_p_adjusted'], '.2g')} |"
         )
     lines += ["", f"Total time {seconds:.0f} s (1 torch thread)."]
-    stack.close()
     write_results(
         "fingerprints",
         {"args": vars(args), "rows": rows, "correct": ok, "total": len(rows), "seconds": seconds},

@@ -10,6 +10,7 @@ never runs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import tempfile
@@ -105,6 +106,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+#: The largest example a model file's metadata may declare (verify, export and serve build
+#: inputs of that shape): 2^24 values, e.g. 3 x 2365 x 2365.
+MAX_INPUT_VALUES = 1 << 24
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What a model file says about the network it holds."""
@@ -136,11 +142,19 @@ class ModelInfo:
         if not meta or "nnmark.arch" not in meta:
             return None
         try:
+            kwargs = json.loads(meta.get("nnmark.arch_kwargs", "{}"))
+            shape = tuple(json.loads(meta.get("nnmark.input_shape", "[]")))
+            if not isinstance(kwargs, dict):
+                raise ValueError("arch_kwargs must be an object")
+            if len(shape) > 4 or not all(type(d) is int and d > 0 for d in shape):
+                raise ValueError("input_shape must be at most 4 positive integers")
+            if math.prod(shape) > MAX_INPUT_VALUES:
+                raise ValueError(f"input_shape {list(shape)} is larger than 2^24 values")
             return cls(
                 arch=meta["nnmark.arch"],
-                arch_kwargs=json.loads(meta.get("nnmark.arch_kwargs", "{}")),
+                arch_kwargs=kwargs,
                 task=meta.get("nnmark.task", "classification"),
-                input_shape=tuple(json.loads(meta.get("nnmark.input_shape", "[]"))),
+                input_shape=shape,
                 num_classes=int(meta.get("nnmark.num_classes", "0")),
                 version=meta.get("nnmark.version", ""),
                 extra={
@@ -149,7 +163,7 @@ class ModelInfo:
                     if k.startswith("nnmark.extra.")
                 },
             )
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             raise NNMarkError(f"{source}: malformed nnmark metadata ({exc})") from None
 
 

@@ -35,6 +35,7 @@ make a verdict more conservative.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as _dt
 import functools
@@ -132,9 +133,13 @@ def check_kdf(kdf: Any, source: str = "key file") -> dict[str, Any]:
 @functools.lru_cache(maxsize=512)
 def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
     """The derivation (memoised: a pure function of its inputs)."""
-    return hashlib.scrypt(
-        password, salt=salt, n=n, r=r, p=p, maxmem=128 * n * r * p + (1 << 24), dklen=32
-    )
+    return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=_maxmem(n, r, p), dklen=32)
+
+
+def _maxmem(n: int, r: int, p: int) -> int:
+    """scrypt's working memory (OpenSSL: 128 r (N + 2) for V, 128 r p for B) and a margin: p
+    runs in sequence, so it is not a factor (check_kdf keeps this under 1.1 GiB)."""
+    return 128 * r * (n + 2) + 128 * r * p + (1 << 24)
 
 
 def derivation_seconds(kdf: dict[str, Any]) -> float:
@@ -153,7 +158,7 @@ def measure_derivation(kdf: dict[str, Any]) -> float:
         n=kdf["n"],
         r=kdf["r"],
         p=kdf["p"],
-        maxmem=128 * kdf["n"] * kdf["r"] * kdf["p"] + (1 << 24),
+        maxmem=_maxmem(kdf["n"], kdf["r"], kdf["p"]),
         dklen=32,
     )
     return time.perf_counter() - start
@@ -362,10 +367,12 @@ class OwnerKey:
         return sum(m.derivation_seconds for m in self.marks)
 
     def to_json(self) -> dict[str, Any]:
+        """The key file's JSON: a copy (editing it leaves the key as it was; the key's dicts
+        were shared with it, and a test that edited one corrupted a shared key)."""
         doc: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
-            "committed": self.committed(),
+            "committed": copy.deepcopy(self.committed()),
             "commitment": self.commitment,
         }
         if self.signature is not None:
@@ -373,7 +380,7 @@ class OwnerKey:
         if self.timestamp is not None:
             doc["timestamp"] = self.timestamp
         if self.derived:
-            doc["derived"] = self.derived
+            doc["derived"] = copy.deepcopy(self.derived)
             doc["derived_hash"] = sha256_hex(self.derived)
         return doc
 

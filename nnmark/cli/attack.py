@@ -17,6 +17,7 @@ from nnmark.cli.common import (
     SetOption,
     check_output,
     command,
+    distinct_paths,
     out,
     parse_options,
     pick_device,
@@ -84,6 +85,7 @@ def attack_cmd(
     built = build_attack(name, parse_options(sets))  # validates before any loading
     dev = pick_device(device)
     check_output(out_path)
+    distinct_paths({"--out": out_path}, {"MODEL": model_path})
     model, info = load_model(model_path, max_params=max_params)
     bundle = load_data(data) if data else None
     attacked = attack(model, name, bundle, options=parse_options(sets), seed=seed, device=dev)

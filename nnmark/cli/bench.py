@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nnmark.cli.common import command, err, out, pick_device, read_certs
+from nnmark.cli.common import command, distinct_paths, err, out, pick_device, read_certs
 from nnmark.errors import NNMarkError
 
 if TYPE_CHECKING:
@@ -219,6 +219,7 @@ def report_cmd(
         raise NNMarkError(f"results directory not found: {results}")
     if budget is not None and not 0 <= budget <= 1:
         raise NNMarkError(f"--budget must be in [0, 1], got {budget}")
+    distinct_paths({"--out": out_path, "--md": md}, {"results": results / "results.jsonl"})
     write_report(results, out_path, md, budget)
     _say_skipped(results)
     out.print(f"saved {out_path}" + (f" and {md}" if md else ""))

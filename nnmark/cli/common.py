@@ -67,8 +67,8 @@ def command(
                 return fn(*args, **kw)
             except (typer.Exit, typer.Abort):
                 raise
-            except NNMarkError as exc:
-                err.print(f"error: {exc}", markup=False, soft_wrap=True)
+            except NNMarkError as exc:  # one line: a message may quote a library's many
+                err.print(f"error: {_one_line(exc)}", markup=False, soft_wrap=True)
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:
                 err.print("error: interrupted", markup=False)
@@ -87,9 +87,9 @@ def command(
             except Exception as exc:
                 if os.environ.get("NNMARK_DEBUG"):
                     raise
-                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 err.print(
-                    f"error: {type(exc).__name__}: {msg} (set NNMARK_DEBUG=1 for a traceback)",
+                    f"error: {type(exc).__name__}: {_one_line(exc)} (set NNMARK_DEBUG=1 for a "
+                    "traceback)",
                     markup=False,
                     soft_wrap=True,
                 )
@@ -124,10 +124,18 @@ def epoch_progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, 
         yield update
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message's first line."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def check_output(path: Path, force: bool = True) -> Path:
     """Fail before any work if an output cannot be written (or must not be overwritten)."""
     if path.is_dir():
         raise NNMarkError(f"output path is a directory: {path}")
+    if path.exists() and not path.is_file():
+        raise NNMarkError(f"output path is not a regular file (a device, FIFO or socket): {path}")
     if not path.parent.exists():
         raise NNMarkError(f"output folder does not exist: {path.parent}")
     if path.exists() and not force:
@@ -138,6 +146,19 @@ def check_output(path: Path, force: bool = True) -> Path:
     except OSError as exc:
         raise NNMarkError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
     return path
+
+
+def distinct_paths(outputs: dict[str, Path | None], inputs: dict[str, Path | None]) -> None:
+    """Refuse outputs that name the same file, or an input: one would silently replace the
+    other (e.g. --out equal to --key-out leaves only the key)."""
+    seen: dict[Path, str] = {}
+    for what, path in {**inputs, **outputs}.items():
+        if path is None:
+            continue
+        real = path.resolve()
+        if real in seen and what in outputs:
+            raise NNMarkError(f"{what} and {seen[real]} name the same file: {path}")
+        seen.setdefault(real, what)
 
 
 def parse_options(sets: list[str] | None) -> dict[str, str]:

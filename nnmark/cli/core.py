@@ -20,6 +20,7 @@ from nnmark.cli.common import (
     WorkersOpt,
     check_output,
     command,
+    distinct_paths,
     epoch_progress,
     err,
     out,
@@ -157,6 +158,8 @@ def train_cmd(
         raise NNMarkError("--set needs a --scheme")
     elif reference_unmarked is not None:
         raise NNMarkError("--reference-unmarked needs a --scheme (it is committed in the key)")
+    outputs = {"--out": out_path, "--key-out": key_out}
+    distinct_paths(outputs, {"--reference-unmarked": reference_unmarked})
     reference = None
     if reference_unmarked is not None:
         from nnmark.io import load_model
@@ -263,6 +266,7 @@ def embed_cmd(
     dev, precision = pick_device(device), pick_amp(amp)
     check_output(out_path)
     check_output(key_out, force or (key_in is not None and key_in.resolve() == key_out.resolve()))
+    distinct_paths({"--out": out_path, "--key-out": key_out}, {"MODEL": model_path})
     key = OwnerKey.load(key_in) if key_in else None
     net, info = load_model(model_path, max_params=max_params)
     bundle = load_data(data)

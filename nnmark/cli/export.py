@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from nnmark.cli.common import MaxParamsOpt, check_output, command, out
+from nnmark.cli.common import MaxParamsOpt, check_output, command, distinct_paths, out
 from nnmark.errors import NNMarkError
 
 
@@ -25,6 +25,7 @@ def export_cmd(
     if fmt != "onnx":
         raise NNMarkError(f"unknown format {fmt!r} (known: onnx)")
     check_output(out_path)
+    distinct_paths({"--out": out_path}, {"MODEL": model_path})
     model, info = load_model(model_path, max_params=max_params)
     export_onnx(model, tuple(info.input_shape), out_path)
     out.print(f"saved {out_path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from nnmark.cli.common import DeviceOpt, MaxParamsOpt, command, err, pick_device
 def serve_cmd(
     model_path: Annotated[Path, typer.Argument(help="Model file to serve")],
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0: any free port)")] = 8080,
+    port: Annotated[int, typer.Option(help="Port (0: any free port)", min=0, max=65535)] = 8080,
     model_name: Annotated[str | None, typer.Option("--model-name", help="Name in the API")] = None,
     defend: Annotated[
         list[str] | None,
@@ -88,5 +89,21 @@ def serve_cmd(
         token=token,
         max_pending=max_pending,
     )
+    sock = _listen(host, port)  # bound here: a bad address is one line, the real port shown
+    port = sock.getsockname()[1]
     err.print(f"serving {model_path} as {name!r} on http://{host}:{port}/v2/models/{name}/infer")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    from nnmark.errors import NNMarkError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        raise NNMarkError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock

@@ -24,20 +24,29 @@ FILES = {
 }
 
 
+#: The most bytes an IDX file may hold (MNIST's training images: 47 MB): a header is read
+#: before the data, and no more than it declares is ever decompressed.
+MAX_IDX_BYTES = 1 << 30
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Parse one IDX file (magic 2049 labels or 2051 images)."""
     try:
-        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+        with gzip.open(path) if path.suffix == ".gz" else path.open("rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:3] != b"\x00\x00\x08" or head[3] not in (1, 3):
+                raise NNMarkError(f"{path}: not an unsigned-byte IDX file")
+            dims = f.read(4 * head[3])
+            shape = [int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(head[3])]
+            size = int(np.prod(shape, dtype=np.int64)) if len(dims) == 4 * head[3] else -1
+            if not 0 <= size <= MAX_IDX_BYTES:
+                raise NNMarkError(f"{path}: an IDX header of {shape} (at most 2^30 bytes)")
+            raw = f.read(size + 1)  # one more: trailing data is an error too
     except (OSError, EOFError) as exc:
         raise NNMarkError(f"{path}: unreadable IDX file ({exc})") from None
-    if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8 or raw[3] not in (1, 3):
-        raise NNMarkError(f"{path}: not an unsigned-byte IDX file")
-    dims = raw[3]
-    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
-    offset = 4 + 4 * dims
-    if len(raw) != offset + int(np.prod(shape)):
-        raise NNMarkError(f"{path}: truncated IDX file")
-    return np.frombuffer(raw, np.uint8, offset=offset).reshape(shape)
+    if len(raw) != size:
+        raise NNMarkError(f"{path}: truncated IDX file (or data after it)")
+    return np.frombuffer(raw, np.uint8).reshape(shape)
 
 
 def _find(root: Path, stem: str) -> Path:
@@ -59,6 +68,14 @@ def _load(name: str, path: str | None) -> DataBundle:
     if not root.is_dir():
         raise NNMarkError(f"{name}: folder not found: {root}")
     arr = {k: read_idx(_find(root, v)) for k, v in FILES.items()}
+    for part in ("train", "test"):
+        x, y = arr[f"{part}_x"], arr[f"{part}_y"]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or not len(y):
+            raise NNMarkError(f"{name}: {part} has {len(x)} images and {len(y)} labels")
+        if x.shape[1:] != arr["train_x"].shape[1:]:
+            raise NNMarkError(f"{name}: train and test images differ in size")
+        if int(y.max()) > 9:
+            raise NNMarkError(f"{name}: {part} labels must be 0 to 9, found {int(y.max())}")
     x = np.concatenate([arr["train_x"], arr["test_x"]]).astype(np.float32) / 255.0
     y = np.concatenate([arr["train_y"], arr["test_y"]]).astype(np.int64)
     n_train = len(arr["train_y"])

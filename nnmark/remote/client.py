@@ -58,11 +58,14 @@ class Reply:
             raise NNMarkError(f"{self._url}: the server's answer is not JSON") from None
 
     def error(self) -> str:
+        """The server's error text, printable only (a thief's escape sequences could rewrite
+        the terminal line: e.g. erase it and print a fake verdict)."""
         try:
             doc = json.loads(self.body)
-            return str(doc.get("error", "") if isinstance(doc, dict) else "")[:200]
+            text = str(doc.get("error", "") if isinstance(doc, dict) else "")[:200]
         except (ValueError, RecursionError):
-            return self.body[:200].decode("utf-8", "replace")
+            text = self.body[:200].decode("utf-8", "replace")
+        return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 class RemoteSuspect(Suspect):
@@ -79,8 +82,15 @@ class RemoteSuspect(Suspect):
         self.label = self.url
         self.queries = 0
         self.deadline, self.max_answer = deadline, max_answer
-        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+        # no compression: a few KB of gzip or brotli would expand to gigabytes before the size
+        # check (httpx decodes any Content-Encoding the server names); no proxy from the
+        # environment (the bearer token goes to this server only)
+        headers = {"Accept-Encoding": "identity"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=self.url, timeout=timeout, headers=headers, trust_env=False
+        )
         ready = self._request("GET", "/v2/health/ready", limit=ANSWER_SLACK)
         if ready.status_code != 200:
             raise NNMarkError(f"server at {self.url} is not ready (HTTP {ready.status_code})")
@@ -95,7 +105,7 @@ class RemoteSuspect(Suspect):
             out = meta["outputs"][0]
             self.label_only = str(out["datatype"]).startswith("INT")
             self.classes = int(out.get("parameters", {}).get("classes", 0) or out["shape"][-1])
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError):
             raise NNMarkError(f"{self.url}: unexpected model metadata") from None
         if not 1 <= self.classes <= MAX_CLASSES:
             raise NNMarkError(
@@ -116,13 +126,19 @@ class RemoteSuspect(Suspect):
         def exchange() -> None:
             try:
                 with self._http.stream(method, path, json=body) as r:
+                    encoding = r.headers.get("content-encoding", "identity").strip().lower()
+                    if encoding not in ("", "identity"):
+                        raise NNMarkError(
+                            f"{self.url}: the answer is compressed ({encoding[:40]!r}), which "
+                            "was not asked for; refused"
+                        )
                     size = int(r.headers.get("content-length") or 0)
                     if size > limit:
                         raise NNMarkError(
                             f"{self.url}: the answer would be {size:,} bytes (at most {limit:,})"
                         )
                     chunks, got = [], 0
-                    for chunk in r.iter_bytes():
+                    for chunk in r.iter_raw():  # as sent: nothing is decompressed
                         got += len(chunk)
                         if got > limit:
                             raise NNMarkError(
@@ -137,6 +153,11 @@ class RemoteSuspect(Suspect):
             except httpx.HTTPError as exc:
                 done["error"] = NNMarkError(
                     f"server not reachable at {self.url} ({type(exc).__name__})"
+                )
+            except Exception as exc:  # noqa: BLE001 (a thread: anything else would be a traceback)
+                done["error"] = NNMarkError(
+                    f"{self.url}: the exchange failed ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"
                 )
 
         worker = threading.Thread(target=exchange, daemon=True, name="nnmark-remote")
@@ -175,7 +196,13 @@ class RemoteSuspect(Suspect):
         names = [m.get("name") for m in index if isinstance(m, dict)]
         if len(names) != 1:
             raise NNMarkError(f"{self.url} serves {len(names)} models; pass --model-name")
-        return str(names[0])
+        name = str(names[0])
+        if not 0 < len(name) <= 256 or not all(ch.isalnum() or ch in "._-" for ch in name):
+            raise NNMarkError(
+                f"{self.url}: the served model's name is not a plain name (letters, digits, "
+                "'.', '_', '-'); pass --model-name"
+            )
+        return name
 
     @property
     def white_box(self) -> bool:
@@ -218,7 +245,7 @@ class RemoteSuspect(Suspect):
             out = doc["outputs"][0]
             shape = [int(d) for d in out["shape"]]
             values = out["data"]
-        except (KeyError, IndexError, TypeError, ValueError):
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError):
             raise NNMarkError(f"{self.url}: unexpected inference answer") from None
         if not isinstance(values, list) or not shape or shape[0] != n or any(d < 1 for d in shape):
             raise NNMarkError(f"{self.url}: the answer's shape {shape} does not fit {n} queries")
@@ -228,7 +255,10 @@ class RemoteSuspect(Suspect):
             )
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
             raise NNMarkError(f"{self.url}: the answer holds values that are not numbers")
-        data = torch.tensor(values, dtype=torch.float64)
+        try:
+            data = torch.tensor(values, dtype=torch.float64)
+        except (OverflowError, RuntimeError):  # an integer of hundreds of digits
+            raise NNMarkError(f"{self.url}: the answer holds numbers out of range") from None
         if len(shape) == 4:
             p = data.float().reshape(shape)
             return torch.logit(p.clamp(1e-6, 1 - 1e-6))

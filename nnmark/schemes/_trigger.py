@@ -273,8 +273,16 @@ class TriggerScheme(Scheme):
         )
 
     def ask(self, s: Suspect, xb: torch.Tensor) -> torch.Tensor:
-        """The suspect's answers (class indices) for one batch of triggers, checked."""
-        scores = s.predict(xb)
+        """The suspect's answers (class indices) for one batch of triggers, checked; a model
+        that cannot take the key's inputs (a key naming another input shape) is an error."""
+        try:
+            scores = s.predict(xb)
+        except RuntimeError as exc:  # the model's own forward pass on inputs it cannot take
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise NNMarkError(
+                f"{s.label}: the model cannot take the key's inputs of shape "
+                f"{tuple(xb.shape[1:])} ({first})"
+            ) from None
         if scores.dim() != 2 or scores.shape[0] != len(xb):
             raise NNMarkError(
                 f"{s.label}: answers of shape {tuple(scores.shape)} for {len(xb)} inputs"

@@ -99,6 +99,11 @@ class UchidaConfig:
         return self.lam if self.lam is not None else DEFAULT_LAM[self.loss]
 
 
+#: The largest projection X (bits x filter-averaged values) a key may make a verifier build:
+#: 2^26 floats, 256 MiB (the paper's: 256 x 576).
+MAX_PROJECTION = 1 << 26
+
+
 def projection(mark: Mark, m: int, key_type: str) -> torch.Tensor:
     """The secret T x M matrix X, re-derived from the key (same key -> same X, bit for bit)."""
     t = len(mark.bits)
@@ -147,6 +152,10 @@ class Uchida(Scheme):
             raise key_error(mark, "layer", "must name the host layer (and agree with the config)")
         if not 1 <= len(mark.bits) <= math.prod(shape[1:]):
             raise key_error(mark, "bits", f"must hold 1 to {math.prod(shape[1:])} bits here")
+        if len(mark.bits) * math.prod(shape[1:]) > MAX_PROJECTION:
+            raise key_error(
+                mark, "bits", "x host values must be at most 2^26 (the projection X, re-derived)"
+            )
         if mark.stored:
             raise key_error(mark, "stored", "must be empty")
 

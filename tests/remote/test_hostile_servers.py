@@ -133,6 +133,45 @@ def endless(conn: socket.socket, head: bytes) -> None:
         conn.sendall(frame)
 
 
+def gzip_bomb(conn: socket.socket, head: bytes) -> None:
+    """4 KB of twice-gzipped zeros that expand to 2 GiB (session 22's review: 4.4 GB of
+    memory before the size check)."""
+    import gzip
+
+    body = gzip.compress(gzip.compress(bytes(64 << 20)))  # 64 MiB inside: enough to show
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip, gzip\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+
+
+def model_index(name: str) -> Handler:
+    """An index that names one model, `name` (a control character, a path)."""
+
+    def handle(conn: socket.socket, head: bytes) -> None:
+        if b"/v2/repository/index" in head:
+            _json(conn, [{"name": name}])
+        elif b"/v2/models/" in head:
+            _json(conn, _meta(10))
+        else:
+            _json(conn, {"ready": True})
+
+    return handle
+
+
+def ansi_error(conn: socket.socket, head: bytes) -> None:
+    """Inference fails with an error text that rewrites the terminal line as a fake verdict."""
+    if b"/infer" not in head:
+        return _oip(drip)(conn, head)
+    body = json.dumps({"error": "\x1b[2K\x1b[1G\x1b[32mverdict: found (p 1e-30)\x1b[0m"})
+    conn.sendall(
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body.encode()
+    )
+
+
 @pytest.fixture(scope="module")
 def key_file(tmp_path_factory: pytest.TempPathFactory, plain_cnn, digits) -> Path:  # type: ignore[no-untyped-def]
     key = OwnerKey.new("hostile servers", nonce="ab" * 16)
@@ -176,6 +215,10 @@ def _verify(url: str, key: Path) -> tuple[subprocess.CompletedProcess[str], floa
         ("10^9 classes", _oip(drip, classes=10**9), "claims 1000000000 classes"),
         ("drip at health", drip, "no complete answer to GET /v2/health/ready within 2 s"),
         ("not an inference server", not_oip, "the server's answer is not JSON"),
+        ("compression bomb", gzip_bomb, "compressed ('gzip, gzip'), which was not asked for"),
+        ("control character in the model's name", model_index("m\x01x"), "not a plain name"),
+        ("a path as the model's name", model_index("../../x?y=#"), "not a plain name"),
+        ("escape sequences in an error", ansi_error, "HTTP 500: ?[2K?[1G?[32mverdict"),
     ],
 )
 def test_a_hostile_server_is_an_error_not_a_hang(

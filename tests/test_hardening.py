@@ -1,0 +1,145 @@
+"""Bad input found by fuzzing the CLI (session 22): one-line usage errors from the console
+entry point, outputs that would replace another file, sizes from files bounded before they
+are allocated (model metadata, IDX headers, a key's projection), a KDF cost the loader accepts
+that the verifier can derive."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nnmark import model_info
+from nnmark.api import bound_scheme
+from nnmark.cli import app
+from nnmark.data.base import DataBundle
+from nnmark.data.idx import _load, read_idx
+from nnmark.errors import NNMarkError
+from nnmark.forge import honest_key
+from nnmark.io import ModelInfo, load_model, save_model
+from nnmark.keys import OwnerKey, _maxmem, _scrypt, sha256_hex
+
+runner = CliRunner()
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["verify", "--alpha", "abc"], "Invalid value for '--alpha'"),
+        (["verify", "m.safetensors"], "Missing option '--key'"),
+        (["serve", "m.safetensors", "--port", "70000"], "'--port'"),
+        (["train", "--workers", "65"], "'--workers'"),
+    ],
+)
+def test_usage_errors_are_one_line_from_the_console_entry_point(args: list[str], says: str) -> None:
+    """click would draw a box of five lines (and the port went unchecked to a traceback)."""
+    r = subprocess.run(
+        [sys.executable, "-m", "nnmark", *args], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert says in one_line(r.stderr)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory, plain_cnn, digits: DataBundle) -> Path:  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("hardening") / "m.safetensors"
+    save_model(plain_cnn, model_info(plain_cnn, digits), path)
+    return path
+
+
+def test_outputs_that_would_replace_another_file_are_refused(model_file: Path) -> None:
+    """--out equal to --key-out kept only the key; export and attack wrote over their input;
+    a FIFO or device node given as --out was replaced by a regular file."""
+    d = model_file.parent
+    cases = [
+        (["train", "--epochs", "1", "--scheme", "uchida", "--out", d / "x", "--key-out", d / "x"]),
+        (["export", model_file, "--out", model_file]),
+        (["attack", "noise", model_file, "--out", model_file]),
+    ]
+    before = model_file.read_bytes()
+    for args in cases:
+        r = runner.invoke(app, [str(a) for a in args])
+        assert r.exit_code == 2 and "name the same file" in one_line(r.stderr), r.stderr
+    assert model_file.read_bytes() == before and not (d / "x").exists()
+    fifo = d / "fifo"
+    os.mkfifo(fifo)
+    r = runner.invoke(app, ["train", "--epochs", "1", "--out", str(fifo)])
+    assert r.exit_code == 2 and "not a regular file" in one_line(r.stderr)
+    assert not fifo.is_file()
+
+
+def test_serve_names_an_address_it_cannot_listen_on(model_file: Path) -> None:
+    r = runner.invoke(app, ["serve", str(model_file), "--host", "999.1.1.1", "--port", "0"])
+    assert r.exit_code == 2 and "cannot listen on 999.1.1.1:0" in one_line(r.stderr)
+
+
+def test_model_metadata_is_bounded_before_inputs_are_built(
+    tmp_path: Path, plain_cnn, digits: DataBundle
+) -> None:  # type: ignore[no-untyped-def]
+    """An input_shape of 10^10 values made export and serve allocate 40 GB."""
+    info = model_info(plain_cnn, digits)
+    for shape in ((1, 100000, 100000), (0, 8, 8), (1, 2, 3, 4, 5)):
+        path = tmp_path / "big.safetensors"
+        save_model(plain_cnn, ModelInfo(**{**info.__dict__, "input_shape": shape}), path)
+        with pytest.raises(NNMarkError, match="input_shape"):
+            load_model(path)
+
+
+def test_a_key_whose_projection_would_take_gigabytes_is_refused(
+    plain_cnn, digits: DataBundle
+) -> None:  # type: ignore[no-untyped-def]
+    """Uchida re-derives a bits x M matrix: 65,536 bits on 65,536 values asked for 16 GiB."""
+    key = honest_key("uchida", plain_cnn, digits)
+    doc = key.to_json()
+    mark = doc["committed"]["marks"][0]
+    mark["data"]["shape"] = [1, 65536]
+    mark["bits"] = "01" * 1024  # 2048 x 65536 = 2^27 values
+    doc["commitment"] = sha256_hex(doc["committed"])
+    forged = OwnerKey.from_json(json.loads(json.dumps(doc)))
+    with pytest.raises(NNMarkError, match="2\\^26"):
+        bound_scheme(forged, 0, digits)
+
+
+def test_idx_sizes_come_from_the_header_and_must_agree(tmp_path: Path) -> None:
+    """A 1.5 MB .gz that unpacks to 1.5 GiB was read whole before its header was checked;
+    50 images with 40 labels trained on misaligned pairs."""
+    bomb = tmp_path / "bomb-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, 100000, 1000, 1000) + bytes(1 << 16))
+    with pytest.raises(NNMarkError, match="at most 2\\^30"):
+        read_idx(bomb)
+
+    def idx(name: str, shape: tuple[int, ...]) -> None:
+        head = struct.pack(">BBBB", 0, 0, 8, len(shape)) + b"".join(
+            struct.pack(">I", s) for s in shape
+        )
+        with gzip.open(tmp_path / f"{name}.gz", "wb") as f:
+            f.write(head + bytes(math.prod(shape)))
+
+    idx("train-images-idx3-ubyte", (50, 28, 28))
+    idx("train-labels-idx1-ubyte", (40,))
+    idx("t10k-images-idx3-ubyte", (10, 28, 28))
+    idx("t10k-labels-idx1-ubyte", (10,))
+    with pytest.raises(NNMarkError, match="50 images and 40 labels"):
+        _load("mnist", str(tmp_path))
+
+
+def test_every_kdf_the_loader_accepts_can_be_derived() -> None:
+    """maxmem was 128 N r p: over 2^31 for p >= 2 at the 1 GiB memory bound, a ValueError when
+    verifying a key that `key show` loaded."""
+    assert _maxmem(1 << 20, 8, 4) < 2**31 - 1 and _maxmem(1 << 18, 32, 4) < 2**31 - 1
+    assert len(_scrypt(b"x", b"salt", 1 << 10, 1, 4)) == 32
