@@ -19,7 +19,7 @@ from nnmark.config import build_config
 from nnmark.data.base import DataBundle
 from nnmark.device import device_of, resolve_device
 from nnmark.errors import NNMarkError
-from nnmark.io import ModelInfo
+from nnmark.io import ModelInfo, weights_sha256
 from nnmark.keys import MAX_BITS, OwnerKey
 from nnmark.models import create_model
 from nnmark.schemes import SCHEMES, Scheme, scheme_for
@@ -126,8 +126,6 @@ def embed(
         raise NNMarkError(f"bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
     key = key or OwnerKey.new(owner)
     if reference is not None:
-        from nnmark.io import weights_sha256
-
         digest = weights_sha256(reference)
         if key.marks and key.reference != digest:
             raise NNMarkError(
@@ -162,8 +160,6 @@ def embed(
     )
     realigning = [b.mark.index for b in bound if b.realigns_to_marked]
     if realigning:  # verify --reference MARKED realigns only to this model (realign.py)
-        from nnmark.io import weights_sha256
-
         key = key.with_stored(realigning, "marked_sha256", weights_sha256(model))
     return model, key
 
@@ -327,12 +323,6 @@ def provenance(
     return Provenance(signer=signer, time=when.isoformat(), tsa=stamp.tsa)
 
 
-def forgery_cost(p_value: float, seconds: float) -> float:
-    """CPU-years a key search needs, on average, to reach `p_value` by chance: 1 / p tries of
-    `seconds` each (the reference cost of the key's KDF derivations, nnmark.keys)."""
-    return seconds / max(p_value, 1e-300) / SECONDS_PER_YEAR
-
-
 def search_seconds(seconds: Sequence[float], p_values: Sequence[float], method: str) -> float:
     """CPU-seconds of the cheapest key search that reaches a combined key's evidence: each
     mark's secret is derived from that mark's own fields, so a forger re-derives one mark at a
@@ -464,10 +454,8 @@ def verify(
     parts_p = [v.p_value for v in verdicts]
     search = search_seconds([m.derivation_seconds for m in key.marks], parts_p, method)
     integrity = all(v.verdict in ("intact", "modified") for v in verdicts)
-    found = (
-        decide(p, alpha)
-        and (prov.timestamped or search / SECONDS_PER_YEAR >= CLAIM_CPU_YEARS)
-        and (prov.timestamped or not any(chosen))
+    found = decide(p, alpha) and (
+        prov.timestamped or (search / SECONDS_PER_YEAR >= CLAIM_CPU_YEARS and not any(chosen))
     )
     word = ("intact" if found else "modified") if integrity else ("found" if found else "not_found")
     combined = Verdict(
