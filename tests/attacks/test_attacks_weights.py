@@ -309,8 +309,10 @@ def test_attack_cli(tmp_path: Path, plain_cnn, digits: DataBundle) -> None:  # t
         r = runner.invoke(app, [*args, "--json"])
         assert r.exit_code == 0, r.stderr
         print(spec, "realigned to the unmarked twin: BER", json.loads(r.stdout)["ber"])
-        # matched to the twin, not the marked model itself: not bit-exact (morph: 1 of 64 bits)
-        assert json.loads(r.stdout)["ber"] <= (0.05 if spec == "morph" else 0.1)
+        # matched to the twin, not the marked model itself: not bit-exact. `nnmark train` draws
+        # a fresh nonce, so this is a new key every run: over 6 keys (API, same recipe) morph
+        # left 0 to 2 of 64 bits, structured pruning 0 to 2; one CLI draw 4 (0.0625)
+        assert json.loads(r.stdout)["ber"] <= 0.1
     for args, msg in [
         (["attack", "nope", str(src), "--out", str(wide)], "unknown attack 'nope'"),
         (["attack", "prune", str(src), "--out", str(wide), "--set", "fraction=2"], "fraction"),
