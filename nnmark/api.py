@@ -431,14 +431,17 @@ def verify(
     prov = provenance(key, tsa_certs, suspect_seen)
     schemes = [bound_scheme(key, m.index, data) for m in key.marks]
     verdicts, chosen = [], []
+    left = s.max_queries  # one budget for the whole key, spent mark after mark
     for sch in schemes:
         seconds = sch.mark.derivation_seconds  # a search re-derives this mark alone
         threshold = claim_threshold(alpha, seconds, prov.timestamped)
-        view = s.for_mark(sch.mark)
+        view = s.for_mark(sch.mark).with_budget(left)
         if view.unreadable is not None:  # e.g. not realignable: not_found, with the reason
             v = sch.unreadable_verdict(view.unreadable, threshold)
         else:
             v = sch.verify(view, threshold)
+        if left is not None:
+            left -= v.queries or 0
         search = search_seconds([seconds], [v.p_value], "one")
         chosen.append(STORED_EVIDENCE if sch.requires_timestamp else view.needs_timestamp)
         verdicts.append(_finish(v, alpha, search, prov, chosen[-1]))

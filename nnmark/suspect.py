@@ -7,6 +7,7 @@ schemes only ever call `predict`. A served model (remote) has no tensors at all.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,15 @@ class Suspect:
         """What `mark` reads: this suspect, or a view of it (a realigned suspect gives white-box
         marks its realigned model and black-box ones the suspect as given)."""
         return self
+
+    def with_budget(self, left: int | None) -> Suspect:
+        """This suspect with `left` queries to spend (None: unlimited): the marks of one key
+        share the verifier's budget, each given what the ones before it left."""
+        if left is None:
+            return self
+        view = copy.copy(self)
+        view.max_queries = max(left, 0)
+        return view
 
     def tensor(self, name: str) -> torch.Tensor | None:
         """A named parameter or buffer, or None if the suspect has no such tensor."""

@@ -105,6 +105,8 @@ class RemoteSuspect(Suspect):
             out = meta["outputs"][0]
             self.label_only = str(out["datatype"]).startswith("INT")
             self.classes = int(out.get("parameters", {}).get("classes", 0) or out["shape"][-1])
+            dims = out["shape"]
+            self.channels = int(dims[1]) if isinstance(dims, list) and len(dims) == 4 else 0
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError):
             raise NNMarkError(f"{self.url}: unexpected model metadata") from None
         if not 1 <= self.classes <= MAX_CLASSES:
@@ -208,6 +210,12 @@ class RemoteSuspect(Suspect):
     def white_box(self) -> bool:
         return False
 
+    def with_budget(self, left: int | None) -> Suspect:
+        view = super().with_budget(left)
+        if isinstance(view, RemoteSuspect) and view is not self:
+            view.queries = 0  # the copy counts what it sends against what it was left
+        return view
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         n = len(x)
         if self.max_queries is not None and self.queries + n > self.max_queries:
@@ -237,10 +245,11 @@ class RemoteSuspect(Suspect):
         if r.status_code != 200:
             why = r.error()
             raise NNMarkError(f"{self.url}: inference failed (HTTP {r.status_code}: {why})")
-        return self._scores(r.json(), n)
+        return self._scores(r.json(), list(x.shape))
 
-    def _scores(self, doc: Any, n: int) -> torch.Tensor:
+    def _scores(self, doc: Any, query: list[int]) -> torch.Tensor:
         """The answer as scores, every field checked against the query."""
+        n = query[0]
         try:
             out = doc["outputs"][0]
             shape = [int(d) for d in out["shape"]]
@@ -260,9 +269,16 @@ class RemoteSuspect(Suspect):
         except (OverflowError, RuntimeError):  # an integer of hundreds of digits
             raise NNMarkError(f"{self.url}: the answer holds numbers out of range") from None
         if len(shape) == 4:
+            if len(query) != 4 or shape[2:] != query[2:] or shape[1] != self.channels:
+                raise NNMarkError(
+                    f"{self.url}: the answer's shape {shape} is not {n} masks of "
+                    f"{self.channels} x {query[2:]} for these queries"
+                )
             p = data.float().reshape(shape)
             return torch.logit(p.clamp(1e-6, 1 - 1e-6))
         if self.label_only:
+            if not torch.equal(data, data.round()):  # nan and 2.7 are not labels
+                raise NNMarkError(f"{self.url}: label answers that are not whole numbers")
             labels = data.long().flatten()
             if len(labels) != n or (labels < 0).any() or (labels >= self.classes).any():
                 raise NNMarkError(f"{self.url}: label answers outside [0, {self.classes})")

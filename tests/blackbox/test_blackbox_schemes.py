@@ -135,6 +135,29 @@ def test_newlabel_without_a_timestamp_needs_more_queries(blackbox_marked, stamp,
     assert unchecked.verdict == "not_found" and "not checked" in (unchecked.priority or "")
 
 
+def test_the_marks_of_one_key_share_the_query_budget(blackbox_marked, stamp, tsa) -> None:  # type: ignore[no-untyped-def]
+    """A key of two trigger marks verified with --max-queries N sends at most N queries in all:
+    the second mark gets what the first left, and a spent budget is "undecided" (README), never
+    an error or a budget overrun."""
+    model, key = blackbox_marked["content"]
+    m = key.marks[0]
+    second = key.new_mark(m.scheme, m.config, m.layer, m.bits, data=m.data, stored=m.stored)
+    two = stamp(key.with_mark(second))
+    for budget in (5, 40, 60):
+        s = ModuleSuspect(model)
+        s.max_queries = budget
+        v = verify(s, two, tsa_certs=[tsa.ca_cert_pem])
+        used = [part.queries or 0 for part in v.parts]
+        print(f"two content marks, budget {budget}: {v.verdict}, queries {used}")
+        assert sum(used) == v.queries and v.queries <= budget
+        assert used[1] <= budget - used[0]
+        if budget == 5:  # spent on the first mark before a decision: undecided, not an error
+            assert v.verdict == "not_found" and used == [5, 0]
+            assert all("undecided" in (part.reason or "") for part in v.parts)
+        else:  # the embedded mark decides within the budget; the other spends what is left
+            assert v.parts[0].verdict == "found" and v.verdict == "found"
+
+
 def test_frontier_coins_make_its_null_exact(
     blackbox_marked, unmarked_cnns, plain_cnn, stamp, tsa
 ) -> None:  # type: ignore[no-untyped-def]

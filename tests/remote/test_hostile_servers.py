@@ -84,8 +84,14 @@ def _meta(classes: int) -> dict[str, object]:
     }
 
 
-def _oip(infer: Handler, classes: int = 10) -> Handler:
-    """A plausible OIP v2 server whose inference endpoint is `infer`."""
+def _oip(infer: Handler, classes: int = 10, labels: bool = False) -> Handler:
+    """A plausible OIP v2 server whose inference endpoint is `infer` (`labels`: it says it
+    answers class labels only)."""
+    meta = _meta(classes)
+    if labels:
+        meta["outputs"] = [
+            {"name": "output", "datatype": "INT64", "shape": [-1], "parameters": {"classes": 10}}
+        ]
 
     def handle(conn: socket.socket, head: bytes) -> None:
         path = head.split(b" ")[1]
@@ -96,11 +102,29 @@ def _oip(infer: Handler, classes: int = 10) -> Handler:
         elif path == b"/v2/repository/index":
             _json(conn, [{"name": "m"}])
         elif path == b"/v2/models/m":
-            _json(conn, _meta(classes))
+            _json(conn, meta)
         else:
             infer(conn, head)
 
     return handle
+
+
+def answering(make: Callable[[int], dict[str, object]]) -> Handler:
+    """An inference endpoint that reads the query's batch size n and answers `make(n)`."""
+
+    def infer(conn: socket.socket, head: bytes) -> None:
+        top, _, body = head.partition(b"\r\n\r\n")
+        size = next(
+            int(line.split(b":")[1])
+            for line in top.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(body) < size:
+            body += conn.recv(65536)
+        n = json.loads(body)["inputs"][0]["shape"][0]
+        _json(conn, {"outputs": [{"name": "output", **make(n)}]})
+
+    return infer
 
 
 def not_oip(conn: socket.socket, head: bytes) -> None:
@@ -219,6 +243,23 @@ def _verify(url: str, key: Path) -> tuple[subprocess.CompletedProcess[str], floa
         ("control character in the model's name", model_index("m\x01x"), "not a plain name"),
         ("a path as the model's name", model_index("../../x?y=#"), "not a plain name"),
         ("escape sequences in an error", ansi_error, "HTTP 500: ?[2K?[1G?[32mverdict"),
+        (
+            "fractional labels",
+            _oip(
+                answering(lambda n: {"shape": [n], "datatype": "INT64", "data": [2.7] * n}),
+                labels=True,
+            ),
+            "label answers that are not whole numbers",
+        ),
+        (
+            "masks from a classifier",
+            _oip(
+                answering(
+                    lambda n: {"shape": [n, 3, 8, 8], "datatype": "FP32", "data": [0.5] * (n * 192)}
+                )
+            ),
+            "is not 10 masks of 0 x [8, 8]",
+        ),
     ],
 )
 def test_a_hostile_server_is_an_error_not_a_hang(

@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nnmark import verify
+from nnmark import OwnerKey, verify
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
 from nnmark.remote.client import RemoteSuspect
@@ -166,12 +166,40 @@ def test_remote_segmentation_mark(defense, seg_models) -> None:  # type: ignore[
         assert verify(RemoteSuspect(url), key).verdict == "not_found"
 
 
-def test_budget_and_refusals_are_reported(blackbox_marked, owner_keys, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
+class Counting(torch.nn.Module):
+    """A model that counts the inputs it answered (what the server really computed)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.inputs = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs += len(x)
+        return self.model(x)  # type: ignore[no-any-return]
+
+
+def test_budget_and_refusals_are_reported(
+    blackbox_marked, owner_keys, digits: DataBundle, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     model, _ = blackbox_marked["content"]
     key_path = owner_keys["content"]
     with serving(model) as url:
         r, v = remote_verify(url, key_path, "--max-queries", "5")
         assert r.exit_code == 1 and v["queries"] == 5 and "undecided" in v["reason"]
+    # a key of two marks shares the budget: the server answers at most --max-queries inputs
+    key = OwnerKey.load(key_path)
+    m = key.marks[0]
+    two = key.with_mark(key.new_mark(m.scheme, m.config, m.layer, m.bits, data=m.data))
+    two.save(tmp_path / "two.nnkey")
+    counted = Counting(model)
+    for budget in (5, 15):
+        with serving(counted) as url:
+            counted.inputs = 0  # the server's own probe of the model at start is not a query
+            r, v = remote_verify(url, tmp_path / "two.nnkey", "--max-queries", str(budget))
+        print(f"two marks over HTTP, budget {budget}: exit {r.exit_code}, {counted.inputs} sent")
+        assert r.exit_code == (1 if budget == 5 else 0)  # the first mark decides in 10
+        assert v["queries"] == counted.inputs <= budget
+        assert "undecided" in v["parts"][1]["reason"]
     with serving(model, ("reject:by=confidence,threshold=0.999999",)) as url:
         r, _ = remote_verify(url, key_path)
         assert r.exit_code == 2 and "refused queries" in r.stderr
