@@ -168,6 +168,12 @@ def identify(
     )
 
 
+#: Candidates `identify` takes, and their bytes in all, checked before any is read: each is
+#: derived (a KDF) and verified, and all are held at once.
+MAX_CANDIDATES = 10_000
+MAX_CANDIDATE_BYTES = 1 << 30
+
+
 def load_keys(folder: str | Path) -> dict[str, OwnerKey]:
     """Every *.nnkey in `folder`, by file name, in sorted order (a bad key file is an error)."""
     d = Path(folder)
@@ -176,4 +182,13 @@ def load_keys(folder: str | Path) -> dict[str, OwnerKey]:
     files = sorted(d.glob("*.nnkey"))
     if not files:
         raise NNMarkError(f"no *.nnkey files in {d}")
+    if len(files) > MAX_CANDIDATES:
+        raise NNMarkError(
+            f"{d} holds {len(files):,} keys; identify takes at most {MAX_CANDIDATES:,}"
+        )
+    size = sum(f.stat().st_size for f in files)
+    if size > MAX_CANDIDATE_BYTES:
+        raise NNMarkError(
+            f"{d}: its keys take {size:,} bytes; identify reads at most {MAX_CANDIDATE_BYTES:,}"
+        )
     return {f.name: OwnerKey.load(f) for f in files}

@@ -185,6 +185,18 @@ def save_model(model: nn.Module, info: ModelInfo, path: str | Path) -> None:
     atomic_write_bytes(path, model_bytes(model, info))
 
 
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads` object_pairs_hook: a name given twice in one object is refused, since
+    readers disagree on which value wins (a file could show one reader one value and another
+    a different one)."""
+    out: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in out:
+            raise ValueError(f"the name {name[:60]!r} appears twice in one object")
+        out[name] = value
+    return out
+
+
 def _check_exists(p: Path) -> None:
     if not p.exists():
         raise NNMarkError(f"model file not found: {p}")
@@ -205,8 +217,8 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, Any], dict[str,
             (n,) = struct.unpack("<Q", head)
             if n <= 0 or 8 + n > size or n > 100_000_000:
                 raise NNMarkError(f"{p}: truncated or not a safetensors file")
-            header = json.loads(fh.read(n).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+            header = json.loads(fh.read(n).decode("utf-8"), object_pairs_hook=unique_keys)
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise NNMarkError(f"{p}: corrupted safetensors header") from None
     except OSError as exc:
         raise NNMarkError(f"{p}: unreadable ({exc.strerror})") from None
@@ -244,11 +256,16 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelInf
 
 def check_expansion(p: Path) -> None:
     """A `.pt` file is a ZIP archive whose tensors torch stores uncompressed: refuse, before
-    loading, one whose entries would expand far beyond the file (a deflate bomb: 1 MB -> 1 GB)."""
+    loading, one whose entries would expand far beyond the file (a deflate bomb: 1 MB -> 1 GB),
+    and any other format."""
     import zipfile
 
     if not zipfile.is_zipfile(p):
-        return
+        raise NNMarkError(
+            f"{p}: not a ZIP checkpoint: torch's legacy format (before 1.6) declares storage "
+            "sizes that are allocated before they are checked, so it is not read; save it "
+            "again with torch.save, or as .safetensors"
+        )
     size = p.stat().st_size
     limit = 2 * size + (64 << 20)
     try:

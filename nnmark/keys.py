@@ -52,7 +52,7 @@ from typing import Any
 import torch
 
 from nnmark.errors import NNMarkError
-from nnmark.io import atomic_write_text
+from nnmark.io import atomic_write_text, unique_keys
 
 FORMAT = "nnmark-key"
 VERSION = 2
@@ -398,6 +398,8 @@ class OwnerKey:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise NNMarkError(f"{source}: not an nnmark key file")
         version = doc.get("version")
+        if type(version) is not int:  # bool, 2.0: not a version a key file writes
+            raise NNMarkError(f"{source}: unsupported key version {version!r}")
         if version == 1:
             raise NNMarkError(
                 f"{source}: key format version 1 is refused: it stored trigger inputs and step "
@@ -458,7 +460,11 @@ class OwnerKey:
         if size > MAX_KEY_BYTES:
             raise NNMarkError(f"{p}: {size} bytes is too large for a key file")
         try:
-            doc = json.loads(p.read_text(encoding="utf-8"), parse_constant=_no_constant)
+            doc = json.loads(
+                p.read_text(encoding="utf-8"),
+                parse_constant=_no_constant,
+                object_pairs_hook=unique_keys,
+            )
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise NNMarkError(f"{p}: unreadable key file ({exc.__class__.__name__})") from None
         except ValueError as exc:

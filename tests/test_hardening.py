@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from nnmark import model_info
@@ -24,7 +25,7 @@ from nnmark.data.base import DataBundle
 from nnmark.data.idx import _load, read_idx
 from nnmark.errors import NNMarkError
 from nnmark.forge import honest_key
-from nnmark.io import ModelInfo, load_model, save_model
+from nnmark.io import ModelInfo, load_model, load_state_dict, save_model
 from nnmark.keys import OwnerKey, _maxmem, _scrypt, sha256_hex
 
 runner = CliRunner()
@@ -143,3 +144,105 @@ def test_every_kdf_the_loader_accepts_can_be_derived() -> None:
     verifying a key that `key show` loaded."""
     assert _maxmem(1 << 20, 8, 4) < 2**31 - 1 and _maxmem(1 << 18, 32, 4) < 2**31 - 1
     assert len(_scrypt(b"x", b"salt", 1 << 10, 1, 4)) == 32
+
+
+def test_a_sharded_index_names_only_files_beside_it(tmp_path: Path, model_file: Path) -> None:
+    """A shard path in the index is the other side's: `../`, an absolute path, a folder or a
+    name that is not a string would read a file the verifier never chose."""
+    from nnmark.integrations.sharded import ShardedSuspect
+
+    (tmp_path / "a.safetensors").write_bytes(model_file.read_bytes())
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.safetensors"
+    outside.write_bytes(model_file.read_bytes())
+    index = tmp_path / "model.safetensors.index.json"
+    for shard in (f"../{outside.name}", str(outside), "sub/a.safetensors", 5, ".a.safetensors"):
+        index.write_text(json.dumps({"weight_map": {"conv1.weight": shard}}))
+        with pytest.raises(NNMarkError, match="no paths"):
+            ShardedSuspect(index)
+    index.write_text('{"weight_map": {"conv1.weight": "a.safetensors"}, "weight_map": {}}')
+    with pytest.raises(NNMarkError, match="not a safetensors index"):
+        ShardedSuspect(index)
+    index.write_text(json.dumps({"weight_map": {"conv1.weight": "a.safetensors"}}))
+    assert ShardedSuspect(index).tensor("conv1.weight") is not None
+
+
+def test_key_files_with_a_name_twice_or_an_odd_version_are_refused(tmp_path: Path) -> None:
+    """json keeps the last of two equal names where other readers keep the first: a key that
+    reads one way here and another way elsewhere is refused. `true` and 2.0 are not versions."""
+    key = OwnerKey.new("owner", nonce="0" * 32)
+    key = key.with_mark(key.new_mark("uchida", {}, "conv2.weight", (0, 1) * 32))
+    text = json.dumps(key.to_json())
+    path = tmp_path / "k.nnkey"
+    path.write_text(text.replace('"format":', '"version": 1, "format":', 1))
+    r = runner.invoke(app, ["key", "show", str(path)])
+    assert r.exit_code == 2 and "appears twice" in r.stderr
+    for version in ("true", "2.0"):
+        doc = json.loads(text)
+        path.write_text(text.replace(f'"version": {doc["version"]}', f'"version": {version}'))
+        r = runner.invoke(app, ["key", "show", str(path)])
+        assert r.exit_code == 2 and f"unsupported key version {version.title()}" in r.stderr
+
+
+def test_a_legacy_or_non_zip_checkpoint_is_refused_before_torch_reads_it(tmp_path: Path) -> None:
+    """torch's legacy format allocates the storage sizes it declares before reading them."""
+    path = tmp_path / "old.pt"
+    torch.save({"w": torch.ones(3)}, path, _use_new_zipfile_serialization=False)
+    r = runner.invoke(app, ["verify", str(path), "--key", str(tmp_path / "none.nnkey")])
+    assert r.exit_code == 2
+    with pytest.raises(NNMarkError, match="not a ZIP checkpoint"):
+        load_state_dict(path)
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(NNMarkError, match="not a ZIP checkpoint"):
+        load_state_dict(tmp_path / "text.pt")
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["attack", "noise", "m.safetensors", "--seed", str(10**30)], "'--seed'"),
+        (["train", "--seed", "-1"], "'--seed'"),
+        (["forge", "m.safetensors", "--budget", "nan"], "--budget must be in (0, 3600]"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_by_name(args: list[str], says: str) -> None:
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and says in r.stderr + r.stdout
+
+
+def test_identify_counts_its_candidates_before_reading_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nnmark import fingerprint
+
+    for i in range(3):
+        (tmp_path / f"{i}.nnkey").write_text("{}")
+    monkeypatch.setattr(fingerprint, "MAX_CANDIDATES", 2)
+    with pytest.raises(NNMarkError, match="at most 2"):
+        fingerprint.load_keys(tmp_path)
+    monkeypatch.setattr(fingerprint, "MAX_CANDIDATES", 3)
+    monkeypatch.setattr(fingerprint, "MAX_CANDIDATE_BYTES", 5)
+    with pytest.raises(NNMarkError, match="reads at most 5"):
+        fingerprint.load_keys(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("", "the config is empty"),
+        ("calibration_models: 1000000000000\n", "calibration_models must be an integer"),
+        ("epochs: .nan\n", "integer 0 <= epochs"),
+        ("epochs: 3.5\n", "integer 0 <= epochs"),
+        ("lr: .inf\n", "finite lr > 0"),
+        ("calibration_epochs: true\n", "calibration_epochs must be an integer"),
+    ],
+)
+def test_bench_configs_are_bounded_before_anything_trains(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    """A typo of a few zeros trained for years or built an 11 GB key table; an empty file ran
+    the whole default grid."""
+    (tmp_path / "grid.yaml").write_text(text)
+    r = runner.invoke(
+        app, ["bench", "--config", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "o")]
+    )
+    assert r.exit_code == 2 and says in r.stderr, r.stderr

@@ -12,6 +12,7 @@ so a new scheme or attack file is benchmarked with no edit here.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +44,17 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str, tuple[float, ...]]] = {
 }
 
 
+#: Bounds on a grid's sizes, checked before anything is trained (a typo of a few zeros would
+#: otherwise train for years or allocate a key table the machine cannot hold).
+MAX_EPOCHS = 10_000
+MAX_CALIBRATION_MODELS = 1_000
+
+
+def _count(value: Any, low: int, high: int) -> bool:
+    """An integer (not a bool, not a float) in [low, high]."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 @dataclass(frozen=True)
 class Task:
     """One data set and architecture, and the CPU protocol its models are trained under."""
@@ -64,19 +76,23 @@ class Task:
 
     def __post_init__(self) -> None:
         if (
-            self.epochs < 0
+            not _count(self.epochs, 0, MAX_EPOCHS)
+            or not _count(self.batch_size, 1, 1 << 16)
+            or not all(
+                isinstance(v, int | float) and not isinstance(v, bool)
+                for v in (self.fraction, self.test_fraction, self.lr, self.momentum)
+            )
             or not 0 < self.fraction <= 1
             or not 0 < self.test_fraction <= 1
-            or self.batch_size < 1
-            or self.lr <= 0
+            or not 0 < self.lr < math.inf
             or self.optimizer not in ("adam", "sgd")
             or not 0 <= self.momentum < 1
             or not 0 <= self.weight_decay < 1
         ):
             raise NNMarkError(
-                f"bad task {self}: epochs >= 0, 0 < fraction <= 1, 0 < test_fraction <= 1, "
-                "batch_size >= 1, lr > 0, optimizer adam or sgd, 0 <= momentum < 1, "
-                "0 <= weight_decay < 1"
+                f"bad task {self}: integer 0 <= epochs <= {MAX_EPOCHS}, 0 < fraction <= 1, "
+                "0 < test_fraction <= 1, integer 1 <= batch_size <= 65536, finite lr > 0, "
+                "optimizer adam or sgd, 0 <= momentum < 1, 0 <= weight_decay < 1"
             )
 
     def optimiser_changes(self) -> dict[str, Any]:
@@ -143,8 +159,20 @@ class BenchSpec:
             raise NNMarkError("a bench grid needs at least one task")
         if not 0 <= self.budget <= 1:
             raise NNMarkError(f"budget must be in [0, 1] (a fidelity fraction), got {self.budget}")
-        if self.calibration_models < 0:
-            raise NNMarkError(f"calibration_models must be >= 0, got {self.calibration_models}")
+        if not _count(self.calibration_models, 0, MAX_CALIBRATION_MODELS):
+            raise NNMarkError(
+                f"calibration_models must be an integer in [0, {MAX_CALIBRATION_MODELS}], got "
+                f"{self.calibration_models!r}"
+            )
+        if self.calibration_epochs is not None and not _count(
+            self.calibration_epochs, 0, MAX_EPOCHS
+        ):
+            raise NNMarkError(
+                f"calibration_epochs must be an integer in [0, {MAX_EPOCHS}], got "
+                f"{self.calibration_epochs!r}"
+            )
+        if not _count(self.seed, 0, 2**32 - 1):
+            raise NNMarkError(f"seed must be an integer in [0, 2^32 - 1], got {self.seed!r}")
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise NNMarkError(
@@ -278,9 +306,13 @@ def load_spec(path: Path) -> BenchSpec:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise NNMarkError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if doc is not None and not isinstance(doc, dict):
+    if not doc:
+        raise NNMarkError(
+            f"{path}: the config is empty (the full default grid runs without --config)"
+        )
+    if not isinstance(doc, dict):
         raise NNMarkError(f"{path}: a bench config is a mapping of options")
-    return BenchSpec.from_dict(doc or {})
+    return BenchSpec.from_dict(doc)
 
 
 #: The shipped grids: one spec file per preset in nnmark/bench/presets/ (`<name>.json`, the same

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from nnmark.cli.common import (
+    MAX_SEED,
     DeviceOpt,
     MaxParamsOpt,
     SetOption,
@@ -63,7 +64,7 @@ def attack_cmd(
         str | None, typer.Option("--data", help="NAME[:PATH]: the thief's data and the test split")
     ] = None,
     sets: Annotated[list[str] | None, SetOption] = None,
-    seed: Annotated[int, typer.Option(help="Attack seed")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Attack seed")] = 0,
     list_: Annotated[bool, typer.Option("--list", help="List attacks and their options")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print fidelity as JSON")] = False,
     max_params: MaxParamsOpt = None,
@@ -165,7 +166,7 @@ def forge_cmd(
     unknown = sorted(set(strategy or []) - set(STRATEGIES))
     if unknown:
         raise NNMarkError(f"unknown strategy {unknown[0]!r} (known: {', '.join(STRATEGIES)})")
-    if budget <= 0 or budget > 3600:
+    if not 0 < budget <= 3600:  # nan too
         raise NNMarkError(f"--budget must be in (0, 3600] seconds, got {budget}")
     model, _ = load_model(model_path, max_params=max_params)
     bundle = load_data(data)

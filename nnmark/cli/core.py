@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from nnmark.cli.common import (
+    MAX_SEED,
     AmpOpt,
     DeviceOpt,
     KeyDataOpt,
@@ -113,7 +114,7 @@ def train_cmd(
     epochs: Annotated[int, typer.Option(help="Training epochs")] = 20,
     lr: Annotated[float, typer.Option(help="Learning rate")] = 1e-3,
     batch_size: Annotated[int, typer.Option(help="Batch size")] = 64,
-    seed: Annotated[int, typer.Option(help="Training seed")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Training seed")] = 0,
     owner: Annotated[str, typer.Option(help="Owner string committed in the key")] = "owner",
     message: Annotated[
         str | None,
@@ -216,7 +217,7 @@ def embed_cmd(
     ] = 20,
     lr: Annotated[float, typer.Option(help="Learning rate")] = 1e-3,
     batch_size: Annotated[int, typer.Option(help="Batch size")] = 64,
-    seed: Annotated[int, typer.Option(help="Training seed")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Training seed")] = 0,
     owner: Annotated[str, typer.Option(help="Owner string committed in the key")] = "owner",
     message: Annotated[
         str | None,

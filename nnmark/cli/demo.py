@@ -9,14 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nnmark.cli.common import DeviceOpt, command, epoch_progress, out, pick_device
+from nnmark.cli.common import MAX_SEED, DeviceOpt, command, epoch_progress, out, pick_device
 
 
 @command("demo")
 def demo_cmd(
     epochs: Annotated[int, typer.Option(help="Training epochs per model")] = 20,
     bits: Annotated[int, typer.Option(help="Payload bits of the Uchida mark")] = 64,
-    seed: Annotated[int, typer.Option(help="Training seed")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Training seed")] = 0,
     out_dir: Annotated[
         Path | None, typer.Option("--out-dir", help="Also save the models and key here")
     ] = None,

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from nnmark.cli.common import DeviceOpt, MaxParamsOpt, command, err, pick_device, read_token
+from nnmark.cli.common import (
+    MAX_SEED,
+    DeviceOpt,
+    MaxParamsOpt,
+    command,
+    err,
+    pick_device,
+    read_token,
+)
 
 
 @command("serve")
@@ -32,7 +40,9 @@ def serve_cmd(
             "--data", help="NAME[:PATH] whose thief split trains autoencoder / reject defenses"
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the defenses' randomness and training")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=MAX_SEED, help="Seed of the defenses' randomness and training")
+    ] = 0,
     max_params: MaxParamsOpt = None,
     token_file: Annotated[
         Path | None,

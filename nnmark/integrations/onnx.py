@@ -8,15 +8,24 @@ export: a mismatch is an error, not a silent difference). The exporter stores id
 once and names the copies through `Identity` nodes (e.g. the BatchNorm weights of a fresh model,
 all ones): `initializer_names` follows those, so every state-dict name still resolves.
 `OnnxSuspect` reads initializers by name (white-box) and runs the graph with onnxruntime
-(black-box).
+(black-box) in a child process with a memory limit and a deadline, since the graph is the
+other side's program.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import select
+import struct
+import subprocess
+import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -30,18 +39,22 @@ from nnmark.suspect import Suspect
 def initializer_names(graph: Any) -> dict[str, str]:
     """Every name under which an initializer is reachable -> the initializer's own name.
 
-    Identity nodes fed by an initializer (or by another such alias) give it extra names.
+    Identity nodes fed by an initializer (or by another such alias) give it extra names;
+    followed in one pass over the nodes' inputs (a graph is the other side's: thousands of
+    nodes must not take a quadratic walk).
     """
     names = {i.name: i.name for i in graph.initializer}
-    changed = True
-    while changed:
-        changed = False
-        for node in graph.node:
-            if node.op_type == "Identity" and node.input and node.input[0] in names:
-                for out in node.output:
-                    if out not in names:
-                        names[out] = names[node.input[0]]
-                        changed = True
+    fed: dict[str, list[Any]] = {}
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input:
+            fed.setdefault(node.input[0], []).append(node)
+    todo = list(names)
+    while todo:
+        for node in fed.pop(todo.pop(), []):
+            for out in node.output:
+                if out not in names:
+                    names[out] = names[node.input[0]]
+                    todo.append(out)
     return names
 
 
@@ -79,8 +92,106 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     atomic_write_bytes(path, data)
 
 
+#: The graph runs in a child process under these bounds (`OrtWorker`): address space, seconds
+#: for building the session or answering one batch, and bytes of one answer.
+ORT_MEMORY = 8 << 30
+ORT_DEADLINE = 120.0
+ORT_MAX_ANSWER = 256 << 20
+
+
+class OrtWorker:
+    """onnxruntime in a child process (`_ort_worker.py`) with a memory limit and a deadline
+    per exchange: an untrusted graph that allocates or loops without end is an error, never a
+    machine brought down or a hang."""
+
+    def __init__(self, path: Path, memory: int | None = None, deadline: float | None = None):
+        self.path = path
+        self.memory = ORT_MEMORY if memory is None else memory
+        self.deadline = ORT_DEADLINE if deadline is None else deadline
+        script = Path(__file__).with_name("_ort_worker.py")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", str(script), str(path), str(self.memory)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        self._answer("building the session")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(x, dtype=np.float32), allow_pickle=False)
+        data = buf.getvalue()
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(struct.pack("<Q", len(data)) + data)
+            self._proc.stdin.flush()
+        except OSError:
+            self._fail("running the graph", "the worker ended")
+        body = self._answer("running the graph")
+        try:
+            y = np.load(io.BytesIO(body), allow_pickle=False)
+        except ValueError:
+            self._fail("running the graph", "an unreadable answer")
+        return np.asarray(y)
+
+    def _answer(self, doing: str) -> bytes:
+        end = time.monotonic() + self.deadline
+        head = self._read(8, end, doing)
+        (n,) = struct.unpack("<Q", head)
+        if not 1 <= n <= ORT_MAX_ANSWER:
+            self._fail(doing, f"an answer of {n:,} bytes (at most {ORT_MAX_ANSWER:,})")
+        frame = self._read(n, end, doing)
+        if frame[0] != 0:
+            self._fail(doing, frame[1:].decode("utf-8", "replace").splitlines()[0][:300])
+        return frame[1:]
+
+    def _read(self, n: int, end: float, doing: str) -> bytes:
+        assert self._proc.stdout is not None
+        fd, chunks, got = self._proc.stdout.fileno(), [], 0
+        while got < n:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self._fail(doing, f"no answer within {self.deadline:g} s")
+            chunk = os.read(fd, min(n - got, 1 << 20))
+            if not chunk:
+                code = self._proc.wait()
+                self._fail(doing, f"the worker ended (exit code {code})")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def _fail(self, doing: str, why: str) -> NoReturn:
+        self.close()
+        raise NNMarkError(
+            f"{self.path}: {doing} failed under nnmark's bounds for untrusted graphs "
+            f"({self.memory / 2**30:g} GiB, {self.deadline:g} s): {why}"
+        )
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout):
+            if stream is not None:
+                stream.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter shutdown
+            self.close()
+
+
+def _external(tensor: Any) -> str | None:
+    """Where an initializer's data lies outside the file (None: inside)."""
+    from onnx import TensorProto
+
+    if tensor.data_location != TensorProto.EXTERNAL:
+        return None
+    return next((e.value for e in tensor.external_data if e.key == "location"), "")
+
+
 class OnnxSuspect(Suspect):
-    """An ONNX file: initializers by name, predictions through onnxruntime."""
+    """An ONNX file: initializers by name, predictions through onnxruntime in a bounded child
+    process (`OrtWorker`)."""
 
     def __init__(self, path: str | Path) -> None:
         import onnx
@@ -89,30 +200,40 @@ class OnnxSuspect(Suspect):
         self.path = Path(path)
         self.label = str(self.path)
         try:
-            model = onnx.load(str(self.path))
+            model = onnx.load(str(self.path), load_external_data=False)
         except Exception as exc:  # noqa: BLE001 - onnx raises protobuf DecodeError and others
             raise NNMarkError(
                 f"{self.path}: not a readable ONNX file ({type(exc).__name__})"
             ) from None
+        if not model.graph.node or not model.graph.input or not model.graph.output:
+            raise NNMarkError(f"{self.path}: not a readable ONNX file (no graph in it)")
+        for tensor in model.graph.initializer:
+            where = _external(tensor)
+            if where is not None and (Path(where).name != where or where.startswith(".")):
+                raise NNMarkError(
+                    f"{self.path}: initializer {tensor.name[:80]!r} names its data at "
+                    f"{where[:80]!r}: external data must be a file beside the model"
+                )
         self._init = {i.name: i for i in model.graph.initializer}
         self._names = initializer_names(model.graph)
         self._array = numpy_helper.to_array
-        self._session = None
+        self._worker: OrtWorker | None = None
 
     def tensor(self, name: str) -> torch.Tensor | None:
         if name not in self._names:
             return None
-        return torch.from_numpy(np.array(self._array(self._init[self._names[name]])))
+        try:
+            array = self._array(self._init[self._names[name]], str(self.path.parent))
+        except Exception as exc:  # noqa: BLE001 - onnx's readers raise many kinds
+            raise NNMarkError(
+                f"{self.path}: cannot read initializer {name[:80]!r} ({type(exc).__name__})"
+            ) from None
+        return torch.from_numpy(np.array(array))
 
     def tensor_names(self) -> list[str]:
         return list(self._names)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        if self._session is None:
-            import onnxruntime as ort
-
-            self._session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
-        session = self._session
-        assert session is not None
-        name = session.get_inputs()[0].name
-        return torch.from_numpy(session.run(None, {name: x.float().numpy()})[0])
+        if self._worker is None:
+            self._worker = OrtWorker(self.path)
+        return torch.from_numpy(self._worker.run(x.float().numpy()))

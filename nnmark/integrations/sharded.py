@@ -13,22 +13,51 @@ from pathlib import Path
 import torch
 
 from nnmark.errors import NNMarkError
-from nnmark.io import read_safetensors_header
+from nnmark.io import read_safetensors_header, unique_keys
 from nnmark.suspect import Suspect
+
+#: An index larger than this is refused before it is read (Hugging Face's indexes of models
+#: with hundreds of billions of parameters are a few MB).
+MAX_INDEX_BYTES = 64 << 20
+
+
+def _plain_shard(shard: object) -> bool:
+    """A shard is a file beside the index: no folder, no parent, not hidden."""
+    return (
+        isinstance(shard, str)
+        and shard.endswith(".safetensors")
+        and Path(shard).name == shard
+        and not shard.startswith(".")
+        and "\\" not in shard
+        and shard.isprintable()
+    )
 
 
 class ShardedSuspect(Suspect):
     def __init__(self, index_path: str | Path) -> None:
         self.path = Path(index_path)
         self.label = str(self.path)
+        if not self.path.is_file():
+            raise NNMarkError(f"model file not found: {self.path}")
+        size = self.path.stat().st_size
+        if size > MAX_INDEX_BYTES:
+            raise NNMarkError(f"{self.path}: {size:,} bytes is too large for a safetensors index")
         try:
-            doc = json.loads(self.path.read_text())
-            self.weight_map: dict[str, str] = dict(doc["weight_map"])
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            doc = json.loads(self.path.read_bytes().decode("utf-8"), object_pairs_hook=unique_keys)
+            weight_map = doc["weight_map"]
+        except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError, RecursionError):
             raise NNMarkError(
                 f"{self.path}: not a safetensors index (needs a weight_map)"
             ) from None
-        for shard in set(self.weight_map.values()):
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(name, str) and _plain_shard(shard) for name, shard in weight_map.items()
+        ):
+            raise NNMarkError(
+                f"{self.path}: the weight_map must map tensor names to .safetensors files in "
+                "the index's folder (no paths)"
+            )
+        self.weight_map: dict[str, str] = weight_map
+        for shard in set(weight_map.values()):
             if not (self.path.parent / shard).is_file():
                 raise NNMarkError(f"{self.path}: shard {shard} is missing")
 

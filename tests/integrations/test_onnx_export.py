@@ -91,3 +91,91 @@ def test_every_state_dict_tensor_reads_back_from_onnx_by_name(
         if not name.endswith("num_batches_tracked"):
             got = suspect.tensor(name)
             assert got is not None and torch.equal(got, tensor), name
+
+
+def _graph(nodes: list, inits: list, path: Path, opset: int = 17) -> Path:  # type: ignore[type-arg]
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes,
+        "hostile",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    return path
+
+
+def test_a_hostile_graph_runs_under_bounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The graph is the other side's program: a 16 GiB ConstantOfShape and a loop of 2^40 trips
+    end in one-line errors (memory limit, deadline), not a machine brought down or a hang."""
+    from onnx import TensorProto, helper
+
+    from nnmark.errors import NNMarkError
+    from nnmark.integrations import onnx as nnonnx
+
+    big = helper.make_tensor("shape", TensorProto.INT64, [1], [1 << 32])
+    bomb = _graph(
+        [
+            helper.make_node("ConstantOfShape", ["shape"], ["c"]),
+            helper.make_node("ReduceSum", ["c"], ["s"], keepdims=0),
+            helper.make_node("Add", ["input", "s"], ["output"]),
+        ],
+        [big],
+        tmp_path / "bomb.onnx",
+    )
+    monkeypatch.setattr(nnonnx, "ORT_MEMORY", 1 << 30)
+    with pytest.raises(NNMarkError, match="bounds for untrusted graphs") as err:
+        nnonnx.OnnxSuspect(bomb).predict(torch.zeros(1, 1, 8, 8))
+    print("ConstantOfShape 16 GiB:", err.value)
+
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["v_in"], ["v_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_in", TensorProto.FLOAT, None),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None),
+        ],
+    )
+    trips = helper.make_tensor("trips", TensorProto.INT64, [], [1 << 40])
+    cond = helper.make_tensor("cond", TensorProto.BOOL, [], [True])
+    loop = _graph(
+        [helper.make_node("Loop", ["trips", "cond", "input"], ["output"], body=body)],
+        [trips, cond],
+        tmp_path / "loop.onnx",
+    )
+    monkeypatch.setattr(nnonnx, "ORT_DEADLINE", 3.0)
+    with pytest.raises(NNMarkError, match="no answer within 3 s"):
+        nnonnx.OnnxSuspect(loop).predict(torch.zeros(1, 1, 8, 8))
+
+
+def test_onnx_files_without_a_graph_or_with_outside_data_are_refused(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    from nnmark.errors import NNMarkError
+    from nnmark.integrations.onnx import OnnxSuspect, initializer_names
+
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(NNMarkError, match="no graph"):
+        OnnxSuspect(tmp_path / "empty.onnx")
+    w = helper.make_tensor("w", TensorProto.FLOAT, [1], [1.0])
+    w.data_location = TensorProto.EXTERNAL
+    w.ClearField("float_data")
+    w.external_data.add(key="location", value="../../etc/passwd")
+    path = _graph([helper.make_node("Add", ["input", "w"], ["output"])], [w], tmp_path / "x.onnx")
+    with pytest.raises(NNMarkError, match="external data must be a file beside the model"):
+        OnnxSuspect(path)
+    # 20,000 chained Identity aliases resolve in one pass (a quadratic walk took a minute)
+    nodes = [helper.make_node("Identity", [f"a{i}"], [f"a{i + 1}"]) for i in range(20_000)]
+    graph = helper.make_graph(nodes[::-1], "g", [], [], [helper.make_tensor("a0", 1, [1], [0.0])])
+    names = initializer_names(graph)
+    assert len(names) == 20_001 and names["a20000"] == "a0"
