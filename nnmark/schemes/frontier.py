@@ -34,7 +34,11 @@ then the marked training. ``nnmark embed TRAINED --scheme frontier`` is the pape
 Defaults (digits): fine-tuned 20 epochs with 64 key inputs per batch (with 32, 0.81 to 0.92 of
 the key labels were learned, too few for one bit per query), eps 0.15, one look at 30 queries.
 Over 20 keys every mark was claimed within 30 queries, at 0.4 points of accuracy (median; 1.4
-at worst): `python benchmarks/blackbox_keys.py --scheme frontier`. Each query carries at most
+at worst): `python benchmarks/blackbox_keys.py --scheme frontier`; over 24 other keys, 22
+(`python benchmarks/key_draws.py --schemes frontier --keys 24 --orders 0 --tag frontier`: the
+least learned keys miss 3 of their first 30 adversaries). `per_batch=128` claims all 24 within
+30 queries but costs more accuracy (median 0.56, worst 1.95 points; 8 of 24 keys past one
+point, against 3 at 64): `key_draws_frontier_per_batch_128.md`. The default stays 64. Each query carries at most
 one bit, and the key's holder chose the adversaries (a forger who holds the suspect could choose
 them to fit), so a claim needs a verified timestamp (`requires_timestamp`).
 Example: ``nnmark embed plain.safetensors --data digits --scheme frontier --epochs 20 ...``
