@@ -14,6 +14,10 @@ from nnmark.errors import NNMarkError
 
 C = TypeVar("C")
 
+#: Seeds nnmark takes from a user (CLI, bench configs): what every generator seeded from them
+#: (torch, numpy) accepts.
+MAX_SEED = 2**32 - 1
+
 #: The largest integer an option may hold (exact in a float; bounds what a key can ask for).
 MAX_INT = 1 << 53
 

@@ -197,6 +197,19 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def plain_file_name(name: object) -> bool:
+    """A file name in the folder it is read from, as a file names its companions (a shard, an
+    external-data file): no folder, no parent, not hidden, nothing unprintable."""
+    return (
+        isinstance(name, str)
+        and name != ""
+        and Path(name).name == name
+        and not name.startswith(".")
+        and "\\" not in name
+        and name.isprintable()
+    )
+
+
 def _check_exists(p: Path) -> None:
     if not p.exists():
         raise NNMarkError(f"model file not found: {p}")

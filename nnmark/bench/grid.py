@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nnmark.attacks import ATTACKS
+from nnmark.config import MAX_SEED
 from nnmark.data import SHARED_DATA as _SHARED_DATA
 from nnmark.errors import NNMarkError
 
@@ -80,7 +81,13 @@ class Task:
             or not _count(self.batch_size, 1, 1 << 16)
             or not all(
                 isinstance(v, int | float) and not isinstance(v, bool)
-                for v in (self.fraction, self.test_fraction, self.lr, self.momentum)
+                for v in (
+                    self.fraction,
+                    self.test_fraction,
+                    self.lr,
+                    self.momentum,
+                    self.weight_decay,
+                )
             )
             or not 0 < self.fraction <= 1
             or not 0 < self.test_fraction <= 1
@@ -171,8 +178,8 @@ class BenchSpec:
                 f"calibration_epochs must be an integer in [0, {MAX_EPOCHS}], got "
                 f"{self.calibration_epochs!r}"
             )
-        if not _count(self.seed, 0, 2**32 - 1):
-            raise NNMarkError(f"seed must be an integer in [0, 2^32 - 1], got {self.seed!r}")
+        if not _count(self.seed, 0, MAX_SEED):
+            raise NNMarkError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise NNMarkError(

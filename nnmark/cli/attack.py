@@ -12,7 +12,6 @@ import typer
 from rich.table import Table
 
 from nnmark.cli.common import (
-    MAX_SEED,
     DeviceOpt,
     MaxParamsOpt,
     SetOption,
@@ -23,6 +22,7 @@ from nnmark.cli.common import (
     parse_options,
     pick_device,
 )
+from nnmark.config import MAX_SEED
 from nnmark.errors import NNMarkError
 
 if TYPE_CHECKING:

@@ -172,8 +172,6 @@ def print_json(obj: Any) -> None:
 
 
 MAX_CERT_BYTES = 1 << 20
-#: Seeds a command takes: what every generator seeded from them (torch, numpy) accepts.
-MAX_SEED = 2**32 - 1
 
 
 def read_certs(paths: list[Path] | None) -> list[bytes]:

@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from nnmark.cli.common import (
-    MAX_SEED,
     AmpOpt,
     DeviceOpt,
     KeyDataOpt,
@@ -29,6 +28,7 @@ from nnmark.cli.common import (
     pick_amp,
     pick_device,
 )
+from nnmark.config import MAX_SEED
 from nnmark.errors import NNMarkError
 from nnmark.stats import DEFAULT_ALPHA
 from nnmark.verdict import Verdict

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nnmark.cli.common import MAX_SEED, DeviceOpt, command, epoch_progress, out, pick_device
+from nnmark.cli.common import DeviceOpt, command, epoch_progress, out, pick_device
+from nnmark.config import MAX_SEED
 
 
 @command("demo")

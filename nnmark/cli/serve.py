@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from nnmark.cli.common import (
-    MAX_SEED,
     DeviceOpt,
     MaxParamsOpt,
     command,
@@ -17,6 +16,7 @@ from nnmark.cli.common import (
     pick_device,
     read_token,
 )
+from nnmark.config import MAX_SEED
 
 
 @command("serve")

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from nnmark.errors import NNMarkError
-from nnmark.io import atomic_write_bytes
+from nnmark.io import atomic_write_bytes, plain_file_name
 from nnmark.suspect import Suspect
 
 
@@ -125,7 +125,7 @@ class OrtWorker:
         try:
             self._proc.stdin.write(struct.pack("<Q", len(data)) + data)
             self._proc.stdin.flush()
-        except OSError:
+        except (OSError, ValueError):  # a broken or (after a failure) closed pipe
             self._fail("running the graph", "the worker ended")
         body = self._answer("running the graph")
         try:
@@ -209,7 +209,7 @@ class OnnxSuspect(Suspect):
             raise NNMarkError(f"{self.path}: not a readable ONNX file (no graph in it)")
         for tensor in model.graph.initializer:
             where = _external(tensor)
-            if where is not None and (Path(where).name != where or where.startswith(".")):
+            if where is not None and not plain_file_name(where):
                 raise NNMarkError(
                     f"{self.path}: initializer {tensor.name[:80]!r} names its data at "
                     f"{where[:80]!r}: external data must be a file beside the model"
@@ -217,7 +217,8 @@ class OnnxSuspect(Suspect):
         self._init = {i.name: i for i in model.graph.initializer}
         self._names = initializer_names(model.graph)
         self._array = numpy_helper.to_array
-        self._worker: OrtWorker | None = None
+        # one worker for this suspect and the copies verify makes of it (Suspect.with_budget)
+        self._worker: dict[str, OrtWorker] = {}
 
     def tensor(self, name: str) -> torch.Tensor | None:
         if name not in self._names:
@@ -234,6 +235,6 @@ class OnnxSuspect(Suspect):
         return list(self._names)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        if self._worker is None:
-            self._worker = OrtWorker(self.path)
-        return torch.from_numpy(self._worker.run(x.float().numpy()))
+        if "ort" not in self._worker:
+            self._worker["ort"] = OrtWorker(self.path)
+        return torch.from_numpy(self._worker["ort"].run(x.float().numpy()))

@@ -13,24 +13,12 @@ from pathlib import Path
 import torch
 
 from nnmark.errors import NNMarkError
-from nnmark.io import read_safetensors_header, unique_keys
+from nnmark.io import plain_file_name, read_safetensors_header, unique_keys
 from nnmark.suspect import Suspect
 
 #: An index larger than this is refused before it is read (Hugging Face's indexes of models
 #: with hundreds of billions of parameters are a few MB).
 MAX_INDEX_BYTES = 64 << 20
-
-
-def _plain_shard(shard: object) -> bool:
-    """A shard is a file beside the index: no folder, no parent, not hidden."""
-    return (
-        isinstance(shard, str)
-        and shard.endswith(".safetensors")
-        and Path(shard).name == shard
-        and not shard.startswith(".")
-        and "\\" not in shard
-        and shard.isprintable()
-    )
 
 
 class ShardedSuspect(Suspect):
@@ -50,7 +38,8 @@ class ShardedSuspect(Suspect):
                 f"{self.path}: not a safetensors index (needs a weight_map)"
             ) from None
         if not isinstance(weight_map, dict) or not all(
-            isinstance(name, str) and _plain_shard(shard) for name, shard in weight_map.items()
+            isinstance(name, str) and plain_file_name(shard) and str(shard).endswith(".safetensors")
+            for name, shard in weight_map.items()
         ):
             raise NNMarkError(
                 f"{self.path}: the weight_map must map tensor names to .safetensors files in "
