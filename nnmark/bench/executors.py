@@ -9,14 +9,20 @@ the task the device is plain `cuda`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from typing import Any
+from urllib.parse import urlsplit
 
 from nnmark.errors import NNMarkError
 
-__all__ = ["Workers", "init_ray", "ray_options", "worker_devices"]
+__all__ = ["Workers", "check_ray_address", "init_ray", "ray_options", "worker_devices"]
+
+#: Seconds to wait for a TCP connection to a `--ray` address before saying nothing answers there:
+#: ray.init itself retries an unreachable head for minutes, printing warnings, with no error.
+RAY_CONNECT_TIMEOUT = 10.0
 
 #: The device of this worker process, set once by the pool's initializer (`_init_worker`). Which
 #: GPU a worker owns is per-process state: a submitted call is pickled before any process is
@@ -168,6 +174,36 @@ class Workers:
                     yield refs[ref], None, exc
 
 
+def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """Fail in one line, within `timeout` seconds, when nothing listens at a `--ray` address
+    (`HOST:PORT` or `ray://HOST:PORT`; `auto` and `local` are Ray's to resolve)."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    form = "expected auto, local, HOST:PORT or ray://HOST:PORT"
+    parts = urlsplit(address if "://" in address else f"//{address}")
+    if parts.scheme not in ("", "ray") or parts.path or parts.query or parts.fragment:
+        raise NNMarkError(f"--ray {address!r}: {form}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number in 0..65535
+        host, port = None, None
+    if not host or not port:
+        raise NNMarkError(f"--ray {address!r}: {form}")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        if isinstance(exc, TimeoutError):
+            why = f"no answer within {timeout:g} s"
+        else:
+            why = (exc.strerror or str(exc)).lower()
+        raise NNMarkError(
+            f"--ray {address}: no Ray cluster answers at {host}:{port} ({why}); "
+            "start one (`ray start --head`) or use --ray local"
+        ) from None
+
+
 def init_ray(address: str, jobs: int) -> None:
     try:
         import ray
@@ -175,11 +211,16 @@ def init_ray(address: str, jobs: int) -> None:
         raise NNMarkError("--ray needs the ray package: pip install 'nnmark[ray]'") from None
     if ray.is_initialized():
         return
+    # `auto` joins RAY_ADDRESS when it is set: the same unreachable-head wait as an address.
+    check_ray_address((os.environ.get("RAY_ADDRESS") or address) if address == "auto" else address)
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if address == "local":
-        ray.init(num_cpus=max(1, jobs), **kwargs)
-    else:
-        ray.init(address=address, **kwargs)
+    try:
+        if address == "local":
+            ray.init(num_cpus=max(1, jobs), **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    except ConnectionError as exc:  # `auto` with no cluster running
+        raise NNMarkError(f"--ray {address}: {exc}") from None
 
 
 def ray_gpus() -> float:

@@ -424,6 +424,15 @@ def verify_cmd(
             max=3600,
         ),
     ] = 120.0,
+    time_limit: Annotated[
+        float | None,
+        typer.Option(
+            "--time-limit",
+            help="--remote: seconds the whole verification may take, every exchange included "
+            "(default: none; each exchange is bounded by --deadline)",
+            min=0.1,
+        ),
+    ] = None,
     token_file: Annotated[
         Path | None,
         typer.Option("--token-file", help="--remote: a file holding the server's bearer token"),
@@ -462,7 +471,9 @@ def verify_cmd(
         from nnmark.remote.client import RemoteSuspect
 
         token = read_token(token_file) if token_file is not None else None
-        suspect = RemoteSuspect(remote, model_name=model_name, deadline=deadline, token=token)
+        suspect = RemoteSuspect(
+            remote, model_name=model_name, deadline=deadline, token=token, time_limit=time_limit
+        )
     else:
         assert model_path is not None
         suspect = load_suspect(model_path, max_params, device=dev)

@@ -45,6 +45,11 @@ MAX_INPUT_VALUES = 1 << 24
 ANSWER_SLACK = 1 << 20
 
 
+def _printable(text: str) -> str:
+    """`text` with every unprintable character (a thief's escape sequences) as '?'."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
 class Reply:
     """A finished HTTP exchange: the status and the (size-bounded) body."""
 
@@ -65,7 +70,7 @@ class Reply:
             text = str(doc.get("error", "") if isinstance(doc, dict) else "")[:200]
         except (ValueError, RecursionError):
             text = self.body[:200].decode("utf-8", "replace")
-        return "".join(ch if ch.isprintable() else "?" for ch in text)
+        return _printable(text)
 
 
 class RemoteSuspect(Suspect):
@@ -77,11 +82,17 @@ class RemoteSuspect(Suspect):
         deadline: float = 120.0,
         max_answer: int = 64 << 20,
         token: str | None = None,
+        time_limit: float | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.label = self.url
         self.queries = 0
         self.deadline, self.max_answer = deadline, max_answer
+        # One clock for every exchange from here on (the copies `with_budget` makes share it):
+        # `deadline` bounds one exchange, so without it a server answering each query just
+        # inside the deadline stretches a verification to (exchanges x deadline).
+        self.time_limit = time_limit
+        self._ends = None if time_limit is None else time.monotonic() + time_limit
         # no compression: a few KB of gzip or brotli would expand to gigabytes before the size
         # check (httpx decodes any Content-Encoding the server names); no proxy from the
         # environment (the bearer token goes to this server only)
@@ -152,23 +163,31 @@ class RemoteSuspect(Suspect):
                     done["reply"] = Reply(r.status_code, b"".join(chunks), self.url)
             except NNMarkError as exc:
                 done["error"] = exc
-            except httpx.HTTPError as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 done["error"] = NNMarkError(
                     f"server not reachable at {self.url} ({type(exc).__name__})"
                 )
             except Exception as exc:  # noqa: BLE001 (a thread: anything else would be a traceback)
+                # reached, but the exchange broke (HTTP the client cannot parse, a reset, ...)
                 done["error"] = NNMarkError(
-                    f"{self.url}: the exchange failed ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:200] if str(exc) else ''})"
+                    f"{self.url}: {method} {path} failed ({type(exc).__name__}: "
+                    f"{_printable(str(exc).splitlines()[0][:200] if str(exc) else '')})"
                 )
 
-        worker = threading.Thread(target=exchange, daemon=True, name="nnmark-remote")
         start = time.monotonic()
+        wait = self.deadline
+        if self._ends is not None:
+            wait = min(wait, self._ends - start)
+            if wait <= 0:
+                raise NNMarkError(self._spent(method, path))
+        worker = threading.Thread(target=exchange, daemon=True, name="nnmark-remote")
         worker.start()
-        worker.join(self.deadline)
+        worker.join(wait)
         if worker.is_alive():
             done["closed"] = True
             self._http.close()  # abandon the exchange; the daemon thread ends with the socket
+            if wait < self.deadline:
+                raise NNMarkError(self._spent(method, path))
             raise NNMarkError(
                 f"{self.url}: no complete answer to {method} {path} within {self.deadline:g} s "
                 f"(waited {time.monotonic() - start:.0f} s)"
@@ -177,6 +196,12 @@ class RemoteSuspect(Suspect):
             raise done["error"]
         reply: Reply = done["reply"]
         return reply
+
+    def _spent(self, method: str, path: str) -> str:
+        return (
+            f"{self.url}: the verification's time limit ({self.time_limit:g} s, --time-limit) "
+            f"ran out at {method} {path}"
+        )
 
     def _get(self, path: str) -> Any:
         r = self._request("GET", path, limit=ANSWER_SLACK)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from nnmark.bench import PRESETS, BenchSpec, read_rows, run_bench
-from nnmark.bench.executors import Workers, ray_options, worker_devices
+from nnmark.bench.executors import Workers, init_ray, ray_options, worker_devices
 from nnmark.bench.grid import PRESET_DIR, SHARED_DATA
 from nnmark.bench.jobs import plan, split_bits, unsupported
 from nnmark.bench.runner import bench_device, check_data
@@ -110,6 +111,40 @@ def test_a_missing_device_is_one_line_and_nothing_is_written(tmp_path: Path) -> 
     with pytest.raises(NNMarkError, match="not available"):
         run_bench(BenchSpec.from_dict({"schemes": ["uchida"]}), out, device="cuda:99")
     assert not out.exists()
+
+
+def test_a_ray_address_nothing_answers_at_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ray.init retries an unreachable head for minutes with warnings and no error: the address
+    is tried first (a closed port here), and a malformed one is refused, before anything runs."""
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump({"data": "digits", "epochs": 1, "schemes": ["uchida"]}))
+    out = tmp_path / "out"
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cases = {
+        f"127.0.0.1:{port}": "no Ray cluster answers at 127.0.0.1",
+        f"ray://127.0.0.1:{port}": "connection refused",
+        "head-without-port": "expected auto, local, HOST:PORT",
+        "http://127.0.0.1:80": "expected auto, local, HOST:PORT",
+        "127.0.0.1:99999": "expected auto, local, HOST:PORT",
+    }
+    for address, why in cases.items():
+        start = time.perf_counter()
+        r = runner.invoke(
+            app, ["bench", "--config", str(config), "--out", str(out), "--ray", address]
+        )
+        assert r.exit_code == 2, (address, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and why in lines[0], (address, r.stderr)
+        assert time.perf_counter() - start < 30, address
+        assert not out.exists()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # `auto` joins it
+    with pytest.raises(NNMarkError, match="no Ray cluster answers"):
+        init_ray("auto", 1)
 
 
 def test_rows_and_the_run_record_say_where_the_cells_ran(tmp_path: Path) -> None:

@@ -205,7 +205,7 @@ def key_file(tmp_path_factory: pytest.TempPathFactory, plain_cnn, digits) -> Pat
     return path
 
 
-def _verify(url: str, key: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+def _verify(url: str, key: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], float]:
     def limited() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
@@ -222,6 +222,7 @@ def _verify(url: str, key: Path) -> tuple[subprocess.CompletedProcess[str], floa
             str(key),
             "--deadline",
             "2",
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -272,3 +273,49 @@ def test_a_hostile_server_is_an_error_not_a_hang(
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert expected in lines[0]
     assert seconds < 60
+
+
+def test_a_time_limit_bounds_the_whole_verification(key_file: Path) -> None:
+    """Each answer comes inside the 2 s deadline (1.2 s), so only the sum is slow: the looks at
+    the key's triggers (groups of 10; three before this answer is hopeless) take 1.2 s each,
+    and `--time-limit 2` stops them at the second."""
+    label_zero = answering(
+        lambda n: {"shape": [n, 10], "datatype": "FP32", "data": [1.0, *[0.0] * 9] * n}
+    )
+    asked: list[float] = []
+
+    def slow(conn: socket.socket, head: bytes) -> None:
+        asked.append(time.monotonic())
+        time.sleep(1.2)
+        label_zero(conn, head)
+
+    with raw_server(_oip(slow)) as url:
+        r, unlimited = _verify(url, key_file)
+        looks = len(asked)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]  # in time
+        asked.clear()
+        r, seconds = _verify(url, key_file, "--time-limit", "2")
+    lines = r.stderr.strip().splitlines()
+    print(
+        f"time limit: {looks} looks in {unlimited:.1f} s without; exit {r.returncode} in "
+        f"{seconds:.1f} s after {len(asked)} with: {lines[-1] if lines else ''}"
+    )
+    assert looks >= 3 and len(asked) <= 2
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert "time limit (2 s, --time-limit) ran out at POST /v2/models/m/infer" in lines[0]
+    assert seconds < unlimited
+
+
+def test_a_broken_exchange_is_not_called_unreachable(key_file: Path) -> None:
+    """A server that answers with bytes that are not HTTP was reached: the error says what
+    broke, not that nothing answers."""
+
+    def garbage(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\x1b[2Knot http at all\r\n\r\n")
+
+    with raw_server(garbage) as url:
+        r, _ = _verify(url, key_file)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert "GET /v2/health/ready failed (RemoteProtocolError" in lines[0], lines[0]
+    assert "not reachable" not in lines[0] and "\x1b" not in lines[0]
