@@ -82,14 +82,15 @@ class ModuleSuspect(Suspect):
         self.model = model
         self.info = info
         self.label = label
-        self._state: dict[str, torch.Tensor] | None = None
+        # read once, shared with the copies `with_budget` makes (one per mark of a key)
+        self._cache: dict[str, dict[str, torch.Tensor]] = {}
 
     def _sd(self) -> dict[str, torch.Tensor]:
-        if self._state is None:
+        if "state" not in self._cache:
             inner = getattr(self.model, "module", self.model)  # unwrap DDP
             # white-box evidence is read from CPU copies: the same bits whatever the device
-            self._state = {k: v.detach().cpu() for k, v in inner.state_dict().items()}
-        return self._state
+            self._cache["state"] = {k: v.detach().cpu() for k, v in inner.state_dict().items()}
+        return self._cache["state"]
 
     def tensor(self, name: str) -> torch.Tensor | None:
         return self._sd().get(name)
@@ -116,7 +117,8 @@ class FileSuspect(Suspect):
         self.max_params = max_params
         self.device = device or torch.device("cpu")  # where queries to the model run
         self.label = str(self.path)
-        self._module: nn.Module | None = None
+        # built once, shared with the copies `with_budget` makes (one per mark of a key)
+        self._built: dict[str, nn.Module] = {}
         self._state: dict[str, torch.Tensor] | None = None
         if self.path.suffix == ".safetensors":
             self._header, meta = read_safetensors_header(self.path)
@@ -150,12 +152,12 @@ class FileSuspect(Suspect):
         return list(self._state) if self._state is not None else list(self._header)
 
     def module(self) -> nn.Module:
-        if self._module is None:
+        if "module" not in self._built:
             if self.info is None:
                 raise NNMarkError(f"{self.path}: no nnmark metadata: the architecture is unknown")
             module, _ = load_model(self.path, self.info, self.max_params)
-            self._module = module.to(self.device)
-        return self._module
+            self._built["module"] = module.to(self.device)
+        return self._built["module"]
 
 
 #: Suspect loaders by file suffix; integrations (e.g. ONNX) add theirs here when the package

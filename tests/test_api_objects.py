@@ -3,16 +3,20 @@ same mark as its registry name with the same options; attacks are objects called
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from nnmark import OwnerKey, TrainConfig, embed, verify
+from nnmark import OwnerKey, TrainConfig, embed, model_info, verify
 from nnmark.api import resolve_schemes
 from nnmark.attacks.prune import Prune
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
+from nnmark.io import save_model
 from nnmark.schemes.content import Content, ContentConfig
 from nnmark.schemes.uchida import Uchida, UchidaConfig
+from nnmark.suspect import ModuleSuspect, load_suspect
 from nnmark.train import make_optimizer
 
 #: The white-box tests' recipe (tests/schemes/scheme_recipes.py): 3 epochs of fine-tune-to-embed.
@@ -68,3 +72,20 @@ def test_nesterov_reaches_sgd_and_needs_sgd_with_momentum() -> None:
     for bad in ({"optimizer": "adam"}, {"optimizer": "sgd", "momentum": 0.0}):
         with pytest.raises(ValueError, match="nesterov needs optimizer sgd with momentum > 0"):
             TrainConfig(nesterov=True, **bad)  # type: ignore[arg-type]
+
+
+def test_the_budget_copies_of_a_suspect_share_what_it_read(
+    plain_cnn: torch.nn.Module, digits: DataBundle, tmp_path: Path
+) -> None:
+    """`verify` gives each mark of a key a copy of the suspect with what is left of the budget:
+    the copies share the model built from a file and the state read from a module (each
+    mark rebuilt them)."""
+    path = tmp_path / "plain.safetensors"
+    save_model(plain_cnn, model_info(plain_cnn, digits), path)
+    f = load_suspect(path)
+    a, b = f.with_budget(5), f.with_budget(3)
+    assert (a.max_queries, b.max_queries, f.max_queries) == (5, 3, None)
+    assert a.module() is b.module() is f.module()
+    m = ModuleSuspect(plain_cnn)
+    name = m.with_budget(5).tensor_names()[0]
+    assert m.with_budget(3).tensor(name) is m.tensor(name)
