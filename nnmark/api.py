@@ -406,6 +406,31 @@ def _finish(
     )
 
 
+def _read(
+    sch: Scheme, views: list[Suspect], threshold: float, left: int | None
+) -> tuple[Suspect, Verdict]:
+    """The mark read from each of its views (Suspect.readings) with `left` queries: the view
+    and verdict of the smallest p, that p multiplied by the number of views (Bonferroni), each
+    view held to threshold / views, so one more way of reading is not one more free look."""
+    read = []
+    for view in views:
+        view = view.with_budget(left)
+        if view.unreadable is not None:  # e.g. not realignable: not_found, with the reason
+            read.append((view, sch.unreadable_verdict(view.unreadable, threshold)))
+        else:
+            read.append((view, sch.verify(view, threshold / len(views))))
+        if left is not None:
+            left -= read[-1][1].queries or 0
+    if len(read) == 1:
+        return read[0]
+    view, v = min(read, key=lambda r: r[1].p_value)
+    p = min(1.0, v.p_value * len(read))
+    reads = {r[0].label: r[1].p_value for r in read}
+    return view, dataclasses.replace(
+        v, p_value=p, details={**v.details, "read_from": view.label, "reads_p": reads}
+    )
+
+
 def verify(
     suspect: Suspect | nn.Module | str,
     key: OwnerKey,
@@ -435,11 +460,7 @@ def verify(
     for sch in schemes:
         seconds = sch.mark.derivation_seconds  # a search re-derives this mark alone
         threshold = claim_threshold(alpha, seconds, prov.timestamped)
-        view = s.for_mark(sch.mark).with_budget(left)
-        if view.unreadable is not None:  # e.g. not realignable: not_found, with the reason
-            v = sch.unreadable_verdict(view.unreadable, threshold)
-        else:
-            v = sch.verify(view, threshold)
+        view, v = _read(sch, s.readings(sch.mark), threshold, left)
         if left is not None:
             left -= v.queries or 0
         search = search_seconds([seconds], [v.p_value], "one")

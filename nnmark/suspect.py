@@ -44,6 +44,12 @@ class Suspect:
         marks its realigned model and black-box ones the suspect as given)."""
         return self
 
+    def readings(self, mark: Mark) -> list[Suspect]:
+        """The views `mark` may be read from (`for_mark` first): `verify` reads each and claims
+        on the smallest p times their number (Bonferroni), so a second way of reading a suspect
+        (realigned, and as given) never loses what one of them shows nor adds a free look."""
+        return [self.for_mark(mark)]
+
     def with_budget(self, left: int | None) -> Suspect:
         """This suspect with `left` queries to spend (None: unlimited): the marks of one key
         share the verifier's budget, each given what the ones before it left."""

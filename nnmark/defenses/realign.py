@@ -54,7 +54,9 @@ morphed, permuted and fine-tuned) are found again; actsign and deepsigns copies 
 permuted copy realigned to the owner's model before the mark reads at BER 0.30 and 0.53:
 the matching reads the host units' answers, which are what those marks changed), so a
 permuted copy of an activation mark is not_found, never wrongly found
-(tests/schemes/test_scheme_realign.py).
+(tests/schemes/test_scheme_realign.py). The matching scrambles even an unmoved copy (actsign
+BER 0.34 realigned, 0 as given), so with `--reference-unmarked` every white-box mark is read
+both ways and claimed on the smaller p, doubled (`RealignedSuspect.readings`).
 
 A suspect that cannot be matched at all (another architecture, other layer names) is not_found
 with the reason, not an error. Black-box and integrity marks read the suspect as given:
@@ -322,6 +324,17 @@ class RealignedSuspect(Suspect):
             view.needs_timestamp = self.chosen[mark.index]
             return view
         return self.realigned
+
+    def readings(self, mark: Mark) -> list[Suspect]:
+        """A white-box mark realigned to the unmarked reference is also read from the suspect
+        as given: the matching reads the host units' answers, which activation marks changed,
+        so it can lose a mark an unmoved copy still shows (actsign read at BER 0.5 after
+        realigning a copy that read at BER 0). Both reads have exact nulls (the committed
+        reference is independent of the key's secrets); verify doubles the smaller p."""
+        view = self.for_mark(mark)
+        if view is self.realigned and mark.index not in self.chosen:
+            return [view, self.original]
+        return [view]
 
     def tensor(self, name: str) -> torch.Tensor | None:
         return self.realigned.tensor(name) if self.realigned else None

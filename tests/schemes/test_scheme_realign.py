@@ -213,6 +213,31 @@ def test_copies_realigned_to_the_unmarked_reference_are_found(  # type: ignore[n
         assert v.verdict == "found", (spec, v)
 
 
+@pytest.mark.parametrize("scheme", ["actsign", "deepsigns"])
+def test_an_activation_mark_the_matching_loses_is_read_as_given_too(  # type: ignore[no-untyped-def]
+    scheme: str, marked, base_cnn, digits
+) -> None:
+    """Realigned to the unmarked reference, an unmoved activation-marked copy reads at BER
+    about 0.5 (the matching reads the host units the mark changed): verify also reads the
+    suspect as given and claims on the smaller p, doubled. A permuted copy stays not_found."""
+    model, key = marked(scheme)
+    plain_read = verify(model, key)
+    aligned = realigned(model, base_cnn, key, True)
+    only_realigned = verify(aligned.for_mark(key.marks[0]), key)
+    v = verify(aligned, key)
+    print(
+        f"{scheme}: as given p {plain_read.p_value:.1e}, realigned alone BER "
+        f"{only_realigned.ber:.3f} p {only_realigned.p_value:.1e}; both: {v.verdict} p "
+        f"{v.p_value:.1e} from {v.details['read_from']}"
+    )
+    assert plain_read.verdict == "found" and only_realigned.verdict == "not_found"
+    assert v.verdict == "found" and v.details["read_from"] == "model"
+    assert v.p_value == pytest.approx(2 * plain_read.p_value)
+    assert v.details["reads_p"]["model"] == plain_read.p_value
+    moved = verify(realigned(attack(model, "permute", digits, seed=3), base_cnn, key, True), key)
+    assert moved.verdict == "not_found"
+
+
 @pytest.mark.parametrize("scheme", REFUSING)
 def test_refusing_schemes_say_why(scheme: str, marked) -> None:  # type: ignore[no-untyped-def]
     model, key = marked(scheme)
