@@ -21,12 +21,14 @@ from typer.testing import CliRunner
 from nnmark import model_info
 from nnmark.api import bound_scheme
 from nnmark.cli import app
+from nnmark.config import config_to_dict
 from nnmark.data.base import DataBundle
 from nnmark.data.idx import _load, read_idx
 from nnmark.errors import NNMarkError
 from nnmark.forge import honest_key
 from nnmark.io import ModelInfo, load_model, load_state_dict, save_model
 from nnmark.keys import OwnerKey, _maxmem, _scrypt, sha256_hex
+from nnmark.schemes.segtrigger import SegTriggerConfig
 
 runner = CliRunner()
 
@@ -113,6 +115,47 @@ def test_a_key_whose_projection_would_take_gigabytes_is_refused(
     forged = OwnerKey.from_json(json.loads(json.dumps(doc)))
     with pytest.raises(NNMarkError, match="2\\^26"):
         bound_scheme(forged, 0, digits)
+
+
+@pytest.mark.parametrize(
+    "scheme, edit, field",
+    [
+        # 4,000 segmentation triggers of 2048 x 2048: 64 GB (red team, session 24)
+        ("segtrigger", {"config": {"n": 4000}, "data": {"shape": [1, 2048, 2048]}}, "config.n"),
+        # abstract images are square on the input's last side: [1, 1, 65536] asked for 800 GB
+        ("adi", {"data": {"input_shape": [1, 1, 65536]}}, "config.n"),
+        ("adi", {"config": {"n": 100_000}, "data": {"input_shape": [3, 128, 128]}}, "config.n"),
+        ("content", {"config": {"n": 100_000}, "data": {"input_shape": [3, 64, 64]}}, "config.n"),
+        # a features x bits projection: 2^22 x 2^20 asked for 16 TiB
+        ("deepsigns", {"bits": "01" * (1 << 19), "data": {"features": 1 << 22}}, "data.features"),
+    ],
+)
+def test_a_key_whose_secrets_would_take_gigabytes_is_refused(
+    scheme: str, edit: dict, field: str, plain_cnn, digits: DataBundle, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Every secret a key makes its verifier derive (trigger inputs, projections) is at most
+    2^26 values, checked from the key's fields before anything is allocated: `verify` is one
+    line, exit 2, at once."""
+    key = honest_key("adi" if scheme == "segtrigger" else scheme, plain_cnn, digits)
+    doc = key.to_json()
+    mark = doc["committed"]["marks"][0]
+    if scheme == "segtrigger":  # a segmentation trigger set's fields, in place of adi's
+        config = config_to_dict(SegTriggerConfig())
+        mark.update(scheme="segtrigger", config=config, bits="01" * 8, data={})
+    for part, fields in edit.items():
+        if isinstance(fields, dict):
+            mark[part].update(fields)
+        else:
+            mark[part] = fields
+    doc["commitment"] = sha256_hex(doc["committed"])
+    path = tmp_path / "k.nnkey"
+    path.write_text(json.dumps(doc))
+    model = tmp_path / "m.safetensors"
+    save_model(plain_cnn, model_info(plain_cnn, digits), model)
+    r = runner.invoke(app, ["verify", str(model), "--key", str(path)])
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"field {field}" in lines[0] and "at most 67,108,864" in lines[0]
 
 
 def test_idx_sizes_come_from_the_header_and_must_agree(tmp_path: Path) -> None:

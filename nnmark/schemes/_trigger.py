@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import math
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,7 +43,14 @@ from nnmark.config import check
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey
-from nnmark.schemes.base import Batch, Scheme, check_fields, check_shape, key_error
+from nnmark.schemes.base import (
+    MAX_DERIVED_VALUES,
+    Batch,
+    Scheme,
+    check_fields,
+    check_shape,
+    key_error,
+)
 from nnmark.sequential import LookPlan
 from nnmark.stats import DEFAULT_ALPHA, label_randomization_pvalue
 from nnmark.suspect import Suspect, as_suspect
@@ -150,8 +158,22 @@ class TriggerScheme(Scheme):
         classes = mark.data["classes"]
         if not isinstance(classes, int) or isinstance(classes, bool) or not 2 <= classes <= 100_000:
             raise key_error(mark, "data.classes", "must be an integer in [2, 100000]")
-        check_shape(mark, "data.input_shape", mark.data["input_shape"], dims=(1, 3))
+        shape = check_shape(mark, "data.input_shape", mark.data["input_shape"], dims=(1, 3))
+        n = mark.config.get("n", getattr(cls.Config, "n", 0))  # range: the Config, when bound
+        if isinstance(n, int) and not isinstance(n, bool):
+            values = cls.trigger_values(n, shape)
+            if values > MAX_DERIVED_VALUES:
+                raise key_error(
+                    mark,
+                    "config.n",
+                    f"makes {values:,} trigger input values (at most {MAX_DERIVED_VALUES:,})",
+                )
         cls.check_stored(mark)
+
+    @classmethod
+    def trigger_values(cls, n: int, shape: list[int]) -> int:
+        """How many values `n` trigger inputs of `shape` hold (what `inputs` allocates)."""
+        return n * math.prod(shape)
 
     @classmethod
     def check_stored(cls, mark: Mark) -> None:

@@ -50,6 +50,7 @@ from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.schemes import register
 from nnmark.schemes._activations import default_activation_layer, layer_output, suspect_output
 from nnmark.schemes.base import (
+    MAX_DERIVED_VALUES,
     Batch,
     Evidence,
     NotRealignable,
@@ -110,7 +111,7 @@ class ActSign(Scheme):
         if not isinstance(neurons, int) or not 1 <= neurons <= units:
             raise key_error(mark, "config.neurons", f"must be in [1, units = {units}]")
         inputs = math.ceil(len(mark.bits) / neurons) if mark.bits else 0
-        if not 1 <= inputs <= 4096 or inputs * math.prod(shape) > 1 << 26:
+        if not 1 <= inputs <= 4096 or inputs * math.prod(shape) > MAX_DERIVED_VALUES:
             raise key_error(mark, "bits", "must hold at least one bit and need at most 4096 inputs")
         if mark.layer is None or mark.config.get("layer") not in (None, mark.layer):
             raise key_error(mark, "layer", "must name the host layer (and agree with the config)")

@@ -31,6 +31,10 @@ class Adi(TriggerScheme):
     needs_data = False
     paper = "Adi et al., Turning Your Weakness Into a Strength: Watermarking DNNs by Backdooring, USENIX Security 2018"
 
+    @classmethod
+    def trigger_values(cls, n: int, shape: list[int]) -> int:
+        return n * shape[0] * shape[-1] ** 2  # square images of the input's last side
+
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         gen = self.mark.generator("triggers")
         n, c, s = self.config.n, self.input_shape[0], self.input_shape[-1]

@@ -43,6 +43,9 @@ from nnmark.verdict import Verdict
 DEFAULT_MESSAGE_BITS = 255
 #: The largest host (in values) a key may name: a key must not make its verifier allocate more.
 MAX_HOST_VALUES = 1 << 28
+#: The most values of one secret a key makes its verifier derive (a projection, the trigger
+#: inputs): 2^26 floats, 256 MiB, checked from the key's fields before anything is allocated.
+MAX_DERIVED_VALUES = 1 << 26
 
 BIT_NULL = (
     "a model that never saw this key matches each key bit independently with probability 1/2: "

@@ -41,8 +41,15 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.schemes import register
-from nnmark.schemes._trigger import check_finite_scores, undecided
-from nnmark.schemes.base import Batch, Scheme, check_fields, check_shape, key_error
+from nnmark.schemes._trigger import MAX_TRIGGERS, check_finite_scores, undecided
+from nnmark.schemes.base import (
+    MAX_DERIVED_VALUES,
+    Batch,
+    Scheme,
+    check_fields,
+    check_shape,
+    key_error,
+)
 from nnmark.sequential import LookPlan
 from nnmark.stats import DEFAULT_ALPHA, ber, binomial_pvalue
 from nnmark.suspect import Suspect, as_suspect
@@ -60,10 +67,10 @@ class SegTriggerConfig:
     noise: float = 0.1  # std of each trigger's own Gaussian noise on the field
 
     def __post_init__(self) -> None:
-        check(self.n >= 1, f"n must be >= 1, got {self.n}")
-        check(self.per_batch >= 1, f"per_batch must be >= 1, got {self.per_batch}")
-        check(self.group >= 1, f"group must be >= 1, got {self.group}")
-        check(self.smooth >= 1, f"smooth must be >= 1, got {self.smooth}")
+        check(1 <= self.n <= MAX_TRIGGERS, f"n must be in [1, {MAX_TRIGGERS}], got {self.n}")
+        check(1 <= self.per_batch <= 4096, f"per_batch must be in [1, 4096], got {self.per_batch}")
+        check(1 <= self.group <= 4096, f"group must be in [1, 4096], got {self.group}")
+        check(1 <= self.smooth <= 4096, f"smooth must be in [1, 4096], got {self.smooth}")
         check(self.noise >= 0, f"noise must be >= 0, got {self.noise}")
 
 
@@ -106,6 +113,13 @@ class SegTrigger(Scheme):
             raise key_error(mark, "bits", "must be a square number of bits whose grid divides H, W")
         if c * h * w > 1 << 22:
             raise key_error(mark, "data.shape", "is too large for a trigger input")
+        n = mark.config.get("n", SegTriggerConfig.n)  # its range: the Config, when bound
+        if isinstance(n, int) and not isinstance(n, bool) and n * c * h * w > MAX_DERIVED_VALUES:
+            raise key_error(
+                mark,
+                "config.n",
+                f"makes {n * c * h * w:,} trigger input values (at most {MAX_DERIVED_VALUES:,})",
+            )
         if mark.stored or mark.layer is not None:
             raise key_error(mark, "stored", "must be empty and the layer null")
 

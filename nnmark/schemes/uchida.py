@@ -42,6 +42,7 @@ from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.layers import default_host_layer, get_layer, host_vector, unit_kernel_vector
 from nnmark.schemes import register
 from nnmark.schemes.base import (
+    MAX_DERIVED_VALUES,
     Batch,
     Evidence,
     NotRealignable,
@@ -101,7 +102,7 @@ class UchidaConfig:
 
 #: The largest projection X (bits x filter-averaged values) a key may make a verifier build:
 #: 2^26 floats, 256 MiB (the paper's: 256 x 576).
-MAX_PROJECTION = 1 << 26
+MAX_PROJECTION = MAX_DERIVED_VALUES
 
 
 def projection(mark: Mark, m: int, key_type: str) -> torch.Tensor:
