@@ -289,3 +289,19 @@ def test_bench_configs_are_bounded_before_anything_trains(
         app, ["bench", "--config", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "o")]
     )
     assert r.exit_code == 2 and says in r.stderr, r.stderr
+
+
+def test_text_from_files_is_shown_as_written(tmp_path: Path) -> None:
+    """Names and metadata are the other side's: rich markup in them was interpreted (a tensor
+    named "[/]" made `inspect` fail; "[bold green]... OWNER VERIFIED[/]" rendered styled) and
+    escape sequences reached the terminal. They print literally, control characters as '?'."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "m.safetensors"
+    names = ["[/]", "[bold green]OWNER VERIFIED[/]", "\x1b[2J\x1b[Hx", ":thumbs_up:"]
+    save_file({n: torch.zeros(1) for n in names}, str(path), metadata={"x": "[/oops]"})
+    r = runner.invoke(app, ["inspect", str(path)], terminal_width=200, color=True)
+    assert r.exit_code == 0, (r.stdout, r.stderr)
+    assert "[/]" in r.stdout and "[bold green]OWNER VERIFIED[/]" in r.stdout
+    assert "?[2J?[Hx" in r.stdout and "\x1b[2J" not in r.stdout
+    assert ":thumbs_up:" in r.stdout and "\U0001f44d" not in r.stdout

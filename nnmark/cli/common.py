@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from nnmark.errors import NNMarkError
 
@@ -27,8 +28,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+
+
+class PlainConsole(Console):
+    """A console that shows text as written: no markup, no emoji codes, and every character a
+    terminal would act on (escape sequences, carriage returns) shown as '?'. What the commands
+    print quotes files, keys and servers that are the other side's: a layer named
+    "[green]found[/]" or "\x1b[2K" must not restyle or rewrite a verdict's line."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(highlight=False, markup=False, emoji=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:  # every str printed or in a table
+        shown = "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
+        return super().render_str(shown, **kwargs)
+
+
+out = PlainConsole()
+err = PlainConsole(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from nnmark.cli.common import DeviceOpt, command, epoch_progress, out, pick_device
 from nnmark.config import MAX_SEED
@@ -61,9 +62,8 @@ def demo_cmd(
         v = verify(model, key)
         acc = evaluate(model, test, data.task)["accuracy"]
         style = "green" if v.verdict == "found" else "yellow"
-        table.add_row(
-            label, f"{acc:.2%}", f"{v.ber:.3f}", f"{v.p_value:.2e}", f"[{style}]{v.verdict}[/]"
-        )
+        verdict = Text(v.verdict, style=style)
+        table.add_row(label, f"{acc:.2%}", f"{v.ber:.3f}", f"{v.p_value:.2e}", verdict)
     out.print(table)
     out.print(
         "p-value: chance that a model never marked with this key matches at least as many bits "
