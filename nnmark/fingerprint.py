@@ -169,9 +169,10 @@ def identify(
 
 
 #: Candidates `identify` takes, and their bytes in all, checked before any is read: each is
-#: derived (a KDF) and verified, and all are held at once.
+#: derived (a KDF) and verified, and all are held at once (a key file parses to at most about
+#: 10x its size: nnmark.keys.MAX_KEY_CONTAINERS); an honest recipient's key is a few KB.
 MAX_CANDIDATES = 10_000
-MAX_CANDIDATE_BYTES = 1 << 30
+MAX_CANDIDATE_BYTES = 256 << 20
 
 
 def load_keys(folder: str | Path) -> dict[str, OwnerKey]:

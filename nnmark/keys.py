@@ -68,6 +68,11 @@ DEFAULT_KDF: dict[str, Any] = {"name": "scrypt", "n": 1 << 16, "r": 8, "p": 1}
 #: per try, which docs/security.md counts in the threat model's compute budget.
 REFERENCE_SECONDS = 0.05
 MAX_KEY_BYTES = 64 << 20
+#: JSON objects and arrays a key file may open: an honest key holds a few per mark (its
+#: triggers are one base64 string); 64 MiB of "[{}," took 2 GB to parse.
+MAX_KEY_CONTAINERS = 100_000
+#: Unmarked models one calibration entry may describe (`nnmark calibrate --models`).
+MAX_CALIBRATION_MODELS = 1_000
 MAX_MARKS = 16
 MAX_BITS = 1 << 20
 MAX_TEXT = 4096
@@ -436,6 +441,7 @@ class OwnerKey:
             raise NNMarkError(f"{source}: field derived must be an object")
         if derived and sha256_hex(derived) != doc.get("derived_hash"):
             raise NNMarkError(f"{source}: derived data does not match its hash")
+        _check_derived(derived, len(marks), source)
         for name in ("signature", "timestamp"):
             if name in doc and not isinstance(doc[name], dict):
                 raise NNMarkError(f"{source}: field {name} must be an object")
@@ -460,16 +466,49 @@ class OwnerKey:
         if size > MAX_KEY_BYTES:
             raise NNMarkError(f"{p}: {size} bytes is too large for a key file")
         try:
-            doc = json.loads(
-                p.read_text(encoding="utf-8"),
-                parse_constant=_no_constant,
-                object_pairs_hook=unique_keys,
-            )
+            text = p.read_text(encoding="utf-8")
+            if text.count("{") + text.count("[") > MAX_KEY_CONTAINERS:  # before parsing
+                raise ValueError(f"more than {MAX_KEY_CONTAINERS:,} JSON objects and arrays")
+            doc = json.loads(text, parse_constant=_no_constant, object_pairs_hook=unique_keys)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise NNMarkError(f"{p}: unreadable key file ({exc.__class__.__name__})") from None
         except ValueError as exc:
             raise NNMarkError(f"{p}: unreadable key file ({exc})") from None
         return cls.from_json(doc, str(p))
+
+
+def _check_derived(derived: dict[str, Any], marks: int, source: str) -> None:
+    """`derived` as `nnmark calibrate` writes it: per mark index, counts and rates in range
+    (a list where an object belongs crashed verify; unknown fields could hold anything)."""
+    for name, value in derived.items():
+        if name != "calibration":
+            raise NNMarkError(
+                f"{source}: field derived.{name[:40]!r} is not derived data nnmark writes"
+            )
+        if not isinstance(value, dict):
+            raise NNMarkError(f"{source}: field derived.calibration must be an object")
+        for index, entry in value.items():
+            at = f"{source}: field derived.calibration.{index[:20]}"
+            if index not in {str(i) for i in range(marks)} or not isinstance(entry, dict):
+                raise NNMarkError(f"{at} must be a mark's index, holding an object")
+            for field_name, v in entry.items():
+                if field_name in ("models", "k", "n"):
+                    ok = isinstance(v, int) and not isinstance(v, bool)
+                    ok = ok and 0 <= v <= MAX_CALIBRATION_MODELS * (1 << 20)
+                    ok = ok and (field_name != "models" or 1 <= v <= MAX_CALIBRATION_MODELS)
+                elif field_name in ("ucb", "model_ucb"):
+                    ok = _unit(v)
+                elif field_name in ("rates", "p_values"):
+                    ok = isinstance(v, list) and len(v) <= MAX_CALIBRATION_MODELS
+                    ok = ok and all(_unit(x) for x in v)
+                else:
+                    raise NNMarkError(f"{at}.{field_name[:40]!r} is not a calibration field")
+                if not ok:
+                    raise NNMarkError(f"{at}.{field_name} is out of range")
+
+
+def _unit(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
 
 
 def _no_constant(name: str) -> Any:

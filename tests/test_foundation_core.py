@@ -45,12 +45,12 @@ def test_key_roundtrip_and_commitment(tmp_path: Path) -> None:
 
 
 def test_derived_data_has_its_own_hash(tmp_path: Path) -> None:
-    key = make_key().with_derived("calibration", {"0": {"rate": 0.1}})
+    key = make_key().with_derived("calibration", {"0": {"ucb": 0.1}})
     path = tmp_path / "k.nnkey"
     key.save(path)
-    assert OwnerKey.load(path).derived["calibration"]["0"]["rate"] == 0.1
+    assert OwnerKey.load(path).derived["calibration"]["0"]["ucb"] == 0.1
     doc = json.loads(path.read_text())
-    doc["derived"]["calibration"]["0"]["rate"] = 0.0
+    doc["derived"]["calibration"]["0"]["ucb"] = 0.0
     path.write_text(json.dumps(doc))
     with pytest.raises(NNMarkError, match="derived data does not match"):
         OwnerKey.load(path)

@@ -305,3 +305,34 @@ def test_text_from_files_is_shown_as_written(tmp_path: Path) -> None:
     assert "[/]" in r.stdout and "[bold green]OWNER VERIFIED[/]" in r.stdout
     assert "?[2J?[Hx" in r.stdout and "\x1b[2J" not in r.stdout
     assert ":thumbs_up:" in r.stdout and "\U0001f44d" not in r.stdout
+
+
+def test_derived_data_is_what_calibrate_writes_and_a_key_parses_in_bounded_memory(
+    plain_cnn, digits: DataBundle, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A calibration that is a list crashed verify (AttributeError); unknown derived fields
+    could hold anything. 64 MiB of "[{}," took 2 GB to parse: a key opens at most 100,000
+    objects and arrays, counted before parsing."""
+    key = honest_key("adi", plain_cnn, digits)
+    path = tmp_path / "k.nnkey"
+    bad = {
+        "a list": ("calibration", {"0": []}),
+        "another mark": ("calibration", {"3": {"ucb": 0.1}}),
+        "a rate of 2": ("calibration", {"0": {"ucb": 2.0}}),
+        "an unknown field": ("calibration", {"0": {"x": [{}] * 10}}),
+        "an unknown name": ("anything", {"x": 1}),
+        "too many models": ("calibration", {"0": {"models": 10**9}}),
+    }
+    for what, (name, value) in bad.items():
+        key.with_derived(name, value).save(path)
+        r = runner.invoke(app, ["key", "show", str(path)])
+        assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, (what, r.stderr)
+        assert "field derived." in r.stderr, (what, r.stderr)
+    good = {"models": 2, "k": 3, "n": 100, "rates": [0.0, 0.06], "ucb": 0.1, "model_ucb": 0.2}
+    key.with_derived("calibration", {"0": {**good, "p_values": [1.0, 0.5]}}).save(path)
+    assert OwnerKey.load(path).derived["calibration"]["0"]["k"] == 3
+    doc = json.loads(path.read_text())
+    doc["signature"] = {"x": [{}] * 100_000}
+    path.write_text(json.dumps(doc))
+    with pytest.raises(NNMarkError, match="more than 100,000 JSON objects and arrays"):
+        OwnerKey.load(path)

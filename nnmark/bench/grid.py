@@ -21,6 +21,7 @@ from nnmark.attacks import ATTACKS
 from nnmark.config import MAX_SEED
 from nnmark.data import SHARED_DATA as _SHARED_DATA
 from nnmark.errors import NNMarkError
+from nnmark.keys import MAX_CALIBRATION_MODELS
 
 #: The presets' data beyond digits (`nnmark.data.SHARED_DATA`); a bench config (`--config`)
 #: points at any other copy.
@@ -48,7 +49,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str, tuple[float, ...]]] = {
 #: Bounds on a grid's sizes, checked before anything is trained (a typo of a few zeros would
 #: otherwise train for years or allocate a key table the machine cannot hold).
 MAX_EPOCHS = 10_000
-MAX_CALIBRATION_MODELS = 1_000
 
 
 def _count(value: Any, low: int, high: int) -> bool:

@@ -9,6 +9,7 @@ import typer
 
 from nnmark.cli.common import DeviceOpt, check_output, command, err, out, pick_device
 from nnmark.errors import NNMarkError
+from nnmark.keys import MAX_CALIBRATION_MODELS
 
 
 @command("calibrate")
@@ -28,6 +29,9 @@ def calibrate_cmd(
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Write the key here instead")
     ] = None,
+    force: Annotated[
+        bool, typer.Option(help="--out: overwrite an existing file (another key)")
+    ] = False,
     key_data: Annotated[
         list[str] | None,
         typer.Option(
@@ -50,10 +54,11 @@ def calibrate_cmd(
     from nnmark.keys import OwnerKey
 
     dev = pick_device(device)
-    if models < 1:
-        raise NNMarkError(f"--models must be >= 1, got {models}")
+    if not 1 <= models <= MAX_CALIBRATION_MODELS:
+        raise NNMarkError(f"--models must be in [1, {MAX_CALIBRATION_MODELS}], got {models}")
     key = OwnerKey.load(key_path)
-    target = check_output(out_path or key_path)
+    in_place = out_path is None or out_path.resolve() == key_path.resolve()
+    target = check_output(out_path or key_path, force or in_place)
     bundle = load_data(data)
     extra = [load_data(spec) for spec in key_data or []]
     with Progress(console=err, transient=True) as bar:

@@ -441,7 +441,12 @@ def test_calibrate_cli(blackbox_marked, tmp_path: Path) -> None:  # type: ignore
     assert v.verdict == "found" and (v.p_value, v.queries) == (before.p_value, before.queries)
     assert "label uniformly" in v.null
     r = CliRunner().invoke(app, ["calibrate", str(path), "--models", "0"])
-    assert r.exit_code == 2 and "--models must be >= 1" in r.stderr
+    assert r.exit_code == 2 and "--models must be in [1, 1000]" in r.stderr
+    other = tmp_path / "another.nnkey"  # --out over another file needs --force, as train's
+    other.write_text("another key")
+    r = CliRunner().invoke(app, ["calibrate", str(path), "--models", "1", "--out", str(other)])
+    assert r.exit_code == 2 and "refusing to overwrite it (use --force)" in r.stderr
+    assert other.read_text() == "another key"
 
 
 def test_unrelated_labels_are_per_source_class_even_when_a_draw_misses_a_class(
