@@ -336,3 +336,18 @@ def test_derived_data_is_what_calibrate_writes_and_a_key_parses_in_bounded_memor
     path.write_text(json.dumps(doc))
     with pytest.raises(NNMarkError, match="more than 100,000 JSON objects and arrays"):
         OwnerKey.load(path)
+
+
+def test_a_model_file_cannot_ask_for_millions_of_layers(tmp_path: Path) -> None:
+    """Metadata naming an mlp of depth 3,000,000 (one hidden unit: few parameters) was built on
+    the meta device to be counted: minutes and gigabytes, then a traceback. Depth and blocks
+    are bounded before anything is built."""
+    from safetensors.torch import save_file
+
+    for kwargs in ({"depth": 3_000_000, "hidden": 1}, {"depth": "2"}, {"depth": True}):
+        info = ModelInfo(arch="mlp", arch_kwargs=kwargs, input_shape=(1, 8, 8), num_classes=10)
+        path = tmp_path / "deep.safetensors"
+        save_file({"w": torch.zeros(1)}, str(path), metadata=info.to_metadata())
+        r = runner.invoke(app, ["evaluate", str(path)])
+        assert r.exit_code == 2, (kwargs, r.stdout, r.stderr)
+        assert "depth must be an integer in [1, 1000]" in r.stderr, r.stderr

@@ -22,6 +22,12 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 #: model files and their metadata are the other side's, so the size is checked before any
 #: memory is allocated (`--max-params` raises it).
 MAX_PARAMS = 1 << 28
+#: The most layers or blocks a zoo model's `depth` / `blocks` may ask for, checked before the
+#: count: building on the meta device allocates nothing but costs time and memory per module
+#: (an mlp of depth 3,000,000 with one hidden unit has few parameters and took minutes, then
+#: gigabytes, to count).
+MAX_DEPTH = 1_000
+STRUCTURAL = ("depth", "blocks")
 
 
 def count_values(name: str, max_params: int | None = MAX_PARAMS, **kwargs: Any) -> int:
@@ -31,6 +37,12 @@ def count_values(name: str, max_params: int | None = MAX_PARAMS, **kwargs: Any) 
 
     factory = MODELS.get(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    for k in STRUCTURAL:
+        v = kwargs.get(k, 1)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_DEPTH:
+            raise NNMarkError(
+                f"model {name!r}: {k} must be an integer in [1, {MAX_DEPTH}], got {v!r}"
+            )
     try:
         with torch.device("meta"):
             probe = factory(**kwargs)
