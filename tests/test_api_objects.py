@@ -89,3 +89,26 @@ def test_the_budget_copies_of_a_suspect_share_what_it_read(
     m = ModuleSuspect(plain_cnn)
     name = m.with_budget(5).tensor_names()[0]
     assert m.with_budget(3).tensor(name) is m.tensor(name)
+
+
+def test_a_file_suspect_opens_its_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each tensor read opened the file again, parsing its whole header: reading N tensors
+    was O(N x header) (`inspect` of 20,000 tiny tensors ran past two minutes)."""
+    import safetensors
+    from safetensors.torch import save_file
+
+    path = tmp_path / "many.safetensors"
+    save_file({f"t{i}": torch.full((1,), float(i)) for i in range(200)}, str(path))
+    opened = []
+    real = safetensors.safe_open
+
+    def counting(*args: object, **kwargs: object) -> object:
+        opened.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(safetensors, "safe_open", counting)
+    s = load_suspect(path)
+    values = [float(s.with_budget(3).tensor(f"t{i}")) for i in range(200)]  # type: ignore[arg-type]
+    assert values == [float(i) for i in range(200)] and len(opened) == 1
