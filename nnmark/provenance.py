@@ -34,6 +34,7 @@ import http.client
 import os
 import re
 import secrets
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -267,8 +268,29 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def _post(url: str, body: bytes, timeout: float, max_bytes: int) -> bytes:
-    """POST `body`; the reply, read under an overall deadline (each read also waits at most
-    `timeout`, so a server that trickles bytes is cut off after at most about 2 * timeout)."""
+    """POST `body`; the reply within `timeout` seconds in all. The exchange runs in a daemon
+    thread joined with that deadline: urllib reads the status line and headers under a
+    per-read timeout only, so a TSA dripping one header byte a second never timed out."""
+    done: dict[str, Any] = {}
+
+    def exchange() -> None:
+        try:
+            done["reply"] = _exchange(url, body, timeout, max_bytes)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            done["error"] = exc
+
+    worker = threading.Thread(target=exchange, daemon=True, name="nnmark-tsa")
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():  # abandoned: the daemon thread ends when the server lets go
+        raise NNMarkError(f"TSA {url} did not answer within {timeout:g} s")
+    if "error" in done:
+        raise done["error"]
+    reply: bytes = done["reply"]
+    return reply
+
+
+def _exchange(url: str, body: bytes, timeout: float, max_bytes: int) -> bytes:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise NNMarkError(f"a TSA URL must be http:// or https://, got {url!r}")

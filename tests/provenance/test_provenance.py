@@ -12,8 +12,11 @@ import datetime as dt
 import json
 import random
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -284,6 +287,34 @@ def test_fetch_refuses_bad_answers(key: OwnerKey, tsa: LoopbackTSA) -> None:
             fetch_timestamp(c, tsa.url)
     finally:
         tsa.max_request = limit
+
+
+def test_a_tsa_dripping_its_headers_is_cut_off_at_the_deadline(key: OwnerKey) -> None:
+    """urllib reads the status line and headers under a per-read timeout only: a TSA sending
+    one header byte every half second held `key timestamp --timeout 2` for ever."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+            while not stop.wait(0.5):
+                conn.sendall(b"a")
+
+    t = threading.Thread(target=drip, daemon=True)
+    t.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(NNMarkError, match="did not answer within 2 s"):
+            fetch_timestamp(key.commitment, f"http://127.0.0.1:{srv.getsockname()[1]}/", timeout=2)
+        assert time.monotonic() - start < 10
+    finally:
+        stop.set()
+        srv.close()
 
 
 def test_fetch_reports_a_refusal_with_its_pkistatus(key: OwnerKey) -> None:
