@@ -58,6 +58,15 @@ def serve_cmd(
             "--max-pending", help="Inference requests in progress at once; more get 503", min=1
         ),
     ] = 64,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            help="Seconds a request body may take to arrive (a client dripping it gets 408)",
+            min=0.1,
+            max=3600,
+        ),
+    ] = 10.0,
     device: DeviceOpt = "auto",
 ) -> None:
     """Serve MODEL over OIP v2 REST (/v2/models/NAME/infer) until interrupted."""
@@ -98,6 +107,7 @@ def serve_cmd(
         seed=seed,
         token=token,
         max_pending=max_pending,
+        body_timeout=body_timeout,
     )
     sock = _listen(host, port)  # bound here: a bad address is one line, the real port shown
     port = sock.getsockname()[1]

@@ -40,6 +40,12 @@ MAX_BATCH = 256
 #: at most this many requests wait or run at a time, the next get 503 with Retry-After.
 WORKERS = 1
 MAX_PENDING = 64
+#: Seconds a request body may take to arrive in all (an 8 MiB body needs a fraction of one on
+#: any link a model is served over): a client dripping its body would hold a slot for ever.
+BODY_TIMEOUT = 10.0
+#: Bodies being received at once, per inference slot (`max_pending`): reading is cheap, but
+#: a slow reader must not take the slots of requests that have arrived.
+READING_PER_SLOT = 4
 DATATYPES = {"FP32": torch.float32, "FP64": torch.float64, "FP16": torch.float16}
 
 
@@ -50,8 +56,8 @@ class BadRequest(Exception):
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    # a body too large is not read to its end: the connection is closed after the answer
-    headers = {"Connection": "close"} if status == 413 else None
+    # a body too large or too slow is not read to its end: the connection is closed after it
+    headers = {"Connection": "close"} if status in (408, 413) else None
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -213,19 +219,22 @@ def create_app(
     workers: int = WORKERS,
     max_pending: int = MAX_PENDING,
     token: str | None = None,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> FastAPI:
     """The ASGI app serving `model` (inputs of shape (N, *input_shape), class scores out).
 
     Request bodies are read while streaming and cut at `max_body` (chunked ones too); parsing
     and inference run in `workers` threads, at most `max_pending` requests at a time (503 with
-    Retry-After beyond); with `token`, every endpoint but the health probes needs
+    Retry-After beyond); a body must arrive within `body_timeout` seconds (408 otherwise), at
+    most READING_PER_SLOT x `max_pending` of them at once, apart from the requests admitted to
+    inference; with `token`, every endpoint but the health probes needs
     `Authorization: Bearer TOKEN`. `defenses`: the thief's serving evasions."""
     service = _Service(model, input_shape, model_name, defenses, max_body, max_batch, seed)
     app = FastAPI(title="nnmark OIP v2 server", version=__version__)
     if token is not None:
         _require_bearer(app, token)
     _metadata_routes(app, service)
-    _infer_route(app, service, max(1, workers), max_pending)
+    _infer_route(app, service, max(1, workers), max_pending, body_timeout)
     return app
 
 
@@ -276,14 +285,36 @@ def _metadata_routes(app: FastAPI, service: _Service) -> None:
         return {"name": service.name, "ready": True}
 
 
-def _infer_route(app: FastAPI, service: _Service, workers: int, max_pending: int) -> None:
-    """POST infer: the body streamed and cut at max_body, parsed and answered in one of
-    `workers` threads, at most `max_pending` requests admitted (503 with Retry-After beyond)."""
+def _infer_route(
+    app: FastAPI, service: _Service, workers: int, max_pending: int, body_timeout: float
+) -> None:
+    """POST infer: the body streamed under a deadline and cut at max_body, then parsed and
+    answered in one of `workers` threads, at most `max_pending` requests admitted (503 with
+    Retry-After beyond)."""
     import anyio
 
     limiter = anyio.CapacityLimiter(workers)
-    pending = {"n": 0}  # requests admitted and not yet answered (the event loop's own count)
+    # the event loop's own counts: bodies being received, and requests admitted to inference
+    pending = {"n": 0, "reading": 0}
     max_body = service.max_body
+
+    def busy(what: str, n: int) -> JSONResponse:
+        return JSONResponse(
+            {"error": f"busy: {n} {what}; retry"}, status_code=503, headers={"Retry-After": "1"}
+        )
+
+    async def receive(request: Request) -> bytes:
+        chunks, size = [], 0
+        try:
+            with anyio.fail_after(body_timeout):
+                async for chunk in request.stream():  # chunked bodies are cut here too
+                    size += len(chunk)
+                    if size > max_body:
+                        raise BadRequest(413, f"request body exceeds {max_body} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise BadRequest(408, f"request body not received within {body_timeout:g} s") from None
+        return b"".join(chunks)
 
     @app.post("/v2/models/{name}/infer")
     async def infer(name: str, request: Request) -> JSONResponse:
@@ -292,21 +323,18 @@ def _infer_route(app: FastAPI, service: _Service, workers: int, max_pending: int
         if declared is not None and declared.isdigit() and int(declared) > max_body:
             raise BadRequest(413, f"request body of {declared} bytes exceeds {max_body}")
         if pending["n"] >= max_pending:
-            return JSONResponse(
-                {"error": f"busy: {pending['n']} requests in progress; retry"},
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
+            return busy("requests in progress", pending["n"])
+        if pending["reading"] >= READING_PER_SLOT * max_pending:
+            return busy("request bodies arriving", pending["reading"])
+        pending["reading"] += 1
+        try:
+            body = await receive(request)
+        finally:
+            pending["reading"] -= 1
+        if pending["n"] >= max_pending:
+            return busy("requests in progress", pending["n"])
         pending["n"] += 1
         try:
-            chunks, size = [], 0
-            async for chunk in request.stream():  # chunked bodies are cut here too
-                size += len(chunk)
-                if size > max_body:
-                    raise BadRequest(413, f"request body exceeds {max_body} bytes")
-                chunks.append(chunk)
-            body = b"".join(chunks)
-            del chunks
             doc = await anyio.to_thread.run_sync(service.answer, body, limiter=limiter)
         finally:
             pending["n"] -= 1

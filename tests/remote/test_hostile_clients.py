@@ -128,6 +128,55 @@ def test_a_flood_gets_503_and_health_stays_fast(plain_cnn) -> None:  # type: ign
         assert busy.headers["retry-after"] == "1" and "busy" in busy.json()["error"]
 
 
+def test_clients_dripping_their_bodies_neither_hold_slots_nor_wait_for_ever(plain_cnn) -> None:  # type: ignore[no-untyped-def]
+    """Each of 4 clients announces a 1 MB body and sends a byte every 0.2 s (red team: 64 of
+    them made every honest request 503 for as long as they dripped). Bodies arriving do not
+    take the inference slots (max_pending 2), and each dripping client gets 408 at the body
+    deadline (1 s here), its connection closed."""
+    asgi = create_app(plain_cnn, (1, 8, 8), model_name="m", max_pending=2, body_timeout=1.0)
+    with serving(asgi) as url:
+        host, port = url.removeprefix("http://").split(":")
+        answers: list[bytes] = []
+
+        def drip() -> None:
+            with socket.create_connection((host, int(port))) as s:
+                s.sendall(
+                    b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+                )
+                s.settimeout(0.2)
+                got = b""
+                for _ in range(50):  # 10 s at most
+                    try:
+                        s.sendall(b" ")
+                        chunk = s.recv(65536)
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    got += chunk
+                answers.append(got)
+
+        start = time.monotonic()
+        threads = [threading.Thread(target=drip) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        honest = [httpx.post(f"{url}/v2/models/m/infer", json=_good(), timeout=5) for _ in range(3)]
+        for t in threads:
+            t.join()
+        took = time.monotonic() - start
+    print(
+        f"dripping bodies: honest {[r.status_code for r in honest]}, drippers done in {took:.1f} s"
+    )
+    assert [r.status_code for r in honest] == [200, 200, 200]
+    assert len(answers) == 4 and all(a.startswith(b"HTTP/1.1 408") for a in answers), answers
+    assert all(b"not received within 1 s" in a for a in answers)
+    assert took < 8
+
+
 def test_a_bearer_token_guards_every_endpoint_but_health(plain_cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     token = "s3cret-token-0123456789"
     with serving(create_app(plain_cnn, (1, 8, 8), model_name="m", token=token)) as url:
