@@ -19,7 +19,7 @@ from nnmark.config import build_config
 from nnmark.data.base import DataBundle
 from nnmark.device import device_of, resolve_device
 from nnmark.errors import NNMarkError
-from nnmark.io import ModelInfo, weights_sha256
+from nnmark.io import ModelInfo, model_sha256
 from nnmark.keys import MAX_BITS, OwnerKey
 from nnmark.models import create_model
 from nnmark.schemes import SCHEMES, Scheme, scheme_for
@@ -126,7 +126,7 @@ def embed(
         raise NNMarkError(f"bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
     key = key or OwnerKey.new(owner)
     if reference is not None:
-        digest = weights_sha256(reference)
+        digest = model_sha256(reference)
         if key.marks and key.reference != digest:
             raise NNMarkError(
                 "a reference model is committed before a key's first mark: this key has marks "
@@ -160,7 +160,7 @@ def embed(
     )
     realigning = [b.mark.index for b in bound if b.realigns_to_marked]
     if realigning:  # verify --reference MARKED realigns only to this model (realign.py)
-        key = key.with_stored(realigning, "marked_sha256", weights_sha256(model))
+        key = key.with_stored(realigning, "marked_sha256", model_sha256(model))
     return model, key
 
 

@@ -167,6 +167,27 @@ class ModelInfo:
             raise NNMarkError(f"{source}: malformed nnmark metadata ({exc})") from None
 
 
+def model_sha256(model: nn.Module) -> str:
+    """SHA-256 over a model's weights (weights_sha256) and its zoo identity (architecture and
+    keyword arguments, the metadata a file rebuilds it from): what a key commits to as its
+    unmarked or marked reference. Realignment sizes its probe inputs and rebuilds the suspect
+    from that metadata, and some of it changes no weight (resnet20's `input_size`): over the
+    weights alone, one reference file's metadata could be edited after the suspect was seen,
+    each edit another matching, until the suspect read the key's bits (red team, session 24:
+    299 variants of one reference, about 100x the false claims per key)."""
+    import hashlib
+    import json
+
+    inner = getattr(model, "module", model)  # unwrap DDP
+    identity = {
+        "arch": getattr(inner, "nnmark_arch", None),
+        "kwargs": getattr(inner, "nnmark_kwargs", None),
+        "weights": weights_sha256(inner),
+    }
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def weights_sha256(model: nn.Module) -> str:
     """SHA-256 over a module's state dict (names, dtypes, shapes, bytes, on the CPU): the same
     for a model in memory and as saved and loaded again (a key's unmarked reference)."""

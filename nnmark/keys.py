@@ -268,7 +268,7 @@ class OwnerKey:
     kdf: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_KDF))
     signature: dict[str, Any] | None = None
     timestamp: dict[str, Any] | None = None
-    #: SHA-256 of the unmarked model the marks were embedded from (nnmark.io.weights_sha256),
+    #: SHA-256 of the unmarked model the marks were embedded from (nnmark.io.model_sha256),
     #: committed before any secret: the one model `verify --reference-unmarked` realigns to
     reference: str | None = None
 
@@ -292,7 +292,7 @@ class OwnerKey:
         )
 
     def with_reference(self, sha256: str) -> OwnerKey:
-        """Commit to the unmarked model the marks will be embedded from (its weights_sha256):
+        """Commit to the unmarked model the marks will be embedded from (its model_sha256):
         every secret then depends on it, so it was fixed before any secret was known and a
         realignment to it cannot have been chosen for a suspect. Only before the first mark."""
         if self.marks:

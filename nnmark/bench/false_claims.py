@@ -189,13 +189,13 @@ def plan_key(
     """A key of `scheme` planned on `model` (never embedded), reproducibly; with `commit`, it
     commits to `model` as its unmarked reference, as `embed` would."""
     from nnmark.config import build_config
-    from nnmark.io import weights_sha256
+    from nnmark.io import model_sha256
     from nnmark.keys import OwnerKey
     from nnmark.schemes import SCHEMES
 
     cls = SCHEMES.get(scheme)
     key = OwnerKey.new("false-claim owner", nonce=spec.key_nonce(scheme, *tag), created=CREATED)
-    key = key.with_reference(weights_sha256(model)) if commit else key
+    key = key.with_reference(model_sha256(model)) if commit else key
     config: Any = build_config(cls.Config, _options(scheme, spec))
     return key.with_mark(cls.plan(copy.deepcopy(model), key, config, data=data))
 

@@ -88,7 +88,7 @@ from nnmark.attacks._graph import (
 )
 from nnmark.device import on_cpu
 from nnmark.errors import NNMarkError
-from nnmark.io import load_model, weights_sha256
+from nnmark.io import load_model, model_sha256
 from nnmark.keys import Mark
 from nnmark.schemes.base import NotRealignable, Scheme
 from nnmark.suspect import ModuleSuspect, Suspect
@@ -376,7 +376,7 @@ def realign_suspect(
         reference = copy.deepcopy(reference).eval()  # one copy: read for the mark, then matched
         refused = unbound(reference, schemes)
     else:
-        digest = weights_sha256(reference)
+        digest = model_sha256(reference)
         reference, refused = blind(reference, schemes)
         for s in schemes:
             if s.kind == "whitebox" and s.mark.index not in refused:
@@ -418,7 +418,7 @@ def unbound(reference: nn.Module, schemes: list[Scheme]) -> dict[int, str]:
     why: the key must commit to it (OwnerKey.reference, fixed before any secret). A reference
     handed in at verify time could have been built from the suspect after the key's secrets
     were known, its channel order chosen so the suspect reads the key's bits."""
-    digest = weights_sha256(reference)
+    digest = model_sha256(reference)
     refused = {}
     for s in schemes:
         if s.kind != "whitebox":

@@ -27,7 +27,7 @@ from nnmark import (
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
 from nnmark.defenses.realign import realign
-from nnmark.io import save_model, weights_sha256
+from nnmark.io import model_sha256, save_model
 from nnmark.models import create_model
 
 #: Cost knobs lowered for every attack that has them (other helpers add attacks at the same
@@ -284,7 +284,7 @@ def test_attack_cli(tmp_path: Path, plain_cnn, digits: DataBundle) -> None:  # t
         [*train_args, "--reference-unmarked", str(twin), "--out", str(src), "--key-out", str(ref)],
     )
     assert r.exit_code == 0, r.stderr
-    assert OwnerKey.load(ref).reference == weights_sha256(plain_cnn)
+    assert OwnerKey.load(ref).reference == model_sha256(plain_cnn)
     r = runner.invoke(app, ["attack", "--list"], env={"COLUMNS": "250"})
     assert r.exit_code == 0 and all(n in r.stdout for n in list_attacks())
     assert "structured=False" in r.stdout and "max_factor=4.0" in r.stdout

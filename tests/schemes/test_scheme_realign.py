@@ -29,7 +29,7 @@ from nnmark.cli import app
 from nnmark.config import build_config
 from nnmark.data.base import DataBundle
 from nnmark.defenses.realign import RealignedSuspect, realign, realign_suspect
-from nnmark.io import save_model, weights_sha256
+from nnmark.io import model_sha256, save_model
 from nnmark.schemes import SCHEMES
 from nnmark.suspect import ModuleSuspect
 
@@ -93,7 +93,7 @@ def planned_keys(scheme: str, base: nn.Module, digits: DataBundle) -> list[Owner
     keys = []
     for k in range(KEYS):
         key = OwnerKey.new(f"realign {scheme} {k}", nonce=f"{k + 0x30:02x}" * 16)
-        key = key.with_reference(weights_sha256(base))  # as embed commits its input model
+        key = key.with_reference(model_sha256(base))  # as embed commits its input model
         bits = recipe(scheme).bits
         keys.append(key.with_mark(cls.plan(base, key, config, bits=bits, data=digits)))
     return keys
@@ -183,7 +183,7 @@ def test_copies_realigned_to_the_blinded_reference_are_found(  # type: ignore[no
 
 
 def test_a_reference_the_key_does_not_commit_to_is_refused(  # type: ignore[no-untyped-def]
-    marked, base_cnn, unmarked, digits
+    marked, base_cnn, unmarked, digits, tmp_path
 ) -> None:
     """A twin built after the key was seen (any model but the one the key commits to), a key
     that commits to none (hand-written), and a marked reference that is not the key's marked
@@ -200,6 +200,25 @@ def test_a_reference_the_key_does_not_commit_to_is_refused(  # type: ignore[no-u
     stdm, stdm_key = marked("stdm")
     v = verify(realigned(attack(stdm, "permute", seed=1), unmarked["cnn"][0], stdm_key), stdm_key)
     assert v.verdict == "not_found" and "not the model the key commits to" in (v.reason or "")
+    # the committed reference with its metadata edited (the same weights; realignment sizes its
+    # probes from the metadata, so each edit was another matching to shop among): refused
+    info = model_info(base_cnn, digits)
+    edited = tmp_path / "edited.safetensors"
+    save_model(
+        base_cnn,
+        dataclasses.replace(info, arch_kwargs={**info.arch_kwargs, "input_size": 9}),
+        edited,
+    )
+    v = verify(
+        realign_suspect(ModuleSuspect(copy), edited, [bound_scheme(key, 0)], unmarked=True), key
+    )
+    assert v.verdict == "not_found" and "not the model the key commits to" in (v.reason or "")
+    same = tmp_path / "same.safetensors"
+    save_model(base_cnn, info, same)
+    v = verify(
+        realign_suspect(ModuleSuspect(copy), same, [bound_scheme(key, 0)], unmarked=True), key
+    )
+    assert v.verdict == "found", v
 
 
 @pytest.mark.parametrize("scheme", RECOVERED)
