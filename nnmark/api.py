@@ -277,6 +277,8 @@ class Provenance:
     time: str | None = None
     tsa: str | None = None
     note: str = ""
+    #: The stamp was compared with when the suspect was first seen (`--suspect-seen`).
+    seen_checked: bool = False
 
     @property
     def timestamped(self) -> bool:
@@ -320,7 +322,21 @@ def provenance(
                 note=f"timestamp {when.isoformat()} (TSA {stamp.tsa}) is later than the "
                 f"suspect was seen ({seen.isoformat()}): it proves nothing against it",
             )
-    return Provenance(signer=signer, time=when.isoformat(), tsa=stamp.tsa)
+        return Provenance(signer=signer, time=when.isoformat(), tsa=stamp.tsa, seen_checked=True)
+    return Provenance(
+        signer=signer,
+        time=when.isoformat(),
+        tsa=stamp.tsa,
+        note=UNCOMPARED_STAMP,
+    )
+
+
+#: Why a stamp not compared with the suspect's first sighting proves less than it seems.
+UNCOMPARED_STAMP = (
+    "the stamp was not compared with when the suspect was first seen (--suspect-seen): it "
+    "proves priority only if the suspect appeared after it; a key made for the suspect and "
+    "stamped later passes this rule"
+)
 
 
 def search_seconds(seconds: Sequence[float], p_values: Sequence[float], method: str) -> float:
@@ -363,6 +379,8 @@ def claim_threshold(alpha: float, seconds: float, timestamped: bool) -> float:
 def _claim_rule(v: Verdict, alpha: float, cost: float, prov: Provenance) -> str:
     if prov.timestamped:
         rule = f"p < alpha = {alpha:g}; timestamped, so no search cost is needed"
+        if not prov.seen_checked:
+            rule += f" ({UNCOMPARED_STAMP})"
     else:
         rule = (
             f"p < alpha = {alpha:g} and a forgery cost of at least {CLAIM_CPU_YEARS:g} CPU-years "

@@ -12,6 +12,7 @@ import os
 import struct
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -164,7 +165,7 @@ def test_idx_sizes_come_from_the_header_and_must_agree(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb-idx3-ubyte.gz"
     with gzip.open(bomb, "wb") as f:
         f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, 100000, 1000, 1000) + bytes(1 << 16))
-    with pytest.raises(NNMarkError, match="at most 2\\^30"):
+    with pytest.raises(NNMarkError, match="at most 2\\^28"):
         read_idx(bomb)
 
     def idx(name: str, shape: tuple[int, ...]) -> None:
@@ -351,3 +352,62 @@ def test_a_model_file_cannot_ask_for_millions_of_layers(tmp_path: Path) -> None:
         r = runner.invoke(app, ["evaluate", str(path)])
         assert r.exit_code == 2, (kwargs, r.stdout, r.stderr)
         assert "depth must be an integer in [1, 1000]" in r.stderr, r.stderr
+
+
+def _png_declaring(path: Path, width: int, height: int) -> None:
+    """A 1 x 1 PNG whose header declares width x height (a few bytes; decoding would fail)."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    raw = bytearray(buf.getvalue())
+    ihdr = raw[12:29]  # b"IHDR" + 13 bytes of fields
+    ihdr[4:12] = struct.pack(">II", width, height)
+    raw[12:29] = ihdr
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    path.write_bytes(bytes(raw))
+
+
+def test_image_folders_are_bounded_from_their_headers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loaders kept every decoded image (16 PNGs of 8000 x 8000, 4 MB on disk: 3.5 GB, then
+    MemoryError) and PIL's bomb warning leaked to stderr: an image's declared pixels and the
+    data's values are checked from the headers, before any pixel is decoded."""
+    from PIL import Image
+
+    from nnmark.data import base as data_base
+    from nnmark.data import load_data
+
+    root = tmp_path / "folder"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        Image.new("L", (4, 4), 255).save(root / c / "0.png")
+    assert load_data(f"folder:{root}").x.shape == (2, 1, 32, 32)
+    _png_declaring(root / "a" / "1.png", 100_000, 100_000)
+    with (
+        warnings.catch_warnings(record=True) as warned,
+        pytest.raises(NNMarkError, match="1.png: not a readable image \\(or a decompression bomb"),
+    ):
+        warnings.simplefilter("always")
+        load_data(f"folder:{root}")
+    assert not warned  # PIL's DecompressionBombWarning printed two lines of its own
+    _png_declaring(root / "a" / "1.png", 9000, 9000)  # under PIL's limits, over nnmark's
+    with pytest.raises(NNMarkError, match="9000 x 9000 pixels is more than an image may hold"):
+        load_data(f"folder:{root}")
+    (root / "a" / "1.png").unlink()
+    monkeypatch.setattr(data_base, "MAX_DATA_VALUES", 1000)
+    monkeypatch.setattr("nnmark.data.folder.MAX_DATA_VALUES", 1000)
+    with pytest.raises(NNMarkError, match="2 images make 2,048 values"):
+        load_data(f"folder:{root}")
+    seg = tmp_path / "seg"
+    for sub in ("images", "masks"):
+        (seg / sub).mkdir(parents=True)
+        for i in range(4):
+            Image.new("L", (256, 256)).save(seg / sub / f"{i}.png")
+    monkeypatch.setattr("nnmark.data.segmentation.MAX_DATA_VALUES", 2 * 3 * 128 * 128)
+    with pytest.raises(NNMarkError, match="4 tiles of 128 x 128 make more than"):
+        load_data(f"seg:{seg}")

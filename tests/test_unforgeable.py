@@ -195,6 +195,12 @@ def test_the_claim_rule_needs_a_forgery_cost_or_a_timestamp(  # type: ignore[no-
     assert v.verdict == "not_found" and "proves nothing" in (v.priority or "")
     v = verify(model, stamped)  # no certificate: the token is not checked, not counted
     assert v.verdict == "not_found" and "not checked" in (v.priority or "")
+    # no --suspect-seen: the stamp counts (documented), and the verdict says what is unchecked
+    v = verify(model, stamped, tsa_certs=certs)
+    assert v.verdict == "found" and "not compared with when the suspect" in (v.claim_rule or "")
+    assert "not compared" in (v.priority or "")
+    v = verify(model, stamped, tsa_certs=certs, suspect_seen=later)
+    assert "not compared" not in (v.claim_rule or "") + (v.priority or "")
 
 
 def test_a_timestamp_over_another_commitment_is_refused(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -12,6 +13,34 @@ from nnmark.errors import NNMarkError
 
 SPLITS = ("train", "val", "test", "thief")
 SPLIT_SEED = 20170606  # fixed: the same test set for every training seed
+#: The most values a loader decodes into a data set's inputs (2 GiB of float32; CIFAR-10 is
+#: 184 M), counted from file headers before any image is decoded: a folder of small files
+#: can declare gigapixels.
+MAX_DATA_VALUES = 1 << 29
+#: The most pixels one image file may declare (8192 x 8192), checked from its header.
+MAX_IMAGE_PIXELS = 1 << 26
+
+
+def open_image(path: Any) -> Any:
+    """A PIL image, its header read and its size checked (nothing decoded yet); a file that is
+    not an image, or declares more than MAX_IMAGE_PIXELS, is a one-line error."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # PIL warns, then raises, at its own bomb limits
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, Warning):
+        raise NNMarkError(f"{path}: not a readable image (or a decompression bomb)") from None
+    if im.width * im.height > MAX_IMAGE_PIXELS:
+        im.close()
+        raise NNMarkError(
+            f"{path}: {im.width} x {im.height} pixels is more than an image may hold here "
+            f"({MAX_IMAGE_PIXELS:,})"
+        )
+    return im
 
 
 def split_indices(

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from nnmark.data import DATASETS
-from nnmark.data.base import SPLIT_SEED, DataBundle
+from nnmark.data.base import MAX_DATA_VALUES, SPLIT_SEED, DataBundle, open_image
 from nnmark.errors import NNMarkError
 
 TILE = 128
@@ -31,8 +31,8 @@ def _tiles(t: torch.Tensor, tile: int) -> torch.Tensor:
 
 @DATASETS.register("seg")
 def load_segmentation(path: str | None) -> DataBundle:
-    from PIL import Image, UnidentifiedImageError
-
+    """Headers first (sizes checked, the tiles' values bounded before any pixel is decoded),
+    then one pair at a time."""
     if not path:
         raise NNMarkError("seg needs a folder: --data seg:DIR (with images/ and masks/)")
     root = Path(path)
@@ -42,15 +42,26 @@ def load_segmentation(path: str | None) -> DataBundle:
     images = sorted(p for p in img_dir.iterdir() if p.is_file())
     if len(images) < 4:
         raise NNMarkError(f"{img_dir}: need at least 4 images, found {len(images)}")
-    xs, ys, owner = [], [], []
-    for i, p in enumerate(images):
+    tiles = 0
+    for p in images:
         mask_path = mask_dir / (p.stem + ".png")
         if not mask_path.is_file():
             raise NNMarkError(f"{p.name}: no mask {mask_path.name} in {mask_dir}")
+        with open_image(p) as im, open_image(mask_path):
+            side = TILE * DOWNSCALE
+            tiles += (im.height // side) * (im.width // side)
+    if 2 * tiles * TILE * TILE > MAX_DATA_VALUES:  # images and masks
+        raise NNMarkError(
+            f"{root}: {tiles:,} tiles of {TILE} x {TILE} make more than {MAX_DATA_VALUES:,} values"
+        )
+    xs, ys, owner = [], [], []
+    for i, p in enumerate(images):
+        mask_path = mask_dir / (p.stem + ".png")
         try:
-            img = np.asarray(Image.open(p), dtype=np.float32)
-            mask = np.asarray(Image.open(mask_path))
-        except (UnidentifiedImageError, OSError):
+            with open_image(p) as im, open_image(mask_path) as mk:
+                img = np.asarray(im, dtype=np.float32)
+                mask = np.asarray(mk)
+        except (OSError, ValueError):
             raise NNMarkError(f"{p.name}: unreadable image or mask") from None
         if img.ndim == 3:
             img = img.mean(-1)
