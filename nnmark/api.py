@@ -509,7 +509,9 @@ def verify(
         alpha=alpha,
         n=sum(v.n for v in verdicts),
         null=null,
-        queries=sum(v.queries or 0 for v in verdicts) or None,
+        queries=None  # white-box parts send none
+        if all(v.queries is None for v in verdicts)
+        else sum(v.queries or 0 for v in verdicts),
         parts=tuple(verdicts),
         details={"combination": method},
     )

@@ -2,9 +2,12 @@
 
 The owner queries trigger inputs in fixed-size groups and may stop after any group. Peeking at a
 binomial p-value after every group and stopping "when p dips" inflates the false-positive rate,
-so the number of looks L is fixed before the first query (from the trigger count, the group size
-and the query budget) and each look is tested at alpha / L (Bonferroni alpha spending): by the
-union bound the chance that an unmarked model is ever claimed is at most alpha. The reported
+so the looks are fixed before the first query, from the trigger count and the group size alone
+(L = ceil(n / group), one after each group), and each is tested at alpha / L (Bonferroni alpha
+spending): by the union bound the chance that an unmarked model is ever claimed is at most
+alpha. A query budget only truncates that plan at a group's end: when the looks depended on
+the budget, each budget was another family of tests, and a forger trying every budget claimed
+10 of 300 never-marked keys at alpha 0.01 (red team, session 24). The reported
 p-value is the Bonferroni-adjusted min(1, L * p) at the look that decided, so `p < alpha` keeps
 its usual meaning.
 
@@ -39,9 +42,13 @@ class LookPlan:
 
     @classmethod
     def make(cls, n_triggers: int, group: int, budget: int | None) -> LookPlan:
-        cap = n_triggers if budget is None else min(n_triggers, budget)
-        cap = max(cap, 0)
-        return cls(group=group, max_queries=cap, looks=max(1, math.ceil(cap / group)))
+        """The plan for `n_triggers` in groups of `group`; a `budget` below n_triggers is
+        spent in whole groups (fewer than `group` queries: none), the looks stay the plan's."""
+        looks = max(1, math.ceil(n_triggers / group))
+        cap = n_triggers
+        if budget is not None and budget < n_triggers:
+            cap = max(budget, 0) // group * group
+        return cls(group=group, max_queries=cap, looks=looks)
 
     def adjusted(self, k: int, q: int, p0: float) -> float:
         """Bonferroni-adjusted p-value of k matches in q queries."""

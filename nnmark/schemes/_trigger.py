@@ -392,8 +392,8 @@ def undecided(decision: str, budget: int, total: int) -> str | None:
     if decision == "found" or budget >= total:
         return None
     return (
-        f"undecided: a budget of {budget} queries cannot reach a decision (the key holds "
-        f"{total} triggers; a timestamp lowers the p-value a claim needs)"
+        f"undecided: {budget} queries (the budget, spent in whole groups) cannot reach a "
+        f"decision (the key holds {total} triggers; a timestamp lowers the p-value a claim needs)"
     )
 
 

@@ -151,8 +151,8 @@ def test_the_marks_of_one_key_share_the_query_budget(blackbox_marked, stamp, tsa
         print(f"two content marks, budget {budget}: {v.verdict}, queries {used}")
         assert sum(used) == v.queries and v.queries <= budget
         assert used[1] <= budget - used[0]
-        if budget == 5:  # spent on the first mark before a decision: undecided, not an error
-            assert v.verdict == "not_found" and used == [5, 0]
+        if budget == 5:  # less than one group (10): no look, undecided, not an error
+            assert v.verdict == "not_found" and used == [0, 0]
             assert all("undecided" in (part.reason or "") for part in v.parts)
         else:  # the embedded mark decides within the budget; the other spends what is left
             assert v.parts[0].verdict == "found" and v.verdict == "found"
@@ -360,9 +360,9 @@ def test_fresh_samples_reuse_the_key_transformation(blackbox_marked, digits: Dat
 def test_query_budget_and_undecided(blackbox_marked) -> None:  # type: ignore[no-untyped-def]
     model, key = blackbox_marked["content"]
     suspect = ModuleSuspect(model)
-    suspect.max_queries = 5
+    suspect.max_queries = 15  # spent in whole groups of 10: one look, too few to decide
     v = verify(suspect, key)
-    assert v.verdict == "not_found" and v.queries == 5 and v.reason and "undecided" in v.reason
+    assert v.verdict == "not_found" and v.queries == 10 and v.reason and "undecided" in v.reason
 
 
 def test_sequential_test_keeps_its_false_positive_rate() -> None:
@@ -381,6 +381,32 @@ def test_sequential_test_keeps_its_false_positive_rate() -> None:
             if d != "continue":
                 claims += d == "found"
                 break
+    assert claims / trials <= alpha
+
+
+def test_trying_every_budget_keeps_the_false_positive_rate() -> None:
+    """The query budget is not committed, so a forger may try every one: a claim under any
+    budget 1..n must stay at alpha. When the looks depended on the budget (Bonferroni over
+    ceil(B / group) looks, a last look at B), each budget was a test of its own (red team:
+    10 of 300 never-marked keys claimed at alpha 0.01 with the best budget). Now every budget
+    makes the same looks, truncated at a group's end."""
+    rng = np.random.default_rng(1)
+    p0, alpha, n, group, trials = 0.5, 0.05, 50, 10, 2000
+    plans = [LookPlan.make(n, group, b) for b in range(1, n + 1)]
+    assert {p.looks for p in plans} == {5}
+    assert all(p.max_queries % group == 0 and p.max_queries <= b for b, p in enumerate(plans, 1))
+    claims = 0
+    for _ in range(trials):
+        hits = rng.random(n) < p0
+        found = False
+        for plan in plans:
+            k = q = 0
+            while q < plan.max_queries and not found:
+                end = min(q + group, plan.max_queries)
+                k, q = k + int(hits[q:end].sum()), end
+                found = plan.decide(k, q, p0, alpha, n) == "found"
+        claims += found
+    print(f"best of {n} budgets: {claims} of {trials} unmarked claimed at alpha {alpha}")
     assert claims / trials <= alpha
 
 

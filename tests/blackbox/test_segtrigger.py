@@ -92,13 +92,16 @@ def test_the_null_holds_over_keys(seg_models) -> None:  # type: ignore[no-untype
 def test_budget_attacks_and_calibration(seg32: DataBundle, seg_models) -> None:  # type: ignore[no-untyped-def]
     plain, marked, key = seg_models
     s = ModuleSuspect(marked)
-    s.max_queries = 1
+    s.max_queries = 2
     v = verify(s, key)
-    assert v.queries == 1 and v.verdict == "found"  # one noisy input answers 64 blocks
+    assert v.queries == 2 and v.verdict == "found"  # one look (a group of 2) answers 64 blocks
+    s.max_queries = 1  # less than a group: no look (each look is one the whole plan makes)
+    v = verify(s, key)
+    assert v.queries == 0 and v.verdict == "not_found" and "undecided" in (v.reason or "")
     s = ModuleSuspect(plain)
     s.max_queries = 3
     v = verify(s, key)
-    assert v.queries == 3 and v.verdict == "not_found" and "undecided" in (v.reason or "")
+    assert v.queries == 2 and v.verdict == "not_found" and "undecided" in (v.reason or "")
     stolen = attack(marked, "finetune:epochs=5", seg32)
     v = verify(stolen, key)
     print(f"segtrigger after 5 epochs of fine-tuning: {v.verdict}, BER {v.ber}, p {v.p_value:.1e}")
