@@ -334,6 +334,12 @@ def _load_weights_only(p: Path) -> dict[str, torch.Tensor]:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise NNMarkError(f"{p}: not a state dict of tensors")
+    for k, v in obj.items():  # what a model's weights are: dense, real, in memory
+        if v.layout != torch.strided or v.is_meta or v.is_complex() or v.is_quantized:
+            kind = "sparse" if v.layout != torch.strided else "meta" if v.is_meta else str(v.dtype)
+            raise NNMarkError(
+                f"{p}: tensor {str(k)[:80]!r} is {kind}; a model's weights are dense real tensors"
+            )
     return {str(k): v for k, v in obj.items()}
 
 

@@ -411,3 +411,20 @@ def test_image_folders_are_bounded_from_their_headers(
     monkeypatch.setattr("nnmark.data.segmentation.MAX_DATA_VALUES", 2 * 3 * 128 * 128)
     with pytest.raises(NNMarkError, match="4 tiles of 128 x 128 make more than"):
         load_data(f"seg:{seg}")
+
+
+@pytest.mark.parametrize(
+    "kind, tensor",
+    [
+        ("sparse", lambda: torch.eye(4).to_sparse()),
+        ("meta", lambda: torch.empty(4, 4, device="meta")),
+        ("torch.complex64", lambda: torch.zeros(4, 4, dtype=torch.complex64)),
+    ],
+)
+def test_a_checkpoint_of_odd_tensors_is_one_line(kind: str, tensor, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Sparse and meta tensors failed deep in reading (RuntimeError, NotImplementedError) and a
+    complex one was read by its real part with a warning: refused at load, by name."""
+    path = tmp_path / "odd.pt"
+    torch.save({"w": torch.zeros(2), "odd": tensor()}, path)
+    with pytest.raises(NNMarkError, match=f"tensor 'odd' is {kind}; a model's weights are dense"):
+        load_state_dict(path)
