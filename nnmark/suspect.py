@@ -74,7 +74,14 @@ class Suspect:
         """The model's outputs (logits, or whatever the API returns) for a batch of inputs,
         run where the model is and returned on the CPU (verdicts do not depend on the device)."""
         model = self.module()
-        return model(x.to(device_of(model))).cpu()
+        try:
+            return model(x.to(device_of(model))).cpu()
+        except RuntimeError as exc:  # e.g. a segmentation key's masks sent to a classifier
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise NNMarkError(
+                f"{self.label}: the model does not run on the key's inputs of shape "
+                f"{list(x.shape)} ({first})"
+            ) from None
 
     @property
     def white_box(self) -> bool:

@@ -112,3 +112,9 @@ def test_a_file_suspect_opens_its_file_once(
     s = load_suspect(path)
     values = [float(s.with_budget(3).tensor(f"t{i}")) for i in range(200)]  # type: ignore[arg-type]
     assert values == [float(i) for i in range(200)] and len(opened) == 1
+
+
+def test_inputs_a_model_cannot_take_are_one_line(plain_cnn: torch.nn.Module) -> None:
+    """A segmentation key's masks sent to a classifier raised torch's RuntimeError."""
+    with pytest.raises(NNMarkError, match=r"does not run on the key's inputs of shape \[2, 1, 64"):
+        ModuleSuspect(plain_cnn).predict(torch.zeros(2, 1, 64, 64))
