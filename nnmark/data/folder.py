@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,10 @@ def load_folder(path: str | None, size: int = 32) -> DataBundle:
     )
     for i, (f, _) in enumerate(files):
         with open_image(f) as im:
+            # JPEG: decode at a reduced scale; a mode draft cannot reach (CMYK): full size
+            with contextlib.suppress(OSError, ValueError):
+                im.draft(mode, (size, size))
             try:
-                im.draft(mode, (size, size))  # JPEG: decode at a reduced scale
                 arr[i] = np.asarray(im.convert(mode).resize((size, size)), dtype=np.float32)
             except (OSError, ValueError):
                 raise NNMarkError(f"{f}: not a readable image") from None
