@@ -121,7 +121,9 @@ def marked_models(
         seed = 100 + k
         key = OwnerKey.new(f"owner {scheme} {arch} {k}", nonce=f"{k:02x}" * 16)
         model, key = cached(
-            cache / f"{scheme}-{arch}-{seed}-committed",
+            # keys commit to model_sha256 (weights and zoo identity) since session 24: marks
+            # cached under the older weights-only commitment are stale
+            cache / f"{scheme}-{arch}-{seed}-committed-model-sha256",
             lambda seed=seed, key=key, twin=twins[k]: embed(
                 new_model(arch, data, seed=seed),
                 data,
