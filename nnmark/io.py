@@ -190,7 +190,7 @@ def model_sha256(model: nn.Module) -> str:
 
 def weights_sha256(model: nn.Module) -> str:
     """SHA-256 over a module's state dict (names, dtypes, shapes, bytes, on the CPU): the same
-    for a model in memory and as saved and loaded again (a key's unmarked reference)."""
+    for a model in memory and as saved and loaded again (part of model_sha256)."""
     import hashlib
 
     h = hashlib.sha256()

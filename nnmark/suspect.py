@@ -76,6 +76,8 @@ class Suspect:
         model = self.module()
         try:
             return model(x.to(device_of(model))).cpu()
+        except torch.OutOfMemoryError:
+            raise  # the device's memory, not the key's inputs
         except RuntimeError as exc:  # e.g. a segmentation key's masks sent to a classifier
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise NNMarkError(

@@ -44,11 +44,12 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey
 from nnmark.schemes.base import (
-    MAX_DERIVED_VALUES,
     Batch,
     Scheme,
+    check_derived,
     check_fields,
     check_shape,
+    config_count,
     key_error,
 )
 from nnmark.sequential import LookPlan
@@ -159,15 +160,9 @@ class TriggerScheme(Scheme):
         if not isinstance(classes, int) or isinstance(classes, bool) or not 2 <= classes <= 100_000:
             raise key_error(mark, "data.classes", "must be an integer in [2, 100000]")
         shape = check_shape(mark, "data.input_shape", mark.data["input_shape"], dims=(1, 3))
-        n = mark.config.get("n", getattr(cls.Config, "n", 0))  # range: the Config, when bound
-        if isinstance(n, int) and not isinstance(n, bool):
-            values = cls.trigger_values(n, shape)
-            if values > MAX_DERIVED_VALUES:
-                raise key_error(
-                    mark,
-                    "config.n",
-                    f"makes {values:,} trigger input values (at most {MAX_DERIVED_VALUES:,})",
-                )
+        n = config_count(mark, "n", getattr(cls.Config, "n", 0))
+        if n is not None:
+            check_derived(mark, "config.n", cls.trigger_values(n, shape), "trigger input")
         cls.check_stored(mark)
 
     @classmethod

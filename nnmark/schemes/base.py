@@ -77,6 +77,22 @@ def key_error(mark: Mark, field_name: str, problem: str) -> NNMarkError:
     return NNMarkError(f"key: mark {mark.index} ({mark.scheme}): field {field_name} {problem}")
 
 
+def check_derived(mark: Mark, field_name: str, values: int, what: str) -> None:
+    """Refuse a key whose `field_name` makes its verifier derive `values` values of `what`
+    (trigger inputs, a projection) above MAX_DERIVED_VALUES, before anything is allocated."""
+    if values > MAX_DERIVED_VALUES:
+        raise key_error(
+            mark, field_name, f"makes {values:,} {what} values (at most {MAX_DERIVED_VALUES:,})"
+        )
+
+
+def config_count(mark: Mark, name: str, default: int) -> int | None:
+    """An integer option of the key's config (its range is checked by the scheme's Config when
+    the scheme is bound), or None when it is not an integer (refused there)."""
+    v = mark.config.get(name, default)
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
 def check_shape(mark: Mark, name: str, value: Any, *, dims: tuple[int, int] = (1, 5)) -> list[int]:
     """A tensor shape from a key: positive integers, `dims` long, at most MAX_HOST_VALUES."""
     if (

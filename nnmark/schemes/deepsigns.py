@@ -50,11 +50,11 @@ from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.schemes import register
 from nnmark.schemes._activations import default_activation_layer, layer_output, suspect_output
 from nnmark.schemes.base import (
-    MAX_DERIVED_VALUES,
     Batch,
     Evidence,
     NotRealignable,
     Scheme,
+    check_derived,
     check_fields,
     key_error,
     unwrap,
@@ -109,13 +109,7 @@ class DeepSigns(Scheme):
             raise key_error(mark, "data.features", "must be an integer in [1, 2^22]")
         if not 1 <= len(mark.bits) <= features:
             raise key_error(mark, "bits", f"must hold 1 to {features} bits")
-        if features * len(mark.bits) > MAX_DERIVED_VALUES:  # the projection, features x bits
-            raise key_error(
-                mark,
-                "data.features",
-                f"x bits is {features * len(mark.bits):,} projection values "
-                f"(at most {MAX_DERIVED_VALUES:,})",
-            )
+        check_derived(mark, "data.features", features * len(mark.bits), "projection")
         if mark.layer is None or mark.config.get("layer") not in (None, mark.layer):
             raise key_error(mark, "layer", "must name the host layer (and agree with the config)")
         if mark.stored:

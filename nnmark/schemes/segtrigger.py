@@ -43,11 +43,12 @@ from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.schemes import register
 from nnmark.schemes._trigger import MAX_TRIGGERS, check_finite_scores, undecided
 from nnmark.schemes.base import (
-    MAX_DERIVED_VALUES,
     Batch,
     Scheme,
+    check_derived,
     check_fields,
     check_shape,
+    config_count,
     key_error,
 )
 from nnmark.sequential import LookPlan
@@ -113,13 +114,9 @@ class SegTrigger(Scheme):
             raise key_error(mark, "bits", "must be a square number of bits whose grid divides H, W")
         if c * h * w > 1 << 22:
             raise key_error(mark, "data.shape", "is too large for a trigger input")
-        n = mark.config.get("n", SegTriggerConfig.n)  # its range: the Config, when bound
-        if isinstance(n, int) and not isinstance(n, bool) and n * c * h * w > MAX_DERIVED_VALUES:
-            raise key_error(
-                mark,
-                "config.n",
-                f"makes {n * c * h * w:,} trigger input values (at most {MAX_DERIVED_VALUES:,})",
-            )
+        triggers = config_count(mark, "n", SegTriggerConfig.n)
+        if triggers is not None:
+            check_derived(mark, "config.n", triggers * c * h * w, "trigger input")
         if mark.stored or mark.layer is not None:
             raise key_error(mark, "stored", "must be empty and the layer null")
 
