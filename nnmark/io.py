@@ -167,6 +167,21 @@ class ModelInfo:
             raise NNMarkError(f"{source}: malformed nnmark metadata ({exc})") from None
 
 
+def zoo_identity(arch: str | None, kwargs: dict[str, Any] | None) -> str | None:
+    """What rebuilds a zoo model (its architecture and keyword arguments) as canonical JSON, the
+    same for a model in memory and its file's metadata; None for a model outside the zoo."""
+    if arch is None:
+        return None
+    identity = {"arch": arch, "kwargs": dict(kwargs or {})}
+    return json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def module_identity(model: nn.Module) -> str | None:
+    """zoo_identity of a module (DDP unwrapped) from what nnmark.models.create_model recorded."""
+    inner = getattr(model, "module", model)
+    return zoo_identity(getattr(inner, "nnmark_arch", None), getattr(inner, "nnmark_kwargs", None))
+
+
 def model_sha256(model: nn.Module) -> str:
     """SHA-256 over a model's weights (weights_sha256) and its zoo identity (architecture and
     keyword arguments, the metadata a file rebuilds it from): what a key commits to as its

@@ -17,7 +17,14 @@ from torch import nn
 
 from nnmark.device import device_of
 from nnmark.errors import NNMarkError
-from nnmark.io import ModelInfo, load_model, load_state_dict, read_safetensors_header
+from nnmark.io import (
+    ModelInfo,
+    load_model,
+    load_state_dict,
+    module_identity,
+    read_safetensors_header,
+    zoo_identity,
+)
 
 if TYPE_CHECKING:
     from nnmark.keys import Mark
@@ -58,6 +65,15 @@ class Suspect:
         view = copy.copy(self)
         view.max_queries = max(left, 0)
         return view
+
+    #: Why what runs this suspect's tensors is its own and no key describes it (an ONNX file's
+    #: graph): an integrity mark then certifies the tensors only, never the model.
+    own_graph: str | None = None
+
+    def architecture(self) -> str | None:
+        """The zoo architecture that runs this suspect's tensors (io.zoo_identity), as the
+        suspect states it; None when it names none (a user's own class, a bare state dict)."""
+        return None
 
     def tensor(self, name: str) -> torch.Tensor | None:
         """A named parameter or buffer, or None if the suspect has no such tensor."""
@@ -107,6 +123,12 @@ class ModuleSuspect(Suspect):
             self._cache["state"] = {k: v.detach().cpu() for k, v in inner.state_dict().items()}
         return self._cache["state"]
 
+    def architecture(self) -> str | None:
+        own = module_identity(self.model)
+        if own is None and self.info is not None:
+            return zoo_identity(self.info.arch, self.info.arch_kwargs)
+        return own
+
     def tensor(self, name: str) -> torch.Tensor | None:
         return self._sd().get(name)
 
@@ -149,6 +171,9 @@ class FileSuspect(Suspect):
                 raise NNMarkError(
                     f"{self.path}: metadata names an unknown architecture {self.info.arch!r}"
                 )
+
+    def architecture(self) -> str | None:
+        return zoo_identity(self.info.arch, self.info.arch_kwargs) if self.info else None
 
     def tensor(self, name: str) -> torch.Tensor | None:
         if self._state is not None:

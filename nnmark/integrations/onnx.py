@@ -193,6 +193,11 @@ class OnnxSuspect(Suspect):
     """An ONNX file: initializers by name, predictions through onnxruntime in a bounded child
     process (`OrtWorker`)."""
 
+    own_graph = (
+        "an ONNX file holds its own graph, which runs its weights and which no key describes "
+        "(the integrity mark covers the weights only)"
+    )
+
     def __init__(self, path: str | Path) -> None:
         import onnx
         from onnx import numpy_helper

@@ -34,8 +34,14 @@ tensor whose hosts all changed too).
 Cost: each slot's weight changes by at most one unit in the last place (relative 2^-23);
 `benchmarks/fragile_output.py` measures the largest output change on the test set.
 
-Verdict: "intact" when the stored and recomputed whole hashes agree, "modified" otherwise, with
-`details["changed"]` (key order). Statistic: hash match (1 or 0). p-value: under H0 "the suspect
+The tensors alone are not the model: the key also records the zoo architecture (and keyword
+arguments) the mark was written on, and a suspect that states another one is not intact. An
+ONNX file carries its own graph, which no key describes, so its weights are checked but it is
+never certified intact (details["weights_intact"] says what the weights showed). A model
+outside the zoo (a user's own class) is run by the verifier's own code: the key records none.
+
+Verdict: "intact" when the stored and recomputed whole hashes agree and the architecture is the
+marked one, "modified" otherwise, with `details["changed"]` (key order). Statistic: hash match (1 or 0). p-value: under H0 "the suspect
 differs from the marked model", matching the stored 256-bit hash is a SHA-256 collision, chance
 2^-256 (reported when intact); a mismatch gives 1.
 
@@ -60,6 +66,7 @@ from torch import nn
 from nnmark.config import config_to_dict
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
+from nnmark.io import module_identity
 from nnmark.keys import Mark, OwnerKey
 from nnmark.schemes import register
 from nnmark.schemes.base import MAX_HOST_VALUES, Scheme, check_fields, key_error, unwrap
@@ -71,7 +78,9 @@ HASH_BITS = 256
 DIGEST_BITS = 16
 MIN_CARRIER = 32
 GUEST_HOSTS = 7
-LAYOUT = 2
+LAYOUT = 3
+#: Longest architecture description a key may hold (io.zoo_identity of a zoo model).
+MAX_ARCHITECTURE_CHARS = 4096
 #: Hash bits that may differ when only hash slots were flipped: a real mismatch differs in about
 #: 128 of 256 bits, so at most 32 differing bits (chance below 2^-80) means "hash slots only".
 SLOT_ONLY_HASH_DIFF = 32
@@ -117,14 +126,17 @@ class Fragile(Scheme):
 
     @classmethod
     def check_key(cls, mark: Mark) -> None:
-        check_fields(mark, {"layout", "tensors", "carriers"})
-        if mark.data["layout"] != LAYOUT:
+        if mark.data.get("layout") != LAYOUT:
             raise key_error(
                 mark,
                 "data.layout",
-                "is an older layout (its digests could not localise every "
-                "change); mark the model again",
+                "is an older layout (layout 2 did not cover the architecture that runs the "
+                "weights, layout 1 could not localise every change); mark the model again",
             )
+        check_fields(mark, {"layout", "tensors", "carriers", "architecture"})
+        arch = mark.data["architecture"]
+        if arch is not None and (not isinstance(arch, str) or len(arch) > MAX_ARCHITECTURE_CHARS):
+            raise key_error(mark, "data.architecture", "must be null or a short string")
         if mark.bits or mark.layer is not None or mark.stored:
             raise key_error(mark, "bits", "must be empty (and layer null, stored empty)")
         tensors = mark.data["tensors"]
@@ -154,6 +166,7 @@ class Fragile(Scheme):
         super().__init__(mark, data)
         self.tensors: list[dict[str, Any]] = list(mark.data["tensors"])
         self.carriers: list[str] = list(mark.data["carriers"])
+        self.architecture: str | None = mark.data["architecture"]
         self.names = [t["name"] for t in self.tensors]
         sizes = {t["name"]: int(t["numel"]) for t in self.tensors}
         if not self.carriers or any(sizes.get(c, 0) < MIN_CARRIER for c in self.carriers):
@@ -237,7 +250,12 @@ class Fragile(Scheme):
             config_to_dict(config),
             None,
             (),
-            data={"layout": LAYOUT, "tensors": tensors, "carriers": carriers},
+            data={
+                "layout": LAYOUT,
+                "tensors": tensors,
+                "carriers": carriers,
+                "architecture": module_identity(unwrap(model)),
+            },
         )
         cls(mark)  # fails now, not after training, if the slots do not fit
         return mark
@@ -337,9 +355,33 @@ class Fragile(Scheme):
             )
         stored = self._read(got, self.hash_slots)
         if stored == self._whole(got):
-            return self._verdict(True, alpha, [], [])
+            unrun = self._architecture_change(s)
+            if unrun is None:
+                return self._verdict(True, alpha, [], [])
+            return self._verdict(
+                False,
+                alpha,
+                [],
+                [],
+                reason=f"every tensor is intact, but {unrun}",
+                extra={"weights_intact": True, "architecture": s.architecture()},
+            )
         changed, unverified = self._localise(got, {}, stored)
         return self._verdict(False, alpha, changed, unverified)
+
+    def _architecture_change(self, s: Suspect) -> str | None:
+        """Why what runs the suspect's tensors is not what ran the marked model (None: it is):
+        the tensors alone are not the model (red team, session 25: an ONNX graph with every
+        Relu turned into a Sigmoid, or a constant added to the output, changed 93-100 % of the
+        answers and read intact). The key records the zoo architecture it was written on
+        (io.zoo_identity; None for a model outside the zoo, whose code is the verifier's)."""
+        if s.own_graph is not None:
+            return s.own_graph
+        arch = s.architecture()
+        if arch == self.architecture:
+            return None
+        was = self.architecture or "a model outside nnmark's zoo"
+        return f"the suspect's architecture ({arch or 'none named'}) is not the marked one ({was})"
 
     def _localise(
         self,

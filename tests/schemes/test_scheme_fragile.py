@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from nnmark import OwnerKey, TrainConfig, attack, embed, model_info, new_model, 
 from nnmark.attacks import ATTACKS, list_attacks
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
 from nnmark.io import load_model, save_model
 from nnmark.schemes import scheme_for
 from nnmark.schemes.fragile import Fragile
@@ -184,3 +186,66 @@ def test_slot_count_matches_the_documented_layout(fragile_cnn) -> None:  # type:
     guests = sum(len(c) for copies in s.guest_slots.values() for c in copies)
     assert sum(len(v) for v in s.held.values()) == own + guests + 256
     assert all(len(h) % 2 == 1 for h in s.hosts.values())  # an odd number of copies: no tie
+
+
+def _edited_metadata(src: Path, out: Path, **kwargs: Any) -> None:
+    """`src` with the same tensors and its architecture's keyword arguments changed."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(src), framework="pt") as fh:
+        meta = dict(fh.metadata())
+    meta["nnmark.arch_kwargs"] = json.dumps({**json.loads(meta["nnmark.arch_kwargs"]), **kwargs})
+    save_file(load_file(str(src)), str(out), metadata=meta)
+
+
+def test_another_architecture_over_the_same_tensors_is_not_intact(
+    fragile_resnet, digits, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The tensors alone are not the model: the key records the architecture it was written on.
+    resnet20's input_size changes no tensor, so only the architecture tells the files apart."""
+    model, key = fragile_resnet
+    good, edited = tmp_path / "m.safetensors", tmp_path / "e.safetensors"
+    save_model(model, model_info(model, digits), good)
+    _edited_metadata(good, edited, input_size=16)
+    assert verify(good, key).verdict == "intact"
+    v = verify(edited, key)
+    assert v.verdict == "modified" and v.exit_code == 1 and v.details["weights_intact"]
+    assert v.details["changed"] == [] and "architecture" in (v.reason or "")
+    other = copy.deepcopy(model)
+    other.nnmark_kwargs = {**other.nnmark_kwargs, "input_size": 16}
+    assert verify(other, key).verdict == "modified"
+
+
+def test_an_onnx_file_is_never_certified_intact(fragile_cnn, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An ONNX file runs its weights through its own graph, which no key describes (red team,
+    session 25: every Relu turned into a Sigmoid changed every answer and read intact): its
+    weights are checked and reported, the model is not certified."""
+    import onnx
+
+    from nnmark.integrations.onnx import export_onnx
+
+    model, key = fragile_cnn
+    path, bad = tmp_path / "m.onnx", tmp_path / "sigmoid.onnx"
+    export_onnx(model, digits.input_shape, path)
+    graph = onnx.load(str(path))
+    for node in graph.graph.node:
+        if node.op_type == "Relu":
+            node.op_type = "Sigmoid"
+    onnx.save(graph, str(bad))
+    for p in (path, bad):
+        v = verify(p, key)
+        assert v.verdict == "modified" and v.details["weights_intact"], p
+        assert "ONNX" in (v.reason or "")
+    key.save(tmp_path / "k.nnkey")
+    r = CliRunner().invoke(app, ["verify", str(bad), "--key", str(tmp_path / "k.nnkey")])
+    assert r.exit_code == 1 and "ONNX" in r.stdout
+
+
+def test_a_key_of_the_layout_without_the_architecture_is_refused(fragile_cnn) -> None:  # type: ignore[no-untyped-def]
+    _, key = fragile_cnn
+    mark = key.marks[0]
+    data = {k: v for k, v in mark.data.items() if k != "architecture"}
+    old = dataclasses.replace(mark, data={**data, "layout": 2})
+    with pytest.raises(NNMarkError, match="layout 2 did not cover the architecture"):
+        Fragile.check_key(old)
