@@ -28,6 +28,7 @@ from nnmark.data.base import DataBundle
 from nnmark.provenance import fetch_timestamp
 from nnmark.schemes import SCHEMES
 from nnmark.schemes._trigger import black_box_schemes
+from nnmark.testing.tsa import seen_now
 from nnmark.verdict import Verdict
 
 SHARED = SHARED_DATA
@@ -58,7 +59,13 @@ class Suite:
             token = fetch_timestamp(key.commitment, self.tsa.url)
             self._stamped[key.commitment] = dataclasses.replace(key, timestamp=token)
         stamped = self._stamped[key.commitment]
-        return verify(suspect, stamped, data=self.key_data, tsa_certs=[self.tsa.ca_cert_pem])
+        return verify(  # the suspect is seen now, after the owner stamped the key
+            suspect,
+            stamped,
+            data=self.key_data,
+            tsa_certs=[self.tsa.ca_cert_pem],
+            suspect_seen=seen_now(),
+        )
 
 
 def cached(cache: Path, name: str, data: DataBundle, build: Callable[[], nn.Module]) -> nn.Module:

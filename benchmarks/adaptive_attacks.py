@@ -39,6 +39,7 @@ from nnmark.data import SHARED_DATA
 from nnmark.defenses.realign import realign_suspect
 from nnmark.schemes import SCHEMES
 from nnmark.suspect import ModuleSuspect
+from nnmark.testing.tsa import seen_now
 
 from _common import accuracy_on_test, loopback_stamps, write_results
 
@@ -91,7 +92,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict[str, Any]]:
                 aligned = realign_suspect(suspect, marked, bound)
             else:  # --reference-unmarked
                 aligned = realign_suspect(suspect, before, bound, unmarked=True)
-            defended = verify(aligned, owner, data=data, tsa_certs=certs)
+            defended = verify(aligned, owner, data=data, tsa_certs=certs, suspect_seen=seen_now())
             rows.append(
                 {
                     "scheme": name,

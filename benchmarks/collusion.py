@@ -23,6 +23,7 @@ import torch
 from nnmark import TrainConfig, evaluate, load_data, new_model, train
 from nnmark.attacks.collusion import collude
 from nnmark.fingerprint import fingerprint, identify
+from nnmark.testing.tsa import seen_now
 
 from _common import loopback_stamps, write_results
 
@@ -63,7 +64,7 @@ def main() -> None:
             for trial in range(args.trials):
                 colluders = sorted(rng.sample(names, k))
                 pooled = collude([models[n] for n in colluders], how)  # type: ignore[arg-type]
-                r = identify(pooled, keys, tsa_certs=certs)
+                r = identify(pooled, keys, tsa_certs=certs, suspect_seen=seen_now())
                 named = [n for n in (r.named, *r.also_found) if n is not None]
                 own = [c.p_adjusted for c in r.candidates if c.owner in colluders]
                 rows.append(

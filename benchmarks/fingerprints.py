@@ -22,6 +22,7 @@ import torch
 
 from nnmark import TrainConfig, attack, evaluate, load_data, new_model, train
 from nnmark.fingerprint import fingerprint, identify, load_keys
+from nnmark.testing.tsa import seen_now
 
 from _common import loopback_stamps, write_results
 
@@ -62,7 +63,7 @@ def main() -> None:
         for name, (model, _) in zip(names, copies):
             for spec in ATTACKS:
                 leaked = attack(model, spec, data)
-                r = identify(leaked, keys, tsa_certs=certs)
+                r = identify(leaked, keys, tsa_certs=certs, suspect_seen=seen_now())
                 own = next(c for c in r.candidates if c.owner == name)
                 others = [c.p_adjusted for c in r.candidates if c.owner != name]
                 rows.append(
@@ -89,7 +90,7 @@ def main() -> None:
             for s in range(100, 100 + args.unmarked)
         ]
         for label, model in unmarked:
-            r = identify(model, keys, tsa_certs=certs)
+            r = identify(model, keys, tsa_certs=certs, suspect_seen=seen_now())
             rows.append(
                 {
                     "suspect": label,

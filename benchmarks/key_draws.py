@@ -29,6 +29,7 @@ from nnmark import SCHEMES, OwnerKey, TrainConfig, embed, load_data, new_model, 
 from nnmark.data import SHARED_DATA
 from nnmark.schemes._trigger import black_box_schemes
 from nnmark.suspect import ModuleSuspect
+from nnmark.testing.tsa import seen_now
 
 from _common import accuracy_on_test, loopback_stamps, write_results
 
@@ -86,10 +87,10 @@ def main() -> None:
                 config=recipe,
             )
             stamped = stamp(key)
-            full = verify(model, stamped, tsa_certs=certs, data=data)
+            full = verify(model, stamped, tsa_certs=certs, suspect_seen=seen_now(), data=data)
             s = ModuleSuspect(model)
             s.max_queries = BUDGET
-            short = verify(s, stamped, tsa_certs=certs, data=data)
+            short = verify(s, stamped, tsa_certs=certs, suspect_seen=seen_now(), data=data)
             bare = verify(model, key, data=data)
             row = {
                 "scheme": name,

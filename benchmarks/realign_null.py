@@ -71,6 +71,7 @@ from nnmark.defenses.realign import (
 )
 from nnmark.stats import clopper_pearson
 from nnmark.suspect import ModuleSuspect
+from nnmark.testing.tsa import seen_now
 
 from _common import loopback_stamps, write_results
 
@@ -330,7 +331,7 @@ def legit_rows(
         attacked = attack(marked, spec, data, seed=ki)
         blind_v = verify(attacked, key)
         aligned = realign_suspect(ModuleSuspect(attacked), marked, bound)
-        v = verify(aligned, stamped, tsa_certs=certs)
+        v = verify(aligned, stamped, tsa_certs=certs, suspect_seen=seen_now())
         w = verify(realign_suspect(ModuleSuspect(attacked), twin, bound, unmarked=True), key)
         row = {
             "arch": arch,

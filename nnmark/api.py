@@ -277,12 +277,15 @@ class Provenance:
     time: str | None = None
     tsa: str | None = None
     note: str = ""
-    #: The stamp was compared with when the suspect was first seen (`--suspect-seen`).
+    #: The stamp was compared with when the suspect was first seen (`--suspect-seen`) and
+    #: predates it: only then does it count.
     seen_checked: bool = False
 
     @property
     def timestamped(self) -> bool:
-        return self.time is not None
+        """A verified stamp that predates the suspect's first sighting: what the claim rule
+        counts (a stamp alone says when the key existed, not that the suspect came later)."""
+        return self.time is not None and self.seen_checked
 
     def sentence(self) -> str:
         parts = []
@@ -299,8 +302,11 @@ def provenance(
 ) -> Provenance:
     """Check the key's signature and timestamp; a present one that fails is an error (the key
     was changed after it was signed or stamped). A timestamp counts only when it is checked
-    (a TSA certificate is given) and, if `suspect_seen` is given, predates it: a key stamped
-    after the suspect existed could have been searched for against it."""
+    (a TSA certificate is given) and predates `suspect_seen`, when the suspect was first seen:
+    a key stamped after the suspect existed could have been searched for against it, and
+    without that date nothing says it was not (two red teams, sessions 24 and 25: a frontier key
+    written from a plain model's answers and stamped the same day was found). `suspect_seen`
+    must not be in the future."""
     from nnmark.provenance import check_signature, check_timestamp
 
     signer = check_signature(key.commitment, key.signature) if key.signature else None
@@ -316,6 +322,10 @@ def provenance(
         seen = (
             suspect_seen if suspect_seen.tzinfo else suspect_seen.replace(tzinfo=_dt.timezone.utc)
         )
+        if seen > _dt.datetime.now(_dt.timezone.utc) + SEEN_SLACK:
+            raise NNMarkError(
+                f"the suspect cannot have been first seen in the future ({seen.isoformat()})"
+            )
         if when > seen:
             return Provenance(
                 signer=signer,
@@ -331,12 +341,13 @@ def provenance(
     )
 
 
-#: Why a stamp not compared with the suspect's first sighting proves less than it seems.
+#: Why a stamp not compared with the suspect's first sighting is not counted.
 UNCOMPARED_STAMP = (
-    "the stamp was not compared with when the suspect was first seen (--suspect-seen): it "
-    "proves priority only if the suspect appeared after it; a key made for the suspect and "
-    "stamped later passes this rule"
+    "the stamp is not counted: it was not compared with when the suspect was first seen "
+    "(give --suspect-seen DATE); a key made for the suspect and stamped later would pass"
 )
+#: Clock skew allowed between the verifier and whoever noted the first sighting.
+SEEN_SLACK = _dt.timedelta(minutes=5)
 
 
 def search_seconds(seconds: Sequence[float], p_values: Sequence[float], method: str) -> float:
@@ -378,13 +389,15 @@ def claim_threshold(alpha: float, seconds: float, timestamped: bool) -> float:
 
 def _claim_rule(v: Verdict, alpha: float, cost: float, prov: Provenance) -> str:
     if prov.timestamped:
-        rule = f"p < alpha = {alpha:g}; timestamped, so no search cost is needed"
-        if not prov.seen_checked:
-            rule += f" ({UNCOMPARED_STAMP})"
+        rule = (
+            f"p < alpha = {alpha:g}; timestamped before the suspect was seen, so no search cost "
+            "is needed"
+        )
     else:
+        why = f"{UNCOMPARED_STAMP}" if prov.time else "no verified timestamp"
         rule = (
             f"p < alpha = {alpha:g} and a forgery cost of at least {CLAIM_CPU_YEARS:g} CPU-years "
-            "(no verified timestamp)"
+            f"({why})"
         )
     if v.positive:
         return f"claimed: {rule}"
@@ -410,8 +423,8 @@ def _finish(
             v,
             verdict="not_found",
             reason=(
-                f"{chosen}: a claim needs a verified timestamp (nnmark key timestamp, then "
-                "verify --tsa-cert)"
+                f"{chosen}: a claim needs a verified timestamp that predates the suspect "
+                "(nnmark key timestamp, then verify --tsa-cert CA --suspect-seen DATE)"
             ),
         )
     cost = search / SECONDS_PER_YEAR

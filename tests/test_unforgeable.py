@@ -25,6 +25,7 @@ from nnmark.forge import SPLIT_KDF, Target, forge, honest_key, split_key
 from nnmark.io import save_model
 from nnmark.keys import derivation_seconds, sha256_hex
 from nnmark.schemes.uchida import Uchida, UchidaConfig
+from nnmark.testing.tsa import seen_now
 
 runner = CliRunner()
 
@@ -170,7 +171,7 @@ def test_the_claim_rule_needs_a_forgery_cost_or_a_timestamp(  # type: ignore[no-
 ) -> None:
     """32 matching bits: p 2.3e-10 < alpha, but a key search reaches it in a few CPU-years, so
     not claimed; a timestamp that predates the suspect makes it a claim; one that comes after
-    the suspect was seen does not."""
+    the suspect was seen does not, nor one not compared with the suspect's first sighting."""
     key = OwnerKey.new("short", nonce="3c" * 16)
     model, key = embed(
         new_model("cnn", digits, seed=0),
@@ -186,7 +187,7 @@ def test_the_claim_rule_needs_a_forgery_cost_or_a_timestamp(  # type: ignore[no-
     assert "a key search reaches it" in (v.claim_rule or "")
     stamped = stamp(key)
     certs = [tsa.ca_cert_pem]
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    later = seen_now()  # the suspect first seen after the stamp
     v = verify(model, stamped, tsa_certs=certs, suspect_seen=later)
     assert v.verdict == "found" and "timestamped" in (v.claim_rule or "")
     assert "committed no later than" in (v.priority or "")
@@ -195,12 +196,15 @@ def test_the_claim_rule_needs_a_forgery_cost_or_a_timestamp(  # type: ignore[no-
     assert v.verdict == "not_found" and "proves nothing" in (v.priority or "")
     v = verify(model, stamped)  # no certificate: the token is not checked, not counted
     assert v.verdict == "not_found" and "not checked" in (v.priority or "")
-    # no --suspect-seen: the stamp counts (documented), and the verdict says what is unchecked
+    # no --suspect-seen: the stamp is shown, not counted (two red teams: a key made for a
+    # suspect and stamped afterwards was claimed when an unchecked stamp counted)
     v = verify(model, stamped, tsa_certs=certs)
-    assert v.verdict == "found" and "not compared with when the suspect" in (v.claim_rule or "")
-    assert "not compared" in (v.priority or "")
+    assert v.verdict == "not_found" and "stamp is not counted" in (v.claim_rule or "")
+    assert "committed no later than" in (v.priority or "") and "not counted" in (v.priority or "")
     v = verify(model, stamped, tsa_certs=certs, suspect_seen=later)
-    assert "not compared" not in (v.claim_rule or "") + (v.priority or "")
+    assert "not counted" not in (v.claim_rule or "") + (v.priority or "")
+    with pytest.raises(NNMarkError, match="in the future"):
+        verify(model, stamped, tsa_certs=certs, suspect_seen=later + dt.timedelta(days=1))
 
 
 def test_a_timestamp_over_another_commitment_is_refused(

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,8 @@ def run_cell(
     root: Path, cell: Cell, tsa_certs: tuple[bytes, ...] = (), device: str = "cpu"
 ) -> dict[str, Any]:
     """Attack a cached model, measure fidelity, verify with its key (a timestamp on it counted
-    when `tsa_certs` vouch for it), all on `device`. Never raises."""
+    when `tsa_certs` vouch for it: the attacked copy is first seen when the cell runs, after
+    the bench stamped the keys), all on `device`. Never raises."""
     import torch
 
     from nnmark.api import attack, verify
@@ -86,7 +88,9 @@ def run_cell(
         if scheme != "none":
             key = OwnerKey.load(store.cache.key_path(key_job.ident))
             sources = _verify_data(data, key_job.options)
-            v = verify(model, key, data=sources, tsa_certs=tsa_certs)
+            # the suspect (the attacked copy) is first seen now, after the key was stamped
+            seen = datetime.now(timezone.utc)
+            v = verify(model, key, data=sources, tsa_certs=tsa_certs, suspect_seen=seen)
             row.update(
                 verdict=v.verdict,
                 statistic_name=v.statistic_name,

@@ -99,7 +99,7 @@ def _check_marks(
             continue
         if part.p_value < part.alpha:  # the evidence is there; the claim rule wants more
             why = part.reason or part.claim_rule
-            todo = f"{why}; a verified timestamp (nnmark key timestamp) claims it"
+            todo = f"{why}; a verified timestamp (nnmark key timestamp) that predates the suspect claims it"
         else:
             todo = f"{part.reason or 'the mark did not take'}; train longer (--epochs)"
         err.print(f"warning: {text}: {todo}", markup=False, soft_wrap=True)

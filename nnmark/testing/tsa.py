@@ -18,6 +18,7 @@ refused under the other's CA shows the check verifies the CA's signature, not on
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import shutil
 import subprocess
@@ -253,3 +254,9 @@ class LoopbackTSA:
     def write_tsa_cert(self, path: str | Path) -> Path:
         Path(path).write_bytes(self.tsa_cert_pem)
         return Path(path)
+
+
+def seen_now() -> _dt.datetime:
+    """When a test's suspect was first seen: now, after every stamp the loopback TSA gave its
+    keys (verify counts a timestamp only when it predates the suspect's first sighting)."""
+    return _dt.datetime.now(_dt.timezone.utc)

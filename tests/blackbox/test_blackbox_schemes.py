@@ -26,6 +26,7 @@ from nnmark.schemes.frontier import Frontier
 from nnmark.schemes.newlabel import NewLabel, perturb
 from nnmark.sequential import LookPlan
 from nnmark.suspect import ModuleSuspect
+from nnmark.testing.tsa import seen_now
 
 BLACKBOX = black_box_schemes("classification")
 #: Schemes whose claim within 30 queries needs a verified timestamp: frontier always (whoever
@@ -73,7 +74,7 @@ def test_found_on_marked_and_not_on_unmarked(
     certs = [tsa.ca_cert_pem]
     timestamped = name in TIMESTAMPED
     owner = stamp(key) if timestamped else key
-    v = verify(model, owner, data=key_data, tsa_certs=certs)
+    v = verify(model, owner, data=key_data, tsa_certs=certs, suspect_seen=seen_now())
     print(
         f"{name}: {v.verdict} in {v.queries} queries, p {v.p_value:.2e}, forgery cost "
         f"{v.forgery_cost:.3g} CPU-years, timestamped {timestamped}; null: {v.null}"
@@ -86,9 +87,9 @@ def test_found_on_marked_and_not_on_unmarked(
     else:  # the claim stands on the forgery cost alone
         assert v.forgery_cost >= CLAIM_CPU_YEARS and "no verified timestamp" in v.claim_rule
     for i, other in enumerate(unmarked_cnns):
-        u = verify(other, owner, data=key_data, tsa_certs=certs)
+        u = verify(other, owner, data=key_data, tsa_certs=certs, suspect_seen=seen_now())
         assert u.verdict == "not_found" and u.p_value >= 1e-6, (i, u)
-    p = verify(plain_cnn, owner, data=key_data, tsa_certs=certs)
+    p = verify(plain_cnn, owner, data=key_data, tsa_certs=certs, suspect_seen=seen_now())
     assert p.verdict == "not_found" and p.p_value >= 1e-6
     # Wrong key: the same scheme planned by another owner (another nonce -> other triggers and
     # labels), stamped like ours; frontier's is in
@@ -98,7 +99,13 @@ def test_found_on_marked_and_not_on_unmarked(
         other_key = OwnerKey.new("someone else", nonce="ee" * 16)
         cfg: Any = build_config(cls.Config, blackbox_options.get(name, {}))
         wrong = other_key.with_mark(cls.plan(copy.deepcopy(plain_cnn), other_key, cfg, data=digits))
-        w = verify(model, stamp(wrong) if timestamped else wrong, data=key_data, tsa_certs=certs)
+        w = verify(
+            model,
+            stamp(wrong) if timestamped else wrong,
+            data=key_data,
+            tsa_certs=certs,
+            suspect_seen=seen_now(),
+        )
         assert w.verdict == "not_found" and w.p_value >= 1e-6, w
     print(f"{name}: marked accuracy {acc(model, digits):.4f}, plain {acc(plain_cnn, digits):.4f}")
     assert acc(model, digits) >= acc(plain_cnn, digits) - FIDELITY.get(name, 0.01)
@@ -126,7 +133,7 @@ def test_newlabel_without_a_timestamp_needs_more_queries(blackbox_marked, stamp,
     assert "undecided" in (short.reason or "")
     s = ModuleSuspect(model)
     s.max_queries = 30
-    stamped = verify(s, stamp(key), tsa_certs=[tsa.ca_cert_pem])
+    stamped = verify(s, stamp(key), tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now())
     assert stamped.verdict == "found" and stamped.queries == 30 and stamped.p_value < 1e-6
     # a timestamp that is not checked (no TSA certificate given) does not count
     s = ModuleSuspect(model)
@@ -146,7 +153,7 @@ def test_the_marks_of_one_key_share_the_query_budget(blackbox_marked, stamp, tsa
     for budget in (5, 40, 60):
         s = ModuleSuspect(model)
         s.max_queries = budget
-        v = verify(s, two, tsa_certs=[tsa.ca_cert_pem])
+        v = verify(s, two, tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now())
         used = [part.queries or 0 for part in v.parts]
         print(f"two content marks, budget {budget}: {v.verdict}, queries {used}")
         assert sum(used) == v.queries and v.queries <= budget
@@ -177,7 +184,7 @@ def test_frontier_coins_make_its_null_exact(
     assert bool((scheme.y[~adv] == source[~adv]).all())
     shares = scheme.key_accuracy(model)
     stamped = stamp(key)
-    v = verify(model, stamped, tsa_certs=[tsa.ca_cert_pem])
+    v = verify(model, stamped, tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now())
     print(f"frontier key accuracy {shares}: {v.verdict}, p {v.p_value:.1e}, {v.queries} queries")
     assert v.verdict == "found" and v.queries == 30 and v.details["p0"] == 0.5
     assert "fair coin" in v.null and "calibrat" not in v.null
@@ -185,7 +192,10 @@ def test_frontier_coins_make_its_null_exact(
     print(f"frontier true-adversary matches of unmarked models: {[round(r, 2) for r in rates]}")
     assert all(0.25 < r < 0.75 for r in rates)
     for m in [plain_cnn, *unmarked_cnns]:
-        assert verify(m, stamped, tsa_certs=[tsa.ca_cert_pem]).verdict == "not_found"
+        assert (
+            verify(m, stamped, tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now()).verdict
+            == "not_found"
+        )
     # the same evidence without a timestamp: no claim, and the reason says why
     bare = verify(model, key)
     assert bare.verdict == "not_found" and bare.p_value < 1e-6
@@ -205,7 +215,7 @@ def test_another_owners_frontier_key_is_not_claimed_on_a_stitched_model(
     other_key = OwnerKey.new("someone else", nonce="ee" * 16)
     mark = Frontier.plan(copy.deepcopy(unmarked_cnns[0]), other_key, FrontierConfig(), data=digits)
     theirs = stamp(other_key.with_mark(mark))
-    v = verify(model, theirs, tsa_certs=[tsa.ca_cert_pem])
+    v = verify(model, theirs, tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now())
     print(f"another owner's frontier key on our stitched model: {v.verdict}, p {v.p_value:.1e}")
     assert v.verdict == "not_found" and v.p_value >= 1e-6
     assert "timestamp" not in (v.reason or "") and "timestamped" in (v.claim_rule or "")
@@ -254,7 +264,7 @@ def test_newlabel_grows_the_head_generalises_and_survives_finetuning(
     stolen = attack(model, "finetune:epochs=5", digits)
     with torch.no_grad():
         after = (stolen(x).argmax(1) == 10).float().mean()
-    v = verify(stolen, stamp(key), tsa_certs=[tsa.ca_cert_pem])
+    v = verify(stolen, stamp(key), tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now())
     bare = verify(stolen, key)
     print(
         f"newlabel: fresh key accuracy {fresh:.2f} (decoys answered the new label {decoy:.2f}), "

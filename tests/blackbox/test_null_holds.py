@@ -30,6 +30,7 @@ from nnmark.io import save_model
 from nnmark.schemes._trigger import TriggerScheme
 from nnmark.schemes.newlabel import NewLabelConfig
 from nnmark.stats import binomial_pvalue
+from nnmark.testing.tsa import seen_now
 
 #: The classes the sink models send out-of-distribution inputs to.
 SINKS = (0, 3, 7)
@@ -250,7 +251,7 @@ def test_newlabel_needs_the_new_output(blackbox_marked, plain_cnn, stamp, tsa) -
     """A 10-class model has no output for the new label: not_found after one look, saying so,
     even with a timestamp (alpha alone)."""
     _, key = blackbox_marked["newlabel"]
-    v = verify(plain_cnn, stamp(key), tsa_certs=[tsa.ca_cert_pem])
+    v = verify(plain_cnn, stamp(key), tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now())
     assert v.verdict == "not_found" and v.queries == NewLabelConfig().group  # one look
     assert "no output for the new label" in (v.reason or "")
 
@@ -276,7 +277,7 @@ def test_newlabel_decoys_catch_a_reject_class(blackbox_marked, reject_model, sta
     does (a test of key samples alone would claim it), but it answers the decoys the same way:
     not found, even timestamped."""
     _, key = blackbox_marked["newlabel"]
-    v = verify(reject_model, stamp(key), tsa_certs=[tsa.ca_cert_pem])
+    v = verify(reject_model, stamp(key), tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now())
     d = v.details
     assert v.queries is not None
     real = v.queries // 2

@@ -24,6 +24,7 @@ from nnmark.schemes.base import Scheme
 from nnmark.schemes.newlabel import NewLabel, NewLabelConfig
 from nnmark.schemes.tartaglione import Tartaglione, TartaglioneConfig
 from nnmark.schemes.uchida import Uchida, UchidaConfig
+from nnmark.testing.tsa import seen_now
 from nnmark.verdict import Verdict
 
 LAYER = "vit.layers.0.attention.q_proj"  # the query projection (transformers 5 names)
@@ -130,7 +131,10 @@ def plan(name: str, model: torch.nn.Module, digits: DataBundle, request, hf) -> 
         key, certs = request.getfixturevalue("stamp")(key), [tsa.ca_cert_pem]
     key_data = request.getfixturevalue("key_data")
     return Planned(
-        cls, key, certs, verify(hf.HFSuspect(model), key, data=key_data, tsa_certs=certs)
+        cls,
+        key,
+        certs,
+        verify(hf.HFSuspect(model), key, data=key_data, tsa_certs=certs, suspect_seen=seen_now()),
     )
 
 
@@ -183,7 +187,9 @@ def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
         model = copy.deepcopy(plain_vit)
         p = plan(name, model, digits, request, hf)
         fine_tune(model, [p], digits, key_data, tmp_path, hf)
-    v = verify(hf.HFSuspect(model), p.key, data=key_data, tsa_certs=p.certs)
+    v = verify(
+        hf.HFSuspect(model), p.key, data=key_data, tsa_certs=p.certs, suspect_seen=seen_now()
+    )
     print(
         f"hf {name}: before {p.before.verdict}, after {v.verdict}, BER {v.ber}, "
         f"p {v.p_value:.1e}, queries {v.queries}"
@@ -238,7 +244,9 @@ def test_vit_trained_with_watermark_trainer_carries_the_mark(  # type: ignore[no
     mark = Uchida.plan(model, key, UchidaConfig(layer=LAYER, lam=0.5), bits=32)
     # 32 bits: p 2.3e-10 at best, claimed with a verified timestamp (STAMPED)
     key, certs = stamp(key.with_mark(mark)), [tsa.ca_cert_pem]
-    assert verify(model, key, tsa_certs=certs).ber > 0.2  # not there before training
+    assert (
+        verify(model, key, tsa_certs=certs, suspect_seen=seen_now()).ber > 0.2
+    )  # not there before training
     x, y = digits.tensors("train")
     hf.quiet()
     trainer = hf.WatermarkTrainer(
@@ -250,7 +258,7 @@ def test_vit_trained_with_watermark_trainer_carries_the_mark(  # type: ignore[no
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.train()
-    v = verify(model, key, tsa_certs=certs)
+    v = verify(model, key, tsa_certs=certs, suspect_seen=seen_now())
     assert v.verdict == "found" and v.ber == 0.0
     xt, yt = digits.tensors("test")
     model.eval()

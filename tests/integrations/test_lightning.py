@@ -20,6 +20,7 @@ from nnmark.integrations.support import lightning_support
 from nnmark.schemes.base import Scheme
 from nnmark.schemes.tartaglione import Tartaglione, TartaglioneConfig
 from nnmark.schemes.uchida import Uchida, UchidaConfig
+from nnmark.testing.tsa import seen_now
 from nnmark.verdict import Verdict
 
 #: Fine-tune-to-embed epochs, the default recipes: 3 for the white-box and integrity marks (as the
@@ -86,7 +87,9 @@ def plan(name: str, net: nn.Module, data: DataBundle, sources, request) -> Plann
     if name in STAMPED:
         tsa = request.getfixturevalue("tsa")
         key, certs = request.getfixturevalue("stamp")(key), [tsa.ca_cert_pem]
-    return Planned(cls, key, certs, verify(net, key, data=sources, tsa_certs=certs))
+    return Planned(
+        cls, key, certs, verify(net, key, data=sources, tsa_certs=certs, suspect_seen=seen_now())
+    )
 
 
 def fine_tune(lit, net: nn.Module, data: DataBundle, planned, sources, user, batch: int) -> None:  # type: ignore[no-untyped-def]
@@ -131,7 +134,7 @@ def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
         net = copy.deepcopy(net)
         p = plan(name, net, data, sources, request)
         fine_tune(lit, net, data, [p], sources, user, batch)
-    v = verify(net, p.key, data=sources, tsa_certs=p.certs)
+    v = verify(net, p.key, data=sources, tsa_certs=p.certs, suspect_seen=seen_now())
     print(
         f"lightning {name}: before {p.before.verdict}, after {v.verdict}, BER {v.ber}, "
         f"p {v.p_value:.1e}, queries {v.queries}"

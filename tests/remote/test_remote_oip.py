@@ -21,6 +21,7 @@ from nnmark.remote.evasions import Evasion, fit_evasions, parse_evasion
 from nnmark.remote.server import create_app
 from nnmark.remote.server import serving as serve_in_thread
 from nnmark.schemes._trigger import black_box_schemes
+from nnmark.testing.tsa import seen_now
 
 runner = CliRunner()
 BLACKBOX = black_box_schemes("classification")
@@ -73,11 +74,12 @@ def owner_keys(blackbox_marked, stamp, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="module")
 def verify_options(owner_keys, blackbox_options, tsa, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The CLI options each key's verification needs: --data for a key that names a data set
-    beyond the built-in digits (unrelated's Fashion-MNIST source), --tsa-cert for a stamped one."""
+    beyond the built-in digits (unrelated's Fashion-MNIST source), --tsa-cert and --suspect-seen
+    (now: after the keys were stamped) for a stamped one."""
     ca = tsa.write_ca(tmp_path_factory.mktemp("tsa") / "ca.pem")
     out: dict[str, list[str]] = {name: [] for name in owner_keys}
     for name in TIMESTAMPED:
-        out[name] = ["--tsa-cert", str(ca)]
+        out[name] = ["--tsa-cert", str(ca), "--suspect-seen", seen_now().isoformat()]
     out["unrelated"] += ["--data", blackbox_options["unrelated"]["source"]]
     return out
 

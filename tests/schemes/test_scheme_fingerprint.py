@@ -14,6 +14,7 @@ from nnmark import OwnerKey, TrainConfig, attack, model_info, save_model
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
 from nnmark.fingerprint import fingerprint, identify
+from nnmark.testing.tsa import seen_now
 
 RECIPIENTS = ["alice", "bob", "carol"]
 
@@ -124,7 +125,7 @@ def test_two_colluders_pooling_their_copies_are_named_and_the_third_is_not(  # t
     for innocent in RECIPIENTS:
         pair = [n for n in RECIPIENTS if n != innocent]
         pooled = collude([models[n] for n in pair], how)
-        result = identify(pooled, keys, tsa_certs=[tsa.ca_cert_pem])  # type: ignore[arg-type]
+        result = identify(pooled, keys, tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now())  # type: ignore[arg-type]
         named = {result.named, *result.also_found} - {None}
         assert named and named <= set(pair), (pair, named)
 

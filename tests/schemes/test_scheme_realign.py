@@ -32,6 +32,7 @@ from nnmark.defenses.realign import RealignedSuspect, realign, realign_suspect
 from nnmark.io import model_sha256, save_model
 from nnmark.schemes import SCHEMES
 from nnmark.suspect import ModuleSuspect
+from nnmark.testing.tsa import seen_now
 
 REALIGNABLE = [n for n in BIT_SCHEMES if SCHEMES.get(n).realigns_to_marked]
 REFUSING = [n for n in BIT_SCHEMES if n not in REALIGNABLE]
@@ -175,7 +176,7 @@ def test_copies_realigned_to_the_blinded_reference_are_found(  # type: ignore[no
     stamped = stamp(key)
     for spec in LEGIT:
         aligned = realigned(attack(model, spec, digits, seed=3), model, key)
-        v = verify(aligned, stamped, tsa_certs=[tsa.ca_cert_pem])
+        v = verify(aligned, stamped, tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now())
         print(f"{scheme} {spec}: BER {v.ber:.3f}, p {v.p_value:.1e}")
         assert v.verdict == "found" and (v.ber or 0) <= 0.05
         v = verify(aligned, key)
@@ -352,7 +353,7 @@ def test_cli_reference(
     ]
     ca = tmp_path / "ca.pem"
     ca.write_bytes(tsa.ca_cert_pem)
-    certs = ["--tsa-cert", str(ca)]
+    certs = ["--tsa-cert", str(ca), "--suspect-seen", seen_now().isoformat()]
     for suspect, key_file, option, reference, code, reason in cases:
         args = ["verify", suspect, "--key", str(tmp_path / key_file), option, reference, *certs]
         r = runner.invoke(app, [*args, "--json"])
