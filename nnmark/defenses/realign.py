@@ -363,7 +363,7 @@ def realign_suspect(
     model (a path or a module). `schemes`: the key's marks bound to their schemes
     (nnmark.api.bound_scheme). `unmarked=False`: the reference is the marked model, blinded per
     mark or refused (`blind`); `unmarked=True`: the reference never saw the key and is used as
-    it is, unless it shows a mark of the key. A suspect that cannot be matched does not raise:
+    it is, for the marks whose key commits to it (`unbound`). A suspect that cannot be matched does not raise:
     its white-box marks read as not_found with the reason (RealignedSuspect.for_mark)."""
     if isinstance(reference, nn.Module):
         label = f"{suspect.label} (realigned to the reference)"
