@@ -41,6 +41,22 @@ class QueryBudgetExceeded(NNMarkError):
 MAX_CLASSES = 1 << 16
 #: The most values one input may hold (a query's tensor is built from the metadata's shape).
 MAX_INPUT_VALUES = 1 << 24
+#: The most dimensions a shape the server sends may have (batch, channels, height, width).
+MAX_DIMS = 4
+
+
+def dims(raw: Any) -> list[int]:
+    """A shape the server sent: at most MAX_DIMS JSON integers, each -1 (any batch) or in
+    [0, 2^31), checked before any product is taken (red team, session 25: a shape of 140,000
+    entries of 1e308 made math.prod run for hours past --time-limit); the callers bound the
+    product."""
+    if not isinstance(raw, list) or len(raw) > MAX_DIMS:
+        raise ValueError("not a shape")
+    if not all(type(d) is int and -1 <= d < 1 << 31 for d in raw):
+        raise ValueError("not a shape")
+    return list(raw)
+
+
 #: Bytes of one answer beyond what its expected content needs (JSON numbers are long).
 ANSWER_SLACK = 1 << 20
 
@@ -112,12 +128,12 @@ class RemoteSuspect(Suspect):
         self.model_name = model_name or self._only_model()
         meta = self._get(f"/v2/models/{self.model_name}")
         try:
-            self.input_shape = [int(d) for d in meta["inputs"][0]["shape"][1:]]
+            self.input_shape = dims(meta["inputs"][0]["shape"])[1:]
             out = meta["outputs"][0]
             self.label_only = str(out["datatype"]).startswith("INT")
-            self.classes = int(out.get("parameters", {}).get("classes", 0) or out["shape"][-1])
-            dims = out["shape"]
-            self.channels = int(dims[1]) if isinstance(dims, list) and len(dims) == 4 else 0
+            out_dims = dims(out["shape"])
+            self.classes = int(out.get("parameters", {}).get("classes", 0) or out_dims[-1])
+            self.channels = out_dims[1] if len(out_dims) == 4 else 0
         except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError):
             raise NNMarkError(f"{self.url}: unexpected model metadata") from None
         if not 1 <= self.classes <= MAX_CLASSES:
@@ -277,7 +293,7 @@ class RemoteSuspect(Suspect):
         n = query[0]
         try:
             out = doc["outputs"][0]
-            shape = [int(d) for d in out["shape"]]
+            shape = dims(out["shape"])
             values = out["data"]
         except (KeyError, IndexError, TypeError, ValueError, OverflowError):
             raise NNMarkError(f"{self.url}: unexpected inference answer") from None

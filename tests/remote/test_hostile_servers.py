@@ -84,10 +84,14 @@ def _meta(classes: int) -> dict[str, object]:
     }
 
 
-def _oip(infer: Handler, classes: int = 10, labels: bool = False) -> Handler:
+def _oip(
+    infer: Handler, classes: int = 10, labels: bool = False, input_shape: object = None
+) -> Handler:
     """A plausible OIP v2 server whose inference endpoint is `infer` (`labels`: it says it
-    answers class labels only)."""
+    answers class labels only; `input_shape`: the shape its metadata gives its input)."""
     meta = _meta(classes)
+    if input_shape is not None:
+        meta["inputs"] = [{"name": "input", "datatype": "FP32", "shape": input_shape}]
     if labels:
         meta["outputs"] = [
             {"name": "output", "datatype": "INT64", "shape": [-1], "parameters": {"classes": 10}}
@@ -238,6 +242,17 @@ def _verify(url: str, key: Path, *extra: str) -> tuple[subprocess.CompletedProce
         ("slow drip", _oip(drip), "no complete answer to POST /v2/models/m/infer within 2 s"),
         ("endless answer", _oip(endless), "the answer exceeds"),
         ("10^9 classes", _oip(drip, classes=10**9), "claims 1000000000 classes"),
+        # a product over 1e308s grows as the square of the entries: 100,000 took over an hour
+        (
+            "a metadata shape of 1e308s",
+            _oip(drip, input_shape=[-1] + [1e308] * 100_000),
+            "unexpected model metadata",
+        ),
+        (
+            "an answer shape of 1e308s",
+            _oip(answering(lambda n: {"shape": [n] + [1e308] * 100_000, "data": [0.1] * n})),
+            "unexpected inference answer",
+        ),
         ("drip at health", drip, "no complete answer to GET /v2/health/ready within 2 s"),
         ("not an inference server", not_oip, "the server's answer is not JSON"),
         ("compression bomb", gzip_bomb, "compressed ('gzip, gzip'), which was not asked for"),
