@@ -152,7 +152,9 @@ def test_a_mark_that_did_not_take_is_said_when_it_is_made(files: dict[str, Path]
     assert r.exit_code == 0, r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith("warning: frontier: not_found in the saved model (p ")
-    assert line.endswith("a verified timestamp (nnmark key timestamp) claims it")
+    assert line.endswith(
+        "a verified timestamp (nnmark key timestamp) that predates the suspect claims it"
+    )
     # a new mark added to that key is checked alone and with the key's other mark, as verify
     # decides: the combination still waits on the frontier mark's timestamp
     r = run("embed", d / "f.safetensors", "--key", d / "f.nnkey", "--scheme", "uchida",
