@@ -394,7 +394,7 @@ def _claim_rule(v: Verdict, alpha: float, cost: float, prov: Provenance) -> str:
             "is needed"
         )
     else:
-        why = f"{UNCOMPARED_STAMP}" if prov.time else "no verified timestamp"
+        why = UNCOMPARED_STAMP if prov.time else "no verified timestamp"
         rule = (
             f"p < alpha = {alpha:g} and a forgery cost of at least {CLAIM_CPU_YEARS:g} CPU-years "
             f"({why})"

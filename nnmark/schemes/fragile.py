@@ -37,13 +37,14 @@ Cost: each slot's weight changes by at most one unit in the last place (relative
 The tensors alone are not the model: the key also records the zoo architecture (and keyword
 arguments) the mark was written on, and a suspect that states another one is not intact. An
 ONNX file carries its own graph, which no key describes, so its weights are checked but it is
-never certified intact (details["weights_intact"] says what the weights showed). A model
-outside the zoo (a user's own class) is run by the verifier's own code: the key records none.
+never certified intact (`details["weights_intact"]` is true when the architecture alone is at
+fault). A model outside the zoo (a user's own class) is run by the verifier's own code: the key
+records none.
 
 Verdict: "intact" when the stored and recomputed whole hashes agree and the architecture is the
-marked one, "modified" otherwise, with `details["changed"]` (key order). Statistic: hash match (1 or 0). p-value: under H0 "the suspect
-differs from the marked model", matching the stored 256-bit hash is a SHA-256 collision, chance
-2^-256 (reported when intact); a mismatch gives 1.
+marked one, "modified" otherwise, with `details["changed"]` (key order). Statistic: hash match
+(1 or 0). p-value: under H0 "the suspect differs from the marked model", matching the stored
+256-bit hash is a SHA-256 collision, chance 2^-256 (reported when intact); a mismatch gives 1.
 
 Example::
 
