@@ -67,6 +67,28 @@ def serve_cmd(
             max=3600,
         ),
     ] = 10.0,
+    head_timeout: Annotated[
+        float,
+        typer.Option(
+            "--head-timeout",
+            help="Seconds a connection may take to send a complete request head (after it "
+            "opens or after the previous answer); it is closed otherwise",
+            min=0.1,
+            max=3600,
+        ),
+    ] = 10.0,
+    per_client: Annotated[
+        int,
+        typer.Option(
+            "--max-connections-per-client",
+            help="Connections one client address (IPv6: its /64) may hold; 0: no cap, for a "
+            "server behind a proxy that limits its clients",
+            min=0,
+        ),
+    ] = 32,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", help="Connections open at once", min=1)
+    ] = 512,
     device: DeviceOpt = "auto",
 ) -> None:
     """Serve MODEL over OIP v2 REST (/v2/models/NAME/infer) until interrupted."""
@@ -74,6 +96,7 @@ def serve_cmd(
 
     from nnmark.data import load_data
     from nnmark.io import load_model
+    from nnmark.remote.connections import ConnectionLimits, server_config
     from nnmark.remote.evasions import fit_evasions, parse_evasion
     from nnmark.remote.server import create_app
 
@@ -112,7 +135,8 @@ def serve_cmd(
     sock = _listen(host, port)  # bound here: a bad address is one line, the real port shown
     port = sock.getsockname()[1]
     err.print(f"serving {model_path} as {name!r} on http://{host}:{port}/v2/models/{name}/infer")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    limits = ConnectionLimits(head_timeout, per_client, max_connections)
+    uvicorn.Server(server_config(app, limits, log_level="warning")).run(sockets=[sock])
 
 
 def _listen(host: str, port: int) -> socket.socket:

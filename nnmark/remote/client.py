@@ -57,6 +57,9 @@ def dims(raw: Any) -> list[int]:
     return list(raw)
 
 
+#: JSON objects and arrays one answer may hold (an answer is one flat tensor; a repository
+#: index, one object per model).
+MAX_CONTAINERS = 4096
 #: Bytes of one answer beyond what its expected content needs (JSON numbers are long).
 ANSWER_SLACK = 1 << 20
 
@@ -73,6 +76,13 @@ class Reply:
         self.status_code, self.body, self._url = status, body, url
 
     def json(self) -> Any:
+        if self.body.count(b"{") + self.body.count(b"[") > MAX_CONTAINERS:
+            # counted before parsing (red team, session 25: a 64 MiB answer of `{},` parsed
+            # to 1.9 GB of empty dicts)
+            raise NNMarkError(
+                f"{self._url}: the answer holds more than {MAX_CONTAINERS} JSON objects and "
+                "arrays; refused"
+            )
         try:
             return json.loads(self.body)
         except (ValueError, RecursionError):
@@ -309,6 +319,11 @@ class RemoteSuspect(Suspect):
             data = torch.tensor(values, dtype=torch.float64)
         except (OverflowError, RuntimeError):  # an integer of hundreds of digits
             raise NNMarkError(f"{self.url}: the answer holds numbers out of range") from None
+        # json reads NaN and Infinity; 1e300 is finite here and infinite as FP32
+        if not bool((data.abs() <= torch.finfo(torch.float32).max).all()):
+            raise NNMarkError(
+                f"{self.url}: the answer holds NaN, infinite or numbers beyond FP32's range"
+            )
         if len(shape) == 4:
             if len(query) != 4 or shape[2:] != query[2:] or shape[1] != self.channels:
                 raise NNMarkError(

@@ -27,9 +27,11 @@ from typing import Any
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from torch import nn
 
 from nnmark._version import __version__
+from nnmark.remote.connections import ConnectionLimits, server_config
 from nnmark.remote.evasions import Evading, Evasion
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,11 @@ BODY_TIMEOUT = 10.0
 #: Bodies being received at once, per inference slot (`max_pending`): reading is cheap, but
 #: a slow reader must not take the slots of requests that have arrived.
 READING_PER_SLOT = 4
+#: Bytes of request bodies held at once, being received or waiting for inference (red team,
+#: session 25: 250 bodies of 8 MiB arriving together took the server to 2.8 GiB).
+MAX_BUFFERED = 256 << 20
+#: JSON objects and arrays a request may hold (a request holds one flat tensor: a dozen).
+MAX_CONTAINERS = 256
 DATATYPES = {"FP32": torch.float32, "FP64": torch.float64, "FP16": torch.float16}
 
 
@@ -57,7 +64,7 @@ class BadRequest(Exception):
 
 def _error(status: int, message: str) -> JSONResponse:
     # a body too large or too slow is not read to its end: the connection is closed after it
-    headers = {"Connection": "close"} if status in (408, 413) else None
+    headers = {"Connection": "close"} if status in (408, 413, 503) else None
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -82,14 +89,20 @@ def parse_request(body: bytes, shape: Sequence[int], max_body: int, max_batch: i
         raise BadRequest(400, "'data' must hold only finite numbers") from None
     _check_count(x.numel(), dims)
     if not torch.isfinite(x).all():
-        raise BadRequest(400, "'data' holds NaN or infinite values")
-    return x.float().reshape(dims)
+        raise BadRequest(400, "'data' holds NaN or infinite values (or beyond its datatype)")
+    x = x.float()
+    if not torch.isfinite(x).all():  # FP64 finite, FP32 not: the model would answer NaN
+        raise BadRequest(400, "'data' holds values beyond FP32's range")
+    return x.reshape(dims)
 
 
 def _input_tensor(body: bytes, max_body: int) -> dict[str, Any]:
     """The request's single input tensor object."""
     if len(body) > max_body:
         raise BadRequest(413, f"request body of {len(body)} bytes exceeds {max_body}")
+    if body.count(b"{") + body.count(b"[") > MAX_CONTAINERS:
+        # counted before parsing: megabytes of `{},` parse to gigabytes of empty dicts
+        raise BadRequest(400, f"more than {MAX_CONTAINERS} JSON objects and arrays")
     try:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -220,6 +233,7 @@ def create_app(
     max_pending: int = MAX_PENDING,
     token: str | None = None,
     body_timeout: float = BODY_TIMEOUT,
+    max_buffered: int = MAX_BUFFERED,
 ) -> FastAPI:
     """The ASGI app serving `model` (inputs of shape (N, *input_shape), class scores out).
 
@@ -227,14 +241,14 @@ def create_app(
     and inference run in `workers` threads, at most `max_pending` requests at a time (503 with
     Retry-After beyond); a body must arrive within `body_timeout` seconds (408 otherwise), at
     most READING_PER_SLOT x `max_pending` of them at once, apart from the requests admitted to
-    inference; with `token`, every endpoint but the health probes needs
+    inference, and at most `max_buffered` bytes of bodies held in all (503 beyond); with `token`, every endpoint but the health probes needs
     `Authorization: Bearer TOKEN`. `defenses`: the thief's serving evasions."""
     service = _Service(model, input_shape, model_name, defenses, max_body, max_batch, seed)
     app = FastAPI(title="nnmark OIP v2 server", version=__version__)
     if token is not None:
         _require_bearer(app, token)
     _metadata_routes(app, service)
-    _infer_route(app, service, max(1, workers), max_pending, body_timeout)
+    _infer_route(app, service, max(1, workers), max_pending, body_timeout, max_buffered)
     return app
 
 
@@ -286,7 +300,12 @@ def _metadata_routes(app: FastAPI, service: _Service) -> None:
 
 
 def _infer_route(
-    app: FastAPI, service: _Service, workers: int, max_pending: int, body_timeout: float
+    app: FastAPI,
+    service: _Service,
+    workers: int,
+    max_pending: int,
+    body_timeout: float,
+    max_buffered: int,
 ) -> None:
     """POST infer: the body streamed under a deadline and cut at max_body, then parsed and
     answered in one of `workers` threads, at most `max_pending` requests admitted (503 with
@@ -295,7 +314,7 @@ def _infer_route(
 
     limiter = anyio.CapacityLimiter(workers)
     # the event loop's own counts: bodies being received, and requests admitted to inference
-    pending = {"n": 0, "reading": 0}
+    pending = {"n": 0, "reading": 0, "bytes": 0}
     max_body = service.max_body
 
     def busy(what: str, n: int) -> JSONResponse:
@@ -303,7 +322,9 @@ def _infer_route(
             {"error": f"busy: {n} {what}; retry"}, status_code=503, headers={"Retry-After": "1"}
         )
 
-    async def receive(request: Request) -> bytes:
+    async def receive(request: Request, held: list[int]) -> bytes:
+        """The body, cut at max_body and at the server's MAX_BUFFERED bytes of bodies in all;
+        `held` counts what this request holds, released when it is answered."""
         chunks, size = [], 0
         try:
             with anyio.fail_after(body_timeout):
@@ -311,9 +332,17 @@ def _infer_route(
                     size += len(chunk)
                     if size > max_body:
                         raise BadRequest(413, f"request body exceeds {max_body} bytes")
+                    if pending["bytes"] + len(chunk) > max_buffered:
+                        raise BadRequest(
+                            503, f"busy: {pending['bytes'] >> 20} MiB of request bodies held; retry"
+                        )
+                    pending["bytes"] += len(chunk)
+                    held[0] += len(chunk)
                     chunks.append(chunk)
         except TimeoutError:
             raise BadRequest(408, f"request body not received within {body_timeout:g} s") from None
+        except ClientDisconnect:  # gone mid-body: nobody to answer, nothing to log
+            raise BadRequest(400, "the client disconnected before its body ended") from None
         return b"".join(chunks)
 
     @app.post("/v2/models/{name}/infer")
@@ -326,24 +355,34 @@ def _infer_route(
             return busy("requests in progress", pending["n"])
         if pending["reading"] >= READING_PER_SLOT * max_pending:
             return busy("request bodies arriving", pending["reading"])
+        held = [0]
         pending["reading"] += 1
         try:
-            body = await receive(request)
+            try:
+                body = await receive(request, held)
+            finally:
+                pending["reading"] -= 1
+            if pending["n"] >= max_pending:
+                return busy("requests in progress", pending["n"])
+            pending["n"] += 1
+            try:
+                doc = await anyio.to_thread.run_sync(service.answer, body, limiter=limiter)
+            finally:
+                pending["n"] -= 1
         finally:
-            pending["reading"] -= 1
-        if pending["n"] >= max_pending:
-            return busy("requests in progress", pending["n"])
-        pending["n"] += 1
-        try:
-            doc = await anyio.to_thread.run_sync(service.answer, body, limiter=limiter)
-        finally:
-            pending["n"] -= 1
+            pending["bytes"] -= held[0]
         return JSONResponse(doc)
 
 
 @contextmanager
-def serving(app: FastAPI, host: str = "127.0.0.1", timeout: float = 30.0) -> Iterator[str]:
-    """Run `app` under uvicorn in a thread on a free port of `host`; yields its base URL.
+def serving(
+    app: FastAPI,
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+    limits: ConnectionLimits | None = None,
+) -> Iterator[str]:
+    """Run `app` under uvicorn in a thread on a free port of `host`, with the connection
+    `limits` (nnmark.remote.connections); yields its base URL.
 
     Readiness is polled (uvicorn's `started`, then /v2/health/ready), never slept; the server
     stops when the block ends. Tests and benchmarks verify against a real server this way.
@@ -359,7 +398,8 @@ def serving(app: FastAPI, host: str = "127.0.0.1", timeout: float = 30.0) -> Ite
     import httpx
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=0, log_level="error"))
+    config = server_config(app, limits or ConnectionLimits(), host=host, port=0, log_level="error")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

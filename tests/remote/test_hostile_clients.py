@@ -4,6 +4,7 @@ token; and defenses with invalid options. Against a real server on loopback sock
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -256,3 +257,185 @@ def test_nnmark_serve_under_a_memory_limit_cuts_a_chunked_gigabyte(  # type: ign
         )
         assert answer.startswith("HTTP/1.1 413") and seconds < 60 and sent < 1 << 30
         assert httpx.post(f"{url}/v2/models/m/infer", json=_good()).status_code == 200
+
+
+def _connect(url: str, source: str) -> socket.socket:
+    """A raw connection to the server from `source`, another loopback address (127.0.0.0/8 is
+    all loopback on Linux): the attacker, apart from the honest client at 127.0.0.1."""
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=5, source_address=(source, 0))
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
+    """(whether the server closed `sock` within `seconds`, what it sent before)."""
+    sock.settimeout(0.05)
+    got, ends = b"", time.monotonic() + seconds
+    while time.monotonic() < ends:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            return True, got
+        if not chunk:
+            return True, got
+        got += chunk
+    return False, got
+
+
+def test_a_request_head_must_arrive_in_time(plain_cnn) -> None:  # type: ignore[no-untyped-def]
+    """Red team, session 25: a connection that never finished its request head was held for
+    ever (1,100 of them stopped all service). With a head timeout of 1 s, a silent connection,
+    one dripping its head a byte every 0.2 s, and one dripping a second head after an answer on
+    a kept-alive connection are all closed within the timeout (plus slack), while a slow
+    inference (2 s, longer than the head timeout) is answered."""
+    from nnmark.remote.connections import ConnectionLimits
+
+    limits = ConnectionLimits(head_timeout=1.0)
+    with serving(create_app(Slow(plain_cnn, 2.0), (1, 8, 8), model_name="m"), limits=limits) as url:
+        silent = _connect(url, "127.0.0.2")
+        dripping = _connect(url, "127.0.0.2")
+        kept = _connect(url, "127.0.0.2")
+        kept.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        start = time.monotonic()
+        closed = {"silent": False, "dripping": False, "kept": False}
+        answered = b""
+        head = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Drip: " + b"a" * 100
+        for i in range(len(head)):
+            if time.monotonic() - start > 4:
+                break
+            for name, sock in (("silent", silent), ("dripping", dripping), ("kept", kept)):
+                if closed[name]:
+                    continue
+                if name == "dripping" or (name == "kept" and answered):
+                    try:
+                        sock.sendall(head[i : i + 1])
+                    except OSError:
+                        closed[name] = True
+                        continue
+                done, got = _closed_within(sock, 0.05)
+                if name == "kept":
+                    answered += got
+                closed[name] = closed[name] or done
+            if all(closed.values()):
+                break
+            time.sleep(0.1)
+        took = time.monotonic() - start
+        slow = httpx.post(f"{url}/v2/models/m/infer", json=_good(), timeout=10)
+    print(f"head timeout 1 s: {closed}, in {took:.1f} s; slow inference HTTP {slow.status_code}")
+    assert answered.startswith(b"HTTP/1.1 200")
+    assert all(closed.values()) and took < 3.5
+    assert slow.status_code == 200
+
+
+def test_one_client_cannot_hold_the_server(plain_cnn) -> None:  # type: ignore[no-untyped-def]
+    """Red team, session 25: 260 clients dripping a byte a second held every body-reading slot
+    (honest inference got 503), and idle connections beyond the open-file limit stopped the
+    server. One address now holds at most `per_client` connections (here 8; the next get 503
+    and are closed), and the server at most `total` (here 20) from everyone: 30 connections
+    from 127.0.0.2, dripping bodies, leave an honest client at 127.0.0.1 answered at once, and
+    connections beyond the total get 503 too."""
+    from nnmark.remote.connections import ConnectionLimits
+
+    limits = ConnectionLimits(head_timeout=30.0, per_client=8, total=20)
+    asgi = create_app(plain_cnn, (1, 8, 8), model_name="m", body_timeout=30.0)
+    with serving(asgi, limits=limits) as url:
+        thief = [_connect(url, "127.0.0.2") for _ in range(30)]
+        for s in thief:
+            with contextlib.suppress(OSError):  # a refused one may be closed already
+                s.sendall(
+                    b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{"
+                )
+        refused = [_closed_within(s, 0.3) for s in thief]
+        held = sum(not done for done, _ in refused)
+        busy = [got for done, got in refused if done]
+        honest = [httpx.post(f"{url}/v2/models/m/infer", json=_good(), timeout=5) for _ in range(3)]
+        crowd = [_connect(url, f"127.0.1.{i}") for i in range(1, 16)]
+        over = [_closed_within(s, 0.3) for s in crowd]
+        for s in thief + crowd:
+            s.close()
+    print(
+        f"one client: {held} of 30 held, {len(busy)} refused; honest "
+        f"{[r.status_code for r in honest]}; {sum(d for d, _ in over)} of 15 more refused"
+    )
+    # a refused connection is written a 503 and closed at once; the thief's request, sent
+    # after, may make the kernel reset it before the 503 is read, so it may read nothing
+    assert held == 8 and len(busy) == 22
+    # (while refused ones are still closing, the total of 20 can be what refuses the next)
+    assert all(b.startswith(b"HTTP/1.1 503") and b"connections open" in b for b in busy if b)
+    assert any(b"from this client" in b for b in busy)
+    assert [r.status_code for r in honest] == [200, 200, 200]
+    # 8 thief connections are open: 12 more fit under the total of 20, the other 3 get 503
+    assert sum(d for d, _ in over) == 3
+    assert all(b"connections open" in got for done, got in over if done and got)
+
+
+def test_bodies_held_at_once_are_bounded(plain_cnn) -> None:  # type: ignore[no-untyped-def]
+    """Red team, session 25: 250 bodies of 8 MiB arriving together took the server to 2.8 GiB.
+    With `max_buffered` 1 MiB, a client holding 700 KB of an unfinished body leaves no room
+    for another 700 KB body (503, connection closed); once the first is cut at its deadline
+    (408), its bytes are released and the same body is answered."""
+    asgi = create_app(plain_cnn, (1, 8, 8), model_name="m", max_buffered=1 << 20, body_timeout=1.0)
+    big = (
+        json.dumps(_good(1))
+        .encode()
+        .replace(b'"data"', b'"pad": "' + b" " * 700_000 + b'", "data"')
+    )
+    with serving(asgi) as url:
+        holder = _connect(url, "127.0.0.2")
+        holder.sendall(
+            b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 800000\r\n\r\n" + b" " * 700_000
+        )
+        time.sleep(0.3)
+        during = httpx.post(f"{url}/v2/models/m/infer", content=big, timeout=5)
+        _, cut = _closed_within(holder, 3)
+        after = httpx.post(f"{url}/v2/models/m/infer", content=big, timeout=5)
+    print(
+        f"buffered: during {during.status_code} {during.json()}; holder {cut[:12]!r}; after {after.status_code}"
+    )
+    assert during.status_code == 503 and "request bodies held" in during.json()["error"]
+    assert cut.startswith(b"HTTP/1.1 408")
+    assert after.status_code == 200, after.text
+
+
+def test_out_of_range_and_container_floods_get_400(plain_cnn) -> None:  # type: ignore[no-untyped-def]
+    """FP64 values finite but beyond FP32 made the model answer NaN (HTTP 500); a body of
+    `{},` parsed into millions of dicts. Both are refused as bad requests."""
+    tensor = _good()["inputs"][0]  # type: ignore[index]
+    wide = {"inputs": [{**tensor, "datatype": "FP64", "data": [1e300] + [0.0] * 63}]}
+    flood = b'{"inputs": [' + b"{}," * 100_000 + b"{}]}"
+    with serving(create_app(plain_cnn, (1, 8, 8), model_name="m")) as url:
+        r = httpx.post(f"{url}/v2/models/m/infer", content=json.dumps(wide).encode())
+        assert r.status_code == 400 and "beyond FP32's range" in r.json()["error"], r.text
+        r = httpx.post(f"{url}/v2/models/m/infer", content=flood)
+        assert r.status_code == 400 and "JSON objects and arrays" in r.json()["error"], r.text
+
+
+def test_nnmark_serve_applies_its_connection_limits(  # type: ignore[no-untyped-def]
+    plain_cnn, digits, tmp_path: Path
+) -> None:
+    """The real `nnmark serve` with --head-timeout 1 --max-connections-per-client 2: a third
+    connection from one address gets 503, the two it holds silently are closed within the
+    timeout (plus slack), and another address is answered meanwhile."""
+    from nnmark import model_info
+    from nnmark.io import save_model
+    from nnmark.testing.serve import serve_process
+
+    model = tmp_path / "m.safetensors"
+    save_model(plain_cnn, model_info(plain_cnn, digits), model)
+    options = ("--head-timeout", "1", "--max-connections-per-client", "2")
+    with serve_process(model, *options) as (url, _):
+        held = [_connect(url, "127.0.0.2") for _ in range(2)]
+        time.sleep(0.2)
+        third = _closed_within(_connect(url, "127.0.0.2"), 0.5)
+        honest = httpx.post(f"{url}/v2/models/m/infer", json=_good())
+        start = time.monotonic()
+        closed = [_closed_within(s, 3.0)[0] for s in held]
+        took = time.monotonic() - start
+    print(
+        f"nnmark serve limits: third {third[1][:12]!r}, honest {honest.status_code}, {took:.1f} s"
+    )
+    assert third[0] and third[1].startswith(b"HTTP/1.1 503")
+    assert honest.status_code == 200 and all(closed) and took < 2.5

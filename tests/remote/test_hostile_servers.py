@@ -253,6 +253,23 @@ def _verify(url: str, key: Path, *extra: str) -> tuple[subprocess.CompletedProce
             _oip(answering(lambda n: {"shape": [n] + [1e308] * 100_000, "data": [0.1] * n})),
             "unexpected inference answer",
         ),
+        # 100,000 empty objects: a few hundred KB that json would parse into ~10 MB, and a
+        # 64 MiB answer of them into 1.9 GB (red team, session 25)
+        (
+            "an answer of empty objects",
+            _oip(answering(lambda n: {"shape": [n, 10], "data": [{}] * 100_000})),
+            "more than 4096 JSON objects and arrays",
+        ),
+        (
+            "scores beyond FP32",
+            _oip(answering(lambda n: {"shape": [n, 10], "data": [1e300] * (n * 10)})),
+            "NaN, infinite or numbers beyond FP32's range",
+        ),
+        (
+            "NaN scores",
+            _oip(answering(lambda n: {"shape": [n, 10], "data": [float("nan")] * (n * 10)})),
+            "NaN, infinite or numbers beyond FP32's range",
+        ),
         ("drip at health", drip, "no complete answer to GET /v2/health/ready within 2 s"),
         ("not an inference server", not_oip, "the server's answer is not JSON"),
         ("compression bomb", gzip_bomb, "compressed ('gzip, gzip'), which was not asked for"),
