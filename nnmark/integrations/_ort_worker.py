@@ -33,6 +33,10 @@ def _answer(out: BinaryIO, status: int, body: bytes) -> None:
 def main(path: str, memory: int) -> None:
     import resource
 
+    # never above an inherited hard limit (raising it is refused: the worker died at start)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        memory = min(memory, hard)
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     out = sys.stdout.buffer
     try:

@@ -189,6 +189,81 @@ def _external(tensor: Any) -> str | None:
     return next((e.value for e in tensor.external_data if e.key == "location"), "")
 
 
+#: ONNX data types an initializer may hold here: the number types weights come in (TensorProto
+#: codes -> numpy dtype; bfloat16 is read as its 16 bits, then widened to float32).
+_DTYPES = {
+    1: np.float32,
+    2: np.uint8,
+    3: np.int8,
+    5: np.int16,
+    6: np.int32,
+    7: np.int64,
+    9: np.bool_,
+    10: np.float16,
+    11: np.float64,
+    16: np.uint16,
+}
+_BFLOAT16 = 16
+#: The most values one initializer may hold (the zoo's bound on a whole model).
+MAX_INITIALIZER_VALUES = 1 << 28
+
+
+def _checked_layout(init: Any, what: str) -> tuple[Any, int]:
+    """(numpy dtype, value count) of an initializer, from its declared type and dims, checked
+    before anything is read: an ONNX file is the other side's, and its dims are only numbers."""
+    from onnx import TensorProto
+
+    dtype = _DTYPES.get(init.data_type)
+    if dtype is None:
+        try:
+            kind = TensorProto.DataType.Name(init.data_type)
+        except ValueError:
+            kind = f"type {init.data_type}"
+        raise NNMarkError(f"{what} holds {kind} values, not numbers nnmark reads a mark from")
+    if len(init.dims) > 8 or any(d < 0 for d in init.dims) or init.HasField("segment"):
+        raise NNMarkError(f"{what} has an invalid shape")
+    count = 1
+    for d in init.dims:
+        count *= d
+        if count > MAX_INITIALIZER_VALUES:
+            raise NNMarkError(
+                f"{what} declares more than {MAX_INITIALIZER_VALUES:,} values; refused"
+            )
+    if init.raw_data and len(init.raw_data) != count * np.dtype(dtype).itemsize:
+        raise NNMarkError(f"{what} holds {len(init.raw_data)} bytes for {count} values")
+    return dtype, count
+
+
+def _read_external(init: Any, folder: Path, dtype: Any, count: int) -> np.ndarray:
+    """An initializer's external data: exactly `count` values at its offset in a regular file
+    beside the model, checked against the file's size before reading (onnx's own reader reads
+    to the end of the file when no length is given: a sparse file of gigabytes)."""
+    fields = {e.key: e.value for e in init.external_data}
+    what = f"initializer {init.name[:80]!r}"
+    need = count * np.dtype(dtype).itemsize
+    try:
+        offset = int(fields.get("offset", "0"))
+        length = int(fields["length"]) if "length" in fields else need
+    except ValueError:
+        raise NNMarkError(f"{what}: external data offset or length is not a number") from None
+    if offset < 0 or length != need:
+        raise NNMarkError(f"{what}: external data of {length} bytes at {offset}, needs {need}")
+    path = folder / fields.get("location", "")
+    try:
+        st = path.stat()
+    except OSError:
+        raise NNMarkError(f"{what}: external data file {path.name[:80]!r} not found") from None
+    if not path.is_file() or offset + need > st.st_size:
+        raise NNMarkError(
+            f"{what}: external data file {path.name[:80]!r} is not a regular file of at least "
+            f"{offset + need} bytes"
+        )
+    values = np.fromfile(path, dtype=np.dtype(dtype).newbyteorder("<"), count=count, offset=offset)
+    if init.data_type == _BFLOAT16:  # the upper half of a float32
+        return (values.astype(np.uint32) << 16).view(np.float32).reshape(tuple(init.dims))
+    return values.astype(np.dtype(dtype)).reshape(tuple(init.dims))
+
+
 class OnnxSuspect(Suspect):
     """An ONNX file: initializers by name, predictions through onnxruntime in a bounded child
     process (`OrtWorker`)."""
@@ -228,12 +303,21 @@ class OnnxSuspect(Suspect):
     def tensor(self, name: str) -> torch.Tensor | None:
         if name not in self._names:
             return None
+        init = self._init[self._names[name]]
+        dtype, count = _checked_layout(init, f"{self.path}: initializer {name[:80]!r}")
         try:
-            array = self._array(self._init[self._names[name]], str(self.path.parent))
+            if _external(init) is not None:
+                array = _read_external(init, self.path.parent, dtype, count)
+            else:
+                array = self._array(init)
+        except NNMarkError:
+            raise
         except Exception as exc:  # noqa: BLE001 - onnx's readers raise many kinds
             raise NNMarkError(
                 f"{self.path}: cannot read initializer {name[:80]!r} ({type(exc).__name__})"
             ) from None
+        if init.data_type == _BFLOAT16:  # ml_dtypes' bfloat16: torch reads float32
+            array = np.asarray(array).astype(np.float32)
         return torch.from_numpy(np.array(array))
 
     def tensor_names(self) -> list[str]:

@@ -182,3 +182,92 @@ def test_onnx_files_without_a_graph_or_with_outside_data_are_refused(tmp_path: P
     graph = helper.make_graph(nodes[::-1], "g", [], [], [helper.make_tensor("a0", 1, [1], [0.0])])
     names = initializer_names(graph)
     assert len(names) == 20_001 and names["a20000"] == "a0"
+
+
+def test_initializers_are_read_within_their_declared_size(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Red team, session 25: an initializer's external data was read whole, in the verifier's
+    own process (onnx reads to the end of the file when no length is given: a sparse file of
+    3 GiB took 3.4 GB). Now its dims and type fix what is read, checked against the file before
+    reading; external data saved by onnx reads back exactly; bfloat16 reads as float32;
+    anything else is a one-line error."""
+    from onnx import TensorProto, helper
+
+    from nnmark.errors import NNMarkError
+    from nnmark.integrations.onnx import OnnxSuspect
+
+    _, _, d = exported
+    inline = OnnxSuspect(d / "m.onnx")
+    proto = onnx.load(str(d / "m.onnx"))
+    onnx.save_model(
+        proto,
+        str(tmp_path / "ext.onnx"),
+        save_as_external_data=True,
+        location="w.bin",
+        size_threshold=0,
+    )
+    outside = OnnxSuspect(tmp_path / "ext.onnx")
+    assert outside.tensor_names() == inline.tensor_names()
+    for name in inline.tensor_names():
+        assert torch.equal(outside.tensor(name), inline.tensor(name)), name  # type: ignore[arg-type]
+
+    def external(name: str, dims: list[int], location: str, **fields: str) -> onnx.TensorProto:
+        t = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=dims)
+        t.data_location = TensorProto.EXTERNAL
+        t.external_data.add(key="location", value=location)
+        for k, v in fields.items():
+            t.external_data.add(key=k, value=v)
+        return t
+
+    with open(tmp_path / "sparse.bin", "wb") as f:
+        f.truncate(3 << 30)  # 3 GiB of holes: nothing on disk, everything to a reader
+    (tmp_path / "small.bin").write_bytes(b"\0" * 10)
+    (tmp_path / "zero.bin").symlink_to("/dev/zero")
+    raw = helper.make_tensor("raw", TensorProto.FLOAT, [1], [0.0])
+    raw.raw_data = b"\0" * 8
+    raw.ClearField("float_data")
+    half = helper.make_tensor("bf16", TensorProto.BFLOAT16, [2], [1.5, -2.0])
+    text = helper.make_tensor("text", TensorProto.STRING, [1], [b"x"])
+    inits = [
+        external("one", [1], "sparse.bin"),
+        external("long", [1], "sparse.bin", length=str(3 << 30)),
+        external("huge", [1 << 30], "sparse.bin"),
+        external("beyond", [1000], "small.bin"),
+        external("device", [4], "zero.bin"),
+        raw,
+        half,
+        text,
+    ]
+    nodes = [helper.make_node("Identity", ["input"], ["output"])]
+    suspect = OnnxSuspect(_graph(nodes, inits, tmp_path / "hostile.onnx"))
+    assert suspect.tensor("one").tolist() == [0.0]  # type: ignore[union-attr] # 4 bytes read
+    assert suspect.tensor("bf16").tolist() == [1.5, -2.0]  # type: ignore[union-attr]
+    refusals = {
+        "long": "external data of 3221225472 bytes at 0, needs 4",
+        "huge": "declares more than 268,435,456 values",
+        "beyond": "not a regular file of at least 4000 bytes",
+        "device": "not a regular file",
+        "raw": "holds 8 bytes for 1 values",
+        "text": "holds STRING values",
+    }
+    for name, message in refusals.items():
+        with pytest.raises(NNMarkError, match=message):
+            suspect.tensor(name)
+
+
+def test_the_graph_runs_under_a_lower_inherited_memory_limit(exported) -> None:  # type: ignore[no-untyped-def]
+    """Under an inherited address-space limit below the worker's 8 GiB (a container, a batch
+    scheduler), the worker raised its own limit, was refused, and every prediction failed; it
+    now takes the lower limit (red team, session 25)."""
+    import resource
+    import subprocess
+    import sys
+
+    _, key, d = exported
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    cmd = [sys.executable, "-m", "nnmark", "verify", str(d / "m.onnx"), "--key", str(d / "k.nnkey")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=limited)
+    print(f"verify under a 6 GiB limit: exit {r.returncode}; {r.stdout.strip()[-200:]}")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
