@@ -366,7 +366,7 @@ def search_seconds(seconds: Sequence[float], p_values: Sequence[float], method: 
     reaches 1; with many marks a forger's odds of 1/2 come up to e times sooner."""
     floors = [max(p, 1e-300) for p in p_values]
     one_part = min(seconds) / min(floors)
-    if len(floors) == 1 or method != "fisher":
+    if len(floors) == 1 or method != "fisher" or min(seconds) <= 0:  # unpriced: no split
         return one_part
     need = -sum(math.log(min(p, 1.0)) for p in floors)  # -log of the product to reach
     costs = sorted(seconds)

@@ -78,6 +78,11 @@ MAX_BITS = 1 << 20
 MAX_TEXT = 4096
 #: The largest KDF cost a key may ask of a verifier (memory 128 * n * r bytes: 1 GiB).
 MAX_KDF_MEMORY = 1 << 30
+#: The least scrypt memory (128 N r bytes) a derivation must take to be priced at all. Below
+#: it scrypt fits in a GPU's caches and a forger runs thousands at once, so CPU-seconds say
+#: nothing about what a try costs (red team, session 25: a forger picks N = 2^10, r = 1,
+#: 128 KiB). Such a key's search is priced at nothing: only a verified timestamp claims it.
+MIN_PRICED_KDF_MEMORY = 16 << 20
 
 _TOP_FIELDS = {
     "format",
@@ -130,6 +135,8 @@ def check_kdf(kdf: Any, source: str = "key file") -> dict[str, Any]:
         raise NNMarkError(f"{source}: field kdf.n must be a power of two in [2^10, 2^20], got {n}")
     if not 1 <= r <= 32 or not 1 <= p <= 4:
         raise NNMarkError(f"{source}: fields kdf.r in [1, 32] and kdf.p in [1, 4], got {r}, {p}")
+    if n >= 1 << (16 * r):  # scrypt's own bound (RFC 7914), which OpenSSL enforces
+        raise NNMarkError(f"{source}: field kdf.n must be below 2^(16 r) = 2^{16 * r}, got {n}")
     if 128 * n * r > MAX_KDF_MEMORY:
         raise NNMarkError(f"{source}: field kdf asks for {128 * n * r >> 20} MiB (at most 1024)")
     return {"name": "scrypt", "n": n, "r": r, "p": p}
@@ -149,7 +156,9 @@ def _maxmem(n: int, r: int, p: int) -> int:
 
 def derivation_seconds(kdf: dict[str, Any]) -> float:
     """The reference CPU-seconds of one derivation at this cost (scrypt's work grows as
-    N r p): REFERENCE_SECONDS at DEFAULT_KDF."""
+    N r p): REFERENCE_SECONDS at DEFAULT_KDF; nothing below MIN_PRICED_KDF_MEMORY."""
+    if 128 * kdf["n"] * kdf["r"] < MIN_PRICED_KDF_MEMORY:
+        return 0.0
     base = DEFAULT_KDF["n"] * DEFAULT_KDF["r"] * DEFAULT_KDF["p"]
     return float(REFERENCE_SECONDS * kdf["n"] * kdf["r"] * kdf["p"] / base)
 

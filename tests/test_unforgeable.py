@@ -5,6 +5,7 @@ forgery cost or a timestamp that predates the suspect, and version 1 keys are re
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import datetime as dt
 import json
@@ -79,6 +80,8 @@ def _as_stdm(c: dict[str, Any]) -> None:
         (_set("config", "lam", 1e300), "lam must be in (0, 1000]"),
         (lambda c: c["marks"][0].update(bits="012"), "field committed.marks[0].bits"),
         (lambda c: c["kdf"].update(n=1 << 30), "field kdf.n"),
+        # scrypt's own bound (OpenSSL refused it with a bare ValueError at verification)
+        (lambda c: c["kdf"].update(n=1 << 16, r=1), "below 2^(16 r) = 2^16"),
         (lambda c: c.update(owner=""), "field committed.owner"),
         (lambda c: c["marks"][0].update(projection=[1, 2]), "unknown field"),
         (lambda c: c["marks"][0].update(scheme="nope"), "field scheme"),
@@ -261,12 +264,33 @@ def test_the_forgers_toolbox_gets_nothing_accepted(
         assert {"refused", "not_found"} <= outcomes
     search = next(r for r in results if r.strategy == "nonce_search" and r.scheme == "uchida")
     assert search.extra["cost_cpu_years_at_this_rate"] > 1000
-    # 16 marks of 6 bits, each searched alone: the verdict prices the search that was run
+    # 16 marks of 6 bits, each searched alone: the verdict never prices the search above what
+    # was run (at SPLIT_KDF's 128 KiB, nothing: keys.MIN_PRICED_KDF_MEMORY)
     split = next(r for r in results if r.strategy == "split_search" and r.scheme == "uchida")
     work = split.extra["derivations"] * derivation_seconds(SPLIT_KDF) / SECONDS_PER_YEAR
     print(f"split search: p {split.p_value:.2e}, {split.extra['derivations']} derivations")
     assert split.p_value is not None and split.p_value < 1e-6 and split.outcome == "not_found"
     assert split.forgery_cost is not None and split.forgery_cost <= 2 * work
+
+
+def test_a_kdf_that_fits_in_a_cache_is_priced_at_nothing(digits: DataBundle, plain_cnn) -> None:  # type: ignore[no-untyped-def]
+    """Red team, session 25: a forger picks the KDF, and at N = 2^10, r = 1 (128 KiB) scrypt
+    runs thousands at once on a GPU, where CPU-seconds price nothing real. Below 16 MiB a
+    derivation is priced at nothing, so a mark made under such a key, embedded and read at
+    p far below alpha, is not claimed without a timestamp; the default KDF is priced."""
+    from nnmark.keys import DEFAULT_KDF, MIN_PRICED_KDF_MEMORY
+
+    assert derivation_seconds(SPLIT_KDF) == 0.0
+    assert derivation_seconds({**DEFAULT_KDF, "n": MIN_PRICED_KDF_MEMORY // 128 // 8}) > 0
+    assert search_seconds([0.0, 0.05], [1e-9, 1e-9], "fisher") == 0.0
+    key = OwnerKey.new("cheap owner", nonce="c4" * 16, kdf=SPLIT_KDF)
+    marked, key = embed(
+        copy.deepcopy(plain_cnn), digits, "uchida", key=key, config=TrainConfig(epochs=3, seed=0)
+    )
+    v = verify(marked, key)
+    print(f"cheap KDF: p {v.p_value:.2g}, cost {v.forgery_cost}, {v.claim_rule}")
+    assert v.p_value < v.alpha and v.verdict == "not_found" and v.forgery_cost == 0.0
+    assert "not claimed: p < alpha, but a key search reaches it in 0 CPU-years" in v.claim_rule
 
 
 def test_search_seconds_prices_the_cheapest_split_of_a_combined_key() -> None:
