@@ -14,20 +14,31 @@ Example::
 
 Two instances have two unrelated CAs under the *same* subject name by default, so a token of one
 refused under the other's CA shows the check verifies the CA's signature, not only its name.
+
+`openssl ts -reply` refuses to sign with a certificate that is not for time stamping, so
+`issue_tsa_cert` and `resign` make the tokens it will not (another certificate of the TSA's key,
+an edited TSTInfo), for negative tests; `openssl ts -verify` still judges them.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from asn1crypto import cms, pem, tsp
+from asn1crypto import x509 as asn1_x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 MAX_REQUEST = 64 << 10
@@ -48,6 +59,7 @@ CN = unused
 basicConstraints = critical, CA:TRUE
 keyUsage = critical, keyCertSign, cRLSign
 subjectKeyIdentifier = hash
+{ca_extensions}
 [ v3_tsa ]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, nonRepudiation
@@ -67,7 +79,7 @@ signer_digest = sha256
 default_policy = 1.3.6.1.4.1.99999.1
 other_policies = 1.3.6.1.4.1.99999.2
 digests = {digests}
-accuracy = secs:1, millisecs:0, microsecs:0
+accuracy = {accuracy}
 clock_precision_digits = 0
 ordering = no
 tsa_name = yes
@@ -92,6 +104,8 @@ class LoopbackTSA:
     key_type: "rsa" (PKCS#1 v1.5 signatures) or "ec" (ECDSA P-256); `openssl ts` cannot sign
     with RSA-PSS keys.
     reject: answer every request with PKIStatus rejection (the TSA accepts only SHA-512 imprints).
+    accuracy: the TSTInfo accuracy, as `openssl ts` configures it.
+    ca_extensions: more extension lines for the CA certificate (openssl x509v3 config syntax).
     fixed_reply: when set, served for every request instead of a fresh reply (a replay or a
     garbage answer, for negative tests); `last_reply` holds the latest reply openssl made.
     """
@@ -105,11 +119,14 @@ class LoopbackTSA:
         days: int = 30,
         reject: bool = False,
         max_request: int = MAX_REQUEST,
+        accuracy: str = "secs:1, millisecs:0, microsecs:0",
+        ca_extensions: str = "",
     ) -> None:
         if key_type not in _NEWKEY:
             raise ValueError(f"key_type must be one of {sorted(_NEWKEY)}, got {key_type!r}")
         self.key_type, self.ca_name, self.tsa_name = key_type, ca_name, tsa_name
         self.days, self.reject, self.max_request = days, reject, max_request
+        self.accuracy, self.ca_extensions = accuracy, ca_extensions
         self.fixed_reply: bytes | None = None
         self.last_reply: bytes | None = None
         self.requests = 0
@@ -129,7 +146,7 @@ class LoopbackTSA:
 
     def _make_pki(self) -> None:
         d = self.dir
-        (d / "req.cnf").write_text(_REQ_CONF)
+        (d / "req.cnf").write_text(_REQ_CONF.format(ca_extensions=self.ca_extensions))
         newkey = _NEWKEY[self.key_type]
         days = str(self.days)
         _openssl("req", "-config", "req.cnf", "-x509", "-new", *newkey, "-nodes",
@@ -144,7 +161,7 @@ class LoopbackTSA:
                  cwd=d)  # fmt: skip
         (d / "serial").write_text("01\n")
         digests = "sha512" if self.reject else "sha256, sha384, sha512"
-        (d / "ts.cnf").write_text(_TS_CONF.format(dir=d, digests=digests))
+        (d / "ts.cnf").write_text(_TS_CONF.format(dir=d, digests=digests, accuracy=self.accuracy))
 
     def reply(self, query: bytes) -> bytes:
         """The DER TimeStampResp `openssl ts -reply` makes for a DER TimeStampReq."""
@@ -156,6 +173,74 @@ class LoopbackTSA:
                      "-section", "tsa_config1", "-inkey", "tsa.key", "-signer", "tsa.pem",
                      "-chain", "ca.pem", "-out", r, cwd=d)  # fmt: skip
             return r.read_bytes()
+
+    def issue_tsa_cert(self, extensions: str) -> bytes:
+        """Another certificate (PEM) for the TSA's key, issued by the CA with these extension
+        lines (openssl x509v3 config syntax) instead of an honest TSA's."""
+        d = self.dir
+        with self._lock, tempfile.TemporaryDirectory(dir=d) as work:
+            ext, out = Path(work) / "ext.cnf", Path(work) / "cert.pem"
+            ext.write_text(f"[ ext ]\n{extensions}\n")
+            _openssl("x509", "-req", "-in", "tsa.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                     "-set_serial", "0x" + os.urandom(8).hex(), "-days", str(self.days),
+                     "-out", out, "-extfile", ext, "-extensions", "ext", cwd=d)  # fmt: skip
+            return out.read_bytes()
+
+    def resign(
+        self,
+        token: bytes,
+        cert_pem: bytes | None = None,
+        edit: Callable[[tsp.TSTInfo], None] | None = None,
+        ess: bool = True,
+    ) -> bytes:
+        """`token` (DER) signed again with the TSA's key: by `cert_pem` (from `issue_tsa_cert`;
+        the TSA's own by default) and over its TSTInfo as `edit` changes it in place. The signed
+        attributes are those `openssl ts -reply` writes (content type, message digest, ESS
+        signing-certificate v2, left out if not `ess`); the token carries the certificate and the
+        CA's."""
+        signed = cms.ContentInfo.load(token)["content"]
+        tst = tsp.TSTInfo.load(bytes(signed["encap_content_info"]["content"]))
+        if edit is not None:
+            edit(tst)
+        content = tst.dump(force=True)
+        cert, ca = (_der_cert(b) for b in (cert_pem or self.tsa_cert_pem, self.ca_cert_pem))
+        digest = hashlib.sha256(content).digest()
+        ess_id = {"certs": [{"cert_hash": hashlib.sha256(cert.dump()).digest()}]}
+        attrs = cms.CMSAttributes(
+            [
+                {"type": "content_type", "values": ["tst_info"]},
+                {"type": "message_digest", "values": [digest]},
+                *([{"type": "signing_certificate_v2", "values": [ess_id]}] if ess else []),
+            ]
+        )
+        key = serialization.load_pem_private_key((self.dir / "tsa.key").read_bytes(), None)
+        if isinstance(key, rsa.RSAPrivateKey):
+            sig = key.sign(attrs.dump(), padding.PKCS1v15(), hashes.SHA256())
+            algo = "rsassa_pkcs1v15"
+        elif isinstance(key, ec.EllipticCurvePrivateKey):
+            sig, algo = key.sign(attrs.dump(), ec.ECDSA(hashes.SHA256())), "sha256_ecdsa"
+        else:
+            raise TypeError(f"cannot sign with a {type(key).__name__}")
+        sid = {"issuer": cert.issuer, "serial_number": cert.serial_number}
+        info = {
+            "version": "v1",
+            "sid": cms.SignerIdentifier({"issuer_and_serial_number": sid}),
+            "digest_algorithm": {"algorithm": "sha256"},
+            "signed_attrs": attrs,
+            "signature_algorithm": {"algorithm": algo},
+            "signature": sig,
+        }
+        data = {
+            "version": "v3",
+            "digest_algorithms": [{"algorithm": "sha256"}],
+            "encap_content_info": {
+                "content_type": "tst_info",
+                "content": tsp.TSTInfo.load(content),
+            },
+            "certificates": [cert, ca],
+            "signer_infos": [info],
+        }
+        return cms.ContentInfo({"content_type": "signed_data", "content": data}).dump()
 
     def _serve(self) -> None:
         tsa = self
@@ -254,6 +339,11 @@ class LoopbackTSA:
     def write_tsa_cert(self, path: str | Path) -> Path:
         Path(path).write_bytes(self.tsa_cert_pem)
         return Path(path)
+
+
+def _der_cert(pem_bytes: bytes) -> asn1_x509.Certificate:
+    _, _, der = pem.unarmor(pem_bytes)
+    return asn1_x509.Certificate.load(der)
 
 
 def seen_now() -> _dt.datetime:
