@@ -274,8 +274,11 @@ class Provenance:
     """What the key's signature and timestamp prove (nnmark.provenance checks them)."""
 
     signer: str | None = None
+    #: When the stamp proves the key existed by: the TSA's genTime plus its accuracy.
     time: str | None = None
     tsa: str | None = None
+    #: The TSA's accuracy (e.g. "1 s"), which `time` includes.
+    accuracy: str | None = None
     note: str = ""
     #: The stamp was compared with when the suspect was first seen (`--suspect-seen`) and
     #: predates it: only then does it count.
@@ -292,7 +295,8 @@ class Provenance:
         if self.signer:
             parts.append(f"signed by {self.signer}")
         if self.time:
-            parts.append(f"committed no later than {self.time} (TSA {self.tsa})")
+            acc = f", genTime + accuracy {self.accuracy}" if self.accuracy else ""
+            parts.append(f"committed no later than {self.time} (TSA {self.tsa}{acc})")
         text = ", ".join(parts) or "none"
         return f"{text}; {self.note}" if self.note else text
 
@@ -302,7 +306,8 @@ def provenance(
 ) -> Provenance:
     """Check the key's signature and timestamp; a present one that fails is an error (the key
     was changed after it was signed or stamped). A timestamp counts only when it is checked
-    (a TSA certificate is given) and predates `suspect_seen`, when the suspect was first seen:
+    (a TSA certificate is given) and its genTime plus its accuracy (a TSA stamps within that
+    much of the time it writes) predates `suspect_seen`, when the suspect was first seen:
     a key stamped after the suspect existed could have been searched for against it, and
     without that date nothing says it was not (two red teams, sessions 24 and 25: a frontier key
     written from a plain model's answers and stamped the same day was found). `suspect_seen`
@@ -317,7 +322,9 @@ def provenance(
             signer=signer, note="a timestamp is attached but not checked (give --tsa-cert)"
         )
     stamp = check_timestamp(key.commitment, key.timestamp, tsa_certs)
-    when = stamp.time.astimezone(_dt.timezone.utc)
+    # genTime is known only within its accuracy: the stamp proves existence by genTime + accuracy
+    when = stamp.latest.astimezone(_dt.timezone.utc)
+    acc = stamp.accuracy_text
     if suspect_seen is not None:
         seen = (
             suspect_seen if suspect_seen.tzinfo else suspect_seen.replace(tzinfo=_dt.timezone.utc)
@@ -329,15 +336,15 @@ def provenance(
         if when > seen:
             return Provenance(
                 signer=signer,
-                note=f"timestamp {when.isoformat()} (TSA {stamp.tsa}) is later than the "
-                f"suspect was seen ({seen.isoformat()}): it proves nothing against it",
+                note=f"timestamp {when.isoformat()} (TSA {stamp.tsa}, genTime + accuracy {acc}) "
+                f"is later than the suspect was seen ({seen.isoformat()}): it proves nothing "
+                "against it",
             )
-        return Provenance(signer=signer, time=when.isoformat(), tsa=stamp.tsa, seen_checked=True)
+        return Provenance(
+            signer=signer, time=when.isoformat(), tsa=stamp.tsa, accuracy=acc, seen_checked=True
+        )
     return Provenance(
-        signer=signer,
-        time=when.isoformat(),
-        tsa=stamp.tsa,
-        note=UNCOMPARED_STAMP,
+        signer=signer, time=when.isoformat(), tsa=stamp.tsa, accuracy=acc, note=UNCOMPARED_STAMP
     )
 
 

@@ -60,6 +60,9 @@ SIGNATURE_CONTEXT = b"nnmark-key-commitment:"
 MAX_IDENTITY_BYTES = 64 << 10
 MAX_TOKEN_BYTES = 1 << 20
 MAX_TSA_TEXT = 2048
+#: A TSTInfo accuracy beyond this is refused: no honest TSA's clock is that far off, and an
+#: absurd one (seconds of 10^30) would overflow the date arithmetic.
+MAX_ACCURACY = _dt.timedelta(days=1)
 _SIGNATURE_FIELDS = {"algorithm", "public_key", "signature"}
 _TIMESTAMP_FIELDS = {"tsa", "token"}
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
@@ -206,12 +209,26 @@ def check_signature(commitment_hex: str, doc: Any) -> str:
 
 @dataclass(frozen=True)
 class Priority:
-    """What a verified timestamp proves: the commitment existed at `time` (UTC), per `tsa`
-    (the signing certificate's subject), under the TSA's serial number `serial`."""
+    """What a verified timestamp proves: the commitment existed at `time` (UTC) give or take
+    `accuracy`, so surely by `latest`, per `tsa` (the signing certificate's subject), under the
+    TSA's serial number `serial`."""
 
     time: _dt.datetime
     tsa: str
     serial: int
+    #: The TSTInfo's accuracy: `time` is only known within plus or minus this much.
+    accuracy: _dt.timedelta = _dt.timedelta(0)
+
+    @property
+    def latest(self) -> _dt.datetime:
+        """When the stamp proves the commitment existed by: its time plus its accuracy (a TSA
+        whose clock ran up to `accuracy` behind stamped up to that much later than it says)."""
+        return self.time + self.accuracy
+
+    @property
+    def accuracy_text(self) -> str:
+        """The accuracy for display, e.g. "1 s" or "0.5 s" (exact to the microsecond)."""
+        return f"{self.accuracy.total_seconds():.6f}".rstrip("0").rstrip(".") + " s"
 
 
 @dataclass(frozen=True)
@@ -496,6 +513,24 @@ def _issuer(signer: _Cert, trusted: list[_Cert]) -> _Cert | None:
     raise NNMarkError(f"timestamp signer '{signer.subject}' is not issued by a trusted certificate")
 
 
+def _accuracy(tst: tsp.TSTInfo) -> _dt.timedelta:
+    """The TSTInfo's accuracy (zero if absent); RFC 3161 wants millis and micros in 1..999."""
+    acc = tst["accuracy"]
+    if isinstance(acc, core.Void):
+        return _dt.timedelta(0)
+    seconds, millis, micros = (acc[f].native for f in ("seconds", "millis", "micros"))
+    for name, value in (("millis", millis), ("micros", micros)):
+        if value is not None and not 1 <= value <= 999:
+            raise NNMarkError(f"timestamp token: accuracy {name} is outside 1..999")
+    limit = MAX_ACCURACY.total_seconds()
+    if seconds is not None and not 0 <= seconds <= limit:
+        raise NNMarkError(f"timestamp token: accuracy seconds is outside 0..{limit:g}")
+    total = _dt.timedelta(seconds=seconds or 0, milliseconds=millis or 0, microseconds=micros or 0)
+    if total > MAX_ACCURACY:
+        raise NNMarkError(f"timestamp token: accuracy is beyond {limit:g} seconds")
+    return total
+
+
 def _check_ess(attrs: dict[str, Any], signer: _Cert) -> None:
     """RFC 5035/2634: the signing-certificate attribute names the certificate that signed, so a
     token cannot be re-attributed to another certificate of the same key."""
@@ -520,7 +555,8 @@ def check_timestamp(commitment_hex: str, doc: Any, trusted_certs: Sequence[bytes
     Checks that the token is CMS SignedData over a TSTInfo whose SHA-256 imprint is the
     commitment; that its signed attributes hold the TSTInfo's digest and content type; that their
     signature verifies with the signer certificate; that this certificate is trusted or issued by
-    a trusted CA, is for time stamping, and was valid at genTime. Any failure: NNMarkError.
+    a trusted CA, is for time stamping, and was valid at genTime; that the accuracy is well
+    formed (the stamp proves existence only by `Priority.latest`). Any failure: NNMarkError.
     """
     imprint = _commitment(commitment_hex)
     doc = _fields(doc, _TIMESTAMP_FIELDS, "timestamp")
@@ -564,13 +600,15 @@ def check_timestamp(commitment_hex: str, doc: Any, trusted_certs: Sequence[bytes
         eku = cert.asn1.extended_key_usage_value
         if eku is None or "time_stamping" not in eku.native:
             raise NNMarkError(f"timestamp signer '{cert.subject}' is not a time-stamping cert")
+        accuracy = _accuracy(tst)
         when = tst["gen_time"].native.astimezone(_dt.timezone.utc)
         for c in (cert,) if ca is None else (cert, ca):
             if not c.covers(when):
                 raise NNMarkError(
                     f"timestamp time {when.isoformat()} is outside the validity of '{c.subject}'"
                 )
-        return Priority(time=when, tsa=cert.subject, serial=int(tst["serial_number"].native))
+        serial = int(tst["serial_number"].native)
+        return Priority(time=when, tsa=cert.subject, serial=serial, accuracy=accuracy)
 
 
 def timestamp_claim(doc: Any) -> tuple[str, _dt.datetime] | None:

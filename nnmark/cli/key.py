@@ -101,7 +101,7 @@ def timestamp_cmd(
     note = "not checked: give --tsa-cert to check it"
     if trusted:
         p = check_timestamp(key.commitment, doc, trusted)
-        note = f"{p.time.isoformat()} by {p.tsa}, serial {p.serial}"
+        note = f"{p.time.isoformat()} +/- {p.accuracy_text} by {p.tsa}, serial {p.serial}"
     dataclasses.replace(key, timestamp=doc).save(key_path)
     out.print(f"timestamped {key_path} at {tsa}: {note}", markup=False, soft_wrap=True)
 
@@ -139,6 +139,8 @@ def _timestamp_status(key: OwnerKey, trusted: list[bytes] | None) -> dict[str, A
         "status": "valid",
         "url": url,
         "time": p.time.isoformat(),
+        "accuracy_s": p.accuracy.total_seconds(),
+        "latest": p.latest.isoformat(),
         "tsa": p.tsa,
         "serial": p.serial,
     }
@@ -177,7 +179,8 @@ def show_cmd(
     }[sig["status"]]
     ts_line = {
         "none": "none",
-        "valid": f"{ts.get('time')} by {ts.get('tsa')}, serial {ts.get('serial')} (valid)",
+        "valid": f"{ts.get('time')} +/- {ts.get('accuracy_s')!r} s by {ts.get('tsa')}, "
+        f"serial {ts.get('serial')} (valid)",
         "unchecked": f"not checked (give --tsa-cert): claims {ts.get('claimed_time')} "
         f"from {ts.get('url')}",
         "invalid": f"invalid: {ts.get('reason')}",

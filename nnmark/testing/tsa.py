@@ -346,7 +346,13 @@ def _der_cert(pem_bytes: bytes) -> asn1_x509.Certificate:
     return asn1_x509.Certificate.load(der)
 
 
+#: How long after its stamps a test's suspect counts as first seen: more than the loopback TSA's
+#: default accuracy (1 s), well within the clock slack verify allows for a date ahead of now.
+SEEN_MARGIN = _dt.timedelta(seconds=30)
+
+
 def seen_now() -> _dt.datetime:
-    """When a test's suspect was first seen: now, after every stamp the loopback TSA gave its
-    keys (verify counts a timestamp only when it predates the suspect's first sighting)."""
-    return _dt.datetime.now(_dt.timezone.utc)
+    """When a test's suspect was first seen: now plus `SEEN_MARGIN`, after every stamp the
+    loopback TSA gave its keys (verify counts a timestamp only when its genTime plus accuracy
+    predates the suspect's first sighting, and a stamp made just now may be up to 1 s late)."""
+    return _dt.datetime.now(_dt.timezone.utc) + SEEN_MARGIN

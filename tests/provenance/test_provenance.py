@@ -262,6 +262,78 @@ def test_openssl_accepts_the_stored_token(tmp_path: Path, key: OwnerKey, tsa: Lo
     assert by_data.returncode == 0, by_data.stderr  # the TSA stamped the committed JSON itself
 
 
+def token_doc(token: bytes) -> dict[str, str]:
+    return {"tsa": "test", "token": base64.b64encode(token).decode()}
+
+
+def test_accuracy_is_part_of_the_priority(key: OwnerKey, tsa: LoopbackTSA) -> None:
+    doc = fetch_timestamp(key.commitment, tsa.url)
+    p = check_timestamp(key.commitment, doc, [tsa.ca_cert_pem])
+    assert p.accuracy == dt.timedelta(seconds=1) and p.latest == p.time + p.accuracy
+    assert p.accuracy_text == "1 s"
+
+    def fine(tst: Any) -> None:
+        tst["accuracy"] = {"seconds": 2, "millis": 500, "micros": 1}
+
+    token = tsa.resign(base64.b64decode(doc["token"]), edit=fine)
+    q = check_timestamp(key.commitment, token_doc(token), [tsa.ca_cert_pem])
+    assert q.accuracy == dt.timedelta(seconds=2, microseconds=500001)
+    assert q.accuracy_text == "2.500001 s"
+
+    def none(tst: Any) -> None:
+        del tst["accuracy"]
+
+    token = tsa.resign(base64.b64decode(doc["token"]), edit=none)
+    assert check_timestamp(key.commitment, token_doc(token), [tsa.ca_cert_pem]).accuracy == (
+        dt.timedelta(0)
+    )
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "match"),
+    [
+        ({"seconds": 1, "millis": 0}, "millis is outside 1..999"),
+        ({"millis": 1000}, "millis is outside 1..999"),
+        ({"micros": 1000}, "micros is outside 1..999"),
+        ({"micros": -5}, "micros is outside 1..999"),
+        ({"seconds": -1}, "seconds is outside 0..86400"),
+        ({"seconds": 86401}, "seconds is outside 0..86400"),
+        ({"seconds": 10**40}, "seconds is outside 0..86400"),
+        ({"seconds": 86400, "millis": 1}, "beyond 86400 seconds"),
+    ],
+)
+def test_bad_accuracy_is_refused(
+    key: OwnerKey, tsa: LoopbackTSA, accuracy: dict[str, int], match: str
+) -> None:
+    """RFC 3161: millis and micros in 1..999; seconds bounded, so no overflow, one line."""
+
+    def edit(tst: Any) -> None:
+        tst["accuracy"] = accuracy
+
+    doc = fetch_timestamp(key.commitment, tsa.url)
+    token = tsa.resign(base64.b64decode(doc["token"]), edit=edit)
+    with pytest.raises(NNMarkError, match=match) as info:
+        check_timestamp(key.commitment, token_doc(token), [tsa.ca_cert_pem])
+    assert "\n" not in str(info.value)
+
+
+def test_a_stamp_counts_only_if_genTime_plus_accuracy_predates_the_suspect(key: OwnerKey) -> None:
+    """genTime is known within its accuracy: a stamp of 'now, +/- 2 min' does not prove the key
+    existed before a suspect seen a minute from now."""
+    from nnmark.api import provenance
+
+    with LoopbackTSA(key_type="ec", accuracy="secs:120") as t:
+        stamped = dataclasses.replace(key, timestamp=fetch_timestamp(key.commitment, t.url))
+        p = check_timestamp(key.commitment, stamped.timestamp, [t.ca_cert_pem])
+        now = dt.datetime.now(dt.timezone.utc)
+        soon = provenance(stamped, [t.ca_cert_pem], now + dt.timedelta(minutes=1))
+        assert not soon.timestamped and "proves nothing" in soon.note
+        assert "genTime + accuracy 120 s" in soon.note
+        later = provenance(stamped, [t.ca_cert_pem], now + dt.timedelta(minutes=4))
+        assert later.timestamped and later.time == p.latest.isoformat()
+        assert "genTime + accuracy 120 s" in later.sentence()
+
+
 def test_fetch_refuses_bad_answers(key: OwnerKey, tsa: LoopbackTSA) -> None:
     c = key.commitment
     with pytest.raises(NNMarkError, match="cannot reach TSA"):
@@ -362,6 +434,7 @@ def test_cli_identity_sign_timestamp_show(tmp_path: Path, tsa: LoopbackTSA) -> N
 
     r = run("timestamp", tmp_path / "acme.nnkey", "--tsa", tsa.url, "--tsa-cert", ca)
     assert r.exit_code == 0 and str(dt.datetime.now(dt.timezone.utc).year) in r.stdout, r.stderr
+    assert "+/- 1 s by CN=nnmark loopback TSA" in r.stdout
     r = run("show", tmp_path / "acme.nnkey", "--tsa-cert", ca, "--json")
     assert r.exit_code == 0, r.stderr
     shown = json.loads(r.stdout)
@@ -372,8 +445,10 @@ def test_cli_identity_sign_timestamp_show(tmp_path: Path, tsa: LoopbackTSA) -> N
     assert (
         ts["status"] == "valid" and ts["tsa"] == "CN=nnmark loopback TSA" and ts["url"] == tsa.url
     )
+    assert ts["accuracy_s"] == 1.0 and ts["latest"] > ts["time"]
     r = run("show", tmp_path / "acme.nnkey", "--tsa-cert", ca)
     assert r.exit_code == 0 and "(valid)" in r.stdout and fp in r.stdout
+    assert "+/- 1.0 s by" in r.stdout
 
 
 def test_cli_bad_input_exits_2_with_one_line(
