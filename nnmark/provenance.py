@@ -63,6 +63,9 @@ MAX_TSA_TEXT = 2048
 #: A TSTInfo accuracy beyond this is refused: no honest TSA's clock is that far off, and an
 #: absurd one (seconds of 10^30) would overflow the date arithmetic.
 MAX_ACCURACY = _dt.timedelta(days=1)
+#: The certificate extensions nnmark interprets: one it does not, marked critical, makes the
+#: certificate unusable (RFC 5280 section 4.2; OpenSSL refuses such a certificate too).
+_HANDLED_CRITICAL = frozenset({"basic_constraints", "key_usage", "extended_key_usage"})
 _SIGNATURE_FIELDS = {"algorithm", "public_key", "signature"}
 _TIMESTAMP_FIELDS = {"tsa", "token"}
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
@@ -513,6 +516,41 @@ def _issuer(signer: _Cert, trusted: list[_Cert]) -> _Cert | None:
     raise NNMarkError(f"timestamp signer '{signer.subject}' is not issued by a trusted certificate")
 
 
+def _check_critical(cert: _Cert) -> None:
+    """RFC 5280 4.2: a certificate with a critical extension its user does not process must be
+    refused; the extension may restrict the certificate in a way nnmark would ignore."""
+    names = [e["extn_id"].dotted for e in cert.asn1["tbs_certificate"]["extensions"]]
+    if len(set(names)) != len(names):
+        raise NNMarkError(f"certificate '{cert.subject}' repeats an extension")
+    unknown = sorted(cert.asn1.critical_extensions - _HANDLED_CRITICAL)
+    if unknown:
+        raise NNMarkError(f"certificate '{cert.subject}' has a critical extension {unknown[0]}")
+
+
+def _check_tsa_cert(cert: _Cert) -> None:
+    """RFC 3161 2.3, as OpenSSL's timestamp-signing purpose checks it: extendedKeyUsage present,
+    critical and timeStamping only; keyUsage, if present, digitalSignature and/or
+    nonRepudiation only. Else a TLS or code-signing certificate of a trusted CA could stamp."""
+    _check_critical(cert)
+    eku = cert.asn1.extended_key_usage_value
+    if eku is None or eku.native != ["time_stamping"]:
+        raise NNMarkError(
+            f"timestamp signer '{cert.subject}' is not a time-stamping certificate "
+            "(its extendedKeyUsage must be timeStamping only)"
+        )
+    if "extended_key_usage" not in cert.asn1.critical_extensions:
+        raise NNMarkError(
+            f"timestamp signer '{cert.subject}': its extendedKeyUsage is not critical (RFC 3161)"
+        )
+    usage = cert.asn1.key_usage_value
+    allowed = {"digital_signature", "non_repudiation"}
+    if usage is not None and not (usage.native & allowed and usage.native <= allowed):
+        raise NNMarkError(
+            f"timestamp signer '{cert.subject}': its keyUsage must be digitalSignature and/or "
+            "nonRepudiation only"
+        )
+
+
 def _accuracy(tst: tsp.TSTInfo) -> _dt.timedelta:
     """The TSTInfo's accuracy (zero if absent); RFC 3161 wants millis and micros in 1..999."""
     acc = tst["accuracy"]
@@ -555,8 +593,9 @@ def check_timestamp(commitment_hex: str, doc: Any, trusted_certs: Sequence[bytes
     Checks that the token is CMS SignedData over a TSTInfo whose SHA-256 imprint is the
     commitment; that its signed attributes hold the TSTInfo's digest and content type; that their
     signature verifies with the signer certificate; that this certificate is trusted or issued by
-    a trusted CA, is for time stamping, and was valid at genTime; that the accuracy is well
-    formed (the stamp proves existence only by `Priority.latest`). Any failure: NNMarkError.
+    a trusted CA, is for time stamping only (RFC 3161 2.3), and was valid at genTime; that
+    neither certificate has a critical extension nnmark does not process; that the accuracy is
+    well formed (the stamp proves existence only by `Priority.latest`). Any failure: NNMarkError.
     """
     imprint = _commitment(commitment_hex)
     doc = _fields(doc, _TIMESTAMP_FIELDS, "timestamp")
@@ -597,9 +636,9 @@ def check_timestamp(commitment_hex: str, doc: Any, trusted_certs: Sequence[bytes
         )
         _check_ess(attrs, cert)
         ca = _issuer(cert, trusted)
-        eku = cert.asn1.extended_key_usage_value
-        if eku is None or "time_stamping" not in eku.native:
-            raise NNMarkError(f"timestamp signer '{cert.subject}' is not a time-stamping cert")
+        _check_tsa_cert(cert)
+        if ca is not None:
+            _check_critical(ca)
         accuracy = _accuracy(tst)
         when = tst["gen_time"].native.astimezone(_dt.timezone.utc)
         for c in (cert,) if ca is None else (cert, ca):

@@ -262,6 +262,19 @@ def test_openssl_accepts_the_stored_token(tmp_path: Path, key: OwnerKey, tsa: Lo
     assert by_data.returncode == 0, by_data.stderr  # the TSA stamped the committed JSON itself
 
 
+def openssl_verify(tmp_path: Path, token: bytes, ca_pem: bytes, digest: str) -> str:
+    """`openssl ts -verify` of a DER token against a CA: its output, "Verification: OK" if
+    it accepts (the signer certificate travels in the token)."""
+    (tmp_path / "t.der").write_bytes(token)
+    (tmp_path / "ca.pem").write_bytes(ca_pem)
+    proc = subprocess.run(
+        ["openssl", "ts", "-verify", "-digest", digest, "-in", str(tmp_path / "t.der"),
+         "-token_in", "-CAfile", str(tmp_path / "ca.pem")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return proc.stdout + proc.stderr if proc.returncode == 0 else f"refused: {proc.stderr}"
+
+
 def token_doc(token: bytes) -> dict[str, str]:
     return {"tsa": "test", "token": base64.b64encode(token).decode()}
 
@@ -332,6 +345,60 @@ def test_a_stamp_counts_only_if_genTime_plus_accuracy_predates_the_suspect(key: 
         later = provenance(stamped, [t.ca_cert_pem], now + dt.timedelta(minutes=4))
         assert later.timestamped and later.time == p.latest.isoformat()
         assert "genTime + accuracy 120 s" in later.sentence()
+
+
+#: Signer certificates RFC 3161 2.3 (and OpenSSL's timestamp-signing purpose) refuse.
+BAD_SIGNERS = {
+    "eku not critical": ("extendedKeyUsage = timeStamping", "not critical"),
+    "eku with serverAuth": (
+        "extendedKeyUsage = critical, timeStamping, serverAuth",
+        "timeStamping only",
+    ),
+    "no eku": ("keyUsage = critical, digitalSignature", "timeStamping only"),
+    "keyUsage without signing": (
+        "extendedKeyUsage = critical, timeStamping\nkeyUsage = critical, keyEncipherment",
+        "keyUsage must be",
+    ),
+    "keyUsage with more": (
+        "extendedKeyUsage = critical, timeStamping\n"
+        "keyUsage = critical, digitalSignature, keyEncipherment",
+        "keyUsage must be",
+    ),
+    "unknown critical extension": (
+        "extendedKeyUsage = critical, timeStamping\n1.3.6.1.4.1.99999.7 = critical, ASN1:NULL",
+        "critical extension 1.3.6.1.4.1.99999.7",
+    ),
+}
+GOOD_SIGNER = (
+    "basicConstraints = critical, CA:FALSE\nextendedKeyUsage = critical, timeStamping\n"
+    "keyUsage = critical, nonRepudiation"
+)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SIGNERS))
+def test_signer_must_be_a_time_stamping_only_certificate(
+    tmp_path: Path, key: OwnerKey, tsa: LoopbackTSA, case: str
+) -> None:
+    """A certificate of a trusted CA for TLS (or anything besides time stamping) cannot stamp;
+    OpenSSL refuses the same tokens, and accepts the same key under an honest certificate."""
+    extensions, match = BAD_SIGNERS[case]
+    der = base64.b64decode(fetch_timestamp(key.commitment, tsa.url)["token"])
+    good = tsa.resign(der, tsa.issue_tsa_cert(GOOD_SIGNER))
+    assert check_timestamp(key.commitment, token_doc(good), [tsa.ca_cert_pem])
+    assert "Verification: OK" in openssl_verify(tmp_path, good, tsa.ca_cert_pem, key.commitment)
+    bad = tsa.resign(der, tsa.issue_tsa_cert(extensions))
+    with pytest.raises(NNMarkError, match=match) as info:
+        check_timestamp(key.commitment, token_doc(bad), [tsa.ca_cert_pem])
+    assert "\n" not in str(info.value)
+    assert "refused" in openssl_verify(tmp_path, bad, tsa.ca_cert_pem, key.commitment)
+
+
+def test_a_ca_with_an_unknown_critical_extension_is_refused(tmp_path: Path, key: OwnerKey) -> None:
+    with LoopbackTSA(key_type="ec", ca_extensions="1.3.6.1.4.1.99999.8 = critical, ASN1:NULL") as t:
+        der = base64.b64decode(fetch_timestamp(key.commitment, t.url)["token"])
+        with pytest.raises(NNMarkError, match="critical extension 1.3.6.1.4.1.99999.8"):
+            check_timestamp(key.commitment, token_doc(der), [t.ca_cert_pem])
+        assert "refused" in openssl_verify(tmp_path, der, t.ca_cert_pem, key.commitment)
 
 
 def test_fetch_refuses_bad_answers(key: OwnerKey, tsa: LoopbackTSA) -> None:
