@@ -571,7 +571,7 @@ def _accuracy(tst: tsp.TSTInfo) -> _dt.timedelta:
 
 def _check_ess(attrs: dict[str, Any], signer: _Cert) -> None:
     """RFC 5035/2634: the signing-certificate attribute names the certificate that signed, so a
-    token cannot be re-attributed to another certificate of the same key."""
+    token cannot be re-attributed to another certificate of the same key (RFC 3161 requires it)."""
     if "signing_certificate_v2" in attrs:
         cid = attrs["signing_certificate_v2"]["certs"][0]
         algo = cid["hash_algorithm"]["algorithm"].native
@@ -581,8 +581,8 @@ def _check_ess(attrs: dict[str, Any], signer: _Cert) -> None:
     elif "signing_certificate" in attrs:
         cid = attrs["signing_certificate"]["certs"][0]
         want = hashlib.sha1(signer.der, usedforsecurity=False).digest()
-    else:
-        return  # optional here: the signature and the trust check already bind the key
+    else:  # OpenSSL's ts -verify refuses a token without it too
+        raise NNMarkError("timestamp token has no signing-certificate attribute (RFC 3161 2.4.1)")
     if cid["cert_hash"].native != want:
         raise NNMarkError("timestamp token's signing-certificate attribute names another cert")
 
@@ -606,6 +606,8 @@ def check_timestamp(commitment_hex: str, doc: Any, trusted_certs: Sequence[bytes
     trusted = _load_trusted(trusted_certs)
     signed, tst, content = _parse_token(der)
     with _malformed():
+        if tst["version"].native != "v1":
+            raise NNMarkError("timestamp token: TSTInfo version is not 1")
         _check_imprint(tst, imprint)
         infos = signed["signer_infos"]
         if len(infos) != 1:

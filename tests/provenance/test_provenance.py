@@ -401,6 +401,25 @@ def test_a_ca_with_an_unknown_critical_extension_is_refused(tmp_path: Path, key:
         assert "refused" in openssl_verify(tmp_path, der, t.ca_cert_pem, key.commitment)
 
 
+def test_tokens_openssl_refuses_for_their_signed_content_are_refused(
+    tmp_path: Path, key: OwnerKey, tsa: LoopbackTSA
+) -> None:
+    """RFC 3161 requires the ESS signing-certificate attribute and TSTInfo version 1, and
+    `openssl ts -verify` enforces both: nnmark accepted either (and so more than OpenSSL)."""
+    der = base64.b64decode(fetch_timestamp(key.commitment, tsa.url)["token"])
+
+    def version_2(tst: Any) -> None:
+        tst["version"] = 2
+
+    for token, match in (
+        (tsa.resign(der, ess=False), "no signing-certificate attribute"),
+        (tsa.resign(der, edit=version_2), "TSTInfo version is not 1"),
+    ):
+        with pytest.raises(NNMarkError, match=match):
+            check_timestamp(key.commitment, token_doc(token), [tsa.ca_cert_pem])
+        assert "refused" in openssl_verify(tmp_path, token, tsa.ca_cert_pem, key.commitment)
+
+
 def test_fetch_refuses_bad_answers(key: OwnerKey, tsa: LoopbackTSA) -> None:
     c = key.commitment
     with pytest.raises(NNMarkError, match="cannot reach TSA"):
