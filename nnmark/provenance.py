@@ -569,22 +569,44 @@ def _accuracy(tst: tsp.TSTInfo) -> _dt.timedelta:
     return total
 
 
-def _check_ess(attrs: dict[str, Any], signer: _Cert) -> None:
+def _ess_names(cid: Any, cert: _Cert, algo: str) -> bool:
+    """Whether an ESSCertID(v2) names `cert`: its hash, and its issuerSerial where given."""
+    if cid["cert_hash"].native != hashlib.new(algo, cert.der).digest():
+        return False
+    serial = cid["issuer_serial"]
+    if isinstance(serial, core.Void):
+        return True
+    names = serial["issuer"]
+    return bool(
+        len(names) == 1
+        and names[0].name == "directory_name"
+        and names[0].chosen == cert.asn1.issuer
+        and serial["serial_number"].native == cert.asn1.serial_number
+    )
+
+
+def _check_ess(attrs: dict[str, Any], signer: _Cert, chain: list[_Cert]) -> None:
     """RFC 5035/2634: the signing-certificate attribute names the certificate that signed, so a
-    token cannot be re-attributed to another certificate of the same key (RFC 3161 requires it)."""
-    if "signing_certificate_v2" in attrs:
-        cid = attrs["signing_certificate_v2"]["certs"][0]
-        algo = cid["hash_algorithm"]["algorithm"].native
-        if algo not in _HASHES:
-            raise NNMarkError(f"timestamp token: signing certificate hashed with {algo}")
-        want = hashlib.new(algo, signer.der).digest()
-    elif "signing_certificate" in attrs:
-        cid = attrs["signing_certificate"]["certs"][0]
-        want = hashlib.sha1(signer.der, usedforsecurity=False).digest()
-    else:  # OpenSSL's ts -verify refuses a token without it too
+    token cannot be re-attributed to another certificate of the same key (RFC 3161 requires it).
+    As OpenSSL: each such attribute is checked, its first ID names the signer, every other one
+    a certificate of `chain`, and an issuerSerial must agree."""
+    present = [name for name in ("signing_certificate", "signing_certificate_v2") if name in attrs]
+    if not present:  # OpenSSL's ts -verify refuses a token without it too
         raise NNMarkError("timestamp token has no signing-certificate attribute (RFC 3161 2.4.1)")
-    if cid["cert_hash"].native != want:
-        raise NNMarkError("timestamp token's signing-certificate attribute names another cert")
+    for name in present:
+        ids = list(attrs[name]["certs"])
+        if not ids:
+            raise NNMarkError("timestamp token's signing-certificate attribute is empty")
+        for i, cid in enumerate(ids):
+            algo = "sha1"
+            if name == "signing_certificate_v2":
+                algo = cid["hash_algorithm"]["algorithm"].native
+                if algo not in _HASHES:
+                    raise NNMarkError(f"timestamp token: signing certificate hashed with {algo}")
+            if not any(_ess_names(cid, c, algo) for c in ([signer] if i == 0 else chain)):
+                raise NNMarkError(
+                    "timestamp token's signing-certificate attribute names another cert"
+                )
 
 
 def check_timestamp(commitment_hex: str, doc: Any, trusted_certs: Sequence[bytes]) -> Priority:
@@ -636,8 +658,8 @@ def check_timestamp(commitment_hex: str, doc: Any, trusted_certs: Sequence[bytes
             signed_attrs,
             digest,
         )
-        _check_ess(attrs, cert)
         ca = _issuer(cert, trusted)
+        _check_ess(attrs, cert, [cert] if ca is None else [cert, ca])
         _check_tsa_cert(cert)
         if ca is not None:
             _check_critical(ca)

@@ -191,13 +191,13 @@ class LoopbackTSA:
         token: bytes,
         cert_pem: bytes | None = None,
         edit: Callable[[tsp.TSTInfo], None] | None = None,
-        ess: bool = True,
+        ess: bool | list[dict[str, Any]] = True,
     ) -> bytes:
         """`token` (DER) signed again with the TSA's key: by `cert_pem` (from `issue_tsa_cert`;
         the TSA's own by default) and over its TSTInfo as `edit` changes it in place. The signed
         attributes are those `openssl ts -reply` writes (content type, message digest, ESS
-        signing-certificate v2, left out if not `ess`); the token carries the certificate and the
-        CA's."""
+        signing-certificate v2; none if `ess` is False, these attributes if it is a list); the
+        token carries the certificate and the CA's."""
         signed = cms.ContentInfo.load(token)["content"]
         tst = tsp.TSTInfo.load(bytes(signed["encap_content_info"]["content"]))
         if edit is not None:
@@ -210,7 +210,8 @@ class LoopbackTSA:
             [
                 {"type": "content_type", "values": ["tst_info"]},
                 {"type": "message_digest", "values": [digest]},
-                *([{"type": "signing_certificate_v2", "values": [ess_id]}] if ess else []),
+                *(ess if isinstance(ess, list) else []),
+                *([{"type": "signing_certificate_v2", "values": [ess_id]}] if ess is True else []),
             ]
         )
         key = serialization.load_pem_private_key((self.dir / "tsa.key").read_bytes(), None)

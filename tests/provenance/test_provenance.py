@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import random
 import shutil
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asn1crypto import pem
+from asn1crypto import x509 as asn1_x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from typer.testing import CliRunner
@@ -418,6 +421,69 @@ def test_tokens_openssl_refuses_for_their_signed_content_are_refused(
         with pytest.raises(NNMarkError, match=match):
             check_timestamp(key.commitment, token_doc(token), [tsa.ca_cert_pem])
         assert "refused" in openssl_verify(tmp_path, token, tsa.ca_cert_pem, key.commitment)
+
+
+ESS_CASES = (
+    "v2 with issuerSerial",
+    "v2 naming the chain",
+    "v1",
+    "issuerSerial of another serial",
+    "an ID outside the chain",
+    "the CA first",
+    "v1 naming another cert beside a good v2",
+    "empty",
+)
+
+
+def _ess_cases(tsa: LoopbackTSA) -> dict[str, tuple[list[dict[str, Any]], bool]]:
+    """Signing-certificate attributes: (the attributes, whether OpenSSL and nnmark accept)."""
+    tsa_cert, ca = (
+        asn1_x509.Certificate.load(pem.unarmor(c)[2]) for c in (tsa.tsa_cert_pem, tsa.ca_cert_pem)
+    )
+
+    def v2(*ids: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "signing_certificate_v2", "values": [{"certs": list(ids)}]}
+
+    def by(cert: asn1_x509.Certificate, algo: str = "sha256", serial: int = 0) -> dict[str, Any]:
+        cid: dict[str, Any] = {"cert_hash": hashlib.new(algo, cert.dump()).digest()}
+        if serial:
+            name = asn1_x509.GeneralName(name="directory_name", value=cert.issuer)
+            cid["issuer_serial"] = {"issuer": [name], "serial_number": serial}
+        return cid
+
+    v1_other = {"type": "signing_certificate", "values": [{"certs": [by(ca, "sha1")]}]}
+    return {
+        "v2 with issuerSerial": ([v2(by(tsa_cert, serial=tsa_cert.serial_number))], True),
+        "v2 naming the chain": ([v2(by(tsa_cert), by(ca))], True),
+        "v1": (
+            [{"type": "signing_certificate", "values": [{"certs": [by(tsa_cert, "sha1")]}]}],
+            True,
+        ),
+        "issuerSerial of another serial": ([v2(by(tsa_cert, serial=7))], False),
+        "an ID outside the chain": ([v2(by(tsa_cert), {"cert_hash": bytes(32)})], False),
+        "the CA first": ([v2(by(ca), by(tsa_cert))], False),
+        "v1 naming another cert beside a good v2": ([v1_other, v2(by(tsa_cert))], False),
+        "empty": ([v2()], False),
+    }
+
+
+@pytest.mark.parametrize("case", ESS_CASES)
+def test_signing_certificate_attributes_are_checked_as_openssl_does(
+    tmp_path: Path, key: OwnerKey, tsa: LoopbackTSA, case: str
+) -> None:
+    """Each ESS attribute, every ID in it, and an issuerSerial: nnmark checked only the first ID
+    of one attribute, so accepted tokens `openssl ts -verify` refuses."""
+    attrs, ok = _ess_cases(tsa)[case]
+    der = base64.b64decode(fetch_timestamp(key.commitment, tsa.url)["token"])
+    token = tsa.resign(der, ess=attrs)
+    verdict = openssl_verify(tmp_path, token, tsa.ca_cert_pem, key.commitment)
+    if ok:
+        assert check_timestamp(key.commitment, token_doc(token), [tsa.ca_cert_pem])
+        assert "Verification: OK" in verdict
+    else:
+        with pytest.raises(NNMarkError, match="signing-certificate attribute"):
+            check_timestamp(key.commitment, token_doc(token), [tsa.ca_cert_pem])
+        assert "refused" in verdict
 
 
 def test_fetch_refuses_bad_answers(key: OwnerKey, tsa: LoopbackTSA) -> None:
