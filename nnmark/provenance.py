@@ -9,9 +9,20 @@ committed first wins. So a key carries, outside its commitment:
   the owner published beforehand; it shows who, never when (anyone can sign anything today).
 - `timestamp`: an RFC 3161 token of a time-stamping authority (TSA) both sides trust. The TSA
   signs (imprint, genTime); the imprint is the commitment itself, since the commitment is the
-  SHA-256 of the committed JSON, which is what RFC 3161 calls the hashed message. So
-  `openssl ts -verify -digest <commitment> -in token.der -token_in -CAfile ca.pem` accepts the
-  same tokens, and a third party can check them without nnmark.
+  SHA-256 of the committed JSON, which is what RFC 3161 calls the hashed message. So a third
+  party can check a token without nnmark:
+  `openssl ts -verify -digest <commitment> -in token.der -token_in -CAfile ca.pem`.
+  nnmark refuses every token that command refuses for any of these reasons (the tests
+  cross-check each with OpenSSL): TSTInfo version not 1, imprint, signed attributes (the ESS
+  signing-certificate attribute is required and every ID in it checked), signature, and a
+  signer certificate unfit for OpenSSL's timestamp-signing purpose (extendedKeyUsage must be
+  critical and timeStamping only; keyUsage, if present, digitalSignature and/or nonRepudiation
+  only) or with a critical extension, in it or its CA, that nnmark does not process. It is
+  stricter elsewhere (one CA level; a well-formed accuracy; no critical extension but
+  basicConstraints, keyUsage and extendedKeyUsage) and, on purpose, laxer in two ways: it
+  checks the certificates' validity at genTime, where OpenSSL checks it now (`-attime
+  <genTime>` matches nnmark), and it accepts a TSA certificate trusted by itself (OpenSSL
+  needs `-partial_chain`). The stamp proves the commitment existed by genTime plus accuracy.
 
 Both are checked against the commitment the caller recomputes from the committed fields, and every
 field of both is validated: the key file is written by the other side of the dispute.
