@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from asn1crypto import pem
 from asn1crypto import x509 as asn1_x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from typer.testing import CliRunner
 
 from nnmark.cli import app
@@ -402,6 +402,34 @@ def test_a_ca_with_an_unknown_critical_extension_is_refused(tmp_path: Path, key:
         with pytest.raises(NNMarkError, match="critical extension 1.3.6.1.4.1.99999.8"):
             check_timestamp(key.commitment, token_doc(der), [t.ca_cert_pem])
         assert "refused" in openssl_verify(tmp_path, der, t.ca_cert_pem, key.commitment)
+
+
+def test_a_signer_certificate_repeating_an_extension_is_refused(
+    tmp_path: Path, key: OwnerKey
+) -> None:
+    """asn1crypto keeps the last of two extendedKeyUsage extensions, OpenSSL refuses the
+    certificate: so does nnmark (openssl x509 cannot write one, so it is signed here)."""
+    with LoopbackTSA(key_type="ec") as t:
+        der = base64.b64decode(fetch_timestamp(key.commitment, t.url)["token"])
+        cert = asn1_x509.Certificate.load(pem.unarmor(t.tsa_cert_pem)[2])
+        tbs = cert["tbs_certificate"].copy()
+        extensions = list(tbs["extensions"])
+        extensions += [e.copy() for e in extensions if e["extn_id"].native == "extended_key_usage"]
+        tbs["extensions"] = extensions
+        ca_key = serialization.load_pem_private_key((t.dir / "ca.key").read_bytes(), None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        signature = ca_key.sign(tbs.dump(force=True), ec.ECDSA(hashes.SHA256()))
+        twice = asn1_x509.Certificate(
+            {
+                "tbs_certificate": tbs,
+                "signature_algorithm": cert["signature_algorithm"],
+                "signature_value": signature,
+            }
+        )
+        token = t.resign(der, pem.armor("CERTIFICATE", twice.dump()))
+        with pytest.raises(NNMarkError, match="repeats an extension"):
+            check_timestamp(key.commitment, token_doc(token), [t.ca_cert_pem])
+        assert "refused" in openssl_verify(tmp_path, token, t.ca_cert_pem, key.commitment)
 
 
 def test_tokens_openssl_refuses_for_their_signed_content_are_refused(
