@@ -176,7 +176,8 @@ class LoopbackTSA:
 
     def issue_tsa_cert(self, extensions: str) -> bytes:
         """Another certificate (PEM) for the TSA's key, issued by the CA with these extension
-        lines (openssl x509v3 config syntax) instead of an honest TSA's."""
+        lines (openssl x509v3 config syntax) instead of an honest TSA's. It is valid from now
+        (to the second): stamp after issuing it, or the stamp predates it."""
         d = self.dir
         with self._lock, tempfile.TemporaryDirectory(dir=d) as work:
             ext, out = Path(work) / "ext.cnf", Path(work) / "cert.pem"

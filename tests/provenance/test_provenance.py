@@ -385,11 +385,13 @@ def test_signer_must_be_a_time_stamping_only_certificate(
     """A certificate of a trusted CA for TLS (or anything besides time stamping) cannot stamp;
     OpenSSL refuses the same tokens, and accepts the same key under an honest certificate."""
     extensions, match = BAD_SIGNERS[case]
+    good_cert, bad_cert = tsa.issue_tsa_cert(GOOD_SIGNER), tsa.issue_tsa_cert(extensions)
+    # stamped after the certificates were issued: genTime within their validity
     der = base64.b64decode(fetch_timestamp(key.commitment, tsa.url)["token"])
-    good = tsa.resign(der, tsa.issue_tsa_cert(GOOD_SIGNER))
+    good = tsa.resign(der, good_cert)
     assert check_timestamp(key.commitment, token_doc(good), [tsa.ca_cert_pem])
     assert "Verification: OK" in openssl_verify(tmp_path, good, tsa.ca_cert_pem, key.commitment)
-    bad = tsa.resign(der, tsa.issue_tsa_cert(extensions))
+    bad = tsa.resign(der, bad_cert)
     with pytest.raises(NNMarkError, match=match) as info:
         check_timestamp(key.commitment, token_doc(bad), [tsa.ca_cert_pem])
     assert "\n" not in str(info.value)
