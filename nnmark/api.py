@@ -314,6 +314,15 @@ def provenance(
     must not be in the future."""
     from nnmark.provenance import check_signature, check_timestamp
 
+    seen = None
+    if suspect_seen is not None:  # checked whatever the key holds: a wrong date is an error
+        seen = (
+            suspect_seen if suspect_seen.tzinfo else suspect_seen.replace(tzinfo=_dt.timezone.utc)
+        )
+        if seen > _dt.datetime.now(_dt.timezone.utc) + SEEN_SLACK:
+            raise NNMarkError(
+                f"the suspect cannot have been first seen in the future ({seen.isoformat()})"
+            )
     signer = check_signature(key.commitment, key.signature) if key.signature else None
     if key.timestamp is None:
         return Provenance(signer=signer)
@@ -325,14 +334,7 @@ def provenance(
     # genTime is known only within its accuracy: the stamp proves existence by genTime + accuracy
     when = stamp.latest.astimezone(_dt.timezone.utc)
     acc = stamp.accuracy_text
-    if suspect_seen is not None:
-        seen = (
-            suspect_seen if suspect_seen.tzinfo else suspect_seen.replace(tzinfo=_dt.timezone.utc)
-        )
-        if seen > _dt.datetime.now(_dt.timezone.utc) + SEEN_SLACK:
-            raise NNMarkError(
-                f"the suspect cannot have been first seen in the future ({seen.isoformat()})"
-            )
+    if seen is not None:
         if when > seen:
             return Provenance(
                 signer=signer,

@@ -411,6 +411,14 @@ class OwnerKey:
         """A key from its JSON, every field checked: a key is the other side's file."""
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise NNMarkError(f"{source}: not an nnmark key file")
+        try:  # json reads "\ud800" alone, which no UTF-8 (nor a commitment) can hold
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise NNMarkError(
+                f"{source}: a string holds a lone UTF-16 surrogate: not text"
+            ) from None
+        except (TypeError, ValueError):
+            pass  # not JSON values: the field checks below name the field
         version = doc.get("version")
         if type(version) is not int:  # bool, 2.0: not a version a key file writes
             raise NNMarkError(f"{source}: unsupported key version {version!r}")

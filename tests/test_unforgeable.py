@@ -108,6 +108,18 @@ def test_nan_and_infinity_in_a_key_are_refused(files: Path, tmp_path: Path) -> N
         assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+def test_a_lone_surrogate_in_a_key_is_refused_naming_it(files: Path, tmp_path: Path) -> None:
+    """json reads the escape \\ud800 alone, which no UTF-8 holds: a generic UnicodeEncodeError
+    came out of the commitment's hashing (red team, session 25)."""
+    text = (files / "owner.nnkey").read_text()
+    owner = OwnerKey.load(files / "owner.nnkey").owner
+    path = tmp_path / "k.nnkey"
+    path.write_text(text.replace(json.dumps(owner), json.dumps(owner)[:-1] + '\\ud800"', 1))
+    r = runner.invoke(app, ["verify", str(files / "plain.safetensors"), "--key", str(path)])
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "lone UTF-16 surrogate" in lines[0], r.stderr
+
+
 def test_previous_key_format_is_refused_with_the_reason(files: Path, tmp_path: Path) -> None:
     doc = json.loads((files / "owner.nnkey").read_text())
     doc["version"] = 1
@@ -208,6 +220,8 @@ def test_the_claim_rule_needs_a_forgery_cost_or_a_timestamp(  # type: ignore[no-
     assert "not counted" not in (v.claim_rule or "") + (v.priority or "")
     with pytest.raises(NNMarkError, match="in the future"):
         verify(model, stamped, tsa_certs=certs, suspect_seen=later + dt.timedelta(days=1))
+    with pytest.raises(NNMarkError, match="in the future"):  # an unstamped key: still checked
+        verify(model, key, suspect_seen=later + dt.timedelta(days=1))
 
 
 def test_a_timestamp_over_another_commitment_is_refused(
