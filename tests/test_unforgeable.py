@@ -444,3 +444,25 @@ def test_key_fields_that_would_allocate_gigabytes_are_checked_against_the_suspec
     assert r.returncode == 1, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["verdict"] == "not_found" and "shape" in out["reason"]
+
+
+def test_embedding_into_a_stamped_key_in_place_is_refused(
+    files: Path, stamp, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A new mark changes the commitment, so the key's signature and timestamp would be dropped
+    (red team, session 26: after `embed --key K --key-out K`, the first model K marked was no
+    longer claimed). In place is refused before any work, the key untouched; to another file,
+    the note says the new key needs signing and stamping again."""
+    stamped = tmp_path / "k.nnkey"
+    stamp(OwnerKey.load(files / "owner.nnkey")).save(stamped)
+    before = stamped.read_bytes()
+    args = ["embed", str(files / "plain.safetensors"), "--key", str(stamped), "--epochs", "1"]
+    r = runner.invoke(app, [*args, "--key-out", str(stamped), "--out", str(tmp_path / "m.st")])
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "a new mark voids them" in lines[0], r.stderr
+    assert stamped.read_bytes() == before and not (tmp_path / "m.st").exists()
+    r = runner.invoke(
+        app, [*args, "--key-out", str(tmp_path / "k2.nnkey"), "--out", str(tmp_path / "m.st")]
+    )
+    assert r.exit_code == 0 and "has no timestamp" in r.stderr and "stamp it again" in r.stderr
+    assert OwnerKey.load(tmp_path / "k2.nnkey").timestamp is None

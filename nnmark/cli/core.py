@@ -266,9 +266,19 @@ def embed_cmd(
 
     dev, precision = pick_device(device), pick_amp(amp)
     check_output(out_path)
-    check_output(key_out, force or (key_in is not None and key_in.resolve() == key_out.resolve()))
+    in_place = key_in is not None and key_in.resolve() == key_out.resolve()
+    check_output(key_out, force or in_place)
     distinct_paths({"--out": out_path, "--key-out": key_out}, {"MODEL": model_path})
     key = OwnerKey.load(key_in) if key_in else None
+    proofs = [] if key is None else [n for n in ("signature", "timestamp") if getattr(key, n)]
+    if proofs and in_place:
+        # a new mark changes the commitment, so they would be dropped (red team, session 26:
+        # the first model marked under a stamped key was no longer claimed)
+        raise NNMarkError(
+            f"--key-out is --key {key_in}, whose {' and '.join(proofs)} cover its present marks "
+            "only: a new mark voids them; write the new key to another file and keep this one "
+            "for the models it marked"
+        )
     net, info = load_model(model_path, max_params=max_params)
     bundle = load_data(data)
     before = evaluate(net, bundle.loader("test", 256), bundle.task)
@@ -302,6 +312,11 @@ def embed_cmd(
     _save_marked(marked, model_info(marked, bundle), out_path, key, key_out)
     out.print(f"test before {_fidelity_text(before)} -> after {_fidelity_text(after)}")
     out.print(f"saved {out_path} and key {key_out}")
+    if proofs:
+        err.print(
+            f"note: {key_out} has no {' or '.join(proofs)} ({key_in}'s cover its old marks "
+            "only): sign and stamp it again (nnmark key sign / key timestamp)"
+        )
     _check_marks(marked, key, bundle, scheme, parse_options(sets))
 
 

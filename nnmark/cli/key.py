@@ -60,15 +60,36 @@ def identity_cmd(
     out.print(f"identity {out_path}: {new_identity(out_path)}", markup=False, soft_wrap=True)
 
 
+ReplaceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--replace",
+        help="Replace the one the key holds (an earlier timestamp proves more: keep a copy)",
+    ),
+]
+
+
+def _keep(key_path: Path, what: str, held: bool) -> None:
+    """Refuse to drop the key's `what` silently: an earlier timestamp is what claims a copy
+    seen before a later one (red team, session 26: stamping twice turned found to not_found)."""
+    if held:
+        raise NNMarkError(
+            f"{key_path} already holds a {what}; an earlier one proves more than a later one, "
+            "so it is kept (pass --replace to replace it, after keeping a copy of the key)"
+        )
+
+
 @_command("sign")
 def sign_cmd(
     key_path: KeyArg,
     identity: Annotated[Path, typer.Option("--identity", help="Private key from `key identity`")],
+    replace: ReplaceOpt = False,
 ) -> None:
     """Sign the key's commitment with an identity and store the signature in the key file."""
     from nnmark.provenance import check_signature, load_identity, sign_commitment
 
     key = OwnerKey.load(key_path)
+    _keep(key_path, "signature", key.signature is not None and not replace)
     doc = sign_commitment(key.commitment, load_identity(identity))
     fp = check_signature(key.commitment, doc)
     dataclasses.replace(key, signature=doc).save(key_path)
@@ -85,6 +106,7 @@ def timestamp_cmd(
     tsa: Annotated[str, typer.Option("--tsa", help="URL of an RFC 3161 time-stamping authority")],
     tsa_cert: TsaCertOpt = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the TSA")] = 30.0,
+    replace: ReplaceOpt = False,
 ) -> None:
     """Timestamp the key's commitment with a TSA and store the token in the key file.
 
@@ -96,6 +118,7 @@ def timestamp_cmd(
     if not 0 < timeout <= 600:
         raise NNMarkError(f"--timeout must be in (0, 600] seconds, got {timeout:g}")
     key = OwnerKey.load(key_path)
+    _keep(key_path, "timestamp", key.timestamp is not None and not replace)
     trusted = [_read_cert(tsa_cert)] if tsa_cert else None  # a bad file fails before the network
     doc = fetch_timestamp(key.commitment, tsa, timeout=timeout)
     note = "not checked: give --tsa-cert to check it"

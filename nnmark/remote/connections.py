@@ -128,7 +128,10 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
 
 
 def server_config(app: Any, limits: ConnectionLimits, **options: Any) -> uvicorn.Config:
-    """The uvicorn configuration every nnmark server runs under: the guarded h11 protocol."""
+    """The uvicorn configuration every nnmark server runs under: the guarded h11 protocol, and
+    no WebSocket upgrade (nothing here speaks it, and an upgraded connection leaves the
+    protocol that counts it: with a WebSocket library installed, 32 upgrades locked their
+    address out for good; red team, session 26)."""
     import uvicorn
 
-    return uvicorn.Config(app, http=guarded_protocol(limits), **options)
+    return uvicorn.Config(app, http=guarded_protocol(limits), ws="none", **options)

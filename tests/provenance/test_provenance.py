@@ -614,7 +614,15 @@ def test_cli_identity_sign_timestamp_show(tmp_path: Path, tsa: LoopbackTSA) -> N
     r = run("show", tmp_path / "acme.nnkey", "--json")
     assert json.loads(r.stdout)["timestamp"]["status"] == "unchecked"
 
-    r = run("timestamp", tmp_path / "acme.nnkey", "--tsa", tsa.url, "--tsa-cert", ca)
+    # a second stamp or signature never silently replaces the first (red team, session 26: the
+    # later stamp turned a found into not_found for a suspect seen between the two)
+    kept = (tmp_path / "acme.nnkey").read_bytes()
+    again = one_line_error(run("timestamp", tmp_path / "acme.nnkey", "--tsa", tsa.url))
+    assert "already holds a timestamp" in again and "--replace" in again
+    again = one_line_error(run("sign", tmp_path / "acme.nnkey", "--identity", tmp_path / "me.pem"))
+    assert "already holds a signature" in again
+    assert (tmp_path / "acme.nnkey").read_bytes() == kept
+    r = run("timestamp", tmp_path / "acme.nnkey", "--tsa", tsa.url, "--tsa-cert", ca, "--replace")
     assert r.exit_code == 0 and str(dt.datetime.now(dt.timezone.utc).year) in r.stdout, r.stderr
     assert "+/- 1 s by CN=nnmark loopback TSA" in r.stdout
     r = run("show", tmp_path / "acme.nnkey", "--tsa-cert", ca, "--json")
