@@ -14,6 +14,7 @@ import math
 import os
 import struct
 import tempfile
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,38 +28,47 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, private: bool = False) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    atomic_write_all([(path, data)])
+    atomic_write_all([(path, data)], private=[path] if private else ())
 
 
-def _stage(p: Path, data: bytes) -> str:
-    """`data` in a synced temp file beside `p` (checked to be a writable file path)."""
+def _stage(p: Path, data: bytes, private: bool) -> str:
+    """`data` in a synced temp file beside `p` (checked to be a writable file path), with the
+    mode it will keep: 0600 if `private` (a key: never readable by others, not even for a
+    moment), else the replaced file's mode, or 0644 for a new file."""
     if p.is_dir():
         raise NNMarkError(f"output path is a directory: {p}")
+    if p.exists() and not p.is_file():  # renaming over /dev/null would replace the device
+        raise NNMarkError(f"output path is not a regular file (a device, FIFO or socket): {p}")
     if not p.parent.exists():
         raise NNMarkError(f"output folder does not exist: {p.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)  # 0600
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+    if not private:
+        os.chmod(tmp, p.stat().st_mode & 0o777 if p.exists() else 0o644)
     return tmp
 
 
-def atomic_write_all(files: list[tuple[str | Path, bytes]]) -> None:
+def atomic_write_all(
+    files: Sequence[tuple[str | Path, bytes]], private: Collection[str | Path] = ()
+) -> None:
     """Write several files as one transaction: all of them or none. Each goes to a temp file
     beside its target first; then the targets are replaced one by one (each replacement atomic:
     a reader sees the old file or the new one), and if any step fails the ones already replaced
     are put back as they were (a marked model is never left without its key, nor a key without
-    its model)."""
+    its model). The files in `private` are written 0600."""
+    secret = {Path(q) for q in private}
     staged: list[tuple[Path, str]] = []
     done: list[tuple[Path, str | None]] = []  # (replaced target, a hard link to its old file)
     try:
         for path, data in files:
             p = Path(path)
             staged.append((p, ""))
-            staged[-1] = (p, _stage(p, data))
+            staged[-1] = (p, _stage(p, data, p in secret))
         for p, tmp in staged:
             backup = None
             if p.exists() and len(staged) > 1:
@@ -102,8 +112,8 @@ def model_bytes(model: nn.Module, info: ModelInfo) -> bytes:
     return data
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | Path, text: str, private: bool = False) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), private)
 
 
 #: The largest example a model file's metadata may declare (verify, export and serve build

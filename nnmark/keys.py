@@ -399,8 +399,9 @@ class OwnerKey:
         return doc
 
     def save(self, path: str | Path) -> None:
-        """Write atomically (temp file, then rename): an old key is never half-overwritten."""
-        atomic_write_text(path, self.text())
+        """Write atomically (temp file, then rename): an old key is never half-overwritten;
+        0600, since it proves ownership."""
+        atomic_write_text(path, self.text(), private=True)
 
     def text(self) -> str:
         """The key file's content."""

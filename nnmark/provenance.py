@@ -42,7 +42,6 @@ import binascii
 import datetime as _dt
 import hashlib
 import http.client
-import os
 import re
 import secrets
 import threading
@@ -148,15 +147,13 @@ def fingerprint(public_key: ed25519.Ed25519PublicKey) -> str:
 def new_identity(path: str | Path) -> str:
     """Write a fresh Ed25519 private key (PEM, PKCS#8, unencrypted) and return its fingerprint.
 
-    The temp file behind the atomic write is created 0600, so the key is never readable by
-    others, not even for a moment; the chmod makes that explicit.
+    Written private (0600 from the temp file on): never readable by others, not for a moment.
     """
     key = ed25519.Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    atomic_write_bytes(path, pem)
-    os.chmod(path, 0o600)
+    atomic_write_bytes(path, pem, private=True)
     return fingerprint(key.public_key())
 
 

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nnmark.cli.common import command, distinct_paths, err, out, pick_device, read_certs
+from nnmark.cli.common import (
+    check_output,
+    command,
+    distinct_paths,
+    err,
+    out,
+    pick_device,
+    read_certs,
+)
 from nnmark.errors import NNMarkError
 
 if TYPE_CHECKING:
@@ -200,6 +208,10 @@ def run_false_claim_section(out_dir: Path, schemes: list[str] | None, jobs: int,
     )
 
 
+#: The files of a results directory that `nnmark bench` writes and reads back.
+BENCH_FILES = ("results.jsonl", "spec.json", "meta.json", "false_claims.json", "false_claims.md")
+
+
 @command("report")
 def report_cmd(
     results: Annotated[Path, typer.Argument(help="Results directory written by nnmark bench")],
@@ -219,7 +231,16 @@ def report_cmd(
         raise NNMarkError(f"results directory not found: {results}")
     if budget is not None and not 0 <= budget <= 1:
         raise NNMarkError(f"--budget must be in [0, 1], got {budget}")
-    distinct_paths({"--out": out_path, "--md": md}, {"results": results / "results.jsonl"})
+    outputs = {"--out": out_path, "--md": md}
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        check_output(path)  # before any work: a folder, a device, a missing folder
+        if results.resolve() / "models" in path.resolve().parents:
+            raise NNMarkError(f"{what} {path} is inside the results' models folder")
+    # what the bench wrote and reads back: replacing one with HTML broke every later report
+    inputs = {f"results/{n}": results / n for n in BENCH_FILES}
+    distinct_paths(outputs, inputs)
     write_report(results, out_path, md, budget)
     _say_skipped(results)
     out.print(f"saved {out_path}" + (f" and {md}" if md else ""))

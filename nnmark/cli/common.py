@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -165,7 +165,7 @@ def check_output(path: Path, force: bool = True) -> Path:
     return path
 
 
-def distinct_paths(outputs: dict[str, Path | None], inputs: dict[str, Path | None]) -> None:
+def distinct_paths(outputs: Mapping[str, Path | None], inputs: Mapping[str, Path | None]) -> None:
     """Refuse outputs that name the same file, or an input: one would silently replace the
     other (e.g. --out equal to --key-out leaves only the key)."""
     seen: dict[Path, str] = {}

@@ -69,7 +69,8 @@ def _save_marked(model, info, path: Path, key, key_path: Path) -> None:
     """The marked model and its key as one transaction: both are written or neither."""
     from nnmark.io import atomic_write_all, model_bytes
 
-    atomic_write_all([(path, model_bytes(model, info)), (key_path, key.text().encode())])
+    files = [(path, model_bytes(model, info)), (key_path, key.text().encode())]
+    atomic_write_all(files, private=[key_path])
 
 
 def _check_marks(

@@ -410,6 +410,11 @@ def test_the_headline_counts_an_attack_that_ruined_the_model_as_too_weak_not_sur
     got = dict(zip(header, line, strict=True))
     assert got["robust to adaptive attacks"] == "0/1 (removed by obfuscate)"
     assert got["robust to"] == "1/4 attacks"
+    # rows without `kind` read as attacks everywhere (red team, session 26: the unattacked row
+    # was not counted as embedded, so "removes" read "none: survives every attack")
+    bare = [{k: v for k, v in r.items() if k != "kind"} for r in rows]
+    (header, line) = tables(bare, 0.05)["headline"]
+    assert dict(zip(header, line, strict=True))[removed] == "removes:1 (2.0 pts)"
 
 
 def test_a_task_names_only_the_optimiser_fields_it_changes() -> None:
@@ -431,3 +436,62 @@ def test_a_task_names_only_the_optimiser_fields_it_changes() -> None:
     assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
     with pytest.raises(NNMarkError, match="optimizer adam or sgd"):
         BenchSpec.from_dict({"tasks": [{"optimizer": "rmsprop"}]})
+
+
+def test_report_outputs_never_replace_inputs_devices_or_an_old_report(  # type: ignore[no-untyped-def]
+    tiny: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Red team, session 26: `--out RES/spec.json` replaced the grid with HTML (every later
+    report failed), `--out` on a FIFO or device replaced it with a file (as root, /dev/null),
+    and a failing `--md` came after the HTML had been overwritten. All are refused before any
+    work, the files as they were; a report keeps the mode of the one it replaces."""
+    import os
+    import stat
+
+    _, res = tiny
+    spec = (res / "spec.json").read_bytes()
+    r = runner.invoke(app, ["report", str(res), "--out", str(res / "spec.json")])
+    assert r.exit_code == 2 and "name the same file" in r.stderr, r.stderr
+    assert (res / "spec.json").read_bytes() == spec
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    r = runner.invoke(app, ["report", str(res), "--out", str(fifo)])
+    assert r.exit_code == 2 and "not a regular file" in r.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    old = tmp_path / "old.html"
+    old.write_text("the old report")
+    old.chmod(0o644)
+    r = runner.invoke(
+        app, ["report", str(res), "--out", str(old), "--md", str(tmp_path / "no" / "s.md")]
+    )
+    assert r.exit_code == 2 and "output folder does not exist" in r.stderr
+    assert old.read_text() == "the old report"
+    r = runner.invoke(app, ["report", str(res), "--out", str(old), "--md", str(tmp_path / "s.md")])
+    assert r.exit_code == 0, r.stderr
+    assert old.read_text().startswith("<!doctype html>") and old.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "s.md").stat().st_mode & 0o777 == 0o644
+
+
+def test_the_markdown_summary_is_inert(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    """Labels, errors and commands come from results files another hand may have written: in
+    the Markdown they stay text (the HTML was already escaped; the Markdown passed `<script>`,
+    `[x](javascript:...)` and new headings through)."""
+    _, res = tiny
+    hostile = tmp_path / "res"
+    shutil.copytree(res, hostile, ignore=shutil.ignore_patterns("models"))
+    evil = "x<script>alert(1)</script>[y](javascript:alert(2))\n# FOUND `a|b"
+    rows = [json.loads(line) for line in (hostile / "results.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row.get("scheme") == "uchida":
+            row["scheme"] = evil
+        if row.get("error"):
+            row["error"] = evil
+    (hostile / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    md = tmp_path / "s.md"
+    r = runner.invoke(
+        app, ["report", str(hostile), "--out", str(tmp_path / "r.html"), "--md", str(md)]
+    )
+    assert r.exit_code == 0, r.stderr
+    text = md.read_text()
+    assert "x\\<script\\>" in text and "<script>" not in text and "[y](javascript" not in text
+    assert "\n# FOUND" not in text and "\n\\# FOUND" not in text

@@ -108,6 +108,10 @@ def annotate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in rows:
         r = dict(r)
+        # every reader defaults a missing kind to "attack": so must this one (a row without it
+        # was attacked for the tables but never embedded here, so an attack that removed the
+        # mark read "survives every attack"; red team, session 26)
+        r.setdefault("kind", "attack")
         task = f" [{str(r.get('data')).split(':')[0]}/{r.get('arch')}]" if len(tasks) > 1 else ""
         r["label"] = f"{r['scheme']}{task}"
         out.append(r)

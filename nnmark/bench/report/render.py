@@ -65,7 +65,7 @@ def write_report(
     budget: float | None = None,
 ) -> None:
     """Render RESULTS/results.jsonl into one HTML file (plots embedded) and a Markdown summary."""
-    from nnmark.io import atomic_write_text
+    from nnmark.io import atomic_write_all
 
     store = ResultStore(results)
     rows = annotate(store.rows())
@@ -89,9 +89,10 @@ def write_report(
         f"mark counts as removed only when its combined Fisher verdict and every part are negative."
     )
     sections = _sections(results, rows, skipped, spec, meta, budget)
-    atomic_write_text(html_out, to_html(intro, definition, sections))
+    files = [(html_out, to_html(intro, definition, sections).encode())]
     if md_out is not None:
-        atomic_write_text(md_out, to_markdown(intro, definition, sections))
+        files.append((md_out, to_markdown(intro, definition, sections).encode()))
+    atomic_write_all(files)  # both or neither: a failed --md leaves the old HTML as it was
 
 
 def _tasks(spec: dict[str, Any]) -> str:
@@ -201,19 +202,40 @@ def _html_item(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
 
 
+def _md(text: str) -> str:
+    """`text` as inert Markdown: on one line, and outside its `code` spans no HTML, link or
+    emphasis (labels, errors and commands come from results files, which another hand may have
+    written: `<script>`, `[x](javascript:...)` or a line starting `#` passed through). With an
+    odd number of backticks there are no code spans: every one is escaped."""
+    text = " ".join(text.splitlines())
+
+    def plain(t: str) -> str:
+        for ch in "\\`*_[]<>#!|":
+            t = t.replace(ch, "\\" + ch)
+        return t.replace("&", "&amp;")
+
+    if text.count("`") % 2:
+        return plain(text)
+    pieces = text.split("`")
+    # a pipe ends a table cell even inside a code span (GFM): escaped there too
+    return "".join(
+        f"`{p.replace('|', chr(92) + '|')}`" if i % 2 else plain(p) for i, p in enumerate(pieces)
+    )
+
+
 def to_markdown(intro: str, definition: str, sections: list[Section]) -> str:
-    md = ["# nnmark benchmark summary", "", intro, "", definition]
+    md = ["# nnmark benchmark summary", "", _md(intro), "", _md(definition)]
     for s in sections:
         if s.html_only:
             continue
-        md += ["", f"## {s.title}", ""]
+        md += ["", f"## {_md(s.title)}", ""]
         if s.note:
-            md += [s.note, ""]
+            md += [_md(s.note), ""]
         if s.table:
             md += [_md_table(s.table)]
         if s.figure_file:
-            md += ["", f"![{s.title}]({s.figure_file})"]
-        md += [f"- {x}" for x in s.items]
+            md += ["", f"![{_md(s.title)}]({s.figure_file})"]
+        md += [f"- {_md(x)}" for x in s.items]
     return "\n".join(md) + "\n"
 
 
@@ -234,7 +256,7 @@ def _html_table(t: list[list[str]], cls: str = "") -> str:
 
 def _md_table(t: list[list[str]]) -> str:
     def cell(v: str) -> str:
-        return v.replace("|", "\\|").replace("\n", " ")
+        return _md(v)
 
     lines = ["| " + " | ".join(cell(v) for v in t[0]) + " |", "|" + "---|" * len(t[0])]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in t[1:]]
