@@ -160,13 +160,24 @@ class ModelInfo:
                 raise ValueError("input_shape must be at most 4 positive integers")
             if math.prod(shape) > MAX_INPUT_VALUES:
                 raise ValueError(f"input_shape {list(shape)} is larger than 2^24 values")
+            from nnmark.tasks import TASKS
+
+            task, version = (
+                meta.get("nnmark.task", "classification"),
+                meta.get("nnmark.version", ""),
+            )
+            if task not in TASKS:
+                raise ValueError(f"unknown task {task[:40]!r}")
+            for name, text in (("arch", meta["nnmark.arch"]), ("version", version)):
+                if len(text) > 256 or not text.isprintable():  # printed as they are
+                    raise ValueError(f"{name} is not a printable name")
             return cls(
                 arch=meta["nnmark.arch"],
                 arch_kwargs=kwargs,
-                task=meta.get("nnmark.task", "classification"),
+                task=task,
                 input_shape=shape,
                 num_classes=int(meta.get("nnmark.num_classes", "0")),
-                version=meta.get("nnmark.version", ""),
+                version=version,
                 extra={
                     k[len("nnmark.extra.") :]: v
                     for k, v in meta.items()

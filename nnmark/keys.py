@@ -604,7 +604,9 @@ def _read_mark(
     if not isinstance(stored, dict):
         raise NNMarkError(f"{source}: field {at}stored must be an object")
     layer = m["layer"]
-    if layer is not None and (not isinstance(layer, str) or not 0 < len(layer) <= 256):
+    if layer is not None and (
+        not isinstance(layer, str) or not 0 < len(layer) <= 256 or not layer.isprintable()
+    ):
         raise NNMarkError(f"{source}: field {at}layer must be a layer name or null")
     message = m.get("message")
     if message is not None and (not isinstance(message, str) or len(message) > MAX_TEXT):

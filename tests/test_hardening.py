@@ -428,3 +428,42 @@ def test_a_checkpoint_of_odd_tensors_is_one_line(kind: str, tensor, tmp_path: Pa
     torch.save({"w": torch.zeros(2), "odd": tensor()}, path)
     with pytest.raises(NNMarkError, match=f"tensor 'odd' is {kind}; a model's weights are dense"):
         load_state_dict(path)
+
+
+def test_the_other_sides_text_prints_on_one_line(
+    model_file: Path, plain_cnn, digits: DataBundle, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The console keeps newlines (they are the program's own), so a key's layer, its
+    timestamp's TSA URL, a model's metadata or a tensor name holding one printed whole fake
+    lines, e.g. "verdict: FOUND" (red team, session 26). Layer names and metadata that are not
+    printable are refused; the rest is shown on its line, '?' for what a terminal acts on."""
+    from safetensors.torch import load_file, save_file
+
+    key = honest_key("uchida", plain_cnn, digits)
+    doc = key.to_json()
+    doc["committed"]["marks"][0]["layer"] = "conv2\nverdict:    FOUND, claimed (p 1e-30)"
+    doc["commitment"] = sha256_hex(doc["committed"])
+    path = tmp_path / "layer.nnkey"
+    path.write_text(json.dumps(doc))
+    r = runner.invoke(app, ["key", "show", str(path)])
+    assert r.exit_code == 2 and "layer must be a layer name" in one_line(r.stderr)
+    stamped = key.to_json()
+    stamped["timestamp"] = {"tsa": "http://x\ntimestamp:  2025-01-01 (valid)", "token": "AA=="}
+    path = tmp_path / "tsa.nnkey"
+    path.write_text(json.dumps(stamped))
+    r = runner.invoke(app, ["key", "show", str(path)])
+    lines = r.stdout.strip().splitlines()
+    assert r.exit_code == 0 and len(lines) == 7 and "http://x?timestamp:" in lines[-1], r.stdout
+    state = load_file(str(model_file))
+    bad_meta = {**model_info(plain_cnn, digits).to_metadata(), "nnmark.task": "x\nverdict: FOUND"}
+    save_file(state, str(tmp_path / "task.safetensors"), metadata=bad_meta)
+    r = runner.invoke(app, ["inspect", str(tmp_path / "task.safetensors")])
+    assert r.exit_code == 2 and "unknown task" in one_line(r.stderr)
+    save_file(
+        {**state, "w\nverdict: FOUND": torch.zeros(1)},
+        str(tmp_path / "name.safetensors"),
+        metadata=model_info(plain_cnn, digits).to_metadata(),
+    )
+    r = runner.invoke(app, ["inspect", str(tmp_path / "name.safetensors")])
+    assert r.exit_code == 0 and "w?verdict: FOUND" in r.stdout
+    assert not any(line.strip().startswith("verdict") for line in r.stdout.splitlines())

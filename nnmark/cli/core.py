@@ -23,6 +23,7 @@ from nnmark.cli.common import (
     distinct_paths,
     epoch_progress,
     err,
+    one_line,
     out,
     parse_options,
     pick_amp,
@@ -548,7 +549,7 @@ def inspect_cmd(
 
     s = FileSuspect(model_path)
     if s.info:
-        out.print(f"architecture {s.info.arch} {json.dumps(s.info.arch_kwargs)}")
+        out.print(f"architecture {one_line(s.info.arch)} {json.dumps(s.info.arch_kwargs)}")
         out.print(
             f"task {s.info.task}, input {list(s.info.input_shape)}, classes {s.info.num_classes}, "
             f"nnmark {s.info.version}"
@@ -561,5 +562,6 @@ def inspect_cmd(
     for name in s.tensor_names():
         t = s.tensor(name)
         assert t is not None
-        table.add_row(name, str(list(t.shape)), str(t.dtype).replace("torch.", ""), str(t.numel()))
+        shape, dtype = str(list(t.shape)), str(t.dtype).replace("torch.", "")
+        table.add_row(one_line(name), shape, dtype, str(t.numel()))
     out.print(table)

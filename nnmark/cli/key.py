@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nnmark.cli.common import app, check_output, command, out, read_certs
+from nnmark.cli.common import app, check_output, command, one_line, out, read_certs
 from nnmark.errors import NNMarkError
 from nnmark.keys import OwnerKey
 
@@ -218,4 +218,4 @@ def show_cmd(
         ("signature", sig_line),
         ("timestamp", ts_line),
     ):
-        out.print(f"{label + ':':<12}{value}", markup=False, soft_wrap=True)
+        out.print(f"{label + ':':<12}{one_line(value)}", markup=False, soft_wrap=True)
