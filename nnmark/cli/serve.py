@@ -81,8 +81,9 @@ def serve_cmd(
         int,
         typer.Option(
             "--max-connections-per-client",
-            help="Connections one client address (IPv6: its /64) may hold; 0: no cap, for a "
-            "server behind a proxy that limits its clients",
+            help="Connections one client address (IPv6: its /64) may hold, and a quarter of "
+            "the inference slots and body memory; 0: no per-client bound, for a server behind a "
+            "proxy that limits its clients",
             min=0,
         ),
     ] = 32,
@@ -98,7 +99,7 @@ def serve_cmd(
     from nnmark.io import load_model
     from nnmark.remote.connections import ConnectionLimits, server_config
     from nnmark.remote.evasions import fit_evasions, parse_evasion
-    from nnmark.remote.server import create_app
+    from nnmark.remote.server import CLIENT_SHARE, create_app
 
     defenses = [parse_evasion(s) for s in defend or []]
     token = read_token(token_file) if token_file is not None else None
@@ -131,6 +132,7 @@ def serve_cmd(
         token=token,
         max_pending=max_pending,
         body_timeout=body_timeout,
+        client_share=CLIENT_SHARE if per_client else 1.0,
     )
     sock = _listen(host, port)  # bound here: a bad address is one line, the real port shown
     port = sock.getsockname()[1]

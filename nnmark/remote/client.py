@@ -60,6 +60,9 @@ def dims(raw: Any) -> list[int]:
 #: JSON objects and arrays one answer may hold (an answer is one flat tensor; a repository
 #: index, one object per model).
 MAX_CONTAINERS = 4096
+#: Commas an answer may hold beyond one per expected value (its other fields, its shape): 16.7
+#: million values `1e5,` parsed to 770 MB before their count was checked (red team, session 26).
+ANSWER_COMMAS = 4096
 #: Bytes of one answer beyond what its expected content needs (JSON numbers are long).
 ANSWER_SLACK = 1 << 20
 
@@ -91,8 +94,11 @@ class Reply:
     def error(self) -> str:
         """The server's error text, printable only (a thief's escape sequences could rewrite
         the terminal line: e.g. erase it and print a fake verdict)."""
+        head = self.body[: 64 << 10]  # an error is a line: 64 MiB of `{},` is not parsed
         try:
-            doc = json.loads(self.body)
+            if head != self.body or head.count(b"{") + head.count(b"[") > MAX_CONTAINERS:
+                raise ValueError("not a plain error document")
+            doc = json.loads(head)
             text = str(doc.get("error", "") if isinstance(doc, dict) else "")[:200]
         except (ValueError, RecursionError):
             text = self.body[:200].decode("utf-8", "replace")
@@ -296,6 +302,10 @@ class RemoteSuspect(Suspect):
         if r.status_code != 200:
             why = r.error()
             raise NNMarkError(f"{self.url}: inference failed (HTTP {r.status_code}: {why})")
+        if r.body.count(b",") > expected + ANSWER_COMMAS:  # counted before parsing
+            raise NNMarkError(
+                f"{self.url}: the answer holds far more values than {n} queries need; refused"
+            )
         return self._scores(r.json(), list(x.shape))
 
     def _scores(self, doc: Any, query: list[int]) -> torch.Tensor:

@@ -9,7 +9,8 @@ uvicorn's h11 protocol with three limits:
 
 - a request head must be complete within `head_timeout` seconds of the connection opening or
   of the previous answer (uvicorn's keep-alive timeout restarts on every byte, so a drip never
-  ends it); the connection is closed otherwise;
+  ends it), and a client that stops reading an answer must start again within as long; the
+  connection is dropped otherwise;
 - at most `per_client` connections from one address (an IPv6 client: from its /64, which one
   host owns); 0 turns the cap off, for a server behind a proxy where every client has the
   proxy's address and the proxy limits clients;
@@ -69,62 +70,93 @@ def _refusal(message: str) -> bytes:
     return head.encode() + body
 
 
+class _Guard:
+    """The limits, mixed in before uvicorn's H11Protocol (whose attributes it uses: transport,
+    loop, cycle, client, connections); `limits` and `held` (connections per client) are set per
+    server by guarded_protocol."""
+
+    limits: ConnectionLimits
+    held: Counter[str]
+    transport: Any
+    loop: Any
+    cycle: Any
+    client: Any
+    connections: Any
+    _who: str | None = None
+    _head_timer: asyncio.TimerHandle | None = None
+    _write_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        who = client_of(self.client[0]) if self.client else ""
+        if len(self.connections) > self.limits.total:
+            self._refuse(f"busy: {self.limits.total} connections open; retry")
+        elif self.limits.per_client and self.held[who] >= self.limits.per_client:
+            self._refuse(f"busy: {self.limits.per_client} connections open from this client")
+        else:
+            self._who = who
+            self.held[who] += 1
+            self._arm()
+
+    def _refuse(self, message: str) -> None:
+        self.transport.write(_refusal(message))
+        self.transport.close()
+
+    def _arm(self) -> None:
+        """The next request head is due within head_timeout seconds from now."""
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_due)
+
+    def _head_due(self) -> None:
+        self._head_timer = None
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting and not self.transport.is_closing():
+            # no head in time: nothing to say; aborted, since close() would wait for ever on
+            # an answer the client never reads
+            self.transport.abort()
+
+    def pause_writing(self) -> None:
+        """The client stopped reading: it has head_timeout seconds to start again (red team,
+        session 26: 40 pipelined answers never read held a connection for good)."""
+        super().pause_writing()  # type: ignore[misc]
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.limits.head_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()  # type: ignore[misc]
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _stalled(self) -> None:
+        self._write_timer = None
+        self.transport.abort()  # connection_lost follows, and wakes the waiting answer
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._head_timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._write_timer = None
+        if self._who is not None:
+            self.held[self._who] -= 1
+            if self.held[self._who] <= 0:
+                del self.held[self._who]
+            self._who = None
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
 def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
     """uvicorn's h11 protocol under `limits`; the counts live in the returned class, one per
     server (no state shared between servers)."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    held: Counter[str] = Counter()
-
-    class Guarded(H11Protocol):
-        _who: str | None = None
-        _head_timer: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            who = client_of(self.client[0]) if self.client else ""
-            if len(self.connections) > limits.total:
-                self._refuse(f"busy: {limits.total} connections open; retry")
-            elif limits.per_client and held[who] >= limits.per_client:
-                self._refuse(f"busy: {limits.per_client} connections open from this client")
-            else:
-                self._who = who
-                held[who] += 1
-                self._arm()
-
-        def _refuse(self, message: str) -> None:
-            self.transport.write(_refusal(message))
-            self.transport.close()
-
-        def _arm(self) -> None:
-            """The next request head is due within head_timeout seconds from now."""
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-            self._head_timer = self.loop.call_later(limits.head_timeout, self._head_due)
-
-        def _head_due(self) -> None:
-            self._head_timer = None
-            waiting = self.cycle is None or self.cycle.response_complete
-            if waiting and not self.transport.is_closing():
-                self.transport.close()  # no head in time: nothing was answered, nothing to say
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-            if self._who is not None:
-                held[self._who] -= 1
-                if held[self._who] <= 0:
-                    del held[self._who]
-                self._who = None
-            super().connection_lost(exc)
-
-    return Guarded
+    return type("Guarded", (_Guard, H11Protocol), {"limits": limits, "held": Counter()})
 
 
 def server_config(app: Any, limits: ConnectionLimits, **options: Any) -> uvicorn.Config:
@@ -134,4 +166,7 @@ def server_config(app: Any, limits: ConnectionLimits, **options: Any) -> uvicorn
     address out for good; red team, session 26)."""
     import uvicorn
 
-    return uvicorn.Config(app, http=guarded_protocol(limits), ws="none", **options)
+    # proxy_headers off: the app's client address is the TCP peer, as the counts here
+    # (X-Forwarded-For would let a local client spread its load over made-up addresses)
+    config = {"ws": "none", "proxy_headers": False, **options}
+    return uvicorn.Config(app, http=guarded_protocol(limits), **config)

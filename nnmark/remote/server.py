@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -51,6 +52,12 @@ READING_PER_SLOT = 4
 #: Bytes of request bodies held at once, being received or waiting for inference (red team,
 #: session 25: 250 bodies of 8 MiB arriving together took the server to 2.8 GiB).
 MAX_BUFFERED = 256 << 20
+#: The share of the inference slots and of MAX_BUFFERED one client address may hold.
+CLIENT_SHARE = 0.25
+#: Bytes a request may spend per input number (JSON writes a float32 in at most ~16 bytes),
+#: and on everything else; a body beyond what the largest batch needs is 413.
+BYTES_PER_NUMBER = 32
+HEAD = 64 << 10
 #: JSON objects and arrays a request may hold (a request holds one flat tensor: a dozen).
 MAX_CONTAINERS = 256
 DATATYPES = {"FP32": torch.float32, "FP64": torch.float64, "FP16": torch.float16}
@@ -72,7 +79,15 @@ def parse_request(body: bytes, shape: Sequence[int], max_body: int, max_batch: i
     """The one input tensor of an OIP v2 infer request, checked before anything is allocated:
     size, JSON, one tensor, a known datatype, the served shape, the batch bound, the count and
     finiteness of its numbers. Anything else: BadRequest with a 4xx status."""
-    t = _input_tensor(body, max_body)
+    return _parse(body, shape, max_body, max_batch)[0]
+
+
+def _parse(
+    body: bytes, shape: Sequence[int], max_body: int, max_batch: int
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """parse_request's tensor and the request document (parsed once: its `id` is answered)."""
+    doc = _document(body, max_body)
+    t = _input_tensor(doc)
     dtype = DATATYPES.get(t.get("datatype", ""))
     if dtype is None:
         raise BadRequest(400, f"datatype {t.get('datatype')!r} not supported (use FP32)")
@@ -93,11 +108,11 @@ def parse_request(body: bytes, shape: Sequence[int], max_body: int, max_batch: i
     x = x.float()
     if not torch.isfinite(x).all():  # FP64 finite, FP32 not: the model would answer NaN
         raise BadRequest(400, "'data' holds values beyond FP32's range")
-    return x.reshape(dims)
+    return x.reshape(dims), doc
 
 
-def _input_tensor(body: bytes, max_body: int) -> dict[str, Any]:
-    """The request's single input tensor object."""
+def _document(body: bytes, max_body: int) -> dict[str, Any]:
+    """The request's JSON object, its size and shape bounded before and while parsing."""
     if len(body) > max_body:
         raise BadRequest(413, f"request body of {len(body)} bytes exceeds {max_body}")
     if body.count(b"{") + body.count(b"[") > MAX_CONTAINERS:
@@ -111,6 +126,11 @@ def _input_tensor(body: bytes, max_body: int) -> dict[str, Any]:
         raise BadRequest(400, "JSON nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise BadRequest(400, "expected an object with an 'inputs' list")
+    return doc
+
+
+def _input_tensor(doc: dict[str, Any]) -> dict[str, Any]:
+    """The request's single input tensor object."""
     if len(doc["inputs"]) != 1:
         raise BadRequest(400, f"expected exactly 1 input tensor, got {len(doc['inputs'])}")
     t = doc["inputs"][0]
@@ -153,8 +173,11 @@ class _Service:
         seed: int,
     ) -> None:
         model.eval()
-        self.name, self.max_body, self.max_batch = name, max_body, max_batch
+        self.name, self.max_batch = name, max_batch
         self.shape = [int(s) for s in input_shape]
+        # no more than the largest batch needs: parsing is the worker's time (red team, session
+        # 26: 1 x 4 values padded to 8 MiB took 0.8 s each, 32 of them 24 s of honest latency)
+        self.max_body = min(max_body, BYTES_PER_NUMBER * max_batch * math.prod(self.shape) + HEAD)
         with torch.no_grad():
             probe = model(torch.zeros(1, *self.shape))
         segmentation = probe.dim() == 4
@@ -188,7 +211,7 @@ class _Service:
 
     def answer(self, body: bytes) -> dict[str, Any]:
         """Parse, run the model and build the answer (in a worker thread)."""
-        x = parse_request(body, self.shape, self.max_body, self.max_batch)
+        x, request = _parse(body, self.shape, self.max_body, self.max_batch)
         answer = self.defended(x)
         # NaN / infinity cannot travel as JSON numbers, and a label-only answer would hide them
         # (argmax reads NaN as class 0): say so, with the count, instead of a bare 500
@@ -211,10 +234,7 @@ class _Service:
             "data": result.flatten().tolist(),
         }
         doc: dict[str, Any] = {"model_name": self.name, "model_version": "1", "outputs": [output]}
-        try:
-            req_id = json.loads(body).get("id")
-        except (ValueError, AttributeError, RecursionError):
-            req_id = None
+        req_id = request.get("id")
         if isinstance(req_id, str | int) and not isinstance(req_id, bool):
             doc["id"] = req_id
         return doc
@@ -234,6 +254,7 @@ def create_app(
     token: str | None = None,
     body_timeout: float = BODY_TIMEOUT,
     max_buffered: int = MAX_BUFFERED,
+    client_share: float = CLIENT_SHARE,
 ) -> FastAPI:
     """The ASGI app serving `model` (inputs of shape (N, *input_shape), class scores out).
 
@@ -241,14 +262,19 @@ def create_app(
     and inference run in `workers` threads, at most `max_pending` requests at a time (503 with
     Retry-After beyond); a body must arrive within `body_timeout` seconds (408 otherwise), at
     most READING_PER_SLOT x `max_pending` of them at once, apart from the requests admitted to
-    inference, and at most `max_buffered` bytes of bodies held in all (503 beyond); with `token`, every endpoint but the health probes needs
+    inference, and at most `max_buffered` bytes of bodies held in all (503 beyond); one client
+    address holds at most `client_share` of the inference slots and of those bytes (1: no
+    per-client bound, for a server behind a proxy, where every client has its address); with `token`, every endpoint but the health probes needs
     `Authorization: Bearer TOKEN`. `defenses`: the thief's serving evasions."""
     service = _Service(model, input_shape, model_name, defenses, max_body, max_batch, seed)
     app = FastAPI(title="nnmark OIP v2 server", version=__version__)
     if token is not None:
         _require_bearer(app, token)
     _metadata_routes(app, service)
-    _infer_route(app, service, max(1, workers), max_pending, body_timeout, max_buffered)
+    if not 0 < client_share <= 1:
+        raise ValueError(f"client_share must be in (0, 1], got {client_share}")
+    load = _Load(max_pending, max_buffered, client_share)
+    _infer_route(app, service, max(1, workers), body_timeout, load)
     return app
 
 
@@ -299,32 +325,72 @@ def _metadata_routes(app: FastAPI, service: _Service) -> None:
         return {"name": service.name, "ready": True}
 
 
+class _Load:
+    """What the event loop holds, in all and per client address (nnmark.remote.connections
+    .client_of): bodies being received, requests admitted to inference, bytes of bodies. One
+    client may hold `share` of the slots and of the bytes (red team, session 26: one address
+    filled the 256 MiB of bodies, or the inference queue, and honest inference got 503)."""
+
+    def __init__(self, max_pending: int, max_buffered: int, share: float) -> None:
+        self.max_pending, self.max_buffered = max_pending, max_buffered
+        self.client_pending = max(1, math.ceil(max_pending * share))
+        self.client_bytes = max_buffered * share
+        self.n = self.reading = self.bytes = 0
+        self.n_by: Counter[str] = Counter()
+        self.bytes_by: Counter[str] = Counter()
+
+    def full(self, who: str) -> str | None:
+        """Why no more inference can be admitted for `who` now, or None."""
+        if self.n >= self.max_pending:
+            return f"{self.n} requests in progress"
+        if self.n_by[who] >= self.client_pending:
+            return f"{self.n_by[who]} requests in progress from this client"
+        return None
+
+    def take_bytes(self, who: str, size: int) -> None:
+        if self.bytes + size > self.max_buffered:
+            raise BadRequest(
+                503, f"busy: {self.bytes / 2**20:.1f} MiB of request bodies held; retry"
+            )
+        if self.bytes_by[who] + size > self.client_bytes:
+            raise BadRequest(
+                503,
+                f"busy: {self.bytes_by[who] / 2**20:.1f} MiB of request bodies held for this client",
+            )
+        self.bytes += size
+        self.bytes_by[who] += size
+
+    def release(self, counts: Counter[str], who: str, size: int) -> None:
+        counts[who] -= size
+        if counts[who] <= 0:
+            del counts[who]
+
+
 def _infer_route(
     app: FastAPI,
     service: _Service,
     workers: int,
-    max_pending: int,
     body_timeout: float,
-    max_buffered: int,
+    load: _Load,
 ) -> None:
     """POST infer: the body streamed under a deadline and cut at max_body, then parsed and
-    answered in one of `workers` threads, at most `max_pending` requests admitted (503 with
-    Retry-After beyond)."""
+    answered in one of `workers` threads, within `load`'s bounds (503 with Retry-After
+    beyond)."""
     import anyio
 
+    from nnmark.remote.connections import client_of
+
     limiter = anyio.CapacityLimiter(workers)
-    # the event loop's own counts: bodies being received, and requests admitted to inference
-    pending = {"n": 0, "reading": 0, "bytes": 0}
     max_body = service.max_body
 
-    def busy(what: str, n: int) -> JSONResponse:
+    def busy(why: str) -> JSONResponse:
         return JSONResponse(
-            {"error": f"busy: {n} {what}; retry"}, status_code=503, headers={"Retry-After": "1"}
+            {"error": f"busy: {why}; retry"}, status_code=503, headers={"Retry-After": "1"}
         )
 
-    async def receive(request: Request, held: list[int]) -> bytes:
-        """The body, cut at max_body and at the server's MAX_BUFFERED bytes of bodies in all;
-        `held` counts what this request holds, released when it is answered."""
+    async def receive(request: Request, who: str, held: list[int]) -> bytes:
+        """The body, cut at max_body and at `load`'s bytes; `held` counts what this request
+        holds, released when it is answered."""
         chunks, size = [], 0
         try:
             with anyio.fail_after(body_timeout):
@@ -332,11 +398,7 @@ def _infer_route(
                     size += len(chunk)
                     if size > max_body:
                         raise BadRequest(413, f"request body exceeds {max_body} bytes")
-                    if pending["bytes"] + len(chunk) > max_buffered:
-                        raise BadRequest(
-                            503, f"busy: {pending['bytes'] >> 20} MiB of request bodies held; retry"
-                        )
-                    pending["bytes"] += len(chunk)
+                    load.take_bytes(who, len(chunk))
                     held[0] += len(chunk)
                     chunks.append(chunk)
         except TimeoutError:
@@ -351,26 +413,30 @@ def _infer_route(
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body:
             raise BadRequest(413, f"request body of {declared} bytes exceeds {max_body}")
-        if pending["n"] >= max_pending:
-            return busy("requests in progress", pending["n"])
-        if pending["reading"] >= READING_PER_SLOT * max_pending:
-            return busy("request bodies arriving", pending["reading"])
+        who = client_of(request.client.host) if request.client else ""
+        if why := load.full(who):
+            return busy(why)
+        if load.reading >= READING_PER_SLOT * load.max_pending:
+            return busy(f"{load.reading} request bodies arriving")
         held = [0]
-        pending["reading"] += 1
+        load.reading += 1
         try:
             try:
-                body = await receive(request, held)
+                body = await receive(request, who, held)
             finally:
-                pending["reading"] -= 1
-            if pending["n"] >= max_pending:
-                return busy("requests in progress", pending["n"])
-            pending["n"] += 1
+                load.reading -= 1
+            if why := load.full(who):
+                return busy(why)
+            load.n += 1
+            load.n_by[who] += 1
             try:
                 doc = await anyio.to_thread.run_sync(service.answer, body, limiter=limiter)
             finally:
-                pending["n"] -= 1
+                load.n -= 1
+                load.release(load.n_by, who, 1)
         finally:
-            pending["bytes"] -= held[0]
+            load.bytes -= held[0]
+            load.release(load.bytes_by, who, held[0])
         return JSONResponse(doc)
 
 

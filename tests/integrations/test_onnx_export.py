@@ -222,6 +222,8 @@ def test_initializers_are_read_within_their_declared_size(exported, tmp_path: Pa
         f.truncate(3 << 30)  # 3 GiB of holes: nothing on disk, everything to a reader
     (tmp_path / "small.bin").write_bytes(b"\0" * 10)
     (tmp_path / "zero.bin").symlink_to("/dev/zero")
+    (tmp_path / "secret.bin").write_bytes(b"\1" * 16)
+    (tmp_path / "link.bin").symlink_to(tmp_path / "secret.bin")  # any file of this machine
     raw = helper.make_tensor("raw", TensorProto.FLOAT, [1], [0.0])
     raw.raw_data = b"\0" * 8
     raw.ClearField("float_data")
@@ -233,6 +235,8 @@ def test_initializers_are_read_within_their_declared_size(exported, tmp_path: Pa
         external("huge", [1 << 30], "sparse.bin"),
         external("beyond", [1000], "small.bin"),
         external("device", [4], "zero.bin"),
+        external("link", [4], "link.bin"),
+        external("alias_me", [4], "secret.bin"),
         raw,
         half,
         text,
@@ -245,13 +249,20 @@ def test_initializers_are_read_within_their_declared_size(exported, tmp_path: Pa
         "long": "external data of 3221225472 bytes at 0, needs 4",
         "huge": "declares more than 268,435,456 values",
         "beyond": "not a regular file of at least 4000 bytes",
-        "device": "not a regular file",
+        "device": "not found \\(or a link\\)",
+        "link": "not found \\(or a link\\)",
         "raw": "holds 8 bytes for 1 values",
         "text": "holds STRING values",
     }
     for name, message in refusals.items():
         with pytest.raises(NNMarkError, match=message):
             suspect.tensor(name)
+    # each initializer is read once, its readers given fresh copies
+    first = suspect.tensor("alias_me")
+    assert first is not None and "alias_me" in suspect._read
+    first += 1
+    again = suspect.tensor("alias_me")
+    assert again is not None and again.tolist() == np.frombuffer(b"\1" * 16, "<f4").tolist()
 
 
 def test_the_graph_runs_under_a_lower_inherited_memory_limit(exported) -> None:  # type: ignore[no-untyped-def]

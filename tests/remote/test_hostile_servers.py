@@ -113,22 +113,38 @@ def _oip(
     return handle
 
 
+def _body(conn: socket.socket, head: bytes) -> bytes:
+    """The request's body, read to its Content-Length (what arrived with the head first)."""
+    top, _, body = head.partition(b"\r\n\r\n")
+    size = next(
+        int(line.split(b":")[1])
+        for line in top.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < size:
+        body += conn.recv(65536)
+    return body
+
+
 def answering(make: Callable[[int], dict[str, object]]) -> Handler:
     """An inference endpoint that reads the query's batch size n and answers `make(n)`."""
 
     def infer(conn: socket.socket, head: bytes) -> None:
-        top, _, body = head.partition(b"\r\n\r\n")
-        size = next(
-            int(line.split(b":")[1])
-            for line in top.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        while len(body) < size:
-            body += conn.recv(65536)
-        n = json.loads(body)["inputs"][0]["shape"][0]
+        n = json.loads(_body(conn, head))["inputs"][0]["shape"][0]
         _json(conn, {"outputs": [{"name": "output", **make(n)}]})
 
     return infer
+
+
+def error_flood(conn: socket.socket, head: bytes) -> None:
+    """HTTP 500 whose body is 18 MiB of empty JSON objects."""
+    _body(conn, head)
+    body = b"[" + b"{}," * (6 << 20) + b"{}]"
+    conn.sendall(
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
 
 
 def not_oip(conn: socket.socket, head: bytes) -> None:
@@ -248,16 +264,16 @@ def _verify(url: str, key: Path, *extra: str) -> tuple[subprocess.CompletedProce
             _oip(drip, input_shape=[-1] + [1e308] * 100_000),
             "unexpected model metadata",
         ),
-        (
+        (  # (its 100,000 commas are refused before the answer is parsed)
             "an answer shape of 1e308s",
             _oip(answering(lambda n: {"shape": [n] + [1e308] * 100_000, "data": [0.1] * n})),
-            "unexpected inference answer",
+            "far more values than 10 queries need",
         ),
-        # 100,000 empty objects: a few hundred KB that json would parse into ~10 MB, and a
-        # 64 MiB answer of them into 1.9 GB (red team, session 25)
+        # 20,000 nested empty objects: json would parse a 64 MiB answer of `{},` into 1.9 GB
+        # (red team, session 25); counted before parsing, as the commas are
         (
             "an answer of empty objects",
-            _oip(answering(lambda n: {"shape": [n, 10], "data": [{}] * 100_000})),
+            _oip(answering(lambda n: {"shape": [n, 10], "data": [[[[{}]]]] * 4000})),
             "more than 4096 JSON objects and arrays",
         ),
         (
@@ -269,6 +285,22 @@ def _verify(url: str, key: Path, *extra: str) -> tuple[subprocess.CompletedProce
             "NaN scores",
             _oip(answering(lambda n: {"shape": [n, 10], "data": [float("nan")] * (n * 10)})),
             "NaN, infinite or numbers beyond FP32's range",
+        ),
+        # a server claiming 65,536 classes may answer up to 64 MiB: its error body is not
+        # parsed whole (64 MiB of `{},` took the verifier to 2 GB; red team, session 26) ...
+        (
+            "an error of 18 MiB of empty objects",
+            _oip(error_flood, classes=1 << 16),
+            "inference failed (HTTP 500: [{},{},",
+        ),
+        # ... nor an answer with far more values than the queries need
+        (
+            "an answer of 20x the values",
+            _oip(
+                answering(lambda n: {"shape": [n, 1024], "data": [1] * (n * 1024 * 20)}),
+                classes=1024,
+            ),
+            "far more values than",
         ),
         ("drip at health", drip, "no complete answer to GET /v2/health/ready within 2 s"),
         ("not an inference server", not_oip, "the server's answer is not JSON"),
