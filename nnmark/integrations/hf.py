@@ -41,7 +41,7 @@ import transformers
 from torch import nn
 
 from nnmark.errors import NNMarkError
-from nnmark.integrations.ddp import SchemeHooks
+from nnmark.integrations.ddp import SchemeHooks, check_target
 from nnmark.integrations.support import hf_support
 from nnmark.layers import weighted_layers
 from nnmark.schemes.base import Scheme
@@ -109,6 +109,7 @@ class WatermarkTrainer(transformers.Trainer):
         model = kw.get("model", args[0] if args else None)
         if target is None and model is None:
             raise NNMarkError("WatermarkTrainer needs a model (or target)")
+        check_target(target, model, "WatermarkTrainer")
         self.nnmark_hooks = hooks
         # prepare before the Trainer builds its optimizer (newlabel grows the head)
         owners = [m for m in (model, target) if m is not None]

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from nnmark.errors import NNMarkError
-from nnmark.integrations.ddp import SchemeHooks
+from nnmark.integrations.ddp import SchemeHooks, check_target
 from nnmark.integrations.support import lightning_support
 from nnmark.schemes.base import Batch, Scheme
 
@@ -62,6 +62,7 @@ class Watermarked(L.LightningModule):
         *,
         target: nn.Module | None = None,
     ) -> None:
+        check_target(target, module, "Watermarked")
         super().__init__()
         self.inner = module
         self._schemes = list(schemes)

@@ -275,6 +275,12 @@ def test_custom_step_and_segmentation_schemes_are_refused_with_a_clear_message(
     mark = Tartaglione.plan(model, key, TartaglioneConfig(), bits=0)
     with pytest.raises(NNMarkError, match="tartaglione replaces the optimiser step"):
         hf.WatermarkTrainer(model=model, args=hf.args(tmp_path, 1), schemes=[Tartaglione(mark)])
+    # a target the Trainer does not train would be marked by nothing (red team, session 26)
+    uchida = Uchida(Uchida.plan(model, key, UchidaConfig(), bits=16))
+    with pytest.raises(NNMarkError, match="target is not a submodule"):
+        hf.WatermarkTrainer(
+            model=model, args=hf.args(tmp_path, 1), schemes=[uchida], target=copy.deepcopy(model)
+        )
     assert hf.supported_schemes is hf_support
     table = hf_support()
     assert set(table) == set(SCHEMES.names())

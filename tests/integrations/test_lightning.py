@@ -183,3 +183,16 @@ def test_supported_schemes_follow_the_registry() -> None:
     assert table["uchida"] == "automatic optimization"
     assert table["tartaglione"] == "manual optimization, prepared before configure_optimizers"
     assert table["content"].startswith("automatic") and "trigger" in table["content"]
+
+
+def test_a_target_the_trainer_does_not_train_is_refused(digits: DataBundle, lit) -> None:  # type: ignore[no-untyped-def]
+    """A copy of the net as `target` trained the net unmarked with no error (red team, session
+    26: BER 0.44 after 8 epochs); the target must be a submodule of the module trained."""
+    from nnmark.errors import NNMarkError
+
+    net = new_model("cnn", digits, seed=0)
+    key = OwnerKey.new("lightning owner", nonce="1d" * 16)
+    mark = Uchida.plan(net, key, UchidaConfig(), bits=64, data=digits)
+    with pytest.raises(NNMarkError, match="target is not a submodule"):
+        lit.Watermarked(lit.LitClassifier(net), [Uchida(mark)], target=copy.deepcopy(net))
+    assert lit.Watermarked(lit.LitClassifier(net), [Uchida(mark)], target=net).target is net
