@@ -373,7 +373,8 @@ def search_seconds(seconds: Sequence[float], p_values: Sequence[float], method: 
 
     The water-filling cost is where the bound on a forger's chance of reaching that product
     reaches 1; with many marks a forger's odds of 1/2 come up to e times sooner."""
-    floors = [max(p, 1e-300) for p in p_values]
+    # a NaN p (nothing read) is no evidence: p = 1, never an infinite cost (red team, session 26)
+    floors = [min(max(p, 1e-300), 1.0) if not math.isnan(p) else 1.0 for p in p_values]
     one_part = min(seconds) / min(floors)
     if len(floors) == 1 or method != "fisher" or min(seconds) <= 0:  # unpriced: no split
         return one_part

@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import datetime as dt
 import json
+import math
 import zlib
 from pathlib import Path
 from typing import Any
@@ -323,6 +324,11 @@ def test_search_seconds_prices_the_cheapest_split_of_a_combined_key() -> None:
     # a mark too dear to search is derived once; the cheap one carries the whole product
     once = search_seconds([0.01, 1e6], [1e-6, 0.5], "fisher")
     assert once == pytest.approx((0.01 / 5e-7 + 1e6) / 2)
+    # a part that read nothing (NaN) is no evidence, not an infinite cost
+    assert search_seconds([0.05, 0.05], [float("nan"), 1e-9], "fisher") == pytest.approx(
+        search_seconds([0.05, 0.05], [1.0, 1e-9], "fisher")
+    )
+    assert math.isfinite(search_seconds([0.05, 0.05], [float("nan")] * 2, "fisher"))
 
 
 def test_identify_names_no_one_by_a_key_verify_would_not_claim(

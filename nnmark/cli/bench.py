@@ -112,6 +112,8 @@ def bench_cmd(
         raise NNMarkError("give exactly one of --preset NAME or --config FILE")
     if jobs < 1:
         raise NNMarkError(f"--jobs must be >= 1, got {jobs}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NNMarkError(f"--out {out_dir} is not a directory (results are a folder of files)")
     if ray is None:
         pick_device(device)  # run_bench checks it again; here before a loopback TSA starts
     if preset is not None:
@@ -144,6 +146,7 @@ def bench_cmd(
         MofNCompleteColumn(),
         console=err,
         transient=True,
+        disable=not err.is_terminal,  # else a blank line on stderr, before any error
     ) as bar:
         tasks: dict[str, object] = {}
 

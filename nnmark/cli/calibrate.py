@@ -61,7 +61,7 @@ def calibrate_cmd(
     target = check_output(out_path or key_path, force or in_place)
     bundle = load_data(data)
     extra = [load_data(spec) for spec in key_data or []]
-    with Progress(console=err, transient=True) as bar:
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task(f"training {models} unmarked {arch} models", total=models)
         nets = unmarked_models(
             bundle,

@@ -323,6 +323,12 @@ def test_bench_and_report_errors(tmp_path: Path) -> None:
     bad.write_text("schemes: [nosuch]\n")
     r = runner.invoke(app, ["bench", "--config", str(bad), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "unknown scheme 'nosuch'" in r.stderr
+    (tmp_path / "a_file").write_text("")
+    r = runner.invoke(app, ["bench", "--preset", "quick", "--out", str(tmp_path / "a_file")])
+    lines = r.stderr.splitlines()  # one line: no blank line of a progress bar before it
+    assert r.exit_code == 2 and lines == [
+        f"error: --out {tmp_path / 'a_file'} is not a directory (results are a folder of files)"
+    ]
     r = runner.invoke(app, ["report", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "results directory not found" in r.stderr
     (tmp_path / "empty").mkdir()
