@@ -155,10 +155,37 @@ def scan_rows(root: Path) -> tuple[list[dict[str, Any]], int]:
             row = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
             row = None
-        if not isinstance(row, dict) or not isinstance(row.get("cell"), str):
+        if not isinstance(row, dict) or not isinstance(row.get("cell"), str) or _mistyped(row):
             log.warning("%s:%d: not a result row, skipped (its cell will be rerun)", path, n)
             skipped += 1
             continue
         latest.pop(row["cell"], None)  # a retried cell moves to its new place
         latest[row["cell"]] = row
     return list(latest.values()), skipped
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "list": (list,),
+    "null": (type(None),),
+}
+#: The JSON types ROW_SCHEMA allows for each field, read from its "type | type: meaning" text.
+_ROW_TYPES = {
+    name: tuple(t for word in text.split(":")[0].split("|") for t in _TYPES[word.strip()])
+    for name, text in ROW_SCHEMA.items()
+}
+
+
+def _mistyped(row: dict[str, Any]) -> bool:
+    """Whether a field of `row` has a type ROW_SCHEMA does not allow (a string fidelity, a
+    `parts` that is not a list of objects aborted the whole report; red team, session 26)."""
+    for name, value in row.items():
+        allowed = _ROW_TYPES.get(name)
+        if allowed is None or value is None:
+            continue  # a field this version does not know, or one a failed cell left empty
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            return True
+    parts = row.get("parts")
+    return isinstance(parts, list) and not all(isinstance(p, dict) for p in parts)

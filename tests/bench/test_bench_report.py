@@ -123,6 +123,14 @@ def test_result_lines_that_are_not_rows_are_skipped_and_counted(  # type: ignore
     r = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "r.html")])
     assert r.exit_code == 0 and "4 line(s)" in r.stderr, r.output
     assert len(read_rows(out)) == 11
+    # fields of a type the schema does not allow aborted the whole report (red team, session
+    # 26: a string fidelity, `parts` that is not a list of objects): skipped and counted too
+    row = read_rows(out)[0]
+    with (out / "results.jsonl").open("a") as fh:
+        for bad in ({"fidelity_before": "0.9"}, {"parts": "zzz"}, {"parts": [1]}, {"seed": True}):
+            fh.write(json.dumps({**row, "cell": f"x{len(bad)}{list(bad)[0]}", **bad}) + "\n")
+    r = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "r.html")])
+    assert r.exit_code == 0 and "8 line(s)" in r.stderr, r.output
 
 
 def test_rerun_with_more_attacks_retrains_no_model(tiny: tuple[Path, Path], tmp_path: Path) -> None:
