@@ -544,10 +544,11 @@ def evaluate_cmd(
 def inspect_cmd(
     model_path: Annotated[Path, typer.Argument(help="Model file")],
 ) -> None:
-    """Show a model file's metadata and its tensors (name, shape, dtype)."""
-    from nnmark.suspect import FileSuspect
+    """Show a model file's metadata and its tensors (name, shape, dtype): any file verify reads
+    (safetensors, a sharded index, ONNX, a weights-only .pt)."""
+    from nnmark.suspect import load_suspect
 
-    s = FileSuspect(model_path)
+    s = load_suspect(model_path)
     if s.info:
         out.print(f"architecture {one_line(s.info.arch)} {json.dumps(s.info.arch_kwargs)}")
         out.print(

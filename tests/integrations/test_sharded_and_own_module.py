@@ -27,6 +27,8 @@ def test_sharded_checkpoint_reads_only_the_needed_shard(uchida_cnn, tmp_path: Pa
         save_file({n: state[n] for n, s in weight_map.items() if s == shard}, str(tmp_path / shard))
     index = tmp_path / "model.safetensors.index.json"
     index.write_text(json.dumps({"weight_map": weight_map}))
+    r = runner.invoke(app, ["inspect", str(index)])  # what verify reads, inspect shows
+    assert r.exit_code == 0 and layer in r.stdout, r.stderr
     # Corrupt every shard that does not hold the marked layer: verification never reads them.
     for shard in set(weight_map.values()) - {weight_map[layer]}:
         (tmp_path / shard).write_bytes(b"x" * 100)
