@@ -2,8 +2,9 @@
 prober times the health endpoint, as an orchestrator's readiness probe would.
 
 Protocol: a digits CNN (2 epochs: the answers' quality does not matter here) is saved and served
-by `nnmark serve MODEL --port P` in its own process (default options: one inference worker
-thread, at most 64 requests in progress, 503 with Retry-After beyond). `--clients` asyncio
+by `nnmark serve MODEL --port P --max-connections-per-client 0` in its own process (one
+inference worker thread, at most 64 requests in progress, 503 with Retry-After beyond; every
+client shares the loopback address, as behind a proxy, so the per-client bounds are off). `--clients` asyncio
 clients (httpx) send `--requests` inference requests in all, each a batch of `--batch` digits
 images; a 503 is retried after its Retry-After (counted, not an error). Meanwhile a prober
 GETs /v2/health/ready every 50 ms. Reported: errors (anything but 200 and 503), 503s,
@@ -112,7 +113,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.safetensors"
         save_model(model, model_info(model, data), path)
-        with serve_process(path) as (url, server):
+        # every client here shares the loopback address, as clients behind a proxy share the
+        # proxy's: the per-client bounds are off, as a deployment behind one sets them
+        with serve_process(path, "--max-connections-per-client", "0") as (url, server):
             out = asyncio.run(load(url, args, body))
             peak = peak_rss_mib(server.pid)
     lat, health = out["latency"], out["health"]
@@ -139,8 +142,10 @@ def main() -> None:
     print(row)
     md = [
         f"{args.requests} inference requests of {args.batch} digits images from {args.clients} "
-        "concurrent clients against `nnmark serve` (one inference worker thread, at most 64 "
-        "requests in progress), loopback; a prober GETs /v2/health/ready every 50 ms.",
+        "concurrent clients against `nnmark serve --max-connections-per-client 0` (one "
+        "inference worker thread, at most 64 requests in progress; every client shares the "
+        "loopback address, as behind a proxy, so the per-client bounds are off), loopback; a "
+        "prober GETs /v2/health/ready every 50 ms.",
         "",
         "| requests | clients | batch | errors | 503 (retried) | requests/s | images/s | "
         "latency p50 / p99 s | health p50 / p99 / max ms | probes | server peak RSS MiB |",
