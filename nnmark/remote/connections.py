@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     import uvicorn
 
 
+#: Seconds a refused connection stays half-closed so that its client reads the 503.
+REFUSAL_LINGER = 1.0
+
+
 @dataclass(frozen=True)
 class ConnectionLimits:
     """Seconds to a complete request head; connections per client address (0: no cap) and
@@ -99,8 +103,14 @@ class _Guard:
             self._arm()
 
     def _refuse(self, message: str) -> None:
+        """503 at once, the request never read (so never run); the connection is half-closed
+        and dropped a moment later: closed at once, the request arriving after the 503 made the
+        kernel reset the connection, and a client often read a reset instead of the 503."""
+        self.transport.pause_reading()
         self.transport.write(_refusal(message))
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(REFUSAL_LINGER, self.transport.abort)
 
     def _arm(self) -> None:
         """The next request head is due within head_timeout seconds from now."""
