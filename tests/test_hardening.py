@@ -207,6 +207,12 @@ def test_a_sharded_index_names_only_files_beside_it(tmp_path: Path, model_file: 
     with pytest.raises(NNMarkError, match="not a safetensors index"):
         ShardedSuspect(index)
     index.write_text(json.dumps({"weight_map": {"conv1.weight": "a.safetensors"}}))
+    with pytest.raises(NNMarkError, match="holds 'conv1.bias', which the weight_map places"):
+        ShardedSuspect(index)  # a shard must hold what the index places in it, no more
+    from safetensors.torch import load_file, save_file
+
+    one = {"conv1.weight": load_file(str(model_file))["conv1.weight"]}
+    save_file(one, str(tmp_path / "a.safetensors"))
     assert ShardedSuspect(index).tensor("conv1.weight") is not None
 
 

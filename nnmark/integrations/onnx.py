@@ -187,6 +187,9 @@ def _external(tensor: Any) -> str | None:
 
     if tensor.data_location != TensorProto.EXTERNAL:
         return None
+    keys = [e.key for e in tensor.external_data]
+    if len(set(keys)) != len(keys):  # checked one location and read another (red team, s. 26)
+        raise NNMarkError(f"initializer {tensor.name[:80]!r} repeats an external-data field")
     return next((e.value for e in tensor.external_data if e.key == "location"), "")
 
 

@@ -2,7 +2,8 @@
 
 The index's `weight_map` names the shard of every tensor; `tensor(name)` opens only that shard
 with safetensors' `safe_open` and reads only that tensor, so verifying a white-box mark in a
-checkpoint of many gigabytes reads the marked layer and the headers, nothing else.
+checkpoint of many gigabytes reads the marked layer and the headers, nothing else. Every shard's
+header must hold exactly the tensors the index places in it (a loader reads whole shards).
 """
 
 from __future__ import annotations
@@ -46,9 +47,25 @@ class ShardedSuspect(Suspect):
                 "the index's folder (no paths)"
             )
         self.weight_map: dict[str, str] = weight_map
-        for shard in set(weight_map.values()):
+        placed: dict[str, set[str]] = {}
+        for name, shard in weight_map.items():
+            placed.setdefault(shard, set()).add(name)
+        for shard, names in placed.items():
             if not (self.path.parent / shard).is_file():
                 raise NNMarkError(f"{self.path}: shard {shard} is missing")
+            # every shard holds exactly what the index places in it: loaders that read whole
+            # shards (accelerate, transformers) let a later shard's copy of a tensor win, so a
+            # decoy under the marked layer's name, where the index points, was verified while
+            # the model loaded the real one (red team, session 26)
+            held = set(read_safetensors_header(self.path.parent / shard)[0])
+            if held != names:
+                odd = sorted(held ^ names)[0]
+                raise NNMarkError(
+                    f"{self.path}: shard {shard} {'holds' if odd in held else 'lacks'} "
+                    f"{odd[:80]!r}, which the weight_map places "
+                    f"{'elsewhere or nowhere' if odd in held else 'there'}: a loader reading "
+                    "whole shards would load other tensors than the ones verified"
+                )
 
     def tensor(self, name: str) -> torch.Tensor | None:
         shard = self.weight_map.get(name)

@@ -177,6 +177,13 @@ def test_onnx_files_without_a_graph_or_with_outside_data_are_refused(tmp_path: P
     path = _graph([helper.make_node("Add", ["input", "w"], ["output"])], [w], tmp_path / "x.onnx")
     with pytest.raises(NNMarkError, match="external data must be a file beside the model"):
         OnnxSuspect(path)
+    # a plain location checked first, an outside one read last (red team, session 26)
+    w.ClearField("external_data")
+    w.external_data.add(key="location", value="a.bin")
+    w.external_data.add(key="location", value="/etc/passwd")
+    path = _graph([helper.make_node("Add", ["input", "w"], ["output"])], [w], tmp_path / "y.onnx")
+    with pytest.raises(NNMarkError, match="repeats an external-data field"):
+        OnnxSuspect(path)
     # 20,000 chained Identity aliases resolve in one pass (a quadratic walk took a minute)
     nodes = [helper.make_node("Identity", [f"a{i}"], [f"a{i + 1}"]) for i in range(20_000)]
     graph = helper.make_graph(nodes[::-1], "g", [], [], [helper.make_tensor("a0", 1, [1], [0.0])])

@@ -6,6 +6,7 @@ import json
 import runpy
 from pathlib import Path
 
+import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -29,15 +30,27 @@ def test_sharded_checkpoint_reads_only_the_needed_shard(uchida_cnn, tmp_path: Pa
     index.write_text(json.dumps({"weight_map": weight_map}))
     r = runner.invoke(app, ["inspect", str(index)])  # what verify reads, inspect shows
     assert r.exit_code == 0 and layer in r.stdout, r.stderr
-    # Corrupt every shard that does not hold the marked layer: verification never reads them.
+    # Garble the data of every shard that does not hold the marked layer (headers intact: they
+    # are checked against the index): verification reads only the marked layer's data.
     for shard in set(weight_map.values()) - {weight_map[layer]}:
-        (tmp_path / shard).write_bytes(b"x" * 100)
+        raw = bytearray((tmp_path / shard).read_bytes())
+        start = 8 + int.from_bytes(raw[:8], "little")
+        raw[start:] = b"x" * (len(raw) - start)
+        (tmp_path / shard).write_bytes(bytes(raw))
     key_path = tmp_path / "k.nnkey"
     key.save(key_path)
     r = runner.invoke(app, ["verify", str(index), "--key", str(key_path), "--json"])
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["ber"] == 0.0
     assert ShardedSuspect(index).tensor("nope") is None
+    # a decoy under the marked layer's name where the index points, the real tensor in another
+    # shard that loaders read whole (red team, session 26: verified not_found, loaded marked)
+    other = next(s for s in set(weight_map.values()) if s != weight_map[layer])
+    real = {n: state[n] for n, s in weight_map.items() if s == other}
+    save_file({**real, layer: torch.zeros_like(state[layer])}, str(tmp_path / other))
+    r = runner.invoke(app, ["verify", str(index), "--key", str(key_path)])
+    assert r.exit_code == 2 and f"shard {other} holds {layer!r}" in r.stderr, r.stderr
+    save_file(real, str(tmp_path / other))
     (tmp_path / weight_map[layer]).unlink()
     r = runner.invoke(app, ["verify", str(index), "--key", str(key_path)])
     assert r.exit_code == 2 and "is missing" in r.stderr
