@@ -293,7 +293,10 @@ class Provenance:
     def sentence(self) -> str:
         parts = []
         if self.signer:
-            parts.append(f"signed by {self.signer}")
+            # a stamp covers the commitment, not the signature: whoever holds the key file can
+            # sign it anew, so the signer is who endorses the key, not who made it first (red
+            # team, session 26)
+            parts.append(f"signed by {self.signer} (the signature is not timestamped)")
         if self.time:
             acc = f", genTime + accuracy {self.accuracy}" if self.accuracy else ""
             parts.append(f"committed no later than {self.time} (TSA {self.tsa}{acc})")
@@ -334,19 +337,22 @@ def provenance(
     # genTime is known only within its accuracy: the stamp proves existence by genTime + accuracy
     when = stamp.latest.astimezone(_dt.timezone.utc)
     acc = stamp.accuracy_text
+    # the subject is whatever the certificate's maker wrote: the record names the trusted
+    # certificate that vouched for it too (red team, session 26)
+    tsa = f"{stamp.tsa}, trusted through certificate sha256:{stamp.anchor[:32]}"
     if seen is not None:
         if when > seen:
             return Provenance(
                 signer=signer,
-                note=f"timestamp {when.isoformat()} (TSA {stamp.tsa}, genTime + accuracy {acc}) "
+                note=f"timestamp {when.isoformat()} (TSA {tsa}, genTime + accuracy {acc}) "
                 f"is later than the suspect was seen ({seen.isoformat()}): it proves nothing "
                 "against it",
             )
         return Provenance(
-            signer=signer, time=when.isoformat(), tsa=stamp.tsa, accuracy=acc, seen_checked=True
+            signer=signer, time=when.isoformat(), tsa=tsa, accuracy=acc, seen_checked=True
         )
     return Provenance(
-        signer=signer, time=when.isoformat(), tsa=stamp.tsa, accuracy=acc, note=UNCOMPARED_STAMP
+        signer=signer, time=when.isoformat(), tsa=tsa, accuracy=acc, note=UNCOMPARED_STAMP
     )
 
 

@@ -229,6 +229,9 @@ class Priority:
     serial: int
     #: The TSTInfo's accuracy: `time` is only known within plus or minus this much.
     accuracy: _dt.timedelta = _dt.timedelta(0)
+    #: SHA-256 of the trusted certificate that vouched for the signer (its CA, or itself):
+    #: a subject is whatever a certificate's maker wrote, so the record names the anchor.
+    anchor: str = ""
 
     @property
     def latest(self) -> _dt.datetime:
@@ -679,7 +682,14 @@ def check_timestamp(commitment_hex: str, doc: Any, trusted_certs: Sequence[bytes
                     f"timestamp time {when.isoformat()} is outside the validity of '{c.subject}'"
                 )
         serial = int(tst["serial_number"].native)
-        return Priority(time=when, tsa=cert.subject, serial=serial, accuracy=accuracy)
+        anchor = cert if ca is None else ca
+        return Priority(
+            time=when,
+            tsa=cert.subject,
+            serial=serial,
+            accuracy=accuracy,
+            anchor=hashlib.sha256(anchor.der).hexdigest(),
+        )
 
 
 def timestamp_claim(doc: Any) -> tuple[str, _dt.datetime] | None:

@@ -156,7 +156,9 @@ def test_a_signed_key_whose_identity_is_edited_is_refused(files: Path, tmp_path:
         app, ["verify", str(files / "marked.safetensors"), "--key", str(signed), "--json"]
     )
     assert r.exit_code == 0, r.stderr
-    assert json.loads(r.stdout)["priority"].startswith("signed by ed25519:")
+    priority = json.loads(r.stdout)["priority"]
+    # anyone holding the key file can sign it anew: the record says the signature has no time
+    assert priority.startswith("signed by ed25519:") and "signature is not timestamped" in priority
     doc = json.loads(signed.read_text())
     doc["committed"]["owner"] = "thief"
     doc["commitment"] = sha256_hex(doc["committed"])
@@ -207,6 +209,14 @@ def test_the_claim_rule_needs_a_forgery_cost_or_a_timestamp(  # type: ignore[no-
     v = verify(model, stamped, tsa_certs=certs, suspect_seen=later)
     assert v.verdict == "found" and "timestamped" in (v.claim_rule or "")
     assert "committed no later than" in (v.priority or "")
+    # the record names the trusted certificate, not only a subject anyone can write (red
+    # team, session 26: two unrelated CAs named alike gave the same priority)
+    import hashlib
+
+    from nnmark.provenance import _load_trusted
+
+    anchor = hashlib.sha256(_load_trusted(certs)[0].der).hexdigest()[:32]
+    assert f"trusted through certificate sha256:{anchor}" in (v.priority or "")
     earlier = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
     v = verify(model, stamped, tsa_certs=certs, suspect_seen=earlier)
     assert v.verdict == "not_found" and "proves nothing" in (v.priority or "")

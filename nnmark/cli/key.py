@@ -165,6 +165,7 @@ def _timestamp_status(key: OwnerKey, trusted: list[bytes] | None) -> dict[str, A
         "accuracy_s": p.accuracy.total_seconds(),
         "latest": p.latest.isoformat(),
         "tsa": p.tsa,
+        "anchor_sha256": p.anchor,
         "serial": p.serial,
     }
 
@@ -203,7 +204,8 @@ def show_cmd(
     ts_line = {
         "none": "none",
         "valid": f"{ts.get('time')} +/- {ts.get('accuracy_s')!r} s by {ts.get('tsa')}, "
-        f"serial {ts.get('serial')} (valid)",
+        f"serial {ts.get('serial')}, trusted through sha256:{str(ts.get('anchor_sha256'))[:32]} "
+        "(valid)",
         "unchecked": f"not checked (give --tsa-cert): claims {ts.get('claimed_time')} "
         f"from {ts.get('url')}",
         "invalid": f"invalid: {ts.get('reason')}",
