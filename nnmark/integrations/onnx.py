@@ -276,6 +276,28 @@ def _read_external(init: Any, folder: Path, dtype: Any, count: int) -> np.ndarra
     return values.astype(np.dtype(dtype), copy=False).reshape(tuple(init.dims))
 
 
+def live_names(graph: Any) -> set[str]:
+    """Every value name the graph's outputs depend on: the inputs of the nodes reached walking
+    back from the outputs (names a live node's subgraph reads count too). An initializer
+    outside it does not take part in any answer."""
+    producer = {out: node for node in graph.node for out in node.output}
+    live: set[str] = set()
+    todo = [o.name for o in graph.output]
+    seen: set[int] = set()
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        names = list(node.input)
+        for attr in node.attribute:  # Loop / If / Scan bodies read outer names
+            for sub in [attr.g, *attr.graphs]:
+                names += [n for inner in sub.node for n in inner.input]
+        live.update(names)
+        todo.extend(names)
+    return live
+
+
 class OnnxSuspect(Suspect):
     """An ONNX file: initializers by name, predictions through onnxruntime in a bounded child
     process (`OrtWorker`)."""
@@ -308,6 +330,7 @@ class OnnxSuspect(Suspect):
                 )
         self._init = {i.name: i for i in model.graph.initializer}
         self._names = initializer_names(model.graph)
+        self._live = live_names(model.graph)
         self._array = numpy_helper.to_array
         # one worker for this suspect and the copies verify makes of it (Suspect.with_budget),
         # and one read of each initializer (shared the same way)
@@ -321,6 +344,14 @@ class OnnxSuspect(Suspect):
         if name not in self._names:
             return None
         own = self._names[name]
+        if own not in self._live:
+            # a decoy under the marked layer's name, the real weights renamed: the graph answers
+            # with the real ones (red team, session 26: verified not_found, answers identical)
+            raise NNMarkError(
+                f"{self.path}: initializer {name[:80]!r} takes no part in the graph's answers: "
+                "a white-box reading would read a decoy, not the weights the model runs "
+                "(verify a black-box mark of the key instead)"
+            )
         if own not in self._read:
             self._read[own] = self._load(own, name)
         return torch.from_numpy(self._read[own].copy())

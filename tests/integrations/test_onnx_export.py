@@ -248,7 +248,8 @@ def test_initializers_are_read_within_their_declared_size(exported, tmp_path: Pa
         half,
         text,
     ]
-    nodes = [helper.make_node("Identity", ["input"], ["output"])]
+    # every initializer feeds the output (the graph is never run here, only read)
+    nodes = [helper.make_node("Sum", ["input", *(i.name for i in inits)], ["output"])]
     suspect = OnnxSuspect(_graph(nodes, inits, tmp_path / "hostile.onnx"))
     assert suspect.tensor("one").tolist() == [0.0]  # type: ignore[union-attr] # 4 bytes read
     assert suspect.tensor("bf16").tolist() == [1.5, -2.0]  # type: ignore[union-attr]
@@ -289,3 +290,29 @@ def test_the_graph_runs_under_a_lower_inherited_memory_limit(exported) -> None: 
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=limited)
     print(f"verify under a 6 GiB limit: exit {r.returncode}; {r.stdout.strip()[-200:]}")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_a_decoy_initializer_the_graph_does_not_use_is_refused(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Red team, session 26: the marked layer's initializer renamed (the graph computing with
+    it), and random values stored under its name, unused: the answers were the marked model's
+    to the last bit, the white-box verdict not_found. An initializer that takes no part in the
+    graph's answers is not read."""
+    from nnmark.integrations.onnx import initializer_names
+
+    _, key, d = exported
+    proto = onnx.load(str(d / "m.onnx"))
+    own = initializer_names(proto.graph)[f"{key.marks[0].layer}.weight"]
+    real = next(i for i in proto.graph.initializer if i.name == own)
+    values = numpy_helper.to_array(real)
+    real.name = own + ".real"
+    for node in proto.graph.node:
+        node.input[:] = [own + ".real" if n == own else n for n in node.input]
+    decoy = np.random.default_rng(0).normal(0, values.std(), values.shape).astype(values.dtype)
+    proto.graph.initializer.append(numpy_helper.from_array(decoy, own))
+    onnx.save(proto, str(tmp_path / "decoy.onnx"))
+    r = runner.invoke(app, ["verify", str(tmp_path / "decoy.onnx"), "--key", str(d / "k.nnkey")])
+    lines = r.stderr.strip().splitlines()
+    assert (
+        r.exit_code == 2 and len(lines) == 1 and "takes no part in the graph's answers" in lines[0]
+    )
+    onnx.checker.check_model(proto)  # the decoy file is a valid model
