@@ -108,3 +108,19 @@ def loopback_stamps() -> tuple[Callable[[Any], Any], list[bytes]]:
         return dataclasses.replace(key, timestamp=fetch_timestamp(key.commitment, tsa.url))
 
     return stamp, [tsa.ca_cert_pem]
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile of `values` (nearest rank; NaN for none)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def digits_infer_body(batch: int) -> dict[str, Any]:
+    """An OIP v2 infer request of the first `batch` digits test images (server benchmarks)."""
+    from nnmark import load_data
+
+    data = load_data("digits")
+    x = data.x[data.splits["test"][:batch]]
+    tensor = {"name": "input", "shape": list(x.shape), "datatype": "FP32"}
+    return {"inputs": [{**tensor, "data": x.flatten().tolist()}]}

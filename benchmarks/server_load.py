@@ -31,12 +31,7 @@ from nnmark import TrainConfig, load_data, model_info, new_model, train
 from nnmark.io import save_model
 from nnmark.testing.serve import peak_rss_mib, serve_process
 
-from _common import write_results
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+from _common import digits_infer_body, quantile, write_results
 
 
 async def load(url: str, args: argparse.Namespace, body: dict[str, Any]) -> dict[str, Any]:
@@ -99,17 +94,7 @@ def main() -> None:
     args = ap.parse_args()
     data = load_data("digits")
     model = train(new_model("cnn", data, seed=0), data, TrainConfig(epochs=2, seed=0))
-    x = data.x[data.splits["test"][: args.batch]]
-    body = {
-        "inputs": [
-            {
-                "name": "input",
-                "shape": list(x.shape),
-                "datatype": "FP32",
-                "data": x.flatten().tolist(),
-            }
-        ]
-    }
+    body = digits_infer_body(args.batch)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.safetensors"
         save_model(model, model_info(model, data), path)

@@ -28,12 +28,7 @@ from nnmark import load_data, model_info, new_model
 from nnmark.io import save_model
 from nnmark.testing.serve import serve_process
 
-from _common import write_results
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+from _common import digits_infer_body, quantile, write_results
 
 
 async def flood(url: str, body: dict[str, Any], ends: float, counts: Counter[str]) -> None:
@@ -89,17 +84,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
     data = load_data("digits")
-    x = data.x[data.splits["test"][: args.batch]]
-    body = {
-        "inputs": [
-            {
-                "name": "input",
-                "shape": list(x.shape),
-                "datatype": "FP32",
-                "data": x.flatten().tolist(),
-            }
-        ]
-    }
+    body = digits_infer_body(args.batch)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.safetensors"

@@ -154,12 +154,10 @@ def test_clients_dripping_their_bodies_neither_hold_slots_nor_wait_for_ever(plai
                 for _ in range(50):  # 10 s at most
                     try:
                         s.sendall(b" ")
-                        chunk = s.recv(65536)
-                    except TimeoutError:
-                        continue
                     except OSError:
                         break
-                    if not chunk:
+                    chunk = _recv(s)
+                    if chunk is None:
                         break
                     got += chunk
                 answers.append(got)
@@ -270,6 +268,17 @@ def _connect(url: str, source: str) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=5, source_address=(source, 0))
 
 
+def _recv(sock: socket.socket) -> bytes | None:
+    """What `sock` holds now (b"" if nothing arrives within its timeout), None once closed."""
+    try:
+        chunk = sock.recv(65536)
+    except TimeoutError:
+        return b""
+    except OSError:
+        return None
+    return chunk or None
+
+
 def _answer(sock: socket.socket, seconds: float) -> bytes:
     """The first complete answer `sock` reads within `seconds` (b"" if none)."""
     sock.settimeout(0.05)
@@ -286,13 +295,8 @@ def _answer(sock: socket.socket, seconds: float) -> bytes:
         )
         if sep and size is not None and len(body) >= size:
             return got
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except OSError:
-            break
-        if not chunk:
+        chunk = _recv(sock)
+        if chunk is None:
             break
         got += chunk
     return got
@@ -303,13 +307,8 @@ def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
     sock.settimeout(0.05)
     got, ends = b"", time.monotonic() + seconds
     while time.monotonic() < ends:
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except OSError:
-            return True, got
-        if not chunk:
+        chunk = _recv(sock)
+        if chunk is None:
             return True, got
         got += chunk
     return False, got
