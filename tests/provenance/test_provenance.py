@@ -181,7 +181,9 @@ def test_timestamp_verifies_against_its_ca(
     now = dt.datetime.now(dt.timezone.utc)
     assert p.time.tzinfo is not None and abs((p.time - now).total_seconds()) < 5
     assert p.tsa == "CN=nnmark loopback TSA" and p.serial > 0
-    assert check_timestamp(key.commitment, doc, [t.tsa_cert_pem]) == p  # the TSA cert itself
+    itself = check_timestamp(key.commitment, doc, [t.tsa_cert_pem])  # the TSA cert itself
+    assert dataclasses.replace(itself, anchor=p.anchor) == p
+    assert itself.anchor != p.anchor  # the record names which certificate it trusted
     ca_der = base64.b64decode(b"".join(t.ca_cert_pem.splitlines()[1:-1]))
     assert check_timestamp(key.commitment, doc, [ca_der]) == p
 
