@@ -284,7 +284,8 @@ def sync_shape_attributes(module: nn.Module) -> None:
 @torch.no_grad()
 def rescale_before_norm(conv: nn.Module, norm: nn.Module, factors: torch.Tensor) -> None:
     """Multiply a conv's output channels by `factors` and let the BatchNorm after it absorb
-    them exactly (eval statistics: mean * c, var chosen so sqrt(var + eps) grows by c)."""
+    them exactly (eval statistics: mean * c, var chosen so sqrt(var + eps) grows by |c|, its
+    weight times the sign of c)."""
     eps = float(norm.eps)
     var = norm.running_var
     mean = norm.running_mean
@@ -297,6 +298,8 @@ def rescale_before_norm(conv: nn.Module, norm: nn.Module, factors: torch.Tensor)
         conv.bias.mul_(c)
     mean.mul_(c)
     var.copy_(c**2 * (var + eps) - eps)
+    if norm.weight is not None:  # a negative factor: the norm's output flips back with it
+        norm.weight.mul_(torch.sign(c).to(norm.weight.dtype))
 
 
 class _FixedMapPruner:

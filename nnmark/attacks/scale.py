@@ -5,7 +5,8 @@ a_c in [1/max_factor, max_factor]: its producing layer's weights and bias are mu
 a_c, the inputs it feeds by 1/a_c, so the function is unchanged and the magnitudes are not.
 Where a BatchNorm follows a convolution the conv's own scale would be normalised away, so the
 BatchNorm's weight and bias carry a_c instead; and (`absorb`) the conv's channels get a second,
-independent factor that the BatchNorm's running statistics absorb exactly. Residual streams and
+independent factor that the BatchNorm's running statistics absorb exactly, negative too with
+`flip` (the BatchNorm's weight takes the sign). Residual streams and
 concatenations are scaled consistently (nnmark/attacks/_graph.py). Realignment
 (`verify --reference`) normalises the scales back.
 
@@ -38,6 +39,10 @@ from nnmark.data.base import DataBundle
 class ScaleConfig:
     max_factor: float = 4.0
     absorb: bool = True
+    #: the factors a BatchNorm absorbs also flip signs at random (the norm's weight flips with
+    #: them, so the function is unchanged): a sign-blind realignment leaves half the host's
+    #: channels negated (red team, session 26: an Uchida mark went from p 5e-20 to not_found)
+    flip: bool = False
 
     def __post_init__(self) -> None:
         check(self.max_factor >= 1.0, f"max_factor must be >= 1, got {self.max_factor}")
@@ -69,5 +74,7 @@ class Scale(Attack):
         for conv, norm in sorted(norms.items()):
             layer = model.get_submodule(conv)
             c = _factors(layer.weight.shape[0], self.config.max_factor, generator)
+            if self.config.flip:
+                c = c * (torch.randint(0, 2, c.shape, generator=generator) * 2 - 1)
             rescale_before_norm(layer, model.get_submodule(norm), c)
         return model

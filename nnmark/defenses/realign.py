@@ -181,23 +181,37 @@ def _pair_groups(suspect: list[Group], reference: list[Group]) -> dict[str, tupl
 
 
 @torch.no_grad()
-def _norm_scales_back(model: nn.Module, reference: nn.Module, pairs: dict[str, str]) -> None:
-    """Per-channel scales a BatchNorm absorbs are invisible in activations: use weight norms."""
+def _norm_scales_back(
+    model: nn.Module, reference: nn.Module, pairs: dict[str, str], signs: bool
+) -> None:
+    """Per-channel scales a BatchNorm absorbs are invisible in activations: use weight norms,
+    and (`signs`) the sign of each channel's weights against the reference's: a negated
+    channel with a negated norm weight answers the same (the scale attack's `flip`). Signs are
+    read only from a reference that never saw the key: against a marked one they would pull
+    the suspect towards the mark."""
     for conv, norm in pairs.items():
         w = model.get_submodule(conv).weight
         r = reference.get_submodule(conv).weight
         ws = w.reshape(w.shape[0], -1).norm(dim=1)
         rs = r.reshape(r.shape[0], -1).norm(dim=1)
         factors = torch.where((ws > 1e-12) & (rs > 1e-12), rs / ws.clamp_min(1e-12), 1.0)
+        if signs:
+            agree = (w.reshape(w.shape[0], -1) * r.reshape(r.shape[0], -1)).sum(1)
+            factors = torch.where(agree < 0, -factors, factors)
         rescale_before_norm(model.get_submodule(conv), model.get_submodule(norm), factors)
 
 
 def realign(
-    suspect: nn.Module, reference: nn.Module, inputs: torch.Tensor | None = None
+    suspect: nn.Module,
+    reference: nn.Module,
+    inputs: torch.Tensor | None = None,
+    signs: bool = False,
 ) -> nn.Module:
     """A copy of `reference`'s architecture holding the suspect's weights, realigned to it.
 
     `inputs` (optional) are what both models see to match channels; random by default.
+    `signs`: also set back the signs of channels a BatchNorm absorbs (only against a reference
+    that never saw the key).
     """
     model = copy.deepcopy(suspect).eval()
     reference = copy.deepcopy(reference).eval()
@@ -216,7 +230,7 @@ def realign(
         root: match_plan(ref_act[r.probe], sus_act[r.probe]) for root, (_, r) in paired.items()
     }
     apply_plans(model, sus_groups, plans)
-    _norm_scales_back(model, reference, batchnorm_after(reference, ref_graph))
+    _norm_scales_back(model, reference, batchnorm_after(reference, ref_graph), signs)
     try:
         reference.load_state_dict(model.state_dict())
     except RuntimeError as exc:
@@ -396,7 +410,7 @@ def realign_suspect(
             module = on_cpu(suspect.module())  # surgery beside the CPU reference
         except NNMarkError:
             module = rebuild_like(reference, suspect)  # reshaped by morph or channel pruning
-        realigned = realign(module, reference)
+        realigned = realign(module, reference, signs=unmarked)
     except NNMarkError as exc:
         return RealignedSuspect(suspect, None, label, refused, str(exc), chosen)
     except (RuntimeError, ValueError, IndexError, KeyError) as exc:  # surgery on a misfit

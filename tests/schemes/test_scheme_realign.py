@@ -12,6 +12,7 @@ reference does not depend on them; the full measurement is benchmarks/realign_nu
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from scheme_recipes import BIT_SCHEMES, embed_recipe, owner_key, recipe
 from torch import nn
 from typer.testing import CliRunner
 
-from nnmark import OwnerKey, TrainConfig, attack, model_info, new_model, train, verify
+from nnmark import OwnerKey, TrainConfig, attack, embed, model_info, new_model, train, verify
 from nnmark.api import bound_scheme
 from nnmark.cli import app
 from nnmark.config import build_config
@@ -365,3 +366,42 @@ def test_cli_reference(
     both = ["verify", plain, "--key", str(tmp_path / "u.nnkey"), "--reference", uref]
     r = runner.invoke(app, [*both, "--reference-unmarked", twin])
     assert r.exit_code == 2 and "not both" in r.stderr
+
+
+def test_negated_channels_a_batchnorm_absorbs_are_set_back(digits: DataBundle) -> None:
+    """Red team, session 26: in a model with BatchNorm, negating a conv's output channels and
+    the norm's weight and running mean leaves every answer unchanged and the weights' signs
+    flipped: an Uchida mark went from p 5e-20 to not_found, and realignment (sign-blind) did
+    not bring it back (BER 0.28). Against the unmarked reference the key commits to, each such
+    channel takes the sign its weights share with the reference's; keys never embedded in a
+    plain resnet20 realigned the same way are not claimed."""
+    torch.set_num_threads(1)
+    base = train(new_model("resnet20", digits, seed=0), digits, TrainConfig(epochs=5, seed=0))
+    key = OwnerKey.new("sign flips", nonce="5f" * 16)
+    model, key = embed(  # fine-tune-to-embed, as `nnmark embed` commits its input model
+        copy.deepcopy(base),
+        digits,
+        "uchida",
+        key=key,
+        bits=64,
+        config=TrainConfig(seed=0),
+        reference=base,
+    )
+    flipped = attack(model, "scale:flip=true", digits, seed=3)
+    x = digits.x[digits.splits["test"][:64]]
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), flipped.eval()(x), atol=1e-4)
+    as_given = verify(flipped, key)
+    back = verify(realigned(flipped, base, key, unmarked=True), key)
+    print(
+        f"flipped: BER {as_given.ber:.3f} as given, {back.ber:.3f} realigned (p {back.p_value:.1e})"
+    )
+    assert as_given.verdict == "not_found" and back.verdict == "found" and back.ber == 0.0
+    plain = train(new_model("resnet20", digits, seed=0), digits, TrainConfig(epochs=3, seed=1))
+    suspect = attack(plain, "scale:flip=true", digits, seed=4)
+    p = [
+        verify(realigned(suspect, base, k, True), k).p_value
+        for k in planned_keys("uchida", base, digits)
+    ]
+    print(f"never marked, realigned with signs: p from {min(p):.2g}")
+    assert min(p) > 1e-6
