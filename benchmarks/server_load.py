@@ -4,9 +4,9 @@ prober times the health endpoint, as an orchestrator's readiness probe would.
 Protocol: a digits CNN (2 epochs: the answers' quality does not matter here) is saved and served
 by `nnmark serve MODEL --port P --max-connections-per-client 0` in its own process (one
 inference worker thread, at most 64 requests in progress, 503 with Retry-After beyond; every
-client shares the loopback address, as behind a proxy, so the per-client bounds are off). `--clients` asyncio
-clients (httpx) send `--requests` inference requests in all, each a batch of `--batch` digits
-images; a 503 is retried after its Retry-After (counted, not an error). Meanwhile a prober
+client shares the loopback address, as behind a proxy, so the per-client bounds are off).
+`--clients` asyncio clients (httpx) send `--requests` inference requests in all, each a batch
+of `--batch` digits images; a 503 is retried after its Retry-After (counted, not an error). Meanwhile a prober
 GETs /v2/health/ready every 50 ms. Reported: errors (anything but 200 and 503), 503s,
 throughput (requests and images per second over the whole run), request latency quantiles,
 the health probe's latency quantiles (p99 must stay below 200 ms) and the server process's

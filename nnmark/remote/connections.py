@@ -16,8 +16,8 @@ uvicorn's h11 protocol with three limits:
   proxy's address and the proxy limits clients;
 - at most `total` connections at once, under the open-file limit.
 
-A connection over a cap gets a 503 with `Connection: close` and is closed before anything of
-its request is read.
+A connection over a cap gets a 503 with `Connection: close`, its request never read; it is
+half-closed and dropped REFUSAL_LINGER seconds later.
 """
 
 from __future__ import annotations

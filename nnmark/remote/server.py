@@ -71,7 +71,9 @@ class BadRequest(Exception):
 
 def _error(status: int, message: str) -> JSONResponse:
     # a body too large or too slow is not read to its end: the connection is closed after it
-    headers = {"Connection": "close"} if status in (408, 413, 503) else None
+    headers = {"Connection": "close"} if status in (408, 413, 503) else {}
+    if status == 503:
+        headers["Retry-After"] = "1"
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -264,7 +266,8 @@ def create_app(
     most READING_PER_SLOT x `max_pending` of them at once, apart from the requests admitted to
     inference, and at most `max_buffered` bytes of bodies held in all (503 beyond); one client
     address holds at most `client_share` of the inference slots and of those bytes (1: no
-    per-client bound, for a server behind a proxy, where every client has its address); with `token`, every endpoint but the health probes needs
+    per-client bound, for a server behind a proxy, where every client has its address); with
+    `token`, every endpoint but the health probes needs
     `Authorization: Bearer TOKEN`. `defenses`: the thief's serving evasions."""
     service = _Service(model, input_shape, model_name, defenses, max_body, max_batch, seed)
     app = FastAPI(title="nnmark OIP v2 server", version=__version__)
@@ -353,17 +356,31 @@ class _Load:
                 503, f"busy: {self.bytes / 2**20:.1f} MiB of request bodies held; retry"
             )
         if self.bytes_by[who] + size > self.client_bytes:
-            raise BadRequest(
-                503,
-                f"busy: {self.bytes_by[who] / 2**20:.1f} MiB of request bodies held for this client",
-            )
+            held = self.bytes_by[who] / 2**20
+            raise BadRequest(503, f"busy: {held:.1f} MiB of request bodies held for this client")
         self.bytes += size
         self.bytes_by[who] += size
 
-    def release(self, counts: Counter[str], who: str, size: int) -> None:
-        counts[who] -= size
-        if counts[who] <= 0:
-            del counts[who]
+    def free_bytes(self, who: str, size: int) -> None:
+        self.bytes -= size
+        _drop(self.bytes_by, who, size)
+
+    @contextmanager
+    def admitted(self, who: str) -> Iterator[None]:
+        """One request of `who` in inference for the block (check `full` first)."""
+        self.n += 1
+        self.n_by[who] += 1
+        try:
+            yield
+        finally:
+            self.n -= 1
+            _drop(self.n_by, who, 1)
+
+
+def _drop(counts: Counter[str], who: str, size: int) -> None:
+    counts[who] -= size
+    if counts[who] <= 0:
+        del counts[who]
 
 
 def _infer_route(
@@ -427,16 +444,10 @@ def _infer_route(
                 load.reading -= 1
             if why := load.full(who):
                 return busy(why)
-            load.n += 1
-            load.n_by[who] += 1
-            try:
+            with load.admitted(who):
                 doc = await anyio.to_thread.run_sync(service.answer, body, limiter=limiter)
-            finally:
-                load.n -= 1
-                load.release(load.n_by, who, 1)
         finally:
-            load.bytes -= held[0]
-            load.release(load.bytes_by, who, held[0])
+            load.free_bytes(who, held[0])
         return JSONResponse(doc)
 
 
