@@ -6,3 +6,10 @@ class NNMarkError(Exception):
 
     The message is one line that names the problem; the CLI prints it without a traceback.
     """
+
+
+def one_line(text: object) -> str:
+    """Text the other side wrote (a layer name, a TSA URL, a server's error) as one printable
+    line: every character a terminal would act on, newlines included, shown as '?' (a value
+    holding one printed lines of its own: "verdict: FOUND" under a key's marks)."""
+    return "".join(c if c.isprintable() else "?" for c in str(text))

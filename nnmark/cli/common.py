@@ -48,13 +48,6 @@ out = PlainConsole()
 err = PlainConsole(stderr=True)
 
 
-def one_line(text: object) -> str:
-    """A value the other side wrote (a layer name, a TSA URL, a tensor name) as one line: the
-    console keeps newlines, which are the program's own, so a value holding one would print a
-    line of its own (red team, session 26: "verdict: FOUND" under a key's marks)."""
-    return "".join(c if c.isprintable() else "?" for c in str(text))
-
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Optional packages and the extra that installs them (pyproject.toml): a command that needs

@@ -23,14 +23,13 @@ from nnmark.cli.common import (
     distinct_paths,
     epoch_progress,
     err,
-    one_line,
     out,
     parse_options,
     pick_amp,
     pick_device,
 )
 from nnmark.config import MAX_SEED
-from nnmark.errors import NNMarkError
+from nnmark.errors import NNMarkError, one_line
 from nnmark.stats import DEFAULT_ALPHA
 from nnmark.verdict import Verdict
 

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
-from nnmark.cli.common import app, check_output, command, one_line, out, read_certs
-from nnmark.errors import NNMarkError
+from nnmark.cli.common import app, check_output, command, out, read_certs
+from nnmark.errors import NNMarkError, one_line
 from nnmark.keys import OwnerKey
 
 key_app = typer.Typer(

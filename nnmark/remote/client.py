@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import torch
 
-from nnmark.errors import NNMarkError
+from nnmark.errors import NNMarkError, one_line
 from nnmark.suspect import Suspect
 
 
@@ -67,11 +67,6 @@ ANSWER_COMMAS = 4096
 ANSWER_SLACK = 1 << 20
 
 
-def _printable(text: str) -> str:
-    """`text` with every unprintable character (a thief's escape sequences) as '?'."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
-
-
 class Reply:
     """A finished HTTP exchange: the status and the (size-bounded) body."""
 
@@ -102,7 +97,7 @@ class Reply:
             text = str(doc.get("error", "") if isinstance(doc, dict) else "")[:200]
         except (ValueError, RecursionError):
             text = self.body[:200].decode("utf-8", "replace")
-        return _printable(text)
+        return one_line(text)
 
 
 class RemoteSuspect(Suspect):
@@ -203,7 +198,7 @@ class RemoteSuspect(Suspect):
                 # reached, but the exchange broke (HTTP the client cannot parse, a reset, ...)
                 done["error"] = NNMarkError(
                     f"{self.url}: {method} {path} failed ({type(exc).__name__}: "
-                    f"{_printable(str(exc).splitlines()[0][:200] if str(exc) else '')})"
+                    f"{one_line(str(exc).splitlines()[0][:200] if str(exc) else '')})"
                 )
 
         start = time.monotonic()
