@@ -283,6 +283,9 @@ class Provenance:
     #: The stamp was compared with when the suspect was first seen (`--suspect-seen`) and
     #: predates it: only then does it count.
     seen_checked: bool = False
+    #: The verified stamp covers the signature too (nnmark.provenance.stamp_imprint): the
+    #: signer had signed by `time`.
+    signature_stamped: bool = False
 
     @property
     def timestamped(self) -> bool:
@@ -292,10 +295,11 @@ class Provenance:
 
     def sentence(self) -> str:
         parts = []
-        if self.signer:
-            # a stamp covers the commitment, not the signature: whoever holds the key file can
-            # sign it anew, so the signer is who endorses the key, not who made it first (red
-            # team, session 26)
+        if self.signer and self.signature_stamped:
+            parts.append(f"signed by {self.signer} (the timestamp covers the signature)")
+        elif self.signer:
+            # whoever holds a key file can sign it anew: a signature no verified stamp covers
+            # names who endorses the key, not who made it first (red team, session 26)
             parts.append(f"signed by {self.signer} (the signature is not timestamped)")
         if self.time:
             acc = f", genTime + accuracy {self.accuracy}" if self.accuracy else ""
@@ -333,7 +337,8 @@ def provenance(
         return Provenance(
             signer=signer, note="a timestamp is attached but not checked (give --tsa-cert)"
         )
-    stamp = check_timestamp(key.commitment, key.timestamp, tsa_certs)
+    stamp = check_timestamp(key.commitment, key.timestamp, tsa_certs, signature=key.signature)
+    covered = stamp.signed_by is not None
     # genTime is known only within its accuracy: the stamp proves existence by genTime + accuracy
     when = stamp.latest.astimezone(_dt.timezone.utc)
     acc = stamp.accuracy_text
@@ -349,10 +354,20 @@ def provenance(
                 "against it",
             )
         return Provenance(
-            signer=signer, time=when.isoformat(), tsa=tsa, accuracy=acc, seen_checked=True
+            signer=signer,
+            time=when.isoformat(),
+            tsa=tsa,
+            accuracy=acc,
+            seen_checked=True,
+            signature_stamped=covered,
         )
     return Provenance(
-        signer=signer, time=when.isoformat(), tsa=tsa, accuracy=acc, note=UNCOMPARED_STAMP
+        signer=signer,
+        time=when.isoformat(),
+        tsa=tsa,
+        accuracy=acc,
+        note=UNCOMPARED_STAMP,
+        signature_stamped=covered,
     )
 
 

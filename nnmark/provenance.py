@@ -8,10 +8,14 @@ committed first wins. So a key carries, outside its commitment:
 - `signature`: Ed25519 over the commitment. It binds the key to an identity whose fingerprint
   the owner published beforehand; it shows who, never when (anyone can sign anything today).
 - `timestamp`: an RFC 3161 token of a time-stamping authority (TSA) both sides trust. The TSA
-  signs (imprint, genTime); the imprint is the commitment itself, since the commitment is the
-  SHA-256 of the committed JSON, which is what RFC 3161 calls the hashed message. So a third
-  party can check a token without nnmark:
-  `openssl ts -verify -digest <commitment> -in token.der -token_in -CAfile ca.pem`.
+  signs (imprint, genTime). For an unsigned key the imprint is the commitment itself, since the
+  commitment is the SHA-256 of the committed JSON, which is what RFC 3161 calls the hashed
+  message. For a signed key it is `stamp_imprint`: the SHA-256 of the UTF-8 text
+  `nnmark-signed-commitment:<commitment>:<public_key>:<signature>` (the signature's two fields
+  as the key file holds them), so the stamp also proves *who* had signed by then: anyone
+  holding a key file can sign it anew, but not under the old stamp (red team, session 26).
+  So a third party can check a token without nnmark:
+  `openssl ts -verify -digest <imprint> -in token.der -token_in -CAfile ca.pem`.
   nnmark refuses every token that command refuses for any of these reasons (the tests
   cross-check each with OpenSSL): TSTInfo version not 1, imprint, signed attributes (the ESS
   signing-certificate attribute is required and every ID in it checked), signature, and a
@@ -31,8 +35,9 @@ Example::
 
     fp = new_identity("me.pem")
     doc = sign_commitment(key.commitment, load_identity("me.pem"))
-    dataclasses.replace(key, signature=doc).save("acme.nnkey")
     assert check_signature(key.commitment, doc) == fp
+    stamp = fetch_timestamp(key.commitment, "https://tsa.example", signature=doc)
+    assert check_timestamp(key.commitment, stamp, [ca_pem], signature=doc).signed_by == fp
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ from nnmark.io import atomic_write_bytes
 
 #: Domain separation: an identity's signature over a commitment is never valid for anything else.
 SIGNATURE_CONTEXT = b"nnmark-key-commitment:"
+#: Domain separation of a signed key's timestamp imprint from any other SHA-256 (`stamp_imprint`).
+STAMP_CONTEXT = "nnmark-signed-commitment"
 MAX_IDENTITY_BYTES = 64 << 10
 MAX_TOKEN_BYTES = 1 << 20
 MAX_TSA_TEXT = 2048
@@ -123,6 +130,8 @@ def _b64(value: Any, what: str, size: int | None = None, limit: int = MAX_TOKEN_
         raise NNMarkError(f"{what} must be base64 of {want}") from None
     if (size is not None and len(raw) != size) or not raw or len(raw) > limit:
         raise NNMarkError(f"{what} must be base64 of {want}, got {len(raw)} bytes")
+    if base64.b64encode(raw).decode("ascii") != value:  # stray padding bits: one text per value
+        raise NNMarkError(f"{what} must be canonical base64 (its unused bits set)")
     return raw
 
 
@@ -215,6 +224,17 @@ def check_signature(commitment_hex: str, doc: Any) -> str:
     return fingerprint(public_key)
 
 
+def stamp_imprint(commitment_hex: str, signature: Any = None) -> str:
+    """What a timestamp of the key stamps (hex SHA-256): the commitment of an unsigned key; for
+    a signed key, the SHA-256 of `nnmark-signed-commitment:<commitment>:<public_key>:<signature>`
+    so the stamp covers who signed as well (the signature is checked first: NNMarkError)."""
+    if signature is None:
+        return _commitment(commitment_hex).hex()
+    check_signature(commitment_hex, signature)
+    text = f"{STAMP_CONTEXT}:{commitment_hex}:{signature['public_key']}:{signature['signature']}"
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 # -- timestamps ---------------------------------------------------------------------------------
 
 
@@ -232,6 +252,9 @@ class Priority:
     #: SHA-256 of the trusted certificate that vouched for the signer (its CA, or itself):
     #: a subject is whatever a certificate's maker wrote, so the record names the anchor.
     anchor: str = ""
+    #: The fingerprint of the key's signer when the stamp covers the signature too
+    #: (`stamp_imprint`): that identity had signed by `latest`. None: the commitment only.
+    signed_by: str | None = None
 
     @property
     def latest(self) -> _dt.datetime:
@@ -265,8 +288,9 @@ class _Cert:
         return bool(validity["not_before"].native <= when <= validity["not_after"].native)
 
 
-def timestamp_request(commitment_hex: str, nonce: int) -> bytes:
-    """A DER TimeStampReq (v1) for the commitment: SHA-256 imprint, a nonce, certReq true."""
+def timestamp_request(imprint_hex: str, nonce: int) -> bytes:
+    """A DER TimeStampReq (v1) for the imprint (`stamp_imprint`): SHA-256, a nonce, certReq
+    true."""
     if not isinstance(nonce, int) or not 0 < nonce < 1 << 160:
         raise NNMarkError("a timestamp nonce must be a positive integer below 2^160")
     return tsp.TimeStampReq(
@@ -274,7 +298,7 @@ def timestamp_request(commitment_hex: str, nonce: int) -> bytes:
             "version": "v1",
             "message_imprint": {
                 "hash_algorithm": {"algorithm": "sha256"},
-                "hashed_message": _commitment(commitment_hex),
+                "hashed_message": _commitment(imprint_hex),
             },
             "nonce": nonce,
             "cert_req": True,
@@ -359,16 +383,22 @@ def _exchange(url: str, body: bytes, timeout: float, max_bytes: int) -> bytes:
 
 
 def fetch_timestamp(
-    commitment_hex: str, url: str, timeout: float = 30.0, max_bytes: int = 1 << 20
+    commitment_hex: str,
+    url: str,
+    timeout: float = 30.0,
+    max_bytes: int = 1 << 20,
+    signature: Any = None,
 ) -> dict[str, str]:
-    """Ask the TSA at `url` to timestamp the commitment; the key file's "timestamp" object.
+    """Ask the TSA at `url` to timestamp the commitment, and the key's `signature` with it if it
+    has one (`stamp_imprint`); the key file's "timestamp" object.
 
     The reply's nonce and imprint are checked (a replayed or misdirected answer is refused); its
     signature is not: that needs the TSA's certificate (`check_timestamp`).
     """
-    imprint = _commitment(commitment_hex)
+    imprint_hex = stamp_imprint(commitment_hex, signature)
+    imprint = bytes.fromhex(imprint_hex)
     nonce = secrets.randbits(64) | 1
-    body = _post(url, timestamp_request(commitment_hex, nonce), timeout, max_bytes)
+    body = _post(url, timestamp_request(imprint_hex, nonce), timeout, max_bytes)
     try:
         resp = _TimeStampResp.load(body, strict=True)
         info = resp["status"]
@@ -410,12 +440,16 @@ def _parse_token(der: bytes) -> tuple[cms.SignedData, tsp.TSTInfo, bytes]:
         return signed, tsp.TSTInfo.load(content, strict=True), content
 
 
-def _check_imprint(tst: tsp.TSTInfo, imprint: bytes) -> None:
+def _check_imprint(tst: tsp.TSTInfo, *imprints: bytes) -> bytes:
+    """The one of `imprints` the token stamps."""
     mi = tst["message_imprint"]
     if mi["hash_algorithm"]["algorithm"].native != "sha256":
         raise NNMarkError("timestamp token's imprint is not SHA-256")
-    if mi["hashed_message"].native != imprint:
-        raise NNMarkError("timestamp token is over another commitment")
+    stamped = mi["hashed_message"].native
+    if stamped not in imprints:
+        what = "commitment" if len(imprints) == 1 else "commitment and signature"
+        raise NNMarkError(f"timestamp token is over another {what}")
+    return bytes(stamped)
 
 
 def _load_trusted(trusted_certs: Sequence[bytes]) -> list[_Cert]:
@@ -620,29 +654,34 @@ def _check_ess(attrs: dict[str, Any], signer: _Cert, chain: list[_Cert]) -> None
                 )
 
 
-def check_timestamp(commitment_hex: str, doc: Any, trusted_certs: Sequence[bytes]) -> Priority:
-    """When the commitment existed, per a TSA that `trusted_certs` (PEM or DER) vouch for.
+def check_timestamp(
+    commitment_hex: str, doc: Any, trusted_certs: Sequence[bytes], signature: Any = None
+) -> Priority:
+    """When the commitment existed, per a TSA that `trusted_certs` (PEM or DER) vouch for, and
+    whether the key's `signature` (checked first) had been made by then.
 
     Checks that the token is CMS SignedData over a TSTInfo whose SHA-256 imprint is the
-    commitment; that its signed attributes hold the TSTInfo's digest and content type; that their
+    commitment, or the commitment with the signature (`stamp_imprint`, then
+    `Priority.signed_by` names the signer); that its signed attributes hold the TSTInfo's digest and content type; that their
     signature verifies with the signer certificate; that this certificate is trusted or issued by
     a trusted CA, is for time stamping only (RFC 3161 2.3), and was valid at genTime; that
     neither certificate has a critical extension nnmark does not process; that the accuracy is
     well formed (the stamp proves existence only by `Priority.latest`). Any failure: NNMarkError.
     """
     imprint = _commitment(commitment_hex)
+    signed = None if signature is None else bytes.fromhex(stamp_imprint(commitment_hex, signature))
     doc = _fields(doc, _TIMESTAMP_FIELDS, "timestamp")
     tsa = doc["tsa"]
     if not isinstance(tsa, str) or len(tsa) > MAX_TSA_TEXT or any(ord(c) < 32 for c in tsa):
         raise NNMarkError(f"timestamp: field tsa must be text of at most {MAX_TSA_TEXT}")
     der = _b64(doc["token"], "timestamp: field token")
     trusted = _load_trusted(trusted_certs)
-    signed, tst, content = _parse_token(der)
+    token, tst, content = _parse_token(der)
     with _malformed():
         if tst["version"].native != "v1":
             raise NNMarkError("timestamp token: TSTInfo version is not 1")
-        _check_imprint(tst, imprint)
-        infos = signed["signer_infos"]
+        covers_signature = _check_imprint(tst, imprint, *([signed] if signed else [])) == signed
+        infos = token["signer_infos"]
         if len(infos) != 1:
             raise NNMarkError(f"timestamp token has {len(infos)} signers (RFC 3161 wants one)")
         signer_info = infos[0]
@@ -656,7 +695,7 @@ def check_timestamp(commitment_hex: str, doc: Any, trusted_certs: Sequence[bytes
             raise NNMarkError("timestamp token has no message-digest attribute")
         if attrs["message_digest"].native != hashlib.new(digest, content).digest():
             raise NNMarkError("timestamp token: message digest does not match its TSTInfo")
-        certs = signed["certificates"]
+        certs = token["certificates"]
         choices = [] if isinstance(certs, core.Void) else list(certs)
         embedded = [_Cert.load(c.chosen.dump()) for c in choices if c.name == "certificate"]
         cert = _find_signer(signer_info["sid"], embedded + trusted)
@@ -689,7 +728,19 @@ def check_timestamp(commitment_hex: str, doc: Any, trusted_certs: Sequence[bytes
             serial=serial,
             accuracy=accuracy,
             anchor=hashlib.sha256(anchor.der).hexdigest(),
+            signed_by=check_signature(commitment_hex, signature) if covers_signature else None,
         )
+
+
+def claimed_imprint(doc: Any) -> str | None:
+    """The imprint (hex) a "timestamp" object's token *claims* to stamp, unchecked (None if
+    unreadable): to tell what a stamp covers before its TSA is trusted, never for a verdict."""
+    try:
+        doc = _fields(doc, _TIMESTAMP_FIELDS, "timestamp")
+        _, tst, _ = _parse_token(_b64(doc["token"], "timestamp: field token"))
+        return bytes(tst["message_imprint"]["hashed_message"].native).hex()
+    except (NNMarkError, *_PARSE_ERRORS):
+        return None
 
 
 def timestamp_claim(doc: Any) -> tuple[str, _dt.datetime] | None:

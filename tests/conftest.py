@@ -194,7 +194,8 @@ def stamp(tsa):  # type: ignore[no-untyped-def]
     from nnmark.provenance import fetch_timestamp
 
     def _stamp(key: OwnerKey) -> OwnerKey:
-        return dataclasses.replace(key, timestamp=fetch_timestamp(key.commitment, tsa.url))
+        stamp = fetch_timestamp(key.commitment, tsa.url, signature=key.signature)
+        return dataclasses.replace(key, timestamp=stamp)
 
     return _stamp
 

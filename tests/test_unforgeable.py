@@ -184,6 +184,53 @@ def test_chosen_payloads_get_no_advantage(digits: DataBundle, unmarked_cnns) -> 
     assert min(ps) > 1e-4 and small <= 12  # P(Binomial(100, 0.05) > 12) < 0.001
 
 
+def test_a_stamp_made_after_signing_names_the_signer_and_a_new_signer_voids_it(
+    files: Path, tsa, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Sign, then stamp: the verdict's priority says the timestamp covers the signature. A
+    holder of the key file who signs it anew cannot keep the stamp: `key sign --replace` drops
+    it, and a signature swapped in by hand makes the key refused (red team, session 26)."""
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(tsa.ca_cert_pem)
+    key = tmp_path / "mine.nnkey"
+    key.write_text((files / "owner.nnkey").read_text())
+    for who in ("me", "thief"):
+        assert key_cli("identity", "--out", tmp_path / f"{who}.pem").exit_code == 0
+    assert key_cli("sign", key, "--identity", tmp_path / "me.pem").exit_code == 0
+    r = key_cli("timestamp", key, "--tsa", tsa.url, "--tsa-cert", ca)
+    assert r.exit_code == 0 and "over its commitment and signature" in r.stdout, r.stderr
+    shown = json.loads(key_cli("show", key, "--tsa-cert", ca, "--json").stdout)
+    assert shown["timestamp"]["covers"] == "commitment and signature"
+    seen = seen_now().isoformat()
+    suspect = str(files / "marked.safetensors")
+    args = ["--tsa-cert", str(ca), "--suspect-seen", seen, "--json"]
+    r = runner.invoke(app, ["verify", suspect, "--key", str(key), *args])
+    assert r.exit_code == 0, r.stderr
+    priority = json.loads(r.stdout)["priority"]
+    fp = shown["signature"]["fingerprint"]
+    assert priority.startswith(f"signed by {fp} (the timestamp covers the signature)"), priority
+
+    # a thief's signature by hand under the owner's stamp: the key is refused, whole
+    stolen = json.loads(key.read_text())
+    thief = tmp_path / "thief.nnkey"
+    thief.write_text(json.dumps(stolen))
+    r = key_cli("sign", thief, "--identity", tmp_path / "thief.pem", "--replace")
+    assert r.exit_code == 0 and "timestamp over the old signature was removed" in r.stdout
+    stolen["signature"] = json.loads(thief.read_text())["signature"]
+    forged = write(tmp_path, stolen, "forged.nnkey")
+    r = runner.invoke(app, ["verify", suspect, "--key", str(forged), *args])
+    assert r.exit_code == 2 and "another commitment and signature" in r.stderr, r.stderr
+    # through the CLI, signing anew dropped the stamp it voids: the new signer has no time
+    assert "timestamp" not in json.loads(thief.read_text())
+    r = runner.invoke(app, ["verify", suspect, "--key", str(thief), *args])
+    assert r.exit_code == 0, r.stderr
+    assert "signature is not timestamped" in json.loads(r.stdout)["priority"]
+
+
+def key_cli(*args: str | Path) -> Any:
+    return runner.invoke(app, ["key", *map(str, args)])
+
+
 def test_the_claim_rule_needs_a_forgery_cost_or_a_timestamp(  # type: ignore[no-untyped-def]
     digits: DataBundle, stamp, tsa
 ) -> None:

@@ -117,11 +117,14 @@ def stamp_keys(store: ResultStore, jobs: Sequence[ModelJob], notary: Notary) -> 
         key = OwnerKey.load(path)
         if key.timestamp is not None:
             try:
-                check_timestamp(key.commitment, key.timestamp, [notary.ca_pem])
+                check_timestamp(
+                    key.commitment, key.timestamp, [notary.ca_pem], signature=key.signature
+                )
                 continue
             except NNMarkError:
                 pass
-        key = dataclasses.replace(key, timestamp=fetch_timestamp(key.commitment, notary.url))
+        stamp = fetch_timestamp(key.commitment, notary.url, signature=key.signature)
+        key = dataclasses.replace(key, timestamp=stamp)
         key.save(path)
         stamped += 1
     return stamped

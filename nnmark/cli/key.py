@@ -1,8 +1,9 @@
 """`nnmark key`: who made an owner key and when (nnmark.provenance), and what it holds.
 
 A signature names who committed to a key; a timestamp from a trusted TSA proves it existed by a
-time. Both sit outside the commitment, so adding them rewrites the key file without changing what
-it commits to.
+time, and, on a signed key, that the signature had been made by then. Both sit outside the
+commitment, so adding them rewrites the key file without changing what it commits to. Sign
+first, then timestamp: a stamp made before the signature does not cover it.
 """
 
 from __future__ import annotations
@@ -85,19 +86,40 @@ def sign_cmd(
     identity: Annotated[Path, typer.Option("--identity", help="Private key from `key identity`")],
     replace: ReplaceOpt = False,
 ) -> None:
-    """Sign the key's commitment with an identity and store the signature in the key file."""
+    """Sign the key's commitment with an identity and store the signature in the key file.
+
+    Sign before `key timestamp`: the stamp then proves the signature was made by its time. A
+    stamp that covers the signature being replaced is void with it and is removed (--replace).
+    """
     from nnmark.provenance import check_signature, load_identity, sign_commitment
 
     key = OwnerKey.load(key_path)
     _keep(key_path, "signature", key.signature is not None and not replace)
     doc = sign_commitment(key.commitment, load_identity(identity))
     fp = check_signature(key.commitment, doc)
-    dataclasses.replace(key, signature=doc).save(key_path)
+    stamp, note = key.timestamp, ""
+    if stamp is not None and _stamp_covers_signature(key):
+        stamp, note = None, "; the timestamp over the old signature was removed (void with it)"
+    elif stamp is not None:
+        note = "; the key's timestamp covers the commitment, not this signature"
+    dataclasses.replace(key, signature=doc, timestamp=stamp).save(key_path)
     out.print(
-        f"signed {key_path} (commitment {key.commitment[:16]}...) as {fp}",
+        f"signed {key_path} (commitment {key.commitment[:16]}...) as {fp}{note}",
         markup=False,
         soft_wrap=True,
     )
+
+
+def _stamp_covers_signature(key: OwnerKey) -> bool:
+    """The key's timestamp claims to stamp its signature (unchecked: what replacing it voids)."""
+    from nnmark.provenance import claimed_imprint, stamp_imprint
+
+    if key.signature is None or key.timestamp is None:
+        return False
+    try:
+        return claimed_imprint(key.timestamp) == stamp_imprint(key.commitment, key.signature)
+    except NNMarkError:  # an invalid signature: no stamp can cover it
+        return False
 
 
 @_command("timestamp")
@@ -108,7 +130,8 @@ def timestamp_cmd(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the TSA")] = 30.0,
     replace: ReplaceOpt = False,
 ) -> None:
-    """Timestamp the key's commitment with a TSA and store the token in the key file.
+    """Timestamp the key's commitment, and its signature if it has one, with a TSA and store the
+    token in the key file.
 
     With --tsa-cert the token is checked before it is stored; without, it is stored unchecked
     (check it later with `nnmark key show --tsa-cert`).
@@ -120,13 +143,17 @@ def timestamp_cmd(
     key = OwnerKey.load(key_path)
     _keep(key_path, "timestamp", key.timestamp is not None and not replace)
     trusted = [_read_cert(tsa_cert)] if tsa_cert else None  # a bad file fails before the network
-    doc = fetch_timestamp(key.commitment, tsa, timeout=timeout)
+    # a signature is checked before the network; the stamp covers it (provenance.stamp_imprint)
+    doc = fetch_timestamp(key.commitment, tsa, timeout=timeout, signature=key.signature)
     note = "not checked: give --tsa-cert to check it"
     if trusted:
-        p = check_timestamp(key.commitment, doc, trusted)
+        p = check_timestamp(key.commitment, doc, trusted, signature=key.signature)
         note = f"{p.time.isoformat()} +/- {p.accuracy_text} by {p.tsa}, serial {p.serial}"
+    covers = "commitment and signature" if key.signature else "commitment (the key is unsigned)"
     dataclasses.replace(key, timestamp=doc).save(key_path)
-    out.print(f"timestamped {key_path} at {tsa}: {note}", markup=False, soft_wrap=True)
+    out.print(
+        f"timestamped {key_path} at {tsa}, over its {covers}: {note}", markup=False, soft_wrap=True
+    )
 
 
 def _signature_status(key: OwnerKey) -> dict[str, Any]:
@@ -140,7 +167,10 @@ def _signature_status(key: OwnerKey) -> dict[str, Any]:
         return {"status": "invalid", "reason": str(exc)}
 
 
-def _timestamp_status(key: OwnerKey, trusted: list[bytes] | None) -> dict[str, Any]:
+def _timestamp_status(
+    key: OwnerKey, trusted: list[bytes] | None, signature: dict[str, Any] | None
+) -> dict[str, Any]:
+    """`signature`: the key's, if valid (a stamp may cover it)."""
     from nnmark.provenance import check_timestamp, timestamp_claim
 
     doc = key.timestamp
@@ -153,9 +183,10 @@ def _timestamp_status(key: OwnerKey, trusted: list[bytes] | None) -> dict[str, A
             "status": "unchecked",
             "url": url,
             "claimed_time": claim[1].isoformat() if claim else None,
+            "covers": _covers(key, signature),
         }
     try:
-        p = check_timestamp(key.commitment, doc, trusted)
+        p = check_timestamp(key.commitment, doc, trusted, signature=signature)
     except NNMarkError as exc:
         return {"status": "invalid", "url": url, "reason": str(exc)}
     return {
@@ -167,7 +198,18 @@ def _timestamp_status(key: OwnerKey, trusted: list[bytes] | None) -> dict[str, A
         "tsa": p.tsa,
         "anchor_sha256": p.anchor,
         "serial": p.serial,
+        "covers": "commitment and signature" if p.signed_by else "commitment",
     }
+
+
+def _covers(key: OwnerKey, signature: dict[str, Any] | None) -> str:
+    """What an unchecked stamp claims to cover."""
+    from nnmark.provenance import claimed_imprint, stamp_imprint
+
+    imprint = claimed_imprint(key.timestamp)
+    if signature is not None and imprint == stamp_imprint(key.commitment, signature):
+        return "commitment and signature"
+    return "commitment" if imprint == key.commitment else "neither"
 
 
 @_command("show")
@@ -183,7 +225,11 @@ def show_cmd(
     """
     key = OwnerKey.load(key_path)
     trusted = [_read_cert(tsa_cert)] if tsa_cert else None
-    sig, ts = _signature_status(key), _timestamp_status(key, trusted)
+    from nnmark.provenance import stamp_imprint
+
+    sig = _signature_status(key)
+    signature = key.signature if sig["status"] == "valid" else None
+    ts = _timestamp_status(key, trusted, signature)
     result = {
         "key": str(key_path),
         "owner": key.owner,
@@ -192,6 +238,8 @@ def show_cmd(
         "marks": [{"scheme": m.scheme, "layer": m.layer, "bits": len(m.bits)} for m in key.marks],
         "signature": sig,
         "timestamp": ts,
+        # what `key timestamp` stamps now (openssl ts -verify -digest IMPRINT checks a token)
+        "stamp_imprint": stamp_imprint(key.commitment, signature),
     }
     if as_json:
         print(json.dumps(result))
@@ -204,10 +252,10 @@ def show_cmd(
     ts_line = {
         "none": "none",
         "valid": f"{ts.get('time')} +/- {ts.get('accuracy_s')!r} s by {ts.get('tsa')}, "
-        f"serial {ts.get('serial')}, trusted through sha256:{str(ts.get('anchor_sha256'))[:32]} "
-        "(valid)",
+        f"serial {ts.get('serial')}, trusted through sha256:{str(ts.get('anchor_sha256'))[:32]}, "
+        f"over the {ts.get('covers')} (valid)",
         "unchecked": f"not checked (give --tsa-cert): claims {ts.get('claimed_time')} "
-        f"from {ts.get('url')}",
+        f"from {ts.get('url')} over the {ts.get('covers')}",
         "invalid": f"invalid: {ts.get('reason')}",
     }[ts["status"]]
     marks = "; ".join(f"{m.scheme} on {m.layer or '-'}, {len(m.bits)} bits" for m in key.marks)
@@ -219,5 +267,6 @@ def show_cmd(
         ("marks", marks),
         ("signature", sig_line),
         ("timestamp", ts_line),
+        ("imprint", result["stamp_imprint"]),
     ):
         out.print(f"{label + ':':<12}{one_line(value)}", markup=False, soft_wrap=True)

@@ -39,6 +39,7 @@ from nnmark.provenance import (
     load_identity,
     new_identity,
     sign_commitment,
+    stamp_imprint,
 )
 from nnmark.testing.tsa import LoopbackTSA
 
@@ -265,6 +266,57 @@ def test_openssl_accepts_the_stored_token(tmp_path: Path, key: OwnerKey, tsa: Lo
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert by_data.returncode == 0, by_data.stderr  # the TSA stamped the committed JSON itself
+
+
+def test_a_stamp_of_a_signed_key_covers_its_signature(
+    tmp_path: Path, key: OwnerKey, tsa: LoopbackTSA
+) -> None:
+    """Anyone holding a key file can sign it anew; under a stamp made after the signature, the
+    old stamp proves who had signed by then, and another signature voids it (red team, session
+    26: a stamp covered the commitment only, so a holder could put his name on an earlier
+    stamp). OpenSSL checks the token against the documented imprint text."""
+    mine = sign_commitment(key.commitment, load_identity_at(tmp_path / "me.pem"))
+    theirs = sign_commitment(key.commitment, load_identity_at(tmp_path / "thief.pem"))
+    doc = fetch_timestamp(key.commitment, tsa.url, signature=mine)
+    p = check_timestamp(key.commitment, doc, [tsa.ca_cert_pem], signature=mine)
+    assert p.signed_by == check_signature(key.commitment, mine)
+    text = f"nnmark-signed-commitment:{key.commitment}:{mine['public_key']}:{mine['signature']}"
+    imprint = hashlib.sha256(text.encode()).hexdigest()
+    assert stamp_imprint(key.commitment, mine) == imprint != key.commitment
+    token = base64.b64decode(doc["token"])
+    assert "Verification: OK" in openssl_verify(tmp_path, token, tsa.ca_cert_pem, imprint)
+    assert "refused" in openssl_verify(tmp_path, token, tsa.ca_cert_pem, key.commitment)
+    # another signature, or none, under the stamp: refused, not "not timestamped"
+    for other in (theirs, None):
+        with pytest.raises(NNMarkError, match="another commitment"):
+            check_timestamp(key.commitment, doc, [tsa.ca_cert_pem], signature=other)
+    # a stamp of the commitment alone still verifies, and covers no signature
+    plain = fetch_timestamp(key.commitment, tsa.url)
+    assert (
+        check_timestamp(key.commitment, plain, [tsa.ca_cert_pem], signature=theirs).signed_by
+        is None
+    )
+    # an invalid signature is refused before any network exchange
+    bad = {**mine, "public_key": theirs["public_key"]}
+    with pytest.raises(NNMarkError, match="does not match"):
+        fetch_timestamp(key.commitment, "http://127.0.0.1:9", signature=bad)
+
+
+def load_identity_at(path: Path) -> Any:
+    new_identity(path)
+    return load_identity(path)
+
+
+def test_base64_fields_must_be_canonical(tmp_path: Path, key: OwnerKey) -> None:
+    """One text per value: the stamp imprint hashes the signature's text, so two spellings of
+    one public key (stray bits after the last base64 digit) would be two imprints."""
+    doc = sign_commitment(key.commitment, load_identity_at(tmp_path / "me.pem"))
+    pk = doc["public_key"]  # 32 bytes: 43 digits + "=", the last digit's 2 low bits unused
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    odd = pk[:42] + alphabet[alphabet.index(pk[42]) ^ 1] + "="
+    assert base64.b64decode(odd) == base64.b64decode(pk)
+    with pytest.raises(NNMarkError, match="canonical base64"):
+        check_signature(key.commitment, {**doc, "public_key": odd})
 
 
 def openssl_verify(tmp_path: Path, token: bytes, ca_pem: bytes, digest: str) -> str:
@@ -638,6 +690,9 @@ def test_cli_identity_sign_timestamp_show(tmp_path: Path, tsa: LoopbackTSA) -> N
         ts["status"] == "valid" and ts["tsa"] == "CN=nnmark loopback TSA" and ts["url"] == tsa.url
     )
     assert ts["accuracy_s"] == 1.0 and ts["latest"] > ts["time"]
+    # signed, then stamped: the stamp covers the signature, under the imprint `show` prints
+    assert ts["covers"] == "commitment and signature"
+    assert shown["stamp_imprint"] == stamp_imprint(shown["commitment"], raw["signature"])
     r = run("show", tmp_path / "acme.nnkey", "--tsa-cert", ca)
     assert r.exit_code == 0 and "(valid)" in r.stdout and fp in r.stdout
     assert "+/- 1.0 s by" in r.stdout
