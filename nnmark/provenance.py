@@ -148,9 +148,12 @@ def _fields(doc: Any, allowed: set[str], what: str) -> dict[str, Any]:
 
 
 def fingerprint(public_key: ed25519.Ed25519PublicKey) -> str:
-    """What an owner publishes: "ed25519:" and 16 hex digits of SHA-256(raw public key)."""
+    """What an owner publishes: "ed25519:" and 32 hex digits of SHA-256(raw public key).
+
+    128 bits, so making an identity with someone's published fingerprint is a 2^128 search (16
+    digits, 2^64, is within reach of a large cluster: red team, session 26)."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
+    return "ed25519:" + hashlib.sha256(raw).hexdigest()[:32]
 
 
 def new_identity(path: str | Path) -> str:

@@ -85,7 +85,7 @@ def key() -> OwnerKey:
 
 def test_signed_key_verifies_and_names_its_signer(tmp_path: Path, key: OwnerKey) -> None:
     fp = new_identity(tmp_path / "me.pem")
-    assert fp.startswith("ed25519:") and len(fp) == len("ed25519:") + 16
+    assert fp.startswith("ed25519:") and len(fp) == len("ed25519:") + 32
     assert (tmp_path / "me.pem").stat().st_mode & 0o777 == 0o600
     signed = dataclasses.replace(
         key, signature=sign_commitment(key.commitment, load_identity(tmp_path / "me.pem"))
