@@ -17,6 +17,10 @@ C = TypeVar("C")
 #: Seeds nnmark takes from a user (CLI, bench configs): what every generator seeded from them
 #: (torch, numpy) accepts.
 MAX_SEED = 2**32 - 1
+#: Seconds a whole remote verification may take by default (`verify --time-limit`): each
+#: exchange is bounded by its deadline, so a server answering each one just inside it would
+#: otherwise stretch a verification to exchanges x deadline.
+REMOTE_TIME_LIMIT = 3600.0
 
 #: The largest integer an option may hold (exact in a float; bounds what a key can ask for).
 MAX_INT = 1 << 53

@@ -28,7 +28,7 @@ from nnmark.cli.common import (
     pick_amp,
     pick_device,
 )
-from nnmark.config import MAX_SEED
+from nnmark.config import MAX_SEED, REMOTE_TIME_LIMIT
 from nnmark.errors import NNMarkError, one_line
 from nnmark.stats import DEFAULT_ALPHA
 from nnmark.verdict import Verdict
@@ -444,9 +444,11 @@ def verify_cmd(
         float | None,
         typer.Option(
             "--time-limit",
-            help="--remote: seconds the whole verification may take, every exchange included "
-            "(default: none; each exchange is bounded by --deadline)",
+            help=f"--remote: seconds the whole verification may take, every exchange included "
+            f"(default {REMOTE_TIME_LIMIT:g}: a server answering each exchange just inside "
+            "--deadline would otherwise stretch it to exchanges x deadline)",
             min=0.1,
+            max=7 * 86400,
         ),
     ] = None,
     token_file: Annotated[

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import torch
 
+from nnmark.config import REMOTE_TIME_LIMIT
 from nnmark.errors import NNMarkError, one_line
 from nnmark.suspect import Suspect
 
@@ -118,8 +119,9 @@ class RemoteSuspect(Suspect):
         # One clock for every exchange from here on (the copies `with_budget` makes share it):
         # `deadline` bounds one exchange, so without it a server answering each query just
         # inside the deadline stretches a verification to (exchanges x deadline).
-        self.time_limit = time_limit
-        self._ends = None if time_limit is None else time.monotonic() + time_limit
+        # None: the default bound (math.inf: none at all, for a caller that bounds it itself)
+        self.time_limit = REMOTE_TIME_LIMIT if time_limit is None else time_limit
+        self._ends = time.monotonic() + self.time_limit
         # no compression: a few KB of gzip or brotli would expand to gigabytes before the size
         # check (httpx decodes any Content-Encoding the server names); no proxy from the
         # environment (the bearer token goes to this server only)

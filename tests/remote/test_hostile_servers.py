@@ -343,17 +343,8 @@ def test_a_time_limit_bounds_the_whole_verification(key_file: Path) -> None:
     """Each answer comes inside the 2 s deadline (1.2 s), so only the sum is slow: the looks at
     the key's triggers (groups of 10; three before this answer is hopeless) take 1.2 s each,
     and `--time-limit 2` stops them at the second."""
-    label_zero = answering(
-        lambda n: {"shape": [n, 10], "datatype": "FP32", "data": [1.0, *[0.0] * 9] * n}
-    )
     asked: list[float] = []
-
-    def slow(conn: socket.socket, head: bytes) -> None:
-        asked.append(time.monotonic())
-        time.sleep(1.2)
-        label_zero(conn, head)
-
-    with raw_server(_oip(slow)) as url:
+    with raw_server(_oip(_slow_label_zero(asked))) as url:
         r, unlimited = _verify(url, key_file)
         looks = len(asked)
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]  # in time
@@ -368,6 +359,38 @@ def test_a_time_limit_bounds_the_whole_verification(key_file: Path) -> None:
     assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
     assert "time limit (2 s, --time-limit) ran out at POST /v2/models/m/infer" in lines[0]
     assert seconds < unlimited
+
+
+def _slow_label_zero(asked: list[float]) -> Handler:
+    """Answers label 0 to every query, each 1.2 s after it came (noted in `asked`)."""
+    label_zero = answering(
+        lambda n: {"shape": [n, 10], "datatype": "FP32", "data": [1.0, *[0.0] * 9] * n}
+    )
+
+    def slow(conn: socket.socket, head: bytes) -> None:
+        asked.append(time.monotonic())
+        time.sleep(1.2)
+        label_zero(conn, head)
+
+    return slow
+
+
+def test_a_remote_verification_is_bounded_by_default(
+    key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --time-limit the whole verification is still bounded (REMOTE_TIME_LIMIT, an
+    hour; 2 s here): before, it was exchanges x --deadline."""
+    from typer.testing import CliRunner
+
+    from nnmark.cli import app
+    from nnmark.remote import client
+
+    monkeypatch.setattr(client, "REMOTE_TIME_LIMIT", 2.0)
+    with raw_server(_oip(_slow_label_zero([]))) as url:
+        args = ["verify", "--remote", url, "--key", str(key_file), "--deadline", "2"]
+        r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    assert "time limit (2 s, --time-limit) ran out" in r.stderr
 
 
 def test_a_broken_exchange_is_not_called_unreachable(key_file: Path) -> None:
