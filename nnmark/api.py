@@ -286,6 +286,8 @@ class Provenance:
     #: The verified stamp covers the signature too (nnmark.provenance.stamp_imprint): the
     #: signer had signed by `time`.
     signature_stamped: bool = False
+    #: The key commits to this signer's fingerprint (OwnerKey.signer): no other can sign it.
+    committed_signer: str | None = None
 
     @property
     def timestamped(self) -> bool:
@@ -295,7 +297,11 @@ class Provenance:
 
     def sentence(self) -> str:
         parts = []
-        if self.signer and self.signature_stamped:
+        if self.committed_signer and self.signer:
+            parts.append(f"signed by {self.signer}, the signer the key commits to")
+        elif self.committed_signer:
+            parts.append(f"commits to signer {self.committed_signer} (not signed)")
+        elif self.signer and self.signature_stamped:
             parts.append(f"signed by {self.signer} (the timestamp covers the signature)")
         elif self.signer:
             # whoever holds a key file can sign it anew: a signature no verified stamp covers
@@ -319,7 +325,7 @@ def provenance(
     without that date nothing says it was not (two red teams, sessions 24 and 25: a frontier key
     written from a plain model's answers and stamped the same day was found). `suspect_seen`
     must not be in the future."""
-    from nnmark.provenance import check_signature, check_timestamp
+    from nnmark.provenance import check_signature, check_timestamp, text_fingerprint
 
     seen = None
     if suspect_seen is not None:  # checked whatever the key holds: a wrong date is an error
@@ -331,11 +337,18 @@ def provenance(
                 f"the suspect cannot have been first seen in the future ({seen.isoformat()})"
             )
     signer = check_signature(key.commitment, key.signature) if key.signature else None
+    committed = None if key.signer is None else text_fingerprint(key.signer)
+    if signer is not None and committed not in (None, signer):
+        raise NNMarkError(
+            f"the key's signature is by {signer}, not by the signer it commits to ({committed})"
+        )
     if key.timestamp is None:
-        return Provenance(signer=signer)
+        return Provenance(signer=signer, committed_signer=committed)
     if not tsa_certs:
         return Provenance(
-            signer=signer, note="a timestamp is attached but not checked (give --tsa-cert)"
+            signer=signer,
+            committed_signer=committed,
+            note="a timestamp is attached but not checked (give --tsa-cert)",
         )
     stamp = check_timestamp(key.commitment, key.timestamp, tsa_certs, signature=key.signature)
     covered = stamp.signed_by is not None
@@ -349,6 +362,7 @@ def provenance(
         if when > seen:
             return Provenance(
                 signer=signer,
+                committed_signer=committed,
                 note=f"timestamp {when.isoformat()} (TSA {tsa}, genTime + accuracy {acc}) "
                 f"is later than the suspect was seen ({seen.isoformat()}): it proves nothing "
                 "against it",
@@ -360,6 +374,7 @@ def provenance(
             accuracy=acc,
             seen_checked=True,
             signature_stamped=covered,
+            committed_signer=committed,
         )
     return Provenance(
         signer=signer,
@@ -368,6 +383,7 @@ def provenance(
         accuracy=acc,
         note=UNCOMPARED_STAMP,
         signature_stamped=covered,
+        committed_signer=committed,
     )
 
 

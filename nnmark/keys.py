@@ -5,6 +5,7 @@ Key file (JSON, `format` = "nnmark-key", `version` = 2)::
     {"format": "nnmark-key", "version": 2,
      "committed": {"owner": str, "nonce": 32 hex, "created": ISO-8601 UTC,
                    "kdf": {"name": "scrypt", "n": 65536, "r": 8, "p": 1},
+                   "reference": sha256 hex, "signer": base64 Ed25519 key,  # optional
                    "marks": [{"scheme": str, "config": {...}, "layer": str | null,
                               "bits": "0110...", "message": str | null,
                               "data": {...}, "stored": {...}}]},
@@ -21,8 +22,12 @@ What a key holds, and why nothing else:
 - `stored` holds what depends on the trained model and so cannot be re-derived (frontier's
   adversarial triggers). A verdict that rests on stored evidence needs a verified timestamp
   (nnmark.provenance): whoever holds the key chose that evidence.
+- `signer` is the public key of the identity that signs the key (nnmark.provenance), committed
+  before the first secret: only a signature by that identity is accepted, and the marks depend
+  on it, so a key file that leaks before it is signed and stamped cannot be signed by another.
 - The root secret of a mark is scrypt over *all* its committed fields but `stored` (owner, nonce,
-  creation time, KDF cost, scheme, config, layer, payload, message, data): changing any of them
+  creation time, KDF cost, reference, signer, scheme, config, layer, payload, message, data):
+  changing any of them
   (a new nonce, another payload, another step size) is a new derivation. A forger who searches
   for a key that fits a model they never marked pays one derivation per try, and a try succeeds
   at p-value p with probability p; the verdict reports that cost (`forgery_cost`).
@@ -35,6 +40,8 @@ make a verdict more conservative.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import dataclasses
 import datetime as _dt
@@ -94,7 +101,9 @@ _TOP_FIELDS = {
     "signature",
     "timestamp",
 }
-_COMMITTED_FIELDS = {"owner", "nonce", "created", "kdf", "marks", "reference"}
+_COMMITTED_FIELDS = {"owner", "nonce", "created", "kdf", "marks", "reference", "signer"}
+#: Committed fields a key may leave out (keys made before them verify as they did).
+_OPTIONAL_COMMITTED = {"reference", "signer"}
 _MARK_FIELDS = {"scheme", "config", "layer", "bits", "message", "data", "stored"}
 
 
@@ -196,6 +205,8 @@ class Mark:
     stored: dict[str, Any] = field(default_factory=dict)
     #: the key's unmarked reference model (OwnerKey.reference), which every secret depends on
     reference: str | None = None
+    #: the key's committed signer (OwnerKey.signer), which every secret depends on
+    signer: str | None = None
 
     def material(self) -> dict[str, Any]:
         """Everything the root secret depends on: every committed field but `stored`."""
@@ -206,6 +217,7 @@ class Mark:
             "kdf": self.kdf,
             "index": self.index,
             **({} if self.reference is None else {"reference": self.reference}),
+            **({} if self.signer is None else {"signer": self.signer}),
             **{k: v for k, v in self.entry().items() if k != "stored"},
         }
 
@@ -280,6 +292,9 @@ class OwnerKey:
     #: SHA-256 of the unmarked model the marks were embedded from (nnmark.io.model_sha256),
     #: committed before any secret: the one model `verify --reference-unmarked` realigns to
     reference: str | None = None
+    #: The Ed25519 public key (base64 of its 32 raw bytes) of the one identity whose signature
+    #: the key accepts, committed before any secret (`with_signer`)
+    signer: str | None = None
 
     @classmethod
     def new(
@@ -308,6 +323,15 @@ class OwnerKey:
             raise ValueError("a reference is committed before the key's first mark")
         return dataclasses.replace(self, reference=check_sha256(sha256, "reference"))
 
+    def with_signer(self, public_key: str) -> OwnerKey:
+        """Commit to the identity that will sign the key (base64 of its raw Ed25519 public key,
+        nnmark.provenance.public_key_text): only its signature is then accepted, and every
+        secret depends on it, so whoever gets the file before it is signed cannot put another
+        name on it. Only before the first mark."""
+        if self.marks:
+            raise ValueError("a signer is committed before the key's first mark")
+        return dataclasses.replace(self, signer=check_public_key(public_key, "signer"))
+
     def new_mark(
         self,
         scheme: str,
@@ -333,6 +357,7 @@ class OwnerKey:
             data=dict(data or {}),
             stored=dict(stored or {}),
             reference=self.reference,
+            signer=self.signer,
         )
 
     def with_mark(self, mark: Mark) -> OwnerKey:
@@ -343,6 +368,7 @@ class OwnerKey:
             or mark.kdf != self.kdf
             or mark.index != len(self.marks)
             or mark.reference != self.reference
+            or mark.signer != self.signer
         ):
             raise ValueError("mark was not made by this key's new_mark")
         # a new mark changes the commitment: a signature or timestamp over the old one is void
@@ -369,6 +395,7 @@ class OwnerKey:
             "kdf": self.kdf,
             "marks": [m.entry() for m in self.marks],
             **({} if self.reference is None else {"reference": self.reference}),
+            **({} if self.signer is None else {"signer": self.signer}),
         }
 
     @property
@@ -435,20 +462,23 @@ class OwnerKey:
         c = doc["committed"]
         if not isinstance(c, dict):
             raise NNMarkError(f"{source}: field committed must be an object")
-        _fields(c, _COMMITTED_FIELDS, _COMMITTED_FIELDS - {"reference"}, source, "committed.")
+        _fields(c, _COMMITTED_FIELDS, _COMMITTED_FIELDS - _OPTIONAL_COMMITTED, source, "committed.")
         owner = _check_owner(c["owner"], f"{source}: field committed.owner")
         nonce = _check_nonce(c["nonce"], f"{source}: field committed.nonce")
         created = _check_created(c["created"], f"{source}: field committed.created")
         kdf = check_kdf(c["kdf"], source)
-        reference = c.get("reference")
-        if reference is not None:
-            reference = check_sha256(reference, f"{source}: field committed.reference")
+        reference, signer = (
+            None if name not in c else check(c[name], f"{source}: field committed.{name}")
+            for name, check in (("reference", check_sha256), ("signer", check_public_key))
+        )
         marks_doc = c["marks"]
         if not isinstance(marks_doc, list) or not 1 <= len(marks_doc) <= MAX_MARKS:
             raise NNMarkError(f"{source}: field committed.marks must hold 1 to {MAX_MARKS} marks")
         marks = tuple(
             dataclasses.replace(
-                _read_mark(m, i, owner, nonce, created, kdf, source), reference=reference
+                _read_mark(m, i, owner, nonce, created, kdf, source),
+                reference=reference,
+                signer=signer,
             )
             for i, m in enumerate(marks_doc)
         )
@@ -473,6 +503,7 @@ class OwnerKey:
             doc.get("signature"),
             doc.get("timestamp"),
             reference,
+            signer,
         )
 
     @classmethod
@@ -564,6 +595,19 @@ def check_sha256(value: Any, what: str) -> str:
     if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
         raise NNMarkError(f"{what} must be 64 lowercase hex digits (a SHA-256)")
     return value
+
+
+def check_public_key(value: Any, what: str) -> str:
+    """Canonical base64 of 32 bytes (an Ed25519 public key: whether it is a point on the curve
+    is checked where a signature is, nnmark.provenance)."""
+    try:
+        raw = base64.b64decode(value.encode("ascii"), validate=True)
+        canonical = len(raw) == 32 and base64.b64encode(raw).decode("ascii") == value
+    except (AttributeError, UnicodeEncodeError, binascii.Error):
+        canonical = False
+    if not canonical:
+        raise NNMarkError(f"{what} must be canonical base64 of a 32-byte Ed25519 public key")
+    return str(value)
 
 
 def _check_created(created: Any, what: str) -> str:

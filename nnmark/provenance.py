@@ -156,6 +156,24 @@ def fingerprint(public_key: ed25519.Ed25519PublicKey) -> str:
     return "ed25519:" + hashlib.sha256(raw).hexdigest()[:32]
 
 
+def public_key_text(private_key: ed25519.Ed25519PrivateKey) -> str:
+    """An identity's public key as a key commits to it (OwnerKey.with_signer): base64 of its 32
+    raw bytes, the text of a signature's `public_key`."""
+    raw = private_key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return base64.b64encode(raw).decode("ascii")
+
+
+def text_fingerprint(public_key: str) -> str:
+    """The fingerprint of a public key given as `public_key_text` writes it."""
+    raw = _b64(public_key, "public key", 32)
+    try:
+        return fingerprint(ed25519.Ed25519PublicKey.from_public_bytes(raw))
+    except ValueError:
+        raise NNMarkError("public key is not an Ed25519 public key") from None
+
+
 def new_identity(path: str | Path) -> str:
     """Write a fresh Ed25519 private key (PEM, PKCS#8, unencrypted) and return its fingerprint.
 
@@ -195,12 +213,9 @@ def load_identity(path: str | Path) -> ed25519.Ed25519PrivateKey:
 def sign_commitment(commitment_hex: str, private_key: ed25519.Ed25519PrivateKey) -> dict[str, str]:
     """The key file's "signature" object: the public key travels with it, the fingerprint names it."""
     message = SIGNATURE_CONTEXT + _commitment(commitment_hex).hex().encode()
-    raw = private_key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
     return {
         "algorithm": "ed25519",
-        "public_key": base64.b64encode(raw).decode("ascii"),
+        "public_key": public_key_text(private_key),
         "signature": base64.b64encode(private_key.sign(message)).decode("ascii"),
     }
 

@@ -459,7 +459,9 @@ def test_the_other_sides_text_prints_on_one_line(
     path.write_text(json.dumps(stamped))
     r = runner.invoke(app, ["key", "show", str(path)])
     lines = r.stdout.strip().splitlines()
-    assert r.exit_code == 0 and len(lines) == 7 and "http://x?timestamp:" in lines[-1], r.stdout
+    ts = [line for line in lines if line.startswith("timestamp:")]
+    assert r.exit_code == 0 and len(lines) == 9 and len(ts) == 1, r.stdout
+    assert "http://x?timestamp:" in ts[0], r.stdout
     state = load_file(str(model_file))
     bad_meta = {**model_info(plain_cnn, digits).to_metadata(), "nnmark.task": "x\nverdict: FOUND"}
     save_file(state, str(tmp_path / "task.safetensors"), metadata=bad_meta)

@@ -227,6 +227,51 @@ def test_a_stamp_made_after_signing_names_the_signer_and_a_new_signer_voids_it(
     assert "signature is not timestamped" in json.loads(r.stdout)["priority"]
 
 
+def test_a_key_that_commits_to_its_signer_takes_no_other(files: Path, tmp_path: Path) -> None:
+    """`embed --identity` commits the identity's public key before the first secret and signs
+    the key: a copy of the file that leaks before it is stamped cannot be signed by anyone
+    else (the signature is refused, and editing the committed signer changes every secret)."""
+    for who in ("me", "thief"):
+        assert key_cli("identity", "--out", tmp_path / f"{who}.pem").exit_code == 0
+    key, out = tmp_path / "k.nnkey", tmp_path / "m.safetensors"
+    args = ["--scheme", "uchida", "--out", str(out), "--key-out", str(key)]
+    r = runner.invoke(
+        app,
+        ["embed", str(files / "plain.safetensors"), *args, "--identity", str(tmp_path / "me.pem")],
+    )
+    assert r.exit_code == 0 and "found in the saved model" in r.stdout, r.stdout + r.stderr
+    shown = json.loads(key_cli("show", key, "--json").stdout)
+    assert shown["committed_signer"] == shown["signature"]["fingerprint"]
+    r = runner.invoke(app, ["verify", str(out), "--key", str(key), "--json"])
+    assert r.exit_code == 0, r.stderr
+    fp = shown["committed_signer"]
+    assert json.loads(r.stdout)["priority"] == f"signed by {fp}, the signer the key commits to"
+
+    # the thief's signature: refused by `key sign`, and by verify when put in by hand
+    line = key_cli("sign", key, "--identity", tmp_path / "thief.pem", "--replace").stderr
+    assert "commits to signer" in line and "only the committed signer" in line
+    doc = json.loads(key.read_text())
+    thief_key = OwnerKey.load(key)
+    from nnmark.provenance import load_identity, public_key_text, sign_commitment
+
+    doc["signature"] = sign_commitment(thief_key.commitment, load_identity(tmp_path / "thief.pem"))
+    r = runner.invoke(app, ["verify", str(out), "--key", str(write(tmp_path, doc)), "--json"])
+    assert r.exit_code == 2 and "not by the signer it commits to" in r.stderr, r.stderr
+    # ... or with the committed signer edited to the thief's: another key, whose secrets differ
+    doc["committed"]["signer"] = public_key_text(load_identity(tmp_path / "thief.pem"))
+    doc["commitment"] = sha256_hex(doc["committed"])
+    doc["signature"] = sign_commitment(doc["commitment"], load_identity(tmp_path / "thief.pem"))
+    edited_key = OwnerKey.from_json(doc)
+    assert edited_key.marks[0].secret != thief_key.marks[0].secret
+    r = runner.invoke(app, ["verify", str(out), "--key", str(write(tmp_path, doc)), "--json"])
+    assert r.exit_code == 1 and json.loads(r.stdout)["verdict"] == "not_found", r.stdout
+    # a committed signer that is not a public key's canonical text: refused at load
+    doc["committed"]["signer"] = "AAAA"
+    doc["commitment"] = sha256_hex(doc["committed"])
+    with pytest.raises(NNMarkError, match="committed.signer must be canonical base64"):
+        OwnerKey.from_json(doc)
+
+
 def key_cli(*args: str | Path) -> Any:
     return runner.invoke(app, ["key", *map(str, args)])
 

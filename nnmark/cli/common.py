@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from nnmark.errors import NNMarkError
+
+if TYPE_CHECKING:
+    from nnmark.keys import OwnerKey
 
 app = typer.Typer(
     name="nnmark",
@@ -326,3 +329,47 @@ def pick_device(spec: str) -> Any:
 SetOption = typer.Option(
     "--set", help="Scheme/attack option as key=value (repeatable); unknown keys exit 2."
 )
+
+
+#: --identity on the commands that make keys (train, embed).
+IdentityOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--identity",
+        help="Sign the key with this identity (from `nnmark key identity`); a new key commits "
+        "to it before its first secret, so no other identity can ever sign it",
+    ),
+]
+
+
+def signer_for(
+    identity: Path | None, key: OwnerKey | None, owner: str
+) -> tuple[OwnerKey | None, Any]:
+    """(the key to embed with, the identity's private key), read before any training: a new
+    key committed to --identity; an existing key kept, if it commits to no other signer."""
+    from nnmark.keys import OwnerKey
+    from nnmark.provenance import load_identity, public_key_text, text_fingerprint
+
+    if identity is None:
+        return key, None
+    private = load_identity(identity)
+    mine = public_key_text(private)
+    if key is None:
+        return OwnerKey.new(owner).with_signer(mine), private
+    if key.signer not in (None, mine):
+        raise NNMarkError(
+            f"the key commits to signer {text_fingerprint(key.signer or '')}, and --identity "
+            f"{identity} is {text_fingerprint(mine)}: only the committed signer can sign it"
+        )
+    return key, private
+
+
+def signed(key: OwnerKey, private: Any) -> OwnerKey:
+    """The key signed by `private` (None: as it is)."""
+    import dataclasses
+
+    from nnmark.provenance import sign_commitment
+
+    if private is None:
+        return key
+    return dataclasses.replace(key, signature=sign_commitment(key.commitment, private))

@@ -12,6 +12,7 @@ from rich.table import Table
 from nnmark.cli.common import (
     AmpOpt,
     DeviceOpt,
+    IdentityOpt,
     KeyDataOpt,
     MaxParamsOpt,
     SetOption,
@@ -27,6 +28,8 @@ from nnmark.cli.common import (
     parse_options,
     pick_amp,
     pick_device,
+    signed,
+    signer_for,
 )
 from nnmark.config import MAX_SEED, REMOTE_TIME_LIMIT
 from nnmark.errors import NNMarkError, one_line
@@ -140,6 +143,7 @@ def train_cmd(
             "realigns suspects to",
         ),
     ] = None,
+    identity: IdentityOpt = None,
     device: DeviceOpt = "auto",
     amp: AmpOpt = None,
     workers: WorkersOpt = 0,
@@ -158,8 +162,8 @@ def train_cmd(
         check_output(key_out, force)
     elif sets:
         raise NNMarkError("--set needs a --scheme")
-    elif reference_unmarked is not None:
-        raise NNMarkError("--reference-unmarked needs a --scheme (it is committed in the key)")
+    elif reference_unmarked is not None or identity is not None:
+        raise NNMarkError("--reference-unmarked and --identity need a --scheme (and a key)")
     outputs = {"--out": out_path, "--key-out": key_out}
     distinct_paths(outputs, {"--reference-unmarked": reference_unmarked})
     reference = None
@@ -167,6 +171,7 @@ def train_cmd(
         from nnmark.io import load_model
 
         reference, _ = load_model(reference_unmarked, max_params=max_params)
+    new_key, private = signer_for(identity, None, owner)  # read before any training
     bundle = load_data(data)
     cfg = _train_config(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     net = new_model(model, bundle, seed=seed)
@@ -181,6 +186,7 @@ def train_cmd(
                 bundle,
                 scheme,
                 options=parse_options(sets),
+                key=new_key,
                 owner=owner,
                 bits=bits,
                 config=cfg,
@@ -191,6 +197,7 @@ def train_cmd(
                 workers=workers,
                 reference=reference,
             )
+            key = signed(key, private)
     metrics = evaluate(trained, bundle.loader("test", 256), bundle.task)
     if scheme == "none":
         _save(trained, model_info(trained, bundle), out_path)
@@ -252,6 +259,7 @@ def embed_cmd(
     force: Annotated[bool, typer.Option(help="Overwrite an existing key file")] = False,
     device: DeviceOpt = "auto",
     amp: AmpOpt = None,
+    identity: IdentityOpt = None,
     workers: WorkersOpt = 0,
     max_params: MaxParamsOpt = None,
 ) -> None:
@@ -280,6 +288,7 @@ def embed_cmd(
             "only: a new mark voids them; write the new key to another file and keep this one "
             "for the models it marked"
         )
+    key, private = signer_for(identity, key, owner)  # read before any training
     net, info = load_model(model_path, max_params=max_params)
     bundle = load_data(data)
     before = evaluate(net, bundle.loader("test", 256), bundle.task)
@@ -307,15 +316,17 @@ def embed_cmd(
             device=dev,
             amp=precision,
             workers=workers,
-            reference=None if distill or key is not None else net,
+            reference=None if distill or key_in is not None else net,
         )
+    key = signed(key, private)
     after = evaluate(marked, bundle.loader("test", 256), bundle.task)
     _save_marked(marked, model_info(marked, bundle), out_path, key, key_out)
     out.print(f"test before {_fidelity_text(before)} -> after {_fidelity_text(after)}")
     out.print(f"saved {out_path} and key {key_out}")
-    if proofs:
+    missing = [n for n in proofs if not getattr(key, n)]
+    if missing:
         err.print(
-            f"note: {key_out} has no {' or '.join(proofs)} ({key_in}'s cover its old marks "
+            f"note: {key_out} has no {' or '.join(missing)} ({key_in}'s cover its old marks "
             "only): sign and stamp it again (nnmark key sign / key timestamp)"
         )
     _check_marks(marked, key, bundle, scheme, parse_options(sets))

@@ -91,11 +91,13 @@ def sign_cmd(
     Sign before `key timestamp`: the stamp then proves the signature was made by its time. A
     stamp that covers the signature being replaced is void with it and is removed (--replace).
     """
-    from nnmark.provenance import check_signature, load_identity, sign_commitment
+    from nnmark.cli.common import signer_for
+    from nnmark.provenance import check_signature, sign_commitment
 
     key = OwnerKey.load(key_path)
     _keep(key_path, "signature", key.signature is not None and not replace)
-    doc = sign_commitment(key.commitment, load_identity(identity))
+    _, private = signer_for(identity, key, key.owner)  # only the signer a key commits to
+    doc = sign_commitment(key.commitment, private)
     fp = check_signature(key.commitment, doc)
     stamp, note = key.timestamp, ""
     if stamp is not None and _stamp_covers_signature(key):
@@ -162,7 +164,10 @@ def _signature_status(key: OwnerKey) -> dict[str, Any]:
     if key.signature is None:
         return {"status": "none"}
     try:
-        return {"status": "valid", "fingerprint": check_signature(key.commitment, key.signature)}
+        fp = check_signature(key.commitment, key.signature)
+        if key.signer is not None and key.signature["public_key"] != key.signer:
+            raise NNMarkError(f"by {fp}, not by the signer the key commits to")
+        return {"status": "valid", "fingerprint": fp}
     except NNMarkError as exc:
         return {"status": "invalid", "reason": str(exc)}
 
@@ -225,7 +230,7 @@ def show_cmd(
     """
     key = OwnerKey.load(key_path)
     trusted = [_read_cert(tsa_cert)] if tsa_cert else None
-    from nnmark.provenance import stamp_imprint
+    from nnmark.provenance import stamp_imprint, text_fingerprint
 
     sig = _signature_status(key)
     signature = key.signature if sig["status"] == "valid" else None
@@ -235,6 +240,7 @@ def show_cmd(
         "owner": key.owner,
         "created": key.created,
         "commitment": key.commitment,
+        "committed_signer": None if key.signer is None else text_fingerprint(key.signer),
         "marks": [{"scheme": m.scheme, "layer": m.layer, "bits": len(m.bits)} for m in key.marks],
         "signature": sig,
         "timestamp": ts,
@@ -264,6 +270,7 @@ def show_cmd(
         ("owner", key.owner),
         ("created", key.created),
         ("commitment", key.commitment),
+        ("signer", result["committed_signer"] or "none committed (any identity can sign)"),
         ("marks", marks),
         ("signature", sig_line),
         ("timestamp", ts_line),
