@@ -106,6 +106,16 @@ class Suspect:
         return True
 
 
+class UnreadableSuspect(Suspect):
+    """Nothing to read, and why: nnmark.api.verify turns it into not_found with the reason
+    (a realigned suspect that could not be matched; an ONNX graph that does not run the
+    weights a white-box mark would read)."""
+
+    def __init__(self, label: str, reason: str) -> None:
+        self.label = label
+        self.unreadable = reason
+
+
 class ModuleSuspect(Suspect):
     """A live `nn.Module` (a user's own class works too)."""
 

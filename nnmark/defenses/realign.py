@@ -91,7 +91,7 @@ from nnmark.errors import NNMarkError
 from nnmark.io import load_model, model_sha256
 from nnmark.keys import Mark
 from nnmark.schemes.base import NotRealignable, Scheme
-from nnmark.suspect import ModuleSuspect, Suspect
+from nnmark.suspect import ModuleSuspect, Suspect, UnreadableSuspect
 
 #: A suspect channel correlating less than this with every reference channel is dropped
 #: instead of merged (it is not a copy of anything).
@@ -294,14 +294,6 @@ def blind(reference: nn.Module, schemes: list[Scheme]) -> tuple[nn.Module, dict[
     return model, refused
 
 
-class _Unreadable(Suspect):
-    """Nothing to read, and why (nnmark.api.verify turns it into not_found with the reason)."""
-
-    def __init__(self, label: str, reason: str) -> None:
-        self.label = label
-        self.unreadable = reason
-
-
 class RealignedSuspect(Suspect):
     """A suspect realigned to the owner's blinded reference. White-box marks read the realigned
     model; black-box and integrity marks the suspect as given; a white-box mark that cannot be
@@ -330,9 +322,9 @@ class RealignedSuspect(Suspect):
         if SCHEMES.get(mark.scheme).kind != "whitebox":
             return self.original
         if mark.index in self.refused:
-            return _Unreadable(self.label, self.refused[mark.index])
+            return UnreadableSuspect(self.label, self.refused[mark.index])
         if self.realigned is None:
-            return _Unreadable(self.label, f"cannot realign to the reference: {self.failure}")
+            return UnreadableSuspect(self.label, f"cannot realign to the reference: {self.failure}")
         if mark.index in self.chosen:
             view = copy.copy(self.realigned)
             view.needs_timestamp = self.chosen[mark.index]
