@@ -494,7 +494,9 @@ def _read(
     for view in views:
         view = view.with_budget(left)
         if view.unreadable is not None:  # e.g. not realignable: not_found, with the reason
-            read.append((view, sch.unreadable_verdict(view.unreadable, threshold)))
+            v = sch.unreadable_verdict(view.unreadable, threshold)
+            v = dataclasses.replace(v, details={**v.details, "not_read": view.unreadable})
+            read.append((view, v))
         else:
             read.append((view, sch.verify(view, threshold / len(views))))
         if left is not None:

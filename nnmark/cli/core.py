@@ -366,11 +366,13 @@ def verdict_table(v: Verdict) -> Table:
 
 
 def evidence_lines(v: Verdict) -> list[str]:
-    """What a table cannot hold, per mark: the changed tensors of an integrity mark and the
-    decoded payload of an error-corrected one."""
+    """What a table cannot hold, per mark: why a mark was not read, the changed tensors of an
+    integrity mark and the decoded payload of an error-corrected one."""
     lines = []
     for part in v.parts or (v,):
         d = part.details
+        if d.get("not_read"):
+            lines.append(f"{part.scheme}: not read: {d['not_read']}")
         if "changed" in d and part.verdict == "modified":
             changed = d["changed"]
             names = ", ".join(changed) if changed else "none localised"
