@@ -9,12 +9,15 @@ once and names the copies through `Identity` nodes (e.g. the BatchNorm weights o
 all ones): `initializer_names` follows those, so every state-dict name still resolves.
 `OnnxSuspect` reads initializers by name (white-box) and runs the graph with onnxruntime
 (black-box) in a child process with a memory limit and a deadline, since the graph is the
-other side's program.
+other side's program. A white-box mark is read only once a zoo architecture, computing with
+the initializers, is shown to give the graph's answers (nnmark.integrations.onnx_arch): a graph
+that undoes a transform of its stored weights (-W and a Neg) is not read, with the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import select
@@ -26,7 +29,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import torch
@@ -34,7 +37,11 @@ from torch import nn
 
 from nnmark.errors import NNMarkError
 from nnmark.io import atomic_write_bytes, plain_file_name
-from nnmark.suspect import Suspect
+from nnmark.suspect import Suspect, UnreadableSuspect
+
+if TYPE_CHECKING:
+    from nnmark.integrations.onnx_arch import GraphCheck
+    from nnmark.keys import Mark
 
 
 def initializer_names(graph: Any) -> dict[str, str]:
@@ -300,7 +307,8 @@ def live_names(graph: Any) -> set[str]:
 
 class OnnxSuspect(Suspect):
     """An ONNX file: initializers by name, predictions through onnxruntime in a bounded child
-    process (`OrtWorker`)."""
+    process (`OrtWorker`); white-box marks read it only where the graph runs its initializers
+    as a zoo architecture does (`for_mark`)."""
 
     own_graph = (
         "an ONNX file holds its own graph, which runs its weights and which no key describes "
@@ -328,6 +336,7 @@ class OnnxSuspect(Suspect):
                     f"{self.path}: initializer {tensor.name[:80]!r} names its data at "
                     f"{where[:80]!r}: external data must be a file beside the model"
                 )
+        self._graph = model.graph
         self._init = {i.name: i for i in model.graph.initializer}
         self._names = initializer_names(model.graph)
         self._live = live_names(model.graph)
@@ -336,12 +345,38 @@ class OnnxSuspect(Suspect):
         # and one read of each initializer (shared the same way)
         self._worker: dict[str, OrtWorker] = {}
         self._read: dict[str, np.ndarray] = {}
+        self._checked: dict[str, GraphCheck] = {}  # the check's outcome, once
+        #: a view for a white-box mark (`for_mark`): the only names it serves (None: all)
+        self._serve: frozenset[str] | None = None
+
+    def for_mark(self, mark: Mark) -> Suspect:
+        """This file for black-box and integrity marks (the integrity mark certifies the
+        tensors only: `own_graph`); for a white-box mark, a view serving only the tensors of a
+        zoo architecture shown to give the graph's answers computing with them on seeded
+        probes (onnx_arch.graph_runs_its_weights), or, where none is, a view not read, with why.
+        """
+        from nnmark.integrations.onnx_arch import graph_runs_its_weights
+        from nnmark.schemes import SCHEMES
+
+        if SCHEMES.get(mark.scheme).kind != "whitebox":
+            return self
+        if "check" not in self._checked:
+            ranks = {n: len(self._init[own].dims) for n, own in self._names.items()}
+            self._checked["check"] = graph_runs_its_weights(
+                self._graph, ranks, self.tensor, self.predict
+            )
+        check = self._checked["check"]
+        if check.reason is not None:
+            return UnreadableSuspect(self.label, f"{self.path}: {check.reason}")
+        view = copy.copy(self)
+        view._serve = check.names
+        return view
 
     def tensor(self, name: str) -> torch.Tensor | None:
         """A fresh tensor of the initializer `name` reaches. Each initializer is read once (its
         aliases share it) and MAX_INITIALIZER_VALUES in all are read from one file: 4 names of
         one 2 GiB initializer took 4.2 GiB each (red team, session 26)."""
-        if name not in self._names:
+        if name not in self._names or (self._serve is not None and name not in self._serve):
             return None
         own = self._names[name]
         if own not in self._live:
@@ -382,7 +417,7 @@ class OnnxSuspect(Suspect):
         return array
 
     def tensor_names(self) -> list[str]:
-        return list(self._names)
+        return [n for n in self._names if self._serve is None or n in self._serve]
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         if "ort" not in self._worker:

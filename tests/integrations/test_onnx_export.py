@@ -316,3 +316,99 @@ def test_a_decoy_initializer_the_graph_does_not_use_is_refused(exported, tmp_pat
         r.exit_code == 2 and len(lines) == 1 and "takes no part in the graph's answers" in lines[0]
     )
     onnx.checker.check_model(proto)  # the decoy file is a valid model
+
+
+def _transformed(d: Path, layer: str, out: Path, how: str) -> Path:
+    """The exported file with the marked layer's stored weights transformed and the graph
+    undoing it right after that layer's node: "neg" stores -W and negates the output, "scale"
+    stores 2W and multiplies the output by 0.5 (the convolution has no bias)."""
+    from nnmark.integrations.onnx import initializer_names
+
+    proto = onnx.load(str(d / "m.onnx"))
+    graph = proto.graph
+    own = initializer_names(graph)[layer]
+    init = next(i for i in graph.initializer if i.name == own)
+    w = numpy_helper.to_array(init)
+    init.CopyFrom(numpy_helper.from_array(-w if how == "neg" else 2 * w, own))
+    at, node = next((k, n) for k, n in enumerate(graph.node) if own in n.input)
+    done = node.output[0]
+    node.output[0] = done + ".pre"
+    if how == "neg":
+        undo = onnx.helper.make_node("Neg", [done + ".pre"], [done])
+    else:
+        graph.initializer.append(numpy_helper.from_array(np.float32(0.5), "half"))
+        undo = onnx.helper.make_node("Mul", [done + ".pre", "half"], [done])
+    graph.node.insert(at + 1, undo)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))
+    return out
+
+
+@pytest.mark.parametrize("how", ["neg", "scale"])
+def test_a_graph_that_undoes_transformed_weights_is_not_read_white_box(  # type: ignore[no-untyped-def]
+    exported, digits: DataBundle, tmp_path: Path, how: str
+) -> None:
+    """Red team: -W stored under the marked layer's name and a Neg after the layer (or 2W and
+    a Mul by 0.5): answers identical, the white-box read not_found as if unmarked. The graph
+    does not compute the zoo architecture with its initializers, so the white-box mark is not
+    read, with why; the black-box mark of the same key is still verified, and found."""
+    from nnmark import verify
+
+    model, key, d = exported
+    layer = f"{key.marks[0].layer}.weight"
+    path = _transformed(d, layer, tmp_path / f"{how}.onnx", how)
+    honest, thief = load_suspect(d / "m.onnx"), load_suspect(path)
+    x = digits.x[:16]
+    assert torch.allclose(thief.predict(x), honest.predict(x), atol=1e-4)  # same answers
+    stored = thief.tensor(layer)
+    assert stored is not None and not torch.equal(stored, model.state_dict()[layer])
+    v = verify(thief, key)
+    parts = {p.scheme: p for p in v.parts}
+    print(how, "uchida:", parts["uchida"].reason)
+    assert parts["uchida"].verdict == "not_found"
+    assert "does not compute the zoo architecture" in (parts["uchida"].reason or "")
+    assert "resnet20" in (parts["uchida"].reason or "")
+    assert parts["content"].verdict == "found"
+
+
+def test_an_onnx_file_matching_no_zoo_architecture_is_not_read_white_box(  # type: ignore[no-untyped-def]
+    exported, tmp_path: Path
+) -> None:
+    """The classifier's initializer renamed (the graph computing with it under its new name):
+    no zoo architecture has all its tensors in the file, so nothing shows the graph runs the
+    marked layer as stored; the white-box mark is not read, with why, on the CLI too (one
+    verdict, no traceback); the black-box mark is found."""
+    _, key, d = exported
+    proto = onnx.load(str(d / "m.onnx"))
+    for init in proto.graph.initializer:
+        if init.name == "fc.weight":
+            init.name = "head.w"
+    for node in proto.graph.node:
+        node.input[:] = ["head.w" if n == "fc.weight" else n for n in node.input]
+    onnx.save(proto, str(tmp_path / "renamed.onnx"))
+    r = runner.invoke(
+        app, ["verify", str(tmp_path / "renamed.onnx"), "--key", str(d / "k.nnkey"), "--json"]
+    )
+    assert r.exit_code in (0, 1) and "Traceback" not in r.output, r.output
+    parts = {p["scheme"]: p for p in json.loads(r.stdout)["parts"]}
+    print("renamed, uchida:", parts["uchida"]["reason"])
+    assert parts["uchida"]["verdict"] == "not_found"
+    assert "match no zoo architecture" in parts["uchida"]["reason"]
+    assert parts["content"]["verdict"] == "found"
+
+
+def test_verify_on_a_neg_trick_file_gives_the_reason_on_the_command_line(  # type: ignore[no-untyped-def]
+    exported, tmp_path: Path
+) -> None:
+    """`nnmark verify` on the Neg-trick file: the refusal is the white-box part's reason, on
+    one line in --json, no traceback; the exit code follows the combined verdict."""
+    _, key, d = exported
+    path = _transformed(d, f"{key.marks[0].layer}.weight", tmp_path / "neg.onnx", "neg")
+    r = runner.invoke(app, ["verify", str(path), "--key", str(d / "k.nnkey"), "--json"])
+    assert r.exit_code in (0, 1) and "Traceback" not in r.output, r.output
+    v = json.loads(r.stdout)
+    reason = {p["scheme"]: p for p in v["parts"]}["uchida"]["reason"]
+    assert "\n" not in reason and "its weights are not what it runs" in reason
+    r = runner.invoke(app, ["verify", str(path), "--key", str(d / "k.nnkey")])
+    lines = [line for line in r.stdout.splitlines() if line.startswith("uchida: not read: ")]
+    assert "Traceback" not in r.output and len(lines) == 1 and "not what it runs" in lines[0]

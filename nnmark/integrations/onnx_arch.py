@@ -1,0 +1,198 @@
+"""Does an ONNX graph run the weights a white-box mark reads? (`graph_runs_its_weights`)
+
+A white-box mark is read from the initializer named as the marked layer, but the graph is the
+other side's program: it can store -W under the layer's name and negate the layer's output, or
+store 2W and halve it, and answer exactly as the marked model while the stored tensor reads as
+no mark (red team: not_found, answers identical). ONNX files carry no zoo metadata, so the
+architecture is found from the initializers: a zoo architecture (at the structural settings of
+`_VARIANTS`) matches when every one of its parameters and buffers is an initializer of the same
+name and rank. Its widths are the file's (each tensor is set as read, whatever its size), and
+it is then run on seeded probe inputs beside the graph (through the bounded ORT worker): the
+reading is sound only if some matching architecture, computing with exactly the initializers a
+white-box mark reads, gives the graph's answers. Otherwise the white-box marks of the file are
+not read, and the reason says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnmark.errors import NNMarkError
+
+#: Structural settings tried per zoo architecture (names of parameters depend on them; widths do
+#: not, they are read from the file). Defaults only for the others.
+_VARIANTS: dict[str, list[dict[str, Any]]] = {
+    "mlp": [{"depth": d} for d in range(1, 17)],
+    "resnet20": [{"shortcut": s, "widen": w} for s in ("A", "B") for w in (1, 2)],
+    "resnet32": [{"shortcut": s, "widen": w} for s in ("A", "B") for w in (1, 2)],
+    "wrn": [{"depth": d, "widen": w} for d in (10, 16, 22, 28, 34, 40) for w in (1, 2)],
+}
+#: At most this many matching architectures are built and run (the largest first).
+MAX_BUILDS = 3
+#: Probe batches (seeded noise) and their size when the graph does not fix its batch.
+PROBES = 2
+PROBE_BATCH = 4
+#: The most values one probe batch may hold (the graph's declared input shape is the other
+#: side's number).
+MAX_PROBE_VALUES = 1 << 24
+#: Agreement: max |zoo - graph| <= RTOL x the largest |output| (float32 accumulation order).
+RTOL = 1e-3
+
+
+@dataclass(frozen=True)
+class GraphCheck:
+    """What the check found: the architecture shown to compute the graph's answers and the
+    initializer names it computes with (the only ones a white-box mark may read), or why
+    none was (`reason`)."""
+
+    arch: str | None = None
+    names: frozenset[str] = frozenset()
+    reason: str | None = None
+
+
+def _candidates() -> Iterator[tuple[str, dict[str, Any], dict[str, int]]]:
+    """(architecture, structural kwargs, parameter and buffer name -> rank), built on the meta
+    device (nothing allocated)."""
+    from nnmark.models import MODELS
+
+    for arch in MODELS.names():
+        for kwargs in _VARIANTS.get(arch, [{}]):
+            try:
+                with torch.device("meta"):
+                    model = MODELS.get(arch)(**kwargs)
+            except (TypeError, ValueError, RuntimeError):
+                continue
+            ranks = {
+                k: v.dim()
+                for k, v in model.state_dict().items()
+                if not k.endswith("num_batches_tracked")  # not in an eval-mode graph
+            }
+            yield arch, kwargs, ranks
+
+
+def matching_architectures(
+    ranks: Mapping[str, int],
+) -> list[tuple[str, dict[str, Any], frozenset[str]]]:
+    """The zoo architectures (name, structural kwargs, their tensor names) every parameter and
+    buffer of which is among `ranks` (initializer name -> rank) with its rank, most names
+    first."""
+    found = [
+        (arch, kwargs, frozenset(need))
+        for arch, kwargs, need in _candidates()
+        if all(ranks.get(k) == r for k, r in need.items())
+    ]
+    return sorted(found, key=lambda f: -len(f[2]))
+
+
+def build_with(
+    arch: str, kwargs: dict[str, Any], read: Callable[[str], torch.Tensor | None]
+) -> nn.Module:
+    """`arch` with each parameter and buffer set to the tensor `read` gives for its name (its
+    shape as read: the widths are the file's), on the CPU, in eval mode."""
+    from nnmark.models import MODELS
+
+    with torch.device("meta"):
+        model = MODELS.get(arch)(**kwargs)
+    for name, _ in list(model.named_parameters()) + list(model.named_buffers()):
+        owner, _, leaf = name.rpartition(".")
+        module = model.get_submodule(owner)
+        if leaf == "num_batches_tracked":
+            module._buffers[leaf] = torch.zeros((), dtype=torch.long)
+            continue
+        tensor = read(name)
+        if tensor is None:
+            raise NNMarkError(f"no initializer {name!r}")
+        value = tensor.detach().to(torch.float32)
+        if leaf in module._parameters:
+            module._parameters[leaf] = nn.Parameter(value, requires_grad=False)
+        else:
+            module._buffers[leaf] = value
+    return model.eval()
+
+
+def probe_shape(graph: Any) -> tuple[int, ...]:
+    """The shape of one probe batch: the graph's first (non-initializer) input as it declares
+    it, its batch dimension PROBE_BATCH unless fixed. A one-line error when it declares none."""
+    inits = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    if not inputs or not inputs[0].type.HasField("tensor_type"):
+        raise NNMarkError("the graph declares no tensor input")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if not dims:
+        raise NNMarkError("the graph does not declare its input's shape")
+    shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 0 for d in dims]
+    if 0 in shape[1:]:
+        raise NNMarkError("the graph does not declare its input's shape (a free dimension)")
+    shape[0] = shape[0] or PROBE_BATCH
+    if int(np.prod(shape, dtype=np.float64)) > MAX_PROBE_VALUES:
+        raise NNMarkError(f"the graph's input shape {shape} is too large to probe")
+    return tuple(shape)
+
+
+def output_difference(
+    model: nn.Module, run_graph: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...]
+) -> float:
+    """The largest |zoo - graph| on PROBES seeded noise batches, relative to the largest
+    |output| (inf where they differ in shape, do not run, or are not finite)."""
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for _ in range(PROBES):
+        x = torch.randn(shape, generator=gen)
+        try:
+            with torch.no_grad():
+                want = model(x).float()
+        except RuntimeError:
+            return float("inf")  # the file's widths do not fit together in this architecture
+        got = run_graph(x).float()
+        if got.shape != want.shape or not (got.isfinite().all() and want.isfinite().all()):
+            return float("inf")
+        scale = max(float(want.abs().max()), float(got.abs().max()), 1e-12)
+        worst = max(worst, float((want - got).abs().max()) / scale)
+    return worst
+
+
+def graph_runs_its_weights(
+    graph: Any,
+    ranks: Mapping[str, int],
+    read: Callable[[str], torch.Tensor | None],
+    run_graph: Callable[[torch.Tensor], torch.Tensor],
+) -> GraphCheck:
+    """The zoo architecture matching the initializers (`ranks`: name -> rank; `read` reads one
+    by name) that computes the graph's answers (`run_graph`) with them, and the names it reads;
+    otherwise why the white-box marks of this file cannot be read."""
+    from nnmark.models import list_models
+
+    matches = matching_architectures(ranks)
+    if not matches:
+        return GraphCheck(
+            reason="its initializers match no zoo architecture ("
+            + ", ".join(list_models())
+            + "), so "
+            "nothing shows the graph runs the weights a white-box mark would read: verify a "
+            "black-box mark of the key, or the model itself (safetensors)"
+        )
+    try:
+        shape = probe_shape(graph)
+    except NNMarkError as exc:
+        return GraphCheck(
+            reason=f"{exc}, so it cannot be run beside the zoo architecture: verify a black-box mark "
+            "of the key, or the model itself (safetensors)"
+        )
+    diffs = []
+    for arch, kwargs, names in matches[:MAX_BUILDS]:
+        diff = output_difference(build_with(arch, kwargs, read), run_graph, shape)
+        if diff <= RTOL:
+            return GraphCheck(arch=arch, names=names)
+        diffs.append(f"{arch} {diff:.3g}")
+    return GraphCheck(
+        reason="the graph does not compute the zoo architecture its initializers name with those "
+        f"initializers (largest output difference relative to the outputs, on {PROBES} probe "
+        f"batches: {', '.join(diffs)}): its weights are not what it runs, so white-box marks "
+        "cannot be read from it; verify a black-box mark of the key, or the model itself"
+    )
