@@ -361,13 +361,19 @@ class OnnxSuspect(Suspect):
         if SCHEMES.get(mark.scheme).kind != "whitebox":
             return self
         if "check" not in self._checked:
-            ranks = {n: len(self._init[own].dims) for n, own in self._names.items()}
+            dims = {n: tuple(self._init[own].dims) for n, own in self._names.items()}
             self._checked["check"] = graph_runs_its_weights(
-                self._graph, ranks, self.tensor, self.predict
+                self._graph, dims, self.tensor, self.predict
             )
         check = self._checked["check"]
         if check.reason is not None:
             return UnreadableSuspect(self.label, f"{self.path}: {check.reason}")
+        if mark.layer is not None and not any(n.startswith(f"{mark.layer}.") for n in check.names):
+            return UnreadableSuspect(
+                self.label,
+                f"{self.path}: the graph computes {check.arch} with its initializers, which has "
+                f"no layer {mark.layer!r}: the marked layer's tensors are not what it runs",
+            )
         view = copy.copy(self)
         view._serve = check.names
         return view

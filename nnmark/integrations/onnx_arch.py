@@ -39,8 +39,10 @@ MAX_BUILDS = 3
 PROBES = 2
 PROBE_BATCH = 4
 #: The most values one probe batch may hold (the graph's declared input shape is the other
-#: side's number).
-MAX_PROBE_VALUES = 1 << 24
+#: side's number), and the most values all the zoo model's layers may output on it (counted
+#: first on the meta device: the widths are the file's, and the model runs in this process).
+MAX_PROBE_VALUES = 1 << 22
+MAX_ACTIVATION_VALUES = 1 << 27
 #: Agreement: max |zoo - graph| <= RTOL x the largest |output| (float32 accumulation order).
 RTOL = 1e-3
 
@@ -94,7 +96,8 @@ def build_with(
     arch: str, kwargs: dict[str, Any], read: Callable[[str], torch.Tensor | None]
 ) -> nn.Module:
     """`arch` with each parameter and buffer set to the tensor `read` gives for its name (its
-    shape as read: the widths are the file's), on the CPU, in eval mode."""
+    shape as read: the widths are the file's), in eval mode (on the tensors' device: meta
+    tensors give a model that counts, `activation_values`, and allocates nothing)."""
     from nnmark.models import MODELS
 
     with torch.device("meta"):
@@ -114,6 +117,28 @@ def build_with(
         else:
             module._buffers[leaf] = value
     return model.eval()
+
+
+def activation_values(model: nn.Module, shape: tuple[int, ...]) -> int | None:
+    """The values every module of `model` (built on meta tensors) outputs for an input of
+    `shape`, computed without allocating; None where the model does not run on it."""
+    total = 0
+
+    def count(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(torch.empty(shape, device="meta"))
+    except (RuntimeError, ValueError, IndexError):
+        return None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
 
 
 def probe_shape(graph: Any) -> tuple[int, ...]:
@@ -159,33 +184,46 @@ def output_difference(
 
 def graph_runs_its_weights(
     graph: Any,
-    ranks: Mapping[str, int],
+    dims: Mapping[str, tuple[int, ...]],
     read: Callable[[str], torch.Tensor | None],
     run_graph: Callable[[torch.Tensor], torch.Tensor],
 ) -> GraphCheck:
-    """The zoo architecture matching the initializers (`ranks`: name -> rank; `read` reads one
-    by name) that computes the graph's answers (`run_graph`) with them, and the names it reads;
-    otherwise why the white-box marks of this file cannot be read."""
+    """The zoo architecture matching the initializers (`dims`: name -> declared shape; `read`
+    reads one by name) that computes the graph's answers (`run_graph`) with them, and the names
+    it reads; otherwise why the white-box marks of this file cannot be read."""
     from nnmark.models import list_models
 
-    matches = matching_architectures(ranks)
+    matches = matching_architectures({k: len(v) for k, v in dims.items()})
     if not matches:
         return GraphCheck(
-            reason="its initializers match no zoo architecture ("
-            + ", ".join(list_models())
-            + "), so "
-            "nothing shows the graph runs the weights a white-box mark would read: verify a "
+            reason="its initializers match no zoo architecture (" + ", ".join(list_models()) + "), "
+            "so nothing shows the graph runs the weights a white-box mark would read: verify a "
             "black-box mark of the key, or the model itself (safetensors)"
         )
     try:
         shape = probe_shape(graph)
     except NNMarkError as exc:
         return GraphCheck(
-            reason=f"{exc}, so it cannot be run beside the zoo architecture: verify a black-box mark "
-            "of the key, or the model itself (safetensors)"
+            reason=f"{exc}, so it cannot be run beside the zoo architecture: verify a black-box "
+            "mark of the key, or the model itself (safetensors)"
         )
     diffs = []
     for arch, kwargs, names in matches[:MAX_BUILDS]:
+        try:
+            meta = build_with(arch, kwargs, lambda n: torch.empty(dims[n], device="meta"))
+        except (RuntimeError, ValueError):  # declared dims no tensor can have
+            values = None
+        else:
+            values = activation_values(meta, shape)
+        if values is None:
+            diffs.append(f"{arch} does not run with these shapes")
+            continue
+        if values > MAX_ACTIVATION_VALUES:
+            return GraphCheck(
+                reason=f"{arch} with its initializers outputs {values:,} values on a probe of "
+                f"shape {list(shape)} (at most {MAX_ACTIVATION_VALUES:,}), too many to run it "
+                "beside the graph: verify a black-box mark of the key, or the model itself"
+            )
         diff = output_difference(build_with(arch, kwargs, read), run_graph, shape)
         if diff <= RTOL:
             return GraphCheck(arch=arch, names=names)

@@ -412,3 +412,76 @@ def test_verify_on_a_neg_trick_file_gives_the_reason_on_the_command_line(  # typ
     r = runner.invoke(app, ["verify", str(path), "--key", str(d / "k.nnkey")])
     lines = [line for line in r.stdout.splitlines() if line.startswith("uchida: not read: ")]
     assert "Traceback" not in r.output and len(lines) == 1 and "not what it runs" in lines[0]
+
+
+def test_a_white_box_mark_reads_only_the_layers_the_graph_is_shown_to_run(
+    digits: DataBundle, tmp_path: Path
+) -> None:
+    """A 2-layer MLP whose graph feeds the head the first layer's output plus 0 x the second's:
+    every initializer is live, the 2-layer MLP does not give its answers, the 1-layer MLP
+    (a subset of its names) does. A mark on the second layer is not read (that layer is not
+    shown to be what the graph runs); one on the first layer is, and only the names of the
+    architecture shown are served."""
+    from onnx import helper
+
+    from nnmark.integrations.onnx import OnnxSuspect, export_onnx
+    from nnmark.keys import Mark
+
+    export_onnx(new_model("mlp", digits, seed=0).eval(), digits.input_shape, tmp_path / "m.onnx")
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    head = next(n for n in proto.graph.node if "head.weight" in n.input)
+    first = next(n for n in proto.graph.node if "hidden.0.weight" in n.input)
+    relu0 = next(n for n in proto.graph.node if n.op_type == "Relu" and first.output[0] in n.input)
+    proto.graph.initializer.append(numpy_helper.from_array(np.float32(0.0), "zero"))
+    proto.graph.node.insert(
+        len(proto.graph.node) - 1, helper.make_node("Mul", [head.input[0], "zero"], ["gone"])
+    )
+    proto.graph.node.insert(
+        len(proto.graph.node) - 1, helper.make_node("Add", [relu0.output[0], "gone"], ["mixed"])
+    )
+    head.input[0] = "mixed"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp_path / "skip.onnx"))
+    suspect = OnnxSuspect(tmp_path / "skip.onnx")
+
+    def mark(layer: str) -> Mark:
+        return Mark("uchida", {}, layer, (0,), "owner", "00" * 16)
+
+    skipped = suspect.for_mark(mark("hidden.1"))
+    print("hidden.1:", skipped.unreadable)
+    assert skipped.unreadable is not None and "no layer 'hidden.1'" in skipped.unreadable
+    read = suspect.for_mark(mark("hidden.0"))
+    assert read.unreadable is None and read.tensor("hidden.0.weight") is not None
+    assert read.tensor("hidden.1.weight") is None and "hidden.1.weight" not in read.tensor_names()
+
+
+def test_the_zoo_model_is_not_run_when_its_outputs_would_be_too_large(tmp_path: Path) -> None:
+    """The widths are the file's and the zoo model runs in nnmark's own process: the values
+    its layers would output on the probes are counted on the meta device first, and a file
+    declaring a CNN 4096 channels wide on 64 x 64 inputs is refused before anything is read or
+    run."""
+    from nnmark.integrations import onnx_arch
+
+    graph = onnx.load(str(_graph([], [], tmp_path / "g.onnx"))).graph
+    graph.input[0].type.tensor_type.shape.dim[2].dim_value = 64
+    graph.input[0].type.tensor_type.shape.dim[3].dim_value = 64
+    w = 4096
+    dims = {
+        "conv1.weight": (w, 1, 3, 3),
+        "conv1.bias": (w,),
+        "conv2.weight": (2 * w, w, 3, 3),
+        "conv2.bias": (2 * w,),
+        "conv3.weight": (2 * w, 2 * w, 3, 3),
+        "conv3.bias": (2 * w,),
+        "fc1.weight": (128, 2 * w * 16 * 16),
+        "fc1.bias": (128,),
+        "fc2.weight": (10, 128),
+        "fc2.bias": (10,),
+    }
+
+    def never(*_: object) -> torch.Tensor:
+        raise AssertionError("read or run")
+
+    check = onnx_arch.graph_runs_its_weights(graph, dims, never, never)
+    print(check.reason)
+    assert check.arch is None and "too many to run it beside the graph" in (check.reason or "")
