@@ -352,7 +352,7 @@ class OnnxSuspect(Suspect):
     def for_mark(self, mark: Mark) -> Suspect:
         """This file for black-box and integrity marks (the integrity mark certifies the
         tensors only: `own_graph`); for a white-box mark, a view serving only the tensors of a
-        zoo architecture shown to give the graph's answers computing with them on seeded
+        zoo architecture shown to give the graph's answers computing with them on noise
         probes (onnx_arch.graph_runs_its_weights), or, where none is, a view not read, with why.
         """
         from nnmark.integrations.onnx_arch import graph_runs_its_weights
