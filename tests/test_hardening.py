@@ -165,7 +165,7 @@ def test_idx_sizes_come_from_the_header_and_must_agree(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb-idx3-ubyte.gz"
     with gzip.open(bomb, "wb") as f:
         f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, 100000, 1000, 1000) + bytes(1 << 16))
-    with pytest.raises(NNMarkError, match="at most 2\\^28"):
+    with pytest.raises(NNMarkError, match="at most 2\\^27"):
         read_idx(bomb)
 
     def idx(name: str, shape: tuple[int, ...]) -> None:
@@ -180,6 +180,29 @@ def test_idx_sizes_come_from_the_header_and_must_agree(tmp_path: Path) -> None:
     idx("t10k-images-idx3-ubyte", (10, 28, 28))
     idx("t10k-labels-idx1-ubyte", (10,))
     with pytest.raises(NNMarkError, match="50 images and 40 labels"):
+        _load("mnist", str(tmp_path))
+
+
+def test_idx_images_are_bounded_together_before_they_become_floats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each file under its bound, train and test together over MAX_IDX_PIXELS (4 files of
+    2^28 declared pixels had peaked at 3.6 GB: red team, session 27); 60 images of 28 x 28
+    here against a bound lowered to 40,000 pixels."""
+    import nnmark.data.idx as idx_module
+
+    for stem, shape in (
+        ("train-images-idx3-ubyte", (50, 28, 28)), ("train-labels-idx1-ubyte", (50,)),
+        ("t10k-images-idx3-ubyte", (10, 28, 28)), ("t10k-labels-idx1-ubyte", (10,)),
+    ):  # fmt: skip
+        head = struct.pack(">BBBB", 0, 0, 8, len(shape)) + b"".join(
+            struct.pack(">I", s) for s in shape
+        )
+        with gzip.open(tmp_path / f"{stem}.gz", "wb") as f:
+            f.write(head + bytes(math.prod(shape)))
+    assert len(_load("mnist", str(tmp_path)).y) == 60
+    monkeypatch.setattr(idx_module, "MAX_IDX_PIXELS", 40_000)
+    with pytest.raises(NNMarkError, match="47,040 pixels of images \\(at most 40,000\\)"):
         _load("mnist", str(tmp_path))
 
 
@@ -358,6 +381,52 @@ def test_a_model_file_cannot_ask_for_millions_of_layers(tmp_path: Path) -> None:
         r = runner.invoke(app, ["evaluate", str(path)])
         assert r.exit_code == 2, (kwargs, r.stdout, r.stderr)
         assert "depth must be an integer in [1, 1000]" in r.stderr, r.stderr
+
+
+def test_a_model_file_cannot_ask_for_an_ensemble_of_thousands(tmp_path: Path) -> None:
+    """An ensemble's `members` came from the file's metadata unbounded: 200,000 cnn members
+    took over 300 s and 3 GB on the meta device before the size check (red team, session 27).
+    """
+    from safetensors.torch import save_file
+
+    for members in (200_000, 65, 0, "3", True):
+        kwargs = {"arch": "cnn", "members": members}
+        info = ModelInfo(arch="ensemble", arch_kwargs=kwargs, input_shape=(1, 8, 8), num_classes=10)
+        path = tmp_path / "many.safetensors"
+        save_file({"w": torch.zeros(1)}, str(path), metadata=info.to_metadata())
+        r = runner.invoke(app, ["evaluate", str(path)])
+        assert r.exit_code == 2, (members, r.stdout, r.stderr)
+        assert "members must be an integer in [1, 64]" in one_line(r.stderr), r.stderr
+
+
+@pytest.mark.parametrize(
+    ("attack", "says"),
+    [
+        ("unlearn:forget=1000000000", "forget must be in [1, 65536]"),
+        ("ensemble:members=100000", "members must be in [1, 64]"),
+    ],
+)
+def test_attack_options_that_size_an_allocation_are_bounded(
+    model_file: Path, tmp_path: Path, attack: str, says: str
+) -> None:
+    """`unlearn:forget` sized its forget set unbounded (10^9 asked for 8 GB), `ensemble:members`
+    the number of surrogates (red team, session 27): refused by name before anything runs."""
+    args = ["attack", attack, str(model_file), "--data", "digits", "--out", str(tmp_path / "a")]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and says in one_line(r.stderr), r.stdout + r.stderr
+
+
+def test_unlearn_bounds_its_forget_set_by_the_inputs_size() -> None:
+    """forget x the input's values is bounded too: 65,536 guessed 3 x 64 x 64 inputs are
+    805 million values."""
+    from nnmark.attacks.unlearn import Unlearn, UnlearnConfig
+
+    data = DataBundle(
+        name="big", task="classification", x=torch.zeros(4, 3, 64, 64),
+        y=torch.zeros(4, dtype=torch.long), splits={"thief": torch.arange(4)}, num_classes=2,
+    )  # fmt: skip
+    with pytest.raises(NNMarkError, match="forget=65536 inputs of 12,288 values"):
+        Unlearn(UnlearnConfig(forget=1 << 16)).run(torch.nn.Flatten(), data, torch.Generator())
 
 
 def _png_declaring(path: Path, width: int, height: int) -> None:

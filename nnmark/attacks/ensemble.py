@@ -53,11 +53,20 @@ class Ensemble(nn.Module):
         return torch.stack([m(x) for m in self.members]).mean(0)
 
 
+#: The most members an ensemble may have (a thief averaging more gains nothing measurable).
+MAX_MEMBERS = 64
+
+
 @MODELS.register("ensemble")
 def ensemble(arch: str = "cnn", members: int = 3, **kwargs: Any) -> nn.Module:
-    """`members` zoo models `arch` built with `kwargs`, averaged (so ensembles can be saved)."""
+    """`members` zoo models `arch` built with `kwargs`, averaged (so ensembles can be saved).
+    At most MAX_MEMBERS: a suspect file names its own `members`, and 200,000 of them took over
+    300 s and 3 GB to build on the meta device before its size was checked (red team,
+    session 27)."""
     if arch == "ensemble":
         raise ValueError("an ensemble's members cannot be ensembles")
+    if type(members) is not int or not 1 <= members <= MAX_MEMBERS:
+        raise ValueError(f"members must be an integer in [1, {MAX_MEMBERS}], got {members!r}")
     return Ensemble(create_model(arch, **kwargs) for _ in range(members))
 
 
@@ -72,7 +81,10 @@ class EnsembleConfig:
     arch: str | None = None
 
     def __post_init__(self) -> None:
-        check(self.members >= 1, f"members must be >= 1, got {self.members}")
+        check(
+            1 <= self.members <= MAX_MEMBERS,
+            f"members must be in [1, {MAX_MEMBERS}], got {self.members}",
+        )
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         check(self.queries >= 0, f"queries must be >= 0, got {self.queries}")
         check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")

@@ -23,7 +23,12 @@ from nnmark.attacks import register
 from nnmark.attacks._training import train_on
 from nnmark.attacks.base import Attack
 from nnmark.config import check
-from nnmark.data.base import DataBundle
+from nnmark.data.base import MAX_DATA_VALUES, DataBundle
+from nnmark.errors import NNMarkError
+
+#: The most guessed inputs the forget set may hold: it is allocated whole (forget=10^9 asked for
+#: 8 GB, red team, session 27), and `run` also bounds forget x input values.
+MAX_FORGET = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,10 @@ class UnlearnConfig:
     lr: float = 1e-3
 
     def __post_init__(self) -> None:
-        check(self.forget >= 1, f"forget must be >= 1, got {self.forget}")
+        check(
+            1 <= self.forget <= MAX_FORGET,
+            f"forget must be in [1, {MAX_FORGET}], got {self.forget}",
+        )
 
 
 def guessed_inputs(kind: str, x: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -66,6 +74,12 @@ class Unlearn(Attack):
         assert data is not None
         c = self.config
         x, y = data.tensors("thief")
+        values = c.forget * x[0].numel()
+        if values > MAX_DATA_VALUES:
+            raise NNMarkError(
+                f"unlearn: forget={c.forget} inputs of {x[0].numel():,} values make {values:,} "
+                f"values (at most {MAX_DATA_VALUES:,})"
+            )
         forget = guessed_inputs(c.guess, x, c.forget, generator)
         model.eval()
         with torch.no_grad():

@@ -25,9 +25,12 @@ FILES = {
 
 
 #: The most bytes an IDX file may hold (MNIST's training images: 47 MB): a header is read
-#: before the data, and no more than it declares is ever decompressed. As float32 the images
-#: take 4x: two files at this bound make 2 GiB of data.
-MAX_IDX_BYTES = 1 << 28
+#: before the data, and no more than it declares is ever decompressed.
+MAX_IDX_BYTES = 1 << 27
+#: The most pixels train and test images may hold together (MNIST: 55 million), checked before
+#: they become float32: at most 512 MiB of images. Two files at the old per-file bound made
+#: 2 GiB of floats and peaked at 3.6 GB (red team, session 27).
+MAX_IDX_PIXELS = 1 << 27
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -41,7 +44,7 @@ def read_idx(path: Path) -> np.ndarray:
             shape = [int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(head[3])]
             size = int(np.prod(shape, dtype=np.int64)) if len(dims) == 4 * head[3] else -1
             if not 0 <= size <= MAX_IDX_BYTES:
-                raise NNMarkError(f"{path}: an IDX header of {shape} (at most 2^28 bytes)")
+                raise NNMarkError(f"{path}: an IDX header of {shape} (at most 2^27 bytes)")
             raw = f.read(size + 1)  # one more: trailing data is an error too
     except (OSError, EOFError) as exc:
         raise NNMarkError(f"{path}: unreadable IDX file ({exc})") from None
@@ -77,6 +80,9 @@ def _load(name: str, path: str | None) -> DataBundle:
             raise NNMarkError(f"{name}: train and test images differ in size")
         if int(y.max()) > 9:
             raise NNMarkError(f"{name}: {part} labels must be 0 to 9, found {int(y.max())}")
+    pixels = arr["train_x"].size + arr["test_x"].size
+    if pixels > MAX_IDX_PIXELS:
+        raise NNMarkError(f"{name}: {pixels:,} pixels of images (at most {MAX_IDX_PIXELS:,})")
     x = np.concatenate([arr["train_x"], arr["test_x"]], dtype=np.float32)  # one copy, no more
     x /= 255.0
     y = np.concatenate([arr["train_y"], arr["test_y"]]).astype(np.int64)
