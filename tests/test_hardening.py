@@ -389,14 +389,18 @@ def test_a_model_file_cannot_ask_for_an_ensemble_of_thousands(tmp_path: Path) ->
     """
     from safetensors.torch import save_file
 
-    for members in (200_000, 65, 0, "3", True):
-        kwargs = {"arch": "cnn", "members": members}
+    many = "members must be an integer in [1, 64]"
+    deep = "members x depth must be at most 1000, got 64 x 1000"  # 64 mlps: 27 s to count
+    for kwargs, says in (
+        *(({"arch": "cnn", "members": m}, many) for m in (200_000, 65, 0, "3", True)),
+        ({"arch": "mlp", "members": 64, "depth": 1000, "hidden": 1}, deep),
+    ):
         info = ModelInfo(arch="ensemble", arch_kwargs=kwargs, input_shape=(1, 8, 8), num_classes=10)
         path = tmp_path / "many.safetensors"
         save_file({"w": torch.zeros(1)}, str(path), metadata=info.to_metadata())
         r = runner.invoke(app, ["evaluate", str(path)])
-        assert r.exit_code == 2, (members, r.stdout, r.stderr)
-        assert "members must be an integer in [1, 64]" in one_line(r.stderr), r.stderr
+        assert r.exit_code == 2, (kwargs, r.stdout, r.stderr)
+        assert says in one_line(r.stderr), r.stderr
 
 
 @pytest.mark.parametrize(
