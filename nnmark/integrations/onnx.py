@@ -283,6 +283,19 @@ def _read_external(init: Any, folder: Path, dtype: Any, count: int) -> np.ndarra
     return values.astype(np.dtype(dtype), copy=False).reshape(tuple(init.dims))
 
 
+def _subgraph_inputs(node: Any) -> list[str]:
+    """Every name the nodes of `node`'s subgraphs read (Loop / If / Scan bodies read outer
+    names), at every depth: an If inside a Loop body reads them too."""
+    names: list[str] = []
+    todo = [node]
+    while todo:
+        for attr in todo.pop().attribute:
+            for sub in [attr.g, *attr.graphs]:
+                names += [n for inner in sub.node for n in inner.input]
+                todo.extend(sub.node)
+    return names
+
+
 def live_names(graph: Any) -> set[str]:
     """Every value name the graph's outputs depend on: the inputs of the nodes reached walking
     back from the outputs (names a live node's subgraph reads count too). An initializer
@@ -296,10 +309,7 @@ def live_names(graph: Any) -> set[str]:
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
-        names = list(node.input)
-        for attr in node.attribute:  # Loop / If / Scan bodies read outer names
-            for sub in [attr.g, *attr.graphs]:
-                names += [n for inner in sub.node for n in inner.input]
+        names = list(node.input) + _subgraph_inputs(node)
         live.update(names)
         todo.extend(names)
     return live

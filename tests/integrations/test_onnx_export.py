@@ -485,3 +485,34 @@ def test_the_zoo_model_is_not_run_when_its_outputs_would_be_too_large(tmp_path: 
     check = onnx_arch.graph_runs_its_weights(graph, dims, never, never)
     print(check.reason)
     assert check.arch is None and "too many to run it beside the graph" in (check.reason or "")
+
+
+def test_names_read_in_nested_subgraphs_are_live() -> None:
+    """`live_names` followed a node's subgraphs one level deep: an initializer read only by an
+    If inside an If's branch (or a Loop's body) counted as taking no part in the answers."""
+    from onnx import TensorProto, helper
+
+    from nnmark.integrations.onnx import live_names
+
+    def branch(name: str, node: onnx.NodeProto) -> onnx.GraphProto:
+        out = helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)
+        return helper.make_graph([node], name, [], [out])
+
+    inner = helper.make_node(
+        "If", ["cond"], ["deep"],
+        then_branch=branch("t2", helper.make_node("Identity", ["W_deep"], ["d1"])),
+        else_branch=branch("e2", helper.make_node("Identity", ["W_else"], ["d2"])),
+    )  # fmt: skip
+    outer = helper.make_node(
+        "If", ["cond"], ["y"],
+        then_branch=branch("t1", inner),
+        else_branch=branch("e1", helper.make_node("Identity", ["W_shallow"], ["s"])),
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [outer, helper.make_node("Identity", ["W_unused"], ["z"])],
+        "nested",
+        [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    live = live_names(graph)
+    assert {"cond", "W_shallow", "W_deep", "W_else"} <= live and "W_unused" not in live
