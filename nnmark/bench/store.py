@@ -21,12 +21,26 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nnmark.errors import NNMarkError
 from nnmark.io import atomic_write_text
 
 if TYPE_CHECKING:
     from nnmark.bench.cache import ModelCache
 
 log = logging.getLogger(__name__)
+
+#: The most bytes and lines of results.jsonl read. `nnmark report` reads directories another
+#: hand may have written, and read the file whole with no bound (red team, session 27). A real
+#: sweep writes about 720 bytes a row: the quick preset's 1,064 rows are 0.75 MB
+#: (benchmarks/quick); these caps are about 85x (bytes) and 94x (lines) that.
+MAX_RESULTS_BYTES = 64 << 20
+MAX_RESULTS_LINES = 100_000
+#: A longer line is not parsed (skipped as not a result row, its cell rerun): a real row is
+#: about 1 KB (longest in benchmarks/: 1,071 bytes), and one line of 64 MB of JSON numbers costs
+#: gigabytes as Python objects.
+MAX_ROW_BYTES = 1 << 20
+#: The most bytes of spec.json or meta.json read (real ones: 4 and 8 KB in benchmarks/quick).
+MAX_JSON_BYTES = 16 << 20
 
 #: Every field of a results.jsonl row, with its meaning (docs/bench.md repeats this table).
 ROW_SCHEMA: dict[str, str] = {
@@ -120,8 +134,16 @@ class ResultStore:
         atomic_write_text(self.root / name, json.dumps(obj, indent=2, default=str) + "\n")
 
     def read_json(self, name: str) -> dict[str, Any]:
+        """spec.json, meta.json: at most MAX_JSON_BYTES read (the report renders their lists;
+        red team, session 27)."""
         path = self.root / name
-        return json.loads(path.read_text()) if path.exists() else {}
+        if not path.exists():
+            return {}
+        with path.open("rb") as fh:
+            data = fh.read(MAX_JSON_BYTES + 1)
+        if len(data) > MAX_JSON_BYTES:
+            raise NNMarkError(f"{path}: more than {MAX_JSON_BYTES} bytes is too large")
+        return json.loads(data)
 
 
 def _finite(obj: Any) -> Any:
@@ -142,17 +164,32 @@ def read_rows(root: Path) -> list[dict[str, Any]]:
 
 def scan_rows(root: Path) -> tuple[list[dict[str, Any]], int]:
     """(rows, lines skipped): a line that is not a JSON object naming its cell (a torn write,
-    `null`, `42`, `[1]`, `{}`) is skipped and counted, never fatal; its cell is rerun."""
+    `null`, `42`, `[1]`, `{}`, one over MAX_ROW_BYTES) is skipped and counted, never fatal; its
+    cell is rerun. A file over MAX_RESULTS_BYTES or MAX_RESULTS_LINES is refused whole (an
+    NNMarkError) before any line is parsed (red team, session 27)."""
     path = Path(root) / "results.jsonl"
     if not path.exists():
         return [], 0
+    with path.open("rb") as fh:
+        data = fh.read(MAX_RESULTS_BYTES + 1)  # not stat(): a sweep may be appending to it
+    if len(data) > MAX_RESULTS_BYTES:
+        raise NNMarkError(
+            f"{path}: more than {MAX_RESULTS_BYTES} bytes is too large for a results file"
+        )
+    # JSON Lines end at \n (\r\n too: the \r is JSON whitespace); maxsplit bounds the list
+    lines = data.decode(errors="replace").split("\n", MAX_RESULTS_LINES)
+    if len(lines) > MAX_RESULTS_LINES and lines[-1].strip():
+        raise NNMarkError(
+            f"{path}: more than {MAX_RESULTS_LINES} lines is too many for a results file"
+        )
+    del data
     latest: dict[Any, dict[str, Any]] = {}
     skipped = 0
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line) if len(line) <= MAX_ROW_BYTES else None
         except (json.JSONDecodeError, RecursionError):
             row = None
         if not isinstance(row, dict) or not isinstance(row.get("cell"), str) or _mistyped(row):
