@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nnmark.bench.report.outcomes import annotate
-from nnmark.bench.report.plots import figures
+from nnmark.bench.report.plots import figures_and_notes
 from nnmark.bench.report.tables import (
     FALSE_CLAIM_NOTE,
     cells_table,
@@ -115,7 +115,7 @@ def _sections(
     meta: dict[str, Any],
     budget: float,
 ) -> list[Section]:
-    figs = figures(rows, budget)
+    figs, left_out = figures_and_notes(rows, budget)
     tabs = tables(rows, budget)
     out = [
         Section(
@@ -123,22 +123,39 @@ def _sections(
             table=tabs["headline"],
         )
     ]
-    out.append(Section("Which attacks remove each mark", figure=figs.get("matrix"), html_only=True))
+    out.append(
+        Section(
+            "Which attacks remove each mark",
+            note=left_out.get("matrix"),
+            figure=figs.get("matrix"),
+            html_only=True,
+        )
+    )
     if "composite" in tabs:
         out.append(
             Section("Composite marks: does any attack remove them all?", table=tabs["composite"])
         )
     out.append(
         Section(
-            "The mark's statistic vs attack strength", figure=figs.get("strength"), html_only=True
+            "The mark's statistic vs attack strength",
+            note=left_out.get("strength"),
+            figure=figs.get("strength"),
+            html_only=True,
         )
     )
-    out.append(Section("Fidelity vs robustness", figure=figs.get("tradeoff"), html_only=True))
+    out.append(
+        Section(
+            "Fidelity vs robustness",
+            note=left_out.get("tradeoff"),
+            figure=figs.get("tradeoff"),
+            html_only=True,
+        )
+    )
     if "calibration" in tabs:
         out.append(
             Section(
                 "Calibration: unmarked models",
-                note=CALIBRATION_NOTE,
+                note=" ".join(filter(None, [CALIBRATION_NOTE, left_out.get("calibration")])),
                 figure=figs.get("calibration"),
                 table=tabs["calibration"],
             )

@@ -1,0 +1,132 @@
+"""`nnmark report` on a results directory another hand wrote: every figure and table is bounded
+by constants, whatever the names in results.jsonl, and an oversized file is one line, exit 2
+(red team, session 27: 15.7 KB of rows cost 120 s and 2 GB, 89 KB 39 s and 6 GB)."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from nnmark.bench.report import plots
+from nnmark.cli import app
+
+tables = importlib.import_module("nnmark.bench.report.tables")
+
+runner = CliRunner()
+
+
+def _row(i: int, scheme: str, attack: str, **extra: Any) -> dict[str, Any]:
+    """A row as the red team's mk_results.py / mk_results2.py write them."""
+    return {
+        "cell": f"c{i}",
+        "kind": "attack",
+        "data": "digits",
+        "arch": "cnn",
+        "task": "classification",
+        "seed": 0,
+        "scheme": scheme,
+        "attack": attack,
+        "attack_spec": attack,
+        "fidelity_metric": "accuracy",
+        "fidelity_before": 0.9,
+        "fidelity_after": 0.9,
+        "verdict": "not_found",
+        "p_value": 0.5,
+        "alpha": 1e-6,
+        **extra,
+    }
+
+
+def _matrix_rows(n: int) -> list[dict[str, Any]]:
+    """mk_results.py: each row its own scheme and its own attack (an n x n heatmap before)."""
+    return [_row(i, f"s{i}", f"a{i}") for i in range(n)]
+
+
+def _strength_rows(n: int) -> list[dict[str, Any]]:
+    """mk_results2.py: each row its own laddered attack and statistic (n x (n + 1) panels)."""
+    ladder = {"strength_option": "x", "strength": 1.0, "level": 0}
+    return [
+        _row(i, "uchida", f"a{i}", statistic_name=f"st{i}", statistic=0.5, **ladder)
+        for i in range(n)
+    ]
+
+
+def _png_size(b64: str) -> tuple[int, int]:
+    """(width, height) in pixels, from the PNG's IHDR chunk."""
+    return struct.unpack(">II", base64.b64decode(b64)[16:24])
+
+
+def _write(root: Path, rows: list[dict[str, Any]]) -> Path:
+    root.mkdir()
+    (root / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_the_matrix_draws_at_most_max_drawn_schemes_and_attacks() -> None:
+    """100 rows, each its own scheme and attack: a 100 x 100 heatmap (5,450 px wide) before;
+    now the first 64 of each in the matrix's order (all tie on rows), so 64 x 64 at most."""
+    n = plots.MAX_DRAWN + 36
+    figs, notes = plots.figures_and_notes(_matrix_rows(n), 0.05)
+    width, height = _png_size(figs["matrix"])
+    cap = plots.MAX_DRAWN
+    # the figure is (0.52 F + 2.5) x (0.42 S + 2.2) inches at 100 dpi; tight bbox: labels, title
+    assert width <= 100 * (0.52 * cap + 2.5) + 400, width
+    assert height <= 100 * (0.42 * cap + 2.2) + 400, height
+    assert notes["matrix"].startswith("36 more schemes and 36 more attacks not drawn")
+    assert "36 more schemes" in notes["tradeoff"]
+
+
+def test_the_strength_plot_draws_a_bounded_grid_of_panels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows each naming its own attack and statistic: R x (R + 1) panels before. The caps are
+    lowered here so the test draws few panels; the grid is at most MAX_STRENGTH_ATTACKS rows of
+    MAX_STRENGTH_STATISTICS + 1 panels (3.3 x 2.25 inches each)."""
+    monkeypatch.setattr(plots, "MAX_STRENGTH_ATTACKS", 3)
+    monkeypatch.setattr(plots, "MAX_STRENGTH_STATISTICS", 2)
+    figs, notes = plots.figures_and_notes(_strength_rows(20), 0.05)
+    width, height = _png_size(figs["strength"])
+    assert width <= 100 * 3.3 * 3 + 300, width  # 2 statistics, then -log10 p (20 x 21 before)
+    assert height <= 100 * (2.25 * 3 + 0.9) + 300, height
+    assert notes["strength"] == (
+        "17 more attacks and 18 more statistics not drawn (those with the fewest rows)"
+    )
+
+
+def test_a_long_name_does_not_widen_a_figure() -> None:
+    """A tight bounding box grew the image to fit a tick label of any length."""
+    rows = [_row(0, "s" * 5000, "a" * 5000)]
+    width, height = _png_size(plots.figures(rows, 0.05)["matrix"])
+    assert width <= 1200 and height <= 800, (width, height)
+
+
+def test_which_names_a_figure_keeps() -> None:
+    """The most rows first, the earlier on a tie; drawn in their own order."""
+    from collections import Counter
+
+    names = ["a", "b", "c", "d"]
+    assert plots._top(names, Counter({"c": 3, "d": 3, "a": 1}), 2) == (["c", "d"], 2)
+    assert plots._top(names, Counter(), 3) == (["a", "b", "c"], 1)
+    assert plots._top(names, Counter(), 4) == (names, 0)
+
+
+def test_the_report_of_crafted_rows_is_bounded_and_says_what_it_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The red team's two directories, scaled down (caps lowered to match), through the CLI."""
+    monkeypatch.setattr(plots, "MAX_DRAWN", 6)
+    monkeypatch.setattr(plots, "MAX_STRENGTH_ATTACKS", 2)
+    monkeypatch.setattr(plots, "MAX_STRENGTH_STATISTICS", 2)
+    rows = _matrix_rows(30) + [{**r, "cell": f"x{r['cell']}"} for r in _strength_rows(12)]
+    res = _write(tmp_path / "res", rows)
+    out = tmp_path / "r.html"
+    r = runner.invoke(app, ["report", str(res), "--out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    page = out.read_text()
+    assert "25 more schemes and 24 more attacks not drawn" in page  # 31 schemes, 30 attacks
+    assert "10 more attacks and 10 more statistics not drawn" in page
