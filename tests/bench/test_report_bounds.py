@@ -115,6 +115,24 @@ def test_which_names_a_figure_keeps() -> None:
     assert plots._top(names, Counter(), 4) == (names, 0)
 
 
+def test_tables_are_capped_and_grouped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A summary table shows at most MAX_TABLE_ROWS rows, then one counting the rest; composite
+    and headline rows come from one grouping pass (a scan per scheme and attack before)."""
+    monkeypatch.setattr(tables, "MAX_TABLE_ROWS", 5)
+    monkeypatch.setattr(tables, "MAX_CELLS_ROWS", 7)
+    rows = [_row(i, f"s{i}+t", f"a{i}") for i in range(40)]
+    rows += [_row(100 + i, f"s{i}+t", "none", verdict="found") for i in range(40)]
+    from nnmark.bench.report.outcomes import annotate
+
+    got = tables.tables(annotate(rows), 0.05)
+    assert (
+        len(got["headline"]) == 1 + 5 + 1 and got["headline"][-1][0] == "(35 more rows not shown)"
+    )
+    assert len(got["composite"]) == 1 + 5 + 1 and got["composite"][1][:2] == ["s0+t", "a0"]
+    cells = tables.cells_table(annotate(rows))
+    assert len(cells) == 1 + 7 + 1 and cells[-1][0] == "(73 more rows not shown)"
+
+
 def test_the_report_of_crafted_rows_is_bounded_and_says_what_it_left_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

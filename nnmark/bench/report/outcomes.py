@@ -156,13 +156,13 @@ def headline(rows: list[dict[str, Any]], budget: float) -> dict[str, list[str]]:
     each as its best removal for the thief: the successful spec that cost least fidelity, with
     that cost ("finetune:epochs=5 (0.8 pts)"; the weaker strength on a tie)."""
     rows = labelled(rows)
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for r in attacked(rows):  # grouped once, not scanned per scheme (red team, session 27)
+        by_label.setdefault(r["label"], []).append(r)
     out: dict[str, list[str]] = {}
     for s in order(rows)[0]:
         wins: dict[str, dict[str, Any]] = {}
-        for r in sorted(
-            (r for r in attacked(rows) if r["label"] == s),
-            key=lambda r: (r["attack"], r.get("level") or 0),
-        ):
+        for r in sorted(by_label.get(s, []), key=lambda r: (r["attack"], r.get("level") or 0)):
             best = wins.get(r["attack"])
             if succeeded(r, budget) and (best is None or cost(r) < cost(best)):
                 wins[r["attack"]] = r

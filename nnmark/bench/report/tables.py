@@ -10,9 +10,9 @@ from nnmark.bench.report.outcomes import (
     POSITIVE,
     adaptive,
     attacked,
+    cost,
     headline,
     labelled,
-    least_cost,
     order,
     scheme_key,
     succeeded,
@@ -29,6 +29,30 @@ __all__ = [
 
 Rows = list[dict[str, Any]]
 Table = list[list[str]]
+
+#: Rows a summary table (headline, composite, calibration, failed) and the all-cells table show
+#: at most, the rest counted in a last row: results.jsonl may come from someone else (red team,
+#: session 27). A real sweep (benchmarks/quick): 16 schemes, 1,064 cells. The tables group the
+#: rows once (by scheme, by scheme and attack): scanning them per scheme and attack grew with
+#: the cube of the names in the file.
+MAX_TABLE_ROWS = 1_000
+MAX_CELLS_ROWS = 20_000
+
+
+def _capped(t: Table, cap: int, more: int = 0) -> Table:
+    """`t` (header first) with at most `cap` rows below the header, then one saying how many
+    more (`more`: those already left out before `t` was built) were not shown."""
+    left = max(0, len(t) - 1 - cap) + more
+    if not left:
+        return t
+    return [*t[: cap + 1], [f"({left} more rows not shown)"] + [""] * (len(t[0]) - 1)]
+
+
+def _by_label(rows: Rows) -> dict[str, Rows]:
+    out: dict[str, Rows] = defaultdict(list)
+    for r in rows:
+        out[r["label"]].append(r)
+    return out
 
 
 def tables(rows: Rows, budget: float) -> dict[str, Table]:
@@ -51,7 +75,11 @@ def headline_table(rows: Rows, budget: float) -> Table:
         for r in rows
         if r.get("kind", "attack") == "attack" and r["attack"] == "none" and not r.get("error")
     }
-    hit = attacked(rows)
+    hit = _by_label(attacked(rows))
+    kinds_of: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        if r.get("scheme_kind"):
+            kinds_of[r["label"]].add(str(r["scheme_kind"]))
     t = [
         [
             "scheme",
@@ -67,15 +95,17 @@ def headline_table(rows: Rows, budget: float) -> Table:
     for s, wins in headline(rows, budget).items():
         c = clean.get(s)
         plain = clean.get(s.replace(s.split(" [")[0], "none", 1))
-        kinds = {str(r["scheme_kind"]) for r in rows if r["label"] == s and r.get("scheme_kind")}
-        fams = {r["attack"] for r in hit if r["label"] == s and not r.get("error")}
+        mine = hit.get(s, [])
+        fams = {r["attack"] for r in mine if not r.get("error")}
         weak: list[str] = []
+        least: dict[str, float] = {}
         if c is None:
             removed, robust = "unattacked model failed", ""
         elif c.get("verdict") not in POSITIVE:
             removed, robust = "mark not found before any attack", ""
         else:
-            weak = too_weak(rows, s, budget)
+            weak = too_weak(mine, s, budget)
+            least = _least_costs(mine) if weak else {}
             removed = ", ".join(wins) or (
                 "none: survives every attack" if not weak else "none within the budget"
             )
@@ -84,40 +114,49 @@ def headline_table(rows: Rows, budget: float) -> Table:
         t.append(
             [
                 s,
-                ", ".join(sorted(kinds)),
+                ", ".join(sorted(kinds_of[s])),
                 fid + (f" ({_fmt(plain['fidelity_after'])})" if plain else ""),
                 _fmt(c.get("p_value"), ".2e") if c else "",
                 removed,
                 robust,
-                ", ".join(_with_cost(rows, s, a) for a in weak),
-                _adaptive_cell(hit, s, budget, weak) if robust else "",
+                ", ".join(_with_cost(least, a) for a in weak) if weak else "",
+                _adaptive_cell(mine, budget, weak) if robust else "",
             ]
         )
-    return t
+    return _capped(t, MAX_TABLE_ROWS)
 
 
-def _with_cost(rows: Rows, label: str, family: str) -> str:
+def _least_costs(mine: Rows) -> dict[str, float]:
+    """Per attack family, the smallest fidelity loss it cost (`outcomes.least_cost` for every
+    family of one scheme's attacked rows in one pass)."""
+    least: dict[str, float] = {}
+    for r in mine:
+        if r.get("error") or r.get("fidelity_after") is None or r.get("fidelity_before") is None:
+            continue
+        c = cost(r)
+        if r["attack"] not in least or c < least[r["attack"]]:
+            least[r["attack"]] = c
+    return least
+
+
+def _with_cost(least: dict[str, float], family: str) -> str:
     """'family (6.1 pts)': by how much the attack missed the budget at its mildest."""
-    cost = least_cost(rows, label, family)
-    return family if cost is None else f"{family} ({100 * cost:.1f} pts)"
+    c = least.get(family)
+    return family if c is None else f"{family} ({100 * c:.1f} pts)"
 
 
-def _adaptive_cell(hit: Rows, label: str, budget: float, weak: list[str]) -> str:
-    """k/n of the adaptive attack families run on `label` that the mark survived (within the
-    budget at some strength and never removed), with those that removed it, or 'none run'."""
-    mine = sorted({r["attack"] for r in hit if r["label"] == label and adaptive(r["attack"])})
-    if not mine:
+def _adaptive_cell(mine: Rows, budget: float, weak: list[str]) -> str:
+    """k/n of the adaptive attack families run on one scheme (`mine`: its attacked rows) that
+    the mark survived (within the budget at some strength and never removed), with those that
+    removed it, or 'none run'."""
+    families = {r["attack"] for r in mine}
+    run = sorted(a for a in families if adaptive(a))
+    if not run:
         return "none run"
-    removed = sorted(
-        {
-            r["attack"]
-            for r in hit
-            if r["label"] == label and r["attack"] in mine and succeeded(r, budget)
-        }
-    )
-    survived = [f for f in mine if f not in removed and f not in weak]
+    removed = sorted({r["attack"] for r in mine if r["attack"] in run and succeeded(r, budget)})
+    survived = [f for f in run if f not in removed and f not in weak]
     note = f" (removed by {', '.join(removed)})" if removed else ""
-    return f"{len(survived)}/{len(mine)}{note}"
+    return f"{len(survived)}/{len(run)}{note}"
 
 
 def composite_table(rows: Rows, budget: float) -> Table:
@@ -134,30 +173,34 @@ def composite_table(rows: Rows, budget: float) -> Table:
             "all marks removed within budget",
         ]
     ]
-    for s in (s for s in order(rows)[0] if "+" in s):
-        for a in order(rows)[1]:
-            cells = [r for r in hit if r["label"] == s and r["attack"] == a and not r.get("error")]
-            if not cells:
-                continue
-            r = max(cells, key=lambda r: r.get("level") or 0)
-            win = [c for c in cells if succeeded(c, budget)]
-            shown = win[0] if win else r
-            parts = "; ".join(
-                f"{p['scheme']} {p['verdict']} {p['p_value']:.1e}" for p in shown.get("parts") or []
-            )
-            lost = 100 * (shown["fidelity_before"] - shown["fidelity_after"])
-            t.append(
-                [
-                    s,
-                    shown["attack_spec"],
-                    _fmt(r.get("level")),
-                    str(shown.get("verdict")),
-                    parts,
-                    f"{lost:.1f} pts",
-                    "YES" if win else "no",
-                ]
-            )
-    return t
+    schemes, families = order(rows)
+    rank_s = {s: i for i, s in enumerate(schemes)}
+    rank_f = {a: i for i, a in enumerate(families)}
+    groups: dict[tuple[str, str], Rows] = defaultdict(list)
+    for r in hit:
+        if "+" in r["label"] and not r.get("error"):
+            groups[(r["label"], r["attack"])].append(r)
+    for s, a in sorted(groups, key=lambda k: (rank_s[k[0]], rank_f[k[1]])):
+        cells = groups[(s, a)]
+        r = max(cells, key=lambda r: r.get("level") or 0)
+        win = [c for c in cells if succeeded(c, budget)]
+        shown = win[0] if win else r
+        parts = "; ".join(
+            f"{p['scheme']} {p['verdict']} {p['p_value']:.1e}" for p in shown.get("parts") or []
+        )
+        lost = 100 * (shown["fidelity_before"] - shown["fidelity_after"])
+        t.append(
+            [
+                s,
+                shown["attack_spec"],
+                _fmt(r.get("level")),
+                str(shown.get("verdict")),
+                parts,
+                f"{lost:.1f} pts",
+                "YES" if win else "no",
+            ]
+        )
+    return _capped(t, MAX_TABLE_ROWS)
 
 
 def calibration_table(rows: Rows) -> Table:
@@ -166,8 +209,9 @@ def calibration_table(rows: Rows) -> Table:
     t = [
         ["scheme", "unmarked models", "false claims (at alpha)", "p < 0.05", "smallest p", "errors"]
     ]
-    for s in sorted({r["label"] for r in cal}, key=scheme_key):
-        mine = [r for r in cal if r["label"] == s]
+    by_label = _by_label(cal)
+    for s in sorted(by_label, key=scheme_key):
+        mine = by_label[s]
         ps = [r["p_value"] for r in mine if r.get("p_value") is not None]
         t.append(
             [
@@ -179,12 +223,13 @@ def calibration_table(rows: Rows) -> Table:
                 str(sum(1 for r in mine if r.get("error"))),
             ]
         )
-    return t
+    return _capped(t, MAX_TABLE_ROWS)
 
 
 def failed_table(rows: Rows) -> Table:
     t = [["scheme", "attack", "error"]]
-    return t + [[r["label"], r.get("attack_spec", ""), r["error"]] for r in rows if r.get("error")]
+    t += [[r["label"], r.get("attack_spec", ""), r["error"]] for r in rows if r.get("error")]
+    return _capped(t, MAX_TABLE_ROWS)
 
 
 def skip_table(skipped: Rows) -> Table:
@@ -193,7 +238,8 @@ def skip_table(skipped: Rows) -> Table:
     for r in skipped:
         reasons[(r["label"], r["skipped"])] += 1
     t = [["scheme", "cells skipped", "why (the scheme's own plan() refuses the task)"]]
-    return t + [[lb, str(n), why] for (lb, why), n in sorted(reasons.items())]
+    t += [[lb, str(n), why] for (lb, why), n in sorted(reasons.items())]
+    return _capped(t, MAX_TABLE_ROWS)
 
 
 def cells_table(rows: Rows) -> Table:
@@ -212,9 +258,8 @@ def cells_table(rows: Rows) -> Table:
             "RSS MiB",
         ]
     ]
-    for r in rows:
-        if r.get("kind") == "calibration" or r.get("error"):
-            continue
+    shown = [r for r in rows if r.get("kind") != "calibration" and not r.get("error")]
+    for r in shown[:MAX_CELLS_ROWS]:
         t.append(
             [
                 r["label"],
@@ -229,7 +274,7 @@ def cells_table(rows: Rows) -> Table:
                 _fmt(r.get("peak_rss_mib"), ".0f"),
             ]
         )
-    return t
+    return _capped(t, MAX_CELLS_ROWS, more=max(0, len(shown) - MAX_CELLS_ROWS))
 
 
 def _fmt(x: Any, spec: str = ".4f") -> str:
