@@ -98,6 +98,17 @@ def test_the_strength_plot_draws_a_bounded_grid_of_panels(monkeypatch: pytest.Mo
     )
 
 
+def test_the_strength_plot_draws_at_most_max_strength_panels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With many statistic columns, fewer attack rows: 32 rows of 9 panels still took 35 s."""
+    monkeypatch.setattr(plots, "MAX_STRENGTH_STATISTICS", 2)
+    monkeypatch.setattr(plots, "MAX_STRENGTH_PANELS", 7)  # 3 columns: 2 rows
+    figs, notes = plots.figures_and_notes(_strength_rows(20), 0.05)
+    assert _png_size(figs["strength"])[1] <= 100 * (2.25 * 2 + 0.9) + 300
+    assert notes["strength"].startswith("18 more attacks and 18 more statistics not drawn")
+
+
 def test_a_long_name_does_not_widen_a_figure() -> None:
     """A tight bounding box grew the image to fit a tick label of any length."""
     rows = [_row(0, "s" * 5000, "a" * 5000)]

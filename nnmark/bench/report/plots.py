@@ -35,6 +35,9 @@ MAX_DRAWN = 64
 #: Rows (attacks with a ladder) and statistic panels per row of the strength plot (then -log10 p).
 MAX_STRENGTH_ATTACKS = 32
 MAX_STRENGTH_STATISTICS = 8
+#: Panels of the strength plot in all (fewer rows where there are many columns): 32 x 9 panels
+#: still took 35 s and 590 MB to draw; benchmarks/quick draws 17 x 4 (its whole report: 14 s).
+MAX_STRENGTH_PANELS = 128
 #: Characters of a name drawn (a tick label, a title, a legend entry): with tight bounding
 #: boxes a long name widened the saved image to fit it.
 MAX_LABEL = 40
@@ -190,10 +193,7 @@ def _strength(c: _Canvas) -> str | None:
         if r.get("level") is not None and r["label"] in drawn:
             ladders[r["attack"]][r["label"]].append(r)
     per_ladder = Counter({a: sum(map(len, by.values())) for a, by in ladders.items()})
-    laddered, undrawn = _top(
-        [a for a in c.families if a in ladders], per_ladder, MAX_STRENGTH_ATTACKS
-    )
-    if not laddered:
+    if not ladders:
         return None
     per_stat = Counter(
         r["statistic_name"] for r in c.attacked if r.get("statistic_name") and r["label"] in drawn
@@ -203,10 +203,12 @@ def _strength(c: _Canvas) -> str | None:
     others = sorted(per_stat.keys() - {x for v in PANELS.values() for x in v[0]})
     kept, left = _top(others, per_stat, max(0, MAX_STRENGTH_STATISTICS - len(panels)))
     panels |= {n: (n,) for n in kept}
+    columns = [*panels, "p"]
+    most = min(MAX_STRENGTH_ATTACKS, max(1, MAX_STRENGTH_PANELS // len(columns)))
+    laddered, undrawn = _top([a for a in c.families if a in ladders], per_ladder, most)
     note = _left_out({"schemes": c.undrawn, "attacks": undrawn, "statistics": left})
     if note:
         c.notes["strength"] = note
-    columns = [*panels, "p"]
     height = 2.25 * len(laddered) + 0.9
     fig, axes = c.plt.subplots(
         len(laddered), len(columns), figsize=(3.3 * len(columns), height), squeeze=False
