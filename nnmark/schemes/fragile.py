@@ -82,6 +82,13 @@ GUEST_HOSTS = 7
 LAYOUT = 3
 #: Longest architecture description a key may hold (io.zoo_identity of a zoo model).
 MAX_ARCHITECTURE_CHARS = 4096
+#: Most tensors a fragile key may list (so most carriers and guests): drawing the guests' hosts
+#: costs guests x carriers (a random permutation of the carriers with room, per guest, which
+#: the existing marks depend on), so a key is bounded before any is drawn (red team, session
+#: 27: 24,500 of each took 112 s and 1 GB before the suspect was read). A zoo model's state
+#: dict holds a few hundred tensors, a large resnet about a thousand; at this bound the draw
+#: takes well under a second.
+MAX_TENSORS = 10_000
 #: Hash bits that may differ when only hash slots were flipped: a real mismatch differs in about
 #: 128 of 256 bits, so at most 32 differing bits (chance below 2^-80) means "hash slots only".
 SLOT_ONLY_HASH_DIFF = 32
@@ -116,6 +123,35 @@ def _majority(copies: list[list[int]]) -> list[int]:
     return [int(2 * sum(col) > len(col)) for col in zip(*copies)]
 
 
+class _Room:
+    """The carriers with room for a guest's digest, kept up to date as slots are taken: those
+    with room for two digests while any has, else those with room for one. Rebuilding both lists
+    per guest cost guests x carriers (red team, session 27: 112 s and 1 GB for a 6 MB key of
+    24,500 of each). Free room only shrinks, so a carrier leaves a list once and never comes
+    back; the lists stay in carrier order, the order the rebuild gave, so a key's hosts (and so
+    every existing mark) are the same bit for bit."""
+
+    def __init__(self, carriers: list[str], free: dict[str, int]) -> None:
+        self.free = free
+        self.order = {c: i for i, c in enumerate(carriers)}
+        self.wide = [c for c in carriers if free[c] >= 2 * DIGEST_BITS]
+        self.narrow = [c for c in carriers if free[c] >= DIGEST_BITS]
+
+    def carriers(self) -> list[str]:
+        """The carriers a guest's hosts are drawn from, in carrier order."""
+        if not (self.wide or self.narrow):
+            raise NNMarkError("fragile: no carrier has room left for a guest's digest")
+        return self.wide or self.narrow
+
+    def take(self, carrier: str, slots: int) -> None:
+        """`slots` more positions of `carrier` are used."""
+        before = self.free[carrier]
+        self.free[carrier] = after = before - slots
+        for room, need in ((self.wide, 2 * DIGEST_BITS), (self.narrow, DIGEST_BITS)):
+            if before >= need > after:
+                del room[bisect.bisect_left(room, self.order[carrier], key=self.order.__getitem__)]
+
+
 @register("fragile")
 class Fragile(Scheme):
     Config = FragileConfig
@@ -141,8 +177,8 @@ class Fragile(Scheme):
         if mark.bits or mark.layer is not None or mark.stored:
             raise key_error(mark, "bits", "must be empty (and layer null, stored empty)")
         tensors = mark.data["tensors"]
-        if not isinstance(tensors, list) or not 1 <= len(tensors) <= 100_000:
-            raise key_error(mark, "data.tensors", "must list 1 to 100000 tensors")
+        if not isinstance(tensors, list) or not 1 <= len(tensors) <= MAX_TENSORS:
+            raise key_error(mark, "data.tensors", f"must list 1 to {MAX_TENSORS:,} tensors")
         names: set[str] = set()
         for i, t in enumerate(tensors):
             if not isinstance(t, dict) or set(t) != {"name", "numel", "dtype", "shape"}:
@@ -160,8 +196,12 @@ class Fragile(Scheme):
             if not isinstance(t["dtype"], str) or len(t["dtype"]) > 32:
                 raise key_error(mark, f"data.tensors[{i}].dtype", "must be a dtype name")
         carriers = mark.data["carriers"]
-        if not isinstance(carriers, list) or not all(c in names for c in carriers):
-            raise key_error(mark, "data.carriers", "must name tensors of the list")
+        if (
+            not isinstance(carriers, list)
+            or not all(isinstance(c, str) and c in names for c in carriers)
+            or len(set(carriers)) != len(carriers)
+        ):
+            raise key_error(mark, "data.carriers", "must name distinct tensors of the list")
 
     def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
         super().__init__(mark, data)
@@ -207,17 +247,17 @@ class Fragile(Scheme):
                     self.hash_slots.append((name, pos))
         self.guest_slots: dict[str, list[list[Slot]]] = {}
         self.hosts: dict[str, list[str]] = {}
+        room = _Room(self.carriers, {c: sizes[c] - len(used[c]) for c in self.carriers})
         for g in self.guests:
-            room = [c for c in self.carriers if sizes[c] - len(used[c]) >= 2 * DIGEST_BITS]
-            room = room or [c for c in self.carriers if sizes[c] - len(used[c]) >= DIGEST_BITS]
-            if not room:
-                raise NNMarkError("fragile: no carrier has room left for a guest's digest")
-            pick = torch.randperm(len(room), generator=gen)[:GUEST_HOSTS].tolist()
-            hosts = [room[i] for i in sorted(pick)]
+            carriers = room.carriers()
+            pick = torch.randperm(len(carriers), generator=gen)[:GUEST_HOSTS].tolist()
+            hosts = [carriers[i] for i in sorted(pick)]
             if len(hosts) % 2 == 0 and len(hosts) > 1:  # an odd number of copies: no tie
                 hosts = hosts[:-1]
             self.hosts[g] = hosts
             self.guest_slots[g] = [draw(h, DIGEST_BITS) for h in hosts]
+            for h in hosts:
+                room.take(h, DIGEST_BITS)
         self.held: dict[str, list[Slot]] = {n: [(n, p) for p in used[n]] for n in floats}
 
     @classmethod

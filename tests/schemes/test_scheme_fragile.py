@@ -249,3 +249,121 @@ def test_a_key_of_the_layout_without_the_architecture_is_refused(fragile_cnn) ->
     old = dataclasses.replace(mark, data={**data, "layout": 2})
     with pytest.raises(NNMarkError, match="layout 2 did not cover the architecture"):
         Fragile.check_key(old)
+
+
+def _hosts_as_before(mark: Any) -> tuple[dict[str, list[str]], dict[str, list[list[Any]]]]:
+    """The guests' hosts and slots as Fragile drew them before red team, session 27: the lists
+    of carriers with room rebuilt for every guest (guests x carriers). The incremental lists
+    must give the same result, bit for bit, or every existing key's mark would change."""
+    import bisect
+
+    from nnmark.schemes.fragile import DIGEST_BITS, GUEST_HOSTS, HASH_BITS
+
+    sizes = {t["name"]: int(t["numel"]) for t in mark.data["tensors"]}
+    carriers = list(mark.data["carriers"])
+    floats = [t["name"] for t in mark.data["tensors"] if t["dtype"] == "float32"]
+    own_bits = {n: min(DIGEST_BITS, sizes[n]) for n in floats}
+    guests = [t["name"] for t in mark.data["tensors"] if own_bits.get(t["name"], 0) < DIGEST_BITS]
+    gen = mark.generator("carriers")
+    used: dict[str, set[int]] = {n: set() for n in floats}
+
+    def draw(name: str, k: int) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        while len(out) < k:
+            for v in torch.randint(0, sizes[name], (2 * k,), generator=gen).tolist():
+                if v not in used[name] and len(out) < k:
+                    used[name].add(v)
+                    out.append((name, v))
+        return out
+
+    for n in floats:
+        draw(n, own_bits[n])
+    ends, acc = [], 0
+    for c in carriers:
+        acc += sizes[c]
+        ends.append(acc)
+    hashed = 0
+    while hashed < HASH_BITS:
+        for g in torch.randint(0, acc, (2 * HASH_BITS,), generator=gen).tolist():
+            i = bisect.bisect_right(ends, g)
+            name, pos = carriers[i], g - (ends[i - 1] if i else 0)
+            if pos not in used[name] and hashed < HASH_BITS:
+                used[name].add(pos)
+                hashed += 1
+    hosts_of, slots_of = {}, {}
+    for g in guests:
+        room = [c for c in carriers if sizes[c] - len(used[c]) >= 2 * DIGEST_BITS]
+        room = room or [c for c in carriers if sizes[c] - len(used[c]) >= DIGEST_BITS]
+        if not room:
+            raise NNMarkError("fragile: no carrier has room left for a guest's digest")
+        pick = torch.randperm(len(room), generator=gen)[:GUEST_HOSTS].tolist()
+        hosts = [room[i] for i in sorted(pick)]
+        if len(hosts) % 2 == 0 and len(hosts) > 1:
+            hosts = hosts[:-1]
+        hosts_of[g] = hosts
+        slots_of[g] = [draw(h, DIGEST_BITS) for h in hosts]
+    return hosts_of, slots_of
+
+
+def _crowded(mark: Any, carriers: list[int], guests: int) -> Any:
+    """`mark` over carriers of the given sizes and `guests` one-value int64 guests: small
+    carriers fill up, so guests fall back to carriers with room for one digest only."""
+    tensors = [
+        {"name": f"c{i}", "numel": n, "dtype": "float32", "shape": [n]}
+        for i, n in enumerate(carriers)
+    ]
+    tensors += [{"name": f"g{i}", "numel": 1, "dtype": "int64", "shape": []} for i in range(guests)]
+    data = {**mark.data, "tensors": tensors, "carriers": [f"c{i}" for i in range(len(carriers))]}
+    return dataclasses.replace(mark, data=data)
+
+
+def test_guest_hosts_are_drawn_as_before(fragile_cnn, fragile_resnet) -> None:  # type: ignore[no-untyped-def]
+    """Existing keys keep their mark: same hosts and slots as the per-guest rebuild drew, on
+    the CNN and resnet20 (BatchNorm) keys and on keys whose carriers run out of room."""
+    base = fragile_cnn[1].marks[0]
+    marks = [fragile_cnn[1].marks[0], fragile_resnet[1].marks[0]]
+    marks += [_crowded(base, [48, 40, 64, 33, 2000, 50] * 30, 300)]
+    marks += [_crowded(base, [60] * 40 + [5000], 200)]
+    marks += [_crowded(base, [48] * 100, 10)]  # no room for two digests: one-digest room
+    marks += [_crowded(base, [64] * 100, 25)]  # room for two digests runs out midway
+    for mark in marks:
+        s = Fragile(mark)
+        assert (s.hosts, s.guest_slots) == _hosts_as_before(mark)
+    full = _crowded(base, [64] * 100, 40)  # room runs out: same error, both ways
+    with pytest.raises(NNMarkError, match="no carrier has room"):
+        _hosts_as_before(full)
+    with pytest.raises(NNMarkError, match="no carrier has room"):
+        Fragile(full)
+
+
+def test_a_key_listing_too_many_tensors_is_refused_before_any_draw(
+    fragile_cnn, digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Drawing the hosts costs guests x carriers: a key listing more than MAX_TENSORS is
+    refused with one line (red team, session 27: 24,500 carriers and 24,500 guests, 112 s and
+    1 GB before the suspect was read). Scaled down: the bound lowered to 200."""
+    from nnmark.schemes import fragile
+
+    model, key = fragile_cnn
+    base = key.marks[0]
+    monkeypatch.setattr(fragile, "MAX_TENSORS", 200)
+    Fragile(_crowded(base, [1024] * 100, 100))  # at the bound: drawn
+    big = _crowded(base, [1024] * 101, 100)
+    with pytest.raises(NNMarkError, match="field data.tensors must list 1 to 200 tensors"):
+        Fragile(big)
+    key_path, good = tmp_path / "k.nnkey", tmp_path / "m.safetensors"
+    dataclasses.replace(key, marks=(big,)).save(key_path)
+    save_model(model, model_info(model, digits), good)
+    r = CliRunner().invoke(app, ["verify", str(good), "--key", str(key_path)])
+    assert r.exit_code == 2 and "must list 1 to 200 tensors" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_a_key_naming_a_carrier_twice_is_refused(fragile_cnn) -> None:  # type: ignore[no-untyped-def]
+    """A carrier listed twice would be two entries of the lists of carriers with room."""
+    mark = fragile_cnn[1].marks[0]
+    twice = dataclasses.replace(
+        mark, data={**mark.data, "carriers": [*mark.data["carriers"], mark.data["carriers"][0]]}
+    )
+    with pytest.raises(NNMarkError, match="data.carriers must name distinct tensors"):
+        Fragile.check_key(twice)
