@@ -14,7 +14,7 @@ import math
 import os
 import struct
 import tempfile
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,8 +274,42 @@ def _check_exists(p: Path) -> None:
         raise NNMarkError(f"not a file: {p}")
 
 
+#: Most tensors one safetensors file may list. The header (up to 100 MB) is the other side's,
+#: and everything after it is per tensor (a table row, a set entry, a read): 1M zero-size
+#: tensors in a 59 MB header kept `nnmark inspect` busy past 200 s at 3.6 GB, and `verify` took
+#: 9.4 s and 1 GB (red team, session 27). A zoo model holds a few hundred tensors; a shard of
+#: a large language model a few thousand at most (a checkpoint of more is sharded, and each
+#: shard is bounded alone).
+MAX_TENSORS = 100_000
+#: Commas a safetensors header may hold, counted before it is parsed: a tensor's entry takes
+#: about six (one after the entry, two between its fields, its shape's, one in its offsets), so
+#: this is far above any header of MAX_TENSORS tensors, and the JSON parse stays bounded.
+MAX_HEADER_COMMAS = 16 * MAX_TENSORS
+
+
+def _bounded_objects(limit: int) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """`unique_keys`, also refusing the parse once more than `limit` objects have been built
+    (each tensor's entry is one): it stops midway, before the whole header is in memory."""
+    count = 0
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise _TooMany(f"lists more than {MAX_TENSORS:,} tensors")
+        return unique_keys(pairs)
+
+    return hook
+
+
+class _TooMany(Exception):
+    """A safetensors header too large to parse or use (raised inside the JSON parse too)."""
+
+
 def read_safetensors_header(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """The tensor table and metadata of a safetensors file, checking it is complete."""
+    """The tensor table and metadata of a safetensors file, checking it is complete and lists
+    at most MAX_TENSORS tensors (counted before any per-tensor work, the JSON bounded before it
+    is parsed)."""
     p = Path(path)
     _check_exists(p)
     size = p.stat().st_size
@@ -287,7 +321,18 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, Any], dict[str,
             (n,) = struct.unpack("<Q", head)
             if n <= 0 or 8 + n > size or n > 100_000_000:
                 raise NNMarkError(f"{p}: truncated or not a safetensors file")
-            header = json.loads(fh.read(n).decode("utf-8"), object_pairs_hook=unique_keys)
+            raw = fh.read(n)
+            commas = raw.count(b",")
+            if commas > MAX_HEADER_COMMAS:  # before parsing: every entry but one needs one
+                raise _TooMany(
+                    f"holds {commas:,} commas, more than {MAX_HEADER_COMMAS:,} (a header of "
+                    f"{MAX_TENSORS:,} tensors, the most read, holds about {6 * MAX_TENSORS:,})"
+                )
+            # tensor entries, the metadata and the header itself are objects
+            hook = _bounded_objects(MAX_TENSORS + 2)
+            header = json.loads(raw.decode("utf-8"), object_pairs_hook=hook)
+    except _TooMany as exc:
+        raise NNMarkError(f"{p}: refused: its safetensors header {exc}") from None
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise NNMarkError(f"{p}: corrupted safetensors header") from None
     except OSError as exc:
@@ -295,6 +340,11 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, Any], dict[str,
     if not isinstance(header, dict):
         raise NNMarkError(f"{p}: corrupted safetensors header")
     meta = header.pop("__metadata__", None) or {}
+    if len(header) > MAX_TENSORS:
+        raise NNMarkError(
+            f"{p}: refused: its safetensors header lists {len(header):,} tensors, more than "
+            f"{MAX_TENSORS:,}"
+        )
     end = 0
     for name, entry in header.items():
         try:
