@@ -159,3 +159,32 @@ def test_the_report_of_crafted_rows_is_bounded_and_says_what_it_left_out(
     page = out.read_text()
     assert "25 more schemes and 24 more attacks not drawn" in page  # 31 schemes, 30 attacks
     assert "10 more attacks and 10 more statistics not drawn" in page
+
+
+def test_the_false_claim_files_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """false_claims.json was read whole and tabled whole, and false_claims.png embedded whole
+    whatever it held (red team, session 27): its table is capped, a file over MAX_JSON_BYTES is
+    one line and exit 2, and only a PNG within MAX_PNG_BYTES is embedded."""
+    from nnmark.bench import store
+    from nnmark.bench.report import render
+
+    monkeypatch.setattr(tables, "MAX_TABLE_ROWS", 5)
+    res = _write(tmp_path / "res", _matrix_rows(3))
+    row = {"scheme": "uchida", "mode": "plain", "pairs": 10, "claims_rule_1e-6": 0}
+    row |= {"claims_p_1e-6": 0, "fpr_0.05": 0.0, "fpr_0.05_ci95": [0.0, 0.3], "meets": True}
+    summary = {f"r{i}": row for i in range(40)}
+    (res / "false_claims.json").write_text(json.dumps({"summary": summary}))
+    table = tables.false_claim_table(res)
+    assert table is not None and len(table) == 1 + 5 + 1 and "35 more rows" in table[-1][0]
+    (res / "false_claims.png").write_bytes(b"<script>not a png</script>")
+    out = tmp_path / "r.html"
+    assert runner.invoke(app, ["report", str(res), "--out", str(out)]).exit_code == 0
+    page = out.read_text()
+    assert "False claims over keys" in page
+    assert base64.b64encode(b"<script>not a png</script>").decode() not in page
+    monkeypatch.setattr(render, "MAX_PNG_BYTES", 10)
+    assert render._png(res / "false_claims.png") is None
+    monkeypatch.setattr(store, "MAX_JSON_BYTES", 100)
+    r = runner.invoke(app, ["report", str(res), "--out", str(tmp_path / "r2.html")])
+    assert r.exit_code == 2 and "false_claims.json: more than 100 bytes" in r.stderr, r.stderr
+    assert not (tmp_path / "r2.html").exists()

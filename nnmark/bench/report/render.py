@@ -162,14 +162,14 @@ def _sections(
         )
     claims = false_claim_table(results)
     if claims is not None:
-        png = results / "false_claims.png"
+        png = _png(results / "false_claims.png")
         out.append(
             Section(
                 "False claims over keys, architectures and recipes",
                 note=FALSE_CLAIM_NOTE,
                 table=claims,
-                figure=base64.b64encode(png.read_bytes()).decode() if png.is_file() else None,
-                figure_file=png.name if png.is_file() else None,
+                figure=None if png is None else base64.b64encode(png).decode(),
+                figure_file="false_claims.png" if png is not None else None,
             )
         )
     if "failed" in tabs:
@@ -278,6 +278,21 @@ def _md_table(t: list[list[str]]) -> str:
     lines = ["| " + " | ".join(cell(v) for v in t[0]) + " |", "|" + "---|" * len(t[0])]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in t[1:]]
     return "\n".join(lines)
+
+
+#: The most bytes of a PNG the report embeds (the false-claim histograms: about 100 KB).
+MAX_PNG_BYTES = 16 << 20
+
+
+def _png(path: Path) -> bytes | None:
+    """A PNG file's bytes to embed, or None: absent, not a PNG, or over MAX_PNG_BYTES (it was
+    read whole, whatever it held: red team, session 27)."""
+    if not path.is_file():
+        return None
+    with path.open("rb") as fh:
+        data = fh.read(MAX_PNG_BYTES + 1)
+    ok = len(data) <= MAX_PNG_BYTES and data.startswith(b"\x89PNG\r\n\x1a\n")
+    return data if ok else None
 
 
 def _machine_lines(meta: dict[str, Any]) -> list[str]:

@@ -299,11 +299,18 @@ def false_claim_table(results: Path) -> Table | None:
     a summary of the expected form)."""
     import json
 
+    from nnmark.bench.store import MAX_JSON_BYTES
+    from nnmark.errors import NNMarkError
+
     path = results / "false_claims.json"
     if not path.is_file():
         return None
+    with path.open("rb") as fh:  # read whole, unbounded, before (red team, session 27)
+        data = fh.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise NNMarkError(f"{path}: more than {MAX_JSON_BYTES} bytes is too large")
     try:
-        summary = json.loads(path.read_text())["summary"]
+        summary = json.loads(data)["summary"]
         table = [
             ["scheme", "mode", "pairs", "rule 1e-6", "p < 1e-6", "FPR 0.05 [95 % CI]", "meets"]
         ]
@@ -320,6 +327,6 @@ def false_claim_table(results: Path) -> Table | None:
                     "yes" if row["meets"] else "NO",
                 ]
             )
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
-    return table
+    return _capped(table, MAX_TABLE_ROWS)
