@@ -101,9 +101,12 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
 
 
 #: The graph runs in a child process under these bounds (`OrtWorker`): address space, seconds
-#: for building the session or answering one batch, and bytes of one answer.
+#: for building the session or answering one batch, seconds for all of them together (a graph
+#: answering each batch just inside the deadline would otherwise stretch a verification to
+#: batches x deadline), and bytes of one answer.
 ORT_MEMORY = 8 << 30
 ORT_DEADLINE = 120.0
+ORT_TIME_LIMIT = 3600.0
 ORT_MAX_ANSWER = 256 << 20
 
 
@@ -112,10 +115,18 @@ class OrtWorker:
     per exchange: an untrusted graph that allocates or loops without end is an error, never a
     machine brought down or a hang."""
 
-    def __init__(self, path: Path, memory: int | None = None, deadline: float | None = None):
+    def __init__(
+        self,
+        path: Path,
+        memory: int | None = None,
+        deadline: float | None = None,
+        time_limit: float | None = None,
+    ):
         self.path = path
         self.memory = ORT_MEMORY if memory is None else memory
         self.deadline = ORT_DEADLINE if deadline is None else deadline
+        self.time_limit = ORT_TIME_LIMIT if time_limit is None else time_limit
+        self._ends = time.monotonic() + self.time_limit
         script = Path(__file__).with_name("_ort_worker.py")
         self._proc = subprocess.Popen(
             [sys.executable, "-I", str(script), str(path), str(self.memory)],
@@ -143,7 +154,7 @@ class OrtWorker:
         return np.asarray(y)
 
     def _answer(self, doing: str) -> bytes:
-        end = time.monotonic() + self.deadline
+        end = min(time.monotonic() + self.deadline, self._ends)
         head = self._read(8, end, doing)
         (n,) = struct.unpack("<Q", head)
         if not 1 <= n <= ORT_MAX_ANSWER:
@@ -159,6 +170,8 @@ class OrtWorker:
         while got < n:
             left = end - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
+                if end >= self._ends:
+                    self._fail(doing, f"its {self.time_limit:g} s for all batches ran out")
                 self._fail(doing, f"no answer within {self.deadline:g} s")
             chunk = os.read(fd, min(n - got, 1 << 20))
             if not chunk:

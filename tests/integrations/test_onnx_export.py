@@ -159,6 +159,12 @@ def test_a_hostile_graph_runs_under_bounds(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(NNMarkError, match="running the graph failed .*no answer within 3 s"):
         worker.run(np.zeros((1, 1, 8, 8), dtype=np.float32))
     assert worker._proc.poll() is not None  # the worker was killed, not left running
+    # every batch inside its deadline, but all of them together within the time limit: a
+    # graph answering each just inside 120 s stretched a verification to batches x 120 s
+    worker = nnonnx.OrtWorker(loop, deadline=60.0, time_limit=4.0)
+    with pytest.raises(NNMarkError, match="running the graph failed .*its 4 s for all batches"):
+        worker.run(np.zeros((1, 1, 8, 8), dtype=np.float32))
+    assert worker._proc.poll() is not None
 
 
 def test_onnx_files_without_a_graph_or_with_outside_data_are_refused(tmp_path: Path) -> None:
