@@ -1,0 +1,161 @@
+"""What the ONNX white-box check costs and what it tells apart (nnmark/integrations/onnx_arch.py).
+
+Before a white-box mark is read from an ONNX file, nnmark finds the zoo architecture whose
+tensors the file's initializers are, builds it with them, and runs it beside the graph on noise
+probes: the mark is read only if the two agree (max |difference| at most 1e-3 of the largest
+output). This script measures, per architecture (cnn, mlp, resnet20, wrn on digits; unet on
+the BBBC039 tiles where they are given):
+
+- honest exports (`nnmark.integrations.onnx.export_onnx`) of `--seeds` models trained 2 epochs:
+  the check must pass every one; the largest relative output difference it saw;
+- two transformed files per model, the marked layer's stored weights changed and undone in the
+  graph right after the layer (-W with a Neg; 2W with a Mul by 0.5): answers as the honest file
+  (checked) and the check must refuse every one;
+- the seconds one check takes (building the ORT session included), median over the seeds.
+
+    python benchmarks/onnx_check.py [--seeds 3] [--seg-data PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from nnmark import OwnerKey, TrainConfig, load_data, new_model, train
+from nnmark.integrations import onnx_arch
+from nnmark.integrations.onnx import OnnxSuspect, export_onnx, initializer_names
+
+from _common import write_results
+
+ARCHS = ("cnn", "mlp", "resnet20", "wrn")
+
+
+def host(model: torch.nn.Module) -> str:
+    """The first weight of rank 2 or more: the layer a white-box mark would read."""
+    return next(n for n, p in model.state_dict().items() if n.endswith("weight") and p.dim() >= 2)
+
+
+def transformed(src: Path, tensor: str, out: Path, how: str) -> Path:
+    """`src` with `tensor` stored as -W (how "neg") or 2W ("scale") and the graph undoing it
+    right after the node that reads it (its bias, if any, transformed alike)."""
+    proto = onnx.load(str(src))
+    graph = proto.graph
+    names = initializer_names(graph)
+    at, node = next((k, n) for k, n in enumerate(graph.node) if names[tensor] in n.input)
+    factor = -1.0 if how == "neg" else 2.0
+    for init in graph.initializer:
+        if init.name in node.input[1:]:  # the weight and the bias of that node
+            w = numpy_helper.to_array(init)
+            init.CopyFrom(numpy_helper.from_array((factor * w).astype(w.dtype), init.name))
+    done = node.output[0]
+    node.output[0] = done + ".pre"
+    if how == "neg":
+        undo = onnx.helper.make_node("Neg", [done + ".pre"], [done])
+    else:
+        graph.initializer.append(numpy_helper.from_array(np.float32(0.5), "bench.half"))
+        undo = onnx.helper.make_node("Mul", [done + ".pre", "bench.half"], [done])
+    graph.node.insert(at + 1, undo)
+    onnx.save(proto, str(out))
+    return out
+
+
+def check(
+    path: Path, layer: str, x: torch.Tensor, reference: torch.Tensor | None
+) -> dict[str, Any]:
+    """One check through the public path (OnnxSuspect.for_mark), timed; the file's answers
+    compared with `reference` (the honest file's) where given."""
+    key = OwnerKey.new("bench", nonce="00" * 16, created="2026-01-01T00:00:00+00:00")
+    mark = key.new_mark("uchida", {}, layer, [0] * 8)
+    suspect = OnnxSuspect(path)
+    start = time.perf_counter()
+    view = suspect.for_mark(mark)
+    seconds = time.perf_counter() - start
+    answers = suspect.predict(x)
+    row = {"read": view.unreadable is None, "seconds": seconds, "answers": answers}
+    if reference is not None:
+        row["same_answers"] = bool(torch.allclose(answers, reference, rtol=1e-4, atol=1e-4))
+    return row
+
+
+def run_arch(arch: str, data: Any, seeds: int, tmp: Path) -> dict[str, Any]:
+    honest, refused, same, times, worst = 0, 0, 0, [], 0.0
+    for seed in range(seeds):
+        model = train(new_model(arch, data, seed=seed), data, TrainConfig(epochs=2, seed=seed))
+        model.eval()
+        path = tmp / f"{arch}{seed}.onnx"
+        export_onnx(model, tuple(data.x.shape[1:]), path)
+        tensor = host(model)
+        layer = tensor.rsplit(".", 1)[0]
+        x = data.x[:8]
+        row = check(path, layer, x, None)
+        honest += row["read"]
+        times.append(row["seconds"])
+        with torch.no_grad():
+            want = model(x)
+        scale = float(want.abs().max())
+        worst = max(worst, float((want - row["answers"]).abs().max()) / scale)
+        for how in ("neg", "scale"):
+            bad = transformed(path, tensor, tmp / f"{arch}{seed}{how}.onnx", how)
+            t = check(bad, layer, x, row["answers"])
+            refused += not t["read"]
+            same += t["same_answers"]
+    return {
+        "arch": arch,
+        "models": seeds,
+        "honest_read": honest,
+        "transformed": 2 * seeds,
+        "transformed_same_answers": same,
+        "transformed_refused": refused,
+        "honest_max_rel_diff_torch_vs_ort": worst,
+        "check_seconds_median": statistics.median(times),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seg-data", default="../shared/data/seg-bbbc039")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    digits = load_data("digits")
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for arch in ARCHS:
+            rows.append(run_arch(arch, digits, args.seeds, Path(d)))
+            print(rows[-1], flush=True)
+        if Path(args.seg_data).is_dir():
+            seg = load_data(f"seg:{args.seg_data}")
+            rows.append(run_arch("unet", seg, args.seeds, Path(d)))
+            print(rows[-1], flush=True)
+    table = [
+        "| arch | models | honest read | transformed (same answers) | refused | "
+        "torch vs ORT, honest (rel.) | check s (median) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        table.append(
+            f"| {r['arch']} | {r['models']} | {r['honest_read']} / {r['models']} | "
+            f"{r['transformed']} ({r['transformed_same_answers']}) | "
+            f"{r['transformed_refused']} / {r['transformed']} | "
+            f"{r['honest_max_rel_diff_torch_vs_ort']:.1e} | {r['check_seconds_median']:.2f} |"
+        )
+    body = (
+        "White-box reading of ONNX files: an honest export must be read, a file whose stored "
+        "weights are transformed and undone in the graph must not (`OnnxSuspect.for_mark`). "
+        f"Tolerance {onnx_arch.RTOL:g} of the largest output, {onnx_arch.PROBES} noise "
+        "batches.\n\n" + "\n".join(table)
+    )
+    write_results("onnx_check", {"rows": rows, "rtol": onnx_arch.RTOL}, body)
+
+
+if __name__ == "__main__":
+    main()
