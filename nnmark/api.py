@@ -338,52 +338,38 @@ def provenance(
             )
     signer = check_signature(key.commitment, key.signature) if key.signature else None
     committed = None if key.signer is None else text_fingerprint(key.signer)
-    if signer is not None and committed not in (None, signer):
-        raise NNMarkError(
-            f"the key's signature is by {signer}, not by the signer it commits to ({committed})"
-        )
+    if key.signature is not None and committed is not None:
+        if key.signature["public_key"] != key.signer:  # the whole key, not its fingerprint
+            raise NNMarkError(
+                f"the key's signature is by {signer}, not by the signer it commits to ({committed})"
+            )
+    who: dict[str, Any] = {"signer": signer, "committed_signer": committed}
     if key.timestamp is None:
-        return Provenance(signer=signer, committed_signer=committed)
+        return Provenance(**who)
     if not tsa_certs:
-        return Provenance(
-            signer=signer,
-            committed_signer=committed,
-            note="a timestamp is attached but not checked (give --tsa-cert)",
-        )
+        return Provenance(**who, note="a timestamp is attached but not checked (give --tsa-cert)")
     stamp = check_timestamp(key.commitment, key.timestamp, tsa_certs, signature=key.signature)
-    covered = stamp.signed_by is not None
     # genTime is known only within its accuracy: the stamp proves existence by genTime + accuracy
     when = stamp.latest.astimezone(_dt.timezone.utc)
     acc = stamp.accuracy_text
     # the subject is whatever the certificate's maker wrote: the record names the trusted
     # certificate that vouched for it too (red team, session 26)
     tsa = f"{stamp.tsa}, trusted through certificate sha256:{stamp.anchor[:32]}"
-    if seen is not None:
-        if when > seen:
-            return Provenance(
-                signer=signer,
-                committed_signer=committed,
-                note=f"timestamp {when.isoformat()} (TSA {tsa}, genTime + accuracy {acc}) "
-                f"is later than the suspect was seen ({seen.isoformat()}): it proves nothing "
-                "against it",
-            )
+    if seen is not None and when > seen:
         return Provenance(
-            signer=signer,
-            time=when.isoformat(),
-            tsa=tsa,
-            accuracy=acc,
-            seen_checked=True,
-            signature_stamped=covered,
-            committed_signer=committed,
+            **who,
+            note=f"timestamp {when.isoformat()} (TSA {tsa}, genTime + accuracy {acc}) "
+            f"is later than the suspect was seen ({seen.isoformat()}): it proves nothing "
+            "against it",
         )
     return Provenance(
-        signer=signer,
+        **who,
         time=when.isoformat(),
         tsa=tsa,
         accuracy=acc,
-        note=UNCOMPARED_STAMP,
-        signature_stamped=covered,
-        committed_signer=committed,
+        signature_stamped=stamp.signed_by is not None,
+        seen_checked=seen is not None,
+        note="" if seen is not None else UNCOMPARED_STAMP,
     )
 
 
