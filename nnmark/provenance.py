@@ -156,6 +156,42 @@ def fingerprint(public_key: ed25519.Ed25519PublicKey) -> str:
     return "ed25519:" + hashlib.sha256(raw).hexdigest()[:32]
 
 
+_P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+
+
+def _strong_point(raw: bytes) -> bool:
+    """An Ed25519 public key that binds its signatures to one signer: a canonical encoding
+    (y < p; not x = 0 with the sign bit set) of a point on the curve whose order is not small.
+    OpenSSL accepts the 8 small-order points, under which a signature is forged without a
+    private key, and one signature verifies under several of them (red team, session 27)."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    sign = raw[31] >> 7
+    if y >= _P:
+        return False
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P  # RFC 8032 5.1.3
+    if v * x * x % _P != u:
+        x = x * pow(2, (_P - 1) // 4, _P) % _P
+        if v * x * x % _P != u:
+            return False  # not on the curve
+    if x == 0 and sign:
+        return False
+    if x & 1 != sign:
+        x = _P - x
+
+    def add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+        t = _D * a[0] * b[0] * a[1] * b[1] % _P
+        x3 = (a[0] * b[1] + a[1] * b[0]) * pow(1 + t, _P - 2, _P) % _P
+        y3 = (a[1] * b[1] + a[0] * b[0]) * pow(1 - t, _P - 2, _P) % _P
+        return x3, y3
+
+    point = (x, y)
+    for _ in range(3):  # [8]A
+        point = add(point, point)
+    return point != (0, 1)
+
+
 def public_key_text(private_key: ed25519.Ed25519PrivateKey) -> str:
     """An identity's public key as a key commits to it (OwnerKey.with_signer): base64 of its 32
     raw bytes, the text of a signature's `public_key`."""
@@ -167,11 +203,20 @@ def public_key_text(private_key: ed25519.Ed25519PrivateKey) -> str:
 
 def text_fingerprint(public_key: str) -> str:
     """The fingerprint of a public key given as `public_key_text` writes it."""
-    raw = _b64(public_key, "public key", 32)
+    return fingerprint(_public_key(_b64(public_key, "public key", 32), "public key"))
+
+
+def _public_key(raw: bytes, what: str) -> ed25519.Ed25519PublicKey:
+    """An Ed25519 public key that binds one signer (`_strong_point`), or a one-line error."""
     try:
-        return fingerprint(ed25519.Ed25519PublicKey.from_public_bytes(raw))
+        if not _strong_point(raw):
+            raise ValueError
+        return ed25519.Ed25519PublicKey.from_public_bytes(raw)
     except ValueError:
-        raise NNMarkError("public key is not an Ed25519 public key") from None
+        raise NNMarkError(
+            f"{what} is not an Ed25519 public key of one signer (off the curve, not canonical, "
+            "or of small order)"
+        ) from None
 
 
 def new_identity(path: str | Path) -> str:
@@ -232,11 +277,9 @@ def check_signature(commitment_hex: str, doc: Any) -> str:
         raise NNMarkError(f"signature: field algorithm must be 'ed25519', got {doc['algorithm']!r}")
     raw = _b64(doc["public_key"], "signature: field public_key", 32)
     sig = _b64(doc["signature"], "signature: field signature", 64)
+    public_key = _public_key(raw, "signature: field public_key")
     try:
-        public_key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
         public_key.verify(sig, message)
-    except ValueError:
-        raise NNMarkError("signature: field public_key is not an Ed25519 public key") from None
     except InvalidSignature:
         raise NNMarkError("signature does not match the key's commitment") from None
     return fingerprint(public_key)

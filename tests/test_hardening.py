@@ -204,6 +204,9 @@ def test_idx_images_are_bounded_together_before_they_become_floats(
     monkeypatch.setattr(idx_module, "MAX_IDX_PIXELS", 40_000)
     with pytest.raises(NNMarkError, match="47,040 pixels of images \\(at most 40,000\\)"):
         _load("mnist", str(tmp_path))
+    monkeypatch.setattr(idx_module, "MAX_IDX_IMAGES", 59)  # 1 x 1 images: labels dominate
+    with pytest.raises(NNMarkError, match="60 images \\(at most 59\\)"):
+        _load("mnist", str(tmp_path))
 
 
 def test_every_kdf_the_loader_accepts_can_be_derived() -> None:
@@ -431,6 +434,18 @@ def test_unlearn_bounds_its_forget_set_by_the_inputs_size() -> None:
     )  # fmt: skip
     with pytest.raises(NNMarkError, match="forget=65536 inputs of 12,288 values"):
         Unlearn(UnlearnConfig(forget=1 << 16)).run(torch.nn.Flatten(), data, torch.Generator())
+
+
+def test_unlearn_runs_its_forget_set_in_batches(digits: DataBundle) -> None:
+    """The model's answers on the forget set were computed in one batch (65,536 inputs through
+    a wide mlp asked for 17 GB: red team, session 27): no batch over 256 now."""
+    from nnmark.attacks.unlearn import Unlearn, UnlearnConfig
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    sizes: list[int] = []
+    net.register_forward_hook(lambda _m, inputs, _o: sizes.append(len(inputs[0])))
+    Unlearn(UnlearnConfig(forget=600, epochs=1)).run(net, digits, torch.Generator().manual_seed(0))
+    assert sizes[:3] == [256, 256, 88] and max(sizes) <= 256
 
 
 def _png_declaring(path: Path, width: int, height: int) -> None:

@@ -31,6 +31,10 @@ MAX_IDX_BYTES = 1 << 27
 #: they become float32: at most 512 MiB of images. Two files at the old per-file bound made
 #: 2 GiB of floats and peaked at 3.6 GB (red team, session 27).
 MAX_IDX_PIXELS = 1 << 27
+#: The most images train and test may hold together (MNIST: 70,000): each costs a label, split
+#: indices and a row of floats whatever its size (134 million 1 x 1 images from 396 KB of gzip
+#: peaked at 3 GB: red team, session 27).
+MAX_IDX_IMAGES = 1 << 20
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -80,6 +84,9 @@ def _load(name: str, path: str | None) -> DataBundle:
             raise NNMarkError(f"{name}: train and test images differ in size")
         if int(y.max()) > 9:
             raise NNMarkError(f"{name}: {part} labels must be 0 to 9, found {int(y.max())}")
+    images = len(arr["train_y"]) + len(arr["test_y"])
+    if images > MAX_IDX_IMAGES:
+        raise NNMarkError(f"{name}: {images:,} images (at most {MAX_IDX_IMAGES:,})")
     pixels = arr["train_x"].size + arr["test_x"].size
     if pixels > MAX_IDX_PIXELS:
         raise NNMarkError(f"{name}: {pixels:,} pixels of images (at most {MAX_IDX_PIXELS:,})")

@@ -126,6 +126,8 @@ class OrtWorker:
         self.memory = ORT_MEMORY if memory is None else memory
         self.deadline = ORT_DEADLINE if deadline is None else deadline
         self.time_limit = ORT_TIME_LIMIT if time_limit is None else time_limit
+        if not (self.deadline > 0 and self.time_limit > 0):  # NaN compares false with clocks
+            raise NNMarkError(f"{path}: the graph's deadline and time limit must be > 0 seconds")
         self._ends = time.monotonic() + self.time_limit
         script = Path(__file__).with_name("_ort_worker.py")
         self._proc = subprocess.Popen(

@@ -121,6 +121,12 @@ class RemoteSuspect(Suspect):
         # inside the deadline stretches a verification to (exchanges x deadline).
         # None: the default bound (math.inf: none at all, for a caller that bounds it itself)
         self.time_limit = REMOTE_TIME_LIMIT if time_limit is None else time_limit
+        if not (self.time_limit > 0 and 0 < deadline < math.inf):  # NaN compared false with
+            # every clock: no limit at all (red team, session 27)
+            raise NNMarkError(
+                f"time_limit must be > 0 and deadline finite and > 0 seconds, got "
+                f"{self.time_limit!r} and {deadline!r}"
+            )
         self._ends = time.monotonic() + self.time_limit
         # no compression: a few KB of gzip or brotli would expand to gigabytes before the size
         # check (httpx decodes any Content-Encoding the server names); no proxy from the

@@ -161,6 +161,8 @@ def test_a_hostile_graph_runs_under_bounds(tmp_path: Path, monkeypatch: pytest.M
     assert worker._proc.poll() is not None  # the worker was killed, not left running
     # every batch inside its deadline, but all of them together within the time limit: a
     # graph answering each just inside 120 s stretched a verification to batches x 120 s
+    with pytest.raises(NNMarkError, match="deadline and time limit must be > 0"):
+        nnonnx.OrtWorker(loop, time_limit=float("nan"))  # NaN: no limit at all before
     worker = nnonnx.OrtWorker(loop, deadline=60.0, time_limit=4.0)
     with pytest.raises(NNMarkError, match="running the graph failed .*its 4 s for all batches"):
         worker.run(np.zeros((1, 1, 8, 8), dtype=np.float32))

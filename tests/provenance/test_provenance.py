@@ -307,6 +307,36 @@ def load_identity_at(path: Path) -> Any:
     return load_identity(path)
 
 
+SMALL_ORDER = [  # encodings OpenSSL accepts as Ed25519 public keys: each binds no signer
+    bytes(32),
+    (1).to_bytes(32, "little"),
+    (2**255 - 20).to_bytes(32, "little"),
+    (2**255 - 19).to_bytes(32, "little"),
+    (2**255 - 18).to_bytes(32, "little"),
+    bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+    bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+    bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85"),
+    (1 | 1 << 255).to_bytes(32, "little"),
+]
+
+
+@pytest.mark.parametrize("raw", SMALL_ORDER, ids=range(len(SMALL_ORDER)))
+def test_a_public_key_of_small_order_is_refused(key: OwnerKey, raw: bytes) -> None:
+    """Under a small-order public key a signature is made without any private key (R the
+    identity, S = 0 verified for the identity point under OpenSSL), so a key committing to one
+    could be signed by whoever holds the file (red team, session 27): refused as a signer and
+    as a committed signer, whatever the signature."""
+    from nnmark.provenance import text_fingerprint
+
+    pk = base64.b64encode(raw).decode()
+    forged = {"algorithm": "ed25519", "public_key": pk,
+              "signature": base64.b64encode((1).to_bytes(32, "little") + bytes(32)).decode()}  # fmt: skip
+    with pytest.raises(NNMarkError, match="not an Ed25519 public key of one signer"):
+        check_signature(key.commitment, forged)
+    with pytest.raises(NNMarkError, match="not an Ed25519 public key of one signer"):
+        text_fingerprint(pk)
+
+
 def test_base64_fields_must_be_canonical(tmp_path: Path, key: OwnerKey) -> None:
     """One text per value: the stamp imprint hashes the signature's text, so two spellings of
     one public key (stray bits after the last base64 digit) would be two imprints."""

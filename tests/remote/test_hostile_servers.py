@@ -406,3 +406,14 @@ def test_a_broken_exchange_is_not_called_unreachable(key_file: Path) -> None:
     assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
     assert "GET /v2/health/ready failed (RemoteProtocolError" in lines[0], lines[0]
     assert "not reachable" not in lines[0] and "\x1b" not in lines[0]
+
+
+@pytest.mark.parametrize("limits", [{"time_limit": float("nan")}, {"deadline": float("nan")}])
+def test_a_nan_limit_is_refused_not_unbounded(limits: dict[str, float]) -> None:
+    """NaN compared false with every clock: `time_limit=nan` ran with no overall limit (red
+    team, session 27). Refused before any connection."""
+    from nnmark.errors import NNMarkError
+    from nnmark.remote.client import RemoteSuspect
+
+    with pytest.raises(NNMarkError, match="time_limit must be > 0 and deadline finite"):
+        RemoteSuspect("http://127.0.0.1:9", **limits)
