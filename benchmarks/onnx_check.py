@@ -3,7 +3,7 @@
 Before a white-box mark is read from an ONNX file, nnmark finds the zoo architecture whose
 tensors the file's initializers are, builds it with them, and runs it beside the graph on noise
 probes: the mark is read only if the two agree (max |difference| at most 1e-3 of the largest
-output). This script measures, per architecture (cnn, mlp, resnet20, wrn on digits; unet on
+output) and the graph is no more than the zoo model's own export (its operations and values). This script measures, per architecture (cnn, mlp, resnet20, wrn on digits; unet on
 the BBBC039 tiles where they are given):
 
 - honest exports (`nnmark.integrations.onnx.export_onnx`) of `--seeds` models trained 2 epochs:

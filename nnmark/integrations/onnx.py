@@ -72,6 +72,22 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     from onnx import numpy_helper
 
     model = model.eval()
+    data = onnx_bytes(model, input_shape)
+    graph = onnx.load_from_string(data).graph
+    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    names = initializer_names(graph)
+    for name, tensor in model.state_dict().items():
+        if name not in names:
+            if name.endswith("num_batches_tracked"):
+                continue  # not used by an eval-mode graph; no scheme reads it
+            raise NNMarkError(f"ONNX export renamed or dropped {name}; refusing to write it")
+        if not np.array_equal(arrays[names[name]], tensor.detach().cpu().numpy()):
+            raise NNMarkError(f"ONNX export changed the values of {name}; refusing to write it")
+    atomic_write_bytes(path, data)
+
+
+def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    """`model` (in eval mode) as ONNX bytes, the way `export_onnx` writes it."""
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = Path(tmp) / "model.onnx"
@@ -86,18 +102,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
             output_names=["output"],
             dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
         )
-        data = out.read_bytes()
-    graph = onnx.load_from_string(data).graph
-    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    names = initializer_names(graph)
-    for name, tensor in model.state_dict().items():
-        if name not in names:
-            if name.endswith("num_batches_tracked"):
-                continue  # not used by an eval-mode graph; no scheme reads it
-            raise NNMarkError(f"ONNX export renamed or dropped {name}; refusing to write it")
-        if not np.array_equal(arrays[names[name]], tensor.detach().cpu().numpy()):
-            raise NNMarkError(f"ONNX export changed the values of {name}; refusing to write it")
-    atomic_write_bytes(path, data)
+        return out.read_bytes()
 
 
 #: The graph runs in a child process under these bounds (`OrtWorker`): address space, seconds

@@ -16,6 +16,7 @@ not read, and the reason says why.
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,12 @@ PROBE_BATCH = 4
 #: first on the meta device: the widths are the file's, and the model runs in this process).
 MAX_PROBE_VALUES = 1 << 22
 MAX_ACTIVATION_VALUES = 1 << 27
+#: The most multiply-adds the zoo model may spend on one probe batch (it runs in this process,
+#: with the file's kernel sizes): about 10 s on one core.
+MAX_PROBE_MACS = 1 << 35
+#: Values a graph may hold beyond the zoo tensors, over what the zoo model's own export holds
+#: (shape constants): far fewer than any layer a mark is read from.
+MAX_FOREIGN_VALUES = 256
 #: Agreement: max |zoo - graph| <= RTOL x the largest |output| (float32 accumulation order).
 RTOL = 1e-3
 
@@ -121,15 +128,23 @@ def build_with(
     return model.eval()
 
 
-def activation_values(model: nn.Module, shape: tuple[int, ...]) -> int | None:
+def activation_values(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int] | None:
     """The values every module of `model` (built on meta tensors) outputs for an input of
-    `shape`, computed without allocating; None where the model does not run on it."""
-    total = 0
+    `shape`, and the multiply-adds of its convolutions and linear layers, computed without
+    allocating; None where the model does not run on it. The kernels' sizes are the file's:
+    a 1,448-wide kernel on a 1,448-pixel input passed the values' bound and ran for minutes in
+    this process (red team, session 27)."""
+    total, macs = 0, 0
 
-    def count(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        nonlocal total
+    def count(module: nn.Module, inputs: Any, output: Any) -> None:
+        nonlocal total, macs
         if isinstance(output, torch.Tensor):
             total += output.numel()
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
+                per = weight.numel() // max(weight.shape[0], 1)
+                transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
+                macs += (inputs[0].numel() if transposed else output.numel()) * per
 
     hooks = [m.register_forward_hook(count) for m in model.modules()]
     try:
@@ -140,7 +155,7 @@ def activation_values(model: nn.Module, shape: tuple[int, ...]) -> int | None:
     finally:
         for hook in hooks:
             hook.remove()
-    return total
+    return total, macs
 
 
 def probe_shape(graph: Any) -> tuple[int, ...]:
@@ -184,6 +199,74 @@ def output_difference(
     return worst
 
 
+def _nodes(graph: Any) -> Iterator[Any]:
+    """Every node of `graph`, those of its nodes' subgraphs (If / Loop / Scan) at any depth
+    included."""
+    todo = list(graph.node)
+    while todo:
+        node = todo.pop()
+        yield node
+        for attr in node.attribute:
+            for sub in [attr.g, *attr.graphs]:
+                todo.extend(sub.node)
+
+
+def _foreign_values(graph: Any, names: frozenset[str]) -> int:
+    """The values the graph holds beyond the zoo tensors `names` (and their Identity aliases):
+    other initializers, in subgraphs too, and Constant nodes' tensors and lists."""
+    from nnmark.integrations.onnx import initializer_names
+
+    aliases = initializer_names(graph)
+    own = {aliases[n] for n in names if n in aliases}
+    subgraphs = [a.g for node in _nodes(graph) for a in node.attribute if a.HasField("g")]
+    subgraphs += [g for node in _nodes(graph) for a in node.attribute for g in a.graphs]
+    inits = list(graph.initializer) + [i for g in subgraphs for i in g.initializer]
+    total = sum(int(np.prod(i.dims, dtype=np.float64)) for i in inits if i.name not in own)
+    for node in _nodes(graph):
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                total += int(np.prod(a.t.dims, dtype=np.float64)) if a.HasField("t") else 0
+                total += len(a.floats) + len(a.ints) + len(a.strings) + 1
+    return total
+
+
+def structure_reason(
+    graph: Any, model: nn.Module, shape: tuple[int, ...], names: frozenset[str]
+) -> str | None:
+    """Why the graph may compute something else than `model` on other inputs than the probes,
+    or None: its operations (subgraphs included) must be among those of the zoo model's own
+    export, no more of each but Identity, and it may hold at most MAX_FOREIGN_VALUES values
+    more than that export beyond the zoo tensors. A graph that sent noise probes to the zoo
+    weights and digits to a hidden copy of the marked layer (an If on the input's minimum, or
+    the same as a gate of ReduceMin, Sign and Mul, the copy in a Constant) passed the probes
+    and read not_found (red team, session 27): it needs operations and values the zoo has not.
+    """
+    import onnx
+
+    from nnmark.integrations.onnx import onnx_bytes
+
+    reference = onnx.load_from_string(onnx_bytes(model, tuple(shape[1:]))).graph
+    want = Counter(n.op_type for n in _nodes(reference))
+    got = Counter(n.op_type for n in _nodes(graph) if n.op_type != "Identity")
+    extra = {op: n - want[op] for op, n in got.items() if n > want[op]}
+    if extra:
+        listed = ", ".join(f"{op} x{n}" for op, n in sorted(extra.items())[:8])
+        return (
+            f"the graph has operations the zoo architecture's own export does not ({listed}), "
+            "so on inputs other than the check's probes it may compute something else than the "
+            "weights a white-box mark would read: verify a black-box mark of the key, or the "
+            "model itself"
+        )
+    foreign, allowed = _foreign_values(graph, names), _foreign_values(reference, names)
+    if foreign > allowed + MAX_FOREIGN_VALUES:
+        return (
+            f"the graph holds {foreign:,} values beyond the zoo architecture's tensors (its own "
+            f"export: {allowed:,}), room for weights other than those a white-box mark would "
+            "read: verify a black-box mark of the key, or the model itself"
+        )
+    return None
+
+
 def graph_runs_its_weights(
     graph: Any,
     dims: Mapping[str, tuple[int, ...]],
@@ -220,14 +303,20 @@ def graph_runs_its_weights(
         if values is None:
             diffs.append(f"{arch} does not run with these shapes")
             continue
-        if values > MAX_ACTIVATION_VALUES:
+        outputs, macs = values
+        if outputs > MAX_ACTIVATION_VALUES or macs > MAX_PROBE_MACS:
             return GraphCheck(
-                reason=f"{arch} with its initializers outputs {values:,} values on a probe of "
-                f"shape {list(shape)} (at most {MAX_ACTIVATION_VALUES:,}), too many to run it "
-                "beside the graph: verify a black-box mark of the key, or the model itself"
+                reason=f"{arch} with its initializers outputs {outputs:,} values in "
+                f"{macs:,} multiply-adds on a probe of shape {list(shape)} (at most "
+                f"{MAX_ACTIVATION_VALUES:,} and {MAX_PROBE_MACS:,}), too much to run it beside "
+                "the graph: verify a black-box mark of the key, or the model itself"
             )
-        diff = output_difference(build_with(arch, kwargs, read), run_graph, shape)
+        model = build_with(arch, kwargs, read)
+        diff = output_difference(model, run_graph, shape)
         if diff <= RTOL:
+            why = structure_reason(graph, model, shape, names)
+            if why is not None:
+                return GraphCheck(reason=why)
             return GraphCheck(arch=arch, names=names)
         diffs.append(f"{arch} {diff:.3g}")
     return GraphCheck(

@@ -427,9 +427,10 @@ def test_a_white_box_mark_reads_only_the_layers_the_graph_is_shown_to_run(
 ) -> None:
     """A 2-layer MLP whose graph feeds the head the first layer's output plus 0 x the second's:
     every initializer is live, the 2-layer MLP does not give its answers, the 1-layer MLP
-    (a subset of its names) does. A mark on the second layer is not read (that layer is not
-    shown to be what the graph runs); one on the first layer is, and only the names of the
-    architecture shown are served."""
+    (a subset of its names) does on the probes. No mark is read: the graph has operations the
+    1-layer MLP's export has not (the second layer, the Mul and Add), with which it could
+    compute something else on other inputs (session 27; before, a mark on the first layer was
+    read, and only the second was refused)."""
     from onnx import helper
 
     from nnmark.integrations.onnx import OnnxSuspect, export_onnx
@@ -455,12 +456,13 @@ def test_a_white_box_mark_reads_only_the_layers_the_graph_is_shown_to_run(
     def mark(layer: str) -> Mark:
         return Mark("uchida", {}, layer, (0,), "owner", "00" * 16)
 
-    skipped = suspect.for_mark(mark("hidden.1"))
-    print("hidden.1:", skipped.unreadable)
-    assert skipped.unreadable is not None and "no layer 'hidden.1'" in skipped.unreadable
-    read = suspect.for_mark(mark("hidden.0"))
-    assert read.unreadable is None and read.tensor("hidden.0.weight") is not None
-    assert read.tensor("hidden.1.weight") is None and "hidden.1.weight" not in read.tensor_names()
+    for layer in ("hidden.1", "hidden.0"):
+        view = suspect.for_mark(mark(layer))
+        print(layer, view.unreadable)
+        assert view.unreadable is not None
+        assert "operations the zoo architecture's own export does not" in view.unreadable
+    honest = OnnxSuspect(tmp_path / "m.onnx").for_mark(mark("hidden.1"))
+    assert honest.unreadable is None and honest.tensor("hidden.1.weight") is not None
 
 
 def test_the_zoo_model_is_not_run_when_its_outputs_would_be_too_large(tmp_path: Path) -> None:
@@ -492,7 +494,34 @@ def test_the_zoo_model_is_not_run_when_its_outputs_would_be_too_large(tmp_path: 
 
     check = onnx_arch.graph_runs_its_weights(graph, dims, never, never)
     print(check.reason)
-    assert check.arch is None and "too many to run it beside the graph" in (check.reason or "")
+    assert check.arch is None and "too much to run it beside the graph" in (check.reason or "")
+
+
+def test_the_zoo_model_is_not_run_when_its_kernels_would_take_too_long(tmp_path: Path) -> None:
+    """Few outputs, many multiply-adds: a CNN whose first kernel is as wide as its 1,024-pixel
+    input passed the outputs' bound and ran for minutes in nnmark's process (red team, session
+    27). Its multiply-adds are counted on the meta device first."""
+    from nnmark.integrations import onnx_arch
+
+    graph = onnx.load(str(_graph([], [], tmp_path / "g.onnx"))).graph
+    h, k = 1024, 725
+    graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    graph.input[0].type.tensor_type.shape.dim[2].dim_value = h
+    graph.input[0].type.tensor_type.shape.dim[3].dim_value = h
+    side = (h + 3 - k) // 4
+    dims = {
+        "conv1.weight": (2, 1, k, k), "conv1.bias": (2,), "conv2.weight": (1, 2, 3, 3),
+        "conv2.bias": (1,), "conv3.weight": (1, 1, 3, 3), "conv3.bias": (1,),
+        "fc1.weight": (4, side * side), "fc1.bias": (4,), "fc2.weight": (10, 4), "fc2.bias": (10,),
+    }  # fmt: skip
+
+    def never(*_: object) -> torch.Tensor:
+        raise AssertionError("read or run")
+
+    check = onnx_arch.graph_runs_its_weights(graph, dims, never, never)
+    print(check.reason)
+    assert check.arch is None and "multiply-adds" in (check.reason or "")
+    assert "too much to run it beside the graph" in (check.reason or "")
 
 
 def test_names_read_in_nested_subgraphs_are_live() -> None:
@@ -524,3 +553,111 @@ def test_names_read_in_nested_subgraphs_are_live() -> None:
     )
     live = live_names(graph)
     assert {"cond", "W_shallow", "W_deep", "W_else"} <= live and "W_unused" not in live
+
+
+def _gated(d: Path, layer: str, out: Path) -> Path:
+    """The red team's gate (session 27): the stored `layer` shuffled, the marked one hidden in a
+    Constant; both copies of the graph run and are mixed by g = Relu(Sign(-1e-3 - min(x))), 1 on
+    noise probes (negative values) and 0 on digits, so the zoo model with the stored weights
+    answers the probes and the marked model every digit. No If, no Loop."""
+    import copy
+
+    from onnx import helper
+
+    from nnmark.integrations.onnx import initializer_names
+
+    proto = onnx.load(str(d / "m.onnx"))
+    g = proto.graph
+    own = initializer_names(g)[layer]
+    init = next(i for i in g.initializer if i.name == own)
+    w = numpy_helper.to_array(init)
+    shuffled = np.random.default_rng(1).permutation(w.ravel()).reshape(w.shape)
+    init.CopyFrom(numpy_helper.from_array(shuffled.astype(np.float32), own))
+
+    stored = {i.name for i in g.initializer}
+    # the exporter's aliases of shared initializers (Identity nodes) are kept once, unrenamed:
+    # they name the zoo tensors
+    aliases = [n for n in g.node if n.op_type == "Identity" and n.input[0] in stored]
+
+    def copy_of(tag: str, hidden: bool) -> tuple[list[onnx.NodeProto], dict[str, str]]:
+        nodes, ren = [], {}
+        if hidden:
+            value = numpy_helper.from_array(w, "hidden")
+            nodes.append(helper.make_node("Constant", [], [f"{tag}/W"], value=value))
+            ren[own] = f"{tag}/W"
+        for n in g.node:
+            if n in aliases:
+                continue
+            n2 = copy.deepcopy(n)
+            n2.input[:] = [ren.get(i, i) for i in n.input]
+            for k, o in enumerate(n.output):
+                ren[o] = n2.output[k] = f"{tag}/{o}"
+            n2.name = f"{tag}/{n.name}"
+            nodes.append(n2)
+        return nodes, ren
+
+    probe, pr = copy_of("probe", False)
+    real, rr = copy_of("real", True)
+    g.initializer.extend([numpy_helper.from_array(np.float32(-1e-3), "thr"),
+                          numpy_helper.from_array(np.float32(1), "one")])  # fmt: skip
+    mix = [
+        helper.make_node("ReduceMin", [g.input[0].name], ["xmin"], keepdims=0),
+        helper.make_node("Sub", ["thr", "xmin"], ["dd"]),
+        helper.make_node("Sign", ["dd"], ["sg"]),
+        helper.make_node("Relu", ["sg"], ["gate"]),
+        helper.make_node("Sub", ["one", "gate"], ["ngate"]),
+    ]
+    for o in [o.name for o in g.output]:
+        mix += [
+            helper.make_node("Mul", ["gate", pr[o]], [o + "/a"]),
+            helper.make_node("Mul", ["ngate", rr[o]], [o + "/b"]),
+            helper.make_node("Add", [o + "/a", o + "/b"], [o]),
+        ]
+    del g.node[:]
+    g.node.extend(aliases + probe + real + mix)
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_a_graph_that_tells_probes_from_inputs_is_not_read_white_box(  # type: ignore[no-untyped-def]
+    exported, digits: DataBundle, tmp_path: Path
+) -> None:
+    """Red team (session 27): the gated graph answers every digit as the marked model and the
+    noise probes as the zoo model with the stored (shuffled) weights, so the probe check passed
+    and the white-box mark read not_found. The graph has operations the zoo model's own export
+    has not: not read, with why; the black-box mark is found."""
+    from nnmark import verify
+
+    model, key, d = exported
+    path = _gated(d, f"{key.marks[0].layer}.weight", tmp_path / "gated.onnx")
+    honest, thief = load_suspect(d / "m.onnx"), load_suspect(path)
+    x = digits.x[:32]
+    assert torch.allclose(thief.predict(x), honest.predict(x), atol=1e-5)  # same answers
+    parts = {p.scheme: p for p in verify(thief, key).parts}
+    assert parts["uchida"].verdict == "not_found"
+    assert "operations the zoo architecture's own export does not" in parts["uchida"].reason
+    assert parts["content"].verdict == "found"
+    assert {p.scheme: p.verdict for p in verify(honest, key).parts}["uchida"] == "found"
+
+
+def test_a_graph_holding_values_beyond_the_zoo_tensors_is_not_read_white_box(  # type: ignore[no-untyped-def]
+    exported,
+) -> None:
+    """Room for a hidden copy of a layer (values the zoo tensors do not hold) is refused even
+    where the operations are the export's own."""
+    from nnmark.integrations import onnx_arch
+
+    model, _, d = exported
+    graph = onnx.load(str(d / "m.onnx")).graph
+    names = frozenset(model.state_dict())
+    shape = (4, *model_input_shape(d))
+    assert onnx_arch.structure_reason(graph, model, shape, names) is None  # the honest file
+    graph.initializer.append(numpy_helper.from_array(np.zeros(300, np.float32), "hidden"))
+    why = onnx_arch.structure_reason(graph, model, shape, names)
+    assert why is not None and "holds 300 values beyond the zoo architecture's tensors" in why
+
+
+def model_input_shape(d: Path) -> tuple[int, ...]:
+    from nnmark.io import read_safetensors_header
+
+    return tuple(json.loads(read_safetensors_header(d / "m.safetensors")[1]["nnmark.input_shape"]))
