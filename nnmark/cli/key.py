@@ -92,7 +92,7 @@ def sign_cmd(
     stamp that covers the signature being replaced is void with it and is removed (--replace).
     """
     from nnmark.cli.common import signer_for
-    from nnmark.provenance import check_signature, sign_commitment
+    from nnmark.provenance import check_signature, claimed_imprint, sign_commitment
 
     key = OwnerKey.load(key_path)
     _keep(key_path, "signature", key.signature is not None and not replace)
@@ -102,6 +102,9 @@ def sign_cmd(
     stamp, note = key.timestamp, ""
     if stamp is not None and _stamp_covers_signature(key):
         stamp, note = None, "; the timestamp over the old signature was removed (void with it)"
+    elif stamp is not None and claimed_imprint(stamp) != key.commitment:
+        stamp, note = None, "; the timestamp, over neither this commitment nor its signature, "
+        note += "was removed (void)"
     elif stamp is not None:
         note = "; the key's timestamp covers the commitment, not this signature"
     dataclasses.replace(key, signature=doc, timestamp=stamp).save(key_path)

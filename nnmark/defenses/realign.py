@@ -321,6 +321,9 @@ class RealignedSuspect(Suspect):
 
         if SCHEMES.get(mark.scheme).kind != "whitebox":
             return self.original
+        given = self.original.for_mark(mark)
+        if given.unreadable is not None:  # e.g. an ONNX graph that does not run the weights
+            return given  # read (onnx_arch): realigned, they were read anyway (red team, s. 27)
         if mark.index in self.refused:
             return UnreadableSuspect(self.label, self.refused[mark.index])
         if self.realigned is None:
@@ -339,7 +342,7 @@ class RealignedSuspect(Suspect):
         reference is independent of the key's secrets); verify doubles the smaller p."""
         view = self.for_mark(mark)
         if view is self.realigned and mark.index not in self.chosen:
-            return [view, self.original]
+            return [view, self.original.for_mark(mark)]
         return [view]
 
     def tensor(self, name: str) -> torch.Tensor | None:

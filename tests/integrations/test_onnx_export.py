@@ -661,3 +661,33 @@ def model_input_shape(d: Path) -> tuple[int, ...]:
     from nnmark.io import read_safetensors_header
 
     return tuple(json.loads(read_safetensors_header(d / "m.safetensors")[1]["nnmark.input_shape"]))
+
+
+def test_realignment_reads_an_onnx_file_only_where_the_check_does(  # type: ignore[no-untyped-def]
+    digits: DataBundle, plain_cnn, tmp_path: Path
+) -> None:
+    """`--reference-unmarked` rebuilt the module from an ONNX file's initializers and read it,
+    past the check that the graph runs them (red team, session 27): the Neg-trick file read
+    not_found with no reason. Now the realigned reading gives the check's reason."""
+    import copy
+
+    marked, key = embed(
+        copy.deepcopy(plain_cnn), digits, "uchida", key=OwnerKey.new("o", nonce="0e" * 16),
+        reference=plain_cnn,
+    )  # fmt: skip
+    save_model(marked, model_info(marked, digits), tmp_path / "m.safetensors")
+    save_model(plain_cnn, model_info(plain_cnn, digits), tmp_path / "plain.safetensors")
+    key.save(tmp_path / "k.nnkey")
+    args = ["export", str(tmp_path / "m.safetensors"), "--format", "onnx"]
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "m.onnx")]).exit_code == 0
+    neg = _transformed(tmp_path, f"{key.marks[0].layer}.weight", tmp_path / "neg.onnx", "neg")
+    for path, read in ((tmp_path / "m.onnx", True), (neg, False)):
+        r = runner.invoke(app, [
+            "verify", str(path), "--key", str(tmp_path / "k.nnkey"), "--json",
+            "--reference-unmarked", str(tmp_path / "plain.safetensors"),
+        ])  # fmt: skip
+        assert r.exit_code in (0, 1) and "Traceback" not in r.output, r.output
+        v = json.loads(r.stdout)
+        reason = v.get("reason") or ""
+        assert ("does not compute the zoo architecture" in reason) is not read, reason
+        assert (v["verdict"] == "found") is read, v

@@ -776,3 +776,17 @@ def test_console_script_exits_2_without_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach TSA"), proc.stderr
+
+
+def test_signing_drops_a_stamp_over_neither_commitment_nor_signature(
+    tmp_path: Path, tsa: LoopbackTSA
+) -> None:
+    """A stamp of another key's commitment was kept by `key sign` and shown as covering the
+    commitment (red team, session 27): it is void, so it is removed, and said so."""
+    key = make_key()
+    stray = fetch_timestamp(make_key().commitment, tsa.url)
+    dataclasses.replace(key, timestamp=stray).save(tmp_path / "k.nnkey")
+    new_identity(tmp_path / "me.pem")
+    r = run("sign", tmp_path / "k.nnkey", "--identity", tmp_path / "me.pem")
+    assert r.exit_code == 0 and "over neither this commitment nor its signature" in r.stdout
+    assert OwnerKey.load(tmp_path / "k.nnkey").timestamp is None
