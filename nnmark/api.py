@@ -125,6 +125,9 @@ def embed(
     if bits is not None and not (isinstance(bits, int) and 1 <= bits <= MAX_BITS):
         raise NNMarkError(f"bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
     key = key or OwnerKey.new(owner)
+    arch = getattr(model, "nnmark_arch", None)  # a zoo model: its white-box marks live there
+    if not key.marks and key.arch is None and arch is not None:
+        key = key.with_arch(arch, dict(model.nnmark_kwargs))
     if reference is not None:
         digest = model_sha256(reference)
         if key.marks and key.reference != digest:

@@ -6,6 +6,7 @@ Key file (JSON, `format` = "nnmark-key", `version` = 2)::
      "committed": {"owner": str, "nonce": 32 hex, "created": ISO-8601 UTC,
                    "kdf": {"name": "scrypt", "n": 65536, "r": 8, "p": 1},
                    "reference": sha256 hex, "signer": base64 Ed25519 key,  # optional
+                   "arch": {"name": str, "kwargs": {...}},                 # optional
                    "marks": [{"scheme": str, "config": {...}, "layer": str | null,
                               "bits": "0110...", "message": str | null,
                               "data": {...}, "stored": {...}}]},
@@ -25,8 +26,15 @@ What a key holds, and why nothing else:
 - `signer` is the public key of the identity that signs the key (nnmark.provenance), committed
   before the first secret: only a signature by that identity is accepted, and the marks depend
   on it, so a key file that leaks before it is signed and stamped cannot be signed by another.
-- The root secret of a mark is scrypt over *all* its committed fields but `stored` (owner, nonce,
-  creation time, KDF cost, reference, signer, scheme, config, layer, payload, message, data):
+- `arch` is the zoo architecture (name and kwargs) of the model the marks were embedded in: a
+  white-box mark is read from a suspect of another architecture never by layer name alone
+  (a resnet20's marked block moved to another position of a resnet32, the name the key reads
+  holding noise, read not_found with no reason: red team, session 27). It is committed but
+  not part of any secret: it only ever stops a reading, and a key's marks stay the same bit
+  for bit with or without it.
+- The root secret of a mark is scrypt over *all* its committed fields but `stored` and `arch`
+  (owner, nonce, creation time, KDF cost, reference, signer, scheme, config, layer, payload,
+  message, data):
   changing any of them
   (a new nonce, another payload, another step size) is a new derivation. A forger who searches
   for a key that fits a model they never marked pays one derivation per try, and a try succeeds
@@ -101,9 +109,9 @@ _TOP_FIELDS = {
     "signature",
     "timestamp",
 }
-_COMMITTED_FIELDS = {"owner", "nonce", "created", "kdf", "marks", "reference", "signer"}
+_COMMITTED_FIELDS = {"owner", "nonce", "created", "kdf", "marks", "reference", "signer", "arch"}
 #: Committed fields a key may leave out (keys made before them verify as they did).
-_OPTIONAL_COMMITTED = {"reference", "signer"}
+_OPTIONAL_COMMITTED = {"reference", "signer", "arch"}
 _MARK_FIELDS = {"scheme", "config", "layer", "bits", "message", "data", "stored"}
 
 
@@ -207,9 +215,13 @@ class Mark:
     reference: str | None = None
     #: the key's committed signer (OwnerKey.signer), which every secret depends on
     signer: str | None = None
+    #: the architecture of the model the key's marks were embedded in (OwnerKey.arch; not in
+    #: the secret)
+    arch: dict[str, Any] | None = None
 
     def material(self) -> dict[str, Any]:
-        """Everything the root secret depends on: every committed field but `stored`."""
+        """Everything the root secret depends on: every committed field but `stored` and the
+        key's `arch`."""
         return {
             "owner": self.owner,
             "nonce": self.nonce,
@@ -295,6 +307,9 @@ class OwnerKey:
     #: The Ed25519 public key (base64 of its 32 raw bytes) of the one identity whose signature
     #: the key accepts, committed before any secret (`with_signer`)
     signer: str | None = None
+    #: {"name": zoo architecture, "kwargs": its kwargs} of the model the marks were embedded
+    #: in, committed before any secret (`with_arch`)
+    arch: dict[str, Any] | None = None
 
     @classmethod
     def new(
@@ -322,6 +337,15 @@ class OwnerKey:
         if self.marks:
             raise ValueError("a reference is committed before the key's first mark")
         return dataclasses.replace(self, reference=check_sha256(sha256, "reference"))
+
+    def with_arch(self, name: str, kwargs: dict[str, Any]) -> OwnerKey:
+        """Commit to the zoo architecture the marks will be embedded in (nnmark.api.embed does,
+        for a zoo model): a white-box mark is then read only from a suspect of that
+        architecture. Only before the first mark."""
+        if self.marks:
+            raise ValueError("an architecture is committed before the key's first mark")
+        arch = check_arch({"name": name, "kwargs": dict(kwargs)}, "arch")
+        return dataclasses.replace(self, arch=arch)
 
     def with_signer(self, public_key: str) -> OwnerKey:
         """Commit to the identity that will sign the key (base64 of its raw Ed25519 public key,
@@ -358,6 +382,7 @@ class OwnerKey:
             stored=dict(stored or {}),
             reference=self.reference,
             signer=self.signer,
+            arch=self.arch,
         )
 
     def with_mark(self, mark: Mark) -> OwnerKey:
@@ -369,6 +394,7 @@ class OwnerKey:
             or mark.index != len(self.marks)
             or mark.reference != self.reference
             or mark.signer != self.signer
+            or mark.arch != self.arch
         ):
             raise ValueError("mark was not made by this key's new_mark")
         # a new mark changes the commitment: a signature or timestamp over the old one is void
@@ -396,6 +422,7 @@ class OwnerKey:
             "marks": [m.entry() for m in self.marks],
             **({} if self.reference is None else {"reference": self.reference}),
             **({} if self.signer is None else {"signer": self.signer}),
+            **({} if self.arch is None else {"arch": self.arch}),
         }
 
     @property
@@ -467,10 +494,13 @@ class OwnerKey:
         nonce = _check_nonce(c["nonce"], f"{source}: field committed.nonce")
         created = _check_created(c["created"], f"{source}: field committed.created")
         kdf = check_kdf(c["kdf"], source)
-        reference, signer = (
-            None if name not in c else check(c[name], f"{source}: field committed.{name}")
-            for name, check in (("reference", check_sha256), ("signer", check_public_key))
-        )
+
+        def optional(name: str, check: Any) -> Any:
+            return None if name not in c else check(c[name], f"{source}: field committed.{name}")
+
+        reference: str | None = optional("reference", check_sha256)
+        signer: str | None = optional("signer", check_public_key)
+        arch: dict[str, Any] | None = optional("arch", check_arch)
         marks_doc = c["marks"]
         if not isinstance(marks_doc, list) or not 1 <= len(marks_doc) <= MAX_MARKS:
             raise NNMarkError(f"{source}: field committed.marks must hold 1 to {MAX_MARKS} marks")
@@ -479,6 +509,7 @@ class OwnerKey:
                 _read_mark(m, i, owner, nonce, created, kdf, source),
                 reference=reference,
                 signer=signer,
+                arch=arch,
             )
             for i, m in enumerate(marks_doc)
         )
@@ -504,6 +535,7 @@ class OwnerKey:
             doc.get("timestamp"),
             reference,
             signer,
+            arch,
         )
 
     @classmethod
@@ -595,6 +627,25 @@ def check_sha256(value: Any, what: str) -> str:
     if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
         raise NNMarkError(f"{what} must be 64 lowercase hex digits (a SHA-256)")
     return value
+
+
+def check_arch(value: Any, what: str) -> dict[str, Any]:
+    """{"name": a printable architecture name, "kwargs": at most 32 scalar arguments}."""
+    ok = isinstance(value, dict) and set(value) == {"name", "kwargs"}
+    ok = ok and isinstance(value["name"], str) and 0 < len(value["name"]) <= 64
+    ok = ok and value["name"].isprintable() and isinstance(value["kwargs"], dict)
+    ok = ok and len(value["kwargs"]) <= 32
+    ok = ok and all(
+        isinstance(k, str)
+        and len(k) <= 64
+        and (v is None or type(v) in (bool, int, float, str))
+        and (not isinstance(v, str) or len(v) <= 64)
+        for k, v in value["kwargs"].items()
+    )
+    if not ok:
+        raise NNMarkError(f"{what} must be {{name, kwargs}} of a zoo architecture")
+    check_finite_json(value["kwargs"], what)
+    return {"name": value["name"], "kwargs": dict(value["kwargs"])}
 
 
 def check_public_key(value: Any, what: str) -> str:

@@ -48,8 +48,10 @@ class Suspect:
 
     def for_mark(self, mark: Mark) -> Suspect:
         """What `mark` reads: this suspect, or a view of it (a realigned suspect gives white-box
-        marks its realigned model and black-box ones the suspect as given)."""
-        return self
+        marks its realigned model and black-box ones the suspect as given); not read where the
+        suspect's architecture is not the one the key's white-box mark lives in."""
+        why = arch_mismatch(mark, self.info)
+        return self if why is None else UnreadableSuspect(self.label, why)
 
     def readings(self, mark: Mark) -> list[Suspect]:
         """The views `mark` may be read from (`for_mark` first): `verify` reads each and claims
@@ -104,6 +106,47 @@ class Suspect:
     @property
     def white_box(self) -> bool:
         return True
+
+
+def structure(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What of a zoo architecture's kwargs sets which layers exist and where (depth, blocks,
+    shortcut), defaults filled in: widths aside, two models agreeing here name the same layers
+    for the same places."""
+    import inspect
+
+    from nnmark.models import MODELS
+
+    try:
+        params = inspect.signature(MODELS.get(name)).parameters
+    except (NNMarkError, KeyError, TypeError, ValueError):
+        return {}
+    out = {k: p.default for k, p in params.items() if k in STRUCTURE_KWARGS}
+    out.update({k: v for k, v in kwargs.items() if k in STRUCTURE_KWARGS})
+    return out
+
+
+#: The kwargs of a zoo architecture that place its layers (`structure`).
+STRUCTURE_KWARGS = ("depth", "blocks", "shortcut")
+
+
+def arch_mismatch(mark: Mark, info: ModelInfo | None) -> str | None:
+    """Why a white-box `mark` is not read from a suspect described by `info`, or None: its key
+    commits to the architecture the mark lives in (OwnerKey.arch), and a suspect of another
+    architecture names its layers for other places (a resnet20's marked block moved into a
+    resnet32, the name the key reads holding noise, read not_found: red team, session 27)."""
+    from nnmark.schemes import SCHEMES
+
+    if mark.arch is None or info is None or SCHEMES.get(mark.scheme).kind != "whitebox":
+        return None
+    want = (mark.arch["name"], structure(mark.arch["name"], mark.arch["kwargs"]))
+    got = (info.arch, structure(info.arch, dict(info.arch_kwargs)))
+    if want == got:
+        return None
+    return (
+        f"the suspect is a {info.arch} {got[1]}, and the key's {mark.scheme} mark lives in a "
+        f"{want[0]} {want[1]}: its layers are named for other places, so the mark is not read "
+        "by name (the black-box marks of the key still are)"
+    )
 
 
 class UnreadableSuspect(Suspect):

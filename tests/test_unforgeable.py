@@ -574,3 +574,29 @@ def test_embedding_into_a_stamped_key_in_place_is_refused(
     )
     assert r.exit_code == 0 and "has no timestamp" in r.stderr and "stamp it again" in r.stderr
     assert OwnerKey.load(tmp_path / "k2.nnkey").timestamp is None
+
+
+def test_a_key_commits_to_its_marks_architecture_outside_the_secrets(
+    uchida_cnn: tuple[torch.nn.Module, OwnerKey],
+) -> None:
+    """`arch` is committed (the commitment changes with it) but no secret depends on it, so a
+    key's marks are the same bit for bit with or without it; a malformed one is refused."""
+    _, key = uchida_cnn
+    plain = OwnerKey.new("a", nonce="ab" * 16, created="2026-01-01T00:00:00+00:00")
+    with_arch = plain.with_arch("cnn", {"in_channels": 1, "num_classes": 10})
+    m0 = plain.new_mark("uchida", key.marks[0].config, "conv3", [0, 1] * 8)
+    m1 = with_arch.new_mark("uchida", key.marks[0].config, "conv3", [0, 1] * 8)
+    assert m0.secret == m1.secret
+    k0, k1 = plain.with_mark(m0), with_arch.with_mark(m1)
+    assert k0.commitment != k1.commitment
+    assert OwnerKey.from_json(k1.to_json()).arch == {"name": "cnn", "kwargs": k1.arch["kwargs"]}
+    for bad in (
+        {"name": "cnn"},
+        {"name": "x\nFOUND", "kwargs": {}},
+        {"name": "cnn", "kwargs": {"a": [1]}},
+    ):
+        doc = k1.to_json()
+        doc["committed"]["arch"] = bad
+        doc["commitment"] = sha256_hex(doc["committed"])
+        with pytest.raises(NNMarkError, match="committed.arch must be"):
+            OwnerKey.from_json(doc)

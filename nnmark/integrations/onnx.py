@@ -37,7 +37,7 @@ from torch import nn
 
 from nnmark.errors import NNMarkError
 from nnmark.io import atomic_write_bytes, plain_file_name
-from nnmark.suspect import Suspect, UnreadableSuspect
+from nnmark.suspect import Suspect, UnreadableSuspect, structure
 
 if TYPE_CHECKING:
     from nnmark.integrations.onnx_arch import GraphCheck
@@ -375,7 +375,7 @@ class OnnxSuspect(Suspect):
         # and one read of each initializer (shared the same way)
         self._worker: dict[str, OrtWorker] = {}
         self._read: dict[str, np.ndarray] = {}
-        self._checked: dict[str, GraphCheck] = {}  # the check's outcome, once
+        self._checked: dict[Any, GraphCheck] = {}  # the check's outcome, once per architecture
         #: a view for a white-box mark (`for_mark`): the only names it serves (None: all)
         self._serve: frozenset[str] | None = None
 
@@ -390,12 +390,16 @@ class OnnxSuspect(Suspect):
 
         if SCHEMES.get(mark.scheme).kind != "whitebox":
             return self
-        if "check" not in self._checked:
+        at: tuple[str, tuple[tuple[str, Any], ...]] | None = None
+        if mark.arch is not None:  # the architecture the key commits to: the only one tried
+            placed = structure(mark.arch["name"], mark.arch["kwargs"])
+            at = (mark.arch["name"], tuple(sorted(placed.items())))
+        if at not in self._checked:
             dims = {n: tuple(self._init[own].dims) for n, own in self._names.items()}
-            self._checked["check"] = graph_runs_its_weights(
-                self._graph, dims, self.tensor, self.predict
+            self._checked[at] = graph_runs_its_weights(
+                self._graph, dims, self.tensor, self.predict, committed=at
             )
-        check = self._checked["check"]
+        check = self._checked[at]
         if check.reason is not None:
             return UnreadableSuspect(self.label, f"{self.path}: {check.reason}")
         if mark.layer is not None and not any(n.startswith(f"{mark.layer}.") for n in check.names):

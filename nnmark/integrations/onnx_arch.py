@@ -254,8 +254,9 @@ def structure_reason(
         return (
             f"the graph has operations the zoo architecture's own export does not ({listed}), "
             "so on inputs other than the check's probes it may compute something else than the "
-            "weights a white-box mark would read: verify a black-box mark of the key, or the "
-            "model itself"
+            "weights a white-box mark would read (files of `nnmark export`, or of "
+            "torch.onnx.export with dynamo=False and do_constant_folding=False, are read): "
+            "verify a black-box mark of the key, or the model itself"
         )
     foreign, allowed = _foreign_values(graph, names), _foreign_values(reference, names)
     if foreign > allowed + MAX_FOREIGN_VALUES:
@@ -272,18 +273,34 @@ def graph_runs_its_weights(
     dims: Mapping[str, tuple[int, ...]],
     read: Callable[[str], torch.Tensor | None],
     run_graph: Callable[[torch.Tensor], torch.Tensor],
+    committed: tuple[str, tuple[tuple[str, Any], ...]] | None = None,
 ) -> GraphCheck:
     """The zoo architecture matching the initializers (`dims`: name -> declared shape; `read`
     reads one by name) that computes the graph's answers (`run_graph`) with them, and the names
-    it reads; otherwise why the white-box marks of this file cannot be read."""
+    it reads; otherwise why the white-box marks of this file cannot be read. `committed`: the
+    architecture the key commits to (its name and `nnmark.suspect.structure`), the only one
+    tried: a resnet20's marked block moved into a resnet32, the name the key reads holding
+    noise, passed as the resnet32 it is (red team, session 27)."""
     from nnmark.models import list_models
+    from nnmark.suspect import structure
 
     matches = matching_architectures({k: len(v) for k, v in dims.items()})
+    if committed is not None:
+        name, placed = committed[0], dict(committed[1])
+        matches = [
+            m for m in matches if m[0] == name and structure(name, m[1]) == structure(name, placed)
+        ]
+        if not matches:
+            return GraphCheck(
+                reason=f"its initializers are not those of a {name} {placed}, the architecture "
+                "the key's mark lives in: verify a black-box mark of the key, or the model itself"
+            )
     if not matches:
         return GraphCheck(
             reason="its initializers match no zoo architecture (" + ", ".join(list_models()) + "), "
-            "so nothing shows the graph runs the weights a white-box mark would read: verify a "
-            "black-box mark of the key, or the model itself (safetensors)"
+            "so nothing shows the graph runs the weights a white-box mark would read (an "
+            "exporter that folds BatchNorm into the convolutions stores other weights than "
+            "those marked): verify a black-box mark of the key, or the model itself (safetensors)"
         )
     try:
         shape = probe_shape(graph)

@@ -401,7 +401,7 @@ def test_an_onnx_file_matching_no_zoo_architecture_is_not_read_white_box(  # typ
     parts = {p["scheme"]: p for p in json.loads(r.stdout)["parts"]}
     print("renamed, uchida:", parts["uchida"]["reason"])
     assert parts["uchida"]["verdict"] == "not_found"
-    assert "match no zoo architecture" in parts["uchida"]["reason"]
+    assert "not those of a resnet20" in parts["uchida"]["reason"]  # the key's architecture
     assert parts["content"]["verdict"] == "found"
 
 
@@ -691,3 +691,92 @@ def test_realignment_reads_an_onnx_file_only_where_the_check_does(  # type: igno
         reason = v.get("reason") or ""
         assert ("does not compute the zoo architecture" in reason) is not read, reason
         assert (v["verdict"] == "found") is read, v
+
+
+def _deeper(r20: torch.nn.Module, digits: DataBundle) -> torch.nn.Module:
+    """Red team (session 27): the marked resnet20 as an honest resnet32 (shortcut B) that
+    computes the same function: its 9 blocks at positions 0-2, 5, 7, 8, 10-12, identity blocks
+    (bn2 weight 0) elsewhere, stage 1 zero-padded to 64 channels, so that the name the key reads
+    (layers.6.conv2.weight, shape [64, 64, 3, 3]) holds noise; the marked block is at 10."""
+    from nnmark.models import create_model
+
+    gen = torch.Generator().manual_seed(123)
+    sd20 = r20.state_dict()
+    kwargs = {"in_channels": 1, "num_classes": 10, "input_size": digits.input_shape[1]}
+    r32 = create_model("resnet32", shortcut="B", **kwargs).eval()
+    out = {k: sd20[k] for k in sd20 if not k.startswith(("layers.", "fc."))}
+
+    def pad(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        z = torch.zeros(shape, dtype=t.dtype)
+        z[tuple(slice(0, s) for s in t.shape)] = t
+        return z
+
+    def bn(prefix: str, src: str | None, n: int, weight: float = 0.0) -> None:
+        for leaf, fill in (("weight", weight), ("bias", 0.0), ("running_mean", 0.0),
+                           ("running_var", 1.0)):  # fmt: skip
+            z = torch.full((n,), fill)
+            if src is not None:
+                z[: sd20[f"{src}.{leaf}"].numel()] = sd20[f"{src}.{leaf}"]
+            out[f"{prefix}.{leaf}"] = z
+        out[f"{prefix}.num_batches_tracked"] = torch.tensor(0)
+
+    width = {0: 16, 1: 64, 2: 64}
+    place = {0: 0, 1: 1, 2: 2, 5: 3, 7: 4, 8: 5, 10: 6, 11: 7, 12: 8}
+    for p in range(15):
+        cout = width[p // 5]
+        cin = width[p // 5 - 1] if p % 5 == 0 and p else cout
+        pre, b = f"layers.{p}", place.get(p)
+        if b is None:  # identity: relu(0 + x) = x for x >= 0
+            out[f"{pre}.conv1.weight"] = torch.randn(cout, cin, 3, 3, generator=gen) * 0.05
+            out[f"{pre}.conv2.weight"] = torch.randn(cout, cout, 3, 3, generator=gen) * 0.05
+            bn(f"{pre}.bn1", None, cout, 1.0)
+            bn(f"{pre}.bn2", None, cout, 0.0)
+            continue
+        s = f"layers.{b}"
+        out[f"{pre}.conv1.weight"] = pad(sd20[f"{s}.conv1.weight"], (cout, cin, 3, 3))
+        out[f"{pre}.conv2.weight"] = pad(sd20[f"{s}.conv2.weight"], (cout, cout, 3, 3))
+        bn(f"{pre}.bn1", f"{s}.bn1", cout)
+        bn(f"{pre}.bn2", f"{s}.bn2", cout)
+        if f"{s}.shortcut.0.weight" in sd20:
+            out[f"{pre}.shortcut.0.weight"] = pad(sd20[f"{s}.shortcut.0.weight"], (cout, cin, 1, 1))
+            bn(f"{pre}.shortcut.1", f"{s}.shortcut.1", cout)
+    out["fc.weight"] = pad(sd20["fc.weight"], (10, width[2]))
+    out["fc.bias"] = sd20["fc.bias"]
+    assert set(out) == set(r32.state_dict())
+    for name, t in out.items():
+        owner, _, leaf = name.rpartition(".")
+        m = r32.get_submodule(owner)
+        if leaf in m._parameters:
+            m._parameters[leaf] = torch.nn.Parameter(t.clone(), requires_grad=False)
+        else:
+            m._buffers[leaf] = t.clone()
+    return r32.eval()
+
+
+def test_a_marked_block_moved_into_a_deeper_zoo_model_is_not_read_by_name(  # type: ignore[no-untyped-def]
+    exported, digits: DataBundle, tmp_path: Path
+) -> None:
+    """The deeper copy answers every digit as the marked resnet20 and passes the graph check
+    as the resnet32 it is; the white-box read found noise under the key's layer name and said
+    not_found with no reason. The key commits to the architecture its marks live in
+    (OwnerKey.arch): another one is not read by name, ONNX or safetensors, and says why."""
+    from nnmark import verify
+    from nnmark.integrations.onnx import export_onnx
+
+    model, key, d = exported
+    assert key.arch is not None and key.arch["name"] == "resnet20"
+    r32 = _deeper(model.eval(), digits)
+    with torch.no_grad():
+        assert torch.equal(r32(digits.x).argmax(1), model(digits.x).argmax(1))
+    export_onnx(r32, digits.input_shape, tmp_path / "deeper.onnx")
+    parts = {p.scheme: p for p in verify(load_suspect(tmp_path / "deeper.onnx"), key).parts}
+    reason = parts["uchida"].reason or ""
+    assert parts["uchida"].verdict == "not_found" and "not those of a resnet20" in reason
+    assert parts["content"].verdict == "found"
+    # as safetensors (its widths are not resnet32's: read by name, as a widened file is)
+    from safetensors.torch import save_file
+
+    meta = model_info(r32, digits).to_metadata()
+    save_file(dict(r32.state_dict()), str(tmp_path / "deeper.safetensors"), metadata=meta)
+    view = load_suspect(tmp_path / "deeper.safetensors").for_mark(key.marks[0])
+    assert "the suspect is a resnet32" in (view.unreadable or "")
