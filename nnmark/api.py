@@ -24,7 +24,7 @@ from nnmark.keys import MAX_BITS, OwnerKey
 from nnmark.models import create_model
 from nnmark.schemes import SCHEMES, Scheme, scheme_for
 from nnmark.stats import DEFAULT_ALPHA, bonferroni_combine, decide, fisher_combine
-from nnmark.suspect import Suspect, as_suspect
+from nnmark.suspect import Suspect, arch_mismatch, as_suspect
 from nnmark.train import Precision, ProgressFn, TrainConfig, fit
 from nnmark.verdict import Verdict
 
@@ -482,9 +482,14 @@ def _read(
     read = []
     for view in views:
         view = view.with_budget(left)
-        if view.unreadable is not None:  # e.g. not realignable: not_found, with the reason
-            v = sch.unreadable_verdict(view.unreadable, threshold)
-            v = dataclasses.replace(v, details={**v.details, "not_read": view.unreadable})
+        # a suspect of another architecture than the one the key commits to names its layers
+        # for other places (nnmark.suspect.arch_mismatch): a white-box mark is not read by name
+        why = view.unreadable
+        if why is None and sch.kind == "whitebox":
+            why = arch_mismatch(sch.mark, view.info)
+        if why is not None:  # e.g. not realignable: not_found, with the reason
+            v = sch.unreadable_verdict(why, threshold)
+            v = dataclasses.replace(v, details={**v.details, "not_read": why})
             read.append((view, v))
         else:
             read.append((view, sch.verify(view, threshold / len(views))))

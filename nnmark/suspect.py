@@ -48,10 +48,8 @@ class Suspect:
 
     def for_mark(self, mark: Mark) -> Suspect:
         """What `mark` reads: this suspect, or a view of it (a realigned suspect gives white-box
-        marks its realigned model and black-box ones the suspect as given); not read where the
-        suspect's architecture is not the one the key's white-box mark lives in."""
-        why = arch_mismatch(mark, self.info)
-        return self if why is None else UnreadableSuspect(self.label, why)
+        marks its realigned model and black-box ones the suspect as given)."""
+        return self
 
     def readings(self, mark: Mark) -> list[Suspect]:
         """The views `mark` may be read from (`for_mark` first): `verify` reads each and claims
@@ -133,10 +131,9 @@ def arch_mismatch(mark: Mark, info: ModelInfo | None) -> str | None:
     """Why a white-box `mark` is not read from a suspect described by `info`, or None: its key
     commits to the architecture the mark lives in (OwnerKey.arch), and a suspect of another
     architecture names its layers for other places (a resnet20's marked block moved into a
-    resnet32, the name the key reads holding noise, read not_found: red team, session 27)."""
-    from nnmark.schemes import SCHEMES
-
-    if mark.arch is None or info is None or SCHEMES.get(mark.scheme).kind != "whitebox":
+    resnet32, the name the key reads holding noise, read not_found: red team, session 27).
+    For white-box marks only (the caller knows the scheme)."""
+    if mark.arch is None or info is None:
         return None
     want = (mark.arch["name"], structure(mark.arch["name"], mark.arch["kwargs"]))
     got = (info.arch, structure(info.arch, dict(info.arch_kwargs)))

@@ -342,13 +342,13 @@ def test_cli_reference(
     u_copy = save(attack(uchida, "permute,morph", seed=2), "u_copy")
     cases = [  # suspect, key, option, reference, exit code, reason
         (plain, "s.nnkey", "--reference", ref, 1, None),
-        (other, "s.nnkey", "--reference", ref, 1, "the suspect is a mlp"),  # key's arch: cnn
+        (other, "s.nnkey", "--reference", ref, 1, "cannot realign"),
         (s_copy, "s.nnkey", "--reference", ref, 0, None),
         (s_copy, "s0.nnkey", "--reference", ref, 1, "needs a verified timestamp"),
         (u_copy, "u.nnkey", "--reference-unmarked", plain, 1, "not the model the key commits"),
         (plain, "u.nnkey", "--reference", uref, 1, "reference refused"),
         (plain, "u.nnkey", "--reference-unmarked", twin, 1, None),
-        (other, "u.nnkey", "--reference-unmarked", twin, 1, "the suspect is a mlp"),
+        (other, "u.nnkey", "--reference-unmarked", twin, 1, "cannot realign"),
         (u_copy, "u.nnkey", "--reference-unmarked", twin, 0, None),
         (plain, "n.nnkey", "--reference", ref, 1, "class"),
     ]
