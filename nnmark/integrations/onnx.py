@@ -335,6 +335,22 @@ def live_names(graph: Any) -> set[str]:
     return live
 
 
+#: The most values a batch padded to a graph's fixed batch size may hold.
+MAX_FIXED_BATCH_VALUES = 1 << 24
+
+
+def _fixed_batch(graph: Any) -> int | None:
+    """The batch size the graph's first input fixes, or None (a free batch dimension)."""
+    inits = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    if not inputs or not inputs[0].type.HasField("tensor_type"):
+        return None
+    dims = inputs[0].type.tensor_type.shape.dim
+    if not dims or not dims[0].HasField("dim_value") or dims[0].dim_value <= 0:
+        return None
+    return int(dims[0].dim_value)
+
+
 class OnnxSuspect(Suspect):
     """An ONNX file: initializers by name, predictions through onnxruntime in a bounded child
     process (`OrtWorker`); white-box marks read it only where the graph runs its initializers
@@ -460,6 +476,25 @@ class OnnxSuspect(Suspect):
         return [n for n in self._names if self._serve is None or n in self._serve]
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The graph's answers, in batches of the size it declares if it fixes one (a graph
+        exported with batch 1 refused the black-box marks' larger batches: red team, session
+        27); the last batch padded with zeros and its padding dropped."""
         if "ort" not in self._worker:
             self._worker["ort"] = OrtWorker(self.path)
-        return torch.from_numpy(self._worker["ort"].run(x.float().numpy()))
+        run = self._worker["ort"].run
+        fixed = _fixed_batch(self._graph)
+        if fixed is None or len(x) == fixed:
+            return torch.from_numpy(run(x.float().numpy()))
+        if fixed * x[0].numel() > MAX_FIXED_BATCH_VALUES:  # the graph's number: bounded first
+            raise NNMarkError(
+                f"{self.path}: the graph fixes its batch at {fixed:,} inputs of "
+                f"{x[0].numel():,} values, more than {MAX_FIXED_BATCH_VALUES:,} in all"
+            )
+        parts = []
+        for i in range(0, len(x), fixed):
+            chunk = x[i : i + fixed].float()
+            pad = fixed - len(chunk)
+            if pad:
+                chunk = torch.cat([chunk, chunk.new_zeros(pad, *chunk.shape[1:])])
+            parts.append(torch.from_numpy(run(chunk.numpy()))[: fixed - pad])
+        return torch.cat(parts)

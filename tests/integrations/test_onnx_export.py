@@ -782,3 +782,30 @@ def test_a_marked_block_moved_into_a_deeper_zoo_model_is_not_read_by_name(  # ty
     white = dataclasses.replace(key, marks=key.marks[:1])  # the file runs no zoo resnet32
     v = verify(load_suspect(tmp_path / "deeper.safetensors"), white)
     assert v.verdict == "not_found" and "the suspect is a resnet32" in (v.reason or ""), v
+
+
+def test_a_graph_with_a_fixed_batch_is_run_in_batches_of_that_size(
+    plain_cnn, digits: DataBundle, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A graph exported with batch 1 refused the black-box marks' larger batches (exit 2, red
+    team, session 27): it is run one batch of its size at a time, the last one padded; a fixed
+    batch too large to pad is refused with one line."""
+    import warnings
+
+    from nnmark.errors import NNMarkError
+    from nnmark.integrations.onnx import OnnxSuspect
+
+    path = tmp_path / "b3.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(plain_cnn.eval(), (torch.zeros(3, *digits.input_shape),), str(path),
+                          dynamo=False, do_constant_folding=False, input_names=["input"])  # fmt: skip
+    x = digits.x[:7]
+    with torch.no_grad():
+        want = plain_cnn(x)
+    assert torch.allclose(OnnxSuspect(path).predict(x), want, atol=1e-5)
+    proto = onnx.load(str(path))
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 10**7
+    onnx.save(proto, str(tmp_path / "huge.onnx"))
+    with pytest.raises(NNMarkError, match="fixes its batch at 10,000,000 inputs"):
+        OnnxSuspect(tmp_path / "huge.onnx").predict(x)
