@@ -486,7 +486,7 @@ def _read(
         # for other places (nnmark.suspect.arch_mismatch): a white-box mark is not read by name
         why = view.unreadable
         if why is None and sch.kind == "whitebox":
-            why = arch_mismatch(sch.mark, view.info)
+            why = arch_mismatch(sch.mark, view.info, view.tensor_names())
         if why is not None:  # e.g. not realignable: not_found, with the reason
             v = sch.unreadable_verdict(why, threshold)
             v = dataclasses.replace(v, details={**v.details, "not_read": why})

@@ -8,7 +8,7 @@ schemes only ever call `predict`. A served model (remote) has no tensors at all.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,23 +127,40 @@ def structure(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 STRUCTURE_KWARGS = ("depth", "blocks", "shortcut")
 
 
-def arch_mismatch(mark: Mark, info: ModelInfo | None) -> str | None:
-    """Why a white-box `mark` is not read from a suspect described by `info`, or None: its key
-    commits to the architecture the mark lives in (OwnerKey.arch), and a suspect of another
-    architecture names its layers for other places (a resnet20's marked block moved into a
-    resnet32, the name the key reads holding noise, read not_found: red team, session 27).
-    For white-box marks only (the caller knows the scheme)."""
-    if mark.arch is None or info is None:
+def arch_mismatch(mark: Mark, info: ModelInfo | None, names: Sequence[str]) -> str | None:
+    """Why a white-box `mark` is not read from a suspect described by `info` holding tensors
+    `names`, or None: its key commits to the architecture the mark lives in (OwnerKey.arch),
+    and a suspect of another architecture names its layers for other places (a resnet20's
+    marked block moved into a resnet32, the name the key reads holding noise, read not_found:
+    red team, session 27). The tensors' names are compared too, since a file's metadata is
+    whatever its maker wrote. For white-box marks only (the caller knows the scheme)."""
+    from nnmark.models import zoo_names
+
+    if mark.arch is None:
         return None
-    want = (mark.arch["name"], structure(mark.arch["name"], mark.arch["kwargs"]))
-    got = (info.arch, structure(info.arch, dict(info.arch_kwargs)))
-    if want == got:
-        return None
-    return (
-        f"the suspect is a {info.arch} {got[1]}, and the key's {mark.scheme} mark lives in a "
-        f"{want[0]} {want[1]}: its layers are named for other places, so the mark is not read "
-        "by name (the black-box marks of the key still are)"
-    )
+    name, kwargs = mark.arch["name"], mark.arch["kwargs"]
+    want = (name, structure(name, kwargs))
+    if info is not None:
+        got = (info.arch, structure(info.arch, dict(info.arch_kwargs)))
+        if want != got:
+            return (
+                f"the suspect is a {info.arch} {got[1]}, and the key's {mark.scheme} mark lives "
+                f"in a {name} {want[1]}: its layers are named for other places, so the mark is "
+                "not read by name (the black-box marks of the key still are)"
+            )
+    try:
+        expected = zoo_names(name, kwargs)
+    except NNMarkError as exc:
+        return f"the key's architecture cannot be built ({exc})"
+    held = {n for n in names if not n.endswith("num_batches_tracked")}
+    if names and held != expected:
+        odd = sorted(held ^ expected)[:3]
+        return (
+            f"the suspect's tensors are not those of a {name} {want[1]}, the architecture the "
+            f"key's {mark.scheme} mark lives in (e.g. {', '.join(odd)}): its layers are named for "
+            "other places, so the mark is not read by name (the black-box marks still are)"
+        )
+    return None
 
 
 class UnreadableSuspect(Suspect):

@@ -33,6 +33,25 @@ STRUCTURAL = ("depth", "blocks")
 def count_values(name: str, max_params: int | None = MAX_PARAMS, **kwargs: Any) -> int:
     """Parameters and buffers of `name` built with kwargs, counted on the meta device (nothing
     is allocated); above `max_params`, a one-line error."""
+    probe = _on_meta(name, kwargs)
+    count = sum(t.numel() for t in probe.state_dict().values())
+    if max_params is not None and count > max_params:
+        raise NNMarkError(
+            f"model {name!r} with {kwargs} has {count:,} parameters, above the limit of "
+            f"{max_params:,} (raise it with --max-params)"
+        )
+    return count
+
+
+def zoo_names(name: str, kwargs: dict[str, Any]) -> frozenset[str]:
+    """The state-dict names of `name` built with kwargs (on the meta device; the same bounds as
+    count_values), BatchNorm's num_batches_tracked aside (an eval-mode export drops it)."""
+    names = _on_meta(name, kwargs).state_dict()
+    return frozenset(n for n in names if not n.endswith("num_batches_tracked"))
+
+
+def _on_meta(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """`name` built with kwargs on the meta device, its depth and blocks bounded first."""
     import torch
 
     factory = MODELS.get(name)
@@ -50,13 +69,7 @@ def count_values(name: str, max_params: int | None = MAX_PARAMS, **kwargs: Any) 
         raise NNMarkError(f"model {name!r}: {exc}") from None
     except (ValueError, RuntimeError, OverflowError) as exc:
         raise NNMarkError(f"model {name!r}: cannot be built with {kwargs} ({exc})") from None
-    count = sum(t.numel() for t in probe.state_dict().values())
-    if max_params is not None and count > max_params:
-        raise NNMarkError(
-            f"model {name!r} with {kwargs} has {count:,} parameters, above the limit of "
-            f"{max_params:,} (raise it with --max-params)"
-        )
-    return count
+    return probe
 
 
 def create_model(name: str, max_params: int | None = MAX_PARAMS, **kwargs: Any) -> nn.Module:

@@ -782,6 +782,11 @@ def test_a_marked_block_moved_into_a_deeper_zoo_model_is_not_read_by_name(  # ty
     white = dataclasses.replace(key, marks=key.marks[:1])  # the file runs no zoo resnet32
     v = verify(load_suspect(tmp_path / "deeper.safetensors"), white)
     assert v.verdict == "not_found" and "the suspect is a resnet32" in (v.reason or ""), v
+    # its metadata is whatever its maker wrote: claiming resnet20, its tensors still tell
+    meta = model_info(model, digits).to_metadata()
+    save_file(dict(r32.state_dict()), str(tmp_path / "liar.safetensors"), metadata=meta)
+    v = verify(load_suspect(tmp_path / "liar.safetensors"), white)
+    assert "tensors are not those of a resnet20" in (v.reason or ""), v
 
 
 def test_a_graph_with_a_fixed_batch_is_run_in_batches_of_that_size(
