@@ -152,13 +152,15 @@ def arch_mismatch(mark: Mark, info: ModelInfo | None, names: Sequence[str]) -> s
         expected = zoo_names(name, kwargs)
     except NNMarkError as exc:
         return f"the key's architecture cannot be built ({exc})"
-    held = {n for n in names if not n.endswith("num_batches_tracked")}
-    if names and held != expected:
-        odd = sorted(held ^ expected)[:3]
+    # fewer is fine (a user's own class holding the marked layer reads as documented); more
+    # is another architecture, whose names need not mean the key's places
+    extra = sorted(n for n in names if n not in expected and not n.endswith("num_batches_tracked"))
+    if extra:
         return (
-            f"the suspect's tensors are not those of a {name} {want[1]}, the architecture the "
-            f"key's {mark.scheme} mark lives in (e.g. {', '.join(odd)}): its layers are named for "
-            "other places, so the mark is not read by name (the black-box marks still are)"
+            f"the suspect holds tensors a {name} {want[1]}, the architecture the key's "
+            f"{mark.scheme} mark lives in, has not (e.g. {', '.join(extra[:3])}): its layers are "
+            "named for other places, so the mark is not read by name (the black-box marks still "
+            "are)"
         )
     return None
 
