@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -303,17 +304,22 @@ def _read_external(init: Any, folder: Path, dtype: Any, count: int) -> np.ndarra
     return values.astype(np.dtype(dtype), copy=False).reshape(tuple(init.dims))
 
 
+def all_nodes(nodes: Iterable[Any]) -> Iterator[Any]:
+    """`nodes` and the nodes of their subgraphs (If / Loop / Scan bodies), at every depth."""
+    todo = list(nodes)
+    while todo:
+        node = todo.pop()
+        yield node
+        for attr in node.attribute:
+            for sub in [attr.g, *attr.graphs]:
+                todo.extend(sub.node)
+
+
 def _subgraph_inputs(node: Any) -> list[str]:
     """Every name the nodes of `node`'s subgraphs read (Loop / If / Scan bodies read outer
     names), at every depth: an If inside a Loop body reads them too."""
-    names: list[str] = []
-    todo = [node]
-    while todo:
-        for attr in todo.pop().attribute:
-            for sub in [attr.g, *attr.graphs]:
-                names += [n for inner in sub.node for n in inner.input]
-                todo.extend(sub.node)
-    return names
+    inner = [n for a in node.attribute for sub in [a.g, *a.graphs] for n in sub.node]
+    return [name for n in all_nodes(inner) for name in n.input]
 
 
 def live_names(graph: Any) -> set[str]:
@@ -339,16 +345,15 @@ def live_names(graph: Any) -> set[str]:
 MAX_FIXED_BATCH_VALUES = 1 << 24
 
 
-def _fixed_batch(graph: Any) -> int | None:
-    """The batch size the graph's first input fixes, or None (a free batch dimension)."""
+def input_dims(graph: Any) -> list[int] | None:
+    """The shape the graph's first (non-initializer) input declares, 0 for a free dimension;
+    None where it declares no tensor input."""
     inits = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in inits]
     if not inputs or not inputs[0].type.HasField("tensor_type"):
         return None
     dims = inputs[0].type.tensor_type.shape.dim
-    if not dims or not dims[0].HasField("dim_value") or dims[0].dim_value <= 0:
-        return None
-    return int(dims[0].dim_value)
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 0 for d in dims]
 
 
 class OnnxSuspect(Suspect):
@@ -386,6 +391,9 @@ class OnnxSuspect(Suspect):
         self._init = {i.name: i for i in model.graph.initializer}
         self._names = initializer_names(model.graph)
         self._live = live_names(model.graph)
+        dims = input_dims(model.graph)
+        #: the batch size the graph fixes (None: free), which `predict` runs it in
+        self._batch = dims[0] if dims else None
         self._array = numpy_helper.to_array
         # one worker for this suspect and the copies verify makes of it (Suspect.with_budget),
         # and one read of each initializer (shared the same way)
@@ -482,8 +490,8 @@ class OnnxSuspect(Suspect):
         if "ort" not in self._worker:
             self._worker["ort"] = OrtWorker(self.path)
         run = self._worker["ort"].run
-        fixed = _fixed_batch(self._graph)
-        if fixed is None or len(x) == fixed:
+        fixed = self._batch
+        if not fixed or len(x) == fixed:
             return torch.from_numpy(run(x.float().numpy()))
         if fixed * x[0].numel() > MAX_FIXED_BATCH_VALUES:  # the graph's number: bounded first
             raise NNMarkError(

@@ -161,14 +161,13 @@ def activation_values(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, in
 def probe_shape(graph: Any) -> tuple[int, ...]:
     """The shape of one probe batch: the graph's first (non-initializer) input as it declares
     it, its batch dimension PROBE_BATCH unless fixed. A one-line error when it declares none."""
-    inits = {i.name for i in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in inits]
-    if not inputs or not inputs[0].type.HasField("tensor_type"):
+    from nnmark.integrations.onnx import input_dims
+
+    shape = input_dims(graph)
+    if shape is None:
         raise NNMarkError("the graph declares no tensor input")
-    dims = inputs[0].type.tensor_type.shape.dim
-    if not dims:
+    if not shape:
         raise NNMarkError("the graph does not declare its input's shape")
-    shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 0 for d in dims]
     if 0 in shape[1:]:
         raise NNMarkError("the graph does not declare its input's shape (a free dimension)")
     shape[0] = shape[0] or PROBE_BATCH
@@ -199,30 +198,18 @@ def output_difference(
     return worst
 
 
-def _nodes(graph: Any) -> Iterator[Any]:
-    """Every node of `graph`, those of its nodes' subgraphs (If / Loop / Scan) at any depth
-    included."""
-    todo = list(graph.node)
-    while todo:
-        node = todo.pop()
-        yield node
-        for attr in node.attribute:
-            for sub in [attr.g, *attr.graphs]:
-                todo.extend(sub.node)
-
-
 def _foreign_values(graph: Any, names: frozenset[str]) -> int:
     """The values the graph holds beyond the zoo tensors `names` (and their Identity aliases):
     other initializers, in subgraphs too, and Constant nodes' tensors and lists."""
-    from nnmark.integrations.onnx import initializer_names
+    from nnmark.integrations.onnx import all_nodes, initializer_names
 
     aliases = initializer_names(graph)
     own = {aliases[n] for n in names if n in aliases}
-    subgraphs = [a.g for node in _nodes(graph) for a in node.attribute if a.HasField("g")]
-    subgraphs += [g for node in _nodes(graph) for a in node.attribute for g in a.graphs]
+    nodes = list(all_nodes(graph.node))
+    subgraphs = [g for node in nodes for a in node.attribute for g in [a.g, *a.graphs]]
     inits = list(graph.initializer) + [i for g in subgraphs for i in g.initializer]
     total = sum(int(np.prod(i.dims, dtype=np.float64)) for i in inits if i.name not in own)
-    for node in _nodes(graph):
+    for node in nodes:
         if node.op_type == "Constant":
             for a in node.attribute:
                 total += int(np.prod(a.t.dims, dtype=np.float64)) if a.HasField("t") else 0
@@ -243,11 +230,11 @@ def structure_reason(
     """
     import onnx
 
-    from nnmark.integrations.onnx import onnx_bytes
+    from nnmark.integrations.onnx import all_nodes, onnx_bytes
 
     reference = onnx.load_from_string(onnx_bytes(model, tuple(shape[1:]))).graph
-    want = Counter(n.op_type for n in _nodes(reference))
-    got = Counter(n.op_type for n in _nodes(graph) if n.op_type != "Identity")
+    want = Counter(n.op_type for n in all_nodes(reference.node))
+    got = Counter(n.op_type for n in all_nodes(graph.node) if n.op_type != "Identity")
     extra = {op: n - want[op] for op, n in got.items() if n > want[op]}
     if extra:
         listed = ", ".join(f"{op} x{n}" for op, n in sorted(extra.items())[:8])
