@@ -339,13 +339,10 @@ def provenance(
             raise NNMarkError(
                 f"the suspect cannot have been first seen in the future ({seen.isoformat()})"
             )
-    signer = check_signature(key.commitment, key.signature) if key.signature else None
+    signer = None
+    if key.signature is not None:  # by the committed signer only, if the key commits to one
+        signer = check_signature(key.commitment, key.signature, committed=key.signer)
     committed = None if key.signer is None else text_fingerprint(key.signer)
-    if key.signature is not None and committed is not None:
-        if key.signature["public_key"] != key.signer:  # the whole key, not its fingerprint
-            raise NNMarkError(
-                f"the key's signature is by {signer}, not by the signer it commits to ({committed})"
-            )
     who: dict[str, Any] = {"signer": signer, "committed_signer": committed}
     if key.timestamp is None:
         return Provenance(**who)

@@ -265,8 +265,9 @@ def sign_commitment(commitment_hex: str, private_key: ed25519.Ed25519PrivateKey)
     }
 
 
-def check_signature(commitment_hex: str, doc: Any) -> str:
-    """The signer's fingerprint if `doc` signs this commitment, else NNMarkError.
+def check_signature(commitment_hex: str, doc: Any, committed: str | None = None) -> str:
+    """The signer's fingerprint if `doc` signs this commitment, else NNMarkError; with
+    `committed` (the public key a key commits to, OwnerKey.signer), only by that key.
 
     A valid signature only says the holder of that identity signed: compare the fingerprint with
     the one the owner published.
@@ -282,6 +283,11 @@ def check_signature(commitment_hex: str, doc: Any) -> str:
         public_key.verify(sig, message)
     except InvalidSignature:
         raise NNMarkError("signature does not match the key's commitment") from None
+    if committed is not None and doc["public_key"] != committed:  # the whole key, not a digest
+        raise NNMarkError(
+            f"the key's signature is by {fingerprint(public_key)}, not by the signer it commits "
+            f"to ({text_fingerprint(committed)})"
+        )
     return fingerprint(public_key)
 
 

@@ -92,39 +92,34 @@ def sign_cmd(
     stamp that covers the signature being replaced is void with it and is removed (--replace).
     """
     from nnmark.cli.common import signer_for
-    from nnmark.provenance import check_signature, claimed_imprint, sign_commitment
+    from nnmark.provenance import check_signature, sign_commitment
 
     key = OwnerKey.load(key_path)
     _keep(key_path, "signature", key.signature is not None and not replace)
     _, private = signer_for(identity, key, key.owner)  # only the signer a key commits to
     doc = sign_commitment(key.commitment, private)
     fp = check_signature(key.commitment, doc)
-    stamp, note = key.timestamp, ""
-    if stamp is not None and _stamp_covers_signature(key):
-        stamp, note = None, "; the timestamp over the old signature was removed (void with it)"
-    elif stamp is not None and claimed_imprint(stamp) != key.commitment:
-        stamp, note = None, "; the timestamp, over neither this commitment nor its signature, "
-        note += "was removed (void)"
-    elif stamp is not None:
-        note = "; the key's timestamp covers the commitment, not this signature"
+    old = key.signature if _signature_status(key)["status"] == "valid" else None
+    covers = None if key.timestamp is None else _covers(key, old)
+    stamp, note = (
+        key.timestamp,
+        {
+            None: "",
+            "commitment": "; the key's timestamp covers the commitment, not this signature",
+            "commitment and signature": "; the timestamp over the old signature was removed (void "
+            "with it)",
+            "neither": "; the timestamp, over neither this commitment nor its signature, was "
+            "removed (void)",
+        }[covers],
+    )
+    if covers not in (None, "commitment"):  # void with the old signature, or void already
+        stamp = None
     dataclasses.replace(key, signature=doc, timestamp=stamp).save(key_path)
     out.print(
         f"signed {key_path} (commitment {key.commitment[:16]}...) as {fp}{note}",
         markup=False,
         soft_wrap=True,
     )
-
-
-def _stamp_covers_signature(key: OwnerKey) -> bool:
-    """The key's timestamp claims to stamp its signature (unchecked: what replacing it voids)."""
-    from nnmark.provenance import claimed_imprint, stamp_imprint
-
-    if key.signature is None or key.timestamp is None:
-        return False
-    try:
-        return claimed_imprint(key.timestamp) == stamp_imprint(key.commitment, key.signature)
-    except NNMarkError:  # an invalid signature: no stamp can cover it
-        return False
 
 
 @_command("timestamp")
@@ -167,9 +162,7 @@ def _signature_status(key: OwnerKey) -> dict[str, Any]:
     if key.signature is None:
         return {"status": "none"}
     try:
-        fp = check_signature(key.commitment, key.signature)
-        if key.signer is not None and key.signature["public_key"] != key.signer:
-            raise NNMarkError(f"by {fp}, not by the signer the key commits to")
+        fp = check_signature(key.commitment, key.signature, committed=key.signer)
         return {"status": "valid", "fingerprint": fp}
     except NNMarkError as exc:
         return {"status": "invalid", "reason": str(exc)}
