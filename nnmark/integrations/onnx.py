@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import os
 import select
 import stat
@@ -38,7 +39,7 @@ from torch import nn
 
 from nnmark.errors import NNMarkError
 from nnmark.io import atomic_write_bytes, plain_file_name
-from nnmark.suspect import Suspect, UnreadableSuspect, structure
+from nnmark.suspect import Suspect, UnreadableSuspect
 
 if TYPE_CHECKING:
     from nnmark.integrations.onnx_arch import GraphCheck
@@ -399,7 +400,7 @@ class OnnxSuspect(Suspect):
         # and one read of each initializer (shared the same way)
         self._worker: dict[str, OrtWorker] = {}
         self._read: dict[str, np.ndarray] = {}
-        self._checked: dict[Any, GraphCheck] = {}  # the check's outcome, once per architecture
+        self._checked: dict[str | None, GraphCheck] = {}  # the check's outcome
         #: a view for a white-box mark (`for_mark`): the only names it serves (None: all)
         self._serve: frozenset[str] | None = None
 
@@ -414,14 +415,11 @@ class OnnxSuspect(Suspect):
 
         if SCHEMES.get(mark.scheme).kind != "whitebox":
             return self
-        at: tuple[str, tuple[tuple[str, Any], ...]] | None = None
-        if mark.arch is not None:  # the architecture the key commits to: the only one tried
-            placed = structure(mark.arch["name"], mark.arch["kwargs"])
-            at = (mark.arch["name"], tuple(sorted(placed.items())))
-        if at not in self._checked:
+        at = None if mark.arch is None else json.dumps(mark.arch, sort_keys=True)
+        if at not in self._checked:  # once per architecture a key commits to (None: any)
             dims = {n: tuple(self._init[own].dims) for n, own in self._names.items()}
             self._checked[at] = graph_runs_its_weights(
-                self._graph, dims, self.tensor, self.predict, committed=at
+                self._graph, dims, self.tensor, self.predict, committed=mark.arch
             )
         check = self._checked[at]
         if check.reason is not None:

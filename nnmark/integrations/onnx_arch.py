@@ -260,23 +260,21 @@ def graph_runs_its_weights(
     dims: Mapping[str, tuple[int, ...]],
     read: Callable[[str], torch.Tensor | None],
     run_graph: Callable[[torch.Tensor], torch.Tensor],
-    committed: tuple[str, tuple[tuple[str, Any], ...]] | None = None,
+    committed: Mapping[str, Any] | None = None,
 ) -> GraphCheck:
     """The zoo architecture matching the initializers (`dims`: name -> declared shape; `read`
     reads one by name) that computes the graph's answers (`run_graph`) with them, and the names
     it reads; otherwise why the white-box marks of this file cannot be read. `committed`: the
-    architecture the key commits to (its name and `nnmark.suspect.structure`), the only one
-    tried: a resnet20's marked block moved into a resnet32, the name the key reads holding
+    architecture the key commits to (OwnerKey.arch), the only one tried (at its
+    `nnmark.suspect.structure`): a resnet20's marked block moved into a resnet32, the name the key reads holding
     noise, passed as the resnet32 it is (red team, session 27)."""
     from nnmark.models import list_models
     from nnmark.suspect import structure
 
     matches = matching_architectures({k: len(v) for k, v in dims.items()})
     if committed is not None:
-        name, placed = committed[0], dict(committed[1])
-        matches = [
-            m for m in matches if m[0] == name and structure(name, m[1]) == structure(name, placed)
-        ]
+        name, placed = committed["name"], structure(committed["name"], committed["kwargs"])
+        matches = [m for m in matches if m[0] == name and structure(name, m[1]) == placed]
         if not matches:
             return GraphCheck(
                 reason=f"its initializers are not those of a {name} {placed}, the architecture "
