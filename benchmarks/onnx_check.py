@@ -25,14 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
 import torch
-from onnx import numpy_helper
 
 from nnmark import OwnerKey, TrainConfig, load_data, new_model, train
 from nnmark.integrations import onnx_arch
-from nnmark.integrations.onnx import OnnxSuspect, export_onnx, initializer_names
+from nnmark.integrations.onnx import OnnxSuspect, export_onnx
+from nnmark.testing.onnx import undone_transform
 
 from _common import write_results
 
@@ -42,30 +40,6 @@ ARCHS = ("cnn", "mlp", "resnet20", "wrn")
 def host(model: torch.nn.Module) -> str:
     """The first weight of rank 2 or more: the layer a white-box mark would read."""
     return next(n for n, p in model.state_dict().items() if n.endswith("weight") and p.dim() >= 2)
-
-
-def transformed(src: Path, tensor: str, out: Path, how: str) -> Path:
-    """`src` with `tensor` stored as -W (how "neg") or 2W ("scale") and the graph undoing it
-    right after the node that reads it (its bias, if any, transformed alike)."""
-    proto = onnx.load(str(src))
-    graph = proto.graph
-    names = initializer_names(graph)
-    at, node = next((k, n) for k, n in enumerate(graph.node) if names[tensor] in n.input)
-    factor = -1.0 if how == "neg" else 2.0
-    for init in graph.initializer:
-        if init.name in node.input[1:]:  # the weight and the bias of that node
-            w = numpy_helper.to_array(init)
-            init.CopyFrom(numpy_helper.from_array((factor * w).astype(w.dtype), init.name))
-    done = node.output[0]
-    node.output[0] = done + ".pre"
-    if how == "neg":
-        undo = onnx.helper.make_node("Neg", [done + ".pre"], [done])
-    else:
-        graph.initializer.append(numpy_helper.from_array(np.float32(0.5), "bench.half"))
-        undo = onnx.helper.make_node("Mul", [done + ".pre", "bench.half"], [done])
-    graph.node.insert(at + 1, undo)
-    onnx.save(proto, str(out))
-    return out
 
 
 def check(
@@ -104,7 +78,7 @@ def run_arch(arch: str, data: Any, seeds: int, tmp: Path) -> dict[str, Any]:
         scale = float(want.abs().max())
         worst = max(worst, float((want - row["answers"]).abs().max()) / scale)
         for how in ("neg", "scale"):
-            bad = transformed(path, tensor, tmp / f"{arch}{seed}{how}.onnx", how)
+            bad = undone_transform(path, tensor, tmp / f"{arch}{seed}{how}.onnx", how)
             t = check(bad, layer, x, row["answers"])
             refused += not t["read"]
             same += t["same_answers"]

@@ -18,6 +18,7 @@ from nnmark import OwnerKey, TrainConfig, embed, model_info, new_model, save_mod
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
 from nnmark.suspect import load_suspect
+from nnmark.testing.onnx import undone_transform
 
 runner = CliRunner()
 
@@ -327,32 +328,6 @@ def test_a_decoy_initializer_the_graph_does_not_use_is_refused(exported, tmp_pat
     onnx.checker.check_model(proto)  # the decoy file is a valid model
 
 
-def _transformed(d: Path, layer: str, out: Path, how: str) -> Path:
-    """The exported file with the marked layer's stored weights transformed and the graph
-    undoing it right after that layer's node: "neg" stores -W and negates the output, "scale"
-    stores 2W and multiplies the output by 0.5 (the convolution has no bias)."""
-    from nnmark.integrations.onnx import initializer_names
-
-    proto = onnx.load(str(d / "m.onnx"))
-    graph = proto.graph
-    own = initializer_names(graph)[layer]
-    init = next(i for i in graph.initializer if i.name == own)
-    w = numpy_helper.to_array(init)
-    init.CopyFrom(numpy_helper.from_array(-w if how == "neg" else 2 * w, own))
-    at, node = next((k, n) for k, n in enumerate(graph.node) if own in n.input)
-    done = node.output[0]
-    node.output[0] = done + ".pre"
-    if how == "neg":
-        undo = onnx.helper.make_node("Neg", [done + ".pre"], [done])
-    else:
-        graph.initializer.append(numpy_helper.from_array(np.float32(0.5), "half"))
-        undo = onnx.helper.make_node("Mul", [done + ".pre", "half"], [done])
-    graph.node.insert(at + 1, undo)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(out))
-    return out
-
-
 @pytest.mark.parametrize("how", ["neg", "scale"])
 def test_a_graph_that_undoes_transformed_weights_is_not_read_white_box(  # type: ignore[no-untyped-def]
     exported, digits: DataBundle, tmp_path: Path, how: str
@@ -365,7 +340,7 @@ def test_a_graph_that_undoes_transformed_weights_is_not_read_white_box(  # type:
 
     model, key, d = exported
     layer = f"{key.marks[0].layer}.weight"
-    path = _transformed(d, layer, tmp_path / f"{how}.onnx", how)
+    path = undone_transform(d / "m.onnx", layer, tmp_path / f"{how}.onnx", how)
     honest, thief = load_suspect(d / "m.onnx"), load_suspect(path)
     x = digits.x[:16]
     assert torch.allclose(thief.predict(x), honest.predict(x), atol=1e-4)  # same answers
@@ -412,7 +387,9 @@ def test_verify_on_a_neg_trick_file_gives_the_reason_on_the_command_line(  # typ
     """`nnmark verify` on the Neg-trick file: the refusal is the white-box part's reason, on
     one line in --json, no traceback; the exit code follows the combined verdict."""
     _, key, d = exported
-    path = _transformed(d, f"{key.marks[0].layer}.weight", tmp_path / "neg.onnx", "neg")
+    path = undone_transform(
+        d / "m.onnx", f"{key.marks[0].layer}.weight", tmp_path / "neg.onnx", "neg"
+    )
     r = runner.invoke(app, ["verify", str(path), "--key", str(d / "k.nnkey"), "--json"])
     assert r.exit_code in (0, 1) and "Traceback" not in r.output, r.output
     v = json.loads(r.stdout)
@@ -681,7 +658,9 @@ def test_realignment_reads_an_onnx_file_only_where_the_check_does(  # type: igno
     key.save(tmp_path / "k.nnkey")
     args = ["export", str(tmp_path / "m.safetensors"), "--format", "onnx"]
     assert runner.invoke(app, [*args, "--out", str(tmp_path / "m.onnx")]).exit_code == 0
-    neg = _transformed(tmp_path, f"{key.marks[0].layer}.weight", tmp_path / "neg.onnx", "neg")
+    neg = undone_transform(
+        tmp_path / "m.onnx", f"{key.marks[0].layer}.weight", tmp_path / "neg.onnx", "neg"
+    )
     for path, read in ((tmp_path / "m.onnx", True), (neg, False)):
         r = runner.invoke(app, [
             "verify", str(path), "--key", str(tmp_path / "k.nnkey"), "--json",
