@@ -176,9 +176,8 @@ def _strong_point(raw: bytes) -> bool:
         if v * x * x % _P != u:
             return False  # not on the curve
     if x == 0 and sign:
-        return False
-    if x & 1 != sign:
-        x = _P - x
+        return False  # -0: the sign bit of a point whose x is 0 is not canonical
+    # the sign bit picks x or -x, which have the same order: it does not matter below
 
     def add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
         t = _D * a[0] * b[0] * a[1] * b[1] % _P
