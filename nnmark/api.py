@@ -125,9 +125,8 @@ def embed(
     if bits is not None and not (isinstance(bits, int) and 1 <= bits <= MAX_BITS):
         raise NNMarkError(f"bits must be an integer from 1 to {MAX_BITS}, got {bits!r}")
     key = key or OwnerKey.new(owner)
-    arch = getattr(model, "nnmark_arch", None)  # a zoo model: its white-box marks live there
-    if not key.marks and key.arch is None and arch is not None:
-        key = key.with_arch(arch, dict(model.nnmark_kwargs))
+    if not key.marks and key.arch is None:
+        key = _with_arch(key, model)
     if reference is not None:
         digest = model_sha256(reference)
         if key.marks and key.reference != digest:
@@ -165,6 +164,19 @@ def embed(
     if realigning:  # verify --reference MARKED realigns only to this model (realign.py)
         key = key.with_stored(realigning, "marked_sha256", model_sha256(model))
     return model, key
+
+
+def _with_arch(key: OwnerKey, model: nn.Module) -> OwnerKey:
+    """`key` committed to the architecture its white-box marks will live in: a zoo model's name
+    and kwargs, any other module's tensor names (OwnerKey.with_module)."""
+    arch = getattr(model, "nnmark_arch", None)
+    if arch is not None:
+        return key.with_arch(arch, dict(model.nnmark_kwargs))
+    try:
+        return key.with_module(model)
+    except NNMarkError as exc:  # e.g. over MAX_ARCH_TENSORS tensors: mark it all the same
+        log.warning("the key commits to no architecture: %s", exc)
+        return key
 
 
 def resolve_schemes(

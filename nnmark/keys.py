@@ -6,7 +6,8 @@ Key file (JSON, `format` = "nnmark-key", `version` = 2)::
      "committed": {"owner": str, "nonce": 32 hex, "created": ISO-8601 UTC,
                    "kdf": {"name": "scrypt", "n": 65536, "r": 8, "p": 1},
                    "reference": sha256 hex, "signer": base64 Ed25519 key,  # optional
-                   "arch": {"name": str, "kwargs": {...}},                 # optional
+                   "arch": {"name": str, "kwargs": {...}}                  # optional
+                         | {"name": "module", "tensors": [sorted names]},
                    "marks": [{"scheme": str, "config": {...}, "layer": str | null,
                               "bits": "0110...", "message": str | null,
                               "data": {...}, "stored": {...}}]},
@@ -26,12 +27,17 @@ What a key holds, and why nothing else:
 - `signer` is the public key of the identity that signs the key (nnmark.provenance), committed
   before the first secret: only a signature by that identity is accepted, and the marks depend
   on it, so a key file that leaks before it is signed and stamped cannot be signed by another.
-- `arch` is the zoo architecture (name and kwargs) of the model the marks were embedded in: a
-  white-box mark is read from a suspect of another architecture never by layer name alone
-  (a resnet20's marked block moved to another position of a resnet32, the name the key reads
-  holding noise, read not_found with no reason: red team, session 27). It is committed but
-  not part of any secret: it only ever stops a reading, and a key's marks stay the same bit
-  for bit with or without it.
+- `arch` is the architecture of the model the marks were embedded in: a zoo model's name and
+  kwargs, or for any other module (the user's own class, a Lightning or Hugging Face model)
+  the sorted names of its parameters and buffers ("module"). A white-box mark is read from a
+  suspect of another architecture never by layer name alone (a resnet20's marked block moved
+  to another position of a resnet32, the name the key reads holding noise, read not_found
+  with no reason: red team, session 27); a suspect may hold fewer tensors than committed (a
+  class of the user's own holding the marked layer), never others. Names only, no shapes:
+  the host layer's shape is already checked from the mark's `data`, another tensor's shape
+  does not move a layer's place, and a shape per tensor would be a JSON array each, against
+  MAX_KEY_CONTAINERS. It is committed but not part of any secret: it only ever stops a
+  reading, and a key's marks stay the same bit for bit with or without it.
 - The root secret of a mark is scrypt over *all* its committed fields but `stored` and `arch`
   (owner, nonce, creation time, KDF cost, reference, signer, scheme, config, layer, payload,
   message, data): changing any of them (a new nonce, another payload, another step size) is a
@@ -67,6 +73,7 @@ import torch
 
 from nnmark.errors import NNMarkError
 from nnmark.io import atomic_write_text, unique_keys
+from nnmark.layers import tensor_names
 
 FORMAT = "nnmark-key"
 VERSION = 2
@@ -88,6 +95,12 @@ MAX_KEY_CONTAINERS = 100_000
 #: Unmarked models one calibration entry may describe (`nnmark calibrate --models`).
 MAX_CALIBRATION_MODELS = 1_000
 MAX_MARKS = 16
+#: The tensors a key's generic architecture may name (OwnerKey.with_module), and their length:
+#: a forger writes keys, and a verifier holds the names as a set.
+MAX_ARCH_TENSORS = 100_000
+MAX_TENSOR_NAME = 256
+#: The `arch` name of a model from outside the zoo, committed by its tensors' names.
+MODULE_ARCH = "module"
 MAX_BITS = 1 << 20
 MAX_TEXT = 4096
 #: The largest KDF cost a key may ask of a verifier (memory 128 * n * r bytes: 1 GiB).
@@ -307,7 +320,8 @@ class OwnerKey:
     #: the key accepts, committed before any secret (`with_signer`)
     signer: str | None = None
     #: {"name": zoo architecture, "kwargs": its kwargs} of the model the marks were embedded
-    #: in, committed before any secret (`with_arch`)
+    #: in (`with_arch`), or {"name": "module", "tensors": its sorted tensor names} for any
+    #: other module (`with_module`); committed before the first mark, in no secret
     arch: dict[str, Any] | None = None
 
     @classmethod
@@ -345,6 +359,20 @@ class OwnerKey:
             raise ValueError("an architecture is committed before the key's first mark")
         arch = check_arch({"name": name, "kwargs": dict(kwargs)}, "arch")
         return dataclasses.replace(self, arch=arch)
+
+    def with_module(self, model: torch.nn.Module) -> OwnerKey:
+        """Commit to the tensors of a model from outside the zoo (a user's own class, a
+        Lightning or transformers model; nnmark.api.embed does): a white-box mark is then not
+        read from a suspect holding tensors it lacks. Only before the first mark.
+
+        >>> key = OwnerKey.new("me").with_module(torch.nn.Linear(2, 1))
+        >>> key.arch
+        {'name': 'module', 'tensors': ['bias', 'weight']}
+        """
+        if self.marks:
+            raise ValueError("an architecture is committed before the key's first mark")
+        arch = {"name": MODULE_ARCH, "tensors": sorted(tensor_names(model))}
+        return dataclasses.replace(self, arch=check_arch(arch, "arch"))
 
     def with_signer(self, public_key: str) -> OwnerKey:
         """Commit to the identity that will sign the key (base64 of its raw Ed25519 public key,
@@ -629,7 +657,10 @@ def check_sha256(value: Any, what: str) -> str:
 
 
 def check_arch(value: Any, what: str) -> dict[str, Any]:
-    """{"name": a printable architecture name, "kwargs": at most 32 scalar arguments}."""
+    """{"name": a printable architecture name, "kwargs": at most 32 scalar arguments}, or
+    {"name": "module", "tensors": 1 to MAX_ARCH_TENSORS names, sorted and distinct}."""
+    if isinstance(value, dict) and "tensors" in value:
+        return _check_module_arch(value, what)
     ok = isinstance(value, dict) and set(value) == {"name", "kwargs"}
     ok = ok and isinstance(value["name"], str) and 0 < len(value["name"]) <= 64
     ok = ok and value["name"].isprintable() and isinstance(value["kwargs"], dict)
@@ -645,6 +676,23 @@ def check_arch(value: Any, what: str) -> dict[str, Any]:
         raise NNMarkError(f"{what} must be {{name, kwargs}} of a zoo architecture")
     check_finite_json(value["kwargs"], what)
     return {"name": value["name"], "kwargs": dict(value["kwargs"])}
+
+
+def _check_module_arch(value: dict[str, Any], what: str) -> dict[str, Any]:
+    names = value["tensors"]
+    ok = set(value) == {"name", "tensors"} and value["name"] == MODULE_ARCH
+    ok = ok and isinstance(names, list) and 1 <= len(names) <= MAX_ARCH_TENSORS
+    ok = ok and all(
+        isinstance(n, str) and 0 < len(n) <= MAX_TENSOR_NAME and n.isprintable() for n in names
+    )
+    # strictly increasing: one spelling per set of names, so one commitment per architecture
+    ok = ok and all(a < b for a, b in zip(names, names[1:]))
+    if not ok:
+        raise NNMarkError(
+            f"{what} must be {{name: {MODULE_ARCH!r}, tensors: 1 to {MAX_ARCH_TENSORS:,} "
+            f"distinct printable names of at most {MAX_TENSOR_NAME} characters, sorted}}"
+        )
+    return {"name": MODULE_ARCH, "tensors": list(names)}
 
 
 def check_public_key(value: Any, what: str) -> str:

@@ -19,6 +19,14 @@ def weighted_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if isinstance(m, WEIGHTED)}
 
 
+def tensor_names(model: nn.Module) -> list[str]:
+    """The names of `model`'s parameters and buffers as a suspect reader sees them: inside a
+    DistributedDataParallel (or similar) wrapper, BatchNorm's `num_batches_tracked` counters
+    left out (a step count, never a layer: nnmark.suspect.arch_mismatch ignores them too)."""
+    inner = getattr(model, "module", model)
+    return [n for n in inner.state_dict() if not n.endswith("num_batches_tracked")]
+
+
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     """The conv / linear layer `name`, found by its attribute path (a penalty asks every step;
     walking every module of the model is left for the error message)."""

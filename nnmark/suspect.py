@@ -138,6 +138,8 @@ def arch_mismatch(mark: Mark, info: ModelInfo | None, names: Sequence[str]) -> s
 
     if mark.arch is None:
         return None
+    if "tensors" in mark.arch:  # a module from outside the zoo (OwnerKey.with_module)
+        return _module_mismatch(mark, names)
     name, kwargs = mark.arch["name"], mark.arch["kwargs"]
     want = (name, structure(name, kwargs))
     if info is not None:
@@ -163,6 +165,22 @@ def arch_mismatch(mark: Mark, info: ModelInfo | None, names: Sequence[str]) -> s
             "are)"
         )
     return None
+
+
+def _module_mismatch(mark: Mark, names: Sequence[str]) -> str | None:
+    """The tensors the key commits to for a model from outside the zoo: fewer is fine, others
+    are another architecture. A suspect's metadata names a zoo architecture at most, so only
+    its tensors are compared."""
+    committed = frozenset(mark.arch["tensors"] if mark.arch else ())
+    extra = sorted(n for n in names if n not in committed and not n.endswith("num_batches_tracked"))
+    if not extra:
+        return None
+    return (
+        f"the suspect holds tensors the model the key's {mark.scheme} mark lives in (a module of "
+        f"{len(committed):,} tensors) has not (e.g. {', '.join(n[:80] for n in extra[:3])}): its layers "
+        "are named for other places, so the mark is not read by name (the black-box marks still "
+        "are)"
+    )
 
 
 class UnreadableSuspect(Suspect):

@@ -600,3 +600,94 @@ def test_a_key_commits_to_its_marks_architecture_outside_the_secrets(
         doc["commitment"] = sha256_hex(doc["committed"])
         with pytest.raises(NNMarkError, match="committed.arch must be"):
             OwnerKey.from_json(doc)
+
+
+class OwnNet(torch.nn.Module):
+    """A user's own class (not from the zoo), BatchNorm's step counter included."""
+
+    def __init__(self, extra: bool = False) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 16, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(16)
+        self.conv2 = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = torch.nn.Linear(16 * 64, 10)
+        if extra:  # a layer the marked model never had
+            self.extra = torch.nn.Linear(10, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(torch.relu(self.conv2(torch.relu(self.bn(self.conv1(x))))).flatten(1))
+        return self.extra(out) if hasattr(self, "extra") else out
+
+
+class OnlyConv(torch.nn.Module):  # fewer tensors: only the marked layer (examples/own_module.py)
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2 = torch.nn.Conv2d(16, 16, 3, padding=1)
+
+
+def test_a_key_made_for_a_users_own_module_commits_its_tensors(
+    digits: DataBundle, tmp_path: Path
+) -> None:
+    """A model from outside the zoo had no `arch`: its white-box mark read by name from a
+    model holding other tensors (the marked layer moved into a deeper copy, noise left under
+    its name) said not_found with no reason. The key commits the module's tensor names; a
+    suspect holding others is not read by name and says why, one holding fewer reads."""
+    torch.manual_seed(0)
+    marked, key = embed(
+        OwnNet(), digits, "uchida", options={"layer": "conv2", "lam": 1.0}, bits=64,
+        key=OwnerKey.new("own", nonce="ac" * 16, created="2026-01-01T00:00:00+00:00"),
+        config=TrainConfig(epochs=3, seed=0),
+    )  # fmt: skip
+    bn = ["bn.bias", "bn.running_mean", "bn.running_var", "bn.weight"]
+    convs = ["conv1.bias", "conv1.weight", "conv2.bias", "conv2.weight"]
+    assert key.arch == {"name": "module", "tensors": [*bn, *convs, "fc.bias", "fc.weight"]}
+    assert OwnerKey.from_json(key.to_json()).arch == key.arch
+    assert verify(marked, key).verdict == "found"
+    deeper = OwnNet(extra=True)
+    deeper.load_state_dict(marked.state_dict(), strict=False)
+    v = verify(deeper, key)
+    assert v.verdict == "not_found" and "holds tensors the model the key's uchida" in (
+        v.reason or ""
+    ), v
+    assert "extra.bias, extra.weight" in (v.reason or "")
+    fewer = OnlyConv()
+    fewer.conv2.load_state_dict(marked.conv2.state_dict())
+    assert verify(fewer, key).verdict == "found"
+    key.save(tmp_path / "own.nnkey")
+    r = CliRunner().invoke(app, ["key", "show", str(tmp_path / "own.nnkey")])
+    assert r.exit_code == 0 and "arch:       module with 10 tensors" in r.stdout, r.stdout
+    r = CliRunner().invoke(app, ["key", "show", str(tmp_path / "own.nnkey"), "--json"])
+    assert json.loads(r.stdout)["committed_arch"] == {"name": "module", "tensors": 10}
+
+
+def test_a_module_architecture_stays_out_of_the_secrets_and_is_checked_strictly() -> None:
+    """The tensor names are committed (the commitment changes with them) but no secret depends
+    on them; a forger writes keys, so a malformed list is refused with one line."""
+    plain = OwnerKey.new("a", nonce="ab" * 16, created="2026-01-01T00:00:00+00:00")
+    with_arch = plain.with_module(OwnNet())
+    m0 = plain.new_mark("uchida", {}, "conv2", [0, 1] * 8)
+    m1 = with_arch.new_mark("uchida", {}, "conv2", [0, 1] * 8)
+    assert m1.arch is not None and len(m1.arch["tensors"]) == 10
+    assert m0.secret == m1.secret and m0.seed("projection") == m1.seed("projection")
+    k0, k1 = plain.with_mark(m0), with_arch.with_mark(m1)
+    assert k0.commitment != k1.commitment
+    with pytest.raises(ValueError, match="before the key's first mark"):
+        k0.with_module(OwnNet())
+    for bad in (
+        {"name": "module", "tensors": [f"t{i:06d}" for i in range(100_001)]},  # too many
+        {"name": "module", "tensors": []},
+        {"name": "module", "tensors": ["a", 1]},
+        {"name": "module", "tensors": ["b", "a"]},  # unsorted
+        {"name": "module", "tensors": ["a", "a"]},  # duplicated
+        {"name": "module", "tensors": ["a" * 257]},
+        {"name": "module", "tensors": ["a\nFOUND"]},
+        {"name": "module", "tensors": "a"},
+        {"name": "cnn", "tensors": ["a"]},
+        {"name": "module", "tensors": ["a"], "kwargs": {}},
+    ):
+        doc = k1.to_json()
+        doc["committed"]["arch"] = bad
+        doc["commitment"] = sha256_hex(doc["committed"])
+        with pytest.raises(NNMarkError, match="committed.arch must be") as exc:
+            OwnerKey.from_json(doc)
+        assert "\n" not in str(exc.value) and len(str(exc.value)) < 300

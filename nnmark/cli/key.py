@@ -213,6 +213,23 @@ def _covers(key: OwnerKey, signature: dict[str, Any] | None) -> str:
     return "commitment" if imprint == key.commitment else "neither"
 
 
+def _arch_summary(arch: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The committed architecture for --json: a module's tensors counted, not listed (up to
+    MAX_ARCH_TENSORS names)."""
+    if arch is None or "tensors" not in arch:
+        return arch
+    return {"name": arch["name"], "tensors": len(arch["tensors"])}
+
+
+def _arch_line(arch: dict[str, Any] | None) -> str:
+    if arch is None:
+        return "none committed (white-box marks are read by layer name from any model)"
+    if "tensors" in arch:
+        return f"module with {len(arch['tensors']):,} tensors"
+    kwargs = ", ".join(f"{k}={v!r}" for k, v in sorted(arch["kwargs"].items()))
+    return f"{arch['name']}({kwargs})"
+
+
 @_command("show")
 def show_cmd(
     key_path: KeyArg,
@@ -237,6 +254,7 @@ def show_cmd(
         "created": key.created,
         "commitment": key.commitment,
         "committed_signer": None if key.signer is None else text_fingerprint(key.signer),
+        "committed_arch": _arch_summary(key.arch),
         "marks": [{"scheme": m.scheme, "layer": m.layer, "bits": len(m.bits)} for m in key.marks],
         "signature": sig,
         "timestamp": ts,
@@ -267,6 +285,7 @@ def show_cmd(
         ("created", key.created),
         ("commitment", key.commitment),
         ("signer", result["committed_signer"] or "none committed (any identity can sign)"),
+        ("arch", _arch_line(key.arch)),
         ("marks", marks),
         ("signature", sig_line),
         ("timestamp", ts_line),
