@@ -266,13 +266,26 @@ def graph_runs_its_weights(
     reads one by name) that computes the graph's answers (`run_graph`) with them, and the names
     it reads; otherwise why the white-box marks of this file cannot be read. `committed`: the
     architecture the key commits to (OwnerKey.arch), the only one tried (at its
-    `nnmark.suspect.structure`): a resnet20's marked block moved into a resnet32, the name the key reads holding
-    noise, passed as the resnet32 it is (red team, session 27)."""
+    `nnmark.suspect.structure`): a resnet20's marked block moved into a resnet32, the name the
+    key reads holding noise, passed as the resnet32 it is (red team, session 27); for a module
+    from outside the zoo (its tensors' names), only the zoo architectures within them."""
     from nnmark.models import list_models
     from nnmark.suspect import structure
 
     matches = matching_architectures({k: len(v) for k, v in dims.items()})
-    if committed is not None:
+    if committed is not None and "tensors" in committed:  # a module from outside the zoo
+        # fewer is fine, as nnmark.suspect.arch_mismatch: only zoo matches within its tensors
+        # (a zoo model committed by its tensors); its own class nothing here can run
+        within = frozenset(committed["tensors"])
+        matches = [m for m in matches if within.issuperset(m[2])]
+        if not matches:
+            return GraphCheck(
+                reason="its initializers are not those of a zoo architecture within the tensors "
+                "of the module the key's mark lives in, so nothing shows the graph runs the "
+                "weights a white-box mark would read: verify a black-box mark of the key, or "
+                "the model itself (safetensors)"
+            )
+    elif committed is not None:
         name, placed = committed["name"], structure(committed["name"], committed["kwargs"])
         matches = [m for m in matches if m[0] == name and structure(name, m[1]) == placed]
         if not matches:

@@ -793,3 +793,35 @@ def test_a_graph_with_a_fixed_batch_is_run_in_batches_of_that_size(
     onnx.save(proto, str(tmp_path / "huge.onnx"))
     with pytest.raises(NNMarkError, match="fixes its batch at 10,000,000 inputs"):
         OnnxSuspect(tmp_path / "huge.onnx").predict(x)
+
+
+def test_a_key_committed_to_a_modules_tensors_reads_an_onnx_file_within_them(
+    digits: DataBundle, tmp_path: Path
+) -> None:
+    """A key made for a model from outside the zoo commits its tensors' names (OwnerKey.
+    with_module); the ONNX check used to take any committed architecture for a zoo one (its
+    kwargs). Such a key reads a file white-box only through a zoo architecture within those
+    tensors, as a key committing to none would, and says why otherwise."""
+    from nnmark.integrations.onnx import export_onnx
+    from nnmark.schemes.uchida import Uchida, UchidaConfig
+    from nnmark.suspect import UnreadableSuspect
+
+    cnn = new_model("cnn", digits, seed=0).eval()
+    export_onnx(cnn, digits.input_shape, tmp_path / "cnn.onnx")
+    plain = OwnerKey.new("o", nonce="0f" * 16)
+    other = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3))
+    other.add_module("conv3", torch.nn.Conv2d(64, 64, 3))
+    views = {}
+    for name, key in (
+        ("none", plain),
+        ("own", plain.with_module(cnn)),
+        ("other", plain.with_module(other)),
+    ):
+        mark = Uchida.plan(cnn, key, UchidaConfig(layer="conv3"), bits=16)
+        views[name] = load_suspect(tmp_path / "cnn.onnx").for_mark(mark)
+    assert not isinstance(views["own"], UnreadableSuspect)
+    assert sorted(views["own"].tensor_names()) == sorted(views["none"].tensor_names())
+    assert isinstance(views["other"], UnreadableSuspect)
+    assert "within the tensors of the module the key's mark lives in" in str(
+        views["other"].unreadable
+    )
