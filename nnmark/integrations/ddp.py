@@ -35,6 +35,7 @@ Example (``torchrun --nproc_per_node=2 examples/ddp_embed.py``)::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -44,7 +45,9 @@ from torch import nn
 
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
+from nnmark.layers import tensor_names
 from nnmark.schemes.base import Batch, LossFn, Scheme, plain_step, unwrap
+from nnmark.suspect import arch_mismatch
 from nnmark.tasks import Task
 from nnmark.train import (
     ProgressFn,
@@ -54,6 +57,8 @@ from nnmark.train import (
     pick_step,
     shard_scheme,
 )
+
+log = logging.getLogger(__name__)
 
 
 def overrides(scheme: Scheme | type[Scheme], hook: str) -> bool:
@@ -73,6 +78,32 @@ def check_target(target: nn.Module | None, owner: nn.Module | None, where: str) 
             f"{where}: target is not a submodule of the model it trains, so no training step "
             "would reach it; pass the module itself (e.g. the net inside your LightningModule)"
         )
+
+
+def check_arch(model: nn.Module, schemes: Sequence[Scheme]) -> None:
+    """A white-box mark whose key commits to an architecture `model` is not (OwnerKey.arch)
+    would never be read from it (nnmark.suspect.arch_mismatch): refused before training. A
+    key committing to none marks all the same, with a warning: the marked layer moved into a
+    deeper model, noise left under its name, then reads not_found with no reason."""
+    names = tensor_names(model)
+    for s in schemes:
+        if s.kind != "whitebox":
+            continue
+        if s.mark.arch is None:
+            log.warning(
+                "the key of the %s mark commits to no architecture: commit the module it marks "
+                "before planning (OwnerKey.new(...).with_module(model)), or a copy of the model "
+                "with the marked layer moved and noise left under its name reads not_found with "
+                "no reason",
+                s.name,
+            )
+            continue
+        why = arch_mismatch(s.mark, None, names)
+        if why is not None:
+            raise NNMarkError(
+                f"the key of the {s.name} mark commits to another model than the one it marks, "
+                f"so it would never be read from it: {why}"
+            )
 
 
 class SchemeHooks:
@@ -100,6 +131,7 @@ class SchemeHooks:
         return any(overrides(s, "batches") for s in self.schemes)
 
     def prepare(self, model: nn.Module) -> nn.Module:
+        check_arch(model, self.schemes)
         for s in self.schemes:
             model = s.prepare(model)
         return model

@@ -18,13 +18,15 @@ step cannot run inside it; train those with `nnmark.train.fit`, `nnmark.integrat
 or the Lightning wrapper. Segmentation trigger sets (segtrigger) are refused too: their targets
 are float masks at the input's resolution, while transformers' segmentation models take
 class-index label maps and answer at a lower resolution. `supported_schemes()` lists them from
-the registry. A scheme whose `plan` runs the model (frontier crafts adversaries on its scores)
+the registry. Commit the key to the model's tensors before planning (`OwnerKey.with_module`,
+as for Lightning); a key committed to another module is refused. A scheme whose `plan` runs the model (frontier crafts adversaries on its scores)
 is planned on `Logits(model)`, which returns the output's logits as a tensor.
 
 Example::
 
     model = ViTForImageClassification(ViTConfig(image_size=8, patch_size=2, num_channels=1, ...))
     layer = "vit.layers.0.attention.q_proj"  # a query projection
+    key = OwnerKey.new("me").with_module(model)
     mark = Uchida.plan(model, key, UchidaConfig(layer=layer), bits=32)
     trainer = WatermarkTrainer(model=model, args=args, train_dataset=ds, schemes=[Uchida(mark)])
     trainer.train()

@@ -9,11 +9,16 @@ forward/backward passes and optimiser step, with the user's training_step (+ pen
 `supported_schemes()` lists, from the scheme registry, how each scheme runs.
 
 The schemes' layer names are those of `target`, the module the key was planned on (the
-LightningModule itself by default, or e.g. its `net`); verify that module afterwards.
+LightningModule itself by default, or e.g. its `net`); verify that module afterwards. Commit
+the key to that module's tensors before planning (`OwnerKey.with_module`): its white-box marks
+are then not read from a model holding other tensors (the marked layer moved into a deeper
+copy, noise left under its name); a key committed to another module is refused here, and one
+committed to none marks with a warning.
 
 Example::
 
     net = new_model("cnn", data, seed=0)
+    key = OwnerKey.new("me").with_module(net)
     lit = MyLitClassifier(net)                       # the user's own LightningModule
     mark = Uchida.plan(net, key, UchidaConfig(), bits=64)
     trainer = lightning.Trainer(max_epochs=5)

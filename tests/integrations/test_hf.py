@@ -240,7 +240,8 @@ def test_vit_trained_with_watermark_trainer_carries_the_mark(  # type: ignore[no
     digits: DataBundle, tmp_path: Path, stamp, tsa, hf: ModuleType
 ) -> None:
     model = hf.tiny_vit()
-    key = OwnerKey.new("hf owner", nonce="4f" * 16)
+    key = OwnerKey.new("hf owner", nonce="4f" * 16).with_module(model)
+    assert key.arch is not None and f"{LAYER}.weight" in key.arch["tensors"]
     mark = Uchida.plan(model, key, UchidaConfig(layer=LAYER, lam=0.5), bits=32)
     # 32 bits: p 2.3e-10 at best, claimed with a verified timestamp (STAMPED)
     key, certs = stamp(key.with_mark(mark)), [tsa.ca_cert_pem]
@@ -260,6 +261,9 @@ def test_vit_trained_with_watermark_trainer_carries_the_mark(  # type: ignore[no
         trainer.train()
     v = verify(model, key, tsa_certs=certs, suspect_seen=seen_now())
     assert v.verdict == "found" and v.ber == 0.0
+    # the same weights under a wrapper's names: not the module the key commits to
+    v = verify(hf.Logits(model), key, tsa_certs=certs, suspect_seen=seen_now())
+    assert v.verdict == "not_found" and "holds tensors the model the key's" in (v.reason or "")
     xt, yt = digits.tensors("test")
     model.eval()
     with torch.no_grad():
@@ -281,6 +285,12 @@ def test_custom_step_and_segmentation_schemes_are_refused_with_a_clear_message(
         hf.WatermarkTrainer(
             model=model, args=hf.args(tmp_path, 1), schemes=[uchida], target=copy.deepcopy(model)
         )
+    # a key committed to a wrapper's tensors ("model.vit...") would never be read from the
+    # model it marks: refused before training
+    wrapped = OwnerKey.new("o", nonce="52" * 16).with_module(hf.Logits(model))
+    uchida = Uchida(Uchida.plan(model, wrapped, UchidaConfig(), bits=16))
+    with pytest.raises(NNMarkError, match="commits to another model than the one it marks"):
+        hf.WatermarkTrainer(model=model, args=hf.args(tmp_path, 1), schemes=[uchida])
     assert hf.supported_schemes is hf_support
     table = hf_support()
     assert set(table) == set(SCHEMES.names())

@@ -154,7 +154,8 @@ def test_lightning_module_carries_the_mark_from_scratch(
     cls, config, epochs, digits: DataBundle, lit
 ) -> None:  # type: ignore[no-untyped-def]
     net = new_model("cnn", digits, seed=0)
-    key = OwnerKey.new("lightning owner", nonce="1c" * 16)
+    key = OwnerKey.new("lightning owner", nonce="1c" * 16).with_module(net)
+    assert key.arch is not None and "conv3.weight" in key.arch["tensors"]
     mark = cls.plan(net, key, config, bits=64, data=digits)
     key = key.with_mark(mark)
     before = verify(net, key)
@@ -165,6 +166,9 @@ def test_lightning_module_carries_the_mark_from_scratch(
     assert "task_loss" in trainer.callback_metrics
     v = verify(net, key)
     assert v.verdict == "found" and v.ber == 0.0
+    # the LightningModule holds the net under other names: not the module the key commits to
+    v = verify(wrapped.inner, key)
+    assert v.verdict == "not_found" and "holds tensors the model the key's" in (v.reason or "")
     assert before.ber > 0.2  # the mark came from the wrapper, not from the initial weights
     assert all(not torch.equal(init[k], v) for k, v in net.state_dict().items())  # all trained
     if cls is Uchida:
@@ -195,4 +199,13 @@ def test_a_target_the_trainer_does_not_train_is_refused(digits: DataBundle, lit)
     mark = Uchida.plan(net, key, UchidaConfig(), bits=64, data=digits)
     with pytest.raises(NNMarkError, match="target is not a submodule"):
         lit.Watermarked(lit.LitClassifier(net), [Uchida(mark)], target=copy.deepcopy(net))
+    assert lit.Watermarked(lit.LitClassifier(net), [Uchida(mark)], target=net).target is net
+    # a key committed to the LightningModule's tensors ("net.conv3.weight") would never be read
+    # from the net it marks: refused before training, not after
+    key = OwnerKey.new("lightning owner", nonce="1d" * 16).with_module(lit.LitClassifier(net))
+    mark = Uchida.plan(net, key, UchidaConfig(), bits=64, data=digits)
+    with pytest.raises(NNMarkError, match="commits to another model than the one it marks"):
+        lit.Watermarked(lit.LitClassifier(net), [Uchida(mark)], target=net)
+    key = OwnerKey.new("lightning owner", nonce="1d" * 16).with_module(net)
+    mark = Uchida.plan(net, key, UchidaConfig(), bits=64, data=digits)
     assert lit.Watermarked(lit.LitClassifier(net), [Uchida(mark)], target=net).target is net
