@@ -246,10 +246,12 @@ def fabricated_triggers(scheme: str, target: Target) -> Iterator[Forgery]:
 def _fabricated_frontier(
     scheme: str, base: OwnerKey, x: torch.Tensor, n: int, target: Target
 ) -> Iterator[Forgery]:
-    """The strongest fabrication of a frontier key: its coins are derived from committed fields
-    the forger wrote, so each stored (label, answer) pair is chosen to put the model's own answer
-    on the side its coin picks; every query matches. Only the timestamp rule stands in the way."""
+    """A frontier key fitted to its coins: each stored (label, answer) pair is chosen to put
+    the model's own answer on the side the coin of the key's secret picks (every query would
+    match), and the secret then binds the stored triggers (nnmark.keys.AFTER_EMBEDDING): the
+    coins are drawn anew, and fitting them costs a derivation per try, as a nonce search."""
     from nnmark.schemes._trigger import encode_images
+    from nnmark.schemes.frontier import STORED_VERSION
 
     if len(x) < n:
         yield Forgery("fabricated_triggers", scheme, "not_applicable", "too few test images")
@@ -265,6 +267,7 @@ def _fabricated_frontier(
         "labels": torch.where(keep, other, answers).tolist(),
         "answers": torch.where(keep, answers, other).tolist(),
         "adversarial": [1] * n,
+        "version": STORED_VERSION,
     }
 
     def fabricate(c: dict[str, Any]) -> None:

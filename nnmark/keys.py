@@ -38,9 +38,9 @@ What a key holds, and why nothing else:
   does not move a layer's place, and a shape per tensor would be a JSON array each, against
   MAX_KEY_CONTAINERS. It is committed but not part of any secret: it only ever stops a
   reading, and a key's marks stay the same bit for bit with or without it.
-- The root secret of a mark is scrypt over *all* its committed fields but `stored` and `arch`
-  (owner, nonce, creation time, KDF cost, reference, signer, scheme, config, layer, payload,
-  message, data): changing any of them (a new nonce, another payload, another step size) is a
+- The root secret of a mark is scrypt over *all* its committed fields but `arch` and the
+  marked model's digest in `stored` (owner, nonce, creation time, KDF cost, reference, signer,
+  scheme, config, layer, payload, message, data, frontier's stored triggers): changing any of them (a new nonce, another payload, another step size) is a
   new derivation. A forger who searches for a key that fits a model they never marked pays one
   derivation per try, and a try succeeds at p-value p with probability p; the verdict reports
   that cost (`forgery_cost`).
@@ -95,6 +95,11 @@ MAX_KEY_CONTAINERS = 100_000
 #: Unmarked models one calibration entry may describe (`nnmark calibrate --models`).
 MAX_CALIBRATION_MODELS = 1_000
 MAX_MARKS = 16
+#: Stored fields written after a mark is embedded (the marked model's digest, for realignment):
+#: the secret the embedding used cannot depend on them. Every other stored field is in the
+#: secret (frontier's triggers and labels: its coins are drawn after they are fixed, so a
+#: holder who fits the triggers to the coins pays one derivation per try; red team, session 28).
+AFTER_EMBEDDING = frozenset({"marked_sha256"})
 #: The tensors a key's generic architecture may name (OwnerKey.with_module), and their length:
 #: a forger writes keys, and a verifier holds the names as a set.
 MAX_ARCH_TENSORS = 100_000
@@ -232,8 +237,9 @@ class Mark:
     arch: dict[str, Any] | None = None
 
     def material(self) -> dict[str, Any]:
-        """Everything the root secret depends on: every committed field but `stored` and the
-        key's `arch`."""
+        """Everything the root secret depends on: every committed field but the key's `arch`
+        and the stored fields written after embedding (AFTER_EMBEDDING)."""
+        bound = {k: v for k, v in self.stored.items() if k not in AFTER_EMBEDDING}
         return {
             "owner": self.owner,
             "nonce": self.nonce,
@@ -243,6 +249,7 @@ class Mark:
             **({} if self.reference is None else {"reference": self.reference}),
             **({} if self.signer is None else {"signer": self.signer}),
             **{k: v for k, v in self.entry().items() if k != "stored"},
+            **({"stored": bound} if bound else {}),
         }
 
     @property

@@ -18,7 +18,11 @@ MLPs more, resnet20s nearly all), and a model stitched with any key answers most
 right. A calibrated rate covered the calibration models' architecture only (117 of 290
 never-marked model-key pairs were claimed at alpha 1e-6 on other architectures, before this
 change: benchmarks/results/false_claims.md). Here the key flips a fair coin per true adversary,
-from a stream of its own, after the adversaries are made: heads, the adversary is stitched back
+from a stream of the mark's secret, which binds the stored adversaries and their labels (the
+coins are drawn after they are fixed: a holder who fits them to the coins, e.g. clean images any
+model of the task answers right, pays a key derivation per try; with coins from a secret that
+did not bind them, one key written that way was claimed on 18 of 20 never-marked digits models:
+red team, session 28): heads, the adversary is stitched back
 to its source label (the paper's frontier stitching); tails, it keeps the class the owner's model
 gave it, and stitching holds it there. A model that never saw the key answers each true
 adversary from the input alone, so it matches the key label with probability 1/2 if it answers
@@ -71,6 +75,10 @@ from nnmark.sequential import LookPlan
 from nnmark.stats import DEFAULT_ALPHA
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.verdict import Verdict
+
+#: Stored triggers bound into the mark's secret (nnmark.keys.AFTER_EMBEDDING): a key whose
+#: coins were drawn from a secret that did not depend on them is refused.
+STORED_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -158,12 +166,19 @@ class Frontier(TriggerScheme):
     @classmethod
     def check_stored(cls, mark: Mark) -> None:
         stored = mark.stored
-        if set(stored) != {"triggers", "labels", "answers", "adversarial"}:
+        if set(stored) != {"triggers", "labels", "answers", "adversarial", "version"}:
             raise key_error(
                 mark,
                 "stored",
-                "must hold triggers, labels, answers and adversarial (a frontier key made "
-                "before key labels were drawn per adversary: embed again)",
+                "must hold triggers, labels, answers, adversarial and version (a frontier key "
+                "made before key labels were drawn per adversary: embed again)",
+            )
+        if stored["version"] != STORED_VERSION:
+            raise key_error(
+                mark,
+                "stored.version",
+                f"must be {STORED_VERSION}: a frontier key whose coins did not depend on its "
+                "stored triggers (its holder could fit the triggers to the coins): embed again",
             )
         n = int(mark.config.get("n", 0)) if isinstance(mark.config.get("n"), int) else 0
         for name in ("labels", "answers", "adversarial"):
@@ -261,7 +276,10 @@ class Frontier(TriggerScheme):
             "labels": y.tolist(),
             "answers": answers.tolist(),
             "adversarial": [int(a) for a in adversarial],
+            "version": STORED_VERSION,
         }
+        # the coins come from this mark's secret, which binds the stored triggers and labels:
+        # drawn after they were fixed (the draft's secret, which drew the triggers, does not)
         return key.new_mark(cls.name, config_to_dict(config), None, (), data=fields, stored=stored)
 
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:

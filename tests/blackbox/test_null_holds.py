@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from nnmark import SCHEMES, OwnerKey, TrainConfig, evaluate, new_model, train, verify
 from nnmark.api import bound_scheme, model_info
 from nnmark.cli import app
-from nnmark.config import build_config
+from nnmark.config import build_config, config_to_dict
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.io import save_model
@@ -206,6 +206,52 @@ def test_frontier_keys_are_not_claimed_on_other_models_of_any_kind(  # type: ign
     print(
         f"frontier: {len(p_values)} key-model pairs, p < 0.05 in {below}, min {min(p_values):.2g}"
     )
+    assert below <= stats.binom.ppf(0.99, len(p_values), 0.05)
+
+
+def test_frontier_triggers_fitted_to_the_coins_are_not_claimed(  # type: ignore[no-untyped-def]
+    digits: DataBundle, unmarked_cnns, sink_models
+) -> None:
+    """Red team, session 28: the coins came from a secret that did not bind the stored
+    triggers, so a forger wrote clean test images with their true class on the side each coin
+    picks; every trained model of the task matched (18 of 20 never-marked models claimed under
+    a timestamp, for one derivation). The secret now binds the stored triggers: the coins are
+    drawn anew and the same keys match at chance."""
+    from scipy import stats
+
+    from nnmark.schemes._trigger import encode_images
+    from nnmark.schemes.frontier import STORED_VERSION, Frontier, FrontierConfig
+
+    config = config_to_dict(FrontierConfig())
+    n, classes = FrontierConfig().n, 10
+    x, t = digits.tensors("test")
+    x, t = x[:n], t[:n]
+    cheap = {"name": "scrypt", "n": 1 << 10, "r": 8, "p": 1}
+    models = [*unmarked_cnns, *sink_models.values()]
+    p_values, matched, asked = [], 0, 0
+    for i in range(KEYS):
+        key = OwnerKey.new(f"frontier forger {i}", nonce=f"{i + 0x90:032x}", kdf=cheap)
+        fields = Frontier.key_data(digits)
+        # the forger's coins: the mark's secret as it stands before the stored triggers
+        draft = key.new_mark("frontier", config, None, (), data=fields)
+        keep = torch.randint(0, 2, (n,), generator=draft.generator("coins")).bool()
+        other = (t + 1) % classes
+        stored = {
+            "triggers": encode_images(x),
+            "labels": torch.where(keep, other, t).tolist(),
+            "answers": torch.where(keep, t, other).tolist(),
+            "adversarial": [1] * n,
+            "version": STORED_VERSION,
+        }
+        scheme = Frontier(key.new_mark("frontier", config, None, (), data=fields, stored=stored))
+        for m in models:
+            v = scheme.verify(m.eval(), alpha=1e-6)
+            assert v.verdict == "not_found" and v.p_value >= 1e-6, (i, v)
+            p_values.append(v.p_value)
+            matched, asked = matched + v.details["matches"], asked + v.queries
+    below = sum(p < 0.05 for p in p_values)
+    print(f"fitted frontier keys: {matched} of {asked} answers matched, p < 0.05 in {below}")
+    assert matched / asked < 0.6  # the models answer these images right: fitted coins gave ~1
     assert below <= stats.binom.ppf(0.99, len(p_values), 0.05)
 
 
