@@ -432,37 +432,48 @@ def claim_threshold(alpha: float, seconds: float, timestamped: bool) -> float:
     return min(alpha, seconds / (CLAIM_CPU_YEARS * SECONDS_PER_YEAR))
 
 
-def _claim_rule(v: Verdict, alpha: float, cost: float, prov: Provenance) -> str:
-    if prov.timestamped:
+def _claim_rule(v: Verdict, alpha: float, cost: float, prov: Provenance, priced: bool) -> str:
+    if prov.timestamped and not priced:
         rule = (
             f"p < alpha = {alpha:g}; timestamped before the suspect was seen, so no search cost "
             "is needed"
         )
     else:
-        why = UNCOMPARED_STAMP if prov.time else "no verified timestamp"
+        why = CHOSEN_INPUTS if prov.timestamped else "no verified timestamp"
+        why = UNCOMPARED_STAMP if prov.time and not prov.timestamped else why
         rule = (
             f"p < alpha = {alpha:g} and a forgery cost of at least {CLAIM_CPU_YEARS:g} CPU-years "
             f"({why})"
         )
     if v.positive:
         return f"claimed: {rule}"
-    if v.p_value < alpha and not prov.timestamped and cost < CLAIM_CPU_YEARS:
+    if v.p_value < alpha and (priced or not prov.timestamped) and cost < CLAIM_CPU_YEARS:
         return (
             f"not claimed: p < alpha, but a key search reaches it in {cost:.3g} CPU-years; {rule}"
         )
     return f"not claimed: {rule}"
 
 
-#: Why a mark whose evidence the key's holder stores (frontier) needs a timestamp.
-STORED_EVIDENCE = "the key's holder chose this mark's evidence (stored triggers)"
+#: Why a timestamp does not waive a mark's search cost (Scheme.chosen_inputs: frontier).
+CHOSEN_INPUTS = (
+    "the key's holder chose the inputs this mark queries (stored triggers), so a key searched "
+    "against any model of the task fits future models too: a timestamp does not waive the "
+    "search cost"
+)
 
 
 def _finish(
-    v: Verdict, alpha: float, search: float, prov: Provenance, chosen: str | None = None
+    v: Verdict,
+    alpha: float,
+    search: float,
+    prov: Provenance,
+    chosen: str | None = None,
+    priced: bool = False,
 ) -> Verdict:
     """One verdict under the claim rule: the user's alpha, the forgery cost (`search`: the
     CPU-seconds of the cheapest key search reaching it, search_seconds), priority; `chosen`:
-    why its evidence is the key holder's choice, so that only a verified timestamp claims it."""
+    why its evidence is the key holder's choice, so that only a verified timestamp claims it;
+    `priced`: a timestamp does not waive the search cost (Scheme.chosen_inputs)."""
     if chosen and not prov.timestamped and v.positive:
         v = dataclasses.replace(
             v,
@@ -477,7 +488,7 @@ def _finish(
         v,
         alpha=alpha,
         forgery_cost=cost,
-        claim_rule=_claim_rule(v, alpha, cost, prov),
+        claim_rule=_claim_rule(v, alpha, cost, prov, priced),
         priority=prov.sentence(),
     )
 
@@ -533,7 +544,8 @@ def verify(
 
     The claim rule: found when p < alpha and, unless a verified timestamp proves the key
     existed before, the forgery cost (1 / p derivations of the key's KDF) is at least
-    CLAIM_CPU_YEARS; a mark whose evidence the key's holder chose (frontier) needs the timestamp.
+    CLAIM_CPU_YEARS; for a mark whose inputs the key's holder chose (frontier) the timestamp
+    does not waive the cost.
     """
     s = as_suspect(suspect)
     prov = provenance(key, tsa_certs, suspect_seen)
@@ -542,13 +554,13 @@ def verify(
     left = s.max_queries  # one budget for the whole key, spent mark after mark
     for sch in schemes:
         seconds = sch.mark.derivation_seconds  # a search re-derives this mark alone
-        threshold = claim_threshold(alpha, seconds, prov.timestamped)
+        threshold = claim_threshold(alpha, seconds, prov.timestamped and not sch.chosen_inputs)
         view, v = _read(sch, s.readings(sch.mark), threshold, left)
         if left is not None:
             left -= v.queries or 0
         search = search_seconds([seconds], [v.p_value], "one")
-        chosen.append(STORED_EVIDENCE if sch.requires_timestamp else view.needs_timestamp)
-        verdicts.append(_finish(v, alpha, search, prov, chosen[-1]))
+        chosen.append(view.needs_timestamp)
+        verdicts.append(_finish(v, alpha, search, prov, chosen[-1], sch.chosen_inputs))
     if len(verdicts) == 1:
         return verdicts[0]
     independent = all(sch.independent_null for sch in schemes)
@@ -561,8 +573,11 @@ def verify(
     parts_p = [v.p_value for v in verdicts]
     search = search_seconds([m.derivation_seconds for m in key.marks], parts_p, method)
     integrity = all(v.verdict in ("intact", "modified") for v in verdicts)
-    found = decide(p, alpha) and (
-        prov.timestamped or (search / SECONDS_PER_YEAR >= CLAIM_CPU_YEARS and not any(chosen))
+    priced = any(sch.chosen_inputs for sch in schemes)
+    found = (
+        decide(p, alpha)
+        and ((prov.timestamped and not priced) or search / SECONDS_PER_YEAR >= CLAIM_CPU_YEARS)
+        and (prov.timestamped or not any(chosen))
     )
     word = ("intact" if found else "modified") if integrity else ("found" if found else "not_found")
     combined = Verdict(
@@ -580,7 +595,7 @@ def verify(
         parts=tuple(verdicts),
         details={"combination": method},
     )
-    return _finish(combined, alpha, search, prov)
+    return _finish(combined, alpha, search, prov, priced=priced)
 
 
 COMBINED_NULL = (

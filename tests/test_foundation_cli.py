@@ -135,8 +135,9 @@ def test_evaluate_inspect_embed(files: dict[str, Path]) -> None:
 
 def test_a_mark_that_did_not_take_is_said_when_it_is_made(files: dict[str, Path]) -> None:
     """train / embed verify the new marks in the model they save: one epoch of a content trigger
-    set is not learned (the files are still written, exit 0), and a frontier mark needs a
-    verified timestamp before it can be claimed; both are one warning line on stderr."""
+    set is not learned (the files are still written, exit 0): one warning line on stderr. A
+    frontier mark at its default recipe is claimed (by the search cost: no timestamp lowers its
+    bar), alone and with a second mark."""
     d = files["dir"]
     r = run("train", "--scheme", "content", "--epochs", "1", "--out", d / "c.safetensors",
             "--key-out", d / "c.nnkey")  # fmt: skip
@@ -144,26 +145,20 @@ def test_a_mark_that_did_not_take_is_said_when_it_is_made(files: dict[str, Path]
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith("warning: content: not_found in the saved model (p ")
     assert line.endswith("train longer (--epochs)")
-    # frontier at its default recipe (the library's 20 epochs: 20 of 20 keys reach p < 1e-6,
-    # benchmarks/results/blackbox_keys_frontier.md), claimable only with a timestamp
+    # frontier at its default recipe (the library's 20 epochs), claimed within its 100 true
+    # adversaries by the search cost (benchmarks/results/blackbox_keys_frontier.md)
     epochs = str(TrainConfig().epochs)
     r = run("embed", files["plain"], "--scheme", "frontier", "--epochs", epochs,
             "--out", d / "f.safetensors", "--key-out", d / "f.nnkey")  # fmt: skip
-    assert r.exit_code == 0, r.stderr
-    (line,) = r.stderr.strip().splitlines()
-    assert line.startswith("warning: frontier: not_found in the saved model (p ")
-    assert line.endswith(
-        "a verified timestamp (nnmark key timestamp) that predates the suspect claims it"
-    )
+    assert r.exit_code == 0 and "check: frontier: found in the saved model" in r.stdout, r.stderr
     # a new mark added to that key is checked alone and with the key's other mark, as verify
-    # decides: the combination still waits on the frontier mark's timestamp
+    # decides
     r = run("embed", d / "f.safetensors", "--key", d / "f.nnkey", "--scheme", "uchida",
             "--out", d / "fu.safetensors", "--key-out", d / "fu.nnkey")  # fmt: skip
     assert r.exit_code == 0, r.stderr
     assert "check: uchida: found in the saved model" in r.stdout
-    (line,) = r.stderr.strip().splitlines()
-    assert line.startswith("warning: the key's 2 marks together: not_found in the saved model")
-    assert run("verify", d / "fu.safetensors", "--key", d / "fu.nnkey").exit_code == 1
+    assert "check: the key's 2 marks together: found in the saved model" in r.stdout
+    assert run("verify", d / "fu.safetensors", "--key", d / "fu.nnkey").exit_code == 0
 
 
 def test_suspect_without_the_layer_or_with_another_shape_is_not_found(

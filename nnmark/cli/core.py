@@ -101,7 +101,10 @@ def _check_marks(
         if part.positive:
             out.print(f"check: {text}", markup=False, soft_wrap=True)
             continue
-        if part.p_value < part.alpha:  # the evidence is there; the claim rule wants more
+        if part.p_value < part.alpha and "does not waive" in (part.claim_rule or ""):
+            # the evidence is there, but no timestamp lowers this mark's bar (chosen inputs)
+            todo = f"{part.claim_rule}; train longer (--epochs)"
+        elif part.p_value < part.alpha:  # the evidence is there; the claim rule wants more
             why = part.reason or part.claim_rule
             todo = f"{why}; a verified timestamp (nnmark key timestamp) that predates the suspect claims it"
         else:

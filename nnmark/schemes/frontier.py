@@ -43,8 +43,11 @@ at worst): `python benchmarks/blackbox_keys.py --scheme frontier`; over 24 other
 least learned keys miss 3 of their first 30 adversaries). `per_batch=128` claims all 24 within
 30 queries but costs more accuracy (median 0.56, worst 1.95 points; 8 of 24 keys past one
 point, against 3 at 64): `key_draws_frontier_per_batch_128.md`. The default stays 64. Each query carries at most
-one bit, and the key's holder chose the adversaries (a forger who holds the suspect could choose
-them to fit), so a claim needs a verified timestamp (`requires_timestamp`).
+one bit, and the key's holder chose the adversaries: the secret binds them, so fitting them to
+the coins costs a key derivation per try, and the claim rule prices that search whether or not
+a timestamp predates the suspect (`chosen_inputs`: clean images that every model of the task
+answers right fit future models as well as the suspect). A claim needs p below the search-cost
+bound (about 1.6e-12 at the default KDF): 57 of the first 60 true adversaries, or more queries.
 Example: ``nnmark embed plain.safetensors --data digits --scheme frontier --epochs 20 ...``
 """
 
@@ -159,8 +162,10 @@ class Frontier(TriggerScheme):
     situation = "finetune"
     needs_data = False
     #: The triggers depend on the trained model, so they are stored, and whoever holds the key
-    #: chose them: no search cost protects a claim, only a timestamp that predates the suspect.
-    requires_timestamp = True
+    #: chose them: a key searched (a derivation per try: the secret binds them) with clean
+    #: images that every model of the task answers right fits future models as well as the
+    #: suspect, so a timestamp does not waive the search cost (red team, session 28).
+    chosen_inputs = True
     paper = "Le Merrer et al., Adversarial frontier stitching for remote neural network watermarking, Neural Computing and Applications 2019"
 
     @classmethod

@@ -33,7 +33,11 @@ BLACKBOX = black_box_schemes("classification")
 #: holds the key chose its stored triggers), newlabel because one bit per query cannot reach the
 #: claim rule's forgery cost in 30 queries (test_newlabel_without_a_timestamp_needs_more_queries),
 #: unrelated because Fashion-MNIST's 10 classes carry at most 10 key labels (p >= 1e-10).
-TIMESTAMPED = {"frontier", "newlabel", "unrelated"}
+TIMESTAMPED = {"newlabel", "unrelated"}
+#: Queries a claim may take: 30 (the required figure), but frontier's one bit per query cannot
+#: reach the search-cost bound in 30 (2^-30 > 1.6e-12), and its timestamp does not waive it
+#: (its key holder chose its inputs, Scheme.chosen_inputs): 57 of 60, or 78 of 90.
+MAX_QUERIES = {"frontier": 90}
 #: The accuracy a mark may cost on digits: one point, but unrelated costs 1.1 (median) to 3.1
 #: points on 8 x 8 digits over 20 keys (its Fashion-MNIST items, resized, look like digits and
 #: carry other labels; benchmarks/blackbox_keys.py --scheme unrelated). Stated in the scheme's
@@ -80,7 +84,7 @@ def test_found_on_marked_and_not_on_unmarked(
         f"{v.forgery_cost:.3g} CPU-years, timestamped {timestamped}; null: {v.null}"
     )
     assert v.verdict == "found" and v.p_value < 1e-6 and v.queries is not None
-    assert v.queries <= 30  # the required figure: within 30 queries
+    assert v.queries <= MAX_QUERIES.get(name, 30)  # the required figure: within 30 queries
     assert v.forgery_cost is not None and v.claim_rule and v.claim_rule.startswith("claimed")
     if timestamped:
         assert "timestamped" in v.claim_rule and "committed no later than" in (v.priority or "")
@@ -170,7 +174,8 @@ def test_frontier_coins_make_its_null_exact(
 ) -> None:  # type: ignore[no-untyped-def]
     """Each true adversary's key label is a key coin between its source class and the owner's
     model's answer: about half of each, false adversaries keep their source label; the marked
-    model is claimed (timestamped) within 30 queries with no calibration; the model it was
+    model is claimed within 90 queries with no calibration, by the search cost, which its
+    timestamp does not waive; the model it was
     stitched from, which answers every true adversary with the owner's answer, and unmarked
     models meet the labels about half the time and are not claimed."""
     model, key = blackbox_marked["frontier"]
@@ -186,7 +191,9 @@ def test_frontier_coins_make_its_null_exact(
     stamped = stamp(key)
     v = verify(model, stamped, tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now())
     print(f"frontier key accuracy {shares}: {v.verdict}, p {v.p_value:.1e}, {v.queries} queries")
-    assert v.verdict == "found" and v.queries == 30 and v.details["p0"] == 0.5
+    assert v.verdict == "found" and v.queries <= 90 and v.details["p0"] == 0.5
+    assert v.forgery_cost is not None and v.forgery_cost >= CLAIM_CPU_YEARS
+    assert "does not waive" in (v.claim_rule or "")
     assert "fair coin" in v.null and "calibrat" not in v.null
     rates = [Frontier(key.marks[0]).key_accuracy(m)["true"] for m in [plain_cnn, *unmarked_cnns]]
     print(f"frontier true-adversary matches of unmarked models: {[round(r, 2) for r in rates]}")
@@ -196,10 +203,16 @@ def test_frontier_coins_make_its_null_exact(
             verify(m, stamped, tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now()).verdict
             == "not_found"
         )
-    # the same evidence without a timestamp: no claim, and the reason says why
+    # the same evidence without a timestamp: the same claim, by the search cost
     bare = verify(model, key)
-    assert bare.verdict == "not_found" and bare.p_value < 1e-6
-    assert "timestamp" in (bare.reason or "") and "no verified timestamp" in (bare.claim_rule or "")
+    assert bare.verdict == "found" and bare.p_value == v.p_value
+    assert "no verified timestamp" in (bare.claim_rule or "")
+    # at 30 queries (all matching at best: 2^-30 before the looks' Bonferroni) it is not
+    early = ModuleSuspect(model)
+    early.max_queries = 30
+    short = verify(early, stamped, tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now())
+    assert short.verdict == "not_found" and short.p_value < 1e-6
+    assert "does not waive" in (short.claim_rule or "")
 
 
 def test_another_owners_frontier_key_is_not_claimed_on_a_stitched_model(
@@ -208,7 +221,8 @@ def test_another_owners_frontier_key_is_not_claimed_on_a_stitched_model(
     """Stitching makes a model robust to FGSM adversaries in general, so under the paper's
     labels (every adversary stitched back) another owner's key was claimed on our stitched
     model. Under key coins it cannot be: our model's answers do not know their coins. Their key
-    is timestamped, so the verdict rests on the null alone."""
+    is timestamped, which waives nothing for frontier: the verdict rests on the null and the
+    search cost."""
     from nnmark.schemes.frontier import FrontierConfig
 
     model, _ = blackbox_marked["frontier"]
@@ -218,7 +232,7 @@ def test_another_owners_frontier_key_is_not_claimed_on_a_stitched_model(
     v = verify(model, theirs, tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now())
     print(f"another owner's frontier key on our stitched model: {v.verdict}, p {v.p_value:.1e}")
     assert v.verdict == "not_found" and v.p_value >= 1e-6
-    assert "timestamp" not in (v.reason or "") and "timestamped" in (v.claim_rule or "")
+    assert "does not waive" in (v.claim_rule or "")
 
 
 def test_a_frontier_key_of_the_previous_format_is_refused_with_the_reason(
@@ -244,7 +258,7 @@ def test_frontier_warms_up_an_untrained_model(digits: DataBundle) -> None:
     assert acc(fresh, digits) > 0.5 and sum(mark.stored["adversarial"]) == 10
     # the triggers are stored (they depend on the trained model), so the scheme asks for a
     # timestamp before any claim
-    assert Frontier(mark).requires_timestamp and len(Frontier(mark).key_x) == 20
+    assert Frontier(mark).chosen_inputs and len(Frontier(mark).key_x) == 20
     with pytest.raises(Exception, match="untrained"):
         Frontier.plan(new_model("cnn", digits, seed=4), key, FrontierConfig(warmup=0), data=digits)
 

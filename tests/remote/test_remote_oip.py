@@ -50,10 +50,14 @@ def serving(
         yield url
 
 
-#: Keys whose claim within 30 queries needs a verified timestamp (frontier: stored triggers;
-#: newlabel: one bit per query falls short of the forgery cost in 30 queries; unrelated:
-#: Fashion-MNIST's 10 classes carry at most 10 key labels, p >= 1e-10).
+#: Keys whose claim within 30 queries needs a verified timestamp (newlabel: one bit per query
+#: falls short of the forgery cost in 30 queries; unrelated: Fashion-MNIST's 10 classes carry
+#: at most 10 key labels, p >= 1e-10). Frontier's is stamped too, and waives nothing: its key
+#: holder chose its inputs (Scheme.chosen_inputs), so it is claimed by the search cost, which
+#: one bit per query reaches at 57 of 60 or 78 of 90 (MAX_QUERIES).
 TIMESTAMPED = {"frontier", "newlabel", "unrelated"}
+WAIVED = TIMESTAMPED - {"frontier"}
+MAX_QUERIES = {"frontier": 90}
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +121,11 @@ def test_remote_verification_of_every_black_box_scheme(
             f"p {v['p_value']:.2e}, forgery cost {v['forgery_cost']:.3g} CPU-years"
         )
         assert v["verdict"] == "found" and v["p_value"] < 1e-6
-        assert v["queries"] <= 30 and v["claim_rule"].startswith("claimed")
-        if name in TIMESTAMPED:
+        assert v["queries"] <= MAX_QUERIES.get(name, 30) and v["claim_rule"].startswith("claimed")
+        if name in WAIVED:
             assert "timestamped" in v["claim_rule"]
+        elif name in TIMESTAMPED:
+            assert v["forgery_cost"] >= 1000 and "does not waive" in v["claim_rule"]
         else:
             assert v["forgery_cost"] >= 1000 and "no verified timestamp" in v["claim_rule"]
     with serving(plain_cnn, defense) as url:
@@ -132,8 +138,8 @@ def test_remote_verification_needs_the_data_the_key_names(
 ) -> None:  # type: ignore[no-untyped-def]
     """An unrelated key names its Fashion-MNIST source by content hash: without --data the
     triggers cannot be re-derived (exit 2, before any query), with it they are (a verdict); a
-    frontier key
-    served without --tsa-cert is not claimed, and the reason says it needs the timestamp."""
+    frontier key served without --tsa-cert is claimed as with it: by the search cost, which its
+    timestamp does not waive."""
     model, _ = blackbox_marked["unrelated"]
     with serving(model) as url:
         r, _ = remote_verify(url, owner_keys["unrelated"])
@@ -144,8 +150,8 @@ def test_remote_verification_needs_the_data_the_key_names(
     model, _ = blackbox_marked["frontier"]
     with serving(model) as url:
         r, v = remote_verify(url, owner_keys["frontier"])
-        assert r.exit_code == 1 and v["verdict"] == "not_found" and v["p_value"] < 1e-6
-        assert "timestamp" in v["reason"] and "not checked" in v["priority"]
+        assert r.exit_code == 0 and v["verdict"] == "found" and v["forgery_cost"] >= 1000
+        assert "not checked" in v["priority"]
 
 
 @pytest.mark.parametrize("defense", OUTPUTS, ids=lambda d: d[0] if d else "full")
