@@ -217,33 +217,176 @@ def _foreign_values(graph: Any, names: frozenset[str]) -> int:
     return total
 
 
+def _names(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+#: Operations that may compute shape-only values (`shape_only_values`): integer arithmetic on
+#: shapes and the tensor plumbing exporters build shapes and constant operands with. Nothing
+#: random, no subgraphs.
+_SHAPE_ARITH = _names(
+    "Abs Add And Cast Ceil Concat ConstantOfShape Div Equal Expand Floor Gather Greater "
+    "GreaterOrEqual Identity Less LessOrEqual Max Min Mod Mul Neg Not Or Range ReduceMax "
+    "ReduceMin ReduceProd ReduceSum Reshape Slice Squeeze Sub Tile Transpose Unsqueeze "
+    "Where"
+)
+#: Operations whose outputs' shapes follow from their inputs' shapes and attributes alone.
+_SHAPE_FROM_SHAPES = _names(
+    "Abs Add And AveragePool BatchNormalization Cast CastLike Clip Concat Conv ConvTranspose "
+    "DepthToSpace Div Dropout Elu Equal Erf Exp Flatten Gather GatherElements Gelu Gemm "
+    "GlobalAveragePool GlobalMaxPool Greater HardSigmoid HardSwish Identity "
+    "InstanceNormalization LayerNormalization LeakyRelu Less Log LogSoftmax MatMul Max MaxPool "
+    "Mean Min Mul Neg Not Or Pow PRelu Reciprocal Relu Selu Shape Sigmoid Size Softmax "
+    "Softplus SpaceToDepth Sqrt Sub Sum Tanh Transpose Where"
+)
+#: Operations whose outputs' shapes follow also from the values of their inputs after the
+#: first (a target shape, pads, axes, sizes): fixed only where those are shape-only.
+_SHAPE_FROM_VALUES = _names(
+    "Expand Pad ReduceL1 ReduceL2 ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd "
+    "ReduceSum ReduceSumSquare Reshape Resize Slice Split Squeeze Tile TopK Unsqueeze "
+    "Upsample"
+)
+#: ONNX integer and bool element types (TensorProto codes).
+_INTEGER_TYPES = frozenset({2, 3, 4, 5, 6, 7, 9, 12, 13})
+
+
+def _literal(node: Any) -> bool:
+    """Whether a Constant node holds a shape-only literal: integers or bools of any size, or a
+    single number (an exporter's scalar: the 0 bias of a convolution without one). A float
+    tensor of more values is a weight, never shape-only (its values count, `_foreign_values`,
+    either way)."""
+    for a in node.attribute:
+        if a.name == "value":
+            return a.t.data_type in _INTEGER_TYPES or np.prod(a.t.dims, dtype=np.float64) == 1
+        if a.name in ("value_int", "value_ints", "value_float"):
+            return True
+        if a.name == "value_floats":
+            return len(a.floats) <= 1
+    return False
+
+
+def shape_only_values(graph: Any) -> set[str]:
+    """The values of `graph` computed only from shapes that are the same on every run of it,
+    from integer literals and integer initializers: the same numbers whatever the input holds.
+
+    Taint analysis over the top-level nodes (a node with a subgraph, or of another domain, is
+    never shape-only). A value is shape-only when it is an integer initializer (not one a
+    caller may feed: not also a graph input), a Constant literal (`_literal`), the output of a
+    Shape or Size node whose input's shape is fixed, of a CastLike whose first input is
+    shape-only (the second gives only a type), or of a `_SHAPE_ARITH` node all of whose inputs
+    are. A shape is fixed for initializers, constants, the graph's input only where it declares
+    every dimension (a free batch dimension is a number the caller picks: a graph could answer
+    differently at batch size 1 than at the probes' batch), and the outputs of operations whose
+    output shapes follow from fixed input shapes (and from shape-only values for target shapes,
+    axes, pads: never from a NonZero, a Loop, or a Reshape to the input's values).
+    """
+    from nnmark.integrations.onnx import input_dims
+
+    fed = {i.name for i in graph.input}
+    inits = {i.name: i for i in graph.initializer if i.name not in fed}
+    const = {n for n, i in inits.items() if i.data_type in _INTEGER_TYPES}
+    fixed = set(inits) | {""}  # an omitted optional input holds nothing
+    dims = input_dims(graph)
+    if dims is not None and all(dims):
+        first = next(i.name for i in graph.input if i.name not in inits)
+        fixed.add(first)
+    const.add("")
+    users: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in set(node.input):
+            users.setdefault(name, []).append(node)
+    todo = list(graph.node)
+    while todo:
+        node = todo.pop()
+        if node.domain not in ("", "ai.onnx") or any(
+            a.HasField("g") or a.graphs for a in node.attribute
+        ):
+            continue
+        op, ins = node.op_type, list(node.input)
+        if op == "Constant":
+            is_const = _literal(node)
+        elif op in ("Shape", "Size"):
+            is_const = bool(ins) and ins[0] in fixed
+        elif op == "CastLike":
+            is_const = bool(ins) and ins[0] in const
+        else:
+            is_const = op in _SHAPE_ARITH and bool(ins) and all(i in const for i in ins)
+        is_fixed = (
+            is_const
+            or op == "Constant"
+            or (op in _SHAPE_FROM_SHAPES and all(i in fixed for i in ins))
+            or (
+                op in _SHAPE_FROM_VALUES
+                and all(i in fixed for i in ins)
+                and all(i in const for i in ins[1:])
+            )
+        )
+        for out in node.output:
+            grew = False
+            if is_const and out not in const:
+                const.add(out)
+                grew = True
+            if is_fixed and out not in fixed:
+                fixed.add(out)
+                grew = True
+            if grew:
+                todo.extend(users.get(out, []))
+    return const - {""}
+
+
+def _op_counts(graph: Any) -> Counter[str]:
+    """The graph's operations (subgraphs included) as the structural check counts them: not
+    Identity, not the shape-only ones (`shape_only_values`: every output shape-only), and a
+    Reshape to a shape-only shape counted as a Flatten, a ReduceMean over shape-only axes as a
+    GlobalAveragePool (exporters write one or the other; both only move or average values, the
+    same way on every input)."""
+    from nnmark.integrations.onnx import all_nodes
+
+    const = shape_only_values(graph)
+    counts: Counter[str] = Counter()
+    for node in all_nodes(graph.node):
+        op, ins = node.op_type, list(node.input)
+        if op == "Identity" or (node.output and all(o in const for o in node.output)):
+            continue
+        if op == "Reshape" and len(ins) == 2 and ins[1] in const:
+            op = "Flatten"
+        elif op == "ReduceMean" and (len(ins) < 2 or ins[1] in const):
+            op = "GlobalAveragePool"
+        counts[op] += 1
+    return counts
+
+
 def structure_reason(
     graph: Any, model: nn.Module, shape: tuple[int, ...], names: frozenset[str]
 ) -> str | None:
     """Why the graph may compute something else than `model` on other inputs than the probes,
     or None: its operations (subgraphs included) must be among those of the zoo model's own
-    export, no more of each but Identity, and it may hold at most MAX_FOREIGN_VALUES values
-    more than that export beyond the zoo tensors. A graph that sent noise probes to the zoo
-    weights and digits to a hidden copy of the marked layer (an If on the input's minimum, or
-    the same as a gate of ReduceMin, Sign and Mul, the copy in a Constant) passed the probes
-    and read not_found (red team, session 27): it needs operations and values the zoo has not.
+    export, no more of each (`_op_counts`: Identity and shape-only computation aside), and it
+    may hold at most MAX_FOREIGN_VALUES values more than that export beyond the zoo tensors. A
+    graph that sent noise probes to the zoo weights and digits to a hidden copy of the marked
+    layer (an If on the input's minimum, or the same as a gate of ReduceMin, Sign and Mul, the
+    copy in a Constant) passed the probes and read not_found (red team, session 27): it needs
+    operations and values the zoo has not. Shape-only values are the same numbers on every
+    run of the file (`shape_only_values`), probes included, so they cannot tell probes from
+    inputs: torch.onnx.export(dynamo=True, optimize=False) builds shapes and zero biases with
+    them.
     """
     import onnx
 
-    from nnmark.integrations.onnx import all_nodes, onnx_bytes
+    from nnmark.integrations.onnx import onnx_bytes
 
     reference = onnx.load_from_string(onnx_bytes(model, tuple(shape[1:]))).graph
-    want = Counter(n.op_type for n in all_nodes(reference.node))
-    got = Counter(n.op_type for n in all_nodes(graph.node) if n.op_type != "Identity")
+    want, got = _op_counts(reference), _op_counts(graph)
     extra = {op: n - want[op] for op, n in got.items() if n > want[op]}
     if extra:
         listed = ", ".join(f"{op} x{n}" for op, n in sorted(extra.items())[:8])
         return (
             f"the graph has operations the zoo architecture's own export does not ({listed}), "
             "so on inputs other than the check's probes it may compute something else than the "
-            "weights a white-box mark would read (files of `nnmark export`, or of "
-            "torch.onnx.export with dynamo=False and do_constant_folding=False, are read): "
-            "verify a black-box mark of the key, or the model itself"
+            "weights a white-box mark would read (files of `nnmark export`, of torch.onnx.export "
+            "with dynamo=False and do_constant_folding=False, or with dynamo=True, "
+            "optimize=False and a fixed input shape, are read): verify a black-box mark of the "
+            "key, or the model itself"
         )
     foreign, allowed = _foreign_values(graph, names), _foreign_values(reference, names)
     if foreign > allowed + MAX_FOREIGN_VALUES:

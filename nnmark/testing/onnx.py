@@ -10,8 +10,8 @@ import numpy as np
 
 def undone_transform(src: Path, tensor: str, out: Path, how: str) -> Path:
     """`src` with `tensor` stored as -W (`how` "neg") or 2W ("scale") and the graph undoing it
-    right after the node that reads it (that node's bias transformed alike): a Neg, or a Mul
-    by 0.5. Written to `out`, which is returned."""
+    right after the node that computes with it (that node's bias transformed alike): a Neg, or
+    a Mul by 0.5. Written to `out`, which is returned."""
     import onnx
     from onnx import numpy_helper
 
@@ -20,7 +20,11 @@ def undone_transform(src: Path, tensor: str, out: Path, how: str) -> Path:
     proto = onnx.load(str(src))
     graph = proto.graph
     names = initializer_names(graph)
-    at, node = next((k, n) for k, n in enumerate(graph.node) if names[tensor] in n.input)
+    at, node = next(  # the node computing with it (a dynamo export also reads its Shape)
+        (k, n)
+        for k, n in enumerate(graph.node)
+        if names[tensor] in n.input and n.op_type not in ("Shape", "Size")
+    )
     factor = -1.0 if how == "neg" else 2.0
     for init in graph.initializer:
         if init.name in node.input[1:]:  # the weight and the bias of that node
