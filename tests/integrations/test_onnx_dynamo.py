@@ -27,7 +27,9 @@ def dynamo_export(model: torch.nn.Module, shape: tuple[int, ...], path: Path, **
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.zeros(1, *shape),), str(path), dynamo=True, **kw)
+        torch.onnx.export(
+            model.eval(), (torch.zeros(1, *shape),), str(path), dynamo=True, verbose=False, **kw
+        )
     return path
 
 
