@@ -11,7 +11,9 @@ the BBBC039 tiles where they are given):
 - two transformed files per model, the marked layer's stored weights changed and undone in the
   graph right after the layer (-W with a Neg; 2W with a Mul by 0.5): answers as the honest file
   (checked) and the check must refuse every one;
-- the seconds one check takes (building the ORT session included), median over the seeds.
+- the seconds one check takes (building the ORT session included), median over the seeds;
+- the same models through `torch.onnx.export(dynamo=True, optimize=False)` (batch 1, a fixed
+  input shape): read, and their two transformed files refused.
 
     python benchmarks/onnx_check.py [--seeds 3] [--seg-data PATH]
 """
@@ -19,9 +21,11 @@ the BBBC039 tiles where they are given):
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +64,19 @@ def check(
     return row
 
 
+def dynamo_export(model: torch.nn.Module, shape: tuple[int, ...], path: Path) -> Path:
+    """torch's dynamo exporter, optimize=False (BatchNorm kept), batch 1."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x = (torch.zeros(1, *shape),)
+        torch.onnx.export(model, x, str(path), dynamo=True, optimize=False, verbose=False)
+    return path
+
+
 def run_arch(arch: str, data: Any, seeds: int, tmp: Path) -> dict[str, Any]:
     honest, refused, same, times, worst = 0, 0, 0, [], 0.0
+    dyn_read, dyn_refused, dyn_same = 0, 0, 0
     for seed in range(seeds):
         model = train(new_model(arch, data, seed=seed), data, TrainConfig(epochs=2, seed=seed))
         model.eval()
@@ -82,6 +97,14 @@ def run_arch(arch: str, data: Any, seeds: int, tmp: Path) -> dict[str, Any]:
             t = check(bad, layer, x, row["answers"])
             refused += not t["read"]
             same += t["same_answers"]
+        dyn = dynamo_export(model, tuple(data.x.shape[1:]), tmp / f"{arch}{seed}dyn.onnx")
+        row = check(dyn, layer, x, None)
+        dyn_read += row["read"]
+        for how in ("neg", "scale"):
+            bad = undone_transform(dyn, tensor, tmp / f"{arch}{seed}dyn{how}.onnx", how)
+            t = check(bad, layer, x, row["answers"])
+            dyn_refused += not t["read"]
+            dyn_same += t["same_answers"]
     return {
         "arch": arch,
         "models": seeds,
@@ -91,6 +114,9 @@ def run_arch(arch: str, data: Any, seeds: int, tmp: Path) -> dict[str, Any]:
         "transformed_refused": refused,
         "honest_max_rel_diff_torch_vs_ort": worst,
         "check_seconds_median": statistics.median(times),
+        "dynamo_read": dyn_read,
+        "dynamo_transformed_same_answers": dyn_same,
+        "dynamo_transformed_refused": dyn_refused,
     }
 
 
@@ -112,19 +138,24 @@ def main() -> None:
             print(rows[-1], flush=True)
     table = [
         "| arch | models | honest read | transformed (same answers) | refused | "
-        "torch vs ORT, honest (rel.) | check s (median) |",
-        "|---|---|---|---|---|---|---|",
+        "torch vs ORT, honest (rel.) | check s (median) | dynamo read | dynamo transformed "
+        "(same answers) refused |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         table.append(
             f"| {r['arch']} | {r['models']} | {r['honest_read']} / {r['models']} | "
             f"{r['transformed']} ({r['transformed_same_answers']}) | "
             f"{r['transformed_refused']} / {r['transformed']} | "
-            f"{r['honest_max_rel_diff_torch_vs_ort']:.1e} | {r['check_seconds_median']:.2f} |"
+            f"{r['honest_max_rel_diff_torch_vs_ort']:.1e} | {r['check_seconds_median']:.2f} | "
+            f"{r['dynamo_read']} / {r['models']} | {r['dynamo_transformed_refused']} / "
+            f"{r['transformed']} ({r['dynamo_transformed_same_answers']}) |"
         )
     body = (
         "White-box reading of ONNX files: an honest export must be read, a file whose stored "
-        "weights are transformed and undone in the graph must not (`OnnxSuspect.for_mark`). "
+        "weights are transformed and undone in the graph must not (`OnnxSuspect.for_mark`); "
+        "the dynamo columns: the same models through torch.onnx.export(dynamo=True, "
+        "optimize=False), batch 1. "
         f"Tolerance {onnx_arch.RTOL:g} of the largest output, {onnx_arch.PROBES} noise "
         "batches.\n\n" + "\n".join(table)
     )
