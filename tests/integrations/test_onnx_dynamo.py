@@ -120,13 +120,17 @@ def test_shape_like_operations_on_the_inputs_values_still_count(  # type: ignore
 def test_shape_only_values_follow_fixed_shapes_and_literals_only() -> None:
     """The taint analysis: the Shape of a NonZero (its shape is the input's values), a float
     Constant of more than one value, a float initializer, and anything computed from one of
-    those are not shape-only; the Shape of a fixed input, integer literals and the arithmetic on
-    them are; a CastLike reads only its second input's type; a node with a subgraph never is."""
+    those are not shape-only; the Shape of a fixed input, integer literals and what plumbing
+    (Concat, Expand...) makes of them are, arithmetic on them (Add, Range) is not; a CastLike
+    reads only its second input's type; a node with a subgraph never is."""
     fixed = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
     nodes = [
         helper.make_node("Shape", ["x"], ["s"]),
         helper.make_node("Constant", [], ["one"], value_ints=[1]),
-        helper.make_node("Add", ["s", "one"], ["s1"]),
+        helper.make_node("Concat", ["s", "one"], ["s1"], axis=0),
+        # arithmetic on literals could make a large pseudo-random tensor: never shape-only
+        helper.make_node("Add", ["s", "one"], ["s_add"]),
+        helper.make_node("Range", ["one", "s_add", "one"], ["r"]),
         helper.make_node("Constant", [], ["zero"], value_float=0.0),
         helper.make_node("CastLike", ["zero", "x"], ["z"]),
         helper.make_node("Expand", ["z", "s1"], ["zeros"]),
@@ -146,7 +150,7 @@ def test_shape_only_values_follow_fixed_shapes_and_literals_only() -> None:
     graph = helper.make_graph(nodes, "taint", [fixed], [out], inits)
     const = onnx_arch.shape_only_values(graph)
     assert {"s", "one", "s1", "zero", "z", "zeros", "s_x1"} <= const
-    assert not {"nz", "s_nz", "s_nz1", "w", "w_big", "W_big", "x1"} & const
+    assert not {"nz", "s_nz", "s_nz1", "w", "w_big", "W_big", "x1", "s_add", "r"} & const
     graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     assert not {"s", "s1", "zeros", "s_x1"} & onnx_arch.shape_only_values(graph)
 
