@@ -89,7 +89,9 @@ class FrontierConfig(TriggerConfig):
     n: int = 200  # key inputs, half true and half false adversaries
     eps: float = 0.15  # FGSM step (inputs in [0, 1])
     per_batch: int = 64  # stitching takes many passes over the key: a large share per batch
-    group: int = 30  # one bit per query: 10 or 20 cannot reach alpha 1e-6, so look once at 30
+    #: one bit per query: 10 or 20 cannot reach alpha 1e-6; looks at 30, 60, 90 and 100 of the
+    #: 100 true adversaries, and the search-cost bound (about 1.6e-12) needs 57 of 60 or 78 of 90
+    group: int = 30
     warmup: int = 10  # plain epochs first when the given model is untrained
     min_accuracy: float = 0.5  # below this validation accuracy the model counts as untrained
 

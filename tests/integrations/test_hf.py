@@ -29,8 +29,14 @@ from nnmark.verdict import Verdict
 
 LAYER = "vit.layers.0.attention.q_proj"  # the query projection (transformers 5 names)
 #: Options on the ViT: the bit marks go in the query projection (its 32 filter-averaged values
-#: hold 32 Uchida bits; HF's small init std needs lam 0.5 there).
-VIT_OPTIONS = {"uchida": {"layer": LAYER, "lam": 0.5}, "stdm": {"layer": LAYER}}
+#: hold 32 Uchida bits; HF's small init std needs lam 0.5 there). Frontier's FGSM step is
+#: smaller on the tiny ViT (5 plain epochs): at 0.15 it fooled it on all but 64 of the 100 false
+#: adversaries its default 200 key inputs need.
+VIT_OPTIONS = {
+    "uchida": {"layer": LAYER, "lam": 0.5},
+    "stdm": {"layer": LAYER},
+    "frontier": {"eps": 0.08},
+}
 BITS = {"uchida": 32}
 #: Fine-tune-to-embed epochs: the library's default training length (TrainConfig().epochs, 20)
 #: for every scheme. At the Trainer's constant lr 1e-2 the marks settle later than in nnmark's
@@ -40,8 +46,9 @@ BITS = {"uchida": 32}
 #: where its calibrated null cleared alpha; its key coins removed that.)
 DEFAULT_EPOCHS = TrainConfig().epochs
 #: Marks claimed with a verified timestamp on the key (the claim threshold is then alpha, not the
-#: p-value of a 1000 CPU-year key search, ~1.6e-12): frontier's evidence was chosen by the key's
-#: holder (requires_timestamp); newlabel's test gives about one bit per query; 32 Uchida bits
+#: p-value of a 1000 CPU-year key search, ~1.6e-12), except frontier's, whose timestamp waives
+#: nothing (its key holder chose its inputs: Scheme.chosen_inputs; 90 queries, p 2.2e-18);
+#: newlabel's test gives about one bit per query; 32 Uchida bits
 #: can reach p 2^-32 = 2.3e-10 at best; unrelated's 50 out-of-distribution triggers each carry
 #: one of 10 per-class key labels, so p >= 1e-10 (found over 4 keys within 20 queries: p 1.9e-7,
 #: 4.6e-8, 4.6e-8, 5e-10, since three quarters of its training items are the queried triggers).
