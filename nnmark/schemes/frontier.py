@@ -36,18 +36,19 @@ frontier to stitch: `plan` first trains it in place for `warmup` plain epochs (s
 and crafts the adversaries on that; so ``nnmark train --scheme frontier`` is `warmup` plain epochs,
 then the marked training. ``nnmark embed TRAINED --scheme frontier`` is the paper's setting.
 Defaults (digits): fine-tuned 20 epochs with 64 key inputs per batch (with 32, 0.81 to 0.92 of
-the key labels were learned, too few for one bit per query), eps 0.15, one look at 30 queries.
-Over 20 keys every mark was claimed within 30 queries, at 0.4 points of accuracy (median; 1.4
-at worst): `python benchmarks/blackbox_keys.py --scheme frontier`; over 24 other keys, 22
-(`python benchmarks/key_draws.py --schemes frontier --keys 24 --orders 0 --tag frontier`: the
-least learned keys miss 3 of their first 30 adversaries). `per_batch=128` claims all 24 within
-30 queries but costs more accuracy (median 0.56, worst 1.95 points; 8 of 24 keys past one
-point, against 3 at 64): `key_draws_frontier_per_batch_128.md`. The default stays 64. Each query carries at most
-one bit, and the key's holder chose the adversaries: the secret binds them, so fitting them to
-the coins costs a key derivation per try, and the claim rule prices that search whether or not
-a timestamp predates the suspect (`chosen_inputs`: clean images that every model of the task
-answers right fit future models as well as the suspect). A claim needs p below the search-cost
-bound (about 1.6e-12 at the default KDF): 57 of the first 60 true adversaries, or more queries.
+the key labels were learned, too few for one bit per query), eps 0.15, looks at 30, 60, 90 and
+100 queries. Each query carries at most one bit, and the key's holder chose the adversaries:
+the secret binds them, so fitting them to the coins costs a key derivation per try, and the
+claim rule prices that search whether or not a timestamp predates the suspect (`chosen_inputs`:
+clean images that every model of the task answers right fit future models as well as the
+suspect). A claim needs p below the search-cost bound (about 1.6e-12 at the default KDF): 57 of
+the first 60 true adversaries, or 78 of 90. Over 20 keys every mark was claimed within 100
+queries (none within 30, which cannot reach the bound), at 0.56 points of accuracy (median;
+1.95 at worst): `python benchmarks/blackbox_keys.py --scheme frontier`. Before the bound held
+for frontier, over 24 other keys 22 reached alpha 1e-6 within 30 queries (`python
+benchmarks/key_draws.py --schemes frontier --keys 24 --orders 0 --tag frontier`), and
+`per_batch=128` all 24 at more accuracy (median 0.56, worst 1.95 points; 8 of 24 keys past one
+point, against 3 at 64): `key_draws_frontier_per_batch_128.md`. The default stays 64.
 Example: ``nnmark embed plain.safetensors --data digits --scheme frontier --epochs 20 ...``
 """
 
