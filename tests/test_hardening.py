@@ -548,7 +548,7 @@ def test_the_other_sides_text_prints_on_one_line(
     r = runner.invoke(app, ["key", "show", str(path)])
     lines = r.stdout.strip().splitlines()
     ts = [line for line in lines if line.startswith("timestamp:")]
-    assert r.exit_code == 0 and len(lines) == 9 and len(ts) == 1, r.stdout
+    assert r.exit_code == 0 and len(lines) == 10 and len(ts) == 1, r.stdout
     assert "http://x?timestamp:" in ts[0], r.stdout
     state = load_file(str(model_file))
     bad_meta = {**model_info(plain_cnn, digits).to_metadata(), "nnmark.task": "x\nverdict: FOUND"}
