@@ -502,11 +502,16 @@ def verify_cmd(
     suspect: Suspect
     if remote is not None:
         from nnmark.cli.common import read_token
-        from nnmark.remote.client import RemoteSuspect
+        from nnmark.remote.client import RemoteSuspect, needed_classes
 
         token = read_token(token_file) if token_file is not None else None
         suspect = RemoteSuspect(
-            remote, model_name=model_name, deadline=deadline, token=token, time_limit=time_limit
+            remote,
+            model_name=model_name,
+            deadline=deadline,
+            token=token,
+            time_limit=time_limit,
+            key_classes=needed_classes(owner_key.marks),
         )
     else:
         assert model_path is not None

@@ -101,6 +101,14 @@ class Reply:
         return one_line(text)
 
 
+def needed_classes(marks: Any) -> int | None:
+    """The most classes `marks` (a key's) name, plus one for a new-label mark's class C; None
+    when none names any (a segmentation or white-box key)."""
+    counts = [m.data.get("classes") for m in marks]
+    counts = [c for c in counts if type(c) is int]
+    return max(counts) + 1 if counts else None
+
+
 class RemoteSuspect(Suspect):
     def __init__(
         self,
@@ -111,8 +119,14 @@ class RemoteSuspect(Suspect):
         max_answer: int = 64 << 20,
         token: str | None = None,
         time_limit: float | None = None,
+        key_classes: int | None = None,
     ) -> None:
+        """`key_classes`: the classes the key's marks read (`needed_classes`); label answers
+        are then scored over at most that many and one "other" column, whatever the server
+        claims (a claim of 65,536 classes made label answers n x 65,536 one-hot rows, 3.4 GB;
+        red team, session 28). None: the server's claim, up to MAX_CLASSES."""
         self.url = url.rstrip("/")
+        self.key_classes = key_classes
         self.label = self.url
         self.queries = 0
         self.deadline, self.max_answer = deadline, max_answer
@@ -292,8 +306,10 @@ class RemoteSuspect(Suspect):
                 }
             ]
         }
-        # what a right answer can hold: n x C scores or n x H x W pixels, ~32 bytes per number
-        expected = n * max(self.classes, math.prod(x.shape[2:]) if x.dim() == 4 else 1)
+        # what a right answer can hold: n labels, n x C scores or n x H x W pixels, ~32 bytes
+        # per number
+        width = 1 if self.label_only else self.classes
+        expected = n * max(width, math.prod(x.shape[2:]) if x.dim() == 4 else 1)
         limit = min(self.max_answer, 32 * expected + ANSWER_SLACK)
         r = self._request("POST", f"/v2/models/{self.model_name}/infer", body, limit=limit)
         self.queries += n
@@ -346,12 +362,15 @@ class RemoteSuspect(Suspect):
             p = data.float().reshape(shape)
             return torch.logit(p.clamp(1e-6, 1 - 1e-6))
         if self.label_only:
+            width = self.classes
+            if self.key_classes is not None:  # labels past the key's read as one "other"
+                width = min(width, self.key_classes + 1)
             if not torch.equal(data, data.round()):  # nan and 2.7 are not labels
                 raise NNMarkError(f"{self.url}: label answers that are not whole numbers")
             labels = data.long().flatten()
             if len(labels) != n or (labels < 0).any() or (labels >= self.classes).any():
                 raise NNMarkError(f"{self.url}: label answers outside [0, {self.classes})")
-            return torch.nn.functional.one_hot(labels, self.classes).float()
+            return torch.nn.functional.one_hot(labels.clamp(max=width - 1), width).float()
         if len(shape) != 2 or shape[1] != self.classes:
             raise NNMarkError(
                 f"{self.url}: the answer's shape {shape} is not {n} x {self.classes} scores"

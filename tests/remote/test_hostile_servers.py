@@ -417,3 +417,35 @@ def test_a_nan_limit_is_refused_not_unbounded(limits: dict[str, float]) -> None:
 
     with pytest.raises(NNMarkError, match="time_limit must be > 0 and deadline finite"):
         RemoteSuspect("http://127.0.0.1:9", **limits)
+
+
+def test_a_claim_of_many_classes_does_not_size_label_answers(key_file: Path) -> None:
+    """A label-only server claiming 65,536 classes made each batch of label answers n x 65,536
+    one-hot rows (3.4 GB for a key of 4,096 triggers; red team, session 28): they are scored
+    over the key's classes and one "other" column, so argmax still tells a key's label from
+    any other answer."""
+    import torch
+
+    from nnmark.remote.client import RemoteSuspect, needed_classes
+
+    meta = _meta(10)
+    meta["outputs"] = [
+        {"name": "output", "datatype": "INT64", "shape": [-1], "parameters": {"classes": 1 << 16}}
+    ]
+    key = OwnerKey.load(key_file)
+    answers = answering(lambda n: {"shape": [n], "data": [3, 65535] * (n // 2)})
+
+    def handle(conn: socket.socket, head: bytes) -> None:
+        path = head.split(b" ")[1]
+        if path.startswith(b"/v2/models/m/infer"):
+            answers(conn, head)
+        elif path == b"/v2/models/m":
+            _json(conn, meta)
+        else:
+            _json(conn, [{"name": "m"}] if b"index" in path else {})
+
+    with raw_server(handle) as url:
+        remote = RemoteSuspect(url, key_classes=needed_classes(key.marks))
+        scores = remote.predict(torch.zeros(4, 1, 8, 8))
+    assert needed_classes(key.marks) == 11 and scores.shape == (4, 12)
+    assert scores.argmax(1).tolist() == [3, 11, 3, 11]
