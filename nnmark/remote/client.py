@@ -1,8 +1,8 @@
 """A verifying client: a served model as a `Suspect`, reached only through OIP v2 (httpx).
 
 `predict(x)` returns class scores (N, C): the probabilities the server returns, or one-hot rows
-when it returns labels only (C from the model metadata), so black-box schemes read `argmax`
-either way. For a segmentation model it returns per-pixel logits (N, 1, H, W), the logit of the
+when it returns labels only (C from the model metadata, at most the key's classes and one
+"other": `key_classes`), so black-box schemes read `argmax` either way. For a segmentation model it returns per-pixel logits (N, 1, H, W), the logit of the
 served probability or of the served 0/1 mask (clipped at 1e-6), so a positive score is a
 foreground pixel, as for a local model. Every input sent counts as a query (`queries`); more than `max_queries` are never
 sent. A server that refuses queries (a query-rejection defense) raises `QueriesRefused`, so the
