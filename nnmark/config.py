@@ -10,7 +10,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from nnmark.errors import NNMarkError
+from nnmark.errors import NNMarkError, one_line
 
 C = TypeVar("C")
 
@@ -24,6 +24,8 @@ REMOTE_TIME_LIMIT = 3600.0
 
 #: The largest integer an option may hold (exact in a float; bounds what a key can ask for).
 MAX_INT = 1 << 53
+#: Unknown option names an error lists (the rest are counted).
+UNKNOWN_SHOWN = 5
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -144,9 +146,11 @@ def build_config(cls: type[C], values: Mapping[str, Any] | None = None, /, **ext
     unknown = sorted(set(merged) - set(fields))
     if unknown:
         known = ", ".join(sorted(fields)) or "none"
-        raise NNMarkError(
-            f"unknown option(s) {', '.join(unknown)} for {_label(cls)} (known: {known})"
-        )
+        # a few, each cut short: a key's config is the other side's (4.5 million names once)
+        named = ", ".join(one_line(k[:40]) for k in unknown[:UNKNOWN_SHOWN])
+        if len(unknown) > UNKNOWN_SHOWN:
+            named += f" and {len(unknown) - UNKNOWN_SHOWN:,} more"
+        raise NNMarkError(f"unknown option(s) {named} for {_label(cls)} (known: {known})")
     kwargs = {k: _coerce(k, hints[k], v) for k, v in merged.items()}
     try:
         return cls(**kwargs)

@@ -92,6 +92,16 @@ MAX_KEY_BYTES = 64 << 20
 #: JSON objects and arrays a key file may open: an honest key holds a few per mark (its
 #: triggers are one base64 string); 64 MiB of "[{}," took 2 GB to parse.
 MAX_KEY_CONTAINERS = 100_000
+#: Object members (':' characters, counted before parsing) a key file may hold: an honest key
+#: holds a few dozen per mark; 4.5 million config entries took 35 s and 1.9 GB to refuse
+#: (red team, session 28).
+MAX_KEY_MEMBERS = 100_000
+#: Entries a mark's config, data and stored may hold, and the length of their names: the
+#: schemes' own hold at most 11 (tartaglione's config), named in at most 14 characters.
+MAX_MARK_ENTRIES = 64
+MAX_ENTRY_NAME = 64
+#: A scheme's name (the registered ones are at most 11 characters).
+MAX_SCHEME_NAME = 64
 #: Unmarked models one calibration entry may describe (`nnmark calibrate --models`).
 MAX_CALIBRATION_MODELS = 1_000
 MAX_MARKS = 16
@@ -584,6 +594,8 @@ class OwnerKey:
             text = p.read_text(encoding="utf-8")
             if text.count("{") + text.count("[") > MAX_KEY_CONTAINERS:  # before parsing
                 raise ValueError(f"more than {MAX_KEY_CONTAINERS:,} JSON objects and arrays")
+            if text.count(":") > MAX_KEY_MEMBERS:
+                raise ValueError(f"more than {MAX_KEY_MEMBERS:,} ':' (object members)")
             doc = json.loads(text, parse_constant=_no_constant, object_pairs_hook=unique_keys)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise NNMarkError(f"{p}: unreadable key file ({exc.__class__.__name__})") from None
@@ -749,9 +761,21 @@ def _read_mark(
     for name, kind in (("scheme", str), ("config", dict), ("data", dict)):
         if not isinstance(m[name], kind):
             raise NNMarkError(f"{source}: field {at}{name} has the wrong type")
+    if not 0 < len(m["scheme"]) <= MAX_SCHEME_NAME:
+        raise NNMarkError(
+            f"{source}: field {at}scheme must be a name of 1 to {MAX_SCHEME_NAME} characters"
+        )
     stored = m.get("stored", {})
     if not isinstance(stored, dict):
         raise NNMarkError(f"{source}: field {at}stored must be an object")
+    for name, entries in (("config", m["config"]), ("data", m["data"]), ("stored", stored)):
+        # before anything walks them or echoes their names (an unknown option's error once
+        # listed 4.5 million of them, a 44 MB line)
+        if len(entries) > MAX_MARK_ENTRIES or any(len(k) > MAX_ENTRY_NAME for k in entries):
+            raise NNMarkError(
+                f"{source}: field {at}{name} must hold at most {MAX_MARK_ENTRIES} entries named "
+                f"in at most {MAX_ENTRY_NAME} characters"
+            )
     layer = m["layer"]
     if layer is not None and (
         not isinstance(layer, str) or not 0 < len(layer) <= 256 or not layer.isprintable()

@@ -563,3 +563,48 @@ def test_the_other_sides_text_prints_on_one_line(
     r = runner.invoke(app, ["inspect", str(tmp_path / "name.safetensors")])
     assert r.exit_code == 0 and "w?verdict: FOUND" in r.stdout
     assert not any(line.strip().startswith("verdict") for line in r.stdout.splitlines())
+
+
+def test_a_key_with_huge_fields_is_refused_in_one_short_line(
+    plain_cnn, digits: DataBundle, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """4.5 million config entries took 35 s and 1.9 GB to refuse, in a 44 MB error line; a
+    60 MB scheme name was echoed whole (red team, session 28). A mark's config, data and
+    stored hold at most 64 entries of names up to 64 characters, a scheme name at most 64, a
+    key file at most 100,000 ':' (counted before parsing), an error line at most 500."""
+    from nnmark.cli.common import _one_line
+    from nnmark.config import build_config
+    from nnmark.schemes.adi import AdiConfig
+
+    doc = honest_key("adi", plain_cnn, digits).to_json()
+    path = tmp_path / "k.nnkey"
+
+    def forged(edit) -> str:  # type: ignore[no-untyped-def]
+        d = json.loads(json.dumps(doc))
+        edit(d["committed"]["marks"][0], d)
+        d["commitment"] = sha256_hex(d["committed"])
+        path.write_text(json.dumps(d))
+        r = runner.invoke(app, ["key", "show", str(path)])
+        assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr[-500:]
+        return r.stderr
+
+    cases = {
+        "at most 64 entries": lambda m, d: m["config"].update({f"k{i}": 1 for i in range(65)}),
+        "named in at most 64": lambda m, d: m["data"].update({"x" * 65: 1}),
+        "1 to 64 characters": lambda m, d: m.update(scheme="a" * 100_000),
+        "more than 100,000 ':'": lambda m, d: d.update(signature={"x": ":" * 100_001}),
+    }
+    for says, edit in cases.items():
+        assert says in forged(edit)
+    import dataclasses
+
+    from nnmark.schemes import scheme_for
+
+    mark = dataclasses.replace(honest_key("adi", plain_cnn, digits).marks[0], scheme="z" * 10**6)
+    with pytest.raises(NNMarkError, match=r"unknown scheme 'z{64}'$"):
+        scheme_for(mark)
+    line = _one_line(NNMarkError("a" * 10_000))
+    assert len(line) == 500 and line.endswith("…")
+    with pytest.raises(NNMarkError, match=r"k0, k1, k10, k100, k101 and 995 more for") as e:
+        build_config(AdiConfig, {f"k{i}": 1 for i in range(1000)})
+    assert len(str(e.value)) < 200

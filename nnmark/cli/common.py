@@ -145,10 +145,16 @@ def epoch_progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, 
         yield update
 
 
+#: The most characters of an error line: a message may quote the other side's text (a name in
+#: a key, a server's error), and a line of 60 MB is no message (red team, session 28).
+ERROR_LINE = 500
+
+
 def _one_line(exc: BaseException) -> str:
-    """The message's first line."""
+    """The message's first line, cut at ERROR_LINE characters."""
     lines = str(exc).strip().splitlines()
-    return lines[0] if lines else ""
+    line = lines[0] if lines else ""
+    return line if len(line) <= ERROR_LINE else line[: ERROR_LINE - 1] + "…"
 
 
 def check_output(path: Path, force: bool = True) -> Path:

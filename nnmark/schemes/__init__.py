@@ -11,8 +11,8 @@ import pkgutil
 from collections.abc import Sequence
 
 from nnmark.data.base import DataBundle
-from nnmark.errors import NNMarkError
-from nnmark.keys import Mark
+from nnmark.errors import NNMarkError, one_line
+from nnmark.keys import MAX_SCHEME_NAME, Mark
 from nnmark.registry import Registry
 from nnmark.schemes.base import Evidence, Scheme
 
@@ -34,7 +34,8 @@ def scheme_for(mark: Mark, data: Sequence[DataBundle] = ()) -> Scheme:
     """The scheme instance bound to a key's mark (with the data sets its derivation may need)."""
     if mark.scheme not in SCHEMES:
         raise NNMarkError(
-            f"key: mark {mark.index}: field scheme names an unknown scheme {mark.scheme!r}"
+            f"key: mark {mark.index}: field scheme names an unknown scheme "
+            f"{one_line(mark.scheme[:MAX_SCHEME_NAME])!r}"
         )
     return SCHEMES.get(mark.scheme)(mark, data)
 
