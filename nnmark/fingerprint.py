@@ -31,7 +31,7 @@ from torch import nn
 
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
-from nnmark.keys import OwnerKey
+from nnmark.keys import OwnerKey, work_seconds
 from nnmark.stats import DEFAULT_ALPHA
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.train import TrainConfig
@@ -134,6 +134,12 @@ def identify(
     """
     if not keys:
         raise NNMarkError("no candidate keys to identify against")
+    cost = sum(len(key.marks) * work_seconds(key.kdf) for key in keys.values())
+    if cost > MAX_IDENTIFY_SECONDS:  # before any key is derived
+        raise NNMarkError(
+            f"deriving the {len(keys):,} candidate keys would take {cost:,.0f} reference "
+            f"CPU-seconds (at most {MAX_IDENTIFY_SECONDS:,.0f}); refused before deriving"
+        )
     from nnmark.api import verify
 
     s = as_suspect(suspect)
@@ -172,6 +178,11 @@ def identify(
 #: derived (a KDF) and verified, and all are held at once (a key file parses to at most about
 #: 10x its size: nnmark.keys.MAX_KEY_CONTAINERS); an honest recipient's key is a few KB.
 MAX_CANDIDATES = 10_000
+#: Reference CPU-seconds (keys.work_seconds) deriving every candidate's marks may take in all,
+#: checked before the first: each key is within keys.MAX_KEY_DERIVATION_SECONDS, but a folder
+#: of such keys took hours (red team, session 28). An hour at the reference speed: 10,000
+#: recipients' keys at the default KDF (0.05 a mark) take 500 with one mark each.
+MAX_IDENTIFY_SECONDS = 3600.0
 MAX_CANDIDATE_BYTES = 256 << 20
 
 

@@ -203,8 +203,33 @@ def derivation_seconds(kdf: dict[str, Any]) -> float:
     N r p): REFERENCE_SECONDS at DEFAULT_KDF; nothing below MIN_PRICED_KDF_MEMORY."""
     if 128 * kdf["n"] * kdf["r"] < MIN_PRICED_KDF_MEMORY:
         return 0.0
+    return work_seconds(kdf)
+
+
+#: The most reference CPU-seconds (work_seconds) deriving one key's marks may take, checked
+#: when a key is read or a mark added, before any derivation: a key is the other side's file,
+#: and 16 marks at the largest KDF (N 2^20, r 8, p 4: 3.2 each) took 176 s (red team, session
+#: 28). The default KDF is 0.05 a mark; an owner raising it for disputes (docs/security.md)
+#: keeps room: every one of 16 marks at 1 GiB (12.8), or one mark at the largest cost (3.2).
+MAX_KEY_DERIVATION_SECONDS = 16.0
+
+
+def work_seconds(kdf: dict[str, Any]) -> float:
+    """The reference CPU-seconds one derivation at this cost takes (N r p scaled from
+    REFERENCE_SECONDS at DEFAULT_KDF): what verifying pays, priced or not."""
     base = DEFAULT_KDF["n"] * DEFAULT_KDF["r"] * DEFAULT_KDF["p"]
     return float(REFERENCE_SECONDS * kdf["n"] * kdf["r"] * kdf["p"] / base)
+
+
+def check_derivation_budget(kdf: dict[str, Any], marks: int, source: str = "key file") -> None:
+    """Refuse a key whose `marks` derivations at `kdf` exceed MAX_KEY_DERIVATION_SECONDS."""
+    cost = marks * work_seconds(kdf)
+    if cost > MAX_KEY_DERIVATION_SECONDS:
+        raise NNMarkError(
+            f"{source}: deriving its {marks} mark(s) at kdf n={kdf['n']}, r={kdf['r']}, "
+            f"p={kdf['p']} would take {cost:g} reference CPU-seconds (at most "
+            f"{MAX_KEY_DERIVATION_SECONDS:g}); refused before deriving"
+        )
 
 
 def measure_derivation(kdf: dict[str, Any]) -> float:
@@ -441,6 +466,7 @@ class OwnerKey:
             or mark.arch != self.arch
         ):
             raise ValueError("mark was not made by this key's new_mark")
+        check_derivation_budget(self.kdf, len(self.marks) + 1, "key")
         # a new mark changes the commitment: a signature or timestamp over the old one is void
         return dataclasses.replace(self, marks=(*self.marks, mark), signature=None, timestamp=None)
 
@@ -548,6 +574,7 @@ class OwnerKey:
         marks_doc = c["marks"]
         if not isinstance(marks_doc, list) or not 1 <= len(marks_doc) <= MAX_MARKS:
             raise NNMarkError(f"{source}: field committed.marks must hold 1 to {MAX_MARKS} marks")
+        check_derivation_budget(kdf, len(marks_doc), source)
         marks = tuple(
             dataclasses.replace(
                 _read_mark(m, i, owner, nonce, created, kdf, source),

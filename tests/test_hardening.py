@@ -608,3 +608,35 @@ def test_a_key_with_huge_fields_is_refused_in_one_short_line(
     with pytest.raises(NNMarkError, match=r"k0, k1, k10, k100, k101 and 995 more for") as e:
         build_config(AdiConfig, {f"k{i}": 1 for i in range(1000)})
     assert len(str(e.value)) < 200
+
+
+def test_a_key_or_candidates_demanding_hours_of_kdf_are_refused_before_deriving(
+    plain_cnn, digits: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """16 marks at the largest KDF (N 2^20, r 8, p 4) took 176 s to verify, and a folder of
+    such keys hours to identify against (red team, session 28): a key's derivations are
+    bounded at 16 reference CPU-seconds, identify's at 3,600, both before any scrypt runs."""
+    from nnmark import keys
+    from nnmark.fingerprint import identify
+
+    def no_scrypt(*args: object) -> bytes:
+        raise AssertionError("derived before the budget was checked")
+
+    doc = honest_key("adi", plain_cnn, digits).to_json()
+    doc["committed"]["kdf"] = {"name": "scrypt", "n": 1 << 20, "r": 8, "p": 4}
+    path = tmp_path / "k.nnkey"
+
+    def save(marks: int) -> None:
+        doc["committed"]["marks"] = [doc["committed"]["marks"][0]] * marks
+        doc["commitment"] = sha256_hex(doc["committed"])
+        path.write_text(json.dumps(doc))
+
+    monkeypatch.setattr(keys, "_scrypt", no_scrypt)
+    save(16)
+    r = runner.invoke(app, ["verify", "--key", str(path), str(tmp_path / "absent.safetensors")])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr[-500:]
+    assert "51.2 reference CPU-seconds (at most 16); refused before deriving" in r.stderr
+    save(1)  # one mark at the largest cost is an owner's choice: 3.2
+    one = OwnerKey.load(path)
+    with pytest.raises(NNMarkError, match="3,603 reference CPU-seconds .at most 3,600."):
+        identify(plain_cnn, {f"r{i}.nnkey": one for i in range(1126)})
