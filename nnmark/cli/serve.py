@@ -81,14 +81,20 @@ def serve_cmd(
         int,
         typer.Option(
             "--max-connections-per-client",
-            help="Connections one client address (IPv6: its /64) may hold, and a quarter of "
-            "the inference slots and body memory; 0: no per-client bound, for a server behind a "
-            "proxy that limits its clients",
+            help="Connections one client (an IPv4 /24, all of loopback as one, an IPv6 /64) "
+            "may hold, and a quarter of the inference slots and body memory; 0: no per-client "
+            "bound, for a server behind a proxy that limits its clients",
             min=0,
         ),
     ] = 32,
     max_connections: Annotated[
-        int, typer.Option("--max-connections", help="Connections open at once", min=1)
+        int,
+        typer.Option(
+            "--max-connections",
+            help="Connections open at once; at the cap a new one replaces the one that has "
+            "waited longest for a request head",
+            min=1,
+        ),
     ] = 512,
     device: DeviceOpt = "auto",
 ) -> None:

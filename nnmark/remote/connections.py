@@ -11,10 +11,15 @@ uvicorn's h11 protocol with three limits:
   of the previous answer (uvicorn's keep-alive timeout restarts on every byte, so a drip never
   ends it), and a client that stops reading an answer must start again within as long; the
   connection is dropped otherwise;
-- at most `per_client` connections from one address (an IPv6 client: from its /64, which one
-  host owns); 0 turns the cap off, for a server behind a proxy where every client has the
-  proxy's address and the proxy limits clients;
-- at most `total` connections at once, under the open-file limit.
+- at most `per_client` connections from one client (`client_of`: an IPv4 address's /24, all of
+  loopback as one, an IPv6 address's /64: one host may hold every address of such a block,
+  and 18 loopback addresses x 32 once filled the total; red team, session 28); 0 turns the cap
+  off, for a server behind a proxy where every client has the proxy's address and the proxy
+  limits clients;
+- at most `total` connections admitted at once, under the open-file limit. At the cap a new
+  connection takes the place of the admitted one that has waited longest for a request head
+  (a half-sent head holds nothing an honest client needs); only when every admitted one is
+  inside a request is it refused.
 
 A connection over a cap gets a 503 with `Connection: close`, its request never read; it is
 half-closed and dropped REFUSAL_LINGER seconds later.
@@ -51,18 +56,26 @@ class ConnectionLimits:
             raise ValueError(f"invalid connection limits {self}")
 
 
+#: The block of IPv4 addresses counted as one client: a host often holds several addresses of
+#: its /24, and every address of 127.0.0.0/8 (counted whole) is its own.
+IPV4_PREFIX = 24
+LOOPBACK_PREFIX = 8
+
+
 def client_of(address: str) -> str:
-    """The client an address stands for: the address itself, or an IPv6 address's /64 (one
-    host is given a whole /64 and may pick any address in it)."""
+    """The client an address stands for: its IPv4 /24 (loopback: 127.0.0.0/8), or an IPv6
+    address's /64 (one host is given a whole /64 and may pick any address in it); anything
+    else (a Unix socket's name) as given."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return address
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
+        if ip.ipv4_mapped is None:
+            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        ip = ip.ipv4_mapped
+    prefix = LOOPBACK_PREFIX if ip.is_loopback else IPV4_PREFIX
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 def _refusal(message: str) -> bytes:
@@ -87,20 +100,44 @@ class _Guard:
     client: Any
     connections: Any
     _who: str | None = None
+    _since: float = 0.0
     _head_timer: asyncio.TimerHandle | None = None
     _write_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         who = client_of(self.client[0]) if self.client else ""
-        if len(self.connections) > self.limits.total:
-            self._refuse(f"busy: {self.limits.total} connections open; retry")
-        elif self.limits.per_client and self.held[who] >= self.limits.per_client:
+        if self.limits.per_client and self.held[who] >= self.limits.per_client:
             self._refuse(f"busy: {self.limits.per_client} connections open from this client")
-        else:
-            self._who = who
-            self.held[who] += 1
-            self._arm()
+            return
+        # admitted connections only: a refused one lingering for its 503 is not counted
+        if self.held.total() >= self.limits.total and not self._evict():
+            self._refuse(f"busy: {self.limits.total} connections open; retry")
+            return
+        self._who = who
+        self.held[who] += 1
+        self._arm()
+
+    def _waiting(self) -> bool:
+        """Admitted, and no request in progress: waiting for (the rest of) a request head."""
+        return self._who is not None and (self.cycle is None or self.cycle.response_complete)
+
+    def _evict(self) -> bool:
+        """Drop the admitted connection that has waited longest for a request head, if any."""
+        idle = [c for c in self.connections if isinstance(c, _Guard) and c._waiting()]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c._since)
+        oldest._release()  # counted out now: connection_lost comes on the loop's next turn
+        oldest.transport.abort()
+        return True
+
+    def _release(self) -> None:
+        if self._who is not None:
+            self.held[self._who] -= 1
+            if self.held[self._who] <= 0:
+                del self.held[self._who]
+            self._who = None
 
     def _refuse(self, message: str) -> None:
         """503 at once, the request never read (so never run); the connection is half-closed
@@ -116,6 +153,7 @@ class _Guard:
         """The next request head is due within head_timeout seconds from now."""
         if self._head_timer is not None:
             self._head_timer.cancel()
+        self._since = self.loop.time()
         self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_due)
 
     def _head_due(self) -> None:
@@ -153,11 +191,7 @@ class _Guard:
             if timer is not None:
                 timer.cancel()
         self._head_timer = self._write_timer = None
-        if self._who is not None:
-            self.held[self._who] -= 1
-            if self.held[self._who] <= 0:
-                del self.held[self._who]
-            self._who = None
+        self._release()
         super().connection_lost(exc)  # type: ignore[misc]
 
 
