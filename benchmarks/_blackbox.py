@@ -3,8 +3,9 @@ seeds, one marked CNN per black-box scheme) and the small segmentation pair, cac
 the scripts train each model once.
 
 Recipe (the tests' recipe, tests/conftest.py): digits CNN, 20 epochs, Adam 1e-3, seed 0; the
-frontier mark is fine-tuned into the plain model instead (the paper's setting) and its
-key calibrated on the unmarked CNNs (it has no usable null otherwise). Segmentation: BBBC039
+frontier mark is fine-tuned into the plain model instead (the paper's setting); its key
+also carries a calibration on the unmarked CNNs, which no verdict reads since frontier's labels
+are key coins (an exact null without calibration). Segmentation: BBBC039
 tiles averaged down to 32 x 32, a width-8 U-Net, 20 epochs, lr 3e-3, batch 16.
 """
 

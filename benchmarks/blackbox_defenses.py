@@ -177,7 +177,7 @@ def run_with(suite: Any, cache: Path, t0: float) -> None:
     body = (
         f"""
 Every black-box scheme on digits (CNN, 20 epochs; frontier fine-tuned 20 epochs into the plain
-model, its key calibrated on 10 unmarked CNNs), served by the real OIP v2 server on a loopback
+model; its exact null needs no calibration), served by the real OIP v2 server on a loopback
 port with one defense at a time, and verified through the protocol only (`RemoteSuspect` +
 `nnmark.verify`, as `nnmark verify --remote`; alpha 1e-6). A cell reads verdict (queries used,
 Bonferroni-adjusted p); "refused" is a server answering HTTP 403, which `verify --remote`
