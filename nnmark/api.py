@@ -439,8 +439,12 @@ def _claim_rule(v: Verdict, alpha: float, cost: float, prov: Provenance, priced:
             "is needed"
         )
     else:
-        why = CHOSEN_INPUTS if prov.timestamped else "no verified timestamp"
-        why = UNCOMPARED_STAMP if prov.time and not prov.timestamped else why
+        if prov.timestamped:  # and priced: the stamp is there, and waives nothing here
+            why = CHOSEN_INPUTS
+        elif prov.time:
+            why = UNCOMPARED_STAMP
+        else:
+            why = "no verified timestamp"
         rule = (
             f"p < alpha = {alpha:g} and a forgery cost of at least {CLAIM_CPU_YEARS:g} CPU-years "
             f"({why})"

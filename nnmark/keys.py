@@ -40,10 +40,11 @@ What a key holds, and why nothing else:
   reading, and a key's marks stay the same bit for bit with or without it.
 - The root secret of a mark is scrypt over *all* its committed fields but `arch` and the
   marked model's digest in `stored` (owner, nonce, creation time, KDF cost, reference, signer,
-  scheme, config, layer, payload, message, data, frontier's stored triggers): changing any of them (a new nonce, another payload, another step size) is a
-  new derivation. A forger who searches for a key that fits a model they never marked pays one
-  derivation per try, and a try succeeds at p-value p with probability p; the verdict reports
-  that cost (`forgery_cost`).
+  scheme, config, layer, payload, message, data, frontier's stored triggers): changing any of
+  them (a new nonce, another payload, another step size) is a new derivation. A forger who
+  searches for a key that fits a model they never marked pays one derivation per try, and a
+  try succeeds at p-value p with probability p; the verdict reports that cost
+  (`forgery_cost`).
 
 Version 1 keys (before 0.2) stored trigger inputs and step sizes that verification trusted, and
 derived secrets with a bare hash; they are refused with that reason (see README).

@@ -84,7 +84,7 @@ def _check_marks(
     mark that did not take (too few epochs, a model too small for the scheme) or that cannot
     be claimed yet (a key that needs a verified timestamp) is said now, not found out in a
     dispute. The files are written either way, so the check only ever warns."""
-    from nnmark.api import resolve_schemes, verify
+    from nnmark.api import CHOSEN_INPUTS, resolve_schemes, verify
 
     try:
         resolved = resolve_schemes(scheme, options)
@@ -101,7 +101,7 @@ def _check_marks(
         if part.positive:
             out.print(f"check: {text}", markup=False, soft_wrap=True)
             continue
-        if part.p_value < part.alpha and "does not waive" in (part.claim_rule or ""):
+        if part.p_value < part.alpha and CHOSEN_INPUTS in (part.claim_rule or ""):
             # the evidence is there, but no timestamp lowers this mark's bar (chosen inputs)
             todo = f"{part.claim_rule}; train longer (--epochs)"
         elif part.p_value < part.alpha:  # the evidence is there; the claim rule wants more
