@@ -243,6 +243,25 @@ def fabricated_triggers(scheme: str, target: Target) -> Iterator[Forgery]:
     yield _judge("fabricated_triggers", scheme, with_calibration, target, variant="+calibration")
 
 
+def coin_fitted_frontier(
+    x: torch.Tensor, answers: torch.Tensor, keep: torch.Tensor, classes: int
+) -> dict[str, Any]:
+    """A frontier key's `stored` that puts each input's expected answer (`answers`: what the
+    target model, or any model of the task, gives) on the side its coin (`keep`) picks, every
+    input a true adversary: every query would match if the coins stayed as they were."""
+    from nnmark.schemes._trigger import encode_images
+    from nnmark.schemes.frontier import STORED_VERSION
+
+    other = (answers + 1) % classes
+    return {
+        "triggers": encode_images(x),
+        "labels": torch.where(keep, other, answers).tolist(),
+        "answers": torch.where(keep, answers, other).tolist(),
+        "adversarial": [1] * len(x),
+        "version": STORED_VERSION,
+    }
+
+
 def _fabricated_frontier(
     scheme: str, base: OwnerKey, x: torch.Tensor, n: int, target: Target
 ) -> Iterator[Forgery]:
@@ -250,9 +269,6 @@ def _fabricated_frontier(
     the model's own answer on the side the coin of the key's secret picks (every query would
     match), and the secret then binds the stored triggers (nnmark.keys.AFTER_EMBEDDING): the
     coins are drawn anew, and fitting them costs a derivation per try, as a nonce search."""
-    from nnmark.schemes._trigger import encode_images
-    from nnmark.schemes.frontier import STORED_VERSION
-
     if len(x) < n:
         yield Forgery("fabricated_triggers", scheme, "not_applicable", "too few test images")
         return
@@ -261,14 +277,7 @@ def _fabricated_frontier(
     with torch.no_grad():
         answers = target.model.eval()(x).argmax(1)
     keep = torch.randint(0, 2, (n,), generator=base.marks[0].generator("coins")).bool()
-    other = (answers + 1) % classes
-    stored = {
-        "triggers": encode_images(x),
-        "labels": torch.where(keep, other, answers).tolist(),
-        "answers": torch.where(keep, answers, other).tolist(),
-        "adversarial": [1] * n,
-        "version": STORED_VERSION,
-    }
+    stored = coin_fitted_frontier(x, answers, keep, classes)
 
     def fabricate(c: dict[str, Any]) -> None:
         c["marks"][0]["stored"] = stored

@@ -219,8 +219,8 @@ def test_frontier_triggers_fitted_to_the_coins_are_not_claimed(  # type: ignore[
     drawn anew and the same keys match at chance."""
     from scipy import stats
 
-    from nnmark.schemes._trigger import encode_images
-    from nnmark.schemes.frontier import STORED_VERSION, Frontier, FrontierConfig
+    from nnmark.forge import coin_fitted_frontier
+    from nnmark.schemes.frontier import Frontier, FrontierConfig
 
     config = config_to_dict(FrontierConfig())
     n, classes = FrontierConfig().n, 10
@@ -235,14 +235,7 @@ def test_frontier_triggers_fitted_to_the_coins_are_not_claimed(  # type: ignore[
         # the forger's coins: the mark's secret as it stands before the stored triggers
         draft = key.new_mark("frontier", config, None, (), data=fields)
         keep = torch.randint(0, 2, (n,), generator=draft.generator("coins")).bool()
-        other = (t + 1) % classes
-        stored = {
-            "triggers": encode_images(x),
-            "labels": torch.where(keep, other, t).tolist(),
-            "answers": torch.where(keep, t, other).tolist(),
-            "adversarial": [1] * n,
-            "version": STORED_VERSION,
-        }
+        stored = coin_fitted_frontier(x, t, keep, classes)
         scheme = Frontier(key.new_mark("frontier", config, None, (), data=fields, stored=stored))
         for m in models:
             v = scheme.verify(m.eval(), alpha=1e-6)
