@@ -216,7 +216,7 @@ def test_frontier_triggers_fitted_to_the_coins_are_not_claimed(  # type: ignore[
     triggers, so a forger wrote clean test images with their true class on the side each coin
     picks; every trained model of the task matched (18 of 20 never-marked models claimed under
     a timestamp, for one derivation). The secret now binds the stored triggers: the coins are
-    drawn anew and the same keys match at chance."""
+    drawn anew and the same keys match at chance, on CNNs and MLPs."""
     from scipy import stats
 
     from nnmark.forge import coin_fitted_frontier
@@ -227,7 +227,8 @@ def test_frontier_triggers_fitted_to_the_coins_are_not_claimed(  # type: ignore[
     x, t = digits.tensors("test")
     x, t = x[:n], t[:n]
     cheap = {"name": "scrypt", "n": 1 << 10, "r": 8, "p": 1}
-    models = [*unmarked_cnns, *sink_models.values()]
+    mlps = [train(new_model("mlp", digits, seed=s), digits, RECIPE) for s in (40, 41)]
+    models = [*unmarked_cnns, *sink_models.values(), *mlps]
     p_values, matched, asked = [], 0, 0
     for i in range(KEYS):
         key = OwnerKey.new(f"frontier forger {i}", nonce=f"{i + 0x90:032x}", kdf=cheap)
