@@ -413,7 +413,7 @@ def main() -> None:
                         )
                     )
                     if (arch, ki, pi) not in to_twin:  # = realign_suspect(..., unmarked=True)
-                        to_twin[arch, ki, pi] = realign(plain, twin)
+                        to_twin[arch, ki, pi] = realign(plain, twin, unmarked=True)
                     rows["twin"].append(verify(ModuleSuspect(to_twin[arch, ki, pi]), key))
                 legit += legit_rows(marked, twin, key, bound, data, arch, ki, tried, owner)
         ctrl = rows["unaligned"]

@@ -50,12 +50,17 @@ mark: matched to the owner's marked model as it is, digits models that never saw
   (MARKED_REFERENCE; nnmark.api.verify).
 
 What realignment recovers: uchida, stdm, tartaglione and watermas copies (permuted, scaled,
-morphed, permuted and fine-tuned) are found again; actsign and deepsigns copies are not (a
-permuted copy realigned to the owner's model before the mark reads at BER 0.30 and 0.53:
-the matching reads the host units' answers, which are what those marks changed), so a
-permuted copy of an activation mark is not_found, never wrongly found
-(tests/schemes/test_scheme_realign.py). The matching scrambles even an unmoved copy (actsign
-BER 0.34 realigned, 0 as given), so with `--reference-unmarked` every white-box mark is read
+morphed, channel-pruned, obfuscated, permuted and fine-tuned) are found again. Against the
+owner's unmarked reference, channels are paired by their producing weights
+(`_plans_by_weights`): a marked model and its twin share their initialisation, and the
+weights tell the twin's channels apart where activations on random inputs did not (15-21 of 64
+conv channels paired wrongly, up to 7 of 64 Uchida bits lost after channel pruning). A
+permuted actsign copy is then found again (BER 0.03); a deepsigns copy is not (BER 0.27: the
+matching still reads the host units' answers, which are what that mark changed), so it is
+not_found, never wrongly found (tests/schemes/test_scheme_realign.py). Against a blinded
+marked reference (which both activation marks refuse) channels are paired by activations
+only. The matching can scramble even an unmoved copy (deepsigns
+BER 0.27 realigned, 0 as given), so with `--reference-unmarked` every white-box mark is read
 both ways and claimed on the smaller p, doubled (`RealignedSuspect.readings`).
 
 A suspect that cannot be matched at all (another architecture, other layer names) is not_found
@@ -68,6 +73,7 @@ carries that mark unblinded.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -75,6 +81,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from nnmark.attacks._graph import (
+    BATCHNORMS,
     CHANNEL_LAYERS,
     Group,
     Plan,
@@ -83,6 +90,7 @@ from nnmark.attacks._graph import (
     channel_groups,
     dependency_graph,
     example_input,
+    out_dim,
     rescale_before_norm,
     sync_shape_attributes,
 )
@@ -97,6 +105,8 @@ from nnmark.suspect import ModuleSuspect, Suspect, UnreadableSuspect
 #: instead of merged (it is not a copy of anything).
 MERGE_THRESHOLD = 0.5
 MAX_POSITIONS = 8192
+#: Passes of pairing by weights: each sets the inputs by the pairs of the last.
+WEIGHT_PASSES = 2
 
 
 def probe_inputs(reference: nn.Module, seed: int = 0) -> torch.Tensor:
@@ -143,11 +153,18 @@ def _correlation(ref: torch.Tensor, sus: torch.Tensor) -> torch.Tensor:
     return unit(ref) @ unit(sus).T
 
 
-def match_plan(ref_act: torch.Tensor, sus_act: torch.Tensor) -> Plan:
-    """The plan that maps the suspect's channels of one group onto the reference's."""
+def match_plan(
+    ref_act: torch.Tensor, sus_act: torch.Tensor, weights: torch.Tensor | None = None
+) -> Plan:
+    """The plan that maps the suspect's channels of one group onto the reference's: paired one
+    to one by the activations' correlation, or by `weights` (reference x suspect channels,
+    `_weight_correlation`) when given; merged and rescaled by the activations."""
     n_r, n_s = ref_act.shape[0], sus_act.shape[0]
     corr = _correlation(ref_act, sus_act)
-    rows, cols = linear_sum_assignment(-corr.numpy())
+    # weights pair a channel with no unit whose answers run against it: the same unit up to a
+    # positive scale answers with it (an obfuscating dummy copies a unit's weights times -c)
+    pairing = corr if weights is None else torch.where(corr < -MERGE_THRESHOLD, -weights, weights)
+    rows, cols = linear_sum_assignment(-pairing.numpy())
     select = torch.full((n_r,), -1, dtype=torch.long)
     select[torch.as_tensor(rows)] = torch.as_tensor(cols)
     target = torch.full((n_s,), -1, dtype=torch.long)
@@ -167,6 +184,63 @@ def match_plan(ref_act: torch.Tensor, sus_act: torch.Tensor) -> Plan:
     merge = torch.zeros(n_s, n_r, dtype=torch.float64)
     merge[torch.nonzero(keep).flatten(), target[keep]] = scale[keep]
     return Plan(select, out_scale.float(), merge.float())
+
+
+def _weight_correlation(
+    model: nn.Module, reference: nn.Module, group: Group, ref_group: Group
+) -> torch.Tensor:
+    """|Pearson| of every reference channel's producing weights (its rows of the group's
+    conv and linear out members, BatchNorms aside) with every suspect channel's, in `model`
+    whose inputs are already set in the reference's order. Absolute: a channel a BatchNorm
+    negates answers the same. Zero (no information) where the rows do not line up."""
+
+    def rows(net: nn.Module, g: Group) -> torch.Tensor:
+        parts = []
+        for m in g.members:
+            layer = net.get_submodule(m.name)
+            if m.side == "out" and not isinstance(layer, BATCHNORMS):
+                w = layer.weight.detach().movedim(out_dim(layer), 0)
+                parts.append(w.reshape(w.shape[0], -1)[m.index.flatten()].reshape(g.size, -1))
+        return torch.cat(parts, 1) if parts else torch.zeros(g.size, 0)
+
+    ref, sus = rows(reference, ref_group), rows(model, group)
+    if ref.shape[1] == 0 or ref.shape[1] != sus.shape[1]:
+        return torch.zeros(ref.shape[0], sus.shape[0], dtype=torch.float64)
+    return _correlation(ref, sus).abs()
+
+
+def _plans_by_weights(
+    model: nn.Module,
+    reference: nn.Module,
+    paired: dict[str, tuple[Group, Group]],
+    plans: dict[str, Plan],
+    act: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+) -> dict[str, Plan]:
+    """Plans re-paired by the producing weights, `WEIGHT_PASSES` times: each pass sets the
+    suspect's inputs in the reference's order with the last plans (the consumers' side only)
+    and pairs each group's channels by their weights. Against the owner's unmarked twin (same
+    initialisation, trained apart) the activations on random inputs paired 15-21 of 64 conv
+    channels wrongly, enough to flip 7 of 64 Uchida bits after channel pruning; the weights
+    paired every channel (tests/attacks/test_attacks_weights.py::test_attack_cli). Only for a
+    reference that never saw the key:
+    the weights of a marked one would pull the suspect towards the mark."""
+    ref_act, sus_act = act
+    for _ in range(WEIGHT_PASSES):
+        inputs_only = copy.deepcopy(model)
+        consumers = [
+            dataclasses.replace(s, members=[m for m in s.members if m.side == "in"])
+            for s, _ in paired.values()
+        ]
+        apply_plans(inputs_only, consumers, plans)
+        plans = {
+            root: match_plan(
+                ref_act[r.probe],
+                sus_act[r.probe],
+                _weight_correlation(inputs_only, reference, s, r),
+            )
+            for root, (s, r) in paired.items()
+        }
+    return plans
 
 
 def _pair_groups(suspect: list[Group], reference: list[Group]) -> dict[str, tuple[Group, Group]]:
@@ -205,13 +279,13 @@ def realign(
     suspect: nn.Module,
     reference: nn.Module,
     inputs: torch.Tensor | None = None,
-    signs: bool = False,
+    unmarked: bool = False,
 ) -> nn.Module:
     """A copy of `reference`'s architecture holding the suspect's weights, realigned to it.
 
     `inputs` (optional) are what both models see to match channels; random by default.
-    `signs`: also set back the signs of channels a BatchNorm absorbs (only against a reference
-    that never saw the key).
+    `unmarked`: the reference never saw the key, so channels are also paired by their weights
+    (`_plans_by_weights`) and the signs of channels a BatchNorm absorbs are set back.
     """
     model = copy.deepcopy(suspect).eval()
     reference = copy.deepcopy(reference).eval()
@@ -229,8 +303,10 @@ def realign(
     plans = {
         root: match_plan(ref_act[r.probe], sus_act[r.probe]) for root, (_, r) in paired.items()
     }
+    if unmarked:
+        plans = _plans_by_weights(model, reference, paired, plans, (ref_act, sus_act))
     apply_plans(model, sus_groups, plans)
-    _norm_scales_back(model, reference, batchnorm_after(reference, ref_graph), signs)
+    _norm_scales_back(model, reference, batchnorm_after(reference, ref_graph), unmarked)
     try:
         reference.load_state_dict(model.state_dict())
     except RuntimeError as exc:
@@ -405,7 +481,7 @@ def realign_suspect(
             module = on_cpu(suspect.module())  # surgery beside the CPU reference
         except NNMarkError:
             module = rebuild_like(reference, suspect)  # reshaped by morph or channel pruning
-        realigned = realign(module, reference, signs=unmarked)
+        realigned = realign(module, reference, unmarked=unmarked)
     except NNMarkError as exc:
         return RealignedSuspect(suspect, None, label, refused, str(exc), chosen)
     except (RuntimeError, ValueError, IndexError, KeyError) as exc:  # surgery on a misfit

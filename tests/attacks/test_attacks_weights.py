@@ -309,10 +309,12 @@ def test_attack_cli(tmp_path: Path, plain_cnn, digits: DataBundle) -> None:  # t
         r = runner.invoke(app, [*args, "--json"])
         assert r.exit_code == 0, r.stderr
         print(spec, "realigned to the unmarked twin: BER", json.loads(r.stdout)["ber"])
-        # matched to the twin, not the marked model itself: not bit-exact. `nnmark train` draws
-        # a fresh nonce, so this is a new key every run: over 6 keys (API, same recipe) morph
-        # left 0 to 2 of 64 bits, structured pruning 0 to 2; one CLI draw 4 (0.0625)
-        assert json.loads(r.stdout)["ber"] <= 0.1
+        # `nnmark train` draws a fresh nonce, so this is a new key every run. Paired to the
+        # twin by activations alone, up to 7 of 64 bits were lost and CI once missed the
+        # pruned copy (p 7.6e-11 > the cost bound); paired by weights (realign
+        # `_plans_by_weights`) morph and structured pruning read at BER 0 over 12 CLI keys
+        # and 20 API keys (session 29)
+        assert json.loads(r.stdout)["ber"] <= 2 / 64
     for args, msg in [
         (["attack", "nope", str(src), "--out", str(wide)], "unknown attack 'nope'"),
         (["attack", "prune", str(src), "--out", str(wide), "--set", "fraction=2"], "fraction"),

@@ -238,9 +238,12 @@ def test_copies_realigned_to_the_unmarked_reference_are_found(  # type: ignore[n
 def test_an_activation_mark_the_matching_loses_is_read_as_given_too(  # type: ignore[no-untyped-def]
     scheme: str, marked, base_cnn, digits
 ) -> None:
-    """Realigned to the unmarked reference, an unmoved activation-marked copy reads at BER
-    about 0.5 (the matching reads the host units the mark changed): verify also reads the
-    suspect as given and claims on the smaller p, doubled. A permuted copy stays not_found."""
+    """Realigned to the unmarked reference, an unmoved deepsigns copy reads at BER about 0.5
+    (the matching reads the host units the mark changed): verify also reads the suspect as
+    given and claims on the smaller p, doubled. Paired by their weights (realign
+    `_plans_by_weights`), actsign's units are found again (BER 0.03; 0.34 by activations
+    alone), and the as-given read still gives the smaller p. A permuted copy is found again
+    for actsign and stays not_found for deepsigns (BER 0.27)."""
     model, key = marked(scheme)
     plain_read = verify(model, key)
     aligned = realigned(model, base_cnn, key, True)
@@ -251,12 +254,14 @@ def test_an_activation_mark_the_matching_loses_is_read_as_given_too(  # type: ig
         f"{only_realigned.ber:.3f} p {only_realigned.p_value:.1e}; both: {v.verdict} p "
         f"{v.p_value:.1e} from {v.details['read_from']}"
     )
-    assert plain_read.verdict == "found" and only_realigned.verdict == "not_found"
+    assert plain_read.verdict == "found"
+    assert only_realigned.verdict == ("found" if scheme == "actsign" else "not_found")
     assert v.verdict == "found" and v.details["read_from"] == "model"
     assert v.p_value == pytest.approx(2 * plain_read.p_value)
     assert v.details["reads_p"]["model"] == plain_read.p_value
     moved = verify(realigned(attack(model, "permute", digits, seed=3), base_cnn, key, True), key)
-    assert moved.verdict == "not_found"
+    print(f"{scheme}: permuted and realigned: BER {moved.ber:.3f} p {moved.p_value:.1e}")
+    assert moved.verdict == ("found" if scheme == "actsign" else "not_found")
 
 
 @pytest.mark.parametrize("scheme", REFUSING)
