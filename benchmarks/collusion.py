@@ -3,7 +3,7 @@ element-wise median, `nnmark.attacks.collusion`); does `identify` name a true co
 never an innocent recipient?
 
 Protocol: as benchmarks/fingerprints.py: base = digits cnn (`--base-epochs`, seed 0, no mark);
-each of 8 recipients' copies = fine-tune-to-embed a 64-bit Uchida mark (`--embed-epochs`, their
+each of 8 recipients' copies = fine-tune-to-embed an Uchida mark (`--bits`, 256) (`--embed-epochs`, their
 own key, fixed nonce); per k in 2, 4, 8 and per pooling, `--trials` random sets of k colluders
 (seeded); alpha 1e-6, Bonferroni over the 8 candidates. Required: for k = 2 and 4, a true
 colluder named in 20 of 20 trials and no innocent recipient named in any trial.
@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--base-epochs", type=int, default=20)
     ap.add_argument("--embed-epochs", type=int, default=3)
+    ap.add_argument("--bits", type=int, default=256, help="fingerprint bits (nnmark default)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = load_data("digits")
@@ -48,7 +49,7 @@ def main() -> None:
         data,
         names,
         "uchida",
-        bits=64,
+        bits=args.bits,
         config=TrainConfig(epochs=args.embed_epochs, seed=0),
         nonces=[f"{i:02x}" * 16 for i in range(len(names))],
     )
@@ -84,7 +85,7 @@ def main() -> None:
             print(k, how, sum(r["caught"] for r in mine), flush=True)
     lines = [
         f"digits cnn, base {args.base_epochs} epochs (accuracy {base_acc:.4f}); {len(names)} "
-        f"recipients' copies with 64-bit Uchida fingerprints ({args.embed_epochs} epochs of "
+        f"recipients' copies with {args.bits}-bit Uchida fingerprints ({args.embed_epochs} epochs of "
         f"fine-tune-to-embed); {args.trials} random colluder sets per k and pooling; alpha 1e-6, "
         f"Bonferroni over {len(names)} candidates. {time.time() - start:.0f} s.",
         "",

@@ -49,7 +49,6 @@ def main() -> None:
         data,
         names,
         "uchida",
-        bits=64,
         config=TrainConfig(epochs=args.embed_epochs, seed=0),
         nonces=[f"{i:02x}" * 16 for i in range(len(names))],
     )
@@ -106,7 +105,8 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     ok = sum(r["correct"] for r in rows)
     lines = [
-        f"{len(names)} recipients, base accuracy {acc(base):.4f}; Uchida 64 bits, fine-tune-to-embed "
+        f"{len(names)} recipients, base accuracy {acc(base):.4f}; Uchida "
+        f"{len(copies[0][1].marks[0].bits)} bits (the default), fine-tune-to-embed "
         f"{args.embed_epochs} epochs; alpha 1e-6, Bonferroni over {len(names)} candidates.",
         "",
         f"**{ok}/{len(rows)} suspects identified correctly** (leaked copies: the right recipient "

@@ -26,7 +26,6 @@ def copies(base_cnn: nn.Module, digits: DataBundle) -> list[tuple[nn.Module, Own
         digits,
         RECIPIENTS,
         "uchida",
-        bits=64,
         config=TrainConfig(epochs=2, seed=0),
         nonces=[f"{i:02x}" * 16 for i in range(len(RECIPIENTS))],
     )
@@ -115,9 +114,9 @@ def test_two_colluders_pooling_their_copies_are_named_and_the_third_is_not(  # t
 ) -> None:
     """Issue 18: alice and bob average (or take the median of) their copies' weights; identify
     names a colluder and never carol (3 recipients, every pair; 8 recipients and k = 2, 4, 8 in
-    benchmarks/collusion.py). The keys are timestamped when the copies go out (identify holds
-    each to verify's claim rule: the median of two copies leaves p near 1e-13, which a key
-    search reaches in under 1,000 CPU-years without one)."""
+    benchmarks/collusion.py). The keys are timestamped when the copies go out; identify holds
+    each to verify's claim rule, whose search-cost bound the stamp does not waive: at 64 bits
+    the median of alice's and carol's copies named no one, so fingerprints are 256 bits."""
     from nnmark.attacks.collusion import collude
 
     keys = {name: stamp(key) for name, (_, key) in zip(RECIPIENTS, copies)}
