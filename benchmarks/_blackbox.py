@@ -48,7 +48,7 @@ class Suite:
     #: the data sets the keys re-derive their inputs from (digits, and unrelated's source)
     key_data: tuple[DataBundle, ...] = ()
     #: a timestamp authority (nnmark.testing.tsa.LoopbackTSA): keys are stamped as owners would
-    #: (frontier's, newlabel's and unrelated's claims need a verified timestamp)
+    #: (it proves priority; the claims rest on the search cost either way)
     tsa: Any = None
     _stamped: dict[str, OwnerKey] = field(default_factory=dict)
 

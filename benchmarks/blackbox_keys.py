@@ -4,10 +4,8 @@ One plain digits CNN and one marked CNN per key (same init, the library's defaul
 epochs, Adam; frontier is fine-tuned into the plain CNN), Fashion-MNIST items as unrelated's
 source (`../shared/data/fashion-mnist`). Reports per key the share of the key's triggers answered
 with their key label, the test accuracy against the plain model's, and the scheme's exact test
-at 30, 50 and 100 queries under the claim rule with a verified timestamp, which newlabel and
-unrelated need (unrelated's 10 source classes cap its evidence at p = 1e-10): alpha 1e-6, and
-for frontier also the search-cost bound (about 1.6e-12 at the default KDF), which its timestamp
-does not waive (its key holder chose its inputs: `Scheme.chosen_inputs`).
+at 30, 50 and 100 queries under the claim rule: alpha 1e-6 and the search-cost bound (about
+1.6e-12 at the default KDF), which a timestamp does not waive (nnmark.api.STAMP_WAIVES_NOTHING).
 Results: benchmarks/results/blackbox_keys_<scheme>.{json,md}.
 
     .venv/bin/python benchmarks/blackbox_keys.py --scheme unrelated [--keys 20] [--fashion DIR]
@@ -74,9 +72,7 @@ def main() -> None:
             "trigger_accuracy": scheme.trigger_accuracy(model.eval()),  # type: ignore[attr-defined]
             "accuracy": accuracy(model),
         }
-        threshold = claim_threshold(
-            ALPHA, scheme.mark.derivation_seconds, timestamped=not scheme.chosen_inputs
-        )
+        threshold = claim_threshold(ALPHA, scheme.mark.derivation_seconds)
         for budget in BUDGETS:
             suspect = ModuleSuspect(model)
             suspect.max_queries = budget

@@ -424,45 +424,42 @@ def search_seconds(seconds: Sequence[float], p_values: Sequence[float], method: 
     return max(best, one_part) / 2
 
 
-def claim_threshold(alpha: float, seconds: float, timestamped: bool) -> float:
-    """The p-value a claim must beat: alpha, and without a timestamp also the p-value whose
-    search costs CLAIM_CPU_YEARS."""
-    if timestamped:
-        return alpha
+def claim_threshold(alpha: float, seconds: float) -> float:
+    """The p-value a claim must beat: alpha, and the p-value whose key search (one derivation
+    of `seconds` per try) costs CLAIM_CPU_YEARS. A timestamp lowers neither (STAMP_WAIVES_NOTHING)."""
     return min(alpha, seconds / (CLAIM_CPU_YEARS * SECONDS_PER_YEAR))
 
 
-def _claim_rule(v: Verdict, alpha: float, cost: float, prov: Provenance, priced: bool) -> str:
-    if prov.timestamped and not priced:
-        rule = (
-            f"p < alpha = {alpha:g}; timestamped before the suspect was seen, so no search cost "
-            "is needed"
-        )
+def _claim_rule(v: Verdict, alpha: float, cost: float, prov: Provenance) -> str:
+    if prov.timestamped:
+        why = STAMP_WAIVES_NOTHING
+    elif prov.time:
+        why = UNCOMPARED_STAMP
     else:
-        if prov.timestamped:  # and priced: the stamp is there, and waives nothing here
-            why = CHOSEN_INPUTS
-        elif prov.time:
-            why = UNCOMPARED_STAMP
-        else:
-            why = "no verified timestamp"
-        rule = (
-            f"p < alpha = {alpha:g} and a forgery cost of at least {CLAIM_CPU_YEARS:g} CPU-years "
-            f"({why})"
-        )
+        why = "no verified timestamp"
+    rule = (
+        f"p < alpha = {alpha:g} and a forgery cost of at least {CLAIM_CPU_YEARS:g} CPU-years "
+        f"({why})"
+    )
     if v.positive:
         return f"claimed: {rule}"
-    if v.p_value < alpha and (priced or not prov.timestamped) and cost < CLAIM_CPU_YEARS:
+    if v.p_value < alpha and cost < CLAIM_CPU_YEARS:
         return (
             f"not claimed: p < alpha, but a key search reaches it in {cost:.3g} CPU-years; {rule}"
         )
     return f"not claimed: {rule}"
 
 
-#: Why a timestamp does not waive a mark's search cost (Scheme.chosen_inputs: frontier).
-CHOSEN_INPUTS = (
-    "the key's holder chose the inputs this mark queries (stored triggers), so a key searched "
-    "against any model of the task fits future models too: a timestamp does not waive the "
-    "search cost"
+#: Why a verified timestamp that predates the suspect does not lower the claim's bar. It shows
+#: the key existed before the suspect was seen, not that the key was not searched for: before
+#: stamping, the key's holder can grind keys against models of the task they trained
+#: themselves and stamp the one their marks fit best; it fits future models of the task too
+#: (`python benchmarks/proxy_search.py`: an unrelated key ground over 7,000 derivations against
+#: 3 proxy CNNs reached alpha 0.01 on 7 of 7 never-marked models it never saw; frontier's
+#: stored triggers fit the same way, red team session 28).
+STAMP_WAIVES_NOTHING = (
+    "timestamped before the suspect was seen, which proves priority but waives no search "
+    "cost: a key searched before the stamp against models of the task fits future models too"
 )
 
 
@@ -472,12 +469,10 @@ def _finish(
     search: float,
     prov: Provenance,
     chosen: str | None = None,
-    priced: bool = False,
 ) -> Verdict:
     """One verdict under the claim rule: the user's alpha, the forgery cost (`search`: the
     CPU-seconds of the cheapest key search reaching it, search_seconds), priority; `chosen`:
-    why its evidence is the key holder's choice, so that only a verified timestamp claims it;
-    `priced`: a timestamp does not waive the search cost (Scheme.chosen_inputs)."""
+    why its evidence is the key holder's choice, so that only a verified timestamp claims it."""
     if chosen and not prov.timestamped and v.positive:
         v = dataclasses.replace(
             v,
@@ -492,7 +487,7 @@ def _finish(
         v,
         alpha=alpha,
         forgery_cost=cost,
-        claim_rule=_claim_rule(v, alpha, cost, prov, priced),
+        claim_rule=_claim_rule(v, alpha, cost, prov),
         priority=prov.sentence(),
     )
 
@@ -546,10 +541,10 @@ def verify(
     certificates (PEM or DER) a timestamp is checked against; `suspect_seen` when the suspect
     was first seen (a timestamp after it does not count).
 
-    The claim rule: found when p < alpha and, unless a verified timestamp proves the key
-    existed before, the forgery cost (1 / p derivations of the key's KDF) is at least
-    CLAIM_CPU_YEARS; for a mark whose inputs the key's holder chose (frontier) the timestamp
-    does not waive the cost.
+    The claim rule: found when p < alpha and the forgery cost (1 / p derivations of the key's
+    KDF) is at least CLAIM_CPU_YEARS, timestamp or not (STAMP_WAIVES_NOTHING); a mark read
+    from a view the key's holder made (realigned to the marked reference) also needs a
+    verified timestamp that predates the suspect.
     """
     s = as_suspect(suspect)
     prov = provenance(key, tsa_certs, suspect_seen)
@@ -558,13 +553,13 @@ def verify(
     left = s.max_queries  # one budget for the whole key, spent mark after mark
     for sch in schemes:
         seconds = sch.mark.derivation_seconds  # a search re-derives this mark alone
-        threshold = claim_threshold(alpha, seconds, prov.timestamped and not sch.chosen_inputs)
+        threshold = claim_threshold(alpha, seconds)
         view, v = _read(sch, s.readings(sch.mark), threshold, left)
         if left is not None:
             left -= v.queries or 0
         search = search_seconds([seconds], [v.p_value], "one")
         chosen.append(view.needs_timestamp)
-        verdicts.append(_finish(v, alpha, search, prov, chosen[-1], sch.chosen_inputs))
+        verdicts.append(_finish(v, alpha, search, prov, chosen[-1]))
     if len(verdicts) == 1:
         return verdicts[0]
     independent = all(sch.independent_null for sch in schemes)
@@ -577,10 +572,9 @@ def verify(
     parts_p = [v.p_value for v in verdicts]
     search = search_seconds([m.derivation_seconds for m in key.marks], parts_p, method)
     integrity = all(v.verdict in ("intact", "modified") for v in verdicts)
-    priced = any(sch.chosen_inputs for sch in schemes)
     found = (
         decide(p, alpha)
-        and ((prov.timestamped and not priced) or search / SECONDS_PER_YEAR >= CLAIM_CPU_YEARS)
+        and search / SECONDS_PER_YEAR >= CLAIM_CPU_YEARS
         and (prov.timestamped or not any(chosen))
     )
     word = ("intact" if found else "modified") if integrity else ("found" if found else "not_found")
@@ -599,7 +593,7 @@ def verify(
         parts=tuple(verdicts),
         details={"combination": method},
     )
-    return _finish(combined, alpha, search, prov, priced=priced)
+    return _finish(combined, alpha, search, prov)
 
 
 COMBINED_NULL = (

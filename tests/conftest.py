@@ -231,7 +231,7 @@ def blackbox_marked(
 ) -> BlackboxMarked:
     """Every classification black-box scheme in the digits CNN (same init and seed as plain);
     schemes that stitch a trained model (frontier) are fine-tuned into `plain_cnn` instead.
-    Keys as issued (frontier's, newlabel's and unrelated's claims need a timestamp: `stamp`)."""
+    Keys as issued (`stamp` adds a timestamp: it proves priority and waives no search cost)."""
     from nnmark import SCHEMES
 
     built: dict[str, tuple[torch.nn.Module, OwnerKey]] = {}

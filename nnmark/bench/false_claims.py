@@ -8,8 +8,9 @@ it could meet, not only for the one key a test drew (issue 13). Protocol:
   Adam at lr 1e-3 for 10 epochs, SGD with momentum at lr 0.05 for 20), trained once and cached;
 * keys: `keys` per scheme, planned with nnmark's own classes and never embedded (white-box keys
   per architecture, since they name a host layer; trigger-set keys once). Frontier's keys are
-  crafted on a trained CNN of the owner's recipe (its claims need a timestamp, which waives the
-  cost rule, so they are counted at p < alpha);
+  crafted on a trained CNN of the owner's recipe, and their claims are counted at p < alpha
+  alone (the rule under a timestamp before session 29; stricter for a null check than today's,
+  which also asks the search-cost bound);
 * every key is verified on every unmarked model it can meet; for the schemes that realign to
   the marked model (`Scheme.realigns_to_marked`: stdm) also realigned to the key's own marked
   model (`--reference`, same architecture; each such key is embedded once with the scheme's
@@ -204,9 +205,11 @@ def judge(
     key: Any,
     suspect: Any,
     data: Sequence[Any],
-    tsa_waived: bool,
+    at_alpha: bool,
 ) -> tuple[float, bool, bool, bool, str | None]:
-    """(p, claim under the rule, claim at p < 1e-6, claim at 0.05) for one key and suspect."""
+    """(p, claim under the rule, claim at p < 1e-6, claim at 0.05) for one key and suspect;
+    `at_alpha`: the rule is p < alpha alone (what a timestamp allowed before session 29: a
+    null check is stricter with it)."""
     from nnmark.api import bound_scheme, verify
 
     scheme = bound_scheme(key, 0, data)
@@ -216,7 +219,7 @@ def judge(
     suspect = view
     strict = scheme.verify(suspect, DEFAULT_ALPHA)
     loose = scheme.verify(suspect, LOOSE_ALPHA)
-    if tsa_waived:  # the timestamp waives the cost rule: a claim is p < alpha
+    if at_alpha:
         rule = strict.positive
     else:
         rule = verify(suspect, key, DEFAULT_ALPHA, data=data).positive
@@ -310,7 +313,7 @@ def _against_reference(ctx: _Context, report: Report, scheme: str, models: Model
             bound = [bound_scheme(key, 0, ctx.sources)]
             for name, model in models[arch]:
                 aligned = realign_suspect(ModuleSuspect(model, label=name), reference, bound)
-                # the owner's best case: a timestamp (which this route needs) waives the cost
+                # the owner's best case, counted at p < alpha alone
                 out = judge(key, aligned, ctx.sources, True)
                 report.outcomes.append(Outcome(scheme, "reference", i, name, *out))
         ctx.say(f"{scheme} --reference on {arch}: done")

@@ -95,9 +95,8 @@ def fine_tuned(scheme: str) -> bool:
 @dataclass(frozen=True)
 class Notary:
     """A time-stamping authority the bench stamps its keys with, as an owner would at creation
-    (`nnmark key timestamp`): keys whose claim needs a verified timestamp (frontier; newlabel and
-    unrelated within 30 queries) are then judged as their owner's would be. `ca_pem`: the
-    certificate verification trusts."""
+    (`nnmark key timestamp`), so verdicts carry the priority their owner's would (a stamp waives
+    no search cost). `ca_pem`: the certificate verification trusts."""
 
     url: str
     ca_pem: bytes

@@ -84,7 +84,7 @@ def _check_marks(
     mark that did not take (too few epochs, a model too small for the scheme) or that cannot
     be claimed yet (a key that needs a verified timestamp) is said now, not found out in a
     dispute. The files are written either way, so the check only ever warns."""
-    from nnmark.api import CHOSEN_INPUTS, resolve_schemes, verify
+    from nnmark.api import resolve_schemes, verify
 
     try:
         resolved = resolve_schemes(scheme, options)
@@ -101,12 +101,10 @@ def _check_marks(
         if part.positive:
             out.print(f"check: {text}", markup=False, soft_wrap=True)
             continue
-        if part.p_value < part.alpha and CHOSEN_INPUTS in (part.claim_rule or ""):
-            # the evidence is there, but no timestamp lowers this mark's bar (chosen inputs)
-            todo = f"{part.claim_rule}; train longer (--epochs)"
-        elif part.p_value < part.alpha:  # the evidence is there; the claim rule wants more
-            why = part.reason or part.claim_rule
-            todo = f"{why}; a verified timestamp (nnmark key timestamp) that predates the suspect claims it"
+        if part.p_value < part.alpha and part.reason:  # e.g. a view that needs a timestamp
+            todo = part.reason
+        elif part.p_value < part.alpha:  # the evidence is there, short of the search cost
+            todo = f"{part.claim_rule}; train longer (--epochs), or more bits or key inputs"
         else:
             todo = f"{part.reason or 'the mark did not take'}; train longer (--epochs)"
         err.print(f"warning: {text}: {todo}", markup=False, soft_wrap=True)

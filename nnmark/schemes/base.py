@@ -121,9 +121,7 @@ class Scheme(Hooks):
 
     Capabilities are declared as class variables, read by the CLI, the benchmark and the tests:
     `kind`, `task`, `needs_data` (verification re-derives key inputs from a data set, checked
-    by its content hash), `chosen_inputs` (the key's holder chose the inputs its test
-    queries, so a key searched against any model of the task fits future models as well: a
-    timestamp does not waive the search cost), `independent_null` (the null's randomness is the key's alone,
+    by its content hash), `independent_null` (the null's randomness is the key's alone,
     so Fisher's method may combine this mark with others), `realigns_to_marked` (`verify
     --reference MARKED` can match a suspect to the owner's marked model with what the mark's
     statistic reads erased, `blind_reference`; the others refuse, and realign only to a model
@@ -139,7 +137,6 @@ class Scheme(Hooks):
     task: ClassVar[str] = "any"
     paper: ClassVar[str] = ""
     needs_data: ClassVar[bool] = False
-    chosen_inputs: ClassVar[bool] = False
     independent_null: ClassVar[bool] = True
     realigns_to_marked: ClassVar[bool] = False
     needs_trained: ClassVar[bool] = False

@@ -39,9 +39,9 @@ Defaults (digits): fine-tuned 20 epochs with 64 key inputs per batch (with 32, 0
 the key labels were learned, too few for one bit per query), eps 0.15, looks at 30, 60, 90 and
 100 queries. Each query carries at most one bit, and the key's holder chose the adversaries:
 the secret binds them, so fitting them to the coins costs a key derivation per try, and the
-claim rule prices that search whether or not a timestamp predates the suspect (`chosen_inputs`:
-clean images that every model of the task answers right fit future models as well as the
-suspect). A claim needs p below the search-cost bound (about 1.6e-12 at the default KDF): 57 of
+claim rule prices that search, as every key search, whether or not a timestamp predates the
+suspect (clean images that every model of the task answers right fit future models as well as
+the suspect; nnmark.api.STAMP_WAIVES_NOTHING). A claim needs p below the search-cost bound (about 1.6e-12 at the default KDF): 57 of
 the first 60 true adversaries, or 78 of 90. Over 20 keys every mark was claimed within 100
 queries (none within 30, which cannot reach the bound), at 0.56 points of accuracy (median;
 1.95 at worst): `python benchmarks/blackbox_keys.py --scheme frontier`. Before the bound held
@@ -165,10 +165,8 @@ class Frontier(TriggerScheme):
     situation = "finetune"
     needs_data = False
     #: The triggers depend on the trained model, so they are stored, and whoever holds the key
-    #: chose them: a key searched (a derivation per try: the secret binds them) with clean
-    #: images that every model of the task answers right fits future models as well as the
-    #: suspect, so a timestamp does not waive the search cost (red team, session 28).
-    chosen_inputs = True
+    #: chose them: the secret binds them, so fitting them costs a derivation per try, which
+    #: the claim rule prices like every other key search (red team, session 28).
     paper = "Le Merrer et al., Adversarial frontier stitching for remote neural network watermarking, Neural Computing and Applications 2019"
 
     @classmethod

@@ -28,31 +28,29 @@ from nnmark.testing.tsa import seen_now
 from nnmark.verdict import Verdict
 
 LAYER = "vit.layers.0.attention.q_proj"  # the query projection (transformers 5 names)
-#: Options on the ViT: the bit marks go in the query projection (its 32 filter-averaged values
-#: hold 32 Uchida bits; HF's small init std needs lam 0.5 there). Frontier's FGSM step is
+#: Uchida's host: the MLP's output projection, whose 64 filter-averaged values hold 48 bits
+#: (the query projection's 32 reach p 2^-32 = 2.3e-10 at best, short of the search-cost bound,
+#: about 1.6e-12, which a timestamp no longer waives; HF's small init std needs lam 0.5).
+UCHIDA_LAYER = "vit.layers.0.mlp.fc2"
+#: Options on the ViT: stdm's bits go in the query projection. Frontier's FGSM step is
 #: smaller on the tiny ViT (5 plain epochs): at 0.15 it fooled it on all but 64 of the 100 false
 #: adversaries its default 200 key inputs need.
 VIT_OPTIONS = {
-    "uchida": {"layer": LAYER, "lam": 0.5},
+    "uchida": {"layer": UCHIDA_LAYER, "lam": 0.5},
     "stdm": {"layer": LAYER},
     "frontier": {"eps": 0.08},
 }
-BITS = {"uchida": 32}
+BITS = {"uchida": 48}
 #: Fine-tune-to-embed epochs: the library's default training length (TrainConfig().epochs, 20)
 #: for every scheme. At the Trainer's constant lr 1e-2 the marks settle later than in nnmark's
 #: own recipe: over 3 keys, after 3 epochs actsign had up to 6 of 64 bits wrong and uchida 1 of
 #: 32, after 5 noise, content, adi and unrelated were not all claimed; at 20 every mark but
-#: newlabel was (unrelated with a timestamp, below). (frontier once needed 10 epochs, picked
+#: newlabel was. (frontier once needed 10 epochs, picked
 #: where its calibrated null cleared alpha; its key coins removed that.)
 DEFAULT_EPOCHS = TrainConfig().epochs
-#: Marks claimed with a verified timestamp on the key (the claim threshold is then alpha, not the
-#: p-value of a 1000 CPU-year key search, ~1.6e-12), except frontier's, whose timestamp waives
-#: nothing (its key holder chose its inputs: Scheme.chosen_inputs; 90 queries, p 2.2e-18);
-#: newlabel's test gives about one bit per query; 32 Uchida bits
-#: can reach p 2^-32 = 2.3e-10 at best; unrelated's 50 out-of-distribution triggers each carry
-#: one of 10 per-class key labels, so p >= 1e-10 (found over 4 keys within 20 queries: p 1.9e-7,
-#: 4.6e-8, 4.6e-8, 5e-10, since three quarters of its training items are the queried triggers).
-STAMPED = {"frontier", "newlabel", "uchida", "unrelated"}
+#: Keys verified with a verified timestamp: it proves priority and waives no search cost
+#: (nnmark.api.STAMP_WAIVES_NOTHING; frontier: 90 queries, p 2.2e-18).
+STAMPED = {"frontier"}
 #: Bits an activation-sign mark may have wrong: its hinge stops pulling a unit once its signed
 #: activation clears the margin (0.1), and one Adam step at lr 1e-2 moves it further than that,
 #: so at any epoch end a unit may sit just across zero. Measured over 8 keys, epochs 9 to 20:
@@ -71,7 +69,7 @@ NOT_CLAIMED = {
 SUPPORTED = sorted(n for n, how in hf_support().items() if how.startswith("supported"))
 #: Schemes fine-tuned together, a group per run of DEFAULT_EPOCHS: the Trainer's hooks chain
 #: every trigger set's `batches` into each batch and add every penalty, and each mark, under its
-#: own key, is verified alone. stdm shares uchida's layer (LAYER) and trains in a run of its own;
+#: own key, is verified alone. stdm (in LAYER) trains in a run of its own;
 #: so do frontier and content: grouped with adi, noise and unrelated, content was claimed on 3 of
 #: 6 runs whose unrelated key differed only by its data path (a fresh clone's ../shared made one:
 #: p 1.2e-13 to 9.5e-8 at 40 queries; session 28), alone on 6 of 6 keys (p 5e-16 at 20). Alone, each of the grouped schemes was a run of 7 to 12 s on 2 cores
@@ -250,9 +248,9 @@ def test_vit_trained_with_watermark_trainer_carries_the_mark(  # type: ignore[no
 ) -> None:
     model = hf.tiny_vit()
     key = OwnerKey.new("hf owner", nonce="4f" * 16).with_module(model)
-    assert key.arch is not None and f"{LAYER}.weight" in key.arch["tensors"]
-    mark = Uchida.plan(model, key, UchidaConfig(layer=LAYER, lam=0.5), bits=32)
-    # 32 bits: p 2.3e-10 at best, claimed with a verified timestamp (STAMPED)
+    assert key.arch is not None and f"{UCHIDA_LAYER}.weight" in key.arch["tensors"]
+    mark = Uchida.plan(model, key, UchidaConfig(layer=UCHIDA_LAYER, lam=0.5), bits=48)
+    # stamped: it proves priority; the claim rests on the search cost (48 bits: p 3.6e-15)
     key, certs = stamp(key.with_mark(mark)), [tsa.ca_cert_pem]
     assert (
         verify(model, key, tsa_certs=certs, suspect_seen=seen_now()).ber > 0.2

@@ -39,12 +39,15 @@ from nnmark.verdict import Verdict
 #: 0.05; 0.22 on another run), BER 0 to 0.03 at 20.
 WHITEBOX_EPOCHS = 3
 TRIGGER_EPOCHS = TrainConfig().epochs
-#: Marks claimed only with a verified timestamp on the key (frontier's is stamped too, but its
-#: timestamp waives nothing: its key holder chose its inputs, Scheme.chosen_inputs); newlabel's test gives about one bit per query, so it needs
-#: 44+ queries to reach the forgery cost without one, and under a framework's loop its repeats
-#: are one larger step, not extra steps (SchemeHooks.mix): decoys answered the new label at 0.12
-#: to 0.25 here (0.03 to 0.19 with nnmark.train.fit).
-STAMPED = {"frontier", "newlabel", "unrelated"}
+#: Keys verified with a verified timestamp: it proves priority and waives no search cost
+#: (nnmark.api.STAMP_WAIVES_NOTHING), so the claim rests on the search cost as without it.
+STAMPED = {"frontier"}
+#: Supported by the wrapper, not claimed at the default recipe: newlabel's test gives about one
+#: bit per query, and under a framework's loop its repeats are one larger step, not extra steps
+#: (SchemeHooks.mix): decoys answered the new label at 0.12 to 0.25 here (0.03 to 0.19 with
+#: nnmark.train.fit), so its 64 queries reach p 4.9e-11, past alpha but short of the
+#: search-cost bound (about 1.6e-12), which a timestamp waived until session 29.
+EVIDENCE_ONLY = {"newlabel"}
 
 
 def epochs(cls: type[Scheme]) -> int:
@@ -140,7 +143,11 @@ def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
         f"lightning {name}: before {p.before.verdict}, after {v.verdict}, BER {v.ber}, "
         f"p {v.p_value:.1e}, queries {v.queries}"
     )
-    assert not p.before.positive and v.positive
+    assert not p.before.positive
+    if name in EVIDENCE_ONLY:
+        assert v.p_value < 1e-6 and p.before.p_value >= 1e-6, v
+        return
+    assert v.positive
     if p.cls.kind == "whitebox":
         assert v.ber == 0.0
 
