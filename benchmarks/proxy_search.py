@@ -11,7 +11,8 @@ best key's p-values on the future models are then compared with uniform (an unse
 and the best key, stamped by a loopback RFC 3161 authority before the future models are seen,
 goes through `nnmark.api.verify` at `--alpha`: how many never-marked future models are claimed,
 and how many the rule before session 29 claimed (a stamp that predated the suspect waived the
-search cost: p < alpha was enough; measured then: 7 of 7 for unrelated, 6 of 7 for content).
+search cost: p < alpha was enough; measured then with 10-group unrelated keys: 7 of 7, and 6
+of 7 for content; with today's 20-group unrelated keys 3 of 7 reach alpha 0.01, 0 claimed).
 Results: benchmarks/results/proxy_search_<scheme>.{json,md}.
 
     .venv/bin/python benchmarks/proxy_search.py --scheme unrelated --keys 7000 --alpha 0.01

@@ -200,7 +200,7 @@ def test_a_scheme_that_cannot_mark_the_task_is_skipped_not_failed(tmp_path: Path
 
 def test_a_frontier_key_is_tested_without_a_calibration(tmp_path: Path) -> None:
     """frontier's key labels are key coins, so its test is exact as issued: the grid stamps its
-    key (a claim needs a timestamp) and calibrates nothing; the unattacked cell is a real test
+    key (for priority; it waives no search cost) and calibrates nothing; the unattacked cell is a real test
     (queries spent, the coins' null named), not a refusal."""
     from nnmark import OwnerKey
 

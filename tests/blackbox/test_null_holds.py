@@ -289,7 +289,7 @@ def test_nan_answers_are_an_error_naming_the_count(
 
 def test_newlabel_needs_the_new_output(blackbox_marked, plain_cnn, stamp, tsa) -> None:  # type: ignore[no-untyped-def]
     """A 10-class model has no output for the new label: not_found after one look, saying so,
-    even with a timestamp (alpha alone)."""
+    even with a timestamp."""
     _, key = blackbox_marked["newlabel"]
     v = verify(plain_cnn, stamp(key), tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now())
     assert v.verdict == "not_found" and v.queries == NewLabelConfig().group  # one look
