@@ -455,8 +455,8 @@ def _claim_rule(v: Verdict, alpha: float, cost: float, prov: Provenance) -> str:
 #: stamping, the key's holder can grind keys against models of the task they trained
 #: themselves and stamp the one their marks fit best; it fits future models of the task too
 #: (`python benchmarks/proxy_search.py`: an unrelated key ground over 7,000 derivations against
-#: 3 proxy CNNs reached alpha 0.01 on 7 of 7 never-marked models it never saw; frontier's
-#: stored triggers fit the same way, red team session 28).
+#: 3 proxy CNNs reached alpha 0.01 on 7 of 7 never-marked models it never saw, 3 of 7 with
+#: today's 20-group keys; frontier's stored triggers fit the same way, red team session 28).
 STAMP_WAIVES_NOTHING = (
     "timestamped before the suspect was seen, which proves priority but waives no search "
     "cost: a key searched before the stamp against models of the task fits future models too"

@@ -81,8 +81,8 @@ def _check_marks(
 ) -> None:
     """Verify the model just saved as a verifier would with this key: each new mark, and the
     combined verdict of a key with several marks (that is what `nnmark verify` decides). A
-    mark that did not take (too few epochs, a model too small for the scheme) or that cannot
-    be claimed yet (a key that needs a verified timestamp) is said now, not found out in a
+    mark that did not take (too few epochs, a model too small for the scheme) or whose
+    evidence falls short of the search-cost bound is said now, not found out in a
     dispute. The files are written either way, so the check only ever warns."""
     from nnmark.api import resolve_schemes, verify
 
@@ -478,8 +478,9 @@ def verify_cmd(
 ) -> None:
     """Verify ownership of a suspect model. Exit 0 found/intact, 1 not found/modified, 2 error.
 
-    Found needs p < alpha and, without a verified timestamp, a forgery cost of at least 1000
-    CPU-years (the expected cost of searching keys until one fits this well by chance)."""
+    Found needs p < alpha and a forgery cost of at least 1000 CPU-years (the expected cost of
+    searching keys until one fits this well by chance), timestamp or not: a verified timestamp
+    proves priority and waives no search cost."""
     from nnmark.api import verify
     from nnmark.cli.common import read_certs, read_seen
     from nnmark.data import load_data

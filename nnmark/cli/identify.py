@@ -37,7 +37,7 @@ def identify_cmd(
     """Verify a suspect against every key in a folder and name the recipient whose mark is in it.
 
     p-values are Bonferroni-adjusted over the candidates, and a candidate is named only under
-    verify's claim rule at alpha / candidates (a forgery cost or a verified timestamp). Exit 0
+    verify's claim rule at alpha / candidates (and its forgery cost, stamped or not). Exit 0
     when a recipient is named, 1 when none is, 2 on errors.
     """
     from nnmark.data import load_data

@@ -71,8 +71,9 @@ ReplaceOpt = Annotated[
 
 
 def _keep(key_path: Path, what: str, held: bool) -> None:
-    """Refuse to drop the key's `what` silently: an earlier timestamp is what claims a copy
-    seen before a later one (red team, session 26: stamping twice turned found to not_found)."""
+    """Refuse to drop the key's `what` silently: an earlier timestamp proves priority over
+    more copies than a later one (red team, session 26: stamping twice turned found to
+    not_found, when a stamp still waived the search cost)."""
     if held:
         raise NNMarkError(
             f"{key_path} already holds a {what}; an earlier one proves more than a later one, "
