@@ -31,6 +31,7 @@ Example: ``nnmark train --data digits --scheme unrelated --set source=fashion-mn
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +49,8 @@ from nnmark.schemes.base import Batch
 
 @dataclass(frozen=True)
 class UnrelatedConfig(TriggerConfig):
-    source: str = ""  # NAME[:PATH] of the out-of-distribution data (the key keeps its hash)
+    #: NAME[:PATH] of the out-of-distribution data; the key keeps the name and its content hash
+    source: str = ""
     per_batch: int = 32  # source items shown with each training batch
     #: Ways an item is shown, each with labels of its own: 1 as it is, 2 also tone-inverted.
     variants: int = 2
@@ -84,7 +86,10 @@ class Unrelated(TriggerScheme):
         data = cls.check_data(data)
         (other,) = cls.config_data(config)
         fields = {**cls.key_data(data), "source": other.ref()}
-        mark = key.new_mark(cls.name, config_to_dict(config), None, (), data=fields)
+        # the key names the source by name and content hash, never by where it lay: a path
+        # would leak the owner's folders and make the key (every secret) depend on them
+        committed = dataclasses.replace(config, source=config.source.partition(":")[0].strip())
+        mark = key.new_mark(cls.name, config_to_dict(committed), None, (), data=fields)
         cls(mark, [data, other]).x  # noqa: B018  (derive now: fails before training)
         return mark
 

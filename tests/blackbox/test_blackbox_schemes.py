@@ -507,6 +507,8 @@ def test_unrelated_labels_are_per_source_class_even_when_a_draw_misses_a_class(
     for i in range(12):
         key = OwnerKey.new("unrelated owner", nonce=f"{i + 0x40:02x}" * 16)
         mark = Unrelated.plan(copy.deepcopy(plain_cnn), key, cfg, data=digits)
+        # the key names its source, not the folder it lay in (keys were location-dependent)
+        assert mark.config["source"] == "fashion-mnist" and ":" in cfg.source
         scheme = Unrelated(mark, [digits, fashion])
         labels = scheme.labels(20)
         assert torch.equal(scheme.y, labels[scheme.groups])  # the trigger's label is its group's
