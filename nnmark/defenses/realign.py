@@ -225,16 +225,16 @@ def _plans_by_weights(
     and pairs each group's channels by their weights. Against the owner's unmarked twin (same
     initialisation, trained apart) the activations on random inputs paired 15-21 of 64 conv
     channels wrongly, enough to flip 7 of 64 Uchida bits after channel pruning; the weights
-    paired every channel (tests/attacks/test_attacks_weights.py::test_attack_cli). Only for a
-    reference that never saw the key:
-    the weights of a marked one would pull the suspect towards the mark."""
+    paired every channel (session 29; tests/attacks/test_attacks_weights.py::test_attack_cli
+    reads such copies). Only for a reference that never saw the key: the weights of a marked
+    one would pull the suspect towards the mark."""
     ref_act, sus_act = act
+    consumers = [
+        dataclasses.replace(s, members=[m for m in s.members if m.side == "in"])
+        for s, _ in paired.values()
+    ]
     for _ in range(WEIGHT_PASSES):
         inputs_only = copy.deepcopy(model)
-        consumers = [
-            dataclasses.replace(s, members=[m for m in s.members if m.side == "in"])
-            for s, _ in paired.values()
-        ]
         apply_plans(inputs_only, consumers, plans)
         plans = {
             root: match_plan(

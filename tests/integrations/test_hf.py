@@ -72,7 +72,7 @@ SUPPORTED = sorted(n for n, how in hf_support().items() if how.startswith("suppo
 #: own key, is verified alone. stdm (in LAYER) trains in a run of its own;
 #: so do frontier and content: grouped with adi, noise and unrelated, content was claimed on 3 of
 #: 6 runs whose unrelated key differed only by its data path (a fresh clone's ../shared made one:
-#: p 1.2e-13 to 9.5e-8 at 40 queries; session 28), alone on 6 of 6 keys (p 5e-16 at 20). Alone, each of the grouped schemes was a run of 7 to 12 s on 2 cores
+#: p 1.2e-13 to 9.5e-8 at 40 queries; session 28; keys commit no path since session 29), alone on 6 of 6 keys (p 5e-16 at 20). Alone, each of the grouped schemes was a run of 7 to 12 s on 2 cores
 #: (`--durations`; a group, about 13 s). Grouped over 5 keys (this one and 4 more nonces): every
 #: mark found, adi p <= 4.2e-14, content <= 2.7e-13 (then grouped), noise <= 2.3e-13, unrelated (stamped) 5e-10
 #: to 5e-7, deepsigns and uchida BER 0, actsign 0 or 1 wrong bit (BIT_SLACK), fragile intact.
