@@ -25,7 +25,8 @@ channel, and the shapes.
 Realignment must not manufacture evidence. The matching makes the suspect resemble the
 reference; if the reference carries the mark, matching to it can pull any model towards the
 mark: matched to the owner's marked model as it is, digits models that never saw the key were
-"found" (actsign p = 3.5e-18; before / after in benchmarks/results/realign_null.md). So
+claimed (81 of 240 actsign and 130 of 240 deepsigns (key, model) pairs at alpha 1e-6;
+before / after in benchmarks/results/realign_null.md). So
 `verify` (realign_suspect) realigns in one of two ways:
 
 - `--reference-unmarked MODEL`: a model that never saw the key (the owner's model before the

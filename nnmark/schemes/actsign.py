@@ -184,11 +184,12 @@ class ActSign(Scheme):
         after realignment needs to know which suspect unit is which reference unit, and every
         trace that could tell (their answers, their incoming or outgoing weights) belongs to
         units that training shaped around those answers. Measured on unmarked digits models
-        (benchmarks/results/realign_null.md): matched to the marked reference, 80 of 80 pairs
-        were false claims; with the host layer erased and its units matched by the next
-        layer's weights, still a pull of about 3.5 % per bit towards the key (9 of 10 keys),
-        which inflates false claims at alpha 1e-6 about 13-fold at 64 bits and grows with
-        the bits."""
+        (benchmarks/results/realign_null.md, 15 keys on cnn, mlp and resnet20): matched to the
+        marked reference, 81 of 240 (key, model) pairs were claimed at alpha 1e-6; with the
+        host layer erased and its units matched by the next layer's weights, none were, but
+        the read bits still agreed with the key 1.8 % more often than unaligned (+-1.5 %, 10
+        of 15 keys positive; up to 3.2 % on the mlp), a pull that inflates false claims at
+        small alphas and grows with the bits."""
         raise NotRealignable(
             "actsign: realignment to the marked reference refused: it reads the host units' "
             "own answers, and matching suspect units to the reference's uses units trained "

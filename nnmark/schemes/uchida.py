@@ -260,12 +260,13 @@ class Uchida(Scheme):
         channels, so reading it after realignment needs the reference's channel order, and
         training places features in the channels that favour the mark (the channels are
         interchangeable at initialisation, and the penalty pulls the filters' mean towards the
-        key's signs). Measured on unmarked digits CNNs (benchmarks/results/realign_null.md):
-        matched to the marked reference, 2.6 % more bits agree with the key (10 keys, 9
-        positive), and as much with the key's projections erased from the host first (the
-        permutation alone: 4.4 %), about a 10-fold inflation of false claims at alpha 1e-6 at
-        64 bits. A reference that never saw the key (`verify --reference-unmarked`) realigns
-        uchida with an exact null and loses nothing (benchmarks/results/realign_null.md)."""
+        key's signs). Measured on unmarked digits models (benchmarks/results/realign_null.md,
+        30 keys on cnn, mlp and resnet20): matched to the marked reference, 2.1 % more bits
+        agree with the key than unaligned (+-0.9 %, 23 of 30 keys positive; 3.4 % on the
+        mlp), and 1.8 % with the key's projections erased from the host first: at 64 bits a
+        pull of 2.6 % multiplies false claims at alpha 1e-6 about tenfold. A reference that
+        never saw the key (`verify --reference-unmarked`) realigns uchida with an exact null
+        and loses nothing (benchmarks/results/realign_null.md)."""
         raise NotRealignable(
             "uchida: realignment to the marked reference refused: training places its features "
             "in the channels that favour the mark, so matching a suspect to that channel order "
