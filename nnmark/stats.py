@@ -47,6 +47,26 @@ def binomial_pvalue(k: int, n: int, p0: float = 0.5) -> float:
     return float(_scipy_stats().binom.sf(k - 1, n, p0))
 
 
+#: The smallest p-value normal_pvalue reports: a tail beyond it is reported as it (conservative),
+#: so that no combination of p-values takes the logarithm of 0.
+MIN_PVALUE = 1e-300
+
+
+def normal_pvalue(scores: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """(z, P(Z >= z)) for z = sum(scores) / sqrt(n): the exact upper tail when the n scores
+    are independent standard normals under the null, floored at MIN_PVALUE.
+
+    >>> z, p = normal_pvalue([1.0, 1.0, 1.0, 1.0])
+    >>> z, round(p, 5)
+    (2.0, 0.02275)
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0 or not np.all(np.isfinite(s)):
+        return 0.0, 1.0
+    z = float(s.sum() / np.sqrt(s.size))
+    return z, max(MIN_PVALUE, float(_scipy_stats().norm.sf(z)))
+
+
 def label_randomization_pvalue(counts: np.ndarray, observed: int) -> float:
     """P(S >= observed), S = sum over groups g of counts[g, L_g], each L_g uniform over the C
     columns and independent: the exact null of a trigger set whose labels the key drew.

@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from scipy.stats import kstest
 
 from nnmark import OwnerKey, TrainConfig, attack, embed, evaluate, new_model, train, verify
 from nnmark.attacks.detect import detect_layers
@@ -90,13 +91,15 @@ def test_no_reader_claims_unmarked_models_over_many_keys(
 ) -> None:
     """Either host vector, 10 keys per architecture never used to mark anything: no claim on
     the ten unmarked trained CNNs nor on freshly initialised resnet20s and MLPs, and bits that
-    read as coins (mean BER near 1/2), since the key's mask is independent of any such model."""
+    read as coins (mean BER near 1/2), since the key's mask is independent of any such model.
+    The scores' statistic z is standard normal there (Kolmogorov-Smirnov against N(0, 1)): its
+    p-value is exact, whatever the model."""
     models = {
         "cnn": unmarked_cnns,
         "resnet20": [new_model("resnet20", digits, seed=s) for s in (1, 2)],
         "mlp": [new_model("mlp", digits, seed=s) for s in (1, 2)],
     }
-    bers = []
+    bers, zs = [], []
     for arch, group in models.items():
         for i in range(10):
             owner = OwnerKey.new(f"null {arch} {i}", nonce=f"{i:032x}")
@@ -106,7 +109,9 @@ def test_no_reader_claims_unmarked_models_over_many_keys(
                 v = verify(model, key)
                 assert v.verdict == "not_found" and v.p_value >= 1e-6, (arch, i, v.ber)
                 bers.append(v.ber)
+                zs.append(v.details["scores"]["z"])
     assert 0.45 < float(np.mean(bers)) < 0.55, np.mean(bers)
+    assert kstest(zs, "norm").pvalue > 1e-3, (np.mean(zs), np.std(zs))
 
 
 def test_keys_written_before_the_new_options_stay_canonical(digits: DataBundle) -> None:

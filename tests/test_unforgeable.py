@@ -284,7 +284,8 @@ def test_the_claim_rule_needs_a_forgery_cost_timestamp_or_not(  # type: ignore[n
     priority, while a key ground against the holder's own models of the task before the stamp
     fits future models too (benchmarks/proxy_search.py). The priority line still tells a stamp
     that predates the suspect from one that comes after, one not checked and one not compared
-    with the suspect's first sighting."""
+    with the suspect's first sighting. (A `direct` key: its bits carry no scores, so p is the
+    binomial tail of 32 bits; a random key's scores put the same mark far below the bound.)"""
     key = OwnerKey.new("short", nonce="3c" * 16)
     model, key = embed(
         new_model("cnn", digits, seed=0),
@@ -292,6 +293,7 @@ def test_the_claim_rule_needs_a_forgery_cost_timestamp_or_not(  # type: ignore[n
         "uchida",
         key=key,
         bits=32,
+        options={"key_type": "direct"},
         config=TrainConfig(epochs=10, seed=0),
     )
     v = verify(model, key)

@@ -35,7 +35,7 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.hooks import Batch, Hooks, LossFn, plain_step  # noqa: F401 (re-exported)
 from nnmark.keys import Mark, OwnerKey, payload_bits
-from nnmark.stats import DEFAULT_ALPHA, ber, binomial_pvalue, decide
+from nnmark.stats import DEFAULT_ALPHA, ber, binomial_pvalue, decide, normal_pvalue
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.verdict import Verdict
 
@@ -52,6 +52,14 @@ BIT_NULL = (
     "what is embedded is the payload XOR a secret mask from the key's KDF, so the matches are "
     "fair coins whatever the payload and whatever the model (exact binomial upper tail)"
 )
+#: The null of a mark whose bits come with scores (Evidence.scores): both tests, the smaller p
+#: doubled (Bonferroni over the two).
+SCORE_NULL = (
+    BIT_NULL + "; and each bit's score (its logit over the host's norm) is, for a model that "
+    "never saw this key, an independent standard normal whatever the model (the key's "
+    "projections are N(0, 1) from its KDF), so the signed scores' sum over sqrt(n) is standard "
+    "normal (exact upper tail); p is the smaller of the two tails, doubled"
+)
 
 
 class NotRealignable(NNMarkError):
@@ -64,6 +72,11 @@ class Evidence:
 
     bits: tuple[int, ...] | None = None
     reason: str | None = None
+    #: Per bit, a score whose sign is the bit read and which, for a model that never saw the
+    #: key, is an independent standard normal given the model (SCORE_NULL), or None. Weak
+    #: marks (pooled fingerprints) leave many bits right by small margins: the scores count
+    #: the margins where the bits count only their signs.
+    scores: tuple[float, ...] | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -339,7 +352,8 @@ def bit_verdict(scheme: Scheme, ev: Evidence, alpha: float, null: str = BIT_NULL
     `ev.bits` are the raw bits read (what was embedded: payload XOR mask). The payload read back
     is the verdict's `message`; with an error-correcting payload (`data["ecc"]`, nnmark.ecc)
     the decoded text is, and `details["ecc"]` says whether decoding succeeded. The p-value comes
-    from the raw bit agreement.
+    from the raw bit agreement, and where the scheme scores each bit (Evidence.scores) from the
+    scores too: the smaller of the two p-values, doubled (SCORE_NULL).
     """
     mark = scheme.mark
     expected = tuple(int(b) for b in scheme.target.tolist())
@@ -362,6 +376,10 @@ def bit_verdict(scheme: Scheme, ev: Evidence, alpha: float, null: str = BIT_NULL
     matches = n - int(round(b * n))
     p = binomial_pvalue(matches, n)
     details = dict(ev.details)
+    if ev.scores is not None and len(ev.scores) == n:
+        z, p_scores = normal_pvalue([(2 * e - 1) * s for e, s in zip(expected, ev.scores)])
+        details["scores"] = {"z": z, "p": p_scores, "p_bits": p}
+        p, null = min(1.0, 2 * min(p, p_scores)), SCORE_NULL
     read = [int(x) ^ int(m) for x, m in zip(ev.bits, scheme.key_mask.tolist())]
     message: str | None = "".join(map(str, read))
     ecc = mark.data.get("ecc")

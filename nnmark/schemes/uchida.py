@@ -14,6 +14,10 @@ weights), `random` (N(0, 1) entries; the paper's choice: lowest loss and an unch
 histogram). X is re-derived from the owner key, never stored. What is embedded is the payload
 XOR the key's secret mask: raw weight signs (what a `direct` key reads) are not fair coins, but
 matches against masked bits are, whatever the payload (nnmark.schemes.base.BIT_NULL).
+A random key also scores each bit, x_j.w / |w|: for a model that never saw the key an
+independent standard normal whatever w (x_j ~ N(0, I) from the KDF), so a weak mark read
+right by small margins (a fingerprint pooled with others) is tested on the margins too
+(SCORE_NULL; the smaller p, doubled).
 
 Example::
 
@@ -249,9 +253,17 @@ class Uchida(Scheme):
                 reason=f"tensor {name} has shape {tuple(t.shape)}, the key's layer {expected}"
             )
         with torch.no_grad():
-            y = self.logits(t.float())
+            w = self.host(t.float())
+            y = self.matrix(w.numel()) @ w
+            norm = float(w.norm())
+        scores = None
+        if self.config.key_type == "random" and math.isfinite(norm) and norm > 0:
+            # x_j ~ N(0, I) from the key, w fixed by the model: x_j.w / |w| ~ N(0, 1) exactly
+            scores = tuple((y / norm).tolist())
         return Evidence(
-            bits=tuple(int(v) for v in (y > 0).tolist()), details={"layer": self.mark.layer}
+            bits=tuple(int(v) for v in (y > 0).tolist()),
+            scores=scores,
+            details={"layer": self.mark.layer},
         )
 
     # ---- realignment (verify --reference) ----------------------------------------------
