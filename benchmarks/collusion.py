@@ -8,6 +8,10 @@ own key, fixed nonce); per k in 2, 4, 8 and per pooling, `--trials` random sets 
 (seeded); alpha 1e-6, Bonferroni over the 8 candidates. Required: for k = 2 and 4, a true
 colluder named in 20 of 20 trials and no innocent recipient named in any trial.
 
+`identify` reads each key's bits and their scores (Uchida's random key: Evidence.scores) and
+takes the smaller p, doubled; the "bits only" columns apply the same claim rule to the
+binomial p of the bits alone (how the fingerprints were read before the scores).
+
     python benchmarks/collusion.py [--trials 20] [--recipients 8]
 """
 
@@ -21,8 +25,11 @@ import time
 import torch
 
 from nnmark import TrainConfig, evaluate, load_data, new_model, train
+from nnmark.api import bound_scheme, claim_threshold
 from nnmark.attacks.collusion import collude
 from nnmark.fingerprint import fingerprint, identify
+from nnmark.stats import DEFAULT_ALPHA, binomial_pvalue
+from nnmark.suspect import as_suspect
 from nnmark.testing.tsa import seen_now
 
 from _common import loopback_stamps, write_results
@@ -52,12 +59,30 @@ def main() -> None:
         bits=args.bits,
         config=TrainConfig(epochs=args.embed_epochs, seed=0),
         nonces=[f"{i:02x}" * 16 for i in range(len(names))],
+        created="2026-01-01T00:00:00+00:00",  # with the nonces: the same keys every run
     )
     # the copies' keys are timestamped when they go out: identify holds each to verify's rule
     stamp, certs = loopback_stamps()
     keys = {name: stamp(key) for name, (_, key) in zip(names, copies, strict=True)}
     models = dict(zip(names, (m for m, _ in copies), strict=True))
     base_acc = evaluate(base, test, data.task)["accuracy"]
+    schemes = {n: bound_scheme(key, 0) for n, key in keys.items()}
+    # identify's bar for each candidate: verify at alpha / (number of keys), under the claim rule
+    bars = {
+        n: claim_threshold(DEFAULT_ALPHA / len(keys), key.marks[0].derivation_seconds)
+        for n, key in keys.items()
+    }
+
+    def bits_only(pooled: torch.nn.Module) -> list[str]:
+        """The recipients the bits alone name: binomial p below identify's bar."""
+        out = []
+        for n, sch in schemes.items():
+            ev = sch.evidence(as_suspect(pooled))
+            right = sum(int(a == b) for a, b in zip(ev.bits or (), sch.target.tolist()))
+            if binomial_pvalue(right, len(sch.mark.bits)) < bars[n]:
+                out.append(n)
+        return out
+
     rng = random.Random(0)
     rows = []
     for k in (2, 4, 8):
@@ -67,6 +92,7 @@ def main() -> None:
                 pooled = collude([models[n] for n in colluders], how)  # type: ignore[arg-type]
                 r = identify(pooled, keys, tsa_certs=certs, suspect_seen=seen_now())
                 named = [n for n in (r.named, *r.also_found) if n is not None]
+                by_bits = bits_only(pooled)
                 own = [c.p_adjusted for c in r.candidates if c.owner in colluders]
                 rows.append(
                     {
@@ -77,6 +103,8 @@ def main() -> None:
                         "named": named,
                         "caught": bool(set(named) & set(colluders)),
                         "innocents_named": sorted(set(named) - set(colluders)),
+                        "bits_only_caught": bool(set(by_bits) & set(colluders)),
+                        "bits_only_innocents_named": sorted(set(by_bits) - set(colluders)),
                         "best_colluder_p_adjusted": min(own),
                         "accuracy": evaluate(pooled, test, data.task)["accuracy"],
                     }
@@ -90,8 +118,9 @@ def main() -> None:
         f"Bonferroni over {len(names)} candidates. {time.time() - start:.0f} s.",
         "",
         "| k | pooling | a colluder named | innocents named (trials) | colluders named per "
-        "trial (mean) | median best colluder p (adjusted) | mean accuracy |",
-        "|---|---|---|---|---|---|---|",
+        "trial (mean) | median best colluder p (adjusted) | bits only: a colluder named | bits "
+        "only: innocents named | mean accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     summary = {}
     for k in (2, 4, 8):
@@ -102,10 +131,18 @@ def main() -> None:
             per = statistics.fmean(len(set(r["named"]) & set(r["colluders"])) for r in mine)
             p = statistics.median(r["best_colluder_p_adjusted"] for r in mine)
             acc = statistics.fmean(r["accuracy"] for r in mine)
-            summary[f"{k}-{how}"] = {"caught": caught, "framed": framed, "trials": len(mine)}
+            b_caught = sum(r["bits_only_caught"] for r in mine)
+            b_framed = sum(bool(r["bits_only_innocents_named"]) for r in mine)
+            summary[f"{k}-{how}"] = {
+                "caught": caught,
+                "framed": framed,
+                "trials": len(mine),
+                "bits_only_caught": b_caught,
+                "bits_only_framed": b_framed,
+            }
             lines.append(
                 f"| {k} | {how} | {caught}/{len(mine)} | {framed} | {per:.2f} | {p:.1e} | "
-                f"{acc:.4f} |"
+                f"{b_caught}/{len(mine)} | {b_framed} | {acc:.4f} |"
             )
     lines.append(
         "\nRequired (issue 18): k = 2 and 4, a colluder named in 20 of 20 trials, no innocent "

@@ -28,6 +28,7 @@ def copies(base_cnn: nn.Module, digits: DataBundle) -> list[tuple[nn.Module, Own
         "uchida",
         config=TrainConfig(epochs=2, seed=0),
         nonces=[f"{i:02x}" * 16 for i in range(len(RECIPIENTS))],
+        created="2026-01-01T00:00:00+00:00",  # with the nonces: the same keys every run
     )
 
 
