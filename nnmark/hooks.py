@@ -37,6 +37,13 @@ class Hooks:
     def batches(self, batches: Iterator[Batch]) -> Iterator[Batch]:
         return batches
 
+    @property
+    def steps_per_batch(self) -> int:
+        """How many batches, each one optimiser step, `batches` makes of every training batch
+        (newlabel's repeats). A loop nnmark does not own takes them as steps of their own where
+        it can (Lightning's manual optimization), else as one step on all of them."""
+        return 1
+
     def penalty(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return torch.zeros(())
 

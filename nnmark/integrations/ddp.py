@@ -36,6 +36,7 @@ Example (``torchrun --nproc_per_node=2 examples/ddp_embed.py``)::
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -130,6 +131,12 @@ class SchemeHooks:
     def mixes_batches(self) -> bool:
         return any(overrides(s, "batches") for s in self.schemes)
 
+    @property
+    def steps_per_batch(self) -> int:
+        """Optimiser steps the schemes ask for per training batch (their product: each scheme's
+        `batches` wraps the one before)."""
+        return math.prod(s.steps_per_batch for s in self.schemes)
+
     def prepare(self, model: nn.Module) -> nn.Module:
         check_arch(model, self.schemes)
         for s in self.schemes:
@@ -145,12 +152,19 @@ class SchemeHooks:
         """One batch through every scheme's `batches`, keeping their generators across calls.
 
         A scheme may make several training batches of each one (newlabel's `repeats`: extra
-        steps on the same images with fresh key samples); a framework that owns the loop takes
-        one step per batch, so they come back concatenated: one step on their mean loss, every
-        key sample and negative still shown.
+        steps on the same images with fresh key samples); for a framework that takes one step
+        per batch they come back concatenated: one step on their mean loss, every key sample
+        and negative still shown. `mix_steps` gives them one by one.
         """
+        out = self.mix_steps(batch)
+        if len(out) == 1:
+            return out[0]
+        return torch.cat([x for x, _ in out]), torch.cat([y for _, y in out])
+
+    def mix_steps(self, batch: Batch) -> list[Batch]:
+        """The batches every scheme's `batches` makes of one batch, one optimiser step each."""
         if not self.mixes_batches:
-            return batch
+            return [batch]
         if self._mixed is None:
             self._per_batch = self._outputs_per_batch(batch)
             self._mixed = self.batches(_Endless(self._feed))
@@ -160,9 +174,7 @@ class SchemeHooks:
             raise NNMarkError(
                 "a scheme's batches hook buffers batches; it cannot mix one at a time"
             )
-        if len(out) == 1:
-            return out[0]
-        return torch.cat([x for x, _ in out]), torch.cat([y for _, y in out])
+        return out
 
     def _outputs_per_batch(self, batch: Batch) -> int:
         """How many batches the schemes' chain makes of one batch, counted on a throwaway

@@ -21,11 +21,15 @@ def lightning_support() -> dict[str, str]:
     out: dict[str, str] = {}
     for name in SCHEMES.names():
         cls = SCHEMES.get(name)
-        mode = "manual optimization" if overrides(cls, "step") else "automatic optimization"
+        several = overrides(cls, "steps_per_batch")
+        manual = overrides(cls, "step") or several
+        mode = "manual optimization" if manual else "automatic optimization"
         if overrides(cls, "prepare"):
             mode += ", prepared before configure_optimizers"
         if overrides(cls, "batches"):
             mode += ", trigger inputs mixed into (x, y) batches"
+        if several:
+            mode += ", several optimiser steps per batch (one device)"
         if overrides(cls, "finalize"):
             mode += ", finalized at the end of fit"
         out[name] = mode

@@ -167,6 +167,10 @@ class NewLabel(TriggerScheme):
                     torch.cat([y, y.new_full((k,), self.classes), y[idx[k:]]]),
                 )
 
+    @property
+    def steps_per_batch(self) -> int:
+        return 1 + self.config.repeats
+
     def penalty(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """margin_weight * mean hinge(margin - (z_C - max other z)) over the batch's key samples,
         run in eval mode (as verification sees them; BatchNorm's statistics stay the task's)."""
