@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from nnmark.data.base import DataBundle
 from nnmark.integrations.lightning import Watermarked
 
-__all__ = ["LitClassifier", "LitSegmenter", "Watermarked", "fit"]
+__all__ = ["LitClassifier", "LitScheduled", "LitSegmenter", "Watermarked", "fit"]
 
 
 class LitClassifier(L.LightningModule):
@@ -38,6 +38,19 @@ class LitClassifier(L.LightningModule):
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+class LitScheduled(LitClassifier):
+    """A classifier whose learning rate halves every 5 batches and drops tenfold every epoch."""
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        opt = torch.optim.Adam(self.parameters(), lr=1e-3)
+        per_batch = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        per_epoch = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)
+        return [opt], [
+            {"scheduler": per_batch, "interval": "step", "frequency": 5},
+            {"scheduler": per_epoch, "interval": "epoch"},
+        ]
 
 
 class LitSegmenter(LitClassifier):

@@ -186,6 +186,25 @@ def test_lightning_module_carries_the_mark_from_scratch(
         assert acc > 0.8
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_a_several_step_scheme_steps_the_users_schedulers_as_configured(
+    digits: DataBundle, lit
+) -> None:  # type: ignore[no-untyped-def]
+    """newlabel's repeats switch the wrapper to manual optimization, where Lightning steps no
+    scheduler: the wrapper steps the user's, per batch and per epoch as configured."""
+    from nnmark.schemes.newlabel import NewLabel, NewLabelConfig
+
+    net = new_model("cnn", digits, seed=0)
+    key = OwnerKey.new("lightning owner", nonce="1e" * 16)
+    mark = NewLabel.plan(net, key, NewLabelConfig(), data=digits)
+    wrapped = lit.Watermarked(lit.LitScheduled(net), [NewLabel(mark, [digits])], target=net)
+    assert not wrapped.automatic_optimization
+    trainer = lit.fit(wrapped, digits, 2)
+    per_epoch = trainer.num_training_batches // 5
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert lr == pytest.approx(1e-3 * 0.5 ** (2 * per_epoch) * 0.1**2, rel=1e-9)
+
+
 def test_supported_schemes_follow_the_registry() -> None:
     from nnmark.integrations import lightning
 
