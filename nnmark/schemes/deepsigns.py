@@ -23,9 +23,6 @@ Verification: BER of step(mu A) against the payload XOR the key's mask, exact bi
 (nnmark.schemes.base.bit_verdict) under the null "a model never trained with this key matches
 each bit with probability 1/2": A and the mask are drawn from the key, independently of such a
 model, so for any fixed mu each projected bit is a fair coin, independently of the others.
-For the same reason each bit's score mu . a_j / |mu| is an independent standard normal, and the
-scores are tested too (Evidence.scores, SCORE_NULL): a mark an attack left with a few wrong
-bits, but the others right by wide margins, is still read as what it is.
 
 Distill-to-embed: works, but choosing the key inputs of class s reads their labels (``inputs``
 labels of the training set), which a pure distillation setting does not have.
@@ -38,7 +35,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -208,12 +204,9 @@ class DeepSigns(Scheme):
                 reason=f"layer {self.mark.layer} has {out.shape[1]} features, "
                 f"the key's {self.features}"
             )
-        y = self.logits(out)
-        norm = float(out.mean(0).norm())
-        scores = tuple((y / norm).tolist()) if math.isfinite(norm) and norm > 0 else None
+        bits = (self.logits(out) > 0).long()
         return Evidence(
-            bits=tuple(int(b) for b in (y > 0).long().tolist()),
-            scores=scores,
+            bits=tuple(int(b) for b in bits.tolist()),
             details={"layer": self.mark.layer, "access": "activations"},
         )
 
