@@ -23,6 +23,10 @@ Verification: BER of step(mu A) against the payload XOR the key's mask, exact bi
 (nnmark.schemes.base.bit_verdict) under the null "a model never trained with this key matches
 each bit with probability 1/2": A and the mask are drawn from the key, independently of such a
 model, so for any fixed mu each projected bit is a fair coin, independently of the others.
+(Scoring the bits as Uchida's random key does, mu . a_j / |mu|, has an exact null too, but was
+tried and left out: mu's large part the mark does not move keeps those scores small, so in the
+67 cells of `benchmarks/quick` they changed no verdict and only doubled p where the bits alone
+were stronger, session 30.)
 
 Distill-to-embed: works, but choosing the key inputs of class s reads their labels (``inputs``
 labels of the training set), which a pure distillation setting does not have.
