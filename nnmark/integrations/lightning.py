@@ -33,8 +33,8 @@ Example::
 Limits: a custom-step or several-step scheme runs its passes outside Lightning's strategy
 wrapper, so with manual optimization use a single device (automatic optimization — penalty and
 one-step trigger-set schemes — works with Lightning's own DDP strategy, the penalty being part
-of the training_step's loss); on several devices a several-step scheme falls back to one step
-on the concatenated batches, as before.
+of the training_step's loss); on several devices, or with gradient clipping or accumulation set
+on the Trainer, a several-step scheme takes one step on its concatenated batches instead.
 """
 
 from __future__ import annotations
@@ -81,11 +81,33 @@ class Watermarked(L.LightningModule):
         # prepare before configure_optimizers (newlabel grows the head, tartaglione freezes)
         prepared = self.nnmark_hooks.prepare(target if target is not None else module)
         self._target = [prepared]  # a list: not registered twice as a submodule
-        #: each of the schemes' batches is an optimiser step of its own (steps_per_batch > 1)
+        #: the schemes ask for several optimiser steps per batch (steps_per_batch > 1)
         self._stepwise = (
             self.nnmark_hooks.custom_step is None and self.nnmark_hooks.steps_per_batch > 1
         )
-        self.automatic_optimization = self.nnmark_hooks.custom_step is None and not self._stepwise
+
+    @property
+    def automatic_optimization(self) -> bool:
+        """Manual for a custom-step scheme, and for several steps per batch where the Trainer
+        allows them (`_several_steps`); automatic otherwise. Read by Lightning, not set."""
+        return self.nnmark_hooks.custom_step is None and not self._several_steps()
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        raise NNMarkError("Watermarked picks its optimization mode from its schemes")
+
+    def _several_steps(self) -> bool:
+        """Whether each of the schemes' batches is a step of its own: asked for, and possible
+        under this Trainer. One device (the steps run outside the strategy's wrapper) and no
+        gradient clipping or accumulation configured (Lightning's manual optimization refuses
+        both); otherwise one step on their concatenation, as under automatic optimization."""
+        if not self._stepwise:
+            return False
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        clip = trainer.gradient_clip_val
+        return trainer.world_size == 1 and not clip and trainer.accumulate_grad_batches == 1
 
     @property
     def target(self) -> nn.Module:
@@ -100,9 +122,6 @@ class Watermarked(L.LightningModule):
         if world > 1:  # each rank mixes its own shard of every trigger set, as its data shard
             rank = self.trainer.global_rank
             self.nnmark_hooks = SchemeHooks(self._schemes, rank=rank, world_size=world)
-            if self._stepwise:  # see Limits: one step on the concatenation, under the strategy
-                self._stepwise = False
-                self.automatic_optimization = True
 
     def teardown(self, stage: str) -> None:
         self.inner.teardown(stage)
@@ -127,7 +146,7 @@ class Watermarked(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         self._enter()
-        steps = self._mix(batch, stepwise=self._stepwise)
+        steps = self._mix(batch, stepwise=self._several_steps())
         if self.automatic_optimization:
             (batch,) = steps
             loss = _loss_of(self.inner.training_step(batch, batch_idx))

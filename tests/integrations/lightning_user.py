@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import Any
 
 import lightning as L
 import torch
@@ -64,7 +65,10 @@ class LitSegmenter(LitClassifier):
         return torch.optim.Adam(self.parameters(), lr=3e-3)
 
 
-def fit(lit: L.LightningModule, data: DataBundle, epochs: int, batch_size: int = 64) -> L.Trainer:
+def fit(
+    lit: L.LightningModule, data: DataBundle, epochs: int, batch_size: int = 64, **options: Any
+) -> L.Trainer:
+    """Train `lit` on the data's training split on one CPU device (`options`: the Trainer's)."""
     x, y = data.tensors("train")
     loader = DataLoader(
         TensorDataset(x, y),
@@ -81,6 +85,7 @@ def fit(lit: L.LightningModule, data: DataBundle, epochs: int, batch_size: int =
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        **options,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -203,6 +203,13 @@ def test_a_several_step_scheme_steps_the_users_schedulers_as_configured(
     per_epoch = trainer.num_training_batches // 5
     lr = trainer.optimizers[0].param_groups[0]["lr"]
     assert lr == pytest.approx(1e-3 * 0.5 ** (2 * per_epoch) * 0.1**2, rel=1e-9)
+    # a Trainer that clips gradients (which manual optimization refuses) trains it too, with
+    # one step on the concatenated batches, and Lightning steps the schedulers itself
+    wrapped = lit.Watermarked(lit.LitScheduled(net), [NewLabel(mark, [digits])], target=net)
+    trainer = lit.fit(wrapped, digits, 2, gradient_clip_val=1.0)
+    assert wrapped.automatic_optimization
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert lr == pytest.approx(1e-3 * 0.5 ** (2 * per_epoch) * 0.1**2, rel=1e-9)
 
 
 def test_supported_schemes_follow_the_registry() -> None:
