@@ -114,6 +114,25 @@ def test_no_reader_claims_unmarked_models_over_many_keys(
     assert kstest(zs, "norm").pvalue > 1e-3, (np.mean(zs), np.std(zs))
 
 
+def test_scores_do_not_move_with_the_hosts_scale(
+    digits: DataBundle, unmarked_cnns: list[torch.nn.Module]
+) -> None:
+    """A thief may scale the host layer (a ReLU network absorbs it in the next layer): the
+    scores are x_j.w / |w|, so z is the same at any scale, tiny (where |w| underflowed in
+    float32 and inflated z: 12 of 300 keys past the claim bound on an unmarked model) or huge."""
+    model = unmarked_cnns[0]
+    owner = OwnerKey.new("scale", nonce="5d" * 16)
+    key = owner.with_mark(Uchida.plan(model, owner, UchidaConfig(), bits=64))
+    z = verify(model, key).details["scores"]["z"]
+    for factor in (3e-21, 1e-30, 1e30):
+        scaled = copy.deepcopy(model)
+        with torch.no_grad():
+            get_layer(scaled, key.marks[0].layer or "").weight.mul_(factor)
+        v = verify(scaled, key)
+        assert v.details["scores"]["z"] == pytest.approx(z, rel=1e-5), factor
+        assert v.verdict == "not_found"
+
+
 def test_keys_written_before_the_new_options_stay_canonical(digits: DataBundle) -> None:
     """A default mark's key holds exactly the options it held before `loss`, `margin` and
     `vector` existed (every secret is derived from them), and spelling a default out is refused

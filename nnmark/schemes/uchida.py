@@ -254,17 +254,28 @@ class Uchida(Scheme):
             )
         with torch.no_grad():
             w = self.host(t.float())
-            y = self.matrix(w.numel()) @ w
-            norm = float(w.norm())
-        scores = None
-        if self.config.key_type == "random" and math.isfinite(norm) and norm > 0:
-            # x_j ~ N(0, I) from the key, w fixed by the model: x_j.w / |w| ~ N(0, 1) exactly
-            scores = tuple((y / norm).tolist())
+            x = self.matrix(w.numel(), w.device)
+            y = x @ w
+            scores = self._scores(x, w) if self.config.key_type == "random" else None
         return Evidence(
             bits=tuple(int(v) for v in (y > 0).tolist()),
             scores=scores,
             details={"layer": self.mark.layer},
         )
+
+    @staticmethod
+    def _scores(x: torch.Tensor, w: torch.Tensor) -> tuple[float, ...] | None:
+        """x_j.w / |w| per bit: with x_j ~ N(0, I) from the key and w fixed by the model, an
+        independent standard normal. In float64 on w over its largest entry, so that no scale a
+        thief gives the host (a ReLU network absorbs one in the next layer) underflows |w| and
+        inflates them (a host scaled by 3e-21 gave z a spread of 4.1 in float32: review,
+        session 30); None where w is 0 or not finite."""
+        w64 = w.double()
+        top = float(w64.abs().max()) if w64.numel() else 0.0
+        if not math.isfinite(top) or top == 0:
+            return None
+        w64 = w64 / top
+        return tuple(((x.double() @ w64) / w64.norm()).tolist())
 
     # ---- realignment (verify --reference) ----------------------------------------------
     def blind_reference(self, reference: nn.Module) -> nn.Module:
