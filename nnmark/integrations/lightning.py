@@ -33,8 +33,9 @@ Example::
 Limits: a custom-step or several-step scheme runs its passes outside Lightning's strategy
 wrapper, so with manual optimization use a single device (automatic optimization — penalty and
 one-step trigger-set schemes — works with Lightning's own DDP strategy, the penalty being part
-of the training_step's loss); on several devices, or with gradient clipping or accumulation set
-on the Trainer, a several-step scheme takes one step on its concatenated batches instead.
+of the training_step's loss); on several devices, or with gradient clipping, gradient
+accumulation (fixed or scheduled) or max_steps set on the Trainer, a several-step scheme takes
+one step on its concatenated batches instead (`_several_steps`).
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class Watermarked(L.LightningModule):
         self._stepwise = (
             self.nnmark_hooks.custom_step is None and self.nnmark_hooks.steps_per_batch > 1
         )
+        #: the metric each plateau scheduler monitors (Lightning drops it under manual
+        #: optimization), read from the user's configure_optimizers
+        self._monitors: dict[int, str] = {}
 
     @property
     def automatic_optimization(self) -> bool:
@@ -98,16 +102,24 @@ class Watermarked(L.LightningModule):
 
     def _several_steps(self) -> bool:
         """Whether each of the schemes' batches is a step of its own: asked for, and possible
-        under this Trainer. One device (the steps run outside the strategy's wrapper) and no
-        gradient clipping or accumulation configured (Lightning's manual optimization refuses
-        both); otherwise one step on their concatenation, as under automatic optimization."""
+        under this Trainer. One device (the steps run outside the strategy's wrapper); no
+        gradient clipping or accumulation, fixed or scheduled (Lightning's manual optimization
+        refuses them); no `max_steps` (it would count each of the steps, not the batches).
+        Otherwise one step on their concatenation, as under automatic optimization."""
         if not self._stepwise:
             return False
         trainer = self._trainer
         if trainer is None:
             return True
-        clip = trainer.gradient_clip_val
-        return trainer.world_size == 1 and not clip and trainer.accumulate_grad_batches == 1
+        from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+        return (
+            trainer.world_size == 1
+            and not trainer.gradient_clip_val
+            and trainer.accumulate_grad_batches == 1
+            and not any(isinstance(c, GradientAccumulationScheduler) for c in trainer.callbacks)
+            and trainer.max_steps in (-1, None)
+        )
 
     @property
     def target(self) -> nn.Module:
@@ -127,7 +139,9 @@ class Watermarked(L.LightningModule):
         self.inner.teardown(stage)
 
     def configure_optimizers(self) -> Any:
-        return self.inner.configure_optimizers()
+        out = self.inner.configure_optimizers()
+        self._monitors = _plateau_monitors(out)
+        return out
 
     def _mix(self, batch: Any, *, stepwise: bool) -> list[Any]:
         """The batches to train on: one (the schemes' batches concatenated), or one per step."""
@@ -163,25 +177,39 @@ class Watermarked(L.LightningModule):
                 "a custom-step or several-step scheme (manual optimization) needs exactly one "
                 "optimizer"
             )
-        for b in steps:
-            loss = self.nnmark_hooks.step(self.target, b, loss_fn, optimizer)
+        if self.nnmark_hooks.custom_step is not None:
+            (batch,) = steps
+            loss = self.nnmark_hooks.step(self.target, batch, loss_fn, optimizer)
+        else:  # one ordinary step per batch; manual_backward, so a precision plugin scales it
+            losses = []
+            for b in steps:
+                optimizer.zero_grad()
+                step_loss = loss_fn(self.target, b)
+                self.manual_backward(step_loss)
+                optimizer.step()
+                losses.append(float(step_loss.detach()))
+            loss = sum(losses) / len(losses)
         self.log("train_loss", loss)
         self._schedule("step", batch_idx + 1)
         return None
 
     def _schedule(self, interval: str, count: int) -> None:
         """Under manual optimization Lightning steps no scheduler: step the user's as they were
-        configured (`interval`, every `frequency`; a plateau scheduler on its monitored metric,
-        once the metric exists)."""
+        configured (`interval`, every `frequency`), through the user's `lr_scheduler_step`; a
+        plateau scheduler on the metric its configuration monitors, once that metric exists."""
+        from torch.optim.lr_scheduler import ReduceLROnPlateau
+
         for cfg in self.trainer.lr_scheduler_configs:
             if cfg.interval != interval or count % max(1, cfg.frequency or 1):
                 continue
-            if cfg.reduce_on_plateau:
-                metric = self.trainer.callback_metrics.get(cfg.monitor or "")
-                if metric is not None:
-                    cfg.scheduler.step(metric)
-            else:
-                cfg.scheduler.step()
+            metric = None
+            if isinstance(cfg.scheduler, ReduceLROnPlateau):
+                metric = self.trainer.callback_metrics.get(
+                    self._monitors.get(id(cfg.scheduler), "")
+                )
+                if metric is None:
+                    continue
+            self.inner.lr_scheduler_step(cfg.scheduler, metric)
 
     def on_train_epoch_end(self) -> None:
         self._enter()
@@ -200,6 +228,25 @@ class Watermarked(L.LightningModule):
     def on_train_end(self) -> None:
         self.inner.on_train_end()
         self._target[0] = self.nnmark_hooks.finalize(self.target)
+
+
+def _plateau_monitors(config: Any, monitor: str | None = None) -> dict[int, str]:
+    """id(scheduler) -> the metric it monitors, from what configure_optimizers returned (an
+    optimizer, lists of them and of schedulers, or dicts with "lr_scheduler" / "scheduler" and
+    "monitor")."""
+    out: dict[int, str] = {}
+    if isinstance(config, list | tuple):
+        for item in config:
+            out.update(_plateau_monitors(item, monitor))
+    elif isinstance(config, dict):
+        monitor = config.get("monitor", monitor)
+        if "scheduler" in config and monitor:
+            out[id(config["scheduler"])] = monitor
+        if "lr_scheduler" in config:
+            out.update(_plateau_monitors(config["lr_scheduler"], monitor))
+    elif monitor and hasattr(config, "step") and not hasattr(config, "param_groups"):
+        out[id(config)] = monitor  # a bare scheduler under a dict's "monitor"
+    return out
 
 
 __all__ = ["Watermarked", "supported_schemes"]

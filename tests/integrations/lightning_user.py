@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from nnmark.data.base import DataBundle
 from nnmark.integrations.lightning import Watermarked
 
-__all__ = ["LitClassifier", "LitScheduled", "LitSegmenter", "Watermarked", "fit"]
+__all__ = ["LitClassifier", "LitPlateau", "LitScheduled", "LitSegmenter", "Watermarked", "fit"]
 
 
 class LitClassifier(L.LightningModule):
@@ -52,6 +52,15 @@ class LitScheduled(LitClassifier):
             {"scheduler": per_batch, "interval": "step", "frequency": 5},
             {"scheduler": per_epoch, "interval": "epoch"},
         ]
+
+
+class LitPlateau(LitClassifier):
+    """A classifier whose learning rate halves when its logged task loss stops falling."""
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        opt = torch.optim.Adam(self.parameters(), lr=1e-3)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": plateau, "monitor": "task_loss"}}
 
 
 class LitSegmenter(LitClassifier):

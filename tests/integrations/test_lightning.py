@@ -203,13 +203,64 @@ def test_a_several_step_scheme_steps_the_users_schedulers_as_configured(
     per_epoch = trainer.num_training_batches // 5
     lr = trainer.optimizers[0].param_groups[0]["lr"]
     assert lr == pytest.approx(1e-3 * 0.5 ** (2 * per_epoch) * 0.1**2, rel=1e-9)
-    # a Trainer that clips gradients (which manual optimization refuses) trains it too, with
-    # one step on the concatenated batches, and Lightning steps the schedulers itself
+    # a plateau scheduler on the metric it monitors (which Lightning drops under manual
+    # optimization): stepped once per epoch, not called without it
+    wrapped = lit.Watermarked(lit.LitPlateau(net), [NewLabel(mark, [digits])], target=net)
+    trainer = lit.fit(wrapped, digits, 2)
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"gradient_clip_val": 1.0},
+        {"accumulate_grad_batches": 2},
+        {"max_steps": 9},
+        "accumulation scheduler",
+    ],
+    ids=["clipping", "accumulation", "max_steps", "accumulation-scheduler"],
+)
+@pytest.mark.usefixtures("one_thread")
+def test_a_trainer_that_manual_optimization_cannot_serve_takes_one_step_per_batch(
+    options, digits: DataBundle, lit
+) -> None:  # type: ignore[no-untyped-def]
+    """Gradient clipping or accumulation (which Lightning's manual optimization refuses) and
+    max_steps (which would count newlabel's extra steps, not batches): the wrapper stays in
+    automatic optimization, one step on the concatenated batches, and Lightning steps the
+    schedulers itself."""
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    from nnmark.schemes.newlabel import NewLabel, NewLabelConfig
+
+    if options == "accumulation scheduler":
+        options = {"callbacks": [GradientAccumulationScheduler({0: 2})]}
+    net = new_model("cnn", digits, seed=0)
+    key = OwnerKey.new("lightning owner", nonce="1e" * 16)
+    mark = NewLabel.plan(net, key, NewLabelConfig(), data=digits)
     wrapped = lit.Watermarked(lit.LitScheduled(net), [NewLabel(mark, [digits])], target=net)
-    trainer = lit.fit(wrapped, digits, 2, gradient_clip_val=1.0)
+    trainer = lit.fit(wrapped, digits, 1, **options)
     assert wrapped.automatic_optimization
-    lr = trainer.optimizers[0].param_groups[0]["lr"]
-    assert lr == pytest.approx(1e-3 * 0.5 ** (2 * per_epoch) * 0.1**2, rel=1e-9)
+    if "max_steps" in options:
+        assert trainer.global_step == 9
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_several_steps_go_through_the_precision_plugin(digits: DataBundle, lit) -> None:  # type: ignore[no-untyped-def]
+    """Each of newlabel's steps is backpropagated with manual_backward, so a mixed-precision
+    plugin with a gradient scaler scales and unscales it (loss.backward() left the scaler
+    unused and Lightning's unscale failed: review, session 30)."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from nnmark.schemes.newlabel import NewLabel, NewLabelConfig
+
+    net = new_model("cnn", digits, seed=0)
+    key = OwnerKey.new("lightning owner", nonce="1e" * 16)
+    mark = NewLabel.plan(net, key, NewLabelConfig(), data=digits)
+    wrapped = lit.Watermarked(lit.LitClassifier(net), [NewLabel(mark, [digits])], target=net)
+    scaler = torch.amp.GradScaler("cpu")
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=scaler)
+    lit.fit(wrapped, digits, 1, plugins=[plugin], limit_train_batches=2)  # float16 on CPU: slow
+    assert not wrapped.automatic_optimization and scaler.get_scale() > 0
 
 
 def test_supported_schemes_follow_the_registry() -> None:
