@@ -233,8 +233,10 @@ def attack(
 
 
 def check_reachable(mark: Any, cls: type[Scheme], alpha: float = DEFAULT_ALPHA) -> None:
-    """Refuse, before any training, a bit mark too short to ever be found: n bits reach at best
-    p = 2^-n (all bits right), which must be below alpha."""
+    """Refuse, before any training, a bit mark too short to ever be found on its bits: n bits
+    reach at best p = 2^-n (all bits right), which must be below alpha. (A mark that also
+    scores its bits, Evidence.scores, may read lower on the scores; a mark is not planned on
+    them.)"""
     n = len(mark.bits)
     if cls.kind != "whitebox" or n == 0 or 2.0**-n < alpha:
         return
