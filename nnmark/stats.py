@@ -67,6 +67,15 @@ def normal_pvalue(scores: Sequence[float] | np.ndarray) -> tuple[float, float]:
     return z, max(MIN_PVALUE, float(_scipy_stats().norm.sf(z)))
 
 
+def normal_isf(tail: np.ndarray) -> np.ndarray:
+    """The standard normal's inverse survival function: z with P(Z >= z) = tail, elementwise.
+
+    >>> [round(float(v), 4) for v in normal_isf(np.array([0.5, 0.025]))]
+    [0.0, 1.96]
+    """
+    return np.asarray(_scipy_stats().norm.isf(tail), dtype=np.float64)
+
+
 def label_randomization_pvalue(counts: np.ndarray, observed: int) -> float:
     """P(S >= observed), S = sum over groups g of counts[g, L_g], each L_g uniform over the C
     columns and independent: the exact null of a trigger set whose labels the key drew.

@@ -55,10 +55,11 @@ BIT_NULL = (
 #: The null of a mark whose bits come with scores (Evidence.scores): both tests, the smaller p
 #: doubled (Bonferroni over the two).
 SCORE_NULL = (
-    BIT_NULL + "; and each bit's score (its logit over the host's norm) is, for a model that "
-    "never saw this key, an independent standard normal whatever the model (the key's "
-    "projections are N(0, 1) from its KDF), so the signed scores' sum over sqrt(n) is standard "
-    "normal (exact upper tail); p is the smaller of the two tails, doubled"
+    BIT_NULL + "; and each bit's score is, for a model that never saw this key, an independent "
+    "standard normal whatever the model (uchida: its logit over the host's norm, the key's "
+    "projections being N(0, 1) from its KDF; stdm: the distance to its lattice point, uniform "
+    "under the key's dither, through the normal quantile), so the signed scores' sum over "
+    "sqrt(n) is standard normal (exact upper tail); p is the smaller of the two tails, doubled"
 )
 
 

@@ -24,7 +24,9 @@ BER 0 (at most 0.2 % after a 50 % prune) within -0.65 to +0.37 points of plain a
 Uchida does at the sizes Uchida can hold (<= 256 bits here; 512 already leaves BER 0.02), while
 lam = 1 cost 0.5 to 1.4 points. Extraction: the nearest coset.
 Verification: BER and the exact binomial p-value (the dither makes the extracted bits of a model
-that never saw the key fair coins, and the payload is masked as for every bit-carrying mark).
+that never saw the key fair coins, and the payload is masked as for every bit-carrying mark),
+and the bits' scores (`_scores`: how close each projection sits to its bit's lattice point,
+exactly standard normal under the same null; nnmark.schemes.base.SCORE_NULL).
 
 Example: ``nnmark train --data digits --scheme stdm --bits 1024 --out m.safetensors --key-out k.nnkey``
 """
@@ -55,6 +57,7 @@ from nnmark.schemes.base import (
     key_error,
     unwrap,
 )
+from nnmark.stats import normal_isf
 from nnmark.suspect import Suspect
 
 
@@ -176,10 +179,24 @@ class STDM(Scheme):
                 reason=f"tensor {name} has shape {list(t.shape)}, the key's {self.mark.data['shape']}"
             )
         with torch.no_grad():
-            p = self.projections(t.detach().float().cpu())
-            r = torch.remainder(p - self.dither, self.step_size) / self.step_size  # in [0, 1)
+            p = self.projections(t.detach().double().cpu())
+            r = torch.remainder(p - self.dither.double(), self.step_size) / self.step_size
             bits = ((r > 0.25) & (r <= 0.75)).long()
-        return Evidence(bits=tuple(bits.tolist()), details={"layer": self.mark.layer})
+        return Evidence(
+            bits=tuple(bits.tolist()), scores=self._scores(r), details={"layer": self.mark.layer}
+        )
+
+    def _scores(self, r: torch.Tensor) -> tuple[float, ...] | None:
+        """Per bit, Phi^-1(1 - 2 d), d the distance of r (the projection's place in its lattice
+        cell, in [0, 1)) from the target bit's point, signed +1 for a 1: for a model that never
+        saw the key the key's uniform dither makes r uniform, so d is uniform on [0, 1/2] and
+        the score an exact standard normal, positive exactly where the bit reads right."""
+        if not bool(torch.isfinite(r).all()):
+            return None
+        t = self.target.double()
+        d = torch.remainder(r - t / 2 + 0.5, 1.0).sub(0.5).abs().clamp(0.0, 0.5)
+        z = normal_isf(torch.clamp(2 * d, min=1e-300).numpy())
+        return tuple(float(v) for v in (2 * t - 1).numpy() * z)
 
     # ---- realignment (verify --reference) ----------------------------------------------
     def blind_reference(self, reference: nn.Module) -> nn.Module:

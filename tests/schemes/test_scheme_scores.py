@@ -1,14 +1,18 @@
 """Bit scores (Evidence.scores): the verdict doubles the smaller of the bits' and the scores'
-p-values (their null over keys and models: tests/test_foundation_uchida.py)."""
+p-values; the scores' null holds over keys and models (ST-DM here; Uchida's random key in
+tests/test_foundation_uchida.py)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-from scipy.stats import norm
+import torch
+from scipy.stats import kstest, norm
 
-from nnmark import OwnerKey, new_model
+from nnmark import OwnerKey, new_model, verify
 from nnmark.data.base import DataBundle
 from nnmark.schemes.base import SCORE_NULL, Evidence, bit_verdict
+from nnmark.schemes.stdm import STDM, STDMConfig
 from nnmark.schemes.uchida import Uchida, UchidaConfig
 from nnmark.stats import binomial_pvalue
 
@@ -35,3 +39,27 @@ def test_the_verdict_doubles_the_smaller_p(digits: DataBundle) -> None:
     # scores that are not finite are not a test: the bits' p alone, doubled
     v = bit_verdict(sch, Evidence(bits=right, scores=(float("nan"),) * 16), 1e-6)
     assert v.p_value == pytest.approx(2 * 2.0**-16)
+
+
+def test_stdm_scores_are_standard_normal_on_never_marked_models(
+    digits: DataBundle, unmarked_cnns: list[torch.nn.Module]
+) -> None:
+    """10 keys per architecture never used to mark anything, on the ten unmarked trained CNNs
+    and freshly initialised MLPs and resnet20s: no claim, and z is standard normal
+    (Kolmogorov-Smirnov against N(0, 1)): the key's uniform dither puts each projection
+    uniformly in its lattice cell, whatever the model."""
+    models = {
+        "cnn": unmarked_cnns,
+        "mlp": [new_model("mlp", digits, seed=s) for s in (1, 2)],
+        "resnet20": [new_model("resnet20", digits, seed=s) for s in (1, 2)],
+    }
+    zs = []
+    for arch, group in models.items():
+        for i in range(10):
+            owner = OwnerKey.new(f"null {arch} {i}", nonce=f"{i + 64:032x}")
+            key = owner.with_mark(STDM.plan(group[0], owner, STDMConfig(), bits=256))
+            for model in group:
+                v = verify(model, key)
+                assert v.verdict == "not_found" and v.p_value >= 1e-6, (arch, i, v.ber)
+                zs.append(v.details["scores"]["z"])
+    assert kstest(zs, "norm").pvalue > 1e-3, (np.mean(zs), np.std(zs))
