@@ -89,6 +89,8 @@ class Watermarked(L.LightningModule):
         #: the metric each plateau scheduler monitors (Lightning drops it under manual
         #: optimization), read from the user's configure_optimizers
         self._monitors: dict[int, str] = {}
+        #: schedulers whose configuration says "reduce_on_plateau" (custom plateau schedulers)
+        self._plateaus: set[int] = set()
 
     @property
     def automatic_optimization(self) -> bool:
@@ -140,8 +142,12 @@ class Watermarked(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         out = self.inner.configure_optimizers()
-        self._monitors = _plateau_monitors(out)
+        self._monitors, self._plateaus = _plateau_monitors(out), _plateau_flags(out)
         return out
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """The user's (a scheduler outside torch needs it), in either optimization mode."""
+        self.inner.lr_scheduler_step(scheduler, metric)
 
     def _mix(self, batch: Any, *, stepwise: bool) -> list[Any]:
         """The batches to train on: one (the schemes' batches concatenated), or one per step."""
@@ -203,13 +209,12 @@ class Watermarked(L.LightningModule):
             if cfg.interval != interval or count % max(1, cfg.frequency or 1):
                 continue
             metric = None
-            if isinstance(cfg.scheduler, ReduceLROnPlateau):
-                metric = self.trainer.callback_metrics.get(
-                    self._monitors.get(id(cfg.scheduler), "")
-                )
+            key = id(cfg.scheduler)
+            if isinstance(cfg.scheduler, ReduceLROnPlateau) or key in self._plateaus:
+                metric = self.trainer.callback_metrics.get(self._monitors.get(key, ""))
                 if metric is None:
                     continue
-            self.inner.lr_scheduler_step(cfg.scheduler, metric)
+            self.lr_scheduler_step(cfg.scheduler, metric)
 
     def on_train_epoch_end(self) -> None:
         self._enter()
@@ -246,6 +251,20 @@ def _plateau_monitors(config: Any, monitor: str | None = None) -> dict[int, str]
             out.update(_plateau_monitors(config["lr_scheduler"], monitor))
     elif monitor and hasattr(config, "step") and not hasattr(config, "param_groups"):
         out[id(config)] = monitor  # a bare scheduler under a dict's "monitor"
+    return out
+
+
+def _plateau_flags(config: Any) -> set[int]:
+    """id() of the schedulers whose configuration dict says "reduce_on_plateau": True."""
+    out: set[int] = set()
+    if isinstance(config, list | tuple):
+        for item in config:
+            out |= _plateau_flags(item)
+    elif isinstance(config, dict):
+        if config.get("reduce_on_plateau") and "scheduler" in config:
+            out.add(id(config["scheduler"]))
+        if "lr_scheduler" in config:
+            out |= _plateau_flags(config["lr_scheduler"])
     return out
 
 

@@ -79,6 +79,11 @@ def init_std(shape: Sequence[int]) -> float:
     return 1.0 / math.sqrt(3 * math.prod(shape[1:]))
 
 
+#: The least 2 d (and 1 - 2 d) a score is read at: the float32 dither's resolution, 2^-24 of a
+#: cell, with room (each score is then at most Phi^-1(1 - 2^-20) = 4.9).
+DITHER_FLOOR = 2.0**-20
+
+
 @register("stdm")
 class STDM(Scheme):
     Config = STDMConfig
@@ -183,20 +188,28 @@ class STDM(Scheme):
             r = torch.remainder(p - self.dither.double(), self.step_size) / self.step_size
             bits = ((r > 0.25) & (r <= 0.75)).long()
         return Evidence(
-            bits=tuple(bits.tolist()), scores=self._scores(r), details={"layer": self.mark.layer}
+            bits=tuple(bits.tolist()), scores=self._scores(p, r), details={"layer": self.mark.layer}
         )
 
-    def _scores(self, r: torch.Tensor) -> tuple[float, ...] | None:
+    def _scores(self, p: torch.Tensor, r: torch.Tensor) -> tuple[float, ...] | None:
         """Per bit, Phi^-1(1 - 2 d), d the distance of r (the projection's place in its lattice
         cell, in [0, 1)) from the target bit's point, signed +1 for a 1: for a model that never
         saw the key the key's uniform dither makes r uniform, so d is uniform on [0, 1/2] and
-        the score an exact standard normal, positive exactly where the bit reads right."""
-        if not bool(torch.isfinite(r).all()):
+        the score a standard normal, positive exactly where the bit reads right.
+
+        The dither is float32 (multiples of 2^-24 of a cell; torch.rand does draw 0), so 2 d is
+        kept within [DITHER_FLOOR, 1 - DITHER_FLOOR]: below that the distribution is the
+        dither's grid, not uniform (a host of zeros, one dither of 0: a 4-bit key read at p
+        1.5e-70 with BER 0.5, review session 30). None where the projections are not finite or
+        so large that subtracting the dither rounds it away (a host scaled by 1e30)."""
+        if not bool(torch.isfinite(p).all()):
+            return None
+        if float(p.abs().max()) * 2.0**-52 > self.step_size * DITHER_FLOOR:
             return None
         t = self.target.double()
-        d = torch.remainder(r - t / 2 + 0.5, 1.0).sub(0.5).abs().clamp(0.0, 0.5)
-        z = normal_isf(torch.clamp(2 * d, min=1e-300).numpy())
-        return tuple(float(v) for v in (2 * t - 1).numpy() * z)
+        d = torch.remainder(r - t / 2 + 0.5, 1.0).sub(0.5).abs()
+        two_d = torch.clamp(2 * d, DITHER_FLOOR, 1 - DITHER_FLOOR)
+        return tuple(float(v) for v in (2 * t - 1).numpy() * normal_isf(two_d.numpy()))
 
     # ---- realignment (verify --reference) ----------------------------------------------
     def blind_reference(self, reference: nn.Module) -> nn.Module:

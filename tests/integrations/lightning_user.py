@@ -18,7 +18,15 @@ from torch.utils.data import DataLoader, TensorDataset
 from nnmark.data.base import DataBundle
 from nnmark.integrations.lightning import Watermarked
 
-__all__ = ["LitClassifier", "LitPlateau", "LitScheduled", "LitSegmenter", "Watermarked", "fit"]
+__all__ = [
+    "LitClassifier",
+    "LitOwnStep",
+    "LitPlateau",
+    "LitScheduled",
+    "LitSegmenter",
+    "Watermarked",
+    "fit",
+]
 
 
 class LitClassifier(L.LightningModule):
@@ -52,6 +60,16 @@ class LitScheduled(LitClassifier):
             {"scheduler": per_batch, "interval": "step", "frequency": 5},
             {"scheduler": per_epoch, "interval": "epoch"},
         ]
+
+
+class LitOwnStep(LitScheduled):
+    """A classifier that steps its schedulers itself (as a timm scheduler needs): counts calls."""
+
+    calls = 0
+
+    def lr_scheduler_step(self, scheduler, metric):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        scheduler.step()
 
 
 class LitPlateau(LitClassifier):

@@ -210,6 +210,28 @@ def test_a_several_step_scheme_steps_the_users_schedulers_as_configured(
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2
 
 
+@pytest.mark.parametrize("scheme", ["uchida", "newlabel"])
+@pytest.mark.usefixtures("one_thread")
+def test_the_users_lr_scheduler_step_runs_in_either_mode(
+    scheme: str, digits: DataBundle, lit
+) -> None:  # type: ignore[no-untyped-def]
+    """The wrapper passes `lr_scheduler_step` through: Lightning calls it under automatic
+    optimization (uchida), the wrapper under manual (newlabel's steps); it was never called
+    under automatic optimization before (review, session 30)."""
+    from nnmark.schemes.newlabel import NewLabel, NewLabelConfig
+
+    net = new_model("cnn", digits, seed=0)
+    key = OwnerKey.new("lightning owner", nonce="1f" * 16)
+    cls, config = (Uchida, UchidaConfig()) if scheme == "uchida" else (NewLabel, NewLabelConfig())
+    mark = cls.plan(net, key, config, bits=64 if scheme == "uchida" else None, data=digits)
+    user = lit.LitOwnStep(net)
+    wrapped = lit.Watermarked(user, [cls(mark, [digits])], target=net)
+    trainer = lit.fit(wrapped, digits, 1)
+    assert wrapped.automatic_optimization == (scheme == "uchida")
+    # per batch every 5 batches, and once at the epoch's end
+    assert user.calls == trainer.num_training_batches // 5 + 1
+
+
 @pytest.mark.parametrize(
     "options",
     [

@@ -63,3 +63,25 @@ def test_stdm_scores_are_standard_normal_on_never_marked_models(
                 assert v.verdict == "not_found" and v.p_value >= 1e-6, (arch, i, v.ber)
                 zs.append(v.details["scores"]["z"])
     assert kstest(zs, "norm").pvalue > 1e-3, (np.mean(zs), np.std(zs))
+
+
+def test_stdm_scores_stay_within_the_dithers_resolution(digits: DataBundle) -> None:
+    """A projection exactly on a lattice point (a host of zeros, a dither torch.rand drew as 0)
+    is not a tail of 1e-300: the dither is float32, so 2 d is read at no less than 2^-20 (a
+    4-bit key was read at p 1.5e-70 with BER 0.5 before, review); the far side is finite too;
+    projections too large for the dither to register give no scores."""
+    from nnmark.schemes.stdm import DITHER_FLOOR
+
+    net = new_model("cnn", digits, seed=0)
+    owner = OwnerKey.new("stdm scores", nonce="5e" * 16)
+    sch = STDM(STDM.plan(net, owner, STDMConfig(), bits=16))
+    t = sch.target.double()
+    p = torch.zeros(16, dtype=torch.float64)
+    top = float(norm.isf(DITHER_FLOOR))
+    on_point = sch._scores(p, t / 2)  # every r exactly on its target's point
+    assert on_point is not None and all(abs(s) == pytest.approx(top) for s in on_point)
+    far = sch._scores(p, torch.remainder(t / 2 + 0.5, 1.0))  # every r on the other point
+    assert far is not None and all(abs(s) == pytest.approx(top) for s in far)
+    v = bit_verdict(sch, Evidence(bits=tuple(t.long().tolist()), scores=on_point), 1e-6)
+    assert v.p_value == pytest.approx(2 * float(norm.sf(top * 4)))  # z = 16 x top / sqrt(16)
+    assert sch._scores(torch.full((16,), 1e30, dtype=torch.float64), t / 2) is None
