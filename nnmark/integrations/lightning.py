@@ -142,7 +142,7 @@ class Watermarked(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         out = self.inner.configure_optimizers()
-        self._monitors, self._plateaus = _plateau_monitors(out), _plateau_flags(out)
+        self._monitors, self._plateaus = _plateau_settings(out)
         return out
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
@@ -235,37 +235,31 @@ class Watermarked(L.LightningModule):
         self._target[0] = self.nnmark_hooks.finalize(self.target)
 
 
-def _plateau_monitors(config: Any, monitor: str | None = None) -> dict[int, str]:
-    """id(scheduler) -> the metric it monitors, from what configure_optimizers returned (an
-    optimizer, lists of them and of schedulers, or dicts with "lr_scheduler" / "scheduler" and
-    "monitor")."""
-    out: dict[int, str] = {}
+def _plateau_settings(config: Any, monitor: str | None = None) -> tuple[dict[int, str], set[int]]:
+    """From what configure_optimizers returned (an optimizer, lists of them and of schedulers,
+    or dicts with "lr_scheduler" / "scheduler", "monitor" and "reduce_on_plateau"): id(scheduler)
+    -> the metric it monitors, and the ids of those configured "reduce_on_plateau"."""
+    monitors: dict[int, str] = {}
+    flagged: set[int] = set()
     if isinstance(config, list | tuple):
         for item in config:
-            out.update(_plateau_monitors(item, monitor))
+            m, f = _plateau_settings(item, monitor)
+            monitors.update(m)
+            flagged |= f
     elif isinstance(config, dict):
         monitor = config.get("monitor", monitor)
-        if "scheduler" in config and monitor:
-            out[id(config["scheduler"])] = monitor
+        if "scheduler" in config:
+            if monitor:
+                monitors[id(config["scheduler"])] = monitor
+            if config.get("reduce_on_plateau"):
+                flagged.add(id(config["scheduler"]))
         if "lr_scheduler" in config:
-            out.update(_plateau_monitors(config["lr_scheduler"], monitor))
+            m, f = _plateau_settings(config["lr_scheduler"], monitor)
+            monitors.update(m)
+            flagged |= f
     elif monitor and hasattr(config, "step") and not hasattr(config, "param_groups"):
-        out[id(config)] = monitor  # a bare scheduler under a dict's "monitor"
-    return out
-
-
-def _plateau_flags(config: Any) -> set[int]:
-    """id() of the schedulers whose configuration dict says "reduce_on_plateau": True."""
-    out: set[int] = set()
-    if isinstance(config, list | tuple):
-        for item in config:
-            out |= _plateau_flags(item)
-    elif isinstance(config, dict):
-        if config.get("reduce_on_plateau") and "scheduler" in config:
-            out.add(id(config["scheduler"]))
-        if "lr_scheduler" in config:
-            out |= _plateau_flags(config["lr_scheduler"])
-    return out
+        monitors[id(config)] = monitor  # a bare scheduler under a dict's "monitor"
+    return monitors, flagged
 
 
 __all__ = ["Watermarked", "supported_schemes"]
