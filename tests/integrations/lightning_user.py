@@ -24,6 +24,7 @@ __all__ = [
     "LitPlateau",
     "LitScheduled",
     "LitSegmenter",
+    "LitWatcher",
     "Watermarked",
     "fit",
 ]
@@ -79,6 +80,42 @@ class LitPlateau(LitClassifier):
         opt = torch.optim.Adam(self.parameters(), lr=1e-3)
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": plateau, "monitor": "task_loss"}}
+
+
+class Watcher:
+    """A scheduler of the user's own (not torch's) that wants the monitored metric."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self.seen: list[Any] = []
+
+    def step(self, metric: Any = None) -> None:
+        self.seen.append(metric)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class LitWatcher(LitClassifier):
+    """A classifier with a custom plateau scheduler, configured "reduce_on_plateau"."""
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        opt = torch.optim.Adam(self.parameters(), lr=1e-3)
+        self.watcher = Watcher(opt)
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {
+                "scheduler": self.watcher,
+                "monitor": "task_loss",
+                "reduce_on_plateau": True,
+            },
+        }
+
+    def lr_scheduler_step(self, scheduler, metric):  # type: ignore[no-untyped-def]
+        scheduler.step(metric)
 
 
 class LitSegmenter(LitClassifier):

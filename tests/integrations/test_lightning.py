@@ -208,6 +208,11 @@ def test_a_several_step_scheme_steps_the_users_schedulers_as_configured(
     wrapped = lit.Watermarked(lit.LitPlateau(net), [NewLabel(mark, [digits])], target=net)
     trainer = lit.fit(wrapped, digits, 2)
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2
+    # a scheduler of the user's own, configured "reduce_on_plateau": given the metric too
+    user = lit.LitWatcher(net)
+    wrapped = lit.Watermarked(user, [NewLabel(mark, [digits])], target=net)
+    lit.fit(wrapped, digits, 2)
+    assert len(user.watcher.seen) == 2 and all(m is not None for m in user.watcher.seen)
 
 
 @pytest.mark.parametrize("scheme", ["uchida", "newlabel"])
