@@ -45,7 +45,8 @@ STAMPED = {"frontier"}
 #: Supported by the wrapper, not claimed at the default recipe: none. newlabel was, while its
 #: repeats were one larger step (decoys answered with the new label at 0.12 to 0.25, p 4.9e-11
 #: at 64 queries, short of the search-cost bound); as steps of their own (manual optimization,
-#: Watermarked) 10 of 10 keys were claimed at 60 queries, p 7.9e-16 or less (3 of 10 before).
+#: Watermarked) 10 of 10 keys were claimed at 60 queries, p 7.9e-16 or less (4 of 10 before:
+#: benchmarks/lightning_newlabel.py).
 EVIDENCE_ONLY: set[str] = set()
 
 
