@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnmark.device import device_of
+from nnmark.errors import NNMarkError
 from nnmark.registry import Registry
 
 
@@ -35,8 +36,22 @@ class Task:
     def finish(self, counts: dict[str, float]) -> dict[str, float]:
         raise NotImplementedError
 
+    def output_problem(self, out: torch.Tensor, y: torch.Tensor, classes: int) -> str | None:
+        """Why the loss cannot read `out` against labels `y` (a batch), or None."""
+        raise NotImplementedError
+
 
 class Classification(Task):
+    def output_problem(self, out: torch.Tensor, y: torch.Tensor, classes: int) -> str | None:
+        if y.dim() != 1:
+            return f"the data's labels have shape {tuple(y.shape[1:])} per input, not a class"
+        if out.dim() != 2 or out.shape[1] < classes:
+            return (
+                f"the model answers {tuple(out.shape[1:])} per input, where this task needs "
+                f"one score for each of {classes} classes: pick a classifier"
+            )
+        return None
+
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(out, y)
 
@@ -57,6 +72,16 @@ class Classification(Task):
 
 class Segmentation(Task):
     """Binary segmentation: BCE + soft Dice loss; Dice and IoU over all pixels of a split."""
+
+    def output_problem(self, out: torch.Tensor, y: torch.Tensor, classes: int) -> str | None:
+        if y.dim() != 4:
+            return f"the data's labels have shape {tuple(y.shape[1:])} per input, not a mask"
+        if out.shape[1:] != y.shape[1:]:
+            return (
+                f"the model answers {tuple(out.shape[1:])} per input, where this task needs a "
+                f"mask of shape {tuple(y.shape[1:])}: pick a segmentation model (unet)"
+            )
+        return None
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         p = torch.sigmoid(out)
@@ -93,6 +118,29 @@ TASKS.register("segmentation")(Segmentation("segmentation", "dice"))
 
 def get_task(name: str) -> Task:
     return TASKS.get(name)
+
+
+@torch.no_grad()
+def check_fits(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task, classes: int
+) -> None:
+    """Refuse a model whose outputs the task's loss cannot read (a classifier on masks, a U-Net
+    on class labels), on one batch in eval mode: one line naming both shapes, before training,
+    not a shape error from inside the loss."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(x.to(device_of(model)))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NNMarkError(
+            f"the model cannot run on this data's inputs {tuple(x.shape[1:])}: {first}"
+        ) from None
+    finally:
+        model.train(was_training)
+    why = task.output_problem(out, y, classes) if isinstance(out, torch.Tensor) else None
+    if why is not None:
+        raise NNMarkError(f"{task.name}: {why}")
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ from nnmark.data.base import DataBundle
 from nnmark.device import device_of, resolve_device
 from nnmark.errors import NNMarkError
 from nnmark.hooks import Batch, Hooks, LossFn, has_custom_step, plain_step
-from nnmark.tasks import Task, get_task
+from nnmark.tasks import Task, check_fits, get_task
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +330,8 @@ def fit(
     config = config or TrainConfig()
     task = get_task(task or data.task) if not isinstance(task, Task) else task
     where = device_of(model) if device is None else resolve_device(device)
+    first = data.splits["train"][:2]
+    check_fits(model, data.x[first], data.y[first], task, data.num_classes)
     if amp is not None and amp not in AMP_DTYPES:
         raise NNMarkError(f"amp must be bf16 or fp16, got {amp!r}")
     if shard.world > 1:

@@ -23,6 +23,7 @@ from nnmark import model_info
 from nnmark.api import bound_scheme
 from nnmark.cli import app
 from nnmark.config import config_to_dict
+from nnmark.data import SHARED_DATA
 from nnmark.data.base import DataBundle
 from nnmark.data.idx import _load, read_idx
 from nnmark.errors import NNMarkError
@@ -56,6 +57,23 @@ def test_usage_errors_are_one_line_from_the_console_entry_point(args: list[str],
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert says in one_line(r.stderr)
+
+
+@pytest.mark.parametrize(
+    "data, model, says",
+    [
+        (f"seg:{SHARED_DATA / 'seg-bbbc039'}", "cnn", "pick a segmentation model (unet)"),
+        ("digits", "unet", "one score for each of 10 classes: pick a classifier"),
+    ],
+)
+def test_a_model_the_task_cannot_train_is_refused_before_training(
+    data: str, model: str, says: str, tmp_path: Path
+) -> None:
+    """A classifier on masks, a U-Net on labels: a shape error from inside the loss before."""
+    out = tmp_path / "m.safetensors"
+    args = ["train", "--data", data, "--model", model, "--epochs", "1", "--out", str(out)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and says in one_line(r.stderr) and not out.exists()
 
 
 @pytest.fixture(scope="module")
