@@ -10,8 +10,9 @@ Public API (re-exports only)::
 One documented way each: `new_model` builds a zoo model for a data set, `train` trains it,
 `embed` marks it, `attack(model, "prune:fraction=0.5", data)` or an Attack object
 (`ATTACKS.get("prune")(fraction=0.5)(model)`) attacks it, `verify` judges it. The lower layers
-(`nnmark.models.create_model`, `nnmark.train.fit`, `nnmark.attacks.build_attack`) are not
-re-exported here.
+(`from nnmark.models import create_model`, `from nnmark.train import fit`, `from
+nnmark.attacks import build_attack`) are not re-exported here. Import them with `from`: the
+attribute `nnmark.train` is the function above, which hides its module of the same name.
 """
 
 import nnmark.integrations  # noqa: F401 (registers suspect loaders: .onnx, sharded indexes)

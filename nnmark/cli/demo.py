@@ -66,8 +66,9 @@ def demo_cmd(
         table.add_row(label, f"{acc:.2%}", f"{v.ber:.3f}", f"{v.p_value:.2e}", verdict)
     out.print(table)
     out.print(
-        "p-value: chance that a model never marked with this key matches at least as many bits "
-        "(exact binomial, 1/2 per bit)."
+        "p-value: chance that a model never marked with this key reads at least this much of "
+        "it: the smaller of two exact tails, doubled (the bits it matches, 1/2 each; the sum of "
+        "its bits' scores, standard normal for such a model)."
     )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
