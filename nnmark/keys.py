@@ -1,8 +1,8 @@
 """Owner keys: committed fields only, every secret re-derived through a memory-hard KDF.
 
-Key file (JSON, `format` = "nnmark-key", `version` = 2)::
+Key file (JSON, `format` = "nnmark-key", `version` = 3)::
 
-    {"format": "nnmark-key", "version": 2,
+    {"format": "nnmark-key", "version": 3,
      "committed": {"owner": str, "nonce": 32 hex, "created": ISO-8601 UTC,
                    "kdf": {"name": "scrypt", "n": 65536, "r": 8, "p": 1},
                    "reference": sha256 hex, "signer": base64 Ed25519 key,  # optional
@@ -20,7 +20,7 @@ What a key holds, and why nothing else:
 - `data` holds what a scheme's derivation *starts from* and cannot find in the suspect: host
   shapes, the content hash of the data set key inputs are drawn from, an error-correcting code's
   parameters. Every secret (projections, positions, dithers, masks, trigger inputs and labels) is
-  re-derived at verification from `Mark.seed(purpose)`, never read from the file.
+  re-derived at verification from `Mark.generator(purpose)`, never read from the file.
 - `stored` holds what depends on the trained model and so cannot be re-derived (frontier's
   adversarial triggers). A verdict that rests on stored evidence needs a verified timestamp
   (nnmark.provenance): whoever holds the key chose that evidence.
@@ -47,7 +47,8 @@ What a key holds, and why nothing else:
   (`forgery_cost`).
 
 Version 1 keys (before 0.2) stored trigger inputs and step sizes that verification trusted, and
-derived secrets with a bare hash; they are refused with that reason (see README).
+derived secrets with a bare hash; version 2 keys drew each secret stream from a torch generator
+seeded with 63 bits, of which torch keeps 32 (`stream`). Both are refused with that reason.
 `derived` holds data added after the commitment (a calibration) under its own hash; it can only
 make a verdict more conservative.
 """
@@ -77,7 +78,7 @@ from nnmark.io import atomic_write_text, unique_keys
 from nnmark.layers import tensor_names
 
 FORMAT = "nnmark-key"
-VERSION = 2
+VERSION = 3
 #: scrypt at N = 2^16, r = 8: 64 MiB and 0.148 s per derivation (median, minimum 0.141) on the
 #: 2-core VM nnmark is developed on (benchmarks/results/kdf_cost.md).
 DEFAULT_KDF: dict[str, Any] = {"name": "scrypt", "n": 1 << 16, "r": 8, "p": 1}
@@ -126,6 +127,14 @@ MAX_KDF_MEMORY = 1 << 30
 #: nothing about what a try costs (red team, session 25: a forger picks N = 2^10, r = 1,
 #: 128 KiB). Such a key's search is priced at nothing: only a verified timestamp claims it.
 MIN_PRICED_KDF_MEMORY = 16 << 20
+
+#: Key formats nnmark once wrote and now refuses, and why a verdict under them can be forged.
+REFUSED_VERSIONS = {
+    1: "it stored trigger inputs and step sizes that verification trusted and derived its "
+    "secrets with a bare hash, so a verdict under it can be forged",
+    2: "each of its secret streams had 32 bits (torch's generator kept 32 of its seed's), so a "
+    "frontier, tartaglione or watermas verdict under it can be forged in a few CPU-years",
+}
 
 _TOP_FIELDS = {
     "format",
@@ -301,12 +310,16 @@ class Mark:
         return derivation_seconds(self.kdf)
 
     def seed(self, purpose: str) -> int:
-        """A 63-bit seed for one use (e.g. "projection"), re-derivable from the key alone."""
+        """A 63-bit seed for one use that needs no secrecy (e.g. a warm-up's training seed),
+        re-derivable from the key alone. Never a secret stream's: a torch generator keeps 32
+        bits of a seed (`generator` says why that matters)."""
         digest = hashlib.sha256(self.secret + b"|" + purpose.encode()).digest()
         return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
 
     def generator(self, purpose: str) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed(purpose))
+        """The secret stream for one use (e.g. "projection"): a torch generator whose whole
+        state comes from the mark's 256-bit secret (`stream`)."""
+        return stream(self.secret + b"|" + purpose.encode())
 
     def mask(self, n: int | None = None) -> torch.Tensor:
         """The key's secret bit mask (fair coins): what bit-carrying schemes embed is
@@ -325,6 +338,53 @@ class Mark:
             "data": self.data,
             "stored": self.stored,
         }
+
+
+#: Words of the Mersenne Twister state of torch's CPU generator (MT19937).
+MT_WORDS = 624
+#: A seed whose MT19937 initial words find the state's place in torch's generator state.
+_MT_PROBE = 5489
+
+
+@functools.cache
+def _mt_layout() -> tuple[int, int]:
+    """(byte offset, bytes per word) of the MT19937 words in `torch.Generator().get_state()`,
+    found by seeding with _MT_PROBE and looking for the words the MT19937 initialisation
+    gives: read from torch itself, not assumed from one version's struct layout."""
+    state = torch.Generator().manual_seed(_MT_PROBE).get_state().numpy().tobytes()
+    words = [_MT_PROBE]
+    for i in range(1, 4):
+        words.append((1812433253 * (words[-1] ^ (words[-1] >> 30)) + i) & 0xFFFFFFFF)
+    for width in (8, 4):
+        pattern = b"".join(w.to_bytes(width, "little") for w in words)
+        at = state.find(pattern)
+        if at >= 0 and state.find(pattern, at + 1) < 0 and at + width * MT_WORDS <= len(state):
+            return at, width
+    raise NNMarkError(  # pragma: no cover - a torch whose generator nnmark does not know
+        "torch's CPU generator state has a layout nnmark does not know: secret streams cannot "
+        "be derived with this torch"
+    )
+
+
+def stream(material: bytes) -> torch.Generator:
+    """A torch CPU generator whose MT19937 state (624 words) is SHAKE-256 of `material`.
+
+    `torch.Generator().manual_seed(s)` keeps only the low 32 bits of s: every secret stream of
+    version-2 keys had 2^32 possible values, so a forger who can make a verdict rest on one
+    stream (frontier's coins with triggers of their choosing; tartaglione's mask over weights
+    whose signs never change) fixed a target stream and tried nonces until the key hit it,
+    about 2^32 derivations (7 CPU-years at the default KDF, 1.7 at the cheapest priced one)
+    whatever p the verdict then reported (red team, session 31). Filled from SHAKE-256, the
+    stream has the entropy of `material` (a mark's 256-bit secret), and a key search pays
+    1 / p derivations again. The first draw twists the state, as after any seeding."""
+    at, width = _mt_layout()
+    words = hashlib.shake_256(b"nnmark/stream|" + material).digest(4 * MT_WORDS)
+    wide = b"".join(words[i : i + 4] + bytes(width - 4) for i in range(0, len(words), 4))
+    gen = torch.Generator().manual_seed(_MT_PROBE)  # seeded: the next draw twists the state
+    state = bytearray(gen.get_state().numpy().tobytes())
+    state[at : at + width * MT_WORDS] = wide
+    gen.set_state(torch.frombuffer(state, dtype=torch.uint8).clone())
+    return gen
 
 
 def payload_bits(owner: str, nonce: str, n: int, index: int = 0) -> tuple[int, ...]:
@@ -548,11 +608,10 @@ class OwnerKey:
         version = doc.get("version")
         if type(version) is not int:  # bool, 2.0: not a version a key file writes
             raise NNMarkError(f"{source}: unsupported key version {version!r}")
-        if version == 1:
+        if version in REFUSED_VERSIONS:
             raise NNMarkError(
-                f"{source}: key format version 1 is refused: it stored trigger inputs and step "
-                "sizes that verification trusted and derived its secrets with a bare hash, so a "
-                "verdict under it can be forged; mark the model again with this nnmark"
+                f"{source}: key format version {version} is refused: "
+                f"{REFUSED_VERSIONS[version]}; mark the model again with this nnmark"
             )
         if version != VERSION:
             raise NNMarkError(f"{source}: unsupported key version {version!r}")

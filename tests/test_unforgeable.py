@@ -8,12 +8,14 @@ import base64
 import copy
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import math
 import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -25,7 +27,7 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.forge import SPLIT_KDF, Target, forge, honest_key, split_key
 from nnmark.io import save_model
-from nnmark.keys import derivation_seconds, sha256_hex
+from nnmark.keys import derivation_seconds, sha256_hex, stream
 from nnmark.schemes.uchida import Uchida, UchidaConfig
 from nnmark.testing.tsa import seen_now
 
@@ -121,14 +123,37 @@ def test_a_lone_surrogate_in_a_key_is_refused_naming_it(files: Path, tmp_path: P
     assert r.exit_code == 2 and len(lines) == 1 and "lone UTF-16 surrogate" in lines[0], r.stderr
 
 
-def test_previous_key_format_is_refused_with_the_reason(files: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_previous_key_formats_are_refused_with_the_reason(
+    files: Path, tmp_path: Path, version: int
+) -> None:
     doc = json.loads((files / "owner.nnkey").read_text())
-    doc["version"] = 1
+    doc["version"] = version
     r = runner.invoke(
         app, ["verify", str(files / "marked.safetensors"), "--key", str(write(tmp_path, doc))]
     )
-    assert r.exit_code == 2 and "key format version 1 is refused" in r.stderr
+    assert r.exit_code == 2 and f"key format version {version} is refused" in r.stderr
     assert "mark the model again" in r.stderr
+
+
+def test_a_secret_stream_is_the_whole_twister_state_from_the_secret() -> None:
+    """torch's manual_seed keeps 32 bits of a seed: version-2 streams had 2^32 values, and a
+    forger fitting a key to one target stream searched about 2^32 nonces, not 1 / p (red team,
+    session 31). A mark's stream is MT19937 with all 624 words from SHAKE-256 of its secret:
+    torch draws exactly what a reference MT19937 with that state draws."""
+    mark = OwnerKey.new("o", nonce="ab" * 16, created="2026-01-01T00:00:00+00:00").new_mark(
+        "uchida", {"x": 1}, "l", (0, 1)
+    )
+    material = mark.secret + b"|coins"
+    words = np.frombuffer(hashlib.shake_256(b"nnmark/stream|" + material).digest(4 * 624), "<u4")
+    reference = np.random.MT19937(0)
+    reference.state = {"bit_generator": "MT19937", "state": {"key": words.copy(), "pos": 624}}
+    raw = reference.random_raw(8)
+    # an int64 draw in [0, 2^32) takes two words and keeps the second
+    drawn = torch.empty(4, dtype=torch.int64).random_(0, 1 << 32, generator=mark.generator("coins"))
+    assert drawn.tolist() == raw[1::2].tolist()
+    coins = torch.randint(0, 2, (256,), generator=stream(material))
+    assert not torch.equal(coins, torch.randint(0, 2, (256,), generator=mark.generator("mask")))
 
 
 def test_an_edited_identity_no_longer_derives_its_secrets(files: Path, tmp_path: Path) -> None:

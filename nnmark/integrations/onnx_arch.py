@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from nnmark.errors import NNMarkError
+from nnmark.keys import stream
 
 #: Structural settings tried per zoo architecture (names of parameters depend on them; widths do
 #: not, they are read from the file). Defaults only for the others.
@@ -181,7 +182,7 @@ def output_difference(
 ) -> float:
     """The largest |zoo - graph| on PROBES noise batches (a fresh seed), relative to the largest
     |output| (inf where they differ in shape, do not run, or are not finite)."""
-    gen = torch.Generator().manual_seed(secrets.randbits(63))
+    gen = stream(secrets.token_bytes(32))  # all 256 bits: manual_seed keeps 32
     worst = 0.0
     for _ in range(PROBES):
         x = torch.randn(shape, generator=gen)

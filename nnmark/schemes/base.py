@@ -1,8 +1,8 @@
 """The scheme protocol: five optional embedding hooks, then evidence and a verdict.
 
 A scheme instance is bound to one `Mark` of an owner key (its config, layer and payload) and
-derives every secret from `mark.seed(purpose)`. The seeds' schemes change training at different
-points, so every hook has a no-op default and a scheme fills only what it needs:
+derives every secret from `mark.generator(purpose)`. The seeds' schemes change training at
+different points, so every hook has a no-op default and a scheme fills only what it needs:
 
 =================  =========================================  ==============================
 hook               called                                     filled by (e.g.)

@@ -241,9 +241,10 @@ def test_an_activation_mark_the_matching_loses_is_read_as_given_too(  # type: ig
     """Realigned to the unmarked reference, an unmoved deepsigns copy reads at BER about 0.5
     (the matching reads the host units the mark changed): verify also reads the suspect as
     given and claims on the smaller p, doubled. Paired by their weights (realign
-    `_plans_by_weights`), actsign's units are found again (BER 0.03; 0.34 by activations
-    alone), and the as-given read still gives the smaller p. A permuted copy is found again
-    for actsign and stays not_found for deepsigns (BER 0.27)."""
+    `_plans_by_weights`), actsign's units are found again (BER 0 to 0.03 over keys; 0.34 by
+    activations alone), and the verdict is the read with the smaller p, doubled, as given
+    where the matching lost bits. A permuted copy is found again for actsign and stays
+    not_found for deepsigns (BER 0.27)."""
     model, key = marked(scheme)
     plain_read = verify(model, key)
     aligned = realigned(model, base_cnn, key, True)
@@ -256,9 +257,12 @@ def test_an_activation_mark_the_matching_loses_is_read_as_given_too(  # type: ig
     )
     assert plain_read.verdict == "found"
     assert only_realigned.verdict == ("found" if scheme == "actsign" else "not_found")
-    assert v.verdict == "found" and v.details["read_from"] == "model"
-    assert v.p_value == pytest.approx(2 * plain_read.p_value)
-    assert v.details["reads_p"]["model"] == plain_read.p_value
+    reads = v.details["reads_p"]
+    assert reads["model"] == plain_read.p_value and len(reads) == 2
+    assert v.verdict == "found" and reads[v.details["read_from"]] == min(reads.values())
+    assert v.p_value == pytest.approx(2 * min(reads.values()))
+    if only_realigned.ber > 0:  # the matching lost bits: the suspect as given is read
+        assert v.details["read_from"] == "model"
     moved = verify(realigned(attack(model, "permute", digits, seed=3), base_cnn, key, True), key)
     print(f"{scheme}: permuted and realigned: BER {moved.ber:.3f} p {moved.p_value:.1e}")
     assert moved.verdict == ("found" if scheme == "actsign" else "not_found")
