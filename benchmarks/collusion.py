@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--base-epochs", type=int, default=20)
     ap.add_argument("--embed-epochs", type=int, default=3)
     ap.add_argument("--bits", type=int, default=256, help="fingerprint bits (nnmark default)")
+    ap.add_argument("--tag", default="", help="results go to collusion_TAG.{json,md}")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = load_data("digits")
@@ -149,7 +150,8 @@ def main() -> None:
         "named in any trial. (At k = 8 every recipient colludes, so the 20 trials are one set "
         "and no innocent exists: those rows show only that the pooled mark is still read.)"
     )
-    write_results("collusion", {"rows": rows, "summary": summary}, "\n".join(lines))
+    name = f"collusion_{args.tag}" if args.tag else "collusion"
+    write_results(name, {"rows": rows, "summary": summary}, "\n".join(lines))
     print("\n".join(lines))
 
 
