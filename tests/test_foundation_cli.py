@@ -266,6 +266,8 @@ def test_out_of_range_options_and_nothing_overwritten(files: dict[str, Path]) ->
     assert "unknown scheme 'nope'" in one_line_error(
         run("train", "--scheme", "nope", "--out", out, "--key-out", d / "k.nnkey")
     )
+    # named before the missing --key-out: the scheme is what was mistyped
+    assert "unknown scheme 'nope'" in one_line_error(run("train", "--scheme", "nope", "--out", out))
     assert "exists; refusing to overwrite" in one_line_error(
         run("train", "--scheme", "uchida", "--out", out, "--key-out", files["key"])
     )

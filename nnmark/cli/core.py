@@ -151,13 +151,14 @@ def train_cmd(
     max_params: MaxParamsOpt = None,
 ) -> None:
     """Train a model from scratch, with a mark (train-to-embed) or without (--scheme none)."""
-    from nnmark.api import embed, model_info, new_model, train
+    from nnmark.api import embed, model_info, new_model, resolve_schemes, train
     from nnmark.data import load_data
     from nnmark.tasks import evaluate
 
     dev, precision = pick_device(device), pick_amp(amp)
     check_output(out_path)
     if scheme != "none":
+        resolve_schemes(scheme, parse_options(sets))  # an unknown scheme or option first
         if key_out is None:
             raise NNMarkError("--key-out is required with a scheme (the key proves ownership)")
         check_output(key_out, force)
