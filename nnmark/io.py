@@ -371,7 +371,11 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelInf
         return state, ModelInfo.from_metadata(meta, str(p))
     if p.suffix in PICKLE_SUFFIXES:
         return _load_weights_only(p), None
-    raise NNMarkError(f"{p}: unknown model format {p.suffix!r} (use .safetensors, .pt or .pth)")
+    hint = "; a key is shown by `nnmark key show`" if p.suffix == ".nnkey" else ""
+    raise NNMarkError(
+        f"{p}: unknown model format {p.suffix!r} (a model is .safetensors, a sharded "
+        f".safetensors.index.json, .onnx, .pt or .pth{hint})"
+    )
 
 
 def check_expansion(p: Path) -> None:
