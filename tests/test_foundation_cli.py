@@ -180,6 +180,9 @@ def test_suspect_without_the_layer_or_with_another_shape_is_not_found(
     save_model(narrow, model_info(narrow, data), d / "narrow.safetensors")
     r = run("verify", d / "narrow.safetensors", "--key", files["key"], "--json")
     assert r.exit_code == 1 and "has shape" in json.loads(r.stdout)["reason"]
+    # the table says the mark was not read, not "ber 1" (every bit wrong)
+    r = run("verify", d / "narrow.safetensors", "--key", files["key"])
+    assert r.exit_code == 1 and "not read" in r.stdout and "ber 1" not in r.stdout
 
 
 def test_missing_truncated_and_corrupted_files(files: dict[str, Path]) -> None:

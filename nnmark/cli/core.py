@@ -354,7 +354,9 @@ def verdict_table(v: Verdict) -> Table:
         table.add_row(
             part.scheme,
             part.verdict,
-            f"{part.statistic_name} {part.statistic:.4g}",
+            "not read"
+            if part.details.get("unread") or part.details.get("not_read")
+            else f"{part.statistic_name} {part.statistic:.4g}",
             f"{part.p_value:.3g}",
             str(part.n),
             _cost(part),

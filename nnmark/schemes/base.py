@@ -371,7 +371,7 @@ def bit_verdict(scheme: Scheme, ev: Evidence, alpha: float, null: str = BIT_NULL
             null,
             ber=1.0,
             reason=ev.reason,
-            details=ev.details,
+            details={**ev.details, "unread": True},  # shown as "not read", not as BER 1
         )
     b = ber(ev.bits, expected)
     matches = n - int(round(b * n))
