@@ -59,3 +59,31 @@ def test_a_batch_that_would_run_code_is_refused_and_bad_folders_say_why(tmp_path
         load_data("cifar10")
     with pytest.raises(NNMarkError, match="folder not found"):
         load_data(f"cifar10:{tmp_path / 'nothing'}")
+
+
+class _Unfilled:
+    """Pickles as numpy's `_reconstruct` of an array of `shape` that no data ever fills."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: str) -> None:
+        self.shape, self.dtype = shape, dtype
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        from numpy.core.multiarray import _reconstruct
+
+        return _reconstruct, (np.ndarray, self.shape, self.dtype)
+
+
+def test_a_tiny_batch_that_declares_a_huge_array_is_refused_before_allocating(
+    tmp_path: Path,
+) -> None:
+    """188 bytes asking for 300,000 images took 7.4 GB before the labels were found wrong (red
+    team, session 31): an array larger than its file is refused while unpickling."""
+    root = tmp_path / "c"
+    write_cifar10(root)
+    bomb = {b"data": _Unfilled((300_000, 3072), "u1"), b"labels": _Unfilled((300_000,), "i8")}
+    (root / "data_batch_1").write_bytes(pickle.dumps(bomb, protocol=2))
+    assert (root / "data_batch_1").stat().st_size < 300
+    with pytest.raises(
+        NNMarkError, match=r"data_batch_1: not a CIFAR batch .* larger than the file"
+    ):
+        load_data(f"cifar10:{root}")
