@@ -368,6 +368,11 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelInf
             state = load_file(str(p))
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise NNMarkError(f"{p}: corrupted safetensors file ({exc})") from None
+        for k, v in state.items():  # read by their real part with a warning before
+            if v.is_complex():
+                raise NNMarkError(
+                    f"{p}: tensor {k[:80]!r} is {v.dtype}; a model's weights are dense real tensors"
+                )
         return state, ModelInfo.from_metadata(meta, str(p))
     if p.suffix in PICKLE_SUFFIXES:
         return _load_weights_only(p), None
@@ -404,6 +409,11 @@ def check_expansion(p: Path) -> None:
         )
 
 
+#: How many times over its file a checkpoint's tensors may read: tied weights share storage
+#: (an embedding and an output layer), never many times.
+MAX_SHARED_VIEWS = 4
+
+
 def _load_weights_only(p: Path) -> dict[str, torch.Tensor]:
     import pickle
 
@@ -424,12 +434,27 @@ def _load_weights_only(p: Path) -> dict[str, torch.Tensor]:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise NNMarkError(f"{p}: not a state dict of tensors")
+    logical = 0
     for k, v in obj.items():  # what a model's weights are: dense, real, in memory
         if v.layout != torch.strided or v.is_meta or v.is_complex() or v.is_quantized:
             kind = "sparse" if v.layout != torch.strided else "meta" if v.is_meta else str(v.dtype)
             raise NNMarkError(
                 f"{p}: tensor {str(k)[:80]!r} is {kind}; a model's weights are dense real tensors"
             )
+        size = v.numel() * v.element_size()
+        # an expanded view (stride 0) holds more values than its storage: a 289 KB file whose
+        # tensors read as 8 GB once copied (red team, session 31)
+        if size > v.untyped_storage().nbytes():
+            raise NNMarkError(
+                f"{p}: tensor {str(k)[:80]!r} holds more values than its storage (an expanded "
+                "view); a model's weights are dense tensors"
+            )
+        logical += size
+    if logical > MAX_SHARED_VIEWS * max(p.stat().st_size, 1):  # views of one storage, many times
+        raise NNMarkError(
+            f"{p}: its tensors hold {logical} bytes, more than {MAX_SHARED_VIEWS}x the file: "
+            "views of the same storage over and over, not a model's weights"
+        )
     return {str(k): v for k, v in obj.items()}
 
 

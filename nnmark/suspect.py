@@ -275,9 +275,12 @@ class FileSuspect(Suspect):
             # over two minutes for `inspect`)
             if "reader" not in self._built:
                 self._built["reader"] = safe_open(str(self.path), framework="pt")
-            return self._built["reader"].get_tensor(name)
+            value = self._built["reader"].get_tensor(name)
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise NNMarkError(f"{self.path}: cannot read tensor {name!r} ({exc})") from None
+        if value.is_complex():  # read by its real part with a warning, as load_state_dict's
+            raise NNMarkError(f"{self.path}: tensor {name[:80]!r} is {value.dtype}, not real")
+        return value
 
     def tensor_names(self) -> list[str]:
         return list(self._state) if self._state is not None else list(self._header)

@@ -540,6 +540,28 @@ def test_a_checkpoint_of_odd_tensors_is_one_line(kind: str, tensor, tmp_path: Pa
     torch.save({"w": torch.zeros(2), "odd": tensor()}, path)
     with pytest.raises(NNMarkError, match=f"tensor 'odd' is {kind}; a model's weights are dense"):
         load_state_dict(path)
+    if kind.startswith("torch.complex"):  # safetensors holds complex tensors too
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.zeros(2), "odd": tensor()}, str(tmp_path / "odd.safetensors"))
+        with pytest.raises(NNMarkError, match=f"tensor 'odd' is {kind}; a model's weights"):
+            load_state_dict(tmp_path / "odd.safetensors")
+
+
+def test_a_checkpoint_whose_tensors_read_larger_than_the_file_is_refused(tmp_path: Path) -> None:
+    """Expanded views (stride 0) of a one-value storage: a 289 KB file read as 8.3 GB when
+    realignment copied them (red team, session 31). And views of one storage named many
+    times over."""
+    path = tmp_path / "expanded.pt"
+    torch.save({"w": torch.zeros(2), "big": torch.zeros(1).expand(1 << 30)}, path)
+    with pytest.raises(NNMarkError, match="'big' holds more values than its storage"):
+        load_state_dict(path)
+    base = torch.zeros(1 << 16)
+    torch.save({f"v{i}": base[:] for i in range(64)}, path)
+    with pytest.raises(NNMarkError, match="more than 4x the file"):
+        load_state_dict(path)
+    torch.save({"w": base, "tied": base}, path)  # tied weights share storage: read as given
+    assert set(load_state_dict(path)[0]) == {"w", "tied"}
 
 
 def test_the_other_sides_text_prints_on_one_line(
