@@ -90,7 +90,8 @@ def _parse(
     """parse_request's tensor and the request document (parsed once: its `id` is answered)."""
     doc = _document(body, max_body)
     t = _input_tensor(doc)
-    dtype = DATATYPES.get(t.get("datatype", ""))
+    datatype = t.get("datatype", "")
+    dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None  # {} is unhashable
     if dtype is None:
         raise BadRequest(400, f"datatype {t.get('datatype')!r} not supported (use FP32)")
     dims = _dims(t.get("shape"), list(shape), max_batch)
@@ -124,6 +125,8 @@ def _document(body: bytes, max_body: int) -> dict[str, Any]:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise BadRequest(400, "malformed JSON") from None
+    except ValueError:  # an integer of more than 4300 digits (int_max_str_digits)
+        raise BadRequest(400, "a number in the JSON is too long") from None
     except RecursionError:
         raise BadRequest(400, "JSON nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):

@@ -104,11 +104,17 @@ def test_malformed_values_get_400_never_500(plain_cnn) -> None:  # type: ignore[
         ({"inputs": [{**tensor, "data": [10**400] + [0.0] * 63}]}, "finite numbers"),
         ({"inputs": [{**tensor, "data": [True] * 64}]}, "only numbers"),
         ({"inputs": [{**tensor, "data": [[0.0]] * 64}]}, "only numbers"),
+        # an unhashable datatype and a 5,000-digit number were 500s with a traceback logged
+        ({"inputs": [{**tensor, "datatype": {"a": 1}}]}, "not supported"),
+        ({"inputs": [{**tensor, "datatype": ["FP32"]}]}, "not supported"),
     ]
+    long_number = json.dumps(_good()).replace("0.0", "1" * 5000, 1).encode()
     with serving(create_app(plain_cnn, (1, 8, 8), model_name="m")) as url:
         for doc, msg in cases:
             r = httpx.post(f"{url}/v2/models/m/infer", content=json.dumps(doc).encode())
             assert r.status_code == 400 and msg in r.json()["error"], r.text
+        r = httpx.post(f"{url}/v2/models/m/infer", content=long_number)
+        assert r.status_code == 400 and "too long" in r.json()["error"], r.text
         nested = b"[" * 100_000 + b"]" * 100_000
         r = httpx.post(f"{url}/v2/models/m/infer", content=nested)
         assert r.status_code in (400, 413) and "error" in r.json(), r.text
