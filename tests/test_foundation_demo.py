@@ -26,3 +26,13 @@ def test_demo_claims_the_marked_and_stolen_models_not_the_plain_one(tmp_path: Pa
         "stolen.safetensors",
         "owner.nnkey",
     }
+    # a second run would replace the key: refused before any work unless --force
+    key = (tmp_path / "owner.nnkey").read_bytes()
+    again = CliRunner().invoke(app, ["demo", "--epochs", "1", "--out-dir", str(tmp_path)])
+    assert again.exit_code == 2 and "refusing to overwrite" in again.stderr
+    assert (tmp_path / "owner.nnkey").read_bytes() == key
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    (clash / "owner.nnkey").mkdir()  # the models were written, then the key failed
+    again = CliRunner().invoke(app, ["demo", "--epochs", "1", "--out-dir", str(clash)])
+    assert again.exit_code == 2 and [p.name for p in clash.iterdir()] == ["owner.nnkey"]

@@ -10,8 +10,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from nnmark.cli.common import DeviceOpt, command, epoch_progress, out, pick_device
+from nnmark.cli.common import DeviceOpt, check_output, command, epoch_progress, out, pick_device
 from nnmark.config import MAX_SEED
+from nnmark.errors import NNMarkError
 
 
 @command("demo")
@@ -22,16 +23,27 @@ def demo_cmd(
     out_dir: Annotated[
         Path | None, typer.Option("--out-dir", help="Also save the models and key here")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the files a previous --out-dir run left")
+    ] = False,
     device: DeviceOpt = "auto",
 ) -> None:
     """Train a plain and an Uchida-marked CNN on digits, verify, attack, verify again."""
     from nnmark.api import attack, embed, model_info, new_model, train, verify
     from nnmark.data import load_data
-    from nnmark.io import save_model
+    from nnmark.io import atomic_write_all, model_bytes
     from nnmark.tasks import evaluate
     from nnmark.train import TrainConfig
 
     dev = pick_device(device)
+    names = [f"{n}.safetensors" for n in ("plain", "marked", "stolen")] + ["owner.nnkey"]
+    if out_dir is not None:  # before any work: a key is never replaced unasked
+        if out_dir.exists() and not out_dir.is_dir():
+            raise NNMarkError(f"--out-dir {out_dir} is not a folder")
+        for name in names if out_dir.is_dir() else []:
+            check_output(out_dir / name, force)
+        if not out_dir.is_dir():
+            check_output(out_dir, False)  # its parent exists and is writable
     start = time.perf_counter()
     data = load_data("digits")
     cfg = TrainConfig(epochs=epochs, seed=seed)
@@ -70,10 +82,10 @@ def demo_cmd(
         "it: the smaller of two exact tails, doubled (the bits it matches, 1/2 each; the sum of "
         "its bits' scores, standard normal for such a model)."
     )
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name, model in (("plain", plain), ("marked", marked), ("stolen", stolen)):
-            save_model(model, model_info(model, data), out_dir / f"{name}.safetensors")
-        key.save(out_dir / "owner.nnkey")
+    if out_dir is not None:  # all four files or none (io.atomic_write_all)
+        out_dir.mkdir(exist_ok=True)
+        models = [model_bytes(m, model_info(m, data)) for m in (plain, marked, stolen)]
+        files = [(out_dir / n, b) for n, b in zip(names, [*models, key.text().encode()])]
+        atomic_write_all(files, private=[out_dir / "owner.nnkey"])
         out.print(f"saved models and key in {out_dir}")
     out.print(f"done in {time.perf_counter() - start:.1f} s")
