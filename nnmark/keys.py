@@ -98,6 +98,10 @@ MAX_KEY_CONTAINERS = 100_000
 #: holds a few dozen per mark; 4.5 million config entries took 35 s and 1.9 GB to refuse
 #: (red team, session 28).
 MAX_KEY_MEMBERS = 100_000
+#: Commas (values, counted before parsing) a key file may hold: an honest key's longest list is
+#: its committed tensor names (MAX_ARCH_TENSORS); 64 MiB of "1e1," parsed to 16.7 million
+#: floats in 1.16 GB before the commitment was found wrong (red team, session 31).
+MAX_KEY_VALUES = 400_000
 #: Entries a mark's config, data and stored may hold, and the length of their names: the
 #: schemes' own hold at most 11 (tartaglione's config), named in at most 14 characters.
 MAX_MARK_ENTRIES = 64
@@ -683,6 +687,8 @@ class OwnerKey:
                 raise ValueError(f"more than {MAX_KEY_CONTAINERS:,} JSON objects and arrays")
             if text.count(":") > MAX_KEY_MEMBERS:
                 raise ValueError(f"more than {MAX_KEY_MEMBERS:,} ':' (object members)")
+            if text.count(",") > MAX_KEY_VALUES:
+                raise ValueError(f"more than {MAX_KEY_VALUES:,} ',' (values)")
             doc = json.loads(text, parse_constant=_no_constant, object_pairs_hook=unique_keys)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise NNMarkError(f"{p}: unreadable key file ({exc.__class__.__name__})") from None

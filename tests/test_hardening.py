@@ -387,6 +387,10 @@ def test_derived_data_is_what_calibrate_writes_and_a_key_parses_in_bounded_memor
     path.write_text(json.dumps(doc))
     with pytest.raises(NNMarkError, match="more than 100,000 JSON objects and arrays"):
         OwnerKey.load(path)
+    doc["signature"] = {"x": [10] * 500_000}  # numbers alone: 1.16 GB for 16.7 million
+    path.write_text(json.dumps(doc))
+    with pytest.raises(NNMarkError, match=r"more than 400,000 ',' \(values\)"):
+        OwnerKey.load(path)
 
 
 def test_a_model_file_cannot_ask_for_millions_of_layers(tmp_path: Path) -> None:
