@@ -9,6 +9,7 @@ import gzip
 import json
 import math
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -393,6 +394,27 @@ def test_derived_data_is_what_calibrate_writes_and_a_key_parses_in_bounded_memor
         OwnerKey.load(path)
 
 
+@pytest.mark.parametrize(
+    "kwargs, says",
+    [
+        ({"input_size": 0}, "input_size must be at least 1, got 0"),
+        ({"input_size": -1}, "input_size must be at least 1, got -1"),
+        ({"input_size": 1}, "has no values in fc1.weight (too small)"),
+    ],
+)
+def test_a_model_with_an_empty_or_negative_size_is_refused_in_one_line(
+    kwargs: dict[str, int], says: str
+) -> None:
+    """Size 0 built layers of no values (torch warned over two lines, then a RuntimeError in
+    training); -1 built a cnn that a key's architecture could name (red team, session 31)."""
+    from nnmark.models import create_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no torch warning on the way
+        with pytest.raises(NNMarkError, match=re.escape(says)):
+            create_model("cnn", **kwargs)
+
+
 def test_a_model_file_cannot_ask_for_millions_of_layers(tmp_path: Path) -> None:
     """Metadata naming an mlp of depth 3,000,000 (one hidden unit: few parameters) was built on
     the meta device to be counted: minutes and gigabytes, then a traceback. Depth and blocks
@@ -417,7 +439,8 @@ def test_a_model_file_cannot_ask_for_an_ensemble_of_thousands(tmp_path: Path) ->
     many = "members must be an integer in [1, 64]"
     deep = "members x depth must be at most 1000, got 64 x 1000"  # 64 mlps: 27 s to count
     for kwargs, says in (
-        *(({"arch": "cnn", "members": m}, many) for m in (200_000, 65, 0, "3", True)),
+        *(({"arch": "cnn", "members": m}, many) for m in (200_000, 65, "3", True)),
+        ({"arch": "cnn", "members": 0}, "members must be at least 1, got 0"),
         ({"arch": "mlp", "members": 64, "depth": 1000, "hidden": 1}, deep),
     ):
         info = ModelInfo(arch="ensemble", arch_kwargs=kwargs, input_shape=(1, 8, 8), num_classes=10)

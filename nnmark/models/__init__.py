@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,9 @@ def _on_meta(name: str, kwargs: dict[str, Any]) -> nn.Module:
 
     factory = MODELS.get(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    for k, v in kwargs.items():  # sizes: a 0 built empty layers, -1 a model read from nothing
+        if isinstance(v, int) and not isinstance(v, bool) and v < 1:
+            raise NNMarkError(f"model {name!r}: {k} must be at least 1, got {v}")
     for k in STRUCTURAL:
         v = kwargs.get(k, 1)
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_DEPTH:
@@ -63,12 +67,17 @@ def _on_meta(name: str, kwargs: dict[str, Any]) -> nn.Module:
                 f"model {name!r}: {k} must be an integer in [1, {MAX_DEPTH}], got {v!r}"
             )
     try:
-        with torch.device("meta"):
+        # torch warns on initialising a zero-size layer: refused below, in one line
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             probe = factory(**kwargs)
     except TypeError as exc:
         raise NNMarkError(f"model {name!r}: {exc}") from None
     except (ValueError, RuntimeError, OverflowError) as exc:
         raise NNMarkError(f"model {name!r}: cannot be built with {kwargs} ({exc})") from None
+    empty = next((n for n, t in probe.state_dict().items() if t.numel() == 0), None)
+    if empty is not None:  # e.g. an input too small for the pooling: no features left
+        raise NNMarkError(f"model {name!r} with {kwargs} has no values in {empty} (too small)")
     return probe
 
 
