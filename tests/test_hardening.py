@@ -415,6 +415,26 @@ def test_a_model_with_an_empty_or_negative_size_is_refused_in_one_line(
             create_model("cnn", **kwargs)
 
 
+def test_serve_and_export_refuse_a_model_too_large_to_run_at_its_declared_input(
+    tmp_path: Path,
+) -> None:
+    """A digits cnn whose metadata declares 4096 x 4096 inputs took 10.8 GB to serve and 11.9
+    GB to export before failing (red team, session 31); a U-Net declared so would run, on 7
+    billion activations. Both are counted on the meta device first and refused in one line."""
+    from nnmark.models import create_model
+
+    for arch, says in (("cnn", "does not run on inputs"), ("unet", "would output 7,432,306,688")):
+        model = create_model(arch)
+        info = ModelInfo(arch=arch, arch_kwargs={}, input_shape=(1, 4096, 4096), num_classes=1)
+        path = tmp_path / f"{arch}.safetensors"
+        save_model(model, info, path)
+        r = runner.invoke(app, ["export", str(path), "--out", str(tmp_path / "m.onnx")])
+        assert r.exit_code == 2 and says in one_line(r.stderr)
+        assert not (tmp_path / "m.onnx").exists()
+        r = runner.invoke(app, ["serve", str(path), "--port", "0"])
+        assert r.exit_code == 2 and says in one_line(r.stderr)
+
+
 def test_a_model_file_cannot_ask_for_millions_of_layers(tmp_path: Path) -> None:
     """Metadata naming an mlp of depth 3,000,000 (one hidden unit: few parameters) was built on
     the meta device to be counted: minutes and gigabytes, then a traceback. Depth and blocks

@@ -21,11 +21,13 @@ def export_cmd(
     """Export a model (ONNX, without BatchNorm folding, so verify can read the weights)."""
     from nnmark.integrations.onnx import export_onnx
     from nnmark.io import load_model
+    from nnmark.models import check_run_cost
 
     if fmt != "onnx":
         raise NNMarkError(f"unknown format {fmt!r} (known: onnx)")
     check_output(out_path)
     distinct_paths({"--out": out_path}, {"MODEL": model_path})
     model, info = load_model(model_path, max_params=max_params)
+    check_run_cost(info.arch, info.arch_kwargs, info.input_shape)  # the export traces it
     export_onnx(model, tuple(info.input_shape), out_path)
     out.print(f"saved {out_path}")

@@ -103,6 +103,7 @@ def serve_cmd(
 
     from nnmark.data import load_data
     from nnmark.io import load_model
+    from nnmark.models import check_run_cost
     from nnmark.remote.connections import ConnectionLimits, server_config
     from nnmark.remote.evasions import fit_evasions, parse_evasion
     from nnmark.remote.server import CLIENT_SHARE, create_app
@@ -111,6 +112,7 @@ def serve_cmd(
     token = read_token(token_file) if token_file is not None else None
     dev = pick_device(device)
     model, info = load_model(model_path, max_params=max_params)
+    check_run_cost(info.arch, info.arch_kwargs, info.input_shape)  # the probe below runs it
     if dev.type != "cpu":
         from nnmark.device import OnDevice
 

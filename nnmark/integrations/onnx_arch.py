@@ -27,6 +27,7 @@ from torch import nn
 
 from nnmark.errors import NNMarkError
 from nnmark.keys import stream
+from nnmark.models import activation_values
 
 #: Structural settings tried per zoo architecture (names of parameters depend on them; widths do
 #: not, they are read from the file). Defaults only for the others.
@@ -127,36 +128,6 @@ def build_with(
         else:
             module._buffers[leaf] = value
     return model.eval()
-
-
-def activation_values(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int] | None:
-    """The values every module of `model` (built on meta tensors) outputs for an input of
-    `shape`, and the multiply-adds of its convolutions and linear layers, computed without
-    allocating; None where the model does not run on it. The kernels' sizes are the file's:
-    a 1,448-wide kernel on a 1,448-pixel input passed the values' bound and ran for minutes in
-    this process (red team, session 27)."""
-    total, macs = 0, 0
-
-    def count(module: nn.Module, inputs: Any, output: Any) -> None:
-        nonlocal total, macs
-        if isinstance(output, torch.Tensor):
-            total += output.numel()
-            weight = getattr(module, "weight", None)
-            if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
-                per = weight.numel() // max(weight.shape[0], 1)
-                transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
-                macs += (inputs[0].numel() if transposed else output.numel()) * per
-
-    hooks = [m.register_forward_hook(count) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            model(torch.empty(shape, device="meta"))
-    except (RuntimeError, ValueError, IndexError):
-        return None
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return total, macs
 
 
 def probe_shape(graph: Any) -> tuple[int, ...]:

@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from nnmark.errors import NNMarkError
@@ -98,6 +99,56 @@ def create_model(name: str, max_params: int | None = MAX_PARAMS, **kwargs: Any) 
     model.nnmark_arch = name
     model.nnmark_kwargs = dict(kwargs)
     return model
+
+
+def activation_values(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """The values every module of `model` (built on meta tensors) outputs for an input of
+    `shape`, and the multiply-adds of its convolutions and linear layers, computed without
+    allocating; None where the model does not run on it. The kernels' sizes are the file's:
+    a 1,448-wide kernel on a 1,448-pixel input passed the values' bound and ran for minutes in
+    this process (red team, session 27)."""
+    total, macs = 0, 0
+
+    def count(module: nn.Module, inputs: Any, output: Any) -> None:
+        nonlocal total, macs
+        if isinstance(output, torch.Tensor):
+            total += output.numel()
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
+                per = weight.numel() // max(weight.shape[0], 1)
+                transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
+                macs += (inputs[0].numel() if transposed else output.numel()) * per
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(torch.empty(shape, device="meta"))
+    except (RuntimeError, ValueError, IndexError):
+        return None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total, macs
+
+
+#: The most values a zoo model's layers may output on one input where nnmark runs it unasked at
+#: the file's declared input shape (`serve`'s probe, `export`'s trace): 2 GiB of float32. A
+#: cnn declared for 4096 x 4096 inputs took 10.8 GB to serve (red team, session 31).
+MAX_RUN_VALUES = 1 << 29
+
+
+def check_run_cost(name: str, kwargs: dict[str, Any], shape: Sequence[int]) -> None:
+    """Refuse, in one line, to run zoo model `name` on one input of `shape` (the file's
+    declared input) when its layers would output more than MAX_RUN_VALUES values: counted on
+    the meta device first, nothing allocated."""
+    values = activation_values(_on_meta(name, kwargs), (1, *shape))
+    if values is None:
+        raise NNMarkError(f"model {name!r} does not run on inputs of shape {list(shape)}")
+    if values[0] > MAX_RUN_VALUES:
+        raise NNMarkError(
+            f"model {name!r} would output {values[0]:,} values on one input of shape "
+            f"{list(shape)} (at most {MAX_RUN_VALUES:,}): too large to run here"
+        )
 
 
 def list_models() -> list[str]:
