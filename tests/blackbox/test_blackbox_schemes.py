@@ -491,6 +491,9 @@ def test_calibrate_cli(blackbox_marked, tmp_path: Path) -> None:  # type: ignore
     assert "label uniformly" in v.null
     r = CliRunner().invoke(app, ["calibrate", str(path), "--models", "0"])
     assert r.exit_code == 2 and "--models must be in [1, 1000]" in r.stderr
+    for epochs in ("-1", "10001"):  # a ValueError's text before; no bound above
+        r = CliRunner().invoke(app, ["calibrate", str(path), "--epochs", epochs])
+        assert r.exit_code == 2 and f"--epochs must be in [1, 10000], got {epochs}" in r.stderr
     other = tmp_path / "another.nnkey"  # --out over another file needs --force, as train's
     other.write_text("another key")
     r = CliRunner().invoke(app, ["calibrate", str(path), "--models", "1", "--out", str(other)])
