@@ -104,6 +104,7 @@ def serve_cmd(
     from nnmark.data import load_data
     from nnmark.io import load_model
     from nnmark.models import check_run_cost
+    from nnmark.remote.client import plain_name
     from nnmark.remote.connections import ConnectionLimits, server_config
     from nnmark.remote.evasions import fit_evasions, parse_evasion
     from nnmark.remote.server import CLIENT_SHARE, create_app
@@ -130,7 +131,7 @@ def serve_cmd(
             )
         err.print(f"fitting defenses on the thief split of {data}")
         fit_evasions(defenses, model, bundle, seed=seed)
-    name = model_name or model_path.stem
+    name = plain_name(model_name, "--model-name") if model_name else model_path.stem
     app = create_app(
         model,
         info.input_shape,

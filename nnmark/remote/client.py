@@ -109,6 +109,14 @@ def needed_classes(marks: Any) -> int | None:
     return max(counts) + 1 if counts else None
 
 
+def plain_name(name: str, what: str, hint: str = "") -> str:
+    """`name` where it is a plain model name (letters, digits, '.', '_', '-'; at most 256): it
+    goes into a URL path and into one-line messages (a newline cut an error in two)."""
+    if not 0 < len(name) <= 256 or not all(ch.isalnum() or ch in "._-" for ch in name):
+        raise NNMarkError(f"{what} is not a plain name (letters, digits, '.', '_', '-'){hint}")
+    return name
+
+
 class RemoteSuspect(Suspect):
     def __init__(
         self,
@@ -158,7 +166,8 @@ class RemoteSuspect(Suspect):
             probe = self._request("GET", "/v2", limit=ANSWER_SLACK)
             if probe.status_code == 401:
                 raise NNMarkError(f"{self.url} needs a bearer token: pass --token-file")
-        self.model_name = model_name or self._only_model()
+        self.model_name = plain_name(model_name, "--model-name") if model_name else None
+        self.model_name = self.model_name or self._only_model()
         meta = self._get(f"/v2/models/{self.model_name}")
         try:
             self.input_shape = dims(meta["inputs"][0]["shape"])[1:]
@@ -272,13 +281,9 @@ class RemoteSuspect(Suspect):
         names = [m.get("name") for m in index if isinstance(m, dict)]
         if len(names) != 1:
             raise NNMarkError(f"{self.url} serves {len(names)} models; pass --model-name")
-        name = str(names[0])
-        if not 0 < len(name) <= 256 or not all(ch.isalnum() or ch in "._-" for ch in name):
-            raise NNMarkError(
-                f"{self.url}: the served model's name is not a plain name (letters, digits, "
-                "'.', '_', '-'); pass --model-name"
-            )
-        return name
+        return plain_name(
+            str(names[0]), f"{self.url}: the served model's name", "; pass --model-name"
+        )
 
     @property
     def white_box(self) -> bool:

@@ -262,6 +262,11 @@ def test_unreachable_and_unknown_model(owner_keys, plain_cnn) -> None:  # type: 
             app, ["verify", "--remote", url, "--model-name", "other", "--key", str(key_path)]
         )
         assert r.exit_code == 2 and "unknown model 'other'" in r.stderr
+        # a name goes into the URL and the message: a newline cut the error in two
+        args = ["verify", "--remote", url, "--model-name", "a\nb", "--key", str(key_path)]
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and "--model-name is not a plain name" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
     r = runner.invoke(app, ["verify", "--remote", url, "--key", str(key_path)])
     assert r.exit_code == 2 and "not reachable" in r.stderr
 
