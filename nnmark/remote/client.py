@@ -182,7 +182,11 @@ class RemoteSuspect(Suspect):
             raise NNMarkError(
                 f"{self.url}: the metadata claims {self.classes} classes (at most {MAX_CLASSES})"
             )
-        if any(d < 1 for d in self.input_shape) or math.prod(self.input_shape) > MAX_INPUT_VALUES:
+        if (  # [] or [-1]: no input of the model's is declared, only the batch
+            not self.input_shape
+            or any(d < 1 for d in self.input_shape)
+            or math.prod(self.input_shape) > MAX_INPUT_VALUES
+        ):
             raise NNMarkError(
                 f"{self.url}: the metadata's input shape {self.input_shape} is invalid"
             )

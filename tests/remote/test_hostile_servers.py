@@ -264,6 +264,9 @@ def _verify(url: str, key: Path, *extra: str) -> tuple[subprocess.CompletedProce
             _oip(drip, input_shape=[-1] + [1e308] * 100_000),
             "unexpected model metadata",
         ),
+        # only the batch declared: the queries were sent anyway, read as not_found
+        ("a metadata shape of []", _oip(drip, input_shape=[]), "input shape [] is invalid"),
+        ("a metadata shape of [-1]", _oip(drip, input_shape=[-1]), "input shape [] is invalid"),
         (  # (its 100,000 commas are refused before the answer is parsed)
             "an answer shape of 1e308s",
             _oip(answering(lambda n: {"shape": [n] + [1e308] * 100_000, "data": [0.1] * n})),
