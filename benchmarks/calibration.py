@@ -302,7 +302,7 @@ def main() -> None:
         )
         kind = "composite" if len(parts) > 1 else SCHEMES.get(name).kind
         job = ModelJob(task, name, quick.seed, opts)
-        cached = ResultStore(args.cache).key_path(job.ident).exists()
+        cached = ResultStore(args.cache).cache.has(job.ident, keyed=True)
         why = None if cached else unsupported(task, name, opts)
         schemes[name] = {"kind": kind} | ({"skipped": why} if why else {})
         if not why:

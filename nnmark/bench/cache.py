@@ -47,8 +47,22 @@ class ModelCache:
         return self.root / f"{ident}.nnkey"
 
     def has(self, ident: str, keyed: bool) -> bool:
-        """The model (and, when `keyed`, its key) is cached."""
-        return self.model_path(ident).exists() and (not keyed or self.key_path(ident).exists())
+        """The model (and, when `keyed`, its key in today's key format) is cached. A key of
+        another format (nnmark.keys.REFUSED_VERSIONS: version 2 before session 31, under the
+        same package version) would be refused on loading: its model is trained again."""
+        if not self.model_path(ident).exists():
+            return False
+        return not keyed or self._current_key(ident)
+
+    def _current_key(self, ident: str) -> bool:
+        import json
+
+        from nnmark.keys import VERSION
+
+        try:
+            return json.loads(self.key_path(ident).read_text()).get("version") == VERSION
+        except (OSError, ValueError, AttributeError):  # absent, torn, not a key object
+            return False
 
     def put(self, ident: str, model: nn.Module, data: DataBundle, key: OwnerKey | None) -> None:
         """Store a model (with the data it was trained on, for its metadata) and its key; the

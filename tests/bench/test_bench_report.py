@@ -379,6 +379,32 @@ def test_cached_models_are_keyed_by_the_recipe_and_the_version_not_source_bytes(
     assert job.nonce == nonce  # a key's nonce: the recipe alone
 
 
+def test_a_cached_key_of_a_refused_format_is_trained_again(tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
+    """Version 3 keys came under the same package version as version 2 ones: a cached model's
+    version-2 key was loaded and refused, and calibration.py stopped. It is made again."""
+    from nnmark import OwnerKey, new_model
+    from nnmark.bench.cache import ModelCache, model_id
+
+    cache = ModelCache(tmp_path)
+    made: list[int] = []
+
+    def make():  # type: ignore[no-untyped-def]
+        from nnmark.schemes.uchida import Uchida, UchidaConfig
+
+        made.append(1)
+        model, owner = new_model("cnn", digits, seed=0), OwnerKey.new("o", nonce="ab" * 16)
+        return model, owner.with_mark(Uchida.plan(model, owner, UchidaConfig(), bits=16)), digits
+
+    cache.get("x", ["r"], make, keyed=True)
+    cache.get("x", ["r"], make, keyed=True)
+    assert len(made) == 1  # cached
+    path = cache.key_path(model_id("x", ["r"]))
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "version": 2}))
+    _, key = cache.get("x", ["r"], make, keyed=True)
+    assert len(made) == 2 and key is not None  # trained again, the key in today's format
+
+
 def test_the_headline_counts_an_attack_that_ruined_the_model_as_too_weak_not_survived() -> None:
     """Issue 18: "survives" counts only attacks that left a model within the fidelity budget at
     some strength; one that never did is listed as too weak here."""
