@@ -63,21 +63,35 @@ def verify_key(
     root: Path, key_ident: str, unmarked: list[str], calibration: list[str]
 ) -> dict[str, Any]:
     """Every unmarked model against one key (as issued, and calibrated for black-box marks)."""
-    from nnmark.api import verify
-    from nnmark.calibrate import calibrate
+    from nnmark.api import verify as verify_with
+    from nnmark.calibrate import calibrate as calibrate_with
+    from nnmark.data import SHARED_DATA, load_data
     from nnmark.io import load_model
     from nnmark.keys import OwnerKey
+
+    # the data sets the keys re-derive inputs from: digits, and unrelated's source (its key
+    # names it by content hash, never by path: the verifier passes it)
+    digits, fashion = (
+        load_data("digits"),
+        load_data(f"fashion-mnist:{SHARED_DATA / 'fashion-mnist'}"),
+    )
+
+    def verify(model: Any, key: Any, alpha: float = DEFAULT_ALPHA) -> Any:
+        return verify_with(model, key, alpha, data=[digits, fashion])
+
+    def calibrate(key: Any, models: Any) -> Any:
+        return calibrate_with(key, models, data=digits, key_data=[fashion])
 
     torch.set_num_threads(1)
     cpu0 = time.process_time()
     store = ResultStore(root)
     key = OwnerKey.load(store.cache.key_path(key_ident))
-    marked, _ = load_model(store.model_path(key_ident))
-    models = [load_model(store.model_path(i))[0] for i in unmarked]
+    marked, _ = load_model(store.cache.model_path(key_ident))
+    models = [load_model(store.cache.model_path(i))[0] for i in unmarked]
     keys = {"issued": key}
     if any(SCHEMES.get(m.scheme).kind == "blackbox" for m in key.marks):
         keys["calibrated"] = calibrate(
-            key, [load_model(store.model_path(i))[0] for i in calibration]
+            key, [load_model(store.cache.model_path(i))[0] for i in calibration]
         )
     issued = verify(marked, key)
     out: dict[str, Any] = {"marked": _record(issued, verify(marked, key, LOOSE_ALPHA))}
@@ -121,7 +135,7 @@ def accuracies(root: Path, idents: list[str]) -> list[float]:
     test = data.loader("test", 512)
     store = ResultStore(root)
     return [
-        evaluate(load_model(store.model_path(i))[0], test, "classification")["accuracy"]
+        evaluate(load_model(store.cache.model_path(i))[0], test, "classification")["accuracy"]
         for i in idents
     ]
 
