@@ -120,7 +120,9 @@ def _record(strict: Any, loose: Any) -> dict[str, Any]:
         "p": strict.p_value,
         "claim": strict.verdict in ("found", "intact"),
         "p_loose": loose.p_value,
-        "claim_loose": loose.verdict in ("found", "intact"),
+        # p <= 0.05, not a verdict: a claim also needs p below the search-cost bound (about
+        # 1.6e-12) at any alpha since session 29, so counting claims at 0.05 tested nothing
+        "claim_loose": loose.p_value <= LOOSE_ALPHA,
         "queries": strict.queries,
     }
 
@@ -211,11 +213,12 @@ def markdown(doc: dict[str, Any]) -> str:
         f"marked model per scheme (seed 0, the quick preset's options). Calibrated keys: "
         f"`nnmark calibrate` on {p['calibration_models']} other unmarked models (seeds "
         f"{CALIBRATION_SEED}..), disjoint from the {p['models']} judged. False claim: verdict "
-        f"found (intact) on an unmarked model. FPR at 0.05 with its exact 95 % Clopper-Pearson "
-        f"interval; 'meets' = 0 false claims at alpha = {DEFAULT_ALPHA:g} and the interval's lower "
-        "end <= 0.05.",
+        f"found (intact) on an unmarked model. FPR at 0.05: the share of unmarked models whose p "
+        f"(at alpha 0.05) is at most 0.05, with its exact 95 % Clopper-Pearson interval (not their "
+        f"claims: a claim also needs p below the search-cost bound at any alpha); 'meets' = 0 "
+        f"false claims at alpha = {DEFAULT_ALPHA:g} and the interval's lower end <= 0.05.",
         "",
-        "| scheme | kind | marked model p | models | false claims at 1e-6 | false claims at 0.05 "
+        "| scheme | kind | marked model p | models | false claims at 1e-6 | p <= 0.05 "
         "| FPR at 0.05 [95 % CI] | min p | meets |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
