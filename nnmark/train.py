@@ -330,7 +330,7 @@ def fit(
     config = config or TrainConfig()
     task = get_task(task or data.task) if not isinstance(task, Task) else task
     where = device_of(model) if device is None else resolve_device(device)
-    first = data.splits["train"][:2]
+    first = data.splits[config.split][:2]
     check_fits(model, data.x[first], data.y[first], task, data.num_classes)
     if amp is not None and amp not in AMP_DTYPES:
         raise NNMarkError(f"amp must be bf16 or fp16, got {amp!r}")
