@@ -356,6 +356,16 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, Any], dict[str,
     return header, meta
 
 
+def check_real(path: str | Path, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` where it is real: a complex one was read by its real part, with a warning."""
+    if tensor.is_complex():
+        raise NNMarkError(
+            f"{path}: tensor {name[:80]!r} is {tensor.dtype}; a model's weights are dense real "
+            "tensors"
+        )
+    return tensor
+
+
 def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelInfo | None]:
     """All tensors of a model file, and its nnmark metadata if any. Never unpickles code."""
     p = Path(path)
@@ -368,11 +378,8 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelInf
             state = load_file(str(p))
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise NNMarkError(f"{p}: corrupted safetensors file ({exc})") from None
-        for k, v in state.items():  # read by their real part with a warning before
-            if v.is_complex():
-                raise NNMarkError(
-                    f"{p}: tensor {k[:80]!r} is {v.dtype}; a model's weights are dense real tensors"
-                )
+        for k, v in state.items():
+            check_real(p, k, v)
         return state, ModelInfo.from_metadata(meta, str(p))
     if p.suffix in PICKLE_SUFFIXES:
         return _load_weights_only(p), None

@@ -19,6 +19,7 @@ from nnmark.device import device_of
 from nnmark.errors import NNMarkError
 from nnmark.io import (
     ModelInfo,
+    check_real,
     load_model,
     load_state_dict,
     module_identity,
@@ -278,9 +279,7 @@ class FileSuspect(Suspect):
             value = self._built["reader"].get_tensor(name)
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
             raise NNMarkError(f"{self.path}: cannot read tensor {name!r} ({exc})") from None
-        if value.is_complex():  # read by its real part with a warning, as load_state_dict's
-            raise NNMarkError(f"{self.path}: tensor {name[:80]!r} is {value.dtype}, not real")
-        return value
+        return check_real(self.path, name, value)
 
     def tensor_names(self) -> list[str]:
         return list(self._state) if self._state is not None else list(self._header)

@@ -10,6 +10,7 @@ folder (or `--cache`) is a fresh start.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,8 +56,6 @@ class ModelCache:
         return not keyed or self._current_key(ident)
 
     def _current_key(self, ident: str) -> bool:
-        import json
-
         from nnmark.keys import VERSION
 
         try:

@@ -38,12 +38,7 @@ def demo_cmd(
     dev = pick_device(device)
     names = [f"{n}.safetensors" for n in ("plain", "marked", "stolen")] + ["owner.nnkey"]
     if out_dir is not None:  # before any work: a key is never replaced unasked
-        if out_dir.exists() and not out_dir.is_dir():
-            raise NNMarkError(f"--out-dir {out_dir} is not a folder")
-        for name in names if out_dir.is_dir() else []:
-            check_output(out_dir / name, force)
-        if not out_dir.is_dir():
-            check_output(out_dir, False)  # its parent exists and is writable
+        _check_out_dir(out_dir, names, force)
     start = time.perf_counter()
     data = load_data("digits")
     cfg = TrainConfig(epochs=epochs, seed=seed)
@@ -89,3 +84,14 @@ def demo_cmd(
         atomic_write_all(files, private=[out_dir / "owner.nnkey"])
         out.print(f"saved models and key in {out_dir}")
     out.print(f"done in {time.perf_counter() - start:.1f} s")
+
+
+def _check_out_dir(out_dir: Path, names: list[str], force: bool) -> None:
+    """The files a run would write in `out_dir` can be written (and replaced only with force)."""
+    if out_dir.is_dir():
+        for name in names:
+            check_output(out_dir / name, force)
+    elif out_dir.exists():
+        raise NNMarkError(f"--out-dir {out_dir} is not a folder")
+    else:
+        check_output(out_dir, False)  # its parent exists and is writable

@@ -133,6 +133,8 @@ class RemoteSuspect(Suspect):
         are then scored over at most that many and one "other" column, whatever the server
         claims (a claim of 65,536 classes made label answers n x 65,536 one-hot rows, 3.4 GB;
         red team, session 28). None: the server's claim, up to MAX_CLASSES."""
+        if model_name is not None:  # before any exchange: it goes into every URL path
+            plain_name(model_name, "--model-name")
         self.url = url.rstrip("/")
         self.key_classes = key_classes
         self.label = self.url
@@ -166,8 +168,7 @@ class RemoteSuspect(Suspect):
             probe = self._request("GET", "/v2", limit=ANSWER_SLACK)
             if probe.status_code == 401:
                 raise NNMarkError(f"{self.url} needs a bearer token: pass --token-file")
-        self.model_name = plain_name(model_name, "--model-name") if model_name else None
-        self.model_name = self.model_name or self._only_model()
+        self.model_name = model_name or self._only_model()
         meta = self._get(f"/v2/models/{self.model_name}")
         try:
             self.input_shape = dims(meta["inputs"][0]["shape"])[1:]
