@@ -416,12 +416,19 @@ def test_a_model_with_an_empty_or_negative_size_is_refused_in_one_line(
 
 
 def test_serve_and_export_refuse_a_model_too_large_to_run_at_its_declared_input(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A digits cnn whose metadata declares 4096 x 4096 inputs took 10.8 GB to serve and 11.9
     GB to export before failing (red team, session 31); a U-Net declared so would run, on 7
     billion activations. Both are counted on the meta device first and refused in one line."""
+    import uvicorn
+
     from nnmark.models import create_model
+
+    def served(*args: object, **kwargs: object) -> None:  # a regression fails, never blocks
+        raise AssertionError("serve started a server for a model it should have refused")
+
+    monkeypatch.setattr(uvicorn.Server, "run", served)
 
     for arch, says in (("cnn", "does not run on inputs"), ("unet", "would output 7,432,306,688")):
         model = create_model(arch)
