@@ -48,10 +48,24 @@ hinge at the paper's lam 0.01 too (the paper's lam and optimiser, nnmark's loss)
   their scale), so the host the mark is written into is larger. Not in the default set:
   `--recipes "paper code (bce, lam 0.01, SGD, no weight decay)" --tag paper_code`.
 
+Why the paper's loss moves the histogram here, measured (`--host-scale C`, resnet20 only): the
+least change carrying the logits that loss reaches is about 0.1 rms on this host, where the
+plain host's std is 0.03, so the histogram widens 3.5x. The paper's Figure 3 says it does not
+on its WRN, which its authors' code trains for 200 epochs without weight decay: under
+BatchNorm the host's scale does not change the network's function, and without weight decay
+every step grows it (a gradient orthogonal to the weights lengthens them), the more the longer
+the gradients stay large, as over 200 epochs of CIFAR-10 with augmentation. Their plotting
+script bins the host over [-7, 7] in bins 0.07 wide, where a host of std 0.03 falls within
+about two bins: the host they plotted was far larger. `--host-scale C` multiplies the
+host's initial weights by C in both twins (BatchNorm follows it: the same function at the
+start), a stand-in for a host grown that large, to measure the host std at which the same loss
+and recipe leave the histogram within the issue's tolerance. It is not the paper's protocol,
+and its rows are not a reproduction of Figure 3: they name the cause of the gap.
+
 Seeds run in `--jobs` processes (one torch thread each).
 
     python benchmarks/uchida_paper_settings.py [--arch cnn] [--seeds 3] [--epochs 4] \
-        [--fraction 0.34] [--jobs 2] [--recipes NAME ... --tag TAG]
+        [--fraction 0.34] [--jobs 2] [--recipes NAME ... --tag TAG] [--host-scale C --tag TAG]
 """
 
 from __future__ import annotations
@@ -157,6 +171,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     acc = accuracy_on_test(data)
 
     init = new_model(args.arch, data, seed=seed)
+    with torch.no_grad():  # BatchNorm follows the host: the same function (module docstring)
+        get_layer(init, arch.layer).weight.mul_(args.host_scale)
     plains: dict[str, tuple[float, torch.nn.Module]] = {}
     rows: dict[str, dict[str, Any]] = {}
     for name in args.recipes or arch.recipes:
@@ -218,9 +234,16 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--recipes", nargs="+", choices=list(RECIPES), help="default: the arch's")
     ap.add_argument("--tag", help="results name suffix, needed with --recipes")
+    ap.add_argument(
+        "--host-scale", type=float, default=1.0, help="the host's initial weights x C (resnet20)"
+    )
     args = ap.parse_args()
-    if args.recipes and not args.tag:
-        ap.error("--recipes needs --tag (the results file's name suffix)")
+    if (args.recipes or args.host_scale != 1.0) and not args.tag:
+        ap.error("--recipes and --host-scale need --tag (the results file's name suffix)")
+    if args.host_scale != 1.0 and args.arch != "resnet20":
+        ap.error("--host-scale needs a host that BatchNorm follows: --arch resnet20")
+    if not args.host_scale > 0:
+        ap.error("--host-scale must be > 0")
     start = time.time()
     with ProcessPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(run_seed, range(args.seeds), [args] * args.seeds))
@@ -241,7 +264,19 @@ def main() -> None:
         f"{args.fraction:.0%} of the 45,000-image train split, seeds 0..{args.seeds - 1}; plain "
         "and marked from the same initial weights and batches; test accuracy on the 10,000 "
         f"test images. KS: two-sample Kolmogorov-Smirnov distance of the raw host weights. "
-        f"{seconds} s ({args.jobs} processes).",
+        f"{seconds} s ({args.jobs} processes)."
+        + (
+            f" **Host's initial weights x {args.host_scale:g}** in both twins (`--host-scale`: "
+            "a stand-in for a host grown that large, not the paper's protocol; module docstring). "
+            "Plain host std (mean): "
+            + ", ".join(
+                f"{name} {statistics.mean(r['std_plain'] for r in rows):.4f}"
+                for name, rows in results.items()
+            )
+            + "."
+            if args.host_scale != 1.0
+            else ""
+        ),
         "",
         "| recipe | found | worst BER | marked - plain (points, mean) | KS marked vs plain "
         "(mean) | KS plain vs plain (mean) | worst KS ratio | host std marked / plain | "
