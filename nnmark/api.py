@@ -449,7 +449,7 @@ def _claim_rule(v: Verdict, alpha: float, cost: float, prov: Provenance) -> str:
         return (
             f"not claimed: p < alpha, but a key search reaches it in {cost:.3g} CPU-years; {rule}"
         )
-    return f"not claimed: {rule}"
+    return f"not claimed: a claim needs {rule}; p is {v.p_value:.2g}"
 
 
 #: Why a verified timestamp that predates the suspect does not lower the claim's bar. It shows

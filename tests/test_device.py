@@ -191,10 +191,10 @@ def test_workers_on_the_cli_give_the_same_model(tmp_path: Path) -> None:
 
     for w in ("0", "2"):
         r = runner.invoke(
-            app, ["train", "--epochs", "2", "--workers", w, "--out", str(tmp_path / f"{w}.st")]
+            app, ["train", "--epochs", "2", "--workers", w, "--out", str(tmp_path / f"{w}.safetensors")]
         )
         assert r.exit_code == 0, r.stderr
-    a, b = load_file(str(tmp_path / "0.st")), load_file(str(tmp_path / "2.st"))
+    a, b = load_file(str(tmp_path / "0.safetensors")), load_file(str(tmp_path / "2.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    r = runner.invoke(app, ["train", "--workers", "-1", "--out", str(tmp_path / "x.st")])
+    r = runner.invoke(app, ["train", "--workers", "-1", "--out", str(tmp_path / "x.safetensors")])
     assert r.exit_code == 2

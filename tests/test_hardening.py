@@ -88,17 +88,19 @@ def test_outputs_that_would_replace_another_file_are_refused(model_file: Path) -
     """--out equal to --key-out kept only the key; export and attack wrote over their input;
     a FIFO or device node given as --out was replaced by a regular file."""
     d = model_file.parent
+    x = d / "x.safetensors"
+    same = "name the same file"
     cases = [
-        (["train", "--epochs", "1", "--scheme", "uchida", "--out", d / "x", "--key-out", d / "x"]),
-        (["export", model_file, "--out", model_file]),
-        (["attack", "noise", model_file, "--out", model_file]),
+        (["train", "--epochs", "1", "--scheme", "uchida", "--out", x, "--key-out", x], same),
+        (["export", model_file, "--out", model_file], "--out must be a .onnx file"),
+        (["attack", "noise", model_file, "--out", model_file], same),
     ]
     before = model_file.read_bytes()
-    for args in cases:
+    for args, says in cases:
         r = runner.invoke(app, [str(a) for a in args])
-        assert r.exit_code == 2 and "name the same file" in one_line(r.stderr), r.stderr
-    assert model_file.read_bytes() == before and not (d / "x").exists()
-    fifo = d / "fifo"
+        assert r.exit_code == 2 and says in one_line(r.stderr), r.stderr
+    assert model_file.read_bytes() == before and not x.exists()
+    fifo = d / "fifo.safetensors"
     os.mkfifo(fifo)
     r = runner.invoke(app, ["train", "--epochs", "1", "--out", str(fifo)])
     assert r.exit_code == 2 and "not a regular file" in one_line(r.stderr)
@@ -490,7 +492,8 @@ def test_attack_options_that_size_an_allocation_are_bounded(
 ) -> None:
     """`unlearn:forget` sized its forget set unbounded (10^9 asked for 8 GB), `ensemble:members`
     the number of surrogates (red team, session 27): refused by name before anything runs."""
-    args = ["attack", attack, str(model_file), "--data", "digits", "--out", str(tmp_path / "a")]
+    out = str(tmp_path / "a.safetensors")
+    args = ["attack", attack, str(model_file), "--data", "digits", "--out", out]
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and says in one_line(r.stderr), r.stdout + r.stderr
 

@@ -15,7 +15,9 @@ from nnmark.cli.common import (
     DeviceOpt,
     MaxParamsOpt,
     SetOption,
-    check_output,
+    check_finite,
+    check_inputs,
+    check_model_output,
     command,
     distinct_paths,
     out,
@@ -70,7 +72,7 @@ def attack_cmd(
     max_params: MaxParamsOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Attack a model the way a thief would; prints fidelity before and after."""
+    """Attack a model the way a thief would; with --data, prints fidelity before and after."""
     if list_:
         out.print(attack_table())
         return
@@ -85,11 +87,14 @@ def attack_cmd(
 
     built = build_attack(name, parse_options(sets))  # validates before any loading
     dev = pick_device(device)
-    check_output(out_path)
+    check_model_output(out_path)
     distinct_paths({"--out": out_path}, {"MODEL": model_path})
     model, info = load_model(model_path, max_params=max_params)
     bundle = load_data(data) if data else None
+    if bundle is not None:
+        check_inputs(info.input_shape, bundle, str(data))
     attacked = attack(model, name, bundle, options=parse_options(sets), seed=seed, device=dev)
+    check_finite(attacked, f"the attacked model ({name})")
     extra = dict(info.extra)
     extra["attack"] = repr(built)
     extra["attack_seed"] = str(seed)
@@ -104,7 +109,7 @@ def attack_cmd(
         extra["reshaped"] = json.dumps(changed)
         logging.getLogger(__name__).warning(
             "%s changes layer shapes (%s): the file does not reload through the zoo; "
-            "verify it with --reference ORIGINAL",
+            "verify it with --reference-unmarked (the owner's model before the mark)",
             built.name or name,
             ", ".join(sorted(changed)[:3]) + ("..." if len(changed) > 3 else ""),
         )

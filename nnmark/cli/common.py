@@ -175,6 +175,41 @@ def check_output(path: Path, force: bool = True) -> Path:
     return path
 
 
+def check_model_output(path: Path, suffix: str = ".safetensors") -> Path:
+    """An output model's path, its suffix the format written: a model saved as `a.onnx` or `a.pt`
+    was safetensors bytes that no command could read back under that name."""
+    if not path.name.lower().endswith(suffix) or path.name.lower() == suffix:
+        what = "nnmark export writes ONNX" if suffix == ".safetensors" else "what export writes"
+        raise NNMarkError(f"--out must be a {suffix} file, got {path.name!r} ({what})")
+    return check_output(path)
+
+
+def check_inputs(input_shape: Any, bundle: Any, data: str) -> None:
+    """Refuse data whose inputs the model was not built for, in one line before any work (a
+    digits model on MNIST failed inside a matmul, after an attack had written its output)."""
+    if input_shape and tuple(input_shape) != tuple(bundle.input_shape):
+        raise NNMarkError(
+            f"model expects inputs {tuple(input_shape)}, data {data} has {bundle.input_shape}"
+        )
+
+
+def check_finite(model: Any, what: str) -> None:
+    """Refuse to save a model whose weights went NaN or infinite (a learning rate too high):
+    it would be written with exit 0 and a verdict of not_found, as if the mark did not take."""
+    import torch
+
+    bad = [
+        name
+        for name, t in model.state_dict().items()
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        raise NNMarkError(
+            f"{what} diverged: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]}); "
+            "nothing written: lower --lr"
+        )
+
+
 def distinct_paths(outputs: Mapping[str, Path | None], inputs: Mapping[str, Path | None]) -> None:
     """Refuse outputs that name the same file, or an input: one would silently replace the
     other (e.g. --out equal to --key-out leaves only the key)."""

@@ -19,6 +19,9 @@ from nnmark.cli.common import (
     SuspectSeenOpt,
     TsaCertOpt,
     WorkersOpt,
+    check_finite,
+    check_inputs,
+    check_model_output,
     check_output,
     command,
     distinct_paths,
@@ -156,7 +159,7 @@ def train_cmd(
     from nnmark.tasks import evaluate
 
     dev, precision = pick_device(device), pick_amp(amp)
-    check_output(out_path)
+    check_model_output(out_path)
     if scheme != "none":
         resolve_schemes(scheme, parse_options(sets))  # an unknown scheme or option first
         if key_out is None:
@@ -164,6 +167,8 @@ def train_cmd(
         check_output(key_out, force)
     elif sets:
         raise NNMarkError("--set needs a --scheme")
+    elif bits is not None or message is not None or key_out is not None:
+        raise NNMarkError("--bits, --message and --key-out need a --scheme (they describe a mark)")
     elif reference_unmarked is not None or identity is not None:
         raise NNMarkError("--reference-unmarked and --identity need a --scheme (and a key)")
     outputs = {"--out": out_path, "--key-out": key_out}
@@ -200,6 +205,7 @@ def train_cmd(
                 reference=reference,
             )
             key = signed(key, private)
+    check_finite(trained, "training")
     metrics = evaluate(trained, bundle.loader("test", 256), bundle.task)
     if scheme == "none":
         _save(trained, model_info(trained, bundle), out_path)
@@ -276,7 +282,7 @@ def embed_cmd(
     from nnmark.tasks import evaluate
 
     dev, precision = pick_device(device), pick_amp(amp)
-    check_output(out_path)
+    check_model_output(out_path)
     in_place = key_in is not None and key_in.resolve() == key_out.resolve()
     check_output(key_out, force or in_place)
     distinct_paths({"--out": out_path, "--key-out": key_out}, {"MODEL": model_path})
@@ -293,6 +299,7 @@ def embed_cmd(
     key, private = signer_for(identity, key, owner)  # read before any training
     net, info = load_model(model_path, max_params=max_params)
     bundle = load_data(data)
+    check_inputs(info.input_shape, bundle, data)
     before = evaluate(net, bundle.loader("test", 256), bundle.task)
     cfg = _train_config(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     teacher = None
@@ -320,6 +327,7 @@ def embed_cmd(
             workers=workers,
             reference=None if distill or key_in is not None else net,
         )
+    check_finite(marked, "embedding")
     key = signed(key, private)
     after = evaluate(marked, bundle.loader("test", 256), bundle.task)
     _save_marked(marked, model_info(marked, bundle), out_path, key, key_out)
@@ -526,6 +534,16 @@ def verify_cmd(
         if reference is not None and reference_unmarked is not None:
             raise NNMarkError("give --reference or --reference-unmarked, not both")
         schemes = [bound_scheme(owner_key, m.index, bundles) for m in owner_key.marks]
+        white = [s.name for s in schemes if s.kind == "whitebox"]
+        if reference_unmarked is not None and white and all(
+            s.mark.reference is None for s in schemes if s.kind == "whitebox"
+        ):  # each would read not_found, p 1, on the owner's own intact model (usability review)
+            raise NNMarkError(
+                f"--reference-unmarked: this key's {', '.join(white)} mark commits to no unmarked "
+                "reference, so it is never realigned to one (a reference given at verify time "
+                "could be built for the suspect); verify without it, or mark with nnmark embed "
+                "or train --reference-unmarked to commit one"
+            )
         ref = reference if reference is not None else reference_unmarked
         assert ref is not None
         suspect = realign_suspect(suspect, ref, schemes, unmarked=reference is None)
@@ -553,10 +571,7 @@ def evaluate_cmd(
     net, info = load_model(model_path, max_params=max_params)
     net = net.to(dev)
     bundle = load_data(data)
-    if info.input_shape and tuple(info.input_shape) != bundle.input_shape:
-        raise NNMarkError(
-            f"model expects inputs {tuple(info.input_shape)}, data {data} has {bundle.input_shape}"
-        )
+    check_inputs(info.input_shape, bundle, data)
     metrics = evaluate(net, bundle.loader(split, 256), info.task)
     if as_json:
         print(json.dumps({"split": split, **metrics}))

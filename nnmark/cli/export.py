@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from nnmark.cli.common import MaxParamsOpt, check_output, command, distinct_paths, out
+from nnmark.cli.common import MaxParamsOpt, check_model_output, command, distinct_paths, out
 from nnmark.errors import NNMarkError
 
 
@@ -25,7 +25,7 @@ def export_cmd(
 
     if fmt != "onnx":
         raise NNMarkError(f"unknown format {fmt!r} (known: onnx)")
-    check_output(out_path)
+    check_model_output(out_path, ".onnx")
     distinct_paths({"--out": out_path}, {"MODEL": model_path})
     model, info = load_model(model_path, max_params=max_params)
     check_run_cost(info.arch, info.arch_kwargs, info.input_shape)  # the export traces it

@@ -11,6 +11,7 @@ import typer
 from nnmark.cli.common import (
     DeviceOpt,
     MaxParamsOpt,
+    check_inputs,
     command,
     err,
     pick_device,
@@ -124,11 +125,7 @@ def serve_cmd(
         if data is None:
             raise NNMarkError("defenses autoencoder and reject:by=recon|feature need --data")
         bundle = load_data(data)
-        if tuple(info.input_shape) != bundle.input_shape:
-            raise NNMarkError(
-                f"model expects inputs {tuple(info.input_shape)}, data {data} has "
-                f"{bundle.input_shape}"
-            )
+        check_inputs(info.input_shape, bundle, data)
         err.print(f"fitting defenses on the thief split of {data}")
         fit_evasions(defenses, model, bundle, seed=seed)
     name = plain_name(model_name, "--model-name") if model_name else model_path.stem

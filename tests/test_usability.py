@@ -1,0 +1,119 @@
+"""An honest user's ordinary mistakes (usability review, session 32): each is refused in one line
+with exit 2 before any file is written, or said plainly, instead of a wrong file or a verdict
+that blames the model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nnmark import model_info
+from nnmark.cli import app
+from nnmark.data.base import DataBundle
+from nnmark.io import ModelInfo, save_model
+from nnmark.models import create_model
+
+runner = CliRunner()
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory, plain_cnn, digits: DataBundle) -> Path:  # type: ignore[no-untyped-def]
+    """The digits cnn, and an untrained cnn built for MNIST's 28 x 28 inputs."""
+    d = tmp_path_factory.mktemp("usability")
+    save_model(plain_cnn, model_info(plain_cnn, digits), d / "digits.safetensors")
+    mnist = create_model("cnn", in_channels=1, num_classes=10, input_size=28)
+    info = ModelInfo(arch="cnn", arch_kwargs={"input_size": 28}, input_shape=(1, 28, 28))
+    save_model(mnist, info, d / "mnist.safetensors")
+    return d
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["train", "--epochs", "1", "--out", "{d}/t.pt"], "--out must be a .safetensors file"),
+        (["train", "--epochs", "1", "--out", "{d}/t"], "got 't'"),
+        (["attack", "noise", "{d}/digits.safetensors", "--out", "{d}/a.onnx"], "nnmark export"),
+        (["embed", "{d}/digits.safetensors", "--out", "{d}/e.pt"], ".safetensors file"),
+        (["export", "{d}/digits.safetensors", "--out", "{d}/x.safetensors"], "a .onnx file"),
+        (
+            ["train", "--epochs", "1", "--bits", "8", "--out", "{d}/t.safetensors"],
+            "need a --scheme",
+        ),
+        (["train", "--message", "hi", "--out", "{d}/t.safetensors"], "need a --scheme"),
+        (["train", "--key-out", "{d}/t.nnkey", "--out", "{d}/t.safetensors"], "need a --scheme"),
+    ],
+)
+def test_outputs_and_options_that_would_mislead_are_refused_first(
+    files: Path, args: list[str], says: str
+) -> None:
+    """A model written as `a.onnx` or `a.pt` held safetensors bytes no command read back under
+    that name, and `train --scheme none --bits 8` trained without a word about the bits."""
+    before = sorted(p.name for p in files.iterdir())
+    r = runner.invoke(app, [a.format(d=files) for a in args])
+    assert r.exit_code == 2 and says in one_line(r.stderr), r.stderr
+    assert sorted(p.name for p in files.iterdir()) == before  # nothing written
+
+
+def test_attack_checks_the_data_fits_before_it_writes(files: Path) -> None:
+    """`attack prune MNIST_MODEL --data digits --out EXISTING` replaced EXISTING, then failed
+    inside a matmul."""
+    victim = files / "victim.safetensors"
+    victim.write_bytes((files / "digits.safetensors").read_bytes())
+    before = victim.read_bytes()
+    args = ["attack", "prune", str(files / "mnist.safetensors"), "--data", "digits"]
+    r = runner.invoke(app, [*args, "--out", str(victim)])
+    assert r.exit_code == 2 and "model expects inputs (1, 28, 28)" in one_line(r.stderr)
+    assert victim.read_bytes() == before
+    args = ["embed", str(files / "mnist.safetensors"), "--epochs", "1"]
+    r = runner.invoke(app, [*args, "--out", str(files / "e.safetensors")] + [
+        "--key-out", str(files / "e.nnkey")])  # fmt: skip
+    assert r.exit_code == 2 and "data digits has (1, 8, 8)" in one_line(r.stderr)
+    assert not (files / "e.safetensors").exists() and not (files / "e.nnkey").exists()
+
+
+def test_a_diverged_training_is_not_saved(tmp_path: Path) -> None:
+    """At --lr 1e9 every weight went NaN: the model and its key were saved with exit 0 and the
+    advice "train longer"."""
+    out, key = tmp_path / "t.safetensors", tmp_path / "t.nnkey"
+    args = ["train", "--epochs", "1", "--lr", "1e9", "--scheme", "uchida", "--out", str(out)]
+    r = runner.invoke(app, [*args, "--key-out", str(key)])
+    assert r.exit_code == 2 and "training diverged" in one_line(r.stderr), r.stderr
+    assert "lower --lr" in r.stderr and not out.exists() and not key.exists()
+
+
+def test_reference_unmarked_with_a_key_that_commits_to_none(files: Path, tmp_path: Path) -> None:
+    """A key trained without `--reference-unmarked` commits to no unmarked model; giving one at
+    verify time read not_found, p 1, on the owner's own intact model. Now: exit 2, with what to
+    do. The not-claimed line says what a claim needs and what p was."""
+    out, key = tmp_path / "m.safetensors", tmp_path / "k.nnkey"
+    args = ["train", "--epochs", "1", "--scheme", "uchida", "--out", str(out)]
+    assert runner.invoke(app, [*args, "--key-out", str(key)]).exit_code == 0
+    args = ["verify", str(out), "--key", str(key), "--reference-unmarked"]
+    r = runner.invoke(app, [*args, str(files / "digits.safetensors")])
+    assert r.exit_code == 2 and "commits to no unmarked reference" in one_line(r.stderr)
+    assert "verify without it" in r.stderr
+    r = runner.invoke(app, ["verify", str(files / "digits.safetensors"), "--key", str(key)])
+    assert r.exit_code == 1 and "not claimed: a claim needs p < alpha" in r.stdout, r.stdout
+    assert "; p is " in r.stdout
+
+
+def test_a_reshaping_attack_points_to_the_unmarked_reference(
+    files: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`attack morph` advised `--reference ORIGINAL`, which refuses a marked reference for the
+    marks it reshapes; `--reference-unmarked` is the option that reads them."""
+    out = files / "morphed.safetensors"
+    with caplog.at_level(logging.WARNING):
+        args = ["attack", "morph", str(files / "digits.safetensors"), "--out", str(out)]
+        r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.stderr
+    assert "--reference-unmarked" in caplog.text and "--reference ORIGINAL" not in caplog.text
