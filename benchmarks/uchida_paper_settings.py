@@ -58,9 +58,11 @@ the gradients stay large, as over 200 epochs of CIFAR-10 with augmentation. Thei
 script bins the host over [-7, 7] in bins 0.07 wide, where a host of std 0.03 falls within
 about two bins: the host they plotted was far larger. `--host-scale C` multiplies the
 host's initial weights by C in both twins (BatchNorm follows it: the same function at the
-start), a stand-in for a host grown that large, to measure the host std at which the same loss
-and recipe leave the histogram within the issue's tolerance. It is not the paper's protocol,
-and its rows are not a reproduction of Figure 3: they name the cause of the gap.
+start), a stand-in for a host grown that large, to measure how far a larger host alone closes
+the gap. It is not the paper's protocol, and its rows are not a reproduction of Figure 3. (At x4
+and x16, 2 seeds: KS 16.8x and 7.8x plain-vs-plain; benchmarks/seeds_summary.md says why it
+stays above 2x: PyTorch's uniform initialisation, barely trained at that scale, has edges that
+KS sees blurred.)
 
 Seeds run in `--jobs` processes (one torch thread each).
 
