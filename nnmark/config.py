@@ -134,24 +134,36 @@ _SCALARS: dict[Any, Callable[[str, Any], Any]] = {
 }
 
 
+def check_options(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of `values` that `build_config(cls, ...)` takes, coerced to their types
+    (None dropped): an unknown name or a value of the wrong type is an NNMarkError naming it.
+    Unlike build_config it builds nothing, so a partial set of options (a grid's attack options,
+    which each cell completes with its strength) is checked as far as it goes.
+
+    >>> from nnmark.train import TrainConfig
+    >>> check_options(TrainConfig, {"epochs": "3"})
+    {'epochs': 3}
+    """
+    merged = {k: v for k, v in values.items() if v is not None}
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(merged) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields)) or "none"
+        # a few, each cut short: a key's config is the other side's (4.5 million names once)
+        named = ", ".join(one_line(str(k)[:40]) for k in unknown[:UNKNOWN_SHOWN])
+        if len(unknown) > UNKNOWN_SHOWN:
+            named += f" and {len(unknown) - UNKNOWN_SHOWN:,} more"
+        raise NNMarkError(f"unknown option(s) {named} for {_label(cls)} (known: {known})")
+    return {k: _coerce(k, hints[k], v) for k, v in merged.items()}
+
+
 def build_config(cls: type[C], values: Mapping[str, Any] | None = None, /, **extra: Any) -> C:
     """Build the frozen dataclass `cls` from loosely typed values; unknown keys are errors.
 
     Values set to None are dropped so a CLI default never overrides the config's own.
     """
-    merged = {**(values or {}), **extra}
-    merged = {k: v for k, v in merged.items() if v is not None}
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    unknown = sorted(set(merged) - set(fields))
-    if unknown:
-        known = ", ".join(sorted(fields)) or "none"
-        # a few, each cut short: a key's config is the other side's (4.5 million names once)
-        named = ", ".join(one_line(k[:40]) for k in unknown[:UNKNOWN_SHOWN])
-        if len(unknown) > UNKNOWN_SHOWN:
-            named += f" and {len(unknown) - UNKNOWN_SHOWN:,} more"
-        raise NNMarkError(f"unknown option(s) {named} for {_label(cls)} (known: {known})")
-    kwargs = {k: _coerce(k, hints[k], v) for k, v in merged.items()}
+    kwargs = check_options(cls, {**(values or {}), **extra})
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:

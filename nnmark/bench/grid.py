@@ -255,6 +255,36 @@ class BenchSpec:
         attacks = set(self.resolved_attacks())
         return [v for v in self.variants if VARIANTS[v][0] in attacks]
 
+    def check_options(self) -> None:
+        """Refuse, before anything trains, a `scheme_options` or `attack_options` entry its
+        scheme's or attack's config does not take (a typo once trained the whole grid and
+        failed every cell of that scheme): one NNMarkError line naming the entry. A scheme's
+        options are its whole config (less a grid's `bits`), so they are built as training
+        would; an attack's are completed by each cell's strength, so only their names and types
+        are checked (a bad strength is that cell's failure). A variant's options are its
+        attack's (`VARIANTS`)."""
+        from nnmark.config import build_config, check_options
+        from nnmark.schemes import SCHEMES
+
+        for where, table in (
+            ("scheme_options", self.scheme_options),
+            ("attack_options", self.attack_options),
+        ):
+            if not isinstance(table, dict):
+                raise NNMarkError(f"{where} must be a mapping of names to options")
+            for name, opts in table.items():
+                if not isinstance(opts, dict):
+                    raise NNMarkError(f"{where} of {name}: a mapping of option: value")
+                try:
+                    if where == "scheme_options":
+                        cls = SCHEMES.get(name).Config
+                        build_config(cls, {k: v for k, v in opts.items() if k != "bits"})
+                    else:
+                        base = VARIANTS[name][0] if name in VARIANTS else name
+                        check_options(ATTACKS.get(base).Config, opts)
+                except NNMarkError as exc:
+                    raise NNMarkError(f"{where} of {name}: {exc}") from None
+
     def ladder(self, name: str) -> tuple[str, tuple[float, ...]] | None:
         """(option, three values) for attack `name`, or None when it has no strength ladder."""
         if name in self.ladders:

@@ -3,15 +3,28 @@ schemes cannot mark a task's model (asked of the schemes themselves, before anyt
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from nnmark.attacks import ATTACKS
 from nnmark.bench.cache import model_id
 from nnmark.bench.grid import OPTIMISER_FIELDS, AttackCell, BenchSpec, Task
-from nnmark.bench.store import content_id
+from nnmark.bench.store import MAX_RESULTS_LINES, content_id
 from nnmark.errors import NNMarkError
 
-__all__ = ["BENCH_CREATED", "Cell", "ModelJob", "plan", "scheme_kind", "unsupported"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BENCH_CREATED",
+    "Cell",
+    "ModelJob",
+    "changed_cells",
+    "plan",
+    "scheme_kind",
+    "unsupported",
+]
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,75 @@ def plan(spec: BenchSpec) -> tuple[list[ModelJob], list[ModelJob], list[Cell]]:
         cells += [Cell(j, a) for j in jobs for a in attacks]
         cells += [Cell(u, None, j) for j in jobs if j.scheme != "none" for u in unmarked]
     return models, calib, cells
+
+
+#: The fields of a grid that only choose which cells it has: each is in the names of the cells
+#: it adds (task fields, seed, attack specs, the calibration models' seeds). Every other field
+#: (scheme_options, calibration_epochs, ...) may change what a cell of the same name computes.
+COVERAGE = (
+    "tasks",
+    "schemes",
+    "attacks",
+    "chains",
+    "composites",
+    "seed",
+    "calibration_models",
+    "ladders",
+    "variants",
+    "exclude_schemes",
+    "exclude_attacks",
+)
+
+
+#: The most cells of an old grid (read from a results folder's spec.json) planned to compare its
+#: rows with a new grid's: a real grid has no more cells than its results file may have rows.
+MAX_OLD_CELLS = MAX_RESULTS_LINES
+
+
+def _inputs(cell: Cell) -> tuple[Any, ...]:
+    """What a cell computes from: its model's recipe, its attack, its key's model's recipe (the
+    recipes, not the cache names, which also name the package version)."""
+    key = cell.key_job.recipe if cell.key_job is not None else None
+    return cell.job.recipe, cell.attack.spec if cell.attack else None, key
+
+
+def changed_cells(old: BenchSpec, new: BenchSpec, names: set[str]) -> list[tuple[Cell, Cell]]:
+    """(old, new) of each cell of `names` (the rows a results folder holds) that grid `new`
+    computes from other inputs than grid `old` did, though its name is the same: a resume would
+    mix the two. Cells only one grid has are no change (a grid extended with more schemes or
+    attacks resumes). Each grid's cells are planned under both grids' other fields, so a row
+    outside the new grid (one a `--scheme` subset leaves out) is compared as well; `old` is read
+    from a results folder (untrusted), so its cells are planned only up to MAX_OLD_CELLS."""
+    changed: dict[str, tuple[Cell, Cell]] = {}
+    for cover in (new, old):
+        chosen = {f: getattr(cover, f) for f in COVERAGE}
+        try:
+            if cover is old and _plan_bound(old) > MAX_OLD_CELLS:
+                log.warning("the old grid is too large to compare outside the new one")
+                continue
+            before = {c.ident: c for c in plan(dataclasses.replace(old, **chosen))[2]}
+            after = plan(dataclasses.replace(new, **chosen))[2]
+        except (NNMarkError, TypeError, ValueError, AttributeError, KeyError):
+            # old names what this version no longer has (or is not a grid): only the new
+            # grid's cells are compared, under the old grid's fields
+            if cover is new:
+                raise
+            continue
+        for c in after:
+            b = before.get(c.ident)
+            if c.ident in names and b is not None and _inputs(b) != _inputs(c):
+                changed.setdefault(c.ident, (b, c))
+    return list(changed.values())
+
+
+def _plan_bound(spec: BenchSpec) -> int:
+    """An upper bound on the cells of `spec`, counted without planning them."""
+    from nnmark.schemes import SCHEMES
+
+    marks = 1 + len(spec.schemes or SCHEMES.names()) + 2 * len(spec.composites)
+    steps = max([3, *(len(v) for lad in spec.ladders.values() for v in lad.values())])
+    named = len(spec.attacks or ATTACKS.names()) + len(spec.variants) + len(spec.chains)
+    return len(spec.tasks) * marks * (1 + steps * named + spec.calibration_models)
 
 
 def split_bits(scheme: str, options: dict[str, Any]) -> tuple[dict[str, Any], int | None]:

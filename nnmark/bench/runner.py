@@ -28,6 +28,7 @@ HTML and Markdown).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -40,12 +41,12 @@ from typing import Any
 from nnmark.bench.cells import run_cell, run_cell_stub
 from nnmark.bench.executors import Workers, init_ray, ray_gpus
 from nnmark.bench.grid import BenchSpec, Task
-from nnmark.bench.jobs import Cell, ModelJob, plan, split_bits, unsupported
+from nnmark.bench.jobs import Cell, ModelJob, changed_cells, plan, split_bits, unsupported
 from nnmark.bench.metrics import cpu_seconds, machine, phase
 from nnmark.bench.models import Notary, stamp_keys, train_model_timed
 from nnmark.bench.store import ResultStore
 from nnmark.device import resolve_device
-from nnmark.errors import NNMarkError
+from nnmark.errors import NNMarkError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class BenchSummary:
     failed: int
     seconds: float
     unsupported: int = 0  # cells skipped because their scheme cannot mark the task's model
+    failed_before: int = 0  # of `failed`: cells that failed in an earlier run and were skipped
 
 
 def run_bench(
@@ -89,8 +91,11 @@ def run_bench(
         init_ray(ray, jobs)
     where = bench_device(device, ray)
     store = ResultStore(out)
+    spec.check_options()
     _, _, cells = plan(spec)
-    done = store.done(retry_failed)
+    rows = store.rows()
+    check_resume(store, spec, {r["cell"] for r in rows})
+    done = {r["cell"] for r in rows if not (retry_failed and r.get("error"))}
     todo = [c for c in cells if c.ident not in done]
     check_data(c.job.task for c in todo)
     for j in _needed(todo).values():  # a composite's parts that disagree on `bits`, likewise
@@ -122,8 +127,8 @@ def run_bench(
             certs = (notary.ca_pem,)
         _run_cells(workers, store, runnable, certs, phases, progress)
 
-    rows = {r["cell"]: r for r in store.rows()}
-    current = [rows[c.ident] for c in cells if c.ident in rows]
+    latest = {r["cell"]: r for r in store.rows()}
+    current = [latest[c.ident] for c in cells if c.ident in latest]
     seconds = round(time.perf_counter() - start, 1)
     runs[-1] |= {
         "seconds": seconds,
@@ -140,6 +145,7 @@ def run_bench(
         failed=sum(1 for r in current if r.get("error")),
         seconds=seconds,
         unsupported=sum(1 for r in current if r.get("skipped")),
+        failed_before=sum(1 for r in current if r["cell"] in done and r.get("error")),
     )
 
 
@@ -161,6 +167,54 @@ def bench_device(device: str, ray: str | None) -> str:
         if text == "cuda":
             raise NNMarkError("device 'cuda' is not available: the Ray cluster has no GPU")
     return str(resolve_device(text))
+
+
+def check_resume(store: ResultStore, spec: BenchSpec, names: set[str]) -> None:
+    """Refuse to resume into a results folder whose rows were computed under another grid: a
+    cell's name leaves out the scheme options (and the calibration models' epochs), so a rerun
+    with other ones skipped every finished cell and overwrote spec.json with options no row was
+    computed with. One NNMarkError line naming the first difference; a grid that only adds cells
+    (or leaves some out) resumes."""
+    if not names:
+        return
+    try:
+        doc = store.read_json("spec.json")
+        if not doc:
+            return  # rows without a grid (written by hand): nothing to compare
+        if not isinstance(doc, dict):
+            raise TypeError("not a mapping")
+        changed = changed_cells(BenchSpec.from_dict(doc), spec, names)
+    except (NNMarkError, TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
+        why = one_line(str(exc))[:200]
+        raise NNMarkError(
+            f"{store.root} holds results, but its spec.json is not a grid this version reads "
+            f"({why}); use another --out"
+        ) from None
+    if changed:
+        raise NNMarkError(
+            f"{store.root} holds results of another grid: {_difference(*changed[0])} "
+            f"({len(changed)} finished cell(s) would be mixed); use another --out (or the "
+            "original config)"
+        )
+
+
+def _difference(old: Cell, new: Cell) -> str:
+    """What differs between two cells of one name, in a few words."""
+    for a, b in ((old.job, new.job), (old.key_job, new.key_job)):
+        if a is None or b is None:
+            continue
+        if a.options != b.options:
+            return (
+                f"scheme_options of {b.scheme}: {_short(a.options)} then, {_short(b.options)} now"
+            )
+        if a.epochs != b.epochs:
+            return f"calibration_epochs: {a.epochs} then, {b.epochs} now"
+    return f"the inputs of cell {new.ident}"
+
+
+def _short(obj: Any) -> str:
+    text = one_line(json.dumps(obj, sort_keys=True, default=str))
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_data(tasks: Iterable[Task]) -> None:

@@ -128,6 +128,7 @@ def bench_cmd(
     if attacks:
         spec = dataclasses.replace(spec, attacks=tuple(attacks))
     spec.resolved_schemes(), spec.resolved_attacks(), spec.resolved_composites()  # fail early
+    spec.check_options()
     # The command as parsed (not sys.argv: the same under a test runner or `python -m`).
     words = ["nnmark", "bench"]
     words += ["--preset", preset] if preset else ["--config", str(config)]
@@ -171,6 +172,11 @@ def bench_cmd(
     out.print(
         f"{summary.cells} cells: {summary.run} run, {summary.skipped} skipped (done before), "
         f"{summary.failed} failed"
+        + (
+            f" ({summary.failed_before} in an earlier run: --retry-failed runs them again)"
+            if summary.failed_before
+            else ""
+        )
         + (f", {summary.unsupported} skipped as unsupported" if summary.unsupported else "")
         + f"; {summary.seconds:.0f} s; rows in {out_dir / 'results.jsonl'}"
     )
