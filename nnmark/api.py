@@ -494,6 +494,40 @@ def _finish(
     )
 
 
+def weights_not_exposed(scheme: str, kind: str, label: str) -> str:
+    """Why a mark read from the weights (a white-box or integrity mark) is not read from
+    `label`, a suspect reached through its predictions only (a served model): its verdict would
+    otherwise blame the suspect ("suspect has no tensor conv3.weight")."""
+    return (
+        f"{scheme} is {KIND_NAMES.get(kind, kind)} mark: it is read from the model's weights, "
+        f"which {label} does not expose (only its predictions); verify the model file"
+    )
+
+
+#: Each scheme kind with its article, as messages name it.
+KIND_NAMES = {"whitebox": "a white-box", "integrity": "an integrity", "blackbox": "a black-box"}
+
+
+def weights_only_marks(key: OwnerKey) -> str | None:
+    """Why `key` cannot be verified through predictions alone (every mark is read from the
+    weights: white-box or integrity), for `verify --remote` to refuse before any query; None
+    when a black-box mark is among them (those are read, the others reported not read).
+
+    >>> weights_only_marks(OwnerKey.new("o", nonce="00" * 16)) is None  # no marks: nothing read
+    True
+    """
+    kinds = {m.scheme: SCHEMES.get(m.scheme).kind for m in key.marks}
+    if not kinds or "blackbox" in kinds.values():
+        return None
+    if len(kinds) == 1:
+        ((name, kind),) = kinds.items()
+        what = f"{name} is {KIND_NAMES.get(kind, kind)} mark: it is"
+    else:
+        named = ", ".join(f"{n} ({KIND_NAMES.get(k, k).split()[-1]})" for n, k in kinds.items())
+        what = f"the key's marks {named} are"
+    return f"{what} read from the model's weights; verify the model file, not --remote"
+
+
 def _read(
     sch: Scheme, views: list[Suspect], threshold: float, left: int | None
 ) -> tuple[Suspect, Verdict]:
@@ -506,6 +540,8 @@ def _read(
         # a suspect of another architecture than the one the key commits to names its layers
         # for other places (nnmark.suspect.arch_mismatch): a white-box mark is not read by name
         why = view.unreadable
+        if why is None and sch.kind != "blackbox" and not view.white_box:  # a served model
+            why = weights_not_exposed(sch.name, sch.kind, view.label)
         if why is None and sch.kind == "whitebox":
             why = arch_mismatch(sch.mark, view.info, view.tensor_names())
         if why is not None:  # e.g. not realignable: not_found, with the reason

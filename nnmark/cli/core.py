@@ -448,7 +448,14 @@ def verify_cmd(
         ),
     ] = None,
     remote: Annotated[
-        str | None, typer.Option(help="URL of a served model (Open Inference Protocol v2)")
+        str | None,
+        typer.Option(
+            help="A served model (Open Inference Protocol v2): the server's base URL, "
+            "http:// or https://HOST:PORT and any path prefix, or the model's, "
+            "BASE/v2/models/NAME/infer as `nnmark serve` prints it (/infer optional; "
+            "/versions/V before it verifies that version). Black-box marks only: those read "
+            "from the weights (white-box, integrity) need the model file"
+        ),
     ] = None,
     model_name: Annotated[
         str | None, typer.Option("--model-name", help="Model name on the server")
@@ -511,9 +518,13 @@ def verify_cmd(
     bundles = [load_data(spec) for spec in data or []]
     suspect: Suspect
     if remote is not None:
+        from nnmark.api import weights_only_marks
         from nnmark.cli.common import read_token
         from nnmark.remote.client import RemoteSuspect, needed_classes
 
+        why = weights_only_marks(owner_key)  # before any exchange with the server
+        if why is not None:
+            raise NNMarkError(why)
         token = read_token(token_file) if token_file is not None else None
         suspect = RemoteSuspect(
             remote,

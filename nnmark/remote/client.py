@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import torch
@@ -117,6 +119,53 @@ def plain_name(name: str, what: str, hint: str = "") -> str:
     return name
 
 
+#: A model's OIP v2 path: what `nnmark serve` prints (/v2/models/NAME/infer), with an optional
+#: prefix before /v2 (a gateway's) and version; or /v2 alone after the prefix.
+MODEL_PATH = re.compile(
+    r"(?P<prefix>.*?)/v2(?:/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/infer)?)?/?"
+)
+
+
+def remote_address(url: str, model_name: str | None = None) -> tuple[str, str | None, str | None]:
+    """(base URL, model name, version) from `--remote URL` and `--model-name`: a server's base
+    URL (http(s)://HOST[:PORT][/PREFIX]) as given, or a model's URL (BASE/v2/models/NAME
+    [/versions/V][/infer], what `nnmark serve` prints) split into its base, NAME and V. Both
+    names go into URL paths and one-line messages, so each must be a plain name.
+
+    >>> remote_address("http://127.0.0.1:8000/v2/models/m/infer")
+    ('http://127.0.0.1:8000', 'm', None)
+    >>> remote_address("https://host/api/v2/models/m/versions/3", "m")
+    ('https://host/api', 'm', '3')
+    >>> remote_address("http://host:8000/", "m")
+    ('http://host:8000', 'm', None)
+    """
+    url = url.strip()
+    shown = repr(url[:200])  # repr: a control character is shown escaped, never acted on
+    try:  # urlsplit drops tabs and newlines, which httpx refuses: none is accepted here
+        parts = urlsplit(url) if url.isprintable() else None
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise NNMarkError(f"--remote must be an http:// or https:// URL, got {shown}")
+    if model_name is not None:  # before any exchange: it goes into every URL path
+        plain_name(model_name, "--model-name")
+    match = MODEL_PATH.fullmatch(parts.path)
+    if match is None or parts.query or parts.fragment:  # a server's base URL (today's form)
+        return url.rstrip("/"), model_name, None
+    base = f"{parts.scheme}://{parts.netloc}{match['prefix']}"
+    name, version = match["name"], match["version"]
+    if name is None:  # BASE/v2: the protocol's root
+        return base, model_name, None
+    plain_name(name, f"the model name in --remote {shown}")
+    if version is not None:
+        plain_name(version, f"the model version in --remote {shown}")
+    if model_name is not None and model_name != name:
+        raise NNMarkError(
+            f"--remote names model {name!r} and --model-name {model_name!r}: give one, or the same"
+        )
+    return base, name, version
+
+
 class RemoteSuspect(Suspect):
     def __init__(
         self,
@@ -133,9 +182,8 @@ class RemoteSuspect(Suspect):
         are then scored over at most that many and one "other" column, whatever the server
         claims (a claim of 65,536 classes made label answers n x 65,536 one-hot rows, 3.4 GB;
         red team, session 28). None: the server's claim, up to MAX_CLASSES."""
-        if model_name is not None:  # before any exchange: it goes into every URL path
-            plain_name(model_name, "--model-name")
-        self.url = url.rstrip("/")
+        # before any exchange: the names go into every URL path
+        self.url, model_name, version = remote_address(url, model_name)
         self.key_classes = key_classes
         self.label = self.url
         self.queries = 0
@@ -162,6 +210,11 @@ class RemoteSuspect(Suspect):
             base_url=self.url, timeout=timeout, headers=headers, trust_env=False
         )
         ready = self._request("GET", "/v2/health/ready", limit=ANSWER_SLACK)
+        if ready.status_code == 404:  # no OIP v2 server at this base
+            raise NNMarkError(
+                f"server at {self.url} is not ready (HTTP 404 at /v2/health/ready): --remote "
+                "takes a server's base URL or a model's, BASE/v2/models/NAME[/infer]"
+            )
         if ready.status_code != 200:
             raise NNMarkError(f"server at {self.url} is not ready (HTTP {ready.status_code})")
         if token is None:
@@ -169,7 +222,11 @@ class RemoteSuspect(Suspect):
             if probe.status_code == 401:
                 raise NNMarkError(f"{self.url} needs a bearer token: pass --token-file")
         self.model_name = model_name or self._only_model()
-        meta = self._get(f"/v2/models/{self.model_name}")
+        # a version named in --remote is the one verified (the server's default may be another)
+        self._model_path = f"/v2/models/{self.model_name}" + (
+            f"/versions/{version}" if version is not None else ""
+        )
+        meta = self._get(self._model_path)
         try:
             self.input_shape = dims(meta["inputs"][0]["shape"])[1:]
             out = meta["outputs"][0]
@@ -321,7 +378,7 @@ class RemoteSuspect(Suspect):
         width = 1 if self.label_only else self.classes
         expected = n * max(width, math.prod(x.shape[2:]) if x.dim() == 4 else 1)
         limit = min(self.max_answer, 32 * expected + ANSWER_SLACK)
-        r = self._request("POST", f"/v2/models/{self.model_name}/infer", body, limit=limit)
+        r = self._request("POST", f"{self._model_path}/infer", body, limit=limit)
         self.queries += n
         if r.status_code in (403, 429):
             raise QueriesRefused(

@@ -366,6 +366,22 @@ class Fragile(Scheme):
         return model
 
     # ---- verification -------------------------------------------------------------------
+    def unreadable_verdict(self, reason: str, alpha: float = DEFAULT_ALPHA) -> Verdict:
+        """Nothing read (e.g. a served model, which exposes no weights): not shown intact, and
+        no tensor named as changed."""
+        return Verdict(
+            self.name,
+            "modified",
+            "hash_match",
+            0.0,
+            1.0,
+            alpha,
+            HASH_BITS,
+            NULL,
+            reason=reason,
+            details={"unread": True},
+        )
+
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
         s = as_suspect(suspect)
         got: dict[str, torch.Tensor] = {}

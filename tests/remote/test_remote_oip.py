@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,8 @@ from typer.testing import CliRunner
 from nnmark import OwnerKey, verify
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
-from nnmark.remote.client import RemoteSuspect
+from nnmark.errors import NNMarkError
+from nnmark.remote.client import RemoteSuspect, remote_address
 from nnmark.remote.evasions import Evasion, fit_evasions, parse_evasion
 from nnmark.remote.server import create_app
 from nnmark.remote.server import serving as serve_in_thread
@@ -386,3 +388,144 @@ def test_learned_defenses_are_seeded(plain_cnn, digits: DataBundle) -> None:  # 
 
     assert torch.equal(answers(0), answers(0))
     assert not torch.equal(answers(0), answers(1))
+
+
+@pytest.mark.parametrize(
+    "url, name, expected",
+    [
+        ("http://127.0.0.1:8000", None, ("http://127.0.0.1:8000", None, None)),  # a base
+        ("http://h:8000/", "m", ("http://h:8000", "m", None)),
+        ("https://h/gateway/", None, ("https://h/gateway", None, None)),  # a prefix, kept
+        ("http://h/a/v2/b", None, ("http://h/a/v2/b", None, None)),  # not OIP's: as given
+        ("http://h:8000/v2", "m", ("http://h:8000", "m", None)),
+        ("http://127.0.0.1:18765/v2/models/m/infer", None, ("http://127.0.0.1:18765", "m", None)),
+        ("http://h/v2/models/m", "m", ("http://h", "m", None)),
+        (
+            "HTTPS://h:1/api/v2/models/m.x-1/versions/2/infer/",
+            None,
+            ("https://h:1/api", "m.x-1", "2"),
+        ),
+        ("http://[::1]:8/v2/models/m", None, ("http://[::1]:8", "m", None)),
+    ],
+)
+def test_remote_takes_a_base_url_or_a_model_url(url: str, name: str | None, expected) -> None:  # type: ignore[no-untyped-def]
+    assert remote_address(url, name) == expected
+
+
+@pytest.mark.parametrize(
+    "url, name, error",
+    [
+        ("localhost:8000", None, "must be an http:// or https:// URL, got 'localhost:8000'"),
+        ("127.0.0.1:8000", None, "must be an http:// or https:// URL, got '127.0.0.1:8000'"),
+        ("ftp://h/x", None, "must be an http:// or https:// URL"),
+        ("http://", None, "must be an http:// or https:// URL"),
+        ("http://[::1", None, "must be an http:// or https:// URL"),
+        ("http://h\n/v2", None, "must be an http:// or https:// URL, got 'http://h\\n/v2'"),
+        ("http://h/v2/models/m/infer", "other", "names model 'm' and --model-name 'other'"),
+        ("http://h/v2/models/a%0Ab/infer", None, "the model name in --remote"),
+        ("http://h/v2/models/m/versions/..%2F", None, "the model version in --remote"),
+        ("http://h/v2/models/m", "a/b", "--model-name is not a plain name"),
+    ],
+)
+def test_remote_url_errors_are_one_line(url: str, name: str | None, error: str) -> None:
+    with pytest.raises(NNMarkError, match=re.escape(error)) as exc:
+        remote_address(url, name)
+    assert len(str(exc.value).splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def untrained(digits: DataBundle) -> torch.nn.Module:
+    """A digits CNN as initialised: a key is planned on it and it is served, no training."""
+    from nnmark import new_model
+
+    return new_model("cnn", digits, seed=0)
+
+
+def _key(model: torch.nn.Module, digits: DataBundle, path: Path, *schemes: str) -> Path:
+    from nnmark.schemes import SCHEMES
+
+    key = OwnerKey.new("remote usability", nonce="cd" * 16)
+    for name in schemes:
+        cls = SCHEMES.get(name)
+        key = key.with_mark(cls.plan(model, key, cls.Config(), data=digits))
+    key.save(path)
+    return path
+
+
+def test_verify_takes_the_url_serve_prints(untrained, digits: DataBundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`nnmark serve` prints http://HOST:PORT/v2/models/NAME/infer: verify --remote takes it
+    (a 404 before), naming the model; a URL without http:// and a name that contradicts
+    --model-name are one line each, exit 2, before any exchange."""
+    key = _key(untrained, digits, tmp_path / "adi.nnkey", "adi")
+    with serving(untrained, name="mine") as url:
+        for remote in (f"{url}/v2/models/mine/infer", f"{url}/v2/models/mine", f"{url}/v2"):
+            r, v = remote_verify(remote, key, "--max-queries", "10")
+            assert r.exit_code == 1 and v["verdict"] == "not_found", r.stderr
+            assert v["queries"] == 10
+        r, _ = remote_verify(f"{url}/v2/models/mine/infer", key, "--model-name", "other")
+        assert r.exit_code == 2 and "names model 'mine' and --model-name 'other'" in r.stderr
+        r, _ = remote_verify(f"{url}/v2/models/other/infer", key)
+        assert r.exit_code == 2 and "unknown model 'other'" in r.stderr
+        r, _ = remote_verify(f"{url}/v3/models/mine", key)  # not OIP v2's: a base, as before
+        assert r.exit_code == 2 and "HTTP 404 at /v2/health/ready): --remote takes" in r.stderr
+        assert "BASE/v2/models/NAME[/infer]" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    r, _ = remote_verify(url.removeprefix("http://"), key)
+    assert r.exit_code == 2 and "--remote must be an http:// or https:// URL" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "UnsupportedProtocol" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "schemes, error",
+    [
+        (
+            ("uchida",),
+            "uchida is a white-box mark: it is read from the model's weights; verify "
+            "the model file, not --remote",
+        ),
+        (("uchida", "uchida"), "uchida is a white-box mark"),
+        (("fragile",), "fragile is an integrity mark: it is read from the model's weights"),
+        (("uchida", "fragile"), "the key's marks uchida (white-box), fragile (integrity) are"),
+    ],
+)
+def test_a_key_of_white_box_marks_is_refused_remotely(  # type: ignore[no-untyped-def]
+    schemes, error, untrained, digits: DataBundle, tmp_path: Path
+) -> None:
+    """Such marks are read from the weights, which a served model does not expose: exit 2 with
+    why, before any exchange (nothing listens at the URL), not a not_found blaming the model."""
+    key = _key(untrained, digits, tmp_path / "w.nnkey", *schemes)
+    r, v = remote_verify("http://127.0.0.1:9/v2/models/m/infer", key)
+    assert r.exit_code == 2 and v is None and error in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_mixed_key_reads_its_black_box_marks_and_says_why_not_the_others(  # type: ignore[no-untyped-def]
+    untrained, digits: DataBundle, tmp_path: Path
+) -> None:
+    """adi + uchida + fragile through --remote: adi is queried; uchida and fragile are "not
+    read" with the reason (a white-box / an integrity mark, weights not exposed), never
+    "suspect has no tensor ..." or a list of missing tensors."""
+    key = _key(untrained, digits, tmp_path / "mixed.nnkey", "adi", "uchida", "fragile")
+    with serving(untrained) as url:
+        r, v = remote_verify(f"{url}/v2/models/m/infer", key, "--max-queries", "10")
+        assert r.exit_code == 1 and v["verdict"] == "not_found", r.stderr
+        adi, uchida, fragile = v["parts"]
+        assert adi["queries"] == 10 and "not_read" not in adi["details"]
+        for part, kind in ((uchida, "a white-box"), (fragile, "an integrity")):
+            why = part["details"]["not_read"]
+            assert part["details"]["unread"] and why == part["reason"]
+            assert why.startswith(f"{part['scheme']} is {kind} mark: it is read from the model's")
+            assert "no tensor" not in why and "changed" not in part["details"]
+        assert fragile["verdict"] == "modified" and uchida["verdict"] == "not_found"
+        table = runner.invoke(
+            app, ["verify", "--remote", url, "--key", str(key), "--max-queries", "10"]
+        )
+        assert table.exit_code == 1
+        assert "uchida: not read: uchida is a white-box mark" in table.stdout
+        assert "changed tensors" not in table.stdout
+
+
+def test_verify_help_names_the_url_forms() -> None:
+    """The help renders (rich reads [...] as markup) and names the URL `serve` prints."""
+    r = runner.invoke(app, ["verify", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "BASE/v2/models/NAME/infer" in re.sub(r"[\s│]", "", r.stdout)
