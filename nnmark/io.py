@@ -383,6 +383,11 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelInf
         return state, ModelInfo.from_metadata(meta, str(p))
     if p.suffix in PICKLE_SUFFIXES:
         return _load_weights_only(p), None
+    if p.suffix == ".onnx":  # the suspect loader reads it; a model to train or run is torch's
+        raise NNMarkError(
+            f"{p}: an ONNX file is read by verify and inspect only; this needs the model as "
+            ".safetensors (or .pt / .pth)"
+        )
     hint = "; a key is shown by `nnmark key show`" if p.suffix == ".nnkey" else ""
     raise NNMarkError(
         f"{p}: unknown model format {p.suffix!r} (a model is .safetensors, a sharded "
@@ -488,7 +493,15 @@ def load_model(
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+        if "reshaped" in info.extra:  # written by a width-changing attack (nnmark attack)
+            raise NNMarkError(
+                f"{path}: an attack changed its layers' shapes ({info.extra['reshaped'][:120]}), "
+                "so the zoo cannot rebuild it; verify reads it by tensor name (realigned with "
+                "--reference-unmarked)"
+            ) from None
+        # torch's first line only says "Error(s) in loading state_dict for X:"; the next says what
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        first = " ".join(lines[:2])[:300]
         raise NNMarkError(
             f"{path}: weights do not fit architecture {info.arch!r}: {first}"
         ) from None

@@ -107,6 +107,12 @@ class Suspect:
         return True
 
 
+def _arch_words(name: str, structural: dict[str, Any]) -> str:
+    """`resnet20 (blocks=3, shortcut=A)`, or the name alone when nothing sets its layers."""
+    args = ", ".join(f"{k}={v}" for k, v in sorted(structural.items()))
+    return f"{name} ({args})" if args else name
+
+
 def structure(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """What of a zoo architecture's kwargs sets which layers exist and where (depth, blocks,
     shortcut), defaults filled in: widths aside, two models agreeing here name the same layers
@@ -147,9 +153,10 @@ def arch_mismatch(mark: Mark, info: ModelInfo | None, names: Sequence[str]) -> s
         got = (info.arch, structure(info.arch, dict(info.arch_kwargs)))
         if want != got:
             return (
-                f"the suspect is a {info.arch} {got[1]}, and the key's {mark.scheme} mark lives "
-                f"in a {name} {want[1]}: its layers are named for other places, so the mark is "
-                "not read by name (the black-box marks of the key still are)"
+                f"the suspect's architecture is {_arch_words(info.arch, got[1])}, and the key's "
+                f"{mark.scheme} mark lives in {_arch_words(name, want[1])}: its layers are named "
+                "for other places, so the mark is not read by name (black-box marks of the key, "
+                "if any, still are)"
             )
     try:
         expected = zoo_names(name, kwargs)

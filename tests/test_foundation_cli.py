@@ -171,7 +171,9 @@ def test_suspect_without_the_layer_or_with_another_shape_is_not_found(
     )
     r = run("verify", d / "mlp.safetensors", "--key", files["key"], "--json")
     # the key commits to the cnn its mark lives in: an mlp is not read by layer name
-    assert r.exit_code == 1 and "the suspect is a mlp" in json.loads(r.stdout)["reason"]
+    assert (
+        r.exit_code == 1 and "the suspect's architecture is mlp" in json.loads(r.stdout)["reason"]
+    )
     from nnmark import load_data, model_info, save_model
     from nnmark.models import create_model
 

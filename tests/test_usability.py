@@ -4,6 +4,7 @@ that blames the model."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -117,3 +118,64 @@ def test_a_reshaping_attack_points_to_the_unmarked_reference(
         r = runner.invoke(app, args)
     assert r.exit_code == 0, r.stderr
     assert "--reference-unmarked" in caplog.text and "--reference ORIGINAL" not in caplog.text
+
+
+def test_calibrate_tries_the_key_before_training_models(tmp_path: Path) -> None:
+    """A digits key calibrated on MNIST trained every unmarked model first (20 x 5 epochs by
+    default), then failed on the key's inputs."""
+    from nnmark.data import SHARED_DATA
+
+    out, key = tmp_path / "m.safetensors", tmp_path / "k.nnkey"
+    args = ["train", "--epochs", "1", "--scheme", "content", "--out", str(out)]
+    assert runner.invoke(app, [*args, "--key-out", str(key)]).exit_code == 0
+    before = key.read_bytes()
+    args = ["calibrate", str(key), "--data", f"mnist:{SHARED_DATA / 'mnist'}", "--epochs", "50"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "do not run on a cnn for mnist" in one_line(r.stderr), r.stderr
+    assert "training" not in r.stderr and key.read_bytes() == before
+
+
+def test_small_things_a_user_meets(files: Path) -> None:
+    """`--version`; an ONNX file given to a command that trains or runs torch; a file an attack
+    reshaped, loaded through the zoo; the demo's bounds."""
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.startswith("nnmark ")
+    onnx = files / "m.onnx"
+    onnx.write_bytes(b"not read")
+    r = runner.invoke(app, ["evaluate", str(onnx)])
+    assert r.exit_code == 2 and "read by verify and inspect only" in one_line(r.stderr)
+    wide = files / "wide.safetensors"
+    r = runner.invoke(
+        app, ["attack", "morph", str(files / "digits.safetensors"), "--out", str(wide)]
+    )
+    assert r.exit_code == 0, r.stderr
+    r = runner.invoke(app, ["evaluate", str(wide)])
+    assert r.exit_code == 2 and "an attack changed its layers' shapes" in one_line(r.stderr)
+    for option in ("--epochs", "--bits"):
+        r = runner.invoke(app, ["demo", option, "0"])
+        assert r.exit_code == 2 and "greater than or equal to 1" in r.stderr
+
+
+def test_identify_reads_the_other_candidates_when_one_key_is_for_another_task(  # type: ignore[no-untyped-def]
+    uchida_cnn, digits: DataBundle, tmp_path: Path
+) -> None:
+    """One key for MNIST in the folder stopped `identify` with exit 2, though another key
+    matched; it is now a candidate not read, with why, and the named line gives the key file."""
+    from nnmark.data import SHARED_DATA
+
+    model, key = uchida_cnn
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    key.save(keys / "alice.nnkey")
+    args = ["train", "--data", f"mnist:{SHARED_DATA / 'mnist'}", "--epochs", "0"]
+    args += ["--scheme", "content", "--owner", "bob", "--out", str(tmp_path / "b.safetensors")]
+    assert runner.invoke(app, [*args, "--key-out", str(keys / "bob.nnkey")]).exit_code == 0
+    suspect = tmp_path / "s.safetensors"
+    save_model(model, model_info(model, digits), suspect)
+    r = runner.invoke(app, ["identify", str(suspect), "--keys", str(keys), "--json"])
+    assert r.exit_code == 0, r.stdout + r.stderr
+    rows = {c["label"]: c for c in json.loads(r.stdout)["candidates"]}
+    assert rows["alice.nnkey"]["found"] and not rows["bob.nnkey"]["found"]
+    assert rows["bob.nnkey"]["reason"].startswith("not read: ")
+    r = runner.invoke(app, ["identify", str(suspect), "--keys", str(keys)])
+    assert r.exit_code == 0 and f"named: {key.owner} (alice.nnkey)" in r.stdout, r.stdout

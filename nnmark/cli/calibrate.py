@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from nnmark.cli.common import DeviceOpt, check_output, command, err, out, pick_device
-from nnmark.errors import NNMarkError
+from nnmark.errors import NNMarkError, one_line
 from nnmark.keys import MAX_CALIBRATION_MODELS
 
 
@@ -21,7 +21,12 @@ def calibrate_cmd(
         str, typer.Option("--data", help="NAME[:PATH] to train unmarked models on")
     ] = "digits",
     models: Annotated[int, typer.Option("--models", help="How many unmarked models")] = 20,
-    arch: Annotated[str, typer.Option("--model", help="Their architecture")] = "cnn",
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Their architecture (default: the one the key names, else cnn)"
+        ),
+    ] = None,
     epochs: Annotated[
         int,
         typer.Option(help="Training epochs per unmarked model (use the suspect's recipe)"),
@@ -49,6 +54,7 @@ def calibrate_cmd(
     """
     from rich.progress import Progress
 
+    from nnmark.api import new_model
     from nnmark.calibrate import MAX_CALIBRATION_EPOCHS, calibrate, unmarked_models
     from nnmark.data import load_data
     from nnmark.keys import OwnerKey
@@ -63,6 +69,18 @@ def calibrate_cmd(
     target = check_output(out_path or key_path, force or in_place)
     bundle = load_data(data)
     extra = [load_data(spec) for spec in key_data or []]
+    if arch is None:  # the suspect's architecture is the key's, as a rule
+        named = (m.arch.get("name") for m in key.marks if isinstance(m.arch, dict))
+        arch = next((a for a in named if isinstance(a, str)), "cnn")
+    # a dry run on one untrained model: a key for other inputs or another task fails now, in
+    # one line, not after N models have trained (usability review, session 32)
+    try:
+        calibrate(key, [new_model(arch, bundle, seed=0)], data=bundle, key_data=extra)
+    except RuntimeError as exc:  # torch's own words, e.g. a matmul of the key's inputs
+        raise NNMarkError(
+            f"the key's marks do not run on a {arch} for {data} (inputs {bundle.input_shape}): "
+            f"{one_line(exc)}; calibrate on the data the key was made for"
+        ) from None
     with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task(f"training {models} unmarked {arch} models", total=models)
         nets = unmarked_models(

@@ -33,6 +33,26 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from nnmark._version import __version__
+
+        print(f"nnmark {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Watermark PyTorch models, attack them, and verify ownership with a p-value."""
+
+
 class PlainConsole(Console):
     """A console that shows text as written: no markup, no emoji codes, and every character a
     terminal would act on (escape sequences, carriage returns) shown as '?'. What the commands
@@ -94,6 +114,9 @@ def command(
             except KeyboardInterrupt:
                 err.print("error: interrupted", markup=False)
                 raise typer.Exit(2) from None
+            except BrokenPipeError:  # `nnmark verify --json | head`: the reader left, not an error
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(141) from None
             except ModuleNotFoundError as exc:
                 extra = EXTRAS.get((exc.name or "").split(".")[0])
                 if extra is None or os.environ.get("NNMARK_DEBUG"):

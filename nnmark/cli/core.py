@@ -546,8 +546,10 @@ def verify_cmd(
             raise NNMarkError("give --reference or --reference-unmarked, not both")
         schemes = [bound_scheme(owner_key, m.index, bundles) for m in owner_key.marks]
         white = [s.name for s in schemes if s.kind == "whitebox"]
-        if reference_unmarked is not None and white and all(
-            s.mark.reference is None for s in schemes if s.kind == "whitebox"
+        if (
+            reference_unmarked is not None
+            and white
+            and all(s.mark.reference is None for s in schemes if s.kind == "whitebox")
         ):  # each would read not_found, p 1, on the owner's own intact model (usability review)
             raise NNMarkError(
                 f"--reference-unmarked: this key's {', '.join(white)} mark commits to no unmarked "

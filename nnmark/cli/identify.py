@@ -70,7 +70,8 @@ def identify_cmd(
                 "" if c.found else (c.reason or ""),
             )
         out.print(table)
-        named = result.named or "none"
+        hits = sorted((c for c in result.candidates if c.found), key=lambda c: c.p_adjusted)
+        named = f"{result.named} ({hits[0].label})" if hits else "none"
         also = f" (also found: {', '.join(result.also_found)})" if result.also_found else ""
         out.print(
             f"named: {named}{also}; Bonferroni over {len(result.candidates)} candidates, "

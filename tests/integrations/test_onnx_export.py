@@ -760,7 +760,9 @@ def test_a_marked_block_moved_into_a_deeper_zoo_model_is_not_read_by_name(  # ty
     save_file(dict(r32.state_dict()), str(tmp_path / "deeper.safetensors"), metadata=meta)
     white = dataclasses.replace(key, marks=key.marks[:1])  # the file runs no zoo resnet32
     v = verify(load_suspect(tmp_path / "deeper.safetensors"), white)
-    assert v.verdict == "not_found" and "the suspect is a resnet32" in (v.reason or ""), v
+    assert v.verdict == "not_found" and "the suspect's architecture is resnet32" in (
+        v.reason or ""
+    ), v
     # its metadata is whatever its maker wrote: claiming resnet20, its tensors still tell
     meta = model_info(model, digits).to_metadata()
     save_file(dict(r32.state_dict()), str(tmp_path / "liar.safetensors"), metadata=meta)
