@@ -42,6 +42,10 @@ def parse_sets(items: Iterable[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise NNMarkError(f"--set expects key=value, got {item!r}")
+        if key.strip() in out and out[key.strip()] != value.strip():  # the last won, unsaid
+            raise NNMarkError(
+                f"--set {key.strip()} given twice ({out[key.strip()]!r}, {value.strip()!r})"
+            )
         out[key.strip()] = value.strip()
     return out
 

@@ -191,7 +191,8 @@ def test_workers_on_the_cli_give_the_same_model(tmp_path: Path) -> None:
 
     for w in ("0", "2"):
         r = runner.invoke(
-            app, ["train", "--epochs", "2", "--workers", w, "--out", str(tmp_path / f"{w}.safetensors")]
+            app,
+            ["train", "--epochs", "2", "--workers", w, "--out", str(tmp_path / f"{w}.safetensors")],
         )
         assert r.exit_code == 0, r.stderr
     a, b = load_file(str(tmp_path / "0.safetensors")), load_file(str(tmp_path / "2.safetensors"))

@@ -596,12 +596,15 @@ def test_embedding_into_a_stamped_key_in_place_is_refused(
     stamp(OwnerKey.load(files / "owner.nnkey")).save(stamped)
     before = stamped.read_bytes()
     args = ["embed", str(files / "plain.safetensors"), "--key", str(stamped), "--epochs", "1"]
-    r = runner.invoke(app, [*args, "--key-out", str(stamped), "--out", str(tmp_path / "m.safetensors")])
+    r = runner.invoke(
+        app, [*args, "--key-out", str(stamped), "--out", str(tmp_path / "m.safetensors")]
+    )
     lines = r.stderr.strip().splitlines()
     assert r.exit_code == 2 and len(lines) == 1 and "a new mark voids them" in lines[0], r.stderr
     assert stamped.read_bytes() == before and not (tmp_path / "m.safetensors").exists()
     r = runner.invoke(
-        app, [*args, "--key-out", str(tmp_path / "k2.nnkey"), "--out", str(tmp_path / "m.safetensors")]
+        app,
+        [*args, "--key-out", str(tmp_path / "k2.nnkey"), "--out", str(tmp_path / "m.safetensors")],
     )
     said = " ".join(r.stderr.split())  # the console wraps at its width, a long path anywhere
     assert r.exit_code == 0 and "has no timestamp" in said and "stamp it again" in said

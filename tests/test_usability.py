@@ -179,3 +179,13 @@ def test_identify_reads_the_other_candidates_when_one_key_is_for_another_task(  
     assert rows["bob.nnkey"]["reason"].startswith("not read: ")
     r = runner.invoke(app, ["identify", str(suspect), "--keys", str(keys)])
     assert r.exit_code == 0 and f"named: {key.owner} (alice.nnkey)" in r.stdout, r.stdout
+
+
+def test_an_option_set_twice_is_refused() -> None:
+    """`--set fraction=0.5 --set fraction=0.6`: the last won without a word."""
+    from nnmark.config import parse_sets
+    from nnmark.errors import NNMarkError
+
+    assert parse_sets(["lam=0.1", "lam=0.1"]) == {"lam": "0.1"}
+    with pytest.raises(NNMarkError, match="--set fraction given twice"):
+        parse_sets(["fraction=0.5", "fraction=0.6"])

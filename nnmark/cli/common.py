@@ -111,9 +111,9 @@ def command(
             except NNMarkError as exc:  # one line: a message may quote a library's many
                 err.print(f"error: {_one_line(exc)}", markup=False, soft_wrap=True)
                 raise typer.Exit(2) from None
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # 130, as a shell reports SIGINT; outputs untouched
                 err.print("error: interrupted", markup=False)
-                raise typer.Exit(2) from None
+                raise typer.Exit(130) from None
             except BrokenPipeError:  # `nnmark verify --json | head`: the reader left, not an error
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 raise typer.Exit(141) from None
