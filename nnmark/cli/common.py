@@ -155,15 +155,15 @@ def epoch_progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, 
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("loss {task.fields[loss]}"),
         TimeElapsedColumn(),
         console=err,
         transient=False,
     ) as progress:
-        task = progress.add_task(label, total=None, loss=float("nan"))
+        task = progress.add_task(label, total=None, loss="-")  # not "nan" before an epoch ends
 
         def update(epoch: int, total: int, loss: float) -> None:
-            progress.update(task, completed=epoch, total=total, loss=loss)
+            progress.update(task, completed=epoch, total=total, loss=f"{loss:.4f}")
 
         yield update
 
