@@ -174,7 +174,11 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
     init = new_model(args.arch, data, seed=seed)
     with torch.no_grad():  # BatchNorm follows the host: the same function (module docstring)
-        get_layer(init, arch.layer).weight.mul_(args.host_scale)
+        w = get_layer(init, arch.layer).weight
+        if args.host_init == "normal":  # the same std, Gaussian (the authors' he_normal's shape)
+            gen = torch.Generator().manual_seed(seed)
+            w.copy_(torch.randn(w.shape, generator=gen) * w.std())
+        w.mul_(args.host_scale)
     plains: dict[str, tuple[float, torch.nn.Module]] = {}
     rows: dict[str, dict[str, Any]] = {}
     for name in args.recipes or arch.recipes:
@@ -239,7 +243,15 @@ def main() -> None:
     ap.add_argument(
         "--host-scale", type=float, default=1.0, help="the host's initial weights x C (resnet20)"
     )
+    ap.add_argument(
+        "--host-init",
+        choices=("zoo", "normal"),
+        default="zoo",
+        help="the host's initial weights: the zoo's (PyTorch's uniform) or Gaussian of its std",
+    )
     args = ap.parse_args()
+    if args.host_init != "zoo" and not args.tag:
+        ap.error("--host-init needs --tag (the results file's name suffix)")
     if (args.recipes or args.host_scale != 1.0) and not args.tag:
         ap.error("--recipes and --host-scale need --tag (the results file's name suffix)")
     if args.host_scale != 1.0 and args.arch != "resnet20":
@@ -268,15 +280,16 @@ def main() -> None:
         f"test images. KS: two-sample Kolmogorov-Smirnov distance of the raw host weights. "
         f"{seconds} s ({args.jobs} processes)."
         + (
-            f" **Host's initial weights x {args.host_scale:g}** in both twins (`--host-scale`: "
-            "a stand-in for a host grown that large, not the paper's protocol; module docstring). "
-            "Plain host std (mean): "
+            f" **Host's initial weights x {args.host_scale:g}"
+            + (", Gaussian" if args.host_init == "normal" else "")
+            + "** in both twins (`--host-scale`, `--host-init`: a stand-in for a host grown that "
+            "large, not the paper's protocol; module docstring). Plain host std (mean): "
             + ", ".join(
                 f"{name} {statistics.mean(r['std_plain'] for r in rows):.4f}"
                 for name, rows in results.items()
             )
             + "."
-            if args.host_scale != 1.0
+            if args.host_scale != 1.0 or args.host_init != "zoo"
             else ""
         ),
         "",
