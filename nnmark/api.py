@@ -449,6 +449,8 @@ def _claim_rule(v: Verdict, alpha: float, cost: float, prov: Provenance) -> str:
         return (
             f"not claimed: p < alpha, but a key search reaches it in {cost:.3g} CPU-years; {rule}"
         )
+    if v.p_value < alpha:  # p and cost meet the rule; something else stands in the way
+        return f"not claimed: p and the forgery cost meet {rule}, but {v.reason or 'see reason'}"
     return f"not claimed: a claim needs {rule}; p is {v.p_value:.2g}"
 
 

@@ -8,6 +8,12 @@ class NNMarkError(Exception):
     """
 
 
+class KeyInputsMismatch(NNMarkError):
+    """The suspect does not run on a key's inputs, or answers them in another shape: the key is
+    for another task or input size. `identify` reads the other candidates past it; every other
+    error stays an error."""
+
+
 def one_line(text: object) -> str:
     """Text the other side wrote (a layer name, a TSA URL, a server's error) as one printable
     line: every character a terminal would act on, newlines included, shown as '?' (a value

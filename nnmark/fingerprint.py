@@ -30,7 +30,7 @@ from typing import Any
 from torch import nn
 
 from nnmark.data.base import DataBundle
-from nnmark.errors import NNMarkError
+from nnmark.errors import KeyInputsMismatch, NNMarkError
 from nnmark.keys import OwnerKey, work_seconds
 from nnmark.stats import DEFAULT_ALPHA
 from nnmark.suspect import Suspect, as_suspect
@@ -155,8 +155,9 @@ def identify(
     for label, key in keys.items():
         try:
             v = verify(s, key, alpha / k, data=data, tsa_certs=tsa_certs, suspect_seen=suspect_seen)
-        except NNMarkError as exc:  # a key for another task: this candidate is not read, the
-            # others are (it still counts in the Bonferroni correction, which stays conservative)
+        except KeyInputsMismatch as exc:  # a key for another task: this candidate is not
+            # read, the others are (it still counts in the Bonferroni correction); any other
+            # error (the suspect's file, a timestamp, missing key data) stays an error
             rows.append(Candidate(label, key.owner, "-", 1.0, 1.0, None, False, f"not read: {exc}"))
             continue
         p = float(v.p_value)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nnmark.device import device_of
-from nnmark.errors import NNMarkError
+from nnmark.errors import KeyInputsMismatch, NNMarkError
 from nnmark.io import (
     ModelInfo,
     check_real,
@@ -97,7 +97,7 @@ class Suspect:
             raise  # the device's memory, not the key's inputs
         except RuntimeError as exc:  # e.g. a segmentation key's masks sent to a classifier
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise NNMarkError(
+            raise KeyInputsMismatch(
                 f"{self.label}: the model does not run on the key's inputs of shape "
                 f"{list(x.shape)} ({first})"
             ) from None

@@ -172,12 +172,14 @@ def test_identify_reads_the_other_candidates_when_one_key_is_for_another_task(  
     assert runner.invoke(app, [*args, "--key-out", str(keys / "bob.nnkey")]).exit_code == 0
     suspect = tmp_path / "s.safetensors"
     save_model(model, model_info(model, digits), suspect)
-    r = runner.invoke(app, ["identify", str(suspect), "--keys", str(keys), "--json"])
+    ident = ["identify", str(suspect), "--keys", str(keys)]
+    ident += ["--data", f"mnist:{SHARED_DATA / 'mnist'}"]  # bob's key re-derives from it
+    r = runner.invoke(app, [*ident, "--json"])
     assert r.exit_code == 0, r.stdout + r.stderr
     rows = {c["label"]: c for c in json.loads(r.stdout)["candidates"]}
     assert rows["alice.nnkey"]["found"] and not rows["bob.nnkey"]["found"]
     assert rows["bob.nnkey"]["reason"].startswith("not read: ")
-    r = runner.invoke(app, ["identify", str(suspect), "--keys", str(keys)])
+    r = runner.invoke(app, ident)
     assert r.exit_code == 0 and f"named: {key.owner} (alice.nnkey)" in r.stdout, r.stdout
 
 
@@ -189,3 +191,75 @@ def test_an_option_set_twice_is_refused() -> None:
     assert parse_sets(["lam=0.1", "lam=0.1"]) == {"lam": "0.1"}
     with pytest.raises(NNMarkError, match="--set fraction given twice"):
         parse_sets(["fraction=0.5", "fraction=0.6"])
+
+
+def test_identify_still_stops_on_an_error_that_is_not_a_key_for_another_task(
+    plain_cnn, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Only a key for other inputs is a candidate not read (review, session 32): a suspect file
+    whose architecture is unknown, which a black-box mark must run, is an error, exit 2, as
+    verify says, not "named: none"."""
+    import torch
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    args = [
+        "train",
+        "--epochs",
+        "1",
+        "--scheme",
+        "content",
+        "--out",
+        str(tmp_path / "m.safetensors"),
+    ]
+    assert runner.invoke(app, [*args, "--key-out", str(keys / "alice.nnkey")]).exit_code == 0
+    bare = tmp_path / "stolen.pt"
+    torch.save(plain_cnn.state_dict(), bare)
+    r = runner.invoke(app, ["identify", str(bare), "--keys", str(keys)])
+    assert r.exit_code == 2 and "no nnmark metadata" in one_line(r.stderr), r.stdout + r.stderr
+
+
+def test_a_closed_pipe_exits_141_and_an_uppercase_suffix_is_refused(files: Path) -> None:
+    """Rich ended a command whose reader left with exit 1, verify's "not found"; the loaders
+    read `.safetensors` as written, so `M.SAFETENSORS` would be a file no command reads back."""
+    import subprocess
+    import sys
+
+    model = files / "digits.safetensors"
+    for args in (f"inspect {model}", "--version", "attack --list"):
+        cmd = f"{sys.executable} -m nnmark {args} | true"
+        r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, timeout=120)
+        assert r.returncode == 141 and b"Traceback" not in r.stderr, (args, r.stderr)
+    r = runner.invoke(app, ["train", "--epochs", "1", "--out", str(files / "UP.SAFETENSORS")])
+    assert r.exit_code == 2 and "--out must be a .safetensors file" in one_line(r.stderr)
+
+
+def test_a_crafted_spec_json_is_compared_or_refused_in_one_line(tmp_path: Path) -> None:
+    """An empty ladder or an infinite epoch count in a results folder's spec.json raised
+    IndexError / OverflowError on the generic path (review, session 32): the old grid's cells
+    that cannot be planned are left out of the comparison; a spec.json larger than any grid
+    this version writes is refused before it is planned."""
+    from nnmark.bench.grid import BenchSpec
+    from nnmark.bench.runner import MAX_SPEC_BYTES, check_resume
+    from nnmark.bench.store import ResultStore
+    from nnmark.errors import NNMarkError
+
+    grid = {"schemes": ["uchida"], "attacks": ["prune"], "chains": [], "composites": []}
+    new = BenchSpec.from_dict({**grid, "calibration_models": 0, "epochs": 1})
+    names = {"digits|cnn|e1|f1.0|b64|lr0.001|uchida|prune:fraction=0.3|s0"}
+    for i, spec in enumerate(
+        (
+            {"schemes": ["uchida"], "attacks": ["prune"], "ladders": {"prune": {"fraction": []}}},
+            {"ladders": {"finetune": {"epochs": [float("inf"), 1, 2]}}},
+            {**grid, "about": "x" * MAX_SPEC_BYTES},
+        )
+    ):
+        out = tmp_path / f"run{i}"
+        out.mkdir()
+        (out / "spec.json").write_text(json.dumps(spec))
+        try:
+            check_resume(ResultStore(out), new, names)
+        except NNMarkError as exc:
+            assert i == 2 and "use another --out" in str(exc), exc
+        else:
+            assert i < 2

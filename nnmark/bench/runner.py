@@ -169,6 +169,12 @@ def bench_device(device: str, ray: str | None) -> str:
     return str(resolve_device(text))
 
 
+#: The most bytes of a results folder's spec.json that a resume plans (its cells are compared
+#: with the new grid's): the presets' are under 4 KB; planning a crafted 7 MB one (a chain of
+#: 1.2M parts) took 13.5 s and 1.8 GB (review, session 32).
+MAX_SPEC_BYTES = 256 * 1024
+
+
 def check_resume(store: ResultStore, spec: BenchSpec, names: set[str]) -> None:
     """Refuse to resume into a results folder whose rows were computed under another grid: a
     cell's name leaves out the scheme options (and the calibration models' epochs), so a rerun
@@ -177,6 +183,12 @@ def check_resume(store: ResultStore, spec: BenchSpec, names: set[str]) -> None:
     (or leaves some out) resumes."""
     if not names:
         return
+    spec_file = store.root / "spec.json"
+    if spec_file.exists() and spec_file.stat().st_size > MAX_SPEC_BYTES:  # before planning it
+        raise NNMarkError(
+            f"{spec_file}: more than {MAX_SPEC_BYTES} bytes is not a grid this version wrote; "
+            "use another --out"
+        )
     try:
         doc = store.read_json("spec.json")
         if not doc:
@@ -184,7 +196,15 @@ def check_resume(store: ResultStore, spec: BenchSpec, names: set[str]) -> None:
         if not isinstance(doc, dict):
             raise TypeError("not a mapping")
         changed = changed_cells(BenchSpec.from_dict(doc), spec, names)
-    except (NNMarkError, TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
+    except (
+        NNMarkError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        LookupError,
+        ArithmeticError,
+        RecursionError,
+    ) as exc:
         why = one_line(str(exc))[:200]
         raise NNMarkError(
             f"{store.root} holds results, but its spec.json is not a grid this version reads "

@@ -109,7 +109,8 @@ def attack_cmd(
         extra["reshaped"] = json.dumps(changed)
         logging.getLogger(__name__).warning(
             "%s changes layer shapes (%s): the file does not reload through the zoo; "
-            "verify it with --reference-unmarked (the owner's model before the mark)",
+            "verify it with --reference-unmarked (the unmarked model the key commits to: "
+            "nnmark embed, or train --reference-unmarked)",
             built.name or name,
             ", ".join(sorted(changed)[:3]) + ("..." if len(changed) > 3 else ""),
         )

@@ -69,9 +69,11 @@ def calibrate_cmd(
     target = check_output(out_path or key_path, force or in_place)
     bundle = load_data(data)
     extra = [load_data(spec) for spec in key_data or []]
-    if arch is None:  # the suspect's architecture is the key's, as a rule
+    if arch is None:  # the suspect's architecture is the key's, as a rule (a zoo one)
+        from nnmark.models import MODELS
+
         named = (m.arch.get("name") for m in key.marks if isinstance(m.arch, dict))
-        arch = next((a for a in named if isinstance(a, str)), "cnn")
+        arch = next((a for a in named if isinstance(a, str) and a in MODELS.names()), "cnn")
     # a dry run on one untrained model: a key for other inputs or another task fails now, in
     # one line, not after N models have trained (usability review, session 32)
     try:

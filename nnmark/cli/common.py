@@ -37,7 +37,7 @@ def _print_version(value: bool) -> None:
     if value:
         from nnmark._version import __version__
 
-        print(f"nnmark {__version__}")
+        out.print(f"nnmark {__version__}")
         raise typer.Exit()
 
 
@@ -61,6 +61,12 @@ class PlainConsole(Console):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(highlight=False, markup=False, emoji=False, **kwargs)
+
+    def on_broken_pipe(self) -> None:
+        """The reader left (`nnmark verify | head`): exit 141 as a shell's SIGPIPE would; rich's
+        own exit 1 would read as verify's "not found"."""
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141)
 
     def render_str(self, text: str, **kwargs: Any) -> Text:  # every str printed or in a table
         shown = "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
@@ -201,7 +207,7 @@ def check_output(path: Path, force: bool = True) -> Path:
 def check_model_output(path: Path, suffix: str = ".safetensors") -> Path:
     """An output model's path, its suffix the format written: a model saved as `a.onnx` or `a.pt`
     was safetensors bytes that no command could read back under that name."""
-    if not path.name.lower().endswith(suffix) or path.name.lower() == suffix:
+    if not path.name.endswith(suffix) or path.name == suffix:  # the loaders' own spelling
         what = "nnmark export writes ONNX" if suffix == ".safetensors" else "what export writes"
         raise NNMarkError(f"--out must be a {suffix} file, got {path.name!r} ({what})")
     return check_output(path)

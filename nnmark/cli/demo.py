@@ -18,7 +18,15 @@ from nnmark.errors import NNMarkError
 @command("demo")
 def demo_cmd(
     epochs: Annotated[int, typer.Option(min=1, max=10_000, help="Training epochs per model")] = 20,
-    bits: Annotated[int, typer.Option(min=1, help="Payload bits of the Uchida mark")] = 64,
+    bits: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=576,
+            help="Payload bits of the Uchida mark (the demo cnn's host "
+            "layer holds 576 filter means)",
+        ),
+    ] = 64,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Training seed")] = 0,
     out_dir: Annotated[
         Path | None, typer.Option("--out-dir", help="Also save the models and key here")

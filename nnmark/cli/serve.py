@@ -142,7 +142,8 @@ def serve_cmd(
     )
     sock = _listen(host, port)  # bound here: a bad address is one line, the real port shown
     port = sock.getsockname()[1]
-    err.print(f"serving {model_path} as {name!r} on http://{host}:{port}/v2/models/{name}/infer")
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
+    err.print(f"serving {model_path} as {name!r} on http://{shown}:{port}/v2/models/{name}/infer")
     limits = ConnectionLimits(head_timeout, per_client, max_connections)
     uvicorn.Server(server_config(app, limits, log_level="warning")).run(sockets=[sock])
 

@@ -41,7 +41,7 @@ from torch import nn
 
 from nnmark.config import check
 from nnmark.data.base import DataBundle
-from nnmark.errors import NNMarkError
+from nnmark.errors import KeyInputsMismatch, NNMarkError
 from nnmark.keys import Mark, OwnerKey
 from nnmark.schemes.base import (
     Batch,
@@ -301,7 +301,7 @@ class TriggerScheme(Scheme):
                 f"{tuple(xb.shape[1:])} ({first})"
             ) from None
         if scores.dim() != 2 or scores.shape[0] != len(xb):
-            raise NNMarkError(
+            raise KeyInputsMismatch(
                 f"{s.label}: answers of shape {tuple(scores.shape)} for {len(xb)} inputs"
             )
         check_finite_scores(scores, s.label, len(xb))

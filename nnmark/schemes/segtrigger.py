@@ -38,7 +38,7 @@ from torch import nn
 
 from nnmark.config import check, config_to_dict
 from nnmark.data.base import DataBundle
-from nnmark.errors import NNMarkError
+from nnmark.errors import KeyInputsMismatch, NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.schemes import register
 from nnmark.schemes._trigger import MAX_TRIGGERS, check_finite_scores, undecided
@@ -180,7 +180,7 @@ class SegTrigger(Scheme):
                 or scores.shape[0] != len(xb)
                 or scores.shape[-2:] != xb.shape[-2:]
             ):
-                raise NNMarkError(
+                raise KeyInputsMismatch(
                     f"{s.label}: answers of shape {tuple(scores.shape)} for {len(xb)} masks of "
                     f"{tuple(xb.shape[-2:])}"
                 )
