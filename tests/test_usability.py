@@ -263,3 +263,17 @@ def test_a_crafted_spec_json_is_compared_or_refused_in_one_line(tmp_path: Path) 
             assert i == 2 and "use another --out" in str(exc), exc
         else:
             assert i < 2
+
+
+def test_a_dot_is_not_a_model_name() -> None:
+    """`/v2/models/../infer` passed as the name '..' (review, session 32): httpx resolved it
+    into another path."""
+    from nnmark.errors import NNMarkError
+    from nnmark.remote.client import plain_name, remote_address
+
+    for bad in (".", ".."):
+        with pytest.raises(NNMarkError, match="path step"):
+            plain_name(bad, "--model-name")
+    with pytest.raises(NNMarkError, match="path step"):
+        remote_address("http://127.0.0.1:8000/v2/models/../infer")
+    assert plain_name("a.b", "--model-name") == "a.b"

@@ -116,6 +116,8 @@ def plain_name(name: str, what: str, hint: str = "") -> str:
     goes into a URL path and into one-line messages (a newline cut an error in two)."""
     if not 0 < len(name) <= 256 or not all(ch.isalnum() or ch in "._-" for ch in name):
         raise NNMarkError(f"{what} is not a plain name (letters, digits, '.', '_', '-'){hint}")
+    if name in (".", ".."):  # a path segment the URL would resolve away
+        raise NNMarkError(f"{what} is not a plain name ({name!r} is a path step){hint}")
     return name
 
 
