@@ -442,10 +442,20 @@ def _load_weights_only(p: Path) -> dict[str, torch.Tensor]:
         raise NNMarkError(
             f"{p}: unreadable or corrupted checkpoint ({type(exc).__name__})"
         ) from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+    for wrapper in ("state_dict", "model"):  # the two common wrappers of a checkpoint
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise NNMarkError(f"{p}: not a state dict of tensors")
+        keys = (
+            ", ".join(repr(str(k))[:40] for _, k in zip(range(5), obj))
+            if isinstance(obj, dict)
+            else ""
+        )
+        raise NNMarkError(
+            f"{p}: not a state dict of tensors"
+            + (f" (its fields: {keys}; nnmark reads 'state_dict' or 'model')" if keys else "")
+        )
     logical = 0
     for k, v in obj.items():  # what a model's weights are: dense, real, in memory
         if v.layout != torch.strided or v.is_meta or v.is_complex() or v.is_quantized:

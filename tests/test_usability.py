@@ -277,3 +277,20 @@ def test_a_dot_is_not_a_model_name() -> None:
     with pytest.raises(NNMarkError, match="path step"):
         remote_address("http://127.0.0.1:8000/v2/models/../infer")
     assert plain_name("a.b", "--model-name") == "a.b"
+
+
+def test_a_checkpoint_wrapped_as_model_is_read(plain_cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`{'model': sd}` read as "not a state dict of tensors" while `{'state_dict': sd}` was
+    read; a dict of other things names its fields."""
+    import torch
+
+    from nnmark.errors import NNMarkError
+    from nnmark.io import load_state_dict
+
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": plain_cnn.state_dict(), "epoch": 3}, path)
+    state, info = load_state_dict(path)
+    assert info is None and state.keys() == plain_cnn.state_dict().keys()
+    torch.save({"weights": [1, 2], "epoch": 3}, path)
+    with pytest.raises(NNMarkError, match="its fields: 'weights', 'epoch'"):
+        load_state_dict(path)
