@@ -159,9 +159,11 @@ def forge_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print every attempt as JSON")] = False,
     max_params: MaxParamsOpt = None,
 ) -> None:
-    """The forger's toolbox (nnmark.forge): fabricated triggers, chosen payloads, tampered
-    fields, identity edits and a timed nonce search against every scheme. Exit 0 when no forged
-    key was accepted, 1 when one was (a hole in verification)."""
+    """Try to forge a key that claims a model never marked with it (the forger's toolbox).
+
+    nnmark.forge: fabricated triggers, chosen payloads, tampered fields, identity edits and a
+    timed nonce search against every scheme. Exit 0 when no forged key was accepted, 1 when one
+    was (a hole in verification)."""
     import functools
 
     from nnmark.data import load_data

@@ -602,8 +602,9 @@ INSPECT_ROWS = 1_000
 def inspect_cmd(
     model_path: Annotated[Path, typer.Argument(help="Model file")],
 ) -> None:
-    """Show a model file's metadata and its tensors (name, shape, dtype): any file verify reads
-    (safetensors, a sharded index, ONNX, a weights-only .pt)."""
+    """Show a model file's metadata and its tensors (name, shape, dtype).
+
+    Any file verify reads: safetensors, a sharded index, ONNX, a weights-only .pt."""
     from nnmark.suspect import load_suspect
 
     s = load_suspect(model_path)
