@@ -20,6 +20,7 @@ from nnmark.cli.common import (
     check_model_output,
     command,
     distinct_paths,
+    err,
     out,
     parse_options,
     pick_device,
@@ -93,7 +94,8 @@ def attack_cmd(
     bundle = load_data(data) if data else None
     if bundle is not None:
         check_inputs(info.input_shape, bundle, str(data))
-    attacked = attack(model, name, bundle, options=parse_options(sets), seed=seed, device=dev)
+    with err.status(f"attack {name} running (extraction attacks train for minutes)"):
+        attacked = attack(model, name, bundle, options=parse_options(sets), seed=seed, device=dev)
     check_finite(attacked, f"the attacked model ({name})")
     extra = dict(info.extra)
     extra["attack"] = repr(built)
