@@ -245,48 +245,59 @@ def paper_settings() -> list[str]:
     ]
 
 
-#: uchida_paper_settings.py --host-scale C runs: the host's initial weights x C
-HOST_SCALES = (4, 16)
+#: uchida_paper_settings.py --host-scale C [--host-init normal] runs: (C, initialisation)
+HOST_RUNS = ((4, "zoo"), (16, "zoo"), (4, "normal"), (16, "normal"), (64, "normal"))
 
 
 def host_scale() -> list[str]:
     """The paper's recipe on resnet20 with its host made C x larger at the start (BatchNorm
-    follows it): how far a larger host alone closes the histogram gap (not the protocol)."""
+    follows it), as initialised or Gaussian: how far a larger host alone closes the histogram
+    gap (not the protocol)."""
     base = load("uchida_paper_settings_resnet20")
-    docs = [(c, load(f"uchida_paper_settings_resnet20_host_x{c}")) for c in HOST_SCALES]
-    if base is None or any(d is None for _, d in docs):
+    runs = [(1, "zoo", base)]
+    for c, init in HOST_RUNS:
+        suffix = "" if init == "zoo" else f"_{init}"
+        runs.append((c, init, load(f"uchida_paper_settings_resnet20_host_x{c}{suffix}")))
+    runs = [r for r in runs if r[2] is not None]
+    if len(runs) < 2:
         return []
     out = [
         "",
         "How much a larger host closes the gap (`python benchmarks/uchida_paper_settings.py "
-        "--arch resnet20 --recipes 'paper (bce, lam 0.01, SGD)' --seeds 2 --host-scale C --tag "
-        "host_xC`: the host's initial weights x C in both twins, a stand-in for a host grown "
-        "large, not the paper's protocol):",
+        "--arch resnet20 --recipes 'paper (bce, lam 0.01, SGD)' --seeds 2 --host-scale C "
+        "[--host-init normal] --tag TAG`: the host's initial weights x C in both twins, as the "
+        "zoo initialises them (PyTorch's uniform) or Gaussian of the same std; a stand-in for a "
+        "host grown large, not the paper's protocol):",
         "",
-        "| host x | seeds | plain host std | host std marked / plain | KS marked vs plain | KS "
-        "plain vs plain | worst KS ratio | worst BER | marked - plain (points) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| host x | initialisation | seeds | plain host std | host std marked / plain | KS marked "
+        "vs plain | KS plain vs plain | worst KS ratio | worst BER | marked - plain (points) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for c, doc in [(1, base), *docs]:
+    for c, init, doc in runs:
         assert doc is not None
         recipe = paper_recipe(doc)
         rows, r = doc["results"][recipe], doc["summary"][recipe]
         out.append(
-            f"| {c} | {len(rows)} | {mean(x['std_plain'] for x in rows):.4f} | "
-            f"{r['std_ratio']:.2f} | {r['mean_ks_marked_vs_plain']:.4f} | "
-            f"{r['mean_ks_plain_vs_plain']:.4f} | {r['worst_ks_ratio']:.1f} | "
-            f"{r['worst_ber']:.3f} | {r['mean_accuracy_change_points']:+.2f} |"
+            f"| {c} | {'uniform (zoo)' if init == 'zoo' else 'Gaussian'} | {len(rows)} | "
+            f"{mean(x['std_plain'] for x in rows):.4f} | {r['std_ratio']:.2f} | "
+            f"{r['mean_ks_marked_vs_plain']:.4f} | {r['mean_ks_plain_vs_plain']:.4f} | "
+            f"{r['worst_ks_ratio']:.1f} | {r['worst_ber']:.3f} | "
+            f"{r['mean_accuracy_change_points']:+.2f} |"
         )
     return [
         *out,
         "",
-        "A host 4x and 16x larger brings the growth down with the logits' need, but KS stays "
-        "beyond 2x plain-vs-plain: the plain-vs-plain distance falls with it (the plain hosts "
-        "barely move from their initialisations at that scale), and the initialisation is "
-        "PyTorch's uniform, whose sharp edges a small blur moves in KS (a uniform of half-width "
-        "a blurred by rms d moves its CDF by about 0.2 d / a at the edges: 0.04 at x16, where d is about 0.1 and a 0.5). The "
-        "authors' he_normal initialisation, trained for 200 epochs, has no such edges; that is "
-        "not measured here.",
+        "A larger host brings the growth down with the logits' need, but KS falls more slowly: "
+        "the plain-vs-plain distance falls too (the plain hosts barely move from their "
+        "initialisations at that scale), and PyTorch's uniform initialisation has sharp edges "
+        "that a small blur moves in KS (a uniform of half-width a blurred by rms d moves its CDF "
+        "by about 0.2 d / a at the edges: 0.04 at x16, where d is about 0.1 and a 0.5). A "
+        "Gaussian host of the same std, as the authors' he_normal, halves the distance at x16, "
+        "and at x64 (std 1.15: the scale the authors' plot implies, binned over [-7, 7] with "
+        "direct's peak near 2) the paper's loss and recipe leave the histogram within 2x "
+        "plain-vs-plain, BER 0 (65 % / 80 % pruned: 0.031 / 0.094 at worst). So the gap is the "
+        "host's scale, which MNIST training at the paper's recipe does not grow in 4 epochs; "
+        "these rows scale it by hand and are not a reproduction (2 seeds, not the protocol).",
     ]
 
 
