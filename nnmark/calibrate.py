@@ -30,9 +30,6 @@ from nnmark.schemes._trigger import TriggerScheme
 from nnmark.stats import DEFAULT_ALPHA, clopper_pearson
 from nnmark.train import TrainConfig
 
-#: Epochs per unmarked model `nnmark calibrate` accepts (the bench's bound, nnmark.bench.grid).
-MAX_CALIBRATION_EPOCHS = 10_000
-
 
 def unmarked_models(
     data: DataBundle,

@@ -17,6 +17,11 @@ C = TypeVar("C")
 #: Seeds nnmark takes from a user (CLI, bench configs): what every generator seeded from them
 #: (torch, numpy) accepts.
 MAX_SEED = 2**32 - 1
+
+#: The most epochs a command or a grid accepts: a typo of a few zeros would otherwise train for
+#: years (the bench, calibrate and the demo check it before anything trains).
+MAX_EPOCHS = 10_000
+
 #: Seconds a whole remote verification may take by default (`verify --time-limit`): each
 #: exchange is bounded by its deadline, so a server answering each one just inside it would
 #: otherwise stretch a verification to exchanges x deadline.

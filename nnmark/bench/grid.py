@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nnmark.attacks import ATTACKS
-from nnmark.config import MAX_SEED
+from nnmark.config import MAX_EPOCHS, MAX_SEED
 from nnmark.data import SHARED_DATA as _SHARED_DATA
 from nnmark.errors import NNMarkError
 from nnmark.keys import MAX_CALIBRATION_MODELS
@@ -44,11 +44,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str, tuple[float, ...]]] = {
     "finetune-sgd": ("finetune", {"optimizer": "sgd", "epochs": 10}, "lr", (0.001, 0.01, 0.05)),
     "finetune-lr": ("finetune", {"epochs": 10}, "lr", (1e-4, 3e-3, 1e-2)),
 }
-
-
-#: Bounds on a grid's sizes, checked before anything is trained (a typo of a few zeros would
-#: otherwise train for years or allocate a key table the machine cannot hold).
-MAX_EPOCHS = 10_000
 
 
 def _count(value: Any, low: int, high: int) -> bool:

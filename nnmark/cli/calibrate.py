@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from nnmark.cli.common import DeviceOpt, check_output, command, err, out, pick_device
+from nnmark.config import MAX_EPOCHS
 from nnmark.errors import NNMarkError, one_line
 from nnmark.keys import MAX_CALIBRATION_MODELS
 
@@ -55,15 +56,15 @@ def calibrate_cmd(
     from rich.progress import Progress
 
     from nnmark.api import new_model
-    from nnmark.calibrate import MAX_CALIBRATION_EPOCHS, calibrate, unmarked_models
+    from nnmark.calibrate import calibrate, unmarked_models
     from nnmark.data import load_data
     from nnmark.keys import OwnerKey
 
     dev = pick_device(device)
     if not 1 <= models <= MAX_CALIBRATION_MODELS:
         raise NNMarkError(f"--models must be in [1, {MAX_CALIBRATION_MODELS}], got {models}")
-    if not 1 <= epochs <= MAX_CALIBRATION_EPOCHS:  # before the key is read or a model trained
-        raise NNMarkError(f"--epochs must be in [1, {MAX_CALIBRATION_EPOCHS}], got {epochs}")
+    if not 1 <= epochs <= MAX_EPOCHS:  # before the key is read or a model trained
+        raise NNMarkError(f"--epochs must be in [1, {MAX_EPOCHS}], got {epochs}")
     key = OwnerKey.load(key_path)
     in_place = out_path is None or out_path.resolve() == key_path.resolve()
     target = check_output(out_path or key_path, force or in_place)

@@ -11,13 +11,15 @@ from rich.table import Table
 from rich.text import Text
 
 from nnmark.cli.common import DeviceOpt, check_output, command, epoch_progress, out, pick_device
-from nnmark.config import MAX_SEED
+from nnmark.config import MAX_EPOCHS, MAX_SEED
 from nnmark.errors import NNMarkError
 
 
 @command("demo")
 def demo_cmd(
-    epochs: Annotated[int, typer.Option(min=1, max=10_000, help="Training epochs per model")] = 20,
+    epochs: Annotated[
+        int, typer.Option(min=1, max=MAX_EPOCHS, help="Training epochs per model")
+    ] = 20,
     bits: Annotated[
         int,
         typer.Option(
