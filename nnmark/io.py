@@ -357,7 +357,7 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, Any], dict[str,
 
 
 def check_real(path: str | Path, name: str, tensor: torch.Tensor) -> torch.Tensor:
-    """`tensor` where it is real: a complex one was read by its real part, with a warning."""
+    """`tensor` where it is real (a complex one is refused: torch would read its real part)."""
     if tensor.is_complex():
         raise NNMarkError(
             f"{path}: tensor {name[:80]!r} is {tensor.dtype}; a model's weights are dense real "

@@ -157,8 +157,7 @@ def changed_cells(old: BenchSpec, new: BenchSpec, names: set[str]) -> list[tuple
                 continue
             before = {c.ident: c for c in plan(dataclasses.replace(old, **chosen))[2]}
             after = plan(dataclasses.replace(new, **chosen))[2]
-        except (NNMarkError, TypeError, ValueError, AttributeError, KeyError, LookupError,
-                ArithmeticError):  # fmt: skip
+        except (NNMarkError, TypeError, ValueError, AttributeError, LookupError, ArithmeticError):
             # old names what this version no longer has (or is not a grid): only the new
             # grid's cells are compared, under the old grid's fields
             if cover is new:

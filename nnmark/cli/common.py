@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -22,6 +22,7 @@ from rich.text import Text
 from nnmark.errors import NNMarkError
 
 if TYPE_CHECKING:
+    from nnmark.data.base import DataBundle
     from nnmark.keys import OwnerKey
 
 app = typer.Typer(
@@ -53,6 +54,13 @@ def _root(
     """Watermark PyTorch models, attack them, and verify ownership with a p-value."""
 
 
+def _reader_left() -> int:
+    """The exit code when stdout's reader has gone: 141, as a shell reports SIGPIPE; stdout is
+    pointed at /dev/null so that flushing it at exit raises nothing more."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141
+
+
 class PlainConsole(Console):
     """A console that shows text as written: no markup, no emoji codes, and every character a
     terminal would act on (escape sequences, carriage returns) shown as '?'. What the commands
@@ -63,10 +71,9 @@ class PlainConsole(Console):
         super().__init__(highlight=False, markup=False, emoji=False, **kwargs)
 
     def on_broken_pipe(self) -> None:
-        """The reader left (`nnmark verify | head`): exit 141 as a shell's SIGPIPE would; rich's
-        own exit 1 would read as verify's "not found"."""
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(141)
+        """The reader left (`nnmark verify | head`); rich's own exit 1 would read as verify's
+        "not found"."""
+        raise SystemExit(_reader_left())
 
     def render_str(self, text: str, **kwargs: Any) -> Text:  # every str printed or in a table
         shown = "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
@@ -121,8 +128,7 @@ def command(
                 err.print("error: interrupted", markup=False)
                 raise typer.Exit(130) from None
             except BrokenPipeError:  # `nnmark verify --json | head`: the reader left, not an error
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                raise typer.Exit(141) from None
+                raise typer.Exit(_reader_left()) from None
             except ModuleNotFoundError as exc:
                 extra = EXTRAS.get((exc.name or "").split(".")[0])
                 if extra is None or os.environ.get("NNMARK_DEBUG"):
@@ -213,7 +219,7 @@ def check_model_output(path: Path, suffix: str = ".safetensors") -> Path:
     return check_output(path)
 
 
-def check_inputs(input_shape: Any, bundle: Any, data: str) -> None:
+def check_inputs(input_shape: Sequence[int], bundle: DataBundle, data: str) -> None:
     """Refuse data whose inputs the model was not built for, in one line before any work (a
     digits model on MNIST failed inside a matmul, after an attack had written its output)."""
     if input_shape and tuple(input_shape) != tuple(bundle.input_shape):

@@ -545,17 +545,18 @@ def verify_cmd(
         if reference is not None and reference_unmarked is not None:
             raise NNMarkError("give --reference or --reference-unmarked, not both")
         schemes = [bound_scheme(owner_key, m.index, bundles) for m in owner_key.marks]
-        white = [s.name for s in schemes if s.kind == "whitebox"]
+        white = [s for s in schemes if s.kind == "whitebox"]
         if (
             reference_unmarked is not None
             and white
-            and all(s.mark.reference is None for s in schemes if s.kind == "whitebox")
-        ):  # each would read not_found, p 1, on the owner's own intact model (usability review)
+            and all(s.mark.reference is None for s in white)
+        ):
+            # each would read not_found, p 1, on the owner's own intact model (usability review)
             raise NNMarkError(
-                f"--reference-unmarked: this key's {', '.join(white)} mark commits to no unmarked "
-                "reference, so it is never realigned to one (a reference given at verify time "
-                "could be built for the suspect); verify without it, or mark with nnmark embed "
-                "or train --reference-unmarked to commit one"
+                f"--reference-unmarked: this key's {', '.join(s.name for s in white)} mark "
+                "commits to no unmarked reference, so it is never realigned to one (a reference "
+                "given at verify time could be built for the suspect); verify without it, or "
+                "mark with nnmark embed or train --reference-unmarked to commit one"
             )
         ref = reference if reference is not None else reference_unmarked
         assert ref is not None

@@ -296,7 +296,7 @@ class TriggerScheme(Scheme):
             scores = s.predict(xb)
         except RuntimeError as exc:  # the model's own forward pass on inputs it cannot take
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise NNMarkError(
+            raise KeyInputsMismatch(
                 f"{s.label}: the model cannot take the key's inputs of shape "
                 f"{tuple(xb.shape[1:])} ({first})"
             ) from None
