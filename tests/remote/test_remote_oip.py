@@ -510,7 +510,7 @@ def test_a_mixed_key_reads_its_black_box_marks_and_says_why_not_the_others(  # t
         r, v = remote_verify(f"{url}/v2/models/m/infer", key, "--max-queries", "10")
         assert r.exit_code == 1 and v["verdict"] == "not_found", r.stderr
         adi, uchida, fragile = v["parts"]
-        assert adi["queries"] == 10 and "not_read" not in adi["details"]
+        assert adi["queries"] == 10 and "unread" not in adi["details"]
         for part, kind in ((uchida, "a white-box"), (fragile, "an integrity")):
             why = part["details"]["not_read"]
             assert part["details"]["unread"] and why == part["reason"]
