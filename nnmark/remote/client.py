@@ -417,8 +417,11 @@ class RemoteSuspect(Suspect):
             data = torch.tensor(values, dtype=torch.float64)
         except (OverflowError, RuntimeError):  # an integer of hundreds of digits
             raise NNMarkError(f"{self.url}: the answer holds numbers out of range") from None
-        # json reads NaN and Infinity; 1e300 is finite here and infinite as FP32
-        if not bool((data.abs() <= torch.finfo(torch.float32).max).all()):
+        # json reads NaN and Infinity; 1e300 is finite here and infinite as FP32. A classifier
+        # answering log-probabilities may write -Infinity for a probability of 0: kept (below)
+        scores = len(shape) == 2 and not self.label_only
+        fp32 = data.abs() <= torch.finfo(torch.float32).max
+        if not bool((fp32 | (scores & (data == -math.inf))).all()):
             raise NNMarkError(
                 f"{self.url}: the answer holds NaN, infinite or numbers beyond FP32's range"
             )
@@ -444,4 +447,18 @@ class RemoteSuspect(Suspect):
             raise NNMarkError(
                 f"{self.url}: the answer's shape {shape} is not {n} x {self.classes} scores"
             )
-        return data.float().reshape(shape)
+        return log_zeros(data.reshape(shape), self.url).float()
+
+
+def log_zeros(scores: torch.Tensor, url: str) -> torch.Tensor:
+    """Scores with each -inf (a log-probability of 0) set 1,000 below the row's least finite
+    score: it still ranks last, and no later sum or softmax meets an infinity. A row of only
+    -inf answers nothing and is refused."""
+    finite = torch.isfinite(scores)
+    if bool(finite.all()):
+        return scores
+    if not bool(finite.any(dim=1).all()):
+        raise NNMarkError(f"{url}: an answer row holds no finite score")
+    floor = scores.masked_fill(~finite, math.inf).amin(dim=1, keepdim=True) - 1000.0
+    floor = floor.clamp(min=-float(torch.finfo(torch.float32).max))
+    return torch.where(finite, scores, floor.expand_as(scores))

@@ -285,6 +285,16 @@ def _verify(url: str, key: Path, *extra: str) -> tuple[subprocess.CompletedProce
             "NaN, infinite or numbers beyond FP32's range",
         ),
         (
+            "+Infinity scores",
+            _oip(answering(lambda n: {"shape": [n, 10], "data": [float("inf")] * (n * 10)})),
+            "NaN, infinite or numbers beyond FP32's range",
+        ),
+        (  # -Infinity is a log-probability of 0, but a row of only those answers nothing
+            "a row of only -Infinity",
+            _oip(answering(lambda n: {"shape": [n, 10], "data": [-float("inf")] * (n * 10)})),
+            "an answer row holds no finite score",
+        ),
+        (
             "NaN scores",
             _oip(answering(lambda n: {"shape": [n, 10], "data": [float("nan")] * (n * 10)})),
             "NaN, infinite or numbers beyond FP32's range",
@@ -452,3 +462,31 @@ def test_a_claim_of_many_classes_does_not_size_label_answers(key_file: Path) -> 
         scores = remote.predict(torch.zeros(4, 1, 8, 8))
     assert needed_classes(key.marks) == 11 and scores.shape == (4, 12)
     assert scores.argmax(1).tolist() == [3, 11, 3, 11]
+
+
+def test_log_probabilities_with_minus_infinity_are_read(tmp_path: Path, blackbox_marked) -> None:  # type: ignore[no-untyped-def]
+    """A server answering log-softmax writes -Infinity where a probability underflows to 0
+    (json's -Infinity; the five least likely classes here): that is an answer, not an attack,
+    and the marked model is found through it as through probabilities."""
+    import torch
+
+    model, key = blackbox_marked["content"]
+    key.save(tmp_path / "k.nnkey")
+    sent: list[int] = []
+
+    def infer(conn: socket.socket, head: bytes) -> None:
+        inp = json.loads(_body(conn, head))["inputs"][0]
+        x = torch.tensor(inp["data"], dtype=torch.float32).reshape(inp["shape"])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(x), dim=1)
+        low = logp.argsort(dim=1)[:, :5]
+        logp = logp.scatter(1, low, -torch.inf)
+        sent.append(int(torch.isinf(logp).sum()))
+        doc = {"shape": list(logp.shape), "datatype": "FP32", "data": logp.flatten().tolist()}
+        _json(conn, {"outputs": [{"name": "output", **doc}]})
+
+    with raw_server(_oip(infer)) as url:
+        r, _ = _verify(url, tmp_path / "k.nnkey", "--deadline", "30")
+    assert sum(sent) > 0
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "found" in r.stdout
