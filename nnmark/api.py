@@ -358,8 +358,9 @@ def provenance(
         signer = check_signature(key.commitment, key.signature, committed=key.signer)
     committed = None if key.signer is None else text_fingerprint(key.signer)
     who: dict[str, Any] = {"signer": signer, "committed_signer": committed}
-    if key.timestamp is None:
-        return Provenance(**who)
+    if key.timestamp is None:  # a date given for nothing is said, not dropped
+        unused = "" if seen is None else "the suspect's first sighting was given, but no stamp"
+        return Provenance(**who, note=unused and f"{unused} is attached to compare it with")
     if not tsa_certs:
         return Provenance(**who, note="a timestamp is attached but not checked (give --tsa-cert)")
     stamp = check_timestamp(key.commitment, key.timestamp, tsa_certs, signature=key.signature)

@@ -356,6 +356,10 @@ def test_the_claim_rule_needs_a_forgery_cost_timestamp_or_not(  # type: ignore[n
         verify(model, stamped, tsa_certs=certs, suspect_seen=later + dt.timedelta(days=1))
     with pytest.raises(NNMarkError, match="in the future"):  # an unstamped key: still checked
         verify(model, key, suspect_seen=later + dt.timedelta(days=1))
+    # an unstamped key: the date has nothing to be compared with, and the verdict says so
+    v = verify(model, key, suspect_seen=later)
+    assert "no stamp is attached to compare it with" in (v.priority or "")
+    assert "no stamp" not in (verify(model, key).priority or "")
 
 
 def test_a_timestamp_over_another_commitment_is_refused(
