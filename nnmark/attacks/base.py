@@ -12,6 +12,7 @@ prints it and keeps it in the output file's metadata; a chain keeps every step's
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any, ClassVar, final
 
 import torch
@@ -77,3 +78,9 @@ class Attack:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
+
+    def describe(self) -> str:
+        """The attack and its options as a reader wants them: `prune (amount=0.5, ...)`."""
+        fields = dataclasses.fields(self.config) if dataclasses.is_dataclass(self.config) else ()
+        options = ", ".join(f"{f.name}={getattr(self.config, f.name)}" for f in fields)
+        return f"{self.name} ({options})" if options else self.name

@@ -42,3 +42,6 @@ class Chain(Attack):
 
     def __repr__(self) -> str:
         return " -> ".join(repr(a) for a in self.attacks)
+
+    def describe(self) -> str:
+        return ", then ".join(a.describe() for a in self.attacks)

@@ -300,6 +300,9 @@ def test_attack_cli(tmp_path: Path, plain_cnn, digits: DataBundle) -> None:  # t
     for spec in ("morph", "prune:structured=true,fraction=0.25"):
         r = runner.invoke(app, ["attack", spec, str(src), "--out", str(wide), "--seed", "3"])
         assert r.exit_code == 0, r.stderr
+        # the attack and its options as the user wrote them, not a dataclass repr
+        assert r.stdout.startswith(spec.split(":")[0]) and "Config(" not in r.stdout
+        assert ("fraction=0.25" in r.stdout) == ("fraction" in spec)
         assert runner.invoke(app, ["verify", str(wide), "--key", str(ref)]).exit_code == 1
         # uchida refuses realignment to its marked model (tests/defenses/test_realign_null.py)
         args = ["verify", str(wide), "--key", str(ref), "--reference", str(src), "--json"]
