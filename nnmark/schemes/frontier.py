@@ -44,11 +44,13 @@ suspect (clean images that every model of the task answers right fit future mode
 the suspect; nnmark.api.STAMP_WAIVES_NOTHING). A claim needs p below the search-cost bound (about 1.6e-12 at the default KDF): 57 of
 the first 60 true adversaries, or 78 of 90. Over 20 keys every mark was claimed within 100
 queries (none within 30, which cannot reach the bound), at 0.56 points of accuracy (median;
-1.95 at worst): `python benchmarks/blackbox_keys.py --scheme frontier`. Before the bound held
-for frontier, over 24 other keys 22 reached alpha 1e-6 within 30 queries (`python
-benchmarks/key_draws.py --schemes frontier --keys 24 --orders 0 --tag frontier`), and
-`per_batch=128` all 24 at more accuracy (median 0.56, worst 1.95 points; 8 of 24 keys past one
-point, against 3 at 64): `key_draws_frontier_per_batch_128.md`. The default stays 64.
+1.95 at worst): `python benchmarks/blackbox_keys.py --scheme frontier`. Over 24 other keys at
+the tests' recipe, all 24 were claimed, stamped or not, in 60 queries (18 keys) or 90 (6), none
+within 30, at 0.28 points (median; 1.39 at worst): `python benchmarks/key_draws.py --schemes
+frontier --keys 24 --orders 0 --tag frontier` (key format v3). Before the bound held for
+frontier, `per_batch=128` reached alpha 1e-6 within 30 queries for 24 of 24 keys where 64 did
+for 22, at more accuracy (median 0.56, worst 1.95 points; 8 of 24 keys past one point, against
+3 at 64): `key_draws_frontier_per_batch_128.md`. The default stays 64.
 Example: ``nnmark embed plain.safetensors --data digits --scheme frontier --epochs 20 ...``
 """
 
