@@ -359,8 +359,7 @@ def provenance(
     committed = None if key.signer is None else text_fingerprint(key.signer)
     who: dict[str, Any] = {"signer": signer, "committed_signer": committed}
     if key.timestamp is None:  # a date given for nothing is said, not dropped
-        unused = "" if seen is None else "the suspect's first sighting was given, but no stamp"
-        return Provenance(**who, note=unused and f"{unused} is attached to compare it with")
+        return Provenance(**who, note="" if seen is None else SEEN_UNUSED)
     if not tsa_certs:
         return Provenance(**who, note="a timestamp is attached but not checked (give --tsa-cert)")
     stamp = check_timestamp(key.commitment, key.timestamp, tsa_certs, signature=key.signature)
@@ -392,6 +391,11 @@ def provenance(
 UNCOMPARED_STAMP = (
     "the stamp is not counted: it was not compared with when the suspect was first seen "
     "(give --suspect-seen DATE); a key made for the suspect and stamped later would pass"
+)
+#: Why a first sighting given with a key that holds no timestamp changes nothing.
+SEEN_UNUSED = (
+    "--suspect-seen was given, but the key holds no timestamp to compare it with "
+    "(nnmark key timestamp)"
 )
 #: Clock skew allowed between the verifier and whoever noted the first sighting.
 SEEN_SLACK = _dt.timedelta(minutes=5)

@@ -80,7 +80,7 @@ class Attack:
         return f"{type(self).__name__}({self.config})"
 
     def describe(self) -> str:
-        """The attack and its options as a reader wants them: `prune (amount=0.5, ...)`."""
+        """The attack and its options as a reader wants them: `prune (fraction=0.5, ...)`."""
         fields = dataclasses.fields(self.config) if dataclasses.is_dataclass(self.config) else ()
         options = ", ".join(f"{f.name}={getattr(self.config, f.name)}" for f in fields)
         return f"{self.name} ({options})" if options else self.name

@@ -127,7 +127,7 @@ def attack_cmd(
     if as_json:
         print(json.dumps(result))
         return
-    out.print(f"{built.describe()}: saved {out_path}", markup=False)
+    out.print(f"{built.describe()}: saved {out_path}", soft_wrap=True)
     for k, v in found.items():
         out.print(f"  {k.replace('_', ' ')}: {'none' if v is None else v}", markup=False)
     if bundle is not None:

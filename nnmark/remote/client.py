@@ -1,6 +1,7 @@
 """A verifying client: a served model as a `Suspect`, reached only through OIP v2 (httpx).
 
-`predict(x)` returns class scores (N, C): the probabilities the server returns, or one-hot rows
+`predict(x)` returns class scores (N, C): the probabilities, logits or log-probabilities the
+server returns (-inf, a log-probability of 0, set below the row's least score), or one-hot rows
 when it returns labels only (C from the model metadata, at most the key's classes and one
 "other": `key_classes`), so black-box schemes read `argmax` either way. For a segmentation model it returns per-pixel logits (N, 1, H, W), the logit of the
 served probability or of the served 0/1 mask (clipped at 1e-6), so a positive score is a
@@ -447,18 +448,22 @@ class RemoteSuspect(Suspect):
             raise NNMarkError(
                 f"{self.url}: the answer's shape {shape} is not {n} x {self.classes} scores"
             )
-        return log_zeros(data.reshape(shape), self.url).float()
+        return log_zeros(data.reshape(shape), self.url)
 
 
 def log_zeros(scores: torch.Tensor, url: str) -> torch.Tensor:
-    """Scores with each -inf (a log-probability of 0) set 1,000 below the row's least finite
-    score: it still ranks last, and no later sum or softmax meets an infinity. A row of only
-    -inf answers nothing and is refused."""
-    finite = torch.isfinite(scores)
+    """FP32 scores with each -inf (a log-probability of 0) set below the row's least finite
+    score (1,000 below, or the next FP32 value down where 1,000 is lost to rounding): it still
+    ranks last, and no later sum or softmax meets an infinity. A row of only -inf answers
+    nothing, and one whose least score is FP32's lowest leaves no room below: both refused."""
+    s = scores.float()  # the finite values were checked to fit FP32
+    finite = torch.isfinite(s)
     if bool(finite.all()):
-        return scores
+        return s
     if not bool(finite.any(dim=1).all()):
         raise NNMarkError(f"{url}: an answer row holds no finite score")
-    floor = scores.masked_fill(~finite, math.inf).amin(dim=1, keepdim=True) - 1000.0
-    floor = floor.clamp(min=-float(torch.finfo(torch.float32).max))
-    return torch.where(finite, scores, floor.expand_as(scores))
+    low = s.masked_fill(~finite, math.inf).amin(dim=1, keepdim=True)
+    floor = torch.minimum(low - 1000.0, torch.nextafter(low, torch.tensor(-math.inf)))
+    if not bool(torch.isfinite(floor).all()):
+        raise NNMarkError(f"{url}: an answer row leaves no score below its least to rank -inf at")
+    return torch.where(finite, s, floor.expand_as(s))

@@ -489,4 +489,20 @@ def test_log_probabilities_with_minus_infinity_are_read(tmp_path: Path, blackbox
         r, _ = _verify(url, tmp_path / "k.nnkey", "--deadline", "30")
     assert sum(sent) > 0
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "found" in r.stdout
+
+
+def test_minus_infinity_ranks_below_a_row_of_huge_scores() -> None:
+    """1,000 below -1e12 is the same FP32 number: -inf still ranks last (the next FP32 value
+    down), and a row whose least score is FP32's lowest has no room below and is refused."""
+    import torch
+
+    from nnmark.errors import NNMarkError
+    from nnmark.remote.client import log_zeros
+
+    inf, big = float("inf"), float(torch.finfo(torch.float32).max)
+    rows = torch.tensor([[-inf] * 9 + [-1e12], [-inf, -2e10] + [-inf] * 8, [2e10] + [-inf] * 9])
+    scores = log_zeros(rows.double(), "u")
+    assert scores.dtype == torch.float32 and bool(torch.isfinite(scores).all())
+    assert scores.argmax(1).tolist() == [9, 1, 0]
+    with pytest.raises(NNMarkError, match="no score below"):
+        log_zeros(torch.tensor([[-inf, -big]], dtype=torch.float64), "u")
