@@ -54,6 +54,7 @@ def main() -> None:
     test = data.loader("test", 8)
     arms = args.arms.split(",")
     rows: list[dict[str, Any]] = []
+    lines: list[str] = []
     for seed in range(args.seeds):
         plain_cfg = TrainConfig(epochs=args.epochs, seed=seed, batch_size=8)
         mark_cfg = TrainConfig(epochs=args.mark_epochs, seed=seed, batch_size=8)
@@ -89,9 +90,10 @@ def main() -> None:
             }
         rows.append(row)
         print(row, flush=True)
-    lines = render(rows, arms, args, len(data.splits["train"]), time.time() - start)
-    payload = {"args": vars(args) | {"cache": str(args.cache)}, "rows": rows}
-    write_results("tartaglione_unet", payload, "\n".join(lines))
+        # written after every seed: a run cut short leaves the seeds it finished, and says so
+        lines = render(rows, arms, args, len(data.splits["train"]), time.time() - start)
+        payload = {"args": vars(args) | {"cache": str(args.cache)}, "rows": rows}
+        write_results("tartaglione_unet", payload, "\n".join(lines))
     print("\n".join(lines))
 
 
@@ -101,7 +103,8 @@ def render(
     lines = [
         f"U-Net on the BBBC039 subset ({n} training tiles): plain {args.epochs} epochs, batch 8; "
         f"tartaglione fine-tune-to-embed {args.mark_epochs} epochs at its defaults but "
-        f"`replica_norm`; {len(rows)} seeds (one plain model and one key each, the same key in "
+        f"`replica_norm`; {len(rows)} of {args.seeds} seeds (one plain model and one key each, "
+        "the same key in "
         f"every arm); means with 95 % Student-t intervals over seeds; {secs:.0f} s.",
         "",
         "| model | Dice | IoU | Dice - plain (paired) | Dice - fine-tune only (paired) | found |",
