@@ -23,6 +23,7 @@ verdict. Plain models are cached (`--cache`).
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,10 @@ def main() -> None:
             return train(new_model("unet", data, seed=seed), data, cfg), None, data
 
         plain, _ = ModelCache(args.cache).get(f"plain-{seed}", f"plain-{seed}", fresh)
+        done = args.cache / f"row-{seed}-{args.epochs}-{args.mark_epochs}-{'-'.join(arms)}.json"
+        if done.exists():  # a seed an earlier run of these settings finished
+            rows.append(json.loads(done.read_text()))
+            continue
         row: dict[str, Any] = {"seed": seed, "plain": evaluate(plain, test, data.task)}
         tick = time.time()
         row["finetune"] = evaluate(train(plain, data, mark_cfg), test, data.task)
@@ -90,6 +95,7 @@ def main() -> None:
             }
         rows.append(row)
         print(row, flush=True)
+        done.write_text(json.dumps(row))
         # written after every seed: a run cut short leaves the seeds it finished, and says so
         lines = render(rows, arms, args, len(data.splits["train"]), time.time() - start)
         payload = {"args": vars(args) | {"cache": str(args.cache)}, "rows": rows}
@@ -128,6 +134,14 @@ def render(
             else (f"{sum(r[name]['verdict'] == 'found' for r in rows)} / {len(rows)}")
         )
         lines.append(f"| {label} | {' | '.join(cells)} | {' | '.join(diffs)} | {found} |")
+    if len(arms) == 2:  # the question: does the replicas' normalisation matter?
+        a, b = arms
+        diff = interval([r[b]["dice"] - r[a]["dice"] for r in rows], digits=3)
+        wins = sum(r[b]["dice"] > r[a]["dice"] for r in rows)
+        lines += [
+            "",
+            f"Dice, {b} - {a} (paired, same key): {diff}; {b} higher on {wins} of {len(rows)} seeds.",
+        ]
     lines += ["", "Per seed (Dice):", ""]
     lines.append("| seed | plain | fine-tune only | " + " | ".join(arms) + " |")
     lines.append("|---" * (3 + len(arms)) + "|")
