@@ -292,9 +292,10 @@ def host_scale() -> list[str]:
         "initialisations at that scale), and PyTorch's uniform initialisation has sharp edges "
         "that a small blur moves in KS (a uniform of half-width a blurred by rms d moves its CDF "
         "by about 0.2 d / a at the edges: 0.04 at x16, where d is about 0.1 and a 0.5). A "
-        "Gaussian host of the same std, as the authors' he_normal, halves the distance at x16, "
-        "and at x64 (std 1.15: the scale the authors' plot implies, binned over [-7, 7] with "
-        "direct's peak near 2) the paper's loss and recipe leave the histogram within 2x "
+        "Gaussian host of the same std halves the distance at x16, and at x64 (std 1.15: a "
+        "scale the authors' plot, binned over [-7, 7] with direct's peak near 2, would suit; "
+        "their code does not record what std their trained host reached) the paper's loss and "
+        "recipe leave the histogram within 2x "
         "plain-vs-plain, BER 0 (65 % / 80 % pruned: 0.031 / 0.094 at worst). So the gap is the "
         "host's scale, which MNIST training at the paper's recipe does not grow in 4 epochs; "
         "these rows scale it by hand and are not a reproduction (2 seeds, not the protocol).",

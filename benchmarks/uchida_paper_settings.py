@@ -56,15 +56,16 @@ BatchNorm the host's scale does not change the network's function, and without w
 every step grows it (a gradient orthogonal to the weights lengthens them), the more the longer
 the gradients stay large, as over 200 epochs of CIFAR-10 with augmentation. Their plotting
 script bins the host over [-7, 7] in bins 0.07 wide, where a host of std 0.03 falls within
-about two bins: the host they plotted was far larger. `--host-scale C` multiplies the
+about two bins: if the random key's host looked unchanged at that binning, the host they
+plotted was far larger (their code does not record its std). `--host-scale C` multiplies the
 host's initial weights by C in both twins (BatchNorm follows it: the same function at the
 start), a stand-in for a host grown that large, to measure how far a larger host alone closes
 the gap. It is not the paper's protocol, and its rows are not a reproduction of Figure 3.
-`--host-init normal` makes those initial weights Gaussian of the same std (the authors'
-he_normal is Gaussian; PyTorch's uniform has edges that KS sees blurred). Measured, 2 seeds each
+`--host-init normal` makes those initial weights Gaussian of the same std (no edges: PyTorch's
+uniform, like the authors' Keras glorot_uniform, has edges that KS sees blurred). Measured, 2 seeds each
 (benchmarks/seeds_summary.md): KS 16.8x / 7.8x plain-vs-plain at x4 / x16 as the zoo
 initialises, 19.6x / 3.2x / 1.07x at x4 / x16 / x64 Gaussian (host std 0.07 / 0.29 / 1.15): at
-the scale the authors' plot implies, the paper's loss leaves the histogram within the issue's
+a scale the authors' plot would suit, the paper's loss leaves the histogram within the issue's
 tolerance, BER 0 and 0.11 points of accuracy.
 
 Seeds run in `--jobs` processes (one torch thread each).
@@ -178,7 +179,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     init = new_model(args.arch, data, seed=seed)
     with torch.no_grad():  # BatchNorm follows the host: the same function (module docstring)
         w = get_layer(init, arch.layer).weight
-        if args.host_init == "normal":  # the same std, Gaussian (the authors' he_normal's shape)
+        if args.host_init == "normal":  # the same std, Gaussian: no edges (module docstring)
             gen = torch.Generator().manual_seed(seed)
             w.copy_(torch.randn(w.shape, generator=gen) * w.std())
         w.mul_(args.host_scale)
