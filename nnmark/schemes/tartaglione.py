@@ -163,8 +163,8 @@ class TartaglioneConfig:
     #: benchmarks/seed003_tartaglione.py, 2 mark epochs: ratio 0.20): noise on 1 % of
     #: *unmarked* entries raised the marked model's loss by 0.38, on its key entries by 0.08.
     #: The replicas made the whole network sharp, not the mark: `contrast` is the answer.
-    #: On the BBBC039 U-Net (80 tiles, 10 steps an epoch, where the running statistics lag the
-    #: weights), "batch" cost less Dice on 8 of 8 seeds: 0.013 +- 0.017 against 0.066 +- 0.051
+    #: On the BBBC039 U-Net (80 tiles, 10 steps an epoch: running statistics may lag the
+    #: weights there; not measured), "batch" cost less Dice on 8 of 8 seeds: 0.013 +- 0.017 against 0.066 +- 0.051
     #: below a fine-tune without a mark (benchmarks/results/tartaglione_unet.md). The MNIST
     #: Required figures were measured with "running"; "batch" with the contrast is not yet.
     replica_norm: Literal["batch", "running"] = "running"
