@@ -25,8 +25,8 @@ channel, and the shapes.
 Realignment must not manufacture evidence. The matching makes the suspect resemble the
 reference; if the reference carries the mark, matching to it can pull any model towards the
 mark: matched to the owner's marked model as it is, digits models that never saw the key were
-claimed (81 of 240 actsign and 130 of 240 deepsigns (key, model) pairs at alpha 1e-6;
-before / after in benchmarks/results/realign_null.md). So
+claimed (85 of 240 actsign and 110 of 240 deepsigns (key, model) pairs at alpha 1e-6 with
+v3 keys, 81 and 130 with v2 keys; before / after in benchmarks/results/realign_null.md). So
 `verify` (realign_suspect) realigns in one of two ways:
 
 - `--reference-unmarked MODEL`: a model that never saw the key (the owner's model before the
@@ -57,9 +57,10 @@ owner's unmarked reference, channels are paired by their producing weights
 weights tell the twin's channels apart where activations on random inputs did not (15-21 of 64
 conv channels paired wrongly, up to 7 of 64 Uchida bits lost after channel pruning). Over
 `python benchmarks/realign_null.py`'s attacked copies (permute, scale, morph, permute and
-fine-tune; cnn, mlp, resnet20) the twin route now finds uchida 120 of 120, stdm 94 of 120
-(85 paired by activations), tartaglione 60 of 60 (55), watermas 60 of 60, actsign 44 of 60
-(16) and deepsigns 40 of 60 (14), and claims none of 1,920 (key, never-marked model) pairs. A
+fine-tune; cnn, mlp, resnet20) the twin route finds, with v3 keys, uchida 120 of 120, stdm 95
+of 120, tartaglione 60 of 60, watermas 60 of 60, actsign 43 of 60 and deepsigns 25 of 60 (v2
+keys: stdm 94, actsign 44, deepsigns 40; paired by activations then: stdm 85, tartaglione 55,
+actsign 16, deepsigns 14), and claims none of 1,920 (key, never-marked model) pairs. A
 permuted actsign copy is then found again (BER 0.03); a deepsigns copy is not (BER 0.27: the
 matching still reads the host units' answers, which are what that mark changed), so it is
 not_found, never wrongly found (tests/schemes/test_scheme_realign.py). Against a blinded

@@ -185,11 +185,12 @@ class ActSign(Scheme):
         trace that could tell (their answers, their incoming or outgoing weights) belongs to
         units that training shaped around those answers. Measured on unmarked digits models
         (benchmarks/results/realign_null.md, 15 keys on cnn, mlp and resnet20): matched to the
-        marked reference, 81 of 240 (key, model) pairs were claimed at alpha 1e-6; with the
+        marked reference, 85 of 240 (key, model) pairs were claimed at alpha 1e-6; with the
         host layer erased and its units matched by the next layer's weights, none were, but
-        the read bits still agreed with the key 1.8 % more often than unaligned (+-1.5 %, 10
-        of 15 keys positive; up to 3.2 % on the mlp), a pull that inflates false claims at
-        small alphas and grows with the bits."""
+        the read bits still agreed with the key 2.9 % more often than unaligned (+-1.4 %, 12
+        of 15 keys positive; up to 4.1 % on the cnn; v3 keys, where v2 keys gave 81 claims
+        and 1.8 %), a pull that inflates false claims at small alphas and grows with the
+        bits."""
         raise NotRealignable(
             "actsign: realignment to the marked reference refused: it reads the host units' "
             "own answers, and matching suspect units to the reference's uses units trained "

@@ -220,10 +220,11 @@ class DeepSigns(Scheme):
         images (training images of one class), so which suspect unit is which reference unit
         can only be told from units that training shaped around it. Measured on unmarked
         digits models (benchmarks/results/realign_null.md, 15 keys on cnn, mlp and resnet20):
-        matched to the marked reference, 130 of 240 (key, model) pairs were claimed at alpha
-        1e-6; with the host layer erased and its units matched by the next layer's weights,
-        none were, but the read bits agreed with the key 2.6 % more often on the cnn (5 of 5
-        keys), a pull no null accounts for."""
+        matched to the marked reference, 110 of 240 (key, model) pairs were claimed at alpha
+        1e-6 (v3 keys; 130 with v2 keys); with the host layer erased and its units matched by
+        the next layer's weights, none were, but with v2 keys the read bits agreed with the key
+        2.6 % more often on the cnn (5 of 5 keys), a pull no null accounts for (0.5 %, 3 of 5,
+        with v3 keys: the pull is not in every draw of keys, and a null must hold in all)."""
         raise NotRealignable(
             "deepsigns: realignment to the marked reference refused: it reads the host units' "
             "mean answer to one class, and matching suspect units to the reference's uses "

@@ -286,9 +286,10 @@ class PositionScheme(Scheme):
         Matching a suspect's units to the reference's by function -- even with every key value
         erased -- therefore picks units whose connections agree with the key (measured on
         unmarked digits models, benchmarks/results/realign_null.md: matched to the marked
-        reference, 2 of 240 (key, model) pairs claimed at alpha 1e-6 and 43 % at 0.05; with the
-        key values zeroed first, 16 % at 0.05, the read bits agreeing with the key 1.3 % more
-        often than unaligned in 15 of 15 keys), so no realignment has a valid null."""
+        reference, 7 of 240 (key, model) pairs claimed at alpha 1e-6 and 43 % at 0.05; with
+        the key values zeroed first, 21 % at 0.05, the read bits agreeing with the key 1.2 %
+        more often than unaligned in 13 of 15 keys; v3 keys, where v2 keys gave 2 claims, 16 %
+        and 1.3 % in 15 of 15), so no realignment has a valid null."""
         raise NotRealignable(
             f"{self.name}: realignment to the marked reference refused: its key values are "
             "connections fixed in every layer during training, so the reference's units grow "

@@ -284,9 +284,10 @@ class Uchida(Scheme):
         training places features in the channels that favour the mark (the channels are
         interchangeable at initialisation, and the penalty pulls the filters' mean towards the
         key's signs). Measured on unmarked digits models (benchmarks/results/realign_null.md,
-        30 keys on cnn, mlp and resnet20): matched to the marked reference, 2.1 % more bits
-        agree with the key than unaligned (+-0.9 %, 23 of 30 keys positive; 3.4 % on the
-        mlp), and 1.8 % with the key's projections erased from the host first: at 64 bits a
+        30 keys on cnn, mlp and resnet20): matched to the marked reference, 1.5 % more bits
+        agree with the key than unaligned (+-0.9 %, 22 of 30 keys positive; 3.2 % on the
+        cnn), and 1.2 % with the key's projections erased from the host first (v3 keys; v2
+        keys: 2.1 % and 1.8 %, 3.4 % on the mlp): at 64 bits a
         pull of 2.6 % multiplies false claims at alpha 1e-6 about tenfold. A reference that
         never saw the key (`verify --reference-unmarked`) realigns uchida with an exact null
         and loses nothing (benchmarks/results/realign_null.md)."""
