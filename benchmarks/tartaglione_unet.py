@@ -14,8 +14,9 @@ chosen on MNIST classifiers (issue 16's Required figures). Here, per seed s:
   every arm, so the arms differ only in the option).
 
 Reported: Dice and IoU on the test split, each arm's paired difference against the plain model
-and against the fine-tune-only control (mean and 95 % Student-t interval over seeds), and the
-verdict. Plain models are cached (`--cache`).
+and against the fine-tune-only control (mean and 95 % Student-t interval over seeds), the arms'
+paired difference, and the verdict. Plain models and each finished seed's row are cached
+(`--cache`): a rerun with more seeds computes only the new ones, and says how many it reused.
 
     python benchmarks/tartaglione_unet.py [--seeds 4] [--arms running,batch]
 """
@@ -55,7 +56,7 @@ def main() -> None:
     test = data.loader("test", 8)
     arms = args.arms.split(",")
     rows: list[dict[str, Any]] = []
-    lines: list[str] = []
+    reused = 0
     for seed in range(args.seeds):
         plain_cfg = TrainConfig(epochs=args.epochs, seed=seed, batch_size=8)
         mark_cfg = TrainConfig(epochs=args.mark_epochs, seed=seed, batch_size=8)
@@ -67,14 +68,16 @@ def main() -> None:
         done = args.cache / f"row-{seed}-{args.epochs}-{args.mark_epochs}-{'-'.join(arms)}.json"
         if done.exists():  # a seed an earlier run of these settings finished
             rows.append(json.loads(done.read_text()))
+            reused += 1
             continue
         row: dict[str, Any] = {"seed": seed, "plain": evaluate(plain, test, data.task)}
         tick = time.time()
         row["finetune"] = evaluate(train(plain, data, mark_cfg), test, data.task)
         row["finetune_seconds"] = round(time.time() - tick, 1)
-        for arm in arms:
-            name, nonce = f"tartaglione unet {seed}", f"{seed:02x}" * 16
-            key = OwnerKey.new(name, nonce=nonce, created=BENCH_CREATED)
+        key = OwnerKey.new(
+            f"tartaglione unet {seed}", nonce=f"{seed:02x}" * 16, created=BENCH_CREATED
+        )
+        for arm in arms:  # the same key in every arm
             tick = time.time()
             marked, key = embed(
                 plain,
@@ -97,21 +100,42 @@ def main() -> None:
         print(row, flush=True)
         done.write_text(json.dumps(row))
         # written after every seed: a run cut short leaves the seeds it finished, and says so
-        lines = render(rows, arms, args, len(data.splits["train"]), time.time() - start)
-        payload = {"args": vars(args) | {"cache": str(args.cache)}, "rows": rows}
-        write_results("tartaglione_unet", payload, "\n".join(lines))
-    print("\n".join(lines))
+        report(rows, reused, arms, args, len(data.splits["train"]), time.time() - start)
+    print(
+        "\n".join(report(rows, reused, arms, args, len(data.splits["train"]), time.time() - start))
+    )
+
+
+def report(
+    rows: list[dict[str, Any]],
+    reused: int,
+    arms: list[str],
+    args: argparse.Namespace,
+    n: int,
+    secs: float,
+) -> list[str]:
+    """Write the results so far (JSON and Markdown) and return the Markdown lines."""
+    lines = render(rows, reused, arms, args, n, secs)
+    payload = {"args": vars(args) | {"cache": str(args.cache)}, "reused": reused, "rows": rows}
+    write_results("tartaglione_unet", payload, "\n".join(lines))
+    return lines
 
 
 def render(
-    rows: list[dict[str, Any]], arms: list[str], args: argparse.Namespace, n: int, secs: float
+    rows: list[dict[str, Any]],
+    reused: int,
+    arms: list[str],
+    args: argparse.Namespace,
+    n: int,
+    secs: float,
 ) -> list[str]:
     lines = [
         f"U-Net on the BBBC039 subset ({n} training tiles): plain {args.epochs} epochs, batch 8; "
         f"tartaglione fine-tune-to-embed {args.mark_epochs} epochs at its defaults but "
         f"`replica_norm`; {len(rows)} of {args.seeds} seeds (one plain model and one key each, "
         "the same key in "
-        f"every arm); means with 95 % Student-t intervals over seeds; {secs:.0f} s.",
+        f"every arm); means with 95 % Student-t intervals over seeds; this run {secs:.0f} s, "
+        f"{reused} seeds' rows reused from an earlier run of the same settings (`--cache`).",
         "",
         "| model | Dice | IoU | Dice - plain (paired) | Dice - fine-tune only (paired) | found |",
         "|---|---|---|---|---|---|",
