@@ -102,6 +102,8 @@ class Identification:
     alpha: float
     correction: str = CORRECTION
     also_found: tuple[str, ...] = ()
+    #: the key file (its label) whose candidate is named; None when no one is
+    named_key: str | None = None
     null: str = field(
         default=(
             "per candidate, that candidate's null (the suspect was not marked with its key); "
@@ -184,6 +186,7 @@ def identify(
         candidates=tuple(rows),
         alpha=alpha,
         also_found=tuple(c.owner for c in hits[1:]),
+        named_key=hits[0].label if hits else None,
     )
 
 

@@ -70,8 +70,7 @@ def identify_cmd(
                 "" if c.found else (c.reason or ""),
             )
         out.print(table)
-        hits = sorted((c for c in result.candidates if c.found), key=lambda c: c.p_adjusted)
-        named = f"{result.named} ({hits[0].label})" if hits else "none"
+        named = f"{result.named} ({result.named_key})" if result.named_key else "none"
         also = f" (also found: {', '.join(result.also_found)})" if result.also_found else ""
         out.print(
             f"named: {named}{also}; Bonferroni over {len(result.candidates)} candidates, "
