@@ -79,7 +79,11 @@ def test_identify_cli(leaked, base_cnn, keys_dir, digits, tmp_path: Path) -> Non
     assert doc["named_key"] == "bob.nnkey"
     assert sorted(c["label"] for c in doc["candidates"]) == [f"{n}.nnkey" for n in RECIPIENTS]
     r = runner.invoke(app, ["identify", str(suspect), "--keys", str(keys_dir)])
-    assert r.exit_code == 0 and "named: bob (bob.nnkey)" in r.stdout and "Bonferroni over 3" in r.stdout
+    assert (
+        r.exit_code == 0
+        and "named: bob (bob.nnkey)" in r.stdout
+        and "Bonferroni over 3" in r.stdout
+    )
     plain = tmp_path / "plain.safetensors"
     save_model(base_cnn, model_info(base_cnn, digits), plain)
     r = runner.invoke(app, ["identify", str(plain), "--keys", str(keys_dir), "--json"])
