@@ -561,18 +561,12 @@ def _read(
             left -= read[-1][1].queries or 0
     if len(read) == 1:
         return read[0]
-    # a view read is preferred to one not read at the same p: "not read" only when none was
-    view, v = min(read, key=lambda r: (r[1].p_value, unread(r[1])))
+    view, v = min(read, key=lambda r: r[1].p_value)
     p = min(1.0, v.p_value * len(read))
     reads = {r[0].label: r[1].p_value for r in read}
     return view, dataclasses.replace(
         v, p_value=p, details={**v.details, "read_from": view.label, "reads_p": reads}
     )
-
-
-def unread(v: Verdict) -> bool:
-    """Whether `v` is a mark that was not read at all (p 1 by construction, with why)."""
-    return bool(v.details.get("unread") or v.details.get("not_read"))
 
 
 def verify(
@@ -613,25 +607,21 @@ def verify(
         verdicts.append(_finish(v, alpha, search, prov, chosen[-1]))
     if len(verdicts) == 1:
         return verdicts[0]
-    # The combination is over the marks read: one not read (its weights not exposed, another
-    # architecture; decided by the suspect before any evidence, so under the null the others'
-    # p-values are as uniform given it) adds p 1 and only dilutes the others. None read: all.
-    used = [i for i, v in enumerate(verdicts) if not unread(v)] or list(range(len(verdicts)))
-    if all(schemes[i].independent_null for i in used):
-        p = fisher_combine([verdicts[i].p_value for i in used])
+    independent = all(sch.independent_null for sch in schemes)
+    if independent:
+        p = fisher_combine([v.p_value for v in verdicts])
         method, null = "fisher", COMBINED_NULL
     else:
-        p = bonferroni_combine([verdicts[i].p_value for i in used])
+        p = bonferroni_combine([v.p_value for v in verdicts])
         method, null = "bonferroni", BONFERRONI_NULL
-    parts_p = [verdicts[i].p_value for i in used]
-    search = search_seconds([key.marks[i].derivation_seconds for i in used], parts_p, method)
-    integrity = all(verdicts[i].verdict in ("intact", "modified") for i in used)
+    parts_p = [v.p_value for v in verdicts]
+    search = search_seconds([m.derivation_seconds for m in key.marks], parts_p, method)
+    integrity = all(v.verdict in ("intact", "modified") for v in verdicts)
     found = (
         decide(p, alpha)
         and search / SECONDS_PER_YEAR >= CLAIM_CPU_YEARS
-        and (prov.timestamped or not any(chosen[i] for i in used))
+        and (prov.timestamped or not any(chosen))
     )
-    skipped = [verdicts[i].scheme for i in range(len(verdicts)) if i not in used]
     word = ("intact" if found else "modified") if integrity else ("found" if found else "not_found")
     combined = Verdict(
         scheme="+".join(v.scheme for v in verdicts),
@@ -640,13 +630,13 @@ def verify(
         statistic=p,
         p_value=p,
         alpha=alpha,
-        n=sum(verdicts[i].n for i in used),
+        n=sum(v.n for v in verdicts),
         null=null,
         queries=None  # white-box parts send none
         if all(v.queries is None for v in verdicts)
         else sum(v.queries or 0 for v in verdicts),
         parts=tuple(verdicts),
-        details={"combination": method} | ({"not_combined": skipped} if skipped else {}),
+        details={"combination": method},
     )
     return _finish(combined, alpha, search, prov)
 

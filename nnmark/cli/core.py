@@ -379,8 +379,7 @@ def verdict_table(v: Verdict) -> Table:
 
 def evidence_lines(v: Verdict) -> list[str]:
     """What a table cannot hold, per mark: why a mark was not read, the changed tensors of an
-    integrity mark, the decoded payload of an error-corrected one, the marks left out of the
-    combination."""
+    integrity mark and the decoded payload of an error-corrected one."""
     lines = []
     for part in v.parts or (v,):
         d = part.details
@@ -407,10 +406,6 @@ def evidence_lines(v: Verdict) -> list[str]:
                     f"{part.scheme}: payload not decoded (more bit errors than the code "
                     "corrects; the verdict rests on the raw bits)"
                 )
-    if v.details.get("not_combined"):
-        lines.append(
-            f"combined: over the marks read; not combined: {', '.join(v.details['not_combined'])}"
-        )
     return lines
 
 

@@ -523,35 +523,9 @@ def test_a_mixed_key_reads_its_black_box_marks_and_says_why_not_the_others(  # t
         assert table.exit_code == 1
         assert "uchida: not read: uchida is a white-box mark" in table.stdout
         assert "changed tensors" not in table.stdout
-        assert "combined: over the marks read; not combined: uchida, fragile" in table.stdout
 
 
 def test_verify_help_names_the_url_forms() -> None:
     """The help renders (rich reads [...] as markup) and names the URL `serve` prints."""
     r = runner.invoke(app, ["verify", "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "BASE/v2/models/NAME/infer" in re.sub(r"[\s│]", "", r.stdout)
-
-
-def test_a_mixed_key_combines_only_the_marks_it_read(  # type: ignore[no-untyped-def]
-    blackbox_marked, digits: DataBundle, tmp_path: Path
-) -> None:
-    """adi + uchida through --remote: uchida is not read (the weights are not exposed), so it
-    does not enter the combination at p 1, which only diluted adi's evidence (Fisher's method
-    over (p, 1) is larger than p): the combined p is adi's, and the verdict names what was left
-    out. The same key on the model file reads and combines both."""
-    from nnmark.schemes import SCHEMES
-
-    model, key = blackbox_marked["adi"]
-    uchida = SCHEMES.get("uchida")
-    key = key.with_mark(uchida.plan(model, key, uchida.Config(), data=digits))
-    path = tmp_path / "mixed.nnkey"
-    key.save(path)
-    with serving(model) as url:
-        r, v = remote_verify(f"{url}/v2/models/m/infer", path, "--max-queries", "30")
-    assert r.exit_code == 0 and v["verdict"] == "found", r.stderr
-    adi, part = v["parts"]
-    assert part["details"]["not_read"] and adi["verdict"] == "found"
-    assert v["p_value"] == pytest.approx(adi["p_value"], rel=1e-9)
-    assert v["details"]["not_combined"] == ["uchida"]
-    local = verify(model, key)  # both read from the file: both combined
-    assert "not_combined" not in local.details and local.parts[1].p_value < 1.0
