@@ -472,25 +472,35 @@ STAMP_WAIVES_NOTHING = (
 )
 
 
-def _finish(
-    v: Verdict,
-    alpha: float,
-    search: float,
-    prov: Provenance,
-    chosen: str | None = None,
-) -> Verdict:
+#: Why a reading on a view the key's holder chose after the key's secrets is no evidence.
+CHOSEN_VIEW = (
+    "a search over such views costs no key derivation, so the p-value read on one (p_as_read) "
+    "has no forgery cost, and a timestamp does not give it one (a view chosen before the stamp "
+    "can be fitted to models of the task, as keys can: STAMP_WAIVES_NOTHING); it counts as p 1. "
+    "Realign to the unmarked reference the key commits to (--reference-unmarked; nnmark embed "
+    "commits one)"
+)
+
+
+def inadmissible(v: Verdict, why: str) -> Verdict:
+    """`v` read on a view the key's holder chose after the key's secrets (`why`): not_found at
+    p 1, whatever it read (kept as details.p_as_read). Review, session 34: a never-marked cnn,
+    its channels reordered into a "marked reference" after an stdm key's secrets were known
+    (a search over orders, 30 CPU-seconds), read at p 1e-14 realigned to it, priced as 140,000
+    CPU-years of key search, and was claimed with a timestamp. p 1 keeps every combination
+    monotone: adding such a view can never lower a key's p."""
+    return dataclasses.replace(
+        v,
+        verdict="not_found",
+        p_value=1.0,
+        reason=f"{why}: {CHOSEN_VIEW}",
+        details={**v.details, "p_as_read": v.p_value},
+    )
+
+
+def _finish(v: Verdict, alpha: float, search: float, prov: Provenance) -> Verdict:
     """One verdict under the claim rule: the user's alpha, the forgery cost (`search`: the
-    CPU-seconds of the cheapest key search reaching it, search_seconds), priority; `chosen`:
-    why its evidence is the key holder's choice, so that only a verified timestamp claims it."""
-    if chosen and not prov.timestamped and v.positive:
-        v = dataclasses.replace(
-            v,
-            verdict="not_found",
-            reason=(
-                f"{chosen}: a claim needs a verified timestamp that predates the suspect "
-                "(nnmark key timestamp, then verify --tsa-cert CA --suspect-seen DATE)"
-            ),
-        )
+    CPU-seconds of the cheapest key search reaching it, search_seconds), priority."""
     cost = search / SECONDS_PER_YEAR
     return dataclasses.replace(
         v,
@@ -587,14 +597,14 @@ def verify(
     was first seen (a timestamp after it does not count).
 
     The claim rule: found when p < alpha and the forgery cost (1 / p derivations of the key's
-    KDF) is at least CLAIM_CPU_YEARS, timestamp or not (STAMP_WAIVES_NOTHING); a mark read
-    from a view the key's holder made (realigned to the marked reference) also needs a
-    verified timestamp that predates the suspect.
+    KDF) is at least CLAIM_CPU_YEARS, timestamp or not (STAMP_WAIVES_NOTHING). A mark read
+    from a view the key's holder chose after its secrets (realigned to the marked reference)
+    is no evidence: p 1, what it read kept beside it (`inadmissible`).
     """
     s = as_suspect(suspect)
     prov = provenance(key, tsa_certs, suspect_seen)
     schemes = [bound_scheme(key, m.index, data) for m in key.marks]
-    verdicts, chosen = [], []
+    verdicts = []
     left = s.max_queries  # one budget for the whole key, spent mark after mark
     for sch in schemes:
         seconds = sch.mark.derivation_seconds  # a search re-derives this mark alone
@@ -602,9 +612,10 @@ def verify(
         view, v = _read(sch, s.readings(sch.mark), threshold, left)
         if left is not None:
             left -= v.queries or 0
+        if view.chosen_after_secrets is not None:
+            v = inadmissible(v, view.chosen_after_secrets)
         search = search_seconds([seconds], [v.p_value], "one")
-        chosen.append(view.needs_timestamp)
-        verdicts.append(_finish(v, alpha, search, prov, chosen[-1]))
+        verdicts.append(_finish(v, alpha, search, prov))
     if len(verdicts) == 1:
         return verdicts[0]
     independent = all(sch.independent_null for sch in schemes)
@@ -617,11 +628,7 @@ def verify(
     parts_p = [v.p_value for v in verdicts]
     search = search_seconds([m.derivation_seconds for m in key.marks], parts_p, method)
     integrity = all(v.verdict in ("intact", "modified") for v in verdicts)
-    found = (
-        decide(p, alpha)
-        and search / SECONDS_PER_YEAR >= CLAIM_CPU_YEARS
-        and (prov.timestamped or not any(chosen))
-    )
+    found = decide(p, alpha) and search / SECONDS_PER_YEAR >= CLAIM_CPU_YEARS
     word = ("intact" if found else "modified") if integrity else ("found" if found else "not_found")
     combined = Verdict(
         scheme="+".join(v.scheme for v in verdicts),

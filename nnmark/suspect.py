@@ -43,9 +43,10 @@ class Suspect:
     #: Why no mark can be read from this suspect at all (e.g. it could not be realigned to the
     #: owner's reference); nnmark.api.verify then gives not_found with it, without the scheme.
     unreadable: str | None = None
-    #: Why a claim from this view needs a verified timestamp (e.g. it was realigned to a marked
-    #: reference, which the key's holder made after its secrets); None: it does not.
-    needs_timestamp: str | None = None
+    #: Why this view is the key holder's choice, made after the key's secrets (realigned to the
+    #: marked reference, which they could have built for this suspect): what a mark reads on it
+    #: is no evidence (nnmark.api.inadmissible). None: the view is not theirs to choose.
+    chosen_after_secrets: str | None = None
 
     def for_mark(self, mark: Mark) -> Suspect:
         """What `mark` reads: this suspect, or a view of it (a realigned suspect gives white-box

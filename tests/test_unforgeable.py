@@ -730,3 +730,26 @@ def test_a_module_architecture_stays_out_of_the_secrets_and_is_checked_strictly(
         with pytest.raises(NNMarkError, match="committed.arch must be") as exc:
             OwnerKey.from_json(doc)
         assert "\n" not in str(exc.value) and len(str(exc.value)) < 300
+
+
+def test_reading_fewer_marks_never_lowers_a_combined_p(  # type: ignore[no-untyped-def]
+    blackbox_marked, digits: DataBundle
+) -> None:
+    """Review (session 34): which of a key's marks are read is partly the holder's choice made
+    after seeing the evidence: `arch` is committed but outside every secret (edited, the key's
+    white-box marks no longer match the suspect), and a served model hides the weights. A mark
+    not read enters the combination at p = 1, and Fisher's (like Bonferroni's) combination
+    grows with each part's p, so the fewer marks read, the larger the p: the choice buys
+    nothing. (Combining only the marks read let the holder pick the smaller of two p-values.)"""
+    model, key = blackbox_marked["content"]
+    key = key.with_mark(Uchida.plan(model, key, UchidaConfig(), bits=64, data=digits))
+    arch = {"name": "mlp", "kwargs": {}}
+    edited = dataclasses.replace(
+        key, arch=arch, marks=tuple(dataclasses.replace(m, arch=arch) for m in key.marks)
+    )
+    assert all(a.secret == b.secret for a, b in zip(key.marks, edited.marks))
+    honest, chosen = verify(model, key, data=digits), verify(model, edited, data=digits)
+    assert chosen.parts[1].details.get("not_read") and not honest.parts[1].details.get("not_read")
+    assert chosen.parts[0].p_value == honest.parts[0].p_value < 1e-6
+    assert honest.parts[1].p_value > 1e-3  # never embedded: the edit could only help
+    assert chosen.p_value >= honest.p_value

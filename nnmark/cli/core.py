@@ -435,8 +435,9 @@ def verify_cmd(
         Path | None,
         typer.Option(
             help="Owner's marked model, the one the key commits to: realign permuted/scaled/"
-            "widened suspects to it first (stdm, claimed only with a verified timestamp; other "
-            "white-box marks are not_found, with why: use --reference-unmarked)"
+            "widened suspects to it first and show what stdm reads (never claimed: its channel "
+            "order was the key holder's choice; other white-box marks are not_found, with why). "
+            "To claim, use --reference-unmarked"
         ),
     ] = None,
     reference_unmarked: Annotated[

@@ -46,9 +46,13 @@ v3 keys, 81 and 130 with v2 keys; before / after in benchmarks/results/realign_n
   marks also shape the channel order or the very units a matching has to identify) and its
   verdict is not_found with that reason. The marked model exists only after the key's
   secrets, so the key's holder could have made it for a suspect: the key commits to it after
-  embedding (`stored.marked_sha256`, committed but outside the secrets), any other is refused,
-  and a claim needs a verified timestamp showing the commitment predates the suspect
-  (MARKED_REFERENCE; nnmark.api.verify).
+  embedding (`stored.marked_sha256`, committed but outside the secrets) and any other is
+  refused, but that commitment does not bind its channel order. What a mark reads this way is
+  shown (details.p_as_read) and counts as p 1, never claimed, timestamp or not
+  (MARKED_REFERENCE; nnmark.api.inadmissible): a never-marked cnn, its channels reordered
+  into a "marked reference" by a 30-second search after an stdm key's secrets were known, read
+  at p 1e-14 (review, session 34), and a reference fixed before a stamp can be fitted to
+  models of the task as keys can. Only the unmarked route claims.
 
 What realignment recovers: uchida, stdm, tartaglione and watermas copies (permuted, scaled,
 morphed, channel-pruned, obfuscated, permuted and fine-tuned) are found again. Against the
@@ -412,7 +416,7 @@ class RealignedSuspect(Suspect):
             return UnreadableSuspect(self.label, f"cannot realign to the reference: {self.failure}")
         if mark.index in self.chosen:
             view = copy.copy(self.realigned)
-            view.needs_timestamp = self.chosen[mark.index]
+            view.chosen_after_secrets = self.chosen[mark.index]
             return view
         return self.realigned
 
@@ -497,7 +501,7 @@ def realign_suspect(
     return RealignedSuspect(suspect, realigned, label, refused, None, chosen)
 
 
-#: Why a mark realigned to its marked reference needs a verified timestamp to be claimed.
+#: Why a mark realigned to its marked reference is no evidence (nnmark.api.inadmissible).
 MARKED_REFERENCE = (
     "realigned to the marked reference, which the key's holder made after the key's secrets "
     "and could have made for this suspect"
