@@ -14,7 +14,8 @@ every strongly perturbed input there: one key pattern tested against "C outputs"
 models. So every key sample has a perturbation of its own (n patterns), training also shows
 `negatives` images with fresh, non-key perturbations under their true labels (the model learns
 *these* perturbations, not perturbation in general), and verification interleaves the key
-samples with as many decoys: the same recipe with perturbations from another stream of the key.
+samples with as many decoys (each pair's order a coin of the key, so a server cannot answer by
+position): the same recipe with perturbations from another stream of the key.
 For a model that never saw the key, key samples and decoys are exchangeable, so the number of
 key samples among its new-label answers is hypergeometric: an exact test (a suspect that answers
 the new label for decoys too is not claimed). The price is power: one bit per query at best,
@@ -203,13 +204,25 @@ class NewLabel(TriggerScheme):
             kwargs["num_classes"] = head.out_features + 1
         return model
 
-    def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
-        """Key samples and decoys interleaved; exact hypergeometric test of the key samples'
-        share of the new-label answers (see the module docstring)."""
-        s = as_suspect(suspect)
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the 2n queries, which are key samples): key samples and decoys in pairs, each
+        pair's order a coin of the key. In a fixed order a served model can answer by position
+        (the new label on every even row of a batch: found at p 2.5e-17 without the key; review,
+        session 34); with the order secret, position tells a server nothing, and a model that
+        never saw the key answers key samples and decoys exchangeably again."""
         n = self.config.n
         x = torch.stack([self.x, self.decoys()], 1).reshape(2 * n, *self.input_shape)
-        real = torch.arange(2 * n) % 2 == 0
+        decoy_first = torch.randint(0, 2, (n,), generator=self.mark.generator("pair order"))
+        order = torch.arange(2 * n).view(n, 2)
+        order = torch.where(decoy_first.bool()[:, None], order.flip(1), order).reshape(-1)
+        return x[order], order % 2 == 0
+
+    def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
+        """Key samples and decoys in pairs of secret order; exact hypergeometric test of the
+        key samples' share of the new-label answers (see the module docstring)."""
+        s = as_suspect(suspect)
+        n = self.config.n
+        x, real = self.pairs()
         plan = LookPlan.make(2 * n, self.config.group, s.max_queries)
         total_real = int(real[: plan.max_queries].sum())
         q = k = h = 0

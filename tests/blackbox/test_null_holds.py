@@ -329,3 +329,33 @@ def test_newlabel_decoys_catch_a_reject_class(blackbox_marked, reject_model, sta
     assert v.verdict == "not_found" and v.p_value >= 1e-6
     assert d["matches"] >= 0.9 * real and d["decoy_new_label"] >= 0.9 * (v.queries - real)
     assert binomial_pvalue(d["matches"], real, 1 / 11) < 1e-6  # what the decoys guard against
+
+
+class ByPosition(nn.Module):
+    """An 11-output model that never saw a newlabel key and answers by a row's place in its
+    batch: the new label (class 10) on every even row, the plain model's class elsewhere."""
+
+    def __init__(self, plain: nn.Module) -> None:
+        super().__init__()
+        self.plain = plain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = F.pad(self.plain(x), (0, 1), value=-1e4)
+        logits[::2, 10] = 1e4
+        return logits
+
+
+def test_newlabel_position_tells_a_server_nothing(plain_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
+    """Review (session 34): key samples were always the even rows of each batch, so a served
+    model answering the new label by position was found at p 2.5e-17 without the key. Each
+    pair's order is now a coin of the key: over 12 keys, such a model is found by none, and
+    its new-label answers fall on key samples about half the time."""
+    scheme = SCHEMES.get("newlabel")
+    model, hits, total = ByPosition(plain_cnn).eval(), 0, 0
+    for i in range(12):
+        key = OwnerKey.new(f"position {i}", nonce=f"{0x40 + i:02x}" * 16)
+        key = key.with_mark(scheme.plan(plain_cnn, key, scheme.Config(), data=digits))
+        v = verify(model, key, data=digits)
+        assert v.verdict == "not_found" and v.p_value > 1e-4, (i, v.p_value, v.details)
+        hits, total = hits + v.details["matches"], total + v.details["new_label_answers"]
+    assert 0.35 < hits / total < 0.65, (hits, total)
