@@ -87,3 +87,26 @@ def test_a_tiny_batch_that_declares_a_huge_array_is_refused_before_allocating(
         NNMarkError, match=r"data_batch_1: not a CIFAR batch .* larger than the file"
     ):
         load_data(f"cifar10:{root}")
+
+
+def test_a_batch_whose_codec_calls_grow_their_input_is_refused(tmp_path: Path) -> None:
+    """Review (session 34): `_codecs.encode` was allowed with any codec, and 20 chained `hex`
+    encodings made a 1,291-byte batch take 1.8 GB (24 would take 16 GiB); `punycode` takes
+    quadratic time. Only latin1, numpy's own, is taken now, and refused before it runs."""
+    import struct
+
+    root = tmp_path / "c"
+    write_cifar10(root)
+    hexes = bytearray(b"\x80\x02c_codecs\nencode\nq\x000" + b"h\x00" * 20 + b"B")
+    hexes += struct.pack("<I", 1024) + b"\0" * 1024
+    for _ in range(20):
+        hexes += b"X" + struct.pack("<I", 3) + b"hex\x86R"
+    text = "".join(chr(0x100 + (i * 7919) % 50000) for i in range(2000)).encode(
+        "utf-8", "surrogatepass"
+    )
+    puny = b"\x80\x02c_codecs\nencode\nX" + struct.pack("<I", len(text)) + text
+    puny += b"X\x08\x00\x00\x00punycode\x86R."
+    for bomb in (bytes(hexes + b"."), puny):
+        (root / "data_batch_1").write_bytes(bomb)
+        with pytest.raises(NNMarkError, match=r"data_batch_1: not a CIFAR batch \(refused codec"):
+            load_data(f"cifar10:{root}")
