@@ -160,5 +160,5 @@ def evaluate(
     finally:
         model.train(was_training)
     if not totals:
-        raise ValueError("no data to evaluate")
+        raise NNMarkError("no data to evaluate: the split is empty (too few images to split?)")
     return task.finish(totals)

@@ -4,6 +4,7 @@ that blames the model."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 from nnmark import model_info
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
-from nnmark.io import ModelInfo, save_model
+from nnmark.io import ModelInfo, load_model, save_model
 from nnmark.models import create_model
 
 runner = CliRunner()
@@ -79,6 +80,38 @@ def test_attack_checks_the_data_fits_before_it_writes(files: Path) -> None:
         "--key-out", str(files / "e.nnkey")])  # fmt: skip
     assert r.exit_code == 2 and "data digits has (1, 8, 8)" in one_line(r.stderr)
     assert not (files / "e.safetensors").exists() and not (files / "e.nnkey").exists()
+
+
+def test_attack_evaluates_before_it_writes(files: Path, tmp_path: Path) -> None:
+    """Review (session 34): `attack --data` saved --out, then failed evaluating (a model whose
+    metadata names another task; a folder too small to hold a test split) with exit 2 and a
+    generic error: the existing file was replaced. Now it evaluates first, one clear line."""
+    from PIL import Image
+
+    victim = files / "victim2.safetensors"
+    victim.write_bytes(b"PRECIOUS")
+    digits_model = files / "digits.safetensors"
+    lying = tmp_path / "seg.safetensors"  # the digits cnn, its metadata saying segmentation
+    model, info = load_model(digits_model)
+    save_model(model, dataclasses.replace(info, task="segmentation"), lying)
+    args = ["attack", "prune", str(lying), "--data", "digits", "--out", str(victim)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "the model does not evaluate on it" in one_line(r.stderr)
+    assert victim.read_bytes() == b"PRECIOUS"
+    folder = tmp_path / "tiny"
+    for c in ("a", "b"):
+        (folder / c).mkdir(parents=True)
+        Image.new("L", (4, 4), 255).save(folder / c / "0.png")
+    wide = tmp_path / "wide.safetensors"
+    save_model(
+        create_model("cnn", in_channels=1, num_classes=2, input_size=32),
+        ModelInfo(arch="cnn", arch_kwargs={"input_size": 32, "num_classes": 2}),
+        wide,
+    )
+    args = ["attack", "prune", str(wide), "--data", f"folder:{folder}", "--out", str(victim)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "no data to evaluate: the split is empty" in one_line(r.stderr)
+    assert victim.read_bytes() == b"PRECIOUS"
 
 
 def test_a_diverged_training_is_not_saved(tmp_path: Path) -> None:

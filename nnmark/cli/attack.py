@@ -116,14 +116,20 @@ def attack_cmd(
             built.name or name,
             ", ".join(sorted(changed)[:3]) + ("..." if len(changed) > 3 else ""),
         )
-    save_model(attacked, dataclasses.replace(info, extra=extra), out_path)
     result: dict[str, object] = {"attack": repr(built), "out": str(out_path)}
     if found:
         result["findings"] = found
-    if bundle is not None:
+    if bundle is not None:  # before saving: a failure here leaves --out as it was (review)
         test = bundle.loader("test", 256)
-        result["before"] = evaluate(model, test, info.task)
-        result["after"] = evaluate(attacked, test, info.task)
+        try:
+            result["before"] = evaluate(model, test, info.task)
+            result["after"] = evaluate(attacked, test, info.task)
+        except RuntimeError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise NNMarkError(
+                f"--data {data}: the model does not evaluate on it ({first})"
+            ) from None
+    save_model(attacked, dataclasses.replace(info, extra=extra), out_path)
     if as_json:
         print(json.dumps(result))
         return
