@@ -188,6 +188,17 @@ def test_idx_sizes_come_from_the_header_and_must_agree(tmp_path: Path) -> None:
         f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, 100000, 1000, 1000) + bytes(1 << 16))
     with pytest.raises(NNMarkError, match="at most 2\\^27"):
         read_idx(bomb)
+    wraps = tmp_path / "wraps-idx3-ubyte.gz"  # 2^31 x 2^31 x 4 is 0 in int64 (review, s. 34)
+    with gzip.open(wraps, "wb") as f:
+        f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, 2**31, 2**31, 4))
+    with pytest.raises(NNMarkError, match="at most 2\\^27"):
+        read_idx(wraps)
+    corrupt = tmp_path / "corrupt-idx1-ubyte.gz"  # a broken deflate stream: zlib's error
+    packed = bytearray(gzip.compress(struct.pack(">BBBBI", 0, 0, 8, 1, 5000) + bytes(5000)))
+    packed[12:18] = b"\xff" * 6  # inside the deflate stream, after gzip's 10-byte header
+    corrupt.write_bytes(bytes(packed))
+    with pytest.raises(NNMarkError, match="unreadable IDX file"):
+        read_idx(corrupt)
 
     def idx(name: str, shape: tuple[int, ...]) -> None:
         head = struct.pack(">BBBB", 0, 0, 8, len(shape)) + b"".join(
@@ -556,6 +567,10 @@ def test_image_folders_are_bounded_from_their_headers(
         (root / c).mkdir(parents=True)
         Image.new("L", (4, 4), 255).save(root / c / "0.png")
     assert load_data(f"folder:{root}").x.shape == (2, 1, 32, 32)
+    os.mkfifo(root / "a" / "fifo.png")  # opened, it blocked the loader forever (review, s. 34)
+    with pytest.raises(NNMarkError, match="fifo.png: not a regular file"):
+        load_data(f"folder:{root}")
+    (root / "a" / "fifo.png").unlink()
     _png_declaring(root / "a" / "1.png", 100_000, 100_000)
     with (
         warnings.catch_warnings(record=True) as warned,

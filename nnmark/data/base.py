@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ def open_image(path: Any) -> Any:
 
     from PIL import Image, UnidentifiedImageError
 
+    if not Path(path).is_file():  # a FIFO named x.png blocked the loader forever (review)
+        raise NNMarkError(f"{path}: not a regular file")
     try:
         with warnings.catch_warnings():  # PIL warns, then raises, at its own bomb limits
             warnings.simplefilter("error", Image.DecompressionBombWarning)

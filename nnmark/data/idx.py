@@ -7,6 +7,8 @@ The official test set is `test`; the 60,000 training images are split into `trai
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +48,12 @@ def read_idx(path: Path) -> np.ndarray:
                 raise NNMarkError(f"{path}: not an unsigned-byte IDX file")
             dims = f.read(4 * head[3])
             shape = [int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(head[3])]
-            size = int(np.prod(shape, dtype=np.int64)) if len(dims) == 4 * head[3] else -1
+            # Python ints: int64 wraps (2^31 x 2^31 x 4 is 0, review), these do not
+            size = math.prod(shape) if len(dims) == 4 * head[3] else -1
             if not 0 <= size <= MAX_IDX_BYTES:
                 raise NNMarkError(f"{path}: an IDX header of {shape} (at most 2^27 bytes)")
             raw = f.read(size + 1)  # one more: trailing data is an error too
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # a corrupt deflate stream is zlib's
         raise NNMarkError(f"{path}: unreadable IDX file ({exc})") from None
     if len(raw) != size:
         raise NNMarkError(f"{path}: truncated IDX file (or data after it)")
