@@ -143,7 +143,13 @@ class ResultStore:
             data = fh.read(MAX_JSON_BYTES + 1)
         if len(data) > MAX_JSON_BYTES:
             raise NNMarkError(f"{path}: more than {MAX_JSON_BYTES} bytes is too large")
-        return json.loads(data)
+        try:
+            doc = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise NNMarkError(f"{path}: not JSON ({type(exc).__name__})") from None
+        if not isinstance(doc, dict):  # a list here ended the report in an AttributeError
+            raise NNMarkError(f"{path}: not a JSON object")
+        return doc
 
 
 def _finite(obj: Any) -> Any:
@@ -160,6 +166,11 @@ def _finite(obj: Any) -> Any:
 def read_rows(root: Path) -> list[dict[str, Any]]:
     """The rows of RESULTS/results.jsonl, one per cell (a retried cell's latest row)."""
     return scan_rows(root)[0]
+
+
+#: The fields every row has, failed or not (cells._row_head): a row without one is not a row
+#: (`{"cell": "a"}` alone ended the report in a KeyError; review, session 34).
+IDENTITY = ("cell", "kind", "data", "arch", "seed", "scheme", "attack", "attack_spec")
 
 
 def scan_rows(root: Path) -> tuple[list[dict[str, Any]], int]:
@@ -192,12 +203,16 @@ def scan_rows(root: Path) -> tuple[list[dict[str, Any]], int]:
             row = json.loads(line) if len(line) <= MAX_ROW_BYTES else None
         except (json.JSONDecodeError, RecursionError):
             row = None
-        if not isinstance(row, dict) or not isinstance(row.get("cell"), str) or _mistyped(row):
+        if (
+            not isinstance(row, dict)
+            or any(row.get(name) is None for name in IDENTITY)
+            or _mistyped(row)
+        ):
             log.warning("%s:%d: not a result row, skipped (its cell will be rerun)", path, n)
             skipped += 1
             continue
         latest.pop(row["cell"], None)  # a retried cell moves to its new place
-        latest[row["cell"]] = row
+        latest[row["cell"]] = dict.fromkeys(ROW_SCHEMA) | row  # a field it lacks: unknown
     return list(latest.values()), skipped
 
 

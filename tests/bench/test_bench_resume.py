@@ -119,7 +119,8 @@ def test_a_row_outside_the_new_grid_is_compared_too() -> None:
 def test_an_unreadable_spec_json_beside_results_is_one_line(tmp_path: Path) -> None:
     res = tmp_path / "res"
     res.mkdir()
-    row = {"cell": plan(_spec())[2][0].ident}
+    identity = dict.fromkeys(("kind", "data", "arch", "scheme", "attack", "attack_spec"), "x")
+    row = {"cell": plan(_spec())[2][0].ident, "seed": 0, **identity}  # a row: store.IDENTITY
     (res / "results.jsonl").write_text(json.dumps(row) + "\n")
     for bad in ("[1, 2]", '{"tasks": 3}', '{"scheme_options": [1]}', "{"):
         (res / "spec.json").write_text(bad)

@@ -80,3 +80,38 @@ def test_spec_and_meta_are_read_up_to_a_cap(
     monkeypatch.setattr(store, "MAX_JSON_BYTES", 50)
     with pytest.raises(NNMarkError, match="spec.json: more than 50 bytes is too large"):
         write_report(res, tmp_path / "r.html")
+
+
+@pytest.mark.parametrize(
+    "name, text, says",
+    [
+        ("meta.json", "{not json", "meta.json: not JSON"),
+        ("meta.json", "[1, 2]", "meta.json: not a JSON object"),
+        ("spec.json", "[" * 100_000, "spec.json: not JSON"),
+    ],
+)
+def test_spec_and_meta_that_are_not_json_objects_are_one_line(
+    tmp_path: Path, name: str, text: str, says: str
+) -> None:
+    """Review (session 34): a JSONDecodeError, an AttributeError, a RecursionError."""
+    res = _write(tmp_path / "res", [_row(0), _row(1)])
+    (res / name).write_text(text)
+    r = runner.invoke(app, ["report", str(res), "--out", str(tmp_path / "r.html")])
+    assert r.exit_code == 2 and says in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_a_row_without_its_identity_is_skipped_and_one_with_fields_missing_reports(
+    tmp_path: Path,
+) -> None:
+    """`{"cell": "a"}` alone ended the report in KeyError 'scheme' (review, session 34): a row
+    lacking a field every row has is skipped; one lacking others (older versions') reads them
+    as unknown, and the report renders."""
+    bare = {k: v for k, v in _row(2, "t", "b").items() if k not in ("verdict", "p_value")}
+    res = _write(tmp_path / "res", [_row(0), {"cell": "a"}, bare])
+    rows, skipped = store.scan_rows(res)
+    assert [r["cell"] for r in rows] == ["c0", "c2"] and skipped == 1
+    assert rows[1]["verdict"] is None
+    r = runner.invoke(app, ["report", str(res), "--out", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.stderr
