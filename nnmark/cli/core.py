@@ -488,6 +488,14 @@ def verify_cmd(
         Path | None,
         typer.Option("--token-file", help="--remote: a file holding the server's bearer token"),
     ] = None,
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-cert",
+            help="--remote over https: the CA (PEM) that signed the server's certificate "
+            "(the system's CAs otherwise)",
+        ),
+    ] = None,
     data: KeyDataOpt = None,
     tsa_cert: TsaCertOpt = None,
     suspect_seen: SuspectSeenOpt = None,
@@ -513,6 +521,8 @@ def verify_cmd(
         raise NNMarkError(f"--max-queries must be >= 1, got {max_queries}")
     if (model_path is None) == (remote is None):
         raise NNMarkError("give either a suspect MODEL file or --remote URL (exactly one)")
+    if ca_cert is not None and remote is None:
+        raise NNMarkError("--ca-cert is for an https --remote server")
     owner_key = OwnerKey.load(key)
     certs = read_certs(tsa_cert)
     seen = read_seen(suspect_seen)
@@ -534,6 +544,7 @@ def verify_cmd(
             token=token,
             time_limit=time_limit,
             key_classes=needed_classes(owner_key.marks),
+            ca_cert=ca_cert,
         )
     else:
         assert model_path is not None

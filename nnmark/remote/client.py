@@ -20,8 +20,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import ssl
 import threading
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -169,6 +171,29 @@ def remote_address(url: str, model_name: str | None = None) -> tuple[str, str | 
     return base, name, version
 
 
+def tls_context(ca_cert: Path | None) -> ssl.SSLContext | bool:
+    """What checks an https server's certificate: the system's CAs, or `ca_cert`'s."""
+    if ca_cert is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_cert))
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise NNMarkError(f"--ca-cert {ca_cert}: not a readable PEM certificate ({exc})") from None
+
+
+def unreachable(url: str, exc: Exception) -> str:
+    """Why no exchange with `url` began: the TLS handshake's own reason where it failed
+    (a certificate no trusted CA signed, http spoken to an https URL), not only "not
+    reachable" (review, session 34)."""
+    why = one_line(str(exc).splitlines()[0][:200]) if str(exc) else ""
+    if isinstance(exc.__context__, ssl.SSLError) or "SSL" in why:
+        return (
+            f"TLS handshake with {url} failed ({why}); a server whose certificate a private "
+            "CA signed: --ca-cert CA.pem"
+        )
+    return f"server not reachable at {url} ({type(exc).__name__})"
+
+
 class RemoteSuspect(Suspect):
     def __init__(
         self,
@@ -180,11 +205,14 @@ class RemoteSuspect(Suspect):
         token: str | None = None,
         time_limit: float | None = None,
         key_classes: int | None = None,
+        ca_cert: Path | None = None,
     ) -> None:
         """`key_classes`: the classes the key's marks read (`needed_classes`); label answers
         are then scored over at most that many and one "other" column, whatever the server
         claims (a claim of 65,536 classes made label answers n x 65,536 one-hot rows, 3.4 GB;
-        red team, session 28). None: the server's claim, up to MAX_CLASSES."""
+        red team, session 28). None: the server's claim, up to MAX_CLASSES. `ca_cert`: a PEM
+        file of the CA an https server's certificate is checked against (the system's CAs
+        otherwise; the environment's SSL_CERT_FILE is not read, as no other setting is)."""
         # before any exchange: the names go into every URL path
         self.url, model_name, version = remote_address(url, model_name)
         self.key_classes = key_classes
@@ -210,7 +238,11 @@ class RemoteSuspect(Suspect):
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(
-            base_url=self.url, timeout=timeout, headers=headers, trust_env=False
+            base_url=self.url,
+            timeout=timeout,
+            headers=headers,
+            trust_env=False,
+            verify=tls_context(ca_cert),
         )
         ready = self._request("GET", "/v2/health/ready", limit=ANSWER_SLACK)
         if ready.status_code == 404:  # no OIP v2 server at this base
@@ -287,9 +319,7 @@ class RemoteSuspect(Suspect):
             except NNMarkError as exc:
                 done["error"] = exc
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                done["error"] = NNMarkError(
-                    f"server not reachable at {self.url} ({type(exc).__name__})"
-                )
+                done["error"] = NNMarkError(unreachable(self.url, exc))
             except Exception as exc:  # noqa: BLE001 (a thread: anything else would be a traceback)
                 # reached, but the exchange broke (HTTP the client cannot parse, a reset, ...)
                 done["error"] = NNMarkError(

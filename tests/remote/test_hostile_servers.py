@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import resource
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -25,8 +26,9 @@ Handler = Callable[[socket.socket, bytes], None]
 
 
 @contextmanager
-def raw_server(handler: Handler) -> Iterator[str]:
-    """A TCP server on loopback; `handler(conn, request_head)` writes whatever it likes."""
+def raw_server(handler: Handler, tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """A TCP server on loopback; `handler(conn, request_head)` writes whatever it likes;
+    with `tls`, over TLS (an https URL)."""
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", 0))
@@ -44,6 +46,8 @@ def raw_server(handler: Handler) -> Iterator[str]:
 
     def _one(conn: socket.socket) -> None:
         try:
+            if tls is not None:
+                conn = tls.wrap_socket(conn, server_side=True)
             head = b""
             while b"\r\n\r\n" not in head:
                 chunk = conn.recv(65536)
@@ -59,7 +63,7 @@ def raw_server(handler: Handler) -> Iterator[str]:
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     try:
-        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{srv.getsockname()[1]}"
     finally:
         stop.set()
         t.join(2)
@@ -506,3 +510,33 @@ def test_minus_infinity_ranks_below_a_row_of_huge_scores() -> None:
     assert scores.argmax(1).tolist() == [9, 1, 0]
     with pytest.raises(NNMarkError, match="no score below"):
         log_zeros(torch.tensor([[-inf, -big]], dtype=torch.float64), "u")
+
+
+def test_tls_failures_say_why_and_a_private_ca_can_be_trusted(
+    key_file: Path, tmp_path: Path
+) -> None:
+    """Review (session 34): a certificate no trusted CA signed was "server not reachable
+    (ConnectError)", and nothing could trust a private CA. Now the handshake's reason is in
+    the line, and --ca-cert trusts a CA: the exchange then goes on (to this server's 404)."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key)]
+        + ["-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+
+    def not_found(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    with raw_server(not_found, tls) as url:
+        r, _ = _verify(url, key_file)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"TLS handshake with {url} failed" in r.stderr and "CERTIFICATE" in r.stderr
+        r, _ = _verify(url, key_file, "--ca-cert", str(cert))
+        assert r.returncode == 2 and "HTTP 404" in r.stderr and "TLS" not in r.stderr, r.stderr
+        r, _ = _verify(url, key_file, "--ca-cert", str(key_file))
+        assert r.returncode == 2 and "not a readable PEM certificate" in r.stderr, r.stderr
