@@ -631,3 +631,48 @@ def test_a_full_server_drops_the_oldest_half_sent_head(plain_cnn) -> None:  # ty
         for s in half:
             s.close()
     assert ready == [200, 200] and dropped == [True] + [False] * 7, (ready, dropped)
+
+
+def _flood(url: str, head: bytes, total: int = 256 << 20) -> tuple[int, str]:
+    """Send `head`, then zeros in 1 MiB pieces until `total` or the server closes; (bytes sent,
+    the server's answer)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.settimeout(10)
+    sock.sendall(head)
+    sent, piece = 0, bytes(1 << 20)
+    try:
+        while sent < total:
+            sock.sendall(piece)
+            sent += len(piece)
+    except OSError:  # the server answered and closed
+        pass
+    answer = sock.recv(65536).decode(errors="replace")
+    sock.close()
+    return sent, answer
+
+
+def test_routes_without_a_body_do_not_read_one(plain_cnn) -> None:  # type: ignore[no-untyped-def]
+    """Review (session 34): every route but infer read and discarded a body of any size (11 GiB
+    in 10 s on /v2/repository/index, answered 200), and a request refused for its token had
+    its body read the same way. Now: 413 (401) at once, the connection closed."""
+    heads = {
+        b"POST /v2/repository/index HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n": (
+            "HTTP/1.1 413"
+        ),
+        b"GET /v2/models/m HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n": (
+            "HTTP/1.1 413"
+        ),
+    }
+    with serving(create_app(plain_cnn, (1, 8, 8), model_name="m")) as url:
+        for head, status in heads.items():
+            sent, answer = _flood(url, head)
+            assert answer.startswith(status) and "takes no body" in answer, answer
+            assert sent < 256 << 20 and "connection: close" in answer.lower()
+        assert httpx.post(f"{url}/v2/repository/index").status_code == 200  # no body: served
+    token = "s3cret-token-0123456789"
+    with serving(create_app(plain_cnn, (1, 8, 8), model_name="m", token=token)) as url:
+        head = b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n"
+        sent, answer = _flood(url, head)
+        assert answer.startswith("HTTP/1.1 401") and "connection: close" in answer.lower()
+        assert sent < 100_000_000
