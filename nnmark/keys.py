@@ -677,7 +677,8 @@ class OwnerKey:
     def load(cls, path: str | Path) -> OwnerKey:
         p = Path(path)
         if not p.is_file():
-            raise NNMarkError(f"key file not found: {p}")
+            what = "not a regular file" if p.exists() else "not found"
+            raise NNMarkError(f"key file {what}: {p}")
         size = p.stat().st_size
         if size > MAX_KEY_BYTES:
             raise NNMarkError(f"{p}: {size} bytes is too large for a key file")

@@ -412,8 +412,12 @@ def _post(url: str, body: bytes, timeout: float, max_bytes: int) -> bytes:
 
 
 def _exchange(url: str, body: bytes, timeout: float, max_bytes: int) -> bytes:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname  # 'http://[::1' raised ValueError here (review, session 34)
+    except ValueError:
+        raise NNMarkError(f"not a URL: {url!r}") from None
+    if parts.scheme not in ("http", "https") or not host:
         raise NNMarkError(f"a TSA URL must be http:// or https://, got {url!r}")
     handlers: list[Any] = [_NoRedirect()]
     if parts.hostname in ("127.0.0.1", "localhost", "::1"):

@@ -60,7 +60,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
-        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        # at most float32's largest: 1e300 passed and became a RuntimeError in the optimiser
+        check(0 < self.lr <= 3.4e38, f"lr must be > 0 and a float32, got {self.lr}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}")
         check(

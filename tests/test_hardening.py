@@ -20,7 +20,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nnmark import model_info
+from nnmark import model_info, new_model
 from nnmark.api import bound_scheme
 from nnmark.cli import app
 from nnmark.config import config_to_dict
@@ -752,3 +752,24 @@ def test_a_key_or_candidates_demanding_hours_of_kdf_are_refused_before_deriving(
     one = OwnerKey.load(path)
     with pytest.raises(NNMarkError, match="3,603 reference CPU-seconds .at most 3,600."):
         identify(plain_cnn, {f"r{i}.nnkey": one for i in range(1126)})
+
+
+def test_inputs_that_ended_in_another_error_are_one_line(tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
+    """Review (session 34): `train --lr 1e300` passed the check (finite, > 0) and failed inside
+    the optimiser; `key timestamp --tsa 'http://[::1'` was a ValueError; a key path that is a
+    folder or a FIFO was "not found"."""
+    from nnmark import TrainConfig
+
+    with pytest.raises(ValueError, match="lr must be > 0 and a float32"):
+        TrainConfig(lr=1e300)
+    key = tmp_path / "k.nnkey"
+    honest_key("uchida", new_model("cnn", digits), digits).save(key)
+    r = CliRunner().invoke(app, ["key", "timestamp", str(key), "--tsa", "http://[::1"])
+    assert r.exit_code == 2 and "not a URL: 'http://[::1'" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    os.mkfifo(tmp_path / "fifo.nnkey")
+    for path in (tmp_path, tmp_path / "fifo.nnkey"):
+        with pytest.raises(NNMarkError, match="key file not a regular file"):
+            OwnerKey.load(path)
+    with pytest.raises(NNMarkError, match="key file not found"):
+        OwnerKey.load(tmp_path / "none.nnkey")
