@@ -152,6 +152,11 @@ def remote_address(url: str, model_name: str | None = None) -> tuple[str, str | 
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise NNMarkError(f"--remote must be an http:// or https:// URL, got {shown}")
+    if "@" in parts.netloc:  # every message names the URL: a password in it would be shown
+        raise NNMarkError(
+            "--remote holds credentials (USER:PASSWORD@): they would be shown in every message; "
+            "give a bearer token with --token-file"
+        )
     if model_name is not None:  # before any exchange: it goes into every URL path
         plain_name(model_name, "--model-name")
     match = MODEL_PATH.fullmatch(parts.path)
