@@ -241,7 +241,9 @@ def null_row(verdicts: list[Any], control: list[Any], keys: list[int]) -> dict[s
     (the bits of one key are correlated across models trained on the same data, so the key,
     not the bit, is the independent unit); mean over keys with a 95 % t-interval."""
     n = len(verdicts)
-    ps = [v.p_value for v in verdicts]
+    # what the mark read: a view realigned to the marked reference counts as p 1 in a verdict
+    # (nnmark.api.inadmissible) and keeps its reading as p_as_read, which the null is about
+    ps = [v.details.get("p_as_read", v.p_value) for v in verdicts]
     strict = sum(p < STRICT for p in ps)
     loose = sum(p < LOOSE for p in ps)
     lo, hi = clopper_pearson(loose, n)
