@@ -327,3 +327,13 @@ def test_a_checkpoint_wrapped_as_model_is_read(plain_cnn, tmp_path: Path) -> Non
     torch.save({"weights": [1, 2], "epoch": 3}, path)
     with pytest.raises(NNMarkError, match="its fields: 'weights', 'epoch'"):
         load_state_dict(path)
+
+
+def test_an_attack_that_leaves_nan_names_its_options_not_lr(files: Path) -> None:
+    """`attack noise:sigma=1e308` said "lower --lr", an option attack does not have (review)."""
+    out = files / "nan.safetensors"
+    args = ["attack", "noise:sigma=1e308", str(files / "digits.safetensors"), "--out", str(out)]
+    r = runner.invoke(app, args)
+    line = one_line(r.stderr)
+    assert r.exit_code == 2 and "weaken the attack's options" in line and "--lr" not in line
+    assert not out.exists()

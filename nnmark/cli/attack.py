@@ -96,7 +96,11 @@ def attack_cmd(
         check_inputs(info.input_shape, bundle, str(data))
     with err.status(f"attack {name} running (extraction attacks train for minutes)"):
         attacked = attack(model, name, bundle, options=parse_options(sets), seed=seed, device=dev)
-    check_finite(attacked, f"the attacked model ({name})")
+    check_finite(
+        attacked,
+        f"the attacked model ({name})",
+        "check the model file is finite, or weaken the attack's options",
+    )
     extra = dict(info.extra)
     extra["attack"] = repr(built)
     extra["attack_seed"] = str(seed)

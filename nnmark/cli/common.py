@@ -228,9 +228,10 @@ def check_inputs(input_shape: Sequence[int], bundle: DataBundle, data: str) -> N
         )
 
 
-def check_finite(model: Any, what: str) -> None:
+def check_finite(model: Any, what: str, advice: str = "lower --lr") -> None:
     """Refuse to save a model whose weights went NaN or infinite (a learning rate too high):
-    it would be written with exit 0 and a verdict of not_found, as if the mark did not take."""
+    it would be written with exit 0 and a verdict of not_found, as if the mark did not take.
+    `advice`: what to change (an attack has no --lr: its options)."""
     import torch
 
     bad = [
@@ -241,7 +242,7 @@ def check_finite(model: Any, what: str) -> None:
     if bad:
         raise NNMarkError(
             f"{what} diverged: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]}); "
-            "nothing written: lower --lr"
+            f"nothing written: {advice}"
         )
 
 
