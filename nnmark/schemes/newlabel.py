@@ -13,8 +13,8 @@ with an extra output that is not ours (another owner's new-label mark, a "reject
 every strongly perturbed input there: one key pattern tested against "C outputs" claims such
 models. So every key sample has a perturbation of its own (n patterns), training also shows
 `negatives` images with fresh, non-key perturbations under their true labels (the model learns
-*these* perturbations, not perturbation in general), and verification interleaves the key
-samples with as many decoys (each pair's order a coin of the key, so a server cannot answer by
+*these* perturbations, not perturbation in general), and verification mixes the key
+samples with as many decoys (in a random order of the key, so a server cannot answer by
 position): the same recipe with perturbations from another stream of the key.
 For a model that never saw the key, key samples and decoys are exchangeable, so the number of
 key samples among its new-label answers is hypergeometric: an exact test (a suspect that answers
@@ -204,25 +204,26 @@ class NewLabel(TriggerScheme):
             kwargs["num_classes"] = head.out_features + 1
         return model
 
-    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the 2n queries, which are key samples): key samples and decoys in pairs, each
-        pair's order a coin of the key. In a fixed order a served model can answer by position
-        (the new label on every even row of a batch: found at p 2.5e-17 without the key; review,
-        session 34); with the order secret, position tells a server nothing, and a model that
-        never saw the key answers key samples and decoys exchangeably again."""
+    def queries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the 2n queries, which are key samples): key samples and decoys in one uniformly
+        random order of the key. Key samples were every even row, and a served model answering
+        the new label by position was found at p 2.5e-17 without the key (review, session 34);
+        a coin per pair was not enough: the test is hypergeometric, which needs the key samples'
+        places among any first q queries to be a uniformly random subset, and with pairs a
+        position-answering server matched all n pairs with probability 2^-n, reported as
+        1 / C(2n, n) (review, session 34). With one random permutation, position tells a
+        server nothing and the tail is exact for any server that never saw the key."""
         n = self.config.n
-        x = torch.stack([self.x, self.decoys()], 1).reshape(2 * n, *self.input_shape)
-        decoy_first = torch.randint(0, 2, (n,), generator=self.mark.generator("pair order"))
-        order = torch.arange(2 * n).view(n, 2)
-        order = torch.where(decoy_first.bool()[:, None], order.flip(1), order).reshape(-1)
-        return x[order], order % 2 == 0
+        x = torch.cat([self.x, self.decoys()]).reshape(2 * n, *self.input_shape)
+        order = torch.randperm(2 * n, generator=self.mark.generator("query order"))
+        return x[order], order < n
 
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
-        """Key samples and decoys in pairs of secret order; exact hypergeometric test of the
+        """Key samples and decoys in a secret random order; exact hypergeometric test of the
         key samples' share of the new-label answers (see the module docstring)."""
         s = as_suspect(suspect)
         n = self.config.n
-        x, real = self.pairs()
+        x, real = self.queries()
         plan = LookPlan.make(2 * n, self.config.group, s.max_queries)
         total_real = int(real[: plan.max_queries].sum())
         q = k = h = 0
@@ -266,6 +267,7 @@ class NewLabel(TriggerScheme):
             reason=reason,
             details={
                 "matches": k,
+                "key_samples_asked": q_real,  # the rest of the queries were decoys
                 "new_label_answers": h,
                 "decoy_new_label": h - k,
                 "looks": plan.looks,

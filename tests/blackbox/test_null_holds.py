@@ -320,7 +320,7 @@ def test_newlabel_decoys_catch_a_reject_class(blackbox_marked, reject_model, sta
     v = verify(reject_model, stamp(key), tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now())
     d = v.details
     assert v.queries is not None
-    real = v.queries // 2
+    real = d["key_samples_asked"]  # in a random order of the key: not half of any prefix
     print(
         f"newlabel on a reject-class model: {v.verdict} in {v.queries} queries, p "
         f"{v.p_value:.2g}; key samples answered the new label {d['matches']} of {real}, decoys "
@@ -347,9 +347,9 @@ class ByPosition(nn.Module):
 
 def test_newlabel_position_tells_a_server_nothing(plain_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
     """Review (session 34): key samples were always the even rows of each batch, so a served
-    model answering the new label by position was found at p 2.5e-17 without the key. Each
-    pair's order is now a coin of the key: over 12 keys, such a model is found by none, and
-    its new-label answers fall on key samples about half the time."""
+    model answering the new label by position was found at p 2.5e-17 without the key. The
+    queries are now in a random order of the key: over 12 keys, such a model is found by none,
+    and its new-label answers fall on key samples about half the time."""
     scheme = SCHEMES.get("newlabel")
     model, hits, total = ByPosition(plain_cnn).eval(), 0, 0
     for i in range(12):
@@ -359,3 +359,27 @@ def test_newlabel_position_tells_a_server_nothing(plain_cnn, digits: DataBundle)
         assert v.verdict == "not_found" and v.p_value > 1e-4, (i, v.p_value, v.details)
         hits, total = hits + v.details["matches"], total + v.details["new_label_answers"]
     assert 0.35 < hits / total < 0.65, (hits, total)
+
+
+def test_newlabel_key_samples_sit_in_a_uniformly_random_subset_of_places(
+    plain_cnn, digits: DataBundle
+) -> None:  # type: ignore[no-untyped-def]
+    """Review (session 34): the test is hypergeometric, so the key samples' places must be a
+    uniformly random subset of the queries. A coin per (key sample, decoy) pair was not: a
+    server answering by position (every even row) then hit all n key samples with probability
+    2^-n, reported as 1 / C(2n, n). Over 1,000 keys (a cheap KDF: only the order is looked
+    at) of 4 key samples among 8 queries, all or none on the even rows happens 2 / C(8, 4) of
+    the time (about 29 keys; with pairs 1 / 8: 125)."""
+    from nnmark.schemes.newlabel import NewLabel
+
+    cheap = {"name": "scrypt", "n": 1024, "r": 1, "p": 1}
+    config = build_config(NewLabelConfig, {"n": 4, "group": 8})
+    first = OwnerKey.new("order", nonce="00" * 16, kdf=cheap)
+    planned = NewLabel.plan(plain_cnn, first, config, data=digits)
+    extremes = 0
+    for i in range(1000):
+        key = OwnerKey.new("order", nonce=f"{i:032x}", kdf=cheap)
+        mark = key.new_mark("newlabel", planned.config, None, (), data=planned.data)
+        _, real = NewLabel(key.with_mark(mark).marks[0], [digits]).queries()
+        extremes += int(real[::2].sum()) in (0, 4)  # key samples on the even rows
+    assert 10 <= extremes <= 50, extremes
