@@ -274,7 +274,7 @@ def create_app(
     `Authorization: Bearer TOKEN`. `defenses`: the thief's serving evasions."""
     service = _Service(model, input_shape, model_name, defenses, max_body, max_batch, seed)
     app = FastAPI(title="nnmark OIP v2 server", version=__version__)
-    _bounded_bodies(app)
+    _bounded_bodies(app, f"/v2/models/{service.name}/infer")
     if token is not None:
         _require_bearer(app, token)
     _metadata_routes(app, service)
@@ -285,15 +285,16 @@ def create_app(
     return app
 
 
-def _bounded_bodies(app: FastAPI) -> None:
-    """Only infer reads a body (streamed and cut at max_body, `_infer_route`); any other route
-    answers a body over HEAD bytes, or one of unknown length, with 413 and closes the
-    connection. Before, the server read and discarded a body of any size on them: 11 GiB in
-    10 s on /v2/repository/index, answered 200 (review, session 34)."""
+def _bounded_bodies(app: FastAPI, infer: str) -> None:
+    """Only POST `infer` (the served model's) reads a body (streamed and cut at max_body,
+    `_infer_route`); any other request answers a body over HEAD bytes, or one of unknown
+    length, with 413 and closes the connection. Before, the server read and discarded a body
+    of any size there: 11 GiB in 10 s on /v2/repository/index, answered 200, and on any path
+    ending in /infer that is not the model's (a 404 or 405; review, session 34)."""
 
     @app.middleware("http")
     async def bodies(request: Request, call_next: Any) -> Any:
-        if not request.url.path.endswith("/infer"):
+        if not (request.method == "POST" and request.url.path == infer):
             declared = request.headers.get("content-length")
             chunked = "transfer-encoding" in request.headers
             if chunked or (
