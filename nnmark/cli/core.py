@@ -521,8 +521,8 @@ def verify_cmd(
         raise NNMarkError(f"--max-queries must be >= 1, got {max_queries}")
     if (model_path is None) == (remote is None):
         raise NNMarkError("give either a suspect MODEL file or --remote URL (exactly one)")
-    if ca_cert is not None and remote is None:
-        raise NNMarkError("--ca-cert is for an https --remote server")
+    if ca_cert is not None and not (remote or "").strip().lower().startswith("https://"):
+        raise NNMarkError("--ca-cert is for an https:// --remote server")
     owner_key = OwnerKey.load(key)
     certs = read_certs(tsa_cert)
     seen = read_seen(suspect_seen)

@@ -145,6 +145,11 @@ def remote_address(url: str, model_name: str | None = None) -> tuple[str, str | 
     ('http://host:8000', 'm', None)
     """
     url = url.strip()
+    if re.match(r"[^/]*//[^/]*@", url):  # before any message names the URL (review)
+        raise NNMarkError(
+            "--remote holds credentials (USER:PASSWORD@): they would be shown in every message; "
+            "give a bearer token with --token-file"
+        )
     shown = repr(url[:200])  # repr: a control character is shown escaped, never acted on
     try:  # urlsplit drops tabs and newlines, which httpx refuses: none is accepted here
         parts = urlsplit(url) if url.isprintable() else None
@@ -152,11 +157,6 @@ def remote_address(url: str, model_name: str | None = None) -> tuple[str, str | 
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise NNMarkError(f"--remote must be an http:// or https:// URL, got {shown}")
-    if "@" in parts.netloc:  # every message names the URL: a password in it would be shown
-        raise NNMarkError(
-            "--remote holds credentials (USER:PASSWORD@): they would be shown in every message; "
-            "give a bearer token with --token-file"
-        )
     if model_name is not None:  # before any exchange: it goes into every URL path
         plain_name(model_name, "--model-name")
     match = MODEL_PATH.fullmatch(parts.path)
@@ -180,6 +180,8 @@ def tls_context(ca_cert: Path | None) -> ssl.SSLContext | bool:
     """What checks an https server's certificate: the system's CAs, or `ca_cert`'s."""
     if ca_cert is None:
         return True
+    if not ca_cert.is_file():  # a FIFO would block the read forever
+        raise NNMarkError(f"--ca-cert {ca_cert}: not a regular file")
     try:
         return ssl.create_default_context(cafile=str(ca_cert))
     except (OSError, ssl.SSLError, ValueError) as exc:

@@ -6,6 +6,7 @@ address-space limit, within 60 s."""
 from __future__ import annotations
 
 import json
+import os
 import resource
 import socket
 import ssl
@@ -540,3 +541,8 @@ def test_tls_failures_say_why_and_a_private_ca_can_be_trusted(
         assert r.returncode == 2 and "HTTP 404" in r.stderr and "TLS" not in r.stderr, r.stderr
         r, _ = _verify(url, key_file, "--ca-cert", str(key_file))
         assert r.returncode == 2 and "not a readable PEM certificate" in r.stderr, r.stderr
+        os.mkfifo(tmp_path / "fifo.pem")  # the read would block forever
+        r, _ = _verify(url, key_file, "--ca-cert", str(tmp_path / "fifo.pem"))
+        assert r.returncode == 2 and "fifo.pem: not a regular file" in r.stderr, r.stderr
+    r, _ = _verify("http://127.0.0.1:9", key_file, "--ca-cert", str(cert))  # would be ignored
+    assert r.returncode == 2 and "--ca-cert is for an https:// --remote server" in r.stderr

@@ -427,6 +427,8 @@ def test_remote_takes_a_base_url_or_a_model_url(url: str, name: str | None, expe
         ("http://h/v2/models/m", "a/b", "--model-name is not a plain name"),
         # credentials in the URL were echoed in every error (review, session 34)
         ("http://user:pw@h:8000/v2", None, "--remote holds credentials (USER:PASSWORD@)"),
+        ("http://user:pw@[::1/v2", None, "--remote holds credentials (USER:PASSWORD@)"),
+        ("ftp://user:pw@h/", None, "--remote holds credentials (USER:PASSWORD@)"),
     ],
 )
 def test_remote_url_errors_are_one_line(url: str, name: str | None, error: str) -> None:
