@@ -92,9 +92,10 @@ def interval(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
 
 def loopback_stamps() -> tuple[Callable[[Any], Any], list[bytes]]:
     """(stamp, certs): stamp(key) is the key with an RFC 3161 token from a loopback TSA that
-    runs until the process exits, certs what verify(..., tsa_certs=) counts it with. A
-    realignment to the marked reference, and identify's keys without a search cost, are
-    claimed only with a verified timestamp: the owner's case, who stamps keys as they go out."""
+    runs until the process exits, certs what verify(..., tsa_certs=) counts it with: the
+    owner's case, who stamps keys as they go out. A stamp proves priority and waives nothing
+    (nnmark.api.STAMP_WAIVES_NOTHING); a reading realigned to the marked reference counts for
+    nothing, stamped or not (nnmark.api.inadmissible)."""
     import atexit
     import dataclasses
 

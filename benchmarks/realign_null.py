@@ -451,7 +451,9 @@ def main() -> None:
             "recipes": {k: v.__dict__ for k, v in RECIPES.items()},
             "marked_recipe": "embed(new_model(arch, seed), data, scheme, "
             "config=TrainConfig(epochs=10, seed), reference=twin), scheme defaults; "
-            "--reference MARKED verdicts with a verified (loopback) timestamp",
+            "--reference MARKED verdicts with a verified (loopback) timestamp (since session "
+            "34 a reading realigned to the marked reference counts as p 1: legit found there "
+            "comes from reading the suspect as given)",
             "twin_recipe": "train(new_model(arch, seed), data, TrainConfig(epochs=10, seed))",
             "attacks": ATTACKS,
             "alpha_strict": STRICT,

@@ -550,7 +550,10 @@ def _read(
 ) -> tuple[Suspect, Verdict]:
     """The mark read from each of its views (Suspect.readings) with `left` queries: the view
     and verdict of the smallest p, that p multiplied by the number of views (Bonferroni), each
-    view held to threshold / views, so one more way of reading is not one more free look."""
+    view held to threshold / views, so one more way of reading is not one more free look. A
+    view the key's holder chose after the secrets (realigned to the marked reference) is read
+    and shown (p_as_read) but counts as p 1 and as no look (`inadmissible`)."""
+    looks = max(1, sum(v.chosen_after_secrets is None for v in views))
     read = []
     for view in views:
         view = view.with_budget(left)
@@ -566,17 +569,30 @@ def _read(
             v = dataclasses.replace(v, details={**v.details, "not_read": why})
             read.append((view, v))
         else:
-            read.append((view, sch.verify(view, threshold / len(views))))
+            v = sch.verify(view, threshold / looks)
+            if view.chosen_after_secrets is not None:
+                v = inadmissible(v, view.chosen_after_secrets)
+            read.append((view, v))
         if left is not None:
             left -= read[-1][1].queries or 0
     if len(read) == 1:
         return read[0]
-    view, v = min(read, key=lambda r: r[1].p_value)
-    p = min(1.0, v.p_value * len(read))
+    # at the same p, an admissible view: a chosen one speaks only through its reason
+    view, v = min(read, key=lambda r: (r[1].p_value, r[0].chosen_after_secrets is not None))
+    p = min(1.0, v.p_value * looks)
     reads = {r[0].label: r[1].p_value for r in read}
-    return view, dataclasses.replace(
-        v, p_value=p, details={**v.details, "read_from": view.label, "reads_p": reads}
-    )
+    details = {**v.details, "read_from": view.label, "reads_p": reads}
+    chosen = [r[1] for r in read if r[0].chosen_after_secrets is not None and r[1] is not v]
+    if chosen and "p_as_read" in chosen[0].details:  # what the realigned view read, shown
+        details["p_as_read"] = chosen[0].details["p_as_read"]
+        if not v.positive:  # why the realigned reading did not count, then why this one
+            why = (
+                chosen[0].reason
+                if v.reason is None
+                else f"{chosen[0].reason}; as given: {v.reason}"
+            )
+            v = dataclasses.replace(v, reason=why)
+    return view, dataclasses.replace(v, p_value=p, details=details)
 
 
 def verify(
@@ -612,8 +628,6 @@ def verify(
         view, v = _read(sch, s.readings(sch.mark), threshold, left)
         if left is not None:
             left -= v.queries or 0
-        if view.chosen_after_secrets is not None:
-            v = inadmissible(v, view.chosen_after_secrets)
         search = search_seconds([seconds], [v.p_value], "one")
         verdicts.append(_finish(v, alpha, search, prov))
     if len(verdicts) == 1:

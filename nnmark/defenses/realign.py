@@ -425,10 +425,16 @@ class RealignedSuspect(Suspect):
         as given: the matching reads the host units' answers, which activation marks changed,
         so it can lose a mark an unmoved copy still shows (actsign read at BER 0.5 after
         realigning a copy that read at BER 0). Both reads have exact nulls (the committed
-        reference is independent of the key's secrets); verify doubles the smaller p."""
+        reference is independent of the key's secrets); verify doubles the smaller p. One
+        realigned to the marked reference is read as given too, and only that reading counts
+        (nnmark.api._read)."""
         view = self.for_mark(mark)
-        if view is self.realigned and mark.index not in self.chosen:
-            return [view, self.original.for_mark(mark)]
+        if view is self.realigned or mark.index in self.chosen:
+            # realigned to the marked reference: that view is shown but does not count (the
+            # key's holder chose it), so an unmoved copy is still read, as given (review)
+            given = self.original.for_mark(mark)
+            if view is not given and given.unreadable is None:
+                return [view, given]
         return [view]
 
     def tensor(self, name: str) -> torch.Tensor | None:

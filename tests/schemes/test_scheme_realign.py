@@ -165,27 +165,31 @@ def test_never_marked_models_realigned_to_the_blinded_reference_are_not_claimed(
         for plain in unmarked[arch]:
             v = verify(realigned(plain, model, key), key)
             read = v.details["p_as_read"]
-            print(f"{scheme} {arch} key {k}: {v.verdict}, BER {v.ber:.3f}, p as read {read:.2e}")
-            assert v.verdict == "not_found" and v.p_value == 1.0 and read > 1e-6
+            print(f"{scheme} {arch} key {k}: {v.verdict}, p {v.p_value:.2e}, as read {read:.2e}")
+            assert v.verdict == "not_found" and v.p_value > 1e-6 and read > 1e-6
 
 
 @pytest.mark.parametrize("scheme", REALIGNABLE)
 def test_copies_realigned_to_the_blinded_reference_are_read_but_never_claimed(  # type: ignore[no-untyped-def]
     scheme: str, marked, digits, stamp, tsa
 ) -> None:
-    """The mark is read back (BER <= 0.05, shown as p_as_read) but counts as p 1, with a
+    """The mark is read back (shown as p_as_read) but that reading counts as p 1, with a
     verified timestamp or without: the marked reference's channel order is the key holder's
-    choice, made after the secrets (test_a_marked_reference_built_from_the_suspect_...)."""
+    choice, made after the secrets (test_a_marked_reference_built_from_the_suspect_...). The
+    suspect as given is read too, and counts."""
     model, key = marked(scheme)
     stamped = stamp(key)
     for spec in LEGIT:
         aligned = realigned(attack(model, spec, digits, seed=3), model, key)
         for k, extra in ((stamped, {"tsa_certs": [tsa.ca_cert_pem]}), (key, {})):
             v = verify(aligned, k, suspect_seen=seen_now(), **extra)  # type: ignore[arg-type]
-            print(f"{scheme} {spec}: BER {v.ber:.3f}, p as read {v.details['p_as_read']:.1e}")
-            assert (v.ber or 0) <= 0.05 and v.details["p_as_read"] < 1e-6
-            assert v.verdict == "not_found" and v.p_value == 1.0
+            print(f"{scheme} {spec}: p as read {v.details['p_as_read']:.1e}, as given {v.p_value}")
+            assert v.details["p_as_read"] < 1e-6  # realigned, the mark is there
+            assert v.verdict == "not_found" and v.p_value > 1e-6  # as given, the copy hides it
             assert "costs no key derivation" in (v.reason or "")
+    # an unmoved copy: read as given too, and that reading counts (review, session 34)
+    v = verify(realigned(model, model, key), key)
+    assert v.verdict == "found" and v.details["p_as_read"] < 1e-6
 
 
 def test_a_marked_reference_built_from_the_suspect_claims_nothing(  # type: ignore[no-untyped-def]
@@ -246,7 +250,7 @@ def test_a_marked_reference_built_from_the_suspect_claims_nothing(  # type: igno
     )
     print(f"forged reference: p as read {v.details['p_as_read']:.1e}, BER {v.ber:.3f}")
     assert v.details["p_as_read"] < 1e-6  # the route reads the key's bits in a plain model
-    assert v.verdict == "not_found" and v.p_value == 1.0 and v.forgery_cost < 1e-6
+    assert v.verdict == "not_found" and v.p_value > 1e-3  # what counts: the plain model as given
 
 
 def test_a_reference_the_key_does_not_commit_to_is_refused(  # type: ignore[no-untyped-def]
