@@ -135,6 +135,29 @@ def structure(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 STRUCTURE_KWARGS = ("depth", "blocks", "shortcut")
 
 
+def _beyond_own_arch(mark: Mark, info: ModelInfo | None, names: Sequence[str]) -> str | None:
+    """Why a mark whose key commits no architecture is not read: the suspect declares a zoo
+    architecture and holds tensors it has not. Such a tensor is never run (the model loads and
+    answers without it), and a key naming it was found at p 6e-104 on a never-marked cnn file
+    with one such tensor added (review, session 34)."""
+    from nnmark.models import zoo_names
+
+    if info is None or not info.arch:
+        return None
+    try:
+        expected = zoo_names(info.arch, dict(info.arch_kwargs))
+    except NNMarkError:  # not a zoo architecture: nothing to compare with
+        return None
+    extra = sorted(n for n in names if n not in expected and not n.endswith("num_batches_tracked"))
+    if extra:
+        return (
+            f"the suspect holds tensors its own architecture ({info.arch}) has not (e.g. "
+            f"{', '.join(extra[:3])}), which it never runs, and the key's {mark.scheme} mark "
+            "commits to no architecture: not read"
+        )
+    return None
+
+
 def arch_mismatch(mark: Mark, info: ModelInfo | None, names: Sequence[str]) -> str | None:
     """Why a white-box `mark` is not read from a suspect described by `info` holding tensors
     `names`, or None: its key commits to the architecture the mark lives in (OwnerKey.arch),
@@ -144,8 +167,8 @@ def arch_mismatch(mark: Mark, info: ModelInfo | None, names: Sequence[str]) -> s
     whatever its maker wrote. For white-box marks only (the caller knows the scheme)."""
     from nnmark.models import zoo_names
 
-    if mark.arch is None:
-        return None
+    if mark.arch is None:  # a key that commits none (hand-written): the suspect's own, then
+        return _beyond_own_arch(mark, info, names)
     if "tensors" in mark.arch:  # a module from outside the zoo (OwnerKey.with_module)
         return _module_mismatch(mark, names)
     name, kwargs = mark.arch["name"], mark.arch["kwargs"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -97,6 +98,11 @@ def test_verify_found_and_json(files: dict[str, Path]) -> None:
         assert field in v
     assert v["verdict"] == "found" and v["statistic_name"] == "ber" and v["ber"] == 0.0
     assert v["n"] == 64 and v["p_value"] < 1e-6 and v["alpha"] == 1e-6 and len(v["message"]) == 64
+    # the verdict names the exact file it is about (a reordered copy can be made to read a key)
+    digest = hashlib.sha256(Path(files["marked"]).read_bytes()).hexdigest()
+    assert v["suspect"] == {"path": str(files["marked"]), "sha256": digest}
+    r = run("verify", files["marked"], "--key", files["key"])
+    assert f"SHA-256 {digest}" in r.stdout.replace("\n", "")
 
 
 def test_verify_plain_is_not_found(files: dict[str, Path]) -> None:

@@ -753,3 +753,35 @@ def test_reading_fewer_marks_never_lowers_a_combined_p(  # type: ignore[no-untyp
     assert chosen.parts[0].p_value == honest.parts[0].p_value < 1e-6
     assert honest.parts[1].p_value > 1e-3  # never embedded: the edit could only help
     assert chosen.p_value >= honest.p_value
+
+
+def test_a_tensor_the_suspects_architecture_never_runs_is_not_read(  # type: ignore[no-untyped-def]
+    plain_cnn, digits: DataBundle, tmp_path: Path
+) -> None:
+    """Review (session 34): a key that commits no architecture (the field is optional) names
+    a layer `aux`; the suspect is a never-marked cnn's file plus one tensor `aux.weight`
+    built to read the key's bits, which the cnn never runs. Found at p 6e-104 before; now not
+    read, with why."""
+    from safetensors.torch import load_file, save_file
+
+    key = OwnerKey.new("forger", nonce="a1" * 16)  # no with_arch
+    config = UchidaConfig(layer="aux")
+    mark = key.new_mark(
+        "uchida", Uchida.canonical_config(config), "aux", [1] * 64, data={"shape": [64, 64, 3, 3]}
+    )
+    key = key.with_mark(mark)
+    scheme = Uchida(key.marks[0])
+    x = scheme.matrix(64 * 9)
+    w = torch.linalg.lstsq(x, (scheme.target.float() * 2 - 1) * 5).solution
+    plain = tmp_path / "plain.safetensors"
+    save_model(plain_cnn, model_info(plain_cnn, digits), plain)
+    from safetensors import safe_open
+
+    with safe_open(str(plain), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(plain)) | {"aux.weight": w.reshape(1, 64, 3, 3).repeat(64, 1, 1, 1)}
+    forged = tmp_path / "plus_aux.safetensors"
+    save_file(tensors, str(forged), metadata=meta)
+    v = verify(str(forged), key)
+    assert v.verdict == "not_found" and v.p_value == 1.0, v
+    assert "its own architecture (cnn) has not (e.g. aux.weight)" in (v.reason or "")

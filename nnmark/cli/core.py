@@ -409,11 +409,32 @@ def evidence_lines(v: Verdict) -> list[str]:
     return lines
 
 
-def emit_verdict(v: Verdict, as_json: bool) -> None:
+def suspect_file(path: Path) -> dict[str, str]:
+    """The suspect file and its SHA-256: a white-box verdict is about these bytes. A copy of a
+    model with its channels reordered computes the same function and can be made, after a
+    key's secrets exist, to read that key's bits (review, session 34); so a claim holds for the
+    other side's own file, which the digest names, not for "the same model" handed in by the
+    claimant (docs/security.md)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return {"path": str(path), "sha256": h.hexdigest()}
+
+
+def emit_verdict(v: Verdict, as_json: bool, suspect: dict[str, str] | None = None) -> None:
     if as_json:
-        print(json.dumps(v.to_dict()))
+        print(json.dumps(v.to_dict() | ({"suspect": suspect} if suspect else {})))
     else:
         out.print(verdict_table(v))
+        if suspect:
+            out.print(
+                f"suspect: {suspect['path']}, SHA-256 {suspect['sha256']}",
+                markup=False,
+                soft_wrap=True,
+            )
         for line in evidence_lines(v):
             out.print(line, markup=False, soft_wrap=True)
         out.print(f"null hypothesis: {v.null}; alpha {v.alpha:g}", markup=False, soft_wrap=True)
@@ -576,6 +597,7 @@ def verify_cmd(
     emit_verdict(
         verify(suspect, owner_key, alpha, data=bundles, tsa_certs=certs, suspect_seen=seen),
         as_json,
+        suspect_file(model_path) if model_path is not None and model_path.is_file() else None,
     )
 
 
