@@ -135,6 +135,11 @@ def structure(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 STRUCTURE_KWARGS = ("depth", "blocks", "shortcut")
 
 
+def _beyond(names: Sequence[str], expected: frozenset[str]) -> list[str]:
+    """The tensor names an architecture's own (`expected`) does not hold, sorted."""
+    return sorted(n for n in names if n not in expected and not n.endswith("num_batches_tracked"))
+
+
 def _beyond_own_arch(mark: Mark, info: ModelInfo | None, names: Sequence[str]) -> str | None:
     """Why a mark whose key commits no architecture is not read: the suspect declares a zoo
     architecture and holds tensors it has not. Such a tensor is never run (the model loads and
@@ -148,7 +153,7 @@ def _beyond_own_arch(mark: Mark, info: ModelInfo | None, names: Sequence[str]) -
         expected = zoo_names(info.arch, dict(info.arch_kwargs))
     except NNMarkError:  # not a zoo architecture: nothing to compare with
         return None
-    extra = sorted(n for n in names if n not in expected and not n.endswith("num_batches_tracked"))
+    extra = _beyond(names, expected)
     if extra:
         return (
             f"the suspect holds tensors its own architecture ({info.arch}) has not (e.g. "
@@ -188,7 +193,7 @@ def arch_mismatch(mark: Mark, info: ModelInfo | None, names: Sequence[str]) -> s
         return f"the key's architecture cannot be built ({exc})"
     # fewer is fine (a user's own class holding the marked layer reads as documented); more
     # is another architecture, whose names need not mean the key's places
-    extra = sorted(n for n in names if n not in expected and not n.endswith("num_batches_tracked"))
+    extra = _beyond(names, expected)
     if extra:
         return (
             f"the suspect holds tensors a {name} {want[1]}, the architecture the key's "
