@@ -399,6 +399,12 @@ class RemoteSuspect(Suspect):
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         n = len(x)
+        if tuple(x.shape[1:]) != tuple(self.input_shape):  # before a query is spent (review)
+            raise NNMarkError(
+                f"{self.url}: the key's queries are inputs of shape {tuple(x.shape[1:])} and "
+                f"the served model takes {tuple(self.input_shape)} (its metadata): the key is "
+                "for another input size"
+            )
         if self.max_queries is not None and self.queries + n > self.max_queries:
             raise QueryBudgetExceeded(
                 f"{n} more queries would exceed the budget of {self.max_queries}"

@@ -533,3 +533,19 @@ def test_verify_help_names_the_url_forms() -> None:
     """The help renders (rich reads [...] as markup) and names the URL `serve` prints."""
     r = runner.invoke(app, ["verify", "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "BASE/v2/models/NAME/infer" in re.sub(r"[\s│]", "", r.stdout)
+
+
+def test_a_key_for_another_input_size_says_so_before_any_query(  # type: ignore[no-untyped-def]
+    untrained, digits: DataBundle, tmp_path: Path
+) -> None:
+    """The served model's metadata says 10 x 10 inputs, the key's queries are 8 x 8 digits: one
+    line naming both, exit 2, before a query is spent (it was an HTTP 400 from the server,
+    after one; review, session 34)."""
+    key = _key(untrained, digits, tmp_path / "adi.nnkey", "adi")
+    with serving(untrained, shape=(1, 10, 10)) as url:
+        r, v = remote_verify(f"{url}/v2/models/m/infer", key)
+    assert r.exit_code == 2 and v is None, r.stdout
+    assert (
+        "the key's queries are inputs of shape (1, 8, 8) and the served model takes (1, 10, 10)"
+        in r.stderr
+    )
