@@ -115,20 +115,6 @@ def report(
     secs: float,
 ) -> list[str]:
     """Write the results so far (JSON and Markdown) and return the Markdown lines."""
-    lines = render(rows, reused, arms, args, n, secs)
-    payload = {"args": vars(args) | {"cache": str(args.cache)}, "reused": reused, "rows": rows}
-    write_results("tartaglione_unet", payload, "\n".join(lines))
-    return lines
-
-
-def render(
-    rows: list[dict[str, Any]],
-    reused: int,
-    arms: list[str],
-    args: argparse.Namespace,
-    n: int,
-    secs: float,
-) -> list[str]:
     lines = [
         f"U-Net on the BBBC039 subset ({n} training tiles): plain {args.epochs} epochs, batch 8; "
         f"tartaglione fine-tune-to-embed {args.mark_epochs} epochs at its defaults but "
@@ -172,6 +158,8 @@ def render(
     for r in rows:
         vals = [r[k]["dice"] for k in ("plain", "finetune", *arms)]
         lines.append(f"| {r['seed']} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+    payload = {"args": vars(args) | {"cache": str(args.cache)}, "reused": reused, "rows": rows}
+    write_results("tartaglione_unet", payload, "\n".join(lines))
     return lines
 
 
