@@ -414,7 +414,8 @@ def suspect_file(path: Path) -> dict[str, str]:
     model with its channels reordered computes the same function and can be made, after a
     key's secrets exist, to read that key's bits (review, session 34); so a claim holds for the
     other side's own file, which the digest names, not for "the same model" handed in by the
-    claimant (docs/security.md)."""
+    claimant (docs/security.md). For a sharded model, of its index file only (the shards'
+    bytes are not in this digest)."""
     import hashlib
 
     h = hashlib.sha256()
