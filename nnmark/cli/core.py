@@ -409,23 +409,36 @@ def evidence_lines(v: Verdict) -> list[str]:
     return lines
 
 
-def suspect_file(path: Path) -> dict[str, str]:
-    """The suspect file and its SHA-256: a white-box verdict is about these bytes. A copy of a
-    model with its channels reordered computes the same function and can be made, after a
-    key's secrets exist, to read that key's bits (review, session 34); so a claim holds for the
-    other side's own file, which the digest names, not for "the same model" handed in by the
-    claimant (docs/security.md). For a sharded model, of its index file only (the shards'
-    bytes are not in this digest)."""
+def _sha256(path: Path) -> str:
     import hashlib
 
     h = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
-    return {"path": str(path), "sha256": h.hexdigest()}
+    return h.hexdigest()
 
 
-def emit_verdict(v: Verdict, as_json: bool, suspect: dict[str, str] | None = None) -> None:
+def suspect_file(path: Path, suspect: object = None) -> dict[str, Any]:
+    """The suspect file and its SHA-256: a white-box verdict is about these bytes. A copy of a
+    model with its channels reordered computes the same function and can be made, after a
+    key's secrets exist, to read that key's bits (review, session 34); so a claim holds for the
+    other side's own file, which the digest names, not for "the same model" handed in by the
+    claimant (docs/security.md). A sharded model's index names its shards, whose bytes are the
+    model: each shard's SHA-256 too (`shards`, by file name), one more sequential read of each
+    where verification read only the marked tensors."""
+    from nnmark.integrations.sharded import ShardedSuspect
+
+    entry: dict[str, Any] = {"path": str(path), "sha256": _sha256(path)}
+    if isinstance(suspect, ShardedSuspect):
+        entry["shards"] = {
+            shard: _sha256(path.parent / shard)
+            for shard in sorted(set(suspect.weight_map.values()))
+        }
+    return entry
+
+
+def emit_verdict(v: Verdict, as_json: bool, suspect: dict[str, Any] | None = None) -> None:
     if as_json:
         print(json.dumps(v.to_dict() | ({"suspect": suspect} if suspect else {})))
     else:
@@ -436,6 +449,8 @@ def emit_verdict(v: Verdict, as_json: bool, suspect: dict[str, str] | None = Non
                 markup=False,
                 soft_wrap=True,
             )
+            for shard, digest in suspect.get("shards", {}).items():
+                out.print(f"  shard {shard}, SHA-256 {digest}", markup=False, soft_wrap=True)
         for line in evidence_lines(v):
             out.print(line, markup=False, soft_wrap=True)
         out.print(f"null hypothesis: {v.null}; alpha {v.alpha:g}", markup=False, soft_wrap=True)
@@ -571,6 +586,7 @@ def verify_cmd(
     else:
         assert model_path is not None
         suspect = load_suspect(model_path, max_params, device=dev)
+    as_loaded = suspect  # before any realignment wraps it: what a file's digest describes
     suspect.max_queries = max_queries
     if reference is not None or reference_unmarked is not None:
         from nnmark.api import bound_scheme
@@ -598,7 +614,9 @@ def verify_cmd(
     emit_verdict(
         verify(suspect, owner_key, alpha, data=bundles, tsa_certs=certs, suspect_seen=seen),
         as_json,
-        suspect_file(model_path) if model_path is not None and model_path.is_file() else None,
+        suspect_file(model_path, as_loaded)
+        if model_path is not None and model_path.is_file()
+        else None,
     )
 
 
