@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
 
-from nnmark.config import check
+from nnmark.config import MAX_EPOCHS, check
 from nnmark.data.base import DataBundle
 from nnmark.device import device_of, resolve_device
 from nnmark.errors import NNMarkError
@@ -59,7 +59,11 @@ class TrainConfig:
     recalibrate_bn: bool = True
 
     def __post_init__(self) -> None:
-        check(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
+        # bounded as demo and calibrate bound theirs: `train --epochs 10**12` ran until killed
+        check(
+            0 <= self.epochs <= MAX_EPOCHS,
+            f"epochs must be in [0, {MAX_EPOCHS}], got {self.epochs}",
+        )
         # at most float32's largest: 1e300 passed and became a RuntimeError in the optimiser
         check(0 < self.lr <= 3.4e38, f"lr must be > 0 and a float32, got {self.lr}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")

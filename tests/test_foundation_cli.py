@@ -293,6 +293,7 @@ def test_out_of_range_options_and_nothing_overwritten(files: dict[str, Path]) ->
             "16 bits reach at best p = 1.5e-05, never alpha = 1e-06; use at least 20",
         ),
         (("--lr", "inf"), "lr must be a finite number"),
+        (("--epochs", str(10**12)), "epochs must be in [0, 10000], got 1000000000000"),
         (("--set", "lam=inf"), "lam must be a finite number"),
     ]:
         assert expected in one_line_error(run(*train, "--key-out", d / "k.nnkey", *extra))
