@@ -6,7 +6,9 @@ when it returns labels only (C from the model metadata, at most the key's classe
 "other": `key_classes`), so black-box schemes read `argmax` either way. For a segmentation model it returns per-pixel logits (N, 1, H, W), the logit of the
 served probability or of the served 0/1 mask (clipped at 1e-6), so a positive score is a
 foreground pixel, as for a local model. Every input sent counts as a query (`queries`); more than `max_queries` are never
-sent. A server that refuses queries (a query-rejection defense) raises `QueriesRefused`, so the
+sent. A busy server's 503 is retried after its Retry-After (at most BUSY_RETRIES times, within
+the time limit), and the batch it resends counts once: the server answered nothing and sees no
+input it had not been sent. A server that refuses queries (a query-rejection defense) raises `QueriesRefused`, so the
 verdict never turns into a silent not_found.
 
 The server is the other side's: every exchange has an overall deadline (a server that drips
@@ -73,11 +75,31 @@ ANSWER_COMMAS = 4096
 ANSWER_SLACK = 1 << 20
 
 
-class Reply:
-    """A finished HTTP exchange: the status and the (size-bounded) body."""
+#: How often one batch is resent after a busy server's 503 (`nnmark serve` answers 503 with
+#: Retry-After: 1 when its queue is full), and the longest wait its Retry-After may ask for.
+BUSY_RETRIES = 5
+BUSY_WAIT_MAX = 10.0
 
-    def __init__(self, status: int, body: bytes, url: str) -> None:
+
+def busy_wait(retry_after: str | None) -> float:
+    """Seconds to wait before resending, from a 503's Retry-After: whole seconds, at most
+    BUSY_WAIT_MAX (the header is the other side's); 1 s where it is absent or an HTTP date.
+
+    >>> busy_wait("3"), busy_wait("0"), busy_wait("86400"), busy_wait(None), busy_wait("-1")
+    (3.0, 0.0, 10.0, 1.0, 1.0)
+    """
+    text = (retry_after or "").strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        return 1.0
+    return min(float(text), BUSY_WAIT_MAX)
+
+
+class Reply:
+    """A finished HTTP exchange: the status, the (size-bounded) body and a Retry-After."""
+
+    def __init__(self, status: int, body: bytes, url: str, retry_after: str | None = None) -> None:
         self.status_code, self.body, self._url = status, body, url
+        self.retry_after = retry_after
 
     def json(self) -> Any:
         if self.body.count(b"{") + self.body.count(b"[") > MAX_CONTAINERS:
@@ -322,7 +344,9 @@ class RemoteSuspect(Suspect):
                         chunks.append(chunk)
                         if "closed" in done:
                             return
-                    done["reply"] = Reply(r.status_code, b"".join(chunks), self.url)
+                    done["reply"] = Reply(
+                        r.status_code, b"".join(chunks), self.url, r.headers.get("retry-after")
+                    )
             except NNMarkError as exc:
                 done["error"] = exc
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -424,12 +448,26 @@ class RemoteSuspect(Suspect):
         width = 1 if self.label_only else self.classes
         expected = n * max(width, math.prod(x.shape[2:]) if x.dim() == 4 else 1)
         limit = min(self.max_answer, 32 * expected + ANSWER_SLACK)
-        r = self._request("POST", f"{self._model_path}/infer", body, limit=limit)
+        path = f"{self._model_path}/infer"
+        r = self._request("POST", path, body, limit=limit)
+        for _ in range(BUSY_RETRIES):
+            if r.status_code != 503:
+                break
+            wait = busy_wait(r.retry_after)
+            if time.monotonic() + wait >= self._ends:
+                raise NNMarkError(self._spent("POST", path) + " (the server was busy: HTTP 503)")
+            time.sleep(wait)
+            r = self._request("POST", path, body, limit=limit)
         self.queries += n
         if r.status_code in (403, 429):
             raise QueriesRefused(
                 f"the server refused queries (HTTP {r.status_code}: {r.error()}); "
                 f"ownership cannot be tested through this API"
+            )
+        if r.status_code == 503:
+            raise NNMarkError(
+                f"{self.url}: the server stayed busy (HTTP 503: {r.error()}) through "
+                f"{BUSY_RETRIES + 1} tries of one batch; verify again later"
             )
         if r.status_code != 200:
             why = r.error()

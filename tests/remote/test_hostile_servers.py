@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from nnmark import OwnerKey
+from nnmark.errors import NNMarkError
 from nnmark.schemes.adi import Adi, AdiConfig
 
 Handler = Callable[[socket.socket, bytes], None]
@@ -546,3 +547,50 @@ def test_tls_failures_say_why_and_a_private_ca_can_be_trusted(
         assert r.returncode == 2 and "fifo.pem: not a regular file" in r.stderr, r.stderr
     r, _ = _verify("http://127.0.0.1:9", key_file, "--ca-cert", str(cert))  # would be ignored
     assert r.returncode == 2 and "--ca-cert is for an https:// --remote server" in r.stderr
+
+
+def _busy(first: int, retry_after: str, asked: list[int]) -> Handler:
+    """An inference endpoint answering 503 with `retry_after` to its first `first` requests
+    (all of them where `first` < 0), then scores; `asked` counts requests."""
+
+    def infer(conn: socket.socket, head: bytes) -> None:
+        n = json.loads(_body(conn, head))["inputs"][0]["shape"][0]
+        asked.append(n)
+        if first < 0 or len(asked) <= first:
+            conn.sendall(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                + f"Retry-After: {retry_after}\r\nConnection: close\r\n\r\n".encode()
+            )
+            return
+        _json(conn, {"outputs": [{"name": "output", "shape": [n, 10], "data": [1.0] * (10 * n)}]})
+
+    return infer
+
+
+def test_a_busy_server_is_asked_again_and_the_batch_counts_once() -> None:
+    """`nnmark serve` answers 503 with Retry-After: 1 when its queue is full; verify --remote
+    gave up at the first (session 34 left it). The batch is resent after the wait, and counts
+    once against the query budget: the server answered nothing and saw nothing new."""
+    import torch
+
+    from nnmark.remote.client import BUSY_RETRIES, RemoteSuspect
+
+    asked: list[int] = []
+    with raw_server(_oip(_busy(2, "0", asked))) as url:
+        remote = RemoteSuspect(url)
+        remote.max_queries = 4
+        scores = remote.predict(torch.zeros(4, 1, 8, 8))
+    assert asked == [4, 4, 4] and remote.queries == 4 and scores.shape == (4, 10)
+    # a server that stays busy: one line after BUSY_RETRIES resends, not a loop
+    asked.clear()
+    busy = pytest.raises(NNMarkError, match=f"stayed busy .* {BUSY_RETRIES + 1} tries")
+    with raw_server(_oip(_busy(-1, "0", asked))) as url, busy:
+        RemoteSuspect(url).predict(torch.zeros(2, 1, 8, 8))
+    assert len(asked) == BUSY_RETRIES + 1
+    # a wait past the time limit is not slept: the limit is named at once
+    asked.clear()
+    with raw_server(_oip(_busy(-1, "86400", asked))) as url:
+        start = time.monotonic()
+        with pytest.raises(NNMarkError, match="time limit .* busy: HTTP 503"):
+            RemoteSuspect(url, time_limit=5).predict(torch.zeros(2, 1, 8, 8))
+    assert len(asked) == 1 and time.monotonic() - start < 5
