@@ -409,13 +409,15 @@ def evidence_lines(v: Verdict) -> list[str]:
     return lines
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, advance: Any = None) -> str:
     import hashlib
 
     h = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
+            if advance is not None:
+                advance(len(chunk))
     return h.hexdigest()
 
 
@@ -426,15 +428,21 @@ def suspect_file(path: Path, suspect: object = None) -> dict[str, Any]:
     other side's own file, which the digest names, not for "the same model" handed in by the
     claimant (docs/security.md). A sharded model's index names its shards, whose bytes are the
     model: each shard's SHA-256 too (`shards`, by file name), one more sequential read of each
-    where verification read only the marked tensors."""
+    where verification read only the marked tensors (a progress bar on a terminal)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
     from nnmark.integrations.sharded import ShardedSuspect
 
-    entry: dict[str, Any] = {"path": str(path), "sha256": _sha256(path)}
+    shards = sorted(set(suspect.weight_map.values())) if isinstance(suspect, ShardedSuspect) else []
+    files = [path] + [path.parent / shard for shard in shards]
+    total = sum(f.stat().st_size for f in files)
+    columns = (TextColumn("hashing the suspect"), BarColumn(), DownloadColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("hash", total=total)
+        digests = [_sha256(f, lambda n: bar.advance(task, n)) for f in files]
+    entry: dict[str, Any] = {"path": str(path), "sha256": digests[0]}
     if isinstance(suspect, ShardedSuspect):
-        entry["shards"] = {
-            shard: _sha256(path.parent / shard)
-            for shard in sorted(set(suspect.weight_map.values()))
-        }
+        entry["shards"] = dict(zip(shards, digests[1:], strict=True))
     return entry
 
 
