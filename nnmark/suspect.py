@@ -72,6 +72,12 @@ class Suspect:
     #: graph): an integrity mark then certifies the tensors only, never the model.
     own_graph: str | None = None
 
+    def files(self) -> list[Path]:
+        """The files this suspect's readings come from, its own first (a sharded model's
+        shards, an ONNX file's external data follow): what a verdict names by SHA-256. None
+        for a model in memory or a served one."""
+        return []
+
     def architecture(self) -> str | None:
         """The zoo architecture that runs this suspect's tensors (io.zoo_identity), as the
         suspect states it; None when it names none (a user's own class, a bare state dict)."""
@@ -299,6 +305,9 @@ class FileSuspect(Suspect):
     def architecture(self) -> str | None:
         return zoo_identity(self.info.arch, self.info.arch_kwargs) if self.info else None
 
+    def files(self) -> list[Path]:
+        return [self.path]
+
     def tensor(self, name: str) -> torch.Tensor | None:
         if self._state is not None:
             return self._state.get(name)
@@ -327,6 +336,60 @@ class FileSuspect(Suspect):
             module, _ = load_model(self.path, self.info, self.max_params)
             self._built["module"] = module.to(self.device)
         return self._built["module"]
+
+
+def file_state(path: Path) -> tuple[int, ...]:
+    """What changes when a file is replaced, rewritten or renamed: its device and inode, size,
+    and modification and status-change times (the status-change time cannot be set back)."""
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class PinnedFiles:
+    """A suspect's files as they stood when first seen, and their SHA-256 (`seal`), taken
+    with a check that none changed in between: a verdict names the bytes it read. A forger
+    swapped its marked copy in while verify read the path and put the accused's file back
+    before the digest was taken, which then named the accused's file (review, session 35).
+
+    `PinnedFiles(path)` before the suspect is loaded, `add(suspect)` once it is (its shards
+    and external data are read lazily, after that), `seal()` after the verdict."""
+
+    def __init__(self, path: Path) -> None:
+        self.states = {path: file_state(path)}
+
+    def add(self, suspect: Suspect) -> None:
+        for f in suspect.files():
+            if f not in self.states:
+                self.states[f] = file_state(f)
+
+    def size(self) -> int:
+        return sum(state[2] for state in self.states.values())
+
+    def seal(self, advance: Callable[[int], object] | None = None) -> dict[str, Any]:
+        """{"path", "sha256"} of the suspect's own file, and `files`: {name: sha256} of the
+        others; NNMarkError if any file changed since it was first seen."""
+        import hashlib
+
+        digests = []
+        for path in self.states:
+            h = hashlib.sha256()
+            with path.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+                    if advance is not None:
+                        advance(len(chunk))
+            digests.append(h.hexdigest())
+        for path, state in self.states.items():
+            if file_state(path) != state:
+                raise NNMarkError(
+                    f"{path}: the file changed while it was verified (replaced or rewritten); "
+                    "verify a copy no one else can write"
+                )
+        (own, *others), (first, *rest) = list(self.states), digests
+        record: dict[str, Any] = {"path": str(own), "sha256": first}
+        if others:
+            record["files"] = {p.name: d for p, d in zip(others, rest, strict=True)}
+        return record
 
 
 #: Suspect loaders by file suffix; integrations (e.g. ONNX) add theirs here when the package

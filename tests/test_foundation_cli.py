@@ -105,6 +105,40 @@ def test_verify_found_and_json(files: dict[str, Path]) -> None:
     assert f"SHA-256 {digest}" in r.stdout.replace("\n", "")
 
 
+def test_a_file_swapped_while_it_is_verified_is_refused(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review, session 35: verify read the forger's marked copy at the path, the accused's
+    never-marked file was put there while it ran, and the verdict (found) named the accused's
+    digest, taken after. The files are pinned before they are read and checked when hashed:
+    a swap, or a rewrite in place, is one line, exit 2, and no verdict."""
+    import shutil
+
+    import nnmark.api
+
+    real = nnmark.api.verify
+    suspect = tmp_path / "suspect.safetensors"
+    for swap in ("replace", "rewrite"):
+        shutil.copyfile(files["marked"], suspect)
+
+        def verify_then_swap(*args, swap=swap, **kwargs):  # type: ignore[no-untyped-def]
+            v = real(*args, **kwargs)
+            if swap == "replace":
+                os.replace(shutil.copyfile(files["plain"], tmp_path / "p"), suspect)
+            else:
+                suspect.write_bytes(Path(files["plain"]).read_bytes())
+            return v
+
+        monkeypatch.setattr(nnmark.api, "verify", verify_then_swap)
+        r = run("verify", suspect, "--key", files["key"], "--json")
+        assert r.exit_code == 2 and r.stdout == "", (swap, r.stdout)
+        assert "the file changed while it was verified" in one_line_error(r)
+    monkeypatch.setattr(nnmark.api, "verify", real)
+    shutil.copyfile(files["marked"], suspect)  # untouched: found, and named
+    r = run("verify", suspect, "--key", files["key"], "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["suspect"]["path"] == str(suspect)
+
+
 def test_verify_plain_is_not_found(files: dict[str, Path]) -> None:
     r = run("verify", files["plain"], "--key", files["key"], "--json")
     assert r.exit_code == 1

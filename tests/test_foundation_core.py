@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -216,3 +217,23 @@ def test_source_images_pick_what_the_copied_split_would(fashion) -> None:  # typ
         got_x, got_y = source_images(fashion, 50, torch.Generator().manual_seed(7), split=split)
         assert torch.equal(got_x, x[pick]) and torch.equal(got_y, y[pick])
         assert torch.equal(fashion.x[fashion.indices(split, 0.5)], fashion.tensors(split, 0.5)[0])
+
+
+def test_data_changed_in_place_after_hashing_is_not_taken_for_the_keys() -> None:
+    """Review, session 35: a bundle's hash was computed once and kept, so images changed in
+    place afterwards (a forger's, chosen so a never-marked model answers a noise key's labels)
+    passed as the key's data and its triggers were re-derived from them (found, p 5e-16).
+    Verification hashes the data as they are: a built-in set is then loaded afresh, any other
+    refused."""
+    from nnmark.data import resolve_data
+
+    data = load_data("digits")
+    ref = data.ref()
+    assert resolve_data(ref, [data], "mark 0") is data
+    data.x[data.splits["train"][:5]] = 1.0  # in place, after the hash
+    assert data.content_hash() == ref["sha256"]  # the cached hash, as before
+    fresh = resolve_data(ref, [data], "mark 0")
+    assert fresh is not data and fresh.content_hash() == ref["sha256"]
+    other = dataclasses.replace(data, name="mine")  # not built in: refused, not taken
+    with pytest.raises(NNMarkError, match="--data mine is not the data set the key was made"):
+        resolve_data({"name": "mine", "sha256": ref["sha256"]}, [other], "mark 0")

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from nnmark.data.base import DataBundle
     from nnmark.keys import OwnerKey
+    from nnmark.suspect import PinnedFiles
 
 DataOpt = Annotated[
     str,
@@ -409,41 +410,31 @@ def evidence_lines(v: Verdict) -> list[str]:
     return lines
 
 
-def _sha256(path: Path, advance: Any = None) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-            if advance is not None:
-                advance(len(chunk))
-    return h.hexdigest()
-
-
-def suspect_file(path: Path, suspect: object = None) -> dict[str, Any]:
-    """The suspect file and its SHA-256: a white-box verdict is about these bytes. A copy of a
-    model with its channels reordered computes the same function and can be made, after a
-    key's secrets exist, to read that key's bits (review, session 34); so a claim holds for the
-    other side's own file, which the digest names, not for "the same model" handed in by the
-    claimant (docs/security.md). A sharded model's index names its shards, whose bytes are the
-    model: each shard's SHA-256 too (`shards`, by file name), one more sequential read of each
-    where verification read only the marked tensors (a progress bar on a terminal)."""
+def seal_suspect(pinned: PinnedFiles | None) -> dict[str, Any] | None:
+    """The suspect's files and their SHA-256 (PinnedFiles.seal), with a progress bar on a
+    terminal: a white-box verdict is about these bytes. A copy of a model with its channels
+    reordered computes the same function and can be made, after a key's secrets exist, to
+    read that key's bits (review, session 34); so a claim holds for the other side's own
+    file, which the digest names, not for "the same model" handed in by the claimant
+    (docs/security.md)."""
+    if pinned is None:
+        return None
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    from nnmark.integrations.sharded import ShardedSuspect
-
-    shards = sorted(set(suspect.weight_map.values())) if isinstance(suspect, ShardedSuspect) else []
-    files = [path] + [path.parent / shard for shard in shards]
-    total = sum(f.stat().st_size for f in files)
     columns = (TextColumn("hashing the suspect"), BarColumn(), DownloadColumn())
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("hash", total=total)
-        digests = [_sha256(f, lambda n: bar.advance(task, n)) for f in files]
-    entry: dict[str, Any] = {"path": str(path), "sha256": digests[0]}
-    if isinstance(suspect, ShardedSuspect):
-        entry["shards"] = dict(zip(shards, digests[1:], strict=True))
-    return entry
+        task = bar.add_task("hash", total=pinned.size())
+        return pinned.seal(lambda n: bar.advance(task, n))
+
+
+def suspect_lines(record: dict[str, Any] | None) -> list[str]:
+    """The suspect's files and digests (seal_suspect), one line each."""
+    if not record:
+        return []
+    files = record.get("files", {}).items()
+    return [f"suspect: {record['path']}, SHA-256 {record['sha256']}"] + [
+        f"  with {name}, SHA-256 {digest}" for name, digest in files
+    ]
 
 
 def emit_verdict(v: Verdict, as_json: bool, suspect: dict[str, Any] | None = None) -> None:
@@ -451,14 +442,8 @@ def emit_verdict(v: Verdict, as_json: bool, suspect: dict[str, Any] | None = Non
         print(json.dumps(v.to_dict() | ({"suspect": suspect} if suspect else {})))
     else:
         out.print(verdict_table(v))
-        if suspect:
-            out.print(
-                f"suspect: {suspect['path']}, SHA-256 {suspect['sha256']}",
-                markup=False,
-                soft_wrap=True,
-            )
-            for shard, digest in suspect.get("shards", {}).items():
-                out.print(f"  shard {shard}, SHA-256 {digest}", markup=False, soft_wrap=True)
+        for line in suspect_lines(suspect):
+            out.print(line, markup=False, soft_wrap=True)
         for line in evidence_lines(v):
             out.print(line, markup=False, soft_wrap=True)
         out.print(f"null hypothesis: {v.null}; alpha {v.alpha:g}", markup=False, soft_wrap=True)
@@ -557,7 +542,7 @@ def verify_cmd(
     from nnmark.cli.common import read_certs, read_seen
     from nnmark.data import load_data
     from nnmark.keys import OwnerKey
-    from nnmark.suspect import Suspect, load_suspect
+    from nnmark.suspect import PinnedFiles, Suspect, load_suspect
 
     dev = pick_device(device)  # a suspect file's queries run there (remote ones: on its server)
     if not 0 < alpha < 1:
@@ -573,6 +558,7 @@ def verify_cmd(
     seen = read_seen(suspect_seen)
     bundles = [load_data(spec) for spec in data or []]
     suspect: Suspect
+    pinned: PinnedFiles | None = None  # a suspect file's bytes, which the verdict names
     if remote is not None:
         from nnmark.api import weights_only_marks
         from nnmark.cli.common import read_token
@@ -593,8 +579,10 @@ def verify_cmd(
         )
     else:
         assert model_path is not None
+        pinned = PinnedFiles(model_path) if model_path.is_file() else None  # before loading
         suspect = load_suspect(model_path, max_params, device=dev)
-    as_loaded = suspect  # before any realignment wraps it: what a file's digest describes
+        if pinned is not None:
+            pinned.add(suspect)
     suspect.max_queries = max_queries
     if reference is not None or reference_unmarked is not None:
         from nnmark.api import bound_scheme
@@ -619,13 +607,8 @@ def verify_cmd(
         ref = reference if reference is not None else reference_unmarked
         assert ref is not None
         suspect = realign_suspect(suspect, ref, schemes, unmarked=reference is None)
-    emit_verdict(
-        verify(suspect, owner_key, alpha, data=bundles, tsa_certs=certs, suspect_seen=seen),
-        as_json,
-        suspect_file(model_path, as_loaded)
-        if model_path is not None and model_path.is_file()
-        else None,
-    )
+    v = verify(suspect, owner_key, alpha, data=bundles, tsa_certs=certs, suspect_seen=seen)
+    emit_verdict(v, as_json, seal_suspect(pinned))
 
 
 @command("evaluate")

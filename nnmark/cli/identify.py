@@ -40,19 +40,25 @@ def identify_cmd(
     verify's claim rule at alpha / candidates (and its forgery cost, stamped or not). Exit 0
     when a recipient is named, 1 when none is, 2 on errors.
     """
+    from nnmark.cli.core import seal_suspect, suspect_lines
     from nnmark.data import load_data
     from nnmark.fingerprint import identify, load_keys
-    from nnmark.suspect import load_suspect
+    from nnmark.suspect import PinnedFiles, load_suspect
 
     if not 0 < alpha < 1:
         raise NNMarkError(f"--alpha must be in (0, 1), got {alpha}")
     certs, seen = read_certs(tsa_cert), read_seen(suspect_seen)
     candidates = load_keys(keys)
+    # the bytes named are the bytes read (seal_suspect): a recipient is named for this file
+    pinned = PinnedFiles(model_path) if model_path.is_file() else None
     suspect = load_suspect(model_path, max_params)
+    if pinned is not None:
+        pinned.add(suspect)
     bundles = [load_data(spec) for spec in data or []]
     result = identify(suspect, candidates, alpha, data=bundles, tsa_certs=certs, suspect_seen=seen)
+    record = seal_suspect(pinned)
     if as_json:
-        print(json.dumps(result.to_dict()))
+        print(json.dumps(result.to_dict() | ({"suspect": record} if record else {})))
     else:
         table = Table(title=f"identify: {model_path}", show_header=True)
         cols = ("key file", "recipient", "scheme", "BER", "p-value", "adjusted p", "found", "why")
@@ -76,4 +82,6 @@ def identify_cmd(
             f"named: {named}{also}; Bonferroni over {len(result.candidates)} candidates, "
             f"alpha {alpha:g}"
         )
+        for line in suspect_lines(record):
+            out.print(line, markup=False, soft_wrap=True)
     raise typer.Exit(result.exit_code)

@@ -49,7 +49,7 @@ def resolve_data(ref: dict[str, str], provided: Sequence[DataBundle], what: str)
     """
     want = ref.get("sha256")
     for bundle in provided:
-        if bundle.content_hash() == want:
+        if bundle.content_hash(fresh=True) == want:  # as the data are now, not as first hashed
             return bundle
     if ref.get("name") in BUILT_IN:
         bundle = load_data(ref["name"])

@@ -91,13 +91,16 @@ class DataBundle:
     splits: dict[str, torch.Tensor]
     num_classes: int
     meta: dict[str, str] = field(default_factory=dict)
-    _hash: str | None = field(default=None, repr=False, compare=False)
+    _hash: str | None = field(default=None, init=False, repr=False, compare=False)
 
-    def content_hash(self) -> str:
+    def content_hash(self, fresh: bool = False) -> str:
         """SHA-256 of the data itself (task, classes, every tensor, the splits): what a key
         records so that a verifier who re-derives key inputs from the data can check it holds
-        the same data. Computed once per bundle."""
-        if self._hash is None:
+        the same data. Computed once per bundle; `fresh`: again, from the tensors as they are
+        now (verification: a bundle changed in place after its first hash kept the old one,
+        and a key's triggers were re-derived from images chosen for a never-marked model;
+        review, session 35)."""
+        if self._hash is None or fresh:
             h = hashlib.sha256(f"{self.task}|{self.num_classes}|".encode())
             for t in (self.x, self.y, *(self.splits[s] for s in sorted(self.splits))):
                 h.update(f"{t.dtype}|{list(t.shape)}|".encode())

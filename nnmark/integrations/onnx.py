@@ -481,6 +481,15 @@ class OnnxSuspect(Suspect):
     def tensor_names(self) -> list[str]:
         return [n for n in self._names if self._serve is None or n in self._serve]
 
+    def files(self) -> list[Path]:
+        """The file and the external data beside it that its initializers name (white-box
+        readings and onnxruntime both read them: a forger's weights in a `.onnx.data` beside
+        the accused's graph were found and named the graph's digest only; review, session 35).
+        """
+        where = {_external(i) for i in self._init.values()} - {None, ""}
+        beside = [self.path.parent / str(w) for w in sorted(w for w in where if w)]
+        return [self.path] + [f for f in beside if f.is_file()]
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The graph's answers, in batches of the size it declares if it fixes one (a graph
         exported with batch 1 refused the black-box marks' larger batches: red team, session

@@ -104,3 +104,6 @@ class ShardedSuspect(Suspect):
 
     def tensor_names(self) -> list[str]:
         return list(self.weight_map)
+
+    def files(self) -> list[Path]:
+        return [self.path] + [self.path.parent / s for s in sorted(set(self.weight_map.values()))]

@@ -71,6 +71,36 @@ def test_marks_found_in_the_onnx_file(exported, digits: DataBundle) -> None:  # 
     assert parts["content"]["verdict"] == "found" and parts["content"]["queries"] <= 30
 
 
+def test_the_verdict_names_an_onnx_files_external_data(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The weights of a model saved with external data lie in the file beside the graph, and
+    white-box readings and onnxruntime both read them: a forger's marked weights in a
+    `.onnx.data` beside the accused's graph were found, and the verdict named the graph's
+    digest only, which was the accused's (review, session 35). Both files are named now."""
+    import hashlib
+
+    _, _, d = exported
+    onnx.save_model(
+        onnx.load(str(d / "m.onnx")),
+        str(tmp_path / "ext.onnx"),
+        save_as_external_data=True,
+        location="ext.onnx.data",
+        size_threshold=0,
+    )
+    r = runner.invoke(
+        app, ["verify", str(tmp_path / "ext.onnx"), "--key", str(d / "k.nnkey"), "--json"]
+    )
+    assert r.exit_code == 0, r.stderr
+    digest = {
+        n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest()
+        for n in ("ext.onnx", "ext.onnx.data")
+    }
+    assert json.loads(r.stdout)["suspect"] == {
+        "path": str(tmp_path / "ext.onnx"),
+        "sha256": digest["ext.onnx"],
+        "files": {"ext.onnx.data": digest["ext.onnx.data"]},
+    }
+
+
 def test_bad_onnx_file_is_a_clear_error(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _, _, d = exported
     (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")

@@ -48,12 +48,12 @@ def test_sharded_checkpoint_reads_only_the_needed_shard(uchida_cnn, tmp_path: Pa
     digests = {
         s: hashlib.sha256((tmp_path / s).read_bytes()).hexdigest() for s in weight_map.values()
     }
-    assert v["suspect"]["shards"] == digests
-    assert list(v["suspect"]["shards"]) == sorted(digests)
+    assert v["suspect"]["files"] == digests
+    assert list(v["suspect"]["files"]) == sorted(digests)
     assert v["suspect"]["sha256"] == hashlib.sha256(index.read_bytes()).hexdigest()
     r = runner.invoke(app, ["verify", str(index), "--key", str(key_path)])
     text = r.stdout.replace("\n", "")
-    assert all(f"shard {s}, SHA-256 {d}" in text for s, d in digests.items()), r.stdout
+    assert all(f"with {s}, SHA-256 {d}" in text for s, d in digests.items()), r.stdout
     assert ShardedSuspect(index).tensor("nope") is None
     # a decoy under the marked layer's name where the index points, the real tensor in another
     # shard that loaders read whole (red team, session 26: verified not_found, loaded marked)

@@ -3,6 +3,7 @@ copy and nobody for an unmarked model (3 recipients here; 8 in benchmarks/finger
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -77,12 +78,16 @@ def test_identify_cli(leaked, base_cnn, keys_dir, digits, tmp_path: Path) -> Non
     doc = json.loads(r.stdout)
     assert r.exit_code == 0 and doc["named"] == "bob" and doc["correction"] == "bonferroni"
     assert doc["named_key"] == "bob.nnkey"
+    # a recipient is named for this file: its digest, as verify's (review, session 35)
+    digest = hashlib.sha256(suspect.read_bytes()).hexdigest()
+    assert doc["suspect"] == {"path": str(suspect), "sha256": digest}
     assert sorted(c["label"] for c in doc["candidates"]) == [f"{n}.nnkey" for n in RECIPIENTS]
     r = runner.invoke(app, ["identify", str(suspect), "--keys", str(keys_dir)])
     assert (
         r.exit_code == 0
         and "named: bob (bob.nnkey)" in r.stdout
         and "Bonferroni over 3" in r.stdout
+        and f"SHA-256 {digest}" in r.stdout.replace("\n", "")
     )
     plain = tmp_path / "plain.safetensors"
     save_model(base_cnn, model_info(base_cnn, digits), plain)
