@@ -72,12 +72,6 @@ class Suspect:
     #: graph): an integrity mark then certifies the tensors only, never the model.
     own_graph: str | None = None
 
-    def files(self) -> list[Path]:
-        """The files this suspect's readings come from, its own first (a sharded model's
-        shards, an ONNX file's external data follow): what a verdict names by SHA-256. None
-        for a model in memory or a served one."""
-        return []
-
     def architecture(self) -> str | None:
         """The zoo architecture that runs this suspect's tensors (io.zoo_identity), as the
         suspect states it; None when it names none (a user's own class, a bare state dict)."""
@@ -305,9 +299,6 @@ class FileSuspect(Suspect):
     def architecture(self) -> str | None:
         return zoo_identity(self.info.arch, self.info.arch_kwargs) if self.info else None
 
-    def files(self) -> list[Path]:
-        return [self.path]
-
     def tensor(self, name: str) -> torch.Tensor | None:
         if self._state is not None:
             return self._state.get(name)
@@ -338,63 +329,107 @@ class FileSuspect(Suspect):
         return self._built["module"]
 
 
-def file_state(path: Path) -> tuple[int, ...]:
-    """What changes when a file is replaced, rewritten or renamed: its device and inode, size,
-    and modification and status-change times (the status-change time cannot be set back)."""
-    st = path.stat()
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+#: Free space a private copy of a suspect leaves on its disk.
+COPY_MARGIN = 256 << 20
 
 
-class PinnedFiles:
-    """A suspect's files as they stood when first seen, and their SHA-256 (`seal`), taken
-    with a check that none changed in between: a verdict names the bytes it read. A forger
-    swapped its marked copy in while verify read the path and put the accused's file back
-    before the digest was taken, which then named the accused's file (review, session 35).
+class SuspectCopy:
+    """A suspect file and the files it names (SUSPECT_COMPANIONS: a sharded model's shards,
+    an ONNX file's external data), each read once, hashed as it is copied into a private
+    folder, from which verification then reads: the SHA-256 a verdict names is of the very
+    bytes it read. Checking the files in place was not enough (review, session 35): a forger
+    who controls the suspect's folder showed verify its own marked copy and the accused's
+    file to the digest, by swapping the file, a link to it, or the folder, or by writing
+    through a shared mapping (no new modification time); a network file system can answer
+    two reads differently. The copy costs one write of what the digest reads anyway.
 
-    `PinnedFiles(path)` before the suspect is loaded, `add(suspect)` once it is (its shards
-    and external data are read lazily, after that), `seal()` after the verdict."""
+    `progress(done, total)`: bytes copied and known so far. `cleanup()` removes the copy."""
 
-    def __init__(self, path: Path) -> None:
-        self.states = {path: file_state(path)}
+    def __init__(self, source: Path, progress: Callable[[int, int], object] | None = None) -> None:
+        import tempfile
 
-    def add(self, suspect: Suspect) -> None:
-        for f in suspect.files():
-            if f not in self.states:
-                self.states[f] = file_state(f)
+        self.source = source
+        self._progress = progress
+        self._done = self._total = 0
+        self._dir = tempfile.TemporaryDirectory(prefix="nnmark-suspect-")  # mode 0700
+        self.folder = Path(self._dir.name)
+        self.path = self.folder / source.name
+        self.digests: dict[str, str] = {}
+        try:
+            self._copy(source, self.path, follow=True)
+            companions = SUSPECT_COMPANIONS.get(source.suffix.lower())
+            for name, follow in companions(self.path) if companions else []:
+                self._copy(source.parent / name, self.folder / name, follow, named_by=source)
+        except NNMarkError as exc:  # the index's or graph's own errors name the copy
+            self.cleanup()
+            raise NNMarkError(self.shown(str(exc))) from None
+        except BaseException:
+            self.cleanup()
+            raise
 
-    def size(self) -> int:
-        return sum(state[2] for state in self.states.values())
-
-    def seal(self, advance: Callable[[int], object] | None = None) -> dict[str, Any]:
-        """{"path", "sha256"} of the suspect's own file, and `files`: {name: sha256} of the
-        others; NNMarkError if any file changed since it was first seen."""
+    def _copy(self, src: Path, dst: Path, follow: bool, named_by: Path | None = None) -> None:
         import hashlib
+        import os
+        import shutil
+        import stat
 
-        digests = []
-        for path in self.states:
+        flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+        try:  # non-blocking: opening a FIFO waits for a writer otherwise
+            fd = os.open(src, flags)
+        except FileNotFoundError:
+            if named_by is not None:
+                raise NNMarkError(f"{named_by}: {src.name}, which it names, is missing") from None
+            raise NNMarkError(f"model file not found: {src}") from None
+        except OSError as exc:
+            link = "" if follow else " (or a link, which is not followed)"
+            raise NNMarkError(f"{src}: cannot be read{link} ({exc.strerror})") from None
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise NNMarkError(f"{src}: not a regular file")
+            free = shutil.disk_usage(self.folder).free
+            if st.st_size > free - COPY_MARGIN:
+                raise NNMarkError(
+                    f"{src}: verifying copies it first ({st.st_size:,} bytes) and "
+                    f"{self.folder.parent} has {free:,} bytes free; set TMPDIR to a folder "
+                    "on a larger disk"
+                )
+            self._total += st.st_size
             h = hashlib.sha256()
-            with path.open("rb") as fh:
+            with dst.open("xb") as out:
                 while chunk := fh.read(1 << 20):
                     h.update(chunk)
-                    if advance is not None:
-                        advance(len(chunk))
-            digests.append(h.hexdigest())
-        for path, state in self.states.items():
-            if file_state(path) != state:
-                raise NNMarkError(
-                    f"{path}: the file changed while it was verified (replaced or rewritten); "
-                    "verify a copy no one else can write"
-                )
-        (own, *others), (first, *rest) = list(self.states), digests
-        record: dict[str, Any] = {"path": str(own), "sha256": first}
+                    out.write(chunk)
+                    self._done += len(chunk)
+                    if self._progress is not None:
+                        self._progress(self._done, max(self._total, self._done))
+        self.digests[dst.name] = h.hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        """{"path", "sha256"} of the suspect file as given, and `files`: {name: sha256} of
+        the ones it names."""
+        own, *others = self.digests
+        entry: dict[str, Any] = {"path": str(self.source), "sha256": self.digests[own]}
         if others:
-            record["files"] = {p.name: d for p, d in zip(others, rest, strict=True)}
-        return record
+            entry["files"] = {name: self.digests[name] for name in others}
+        return entry
+
+    def shown(self, text: str) -> str:
+        """`text` with the copy's paths as the user gave them."""
+        return text.replace(str(self.path), str(self.source)).replace(
+            str(self.folder), str(self.source.parent)
+        )
+
+    def cleanup(self) -> None:
+        self._dir.cleanup()
 
 
 #: Suspect loaders by file suffix; integrations (e.g. ONNX) add theirs here when the package
 #: root imports nnmark.integrations (an upper layer registering down, never the reverse).
 SUSPECT_LOADERS: dict[str, Callable[[Path], Suspect]] = {}
+#: The files beside a suspect of that suffix that it names, as (name, follow links), read
+#: from the suspect file itself: what SuspectCopy copies with it.
+SUSPECT_COMPANIONS: dict[str, Callable[[Path], list[tuple[str, bool]]]] = {}
 
 
 def load_suspect(

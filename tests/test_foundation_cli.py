@@ -105,38 +105,49 @@ def test_verify_found_and_json(files: dict[str, Path]) -> None:
     assert f"SHA-256 {digest}" in r.stdout.replace("\n", "")
 
 
-def test_a_file_swapped_while_it_is_verified_is_refused(
+def test_the_digest_is_of_the_bytes_read_whatever_happens_to_the_path(
     files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Review, session 35: verify read the forger's marked copy at the path, the accused's
     never-marked file was put there while it ran, and the verdict (found) named the accused's
-    digest, taken after. The files are pinned before they are read and checked when hashed:
-    a swap, or a rewrite in place, is one line, exit 2, and no verdict."""
+    digest, taken after. The suspect is now read once, into a private copy that is hashed as
+    it is made and verified: whatever becomes of the path (replaced, rewritten, a link
+    re-pointed), the digest is of the marked bytes that were read."""
     import shutil
+    import tempfile
 
     import nnmark.api
 
     real = nnmark.api.verify
-    suspect = tmp_path / "suspect.safetensors"
-    for swap in ("replace", "rewrite"):
-        shutil.copyfile(files["marked"], suspect)
+    marked = hashlib.sha256(Path(files["marked"]).read_bytes()).hexdigest()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the private copies go
+    for swap in ("replace", "rewrite", "link"):
+        target = tmp_path / f"{swap}-file.safetensors"
+        shutil.copyfile(files["marked"], target)
+        suspect = target
+        if swap == "link":
+            suspect = tmp_path / "link.safetensors"
+            suspect.symlink_to(target)
 
-        def verify_then_swap(*args, swap=swap, **kwargs):  # type: ignore[no-untyped-def]
-            v = real(*args, **kwargs)
+        def verify_then_swap(*args, swap=swap, suspect=suspect, **kwargs):  # type: ignore[no-untyped-def]
             if swap == "replace":
                 os.replace(shutil.copyfile(files["plain"], tmp_path / "p"), suspect)
-            else:
+            elif swap == "rewrite":
                 suspect.write_bytes(Path(files["plain"]).read_bytes())
-            return v
+            else:
+                suspect.unlink()
+                suspect.symlink_to(files["plain"])
+            return real(*args, **kwargs)
 
         monkeypatch.setattr(nnmark.api, "verify", verify_then_swap)
         r = run("verify", suspect, "--key", files["key"], "--json")
-        assert r.exit_code == 2 and r.stdout == "", (swap, r.stdout)
-        assert "the file changed while it was verified" in one_line_error(r)
-    monkeypatch.setattr(nnmark.api, "verify", real)
-    shutil.copyfile(files["marked"], suspect)  # untouched: found, and named
-    r = run("verify", suspect, "--key", files["key"], "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["suspect"]["path"] == str(suspect)
+        assert r.exit_code == 0, (swap, r.stdout, r.stderr)
+        v = json.loads(r.stdout)
+        assert v["verdict"] == "found" and v["suspect"] == {"path": str(suspect), "sha256": marked}
+        assert hashlib.sha256(suspect.read_bytes()).hexdigest() != marked  # the path moved on
+    assert not list(scratch.iterdir())  # each private copy removed once verified
 
 
 def test_verify_plain_is_not_found(files: dict[str, Path]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
 import json
@@ -16,7 +17,14 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.text import Text
 
 from nnmark.errors import NNMarkError
@@ -24,6 +32,8 @@ from nnmark.errors import NNMarkError
 if TYPE_CHECKING:
     from nnmark.data.base import DataBundle
     from nnmark.keys import OwnerKey
+    from nnmark.suspect import SuspectCopy
+    from nnmark.verdict import Verdict
 
 app = typer.Typer(
     name="nnmark",
@@ -450,3 +460,43 @@ def signed(key: OwnerKey, private: Any) -> OwnerKey:
     if private is None:
         return key
     return dataclasses.replace(key, signature=sign_commitment(key.commitment, private))
+
+
+@contextmanager
+def suspect_copy(path: Path) -> Iterator[SuspectCopy]:
+    """`path` and the files it names copied into a private folder (SuspectCopy), with a
+    progress bar on a terminal; the suspect is loaded from `.path`, and errors raised meanwhile
+    name the files as the user gave them. The copy is removed on the way out."""
+    from nnmark.suspect import SuspectCopy
+
+    columns = (TextColumn("reading the suspect"), BarColumn(), DownloadColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("copy", total=None)
+        copy = SuspectCopy(path, lambda done, total: bar.update(task, completed=done, total=total))
+    try:
+        yield copy
+    except NNMarkError as exc:
+        raise NNMarkError(copy.shown(str(exc))) from None
+    finally:
+        copy.cleanup()
+
+
+def shown_verdict(v: Verdict, shown: Callable[[str], str]) -> Verdict:
+    """`v` with `shown` applied to the texts that may name the suspect's files (its reason,
+    its details' strings, its parts')."""
+    return dataclasses.replace(
+        v,
+        reason=None if v.reason is None else shown(v.reason),
+        details={k: shown(x) if isinstance(x, str) else x for k, x in v.details.items()},
+        parts=tuple(shown_verdict(part, shown) for part in v.parts),
+    )
+
+
+def suspect_lines(record: dict[str, Any] | None) -> list[str]:
+    """The suspect's files and digests (SuspectCopy.record), one line each."""
+    if not record:
+        return []
+    files = record.get("files", {}).items()
+    return [f"suspect: {record['path']}, SHA-256 {record['sha256']}"] + [
+        f"  with {name}, SHA-256 {digest}" for name, digest in files
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -33,6 +34,7 @@ from nnmark.cli.common import (
     pick_device,
     signed,
     signer_for,
+    suspect_lines,
 )
 from nnmark.config import MAX_SEED, REMOTE_TIME_LIMIT
 from nnmark.errors import NNMarkError, one_line
@@ -44,7 +46,6 @@ if TYPE_CHECKING:
 
     from nnmark.data.base import DataBundle
     from nnmark.keys import OwnerKey
-    from nnmark.suspect import PinnedFiles
 
 DataOpt = Annotated[
     str,
@@ -410,33 +411,6 @@ def evidence_lines(v: Verdict) -> list[str]:
     return lines
 
 
-def seal_suspect(pinned: PinnedFiles | None) -> dict[str, Any] | None:
-    """The suspect's files and their SHA-256 (PinnedFiles.seal), with a progress bar on a
-    terminal: a white-box verdict is about these bytes. A copy of a model with its channels
-    reordered computes the same function and can be made, after a key's secrets exist, to
-    read that key's bits (review, session 34); so a claim holds for the other side's own
-    file, which the digest names, not for "the same model" handed in by the claimant
-    (docs/security.md)."""
-    if pinned is None:
-        return None
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-    columns = (TextColumn("hashing the suspect"), BarColumn(), DownloadColumn())
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("hash", total=pinned.size())
-        return pinned.seal(lambda n: bar.advance(task, n))
-
-
-def suspect_lines(record: dict[str, Any] | None) -> list[str]:
-    """The suspect's files and digests (seal_suspect), one line each."""
-    if not record:
-        return []
-    files = record.get("files", {}).items()
-    return [f"suspect: {record['path']}, SHA-256 {record['sha256']}"] + [
-        f"  with {name}, SHA-256 {digest}" for name, digest in files
-    ]
-
-
 def emit_verdict(v: Verdict, as_json: bool, suspect: dict[str, Any] | None = None) -> None:
     if as_json:
         print(json.dumps(v.to_dict() | ({"suspect": suspect} if suspect else {})))
@@ -539,10 +513,10 @@ def verify_cmd(
     searching keys until one fits this well by chance), timestamp or not: a verified timestamp
     proves priority and waives no search cost."""
     from nnmark.api import verify
-    from nnmark.cli.common import read_certs, read_seen
+    from nnmark.cli.common import read_certs, read_seen, shown_verdict, suspect_copy
     from nnmark.data import load_data
     from nnmark.keys import OwnerKey
-    from nnmark.suspect import PinnedFiles, Suspect, load_suspect
+    from nnmark.suspect import Suspect, SuspectCopy, load_suspect
 
     dev = pick_device(device)  # a suspect file's queries run there (remote ones: on its server)
     if not 0 < alpha < 1:
@@ -557,58 +531,61 @@ def verify_cmd(
     certs = read_certs(tsa_cert)
     seen = read_seen(suspect_seen)
     bundles = [load_data(spec) for spec in data or []]
-    suspect: Suspect
-    pinned: PinnedFiles | None = None  # a suspect file's bytes, which the verdict names
-    if remote is not None:
-        from nnmark.api import weights_only_marks
-        from nnmark.cli.common import read_token
-        from nnmark.remote.client import RemoteSuspect, needed_classes
+    with contextlib.ExitStack() as stack:
+        suspect: Suspect
+        copy: SuspectCopy | None = None  # a suspect file's bytes, read once: the verdict names them
+        if remote is not None:
+            from nnmark.api import weights_only_marks
+            from nnmark.cli.common import read_token
+            from nnmark.remote.client import RemoteSuspect, needed_classes
 
-        why = weights_only_marks(owner_key)  # before any exchange with the server
-        if why is not None:
-            raise NNMarkError(why)
-        token = read_token(token_file) if token_file is not None else None
-        suspect = RemoteSuspect(
-            remote,
-            model_name=model_name,
-            deadline=deadline,
-            token=token,
-            time_limit=time_limit,
-            key_classes=needed_classes(owner_key.marks),
-            ca_cert=ca_cert,
-        )
-    else:
-        assert model_path is not None
-        pinned = PinnedFiles(model_path) if model_path.is_file() else None  # before loading
-        suspect = load_suspect(model_path, max_params, device=dev)
-        if pinned is not None:
-            pinned.add(suspect)
-    suspect.max_queries = max_queries
-    if reference is not None or reference_unmarked is not None:
-        from nnmark.api import bound_scheme
-        from nnmark.defenses.realign import realign_suspect
-
-        if reference is not None and reference_unmarked is not None:
-            raise NNMarkError("give --reference or --reference-unmarked, not both")
-        schemes = [bound_scheme(owner_key, m.index, bundles) for m in owner_key.marks]
-        white = [s for s in schemes if s.kind == "whitebox"]
-        if (
-            reference_unmarked is not None
-            and white
-            and all(s.mark.reference is None for s in white)
-        ):
-            # each would read not_found, p 1, on the owner's own intact model (usability review)
-            raise NNMarkError(
-                f"--reference-unmarked: this key's {', '.join(s.name for s in white)} mark "
-                "commits to no unmarked reference, so it is never realigned to one (a reference "
-                "given at verify time could be built for the suspect); verify without it, or "
-                "mark with nnmark embed or train --reference-unmarked to commit one"
+            why = weights_only_marks(owner_key)  # before any exchange with the server
+            if why is not None:
+                raise NNMarkError(why)
+            token = read_token(token_file) if token_file is not None else None
+            suspect = RemoteSuspect(
+                remote,
+                model_name=model_name,
+                deadline=deadline,
+                token=token,
+                time_limit=time_limit,
+                key_classes=needed_classes(owner_key.marks),
+                ca_cert=ca_cert,
             )
-        ref = reference if reference is not None else reference_unmarked
-        assert ref is not None
-        suspect = realign_suspect(suspect, ref, schemes, unmarked=reference is None)
-    v = verify(suspect, owner_key, alpha, data=bundles, tsa_certs=certs, suspect_seen=seen)
-    emit_verdict(v, as_json, seal_suspect(pinned))
+        else:
+            assert model_path is not None
+            copy = stack.enter_context(suspect_copy(model_path))
+            suspect = load_suspect(copy.path, max_params, device=dev)
+            suspect.label = str(model_path)
+        suspect.max_queries = max_queries
+        if reference is not None or reference_unmarked is not None:
+            from nnmark.api import bound_scheme
+            from nnmark.defenses.realign import realign_suspect
+
+            if reference is not None and reference_unmarked is not None:
+                raise NNMarkError("give --reference or --reference-unmarked, not both")
+            schemes = [bound_scheme(owner_key, m.index, bundles) for m in owner_key.marks]
+            white = [s for s in schemes if s.kind == "whitebox"]
+            if (
+                reference_unmarked is not None
+                and white
+                and all(s.mark.reference is None for s in white)
+            ):
+                # each would read not_found, p 1, on the owner's own intact model (usability review)
+                raise NNMarkError(
+                    f"--reference-unmarked: this key's {', '.join(s.name for s in white)} mark "
+                    "commits to no unmarked reference, so it is never realigned to one (a reference "
+                    "given at verify time could be built for the suspect); verify without it, or "
+                    "mark with nnmark embed or train --reference-unmarked to commit one"
+                )
+            ref = reference if reference is not None else reference_unmarked
+            assert ref is not None
+            suspect = realign_suspect(suspect, ref, schemes, unmarked=reference is None)
+        v = verify(suspect, owner_key, alpha, data=bundles, tsa_certs=certs, suspect_seen=seen)
+        if copy is None:
+            emit_verdict(v, as_json)
+        else:
+            emit_verdict(shown_verdict(v, copy.shown), as_json, copy.record())
 
 
 @command("evaluate")

@@ -40,25 +40,27 @@ def identify_cmd(
     verify's claim rule at alpha / candidates (and its forgery cost, stamped or not). Exit 0
     when a recipient is named, 1 when none is, 2 on errors.
     """
-    from nnmark.cli.core import seal_suspect, suspect_lines
+    from nnmark.cli.common import suspect_copy, suspect_lines
     from nnmark.data import load_data
     from nnmark.fingerprint import identify, load_keys
-    from nnmark.suspect import PinnedFiles, load_suspect
+    from nnmark.suspect import load_suspect
 
     if not 0 < alpha < 1:
         raise NNMarkError(f"--alpha must be in (0, 1), got {alpha}")
     certs, seen = read_certs(tsa_cert), read_seen(suspect_seen)
     candidates = load_keys(keys)
-    # the bytes named are the bytes read (seal_suspect): a recipient is named for this file
-    pinned = PinnedFiles(model_path) if model_path.is_file() else None
-    suspect = load_suspect(model_path, max_params)
-    if pinned is not None:
-        pinned.add(suspect)
     bundles = [load_data(spec) for spec in data or []]
-    result = identify(suspect, candidates, alpha, data=bundles, tsa_certs=certs, suspect_seen=seen)
-    record = seal_suspect(pinned)
+    # read from a private copy, whose digest the result names (SuspectCopy): a recipient is
+    # named for this file
+    with suspect_copy(model_path) as copy:
+        suspect = load_suspect(copy.path, max_params)
+        suspect.label = str(model_path)
+        result = identify(
+            suspect, candidates, alpha, data=bundles, tsa_certs=certs, suspect_seen=seen
+        )
+    record = copy.record()
     if as_json:
-        print(json.dumps(result.to_dict() | ({"suspect": record} if record else {})))
+        print(copy.shown(json.dumps(result.to_dict() | {"suspect": record})))
     else:
         table = Table(title=f"identify: {model_path}", show_header=True)
         cols = ("key file", "recipient", "scheme", "BER", "p-value", "adjusted p", "found", "why")
@@ -73,7 +75,7 @@ def identify_cmd(
                 f"{c.p_value:.3g}",
                 f"{c.p_adjusted:.3g}",
                 "yes" if c.found else "no",
-                "" if c.found else (c.reason or ""),
+                "" if c.found else copy.shown(c.reason or ""),
             )
         out.print(table)
         named = f"{result.named} ({result.named_key})" if result.named_key else "none"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nnmark.suspect import SUSPECT_LOADERS, Suspect
+from nnmark.suspect import SUSPECT_COMPANIONS, SUSPECT_LOADERS, Suspect
 
 
 def _onnx(path: Path) -> Suspect:
@@ -35,5 +35,19 @@ def _index(path: Path) -> Suspect:
     return ShardedSuspect(path)
 
 
+def _onnx_files(path: Path) -> list[tuple[str, bool]]:
+    from nnmark.integrations.onnx import external_files
+
+    return external_files(path)
+
+
+def _index_files(path: Path) -> list[tuple[str, bool]]:
+    from nnmark.integrations.sharded import shard_files
+
+    return shard_files(path) if path.name.endswith(".safetensors.index.json") else []
+
+
 SUSPECT_LOADERS.setdefault(".onnx", _onnx)
 SUSPECT_LOADERS.setdefault(".json", _index)
+SUSPECT_COMPANIONS.setdefault(".onnx", _onnx_files)
+SUSPECT_COMPANIONS.setdefault(".json", _index_files)

@@ -305,6 +305,60 @@ def _read_external(init: Any, folder: Path, dtype: Any, count: int) -> np.ndarra
     return values.astype(np.dtype(dtype), copy=False).reshape(tuple(init.dims))
 
 
+def all_tensors(graph: Any) -> Iterator[Any]:
+    """Every tensor a graph holds: initializers, sparse ones' values and indices, node
+    attributes' tensors (a Constant's value), in subgraphs at every depth; onnxruntime loads
+    the external data of each (review, session 35: a subgraph's was not checked or named)."""
+    graphs = [graph]
+    while graphs:
+        g = graphs.pop()
+        yield from g.initializer
+        for sparse in g.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+        for node in g.node:
+            for a in node.attribute:
+                yield a.t
+                yield from a.tensors
+                for sparse in [a.sparse_tensor, *a.sparse_tensors]:
+                    yield from (sparse.values, sparse.indices)
+                graphs.extend([a.g, *a.graphs])
+
+
+def external_locations(graph: Any, path: Path) -> list[str]:
+    """The files beside `path` that the graph's tensors keep their data in, each once, sorted;
+    one named otherwise (a folder, a parent, a hidden file) is refused."""
+    where = set()
+    for tensor in all_tensors(graph):
+        at = _external(tensor)
+        if at is not None and not plain_file_name(at):
+            raise NNMarkError(
+                f"{path}: initializer {tensor.name[:80]!r} names its data at "
+                f"{at[:80]!r}: external data must be a file beside the model"
+            )
+        if at is not None:
+            where.add(at)
+    return sorted(where)
+
+
+def _load_graph(path: Path) -> Any:
+    """The model proto, its external data left where it is."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises protobuf DecodeError and others
+        raise NNMarkError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
+    if not model.graph.node or not model.graph.input or not model.graph.output:
+        raise NNMarkError(f"{path}: not a readable ONNX file (no graph in it)")
+    return model
+
+
+def external_files(path: Path) -> list[tuple[str, bool]]:
+    """The external-data files of the model at `path`, never through a link (a link beside
+    the model could read any file of this machine): nnmark.suspect.SUSPECT_COMPANIONS."""
+    return [(name, False) for name in external_locations(_load_graph(path).graph, path)]
+
+
 def all_nodes(nodes: Iterable[Any]) -> Iterator[Any]:
     """`nodes` and the nodes of their subgraphs (If / Loop / Scan bodies), at every depth."""
     todo = list(nodes)
@@ -368,26 +422,12 @@ class OnnxSuspect(Suspect):
     )
 
     def __init__(self, path: str | Path) -> None:
-        import onnx
         from onnx import numpy_helper
 
         self.path = Path(path)
         self.label = str(self.path)
-        try:
-            model = onnx.load(str(self.path), load_external_data=False)
-        except Exception as exc:  # noqa: BLE001 - onnx raises protobuf DecodeError and others
-            raise NNMarkError(
-                f"{self.path}: not a readable ONNX file ({type(exc).__name__})"
-            ) from None
-        if not model.graph.node or not model.graph.input or not model.graph.output:
-            raise NNMarkError(f"{self.path}: not a readable ONNX file (no graph in it)")
-        for tensor in model.graph.initializer:
-            where = _external(tensor)
-            if where is not None and not plain_file_name(where):
-                raise NNMarkError(
-                    f"{self.path}: initializer {tensor.name[:80]!r} names its data at "
-                    f"{where[:80]!r}: external data must be a file beside the model"
-                )
+        model = _load_graph(self.path)
+        external_locations(model.graph, self.path)  # every tensor's, subgraphs' included
         self._graph = model.graph
         self._init = {i.name: i for i in model.graph.initializer}
         self._names = initializer_names(model.graph)
@@ -480,15 +520,6 @@ class OnnxSuspect(Suspect):
 
     def tensor_names(self) -> list[str]:
         return [n for n in self._names if self._serve is None or n in self._serve]
-
-    def files(self) -> list[Path]:
-        """The file and the external data beside it that its initializers name (white-box
-        readings and onnxruntime both read them: a forger's weights in a `.onnx.data` beside
-        the accused's graph were found and named the graph's digest only; review, session 35).
-        """
-        where = {_external(i) for i in self._init.values()} - {None, ""}
-        beside = [self.path.parent / str(w) for w in sorted(w for w in where if w)]
-        return [self.path] + [f for f in beside if f.is_file()]
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The graph's answers, in batches of the size it declares if it fixes one (a graph

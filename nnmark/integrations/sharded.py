@@ -28,41 +28,51 @@ MAX_INDEX_BYTES = 64 << 20
 MAX_INDEX_TENSORS = 1_000_000
 
 
+def read_index(path: Path) -> dict[str, str]:
+    """An index's weight_map (tensor name -> shard file beside it), every field checked and
+    its size bounded before it is parsed."""
+    if not path.is_file():
+        raise NNMarkError(f"model file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_INDEX_BYTES:
+        raise NNMarkError(f"{path}: {size:,} bytes is too large for a safetensors index")
+    try:
+        raw = path.read_bytes()
+        if raw.count(b",") > 2 * MAX_INDEX_TENSORS:  # before parsing: an entry needs one
+            raise NNMarkError(
+                f"{path}: refused: the index places more than {MAX_INDEX_TENSORS:,} tensors"
+            )
+        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
+        weight_map = doc["weight_map"]
+    except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError, RecursionError):
+        raise NNMarkError(f"{path}: not a safetensors index (needs a weight_map)") from None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(name, str) and plain_file_name(shard) and str(shard).endswith(".safetensors")
+        for name, shard in weight_map.items()
+    ):
+        raise NNMarkError(
+            f"{path}: the weight_map must map tensor names to .safetensors files in "
+            "the index's folder (no paths)"
+        )
+    if len(weight_map) > MAX_INDEX_TENSORS:
+        raise NNMarkError(
+            f"{path}: refused: the index places {len(weight_map):,} tensors, more than "
+            f"{MAX_INDEX_TENSORS:,}"
+        )
+    return weight_map
+
+
+def shard_files(path: Path) -> list[tuple[str, bool]]:
+    """The shards an index names, each once, sorted; links followed (a Hugging Face cache's
+    shards are links to its blobs): nnmark.suspect.SUSPECT_COMPANIONS."""
+    return [(shard, True) for shard in sorted(set(read_index(path).values()))]
+
+
 class ShardedSuspect(Suspect):
     def __init__(self, index_path: str | Path) -> None:
         self.path = Path(index_path)
         self.label = str(self.path)
-        if not self.path.is_file():
-            raise NNMarkError(f"model file not found: {self.path}")
-        size = self.path.stat().st_size
-        if size > MAX_INDEX_BYTES:
-            raise NNMarkError(f"{self.path}: {size:,} bytes is too large for a safetensors index")
-        try:
-            raw = self.path.read_bytes()
-            if raw.count(b",") > 2 * MAX_INDEX_TENSORS:  # before parsing: an entry needs one
-                raise NNMarkError(
-                    f"{self.path}: refused: the index places more than {MAX_INDEX_TENSORS:,} "
-                    "tensors"
-                )
-            doc = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
-            weight_map = doc["weight_map"]
-        except (OSError, UnicodeDecodeError, KeyError, TypeError, ValueError, RecursionError):
-            raise NNMarkError(
-                f"{self.path}: not a safetensors index (needs a weight_map)"
-            ) from None
-        if not isinstance(weight_map, dict) or not all(
-            isinstance(name, str) and plain_file_name(shard) and str(shard).endswith(".safetensors")
-            for name, shard in weight_map.items()
-        ):
-            raise NNMarkError(
-                f"{self.path}: the weight_map must map tensor names to .safetensors files in "
-                "the index's folder (no paths)"
-            )
-        if len(weight_map) > MAX_INDEX_TENSORS:
-            raise NNMarkError(
-                f"{self.path}: refused: the index places {len(weight_map):,} tensors, more than "
-                f"{MAX_INDEX_TENSORS:,}"
-            )
+        weight_map = read_index(self.path)
         self.weight_map: dict[str, str] = weight_map
         # a shard opened once (its header parsed once) and kept: reading and parsing the header
         # per tensor made N reads cost N x header (0.9 s per read for a shard of 100,000
@@ -104,6 +114,3 @@ class ShardedSuspect(Suspect):
 
     def tensor_names(self) -> list[str]:
         return list(self.weight_map)
-
-    def files(self) -> list[Path]:
-        return [self.path] + [self.path.parent / s for s in sorted(set(self.weight_map.values()))]

@@ -5,10 +5,10 @@ server returns (-inf, a log-probability of 0, set below the row's least score), 
 when it returns labels only (C from the model metadata, at most the key's classes and one
 "other": `key_classes`), so black-box schemes read `argmax` either way. For a segmentation model it returns per-pixel logits (N, 1, H, W), the logit of the
 served probability or of the served 0/1 mask (clipped at 1e-6), so a positive score is a
-foreground pixel, as for a local model. Every input sent counts as a query (`queries`); more than `max_queries` are never
-sent. A busy server's 503 is retried after its Retry-After (at most BUSY_RETRIES times, within
-the time limit), and the batch it resends counts once: the server answered nothing and sees no
-input it had not been sent. A server that refuses queries (a query-rejection defense) raises `QueriesRefused`, so the
+foreground pixel, as for a local model. Every distinct input sent counts as a query (`queries`); more than `max_queries` are
+never sent. A busy server's 503 is retried after its Retry-After (at most BUSY_RETRIES times,
+within the time limit), and the batch it resends counts once: the server answered nothing and
+sees no input it had not been sent (so up to BUSY_RETRIES + 1 times the budget in requests). A server that refuses queries (a query-rejection defense) raises `QueriesRefused`, so the
 verdict never turns into a silent not_found.
 
 The server is the other side's: every exchange has an overall deadline (a server that drips
@@ -85,13 +85,13 @@ def busy_wait(retry_after: str | None) -> float:
     """Seconds to wait before resending, from a 503's Retry-After: whole seconds, at most
     BUSY_WAIT_MAX (the header is the other side's); 1 s where it is absent or an HTTP date.
 
-    >>> busy_wait("3"), busy_wait("0"), busy_wait("86400"), busy_wait(None), busy_wait("-1")
-    (3.0, 0.0, 10.0, 1.0, 1.0)
+    >>> busy_wait("3"), busy_wait("0"), busy_wait("86400"), busy_wait("9" * 40), busy_wait("-1")
+    (3.0, 0.0, 10.0, 10.0, 1.0)
     """
     text = (retry_after or "").strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+    if not (text.isascii() and text.isdigit()):
         return 1.0
-    return min(float(text), BUSY_WAIT_MAX)
+    return BUSY_WAIT_MAX if len(text) > 6 else min(float(text), BUSY_WAIT_MAX)
 
 
 class Reply:

@@ -857,3 +857,61 @@ def test_a_key_committed_to_a_modules_tensors_reads_an_onnx_file_within_them(
     assert "within the tensors of the module the key's mark lives in" in str(
         views["other"].unreadable
     )
+
+
+def test_external_data_of_subgraphs_and_constants_is_read_from_the_copy(tmp_path: Path) -> None:
+    """onnxruntime reads the external data of every tensor: an If branch's initializer and a
+    Constant's value too, which were neither checked nor named (review, session 35: a graph
+    named only itself while `sub.bin` changed its answers). They are copied with the graph,
+    named in the verdict's digests, and must lie beside it like the others."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nnmark.errors import NNMarkError
+    from nnmark.suspect import SuspectCopy
+
+    def ext(name: str, arr: np.ndarray, loc: str) -> onnx.TensorProto:
+        t = numpy_helper.from_array(arr, name)
+        raw = t.raw_data
+        t.ClearField("raw_data")
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", loc), ("offset", "0"), ("length", str(len(raw)))):
+            t.external_data.add(key=k, value=v)
+        (tmp_path / loc).write_bytes(raw)
+        return t
+
+    w = np.ones((1, 4), np.float32)
+    out = [helper.make_tensor_value_info("ys", TensorProto.FLOAT, [1, 4])]
+    then = helper.make_graph(
+        [helper.make_node("Identity", ["Wsub"], ["ys"])],
+        "then",
+        [],
+        out,
+        [ext("Wsub", 7 * w, "sub.bin")],
+    )
+    other = helper.make_graph([helper.make_node("Identity", ["X"], ["ys"])], "else", [], out)
+    nodes = [
+        helper.make_node("If", ["cond"], ["b"], then_branch=then, else_branch=other),
+        helper.make_node("Constant", [], ["c"], value=ext("c", 100 * w, "const.bin")),
+        helper.make_node("Add", ["b", "c"], ["s"]),
+        helper.make_node("Add", ["s", "X"], ["Y"]),
+    ]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("X", "Y")]
+    graph = helper.make_graph(
+        nodes, "g", io[:1], io[1:], [numpy_helper.from_array(np.array(True), "cond")]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(tmp_path / "m.onnx"))
+    copy = SuspectCopy(tmp_path / "m.onnx")
+    try:
+        assert sorted(copy.record()["files"]) == ["const.bin", "sub.bin"]
+        suspect = load_suspect(copy.path)
+        (tmp_path / "sub.bin").write_bytes(numpy_helper.from_array(9 * w).raw_data)  # too late
+        assert suspect.predict(torch.zeros(1, 4)).tolist() == [[107.0] * 4]
+    finally:
+        copy.cleanup()
+    branch = next(a.g for a in model.graph.node[0].attribute if a.name == "then_branch")
+    branch.initializer[0].external_data[0].value = "../sub.bin"  # a subgraph's, outside
+    onnx.save_model(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(NNMarkError, match="external data must be a file beside the model"):
+        SuspectCopy(tmp_path / "m.onnx")
