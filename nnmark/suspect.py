@@ -331,6 +331,8 @@ class FileSuspect(Suspect):
 
 #: Free space a private copy of a suspect leaves on its disk.
 COPY_MARGIN = 256 << 20
+#: A suspect file larger than this with less than half of it on disk is refused as sparse.
+SPARSE_FLOOR = 64 << 20
 
 
 class SuspectCopy:
@@ -383,10 +385,19 @@ class SuspectCopy:
         except OSError as exc:
             link = "" if follow else " (or a link, which is not followed)"
             raise NNMarkError(f"{src}: cannot be read{link} ({exc.strerror})") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # checked on the descriptor: fdopen refuses a folder
+            os.close(fd)
+            raise NNMarkError(f"{src}: not a regular file")
         with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise NNMarkError(f"{src}: not a regular file")
+            blocks = getattr(st, "st_blocks", None)
+            if blocks is not None and st.st_size > SPARSE_FLOOR and blocks * 512 < st.st_size // 2:
+                # a few KB on disk can claim a terabyte, copied and hashed for an hour (review,
+                # session 35: 1 TiB of external data beside an ONNX file was accepted)
+                raise NNMarkError(
+                    f"{src}: {st.st_size:,} bytes, of which {blocks * 512:,} are on disk: a "
+                    "sparse file (holes where the values should be) is refused"
+                )
             free = shutil.disk_usage(self.folder).free
             if st.st_size > free - COPY_MARGIN:
                 raise NNMarkError(
@@ -396,13 +407,16 @@ class SuspectCopy:
                 )
             self._total += st.st_size
             h = hashlib.sha256()
-            with dst.open("xb") as out:
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
-                    out.write(chunk)
-                    self._done += len(chunk)
-                    if self._progress is not None:
-                        self._progress(self._done, max(self._total, self._done))
+            try:
+                with dst.open("xb") as out:
+                    while chunk := fh.read(1 << 20):
+                        h.update(chunk)
+                        out.write(chunk)
+                        self._done += len(chunk)
+                        if self._progress is not None:
+                            self._progress(self._done, max(self._total, self._done))
+            except OSError as exc:  # a read error, or a full disk
+                raise NNMarkError(f"{src}: cannot be copied for verification ({exc})") from None
         self.digests[dst.name] = h.hexdigest()
 
     def record(self) -> dict[str, Any]:

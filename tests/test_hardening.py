@@ -773,3 +773,46 @@ def test_inputs_that_ended_in_another_error_are_one_line(tmp_path: Path, digits)
             OwnerKey.load(path)
     with pytest.raises(NNMarkError, match="key file not found"):
         OwnerKey.load(tmp_path / "none.nnkey")
+
+
+def test_a_suspect_that_cannot_be_copied_whole_is_one_line(tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
+    """verify and identify copy the suspect before reading it (nnmark.suspect.SuspectCopy):
+    a FIFO, a folder, a sparse file (KB on disk claiming GB: an hour of hashing; review,
+    session 35) and a file the disk has no room to copy are refused, one line, exit 2,
+    before any copy is left behind."""
+    import shutil
+    import tempfile
+
+    key = tmp_path / "k.nnkey"
+    honest_key("uchida", new_model("cnn", digits), digits).save(key)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    os.mkfifo(tmp_path / "fifo.safetensors")
+    with open(tmp_path / "sparse.safetensors", "wb") as fh:
+        fh.truncate(3 << 30)
+    plain = tmp_path / "plain.safetensors"
+    save_model(new_model("cnn", digits), model_info(new_model("cnn", digits), digits), plain)
+    cases = [
+        (tmp_path / "fifo.safetensors", "not a regular file"),
+        (tmp_path, "not a regular file"),
+        (tmp_path / "sparse.safetensors", "a sparse file (holes where the values should be)"),
+    ]
+    original = tempfile.tempdir
+    tempfile.tempdir = str(scratch)
+    try:
+        for command in ("verify", "identify"):
+            for path, says in cases:
+                args = [command, str(path), "--key" if command == "verify" else "--keys"]
+                r = runner.invoke(app, [*args, str(key if command == "verify" else tmp_path)])
+                assert r.exit_code == 2 and says in one_line(r.stderr), (command, path, r.stderr)
+        usage = shutil.disk_usage(scratch)
+        fake = type(usage)(usage.total, usage.used, plain.stat().st_size)  # no room left
+
+        from unittest import mock
+
+        with mock.patch("shutil.disk_usage", return_value=fake):
+            r = runner.invoke(app, ["verify", str(plain), "--key", str(key)])
+        assert r.exit_code == 2 and "set TMPDIR to a folder on a larger disk" in one_line(r.stderr)
+    finally:
+        tempfile.tempdir = original
+    assert not list(scratch.iterdir())
