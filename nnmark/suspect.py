@@ -408,13 +408,23 @@ class SuspectCopy:
             self._total += st.st_size
             h = hashlib.sha256()
             try:
-                with dst.open("xb") as out:
-                    while chunk := fh.read(1 << 20):
+                out = dst.open("xb")
+            except FileExistsError:  # a companion named twice, or named like the file itself
+                raise NNMarkError(f"{named_by}: names {src.name} twice, or itself") from None
+            try:
+                with out:
+                    # exactly the size the guards checked: a file the other side grows while
+                    # it is read (or a file system serving endless data) filled the disk
+                    left = st.st_size
+                    while left and (chunk := fh.read(min(left, 1 << 20))):
                         h.update(chunk)
                         out.write(chunk)
+                        left -= len(chunk)
                         self._done += len(chunk)
                         if self._progress is not None:
-                            self._progress(self._done, max(self._total, self._done))
+                            self._progress(self._done, self._total)
+                    if left or fh.read(1):
+                        raise NNMarkError(f"{src}: the file changed size while it was read")
             except OSError as exc:  # a read error, or a full disk
                 raise NNMarkError(f"{src}: cannot be copied for verification ({exc})") from None
         self.digests[dst.name] = h.hexdigest()

@@ -816,3 +816,33 @@ def test_a_suspect_that_cannot_be_copied_whole_is_one_line(tmp_path: Path, digit
     finally:
         tempfile.tempdir = original
     assert not list(scratch.iterdir())
+
+
+def test_a_suspect_growing_while_copied_and_a_terminated_copy(tmp_path: Path, digits) -> None:  # type: ignore[no-untyped-def]
+    """Review, session 35: the copy read to the end of the file, so a file the other side grew
+    after the size and disk checks (or a file system serving endless data) filled the disk;
+    it copies the size it checked and refuses a file whose size changed. SIGTERM (timeout, a
+    CI cancel) ended verify without removing a model-sized copy: it now raises SystemExit, so
+    the copy's clean-up runs."""
+    import signal
+    from unittest import mock
+
+    from nnmark.cli.common import terminated_as_exit
+    from nnmark.suspect import SuspectCopy
+
+    plain = tmp_path / "plain.safetensors"
+    save_model(new_model("cnn", digits), model_info(new_model("cnn", digits), digits), plain)
+    real = os.fstat
+
+    def smaller(fd: int) -> os.stat_result:  # what the checks saw: 1 KiB less than is there
+        st = list(real(fd))
+        st[6] -= 1024  # st_size
+        return os.stat_result(st)
+
+    with mock.patch("os.fstat", smaller), pytest.raises(NNMarkError, match="changed size"):
+        SuspectCopy(plain)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop, terminated_as_exit():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before  # the old handler is back

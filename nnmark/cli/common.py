@@ -470,15 +470,52 @@ def suspect_copy(path: Path) -> Iterator[SuspectCopy]:
     from nnmark.suspect import SuspectCopy
 
     columns = (TextColumn("reading the suspect"), BarColumn(), DownloadColumn())
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("copy", total=None)
-        copy = SuspectCopy(path, lambda done, total: bar.update(task, completed=done, total=total))
+    with terminated_as_exit():  # a model-sized copy must not outlive `timeout` or a CI cancel
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task("copy", total=None)
+            copy = SuspectCopy(
+                path, lambda done, total: bar.update(task, completed=done, total=total)
+            )
+        try:
+            yield copy
+        except NNMarkError as exc:
+            raise NNMarkError(copy.shown(str(exc))) from None
+        finally:
+            copy.cleanup()
+
+
+@contextmanager
+def terminated_as_exit() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise SystemExit(128 + signal) meanwhile, so `finally` clauses run
+    (the default handler ends the process without them); the old handlers return after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signals = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    before = {sig: signal.signal(sig, leave) for sig in signals}
     try:
-        yield copy
-    except NNMarkError as exc:
-        raise NNMarkError(copy.shown(str(exc))) from None
+        yield
     finally:
-        copy.cleanup()
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def shown_doc(doc: Any, shown: Callable[[str], str]) -> Any:
+    """A JSON document with `shown` applied to every string in it."""
+    if isinstance(doc, str):
+        return shown(doc)
+    if isinstance(doc, dict):
+        return {k: shown_doc(v, shown) for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [shown_doc(v, shown) for v in doc]
+    return doc
 
 
 def shown_verdict(v: Verdict, shown: Callable[[str], str]) -> Verdict:

@@ -40,7 +40,7 @@ def identify_cmd(
     verify's claim rule at alpha / candidates (and its forgery cost, stamped or not). Exit 0
     when a recipient is named, 1 when none is, 2 on errors.
     """
-    from nnmark.cli.common import suspect_copy, suspect_lines
+    from nnmark.cli.common import shown_doc, suspect_copy, suspect_lines
     from nnmark.data import load_data
     from nnmark.fingerprint import identify, load_keys
     from nnmark.suspect import load_suspect
@@ -60,7 +60,7 @@ def identify_cmd(
         )
     record = copy.record()
     if as_json:
-        print(copy.shown(json.dumps(result.to_dict() | {"suspect": record})))
+        print(json.dumps(shown_doc(result.to_dict(), copy.shown) | {"suspect": record}))
     else:
         table = Table(title=f"identify: {model_path}", show_header=True)
         cols = ("key file", "recipient", "scheme", "BER", "p-value", "adjusted p", "found", "why")

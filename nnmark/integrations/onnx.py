@@ -305,17 +305,22 @@ def _read_external(init: Any, folder: Path, dtype: Any, count: int) -> np.ndarra
     return values.astype(np.dtype(dtype), copy=False).reshape(tuple(init.dims))
 
 
-def all_tensors(graph: Any) -> Iterator[Any]:
-    """Every tensor a graph holds: initializers, sparse ones' values and indices, node
-    attributes' tensors (a Constant's value), in subgraphs at every depth; onnxruntime loads
-    the external data of each (review, session 35: a subgraph's was not checked or named)."""
-    graphs = [graph]
-    while graphs:
-        g = graphs.pop()
-        yield from g.initializer
-        for sparse in g.sparse_initializer:
-            yield from (sparse.values, sparse.indices)
-        for node in g.node:
+def all_tensors(model: Any) -> Iterator[Any]:
+    """Every tensor a model holds: initializers, sparse ones' values and indices, node
+    attributes' tensors (a Constant's value), in subgraphs at every depth and in the model's
+    local functions; onnxruntime loads the external data of each (review, session 35: a
+    subgraph's, and a function's Constant, were not checked or copied)."""
+    graphs = [model.graph]
+    bodies = [f.node for f in model.functions]  # functions hold nodes, no initializers
+    while graphs or bodies:
+        nodes = bodies.pop() if bodies else None
+        if nodes is None:
+            g = graphs.pop()
+            yield from g.initializer
+            for sparse in g.sparse_initializer:
+                yield from (sparse.values, sparse.indices)
+            nodes = g.node
+        for node in nodes:
             for a in node.attribute:
                 yield a.t
                 yield from a.tensors
@@ -324,11 +329,11 @@ def all_tensors(graph: Any) -> Iterator[Any]:
                 graphs.extend([a.g, *a.graphs])
 
 
-def external_locations(graph: Any, path: Path) -> list[str]:
-    """The files beside `path` that the graph's tensors keep their data in, each once, sorted;
+def external_locations(model: Any, path: Path) -> list[str]:
+    """The files beside `path` that the model's tensors keep their data in, each once, sorted;
     one named otherwise (a folder, a parent, a hidden file) is refused."""
     where = set()
-    for tensor in all_tensors(graph):
+    for tensor in all_tensors(model):
         at = _external(tensor)
         if at is not None and not plain_file_name(at):
             raise NNMarkError(
@@ -356,7 +361,7 @@ def _load_graph(path: Path) -> Any:
 def external_files(path: Path) -> list[tuple[str, bool]]:
     """The external-data files of the model at `path`, never through a link (a link beside
     the model could read any file of this machine): nnmark.suspect.SUSPECT_COMPANIONS."""
-    return [(name, False) for name in external_locations(_load_graph(path).graph, path)]
+    return [(name, False) for name in external_locations(_load_graph(path), path)]
 
 
 def all_nodes(nodes: Iterable[Any]) -> Iterator[Any]:
@@ -427,7 +432,7 @@ class OnnxSuspect(Suspect):
         self.path = Path(path)
         self.label = str(self.path)
         model = _load_graph(self.path)
-        external_locations(model.graph, self.path)  # every tensor's, subgraphs' included
+        external_locations(model, self.path)  # every tensor's: subgraphs', functions' too
         self._graph = model.graph
         self._init = {i.name: i for i in model.graph.initializer}
         self._names = initializer_names(model.graph)

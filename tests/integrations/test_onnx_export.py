@@ -915,3 +915,48 @@ def test_external_data_of_subgraphs_and_constants_is_read_from_the_copy(tmp_path
     onnx.save_model(model, str(tmp_path / "m.onnx"))
     with pytest.raises(NNMarkError, match="external data must be a file beside the model"):
         SuspectCopy(tmp_path / "m.onnx")
+
+
+def test_external_data_of_a_local_functions_constant_is_copied_and_checked(tmp_path: Path) -> None:
+    """A Constant inside one of the model's local functions may keep its value in external
+    data, which onnxruntime reads (from anywhere, in versions before 1.24): it was neither
+    checked nor copied, so the answers followed a live file outside the copy while the digest
+    stood still (review, session 35)."""
+    from onnx import TensorProto, helper
+
+    from nnmark.errors import NNMarkError
+    from nnmark.suspect import SuspectCopy
+
+    def model_at(location: str) -> Path:
+        t = helper.make_tensor("c", TensorProto.FLOAT, [1, 4], vals=[0.0] * 4)
+        t.ClearField("float_data")
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", location), ("offset", "0"), ("length", "16")):
+            t.external_data.add(key=k, value=v)
+        body = [
+            helper.make_node("Constant", [], ["C"], value=t),
+            helper.make_node("Add", ["X", "C"], ["Y"]),
+        ]
+        fn = helper.make_function("local", "F", ["X"], ["Y"], body, [helper.make_opsetid("", 17)])
+        io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in ("x", "y")]
+        graph = helper.make_graph(
+            [helper.make_node("F", ["x"], ["y"], domain="local")], "g", io[:1], io[1:]
+        )
+        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
+        model = helper.make_model(graph, opset_imports=opsets, functions=[fn])
+        model.ir_version = 8
+        path = tmp_path / "m.onnx"
+        path.write_bytes(model.SerializeToString())
+        return path
+
+    (tmp_path / "w.bin").write_bytes(np.full(4, 7.0, np.float32).tobytes())
+    copy = SuspectCopy(model_at("w.bin"))
+    try:
+        assert list(copy.record()["files"]) == ["w.bin"]
+        (tmp_path / "w.bin").write_bytes(np.full(4, -3.0, np.float32).tobytes())  # too late
+        assert load_suspect(copy.path).predict(torch.zeros(1, 4)).tolist() == [[7.0] * 4]
+    finally:
+        copy.cleanup()
+    for outside in ("../w.bin", str(tmp_path / "w.bin")):
+        with pytest.raises(NNMarkError, match="external data must be a file beside the model"):
+            SuspectCopy(model_at(outside))
