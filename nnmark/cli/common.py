@@ -471,7 +471,8 @@ def suspect_copy(path: Path) -> Iterator[SuspectCopy]:
 
     columns = (TextColumn("reading the suspect"), BarColumn(), DownloadColumn())
     with terminated_as_exit():  # a model-sized copy must not outlive `timeout` or a CI cancel
-        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        shown = err.is_terminal or os.environ.get("NNMARK_PROGRESS") == "1"
+        with Progress(*columns, console=err, transient=True, disable=not shown) as bar:
             task = bar.add_task("copy", total=None)
             copy = SuspectCopy(
                 path, lambda done, total: bar.update(task, completed=done, total=total)
