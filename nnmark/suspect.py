@@ -413,6 +413,8 @@ class SuspectCopy:
                 out = dst.open("xb")
             except FileExistsError:  # a companion named twice, or named like the file itself
                 raise NNMarkError(f"{named_by}: names {src.name} twice, or itself") from None
+            except OSError as exc:
+                raise NNMarkError(f"{src}: cannot be copied for verification ({exc})") from None
             try:
                 with out:
                     # exactly the size the guards checked: a file the other side grows while
