@@ -521,11 +521,11 @@ def shown_doc(doc: Any, shown: Callable[[str], str]) -> Any:
 
 def shown_verdict(v: Verdict, shown: Callable[[str], str]) -> Verdict:
     """`v` with `shown` applied to the texts that may name the suspect's files (its reason,
-    its details' strings, its parts')."""
+    every string in its details, its parts')."""
     return dataclasses.replace(
         v,
         reason=None if v.reason is None else shown(v.reason),
-        details={k: shown(x) if isinstance(x, str) else x for k, x in v.details.items()},
+        details=shown_doc(v.details, shown),
         parts=tuple(shown_verdict(part, shown) for part in v.parts),
     )
 

@@ -533,7 +533,7 @@ def verify_cmd(
     bundles = [load_data(spec) for spec in data or []]
     with contextlib.ExitStack() as stack:
         suspect: Suspect
-        copy: SuspectCopy | None = None  # a suspect file's bytes, read once: the verdict names them
+        copy: SuspectCopy | None = None  # the suspect file's bytes, read once, which it names
         if remote is not None:
             from nnmark.api import weights_only_marks
             from nnmark.cli.common import read_token
@@ -574,9 +574,10 @@ def verify_cmd(
                 # each would read not_found, p 1, on the owner's own intact model (usability review)
                 raise NNMarkError(
                     f"--reference-unmarked: this key's {', '.join(s.name for s in white)} mark "
-                    "commits to no unmarked reference, so it is never realigned to one (a reference "
-                    "given at verify time could be built for the suspect); verify without it, or "
-                    "mark with nnmark embed or train --reference-unmarked to commit one"
+                    "commits to no unmarked reference, so it is never realigned to one (a "
+                    "reference given at verify time could be built for the suspect); verify "
+                    "without it, or mark with nnmark embed or train --reference-unmarked to "
+                    "commit one"
                 )
             ref = reference if reference is not None else reference_unmarked
             assert ref is not None

@@ -3,13 +3,17 @@
 `predict(x)` returns class scores (N, C): the probabilities, logits or log-probabilities the
 server returns (-inf, a log-probability of 0, set below the row's least score), or one-hot rows
 when it returns labels only (C from the model metadata, at most the key's classes and one
-"other": `key_classes`), so black-box schemes read `argmax` either way. For a segmentation model it returns per-pixel logits (N, 1, H, W), the logit of the
-served probability or of the served 0/1 mask (clipped at 1e-6), so a positive score is a
-foreground pixel, as for a local model. Every distinct input sent counts as a query (`queries`); more than `max_queries` are
-never sent. A busy server's 503 is retried after its Retry-After (at most BUSY_RETRIES times,
-within the time limit), and the batch it resends counts once: the server answered nothing and
-sees no input it had not been sent (so up to BUSY_RETRIES + 1 times the budget in requests). A server that refuses queries (a query-rejection defense) raises `QueriesRefused`, so the
-verdict never turns into a silent not_found.
+"other": `key_classes`), so black-box schemes read `argmax` either way. For a segmentation
+model it returns per-pixel logits (N, 1, H, W), the logit of the served probability or of the
+served 0/1 mask (clipped at 1e-6), so a positive score is a foreground pixel, as for a local
+model.
+
+Every distinct input sent counts as a query (`queries`); more than `max_queries` are never
+sent. A busy server's 503 is retried after its Retry-After (at most BUSY_RETRIES times, within
+the time limit), and the batch it resends counts once: the server answered nothing and sees no
+input it had not been sent (so up to BUSY_RETRIES + 1 times the budget in requests). A server
+that refuses queries (a query-rejection defense) raises `QueriesRefused`, so the verdict never
+turns into a silent not_found.
 
 The server is the other side's: every exchange has an overall deadline (a server that drips
 one header line every few seconds never resets it), every answer a size limit read while
