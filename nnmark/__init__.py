@@ -25,7 +25,7 @@ from nnmark.io import ModelInfo, load_model, save_model
 from nnmark.keys import Mark, OwnerKey
 from nnmark.models import MODELS, list_models
 from nnmark.schemes import SCHEMES, Evidence, Scheme, list_schemes, scheme_for
-from nnmark.suspect import FileSuspect, ModuleSuspect, Suspect, as_suspect
+from nnmark.suspect import FileSuspect, ModuleSuspect, Suspect, SuspectCopy, as_suspect
 from nnmark.tasks import evaluate, get_task
 from nnmark.train import TrainConfig
 from nnmark.verdict import Verdict
@@ -46,6 +46,7 @@ __all__ = [
     "OwnerKey",
     "Scheme",
     "Suspect",
+    "SuspectCopy",
     "TrainConfig",
     "Verdict",
     "__version__",

@@ -616,6 +616,10 @@ def verify(
     KDF) is at least CLAIM_CPU_YEARS, timestamp or not (STAMP_WAIVES_NOTHING). A mark read
     from a view the key's holder chose after its secrets (realigned to the marked reference)
     is no evidence: p 1, what it read kept beside it (`inadmissible`).
+
+    A path is read lazily, only the tensors and outputs the marks need, and the verdict names
+    no digest of the file. To name the bytes read, as `nnmark verify` does, verify a
+    `SuspectCopy` of it: every byte read once, hashed, and verified from a private copy.
     """
     s = as_suspect(suspect)
     prov = provenance(key, tsa_certs, suspect_seen)

@@ -345,7 +345,13 @@ class SuspectCopy:
     through a shared mapping (no new modification time); a network file system can answer
     two reads differently. The copy costs one write of what the digest reads anyway.
 
-    `progress(done, total)`: bytes copied and known so far. `cleanup()` removes the copy."""
+    `progress(done, total)`: bytes copied and known so far. `cleanup()` removes the copy, as
+    leaving a `with` block does:
+
+        with SuspectCopy(Path("suspect.safetensors")) as copy:
+            verdict = nnmark.verify(copy.path, key)
+            evidence = verdict.to_dict() | {"suspect": copy.record()}
+    """
 
     def __init__(self, source: Path, progress: Callable[[int, int], object] | None = None) -> None:
         import tempfile
@@ -450,6 +456,12 @@ class SuspectCopy:
 
     def cleanup(self) -> None:
         self._dir.cleanup()
+
+    def __enter__(self) -> SuspectCopy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
 
 
 #: Suspect loaders by file suffix; integrations (e.g. ONNX) add theirs here when the package

@@ -150,6 +150,32 @@ def test_the_digest_is_of_the_bytes_read_whatever_happens_to_the_path(
     assert not list(scratch.iterdir())  # each private copy removed once verified
 
 
+def test_the_api_names_the_bytes_read_through_a_suspect_copy(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`nnmark.verify(path)` reads lazily and names no digest; `nnmark.SuspectCopy` gives a
+    caller of the API what the command line does: the verdict read from a private copy whose
+    digest is of the bytes read, removed when the block ends, even when the path changes."""
+    import shutil
+    import tempfile
+
+    import nnmark
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    suspect = shutil.copyfile(files["marked"], tmp_path / "suspect.safetensors")
+    marked = hashlib.sha256(suspect.read_bytes()).hexdigest()
+    key = nnmark.OwnerKey.load(files["key"])
+    with nnmark.SuspectCopy(suspect) as copy:
+        shutil.copyfile(files["plain"], suspect)  # the path moves on; the copy does not
+        verdict = nnmark.verify(copy.path, key)
+        assert copy.record() == {"path": str(suspect), "sha256": marked}
+        assert list(scratch.iterdir()) == [copy.folder]
+    assert verdict.verdict == "found" and not list(scratch.iterdir())
+    assert nnmark.verify(str(suspect), key).verdict == "not_found"
+
+
 def test_verify_plain_is_not_found(files: dict[str, Path]) -> None:
     r = run("verify", files["plain"], "--key", files["key"], "--json")
     assert r.exit_code == 1
