@@ -43,8 +43,8 @@ claim rule prices that search, as every key search, whether or not a timestamp p
 suspect (clean images that every model of the task answers right fit future models as well as
 the suspect; nnmark.api.STAMP_WAIVES_NOTHING). A claim needs p below the search-cost bound (about 1.6e-12 at the default KDF): 57 of
 the first 60 true adversaries, or 78 of 90. Over 20 keys every mark was claimed within 100
-queries (none within 30, which cannot reach the bound), at 0.56 points of accuracy (median;
-1.95 at worst): `python benchmarks/blackbox_keys.py --scheme frontier`. Over 24 other keys at
+queries (none within 30, which cannot reach the bound), at 0.28 points of accuracy (median;
+1.67 at worst): `python benchmarks/blackbox_keys.py --scheme frontier --keys 20`. Over 24 other keys at
 the tests' recipe, all 24 were claimed, stamped or not, in 60 queries (18 keys) or 90 (6), none
 within 30, at 0.28 points (median; 1.39 at worst): `python benchmarks/key_draws.py --schemes
 frontier --keys 24 --orders 0 --tag frontier` (key format v3). Before the bound held for
