@@ -441,7 +441,10 @@ class OwnerKey:
         kdf: dict[str, Any] | None = None,
     ) -> OwnerKey:
         """A fresh key; the nonce is random and the creation time now unless given (give both
-        for a reproducible key: every secret depends on them)."""
+        for a reproducible key: every secret depends on them). The nonce is the key's only
+        secret (its owner and time are no secret): one that others can guess lets them derive
+        the key and plant its mark (nnmark.fingerprint.recipient_nonce derives one from a
+        secret of yours)."""
         _check_owner(owner, "owner")
         nonce = nonce or os.urandom(16).hex()
         _check_nonce(nonce, "nonce")

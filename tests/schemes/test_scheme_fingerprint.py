@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from nnmark import OwnerKey, TrainConfig, attack, model_info, save_model
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
-from nnmark.fingerprint import fingerprint, identify
+from nnmark.errors import NNMarkError
+from nnmark.fingerprint import fingerprint, identify, recipient_nonce
 from nnmark.testing.tsa import seen_now
 
 RECIPIENTS = ["alice", "bob", "carol"]
@@ -28,8 +29,8 @@ def copies(base_cnn: nn.Module, digits: DataBundle) -> list[tuple[nn.Module, Own
         RECIPIENTS,
         "uchida",
         config=TrainConfig(epochs=2, seed=0),
-        nonces=[f"{i:02x}" * 16 for i in range(len(RECIPIENTS))],
-        created="2026-01-01T00:00:00+00:00",  # with the nonces: the same keys every run
+        secret=b"nnmark fingerprints, fixed for reruns",
+        created="2026-01-01T00:00:00+00:00",  # with the secret: the same keys every run
     )
 
 
@@ -52,6 +53,20 @@ def test_each_copy_carries_a_distinct_mark(copies) -> None:  # type: ignore[no-u
     assert len({k.marks[0].bits for _, k in copies}) == len(RECIPIENTS)
 
 
+def test_recipients_nonces_come_from_the_owners_secret_not_from_their_order(copies) -> None:  # type: ignore[no-untyped-def]
+    """Review, session 36: the fingerprint keys' nonces were given as a counter ("00" * 16,
+    "01" * 16, ...), so a recipient rebuilt another's key from their own and planted its mark:
+    identify named the innocent one at p 1.7e-77. A nonce is now HMAC(the owner's secret,
+    the recipient's name), and a secret shorter than a nonce is refused before any training."""
+    secret = b"nnmark fingerprints, fixed for reruns"
+    nonces = [key.nonce for _, key in copies]
+    assert nonces == [recipient_nonce(secret, name) for name in RECIPIENTS]
+    assert len(set(nonces)) == len(RECIPIENTS) and all(len(n) == 32 for n in nonces)
+    assert recipient_nonce(secret + b"!", "alice") != nonces[0]  # the secret, not the name alone
+    with pytest.raises(NNMarkError, match="at least 16"):
+        fingerprint(nn.Linear(2, 2), None, ["alice"], secret=b"0" * 15)  # type: ignore[arg-type]
+
+
 def test_identify_names_the_leaker_after_fine_tuning(copies, leaked) -> None:  # type: ignore[no-untyped-def]
     keys = {name: key for name, (_, key) in zip(RECIPIENTS, copies)}
     for name, model in zip(RECIPIENTS, leaked):
@@ -61,6 +76,9 @@ def test_identify_names_the_leaker_after_fine_tuning(copies, leaked) -> None:  #
         assert own.p_adjusted == pytest.approx(min(1.0, 3 * own.p_value)) and own.found
         others = [c for c in result.candidates if c.owner != name]
         assert all(c.p_adjusted > 1e-3 for c in others)
+    twice = identify(leaked[0], keys | {"alice-again": keys["alice"]})  # one key, two files
+    assert twice.named == "alice" and twice.also_found == ()
+    assert [c.found for c in twice.candidates] == [True, False, False, True]
 
 
 def test_identify_names_nobody_for_an_unmarked_model(copies, base_cnn) -> None:  # type: ignore[no-untyped-def]
