@@ -35,6 +35,8 @@ def main(out: Path) -> dict[str, str]:
         data,
         "uchida",
         bits=64,
+        # a fixed nonce keeps this example's key the same every run; a real key draws it at
+        # random (OwnerKey.new("me")): the nonce is the key's only secret
         key=OwnerKey.new("me", nonce="00" * 16),
         config=TrainConfig(epochs=5),
     )
