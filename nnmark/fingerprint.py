@@ -66,8 +66,9 @@ def fingerprint(
     256 bits by default: pooled copies weaken each colluder's mark, and a claim needs p below
     the search-cost bound (about 1.6e-12) whether or not the keys are timestamped. The median
     of four of 8 copies named a colluder in 20 of 20 trials at 64, 128 and 256 bits, read with
-    the scores (Evidence.scores); on the bits alone in 4, 14 and 18 (benchmarks/collusion.py
-    --bits N), no innocent ever. At 256 bits the pool of all 8 still names one of them.
+    the scores (Evidence.scores); on the bits alone in 7, 15 and 16 (benchmarks/collusion.py
+    --bits N --tag bitsN), no innocent ever. At 256 bits the median of all 8 still names one of
+    them (at 64 it does not).
     """
     from nnmark.api import embed
 
