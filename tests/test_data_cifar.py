@@ -61,6 +61,27 @@ def test_a_batch_that_would_run_code_is_refused_and_bad_folders_say_why(tmp_path
         load_data(f"cifar10:{tmp_path / 'nothing'}")
 
 
+def test_batches_are_counted_as_they_come_and_a_batch_linked_twice_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review, session 36: one 100 MB batch and five links to it made 2.3 GiB of floats (up
+    to 24 GiB from six 1 GiB batches, then as much again dividing by 255), MAX_DATA_VALUES
+    never applied here. The batches' values are counted as each is read, and a batch that is
+    another one's file is refused."""
+    root = tmp_path / "c"
+    write_cifar10(root)
+    (root / "data_batch_2").unlink()
+    (root / "data_batch_2").symlink_to(root / "data_batch_1")
+    with pytest.raises(NNMarkError, match="data_batch_2: the same file as another batch"):
+        load_data(f"cifar10:{root}")
+    (root / "data_batch_2").unlink()
+    write_cifar10(root)
+    assert len(load_data(f"cifar10:{root}").x) == 70
+    monkeypatch.setattr("nnmark.data.cifar.MAX_DATA_VALUES", 69 * 3072)
+    with pytest.raises(NNMarkError, match="hold more than 211,968 values"):
+        load_data(f"cifar10:{root}")
+
+
 class _Unfilled:
     """Pickles as numpy's `_reconstruct` of an array of `shape` that no data ever fills."""
 

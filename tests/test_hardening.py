@@ -597,6 +597,34 @@ def test_image_folders_are_bounded_from_their_headers(
         load_data(f"seg:{seg}")
 
 
+def test_the_pixels_an_image_folder_decodes_are_bounded_and_colour_comes_channels_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review, session 36: links to one small PNG of 8192 x 8192 took 1.4 s each to decode,
+    with nothing bounding their number (10,000 links: hours), and a colour folder was copied
+    once more to put its channels first. The pixels decoding takes are summed from the headers
+    (a JPEG's at the scale its draft decodes) and bounded; the images fill a channels-first
+    array."""
+    from PIL import Image
+
+    from nnmark.data import load_data
+
+    root = tmp_path / "folder"
+    colours = {"a": (255, 0, 0), "b": (0, 0, 255)}
+    for c, rgb in colours.items():
+        (root / c).mkdir(parents=True)
+        Image.new("RGB", (64, 64), rgb).save(root / c / "0.png")
+        Image.new("RGB", (512, 512), rgb).save(root / c / "1.jpg")  # drafted to 64 x 64
+    data = load_data(f"folder:{root}")
+    assert data.x.shape == (4, 3, 32, 32) and data.x.is_contiguous()
+    first = data.x[0]  # a/0.png: red, channels first
+    assert float(first[0].min()) == 1.0 and float(first[1:].max()) == 0.0
+    # 2 PNGs of 64 x 64 and 2 JPEGs decoded at 1/8 scale: 4 x 4,096 pixels
+    monkeypatch.setattr("nnmark.data.folder.MAX_DECODED_PIXELS", 4 * 64 * 64 - 1)
+    with pytest.raises(NNMarkError, match="decoding its images takes 16,384 pixels"):
+        load_data(f"folder:{root}")
+
+
 @pytest.mark.parametrize(
     "kind, tensor",
     [

@@ -18,11 +18,29 @@ from typing import Any, ClassVar, final
 import torch
 from torch import nn
 
-from nnmark.config import build_config
+from nnmark.config import MAX_EPOCHS, build_config
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 
 FINDINGS = "nnmark_findings"
+#: The most optimisation steps per batch or per class an attack option may ask for.
+MAX_STEPS = 10_000
+#: Bounds on every attack's options, by the option's name (its own or its suffix): an attack
+#: that checked `>= 1` alone trained until killed at epochs=10**15 (review, session 36).
+TRAINING_BOUNDS = {"epochs": MAX_EPOCHS, "steps": MAX_STEPS, "rounds": MAX_EPOCHS}
+
+
+def check_training_bounds(config: Any) -> None:
+    """Refuse an attack config whose epochs, steps or rounds (any `*_epochs`, ...) exceed the
+    bounds, whichever attack it is for, so a new attack is bounded without a line of its own."""
+    for f in dataclasses.fields(config) if dataclasses.is_dataclass(config) else ():
+        value = getattr(config, f.name)
+        for suffix, bound in TRAINING_BOUNDS.items():
+            named = f.name == suffix or f.name.endswith("_" + suffix)
+            if named and isinstance(value, int | float) and value > bound:
+                raise NNMarkError(
+                    f"{f.name} must be at most {bound:,} for the attack, got {value:,}"
+                )
 
 
 def note(model: nn.Module, **found: Any) -> None:
@@ -56,6 +74,7 @@ class Attack:
             self.config = config
         else:
             self.config = build_config(self.Config, config or {}, **options)
+        check_training_bounds(self.config)
 
     @final
     def __call__(

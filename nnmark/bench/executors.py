@@ -30,6 +30,26 @@ RAY_CONNECT_TIMEOUT = 10.0
 _WORKER_DEVICE: str | None = None
 
 
+#: The most workers a sweep asks for (a Ray cluster's tasks, or this machine's processes).
+MAX_JOBS = 1024
+#: Local pool processes per CPU: each imports torch (hundreds of MB) when it starts, and the
+#: pool starts them all at its first cell.
+LOCAL_JOBS_PER_CPU = 4
+
+
+def check_jobs(jobs: int, ray: str | None) -> None:
+    """Refuse a worker count before anything is written: `--jobs 400000000` allocated 3.4 GB
+    of device names and started processes until interrupted (review, session 36)."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_JOBS:
+        raise NNMarkError(f"--jobs must be an integer in [1, {MAX_JOBS}], got {jobs!r}")
+    cpus = os.cpu_count() or 1
+    if ray is None and jobs > LOCAL_JOBS_PER_CPU * cpus:
+        raise NNMarkError(
+            f"--jobs {jobs} would start {jobs} processes on this machine's {cpus} CPUs (at most "
+            f"{LOCAL_JOBS_PER_CPU * cpus} without --ray)"
+        )
+
+
 def worker_devices(device: str, jobs: int, gpu_count: int) -> list[str]:
     """The device of each of `jobs` workers: plain `cuda` deals the GPUs out in turn (worker k
     gets cuda:(k mod gpu_count)); `cuda:N`, `cpu` or `mps` is every worker's."""

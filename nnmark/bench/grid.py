@@ -46,6 +46,55 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str, tuple[float, ...]]] = {
 }
 
 
+#: The longest name or sentence a grid's lists hold, and the most entries of any list or map.
+MAX_TEXT = 4096
+MAX_ENTRIES = 1024
+#: The most bytes a --config file holds (a full grid is a few KB).
+MAX_CONFIG_BYTES = 256 * 1024
+_LISTS = (
+    "schemes",
+    "attacks",
+    "chains",
+    "composites",
+    "variants",
+    "exclude_schemes",
+    "exclude_attacks",
+    "about",
+)
+
+
+def _check_shapes(spec: Any) -> None:
+    """Every list a list of short strings, every map of the shape its field says: `about: 5`
+    ran the sweep and failed every report after it; `ladders: {prune: 5}` was a traceback
+    (review, session 36)."""
+    for name in _LISTS:
+        value = getattr(spec, name)
+        if (
+            not isinstance(value, tuple)
+            or len(value) > MAX_ENTRIES
+            or not all(isinstance(v, str) and len(v) <= MAX_TEXT for v in value)
+        ):
+            raise NNMarkError(f"{name} must be a list of names (strings), got {value!r:.80}")
+    numbers = (int, float)
+    for name, inner in (("ladders", "list"), ("scheme_options", "map"), ("attack_options", "map")):
+        value = getattr(spec, name)
+        ok = isinstance(value, dict) and len(value) <= MAX_ENTRIES
+        for key, sub in value.items() if ok else ():
+            ok = ok and isinstance(key, str) and isinstance(sub, dict) and len(sub) <= MAX_ENTRIES
+            for k, v in sub.items() if ok else ():
+                scalar = isinstance(v, str | bool | int | float) and len(str(v)) <= MAX_TEXT
+                strengths = isinstance(v, list | tuple) and len(v) <= MAX_ENTRIES
+                strengths = strengths and all(
+                    isinstance(x, numbers) and not isinstance(x, bool) for x in v
+                )
+                ok = ok and isinstance(k, str) and (strengths if inner == "list" else scalar)
+        if not ok:
+            shape = (
+                "{attack: {option: [strengths]}}" if inner == "list" else "{name: {option: value}}"
+            )
+            raise NNMarkError(f"{name} must be a mapping {shape}, got {value!r:.80}")
+
+
 def _count(value: Any, low: int, high: int) -> bool:
     """An integer (not a bool, not a float) in [low, high]."""
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
@@ -159,6 +208,7 @@ class BenchSpec:
     def __post_init__(self) -> None:
         if not self.tasks:
             raise NNMarkError("a bench grid needs at least one task")
+        _check_shapes(self)
         if not 0 <= self.budget <= 1:
             raise NNMarkError(f"budget must be in [0, 1] (a fidelity fraction), got {self.budget}")
         if not _count(self.calibration_models, 0, MAX_CALIBRATION_MODELS):
@@ -334,8 +384,22 @@ def load_spec(path: Path) -> BenchSpec:
         raise NNMarkError("--config needs pyyaml: pip install 'nnmark[report]'") from None
     if not path.is_file():
         raise NNMarkError(f"config file not found: {path}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise NNMarkError(f"{path}: more than {MAX_CONFIG_BYTES:,} bytes is not a bench grid")
+
+    class NoAliases(yaml.SafeLoader):
+        """A 566-byte file of nested aliases grew past 2.8 GB when the grid was copied (review,
+        session 36): a grid has no use for them."""
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(
+                    None, None, "aliases (*name) are not read in a bench config", None
+                )
+            return super().compose_node(parent, index)
+
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.load(path.read_text(), Loader=NoAliases)  # a SafeLoader, aliases refused
     except yaml.YAMLError as exc:
         raise NNMarkError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not doc:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from nnmark.bench.cells import run_cell, run_cell_stub
-from nnmark.bench.executors import Workers, init_ray, ray_gpus
+from nnmark.bench.executors import Workers, check_jobs, init_ray, ray_gpus
 from nnmark.bench.grid import BenchSpec, Task
 from nnmark.bench.jobs import Cell, ModelJob, changed_cells, plan, split_bits, unsupported
 from nnmark.bench.metrics import cpu_seconds, machine, phase
@@ -86,6 +86,7 @@ def run_bench(
     cells run, and count the timestamps when verifying. `device`: where models train and cells
     run (auto, cpu, cuda, cuda:N, mps); with `cuda`, worker k of the local pool owns GPU k mod G.
     """
+    check_jobs(jobs, ray)
     start, cpu0 = time.perf_counter(), cpu_seconds()
     if ray is not None:
         init_ray(ray, jobs)

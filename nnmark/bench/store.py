@@ -207,12 +207,15 @@ def scan_rows(root: Path) -> tuple[list[dict[str, Any]], int]:
             not isinstance(row, dict)
             or any(row.get(name) is None for name in IDENTITY)
             or _mistyped(row)
+            or _unmeasured(row)
         ):
             log.warning("%s:%d: not a result row, skipped (its cell will be rerun)", path, n)
             skipped += 1
             continue
         latest.pop(row["cell"], None)  # a retried cell moves to its new place
-        latest[row["cell"]] = dict.fromkeys(ROW_SCHEMA) | row  # a field it lacks: unknown
+        # a field it lacks: unknown; a field ROW_SCHEMA does not name: dropped (62 MB of
+        # them in one file held 1.8 GB; review, session 36)
+        latest[row["cell"]] = {name: row.get(name) for name in ROW_SCHEMA}
     return list(latest.values()), skipped
 
 
@@ -228,6 +231,17 @@ _ROW_TYPES = {
     name: tuple(t for word in text.split(":")[0].split("|") for t in _TYPES[word.strip()])
     for name, text in ROW_SCHEMA.items()
 }
+
+
+def _unmeasured(row: dict[str, Any]) -> bool:
+    """An attacked cell that neither failed nor was skipped but measured no fidelity: the
+    report's trade-off plot subtracted its Nones (review, session 36)."""
+    if row.get("kind", "attack") != "attack" or row.get("attack") == "none":
+        return False
+    if row.get("error") or row.get("skipped"):
+        return False
+    fidelity = [row.get("fidelity_before"), row.get("fidelity_after")]
+    return not all(isinstance(v, int | float) and not isinstance(v, bool) for v in fidelity)
 
 
 def _mistyped(row: dict[str, Any]) -> bool:

@@ -107,11 +107,11 @@ def bench_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from nnmark.bench import PRESETS, load_spec, run_bench
+    from nnmark.bench.executors import check_jobs
 
     if (preset is None) == (config is None):
         raise NNMarkError("give exactly one of --preset NAME or --config FILE")
-    if jobs < 1:
-        raise NNMarkError(f"--jobs must be >= 1, got {jobs}")
+    check_jobs(jobs, ray)
     if out_dir.exists() and not out_dir.is_dir():
         raise NNMarkError(f"--out {out_dir} is not a directory (results are a folder of files)")
     if ray is None:

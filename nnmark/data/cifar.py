@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from nnmark.data import DATASETS
-from nnmark.data.base import DataBundle, official_splits
+from nnmark.data.base import MAX_DATA_VALUES, DataBundle, official_splits
 from nnmark.errors import NNMarkError
 
 #: What a CIFAR batch pickle may construct: numpy's array reconstruction and the text-to-bytes
@@ -128,8 +128,26 @@ def _load(
     root = Path(path)
     if not root.is_dir():
         raise NNMarkError(f"{name}: folder not found: {root}")
-    parts = [_images_labels(read_batch(root / f), key, root / f) for f in [*train, test]]
-    x = np.concatenate([p[0] for p in parts]).astype(np.float32) / 255.0
+    parts: list[tuple[Any, Any]] = []
+    seen: set[tuple[int, int]] = set()
+    values = 0
+    for f in [*train, test]:
+        doc = read_batch(root / f)
+        st = (root / f).stat()
+        if (st.st_dev, st.st_ino) in seen:  # a link to another batch
+            raise NNMarkError(f"{root / f}: the same file as another batch of {name}")
+        seen.add((st.st_dev, st.st_ino))
+        parts.append(_images_labels(doc, key, root / f))
+        # each batch may hold up to 1 GiB: counted as they come, before the float copy
+        # (review, session 36: six batches made 24 GiB of floats, then another 24 with / 255)
+        values += parts[-1][0].size
+        if values > MAX_DATA_VALUES:
+            raise NNMarkError(
+                f"{root}: the batches hold more than {MAX_DATA_VALUES:,} values "
+                f"({name} has {60_000 * 3072:,})"
+            )
+    x = np.concatenate([p[0] for p in parts]).astype(np.float32)
+    x /= 255.0  # in place: one float copy
     y = np.concatenate([p[1] for p in parts])
     if len(y) and (y.min() < 0 or y.max() >= classes):
         raise NNMarkError(f"{name}: labels outside 0..{classes - 1}")

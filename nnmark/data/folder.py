@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,6 +14,17 @@ from nnmark.data.base import MAX_DATA_VALUES, DataBundle, open_image, split_indi
 from nnmark.errors import NNMarkError
 
 EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+#: The most pixels a folder's images may take to decode, from their headers (2^34: minutes).
+MAX_DECODED_PIXELS = 1 << 34
+
+
+def _draft(im: Any, mode: str, size: int) -> None:
+    """JPEG: decode at a reduced scale (the image's size becomes it); a mode the draft cannot
+    reach (CMYK): full size."""
+    with contextlib.suppress(OSError, ValueError):
+        im.draft(mode, (size, size))
 
 
 @DATASETS.register("folder")
@@ -47,21 +59,32 @@ def load_folder(path: str | None, size: int = 32) -> DataBundle:
         raise NNMarkError(
             f"{root}: {len(files):,} images make {values:,} values (at most {MAX_DATA_VALUES:,})"
         )
-    arr = np.empty(
-        (len(files), size, size, 3) if mode == "RGB" else (len(files), size, size), np.float32
-    )
+    # the pixels decoding takes, from the headers (a JPEG's at the scale its draft decodes):
+    # ten thousand links to one 355 KB PNG of 8192 x 8192 were hours of decoding (review,
+    # session 36)
+    pixels = 0
+    for f, _ in files:
+        with open_image(f) as im:
+            _draft(im, mode, size)
+            pixels += im.width * im.height
+    if pixels > MAX_DECODED_PIXELS:
+        raise NNMarkError(
+            f"{root}: decoding its images takes {pixels:,} pixels (at most "
+            f"{MAX_DECODED_PIXELS:,}); resize them to about {size} x {size} first"
+        )
+    channels = 3 if mode == "RGB" else 1
+    # filled channels first: a channels-last array made contiguous after was a second copy
+    arr = np.empty((len(files), channels, size, size), np.float32)
     for i, (f, _) in enumerate(files):
         with open_image(f) as im:
-            # JPEG: decode at a reduced scale; a mode draft cannot reach (CMYK): full size
-            with contextlib.suppress(OSError, ValueError):
-                im.draft(mode, (size, size))
+            _draft(im, mode, size)
             try:
-                arr[i] = np.asarray(im.convert(mode).resize((size, size)), dtype=np.float32)
+                img = np.asarray(im.convert(mode).resize((size, size)), dtype=np.float32)
             except (OSError, ValueError):
                 raise NNMarkError(f"{f}: not a readable image") from None
+            arr[i] = img.transpose(2, 0, 1) if mode == "RGB" else img
     arr /= 255.0
     x = torch.from_numpy(arr)
-    x = x.unsqueeze(1) if mode == "L" else x.permute(0, 3, 1, 2)
     y = torch.tensor([label for _, label in files], dtype=torch.long)
     splits = split_indices(len(y), {"test": 0.2, "thief": 0.15, "val": 0.05})
     return DataBundle(

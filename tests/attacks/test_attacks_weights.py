@@ -27,6 +27,7 @@ from nnmark import (
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
 from nnmark.defenses.realign import realign
+from nnmark.errors import NNMarkError
 from nnmark.io import model_sha256, save_model
 from nnmark.models import create_model
 
@@ -324,10 +325,35 @@ def test_attack_cli(tmp_path: Path, plain_cnn, digits: DataBundle) -> None:  # t
         (["attack", "prune", str(src), "--out", str(wide), "--set", "nope=1"], "unknown option"),
         (["attack", "prune", str(tmp_path / "no.safetensors"), "--out", str(wide)], "not found"),
         (["attack", "finetune", str(src), "--out", str(wide)], "needs data"),
+        # review, session 36: attacks that checked >= 1 alone trained until killed
+        (
+            ["attack", "distill", str(src), "--out", str(wide), "--data", "digits"]
+            + ["--set", f"epochs={10**15}"],
+            "epochs must be at most 10,000 for the attack",
+        ),
     ]:
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and msg in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_every_attacks_epochs_steps_and_rounds_are_bounded() -> None:
+    """Whichever attack, an option named epochs, steps or rounds (or ending in one) above the
+    common bound (or the attack's own, smaller one) is refused when the attack is made, before
+    any training (attacks.base)."""
+    from nnmark.attacks import ATTACKS
+    from nnmark.attacks.base import TRAINING_BOUNDS
+
+    checked = 0
+    for name in ATTACKS.names():
+        cls = ATTACKS.get(name)
+        for f in dataclasses.fields(cls.Config):
+            suffix = f.name.rsplit("_", 1)[-1]
+            if suffix in TRAINING_BOUNDS:
+                with pytest.raises(NNMarkError, match=f"{f.name} must be"):  # or its own bound
+                    cls(**{f.name: TRAINING_BOUNDS[suffix] + 1})
+                checked += 1
+    assert checked >= 20  # every training attack has one (22 fields of 24 attacks today)
 
 
 def test_detection_finds_uchidas_host_and_fires_on_no_unmarked_model(  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -131,6 +132,17 @@ def test_result_lines_that_are_not_rows_are_skipped_and_counted(  # type: ignore
             fh.write(json.dumps({**row, "cell": f"x{len(bad)}{list(bad)[0]}", **bad}) + "\n")
     r = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "r.html")])
     assert r.exit_code == 0 and "8 line(s)" in r.stderr, r.output
+    # review, session 36: an attacked cell with neither an error nor its fidelity ended the
+    # report in a TypeError; fields the schema does not name were kept (1.8 GB for 62 MB)
+    hit = next(r for r in read_rows(out) if r["attack"] != "none" and not r["error"])
+    with (out / "results.jsonl").open("a") as fh:
+        unmeasured = {k: v for k, v in hit.items() if k != "fidelity_after"}
+        fh.write(json.dumps({**unmeasured, "cell": "unmeasured"}) + "\n")
+        fh.write(json.dumps({**hit, "cell": "extra", "junk": [[]] * 1000}) + "\n")
+    r = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "r.html")])
+    assert r.exit_code == 0 and "9 line(s)" in r.stderr, r.output
+    extra = next(r for r in read_rows(out) if r["cell"] == "extra")
+    assert set(extra) == set(ROW_SCHEMA)
 
 
 def test_rerun_with_more_attacks_retrains_no_model(tiny: tuple[Path, Path], tmp_path: Path) -> None:
@@ -331,6 +343,35 @@ def test_bench_and_report_errors(tmp_path: Path) -> None:
     bad.write_text("schemes: [nosuch]\n")
     r = runner.invoke(app, ["bench", "--config", str(bad), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "unknown scheme 'nosuch'" in r.stderr
+    # review, session 36: nested aliases (566 bytes) grew past 2.8 GB as the grid was copied;
+    # fields of the wrong shape ran the sweep or were tracebacks; --jobs 400000000 started
+    # allocating; each is one line now, and nothing is written
+    laughs = ["about:", "  - &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    laughs += [f"  - &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    cases = {
+        "\n".join(laughs): "aliases (*name) are not read in a bench config",
+        "about: 5": "about must be a list of names (strings), got 5",
+        "chains: [5]": "chains must be a list of names (strings)",
+        "ladders: {prune: 5}": "ladders must be a mapping {attack: {option: [strengths]}}",
+        "ladders: {prune: {fraction: [0.5, x]}}": "ladders must be a mapping",
+        "attack_options: {prune: {fraction: [1]}}": "attack_options must be a mapping {name: ",
+        "# " + "x" * (256 * 1024): "more than 262,144 bytes is not a bench grid",
+    }
+    out = tmp_path / "never"
+    for text, says in cases.items():
+        bad.write_text(text + "\n")
+        r = runner.invoke(app, ["bench", "--config", str(bad), "--out", str(out)])
+        assert r.exit_code == 2 and says in r.stderr.replace("\n", ""), (text[:40], r.stderr)
+    bad.write_text("schemes: [uchida]\nattacks: [prune]\n")
+    for jobs, says in (("400000000", "must be an integer in [1, 1024]"), ("0", "[1, 1024]")):
+        r = runner.invoke(app, ["bench", "--config", str(bad), "--out", str(out), "--jobs", jobs])
+        assert r.exit_code == 2 and says in r.stderr, r.stderr
+    cpus = os.cpu_count() or 1
+    r = runner.invoke(
+        app, ["bench", "--config", str(bad), "--out", str(out), "--jobs", str(4 * cpus + 1)]
+    )
+    assert r.exit_code == 2 and f"processes on this machine's {cpus} CPUs" in r.stderr
+    assert not out.exists()
     (tmp_path / "a_file").write_text("")
     r = runner.invoke(app, ["bench", "--preset", "quick", "--out", str(tmp_path / "a_file")])
     lines = r.stderr.splitlines()  # one line: no blank line of a progress bar before it
