@@ -21,6 +21,7 @@ the family-wise chance of naming anyone for an unmarked model is then at most al
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -59,7 +60,8 @@ def fingerprint(
     the mark's options are no secret to a recipient. By default each nonce is random and the
     time is now. `secret` (at least 16 bytes, kept by the owner) and `created` (an ISO 8601
     time, every key's) make the keys reproducible: each nonce is HMAC-SHA256(secret,
-    recipient), which no recipient can work out from their own. Nonces a recipient could guess
+    recipient), which no recipient can work out from their own (the same secret and time give
+    a recipient the same key again: use a new secret per release). Nonces a recipient could guess
     (a counter, a repeated byte) let one build another's key and plant its mark in their own
     copy, and `identify` then names the innocent one (review, session 36: p 1.7e-77 for the
     victim, after 2 epochs of fine-tuning, accuracy 0.983).
@@ -74,8 +76,13 @@ def fingerprint(
 
     if not recipients:
         raise NNMarkError("fingerprint needs at least one recipient")
+    # one form per name: "José" typed two ways was two recipients, and a retyped name another
+    # nonce (review, session 36)
+    recipients = [unicodedata.normalize("NFC", name) for name in recipients]
     if len(set(recipients)) != len(recipients):
         raise NNMarkError("recipient names must be distinct")
+    if secret is not None and not isinstance(secret, bytes):
+        raise NNMarkError(f"the fingerprint secret is bytes, got {type(secret).__name__}")
     if secret is not None and len(secret) < MIN_SECRET_BYTES:
         raise NNMarkError(
             f"the fingerprint secret has {len(secret)} bytes (at least {MIN_SECRET_BYTES}): "
@@ -99,7 +106,7 @@ def recipient_nonce(secret: bytes, recipient: str) -> str:
     recipient's nonce tells nothing of another's, and 16 bytes of it in hex, a nonce's size."""
     import hmac
 
-    msg = b"nnmark fingerprint nonce\0" + recipient.encode("utf-8")
+    msg = b"nnmark fingerprint nonce\0" + unicodedata.normalize("NFC", recipient).encode()
     return hmac.new(secret, msg, "sha256").hexdigest()[:32]
 
 

@@ -348,14 +348,17 @@ class SuspectCopy:
     `progress(done, total)`: bytes copied and known so far. `cleanup()` removes the copy, as
     leaving a `with` block does:
 
-        with SuspectCopy(Path("suspect.safetensors")) as copy:
+        with SuspectCopy("suspect.safetensors") as copy:
             verdict = nnmark.verify(copy.path, key)
             evidence = verdict.to_dict() | {"suspect": copy.record()}
     """
 
-    def __init__(self, source: Path, progress: Callable[[int, int], object] | None = None) -> None:
+    def __init__(
+        self, source: str | Path, progress: Callable[[int, int], object] | None = None
+    ) -> None:
         import tempfile
 
+        source = Path(source)
         self.source = source
         self._progress = progress
         self._done = self._total = 0

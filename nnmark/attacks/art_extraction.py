@@ -103,7 +103,7 @@ def steal(
 class StealConfig:
     """What both ART extraction attacks take: the query budget and the copy's training."""
 
-    queries: int = 0  # 0: the whole thief split
+    queries: int = 0  # 0, or more than there are: the whole thief split
     epochs: int = 15
     batch_size: int = 32
     lr: float = 1e-3
@@ -136,7 +136,7 @@ class Knockoff(Attack):
         KnockoffNets = art("art.attacks.extraction", self.name).KnockoffNets
         assert data is not None
         c = self.config
-        n = c.queries or len(data.splits["thief"])
+        n = thief_queries(c.queries, data)
 
         def make(victim: Any) -> Any:
             return KnockoffNets(
@@ -162,6 +162,14 @@ class Knockoff(Attack):
         )
 
 
+def thief_queries(queries: int, data: DataBundle) -> int:
+    """ART's `nb_stolen`: `queries` of the thief's inputs, at most all of them (0: all). Its
+    adaptive sampling runs a query and a fit per stolen input, so `queries=10**12` looped
+    without end (review, session 36)."""
+    thief = len(data.splits["thief"])
+    return min(queries, thief) if queries else thief
+
+
 @dataclass(frozen=True)
 class CopycatConfig(StealConfig):
     """Knockoff's options (the sampling is Copycat's own: no labels)."""
@@ -181,7 +189,7 @@ class Copycat(Attack):
         CopycatCNN = art("art.attacks.extraction", self.name).CopycatCNN
         assert data is not None
         c = self.config
-        n = c.queries or len(data.splits["thief"])
+        n = thief_queries(c.queries, data)
 
         def make(victim: Any) -> Any:
             return CopycatCNN(

@@ -69,6 +69,8 @@ def _check_shapes(spec: Any) -> None:
     (review, session 36)."""
     for name in _LISTS:
         value = getattr(spec, name)
+        if isinstance(value, list):  # BenchSpec(schemes=[...]) from Python, as YAML gives
+            object.__setattr__(spec, name, value := tuple(value))
         if (
             not isinstance(value, tuple)
             or len(value) > MAX_ENTRIES
@@ -82,17 +84,24 @@ def _check_shapes(spec: Any) -> None:
         for key, sub in value.items() if ok else ():
             ok = ok and isinstance(key, str) and isinstance(sub, dict) and len(sub) <= MAX_ENTRIES
             for k, v in sub.items() if ok else ():
-                scalar = isinstance(v, str | bool | int | float) and len(str(v)) <= MAX_TEXT
-                strengths = isinstance(v, list | tuple) and len(v) <= MAX_ENTRIES
+                # None: an option whose config takes None (layer, lam) left to its default
+                scalar = v is None or isinstance(v, str | bool | int | float)
+                scalar = scalar and len(str(v)) <= MAX_TEXT
+                strengths = isinstance(v, list | tuple) and 1 <= len(v) <= MAX_ENTRIES
                 strengths = strengths and all(
                     isinstance(x, numbers) and not isinstance(x, bool) for x in v
                 )
                 ok = ok and isinstance(k, str) and (strengths if inner == "list" else scalar)
+            # a ladder turns one option up
+            ok = ok and (inner != "list" or all(len(sub) == 1 for sub in value.values()))
         if not ok:
             shape = (
                 "{attack: {option: [strengths]}}" if inner == "list" else "{name: {option: value}}"
             )
             raise NNMarkError(f"{name} must be a mapping {shape}, got {value!r:.80}")
+    for chain in spec.chains:
+        if not [p for p in chain.split("+") if p.strip()]:
+            raise NNMarkError(f"chains: {chain!r:.80} names no attack (a+b: attacks joined by +)")
 
 
 def _count(value: Any, low: int, high: int) -> bool:
@@ -120,6 +129,10 @@ class Task:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("data", "arch"):  # `data: 5` was an AttributeError (review, session 36)
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+                raise NNMarkError(f"bad task: {name} must be a name (a string), got {value!r:.80}")
         if (
             not _count(self.epochs, 0, MAX_EPOCHS)
             or not _count(self.batch_size, 1, 1 << 16)
@@ -384,7 +397,9 @@ def load_spec(path: Path) -> BenchSpec:
         raise NNMarkError("--config needs pyyaml: pip install 'nnmark[report]'") from None
     if not path.is_file():
         raise NNMarkError(f"config file not found: {path}")
-    if path.stat().st_size > MAX_CONFIG_BYTES:
+    with path.open("rb") as fh:  # at most one byte past the bound, whatever stat said
+        raw = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
         raise NNMarkError(f"{path}: more than {MAX_CONFIG_BYTES:,} bytes is not a bench grid")
 
     class NoAliases(yaml.SafeLoader):
@@ -399,9 +414,11 @@ def load_spec(path: Path) -> BenchSpec:
             return super().compose_node(parent, index)
 
     try:
-        doc = yaml.load(path.read_text(), Loader=NoAliases)  # a SafeLoader, aliases refused
+        doc = yaml.load(raw.decode(errors="replace"), Loader=NoAliases)  # a SafeLoader
     except yaml.YAMLError as exc:
         raise NNMarkError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (RecursionError, ValueError) as exc:  # nested 20,000 deep; an integer of 5,000 digits
+        raise NNMarkError(f"{path}: not a bench grid ({type(exc).__name__})") from None
     if not doc:
         raise NNMarkError(
             f"{path}: the config is empty (the full default grid runs without --config)"

@@ -132,12 +132,13 @@ def _load(
     seen: set[tuple[int, int]] = set()
     values = 0
     for f in [*train, test]:
-        doc = read_batch(root / f)
-        st = (root / f).stat()
-        if (st.st_dev, st.st_ino) in seen:  # a link to another batch
-            raise NNMarkError(f"{root / f}: the same file as another batch of {name}")
-        seen.add((st.st_dev, st.st_ino))
-        parts.append(_images_labels(doc, key, root / f))
+        batch = root / f
+        if batch.is_file():  # before its read (read_batch says why anything else is refused)
+            st = batch.stat()
+            if (st.st_dev, st.st_ino) in seen:  # a link to another batch
+                raise NNMarkError(f"{batch}: the same file as another batch of {name}")
+            seen.add((st.st_dev, st.st_ino))
+        parts.append(_images_labels(read_batch(batch), key, batch))
         # each batch may hold up to 1 GiB: counted as they come, before the float copy
         # (review, session 36: six batches made 24 GiB of floats, then another 24 with / 255)
         values += parts[-1][0].size

@@ -75,9 +75,13 @@ def load_folder(path: str | None, size: int = 32) -> DataBundle:
     channels = 3 if mode == "RGB" else 1
     # filled channels first: a channels-last array made contiguous after was a second copy
     arr = np.empty((len(files), channels, size, size), np.float32)
+    decoded = 0
     for i, (f, _) in enumerate(files):
         with open_image(f) as im:
             _draft(im, mode, size)
+            decoded += im.width * im.height  # again: a file replaced since its header was read
+            if decoded > MAX_DECODED_PIXELS:
+                raise NNMarkError(f"{root}: its images changed while they were read")
             try:
                 img = np.asarray(im.convert(mode).resize((size, size)), dtype=np.float32)
             except (OSError, ValueError):

@@ -354,6 +354,13 @@ def test_every_attacks_epochs_steps_and_rounds_are_bounded() -> None:
                     cls(**{f.name: TRAINING_BOUNDS[suffix] + 1})
                 checked += 1
     assert checked >= 20  # every training attack has one (22 fields of 24 attacks today)
+    # knockoff's adaptive sampling queries and fits once per stolen input: at most the thief's
+    from nnmark.attacks.art_extraction import thief_queries
+    from nnmark.data.base import DataBundle
+
+    splits = {"thief": torch.arange(7)}
+    data = DataBundle("d", "classification", torch.zeros(7, 1), torch.zeros(7), splits, 2)
+    assert [thief_queries(q, data) for q in (0, 3, 10**12)] == [7, 3, 7]
 
 
 def test_detection_finds_uchidas_host_and_fires_on_no_unmarked_model(  # type: ignore[no-untyped-def]

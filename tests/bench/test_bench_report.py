@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from nnmark.attacks import ATTACKS
-from nnmark.bench import PRESETS, ROW_SCHEMA, BenchSpec, read_rows
+from nnmark.bench import PRESETS, ROW_SCHEMA, BenchSpec, load_spec, read_rows
 from nnmark.bench.grid import SHARED_DATA, VARIANTS
 from nnmark.cli import app
 from nnmark.errors import NNMarkError
@@ -356,6 +356,14 @@ def test_bench_and_report_errors(tmp_path: Path) -> None:
         "ladders: {prune: {fraction: [0.5, x]}}": "ladders must be a mapping",
         "attack_options: {prune: {fraction: [1]}}": "attack_options must be a mapping {name: ",
         "# " + "x" * (256 * 1024): "more than 262,144 bytes is not a bench grid",
+        # the diff's review: each a traceback before
+        "ladders: {prune: {}}": "ladders must be a mapping",
+        "ladders: {prune: {fraction: [0.5], sparsity: [0.5]}}": "ladders must be a mapping",
+        "ladders: {prune: {fraction: []}}": "ladders must be a mapping",
+        "chains: ['+']": "chains: '+' names no attack",
+        "data: 5": "bad task: data must be a name (a string), got 5",
+        "[" * 20_000: "not a bench grid (RecursionError)",
+        "seed: " + "9" * 5000: "not a bench grid (ValueError)",
     }
     out = tmp_path / "never"
     for text, says in cases.items():
@@ -372,6 +380,10 @@ def test_bench_and_report_errors(tmp_path: Path) -> None:
     )
     assert r.exit_code == 2 and f"processes on this machine's {cpus} CPUs" in r.stderr
     assert not out.exists()
+    # an option left to its config's default (None) is still taken; a list from Python too
+    bad.write_text("scheme_options: {uchida: {lam: null, layer: null}}\n")
+    load_spec(bad).check_options()
+    assert BenchSpec(schemes=["uchida"]).schemes == ("uchida",)  # type: ignore[arg-type]
     (tmp_path / "a_file").write_text("")
     r = runner.invoke(app, ["bench", "--preset", "quick", "--out", str(tmp_path / "a_file")])
     lines = r.stderr.splitlines()  # one line: no blank line of a progress bar before it

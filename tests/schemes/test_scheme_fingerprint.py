@@ -65,6 +65,12 @@ def test_recipients_nonces_come_from_the_owners_secret_not_from_their_order(copi
     assert recipient_nonce(secret + b"!", "alice") != nonces[0]  # the secret, not the name alone
     with pytest.raises(NNMarkError, match="at least 16"):
         fingerprint(nn.Linear(2, 2), None, ["alice"], secret=b"0" * 15)  # type: ignore[arg-type]
+    with pytest.raises(NNMarkError, match="secret is bytes, got str"):
+        fingerprint(nn.Linear(2, 2), None, ["alice"], secret="0" * 16)  # type: ignore[arg-type]
+    # one name typed two ways (composed, decomposed) is one recipient, with one nonce
+    assert recipient_nonce(secret, "Jos\u00e9") == recipient_nonce(secret, "Jose\u0301")
+    with pytest.raises(NNMarkError, match="recipient names must be distinct"):
+        fingerprint(nn.Linear(2, 2), None, ["Jos\u00e9", "Jose\u0301"])  # type: ignore[arg-type]
 
 
 def test_identify_names_the_leaker_after_fine_tuning(copies, leaked) -> None:  # type: ignore[no-untyped-def]
