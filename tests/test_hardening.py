@@ -623,6 +623,10 @@ def test_the_pixels_an_image_folder_decodes_are_bounded_and_colour_comes_channel
     monkeypatch.setattr("nnmark.data.folder.MAX_DECODED_PIXELS", 4 * 64 * 64 - 1)
     with pytest.raises(NNMarkError, match="decoding its images takes 16,384 pixels"):
         load_data(f"folder:{root}")
+    # names are counted as they are listed: millions were listed and sorted before any check
+    monkeypatch.setattr("nnmark.data.folder.MAX_FOLDER_ENTRIES", 5)  # 2 classes + 4 images
+    with pytest.raises(NNMarkError, match="more than 5 entries in its folders"):
+        load_data(f"folder:{root}")
 
 
 @pytest.mark.parametrize(
