@@ -452,7 +452,8 @@ def _claim_rule(v: Verdict, alpha: float, cost: float, prov: Provenance) -> str:
         return f"claimed: {rule}"
     if v.p_value < alpha and cost < CLAIM_CPU_YEARS:
         return (
-            f"not claimed: p < alpha, but a key search reaches it in {cost:.3g} CPU-years; {rule}"
+            f"not claimed: p < alpha, but a key search reaches it in {cost:.3g} CPU-years, "
+            f"and a claim needs {rule}: a stronger mark (more bits or triggers) gives a smaller p"
         )
     if v.p_value < alpha:  # p and cost meet the rule; something else stands in the way
         return f"not claimed: p and the forgery cost meet {rule}, but {v.reason or 'see reason'}"

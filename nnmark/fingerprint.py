@@ -238,6 +238,11 @@ MAX_CANDIDATE_BYTES = 256 << 20
 def load_keys(folder: str | Path) -> dict[str, OwnerKey]:
     """Every *.nnkey in `folder`, by file name, in sorted order (a bad key file is an error)."""
     d = Path(folder)
+    if d.is_file():  # "folder not found" for a file that is there read wrong (review, s. 36)
+        raise NNMarkError(
+            f"--keys takes a folder of *.nnkey files, and {d} is a file: for one key, "
+            "nnmark verify SUSPECT --key KEY"
+        )
     if not d.is_dir():
         raise NNMarkError(f"keys folder not found: {d}")
     files = sorted(d.glob("*.nnkey"))

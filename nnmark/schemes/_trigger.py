@@ -388,7 +388,8 @@ def undecided(decision: str, budget: int, total: int) -> str | None:
         return None
     return (
         f"undecided: {budget} queries (the budget, spent in whole groups) cannot reach a "
-        f"decision (the key holds {total} triggers; a timestamp lowers the p-value a claim needs)"
+        f"decision (the key holds {total} triggers; a claim needs p below the search-cost "
+        "bound, timestamp or not: allow more queries)"
     )
 
 

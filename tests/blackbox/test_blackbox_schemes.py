@@ -386,6 +386,7 @@ def test_query_budget_and_undecided(blackbox_marked) -> None:  # type: ignore[no
     suspect.max_queries = 15  # spent in whole groups of 10: one look, too few to decide
     v = verify(suspect, key)
     assert v.verdict == "not_found" and v.queries == 10 and v.reason and "undecided" in v.reason
+    assert "timestamp or not: allow more queries" in v.reason  # a stamp lowers no bar
 
 
 def test_sequential_test_keeps_its_false_positive_rate() -> None:

@@ -133,6 +133,10 @@ def test_identify_cli_errors_exit_2_with_one_line(keys_dir, tmp_path: Path) -> N
         ),
         (["identify", "nope.safetensors", "--keys", str(empty)], "no *.nnkey files in"),
         (
+            ["identify", "nope.safetensors", "--keys", str(keys_dir / "alice.nnkey")],
+            "is a file: for one key, nnmark verify SUSPECT --key KEY",
+        ),
+        (
             ["identify", "nope.safetensors", "--keys", str(tmp_path / "bad")],
             "not an nnmark key file",
         ),
