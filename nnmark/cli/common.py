@@ -531,9 +531,12 @@ def shown_verdict(v: Verdict, shown: Callable[[str], str]) -> Verdict:
 
 
 def suspect_lines(record: dict[str, Any] | None) -> list[str]:
-    """The suspect's files and digests (SuspectCopy.record), one line each."""
+    """The suspect's files and digests (SuspectCopy.record), one line each; a served one's URL
+    (RemoteSuspect.record)."""
     if not record:
         return []
+    if "url" in record:
+        return [f"suspect: {record['url']} (model {record['model']}), from {record['at']}"]
     files = record.get("files", {}).items()
     return [f"suspect: {record['path']}, SHA-256 {record['sha256']}"] + [
         f"  with {name}, SHA-256 {digest}" for name, digest in files

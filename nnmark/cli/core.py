@@ -534,6 +534,7 @@ def verify_cmd(
     with contextlib.ExitStack() as stack:
         suspect: Suspect
         copy: SuspectCopy | None = None  # the suspect file's bytes, read once, which it names
+        record: dict[str, Any] | None = None  # a served suspect's URL, model and time
         if remote is not None:
             from nnmark.api import weights_only_marks
             from nnmark.cli.common import read_token
@@ -543,7 +544,7 @@ def verify_cmd(
             if why is not None:
                 raise NNMarkError(why)
             token = read_token(token_file) if token_file is not None else None
-            suspect = RemoteSuspect(
+            served = RemoteSuspect(
                 remote,
                 model_name=model_name,
                 deadline=deadline,
@@ -552,6 +553,7 @@ def verify_cmd(
                 key_classes=needed_classes(owner_key.marks),
                 ca_cert=ca_cert,
             )
+            suspect, record = served, served.record()
         else:
             assert model_path is not None
             copy = stack.enter_context(suspect_copy(model_path))
@@ -584,7 +586,7 @@ def verify_cmd(
             suspect = realign_suspect(suspect, ref, schemes, unmarked=reference is None)
         v = verify(suspect, owner_key, alpha, data=bundles, tsa_certs=certs, suspect_seen=seen)
         if copy is None:
-            emit_verdict(v, as_json)
+            emit_verdict(v, as_json, record)
         else:
             emit_verdict(shown_verdict(v, copy.shown), as_json, copy.record())
 

@@ -23,6 +23,7 @@ is allocated from them.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import math
 import re
@@ -248,6 +249,7 @@ class RemoteSuspect(Suspect):
         otherwise; the environment's SSL_CERT_FILE is not read, as no other setting is)."""
         # before any exchange: the names go into every URL path
         self.url, model_name, version = remote_address(url, model_name)
+        self.started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.key_classes = key_classes
         self.label = self.url
         self.queries = 0
@@ -400,6 +402,12 @@ class RemoteSuspect(Suspect):
         if r.status_code != 200:
             raise NNMarkError(f"{self.url}{path}: HTTP {r.status_code}")
         return r.json()
+
+    def record(self) -> dict[str, str]:
+        """What a verdict through this server is about: the model's URL (its version too when
+        one was named), its name, and when verification began (UTC): an evidence record names
+        the server that answered (usability review, session 36)."""
+        return {"url": self.url + self._model_path, "model": self.model_name, "at": self.started}
 
     def _only_model(self) -> str:
         r = self._request("POST", "/v2/repository/index", {}, limit=ANSWER_SLACK)

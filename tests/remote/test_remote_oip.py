@@ -122,6 +122,8 @@ def test_remote_verification_of_every_black_box_scheme(
         )
         assert v["verdict"] == "found" and v["p_value"] < 1e-6
         assert v["queries"] <= MAX_QUERIES.get(name, 30) and v["claim_rule"].startswith("claimed")
+        # the verdict names the server that answered (usability review, session 36)
+        assert v["suspect"]["url"] == f"{url}/v2/models/m" and v["suspect"]["model"] == "m"
         if name in TIMESTAMPED:
             assert v["forgery_cost"] >= 1000 and "waives no search cost" in v["claim_rule"]
         else:
