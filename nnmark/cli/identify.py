@@ -65,7 +65,7 @@ def identify_cmd(
         table = Table(title=f"identify: {model_path}", show_header=True)
         cols = ("key file", "recipient", "scheme", "BER", "p-value", "adjusted p", "found", "why")
         for col in cols:
-            table.add_column(col)
+            table.add_column(col, overflow="fold")  # a key file's name whole, not "alice.nn…"
         for c in sorted(result.candidates, key=lambda c: c.p_adjusted):
             table.add_row(
                 c.label,

@@ -331,6 +331,15 @@ def test_presets_enumerate_the_registries() -> None:
         spec.attack_cells()
 
 
+def test_the_example_grid_loads_and_plans() -> None:
+    """examples/bench.yaml, the grid a new user starts from, is a grid this version reads."""
+    from nnmark.bench.jobs import plan
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "examples" / "bench.yaml")
+    spec.check_options()
+    assert spec.resolved_schemes() == ["uchida", "content"] and len(plan(spec)[2]) == 43
+
+
 def test_bench_and_report_errors(tmp_path: Path) -> None:
     r = runner.invoke(app, ["bench"])
     assert r.exit_code == 2 and "exactly one of --preset NAME or --config FILE" in r.stderr
