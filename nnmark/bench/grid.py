@@ -77,7 +77,6 @@ def _check_shapes(spec: Any) -> None:
             or not all(isinstance(v, str) and len(v) <= MAX_TEXT for v in value)
         ):
             raise NNMarkError(f"{name} must be a list of names (strings), got {value!r:.80}")
-    numbers = (int, float)
     for name, inner in (("ladders", "list"), ("scheme_options", "map"), ("attack_options", "map")):
         value = getattr(spec, name)
         ok = isinstance(value, dict) and len(value) <= MAX_ENTRIES
@@ -89,7 +88,7 @@ def _check_shapes(spec: Any) -> None:
                 scalar = scalar and len(str(v)) <= MAX_TEXT
                 strengths = isinstance(v, list | tuple) and 1 <= len(v) <= MAX_ENTRIES
                 strengths = strengths and all(
-                    isinstance(x, numbers) and not isinstance(x, bool) for x in v
+                    isinstance(x, int | float) and not isinstance(x, bool) for x in v
                 )
                 ok = ok and isinstance(k, str) and (strengths if inner == "list" else scalar)
             # a ladder turns one option up

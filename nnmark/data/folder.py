@@ -38,9 +38,9 @@ def _entries(folder: Path, root: Path, listed: list[int]) -> list[Path]:
     return out
 
 
-def _draft(im: Any, mode: str, size: int) -> None:
-    """JPEG: decode at a reduced scale (the image's size becomes it); a mode the draft cannot
-    reach (CMYK): full size."""
+def _draft(im: Any, mode: str | None, size: int) -> None:
+    """JPEG: decode at a reduced scale (the image's size becomes it; the scale does not depend
+    on `mode`, None keeping the file's); a mode the draft cannot reach (CMYK): full size."""
     with contextlib.suppress(OSError, ValueError):
         im.draft(mode, (size, size))
 
@@ -68,24 +68,21 @@ def load_folder(path: str | None, size: int = 32) -> DataBundle:
     ]
     if not files:
         raise NNMarkError(f"{root}: no images found")
-    modes = []
+    # one pass over the headers: each image's mode, and the pixels decoding it takes (a JPEG's
+    # at the scale its draft decodes): ten thousand links to one 355 KB PNG of 8192 x 8192
+    # were hours of decoding (review, session 36)
+    modes, pixels = [], 0
     for f, _ in files:
         with open_image(f) as im:
             modes.append(im.mode)
+            _draft(im, None, size)
+            pixels += im.width * im.height
     mode = "RGB" if any(m not in ("L", "1", "I;16", "I") for m in modes) else "L"
     values = len(files) * (3 if mode == "RGB" else 1) * size * size
     if values > MAX_DATA_VALUES:
         raise NNMarkError(
             f"{root}: {len(files):,} images make {values:,} values (at most {MAX_DATA_VALUES:,})"
         )
-    # the pixels decoding takes, from the headers (a JPEG's at the scale its draft decodes):
-    # ten thousand links to one 355 KB PNG of 8192 x 8192 were hours of decoding (review,
-    # session 36)
-    pixels = 0
-    for f, _ in files:
-        with open_image(f) as im:
-            _draft(im, mode, size)
-            pixels += im.width * im.height
     if pixels > MAX_DECODED_PIXELS:
         raise NNMarkError(
             f"{root}: decoding its images takes {pixels:,} pixels (at most "
