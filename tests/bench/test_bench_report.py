@@ -517,6 +517,16 @@ def test_the_headline_counts_an_attack_that_ruined_the_model_as_too_weak_not_sur
     bare = [{k: v for k, v in r.items() if k != "kind"} for r in rows]
     (header, line) = tables(bare, 0.05)["headline"]
     assert dict(zip(header, line, strict=True))[removed] == "removes:1 (2.0 pts)"
+    # a mark that itself costs more than the budget is said beside the verdict (walkthrough,
+    # session 36: a 12-point mark read "survives every attack"); within it, nothing is added
+    plain = {**row("none", 0, "not_found", 0.99), "scheme": "none", "scheme_kind": None}
+    survivor = [r for r in rows if r["attack"] in ("none", "survived")]
+    (header, line) = tables([*survivor, plain], 0.05)["headline"]
+    assert dict(zip(header, line, strict=True))[removed] == "none: survives every attack"
+    (header, line) = tables([*survivor, {**plain, "fidelity_after": 1.0}], 0.015)["headline"]
+    assert dict(zip(header, line, strict=True))[removed] == (
+        "none: survives every attack (the mark itself costs 2.0 pts, past the budget)"
+    )
 
 
 def test_a_task_names_only_the_optimiser_fields_it_changes() -> None:

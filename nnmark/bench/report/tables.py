@@ -111,6 +111,12 @@ def headline_table(rows: Rows, budget: float) -> Table:
             )
             robust = f"{len(fams) - len(wins) - len(weak)}/{len(fams)} attacks"
         fid = _fmt(c["fidelity_after"]) if c else "failed"
+        marking = _marking_cost(c, plain)
+        if marking is not None and marking > budget:
+            # a mark that costs more than a thief may lose "survived" nothing worth having:
+            # the headline says so beside the verdict (a 3-epoch recipe at 12 points read
+            # "survives every attack"; walkthrough, session 36)
+            removed += f" (the mark itself costs {100 * marking:.1f} pts, past the budget)"
         t.append(
             [
                 s,
@@ -124,6 +130,15 @@ def headline_table(rows: Rows, budget: float) -> Table:
             ]
         )
     return _capped(t, MAX_TABLE_ROWS)
+
+
+def _marking_cost(marked: dict[str, Any] | None, plain: dict[str, Any] | None) -> float | None:
+    """The fidelity the mark cost: the plain model's (same task, recipe and seed) less the
+    marked one's, both unattacked; None where either is missing."""
+    if marked is None or plain is None:
+        return None
+    a, b = plain.get("fidelity_after"), marked.get("fidelity_after")
+    return None if a is None or b is None else float(a) - float(b)
 
 
 def _least_costs(mine: Rows) -> dict[str, float]:
