@@ -61,7 +61,7 @@ def args(tmp: Path, epochs: int) -> TrainingArguments:
         num_train_epochs=epochs,
         per_device_train_batch_size=32,
         learning_rate=1e-2,
-        lr_scheduler_type="constant",
+        lr_scheduler_type="linear",
         report_to=[],
         save_strategy="no",
         logging_strategy="no",
