@@ -619,14 +619,69 @@ def test_the_pixels_an_image_folder_decodes_are_bounded_and_colour_comes_channel
     assert data.x.shape == (4, 3, 32, 32) and data.x.is_contiguous()
     first = data.x[0]  # a/0.png: red, channels first
     assert float(first[0].min()) == 1.0 and float(first[1:].max()) == 0.0
-    # 2 PNGs of 64 x 64 and 2 JPEGs decoded at 1/8 scale: 4 x 4,096 pixels
-    monkeypatch.setattr("nnmark.data.folder.MAX_DECODED_PIXELS", 4 * 64 * 64 - 1)
-    with pytest.raises(NNMarkError, match="decoding its images takes 16,384 pixels"):
+    # 2 PNGs of 64 x 64 and 2 JPEGs decoded at 1/8 scale: 4 x 4,096 pixels, and each JPEG's
+    # one scan at full size: 2 x 512 x 512 / 8 (SCAN_COST)
+    monkeypatch.setattr("nnmark.data.folder.MAX_DECODED_PIXELS", 81_919)
+    with pytest.raises(NNMarkError, match="decoding its images takes 81,920 pixels"):
         load_data(f"folder:{root}")
     # names are counted as they are listed: millions were listed and sorted before any check
     monkeypatch.setattr("nnmark.data.folder.MAX_FOLDER_ENTRIES", 5)  # 2 classes + 4 images
     with pytest.raises(NNMarkError, match="more than 5 entries in its folders"):
         load_data(f"folder:{root}")
+
+
+def _scans_repeated(jpeg: bytes, times: int) -> bytes:
+    """The JPEG with its last scan (from the last start-of-scan marker to the end-of-image one)
+    repeated: libjpeg decodes each again over the whole image (it warns and goes on)."""
+    start, end = jpeg.rindex(b"\xff\xda"), jpeg.rindex(b"\xff\xd9")
+    return jpeg[:end] + jpeg[start:end] * times + jpeg[end:]
+
+
+def test_a_jpeg_of_many_scans_is_refused_and_its_scans_count_at_full_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review, session 37: each scan of a progressive JPEG is decoded over the whole image at
+    full size whatever the draft scale, so a few KB of repeated scans were seconds per image,
+    and links to one were hours. Past MAX_JPEG_SCANS (libjpeg-turbo's own limit) a JPEG is
+    refused in one line, by either loader; below it, its scans count in the decoding budget."""
+    import io
+
+    from PIL import Image
+
+    from nnmark.data import load_data
+    from nnmark.data.base import MAX_JPEG_SCANS, jpeg_scans
+
+    buf = io.BytesIO()
+    Image.new("L", (256, 256), 128).save(buf, "JPEG", progressive=True)
+    progressive = buf.getvalue()
+    root = tmp_path / "folder"
+    for c in "ab":
+        (root / c).mkdir(parents=True)
+    (root / "a" / "0.jpg").write_bytes(progressive)
+    (root / "b" / "0.jpg").write_bytes(_scans_repeated(progressive, 100))
+    assert jpeg_scans(root / "a" / "0.jpg") == 6  # libjpeg's progressive script, one component
+    assert jpeg_scans(root / "b" / "0.jpg") == 106
+    assert load_data(f"folder:{root}").x.shape == (2, 1, 32, 32)
+    # decoded at 1/8 scale: 2 x 32 x 32 pixels, and 6 + 106 scans of 256 x 256 at 1/8 each
+    monkeypatch.setattr("nnmark.data.folder.MAX_DECODED_PIXELS", 919_551)
+    with pytest.raises(NNMarkError, match="decoding its images takes 919,552 pixels"):
+        load_data(f"folder:{root}")
+    monkeypatch.undo()
+    bomb = _scans_repeated(progressive, MAX_JPEG_SCANS)
+    (root / "b" / "0.jpg").write_bytes(bomb)
+    with pytest.raises(NNMarkError, match=f"0.jpg: a JPEG of more than {MAX_JPEG_SCANS} scans"):
+        load_data(f"folder:{root}")
+    # the segmentation loader reads any image format for its images
+    seg = tmp_path / "seg"
+    (seg / "images").mkdir(parents=True)
+    (seg / "masks").mkdir()
+    for i in range(4):
+        (seg / "images" / f"{i}.jpg").write_bytes(bomb if i == 3 else progressive)
+        Image.new("L", (256, 256), 0).save(seg / "masks" / f"{i}.png")
+    with pytest.raises(NNMarkError, match=f"3.jpg: a JPEG of more than {MAX_JPEG_SCANS} scans"):
+        load_data(f"seg:{seg}")
+    (seg / "images" / "3.jpg").write_bytes(progressive)
+    assert load_data(f"seg:{seg}").x.shape == (4, 1, 128, 128)
 
 
 @pytest.mark.parametrize(

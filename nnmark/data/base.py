@@ -21,6 +21,20 @@ SPLIT_SEED = 20170606  # fixed: the same test set for every training seed
 MAX_DATA_VALUES = 1 << 29
 #: The most pixels one image file may declare (8192 x 8192), checked from its header.
 MAX_IMAGE_PIXELS = 1 << 26
+#: The most pixels a data set's images may take to decode, from their headers (2^34: minutes).
+MAX_DECODED_PIXELS = 1 << 34
+#: The most scans a JPEG may hold: libjpeg-turbo's own guard for security-critical callers
+#: (TurboJPEG's scan limit) stops at 500. Each scan of a progressive JPEG is decoded over the
+#: whole image at full size, whatever the draft scale: 2,000 repeated scans of 14 bytes each
+#: kept a 1024 x 1024 JPEG of 28 KB decoding for 1.1 s (review, session 37), and an 8192 x
+#: 8192 one as long per scan as 64 of those.
+MAX_JPEG_SCANS = 500
+#: What one scan costs, in decoded pixels per pixel of the full image: decoding a JPEG at its
+#: draft scale took 0.4 (flat) to 1 ns (a photo) per pixel of the full image and scan, against
+#: 7.4 ns per pixel to decode, convert and resize a PNG (AMD EPYC, session 37), so a photo's
+#: JPEG was counted 85 times short by its drafted pixels alone.
+SCAN_COST = 1 / 8
+_SOS = b"\xff\xda"
 
 
 def open_image(path: Any) -> Any:
@@ -45,6 +59,37 @@ def open_image(path: Any) -> Any:
             f"({MAX_IMAGE_PIXELS:,})"
         )
     return im
+
+
+def jpeg_scans(path: Any) -> int:
+    """An upper bound on a JPEG's scans: its start-of-scan markers (FF DA) counted in the raw
+    bytes, read in chunks, stopping past MAX_JPEG_SCANS. In entropy-coded data an FF is always
+    followed by 00 or a restart marker, so every scan is counted; bytes elsewhere (an EXIF
+    thumbnail, a comment) can only add."""
+    count, tail = 0, b""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            data = tail + chunk
+            count += data.count(_SOS)
+            tail = data[-1:] if data[-1:] == b"\xff" else b""
+            if count > MAX_JPEG_SCANS:
+                break
+    return count
+
+
+def scan_pixels(im: Any, path: Any) -> int:
+    """The decoding a JPEG's scans take beyond its pixels, in pixels (SCAN_COST per pixel of
+    the full image per scan; 0 for other formats); call it before any draft. A JPEG of more
+    than MAX_JPEG_SCANS scans is a one-line error."""
+    if im.format != "JPEG":
+        return 0
+    scans = jpeg_scans(path)
+    if scans > MAX_JPEG_SCANS:
+        raise NNMarkError(
+            f"{path}: a JPEG of more than {MAX_JPEG_SCANS} scans (each is decoded over the "
+            "whole image: re-encode it)"
+        )
+    return int(scans * im.width * im.height * SCAN_COST)
 
 
 def split_indices(

@@ -10,14 +10,17 @@ import numpy as np
 import torch
 
 from nnmark.data import DATASETS
-from nnmark.data.base import MAX_DATA_VALUES, DataBundle, open_image, split_indices
+from nnmark.data.base import (
+    MAX_DATA_VALUES,
+    MAX_DECODED_PIXELS,
+    DataBundle,
+    open_image,
+    scan_pixels,
+    split_indices,
+)
 from nnmark.errors import NNMarkError
 
 EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-#: The most pixels a folder's images may take to decode, from their headers (2^34: minutes).
-MAX_DECODED_PIXELS = 1 << 34
 
 
 #: The most entries a data folder and its class folders may list, in all: more images than
@@ -69,12 +72,13 @@ def load_folder(path: str | None, size: int = 32) -> DataBundle:
     if not files:
         raise NNMarkError(f"{root}: no images found")
     # one pass over the headers: each image's mode, and the pixels decoding it takes (a JPEG's
-    # at the scale its draft decodes): ten thousand links to one 355 KB PNG of 8192 x 8192
-    # were hours of decoding (review, session 36)
+    # at the scale its draft decodes, and its scans at full size): ten thousand links to one
+    # 355 KB PNG of 8192 x 8192 were hours of decoding (review, session 36)
     modes, pixels = [], 0
     for f, _ in files:
         with open_image(f) as im:
             modes.append(im.mode)
+            pixels += scan_pixels(im, f)
             _draft(im, None, size)
             pixels += im.width * im.height
     mode = "RGB" if any(m not in ("L", "1", "I;16", "I") for m in modes) else "L"
@@ -94,8 +98,9 @@ def load_folder(path: str | None, size: int = 32) -> DataBundle:
     decoded = 0
     for i, (f, _) in enumerate(files):
         with open_image(f) as im:
+            decoded += scan_pixels(im, f)  # again: a file replaced since its header was read
             _draft(im, mode, size)
-            decoded += im.width * im.height  # again: a file replaced since its header was read
+            decoded += im.width * im.height
             if decoded > MAX_DECODED_PIXELS:
                 raise NNMarkError(f"{root}: its images changed while they were read")
             try:

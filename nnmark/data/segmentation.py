@@ -8,13 +8,21 @@ no image leaks from train into test.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from nnmark.data import DATASETS
-from nnmark.data.base import MAX_DATA_VALUES, SPLIT_SEED, DataBundle, open_image
+from nnmark.data.base import (
+    MAX_DATA_VALUES,
+    MAX_DECODED_PIXELS,
+    SPLIT_SEED,
+    DataBundle,
+    open_image,
+    scan_pixels,
+)
 from nnmark.errors import NNMarkError
 
 TILE = 128
@@ -27,6 +35,11 @@ def _tiles(t: torch.Tensor, tile: int) -> torch.Tensor:
     t = t[:, : rows * tile, : cols * tile]
     t = t.reshape(c, rows, tile, cols, tile).permute(1, 3, 0, 2, 4)
     return t.reshape(rows * cols, c, tile, tile)
+
+
+def _pixels(im: Any, path: Path) -> int:
+    """The pixels decoding one file takes (a JPEG's scans counted at full size)."""
+    return int(im.width * im.height) + scan_pixels(im, path)
 
 
 @DATASETS.register("seg")
@@ -42,23 +55,34 @@ def load_segmentation(path: str | None) -> DataBundle:
     images = sorted(p for p in img_dir.iterdir() if p.is_file())
     if len(images) < 4:
         raise NNMarkError(f"{img_dir}: need at least 4 images, found {len(images)}")
-    tiles = 0
+    tiles, pixels = 0, 0
     for p in images:
         mask_path = mask_dir / (p.stem + ".png")
         if not mask_path.is_file():
             raise NNMarkError(f"{p.name}: no mask {mask_path.name} in {mask_dir}")
-        with open_image(p) as im, open_image(mask_path):
+        with open_image(p) as im, open_image(mask_path) as mk:
             side = TILE * DOWNSCALE
             tiles += (im.height // side) * (im.width // side)
+            # images too small for a tile are decoded too, and a JPEG's scans at full size
+            pixels += _pixels(im, p) + _pixels(mk, mask_path)
     if 2 * tiles * TILE * TILE > MAX_DATA_VALUES:  # images and masks
         raise NNMarkError(
             f"{root}: {tiles:,} tiles of {TILE} x {TILE} make more than {MAX_DATA_VALUES:,} values"
         )
+    if pixels > MAX_DECODED_PIXELS:
+        raise NNMarkError(
+            f"{root}: decoding its images and masks takes {pixels:,} pixels (at most "
+            f"{MAX_DECODED_PIXELS:,})"
+        )
+    decoded = 0
     xs, ys, owner = [], [], []
     for i, p in enumerate(images):
         mask_path = mask_dir / (p.stem + ".png")
         try:
             with open_image(p) as im, open_image(mask_path) as mk:
+                decoded += _pixels(im, p) + _pixels(mk, mask_path)  # a file replaced since
+                if decoded > MAX_DECODED_PIXELS:
+                    raise NNMarkError(f"{root}: its images changed while they were read")
                 img = np.asarray(im)
                 mask = np.asarray(mk)
         except (OSError, ValueError):
