@@ -212,13 +212,15 @@ def test_evaluate_inspect_embed(files: dict[str, Path]) -> None:
 
 def test_a_mark_that_did_not_take_is_said_when_it_is_made(files: dict[str, Path]) -> None:
     """train / embed verify the new marks in the model they save: one epoch of a content trigger
-    set is not learned (the files are still written, exit 0): one warning line on stderr. A
-    frontier mark at its default recipe is claimed (by the search cost: no timestamp lowers its
-    bar), alone and with a second mark."""
+    set is not learned: one warning line on stderr, exit 1 as verify would (a script went on
+    from exit 0 with a model its key cannot claim), the files still written. A frontier mark at
+    its default recipe is claimed (by the search cost: no timestamp lowers its bar), alone and
+    with a second mark."""
     d = files["dir"]
     r = run("train", "--scheme", "content", "--epochs", "1", "--out", d / "c.safetensors",
             "--key-out", d / "c.nnkey")  # fmt: skip
-    assert r.exit_code == 0 and (d / "c.safetensors").is_file(), r.stderr
+    assert r.exit_code == 1 and (d / "c.safetensors").is_file(), r.stderr
+    assert (d / "c.nnkey").is_file()
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith("warning: content: not_found in the saved model (p ")
     assert line.endswith("train longer (--epochs)")

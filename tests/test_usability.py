@@ -160,7 +160,8 @@ def test_calibrate_tries_the_key_before_training_models(tmp_path: Path) -> None:
 
     out, key = tmp_path / "m.safetensors", tmp_path / "k.nnkey"
     args = ["train", "--epochs", "1", "--scheme", "content", "--out", str(out)]
-    assert runner.invoke(app, [*args, "--key-out", str(key)]).exit_code == 0
+    # one epoch: a key, not yet a mark (exit 1 says so; the key is what this test needs)
+    assert runner.invoke(app, [*args, "--key-out", str(key)]).exit_code == 1
     before = key.read_bytes()
     args = ["calibrate", str(key), "--data", f"mnist:{SHARED_DATA / 'mnist'}", "--epochs", "50"]
     r = runner.invoke(app, args)
@@ -202,7 +203,8 @@ def test_identify_reads_the_other_candidates_when_one_key_is_for_another_task(  
     key.save(keys / "alice.nnkey")
     args = ["train", "--data", f"mnist:{SHARED_DATA / 'mnist'}", "--epochs", "0"]
     args += ["--scheme", "content", "--owner", "bob", "--out", str(tmp_path / "b.safetensors")]
-    assert runner.invoke(app, [*args, "--key-out", str(keys / "bob.nnkey")]).exit_code == 0
+    # no epoch: bob's key, no mark (exit 1 says so)
+    assert runner.invoke(app, [*args, "--key-out", str(keys / "bob.nnkey")]).exit_code == 1
     suspect = tmp_path / "s.safetensors"
     save_model(model, model_info(model, digits), suspect)
     ident = ["identify", str(suspect), "--keys", str(keys)]
@@ -245,7 +247,8 @@ def test_identify_still_stops_on_an_error_that_is_not_a_key_for_another_task(
         "--out",
         str(tmp_path / "m.safetensors"),
     ]
-    assert runner.invoke(app, [*args, "--key-out", str(keys / "alice.nnkey")]).exit_code == 0
+    # one epoch: a key, not yet a mark (exit 1 says so)
+    assert runner.invoke(app, [*args, "--key-out", str(keys / "alice.nnkey")]).exit_code == 1
     bare = tmp_path / "stolen.pt"
     torch.save(plain_cnn.state_dict(), bare)
     r = runner.invoke(app, ["identify", str(bare), "--keys", str(keys)])

@@ -83,12 +83,15 @@ def _save_marked(model, info, path: Path, key, key_path: Path) -> None:
 
 def _check_marks(
     model: nn.Module, key: OwnerKey, bundle: DataBundle, scheme: str, options: dict[str, Any] | None
-) -> None:
+) -> bool:
     """Verify the model just saved as a verifier would with this key: each new mark, and the
     combined verdict of a key with several marks (that is what `nnmark verify` decides). A
     mark that did not take (too few epochs, a model too small for the scheme) or whose
-    evidence falls short of the search-cost bound is said now, not found out in a
-    dispute. The files are written either way, so the check only ever warns."""
+    evidence falls short of the search-cost bound is said now, not found out in a dispute.
+    The files are written either way (to look into, or to train on); False, and the command
+    exits 1 as verify would, where a mark was not found: a script that went on from exit 0
+    shipped a model its key cannot claim (walkthrough, session 36). A check that could not
+    run warns and counts as passed."""
     from nnmark.api import resolve_schemes, verify
 
     try:
@@ -97,15 +100,17 @@ def _check_marks(
         v = verify(model, key, data=[bundle, *extra])
     except Exception as e:  # noqa: BLE001 (e.g. an earlier --key mark made for another input)
         err.print(f"warning: the new marks were not checked: {e}", markup=False, soft_wrap=True)
-        return
+        return True
     checked = [(f"{p.scheme}:", p) for p in (v.parts or (v,))[-len(resolved) :]]
     if v.parts:  # several marks: verify decides on their combination
         checked.append((f"the key's {len(v.parts)} marks together:", v))
+    taken = True
     for what, part in checked:
         text = f"{what} {part.verdict} in the saved model (p {part.p_value:.2g})"
         if part.positive:
             out.print(f"check: {text}", markup=False, soft_wrap=True)
             continue
+        taken = False
         if part.p_value < part.alpha and part.reason:  # e.g. a view that needs a timestamp
             todo = part.reason
         elif part.p_value < part.alpha:  # the evidence is there, short of the search cost
@@ -113,6 +118,7 @@ def _check_marks(
         else:
             todo = f"{part.reason or 'the mark did not take'}; train longer (--epochs)"
         err.print(f"warning: {text}: {todo}", markup=False, soft_wrap=True)
+    return taken
 
 
 @command("train")
@@ -217,7 +223,8 @@ def train_cmd(
     out.print(f"saved {out_path} (test {_fidelity_text(metrics)})")
     if scheme != "none":
         out.print(f"saved key {key_out} (keep it secret: it proves ownership)")
-        _check_marks(trained, key, bundle, scheme, parse_options(sets))
+        if not _check_marks(trained, key, bundle, scheme, parse_options(sets)):
+            raise typer.Exit(1)
 
 
 @command("embed")
@@ -341,7 +348,8 @@ def embed_cmd(
             f"note: {key_out} has no {' or '.join(missing)} ({key_in}'s cover its old marks "
             "only): sign and stamp it again (nnmark key sign / key timestamp)"
         )
-    _check_marks(marked, key, bundle, scheme, parse_options(sets))
+    if not _check_marks(marked, key, bundle, scheme, parse_options(sets)):
+        raise typer.Exit(1)
 
 
 def _cost(v: Verdict) -> str:
