@@ -81,7 +81,9 @@ def scan_pixels(im: Any, path: Any) -> int:
     """The decoding a JPEG's scans take beyond its pixels, in pixels (SCAN_COST per pixel of
     the full image per scan; 0 for other formats); call it before any draft. A JPEG of more
     than MAX_JPEG_SCANS scans is a one-line error."""
-    if im.format != "JPEG":
+    from PIL.JpegImagePlugin import JpegImageFile
+
+    if not isinstance(im, JpegImageFile):  # an MPO (a phone's multi-picture file) is one too
         return 0
     scans = jpeg_scans(path)
     if scans > MAX_JPEG_SCANS:
