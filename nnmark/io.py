@@ -411,14 +411,51 @@ def check_expansion(p: Path) -> None:
     limit = 2 * size + (64 << 20)
     try:
         with zipfile.ZipFile(p) as zf:
-            total = sum(i.file_size for i in zf.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            entries = zf.infolist()
+            total = sum(i.file_size for i in entries)
+            if total > limit:
+                raise NNMarkError(
+                    f"{p}: refused: its entries expand to {total:,} bytes from a {size:,}-byte "
+                    f"file (at most {limit:,}): a compressed checkpoint is not one torch writes"
+                )
+            _check_pickles(p, zf, entries)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise NNMarkError(f"{p}: unreadable or corrupted checkpoint ({exc})") from None
-    if total > limit:
-        raise NNMarkError(
-            f"{p}: refused: its entries expand to {total:,} bytes from a {size:,}-byte file "
-            f"(at most {limit:,}): a compressed checkpoint is not one torch writes"
-        )
+
+
+#: The most bytes, and opcodes, a checkpoint's pickle may hold. The weights-only unpickler
+#: builds an object per opcode, and a one-byte opcode can be an empty set (about 230 bytes):
+#: a 59 KB file of 60 M of them needed 15 GB, a 5.8 KB one 1.4 GB (review, session 37). A
+#: state dict takes about 32 opcodes (100 bytes) per tensor, so the opcodes are bounded by the
+#: storages the archive holds (64 each, tied weights share one) and by MAX_PICKLE_OPS
+#: (about 1 GB of objects at worst) whatever it holds.
+MAX_PICKLE_BYTES = 32 << 20
+MAX_PICKLE_OPS = 1 << 22
+
+
+def _check_pickles(p: Path, zf: Any, entries: list[Any]) -> None:
+    """Every pickle of a checkpoint within MAX_PICKLE_BYTES and its opcodes counted, read from
+    the archive one at a time, before torch unpickles any of them (every entry named .pkl:
+    two of one name are both read)."""
+    import pickletools
+
+    storages = sum("/data/" in i.filename and not i.filename.endswith("/") for i in entries)
+    ops = min(MAX_PICKLE_OPS, 64 * storages + (1 << 16))
+    for info in entries:
+        if not info.filename.endswith(".pkl"):
+            continue
+        if info.file_size > MAX_PICKLE_BYTES:
+            raise NNMarkError(
+                f"{p}: refused: its pickle {info.filename} is {info.file_size:,} bytes (at most "
+                f"{MAX_PICKLE_BYTES:,})"
+            )
+        with zf.open(info) as f:
+            for n, _ in enumerate(pickletools.genops(f)):
+                if n >= ops:
+                    raise NNMarkError(
+                        f"{p}: refused: its pickle holds more than {ops:,} opcodes for "
+                        f"{storages:,} tensor storage(s) (each opcode unpickles into an object)"
+                    )
 
 
 #: How many times over its file a checkpoint's tensors may read: tied weights share storage

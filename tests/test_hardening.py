@@ -707,6 +707,56 @@ def test_a_checkpoint_of_odd_tensors_is_one_line(kind: str, tensor, tmp_path: Pa
             load_state_dict(tmp_path / "odd.safetensors")
 
 
+def _with_pickle(state: dict, pickle: bytes, path: Path, deflate: bool) -> None:  # type: ignore[type-arg]
+    """`state` saved by torch, its data.pkl then replaced by `pickle`."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as src, zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            if info.filename.endswith("data.pkl"):
+                how = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+                dst.writestr(info.filename, pickle, how)
+            else:
+                dst.writestr(info, src.read(info.filename))
+
+
+def test_a_checkpoint_whose_pickle_unpickles_into_gigabytes_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review, session 37: the weights-only unpickler builds an object per opcode, and a 5.8 KB
+    file of 5 M one-byte empty sets peaked at 1.4 GB (60 M: past 4 GiB). A pickle's opcodes are
+    counted before torch reads it, at most 64 per storage the archive holds; its bytes bounded
+    too. A state dict of many tensors, some tied, still loads."""
+    import io
+    import pickletools
+
+    import nnmark.io
+
+    sets = b"\x80\x04" + b"\x8f" * 200_000 + b"}."  # 200,000 empty sets, then a dict
+    for deflate in (True, False):
+        bomb = tmp_path / f"bomb{deflate}.pt"
+        _with_pickle({"w": torch.zeros(2)}, sets, bomb, deflate)
+        with pytest.raises(NNMarkError, match="refused: its pickle holds more than 65,600 opc"):
+            load_state_dict(bomb)
+    # many tensors, two of them tied: about 32 opcodes each, well within 64 per storage
+    state = {f"layer{i}.weight": torch.full((2, 2), float(i)) for i in range(3000)}
+    state["tied"] = state["layer0.weight"]
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    (tmp_path / "many.pt").write_bytes(buf.getvalue())
+    loaded, _ = load_state_dict(tmp_path / "many.pt")
+    assert len(loaded) == 3001 and float(loaded["layer2999.weight"][0, 0]) == 2999.0
+    monkeypatch.setattr(nnmark.io, "MAX_PICKLE_BYTES", 1000)
+    with pytest.raises(
+        NNMarkError, match=r"its pickle archive/data.pkl is [\d,]+ bytes \(at most 1,000"
+    ):
+        load_state_dict(tmp_path / "many.pt")
+    assert len(list(pickletools.genops(io.BytesIO(sets)))) == 200_003  # what was counted
+
+
 def test_a_checkpoint_whose_tensors_read_larger_than_the_file_is_refused(tmp_path: Path) -> None:
     """Expanded views (stride 0) of a one-value storage: a 289 KB file read as 8.3 GB when
     realignment copied them (red team, session 31). And views of one storage named many
