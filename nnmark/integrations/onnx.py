@@ -345,10 +345,52 @@ def external_locations(model: Any, path: Path) -> list[str]:
     return sorted(where)
 
 
+#: Parsing an ONNX file builds an object per node, attribute and name, however small: empty
+#: nodes of 2 bytes each took 85 bytes of memory apiece, a 40 MB file 3.4 GB (review, session
+#: 37). So a file is parsed first in a child process under PARSE_MEMORY_BASE (the interpreter
+#: and onnx take about 160 MB) + PARSE_MEMORY_PER_BYTE x its size of address space, within
+#: ORT_DEADLINE; one that parses there is parsed here (a model's weights parse into about
+#: their own size, read once and copied once).
+PARSE_MEMORY_BASE = 512 << 20
+PARSE_MEMORY_PER_BYTE = 4
+_PARSE = (
+    "import resource, sys\n"
+    "m = int(sys.argv[2])\n"
+    "_, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
+    "m = m if hard == resource.RLIM_INFINITY else min(m, hard)\n"
+    "resource.setrlimit(resource.RLIMIT_AS, (m, m))\n"
+    "import onnx\n"
+    "onnx.load(sys.argv[1], load_external_data=False)\n"
+)
+
+
+def _check_parse(path: Path) -> None:
+    """Refuse, in one line, an ONNX file that cannot be parsed within the bounds above."""
+    memory = PARSE_MEMORY_BASE + PARSE_MEMORY_PER_BYTE * path.stat().st_size
+    try:
+        r = subprocess.run(
+            [sys.executable, "-I", "-c", _PARSE, str(path), str(memory)],
+            capture_output=True,
+            timeout=ORT_DEADLINE,
+        )
+    except subprocess.TimeoutExpired:
+        raise NNMarkError(f"{path}: parsing its graph took more than {ORT_DEADLINE:g} s") from None
+    if r.returncode == 0:
+        return
+    # protobuf reports memory it could not have as a decode error: one message says both
+    last = r.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["killed"]
+    raise NNMarkError(
+        f"{path}: not a readable ONNX file within {memory / 2**20:,.0f} MiB, {PARSE_MEMORY_PER_BYTE} "
+        f"x its size and {PARSE_MEMORY_BASE >> 20} MiB ({last[0].split(':')[0][:80]})"
+    )
+
+
 def _load_graph(path: Path) -> Any:
-    """The model proto, its external data left where it is."""
+    """The model proto, its external data left where it is (parsed here once a bounded child
+    process could: `_check_parse`)."""
     import onnx
 
+    _check_parse(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - onnx raises protobuf DecodeError and others

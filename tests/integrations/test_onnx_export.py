@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from nnmark import OwnerKey, TrainConfig, embed, model_info, new_model, save_model
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
+from nnmark.errors import one_line
 from nnmark.suspect import load_suspect
 from nnmark.testing.onnx import undone_transform
 
@@ -106,6 +107,34 @@ def test_bad_onnx_file_is_a_clear_error(exported, tmp_path: Path) -> None:  # ty
     (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
     r = runner.invoke(app, ["verify", str(tmp_path / "bad.onnx"), "--key", str(d / "k.nnkey")])
     assert r.exit_code == 2 and "not a readable ONNX file" in r.stderr
+
+
+def test_a_graph_of_many_empty_messages_is_refused_before_it_is_parsed_here(  # type: ignore[no-untyped-def]
+    exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review, session 37: protobuf builds an object per message, and empty nodes take 2 bytes
+    each: a 40 MB file took 3.4 GB to parse. A file is parsed first in a child process whose
+    address space grows with the file's size (PARSE_MEMORY_PER_BYTE); the exported model
+    passes, and the bomb is refused in one line. The child's base is lowered here (to 320 MiB,
+    the interpreter and onnx take about 160) so that a 6 MB bomb is past it."""
+    import nnmark.integrations.onnx as nnmark_onnx
+
+    _, key, d = exported
+    monkeypatch.setattr(nnmark_onnx, "PARSE_MEMORY_BASE", 320 << 20)
+    bomb = tmp_path / "bomb.onnx"
+    body = b"\x0a\x00" * 3_000_000  # 3 M empty nodes, merged into the graph as a second one
+    size = len(body)
+    length = bytearray()
+    while True:  # the body's length as a protobuf varint
+        length.append((size & 0x7F) | (0x80 if size >> 7 else 0))
+        size >>= 7
+        if not size:
+            break
+    bomb.write_bytes((d / "m.onnx").read_bytes() + b"\x3a" + bytes(length) + body)
+    r = runner.invoke(app, ["verify", str(bomb), "--key", str(d / "k.nnkey")])
+    assert r.exit_code == 2, r.stdout + r.stderr
+    assert "bomb.onnx: not a readable ONNX file within 3" in one_line(r.stderr), r.stderr
+    assert runner.invoke(app, ["inspect", str(d / "m.onnx")]).exit_code == 0
 
 
 def test_every_state_dict_tensor_reads_back_from_onnx_by_name(
