@@ -625,9 +625,52 @@ def test_the_pixels_an_image_folder_decodes_are_bounded_and_colour_comes_channel
     with pytest.raises(NNMarkError, match="decoding its images takes 81,920 pixels"):
         load_data(f"folder:{root}")
     # names are counted as they are listed: millions were listed and sorted before any check
-    monkeypatch.setattr("nnmark.data.folder.MAX_FOLDER_ENTRIES", 5)  # 2 classes + 4 images
+    monkeypatch.setattr("nnmark.data.base.MAX_FOLDER_ENTRIES", 5)  # 2 classes + 4 images
     with pytest.raises(NNMarkError, match="more than 5 entries in its folders"):
         load_data(f"folder:{root}")
+
+
+def test_segmentation_and_key_folders_are_counted_as_they_are_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review, session 37: `seg:` listed and sorted every entry (100,000 links to one 2 x 2 PNG:
+    38 s, 528 MB) and a 1 x 1 image ended in a RuntimeError from the pooling; `identify --keys`
+    listed and sorted every key file before counting them (300,000: 412 MB)."""
+    from PIL import Image
+
+    from nnmark.data import load_data
+    from nnmark.fingerprint import load_keys
+
+    seg = tmp_path / "seg"
+    (seg / "images").mkdir(parents=True)
+    (seg / "masks").mkdir()
+    for i in range(5):  # 4 images of one tile each, and one too small for any
+        side = 1 if i == 4 else 256
+        Image.new("L", (side, side), 100 + i).save(seg / "images" / f"{i}.png")
+        Image.new("L", (side, side), 0).save(seg / "masks" / f"{i}.png")
+    assert load_data(f"seg:{seg}").x.shape == (4, 1, 128, 128)
+    monkeypatch.setattr("nnmark.data.base.MAX_FOLDER_ENTRIES", 4)
+    with pytest.raises(NNMarkError, match="more than 4 entries in its folders"):
+        load_data(f"seg:{seg}")
+    monkeypatch.undo()
+    for i in range(4):  # every image too small: one line, not a RuntimeError
+        Image.new("L", (1, 1), 0).save(seg / "images" / f"{i}.png")
+        Image.new("L", (1, 1), 0).save(seg / "masks" / f"{i}.png")
+    with pytest.raises(NNMarkError, match="images smaller than 256 pixels"):
+        load_data(f"seg:{seg}")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    from nnmark.schemes.uchida import Uchida, UchidaConfig
+
+    host = new_model("cnn", load_data("digits"), seed=0)
+    for i in range(3):
+        key = OwnerKey.new(f"r{i}", nonce=f"{i:02x}" * 16)
+        key.with_mark(Uchida.plan(host, key, UchidaConfig(), bits=64)).save(keys / f"r{i}.nnkey")
+    (keys / "notes.txt").write_text("not a key")
+    assert list(load_keys(keys)) == ["r0.nnkey", "r1.nnkey", "r2.nnkey"]
+    monkeypatch.setattr("nnmark.fingerprint.MAX_CANDIDATES", 2)
+    with pytest.raises(NNMarkError, match="holds more than 2 keys, which identify takes at most"):
+        load_keys(keys)
 
 
 def _scans_repeated(jpeg: bytes, times: int) -> bytes:

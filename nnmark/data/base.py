@@ -61,6 +61,24 @@ def open_image(path: Any) -> Any:
     return im
 
 
+#: The most entries a data folder and its sub-folders may list, in all: more images than
+#: MAX_DATA_VALUES holds at any size, and a bound on the listing itself (millions of names were
+#: listed and sorted before any check; review, session 36).
+MAX_FOLDER_ENTRIES = 1 << 20
+
+
+def list_entries(folder: Path, root: Path, listed: list[int]) -> list[Path]:
+    """The entries of `folder`; `listed[0]` counts every folder's of one data set, refused
+    past MAX_FOLDER_ENTRIES while they are listed."""
+    out = []
+    for entry in folder.iterdir():
+        out.append(entry)
+        listed[0] += 1
+        if listed[0] > MAX_FOLDER_ENTRIES:
+            raise NNMarkError(f"{root}: more than {MAX_FOLDER_ENTRIES:,} entries in its folders")
+    return out
+
+
 def jpeg_scans(path: Any) -> int:
     """An upper bound on a JPEG's scans: its start-of-scan markers (FF DA) counted in the raw
     bytes, read in chunks, stopping past MAX_JPEG_SCANS. In entropy-coded data an FF is always

@@ -14,6 +14,7 @@ from nnmark.data.base import (
     MAX_DATA_VALUES,
     MAX_DECODED_PIXELS,
     DataBundle,
+    list_entries,
     open_image,
     scan_pixels,
     split_indices,
@@ -21,24 +22,6 @@ from nnmark.data.base import (
 from nnmark.errors import NNMarkError
 
 EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-#: The most entries a data folder and its class folders may list, in all: more images than
-#: MAX_DATA_VALUES holds at any size, and a bound on the listing itself (millions of names were
-#: listed and sorted before any check; review, session 36).
-MAX_FOLDER_ENTRIES = 1 << 20
-
-
-def _entries(folder: Path, root: Path, listed: list[int]) -> list[Path]:
-    """The entries of `folder`; `listed[0]` counts every folder's, refused past
-    MAX_FOLDER_ENTRIES while they are listed."""
-    out = []
-    for entry in folder.iterdir():
-        out.append(entry)
-        listed[0] += 1
-        if listed[0] > MAX_FOLDER_ENTRIES:
-            raise NNMarkError(f"{root}: more than {MAX_FOLDER_ENTRIES:,} entries in its folders")
-    return out
 
 
 def _draft(im: Any, mode: str | None, size: int) -> None:
@@ -60,13 +43,13 @@ def load_folder(path: str | None, size: int = 32) -> DataBundle:
     if not root.is_dir():
         raise NNMarkError(f"folder not found: {root}")
     listed = [0]
-    classes = sorted(p.name for p in _entries(root, root, listed) if p.is_dir())
+    classes = sorted(p.name for p in list_entries(root, root, listed) if p.is_dir())
     if len(classes) < 2:
         raise NNMarkError(f"{root}: expected one sub-folder per class (found {len(classes)})")
     files = [
         (f, label)
         for label, c in enumerate(classes)
-        for f in sorted(_entries(root / c, root, listed))
+        for f in sorted(list_entries(root / c, root, listed))
         if f.suffix.lower() in EXTS
     ]
     if not files:
