@@ -251,7 +251,7 @@ def load_keys(folder: str | Path) -> dict[str, OwnerKey]:
             files.append(f)
             if len(files) > MAX_CANDIDATES:
                 raise NNMarkError(
-                    f"{d} holds more than {MAX_CANDIDATES:,} keys, which identify takes at most"
+                    f"{d} holds more than {MAX_CANDIDATES:,} keys; identify takes at most {MAX_CANDIDATES:,}"
                 )
     files.sort()
     if not files:

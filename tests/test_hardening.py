@@ -669,7 +669,7 @@ def test_segmentation_and_key_folders_are_counted_as_they_are_listed(
     (keys / "notes.txt").write_text("not a key")
     assert list(load_keys(keys)) == ["r0.nnkey", "r1.nnkey", "r2.nnkey"]
     monkeypatch.setattr("nnmark.fingerprint.MAX_CANDIDATES", 2)
-    with pytest.raises(NNMarkError, match="holds more than 2 keys, which identify takes at most"):
+    with pytest.raises(NNMarkError, match="holds more than 2 keys; identify takes at most 2"):
         load_keys(keys)
 
 
