@@ -147,6 +147,40 @@ def test_folder_loader(tmp_path: Path) -> None:
             Image.fromarray(arr).save(tmp_path / c / f"{i}.png")
     d = load_data(f"folder:{tmp_path}")
     assert d.num_classes == 2 and d.x.shape == (20, 1, 32, 32) and d.meta["classes"] == "cat,dog"
+    # a key records the folder's kind and content, not its name: the same images elsewhere
+    # give the same key (the name fed every secret; determinism review, session 37)
+    import shutil
+
+    from nnmark.schemes.content import Content, ContentConfig
+
+    copy = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    shutil.copytree(tmp_path, copy)
+    moved = load_data(f"folder:{copy}")
+    assert moved.name != d.name and moved.ref() == d.ref() == {
+        "name": "folder",
+        "sha256": d.content_hash(),
+    }
+    model = create_model("cnn", **d.model_kwargs())
+    key = OwnerKey.new("o", nonce="f0" * 16)
+    marks = [Content.plan(model, key, ContentConfig(), data=data) for data in (d, moved)]
+    assert marks[0] == marks[1]
+
+
+def test_one_model_is_one_file_however_often_it_is_saved() -> None:
+    """safetensors writes its metadata from a hash map in a new order on every call: one model
+    saved five times was five files of other bytes, and verdicts name a suspect by its digest
+    (determinism review, session 37)."""
+    import hashlib
+
+    from nnmark import model_info
+    from nnmark.io import model_bytes
+
+    data = load_data("digits")
+    model = create_model("cnn", **data.model_kwargs())
+    digests = {
+        hashlib.sha256(model_bytes(model, model_info(model, data))).digest() for _ in range(5)
+    }
+    assert len(digests) == 1
 
 
 @pytest.mark.parametrize(

@@ -59,7 +59,8 @@ def resolve_data(ref: dict[str, str], provided: Sequence[DataBundle], what: str)
             f"{what}: the built-in {ref['name']} data differ from the key's "
             f"(sha256 {want!s:.12} vs {bundle.content_hash():.12})"
         )
-    same_name = [b for b in provided if b.name == ref.get("name")]
+    kind = str(ref.get("name")).partition(":")[0]  # keys name a folder's kind, not its name
+    same_name = [b for b in provided if b.name.partition(":")[0] == kind]
     if same_name:
         raise NNMarkError(
             f"{what}: --data {same_name[0].name} is not the data set the key was made with "

@@ -176,8 +176,11 @@ class DataBundle:
         return self._hash
 
     def ref(self) -> dict[str, str]:
-        """What a key records of this data set: its name and content hash."""
-        return {"name": self.name, "sha256": self.content_hash()}
+        """What a key records of this data set: its kind (`folder`, not `folder:NAME`) and its
+        content hash. A folder's name fed the key's secrets: the same images under two names
+        made two marks from one key and seed, and a key told where the owner's data lay
+        (determinism review, session 37); verification finds the data by its hash."""
+        return {"name": self.name.partition(":")[0], "sha256": self.content_hash()}
 
     @property
     def in_channels(self) -> int:
