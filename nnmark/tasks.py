@@ -25,9 +25,15 @@ class Task:
         raise NotImplementedError
 
     def distill_loss(
-        self, out: torch.Tensor, teacher_out: torch.Tensor, temperature: float = 1.0
+        self,
+        out: torch.Tensor,
+        teacher_out: torch.Tensor,
+        temperature: float = 1.0,
+        y: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Loss against a teacher's outputs (no labels read): distill-to-embed and extraction."""
+        """Loss against a teacher's outputs (no data label read): distill-to-embed and
+        extraction. `y`, where given, holds the labels a key gave (a trigger set's), and -1
+        for the data's rows: those rows follow the teacher, the key's its labels."""
         raise NotImplementedError
 
     def counts(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -56,12 +62,33 @@ class Classification(Task):
         return F.cross_entropy(out, y)
 
     def distill_loss(
-        self, out: torch.Tensor, teacher_out: torch.Tensor, temperature: float = 1.0
+        self,
+        out: torch.Tensor,
+        teacher_out: torch.Tensor,
+        temperature: float = 1.0,
+        y: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """KL to the teacher's softened answers, per row averaged over the batch; rows a key
+        labelled (`y` >= 0: trigger sets mixed into the batches) take cross-entropy with their
+        key labels instead, as without a teacher (distilled too, a trigger set was never
+        learnt: content and adi not found, p 0.14 and 1; determinism review, session 37). A
+        student grown by extra classes (newlabel's new label) is taught that the teacher never
+        gives them: probability 0 (their sizes differing was a RuntimeError)."""
         t = temperature
-        return F.kl_div(
-            F.log_softmax(out / t, 1), F.softmax(teacher_out / t, 1), reduction="batchmean"
+        extra = out.shape[1] - teacher_out.shape[1]
+        if extra > 0:
+            teacher_out = F.pad(teacher_out, (0, extra), value=float("-inf"))
+        keyed = y >= 0 if y is not None else torch.zeros(len(out), dtype=torch.bool)
+        keyed = keyed.to(out.device)
+        kl = F.kl_div(
+            F.log_softmax(out[~keyed] / t, 1),
+            F.softmax(teacher_out[~keyed] / t, 1),
+            reduction="sum",
         ) * (t * t)
+        own = 0.0
+        if y is not None and bool(keyed.any()):
+            own = F.cross_entropy(out[keyed], y[keyed], reduction="sum")
+        return (kl + own) / max(len(out), 1)
 
     def counts(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         return {"correct": float((out.argmax(1) == y).sum()), "n": float(len(y))}
@@ -90,7 +117,11 @@ class Segmentation(Task):
         return F.binary_cross_entropy_with_logits(out, y) + (1 - dice)
 
     def distill_loss(
-        self, out: torch.Tensor, teacher_out: torch.Tensor, temperature: float = 1.0
+        self,
+        out: torch.Tensor,
+        teacher_out: torch.Tensor,
+        temperature: float = 1.0,
+        y: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.loss(out, torch.sigmoid(teacher_out / temperature))
 

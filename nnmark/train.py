@@ -29,7 +29,7 @@ from nnmark.data.base import DataBundle
 from nnmark.device import device_of, resolve_device
 from nnmark.errors import NNMarkError
 from nnmark.hooks import Batch, Hooks, LossFn, has_custom_step, plain_step
-from nnmark.tasks import Task, check_fits, get_task
+from nnmark.tasks import Classification, Task, check_fits, get_task
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def make_loss(
             if teacher is not None:
                 with torch.no_grad():
                     target = teacher(x)
-                loss = task.distill_loss(out, target, temperature)
+                loss = task.distill_loss(out, target, temperature, y)
             else:
                 loss = task.loss(out, y)
         if amp is not None:
@@ -145,6 +145,14 @@ def make_loss(
         return loss
 
     return loss_fn
+
+
+def _unlabelled(batches: Iterator[Batch], task: Task) -> Iterator[Batch]:
+    """Distillation reads no data label: a class label is -1 here, so the only labels that
+    reach the loss are those a key gave the rows it mixes in (`Classification.distill_loss`).
+    Masks pass as they are (segmentation distils every pixel from the teacher)."""
+    for x, y in batches:
+        yield (x, torch.full_like(y, -1)) if isinstance(task, Classification) else (x, y)
 
 
 def scaled_step(scaler: torch.amp.GradScaler) -> StepFn:
@@ -384,7 +392,7 @@ def fit(
     )
 
     def epoch_batches() -> Iterator[Batch]:
-        batches: Iterator[Batch] = iter(loader)
+        batches = _unlabelled(iter(loader), task) if teacher is not None else iter(loader)
         for s in schemes:
             batches = s.batches(batches)
         return batches

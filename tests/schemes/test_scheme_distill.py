@@ -5,7 +5,9 @@ Which schemes fit: uchida and stdm (a penalty on the weights), tartaglione and w
 values frozen from the first step; the replicas' loss is the distillation loss too) and actsign
 (its key inputs are key-derived noise) need no label at all; deepsigns picks its key inputs by
 class label, so it needs a few labels of the owner's data that pure distillation lacks; fragile
-is written after any training, distillation included.
+is written after any training, distillation included. Trigger sets (content, adi, noise,
+unrelated, newlabel) come with the labels their key gives: the student learns those rows from
+them and every other row from the teacher (the data's labels reach no loss).
 """
 
 from __future__ import annotations
@@ -63,6 +65,29 @@ def test_student_carries_the_mark_without_reading_a_label(
     # each mark costs in accuracy is measured in the benchmarks)
     assert student_acc > 0.8
     assert verify(base_cnn, key).verdict == "not_found"  # the teacher never had the marks
+
+
+@pytest.mark.parametrize("scheme", ["content+adi", "newlabel"])
+def test_a_distilled_student_learns_a_trigger_set_from_its_keys_labels(
+    scheme: str, base_cnn: nn.Module, digits: DataBundle, scrambled: DataBundle
+) -> None:
+    """Determinism review, session 37: distilled, the trigger rows followed the teacher too,
+    so the marks were never learnt (content p 0.14, adi p 1), and newlabel's grown head was a
+    RuntimeError against the teacher's. At each scheme's default recipe, from scrambled
+    labels: every mark found."""
+    student, key = embed(
+        new_model("cnn", digits, seed=5),
+        scrambled,
+        scheme,
+        key=owner_key("distiller", "dd"),
+        config=TrainConfig(seed=0),
+        teacher=base_cnn,
+    )
+    v = verify(student, key, data=[scrambled])
+    assert v.verdict == "found" and all(p.verdict == "found" for p in v.parts), v
+    accuracy = evaluate(student, digits.loader("test", 256), digits.task)["accuracy"]
+    assert accuracy > 0.8  # scrambled labels would give chance (0.1)
+    assert verify(base_cnn, key, data=[scrambled]).verdict == "not_found"
 
 
 def test_cli_distill_to_embed_with_a_message(base_cnn, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
