@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from nnmark.errors import NNMarkError
 from nnmark.io import atomic_write_text
+from nnmark.keys import MAX_MARKS
 
 if TYPE_CHECKING:
     from nnmark.bench.cache import ModelCache
@@ -215,8 +216,17 @@ def scan_rows(root: Path) -> tuple[list[dict[str, Any]], int]:
         latest.pop(row["cell"], None)  # a retried cell moves to its new place
         # a field it lacks: unknown; a field ROW_SCHEMA does not name: dropped (62 MB of
         # them in one file held 1.8 GB; review, session 36)
-        latest[row["cell"]] = {name: row.get(name) for name in ROW_SCHEMA}
+        kept = {name: row.get(name) for name in ROW_SCHEMA}
+        if kept["parts"] is not None:  # each part's own fields only, as for the row's
+            kept["parts"] = [{f: p.get(f) for f in PART_FIELDS} for p in kept["parts"]]
+        latest[row["cell"]] = kept
     return list(latest.values()), skipped
+
+
+#: What a composite row's part holds (ROW_SCHEMA's `parts`); a key holds at most MAX_MARKS marks,
+#: so a row at most as many parts: 350,000 empty parts a row kept 1.9 GB from 63 MB of rows
+#: (review, session 37).
+PART_FIELDS = ("scheme", "verdict", "statistic", "p_value")
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -254,4 +264,20 @@ def _mistyped(row: dict[str, Any]) -> bool:
         if isinstance(value, bool) or not isinstance(value, allowed):
             return True
     parts = row.get("parts")
-    return isinstance(parts, list) and not all(isinstance(p, dict) for p in parts)
+    return isinstance(parts, list) and (len(parts) > MAX_MARKS or not all(_part(p) for p in parts))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _part(p: Any) -> bool:
+    """A composite's part as the runner writes it: the report formats each field (a string
+    p-value ended it with a traceback)."""
+    return (
+        isinstance(p, dict)
+        and isinstance(p.get("scheme"), str)
+        and isinstance(p.get("verdict"), str)
+        and _number(p.get("p_value"))
+        and (p.get("statistic") is None or _number(p.get("statistic")))
+    )

@@ -143,6 +143,16 @@ def test_result_lines_that_are_not_rows_are_skipped_and_counted(  # type: ignore
     assert r.exit_code == 0 and "9 line(s)" in r.stderr, r.output
     extra = next(r for r in read_rows(out) if r["cell"] == "extra")
     assert set(extra) == set(ROW_SCHEMA)
+    # review, session 37: `parts` of 350,000 empty objects a row held 1.9 GB; a string p-value
+    # in a part would end the report. At most a key's 16 parts, each of its own four fields
+    part = {"scheme": "uchida", "verdict": "found", "statistic": 0.0, "p_value": 1e-9}
+    with (out / "results.jsonl").open("a") as fh:
+        for cell, parts in (("many", [{}] * 17), ("strp", [{**part, "p_value": "1e-9"}])):
+            fh.write(json.dumps({**hit, "cell": cell, "parts": parts}) + "\n")
+        fh.write(json.dumps({**hit, "cell": "one", "parts": [{**part, "junk": [[]] * 99}]}) + "\n")
+    r = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "r.html")])
+    assert r.exit_code == 0 and "11 line(s)" in r.stderr, r.output
+    assert next(r for r in read_rows(out) if r["cell"] == "one")["parts"] == [part]
 
 
 def test_rerun_with_more_attacks_retrains_no_model(tiny: tuple[Path, Path], tmp_path: Path) -> None:
