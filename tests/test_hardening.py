@@ -619,10 +619,15 @@ def test_the_pixels_an_image_folder_decodes_are_bounded_and_colour_comes_channel
     assert data.x.shape == (4, 3, 32, 32) and data.x.is_contiguous()
     first = data.x[0]  # a/0.png: red, channels first
     assert float(first[0].min()) == 1.0 and float(first[1:].max()) == 0.0
-    # 2 PNGs of 64 x 64 and 2 JPEGs decoded at 1/8 scale: 4 x 4,096 pixels, and each JPEG's
-    # one scan at full size: 2 x 512 x 512 / 8 (SCAN_COST)
-    monkeypatch.setattr("nnmark.data.folder.MAX_DECODED_PIXELS", 81_919)
-    with pytest.raises(NNMarkError, match="decoding its images takes 81,920 pixels"):
+    # 2 PNGs of 64 x 64 and 2 JPEGs decoded at 1/8 scale: 4 x 4,096 pixels; each JPEG's one
+    # scan at full size: 2 x 512 x 512 / 8 (SCAN_COST); each file's bytes, and the PNGs' 3
+    # chunks (IHDR, IDAT, IEND) at 16 (BYTE_COST, PNG_CHUNK_COST)
+    files = sum(f.stat().st_size for c in colours for f in (root / c).iterdir())
+    total = 4 * 4096 + 2 * 512 * 512 // 8 + files + 2 * 3 * 16
+    monkeypatch.setattr("nnmark.data.folder.MAX_DECODED_PIXELS", total)
+    assert load_data(f"folder:{root}").x.shape == (4, 3, 32, 32)
+    monkeypatch.setattr("nnmark.data.folder.MAX_DECODED_PIXELS", total - 1)
+    with pytest.raises(NNMarkError, match=f"takes more than {total - 1:,} pixels \\(at 1.jpg\\)"):
         load_data(f"folder:{root}")
     # names are counted as they are listed: millions were listed and sorted before any check
     monkeypatch.setattr("nnmark.data.base.MAX_FOLDER_ENTRIES", 5)  # 2 classes + 4 images
@@ -673,6 +678,80 @@ def test_segmentation_and_key_folders_are_counted_as_they_are_listed(
         load_keys(keys)
 
 
+def _tiff_of_one_strip(width: int, rows: int, offsets: int) -> bytes:
+    """An uncompressed 8-bit TIFF of 2 x `rows` rows whose strip offsets name one strip
+    `offsets` times: Pillow makes a tile of each, and decodes the strip as often."""
+    entries = [(256, 4, 1, width), (257, 4, 1, 2 * rows), (258, 3, 1, 8), (259, 3, 1, 1)]
+    entries += [(262, 3, 1, 1), (273, 4, offsets, 0), (277, 3, 1, 1), (278, 4, 1, rows)]
+    entries += [(279, 4, 1, width * rows)]
+    at = 8 + 2 + 12 * len(entries) + 4  # the offsets, after the one directory
+    out = bytearray(b"II*\x00" + struct.pack("<IH", 8, len(entries)))
+    for tag, kind, count, value in entries:
+        value = at if tag == 273 else value
+        short = kind == 3  # a SHORT value sits in the entry's first two bytes
+        out += (
+            struct.pack("<HHIHH", tag, kind, count, value, 0)
+            if short
+            else struct.pack("<HHII", tag, kind, count, value)
+        )
+    out += struct.pack("<I", 0) + struct.pack(f"<{offsets}I", *[at + 4 * offsets] * offsets)
+    return bytes(out + bytes(width * rows))
+
+
+def test_what_opening_and_decoding_an_image_takes_is_counted_before_it_is_done(
+    tmp_path: Path,
+) -> None:
+    """Review, session 37: a TIFF naming one strip 200,000 times decoded it as often (43 s for
+    an image that declared 4 M pixels); 63 compressed text chunks of a 66 KB PNG were inflated
+    at every open (0.24 s, counted as 4 pixels); Pillow joins a JPEG's Exif segments in time
+    that grows with their square (65 MB: 27 s an open). A TIFF's tiles, a PNG's chunks and a
+    file's bytes are counted (`decode_pixels`), and more Exif segments than 64 are refused."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    from nnmark.data.base import (
+        MAX_EXIF_SEGMENTS,
+        PNG_CHUNK_COST,
+        PNG_TEXT_COST,
+        decode_pixels,
+        open_image,
+    )
+
+    tif = tmp_path / "strips.tif"
+    tif.write_bytes(_tiff_of_one_strip(64, 8, 1000))
+    with open_image(tif) as im:
+        assert im.size == (64, 16) and decode_pixels(im, tif) == tif.stat().st_size + 1000 * 64 * 8
+    png = tmp_path / "texts.png"
+    Image.new("L", (4, 4)).save(png)
+    data = png.read_bytes()
+    text = b"k\x00\x00" + zlib.compress(bytes(1 << 20))  # inflates to 1 MiB
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    end = data.rindex(b"IEND") - 4
+    png.write_bytes(data[:end] + chunk(b"zTXt", text) * 3 + data[end:])
+    with open_image(png) as im:  # IHDR, IDAT, 3 zTXt, IEND
+        expected = png.stat().st_size + 3 * PNG_TEXT_COST + 6 * PNG_CHUNK_COST + 16
+        assert decode_pixels(im, png) == expected
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, "JPEG")
+    jpeg = buf.getvalue()
+    exif = b"\xff\xe1" + struct.pack(">H", 8 + 100) + b"Exif\x00\x00" + bytes(100)
+    for n, refused in ((MAX_EXIF_SEGMENTS, False), (MAX_EXIF_SEGMENTS + 1, True)):
+        path = tmp_path / f"exif{n}.jpg"
+        path.write_bytes(jpeg[:2] + exif * n + jpeg[2:])
+        if refused:
+            with pytest.raises(NNMarkError, match=f"more than {MAX_EXIF_SEGMENTS} Exif segments"):
+                open_image(path)
+        else:
+            open_image(path).close()
+
+
 def _scans_repeated(jpeg: bytes, times: int) -> bytes:
     """The JPEG with its last scan (from the last start-of-scan marker to the end-of-image one)
     repeated: libjpeg decodes each again over the whole image (it warns and goes on)."""
@@ -705,9 +784,12 @@ def test_a_jpeg_of_many_scans_is_refused_and_its_scans_count_at_full_size(
     assert jpeg_scans(root / "a" / "0.jpg") == 6  # libjpeg's progressive script, one component
     assert jpeg_scans(root / "b" / "0.jpg") == 106
     assert load_data(f"folder:{root}").x.shape == (2, 1, 32, 32)
-    # decoded at 1/8 scale: 2 x 32 x 32 pixels, and 6 + 106 scans of 256 x 256 at 1/8 each
-    monkeypatch.setattr("nnmark.data.folder.MAX_DECODED_PIXELS", 919_551)
-    with pytest.raises(NNMarkError, match="decoding its images takes 919,552 pixels"):
+    # decoded at 1/8 scale: 2 x 32 x 32 pixels, 6 + 106 scans of 256 x 256 at 1/8 each, and
+    # the files' bytes
+    files = sum(f.stat().st_size for c in "ab" for f in (root / c).iterdir())
+    total = 2 * 32 * 32 + (6 + 106) * 256 * 256 // 8 + files
+    monkeypatch.setattr("nnmark.data.folder.MAX_DECODED_PIXELS", total - 1)
+    with pytest.raises(NNMarkError, match=f"takes more than {total - 1:,} pixels \\(at 0.jpg"):
         load_data(f"folder:{root}")
     monkeypatch.undo()
     bomb = _scans_repeated(progressive, MAX_JPEG_SCANS)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,20 @@ MAX_JPEG_SCANS = 500
 #: JPEG was counted 85 times short by its drafted pixels alone.
 SCAN_COST = 1 / 8
 _SOS = b"\xff\xda"
+#: What opening a file costs before any pixel, in decoded pixels: its bytes (read, and a JPEG's
+#: header segments kept), and a compressed text chunk of a PNG, which Pillow inflates to up to
+#: 1 MiB when it opens the file (63 of them in a 66 KB PNG took 0.24 s an open, counted as 4
+#: pixels; review, session 37): 3.6 ns a byte, about half a decoded pixel's 7.4.
+BYTE_COST = 1
+PNG_TEXT_COST = 1 << 19
+#: A PNG chunk's header, walked here and by Pillow (about 1 us each: 16 decoded pixels).
+PNG_CHUNK_COST = 16
+#: The most Exif segments a JPEG may hold (the standard has one): Pillow joins them by
+#: repeated copies, in time that grows with their square (65 MB of them: 27 s an open).
+MAX_EXIF_SEGMENTS = 64
+_PNG = b"\x89PNG\r\n\x1a\n"
+_PNG_COMPRESSED = {b"zTXt", b"iTXt", b"iCCP"}
+_EXIF = re.compile(rb"\xff\xe1..Exif\x00\x00", re.DOTALL)
 
 
 def open_image(path: Any) -> Any:
@@ -46,6 +63,7 @@ def open_image(path: Any) -> Any:
 
     if not Path(path).is_file():  # a FIFO named x.png blocked the loader forever (review)
         raise NNMarkError(f"{path}: not a regular file")
+    cost = _opening_cost(Path(path))  # before Pillow reads a byte: it inflates text at open
     try:
         with warnings.catch_warnings():  # PIL warns, then raises, at its own bomb limits
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -58,7 +76,73 @@ def open_image(path: Any) -> Any:
             f"{path}: {im.width} x {im.height} pixels is more than an image may hold here "
             f"({MAX_IMAGE_PIXELS:,})"
         )
+    im.nnmark_opening = cost  # type: ignore[attr-defined]  # read by decode_pixels
     return im
+
+
+def _opening_cost(path: Path) -> int:
+    """What opening `path` costs before any pixel (BYTE_COST, PNG_TEXT_COST), from its chunk
+    or segment headers; a JPEG of more than MAX_EXIF_SEGMENTS Exif segments is refused."""
+    cost = path.stat().st_size * BYTE_COST
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if head == _PNG:
+            texts, chunks = _png_chunks(f)
+            return cost + texts * PNG_TEXT_COST + chunks * PNG_CHUNK_COST
+        if head[:2] == b"\xff\xd8" and _jpeg_exif_segments(f) > MAX_EXIF_SEGMENTS:
+            raise NNMarkError(
+                f"{path}: a JPEG of more than {MAX_EXIF_SEGMENTS} Exif segments (the standard "
+                "has one; joining them takes time that grows with their square)"
+            )
+    return cost
+
+
+def _png_chunks(f: Any) -> tuple[int, int]:
+    """(compressed chunks: zTXt, iTXt, iCCP; all chunks) of the PNG `f` is past the signature
+    of, from the chunks' headers (their data skipped)."""
+    texts = chunks = 0
+    while len(head := f.read(8)) == 8:
+        size, kind = struct.unpack(">I4s", head)
+        chunks += 1
+        if kind == b"IEND":
+            break
+        texts += kind in _PNG_COMPRESSED
+        f.seek(size + 4, 1)  # the data and its CRC
+    return texts, chunks
+
+
+def _jpeg_exif_segments(f: Any) -> int:
+    """An upper bound on the Exif APP1 segments of the JPEG `f` reads: their headers
+    (FF E1, a length, "Exif" and two zeros) counted in the raw bytes, stopping past
+    MAX_EXIF_SEGMENTS. Pillow skips junk between segments, so a walk from segment to segment
+    would stop where it goes on."""
+    f.seek(0)
+    count, tail = 0, b""
+    while chunk := f.read(1 << 20):
+        data = tail + chunk
+        count += len(_EXIF.findall(data))
+        tail = data[-9:]  # a header starting there is counted with the next chunk, once
+        if count > MAX_EXIF_SEGMENTS:
+            break
+    return count
+
+
+def decode_pixels(im: Any, path: Any, drafted: Any = None) -> int:
+    """What `im` (from open_image) takes to open and decode, in decoded pixels: the opening's
+    cost, a JPEG's scans at full size (`scan_pixels`), and the boxes of its tiles (a TIFF naming
+    one strip 200,000 times decodes it as often: 43 s for an image that declared 4 M pixels;
+    review, session 37), or its size where it declares none. `drafted`: the draft to apply
+    first (a JPEG then decodes at that scale), as `draft(mode, size)` arguments."""
+    cost = int(getattr(im, "nnmark_opening", 0)) + scan_pixels(im, path)
+    if drafted is not None:
+        with contextlib.suppress(OSError, ValueError):  # a mode the draft cannot reach: full
+            im.draft(*drafted)
+    boxes = sum(
+        max(0, t[1][2] - t[1][0]) * max(0, t[1][3] - t[1][1])
+        for t in (im.tile or ())
+        if t[1] is not None
+    )
+    return cost + max(boxes, im.width * im.height)
 
 
 #: The most entries a data folder and its sub-folders may list, in all: more images than

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -14,21 +12,14 @@ from nnmark.data.base import (
     MAX_DATA_VALUES,
     MAX_DECODED_PIXELS,
     DataBundle,
+    decode_pixels,
     list_entries,
     open_image,
-    scan_pixels,
     split_indices,
 )
 from nnmark.errors import NNMarkError
 
 EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-def _draft(im: Any, mode: str | None, size: int) -> None:
-    """JPEG: decode at a reduced scale (the image's size becomes it; the scale does not depend
-    on `mode`, None keeping the file's); a mode the draft cannot reach (CMYK): full size."""
-    with contextlib.suppress(OSError, ValueError):
-        im.draft(mode, (size, size))
 
 
 @DATASETS.register("folder")
@@ -59,21 +50,19 @@ def load_folder(path: str | None, size: int = 32) -> DataBundle:
     # 355 KB PNG of 8192 x 8192 were hours of decoding (review, session 36)
     modes, pixels = [], 0
     for f, _ in files:
-        with open_image(f) as im:
+        with open_image(f) as im:  # the opening's cost is counted before Pillow reads it
             modes.append(im.mode)
-            pixels += scan_pixels(im, f)
-            _draft(im, None, size)
-            pixels += im.width * im.height
+            pixels += decode_pixels(im, f, (None, (size, size)))
+        if pixels > MAX_DECODED_PIXELS:  # as they come: opening a file costs too
+            raise NNMarkError(
+                f"{root}: decoding its images takes more than {MAX_DECODED_PIXELS:,} pixels "
+                f"(at {f.name}); resize them to about {size} x {size} first"
+            )
     mode = "RGB" if any(m not in ("L", "1", "I;16", "I") for m in modes) else "L"
     values = len(files) * (3 if mode == "RGB" else 1) * size * size
     if values > MAX_DATA_VALUES:
         raise NNMarkError(
             f"{root}: {len(files):,} images make {values:,} values (at most {MAX_DATA_VALUES:,})"
-        )
-    if pixels > MAX_DECODED_PIXELS:
-        raise NNMarkError(
-            f"{root}: decoding its images takes {pixels:,} pixels (at most "
-            f"{MAX_DECODED_PIXELS:,}); resize them to about {size} x {size} first"
         )
     channels = 3 if mode == "RGB" else 1
     # filled channels first: a channels-last array made contiguous after was a second copy
@@ -81,9 +70,8 @@ def load_folder(path: str | None, size: int = 32) -> DataBundle:
     decoded = 0
     for i, (f, _) in enumerate(files):
         with open_image(f) as im:
-            decoded += scan_pixels(im, f)  # again: a file replaced since its header was read
-            _draft(im, mode, size)
-            decoded += im.width * im.height
+            # again: a file replaced since its header was read
+            decoded += decode_pixels(im, f, (mode, (size, size)))
             if decoded > MAX_DECODED_PIXELS:
                 raise NNMarkError(f"{root}: its images changed while they were read")
             try:

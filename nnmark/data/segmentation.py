@@ -20,9 +20,9 @@ from nnmark.data.base import (
     MAX_DECODED_PIXELS,
     SPLIT_SEED,
     DataBundle,
+    decode_pixels,
     list_entries,
     open_image,
-    scan_pixels,
 )
 from nnmark.errors import NNMarkError
 
@@ -42,11 +42,6 @@ def _tiles_of(im: Any) -> int:
     """The tiles an image of this size gives."""
     side = TILE * DOWNSCALE
     return int((im.height // side) * (im.width // side))
-
-
-def _pixels(im: Any, path: Path) -> int:
-    """The pixels decoding one file takes (a JPEG's scans counted at full size)."""
-    return int(im.width * im.height) + scan_pixels(im, path)
 
 
 @DATASETS.register("seg")
@@ -70,16 +65,18 @@ def load_segmentation(path: str | None) -> DataBundle:
             raise NNMarkError(f"{p.name}: no mask {mask_path.name} in {mask_dir}")
         with open_image(p) as im, open_image(mask_path) as mk:
             tiles += _tiles_of(im)
-            if _tiles_of(im):  # a JPEG's scans at full size; an image of no tile is not decoded
-                pixels += _pixels(im, p) + _pixels(mk, mask_path)
+            if _tiles_of(im):  # an image of no tile is opened, never decoded
+                pixels += decode_pixels(im, p) + decode_pixels(mk, mask_path)
+            else:
+                pixels += im.nnmark_opening + mk.nnmark_opening
+        if pixels > MAX_DECODED_PIXELS:  # as they come: opening a file costs too
+            raise NNMarkError(
+                f"{root}: decoding its images and masks takes more than "
+                f"{MAX_DECODED_PIXELS:,} pixels (at {p.name})"
+            )
     if 2 * tiles * TILE * TILE > MAX_DATA_VALUES:  # images and masks
         raise NNMarkError(
             f"{root}: {tiles:,} tiles of {TILE} x {TILE} make more than {MAX_DATA_VALUES:,} values"
-        )
-    if pixels > MAX_DECODED_PIXELS:
-        raise NNMarkError(
-            f"{root}: decoding its images and masks takes {pixels:,} pixels (at most "
-            f"{MAX_DECODED_PIXELS:,})"
         )
     decoded = 0
     xs, ys, owner = [], [], []
@@ -89,7 +86,7 @@ def load_segmentation(path: str | None) -> DataBundle:
             with open_image(p) as im, open_image(mask_path) as mk:
                 if not _tiles_of(im):  # 1 x 1 was a RuntimeError from the pooling
                     continue
-                decoded += _pixels(im, p) + _pixels(mk, mask_path)  # a file replaced since
+                decoded += decode_pixels(im, p) + decode_pixels(mk, mask_path)  # replaced since?
                 if decoded > MAX_DECODED_PIXELS:
                     raise NNMarkError(f"{root}: its images changed while they were read")
                 img = np.asarray(im)
