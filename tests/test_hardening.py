@@ -699,7 +699,7 @@ def _tiff_of_one_strip(width: int, rows: int, offsets: int) -> bytes:
 
 
 def test_what_opening_and_decoding_an_image_takes_is_counted_before_it_is_done(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Review, session 37: a TIFF naming one strip 200,000 times decoded it as often (43 s for
     an image that declared 4 M pixels); 63 compressed text chunks of a 66 KB PNG were inflated
@@ -738,6 +738,9 @@ def test_what_opening_and_decoding_an_image_takes_is_counted_before_it_is_done(
     with open_image(png) as im:  # IHDR, IDAT, 3 zTXt, IEND
         expected = png.stat().st_size + 3 * PNG_TEXT_COST + 6 * PNG_CHUNK_COST + 16
         assert decode_pixels(im, png) == expected
+    monkeypatch.setattr("nnmark.data.base.MAX_PNG_CHUNKS", 5)
+    with pytest.raises(NNMarkError, match="texts.png: a PNG of more than 5 chunks"):
+        open_image(png)
     buf = io.BytesIO()
     Image.new("L", (8, 8)).save(buf, "JPEG")
     jpeg = buf.getvalue()

@@ -44,8 +44,10 @@ _SOS = b"\xff\xda"
 #: pixels; review, session 37): 3.6 ns a byte, about half a decoded pixel's 7.4.
 BYTE_COST = 1
 PNG_TEXT_COST = 1 << 19
-#: A PNG chunk's header, walked here and by Pillow (about 1 us each: 16 decoded pixels).
+#: A PNG chunk's header, walked here and by Pillow (about 1 us each: 16 decoded pixels), and
+#: the most a PNG may hold (the largest image here, split in 8 KiB chunks, takes 65,536).
 PNG_CHUNK_COST = 16
+MAX_PNG_CHUNKS = 1 << 18
 #: The most Exif segments a JPEG may hold (the standard has one): Pillow joins them by
 #: repeated copies, in time that grows with their square (65 MB of them: 27 s an open).
 MAX_EXIF_SEGMENTS = 64
@@ -88,6 +90,8 @@ def _opening_cost(path: Path) -> int:
         head = f.read(8)
         if head == _PNG:
             texts, chunks = _png_chunks(f)
+            if chunks > MAX_PNG_CHUNKS:
+                raise NNMarkError(f"{path}: a PNG of more than {MAX_PNG_CHUNKS:,} chunks")
             return cost + texts * PNG_TEXT_COST + chunks * PNG_CHUNK_COST
         if head[:2] == b"\xff\xd8" and _jpeg_exif_segments(f) > MAX_EXIF_SEGMENTS:
             raise NNMarkError(
@@ -101,7 +105,7 @@ def _png_chunks(f: Any) -> tuple[int, int]:
     """(compressed chunks: zTXt, iTXt, iCCP; all chunks) of the PNG `f` is past the signature
     of, from the chunks' headers (their data skipped)."""
     texts = chunks = 0
-    while len(head := f.read(8)) == 8:
+    while chunks <= MAX_PNG_CHUNKS and len(head := f.read(8)) == 8:
         size, kind = struct.unpack(">I4s", head)
         chunks += 1
         if kind == b"IEND":
