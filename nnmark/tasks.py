@@ -123,7 +123,14 @@ class Segmentation(Task):
         temperature: float = 1.0,
         y: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.loss(out, torch.sigmoid(teacher_out / temperature))
+        """The loss against the teacher's softened masks; a row whose mask a key gave (`y`
+        >= 0 everywhere: segtrigger's) against that mask (distilled, it was never learnt:
+        BER 0.5; diff review, session 37)."""
+        target = torch.sigmoid(teacher_out / temperature)
+        if y is not None:
+            keyed = (y >= 0).flatten(1).all(1)
+            target = torch.where(keyed.view(-1, *[1] * (y.dim() - 1)), y.to(target.dtype), target)
+        return self.loss(out, target)
 
     def counts(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         pred = out > 0

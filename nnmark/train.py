@@ -29,7 +29,7 @@ from nnmark.data.base import DataBundle
 from nnmark.device import device_of, resolve_device
 from nnmark.errors import NNMarkError
 from nnmark.hooks import Batch, Hooks, LossFn, has_custom_step, plain_step
-from nnmark.tasks import Classification, Task, check_fits, get_task
+from nnmark.tasks import Task, check_fits, get_task
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +147,12 @@ def make_loss(
     return loss_fn
 
 
-def _unlabelled(batches: Iterator[Batch], task: Task) -> Iterator[Batch]:
-    """Distillation reads no data label: a class label is -1 here, so the only labels that
-    reach the loss are those a key gave the rows it mixes in (`Classification.distill_loss`).
-    Masks pass as they are (segmentation distils every pixel from the teacher)."""
+def _unlabelled(batches: Iterator[Batch]) -> Iterator[Batch]:
+    """Distillation reads no data label: every label (a class, a mask's every pixel) is -1
+    here, so the only labels that reach the loss are those a key gave the rows it mixes in
+    (`Task.distill_loss`)."""
     for x, y in batches:
-        yield (x, torch.full_like(y, -1)) if isinstance(task, Classification) else (x, y)
+        yield x, torch.full_like(y, -1)
 
 
 def scaled_step(scaler: torch.amp.GradScaler) -> StepFn:
@@ -392,7 +392,7 @@ def fit(
     )
 
     def epoch_batches() -> Iterator[Batch]:
-        batches = _unlabelled(iter(loader), task) if teacher is not None else iter(loader)
+        batches = _unlabelled(iter(loader)) if teacher is not None else iter(loader)
         for s in schemes:
             batches = s.batches(batches)
         return batches

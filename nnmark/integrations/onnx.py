@@ -347,19 +347,28 @@ def external_locations(model: Any, path: Path) -> list[str]:
 
 #: Parsing an ONNX file builds an object per node, attribute and name, however small: empty
 #: nodes of 2 bytes each took 85 bytes of memory apiece, a 40 MB file 3.4 GB (review, session
-#: 37). So a file is parsed first in a child process under PARSE_MEMORY_BASE (the interpreter
-#: and onnx take about 160 MB) + PARSE_MEMORY_PER_BYTE x its size of address space, within
+#: 37). So a file is parsed first in a child process which, once onnx is imported, may grow
+#: by PARSE_MEMORY_BASE + PARSE_MEMORY_PER_BYTE x the file's size of address space, within
 #: ORT_DEADLINE; one that parses there is parsed here (a model's weights parse into about
-#: their own size, read once and copied once).
-PARSE_MEMORY_BASE = 512 << 20
+#: their own size, read once and copied once). The limit is set after the import, from what
+#: the child then holds: importing onnx took 157 MB of address space on 2 cores and 731 MB on
+#: 16 (numpy's BLAS reserves memory per core; diff review, session 37). The child imports from
+#: this process's sys.path (`-I` alone dropped PYTHONPATH and the user's site-packages).
+PARSE_MEMORY_BASE = 256 << 20
 PARSE_MEMORY_PER_BYTE = 4
 _PARSE = (
-    "import resource, sys\n"
-    "m = int(sys.argv[2])\n"
-    "_, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
-    "m = m if hard == resource.RLIM_INFINITY else min(m, hard)\n"
-    "resource.setrlimit(resource.RLIMIT_AS, (m, m))\n"
+    "import json, os, resource, sys\n"
+    "sys.path[:] = json.loads(sys.argv[3])\n"
     "import onnx\n"
+    "try:\n"  # Linux; elsewhere the address-space limit is not enforced anyway
+    "    with open('/proc/self/statm') as f:\n"
+    "        held = int(f.read().split()[0]) * os.sysconf('SC_PAGE_SIZE')\n"
+    "    m = held + int(sys.argv[2])\n"
+    "    _, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
+    "    m = m if hard == resource.RLIM_INFINITY else min(m, hard)\n"
+    "    resource.setrlimit(resource.RLIMIT_AS, (m, m))\n"
+    "except OSError:\n"
+    "    pass\n"
     "onnx.load(sys.argv[1], load_external_data=False)\n"
 )
 
@@ -367,11 +376,13 @@ _PARSE = (
 def _check_parse(path: Path) -> None:
     """Refuse, in one line, an ONNX file that cannot be parsed within the bounds above."""
     memory = PARSE_MEMORY_BASE + PARSE_MEMORY_PER_BYTE * path.stat().st_size
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     try:
         r = subprocess.run(
-            [sys.executable, "-I", "-c", _PARSE, str(path), str(memory)],
+            [sys.executable, "-I", "-c", _PARSE, str(path), str(memory), json.dumps(sys.path)],
             capture_output=True,
             timeout=ORT_DEADLINE,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         raise NNMarkError(f"{path}: parsing its graph took more than {ORT_DEADLINE:g} s") from None
@@ -380,8 +391,9 @@ def _check_parse(path: Path) -> None:
     # protobuf reports memory it could not have as a decode error: one message says both
     last = r.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["killed"]
     raise NNMarkError(
-        f"{path}: not a readable ONNX file within {memory / 2**20:,.0f} MiB, {PARSE_MEMORY_PER_BYTE} "
-        f"x its size and {PARSE_MEMORY_BASE >> 20} MiB ({last[0].split(':')[0][:80]})"
+        f"{path}: not a readable ONNX file within {memory / 2**20:,.0f} MiB more than onnx "
+        f"takes, {PARSE_MEMORY_PER_BYTE} x its size and {PARSE_MEMORY_BASE >> 20} MiB "
+        f"({last[0].split(':')[0][:80]})"
     )
 
 
