@@ -39,11 +39,13 @@ MAX_JPEG_SCANS = 500
 SCAN_COST = 1 / 8
 _SOS = b"\xff\xda"
 #: What opening a file costs before any pixel, in decoded pixels: its bytes (read, and a JPEG's
-#: header segments kept), and a compressed text chunk of a PNG, which Pillow inflates to up to
-#: 1 MiB when it opens the file (63 of them in a 66 KB PNG took 0.24 s an open, counted as 4
-#: pixels; review, session 37): 3.6 ns a byte, about half a decoded pixel's 7.4.
+#: header segments kept), and a compressed text chunk of a PNG, which Pillow inflates when it
+#: opens the file (63 of them in a 66 KB PNG took 0.24 s an open, counted as 4 pixels; review,
+#: session 37): 3.6 ns an inflated byte, about half a decoded pixel's 7.4. Each is inflated
+#: here first, to Pillow's limit of 1 MiB, and counted by what it gave: a colour profile of 588
+#: bytes counts as its own size, not as a full chunk (diff review, session 37).
 BYTE_COST = 1
-PNG_TEXT_COST = 1 << 19
+PNG_TEXT_LIMIT = 1 << 20
 #: A PNG chunk's header, walked here and by Pillow (about 1 us each: 16 decoded pixels), and
 #: the most a PNG may hold (the largest image here, split in 8 KiB chunks, takes 65,536).
 PNG_CHUNK_COST = 16
@@ -83,8 +85,15 @@ def open_image(path: Any) -> Any:
 
 
 def _opening_cost(path: Path) -> int:
-    """What opening `path` costs before any pixel (BYTE_COST, PNG_TEXT_COST), from its chunk
+    """What opening `path` costs before any pixel (BYTE_COST, PNG_TEXT_LIMIT), from its chunk
     or segment headers; a JPEG of more than MAX_EXIF_SEGMENTS Exif segments is refused."""
+    try:
+        return _file_opening_cost(path)
+    except OSError as exc:  # unreadable (permissions, a file gone since it was listed)
+        raise NNMarkError(f"{path}: not a readable image ({exc.strerror or exc})") from None
+
+
+def _file_opening_cost(path: Path) -> int:
     cost = path.stat().st_size * BYTE_COST
     with open(path, "rb") as f:
         head = f.read(8)
@@ -92,7 +101,7 @@ def _opening_cost(path: Path) -> int:
             texts, chunks = _png_chunks(f)
             if chunks > MAX_PNG_CHUNKS:
                 raise NNMarkError(f"{path}: a PNG of more than {MAX_PNG_CHUNKS:,} chunks")
-            return cost + texts * PNG_TEXT_COST + chunks * PNG_CHUNK_COST
+            return cost + texts + chunks * PNG_CHUNK_COST
         if head[:2] == b"\xff\xd8" and _jpeg_exif_segments(f) > MAX_EXIF_SEGMENTS:
             raise NNMarkError(
                 f"{path}: a JPEG of more than {MAX_EXIF_SEGMENTS} Exif segments (the standard "
@@ -102,17 +111,40 @@ def _opening_cost(path: Path) -> int:
 
 
 def _png_chunks(f: Any) -> tuple[int, int]:
-    """(compressed chunks: zTXt, iTXt, iCCP; all chunks) of the PNG `f` is past the signature
-    of, from the chunks' headers (their data skipped)."""
+    """(what inflating its compressed chunks costs: zTXt, iCCP, a compressed iTXt; its chunks)
+    for the PNG `f` is past the signature of: the chunks' headers walked, the compressed
+    ones read and inflated to PNG_TEXT_LIMIT, as Pillow will."""
     texts = chunks = 0
     while chunks <= MAX_PNG_CHUNKS and len(head := f.read(8)) == 8:
         size, kind = struct.unpack(">I4s", head)
         chunks += 1
         if kind == b"IEND":
             break
-        texts += kind in _PNG_COMPRESSED
-        f.seek(size + 4, 1)  # the data and its CRC
+        if kind in _PNG_COMPRESSED and size <= 2 * PNG_TEXT_LIMIT:
+            texts += _inflated(kind, f.read(size)) // 2
+            f.seek(4, 1)  # the CRC
+        else:  # a larger one is counted as a full one, and its bytes cost more still
+            texts += PNG_TEXT_LIMIT // 2 if kind in _PNG_COMPRESSED else 0
+            f.seek(size + 4, 1)  # the data and its CRC
     return texts, chunks
+
+
+def _inflated(kind: bytes, body: bytes) -> int:
+    """The bytes a PNG text or profile chunk inflates to (at most PNG_TEXT_LIMIT; 0 for an
+    uncompressed iTXt or one that is not deflate)."""
+    import zlib
+
+    name, _, rest = body.partition(b"\x00")  # keyword (zTXt, iTXt) or profile name (iCCP)
+    if kind == b"iTXt":
+        if rest[:1] != b"\x01":  # the compression flag
+            return 0
+        rest = rest[2:].partition(b"\x00")[2].partition(b"\x00")[2]  # language, translation
+    else:
+        rest = rest[1:]  # the compression method
+    try:
+        return len(zlib.decompressobj().decompress(rest, PNG_TEXT_LIMIT))
+    except zlib.error:
+        return 0
 
 
 def _jpeg_exif_segments(f: Any) -> int:
