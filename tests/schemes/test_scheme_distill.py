@@ -90,6 +90,23 @@ def test_a_distilled_student_learns_a_trigger_set_from_its_keys_labels(
     assert verify(base_cnn, key, data=[scrambled]).verdict == "not_found"
 
 
+def test_a_distilled_unet_learns_segtriggers_masks(seg32: DataBundle, seg_models) -> None:  # type: ignore[no-untyped-def]
+    """Diff review, session 37: segmentation distillation took every mask from the teacher, so
+    a segtrigger mark was never learnt (BER 0.5); the key's masks now reach the loss."""
+    teacher, _, _ = seg_models  # its plain U-Net, trained by the small recipe used here too
+    recipe = TrainConfig(epochs=20, seed=0, lr=3e-3, batch_size=16)  # tests/conftest SEG_RECIPE
+    student, key = embed(
+        new_model("unet", seg32, seed=0, width=8),
+        seg32,
+        "segtrigger",
+        key=owner_key("seg distiller", "5d"),
+        config=recipe,
+        teacher=teacher,
+    )
+    assert verify(student, key, data=[seg32]).verdict == "found"
+    assert verify(teacher, key, data=[seg32]).verdict == "not_found"
+
+
 def test_cli_distill_to_embed_with_a_message(base_cnn, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     teacher = tmp_path / "teacher.safetensors"
     save_model(base_cnn, model_info(base_cnn, digits), teacher)
