@@ -439,24 +439,27 @@ def check_expansion(p: Path) -> None:
         raise NNMarkError(f"{p}: unreadable or corrupted checkpoint ({exc})") from None
 
 
-#: The most bytes, and opcodes, a checkpoint's pickle may hold. The weights-only unpickler
-#: builds an object per opcode, and a one-byte opcode can be an empty set (about 230 bytes):
-#: a 59 KB file of 60 M of them needed 15 GB, a 5.8 KB one 1.4 GB (review, session 37). A
-#: state dict takes about 32 opcodes (100 bytes) per tensor, so the opcodes are bounded by the
-#: storages the archive holds (64 each, tied weights share one) and by MAX_PICKLE_OPS
-#: (about 1 GB of objects at worst) whatever it holds.
-MAX_PICKLE_BYTES = 32 << 20
-MAX_PICKLE_OPS = 1 << 22
+#: The most bytes a checkpoint's pickle may hold, and the most memory its objects may take as
+#: estimated from its opcodes (`_pickle_memory`). The weights-only unpickler builds an object
+#: per opcode, and a one-byte opcode can be an empty set (about 230 bytes): a 59 KB file of 60 M
+#: of them needed 15 GB, a 5.8 KB one 1.4 GB (review, session 37). A state dict takes about 32
+#: opcodes (100 bytes) per tensor; a loss history of 100,000 floats or a vocabulary beside the
+#: weights is a few MB of objects (an opcode count tied to the tensors refused both; diff
+#: review, session 37).
+MAX_PICKLE_BYTES = 16 << 20
+MAX_PICKLE_MEMORY = 256 << 20
+#: What an opcode's object takes at most, in bytes: a set or frozenset 232 (216 empty, and
+#: its slot), a dict 72, a list 64, anything else 40 (a float, an int, a reference on the
+#: stack) plus the bytes of its argument (a string's, a bytes object's).
+_OPCODE_MEMORY = {"EMPTY_SET": 232, "FROZENSET": 232, "EMPTY_DICT": 72, "EMPTY_LIST": 64}
 
 
 def _check_pickles(p: Path, zf: Any, entries: list[Any]) -> None:
-    """Every pickle of a checkpoint within MAX_PICKLE_BYTES and its opcodes counted, read from
-    the archive one at a time, before torch unpickles any of them (every entry named .pkl:
-    two of one name are both read)."""
+    """Every pickle of a checkpoint within MAX_PICKLE_BYTES, and the memory its objects would
+    take within MAX_PICKLE_MEMORY, read from the archive one at a time, before torch unpickles
+    any of them (every entry named .pkl: two of one name are both read)."""
     import pickletools
 
-    storages = sum("/data/" in i.filename and not i.filename.endswith("/") for i in entries)
-    ops = min(MAX_PICKLE_OPS, 64 * storages + (1 << 16))
     for info in entries:
         if not info.filename.endswith(".pkl"):
             continue
@@ -465,12 +468,15 @@ def _check_pickles(p: Path, zf: Any, entries: list[Any]) -> None:
                 f"{p}: refused: its pickle {info.filename} is {info.file_size:,} bytes (at most "
                 f"{MAX_PICKLE_BYTES:,})"
             )
+        memory = 0
         with zf.open(info) as f:
-            for n, _ in enumerate(pickletools.genops(f)):
-                if n >= ops:
+            for op, arg, _ in pickletools.genops(f):
+                memory += _OPCODE_MEMORY.get(op.name, 40)
+                memory += len(arg) if isinstance(arg, str | bytes | bytearray) else 0
+                if memory > MAX_PICKLE_MEMORY:
                     raise NNMarkError(
-                        f"{p}: refused: its pickle holds more than {ops:,} opcodes for "
-                        f"{storages:,} tensor storage(s) (each opcode unpickles into an object)"
+                        f"{p}: refused: its pickle would build more than "
+                        f"{MAX_PICKLE_MEMORY >> 20} MiB of objects (estimated from its opcodes)"
                     )
 
 
