@@ -68,4 +68,8 @@ def main(path: str, memory: int) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 3:  # the parent's import path: `-I` drops PYTHONPATH and user packages
+        import json
+
+        sys.path[:] = json.loads(sys.argv[3])
     main(sys.argv[1], int(sys.argv[2]))

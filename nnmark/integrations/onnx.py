@@ -138,7 +138,7 @@ class OrtWorker:
         self._ends = time.monotonic() + self.time_limit
         script = Path(__file__).with_name("_ort_worker.py")
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", str(script), str(path), str(self.memory)],
+            [sys.executable, "-I", str(script), str(path), str(self.memory), json.dumps(sys.path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
