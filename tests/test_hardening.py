@@ -714,6 +714,7 @@ def test_what_opening_and_decoding_an_image_takes_is_counted_before_it_is_done(
     from nnmark.data.base import (
         MAX_EXIF_SEGMENTS,
         PNG_CHUNK_COST,
+        PNG_TEXT_COST,
         PNG_TEXT_LIMIT,
         decode_pixels,
         open_image,
@@ -736,7 +737,8 @@ def test_what_opening_and_decoding_an_image_takes_is_counted_before_it_is_done(
     end = data.rindex(b"IEND") - 4
     png.write_bytes(data[:end] + chunk(b"zTXt", text) * 3 + data[end:])
     with open_image(png) as im:  # IHDR, IDAT, 3 zTXt, IEND
-        expected = png.stat().st_size + 3 * PNG_TEXT_LIMIT // 2 + 6 * PNG_CHUNK_COST + 16
+        expected = png.stat().st_size + 3 * PNG_TEXT_LIMIT * PNG_TEXT_COST + 6 * PNG_CHUNK_COST
+        expected += 16  # its 4 x 4 pixels
         assert decode_pixels(im, png) == expected
     # a small compressed chunk (a colour profile's 588 bytes, in a 32 x 32 icon) counts as
     # what it inflates to, an uncompressed iTXt as nothing: 34,000 such icons were refused
@@ -744,7 +746,7 @@ def test_what_opening_and_decoding_an_image_takes_is_counted_before_it_is_done(
     small, plain = b"k\x00\x00" + zlib.compress(b"profile" * 60), b"k\x00\x00\x00en\x00\x00text"
     png.write_bytes(data[:end] + chunk(b"zTXt", small) + chunk(b"iTXt", plain) + data[end:])
     with open_image(png) as im:
-        expected = png.stat().st_size + 7 * 60 // 2 + 5 * PNG_CHUNK_COST + 16
+        expected = png.stat().st_size + 7 * 60 * PNG_TEXT_COST + 5 * PNG_CHUNK_COST + 16
         assert decode_pixels(im, png) == expected
     monkeypatch.setattr("nnmark.data.base.MAX_PNG_CHUNKS", 4)
     with pytest.raises(NNMarkError, match="texts.png: a PNG of more than 4 chunks"):

@@ -41,11 +41,14 @@ _SOS = b"\xff\xda"
 #: What opening a file costs before any pixel, in decoded pixels: its bytes (read, and a JPEG's
 #: header segments kept), and a compressed text chunk of a PNG, which Pillow inflates when it
 #: opens the file (63 of them in a 66 KB PNG took 0.24 s an open, counted as 4 pixels; review,
-#: session 37): 3.6 ns an inflated byte, about half a decoded pixel's 7.4. Each is inflated
-#: here first, to Pillow's limit of 1 MiB, and counted by what it gave: a colour profile of 588
-#: bytes counts as its own size, not as a full chunk (diff review, session 37).
+#: session 37). Each is inflated here first, to Pillow's limit of 1 MiB, and counted by what it
+#: gave: a colour profile of 588 bytes counts as its own size, not as a full chunk (diff
+#: review, session 37). An inflated byte costs 3.6 ns, half a decoded pixel's 7.4, and a loader
+#: inflates it four times (here and in Pillow, at each of its two passes: 52 such PNGs took
+#: 36 s), so it counts as PNG_TEXT_COST pixels.
 BYTE_COST = 1
 PNG_TEXT_LIMIT = 1 << 20
+PNG_TEXT_COST = 2
 #: A PNG chunk's header, walked here and by Pillow (about 1 us each: 16 decoded pixels), and
 #: the most a PNG may hold (the largest image here, split in 8 KiB chunks, takes 65,536).
 PNG_CHUNK_COST = 16
@@ -121,10 +124,10 @@ def _png_chunks(f: Any) -> tuple[int, int]:
         if kind == b"IEND":
             break
         if kind in _PNG_COMPRESSED and size <= 2 * PNG_TEXT_LIMIT:
-            texts += _inflated(kind, f.read(size)) // 2
+            texts += _inflated(kind, f.read(size)) * PNG_TEXT_COST
             f.seek(4, 1)  # the CRC
         else:  # a larger one is counted as a full one, and its bytes cost more still
-            texts += PNG_TEXT_LIMIT // 2 if kind in _PNG_COMPRESSED else 0
+            texts += PNG_TEXT_LIMIT * PNG_TEXT_COST if kind in _PNG_COMPRESSED else 0
             f.seek(size + 4, 1)  # the data and its CRC
     return texts, chunks
 
