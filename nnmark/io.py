@@ -440,7 +440,7 @@ def check_expansion(p: Path) -> None:
 
 
 #: The most bytes a checkpoint's pickle may hold, and the most memory its objects may take as
-#: estimated from its opcodes (`_pickle_memory`). The weights-only unpickler builds an object
+#: estimated from its opcodes (`_check_pickles`). The weights-only unpickler builds an object
 #: per opcode, and a one-byte opcode can be an empty set (about 230 bytes): a 59 KB file of 60 M
 #: of them needed 15 GB, a 5.8 KB one 1.4 GB (review, session 37). A state dict takes about 32
 #: opcodes (100 bytes) per tensor; a loss history of 100,000 floats or a vocabulary beside the

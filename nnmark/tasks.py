@@ -78,8 +78,7 @@ class Classification(Task):
         extra = out.shape[1] - teacher_out.shape[1]
         if extra > 0:
             teacher_out = F.pad(teacher_out, (0, extra), value=float("-inf"))
-        keyed = y >= 0 if y is not None else torch.zeros(len(out), dtype=torch.bool)
-        keyed = keyed.to(out.device)
+        keyed = (y >= 0) if y is not None else out.new_zeros(len(out), dtype=torch.bool)
         kl = F.kl_div(
             F.log_softmax(out[~keyed] / t, 1),
             F.softmax(teacher_out[~keyed] / t, 1),

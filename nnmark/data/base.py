@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ MAX_JPEG_SCANS = 500
 #: 7.4 ns per pixel to decode, convert and resize a PNG (AMD EPYC, session 37), so a photo's
 #: JPEG was counted 85 times short by its drafted pixels alone.
 SCAN_COST = 1 / 8
-_SOS = b"\xff\xda"
+_SOS = re.compile(rb"\xff\xda")
 #: What opening a file costs before any pixel, in decoded pixels: its bytes (read, and a JPEG's
 #: header segments kept), and a compressed text chunk of a PNG, which Pillow inflates when it
 #: opens the file (63 of them in a 66 KB PNG took 0.24 s an open, counted as 4 pixels; review,
@@ -70,7 +71,7 @@ def open_image(path: Any) -> Any:
 
     if not Path(path).is_file():  # a FIFO named x.png blocked the loader forever (review)
         raise NNMarkError(f"{path}: not a regular file")
-    cost = _opening_cost(Path(path))  # before Pillow reads a byte: it inflates text at open
+    cost, scans = _opening_cost(Path(path))  # before Pillow reads a byte: it inflates at open
     try:
         with warnings.catch_warnings():  # PIL warns, then raises, at its own bomb limits
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -83,34 +84,39 @@ def open_image(path: Any) -> Any:
             f"{path}: {im.width} x {im.height} pixels is more than an image may hold here "
             f"({MAX_IMAGE_PIXELS:,})"
         )
-    im.nnmark_opening = cost  # type: ignore[attr-defined]  # read by decode_pixels
+    im.nnmark_opening, im.nnmark_scans = cost, scans  # type: ignore[attr-defined]
     return im
 
 
-def _opening_cost(path: Path) -> int:
-    """What opening `path` costs before any pixel (BYTE_COST, PNG_TEXT_LIMIT), from its chunk
-    or segment headers; a JPEG of more than MAX_EXIF_SEGMENTS Exif segments is refused."""
+def _opening_cost(path: Path) -> tuple[int, int]:
+    """(what opening `path` costs before any pixel: BYTE_COST, PNG_TEXT_COST; a JPEG's scans)
+    from its chunk or segment headers, before Pillow reads it. A JPEG of more than
+    MAX_JPEG_SCANS scans or MAX_EXIF_SEGMENTS Exif segments is refused."""
     try:
-        return _file_opening_cost(path)
+        with open(path, "rb") as f:
+            cost = os.fstat(f.fileno()).st_size * BYTE_COST
+            head = f.read(8)
+            if head == _PNG:
+                texts, chunks = _png_chunks(f)
+                if chunks > MAX_PNG_CHUNKS:
+                    raise NNMarkError(f"{path}: a PNG of more than {MAX_PNG_CHUNKS:,} chunks")
+                return cost + texts + chunks * PNG_CHUNK_COST, 0
+            if head[:2] != b"\xff\xd8":
+                return cost, 0
+            scans, exif = jpeg_markers(f)
     except OSError as exc:  # unreadable (permissions, a file gone since it was listed)
         raise NNMarkError(f"{path}: not a readable image ({exc.strerror or exc})") from None
-
-
-def _file_opening_cost(path: Path) -> int:
-    cost = path.stat().st_size * BYTE_COST
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if head == _PNG:
-            texts, chunks = _png_chunks(f)
-            if chunks > MAX_PNG_CHUNKS:
-                raise NNMarkError(f"{path}: a PNG of more than {MAX_PNG_CHUNKS:,} chunks")
-            return cost + texts + chunks * PNG_CHUNK_COST
-        if head[:2] == b"\xff\xd8" and _jpeg_exif_segments(f) > MAX_EXIF_SEGMENTS:
-            raise NNMarkError(
-                f"{path}: a JPEG of more than {MAX_EXIF_SEGMENTS} Exif segments (the standard "
-                "has one; joining them takes time that grows with their square)"
-            )
-    return cost
+    if scans > MAX_JPEG_SCANS:
+        raise NNMarkError(
+            f"{path}: a JPEG of more than {MAX_JPEG_SCANS} scans (each is decoded over the "
+            "whole image: re-encode it)"
+        )
+    if exif > MAX_EXIF_SEGMENTS:
+        raise NNMarkError(
+            f"{path}: a JPEG of more than {MAX_EXIF_SEGMENTS} Exif segments (the standard "
+            "has one; joining them takes time that grows with their square)"
+        )
+    return cost, scans
 
 
 def _png_chunks(f: Any) -> tuple[int, int]:
@@ -150,29 +156,33 @@ def _inflated(kind: bytes, body: bytes) -> int:
         return 0
 
 
-def _jpeg_exif_segments(f: Any) -> int:
-    """An upper bound on the Exif APP1 segments of the JPEG `f` reads: their headers
-    (FF E1, a length, "Exif" and two zeros) counted in the raw bytes, stopping past
-    MAX_EXIF_SEGMENTS. Pillow skips junk between segments, so a walk from segment to segment
-    would stop where it goes on."""
+def jpeg_markers(f: Any) -> tuple[int, int]:
+    """(scans, Exif segments) of the JPEG `f` reads: upper bounds, counted in its raw bytes in
+    one pass, stopping past MAX_JPEG_SCANS or MAX_EXIF_SEGMENTS. A scan starts with FF DA, and
+    in entropy-coded data an FF is always followed by 00 or a restart marker, so every scan is
+    counted; an Exif segment starts with FF E1, a length, "Exif" and two zeros, and Pillow
+    skips junk between segments, so a walk from segment to segment would stop where it goes
+    on. Bytes elsewhere (a thumbnail, a comment) can only add."""
     f.seek(0)
-    count, tail = 0, b""
-    while chunk := f.read(1 << 20):
+    scans = exif = 0
+    tail = b""
+    while scans <= MAX_JPEG_SCANS and exif <= MAX_EXIF_SEGMENTS and (chunk := f.read(1 << 20)):
         data = tail + chunk
-        count += len(_EXIF.findall(data))
-        tail = data[-9:]  # a header starting there is counted with the next chunk, once
-        if count > MAX_EXIF_SEGMENTS:
-            break
-    return count
+        old = len(tail)  # a marker ending in the tail was counted with the chunk before
+        scans += sum(m.end() > old for m in _SOS.finditer(data))
+        exif += sum(m.end() > old for m in _EXIF.finditer(data))
+        tail = data[-9:]  # the longest marker's length less one
+    return scans, exif
 
 
-def decode_pixels(im: Any, path: Any, drafted: Any = None) -> int:
+def decode_pixels(im: Any, drafted: Any = None) -> int:
     """What `im` (from open_image) takes to open and decode, in decoded pixels: the opening's
-    cost, a JPEG's scans at full size (`scan_pixels`), and the boxes of its tiles (a TIFF naming
+    cost, a JPEG's scans at full size (SCAN_COST each), and the boxes of its tiles (a TIFF naming
     one strip 200,000 times decodes it as often: 43 s for an image that declared 4 M pixels;
     review, session 37), or its size where it declares none. `drafted`: the draft to apply
     first (a JPEG then decodes at that scale), as `draft(mode, size)` arguments."""
-    cost = int(getattr(im, "nnmark_opening", 0)) + scan_pixels(im, path)
+    scans = int(im.nnmark_scans * im.width * im.height * SCAN_COST)  # before any draft
+    cost = im.nnmark_opening + scans
     if drafted is not None:
         with contextlib.suppress(OSError, ValueError):  # a mode the draft cannot reach: full
             im.draft(*drafted)
@@ -200,39 +210,6 @@ def list_entries(folder: Path, root: Path, listed: list[int]) -> list[Path]:
         if listed[0] > MAX_FOLDER_ENTRIES:
             raise NNMarkError(f"{root}: more than {MAX_FOLDER_ENTRIES:,} entries in its folders")
     return out
-
-
-def jpeg_scans(path: Any) -> int:
-    """An upper bound on a JPEG's scans: its start-of-scan markers (FF DA) counted in the raw
-    bytes, read in chunks, stopping past MAX_JPEG_SCANS. In entropy-coded data an FF is always
-    followed by 00 or a restart marker, so every scan is counted; bytes elsewhere (an EXIF
-    thumbnail, a comment) can only add."""
-    count, tail = 0, b""
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            data = tail + chunk
-            count += data.count(_SOS)
-            tail = data[-1:] if data[-1:] == b"\xff" else b""
-            if count > MAX_JPEG_SCANS:
-                break
-    return count
-
-
-def scan_pixels(im: Any, path: Any) -> int:
-    """The decoding a JPEG's scans take beyond its pixels, in pixels (SCAN_COST per pixel of
-    the full image per scan; 0 for other formats); call it before any draft. A JPEG of more
-    than MAX_JPEG_SCANS scans is a one-line error."""
-    from PIL.JpegImagePlugin import JpegImageFile
-
-    if not isinstance(im, JpegImageFile):  # an MPO (a phone's multi-picture file) is one too
-        return 0
-    scans = jpeg_scans(path)
-    if scans > MAX_JPEG_SCANS:
-        raise NNMarkError(
-            f"{path}: a JPEG of more than {MAX_JPEG_SCANS} scans (each is decoded over the "
-            "whole image: re-encode it)"
-        )
-    return int(scans * im.width * im.height * SCAN_COST)
 
 
 def split_indices(

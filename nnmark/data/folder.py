@@ -52,7 +52,7 @@ def load_folder(path: str | None, size: int = 32) -> DataBundle:
     for f, _ in files:
         with open_image(f) as im:  # the opening's cost is counted before Pillow reads it
             modes.append(im.mode)
-            pixels += decode_pixels(im, f, (None, (size, size)))
+            pixels += decode_pixels(im, (None, (size, size)))
         if pixels > MAX_DECODED_PIXELS:  # as they come: opening a file costs too
             raise NNMarkError(
                 f"{root}: decoding its images takes more than {MAX_DECODED_PIXELS:,} pixels "
@@ -71,7 +71,7 @@ def load_folder(path: str | None, size: int = 32) -> DataBundle:
     for i, (f, _) in enumerate(files):
         with open_image(f) as im:
             # again: a file replaced since its header was read
-            decoded += decode_pixels(im, f, (mode, (size, size)))
+            decoded += decode_pixels(im, (mode, (size, size)))
             if decoded > MAX_DECODED_PIXELS:
                 raise NNMarkError(f"{root}: its images changed while they were read")
             try:

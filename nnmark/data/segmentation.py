@@ -65,10 +65,7 @@ def load_segmentation(path: str | None) -> DataBundle:
             raise NNMarkError(f"{p.name}: no mask {mask_path.name} in {mask_dir}")
         with open_image(p) as im, open_image(mask_path) as mk:
             tiles += _tiles_of(im)
-            if _tiles_of(im):  # an image of no tile is opened, never decoded
-                pixels += decode_pixels(im, p) + decode_pixels(mk, mask_path)
-            else:
-                pixels += im.nnmark_opening + mk.nnmark_opening
+            pixels += decode_pixels(im) + decode_pixels(mk)  # as if decoded, tile or none
         if pixels > MAX_DECODED_PIXELS:  # as they come: opening a file costs too
             raise NNMarkError(
                 f"{root}: decoding its images and masks takes more than "
@@ -86,7 +83,7 @@ def load_segmentation(path: str | None) -> DataBundle:
             with open_image(p) as im, open_image(mask_path) as mk:
                 if not _tiles_of(im):  # 1 x 1 was a RuntimeError from the pooling
                     continue
-                decoded += decode_pixels(im, p) + decode_pixels(mk, mask_path)  # replaced since?
+                decoded += decode_pixels(im) + decode_pixels(mk)  # replaced since?
                 if decoded > MAX_DECODED_PIXELS:
                     raise NNMarkError(f"{root}: its images changed while they were read")
                 img = np.asarray(im)
