@@ -17,7 +17,7 @@ from torch import nn
 from nnmark.attacks import build_attack
 from nnmark.config import build_config
 from nnmark.data.base import DataBundle
-from nnmark.device import device_of, resolve_device
+from nnmark.device import device_of, resolve_device, seeded
 from nnmark.errors import NNMarkError
 from nnmark.io import ModelInfo, model_sha256
 from nnmark.keys import MAX_BITS, OwnerKey
@@ -39,8 +39,7 @@ def new_model(arch: str, data: DataBundle, *, seed: int | None = None, **kwargs:
     kwargs = {**data.model_kwargs(), **kwargs}
     if seed is None:
         return create_model(arch, **kwargs)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed):
         return create_model(arch, **kwargs)
 
 

@@ -9,6 +9,8 @@ attacks and its verification with it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -62,6 +64,21 @@ def device_of(model: nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Torch's global RNG seeded with `seed` for the block, the caller's state given back after:
+    a run is reproducible from its seed, and the caller's own random stream is not reset by it.
+
+    On a CUDA `device` its generator is forked too (that device's only: a DDP rank touches no
+    other GPU)."""
+    cuda = []
+    if device is not None and device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
 
 
 def on_cpu(model: nn.Module) -> nn.Module:

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
 
 from nnmark.config import MAX_EPOCHS, check
 from nnmark.data.base import DataBundle
-from nnmark.device import device_of, resolve_device
+from nnmark.device import device_of, resolve_device, seeded
 from nnmark.errors import NNMarkError
 from nnmark.hooks import Batch, Hooks, LossFn, has_custom_step, plain_step
 from nnmark.tasks import Task, check_fits, get_task
@@ -365,58 +365,60 @@ def fit(
             amp,
             amp,
         )
-    torch.manual_seed(config.seed)
-    for s in schemes:
-        model = s.prepare(model)
-    model = model.to(where)
-    if teacher is not None:
-        teacher = teacher.to(where).eval()
-    trained = shard.wrap(model) if shard.wrap is not None else model
-    optimizer = make_optimizer(trained.parameters(), config)
-    loss_fn = make_loss(task, schemes, teacher, config.temperature, amp=amp, device_type=where.type)
-    context = None
-    if has_custom and shard.world > 1:
-        # a custom step may run a rank-dependent number of backward passes: its gradients are
-        # averaged once before the optimiser step, outside DDP's per-backward all-reduce
-        sync_gradients_before_step(optimizer, shard)
-        context = trained.no_sync
-    # Cosine decay to zero: the last epochs settle instead of jumping, so the final model's
-    # accuracy depends less on where the last step happened to land.
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
-        if config.schedule == "cosine"
-        else None
-    )
-    loader = make_loader(
-        data, config, shard=shard, workers=workers, pin_memory=where.type == "cuda"
-    )
-
-    def epoch_batches() -> Iterator[Batch]:
-        batches = _unlabelled(iter(loader)) if teacher is not None else iter(loader)
+    with seeded(config.seed, where):
         for s in schemes:
-            batches = s.batches(batches)
-        return batches
+            model = s.prepare(model)
+        model = model.to(where)
+        if teacher is not None:
+            teacher = teacher.to(where).eval()
+        trained = shard.wrap(model) if shard.wrap is not None else model
+        optimizer = make_optimizer(trained.parameters(), config)
+        loss_fn = make_loss(
+            task, schemes, teacher, config.temperature, amp=amp, device_type=where.type
+        )
+        context = None
+        if has_custom and shard.world > 1:
+            # a custom step may run a rank-dependent number of backward passes: its gradients are
+            # averaged once before the optimiser step, outside DDP's per-backward all-reduce
+            sync_gradients_before_step(optimizer, shard)
+            context = trained.no_sync
+        # Cosine decay to zero: the last epochs settle instead of jumping, so the final model's
+        # accuracy depends less on where the last step happened to land.
+        scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+            if config.schedule == "cosine"
+            else None
+        )
+        loader = make_loader(
+            data, config, shard=shard, workers=workers, pin_memory=where.type == "cuda"
+        )
 
-    run_epochs(
-        trained,
-        epoch_batches,
-        loss_fn,
-        optimizer,
-        config.epochs,
-        step=step,
-        scheduler=scheduler,
-        context=context,
-        progress=progress,
-    )
-    if config.recalibrate_bn and config.epochs > 0:
-        # over the batches training saw (trigger inputs mixed in): the statistics the weights
-        # were fitted under
-        recalibrate_batchnorm(model, (to_device(b, where) for b in epoch_batches()))
-        if shard.average is not None:
-            for buf in batchnorm_statistics(model):
-                shard.average(buf)
-    for s in schemes:  # after the recalibration: the fragile mark hashes the final buffers
-        model = s.finalize(model)
+        def epoch_batches() -> Iterator[Batch]:
+            batches = _unlabelled(iter(loader)) if teacher is not None else iter(loader)
+            for s in schemes:
+                batches = s.batches(batches)
+            return batches
+
+        run_epochs(
+            trained,
+            epoch_batches,
+            loss_fn,
+            optimizer,
+            config.epochs,
+            step=step,
+            scheduler=scheduler,
+            context=context,
+            progress=progress,
+        )
+        if config.recalibrate_bn and config.epochs > 0:
+            # over the batches training saw (trigger inputs mixed in): the statistics the weights
+            # were fitted under
+            recalibrate_batchnorm(model, (to_device(b, where) for b in epoch_batches()))
+            if shard.average is not None:
+                for buf in batchnorm_statistics(model):
+                    shard.average(buf)
+        for s in schemes:  # after the recalibration: the fragile mark hashes the final buffers
+            model = s.finalize(model)
     model.eval()
     return model
 

@@ -234,6 +234,21 @@ def test_same_key_and_seed_give_the_same_mark_bit_for_bit(digits: DataBundle) ->
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_training_and_attacks_leave_the_callers_random_stream_alone(digits: DataBundle) -> None:
+    """A seeded run is reproducible from its seed without resetting the caller's global RNG: a
+    script that draws after `train` or `attack` gets what it would have got without them."""
+    torch.manual_seed(1234)
+    expected = torch.rand(4)
+    torch.manual_seed(1234)
+    model = train(new_model("cnn", digits, seed=1), digits, TrainConfig(epochs=1, seed=7))
+    attacked = attack(model, "finetune:epochs=1", digits, seed=3)
+    assert torch.equal(torch.rand(4), expected)
+    torch.manual_seed(99)  # and the run itself does not depend on the caller's stream
+    again = attack(model, "finetune:epochs=1", digits, seed=3)
+    sa, sb = attacked.state_dict(), again.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def test_finetune_to_embed_and_table7(per_seed: dict, digits: DataBundle) -> None:
     """Fine-tune-to-embed keeps accuracy; Eq. (6) (editing the weights without training) does
     not reach both BER 0 and that accuracy (Uchida's Table 7, at the paper's 256 bits)."""

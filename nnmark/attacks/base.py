@@ -20,6 +20,7 @@ from torch import nn
 
 from nnmark.config import MAX_EPOCHS, build_config
 from nnmark.data.base import DataBundle
+from nnmark.device import device_of, seeded
 from nnmark.errors import NNMarkError
 
 FINDINGS = "nnmark_findings"
@@ -83,9 +84,9 @@ class Attack:
         if self.needs_data and data is None:
             raise NNMarkError(f"attack {self.name} needs data (--data NAME[:PATH])")
         attacked = copy.deepcopy(model)
-        torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        out = self.run(attacked, data, gen)
+        with seeded(seed, device_of(attacked)):
+            out = self.run(attacked, data, gen)
         out.eval()
         return out
 

@@ -104,7 +104,7 @@ from nnmark.attacks._graph import (
     rescale_before_norm,
     sync_shape_attributes,
 )
-from nnmark.device import on_cpu
+from nnmark.device import on_cpu, seeded
 from nnmark.errors import NNMarkError
 from nnmark.io import load_model, model_sha256
 from nnmark.keys import Mark
@@ -124,8 +124,7 @@ def probe_inputs(reference: nn.Module, seed: int = 0) -> torch.Tensor:
     one = example_input(reference)
     positions = int(one[0, 0].numel()) if one.dim() > 2 else 1
     batch = max(2, min(64, 65536 // positions))
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed):
         return example_input(reference, batch=batch)
 
 

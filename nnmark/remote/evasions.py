@@ -48,6 +48,7 @@ from torch import nn
 
 from nnmark.config import parse_sets
 from nnmark.data.base import DataBundle
+from nnmark.device import seeded
 from nnmark.errors import NNMarkError
 from nnmark.layers import weighted_layers
 from nnmark.registry import Registry
@@ -310,8 +311,7 @@ def train_autoencoder(
     x: torch.Tensor, *, epochs: int, width: int, seed: int, batch_size: int = 64
 ) -> AutoEncoder:
     """An autoencoder fitted to x by MSE with Adam (lr 1e-3), seeded."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded(seed):
         ae = AutoEncoder(int(x.shape[1]), width)
         opt = torch.optim.Adam(ae.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(seed)
