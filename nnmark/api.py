@@ -636,36 +636,79 @@ def verify(
         verdicts.append(_finish(v, alpha, search, prov))
     if len(verdicts) == 1:
         return verdicts[0]
-    independent = all(sch.independent_null for sch in schemes)
-    if independent:
-        p = fisher_combine([v.p_value for v in verdicts])
-        method, null = "fisher", COMBINED_NULL
+    checks = [v for sch, v in zip(schemes, verdicts) if sch.kind == "integrity"]
+    owned = [(sch, v) for sch, v in zip(schemes, verdicts) if sch.kind != "integrity"]
+    if not owned:
+        return _all_intact(verdicts, [sch.mark.derivation_seconds for sch in schemes], alpha, prov)
+    # An integrity mark says the file is the one its key's holder wrote, and anyone may write
+    # one (into a stolen copy too): it is no evidence of ownership, so it stays out of the claim.
+    parts_p = [v.p_value for _, v in owned]
+    if len(owned) == 1:
+        p, method, null = parts_p[0], "one", owned[0][1].null
+    elif all(sch.independent_null for sch, _ in owned):
+        p, method, null = fisher_combine(parts_p), "fisher", COMBINED_NULL
     else:
-        p = bonferroni_combine([v.p_value for v in verdicts])
-        method, null = "bonferroni", BONFERRONI_NULL
-    parts_p = [v.p_value for v in verdicts]
-    search = search_seconds([m.derivation_seconds for m in key.marks], parts_p, method)
-    integrity = all(v.verdict in ("intact", "modified") for v in verdicts)
+        p, method, null = bonferroni_combine(parts_p), "bonferroni", BONFERRONI_NULL
+    search = search_seconds([sch.mark.derivation_seconds for sch, _ in owned], parts_p, method)
     found = decide(p, alpha) and search / SECONDS_PER_YEAR >= CLAIM_CPU_YEARS
-    word = ("intact" if found else "modified") if integrity else ("found" if found else "not_found")
+    details: dict[str, Any] = {"combination": method}
+    if checks:
+        details["integrity"] = (
+            "intact" if all(v.verdict == "intact" for v in checks) else "modified"
+        )
+        null += INTEGRITY_APART
     combined = Verdict(
         scheme="+".join(v.scheme for v in verdicts),
-        verdict=word,  # type: ignore[arg-type]
-        statistic_name=f"{method}_p",
+        verdict="found" if found else "not_found",
+        statistic_name="p" if method == "one" else f"{method}_p",
         statistic=p,
         p_value=p,
         alpha=alpha,
-        n=sum(v.n for v in verdicts),
+        n=sum(v.n for _, v in owned),
         null=null,
         queries=None  # white-box parts send none
         if all(v.queries is None for v in verdicts)
         else sum(v.queries or 0 for v in verdicts),
         parts=tuple(verdicts),
-        details={"combination": method},
+        details=details,
     )
     return _finish(combined, alpha, search, prov)
 
 
+def _all_intact(
+    verdicts: list[Verdict], seconds: list[float], alpha: float, prov: Provenance
+) -> Verdict:
+    """Integrity marks alone: intact only when every one is (one modified part is a modified
+    file), so the combined p is the largest part's (an intersection-union test), and a forger
+    must reach every part: priced at the dearest."""
+    ps = [1.0 if math.isnan(v.p_value) else v.p_value for v in verdicts]
+    p = max(ps)
+    search = max(search_seconds([s], [q], "one") for s, q in zip(seconds, ps))
+    intact = all(v.verdict == "intact" for v in verdicts) and decide(p, alpha)
+    intact = intact and search / SECONDS_PER_YEAR >= CLAIM_CPU_YEARS
+    combined = Verdict(
+        scheme="+".join(v.scheme for v in verdicts),
+        verdict="intact" if intact else "modified",
+        statistic_name="all_p",
+        statistic=p,
+        p_value=p,
+        alpha=alpha,
+        n=sum(v.n for v in verdicts),
+        null=ALL_INTACT_NULL,
+        queries=None,
+        parts=tuple(verdicts),
+        details={"combination": "all"},
+    )
+    return _finish(combined, alpha, search, prov)
+
+
+INTEGRITY_APART = (
+    "; the integrity marks are not part of it (anyone may write one into any model: "
+    "details['integrity'] says whether they all read intact)"
+)
+ALL_INTACT_NULL = (
+    "every integrity mark must read intact: the largest part's p-value (an intersection-union test)"
+)
 COMBINED_NULL = (
     "Fisher's method over the marks' p-values: each part's null rests on the key's own "
     "randomness (masks, labels, projections from independent KDF streams), so given the model "

@@ -391,6 +391,11 @@ def evidence_lines(v: Verdict) -> list[str]:
     """What a table cannot hold, per mark: why a mark was not read, the changed tensors of an
     integrity mark and the decoded payload of an error-corrected one."""
     lines = []
+    if v.details.get("integrity"):
+        lines.append(
+            f"integrity marks: {v.details['integrity']} (not part of the ownership claim: anyone "
+            "may write one)"
+        )
     for part in v.parts or (v,):
         d = part.details
         if d.get("not_read"):

@@ -367,3 +367,33 @@ def test_a_key_naming_a_carrier_twice_is_refused(fragile_cnn) -> None:  # type: 
     )
     with pytest.raises(NNMarkError, match="data.carriers must name distinct tensors"):
         Fragile.check_key(twice)
+
+
+def test_two_fragile_marks_are_intact_only_when_both_are(fragile_cnn, digits) -> None:  # type: ignore[no-untyped-def]
+    """A key's holder who changes the model and adds a second fragile mark gets a key whose
+    first mark reads the change: the key says modified (the marks' conjunction, not Fisher's
+    product, which a second intact mark alone made 'intact')."""
+    model, key = fragile_cnn
+    changed = _flip(model, "conv1.weight", 5, 7)
+    remarked, key2 = embed(changed, digits, "fragile", key=key, config=TrainConfig(epochs=0))
+    v = verify(remarked, key2)
+    assert [p.verdict for p in v.parts] == ["modified", "intact"]
+    assert v.verdict == "modified" and v.p_value == 1.0 and v.exit_code == 1
+    both, key3 = embed(model, digits, "fragile", key=key, config=TrainConfig(epochs=0))
+    v = verify(both, key3)  # the first mark's file unchanged but for the second mark's bits
+    assert [p.verdict for p in v.parts] == ["modified", "intact"] and v.verdict == "modified"
+    other, key4 = embed(changed, digits, "fragile", key=OwnerKey.new("o", nonce="f1" * 16))
+    assert verify(other, key4).verdict == "intact"
+
+
+def test_an_integrity_mark_is_no_evidence_of_ownership(base_cnn, digits) -> None:  # type: ignore[no-untyped-def]
+    """Anyone writes a fragile mark into any model, a stolen one too, without training: in a key
+    with an ownership mark, the claim rests on the ownership marks alone, and the fragile part
+    is reported beside it (details['integrity'])."""
+    key = OwnerKey.new("thief", nonce="f2" * 16)
+    copy_, key = embed(base_cnn, digits, "content+fragile", key=key, config=TrainConfig(epochs=0))
+    v = verify(copy_, key)
+    content, fragile = v.parts
+    assert fragile.verdict == "intact" and content.verdict == "not_found"
+    assert v.verdict == "not_found" and v.p_value == content.p_value
+    assert v.details == {"combination": "one", "integrity": "intact"}
