@@ -326,6 +326,7 @@ def test_out_of_range_options_and_nothing_overwritten(files: dict[str, Path]) ->
             "1",
             "--out",
             out,
+            "--force",
             "--key-out",
             d / "k.nnkey",
         )
@@ -342,18 +343,26 @@ def test_out_of_range_options_and_nothing_overwritten(files: dict[str, Path]) ->
             "1",
             "--out",
             out,
+            "--force",
             "--key-out",
             d / "k.nnkey",
         )
     )
     assert "unknown option(s) lamda" in msg
     assert "unknown scheme 'nope'" in one_line_error(
-        run("train", "--scheme", "nope", "--out", out, "--key-out", d / "k.nnkey")
+        run("train", "--scheme", "nope", "--out", out, "--force", "--key-out", d / "k.nnkey")
     )
     # named before the missing --key-out: the scheme is what was mistyped
-    assert "unknown scheme 'nope'" in one_line_error(run("train", "--scheme", "nope", "--out", out))
+    assert "unknown scheme 'nope'" in one_line_error(
+        run("train", "--scheme", "nope", "--out", out, "--force")
+    )
     assert "exists; refusing to overwrite" in one_line_error(
-        run("train", "--scheme", "uchida", "--out", out, "--key-out", files["key"])
+        run("train", "--scheme", "uchida", "--out", d / "n.safetensors", "--key-out", files["key"])
+    )
+    # the model file too (usability review, session 38: a README line run after another
+    # replaced its marked model)
+    assert f"{out} exists; refusing to overwrite" in one_line_error(
+        run("train", "--epochs", "1", "--out", out)
     )
     assert "--alpha must be in (0, 1)" in one_line_error(
         run("verify", files["marked"], "--key", files["key"], "--alpha", "2")

@@ -93,7 +93,8 @@ def test_outputs_that_would_replace_another_file_are_refused(model_file: Path) -
     cases = [
         (["train", "--epochs", "1", "--scheme", "uchida", "--out", x, "--key-out", x], same),
         (["export", model_file, "--out", model_file], "--out must be a .onnx file"),
-        (["attack", "noise", model_file, "--out", model_file], same),
+        (["attack", "noise", model_file, "--out", model_file, "--force"], same),
+        (["attack", "noise", model_file, "--out", model_file], "refusing to overwrite"),
     ]
     before = model_file.read_bytes()
     for args, says in cases:

@@ -72,7 +72,7 @@ def test_attack_checks_the_data_fits_before_it_writes(files: Path) -> None:
     victim.write_bytes((files / "digits.safetensors").read_bytes())
     before = victim.read_bytes()
     args = ["attack", "prune", str(files / "mnist.safetensors"), "--data", "digits"]
-    r = runner.invoke(app, [*args, "--out", str(victim)])
+    r = runner.invoke(app, [*args, "--out", str(victim), "--force"])
     assert r.exit_code == 2 and "model expects inputs (1, 28, 28)" in one_line(r.stderr)
     assert victim.read_bytes() == before
     args = ["embed", str(files / "mnist.safetensors"), "--epochs", "1"]
@@ -94,7 +94,7 @@ def test_attack_evaluates_before_it_writes(files: Path, tmp_path: Path) -> None:
     lying = tmp_path / "seg.safetensors"  # the digits cnn, its metadata saying segmentation
     model, info = load_model(digits_model)
     save_model(model, dataclasses.replace(info, task="segmentation"), lying)
-    args = ["attack", "prune", str(lying), "--data", "digits", "--out", str(victim)]
+    args = ["attack", "prune", str(lying), "--data", "digits", "--out", str(victim), "--force"]
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and "the model does not evaluate on it" in one_line(r.stderr)
     assert victim.read_bytes() == b"PRECIOUS"
@@ -109,6 +109,7 @@ def test_attack_evaluates_before_it_writes(files: Path, tmp_path: Path) -> None:
         wide,
     )
     args = ["attack", "prune", str(wide), "--data", f"folder:{folder}", "--out", str(victim)]
+    args.append("--force")
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and "no data to evaluate: the split is empty" in one_line(r.stderr)
     assert victim.read_bytes() == b"PRECIOUS"

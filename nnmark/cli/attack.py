@@ -13,6 +13,7 @@ from rich.table import Table
 
 from nnmark.cli.common import (
     DeviceOpt,
+    ForceOpt,
     MaxParamsOpt,
     SetOption,
     check_finite,
@@ -63,6 +64,7 @@ def attack_cmd(
     ] = None,
     model_path: Annotated[Path | None, typer.Argument(help="Model file to attack")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Attacked model file")] = None,
+    force: ForceOpt = False,
     data: Annotated[
         str | None, typer.Option("--data", help="NAME[:PATH]: the thief's data and the test split")
     ] = None,
@@ -88,7 +90,7 @@ def attack_cmd(
 
     built = build_attack(name, parse_options(sets))  # validates before any loading
     dev = pick_device(device)
-    check_model_output(out_path)
+    check_model_output(out_path, force=force)
     distinct_paths({"--out": out_path}, {"MODEL": model_path})
     model, info = load_model(model_path, max_params=max_params)
     bundle = load_data(data) if data else None

@@ -241,10 +241,13 @@ def report_cmd(
     if budget is not None and not 0 <= budget <= 1:
         raise NNMarkError(f"--budget must be in [0, 1], got {budget}")
     outputs = {"--out": out_path, "--md": md}
-    for what, path in outputs.items():
+    for (what, path), suffix in zip(outputs.items(), (".html", ".md")):
         if path is None:
             continue
-        check_output(path)  # before any work: a folder, a device, a missing folder
+        if path.suffix.lower() != suffix:  # `--md acme.nnkey` replaced a key with Markdown
+            raise NNMarkError(f"{what} must be a {suffix} file, got {path.name!r}")
+        # before any work: a folder, a device, a missing folder; an old report is replaced
+        check_output(path, force=True)
         if results.resolve() / "models" in path.resolve().parents:
             raise NNMarkError(f"{what} {path} is inside the results' models folder")
     # what the bench wrote and reads back: replacing one with HTML broke every later report

@@ -145,7 +145,8 @@ def command(
                     raise
                 err.print(
                     f"error: this needs the optional {exc.name!r} package: "
-                    f"pip install 'nnmark[{extra}]'",
+                    f"pip install 'nnmark[{extra}]' (in a checkout: make setup installs every "
+                    f"extra, or .venv/bin/pip install -e '.[{extra}]')",
                     markup=False,
                     soft_wrap=True,
                 )
@@ -202,7 +203,7 @@ def _one_line(exc: BaseException) -> str:
     return line if len(line) <= ERROR_LINE else line[: ERROR_LINE - 1] + "…"
 
 
-def check_output(path: Path, force: bool = True) -> Path:
+def check_output(path: Path, force: bool = False) -> Path:
     """Fail before any work if an output cannot be written (or must not be overwritten)."""
     if path.is_dir():
         raise NNMarkError(f"output path is a directory: {path}")
@@ -220,13 +221,14 @@ def check_output(path: Path, force: bool = True) -> Path:
     return path
 
 
-def check_model_output(path: Path, suffix: str = ".safetensors") -> Path:
-    """An output model's path, its suffix the format written: a model saved as `a.onnx` or `a.pt`
-    was safetensors bytes that no command could read back under that name."""
+def check_model_output(path: Path, suffix: str = ".safetensors", force: bool = False) -> Path:
+    """An output model's path, its suffix the format written (a model saved as `a.onnx` or `a.pt`
+    was safetensors bytes that no command could read back under that name); an existing file is
+    replaced only with `force` (a README line run after another replaced its marked model)."""
     if not path.name.endswith(suffix) or path.name == suffix:  # the loaders' own spelling
         what = "nnmark export writes ONNX" if suffix == ".safetensors" else "what export writes"
         raise NNMarkError(f"--out must be a {suffix} file, got {path.name!r} ({what})")
-    return check_output(path)
+    return check_output(path, force)
 
 
 def check_inputs(input_shape: Sequence[int], bundle: DataBundle, data: str) -> None:
@@ -350,6 +352,11 @@ def read_token(path: Path) -> str:
         raise NNMarkError(f"{path}: a token is one line of 16 to 4096 printable characters")
     return token
 
+
+#: --force on every command that writes files: an existing output is replaced only when asked.
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Replace output files that exist (model, key, report)")
+]
 
 #: --max-params: the largest model a file's metadata may ask nnmark to build.
 MaxParamsOpt = Annotated[

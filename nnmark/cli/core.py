@@ -13,6 +13,7 @@ from rich.table import Table
 from nnmark.cli.common import (
     AmpOpt,
     DeviceOpt,
+    ForceOpt,
     IdentityOpt,
     KeyDataOpt,
     MaxParamsOpt,
@@ -145,7 +146,7 @@ def train_cmd(
         "model.safetensors"
     ),
     key_out: Annotated[Path | None, typer.Option("--key-out", help="Output key file")] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing key file")] = False,
+    force: ForceOpt = False,
     reference_unmarked: Annotated[
         Path | None,
         typer.Option(
@@ -167,7 +168,7 @@ def train_cmd(
     from nnmark.tasks import evaluate
 
     dev, precision = pick_device(device), pick_amp(amp)
-    check_model_output(out_path)
+    check_model_output(out_path, force=force)
     if scheme != "none":
         resolve_schemes(scheme, parse_options(sets))  # an unknown scheme or option first
         if key_out is None:
@@ -273,7 +274,7 @@ def embed_cmd(
     key_out: Annotated[Path, typer.Option("--key-out", help="Output key file")] = Path(
         "owner.nnkey"
     ),
-    force: Annotated[bool, typer.Option(help="Overwrite an existing key file")] = False,
+    force: ForceOpt = False,
     device: DeviceOpt = "auto",
     amp: AmpOpt = None,
     identity: IdentityOpt = None,
@@ -291,7 +292,7 @@ def embed_cmd(
     from nnmark.tasks import evaluate
 
     dev, precision = pick_device(device), pick_amp(amp)
-    check_model_output(out_path)
+    check_model_output(out_path, force=force)
     in_place = key_in is not None and key_in.resolve() == key_out.resolve()
     check_output(key_out, force or in_place)
     distinct_paths({"--out": out_path, "--key-out": key_out}, {"MODEL": model_path})

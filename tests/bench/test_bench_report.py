@@ -573,9 +573,19 @@ def test_report_outputs_never_replace_inputs_devices_or_an_old_report(  # type: 
     _, res = tiny
     spec = (res / "spec.json").read_bytes()
     r = runner.invoke(app, ["report", str(res), "--out", str(res / "spec.json")])
-    assert r.exit_code == 2 and "name the same file" in r.stderr, r.stderr
+    assert r.exit_code == 2 and "--out must be a .html file" in r.stderr, r.stderr
     assert (res / "spec.json").read_bytes() == spec
-    fifo = tmp_path / "fifo"
+    claims = res / "false_claims.md"
+    was = claims.read_bytes() if claims.exists() else None
+    r = runner.invoke(app, ["report", str(res), "--md", str(claims)])
+    assert r.exit_code == 2 and "name the same file" in r.stderr, r.stderr
+    assert (claims.read_bytes() if claims.exists() else None) == was
+    key = tmp_path / "acme.nnkey"  # usability review, session 38: it became Markdown
+    key.write_text("{}")
+    r = runner.invoke(app, ["report", str(res), "--md", str(key)])
+    assert r.exit_code == 2 and "--md must be a .md file" in r.stderr, r.stderr
+    assert key.read_text() == "{}"
+    fifo = tmp_path / "fifo.html"
     os.mkfifo(fifo)
     r = runner.invoke(app, ["report", str(res), "--out", str(fifo)])
     assert r.exit_code == 2 and "not a regular file" in r.stderr
