@@ -30,6 +30,7 @@ import re
 import ssl
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +50,11 @@ class QueriesRefused(NNMarkError):
 class QueryBudgetExceeded(NNMarkError):
     """More queries were asked for than the budget allows."""
 
+
+#: Values one exchange's answer may hold (labels, scores or pixels): a larger batch is sent in
+#: parts. Parsed JSON takes about 20x its values' bytes: a batch of 256 queries answered in
+#: 65,536 claimed classes (62.5 MiB of scores) peaked at 1.39 GB (server review, session 38).
+MAX_EXCHANGE_VALUES = 1 << 20
 
 #: The most classes a served model may claim (scores are N x C floats).
 MAX_CLASSES = 1 << 16
@@ -99,12 +105,66 @@ def busy_wait(retry_after: str | None) -> float:
     return BUSY_WAIT_MAX if len(text) > 6 else min(float(text), BUSY_WAIT_MAX)
 
 
-class Reply:
-    """A finished HTTP exchange: the status, the (size-bounded) body and a Retry-After."""
+#: What the verifier accepts, as common HTTP clients send it (httpx's and requests' default): an
+#: "Accept-Encoding: identity" no customer sends told a thief's server which client verified
+#: (it answered it with noise and every other client with the model; server review, session 38).
+ACCEPT_ENCODING = "gzip, deflate"
 
-    def __init__(self, status: int, body: bytes, url: str, retry_after: str | None = None) -> None:
+
+class Inflater:
+    """A gzip or zlib body inflated as it arrives, to at most `limit` bytes (a few KB of zeros
+    expand to gigabytes: the bound holds before the bytes exist)."""
+
+    def __init__(self, encoding: str, limit: int, url: str) -> None:
+        if encoding not in ("gzip", "x-gzip", "deflate"):  # one coding, of those asked for
+            raise NNMarkError(
+                f"{url}: the answer is encoded as {encoding[:40]!r}, which was not asked for "
+                f"({ACCEPT_ENCODING}); refused"
+            )
+        self._z = zlib.decompressobj(wbits=47)  # 32 + 15: a gzip or zlib header, either
+        self.limit, self.size, self._url = limit, 0, url
+
+    def feed(self, chunk: bytes) -> bytes:
+        try:
+            out = self._z.decompress(chunk, self.limit - self.size + 1)
+        except zlib.error:
+            raise NNMarkError(f"{self._url}: the compressed answer is corrupt") from None
+        self.size += len(out)
+        if self.size > self.limit or self._z.unconsumed_tail:
+            raise NNMarkError(
+                f"{self._url}: the answer inflates past {self.limit:,} bytes; refused"
+            )
+        if self._z.unused_data:
+            raise NNMarkError(f"{self._url}: bytes follow the compressed answer; refused")
+        return out
+
+    def end(self) -> None:
+        if not self._z.eof:
+            raise NNMarkError(f"{self._url}: the compressed answer is cut short")
+
+
+class Reply:
+    """A finished HTTP exchange: the status, the (size-bounded) body, a Retry-After and where a
+    redirect pointed (never followed)."""
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        url: str,
+        retry_after: str | None = None,
+        location: str | None = None,
+    ) -> None:
         self.status_code, self.body, self._url = status, body, url
-        self.retry_after = retry_after
+        self.retry_after, self.location = retry_after, location
+
+    def status_error(self, what: str) -> str:
+        """`what` failed with this reply's status, a redirect's target named (not followed: the
+        bearer token and the key's queries go to the URL given, nowhere else)."""
+        if 300 <= self.status_code < 400:
+            target = one_line((self.location or "nowhere named")[:200])
+            return f"{what} (HTTP {self.status_code}: a redirect to {target}, not followed)"
+        return f"{what} (HTTP {self.status_code})"
 
     def json(self) -> Any:
         if self.body.count(b"{") + self.body.count(b"[") > MAX_CONTAINERS:
@@ -266,10 +326,11 @@ class RemoteSuspect(Suspect):
                 f"{self.time_limit!r} and {deadline!r}"
             )
         self._ends = time.monotonic() + self.time_limit
-        # no compression: a few KB of gzip or brotli would expand to gigabytes before the size
-        # check (httpx decodes any Content-Encoding the server names); no proxy from the
-        # environment (the bearer token goes to this server only)
-        headers = {"Accept-Encoding": "identity"}
+        # gzip or deflate, inflated here under the size bound (httpx itself would decode any
+        # coding the server names, before the size check); no proxy from the environment (the
+        # bearer token goes to this server only)
+        headers = {"Accept-Encoding": ACCEPT_ENCODING}
+        self._has_token = token is not None
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(
@@ -285,12 +346,10 @@ class RemoteSuspect(Suspect):
                 f"server at {self.url} is not ready (HTTP 404 at /v2/health/ready): --remote "
                 "takes a server's base URL or a model's, BASE/v2/models/NAME[/infer]"
             )
+        if ready.status_code == 401:
+            raise NNMarkError(self._unauthorized())
         if ready.status_code != 200:
-            raise NNMarkError(f"server at {self.url} is not ready (HTTP {ready.status_code})")
-        if token is None:
-            probe = self._request("GET", "/v2", limit=ANSWER_SLACK)
-            if probe.status_code == 401:
-                raise NNMarkError(f"{self.url} needs a bearer token: pass --token-file")
+            raise NNMarkError(ready.status_error(f"server at {self.url} is not ready"))
         self.model_name = model_name or self._only_model()
         # a version named in --remote is the one verified (the server's default may be another)
         self._model_path = f"/v2/models/{self.model_name}" + (
@@ -329,30 +388,9 @@ class RemoteSuspect(Suspect):
         def exchange() -> None:
             try:
                 with self._http.stream(method, path, json=body) as r:
-                    encoding = r.headers.get("content-encoding", "identity").strip().lower()
-                    if encoding not in ("", "identity"):
-                        raise NNMarkError(
-                            f"{self.url}: the answer is compressed ({encoding[:40]!r}), which "
-                            "was not asked for; refused"
-                        )
-                    size = int(r.headers.get("content-length") or 0)
-                    if size > limit:
-                        raise NNMarkError(
-                            f"{self.url}: the answer would be {size:,} bytes (at most {limit:,})"
-                        )
-                    chunks, got = [], 0
-                    for chunk in r.iter_raw():  # as sent: nothing is decompressed
-                        got += len(chunk)
-                        if got > limit:
-                            raise NNMarkError(
-                                f"{self.url}: the answer exceeds {limit:,} bytes; refused"
-                            )
-                        chunks.append(chunk)
-                        if "closed" in done:
-                            return
-                    done["reply"] = Reply(
-                        r.status_code, b"".join(chunks), self.url, r.headers.get("retry-after")
-                    )
+                    reply = self._read(r, limit, done)
+                    if reply is not None:
+                        done["reply"] = reply
             except NNMarkError as exc:
                 done["error"] = exc
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -387,20 +425,52 @@ class RemoteSuspect(Suspect):
         reply: Reply = done["reply"]
         return reply
 
+    def _read(self, r: httpx.Response, limit: int, done: dict[str, Any]) -> Reply | None:
+        """The body of `r`, at most `limit` bytes as sent and as inflated; None when the
+        exchange was abandoned meanwhile (`done["closed"]`)."""
+        encoding = r.headers.get("content-encoding", "identity").strip().lower()
+        inflater = None if encoding in ("", "identity") else Inflater(encoding, limit, self.url)
+        size = int(r.headers.get("content-length") or 0)
+        if size > limit:
+            raise NNMarkError(f"{self.url}: the answer would be {size:,} bytes (at most {limit:,})")
+        chunks, got = [], 0
+        for chunk in r.iter_raw():  # as sent: inflated here, bounded, if at all
+            got += len(chunk)
+            if got > limit:
+                raise NNMarkError(f"{self.url}: the answer exceeds {limit:,} bytes; refused")
+            chunks.append(chunk if inflater is None else inflater.feed(chunk))
+            if "closed" in done:
+                return None
+        if inflater is not None:
+            inflater.end()
+        headers = r.headers
+        return Reply(
+            r.status_code,
+            b"".join(chunks),
+            self.url,
+            headers.get("retry-after"),
+            headers.get("location"),
+        )
+
     def _spent(self, method: str, path: str) -> str:
         return (
             f"{self.url}: the verification's time limit ({self.time_limit:g} s, --time-limit) "
             f"ran out at {method} {path}"
         )
 
+    def _unauthorized(self) -> str:
+        if not self._has_token:
+            return f"{self.url} needs a bearer token: pass --token-file"
+        return f"{self.url}: the bearer token was refused (HTTP 401)"
+
     def _get(self, path: str) -> Any:
         r = self._request("GET", path, limit=ANSWER_SLACK)
         if r.status_code == 401:
-            raise NNMarkError(f"{self.url}: the bearer token was refused (HTTP 401)")
+            raise NNMarkError(self._unauthorized())
         if r.status_code == 404:
-            raise NNMarkError(f"{self.url}: {r.error() or 'not found'}")
+            raise NNMarkError(f"{self.url}: {r.error() or 'not found'} (at {path})")
         if r.status_code != 200:
-            raise NNMarkError(f"{self.url}{path}: HTTP {r.status_code}")
+            raise NNMarkError(r.status_error(f"{self.url}{path} failed"))
         return r.json()
 
     def record(self) -> dict[str, str]:
@@ -411,6 +481,8 @@ class RemoteSuspect(Suspect):
 
     def _only_model(self) -> str:
         r = self._request("POST", "/v2/repository/index", {}, limit=ANSWER_SLACK)
+        if r.status_code == 401:
+            raise NNMarkError(self._unauthorized())
         if r.status_code != 200:
             raise NNMarkError(f"{self.url}: cannot list models; pass --model-name")
         index = r.json()
@@ -445,6 +517,19 @@ class RemoteSuspect(Suspect):
             raise QueryBudgetExceeded(
                 f"{n} more queries would exceed the budget of {self.max_queries}"
             )
+        rows = max(1, MAX_EXCHANGE_VALUES // self._row_values(x))
+        if n > rows:  # the same inputs and queries, in exchanges of bounded answers
+            return torch.cat([self._exchange(part) for part in x.split(rows)])
+        return self._exchange(x)
+
+    def _row_values(self, x: torch.Tensor) -> int:
+        """The values a right answer holds per query: a label, C scores or H x W pixels."""
+        width = 1 if self.label_only else self.classes
+        return max(width, math.prod(x.shape[2:]) if x.dim() == 4 else 1)
+
+    def _exchange(self, x: torch.Tensor) -> torch.Tensor:
+        """One inference request for the batch `x` (its queries counted), its answer checked."""
+        n = len(x)
         body = {
             "inputs": [
                 {
@@ -457,8 +542,7 @@ class RemoteSuspect(Suspect):
         }
         # what a right answer can hold: n labels, n x C scores or n x H x W pixels, ~32 bytes
         # per number
-        width = 1 if self.label_only else self.classes
-        expected = n * max(width, math.prod(x.shape[2:]) if x.dim() == 4 else 1)
+        expected = n * self._row_values(x)
         limit = min(self.max_answer, 32 * expected + ANSWER_SLACK)
         path = f"{self._model_path}/infer"
         r = self._request("POST", path, body, limit=limit)
@@ -481,6 +565,10 @@ class RemoteSuspect(Suspect):
                 f"{self.url}: the server stayed busy (HTTP 503: {r.error()}) through "
                 f"{BUSY_RETRIES + 1} tries of one batch; verify again later"
             )
+        if r.status_code == 401:
+            raise NNMarkError(self._unauthorized())
+        if 300 <= r.status_code < 400:
+            raise NNMarkError(r.status_error(f"{self.url}: inference failed"))
         if r.status_code != 200:
             why = r.error()
             raise NNMarkError(f"{self.url}: inference failed (HTTP {r.status_code}: {why})")

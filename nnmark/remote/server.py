@@ -201,9 +201,14 @@ class _Service:
         if label_only and not segmentation:
             self.out_meta["parameters"] = {"classes": classes}
 
-    def check_name(self, name: str) -> None:
+    def check_name(self, name: str, version: str | None = None) -> None:
+        """`name` (and `version`, when the path names one: the metadata's "1") is this
+        server's model; an other is a 404 (the versioned paths the metadata advertises
+        were 404s; server review, session 38)."""
         if name != self.name:
             raise BadRequest(404, f"unknown model {name!r} (this server serves {self.name!r})")
+        if version is not None and version != "1":
+            raise BadRequest(404, f"unknown version {version[:40]!r} of {name!r} (versions: 1)")
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -341,13 +346,15 @@ def _metadata_routes(app: FastAPI, service: _Service) -> None:
         return [{"name": service.name, "version": "1", "state": "READY"}]
 
     @app.get("/v2/models/{name}")
-    async def model_meta(name: str) -> dict[str, Any]:
-        service.check_name(name)
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def model_meta(name: str, version: str | None = None) -> dict[str, Any]:
+        service.check_name(name, version)
         return service.metadata()
 
     @app.get("/v2/models/{name}/ready")
-    async def model_ready(name: str) -> dict[str, Any]:
-        service.check_name(name)
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(name: str, version: str | None = None) -> dict[str, Any]:
+        service.check_name(name, version)
         return {"name": service.name, "ready": True}
 
 
@@ -448,8 +455,9 @@ def _infer_route(
         return b"".join(chunks)
 
     @app.post("/v2/models/{name}/infer")
-    async def infer(name: str, request: Request) -> JSONResponse:
-        service.check_name(name)
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer(name: str, request: Request, version: str | None = None) -> JSONResponse:
+        service.check_name(name, version)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body:
             raise BadRequest(413, f"request body of {declared} bytes exceeds {max_body}")

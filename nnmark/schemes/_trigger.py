@@ -32,7 +32,7 @@ import copy
 import math
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -289,9 +289,10 @@ class TriggerScheme(Scheme):
             f"labels given the answers); Bonferroni over {looks} looks"
         )
 
-    def ask(self, s: Suspect, xb: torch.Tensor) -> torch.Tensor:
-        """The suspect's answers (class indices) for one batch of triggers, checked; a model
-        that cannot take the key's inputs (a key naming another input shape) is an error."""
+    def ask(self, s: Suspect, xb: torch.Tensor, log: AnswerLog | None = None) -> torch.Tensor:
+        """The suspect's answers (class indices) for one batch of triggers, checked (and noted
+        in `log`); a model that cannot take the key's inputs (a key naming another input shape)
+        is an error."""
         try:
             scores = s.predict(xb)
         except RuntimeError as exc:  # the model's own forward pass on inputs it cannot take
@@ -306,6 +307,8 @@ class TriggerScheme(Scheme):
             )
         check_finite_scores(scores, s.label, len(xb))
         self.width = int(scores.shape[1])
+        if log is not None:
+            log.add(scores)
         return scores.argmax(1).cpu()
 
     def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
@@ -318,9 +321,10 @@ class TriggerScheme(Scheme):
         q = hits = 0
         p_now = 1.0
         decision = "not_found"
+        log = AnswerLog()
         while q < plan.max_queries:
             end = min(q + plan.group, plan.max_queries)
-            answers = self.ask(s, x[q:end])
+            answers = self.ask(s, x[q:end], log)
             g = groups[q:end].numpy()
             a = answers.numpy()
             inside = a < self.classes
@@ -336,6 +340,8 @@ class TriggerScheme(Scheme):
             if decision != "continue":
                 break
         reason = undecided(decision, plan.max_queries, n)
+        if decision != "found":
+            reason = reasons(reason, log.note(int(y.max())))
         return Verdict(
             self.name,
             "found" if decision == "found" else "not_found",
@@ -380,6 +386,49 @@ class TriggerScheme(Scheme):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """New trigger inputs made with the same key on other images (generalisation check)."""
         raise NNMarkError(f"{self.name} triggers are a fixed set: no fresh ones can be made")
+
+
+@dataclass
+class AnswerLog:
+    """What a suspect's answers to the triggers were, beyond matching or not: a server may
+    answer so that nothing can match (one class for everything, tied scores, fewer classes than
+    the key's labels), and its not_found then says so instead of reading as an ordinary one
+    (server review, session 38)."""
+
+    count: int = 0
+    tied: int = 0
+    width: int = 0
+    classes: set[int] = field(default_factory=set)
+
+    def add(self, scores: torch.Tensor) -> None:
+        top = scores.max(1, keepdim=True).values
+        self.tied += int(((scores == top).sum(1) > 1).sum())
+        self.count += len(scores)
+        self.width = int(scores.shape[1])
+        if len(self.classes) < 2:  # one class or more: all a note needs
+            self.classes.update(scores.argmax(1).unique()[:2].tolist())
+
+    def note(self, top_label: int) -> str | None:
+        """Why these answers could not show a mark whose labels reach class `top_label`."""
+        notes = []
+        if 0 < self.width <= top_label:
+            notes.append(
+                f"the suspect answers {self.width} classes and the key's labels reach class "
+                f"{top_label}"
+            )
+        if self.count > 1 and len(self.classes) == 1:
+            notes.append(f"every one of its {self.count} answers was class {min(self.classes)}")
+        if self.tied:
+            notes.append(
+                f"{self.tied} of its {self.count} answers tied for the top score (each read as "
+                "the first tied class)"
+            )
+        return "; ".join(notes) or None
+
+
+def reasons(*parts: str | None) -> str | None:
+    """One verdict reason of several, or None."""
+    return "; ".join(p for p in parts if p) or None
 
 
 def undecided(decision: str, budget: int, total: int) -> str | None:

@@ -69,11 +69,13 @@ from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey
 from nnmark.schemes import register
 from nnmark.schemes._trigger import (
+    AnswerLog,
     TriggerConfig,
     TriggerScheme,
     decode_images,
     encode_images,
     quantized,
+    reasons,
     undecided,
 )
 from nnmark.schemes.base import key_error
@@ -300,14 +302,17 @@ class Frontier(TriggerScheme):
         p0 = 0.5
         k = q = 0
         decision = "not_found"
+        log = AnswerLog()
         while q < plan.max_queries:
             end = min(q + plan.group, plan.max_queries)
-            k += int((self.ask(s, x[q:end]) == y[q:end]).sum())
+            k += int((self.ask(s, x[q:end], log) == y[q:end]).sum())
             q = end
             decision = plan.decide(k, q, p0, alpha, n)
             if decision != "continue":
                 break
         reason = undecided(decision, plan.max_queries, n)
+        if decision != "found":
+            reason = reasons(reason, log.note(int(y.max())))
         null = (
             "the key drew each true adversary's label by a fair coin between its source class "
             "and the class the owner's model gave it, independently of the inputs, so a model "

@@ -67,7 +67,14 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.layers import evaluating, weighted_layers
 from nnmark.schemes import register
-from nnmark.schemes._trigger import TriggerConfig, TriggerScheme, source_images, undecided
+from nnmark.schemes._trigger import (
+    AnswerLog,
+    TriggerConfig,
+    TriggerScheme,
+    reasons,
+    source_images,
+    undecided,
+)
 from nnmark.schemes.base import Batch
 from nnmark.sequential import LookPlan
 from nnmark.stats import DEFAULT_ALPHA, hypergeometric_pvalue
@@ -228,9 +235,10 @@ class NewLabel(TriggerScheme):
         total_real = int(real[: plan.max_queries].sum())
         q = k = h = 0
         p_now, decision, reason = 1.0, "not_found", None
+        log = AnswerLog()
         while q < plan.max_queries:
             end = min(q + plan.group, plan.max_queries)
-            new = self.ask(s, x[q:end]) == self.classes
+            new = self.ask(s, x[q:end], log) == self.classes
             if self.width <= self.classes:
                 reason = (
                     f"the suspect answers {self.width} classes: it has no output for the new "
@@ -250,6 +258,8 @@ class NewLabel(TriggerScheme):
                 break
         if reason is None:
             reason = undecided(decision, plan.max_queries, 2 * n)
+            if decision != "found":
+                reason = reasons(reason, log.note(self.classes))
         q_real = int(real[:q].sum())
         return Verdict(
             self.name,

@@ -299,7 +299,8 @@ def test_attack_cli(tmp_path: Path, plain_cnn, digits: DataBundle) -> None:  # t
     assert res["after"]["accuracy"] > 0.9 and res["before"]["accuracy"] > 0.9
     assert runner.invoke(app, ["verify", str(pruned), "--key", str(ref)]).exit_code == 0
     for spec in ("morph", "prune:structured=true,fraction=0.25"):
-        r = runner.invoke(app, ["attack", spec, str(src), "--out", str(wide), "--seed", "3"])
+        args = ["attack", spec, str(src), "--out", str(wide), "--seed", "3", "--force"]
+        r = runner.invoke(app, args)
         assert r.exit_code == 0, r.stderr
         # the attack and its options as the user wrote them, not a dataclass repr
         assert r.stdout.startswith(spec.split(":")[0]) and "Config(" not in r.stdout
@@ -320,14 +321,23 @@ def test_attack_cli(tmp_path: Path, plain_cnn, digits: DataBundle) -> None:  # t
         # and 12 API keys (session 29)
         assert json.loads(r.stdout)["ber"] <= 2 / 64
     for args, msg in [
-        (["attack", "nope", str(src), "--out", str(wide)], "unknown attack 'nope'"),
-        (["attack", "prune", str(src), "--out", str(wide), "--set", "fraction=2"], "fraction"),
-        (["attack", "prune", str(src), "--out", str(wide), "--set", "nope=1"], "unknown option"),
-        (["attack", "prune", str(tmp_path / "no.safetensors"), "--out", str(wide)], "not found"),
-        (["attack", "finetune", str(src), "--out", str(wide)], "needs data"),
+        (["attack", "nope", str(src), "--out", str(wide), "--force"], "unknown attack 'nope'"),
+        (
+            ["attack", "prune", str(src), "--out", str(wide), "--force", "--set", "fraction=2"],
+            "fraction",
+        ),
+        (
+            ["attack", "prune", str(src), "--out", str(wide), "--force", "--set", "nope=1"],
+            "unknown option",
+        ),
+        (
+            ["attack", "prune", str(tmp_path / "no.safetensors"), "--out", str(wide), "--force"],
+            "not found",
+        ),
+        (["attack", "finetune", str(src), "--out", str(wide), "--force"], "needs data"),
         # review, session 36: attacks that checked >= 1 alone trained until killed
         (
-            ["attack", "distill", str(src), "--out", str(wide), "--data", "digits"]
+            ["attack", "distill", str(src), "--out", str(wide), "--force", "--data", "digits"]
             + ["--set", f"epochs={10**15}"],
             "epochs must be at most 10,000 for the attack",
         ),

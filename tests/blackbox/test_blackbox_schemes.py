@@ -609,3 +609,35 @@ def test_best_p_value_is_none_for_a_test_of_its_own(digits: DataBundle) -> None:
     assert OwnTest(mark, [digits]).best_p_value() is None
     for cls in (Frontier, NewLabel):  # decided by the class alone, before any derivation
         assert cls.__new__(cls).best_p_value() is None
+
+
+class _Answers(torch.nn.Module):
+    """A served model that answers nothing of a model: constant rows (`scores`), or one class."""
+
+    def __init__(self, scores: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scores", scores)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scores.expand(len(x), -1)
+
+
+@pytest.mark.parametrize("name", ["content", "frontier", "newlabel"])
+def test_answers_that_carry_nothing_say_so_in_the_not_found(blackbox_marked, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Server review, session 38: a server answering every query alike (tied scores, one class,
+    fewer classes than the key's labels) got a not_found with no reason, as an honest model's."""
+    _, key = blackbox_marked[name]
+    width = 11 if name == "newlabel" else 10
+    tied = verify(_Answers(torch.zeros(1, width)), key)
+    assert tied.verdict == "not_found" and tied.reason is not None
+    assert f"every one of its {tied.queries} answers was class 0" in tied.reason
+    assert f"{tied.queries} of its {tied.queries} answers tied for the top score" in tied.reason
+    one = torch.zeros(1, width)
+    one[0, 4] = 1.0
+    v = verify(_Answers(one), key)
+    assert v.verdict == "not_found" and "was class 4" in (v.reason or "")
+    assert "tied" not in (v.reason or "")
+    if name != "newlabel":  # its own reason: no output for the new label
+        top = int(bound_scheme(key, 0).queried()[1].max())
+        few = verify(_Answers(torch.tensor([[0.0, 1.0]])), key)
+        assert f"answers 2 classes and the key's labels reach class {top}" in (few.reason or "")

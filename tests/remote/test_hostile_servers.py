@@ -196,6 +196,36 @@ def gzip_bomb(conn: socket.socket, head: bytes) -> None:
     )
 
 
+def gzip_answer(body: bytes, cut: bool = False, garbage: bool = False) -> Handler:
+    """An inference endpoint answering `body` gzipped (the verifier accepts gzip, as any client
+    does); `cut`: its second half cut off; `garbage`: a gzip header, then no deflate stream."""
+    import gzip
+
+    def infer(conn: socket.socket, head: bytes) -> None:
+        _body(conn, head)
+        packed = gzip.compress(body)
+        packed = packed[: len(packed) // 2] if cut else packed
+        packed = packed[:10] + b"\xff" * 32 if garbage else packed
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            + f"Content-Length: {len(packed)}\r\nConnection: close\r\n\r\n".encode()
+            + packed
+        )
+
+    return infer
+
+
+def redirect(target: str) -> Handler:
+    def infer(conn: socket.socket, head: bytes) -> None:
+        _body(conn, head)
+        conn.sendall(
+            f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+
+    return infer
+
+
 def model_index(name: str) -> Handler:
     """An index that names one model, `name` (a control character, a path)."""
 
@@ -323,7 +353,15 @@ def _verify(url: str, key: Path, *extra: str) -> tuple[subprocess.CompletedProce
         ),
         ("drip at health", drip, "no complete answer to GET /v2/health/ready within 2 s"),
         ("not an inference server", not_oip, "the server's answer is not JSON"),
-        ("compression bomb", gzip_bomb, "compressed ('gzip, gzip'), which was not asked for"),
+        ("compression bomb", gzip_bomb, "encoded as 'gzip, gzip', which was not asked for"),
+        ("a gzip bomb", _oip(gzip_answer(bytes(64 << 20))), "inflates past"),
+        ("a gzip answer cut short", _oip(gzip_answer(b"{}" * 100, cut=True)), "cut short"),
+        ("a corrupt gzip answer", _oip(gzip_answer(b"{}", garbage=True)), "is corrupt"),
+        (
+            "a redirect",
+            _oip(redirect("http://127.0.0.2:9/v2/models/m/infer")),
+            "a redirect to http://127.0.0.2:9/v2/models/m/infer, not followed",
+        ),
         ("control character in the model's name", model_index("m\x01x"), "not a plain name"),
         ("a path as the model's name", model_index("../../x?y=#"), "not a plain name"),
         ("escape sequences in an error", ansi_error, "HTTP 500: ?[2K?[1G?[32mverdict"),
@@ -594,3 +632,42 @@ def test_a_busy_server_is_asked_again_and_the_batch_counts_once() -> None:
         with pytest.raises(NNMarkError, match="time limit .* busy: HTTP 503"):
             RemoteSuspect(url, time_limit=5).predict(torch.zeros(2, 1, 8, 8))
     assert len(asked) == 1 and time.monotonic() - start < 5
+
+
+def test_the_verifier_asks_as_common_clients_do_and_reads_gzip(key_file: Path) -> None:
+    """Server review, session 38: `Accept-Encoding: identity`, which no common client sends,
+    and a probe of /v2 told a thief's server which client was the verifier (it answered it
+    with noise, everyone else with the model). It now accepts gzip and deflate as httpx and
+    requests do (inflated under the size bound), and asks only what a verification needs."""
+    import gzip
+
+    heads: list[bytes] = []
+
+    def infer(conn: socket.socket, head: bytes) -> None:
+        n = json.loads(_body(conn, head))["inputs"][0]["shape"][0]
+        doc = {"outputs": [{"name": "output", "shape": [n, 10], "data": [0.0] * (n * 10)}]}
+        packed = gzip.compress(json.dumps(doc).encode())
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            + f"Content-Length: {len(packed)}\r\nConnection: close\r\n\r\n".encode()
+            + packed
+        )
+
+    served = _oip(infer)
+
+    def logged(conn: socket.socket, head: bytes) -> None:
+        heads.append(head)
+        served(conn, head)
+
+    with raw_server(logged) as url:
+        r, _ = _verify(url, key_file, "--json")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "tied for the top score" in json.loads(r.stdout)["reason"]  # inflated: rows of 0.0
+    paths = [h.split(b" ")[1] for h in heads]
+    assert b"/v2" not in paths
+    for h in heads:
+        fields = {
+            k.strip().lower(): v.strip()
+            for k, _, v in (line.partition(b":") for line in h.split(b"\r\n")[1:] if line)
+        }
+        assert fields[b"accept-encoding"] == b"gzip, deflate"

@@ -464,10 +464,14 @@ def test_verify_takes_the_url_serve_prints(untrained, digits: DataBundle, tmp_pa
     --model-name are one line each, exit 2, before any exchange."""
     key = _key(untrained, digits, tmp_path / "adi.nnkey", "adi")
     with serving(untrained, name="mine") as url:
-        for remote in (f"{url}/v2/models/mine/infer", f"{url}/v2/models/mine", f"{url}/v2"):
+        # the versioned path its metadata advertises too (a 404 before; server review, session 38)
+        models = f"{url}/v2/models/mine"
+        for remote in (f"{models}/infer", models, f"{url}/v2", f"{models}/versions/1/infer"):
             r, v = remote_verify(remote, key, "--max-queries", "10")
             assert r.exit_code == 1 and v["verdict"] == "not_found", r.stderr
             assert v["queries"] == 10
+        r, _ = remote_verify(f"{models}/versions/2", key)
+        assert r.exit_code == 2 and "unknown version '2' of 'mine'" in r.stderr
         r, _ = remote_verify(f"{url}/v2/models/mine/infer", key, "--model-name", "other")
         assert r.exit_code == 2 and "names model 'mine' and --model-name 'other'" in r.stderr
         r, _ = remote_verify(f"{url}/v2/models/other/infer", key)
