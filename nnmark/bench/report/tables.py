@@ -221,9 +221,7 @@ def composite_table(rows: Rows, budget: float) -> Table:
 def calibration_table(rows: Rows) -> Table:
     """Per scheme: unmarked models verified with its keys, false claims, the smallest p."""
     cal = [r for r in rows if r.get("kind") == "calibration"]
-    t = [
-        ["scheme", "unmarked models", "false claims (at alpha)", "p < 0.05", "smallest p", "errors"]
-    ]
+    t = [["scheme", "unmarked models", "false claims", "p < 0.05", "smallest p", "errors"]]
     by_label = _by_label(cal)
     for s in sorted(by_label, key=scheme_key):
         mine = by_label[s]
