@@ -9,6 +9,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -597,7 +598,7 @@ def _read(
 
 def verify(
     suspect: Suspect | nn.Module | str,
-    key: OwnerKey,
+    key: OwnerKey | str | Path,
     alpha: float = DEFAULT_ALPHA,
     *,
     data: DataBundle | Sequence[DataBundle] | None = None,
@@ -606,7 +607,7 @@ def verify(
 ) -> Verdict:
     """Verify every mark of `key` in `suspect`; several marks give one combined verdict.
 
-    `suspect` may be a path, an `nn.Module` (your own class works: only the named tensors are
+    `key` is an OwnerKey or a key file's path. `suspect` may be a path, an `nn.Module` (your own class works: only the named tensors are
     read by white-box schemes) or a `Suspect`. `data` are the data sets the key's derivations
     name (checked by content hash; the built-in digits is found alone); `tsa_certs` the
     certificates (PEM or DER) a timestamp is checked against; `suspect_seen` when the suspect
@@ -621,6 +622,10 @@ def verify(
     no digest of the file. To name the bytes read, as `nnmark verify` does, verify a
     `SuspectCopy` of it: every byte read once, hashed, and verified from a private copy.
     """
+    if not isinstance(key, OwnerKey):  # a key file's path, as the CLI takes it
+        key = OwnerKey.load(key)
+    if not 0 < alpha < 1:  # NaN too: decide() compares with it
+        raise NNMarkError(f"alpha must be in (0, 1), got {alpha}")
     s = as_suspect(suspect)
     prov = provenance(key, tsa_certs, suspect_seen)
     schemes = [bound_scheme(key, m.index, data) for m in key.marks]

@@ -118,3 +118,20 @@ def test_inputs_a_model_cannot_take_are_one_line(plain_cnn: torch.nn.Module) -> 
     """A segmentation key's masks sent to a classifier raised torch's RuntimeError."""
     with pytest.raises(NNMarkError, match=r"does not run on the key's inputs of shape \[2, 1, 64"):
         ModuleSuspect(plain_cnn).predict(torch.zeros(2, 1, 64, 64))
+
+
+def test_verify_takes_a_key_files_path_and_refuses_an_alpha_outside_0_1(  # type: ignore[no-untyped-def]
+    uchida_cnn, digits, tmp_path
+) -> None:
+    """Usability review, session 38: `verify(model, "acme.nnkey")` was an AttributeError and
+    `alpha=2` was taken (the CLI refuses it); a DataBundle printed thousands of indices."""
+    model, key = uchida_cnn
+    path = tmp_path / "k.nnkey"
+    key.save(path)
+    for given in (path, str(path)):
+        assert verify(model, given).verdict == "found"
+    for alpha in (2.0, 0.0, float("nan")):
+        with pytest.raises(NNMarkError, match="alpha must be in"):
+            verify(model, key, alpha)
+    shown = repr(digits)
+    assert len(shown) < 200 and "10 classes" in shown and "train" in shown

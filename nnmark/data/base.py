@@ -258,6 +258,14 @@ class DataBundle:
     meta: dict[str, str] = field(default_factory=dict)
     _hash: str | None = field(default=None, init=False, repr=False, compare=False)
 
+    def __repr__(self) -> str:
+        """The shape of the data, not its values (the default printed thousands of indices)."""
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in self.splits.items())
+        return (
+            f"DataBundle({self.name!r}, {self.task}, {len(self.x)} x "
+            f"{tuple(self.x.shape[1:])}, {self.num_classes} classes, splits: {sizes})"
+        )
+
     def content_hash(self, fresh: bool = False) -> str:
         """SHA-256 of the data itself (task, classes, every tensor, the splits): what a key
         records so that a verifier who re-derives key inputs from the data can check it holds
