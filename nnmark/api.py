@@ -135,9 +135,17 @@ def embed(
                 "and commits to another reference (or none)"
             )
         key = key if key.marks else key.with_reference(digest)
+    resolved = resolve_schemes(scheme, options)
+    if (bits is not None or message is not None) and all(
+        cls.kind != "whitebox" for cls, _ in resolved
+    ):  # taken and ignored before (usability review, session 38)
+        names = ", ".join(cls.name for cls, _ in resolved)
+        raise NNMarkError(
+            f"bits and a message are a white-box mark's payload; {names} carries none"
+        )
     model = copy.deepcopy(model)
     bound = []
-    for cls, cfg in resolve_schemes(scheme, options):
+    for cls, cfg in resolved:
         ecc = None
         chosen = tuple(payload) if payload else None
         if message is not None and cls.kind == "whitebox":

@@ -694,7 +694,12 @@ class OwnerKey:
             if text.count(",") > MAX_KEY_VALUES:
                 raise ValueError(f"more than {MAX_KEY_VALUES:,} ',' (values)")
             doc = json.loads(text, parse_constant=_no_constant, object_pairs_hook=unique_keys)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        except json.JSONDecodeError as exc:
+            why = "empty" if not text.strip() else f"not JSON: {exc.msg} at line {exc.lineno}"
+            raise NNMarkError(f"{p}: unreadable key file ({why})") from None
+        except UnicodeDecodeError:
+            raise NNMarkError(f"{p}: unreadable key file (not UTF-8 text)") from None
+        except (OSError, RecursionError) as exc:
             raise NNMarkError(f"{p}: unreadable key file ({exc.__class__.__name__})") from None
         except ValueError as exc:
             raise NNMarkError(f"{p}: unreadable key file ({exc})") from None

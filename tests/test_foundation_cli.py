@@ -295,10 +295,14 @@ def test_unknown_architecture_in_metadata(files: dict[str, Path]) -> None:
 
 def test_malformed_and_tampered_keys(files: dict[str, Path]) -> None:
     d = files["dir"]
-    (d / "bad.nnkey").write_text("{ this is not json")
-    assert "unreadable key file" in one_line_error(
-        run("verify", files["marked"], "--key", d / "bad.nnkey")
-    )
+    for content, why in [
+        (b"{ this is not json", "(not JSON: Expecting property name enclosed in double quotes"),
+        (b"", "(empty)"),
+        (b"\xff\xfe\x00binary", "(not UTF-8 text)"),
+    ]:
+        (d / "bad.nnkey").write_bytes(content)
+        msg = one_line_error(run("verify", files["marked"], "--key", d / "bad.nnkey"))
+        assert f"unreadable key file {why}" in msg, msg
     (d / "other.nnkey").write_text(json.dumps({"format": "something-else"}))
     assert "not an nnmark key file" in one_line_error(
         run("verify", files["marked"], "--key", d / "other.nnkey")

@@ -511,6 +511,10 @@ def test_forge_cli(files: Path) -> None:
     assert "0 accepted" in r.stdout
     r = runner.invoke(app, ["forge", str(files / "plain.safetensors"), "--strategy", "guess"])
     assert r.exit_code == 2 and "unknown strategy" in r.stderr
+    from nnmark.forge import STRATEGIES
+
+    shown = " ".join(runner.invoke(app, ["forge", "--help"]).stdout.split())
+    assert all(name in shown for name in STRATEGIES)  # split_search was left out
 
 
 def test_same_key_same_secrets_and_the_kdf_is_memory_hard() -> None:

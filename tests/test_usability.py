@@ -52,6 +52,11 @@ def files(tmp_path_factory: pytest.TempPathFactory, plain_cnn, digits: DataBundl
         ),
         (["train", "--message", "hi", "--out", "{d}/t.safetensors"], "need a --scheme"),
         (["train", "--key-out", "{d}/t.nnkey", "--out", "{d}/t.safetensors"], "need a --scheme"),
+        (  # taken and ignored before (usability review, session 38)
+            ["train", "--scheme", "content", "--bits", "64", "--epochs", "1"]
+            + ["--out", "{d}/t.safetensors", "--key-out", "{d}/t.nnkey"],
+            "a white-box mark's payload; content carries none",
+        ),
     ],
 )
 def test_outputs_and_options_that_would_mislead_are_refused_first(

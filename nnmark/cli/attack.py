@@ -163,7 +163,7 @@ def forge_cmd(
         typer.Option(
             "--strategy",
             help="Strategies (repeatable; all): honest, chosen_payload, tampered, "
-            "fabricated_triggers, identity_edit, nonce_search",
+            "fabricated_triggers, identity_edit, nonce_search, split_search",
         ),
     ] = None,
     budget: Annotated[float, typer.Option(help="Seconds of nonce search per scheme")] = 2.0,

@@ -391,9 +391,9 @@ def _check_parse(path: Path) -> None:
     # protobuf reports memory it could not have as a decode error: one message says both
     last = r.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["killed"]
     raise NNMarkError(
-        f"{path}: not a readable ONNX file within {memory / 2**20:,.0f} MiB more than onnx "
-        f"takes, {PARSE_MEMORY_PER_BYTE} x its size and {PARSE_MEMORY_BASE >> 20} MiB "
-        f"({last[0].split(':')[0][:80]})"
+        f"{path}: not a readable ONNX file: it does not parse as one, or parsing it needs more "
+        f"than {memory / 2**20:,.0f} MiB beyond what onnx takes ({PARSE_MEMORY_PER_BYTE} x its "
+        f"size and {PARSE_MEMORY_BASE >> 20} MiB) ({last[0].split(':')[0][:80]})"
     )
 
 

@@ -134,7 +134,10 @@ def test_a_graph_of_many_empty_messages_is_refused_before_it_is_parsed_here(  # 
     bomb.write_bytes((d / "m.onnx").read_bytes() + b"\x3a" + bytes(length) + body)
     r = runner.invoke(app, ["verify", str(bomb), "--key", str(d / "k.nnkey")])
     assert r.exit_code == 2, r.stdout + r.stderr
-    assert "bomb.onnx: not a readable ONNX file within " in one_line(r.stderr), r.stderr
+    assert (
+        "bomb.onnx: not a readable ONNX file: it does not parse as one, or parsing it needs"
+        in one_line(r.stderr)
+    ), r.stderr
     assert "MiB more than onnx takes" in r.stderr
     assert runner.invoke(app, ["inspect", str(d / "m.onnx")]).exit_code == 0
 
