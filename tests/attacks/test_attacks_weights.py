@@ -317,8 +317,8 @@ def test_attack_cli(tmp_path: Path, plain_cnn, digits: DataBundle) -> None:  # t
         # `nnmark train` draws a fresh nonce, so this is a new key every run. Paired to the
         # twin by activations alone, up to 7 of 64 bits were lost and CI once missed the
         # pruned copy (p 7.6e-11 > the cost bound); paired by weights (realign
-        # `_plans_by_weights`) morph and structured pruning read at BER 0 over 12 CLI keys
-        # and 12 API keys (session 29)
+        # `_plans_by_weights`) morph and structured pruning read at BER 0 over 12 fresh keys
+        # (benchmarks/results/realign_keys.md)
         assert json.loads(r.stdout)["ber"] <= 2 / 64
     for args, msg in [
         (["attack", "nope", str(src), "--out", str(wide), "--force"], "unknown attack 'nope'"),
