@@ -136,13 +136,12 @@ def embed(
             )
         key = key if key.marks else key.with_reference(digest)
     resolved = resolve_schemes(scheme, options)
-    if (bits is not None or message is not None) and all(
-        cls.kind != "whitebox" for cls, _ in resolved
-    ):  # taken and ignored before (usability review, session 38)
-        names = ", ".join(cls.name for cls, _ in resolved)
-        raise NNMarkError(
-            f"bits and a message are a white-box mark's payload; {names} carries none"
-        )
+    names = ", ".join(cls.name for cls, _ in resolved)
+    # taken and ignored before (usability review, session 38)
+    if bits is not None and not any(cls.takes_bits for cls, _ in resolved):
+        raise NNMarkError(f"bits are a payload's length; {names} carries no payload")
+    if message is not None and all(cls.kind != "whitebox" for cls, _ in resolved):
+        raise NNMarkError(f"a message is a white-box mark's payload; {names} carries none")
     model = copy.deepcopy(model)
     bound = []
     for cls, cfg in resolved:
@@ -666,9 +665,7 @@ def verify(
     found = decide(p, alpha) and search / SECONDS_PER_YEAR >= CLAIM_CPU_YEARS
     details: dict[str, Any] = {"combination": method}
     if checks:
-        details["integrity"] = (
-            "intact" if all(v.verdict == "intact" for v in checks) else "modified"
-        )
+        details["integrity"] = _integrity(checks)
         null += INTEGRITY_APART
     combined = Verdict(
         scheme="+".join(v.scheme for v in verdicts),
@@ -686,6 +683,15 @@ def verify(
         details=details,
     )
     return _finish(combined, alpha, search, prov)
+
+
+def _integrity(checks: list[Verdict]) -> str:
+    """The integrity marks' word beside an ownership claim: "not read" when one was not (a
+    served model exposes no weights: "modified" told a story about weights nobody saw; diff
+    review, session 38), else intact only when every one is."""
+    if any(v.details.get("unread") or v.details.get("not_read") for v in checks):
+        return "not read"
+    return "intact" if all(v.verdict == "intact" for v in checks) else "modified"
 
 
 def _all_intact(
@@ -717,7 +723,7 @@ def _all_intact(
 
 INTEGRITY_APART = (
     "; the integrity marks are not part of it (anyone may write one into any model: "
-    "details['integrity'] says whether they all read intact)"
+    "details['integrity'] says whether they all read intact, or were not read)"
 )
 ALL_INTACT_NULL = (
     "every integrity mark must read intact: the largest part's p-value (an intersection-union test)"

@@ -71,13 +71,16 @@ def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
     """Torch's global RNG seeded with `seed` for the block, the caller's state given back after:
     a run is reproducible from its seed, and the caller's own random stream is not reset by it.
 
-    On a CUDA `device` its generator is forked too (that device's only: a DDP rank touches no
-    other GPU)."""
+    On a CUDA `device` its generator is forked and seeded too, that device's only (a DDP rank
+    touches no other GPU); torch.manual_seed would seed every GPU's and give none back (diff
+    review, session 38)."""
     cuda = []
     if device is not None and device.type == "cuda":
         cuda = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            torch.cuda.default_generators[index].manual_seed(seed)
         yield
 
 

@@ -55,7 +55,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, plain_cnn, digits: DataBundl
         (  # taken and ignored before (usability review, session 38)
             ["train", "--scheme", "content", "--bits", "64", "--epochs", "1"]
             + ["--out", "{d}/t.safetensors", "--key-out", "{d}/t.nnkey"],
-            "a white-box mark's payload; content carries none",
+            "bits are a payload's length; content carries no payload",
         ),
     ],
 )

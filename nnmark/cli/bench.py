@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from nnmark.cli.common import (
+    ForceOpt,
     check_output,
     command,
     distinct_paths,
@@ -232,6 +233,7 @@ def report_cmd(
         float | None,
         typer.Option(help="Fidelity an attacker may lose (0.05 = 5 points); default: the grid's"),
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """One self-contained HTML report (PNG plots embedded) of a benchmark directory."""
     from nnmark.bench.report import write_report
@@ -246,8 +248,9 @@ def report_cmd(
             continue
         if path.suffix.lower() != suffix:  # `--md acme.nnkey` replaced a key with Markdown
             raise NNMarkError(f"{what} must be a {suffix} file, got {path.name!r}")
-        # before any work: a folder, a device, a missing folder; an old report is replaced
-        check_output(path, force=True)
+        # before any work: a folder, a device, a missing folder; an existing file only when it
+        # is a previous report (`--md README.md` replaced a README; diff review, session 38)
+        check_output(path, force or _previous_report(path, suffix))
         if results.resolve() / "models" in path.resolve().parents:
             raise NNMarkError(f"{what} {path} is inside the results' models folder")
     # what the bench wrote and reads back: replacing one with HTML broke every later report
@@ -256,6 +259,19 @@ def report_cmd(
     write_report(results, out_path, md, budget)
     _say_skipped(results)
     out.print(f"saved {out_path}" + (f" and {md}" if md else ""))
+
+
+def _previous_report(path: Path, suffix: str) -> bool:
+    from nnmark.bench.report.render import REPORT_HEADS
+
+    head = REPORT_HEADS[suffix].encode()
+    if not path.is_file():  # a FIFO would block the read; check_output refuses it
+        return False
+    try:
+        with path.open("rb") as f:
+            return f.read(len(head)) == head
+    except OSError:  # missing, a folder, unreadable: check_output says which
+        return False
 
 
 def _say_skipped(results: Path) -> None:

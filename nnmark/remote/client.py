@@ -111,6 +111,11 @@ def busy_wait(retry_after: str | None) -> float:
 ACCEPT_ENCODING = "gzip, deflate"
 
 
+#: gzip members one body may hold (a file of several is valid gzip; millions of empty ones
+#: would restart the inflater millions of times).
+MAX_GZIP_MEMBERS = 64
+
+
 class Inflater:
     """A gzip or zlib body inflated as it arrives, to at most `limit` bytes (a few KB of zeros
     expand to gigabytes: the bound holds before the bytes exist)."""
@@ -121,25 +126,54 @@ class Inflater:
                 f"{url}: the answer is encoded as {encoding[:40]!r}, which was not asked for "
                 f"({ACCEPT_ENCODING}); refused"
             )
-        self._z = zlib.decompressobj(wbits=47)  # 32 + 15: a gzip or zlib header, either
+        self.gzip = encoding != "deflate"
+        self._z: Any = None  # made on the first bytes: "deflate" may be zlib-wrapped or raw
+        self._head = b""
         self.limit, self.size, self._url = limit, 0, url
+        self.members = 0
+
+    def _start(self, head: bytes) -> Any:
+        if self.gzip:
+            return zlib.decompressobj(wbits=31)
+        # RFC 9110's deflate is zlib-wrapped; servers also send it raw, which httpx reads too
+        wrapped = len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
+        return zlib.decompressobj(wbits=15 if wrapped else -15)
 
     def feed(self, chunk: bytes) -> bytes:
-        try:
-            out = self._z.decompress(chunk, self.limit - self.size + 1)
-        except zlib.error:
-            raise NNMarkError(f"{self._url}: the compressed answer is corrupt") from None
-        self.size += len(out)
-        if self.size > self.limit or self._z.unconsumed_tail:
-            raise NNMarkError(
-                f"{self._url}: the answer inflates past {self.limit:,} bytes; refused"
-            )
-        if self._z.unused_data:
-            raise NNMarkError(f"{self._url}: bytes follow the compressed answer; refused")
+        """The bytes `chunk` inflates to, within the limit; gzip members one after another
+        (a gzip file may hold several) are read as one body."""
+        if self._z is None:
+            self._head += chunk
+            if len(self._head) < 2:
+                return b""
+            chunk, self._head = self._head, b""
+            self._z = self._start(chunk)
+        out = b""
+        while chunk:
+            try:
+                part = self._z.decompress(chunk, self.limit - self.size + 1)
+            except zlib.error:
+                raise NNMarkError(f"{self._url}: the compressed answer is corrupt") from None
+            self.size += len(part)
+            out += part
+            if self.size > self.limit or self._z.unconsumed_tail:
+                raise NNMarkError(
+                    f"{self._url}: the answer inflates past {self.limit:,} bytes; refused"
+                )
+            chunk = self._z.unused_data
+            if chunk and not (self.gzip and self._z.eof):
+                raise NNMarkError(f"{self._url}: bytes follow the compressed answer; refused")
+            if chunk:
+                self.members += 1
+                if self.members >= MAX_GZIP_MEMBERS:  # each restarts the inflater: bounded
+                    raise NNMarkError(f"{self._url}: more than {MAX_GZIP_MEMBERS} gzip members")
+                self._z = self._start(chunk)  # the next gzip member
         return out
 
     def end(self) -> None:
-        if not self._z.eof:
+        if self._z is None and not self._head:  # an empty body: nothing was compressed
+            return
+        if self._z is None or not self._z.eof:
             raise NNMarkError(f"{self._url}: the compressed answer is cut short")
 
 
@@ -523,9 +557,11 @@ class RemoteSuspect(Suspect):
         return self._exchange(x)
 
     def _row_values(self, x: torch.Tensor) -> int:
-        """The values a right answer holds per query: a label, C scores or H x W pixels."""
-        width = 1 if self.label_only else self.classes
-        return max(width, math.prod(x.shape[2:]) if x.dim() == 4 else 1)
+        """The values a right answer holds per query: a label, C scores, or a mask's channels
+        x H x W pixels (a classifier's large inputs do not count: diff review, session 38)."""
+        if self.channels and x.dim() == 4:
+            return self.channels * math.prod(x.shape[2:])
+        return 1 if self.label_only else self.classes
 
     def _exchange(self, x: torch.Tensor) -> torch.Tensor:
         """One inference request for the batch `x` (its queries counted), its answer checked."""

@@ -132,6 +132,7 @@ class TriggerScheme(Scheme):
     kind = "blackbox"
     task = "classification"
     needs_data = True
+    takes_bits = False
 
     def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
         super().__init__(mark, data)
@@ -417,7 +418,9 @@ class AnswerLog:
                 f"{top_label}"
             )
         if self.count > 1 and len(self.classes) == 1:
-            notes.append(f"every one of its {self.count} answers was class {min(self.classes)}")
+            only = min(self.classes)  # past the key's labels: a label server's "other" column
+            named = f"class {only}" if only <= top_label else "a class the key's labels never name"
+            notes.append(f"every one of its {self.count} answers was {named}")
         if self.tied:
             notes.append(
                 f"{self.tied} of its {self.count} answers tied for the top score (each read as "

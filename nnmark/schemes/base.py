@@ -274,6 +274,9 @@ class Scheme(Hooks):
     #: True when the host fixes the payload length (one bit per marked entry: tartaglione,
     #: watermas); False when the owner chooses it (`bits`), up to `capacity`.
     fixed_length: ClassVar[bool] = False
+    #: Whether `plan` reads `bits` (a payload's length): the trigger sets and the fragile mark
+    #: carry no payload, and `embed` refuses bits given to them alone (they were ignored).
+    takes_bits: ClassVar[bool] = True
 
     @classmethod
     def capacity(cls, model: nn.Module, config: Any, data: DataBundle | None = None) -> int | None:

@@ -156,6 +156,7 @@ class _Room:
 class Fragile(Scheme):
     Config = FragileConfig
     kind = "integrity"
+    takes_bits = False
     paper = (
         "Botta et al., NeuNAC: a novel fragile watermarking algorithm for integrity protection "
         "of neural networks, Information Sciences 2021"

@@ -590,18 +590,29 @@ def test_report_outputs_never_replace_inputs_devices_or_an_old_report(  # type: 
     r = runner.invoke(app, ["report", str(res), "--out", str(fifo)])
     assert r.exit_code == 2 and "not a regular file" in r.stderr
     assert stat.S_ISFIFO(fifo.stat().st_mode)
+    readme = tmp_path / "README.md"  # diff review, session 38: it became the summary
+    readme.write_text("# my project")
+    r = runner.invoke(app, ["report", str(res), "--md", str(readme)])
+    assert r.exit_code == 2 and "refusing to overwrite" in r.stderr, r.stderr
+    assert readme.read_text() == "# my project"
     old = tmp_path / "old.html"
     old.write_text("the old report")
     old.chmod(0o644)
     r = runner.invoke(
-        app, ["report", str(res), "--out", str(old), "--md", str(tmp_path / "no" / "s.md")]
+        app,
+        ["report", str(res), "--out", str(old), "--md", str(tmp_path / "no" / "s.md"), "--force"],
     )
     assert r.exit_code == 2 and "output folder does not exist" in r.stderr
     assert old.read_text() == "the old report"
-    r = runner.invoke(app, ["report", str(res), "--out", str(old), "--md", str(tmp_path / "s.md")])
+    args = ["report", str(res), "--out", str(old), "--md", str(tmp_path / "s.md")]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2 and "refusing to overwrite" in r.stderr  # not a report: --force
+    r = runner.invoke(app, [*args, "--force"])
     assert r.exit_code == 0, r.stderr
     assert old.read_text().startswith("<!doctype html>") and old.stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "s.md").stat().st_mode & 0o777 == 0o644
+    r = runner.invoke(app, args)  # a previous report is replaced as it is regenerated
+    assert r.exit_code == 0, r.stderr
 
 
 def test_the_markdown_summary_is_inert(tiny: tuple[Path, Path], tmp_path: Path) -> None:

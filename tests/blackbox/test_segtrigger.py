@@ -12,6 +12,7 @@ from nnmark import (
     OwnerKey,
     TrainConfig,
     attack,
+    embed,
     evaluate,
     load_data,
     new_model,
@@ -20,6 +21,7 @@ from nnmark import (
 )
 from nnmark.calibrate import calibrate
 from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
 from nnmark.schemes.segtrigger import SegTrigger, SegTriggerConfig
 from nnmark.suspect import ModuleSuspect
 
@@ -126,3 +128,15 @@ def test_bad_plans() -> None:
         SegTrigger.plan(nn.Identity(), key, SegTriggerConfig(), bits=10, data=seg)
     with pytest.raises(Exception, match="segmentation"):
         SegTrigger.plan(nn.Identity(), key, SegTriggerConfig(), data=load_data("digits"))
+
+
+def test_bits_choose_the_grid_and_are_refused_where_no_payload_is(seg32: DataBundle) -> None:
+    """`bits` is segtrigger's payload length (its g x g grid); a check that refused bits for
+    every mark but a white-box one refused it here too (diff review, session 38)."""
+    unet = new_model("unet", seg32, seed=0, width=8)
+    key = OwnerKey.new("grid", nonce="5e" * 16)
+    cfg = TrainConfig(epochs=0)
+    _, key = embed(unet, seg32, "segtrigger", key=key, bits=16, config=cfg)
+    assert len(key.marks[0].bits) == 16
+    with pytest.raises(NNMarkError, match="carries no payload"):
+        embed(unet, seg32, "fragile", key=OwnerKey.new("g", nonce="5f" * 16), bits=16)

@@ -138,7 +138,7 @@ def test_a_graph_of_many_empty_messages_is_refused_before_it_is_parsed_here(  # 
         "bomb.onnx: not a readable ONNX file: it does not parse as one, or parsing it needs"
         in one_line(r.stderr)
     ), r.stderr
-    assert "MiB more than onnx takes" in r.stderr
+    assert "MiB beyond what onnx takes" in r.stderr
     assert runner.invoke(app, ["inspect", str(d / "m.onnx")]).exit_code == 0
 
 

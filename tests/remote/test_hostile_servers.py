@@ -671,3 +671,59 @@ def test_the_verifier_asks_as_common_clients_do_and_reads_gzip(key_file: Path) -
             for k, _, v in (line.partition(b":") for line in h.split(b"\r\n")[1:] if line)
         }
         assert fields[b"accept-encoding"] == b"gzip, deflate"
+
+
+def test_the_inflater_reads_what_common_servers_send_and_no_more() -> None:
+    """gzip (several members too), deflate zlib-wrapped or raw (as httpx reads it), an empty
+    body; a bomb is refused at the limit, before the bytes exist (diff review, session 38)."""
+    import gzip
+    import zlib
+
+    from nnmark.remote.client import Inflater
+
+    def inflate(encoding: str, chunks: list[bytes], limit: int = 1 << 20) -> bytes:
+        inflater = Inflater(encoding, limit, "http://x")
+        out = b"".join(inflater.feed(c) for c in chunks)
+        inflater.end()
+        return out
+
+    body = b'{"outputs": []}'
+    raw = zlib.compressobj(wbits=-15)
+    assert inflate("deflate", [zlib.compress(body)]) == body
+    assert inflate("deflate", [raw.compress(body) + raw.flush()]) == body
+    assert inflate("gzip", [gzip.compress(body[:5]) + gzip.compress(body[5:])]) == body
+    packed = gzip.compress(body)
+    assert inflate("gzip", [packed[i : i + 1] for i in range(len(packed))]) == body
+    assert inflate("gzip", []) == b""
+    bomb = gzip.compress(bytes(256 << 20))
+    with pytest.raises(NNMarkError, match="inflates past 1,048,576 bytes"):
+        inflate("gzip", [bomb[i : i + 65536] for i in range(0, len(bomb), 65536)])
+    with pytest.raises(NNMarkError, match="more than 64 gzip members"):
+        inflate("gzip", [gzip.compress(b"") * 100])
+    with pytest.raises(NNMarkError, match="encoded as 'br'"):
+        Inflater("br", 1 << 20, "http://x")
+
+
+def test_a_batch_whose_answer_would_be_large_goes_in_parts(
+    tmp_path: Path, plain_cnn, digits
+) -> None:  # type: ignore[no-untyped-def]
+    """A server claiming 65,536 classes answered a group of triggers in one exchange of n x
+    65,536 scores (62.5 MiB peaked at 1.39 GB; server review, session 38): at most 2^20
+    values an exchange, the same queries counted."""
+    key = OwnerKey.new("parts", nonce="cd" * 16)
+    key = key.with_mark(Adi.plan(plain_cnn, key, AdiConfig(group=40), data=digits))
+    path = tmp_path / "k.nnkey"
+    key.save(path)
+    rows: list[int] = []
+
+    def infer(conn: socket.socket, head: bytes) -> None:
+        n = json.loads(_body(conn, head))["inputs"][0]["shape"][0]
+        rows.append(n)
+        _json(
+            conn, {"outputs": [{"name": "output", "shape": [n, 1 << 16], "data": [0] * (n << 16)}]}
+        )
+
+    with raw_server(_oip(infer, classes=1 << 16)) as url:
+        r, _ = _verify(url, path, "--max-queries", "40", "--json")
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert rows == [16, 16, 8] and json.loads(r.stdout)["queries"] == 40

@@ -23,6 +23,7 @@ from nnmark.errors import NNMarkError
 from nnmark.io import load_model, save_model
 from nnmark.schemes import scheme_for
 from nnmark.schemes.fragile import Fragile
+from nnmark.suspect import ModuleSuspect
 
 
 @pytest.fixture(scope="module")
@@ -397,3 +398,11 @@ def test_an_integrity_mark_is_no_evidence_of_ownership(base_cnn, digits) -> None
     assert fragile.verdict == "intact" and content.verdict == "not_found"
     assert v.verdict == "not_found" and v.p_value == content.p_value
     assert v.details == {"combination": "one", "integrity": "intact"}
+
+    class Served(ModuleSuspect):  # predictions only, as a served model: no weights read
+        @property
+        def white_box(self) -> bool:
+            return False
+
+    v = verify(Served(copy_), key)  # "modified" told of weights nobody saw (diff review)
+    assert v.details["integrity"] == "not read" and v.parts[1].details.get("unread")

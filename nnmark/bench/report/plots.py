@@ -89,7 +89,9 @@ class _Canvas:
         self.notes: dict[str, str] = {}
         # where a claim starts: alpha and the forgery-cost bound of one mark at the default KDF
         # (alpha alone drew cells between 1e-6 and 1.6e-12 as survivals where the tables said
-        # not_found; usability review, session 38)
+        # not_found; usability review, session 38). A composite's bound depends on its parts'
+        # p-values (api.search_seconds), not on the combined p alone: the captions say so
+        # (diff review, session 38)
         threshold = claim_threshold(alpha_of(rows), derivation_seconds(DEFAULT_KDF))
         self.claim_line = -math.log10(threshold)
         cmap = plt.get_cmap("tab20")
@@ -289,7 +291,7 @@ def _strength_axis(c: _Canvas, ax: Any, stat: str) -> None:
     if stat == "p":
         ax.axhline(c.claim_line, color="grey", lw=0.8, ls="--")
         ax.set_ylim(bottom=0)
-        ax.set_ylabel("-log10 p (dashed: claim threshold)", fontsize=7)
+        ax.set_ylabel("-log10 p (dashed: one mark's claim threshold)", fontsize=7)
         return
     if stat not in PANELS:
         ax.set_ylabel(_short(stat), fontsize=7)
@@ -335,9 +337,9 @@ def _tradeoff(c: _Canvas) -> str | None:
     ax.set_xlabel("fidelity lost to the attack (points)")
     ax.set_ylabel("-log10 p after the attack")
     ax.set_title(
-        "Fidelity vs robustness: a point in the pink band below the dashed line (where a claim "
-        "starts:\nalpha and the forgery-cost bound) is an attack that removed the mark within "
-        "the budget",
+        "Fidelity vs robustness: a point in the pink band below the dashed line (where one mark's "
+        "claim starts:\nalpha and the forgery-cost bound; a composite's, squares, depends on its "
+        "parts) removed the mark within the budget",
         fontsize=10,
     )
     ax.legend(fontsize=7, ncol=2, loc="upper right")

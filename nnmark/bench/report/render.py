@@ -184,11 +184,18 @@ def _sections(
     return [s for s in out if s.figure or s.table or s.items]
 
 
+#: How a report this module writes begins, per suffix: `nnmark report` replaces an existing
+#: file without --force only when it begins so (a previous report).
+REPORT_HEADS = {
+    ".html": "<!doctype html><html><head><meta charset='utf-8'><title>nnmark benchmark</title>",
+    ".md": "# nnmark benchmark summary\n",
+}
+
+
 def to_html(intro: str, definition: str, sections: list[Section]) -> str:
     esc = html.escape
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>nnmark benchmark</title>"
-        f"<style>{STYLE}</style></head><body>",
+        REPORT_HEADS[".html"] + f"<style>{STYLE}</style></head><body>",
         "<h1>nnmark benchmark</h1>",
         f"<p>{esc(intro)}</p>",
         f"<p class='note'>{esc(definition)}</p>",
@@ -241,7 +248,7 @@ def _md(text: str) -> str:
 
 
 def to_markdown(intro: str, definition: str, sections: list[Section]) -> str:
-    md = ["# nnmark benchmark summary", "", _md(intro), "", _md(definition)]
+    md = [REPORT_HEADS[".md"].rstrip("\n"), "", _md(intro), "", _md(definition)]
     for s in sections:
         if s.html_only:
             continue
