@@ -96,7 +96,9 @@ def attack_cmd(
     bundle = load_data(data) if data else None
     if bundle is not None:
         check_inputs(info.input_shape, bundle, str(data))
-    with err.status(f"attack {name} running (extraction attacks train for minutes)"):
+    epochs = getattr(getattr(built, "config", None), "epochs", None)
+    what = f", {epochs} epochs of training" if isinstance(epochs, int) and epochs else ""
+    with err.status(f"attack {name} running{what}"):
         attacked = attack(model, name, bundle, options=parse_options(sets), seed=seed, device=dev)
     check_finite(
         attacked,
