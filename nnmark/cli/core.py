@@ -514,6 +514,15 @@ def verify_cmd(
             "(the system's CAs otherwise)",
         ),
     ] = None,
+    user_agent: Annotated[
+        str | None,
+        typer.Option(
+            "--user-agent",
+            help="--remote: the User-Agent to send, e.g. the one the server's customers send "
+            "(default httpx's: a server that answers the verifier apart from its customers "
+            "tells it by what it sends)",
+        ),
+    ] = None,
     data: KeyDataOpt = None,
     tsa_cert: TsaCertOpt = None,
     suspect_seen: SuspectSeenOpt = None,
@@ -566,6 +575,7 @@ def verify_cmd(
                 time_limit=time_limit,
                 key_classes=needed_classes(owner_key.marks),
                 ca_cert=ca_cert,
+                user_agent=user_agent,
             )
             suspect, record = served, served.record()
         else:

@@ -334,13 +334,15 @@ class RemoteSuspect(Suspect):
         time_limit: float | None = None,
         key_classes: int | None = None,
         ca_cert: Path | None = None,
+        user_agent: str | None = None,
     ) -> None:
         """`key_classes`: the classes the key's marks read (`needed_classes`); label answers
         are then scored over at most that many and one "other" column, whatever the server
         claims (a claim of 65,536 classes made label answers n x 65,536 one-hot rows, 3.4 GB;
         red team, session 28). None: the server's claim, up to MAX_CLASSES. `ca_cert`: a PEM
         file of the CA an https server's certificate is checked against (the system's CAs
-        otherwise; the environment's SSL_CERT_FILE is not read, as no other setting is)."""
+        otherwise; the environment's SSL_CERT_FILE is not read, as no other setting is).
+        `user_agent`: the User-Agent header (httpx's by default), one printable line."""
         # before any exchange: the names go into every URL path
         self.url, model_name, version = remote_address(url, model_name)
         self.started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -367,6 +369,10 @@ class RemoteSuspect(Suspect):
         self._has_token = token is not None
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
+        if user_agent is not None:
+            if not 0 < len(user_agent) <= 512 or not user_agent.isprintable():
+                raise NNMarkError("--user-agent must be one printable line of 1 to 512 characters")
+            headers["User-Agent"] = user_agent
         self._http = httpx.Client(
             base_url=self.url,
             timeout=timeout,

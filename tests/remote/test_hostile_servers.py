@@ -660,9 +660,11 @@ def test_the_verifier_asks_as_common_clients_do_and_reads_gzip(key_file: Path) -
         served(conn, head)
 
     with raw_server(logged) as url:
-        r, _ = _verify(url, key_file, "--json")
+        r, _ = _verify(url, key_file, "--json", "--user-agent", "curl/8.5.0")
+        bad, _ = _verify(url, key_file, "--user-agent", "x\x1b[2K")
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "tied for the top score" in json.loads(r.stdout)["reason"]  # inflated: rows of 0.0
+    assert bad.returncode == 2 and "--user-agent must be one printable line" in bad.stderr
     paths = [h.split(b" ")[1] for h in heads]
     assert b"/v2" not in paths
     for h in heads:
@@ -671,6 +673,7 @@ def test_the_verifier_asks_as_common_clients_do_and_reads_gzip(key_file: Path) -
             for k, _, v in (line.partition(b":") for line in h.split(b"\r\n")[1:] if line)
         }
         assert fields[b"accept-encoding"] == b"gzip, deflate"
+        assert fields[b"user-agent"] == b"curl/8.5.0"  # as the server's customers send it
 
 
 def test_the_inflater_reads_what_common_servers_send_and_no_more() -> None:
