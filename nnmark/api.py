@@ -614,11 +614,12 @@ def verify(
 ) -> Verdict:
     """Verify every mark of `key` in `suspect`; several marks give one combined verdict.
 
-    `key` is an OwnerKey or a key file's path. `suspect` may be a path, an `nn.Module` (your own class works: only the named tensors are
-    read by white-box schemes) or a `Suspect`. `data` are the data sets the key's derivations
-    name (checked by content hash; the built-in digits is found alone); `tsa_certs` the
-    certificates (PEM or DER) a timestamp is checked against; `suspect_seen` when the suspect
-    was first seen (a timestamp after it does not count).
+    `key` is an OwnerKey or a key file's path. `suspect` may be a path, an `nn.Module` (your
+    own class works: only the named tensors are read by white-box schemes) or a `Suspect`.
+    `data` are the data sets the key's derivations name (checked by content hash; the built-in
+    digits is found alone); `tsa_certs` the certificates (PEM or DER) a timestamp is checked
+    against; `suspect_seen` when the suspect was first seen (a timestamp after it does not
+    count).
 
     The claim rule: found when p < alpha and the forgery cost (1 / p derivations of the key's
     KDF) is at least CLAIM_CPU_YEARS, timestamp or not (STAMP_WAIVES_NOTHING). A mark read

@@ -483,14 +483,8 @@ class RemoteSuspect(Suspect):
                 return None
         if inflater is not None:
             inflater.end()
-        headers = r.headers
-        return Reply(
-            r.status_code,
-            b"".join(chunks),
-            self.url,
-            headers.get("retry-after"),
-            headers.get("location"),
-        )
+        retry, location = r.headers.get("retry-after"), r.headers.get("location")
+        return Reply(r.status_code, b"".join(chunks), self.url, retry, location)
 
     def _spent(self, method: str, path: str) -> str:
         return (

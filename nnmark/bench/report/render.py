@@ -28,8 +28,9 @@ Table = list[list[str]]
 CALIBRATION_NOTE = (
     "Calibration: unmarked models trained with the same recipe and other seeds, verified with "
     "every key as issued (the uncalibrated null each scheme states); a claim (p below alpha "
-    "and the forgery-cost bound) is a false claim. A few models show little: benchmarks/calibration.py verifies >= 100 "
-    "unmarked models against every scheme's key, with and without `nnmark calibrate`."
+    "and the forgery-cost bound) is a false claim. A few models show little: "
+    "benchmarks/calibration.py verifies >= 100 unmarked models against every scheme's key, "
+    "with and without `nnmark calibrate`."
 )
 
 STYLE = (
