@@ -17,6 +17,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -26,16 +27,22 @@ from nnmark.testing.tsa import seen_now
 
 from _common import loopback_stamps, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integrations"))
-import conftest as integrations  # the tests' scheme options (path set above)
-import hf_user as hf
-import test_hf
-
 CREATED = "2026-01-01T00:00:00+00:00"  # fixed: a rerun marks the same models
 NONCES = ["4f", "01", "02", "03", "04", "05", "06", "07", "08", "09"]
 
 
-def runs() -> list[tuple[str, ...]]:
+def _tests() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """The integration tests' modules (their conftest, hf_user, test_hf): imported after the
+    arguments are read, so that `--help` needs neither pytest nor transformers."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integrations"))
+    import conftest as integrations  # the tests' scheme options (path set above)
+    import hf_user as hf
+    import test_hf
+
+    return integrations, hf, test_hf
+
+
+def runs(test_hf: ModuleType) -> list[tuple[str, ...]]:
     """The test's runs: its groups, then every other supported scheme alone."""
     grouped = {n for g in test_hf.GROUPS for n in g}
     alone = [(n,) for n in test_hf.SUPPORTED if n not in grouped]
@@ -46,6 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=5, choices=range(1, len(NONCES) + 1))
     args = ap.parse_args()
+    integrations, hf, test_hf = _tests()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     hf.quiet()
@@ -61,7 +69,7 @@ def main() -> None:
     plain.eval()
     rows = []
     for nonce in NONCES[: args.keys]:
-        for group in runs():
+        for group in runs(test_hf):
             model = copy.deepcopy(plain)
             keys = {}
             for name in group:
@@ -100,13 +108,17 @@ def main() -> None:
                     "p": v.p_value,
                 }
                 if name == "newlabel":
-                    row.update(_newlabel_rates(model, keys[name], key_data, digits))
+                    row.update(_newlabel_rates(hf, model, keys[name], key_data, digits))
                 rows.append(row)
                 print(row, flush=True)
-    write_results("hf_keys", {"rows": rows}, _markdown(rows, args.keys, time.time() - start))
+    write_results(
+        "hf_keys",
+        {"rows": rows},
+        _markdown(rows, args.keys, test_hf.DEFAULT_EPOCHS, time.time() - start),
+    )
 
 
-def _newlabel_rates(model, key, key_data, digits) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def _newlabel_rates(hf, model, key, key_data, digits) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """The share of newlabel's key samples and of its decoys answered with the new label, and
     the test accuracy."""
     scheme = NewLabel(key.marks[0], key_data)
@@ -121,10 +133,10 @@ def _newlabel_rates(model, key, key_data, digits) -> dict[str, float]:  # type: 
         }
 
 
-def _markdown(rows: list[dict], keys: int, seconds: float) -> str:  # type: ignore[type-arg]
+def _markdown(rows: list[dict], keys: int, epochs: int, seconds: float) -> str:  # type: ignore[type-arg]
     lines = [
         f"The tiny ViT of tests/integrations/test_hf.py on digits (5 plain epochs), each run "
-        f"fine-tuned {test_hf.DEFAULT_EPOCHS} epochs with `WatermarkTrainer` at the test's "
+        f"fine-tuned {epochs} epochs with `WatermarkTrainer` at the test's "
         f"arguments (`hf_user.args`: Adam, lr 1e-2, the Trainer's default linear decay); keys of "
         f"{keys} nonces; frontier's stamped (loopback TSA). {seconds:.0f} s (1 torch thread).",
         "",

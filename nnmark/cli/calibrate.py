@@ -36,7 +36,7 @@ def calibrate_cmd(
         Path | None, typer.Option("--out", help="Write the key here instead")
     ] = None,
     force: Annotated[
-        bool, typer.Option(help="--out: overwrite an existing file (another key)")
+        bool, typer.Option("--force", help="--out: overwrite an existing file (another key)")
     ] = False,
     key_data: Annotated[
         list[str] | None,

@@ -26,6 +26,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.text import Text
+from typer.core import TyperGroup
 
 from nnmark.errors import NNMarkError
 
@@ -35,11 +36,29 @@ if TYPE_CHECKING:
     from nnmark.suspect import SuspectCopy
     from nnmark.verdict import Verdict
 
+#: The commands in the order a user meets them (mark, verify, attack, then the tools around them);
+#: typer lists them in the order their modules were imported.
+COMMAND_ORDER = (
+    "demo", "train", "embed", "verify", "identify", "attack", "evaluate", "inspect", "export",
+    "serve", "key", "bench", "report", "calibrate", "forge",
+)  # fmt: skip
+
+
+class _Commands(TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: (COMMAND_ORDER + (n,)).index(n))
+
+
+# rich_markup_mode None: click's help layout, which reflows the docstrings' wrapped lines (rich's
+# kept each line break, ragged at 80 columns) and shows no value type for flags (`<bool>`)
 app = typer.Typer(
     name="nnmark",
+    cls=_Commands,
     help="Watermark PyTorch models, attack them, and verify ownership with a p-value.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     add_completion=False,
 )
 

@@ -463,7 +463,8 @@ def verify_cmd(
         typer.Option(
             "--reference-unmarked",
             help="A model that never saw the key (the owner's model before embedding, or the "
-            "same init and recipe trained without the mark): realign to it, every white-box mark",
+            "same init and recipe trained without the mark): realign the suspect to it, then read "
+            "and claim every white-box mark",
         ),
     ] = None,
     remote: Annotated[
