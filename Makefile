@@ -33,9 +33,11 @@ $(DEV): pyproject.toml Makefile
 	$(PIP) -e '.[dev]'
 	touch $(CORE) $(DEV)
 
-# The report's browser test needs Debian's chromium (installed once, as root, from apt).
+# The report's browser test needs Debian's chromium, the provenance tests openssl (a loopback
+# timestamp authority): installed once, as root, from apt, where missing.
 browser:
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
+	command -v openssl >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq openssl)
 
 setup: $(DEV)
 

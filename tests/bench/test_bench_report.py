@@ -337,7 +337,7 @@ def test_presets_enumerate_the_registries() -> None:
     ladder = [c.spec for c in quick.attack_cells() if c.family == "quantize"]
     assert ladder == ["quantize:bits=8", "quantize:bits=4", "quantize:bits=2"]
     spec = BenchSpec.from_dict({"attacks": ["prune+finetune"], "chains": []})
-    with pytest.raises(Exception, match="unknown attack 'prune\\+finetune'"):
+    with pytest.raises(NNMarkError, match="unknown attack 'prune\\+finetune'"):
         spec.attack_cells()
 
 

@@ -122,11 +122,11 @@ def test_bad_plans() -> None:
         1,
     )
     key = OwnerKey.new("o", nonce="01" * 16)
-    with pytest.raises(Exception, match="does not divide"):
+    with pytest.raises(NNMarkError, match="does not divide"):
         SegTrigger.plan(nn.Identity(), key, SegTriggerConfig(), data=seg)
-    with pytest.raises(Exception, match="square number"):
+    with pytest.raises(NNMarkError, match="square number"):
         SegTrigger.plan(nn.Identity(), key, SegTriggerConfig(), bits=10, data=seg)
-    with pytest.raises(Exception, match="segmentation"):
+    with pytest.raises(NNMarkError, match="segmentation"):
         SegTrigger.plan(nn.Identity(), key, SegTriggerConfig(), data=load_data("digits"))
 
 
