@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from nnmark.errors import NNMarkError
 from nnmark.io import plain_file_name, read_safetensors_header, unique_keys
@@ -114,3 +115,12 @@ class ShardedSuspect(Suspect):
 
     def tensor_names(self) -> list[str]:
         return list(self.weight_map)
+
+    def module(self) -> nn.Module:
+        """Refused with what to give instead: an index names tensors, no architecture, so
+        marks read from the model's answers (black-box) or activations have nothing to run."""
+        raise NNMarkError(
+            f"{self.label}: a sharded index is read by tensor name only, and this mark needs a "
+            "runnable model: verify a .safetensors file with nnmark metadata, an .onnx export, "
+            "or the served model with --remote"
+        )

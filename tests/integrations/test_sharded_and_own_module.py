@@ -11,7 +11,9 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from nnmark import SCHEMES, OwnerKey, new_model
 from nnmark.cli import app
+from nnmark.data.base import DataBundle
 from nnmark.integrations.sharded import ShardedSuspect
 
 runner = CliRunner()
@@ -83,3 +85,22 @@ def test_own_module_example_runs_as_documented(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.stderr
     doc = (ROOT / "docs" / "integrations.md").read_text()
     assert "python examples/own_module.py --out /tmp/own" in doc
+
+
+def test_black_box_mark_on_a_sharded_index_asks_for_a_runnable_model(
+    digits: DataBundle, tmp_path: Path
+) -> None:
+    """An index names tensors, not an architecture: a black-box key is refused with what to give
+    instead, not with a claim that the scheme needs white-box access (review, session 38)."""
+    model = new_model("cnn", digits, seed=0)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp_path / "a.safetensors"))
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": dict.fromkeys(state, "a.safetensors")}))
+    key = OwnerKey.new("me", nonce="00" * 16)
+    content = SCHEMES.get("content")
+    key = key.with_mark(content.plan(model, key, content.Config(), data=digits))
+    key.save(tmp_path / "bb.nnkey")
+    r = runner.invoke(app, ["verify", str(index), "--key", str(tmp_path / "bb.nnkey")])
+    assert r.exit_code == 2 and "read by tensor name only" in r.stderr, r.stderr
+    assert "--remote" in r.stderr and "white-box access" not in r.stderr
