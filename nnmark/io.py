@@ -404,10 +404,15 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelInf
             f"{p}: an ONNX file is read by verify and inspect only; this needs the model as "
             ".safetensors (or .pt / .pth)"
         )
+    if p.name.endswith(".index.json"):  # the suspect loader reads it; nothing rebuilds a model
+        raise NNMarkError(
+            f"{p}: a sharded index is read by verify and inspect only (by tensor name); this "
+            "needs the model as one .safetensors file (or .pt / .pth)"
+        )
     hint = "; a key is shown by `nnmark key show`" if p.suffix == ".nnkey" else ""
     raise NNMarkError(
-        f"{p}: unknown model format {p.suffix!r} (a model is .safetensors, a sharded "
-        f".safetensors.index.json, .onnx, .pt or .pth{hint})"
+        f"{p}: unknown model format {p.suffix!r} (a model is .safetensors, .pt or .pth; "
+        f"verify and inspect also read .onnx and a sharded .safetensors.index.json{hint})"
     )
 
 

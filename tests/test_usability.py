@@ -347,3 +347,21 @@ def test_an_attack_that_leaves_nan_names_its_options_not_lr(files: Path) -> None
     line = one_line(r.stderr)
     assert r.exit_code == 2 and "weaken the attack's options" in line and "--lr" not in line
     assert not out.exists()
+
+
+def test_a_sharded_index_is_refused_where_a_model_is_built(tmp_path: Path) -> None:
+    """evaluate, attack and export build the model: an index is refused by what it is, not as
+    an unknown '.json' format whose message lists the index among the formats (review, session
+    38)."""
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {}}))
+    out = str(tmp_path / "out.safetensors")
+    for args in (
+        ["evaluate", str(index)],
+        ["attack", "prune", str(index), "--out", out],
+        ["export", str(index), "--format", "onnx", "--out", str(tmp_path / "out.onnx")],
+    ):
+        r = runner.invoke(app, args)
+        line = one_line(r.stderr)
+        assert r.exit_code == 2 and "read by verify and inspect only" in line, (args, line)
+        assert "unknown model format" not in line
