@@ -544,6 +544,17 @@ def _load_weights_only(p: Path) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in obj.items()}
 
 
+def unknown_architecture(path: str | Path) -> NNMarkError:
+    """A plain state dict where a model must be built, and what to do: only the user knows
+    which zoo architecture its tensors belong to."""
+    return NNMarkError(
+        f"{path}: no nnmark metadata, so the architecture is unknown: load it into its zoo model "
+        "(nnmark.new_model(ARCH, data).load_state_dict(...)) and save that with "
+        "nnmark.save_model(model, nnmark.model_info(model, data), 'model.safetensors'); "
+        "verify reads white-box marks from the file as it is"
+    )
+
+
 def load_model(
     path: str | Path, info: ModelInfo | None = None, max_params: int | None = None
 ) -> tuple[nn.Module, ModelInfo]:
@@ -562,7 +573,7 @@ def load_model(
     state, found = load_state_dict(path)
     info = info or found
     if info is None:
-        raise NNMarkError(f"{path}: no nnmark metadata: the architecture is unknown")
+        raise unknown_architecture(path)
     model = create_model(info.arch, None if checked else limit, **info.arch_kwargs)
     try:
         model.load_state_dict(state, strict=True)

@@ -24,6 +24,7 @@ from nnmark.io import (
     load_state_dict,
     module_identity,
     read_safetensors_header,
+    unknown_architecture,
     zoo_identity,
 )
 
@@ -323,7 +324,7 @@ class FileSuspect(Suspect):
     def module(self) -> nn.Module:
         if "module" not in self._built:
             if self.info is None:
-                raise NNMarkError(f"{self.path}: no nnmark metadata: the architecture is unknown")
+                raise unknown_architecture(self.path)
             module, _ = load_model(self.path, self.info, self.max_params)
             self._built["module"] = module.to(self.device)
         return self._built["module"]

@@ -365,3 +365,26 @@ def test_a_sharded_index_is_refused_where_a_model_is_built(tmp_path: Path) -> No
         line = one_line(r.stderr)
         assert r.exit_code == 2 and "read by verify and inspect only" in line, (args, line)
         assert "unknown model format" not in line
+
+
+def test_a_plain_state_dict_where_a_model_is_built_says_how_to_add_the_metadata(
+    digits: DataBundle, tmp_path: Path
+) -> None:
+    """A `.pt` state dict (examples/own_module.py writes one) names no architecture: evaluate,
+    attack and embed say how to save it with metadata, not only that it is unknown (review,
+    session 38)."""
+    import torch
+
+    from nnmark import new_model
+
+    weights = tmp_path / "weights.pt"
+    torch.save(new_model("cnn", digits, seed=0).state_dict(), weights)
+    out = str(tmp_path / "out.safetensors")
+    for args in (
+        ["evaluate", str(weights)],
+        ["attack", "prune", str(weights), "--out", out],
+        ["embed", str(weights), "--out", out],
+    ):
+        r = runner.invoke(app, args)
+        line = one_line(r.stderr)
+        assert r.exit_code == 2 and "nnmark.save_model(model, nnmark.model_info(" in line, line
