@@ -337,7 +337,11 @@ def test_identify_counts_its_candidates_before_reading_them(
 @pytest.mark.parametrize(
     "text, says",
     [
-        ("", "the config is empty"),
+        (
+            "",
+            "the config is empty: give the grid's fields (docs/bench.md, examples/bench.yaml), "
+            "or use --preset quick for the shipped grid",
+        ),
         ("calibration_models: 1000000000000\n", "calibration_models must be an integer"),
         ("epochs: .nan\n", "integer 0 <= epochs"),
         ("epochs: 3.5\n", "integer 0 <= epochs"),

@@ -420,7 +420,8 @@ def load_spec(path: Path) -> BenchSpec:
         raise NNMarkError(f"{path}: not a bench grid ({type(exc).__name__})") from None
     if not doc:
         raise NNMarkError(
-            f"{path}: the config is empty (the full default grid runs without --config)"
+            f"{path}: the config is empty: give the grid's fields (docs/bench.md, examples/"
+            "bench.yaml), or use --preset quick for the shipped grid"
         )
     if not isinstance(doc, dict):
         raise NNMarkError(f"{path}: a bench config is a mapping of options")
