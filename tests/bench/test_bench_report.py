@@ -263,7 +263,12 @@ def test_report_renders_in_a_real_browser(tiny: tuple[Path, Path], tmp_path: Pat
     assert "src='http" not in text and "<script" not in text  # self-contained
     assert "fraction must be in [0, 1], got 1.5" in text
     summary = md.read_text()
-    assert "| uchida | whitebox |" in summary and "| permute (0.0 pts) | 1/2 attacks |" in summary
+    assert "| uchida | whitebox |" in summary and "| permute (0.00 pts) | 1/2 attacks |" in summary
+    # costs near the budget in two decimals (0.0501 printed 5.0 pts), the machine line without
+    # ray when it was not used, and the claim threshold named in the strength figure's caption
+    # (as the y label it was taller than a panel; review, session 38)
+    assert "jobs=1 on " in text and "ray=" not in text and "ray=" not in summary
+    assert "the dashed line is one mark" in text and "claim threshold (above it" in text
     assert "drops by less than 5 points" in summary and "nnmark bench --config" in summary
 
     chromium = shutil.which("chromium")
@@ -512,10 +517,10 @@ def test_the_headline_counts_an_attack_that_ruined_the_model_as_too_weak_not_sur
     (header, line) = tables(rows, 0.05)["headline"]
     got = dict(zip(header, line, strict=True))
     removed = "attacks that remove it within the budget (the removal that cost least; its cost)"
-    assert got[removed] == "removes:1 (2.0 pts)"
+    assert got[removed] == "removes:1 (2.00 pts)"
     assert got["robust to"] == "1/3 attacks"
     too_weak = "attack too weak here (no strength within the budget; its least fidelity cost)"
-    assert got[too_weak] == "ruins (28.0 pts)"
+    assert got[too_weak] == "ruins (28.00 pts)"
     assert got["robust to adaptive attacks"] == "none run"
     # an attack that knows how marks are read (Attack.adaptive: obfuscate) is counted apart
     (header, line) = tables([*rows, row("obfuscate", 0, "not_found", 0.98)], 0.05)["headline"]
@@ -526,7 +531,7 @@ def test_the_headline_counts_an_attack_that_ruined_the_model_as_too_weak_not_sur
     # was not counted as embedded, so "removes" read "none: survives every attack")
     bare = [{k: v for k, v in r.items() if k != "kind"} for r in rows]
     (header, line) = tables(bare, 0.05)["headline"]
-    assert dict(zip(header, line, strict=True))[removed] == "removes:1 (2.0 pts)"
+    assert dict(zip(header, line, strict=True))[removed] == "removes:1 (2.00 pts)"
     # a mark that itself costs more than the budget is said beside the verdict (walkthrough,
     # session 36: a 12-point mark read "survives every attack"); within it, nothing is added
     plain = {**row("none", 0, "not_found", 0.99), "scheme": "none", "scheme_kind": None}
@@ -535,7 +540,7 @@ def test_the_headline_counts_an_attack_that_ruined_the_model_as_too_weak_not_sur
     assert dict(zip(header, line, strict=True))[removed] == "none: survives every attack"
     (header, line) = tables([*survivor, {**plain, "fidelity_after": 1.0}], 0.015)["headline"]
     assert dict(zip(header, line, strict=True))[removed] == (
-        "none: survives every attack (the mark itself costs 2.0 pts, past the budget)"
+        "none: survives every attack (the mark itself costs 2.00 pts, past the budget)"
     )
 
 
@@ -638,3 +643,12 @@ def test_the_markdown_summary_is_inert(tiny: tuple[Path, Path], tmp_path: Path) 
     text = md.read_text()
     assert "x\\<script\\>" in text and "<script>" not in text and "[y](javascript" not in text
     assert "\n# FOUND" not in text and "\n\\# FOUND" not in text
+
+
+def test_the_machine_line_names_ray_only_when_it_ran() -> None:
+    """`ray=None` on every local run told the reader nothing (review, session 38)."""
+    from nnmark.bench.report.render import _machine_lines
+
+    run = {"command": "nnmark bench", "jobs": 2, "machine": {"cpu_count": 2}}
+    assert ", jobs=2 on " in _machine_lines({"runs": [run]})[0]
+    assert ", jobs=2, ray=local on " in _machine_lines({"runs": [{**run, "ray": "local"}]})[0]

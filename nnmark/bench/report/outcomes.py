@@ -154,7 +154,7 @@ def alpha_of(rows: list[dict[str, Any]]) -> float:
 def headline(rows: list[dict[str, Any]], budget: float) -> dict[str, list[str]]:
     """Per scheme (and composite), the attacks that succeed within the budget at some strength,
     each as its best removal for the thief: the successful spec that cost least fidelity, with
-    that cost ("finetune:epochs=5 (0.8 pts)"; the weaker strength on a tie)."""
+    that cost ("finetune:epochs=5 (0.80 pts)"; the weaker strength on a tie)."""
     rows = labelled(rows)
     by_label: dict[str, list[dict[str, Any]]] = {}
     for r in attacked(rows):  # grouped once, not scanned per scheme (red team, session 27)
@@ -166,7 +166,7 @@ def headline(rows: list[dict[str, Any]], budget: float) -> dict[str, list[str]]:
             best = wins.get(r["attack"])
             if succeeded(r, budget) and (best is None or cost(r) < cost(best)):
                 wins[r["attack"]] = r
-        out[s] = [f"{r['attack_spec']} ({100 * cost(r):.1f} pts)" for r in wins.values()]
+        out[s] = [f"{r['attack_spec']} ({100 * cost(r):.2f} pts)" for r in wins.values()]
     return out
 
 

@@ -291,7 +291,9 @@ def _strength_axis(c: _Canvas, ax: Any, stat: str) -> None:
     if stat == "p":
         ax.axhline(c.claim_line, color="grey", lw=0.8, ls="--")
         ax.set_ylim(bottom=0)
-        ax.set_ylabel("-log10 p (dashed: one mark's claim threshold)", fontsize=7)
+        # short: a longer label outgrew the panel's height and ran into the next row's (review,
+        # session 38); the dashed line is named in the section's caption (render.STRENGTH_NOTE)
+        ax.set_ylabel("-log10 p", fontsize=7)
         return
     if stat not in PANELS:
         ax.set_ylabel(_short(stat), fontsize=7)

@@ -25,6 +25,10 @@ __all__ = ["Section", "write_report"]
 
 Table = list[list[str]]
 
+STRENGTH_NOTE = (
+    "One row per attack: the scheme's statistic, then the evidence (-log10 p) in the right "
+    "column, where the dashed line is one mark's claim threshold (above it, still claimed)."
+)
 CALIBRATION_NOTE = (
     "Calibration: unmarked models trained with the same recipe and other seeds, verified with "
     "every key as issued (the uncalibrated null each scheme states); a claim (p below alpha "
@@ -139,7 +143,7 @@ def _sections(
     out.append(
         Section(
             "The mark's statistic vs attack strength",
-            note=left_out.get("strength"),
+            note=" ".join(filter(None, [STRENGTH_NOTE, left_out.get("strength")])),
             figure=figs.get("strength"),
             html_only=True,
         )
@@ -311,7 +315,9 @@ def _machine_lines(meta: dict[str, Any]) -> list[str]:
             f"`{run.get('command') or 'run_bench(...)'}` started {run.get('started', '?')}, "
             f"{run.get('seconds', '?')} s wall"
             + (f" ({run['cpu_seconds']} s CPU)" if run.get("cpu_seconds") is not None else "")
-            + f", jobs={run.get('jobs')}, ray={run.get('ray')} on "
+            + f", jobs={run.get('jobs')}"
+            + (f", ray={run['ray']}" if run.get("ray") is not None else "")  # only when used
+            + " on "
             f"{m.get('platform')}, {m.get('cpu_count')} CPUs, torch {m.get('torch')}, "
             f"load average at start {m.get('load_average')}"
             + "".join(

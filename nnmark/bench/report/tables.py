@@ -116,7 +116,7 @@ def headline_table(rows: Rows, budget: float) -> Table:
             # a mark that costs more than a thief may lose "survived" nothing worth having:
             # the headline says so beside the verdict (a 3-epoch recipe at 12 points read
             # "survives every attack"; walkthrough, session 36)
-            removed += f" (the mark itself costs {100 * marking:.1f} pts, past the budget)"
+            removed += f" (the mark itself costs {100 * marking:.2f} pts, past the budget)"
         t.append(
             [
                 s,
@@ -155,9 +155,9 @@ def _least_costs(mine: Rows) -> dict[str, float]:
 
 
 def _with_cost(least: dict[str, float], family: str) -> str:
-    """'family (6.1 pts)': by how much the attack missed the budget at its mildest."""
+    """'family (6.10 pts)': by how much the attack missed the budget at its mildest."""
     c = least.get(family)
-    return family if c is None else f"{family} ({100 * c:.1f} pts)"
+    return family if c is None else f"{family} ({100 * c:.2f} pts)"
 
 
 def _adaptive_cell(mine: Rows, budget: float, weak: list[str]) -> str:
@@ -211,7 +211,7 @@ def composite_table(rows: Rows, budget: float) -> Table:
                 _fmt(r.get("level")),
                 str(shown.get("verdict")),
                 parts,
-                f"{lost:.1f} pts",
+                f"{lost:.2f} pts",
                 "YES" if win else "no",
             ]
         )
