@@ -388,3 +388,18 @@ def test_a_plain_state_dict_where_a_model_is_built_says_how_to_add_the_metadata(
         r = runner.invoke(app, args)
         line = one_line(r.stderr)
         assert r.exit_code == 2 and "nnmark.save_model(model, nnmark.model_info(" in line, line
+
+
+def test_result_lines_are_not_wrapped_when_piped(digits: DataBundle, tmp_path: Path) -> None:
+    """`nnmark evaluate ... | cat` split "dice 0.8583, iou\\n0.7517" at 80 columns: a line of
+    data is one line, whatever the width, for the program reading it (review, session 38)."""
+    from nnmark import new_model
+
+    deep = tmp_path / ("a-folder-name-long-enough-to-push-the-line-past-eighty-columns" * 2)
+    deep.mkdir()
+    model = new_model("cnn", digits, seed=0)
+    save_model(model, model_info(model, digits), deep / "m.safetensors")
+    r = runner.invoke(app, ["evaluate", str(deep / "m.safetensors")])
+    assert r.exit_code == 0, r.stderr
+    line = f"{deep / 'm.safetensors'} on digits [test]: accuracy "
+    assert r.stdout.count("\n") == 1 and r.stdout.startswith(line), r.stdout

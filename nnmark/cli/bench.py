@@ -179,7 +179,8 @@ def bench_cmd(
             else ""
         )
         + (f", {summary.unsupported} skipped as unsupported" if summary.unsupported else "")
-        + f"; {summary.seconds:.0f} s; rows in {out_dir / 'results.jsonl'}"
+        + f"; {summary.seconds:.0f} s; rows in {out_dir / 'results.jsonl'}",
+        soft_wrap=True,
     )
     if false_claims:
         run_false_claim_section(out_dir, schemes, jobs, cmd)
@@ -199,7 +200,9 @@ def run_false_claim_section(out_dir: Path, schemes: list[str] | None, jobs: int,
         from nnmark.schemes import SCHEMES
 
         chosen = tuple(n for n in (chosen or SCHEMES.names()) if n != "unrelated")
-        err.print("false claims: no Fashion-MNIST beside the checkout, unrelated left out")
+        err.print(
+            "false claims: no Fashion-MNIST beside the checkout, unrelated left out", soft_wrap=True
+        )
     spec = FalseClaimSpec(
         schemes=chosen,
         seg_data=f"seg:{seg}" if seg.is_dir() else None,
@@ -207,14 +210,18 @@ def run_false_claim_section(out_dir: Path, schemes: list[str] | None, jobs: int,
         unrelated_source=source,
     )
     report = run_false_claims(
-        spec, out_dir / "false_claims", jobs=jobs, progress=lambda m: err.print(m, markup=False)
+        spec,
+        out_dir / "false_claims",
+        jobs=jobs,
+        progress=lambda m: err.print(m, markup=False, soft_wrap=True),
     )
     write_outputs(report, out_dir, cmd, machine())
     bad = [k for k, v in report.summary().items() if not v["meets"]]
     out.print(
         f"false claims: {len(report.outcomes)} key-model pairs in {report.seconds:.0f} s; "
         f"rows failing the requirement: {', '.join(bad) or 'none'} "
-        f"({out_dir / 'false_claims.md'})"
+        f"({out_dir / 'false_claims.md'})",
+        soft_wrap=True,
     )
 
 
@@ -258,7 +265,7 @@ def report_cmd(
     distinct_paths(outputs, inputs)
     write_report(results, out_path, md, budget)
     _say_skipped(results)
-    out.print(f"saved {out_path}" + (f" and {md}" if md else ""))
+    out.print(f"saved {out_path}" + (f" and {md}" if md else ""), soft_wrap=True)
 
 
 def _previous_report(path: Path, suffix: str) -> bool:
@@ -279,4 +286,7 @@ def _say_skipped(results: Path) -> None:
 
     _, bad = scan_rows(results)
     if bad:
-        err.print(f"{bad} line(s) of {results / 'results.jsonl'} are not result rows: skipped")
+        err.print(
+            f"{bad} line(s) of {results / 'results.jsonl'} are not result rows: skipped",
+            soft_wrap=True,
+        )

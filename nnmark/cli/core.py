@@ -221,9 +221,9 @@ def train_cmd(
     else:
         assert key_out is not None
         _save_marked(trained, model_info(trained, bundle), out_path, key, key_out)
-    out.print(f"saved {out_path} (test {_fidelity_text(metrics)})")
+    out.print(f"saved {out_path} (test {_fidelity_text(metrics)})", soft_wrap=True)
     if scheme != "none":
-        out.print(f"saved key {key_out} (keep it secret: it proves ownership)")
+        out.print(f"saved key {key_out} (keep it secret: it proves ownership)", soft_wrap=True)
         if not _check_marks(trained, key, bundle, scheme, parse_options(sets)):
             raise typer.Exit(1)
 
@@ -341,13 +341,16 @@ def embed_cmd(
     key = signed(key, private)
     after = evaluate(marked, bundle.loader("test", 256), bundle.task)
     _save_marked(marked, model_info(marked, bundle), out_path, key, key_out)
-    out.print(f"test before {_fidelity_text(before)} -> after {_fidelity_text(after)}")
-    out.print(f"saved {out_path} and key {key_out}")
+    out.print(
+        f"test before {_fidelity_text(before)} -> after {_fidelity_text(after)}", soft_wrap=True
+    )
+    out.print(f"saved {out_path} and key {key_out}", soft_wrap=True)
     missing = [n for n in proofs if not getattr(key, n)]
     if missing:
         err.print(
             f"note: {key_out} has no {' or '.join(missing)} ({key_in}'s cover its old marks "
-            "only): sign and stamp it again (nnmark key sign / key timestamp)"
+            "only): sign and stamp it again (nnmark key sign / key timestamp)",
+            soft_wrap=True,
         )
     if not _check_marks(marked, key, bundle, scheme, parse_options(sets)):
         raise typer.Exit(1)
@@ -639,7 +642,7 @@ def evaluate_cmd(
     if as_json:
         print(json.dumps({"split": split, **metrics}))
     else:
-        out.print(f"{model_path} on {data} [{split}]: {_fidelity_text(metrics)}")
+        out.print(f"{model_path} on {data} [{split}]: {_fidelity_text(metrics)}", soft_wrap=True)
 
 
 #: Tensors `nnmark inspect` lists, one row each, reading each: a file's tensor list is the other
@@ -659,13 +662,16 @@ def inspect_cmd(
 
     s = load_suspect(model_path)
     if s.info:
-        out.print(f"architecture {one_line(s.info.arch)} {json.dumps(s.info.arch_kwargs)}")
+        out.print(
+            f"architecture {one_line(s.info.arch)} {json.dumps(s.info.arch_kwargs)}", soft_wrap=True
+        )
         out.print(
             f"task {s.info.task}, input {list(s.info.input_shape)}, classes {s.info.num_classes}, "
-            f"nnmark {s.info.version}"
+            f"nnmark {s.info.version}",
+            soft_wrap=True,
         )
     else:
-        out.print("no nnmark metadata (plain state dict)")
+        out.print("no nnmark metadata (plain state dict)", soft_wrap=True)
     table = Table(show_header=True)
     for col in ("tensor", "shape", "dtype", "values"):
         table.add_column(col)
@@ -677,4 +683,7 @@ def inspect_cmd(
         table.add_row(one_line(name), shape, dtype, str(t.numel()))
     out.print(table)
     if len(names) > INSPECT_ROWS:
-        out.print(f"... and {len(names) - INSPECT_ROWS:,} more tensors ({len(names):,} in all)")
+        out.print(
+            f"... and {len(names) - INSPECT_ROWS:,} more tensors ({len(names):,} in all)",
+            soft_wrap=True,
+        )

@@ -54,7 +54,8 @@ def demo_cmd(
     cfg = TrainConfig(epochs=epochs, seed=seed)
     out.print(
         f"digits: {len(data.splits['train'])} train / {len(data.splits['test'])} test images, "
-        f"8x8; thief split {len(data.splits['thief'])} (never used by the owner)"
+        f"8x8; thief split {len(data.splits['thief'])} (never used by the owner)",
+        soft_wrap=True,
     )
     net = new_model("cnn", data, seed=seed).to(dev)
     with epoch_progress("plain cnn      ", enabled=True) as p:
@@ -92,8 +93,8 @@ def demo_cmd(
         models = [model_bytes(m, model_info(m, data)) for m in (plain, marked, stolen)]
         files = [(out_dir / n, b) for n, b in zip(names, [*models, key.text().encode()])]
         atomic_write_all(files, private=[out_dir / "owner.nnkey"])
-        out.print(f"saved models and key in {out_dir}")
-    out.print(f"done in {time.perf_counter() - start:.1f} s")
+        out.print(f"saved models and key in {out_dir}", soft_wrap=True)
+    out.print(f"done in {time.perf_counter() - start:.1f} s", soft_wrap=True)
 
 
 def _check_out_dir(out_dir: Path, names: list[str], force: bool) -> None:

@@ -82,7 +82,8 @@ def identify_cmd(
         also = f" (also found: {', '.join(result.also_found)})" if result.also_found else ""
         out.print(
             f"named: {named}{also}; Bonferroni over {len(result.candidates)} candidates, "
-            f"alpha {alpha:g}"
+            f"alpha {alpha:g}",
+            soft_wrap=True,
         )
         for line in suspect_lines(record):
             out.print(line, markup=False, soft_wrap=True)

@@ -126,7 +126,7 @@ def serve_cmd(
             raise NNMarkError("defenses autoencoder and reject:by=recon|feature need --data")
         bundle = load_data(data)
         check_inputs(info.input_shape, bundle, data)
-        err.print(f"fitting defenses on the thief split of {data}")
+        err.print(f"fitting defenses on the thief split of {data}", soft_wrap=True)
         fit_evasions(defenses, model, bundle, seed=seed)
     name = plain_name(model_name, "--model-name") if model_name else model_path.stem
     app = create_app(
@@ -143,7 +143,10 @@ def serve_cmd(
     sock = _listen(host, port)  # bound here: a bad address is one line, the real port shown
     port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
-    err.print(f"serving {model_path} as {name!r} on http://{shown}:{port}/v2/models/{name}/infer")
+    err.print(
+        f"serving {model_path} as {name!r} on http://{shown}:{port}/v2/models/{name}/infer",
+        soft_wrap=True,
+    )
     limits = ConnectionLimits(head_timeout, per_client, max_connections)
     uvicorn.Server(server_config(app, limits, log_level="warning")).run(sockets=[sock])
 
