@@ -12,7 +12,8 @@ One documented way each: `new_model` builds a zoo model for a data set, `train` 
 (`ATTACKS.get("prune")(fraction=0.5)(model)`) attacks it, `verify` judges it. The lower layers
 (`from nnmark.models import create_model`, `from nnmark.train import fit`, `from
 nnmark.attacks import build_attack`) are not re-exported here. Import them with `from`: the
-attribute `nnmark.train` is the function above, which hides its module of the same name.
+attributes `nnmark.train` and `nnmark.fingerprint` are the functions (`fingerprint(model, data,
+recipients)`: a marked copy per recipient), which hide their modules of the same names.
 """
 
 import nnmark.integrations  # noqa: F401 (registers suspect loaders: .onnx, sharded indexes)
@@ -21,6 +22,7 @@ from nnmark.api import attack, embed, model_info, new_model, train, verify
 from nnmark.attacks import ATTACKS, Attack, list_attacks
 from nnmark.data import DATASETS, DataBundle, load_data
 from nnmark.errors import NNMarkError
+from nnmark.fingerprint import fingerprint
 from nnmark.io import ModelInfo, load_model, save_model
 from nnmark.keys import Mark, OwnerKey
 from nnmark.models import MODELS, list_models
@@ -54,6 +56,7 @@ __all__ = [
     "attack",
     "embed",
     "evaluate",
+    "fingerprint",
     "get_task",
     "list_attacks",
     "list_models",

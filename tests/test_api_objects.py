@@ -135,3 +135,17 @@ def test_verify_takes_a_key_files_path_and_refuses_an_alpha_outside_0_1(  # type
             verify(model, key, alpha)
     shown = repr(digits)
     assert len(shown) < 200 and "10 classes" in shown and "train" in shown
+
+
+def test_fingerprint_is_the_function_the_readme_calls() -> None:
+    """`from nnmark import fingerprint` gave the module, while the README calls `fingerprint()`
+    (review, session 38); like `train`, the attribute is the function and the module stays
+    importable by its full name."""
+    import importlib
+
+    import nnmark
+    from nnmark import fingerprint
+
+    module = importlib.import_module("nnmark.fingerprint")
+    assert fingerprint is nnmark.fingerprint is module.fingerprint and callable(fingerprint)
+    assert "fingerprint" in nnmark.__all__

@@ -321,8 +321,10 @@ def test_numbers_out_of_range_are_refused_by_name(args: list[str], says: str) ->
 def test_identify_counts_its_candidates_before_reading_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nnmark import fingerprint
+    import importlib
 
+    # the module: the attribute nnmark.fingerprint is the function (nnmark/__init__.py)
+    fingerprint = importlib.import_module("nnmark.fingerprint")
     for i in range(3):
         (tmp_path / f"{i}.nnkey").write_text("{}")
     monkeypatch.setattr(fingerprint, "MAX_CANDIDATES", 2)
@@ -678,7 +680,7 @@ def test_segmentation_and_key_folders_are_counted_as_they_are_listed(
         key.with_mark(Uchida.plan(host, key, UchidaConfig(), bits=64)).save(keys / f"r{i}.nnkey")
     (keys / "notes.txt").write_text("not a key")
     assert list(load_keys(keys)) == ["r0.nnkey", "r1.nnkey", "r2.nnkey"]
-    monkeypatch.setattr("nnmark.fingerprint.MAX_CANDIDATES", 2)
+    monkeypatch.setattr(sys.modules["nnmark.fingerprint"], "MAX_CANDIDATES", 2)
     with pytest.raises(NNMarkError, match="holds more than 2 keys; identify takes at most 2"):
         load_keys(keys)
 
