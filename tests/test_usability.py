@@ -403,3 +403,13 @@ def test_result_lines_are_not_wrapped_when_piped(digits: DataBundle, tmp_path: P
     assert r.exit_code == 0, r.stderr
     line = f"{deep / 'm.safetensors'} on digits [test]: accuracy "
     assert r.stdout.count("\n") == 1 and r.stdout.startswith(line), r.stdout
+
+
+def test_train_help_lists_the_zoo_from_the_registry() -> None:
+    """`--model` named no architecture (review, session 38): its help lists the registry's."""
+    from nnmark.models import MODELS
+
+    r = runner.invoke(app, ["train", "--help"], terminal_width=200)
+    assert r.exit_code == 0 and f"Architecture from the zoo: {', '.join(MODELS.names())}" in (
+        " ".join(r.stdout.split())
+    )

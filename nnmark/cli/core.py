@@ -39,6 +39,7 @@ from nnmark.cli.common import (
 )
 from nnmark.config import MAX_SEED, REMOTE_TIME_LIMIT
 from nnmark.errors import NNMarkError, one_line
+from nnmark.models import MODELS
 from nnmark.stats import DEFAULT_ALPHA
 from nnmark.verdict import Verdict
 
@@ -122,10 +123,17 @@ def _check_marks(
     return taken
 
 
+#: The zoo's architectures, read from the registry for --model's help (`nnmark train --help`
+#: listed none; review, session 38).
+ZOO = ", ".join(MODELS.names())
+
+
 @command("train")
 def train_cmd(
     data: DataOpt = "digits",
-    model: Annotated[str, typer.Option("--model", help="Architecture from the zoo")] = "cnn",
+    model: Annotated[
+        str, typer.Option("--model", help=f"Architecture from the zoo: {ZOO}")
+    ] = "cnn",
     scheme: Annotated[str, typer.Option("--scheme", help="Scheme name, or 'none'")] = "none",
     bits: Annotated[int | None, typer.Option(help="Payload bits (multi-bit schemes)")] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs")] = 20,
@@ -265,7 +273,8 @@ def embed_cmd(
         ),
     ] = False,
     arch: Annotated[
-        str | None, typer.Option("--model", help="Student architecture (with --distill)")
+        str | None,
+        typer.Option("--model", help=f"Student architecture (with --distill): {ZOO}"),
     ] = None,
     sets: Annotated[list[str] | None, SetOption] = None,
     out_path: Annotated[Path, typer.Option("--out", help="Output model")] = Path(
