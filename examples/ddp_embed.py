@@ -101,6 +101,13 @@ def main() -> None:
         key.save(args.out / "owner.nnkey")
     dist.barrier()
     dist.destroy_process_group()
+    if rank == 0:  # once, after every rank has written its report: success says what it made
+        parts = ", ".join(f"{p.scheme} {p.verdict}" for p in verdict.parts or [verdict])
+        print(
+            f"{verdict.verdict} on {report['world_size']} ranks ({parts}; p {verdict.p_value:.3g}); "
+            f"saved {args.out / 'marked.safetensors'}, {args.out / 'owner.nnkey'} and the "
+            "ranks' reports (rank*.json)"
+        )
 
 
 if __name__ == "__main__":
