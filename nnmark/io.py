@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -322,6 +322,16 @@ class _TooMany(Exception):
     """A safetensors header too large to parse or use (raised inside the JSON parse too)."""
 
 
+def _counts(value: object, length: int | None = None) -> TypeGuard[list[int]]:
+    """`value` is a list of whole numbers >= 0 (`length` of them where given); JSON's `true`
+    is not one, nor is `1e400` (a float: infinity)."""
+    return (
+        isinstance(value, list)
+        and (length is None or len(value) == length)
+        and all(type(v) is int and v >= 0 for v in value)
+    )
+
+
 def read_safetensors_header(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     """The tensor table and metadata of a safetensors file, checking it is complete and lists
     at most MAX_TENSORS tensors (counted before any per-tensor work, the JSON bounded before it
@@ -363,10 +373,20 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, Any], dict[str,
         )
     end = 0
     for name, entry in header.items():
-        try:
-            end = max(end, int(entry["data_offsets"][1]))
-        except (KeyError, TypeError, IndexError, ValueError):
-            raise NNMarkError(f"{p}: corrupted entry {name!r} in safetensors header") from None
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        # counts only: a float (1e400 is infinity), a bool or a negative is not one
+        if not (
+            _counts(offsets, 2)
+            and offsets[0] <= offsets[1]
+            and _counts(shape)
+            and isinstance(entry.get("dtype"), str)
+        ):
+            raise NNMarkError(
+                f"{p}: corrupted entry {name[:80]!r} in safetensors header (a dtype name, "
+                "and a shape and data_offsets of whole numbers >= 0)"
+            )
+        end = max(end, offsets[1])
     if 8 + n + end > size:
         raise NNMarkError(f"{p}: truncated file ({size} bytes, header promises {8 + n + end})")
     return header, meta

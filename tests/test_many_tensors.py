@@ -82,6 +82,32 @@ def test_inspect_lists_a_bounded_number_of_tensors(
     assert "... and 7 more tensors (12 in all)" in r.output
 
 
+@pytest.mark.parametrize(
+    "entry",
+    [
+        '{"dtype":"F32","shape":[1],"data_offsets":[0,1e400]}',  # a float: infinity
+        '{"dtype":"F32","shape":[1],"data_offsets":[0,4.0]}',
+        '{"dtype":"F32","shape":[1],"data_offsets":[true,4]}',
+        '{"dtype":"F32","shape":[1],"data_offsets":[4,0]}',
+        '{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}',
+        '{"dtype":"F32","shape":[1e400],"data_offsets":[0,4]}',
+        '{"dtype":7,"shape":[1],"data_offsets":[0,4]}',
+        '{"dtype":"F32","shape":[1]}',
+    ],
+)
+def test_a_header_entry_of_odd_offsets_or_shape_is_one_line(tmp_path: Path, entry: str) -> None:
+    """Offsets and shapes are whole numbers >= 0, checked before any is used (review: an
+    offset of 1e400 ended in "OverflowError: cannot convert float infinity to integer")."""
+    raw = b'{"weight":' + entry.encode() + b"}"
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(8))
+    with pytest.raises(NNMarkError, match="corrupted entry 'weight' in safetensors header"):
+        io.read_safetensors_header(path)
+    r = runner.invoke(app, ["inspect", str(path)])
+    assert r.exit_code == 2 and "corrupted entry 'weight'" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
 def _sharded(tmp_path: Path, n: int) -> Path:
     save_file(
         {f"w{i}": torch.full((3,), float(i)) for i in range(n)}, str(tmp_path / "a.safetensors")
