@@ -131,3 +131,31 @@ def test_a_batch_whose_codec_calls_grow_their_input_is_refused(tmp_path: Path) -
         (root / "data_batch_1").write_bytes(bomb)
         with pytest.raises(NNMarkError, match=r"data_batch_1: not a CIFAR batch \(refused codec"):
             load_data(f"cifar10:{root}")
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        [2**70] * 12,  # past int64: numpy's OverflowError before
+        ["1"] * 12,
+        [float("nan")] * 12,
+        [True] * 12,
+        [10] * 12,  # one past the classes
+        [-1] * 12,
+        np.full(12, 1.0),
+        np.full(12, 11, dtype=np.uint8),
+    ],
+)
+def test_labels_that_are_not_class_numbers_are_refused_naming_the_batch(
+    tmp_path: Path, labels: object
+) -> None:
+    """Review: labels went to numpy unchecked, and a huge int, a string or a NaN ended in its
+    own error text. Each batch's labels are whole numbers in the class range, else one line
+    naming the batch."""
+    root = tmp_path / "c"
+    write_cifar10(root)
+    doc = pickle.loads((root / "data_batch_2").read_bytes())
+    doc[b"labels"] = labels
+    (root / "data_batch_2").write_bytes(pickle.dumps(doc, protocol=2))
+    with pytest.raises(NNMarkError, match=r"data_batch_2: labels must be whole numbers in 0\.\.9"):
+        load_data(f"cifar10:{root}")

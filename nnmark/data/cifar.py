@@ -108,7 +108,20 @@ def read_batch(path: Path) -> dict[bytes, Any]:
     return doc
 
 
-def _images_labels(doc: dict[bytes, Any], label_key: bytes, path: Path) -> tuple[Any, Any]:
+def _labels_ok(labels: list[Any] | np.ndarray, classes: int) -> bool:
+    """Every label a whole number (not a bool) in 0..classes-1: checked before numpy converts
+    them, which ended in its own OverflowError or ValueError text for a huge int, a string or a
+    NaN (review)."""
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            return False
+        return not len(labels) or (int(labels.min()) >= 0 and int(labels.max()) < classes)
+    return all((type(v) is int or isinstance(v, np.integer)) and 0 <= v < classes for v in labels)
+
+
+def _images_labels(
+    doc: dict[bytes, Any], label_key: bytes, path: Path, classes: int
+) -> tuple[Any, Any]:
     data = doc[b"data"]
     labels = doc.get(label_key)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
@@ -117,6 +130,8 @@ def _images_labels(doc: dict[bytes, Any], label_key: bytes, path: Path) -> tuple
         raise NNMarkError(f"{path}: {data.shape[1]} values per image, CIFAR has 3072")
     if not isinstance(labels, list | np.ndarray) or len(labels) != len(data):
         raise NNMarkError(f"{path}: {label_key.decode()} must hold one label per image")
+    if not _labels_ok(labels, classes):
+        raise NNMarkError(f"{path}: {label_key.decode()} must be whole numbers in 0..{classes - 1}")
     return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
@@ -138,7 +153,7 @@ def _load(
             if (st.st_dev, st.st_ino) in seen:  # a link to another batch
                 raise NNMarkError(f"{batch}: the same file as another batch of {name}")
             seen.add((st.st_dev, st.st_ino))
-        parts.append(_images_labels(read_batch(batch), key, batch))
+        parts.append(_images_labels(read_batch(batch), key, batch, classes))
         # each batch may hold up to 1 GiB: counted as they come, before the float copy
         # (review, session 36: six batches made 24 GiB of floats, then another 24 with / 255)
         values += parts[-1][0].size
@@ -149,9 +164,7 @@ def _load(
             )
     x = np.concatenate([p[0] for p in parts]).astype(np.float32)
     x /= 255.0  # in place: one float copy
-    y = np.concatenate([p[1] for p in parts])
-    if len(y) and (y.min() < 0 or y.max() >= classes):
-        raise NNMarkError(f"{name}: labels outside 0..{classes - 1}")
+    y = np.concatenate([p[1] for p in parts])  # each batch's labels checked as it was read
     n_train = sum(len(p[1]) for p in parts[:-1])
     splits = official_splits(n_train, len(y))
     return DataBundle(
