@@ -256,7 +256,17 @@ def load_keys(folder: str | Path) -> dict[str, OwnerKey]:
     files.sort()
     if not files:
         raise NNMarkError(f"no *.nnkey files in {d}")
-    size = sum(f.stat().st_size for f in files)
+    size = 0
+    # a bad key file is an error, said as OwnerKey.load says it (review: a dangling link ended
+    # in FileNotFoundError's own text here, before any key was read)
+    for f in files:
+        try:
+            if not f.is_file():
+                what = "not a regular file" if f.exists() else "not found (a dangling link?)"
+                raise NNMarkError(f"key file {what}: {f}")
+            size += f.stat().st_size
+        except OSError as exc:
+            raise NNMarkError(f"{f}: unreadable key file ({exc.strerror})") from None
     if size > MAX_CANDIDATE_BYTES:
         raise NNMarkError(
             f"{d}: its keys take {size:,} bytes; identify reads at most {MAX_CANDIDATE_BYTES:,}"

@@ -336,6 +336,21 @@ def test_identify_counts_its_candidates_before_reading_them(
         fingerprint.load_keys(tmp_path)
 
 
+def test_identify_names_a_dangling_link_in_its_keys_folder(
+    tmp_path: Path, model_file: Path
+) -> None:
+    """Review: a `*.nnkey` link to nothing ended in "error: FileNotFoundError: ..." (the keys'
+    sizes are summed before any is read). A bad key file is an error naming it, as a corrupt
+    one is."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "a.nnkey").write_text("{}")
+    (keys / "b.nnkey").symlink_to(tmp_path / "gone.nnkey")
+    r = runner.invoke(app, ["identify", str(model_file), "--keys", str(keys)])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip() == f"error: key file not found (a dangling link?): {keys / 'b.nnkey'}"
+
+
 @pytest.mark.parametrize(
     "text, says",
     [
