@@ -700,6 +700,39 @@ def test_segmentation_and_key_folders_are_counted_as_they_are_listed(
         load_keys(keys)
 
 
+@pytest.mark.parametrize(
+    "values, says",
+    [
+        ((float("nan"), 0.5), "that are not finite numbers (NaN or inf)"),
+        ((float("inf"), 0.5), "that are not finite numbers (NaN or inf)"),
+        ((3e38, -3e38), "spanning more than float32 holds"),
+    ],
+)
+def test_segmentation_images_of_pixels_that_are_not_numbers_are_refused(
+    tmp_path: Path, values: tuple[float, float], says: str
+) -> None:
+    """Review: a float TIFF (mode F) of NaN or inf pixels loaded, its tiles all NaN, and
+    training then said "diverged ... lower --lr". Refused naming the image; so is one whose
+    values span past float32's range (its min-max normalisation was NaN)."""
+    import numpy as np
+    from PIL import Image
+
+    seg = tmp_path / "seg"
+    (seg / "images").mkdir(parents=True)
+    (seg / "masks").mkdir()
+    for i in range(4):
+        pixels = np.full((256, 256), 0.5, np.float32)
+        if i == 2:
+            pixels[0, :2] = values
+        Image.fromarray(pixels).save(seg / "images" / f"{i}.tif")
+        Image.new("L", (256, 256), 0).save(seg / "masks" / f"{i}.png")
+    out = tmp_path / "m.safetensors"
+    r = runner.invoke(app, ["train", "--data", f"seg:{seg}", "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip() == f"error: {seg / 'images' / '2.tif'}: pixel values {says}"
+    assert not out.exists()
+
+
 def _tiff_of_one_strip(width: int, rows: int, offsets: int) -> bytes:
     """An uncompressed 8-bit TIFF of 2 x `rows` rows whose strip offsets name one strip
     `offsets` times: Pillow makes a tile of each, and decodes the strip as often."""

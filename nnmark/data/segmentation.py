@@ -44,6 +44,19 @@ def _tiles_of(im: Any) -> int:
     return int((im.height // side) * (im.width // side))
 
 
+def _normalised(img: np.ndarray, path: Path) -> np.ndarray:
+    """`img` min-max normalised to 0..1. A float image (TIFF mode F) may hold NaN or inf, or
+    span past float32's range: each made every tile NaN, and training then said "diverged ...
+    lower --lr" (review); refused naming the file."""
+    if not np.isfinite(img).all():
+        raise NNMarkError(f"{path}: pixel values that are not finite numbers (NaN or inf)")
+    with np.errstate(over="ignore", invalid="ignore"):
+        img = (img - img.min()) / (img.max() - img.min() + 1e-8)
+    if not np.isfinite(img).all():
+        raise NNMarkError(f"{path}: pixel values spanning more than float32 holds")
+    return img
+
+
 @DATASETS.register("seg")
 def load_segmentation(path: str | None) -> DataBundle:
     """Headers first (sizes checked, the tiles' values bounded before any pixel is decoded),
@@ -96,7 +109,7 @@ def load_segmentation(path: str | None) -> DataBundle:
         mask = mask[..., 0] if mask.ndim == 3 else mask
         if img.shape != mask.shape:
             raise NNMarkError(f"{p.name}: image {img.shape} and mask {mask.shape} differ in size")
-        img = (img - img.min()) / (img.max() - img.min() + 1e-8)
+        img = _normalised(img, p)
         ti = F.avg_pool2d(torch.from_numpy(img)[None, None], DOWNSCALE)[0]
         tm = F.max_pool2d(torch.from_numpy((mask > 0).astype(np.float32))[None, None], DOWNSCALE)[0]
         xt, yt = _tiles(ti, TILE), _tiles(tm, TILE)
