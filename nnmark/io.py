@@ -172,6 +172,10 @@ class ModelInfo:
             shape = tuple(json.loads(meta.get("nnmark.input_shape", "[]")))
             if not isinstance(kwargs, dict):
                 raise ValueError("arch_kwargs must be an object")
+            from nnmark.models import MODELS, check_kwargs
+
+            if meta["nnmark.arch"] in MODELS:  # names and types before anything is built
+                check_kwargs(meta["nnmark.arch"], kwargs)
             if len(shape) > 4 or not all(type(d) is int and d > 0 for d in shape):
                 raise ValueError("input_shape must be at most 4 positive integers")
             if math.prod(shape) > MAX_INPUT_VALUES:

@@ -38,7 +38,7 @@ from nnmark.attacks.base import Attack
 from nnmark.config import check
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
-from nnmark.models import MAX_DEPTH, MODELS, STRUCTURAL, create_model
+from nnmark.models import MAX_DEPTH, MODELS, STRUCTURAL, create_model, passes_kwargs
 from nnmark.tasks import get_task
 
 
@@ -58,6 +58,7 @@ MAX_MEMBERS = 64
 
 
 @MODELS.register("ensemble")
+@passes_kwargs("arch")
 def ensemble(arch: str = "cnn", members: int = 3, **kwargs: Any) -> nn.Module:
     """`members` zoo models `arch` built with `kwargs`, averaged (so ensembles can be saved).
     At most MAX_MEMBERS: a suspect file names its own `members`, and 200,000 of them took over

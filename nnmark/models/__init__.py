@@ -7,14 +7,16 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from nnmark.errors import NNMarkError
+from nnmark.errors import NNMarkError, one_line
 from nnmark.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -52,21 +54,93 @@ def zoo_names(name: str, kwargs: dict[str, Any]) -> frozenset[str]:
     return frozenset(n for n in names if not n.endswith("num_batches_tracked"))
 
 
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+def passes_kwargs(to: type[nn.Module] | str, *fixed: str) -> Callable[[F], F]:
+    """Marks a zoo factory whose **kwargs go on to `to`: a class, or the name of the factory's
+    own argument naming the zoo model they go to (ensemble's `arch`); `fixed` are the class's
+    arguments the factory sets itself. What check_kwargs follows to the arguments it takes."""
+
+    def deco(factory: F) -> F:
+        setattr(factory, "nnmark_passes", (to, fixed))  # noqa: B010 - not a declared attribute
+        return factory
+
+    return deco
+
+
+#: What a zoo argument annotated with each type must hold: JSON's true is not an integer, and
+#: 8.5 or "10" reached torch (its own error text, or a model of 1 channel for `true`).
+_KINDS: dict[Any, tuple[str, Callable[[Any], bool]]] = {
+    int: ("an integer", lambda v: type(v) is int),
+    float: ("a number", lambda v: type(v) in (int, float) and math.isfinite(v)),
+    str: ("a string", lambda v: type(v) is str),
+}
+
+
+def check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """Raise ValueError, naming the argument, where `kwargs` (a model file's arch_kwargs are
+    the other side's) hold one zoo model `name` does not take, or a value not of its type; a
+    size below 1; or a depth or blocks out of [1, MAX_DEPTH] (bounded before any is built).
+    None means the model's default."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    for k, v in kwargs.items():  # sizes: a 0 built empty layers, -1 a model read from nothing
+        if isinstance(v, int) and not isinstance(v, bool) and v < 1:
+            raise ValueError(f"model {name!r}: {k} must be at least 1, got {v}")
+    for k in STRUCTURAL:
+        v = kwargs.get(k, 1)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_DEPTH:
+            raise ValueError(
+                f"model {name!r}: {k} must be an integer in [1, {MAX_DEPTH}], got {v!r}"
+            )
+    left, taken, fixed_here, seen = dict(kwargs), set(), set(), set()
+    target: Any = MODELS.get(name)
+    while target is not None and target not in seen:  # the factory, then where it passes on
+        seen.add(target)
+        params = inspect.signature(target, eval_str=True).parameters
+        passes = None
+        for p in params.values():
+            if p.kind is p.VAR_KEYWORD:
+                passes = getattr(target, "nnmark_passes", None)
+            elif p.name not in taken and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                taken.add(p.name)
+                kind = _KINDS.get(p.annotation)
+                if p.name in left and kind and not kind[1](left[p.name]):
+                    got = repr(left[p.name])[:40]
+                    raise ValueError(f"model {name!r}: {p.name} must be {kind[0]}, got {got}")
+                left.pop(p.name, None)
+        target = None
+        if passes is not None:
+            to, fixed = passes
+            taken.update(fixed)
+            fixed_here.update(fixed)
+            if isinstance(to, str):  # the model another argument names
+                member = kwargs.get(to, params[to].default)
+                if type(member) is not str or member not in MODELS:
+                    raise ValueError(f"model {name!r}: unknown {to} {repr(member)[:40]}")
+                target = MODELS.get(member)
+            else:
+                target = to
+    if target is not None:  # a model naming itself (an ensemble of ensembles): its own error
+        return
+    if left:
+        raise ValueError(
+            f"model {name!r} takes no argument {one_line(next(iter(left)))[:40]!r} "
+            f"(it takes {', '.join(sorted(taken - fixed_here))})"
+        )
+
+
 def _on_meta(name: str, kwargs: dict[str, Any]) -> nn.Module:
-    """`name` built with kwargs on the meta device, its depth and blocks bounded first."""
+    """`name` built with kwargs on the meta device, its arguments checked first (check_kwargs:
+    names, types, depth and blocks bounded)."""
     import torch
 
     factory = MODELS.get(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    for k, v in kwargs.items():  # sizes: a 0 built empty layers, -1 a model read from nothing
-        if isinstance(v, int) and not isinstance(v, bool) and v < 1:
-            raise NNMarkError(f"model {name!r}: {k} must be at least 1, got {v}")
-    for k in STRUCTURAL:
-        v = kwargs.get(k, 1)
-        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_DEPTH:
-            raise NNMarkError(
-                f"model {name!r}: {k} must be an integer in [1, {MAX_DEPTH}], got {v!r}"
-            )
+    try:
+        check_kwargs(name, kwargs)
+    except ValueError as exc:
+        raise NNMarkError(str(exc)) from None
     try:
         # torch warns on initialising a zero-size layer: refused below, in one line
         with torch.device("meta"), warnings.catch_warnings():

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnmark.models import MODELS
+from nnmark.models import MODELS, passes_kwargs
 
 
 class SmallCNN(nn.Module):
@@ -35,5 +35,6 @@ class SmallCNN(nn.Module):
 
 
 @MODELS.register("cnn")
+@passes_kwargs(SmallCNN)
 def cnn(**kw: int) -> nn.Module:
     return SmallCNN(**kw)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nnmark.models import MODELS
+from nnmark.models import MODELS, passes_kwargs
 
 
 class MLP(nn.Module):
@@ -30,5 +30,6 @@ class MLP(nn.Module):
 
 
 @MODELS.register("mlp")
+@passes_kwargs(MLP)
 def mlp(**kw: int) -> nn.Module:
     return MLP(**kw)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnmark.models import MODELS
+from nnmark.models import MODELS, passes_kwargs
 
 
 class PadShortcut(nn.Module):
@@ -157,16 +157,19 @@ class WideResNet(nn.Module):
 
 
 @MODELS.register("resnet20")
+@passes_kwargs(ResNet, "blocks")
 def resnet20(shortcut: str = "B", **kw: int) -> nn.Module:
     return ResNet(blocks=3, shortcut=shortcut, **kw)
 
 
 @MODELS.register("resnet32")
+@passes_kwargs(ResNet, "blocks")
 def resnet32(shortcut: str = "A", **kw: int) -> nn.Module:
     return ResNet(blocks=5, shortcut=shortcut, **kw)
 
 
 @MODELS.register("wrn")
+@passes_kwargs(WideResNet, "blocks", "widen")
 def wrn(depth: int = 16, widen: int = 4, **kw: int) -> nn.Module:
     """WideResNet-depth-widen (WRN-16-4 by default; Uchida et al.'s code trains N = 1, k = 4 on
     CIFAR-10, i.e. WRN-10-4: yu4u/dnn-watermark, config/train_random.json).

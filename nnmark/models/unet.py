@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nnmark.models import MODELS
+from nnmark.models import MODELS, passes_kwargs
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
@@ -50,5 +50,6 @@ class UNet(nn.Module):
 
 
 @MODELS.register("unet")
+@passes_kwargs(UNet)
 def unet(**kw: int) -> nn.Module:
     return UNet(**kw)
