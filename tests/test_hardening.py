@@ -378,6 +378,33 @@ def test_bench_configs_are_bounded_before_anything_trains(
     assert r.exit_code == 2 and says in r.stderr, r.stderr
 
 
+def test_a_bench_grid_of_more_cells_than_a_results_file_holds_is_refused_before_planning(
+    tmp_path: Path,
+) -> None:
+    """Review: 1,024 tasks and 1,024-step ladders planned about 4.2 million cells, for minutes
+    to hours with no output (only an old grid read from a results folder was bounded). The
+    cells are counted first, and a grid of more than a results file's rows is one line."""
+    import yaml
+
+    ladder = {"sigma": [round(0.001 * (i + 1), 3) for i in range(1000)]}
+    grid = {
+        "tasks": [{"epochs": i + 1} for i in range(60)],
+        "schemes": ["uchida"],
+        "attacks": ["noise"],
+        "composites": [],
+        "chains": [],
+        "ladders": {"noise": ladder},
+    }
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["bench", "--config", str(tmp_path / "grid.yaml"), "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    # 60 tasks x 2 models (plain, uchida) x (no attack + 1,000 steps) + 60 x 4 calibration cells
+    says = "error: the grid has 120,360 cells, more than the 100,000 a results file holds"
+    assert r.stderr.startswith(says) and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not out.exists()
+
+
 def test_text_from_files_is_shown_as_written(tmp_path: Path) -> None:
     """Names and metadata are the other side's: rich markup in them was interpreted (a tensor
     named "[/]" made `inspect` fail; "[bold green]... OWNER VERIFIED[/]" rendered styled) and

@@ -8,7 +8,6 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from nnmark.attacks import ATTACKS
 from nnmark.bench.cache import model_id
 from nnmark.bench.grid import OPTIMISER_FIELDS, AttackCell, BenchSpec, Task
 from nnmark.bench.store import MAX_RESULTS_LINES, content_id
@@ -21,6 +20,7 @@ __all__ = [
     "Cell",
     "ModelJob",
     "changed_cells",
+    "count_cells",
     "plan",
     "scheme_kind",
     "unsupported",
@@ -85,8 +85,21 @@ class Cell:
         return f"{head}|{self.job.scheme}|{self.attack.spec}|s{self.job.seed}"
 
 
+#: The most cells a grid may have: its results file holds a row for each, and no more than
+#: MAX_RESULTS_LINES are read back. Counted before planning (a grid of 1,024 tasks and 1,024-step
+#: ladders planned about 4.2 million cells for minutes, with no output; review).
+MAX_CELLS = MAX_RESULTS_LINES
+
+
 def plan(spec: BenchSpec) -> tuple[list[ModelJob], list[ModelJob], list[Cell]]:
-    """(marked/plain models, unmarked calibration models, cells) of a grid."""
+    """(marked/plain models, unmarked calibration models, cells) of a grid; a grid of more than
+    MAX_CELLS cells is refused before any is planned."""
+    n = count_cells(spec)
+    if n > MAX_CELLS:
+        raise NNMarkError(
+            f"the grid has {n:,} cells, more than the {MAX_CELLS:,} a results file holds "
+            "(fewer tasks, schemes, attacks or ladder steps)"
+        )
     schemes = spec.resolved_schemes()
     composites = spec.resolved_composites()
     attacks = [AttackCell("none", "none"), *spec.attack_cells()]
@@ -152,7 +165,7 @@ def changed_cells(old: BenchSpec, new: BenchSpec, names: set[str]) -> list[tuple
     for cover in (new, old):
         chosen = {f: getattr(cover, f) for f in COVERAGE}
         try:
-            if cover is old and _plan_bound(old) > MAX_OLD_CELLS:
+            if cover is old and count_cells(old) > MAX_OLD_CELLS:
                 log.warning("the old grid is too large to compare outside the new one")
                 continue
             before = {c.ident: c for c in plan(dataclasses.replace(old, **chosen))[2]}
@@ -170,14 +183,16 @@ def changed_cells(old: BenchSpec, new: BenchSpec, names: set[str]) -> list[tuple
     return list(changed.values())
 
 
-def _plan_bound(spec: BenchSpec) -> int:
-    """An upper bound on the cells of `spec`, counted without planning them."""
-    from nnmark.schemes import SCHEMES
-
-    marks = 1 + len(spec.schemes or SCHEMES.names()) + 2 * len(spec.composites)
-    steps = max([3, *(len(v) for lad in spec.ladders.values() for v in lad.values())])
-    named = len(spec.attacks or ATTACKS.names()) + len(spec.variants) + len(spec.chains)
-    return len(spec.tasks) * marks * (1 + steps * named + spec.calibration_models)
+def count_cells(spec: BenchSpec) -> int:
+    """The cells `plan(spec)` makes, counted without making them: per task, each model (the
+    plain one, a scheme's, a composite's) under no attack and each attack cell (a ladder's
+    steps, or one; three levels per chain), and each marked model's calibration cells."""
+    jobs = 1 + len(spec.resolved_schemes()) + len(spec.resolved_composites())
+    attacks = 1 + 3 * len(spec.chains)
+    for name in [*spec.resolved_attacks(), *spec.resolved_variants()]:
+        ladder = spec.ladder(name)
+        attacks += 1 if ladder is None else len(ladder[1])
+    return len(spec.tasks) * (jobs * attacks + (jobs - 1) * spec.calibration_models)
 
 
 def split_bits(scheme: str, options: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
