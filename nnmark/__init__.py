@@ -18,9 +18,9 @@ recipients)`: a marked copy per recipient), which hide their modules of the same
 
 import nnmark.integrations  # noqa: F401 (registers suspect loaders: .onnx, sharded indexes)
 from nnmark._version import __version__
-from nnmark.api import attack, embed, model_info, new_model, train, verify
+from nnmark.api import attack, default_recipe, embed, model_info, new_model, train, verify
 from nnmark.attacks import ATTACKS, Attack, list_attacks
-from nnmark.data import DATASETS, DataBundle, load_data
+from nnmark.data import DATASETS, DataBundle, list_datasets, load_data
 from nnmark.errors import NNMarkError
 from nnmark.fingerprint import fingerprint
 from nnmark.io import ModelInfo, load_model, save_model
@@ -54,6 +54,7 @@ __all__ = [
     "__version__",
     "as_suspect",
     "attack",
+    "default_recipe",
     "embed",
     "evaluate",
     "fingerprint",
@@ -61,6 +62,7 @@ __all__ = [
     "list_attacks",
     "list_models",
     "list_schemes",
+    "list_datasets",
     "load_data",
     "load_model",
     "model_info",

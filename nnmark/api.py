@@ -173,6 +173,20 @@ def embed(
     return model, key
 
 
+def default_recipe(
+    scheme: SchemeSpec | None, *, finetune: bool = False, options: dict[str, Any] | None = None
+) -> TrainConfig:
+    """The library's recipe for `scheme` (None or "none": no mark): TrainConfig's defaults; to
+    mark a trained model (`finetune`), as many epochs as the scheme's own recipe asks
+    (Scheme.finetune_epochs), the longest of a composite's parts. The recipe every scheme is
+    tested at, and the one `nnmark train` / `nnmark embed` use unless told otherwise."""
+    base = TrainConfig()
+    if scheme is None or scheme == "none" or not finetune:
+        return base
+    epochs = max(cls.finetune_epochs or base.epochs for cls, _ in resolve_schemes(scheme, options))
+    return dataclasses.replace(base, epochs=epochs)
+
+
 def _with_arch(key: OwnerKey, model: nn.Module) -> OwnerKey:
     """`key` committed to the architecture its white-box marks will live in: a zoo model's name
     and kwargs, any other module's tensor names (OwnerKey.with_module)."""
@@ -554,14 +568,15 @@ def weights_only_marks(key: OwnerKey) -> str | None:
 
 
 def _read(
-    sch: Scheme, views: list[Suspect], threshold: float, left: int | None
+    sch: Scheme, views: list[Suspect], threshold: float, left: int | None, looks: int = 1
 ) -> tuple[Suspect, Verdict]:
     """The mark read from each of its views (Suspect.readings) with `left` queries: the view
     and verdict of the smallest p, that p multiplied by the number of views (Bonferroni), each
     view held to threshold / views, so one more way of reading is not one more free look. A
     view the key's holder chose after the secrets (realigned to the marked reference) is read
-    and shown (p_as_read) but counts as p 1 and as no look (`inadmissible`)."""
-    looks = max(1, sum(v.chosen_after_secrets is None for v in views))
+    and shown (p_as_read) but counts as p 1 and as no look (`inadmissible`). `looks`: the
+    views the verifier could have asked for (`_looks`), counted even when fewer were read."""
+    looks = max(looks, sum(v.chosen_after_secrets is None for v in views))
     read = []
     for view in views:
         view = view.with_budget(left)
@@ -584,7 +599,11 @@ def _read(
         if left is not None:
             left -= read[-1][1].queries or 0
     if len(read) == 1:
-        return read[0]
+        view, v = read[0]
+        if looks == 1:
+            return view, v
+        p = min(1.0, v.p_value * looks)
+        return view, dataclasses.replace(v, p_value=p, details={**v.details, "looks": looks})
     # at the same p, an admissible view: a chosen one speaks only through its reason
     view, v = min(read, key=lambda r: (r[1].p_value, r[0].chosen_after_secrets is not None))
     p = min(1.0, v.p_value * looks)
@@ -601,6 +620,15 @@ def _read(
             )
             v = dataclasses.replace(v, reason=why)
     return view, dataclasses.replace(v, p_value=p, details=details)
+
+
+def _looks(key: OwnerKey, sch: Scheme) -> int:
+    """The readings a verifier may choose between for this mark: a white-box mark of a key
+    that commits to an unmarked reference is read realigned to it and as given with
+    --reference-unmarked, as given alone without; both count either way, or running verify
+    with and without the flag and keeping the better was a free look (forger review, session
+    39: 1.5x the false-claim rate at 0.1 over 6,000 never-marked pairs)."""
+    return 2 if key.reference is not None and sch.kind == "whitebox" else 1
 
 
 def verify(
@@ -642,7 +670,7 @@ def verify(
     for sch in schemes:
         seconds = sch.mark.derivation_seconds  # a search re-derives this mark alone
         threshold = claim_threshold(alpha, seconds)
-        view, v = _read(sch, s.readings(sch.mark), threshold, left)
+        view, v = _read(sch, s.readings(sch.mark), threshold, left, _looks(key, sch))
         if left is not None:
             left -= v.queries or 0
         search = search_seconds([seconds], [v.p_value], "one")

@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nnmark import TrainConfig
+from nnmark import TrainConfig, default_recipe
 from nnmark.cli import app
 
 runner = CliRunner()
@@ -566,4 +566,11 @@ def test_train_and_embed_default_to_the_librarys_recipe() -> None:
     for name in ("train", "embed"):
         defaults = {p.name: p.default for p in commands[name].params}
         got = {f: defaults[f] for f in ("epochs", "lr", "batch_size", "seed")}
+        if name == "embed":  # None: the scheme's own recipe (default_recipe)
+            assert got.pop("epochs") is None
         assert got == {f: getattr(recipe, f) for f in got}, name
+    # a scheme that marks a trained model in fewer epochs says so; composites take the longest
+    assert default_recipe("tartaglione", finetune=True).epochs == 4
+    assert default_recipe("tartaglione").epochs == recipe.epochs  # train- or distill-to-embed
+    assert default_recipe("uchida+tartaglione", finetune=True) == recipe
+    assert default_recipe("none", finetune=True) == recipe

@@ -243,12 +243,14 @@ def embed_cmd(
     scheme: Annotated[str, typer.Option("--scheme", help="Scheme name")] = "uchida",
     bits: Annotated[int | None, typer.Option(help="Payload bits (multi-bit schemes)")] = None,
     epochs: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help="Fine-tuning epochs (with --distill: the student's training epochs); the "
-            "library's default recipe, the one every scheme is tested at"
+            help="Fine-tuning epochs (with --distill: the student's training epochs). Default: "
+            "the library's recipe, the one every scheme is tested at: 20 (tartaglione, which "
+            "marks a trained model in a few: 4; nnmark.api.default_recipe)",
+            show_default=False,
         ),
-    ] = 20,
+    ] = None,
     lr: Annotated[float, typer.Option(help="Learning rate")] = 1e-3,
     batch_size: Annotated[int, typer.Option(help="Batch size")] = 64,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Training seed")] = 0,
@@ -320,6 +322,11 @@ def embed_cmd(
     bundle = load_data(data)
     check_inputs(info.input_shape, bundle, data)
     before = evaluate(net, bundle.loader("test", 256), bundle.task)
+    if epochs is None:
+        from nnmark.api import default_recipe
+
+        recipe = default_recipe(scheme, finetune=not distill, options=parse_options(sets))
+        epochs = recipe.epochs
     cfg = _train_config(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     teacher = None
     if distill:

@@ -155,6 +155,10 @@ class Scheme(Hooks):
     realigns_to_marked: ClassVar[bool] = False
     needs_trained: ClassVar[bool] = False
     situation: ClassVar[Literal["train", "finetune"]] = "train"
+    #: Epochs of this scheme's default recipe when it marks a trained model (fine-tune-to-embed),
+    #: where that differs from TrainConfig's: the length its defaults were measured at
+    #: (nnmark.api.default_recipe; `nnmark embed` trains this long unless --epochs says).
+    finetune_epochs: ClassVar[int | None] = None
     #: Options added after keys of this scheme were first issued: left out of a key while at
     #: their defaults, so keys written before them stay canonical and a default mark's key (every
     #: secret is derived from it) stays what it was.

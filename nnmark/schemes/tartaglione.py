@@ -308,6 +308,9 @@ class Tartaglione(PositionScheme):
     config: TartaglioneConfig
     kind = "whitebox"
     situation = "finetune"
+    # the seed marks a trained model in a few epochs; its defaults were measured at 4 mark
+    # epochs (TartaglioneConfig), and each step makes 2R + 1 passes
+    finetune_epochs = 4
     draws_magnitudes = True
     later_options = ("anchor",)
     # keys issued before 2026-12-04 leave these out at their values of the time: the seed's
