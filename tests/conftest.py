@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,6 +65,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             f"the tests need the shared data folder {SHARED_DATA} (MNIST, Fashion-MNIST, BBBC039; "
             "its README names the files) beside the checkout"
         )
+    if shutil.which("openssl") is None:  # the loopback TSA; a module skipped whole otherwise
+        raise pytest.UsageError("the tests need openssl (the loopback timestamp authority)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -150,6 +153,23 @@ def unmarked_cnns(digits: DataBundle, once: Callable[..., Any]) -> list[torch.nn
         )
         for s in range(100, 110)
     ]
+
+
+@pytest.fixture(scope="session")
+def never_marked(
+    digits: DataBundle, unmarked_cnns: list[torch.nn.Module], once: Callable[..., Any]
+) -> dict[str, list[torch.nn.Module]]:
+    """Never-marked models per architecture, two recipes each: CNNs (two of unmarked_cnns, Adam;
+    one SGD with momentum) and MLPs (Adam, SGD). What the null tests judge keys against."""
+    sgd = TrainConfig(epochs=15, seed=301, optimizer="sgd", lr=0.05)
+    adam = TrainConfig(epochs=10, seed=300)
+
+    def make(arch: str, config: TrainConfig) -> torch.nn.Module:
+        build = lambda: train(new_model(arch, digits, seed=config.seed), digits, config)  # noqa: E731
+        return once(f"never_marked_{arch}_{config.optimizer}", build)  # type: ignore[no-any-return]
+
+    mlps = [make("mlp", c) for c in (adam, sgd)]
+    return {"cnn": [*unmarked_cnns[:2], make("cnn", sgd)], "mlp": mlps}
 
 
 FASHION = SHARED_DATA / "fashion-mnist"

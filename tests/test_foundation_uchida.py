@@ -9,7 +9,17 @@ import pytest
 import torch
 from scipy.stats import kstest
 
-from nnmark import OwnerKey, TrainConfig, attack, embed, evaluate, new_model, train, verify
+from nnmark import (
+    OwnerKey,
+    TrainConfig,
+    attack,
+    default_recipe,
+    embed,
+    evaluate,
+    new_model,
+    train,
+    verify,
+)
 from nnmark.attacks.detect import detect_layers
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
@@ -255,8 +265,8 @@ def test_finetune_to_embed_and_table7(per_seed: dict, digits: DataBundle) -> Non
     plain = per_seed[0]["plain"]
     base = acc(plain, digits)
     key = OwnerKey.new("fine-tune", nonce="77" * 16)
-    marked, key = embed(
-        plain, digits, "uchida", key=key, bits=64, config=TrainConfig(epochs=5, seed=9)
+    marked, key = embed(  # `nnmark embed`'s recipe
+        plain, digits, "uchida", key=key, config=default_recipe("uchida", finetune=True)
     )
     v = verify(marked, key)
     assert v.ber == 0.0 and v.verdict == "found"

@@ -28,6 +28,7 @@ def load_data(spec: str) -> DataBundle:
 
 
 def list_datasets() -> list[str]:
+    """The names `--data` and `load_data` take (beside list_models, list_schemes, ...)."""
     return DATASETS.names()
 
 

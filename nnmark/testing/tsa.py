@@ -338,10 +338,6 @@ class LoopbackTSA:
         Path(path).write_bytes(self.ca_cert_pem)
         return Path(path)
 
-    def write_tsa_cert(self, path: str | Path) -> Path:
-        Path(path).write_bytes(self.tsa_cert_pem)
-        return Path(path)
-
 
 def _der_cert(pem_bytes: bytes) -> asn1_x509.Certificate:
     _, _, der = pem.unarmor(pem_bytes)

@@ -11,7 +11,7 @@ import torch
 from scheme_recipes import embed_recipe
 from torch import nn
 
-from nnmark import OwnerKey, TrainConfig, new_model, train
+from nnmark import OwnerKey
 from nnmark.data.base import DataBundle
 
 
@@ -25,12 +25,11 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="package")
-def base_cnn(digits: DataBundle, once: Callable[..., Any]) -> nn.Module:
-    """An unmarked digits CNN (8 epochs, seed 0): the base every mark here is fine-tuned into."""
-    return once(  # type: ignore[no-any-return]
-        "base_cnn",
-        lambda: train(new_model("cnn", digits, seed=0), digits, TrainConfig(epochs=8, seed=0)),
-    )
+def base_cnn(plain_cnn: nn.Module) -> nn.Module:
+    """The unmarked digits CNN at the default recipe (seed 0, tests/conftest's plain_cnn): what
+    fine-tune-to-embed marks start from, and train-to-embed's plain twin (the same initial
+    weights and batches, no mark)."""
+    return plain_cnn
 
 
 @pytest.fixture(scope="package")

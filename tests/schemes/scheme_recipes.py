@@ -1,19 +1,21 @@
 """How the white-box and integrity scheme tests embed each scheme (imported by the tests and
-the conftest of this folder).
+the conftest of this folder): each scheme's default recipe, nothing chosen by hand.
 
 `SCHEMES_UNDER_TEST` is read from the registry, so a new white-box or integrity scheme is covered
-by the contract tests as soon as its file exists; `RECIPES` only says how a known scheme is
-embedded cheaply (a new one gets DEFAULT: fine-tuned into the base CNN for 3 epochs, 64 bits).
+by the contract tests as soon as its file exists. Its recipe is the library's: `TrainConfig()`,
+the scheme's default `Config()` and bits, in the scheme's default situation (`Scheme.situation`:
+trained from the base's initial weights, or fine-tuned into the trained base).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
 from typing import Any
 
 from torch import nn
 
-from nnmark import OwnerKey, TrainConfig, embed
+from nnmark import OwnerKey, embed, new_model
+from nnmark.api import default_recipe
 from nnmark.data.base import DataBundle
 from nnmark.schemes import SCHEMES
 from nnmark.schemes.tartaglione import PositionScheme
@@ -23,30 +25,14 @@ BIT_SCHEMES = [n for n in SCHEMES_UNDER_TEST if SCHEMES.get(n).kind == "whitebox
 POSITION_SCHEMES = [n for n in SCHEMES_UNDER_TEST if issubclass(SCHEMES.get(n), PositionScheme)]
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How a scheme is fine-tuned into the base CNN in the fixtures (fine-tune-to-embed)."""
-
-    options: dict[str, Any] = field(default_factory=dict)
-    config: TrainConfig = TrainConfig(epochs=3, seed=0)
-    bits: int | None = 64
-
-
-DEFAULT = Recipe()
-RECIPES: dict[str, Recipe] = {
-    "fragile": Recipe(config=TrainConfig(epochs=0), bits=None),
-    "stdm": Recipe(bits=256),
-    # position marks: the key values are written into the base model, then frozen; weight decay
-    # on, so "frozen" is tested against the optimiser's decay and Adam's momentum
-    "tartaglione": Recipe(
-        {"R": 4, "one_replica": True}, TrainConfig(epochs=3, seed=0, weight_decay=1e-3), None
-    ),
-    "watermas": Recipe({}, TrainConfig(epochs=3, seed=0, weight_decay=1e-3), None),
-}
-
-
-def recipe(name: str) -> Recipe:
-    return RECIPES.get(name, DEFAULT)
+def start(name: str, base: nn.Module, data: DataBundle, situation: str | None = None) -> nn.Module:
+    """Where the situation (default: the scheme's, `Scheme.situation`) starts: a copy of the
+    trained `base` (fine-tune-to-embed), or a fresh model of its architecture from the seed-0
+    initial weights the base was trained from (train-to-embed; `base` is then the plain twin,
+    the same init and recipe without the mark)."""
+    if (situation or SCHEMES.get(name).situation) == "finetune":
+        return copy.deepcopy(base)
+    return new_model(base.nnmark_arch, data, seed=0, **base.nnmark_kwargs)
 
 
 def owner_key(name: str, nonce: str = "a5") -> OwnerKey:
@@ -54,17 +40,21 @@ def owner_key(name: str, nonce: str = "a5") -> OwnerKey:
 
 
 def embed_recipe(
-    name: str, base: nn.Module, data: DataBundle, key: OwnerKey | None = None, **override: Any
+    name: str,
+    base: nn.Module,
+    data: DataBundle,
+    key: OwnerKey | None = None,
+    situation: str | None = None,
+    **override: Any,
 ) -> tuple[nn.Module, OwnerKey]:
-    r = recipe(name)
+    """The scheme embedded at its defaults, in `situation` (default: the scheme's own); a test
+    of a property that needs another optimiser passes its own `config`."""
+    finetune = (situation or SCHEMES.get(name).situation) == "finetune"
     return embed(
-        base,
+        start(name, base, data, situation),
         data,
         name,
-        reference=override.pop("reference", None),
-        options=override.pop("options", r.options),
         key=key or owner_key(name),
-        bits=override.pop("bits", r.bits),
-        config=override.pop("config", r.config),
+        config=override.pop("config", default_recipe(name, finetune=finetune)),
         **override,
     )

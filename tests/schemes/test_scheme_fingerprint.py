@@ -11,7 +11,7 @@ import pytest
 from torch import nn
 from typer.testing import CliRunner
 
-from nnmark import OwnerKey, TrainConfig, attack, model_info, save_model
+from nnmark import OwnerKey, attack, default_recipe, model_info, save_model
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
@@ -28,7 +28,7 @@ def copies(base_cnn: nn.Module, digits: DataBundle) -> list[tuple[nn.Module, Own
         digits,
         RECIPIENTS,
         "uchida",
-        config=TrainConfig(epochs=2, seed=0),
+        config=default_recipe("uchida", finetune=True),  # each copy as `nnmark embed` marks it
         secret=b"nnmark fingerprints, fixed for reruns",
         created="2026-01-01T00:00:00+00:00",  # with the secret: the same keys every run
     )

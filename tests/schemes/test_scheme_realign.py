@@ -20,14 +20,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from scheme_recipes import BIT_SCHEMES, embed_recipe, owner_key, recipe
+from scheme_recipes import BIT_SCHEMES, embed_recipe, owner_key
 from torch import nn
 from typer.testing import CliRunner
 
 from nnmark import OwnerKey, TrainConfig, attack, embed, model_info, new_model, train, verify
 from nnmark.api import bound_scheme
 from nnmark.cli import app
-from nnmark.config import build_config
 from nnmark.data.base import DataBundle
 from nnmark.defenses.realign import RealignedSuspect, realign, realign_suspect
 from nnmark.io import model_sha256, save_model
@@ -60,13 +59,16 @@ runner = CliRunner()
 def marked(  # type: ignore[no-untyped-def]
     base_cnn: nn.Module, digits: DataBundle, once
 ) -> Callable[[str], tuple[nn.Module, OwnerKey]]:
-    """As conftest's `marked`, each key committed to base_cnn, the model it is embedded from
-    (what `nnmark embed` does): the one model `--reference-unmarked` accepts."""
+    """Each scheme fine-tuned into base_cnn at `nnmark embed`'s default recipe, its key
+    committed to base_cnn (what `nnmark embed` does): the one model `--reference-unmarked`
+    accepts."""
     cache: dict[str, tuple[nn.Module, OwnerKey]] = {}
 
     def get(name: str) -> tuple[nn.Module, OwnerKey]:
         if name not in cache:
-            make = lambda: embed_recipe(name, base_cnn, digits, reference=base_cnn)  # noqa: E731
+            make = lambda: embed_recipe(  # noqa: E731
+                name, base_cnn, digits, situation="finetune", reference=base_cnn
+            )
             cache[name] = once(f"scheme_{name}_committed", make)
         return cache[name]
 
@@ -75,29 +77,24 @@ def marked(  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def base_mlp(digits: DataBundle) -> nn.Module:
-    """The owner's MLP before any mark (8 epochs, seed 0), as base_cnn is for the CNN."""
-    return train(new_model("mlp", digits, seed=0), digits, TrainConfig(epochs=8, seed=0))
+    """The owner's MLP without a mark (the default recipe, seed 0), as base_cnn is for the CNN."""
+    return train(new_model("mlp", digits, seed=0), digits, TrainConfig())
 
 
 @pytest.fixture(scope="module")
-def unmarked(digits: DataBundle, unmarked_cnns) -> dict[str, list[nn.Module]]:  # type: ignore[no-untyped-def]
-    """Never-marked models per architecture, two recipes each (Adam; SGD with momentum)."""
-    sgd = TrainConfig(epochs=15, seed=301, optimizer="sgd", lr=0.05)
-    adam = TrainConfig(epochs=10, seed=300)
-    mlps = [train(new_model("mlp", digits, seed=c.seed), digits, c) for c in (adam, sgd)]
-    cnn_sgd = train(new_model("cnn", digits, seed=sgd.seed), digits, sgd)
-    return {"cnn": [*unmarked_cnns[:2], cnn_sgd], "mlp": mlps}
+def unmarked(never_marked) -> dict[str, list[nn.Module]]:  # type: ignore[no-untyped-def]
+    """Never-marked models per architecture, two recipes each (tests/conftest.py)."""
+    return never_marked  # type: ignore[no-any-return]
 
 
 def planned_keys(scheme: str, base: nn.Module, digits: DataBundle) -> list[OwnerKey]:
     cls = SCHEMES.get(scheme)
-    config = build_config(cls.Config, recipe(scheme).options)
+    config = cls.Config()
     keys = []
     for k in range(KEYS):
         key = OwnerKey.new(f"realign {scheme} {k}", nonce=f"{k + 0x30:02x}" * 16)
         key = key.with_reference(model_sha256(base))  # as embed commits its input model
-        bits = recipe(scheme).bits
-        keys.append(key.with_mark(cls.plan(base, key, config, bits=bits, data=digits)))
+        keys.append(key.with_mark(cls.plan(base, key, config, bits=None, data=digits)))
     return keys
 
 
@@ -327,7 +324,8 @@ def test_an_activation_mark_the_matching_loses_is_read_as_given_too(  # type: ig
     assert plain_read.verdict == "found"
     assert only_realigned.verdict == ("found" if scheme == "actsign" else "not_found")
     reads = v.details["reads_p"]
-    assert reads["model"] == plain_read.p_value and len(reads) == 2
+    # without the flag the key's two readings are counted too: the same p, doubled
+    assert 2 * reads["model"] == pytest.approx(plain_read.p_value) and len(reads) == 2
     assert v.verdict == "found" and reads[v.details["read_from"]] == min(reads.values())
     assert v.p_value == pytest.approx(2 * min(reads.values()))
     if only_realigned.ber > 0:  # the matching lost bits: the suspect as given is read
@@ -484,3 +482,17 @@ def test_negated_channels_a_batchnorm_absorbs_are_set_back(digits: DataBundle) -
     ]
     print(f"never marked, realigned with signs: p from {min(p):.2g}")
     assert min(p) > 1e-6
+
+
+def test_a_key_committed_to_a_reference_counts_both_readings_without_the_flag(marked) -> None:  # type: ignore[no-untyped-def]
+    """Forger review, session 39: verify with --reference-unmarked reads two views and doubles
+    the smaller p; without it, one view and p as read. A claimant ran both and kept the better
+    (1.5x the false-claim rate at 0.1). A key that commits to a reference now counts two
+    readings either way."""
+    model, key = marked("uchida")
+    assert key.reference is not None
+    alone = bound_scheme(key, 0).verify(ModuleSuspect(model), 1e-6)
+    v = verify(model, key)
+    assert v.details["looks"] == 2 and v.p_value == pytest.approx(2 * alone.p_value, rel=1e-12)
+    unmarked_key = dataclasses.replace(key, reference=None)  # another key: its secrets differ
+    assert "looks" not in verify(model, unmarked_key).details
