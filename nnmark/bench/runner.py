@@ -104,7 +104,12 @@ def run_bench(
     workers = Workers(jobs, ray, where)
     store.create()  # nothing is written before the device and the data are known to be there
     meta = store.read_json("meta.json")
-    runs = [*meta.get("runs", []), _run_record(command, jobs, ray, workers)]
+    # each run's grid kept beside it: spec.json is the last one, and a folder resumed with
+    # other attacks or options holds rows of every grid (new-user review, session 39)
+    runs = [
+        *meta.get("runs", []),
+        {**_run_record(command, jobs, ray, workers), "spec": spec.to_dict()},
+    ]
     store.write_json("meta.json", {**meta, "runs": runs})
     store.write_json("spec.json", spec.to_dict())
 

@@ -74,6 +74,14 @@ def test_a_resume_under_other_scheme_options_is_refused_and_an_extension_resumes
     assert "8 cells: 4 run, 4 skipped (done before), 2 failed;" in text
     assert json.loads((res / "spec.json").read_text())["attacks"] == ["noise", "permute"]
     assert len(read_rows(res)) == 8
+    # each run's grid is kept with the run, and the report says the rows span several
+    runs = json.loads((res / "meta.json").read_text())["runs"]
+    assert [r["spec"]["attacks"] for r in runs] == [["noise"], ["noise"], ["noise", "permute"]]
+    r = runner.invoke(
+        app, ["report", str(res), "--out", str(tmp_path / "r.html"), "--md", str(tmp_path / "r.md")]
+    )
+    assert r.exit_code == 0, r.output
+    assert "run with 2 different grids" in (tmp_path / "r.md").read_text()
 
 
 def _spec(**changes: Any) -> BenchSpec:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,8 +182,21 @@ def _sections(
         out.append(Section("Failed cells", table=tabs["failed"]))
     if skipped:
         out.append(Section("Skipped: schemes that cannot mark a task", table=skip_table(skipped)))
-    if spec.get("about"):
-        out.append(Section("The grid", items=tuple(spec["about"])))
+    runs = meta.get("runs", [])
+    grids = {
+        json.dumps(r["spec"], sort_keys=True)
+        for r in (runs if isinstance(runs, list) else [])
+        if isinstance(r, dict) and "spec" in r
+    }
+    about = tuple(spec.get("about") or ())
+    if len(grids) > 1:  # a resumed folder: its rows come from several grids
+        note = (
+            f"This folder was run with {len(grids)} different grids (each run's is in "
+            "meta.json's `runs`); its rows come from all of them. spec.json holds the last."
+        )
+        out.append(Section("The grid", note=note, items=about or ("(the grid names no about)",)))
+    elif about:
+        out.append(Section("The grid", items=about))
     out.append(Section("All cells", table=cells_table(rows), collapsed=True, html_only=True))
     report = f"report: `nnmark report {results}`"
     out.append(Section("Machine and command", items=(*_machine_lines(meta), report)))
