@@ -196,6 +196,17 @@ def test_small_things_a_user_meets(files: Path) -> None:
         assert r.exit_code == 2 and "greater than or equal to 1" in r.stderr
 
 
+def test_training_a_plain_model_for_no_epoch_is_refused(tmp_path: Path) -> None:
+    """New-user review, session 39: `train --epochs 0` saved an untrained model (10 % accuracy)
+    without a word. A plain model now needs an epoch; a key-only run (a scheme) still says
+    that its mark did not take."""
+    out = tmp_path / "m.safetensors"
+    r = runner.invoke(app, ["train", "--epochs", "0", "--out", str(out)])
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "--epochs 0 trains nothing" in lines[0]
+    assert not out.exists()
+
+
 def test_identify_reads_the_other_candidates_when_one_key_is_for_another_task(  # type: ignore[no-untyped-def]
     uchida_cnn, digits: DataBundle, tmp_path: Path
 ) -> None:

@@ -188,6 +188,11 @@ def train_cmd(
         raise NNMarkError("--bits, --message and --key-out need a --scheme (they describe a mark)")
     elif reference_unmarked is not None or identity is not None:
         raise NNMarkError("--reference-unmarked and --identity need a --scheme (and a key)")
+    elif epochs == 0:  # saved an untrained model (10 % accuracy) without a word (review)
+        raise NNMarkError(
+            "--epochs 0 trains nothing: a plain model needs at least 1 (a mark with no training: "
+            "nnmark embed MODEL --epochs 0)"
+        )
     outputs = {"--out": out_path, "--key-out": key_out}
     distinct_paths(outputs, {"--reference-unmarked": reference_unmarked})
     reference = None
