@@ -134,13 +134,14 @@ def honest_key(
 
 
 def _options(scheme: str, data: DataBundle) -> dict[str, Any]:
-    """What a scheme needs to plan on digits-like data without training (frontier: no warmup,
-    the model is trained; unrelated: the source is the data set itself)."""
-    options: dict[str, dict[str, Any]] = {
-        "unrelated": {"source": data.name},
-        "frontier": {"warmup": 0},
-    }
-    return options.get(scheme, {})
+    """What a scheme needs to plan on digits-like data without training (a scheme of a trained
+    model: no warmup, the model is trained; one that needs a source: the data set itself)."""
+    cls = SCHEMES.get(scheme)
+    names = {f.name for f in dataclasses.fields(cls.Config)}
+    options: dict[str, Any] = {"source": data.name} if cls.needs_source else {}
+    if cls.needs_trained and "warmup" in names:
+        options["warmup"] = 0
+    return options
 
 
 def _edited(key: OwnerKey, edit: Callable[[dict[str, Any]], None]) -> OwnerKey:

@@ -172,9 +172,11 @@ def unmarked(spec: FalseClaimSpec, root: Path, jobs: int) -> dict[str, list[tupl
 
 
 def _options(scheme: str, spec: FalseClaimSpec) -> dict[str, Any]:
-    if scheme == "unrelated":
+    from nnmark.schemes import SCHEMES
+
+    if SCHEMES.get(scheme).needs_source:
         if not spec.unrelated_source:
-            raise NNMarkError("unrelated needs a source data set (unrelated_source)")
+            raise NNMarkError(f"{scheme} needs a source data set (unrelated_source)")
         return {"source": spec.unrelated_source}
     return {}
 

@@ -196,13 +196,18 @@ def run_false_claim_section(out_dir: Path, schemes: list[str] | None, jobs: int,
     seg = SHARED_DATA / "seg-bbbc039"
     source = f"fashion-mnist:{fashion}" if fashion.is_dir() else None
     chosen = tuple(schemes) if schemes else None
-    if source is None and (chosen is None or "unrelated" in chosen):
+    if source is None:
         from nnmark.schemes import SCHEMES
 
-        chosen = tuple(n for n in (chosen or SCHEMES.names()) if n != "unrelated")
-        err.print(
-            "false claims: no Fashion-MNIST beside the checkout, unrelated left out", soft_wrap=True
-        )
+        names = chosen or tuple(SCHEMES.names())
+        sourced = [n for n in names if SCHEMES.get(n).needs_source]
+        if sourced:
+            chosen = tuple(n for n in names if n not in sourced)
+            err.print(
+                f"false claims: no Fashion-MNIST beside the checkout, {', '.join(sourced)} left "
+                "out",
+                soft_wrap=True,
+            )
     spec = FalseClaimSpec(
         schemes=chosen,
         seg_data=f"seg:{seg}" if seg.is_dir() else None,

@@ -154,6 +154,10 @@ class Scheme(Hooks):
     independent_null: ClassVar[bool] = True
     realigns_to_marked: ClassVar[bool] = False
     needs_trained: ClassVar[bool] = False
+    #: Its key inputs come from a second data set, named by the `source` option (unrelated's
+    #: Fashion-MNIST items): what plans keys without a user (forge, the false-claim check, the
+    #: bench) must give it one.
+    needs_source: ClassVar[bool] = False
     situation: ClassVar[Literal["train", "finetune"]] = "train"
     #: Epochs of this scheme's default recipe when it marks a trained model (fine-tune-to-embed),
     #: where that differs from TrainConfig's: the length its defaults were measured at

@@ -70,7 +70,6 @@ Example (fine-tune-to-embed, the seed's situation):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -80,34 +79,20 @@ from torch import nn
 
 from nnmark.config import check
 from nnmark.data.base import DataBundle
-from nnmark.errors import NNMarkError
-from nnmark.keys import Mark, OwnerKey, payload_bits
+from nnmark.keys import Mark
 from nnmark.schemes import register
 from nnmark.schemes._positions import (
-    POSITION_NULL,
-    GradBuffer,
-    KeyPositions,
     Perturbation,
     Placed,
-    check_layers,
+    PositionScheme,
     distinct_positions,
-    layer_k,
-    plan_layers,
+    plan_positions,
     replica_step,
 )
 from nnmark.schemes.base import (
     Batch,
-    Evidence,
     LossFn,
-    NotRealignable,
-    Scheme,
-    bit_verdict,
-    check_fields,
-    key_error,
 )
-from nnmark.stats import DEFAULT_ALPHA
-from nnmark.suspect import Suspect, as_suspect
-from nnmark.verdict import Verdict
 
 __all__ = [
     "PAPER_OBJECTIVE",
@@ -197,108 +182,6 @@ class TartaglioneConfig:
             0.5 <= self.magnitude_low < self.magnitude_high < 1,
             "need 0.5 <= magnitude_low < magnitude_high < 1, got "
             f"{self.magnitude_low} and {self.magnitude_high}",
-        )
-
-
-def plan_positions(
-    scheme: type[Scheme],
-    model: nn.Module,
-    key: OwnerKey,
-    config: Any,
-    payload: tuple[int, ...] | None,
-) -> Mark:
-    """The key entry of a position mark (tartaglione, watermas): one bit per marked entry."""
-    layers = plan_layers(model)
-    n = sum(layer_k(math.prod(layer["shape"]), config.fraction) for layer in layers)
-    if payload is not None and len(payload) != n:
-        raise NNMarkError(f"{scheme.name} marks {n} positions here; a payload must have {n} bits")
-    chosen = payload or payload_bits(key.owner, key.nonce, n, len(key.marks))
-    config_dict = scheme.canonical_config(config)
-    return key.new_mark(scheme.name, config_dict, None, chosen, data={"layers": layers})
-
-
-class PositionScheme(Scheme):
-    """Shared by the landscape schemes: frozen key values at key positions, verified by sign."""
-
-    config: Any
-    fixed_length = True  # one payload bit per marked entry
-
-    @classmethod
-    def capacity(cls, model: nn.Module, config: Any, data: DataBundle | None = None) -> int:
-        return sum(
-            layer_k(math.prod(layer["shape"]), config.fraction) for layer in plan_layers(model)
-        )
-
-    @classmethod
-    def check_key(cls, mark: Mark) -> None:
-        check_fields(mark, {"layers"})
-        if mark.layer is not None or mark.stored:
-            raise key_error(mark, "layer", "must be null and stored empty")
-        fraction = mark.config.get("fraction")
-        if not isinstance(fraction, float) or not 0 < fraction <= 0.5:
-            raise key_error(mark, "config.fraction", "must be in (0, 0.5]")
-        if len(mark.bits) != check_layers(mark, fraction):
-            raise key_error(mark, "bits", "must hold one bit per marked position")
-
-    def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
-        super().__init__(mark, data)
-        self.positions = KeyPositions(mark, self.target, self.config.fraction)
-        self.grad_buffer = GradBuffer()  # the replica passes' gradients, in one block
-        self.layers = self.positions.layers
-        self.index = self.positions.index
-        self.values = self.positions.values
-
-    @classmethod
-    def plan(
-        cls,
-        model: nn.Module,
-        key: OwnerKey,
-        config: Any,
-        *,
-        bits: int | None = None,
-        payload: tuple[int, ...] | None = None,
-        data: DataBundle | None = None,
-    ) -> Mark:
-        return plan_positions(cls, model, key, config, payload)
-
-    #: How the key values are set at bind time: magnitudes drawn from the layer's own weights
-    #: (Tartaglione) or +-2 std (WaterMAS, which moves its marked values itself).
-    draws_magnitudes: bool = False
-
-    def prepare(self, model: nn.Module) -> nn.Module:
-        if self.draws_magnitudes:
-            c = self.config
-            band = (c.magnitude_low, c.magnitude_high)
-            self.positions.bind(model, self.mark.generator("magnitudes"), band)
-        else:
-            self.positions.bind(model)
-        self.positions.write(model)
-        return model
-
-    def evidence(self, suspect: Suspect) -> Evidence:
-        return self.positions.evidence(suspect)
-
-    def verify(self, suspect: Suspect | nn.Module, alpha: float = DEFAULT_ALPHA) -> Verdict:
-        return bit_verdict(self, self.evidence(as_suspect(suspect)), alpha, POSITION_NULL)
-
-    # ---- realignment (verify --reference) ----------------------------------------------
-    def blind_reference(self, reference: nn.Module) -> nn.Module:
-        """Refused. Each key value is a connection between two units, fixed in every layer
-        (output layer included) from the first training step, and the network grows its
-        features around it: a unit forced to vote for a class becomes a detector of that class.
-        Matching a suspect's units to the reference's by function -- even with every key value
-        erased -- therefore picks units whose connections agree with the key (measured on
-        unmarked digits models, benchmarks/results/realign_null.md: matched to the marked
-        reference, 7 of 240 (key, model) pairs claimed at alpha 1e-6 and 43 % at 0.05; with
-        the key values zeroed first, 21 % at 0.05, the read bits agreeing with the key 1.2 %
-        more often than unaligned in 13 of 15 keys; v3 keys, where v2 keys gave 2 claims, 16 %
-        and 1.3 % in 15 of 15), so no realignment has a valid null."""
-        raise NotRealignable(
-            f"{self.name}: realignment to the marked reference refused: its key values are "
-            "connections fixed in every layer during training, so the reference's units grow "
-            "around them and matching a suspect to them (even erased) pulls an unmarked model "
-            "towards the key; realign to a model that never saw the key instead "
-            "(--reference-unmarked)"
         )
 
 

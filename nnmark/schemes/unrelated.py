@@ -64,6 +64,7 @@ class UnrelatedConfig(TriggerConfig):
 @register("unrelated")
 class Unrelated(TriggerScheme):
     Config = UnrelatedConfig
+    needs_source = True
     config: UnrelatedConfig
     paper = "Zhang et al., Protecting Intellectual Property of Deep Neural Networks with Watermarking, AsiaCCS 2018"
     legacy_options = {"variants": 1}  # keys from before variants: items as they are

@@ -63,9 +63,8 @@ from torch import nn
 
 from nnmark.config import check
 from nnmark.schemes import register
-from nnmark.schemes._positions import Perturbation, replica_step
+from nnmark.schemes._positions import Perturbation, PositionScheme, replica_step
 from nnmark.schemes.base import Batch, LossFn
-from nnmark.schemes.tartaglione import PositionScheme
 
 
 @dataclass(frozen=True)

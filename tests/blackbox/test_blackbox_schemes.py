@@ -54,6 +54,8 @@ def needs_trained(name: str) -> bool:
 def test_the_registry_has_the_black_box_schemes() -> None:
     assert {"content", "noise", "unrelated", "adi", "newlabel", "frontier"} <= set(BLACKBOX)
     assert SCHEMES.get("segtrigger").kind == "blackbox" and "segtrigger" not in BLACKBOX
+    # a second data set is a declared need (forge, the false-claim check and bench read it)
+    assert [n for n in SCHEMES.names() if SCHEMES.get(n).needs_source] == ["unrelated"]
 
 
 @pytest.mark.parametrize("name", BLACKBOX)

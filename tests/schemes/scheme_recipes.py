@@ -18,7 +18,7 @@ from nnmark import OwnerKey, embed, new_model
 from nnmark.api import default_recipe
 from nnmark.data.base import DataBundle
 from nnmark.schemes import SCHEMES
-from nnmark.schemes.tartaglione import PositionScheme
+from nnmark.schemes._positions import PositionScheme
 
 SCHEMES_UNDER_TEST = [n for n in SCHEMES.names() if SCHEMES.get(n).kind != "blackbox"]
 BIT_SCHEMES = [n for n in SCHEMES_UNDER_TEST if SCHEMES.get(n).kind == "whitebox"]
