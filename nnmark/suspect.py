@@ -27,6 +27,7 @@ from nnmark.io import (
     unknown_architecture,
     zoo_identity,
 )
+from nnmark.registry import Registry
 
 if TYPE_CHECKING:
     from nnmark.keys import Mark
@@ -369,7 +370,8 @@ class SuspectCopy:
         self.digests: dict[str, str] = {}
         try:
             self._copy(source, self.path, follow=True)
-            companions = SUSPECT_COMPANIONS.get(source.suffix.lower())
+            suffix = source.suffix.lower()
+            companions = SUSPECT_COMPANIONS.get(suffix) if suffix in SUSPECT_COMPANIONS else None
             for name, follow in companions(self.path) if companions else []:
                 self._copy(source.parent / name, self.folder / name, follow, named_by=source)
         except NNMarkError as exc:  # the index's or graph's own errors name the copy
@@ -470,10 +472,12 @@ class SuspectCopy:
 
 #: Suspect loaders by file suffix; integrations (e.g. ONNX) add theirs here when the package
 #: root imports nnmark.integrations (an upper layer registering down, never the reverse).
-SUSPECT_LOADERS: dict[str, Callable[[Path], Suspect]] = {}
+SUSPECT_LOADERS: Registry[Callable[[Path], Suspect]] = Registry("suspect loader")
 #: The files beside a suspect of that suffix that it names, as (name, follow links), read
 #: from the suspect file itself: what SuspectCopy copies with it.
-SUSPECT_COMPANIONS: dict[str, Callable[[Path], list[tuple[str, bool]]]] = {}
+SUSPECT_COMPANIONS: Registry[Callable[[Path], list[tuple[str, bool]]]] = Registry(
+    "suspect companions"
+)
 
 
 def load_suspect(
@@ -483,7 +487,8 @@ def load_suspect(
     `max_params`: the largest zoo model its metadata may ask to build (nnmark.models);
     `device`: where its forward passes run (white-box reads stay on the CPU)."""
     p = Path(path)
-    loader = SUSPECT_LOADERS.get(p.suffix.lower())
+    suffix = p.suffix.lower()
+    loader = SUSPECT_LOADERS.get(suffix) if suffix in SUSPECT_LOADERS else None
     if loader is not None:
         if not p.is_file():
             raise NNMarkError(f"model file not found: {p}")

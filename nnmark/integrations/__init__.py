@@ -47,7 +47,7 @@ def _index_files(path: Path) -> list[tuple[str, bool]]:
     return shard_files(path) if path.name.endswith(".safetensors.index.json") else []
 
 
-SUSPECT_LOADERS.setdefault(".onnx", _onnx)
-SUSPECT_LOADERS.setdefault(".json", _index)
-SUSPECT_COMPANIONS.setdefault(".onnx", _onnx_files)
-SUSPECT_COMPANIONS.setdefault(".json", _index_files)
+SUSPECT_LOADERS.register(".onnx")(_onnx)
+SUSPECT_LOADERS.register(".json")(_index)
+SUSPECT_COMPANIONS.register(".onnx")(_onnx_files)
+SUSPECT_COMPANIONS.register(".json")(_index_files)
