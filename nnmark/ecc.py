@@ -70,7 +70,7 @@ def _bytes(bits: Sequence[int], nbytes: int) -> bytearray:
     return out
 
 
-def _code(m: int, t: int):
+def _code(m: int, t: int) -> Any:  # a bchlib.BCH (bchlib has no stubs)
     import bchlib
 
     return bchlib.BCH(t=t, m=m)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from typing import Any
 
 from nnmark.attacks.base import Attack
@@ -18,7 +19,7 @@ from nnmark.registry import Registry
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
-def register(name: str):
+def register(name: str) -> Callable[[type[Attack]], type[Attack]]:
     """Class decorator: register an Attack subclass under `name` (and set its `name` and its
     config's label)."""
 

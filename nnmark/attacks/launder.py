@@ -14,6 +14,7 @@ Example: ``nnmark attack launder marked.safetensors --data digits --set reset=0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -45,11 +46,13 @@ class LaunderConfig:
         check(0 <= self.stamped <= 1, f"stamped must be in [0, 1], got {self.stamped}")
 
 
-def unit_activity(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor):
+def unit_activity(
+    model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Mean positive activation per unit (channel or neuron) of each layer on `x`."""
     sums: dict[str, torch.Tensor] = {}
 
-    def hook(name: str):
+    def hook(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
         def fn(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
             a = out.detach().relu()
             a = a.mean(tuple(range(2, a.dim()))) if a.dim() > 2 else a

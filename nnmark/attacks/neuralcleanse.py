@@ -20,6 +20,7 @@ Example: ``nnmark attack neuralcleanse marked.safetensors --data digits --set st
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -191,7 +192,7 @@ def flagged_class(
 
 def stamped_loss(
     masks: torch.Tensor, patterns: torch.Tensor, share: float, generator: torch.Generator
-):
+) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
     """Cross-entropy where a `share` of each batch carries one of the triggers, labels kept."""
 
     def loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,9 @@ if TYPE_CHECKING:
     from torch import nn
 
     from nnmark.data.base import DataBundle
+    from nnmark.io import ModelInfo
     from nnmark.keys import OwnerKey
+    from nnmark.train import TrainConfig
 
 DataOpt = Annotated[
     str,
@@ -58,7 +60,7 @@ DataOpt = Annotated[
 ]
 
 
-def _train_config(**kw: object):
+def _train_config(**kw: object) -> TrainConfig:
     from nnmark.config import build_config
     from nnmark.train import TrainConfig
 
@@ -69,13 +71,15 @@ def _fidelity_text(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
-def _save(model, info, path: Path) -> None:
+def _save(model: nn.Module, info: ModelInfo, path: Path) -> None:
     from nnmark.io import save_model
 
     save_model(model, info, path)
 
 
-def _save_marked(model, info, path: Path, key, key_path: Path) -> None:
+def _save_marked(
+    model: nn.Module, info: ModelInfo, path: Path, key: OwnerKey, key_path: Path
+) -> None:
     """The marked model and its key as one transaction: both are written or neither."""
     from nnmark.io import atomic_write_all, model_bytes
 

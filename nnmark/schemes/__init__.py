@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError, one_line
@@ -19,7 +19,7 @@ from nnmark.schemes.base import Evidence, Scheme
 SCHEMES: Registry[type[Scheme]] = Registry("scheme")
 
 
-def register(name: str):
+def register(name: str) -> Callable[[type[Scheme]], type[Scheme]]:
     """Class decorator: register a Scheme subclass under `name` (and set its `name` and its config's label)."""
 
     def deco(cls: type[Scheme]) -> type[Scheme]:

@@ -107,7 +107,9 @@ def quantized(x: torch.Tensor) -> torch.Tensor:
     return (x.clamp(0, 1) * 255).round() / 255
 
 
-def source_images(data: DataBundle, n: int, gen: torch.Generator, *, split: str = "train"):
+def source_images(
+    data: DataBundle, n: int, gen: torch.Generator, *, split: str = "train"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """n key-chosen images of `split` and their labels: the same images as indexing
     `data.tensors(split)`, without first copying the whole split (the 45,000 Fashion-MNIST
     training items, for every unrelated key bound)."""

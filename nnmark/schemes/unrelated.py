@@ -39,10 +39,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from nnmark.config import check
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
+from nnmark.keys import Mark, OwnerKey
 from nnmark.schemes import register
 from nnmark.schemes._trigger import TriggerConfig, TriggerScheme, source_images
 from nnmark.schemes.base import Batch
@@ -82,7 +84,16 @@ class Unrelated(TriggerScheme):
         return [load_data(config.source)]
 
     @classmethod
-    def plan(cls, model, key, config, *, bits=None, payload=None, data=None):
+    def plan(
+        cls,
+        model: nn.Module,
+        key: OwnerKey,
+        config: Any,
+        *,
+        bits: int | None = None,
+        payload: tuple[int, ...] | None = None,
+        data: DataBundle | None = None,
+    ) -> Mark:
         from nnmark.config import config_to_dict
 
         data = cls.check_data(data)
