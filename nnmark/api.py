@@ -113,7 +113,9 @@ def embed(
     GPU verifies on a CPU). With `reference` (a model that never saw the key; for fine-tune-to-
     embed, `model` itself, as `nnmark embed` passes), a new key commits to it before its first
     secret (OwnerKey.with_reference): the one model `verify --reference-unmarked` realigns to.
-    Without it nothing is committed, and the key's marks cannot be realigned.
+    Without it nothing is committed, and the key's marks cannot be realigned. `config` None
+    trains `TrainConfig()`; `nnmark embed` marks a trained model at `default_recipe(scheme,
+    finetune=True)` (tartaglione: 4 epochs): pass that to match it.
 
     >>> from nnmark.data import load_data
     >>> data = load_data("digits")
@@ -183,7 +185,8 @@ def default_recipe(
     base = TrainConfig()
     if scheme is None or scheme == "none" or not finetune:
         return base
-    epochs = max(cls.finetune_epochs or base.epochs for cls, _ in resolve_schemes(scheme, options))
+    classes = [cls for cls, _ in resolve_schemes(scheme, options)]
+    epochs = max(base.epochs if c.finetune_epochs is None else c.finetune_epochs for c in classes)
     return dataclasses.replace(base, epochs=epochs)
 
 
@@ -622,13 +625,14 @@ def _read(
     return view, dataclasses.replace(v, p_value=p, details=details)
 
 
-def _looks(key: OwnerKey, sch: Scheme) -> int:
+def _looks(sch: Scheme) -> int:
     """The readings a verifier may choose between for this mark: a white-box mark of a key
     that commits to an unmarked reference is read realigned to it and as given with
     --reference-unmarked, as given alone without; both count either way, or running verify
     with and without the flag and keeping the better was a free look (forger review, session
     39: 1.5x the false-claim rate at 0.1 over 6,000 never-marked pairs)."""
-    return 2 if key.reference is not None and sch.kind == "whitebox" else 1
+    # the mark's own commitment, as realignment reads it (a key's field may be edited apart)
+    return 2 if sch.mark.reference is not None and sch.kind == "whitebox" else 1
 
 
 def verify(
@@ -670,7 +674,7 @@ def verify(
     for sch in schemes:
         seconds = sch.mark.derivation_seconds  # a search re-derives this mark alone
         threshold = claim_threshold(alpha, seconds)
-        view, v = _read(sch, s.readings(sch.mark), threshold, left, _looks(key, sch))
+        view, v = _read(sch, s.readings(sch.mark), threshold, left, _looks(sch))
         if left is not None:
             left -= v.queries or 0
         search = search_seconds([seconds], [v.p_value], "one")

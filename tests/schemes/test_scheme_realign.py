@@ -494,5 +494,13 @@ def test_a_key_committed_to_a_reference_counts_both_readings_without_the_flag(ma
     alone = bound_scheme(key, 0).verify(ModuleSuspect(model), 1e-6)
     v = verify(model, key)
     assert v.details["looks"] == 2 and v.p_value == pytest.approx(2 * alone.p_value, rel=1e-12)
-    unmarked_key = dataclasses.replace(key, reference=None)  # another key: its secrets differ
-    assert "looks" not in verify(model, unmarked_key).details
+    # the mark's own commitment decides, as realignment reads it: a key whose field was edited
+    # apart from its marks' still counts two (diff review, session 39)
+    edited = dataclasses.replace(key, reference=None)
+    assert verify(model, edited).details["looks"] == 2
+    # a key that never committed to a reference: one reading, p as read
+    other = OwnerKey.new("no reference", nonce="e1" * 16)
+    other = other.with_mark(bound_scheme(key, 0).plan(model, other, bound_scheme(key, 0).config))
+    alone = bound_scheme(other, 0).verify(ModuleSuspect(model), 1e-6)
+    v = verify(model, other)
+    assert "looks" not in v.details and v.p_value == alone.p_value

@@ -189,10 +189,18 @@ def _sections(
         if isinstance(r, dict) and "spec" in r
     }
     about = tuple(spec.get("about") or ())
-    if len(grids) > 1:  # a resumed folder: its rows come from several grids
+    unrecorded = [
+        r
+        for r in (runs if isinstance(runs, list) else [])
+        if isinstance(r, dict) and "spec" not in r
+    ]
+    if len(grids) > 1 or (grids and unrecorded):  # a resumed folder: rows of several grids
         note = (
             f"This folder was run with {len(grids)} different grids (each run's is in "
             "meta.json's `runs`); its rows come from all of them. spec.json holds the last."
+            if not unrecorded
+            else f"{len(unrecorded)} earlier run(s) of this folder recorded no grid: its rows "
+            "may come from other grids than spec.json's (the last run's)."
         )
         out.append(Section("The grid", note=note, items=about or ("(the grid names no about)",)))
     elif about:
