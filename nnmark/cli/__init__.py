@@ -29,10 +29,10 @@ def main() -> None:
         code = 2
     except cx.UsageError as exc:
         name = exc.ctx.command_path if exc.ctx else "nnmark"
-        err.print(f"error: {name}: {exc.format_message()}", markup=False, soft_wrap=True)
+        err.print(f"error: {name}: {exc.format_message()}", markup=False)
         code = 2
     except cx.ClickException as exc:  # e.g. a file option that cannot be opened
-        err.print(f"error: {exc.format_message()}", markup=False, soft_wrap=True)
+        err.print(f"error: {exc.format_message()}", markup=False)
         code = 2
     except typer.Abort:
         err.print("error: aborted", markup=False)

@@ -141,18 +141,15 @@ def attack_cmd(
     if as_json:
         print(json.dumps(result))
         return
-    out.print(f"{built.describe()}: saved {out_path}", soft_wrap=True)
+    out.print(f"{built.describe()}: saved {out_path}")
     for k, v in found.items():
-        out.print(
-            f"  {k.replace('_', ' ')}: {'none' if v is None else v}", markup=False, soft_wrap=True
-        )
+        out.print(f"  {k.replace('_', ' ')}: {'none' if v is None else v}", markup=False)
     if bundle is not None:
         for when in ("before", "after"):
             metrics = result[when]
             assert isinstance(metrics, dict)
             out.print(
                 f"  test {when}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
-                soft_wrap=True,
             )
 
 
@@ -215,5 +212,5 @@ def forge_cmd(
             table.add_row(r.scheme, r.strategy, r.outcome, r.detail[:120])
         out.print(table)
         accepted = sum(r.accepted for r in results)
-        out.print(f"{len(results)} forged keys, {accepted} accepted", markup=False, soft_wrap=True)
+        out.print(f"{len(results)} forged keys, {accepted} accepted", markup=False)
     raise typer.Exit(1 if any(r.accepted for r in results) else 0)

@@ -180,7 +180,6 @@ def bench_cmd(
         )
         + (f", {summary.unsupported} skipped as unsupported" if summary.unsupported else "")
         + f"; {summary.seconds:.0f} s; rows in {out_dir / 'results.jsonl'}",
-        soft_wrap=True,
     )
     if false_claims:
         run_false_claim_section(out_dir, schemes, jobs, cmd)
@@ -206,7 +205,6 @@ def run_false_claim_section(out_dir: Path, schemes: list[str] | None, jobs: int,
             err.print(
                 f"false claims: no Fashion-MNIST beside the checkout, {', '.join(sourced)} left "
                 "out",
-                soft_wrap=True,
             )
     spec = FalseClaimSpec(
         schemes=chosen,
@@ -218,7 +216,7 @@ def run_false_claim_section(out_dir: Path, schemes: list[str] | None, jobs: int,
         spec,
         out_dir / "false_claims",
         jobs=jobs,
-        progress=lambda m: err.print(m, markup=False, soft_wrap=True),
+        progress=lambda m: err.print(m, markup=False),
     )
     write_outputs(report, out_dir, cmd, machine())
     bad = [k for k, v in report.summary().items() if not v["meets"]]
@@ -226,7 +224,6 @@ def run_false_claim_section(out_dir: Path, schemes: list[str] | None, jobs: int,
         f"false claims: {len(report.outcomes)} key-model pairs in {report.seconds:.0f} s; "
         f"rows failing the requirement: {', '.join(bad) or 'none'} "
         f"({out_dir / 'false_claims.md'})",
-        soft_wrap=True,
     )
 
 
@@ -270,7 +267,7 @@ def report_cmd(
     distinct_paths(outputs, inputs)
     write_report(results, out_path, md, budget)
     _say_skipped(results)
-    out.print(f"saved {out_path}" + (f" and {md}" if md else ""), soft_wrap=True)
+    out.print(f"saved {out_path}" + (f" and {md}" if md else ""))
 
 
 def _previous_report(path: Path, suffix: str) -> bool:
@@ -293,5 +290,4 @@ def _say_skipped(results: Path) -> None:
     if bad:
         err.print(
             f"{bad} line(s) of {results / 'results.jsonl'} are not result rows: skipped",
-            soft_wrap=True,
         )

@@ -106,7 +106,5 @@ def calibrate_cmd(
             else ""
         )
         low = min(entry["p_values"])
-        out.print(
-            f"mark {idx} ({mark.scheme}): smallest unmarked p-value {low:.3g}{rate}", soft_wrap=True
-        )
-    out.print(f"saved {target}", soft_wrap=True)
+        out.print(f"mark {idx} ({mark.scheme}): smallest unmarked p-value {low:.3g}{rate}")
+    out.print(f"saved {target}")

@@ -104,6 +104,14 @@ class PlainConsole(Console):
         "not found"."""
         raise SystemExit(_reader_left())
 
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **kwargs: Any) -> None:
+        """Text is printed a line as a line (soft wrap): a result cut at 80 columns broke a piped
+        log mid-value (`dice 0.8583, iou` / `0.7517`; review, session 39). Tables keep their
+        layout, and prose may ask for word wrapping (soft_wrap=False)."""
+        if soft_wrap is None and all(isinstance(o, str) for o in objects):
+            soft_wrap = True
+        super().print(*objects, soft_wrap=soft_wrap, **kwargs)
+
     def render_str(self, text: str, **kwargs: Any) -> Text:  # every str printed or in a table
         shown = "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
         return super().render_str(shown, **kwargs)
@@ -151,7 +159,7 @@ def command(
             except (typer.Exit, typer.Abort):
                 raise
             except NNMarkError as exc:  # one line: a message may quote a library's many
-                err.print(f"error: {_one_line(exc)}", markup=False, soft_wrap=True)
+                err.print(f"error: {_one_line(exc)}", markup=False)
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:  # 130, as a shell reports SIGINT; outputs untouched
                 err.print("error: interrupted", markup=False)
@@ -167,7 +175,6 @@ def command(
                     f"pip install 'nnmark[{extra}]' (in a checkout: make setup installs every "
                     f"extra, or .venv/bin/pip install -e '.[{extra}]')",
                     markup=False,
-                    soft_wrap=True,
                 )
                 raise typer.Exit(2) from None
             except Exception as exc:
@@ -177,7 +184,6 @@ def command(
                     f"error: {type(exc).__name__}: {_one_line(exc)} (set NNMARK_DEBUG=1 for a "
                     "traceback)",
                     markup=False,
-                    soft_wrap=True,
                 )
                 raise typer.Exit(2) from None
 

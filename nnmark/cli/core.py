@@ -105,7 +105,7 @@ def _check_marks(
         extra = [d for cls, cfg in resolved for d in cls.config_data(cfg)]
         v = verify(model, key, data=[bundle, *extra])
     except Exception as e:  # noqa: BLE001 (e.g. an earlier --key mark made for another input)
-        err.print(f"warning: the new marks were not checked: {e}", markup=False, soft_wrap=True)
+        err.print(f"warning: the new marks were not checked: {e}", markup=False)
         return True
     checked = [(f"{p.scheme}:", p) for p in (v.parts or (v,))[-len(resolved) :]]
     if v.parts:  # several marks: verify decides on their combination
@@ -114,7 +114,7 @@ def _check_marks(
     for what, part in checked:
         text = f"{what} {part.verdict} in the saved model (p {part.p_value:.2g})"
         if part.positive:
-            out.print(f"check: {text}", markup=False, soft_wrap=True)
+            out.print(f"check: {text}", markup=False)
             continue
         taken = False
         if part.p_value < part.alpha and part.reason:  # e.g. a view that needs a timestamp
@@ -123,7 +123,7 @@ def _check_marks(
             todo = f"{part.claim_rule}; train longer (--epochs), or more bits or key inputs"
         else:
             todo = f"{part.reason or 'the mark did not take'}; train longer (--epochs)"
-        err.print(f"warning: {text}: {todo}", markup=False, soft_wrap=True)
+        err.print(f"warning: {text}: {todo}", markup=False)
     return taken
 
 
@@ -238,9 +238,9 @@ def train_cmd(
     else:
         assert key_out is not None
         _save_marked(trained, model_info(trained, bundle), out_path, key, key_out)
-    out.print(f"saved {out_path} (test {_fidelity_text(metrics)})", soft_wrap=True)
+    out.print(f"saved {out_path} (test {_fidelity_text(metrics)})")
     if scheme != "none":
-        out.print(f"saved key {key_out} (keep it secret: it proves ownership)", soft_wrap=True)
+        out.print(f"saved key {key_out} (keep it secret: it proves ownership)")
         if not _check_marks(trained, key, bundle, scheme, parse_options(sets)):
             raise typer.Exit(1)
 
@@ -366,16 +366,13 @@ def embed_cmd(
     key = signed(key, private)
     after = evaluate(marked, bundle.loader("test", 256), bundle.task)
     _save_marked(marked, model_info(marked, bundle), out_path, key, key_out)
-    out.print(
-        f"test before {_fidelity_text(before)} -> after {_fidelity_text(after)}", soft_wrap=True
-    )
-    out.print(f"saved {out_path} and key {key_out}", soft_wrap=True)
+    out.print(f"test before {_fidelity_text(before)} -> after {_fidelity_text(after)}")
+    out.print(f"saved {out_path} and key {key_out}")
     missing = [n for n in proofs if not getattr(key, n)]
     if missing:
         err.print(
             f"note: {key_out} has no {' or '.join(missing)} ({key_in}'s cover its old marks "
             "only): sign and stamp it again (nnmark key sign / key timestamp)",
-            soft_wrap=True,
         )
     if not _check_marks(marked, key, bundle, scheme, parse_options(sets)):
         raise typer.Exit(1)
@@ -459,14 +456,14 @@ def emit_verdict(v: Verdict, as_json: bool, suspect: dict[str, Any] | None = Non
     else:
         out.print(verdict_table(v))
         for line in suspect_lines(suspect):
-            out.print(line, markup=False, soft_wrap=True)
+            out.print(line, markup=False)
         for line in evidence_lines(v):
-            out.print(line, markup=False, soft_wrap=True)
-        out.print(f"null hypothesis: {v.null}; alpha {v.alpha:g}", markup=False, soft_wrap=True)
+            out.print(line, markup=False)
+        out.print(f"null hypothesis: {v.null}; alpha {v.alpha:g}", markup=False)
         if v.claim_rule:
-            out.print(f"claim rule: {v.claim_rule}", markup=False, soft_wrap=True)
+            out.print(f"claim rule: {v.claim_rule}", markup=False)
         if v.priority:
-            out.print(f"priority: {v.priority}", markup=False, soft_wrap=True)
+            out.print(f"priority: {v.priority}", markup=False)
     raise typer.Exit(v.exit_code)
 
 
@@ -667,7 +664,7 @@ def evaluate_cmd(
     if as_json:
         print(json.dumps({"split": split, **metrics}))
     else:
-        out.print(f"{model_path} on {data} [{split}]: {_fidelity_text(metrics)}", soft_wrap=True)
+        out.print(f"{model_path} on {data} [{split}]: {_fidelity_text(metrics)}")
 
 
 #: Tensors `nnmark inspect` lists, one row each, reading each: a file's tensor list is the other
@@ -687,16 +684,13 @@ def inspect_cmd(
 
     s = load_suspect(model_path)
     if s.info:
-        out.print(
-            f"architecture {one_line(s.info.arch)} {json.dumps(s.info.arch_kwargs)}", soft_wrap=True
-        )
+        out.print(f"architecture {one_line(s.info.arch)} {json.dumps(s.info.arch_kwargs)}")
         out.print(
             f"task {s.info.task}, input {list(s.info.input_shape)}, classes {s.info.num_classes}, "
             f"nnmark {s.info.version}",
-            soft_wrap=True,
         )
     else:
-        out.print("no nnmark metadata (plain state dict)", soft_wrap=True)
+        out.print("no nnmark metadata (plain state dict)")
     table = Table(show_header=True)
     for col in ("tensor", "shape", "dtype", "values"):
         table.add_column(col)
@@ -710,5 +704,4 @@ def inspect_cmd(
     if len(names) > INSPECT_ROWS:
         out.print(
             f"... and {len(names) - INSPECT_ROWS:,} more tensors ({len(names):,} in all)",
-            soft_wrap=True,
         )

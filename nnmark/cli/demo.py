@@ -55,7 +55,6 @@ def demo_cmd(
     out.print(
         f"digits: {len(data.splits['train'])} train / {len(data.splits['test'])} test images, "
         f"8x8; thief split {len(data.splits['thief'])} (never used by the owner)",
-        soft_wrap=True,
     )
     net = new_model("cnn", data, seed=seed).to(dev)
     with epoch_progress("plain cnn      ", enabled=True) as p:
@@ -86,15 +85,16 @@ def demo_cmd(
     out.print(
         "p-value: chance that a model never marked with this key reads at least this much of "
         "it: the smaller of two exact tails, doubled (the bits it matches, 1/2 each; the sum of "
-        "its bits' scores, standard normal for such a model)."
+        "its bits' scores, standard normal for such a model).",
+        soft_wrap=False,  # prose: wrapped at words
     )
     if out_dir is not None:  # all four files or none (io.atomic_write_all)
         out_dir.mkdir(exist_ok=True)
         models = [model_bytes(m, model_info(m, data)) for m in (plain, marked, stolen)]
         files = [(out_dir / n, b) for n, b in zip(names, [*models, key.text().encode()])]
         atomic_write_all(files, private=[out_dir / "owner.nnkey"])
-        out.print(f"saved models and key in {out_dir}", soft_wrap=True)
-    out.print(f"done in {time.perf_counter() - start:.1f} s", soft_wrap=True)
+        out.print(f"saved models and key in {out_dir}")
+    out.print(f"done in {time.perf_counter() - start:.1f} s")
 
 
 def _check_out_dir(out_dir: Path, names: list[str], force: bool) -> None:

@@ -38,4 +38,4 @@ def export_cmd(
     model, info = load_model(model_path, max_params=max_params)
     check_run_cost(info.arch, info.arch_kwargs, info.input_shape)  # the export traces it
     export_onnx(model, tuple(info.input_shape), out_path)
-    out.print(f"saved {out_path}", soft_wrap=True)
+    out.print(f"saved {out_path}")

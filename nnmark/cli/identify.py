@@ -83,8 +83,7 @@ def identify_cmd(
         out.print(
             f"named: {named}{also}; Bonferroni over {len(result.candidates)} candidates, "
             f"alpha {alpha:g}",
-            soft_wrap=True,
         )
         for line in suspect_lines(record):
-            out.print(line, markup=False, soft_wrap=True)
+            out.print(line, markup=False)
     raise typer.Exit(result.exit_code)

@@ -58,7 +58,7 @@ def identity_cmd(
     from nnmark.provenance import new_identity
 
     check_output(out_path, force)
-    out.print(f"identity {out_path}: {new_identity(out_path)}", markup=False, soft_wrap=True)
+    out.print(f"identity {out_path}: {new_identity(out_path)}", markup=False)
 
 
 ReplaceOpt = Annotated[
@@ -119,7 +119,6 @@ def sign_cmd(
     out.print(
         f"signed {key_path} (commitment {key.commitment[:16]}...) as {fp}{note}",
         markup=False,
-        soft_wrap=True,
     )
 
 
@@ -152,9 +151,7 @@ def timestamp_cmd(
         note = f"{p.time.isoformat()} +/- {p.accuracy_text} by {p.tsa}, serial {p.serial}"
     covers = "commitment and signature" if key.signature else "commitment (the key is unsigned)"
     dataclasses.replace(key, timestamp=doc).save(key_path)
-    out.print(
-        f"timestamped {key_path} at {tsa}, over its {covers}: {note}", markup=False, soft_wrap=True
-    )
+    out.print(f"timestamped {key_path} at {tsa}, over its {covers}: {note}", markup=False)
 
 
 def _signature_status(key: OwnerKey) -> dict[str, Any]:
@@ -292,4 +289,4 @@ def show_cmd(
         ("timestamp", ts_line),
         ("imprint", result["stamp_imprint"]),
     ):
-        out.print(f"{label + ':':<12}{one_line(value)}", markup=False, soft_wrap=True)
+        out.print(f"{label + ':':<12}{one_line(value)}", markup=False)

@@ -126,7 +126,7 @@ def serve_cmd(
             raise NNMarkError("defenses autoencoder and reject:by=recon|feature need --data")
         bundle = load_data(data)
         check_inputs(info.input_shape, bundle, data)
-        err.print(f"fitting defenses on the thief split of {data}", soft_wrap=True)
+        err.print(f"fitting defenses on the thief split of {data}")
         fit_evasions(defenses, model, bundle, seed=seed)
     name = plain_name(model_name, "--model-name") if model_name else model_path.stem
     app = create_app(
@@ -145,7 +145,6 @@ def serve_cmd(
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
     err.print(
         f"serving {model_path} as {name!r} on http://{shown}:{port}/v2/models/{name}/infer",
-        soft_wrap=True,
     )
     limits = ConnectionLimits(head_timeout, per_client, max_connections)
     uvicorn.Server(server_config(app, limits, log_level="warning")).run(sockets=[sock])
