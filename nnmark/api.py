@@ -630,7 +630,7 @@ def _looks(sch: Scheme) -> int:
     that commits to an unmarked reference is read realigned to it and as given with
     --reference-unmarked, as given alone without; both count either way, or running verify
     with and without the flag and keeping the better was a free look (forger review, session
-    39: 1.5x the false-claim rate at 0.1 over 6,000 never-marked pairs)."""
+    39)."""
     # the mark's own commitment, as realignment reads it (a key's field may be edited apart)
     return 2 if sch.mark.reference is not None and sch.kind == "whitebox" else 1
 

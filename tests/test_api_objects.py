@@ -139,7 +139,7 @@ def test_verify_takes_a_key_files_path_and_refuses_an_alpha_outside_0_1(  # type
 
 def test_fingerprint_is_the_function_the_readme_calls() -> None:
     """`from nnmark import fingerprint` gave the module, while the README calls `fingerprint()`
-    (review, session 38); like `train`, the attribute is the function and the module stays
+    (review, session 39); like `train`, the attribute is the function and the module stays
     importable by its full name."""
     import importlib
 

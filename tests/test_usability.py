@@ -363,7 +363,7 @@ def test_an_attack_that_leaves_nan_names_its_options_not_lr(files: Path) -> None
 def test_a_sharded_index_is_refused_where_a_model_is_built(tmp_path: Path) -> None:
     """evaluate, attack and export build the model: an index is refused by what it is, not as
     an unknown '.json' format whose message lists the index among the formats (review, session
-    38)."""
+    39)."""
     index = tmp_path / "model.safetensors.index.json"
     index.write_text(json.dumps({"weight_map": {}}))
     out = str(tmp_path / "out.safetensors")
@@ -383,7 +383,7 @@ def test_a_plain_state_dict_where_a_model_is_built_says_how_to_add_the_metadata(
 ) -> None:
     """A `.pt` state dict (examples/own_module.py writes one) names no architecture: evaluate,
     attack and embed say how to save it with metadata, not only that it is unknown (review,
-    session 38)."""
+    session 39)."""
     import torch
 
     from nnmark import new_model
@@ -403,7 +403,7 @@ def test_a_plain_state_dict_where_a_model_is_built_says_how_to_add_the_metadata(
 
 def test_result_lines_are_not_wrapped_when_piped(digits: DataBundle, tmp_path: Path) -> None:
     """`nnmark evaluate ... | cat` split "dice 0.8583, iou\\n0.7517" at 80 columns: a line of
-    data is one line, whatever the width, for the program reading it (review, session 38)."""
+    data is one line, whatever the width, for the program reading it (review, session 39)."""
     from nnmark import new_model
 
     deep = tmp_path / ("a-folder-name-long-enough-to-push-the-line-past-eighty-columns" * 2)
@@ -417,7 +417,7 @@ def test_result_lines_are_not_wrapped_when_piped(digits: DataBundle, tmp_path: P
 
 
 def test_train_help_lists_the_zoo_from_the_registry() -> None:
-    """`--model` named no architecture (review, session 38): its help lists the registry's."""
+    """`--model` named no architecture (review, session 39): its help lists the registry's."""
     from nnmark.models import MODELS
 
     r = runner.invoke(app, ["train", "--help"], terminal_width=200)

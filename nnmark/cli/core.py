@@ -128,7 +128,7 @@ def _check_marks(
 
 
 #: The zoo's architectures, read from the registry for --model's help (`nnmark train --help`
-#: listed none; review, session 38).
+#: listed none; review, session 39).
 ZOO = ", ".join(MODELS.names())
 
 

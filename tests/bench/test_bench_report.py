@@ -266,7 +266,7 @@ def test_report_renders_in_a_real_browser(tiny: tuple[Path, Path], tmp_path: Pat
     assert "| uchida | whitebox |" in summary and "| permute (0.00 pts) | 1/2 attacks |" in summary
     # costs near the budget in two decimals (0.0501 printed 5.0 pts), the machine line without
     # ray when it was not used, and the claim threshold named in the strength figure's caption
-    # (as the y label it was taller than a panel; review, session 38)
+    # (as the y label it was taller than a panel; review, session 39)
     assert "jobs=1 on " in text and "ray=" not in text and "ray=" not in summary
     assert "the dashed line is one mark" in text and "claim threshold (above it" in text
     assert "drops by less than 5 points" in summary and "nnmark bench --config" in summary
@@ -646,7 +646,7 @@ def test_the_markdown_summary_is_inert(tiny: tuple[Path, Path], tmp_path: Path) 
 
 
 def test_the_machine_line_names_ray_only_when_it_ran() -> None:
-    """`ray=None` on every local run told the reader nothing (review, session 38)."""
+    """`ray=None` on every local run told the reader nothing (review, session 39)."""
     from nnmark.bench.report.render import _machine_lines
 
     run = {"command": "nnmark bench", "jobs": 2, "machine": {"cpu_count": 2}}

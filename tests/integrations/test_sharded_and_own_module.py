@@ -91,7 +91,7 @@ def test_black_box_mark_on_a_sharded_index_asks_for_a_runnable_model(
     digits: DataBundle, tmp_path: Path
 ) -> None:
     """An index names tensors, not an architecture: a black-box key is refused with what to give
-    instead, not with a claim that the scheme needs white-box access (review, session 38)."""
+    instead, not with a claim that the scheme needs white-box access (review, session 39)."""
     model = new_model("cnn", digits, seed=0)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp_path / "a.safetensors"))

@@ -292,7 +292,7 @@ def _strength_axis(c: _Canvas, ax: Any, stat: str) -> None:
         ax.axhline(c.claim_line, color="grey", lw=0.8, ls="--")
         ax.set_ylim(bottom=0)
         # short: a longer label outgrew the panel's height and ran into the next row's (review,
-        # session 38); the dashed line is named in the section's caption (render.STRENGTH_NOTE)
+        # session 39); the dashed line is named in the section's caption (render.STRENGTH_NOTE)
         ax.set_ylabel("-log10 p", fontsize=7)
         return
     if stat not in PANELS:
