@@ -182,18 +182,11 @@ def _sections(
         out.append(Section("Failed cells", table=tabs["failed"]))
     if skipped:
         out.append(Section("Skipped: schemes that cannot mark a task", table=skip_table(skipped)))
-    runs = meta.get("runs", [])
-    grids = {
-        json.dumps(r["spec"], sort_keys=True)
-        for r in (runs if isinstance(runs, list) else [])
-        if isinstance(r, dict) and "spec" in r
-    }
+    listed = meta.get("runs")
+    runs = [r for r in listed if isinstance(r, dict)] if isinstance(listed, list) else []
+    grids = {json.dumps(r["spec"], sort_keys=True) for r in runs if "spec" in r}
+    unrecorded = [r for r in runs if "spec" not in r]
     about = tuple(spec.get("about") or ())
-    unrecorded = [
-        r
-        for r in (runs if isinstance(runs, list) else [])
-        if isinstance(r, dict) and "spec" not in r
-    ]
     if len(grids) > 1 or (grids and unrecorded):  # a resumed folder: rows of several grids
         note = (
             f"This folder was run with {len(grids)} different grids (each run's is in "
