@@ -16,8 +16,8 @@ class Registry(Generic[T]):
     >>> R: Registry[type] = Registry("thing")
     >>> @R.register("a")
     ... class A: ...
-    >>> R.names(), R.get("a") is A
-    (['a'], True)
+    >>> R.names(), R.get("a") is A, R.find("b")
+    (['a'], True, None)
     """
 
     def __init__(self, kind: str) -> None:
@@ -39,6 +39,10 @@ class Registry(Generic[T]):
         except KeyError:
             known = ", ".join(sorted(self._items)) or "none"
             raise NNMarkError(f"unknown {self.kind} {name!r} (known: {known})") from None
+
+    def find(self, name: str) -> T | None:
+        """The entry named `name`, or None: for callers where a missing name is not an error."""
+        return self._items.get(name)
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -371,7 +371,7 @@ class SuspectCopy:
         try:
             self._copy(source, self.path, follow=True)
             suffix = source.suffix.lower()
-            companions = SUSPECT_COMPANIONS.get(suffix) if suffix in SUSPECT_COMPANIONS else None
+            companions = SUSPECT_COMPANIONS.find(suffix)
             for name, follow in companions(self.path) if companions else []:
                 self._copy(source.parent / name, self.folder / name, follow, named_by=source)
         except NNMarkError as exc:  # the index's or graph's own errors name the copy
@@ -488,7 +488,7 @@ def load_suspect(
     `device`: where its forward passes run (white-box reads stay on the CPU)."""
     p = Path(path)
     suffix = p.suffix.lower()
-    loader = SUSPECT_LOADERS.get(suffix) if suffix in SUSPECT_LOADERS else None
+    loader = SUSPECT_LOADERS.find(suffix)
     if loader is not None:
         if not p.is_file():
             raise NNMarkError(f"model file not found: {p}")

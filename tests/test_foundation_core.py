@@ -114,6 +114,7 @@ def test_registry_refuses_duplicates() -> None:
         reg.register("a")(2)
     with pytest.raises(NNMarkError, match="unknown thing 'b'"):
         reg.get("b")
+    assert reg.find("a") == 1 and reg.find("b") is None
 
 
 def test_digits_splits_are_disjoint_and_fixed() -> None:

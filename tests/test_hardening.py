@@ -31,6 +31,7 @@ from nnmark.errors import NNMarkError
 from nnmark.forge import honest_key
 from nnmark.io import ModelInfo, load_model, load_state_dict, save_model
 from nnmark.keys import OwnerKey, _maxmem, _scrypt, sha256_hex
+from nnmark.models import check_kwargs
 from nnmark.schemes.segtrigger import SegTriggerConfig
 
 runner = CliRunner()
@@ -528,6 +529,7 @@ def test_a_model_file_cannot_ask_for_millions_of_layers(tmp_path: Path) -> None:
         ({"x": 1}, "model 'cnn' takes no argument 'x' (it takes hidden, in_channels, input_size,"),
         ({"arch": "mlp", "width": 4}, "model 'ensemble' takes no argument 'width'"),
         ({"arch": "resnet20", "dropout": "0.5"}, "model 'ensemble': dropout must be a number"),
+        ({"arch": "resnet20", "dropout": 1}, "model 'ensemble': dropout must be in [0, 1), got 1"),
     ],
 )
 def test_a_model_files_arch_kwargs_are_checked_against_the_architecture(
@@ -549,6 +551,16 @@ def test_a_model_files_arch_kwargs_are_checked_against_the_architecture(
     assert r.exit_code == 2, (r.stdout, r.stderr)
     assert r.stderr.startswith(f"error: {path}: malformed nnmark metadata ({says}"), r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_rate_written_as_an_integer_is_a_number() -> None:
+    """`dropout: 0` (JSON's 0, not 0.0) was refused as a size below 1: the size check read
+    every integer as a size. Sizes are the arguments annotated int; a rate is a number in
+    [0, 1)."""
+    check_kwargs("wrn", {"dropout": 0})
+    check_kwargs("ensemble", {"arch": "resnet20", "dropout": 0})
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got -0.5"):
+        check_kwargs("wrn", {"dropout": -0.5})
 
 
 def test_a_model_file_cannot_ask_for_an_ensemble_of_thousands(tmp_path: Path) -> None:

@@ -260,4 +260,5 @@ def scheme_kind(scheme: str) -> str | None:
 
     if "+" in scheme:
         return "composite"
-    return SCHEMES.get(scheme).kind if scheme != "none" and scheme in SCHEMES else None
+    cls = SCHEMES.find(scheme)
+    return cls.kind if cls is not None else None

@@ -78,15 +78,33 @@ _KINDS: dict[Any, tuple[str, Callable[[Any], bool]]] = {
 }
 
 
+#: Arguments of a number type with a narrower range than the type's: a dropout rate of 1 or more
+#: zeroed every activation (or failed at the first forward).
+_RANGES: dict[str, tuple[float, float]] = {"dropout": (0.0, 1.0)}
+
+
+def _check_value(
+    name: str, arg: str, v: Any, annotation: Any, kind: tuple[str, Callable[[Any], bool]]
+) -> None:
+    """Raise ValueError where zoo model `name`'s argument `arg` (annotated `annotation`) cannot
+    take `v`: not of its type; an integer (a size) below 1 (a 0 built empty layers, -1 a model
+    read from nothing); a rate out of its range."""
+    if not kind[1](v):
+        raise ValueError(f"model {name!r}: {arg} must be {kind[0]}, got {repr(v)[:40]}")
+    if annotation is int and v < 1:
+        raise ValueError(f"model {name!r}: {arg} must be at least 1, got {v}")
+    lo, hi = _RANGES.get(arg, (-math.inf, math.inf))
+    if annotation is float and not lo <= v < hi:
+        raise ValueError(f"model {name!r}: {arg} must be in [{lo:g}, {hi:g}), got {v}")
+
+
 def check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     """Raise ValueError, naming the argument, where `kwargs` (a model file's arch_kwargs are
     the other side's) hold one zoo model `name` does not take, or a value not of its type; a
-    size below 1; or a depth or blocks out of [1, MAX_DEPTH] (bounded before any is built).
+    size below 1; a rate out of range; or a depth or blocks out of [1, MAX_DEPTH] (bounded
+    before any is built).
     None means the model's default."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    for k, v in kwargs.items():  # sizes: a 0 built empty layers, -1 a model read from nothing
-        if isinstance(v, int) and not isinstance(v, bool) and v < 1:
-            raise ValueError(f"model {name!r}: {k} must be at least 1, got {v}")
     for k in STRUCTURAL:
         v = kwargs.get(k, 1)
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_DEPTH:
@@ -105,9 +123,8 @@ def check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
             elif p.name not in taken and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
                 taken.add(p.name)
                 kind = _KINDS.get(p.annotation)
-                if p.name in left and kind and not kind[1](left[p.name]):
-                    got = repr(left[p.name])[:40]
-                    raise ValueError(f"model {name!r}: {p.name} must be {kind[0]}, got {got}")
+                if p.name in left and kind:
+                    _check_value(name, p.name, left[p.name], p.annotation, kind)
                 left.pop(p.name, None)
         target = None
         if passes is not None:
