@@ -48,6 +48,7 @@ from nnmark.schemes.base import (
     Scheme,
     check_derived,
     check_fields,
+    check_int,
     check_shape,
     config_count,
     key_error,
@@ -159,9 +160,7 @@ class TriggerScheme(Scheme):
             raise key_error(mark, "bits", "must be empty: a trigger set carries no payload")
         if mark.layer is not None:
             raise key_error(mark, "layer", "must be null for a trigger set")
-        classes = mark.data["classes"]
-        if not isinstance(classes, int) or isinstance(classes, bool) or not 2 <= classes <= 100_000:
-            raise key_error(mark, "data.classes", "must be an integer in [2, 100000]")
+        check_int(mark, "data.classes", mark.data["classes"], 2, 100_000)
         shape = check_shape(mark, "data.input_shape", mark.data["input_shape"], dims=(1, 3))
         n = config_count(mark, "n", getattr(cls.Config, "n", 0))
         if n is not None:

@@ -56,6 +56,8 @@ from nnmark.schemes.base import (
     NotRealignable,
     Scheme,
     check_fields,
+    check_host_layer,
+    check_int,
     check_shape,
     key_error,
     unwrap,
@@ -104,17 +106,14 @@ class ActSign(Scheme):
     def check_key(cls, mark: Mark) -> None:
         check_fields(mark, {"input_shape", "units"})
         shape = check_shape(mark, "data.input_shape", mark.data["input_shape"], dims=(1, 3))
-        units = mark.data["units"]
-        if not isinstance(units, int) or isinstance(units, bool) or not 1 <= units <= 1 << 22:
-            raise key_error(mark, "data.units", "must be an integer in [1, 2^22]")
+        units = check_int(mark, "data.units", mark.data["units"], 1, 1 << 22)
         neurons = mark.config.get("neurons") or min(len(mark.bits), units)
         if not isinstance(neurons, int) or not 1 <= neurons <= units:
             raise key_error(mark, "config.neurons", f"must be in [1, units = {units}]")
         inputs = math.ceil(len(mark.bits) / neurons) if mark.bits else 0
         if not 1 <= inputs <= 4096 or inputs * math.prod(shape) > MAX_DERIVED_VALUES:
             raise key_error(mark, "bits", "must hold at least one bit and need at most 4096 inputs")
-        if mark.layer is None or mark.config.get("layer") not in (None, mark.layer):
-            raise key_error(mark, "layer", "must name the host layer (and agree with the config)")
+        check_host_layer(mark)
         if mark.stored:
             raise key_error(mark, "stored", "must be empty")
 

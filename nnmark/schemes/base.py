@@ -120,6 +120,19 @@ def check_shape(mark: Mark, name: str, value: Any, *, dims: tuple[int, int] = (1
     return value
 
 
+def check_int(mark: Mark, name: str, value: Any, lo: int, hi: int) -> int:
+    """An integer field of a key (JSON's true is not one), in [lo, hi]."""
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise key_error(mark, name, f"must be an integer in [{lo}, {hi}]")
+    return value
+
+
+def check_host_layer(mark: Mark) -> None:
+    """A white-box mark names its host layer, and its config names no other."""
+    if mark.layer is None or mark.config.get("layer") not in (None, mark.layer):
+        raise key_error(mark, "layer", "must name the host layer (and agree with the config)")
+
+
 def check_fields(mark: Mark, allowed: set[str], required: set[str] | None = None) -> None:
     """`mark.data` holds exactly the fields a scheme derives from (and an ECC's parameters)."""
     unknown = sorted(set(mark.data) - allowed - {"ecc"})

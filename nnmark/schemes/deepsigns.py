@@ -60,6 +60,8 @@ from nnmark.schemes.base import (
     Scheme,
     check_derived,
     check_fields,
+    check_host_layer,
+    check_int,
     key_error,
     unwrap,
 )
@@ -104,18 +106,11 @@ class DeepSigns(Scheme):
     @classmethod
     def check_key(cls, mark: Mark) -> None:
         check_fields(mark, {"dataset", "features"})
-        features = mark.data["features"]
-        if (
-            not isinstance(features, int)
-            or isinstance(features, bool)
-            or not 1 <= features <= 1 << 22
-        ):
-            raise key_error(mark, "data.features", "must be an integer in [1, 2^22]")
+        features = check_int(mark, "data.features", mark.data["features"], 1, 1 << 22)
         if not 1 <= len(mark.bits) <= features:
             raise key_error(mark, "bits", f"must hold 1 to {features} bits")
         check_derived(mark, "data.features", features * len(mark.bits), "projection")
-        if mark.layer is None or mark.config.get("layer") not in (None, mark.layer):
-            raise key_error(mark, "layer", "must name the host layer (and agree with the config)")
+        check_host_layer(mark)
         if mark.stored:
             raise key_error(mark, "stored", "must be empty")
 

@@ -53,6 +53,7 @@ from nnmark.schemes.base import (
     Evidence,
     Scheme,
     check_fields,
+    check_host_layer,
     check_shape,
     key_error,
     unwrap,
@@ -118,8 +119,7 @@ class STDM(Scheme):
     def check_key(cls, mark: Mark) -> None:
         check_fields(mark, {"shape"})
         shape = check_shape(mark, "data.shape", mark.data["shape"], dims=(2, 5))
-        if mark.layer is None or mark.config.get("layer") not in (None, mark.layer):
-            raise key_error(mark, "layer", "must name the host layer (and agree with the config)")
+        check_host_layer(mark)
         if not 1 <= len(mark.bits) <= math.prod(shape):
             raise key_error(mark, "bits", f"must hold 1 to {math.prod(shape)} bits here")
         if set(mark.stored) - {"marked_sha256"}:

@@ -52,6 +52,7 @@ from nnmark.schemes.base import (
     NotRealignable,
     Scheme,
     check_fields,
+    check_host_layer,
     check_shape,
     key_error,
     unwrap,
@@ -153,8 +154,7 @@ class Uchida(Scheme):
     def check_key(cls, mark: Mark) -> None:
         check_fields(mark, {"shape"})
         shape = check_shape(mark, "data.shape", mark.data["shape"], dims=(2, 5))
-        if mark.layer is None or mark.config.get("layer") not in (None, mark.layer):
-            raise key_error(mark, "layer", "must name the host layer (and agree with the config)")
+        check_host_layer(mark)
         if not 1 <= len(mark.bits) <= math.prod(shape[1:]):
             raise key_error(mark, "bits", f"must hold 1 to {math.prod(shape[1:])} bits here")
         if len(mark.bits) * math.prod(shape[1:]) > MAX_PROJECTION:
