@@ -6,9 +6,10 @@ A 64-bit Uchida mark trained from scratch on digits (cnn, seed 0, 20 epochs, as 
 and recipe without the mark: `--reference-unmarked`); for each key, the marked model morphed
 and its channels pruned (25 %, structured), both at attack seed 3, then verified blind and
 realigned to the twin, with channels paired by weights (as `verify --reference-unmarked` does)
-and, for comparison, by activations on random inputs alone.
+and, for comparison, by activations on random inputs alone. `--scheme` and `--attacks` run
+another white-box scheme or other attacks the same way (results named realign_keys_<scheme>).
 
-    python benchmarks/realign_keys.py [--keys 12]
+    python benchmarks/realign_keys.py [--keys 12] [--scheme stdm --bits 0 --attacks permute]
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ ATTACKS = ("morph", "prune:structured=true,fraction=0.25")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=12)
+    ap.add_argument("--scheme", default="uchida", help="a white-box scheme (default uchida)")
+    ap.add_argument("--bits", type=int, default=64, help="0: the scheme's default")
+    ap.add_argument("--attacks", nargs="+", default=list(ATTACKS), help="attack specs")
     args = ap.parse_args()
     torch.set_num_threads(1)
     start = time.time()
@@ -43,11 +47,11 @@ def main() -> None:
     for i in range(args.keys):
         key = OwnerKey.new("realign keys", nonce=f"{i:032x}", created=CREATED)
         marked, key = embed(
-            new_model("cnn", data, seed=0), data, "uchida", key=key, bits=64, config=cfg,
-            reference=twin,
+            new_model("cnn", data, seed=0), data, args.scheme, key=key, bits=args.bits or None,
+            config=cfg, reference=twin,
         )  # fmt: skip
         schemes = [bound_scheme(key, m.index, data) for m in key.marks]
-        for spec in ATTACKS:
+        for spec in args.attacks:
             copy = attack(marked, spec, data, seed=3)
             row = {"key": i, "attack": spec, "blind_ber": verify(copy, key).ber}
             for pairing in ("weights", "activations"):
@@ -56,9 +60,10 @@ def main() -> None:
                 row[f"{pairing}_verdict"] = v.verdict
             rows.append(row)
             print(row, flush=True)
-    write_results(
-        "realign_keys", {"keys": args.keys, "rows": rows}, _markdown(rows, time.time() - start)
-    )
+    name = "realign_keys" if args.scheme == "uchida" else f"realign_keys_{args.scheme}"
+    what = f"{args.bits or 'default'}-bit {args.scheme}"
+    payload = {"scheme": args.scheme, "bits": args.bits or None, "keys": args.keys, "rows": rows}
+    write_results(name, payload, _markdown(rows, what, args.attacks, time.time() - start))
 
 
 def _realigned(copy, twin, schemes, pairing: str):  # type: ignore[no-untyped-def]
@@ -74,10 +79,10 @@ def _realigned(copy, twin, schemes, pairing: str):  # type: ignore[no-untyped-de
         realign_module.WEIGHT_PASSES = passes
 
 
-def _markdown(rows: list[dict], seconds: float) -> str:  # type: ignore[type-arg]
+def _markdown(rows: list[dict], what: str, attacks: list[str], seconds: float) -> str:  # type: ignore[type-arg]
     keys = len({r["key"] for r in rows})
     lines = [
-        f"digits cnn, 64-bit Uchida from scratch (seed 0, 20 epochs), {keys} keys (fresh "
+        f"digits cnn, {what} from scratch (seed 0, 20 epochs), {keys} keys (fresh "
         f"nonces), each key committed to the plain twin; attacks at seed 3; "
         f"{seconds:.0f} s (1 torch thread).",
         "",
@@ -85,7 +90,7 @@ def _markdown(rows: list[dict], seconds: float) -> str:  # type: ignore[type-arg
         "paired by activations: worst BER / found |",
         "|---|---|---|---|",
     ]
-    for spec in ATTACKS:
+    for spec in attacks:
         mine = [r for r in rows if r["attack"] == spec]
         cells = []
         for pairing in ("weights", "activations"):
