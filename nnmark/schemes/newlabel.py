@@ -15,7 +15,10 @@ models. So every key sample has a perturbation of its own (n patterns), training
 `negatives` images with fresh, non-key perturbations under their true labels (the model learns
 *these* perturbations, not perturbation in general), and verification mixes the key
 samples with as many decoys (in a random order of the key, so a server cannot answer by
-position): the same recipe with perturbations from another stream of the key.
+position): the same recipe with perturbations from another stream of the key, on the next n
+images of the key's draw of source images (all 2n distinct: drawn apart, a key sample and a
+decoy could share an image, which a server answering one of each such pair could make
+non-exchangeable; forger review, session 40).
 For a model that never saw the key, key samples and decoys are exchangeable, so the number of
 key samples among its new-label answers is hypergeometric: an exact test (a suspect that answers
 the new label for decoys too is not claimed). The price is power: one bit per query at best,
@@ -141,8 +144,19 @@ class NewLabel(TriggerScheme):
     def patterns(self, n: int, stream: str) -> torch.Tensor:
         return self.draw_patterns(n, self.mark.generator(stream))
 
+    def sources(self, count: int) -> torch.Tensor:
+        """The first `count` images of the key's one draw of distinct source images: key
+        samples are the first n, decoys the next n (so no decoy shares a key sample's image)."""
+        n, have = self.config.n, len(self.source().indices("train"))
+        if have < 2 * n:  # refused when marking, not first when verifying
+            raise NNMarkError(
+                f"newlabel: {n} key samples and {n} decoys need {2 * n} distinct training "
+                f"images; the data set has {have}"
+            )
+        return source_images(self.source(), count, self.mark.generator("sources"))[0]
+
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        images, _ = source_images(self.source(), self.config.n, self.mark.generator("sources"))
+        images = self.sources(self.config.n)
         return perturb(images, self.patterns(self.config.n, "patterns"), self.config.beta), (
             torch.arange(self.config.n)
         )
@@ -151,9 +165,10 @@ class NewLabel(TriggerScheme):
         return torch.full((groups,), self.classes)  # the new label: index C
 
     def decoys(self) -> torch.Tensor:
-        """As many decoys as key samples: the same recipe, another stream of the key."""
+        """As many decoys as key samples: the same recipe on the next n source images, under
+        patterns from another stream of the key."""
         n = self.config.n
-        images, _ = source_images(self.source(), n, self.mark.generator("decoy sources"))
+        images = self.sources(2 * n)[n:]
         return perturb(images, self.patterns(n, "decoys"), self.config.beta)
 
     def batches(self, batches: Iterator[Batch]) -> Iterator[Batch]:
