@@ -37,7 +37,14 @@ def main() -> None:
     ap.add_argument("--scheme", default="uchida", help="a white-box scheme (default uchida)")
     ap.add_argument("--bits", type=int, default=64, help="0: the scheme's default")
     ap.add_argument("--attacks", nargs="+", default=list(ATTACKS), help="attack specs")
+    ap.add_argument(
+        "--scales-kept",
+        action="store_true",
+        help="also realign paired by weights with each channel's scale left as the suspect's "
+        "(not set to the twin's): what the rescaling costs a mark that reads magnitudes",
+    )
     args = ap.parse_args()
+    pairings = ("weights", "activations", *(("scales_kept",) if args.scales_kept else ()))
     torch.set_num_threads(1)
     start = time.time()
     data = load_data("digits")
@@ -54,7 +61,7 @@ def main() -> None:
         for spec in args.attacks:
             copy = attack(marked, spec, data, seed=3)
             row = {"key": i, "attack": spec, "blind_ber": verify(copy, key).ber}
-            for pairing in ("weights", "activations"):
+            for pairing in pairings:
                 v = verify(_realigned(copy, twin, schemes, pairing), key)
                 row[f"{pairing}_ber"], row[f"{pairing}_p"] = v.ber, v.p_value
                 row[f"{pairing}_verdict"] = v.verdict
@@ -63,14 +70,29 @@ def main() -> None:
     name = "realign_keys" if args.scheme == "uchida" else f"realign_keys_{args.scheme}"
     what = f"{args.bits or 'default'}-bit {args.scheme}"
     payload = {"scheme": args.scheme, "bits": args.bits or None, "keys": args.keys, "rows": rows}
-    write_results(name, payload, _markdown(rows, what, args.attacks, time.time() - start))
+    markdown = _markdown(rows, what, args.attacks, pairings, time.time() - start)
+    write_results(name, payload, markdown)
 
 
 def _realigned(copy, twin, schemes, pairing: str):  # type: ignore[no-untyped-def]
     """`copy` realigned to `twin`, its channels paired by weights (the default) or, with the
-    weight pass switched off, by activations alone."""
+    weight pass switched off, by activations alone; `scales_kept`: by weights, each channel's
+    scale left as the suspect's (match_plan's rescaling undone)."""
     if pairing == "weights":
         return realign_suspect(ModuleSuspect(copy), twin, schemes, unmarked=True)
+    if pairing == "scales_kept":
+        match_plan = realign_module.match_plan
+
+        def unscaled(*args, **kwargs):  # type: ignore[no-untyped-def]
+            plan = match_plan(*args, **kwargs)
+            ones = torch.ones_like(plan.out_scale)
+            return realign_module.Plan(plan.select, ones, (plan.merge != 0).float())
+
+        realign_module.match_plan = unscaled
+        try:
+            return realign_suspect(ModuleSuspect(copy), twin, schemes, unmarked=True)
+        finally:
+            realign_module.match_plan = match_plan
     passes = realign_module.WEIGHT_PASSES
     realign_module.WEIGHT_PASSES = 0
     try:
@@ -79,21 +101,29 @@ def _realigned(copy, twin, schemes, pairing: str):  # type: ignore[no-untyped-de
         realign_module.WEIGHT_PASSES = passes
 
 
-def _markdown(rows: list[dict], what: str, attacks: list[str], seconds: float) -> str:  # type: ignore[type-arg]
+def _markdown(  # type: ignore[type-arg]
+    rows: list[dict], what: str, attacks: list[str], pairings: tuple[str, ...], seconds: float
+) -> str:
     keys = len({r["key"] for r in rows})
+    heads = {
+        "weights": "realigned, paired by weights",
+        "activations": "paired by activations",
+        "scales_kept": "paired by weights, scales kept",
+    }
     lines = [
         f"digits cnn, {what} from scratch (seed 0, 20 epochs), {keys} keys (fresh "
         f"nonces), each key committed to the plain twin; attacks at seed 3; "
         f"{seconds:.0f} s (1 torch thread).",
         "",
-        "| attack | blind: worst BER | realigned, paired by weights: worst BER / found | "
-        "paired by activations: worst BER / found |",
-        "|---|---|---|---|",
+        "| attack | blind: worst BER | "
+        + " | ".join(f"{heads[p]}: worst BER / found" for p in pairings)
+        + " |",
+        "|---|---|" + "---|" * len(pairings),
     ]
     for spec in attacks:
         mine = [r for r in rows if r["attack"] == spec]
         cells = []
-        for pairing in ("weights", "activations"):
+        for pairing in pairings:
             found = sum(r[f"{pairing}_verdict"] == "found" for r in mine)
             worst = max(r[f"{pairing}_ber"] for r in mine)
             cells.append(f"{worst:.3f} / {found} of {len(mine)}")

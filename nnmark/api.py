@@ -625,14 +625,20 @@ def _read(
     return view, dataclasses.replace(v, p_value=p, details=details)
 
 
+#: Views of a white-box mark realigned to its committed unmarked reference
+#: (RealignedSuspect.readings): realigned, realigned with the channel scales kept, as given.
+UNMARKED_REFERENCE_LOOKS = 3
+
+
 def _looks(sch: Scheme) -> int:
     """The readings a verifier may choose between for this mark: a white-box mark of a key
-    that commits to an unmarked reference is read realigned to it and as given with
-    --reference-unmarked, as given alone without; both count either way, or running verify
-    with and without the flag and keeping the better was a free look (forger review, session
-    39)."""
+    that commits to an unmarked reference is read three ways with --reference-unmarked
+    (UNMARKED_REFERENCE_LOOKS), as given alone without; all count either way, or running
+    verify with and without the flag and keeping the better was a free look (forger review,
+    session 39)."""
     # the mark's own commitment, as realignment reads it (a key's field may be edited apart)
-    return 2 if sch.mark.reference is not None and sch.kind == "whitebox" else 1
+    committed = sch.mark.reference is not None and sch.kind == "whitebox"
+    return UNMARKED_REFERENCE_LOOKS if committed else 1
 
 
 def verify(

@@ -70,8 +70,10 @@ matching still reads the host units' answers, which are what that mark changed),
 not_found, never wrongly found (tests/schemes/test_scheme_realign.py). Against a blinded
 marked reference (which both activation marks refuse) channels are paired by activations
 only. The matching can scramble even an unmoved copy (deepsigns
-BER 0.27 realigned, 0 as given), so with `--reference-unmarked` every white-box mark is read
-both ways and claimed on the smaller p, doubled (`RealignedSuspect.readings`).
+BER 0.27 realigned, 0 as given), and the channel scales set to the twin's move a mark that
+reads weight magnitudes (ST-DM) by however much two models trained apart differ, so with
+`--reference-unmarked` every white-box mark is read realigned, realigned with the suspect's
+scales kept, and as given, and claimed on the smallest p, tripled (`RealignedSuspect.readings`).
 
 A suspect that cannot be matched at all (another architecture, other layer names) is not_found
 with the reason, not an error. Black-box and integrity marks read the suspect as given:
@@ -265,19 +267,21 @@ def _pair_groups(suspect: list[Group], reference: list[Group]) -> dict[str, tupl
 
 @torch.no_grad()
 def _norm_scales_back(
-    model: nn.Module, reference: nn.Module, pairs: dict[str, str], signs: bool
+    model: nn.Module, reference: nn.Module, pairs: dict[str, str], signs: bool, norms: bool = True
 ) -> None:
-    """Per-channel scales a BatchNorm absorbs are invisible in activations: use weight norms,
-    and (`signs`) the sign of each channel's weights against the reference's: a negated
-    channel with a negated norm weight answers the same (the scale attack's `flip`). Signs are
-    read only from a reference that never saw the key: against a marked one they would pull
-    the suspect towards the mark."""
+    """Per-channel scales a BatchNorm absorbs are invisible in activations: use weight norms
+    (unless `norms` is off: `keep_scales`' view), and (`signs`) the sign of each channel's
+    weights against the reference's: a negated channel with a negated norm weight answers the
+    same (the scale attack's `flip`). Signs are read only from a reference that never saw the
+    key: against a marked one they would pull the suspect towards the mark."""
     for conv, norm in pairs.items():
         w = model.get_submodule(conv).weight
         r = reference.get_submodule(conv).weight
         ws = w.reshape(w.shape[0], -1).norm(dim=1)
         rs = r.reshape(r.shape[0], -1).norm(dim=1)
         factors = torch.where((ws > 1e-12) & (rs > 1e-12), rs / ws.clamp_min(1e-12), 1.0)
+        if not norms:
+            factors = torch.ones_like(factors)
         if signs:
             agree = (w.reshape(w.shape[0], -1) * r.reshape(r.shape[0], -1)).sum(1)
             factors = torch.where(agree < 0, -factors, factors)
@@ -296,6 +300,26 @@ def realign(
     `unmarked`: the reference never saw the key, so channels are also paired by their weights
     (`_plans_by_weights`) and the signs of channels a BatchNorm absorbs are set back.
     """
+    return realign_views(suspect, reference, inputs, unmarked)[0]
+
+
+def keep_scales(plan: Plan) -> Plan:
+    """`plan` with each reference channel keeping its paired suspect channel's scale (a unit
+    merged into it is scaled relative to that one): the view for marks that read weight
+    magnitudes, which a scale set to the reference's (the default, what undoes `scale`) moves
+    by however much two models trained apart differ."""
+    return Plan(plan.select, torch.ones_like(plan.out_scale), plan.merge * plan.out_scale)
+
+
+def realign_views(
+    suspect: nn.Module,
+    reference: nn.Module,
+    inputs: torch.Tensor | None = None,
+    unmarked: bool = False,
+    scales_kept: bool = False,
+) -> list[nn.Module]:
+    """`realign`'s model, and with `scales_kept` a second one paired the same way with every
+    channel's scale left as the suspect's (`keep_scales`; signs still set back)."""
     model = copy.deepcopy(suspect).eval()
     reference = copy.deepcopy(reference).eval()
     x = probe_inputs(reference) if inputs is None else inputs
@@ -314,14 +338,22 @@ def realign(
     }
     if unmarked:
         plans = _plans_by_weights(model, reference, paired, plans, (ref_act, sus_act))
-    apply_plans(model, sus_groups, plans)
-    _norm_scales_back(model, reference, batchnorm_after(reference, ref_graph), unmarked)
-    try:
-        reference.load_state_dict(model.state_dict())
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1].strip()
-        raise NNMarkError(f"realigned suspect does not fit the reference: {first}") from None
-    return reference.eval()
+    norms = batchnorm_after(reference, ref_graph)
+    views = []
+    for kept in (False, True) if scales_kept else (False,):
+        moved = copy.deepcopy(model)
+        apply_plans(
+            moved, sus_groups, {k: keep_scales(p) for k, p in plans.items()} if kept else plans
+        )
+        _norm_scales_back(moved, reference, norms, unmarked, norms=not kept)
+        view = copy.deepcopy(reference)
+        try:
+            view.load_state_dict(moved.state_dict())
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise NNMarkError(f"realigned suspect does not fit the reference: {first}") from None
+        views.append(view.eval())
+    return views
 
 
 def rebuild_like(reference: nn.Module, suspect: Suspect) -> nn.Module:
@@ -392,6 +424,7 @@ class RealignedSuspect(Suspect):
         refused: dict[int, str] | None = None,
         failure: str | None = None,
         chosen: dict[int, str] | None = None,
+        scales_kept: nn.Module | None = None,
     ) -> None:
         self.original = original
         self.chosen = dict(chosen or {})
@@ -400,6 +433,12 @@ class RealignedSuspect(Suspect):
         self.refused = dict(refused or {})
         self.failure = failure
         self.realigned = ModuleSuspect(realigned, original.info, label) if realigned else None
+        #: the same pairing, each channel's scale left as the suspect's (keep_scales)
+        self.scales_kept = (
+            ModuleSuspect(scales_kept, original.info, f"{label}, scales kept")
+            if scales_kept is not None
+            else None
+        )
 
     def for_mark(self, mark: Mark) -> Suspect:
         from nnmark.schemes import SCHEMES
@@ -420,20 +459,25 @@ class RealignedSuspect(Suspect):
         return self.realigned
 
     def readings(self, mark: Mark) -> list[Suspect]:
-        """A white-box mark realigned to the unmarked reference is also read from the suspect
-        as given: the matching reads the host units' answers, which activation marks changed,
-        so it can lose a mark an unmoved copy still shows (actsign read at BER 0.5 after
-        realigning a copy that read at BER 0). Both reads have exact nulls (the committed
-        reference is independent of the key's secrets); verify doubles the smaller p. One
-        realigned to the marked reference is read as given too, and only that reading counts
+        """A white-box mark realigned to the unmarked reference is read three ways: realigned;
+        realigned with the suspect's channel scales kept (set to the twin's, they moved an
+        ST-DM mark trained from scratch off its lattice: 6 of 12 keys found after `permute`,
+        12 of 12 with them kept; benchmarks/results/realign_keys_stdm.md); and as given (the
+        matching reads the host units' answers, which activation marks changed, so it can lose
+        a mark an unmoved copy still shows: actsign read at BER 0.5 after realigning a copy
+        that read at BER 0). Every read has an exact null (the committed reference is
+        independent of the key's secrets); verify triples the smallest p. One realigned to the
+        marked reference is read as given too, and only that reading counts
         (nnmark.api._read)."""
         view = self.for_mark(mark)
         if view is self.realigned or mark.index in self.chosen:
             # realigned to the marked reference: that view is shown but does not count (the
             # key's holder chose it), so an unmoved copy is still read, as given (review)
             given = self.original.for_mark(mark)
+            kept = [self.scales_kept] if view is self.realigned and self.scales_kept else []
             if view is not given and given.unreadable is None:
-                return [view, given]
+                return [view, *kept, given]
+            return [view, *kept]
         return [view]
 
     def tensor(self, name: str) -> torch.Tensor | None:
@@ -496,14 +540,17 @@ def realign_suspect(
             module = on_cpu(suspect.module())  # surgery beside the CPU reference
         except NNMarkError:
             module = rebuild_like(reference, suspect)  # reshaped by morph or channel pruning
-        realigned = realign(module, reference, unmarked=unmarked)
+        # to the unmarked reference, a second view keeps the suspect's channel scales: set
+        # to the twin's, they move an ST-DM mark's lattice values (realign_keys_stdm.md)
+        views = realign_views(module, reference, unmarked=unmarked, scales_kept=unmarked)
     except NNMarkError as exc:
         return RealignedSuspect(suspect, None, label, refused, str(exc), chosen)
     except (RuntimeError, ValueError, IndexError, KeyError) as exc:  # surgery on a misfit
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         failure = f"it does not fit the reference ({first})"
         return RealignedSuspect(suspect, None, label, refused, failure, chosen)
-    return RealignedSuspect(suspect, realigned, label, refused, None, chosen)
+    kept = views[1] if len(views) > 1 else None
+    return RealignedSuspect(suspect, views[0], label, refused, None, chosen, kept)
 
 
 #: Why a mark realigned to its marked reference is no evidence (nnmark.api.inadmissible).
