@@ -161,6 +161,14 @@ class SchemeHooks:
             return out[0]
         return torch.cat([x for x, _ in out]), torch.cat([y for _, y in out])
 
+    def new_epoch(self) -> None:
+        """Start the schemes' `batches` chain afresh, as nnmark.train.fit does each epoch (every
+        `batches` call starts its own generators): a framework's epochs then mix in what fit's
+        do. Kept across epochs, the wrapper's second epoch drew other key samples than fit's
+        (session 40)."""
+        self._mixed = None
+        self._feed.clear()
+
     def mix_steps(self, batch: Batch) -> list[Batch]:
         """The batches every scheme's `batches` makes of one batch, one optimiser step each."""
         if not self.mixes_batches:

@@ -217,6 +217,10 @@ class Watermarked(L.LightningModule):
                     continue
             self.lr_scheduler_step(cfg.scheduler, metric)
 
+    def on_train_epoch_start(self) -> None:
+        self.inner.on_train_epoch_start()
+        self.nnmark_hooks.new_epoch()  # each epoch mixes in what fit's does
+
     def on_train_epoch_end(self) -> None:
         self._enter()
         self.inner.on_train_epoch_end()
