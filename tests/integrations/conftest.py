@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
 
-from nnmark import TrainConfig, new_model, train
 from nnmark.data import SHARED_DATA
-from nnmark.data.base import DataBundle
 
 FASHION = SHARED_DATA / "fashion-mnist"
 #: Options a scheme cannot do without on digits: `unrelated` draws Fashion-MNIST items.
@@ -34,13 +32,3 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def plain_unet(seg32: DataBundle, once: Callable[..., Any]) -> torch.nn.Module:
-    """A width-8 U-Net trained without a mark on seg32 (tests/conftest.py), 10 epochs: marks are
-    fine-tuned into it."""
-    recipe = TrainConfig(epochs=10, seed=0, lr=3e-3, batch_size=16)
-    return once(  # type: ignore[no-any-return]
-        "plain_unet", lambda: train(new_model("unet", seg32, seed=0, width=8), seg32, recipe)
-    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
@@ -17,16 +18,19 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nnmark.data.base import DataBundle
 from nnmark.integrations.lightning import Watermarked
+from nnmark.train import TrainConfig, make_optimizer
 
 __all__ = [
     "LitClassifier",
     "LitOwnStep",
     "LitPlateau",
+    "LitRecipe",
     "LitScheduled",
     "LitSegmenter",
     "LitWatcher",
     "Watermarked",
     "fit",
+    "fit_on",
 ]
 
 
@@ -118,6 +122,36 @@ class LitWatcher(LitClassifier):
         scheduler.step(metric)
 
 
+class LitRecipe(LitClassifier):
+    """A user whose step, optimiser and schedule are nnmark's recipe (`config`): the task loss
+    `loss`, make_optimizer, cosine decay per epoch; what test_lightning compares with fit."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        config: TrainConfig,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> None:
+        super().__init__(net)
+        self.config, self.loss = config, loss
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning (2.2 on) keeps each submodule's mode: a trained net handed over in eval mode
+        # would train with BatchNorm's statistics frozen; fit puts it in train mode each epoch
+        self.net.train()
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        x, y = batch
+        loss = self.loss(self.net(x), y)
+        self.log("task_loss", loss)
+        return loss
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        opt = make_optimizer(self.parameters(), self.config)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.config.epochs, 1))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "epoch"}}
+
+
 class LitSegmenter(LitClassifier):
     """A user's binary segmentation module (one logit per pixel)."""
 
@@ -140,6 +174,11 @@ def fit(
         shuffle=True,
         generator=torch.Generator().manual_seed(0),
     )
+    return fit_on(lit, loader, epochs, **options)
+
+
+def fit_on(lit: L.LightningModule, loader: Iterable[Any], epochs: int, **options: Any) -> L.Trainer:
+    """Train `lit` on `loader` on one CPU device (`options`: the Trainer's)."""
     logging.getLogger("lightning").setLevel(logging.ERROR)
     trainer = L.Trainer(
         max_epochs=epochs,
