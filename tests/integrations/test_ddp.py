@@ -1,9 +1,13 @@
-"""DistributedDataParallel: two CPU processes (torchrun, gloo) embed a penalty mark (uchida), a
-custom-step mark (tartaglione), a trigger-set mark (adi, its triggers sharded per rank), the
-activation marks (deepsigns, actsign) and the integrity mark written after training (fragile)
-in one training; all are found (the bit marks with BER 0, fragile intact) on every rank, and
-every rank ends with identical weights. (Two runs, the activation and integrity marks apart at 5
-epochs, took 73 s when run alone; one run of all six, 42 s.)"""
+"""DistributedDataParallel: two CPU processes (torchrun, gloo) train a penalty mark (uchida), a
+custom-step mark (tartaglione, at its default options), a trigger-set mark (adi, its triggers
+sharded per rank), the activation marks (deepsigns, actsign) and the integrity mark written after
+training (fragile) in one training: every rank ends with identical weights and reads the same
+verdict, part by part, as the command line reads from the file rank 0 saves, and fragile is
+intact. That is what DDP changes. That fit_ddp takes the steps of nnmark's own loop, bit for bit,
+is test_one_process_ddp_gives_the_local_weights; that each mark is found at its default recipe,
+the scheme tests' (tests/schemes, and tests/conftest.py's fixtures). So the two-rank run is
+short (EPOCHS): it ran the library's 20 epochs at tartaglione R=1 to judge the marks here too
+(52 s of a loaded suite; session 40)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -40,57 +45,60 @@ def torchrun(out: Path, *args: str) -> Path:
     return out
 
 
-#: The trigger set of the first run: adi trains on its stored trigger set, which fit_ddp shards
-#: per rank (content and noise stamp each batch's own images, so no set of theirs is sharded).
-#: The library's default training length (TrainConfig().epochs): adi was measured at p 1.3e-15 in
-#: 30 queries next to uchida and tartaglione alone (before the activation and integrity marks
-#: joined this run). Before fit_ddp synchronised custom steps once per
-#: optimiser step, this run hung: tartaglione skips a replica's backward pass on a rank whose
-#: replica loss is over its cap, and DDP's per-backward all-reduce lost its pairing.
+#: The trigger set of the run: adi trains on its stored trigger set, which fit_ddp shards per
+#: rank (content and noise stamp each batch's own images, so no set of theirs is sharded).
+#: Before fit_ddp synchronised custom steps once per optimiser step, this run hung: tartaglione
+#: skips a replica's backward pass on a rank whose replica loss is over its cap, and DDP's
+#: per-backward all-reduce lost its pairing.
 TRIGGER_SET = "adi"
-EPOCHS = str(TrainConfig().epochs)
-
-
 #: The activation marks, and the integrity mark (fragile: written once training ended).
 ACTIVATION_AND_INTEGRITY = "deepsigns+actsign+fragile"
+SCHEMES_RUN = f"uchida+tartaglione+{TRIGGER_SET}+{ACTIVATION_AND_INTEGRITY}"
+#: Two epochs: the ranks' agreement is compared after an epoch end (the schedule's step) and
+#: into the next; how long the marks need is the scheme tests' question, not this one's.
+EPOCHS = "2"
 
 
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return torchrun(
-        tmp_path_factory.mktemp("ddp"),
-        *("--scheme", f"uchida+tartaglione+{TRIGGER_SET}+{ACTIVATION_AND_INTEGRITY}"),
-        *("--set", "tartaglione.R=1", "--epochs", EPOCHS),
-    )
+    return torchrun(tmp_path_factory.mktemp("ddp"), *("--scheme", SCHEMES_RUN, "--epochs", EPOCHS))
+
+
+def reports(run: Path) -> list[dict[str, Any]]:
+    return [json.loads((run / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
 def test_activation_marks_and_the_integrity_mark_under_ddp(ddp_run: Path) -> None:
-    reports = [json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1)]
-    for r in reports:
-        assert r["verdict"] == "found"
-        for scheme in ("deepsigns", "actsign"):
-            assert r["parts"][scheme]["verdict"] == "found" and r["parts"][scheme]["ber"] == 0.0
+    for r in reports(ddp_run):
+        assert set(r["parts"]) == set(SCHEMES_RUN.split("+"))
         assert r["parts"]["fragile"]["verdict"] == "intact"  # written once training ended
-    assert reports[0]["sha256"] == reports[1]["sha256"]
 
 
-def test_two_ranks_embed_the_same_mark_with_identical_weights(ddp_run: Path) -> None:
-    reports = [json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [r["world_size"] for r in reports] == [2, 2]
-    for r in reports:
-        assert r["verdict"] == "found"
-        for scheme in ("uchida", "tartaglione"):
-            assert r["parts"][scheme]["verdict"] == "found" and r["parts"][scheme]["ber"] == 0.0
-        assert r["parts"][TRIGGER_SET]["verdict"] == "found"
-    assert reports[0]["sha256"] == reports[1]["sha256"]
+def test_two_ranks_train_identical_weights_and_read_the_same_verdict(ddp_run: Path) -> None:
+    first, second = reports(ddp_run)
+    assert [first["world_size"], second["world_size"]] == [2, 2]
+    assert first["sha256"] == second["sha256"]
+    assert {k: v for k, v in first.items() if k != "rank"} == {
+        k: v for k, v in second.items() if k != "rank"
+    }  # every part's verdict, BER and statistic, and the p-value
 
 
 def test_the_ddp_model_file_verifies_through_the_cli(ddp_run: Path) -> None:
+    """The file rank 0 saved, read by `nnmark verify`, gives the ranks' verdict part by part."""
     r = CliRunner().invoke(
         app,
-        ["verify", str(ddp_run / "marked.safetensors"), "--key", str(ddp_run / "owner.nnkey")],
+        [
+            *("verify", str(ddp_run / "marked.safetensors")),
+            *("--key", str(ddp_run / "owner.nnkey"), "--json"),
+        ],
     )
-    assert r.exit_code == 0, r.stderr
+    assert r.exit_code in (0, 1) and "Traceback" not in r.output, r.output
+    v = json.loads(r.stdout)
+    rank0 = reports(ddp_run)[0]
+    assert v["verdict"] == rank0["verdict"]
+    assert {p["scheme"]: (p["verdict"], p["ber"]) for p in v["parts"]} == {
+        name: (part["verdict"], part["ber"]) for name, part in rank0["parts"].items()
+    }
 
 
 def test_trigger_sets_are_sharded_like_the_data(digits) -> None:  # type: ignore[no-untyped-def]
