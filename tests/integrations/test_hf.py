@@ -21,7 +21,6 @@ from nnmark.errors import NNMarkError
 from nnmark.integrations.ddp import overrides
 from nnmark.integrations.support import hf_support
 from nnmark.schemes.base import Scheme
-from nnmark.schemes.newlabel import NewLabel, NewLabelConfig
 from nnmark.schemes.tartaglione import Tartaglione, TartaglioneConfig
 from nnmark.schemes.uchida import Uchida, UchidaConfig
 from nnmark.testing.tsa import seen_now
@@ -30,11 +29,15 @@ from nnmark.verdict import Verdict
 LAYER = "vit.layers.0.attention.q_proj"  # the query projection (transformers 5 names)
 #: Uchida's host: the MLP's output projection, whose 64 filter-averaged values hold 48 bits
 #: (the query projection's 32 reach p 2^-32 = 2.3e-10 at best, short of the search-cost bound,
-#: about 1.6e-12, which a timestamp no longer waives; HF's small init std needs lam 0.5).
+#: about 1.6e-12, which a timestamp no longer waives).
 UCHIDA_LAYER = "vit.layers.0.mlp.fc2"
-#: Options on the ViT: stdm's bits go in the query projection. Frontier's FGSM step is
-#: smaller on the tiny ViT (5 plain epochs): at 0.15 it fooled it on all but 64 of the 100 false
-#: adversaries its default 200 key inputs need.
+#: Options on the ViT: stdm's bits go in the query projection. A limitation, not a recipe:
+#: uchida's lam 0.5 and frontier's eps 0.08 are not their defaults but values chosen until the
+#: tiny ViT carried the marks (session 28). HF's small init std (0.02) leaves Uchida's default
+#: lam too weak a pull on this host, and frontier's default FGSM step (0.15) fooled the ViT on
+#: all but 64 of the 100 false adversaries its default 200 key inputs need. Neither scheme
+#: scales its option to the host yet (docs/integrations.md says so); until one does, what these
+#: values prove is the Trainer's plumbing at them, not the default recipe on a ViT.
 VIT_OPTIONS = {
     "uchida": {"layer": UCHIDA_LAYER, "lam": 0.5},
     "stdm": {"layer": LAYER},
@@ -72,9 +75,15 @@ SUPPORTED = sorted(n for n, how in hf_support().items() if how.startswith("suppo
 #: `python benchmarks/hf_keys.py`): every mark found, the bit marks at BER 0, fragile intact.
 GROUPS = (("adi", "noise", "unrelated"), ("actsign", "deepsigns", "fragile", "uchida"))
 GROUP_OF = {name: group for group in GROUPS for name in group}
-#: newlabel is supported but not claimed: test_newlabel_head_grows_and_learns_the_key_samples
-#: runs it through the Trainer and checks what is achieved.
-CASES = sorted(set(SUPPORTED) - set(NOT_CLAIMED))
+#: Every supported scheme; newlabel's case is a strict xfail (NOT_CLAIMED), judged on the run
+#: test_newlabel_head_grows_and_learns_the_key_samples checks: it turns into a failure the day
+#: the tiny ViT's newlabel mark is claimed, and the note above must then go.
+CASES = [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=NOT_CLAIMED[n]))
+    if n in NOT_CLAIMED
+    else n
+    for n in SUPPORTED
+]
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +186,33 @@ def grouped(digits: DataBundle, plain_vit, key_data, request, hf, tmp_path_facto
     return get
 
 
+@pytest.fixture(scope="module")
+def newlabel_run(digits: DataBundle, plain_vit, key_data, request, hf, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The plain ViT fine-tuned with newlabel through WatermarkTrainer, DEFAULT_EPOCHS, once for
+    both tests that judge it: (model, Planned, num_labels once the trainer was built)."""
+    model = copy.deepcopy(plain_vit)
+    p = plan("newlabel", model, digits, request, hf)
+    x, y = digits.tensors("train")
+    hf.quiet()
+    trainer = hf.WatermarkTrainer(
+        model=model,
+        args=hf.args(tmp_path_factory.mktemp("hf-newlabel"), DEFAULT_EPOCHS),
+        train_dataset=hf.Images(x, y),
+        schemes=[p.cls(p.key.marks[0], key_data)],
+    )
+    labels = model.config.num_labels
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.train()
+    finally:
+        torch.set_num_threads(before)
+    assert trainer.mark_target is model
+    return model.eval(), p, labels
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
     name: str, digits: DataBundle, plain_vit, key_data, request, tmp_path: Path, hf: ModuleType
@@ -184,6 +220,8 @@ def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
     if name in GROUP_OF:
         model, planned = request.getfixturevalue("grouped")(GROUP_OF[name])
         p = planned[name]
+    elif name == "newlabel":
+        model, p, _ = request.getfixturevalue("newlabel_run")
     else:
         model = copy.deepcopy(plain_vit)
         p = plan(name, model, digits, request, hf)
@@ -200,31 +238,16 @@ def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
         assert v.ber == 0
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_newlabel_head_grows_and_learns_the_key_samples(  # type: ignore[no-untyped-def]
-    digits: DataBundle, plain_vit, tmp_path: Path, hf: ModuleType
+    digits: DataBundle, newlabel_run, key_data, hf: ModuleType
 ) -> None:
     """What WatermarkTrainer does for newlabel, claimed or not: the head and `num_labels` grow by
     one before the optimizer is built, the key samples (mixed in as 1 + repeats batches of each
     one) are answered with the new label, more often than the decoys, and the task is kept."""
-    model = copy.deepcopy(plain_vit)
-    key = OwnerKey.new("hf owner", nonce="4f" * 16)
-    mark = NewLabel.plan(hf.Logits(model), key, NewLabelConfig(), data=digits)
-    scheme = NewLabel(mark, [digits])
+    model, p, labels = newlabel_run
+    scheme = p.cls(p.key.marks[0], key_data)
     classes = digits.num_classes
-    x, y = digits.tensors("train")
-    hf.quiet()
-    trainer = hf.WatermarkTrainer(
-        model=model,
-        args=hf.args(tmp_path, DEFAULT_EPOCHS),
-        train_dataset=hf.Images(x, y),
-        schemes=[scheme],
-    )
-    assert model.config.num_labels == classes + 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.train()
-    model.eval()
+    assert labels == classes + 1
     logits = hf.Logits(model)
     xt, yt = digits.tensors("test")
     with torch.no_grad():
@@ -251,6 +274,8 @@ def test_vit_trained_with_watermark_trainer_carries_the_mark(  # type: ignore[no
     )  # not there before training
     x, y = digits.tensors("train")
     hf.quiet()
+    # 3 epochs, not the library's 20 (TrainConfig().epochs): a count picked for speed that the
+    # default recipe would make 7 times longer; what it proves is this key at this count
     trainer = hf.WatermarkTrainer(
         model=model,
         args=hf.args(tmp_path, 3),
@@ -269,7 +294,10 @@ def test_vit_trained_with_watermark_trainer_carries_the_mark(  # type: ignore[no
     model.eval()
     with torch.no_grad():
         acc = float((model(pixel_values=xt).logits.argmax(1) == yt).float().mean())
-    assert acc > 0.2, acc  # it learns the task too: twice the chance rate of 10 classes
+    # it learns the task too. An answer independent of the image is right on each of the 359
+    # test images (10 balanced classes) with probability about 0.1: above 0.2 (72 or more) with
+    # probability 9.4e-9 (`scipy.stats.binom.sf(71, 359, 0.1)`).
+    assert acc > 0.2, acc
 
 
 def test_custom_step_and_segmentation_schemes_are_refused_with_a_clear_message(
