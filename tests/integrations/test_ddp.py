@@ -165,6 +165,7 @@ def test_custom_step_schemes_are_found_from_the_registry() -> None:
     assert "tartaglione" in custom and "uchida" not in custom
 
 
+@pytest.mark.usefixtures("one_thread")  # 2 OpenMP threads on 2 loaded cores: 251 s, not 8
 def test_one_process_ddp_gives_the_local_weights(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """fit_ddp is nnmark's one training loop with a DDP wrapper and a sharded sampler, not a
     copy: on one process it takes the steps `fit` takes, bit for bit, for a penalty mark, a
