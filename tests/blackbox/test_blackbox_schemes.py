@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -220,9 +222,23 @@ def test_frontier_coins_make_its_null_exact(
     assert v.forgery_cost is not None and v.forgery_cost >= CLAIM_CPU_YEARS
     assert "waives no search cost" in (v.claim_rule or "")
     assert "fair coin" in v.null and "calibrat" not in v.null
-    rates = [Frontier(key.marks[0]).key_accuracy(m)["true"] for m in [plain_cnn, *unmarked_cnns]]
-    print(f"frontier true-adversary matches of unmarked models: {[round(r, 2) for r in rates]}")
-    assert all(0.25 < r < 0.75 for r in rates)
+    # A model that never saw the key matches a true adversary's label with probability 1/2 when
+    # it answers the source class or the owner's answer (a fair key coin picked between them),
+    # never otherwise: given its answers, its matches are Binomial(m, 1/2) over the m answers
+    # of those two classes. Each of the 11 models stays in the central 1 - 1e-3 of that
+    # (family-wise about 1 %); 0.25 to 0.75 of all 100 before session 40, not derived.
+    from scipy import stats
+
+    x, y = scheme.queried()
+    rates = []
+    for m in [plain_cnn, *unmarked_cnns]:
+        with torch.no_grad():
+            said = m(x).argmax(1)
+        either = int(((said == source[adv]) | (said == answers[adv])).sum())
+        k = int((said == y).sum())
+        rates.append((k, either))
+        assert stats.binom.ppf(5e-4, either, 0.5) <= k <= stats.binom.isf(5e-4, either, 0.5)
+    print(f"frontier true adversaries: (matches, answered one of the two) per model {rates}")
     for m in [plain_cnn, *unmarked_cnns]:
         assert (
             verify(m, stamped, tsa_certs=[tsa.ca_cert_pem], suspect_seen=seen_now()).verdict
@@ -312,6 +328,10 @@ def test_newlabel_grows_the_head_generalises_and_survives_finetuning(
         f"queries p {v.p_value:.1e}; without a timestamp {bare.verdict} in {bare.queries} "
         f"queries p {bare.p_value:.1e} ({bare.claim_rule})"
     )
+    # Over 6 other keys at this recipe (`python tests/blackbox/spread_over_keys.py 6`, session
+    # 40): fresh 1.00 for every key, decoys 0.00 to 0.16 (of 32), so 0.9 and 0.2 hold for each.
+    # After 5 epochs of fine-tuning: 0.99, 0.99, 0.05, 0.40, 0.85, 1.00: `after >= 0.5` holds
+    # for this key and 4 of those 6, not for every key (an open newlabel issue, not a bound).
     assert fresh >= 0.9 and after >= 0.5 and v.verdict == "found"
     assert decoy <= 0.2  # the model learned the key's perturbations, not perturbation at large
     assert bare.verdict == "found" and bare.p_value == v.p_value  # the stamp waives nothing
@@ -391,6 +411,8 @@ def test_fresh_samples_reuse_the_key_transformation(blackbox_marked, digits: Dat
         with torch.no_grad():
             rate = float((model(x100).argmax(1) == y100).float().mean())
         print(f"{name}: fresh samples answered with their group labels {rate:.2f}")
+        # over 6 other keys at this recipe: content 0.88 to 0.95, noise 0.89 to 0.98 of 100
+        # (`python tests/blackbox/spread_over_keys.py 6`, session 40); 0.8 is below every key
         assert rate >= 0.8
     _, key = blackbox_marked["newlabel"]
     scheme = bound_scheme(key, 0)
@@ -412,11 +434,19 @@ def test_query_budget_and_undecided(blackbox_marked) -> None:  # type: ignore[no
     assert "timestamp or not: allow more queries" in v.reason  # a stamp lowers no bar
 
 
+def memoised_decide(p0: float, alpha: float, n: int) -> Callable[[LookPlan, int, int], str]:
+    """`LookPlan.decide` at fixed p0, alpha and n, memoised: a pure function of (plan, k, q),
+    so the simulations below ask it each distinct question once (a few thousand) instead of
+    once per trial and budget (500,000 binomial tails: 13.9 s of the suite, session 40)."""
+    return functools.cache(lambda plan, k, q: plan.decide(k, q, p0, alpha, n))
+
+
 def test_sequential_test_keeps_its_false_positive_rate() -> None:
     """Unmarked answers at the null rate p0: claims at alpha = 0.05 stay at or below 0.05."""
     rng = np.random.default_rng(0)
     p0, alpha, n, trials = 0.1, 0.05, 50, 4000
     plan = LookPlan.make(n, 10, None)
+    decide = memoised_decide(p0, alpha, n)
     claims = 0
     for _ in range(trials):
         hits = rng.random(n) < p0
@@ -424,7 +454,7 @@ def test_sequential_test_keeps_its_false_positive_rate() -> None:
         while q < n:
             k += int(hits[q : q + 10].sum())
             q += 10
-            d = plan.decide(k, q, p0, alpha, n)
+            d = decide(plan, k, q)
             if d != "continue":
                 claims += d == "found"
                 break
@@ -440,6 +470,7 @@ def test_trying_every_budget_keeps_the_false_positive_rate() -> None:
     rng = np.random.default_rng(1)
     p0, alpha, n, group, trials = 0.5, 0.05, 50, 10, 2000
     plans = [LookPlan.make(n, group, b) for b in range(1, n + 1)]
+    decide = memoised_decide(p0, alpha, n)
     assert {p.looks for p in plans} == {5}
     assert all(p.max_queries % group == 0 and p.max_queries <= b for b, p in enumerate(plans, 1))
     claims = 0
@@ -451,7 +482,7 @@ def test_trying_every_budget_keeps_the_false_positive_rate() -> None:
             while q < plan.max_queries and not found:
                 end = min(q + group, plan.max_queries)
                 k, q = k + int(hits[q:end].sum()), end
-                found = plan.decide(k, q, p0, alpha, n) == "found"
+                found = decide(plan, k, q) == "found"
         claims += found
     print(f"best of {n} budgets: {claims} of {trials} unmarked claimed at alpha {alpha}")
     assert claims / trials <= alpha
@@ -537,12 +568,19 @@ def test_unrelated_labels_are_per_source_class_even_when_a_draw_misses_a_class(
     # the source the config names, loaded once (the fixture) rather than once per key
     assert Unrelated.config_data(cfg)[0].ref() == fashion.ref()
     monkeypatch.setattr(Unrelated, "config_data", classmethod(lambda cls, config: [fashion]))
+    # Session 40: plan once, then each key's mark is plan's entry under that key, bound once
+    # (every binding hashes Fashion-MNIST afresh: 0.23 s, and plan binds too); a cheap KDF, as
+    # only the labels and groups are looked at.
+    cheap = {"name": "scrypt", "n": 1 << 10, "r": 8, "p": 1}
+    first = OwnerKey.new("unrelated owner", nonce=f"{0x40:02x}" * 16, kdf=cheap)
+    planned = Unrelated.plan(copy.deepcopy(plain_cnn), first, cfg, data=digits)
+    # the key names its source, not the folder it lay in (keys were location-dependent)
+    assert planned.config["source"] == "fashion-mnist" and ":" in cfg.source
     seen_short = False
     for i in range(12):
-        key = OwnerKey.new("unrelated owner", nonce=f"{i + 0x40:02x}" * 16)
-        mark = Unrelated.plan(copy.deepcopy(plain_cnn), key, cfg, data=digits)
-        # the key names its source, not the folder it lay in (keys were location-dependent)
-        assert mark.config["source"] == "fashion-mnist" and ":" in cfg.source
+        key = OwnerKey.new("unrelated owner", nonce=f"{i + 0x40:02x}" * 16, kdf=cheap)
+        mark = key.new_mark("unrelated", planned.config, None, (), data=planned.data)
+        assert i > 0 or mark.entry() == planned.entry()  # the plan's own entry for key 0
         scheme = Unrelated(mark, [digits, fashion])
         labels = scheme.labels(20)
         assert torch.equal(scheme.y, labels[scheme.groups])  # the trigger's label is its group's
@@ -601,7 +639,7 @@ def test_best_p_value_is_what_a_perfect_answer_gets(  # type: ignore[no-untyped-
             new_model("mlp", digits, seed=0), digits, name, options=opts, key=key,
             config=TrainConfig(epochs=1),
         )  # fmt: skip
-    data = [digits, fashion] if name == "unrelated" else [digits]
+    data = [digits, fashion] if SCHEMES.get(name).needs_source else [digits]
     scheme = bound_scheme(key, 0, data)
     best = scheme.best_p_value()
     oracle = _Oracle(scheme.x, scheme.y, scheme.classes)
