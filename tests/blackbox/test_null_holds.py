@@ -38,7 +38,11 @@ SINKS = (0, 3, 7)
 KEYS = 10
 SCHEMES_UNDER_TEST = ("content", "noise", "unrelated", "adi")
 CREATED = "2026-01-01T00:00:00+00:00"
-#: The tiny recipe of the models this module trains from scratch (reject-class models, MLPs).
+#: The lowest scrypt cost a key may commit: these nulls do not depend on what a derivation
+#: costs (the tests assert p-values, not the claim rule), and 40 sink keys at the default cost
+#: spent 10 CPU-seconds in scrypt alone (session 40).
+CHEAP_KDF = {"name": "scrypt", "n": 1 << 10, "r": 8, "p": 1}
+#: The tiny recipe of the model this module trains from scratch (the reject-class model).
 RECIPE = TrainConfig(epochs=12, seed=0)
 #: The sink models are unmarked CNNs fine-tuned into sinks, as anyone would make one from a model
 #: at hand: after 3 epochs they send 70 to 98 % of every key's triggers to s (p 5e-24 or less
@@ -106,39 +110,44 @@ def sink_models(
 
 
 @pytest.fixture(scope="module")
-def sink_keys(digits: DataBundle, blackbox_options) -> dict[str, list[OwnerKey]]:  # type: ignore[no-untyped-def]
-    """KEYS keys per scheme, each with one mark at the scheme's default recipe."""
-    out: dict[str, list[OwnerKey]] = {}
+def sink_keys(digits: DataBundle, blackbox_options, key_data) -> dict[str, list[TriggerScheme]]:  # type: ignore[no-untyped-def]
+    """KEYS keys per scheme, each with one mark at the scheme's default recipe, bound once to
+    the data sets its triggers are re-derived from (a binding of an unrelated key hashes
+    Fashion-MNIST afresh: 0.23 s). These schemes' plan commits the config and the data's
+    fields only: the first key is planned, the others' marks are that entry under each key (a
+    plan of unrelated loads Fashion-MNIST from disk: 0.9 s)."""
+    out: dict[str, list[TriggerScheme]] = {}
     for name in SCHEMES_UNDER_TEST:
         cls = SCHEMES.get(name)
         cfg: Any = build_config(cls.Config, blackbox_options.get(name, {}))
-        keys = []
+        schemes, planned = [], None
         for i in range(KEYS):
-            key = OwnerKey.new(f"sink test {name} {i}", nonce=f"{i + 1:032x}", created=CREATED)
-            keys.append(key.with_mark(cls.plan(nn.Identity(), key, cfg, data=digits)))
-        out[name] = keys
+            key = OwnerKey.new(
+                f"sink test {name} {i}", nonce=f"{i + 1:032x}", created=CREATED, kdf=CHEAP_KDF
+            )
+            if planned is None:
+                planned = cls.plan(nn.Identity(), key, cfg, data=digits)
+            mark = key.new_mark(name, planned.config, None, (), data=planned.data)
+            assert i > 0 or mark.entry() == planned.entry()  # the plan's own entry for key 0
+            scheme = bound_scheme(key.with_mark(mark), 0, key_data)
+            assert isinstance(scheme, TriggerScheme)
+            scheme.x  # noqa: B018  (derive once, here)
+            schemes.append(scheme)
+        out[name] = schemes
     return out
 
 
-def trigger_scheme(key: OwnerKey, data) -> TriggerScheme:  # type: ignore[no-untyped-def]
-    """The key's (only) mark, bound to the data sets it re-derives its triggers from."""
-    scheme = bound_scheme(key, 0, data)
-    assert isinstance(scheme, TriggerScheme)
-    return scheme
-
-
 def test_sink_models_send_triggers_to_their_class(
-    sink_models, sink_keys, digits: DataBundle, key_data
+    sink_models, sink_keys, digits: DataBundle
 ) -> None:  # type: ignore[no-untyped-def]
     """The sink models are what the test needs: accurate on digits, and they answer s for most
     of every key's triggers, so a one-class key of class s would be claimed (binomial at 1/C)."""
     for s, model in sink_models.items():
         accuracy = evaluate(model, digits.loader("test", 512), "classification")["accuracy"]
         rates = {}
-        for name, keys in sink_keys.items():
+        for name, schemes in sink_keys.items():
             shares = []
-            for key in keys:
-                scheme = trigger_scheme(key, key_data)
+            for scheme in schemes:
                 with torch.no_grad():
                     answers = model(scheme.x).argmax(1)
                 k = int((answers == s).sum())
@@ -152,16 +161,17 @@ def test_sink_models_send_triggers_to_their_class(
         assert accuracy >= 0.85  # a digits model (the plain CNN at this recipe: about 0.94)
 
 
-def test_key_drawn_labels_are_not_claimed_on_sink_models(sink_models, sink_keys, key_data) -> None:  # type: ignore[no-untyped-def]
+def test_key_drawn_labels_are_not_claimed_on_sink_models(sink_models, sink_keys) -> None:  # type: ignore[no-untyped-def]
     """Every key of every scheme on every sink model: none reaches p < 1e-6 (none found), and
-    the share below 0.05 is what an exact test allows."""
+    the share below 0.05 is what an exact test allows. Each key's bound scheme tests it (the
+    claim rule adds nothing to a null: it only raises the bar)."""
     from scipy import stats
 
     p_values: dict[str, list[float]] = {name: [] for name in sink_keys}
-    for name, keys in sink_keys.items():
-        for key in keys:
+    for name, schemes in sink_keys.items():
+        for scheme in schemes:
             for s, model in sink_models.items():
-                v = verify(model, key, data=key_data)
+                v = scheme.verify(model, alpha=1e-6)
                 assert v.verdict == "not_found" and v.p_value >= 1e-6, (name, s, v)
                 assert "label uniformly" in v.null
                 p_values[name].append(v.p_value)
@@ -176,11 +186,21 @@ def test_key_drawn_labels_are_not_claimed_on_sink_models(sink_models, sink_keys,
     assert sum(below.values()) <= stats.binom.ppf(0.99, total, 0.05)
 
 
+def others(
+    never_marked: dict[str, list[nn.Module]], unmarked_cnns: list[nn.Module]
+) -> list[nn.Module]:
+    """The session's never-marked models not among unmarked_cnns: a CNN trained with SGD and
+    two MLPs (Adam, SGD); each was trained twice in this module before session 40."""
+    cnns = [m for m in never_marked["cnn"] if all(m is not u for u in unmarked_cnns)]
+    return [*cnns, *never_marked["mlp"]]
+
+
 def test_frontier_keys_are_not_claimed_on_other_models_of_any_kind(  # type: ignore[no-untyped-def]
-    digits: DataBundle, plain_cnn, unmarked_cnns, sink_models, blackbox_marked
+    digits: DataBundle, plain_cnn, unmarked_cnns, never_marked, sink_models, blackbox_marked
 ) -> None:
     """KEYS frontier keys crafted on the owner's CNN, tested on never-marked models of several
-    kinds: ten CNNs of the owner's recipe, the three sink CNNs (three of those ten, fine-tuned into sinks), two MLPs, and a CNN stitched with
+    kinds: ten CNNs of the owner's recipe, one trained with SGD, the three sink CNNs (three of
+    those ten, fine-tuned into sinks), two MLPs (Adam, SGD), and a CNN stitched with
     another frontier key (robust to adversarial examples in general). Under the key coins none
     reaches p < 1e-6 and the share below 0.05 is what an exact test allows. (The calibrated null
     this replaces claimed every resnet20 and 17 of 100 MLP pairs: false_claims.md.)"""
@@ -188,9 +208,8 @@ def test_frontier_keys_are_not_claimed_on_other_models_of_any_kind(  # type: ign
 
     from nnmark.schemes.frontier import Frontier, FrontierConfig
 
-    mlps = [train(new_model("mlp", digits, seed=s), digits, RECIPE) for s in (40, 41)]
     stitched, _ = blackbox_marked["frontier"]
-    models = [*unmarked_cnns, *sink_models.values(), *mlps, stitched]
+    models = [*unmarked_cnns, *others(never_marked, unmarked_cnns), *sink_models.values(), stitched]
     cheap = {"name": "scrypt", "n": 1 << 10, "r": 8, "p": 1}  # the null does not depend on it
     p_values = []
     for i in range(KEYS):
@@ -210,7 +229,7 @@ def test_frontier_keys_are_not_claimed_on_other_models_of_any_kind(  # type: ign
 
 
 def test_frontier_triggers_fitted_to_the_coins_are_not_claimed(  # type: ignore[no-untyped-def]
-    digits: DataBundle, unmarked_cnns, sink_models
+    digits: DataBundle, unmarked_cnns, never_marked, sink_models
 ) -> None:
     """Red team, session 28: the coins came from a secret that did not bind the stored
     triggers, so a forger wrote clean test images with their true class on the side each coin
@@ -227,9 +246,9 @@ def test_frontier_triggers_fitted_to_the_coins_are_not_claimed(  # type: ignore[
     x, t = digits.tensors("test")
     x, t = x[:n], t[:n]
     cheap = {"name": "scrypt", "n": 1 << 10, "r": 8, "p": 1}
-    mlps = [train(new_model("mlp", digits, seed=s), digits, RECIPE) for s in (40, 41)]
-    models = [*unmarked_cnns, *sink_models.values(), *mlps]
-    p_values, matched, asked = [], 0, 0
+    models = [*unmarked_cnns, *others(never_marked, unmarked_cnns), *sink_models.values()]
+    p_values = []
+    matched, asked = [0] * len(models), [0] * len(models)
     for i in range(KEYS):
         key = OwnerKey.new(f"frontier forger {i}", nonce=f"{i + 0x90:032x}", kdf=cheap)
         fields = Frontier.key_data(digits)
@@ -238,14 +257,21 @@ def test_frontier_triggers_fitted_to_the_coins_are_not_claimed(  # type: ignore[
         keep = torch.randint(0, 2, (n,), generator=draft.generator("coins")).bool()
         stored = coin_fitted_frontier(x, t, keep, classes)
         scheme = Frontier(key.new_mark("frontier", config, None, (), data=fields, stored=stored))
-        for m in models:
+        for j, m in enumerate(models):
             v = scheme.verify(m.eval(), alpha=1e-6)
             assert v.verdict == "not_found" and v.p_value >= 1e-6, (i, v)
             p_values.append(v.p_value)
-            matched, asked = matched + v.details["matches"], asked + v.queries
+            matched[j] += v.details["matches"]
+            asked[j] += v.queries
     below = sum(p < 0.05 for p in p_values)
-    print(f"fitted frontier keys: {matched} of {asked} answers matched, p < 0.05 in {below}")
-    assert matched / asked < 0.6  # the models answer these images right: fitted coins gave ~1
+    print(f"fitted frontier keys: matched {list(zip(matched, asked, strict=True))} per model")
+    # The models answer these images right, so coins fitted to them matched nearly every answer.
+    # Under fresh coins each answer matches with probability at most 1/2 whatever the model
+    # says, independently over the keys' coins: a model's matches over its queries of the KEYS
+    # keys are at most Binomial(asked, 1/2) (stopping early, for futility, only on few
+    # matches), so each stays below the 1 - 1e-4 / len(models) quantile (family-wise 1e-4).
+    for k, q in zip(matched, asked, strict=True):
+        assert k <= stats.binom.ppf(1 - 1e-4 / len(models), q, 0.5), (k, q)
     assert below <= stats.binom.ppf(0.99, len(p_values), 0.05)
 
 
@@ -350,15 +376,29 @@ def test_newlabel_position_tells_a_server_nothing(plain_cnn, digits: DataBundle)
     model answering the new label by position was found at p 2.5e-17 without the key. The
     queries are now in a random order of the key: over 12 keys, such a model is found by none,
     and its new-label answers fall on key samples about half the time."""
+    import numpy as np
+    from scipy import stats
+
     scheme = SCHEMES.get("newlabel")
     model, hits, total = ByPosition(plain_cnn).eval(), 0, 0
+    pmf = np.ones(1)  # the distribution of `hits` under uniformly random places, key by key
     for i in range(12):
-        key = OwnerKey.new(f"position {i}", nonce=f"{0x40 + i:02x}" * 16)
+        key = OwnerKey.new(f"position {i}", nonce=f"{0x40 + i:02x}" * 16, kdf=CHEAP_KDF)
         key = key.with_mark(scheme.plan(plain_cnn, key, scheme.Config(), data=digits))
         v = verify(model, key, data=digits)
         assert v.verdict == "not_found" and v.p_value > 1e-4, (i, v.p_value, v.details)
-        hits, total = hits + v.details["matches"], total + v.details["new_label_answers"]
-    assert 0.35 < hits / total < 0.65, (hits, total)
+        d = v.details
+        hits, total = hits + d["matches"], total + d["new_label_answers"]
+        # the key samples' places are a uniformly random subset of the queries: of the
+        # new-label answers, how many fall on key samples is hypergeometric
+        draws = stats.hypergeom(v.queries, d["key_samples_asked"], d["new_label_answers"])
+        pmf = np.convolve(pmf, draws.pmf(np.arange(d["new_label_answers"] + 1)))
+    # the central 99.9 % of the sum over the 12 keys (about half of the answers: 0.35 to 0.65
+    # before session 40, a bound without a derivation)
+    cdf = np.cumsum(pmf)
+    low, high = int(np.searchsorted(cdf, 5e-4)), int(np.searchsorted(cdf, 1 - 5e-4))
+    print(f"position: {hits} of {total} new-label answers on key samples, 99.9 % [{low}, {high}]")
+    assert low <= hits <= high, (hits, total, low, high)
 
 
 def test_newlabel_key_samples_sit_in_a_uniformly_random_subset_of_places(
