@@ -27,13 +27,16 @@ CLASSIFICATION = [n for n in SCHEMES.names() if SCHEMES.get(n).task != "segmenta
 
 @pytest.mark.parametrize("name", CLASSIFICATION)
 def test_never_marked_models_are_not_claimed_over_keys(  # type: ignore[no-untyped-def]
-    name: str, never_marked, digits: DataBundle, key_data, blackbox_options
+    name: str, never_marked, digits: DataBundle, fashion, key_data, blackbox_options, monkeypatch
 ) -> None:
     """No claim (found, or intact for an integrity mark) on any (key, model) pair; and the
     p-values are not anti-conservative: at most a quarter of the pairs below 0.05."""
     cls = SCHEMES.get(name)
     in_weights = cls.kind != "blackbox"
     config: Any = build_config(cls.Config, blackbox_options.get(name, {}))
+    if cls.needs_source:  # the source the options name, loaded once (the fixture), not per key
+        assert [d.ref() for d in cls.config_data(config)] == [fashion.ref()]
+        monkeypatch.setattr(cls, "config_data", classmethod(lambda c, cfg: [fashion]))
     ps = []
     for arch in ("cnn", "mlp") if in_weights else ("cnn",):
         owner = never_marked[arch][0]
