@@ -101,7 +101,12 @@ def test_budget_attacks_and_calibration(seg32: DataBundle, seg_models) -> None: 
     stolen = attack(marked, "finetune:epochs=5", seg32)
     v = verify(stolen, key)
     print(f"segtrigger after 5 epochs of fine-tuning: {v.verdict}, BER {v.ber}, p {v.p_value:.1e}")
-    assert v.ber is not None and v.ber < 0.5
+    # The decoded blocks still match the key mask far beyond chance: p < 1e-6, which a model
+    # never trained with the key reaches with probability 1e-6 (`ber < 0.5` before session 40
+    # said only "better than a coin"). Measured: this key BER 0.016, p 2.8e-17 (found); the key
+    # of benchmarks/results/blackbox_robustness.md BER 0.078, p 4e-12 (below alpha, above the
+    # claim rule's search-cost bound there: not_found), so the verdict itself is not asserted.
+    assert v.ber is not None and v.p_value < 1e-6
     cal = calibrate(key, [plain]).derived["calibration"]["0"]
     assert cal["models"] == 1 and cal["p_values"][0] >= 1e-6
 
