@@ -311,3 +311,30 @@ def seg_models(
         return plain, marked, key
 
     return once("seg_models", build)  # type: ignore[no-any-return]
+
+
+# --- shared by tests/schemes/test_scheme_realign.py (session 40) ---
+@pytest.fixture(scope="session")
+def uchida_finetuned(
+    digits: DataBundle, plain_cnn: torch.nn.Module, once: Callable[..., Any]
+) -> tuple[torch.nn.Module, OwnerKey]:
+    """Uchida fine-tuned into `plain_cnn` as `nnmark embed` does it: the default recipe
+    (`default_recipe("uchida", finetune=True)`), default bits, the key committed to
+    `plain_cnn` (the unmarked reference `verify --reference-unmarked` accepts). The key is
+    tests/schemes' `owner_key("uchida")`, so that folder's realign tests use this very model;
+    others that fine-tune Uchida into plain_cnn can reuse it instead of training their own."""
+    import copy
+
+    from nnmark.api import default_recipe
+
+    def build() -> tuple[torch.nn.Module, OwnerKey]:
+        return embed(
+            copy.deepcopy(plain_cnn),
+            digits,
+            "uchida",
+            key=OwnerKey.new("uchida owner", nonce="a5" * 16),
+            config=default_recipe("uchida", finetune=True),
+            reference=plain_cnn,
+        )
+
+    return once("uchida_finetuned", build)  # type: ignore[no-any-return]

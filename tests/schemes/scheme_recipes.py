@@ -48,8 +48,12 @@ def embed_recipe(
     **override: Any,
 ) -> tuple[nn.Module, OwnerKey]:
     """The scheme embedded at its defaults, in `situation` (default: the scheme's own); a test
-    of a property that needs another optimiser passes its own `config`."""
+    of a property that needs another optimiser passes its own `config`. Fine-tuned, the key
+    commits to `base` as `nnmark embed` commits its input model (session 40: so the realign
+    tests' committed marks are these same models, trained once)."""
     finetune = (situation or SCHEMES.get(name).situation) == "finetune"
+    if finetune:
+        override.setdefault("reference", base)
     return embed(
         start(name, base, data, situation),
         data,

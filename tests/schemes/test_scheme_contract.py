@@ -35,12 +35,15 @@ def test_embedded_mark_is_found_and_keeps_accuracy(name, marked, base_cnn, digit
     assert v.p_value < v.alpha
     if not integrity:
         assert v.ber == 0.0
+        # a key committed to its unmarked reference (fine-tune-to-embed: tartaglione) counts
+        # two readings, as given and realigned: p doubled (nnmark/api.py `_looks`)
+        looks = v.details.get("looks", 1)
+        assert looks == (2 if key.reference is not None else 1)
         if "scores" in v.details:  # the smaller of the bits' and the scores' p, doubled
-            assert v.p_value <= 2 * 2.0**-v.n and v.details["scores"]["p_bits"] == pytest.approx(
-                2.0**-v.n, rel=1e-9, abs=0
-            )
+            assert v.p_value <= 2 * looks * 2.0**-v.n
+            assert v.details["scores"]["p_bits"] == pytest.approx(2.0**-v.n, rel=1e-9, abs=0)
         else:
-            assert v.p_value == pytest.approx(2.0**-v.n, rel=1e-9, abs=0)
+            assert v.p_value == pytest.approx(looks * 2.0**-v.n, rel=1e-9, abs=0)
     test = digits.loader("test", 256)
     acc = evaluate(model, test, digits.task)["accuracy"]
     base = evaluate(base_cnn, test, digits.task)["accuracy"]
@@ -55,7 +58,12 @@ def test_unmarked_model_is_not_found(name, marked, base_cnn) -> None:  # type: i
     assert not v.positive and v.exit_code == 1
     if SCHEMES.get(name).kind == "integrity":
         assert v.verdict == "modified"
-    else:  # n fair coins: p is uniform, far from alpha = 1e-6
+    else:
+        # The base never saw the key: n fair coins. p is an exact tail, so P(p <= 1e-3) <= 1e-3;
+        # BER outside (0.3, 0.7) has probability 1.6e-3 at n = 64 (the smallest default n here:
+        # uchida, stdm, actsign, deepsigns), 5e-6 at 128, below 1e-10 at the position schemes'
+        # hundreds (scipy.stats.binom(64, 0.5): cdf(19) + sf(44)). The null over many keys and
+        # models is test_scheme_realign's and tests/blackbox/test_null_holds.py's.
         assert v.verdict == "not_found" and v.p_value > 1e-3 and 0.3 < (v.ber or 0) < 0.7
 
 
@@ -66,6 +74,7 @@ def test_wrong_key_is_not_found(name, marked, digits) -> None:  # type: ignore[n
     other = owner_key(name, nonce="b6")  # same owner, another nonce
     mark = cls.plan(model, other, scheme_for(key.marks[0]).config, bits=None, data=digits)
     v = verify(model, other.with_mark(mark))
+    # another key's bits are fair coins against this model: P(p <= 1e-3) <= 1e-3 (exact tail)
     assert not v.positive and (cls.kind == "integrity" or v.p_value > 1e-3)
 
 
