@@ -62,7 +62,7 @@ def test_student_carries_the_mark_without_reading_a_label(
     8 epochs at lr 3e-3 and tartaglione at R = 2): a fresh student for train-to-embed, the
     distilled plain student for fine-tune-to-embed (tartaglione: its 4 mark epochs at R = 4;
     from a fresh student at 20 epochs, R = 4 costs 2.5x a plain training per epoch)."""
-    finetune = SCHEMES.get(scheme).situation == "finetune"
+    finetune = any(SCHEMES.get(n).situation == "finetune" for n in scheme.split("+"))
     student, key = embed(
         request.getfixturevalue("distilled") if finetune else new_model("cnn", digits, seed=5),
         scrambled,
