@@ -48,7 +48,9 @@ def test_embedded_mark_is_found_and_keeps_accuracy(name, marked, base_cnn, digit
     acc = evaluate(model, test, digits.task)["accuracy"]
     base = evaluate(base_cnn, test, digits.task)["accuracy"]
     print(f"{name}: n={v.n} p={v.p_value:.3g} accuracy {acc:.4f} (base {base:.4f})")
-    assert acc >= base - 0.03  # fidelity is measured in benchmarks; this guards a broken embed
+    # fidelity is measured in benchmarks; this guards a broken embed, which falls towards
+    # chance (0.1): 0.03 is 11 of the 359 test images (digits' test split)
+    assert acc >= base - 0.03
 
 
 @pytest.mark.parametrize("name", SCHEMES_UNDER_TEST)
