@@ -286,6 +286,7 @@ def create_app(
     if not 0 < client_share <= 1:
         raise ValueError(f"client_share must be in (0, 1], got {client_share}")
     load = _Load(max_pending, max_buffered, client_share)
+    app.state.load = load  # what the server holds, read in process (tests)
     _infer_route(app, service, max(1, workers), body_timeout, load)
     return app
 
@@ -362,13 +363,15 @@ class _Load:
     """What the event loop holds, in all and per client address (nnmark.remote.connections
     .client_of): bodies being received, requests admitted to inference, bytes of bodies. One
     client may hold `share` of the slots and of the bytes (red team, session 26: one address
-    filled the 256 MiB of bodies, or the inference queue, and honest inference got 503)."""
+    filled the 256 MiB of bodies, or the inference queue, and honest inference got 503).
+    `peak`: the most bytes of bodies held at once (a test of the bound reads it, and the counts,
+    as the app's `state.load`; session 40)."""
 
     def __init__(self, max_pending: int, max_buffered: int, share: float) -> None:
         self.max_pending, self.max_buffered = max_pending, max_buffered
         self.client_pending = max(1, math.ceil(max_pending * share))
         self.client_bytes = max_buffered * share
-        self.n = self.reading = self.bytes = 0
+        self.n = self.reading = self.bytes = self.peak = 0
         self.n_by: Counter[str] = Counter()
         self.bytes_by: Counter[str] = Counter()
 
@@ -390,6 +393,7 @@ class _Load:
             raise BadRequest(503, f"busy: {held:.1f} MiB of request bodies held for this client")
         self.bytes += size
         self.bytes_by[who] += size
+        self.peak = max(self.peak, self.bytes)
 
     def free_bytes(self, who: str, size: int) -> None:
         self.bytes -= size
