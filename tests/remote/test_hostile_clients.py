@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,16 +24,38 @@ from nnmark.remote.server import create_app, serving
 runner = CliRunner()
 
 
-class Slow(torch.nn.Module):
-    """A model that takes `seconds` per batch: inference that would block an event loop."""
+#: Seconds a test waits for something that should take milliseconds before it calls it a
+#: hang: a guard, never a measure of speed (speed is benchmarks/' business).
+HANG = 30.0
 
-    def __init__(self, inner: torch.nn.Module, seconds: float) -> None:
+
+class Gate(torch.nn.Module):
+    """A model whose inference waits while its gate is closed: inference that would block an
+    event loop, held for as long as a test needs (no sleep). `entered`: set when a batch
+    reaches it. The gate is open when made (the server runs the model once at start)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
         super().__init__()
-        self.inner, self.seconds = inner, seconds
+        self.inner = inner
+        self.open, self.entered = threading.Event(), threading.Event()
+        self.open.set()
+
+    def close(self) -> None:
+        self.open.clear()
+        self.entered.clear()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.seconds)
-        return self.inner(x)
+        self.entered.set()
+        self.open.wait(HANG)
+        return self.inner(x)  # type: ignore[no-any-return]
+
+
+def _until(done: Callable[[], bool], what: str) -> None:
+    """Wait until `done()` (polled every 10 ms), HANG at most."""
+    ends = time.monotonic() + HANG
+    while not done():
+        assert time.monotonic() < ends, f"hung waiting for {what}"
+        time.sleep(0.01)
 
 
 @pytest.fixture(autouse=True)
@@ -79,21 +103,20 @@ def send_chunked(url: str, total: int = 1 << 30) -> tuple[int, str]:
 
 def test_a_chunked_body_is_cut_while_streaming(plain_cnn) -> None:  # type: ignore[no-untyped-def]
     """1 GB sent chunked (no Content-Length): 413 after max_body and the connection closed, so
-    the rest is never read, and the server holds no more memory than before."""
-
-    def rss() -> int:
-        status = Path("/proc/self/status").read_text()
-        return int(next(x for x in status.splitlines() if x.startswith("VmRSS")).split()[1]) << 10
-
-    before = rss()
-    with serving(create_app(plain_cnn, (1, 8, 8), model_name="m", max_body=1 << 20)) as url:
+    the rest is never read; the server held at most max_body bytes of it, and none after (its
+    own count of the bytes of bodies it holds; the whole process's memory is bounded under an
+    address-space limit in test_nnmark_serve_under_a_memory_limit_cuts_a_chunked_gigabyte)."""
+    asgi = create_app(plain_cnn, (1, 8, 8), model_name="m", max_body=1 << 20)
+    with serving(asgi) as url:
         sent, answer = send_chunked(url)
-        print(f"chunked: stopped after {sent / 2**20:.0f} MiB sent; {answer.splitlines()[0]}")
+        load = asgi.state.load
+        print(
+            f"chunked: stopped after {sent / 2**20:.0f} MiB sent; {answer.splitlines()[0]}; "
+            f"{load.peak} bytes held at most"
+        )
         # the largest batch of 1 x 8 x 8 inputs needs 256 x 64 x 32 bytes and 64 KiB besides
         assert answer.startswith("HTTP/1.1 413") and "exceeds 589824 bytes" in answer
-        grown = rss() - before
-        print(f"chunked: resident memory grew {grown / 2**20:.0f} MiB")
-        assert sent < 1 << 30 and grown < 200 << 20
+        assert sent < 1 << 30 and 0 < load.peak <= 589824 and load.bytes == 0
         assert httpx.post(f"{url}/v2/models/m/infer", json=_good()).status_code == 200
 
 
@@ -121,31 +144,34 @@ def test_malformed_values_get_400_never_500(plain_cnn) -> None:  # type: ignore[
 
 
 def test_a_flood_gets_503_and_health_stays_fast(plain_cnn) -> None:  # type: ignore[no-untyped-def]
-    """Inference runs off the event loop: while a slow inference runs, health answers at once;
-    beyond max_pending requests the server answers 503 with Retry-After."""
+    """Inference runs off the event loop: while an inference is held, health answers (it is
+    asked, and answered, before the inference is let go); beyond max_pending requests the
+    server answers 503 with Retry-After."""
     # one client here: the bound per client is lifted to show the server's own
-    asgi = create_app(
-        Slow(plain_cnn, 1.0), (1, 8, 8), model_name="m", max_pending=2, client_share=1
-    )
+    gate = Gate(plain_cnn)
+    asgi = create_app(gate, (1, 8, 8), model_name="m", max_pending=2, client_share=1)
     with serving(asgi) as url:
+        gate.close()
         answers: list[httpx.Response] = []
 
         def call() -> None:
-            answers.append(httpx.post(f"{url}/v2/models/m/infer", json=_good(), timeout=30))
+            answers.append(httpx.post(f"{url}/v2/models/m/infer", json=_good(), timeout=HANG))
 
         threads = [threading.Thread(target=call) for _ in range(6)]
         for t in threads:
             t.start()
-        time.sleep(0.3)
-        start = time.perf_counter()
-        health = httpx.get(f"{url}/v2/health/ready")
-        waited = time.perf_counter() - start
+        # one request in inference, one waiting for the worker: the other four are refused
+        # while the gate is closed
+        _until(lambda: gate.entered.is_set() and len(answers) == 4, "four 503s")
+        health = httpx.get(f"{url}/v2/health/ready", timeout=HANG)
+        held = asgi.state.load.n  # requests in inference (running or waiting) when it came
+        gate.open.set()
         for t in threads:
-            t.join()
+            t.join(HANG)
         codes = sorted(r.status_code for r in answers)
-        print(f"flood: {codes}, health answered in {waited * 1000:.0f} ms during inference")
-        assert health.status_code == 200 and waited < 0.5
-        assert codes.count(200) >= 2 and set(codes) <= {200, 503} and 503 in codes
+        print(f"flood: {codes}, health {health.status_code} while {held} were in inference")
+        assert health.status_code == 200 and held == 2
+        assert codes == [200, 200, 503, 503, 503, 503]
         busy = next(r for r in answers if r.status_code == 503)
         assert busy.headers["retry-after"] == "1" and "busy" in busy.json()["error"]
 
@@ -179,22 +205,17 @@ def test_clients_dripping_their_bodies_neither_hold_slots_nor_wait_for_ever(plai
                     got += chunk
                 answers.append(got)
 
-        start = time.monotonic()
         threads = [threading.Thread(target=drip) for _ in range(4)]
         for t in threads:
             t.start()
-        time.sleep(0.3)
+        _until(lambda: asgi.state.load.reading == 4, "4 bodies being received")
         honest = [httpx.post(f"{url}/v2/models/m/infer", json=_good(), timeout=5) for _ in range(3)]
         for t in threads:
-            t.join()
-        took = time.monotonic() - start
-    print(
-        f"dripping bodies: honest {[r.status_code for r in honest]}, drippers done in {took:.1f} s"
-    )
+            t.join(HANG)
+    print(f"dripping bodies: honest {[r.status_code for r in honest]}")
     assert [r.status_code for r in honest] == [200, 200, 200]
     assert len(answers) == 4 and all(a.startswith(b"HTTP/1.1 408") for a in answers), answers
     assert all(b"not received within 1 s" in a for a in answers)
-    assert took < 8
 
 
 def test_a_bearer_token_guards_every_endpoint_but_health(plain_cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -252,7 +273,7 @@ def test_nnmark_serve_under_a_memory_limit_cuts_a_chunked_gigabyte(  # type: ign
     plain_cnn, digits, tmp_path: Path
 ) -> None:
     """The real `nnmark serve` process under a 2 GiB address-space limit: a 1 GB chunked body
-    gets 413 within 60 s, and the server goes on answering."""
+    gets 413 (each send waits 10 s at most), and the server goes on answering."""
     import resource
 
     from nnmark import model_info
@@ -266,15 +287,10 @@ def test_nnmark_serve_under_a_memory_limit_cuts_a_chunked_gigabyte(  # type: ign
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
     with serve_process(model, preexec_fn=limited) as (url, server):
-        start = time.monotonic()
         sent, answer = send_chunked(url)
-        seconds = time.monotonic() - start
         peak = peak_rss_mib(server.pid)
-        print(
-            f"nnmark serve: {answer.splitlines()[0]} after {sent >> 20} MiB, {seconds:.1f} s, "
-            f"peak {peak:.0f} MiB"
-        )
-        assert answer.startswith("HTTP/1.1 413") and seconds < 60 and sent < 1 << 30
+        print(f"nnmark serve: {answer.splitlines()[0]} after {sent >> 20} MiB, peak {peak:.0f} MiB")
+        assert answer.startswith("HTTP/1.1 413") and sent < 1 << 30
         assert httpx.post(f"{url}/v2/models/m/infer", json=_good()).status_code == 200
 
 
@@ -296,27 +312,63 @@ def _recv(sock: socket.socket) -> bytes | None:
     return chunk or None
 
 
+def _complete(got: bytes) -> bool:
+    """Whether `got` holds a whole answer (its head, and the body its Content-Length says)."""
+    head, sep, body = got.partition(b"\r\n\r\n")
+    size = next(
+        (
+            int(v)
+            for k, _, v in (x.partition(b":") for x in head.split(b"\r\n"))
+            if k.lower() == b"content-length"
+        ),
+        None,
+    )
+    return bool(sep) and size is not None and len(body) >= size
+
+
 def _answer(sock: socket.socket, seconds: float) -> bytes:
     """The first complete answer `sock` reads within `seconds` (b"" if none)."""
-    sock.settimeout(0.05)
-    got, ends = b"", time.monotonic() + seconds
-    while time.monotonic() < ends:
-        head, sep, body = got.partition(b"\r\n\r\n")
-        size = next(
-            (
-                int(v)
-                for k, _, v in (x.partition(b":") for x in head.split(b"\r\n"))
-                if k.lower() == b"content-length"
-            ),
-            None,
-        )
-        if sep and size is not None and len(body) >= size:
-            return got
-        chunk = _recv(sock)
-        if chunk is None:
-            break
-        got += chunk
+    return _answers([sock], seconds)[0]
+
+
+def _answers(socks: list[socket.socket], seconds: float) -> list[bytes]:
+    """What each of `socks` reads within one window of `seconds`, read together: up to its
+    first complete answer, or until it is closed (b"" where nothing came)."""
+    got = [b""] * len(socks)
+    waiting = set(range(len(socks)))
+    ends = time.monotonic() + seconds
+    while waiting and (left := ends - time.monotonic()) > 0:
+        readable, _, _ = select.select([socks[i] for i in waiting], [], [], left)
+        for sock in readable:
+            i = socks.index(sock)
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                chunk = b""
+            got[i] += chunk
+            if not chunk or _complete(got[i]):
+                waiting.discard(i)
     return got
+
+
+def _watch(socks: list[socket.socket], seconds: float) -> list[tuple[bool, bytes]]:
+    """For each of `socks`, read together within one window of `seconds`: (whether the server
+    closed it, what it sent before)."""
+    got = [b""] * len(socks)
+    open_ = set(range(len(socks)))
+    ends = time.monotonic() + seconds
+    while open_ and (left := ends - time.monotonic()) > 0:
+        readable, _, _ = select.select([socks[i] for i in open_], [], [], left)
+        for sock in readable:
+            i = socks.index(sock)
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                chunk = b""
+            got[i] += chunk
+            if not chunk:
+                open_.discard(i)
+    return [(i not in open_, g) for i, g in enumerate(got)]
 
 
 def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
@@ -333,31 +385,42 @@ def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
 
 def test_a_request_head_must_arrive_in_time(plain_cnn) -> None:  # type: ignore[no-untyped-def]
     """Red team, session 25: a connection that never finished its request head was held for
-    ever (1,100 of them stopped all service). With a head timeout of 1 s, a silent connection,
-    one dripping its head a byte every 0.2 s, and one dripping a second head after an answer on
-    a kept-alive connection are all closed within the timeout (plus slack), while a slow
-    inference (2 s, longer than the head timeout) is answered."""
+    ever (1,100 of them stopped all service). With a head timeout of 0.5 s, a silent connection,
+    one dripping its head a byte per round (bytes arriving do not restart the timeout), and one
+    dripping a second head after an answer on a kept-alive connection are all closed before
+    their heads are complete, while an inference held from before they connected until they
+    are closed (longer than the head timeout) is answered."""
     from nnmark.remote.connections import ConnectionLimits
 
-    limits = ConnectionLimits(head_timeout=1.0)
-    with serving(create_app(Slow(plain_cnn, 2.0), (1, 8, 8), model_name="m"), limits=limits) as url:
+    limits = ConnectionLimits(head_timeout=0.5)
+    gate = Gate(plain_cnn)
+    with serving(create_app(gate, (1, 8, 8), model_name="m"), limits=limits) as url:
+        gate.close()
+        slow: list[httpx.Response] = []
+        infer = threading.Thread(
+            target=lambda: slow.append(
+                httpx.post(f"{url}/v2/models/m/infer", json=_good(), timeout=HANG)
+            )
+        )
+        infer.start()
+        assert gate.entered.wait(HANG)
         silent = _connect(url, "127.0.0.2")
         dripping = _connect(url, "127.0.0.2")
         kept = _connect(url, "127.0.0.2")
         kept.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-        start = time.monotonic()
         closed = {"silent": False, "dripping": False, "kept": False}
         answered = b""
-        head = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Drip: " + b"a" * 100
+        # a round takes ~0.1 s (two or three 0.05 s reads): the whole head would take 20 s
+        head = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Drip: " + b"a" * 160 + b"\r\n\r\n"
+        sent = {"dripping": 0, "kept": 0}
         for i in range(len(head)):
-            if time.monotonic() - start > 4:
-                break
             for name, sock in (("silent", silent), ("dripping", dripping), ("kept", kept)):
                 if closed[name]:
                     continue
                 if name == "dripping" or (name == "kept" and answered):
                     try:
                         sock.sendall(head[i : i + 1])
+                        sent[name] += 1
                     except OSError:
                         closed[name] = True
                         continue
@@ -367,13 +430,13 @@ def test_a_request_head_must_arrive_in_time(plain_cnn) -> None:  # type: ignore[
                 closed[name] = closed[name] or done
             if all(closed.values()):
                 break
-            time.sleep(0.1)
-        took = time.monotonic() - start
-        slow = httpx.post(f"{url}/v2/models/m/infer", json=_good(), timeout=10)
-    print(f"head timeout 1 s: {closed}, in {took:.1f} s; slow inference HTTP {slow.status_code}")
-    assert answered.startswith(b"HTTP/1.1 200")
-    assert all(closed.values()) and took < 3.5
-    assert slow.status_code == 200
+        held = not slow  # the inference not answered yet
+        gate.open.set()
+        infer.join(HANG)
+    print(f"head timeout 0.5 s: {closed}, bytes of heads sent {sent}; held inference {slow}")
+    assert answered.startswith(b"HTTP/1.1 200") and answered.count(b"HTTP/1.1") == 1
+    assert all(closed.values()) and max(sent.values()) < len(head)
+    assert held and [r.status_code for r in slow] == [200]
 
 
 def test_one_client_cannot_hold_the_server(plain_cnn) -> None:  # type: ignore[no-untyped-def]
@@ -395,15 +458,19 @@ def test_one_client_cannot_hold_the_server(plain_cnn) -> None:  # type: ignore[n
                     b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\n"
                     b"Content-Type: application/json\r\nContent-Length: 500000\r\n\r\n{"
                 )
-        answers = [_answer(s, 0.3) for s in thief]
+        # answered, a connection made after the 30 tells that the server has taken all 30 in
+        # (accepted in order): the refusals are sent, and 0.3 s is for them to be read
+        assert httpx.get(f"{url}/v2/health/ready", timeout=HANG).status_code == 200
+        answers = _answers(thief, 0.3)
         held = sum(not a for a in answers)
         busy = [a for a in answers if a]
         # a refused connection is half-closed, then dropped within REFUSAL_LINGER (1 s)
         gone = _closed_within(next(s for s, a in zip(thief, answers, strict=True) if a), 2)[0]
         honest = [httpx.post(f"{url}/v2/models/m/infer", json=_good(), timeout=5) for _ in range(3)]
         crowd = [_connect(url, f"127.1.0.{i}") for i in range(1, 16)]
-        over = [_answer(s, 0.3) for s in crowd]
-        replaced = [_closed_within(s, 1.0)[0] for s in crowd[:3]]
+        # the last three are taken in once the first three are dropped: then any 503 is sent
+        replaced = [_closed_within(s, 1.0) for s in crowd[:3]]
+        over = [got for _, got in replaced] + _answers(crowd[3:], 0.3)
         for s in thief + crowd:
             s.close()
     print(
@@ -418,7 +485,7 @@ def test_one_client_cannot_hold_the_server(plain_cnn) -> None:  # type: ignore[n
     assert [r.status_code for r in honest] == [200, 200, 200]
     # 8 thief connections are open, inside their requests: 12 more fit under the total of 20,
     # and each of the other 3 takes the place of the one that waited longest for a head
-    assert not any(over) and all(replaced)
+    assert not any(over) and all(closed for closed, _ in replaced)
 
 
 def _hold(url: str, source: str, size: int, declared: int) -> socket.socket:
@@ -452,7 +519,7 @@ def test_bodies_held_at_once_are_bounded(plain_cnn) -> None:  # type: ignore[no-
     )
     with serving(asgi) as url:
         holder = _hold(url, "127.0.0.2", 400_000, 500_000)
-        time.sleep(0.3)
+        _until(lambda: asgi.state.load.bytes == 400_000, "the holder's 400 KB")
         during = httpx.post(f"{url}/v2/models/m/infer", content=_padded(200_000), timeout=5)
         _, cut = _closed_within(holder, 3)
         after = httpx.post(f"{url}/v2/models/m/infer", content=_padded(200_000), timeout=5)
@@ -468,12 +535,12 @@ def test_one_client_holds_a_share_of_the_bodies_and_the_slots(plain_cnn) -> None
     one inference worker (honest latency 24 s). One address now holds at most a quarter of
     the body bytes and of the inference slots, and a body is at most what the largest batch
     needs (here 589,824 bytes)."""
-    asgi = create_app(
-        Slow(plain_cnn, 1.0), (1, 8, 8), model_name="m", max_buffered=1 << 20, max_pending=4
-    )
+    gate = Gate(plain_cnn)
+    asgi = create_app(gate, (1, 8, 8), model_name="m", max_buffered=1 << 20, max_pending=4)
+    load = asgi.state.load
     with serving(asgi) as url:
         holder = _hold(url, "127.0.0.2", 200_000, 300_000)  # 200 of its 256 KiB
-        time.sleep(0.3)
+        _until(lambda: load.bytes == 200_000, "the holder's 200 KB")
         more = _hold(url, "127.0.0.2", 0, 100_000)
         more.sendall(_padded(100_000)[:100_000])
         _, refused = _closed_within(more, 2)
@@ -491,15 +558,27 @@ def test_one_client_holds_a_share_of_the_bodies_and_the_slots(plain_cnn) -> None
                     + f"Content-Length: {len(body)}\r\n\r\n".encode()
                     + body
                 )
-                answers.append(_closed_within(s, 5)[1] or s.recv(65536))
+                answers.append(_answer(s, HANG))
 
+        # the thief's inference is held: its other two requests are refused meanwhile, and an
+        # honest client is admitted beside it
+        gate.close()
         threads = [threading.Thread(target=thief) for _ in range(3)]
         for t in threads:
             t.start()
-        time.sleep(0.3)
-        during = httpx.post(f"{url}/v2/models/m/infer", json=_good(), timeout=10)
-        for t in threads:
-            t.join()
+        _until(lambda: gate.entered.is_set() and len(answers) == 2, "the thief's two 503s")
+        honest_during: list[httpx.Response] = []
+        honest_thread = threading.Thread(
+            target=lambda: honest_during.append(
+                httpx.post(f"{url}/v2/models/m/infer", json=_good(), timeout=HANG)
+            )
+        )
+        honest_thread.start()
+        _until(lambda: load.n == 2 or bool(honest_during), "the honest request admitted")
+        gate.open.set()
+        for t in [*threads, honest_thread]:
+            t.join(HANG)
+        (during,) = honest_during
     codes = [a.split(b" ")[1] for a in answers]
     print(
         f"shares: refused {refused[:12]!r}, honest {honest.status_code}, padded "
@@ -529,41 +608,38 @@ def test_out_of_range_and_container_floods_get_400(plain_cnn) -> None:  # type: 
 def test_nnmark_serve_applies_its_connection_limits(  # type: ignore[no-untyped-def]
     plain_cnn, digits, tmp_path: Path
 ) -> None:
-    """The real `nnmark serve` with --head-timeout 1 --max-connections-per-client 2: a third
-    connection from one address gets 503, the two it holds silently are closed within the
-    timeout (plus slack), and the client is answered again after."""
+    """The real `nnmark serve` with --head-timeout 0.5 --max-connections-per-client 2: a third
+    connection from one address gets 503, the two it holds silently are closed (uvicorn alone
+    keeps a silent connection for ever; 3 s guards the wait), and the client is answered again
+    after."""
     from nnmark import model_info
     from nnmark.io import save_model
     from nnmark.testing.serve import serve_process
 
     model = tmp_path / "m.safetensors"
     save_model(plain_cnn, model_info(plain_cnn, digits), model)
-    options = ("--head-timeout", "1", "--max-connections-per-client", "2")
+    options = ("--head-timeout", "0.5", "--max-connections-per-client", "2")
     with serve_process(model, *options) as (url, _):
+        # (accepted in order: the two are counted before the third arrives)
         held = [_connect(url, "127.0.0.2") for _ in range(2)]
-        time.sleep(0.2)
         third = _closed_within(_connect(url, "127.0.0.2"), 2)
-        start = time.monotonic()
-        closed = [_closed_within(s, 3.0)[0] for s in held]
-        took = time.monotonic() - start
+        closed = [_closed_within(s, 3.0) for s in held]
         # all of loopback is one client to the real server: answered once the two are gone
         honest = httpx.post(f"{url}/v2/models/m/infer", json=_good())
-    print(
-        f"nnmark serve limits: third {third[1][:12]!r}, honest {honest.status_code}, {took:.1f} s"
-    )
+    print(f"nnmark serve limits: third {third[1][:12]!r}, honest {honest.status_code}")
     assert third[0] and third[1].startswith(b"HTTP/1.1 503")
-    assert honest.status_code == 200 and all(closed) and took < 2.5
+    assert honest.status_code == 200 and closed == [(True, b"")] * 2
 
 
 def test_a_client_that_stops_reading_is_dropped(plain_cnn) -> None:  # type: ignore[no-untyped-def]
     """Red team, session 26: a client that pipelines 40 batches of 256 answers and never reads
     them held its connection for good (the answer waits on a full buffer, so the head timeout
     never applies), and ~16 addresses doing so would lock everyone out. With a head timeout of
-    1 s and one connection per client, the stalled connection is dropped and the same address
-    is answered again within a few seconds."""
+    0.3 s and one connection per client, the stalled connection is dropped (its sends fail, or
+    it is gone when they are all sent) and the same address is answered again."""
     from nnmark.remote.connections import ConnectionLimits
 
-    limits = ConnectionLimits(head_timeout=1.0, per_client=1)
+    limits = ConnectionLimits(head_timeout=0.3, per_client=1)
     body = json.dumps(_good(256)).encode()
     request = (
         b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -577,26 +653,29 @@ def test_a_client_that_stops_reading_is_dropped(plain_cnn) -> None:  # type: ign
         host, port = url.removeprefix("http://").split(":")
         stalled.connect((host, int(port)))
         stalled.setblocking(False)
-        data, sent, ends = request * 40, 0, time.monotonic() + 3
-        while sent < len(data) and time.monotonic() < ends:
+        data, sent, dropped = request * 40, 0, False
+        while sent < len(data) and not dropped:  # until the server stops reading and drops it
+            if not select.select([], [stalled], [], HANG)[1]:
+                break  # held, never dropped: the tries below fail
             try:
                 sent += stalled.send(data[sent:])
             except BlockingIOError:
-                time.sleep(0.05)
-        start, again = time.monotonic(), b""
-        while time.monotonic() - start < 8:
+                continue
+            except OSError:
+                dropped = True
+        again, tries, ends = b"", 0, time.monotonic() + HANG
+        while not again.startswith(b"HTTP/1.1 200") and time.monotonic() < ends:
+            tries += 1
             with _connect(url, "127.0.0.2") as s:
                 s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 again = _closed_within(s, 1)[1]
-            if again.startswith(b"HTTP/1.1 200"):
-                break
-            time.sleep(0.2)
-        took = time.monotonic() - start
+            time.sleep(0.05)
         stalled.close()
     print(
-        f"stalled reader: {sent >> 10} KiB of requests sent; same address answered in {took:.1f} s"
+        f"stalled reader: {sent >> 10} KiB of requests sent (dropped meanwhile: {dropped}); "
+        f"same address answered at try {tries}"
     )
-    assert again.startswith(b"HTTP/1.1 200") and took < 6
+    assert again.startswith(b"HTTP/1.1 200")
 
 
 def test_a_client_is_a_block_of_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -619,15 +698,15 @@ def test_a_full_server_drops_the_oldest_half_sent_head(plain_cnn) -> None:  # ty
     limits = ConnectionLimits(head_timeout=30.0, per_client=4, total=8)
     asgi = create_app(plain_cnn, (1, 8, 8), model_name="m", body_timeout=30.0)
     with serving(asgi, limits=limits) as url:
+        # taken in in the order they connect: the first has waited longest
         half = []
         for source in ("127.0.0.2", "127.0.0.3"):
             for _ in range(4):
                 half.append(_connect(url, source))
                 half[-1].sendall(b"GET /v2 HTTP/1.1\r\n")
-                time.sleep(0.05)
-        time.sleep(0.2)
         ready = [httpx.get(f"{url}/v2/health/ready", timeout=3).status_code for _ in range(2)]
-        dropped = [_closed_within(s, 0.5)[0] for s in half]
+        # dropped (aborted) when the first probe came in, before it was answered
+        dropped = [closed for closed, _ in _watch(half, 0.3)]
         for s in half:
             s.close()
     assert ready == [200, 200] and dropped == [True] + [False] * 7, (ready, dropped)
