@@ -33,49 +33,21 @@ def one_line_error(result, code: int = 2) -> str:  # type: ignore[no-untyped-def
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def files(
+    tmp_path_factory: pytest.TempPathFactory, uchida_cnn, plain_cnn, digits
+) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    """The session's Uchida-marked and plain CNNs (default recipe, seed 0) and the mark's key
+    as files. This fixture trained its own pair through `nnmark train` (8 epochs, lam 0.1:
+    review, session 40); `nnmark train` of an Uchida mark is tested at its default recipe in
+    tests/attacks/test_attacks_weights.py::test_attack_cli."""
+    from nnmark import model_info, save_model
+
     d = tmp_path_factory.mktemp("cli")
     marked, key, plain = d / "marked.safetensors", d / "acme.nnkey", d / "plain.safetensors"
-    r = run(
-        "train",
-        "--data",
-        "digits",
-        "--model",
-        "cnn",
-        "--scheme",
-        "uchida",
-        "--bits",
-        "64",
-        "--epochs",
-        "8",
-        "--seed",
-        "0",
-        "--owner",
-        "ACME Corp",
-        "--set",
-        "key_type=random",
-        "--set",
-        "lam=0.1",
-        "--out",
-        marked,
-        "--key-out",
-        key,
-    )
-    assert r.exit_code == 0, r.stderr
-    r = run(
-        "train",
-        "--data",
-        "digits",
-        "--model",
-        "cnn",
-        "--scheme",
-        "none",
-        "--epochs",
-        "8",
-        "--out",
-        plain,
-    )
-    assert r.exit_code == 0, r.stderr
+    model, owner_key = uchida_cnn
+    save_model(model, model_info(model, digits), marked)
+    owner_key.save(key)
+    save_model(plain_cnn, model_info(plain_cnn, digits), plain)
     return {"dir": d, "marked": marked, "key": key, "plain": plain}
 
 
@@ -197,8 +169,6 @@ def test_evaluate_inspect_embed(files: dict[str, Path]) -> None:
         "uchida",
         "--bits",
         "64",
-        "--epochs",
-        "5",
         "--out",
         out,
         "--key-out",
@@ -210,12 +180,16 @@ def test_evaluate_inspect_embed(files: dict[str, Path]) -> None:
     assert run("verify", files["plain"], "--key", key).exit_code == 1
 
 
-def test_a_mark_that_did_not_take_is_said_when_it_is_made(files: dict[str, Path]) -> None:
+def test_a_mark_that_did_not_take_is_said_when_it_is_made(  # type: ignore[no-untyped-def]
+    files: dict[str, Path], blackbox_marked, digits
+) -> None:
     """train / embed verify the new marks in the model they save: one epoch of a content trigger
     set is not learned: one warning line on stderr, exit 1 as verify would (a script went on
     from exit 0 with a model its key cannot claim), the files still written. A frontier mark at
-    its default recipe is claimed (by the search cost: no timestamp lowers its bar), alone and
-    with a second mark."""
+    its default recipe is claimed (by the search cost: no timestamp lowers its bar), and a mark
+    added to its key is checked alone and with the frontier mark."""
+    from nnmark import model_info, save_model
+
     d = files["dir"]
     r = run("train", "--scheme", "content", "--epochs", "1", "--out", d / "c.safetensors",
             "--key-out", d / "c.nnkey")  # fmt: skip
@@ -224,12 +198,14 @@ def test_a_mark_that_did_not_take_is_said_when_it_is_made(files: dict[str, Path]
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith("warning: content: not_found in the saved model (p ")
     assert line.endswith("train longer (--epochs)")
-    # frontier at its default recipe (the library's 20 epochs), claimed within its 100 true
-    # adversaries by the search cost (benchmarks/results/blackbox_keys_frontier.md)
-    epochs = str(TrainConfig().epochs)
-    r = run("embed", files["plain"], "--scheme", "frontier", "--epochs", epochs,
-            "--out", d / "f.safetensors", "--key-out", d / "f.nnkey")  # fmt: skip
-    assert r.exit_code == 0 and "check: frontier: found in the saved model" in r.stdout, r.stderr
+    # frontier at its default recipe (the library's 20 epochs, fine-tuned into the plain CNN:
+    # the session's `blackbox_marked`, which this test trained again through `nnmark embed`
+    # until session 40), claimed within its 100 true adversaries by the search cost
+    # (benchmarks/results/blackbox_keys_frontier.md)
+    model, key = blackbox_marked["frontier"]
+    save_model(model, model_info(model, digits), d / "f.safetensors")
+    key.save(d / "f.nnkey")
+    assert run("verify", d / "f.safetensors", "--key", d / "f.nnkey").exit_code == 0
     # a new mark added to that key is checked alone and with the key's other mark, as verify
     # decides
     r = run("embed", d / "f.safetensors", "--key", d / "f.nnkey", "--scheme", "uchida",
@@ -423,22 +399,25 @@ def test_outputs_are_checked_before_training_and_written_as_one_transaction(
     """An output folder that cannot be written fails before any training; a marked model and
     its key are written together or not at all (a failure writing the key leaves the old
     files as they were, and no temp file)."""
-    import time
-
+    import nnmark.api
     from nnmark.io import atomic_write_all
 
-    start = time.perf_counter()
-    r = run(
-        "train",
-        "--scheme",
-        "uchida",
-        "--out",
-        "/proc/self/m.safetensors",
-        "--key-out",
-        tmp_path / "k.nnkey",
-    )
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained before the output folder was checked")
+
+    with monkeypatch.context() as mp:  # refused before any training (session 40: not timed)
+        mp.setattr(nnmark.api, "train", never)
+        mp.setattr(nnmark.api, "embed", never)
+        r = run(
+            "train",
+            "--scheme",
+            "uchida",
+            "--out",
+            "/proc/self/m.safetensors",
+            "--key-out",
+            tmp_path / "k.nnkey",
+        )
     assert "cannot write in /proc/self" in one_line_error(r)
-    assert time.perf_counter() - start < 30  # refused before the 20 training epochs
     model, key = tmp_path / "m.safetensors", tmp_path / "k.nnkey"
     model.write_bytes(b"old model")
     real = os.replace
