@@ -20,7 +20,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nnmark import OwnerKey, TrainConfig, embed, new_model, train, verify
+from nnmark import OwnerKey, TrainConfig, embed, new_model, verify
 from nnmark.api import SECONDS_PER_YEAR, model_info, search_seconds
 from nnmark.cli import app
 from nnmark.data.base import DataBundle
@@ -30,6 +30,23 @@ from nnmark.io import save_model
 from nnmark.keys import derivation_seconds, sha256_hex, stream
 from nnmark.schemes.uchida import Uchida, UchidaConfig
 from nnmark.testing.tsa import seen_now
+
+
+def written(
+    model: torch.nn.Module, data: DataBundle, key: OwnerKey, **kwargs: Any
+) -> tuple[torch.nn.Module, OwnerKey]:
+    """An Uchida mark planned for `key` and written into `model` by the paper's Eq. (6) (the
+    host weights edited toward the bits, no task loss, no epoch: `embed_without_training`).
+    For tests of the key and the claim rules, which need a mark that reads, not a training
+    recipe's result (session 40: these trained 3 or 10 epochs, under the default recipe).
+    lam 100 reads at BER 0 for every key tried (5 direct 32-bit keys on the digits CNN, 3
+    random 64-bit ones on `OwnNet`: session 40); a miss fails the tests' p asserts."""
+    from nnmark.schemes import scheme_for
+    from nnmark.schemes.uchida import embed_without_training
+
+    planned, key = embed(model, data, "uchida", key=key, config=TrainConfig(epochs=0), **kwargs)
+    return embed_without_training(planned, scheme_for(key.marks[0]), lam=100.0), key
+
 
 runner = CliRunner()
 
@@ -312,14 +329,8 @@ def test_the_claim_rule_needs_a_forgery_cost_timestamp_or_not(  # type: ignore[n
     with the suspect's first sighting. (A `direct` key: its bits carry no scores, so p is the
     binomial tail of 32 bits; a random key's scores put the same mark far below the bound.)"""
     key = OwnerKey.new("short", nonce="3c" * 16)
-    model, key = embed(
-        new_model("cnn", digits, seed=0),
-        digits,
-        "uchida",
-        key=key,
-        bits=32,
-        options={"key_type": "direct"},
-        config=TrainConfig(epochs=10, seed=0),
+    model, key = written(
+        new_model("cnn", digits, seed=0), digits, key, bits=32, options={"key_type": "direct"}
     )
     v = verify(model, key)
     assert v.p_value < 1e-6 and v.verdict == "not_found"
@@ -436,9 +447,7 @@ def test_a_kdf_that_fits_in_a_cache_is_priced_at_nothing(digits: DataBundle, pla
     assert derivation_seconds({**DEFAULT_KDF, "n": MIN_PRICED_KDF_MEMORY // 128 // 8}) > 0
     assert search_seconds([0.0, 0.05], [1e-9, 1e-9], "fisher") == 0.0
     key = OwnerKey.new("cheap owner", nonce="c4" * 16, kdf=SPLIT_KDF)
-    marked, key = embed(
-        copy.deepcopy(plain_cnn), digits, "uchida", key=key, config=TrainConfig(seed=0)
-    )
+    marked, key = written(copy.deepcopy(plain_cnn), digits, key)  # a mark that reads
     v = verify(marked, key)
     print(f"cheap KDF: p {v.p_value:.2g}, cost {v.forgery_cost}, {v.claim_rule}")
     assert v.p_value < v.alpha and v.verdict == "not_found" and v.forgery_cost == 0.0
@@ -538,13 +547,6 @@ def test_new_and_plain_models_through_the_cli(files: Path, digits: DataBundle) -
         app, ["verify", str(files / "plain.safetensors"), "--key", str(files / "owner.nnkey")]
     )
     assert r.exit_code == 1
-
-
-def test_unmarked_models_of_other_recipes_are_not_claimed(digits: DataBundle, uchida_cnn) -> None:  # type: ignore[no-untyped-def]
-    _, key = uchida_cnn
-    for seed, cfg in ((5, TrainConfig(epochs=3, seed=5, optimizer="sgd", lr=0.05)),):
-        plain = train(new_model("cnn", digits, seed=seed), digits, cfg)
-        assert verify(plain, key).verdict == "not_found"
 
 
 @pytest.mark.parametrize(
@@ -676,11 +678,8 @@ def test_a_key_made_for_a_users_own_module_commits_its_tensors(
     its name) said not_found with no reason. The key commits the module's tensor names; a
     suspect holding others is not read by name and says why, one holding fewer reads."""
     torch.manual_seed(0)
-    marked, key = embed(
-        OwnNet(), digits, "uchida", options={"layer": "conv2", "lam": 1.0}, bits=64,
-        key=OwnerKey.new("own", nonce="ac" * 16, created="2026-01-01T00:00:00+00:00"),
-        config=TrainConfig(epochs=3, seed=0),
-    )  # fmt: skip
+    key = OwnerKey.new("own", nonce="ac" * 16, created="2026-01-01T00:00:00+00:00")
+    marked, key = written(OwnNet(), digits, key, options={"layer": "conv2"}, bits=64)
     bn = ["bn.bias", "bn.running_mean", "bn.running_var", "bn.weight"]
     convs = ["conv1.bias", "conv1.weight", "conv2.bias", "conv2.weight"]
     assert key.arch == {"name": "module", "tensors": [*bn, *convs, "fc.bias", "fc.weight"]}
