@@ -75,6 +75,11 @@ def test_mark_found_with_fidelity(per_seed: dict, digits: DataBundle, key_type: 
         plain_acc.append(acc(per_seed[seed]["plain"], digits))
         marked_acc.append(acc(model, digits))
     print(f"{key_type}: marked {marked_acc} plain {plain_acc}")
+    # Issue 3's requirement (the bound is the spec, not tuned): the mean marked accuracy within
+    # 1 point of plain; measured per seed -0.84 to +0.56 points over seeds 0..2 and the three
+    # key types, plain 0.9805 on average (`python benchmarks/uchida_key_types.py`,
+    # benchmarks/results/uchida_key_types.md). 0.97: that plain mean less the point, rounded
+    # down, so a recipe that lost the task as well as the mark's cost fails.
     assert np.mean(marked_acc) >= 0.97, marked_acc
     assert abs(np.mean(marked_acc) - np.mean(plain_acc)) <= 0.01, (marked_acc, plain_acc)
 
@@ -194,6 +199,10 @@ def test_hinge_loss_leaves_the_host_histogram_as_the_plain_models(
         return float(get_layer(m, layer).weight.detach().std())
 
     print(f"host std / plain: hinge {std(hinge) / std(plain):.3f}, bce {std(bce) / std(plain):.3f}")
+    # host std / plain over seeds 0..2: hinge (unit kernels) 0.944 to 0.974, bce 1.634 to 1.705
+    # (`python benchmarks/uchida_loss_tradeoff.py --jobs 2`, its json's runs): the bounds leave
+    # 0.044 of margin to the hinge's worst and 0.33 to the bce's. The detector flags the bce host at seed 0 (the
+    # session's model) but at 2 of those 3 seeds; it flags the hinge's at none.
     assert abs(std(hinge) / std(plain) - 1) < 0.1
     assert std(bce) / std(plain) > 1.3
     assert layer in detect_layers(bce) and layer not in detect_layers(hinge)
@@ -259,19 +268,29 @@ def test_training_and_attacks_leave_the_callers_random_stream_alone(digits: Data
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_finetune_to_embed_and_table7(per_seed: dict, digits: DataBundle) -> None:
+def test_finetune_to_embed_and_table7(per_seed: dict, digits: DataBundle, once) -> None:  # type: ignore[no-untyped-def]
     """Fine-tune-to-embed keeps accuracy; Eq. (6) (editing the weights without training) does
     not reach both BER 0 and that accuracy (Uchida's Table 7, at the paper's 256 bits)."""
-    plain = per_seed[0]["plain"]
+    plain = per_seed[0]["plain"]  # the session's plain_cnn
     base = acc(plain, digits)
-    key = OwnerKey.new("fine-tune", nonce="77" * 16)
-    marked, key = embed(  # `nnmark embed`'s recipe
-        plain, digits, "uchida", key=key, config=default_recipe("uchida", finetune=True)
-    )
+
+    def finetuned() -> tuple[torch.nn.Module, OwnerKey]:  # `nnmark embed`'s recipe
+        key = OwnerKey.new("fine-tune", nonce="77" * 16)
+        config = default_recipe("uchida", finetune=True)
+        return embed(copy.deepcopy(plain), digits, "uchida", key=key, config=config)
+
+    # shared with other files (session 40): whichever builds it, the key is the mark's
+    marked, key = once("uchida_finetuned_cnn", finetuned)
     v = verify(marked, key)
     assert v.ber == 0.0 and v.verdict == "found"
+    # issue 3's bound (the requirement, not tuned): within 1 point of the plain model
     assert abs(acc(marked, digits) - base) <= 0.01
-    assert verify(plain, key).verdict == "not_found"  # the input model was not modified
+    assert verify(plain, key).verdict == "not_found"
+    # embed trains a copy: the input model is not modified (one epoch shows it)
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    other = OwnerKey.new("input", nonce="79" * 16)
+    embed(plain, digits, "uchida", key=other, config=TrainConfig(epochs=1, seed=0))
+    assert all(torch.equal(before[k], t) for k, t in plain.state_dict().items())
 
     key = OwnerKey.new("table 7", nonce="78" * 16)
     tuned, key = embed(
