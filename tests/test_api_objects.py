@@ -19,8 +19,10 @@ from nnmark.schemes.uchida import Uchida, UchidaConfig
 from nnmark.suspect import ModuleSuspect, load_suspect
 from nnmark.train import make_optimizer
 
-#: The white-box tests' recipe (tests/schemes/scheme_recipes.py): 3 epochs of fine-tune-to-embed.
-CFG = TrainConfig(epochs=3, seed=0)
+#: One epoch of fine-tune-to-embed: what is under test is that the three spellings train the
+#: same weights under the same key, not that the mark takes (the default recipe's marks are
+#: tests/schemes' contract; session 40: 3 epochs and lam 0.1 asserted "found").
+CFG = TrainConfig(epochs=1, seed=0)
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -38,7 +40,7 @@ def test_a_config_instance_or_a_class_embeds_what_the_name_does(
     by_class, k3 = embed(plain_cnn, digits, Uchida, options=opts, key=key, bits=64, config=CFG)
     assert k1.commitment == k2.commitment == k3.commitment
     assert _same(by_name, by_config) and _same(by_name, by_class)
-    assert verify(by_config, k2).verdict == "found"
+    assert not _same(by_name, plain_cnn)  # trained: the equality is of trained weights
 
 
 def test_a_list_is_a_composite_and_a_foreign_object_is_refused() -> None:

@@ -106,11 +106,13 @@ def test_keys_and_verdicts_do_not_depend_on_the_device(
     digits, plain_cnn, tmp_path: Path, mark_on: str, verify_on: str
 ) -> None:  # type: ignore[no-untyped-def]
     """Mark on one device (fine-tune-to-embed, a white-box and a black-box mark together), save,
-    verify the file and the live model on another: the same verdict and p-value; the file's
-    tensors are CPU tensors."""
+    verify the file and the live model on another: the same verdict, BER and p-value for each
+    mark; the file's tensors are CPU tensors. Equality is under test, not whether one epoch
+    plants the marks (session 40: 5 epochs, under the default recipe, asserted "found"; the
+    default recipe's marks are tests/schemes' contract)."""
     key = OwnerKey.new("o", nonce="12" * 16)
     marked, key = embed(
-        plain_cnn, digits, "uchida+content", key=key, config=TrainConfig(epochs=5),
+        plain_cnn, digits, "uchida+content", key=key, config=TrainConfig(epochs=1),
         device=mark_on,
     )  # fmt: skip
     assert device_of(marked).type == mark_on
@@ -120,8 +122,8 @@ def test_keys_and_verdicts_do_not_depend_on_the_device(
     assert device_of(loaded).type == "cpu"
     here = verify(marked, key, data=[digits])
     there = verify(loaded.to(verify_on), key, data=[digits])
-    assert here.verdict == there.verdict == "found"
-    assert len(here.parts) == 2
+    assert here.verdict == there.verdict
+    assert len(here.parts) == 2 and all(a.n > 0 for a in here.parts)  # both marks were read
     for a, b in zip(here.parts, there.parts, strict=True):
         assert (a.verdict, a.ber, a.p_value) == (b.verdict, b.ber, b.p_value)
 
