@@ -117,7 +117,14 @@ def test_a_ray_address_nothing_answers_at_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ray.init retries an unreachable head for minutes with warnings and no error: the address
-    is tried first (a closed port here), and a malformed one is refused, before anything runs."""
+    is tried first (a closed port here), and a malformed one is refused, before anything runs
+    (ray.init fails the test if it is called: session 40, where a time bound was asserted)."""
+    import ray
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("ray.init was called for an address refused beforehand")
+
+    monkeypatch.setattr(ray, "init", never)
     with socket.socket() as s:  # a port nothing listens on once closed
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -133,14 +140,12 @@ def test_a_ray_address_nothing_answers_at_is_one_line(
         "127.0.0.1:99999": "expected auto, local, HOST:PORT",
     }
     for address, why in cases.items():
-        start = time.perf_counter()
         r = runner.invoke(
             app, ["bench", "--config", str(config), "--out", str(out), "--ray", address]
         )
         assert r.exit_code == 2, (address, r.stdout, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and why in lines[0], (address, r.stderr)
-        assert time.perf_counter() - start < 30, address
         assert not out.exists()
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # `auto` joins it
     with pytest.raises(NNMarkError, match="no Ray cluster answers"):
@@ -217,23 +222,12 @@ def test_a_composite_whose_parts_disagree_on_bits_is_refused() -> None:
     assert split_bits("uchida+content", same) == ({"uchida": {"lam": 0.01}, "content": {}}, 128)
 
 
-@pytest.mark.skipif(
-    (SHARED_DATA / "cifar10").exists(), reason="CIFAR-10 is in the shared data folder here"
-)
-def test_the_cifar_preset_without_its_data_is_one_line(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    r = runner.invoke(app, ["bench", "--preset", "cifar", "--out", str(out)])
-    assert r.exit_code == 2, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    missing = (SHARED_DATA / "cifar10").as_posix()
-    assert lines == [f"error: cifar10: data folder not found: {missing}"], r.stderr
-    assert not out.exists()
-
-
 def test_a_missing_data_folder_is_refused_wherever_the_data_are(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same refusal on a machine that has CIFAR-10: the preset pointed at an empty place."""
+    """`--preset cifar` without its data folder is one line and writes nothing, on any machine
+    (the preset pointed at an empty place; a test that ran only where CIFAR-10 is missing, and
+    skipped here, is folded into this one: session 40)."""
     monkeypatch.setitem(PRESETS, "cifar", _cifar_preset(tmp_path / "elsewhere"))
     out = tmp_path / "out"
     r = runner.invoke(app, ["bench", "--preset", "cifar", "--out", str(out)])
