@@ -97,7 +97,10 @@ def test_overwrite_with_a_fresh_key(uchida_cnn, digits) -> None:  # type: ignore
         assert thief["thief_verdict"] == "found" and thief["thief_ber"] == 0.0
         assert thief["thief_layer"] == key.marks[0].layer  # the same host layer as the owner's
         assert v.verdict == "found"
-        assert acc(over, digits) >= 0.95
+        # the thief kept the model: within the bench's fidelity budget of the owner's (the
+        # bench's own criterion; 0.95 here until session 40). Measured 0.981 to 0.992 over
+        # attack seeds 64, 256, 1064, ... (session 40: `attack(uchida_cnn, spec, seed=s)`)
+        assert acc(over, digits) >= acc(model, digits) - BenchSpec().budget
         if bits == 64:
             assert v.ber == 0.0
 
@@ -145,8 +148,10 @@ def test_finetune_last_layer_only_trains_the_head_alone(digits: DataBundle) -> N
 
 def test_finetune_reinit_head(uchida_cnn, digits: DataBundle) -> None:  # type: ignore[no-untyped-def]
     """A fresh head: with no epoch the model is at chance; trained alone for 20 epochs on the
-    thief split it recovers (measured 95.0 %; 5 epochs gave 47.4 %), and the owner's mark (in
-    conv3) is untouched."""
+    thief split it recovers, and the owner's mark (in conv3) is untouched. Over attack seeds
+    0..7 (session 40: both attacks below at `seed=s` on uchida_cnn) the fresh head read 0.053 to 0.198 (chance 0.1) and the trained one 0.827
+    to 0.964 (95.0 % at seed 0; 5 epochs gave 47.4 %): 0.9 held at 6 of 8 seeds, so the bounds
+    are 0.5 and 0.8, each clear of its side's worst seed."""
     model, key = uchida_cnn
     head = head_name(model)
     fresh = attack(model, "finetune:reinit_head=true,epochs=0", digits, seed=0)
@@ -157,7 +162,7 @@ def test_finetune_reinit_head(uchida_cnn, digits: DataBundle) -> None:  # type: 
     print(
         f"reinit head: accuracy {a0:.4f} untrained, {a1:.4f} after 20 head-only epochs; BER {v.ber}"
     )
-    assert a0 < 0.5 and a1 >= 0.9
+    assert a0 < 0.5 and a1 >= 0.8
     assert v.ber == 0.0 and changed(model, tuned) == {f"{head}.weight", f"{head}.bias"}
 
 
