@@ -103,6 +103,12 @@ def pct(values: list[float]) -> str:
     return f"{100 * statistics.fmean(values):.2f} %"
 
 
+def read_cells(cells: list[dict[str, Any]]) -> str:
+    """'BER per seed | found' of one row."""
+    found = sum(c["verdict"] == "found" for c in cells)
+    return " / ".join(f"{c['ber']:.3f}" for c in cells) + f" | {found}/{len(cells)}"
+
+
 def markdown(rows: list[dict[str, Any]], seconds: float) -> str:
     seeds = ", ".join(str(r["seed"]) for r in rows)
     lines = [
@@ -133,12 +139,9 @@ def markdown(rows: list[dict[str, Any]], seconds: float) -> str:
     ]
     for spec in BLIND:
         cells = [r["attacks"][spec] for r in rows]
-        found = sum(c["verdict"] == "found" for c in cells)
-        bers = " / ".join(f"{c['ber']:.3f}" for c in cells)
         accs = " / ".join(f"{100 * c['accuracy']:.2f}" for c in cells)
         lines.append(
-            f"| {spec} | {bers} | {found}/{len(cells)} | "
-            f"{pct([c['accuracy'] for c in cells])} | {accs} |"
+            f"| {spec} | {read_cells(cells)} | {pct([c['accuracy'] for c in cells])} | {accs} |"
         )
     lines += [
         "",
@@ -148,10 +151,7 @@ def markdown(rows: list[dict[str, Any]], seconds: float) -> str:
         "|---|---|---|",
     ]
     for spec in REALIGNED:
-        cells = [r["realigned"][spec] for r in rows]
-        found = sum(c["verdict"] == "found" for c in cells)
-        bers = " / ".join(f"{c['ber']:.3f}" for c in cells)
-        lines.append(f"| {spec} | {bers} | {found}/{len(cells)} |")
+        lines.append(f"| {spec} | {read_cells([r['realigned'][spec] for r in rows])} |")
     return "\n".join(lines)
 
 

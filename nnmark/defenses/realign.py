@@ -64,16 +64,17 @@ conv channels paired wrongly, up to 7 of 64 Uchida bits lost after channel pruni
 fine-tune; cnn, mlp, resnet20) the twin route finds, with v3 keys, uchida 120 of 120, stdm 95
 of 120, tartaglione 60 of 60, watermas 60 of 60, actsign 43 of 60 and deepsigns 25 of 60 (v2
 keys: stdm 94, actsign 44, deepsigns 40; paired by activations then: stdm 85, tartaglione 55,
-actsign 16, deepsigns 14), and claims none of 1,920 (key, never-marked model) pairs. A
-permuted actsign copy is then found again (BER 0.03); a deepsigns copy is not (BER 0.27: the
-matching still reads the host units' answers, which are what that mark changed), so it is
-not_found, never wrongly found (tests/schemes/test_scheme_realign.py). Against a blinded
-marked reference (which both activation marks refuse) channels are paired by activations
-only. The matching can scramble even an unmoved copy (deepsigns
-BER 0.27 realigned, 0 as given), and the channel scales set to the twin's move a mark that
-reads weight magnitudes (ST-DM) by however much two models trained apart differ, so with
-`--reference-unmarked` every white-box mark is read realigned, realigned with the suspect's
-scales kept, and as given, and claimed on the smallest p, tripled (`RealignedSuspect.readings`).
+actsign 16, deepsigns 14), and claims none of 1,920 (key, never-marked model) pairs; those
+figures predate the view with the scales kept (below, session 40), which recovers more. Against
+a blinded marked reference (which both activation marks refuse) channels are paired by
+activations only. The channel scales set to the twin's (what undoes `scale`) move every mark
+that reads magnitudes, of weights (ST-DM) or of activations (deepsigns), by however much two
+models trained apart differ: an unmoved deepsigns copy read at BER 0.3 realigned, 0 as given,
+and a permuted one at 0.27; ST-DM trained from scratch was found for 6 of 12 keys after
+`permute`. So with `--reference-unmarked` every white-box mark is read realigned, realigned
+with the suspect's scales kept (`keep_scales`: the permuted deepsigns copy at BER 0, ST-DM 12
+of 12), and as given, and claimed on the smallest p, tripled (`RealignedSuspect.readings`;
+tests/schemes/test_scheme_realign.py, tests/schemes/test_realign_scales.py).
 
 A suspect that cannot be matched at all (another architecture, other layer names) is not_found
 with the reason, not an error. Black-box and integrity marks read the suspect as given:

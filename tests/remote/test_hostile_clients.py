@@ -334,28 +334,22 @@ def _answer(sock: socket.socket, seconds: float) -> bytes:
 def _answers(socks: list[socket.socket], seconds: float) -> list[bytes]:
     """What each of `socks` reads within one window of `seconds`, read together: up to its
     first complete answer, or until it is closed (b"" where nothing came)."""
-    got = [b""] * len(socks)
-    waiting = set(range(len(socks)))
-    ends = time.monotonic() + seconds
-    while waiting and (left := ends - time.monotonic()) > 0:
-        readable, _, _ = select.select([socks[i] for i in waiting], [], [], left)
-        for sock in readable:
-            i = socks.index(sock)
-            try:
-                chunk = sock.recv(65536)
-            except OSError:
-                chunk = b""
-            got[i] += chunk
-            if not chunk or _complete(got[i]):
-                waiting.discard(i)
-    return got
+    return [got for _, got in _read_together(socks, seconds, _complete)]
 
 
 def _watch(socks: list[socket.socket], seconds: float) -> list[tuple[bool, bytes]]:
     """For each of `socks`, read together within one window of `seconds`: (whether the server
     closed it, what it sent before)."""
+    return _read_together(socks, seconds, lambda _: False)
+
+
+def _read_together(
+    socks: list[socket.socket], seconds: float, enough: Callable[[bytes], bool]
+) -> list[tuple[bool, bytes]]:
+    """Read `socks` together within one window of `seconds`, each until it is closed or what
+    it sent is `enough`: (whether it was closed, what it sent)."""
     got = [b""] * len(socks)
-    open_ = set(range(len(socks)))
+    open_, closed = set(range(len(socks))), set()
     ends = time.monotonic() + seconds
     while open_ and (left := ends - time.monotonic()) > 0:
         readable, _, _ = select.select([socks[i] for i in open_], [], [], left)
@@ -367,8 +361,10 @@ def _watch(socks: list[socket.socket], seconds: float) -> list[tuple[bool, bytes
                 chunk = b""
             got[i] += chunk
             if not chunk:
+                closed.add(i)
+            if not chunk or enough(got[i]):
                 open_.discard(i)
-    return [(i not in open_, g) for i, g in enumerate(got)]
+    return [(i in closed, g) for i, g in enumerate(got)]
 
 
 def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:

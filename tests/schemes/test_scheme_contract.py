@@ -10,6 +10,7 @@ import torch
 from scheme_recipes import SCHEMES_UNDER_TEST, embed_recipe, owner_key
 
 from nnmark import TrainConfig, evaluate, verify
+from nnmark.api import UNMARKED_REFERENCE_LOOKS
 from nnmark.schemes import SCHEMES, scheme_for
 
 
@@ -36,9 +37,9 @@ def test_embedded_mark_is_found_and_keeps_accuracy(name, marked, base_cnn, digit
     if not integrity:
         assert v.ber == 0.0
         # a key committed to its unmarked reference (fine-tune-to-embed: tartaglione) counts
-        # two readings, as given and realigned: p doubled (nnmark/api.py `_looks`)
+        # the readings --reference-unmarked makes: p tripled (nnmark/api.py `_looks`)
         looks = v.details.get("looks", 1)
-        assert looks == (2 if key.reference is not None else 1)
+        assert looks == (UNMARKED_REFERENCE_LOOKS if key.reference is not None else 1)
         if "scores" in v.details:  # the smaller of the bits' and the scores' p, doubled
             assert v.p_value <= 2 * looks * 2.0**-v.n
             assert v.details["scores"]["p_bits"] == pytest.approx(2.0**-v.n, rel=1e-9, abs=0)
