@@ -75,30 +75,20 @@ def main() -> None:
 
 
 def _realigned(copy, twin, schemes, pairing: str):  # type: ignore[no-untyped-def]
-    """`copy` realigned to `twin`, its channels paired by weights (the default) or, with the
-    weight pass switched off, by activations alone; `scales_kept`: by weights, each channel's
-    scale left as the suspect's (match_plan's rescaling undone)."""
-    if pairing == "weights":
-        return realign_suspect(ModuleSuspect(copy), twin, schemes, unmarked=True)
-    if pairing == "scales_kept":
-        match_plan = realign_module.match_plan
-
-        def unscaled(*args, **kwargs):  # type: ignore[no-untyped-def]
-            plan = match_plan(*args, **kwargs)
-            ones = torch.ones_like(plan.out_scale)
-            return realign_module.Plan(plan.select, ones, (plan.merge != 0).float())
-
-        realign_module.match_plan = unscaled
-        try:
-            return realign_suspect(ModuleSuspect(copy), twin, schemes, unmarked=True)
-        finally:
-            realign_module.match_plan = match_plan
+    """One view of `copy` realigned to `twin` (verify reads all of them; here each alone):
+    channels paired by weights (the default), or with the weight pass switched off by
+    activations alone; `scales_kept`: paired by weights, each channel's scale left as the
+    suspect's (realign.keep_scales)."""
     passes = realign_module.WEIGHT_PASSES
-    realign_module.WEIGHT_PASSES = 0
+    if pairing == "activations":
+        realign_module.WEIGHT_PASSES = 0
     try:
-        return realign_suspect(ModuleSuspect(copy), twin, schemes, unmarked=True)
+        aligned = realign_suspect(ModuleSuspect(copy), twin, schemes, unmarked=True)
     finally:
         realign_module.WEIGHT_PASSES = passes
+    view = aligned.scales_kept if pairing == "scales_kept" else aligned.realigned
+    assert view is not None, aligned.failure
+    return view
 
 
 def _markdown(  # type: ignore[type-arg]

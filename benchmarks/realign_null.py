@@ -414,7 +414,9 @@ def main() -> None:
                             tsa_certs=owner[1],
                         )
                     )
-                    if (arch, ki, pi) not in to_twin:  # = realign_suspect(..., unmarked=True)
+                    # realign_suspect(..., unmarked=True)'s first view; the view with the
+                    # scales kept (session 40) is not measured here yet
+                    if (arch, ki, pi) not in to_twin:
                         to_twin[arch, ki, pi] = realign(plain, twin, unmarked=True)
                     rows["twin"].append(verify(ModuleSuspect(to_twin[arch, ki, pi]), key))
                 legit += legit_rows(marked, twin, key, bound, data, arch, ki, tried, owner)

@@ -18,7 +18,7 @@ from torch import nn
 from nnmark.attacks import build_attack
 from nnmark.config import build_config
 from nnmark.data.base import DataBundle
-from nnmark.device import device_of, full_fp32, resolve_device, seeded
+from nnmark.device import device_of, resolve_device, seeded
 from nnmark.errors import NNMarkError
 from nnmark.io import ModelInfo, model_sha256
 from nnmark.keys import MAX_BITS, OwnerKey
@@ -677,15 +677,14 @@ def verify(
     schemes = [bound_scheme(key, m.index, data) for m in key.marks]
     verdicts = []
     left = s.max_queries  # one budget for the whole key, spent mark after mark
-    with full_fp32():  # a GPU reads as the CPU does
-        for sch in schemes:
-            seconds = sch.mark.derivation_seconds  # a search re-derives this mark alone
-            threshold = claim_threshold(alpha, seconds)
-            view, v = _read(sch, s.readings(sch.mark), threshold, left, _looks(sch))
-            if left is not None:
-                left -= v.queries or 0
-            search = search_seconds([seconds], [v.p_value], "one")
-            verdicts.append(_finish(v, alpha, search, prov))
+    for sch in schemes:
+        seconds = sch.mark.derivation_seconds  # a search re-derives this mark alone
+        threshold = claim_threshold(alpha, seconds)
+        view, v = _read(sch, s.readings(sch.mark), threshold, left, _looks(sch))
+        if left is not None:
+            left -= v.queries or 0
+        search = search_seconds([seconds], [v.p_value], "one")
+        verdicts.append(_finish(v, alpha, search, prov))
     if len(verdicts) == 1:
         return verdicts[0]
     checks = [v for sch, v in zip(schemes, verdicts) if sch.kind == "integrity"]

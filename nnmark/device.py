@@ -103,18 +103,3 @@ class OnDevice(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.to(device_of(self.model))).cpu()
-
-
-@contextmanager
-def full_fp32() -> Iterator[None]:
-    """float32 computed as float32 while a verdict is read: cuDNN runs convolutions in TF32 by
-    default (about 1e-3 relative error), enough to flip an activation mark's small-margin bits,
-    so the same suspect could read differently on a GPU than on the CPU (forger review,
-    session 40). The user's settings are restored on leaving."""
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = (cudnn.allow_tf32, matmul.allow_tf32)
-    cudnn.allow_tf32 = matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        cudnn.allow_tf32, matmul.allow_tf32 = saved

@@ -272,38 +272,3 @@ def test_data_changed_in_place_after_hashing_is_not_taken_for_the_keys() -> None
     other = dataclasses.replace(data, name="mine")  # not built in: refused, not taken
     with pytest.raises(NNMarkError, match="--data mine is not the data set the key was made"):
         resolve_data({"name": "mine", "sha256": ref["sha256"]}, [other], "mark 0")
-
-
-def test_verification_reads_in_full_float32_and_restores_the_users_settings(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """cuDNN's TF32 (on by default) could flip an activation mark's small-margin bits on a GPU
-    (forger review, session 40): verify turns TF32 off while it reads, and back as it was."""
-    import torch
-
-    from nnmark import OwnerKey, load_data, new_model, verify
-    from nnmark.schemes import SCHEMES
-
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = (cudnn.allow_tf32, matmul.allow_tf32)  # torch's flag objects: not monkeypatchable
-    cudnn.allow_tf32 = matmul.allow_tf32 = True
-    seen = []
-    cls = SCHEMES.get("actsign")
-    original = cls.verify
-
-    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append((cudnn.allow_tf32, matmul.allow_tf32))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(cls, "verify", spy)
-    data = load_data("digits")
-    model = new_model("cnn", data, seed=0)
-    key = OwnerKey.new("tf32", nonce="ee" * 16)
-    key = key.with_mark(cls.plan(model, key, cls.Config(), bits=None, data=data))
-    try:
-        verify(model, key)
-        after = (cudnn.allow_tf32, matmul.allow_tf32)
-    finally:
-        cudnn.allow_tf32, matmul.allow_tf32 = saved
-    assert seen == [(False, False)]
-    assert after == (True, True)

@@ -13,7 +13,6 @@ from nnmark import (
     OwnerKey,
     TrainConfig,
     attack,
-    default_recipe,
     embed,
     evaluate,
     new_model,
@@ -273,19 +272,12 @@ def test_training_and_attacks_leave_the_callers_random_stream_alone(digits: Data
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_finetune_to_embed_and_table7(per_seed: dict, digits: DataBundle, once) -> None:  # type: ignore[no-untyped-def]
+def test_finetune_to_embed_and_table7(per_seed: dict, digits: DataBundle, uchida_finetuned) -> None:  # type: ignore[no-untyped-def]
     """Fine-tune-to-embed keeps accuracy; Eq. (6) (editing the weights without training) does
     not reach both BER 0 and that accuracy (Uchida's Table 7, at the paper's 256 bits)."""
     plain = per_seed[0]["plain"]  # the session's plain_cnn
     base = acc(plain, digits)
-
-    def finetuned() -> tuple[torch.nn.Module, OwnerKey]:  # `nnmark embed`'s recipe
-        key = OwnerKey.new("fine-tune", nonce="77" * 16)
-        config = default_recipe("uchida", finetune=True)
-        return embed(copy.deepcopy(plain), digits, "uchida", key=key, config=config)
-
-    # shared with other files (session 40): whichever builds it, the key is the mark's
-    marked, key = once("uchida_finetuned_cnn", finetuned)
+    marked, key = uchida_finetuned  # `nnmark embed`'s recipe, into plain_cnn (tests/conftest.py)
     v = verify(marked, key)
     assert v.ber == 0.0 and v.verdict == "found"
     # issue 3's bound (the requirement, not tuned): within 1 point of the plain model

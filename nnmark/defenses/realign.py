@@ -339,14 +339,14 @@ def realign_views(
     }
     if unmarked:
         plans = _plans_by_weights(model, reference, paired, plans, (ref_act, sus_act))
-    norms = batchnorm_after(reference, ref_graph)
+    bn_pairs = batchnorm_after(reference, ref_graph)
     views = []
     for kept in (False, True) if scales_kept else (False,):
         moved = copy.deepcopy(model)
         apply_plans(
             moved, sus_groups, {k: keep_scales(p) for k, p in plans.items()} if kept else plans
         )
-        _norm_scales_back(moved, reference, norms, unmarked, norms=not kept)
+        _norm_scales_back(moved, reference, bn_pairs, unmarked, norms=not kept)
         view = copy.deepcopy(reference)
         try:
             view.load_state_dict(moved.state_dict())

@@ -89,6 +89,17 @@ def _sync_num_labels(model: nn.Module, before: int | None) -> None:
         config.num_labels = after
 
 
+class _NewEpoch(transformers.TrainerCallback):
+    """Starts the schemes' batch chain afresh each epoch, as nnmark.train.fit does
+    (SchemeHooks.new_epoch; diff review, session 40: the Trainer kept one chain across epochs)."""
+
+    def __init__(self, hooks: SchemeHooks) -> None:
+        self.hooks = hooks
+
+    def on_epoch_begin(self, *args: Any, **kwargs: Any) -> None:
+        self.hooks.new_epoch()
+
+
 class WatermarkTrainer(transformers.Trainer):
     """A `transformers.Trainer` that embeds nnmark schemes while it trains."""
 
@@ -120,6 +131,7 @@ class WatermarkTrainer(transformers.Trainer):
         for m, width in zip(owners, widths, strict=True):
             _sync_num_labels(m, width)
         super().__init__(*args, **kw)
+        self.add_callback(_NewEpoch(hooks))
 
     @property
     def mark_target(self) -> nn.Module:

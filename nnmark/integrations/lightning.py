@@ -218,6 +218,7 @@ class Watermarked(L.LightningModule):
             self.lr_scheduler_step(cfg.scheduler, metric)
 
     def on_train_epoch_start(self) -> None:
+        self._enter()  # the user's hook may log
         self.inner.on_train_epoch_start()
         self.nnmark_hooks.new_epoch()  # each epoch mixes in what fit's does
 

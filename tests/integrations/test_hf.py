@@ -189,7 +189,8 @@ def grouped(digits: DataBundle, plain_vit, key_data, request, hf, tmp_path_facto
 @pytest.fixture(scope="module")
 def newlabel_run(digits: DataBundle, plain_vit, key_data, request, hf, tmp_path_factory):  # type: ignore[no-untyped-def]
     """The plain ViT fine-tuned with newlabel through WatermarkTrainer, DEFAULT_EPOCHS, once for
-    both tests that judge it: (model, Planned, num_labels once the trainer was built)."""
+    both tests that judge it: (model, Planned, num_labels once the trainer was built, how many
+    times the schemes' batch chain was started afresh)."""
     model = copy.deepcopy(plain_vit)
     p = plan("newlabel", model, digits, request, hf)
     x, y = digits.tensors("train")
@@ -201,6 +202,14 @@ def newlabel_run(digits: DataBundle, plain_vit, key_data, request, hf, tmp_path_
         schemes=[p.cls(p.key.marks[0], key_data)],
     )
     labels = model.config.num_labels
+    starts = []
+    restart = trainer.nnmark_hooks.new_epoch
+
+    def counted() -> None:
+        starts.append(1)
+        restart()
+
+    trainer.nnmark_hooks.new_epoch = counted  # type: ignore[method-assign]
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -210,7 +219,7 @@ def newlabel_run(digits: DataBundle, plain_vit, key_data, request, hf, tmp_path_
     finally:
         torch.set_num_threads(before)
     assert trainer.mark_target is model
-    return model.eval(), p, labels
+    return model.eval(), p, labels, len(starts)
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -221,7 +230,7 @@ def test_every_supported_scheme_is_embedded(  # type: ignore[no-untyped-def]
         model, planned = request.getfixturevalue("grouped")(GROUP_OF[name])
         p = planned[name]
     elif name == "newlabel":
-        model, p, _ = request.getfixturevalue("newlabel_run")
+        model, p, _, _ = request.getfixturevalue("newlabel_run")
     else:
         model = copy.deepcopy(plain_vit)
         p = plan(name, model, digits, request, hf)
@@ -244,7 +253,9 @@ def test_newlabel_head_grows_and_learns_the_key_samples(  # type: ignore[no-unty
     """What WatermarkTrainer does for newlabel, claimed or not: the head and `num_labels` grow by
     one before the optimizer is built, the key samples (mixed in as 1 + repeats batches of each
     one) are answered with the new label, more often than the decoys, and the task is kept."""
-    model, p, labels = newlabel_run
+    model, p, labels, starts = newlabel_run
+    # each epoch starts the key samples' chain afresh, as fit does (diff review, session 40)
+    assert starts == DEFAULT_EPOCHS
     scheme = p.cls(p.key.marks[0], key_data)
     classes = digits.num_classes
     assert labels == classes + 1
