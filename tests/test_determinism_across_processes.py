@@ -15,6 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # it trains, in two processes: not `make test-fast`'s tier
+
 #: One scheme per way of drawing a mark: a projection (uchida), key positions (tartaglione),
 #: key inputs drawn from the data (deepsigns), generated triggers (content), key samples and a
 #: grown head (newlabel), an adversarial search (frontier).
