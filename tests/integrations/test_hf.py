@@ -148,8 +148,10 @@ def plan(name: str, model: torch.nn.Module, digits: DataBundle, request, hf) -> 
     )
 
 
-def fine_tune(model, planned, digits: DataBundle, key_data, out: Path, hf) -> None:  # type: ignore[no-untyped-def]
-    """DEFAULT_EPOCHS of WatermarkTrainer with every planned scheme, on one intra-op thread."""
+def fine_tune(model, planned, digits: DataBundle, key_data, out: Path, hf) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """DEFAULT_EPOCHS of WatermarkTrainer with every planned scheme, on one intra-op thread:
+    (the model's num_labels once the trainer was built, how many times the schemes' batch
+    chain was started afresh)."""
     x, y = digits.tensors("train")
     hf.quiet()
     trainer = hf.WatermarkTrainer(
@@ -158,6 +160,15 @@ def fine_tune(model, planned, digits: DataBundle, key_data, out: Path, hf) -> No
         train_dataset=hf.Images(x, y),
         schemes=[p.cls(p.key.marks[0], key_data) for p in planned],
     )
+    labels = model.config.num_labels
+    starts = []
+    restart = trainer.nnmark_hooks.new_epoch
+
+    def counted() -> None:
+        starts.append(1)
+        restart()
+
+    trainer.nnmark_hooks.new_epoch = counted  # type: ignore[method-assign]
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -167,6 +178,7 @@ def fine_tune(model, planned, digits: DataBundle, key_data, out: Path, hf) -> No
     finally:
         torch.set_num_threads(before)
     assert trainer.mark_target is model
+    return labels, len(starts)
 
 
 @pytest.fixture(scope="module")
@@ -193,33 +205,9 @@ def newlabel_run(digits: DataBundle, plain_vit, key_data, request, hf, tmp_path_
     times the schemes' batch chain was started afresh)."""
     model = copy.deepcopy(plain_vit)
     p = plan("newlabel", model, digits, request, hf)
-    x, y = digits.tensors("train")
-    hf.quiet()
-    trainer = hf.WatermarkTrainer(
-        model=model,
-        args=hf.args(tmp_path_factory.mktemp("hf-newlabel"), DEFAULT_EPOCHS),
-        train_dataset=hf.Images(x, y),
-        schemes=[p.cls(p.key.marks[0], key_data)],
-    )
-    labels = model.config.num_labels
-    starts = []
-    restart = trainer.nnmark_hooks.new_epoch
-
-    def counted() -> None:
-        starts.append(1)
-        restart()
-
-    trainer.nnmark_hooks.new_epoch = counted  # type: ignore[method-assign]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trainer.train()
-    finally:
-        torch.set_num_threads(before)
-    assert trainer.mark_target is model
-    return model.eval(), p, labels, len(starts)
+    out = tmp_path_factory.mktemp("hf-newlabel")
+    labels, starts = fine_tune(model, [p], digits, key_data, out, hf)
+    return model.eval(), p, labels, starts
 
 
 @pytest.mark.parametrize("name", CASES)
