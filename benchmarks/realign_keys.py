@@ -61,8 +61,9 @@ def main() -> None:
         for spec in args.attacks:
             copy = attack(marked, spec, data, seed=3)
             row = {"key": i, "attack": spec, "blind_ber": verify(copy, key).ber}
+            views = _views(copy, twin, schemes)
             for pairing in pairings:
-                v = verify(_realigned(copy, twin, schemes, pairing), key)
+                v = verify(views[pairing], key)
                 row[f"{pairing}_ber"], row[f"{pairing}_p"] = v.ber, v.p_value
                 row[f"{pairing}_verdict"] = v.verdict
             rows.append(row)
@@ -74,21 +75,25 @@ def main() -> None:
     write_results(name, payload, markdown)
 
 
-def _realigned(copy, twin, schemes, pairing: str):  # type: ignore[no-untyped-def]
-    """One view of `copy` realigned to `twin` (verify reads all of them; here each alone):
-    channels paired by weights (the default), or with the weight pass switched off by
-    activations alone; `scales_kept`: paired by weights, each channel's scale left as the
-    suspect's (realign.keep_scales)."""
+def _views(copy, twin, schemes):  # type: ignore[no-untyped-def]
+    """Each view of `copy` realigned to `twin` (verify reads all of them; here each alone):
+    channels paired by weights (the default), the same pairing with each channel's scale left
+    as the suspect's (realign.keep_scales), and, with the weight pass switched off, paired by
+    activations alone."""
+    by_weights = realign_suspect(ModuleSuspect(copy), twin, schemes, unmarked=True)
     passes = realign_module.WEIGHT_PASSES
-    if pairing == "activations":
-        realign_module.WEIGHT_PASSES = 0
+    realign_module.WEIGHT_PASSES = 0
     try:
-        aligned = realign_suspect(ModuleSuspect(copy), twin, schemes, unmarked=True)
+        by_activations = realign_suspect(ModuleSuspect(copy), twin, schemes, unmarked=True)
     finally:
         realign_module.WEIGHT_PASSES = passes
-    view = aligned.scales_kept if pairing == "scales_kept" else aligned.realigned
-    assert view is not None, aligned.failure
-    return view
+    views = {
+        "weights": by_weights.realigned,
+        "scales_kept": by_weights.scales_kept,
+        "activations": by_activations.realigned,
+    }
+    assert all(v is not None for v in views.values()), by_weights.failure
+    return views
 
 
 def _markdown(  # type: ignore[type-arg]

@@ -281,8 +281,7 @@ def _norm_scales_back(
         ws = w.reshape(w.shape[0], -1).norm(dim=1)
         rs = r.reshape(r.shape[0], -1).norm(dim=1)
         factors = torch.where((ws > 1e-12) & (rs > 1e-12), rs / ws.clamp_min(1e-12), 1.0)
-        if not norms:
-            factors = torch.ones_like(factors)
+        factors = factors if norms else torch.ones_like(factors)
         if signs:
             agree = (w.reshape(w.shape[0], -1) * r.reshape(r.shape[0], -1)).sum(1)
             factors = torch.where(agree < 0, -factors, factors)
@@ -340,14 +339,16 @@ def realign_views(
     if unmarked:
         plans = _plans_by_weights(model, reference, paired, plans, (ref_act, sus_act))
     bn_pairs = batchnorm_after(reference, ref_graph)
+    kinds = (False, True) if scales_kept else (False,)
     views = []
-    for kept in (False, True) if scales_kept else (False,):
-        moved = copy.deepcopy(model)
+    for i, kept in enumerate(kinds):
+        last = i == len(kinds) - 1  # the copies made above are rewritten by the last view
+        moved = model if last else copy.deepcopy(model)
         apply_plans(
             moved, sus_groups, {k: keep_scales(p) for k, p in plans.items()} if kept else plans
         )
         _norm_scales_back(moved, reference, bn_pairs, unmarked, norms=not kept)
-        view = copy.deepcopy(reference)
+        view = reference if last else copy.deepcopy(reference)
         try:
             view.load_state_dict(moved.state_dict())
         except RuntimeError as exc:
