@@ -148,7 +148,7 @@ class NewLabel(TriggerScheme):
         """The first `count` images of the key's one draw of distinct source images: key
         samples are the first n, decoys the next n (so no decoy shares a key sample's image)."""
         n, have = self.config.n, len(self.source().indices("train"))
-        if have < 2 * n:  # refused when marking, not first when verifying
+        if have < 2 * n:  # drawn for the key samples too, so marking refuses it
             raise NNMarkError(
                 f"newlabel: {n} key samples and {n} decoys need {2 * n} distinct training "
                 f"images; the data set has {have}"
