@@ -18,7 +18,7 @@ from torch import nn
 from nnmark.attacks import build_attack
 from nnmark.config import build_config
 from nnmark.data.base import DataBundle
-from nnmark.device import device_of, resolve_device, seeded
+from nnmark.device import device_of, exact_fp32, resolve_device, seeded
 from nnmark.errors import NNMarkError
 from nnmark.io import ModelInfo, model_sha256
 from nnmark.keys import MAX_BITS, OwnerKey
@@ -641,6 +641,7 @@ def _looks(sch: Scheme) -> int:
     return UNMARKED_REFERENCE_LOOKS if committed else 1
 
 
+@exact_fp32()  # the same numbers on any device, whatever precision the caller set
 def verify(
     suspect: Suspect | nn.Module | str,
     key: OwnerKey | str | Path,

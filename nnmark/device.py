@@ -9,8 +9,10 @@ attacks and its verification with it.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ContextDecorator, contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -103,3 +105,77 @@ class OnDevice(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.to(device_of(self.model))).cpu()
+
+
+#: torch's per-backend fp32 settings (torch >= 2.9's `fp32_precision`): a matmul or convolution
+#: on float32 may run in TF32 on a GPU, or in bfloat16 on a CPU that has it once the user called
+#: torch.set_float32_matmul_precision("medium") (x @ w then differs by about 1 %: measured on
+#: this project's Xeon, test_exact_fp32)
+_FP32_KNOBS = (
+    ("cuda", "matmul"),
+    ("cudnn", "conv"),
+    ("cudnn", "rnn"),
+    ("mkldnn", "matmul"),
+    ("mkldnn", "conv"),
+    ("mkldnn", "rnn"),
+)
+#: the same before torch 2.9: the legacy flags, which had no reduced CPU precision
+_LEGACY_FLAGS = (("cuda", "matmul"), ("cudnn", None))
+
+
+def _knob(backend: str, op: str | None) -> Any:
+    root = getattr(torch.backends, backend, None)
+    return root if op is None or root is None else getattr(root, op, None)
+
+
+class exact_fp32(ContextDecorator):
+    """Float32 arithmetic at full precision for the block (a context or a decorator), torch's
+    own settings given back after: a verdict reads the same numbers on a CPU and a GPU, whatever
+    precision the caller chose for its training (the CLI's help says verdicts do not depend on
+    the device).
+
+    torch's settings are the process's, so concurrent blocks share one reference count: the
+    first sets them, the last gives them back (another thread's float32 work runs exact
+    meanwhile, slower but not wrong). With torch >= 2.9 only the new API (`fp32_precision`) is
+    read and written: reading a legacy flag after a caller set the new one raises, and the new
+    API keeps a caller's legacy settings (set_float32_matmul_precision, allow_tf32) readable
+    after the restore."""
+
+    _lock = threading.Lock()
+    _depth = 0
+    _saved: list[tuple[Any, str, Any]] = []
+
+    def __enter__(self) -> exact_fp32:
+        cls = type(self)
+        with cls._lock:
+            if cls._depth == 0:
+                cls._saved = _set_exact()
+            cls._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        cls = type(self)
+        with cls._lock:
+            cls._depth -= 1
+            if cls._depth == 0:
+                for obj, attr, value in reversed(cls._saved):
+                    setattr(obj, attr, value)
+                cls._saved = []
+
+
+def _set_exact() -> list[tuple[Any, str, Any]]:
+    """Every float32 precision knob of this torch set to exact; what they were, to restore."""
+    saved: list[tuple[Any, str, Any]] = []
+    new_api = [k for k in (_knob(b, op) for b, op in _FP32_KNOBS) if k is not None]
+    new_api = [k for k in new_api if hasattr(k, "fp32_precision")]
+    if new_api:
+        for knob in new_api:
+            saved.append((knob, "fp32_precision", knob.fp32_precision))
+            knob.fp32_precision = "ieee"
+        return saved
+    for backend, op in _LEGACY_FLAGS:
+        knob = _knob(backend, op)
+        if knob is not None and hasattr(knob, "allow_tf32"):
+            saved.append((knob, "allow_tf32", knob.allow_tf32))
+            knob.allow_tf32 = False
+    return saved

@@ -107,7 +107,7 @@ from nnmark.attacks._graph import (
     rescale_before_norm,
     sync_shape_attributes,
 )
-from nnmark.device import on_cpu, seeded
+from nnmark.device import exact_fp32, on_cpu, seeded
 from nnmark.errors import NNMarkError
 from nnmark.io import load_model, model_sha256
 from nnmark.keys import Mark
@@ -311,6 +311,7 @@ def keep_scales(plan: Plan) -> Plan:
     return Plan(plan.select, torch.ones_like(plan.out_scale), plan.merge * plan.out_scale)
 
 
+@exact_fp32()  # channels matched on exact activations, whatever precision the caller set
 def realign_views(
     suspect: nn.Module,
     reference: nn.Module,
