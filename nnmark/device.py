@@ -109,8 +109,8 @@ class OnDevice(nn.Module):
 
 #: torch's per-backend fp32 settings (torch >= 2.9's `fp32_precision`): a matmul or convolution
 #: on float32 may run in TF32 on a GPU, or in bfloat16 on a CPU that has it once the user called
-#: torch.set_float32_matmul_precision("medium") (x @ w then differs by about 1 %: measured on
-#: this project's Xeon, test_exact_fp32)
+#: torch.set_float32_matmul_precision("medium") (x @ w then differs by about 0.24 %: measured on
+#: this project's Xeon, benchmarks/fp32_precision.py)
 _FP32_KNOBS = (
     ("cuda", "matmul"),
     ("cudnn", "conv"),
