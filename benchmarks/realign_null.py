@@ -414,8 +414,8 @@ def main() -> None:
                             tsa_certs=owner[1],
                         )
                     )
-                    # realign_suspect(..., unmarked=True)'s first view; the view with the
-                    # scales kept (session 40) is not measured here yet
+                    # realign_suspect(..., unmarked=True)'s first view; all three views and
+                    # the verdict that reads them: benchmarks/realign_null_views.py
                     if (arch, ki, pi) not in to_twin:
                         to_twin[arch, ki, pi] = realign(plain, twin, unmarked=True)
                     rows["twin"].append(verify(ModuleSuspect(to_twin[arch, ki, pi]), key))

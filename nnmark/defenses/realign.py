@@ -65,7 +65,10 @@ fine-tune; cnn, mlp, resnet20) the twin route finds, with v3 keys, uchida 120 of
 of 120, tartaglione 60 of 60, watermas 60 of 60, actsign 43 of 60 and deepsigns 25 of 60 (v2
 keys: stdm 94, actsign 44, deepsigns 40; paired by activations then: stdm 85, tartaglione 55,
 actsign 16, deepsigns 14), and claims none of 1,920 (key, never-marked model) pairs; those
-figures predate the view with the scales kept (below, session 40), which recovers more. Against
+figures predate the view with the scales kept (below). As verify reads it now (three views,
+p tripled; `python benchmarks/realign_null_views.py`, the same models): uchida 120, stdm 113,
+tartaglione 60, watermas 60, actsign 45, deepsigns 50, and none of the 1,920 pairs claimed by
+any view or by the verdict. Against
 a blinded marked reference (which both activation marks refuse) channels are paired by
 activations only. The channel scales set to the twin's (what undoes `scale`) move every mark
 that reads magnitudes, of weights (ST-DM) or of activations (deepsigns), by however much two
