@@ -41,7 +41,7 @@ from nnmark.data.base import DataBundle
 from nnmark.errors import KeyInputsMismatch, NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
 from nnmark.schemes import register
-from nnmark.schemes._trigger import MAX_TRIGGERS, check_finite_scores, undecided
+from nnmark.schemes._trigger import MAX_TRIGGERS, check_finite_scores, reasons, undecided
 from nnmark.schemes.base import (
     Batch,
     Scheme,
@@ -215,9 +215,36 @@ class SegTrigger(Scheme):
             ber=b,
             message="".join(map(str, read)) or None,
             queries=q,
-            reason=undecided(decision, plan.max_queries, self.config.n),
+            reason=reasons(
+                undecided(decision, plan.max_queries, self.config.n),
+                None if decision == "found" else self.answer_note(answers, decoded),
+            ),
             details={"triggers": self.config.n, "looks": plan.looks, "grid": self.grid},
         )
+
+    def answer_note(self, answers: list[torch.Tensor], decoded: tuple[int, ...]) -> str | None:
+        """Why the masks answered could show no key mask, said in a not_found's reason as a
+        classifier's one-class or tied answers are (`_trigger.AnswerLog`): every pixel one
+        side, pixels scored exactly 1/2 (a logit of 0, read as background), or every block
+        read alike where the key mask has both. A server that blanks the owner's queries
+        otherwise read as an ordinary not_found (review, session 41)."""
+        if not answers:
+            return None
+        fg = torch.cat(answers)[:, :1]
+        count, pixels = len(fg), fg.numel()
+        tied = int((fg == 0).sum())
+        notes = []
+        if tied == pixels:
+            notes.append(f"every pixel of its {count} masks scored exactly 1/2")
+        elif bool((fg <= 0).all()) or bool((fg > 0).all()):
+            side = "background" if bool((fg <= 0).all()) else "foreground"
+            notes.append(f"every pixel of its {count} masks was {side}")
+        elif tied:
+            notes.append(f"{tied} of its {pixels} pixels scored exactly 1/2 (read as background)")
+        if not notes and len(set(decoded)) == 1 and len(set(self.target.tolist())) > 1:
+            side = "foreground" if decoded[0] else "background"
+            notes.append(f"every block of its {count} masks read as {side}")
+        return "; ".join(notes) or None
 
     def mask_agreement(self, model: nn.Module) -> float:
         """Share of trigger pixels answered as the key mask says (for benchmarks, no test)."""
