@@ -18,7 +18,16 @@ recipients)`: a marked copy per recipient), which hide their modules of the same
 
 import nnmark.integrations  # noqa: F401 (registers suspect loaders: .onnx, sharded indexes)
 from nnmark._version import __version__
-from nnmark.api import attack, default_recipe, embed, model_info, new_model, train, verify
+from nnmark.api import (
+    attack,
+    default_recipe,
+    distill_recipes,
+    embed,
+    model_info,
+    new_model,
+    train,
+    verify,
+)
 from nnmark.attacks import ATTACKS, Attack, list_attacks
 from nnmark.data import DATASETS, DataBundle, list_datasets, load_data
 from nnmark.errors import NNMarkError
@@ -55,6 +64,7 @@ __all__ = [
     "as_suspect",
     "attack",
     "default_recipe",
+    "distill_recipes",
     "embed",
     "evaluate",
     "fingerprint",

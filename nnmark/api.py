@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -63,6 +63,7 @@ def train(
     data: DataBundle,
     config: TrainConfig | None = None,
     *,
+    teacher: nn.Module | None = None,
     progress: ProgressFn | None = None,
     device: torch.device | str | None = None,
     amp: Precision | None = None,
@@ -70,9 +71,20 @@ def train(
 ) -> nn.Module:
     """Train without a mark (the plain reference model). Returns a trained copy, on `device`
     (default: where `model` is; "auto": a GPU when present), in mixed precision with `amp`,
-    fed by `workers` DataLoader processes."""
+    fed by `workers` DataLoader processes. With `teacher`, distilled from its outputs: no label
+    is read."""
     model = copy.deepcopy(model)
-    return fit(model, data, (), config, progress=progress, device=device, amp=amp, workers=workers)
+    return fit(
+        model,
+        data,
+        (),
+        config,
+        teacher=teacher,
+        progress=progress,
+        device=device,
+        amp=amp,
+        workers=workers,
+    )
 
 
 #: What `embed` takes as the scheme: a registered name ("uchida", "uchida+content"), a scheme
@@ -99,6 +111,7 @@ def embed(
     amp: Precision | None = None,
     workers: int = 0,
     reference: nn.Module | None = None,
+    plain: TrainConfig | None = None,
 ) -> tuple[nn.Module, OwnerKey]:
     """Embed a mark while training `model` (a copy): train-, fine-tune- or distill-to-embed.
 
@@ -116,6 +129,17 @@ def embed(
     Without it nothing is committed, and the key's marks cannot be realigned. `config` None
     trains `TrainConfig()`; `nnmark embed` marks a trained model at `default_recipe(scheme,
     finetune=True)` (tartaglione: 4 epochs): pass that to match it.
+
+    With `plain`, `model` is first trained at that recipe without any mark (from `teacher`'s
+    outputs where given: still no label read), and the result is marked at `config`. That is
+    how a scheme whose paper marks a trained model (`scheme_situation` "finetune": tartaglione,
+    frontier; a composite with one such part) is distilled into a fresh student, as `nnmark
+    embed --distill` does: `plain, config = distill_recipes(scheme)`. `progress` counts the two
+    phases as one run of `plain.epochs + config.epochs` epochs. The plain student is not
+    committed as the key's reference: it is not returned, so no verifier could be handed it,
+    and a committed reference triples every white-box p-value (`_looks`). To commit it, train
+    it yourself (`train(model, data, plain, teacher=teacher)`) and pass it as `model` and
+    `reference`: its SHA-256 then enters every secret, as fine-tune-to-embed's starting model.
 
     >>> from nnmark.data import load_data
     >>> data = load_data("digits")
@@ -145,6 +169,59 @@ def embed(
     if message is not None and all(cls.kind != "whitebox" for cls, _ in resolved):
         raise NNMarkError(f"a message is a white-box mark's payload; {names} carries none")
     model = copy.deepcopy(model)
+    mark_progress = progress
+    if plain is not None:
+        # a mark too short to ever be found is refused before the plain phase, not after it;
+        # a mark made from the trained model's behaviour (frontier) is planned only from it
+        early = [(cls, cfg) for cls, cfg in resolved if not cls.needs_trained]
+        _plan_marks(model, data, key, early, bits=bits, payload=payload, message=message)
+        total = plain.epochs + (config or TrainConfig()).epochs
+        mark_progress = _counted(progress, plain.epochs, total)
+        model = fit(
+            model,
+            data,
+            (),
+            plain,
+            teacher=teacher,
+            progress=_counted(progress, 0, total),
+            device=device,
+            amp=amp,
+            workers=workers,
+        )
+    key, bound = _plan_marks(
+        model, data, key, resolved, bits=bits, payload=payload, message=message
+    )
+    for b in bound:
+        warn_unreachable(b)
+    model = fit(
+        model,
+        data,
+        bound,
+        config,
+        teacher=teacher,
+        progress=mark_progress,
+        device=device,
+        amp=amp,
+        workers=workers,
+    )
+    realigning = [b.mark.index for b in bound if b.realigns_to_marked]
+    if realigning:  # verify --reference MARKED realigns only to this model (realign.py)
+        key = key.with_stored(realigning, "marked_sha256", model_sha256(model))
+    return model, key
+
+
+def _plan_marks(
+    model: nn.Module,
+    data: DataBundle,
+    key: OwnerKey,
+    resolved: list[tuple[type[Scheme], Any]],
+    *,
+    bits: int | None,
+    payload: Sequence[int] | None,
+    message: str | None,
+) -> tuple[OwnerKey, list[Scheme]]:
+    """`key` with a mark of each scheme in `model` planned, and the bound schemes that embed
+    them; a mark that can never be found is refused (check_reachable)."""
     bound = []
     for cls, cfg in resolved:
         ecc = None
@@ -157,22 +234,46 @@ def embed(
         check_reachable(mark, cls)
         key = key.with_mark(mark)
         bound.append(cls(mark, [data, *cls.config_data(cfg)]))
-        warn_unreachable(bound[-1])
-    model = fit(
-        model,
-        data,
-        bound,
-        config,
-        teacher=teacher,
-        progress=progress,
-        device=device,
-        amp=amp,
-        workers=workers,
-    )
-    realigning = [b.mark.index for b in bound if b.realigns_to_marked]
-    if realigning:  # verify --reference MARKED realigns only to this model (realign.py)
-        key = key.with_stored(realigning, "marked_sha256", model_sha256(model))
-    return model, key
+    return key, bound
+
+
+def _counted(progress: ProgressFn | None, before: int, total: int) -> ProgressFn | None:
+    """`progress` for one phase of a run of `total` epochs, `before` of them done already."""
+    if progress is None:
+        return None
+    return lambda epoch, _, loss: progress(before + epoch, total, loss)
+
+
+def scheme_situation(
+    scheme: SchemeSpec, options: dict[str, Any] | None = None
+) -> Literal["train", "finetune"]:
+    """How `scheme` is embedded by default (Scheme.situation): "finetune" (it marks a trained
+    model) when any part of a composite does, else "train" (from scratch). The bench marks a
+    "finetune" scheme into the task's trained plain model; `distill_recipes` distils a plain
+    student first."""
+    parts = [cls for cls, _ in resolve_schemes(scheme, options)]
+    return "finetune" if any(c.situation == "finetune" for c in parts) else "train"
+
+
+def distill_recipes(
+    scheme: SchemeSpec, options: dict[str, Any] | None = None
+) -> tuple[TrainConfig | None, TrainConfig]:
+    """(plain, config): how distill-to-embed trains a fresh student with `scheme`, the recipe
+    `nnmark embed --distill` uses, for `embed(..., teacher=, plain=, config=)`. A scheme that
+    marks from scratch is distilled with its mark at the default recipe (plain None); one that
+    marks a trained model (`scheme_situation` "finetune") has a plain student distilled first
+    at the default recipe, then marked at its fine-tune recipe (tartaglione: 4 epochs at R = 4,
+    not 20 from scratch, which costs accuracy: benchmarks/results/landscape_robustness.md).
+
+    >>> plain, config = distill_recipes("tartaglione")
+    >>> plain.epochs, config.epochs
+    (20, 4)
+    >>> distill_recipes("uchida")[0] is None
+    True
+    """
+    if scheme_situation(scheme, options) == "train":
+        return None, default_recipe(scheme, options=options)
+    return TrainConfig(), default_recipe(scheme, finetune=True, options=options)
 
 
 def default_recipe(

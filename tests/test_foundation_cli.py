@@ -550,6 +550,6 @@ def test_train_and_embed_default_to_the_librarys_recipe() -> None:
         assert got == {f: getattr(recipe, f) for f in got}, name
     # a scheme that marks a trained model in fewer epochs says so; composites take the longest
     assert default_recipe("tartaglione", finetune=True).epochs == 4
-    assert default_recipe("tartaglione").epochs == recipe.epochs  # train- or distill-to-embed
+    assert default_recipe("tartaglione").epochs == recipe.epochs  # train-to-embed
     assert default_recipe("uchida+tartaglione", finetune=True) == recipe
     assert default_recipe("none", finetune=True) == recipe

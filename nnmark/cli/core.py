@@ -254,9 +254,11 @@ def embed_cmd(
     epochs: Annotated[
         int | None,
         typer.Option(
-            help="Fine-tuning epochs (with --distill: the student's training epochs). Default: "
-            "the library's recipe, the one every scheme is tested at: 20 (tartaglione, which "
-            "marks a trained model in a few: 4; nnmark.api.default_recipe)",
+            help="Epochs of training with the mark: fine-tuning MODEL; with --distill, training "
+            "the student (a scheme that marks a trained model, tartaglione: marking the plain "
+            "student distilled first, whose 20 epochs this does not change). Default: the "
+            "library's recipe, the one every scheme is tested at: 20 (tartaglione, which marks a "
+            "trained model in a few: 4; nnmark.api.default_recipe, distill_recipes)",
             show_default=False,
         ),
     ] = None,
@@ -280,7 +282,8 @@ def embed_cmd(
         typer.Option(
             "--distill",
             help="Distill-to-embed: train a fresh student of --model from MODEL's outputs "
-            "(no label is read)",
+            "(no label is read) with the mark; for a scheme that marks a trained model "
+            "(tartaglione), distil a plain student first, then mark it by its fine-tune recipe",
         ),
     ] = False,
     arch: Annotated[
@@ -301,16 +304,22 @@ def embed_cmd(
     workers: WorkersOpt = 0,
     max_params: MaxParamsOpt = None,
 ) -> None:
-    """Mark an already trained model by fine-tuning it with the scheme (fine-tune-to-embed).
+    """Mark an already trained model by fine-tuning it with the scheme (fine-tune-to-embed), or
+    a fresh student distilled from it (--distill; nnmark.api.distill_recipes).
 
-    A new key commits to MODEL as it is (its SHA-256, before any secret; not with --distill):
-    the model verify --reference-unmarked realigns suspects to."""
-    from nnmark.api import embed, model_info
+    A new key commits to MODEL as it is (its SHA-256, before any secret): the model verify
+    --reference-unmarked realigns suspects to. A distilled student's key commits to no
+    reference (nnmark.api.embed's `plain` says why)."""
+    from dataclasses import replace
+
+    from nnmark.api import default_recipe, distill_recipes, embed, model_info, new_model
     from nnmark.data import load_data
     from nnmark.io import load_model
     from nnmark.keys import OwnerKey
     from nnmark.tasks import evaluate
 
+    if arch is not None and not distill:
+        raise NNMarkError("--model applies only with --distill (the student's architecture)")
     dev, precision = pick_device(device), pick_amp(amp)
     check_model_output(out_path, force=force)
     in_place = key_in is not None and key_in.resolve() == key_out.resolve()
@@ -331,25 +340,27 @@ def embed_cmd(
     bundle = load_data(data)
     check_inputs(info.input_shape, bundle, data)
     before = evaluate(net, bundle.loader("test", 256), bundle.task)
-    if epochs is None:
-        from nnmark.api import default_recipe
-
-        recipe = default_recipe(scheme, finetune=not distill, options=parse_options(sets))
-        epochs = recipe.epochs
-    cfg = _train_config(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    teacher = None
+    options = parse_options(sets)
+    if distill:  # a scheme that marks a trained model is marked into a plain student
+        plain_recipe, recipe = distill_recipes(scheme, options)
+    else:
+        plain_recipe, recipe = None, default_recipe(scheme, finetune=True, options=options)
+    cfg = _train_config(
+        epochs=recipe.epochs if epochs is None else epochs, lr=lr, batch_size=batch_size, seed=seed
+    )
+    # --epochs is the marking's; the plain student trains the default recipe's epochs
+    plain = None if plain_recipe is None else replace(cfg, epochs=plain_recipe.epochs)
+    teacher, label = None, f"embed {scheme}"
     if distill:
-        from nnmark.api import new_model
-
         teacher, net = net, new_model(arch or info.arch, bundle, seed=seed)
-    elif arch is not None:
-        raise NNMarkError("--model applies only with --distill (the student's architecture)")
-    with epoch_progress(f"embed {scheme}") as progress:
+    if plain is not None:
+        label += f" (a plain student distilled {plain.epochs} epochs, then marked {cfg.epochs})"
+    with epoch_progress(label) as progress:
         marked, key = embed(
             net,
             bundle,
             scheme,
-            options=parse_options(sets),
+            options=options,
             key=key,
             owner=owner,
             bits=bits,
@@ -361,6 +372,7 @@ def embed_cmd(
             amp=precision,
             workers=workers,
             reference=None if distill or key_in is not None else net,
+            plain=plain,
         )
     check_finite(marked, "embedding")
     key = signed(key, private)
