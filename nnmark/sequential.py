@@ -8,8 +8,11 @@ spending): by the union bound the chance that an unmarked model is ever claimed 
 alpha. A query budget only truncates that plan at a group's end: when the looks depended on
 the budget, each budget was another family of tests, and a forger trying every budget claimed
 10 of 300 never-marked keys at alpha 0.01 (red team, session 24). The reported
-p-value is the Bonferroni-adjusted min(1, L * p) at the look that decided, so `p < alpha` keeps
-its usual meaning.
+p-value is the smallest Bonferroni-adjusted min(1, L * p) over the looks taken (by the same
+union bound a valid p-value, so `p < alpha` keeps its usual meaning); the last look's is in the
+verdict's details (`p_last_look`). It was the last look's: a server that answered as the marked
+model for the owner's first queries only then diluted the reported p (5e-10 at the first look,
+2.8e-4 at the last; review, session 41; tests/blackbox/test_min_look.py).
 
 The per-look test: k matches in q queries, H0 "each query matches with probability <= p0",
 exact binomial upper tail.

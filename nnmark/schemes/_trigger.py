@@ -321,7 +321,7 @@ class TriggerScheme(Scheme):
         labels = self.labels(self.group_count(groups))
         counts = np.zeros((len(labels), self.classes), dtype=np.int64)
         q = hits = 0
-        p_now = 1.0
+        p_now = p_min = 1.0  # p_min: the smallest adjusted p over the looks taken
         decision = "not_found"
         log = AnswerLog()
         while q < plan.max_queries:
@@ -338,6 +338,7 @@ class TriggerScheme(Scheme):
             rest = groups[q : plan.max_queries].numpy()
             np.add.at(best, (rest, labels[rest].numpy()), 1)
             p_best = label_randomization_pvalue(best, hits + len(rest))
+            p_min = min(p_min, plan.adjust(p_now))
             decision = plan.step(p_now, p_best, q, alpha)
             if decision != "continue":
                 break
@@ -349,7 +350,7 @@ class TriggerScheme(Scheme):
             "found" if decision == "found" else "not_found",
             "trigger_accuracy",
             hits / max(q, 1),
-            plan.adjust(p_now),
+            p_min,
             alpha,
             q,
             self.null_sentence(plan.looks),
@@ -358,6 +359,7 @@ class TriggerScheme(Scheme):
             details={
                 "matches": hits,
                 "looks": plan.looks,
+                "p_last_look": plan.adjust(p_now),
                 "triggers": n,
                 "groups": len(labels),
                 "classes": self.classes,

@@ -301,12 +301,14 @@ class Frontier(TriggerScheme):
         plan = LookPlan.make(n, self.config.group, s.max_queries)
         p0 = 0.5
         k = q = 0
+        p_min = 1.0  # the smallest adjusted p over the looks taken
         decision = "not_found"
         log = AnswerLog()
         while q < plan.max_queries:
             end = min(q + plan.group, plan.max_queries)
             k += int((self.ask(s, x[q:end], log) == y[q:end]).sum())
             q = end
+            p_min = min(p_min, plan.adjusted(k, q, p0))
             decision = plan.decide(k, q, p0, alpha, n)
             if decision != "continue":
                 break
@@ -324,13 +326,19 @@ class Frontier(TriggerScheme):
             "found" if decision == "found" else "not_found",
             "trigger_accuracy",
             k / max(q, 1),
-            plan.adjusted(k, q, p0),
+            p_min,
             alpha,
             q,
             null,
             queries=q,
             reason=reason,
-            details={"matches": k, "p0": p0, "looks": plan.looks, "triggers": n},
+            details={
+                "matches": k,
+                "p0": p0,
+                "looks": plan.looks,
+                "p_last_look": plan.adjusted(k, q, p0),
+                "triggers": n,
+            },
         )
 
     def key_accuracy(self, model: nn.Module) -> dict[str, float]:

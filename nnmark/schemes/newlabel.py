@@ -250,6 +250,7 @@ class NewLabel(TriggerScheme):
         total_real = int(real[: plan.max_queries].sum())
         q = k = h = 0
         p_now, decision, reason = 1.0, "not_found", None
+        p_min = 1.0  # the smallest adjusted p over the looks taken
         log = AnswerLog()
         while q < plan.max_queries:
             end = min(q + plan.group, plan.max_queries)
@@ -268,6 +269,7 @@ class NewLabel(TriggerScheme):
             p_now = hypergeometric_pvalue(k, q_real, h, q)
             left = total_real - q_real
             p_best = hypergeometric_pvalue(k + left, total_real, h + left, plan.max_queries)
+            p_min = min(p_min, plan.adjust(p_now))
             decision = plan.step(p_now, p_best, q, alpha)
             if decision != "continue":
                 break
@@ -281,7 +283,7 @@ class NewLabel(TriggerScheme):
             "found" if decision == "found" else "not_found",
             "trigger_accuracy",
             k / max(q_real, 1),
-            plan.adjust(p_now),
+            p_min,
             alpha,
             q,
             "key samples and decoys (the same recipe under other perturbations of the key) are "
@@ -296,6 +298,7 @@ class NewLabel(TriggerScheme):
                 "new_label_answers": h,
                 "decoy_new_label": h - k,
                 "looks": plan.looks,
+                "p_last_look": plan.adjust(p_now),
                 "triggers": n,
             },
         )

@@ -171,6 +171,7 @@ class SegTrigger(Scheme):
         plan = LookPlan.make(self.config.n, self.config.group, s.max_queries)
         answers: list[torch.Tensor] = []
         q, p, decision = 0, 1.0, "not_found"
+        p_min = 1.0  # the smallest adjusted p over the looks taken
         decoded: tuple[int, ...] = ()
         while q < plan.max_queries:
             xb = self.x[q : min(q + plan.group, plan.max_queries)]
@@ -190,6 +191,7 @@ class SegTrigger(Scheme):
             decoded = self.decode(torch.cat(answers))
             matches = bits - round(ber(decoded, expected) * bits)
             p = min(1.0, plan.looks * binomial_pvalue(matches, bits))
+            p_min = min(p_min, p)
             if p < alpha:
                 decision = "found"
                 break
@@ -208,7 +210,7 @@ class SegTrigger(Scheme):
             "found" if decision == "found" else "not_found",
             "ber",
             b,
-            p,
+            p_min,
             alpha,
             bits,
             null,
@@ -219,7 +221,12 @@ class SegTrigger(Scheme):
                 undecided(decision, plan.max_queries, self.config.n),
                 None if decision == "found" else self.answer_note(answers, decoded),
             ),
-            details={"triggers": self.config.n, "looks": plan.looks, "grid": self.grid},
+            details={
+                "triggers": self.config.n,
+                "looks": plan.looks,
+                "p_last_look": p,
+                "grid": self.grid,
+            },
         )
 
     def answer_note(self, answers: list[torch.Tensor], decoded: tuple[int, ...]) -> str | None:

@@ -51,6 +51,20 @@ RECIPE = TrainConfig(epochs=12, seed=0)
 SINK_RECIPE = TrainConfig(epochs=3, seed=0)
 
 
+def assert_exact_over_keys(p_by_model: dict[Any, list[float]], level: float = 0.05) -> None:
+    """The share of p-values below `level` that an exact test allows, counted where the draws
+    are independent: over the keys, one model at a time. Pairs of one key are not independent
+    (models trained on the same data answer alike, so one key's p repeats across them), and a
+    binomial bound pooled over pairs held only while the p-values were conservative (the last
+    look's, before the smallest look's was reported: session 41). For each model, the keys
+    below `level` are at most Binomial(keys, level): 99 % bound, Bonferroni over the models."""
+    from scipy import stats
+
+    for model, ps in p_by_model.items():
+        below = sum(p < level for p in ps)
+        assert below <= stats.binom.ppf(1 - 0.01 / len(p_by_model), len(ps), level), (model, ps)
+
+
 def out_of_distribution(
     digits: DataBundle, fashion: DataBundle, each: int, seed: int
 ) -> torch.Tensor:
@@ -165,9 +179,9 @@ def test_key_drawn_labels_are_not_claimed_on_sink_models(sink_models, sink_keys)
     """Every key of every scheme on every sink model: none reaches p < 1e-6 (none found), and
     the share below 0.05 is what an exact test allows. Each key's bound scheme tests it (the
     claim rule adds nothing to a null: it only raises the bar)."""
-    from scipy import stats
 
     p_values: dict[str, list[float]] = {name: [] for name in sink_keys}
+    by_model: dict[tuple[str, int], list[float]] = {}
     for name, schemes in sink_keys.items():
         for scheme in schemes:
             for s, model in sink_models.items():
@@ -175,6 +189,7 @@ def test_key_drawn_labels_are_not_claimed_on_sink_models(sink_models, sink_keys)
                 assert v.verdict == "not_found" and v.p_value >= 1e-6, (name, s, v)
                 assert "label uniformly" in v.null
                 p_values[name].append(v.p_value)
+                by_model.setdefault((name, s), []).append(v.p_value)
     total = sum(len(p) for p in p_values.values())
     below = {name: sum(p < 0.05 for p in ps) for name, ps in p_values.items()}
     print(
@@ -182,8 +197,7 @@ def test_key_drawn_labels_are_not_claimed_on_sink_models(sink_models, sink_keys)
         f"(of {KEYS * len(SINKS)} each); smallest p "
         f"{ {name: f'{min(ps):.2g}' for name, ps in p_values.items()} }"
     )
-    # exact tests: at most 5 % below 0.05 in expectation (99 % binomial bound over the pairs)
-    assert sum(below.values()) <= stats.binom.ppf(0.99, total, 0.05)
+    assert_exact_over_keys(by_model)
 
 
 def others(
@@ -204,7 +218,6 @@ def test_frontier_keys_are_not_claimed_on_other_models_of_any_kind(  # type: ign
     another frontier key (robust to adversarial examples in general). Under the key coins none
     reaches p < 1e-6 and the share below 0.05 is what an exact test allows. (The calibrated null
     this replaces claimed every resnet20 and 17 of 100 MLP pairs: false_claims.md.)"""
-    from scipy import stats
 
     from nnmark.schemes.frontier import Frontier, FrontierConfig
 
@@ -212,20 +225,22 @@ def test_frontier_keys_are_not_claimed_on_other_models_of_any_kind(  # type: ign
     models = [*unmarked_cnns, *others(never_marked, unmarked_cnns), *sink_models.values(), stitched]
     cheap = {"name": "scrypt", "n": 1 << 10, "r": 8, "p": 1}  # the null does not depend on it
     p_values = []
+    by_model: dict[int, list[float]] = {}
     for i in range(KEYS):
         key = OwnerKey.new(f"frontier null {i}", nonce=f"{i + 0x70:032x}", kdf=cheap)
         scheme = Frontier(
             Frontier.plan(copy.deepcopy(plain_cnn), key, FrontierConfig(), data=digits)
         )
-        for m in models:
+        for j, m in enumerate(models):
             v = scheme.verify(m.eval(), alpha=1e-6)
             assert v.verdict == "not_found" and v.p_value >= 1e-6, (i, v)
             p_values.append(v.p_value)
+            by_model.setdefault(j, []).append(v.p_value)
     below = sum(p < 0.05 for p in p_values)
     print(
         f"frontier: {len(p_values)} key-model pairs, p < 0.05 in {below}, min {min(p_values):.2g}"
     )
-    assert below <= stats.binom.ppf(0.99, len(p_values), 0.05)
+    assert_exact_over_keys(by_model)
 
 
 def test_frontier_triggers_fitted_to_the_coins_are_not_claimed(  # type: ignore[no-untyped-def]
@@ -248,6 +263,7 @@ def test_frontier_triggers_fitted_to_the_coins_are_not_claimed(  # type: ignore[
     cheap = {"name": "scrypt", "n": 1 << 10, "r": 8, "p": 1}
     models = [*unmarked_cnns, *others(never_marked, unmarked_cnns), *sink_models.values()]
     p_values = []
+    by_model: dict[int, list[float]] = {}
     matched, asked = [0] * len(models), [0] * len(models)
     for i in range(KEYS):
         key = OwnerKey.new(f"frontier forger {i}", nonce=f"{i + 0x90:032x}", kdf=cheap)
@@ -261,10 +277,14 @@ def test_frontier_triggers_fitted_to_the_coins_are_not_claimed(  # type: ignore[
             v = scheme.verify(m.eval(), alpha=1e-6)
             assert v.verdict == "not_found" and v.p_value >= 1e-6, (i, v)
             p_values.append(v.p_value)
+            by_model.setdefault(j, []).append(v.p_value)
             matched[j] += v.details["matches"]
             asked[j] += v.queries
     below = sum(p < 0.05 for p in p_values)
-    print(f"fitted frontier keys: matched {list(zip(matched, asked, strict=True))} per model")
+    print(
+        f"fitted frontier keys: matched {list(zip(matched, asked, strict=True))} per model; "
+        f"p < 0.05 in {below} of {len(p_values)} pairs"
+    )
     # The models answer these images right, so coins fitted to them matched nearly every answer.
     # Under fresh coins each answer matches with probability at most 1/2 whatever the model
     # says, independently over the keys' coins: a model's matches over its queries of the KEYS
@@ -272,7 +292,7 @@ def test_frontier_triggers_fitted_to_the_coins_are_not_claimed(  # type: ignore[
     # matches), so each stays below the 1 - 1e-4 / len(models) quantile (family-wise 1e-4).
     for k, q in zip(matched, asked, strict=True):
         assert k <= stats.binom.ppf(1 - 1e-4 / len(models), q, 0.5), (k, q)
-    assert below <= stats.binom.ppf(0.99, len(p_values), 0.05)
+    assert_exact_over_keys(by_model)
 
 
 class Unanswerable(nn.Module):
