@@ -85,11 +85,12 @@ def _train(root: Path, job: ModelJob, device: str = "cpu") -> bool:
 
 def fine_tuned(scheme: str) -> bool:
     """Whether the bench marks `scheme` ('a+b': any part) into the trained plain model of the
-    task (the scheme's `situation` is "finetune") rather than training it from scratch."""
-    from nnmark.schemes import SCHEMES
+    task (the scheme's `situation` is "finetune": nnmark.api.scheme_situation, which
+    `nnmark embed --distill` follows too) rather than training it from scratch."""
+    from nnmark.api import scheme_situation
 
     parts = [p for p in scheme.split("+") if p != "none"]
-    return any(SCHEMES.get(p).situation == "finetune" for p in parts)
+    return bool(parts) and scheme_situation("+".join(parts)) == "finetune"
 
 
 @dataclass(frozen=True)

@@ -354,7 +354,7 @@ def embed_cmd(
     if distill:
         teacher, net = net, new_model(arch or info.arch, bundle, seed=seed)
     if plain is not None:
-        label += f" (a plain student distilled {plain.epochs} epochs, then marked {cfg.epochs})"
+        label += f": {plain.epochs} plain + {cfg.epochs} marked"  # short: fits an 80-column bar
     with epoch_progress(label) as progress:
         marked, key = embed(
             net,

@@ -86,7 +86,7 @@ def test_cli_distills_tartaglione_into_a_plain_student_then_marks_it(  # type: i
     r = runner.invoke(app, [*args, "--out", str(student), "--key-out", str(key)])
     assert r.exit_code == 0, r.stderr  # its own check found the mark in the saved student
     # one bar over both phases: the plain student's 20 epochs, then the mark's 4
-    assert "a plain student distilled 20 epochs, then marked 4" in r.stderr
+    assert "embed tartaglione: 20 plain + 4 marked" in r.stderr, r.stderr
     assert re.search(r"\b24/24\b", r.stderr), r.stderr
     v = json.loads(runner.invoke(app, ["verify", str(student), "--key", str(key), "--json"]).stdout)
     assert v["verdict"] == "found" and v["ber"] == 0.0
