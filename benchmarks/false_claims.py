@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--schemes", nargs="*", default=None)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--cache", type=Path, default=Path("runs/false_claims"))
+    ap.add_argument("--name", default="false_claims", help="results' file name (no suffix)")
     args = ap.parse_args()
     fashion = f"fashion-mnist:{SHARED / 'fashion-mnist'}"
     spec = FalseClaimSpec(
@@ -45,7 +46,7 @@ def main() -> None:
     )
     report = run_false_claims(spec, args.cache, jobs=args.jobs, progress=print)
     command = "python " + " ".join(["benchmarks/false_claims.py", *sys.argv[1:]])
-    write_outputs(report, RESULTS, command, machine())
+    write_outputs(report, RESULTS, command, machine(), args.name)
     bad = [k for k, v in report.summary().items() if not v["meets"]]
     print(f"done in {report.seconds:.0f} s; rows failing the requirement: {bad or 'none'}")
 

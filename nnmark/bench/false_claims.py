@@ -406,8 +406,10 @@ def _segmentation(spec: FalseClaimSpec, root: Path) -> list[Outcome]:
 # ---- rendering ---------------------------------------------------------------------------------
 
 
-def write_outputs(report: Report, out: Path, command: str, machine: dict[str, Any]) -> None:
-    """false_claims.json, false_claims.md and false_claims.png (p-value histograms) in `out`."""
+def write_outputs(
+    report: Report, out: Path, command: str, machine: dict[str, Any], name: str = "false_claims"
+) -> None:
+    """NAME.json, NAME.md and NAME.png (p-value histograms) in `out`."""
     from nnmark.io import atomic_write_text
 
     summary = report.summary()
@@ -419,15 +421,19 @@ def write_outputs(report: Report, out: Path, command: str, machine: dict[str, An
         "summary": summary,
         "outcomes": [dataclasses.asdict(o) for o in report.outcomes],
     }
-    atomic_write_text(out / "false_claims.json", json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(out / f"{name}.json", json.dumps(doc, indent=1) + "\n")
     atomic_write_text(
-        out / "false_claims.md", render_markdown(summary, report.notes, command, machine)
+        out / f"{name}.md", render_markdown(summary, report.notes, command, machine, name)
     )
-    _histograms(report, out / "false_claims.png")
+    _histograms(report, out / f"{name}.png")
 
 
 def render_markdown(
-    summary: dict[str, Any], notes: list[str], command: str, machine: dict[str, Any]
+    summary: dict[str, Any],
+    notes: list[str],
+    command: str,
+    machine: dict[str, Any],
+    name: str = "false_claims",
 ) -> str:
     lines = [
         "# False claims over keys, architectures and recipes",
@@ -454,7 +460,7 @@ def render_markdown(
         )
     if notes:
         lines += ["", "Notes:", *(f"- {n}" for n in notes)]
-    lines += ["", "![p-values of never-marked models, per scheme](false_claims.png)", ""]
+    lines += ["", f"![p-values of never-marked models, per scheme]({name}.png)", ""]
     return "\n".join(lines)
 
 
