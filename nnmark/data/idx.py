@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import time
 import zlib
 from pathlib import Path
 
@@ -39,8 +40,47 @@ MAX_IDX_PIXELS = 1 << 27
 MAX_IDX_IMAGES = 1 << 20
 
 
+#: Parsed IDX files kept per process, keyed by the file's identity and state (path, device,
+#: inode, size, modification time in ns; stat'ed before and after the read, and a file changed
+#: meanwhile is not kept): the same data set loaded again (the `unrelated` scheme's source, on
+#: every plan and verification) skips the decompression. Read-only arrays, at most this many
+#: bytes in all.
+MAX_CACHED_IDX_BYTES = 1 << 27
+#: A file modified less than this long before it is read is not kept: the clock that stamps
+#: modification times ticks coarsely, and a rewrite in the same tick at the same size would
+#: look unchanged (git's "racy" entries).
+RACY_NS = 2_000_000_000
+_parsed: dict[tuple[str, int, int, int, int], np.ndarray] = {}
+
+
+def _file_state(path: Path) -> tuple[str, int, int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if time.time_ns() - st.st_mtime_ns < RACY_NS:
+        return None
+    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file (magic 2049 labels or 2051 images)."""
+    """Parse one IDX file (magic 2049 labels or 2051 images): a read-only array, taken from
+    the per-process cache when the file is unchanged since it was parsed."""
+    before = _file_state(path)
+    if before is not None and before in _parsed:
+        return _parsed[before]
+    out = _read_idx(path)
+    if before is not None and before == _file_state(path):
+        while _parsed and sum(a.nbytes for a in _parsed.values()) + out.nbytes > (
+            MAX_CACHED_IDX_BYTES
+        ):
+            del _parsed[next(iter(_parsed))]  # the oldest first
+        if out.nbytes <= MAX_CACHED_IDX_BYTES:
+            _parsed[before] = out
+    return out
+
+
+def _read_idx(path: Path) -> np.ndarray:
     try:
         with gzip.open(path) if path.suffix == ".gz" else path.open("rb") as f:
             head = f.read(4)
