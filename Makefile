@@ -59,7 +59,7 @@ lint: setup
 WORKERS ?= 2
 
 test: lint browser
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile --durations=20
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
 
 # Everyday work: the tests that train nothing, serve nothing and drive no browser (tiers in
 # tests/conftest.py); `make test` (CI) runs everything.

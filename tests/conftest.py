@@ -69,9 +69,45 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError("the tests need openssl (the loopback timestamp authority)")
 
 
+#: The files that take longest, longest first (per-file sums of a `make test` run, 2026-12-07,
+#: heaviest first). `make test` hands xdist's workers whole files in collection order
+#: (`--dist loadfile --no-loadscope-reorder`): the long files start first and the short ones
+#: fill in at the end, where xdist's own order (most tests first) left a long file with few
+#: tests (distillation) to run alone at the end. It orders the work; what runs is unchanged.
+LONGEST_FIRST = [
+    "schemes/test_scheme_realign.py",
+    "schemes/test_scheme_distill.py",
+    "remote/test_remote_oip.py",
+    "integrations/test_onnx_export.py",
+    "integrations/test_hf.py",
+    "attacks/test_attacks_training.py",
+    "schemes/test_scheme_ecc.py",
+    "bench/test_bench_report.py",
+    "integrations/test_lightning.py",
+    "schemes/test_scheme_contract.py",
+    "test_unforgeable.py",
+    "test_foundation_uchida.py",
+    "test_null_over_keys.py",
+    "test_foundation_cli.py",
+    "attacks/test_attacks_weights.py",
+    "blackbox/test_blackbox_schemes.py",
+    "blackbox/test_null_holds.py",
+]
+
+
+def _longest_first(item: pytest.Item) -> int:
+    path = Path(str(item.fspath)).as_posix()
+    for rank, name in enumerate(LONGEST_FIRST):
+        if path.endswith("/tests/" + name):
+            return rank
+    return len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Assign the tiers of pyproject.toml: `slow` for a test that needs a fixture outside
-    LIGHT_FIXTURES, the folder's tier for integrations and remote tests."""
+    LIGHT_FIXTURES, the folder's tier for integrations and remote tests; put the longest files
+    first (LONGEST_FIRST; a stable sort: each file's tests keep their order)."""
+    items.sort(key=_longest_first)
     for item in items:
         if set(getattr(item, "fixturenames", ())) - LIGHT_FIXTURES:
             item.add_marker(pytest.mark.slow)
