@@ -153,6 +153,10 @@ def embed(
     key = key or OwnerKey.new(owner)
     if not key.marks and key.arch is None:
         key = _with_arch(key, model)
+    if reference is not None and plain is not None:
+        # the marks go into the plain-trained student, not into `model`: a reference of `model`
+        # (untrained) would be the wrong model to realign suspects to
+        raise NNMarkError("a reference is the model the mark starts from: not with plain=")
     if reference is not None:
         digest = model_sha256(reference)
         if key.marks and key.reference != digest:

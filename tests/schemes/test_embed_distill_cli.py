@@ -107,3 +107,11 @@ def test_cli_distills_tartaglione_into_a_plain_student_then_marks_it(  # type: i
     # chance (0.1; scrambled labels read would give it too); 0.03 is 11 of digits' 359 test
     # images, about three times the worst honest embed's drop there
     assert student_acc >= teacher_acc - 0.03
+
+
+def test_a_reference_is_refused_with_a_plain_phase(digits) -> None:  # type: ignore[no-untyped-def]
+    """With plain= the mark goes into the plain-trained student, so `model` (untrained) is not
+    the model it starts from: committing it as the reference would realign suspects to it."""
+    student = new_model("cnn", digits)
+    with pytest.raises(NNMarkError, match="not with plain="):
+        embed(student, digits, "uchida", plain=TrainConfig(), reference=student)
