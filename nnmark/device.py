@@ -119,7 +119,8 @@ _FP32_KNOBS = (
     ("mkldnn", "conv"),
     ("mkldnn", "rnn"),
 )
-#: the same before torch 2.9: the legacy flags, which had no reduced CPU precision
+#: the same before torch 2.9: the legacy flags, and the matmul precision ("medium" ran CPU
+#: matmuls in bfloat16 on some of those versions too)
 _LEGACY_FLAGS = (("cuda", "matmul"), ("cudnn", None))
 
 
@@ -139,7 +140,14 @@ class exact_fp32(ContextDecorator):
     meanwhile, slower but not wrong). With torch >= 2.9 only the new API (`fp32_precision`) is
     read and written: reading a legacy flag after a caller set the new one raises, and the new
     API keeps a caller's legacy settings (set_float32_matmul_precision, allow_tf32) readable
-    after the restore."""
+    after the restore.
+
+    An operation's knob reads what it inherits from its backend's (`mkldnn.fp32_precision =
+    "bf16"` makes `mkldnn.matmul` read "bf16"); one whose value "none" reads the same is given
+    back as "none", so it follows the backend again. torch does not show whether a value was
+    set or is a default: cuDNN's convolutions read "tf32" untouched, and come back set to
+    "tf32", which a later change of `cudnn.fp32_precision` no longer reaches (diff review,
+    session 41; set the operation's own knob then)."""
 
     _lock = threading.Lock()
     _depth = 0
@@ -158,24 +166,44 @@ class exact_fp32(ContextDecorator):
         with cls._lock:
             cls._depth -= 1
             if cls._depth == 0:
-                for obj, attr, value in reversed(cls._saved):
-                    setattr(obj, attr, value)
+                _restore(cls._saved)
                 cls._saved = []
 
 
 def _set_exact() -> list[tuple[Any, str, Any]]:
-    """Every float32 precision knob of this torch set to exact; what they were, to restore."""
+    """Every float32 precision knob of this torch set to exact; what they were, to restore
+    (all of them given back if one cannot be set)."""
     saved: list[tuple[Any, str, Any]] = []
-    new_api = [k for k in (_knob(b, op) for b, op in _FP32_KNOBS) if k is not None]
-    new_api = [k for k in new_api if hasattr(k, "fp32_precision")]
-    if new_api:
-        for knob in new_api:
-            saved.append((knob, "fp32_precision", knob.fp32_precision))
-            knob.fp32_precision = "ieee"
+    try:
+        new_api = [k for k in (_knob(b, op) for b, op in _FP32_KNOBS) if k is not None]
+        new_api = [k for k in new_api if hasattr(k, "fp32_precision")]
+        if new_api:
+            for knob in new_api:
+                saved.append((knob, "fp32_precision", knob.fp32_precision))
+                knob.fp32_precision = "ieee"
+            return saved
+        saved.append((torch, "float32_matmul_precision", torch.get_float32_matmul_precision()))
+        torch.set_float32_matmul_precision("highest")
+        for backend, op in _LEGACY_FLAGS:
+            knob = _knob(backend, op)
+            if knob is not None and hasattr(knob, "allow_tf32"):
+                saved.append((knob, "allow_tf32", knob.allow_tf32))
+                knob.allow_tf32 = False
         return saved
-    for backend, op in _LEGACY_FLAGS:
-        knob = _knob(backend, op)
-        if knob is not None and hasattr(knob, "allow_tf32"):
-            saved.append((knob, "allow_tf32", knob.allow_tf32))
-            knob.allow_tf32 = False
-    return saved
+    except BaseException:
+        _restore(saved)
+        raise
+
+
+def _restore(saved: list[tuple[Any, str, Any]]) -> None:
+    """Give back what `_set_exact` changed, last first; an operation's fp32_precision that it
+    would inherit anyway goes back to "none" (exact_fp32's docstring)."""
+    for obj, attr, value in reversed(saved):
+        if obj is torch:
+            torch.set_float32_matmul_precision(value)
+        elif attr == "fp32_precision":
+            obj.fp32_precision = "none"
+            if obj.fp32_precision != value:
+                obj.fp32_precision = value
+        else:
+            setattr(obj, attr, value)

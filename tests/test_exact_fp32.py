@@ -28,9 +28,12 @@ def settings() -> dict[str, str]:
 def caller_precision():  # type: ignore[no-untyped-def]
     """The test's changes to torch's process-wide settings undone after it."""
     before = settings()
+    wide = {b: _knob(b, None).fp32_precision for b in ("mkldnn", "cudnn")}
     legacy = torch.get_float32_matmul_precision()
     yield
     torch.set_float32_matmul_precision(legacy)  # legacy first: it rewrites the new knobs
+    for b, value in wide.items():
+        _knob(b, None).fp32_precision = value
     for name, value in before.items():
         b, op = name.split(".")
         _knob(b, op).fp32_precision = value
@@ -123,3 +126,17 @@ def test_a_matmul_inside_the_guard_is_exact(caller_precision: None) -> None:
     torch.set_float32_matmul_precision("medium")
     with exact_fp32():
         assert torch.equal(x @ w, exact)
+
+
+def test_an_inherited_setting_comes_back_inherited(caller_precision: None) -> None:
+    """A caller's backend-wide setting reaches the operations through inheritance; after the
+    guard they still follow the backend (diff review, session 41: they came back pinned to its
+    old value, so a later backend-wide change missed them)."""
+    mkldnn = torch.backends.mkldnn
+    mkldnn.fp32_precision = "bf16"
+    assert mkldnn.matmul.fp32_precision == "bf16"  # inherited
+    with exact_fp32():
+        assert mkldnn.matmul.fp32_precision == "ieee"
+    assert mkldnn.matmul.fp32_precision == "bf16"
+    mkldnn.fp32_precision = "ieee"  # the caller changes its mind: the operations follow
+    assert {mkldnn.matmul.fp32_precision, mkldnn.conv.fp32_precision} == {"ieee"}
