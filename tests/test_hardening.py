@@ -243,11 +243,16 @@ def test_idx_images_are_bounded_together_before_they_become_floats(
         _load("mnist", str(tmp_path))
 
 
-def test_an_idx_file_is_parsed_again_once_it_changes(tmp_path: Path) -> None:
+def test_an_idx_file_is_parsed_again_once_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """read_idx keeps what it parsed per process (data sets loaded again: unrelated's source on
-    every plan) only for the file as it was, and not while its modification time is recent
-    (the clock ticks coarsely): rewritten in place at its old size, or replaced by a file of
-    its size and time, the new content is read. The arrays it hands out are read-only."""
+    every plan) only for the file as it was, and not while its modification or status-change
+    time is recent (the clock ticks coarsely): rewritten in place at its old size, with its
+    modification time set back, or replaced by a file of its size and time, the new content is
+    read. The arrays it hands out are read-only."""
+    from nnmark.data import idx
+
     path = tmp_path / "train-labels-idx1-ubyte.gz"
 
     def write(to: Path, fill: int) -> None:
@@ -256,9 +261,11 @@ def test_an_idx_file_is_parsed_again_once_it_changes(tmp_path: Path) -> None:
 
     write(path, 1)
     assert read_idx(path) is not read_idx(path)  # just written: not kept (a racy time)
-    os.utime(path, ns=(10**18, 10**18))  # 2001
-    first = read_idx(path)
-    assert first.tolist() == [1] * 6 and read_idx(path) is first  # parsed once
+    os.utime(path, ns=(10**18, 10**18))  # 2001 (its status-change time is now)
+    with monkeypatch.context() as m:
+        m.setattr(idx, "RACY_NS", 0)  # as if that change were old
+        first = read_idx(path)
+        assert first.tolist() == [1] * 6 and read_idx(path) is first  # parsed once
     assert not first.flags.writeable
     with pytest.raises(ValueError):
         first[0] = 9
@@ -266,6 +273,9 @@ def test_an_idx_file_is_parsed_again_once_it_changes(tmp_path: Path) -> None:
     write(path, 2)  # in place, the same size: a newer modification time
     assert path.stat().st_size == old.st_size
     assert read_idx(path).tolist() == [2] * 6
+    write(path, 4)  # in place again, its modification time set back: the status change shows
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert read_idx(path).tolist() == [4] * 6
     swap = tmp_path / "swap.gz"  # replaced by another file at the first's size and time
     write(swap, 3)
     os.utime(swap, ns=(old.st_atime_ns, old.st_mtime_ns))

@@ -41,26 +41,35 @@ MAX_IDX_IMAGES = 1 << 20
 
 
 #: Parsed IDX files kept per process, keyed by the file's identity and state (path, device,
-#: inode, size, modification time in ns; stat'ed before and after the read, and a file changed
+#: inode, size, modification and status-change times in ns: a rewrite whose modification time
+#: was set back still changes the second, which no user can set; stat'ed before and after the
+#: read, and a file changed
 #: meanwhile is not kept): the same data set loaded again (the `unrelated` scheme's source, on
 #: every plan and verification) skips the decompression. Read-only arrays, at most this many
 #: bytes in all.
 MAX_CACHED_IDX_BYTES = 1 << 27
-#: A file modified less than this long before it is read is not kept: the clock that stamps
-#: modification times ticks coarsely, and a rewrite in the same tick at the same size would
-#: look unchanged (git's "racy" entries).
+#: A file modified (or its status changed) less than this long before it is read is not kept:
+#: the clock that stamps those times ticks coarsely, and a rewrite in the same tick at the same
+#: size would look unchanged (git's "racy" entries).
 RACY_NS = 2_000_000_000
-_parsed: dict[tuple[str, int, int, int, int], np.ndarray] = {}
+_parsed: dict[tuple[str, int, int, int, int, int], np.ndarray] = {}
 
 
-def _file_state(path: Path) -> tuple[str, int, int, int, int] | None:
+def _file_state(path: Path) -> tuple[str, int, int, int, int, int] | None:
     try:
         st = path.stat()
     except OSError:
         return None
-    if time.time_ns() - st.st_mtime_ns < RACY_NS:
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS:
         return None
-    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (
+        str(path.resolve()),
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    )
 
 
 def read_idx(path: Path) -> np.ndarray:
