@@ -79,3 +79,16 @@ class LookPlan:
         if left <= 0 or self.adjusted(k + left, q + left, p0) >= alpha:
             return "not_found"
         return "continue"
+
+
+@dataclass
+class Smallest:
+    """The smallest adjusted p-value over the looks taken (what a verdict reports), and after
+    how many queries it was reached (the verdict's statistic is the last look's)."""
+
+    p: float = 1.0
+    queries: int = 0
+
+    def see(self, p: float, queries: int) -> None:
+        if p < self.p:
+            self.p, self.queries = p, queries

@@ -53,7 +53,7 @@ from nnmark.schemes.base import (
     config_count,
     key_error,
 )
-from nnmark.sequential import LookPlan
+from nnmark.sequential import LookPlan, Smallest
 from nnmark.stats import DEFAULT_ALPHA, label_randomization_pvalue
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.verdict import Verdict
@@ -321,7 +321,8 @@ class TriggerScheme(Scheme):
         labels = self.labels(self.group_count(groups))
         counts = np.zeros((len(labels), self.classes), dtype=np.int64)
         q = hits = 0
-        p_now = p_min = 1.0  # p_min: the smallest adjusted p over the looks taken
+        p_now = 1.0
+        smallest = Smallest()  # the smallest adjusted p over the looks taken
         decision = "not_found"
         log = AnswerLog()
         while q < plan.max_queries:
@@ -338,7 +339,7 @@ class TriggerScheme(Scheme):
             rest = groups[q : plan.max_queries].numpy()
             np.add.at(best, (rest, labels[rest].numpy()), 1)
             p_best = label_randomization_pvalue(best, hits + len(rest))
-            p_min = min(p_min, plan.adjust(p_now))
+            smallest.see(plan.adjust(p_now), q)
             decision = plan.step(p_now, p_best, q, alpha)
             if decision != "continue":
                 break
@@ -350,7 +351,7 @@ class TriggerScheme(Scheme):
             "found" if decision == "found" else "not_found",
             "trigger_accuracy",
             hits / max(q, 1),
-            p_min,
+            smallest.p,
             alpha,
             q,
             self.null_sentence(plan.looks),
@@ -360,6 +361,7 @@ class TriggerScheme(Scheme):
                 "matches": hits,
                 "looks": plan.looks,
                 "p_last_look": plan.adjust(p_now),
+                "p_smallest_at": smallest.queries,
                 "triggers": n,
                 "groups": len(labels),
                 "classes": self.classes,

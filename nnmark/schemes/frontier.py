@@ -79,7 +79,7 @@ from nnmark.schemes._trigger import (
     undecided,
 )
 from nnmark.schemes.base import key_error
-from nnmark.sequential import LookPlan
+from nnmark.sequential import LookPlan, Smallest
 from nnmark.stats import DEFAULT_ALPHA
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.verdict import Verdict
@@ -301,14 +301,14 @@ class Frontier(TriggerScheme):
         plan = LookPlan.make(n, self.config.group, s.max_queries)
         p0 = 0.5
         k = q = 0
-        p_min = 1.0  # the smallest adjusted p over the looks taken
+        smallest = Smallest()  # the smallest adjusted p over the looks taken
         decision = "not_found"
         log = AnswerLog()
         while q < plan.max_queries:
             end = min(q + plan.group, plan.max_queries)
             k += int((self.ask(s, x[q:end], log) == y[q:end]).sum())
             q = end
-            p_min = min(p_min, plan.adjusted(k, q, p0))
+            smallest.see(plan.adjusted(k, q, p0), q)
             decision = plan.decide(k, q, p0, alpha, n)
             if decision != "continue":
                 break
@@ -326,7 +326,7 @@ class Frontier(TriggerScheme):
             "found" if decision == "found" else "not_found",
             "trigger_accuracy",
             k / max(q, 1),
-            p_min,
+            smallest.p,
             alpha,
             q,
             null,
@@ -337,6 +337,7 @@ class Frontier(TriggerScheme):
                 "p0": p0,
                 "looks": plan.looks,
                 "p_last_look": plan.adjusted(k, q, p0),
+                "p_smallest_at": smallest.queries,
                 "triggers": n,
             },
         )

@@ -79,7 +79,7 @@ from nnmark.schemes._trigger import (
     undecided,
 )
 from nnmark.schemes.base import Batch
-from nnmark.sequential import LookPlan
+from nnmark.sequential import LookPlan, Smallest
 from nnmark.stats import DEFAULT_ALPHA, hypergeometric_pvalue
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.verdict import Verdict
@@ -250,7 +250,7 @@ class NewLabel(TriggerScheme):
         total_real = int(real[: plan.max_queries].sum())
         q = k = h = 0
         p_now, decision, reason = 1.0, "not_found", None
-        p_min = 1.0  # the smallest adjusted p over the looks taken
+        smallest = Smallest()  # the smallest adjusted p over the looks taken
         log = AnswerLog()
         while q < plan.max_queries:
             end = min(q + plan.group, plan.max_queries)
@@ -269,7 +269,7 @@ class NewLabel(TriggerScheme):
             p_now = hypergeometric_pvalue(k, q_real, h, q)
             left = total_real - q_real
             p_best = hypergeometric_pvalue(k + left, total_real, h + left, plan.max_queries)
-            p_min = min(p_min, plan.adjust(p_now))
+            smallest.see(plan.adjust(p_now), q)
             decision = plan.step(p_now, p_best, q, alpha)
             if decision != "continue":
                 break
@@ -283,7 +283,7 @@ class NewLabel(TriggerScheme):
             "found" if decision == "found" else "not_found",
             "trigger_accuracy",
             k / max(q_real, 1),
-            p_min,
+            smallest.p,
             alpha,
             q,
             "key samples and decoys (the same recipe under other perturbations of the key) are "
@@ -299,6 +299,7 @@ class NewLabel(TriggerScheme):
                 "decoy_new_label": h - k,
                 "looks": plan.looks,
                 "p_last_look": plan.adjust(p_now),
+                "p_smallest_at": smallest.queries,
                 "triggers": n,
             },
         )

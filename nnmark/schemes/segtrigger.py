@@ -51,7 +51,7 @@ from nnmark.schemes.base import (
     config_count,
     key_error,
 )
-from nnmark.sequential import LookPlan
+from nnmark.sequential import LookPlan, Smallest
 from nnmark.stats import DEFAULT_ALPHA, ber, binomial_pvalue
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.verdict import Verdict
@@ -171,7 +171,7 @@ class SegTrigger(Scheme):
         plan = LookPlan.make(self.config.n, self.config.group, s.max_queries)
         answers: list[torch.Tensor] = []
         q, p, decision = 0, 1.0, "not_found"
-        p_min = 1.0  # the smallest adjusted p over the looks taken
+        smallest = Smallest()  # the smallest adjusted p over the looks taken
         decoded: tuple[int, ...] = ()
         while q < plan.max_queries:
             xb = self.x[q : min(q + plan.group, plan.max_queries)]
@@ -191,7 +191,7 @@ class SegTrigger(Scheme):
             decoded = self.decode(torch.cat(answers))
             matches = bits - round(ber(decoded, expected) * bits)
             p = min(1.0, plan.looks * binomial_pvalue(matches, bits))
-            p_min = min(p_min, p)
+            smallest.see(p, q)
             if p < alpha:
                 decision = "found"
                 break
@@ -210,7 +210,7 @@ class SegTrigger(Scheme):
             "found" if decision == "found" else "not_found",
             "ber",
             b,
-            p_min,
+            smallest.p,
             alpha,
             bits,
             null,
@@ -225,6 +225,7 @@ class SegTrigger(Scheme):
                 "triggers": self.config.n,
                 "looks": plan.looks,
                 "p_last_look": p,
+                "p_smallest_at": smallest.queries,
                 "grid": self.grid,
             },
         )

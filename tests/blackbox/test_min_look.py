@@ -45,6 +45,7 @@ def test_a_server_honest_for_the_first_queries_does_not_dilute_the_p(digits, pla
     assert v.verdict == "not_found"  # one look's worth of right answers is no claim here
     last = v.details["p_last_look"]
     assert v.queries > group and last > v.p_value  # it asked on, and the later looks diluted
+    assert v.details["p_smallest_at"] == group  # the first look's
     # the reported p is the first look's: all `group` answers right, times the looks
     first = verify(_budget(HonestFirst(plain_cnn, x, y, group), group), key, data=digits)
     assert v.p_value == first.p_value < 1e-6
