@@ -356,7 +356,8 @@ def legit_rows(
     return rows
 
 
-def main() -> None:
+def protocol_parser() -> argparse.ArgumentParser:
+    """The protocol's options (models, keys, cache), shared with realign_null_views.py."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--keys", type=int, default=5, help="marked models (keys) per scheme and arch")
     ap.add_argument("--unmarked", type=int, default=16, help="unmarked models per arch")
@@ -369,15 +370,24 @@ def main() -> None:
     )
     ap.add_argument("--cache", default="/tmp/realign_cache")
     ap.add_argument("--no-write", action="store_true", help="print only")
-    args = ap.parse_args()
+    return ap
+
+
+def keys_per_scheme(args: argparse.Namespace) -> dict[str, int]:
+    """Keys per scheme and architecture: --keys, or --keys-for's count for the schemes it names."""
+    keys_for = {k: int(v) for k, v in (x.split("=") for x in args.keys_for.split(",") if x.strip())}
+    return {s: keys_for.get(s, args.keys) for s in args.schemes.split(",")}
+
+
+def main() -> None:
+    args = protocol_parser().parse_args()
     torch.set_num_threads(2)
     data = load_data("digits")
     cache = Path(args.cache)
     archs = args.archs.split(",")
     t0 = time.perf_counter()
     plains = {a: unmarked_models(a, args.unmarked, data, cache) for a in archs}
-    keys_for = {k: int(v) for k, v in (x.split("=") for x in args.keys_for.split(",") if x.strip())}
-    n_keys = {s: keys_for.get(s, args.keys) for s in args.schemes.split(",")}
+    n_keys = keys_per_scheme(args)
     twins = {a: twin_models(a, max(n_keys.values()), data, cache) for a in archs}
     t_plain = time.perf_counter() - t0
     to_twin: dict[tuple[str, int, int], torch.nn.Module] = {}  # unmarked model -> a twin

@@ -25,7 +25,6 @@ read it.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections import Counter
 from pathlib import Path
@@ -34,10 +33,11 @@ from typing import Any
 import torch
 from realign_null import (
     ATTACKS,
-    SCHEMES,
     STRICT,
+    keys_per_scheme,
     marked_models,
     null_row,
+    protocol_parser,
     twin_models,
     unmarked_models,
 )
@@ -64,15 +64,8 @@ def read_by(v: Any) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--keys", type=int, default=5, help="marked models (keys) per scheme and arch")
-    ap.add_argument("--unmarked", type=int, default=16, help="unmarked models per arch")
-    ap.add_argument("--archs", default="cnn,mlp,resnet20")
-    ap.add_argument("--schemes", default=",".join(SCHEMES))
-    ap.add_argument("--keys-for", default="uchida=10,stdm=10", help="as realign_null's")
-    ap.add_argument("--cache", default="/tmp/realign_cache")
+    ap = protocol_parser()
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_data("digits")
@@ -81,8 +74,7 @@ def main() -> None:
     schemes = args.schemes.split(",")
     t0 = time.perf_counter()
     plains = {a: unmarked_models(a, args.unmarked, data, cache) for a in archs}
-    keys_for = {k: int(v) for k, v in (x.split("=") for x in args.keys_for.split(",") if x.strip())}
-    n_keys = {s: keys_for.get(s, args.keys) for s in schemes}
+    n_keys = keys_per_scheme(args)
     twins = {a: twin_models(a, max(n_keys.values()), data, cache) for a in archs}
     results: dict[str, Any] = {}
     for scheme in schemes:
