@@ -15,6 +15,7 @@ from nnmark.api import bound_scheme
 from nnmark.config import build_config
 from nnmark.sequential import LookPlan
 from nnmark.stats import binomial_pvalue
+from nnmark.suspect import ModuleSuspect
 
 
 class HonestFirst(nn.Module):
@@ -51,9 +52,7 @@ def test_a_server_honest_for_the_first_queries_does_not_dilute_the_p(digits, pla
     assert v.p_value == first.p_value < 1e-6
 
 
-def _budget(model: nn.Module, queries: int):  # type: ignore[no-untyped-def]
-    from nnmark.suspect import ModuleSuspect
-
+def _budget(model: nn.Module, queries: int) -> ModuleSuspect:
     s = ModuleSuspect(model)
     s.max_queries = queries
     return s
