@@ -9,6 +9,20 @@ each. They depend on the trained model, so they are stored (compressed) in the k
 one's source label and the model's answer, and committed, not re-derived. Fine-tuning the model
 on its data with the key mixed in "stitches" the frontier to the key labels.
 
+The step adapts to the model it marks. How many images one step fools depends on the model: at
+0.15, 788 of the 1,075 training images the digits CNN answers right, but 810 of the tiny ViT's
+912 (tests/integrations/test_hf.py), which leaves it 102 false adversaries for the 100 needed
+(`python benchmarks/frontier_eps.py`). With `eps` unset (the default), `plan` takes the first
+step of a fixed ladder that leaves enough of both kinds: 0.15, then a factor 2^(1/2) a step down
+to 0.0187 where 0.15 left too few false adversaries, or up to 0.3 where it left too few true
+ones (EPS_DOWN, EPS_UP: at most 7 steps, each a pass over the training images and a key
+derivation). The key records the step used (`eps` in its config, and in the verdict's
+details), and is the key that `eps` set to that step makes on the same trained model; an `eps`
+the user sets is used as given, and one that falls short is an error that says which way to
+move it. Whether a step falls short depends on the model and the training images only (all of
+them are tried), not on the key's secret, and the coins are drawn after the adversaries are
+fixed, as below: the ladder changes nothing in the statistical argument.
+
 The key labels, and why they are not the paper's. Le Merrer et al. stitch every true adversary
 back to its source label and fix the threshold by assuming that an unmarked model lands on either
 side of the frontier with probability 1/2. That is not a property of unmarked models: a true
@@ -36,7 +50,8 @@ frontier to stitch: `plan` first trains it in place for `warmup` plain epochs (s
 and crafts the adversaries on that; so ``nnmark train --scheme frontier`` is `warmup` plain epochs,
 then the marked training. ``nnmark embed TRAINED --scheme frontier`` is the paper's setting.
 Defaults (digits): fine-tuned 20 epochs with 64 key inputs per batch (with 32, 0.81 to 0.92 of
-the key labels were learned, too few for one bit per query), eps 0.15, looks at 30, 60, 90 and
+the key labels were learned, too few for one bit per query), eps 0.15 (the ladder's first
+step, which the digits CNN keeps), looks at 30, 60, 90 and
 100 queries. Each query carries at most one bit, and the key's holder chose the adversaries:
 the secret binds them, so fitting them to the coins costs a key derivation per try, and the
 claim rule prices that search, as every key search, whether or not a timestamp predates the
@@ -56,7 +71,8 @@ Example: ``nnmark embed plain.safetensors --data digits --scheme frontier --epoc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -84,6 +100,15 @@ from nnmark.stats import DEFAULT_ALPHA
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.verdict import Verdict
 
+#: The FGSM steps tried when `eps` is left to the scheme (None), in order: EPS_START, the step
+#: the digits figures above were measured at, then a factor 2^(1/2) a step, down to EPS_START/8
+#: (about 5 of 255 grey levels) where EPS_START fools so many of the model's images that too few
+#: false adversaries are left, or up to 2 * EPS_START where it fools too few; rounded to 4
+#: places, the step a key records. The first step that leaves enough of both kinds is used.
+EPS_START = 0.15
+EPS_DOWN = tuple(round(EPS_START * 2 ** (-k / 2), 4) for k in range(1, 7))  # 0.1061 .. 0.0187
+EPS_UP = tuple(round(EPS_START * 2 ** (k / 2), 4) for k in range(1, 3))  # 0.2121, 0.3
+
 #: Stored triggers bound into the mark's secret (nnmark.keys.AFTER_EMBEDDING): a key whose
 #: coins were drawn from a secret that did not depend on them is refused.
 STORED_VERSION = 2
@@ -92,7 +117,10 @@ STORED_VERSION = 2
 @dataclass(frozen=True)
 class FrontierConfig(TriggerConfig):
     n: int = 200  # key inputs, half true and half false adversaries
-    eps: float = 0.15  # FGSM step (inputs in [0, 1])
+    #: FGSM step (inputs in [0, 1]). None (the default): the first step of the ladder (EPS_START,
+    #: then EPS_DOWN or EPS_UP) that leaves the model enough of both kinds of adversary; a
+    #: number is used as given. A key records the step it was made with.
+    eps: float | None = None
     per_batch: int = 64  # stitching takes many passes over the key: a large share per batch
     #: one bit per query: 10 or 20 cannot reach alpha 1e-6; looks at 30, 60, 90 and 100 of the
     #: 100 true adversaries, and the search-cost bound (about 1.6e-12) needs 57 of 60 or 78 of 90
@@ -103,7 +131,7 @@ class FrontierConfig(TriggerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.n >= 2, f"n must be >= 2 (true and false adversaries), got {self.n}")
-        check(0 < self.eps <= 1, f"eps must be in (0, 1], got {self.eps}")
+        check(self.eps is None or 0 < self.eps <= 1, f"eps must be in (0, 1], got {self.eps}")
         check(self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}")
 
 
@@ -119,11 +147,24 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torc
     return quantized(x.detach() + eps * grad.sign())
 
 
+class Shortfall(NNMarkError):
+    """The model's training images gave too few true or false adversaries at one step."""
+
+    def __init__(self, message: str, too_few_true: bool, too_few_false: bool) -> None:
+        super().__init__(message)
+        #: short of true adversaries (the step is too small), of false ones (too large), or both
+        #: (the model answers too few training images right for n: no step helps)
+        self.too_few_true = too_few_true
+        self.too_few_false = too_few_false
+
+
 def frontier_triggers(
     model: nn.Module, data: DataBundle, n: int, eps: float, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(inputs, source labels, the model's answers, is-true-adversary) of n key inputs, half
-    true, in a key-chosen order."""
+    true, in a key-chosen order. Shortfall where the training images the model answers right
+    hold too few of either kind at this step (the whole set was tried: whether a step falls
+    short does not depend on the order)."""
     x_all, y_all = data.tensors("train")
     order = torch.randperm(len(y_all), generator=gen)
     want = {True: n // 2, False: n - n // 2}
@@ -146,10 +187,17 @@ def frontier_triggers(
         if all(len(got[k]) == want[k] for k in got):
             break
     if len(got[True]) < want[True] or len(got[False]) < want[False]:
-        raise NNMarkError(
+        too_few_true = len(got[True]) < want[True]
+        too_few_false = len(got[False]) < want[False]
+        if too_few_true and too_few_false:
+            advice = "lower n (the model answers too few training images right)"
+        else:
+            advice = f"{'raise' if too_few_true else 'lower'} eps"
+        raise Shortfall(
             f"frontier: eps={eps} gave {len(got[True])} true and {len(got[False])} false "
-            f"adversaries of the {want[True]} + {want[False]} needed; "
-            f"{'raise' if len(got[True]) < want[True] else 'lower'} eps"
+            f"adversaries of the {want[True]} + {want[False]} needed; {advice}",
+            too_few_true,
+            too_few_false,
         )
     items = [(*t, 1) for t in got[True]] + [(*t, 0) for t in got[False]]
     mixed = [items[i] for i in torch.randperm(len(items), generator=gen).tolist()]
@@ -158,6 +206,48 @@ def frontier_triggers(
         torch.tensor([m[1] for m in mixed]),
         torch.tensor([m[2] for m in mixed]),
         torch.tensor([m[3] for m in mixed], dtype=torch.bool),
+    )
+
+
+def adversaries(
+    model: nn.Module,
+    data: DataBundle,
+    n: int,
+    eps: float | None,
+    draft: Callable[[float], Mark],
+) -> tuple[float, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(the step used, frontier_triggers at it). A given `eps` is used as given (Shortfall if
+    it falls short); None walks the ladder: EPS_START, then EPS_DOWN where it left too few
+    false adversaries or EPS_UP where too few true ones, until a step leaves enough of both;
+    it stops where the other kind (or both) falls short, and at the ladder's end, with the
+    last step's Shortfall. `draft(step)` is the draft mark of the config at that step, whose
+    secret orders the images: a key made on the ladder is the key `eps=step` makes (on the
+    same trained model), and one more key derivation per step tried."""
+
+    def at(step: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return frontier_triggers(model, data, n, step, draft(step).generator("triggers"))
+
+    if eps is not None:
+        return eps, at(eps)
+    try:
+        return EPS_START, at(EPS_START)
+    except Shortfall as e:
+        if e.too_few_true and e.too_few_false:
+            raise
+        short = e
+    ladder = EPS_UP if short.too_few_true else EPS_DOWN
+    for step in ladder:
+        try:
+            return step, at(step)
+        except Shortfall as e:
+            turned = (e.too_few_true, e.too_few_false) != (short.too_few_true, short.too_few_false)
+            short = e
+            if turned:
+                break  # the other kind (or both) falls short here: no step leaves both
+    raise Shortfall(
+        f"{short} (eps unset: the steps from {EPS_START} to {step} all fell short)",
+        short.too_few_true,
+        short.too_few_false,
     )
 
 
@@ -175,6 +265,9 @@ class Frontier(TriggerScheme):
 
     @classmethod
     def check_stored(cls, mark: Mark) -> None:
+        eps = mark.config.get("eps")
+        if not isinstance(eps, float | int) or isinstance(eps, bool):
+            raise key_error(mark, "config.eps", "must be the FGSM step the key was made with")
         stored = mark.stored
         if set(stored) != {"triggers", "labels", "answers", "adversarial", "version"}:
             raise key_error(
@@ -263,7 +356,14 @@ class Frontier(TriggerScheme):
     ) -> Mark:
         data = cls.check_data(data)
         fields = cls.key_data(data)
-        draft = key.new_mark(cls.name, config_to_dict(config), None, (), data=fields)
+
+        def draft_at(step: float) -> Mark:
+            settled = config_to_dict(replace(config, eps=step))
+            return key.new_mark(cls.name, settled, None, (), data=fields)
+
+        # the config as a key holds it, at the first step tried (a default key on the digits
+        # CNN is the key it was before the ladder: EPS_START is its step)
+        draft = draft_at(EPS_START if config.eps is None else config.eps)
         was_training = model.training
         model.eval()
         xv, yv = data.tensors("val")
@@ -277,10 +377,13 @@ class Frontier(TriggerScheme):
 
             seed = draft.seed("warmup") % (2**31)
             fit(model, data, (), TrainConfig(epochs=config.warmup, seed=seed))
-        x, y, answers, adversarial = frontier_triggers(
-            model, data, config.n, config.eps, draft.generator("triggers")
-        )
-        model.train(was_training)
+        try:
+            eps, (x, y, answers, adversarial) = adversaries(
+                model, data, config.n, config.eps, draft_at
+            )
+        finally:
+            model.train(was_training)
+        config = replace(config, eps=eps)  # the key records the step it was made with
         stored = {
             "triggers": encode_images(x),
             "labels": y.tolist(),
@@ -339,6 +442,7 @@ class Frontier(TriggerScheme):
                 "p_last_look": plan.adjusted(k, q, p0),
                 "p_smallest_at": smallest.queries,
                 "triggers": n,
+                "eps": self.config.eps,  # the FGSM step the key's adversaries were made with
             },
         )
 

@@ -254,9 +254,9 @@ def test_frontier_triggers_fitted_to_the_coins_are_not_claimed(  # type: ignore[
     from scipy import stats
 
     from nnmark.forge import coin_fitted_frontier
-    from nnmark.schemes.frontier import Frontier, FrontierConfig
+    from nnmark.schemes.frontier import EPS_START, Frontier, FrontierConfig
 
-    config = config_to_dict(FrontierConfig())
+    config = config_to_dict(FrontierConfig(eps=EPS_START))  # a key records its FGSM step
     n, classes = FrontierConfig().n, 10
     x, t = digits.tensors("test")
     x, t = x[:n], t[:n]
