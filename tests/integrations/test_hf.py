@@ -33,21 +33,17 @@ LAYER = "vit.layers.0.attention.q_proj"  # the query projection (transformers 5 
 UCHIDA_LAYER = "vit.layers.0.mlp.fc2"
 #: Options on the ViT: stdm's bits go in the query projection, uchida's in UCHIDA_LAYER (the
 #: default host, the widest convolution, is the patch embedding: 16 values), at its default
-#: lam. A limitation, not a recipe: frontier's eps 0.08 is not its default but a value chosen
-#: until the tiny ViT carried the mark (session 28): frontier's default FGSM step (0.15) fooled
-#: the ViT on all but 64 of the 100 false adversaries its default 200 key inputs need. It does
-#: not scale its option to the host yet (docs/integrations.md says so); until it does, what this
-#: value proves is the Trainer's plumbing at it, not the default recipe on a ViT. Uchida's lam
-#: 0.5 (session 28, for 3 epochs) is gone: at the default lam and 20 epochs the mark was found
-#: with BER 0 on 20 of 20 keys, fine-tuned or from scratch. HF's init std (0.02) does not make
-#: this host small: its filter mean's std is 0.0039 (the digits cnn's host, 0.0030), and the
-#: default penalty's gradient there is 1.05x the task's at init, 1.8x after 5 plain epochs (the
-#: cnn's 8.5x, the mlp's 0.89x, resnet20's 0.29x): `python benchmarks/uchida_vit.py`,
-#: benchmarks/results/uchida_vit.md.
+#: lam. Uchida's lam 0.5 (session 28, for 3 epochs) is gone: at the default lam and 20 epochs
+#: the mark was found with BER 0 on 20 of 20 keys, fine-tuned or from scratch. HF's init std
+#: (0.02) does not make this host small: its filter mean's std is 0.0039 (the digits cnn's
+#: host, 0.0030), and the default penalty's gradient there is 1.05x the task's at init, 1.8x
+#: after 5 plain epochs (the cnn's 8.5x, the mlp's 0.89x, resnet20's 0.29x): `python
+#: benchmarks/uchida_vit.py`, benchmarks/results/uchida_vit.md. Frontier runs at its default
+#: recipe: its FGSM step adapts to the model it marks (the ladder of nnmark.schemes.frontier;
+#: `python benchmarks/frontier_eps.py` counts its adversaries here).
 VIT_OPTIONS = {
     "uchida": {"layer": UCHIDA_LAYER},
     "stdm": {"layer": LAYER},
-    "frontier": {"eps": 0.08},
 }
 BITS = {"uchida": 48}
 #: Fine-tune-to-embed epochs: the library's default training length (TrainConfig().epochs, 20)
