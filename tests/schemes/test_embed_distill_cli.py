@@ -115,3 +115,30 @@ def test_a_reference_is_refused_with_a_plain_phase(digits) -> None:  # type: ign
     student = new_model("cnn", digits)
     with pytest.raises(NNMarkError, match="not with plain="):
         embed(student, digits, "uchida", plain=TrainConfig(), reference=student)
+
+
+def test_frontier_distilled_into_a_plain_student_is_found(base_cnn, digits) -> None:  # type: ignore[no-untyped-def]
+    """Frontier stitches a trained model's frontier: distilled, the plain student is trained
+    first (the adversaries are crafted on it, not on an untrained net's warm-up), then
+    stitched by frontier's fine-tune recipe; the teacher never saw the key."""
+    from nnmark import OwnerKey, verify
+
+    plain, config = distill_recipes("frontier")
+    assert plain == TrainConfig() and config == default_recipe("frontier", finetune=True)
+    student, key = embed(
+        new_model("cnn", digits, seed=3),
+        digits,
+        "frontier",
+        key=OwnerKey.new("distiller", nonce="d5" * 16),
+        config=config,
+        teacher=base_cnn,
+        plain=plain,
+    )
+    v = verify(student, key)
+    assert v.verdict == "found", v
+    assert verify(base_cnn, key).verdict == "not_found"
+    test = digits.loader("test", 256)
+    teacher_acc = evaluate(base_cnn, test, digits.task)["accuracy"]
+    student_acc = evaluate(student, test, digits.task)["accuracy"]
+    print(f"distill-to-embed frontier: teacher {teacher_acc:.4f}, student {student_acc:.4f}")
+    assert student_acc >= teacher_acc - 0.03  # the CLI test's fidelity guard, same reason
