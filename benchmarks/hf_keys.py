@@ -5,7 +5,9 @@ DEFAULT_EPOCHS), each with keys of several nonces instead of the test's one: is 
 at what BER and p? newlabel (supported, not claimed on this ViT: the test's NOT_CLAIMED) also
 gives the share of its key samples and of its decoys answered with the new label.
 
-    python benchmarks/hf_keys.py [--keys 5]
+    python benchmarks/hf_keys.py [--keys 5] [--only newlabel]
+
+`--only NAME` runs only the runs holding that scheme and writes hf_keys_NAME.{json,md}.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def runs(test_hf: ModuleType) -> list[tuple[str, ...]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=5, choices=range(1, len(NONCES) + 1))
+    ap.add_argument("--only", help="only the runs holding this scheme (default: every run)")
     args = ap.parse_args()
     integrations, hf, test_hf = _tests()
     torch.set_num_threads(1)
@@ -67,9 +70,12 @@ def main() -> None:
         model=plain, args=hf.args(Path(tempfile.mkdtemp()), 5), train_dataset=hf.Images(x, y)
     ).train()
     plain.eval()
+    chosen = [g for g in runs(test_hf) if args.only is None or args.only in g]
+    if not chosen:
+        ap.error(f"--only {args.only}: no run of tests/integrations/test_hf.py holds it")
     rows = []
     for nonce in NONCES[: args.keys]:
-        for group in runs(test_hf):
+        for group in chosen:
             model = copy.deepcopy(plain)
             keys = {}
             for name in group:
@@ -112,7 +118,7 @@ def main() -> None:
                 rows.append(row)
                 print(row, flush=True)
     write_results(
-        "hf_keys",
+        "hf_keys" + (f"_{args.only}" if args.only else ""),
         {"rows": rows},
         _markdown(rows, args.keys, test_hf.DEFAULT_EPOCHS, time.time() - start),
     )
