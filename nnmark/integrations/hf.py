@@ -8,8 +8,17 @@ prepared before the optimizer is built. Under the Trainer's own distributed laun
 DDP) the penalty is part of the loss, so its gradient is all-reduced with the rest.
 
 `newlabel` grows the head by one class in `prepare`; a transformers model's own loss reads
-`config.num_labels`, so the trainer raises it to match. Verify with `HFSuspect(model)`: white-box
-tensors by the model's own names, black-box answers read from the output's `logits` (a
+`config.num_labels`, so the trainer raises it to match. A scheme that makes several training
+batches of each one (`steps_per_batch`: newlabel's `repeats`, the same images with fresh key
+samples) gets an optimiser step for each, as under nnmark.train.fit: the training dataloader
+hands each batch over that many times (its length counts them, so the Trainer's schedule,
+clipping and logging see every step; `global_step` advances 3 per batch at newlabel's
+defaults). With gradient accumulation or `max_steps` (which would sum them or count them) it
+is one step on them all (as before session 42, when the tiny ViT of
+tests/integrations/test_hf.py answered newlabel's decoys with the new label at 0.25 to 0.34
+over 5 keys and none was claimed: benchmarks/results/hf_keys.md).
+
+Verify with `HFSuspect(model)`: white-box tensors by the model's own names, black-box answers read from the output's `logits` (a
 transformers model returns a `ModelOutput`, not a tensor).
 
 Schemes that replace the optimiser step (`step` overridden: tartaglione, watermas) are refused:
@@ -35,7 +44,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -100,6 +109,27 @@ class _NewEpoch(transformers.TrainerCallback):
         self.hooks.new_epoch()
 
 
+class _EachBatchTimes:
+    """A training dataloader that hands over each batch `times` times in a row (the same
+    object), so that the Trainer takes one optimiser step per batch a scheme makes of it
+    (`steps_per_batch`); its length counts them, so the Trainer's schedule spans every step.
+    Anything else (`set_epoch`, `dataset`, `batch_sampler`...) is the wrapped loader's."""
+
+    def __init__(self, loader: Any, times: int) -> None:
+        self.loader, self.times = loader, times
+
+    def __len__(self) -> int:
+        return len(self.loader) * self.times
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            for _ in range(self.times):
+                yield batch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+
 class WatermarkTrainer(transformers.Trainer):
     """A `transformers.Trainer` that embeds nnmark schemes while it trains."""
 
@@ -132,6 +162,25 @@ class WatermarkTrainer(transformers.Trainer):
             _sync_num_labels(m, width)
         super().__init__(*args, **kw)
         self.add_callback(_NewEpoch(hooks))
+        #: the steps a batch's schemes made that are still to be trained, one per call
+        self._steps: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _stepwise(self) -> bool:
+        """Whether each batch the schemes make of one batch is an optimiser step of its own (as
+        under nnmark.train.fit): asked for (steps_per_batch > 1), without gradient accumulation
+        (it would sum them into one step) or `max_steps` (it would count each of them, not the
+        batches). Otherwise one step on their concatenation (`SchemeHooks.mix`)."""
+        return (
+            self.nnmark_hooks.steps_per_batch > 1
+            and self.args.gradient_accumulation_steps == 1
+            and self.args.max_steps <= 0
+        )
+
+    def get_train_dataloader(self) -> Any:
+        loader = super().get_train_dataloader()
+        if not self._stepwise():
+            return loader
+        return _EachBatchTimes(loader, self.nnmark_hooks.steps_per_batch)
 
     @property
     def mark_target(self) -> nn.Module:
@@ -143,7 +192,17 @@ class WatermarkTrainer(transformers.Trainer):
         if "pixel_values" not in inputs or "labels" not in inputs:
             raise NNMarkError("trigger-set schemes need image batches (pixel_values, labels)")
         x, y = inputs["pixel_values"], inputs["labels"]
-        mx, my = self.nnmark_hooks.mix((x, y))
+        if self._stepwise():  # the loader hands each batch over once per step (_EachBatchTimes)
+            if not self._steps:
+                self._steps = self.nnmark_hooks.mix_steps((x, y))
+                if len(self._steps) != self.nnmark_hooks.steps_per_batch:
+                    raise NNMarkError(
+                        f"the schemes made {len(self._steps)} batches of one, not the "
+                        f"{self.nnmark_hooks.steps_per_batch} steps_per_batch they declare"
+                    )
+            mx, my = self._steps.pop(0)
+        else:
+            mx, my = self.nnmark_hooks.mix((x, y))
         return {**inputs, "pixel_values": mx.to(x.device, x.dtype), "labels": my.to(y.device)}
 
     def compute_loss(
@@ -164,6 +223,7 @@ class WatermarkTrainer(transformers.Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
+        self._steps = []
         out = super().train(*args, **kwargs)
         self._mark_target[0] = self.nnmark_hooks.finalize(self.mark_target)
         return out

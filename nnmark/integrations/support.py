@@ -55,6 +55,7 @@ def hf_support() -> dict[str, str]:
                 ("prepare", "prepared before the optimizer"),
                 ("batches", "triggers mixed into image batches (pixel_values, labels)"),
                 ("penalty", "penalty added in compute_loss"),
+                ("steps_per_batch", "an optimiser step per batch it makes of each one"),
                 ("finalize", "finalized after train()"),
             )
             if overrides(cls, hook)
