@@ -25,9 +25,9 @@ the new label for decoys too is not claimed). The price is power: one bit per qu
 e.g. p = 1 / C(30, 15) = 6.5e-9 at 30 queries, so reaching the claim rule's forgery cost takes
 about 44 queries, whether or not a timestamp predates the suspect (it waives no search cost:
 nnmark.api.STAMP_WAIVES_NOTHING). On digits 20 of 20 keys are claimed at the look at 60
-queries, none within 30 (p 1.9e-8 to 1.6e-5), at no accuracy cost (median -0.28 points):
-`python benchmarks/blackbox_keys.py --scheme newlabel`. (When a timestamp waived the cost, 20
-of 20 were claimed within 30, worst p 8.8e-7.) 48 key samples (two more looks) were tried and
+queries, none within 30 (p 1.9e-8 to 2.6e-6 there), at no accuracy cost (median -0.42
+points): `python benchmarks/blackbox_keys.py --scheme newlabel --keys 20`
+(benchmarks/results/blackbox_keys_newlabel.md). 48 key samples (two more looks) were tried and
 left: under Lightning's loop the wrapper's key learned them worse (0.82 answered, p 1.1e-6 at
 90 queries, against 1.0 and 4.9e-11 at 60 with 32). A suspect with only
 the task's C outputs cannot answer the new label: not_found after one look, with that reason.
