@@ -51,6 +51,7 @@ import torch
 import transformers
 from torch import nn
 
+from nnmark.device import seeded
 from nnmark.errors import NNMarkError
 from nnmark.integrations.ddp import SchemeHooks, check_target
 from nnmark.integrations.support import hf_support
@@ -130,6 +131,13 @@ class _EachBatchTimes:
         return getattr(self.loader, name)
 
 
+def _run_seed(args: transformers.TrainingArguments | None) -> int:
+    """The seed the Trainer will set (`TrainingArguments.seed`; its default without args)."""
+    if args is None:
+        return int(transformers.TrainingArguments.__dataclass_fields__["seed"].default)
+    return int(args.seed)
+
+
 class WatermarkTrainer(transformers.Trainer):
     """A `transformers.Trainer` that embeds nnmark schemes while it trains."""
 
@@ -154,10 +162,14 @@ class WatermarkTrainer(transformers.Trainer):
             raise NNMarkError("WatermarkTrainer needs a model (or target)")
         check_target(target, model, "WatermarkTrainer")
         self.nnmark_hooks = hooks
-        # prepare before the Trainer builds its optimizer (newlabel grows the head)
+        # prepare before the Trainer builds its optimizer (newlabel grows the head), from the
+        # run's seed as fit prepares from its own: the grown row is drawn from torch's global
+        # RNG, which the Trainer seeds only in its __init__, after this (unseeded, a run's head
+        # depended on whatever the process had drawn before)
         owners = [m for m in (model, target) if m is not None]
         widths = [_head_width(m) for m in owners]
-        self._mark_target = [hooks.prepare(target if target is not None else model)]
+        with seeded(_run_seed(kw.get("args", args[1] if len(args) > 1 else None))):
+            self._mark_target = [hooks.prepare(target if target is not None else model)]
         for m, width in zip(owners, widths, strict=True):
             _sync_num_labels(m, width)
         super().__init__(*args, **kw)

@@ -267,6 +267,30 @@ def test_newlabel_head_grows_and_learns_the_key_samples(  # type: ignore[no-unty
     assert keys >= 0.75 and keys > decoys and acc > 0.8
 
 
+def test_newlabel_grows_the_same_head_whatever_the_process_drew_before(  # type: ignore[no-untyped-def]
+    digits: DataBundle, plain_vit, key_data, request, tmp_path: Path, hf: ModuleType
+) -> None:
+    """The grown head's new row comes from the run's seed (TrainingArguments.seed), as fit's
+    from its own: drawn from torch's global RNG before the Trainer seeds it, the same key and
+    arguments gave another mark in a process that had trained something before (session 42:
+    benchmarks/hf_keys.py's first key, alone and after other runs)."""
+    p = plan("newlabel", copy.deepcopy(plain_vit), digits, request, hf)
+    x, y = digits.tensors("train")
+    rows = []
+    for state in (1, 2):
+        torch.manual_seed(state)  # what the process happened to draw before
+        model = copy.deepcopy(plain_vit)
+        hf.WatermarkTrainer(
+            model=model,
+            args=hf.args(tmp_path / str(state), DEFAULT_EPOCHS),
+            train_dataset=hf.Images(x, y),
+            schemes=[p.cls(p.key.marks[0], key_data)],
+        )
+        head = model.classifier
+        rows.append(torch.cat([head.weight[-1], head.bias[-1:]]).detach().clone())
+    assert torch.equal(rows[0], rows[1])
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_vit_trained_with_watermark_trainer_carries_the_mark(  # type: ignore[no-untyped-def]
     digits: DataBundle, tmp_path: Path, stamp, tsa, hf: ModuleType
