@@ -21,7 +21,17 @@ The key holds the input shape and the host layer's width (`units`), both checked
 suspect; `neurons` follows from the config and the payload length.
 
 Training adds ``lam * sum_j relu(margin - s_j * a_j)`` (a hinge on the signed pre-activation
-a_j, s_j = +1/-1) to the task loss. Verification reads sign(a_j), undoes the mask and reports
+a_j, s_j = +1/-1) to the task loss. The penalty reads a_j in eval mode, as verification does
+(BatchNorm's running statistics, no dropout; the key inputs never enter the running statistics).
+Read in the trainer's train mode (before session 42), BatchNorm normalised the key input (one
+noise image for 64 bits) with its own batch statistics, so the signs the hinge set were not the
+signs verification read: on the digits resnet20 (host layers.8.conv2, behind 20 BatchNorms) at
+the default recipe every bit was right in train mode and 1 of 6 keys was found (BER 0.078 to
+0.188); read in eval mode, 6 of 6 at BER 0, and 5 and 4 of 6 after 3 and 5 epochs of the
+thief's fine-tune (BER up to 0.141 and 0.172). On the digits cnn and mlp (no BatchNorm, no
+dropout) the two modes compute the same: the marked weights are bit-identical (6 of 6 keys each,
+found 6 of 6 before and after both fine-tunes). `python benchmarks/actsign_batchnorm.py`,
+benchmarks/results/actsign_batchnorm.md. Verification reads sign(a_j), undoes the mask and reports
 the BER with the exact binomial p-value (nnmark.schemes.base.bit_verdict) under the null "a
 model never trained with this key matches each bit with probability 1/2": the mask and payload
 are independent of any such model.
@@ -47,6 +57,7 @@ from nnmark.config import check, config_to_dict
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
+from nnmark.layers import evaluating
 from nnmark.schemes import register
 from nnmark.schemes._activations import default_activation_layer, layer_output, suspect_output
 from nnmark.schemes.base import (
@@ -158,7 +169,8 @@ class ActSign(Scheme):
         return out[self.rows, self.cols.to(out.device)]
 
     def penalty(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        a = self.activations(model)
+        with evaluating(model):  # as verification reads it: see the module docstring
+            a = self.activations(model)
         s = self.sign.to(a.device)
         return self.config.lam * torch.relu(self.config.margin - s * a).sum()
 

@@ -18,7 +18,15 @@ Construction (the paper's white-box variant, simplified as stated):
 - a secret N(0, 1) matrix A (features x bits) re-derived from the key; bit j = step(mu . a_j).
 
 Training adds ``lam * sum_j BCE(sigmoid(mu . a_j), b_j) / sqrt(bits) + center * mean ||act - mu||^2``
-to the task loss.
+to the task loss. The penalty reads the activations in eval mode, as verification does
+(BatchNorm's running statistics, no dropout; the key inputs never enter the running
+statistics). Read in the trainer's train mode (before session 42), BatchNorm normalised the 20
+key images of one class with their own batch statistics: on the digits resnet20 at the default
+recipe every bit was right in train mode and 2 of 6 keys were found (BER 0.047 to 0.172); read
+in eval mode, 6 of 6 at BER 0, but 3 and 1 of 6 after 3 and 5 epochs of the thief's fine-tune
+(BER up to 0.42 and 0.45). On the digits cnn and mlp (no BatchNorm, no dropout) the marked
+weights are bit-identical either way. `python benchmarks/actsign_batchnorm.py`,
+benchmarks/results/actsign_batchnorm.md.
 Verification: BER of step(mu A) against the payload XOR the key's mask, exact binomial p-value
 (nnmark.schemes.base.bit_verdict) under the null "a model never trained with this key matches
 each bit with probability 1/2": A and the mask are drawn from the key, independently of such a
@@ -51,6 +59,7 @@ from nnmark.config import check, config_to_dict
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
+from nnmark.layers import evaluating
 from nnmark.schemes import register
 from nnmark.schemes._activations import default_activation_layer, layer_output, suspect_output
 from nnmark.schemes.base import (
@@ -181,7 +190,8 @@ class DeepSigns(Scheme):
 
     def penalty(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         p = next(unwrap(model).parameters())
-        act = layer_output(model, self.mark.layer or "", self.x.to(p.device))
+        with evaluating(model):  # as verification reads it: see the module docstring
+            act = layer_output(model, self.mark.layer or "", self.x.to(p.device))
         y = self.logits(act)
         loss = (
             self.config.lam

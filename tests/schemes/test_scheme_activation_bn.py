@@ -1,0 +1,71 @@
+"""actsign and deepsigns on a model with BatchNorm: the penalty must set the bits verification
+reads. Verification runs the model in eval mode (BatchNorm's running statistics); the trainer
+holds it in train mode, where BatchNorm normalises the key inputs with their own batch statistics
+(one noise image for actsign's 64 bits), so a penalty read in train mode set signs that eval mode
+did not show (benchmarks/results/actsign_batchnorm.md: actsign found on 1 of 6 digits resnet20
+keys before session 42). A tiny model and the penalty alone: no training run. With the penalty
+read in train mode (the old code) both cases fail the running-statistics check, and actsign
+read 8 of its 64 bits wrong after recalibration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnmark.data.base import DataBundle
+from nnmark.keys import OwnerKey
+from nnmark.schemes import SCHEMES
+from nnmark.suspect import ModuleSuspect
+from nnmark.train import recalibrate_batchnorm
+
+
+class TinyBN(nn.Module):
+    """conv, BatchNorm, ReLU, the host conv, BatchNorm, ReLU, pooling, head: resnet20's shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+@pytest.mark.parametrize("name", ["actsign", "deepsigns"])
+def test_penalty_sets_the_bits_eval_mode_reads(name: str, digits: DataBundle) -> None:
+    torch.manual_seed(0)
+    model = TinyBN()
+    x, y = digits.tensors("train")
+    with torch.no_grad():  # running statistics of the training data, as a trained model has
+        for i in range(0, 512, 64):
+            model(x[i : i + 64])
+    cls = SCHEMES.get(name)
+    mark = cls.plan(model, OwnerKey.new("bn owner", nonce="b7" * 16), cls.Config(), data=digits)
+    assert mark.layer == "conv2"
+    scheme = cls(mark, [digits])
+    model.train()
+    stats = [b.clone() for b in model.buffers()]
+    scheme.penalty(model, (x[:64], y[:64]))
+    # the trainer's mode is kept, and the key inputs never enter the running statistics
+    assert all(m.training for m in model.modules())
+    assert all(torch.equal(a, b) for a, b in zip(stats, model.buffers(), strict=True))
+    # as nnmark's trainer does: task batches move the running statistics, the penalty the
+    # weights; then the statistics are recomputed at the final weights
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(100):
+        with torch.no_grad():
+            model(x[64 * (step % 8) : 64 * (step % 8 + 1)])
+        opt.zero_grad()
+        scheme.penalty(model, (x[:64], y[:64])).backward()
+        opt.step()
+    recalibrate_batchnorm(model, ((x[i : i + 64], y[i : i + 64]) for i in range(0, 512, 64)))
+    read = scheme.evidence(ModuleSuspect(model)).bits
+    assert read is not None and len(read) == 64
+    errors = sum(int(r != t) for r, t in zip(read, scheme.target.tolist(), strict=True))
+    assert errors == 0
