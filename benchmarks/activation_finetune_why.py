@@ -1,0 +1,169 @@
+"""Why actsign and deepsigns marks on the digits resnet20 fade under the thief's fine-tune
+(benchmarks/results/actsign_batchnorm.md): the fine-tuned weights or the BatchNorm running
+statistics the fine-tune moved? And how far the host's values sit from zero, in units of their
+spread over the test images.
+
+Per (arch, scheme, key): the model marked at the default recipe (as actsign_batchnorm.py's `eval`
+variant), `finetune:epochs=5` at attack seed k; BER of the marked model, of the fine-tuned one,
+of the fine-tuned weights with the marked model's running statistics, and of the marked weights
+with the fine-tuned statistics. `margin/spread`: for actsign, median over bits of s_j a_j over
+the host unit's standard deviation on the test images; for deepsigns, median of s_j (mu . a_j)
+over the standard deviation of (act . a_j) over the test images.
+
+    python benchmarks/activation_finetune_why.py [--archs resnet20,cnn] [--keys 4] [--threads 1]
+        [--schemes actsign --set margin=0.5]  (results: activation_finetune_why_margin-0.5)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnmark import attack, embed, load_data
+from nnmark.api import bound_scheme, new_model
+from nnmark.keys import OwnerKey
+from nnmark.layers import evaluating
+from nnmark.schemes._activations import layer_output
+from nnmark.schemes.actsign import ActSign
+from nnmark.train import TrainConfig
+
+from _common import accuracy_on_test, write_results
+
+CREATED = "2026-01-01T00:00:00+00:00"
+ATTACK = "finetune:epochs=5"
+
+
+def stats_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: b.clone() for n, b in model.named_buffers() if "running" in n or "num_batches" in n}
+
+
+def with_stats(model: nn.Module, stats: dict[str, torch.Tensor]) -> nn.Module:
+    out = copy.deepcopy(model)
+    out.load_state_dict({**out.state_dict(), **stats})
+    return out
+
+
+def signed(scheme: Any, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s_j * value_j on the key inputs, spread_j over x): what each bit's sign is read from."""
+    s = scheme.target.float() * 2 - 1
+    with torch.no_grad(), evaluating(model):
+        out = layer_output(model, scheme.mark.layer or "", x)
+        if isinstance(scheme, ActSign):
+            return s * scheme.activations(model), out[:, scheme.cols].std(0)
+        key = layer_output(model, scheme.mark.layer or "", scheme.x)
+        return s * scheme.logits(key), (out @ scheme.a).std(0)
+
+
+def ber(scheme: Any, model: nn.Module, x: torch.Tensor) -> float:
+    v, _ = signed(scheme, model, x)
+    return round(float((v <= 0).float().mean()), 4)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--archs", default="resnet20,cnn")
+    ap.add_argument("--schemes", default="actsign,deepsigns")
+    ap.add_argument("--keys", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--set", action="append", default=[], help="scheme option k=v (e.g. margin=0.5)"
+    )
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    options = dict(kv.split("=", 1) for kv in args.set)
+    torch.set_num_threads(args.threads)
+    data = load_data("digits")
+    x, _ = data.tensors("test")
+    accuracy = accuracy_on_test(data)
+    t0 = time.perf_counter()
+    rows = []
+    for arch in args.archs.split(","):
+        for name in args.schemes.split(","):
+            for k in range(args.keys):
+                seed = 100 + k
+                key = OwnerKey.new(
+                    f"owner {name} {arch} {k}", nonce=f"{k:02x}" * 16, created=CREATED
+                )
+                model, key = embed(
+                    new_model(arch, data, seed=seed),
+                    data,
+                    name,
+                    key=key,
+                    options=options or None,
+                    config=TrainConfig(seed=seed),
+                )
+                scheme = bound_scheme(key, 0, data)
+                tuned = attack(model, ATTACK, data, seed=k)
+                v, spread = signed(scheme, model, x)
+                vt, spread_t = signed(scheme, tuned, x)
+                row = {
+                    "arch": arch,
+                    "scheme": name,
+                    "key": k,
+                    "accuracy": round(accuracy(model), 4),
+                    "marked": ber(scheme, model, x),
+                    "tuned": ber(scheme, tuned, x),
+                    "tuned_weights_marked_stats": ber(
+                        scheme, with_stats(tuned, stats_of(model)), x
+                    ),
+                    "marked_weights_tuned_stats": ber(
+                        scheme, with_stats(model, stats_of(tuned)), x
+                    ),
+                    "margin_over_spread": round(float((v / spread).median()), 3),
+                    "margin_over_spread_tuned": round(float((vt / spread_t).median()), 3),
+                    "value_median": round(float(v.median()), 4),
+                    "spread_median": round(float(spread.median()), 4),
+                }
+                rows.append(row)
+                print(row, flush=True)
+    payload = {
+        "attack": ATTACK,
+        "options": options,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "rows": rows,
+    }
+    md = markdown(payload)
+    print(md)
+    if not args.no_write:
+        suffix = "".join(f"_{k}-{v}" for k, v in sorted(options.items()))
+        write_results("activation_finetune_why" + suffix, payload, md)
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    cols = [
+        "accuracy",
+        "marked",
+        "tuned",
+        "tuned_weights_marked_stats",
+        "marked_weights_tuned_stats",
+        "margin_over_spread",
+        "margin_over_spread_tuned",
+        "value_median",
+        "spread_median",
+    ]
+    out = [
+        f"Marked at the default recipe (options {payload['options'] or 'none'}; penalty in "
+        f"eval mode), then `{payload['attack']}` at "
+        "attack seed k. BERs read in eval mode; `margin_over_spread`: median over bits of the "
+        "signed value the bit is read from over its spread across the test images.",
+        "",
+        "| arch | scheme | key | " + " | ".join(cols) + " |",
+        "|---|---|---|" + "---|" * len(cols),
+    ]
+    for r in payload["rows"]:
+        out.append(
+            f"| {r['arch']} | {r['scheme']} | {r['key']} | "
+            + " | ".join(str(r[c]) for c in cols)
+            + " |"
+        )
+    out += ["", f"Run time: {payload['seconds']} s."]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
