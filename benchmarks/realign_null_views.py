@@ -66,6 +66,11 @@ def read_by(v: Any) -> str:
 def main() -> None:
     ap = protocol_parser()
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--name",
+        default="realign_null_views",
+        help="results file name (a subset of schemes written beside the full table)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_data("digits")
@@ -146,7 +151,7 @@ def main() -> None:
     md = markdown(payload)
     print(md)
     if not args.no_write:
-        write_results("realign_null_views", payload, md)
+        write_results(args.name, payload, md)
 
 
 def _cell(x: dict[str, Any], pull: bool = True) -> str:
