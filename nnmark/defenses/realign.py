@@ -71,9 +71,12 @@ p tripled; `python benchmarks/realign_null_views.py`, the same models), with eac
 scale set back from its weights (`_plans_by_weights`): uchida 120, stdm 120, tartaglione 60,
 watermas 60, actsign 45, deepsigns 57, and none of the 1,920 pairs claimed by any view or by
 the verdict (with the scales set from the activations' norms: stdm 113, 23 of 30 after
-`scale`, and deepsigns 50). The actsign misses are not realignment's: 3 of its 5 resnet20 keys
-are not found on the marked model itself, untouched, and 3 epochs of fine-tuning alone (no
-permutation) remove the other two (`python benchmarks/realign_twin_misses.py`). Against
+`scale`, and deepsigns 50). Since actsign's and deepsigns' penalties read the host in eval
+mode, as verify does, those two are 58 and 53 of 60 (`--schemes actsign,deepsigns --name
+realign_null_views_activation`, none of their 480 pairs claimed); what they miss is not
+realignment's: 3 epochs of fine-tuning alone (no permutation) leave 1 of 5 resnet20 keys of
+each, and one deepsigns resnet20 key is not found untouched at the benchmark's 10 epochs
+(`python benchmarks/realign_twin_misses.py`). Against
 a blinded marked reference (which both activation marks refuse) channels are paired by
 activations only. The channel scales set to the twin's (what undoes `scale`) move every mark
 that reads magnitudes, of weights (ST-DM) or of activations (deepsigns), by however much the

@@ -16,7 +16,7 @@ clipping and logging see every step; `global_step` advances 3 per batch at newla
 defaults). With gradient accumulation or `max_steps` (which would sum them or count them) it
 is one step on them all (as before session 42, when the tiny ViT of
 tests/integrations/test_hf.py answered newlabel's decoys with the new label at 0.25 to 0.34
-over 5 keys and none was claimed: benchmarks/results/hf_keys.md).
+over 5 keys and none was claimed; 1 of 5 since: benchmarks/results/hf_keys.md).
 
 Verify with `HFSuspect(model)`: white-box tensors by the model's own names, black-box answers read from the output's `logits` (a
 transformers model returns a `ModelOutput`, not a tensor).
