@@ -189,6 +189,9 @@ class WatermarkTrainer(transformers.Trainer):
         )
 
     def get_train_dataloader(self) -> Any:
+        # every inner loop starts here (auto_find_batch_size retries one without train()): no
+        # step left over from a batch that did not finish
+        self._steps = []
         loader = super().get_train_dataloader()
         if not self._stepwise():
             return loader
@@ -235,6 +238,16 @@ class WatermarkTrainer(transformers.Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
+        resume = kwargs.get("resume_from_checkpoint", args[0] if args else None)
+        if resume not in (None, False) and self._stepwise():
+            # the Trainer would skip a resumed run's first steps as whole batches of a plain
+            # loader: steps_per_batch times too many, and no batch handed over again after
+            raise NNMarkError(
+                "WatermarkTrainer cannot resume from a checkpoint while a scheme's batches are "
+                f"optimiser steps of their own ({self.nnmark_hooks.steps_per_batch} a batch: "
+                "newlabel's repeats); train from the start, or with gradient_accumulation_steps "
+                "> 1 or max_steps, where they are one step"
+            )
         self._steps = []
         out = super().train(*args, **kwargs)
         self._mark_target[0] = self.nnmark_hooks.finalize(self.mark_target)

@@ -289,6 +289,24 @@ def test_newlabel_grows_the_same_head_whatever_the_process_drew_before(  # type:
     assert torch.equal(rows[0], rows[1])
 
 
+def test_a_stepwise_run_is_not_resumed_from_a_checkpoint(  # type: ignore[no-untyped-def]
+    digits: DataBundle, plain_vit, key_data, request, tmp_path: Path, hf: ModuleType
+) -> None:
+    """Resumed, the Trainer skips the first steps as whole batches of a plain loader, which
+    lost 8 of 12 steps of a newlabel run without a word (review, session 42): refused."""
+    p = plan("newlabel", copy.deepcopy(plain_vit), digits, request, hf)
+    x, y = digits.tensors("train")
+    trainer = hf.WatermarkTrainer(
+        model=copy.deepcopy(plain_vit),
+        args=hf.args(tmp_path, DEFAULT_EPOCHS),
+        train_dataset=hf.Images(x, y),
+        schemes=[p.cls(p.key.marks[0], key_data)],
+    )
+    for how in ({"resume_from_checkpoint": True}, {"resume_from_checkpoint": str(tmp_path)}):
+        with pytest.raises(NNMarkError, match="cannot resume from a checkpoint"):
+            trainer.train(**how)
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_vit_trained_with_watermark_trainer_carries_the_mark(  # type: ignore[no-untyped-def]
     digits: DataBundle, tmp_path: Path, stamp, tsa, hf: ModuleType
