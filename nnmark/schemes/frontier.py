@@ -71,6 +71,7 @@ Example: ``nnmark embed plain.safetensors --data digits --scheme frontier --epoc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -357,6 +358,7 @@ class Frontier(TriggerScheme):
         data = cls.check_data(data)
         fields = cls.key_data(data)
 
+        @functools.cache  # one key derivation per step, the first step's shared with warmup
         def draft_at(step: float) -> Mark:
             settled = config_to_dict(replace(config, eps=step))
             return key.new_mark(cls.name, settled, None, (), data=fields)
