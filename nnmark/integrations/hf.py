@@ -248,7 +248,6 @@ class WatermarkTrainer(transformers.Trainer):
                 "newlabel's repeats); train from the start, or with gradient_accumulation_steps "
                 "> 1 or max_steps, where they are one step"
             )
-        self._steps = []
         out = super().train(*args, **kwargs)
         self._mark_target[0] = self.nnmark_hooks.finalize(self.mark_target)
         return out
