@@ -83,8 +83,9 @@ that reads magnitudes, of weights (ST-DM) or of activations (deepsigns), by howe
 estimate is off: from the activations' norms on random inputs, an unmoved deepsigns copy
 read at BER 0.3 realigned, 0 as given, and a permuted one at 0.27; ST-DM trained from scratch
 was found for 6 of 12 keys after `permute` (realign_keys_stdm.md before session 42), 12 of 12
-from the weights (benchmarks/results/realign_keys_stdm.md). What is left is the twin's own scales, which the
-marked model's differ from (unmoved copies realigned: realign_twin_misses.md). So with
+from the weights (benchmarks/results/realign_keys_stdm.md). What is left is the twin's own
+scales, which the marked model's differ from (unmoved copies realigned:
+realign_twin_misses.md). So with
 `--reference-unmarked` every white-box mark is read realigned, realigned with the suspect's
 scales kept (`keep_scales`: the permuted deepsigns copy at BER 0, ST-DM 12 of 12), and as
 given, and claimed on the smallest p, tripled (`RealignedSuspect.readings`;

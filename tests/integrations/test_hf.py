@@ -1,8 +1,8 @@
 """Hugging Face: a tiny randomly initialised ViT (8x8 digits, no hub download) trained with
 `WatermarkTrainer` carries an Uchida mark in the MLP's output projection with BER 0
-(train-to-embed), and every scheme `supported_schemes()` claims is found when fine-tuned into a plainly trained ViT
-(newlabel trains, and its key samples are learnt, but it is not reliably claimed on this ViT:
-NOT_CLAIMED); the schemes it refuses are refused with a clear message."""
+(train-to-embed), and every scheme `supported_schemes()` claims is found when fine-tuned into a
+plainly trained ViT (newlabel trains, and its key samples are learnt, but it is not reliably
+claimed on this ViT: NOT_CLAIMED); the schemes it refuses are refused with a clear message."""
 
 from __future__ import annotations
 
