@@ -77,11 +77,16 @@ def unit_kernel_vector(weight: torch.Tensor) -> torch.Tensor:
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     """`model` in eval mode inside the block (BatchNorm's running statistics untouched, no
-    dropout), then every module back in its own mode (a trainer may hold some in eval)."""
+    dropout), then every module back in its own mode (a trainer may hold some in eval).
+
+    Modes go back through `train()`, parents before children, not by setting `training`: a
+    model that overrides `train()` (transformers' `use_kernels` swaps its kernels there) is
+    told it trains again."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         yield model
     finally:
         for m, mode in modes:
-            m.training = mode
+            if m.training != mode:
+                m.train(mode)

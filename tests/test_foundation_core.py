@@ -272,3 +272,28 @@ def test_data_changed_in_place_after_hashing_is_not_taken_for_the_keys() -> None
     other = dataclasses.replace(data, name="mine")  # not built in: refused, not taken
     with pytest.raises(NNMarkError, match="--data mine is not the data set the key was made"):
         resolve_data({"name": "mine", "sha256": ref["sha256"]}, [other], "mark 0")
+
+
+def test_evaluating_restores_modes_through_train() -> None:
+    """A model that overrides `train()` (transformers' `use_kernels` swaps kernels there) is told
+    it trains again when `evaluating` ends, and a child the trainer held in eval stays there."""
+    from nnmark.layers import evaluating
+
+    class Kernelised(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Linear(2, 2)
+            self.frozen = torch.nn.BatchNorm1d(2)
+            self.told: list[bool] = []
+
+        def train(self, mode: bool = True) -> Kernelised:
+            self.told.append(mode)
+            return super().train(mode)
+
+    model = Kernelised().train()
+    model.frozen.eval()
+    model.told.clear()
+    with evaluating(model):
+        assert not any(m.training for m in model.modules())
+    assert model.told == [False, True]
+    assert model.training and model.body.training and not model.frozen.training
