@@ -8,10 +8,13 @@ variant), `finetune:epochs=5` at attack seed k; BER of the marked model, of the 
 of the fine-tuned weights with the marked model's running statistics, and of the marked weights
 with the fine-tuned statistics. `margin/spread`: for actsign, median over bits of s_j a_j over
 the host unit's standard deviation on the test images; for deepsigns, median of s_j (mu . a_j)
-over the standard deviation of (act . a_j) over the test images.
+over the standard deviation of (act . a_j) over the test images; `q10` the 10th percentile over
+bits, after the fine-tune. `plain`: the twin trained from the same initial weights without a
+mark (its accuracy, for the mark's cost).
 
     python benchmarks/activation_finetune_why.py [--archs resnet20,cnn] [--keys 4] [--threads 1]
-        [--schemes actsign --set margin=0.5]  (results: activation_finetune_why_margin-0.5)
+        [--schemes actsign --set margin=0.1 --set margin_unit=absolute]
+        (results: activation_finetune_why_margin-0.1_margin_unit-absolute)
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnmark import attack, embed, load_data
+from nnmark import attack, embed, load_data, train
 from nnmark.api import bound_scheme, new_model
 from nnmark.keys import OwnerKey
 from nnmark.layers import evaluating
@@ -82,6 +85,7 @@ def main() -> None:
     accuracy = accuracy_on_test(data)
     t0 = time.perf_counter()
     rows = []
+    plains: dict[tuple[str, int], float] = {}
     for arch in args.archs.split(","):
         for name in args.schemes.split(","):
             for k in range(args.keys):
@@ -97,6 +101,9 @@ def main() -> None:
                     options=options or None,
                     config=TrainConfig(seed=seed),
                 )
+                if (arch, seed) not in plains:
+                    plain = train(new_model(arch, data, seed=seed), data, TrainConfig(seed=seed))
+                    plains[arch, seed] = round(accuracy(plain), 4)
                 scheme = bound_scheme(key, 0, data)
                 tuned = attack(model, ATTACK, data, seed=k)
                 v, spread = signed(scheme, model, x)
@@ -106,6 +113,7 @@ def main() -> None:
                     "scheme": name,
                     "key": k,
                     "accuracy": round(accuracy(model), 4),
+                    "plain": plains[arch, seed],
                     "marked": ber(scheme, model, x),
                     "tuned": ber(scheme, tuned, x),
                     "tuned_weights_marked_stats": ber(
@@ -116,6 +124,7 @@ def main() -> None:
                     ),
                     "margin_over_spread": round(float((v / spread).median()), 3),
                     "margin_over_spread_tuned": round(float((vt / spread_t).median()), 3),
+                    "q10_tuned": round(float((vt / spread_t).quantile(0.1)), 3),
                     "value_median": round(float(v.median()), 4),
                     "spread_median": round(float(spread.median()), 4),
                 }
@@ -137,12 +146,14 @@ def main() -> None:
 def markdown(payload: dict[str, Any]) -> str:
     cols = [
         "accuracy",
+        "plain",
         "marked",
         "tuned",
         "tuned_weights_marked_stats",
         "marked_weights_tuned_stats",
         "margin_over_spread",
         "margin_over_spread_tuned",
+        "q10_tuned",
         "value_median",
         "spread_median",
     ]
@@ -161,6 +172,17 @@ def markdown(payload: dict[str, Any]) -> str:
             + " | ".join(str(r[c]) for c in cols)
             + " |"
         )
+    out += [
+        "",
+        "| arch | scheme | marked - plain (points, mean) | worst BER after the fine-tune |",
+        "|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in payload["rows"]:
+        groups.setdefault((r["arch"], r["scheme"]), []).append(r)
+    for (arch, name), rs in groups.items():
+        cost = sum(r["accuracy"] - r["plain"] for r in rs) / len(rs) * 100
+        out.append(f"| {arch} | {name} | {cost:+.2f} | {max(r['tuned'] for r in rs)} |")
     out += ["", f"Run time: {payload['seconds']} s."]
     return "\n".join(out)
 
