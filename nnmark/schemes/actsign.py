@@ -196,15 +196,18 @@ class ActSign(Scheme):
     def penalty(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         with evaluating(model):  # as verification reads it: see the module docstring
             a = self.activations(model)
-            margin = self.margins(model, batch[0]).to(a.device)
+            margin = self.margins(model, batch[0])
         s = self.sign.to(a.device)
+        if isinstance(margin, torch.Tensor):
+            margin = margin.to(a.device)
         return self.config.lam * torch.relu(margin - s * a).sum()
 
-    def margins(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def margins(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor | float:
         """Each bit's hinge margin: `margin` in the unit's spread over x's first SPREAD_INPUTS
-        inputs (0 for a single input), or `margin` itself (`margin_unit=absolute`)."""
+        inputs (0 for a single input), or `margin` itself (`margin_unit=absolute`, the recipe
+        before session 43; its keys name the new field, so their secrets are not the old keys')."""
         if self.config.margin_unit == "absolute":
-            return torch.tensor(self.config.margin)
+            return self.config.margin
         with torch.no_grad():
             out = layer_output(model, self.mark.layer or "", x[:SPREAD_INPUTS])
         return self.config.margin * out[:, self.cols].std(0, correction=0)
