@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument(
         "--set", action="append", default=[], help="scheme option k=v (e.g. margin=0.5)"
     )
+    ap.add_argument("--attack", default=ATTACK, help=f"the thief's attack (default {ATTACK})")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     options = dict(kv.split("=", 1) for kv in args.set)
@@ -105,7 +106,7 @@ def main() -> None:
                     plain = train(new_model(arch, data, seed=seed), data, TrainConfig(seed=seed))
                     plains[arch, seed] = round(accuracy(plain), 4)
                 scheme = bound_scheme(key, 0, data)
-                tuned = attack(model, ATTACK, data, seed=k)
+                tuned = attack(model, args.attack, data, seed=k)
                 v, spread = signed(scheme, model, x)
                 vt, spread_t = signed(scheme, tuned, x)
                 row = {
@@ -131,7 +132,7 @@ def main() -> None:
                 rows.append(row)
                 print(row, flush=True)
     payload = {
-        "attack": ATTACK,
+        "attack": args.attack,
         "options": options,
         "seconds": round(time.perf_counter() - t0, 1),
         "rows": rows,
@@ -140,6 +141,8 @@ def main() -> None:
     print(md)
     if not args.no_write:
         suffix = "".join(f"_{k}-{v}" for k, v in sorted(options.items()))
+        if args.attack != ATTACK:
+            suffix += "_" + "".join(c if c.isalnum() or c in ".-" else "-" for c in args.attack)
         write_results("activation_finetune_why" + suffix, payload, md)
 
 
