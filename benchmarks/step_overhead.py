@@ -8,7 +8,11 @@ marked step over the median plain step (the step: forward, task loss plus the sc
 backward, Adam). First `--warmup` steps dropped.
 
     python benchmarks/step_overhead.py [--steps 400] [--warmup 40] [--fraction 0.1]
-        [--schemes uchida stdm deepsigns actsign]
+        [--schemes uchida stdm deepsigns actsign] [--set k=v ...] [--name step_overhead]
+
+`--set` applies a scheme option to every scheme given (e.g. `--schemes actsign --set
+margin=0.1 --set margin_unit=absolute`, actsign's objective before session 43); `--name`
+names the results file.
 """
 
 from __future__ import annotations
@@ -34,13 +38,19 @@ from _common import write_results
 
 
 def paired(
-    data: DataBundle, arch: str, scheme: str, fraction: float, steps: int, warmup: int
+    data: DataBundle,
+    arch: str,
+    scheme: str,
+    fraction: float,
+    steps: int,
+    warmup: int,
+    options: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     plain = new_model(arch, data, seed=0)
     marked = copy.deepcopy(plain)
     key = OwnerKey.new(f"step overhead {scheme}", nonce="00" * 16)
     bound = []
-    for cls, cfg in resolve_schemes(scheme):
+    for cls, cfg in resolve_schemes(scheme, options or None):
         bound.append(cls(cls.plan(marked, key, cfg, data=data), [data, *cls.config_data(cfg)]))
     for s in bound:
         marked = s.prepare(marked)
@@ -76,7 +86,10 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=0.1, help="of MNIST's train split")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--schemes", nargs="*", default=["uchida", "stdm", "deepsigns", "actsign"])
+    ap.add_argument("--set", action="append", default=[], help="scheme option k=v")
+    ap.add_argument("--name", default="step_overhead", help="the results file's name")
     args = ap.parse_args()
+    options = dict(kv.split("=", 1) for kv in args.set)
     torch.set_num_threads(args.threads)
     digits = load_data("digits")
     mnist = load_data(f"mnist:{SHARED_DATA / 'mnist'}")
@@ -88,12 +101,13 @@ def main() -> None:
     rows = []
     for (label, data, arch, fraction), scheme in itertools.product(settings, args.schemes):
         row = {"setting": label, "scheme": scheme}
-        row |= paired(data, arch, scheme, fraction, args.steps, args.warmup)
+        row |= paired(data, arch, scheme, fraction, args.steps, args.warmup, options)
         rows.append(row)
         print(row, flush=True)
     lines = [
         f"CPU, {args.threads} torch threads; {args.steps} paired steps per row after "
-        f"{args.warmup} warm-up steps, batch 64, Adam; each scheme's default options.",
+        f"{args.warmup} warm-up steps, batch 64, Adam; "
+        + (f"scheme options {options}." if options else "each scheme's default options."),
         "",
         "| setting | scheme | plain step ms | marked step ms | marked / plain |",
         "|---|---|---|---|---|",
@@ -103,7 +117,7 @@ def main() -> None:
         f"{r['marked_step_ms']:.2f} | {r['ratio']:.3f} |"
         for r in rows
     ]
-    write_results("step_overhead", {"args": vars(args), "rows": rows}, "\n".join(lines))
+    write_results(args.name, {"args": vars(args), "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":
