@@ -90,3 +90,5 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
         for m, mode in modes:
             if m.training != mode:
                 m.train(mode)
+        for m, mode in modes:  # a module shared by two parents: the later parent's train() won
+            m.training = mode

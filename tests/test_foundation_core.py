@@ -297,3 +297,23 @@ def test_evaluating_restores_modes_through_train() -> None:
         assert not any(m.training for m in model.modules())
     assert model.told == [False, True]
     assert model.training and model.body.training and not model.frozen.training
+
+
+def test_evaluating_restores_a_module_two_parents_share() -> None:
+    """A BatchNorm the trainer holds in eval, shared by a parent in train mode and by a
+    train-mode block inside an eval-mode one: restoring those through train(), parents first,
+    set it back to train mode; every module ends as it was."""
+    from nnmark.layers import evaluating
+
+    shared = torch.nn.BatchNorm1d(2)
+    first = torch.nn.Sequential(torch.nn.Linear(2, 2), shared)
+    inner = torch.nn.Sequential(torch.nn.Linear(2, 2), shared)
+    outer = torch.nn.Sequential(inner)
+    model = torch.nn.Sequential(first, outer).train()
+    outer.eval()
+    inner.train()
+    shared.eval()
+    before = [m.training for m in model.modules()]
+    with evaluating(model):
+        pass
+    assert [m.training for m in model.modules()] == before

@@ -23,10 +23,12 @@ suspect; `neurons` follows from the config and the payload length.
 Training adds ``lam * sum_j relu(margin_j - s_j * a_j)`` (a hinge on the signed pre-activation
 a_j, s_j = +1/-1) to the task loss. ``margin_j`` is `margin` times the unit's spread (its
 standard deviation over the first 32 inputs of the training batch, read as the penalty reads
-a_j): a thief's fine-tune moves a unit in proportion to its spread, so an absolute margin that
-is wide on one model is none on another (`margin_unit=absolute`, margin 0.1, the recipe before
-session 43: see below). The penalty reads a_j in eval mode, as verification does
-(BatchNorm's running statistics, no dropout; the key inputs never enter the running statistics).
+a_j; a batch of fewer than 8 takes the last spreads read, and a trainer whose batches hold no
+float tensor of inputs gets an error that says so): a thief's fine-tune moves a unit in
+proportion to its spread, so an absolute margin that is wide on one model is none on another
+(`margin_unit=absolute`, margin 0.1, the recipe before session 43: see below). The penalty
+reads a_j in eval mode, as verification does (BatchNorm's running statistics, no dropout; the
+key inputs never enter the running statistics).
 Read in the trainer's train mode (before session 42), BatchNorm normalised the key input (one
 noise image for 64 bits) with its own batch statistics, so the signs the hinge set were not the
 signs verification read: on the digits resnet20 (host layers.8.conv2, behind 20 BatchNorms) at
@@ -61,7 +63,8 @@ forward of 32 training inputs a step: a marked step takes 1.36 / 1.24 / 1.22 pla
 digits cnn / MNIST cnn / MNIST resnet20, against 1.21 / 1.12 / 1.10 at the absolute margin
 (`python benchmarks/step_overhead.py --steps 300 --schemes actsign deepsigns --name
 step_overhead_activation`, and `--schemes actsign --set margin=0.1 --set margin_unit=absolute
---name step_overhead_actsign_absolute`; Intel Xeon, 2 threads).
+--name step_overhead_actsign_absolute`; Intel Xeon, 2 threads; two runs, each ratio paired
+within its own).
 
 Example::
 
@@ -104,6 +107,8 @@ from nnmark.suspect import Suspect
 
 #: Training inputs a step's spreads are read from: a spread to about 13 % (one no-grad forward).
 SPREAD_INPUTS = 32
+#: The fewest a spread is read from (a standard deviation of 8 values: to about 25 %).
+MIN_SPREAD_INPUTS = 8
 
 
 @dataclass(frozen=True)
@@ -134,9 +139,12 @@ class ActSign(Scheme):
     paper = "lecture 000: watermark in the sign of neurons' activations on key inputs"
 
     config: ActSignConfig
+    #: a key from before session 43 names no `margin_unit`: it was embedded with an absolute margin
+    legacy_options = {"margin_unit": "absolute"}
 
     def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
         super().__init__(mark, data)
+        self._spread: torch.Tensor | None = None  # the last spreads read (see margins)
         n = len(mark.bits)
         units = int(mark.data["units"])
         per = self.config.neurons or min(n, units)
@@ -206,21 +214,38 @@ class ActSign(Scheme):
     def penalty(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         with evaluating(model):  # as verification reads it: see the module docstring
             a = self.activations(model)
-            margin = self.margins(model, batch[0])
+            margin = self.margins(model, batch[0] if isinstance(batch, tuple | list) else batch)
         s = self.sign.to(a.device)
         if isinstance(margin, torch.Tensor):
             margin = margin.to(a.device)
         return self.config.lam * torch.relu(margin - s * a).sum()
 
-    def margins(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor | float:
+    def margins(self, model: nn.Module, x: Any) -> torch.Tensor | float:
         """Each bit's hinge margin: `margin` in the unit's spread over x's first SPREAD_INPUTS
-        inputs (0 for a single input), or `margin` itself (`margin_unit=absolute`, the recipe
-        before session 43; its keys name the new field, so their secrets are not the old keys')."""
+        inputs, or `margin` itself (`margin_unit=absolute`, the recipe before session 43).
+
+        A batch of fewer than MIN_SPREAD_INPUTS inputs (an epoch's last) uses the spreads the
+        last larger one gave; with none yet, and for inputs that are not a float tensor, an
+        error that says so (`margin_unit=absolute` needs no inputs)."""
         if self.config.margin_unit == "absolute":
             return self.config.margin
-        with torch.no_grad():
-            out = layer_output(model, self.mark.layer or "", x[:SPREAD_INPUTS])
-        return self.config.margin * out[:, self.cols].std(0, correction=0)
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise NNMarkError(
+                "actsign: its margin is in units of each key unit's spread over the training "
+                f"inputs, and the batch gives no float tensor of inputs (got {type(x).__name__}); "
+                "pass (inputs, labels) batches or set margin_unit=absolute"
+            )
+        if len(x) >= MIN_SPREAD_INPUTS:
+            with torch.no_grad():
+                out = layer_output(model, self.mark.layer or "", x[:SPREAD_INPUTS])
+            self._spread = out[:, self.cols].std(0, correction=0)
+        elif self._spread is None:
+            raise NNMarkError(
+                f"actsign: a training batch of {len(x)} inputs gives no spread for its margin "
+                f"(at least {MIN_SPREAD_INPUTS} needed); use larger batches per step or set "
+                "margin_unit=absolute"
+            )
+        return self.config.margin * self._spread
 
     def evidence(self, suspect: Suspect) -> Evidence:
         out = suspect_output(suspect, self.mark.layer or "", self.x)

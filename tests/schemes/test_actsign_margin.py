@@ -7,11 +7,12 @@ benchmarks/results/activation_finetune_why*.md). No training here: the penalty a
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 
-from nnmark import new_model
+from nnmark import NNMarkError, load_model, new_model, verify
 from nnmark.data.base import DataBundle
 from nnmark.keys import OwnerKey
 from nnmark.layers import evaluating
@@ -35,8 +36,13 @@ def test_the_margin_is_the_units_spread_over_the_batch(digits: DataBundle) -> No
     expected = out[:, scheme.cols].std(0, correction=0)
     assert margins.shape == (64,) and torch.allclose(margins, expected)
     assert bool((margins > 0).all())
-    single = scheme.margins(model, x[:1])  # one input: no spread, no NaN
-    assert torch.equal(single, torch.zeros(64))
+    # an epoch's last batch, too small for a spread, takes the last spreads read
+    assert torch.equal(scheme.margins(model, x[200:201]), margins)
+    fresh = _scheme(model, digits)
+    with pytest.raises(NNMarkError, match="batch of 7 inputs gives no spread"):
+        fresh.margins(model, x[:7])
+    with pytest.raises(NNMarkError, match="no float tensor of inputs"):
+        fresh.penalty(model, {"pixel_values": x[:64]})  # type: ignore[arg-type]
     absolute = _scheme(model, digits, margin=0.1, margin_unit="absolute")
     assert absolute.margins(model, x) == pytest.approx(0.1)
 
@@ -59,3 +65,18 @@ def test_a_unit_carried_at_another_scale_gets_the_same_hinges(digits: DataBundle
             p, p3 = scheme.penalty(model, batch), scheme.penalty(scaled, batch)
         assert float(p) > 0
         assert bool(torch.isclose(p3, 3 * p, rtol=1e-4)) is same, (unit, float(p), float(p3))
+
+
+def test_a_key_from_before_the_field_is_read_with_the_margin_it_was_made_with() -> None:
+    """tests/data/actsign_d9f8ea1.*: `nnmark train --model mlp --scheme actsign --epochs 3` at
+    commit d9f8ea1, before `margin_unit`: its key names no such field (and keeps its secrets,
+    which come from the config as written); it verifies, read as the absolute margin it was
+    embedded with. The first version of the spread margin refused it as not canonical."""
+    data = Path(__file__).parent.parent / "data"
+    key = OwnerKey.load(data / "actsign_d9f8ea1.nnkey")
+    assert "margin_unit" not in key.marks[0].config
+    model, _ = load_model(data / "actsign_d9f8ea1.safetensors")
+    v = verify(model, key)
+    assert v.verdict == "found" and v.ber == 0.0
+    scheme = ActSign(key.marks[0])
+    assert scheme.config.margin_unit == "absolute" and scheme.config.margin == 0.1
