@@ -7,12 +7,11 @@ benchmarks/results/activation_finetune_why*.md). No training here: the penalty a
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 
-from nnmark import NNMarkError, load_model, new_model, verify
+from nnmark import NNMarkError, new_model
 from nnmark.data.base import DataBundle
 from nnmark.keys import OwnerKey
 from nnmark.layers import evaluating
@@ -65,18 +64,3 @@ def test_a_unit_carried_at_another_scale_gets_the_same_hinges(digits: DataBundle
             p, p3 = scheme.penalty(model, batch), scheme.penalty(scaled, batch)
         assert float(p) > 0
         assert bool(torch.isclose(p3, 3 * p, rtol=1e-4)) is same, (unit, float(p), float(p3))
-
-
-def test_a_key_from_before_the_field_is_read_with_the_margin_it_was_made_with() -> None:
-    """tests/data/actsign_d9f8ea1.*: `nnmark train --model mlp --scheme actsign --epochs 3` at
-    commit d9f8ea1, before `margin_unit`: its key names no such field (and keeps its secrets,
-    which come from the config as written); it verifies, read as the absolute margin it was
-    embedded with. The first version of the spread margin refused it as not canonical."""
-    data = Path(__file__).parent.parent / "data"
-    key = OwnerKey.load(data / "actsign_d9f8ea1.nnkey")
-    assert "margin_unit" not in key.marks[0].config
-    model, _ = load_model(data / "actsign_d9f8ea1.safetensors")
-    v = verify(model, key)
-    assert v.verdict == "found" and v.ber == 0.0
-    scheme = ActSign(key.marks[0])
-    assert scheme.config.margin_unit == "absolute" and scheme.config.margin == 0.1
