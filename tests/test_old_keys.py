@@ -9,7 +9,8 @@ BCH message, each made by `nnmark train` (2 epochs; segtrigger 1 on BBBC039's U-
 d9f8ea1 (tests/data/keys_d9f8ea1/make.sh). Each is verified on a digits CNN that
 never saw it: every derivation runs (triggers, projections, positions, masks, stored sets,
 data hashes) and the verdict is a non-claim, not an error (segtrigger's on an untrained
-U-Net). tests/data/actsign_d9f8ea1.*: an
+U-Net); and on models as initialised each reads exactly what it read at d9f8ea1
+(readings.json, readings.py), so a derivation that changed would be seen. tests/data/actsign_d9f8ea1.*: an
 actsign key with the model it marked, found."""
 
 from __future__ import annotations
@@ -61,3 +62,27 @@ def test_an_old_actsign_key_is_read_with_the_margin_it_was_made_with() -> None:
     assert v.verdict == "found" and v.ber == 0.0
     scheme = ActSign(key.marks[0])
     assert scheme.config.margin_unit == "absolute" and scheme.config.margin == 0.1
+
+
+def test_old_keys_read_what_they_read_when_they_were_made() -> None:
+    """Every secret a key derives enters what it reads on a model: each key here, read on the
+    seed-0 digits CNN and BBBC039 U-Net as initialised, reads what the nnmark that made it read
+    (readings.json, written by readings.py at d9f8ea1). A derivation that changed since would
+    leave old keys bound but blind to the marks they made."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("readings", DATA / "keys_d9f8ea1/readings.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    then = json.loads((DATA / "keys_d9f8ea1/readings.json").read_text())
+    now = module.readings(SHARED_DATA)
+    assert set(now) == set(then) == {p.stem for p in KEYS}
+    for stem, parts in then.items():
+        assert len(now[stem]) == len(parts), stem
+        for a, b in zip(now[stem], parts, strict=True):
+            assert a["p_value"] == pytest.approx(b["p_value"], rel=1e-9, abs=0), stem
+            assert {k: v for k, v in a.items() if k != "p_value"} == {
+                k: v for k, v in b.items() if k != "p_value"
+            }, stem
