@@ -34,7 +34,17 @@ def part(v: Any) -> dict[str, Any]:
 
 
 def readings(shared: Path) -> dict[str, list[dict[str, Any]]]:
+    """One thread, as the readings were written (sums in another order differ in their last
+    bits); the caller's thread count comes back."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _readings(shared)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _readings(shared: Path) -> dict[str, list[dict[str, Any]]]:
     digits = load_data("digits")
     seg = load_data(f"seg:{shared / 'seg-bbbc039'}")
     data = [digits, load_data(f"fashion-mnist:{shared / 'fashion-mnist'}"), seg]
