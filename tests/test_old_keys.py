@@ -9,8 +9,8 @@ BCH message, each made by `nnmark train` (2 epochs; segtrigger 1 on BBBC039's U-
 d9f8ea1 (tests/data/keys_d9f8ea1/make.sh). Each is verified on a digits CNN that
 never saw it: every derivation runs (triggers, projections, positions, masks, stored sets,
 data hashes) and the verdict is a non-claim, not an error (segtrigger's on an untrained
-U-Net); and on models as initialised each reads exactly what it read at d9f8ea1
-(readings.json, readings.py), so a derivation that changed would be seen. tests/data/actsign_d9f8ea1.*: an
+U-Net); and each derives the same tensors and reads the same on models as initialised as at
+d9f8ea1 (readings.json, readings.py), so a derivation that changed would be seen. tests/data/actsign_d9f8ea1.*: an
 actsign key with the model it marked, found."""
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ KEYS = sorted((DATA / "keys_d9f8ea1").glob("*.nnkey"))
 
 def test_every_scheme_has_an_old_key() -> None:
     named = {m.scheme for path in KEYS for m in OwnerKey.load(path).marks}
-    assert named == set(SCHEMES.names())
+    assert named == set(SCHEMES.names()), (
+        "a scheme registered after d9f8ea1 has no key from then: add a folder of keys made at a "
+        "newer commit (make.sh, readings.py) and read it here too"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +68,13 @@ def test_an_old_actsign_key_is_read_with_the_margin_it_was_made_with() -> None:
 
 
 def test_old_keys_read_what_they_read_when_they_were_made() -> None:
-    """Every secret a key derives enters what it reads on a model: each key here, read on the
-    seed-0 digits CNN and BBBC039 U-Net as initialised, reads what the nnmark that made it read
-    (readings.json, written by readings.py at d9f8ea1). A derivation that changed since would
-    leave old keys bound but blind to the marks they made."""
+    """Each key here derives the same tensors (a digest of each: trigger inputs and labels,
+    projections, units, masks, dithers) and reads the same on the seed-0 digits CNN and BBBC039
+    U-Net as initialised (BER, z-score; tartaglione's and watermas' positions enter their BER
+    over 897 entries) as the nnmark that made it (readings.json, written by readings.py at
+    d9f8ea1). A derivation that changed since would leave old keys bound but blind to the marks
+    they made. Not covered: fragile's slots (its reading on another model is "modified" at any
+    slots)."""
     import importlib.util
     import json
 
@@ -82,7 +88,11 @@ def test_old_keys_read_what_they_read_when_they_were_made() -> None:
     for stem, parts in then.items():
         assert len(now[stem]) == len(parts), stem
         for a, b in zip(now[stem], parts, strict=True):
-            assert a["p_value"] == pytest.approx(b["p_value"], rel=1e-9, abs=0), stem
-            assert {k: v for k, v in a.items() if k != "p_value"} == {
-                k: v for k, v in b.items() if k != "p_value"
+            for real in ("p_value", "z"):  # sums: to their last bits only
+                if b[real] is None:
+                    assert a[real] is None, (stem, real)
+                else:
+                    assert a[real] == pytest.approx(b[real], rel=1e-9, abs=0), (stem, real)
+            assert {k: v for k, v in a.items() if k not in ("p_value", "z")} == {
+                k: v for k, v in b.items() if k not in ("p_value", "z")
             }, stem
