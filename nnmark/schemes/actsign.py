@@ -126,10 +126,6 @@ class ActSignConfig:
         )
         check(0 < self.lam <= 1e3, f"lam must be in (0, 1000], got {self.lam}")
         check(0 <= self.margin <= 1e3, f"margin must be in [0, 1000], got {self.margin}")
-        check(
-            self.margin_unit in ("spread", "absolute"),
-            f"margin_unit must be spread or absolute, got {self.margin_unit!r}",
-        )
 
 
 @register("actsign")
@@ -215,9 +211,7 @@ class ActSign(Scheme):
         with evaluating(model):  # as verification reads it: see the module docstring
             a = self.activations(model)
             margin = self.margins(model, batch[0] if isinstance(batch, tuple | list) else batch)
-        s = self.sign.to(a.device)
-        if isinstance(margin, torch.Tensor):
-            margin = margin.to(a.device)
+        s = self.sign.to(a.device)  # a and the spreads: on the CPU, as layer_output gives them
         return self.config.lam * torch.relu(margin - s * a).sum()
 
     def margins(self, model: nn.Module, x: Any) -> torch.Tensor | float:
