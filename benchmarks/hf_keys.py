@@ -5,9 +5,12 @@ DEFAULT_EPOCHS), each with keys of several nonces instead of the test's one: is 
 at what BER and p? newlabel (supported, not claimed on this ViT: the test's NOT_CLAIMED) also
 gives the share of its key samples and of its decoys answered with the new label.
 
-    python benchmarks/hf_keys.py [--keys 5] [--only newlabel]
+    python benchmarks/hf_keys.py [--keys 5] [--only newlabel] \
+        [--set newlabel.negatives=64 ... --tag TAG]
 
-`--only NAME` runs only the runs holding that scheme and writes hf_keys_NAME.{json,md}.
+`--only NAME` runs only the runs holding that scheme and writes hf_keys_NAME.{json,md};
+`--set SCHEME.OPTION=VALUE` changes a scheme's option from the test's (results named with
+`--tag`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from types import ModuleType
 import torch
 
 from nnmark import SCHEMES, OwnerKey, load_data, verify
+from nnmark.config import build_config
 from nnmark.schemes.newlabel import NewLabel
 from nnmark.testing.tsa import seen_now
 
@@ -55,7 +59,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keys", type=int, default=5, choices=range(1, len(NONCES) + 1))
     ap.add_argument("--only", help="only the runs holding this scheme (default: every run)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SCHEME.OPTION=VALUE",
+        help="a scheme option instead of the test's (repeatable)",
+    )
+    ap.add_argument("--tag", help="suffix of the results' name (with --set)")
     args = ap.parse_args()
+    changed: dict[str, dict[str, str]] = {}
+    for item in args.set:
+        target, sep, value = item.partition("=")
+        name, dot, option = target.partition(".")
+        if not (sep and dot and name and option):
+            ap.error(f"--set {item}: expected SCHEME.OPTION=VALUE")
+        changed.setdefault(name, {})[option] = value
+    if changed and not args.tag:
+        ap.error("--set needs --tag (the results must not replace the test's own)")
     integrations, hf, test_hf = _tests()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
@@ -82,11 +103,12 @@ def main() -> None:
                 cls = SCHEMES.get(name)
                 options = {**integrations.SCHEME_OPTIONS.get(name, {})}
                 options.update(test_hf.VIT_OPTIONS.get(name, {}))
+                options.update(changed.get(name, {}))
                 bits = test_hf.BITS.get(name, 64) if cls.kind == "whitebox" else None
                 key = OwnerKey.new("hf owner", nonce=nonce * 16, created=CREATED)
                 on = hf.Logits(model) if cls.kind == "blackbox" else model
                 key = key.with_mark(
-                    cls.plan(on, key, cls.Config(**options), bits=bits, data=digits)
+                    cls.plan(on, key, build_config(cls.Config, options), bits=bits, data=digits)
                 )
                 keys[name] = stamp(key) if name in test_hf.STAMPED else key
             trainer = hf.WatermarkTrainer(
@@ -118,9 +140,9 @@ def main() -> None:
                 rows.append(row)
                 print(row, flush=True)
     write_results(
-        "hf_keys" + (f"_{args.only}" if args.only else ""),
-        {"rows": rows},
-        _markdown(rows, args.keys, test_hf.DEFAULT_EPOCHS, time.time() - start),
+        "hf_keys" + (f"_{args.only}" if args.only else "") + (f"_{args.tag}" if args.tag else ""),
+        {"rows": rows, "set": args.set},
+        _markdown(rows, args.keys, test_hf.DEFAULT_EPOCHS, time.time() - start, args.set),
     )
 
 
@@ -139,12 +161,16 @@ def _newlabel_rates(hf, model, key, key_data, digits) -> dict[str, float]:  # ty
         }
 
 
-def _markdown(rows: list[dict], keys: int, epochs: int, seconds: float) -> str:  # type: ignore[type-arg]
+def _markdown(  # type: ignore[type-arg]
+    rows: list[dict], keys: int, epochs: int, seconds: float, sets: list[str]
+) -> str:
+    changed = f" Options changed from the test's: `{' '.join(sets)}`." if sets else ""
     lines = [
         f"The tiny ViT of tests/integrations/test_hf.py on digits (5 plain epochs), each run "
         f"fine-tuned {epochs} epochs with `WatermarkTrainer` at the test's "
         f"arguments (`hf_user.args`: Adam, lr 1e-2, the Trainer's default linear decay); keys of "
-        f"{keys} nonces; frontier's stamped (loopback TSA). {seconds:.0f} s (1 torch thread).",
+        f"{keys} nonces; frontier's stamped (loopback TSA). {seconds:.0f} s (1 torch thread)."
+        + changed,
         "",
         "| scheme | run | found | worst BER | worst p | newlabel: key samples / decoys |",
         "|---|---|---|---|---|---|",
