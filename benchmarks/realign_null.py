@@ -40,7 +40,8 @@ Every scheme is embedded at its defaults of the run's day: the committed results
 predate tartaglione's present objective and key-magnitude band (2026-12-04), which a rerun
 measures; the refusal to realign tartaglione does not depend on either.
 
-    python benchmarks/realign_null.py [--keys 5] [--unmarked 16] [--archs cnn,mlp,resnet20]
+    python benchmarks/realign_null.py [--keys 5] [--unmarked 16] [--archs cnn,mlp,resnet20] \
+        [--schemes actsign --name realign_null_actsign]
 """
 
 from __future__ import annotations
@@ -380,7 +381,13 @@ def keys_per_scheme(args: argparse.Namespace) -> dict[str, int]:
 
 
 def main() -> None:
-    args = protocol_parser().parse_args()
+    ap = protocol_parser()
+    ap.add_argument(
+        "--name",
+        default="realign_null",
+        help="results file name (a subset of schemes written beside the full table)",
+    )
+    args = ap.parse_args()
     torch.set_num_threads(2)
     data = load_data("digits")
     cache = Path(args.cache)
@@ -477,7 +484,7 @@ def main() -> None:
     md = markdown(payload)
     print(md)
     if not args.no_write:
-        write_results("realign_null", payload, md)
+        write_results(args.name, payload, md)
 
 
 def _cell(x: dict[str, Any] | None) -> str:
