@@ -79,7 +79,9 @@ each, and one deepsigns resnet20 key is not found untouched at the benchmark's 1
 (`python benchmarks/realign_twin_misses.py`). With actsign's margin in units of spread
 (session 43), actsign is 60 of 60, after `permute,finetune:epochs=3` too, and none of its 240
 pairs is claimed (`--schemes actsign --name realign_null_views_actsign`; the verdict's false
-positive rate at 0.05 is 0.058, interval 0.032 to 0.096, over correlated pairs). Against
+positive rate at 0.05 is 0.058, interval 0.032 to 0.096, over correlated pairs; realign_null.py,
+reading the realigned view alone, `--schemes actsign --name realign_null_actsign`: 15 of 15
+keys after each attack, none of the 240 pairs claimed). Against
 a blinded marked reference (which both activation marks refuse) channels are paired by
 activations only. The channel scales set to the twin's (what undoes `scale`) move every mark
 that reads magnitudes, of weights (ST-DM) or of activations (deepsigns), by however much the
