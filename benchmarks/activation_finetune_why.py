@@ -14,7 +14,7 @@ mark (its accuracy, for the mark's cost).
 
     python benchmarks/activation_finetune_why.py [--archs resnet20,cnn] [--keys 4] [--threads 1]
         [--schemes actsign --set margin=0.1 --set margin_unit=absolute]
-        (results: activation_finetune_why_margin-0.1_margin_unit-absolute)
+        (results: activation_finetune_why_margin-0.1_margin_unit-absolute) [--name NAME]
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def main() -> None:
         "--set", action="append", default=[], help="scheme option k=v (e.g. margin=0.5)"
     )
     ap.add_argument("--attack", default=ATTACK, help=f"the thief's attack (default {ATTACK})")
+    ap.add_argument("--name", help="results file name (default: from the options and attack)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     options = dict(kv.split("=", 1) for kv in args.set)
@@ -143,7 +144,7 @@ def main() -> None:
         suffix = "".join(f"_{k}-{v}" for k, v in sorted(options.items()))
         if args.attack != ATTACK:
             suffix += "_" + "".join(c if c.isalnum() or c in ".-" else "-" for c in args.attack)
-        write_results("activation_finetune_why" + suffix, payload, md)
+        write_results(args.name or "activation_finetune_why" + suffix, payload, md)
 
 
 def markdown(payload: dict[str, Any]) -> str:

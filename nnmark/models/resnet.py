@@ -99,6 +99,14 @@ class ResNet(nn.Module):
         self.layers = nn.Sequential(*stack)
         self.fc = nn.Linear(cin, num_classes)
 
+    @property
+    def class_centre_layer(self) -> str:
+        """Where deepsigns reads a class centre by default: the last conv of the next-to-last
+        block. The last block's conv2 feeds the head through pooling alone, and a thief's
+        fine-tune took deepsigns' projections there back towards zero (nnmark.schemes.deepsigns
+        says how far)."""
+        return f"layers.{len(self.layers) - 2}.conv2"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layers(x)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnmark.api import new_model
 from nnmark.data.base import DataBundle
 from nnmark.keys import OwnerKey
 from nnmark.schemes import SCHEMES
@@ -69,3 +70,29 @@ def test_penalty_sets_the_bits_eval_mode_reads(name: str, digits: DataBundle) ->
     assert read is not None and len(read) == 64
     errors = sum(int(r != t) for r, t in zip(read, scheme.target.tolist(), strict=True))
     assert errors == 0
+
+
+@pytest.mark.parametrize(
+    ("arch", "deepsigns", "actsign"),
+    [
+        ("resnet20", "layers.7.conv2", "layers.8.conv2"),
+        ("resnet32", "layers.13.conv2", "layers.14.conv2"),
+        ("cnn", "fc1", "fc1"),
+    ],
+)
+def test_deepsigns_reads_a_resnet_one_block_before_the_last(
+    arch: str, deepsigns: str, actsign: str, digits: DataBundle
+) -> None:
+    """deepsigns' default host in a zoo ResNet is the next-to-last block's conv2 (the model's
+    `class_centre_layer`): in the last block's, 5 epochs of the thief's fine-tune took its
+    projections back towards zero (nnmark.schemes.deepsigns). actsign and models that name no
+    such layer keep the last conv/linear layer before the head."""
+    model = new_model(arch, digits, seed=0)
+    key = OwnerKey.new("layer owner", nonce="c1" * 16)
+    for name, layer in (("deepsigns", deepsigns), ("actsign", actsign)):
+        cls = SCHEMES.get(name)
+        assert cls.plan(model, key, cls.Config(), data=digits).layer == layer
+    # a layer the config names is kept
+    ds = SCHEMES.get("deepsigns")
+    named = ds.plan(model, key, ds.Config(layer=actsign), data=digits)
+    assert named.layer == actsign
