@@ -114,6 +114,7 @@ def main() -> None:
                     "arch": arch,
                     "scheme": name,
                     "key": k,
+                    "layer": key.marks[0].layer,
                     "accuracy": round(accuracy(model), 4),
                     "plain": plains[arch, seed],
                     "marked": ber(scheme, model, x),
@@ -149,6 +150,7 @@ def main() -> None:
 
 def markdown(payload: dict[str, Any]) -> str:
     cols = [
+        "layer",
         "accuracy",
         "plain",
         "marked",
@@ -173,20 +175,25 @@ def markdown(payload: dict[str, Any]) -> str:
     for r in payload["rows"]:
         out.append(
             f"| {r['arch']} | {r['scheme']} | {r['key']} | "
-            + " | ".join(str(r[c]) for c in cols)
+            + " | ".join(str(r.get(c, "-")) for c in cols)
             + " |"
         )
     out += [
         "",
-        "| arch | scheme | marked - plain (points, mean) | worst BER after the fine-tune |",
-        "|---|---|---|---|",
+        "| arch | scheme | marked - plain (points, mean) | worst BER after the fine-tune | "
+        "mean BER after the fine-tune | keys above BER 0.2 after it | keys not at BER 0 marked |",
+        "|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in payload["rows"]:
         groups.setdefault((r["arch"], r["scheme"]), []).append(r)
     for (arch, name), rs in groups.items():
         cost = sum(r["accuracy"] - r["plain"] for r in rs) / len(rs) * 100
-        out.append(f"| {arch} | {name} | {cost:+.2f} | {max(r['tuned'] for r in rs)} |")
+        tuned = [r["tuned"] for r in rs]
+        out.append(
+            f"| {arch} | {name} | {cost:+.2f} | {max(tuned)} | {sum(tuned) / len(tuned):.3f} | "
+            f"{sum(t > 0.2 for t in tuned)}/{len(rs)} | {sum(r['marked'] > 0 for r in rs)} |"
+        )
     out += ["", f"Run time: {payload['seconds']} s."]
     return "\n".join(out)
 

@@ -27,7 +27,8 @@ from types import ModuleType
 import torch
 
 from nnmark import SCHEMES, OwnerKey, load_data, verify
-from nnmark.config import build_config
+from nnmark.config import build_config, check_options
+from nnmark.errors import NNMarkError
 from nnmark.schemes.newlabel import NewLabel
 from nnmark.testing.tsa import seen_now
 
@@ -78,6 +79,16 @@ def main() -> None:
     if changed and not args.tag:
         ap.error("--set needs --tag (the results must not replace the test's own)")
     integrations, hf, test_hf = _tests()
+    chosen = [g for g in runs(test_hf) if args.only is None or args.only in g]
+    if not chosen:
+        ap.error(f"--only {args.only}: no run of tests/integrations/test_hf.py holds it")
+    for name, options in changed.items():  # before any training: a typo is no result
+        if not any(name in g for g in chosen):
+            ap.error(f"--set {name}.*: no chosen run holds {name}")
+        try:
+            check_options(SCHEMES.get(name).Config, options)
+        except NNMarkError as exc:
+            ap.error(f"--set {name}.*: {exc}")
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     hf.quiet()
@@ -91,9 +102,6 @@ def main() -> None:
         model=plain, args=hf.args(Path(tempfile.mkdtemp()), 5), train_dataset=hf.Images(x, y)
     ).train()
     plain.eval()
-    chosen = [g for g in runs(test_hf) if args.only is None or args.only in g]
-    if not chosen:
-        ap.error(f"--only {args.only}: no run of tests/integrations/test_hf.py holds it")
     rows = []
     for nonce in NONCES[: args.keys]:
         for group in chosen:

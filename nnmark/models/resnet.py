@@ -102,9 +102,9 @@ class ResNet(nn.Module):
     @property
     def class_centre_layer(self) -> str:
         """Where deepsigns reads a class centre by default: the last conv of the next-to-last
-        block. The last block's conv2 feeds the head through pooling alone, and a thief's
-        fine-tune took deepsigns' projections there back towards zero (nnmark.schemes.deepsigns
-        says how far)."""
+        block. The last block's conv2 is the last conv before the head (through its BatchNorm,
+        the residual sum and pooling), and a thief's fine-tune took deepsigns' projections
+        there back towards zero (nnmark.schemes.deepsigns says how far)."""
         return f"layers.{len(self.layers) - 2}.conv2"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

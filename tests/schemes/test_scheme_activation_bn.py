@@ -15,8 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnmark.api import new_model
+from nnmark.attacks.ensemble import Ensemble
 from nnmark.data.base import DataBundle
+from nnmark.errors import NNMarkError
 from nnmark.keys import OwnerKey
+from nnmark.layers import weighted_layers
 from nnmark.schemes import SCHEMES
 from nnmark.suspect import ModuleSuspect
 from nnmark.train import recalibrate_batchnorm
@@ -96,3 +99,35 @@ def test_deepsigns_reads_a_resnet_one_block_before_the_last(
     ds = SCHEMES.get("deepsigns")
     named = ds.plan(model, key, ds.Config(layer=actsign), data=digits)
     assert named.layer == actsign
+
+
+class Wrapper(nn.Module):
+    """A training framework's module holding the network (as a LightningModule does)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # type: ignore[no-any-return]
+
+
+class Misnamed(TinyBN):
+    @property
+    def class_centre_layer(self) -> str:
+        return "fc.missing"
+
+
+def test_deepsigns_default_layer_inside_wrappers_and_ensembles(digits: DataBundle) -> None:
+    """The ResNet's layer is named from the top of a wrapper; several ResNets (an ensemble) name
+    none, so the last conv/linear layer before the head stays the default; a model naming a
+    layer it does not have gets a one-line error."""
+    ds = SCHEMES.get("deepsigns")
+    key = OwnerKey.new("layer owner", nonce="c2" * 16)
+    wrapped = Wrapper(new_model("resnet20", digits, seed=0))
+    assert ds.plan(wrapped, key, ds.Config(), data=digits).layer == "net.layers.7.conv2"
+    ensemble = Ensemble(new_model("resnet20", digits, seed=s) for s in (0, 1))
+    last = list(weighted_layers(ensemble))[-2]
+    assert ds.plan(ensemble, key, ds.Config(), data=digits).layer == last
+    with pytest.raises(NNMarkError, match="class_centre_layer names 'fc.missing'"):
+        ds.plan(Misnamed(), key, ds.Config(), data=digits)
