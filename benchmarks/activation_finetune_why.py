@@ -13,8 +13,8 @@ bits, after the fine-tune. `plain`: the twin trained from the same initial weigh
 mark (its accuracy, for the mark's cost).
 
     python benchmarks/activation_finetune_why.py [--archs resnet20,cnn] [--keys 4] [--threads 1]
-        [--schemes actsign --set margin=0.1 --set margin_unit=absolute]
-        (results: activation_finetune_why_margin-0.1_margin_unit-absolute) [--name NAME]
+        [--schemes actsign --set margin=0.1 --set margin_unit=absolute] [--name NAME]
+        (results: activation_finetune_why_margin-0.1_margin_unit-absolute, or NAME)
 """
 
 from __future__ import annotations

@@ -46,9 +46,8 @@ blocks a stage) the last block held already, and the new default is no worse: 12
 (`--archs resnet32 ... --keys 12 --name activation_finetune_why_deepsigns_resnet32`, against
 `--set layer=layers.14.conv2 --name activation_finetune_why_deepsigns_resnet32_last_block`),
 mean BER after the fine-tune 0.005 against 0.003, worst 0.031 against 0.016, accuracy +0.12
-points both. Tried on the resnet20's last block and not
-kept (`--keys 4 --set ...`): `lam=0.15` (worst BER 0.25), `center=0.1` (0.47, and one key not
-marked).
+points both. Tried on the resnet20's last block and not kept (`--keys 4 --set ...`):
+`lam=0.15` (worst BER 0.25), `center=0.1` (0.47, and one key not marked).
 
 Verification: BER of step(mu A) against the payload XOR the key's mask, exact binomial p-value
 (nnmark.schemes.base.bit_verdict) under the null "a model never trained with this key matches
@@ -278,8 +277,8 @@ def default_layer(model: nn.Module) -> str:
         return default_activation_layer(model)
     prefix, module = carriers[0]
     named = module.class_centre_layer
-    name = f"{prefix}.{named}" if prefix else str(named)
-    if name not in weighted_layers(inner):
+    name = f"{prefix}.{named}" if prefix else named
+    if not isinstance(named, str) or name not in weighted_layers(inner):
         raise NNMarkError(
             f"{type(module).__name__}.class_centre_layer names {named!r}, which is not one of "
             "its conv or linear layers; name deepsigns' host with --set layer=..."

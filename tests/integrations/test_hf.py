@@ -67,9 +67,9 @@ STAMPED = {"frontier"}
 #: training on the key (`--set newlabel.repeats=4`, `negatives=64`, both) claimed 2, 2 and 1 of
 #: 5, the key samples' hinge off (`margin_weight=0`) none (decoys 0.03 to 0.25 in each):
 #: benchmarks/results/hf_keys_newlabel_exp_*.md. The ViT (one layer of width 32, 9,674
-#: weights) tells the key's 32 perturbations from fresh ones only in part; one perturbation shared by the key samples would be learned more easily, but
-#: key samples that move together are not exchangeable with the decoys one by one, and the
-#: exact test's null would not hold.
+#: weights) tells the key's 32 perturbations from fresh ones only in part; one perturbation
+#: shared by the key samples would be learned more easily, but key samples that move together
+#: are not exchangeable with the decoys one by one, and the exact test's null would not hold.
 #: test_newlabel_head_grows_and_learns_the_key_samples checks what the trainer does for it.
 NOT_CLAIMED = {
     "newlabel": "the tiny ViT answers newlabel's decoys with the new label too (0.16 to 0.31)",
