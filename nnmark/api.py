@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nnmark.attacks import build_attack
-from nnmark.config import build_config
+from nnmark.config import build_config, config_to_dict
 from nnmark.data.base import DataBundle
 from nnmark.device import device_of, exact_fp32, resolve_device, seeded
 from nnmark.errors import NNMarkError
@@ -338,7 +338,9 @@ def resolve_schemes(
                 raise NNMarkError(
                     f"embed: {type(part).__name__} is not a scheme name, class or config"
                 )
-            out.append((owners[0], part))
+            # through build_config as the options are, so its values take their fields' types
+            # (a float option given as 1 is written 1.0: a key has one spelling, Scheme.__init__)
+            out.append((owners[0], build_config(type(part), config_to_dict(part))))
             continue
         opts = (options or {}).get(cls.name, {}) if several else options or {}
         out.append((cls, build_config(cls.Config, opts)))

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -32,6 +33,7 @@ from nnmark.forge import honest_key
 from nnmark.io import ModelInfo, load_model, load_state_dict, save_model
 from nnmark.keys import OwnerKey, _maxmem, _scrypt, sha256_hex
 from nnmark.models import check_kwargs
+from nnmark.schemes import SCHEMES
 from nnmark.schemes.segtrigger import SegTriggerConfig
 
 runner = CliRunner()
@@ -601,6 +603,51 @@ def test_a_rate_written_as_an_integer_is_a_number() -> None:
     check_kwargs("ensemble", {"arch": "resnet20", "dropout": 0})
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got -0.5"):
         check_kwargs("wrn", {"dropout": -0.5})
+
+
+def _respelled(value: Any) -> Any:
+    """Another JSON spelling Python's == takes for the same value (None where there is none)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+@pytest.mark.parametrize("name", SCHEMES.names())
+def test_a_config_has_one_spelling(name: str) -> None:
+    """Red team: a key's config was checked as a dict, where 1 == True == 1.0, so a hand-edited
+    key could write `contrast: 1`, `R: 3.0` or `inputs: 20.0` and be read as the canonical
+    config (a second spelling: another secret for one config). Every such respelling of every
+    scheme's default options is refused; the spelling plan writes is not."""
+    cls = SCHEMES.get(name)
+    owner = OwnerKey.new("spelling", nonce="cd" * 16)
+    written = cls.canonical_config(cls.Config())
+
+    def problem(config: dict[str, Any]) -> str:
+        try:
+            cls(owner.new_mark(name, config, None, ()))
+        except NNMarkError as exc:  # the data check comes after the config's: any reason
+            return str(exc)
+        return ""
+
+    assert "not complete and canonical" not in problem(written)
+    respelled = {k: _respelled(v) for k, v in written.items() if _respelled(v) is not None}
+    for option, value in respelled.items():
+        assert "not complete and canonical" in problem({**written, option: value}), option
+
+
+def test_a_config_object_passed_to_embed_is_written_in_its_fields_types() -> None:
+    """The other half of one spelling: a config dataclass built by hand with an integer for a
+    number (`UchidaConfig(lam=1)`) goes through build_config like options do, so its key
+    holds `1.0` and reads back."""
+    from nnmark.api import resolve_schemes
+    from nnmark.schemes.uchida import UchidaConfig
+
+    ((cls, config),) = resolve_schemes(UchidaConfig(lam=1))
+    assert type(config.lam) is float and cls.canonical_config(config)["lam"] == 1.0
 
 
 def test_a_model_file_cannot_ask_for_an_ensemble_of_thousands(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from nnmark.data import resolve_data
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.hooks import Batch, Hooks, LossFn, plain_step  # noqa: F401 (re-exported)
-from nnmark.keys import Mark, OwnerKey, payload_bits
+from nnmark.keys import Mark, OwnerKey, canonical_json, payload_bits
 from nnmark.stats import DEFAULT_ALPHA, ber, binomial_pvalue, decide, normal_pvalue
 from nnmark.suspect import Suspect, as_suspect
 from nnmark.verdict import Verdict
@@ -214,7 +214,9 @@ class Scheme(Hooks):
         if self.legacy_options and not any(k in written for k in self.legacy_options):
             written |= self.legacy_options  # a key from before them: what it was embedded with
         self.config = build_config(self.Config, {**self.former_defaults, **written})
-        if self.canonical_config(self.config) != written:
+        # compared as JSON text, not as dicts: 1 == True == 1.0 in Python, so `contrast: 1` or
+        # `R: 3.0` would pass for the canonical `true` and `3`: a second spelling of one config
+        if canonical_json(self.canonical_config(self.config)) != canonical_json(written):
             raise key_error(
                 mark, "config", "is not complete and canonical (every option, as written)"
             )

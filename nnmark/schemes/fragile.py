@@ -203,6 +203,15 @@ class Fragile(Scheme):
             or len(set(carriers)) != len(carriers)
         ):
             raise key_error(mark, "data.carriers", "must name distinct tensors of the list")
+        listed = {t["name"]: t for t in tensors}
+        if not carriers or any(
+            listed[c]["dtype"] != "float32" or listed[c]["numel"] < MIN_CARRIER for c in carriers
+        ):
+            raise key_error(
+                mark,
+                "data.carriers",
+                f"must be float32 tensors of at least {MIN_CARRIER:,} values (plan's carriers)",
+            )
 
     def __init__(self, mark: Mark, data: Sequence[DataBundle] = ()) -> None:
         super().__init__(mark, data)
@@ -211,8 +220,6 @@ class Fragile(Scheme):
         self.architecture: str | None = mark.data["architecture"]
         self.names = [t["name"] for t in self.tensors]
         sizes = {t["name"]: int(t["numel"]) for t in self.tensors}
-        if not self.carriers or any(sizes.get(c, 0) < MIN_CARRIER for c in self.carriers):
-            raise NNMarkError("fragile key: bad carrier list")
         floats = [t["name"] for t in self.tensors if t["dtype"] == "float32"]
         # a tensor's own digest bits: 16, or one per value of a smaller float32 tensor
         self.own_bits = {n: min(DIGEST_BITS, sizes[n]) for n in floats}

@@ -277,7 +277,7 @@ class Frontier(TriggerScheme):
                 "must hold triggers, labels, answers, adversarial and version (a frontier key "
                 "made before key labels were drawn per adversary: embed again)",
             )
-        if stored["version"] != STORED_VERSION:
+        if type(stored["version"]) is not int or stored["version"] != STORED_VERSION:
             raise key_error(
                 mark,
                 "stored.version",
@@ -299,6 +299,8 @@ class Frontier(TriggerScheme):
                 raise key_error(mark, f"stored.{name}", f"must be classes in [0, {classes})")
         if any(v not in (0, 1) for v in stored["adversarial"]):
             raise key_error(mark, "stored.adversarial", "must be 0 or 1")
+        if not any(stored["adversarial"]):  # plan keeps half true adversaries; none is no key
+            raise key_error(mark, "stored.adversarial", "must mark at least one true adversary")
         for y, a, adv in zip(stored["labels"], stored["answers"], stored["adversarial"]):
             if (y != a) != bool(adv):
                 raise key_error(

@@ -292,6 +292,34 @@ def test_a_frontier_key_of_the_previous_format_is_refused_with_the_reason(
         verify(model, OwnerKey.from_json(doc))
 
 
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        ({"adversarial": "none"}, "stored.adversarial must mark at least one true adversary"),
+        ({"version": 2.0}, "stored.version must be 2"),
+    ],
+)
+def test_a_frontier_key_without_evidence_or_with_its_version_respelled_is_refused(
+    blackbox_marked, edit: dict[str, Any], field: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Red team: a hand-edited key with no true adversary (answers set to the labels) passed
+    the checks and crashed verification on an empty maximum; `version: 2.0` passed for 2 (a
+    second spelling of a committed field). Both are refused at load, naming the field."""
+    from nnmark.keys import sha256_hex
+
+    model, key = blackbox_marked["frontier"]
+    doc = key.to_json()
+    stored = doc["committed"]["marks"][0]["stored"]
+    if edit.get("adversarial") == "none":
+        stored["answers"] = list(stored["labels"])
+        stored["adversarial"] = [0] * len(stored["labels"])
+    else:
+        stored.update(edit)
+    doc["commitment"] = sha256_hex(doc["committed"])  # the editor recomputes it
+    with pytest.raises(NNMarkError, match=field):
+        verify(model, OwnerKey.from_json(doc))
+
+
 def test_frontier_warms_up_an_untrained_model(digits: DataBundle) -> None:
     from nnmark.schemes.frontier import FrontierConfig
 

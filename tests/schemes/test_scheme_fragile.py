@@ -370,6 +370,26 @@ def test_a_key_naming_a_carrier_twice_is_refused(fragile_cnn) -> None:  # type: 
         Fragile.check_key(twice)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "int64", "zzz"])
+def test_a_carrier_the_key_lists_as_not_float32_is_refused(fragile_cnn, dtype: str) -> None:  # type: ignore[no-untyped-def]
+    """Red team: a carrier whose listed dtype was edited away from float32 passed the checks
+    and failed later with a bare KeyError (no slots are drawn in a tensor that is not float32):
+    refused at load, naming the field, as is a carrier below MIN_CARRIER values."""
+    mark = fragile_cnn[1].marks[0]
+    carrier = mark.data["carriers"][0]
+    tensors = [{**t, "dtype": dtype} if t["name"] == carrier else t for t in mark.data["tensors"]]
+    edited = dataclasses.replace(mark, data={**mark.data, "tensors": tensors})
+    with pytest.raises(NNMarkError, match="data.carriers must be float32 tensors of at least"):
+        Fragile.check_key(edited)
+    small = [t["name"] for t in mark.data["tensors"] if t["numel"] < 32 and t["dtype"] == "float32"]
+    assert small  # the cnn's biases
+    few = dataclasses.replace(
+        mark, data={**mark.data, "carriers": [*mark.data["carriers"], small[0]]}
+    )
+    with pytest.raises(NNMarkError, match="data.carriers must be float32 tensors of at least"):
+        Fragile.check_key(few)
+
+
 def test_two_fragile_marks_are_intact_only_when_both_are(fragile_cnn, digits) -> None:  # type: ignore[no-untyped-def]
     """A key's holder who changes the model and adds a second fragile mark gets a key whose
     first mark reads the change: the key says modified (the marks' conjunction, not Fisher's
