@@ -135,6 +135,8 @@ def atomic_write_text(path: str | Path, text: str, private: bool = False) -> Non
 #: The largest example a model file's metadata may declare (verify, export and serve build
 #: inputs of that shape): 2^24 values, e.g. 3 x 2365 x 2365.
 MAX_INPUT_VALUES = 1 << 24
+#: The most classes a model file's metadata may record (ImageNet-21k has 21,841).
+MAX_CLASSES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,9 @@ class ModelInfo:
             )
             if task not in TASKS:
                 raise ValueError(f"unknown task {task[:40]!r}")
+            classes = int(meta.get("nnmark.num_classes", "0"))
+            if not 0 <= classes <= MAX_CLASSES:  # shown by inspect, copied by attack
+                raise ValueError(f"num_classes must be 0 (not recorded) to {MAX_CLASSES:,}")
             for name, text in (("arch", meta["nnmark.arch"]), ("version", version)):
                 if len(text) > 256 or not text.isprintable():  # printed as they are
                     raise ValueError(f"{name} is not a printable name")
@@ -196,7 +201,7 @@ class ModelInfo:
                 arch_kwargs=kwargs,
                 task=task,
                 input_shape=shape,
-                num_classes=int(meta.get("nnmark.num_classes", "0")),
+                num_classes=classes,
                 version=version,
                 extra={
                     k[len("nnmark.extra.") :]: v

@@ -192,7 +192,14 @@ def evaluate(
     totals: dict[str, float] = {}
     try:
         for x, y in batches:
-            for k, v in task.counts(model(x.to(device)), y.to(device)).items():
+            out = model(x.to(device))
+            if not totals and isinstance(out, torch.Tensor):  # a model file whose metadata
+                # names another task: one line, not a shape error from inside the counts
+                classes = int(y.max()) + 1 if y.dim() == 1 and y.numel() else 1
+                why = task.output_problem(out, y, classes)
+                if why is not None:
+                    raise NNMarkError(f"{task.name} (the task evaluated): {why}")
+            for k, v in task.counts(out, y.to(device)).items():
                 totals[k] = totals.get(k, 0.0) + v
     finally:
         model.train(was_training)

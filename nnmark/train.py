@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
 
 from nnmark.config import MAX_EPOCHS, check
-from nnmark.data.base import DataBundle
+from nnmark.data.base import SPLITS, DataBundle
 from nnmark.device import device_of, resolve_device, seeded
 from nnmark.errors import NNMarkError
 from nnmark.hooks import Batch, Hooks, LossFn, has_custom_step, plain_step
@@ -67,6 +67,7 @@ class TrainConfig:
         # at most float32's largest: 1e300 passed and became a RuntimeError in the optimiser
         check(0 < self.lr <= 3.4e38, f"lr must be > 0 and a float32, got {self.lr}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.split in SPLITS, f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}")
         check(
             not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0),
@@ -343,7 +344,7 @@ def fit(
     config = config or TrainConfig()
     task = get_task(task or data.task) if not isinstance(task, Task) else task
     where = device_of(model) if device is None else resolve_device(device)
-    first = data.splits[config.split][:2]
+    first = data.indices(config.split)[:2]  # an unknown split: one line naming it
     check_fits(model, data.x[first], data.y[first], task, data.num_classes)
     if amp is not None and amp not in AMP_DTYPES:
         raise NNMarkError(f"amp must be bf16 or fp16, got {amp!r}")

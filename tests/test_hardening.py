@@ -21,10 +21,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from nnmark import model_info, new_model
+from nnmark import model_info, new_model, tasks
 from nnmark.api import bound_scheme
 from nnmark.cli import app
-from nnmark.config import config_to_dict
+from nnmark.config import build_config, config_to_dict
 from nnmark.data import SHARED_DATA
 from nnmark.data.base import DataBundle
 from nnmark.data.idx import _load, read_idx
@@ -593,6 +593,67 @@ def test_a_model_files_arch_kwargs_are_checked_against_the_architecture(
     assert r.exit_code == 2, (r.stdout, r.stderr)
     assert r.stderr.startswith(f"error: {path}: malformed nnmark metadata ({says}"), r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "spec, says",
+    [
+        ("finetune:split=nosuch", "finetune: split must be one of train, val, test, thief"),
+        ("overwrite:split=nosuch", "overwrite: split must be one of train, val, test, thief"),
+        ("finetune:batch_size=0", "finetune: batch_size must be >= 1, got 0"),
+        ("neuralcleanse:batch_size=0", "neuralcleanse: batch_size must be >= 1, got 0"),
+        ("copycat:batch_size=0", "copycat: batch_size must be >= 1, got 0"),
+        ("knockoff:batch_size=0", "knockoff: batch_size must be >= 1, got 0"),
+    ],
+)
+def test_attack_options_that_only_the_training_read_are_checked_when_built(
+    spec: str, says: str
+) -> None:
+    """Red team (CLI): these reached the catch-all as `KeyError: 'nosuch'`, a ValueError from a
+    TrainConfig built inside the attack, `range() arg 3 must not be zero` and ART's own text."""
+    from nnmark.attacks import build_attack
+    from nnmark.train import TrainConfig
+
+    with pytest.raises(NNMarkError, match=re.escape(says)):
+        build_attack(spec)
+    with pytest.raises(NNMarkError, match="split must be one of"):
+        build_config(TrainConfig, {"split": "nosuch"})
+
+
+def test_a_model_whose_metadata_names_another_task_or_negative_classes_is_one_line(
+    tmp_path: Path, model_file: Path
+) -> None:
+    """Red team (CLI): a classifier whose file says `nnmark.task: segmentation` reached evaluate's
+    counts (`The size of tensor a (10) must match ...`); `num_classes: -5` was read as it was
+    and copied by attack. Both one line, exit 2."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(model_file), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    for edit, says in (
+        ({"nnmark.task": "segmentation"}, "a segmentation model (its metadata); digits is"),
+        ({"nnmark.num_classes": "-5"}, "num_classes must be 0 (not recorded) to 1,048,576"),
+    ):
+        path = tmp_path / "lying.safetensors"
+        save_file(tensors, str(path), metadata={**meta, **edit})
+        r = runner.invoke(app, ["evaluate", str(path)])
+        assert r.exit_code == 2 and says in one_line(r.stderr), r.stderr
+    net, info = load_model(model_file)
+    loader = [(torch.zeros(2, *info.input_shape), torch.zeros(2, 1, 8, 8))]
+    with pytest.raises(
+        NNMarkError, match=r"segmentation \(the task evaluated\): the model answers"
+    ):
+        tasks.evaluate(net, loader, "segmentation")
+
+
+def test_a_token_file_that_is_a_folder_or_missing_says_which(tmp_path: Path) -> None:
+    from nnmark.cli.common import read_token
+
+    with pytest.raises(NNMarkError, match="token file is a directory"):
+        read_token(tmp_path)
+    with pytest.raises(NNMarkError, match="token file not found"):
+        read_token(tmp_path / "none")
 
 
 def test_a_rate_written_as_an_integer_is_a_number() -> None:

@@ -114,6 +114,7 @@ class StealConfig:
         check(self.queries >= 0, f"queries must be >= 0, got {self.queries}")
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ class NeuralCleanseConfig:
         check(self.lam > 0, f"lam must be > 0, got {self.lam}")
         check(0 <= self.stamped <= 1, f"stamped must be in [0, 1], got {self.stamped}")
         check(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
 
 
 def reverse_trigger(

@@ -368,7 +368,9 @@ SuspectSeenOpt = Annotated[
 def read_token(path: Path) -> str:
     """A bearer token from a file (its first line): printable, 16 to 4096 characters."""
     if not path.is_file():
-        raise NNMarkError(f"token file not found: {path}")
+        raise NNMarkError(
+            f"token file {'is a directory' if path.is_dir() else 'not found'}: {path}"
+        )
     if path.stat().st_size > 8192:
         raise NNMarkError(f"{path}: too large for a token file")
     lines = path.read_text(errors="replace").strip().splitlines()

@@ -672,6 +672,10 @@ def evaluate_cmd(
     net = net.to(dev)
     bundle = load_data(data)
     check_inputs(info.input_shape, bundle, data)
+    if info.task != bundle.task:
+        raise NNMarkError(
+            f"{model_path}: a {info.task} model (its metadata); {data} is {bundle.task} data"
+        )
     metrics = evaluate(net, bundle.loader(split, 256), info.task)
     if as_json:
         print(json.dumps({"split": split, **metrics}))

@@ -83,7 +83,9 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
             if name.endswith("num_batches_tracked"):
                 continue  # not used by an eval-mode graph; no scheme reads it
             raise NNMarkError(f"ONNX export renamed or dropped {name}; refusing to write it")
-        if not np.array_equal(arrays[names[name]], tensor.detach().cpu().numpy()):
+        value = tensor.detach().cpu().numpy()
+        # NaN where the model holds NaN is the same value (a NaN != NaN reading said "changed")
+        if not np.array_equal(arrays[names[name]], value, equal_nan=value.dtype.kind in "fc"):
             raise NNMarkError(f"ONNX export changed the values of {name}; refusing to write it")
     atomic_write_bytes(path, data)
 

@@ -103,6 +103,22 @@ def test_the_verdict_names_an_onnx_files_external_data(exported, tmp_path: Path)
     }
 
 
+def test_a_model_holding_nan_exports_as_it_is(digits: DataBundle, tmp_path: Path) -> None:
+    """Red team (CLI): a model with NaN weights was refused as "ONNX export changed the values
+    of conv1.weight" (the check compared NaN with NaN); its values go out as they are."""
+    from nnmark.integrations.onnx import export_onnx
+
+    model = new_model("cnn", digits, seed=0)
+    with torch.no_grad():
+        model.conv1.weight[0, 0, 0, 0] = float("nan")
+    path = tmp_path / "nan.onnx"
+    export_onnx(model, tuple(digits.input_shape), path)
+    graph = onnx.load(str(path)).graph
+    (w,) = [numpy_helper.to_array(i) for i in graph.initializer if i.name == "conv1.weight"]
+    assert np.array_equal(w, model.conv1.weight.detach().numpy(), equal_nan=True)
+    assert np.isnan(w[0, 0, 0, 0])
+
+
 def test_bad_onnx_file_is_a_clear_error(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _, _, d = exported
     (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
