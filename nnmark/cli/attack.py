@@ -129,6 +129,11 @@ def attack_cmd(
         result["findings"] = found
     if bundle is not None:  # before saving: a failure here leaves --out as it was (review)
         test = bundle.loader("test", 256)
+        if info.task != bundle.task:
+            raise NNMarkError(
+                f"--data {data}: the model does not evaluate on it (a {info.task} model by its "
+                f"metadata; {data} is {bundle.task} data)"
+            )
         try:
             result["before"] = evaluate(model, test, info.task)
             result["after"] = evaluate(attacked, test, info.task)
