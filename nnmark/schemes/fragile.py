@@ -192,7 +192,11 @@ class Fragile(Scheme):
                 isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape
             ):
                 raise key_error(mark, f"data.tensors[{i}].shape", "must be non-negative integers")
-            if t["numel"] != math.prod(shape) or t["numel"] > MAX_HOST_VALUES:
+            if (
+                type(t["numel"]) is not int
+                or t["numel"] != math.prod(shape)
+                or t["numel"] > MAX_HOST_VALUES
+            ):
                 raise key_error(mark, f"data.tensors[{i}].numel", "must be the shape's size")
             if not isinstance(t["dtype"], str) or len(t["dtype"]) > 32:
                 raise key_error(mark, f"data.tensors[{i}].dtype", "must be a dtype name")

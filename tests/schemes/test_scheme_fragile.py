@@ -388,6 +388,9 @@ def test_a_carrier_the_key_lists_as_not_float32_is_refused(fragile_cnn, dtype: s
     )
     with pytest.raises(NNMarkError, match="data.carriers must be float32 tensors of at least"):
         Fragile.check_key(few)
+    floaty = [{**t, "numel": float(t["numel"])} for t in mark.data["tensors"]]  # 1024.0: == 1024
+    with pytest.raises(NNMarkError, match=r"data.tensors\[0\].numel must be the shape's size"):
+        Fragile.check_key(dataclasses.replace(mark, data={**mark.data, "tensors": floaty}))
 
 
 def test_two_fragile_marks_are_intact_only_when_both_are(fragile_cnn, digits) -> None:  # type: ignore[no-untyped-def]
