@@ -357,9 +357,15 @@ def legit_rows(
     return rows
 
 
-def protocol_parser() -> argparse.ArgumentParser:
-    """The protocol's options (models, keys, cache), shared with realign_null_views.py."""
+def protocol_parser(name: str) -> argparse.ArgumentParser:
+    """The protocol's options (models, keys, cache, the results file `name` by default), shared
+    with realign_null_views.py and realign_twin_misses.py."""
     ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--name",
+        default=name,
+        help="results file name (a subset of schemes written beside the full table)",
+    )
     ap.add_argument("--keys", type=int, default=5, help="marked models (keys) per scheme and arch")
     ap.add_argument("--unmarked", type=int, default=16, help="unmarked models per arch")
     ap.add_argument("--archs", default="cnn,mlp,resnet20")
@@ -381,12 +387,7 @@ def keys_per_scheme(args: argparse.Namespace) -> dict[str, int]:
 
 
 def main() -> None:
-    ap = protocol_parser()
-    ap.add_argument(
-        "--name",
-        default="realign_null",
-        help="results file name (a subset of schemes written beside the full table)",
-    )
+    ap = protocol_parser("realign_null")
     args = ap.parse_args()
     torch.set_num_threads(2)
     data = load_data("digits")

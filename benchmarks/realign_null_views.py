@@ -64,13 +64,8 @@ def read_by(v: Any) -> str:
 
 
 def main() -> None:
-    ap = protocol_parser()
+    ap = protocol_parser("realign_null_views")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument(
-        "--name",
-        default="realign_null_views",
-        help="results file name (a subset of schemes written beside the full table)",
-    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_data("digits")

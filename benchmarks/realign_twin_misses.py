@@ -9,6 +9,7 @@ A key the marked model itself does not show, or that fine-tuning alone removes, 
 the mark, not of realignment.
 
     python benchmarks/realign_twin_misses.py [--schemes stdm,actsign,deepsigns] [--threads 1]
+        [--schemes deepsigns --name realign_twin_misses_deepsigns]
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _read(v: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = protocol_parser()
+    ap = protocol_parser("realign_twin_misses")
     ap.set_defaults(schemes="stdm,actsign,deepsigns")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -74,7 +75,7 @@ def main() -> None:
     md = markdown(payload)
     print(md)
     if not args.no_write:
-        write_results("realign_twin_misses", payload, md)
+        write_results(args.name, payload, md)
 
 
 def markdown(payload: dict[str, Any]) -> str:
