@@ -115,6 +115,13 @@ def _check_marks(
         text = f"{what} {part.verdict} in the saved model (p {part.p_value:.2g})"
         if part.positive:
             out.print(f"check: {text}", markup=False)
+            if part.ber:  # found, but short of every bit: less left for a thief's fine-tune
+                wrong = round(part.ber * part.n)
+                err.print(
+                    f"warning: {what} {wrong} of {part.n} bits read wrong in the saved model "
+                    f"(BER {part.ber:.3f}); train longer (--epochs) to set them all",
+                    markup=False,
+                )
             continue
         taken = False
         if part.p_value < part.alpha and part.reason:  # e.g. a view that needs a timestamp
