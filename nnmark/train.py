@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler, TensorDataset
 
 from nnmark.config import MAX_EPOCHS, check
-from nnmark.data.base import SPLITS, DataBundle
+from nnmark.data.base import DataBundle, check_split
 from nnmark.device import device_of, resolve_device, seeded
 from nnmark.errors import NNMarkError
 from nnmark.hooks import Batch, Hooks, LossFn, has_custom_step, plain_step
@@ -67,7 +67,7 @@ class TrainConfig:
         # at most float32's largest: 1e300 passed and became a RuntimeError in the optimiser
         check(0 < self.lr <= 3.4e38, f"lr must be > 0 and a float32, got {self.lr}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        check(self.split in SPLITS, f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        check_split(self.split)
         check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}")
         check(
             not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0),

@@ -34,7 +34,7 @@ from torch import nn
 from nnmark.attacks import register
 from nnmark.attacks.base import Attack
 from nnmark.config import check
-from nnmark.data.base import SPLITS, DataBundle
+from nnmark.data.base import DataBundle, check_split
 from nnmark.errors import NNMarkError
 from nnmark.layers import weighted_layers
 from nnmark.train import TrainConfig, fit
@@ -62,7 +62,7 @@ class FinetuneConfig:
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         check(0 < self.fraction <= 1, f"fraction must be in (0, 1], got {self.fraction}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        check(self.split in SPLITS, f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        check_split(self.split)
 
 
 def domain_data(spec: str, like: DataBundle) -> DataBundle:

@@ -26,7 +26,7 @@ from torch import nn
 from nnmark.attacks import register
 from nnmark.attacks.base import Attack, note
 from nnmark.config import check
-from nnmark.data.base import SPLITS, DataBundle
+from nnmark.data.base import DataBundle, check_split
 from nnmark.keys import OwnerKey
 from nnmark.verdict import Verdict
 
@@ -44,7 +44,7 @@ class OverwriteConfig:
         check(self.bits >= 1, f"bits must be >= 1, got {self.bits}")
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         check(self.rounds >= 1, f"rounds must be >= 1, got {self.rounds}")
-        check(self.split in SPLITS, f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        check_split(self.split)
 
 
 def thief_key(generator: torch.Generator) -> tuple[OwnerKey, int]:

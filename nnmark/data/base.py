@@ -18,6 +18,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from nnmark.errors import NNMarkError
 
 SPLITS = ("train", "val", "test", "thief")
+
+
+def check_split(split: str) -> None:
+    """A config's split, checked as it is built (a ValueError, one line through build_config)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+
+
 SPLIT_SEED = 20170606  # fixed: the same test set for every training seed
 #: The most values a loader decodes into a data set's inputs (2 GiB of float32; CIFAR-10 is
 #: 184 M), counted from file headers before any image is decoded: a folder of small files
