@@ -116,10 +116,10 @@ def _check_marks(
         if part.positive:
             out.print(f"check: {text}", markup=False)
             if part.ber:  # found, but short of every bit: less left for a thief's fine-tune
-                wrong = round(part.ber * part.n)
+                # (a rate, not a count: a sequential read may stop before every bit is read)
                 err.print(
-                    f"warning: {what} {wrong} of {part.n} bits read wrong in the saved model "
-                    f"(BER {part.ber:.3f}); train longer (--epochs) to set them all",
+                    f"warning: {what} read at BER {part.ber:.3f} in the saved model, not 0: "
+                    "some bits are wrong; train longer (--epochs) to set them all",
                     markup=False,
                 )
             continue
