@@ -632,13 +632,20 @@ def test_a_model_whose_metadata_names_another_task_or_negative_classes_is_one_li
     with safe_open(str(model_file), "pt") as f:
         meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     for edit, says in (
-        ({"nnmark.task": "segmentation"}, "a segmentation model (its metadata); digits is"),
+        ({"nnmark.task": "segmentation"}, "(a segmentation model by its metadata; digits is"),
         ({"nnmark.num_classes": "-5"}, "num_classes must be 0 (not recorded) to 1,048,576"),
     ):
         path = tmp_path / "lying.safetensors"
         save_file(tensors, str(path), metadata={**meta, **edit})
         r = runner.invoke(app, ["evaluate", str(path)])
         assert r.exit_code == 2 and says in one_line(r.stderr), r.stderr
+    # embed, attack --data and evaluate share the check, before any work (embed reached
+    # `evaluate` with the data's task, not the model's)
+    seg, out = tmp_path / "seg.safetensors", tmp_path / "e.safetensors"
+    save_file(tensors, str(seg), metadata={**meta, "nnmark.task": "segmentation"})
+    r = runner.invoke(app, ["embed", str(seg), "--out", str(out), "--key-out", str(tmp_path / "k")])
+    assert r.exit_code == 2 and "(a segmentation model by its metadata" in one_line(r.stderr)
+    assert not out.exists()
     net, info = load_model(model_file)
     loader = [(torch.zeros(2, *info.input_shape), torch.zeros(2, 1, 8, 8))]
     with pytest.raises(

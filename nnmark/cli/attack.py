@@ -95,7 +95,7 @@ def attack_cmd(
     model, info = load_model(model_path, max_params=max_params)
     bundle = load_data(data) if data else None
     if bundle is not None:
-        check_inputs(info.input_shape, bundle, str(data))
+        check_inputs(info, bundle, str(data))
     epochs = getattr(getattr(built, "config", None), "epochs", None)
     what = f", {epochs} epochs of training" if isinstance(epochs, int) and epochs else ""
     with err.status(f"attack {name} running{what}"):
@@ -129,11 +129,6 @@ def attack_cmd(
         result["findings"] = found
     if bundle is not None:  # before saving: a failure here leaves --out as it was (review)
         test = bundle.loader("test", 256)
-        if info.task != bundle.task:
-            raise NNMarkError(
-                f"--data {data}: the model does not evaluate on it (a {info.task} model by its "
-                f"metadata; {data} is {bundle.task} data)"
-            )
         try:
             result["before"] = evaluate(model, test, info.task)
             result["after"] = evaluate(attacked, test, info.task)

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -32,6 +32,7 @@ from nnmark.errors import NNMarkError
 
 if TYPE_CHECKING:
     from nnmark.data.base import DataBundle
+    from nnmark.io import ModelInfo
     from nnmark.keys import OwnerKey
     from nnmark.suspect import SuspectCopy
     from nnmark.verdict import Verdict
@@ -256,12 +257,19 @@ def check_model_output(path: Path, suffix: str = ".safetensors", force: bool = F
     return check_output(path, force)
 
 
-def check_inputs(input_shape: Sequence[int], bundle: DataBundle, data: str) -> None:
-    """Refuse data whose inputs the model was not built for, in one line before any work (a
-    digits model on MNIST failed inside a matmul, after an attack had written its output)."""
-    if input_shape and tuple(input_shape) != tuple(bundle.input_shape):
+def check_inputs(info: ModelInfo, bundle: DataBundle, data: str) -> None:
+    """Refuse data the model was not built for (its input shape or its task, by its metadata),
+    in one line before any work: a digits model on MNIST failed inside a matmul after an attack
+    had written its output, and a classifier whose file says segmentation inside evaluate's
+    counts."""
+    if info.input_shape and tuple(info.input_shape) != tuple(bundle.input_shape):
         raise NNMarkError(
-            f"model expects inputs {tuple(input_shape)}, data {data} has {bundle.input_shape}"
+            f"model expects inputs {tuple(info.input_shape)}, data {data} has {bundle.input_shape}"
+        )
+    if info.task != bundle.task:
+        raise NNMarkError(
+            f"--data {data}: the model does not evaluate on it (a {info.task} model by its "
+            f"metadata; {data} is {bundle.task} data)"
         )
 
 

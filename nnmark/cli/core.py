@@ -345,7 +345,7 @@ def embed_cmd(
     key, private = signer_for(identity, key, owner)  # read before any training
     net, info = load_model(model_path, max_params=max_params)
     bundle = load_data(data)
-    check_inputs(info.input_shape, bundle, data)
+    check_inputs(info, bundle, data)
     before = evaluate(net, bundle.loader("test", 256), bundle.task)
     options = parse_options(sets)
     if distill:  # a scheme that marks a trained model is marked into a plain student
@@ -678,11 +678,7 @@ def evaluate_cmd(
     net, info = load_model(model_path, max_params=max_params)
     net = net.to(dev)
     bundle = load_data(data)
-    check_inputs(info.input_shape, bundle, data)
-    if info.task != bundle.task:
-        raise NNMarkError(
-            f"{model_path}: a {info.task} model (its metadata); {data} is {bundle.task} data"
-        )
+    check_inputs(info, bundle, data)
     metrics = evaluate(net, bundle.loader(split, 256), info.task)
     if as_json:
         print(json.dumps({"split": split, **metrics}))

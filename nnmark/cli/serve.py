@@ -125,7 +125,7 @@ def serve_cmd(
         if data is None:
             raise NNMarkError("defenses autoencoder and reject:by=recon|feature need --data")
         bundle = load_data(data)
-        check_inputs(info.input_shape, bundle, data)
+        check_inputs(info, bundle, data)
         err.print(f"fitting defenses on the thief split of {data}")
         fit_evasions(defenses, model, bundle, seed=seed)
     name = plain_name(model_name, "--model-name") if model_name else model_path.stem
