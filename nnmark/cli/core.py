@@ -652,7 +652,9 @@ def verify_cmd(
                 )
             ref = reference if reference is not None else reference_unmarked
             assert ref is not None
-            suspect = realign_suspect(suspect, ref, schemes, unmarked=reference is None)
+            suspect = realign_suspect(
+                suspect, ref, schemes, unmarked=reference is None, max_params=max_params
+            )
         v = verify(suspect, owner_key, alpha, data=bundles, tsa_certs=certs, suspect_seen=seen)
         if copy is None:
             emit_verdict(v, as_json, record)

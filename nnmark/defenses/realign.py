@@ -144,6 +144,57 @@ MAX_POSITIONS = 8192
 WEIGHT_PASSES = 2
 #: Relative change of a channel's scale below which a pass changed nothing.
 SCALE_SETTLED = 1e-5
+#: Bounds on what realignment takes on, checked before it allocates (the reference is the key
+#: holder's file, the suspect the other side's; red team, session 46): the values both models
+#: output on the probe batch (as `serve` and `export` bound one input: a resnet20 declared for
+#: 1,024-pixel inputs took 4.9 GB here, 2,048 failed to allocate), the channel groups (each
+#: pass of `_plans_by_weights` matches every group, and a plan that never settles takes one
+#: pass per group: a 400-layer mlp took 240 s), and the channels of one group (matched through
+#: float64 matrices of reference x suspect channels: a 12,000-wide mlp took 6.6 GB). The zoo's
+#: largest need a few hundred million values, 21 groups (wrn-40) and 640 channels (wrn-28-10).
+MAX_GROUPS = 64
+MAX_GROUP_CHANNELS = 4096
+
+
+class ReferenceRefused(NNMarkError):
+    """The reference itself is beyond realignment's bounds: an error of the verifier's input
+    (exit 2), where a suspect beyond them reads not_found with the reason."""
+
+
+def _refused(what: str, text: str) -> NNMarkError:
+    return ReferenceRefused(text) if what == "reference" else NNMarkError(text)
+
+
+def check_cost(model: nn.Module, x: torch.Tensor, what: str) -> None:
+    """Refuse, in one line and before anything is allocated, a realignment whose probe run
+    outputs more than MAX_RUN_VALUES values in `model` (counted on meta stand-ins)."""
+    from nnmark.models import MAX_RUN_VALUES, activation_values
+
+    counted = activation_values(model, tuple(x.shape), on_meta=True)
+    if counted is not None and counted[0] > MAX_RUN_VALUES:
+        raise _refused(
+            what,
+            f"realignment: the {what} would output {counted[0]:,} values on the {len(x)} "
+            f"probe inputs of shape {list(x.shape[1:])} (at most {MAX_RUN_VALUES:,}): too "
+            "large to realign here",
+        )
+
+
+def check_groups(groups: list[Group], what: str) -> None:
+    """Refuse more than MAX_GROUPS channel groups, or one of more than MAX_GROUP_CHANNELS."""
+    if len(groups) > MAX_GROUPS:
+        raise _refused(
+            what,
+            f"realignment: the {what} has {len(groups)} channel groups (at most {MAX_GROUPS}): "
+            "too deep to realign here",
+        )
+    widest = max(groups, key=lambda g: g.size, default=None)
+    if widest is not None and widest.size > MAX_GROUP_CHANNELS:
+        raise _refused(
+            what,
+            f"realignment: the {what}'s {widest.root} has {widest.size} channels (at most "
+            f"{MAX_GROUP_CHANNELS}): too wide to realign here",
+        )
 
 
 def probe_inputs(reference: nn.Module, seed: int = 0) -> torch.Tensor:
@@ -406,9 +457,13 @@ def realign_views(
     model = copy.deepcopy(suspect).eval()
     reference = copy.deepcopy(reference).eval()
     x = probe_inputs(reference) if inputs is None else inputs
+    check_cost(reference, x, "reference")
+    check_cost(model, x, "suspect")
     ref_graph = dependency_graph(reference, x[:1])
     ref_groups = channel_groups(reference, ref_graph)
+    check_groups(ref_groups, "reference")
     sus_groups = channel_groups(model, dependency_graph(model, x[:1]))
+    check_groups(sus_groups, "suspect")
     paired = _pair_groups(sus_groups, ref_groups)
     probes = sorted({g.probe for g in ref_groups})
     try:
@@ -589,6 +644,7 @@ def realign_suspect(
     schemes: list[Scheme],
     *,
     unmarked: bool = False,
+    max_params: int | None = None,
 ) -> RealignedSuspect:
     """`nnmark verify --reference / --reference-unmarked`: the suspect realigned to the owner's
     model (a path or a module). `schemes`: the key's marks bound to their schemes
@@ -600,7 +656,7 @@ def realign_suspect(
         label = f"{suspect.label} (realigned to the reference)"
     else:
         label = f"{suspect.label} (realigned to {reference})"
-        reference, _ = load_model(reference)
+        reference, _ = load_model(reference, max_params=max_params)
     refused: dict[int, str] = {}
     chosen: dict[int, str] = {}  # marks realigned to a reference made after their secrets
     if unmarked:
@@ -630,6 +686,8 @@ def realign_suspect(
         # to the unmarked reference, a second view keeps the suspect's channel scales: set
         # to the twin's, they move an ST-DM mark's lattice values (realign_keys_stdm.md)
         views = realign_views(module, reference, unmarked=unmarked, scales_kept=unmarked)
+    except ReferenceRefused:
+        raise
     except NNMarkError as exc:
         return RealignedSuspect(suspect, None, label, refused, str(exc), chosen)
     except (RuntimeError, ValueError, IndexError, KeyError) as exc:  # surgery on a misfit

@@ -192,12 +192,28 @@ def create_model(name: str, max_params: int | None = MAX_PARAMS, **kwargs: Any) 
     return model
 
 
-def activation_values(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int] | None:
+def activation_values(
+    model: nn.Module, shape: tuple[int, ...], on_meta: bool = False
+) -> tuple[int, int] | None:
     """The values every module of `model` (built on meta tensors) outputs for an input of
     `shape`, and the multiply-adds of its convolutions and linear layers, computed without
     allocating; None where the model does not run on it. The kernels' sizes are the file's:
     a 1,448-wide kernel on a 1,448-pixel input passed the values' bound and ran for minutes in
-    this process (red team, session 27)."""
+    this process (red team, session 27). `on_meta`: `model` holds real tensors, and runs here
+    on meta stand-ins of them (torch.func.functional_call), itself untouched."""
+    from torch.func import functional_call
+
+    state = (
+        {
+            k: torch.empty_like(v, device="meta")
+            for k, v in [
+                *model.named_parameters(remove_duplicate=False),
+                *model.named_buffers(remove_duplicate=False),
+            ]
+        }
+        if on_meta
+        else None
+    )
     total, macs = 0, 0
 
     def count(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -213,8 +229,12 @@ def activation_values(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, in
     hooks = [m.register_forward_hook(count) for m in model.modules()]
     try:
         with torch.no_grad():
-            model(torch.empty(shape, device="meta"))
-    except (RuntimeError, ValueError, IndexError):
+            x = torch.empty(shape, device="meta")
+            if state is None:
+                model(x)
+            else:
+                functional_call(model, state, (x,))
+    except (RuntimeError, ValueError, IndexError, NotImplementedError):
         return None
     finally:
         for hook in hooks:
