@@ -14,7 +14,11 @@ mark (its accuracy, for the mark's cost).
 
     python benchmarks/activation_finetune_why.py [--archs resnet20,cnn] [--keys 4] [--threads 1]
         [--schemes actsign --set margin=0.1 --set margin_unit=absolute] [--name NAME]
+        [--running-stats]
         (results: activation_finetune_why_margin-0.1_margin_unit-absolute, or NAME)
+
+`--running-stats`: deepsigns' penalty reads the key inputs through BatchNorm's running
+statistics (eval mode), as from session 42 until nnmark.schemes._activations.KeyReader.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from nnmark import attack, embed, load_data, train
 from nnmark.api import bound_scheme, new_model
 from nnmark.keys import OwnerKey
 from nnmark.layers import evaluating
-from nnmark.schemes._activations import layer_output
+from nnmark.schemes._activations import KeyReader, layer_output
 from nnmark.schemes.actsign import ActSign
 from nnmark.train import TrainConfig
 
@@ -67,6 +71,13 @@ def ber(scheme: Any, model: nn.Module, x: torch.Tensor) -> float:
     return round(float((v <= 0).float().mean()), 4)
 
 
+def _read_through_running_stats(
+    _self: KeyReader, model: nn.Module, layer: str, x: torch.Tensor, _batch: object
+) -> torch.Tensor:
+    with evaluating(model):  # deepsigns' penalty from session 42 until KeyReader (session 46)
+        return layer_output(model, layer, x)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--archs", default="resnet20,cnn")
@@ -78,8 +89,16 @@ def main() -> None:
     )
     ap.add_argument("--attack", default=ATTACK, help=f"the thief's attack (default {ATTACK})")
     ap.add_argument("--name", help="results file name (default: from the options and attack)")
+    ap.add_argument(
+        "--running-stats",
+        action="store_true",
+        help="deepsigns' penalty reads the key inputs through the running statistics (eval "
+        "mode), as before KeyReader",
+    )
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    if args.running_stats:
+        KeyReader.__call__ = _read_through_running_stats  # type: ignore[method-assign]
     options = dict(kv.split("=", 1) for kv in args.set)
     torch.set_num_threads(args.threads)
     data = load_data("digits")
@@ -136,6 +155,7 @@ def main() -> None:
     payload = {
         "attack": args.attack,
         "options": options,
+        "penalty_reads": "running statistics" if args.running_stats else "KeyReader",
         "seconds": round(time.perf_counter() - t0, 1),
         "rows": rows,
     }
@@ -164,8 +184,10 @@ def markdown(payload: dict[str, Any]) -> str:
         "spread_median",
     ]
     out = [
-        f"Marked at the default recipe (options {payload['options'] or 'none'}; penalty in "
-        f"eval mode), then `{payload['attack']}` at "
+        f"Marked at the default recipe (options {payload['options'] or 'none'}; deepsigns' "
+        f"penalty reads the key inputs through "
+        f"{payload.get('penalty_reads', 'running statistics (eval mode)')}), then "
+        f"`{payload['attack']}` at "
         "attack seed k. BERs read in eval mode; `margin_over_spread`: median over bits of the "
         "signed value the bit is read from over its spread across the test images.",
         "",

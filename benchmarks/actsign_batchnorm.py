@@ -31,12 +31,11 @@ from typing import Any
 import torch
 
 import nnmark.schemes.actsign as actsign_mod
-import nnmark.schemes.deepsigns as deepsigns_mod
 from nnmark import attack, embed, load_data, verify
 from nnmark.api import bound_scheme, new_model
 from nnmark.io import weights_sha256
 from nnmark.keys import OwnerKey
-from nnmark.schemes._activations import layer_output
+from nnmark.schemes._activations import KeyReader, layer_output
 from nnmark.schemes._positions import frozen_running_stats
 from nnmark.train import TrainConfig
 
@@ -51,16 +50,23 @@ def _trainers_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     yield model  # the penalty before session 42: whatever mode the trainer holds the model in
 
 
+def _read_in_trainers_mode(
+    _self: KeyReader, model: torch.nn.Module, layer: str, x: torch.Tensor, _batch: object
+) -> torch.Tensor:
+    return layer_output(model, layer, x)  # deepsigns' penalty before session 42
+
+
 @contextlib.contextmanager
 def variant(name: str) -> Iterator[None]:
     """ "train": the schemes' penalty read in the trainer's mode (the old code), else as is."""
-    saved = actsign_mod.evaluating, deepsigns_mod.evaluating
+    saved = actsign_mod.evaluating, KeyReader.__call__
     if name == "train":
-        actsign_mod.evaluating = deepsigns_mod.evaluating = _trainers_mode  # type: ignore[assignment]
+        actsign_mod.evaluating = _trainers_mode  # type: ignore[assignment]
+        KeyReader.__call__ = _read_in_trainers_mode  # type: ignore[method-assign]
     try:
         yield
     finally:
-        actsign_mod.evaluating, deepsigns_mod.evaluating = saved
+        actsign_mod.evaluating, KeyReader.__call__ = saved  # type: ignore[method-assign]
 
 
 def train_mode_ber(model: torch.nn.Module, key: OwnerKey) -> float:

@@ -81,9 +81,14 @@ from nnmark.config import check, config_to_dict
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import Mark, OwnerKey, payload_bits
-from nnmark.layers import evaluating, weighted_layers
+from nnmark.layers import weighted_layers
 from nnmark.schemes import register
-from nnmark.schemes._activations import default_activation_layer, layer_output, suspect_output
+from nnmark.schemes._activations import (
+    KeyReader,
+    default_activation_layer,
+    layer_output,
+    suspect_output,
+)
 from nnmark.schemes.base import (
     Batch,
     Evidence,
@@ -135,6 +140,7 @@ class DeepSigns(Scheme):
         self.features = int(mark.data["features"])
         self.a = torch.randn(self.features, len(mark.bits), generator=mark.generator("projection"))
         self._x: torch.Tensor | None = None
+        self._read = KeyReader(self.name)
 
     @classmethod
     def check_key(cls, mark: Mark) -> None:
@@ -214,8 +220,8 @@ class DeepSigns(Scheme):
 
     def penalty(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         p = next(unwrap(model).parameters())
-        with evaluating(model):  # as verification reads it: see the module docstring
-            act = layer_output(model, self.mark.layer or "", self.x.to(p.device))
+        # as the final model answers: see the module docstring and KeyReader
+        act = self._read(model, self.mark.layer or "", self.x.to(p.device), batch)
         y = self.logits(act)
         loss = (
             self.config.lam

@@ -9,6 +9,8 @@ read 8 of its 64 bits wrong after recalibration."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,7 +21,9 @@ from nnmark.attacks.ensemble import Ensemble
 from nnmark.data.base import DataBundle
 from nnmark.errors import NNMarkError
 from nnmark.keys import OwnerKey
+from nnmark.layers import evaluating
 from nnmark.schemes import SCHEMES
+from nnmark.schemes._activations import KeyReader, layer_output
 from nnmark.suspect import ModuleSuspect
 from nnmark.train import recalibrate_batchnorm
 
@@ -129,3 +133,50 @@ def test_deepsigns_default_layer_inside_wrappers_and_ensembles(digits: DataBundl
     assert ds.plan(ensemble, key, ds.Config(), data=digits).layer == "members.1.layers.8.conv2"
     with pytest.raises(NNMarkError, match="class_centre_layer names 'fc.missing'"):
         ds.plan(Misnamed(), key, ds.Config(), data=digits)
+
+
+def test_key_inputs_are_read_as_the_recalibrated_model_answers_them(digits: DataBundle) -> None:
+    """deepsigns' penalty reads the key inputs through KeyReader: each BatchNorm that training
+    sets normalises them by the step's training rows' statistics at the current weights, which
+    is how the model answers once `recalibrate_batchnorm` has recomputed its statistics; a
+    frozen BatchNorm keeps its running statistics; a model without BatchNorm is read in eval
+    mode as before (its marks unchanged). Through the running statistics, which lag the
+    weights, one deepsigns key in 24 on the digits resnet20 read BER 0 at the end of training
+    and 0.125 after the recalibration (nnmark.schemes._activations.KeyReader)."""
+    torch.manual_seed(0)
+    model = TinyBN()
+    x, y = digits.tensors("train")
+    with torch.no_grad():  # running statistics, then weights they no longer describe
+        for i in range(0, 512, 64):
+            model(x[i : i + 64])
+        model.conv1.weight.mul_(1.5)
+    key, batch = x[-20:], (x[:64], y[:64])
+    got = KeyReader("deepsigns")(model, "conv2", key, batch)
+    assert all(m.training for m in model.modules())  # the trainer's modes kept
+    recalibrated = copy.deepcopy(model)
+    recalibrate_batchnorm(recalibrated, [batch])
+    with evaluating(recalibrated):
+        want = layer_output(recalibrated, "conv2", key)
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4)
+    with evaluating(model):
+        stale = layer_output(model, "conv2", key)
+    assert (got - stale).abs().max() > 0.1  # the running statistics would have read otherwise
+    got.sum().backward()  # the penalty's gradient reaches the weights through the statistics
+    assert model.conv1.weight.grad is not None and model.conv1.weight.grad.abs().sum() > 0
+    model.bn1.eval()  # frozen: its running statistics are what the final model uses
+    torch.testing.assert_close(KeyReader("deepsigns")(model, "conv2", key, batch), stale)
+    model.bn1.train()
+
+    reader = KeyReader("deepsigns")
+    with pytest.raises(NNMarkError, match="no float tensor of inputs"):
+        reader(model, "conv2", key, {"pixel_values": x[:64]})
+    with pytest.raises(NNMarkError, match="a training batch of 4 inputs"):
+        reader(model, "conv2", key, (x[:4], y[:4]))
+    first = reader(model, "conv2", key, batch)
+    # an epoch's short last batch: the rows of the last batch that gave enough
+    assert torch.equal(reader(model, "conv2", key, (x[:4], y[:4])), first)
+
+    cnn = new_model("cnn", digits, seed=0)  # no BatchNorm: the eval-mode reading itself
+    with evaluating(cnn):
+        plain = layer_output(cnn, "fc1", key)
+    assert torch.equal(KeyReader("deepsigns")(cnn, "fc1", key, "no inputs needed"), plain)
