@@ -17,8 +17,8 @@ mark (its accuracy, for the mark's cost).
         [--running-stats]
         (results: activation_finetune_why_margin-0.1_margin_unit-absolute, or NAME)
 
-`--running-stats`: deepsigns' penalty reads the key inputs through BatchNorm's running
-statistics (eval mode), as from session 42 until nnmark.schemes._activations.KeyReader.
+`--running-stats`: actsign's and deepsigns' penalties read the key inputs through BatchNorm's
+running statistics (eval mode), as from session 42 until nnmark.schemes._activations.KeyReader.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from nnmark import attack, embed, load_data, train
 from nnmark.api import bound_scheme, new_model
 from nnmark.keys import OwnerKey
 from nnmark.layers import evaluating
-from nnmark.schemes._activations import KeyReader, layer_output
+from nnmark.schemes._activations import REFERENCE_INPUTS, layer_output
 from nnmark.schemes.actsign import ActSign
 from nnmark.train import TrainConfig
 
-from _common import accuracy_on_test, write_results
+from _common import accuracy_on_test, penalty_through_running_stats, write_results
 
 CREATED = "2026-01-01T00:00:00+00:00"
 ATTACK = "finetune:epochs=5"
@@ -71,13 +71,6 @@ def ber(scheme: Any, model: nn.Module, x: torch.Tensor) -> float:
     return round(float((v <= 0).float().mean()), 4)
 
 
-def _read_through_running_stats(
-    _self: KeyReader, model: nn.Module, layer: str, x: torch.Tensor, _batch: object
-) -> torch.Tensor:
-    with evaluating(model):  # deepsigns' penalty from session 42 until KeyReader (session 46)
-        return layer_output(model, layer, x)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--archs", default="resnet20,cnn")
@@ -92,13 +85,13 @@ def main() -> None:
     ap.add_argument(
         "--running-stats",
         action="store_true",
-        help="deepsigns' penalty reads the key inputs through the running statistics (eval "
-        "mode), as before KeyReader",
+        help="actsign's and deepsigns' penalties read the key inputs through the running "
+        "statistics (eval mode), as before KeyReader",
     )
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if args.running_stats:
-        KeyReader.__call__ = _read_through_running_stats  # type: ignore[method-assign]
+        penalty_through_running_stats()
     options = dict(kv.split("=", 1) for kv in args.set)
     torch.set_num_threads(args.threads)
     data = load_data("digits")
@@ -155,7 +148,9 @@ def main() -> None:
     payload = {
         "attack": args.attack,
         "options": options,
-        "penalty_reads": "running statistics" if args.running_stats else "KeyReader",
+        "penalty_reads": "running statistics"
+        if args.running_stats
+        else f"KeyReader ({REFERENCE_INPUTS} reference inputs)",
         "seconds": round(time.perf_counter() - t0, 1),
         "rows": rows,
     }
@@ -184,7 +179,7 @@ def markdown(payload: dict[str, Any]) -> str:
         "spread_median",
     ]
     out = [
-        f"Marked at the default recipe (options {payload['options'] or 'none'}; deepsigns' "
+        f"Marked at the default recipe (options {payload['options'] or 'none'}; the "
         f"penalty reads the key inputs through "
         f"{payload.get('penalty_reads', 'running statistics (eval mode)')}), then "
         f"`{payload['attack']}` at "

@@ -9,10 +9,12 @@ backward, Adam). First `--warmup` steps dropped.
 
     python benchmarks/step_overhead.py [--steps 400] [--warmup 40] [--fraction 0.1]
         [--schemes uchida stdm deepsigns actsign] [--set k=v ...] [--name step_overhead]
+        [--settings "MNIST resnet20" ...] [--running-stats]
 
 `--set` applies a scheme option to every scheme given (e.g. `--schemes actsign --set
 margin=0.1 --set margin_unit=absolute`, actsign's objective before session 43); `--name`
-names the results file.
+names the results file; `--running-stats`: actsign's and deepsigns' penalties read the key
+inputs through BatchNorm's running statistics, as before nnmark.schemes._activations.KeyReader.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from nnmark.hooks import plain_step
 from nnmark.tasks import get_task
 from nnmark.train import make_loader, make_loss
 
-from _common import write_results
+from _common import penalty_through_running_stats, write_results
 
 
 def paired(
@@ -88,7 +90,21 @@ def main() -> None:
     ap.add_argument("--schemes", nargs="*", default=["uchida", "stdm", "deepsigns", "actsign"])
     ap.add_argument("--set", action="append", default=[], help="scheme option k=v")
     ap.add_argument("--name", default="step_overhead", help="the results file's name")
+    ap.add_argument(
+        "--running-stats",
+        action="store_true",
+        help="actsign's and deepsigns' penalties read the key inputs through the running "
+        "statistics (eval mode), as before KeyReader",
+    )
+    ap.add_argument(
+        "--settings",
+        nargs="*",
+        default=["digits cnn", "MNIST cnn", "MNIST resnet20"],
+        help="which rows' settings to run",
+    )
     args = ap.parse_args()
+    if args.running_stats:
+        penalty_through_running_stats()
     options = dict(kv.split("=", 1) for kv in args.set)
     torch.set_num_threads(args.threads)
     digits = load_data("digits")
@@ -98,6 +114,7 @@ def main() -> None:
         ("MNIST cnn", mnist, "cnn", args.fraction),
         ("MNIST resnet20", mnist, "resnet20", args.fraction),
     ]
+    settings = [s for s in settings if s[0] in args.settings]
     rows = []
     for (label, data, arch, fraction), scheme in itertools.product(settings, args.schemes):
         row = {"setting": label, "scheme": scheme}
@@ -107,7 +124,12 @@ def main() -> None:
     lines = [
         f"CPU, {args.threads} torch threads; {args.steps} paired steps per row after "
         f"{args.warmup} warm-up steps, batch 64, Adam; "
-        + (f"scheme options {options}." if options else "each scheme's default options."),
+        + (f"scheme options {options}" if options else "each scheme's default options")
+        + (
+            "; activation marks' penalty through the running statistics (--running-stats)."
+            if args.running_stats
+            else "."
+        ),
         "",
         "| setting | scheme | plain step ms | marked step ms | marked / plain |",
         "|---|---|---|---|---|",

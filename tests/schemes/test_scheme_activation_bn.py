@@ -136,11 +136,11 @@ def test_deepsigns_default_layer_inside_wrappers_and_ensembles(digits: DataBundl
 
 
 def test_key_inputs_are_read_as_the_recalibrated_model_answers_them(digits: DataBundle) -> None:
-    """deepsigns' penalty reads the key inputs through KeyReader: each BatchNorm that training
-    sets normalises them by the step's training rows' statistics at the current weights, which
-    is how the model answers once `recalibrate_batchnorm` has recomputed its statistics; a
-    frozen BatchNorm keeps its running statistics; a model without BatchNorm is read in eval
-    mode as before (its marks unchanged). Through the running statistics, which lag the
+    """actsign's and deepsigns' penalties read the key inputs through KeyReader: each BatchNorm
+    that training sets normalises them by the step's training rows' statistics at the current
+    weights, which is how the model answers once `recalibrate_batchnorm` has recomputed its
+    statistics; a frozen BatchNorm keeps its running statistics; a model without BatchNorm is
+    read in eval mode as before (its marks unchanged). Through the running statistics, which lag the
     weights, one deepsigns key in 24 on the digits resnet20 read BER 0 at the end of training
     and 0.125 after the recalibration (nnmark.schemes._activations.KeyReader)."""
     torch.manual_seed(0)
