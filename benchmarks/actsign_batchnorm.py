@@ -1,6 +1,9 @@
 """actsign and deepsigns on resnet20 at the schemes' default recipe: is the mark found before any
 attack and after the thief's fine-tune, with the penalty read in the trainer's mode ("train", the
-code before session 42) or in eval mode ("eval", as verification reads it)?
+code before session 42), in eval mode through the running statistics ("running", sessions 42 to
+45) or as the code reads it now ("eval": eval mode, BatchNorm normalising the key inputs by the
+training inputs' statistics, nnmark.schemes._activations.KeyReader, session 46)? The committed
+actsign_batchnorm.md is of session 45, where "eval" was the running statistics.
 
 Why the two: the host's activations on the key inputs pass through the BatchNorm layers before
 it. In train mode those normalise with the key inputs' own batch statistics (actsign's 64 bits
@@ -18,6 +21,7 @@ Per (arch, scheme, key), the Markdown also says whether the two variants' marked
 bit-identical (on a model without BatchNorm and dropout they must be).
 
     python benchmarks/actsign_batchnorm.py [--archs resnet20,cnn,mlp] [--keys 6] [--threads 1]
+        [--variants train,running,eval]
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from nnmark.schemes._activations import KeyReader, layer_output
 from nnmark.schemes._positions import frozen_running_stats
 from nnmark.train import TrainConfig
 
-from _common import accuracy_on_test, write_results
+from _common import accuracy_on_test, penalty_through_running_stats, write_results
 
 CREATED = "2026-01-01T00:00:00+00:00"  # fixed: the key (its every secret) is reproducible
 ATTACKS = ("finetune:epochs=3", "finetune:epochs=5")
@@ -58,11 +62,14 @@ def _read_in_trainers_mode(
 
 @contextlib.contextmanager
 def variant(name: str) -> Iterator[None]:
-    """ "train": the schemes' penalty read in the trainer's mode (the old code), else as is."""
+    """ "train": the schemes' penalty read in the trainer's mode (the code before session 42);
+    "running": through the running statistics (sessions 42 to 45); else as the code reads it."""
     saved = actsign_mod.evaluating, KeyReader.__call__
     if name == "train":
         actsign_mod.evaluating = _trainers_mode  # type: ignore[assignment]
         KeyReader.__call__ = _read_in_trainers_mode  # type: ignore[method-assign]
+    elif name == "running":
+        penalty_through_running_stats()
     try:
         yield
     finally:
@@ -156,8 +163,9 @@ def markdown(payload: dict[str, Any]) -> str:
         "actsign and deepsigns at the default recipe (TrainConfig(): 20 epochs; scheme defaults; "
         "64 bits; key k marks a fresh model of seed 100 + k). Variant `train`: the penalty "
         "read in the trainer's mode (the code before session 42: BatchNorm normalises the key "
-        "inputs with their own batch statistics); `eval`: read in eval mode, as verification "
-        "reads it. `weights as train's`: keys whose marked weights are bit-identical to the `train` variant's. Per cell: found / keys (BER of each key, in key order); `train-mode BER`: the "
+        "inputs with their own batch statistics); `running`: in eval mode, through the running "
+        "statistics (sessions 42 to 45); `eval`: as the code reads it (KeyReader: eval mode, "
+        "BatchNorm normalising the key inputs by the training inputs' statistics). `weights as train's`: keys whose marked weights are bit-identical to the `train` variant's. Per cell: found / keys (BER of each key, in key order); `train-mode BER`: the "
         "bits read with the key inputs' batch statistics (what the penalty saw in `train`).",
         "",
         "| arch | scheme | variant | weights as `train`'s | accuracy (mean, min) | "

@@ -200,20 +200,25 @@ def activation_values(
     allocating; None where the model does not run on it. The kernels' sizes are the file's:
     a 1,448-wide kernel on a 1,448-pixel input passed the values' bound and ran for minutes in
     this process (red team, session 27). `on_meta`: `model` holds real tensors, and runs here
-    on meta stand-ins of them (torch.func.functional_call), itself untouched."""
-    from torch.func import functional_call
-
-    state = (
-        {
-            k: torch.empty_like(v, device="meta")
-            for k, v in [
-                *model.named_parameters(remove_duplicate=False),
-                *model.named_buffers(remove_duplicate=False),
-            ]
-        }
-        if on_meta
-        else None
-    )
+    on meta stand-ins of them, put in place of each module's own and put back after (a tied
+    weight gets one stand-in; torch.func.functional_call left a module used twice on meta)."""
+    saved: list[tuple[dict[str, Any], str, Any]] = []
+    if on_meta:
+        stand_ins: dict[int, torch.Tensor] = {}
+        for m in model.modules():
+            for store in (m._parameters, m._buffers):
+                for k, v in store.items():
+                    if v is None:
+                        continue
+                    if id(v) not in stand_ins:
+                        meta = torch.empty_like(v, device="meta")
+                        stand_ins[id(v)] = (
+                            nn.Parameter(meta, v.requires_grad)
+                            if isinstance(v, nn.Parameter)
+                            else meta
+                        )
+                    saved.append((store, k, v))
+                    store[k] = stand_ins[id(v)]
     total, macs = 0, 0
 
     def count(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -229,16 +234,14 @@ def activation_values(
     hooks = [m.register_forward_hook(count) for m in model.modules()]
     try:
         with torch.no_grad():
-            x = torch.empty(shape, device="meta")
-            if state is None:
-                model(x)
-            else:
-                functional_call(model, state, (x,))
+            model(torch.empty(shape, device="meta"))
     except (RuntimeError, ValueError, IndexError, NotImplementedError):
         return None
     finally:
         for hook in hooks:
             hook.remove()
+        for store, k, v in saved:
+            store[k] = v
     return total, macs
 
 

@@ -94,25 +94,45 @@ def training_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     ]
 
 
+def _normalised(
+    m: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, by: torch.Tensor
+) -> torch.Tensor:
+    """x normalised by the batch statistics of `by` (as training mode computes them), then m's
+    affine map."""
+    dims = [0, *range(2, x.dim())]
+    mean = by.mean(dims, keepdim=True)
+    var = by.var(dims, unbiased=False, keepdim=True)
+    y = (x - mean) / torch.sqrt(var + m.eps)
+    if m.affine:
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        y = y * m.weight.view(shape) + m.bias.view(shape)
+    return y
+
+
 @contextmanager
-def normalised_by_first(norms: list[nn.modules.batchnorm._BatchNorm], n: int) -> Iterator[None]:
+def normalised_by_first(
+    norms: list[nn.modules.batchnorm._BatchNorm], n: int, model: nn.Module | None = None
+) -> Iterator[None]:
     """Inside the block each of `norms` normalises its whole input by the batch statistics of its
     first `n` rows (differentiable, as in training mode), whatever its mode: the other rows are
-    read as a model whose running statistics are those rows' is read, without entering them."""
+    read as a model whose running statistics are those rows' is read, without entering them.
+    BatchNorms of `model` that track no running statistics normalise every input by its own
+    batch's statistics in any mode: the first `n` rows and the rest by their own, as apart."""
 
     def hook(m: nn.modules.batchnorm._BatchNorm, inputs: Any, _output: Any) -> torch.Tensor:
-        x = inputs[0]
-        dims = [0, *range(2, x.dim())]
-        ref = x[:n]
-        mean = ref.mean(dims, keepdim=True)
-        var = ref.var(dims, unbiased=False, keepdim=True)
-        y = (x - mean) / torch.sqrt(var + m.eps)
-        if m.affine:
-            shape = [1, -1] + [1] * (x.dim() - 2)
-            y = y * m.weight.view(shape) + m.bias.view(shape)
-        return y
+        return _normalised(m, inputs[0], inputs[0][:n])
 
+    def apart(m: nn.modules.batchnorm._BatchNorm, inputs: Any, _output: Any) -> torch.Tensor:
+        x = inputs[0]
+        return torch.cat([_normalised(m, x[:n], x[:n]), _normalised(m, x[n:], x[n:])])
+
+    untracked = [
+        m
+        for m in (unwrap(model).modules() if model is not None else ())
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats
+    ]
     handles = [m.register_forward_hook(hook) for m in norms]
+    handles += [m.register_forward_hook(apart) for m in untracked]
     try:
         yield
     finally:
@@ -146,7 +166,7 @@ class KeyReader:
             if not norms:  # no statistics to recompute (no BatchNorm, or all frozen)
                 return layer_output(model, layer, x)
             ref = self.reference(batch)
-            with normalised_by_first(norms, len(ref)):
+            with normalised_by_first(norms, len(ref), model):
                 return layer_output(model, layer, torch.cat([ref.to(x.device), x]))[len(ref) :]
 
     def reference(self, batch: Any) -> torch.Tensor:
@@ -159,7 +179,7 @@ class KeyReader:
                 f"(got {type(x).__name__}); pass (inputs, labels) batches"
             )
         if len(x) >= MIN_REFERENCE_INPUTS:
-            self._ref = x[:REFERENCE_INPUTS].detach()
+            self._ref = x[:REFERENCE_INPUTS].detach().clone()  # not a view of the batch
         elif self._ref is None:
             raise NNMarkError(
                 f"{self.scheme}: a training batch of {len(x)} inputs gives no BatchNorm "

@@ -94,3 +94,17 @@ def test_the_bounds_leave_the_zoo_alone(digits: DataBundle) -> None:
             (a - b).abs().max() < 1e-5
             for a, b in zip(view.state_dict().values(), model.state_dict().values(), strict=True)
         )
+
+
+def test_tied_weights_are_counted_on_meta_and_left_as_they_are() -> None:
+    """activation_values(on_meta=True) gave a tied weight two meta stand-ins, which
+    functional_call refuses: the count was None and the bound let the model through (review)."""
+    import torch
+
+    from nnmark.models import activation_values
+
+    shared = nn.Linear(8, 8)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    before = shared.weight.detach().clone()
+    assert activation_values(model, (2, 8), on_meta=True) == (64, 256)  # the Sequential too
+    assert shared.weight.device.type == "cpu" and torch.equal(shared.weight, before)
