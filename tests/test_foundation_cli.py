@@ -181,16 +181,38 @@ def test_evaluate_inspect_embed(files: dict[str, Path]) -> None:
     assert run("verify", files["plain"], "--key", key).exit_code == 1
 
 
-def test_a_mark_found_short_of_some_bits_is_said_when_it_is_made(files: dict[str, Path]) -> None:
+def test_a_mark_found_short_of_some_bits_is_said_when_it_is_made(  # type: ignore[no-untyped-def]
+    uchida_cnn, digits, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A mark found with some bits read wrong was reported as a plain "found": less is left
-    for a thief's fine-tune (one deepsigns resnet20 key in 6 to 24 ends so at the default
-    recipe, CHANGELOG session 45). One epoch of uchida at a tenth of its weight leaves some
-    bits unset: found (exit 0), and one warning line giving the BER."""
-    d = files["dir"]
-    r = run("train", "--scheme", "uchida", "--epochs", "1", "--set", "lam=0.001",
-            "--out", d / "short.safetensors", "--key-out", d / "short.nnkey")  # fmt: skip
-    assert r.exit_code == 0 and "check: uchida: found in the saved model" in r.stdout, r.stderr
-    (line,) = r.stderr.strip().splitlines()
+    for a thief's fine-tune (CHANGELOG session 45). The marked model with noise on its host
+    layer, as much as leaves the mark found with some bits wrong (the first such of a fixed
+    ladder: a short training run left bits unset on an Intel Xeon and set them all on an AMD
+    EPYC), is checked as `train` and `embed` check what they save: found, and one warning line
+    giving the BER."""
+    import copy
+
+    from nnmark import verify
+    from nnmark.cli.core import _check_marks
+
+    model, key = uchida_cnn
+    host = key.marks[0].layer
+    for step in range(60):
+        noisy = copy.deepcopy(model)
+        weight = noisy.get_submodule(host).weight
+        with torch.no_grad():
+            noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(step))
+            weight.add_(noise * weight.std() * 0.02 * 1.15**step)
+        v = verify(noisy, key, data=[digits])
+        if v.positive and v.ber:
+            break
+    else:
+        pytest.fail("no noise level of the ladder left the mark found with some bits wrong")
+    capsys.readouterr()
+    assert _check_marks(noisy, key, digits, "uchida", None)
+    printed = capsys.readouterr()
+    assert "check: uchida: found in the saved model" in printed.out
+    (line,) = printed.err.strip().splitlines()
     assert re.fullmatch(
         r"warning: uchida: read at BER 0\.0*[1-9]\d* in the saved model, not 0: some bits are "
         r"wrong; train longer \(--epochs\) to set them all",
