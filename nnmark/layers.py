@@ -92,3 +92,14 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
                 m.train(mode)
         for m, mode in modes:  # a module shared by two parents: the later parent's train() won
             m.training = mode
+
+
+def training_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers whose running statistics training sets (in training mode, tracking
+    them): the ones `nnmark.train.recalibrate_batchnorm` recomputes at the final weights, and
+    the ones activation marks' penalties read the key inputs through (KeyReader)."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+    ]

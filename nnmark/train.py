@@ -29,6 +29,7 @@ from nnmark.data.base import DataBundle, check_split
 from nnmark.device import device_of, resolve_device, seeded
 from nnmark.errors import NNMarkError
 from nnmark.hooks import Batch, Hooks, LossFn, has_custom_step, plain_step
+from nnmark.layers import training_norms
 from nnmark.tasks import Task, check_fits, get_task
 
 log = logging.getLogger(__name__)
@@ -498,11 +499,7 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable[Batch]) -> None:
     pass, and Tartaglione's replica term, which moves the weights fast, 0.05 -> 0.80. Layers in
     eval mode (a frozen backbone) keep their statistics; no weight changes.
     """
-    norms = [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
-    ]
+    norms = training_norms(model)
     if not norms:
         return
     momenta = [m.momentum for m in norms]

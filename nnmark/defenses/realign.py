@@ -454,11 +454,11 @@ def realign_views(
 ) -> list[nn.Module]:
     """`realign`'s model, and with `scales_kept` a second one paired the same way with every
     channel's scale left as the suspect's (`keep_scales`; signs still set back)."""
+    x = probe_inputs(reference) if inputs is None else inputs
+    check_cost(reference, x, "reference")  # before the copies
+    check_cost(suspect, x, "suspect")
     model = copy.deepcopy(suspect).eval()
     reference = copy.deepcopy(reference).eval()
-    x = probe_inputs(reference) if inputs is None else inputs
-    check_cost(reference, x, "reference")
-    check_cost(model, x, "suspect")
     ref_graph = dependency_graph(reference, x[:1])
     ref_groups = channel_groups(reference, ref_graph)
     check_groups(ref_groups, "reference")

@@ -17,7 +17,7 @@ from torch import nn
 
 from nnmark.device import device_of
 from nnmark.errors import NNMarkError
-from nnmark.layers import evaluating, weighted_layers
+from nnmark.layers import evaluating, training_norms, weighted_layers
 from nnmark.schemes.base import unwrap
 from nnmark.suspect import Suspect
 
@@ -82,16 +82,6 @@ def suspect_output(suspect: Suspect, layer: str, x: torch.Tensor) -> torch.Tenso
 #: 1.62, and the marks held as well (the paired figures in nnmark.schemes.deepsigns).
 REFERENCE_INPUTS = 16
 MIN_REFERENCE_INPUTS = 8
-
-
-def training_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorm layers whose running statistics training sets (in training mode, tracking
-    them): the ones `nnmark.train.recalibrate_batchnorm` recomputes at the final weights."""
-    return [
-        m
-        for m in unwrap(model).modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
-    ]
 
 
 def _normalised(
@@ -161,7 +151,7 @@ class KeyReader:
         self._ref: torch.Tensor | None = None
 
     def __call__(self, model: nn.Module, layer: str, x: torch.Tensor, batch: Any) -> torch.Tensor:
-        norms = training_norms(model)
+        norms = training_norms(unwrap(model))
         with evaluating(model):
             if not norms:  # no statistics to recompute (no BatchNorm, or all frozen)
                 return layer_output(model, layer, x)

@@ -241,8 +241,8 @@ class ActSign(Scheme):
 
         A batch of fewer than MIN_SPREAD_INPUTS inputs (an epoch's last) uses the spreads the
         last larger one gave; with none yet, and for inputs that are not a float tensor, an
-        error that says so (`margin_unit=absolute` needs none, except on a model with BatchNorm, whose
-        key inputs KeyReader reads through the training inputs' statistics)."""
+        error that says so (`margin_unit=absolute` needs none, except on a model with
+        BatchNorm, whose key inputs KeyReader reads through the training inputs' statistics)."""
         if self.config.margin_unit == "absolute":
             return self.config.margin
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():

@@ -39,13 +39,14 @@ after the fine-tune) at a marked resnet20 step of 2.68 plain steps on MNIST, aga
 16 and 1.29 through the running statistics (`python benchmarks/step_overhead.py --schemes
 actsign deepsigns --settings "MNIST resnet20"`, step_overhead_activation_keyreader.md,
 step_overhead_activation_keyreader16.md and `--running-stats`
-step_overhead_activation_running_stats.md; AMD EPYC, 2 threads). On models without BatchNorm (the digits cnn and mlp) the readings are one and
-the marked weights bit-identical. Read in the trainer's train mode (before session 42),
+step_overhead_activation_running_stats.md; AMD EPYC, 2 threads). On models without BatchNorm
+(the digits cnn and mlp) the readings are one and the marked weights bit-identical. Read in the trainer's train mode (before session 42),
 BatchNorm normalised the 20 key images of one class with their own batch statistics: 2 of 6
 resnet20 keys found (`python benchmarks/actsign_batchnorm.py`).
 
 The host layer (measured with the penalty read through the running statistics): what the
-fine-tune removed on resnet20 was the weights' doing (`python benchmarks/activation_finetune_why.py`, 4 keys: the marked weights
+fine-tune removed on resnet20 was the weights' doing (`python
+benchmarks/activation_finetune_why.py`, 4 keys: the marked weights
 with the fine-tuned running statistics read BER 0 on all 4): the projections sit 1.5 to 1.7 of
 their spread over the test images from zero, as on the cnn and mlp (1.4 to 2.4), but 5 epochs
 take resnet20's to 0.3 to 1.0 and leave the others' where they were. That was the last block's
