@@ -2,11 +2,60 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nnmark.models import MODELS, passes_kwargs
+
+
+class _MaxPool2(torch.autograd.Function):
+    """2 x 2 max pooling found channels-last, its gradient taken as max_pool2d takes it."""
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        last = x.contiguous(memory_format=torch.channels_last)
+        out, where = F.max_pool2d(last, 2, return_indices=True)
+        return out.contiguous(), where.contiguous()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor], output: Any) -> None:
+        ctx.save_for_backward(inputs[0], output[1])
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _where: Any) -> torch.Tensor:
+        x, where = ctx.saved_tensors
+        # max_pool2d's own backward (itself differentiable: double backward works as before)
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, where
+        )
+
+
+def max_pool2(x: torch.Tensor) -> torch.Tensor:
+    """`F.max_pool2d(x, 2)`: the same values and gradients bit for bit, faster on a CPU.
+
+    PyTorch's CPU max-pool kernel for contiguous (NCHW) inputs is several times slower than its
+    channels-last one. So the maxima are found channels-last, and their gradient is
+    max_pool2d's own backward at the same indices: one autograd node, which torch_pruning's
+    channel tracing reads as channel-wise, as it reads max_pool2d (tests/test_cnn_pool.py; the
+    time saved per step, per inference and per training: benchmarks/results/cnn_pool.md). Traced, compiled or exported, and off the CPU, it is plain
+    max_pool2d, so an exported graph is the zoo's as before.
+    """
+    plain = (
+        x.device.type != "cpu"
+        or x.dim() != 4
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+    )
+    if plain:
+        return F.max_pool2d(x, 2)
+    if x.requires_grad and torch.is_grad_enabled():
+        return _MaxPool2.apply(x)[0]
+    return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2).contiguous()
 
 
 class SmallCNN(nn.Module):
@@ -28,8 +77,8 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.conv1(x))
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv3(x)), 2)
+        x = max_pool2(F.relu(self.conv2(x)))
+        x = max_pool2(F.relu(self.conv3(x)))
         x = F.relu(self.fc1(x.flatten(1)))
         return self.fc2(x)
 
