@@ -34,6 +34,13 @@ class _MaxPool2(torch.autograd.Function):
         )
 
 
+def _traced() -> bool:
+    """Whether a tracer, compiler or exporter is recording this forward pass (the torch.compiler
+    checks where this torch has them: the package admits torch 2.1)."""
+    checks = (getattr(torch.compiler, n, None) for n in ("is_compiling", "is_exporting"))
+    return torch.jit.is_tracing() or any(check() for check in checks if check is not None)
+
+
 def max_pool2(x: torch.Tensor) -> torch.Tensor:
     """`F.max_pool2d(x, 2)`: the same values and gradients bit for bit, faster on a CPU.
 
@@ -41,17 +48,11 @@ def max_pool2(x: torch.Tensor) -> torch.Tensor:
     channels-last one. So the maxima are found channels-last, and their gradient is
     max_pool2d's own backward at the same indices: one autograd node, which torch_pruning's
     channel tracing reads as channel-wise, as it reads max_pool2d (tests/test_cnn_pool.py; the
-    time saved per step, per inference and per training: benchmarks/results/cnn_pool.md). Traced, compiled or exported, and off the CPU, it is plain
-    max_pool2d, so an exported graph is the zoo's as before.
+    time saved per step, per inference and per training: benchmarks/results/cnn_pool.md).
+    Traced, compiled or exported, and off the CPU, it is plain max_pool2d, so an exported graph
+    is the zoo's as before.
     """
-    plain = (
-        x.device.type != "cpu"
-        or x.dim() != 4
-        or torch.jit.is_tracing()
-        or torch.compiler.is_compiling()
-        or torch.compiler.is_exporting()
-    )
-    if plain:
+    if x.device.type != "cpu" or x.dim() != 4 or _traced():
         return F.max_pool2d(x, 2)
     if x.requires_grad and torch.is_grad_enabled():
         return _MaxPool2.apply(x)[0]
