@@ -48,6 +48,12 @@ def test_values_and_gradients_are_max_pool2ds(shape: tuple[int, ...]) -> None:
 def test_off_the_cpu_and_under_tracing_it_is_max_pool2d() -> None:
     meta = max_pool2(torch.empty(2, 3, 8, 8, device="meta"))
     assert meta.shape == (2, 3, 4, 4)
+    # torch.func: vmap cannot ask for a channels-last layout (a RuntimeError before the check)
+    x = batch((3, 2, 4, 6, 6), 0)
+    pools = (max_pool2, lambda t: F.max_pool2d(t, 2))
+    assert torch.equal(*(torch.func.vmap(pool)(x) for pool in pools))
+    grads = [torch.func.grad(lambda t, pool=pool: (pool(t) ** 2).sum())(x[0]) for pool in pools]
+    assert torch.equal(*grads)
     traced = torch.jit.trace(lambda t: max_pool2(t), torch.rand(1, 2, 4, 4))
     assert "max_pool2d" in str(traced.graph) and "channels_last" not in str(traced.graph)
 

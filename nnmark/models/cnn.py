@@ -34,11 +34,17 @@ class _MaxPool2(torch.autograd.Function):
         )
 
 
-def _traced() -> bool:
-    """Whether a tracer, compiler or exporter is recording this forward pass (the torch.compiler
-    checks where this torch has them: the package admits torch 2.1)."""
+def _traced(x: torch.Tensor) -> bool:
+    """Whether a tracer, compiler or exporter is recording this forward pass, or torch.func
+    transforms it (vmap cannot ask a tensor for a channels-last layout); the checks where this
+    torch has them: the package admits torch 2.1."""
     checks = (getattr(torch.compiler, n, None) for n in ("is_compiling", "is_exporting"))
-    return torch.jit.is_tracing() or any(check() for check in checks if check is not None)
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return (
+        torch.jit.is_tracing()
+        or any(check() for check in checks if check is not None)
+        or (wrapped is not None and bool(wrapped(x)))
+    )
 
 
 def max_pool2(x: torch.Tensor) -> torch.Tensor:
@@ -49,10 +55,10 @@ def max_pool2(x: torch.Tensor) -> torch.Tensor:
     max_pool2d's own backward at the same indices: one autograd node, which torch_pruning's
     channel tracing reads as channel-wise, as it reads max_pool2d (tests/test_cnn_pool.py; the
     time saved per step, per inference and per training: benchmarks/results/cnn_pool.md).
-    Traced, compiled or exported, and off the CPU, it is plain max_pool2d, so an exported graph
-    is the zoo's as before.
+    Traced, compiled, exported or under torch.func, and off the CPU, it is plain max_pool2d, so
+    an exported graph is the zoo's as before.
     """
-    if x.device.type != "cpu" or x.dim() != 4 or _traced():
+    if x.device.type != "cpu" or x.dim() != 4 or _traced(x):
         return F.max_pool2d(x, 2)
     if x.requires_grad and torch.is_grad_enabled():
         return _MaxPool2.apply(x)[0]
