@@ -58,6 +58,19 @@ def test_off_the_cpu_and_under_tracing_it_is_max_pool2d() -> None:
     assert "max_pool2d" in str(traced.graph) and "channels_last" not in str(traced.graph)
 
 
+def test_the_cnn_still_scripts_and_traces_with_fx(digits) -> None:  # type: ignore[no-untyped-def]
+    """torch.jit.script compiles no autograd.Function and torch.fx cannot branch on a traced
+    value: both took the cnn before, and take it as it was."""
+    from nnmark import new_model
+
+    model, x = new_model("cnn", digits, seed=0), digits.x[:8]
+    want = model(x)
+    scripted, graph = torch.jit.script(model), torch.fx.symbolic_trace(model)
+    assert torch.equal(scripted(x), want) and torch.equal(graph(x), want)
+    pools = [n for n in graph.graph.nodes if n.target is F.max_pool2d]
+    assert len(pools) == 2
+
+
 def test_a_trained_cnn_and_its_onnx_graph_are_unchanged(digits, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from nnmark import TrainConfig, new_model, train
     from nnmark.models import cnn

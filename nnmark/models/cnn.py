@@ -55,14 +55,21 @@ def max_pool2(x: torch.Tensor) -> torch.Tensor:
     max_pool2d's own backward at the same indices: one autograd node, which torch_pruning's
     channel tracing reads as channel-wise, as it reads max_pool2d (tests/test_cnn_pool.py; the
     time saved per step, per inference and per training: benchmarks/results/cnn_pool.md).
-    Traced, compiled, exported or under torch.func, and off the CPU, it is plain max_pool2d, so
-    an exported graph is the zoo's as before.
+    Traced (torch.jit, torch.fx), compiled, exported or under torch.func, and off the CPU, it is
+    plain max_pool2d, so an exported or traced graph is the zoo's as before.
     """
-    if x.device.type != "cpu" or x.dim() != 4 or _traced(x):
+    if isinstance(x, torch.fx.Proxy) or x.device.type != "cpu" or x.dim() != 4 or _traced(x):
         return F.max_pool2d(x, 2)
     if x.requires_grad and torch.is_grad_enabled():
         return _MaxPool2.apply(x)[0]
     return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2).contiguous()
+
+
+def _pool2(x: torch.Tensor) -> torch.Tensor:
+    """max_pool2, or under torch.jit.script (which compiles no autograd.Function) max_pool2d."""
+    if torch.jit.is_scripting():
+        return F.max_pool2d(x, 2)
+    return max_pool2(x)
 
 
 class SmallCNN(nn.Module):
@@ -84,8 +91,8 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.conv1(x))
-        x = max_pool2(F.relu(self.conv2(x)))
-        x = max_pool2(F.relu(self.conv3(x)))
+        x = _pool2(F.relu(self.conv2(x)))
+        x = _pool2(F.relu(self.conv3(x)))
         x = F.relu(self.fc1(x.flatten(1)))
         return self.fc2(x)
 
