@@ -101,7 +101,7 @@ def _normalised(
 
 @contextmanager
 def normalised_by_first(
-    norms: list[nn.modules.batchnorm._BatchNorm], n: int, model: nn.Module | None = None
+    model: nn.Module, norms: list[nn.modules.batchnorm._BatchNorm], n: int
 ) -> Iterator[None]:
     """Inside the block each of `norms` normalises its whole input by the batch statistics of its
     first `n` rows (differentiable, as in training mode), whatever its mode: the other rows are
@@ -118,7 +118,7 @@ def normalised_by_first(
 
     untracked = [
         m
-        for m in (unwrap(model).modules() if model is not None else ())
+        for m in unwrap(model).modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats
     ]
     handles = [m.register_forward_hook(hook) for m in norms]
@@ -156,7 +156,7 @@ class KeyReader:
             if not norms:  # no statistics to recompute (no BatchNorm, or all frozen)
                 return layer_output(model, layer, x)
             ref = self.reference(batch)
-            with normalised_by_first(norms, len(ref), model):
+            with normalised_by_first(model, norms, len(ref)):
                 return layer_output(model, layer, torch.cat([ref.to(x.device), x]))[len(ref) :]
 
     def reference(self, batch: Any) -> torch.Tensor:
