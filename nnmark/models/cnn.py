@@ -34,10 +34,13 @@ class _MaxPool2(torch.autograd.Function):
         )
 
 
-def _traced(x: torch.Tensor) -> bool:
-    """Whether a tracer, compiler or exporter is recording this forward pass, or torch.func
-    transforms it (vmap cannot ask a tensor for a channels-last layout); the checks where this
+def _plain(x: torch.Tensor) -> bool:
+    """Whether max_pool2d itself must run: off the CPU, on a torch.fx Proxy (no branching on
+    it), under a tracer, compiler or exporter (the graph must be the zoo's), or under torch.func
+    (vmap cannot ask a tensor for a channels-last layout). The torch.compiler checks where this
     torch has them: the package admits torch 2.1."""
+    if isinstance(x, torch.fx.Proxy) or x.device.type != "cpu" or x.dim() != 4:
+        return True
     checks = (getattr(torch.compiler, n, None) for n in ("is_compiling", "is_exporting"))
     wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
     return (
@@ -58,7 +61,7 @@ def max_pool2(x: torch.Tensor) -> torch.Tensor:
     Traced (torch.jit, torch.fx), compiled, exported or under torch.func, and off the CPU, it is
     plain max_pool2d, so an exported or traced graph is the zoo's as before.
     """
-    if isinstance(x, torch.fx.Proxy) or x.device.type != "cpu" or x.dim() != 4 or _traced(x):
+    if _plain(x):
         return F.max_pool2d(x, 2)
     if x.requires_grad and torch.is_grad_enabled():
         return _MaxPool2.apply(x)[0]
